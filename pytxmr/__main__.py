@@ -1,0 +1,230 @@
+"""The ``python -m pytxmr`` command line: run, submit, jobs, status, kill.
+
+``run`` is the embedded default (a local cluster for one job, or
+``--inline`` in this process); the others talk to a running jobtracker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from .sizes import parse_size
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
+def _job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", help="the job module (a .py file with map and reduce)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="input files, directories or globs")
+    p.add_argument("-o", "--output", required=True, help="output directory (must not exist)")
+    p.add_argument("--reducers", type=_positive, help="number of reduce tasks "
+                   "(default: the module's num_reducers, else 1)")
+    p.add_argument("--split-size", type=_size,
+                   help="map split size, e.g. 8M, 64M, 1G (default: input size spread "
+                        "over the cluster's slots, between 1M and 64M)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--map", dest="map_name", default="map", help="map function name")
+    p.add_argument("--reduce", dest="reduce_name", default="reduce", help="reduce function name")
+    p.add_argument("--max-attempts", type=_positive, help="attempts per task before the job "
+                   "fails (default 4)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
+
+
+def _cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobtracker", default="127.0.0.1:7373", help="HOST:PORT of the jobtracker")
+    p.add_argument("--secret-file", help="cluster secret file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pytxmr",
+                                description="pytxmr: MapReduce for Python on Twisted.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a job on a local cluster started for it")
+    _job_options(run)
+    run.add_argument("--workers", type=_positive, default=2, help="tasktrackers (default 2)")
+    run.add_argument("--slots", type=_positive, help="task processes per tasktracker "
+                     "(default: CPU count / workers)")
+    run.add_argument("--inline", action="store_true",
+                     help="run in this one process, no daemons (debugging, baseline)")
+    submit = sub.add_parser("submit", help="submit a job to a running cluster")
+    _job_options(submit)
+    _cluster_options(submit)
+    jobs = sub.add_parser("jobs", help="list the cluster's jobs")
+    _cluster_options(jobs)
+    for name, text in (("status", "show a job's state"), ("kill", "kill a running job")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("job_id")
+        _cluster_options(c)
+    return p
+
+
+class Progress:
+    """A live bar on a terminal, plain periodic lines otherwise."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._last = ""
+
+    def __call__(self, status: dict[str, Any]) -> None:
+        maps, reduces = status.get("maps"), status.get("reduces")
+        if not maps or not reduces:
+            return
+        mp = 100 * maps["done"] / max(1, maps["total"])
+        rp = 100 * reduces["done"] / max(1, reduces["total"])
+        text = (f"{status['job_id']}: map {mp:3.0f}% ({maps['done']}/{maps['total']}) "
+                f"reduce {rp:3.0f}% ({reduces['done']}/{reduces['total']})")
+        if status.get("failed_attempts"):
+            text += f" failed attempts {status['failed_attempts']}"
+        if self._tty:
+            bar = "#" * int(mp / 10) + "." * (10 - int(mp / 10))
+            self._stream.write(f"\r[{bar}] {text}")
+            self._stream.flush()
+        elif text != self._last:
+            self._stream.write(text + "\n")
+        self._last = text
+
+    def end(self) -> None:
+        if self._tty and self._last:
+            self._stream.write("\n")
+
+
+def print_result(result: dict[str, Any], quiet: bool) -> int:
+    if result["state"] == "succeeded":
+        if not quiet:
+            print(f"{result['job_id']} succeeded in {result['elapsed']:.2f}s: "
+                  f"{result['num_maps']} maps, {result['num_reducers']} reduces; "
+                  f"output in {result['output']}")
+            print_counters(result.get("counters") or {})
+        return 0
+    err = result.get("error") or {}
+    print(f"{result['job_id']} {result['state']}: {err.get('message', '')}", file=sys.stderr)
+    if err.get("traceback"):
+        print(err["traceback"].rstrip(), file=sys.stderr)
+    return 1
+
+
+def print_counters(counters: dict[str, dict[str, int]]) -> None:
+    for group in sorted(counters):
+        print(f"  {group}")
+        for name in sorted(counters[group]):
+            print(f"    {name:<32} {counters[group][name]:>14,}")
+
+
+def _spec(a: argparse.Namespace) -> dict[str, Any]:
+    from .client import submission
+
+    return submission(a.job, a.inputs, a.output, reducers=a.reducers, split_size=a.split_size,
+                      overwrite=a.overwrite, map_name=a.map_name, reduce_name=a.reduce_name,
+                      max_attempts=a.max_attempts)
+
+
+def run_inline_command(a: argparse.Namespace) -> int:
+    from .inline import run_inline
+
+    start = time.perf_counter()
+    counters = run_inline(a.job, a.inputs, a.output, num_reducers=a.reducers,
+                          split_size=a.split_size or 64 << 20, overwrite=a.overwrite,
+                          map_name=a.map_name, reduce_name=a.reduce_name)
+    if not a.quiet:
+        print(f"inline job succeeded in {time.perf_counter() - start:.2f}s; "
+              f"output in {os.path.abspath(a.output)}")
+        print_counters(counters)
+    return 0
+
+
+async def cluster_command(reactor: Any, a: argparse.Namespace) -> int:
+    from . import client, embedded
+    from .secret import load_secret
+
+    progress = None if a.quiet else Progress()
+    try:
+        if a.command == "run":
+            result = await embedded.run_embedded(reactor, _spec(a), workers=a.workers,
+                                                 slots=a.slots, progress=progress)
+            if progress:
+                progress.end()
+            return print_result(result, a.quiet)
+        secret = load_secret(a.secret_file)
+        conn = await client.connect(reactor, a.jobtracker, secret)
+        try:
+            if a.command == "submit":
+                result = await client.run_job(reactor, conn, _spec(a), progress)
+                if progress:
+                    progress.end()
+                return print_result(result, a.quiet)
+            if a.command == "jobs":
+                for job in await conn.call("jobs"):
+                    print(f"{job['job_id']}  {job['state']:<10} {job['elapsed']:8.2f}s  "
+                          f"{job['filename']} -> {job['output']}")
+                return 0
+            print(json.dumps(await conn.call(a.command, a.job_id), indent=2))
+            return 0
+        finally:
+            conn.close()
+    finally:
+        if progress:
+            progress.end()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    from .auth import LoginRefused
+    from .client import ClusterError
+    from .secret import SecretError
+
+    try:
+        if a.command == "run" and a.inline:
+            return run_inline_command(a)
+        from twisted.internet import defer, task
+
+        code = [1]
+
+        async def go(reactor: Any) -> None:
+            try:
+                code[0] = await cluster_command(reactor, a)
+            except (ClusterError, LoginRefused, SecretError) as e:
+                print(f"pytxmr: {e}", file=sys.stderr)
+                code[0] = 2
+
+        try:
+            task.react(lambda r: defer.Deferred.fromCoroutine(go(r)))
+        except SystemExit as e:
+            if e.code not in (0, None):
+                return int(e.code) if isinstance(e.code, int) else 1
+        return code[0]
+    except (ClusterError, LoginRefused, SecretError) as e:
+        print(f"pytxmr: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from .jobmodule import describe_error
+
+        if a.command == "run" and a.inline:
+            err = describe_error(e, os.path.abspath(a.job))
+            print(err["traceback"].rstrip(), file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Running one task child process from a daemon.
+
+The daemon writes the task spec to a file, spawns ``python -m pytxmr.task``,
+collects the one-line JSON result from file descriptor 3, and keeps the
+child's stdout and stderr (the user's prints) in a bounded log file. A child
+that dies without a result (exit, signal, memory) becomes an error dict
+like any other failure; the daemon itself is never at risk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from twisted.internet import defer, error, protocol
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+import pytxmr
+
+from .task import RESULT_FD
+
+#: Bytes of a task's stdout+stderr kept in its log; the rest is dropped
+#: (with a note), so a chatty task cannot fill a worker's disk.
+MAX_LOG_BYTES = 1 << 20
+_MAX_RESULT_BYTES = 16 << 20
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pytxmr.__file__)))
+
+
+def child_env() -> dict[str, str]:
+    """The environment of task children: the daemon's, plus the path that
+    finds this very pytxmr package even when it is not installed."""
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class _TaskProcess(protocol.ProcessProtocol):
+    def __init__(self, log_path: str, done: defer.Deferred[dict[str, Any]]) -> None:
+        self._log = open(log_path, "ab")
+        self._logged = 0
+        self._result = bytearray()
+        self._done = done
+        self.killed_because: str | None = None
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        if fd == RESULT_FD:
+            if len(self._result) < _MAX_RESULT_BYTES:
+                self._result += data
+            return
+        room = MAX_LOG_BYTES - self._logged
+        if room > 0:
+            self._log.write(data[:room])
+            if len(data) > room:
+                self._log.write(b"\n[pytxmr: log truncated]\n")
+        self._logged += len(data)
+
+    def kill(self, why: str) -> None:
+        self.killed_because = why
+        try:
+            self.transport.signalProcess("KILL")
+        except error.ProcessExitedAlready:
+            pass
+
+    def processEnded(self, reason: Failure) -> None:
+        self._log.close()
+        self._done.callback(self._outcome(reason))
+
+    def _outcome(self, reason: Failure) -> dict[str, Any]:
+        for line in bytes(self._result).splitlines():
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict) and isinstance(message.get("result"), dict):
+                result: dict[str, Any] = message["result"]
+                return result
+        if self.killed_because:
+            why = self.killed_because
+        else:
+            exc = reason.value
+            sig = getattr(exc, "signal", None)
+            code = getattr(exc, "exitCode", None)
+            if sig:
+                why = f"the task process was killed by signal {signal.Signals(sig).name}"
+            else:
+                why = f"the task process exited with code {code} before reporting a result"
+        return {"ok": False, "error": {"type": "TaskProcessDied", "message": why,
+                                       "traceback": self._log_tail()}}
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self._log.name, "rb") as f:
+                f.seek(max(0, os.path.getsize(self._log.name) - 4096))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+class TaskChild:
+    """One running task process: ``result`` fires with its result dict."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, spec: dict[str, Any], work_dir: str,
+                 timeout: float | None = None) -> None:
+        self._reactor: IReactorProcess = reactor
+        self._clock: IReactorTime = reactor
+        self.work_dir = work_dir
+        self.log_path = os.path.join(work_dir, "task.log")
+        os.makedirs(work_dir, exist_ok=True)
+        spec_path = os.path.join(work_dir, "spec.json")
+        with open(spec_path, "w", encoding="utf-8") as f:
+            json.dump(spec, f)
+        done: defer.Deferred[dict[str, Any]] = defer.Deferred()
+        self._proto = _TaskProcess(self.log_path, done)
+        self._timer: IDelayedCall | None = None
+        self._reactor.spawnProcess(
+            self._proto,
+            sys.executable,
+            [sys.executable, "-m", "pytxmr.task", spec_path],
+            env=child_env(),
+            path=work_dir,
+            childFDs={0: "w", 1: "r", 2: "r", RESULT_FD: "r"},
+        )
+        if timeout:
+            self._timer = self._clock.callLater(
+                timeout, self.kill, f"the task took longer than {timeout:g}s")
+        self.result = done
+        done.addBoth(self._cancel_timer)
+
+    def _cancel_timer(self, value: Any) -> Any:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        return value
+
+    def kill(self, why: str = "the task was killed") -> None:
+        self._proto.kill(why)

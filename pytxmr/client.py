@@ -1,0 +1,130 @@
+"""Submitting jobs to a running cluster, and job control, as a Python API.
+
+``submit`` ships the job module's source and options to the jobtracker
+over authenticated PB, reports progress while it waits, and returns the
+job's result (state, counters, error with the user's traceback). The CLI
+(``python -m pytxmr submit``) and the embedded ``run`` both use it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+from twisted.internet import defer, endpoints, task
+from twisted.spread import pb
+
+from .auth import login
+from .wire import DEFAULT_PORT, PROTOCOL_VERSION, ROLE_CLIENT
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class ClusterError(Exception):
+    """The jobtracker refused a request or could not be reached; the message
+    says why."""
+
+
+def jobtracker_endpoint(address: str) -> str:
+    """``HOST:PORT`` (or a Twisted client endpoint string) as an endpoint string."""
+    if address.startswith(("tcp:", "ssl:", "unix:", "tls:")):
+        return address
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        host, port = address, str(DEFAULT_PORT)
+    if not port.isdigit():
+        raise ValueError(f"bad jobtracker address {address!r}: use HOST:PORT")
+    return f"tcp:host={host.strip('[]') or '127.0.0.1'}:port={port}"
+
+
+class Connection:
+    """A logged-in client session with a jobtracker."""
+
+    def __init__(self, factory: pb.PBClientFactory, perspective: pb.RemoteReference) -> None:
+        self._factory = factory
+        self.perspective = perspective  # held: a dropped perspective is logged out
+
+    async def call(self, method: str, *args: Any) -> Any:
+        try:
+            return await self.perspective.callRemote(method, *args)
+        except pb.RemoteError as e:
+            raise ClusterError(e.remoteTraceback or str(e)) from None
+        except (pb.PBConnectionLost, pb.DeadReferenceError):
+            raise ClusterError("lost the connection to the jobtracker "
+                               "(it stopped or crashed)") from None
+
+    def close(self) -> None:
+        self._factory.disconnect()
+
+
+async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10.0) -> Connection:
+    endpoint = endpoints.clientFromString(reactor, jobtracker_endpoint(address))
+    factory = pb.PBClientFactory()
+    try:
+        await endpoint.connect(factory)
+    except Exception as e:
+        raise ClusterError(f"cannot reach the jobtracker at {address}: {e}") from None
+    perspective = await login(factory, ROLE_CLIENT, secret)
+    return Connection(factory, perspective)
+
+
+def submission(job_path: str, inputs: Sequence[str], output: str, *,
+               reducers: int | None = None, split_size: int | None = None,
+               overwrite: bool = False, map_name: str = "map", reduce_name: str = "reduce",
+               max_attempts: int | None = None, buffer_records: int | None = None) -> dict[str, Any]:
+    """The plain-data submission for a job file (paths made absolute here,
+    where they are relative to the user's working directory)."""
+    try:
+        with open(job_path, encoding="utf-8") as f:
+            source = f.read()
+    except OSError as e:
+        raise ClusterError(f"cannot read the job module {job_path}: {e.strerror}") from None
+    spec: dict[str, Any] = {
+        "protocol": PROTOCOL_VERSION,
+        "source": source,
+        "filename": os.path.abspath(job_path),
+        "inputs": [os.path.abspath(os.path.expanduser(p)) for p in inputs],
+        "output": os.path.abspath(os.path.expanduser(output)),
+        "overwrite": overwrite,
+        "map_name": map_name,
+        "reduce_name": reduce_name,
+    }
+    for name, value in (("reducers", reducers), ("split_size", split_size),
+                        ("max_attempts", max_attempts), ("buffer_records", buffer_records)):
+        if value is not None:
+            spec[name] = value
+    return spec
+
+
+async def run_job(reactor: Any, conn: Connection, spec: dict[str, Any],
+                  progress: ProgressCallback | None = None, interval: float = 0.5) -> dict[str, Any]:
+    """Submit ``spec`` and wait for the job's end; its result dict."""
+    job_id = await conn.call("submit", spec)
+    finished = defer.Deferred.fromCoroutine(conn.call("wait", job_id))
+    if progress is None:
+        return await finished
+    result: dict[str, Any] | None = None
+
+    def done(r: dict[str, Any]) -> dict[str, Any]:
+        nonlocal result
+        result = r
+        return r
+
+    finished.addCallback(done)
+    while result is None:
+        await defer.DeferredList([finished, task.deferLater(reactor, interval)],
+                                 fireOnOneCallback=True, fireOnOneErrback=True,
+                                 consumeErrors=True)
+        if result is None and not finished.called:
+            progress(await conn.call("status", job_id))
+    return await finished
+
+
+async def submit(reactor: Any, address: str, secret: bytes, spec: dict[str, Any],
+                 progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Connect, run one job, disconnect: the API for scripts and tests."""
+    conn = await connect(reactor, address, secret)
+    try:
+        return await run_job(reactor, conn, spec, progress)
+    finally:
+        conn.close()

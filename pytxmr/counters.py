@@ -1,0 +1,59 @@
+"""Counters: named totals that tasks report and jobs add up.
+
+A task child keeps one ``Counters``; user code adds to it through
+``pytxmr.counter(group, name, n)``. The jobtracker adds up the counters of
+each task's *committed* attempt only, so retried attempts never count twice.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+#: The group of the counters pytxmr itself keeps.
+FRAMEWORK = "pytxmr"
+
+CounterDict = dict[str, dict[str, int]]
+
+
+class Counters:
+    """``group -> name -> int``, plain data so it can cross PB and JSON."""
+
+    def __init__(self, initial: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        self._groups: CounterDict = {}
+        if initial:
+            self.add_all(initial)
+
+    def incr(self, group: str, name: str, n: int = 1) -> None:
+        g = self._groups.get(group)
+        if g is None:
+            g = self._groups[group] = {}
+        g[name] = g.get(name, 0) + n
+
+    def add_all(self, other: Mapping[str, Mapping[str, int]]) -> None:
+        for group, names in other.items():
+            for name, n in names.items():
+                self.incr(group, name, n)
+
+    def get(self, group: str, name: str) -> int:
+        return self._groups.get(group, {}).get(name, 0)
+
+    def to_dict(self) -> CounterDict:
+        return {g: dict(names) for g, names in self._groups.items()}
+
+
+#: The counters of the task running in this process (a task child runs one).
+current = Counters()
+
+
+def reset() -> Counters:
+    """Start counting afresh (``run --inline`` runs several jobs in one process)."""
+    global current
+    current = Counters()
+    return current
+
+
+def counter(group: str, name: str, n: int = 1) -> None:
+    """Add ``n`` to a user counter from inside map, combine or reduce."""
+    if not isinstance(group, str) or not isinstance(name, str) or type(n) is not int:
+        raise TypeError("pytxmr.counter(group: str, name: str, n: int = 1)")
+    current.incr(group, name, n)

@@ -1,0 +1,84 @@
+"""What the daemons' mains share: logging options, ready files, and running
+a service under ``task.react`` until SIGTERM/SIGINT or a fatal error."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+from typing import Any, Awaitable, Callable
+
+from twisted.internet import defer, task
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    jsonFileLogObserver,
+    textFileLogObserver,
+)
+
+from .auth import LoginRefused
+from .secret import SecretError
+
+
+class FatalError(Exception):
+    """The daemon cannot go on; the message is shown to the user."""
+
+
+def add_logging_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warn", "error", "critical"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="human-readable lines (default) or JSON lines")
+
+
+def setup_logging(level: str, fmt: str, stream: io.TextIOBase | None = None) -> None:
+    out = stream or sys.stderr
+    observer = jsonFileLogObserver(out) if fmt == "json" else textFileLogObserver(out)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
+                                     redirectStandardIO=False)
+
+
+def write_ready_file(path: str, data: dict[str, Any]) -> None:
+    """Write atomically, so a reader never sees half a file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def run_daemon(start: Callable[[Any], Awaitable[Any]], args: argparse.Namespace,
+               name: str) -> None:
+    """Start the service ``start`` builds and run until a signal stops the
+    reactor (the service is stopped cleanly first) or the service's
+    ``fatal`` Deferred fails."""
+    setup_logging(args.log_level, args.log_format)
+
+    async def main(reactor: Any) -> None:
+        try:
+            svc = await start(reactor)
+        except (SecretError, LoginRefused, FatalError, OSError, ValueError) as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            raise SystemExit(2)
+        stopping = {"done": False}
+
+        def stop() -> Any:
+            if not stopping["done"]:
+                stopping["done"] = True
+                return svc.stopService()
+            return None
+
+        reactor.addSystemEventTrigger("before", "shutdown", stop)
+        fatal: defer.Deferred[None] = getattr(svc, "fatal", defer.Deferred())
+        try:
+            await fatal
+        except (LoginRefused, FatalError) as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            await defer.maybeDeferred(stop)
+            raise SystemExit(2)
+
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor)))

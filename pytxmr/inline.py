@@ -1,0 +1,65 @@
+"""``run --inline``: a whole job in this one process, without daemons.
+
+For debugging (a breakpoint in ``map`` just works) and as the baseline the
+benchmarks compare against. It runs the same map and reduce code as the
+task children, so partitioning, sort order and output files are identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Sequence
+
+from . import counters as _counters
+from . import output
+from .jobmodule import load_module, resolve
+from .mapper import DEFAULT_BUFFER_RECORDS, run_map
+from .reducer import run_reduce
+from .splits import compute_splits, expand_inputs
+
+
+def run_inline(
+    job_path: str,
+    inputs: Sequence[str],
+    output_dir: str,
+    *,
+    num_reducers: int | None = None,
+    split_size: int = 64 << 20,
+    overwrite: bool = False,
+    map_name: str = "map",
+    reduce_name: str = "reduce",
+    buffer_records: int = DEFAULT_BUFFER_RECORDS,
+) -> dict[str, dict[str, int]]:
+    """Run the job; returns its counters. Raises on any error."""
+    with open(job_path, encoding="utf-8") as f:
+        source = f.read()
+    job = resolve(load_module(source, os.path.abspath(job_path)), map_name, reduce_name)
+    reducers = num_reducers or job.num_reducers or 1
+    splits = compute_splits(expand_inputs(inputs), split_size)
+    output.prepare_output_dir(output_dir, overwrite)
+    counters = _counters.reset()
+    work = tempfile.mkdtemp(prefix="pytxmr-inline-")
+    try:
+        indexes = []
+        for split in splits:
+            out = run_map(job, split, reducers, work, counters,
+                          buffer_records=buffer_records, name=f"map-{split.index:05d}")
+            with open(out.index_path) as f:
+                indexes.append((out.data_path, json.load(f)))
+        kinds = sorted({k for _, index in indexes for k in index["kinds"]})
+        for p in range(reducers):
+            runs = [(path, ix["partitions"][p]["offset"], ix["partitions"][p]["length"])
+                    for path, ix in indexes]
+            attempt = f"inline_r{p:05d}"
+            run_reduce(job, runs, kinds, output.attempt_path(output_dir, attempt, p), work, counters)
+            output.commit_part(output_dir, attempt, p)
+        output.finish_output(output_dir)
+    except BaseException:
+        output.abort_output(output_dir)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return counters.to_dict()

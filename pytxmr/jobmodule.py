@@ -1,0 +1,110 @@
+"""Job modules: loading a user's job from its source, and reporting its errors.
+
+Only task child processes (and the submission check, itself a child) call
+``load``: importing a job runs user code, which must never run inside a
+daemon. Tracebacks name the user's own file and lines even on a worker that
+never had the file, because the source is registered with ``linecache``.
+"""
+
+from __future__ import annotations
+
+import linecache
+import sys
+import traceback
+import types
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import readers
+from .partition import default_partition
+
+ENCODING_ERRORS = ("strict", "replace", "surrogateescape", "ignore", "backslashreplace")
+OUTPUT_FORMATS = ("text", "jsonl")
+
+
+class JobDefinitionError(Exception):
+    """The module imports but is not a usable job (e.g. no ``map``)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """The callables and settings a task needs, resolved from the module."""
+
+    map: Callable[..., Any]
+    reduce: Callable[..., Any]
+    combine: Callable[..., Any] | None
+    partition: Callable[[Any, int], int]
+    reader: Callable[..., Any]
+    num_reducers: int | None
+    encoding_errors: str
+    output_format: str
+
+
+def load_module(source: str, filename: str) -> types.ModuleType:
+    """Execute ``source`` as a fresh module whose code claims ``filename``."""
+    lines = source.splitlines(True)
+    linecache.cache[filename] = (len(source), None, lines, filename)
+    code = compile(source, filename, "exec", dont_inherit=True)
+    module = types.ModuleType("pytxmr_job")
+    module.__file__ = filename
+    sys.modules["pytxmr_job"] = module
+    exec(code, module.__dict__)
+    return module
+
+
+def resolve(module: types.ModuleType, map_name: str = "map", reduce_name: str = "reduce") -> Job:
+    """The job a module defines; raises JobDefinitionError naming what is wrong."""
+
+    def required(name: str) -> Callable[..., Any]:
+        fn = getattr(module, name, None)
+        if fn is None:
+            raise JobDefinitionError(f"{module.__file__}: the job module has no {name!r} function")
+        if not callable(fn):
+            raise JobDefinitionError(f"{module.__file__}: {name!r} is not callable")
+        return fn
+
+    def optional(name: str) -> Callable[..., Any] | None:
+        fn = getattr(module, name, None)
+        if fn is not None and not callable(fn):
+            raise JobDefinitionError(f"{module.__file__}: {name!r} is not callable")
+        return fn
+
+    num_reducers = getattr(module, "num_reducers", None)
+    if num_reducers is not None and (type(num_reducers) is not int or num_reducers < 1):
+        raise JobDefinitionError(f"{module.__file__}: num_reducers must be a positive int")
+    errors = getattr(module, "encoding_errors", "strict")
+    if errors not in ENCODING_ERRORS:
+        raise JobDefinitionError(
+            f"{module.__file__}: encoding_errors must be one of {', '.join(ENCODING_ERRORS)}"
+        )
+    output_format = getattr(module, "output_format", "text")
+    if output_format not in OUTPUT_FORMATS:
+        raise JobDefinitionError(f"{module.__file__}: output_format must be 'text' or 'jsonl'")
+    return Job(
+        map=required(map_name),
+        reduce=required(reduce_name),
+        combine=optional("combine"),
+        partition=optional("partition") or default_partition,
+        reader=optional("reader") or readers.lines,
+        num_reducers=num_reducers,
+        encoding_errors=errors,
+        output_format=output_format,
+    )
+
+
+def describe_error(exc: BaseException, filename: str | None = None) -> dict[str, str]:
+    """Plain data for an exception: its type, message and a traceback that
+    starts at the user's code when the user's file is in it."""
+    tb = exc.__traceback__
+    if filename is not None:
+        t = tb
+        while t is not None and t.tb_frame.f_code.co_filename != filename:
+            t = t.tb_next
+        if t is not None:
+            tb = t
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    return {
+        "type": type(exc).__name__,
+        "message": "".join(traceback.format_exception_only(type(exc), exc)).strip(),
+        "traceback": text,
+    }

@@ -1,0 +1,618 @@
+"""The jobtracker: the master daemon (``python -m pytxmr.jobtracker``).
+
+``JobTracker`` owns the jobs and turns what tasktrackers and clients say
+into scheduler events, and the scheduler's actions into remote calls.
+The PB adapter (the realm and its two avatars) only validates, delegates
+and translates; ``JobTrackerService`` wires the lifecycle. User code never
+runs here: a submitted module is checked in a child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from twisted.application import service
+from twisted.cred import portal
+from twisted.internet import defer, endpoints, task, threads
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.spread import pb
+from zope.interface import implementer
+
+from . import output, scheduler as sched
+from .auth import SecretChecker
+from .child import TaskChild
+from .counters import FRAMEWORK, Counters
+from .daemon import add_logging_options, run_daemon, write_ready_file
+from .kvstore import valid_job_id
+from .scheduler import Action, MapLocation, Scheduler, State
+from .secret import load_secret
+from .splits import Split, compute_splits, expand_inputs
+from .wire import (
+    DEFAULT_PORT,
+    PROTOCOL_VERSION,
+    ROLE_CLIENT,
+    ROLE_TASKTRACKER,
+    ProtocolMismatch,
+    SubmissionError,
+    UnknownJob,
+    UnknownWorker,
+)
+
+DEFAULT_SPLIT_SIZE = 64 << 20
+MIN_SPLIT_SIZE = 1 << 20
+DEFAULT_EXPIRY = 10.0
+DEFAULT_CHECK_TIMEOUT = 30.0
+#: Finished jobs kept in memory for ``status``/``wait`` after they end.
+FINISHED_JOBS_KEPT = 100
+
+
+@dataclass
+class JobRecord:
+    """What the jobtracker knows of a job beyond the scheduler's view."""
+
+    id: str
+    filename: str
+    source_path: str
+    token: bytes
+    output: str
+    splits: list[Split]
+    num_reducers: int
+    map_name: str
+    reduce_name: str
+    buffer_records: int | None
+    submitted: float
+    state: str = "running"
+    error: dict[str, str] | None = None
+    finished: float | None = None
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    waiters: list[defer.Deferred[dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass
+class WorkerConnection:
+    wid: str
+    mind: pb.RemoteReference
+    host: str
+    port: int
+    slots: int
+
+
+def _location(loc: MapLocation) -> dict[str, Any]:
+    return {"map": loc.index, "wid": loc.wid, "host": loc.host, "port": loc.port,
+            "kinds": list(loc.kinds)}
+
+
+class JobTracker:
+    """Jobs, workers and the scheduler; everything a remote call can ask."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, workdir: str, *, expiry: float = DEFAULT_EXPIRY,
+                 check_timeout: float = DEFAULT_CHECK_TIMEOUT) -> None:
+        self._reactor = reactor
+        self._clock: IReactorTime = reactor
+        self.workdir = workdir
+        self.expiry = expiry
+        self.check_timeout = check_timeout
+        self.scheduler = Scheduler()
+        self.workers: dict[str, WorkerConnection] = {}
+        self.jobs: dict[str, JobRecord] = {}
+        self._worker_seq = 0
+        self._job_seq = 0
+        self._expiry_loop: task.LoopingCall | None = None
+
+    # --- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        jobs_dir = os.path.join(self.workdir, "jobs")
+        # Leftovers of a crashed run are of no use: its jobs are gone.
+        shutil.rmtree(jobs_dir, ignore_errors=True)
+        os.makedirs(jobs_dir, exist_ok=True)
+        self._expiry_loop = task.LoopingCall(self._check_expiry)
+        self._expiry_loop.clock = self._clock
+        self._expiry_loop.start(max(0.05, self.expiry / 4), now=False)
+
+    def stop(self) -> None:
+        if self._expiry_loop is not None and self._expiry_loop.running:
+            self._expiry_loop.stop()
+        error = {"type": "JobTrackerStopped", "message": "the jobtracker stopped", "traceback": ""}
+        for job in list(self.jobs.values()):
+            if job.state == "running":
+                self._job_done(job, "failed", error)
+        shutil.rmtree(os.path.join(self.workdir, "jobs"), ignore_errors=True)
+
+    def _now(self) -> float:
+        return self._clock.seconds()
+
+    # --- workers -----------------------------------------------------------
+
+    def register(self, mind: pb.RemoteReference, info: dict[str, Any]) -> str:
+        if info.get("protocol") != PROTOCOL_VERSION:
+            raise ProtocolMismatch(
+                f"tasktracker speaks protocol {info.get('protocol')!r}, "
+                f"this jobtracker {PROTOCOL_VERSION}")
+        host, port, slots = info.get("host"), info.get("port"), info.get("slots")
+        if not (isinstance(host, str) and isinstance(port, int) and isinstance(slots, int)
+                and slots >= 1):
+            raise pb.Error("register needs host (str), port (int) and slots (int >= 1)")
+        self._worker_seq += 1
+        wid = f"w{self._worker_seq}"
+        self.workers[wid] = WorkerConnection(wid, mind, host, port, slots)
+        self.log.info("Tasktracker {wid} joined: {host}:{port}, {slots} slots",
+                      wid=wid, host=host, port=port, slots=slots)
+        self._execute(self.scheduler.worker_joined(wid, host, port, slots, self._now()))
+        return wid
+
+    def worker_disconnected(self, wid: str) -> None:
+        if self.workers.pop(wid, None) is not None:
+            self.log.info("Tasktracker {wid} disconnected", wid=wid)
+            self._execute(self.scheduler.worker_lost(wid, self._now()))
+
+    def _check_live(self, wid: str | None) -> str:
+        if wid is None or wid not in self.workers:
+            raise UnknownWorker(f"unknown worker {wid}: register again")
+        return wid
+
+    def heartbeat(self, wid: str | None) -> None:
+        self.scheduler.heartbeat(self._check_live(wid), self._now())
+
+    def _check_expiry(self) -> None:
+        for wid in self.scheduler.expired_workers(self._now(), self.expiry):
+            self.log.warn("Tasktracker {wid} missed heartbeats for {s:g}s: lost", wid=wid,
+                          s=self.expiry)
+            conn = self.workers.pop(wid, None)
+            self._execute(self.scheduler.worker_lost(wid, self._now()))
+            if conn is not None:
+                # When it wakes up it must log in again as a new incarnation.
+                broker = conn.mind.broker
+                if broker.transport is not None:
+                    broker.transport.loseConnection()
+
+    def attempt_done(self, wid: str | None, attempt_id: str, result: dict[str, Any]) -> None:
+        self._check_live(wid)
+        self._execute(self.scheduler.attempt_succeeded(attempt_id, self._now(), result))
+
+    def attempt_failed(self, wid: str | None, attempt_id: str, error: dict[str, Any]) -> None:
+        self._check_live(wid)
+        error = {k: str(error.get(k, "")) for k in ("type", "message", "traceback")}
+        self.log.info("Attempt {aid} failed: {msg}", aid=attempt_id, msg=error["message"])
+        self._execute(self.scheduler.attempt_failed(attempt_id, self._now(), error))
+
+    def may_commit(self, wid: str | None, attempt_id: str) -> bool:
+        self._check_live(wid)
+        return self.scheduler.may_commit(attempt_id)
+
+    # --- jobs ----------------------------------------------------------------
+
+    async def submit(self, spec: dict[str, Any]) -> str:
+        """Check and start a job; raises SubmissionError with the reason."""
+        request = _validate_submission(spec)
+        slots = sum(w.slots for w in self.workers.values())
+        try:
+            splits = await threads.deferToThread(
+                _splits, request["inputs"], request["split_size"], slots)
+        except ValueError as e:  # InputError and friends
+            raise SubmissionError(str(e)) from None
+        self._job_seq += 1
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(self._now()))
+        job_id = f"job_{stamp}_{self._job_seq:04d}"
+        job_dir = os.path.join(self.workdir, "jobs", job_id)
+        os.makedirs(job_dir)
+        source_path = os.path.join(job_dir, "job.py")
+        with open(source_path, "w", encoding="utf-8") as f:
+            f.write(request["source"])
+        try:
+            defaults = await self._check_module(job_id, source_path, request)
+            reducers = request["reducers"] or defaults.get("num_reducers") or 1
+            try:
+                await threads.deferToThread(
+                    output.prepare_output_dir, request["output"], request["overwrite"])
+            except (output.OutputExistsError, OSError) as e:
+                raise SubmissionError(str(e)) from None
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        job = JobRecord(
+            id=job_id, filename=request["filename"], source_path=source_path,
+            token=os.urandom(32), output=request["output"], splits=splits,
+            num_reducers=reducers, map_name=request["map_name"],
+            reduce_name=request["reduce_name"], buffer_records=request["buffer_records"],
+            submitted=self._now(),
+        )
+        self.jobs[job_id] = job
+        self.log.info("Job {job} submitted: {file}, {maps} maps, {reduces} reduces",
+                      job=job_id, file=job.filename, maps=len(splits), reduces=reducers)
+        self._execute(self.scheduler.submit(job_id, len(splits), reducers, self._now(),
+                                            request["max_attempts"]))
+        return job_id
+
+    async def _check_module(self, job_id: str, source_path: str,
+                            request: dict[str, Any]) -> dict[str, Any]:
+        """Import the module in a child process: it must load and define
+        map and reduce. A hostile or hanging module harms only that child."""
+        spec = {"kind": "check", "job": {"source_path": source_path,
+                                         "filename": request["filename"],
+                                         "map_name": request["map_name"],
+                                         "reduce_name": request["reduce_name"]}}
+        work = os.path.join(self.workdir, "jobs", job_id, "check")
+        child = TaskChild(self._reactor, spec, work, timeout=self.check_timeout)
+        result = await child.result
+        if not result.get("ok"):
+            err = result.get("error", {})
+            message = err.get("message", "the job module check failed")
+            if err.get("type") == "TaskProcessDied" and "longer than" in message:
+                message = f"importing the job module took longer than {self.check_timeout:g}s"
+            raise SubmissionError(f"{message}\n{err.get('traceback', '')}".rstrip())
+        return result
+
+    def wait(self, job_id: str) -> defer.Deferred[dict[str, Any]]:
+        job = self._job(job_id)
+        if job.state != "running":
+            return defer.succeed(self._result(job))
+        d: defer.Deferred[dict[str, Any]] = defer.Deferred()
+        job.waiters.append(d)
+        return d
+
+    def kill(self, job_id: str) -> dict[str, Any]:
+        self._job(job_id)
+        self._execute(self.scheduler.kill_job(job_id, self._now()))
+        return self.status(job_id)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        job = self._job(job_id)
+        result = self._result(job)
+        sjob = self.scheduler.jobs.get(job_id)
+        if sjob is not None:
+            for kind, tasks in (("maps", sjob.maps), ("reduces", sjob.reduces)):
+                result[kind] = {
+                    "total": len(tasks),
+                    "done": sum(t.state is State.SUCCEEDED for t in tasks),
+                    "running": sum(t.state is State.RUNNING for t in tasks),
+                }
+            result["failed_attempts"] = sum(t.failures for t in sjob.maps + sjob.reduces)
+        return result
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        return [self.status(j) for j in self.jobs]
+
+    def _job(self, job_id: str) -> JobRecord:
+        job = self.jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None:
+            raise UnknownJob(f"no job {job_id!r}")
+        return job
+
+    def _result(self, job: JobRecord) -> dict[str, Any]:
+        end = job.finished if job.finished is not None else self._now()
+        return {"job_id": job.id, "state": job.state, "error": job.error,
+                "counters": job.counters, "elapsed": end - job.submitted,
+                "output": job.output, "filename": job.filename,
+                "num_maps": len(job.splits), "num_reducers": job.num_reducers}
+
+    def _job_done(self, job: JobRecord, state: str, error: dict[str, str] | None) -> None:
+        job.state = state
+        job.error = error
+        job.finished = self._now()
+        sjob = self.scheduler.jobs.get(job.id)
+        if sjob is not None:
+            totals = Counters()
+            for t in sjob.maps + sjob.reduces:
+                for a in t.attempts:
+                    if a.id == t.committed:
+                        totals.add_all(a.counters)
+                failed = sum(a.state is State.FAILED for a in t.attempts)
+                killed = sum(a.state is State.KILLED for a in t.attempts)
+                if failed:
+                    totals.incr(FRAMEWORK, f"failed {t.kind} attempts", failed)
+                if killed:
+                    totals.incr(FRAMEWORK, f"killed {t.kind} attempts", killed)
+            job.counters = totals.to_dict()
+        try:
+            if state == "succeeded":
+                output.finish_output(job.output)
+            else:
+                output.abort_output(job.output)
+        except OSError as e:
+            self.log.error("Cannot finish the output of {job}: {e}", job=job.id, e=e)
+            if state == "succeeded":
+                job.state = "failed"
+                job.error = {"type": "OutputError", "message": str(e), "traceback": ""}
+        shutil.rmtree(os.path.dirname(job.source_path), ignore_errors=True)
+        self.log.info("Job {job} {state} in {secs:.3f}s", job=job.id, state=job.state,
+                      secs=job.finished - job.submitted)
+        waiters, job.waiters = job.waiters, []
+        for d in waiters:
+            d.callback(self._result(job))
+        self._forget_old_jobs()
+
+    def _forget_old_jobs(self) -> None:
+        done = [j for j in self.jobs.values() if j.state != "running"]
+        for job in done[:max(0, len(done) - FINISHED_JOBS_KEPT)]:
+            del self.jobs[job.id]
+            self.scheduler.forget_job(job.id)
+
+    # --- carrying out the scheduler's decisions --------------------------------
+
+    def _execute(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            if isinstance(action, sched.JobDone):
+                job = self.jobs.get(action.job_id)
+                if job is not None:
+                    self._job_done(job, action.state.value, action.error)
+                continue
+            conn = self.workers.get(action.wid)
+            if conn is None:
+                continue
+            job = self.jobs[action.job_id]
+            if isinstance(action, sched.InitJob):
+                with open(job.source_path, encoding="utf-8") as f:
+                    source = f.read()
+                self._call(conn, "init_job", job.id, {
+                    "source": source, "filename": job.filename, "token": job.token,
+                    "map_name": job.map_name, "reduce_name": job.reduce_name,
+                    "num_maps": len(job.splits), "num_reducers": job.num_reducers,
+                    "output": job.output, "buffer_records": job.buffer_records,
+                })
+            elif isinstance(action, sched.LaunchMap):
+                self._call(conn, "launch_map", job.id, action.attempt_id, action.index,
+                           job.splits[action.index].to_dict())
+            elif isinstance(action, sched.LaunchReduce):
+                self._call(conn, "launch_reduce", job.id, action.attempt_id, action.partition,
+                           [_location(loc) for loc in action.map_outputs])
+            elif isinstance(action, sched.AnnounceMapOutputs):
+                self._call(conn, "map_outputs", job.id,
+                           [_location(loc) for loc in action.map_outputs])
+            elif isinstance(action, sched.KillAttempt):
+                self._call(conn, "kill_attempt", job.id, action.attempt_id)
+            elif isinstance(action, sched.DestroyJob):
+                self._call(conn, "destroy_job", job.id)
+
+    def _call(self, conn: WorkerConnection, method: str, *args: Any) -> None:
+        d = conn.mind.callRemote(method, *args)
+        d.addErrback(self._call_failed, conn.wid, method)
+
+    def _call_failed(self, failure: Any, wid: str, method: str) -> None:
+        if failure.check(pb.DeadReferenceError, pb.PBConnectionLost):
+            return  # the disconnect notification handles the loss
+        self.log.failure("Remote call {method} to {wid} failed", failure, method=method, wid=wid)
+
+
+def _splits(inputs: list[str], split_size: int | None, slots: int) -> list[Split]:
+    """The job's splits. Without a split size, the input is spread over
+    about two maps per slot (so a small input still uses the whole
+    cluster), within [MIN_SPLIT_SIZE, DEFAULT_SPLIT_SIZE]."""
+    paths = expand_inputs(inputs)
+    if split_size is None:
+        total = sum(os.path.getsize(p) for p in paths)
+        per_map = -(-total // max(1, 2 * slots))
+        split_size = min(DEFAULT_SPLIT_SIZE, max(MIN_SPLIT_SIZE, per_map))
+    return compute_splits(paths, split_size)
+
+
+def _validate_submission(spec: Any) -> dict[str, Any]:
+    """Plain, typed submission fields, or SubmissionError naming the bad one."""
+    if not isinstance(spec, dict):
+        raise SubmissionError("a submission is a dict")
+    if spec.get("protocol") != PROTOCOL_VERSION:
+        raise ProtocolMismatch(f"client speaks protocol {spec.get('protocol')!r}, "
+                               f"this jobtracker {PROTOCOL_VERSION}")
+
+    def get(name: str, kind: type | tuple[type, ...], default: Any = ..., check: Any = None) -> Any:
+        value = spec.get(name, default)
+        if value is ...:
+            raise SubmissionError(f"the submission has no {name!r}")
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)
+                                  and kind is int):
+            raise SubmissionError(f"{name!r} has the wrong type")
+        if check is not None and value is not None and not check(value):
+            raise SubmissionError(f"invalid {name}: {value!r}")
+        return value
+
+    inputs = get("inputs", list)
+    if not inputs or not all(isinstance(p, str) and p for p in inputs):
+        raise SubmissionError("no inputs given")
+    out = get("output", str, check=os.path.isabs)
+    if any(os.path.abspath(p) == os.path.abspath(out) for p in inputs):
+        raise SubmissionError("the output directory is also an input")
+    return {
+        "source": get("source", str),
+        "filename": get("filename", str),
+        "inputs": inputs,
+        "output": out,
+        "reducers": get("reducers", int, None, lambda n: n >= 1),
+        "split_size": get("split_size", int, None, lambda n: n >= 1),
+        "overwrite": bool(get("overwrite", bool, False)),
+        "map_name": get("map_name", str, "map", str.isidentifier),
+        "reduce_name": get("reduce_name", str, "reduce", str.isidentifier),
+        "max_attempts": get("max_attempts", int, sched.DEFAULT_MAX_ATTEMPTS, lambda n: n >= 1),
+        "buffer_records": get("buffer_records", int, None, lambda n: n >= 1),
+    }
+
+
+# --- the PB adapter ------------------------------------------------------------
+
+class TaskTrackerAvatar(pb.Avatar):
+    """A logged-in tasktracker. ``wid`` is set by ``register``."""
+
+    def __init__(self, jt: JobTracker, mind: pb.RemoteReference) -> None:
+        self.jt = jt
+        self.mind = mind
+        self.wid: str | None = None
+
+    def perspective_register(self, info: dict[str, Any]) -> str:
+        if self.wid is not None:
+            raise pb.Error("already registered")
+        if not isinstance(info, dict):
+            raise pb.Error("register takes a dict")
+        self.wid = self.jt.register(self.mind, info)
+        return self.wid
+
+    def perspective_heartbeat(self, status: dict[str, Any]) -> None:
+        self.jt.heartbeat(self.wid)
+
+    def perspective_attempt_done(self, attempt_id: str, result: dict[str, Any]) -> None:
+        self.jt.attempt_done(self.wid, str(attempt_id), result if isinstance(result, dict) else {})
+
+    def perspective_attempt_failed(self, attempt_id: str, error: dict[str, Any]) -> None:
+        self.jt.attempt_failed(self.wid, str(attempt_id), error if isinstance(error, dict) else {})
+
+    def perspective_may_commit(self, attempt_id: str) -> bool:
+        return self.jt.may_commit(self.wid, str(attempt_id))
+
+    def logout(self) -> None:
+        if self.wid is not None:
+            self.jt.worker_disconnected(self.wid)
+
+
+class ClientAvatar(pb.Avatar):
+    """A logged-in submitter or job-control client."""
+
+    def __init__(self, jt: JobTracker) -> None:
+        self.jt = jt
+
+    def perspective_submit(self, spec: dict[str, Any]) -> defer.Deferred[str]:
+        return defer.Deferred.fromCoroutine(self.jt.submit(spec))
+
+    def perspective_wait(self, job_id: str) -> defer.Deferred[dict[str, Any]]:
+        return self.jt.wait(job_id)
+
+    def perspective_status(self, job_id: str) -> dict[str, Any]:
+        return self.jt.status(job_id)
+
+    def perspective_jobs(self) -> list[dict[str, Any]]:
+        return self.jt.list_jobs()
+
+    def perspective_kill(self, job_id: str) -> dict[str, Any]:
+        return self.jt.kill(job_id)
+
+
+@implementer(portal.IRealm)
+class JobTrackerRealm:
+    def __init__(self, jt: JobTracker) -> None:
+        self.jt = jt
+
+    def requestAvatar(self, avatar_id: bytes, mind: Any, *interfaces: Any) -> tuple[Any, Any, Any]:
+        if pb.IPerspective not in interfaces:
+            raise NotImplementedError("only PB perspectives")
+        if avatar_id == ROLE_TASKTRACKER:
+            if not isinstance(mind, pb.RemoteReference):
+                raise pb.Error("a tasktracker logs in with a mind")
+            avatar: Any = TaskTrackerAvatar(self.jt, mind)
+            return pb.IPerspective, avatar, avatar.logout
+        return pb.IPerspective, ClientAvatar(self.jt), lambda: None
+
+
+def pb_factory(jt: JobTracker, secret: bytes) -> pb.PBServerFactory:
+    return pb.PBServerFactory(portal.Portal(JobTrackerRealm(jt), [SecretChecker(secret)]))
+
+
+# --- the service ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Config:
+    listen: str
+    workdir: str
+    secret_file: str | None
+    ready_file: str | None
+    expiry: float = DEFAULT_EXPIRY
+    check_timeout: float = DEFAULT_CHECK_TIMEOUT
+
+
+class JobTrackerService(service.Service):
+    """The jobtracker daemon: the PB server and the job manager behind it."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, config: Config, secret: bytes) -> None:
+        self._reactor = reactor
+        self.config = config
+        self._secret = secret
+        self.jt = JobTracker(reactor, config.workdir, expiry=config.expiry,
+                             check_timeout=config.check_timeout)
+        self._listening: defer.Deferred[Any] | None = None
+        self._port: Any = None
+        self.port: int | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        os.makedirs(self.config.workdir, exist_ok=True)
+        self.jt.start()
+        endpoint = endpoints.serverFromString(self._reactor, self.config.listen)
+        self._listening = endpoint.listen(pb_factory(self.jt, self._secret))
+        self._listening.addCallback(self._bound)
+
+    def _bound(self, listening_port: Any) -> Any:
+        self._port = listening_port
+        self.port = listening_port.getHost().port
+        return listening_port
+
+    async def listening(self) -> int:
+        """The bound PB port, once listening (writes the ready file)."""
+        assert self._listening is not None, "startService first"
+        await self._listening
+        self.log.info("Jobtracker listening on port {port} (work dir {workdir})",
+                      port=self.port, workdir=self.config.workdir)
+        if self.config.ready_file:
+            write_ready_file(self.config.ready_file, {"port": self.port, "pid": os.getpid()})
+        return self.port
+
+    async def _stop(self) -> None:
+        self.jt.stop()
+        if self._port is not None:
+            await self._port.stopListening()
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+
+def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m pytxmr.jobtracker",
+                                description="The pytxmr jobtracker (master) daemon.")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"PB port (default {DEFAULT_PORT}; 0 picks a free port)")
+    p.add_argument("--interface", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for a cluster)")
+    p.add_argument("--listen", help="Twisted endpoint string; overrides --port/--interface")
+    p.add_argument("--workdir", default=os.path.join(os.path.expanduser("~"), ".pytxmr",
+                                                     "jobtracker"),
+                   help="work directory (default ~/.pytxmr/jobtracker)")
+    p.add_argument("--secret-file", help="cluster secret file (default: $PYTXMR_SECRET, "
+                   "else ~/.pytxmr/cluster-secret, created on first start)")
+    p.add_argument("--ready-file", help="write JSON with the bound port here once listening")
+    p.add_argument("--expiry", type=float, default=DEFAULT_EXPIRY,
+                   help=f"seconds without heartbeat before a tasktracker is lost "
+                        f"(default {DEFAULT_EXPIRY:g})")
+    p.add_argument("--check-timeout", type=float, default=DEFAULT_CHECK_TIMEOUT,
+                   help="seconds a job module may take to import at submission")
+    add_logging_options(p)
+    a = p.parse_args(argv)
+    if a.port < 0 or a.port > 65535:
+        p.error("--port must be in 0..65535")
+    listen = a.listen or f"tcp:{a.port}:interface={a.interface}"
+    return Config(listen, os.path.abspath(a.workdir), a.secret_file, a.ready_file,
+                  a.expiry, a.check_timeout), a
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config, args = parse_args(sys.argv[1:] if argv is None else argv)
+
+    async def start(reactor: Any) -> service.Service:
+        secret = load_secret(config.secret_file, create=True)
+        svc = JobTrackerService(reactor, config, secret)
+        svc.startService()
+        await svc.listening()
+        return svc
+
+    run_daemon(start, args, "jobtracker")
+
+
+if __name__ == "__main__":
+    main()

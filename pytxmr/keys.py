@@ -1,0 +1,65 @@
+"""The sort order of keys.
+
+Keys of one job are normally of one kind (all str, all numbers...), and are
+then sorted by Python's own comparison, which is the fastest. Where kinds
+mix, a total order extends it: None < numbers (bool, int, float compare
+numerically) < str < bytes < tuple (element by element, same rule). The two
+orders agree wherever Python's comparison is defined, so runs sorted either
+way merge correctly under the total order.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any, Callable, Iterable
+
+#: The key-kind names recorded for each run (``kinds_of``).
+_KIND = {
+    str: "str",
+    int: "num",
+    float: "num",
+    bool: "num",
+    bytes: "bytes",
+}
+
+first = itemgetter(0)
+
+
+def total_order(key: Any) -> tuple:
+    """A sort key that orders any mix of supported key types."""
+    t = type(key)
+    if t is str:
+        return (2, key)
+    if t is int or t is float or t is bool:
+        return (1, key)
+    if key is None:
+        return (0, 0)
+    if t is bytes:
+        return (3, key)
+    if isinstance(key, tuple):
+        return (4, tuple(map(total_order, key)))
+    if isinstance(key, (int, float)):
+        return (1, key)
+    if isinstance(key, str):
+        return (2, key)
+    if isinstance(key, bytes):
+        return (3, key)
+    raise TypeError(f"unsupported key type {type(key).__qualname__}: {key!r:.200}")
+
+
+def kinds_of(keys: Iterable[Any]) -> list[str]:
+    """The kinds of a run's keys (decides how runs may be compared)."""
+    return sorted({_KIND.get(t, "other") for t in set(map(type, keys))})
+
+
+def record_sort_key(kinds: Iterable[str]) -> Callable[[tuple], Any]:
+    """How to order ``(key, values)`` records whose keys are of ``kinds``.
+
+    Python's own order where every key is of one plain kind; the total order
+    otherwise (None is not orderable by Python, and tuples may mix kinds
+    inside).
+    """
+    ks = set(kinds)
+    if len(ks) <= 1 and "other" not in ks:
+        return first
+    return lambda record: total_order(record[0])

@@ -1,0 +1,239 @@
+"""The tasktracker's index of finished map outputs, by (job, map, partition).
+
+One KeyValueStore per tasktracker, shared by all jobs. Map attempts write their
+output under the job's work dir; the store remembers where each partition's
+segment lives so the shuffle server (pytxmr.shuffle) can stream it without
+decoding. Pure Python: nothing here imports Twisted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "INDEX_FORMAT",
+    "KeyValueStore",
+    "read_index",
+    "valid_job_id",
+]
+
+#: The only index-file format this module understands.
+INDEX_FORMAT = 1
+
+# Job ids become path components and appear in shuffle requests: keep them
+# boring enough that no id can name a parent directory or a hidden file.
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+# Written by startup_cleanup; its absence on a non-empty root means the
+# directory is not ours and must not be emptied (a mistyped --work-dir
+# pointing at $HOME should fail, not delete it).
+_MARKER = ".pytxmr-kvstore"
+
+
+def valid_job_id(job_id: object) -> bool:
+    """Whether job_id is a str safe to use as a directory name."""
+    return (
+        isinstance(job_id, str)
+        and _JOB_ID_RE.fullmatch(job_id) is not None
+        and ".." not in job_id
+    )
+
+
+def _check_job_id(job_id: str) -> None:
+    if not valid_job_id(job_id):
+        raise ValueError(f"invalid job id {job_id!r}")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def read_index(index_path: str, data_size: int | None = None) -> tuple[tuple[int, int], ...]:
+    """Parse a map output index file into a tuple of (offset, length), one per partition.
+
+    Raises ValueError (naming the file) if it is not a valid format-1 index or,
+    when data_size is given, if a segment lies beyond the end of the data file.
+    """
+    try:
+        with open(index_path, "rb") as f:
+            doc = json.loads(f.read())
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{index_path}: not a JSON index file: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
+        raise ValueError(f"{index_path}: not a format-{INDEX_FORMAT} index")
+    partitions = doc.get("partitions")
+    if not isinstance(partitions, list):
+        raise ValueError(f"{index_path}: 'partitions' must be a list")
+    table = []
+    for i, entry in enumerate(partitions):
+        if not (
+            isinstance(entry, dict)
+            and _is_count(entry.get("offset"))
+            and _is_count(entry.get("length"))
+            and _is_count(entry.get("records"))
+        ):
+            raise ValueError(
+                f"{index_path}: partition {i} needs non-negative int offset, length, records"
+            )
+        offset, length = entry["offset"], entry["length"]
+        if data_size is not None and offset + length > data_size:
+            raise ValueError(
+                f"{index_path}: partition {i} ends at {offset + length}, "
+                f"beyond the {data_size}-byte data file"
+            )
+        table.append((offset, length))
+    return tuple(table)
+
+
+@dataclass(frozen=True)
+class _MapOutput:
+    data_path: str
+    index_path: str
+    segments: tuple[tuple[int, int], ...]
+
+
+@dataclass
+class _Job:
+    token: bytes
+    work_dir: str
+    maps: dict[int, _MapOutput]
+
+
+class KeyValueStore:
+    """Finished map outputs of every job this tasktracker runs.
+
+    Methods do small, blocking file-system work (reading an index, deleting a
+    job's tree); callers on a reactor thread may prefer to run remove_job in a
+    thread for jobs with very many files.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self._jobs: dict[str, _Job] = {}
+
+    def startup_cleanup(self) -> None:
+        """Delete what a crashed previous run left under root, and create root.
+
+        Raises ValueError if root exists, is not empty and was not created by
+        a KeyValueStore (its marker file is missing).
+        """
+        self._jobs.clear()
+        if os.path.lexists(self.root) and not os.path.isdir(self.root):
+            raise ValueError(f"{self.root} exists and is not a directory")
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        with os.scandir(self.root) as it:
+            entries = list(it)
+        names = {e.name for e in entries}
+        if names and _MARKER not in names:
+            raise ValueError(
+                f"refusing to empty {self.root}: not empty and not a pytxmr store "
+                f"(no {_MARKER} file); choose an empty or new directory"
+            )
+        for entry in entries:
+            if entry.name == _MARKER:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                _unlink_quietly(entry.path)
+        with open(os.path.join(self.root, _MARKER), "w", encoding="utf-8") as f:
+            f.write("Owned by a pytxmr tasktracker; emptied at each start.\n")
+
+    def add_job(self, job_id: str, token: bytes) -> str:
+        """Register a job and its shuffle token; create and return its work dir.
+
+        Registering the same job again with the same token is a no-op (an
+        init retried after a reconnect); with another token it is a ValueError.
+        """
+        _check_job_id(job_id)
+        if not isinstance(token, bytes) or not token:
+            raise ValueError("the shuffle token must be non-empty bytes")
+        job = self._jobs.get(job_id)
+        if job is not None:
+            if job.token != token:
+                raise ValueError(f"job {job_id} is already registered with another token")
+            os.makedirs(job.work_dir, mode=0o700, exist_ok=True)
+            return job.work_dir
+        work_dir = os.path.join(self.root, job_id)
+        os.makedirs(work_dir, mode=0o700, exist_ok=True)
+        self._jobs[job_id] = _Job(token=token, work_dir=work_dir, maps={})
+        return work_dir
+
+    def job_dir(self, job_id: str) -> str:
+        """The work dir of a registered job (KeyError if unknown)."""
+        return self._job(job_id).work_dir
+
+    def add_map_output(self, job_id: str, map_id: int, data_path: str, index_path: str) -> None:
+        """Index a finished map attempt's output (data file and JSON index).
+
+        Replaces an earlier output of the same map (a re-executed map) and
+        deletes the earlier files. On an invalid index, raises ValueError and
+        keeps the earlier output.
+        """
+        job = self._job(job_id)
+        if not _is_count(map_id):
+            raise ValueError(f"map id must be a non-negative int, not {map_id!r}")
+        data_path = os.path.abspath(data_path)
+        index_path = os.path.abspath(index_path)
+        segments = read_index(index_path, os.path.getsize(data_path))
+        old = job.maps.get(map_id)
+        job.maps[map_id] = _MapOutput(data_path, index_path, segments)
+        if old is not None:
+            for path in (old.data_path, old.index_path):
+                if path not in (data_path, index_path):
+                    _unlink_quietly(path)
+
+    def lookup(self, job_id: str, map_id: int, partition: int) -> tuple[str, int, int]:
+        """Where partition's segment of a map output lives: (path, offset, length)."""
+        job = self._job(job_id)
+        output = job.maps.get(map_id) if isinstance(map_id, int) else None
+        if output is None:
+            raise KeyError(f"unknown map {map_id!r} of job {job_id}")
+        n = len(output.segments)
+        if not (isinstance(partition, int) and 0 <= partition < n):
+            raise KeyError(f"partition {partition!r} out of range: map {map_id} has {n}")
+        offset, length = output.segments[partition]
+        return output.data_path, offset, length
+
+    def token(self, job_id: str) -> bytes:
+        """The job's shuffle token (KeyError if unknown)."""
+        return self._job(job_id).token
+
+    def has_job(self, job_id: str) -> bool:
+        return job_id in self._jobs
+
+    def jobs(self) -> list[str]:
+        """Ids of the registered jobs, sorted."""
+        return sorted(self._jobs)
+
+    def remove_job(self, job_id: str) -> None:
+        """Forget a job and delete its work dir and registered outputs.
+
+        Idempotent: an unknown (but valid) job id still has its directory
+        removed, if any. Open readers of its files keep reading (POSIX unlink).
+        """
+        _check_job_id(job_id)
+        job = self._jobs.pop(job_id, None)
+        if job is not None:
+            for output in job.maps.values():
+                _unlink_quietly(output.data_path)
+                _unlink_quietly(output.index_path)
+        shutil.rmtree(os.path.join(self.root, job_id), ignore_errors=True)
+
+    def _job(self, job_id: str) -> _Job:
+        try:
+            return self._jobs[job_id]
+        except (KeyError, TypeError):
+            raise KeyError(f"unknown job {job_id!r}") from None
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

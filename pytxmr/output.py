@@ -1,0 +1,106 @@
+"""Job output: the text forms of records and the atomic commit of part files.
+
+A reduce attempt writes ``OUTPUT/_temporary/<attempt>/part-NNNNN``; only the
+attempt the jobtracker allows to commit renames it to ``OUTPUT/part-NNNNN``
+(a rename within one file system is atomic), and ``_SUCCESS`` is written
+when every part is in. A reader of OUTPUT therefore never sees a partial or
+duplicated part file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any, Callable
+
+TEMPORARY = "_temporary"
+SUCCESS = "_SUCCESS"
+
+
+class OutputExistsError(Exception):
+    """The output directory exists and --overwrite was not given."""
+
+
+def part_name(partition: int) -> str:
+    return f"part-{partition:05d}"
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "backslashreplace")
+    raise TypeError(f"cannot write {type(obj).__qualname__} as JSON")
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=_json_default)
+
+
+def to_text(obj: Any) -> str:
+    """The text form of a key or value: str as is, bytes as UTF-8 with
+    backslash escapes, everything else as JSON (tuples as arrays)."""
+    t = type(obj)
+    if t is str:
+        return obj
+    if t is int:
+        return str(obj)
+    if t is bytes:
+        return obj.decode("utf-8", "backslashreplace")
+    return _json(obj)
+
+
+def text_line(key: Any, value: Any) -> str:
+    return f"{to_text(key)}\t{to_text(value)}\n"
+
+
+def json_line(key: Any, value: Any) -> str:
+    return _json([key, value]) + "\n"
+
+
+FORMATTERS: dict[str, Callable[[Any, Any], str]] = {"text": text_line, "jsonl": json_line}
+
+
+def prepare_output_dir(path: str, overwrite: bool) -> None:
+    """Refuse an existing output (as Hadoop does) unless told to replace it."""
+    if os.path.lexists(path):
+        if not overwrite:
+            raise OutputExistsError(
+                f"output directory {path} already exists (use --overwrite to replace it)"
+            )
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise OutputExistsError(f"the parent directory of the output {path} does not exist")
+    os.makedirs(os.path.join(path, TEMPORARY))
+
+
+def attempt_path(output: str, attempt_id: str, partition: int) -> str:
+    """Where a reduce attempt writes its part file before commit."""
+    return os.path.join(output, TEMPORARY, attempt_id, part_name(partition))
+
+
+def commit_part(output: str, attempt_id: str, partition: int) -> str:
+    """Move an attempt's part file into place; returns the final path."""
+    final = os.path.join(output, part_name(partition))
+    os.replace(attempt_path(output, attempt_id, partition), final)
+    shutil.rmtree(os.path.join(output, TEMPORARY, attempt_id), ignore_errors=True)
+    return final
+
+
+def finish_output(output: str) -> None:
+    """Remove the temporary area and mark the job done with ``_SUCCESS``."""
+    shutil.rmtree(os.path.join(output, TEMPORARY), ignore_errors=True)
+    with open(os.path.join(output, SUCCESS), "w"):
+        pass
+
+
+def abort_output(output: str) -> None:
+    """After a failed or killed job: remove uncommitted attempts' files.
+
+    Committed part files stay (they are complete), but no ``_SUCCESS`` is
+    written, which is what marks an output as usable.
+    """
+    shutil.rmtree(os.path.join(output, TEMPORARY), ignore_errors=True)

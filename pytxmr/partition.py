@@ -1,0 +1,50 @@
+"""The stable partitioner: which reduce partition a key belongs to.
+
+It must give the same answer in every process, on every host and Python
+version, so it hashes a canonical encoding of the key with CRC-32 and never
+uses the built-in ``hash()`` (salted per process for str and bytes). Keys
+that Python considers equal (1, 1.0 and True) encode alike, since the reduce
+side groups them together.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+from zlib import crc32
+
+_LEN = struct.Struct(">I")
+
+
+def canonical_bytes(key: Any) -> bytes:
+    """A byte string that is equal for equal keys of any supported type."""
+    t = type(key)
+    if t is str:
+        # No type tag: default_partition's fast path hashes str keys as
+        # plain UTF-8, and both paths must agree.
+        return key.encode("utf-8", "surrogatepass")
+    if t is bool or t is int:
+        return b"i%d" % key
+    if t is float:
+        if key.is_integer():
+            return b"i%d" % int(key)
+        return b"f" + repr(key).encode("ascii")
+    if key is None:
+        return b"N"
+    if t is bytes:
+        return b"b" + key
+    if isinstance(key, tuple):
+        parts = [canonical_bytes(k) for k in key]
+        return b"t" + b"".join(_LEN.pack(len(p)) + p for p in parts)
+    for base in (str, int, float, bytes):
+        if isinstance(key, base):
+            return canonical_bytes(base(key))
+    raise TypeError(f"unsupported key type {t.__qualname__}: {key!r:.200}")
+
+
+def default_partition(key: Any, num_partitions: int) -> int:
+    """The partition of ``key``: a CRC-32 of its canonical bytes, modulo n."""
+    if type(key) is str:
+        # The common case, kept to a couple of C calls per key.
+        return crc32(key.encode("utf-8", "surrogatepass")) % num_partitions
+    return crc32(canonical_bytes(key)) % num_partitions

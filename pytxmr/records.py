@@ -1,0 +1,180 @@
+"""The record format of spill files and of the shuffle wire.
+
+A map's output for one partition is a *segment*: a sequence of frames, each
+holding a batch of ``(key, values)`` records packed with msgpack. The same
+bytes are written by the map child, stored and served by the tasktracker
+without being decoded, and read by the reduce child. Nothing here is pickle:
+a segment written on another host only ever decodes to plain data.
+
+Format version 1 (see docs/record-format.md)::
+
+    frame   = header payload
+    header  = codec:u8  length:u32be  crc32:u32be     (9 bytes)
+    payload = msgpack array [k1, vs1, k2, vs2, ...]   (codec 1)
+
+``vs`` is a list of values. Tuples travel as msgpack ext type 1 and integers
+beyond 64 bits as ext type 2, so that both come back as what was sent.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from itertools import chain
+from typing import Any, BinaryIO, Iterable, Iterator
+
+import msgpack
+
+FORMAT_VERSION = 1
+CODEC_MSGPACK = 1
+FRAME_HEADER = struct.Struct(">BII")
+#: Records per frame: large enough to amortise the per-frame cost, small
+#: enough that a reader holds little (a frame is decoded whole).
+FRAME_RECORDS = 4096
+#: A frame larger than this is refused on reading: a corrupt or hostile
+#: length field must not make a reader allocate gigabytes.
+MAX_FRAME_BYTES = 256 << 20
+
+_EXT_TUPLE = 1
+_EXT_BIGINT = 2
+# Lone surrogates come from inputs decoded with errors="surrogateescape";
+# they must survive the round trip.
+_UNICODE_ERRORS = "surrogatepass"
+
+Record = tuple[Any, list[Any]]
+
+
+class CorruptFrame(ValueError):
+    """A frame failed its checksum or does not parse: never merge it."""
+
+
+class RecordTypeError(TypeError):
+    """A map or reduce emitted a key or value of a type pytxmr cannot carry."""
+
+
+def _pack_default(obj: Any) -> Any:
+    t = type(obj)
+    if t is tuple:
+        return msgpack.ExtType(_EXT_TUPLE, _packer().pack(list(obj)))
+    if t is int:
+        return msgpack.ExtType(_EXT_BIGINT, str(obj).encode("ascii"))
+    # Subclasses of the plain types (IntEnum, str subclasses...) travel as
+    # their base type: strict_types sends them here.
+    for base in (bool, int, float, str, bytes, list, dict):
+        if isinstance(obj, base):
+            return base(obj)
+    if isinstance(obj, tuple):
+        return msgpack.ExtType(_EXT_TUPLE, _packer().pack(list(obj)))
+    raise RecordTypeError(
+        f"unsupported type {t.__module__}.{t.__qualname__}: {obj!r:.200}; "
+        "keys may be str, bytes, int, float, bool, None or tuples of these, "
+        "values also lists and dicts"
+    )
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_TUPLE:
+        return tuple(_unpack(data))
+    if code == _EXT_BIGINT:
+        return int(data)
+    raise CorruptFrame(f"unknown msgpack ext type {code}")
+
+
+def _packer() -> msgpack.Packer:
+    return msgpack.Packer(
+        default=_pack_default,
+        strict_types=True,
+        use_bin_type=True,
+        unicode_errors=_UNICODE_ERRORS,
+    )
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(
+        data,
+        ext_hook=_ext_hook,
+        raw=False,
+        strict_map_key=False,
+        unicode_errors=_UNICODE_ERRORS,
+    )
+
+
+def encode_frame(records: list[Record], packer: msgpack.Packer | None = None) -> bytes:
+    """One frame holding ``records`` (a list of ``(key, values)`` pairs)."""
+    payload = (packer or _packer()).pack(list(chain.from_iterable(records)))
+    return FRAME_HEADER.pack(CODEC_MSGPACK, len(payload), zlib.crc32(payload)) + payload
+
+
+def decode_payload(codec: int, payload: bytes, crc: int) -> list[Any]:
+    """The flat ``[k1, vs1, ...]`` list of a frame, checked against its crc."""
+    if codec != CODEC_MSGPACK:
+        raise CorruptFrame(f"unknown frame codec {codec}")
+    if zlib.crc32(payload) != crc:
+        raise CorruptFrame("frame checksum mismatch")
+    try:
+        flat = _unpack(payload)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+        raise CorruptFrame(f"frame does not decode: {e}") from None
+    if type(flat) is not list or len(flat) % 2:
+        raise CorruptFrame("frame payload is not a record list")
+    return flat
+
+
+class SegmentWriter:
+    """Writes records to a file as frames; counts what it wrote."""
+
+    def __init__(self, f: BinaryIO, frame_records: int = FRAME_RECORDS) -> None:
+        self._f = f
+        self._frame_records = frame_records
+        self._packer = _packer()
+        self.records = 0
+        self.bytes = 0
+
+    def write(self, records: Iterable[Record]) -> None:
+        batch: list[Record] = []
+        append = batch.append
+        n = self._frame_records
+        for r in records:
+            append(r)
+            if len(batch) >= n:
+                self._flush(batch)
+                batch = []
+                append = batch.append
+        if batch:
+            self._flush(batch)
+
+    def _flush(self, batch: list[Record]) -> None:
+        frame = encode_frame(batch, self._packer)
+        self._f.write(frame)
+        self.records += len(batch)
+        self.bytes += len(frame)
+
+
+def read_segment(f: BinaryIO, offset: int, length: int) -> Iterator[Record]:
+    """Stream the records of the segment at ``offset`` (one frame in memory)."""
+    f.seek(offset)
+    remaining = length
+    hsize = FRAME_HEADER.size
+    while remaining > 0:
+        header = f.read(hsize)
+        if len(header) != hsize or remaining < hsize:
+            raise CorruptFrame("truncated frame header")
+        codec, size, crc = FRAME_HEADER.unpack(header)
+        if size > MAX_FRAME_BYTES or size > remaining - hsize:
+            raise CorruptFrame(f"frame length {size} exceeds its segment")
+        payload = f.read(size)
+        if len(payload) != size:
+            raise CorruptFrame("truncated frame payload")
+        remaining -= hsize + size
+        flat = decode_payload(codec, payload, crc)
+        it = iter(flat)
+        yield from zip(it, it)
+
+
+def iter_segment_file(path: str, offset: int = 0, length: int | None = None) -> Iterator[Record]:
+    """Records of a segment stored in ``path``; the file is closed at the end."""
+    with open(path, "rb", buffering=1 << 20) as f:
+        if length is None:
+            f.seek(0, 2)
+            length = f.tell() - offset
+        yield from read_segment(f, offset, length)

@@ -1,0 +1,50 @@
+"""The reduce side of a task: merge fetched runs, group keys, call ``reduce``.
+
+Runs in a task child process. The fetched runs are already on local disk
+(the tasktracker fetched them during the map phase); they are merged as
+streams, so neither a large partition nor a key with millions of values
+has to fit in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from .counters import FRAMEWORK, Counters
+from .jobmodule import Job
+from .keys import record_sort_key
+from .merge import RunRef, group_values, merge_records, open_runs, reduce_run_count
+from .output import FORMATTERS
+
+
+def run_reduce(
+    job: Job,
+    runs: Sequence[RunRef],
+    kinds: Sequence[str],
+    output_path: str,
+    tmp_dir: str,
+    counters: Counters,
+) -> None:
+    """Reduce the sorted ``runs`` of one partition into ``output_path``."""
+    sort_key = record_sort_key(kinds)
+    runs = reduce_run_count([r for r in runs if r[2] > 0], sort_key, tmp_dir)
+    reducefn = job.reduce
+    line = FORMATTERS[job.output_format]
+    groups = 0
+    out_records = 0
+    os.makedirs(os.path.dirname(output_path), exist_ok=True)
+    with open(output_path, "w", encoding="utf-8", errors="surrogateescape",
+              newline="\n", buffering=1 << 20) as out:
+        write = out.write
+        if runs:
+            for key, values in group_values(merge_records(open_runs(runs), sort_key)):
+                groups += 1
+                for item in reducefn(key, values):
+                    write(line(*item))
+                    out_records += 1
+        size = out.tell()
+    counters.incr(FRAMEWORK, "reduce input groups", groups)
+    counters.incr(FRAMEWORK, "reduce output records", out_records)
+    counters.incr(FRAMEWORK, "output bytes", size)
+

@@ -1,0 +1,392 @@
+"""Scheduling decisions of the jobtracker, as pure logic.
+
+The scheduler holds the state of workers, jobs, tasks and attempts, and
+answers each event (a worker joined or was lost, a job was submitted, an
+attempt finished or failed) with the actions the jobtracker must carry out
+(init a job on a worker, launch or kill an attempt, announce map outputs to
+reducers, destroy a job, finish a job). It never touches the reactor or the
+network, and takes the time as an argument, so every decision is tested
+quickly and deterministically.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+DEFAULT_MAX_ATTEMPTS = 4
+
+
+class State(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    KILLED = "killed"
+
+
+# --- actions ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InitJob:
+    wid: str
+    job_id: str
+
+
+@dataclass(frozen=True)
+class LaunchMap:
+    wid: str
+    job_id: str
+    attempt_id: str
+    index: int
+
+
+@dataclass(frozen=True)
+class LaunchReduce:
+    wid: str
+    job_id: str
+    attempt_id: str
+    partition: int
+    map_outputs: tuple[MapLocation, ...]
+
+
+@dataclass(frozen=True)
+class KillAttempt:
+    wid: str
+    job_id: str
+    attempt_id: str
+
+
+@dataclass(frozen=True)
+class AnnounceMapOutputs:
+    """Tell a worker's reduce attempts where new map outputs are."""
+
+    wid: str
+    job_id: str
+    map_outputs: tuple[MapLocation, ...]
+
+
+@dataclass(frozen=True)
+class DestroyJob:
+    wid: str
+    job_id: str
+
+
+@dataclass(frozen=True)
+class JobDone:
+    job_id: str
+    state: State
+    error: dict[str, str] | None
+
+
+Action = Union[InitJob, LaunchMap, LaunchReduce, KillAttempt, AnnounceMapOutputs, DestroyJob, JobDone]
+
+
+# --- state -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MapLocation:
+    """Where the committed output of map ``index`` can be fetched."""
+
+    index: int
+    wid: str
+    host: str
+    port: int
+    kinds: tuple[str, ...]
+
+
+@dataclass
+class Attempt:
+    id: str
+    job_id: str
+    kind: str  # "map" | "reduce"
+    index: int
+    wid: str
+    started: float
+    state: State = State.RUNNING
+    finished: float | None = None
+    error: dict[str, str] | None = None
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class Task:
+    kind: str
+    index: int
+    state: State = State.PENDING
+    attempts: list[Attempt] = field(default_factory=list)
+    committed: str | None = None  # the attempt id whose output counts
+    failures: int = 0
+
+    def running(self) -> list[Attempt]:
+        return [a for a in self.attempts if a.state is State.RUNNING]
+
+
+@dataclass
+class Worker:
+    wid: str
+    host: str
+    port: int
+    slots: int
+    joined: float
+    last_seen: float
+    alive: bool = True
+    failures: dict[str, int] = field(default_factory=dict)  # job id -> failed attempts
+
+    def __post_init__(self) -> None:
+        self.attempts: set[str] = set()
+
+
+@dataclass
+class Job:
+    id: str
+    num_maps: int
+    num_reducers: int
+    submitted: float
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    state: State = State.RUNNING
+    finished: float | None = None
+    error: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        self.maps = [Task("map", i) for i in range(self.num_maps)]
+        self.reduces = [Task("reduce", i) for i in range(self.num_reducers)]
+        self.map_locations: dict[int, MapLocation] = {}
+        self.inited: set[str] = set()
+
+    def tasks(self, kind: str) -> list[Task]:
+        return self.maps if kind == "map" else self.reduces
+
+
+#: A worker on which this many attempts of a job failed gets no more of them
+#: (unless no other worker is left).
+BLACKLIST_FAILURES = 3
+
+
+class Scheduler:
+    """Workers, jobs and attempts, and what to do when something happens."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, Worker] = {}
+        self.jobs: dict[str, Job] = {}
+        self.attempts: dict[str, Attempt] = {}
+
+    # --- events --------------------------------------------------------
+
+    def worker_joined(self, wid: str, host: str, port: int, slots: int, now: float) -> list[Action]:
+        self.workers[wid] = Worker(wid, host, port, max(1, slots), now, now)
+        return self._schedule(now)
+
+    def heartbeat(self, wid: str, now: float) -> None:
+        w = self.workers.get(wid)
+        if w is not None and w.alive:
+            w.last_seen = now
+
+    def expired_workers(self, now: float, expiry: float) -> list[str]:
+        """Workers not heard from for ``expiry`` seconds."""
+        return [w.wid for w in self.workers.values() if w.alive and now - w.last_seen > expiry]
+
+    def worker_lost(self, wid: str, now: float) -> list[Action]:
+        """Re-run what was lost with a worker: its running attempts, and its
+        completed maps whose output a reduce still needs."""
+        w = self.workers.get(wid)
+        if w is None or not w.alive:
+            return []
+        w.alive = False
+        actions: list[Action] = []
+        for aid in sorted(w.attempts):
+            a = self.attempts[aid]
+            if a.state is State.RUNNING:
+                self._end_attempt(a, State.KILLED, now, {"type": "WorkerLost",
+                                                         "message": f"worker {wid} was lost",
+                                                         "traceback": ""})
+        for job in self._running_jobs():
+            job.inited.discard(wid)
+            reduces_left = any(t.state is not State.SUCCEEDED for t in job.reduces)
+            for index, loc in list(job.map_locations.items()):
+                if loc.wid == wid and reduces_left:
+                    del job.map_locations[index]
+                    job.maps[index].state = State.PENDING
+                    job.maps[index].committed = None
+            for task in job.maps + job.reduces:
+                if task.state is State.RUNNING and not task.running():
+                    task.state = State.PENDING
+        return actions + self._schedule(now)
+
+    def submit(self, job_id: str, num_maps: int, num_reducers: int, now: float,
+               max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[Action]:
+        self.jobs[job_id] = Job(job_id, num_maps, num_reducers, now, max_attempts)
+        return self._schedule(now)
+
+    def attempt_succeeded(self, attempt_id: str, now: float, result: dict[str, Any]) -> list[Action]:
+        a = self._live_attempt(attempt_id)
+        if a is None:
+            return []
+        job = self.jobs[a.job_id]
+        task = job.tasks(a.kind)[a.index]
+        actions: list[Action] = []
+        self._end_attempt(a, State.SUCCEEDED, now, None)
+        a.counters = result.get("counters", {})
+        if task.state is State.SUCCEEDED:
+            return self._schedule(now)  # another attempt won already
+        task.state = State.SUCCEEDED
+        task.committed = a.id
+        for other in task.running():
+            self._end_attempt(other, State.KILLED, now, None)
+            actions.append(KillAttempt(other.wid, job.id, other.id))
+        if a.kind == "map":
+            w = self.workers[a.wid]
+            loc = MapLocation(a.index, a.wid, w.host, w.port, tuple(result.get("kinds", ())))
+            job.map_locations[a.index] = loc
+            for wid in sorted({r.wid for t in job.reduces for r in t.running()}):
+                actions.append(AnnounceMapOutputs(wid, job.id, (loc,)))
+        elif all(t.state is State.SUCCEEDED for t in job.reduces):
+            actions += self._finish_job(job, State.SUCCEEDED, None, now)
+        return actions + self._schedule(now)
+
+    def attempt_failed(self, attempt_id: str, now: float, error: dict[str, str]) -> list[Action]:
+        a = self._live_attempt(attempt_id)
+        if a is None:
+            return []
+        job = self.jobs[a.job_id]
+        task = job.tasks(a.kind)[a.index]
+        self._end_attempt(a, State.FAILED, now, error)
+        w = self.workers.get(a.wid)
+        if w is not None:
+            w.failures[job.id] = w.failures.get(job.id, 0) + 1
+        task.failures += 1
+        if task.state is State.SUCCEEDED:
+            return self._schedule(now)
+        if task.failures >= job.max_attempts:
+            task.state = State.FAILED
+            return self._finish_job(job, State.FAILED, error, now) + self._schedule(now)
+        if not task.running():
+            task.state = State.PENDING
+        return self._schedule(now)
+
+    def may_commit(self, attempt_id: str) -> bool:
+        """Whether a reduce attempt may move its output into place: only the
+        first attempt of each task to ask, and only while it is live."""
+        a = self._live_attempt(attempt_id)
+        if a is None or a.kind != "reduce":
+            return False
+        task = self.jobs[a.job_id].reduces[a.index]
+        if task.committed is None:
+            task.committed = a.id
+        return task.committed == a.id
+
+    def kill_job(self, job_id: str, now: float) -> list[Action]:
+        job = self.jobs.get(job_id)
+        if job is None or job.state is not State.RUNNING:
+            return []
+        error = {"type": "JobKilled", "message": f"job {job_id} was killed", "traceback": ""}
+        return self._finish_job(job, State.KILLED, error, now) + self._schedule(now)
+
+    def forget_job(self, job_id: str) -> None:
+        job = self.jobs.pop(job_id)
+        for t in job.maps + job.reduces:
+            for a in t.attempts:
+                self.attempts.pop(a.id, None)
+
+    # --- decisions -----------------------------------------------------
+
+    def _live_attempt(self, attempt_id: str) -> Attempt | None:
+        a = self.attempts.get(attempt_id)
+        if a is None or a.state is not State.RUNNING:
+            return None
+        if self.jobs[a.job_id].state is not State.RUNNING:
+            return None
+        return a
+
+    def _end_attempt(self, a: Attempt, state: State, now: float, error: dict[str, str] | None) -> None:
+        a.state = state
+        a.finished = now
+        a.error = error
+        w = self.workers.get(a.wid)
+        if w is not None:
+            w.attempts.discard(a.id)
+
+    def _finish_job(self, job: Job, state: State, error: dict[str, str] | None, now: float) -> list[Action]:
+        actions: list[Action] = []
+        job.state = state
+        job.finished = now
+        job.error = error
+        for task in job.maps + job.reduces:
+            for a in task.running():
+                self._end_attempt(a, State.KILLED, now, None)
+                actions.append(KillAttempt(a.wid, job.id, a.id))
+        actions.append(JobDone(job.id, state, error))
+        for wid in sorted(job.inited):
+            if self.workers[wid].alive:
+                actions.append(DestroyJob(wid, job.id))
+        return actions
+
+    def _running_jobs(self) -> list[Job]:
+        return [j for j in self.jobs.values() if j.state is State.RUNNING]
+
+    def _usable(self, job: Job, w: Worker) -> bool:
+        if not w.alive:
+            return False
+        if w.failures.get(job.id, 0) < BLACKLIST_FAILURES:
+            return True
+        # Never blacklist the last usable worker: the job would hang.
+        return not any(o.alive and o.failures.get(job.id, 0) < BLACKLIST_FAILURES
+                       for o in self.workers.values())
+
+    def _free(self, w: Worker, kind: str) -> int:
+        used = sum(1 for aid in w.attempts if self.attempts[aid].kind == kind)
+        return w.slots - used
+
+    def _launch(self, job: Job, task: Task, w: Worker, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if w.wid not in job.inited:
+            job.inited.add(w.wid)
+            actions.append(InitJob(w.wid, job.id))
+        short = "m" if task.kind == "map" else "r"
+        aid = f"{job.id}_{short}{task.index:05d}_{len(task.attempts)}"
+        a = Attempt(aid, job.id, task.kind, task.index, w.wid, now)
+        task.attempts.append(a)
+        task.state = State.RUNNING
+        self.attempts[aid] = a
+        w.attempts.add(aid)
+        if task.kind == "map":
+            actions.append(LaunchMap(w.wid, job.id, aid, task.index))
+        else:
+            locations = tuple(job.map_locations[i] for i in sorted(job.map_locations))
+            actions.append(LaunchReduce(w.wid, job.id, aid, task.index, locations))
+        return actions
+
+    def _pick_worker(self, job: Job, task: Task, kind: str) -> Worker | None:
+        """The usable worker with the most free slots, avoiding those where
+        this task already failed when another is free."""
+        failed_on = {a.wid for a in task.attempts if a.state is State.FAILED}
+        best: Worker | None = None
+        best_key: tuple[int, int, str] | None = None
+        for w in self.workers.values():
+            free = self._free(w, kind) if w.alive else 0
+            if free <= 0 or not self._usable(job, w):
+                continue
+            key = (w.wid not in failed_on, free, w.wid)
+            if best_key is None or key > best_key:
+                best, best_key = w, key
+        return best
+
+    def _schedule(self, now: float) -> list[Action]:
+        """Fill free slots: jobs in submission order, maps before reduces.
+
+        Reduces start at once: they fetch map outputs as they are announced
+        (the shuffle overlaps the map phase) and hold no process until every
+        map output is in, so they cannot starve the maps.
+        """
+        actions: list[Action] = []
+        for job in self._running_jobs():
+            for kind in ("map", "reduce"):
+                for task in job.tasks(kind):
+                    if task.state is not State.PENDING:
+                        continue
+                    w = self._pick_worker(job, task, kind)
+                    if w is None:
+                        break
+                    actions += self._launch(job, task, w, now)
+        return actions

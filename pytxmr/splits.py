@@ -1,0 +1,602 @@
+"""How input files become splits, and how a map task reads its split back.
+
+The master calls expand_inputs and compute_splits when a job is submitted and
+ships each Split (as a plain dict) to a worker; the map task child reads it
+with read_lines or read_chunks, the per-record hot path. Pure stdlib: nothing
+here imports Twisted, the daemons import this module, never the reverse.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import functools
+import glob
+import gzip
+import lzma
+import os
+import re
+import sys
+from dataclasses import dataclass
+from itertools import accumulate, chain, repeat
+from operator import add
+from typing import IO, Any, Iterator, Mapping, Sequence
+
+from pytxmr.sizes import format_size
+
+__all__ = [
+    "BLOCK_SIZE",
+    "CHUNK_BLOCK_SIZE",
+    "COMPRESSED_SUFFIXES",
+    "DEFAULT_MAX_LINE_BYTES",
+    "InputDecodeError",
+    "InputError",
+    "RecordTooLarge",
+    "Split",
+    "compute_splits",
+    "expand_inputs",
+    "is_compressed",
+    "read_chunks",
+    "read_lines",
+]
+
+#: Longest line (in bytes, without its '\n') a reader accepts. A bigger one is
+#: almost always a binary or a newline-free file given by mistake, and reading
+#: it whole could exhaust a worker's memory, so it fails the task instead.
+DEFAULT_MAX_LINE_BYTES = 64 << 20
+
+#: Bytes read_lines reads and decodes at a time. Per block, Python runs once
+#: and the per-line work (split, offsets) stays in C. Measured here: 64 KiB
+#: beats 4 MiB (7.9 vs 5.3 M lines/s): the block's line objects stay in cache.
+BLOCK_SIZE = 64 << 10
+
+#: Bytes read_chunks reads at a time (chunks are joined from these blocks).
+CHUNK_BLOCK_SIZE = 1 << 20
+
+#: Suffixes read whole through a streaming decompressor (one split per file):
+#: these formats cannot be entered in the middle.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+
+_OPENERS: dict[str, Any] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+# Compressed formats the stdlib cannot read: refusing them beats feeding the
+# mapper binary garbage (silently so with encoding_errors = "replace").
+_UNSUPPORTED_SUFFIXES = (".zst", ".zstd", ".lz4", ".zip", ".7z", ".snappy", ".lzo", ".br")
+
+# Past the split's end only the last line remains to be read: read small.
+_TAIL_READ = 64 << 10
+
+_NO_END = sys.maxsize
+
+# The +1 per line (its '\n') of the offsets, added in C by map(add, ...).
+_ONES = repeat(1)
+
+# Codecs in which every ASCII byte decodes to the same single character, so
+# character counts of an ASCII block equal its byte counts.
+_ASCII_TRANSPARENT = frozenset({"utf-8", "ascii", "latin-1", "iso8859-1", "cp1252"})
+
+_GLOB_MAGIC = re.compile(r"[*?[]")
+
+_HIDDEN_PREFIXES = (".", "_")
+
+_DECODE_HINT = (
+    'if the input is not clean {encoding}, set encoding_errors = "replace" '
+    '(or "surrogateescape") in the job module'
+)
+
+
+class InputError(ValueError):
+    """A problem with the user's input, not a framework bug: the message names the path."""
+
+    def __init__(self, message: str, path: str | None = None, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.offset = offset
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the exception picklable across the task child boundary.
+        return (type(self), (self.args[0], self.path, self.offset))
+
+
+class RecordTooLarge(InputError):
+    """A line longer than max_line_bytes: usually a binary or newline-free file given by mistake."""
+
+
+class InputDecodeError(InputError):
+    """A line that is not valid in the job's encoding; names the file and byte offset."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One map task's share of the input: the lines that start in [start, end) of path.
+
+    A compressed file is read whole (whole=True, start=0, end=its size on
+    disk). Only plain types inside, because splits travel over PB and JSON.
+    """
+
+    index: int
+    path: str
+    start: int
+    end: int
+    whole: bool
+    hosts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Splits also arrive from the wire: check what a peer could get wrong.
+        for name in ("index", "start", "end"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"Split.{name} must be an int >= 0, got {value!r}")
+        if not isinstance(self.path, str) or not os.path.isabs(self.path):
+            raise ValueError(f"Split.path must be an absolute path, got {self.path!r}")
+        if self.start > self.end:
+            raise ValueError(f"Split start {self.start} is after its end {self.end}")
+        if not isinstance(self.whole, bool):
+            raise ValueError(f"Split.whole must be a bool, got {self.whole!r}")
+        if self.whole and self.start != 0:
+            raise ValueError("a whole-file Split must start at 0")
+        hosts = tuple(self.hosts)
+        if not all(isinstance(h, str) for h in hosts):
+            raise ValueError(f"Split.hosts must be strings, got {self.hosts!r}")
+        object.__setattr__(self, "hosts", hosts)
+
+    @property
+    def length(self) -> int:
+        """Bytes of the file this split covers (on disk), for scheduling and progress."""
+        return self.end - self.start
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-typed form for PB and JSON (no jelly, no Copyable)."""
+        return {
+            "index": self.index,
+            "path": self.path,
+            "start": self.start,
+            "end": self.end,
+            "whole": self.whole,
+            "hosts": list(self.hosts),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Split:
+        """Rebuild a Split from to_dict's output; ValueError if it is malformed."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a split must be a dict, got {type(d).__name__}")
+        try:
+            hosts = d.get("hosts", ())
+            if isinstance(hosts, str) or not isinstance(hosts, (list, tuple)):
+                raise ValueError(f"Split.hosts must be a list of strings, got {hosts!r}")
+            return cls(
+                index=d["index"],
+                path=d["path"],
+                start=d["start"],
+                end=d["end"],
+                whole=d["whole"],
+                hosts=tuple(hosts),
+            )
+        except KeyError as e:
+            raise ValueError(f"split dict lacks the key {e.args[0]!r}: {dict(d)!r}") from None
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def is_compressed(path: str) -> bool:
+    """True if path is read whole through a decompressor (by its suffix)."""
+    return path.lower().endswith(COMPRESSED_SUFFIXES)
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(_HIDDEN_PREFIXES)
+
+
+def _dir_files(directory: str) -> list[str]:
+    """Visible regular files of a directory, not recursive, like Hadoop's hidden-file filter."""
+    try:
+        with os.scandir(directory) as entries:
+            return [
+                os.path.abspath(entry.path)
+                for entry in entries
+                if _visible(entry.name) and entry.is_file()
+            ]
+    except OSError as e:
+        raise InputError(f"cannot list input directory {directory}: {e.strerror}", path=directory) from e
+
+
+def _expand_one(pattern: str) -> list[str]:
+    path = os.path.expanduser(pattern)
+    if os.path.isdir(path):
+        files = _dir_files(path)
+        if not files:
+            raise InputError(
+                f"input directory {os.path.abspath(path)} has no files "
+                "(names starting with '.' or '_' are skipped, subdirectories are not read)",
+                path=path,
+            )
+        return sorted(files)
+    if os.path.exists(path):
+        if not os.path.isfile(path):
+            raise InputError(f"input {os.path.abspath(path)} is not a regular file", path=path)
+        return [os.path.abspath(path)]
+    if not _GLOB_MAGIC.search(path):
+        raise InputError(f"input path does not exist: {os.path.abspath(path)}", path=path)
+    files = []
+    for match in glob.glob(path):
+        if os.path.isdir(match):
+            files.extend(_dir_files(match))
+        elif os.path.isfile(match) and _visible(os.path.basename(match)):
+            files.append(os.path.abspath(match))
+    if not files:
+        raise InputError(f"input pattern {pattern!r} matches no files", path=pattern)
+    return sorted(files)
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[str]:
+    """Turn the job's input arguments (files, directories, globs) into absolute file paths.
+
+    A directory stands for its visible files (not recursive; names starting
+    with '.' or '_' such as _SUCCESS are skipped, as in Hadoop). The order is
+    deterministic so that split numbers, and thus outputs, are reproducible.
+    Raises InputError for a missing path, an empty directory or a glob
+    matching no files, so the mistake is reported before any task runs.
+    """
+    if isinstance(patterns, (str, bytes)):
+        raise TypeError("expand_inputs takes a list of patterns, not a single string")
+    seen: dict[str, None] = {}
+    for pattern in patterns:
+        for path in _expand_one(pattern):
+            seen.setdefault(path, None)
+    return list(seen)
+
+
+def compute_splits(paths: Sequence[str], split_size: int) -> list[Split]:
+    """Cut files into byte ranges of split_size (one map task each).
+
+    Compressed files are one whole split each; an empty file still gets one
+    (empty) split so that every input has a map task. Indexes run from 0
+    across all files in the given order.
+    """
+    if isinstance(split_size, bool) or not isinstance(split_size, int):
+        raise TypeError(f"split_size must be an int, got {split_size!r}")
+    if split_size < 1:
+        raise ValueError(f"split_size must be at least 1 byte, got {split_size}")
+    splits: list[Split] = []
+    for p in paths:
+        path = os.path.abspath(p)
+        if path.lower().endswith(_UNSUPPORTED_SUFFIXES):
+            raise InputError(
+                f"input {path}: this compression format is not supported; "
+                f"use {', '.join(COMPRESSED_SUFFIXES)} or uncompressed files",
+                path=path,
+            )
+        try:
+            size = os.stat(path).st_size
+        except OSError as e:
+            raise InputError(f"cannot read input {path}: {e.strerror}", path=path) from e
+        if is_compressed(path):
+            splits.append(Split(len(splits), path, 0, size, True))
+        elif size == 0:
+            splits.append(Split(len(splits), path, 0, 0, False))
+        else:
+            for start in range(0, size, split_size):
+                splits.append(Split(len(splits), path, start, min(start + split_size, size), False))
+    return splits
+
+
+# ---------------------------------------------------------------- reading
+
+
+@functools.lru_cache(maxsize=64)
+def _check_codec(encoding: str, errors: str) -> bool:
+    """Validate the job's codec; True if ASCII bytes decode one-to-one (the fast path)."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r}") from None
+    try:
+        codecs.lookup_error(errors)
+    except LookupError:
+        raise ValueError(
+            f"unknown encoding error handler {errors!r} "
+            "(use 'strict', 'replace', 'surrogateescape', 'ignore' or 'backslashreplace')"
+        ) from None
+    try:
+        compatible = "\n\r".encode(name) == b"\n\r" and b"\n\r".decode(name) == "\n\r"
+    except UnicodeError:
+        compatible = False
+    if not compatible:
+        raise ValueError(
+            f"encoding {encoding!r} cannot be split into lines at '\\n' bytes "
+            "(it is not ASCII-compatible, e.g. UTF-16); convert the input to UTF-8"
+        )
+    return name in _ASCII_TRANSPARENT or name.startswith("iso8859-")
+
+
+def _check_positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def _decode_error(path: str, offset: int, encoding: str, exc: UnicodeDecodeError) -> InputDecodeError:
+    return InputDecodeError(
+        f"{path}: cannot decode the line at byte offset {offset} as {encoding} "
+        f"({exc.reason}); " + _DECODE_HINT.format(encoding=encoding),
+        path=path,
+        offset=offset,
+    )
+
+
+def _too_large(path: str, offset: int, max_line_bytes: int) -> RecordTooLarge:
+    return RecordTooLarge(
+        f"{path}: the line at byte offset {offset} is longer than the limit of "
+        f"{max_line_bytes} bytes ({format_size(max_line_bytes)}); is it a binary "
+        "or newline-free file? (the limit is max_line_bytes)",
+        path=path,
+        offset=offset,
+    )
+
+
+def _check_line_lengths(path: str, pos: int, seg: bytes, max_line_bytes: int) -> None:
+    if len(seg) <= max_line_bytes + 1:  # a line plus its '\n' fits: nothing to scan
+        return
+    if max(map(len, seg.split(b"\n"))) <= max_line_bytes:
+        return
+    i = 0
+    while True:  # the error path: find the offending line's offset
+        j = seg.find(b"\n", i)
+        j = len(seg) if j < 0 else j
+        if j - i > max_line_bytes:
+            raise _too_large(path, pos + i, max_line_bytes)
+        i = j + 1
+
+
+def _read_size(nxt: int, end: int, block_size: int) -> int:
+    left = end - nxt
+    if left >= block_size:
+        return block_size
+    return max(left, min(_TAIL_READ, block_size))
+
+
+def _segments_of(
+    f: IO[bytes], path: str, start: int, end: int, max_line_bytes: int, block_size: int
+) -> Iterator[tuple[int, bytes]]:
+    pos = start  # offset of the first byte not yet yielded (a line start)
+    nxt = start  # offset of the next byte f.read returns
+    blk = b""
+    if start > 0:
+        # The line we begin in belongs to the previous split, unless it starts
+        # exactly at start: looking from start-1 covers both cases at once.
+        f.seek(start - 1)
+        nxt = start - 1
+        while True:
+            if nxt >= end:
+                return
+            chunk = f.read(_read_size(nxt, end, block_size))
+            if not chunk:
+                return
+            i = chunk.find(b"\n")
+            if i >= 0:
+                pos = nxt + i + 1
+                nxt += len(chunk)
+                if pos >= end:
+                    return
+                blk = chunk[i + 1 :]
+                break
+            nxt += len(chunk)
+
+    pending: list[bytes] = []  # the partial line starting at pos, in pieces
+    pending_len = 0
+    while True:
+        if blk:
+            nl = blk.rfind(b"\n")
+            if nl < 0:
+                pending.append(blk)
+                pending_len += len(blk)
+                if pending_len > max_line_bytes:
+                    raise _too_large(path, pos, max_line_bytes)
+            else:
+                cut = nl + 1
+                if pending:
+                    # One copy per block: join takes the memoryview without slicing.
+                    seg = b"".join([*pending, memoryview(blk)[:cut]])
+                    pending = []
+                elif cut == len(blk):
+                    seg = blk
+                else:
+                    seg = blk[:cut]
+                seg_end = pos + len(seg)  # where the line after seg starts
+                if seg_end > end:
+                    # Keep only the lines starting before end; the rest is the
+                    # next split's. The line containing end-1 ends our split.
+                    seg = seg[: seg.find(b"\n", end - pos - 1) + 1]
+                    _check_line_lengths(path, pos, seg, max_line_bytes)
+                    yield pos, seg
+                    return
+                _check_line_lengths(path, pos, seg, max_line_bytes)
+                yield pos, seg
+                pos = seg_end
+                if pos >= end:
+                    return
+                if cut < len(blk):
+                    rest = blk[cut:]
+                    pending = [rest]
+                    pending_len = len(rest)
+                    if pending_len > max_line_bytes:
+                        raise _too_large(path, pos, max_line_bytes)
+                else:
+                    pending_len = 0
+        blk = f.read(_read_size(nxt, end, block_size))
+        if not blk:
+            if pending:
+                yield pos, b"".join(pending)  # the file's last line, without '\n'
+            return
+        nxt += len(blk)
+
+
+def _segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tuple[int, bytes]]:
+    """Yield (offset, bytes) runs of whole lines owned by split.
+
+    Each run ends with b'\\n' except the unterminated last line of a file.
+    """
+    path = split.path
+    if split.whole:
+        opener = _OPENERS[os.path.splitext(path)[1].lower()]
+        start, end = 0, _NO_END
+    else:
+        if split.start >= split.end:
+            return
+        opener = functools.partial(open, buffering=0)
+        start, end = split.start, split.end
+    try:
+        f = opener(path, "rb")
+    except OSError as e:
+        raise InputError(f"cannot open input {path}: {e.strerror or e}", path=path) from e
+    with f:
+        try:
+            yield from _segments_of(f, path, start, end, max_line_bytes, block_size)
+        except (OSError, EOFError, lzma.LZMAError) as e:
+            what = "corrupt or truncated compressed input" if split.whole else "cannot read input"
+            raise InputError(f"{path}: {what}: {e}", path=path) from e
+
+
+def _line_batches(
+    split: Split, encoding: str, errors: str, max_line_bytes: int, block_size: int
+) -> Iterator[Iterator[tuple[int, str]]]:
+    transparent = _check_codec(encoding, errors)
+    path = split.path
+    for pos, seg in _segments(split, max_line_bytes, block_size):
+        terminated = seg[-1] == 10  # b"\n"
+        try:
+            text = seg.decode(encoding, errors)
+        except UnicodeDecodeError as e:
+            raise _decode_error(path, pos + seg.rfind(b"\n", 0, e.start) + 1, encoding, e) from e
+        lines = text.split("\n")
+        if terminated:
+            lines.pop()
+        if transparent and seg.isascii():
+            lengths: Any = map(len, lines)  # chars are bytes here
+        else:
+            raw = seg.split(b"\n")
+            if terminated:
+                raw.pop()
+            lengths = map(len, raw)
+            if len(raw) != len(lines):
+                # The codec made or swallowed newlines: decode line by line.
+                lines = [_strip_cr(s) for s in _decode_each(path, pos, raw, encoding, errors)]
+                yield zip(accumulate(map(add, lengths, _ONES), initial=pos), lines)
+                continue
+        if "\r" in text:
+            # Strip exactly one '\r' before each '\n' (replace does not overlap).
+            lines = text.replace("\r\n", "\n").split("\n")
+            if terminated:
+                lines.pop()
+            elif lines[-1].endswith("\r"):
+                lines[-1] = lines[-1][:-1]
+        yield zip(accumulate(map(add, lengths, _ONES), initial=pos), lines)
+
+
+def _strip_cr(line: str) -> str:
+    return line[:-1] if line.endswith("\r") else line
+
+
+def _decode_each(path: str, pos: int, raw: list[bytes], encoding: str, errors: str) -> Iterator[str]:
+    for line in raw:
+        try:
+            yield line.decode(encoding, errors)
+        except UnicodeDecodeError as e:
+            raise _decode_error(path, pos, encoding, e) from e
+        pos += len(line) + 1
+
+
+def read_lines(
+    split: Split,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    *,
+    block_size: int = BLOCK_SIZE,
+) -> Iterator[tuple[int, str]]:
+    """Yield (byte offset, line) for every line that starts inside the split.
+
+    The offset is in the uncompressed file; the line has no '\\n' and no one
+    trailing '\\r'. The last line is read past split.end, and a split with
+    start > 0 skips the partial line it begins in, so across all the splits
+    of a file each line is read exactly once, whatever the split size.
+    Raises RecordTooLarge for a line over max_line_bytes and
+    InputDecodeError for a line that does not decode.
+    """
+    _check_positive("max_line_bytes", max_line_bytes)
+    _check_positive("block_size", block_size)
+    _check_codec(encoding, errors)  # fail at the call, not at the first next()
+    # chain(zip(...)) keeps the per-line step in C: Python runs once per block.
+    return chain.from_iterable(_line_batches(split, encoding, errors, max_line_bytes, block_size))
+
+
+def _decode_chunk(path: str, pos: int, data: bytes, encoding: str, errors: str) -> tuple[int, str]:
+    try:
+        text = data.decode(encoding, errors)
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, pos + data.rfind(b"\n", 0, e.start) + 1, encoding, e) from e
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if text.endswith("\r"):  # only the file's unterminated last line ends so
+            text = text[:-1]
+    return pos, text
+
+
+def _chunks(
+    split: Split,
+    target_bytes: int,
+    encoding: str,
+    errors: str,
+    max_line_bytes: int,
+    block_size: int,
+) -> Iterator[tuple[int, str]]:
+    path = split.path
+    parts: list[bytes] = []  # whole lines of the chunk being gathered
+    parts_len = 0
+    first = 0  # offset of its first line
+    for pos, seg in _segments(split, max_line_bytes, block_size):
+        i, n = 0, len(seg)
+        while i < n:
+            if not parts:
+                first = pos + i
+            need = target_bytes - parts_len
+            if n - i < need:
+                parts.append(seg[i:] if i else seg)
+                parts_len += n - i
+                break
+            # End the chunk with the line that reaches target_bytes.
+            j = seg.find(b"\n", i + need - 1)
+            j = n if j < 0 else j + 1
+            parts.append(seg[i:j] if i or j < n else seg)
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            yield _decode_chunk(path, first, data, encoding, errors)
+            parts, parts_len, i = [], 0, j
+    if parts:
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        yield _decode_chunk(path, first, data, encoding, errors)
+
+
+def read_chunks(
+    split: Split,
+    target_bytes: int = 4 << 20,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    *,
+    block_size: int = CHUNK_BLOCK_SIZE,
+) -> Iterator[tuple[int, str]]:
+    """Yield (offset of the first line, text) chunks of whole lines, about target_bytes each.
+
+    For batch map functions that handle much text at once (e.g.
+    Counter(text.split())) at a fraction of the per-line cost. The lines and
+    their ownership are exactly read_lines': a chunk's text is
+    '\\n'.join(its lines) + '\\n', except that the file's last line gets no
+    '\\n' if it had none. A chunk holds at least target_bytes of the file
+    unless it is the split's last, and ends with the line that reaches it.
+    """
+    _check_positive("target_bytes", target_bytes)
+    _check_positive("max_line_bytes", max_line_bytes)
+    _check_positive("block_size", block_size)
+    _check_codec(encoding, errors)
+    return _chunks(split, target_bytes, encoding, errors, max_line_bytes, block_size)

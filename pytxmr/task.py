@@ -1,0 +1,119 @@
+"""The task child process: ``python -m pytxmr.task SPEC.json``.
+
+A tasktracker (or the jobtracker, for the submission check) spawns one per
+task attempt, so that user code never runs inside a daemon: if it raises,
+exits, hangs or is killed, only this process goes. It reads its task from a
+JSON spec file, loads the job module from source, runs the map, the reduce
+or the check, and reports one JSON line ``{"result": ...}`` on file
+descriptor 3 (stdout and stderr are the user's, captured as task logs).
+It imports nothing from Twisted: its start-up time is paid per task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from . import counters as _counters
+from .jobmodule import Job, describe_error, load_module, resolve
+from .mapper import DEFAULT_BUFFER_RECORDS, run_map
+from .reducer import run_reduce
+from .splits import Split
+
+RESULT_FD = 3
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this child when its tasktracker dies, so that no
+    orphaned task outlives a crashed daemon."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _limit_memory(limit: int | None) -> None:
+    if limit:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def load_job(spec: dict[str, Any]) -> Job:
+    with open(spec["source_path"], encoding="utf-8") as f:
+        source = f.read()
+    module = load_module(source, spec["filename"])
+    return resolve(module, spec.get("map_name", "map"), spec.get("reduce_name", "reduce"))
+
+
+def execute(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the task ``spec`` describes in this process; plain-data result."""
+    counters = _counters.current
+    kind = spec["kind"]
+    job = load_job(spec["job"])
+    if kind == "check":
+        return {"num_reducers": job.num_reducers}
+    if kind == "map":
+        out = run_map(
+            job,
+            Split.from_dict(spec["split"]),
+            spec["num_partitions"],
+            spec["out_dir"],
+            counters,
+            buffer_records=spec.get("buffer_records") or DEFAULT_BUFFER_RECORDS,
+        )
+        return {
+            "data_path": out.data_path,
+            "index_path": out.index_path,
+            "kinds": out.kinds,
+            "counters": counters.to_dict(),
+        }
+    if kind == "reduce":
+        run_reduce(
+            job,
+            [tuple(r) for r in spec["runs"]],
+            spec["kinds"],
+            spec["output_path"],
+            spec["tmp_dir"],
+            counters,
+        )
+        return {"counters": counters.to_dict()}
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _die_with_parent()
+    with open(argv[0], encoding="utf-8") as f:
+        spec = json.load(f)
+    try:
+        report = os.fdopen(RESULT_FD, "w", encoding="utf-8")
+    except OSError:
+        report = sys.stdout
+    _limit_memory(spec.get("memory_limit"))
+    try:
+        result = {"ok": True, **execute(spec)}
+    except MemoryError as e:
+        result = {"ok": False, "error": describe_error(e, spec["job"]["filename"])}
+        result["error"]["message"] = "MemoryError: the task exceeded its memory limit"
+    except BaseException as e:  # user code may raise anything, SystemExit included
+        result = {"ok": False, "error": describe_error(e, spec["job"]["filename"])}
+    report.write(json.dumps({"result": result}) + "\n")
+    report.flush()
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: user atexit hooks or threads must not keep
+    # a finished task alive.
+    os._exit(code)

@@ -1,0 +1,525 @@
+"""The tasktracker: the worker daemon (``python -m pytxmr.tasktracker``).
+
+It logs in to the jobtracker (again after every reconnect, as a new
+incarnation), runs the tasks it is given in child processes (at most
+``slots`` at once), keeps finished map outputs in its KeyValueStore and
+serves them on its shuffle port. A reduce attempt fetches its partition of
+each map output as soon as the jobtracker announces the map, so the shuffle
+overlaps the map phase; its child starts once every run is on local disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from twisted.application import service
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer, endpoints, protocol, task
+from twisted.logger import Logger
+from twisted.spread import pb
+
+from . import output, shuffle
+from .auth import LoginRefused, login
+from .child import TaskChild
+from .daemon import add_logging_options, run_daemon, write_ready_file
+from .kvstore import KeyValueStore
+from .secret import load_secret
+from .wire import DEFAULT_HEARTBEAT, DEFAULT_PORT, PROTOCOL_VERSION, ROLE_TASKTRACKER
+
+#: Concurrent fetches of one reduce attempt.
+FETCH_PARALLELISM = 4
+FETCH_RETRIES = 4
+
+
+@dataclass
+class JobInfo:
+    job_id: str
+    work_dir: str
+    source_path: str
+    filename: str
+    token: bytes
+    map_name: str
+    reduce_name: str
+    num_maps: int
+    num_reducers: int
+    output: str
+    buffer_records: int | None
+
+
+@dataclass
+class Attempt:
+    """A task attempt on this worker, from launch to report."""
+
+    id: str
+    job: JobInfo
+    kind: str
+    index: int
+    work_dir: str
+    child: TaskChild | None = None
+    killed: bool = False
+    # reduce attempts: map index -> (path, offset, length) once on local disk
+    runs: dict[int, tuple[str, int, int]] = field(default_factory=dict)
+    kinds: set[str] = field(default_factory=set)
+    fetching: dict[int, defer.Deferred[None]] = field(default_factory=dict)
+    all_fetched: defer.Deferred[None] = field(default_factory=defer.Deferred)
+
+
+def _job_spec(job: JobInfo) -> dict[str, Any]:
+    return {"source_path": job.source_path, "filename": job.filename,
+            "map_name": job.map_name, "reduce_name": job.reduce_name}
+
+
+class TaskTracker:
+    """The worker's jobs and attempts; what the jobtracker can ask of it."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, workdir: str, slots: int, advertise_host: str,
+                 task_timeout: float | None = None) -> None:
+        self._reactor = reactor
+        self.workdir = workdir
+        self.slots = slots
+        self.advertise_host = advertise_host
+        self.task_timeout = task_timeout
+        self.store = KeyValueStore(os.path.join(workdir, "store"))
+        self.processes = defer.DeferredSemaphore(slots)
+        self.jobs: dict[str, JobInfo] = {}
+        self.attempts: dict[str, Attempt] = {}
+        self.wid: str | None = None
+        self.shuffle_port: int = 0
+        self.jobtracker: pb.RemoteReference | None = None
+
+    # --- what the jobtracker asks ---------------------------------------------
+
+    def init_job(self, job_id: str, info: dict[str, Any]) -> None:
+        work_dir = self.store.add_job(job_id, info["token"])
+        source_path = os.path.join(work_dir, "job.py")
+        with open(source_path, "w", encoding="utf-8") as f:
+            f.write(info["source"])
+        self.jobs[job_id] = JobInfo(
+            job_id, work_dir, source_path, info["filename"], info["token"], info["map_name"],
+            info["reduce_name"], info["num_maps"], info["num_reducers"], info["output"],
+            info.get("buffer_records"))
+
+    def launch_map(self, job_id: str, attempt_id: str, index: int, split: dict[str, Any]) -> None:
+        attempt = self._new_attempt(job_id, attempt_id, "map", index)
+        spec = {"kind": "map", "job": _job_spec(attempt.job), "split": split,
+                "num_partitions": attempt.job.num_reducers, "out_dir": attempt.work_dir,
+                "buffer_records": attempt.job.buffer_records}
+        self._spawn(self._run_map(attempt, spec))
+
+    def launch_reduce(self, job_id: str, attempt_id: str, partition: int,
+                      locations: list[dict[str, Any]]) -> None:
+        attempt = self._new_attempt(job_id, attempt_id, "reduce", partition)
+        self._spawn(self._run_reduce(attempt))
+        self.map_outputs(job_id, locations)
+
+    def map_outputs(self, job_id: str, locations: list[dict[str, Any]]) -> None:
+        for attempt in list(self.attempts.values()):
+            if attempt.kind != "reduce" or attempt.job.job_id != job_id or attempt.killed:
+                continue
+            for loc in locations:
+                if loc["map"] not in attempt.runs and loc["map"] not in attempt.fetching:
+                    d = defer.Deferred.fromCoroutine(self._fetch(attempt, loc))
+                    if not d.called:  # a local run is in at once
+                        attempt.fetching[loc["map"]] = d
+                    d.addErrback(self._fetch_failed, attempt, loc)
+
+    def kill_attempt(self, job_id: str, attempt_id: str) -> None:
+        attempt = self.attempts.pop(attempt_id, None)
+        if attempt is not None:
+            self._kill(attempt, "killed by the jobtracker")
+
+    def destroy_job(self, job_id: str) -> None:
+        for attempt in [a for a in self.attempts.values() if a.job.job_id == job_id]:
+            del self.attempts[attempt.id]
+            self._kill(attempt, "the job ended")
+        self.jobs.pop(job_id, None)
+        self.store.remove_job(job_id)
+
+    def forget_everything(self) -> None:
+        """Lost contact with the jobtracker: it reschedules our work, so end
+        every attempt and drop every job (we come back as a new incarnation)."""
+        for job_id in list(self.jobs):
+            self.destroy_job(job_id)
+        self.wid = None
+
+    # --- attempts ----------------------------------------------------------------
+
+    def _new_attempt(self, job_id: str, attempt_id: str, kind: str, index: int) -> Attempt:
+        job = self.jobs[job_id]
+        work_dir = os.path.join(job.work_dir, attempt_id)
+        os.makedirs(work_dir, exist_ok=True)
+        attempt = Attempt(attempt_id, job, kind, index, work_dir)
+        self.attempts[attempt_id] = attempt
+        return attempt
+
+    def _spawn(self, coro: Any) -> None:
+        d = defer.Deferred.fromCoroutine(coro)
+        d.addErrback(lambda f: self.log.failure("Attempt crashed", f))
+
+    def _kill(self, attempt: Attempt, why: str) -> None:
+        attempt.killed = True
+        if attempt.child is not None:
+            attempt.child.kill(why)
+        for d in attempt.fetching.values():
+            d.cancel()
+        if not attempt.all_fetched.called:
+            attempt.all_fetched.cancel()
+
+    async def _run_child(self, attempt: Attempt, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """Run the attempt's child when a process slot is free; None if the
+        attempt was killed meanwhile."""
+        await self.processes.acquire()
+        try:
+            if attempt.killed:
+                return None
+            attempt.child = TaskChild(self._reactor, spec, attempt.work_dir, self.task_timeout)
+            result = await attempt.child.result
+        finally:
+            self.processes.release()
+        return None if attempt.killed else result
+
+    async def _run_map(self, attempt: Attempt, spec: dict[str, Any]) -> None:
+        result = await self._run_child(attempt, spec)
+        if result is None:
+            return
+        if result.get("ok"):
+            try:
+                self.store.add_map_output(attempt.job.job_id, attempt.index,
+                                          result["data_path"], result["index_path"])
+            except (OSError, ValueError, KeyError) as e:
+                result = {"ok": False, "error": {"type": type(e).__name__, "message": str(e),
+                                                 "traceback": ""}}
+        await self._report(attempt, result, {"kinds": result.get("kinds", []),
+                                             "counters": result.get("counters", {})})
+
+    async def _run_reduce(self, attempt: Attempt) -> None:
+        if attempt.job.num_maps:
+            try:
+                await attempt.all_fetched
+            except defer.CancelledError:
+                return
+        if attempt.killed:
+            return
+        job = attempt.job
+        runs = [attempt.runs[i] for i in sorted(attempt.runs)]
+        spec = {"kind": "reduce", "job": _job_spec(job), "runs": runs,
+                "kinds": sorted(attempt.kinds),
+                "output_path": output.attempt_path(job.output, attempt.id, attempt.index),
+                "tmp_dir": attempt.work_dir}
+        result = await self._run_child(attempt, spec)
+        if result is None:
+            return
+        if result.get("ok"):
+            result = await self._commit(attempt, result)
+        await self._report(attempt, result, {"counters": result.get("counters", {})})
+
+    async def _commit(self, attempt: Attempt, result: dict[str, Any]) -> dict[str, Any]:
+        """Move the part file into place if the jobtracker says this attempt
+        is the one that commits."""
+        if self.jobtracker is None:
+            return {"ok": False, "error": {"type": "Disconnected", "traceback": "",
+                                           "message": "lost the jobtracker before commit"}}
+        allowed = await self.jobtracker.callRemote("may_commit", attempt.id)
+        if not allowed:
+            return {"ok": False, "error": {"type": "CommitDenied", "traceback": "",
+                                           "message": "another attempt committed first"}}
+        try:
+            output.commit_part(attempt.job.output, attempt.id, attempt.index)
+        except OSError as e:
+            return {"ok": False, "error": {"type": "CommitFailed", "traceback": "",
+                                           "message": f"cannot commit the part file: {e}"}}
+        return result
+
+    async def _report(self, attempt: Attempt, result: dict[str, Any],
+                      details: dict[str, Any]) -> None:
+        if self.attempts.pop(attempt.id, None) is None or self.jobtracker is None:
+            return  # killed, or the jobtracker is gone (it reschedules)
+        try:
+            if result.get("ok"):
+                await self.jobtracker.callRemote("attempt_done", attempt.id, details)
+            else:
+                await self.jobtracker.callRemote("attempt_failed", attempt.id,
+                                                 result.get("error", {}))
+        except (pb.PBConnectionLost, pb.DeadReferenceError):
+            pass
+        if attempt.kind == "reduce" or not result.get("ok"):
+            shutil.rmtree(attempt.work_dir, ignore_errors=True)
+
+    # --- the shuffle, reduce side ---------------------------------------------------
+
+    async def _fetch(self, attempt: Attempt, loc: dict[str, Any]) -> None:
+        job = attempt.job
+        index = loc["map"]
+        if loc["wid"] == self.wid:
+            run = self.store.lookup(job.job_id, index, attempt.index)
+        else:
+            path = os.path.join(attempt.work_dir, f"run-{index:05d}.seg")
+            delay = 0.2
+            for tries in range(1, FETCH_RETRIES + 1):
+                try:
+                    with open(path, "wb") as dest:
+                        n = await shuffle.fetch(self._reactor, loc["host"], loc["port"],
+                                                job.job_id, index, attempt.index, job.token, dest)
+                    break
+                except shuffle.ShuffleError as e:
+                    if tries == FETCH_RETRIES:
+                        raise
+                    self.log.info("Fetch of map {m} for {aid} failed ({e}); retrying",
+                                  m=index, aid=attempt.id, e=e)
+                    await task.deferLater(self._reactor, delay)
+                    delay *= 2
+            run = (path, 0, n)
+        attempt.fetching.pop(index, None)
+        attempt.runs[index] = run
+        attempt.kinds.update(loc["kinds"])
+        if len(attempt.runs) == job.num_maps and not attempt.all_fetched.called:
+            attempt.all_fetched.callback(None)
+
+    def _fetch_failed(self, failure: Any, attempt: Attempt, loc: dict[str, Any]) -> None:
+        if failure.check(defer.CancelledError) or attempt.killed:
+            return
+        attempt.fetching.pop(loc["map"], None)
+        self.log.warn("Cannot fetch map {m} for {aid}: {e}", m=loc["map"], aid=attempt.id,
+                      e=failure.getErrorMessage())
+        self.attempts.pop(attempt.id, None)
+        self._kill(attempt, "fetch failed")
+        if self.jobtracker is not None:
+            error = {"type": "FetchFailed", "traceback": "",
+                     "message": f"cannot fetch map {loc['map']} from "
+                                f"{loc['host']}:{loc['port']}: {failure.getErrorMessage()}"}
+            d = self.jobtracker.callRemote("attempt_failed", attempt.id, error)
+            d.addErrback(lambda f: None)
+
+
+class TaskTrackerMind(pb.Referenceable):
+    """What the jobtracker may call on us: validate, delegate."""
+
+    def __init__(self, tt: TaskTracker) -> None:
+        self.tt = tt
+
+    def remote_init_job(self, job_id: str, info: dict[str, Any]) -> None:
+        self.tt.init_job(job_id, info)
+
+    def remote_launch_map(self, job_id: str, attempt_id: str, index: int,
+                          split: dict[str, Any]) -> None:
+        self.tt.launch_map(job_id, attempt_id, index, split)
+
+    def remote_launch_reduce(self, job_id: str, attempt_id: str, partition: int,
+                             locations: list[dict[str, Any]]) -> None:
+        self.tt.launch_reduce(job_id, attempt_id, partition, locations)
+
+    def remote_map_outputs(self, job_id: str, locations: list[dict[str, Any]]) -> None:
+        self.tt.map_outputs(job_id, locations)
+
+    def remote_kill_attempt(self, job_id: str, attempt_id: str) -> None:
+        self.tt.kill_attempt(job_id, attempt_id)
+
+    def remote_destroy_job(self, job_id: str) -> None:
+        self.tt.destroy_job(job_id)
+
+
+class _PBReconnectingFactory(protocol.Factory):
+    """A fresh PBClientFactory per connection, so that ClientService can
+    reconnect and we log in again on each new broker."""
+
+    def buildProtocol(self, addr: Any) -> protocol.Protocol:
+        return pb.PBClientFactory().buildProtocol(addr)
+
+
+@dataclass(frozen=True)
+class Config:
+    jobtracker: str
+    slots: int
+    shuffle_listen: str
+    advertise_host: str
+    workdir: str
+    secret_file: str | None
+    ready_file: str | None
+    heartbeat: float = DEFAULT_HEARTBEAT
+    task_timeout: float | None = None
+
+
+class TaskTrackerService(service.Service):
+    """The worker daemon: shuffle server, jobtracker connection, heartbeats."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, config: Config, secret: bytes) -> None:
+        self._reactor = reactor
+        self.config = config
+        self._secret = secret
+        self.tt = TaskTracker(reactor, config.workdir, config.slots, config.advertise_host,
+                              config.task_timeout)
+        self._mind = TaskTrackerMind(self.tt)
+        self._shuffle_port: Any = None
+        self._client: ClientService | None = None
+        self._heartbeat = task.LoopingCall(self._beat)
+        self._heartbeat.clock = reactor
+        self._perspective: pb.RemoteReference | None = None
+        self._registered: defer.Deferred[str] = defer.Deferred()
+        #: Fails when the daemon cannot go on (the jobtracker refused our secret).
+        self.fatal: defer.Deferred[None] = defer.Deferred()
+
+    async def start(self) -> None:
+        """Listen for the shuffle, then keep connected to the jobtracker."""
+        self.startService()
+        os.makedirs(self.config.workdir, exist_ok=True)
+        self.tt.store.startup_cleanup()
+        factory = shuffle.ShuffleServerFactory(self.tt.store, self._reactor)
+        self._shuffle_factory = factory
+        endpoint = endpoints.serverFromString(self._reactor, self.config.shuffle_listen)
+        self._shuffle_port = await endpoint.listen(factory)
+        self.tt.shuffle_port = self._shuffle_port.getHost().port
+        self.log.info("Shuffle server listening on port {port}", port=self.tt.shuffle_port)
+        jt_endpoint = endpoints.clientFromString(self._reactor, self.config.jobtracker)
+        self._client = ClientService(
+            jt_endpoint, _PBReconnectingFactory(),
+            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
+            prepareConnection=self._login, clock=self._reactor)
+        self._client.startService()
+        self._heartbeat.start(self.config.heartbeat, now=False)
+
+    async def registered(self) -> str:
+        """The worker id of the first registration (writes the ready file)."""
+        wid = await self._registered
+        if self.config.ready_file:
+            write_ready_file(self.config.ready_file, {
+                "shuffle_port": self.tt.shuffle_port, "wid": wid, "pid": os.getpid()})
+        return wid
+
+    def _login(self, broker: pb.Broker) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(self._do_login(broker))
+
+    async def _do_login(self, broker: pb.Broker) -> None:
+        try:
+            perspective = await login(broker.factory, ROLE_TASKTRACKER, self._secret, self._mind)
+        except LoginRefused as e:
+            self.log.error("{e}", e=e)
+            if not self.fatal.called:
+                self.fatal.errback(e)
+            raise
+        wid = await perspective.callRemote("register", {
+            "protocol": PROTOCOL_VERSION, "host": self.config.advertise_host,
+            "port": self.tt.shuffle_port, "slots": self.config.slots, "pid": os.getpid()})
+        self._perspective = perspective  # keep it: dropped, the session logs out
+        self.tt.jobtracker = perspective
+        self.tt.wid = wid
+        perspective.notifyOnDisconnect(self._disconnected)
+        self.log.info("Registered with the jobtracker as {wid}", wid=wid)
+        if not self._registered.called:
+            self._registered.callback(wid)
+
+    def _disconnected(self, perspective: pb.RemoteReference) -> None:
+        if perspective is not self._perspective:
+            return
+        if self.running:
+            self.log.warn("Lost the jobtracker; ending our tasks and reconnecting")
+        self._perspective = None
+        self.tt.jobtracker = None
+        self.tt.forget_everything()
+
+    def _beat(self) -> None:
+        if self._perspective is None:
+            return
+        d = self._perspective.callRemote("heartbeat", {"attempts": sorted(self.tt.attempts)})
+
+        def failed(f: Any) -> None:
+            if f.check(pb.PBConnectionLost, pb.DeadReferenceError):
+                return
+            # Declared lost while we were away (e.g. stopped): start afresh.
+            self.log.warn("Heartbeat refused ({e}); logging in again", e=f.getErrorMessage())
+            if self._perspective is not None:
+                self._perspective.broker.transport.loseConnection()
+
+        d.addErrback(failed)
+
+    async def _stop(self) -> None:
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        if self._client is not None:
+            await self._client.stopService()
+        self.tt.forget_everything()
+        if self._shuffle_port is not None:
+            await self._shuffle_port.stopListening()
+            await self._shuffle_factory.disconnect_all()
+        shutil.rmtree(self.tt.store.root, ignore_errors=True)
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+
+def _jobtracker_endpoint(address: str) -> str:
+    """HOST:PORT (or a Twisted client endpoint string) -> endpoint string."""
+    if address.startswith(("tcp:", "ssl:", "unix:", "tls:")):
+        return address
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        host, port = address, str(DEFAULT_PORT)
+    if not port.isdigit():
+        raise argparse.ArgumentTypeError(f"bad jobtracker address {address!r}: use HOST:PORT")
+    host = host.strip("[]") or "127.0.0.1"
+    return f"tcp:host={host}:port={port}"
+
+
+def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m pytxmr.tasktracker",
+                                description="The pytxmr tasktracker (worker) daemon.")
+    p.add_argument("--jobtracker", default=f"127.0.0.1:{DEFAULT_PORT}",
+                   help=f"jobtracker HOST:PORT (default 127.0.0.1:{DEFAULT_PORT})")
+    p.add_argument("--slots", type=int, default=os.cpu_count() or 1,
+                   help="task processes at once (default: CPU count)")
+    p.add_argument("--shuffle-port", type=int, default=0,
+                   help="shuffle server port (default 0: a free port)")
+    p.add_argument("--shuffle-interface", default="0.0.0.0",
+                   help="address the shuffle server listens on (default 0.0.0.0)")
+    p.add_argument("--shuffle-listen", help="Twisted endpoint string for the shuffle server")
+    p.add_argument("--advertise-host", default="127.0.0.1",
+                   help="host name reducers on other hosts use to reach this worker's "
+                        "shuffle server (default 127.0.0.1: single-host clusters)")
+    p.add_argument("--workdir", help="work directory (default ~/.pytxmr/tasktracker-PID)")
+    p.add_argument("--secret-file", help="cluster secret file")
+    p.add_argument("--ready-file", help="write JSON with the shuffle port and wid here "
+                   "once registered")
+    p.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT,
+                   help="seconds between heartbeats")
+    p.add_argument("--task-timeout", type=float, default=None,
+                   help="kill a task attempt running longer than this many seconds")
+    add_logging_options(p)
+    a = p.parse_args(argv)
+    if a.slots < 1:
+        p.error("--slots must be at least 1")
+    try:
+        jt = _jobtracker_endpoint(a.jobtracker)
+    except argparse.ArgumentTypeError as e:
+        p.error(str(e))
+    listen = a.shuffle_listen or f"tcp:{a.shuffle_port}:interface={a.shuffle_interface}"
+    workdir = a.workdir or os.path.join(os.path.expanduser("~"), ".pytxmr",
+                                        f"tasktracker-{os.getpid()}")
+    return Config(jt, a.slots, listen, a.advertise_host, os.path.abspath(workdir),
+                  a.secret_file, a.ready_file, a.heartbeat, a.task_timeout), a
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config, args = parse_args(sys.argv[1:] if argv is None else argv)
+
+    async def start(reactor: Any) -> TaskTrackerService:
+        secret = load_secret(config.secret_file)
+        svc = TaskTrackerService(reactor, config, secret)
+        await svc.start()
+        registered = defer.Deferred.fromCoroutine(svc.registered())
+        registered.addErrback(lambda f: None)
+        return svc
+
+    run_daemon(start, args, "tasktracker")
+
+
+if __name__ == "__main__":
+    main()
