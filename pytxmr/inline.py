@@ -7,6 +7,7 @@ task children, so partitioning, sort order and output files are identical.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -41,6 +42,8 @@ def run_inline(
     splits = compute_splits(expand_inputs(inputs), split_size)
     output.prepare_output_dir(output_dir, overwrite)
     counters = _counters.reset()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # as in task children (see pytxmr.task)
     work = tempfile.mkdtemp(prefix="pytxmr-inline-")
     try:
         indexes = []
@@ -61,5 +64,7 @@ def run_inline(
         output.abort_output(output_dir)
         raise
     finally:
+        if gc_was_enabled:
+            gc.enable()
         shutil.rmtree(work, ignore_errors=True)
     return counters.to_dict()

@@ -30,7 +30,8 @@ class JobDefinitionError(Exception):
 class Job:
     """The callables and settings a task needs, resolved from the module."""
 
-    map: Callable[..., Any]
+    map: Callable[..., Any] | None
+    map_chunk: Callable[..., Any] | None
     reduce: Callable[..., Any]
     combine: Callable[..., Any] | None
     partition: Callable[[Any, int], int]
@@ -80,8 +81,12 @@ def resolve(module: types.ModuleType, map_name: str = "map", reduce_name: str = 
     output_format = getattr(module, "output_format", "text")
     if output_format not in OUTPUT_FORMATS:
         raise JobDefinitionError(f"{module.__file__}: output_format must be 'text' or 'jsonl'")
+    # The batch API: map_chunk(offset, text) gets many whole lines at once
+    # and, when defined, replaces map.
+    map_chunk = optional("map_chunk")
     return Job(
-        map=required(map_name),
+        map=None if map_chunk else required(map_name),
+        map_chunk=map_chunk,
         reduce=required(reduce_name),
         combine=optional("combine"),
         partition=optional("partition") or default_partition,

@@ -13,16 +13,23 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .counters import FRAMEWORK, Counters
 from .jobmodule import Job
 from .keys import kinds_of, record_sort_key
 from .merge import group_values, merge_records, open_runs
 from .records import RecordTypeError, SegmentWriter
-from .splits import Split
+from .splits import Split, read_chunks
 
 DEFAULT_BUFFER_RECORDS = 1_000_000
+#: The map child's resident memory the buffer may grow into: while the
+#: process stays below it, the buffer doubles (fewer combine passes and
+#: spills for small values); above it, it halves back towards
+#: ``buffer_records``.
+MEMORY_BUDGET = 160 << 20
+_MAX_GROWTH = 16
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 INDEX_FORMAT = 1
 
 PartitionTable = list[tuple[int, int, int]]  # (offset, length, records) per partition
@@ -33,18 +40,6 @@ class MapOutput:
     data_path: str
     index_path: str
     kinds: list[str]
-
-
-def _bad_pair(exc: Exception, item: Any) -> Exception:
-    """A clear error for map output that is not a ``(key, value)`` pair or
-    whose key cannot be a dict key, instead of a bare internal TypeError."""
-    if isinstance(item, tuple) and len(item) == 2:
-        key = item[0]
-        return RecordTypeError(
-            f"map emitted a key of unsupported type {type(key).__qualname__}: {key!r:.200} "
-            "(keys may be str, bytes, int, float, bool, None or tuples of these)"
-        )
-    return RecordTypeError(f"map must yield (key, value) pairs, got {item!r:.200}")
 
 
 def _raised_here(exc: BaseException) -> bool:
@@ -80,6 +75,34 @@ class MapOutputBuffer:
         self._counters = counters
         self._spills: list[tuple[str, PartitionTable]] = []
         self.kinds: set[str] = set()
+        self.output_records = 0
+
+    def full(self, groups: dict[Any, list[Any]], added: int, limit: int) -> dict[Any, list[Any]]:
+        """The buffer took ``added`` more values: combine it in memory and,
+        if it is still over half of ``limit`` (0 at the end), spill it.
+        Returns the dict the map goes on filling."""
+        self.output_records += added
+        combine = self._job.combine
+        if combine is not None:
+            c = self._counters
+            multi = before = after = 0
+            for k, vs in groups.items():
+                # One value needs no combining: a combiner may run zero or
+                # more times per key, so skipping it is always correct.
+                if len(vs) > 1:
+                    multi += 1
+                    before += len(vs)
+                    groups[k] = vs = combined_values(k, vs, combine)
+                    after += len(vs)
+            c.incr(FRAMEWORK, "combine input records", before)
+            c.incr(FRAMEWORK, "combine output records", after)
+            # Few distinct keys: combining in memory keeps the buffer small,
+            # and one spill at the end is all the task writes.
+            if limit and len(groups) - multi + after <= limit // 2:
+                return groups
+        if groups:
+            self.spill(groups)
+        return {}
 
     def _partitioned(self, groups: dict[Any, list[Any]]) -> list[list[tuple[Any, list[Any]]]]:
         n = self._num_partitions
@@ -103,11 +126,6 @@ class MapOutputBuffer:
         if not groups:
             return
         c = self._counters
-        if self._job.combine is not None:
-            c.incr(FRAMEWORK, "combine input records", sum(map(len, groups.values())))
-            combine = self._job.combine
-            groups = {k: combined_values(k, vs, combine) for k, vs in groups.items()}
-            c.incr(FRAMEWORK, "combine output records", sum(map(len, groups.values())))
         kinds = kinds_of(groups)
         self.kinds.update(kinds)
         sort_key = record_sort_key(kinds)
@@ -169,6 +187,33 @@ class MapOutputBuffer:
         return table
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def next_limit(limit: int, base: int, rss: int, budget: int = MEMORY_BUDGET) -> int:
+    """The buffer size after a full buffer, given the memory now in use."""
+    if not rss:
+        return limit
+    if rss < budget // 2 and limit < base * _MAX_GROWTH:
+        return limit * 2
+    if rss > budget:
+        return max(base, limit // 2)
+    return limit
+
+
+def _counting_lines(chunks: Iterable[tuple[int, str]], tally: list[int]) -> Iterator[tuple[int, str]]:
+    """Chunks as they come, counting their lines for the input counter."""
+    for offset, text in chunks:
+        tally[0] += text.count("\n") + (not text.endswith("\n"))
+        yield offset, text
+
+
 def run_map(
     job: Job,
     split: Split,
@@ -180,39 +225,46 @@ def run_map(
 ) -> MapOutput:
     """Run one map task over ``split``; its output goes to ``out_dir``."""
     buffer = MapOutputBuffer(job, num_partitions, out_dir, counters)
-    mapfn = job.map
+    errors = job.encoding_errors
+    lines = [0]
+    if job.map_chunk is not None:
+        mapfn = job.map_chunk
+        records: Iterable[tuple[Any, Any]] = _counting_lines(
+            read_chunks(split, encoding="utf-8", errors=errors), lines)
+    else:
+        mapfn = job.map
+        records = job.reader(split, "utf-8", errors)
     groups: dict[Any, list[Any]] = {}
     get = groups.get
     buffered = 0
     in_records = 0
-    out_records = 0
-    item: Any = None
-    records: Iterable[tuple[Any, Any]] = job.reader(split, "utf-8", job.encoding_errors)
+    limit = buffer_records
     try:
         for key, value in records:
             in_records += 1
-            for item in mapfn(key, value):
-                k, v = item
+            for k, v in mapfn(key, value):
                 vs = get(k)
                 if vs is None:
                     groups[k] = [v]
                 else:
                     vs.append(v)
                 buffered += 1
-            if buffered >= buffer_records:
-                buffer.spill(groups)
-                groups = {}
+            if buffered >= limit:
+                groups = buffer.full(groups, buffered, limit)
                 get = groups.get
-                out_records += buffered
                 buffered = 0
+                limit = next_limit(limit, buffer_records, resident_bytes())
     except (TypeError, ValueError) as e:
         if _raised_here(e):
-            raise _bad_pair(e, item) from None
+            raise RecordTypeError(
+                f"map must yield (key, value) pairs whose key is str, bytes, int, float, "
+                f"bool, None or a tuple of these ({e})"
+            ) from None
         raise
-    out_records += buffered
-    buffer.spill(groups)
+    buffer.full(groups, buffered, 0)
     del groups
+    if job.map_chunk is not None:
+        in_records = lines[0]
     counters.incr(FRAMEWORK, "map input records", in_records)
-    counters.incr(FRAMEWORK, "map output records", out_records)
+    counters.incr(FRAMEWORK, "map output records", buffer.output_records)
     return buffer.finish(name)
-

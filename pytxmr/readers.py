@@ -36,12 +36,16 @@ Reader = Callable[[Split, str, str], Iterator[tuple[Any, Any]]]
 _second = itemgetter(1)
 
 
-def lines(split: Split, encoding: str = "utf-8", errors: str = "strict") -> Iterator[tuple[int, str]]:
+def lines(
+    split: Split, encoding: str = "utf-8", errors: str = "strict"
+) -> Iterator[tuple[int, str]]:
     """The default reader: (byte offset in the file, line), like Hadoop's TextInputFormat."""
     return read_lines(split, encoding, errors)
 
 
-def path_lines(split: Split, encoding: str = "utf-8", errors: str = "strict") -> Iterator[tuple[str, str]]:
-    """(file path, line): for jobs whose output depends on which file a line is in (an inverted index)."""
+def path_lines(
+    split: Split, encoding: str = "utf-8", errors: str = "strict"
+) -> Iterator[tuple[str, str]]:
+    """(file path, line): for jobs that need to know which file a line is in (an inverted index)."""
     # zip/map keep the per-line step in C, like read_lines itself.
     return zip(repeat(split.path), map(_second, read_lines(split, encoding, errors)))

@@ -68,8 +68,9 @@ _TAIL_READ = 64 << 10
 
 _NO_END = sys.maxsize
 
-# The +1 per line (its '\n') of the offsets, added in C by map(add, ...).
+# The +1 (or +2 for '\r\n') per line of the offsets, added in C by map(add, ...).
 _ONES = repeat(1)
+_TWOS = repeat(2)
 
 # Codecs in which every ASCII byte decodes to the same single character, so
 # character counts of an ASCII block equal its byte counts.
@@ -199,7 +200,8 @@ def _dir_files(directory: str) -> list[str]:
                 if _visible(entry.name) and entry.is_file()
             ]
     except OSError as e:
-        raise InputError(f"cannot list input directory {directory}: {e.strerror}", path=directory) from e
+        message = f"cannot list input directory {directory}: {e.strerror}"
+        raise InputError(message, path=directory) from e
 
 
 def _expand_one(pattern: str) -> list[str]:
@@ -316,7 +318,9 @@ def _check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
-def _decode_error(path: str, offset: int, encoding: str, exc: UnicodeDecodeError) -> InputDecodeError:
+def _decode_error(
+    path: str, offset: int, encoding: str, exc: UnicodeDecodeError
+) -> InputDecodeError:
     return InputDecodeError(
         f"{path}: cannot decode the line at byte offset {offset} as {encoding} "
         f"({exc.reason}); " + _DECODE_HINT.format(encoding=encoding),
@@ -438,13 +442,14 @@ def _segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tu
     Each run ends with b'\\n' except the unterminated last line of a file.
     """
     path = split.path
+    # Unbuffered: we read big blocks ourselves, a buffer would only copy them.
+    opener: Any = functools.partial(open, buffering=0)
     if split.whole:
-        opener = _OPENERS[os.path.splitext(path)[1].lower()]
+        opener = _OPENERS.get(os.path.splitext(path)[1].lower(), opener)
         start, end = 0, _NO_END
     else:
         if split.start >= split.end:
             return
-        opener = functools.partial(open, buffering=0)
         start, end = split.start, split.end
     try:
         f = opener(path, "rb")
@@ -469,36 +474,39 @@ def _line_batches(
             text = seg.decode(encoding, errors)
         except UnicodeDecodeError as e:
             raise _decode_error(path, pos + seg.rfind(b"\n", 0, e.start) + 1, encoding, e) from e
-        lines = text.split("\n")
+        crlf = "\r" in text
+        # Strip exactly one '\r' before each '\n' (replace does not overlap).
+        stripped = text.replace("\r\n", "\n") if crlf else text
+        lines = stripped.split("\n")
         if terminated:
             lines.pop()
-        if transparent and seg.isascii():
-            lengths: Any = map(len, lines)  # chars are bytes here
+        elif crlf and lines[-1].endswith("\r"):
+            lines[-1] = lines[-1][:-1]
+        # Offsets need each line's length in the file: the fast paths read it
+        # off the decoded lines when characters are bytes (ASCII text).
+        ascii_text = transparent and seg.isascii()
+        if ascii_text and not crlf:
+            lengths, step = map(len, lines), _ONES
+        elif ascii_text and terminated and len(text) - len(stripped) == len(lines):
+            lengths, step = map(len, lines), _TWOS  # a Windows file: all '\r\n'
         else:
             raw = seg.split(b"\n")
             if terminated:
                 raw.pop()
-            lengths = map(len, raw)
             if len(raw) != len(lines):
                 # The codec made or swallowed newlines: decode line by line.
                 lines = [_strip_cr(s) for s in _decode_each(path, pos, raw, encoding, errors)]
-                yield zip(accumulate(map(add, lengths, _ONES), initial=pos), lines)
-                continue
-        if "\r" in text:
-            # Strip exactly one '\r' before each '\n' (replace does not overlap).
-            lines = text.replace("\r\n", "\n").split("\n")
-            if terminated:
-                lines.pop()
-            elif lines[-1].endswith("\r"):
-                lines[-1] = lines[-1][:-1]
-        yield zip(accumulate(map(add, lengths, _ONES), initial=pos), lines)
+            lengths, step = map(len, raw), _ONES
+        yield zip(accumulate(map(add, lengths, step), initial=pos), lines)
 
 
 def _strip_cr(line: str) -> str:
     return line[:-1] if line.endswith("\r") else line
 
 
-def _decode_each(path: str, pos: int, raw: list[bytes], encoding: str, errors: str) -> Iterator[str]:
+def _decode_each(
+    path: str, pos: int, raw: list[bytes], encoding: str, errors: str
+) -> Iterator[str]:
     for line in raw:
         try:
             yield line.decode(encoding, errors)
@@ -517,12 +525,14 @@ def read_lines(
 ) -> Iterator[tuple[int, str]]:
     """Yield (byte offset, line) for every line that starts inside the split.
 
-    The offset is in the uncompressed file; the line has no '\\n' and no one
-    trailing '\\r'. The last line is read past split.end, and a split with
-    start > 0 skips the partial line it begins in, so across all the splits
-    of a file each line is read exactly once, whatever the split size.
-    Raises RecordTooLarge for a line over max_line_bytes and
-    InputDecodeError for a line that does not decode.
+    The offset is in the uncompressed file; the line comes without its
+    '\\n' and without one trailing '\\r'. The last line is read past
+    split.end, and a split with start > 0 skips the partial line it begins in,
+    so across all the splits of a file each line is read exactly once,
+    whatever the split size. Raises RecordTooLarge for a line over
+    max_line_bytes (bytes, without the '\\n') and InputDecodeError for a line
+    that does not decode. The encoding must be ASCII-compatible (UTF-8,
+    Latin-1...): lines are cut at b'\\n' before decoding.
     """
     _check_positive("max_line_bytes", max_line_bytes)
     _check_positive("block_size", block_size)

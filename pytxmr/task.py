@@ -11,6 +11,7 @@ It imports nothing from Twisted: its start-up time is paid per task.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -58,6 +59,11 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
     counters = _counters.current
     kind = spec["kind"]
     job = load_job(spec["job"])
+    # Map and reduce build millions of small acyclic objects; the cyclic
+    # collector would traverse them all again and again (measured: a third
+    # of a word count's time). Reference counting still frees them, and the
+    # process ends with the task.
+    gc.disable()
     if kind == "check":
         return {"num_reducers": job.num_reducers}
     if kind == "map":

@@ -166,7 +166,9 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_expand_inputs_file_gives_its_absolute_path(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_expand_inputs_file_gives_its_absolute_path(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Workers may run in another directory: paths must be absolute."""
     monkeypatch.chdir(tree)
     assert expand_inputs(["x1.log"]) == [str(tree / "x1.log")]
@@ -174,7 +176,7 @@ def test_expand_inputs_file_gives_its_absolute_path(tree: Path, monkeypatch: pyt
 
 def test_expand_inputs_directory_lists_visible_files_sorted(tree: Path) -> None:
     """Like Hadoop: a directory means its files, without _SUCCESS, dotfiles or subdirectories."""
-    assert expand_inputs([str(tree / "d")]) == [str(tree / "d" / "a.txt"), str(tree / "d" / "b.txt")]
+    assert expand_inputs([str(tree / "d")]) == [str(tree / "d/a.txt"), str(tree / "d/b.txt")]
 
 
 def test_expand_inputs_glob_is_sorted(tree: Path) -> None:
@@ -184,7 +186,7 @@ def test_expand_inputs_glob_is_sorted(tree: Path) -> None:
 
 def test_expand_inputs_glob_matching_a_directory_reads_its_files(tree: Path) -> None:
     """A glob over output directories of an earlier job must read their part files."""
-    assert expand_inputs([str(tree / "[d]")]) == [str(tree / "d" / "a.txt"), str(tree / "d" / "b.txt")]
+    assert expand_inputs([str(tree / "[d]")]) == [str(tree / "d/a.txt"), str(tree / "d/b.txt")]
 
 
 def test_expand_inputs_expands_tilde(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -287,7 +289,9 @@ def test_compute_splits_empty_file_gets_one_empty_split(tmp_path: Path) -> None:
     assert list(read_lines(compute_splits([path], 10)[0])) == []
 
 
-def test_compute_splits_makes_paths_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compute_splits_makes_paths_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Splits are read by workers that may have another working directory."""
     write(tmp_path / "f.txt", b"abc")
     monkeypatch.chdir(tmp_path)
@@ -375,7 +379,9 @@ def test_read_lines_every_split_size_on_tricky_content(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("suffix", "opener"), [(".gz", gzip.open), (".bz2", bz2.open), (".xz", lzma.open)]
 )
-def test_read_lines_reads_compressed_files_whole(tmp_path: Path, suffix: str, opener: object) -> None:
+def test_read_lines_reads_compressed_files_whole(
+    tmp_path: Path, suffix: str, opener: object
+) -> None:
     """Compressed inputs are common; offsets are positions in the uncompressed text."""
     data = b"".join(b"line %d\r\n" % i for i in range(5000)) + b"tail"
     path = str(tmp_path / f"f{suffix}")
@@ -385,6 +391,12 @@ def test_read_lines_reads_compressed_files_whole(tmp_path: Path, suffix: str, op
     expected = [(off, line) for off, line, _ in reference_lines(data)]
     assert list(read_lines(split, block_size=1000)) == expected
     assert list(read_lines(split)) == expected
+
+
+def test_read_lines_whole_split_of_plain_file_reads_it_all(tmp_path: Path) -> None:
+    """A whole-file split of an uncompressed file (e.g. made by hand) reads every line."""
+    path = write(tmp_path / "f.txt", b"a\nb")
+    assert list(read_lines(Split(0, path, 0, 1, True))) == [(0, "a"), (2, "b")]
 
 
 def test_read_lines_corrupt_compressed_file_names_it(tmp_path: Path) -> None:
@@ -401,16 +413,20 @@ def test_read_lines_corrupt_compressed_file_names_it(tmp_path: Path) -> None:
 def test_read_lines_line_at_the_limit_is_accepted(tmp_path: Path) -> None:
     """The limit is inclusive, in bytes without the newline."""
     path = write(tmp_path / "f.txt", b"a" * 10 + b"\n" + b"b" * 10)
-    assert [len(line) for _, line in read_lines(whole(path), max_line_bytes=10, block_size=4)] == [10, 10]
-    assert [len(line) for _, line in read_lines(whole(path), max_line_bytes=10)] == [10, 10]
+    for block_size in (4, BLOCK_SIZE):
+        got = read_lines(whole(path), max_line_bytes=10, block_size=block_size)
+        assert [len(line) for _, line in got] == [10, 10]
 
 
 @pytest.mark.parametrize("block_size", [4, BLOCK_SIZE])
 @pytest.mark.parametrize("tail", [b"\nok\n", b""])
-def test_read_lines_too_long_line_names_file_and_offset(tmp_path: Path, block_size: int, tail: bytes) -> None:
+def test_read_lines_too_long_line_names_file_and_offset(
+    tmp_path: Path, block_size: int, tail: bytes
+) -> None:
     """A binary or newline-free file must fail clearly, not exhaust the worker's memory."""
     path = write(tmp_path / "f.txt", b"short\n" + b"a" * 11 + tail)
-    with pytest.raises(RecordTooLarge, match=r"f\.txt: the line at byte offset 6 is longer") as info:
+    message = r"f\.txt: the line at byte offset 6 is longer"
+    with pytest.raises(RecordTooLarge, match=message) as info:
         list(read_lines(whole(path), max_line_bytes=10, block_size=block_size))
     assert (info.value.path, info.value.offset) == (path, 6)
     assert isinstance(info.value, InputError)
@@ -445,7 +461,9 @@ def test_default_max_line_bytes_is_64_mib() -> None:
 
 
 @pytest.mark.parametrize("block_size", [3, BLOCK_SIZE])
-def test_read_lines_decode_error_names_file_offset_and_remedy(tmp_path: Path, block_size: int) -> None:
+def test_read_lines_decode_error_names_file_offset_and_remedy(
+    tmp_path: Path, block_size: int
+) -> None:
     """Dirty input is common: the user must learn where it is and how to tolerate it."""
     path = write(tmp_path / "f.txt", b"good\nalso good\nbad \xff here\nfine\n")
     with pytest.raises(InputDecodeError) as info:
@@ -466,7 +484,8 @@ def test_read_lines_replace_and_surrogateescape_tolerate_bad_bytes(tmp_path: Pat
         (13, "z"),
     ]
     lines = [line for _, line in read_lines(whole(path), errors="surrogateescape")]
-    assert [line.encode("utf-8", "surrogateescape") for line in lines] == [b"ok", b"bad \xff", b"\xe2\x82", b"z"]
+    raw = [line.encode("utf-8", "surrogateescape") for line in lines]
+    assert raw == [b"ok", b"bad \xff", b"\xe2\x82", b"z"]
 
 
 def test_read_lines_other_ascii_compatible_encodings(tmp_path: Path) -> None:
@@ -487,7 +506,9 @@ def test_read_lines_other_ascii_compatible_encodings(tmp_path: Path) -> None:
         ({"block_size": 0}, "block_size"),
     ],
 )
-def test_read_lines_rejects_bad_options_at_call_time(tmp_path: Path, kwargs: dict[str, object], match: str) -> None:
+def test_read_lines_rejects_bad_options_at_call_time(
+    tmp_path: Path, kwargs: dict[str, object], match: str
+) -> None:
     """Job configuration mistakes are reported before reading, with a clear message."""
     path = write(tmp_path / "f.txt", b"abc\n")
     with pytest.raises(ValueError, match=match):
@@ -525,7 +546,7 @@ def test_read_chunks_rejects_zero_target(tmp_path: Path) -> None:
 def test_no_line_lost_or_duplicated_for_any_split_size(
     tmp_path_factory: pytest.TempPathFactory, data: bytes, split_size: int, block_size: int
 ) -> None:
-    """The core guarantee of splitting: every line is read exactly once, by the split it starts in."""
+    """The core guarantee of splitting: each line is read once, by the split it starts in."""
     path = write(tmp_path_factory.mktemp("p") / "f.txt", data)
     got = []
     for split in compute_splits([path], split_size):
@@ -543,7 +564,11 @@ def test_no_line_lost_or_duplicated_for_any_split_size(
     block_size=BLOCK_SIZES,
 )
 def test_read_chunks_text_is_read_lines_joined(
-    tmp_path_factory: pytest.TempPathFactory, data: bytes, split_size: int, target: int, block_size: int
+    tmp_path_factory: pytest.TempPathFactory,
+    data: bytes,
+    split_size: int,
+    target: int,
+    block_size: int,
 ) -> None:
     """Batch and per-line mappers must see exactly the same records."""
     path = write(tmp_path_factory.mktemp("p") / "f.txt", data)
@@ -566,7 +591,7 @@ def test_read_chunks_text_is_read_lines_joined(
         assert k == len(lines)
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(PROPERTY, max_examples=50)
 @given(data=CONTENTS, block_size=BLOCK_SIZES)
 def test_compressed_whole_split_matches_reference(
     tmp_path_factory: pytest.TempPathFactory, data: bytes, block_size: int
@@ -591,7 +616,8 @@ def test_lines_reader_is_read_lines(tmp_path: Path) -> None:
 def test_path_lines_reader_keys_lines_by_file(tmp_path: Path) -> None:
     """An inverted index needs to know which file each line came from."""
     path = write(tmp_path / "f.txt", b"a\r\n\xff\n")
-    assert list(readers.path_lines(whole(path), "utf-8", "replace")) == [(path, "a"), (path, "\ufffd")]
+    got = readers.path_lines(whole(path), "utf-8", "replace")
+    assert list(got) == [(path, "a"), (path, "\ufffd")]
 
 
 # ---------------------------------------------------------------- architecture
