@@ -157,7 +157,7 @@ async def cluster_command(reactor: Any, a: argparse.Namespace) -> int:
     from . import client, embedded
     from .secret import load_secret
 
-    progress = None if a.quiet else Progress()
+    progress = None if getattr(a, "quiet", True) else Progress()
     try:
         if a.command == "run":
             result = await embedded.run_embedded(reactor, _spec(a), workers=a.workers,

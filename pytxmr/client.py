@@ -48,7 +48,9 @@ class Connection:
         try:
             return await self.perspective.callRemote(method, *args)
         except pb.RemoteError as e:
-            raise ClusterError(e.remoteTraceback or str(e)) from None
+            # Expected errors (pb.Error subclasses such as SubmissionError)
+            # carry their message; anything else is the jobtracker's bug.
+            raise ClusterError(str(e)) from None
         except (pb.PBConnectionLost, pb.DeadReferenceError):
             raise ClusterError("lost the connection to the jobtracker "
                                "(it stopped or crashed)") from None

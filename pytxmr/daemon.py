@@ -51,6 +51,27 @@ def write_ready_file(path: str, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def claim_workdir(base: str) -> tuple[str, Any]:
+    """The first of ``base``, ``base-2``, ``base-3``... that no running
+    daemon holds, locked for this process (the lock dies with it). A
+    directory left by a crashed daemon is claimed again and cleaned, while
+    two daemons on one host never share one."""
+    import fcntl
+
+    n = 1
+    while True:
+        path = base if n == 1 else f"{base}-{n}"
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        lock = open(os.path.join(path, ".lock"), "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            n += 1
+            continue
+        return path, lock
+
+
 def run_daemon(start: Callable[[Any], Awaitable[Any]], args: argparse.Namespace,
                name: str) -> None:
     """Start the service ``start`` builds and run until a signal stops the

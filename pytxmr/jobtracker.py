@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from . import output, scheduler as sched
 from .auth import SecretChecker
-from .child import TaskChild
+from .child import TaskChild, WarmPool
 from .counters import FRAMEWORK, Counters
 from .daemon import add_logging_options, run_daemon, write_ready_file
 from .kvstore import valid_job_id
@@ -108,6 +108,7 @@ class JobTracker:
         self._worker_seq = 0
         self._job_seq = 0
         self._expiry_loop: task.LoopingCall | None = None
+        self._checkers = WarmPool(reactor, 1)
 
     # --- lifecycle -------------------------------------------------------
 
@@ -119,10 +120,12 @@ class JobTracker:
         self._expiry_loop = task.LoopingCall(self._check_expiry)
         self._expiry_loop.clock = self._clock
         self._expiry_loop.start(max(0.05, self.expiry / 4), now=False)
+        self._checkers.start()
 
     def stop(self) -> None:
         if self._expiry_loop is not None and self._expiry_loop.running:
             self._expiry_loop.stop()
+        self._checkers.stop()
         error = {"type": "JobTrackerStopped", "message": "the jobtracker stopped", "traceback": ""}
         for job in list(self.jobs.values()):
             if job.state == "running":
@@ -243,7 +246,8 @@ class JobTracker:
                                          "map_name": request["map_name"],
                                          "reduce_name": request["reduce_name"]}}
         work = os.path.join(self.workdir, "jobs", job_id, "check")
-        child = TaskChild(self._reactor, spec, work, timeout=self.check_timeout)
+        child = TaskChild(self._reactor, spec, work, timeout=self.check_timeout,
+                          pool=self._checkers)
         result = await child.result
         if not result.get("ok"):
             err = result.get("error", {})

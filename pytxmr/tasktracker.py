@@ -14,7 +14,7 @@ import argparse
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from twisted.application import service
@@ -25,8 +25,8 @@ from twisted.spread import pb
 
 from . import output, shuffle
 from .auth import LoginRefused, login
-from .child import TaskChild
-from .daemon import add_logging_options, run_daemon, write_ready_file
+from .child import TaskChild, WarmPool
+from .daemon import add_logging_options, claim_workdir, run_daemon, write_ready_file
 from .kvstore import KeyValueStore
 from .secret import load_secret
 from .wire import DEFAULT_HEARTBEAT, DEFAULT_PORT, PROTOCOL_VERSION, ROLE_TASKTRACKER
@@ -88,6 +88,7 @@ class TaskTracker:
         self.task_timeout = task_timeout
         self.store = KeyValueStore(os.path.join(workdir, "store"))
         self.processes = defer.DeferredSemaphore(slots)
+        self.pool = WarmPool(reactor, slots)
         self.jobs: dict[str, JobInfo] = {}
         self.attempts: dict[str, Attempt] = {}
         self.wid: str | None = None
@@ -179,7 +180,8 @@ class TaskTracker:
         try:
             if attempt.killed:
                 return None
-            attempt.child = TaskChild(self._reactor, spec, attempt.work_dir, self.task_timeout)
+            attempt.child = TaskChild(self._reactor, spec, attempt.work_dir, self.task_timeout,
+                                      self.pool)
             result = await attempt.child.result
         finally:
             self.processes.release()
@@ -339,7 +341,7 @@ class Config:
     slots: int
     shuffle_listen: str
     advertise_host: str
-    workdir: str
+    workdir: str | None
     secret_file: str | None
     ready_file: str | None
     heartbeat: float = DEFAULT_HEARTBEAT
@@ -372,6 +374,7 @@ class TaskTrackerService(service.Service):
         self.startService()
         os.makedirs(self.config.workdir, exist_ok=True)
         self.tt.store.startup_cleanup()
+        self.tt.pool.start()
         factory = shuffle.ShuffleServerFactory(self.tt.store, self._reactor)
         self._shuffle_factory = factory
         endpoint = endpoints.serverFromString(self._reactor, self.config.shuffle_listen)
@@ -446,6 +449,7 @@ class TaskTrackerService(service.Service):
         if self._client is not None:
             await self._client.stopService()
         self.tt.forget_everything()
+        self.tt.pool.stop()
         if self._shuffle_port is not None:
             await self._shuffle_port.stopListening()
             await self._shuffle_factory.disconnect_all()
@@ -484,7 +488,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--advertise-host", default="127.0.0.1",
                    help="host name reducers on other hosts use to reach this worker's "
                         "shuffle server (default 127.0.0.1: single-host clusters)")
-    p.add_argument("--workdir", help="work directory (default ~/.pytxmr/tasktracker-PID)")
+    p.add_argument("--workdir", help="work directory (default ~/.pytxmr/tasktracker, or "
+                   "tasktracker-2, -3... when another tasktracker of this host holds it)")
     p.add_argument("--secret-file", help="cluster secret file")
     p.add_argument("--ready-file", help="write JSON with the shuffle port and wid here "
                    "once registered")
@@ -501,18 +506,23 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     except argparse.ArgumentTypeError as e:
         p.error(str(e))
     listen = a.shuffle_listen or f"tcp:{a.shuffle_port}:interface={a.shuffle_interface}"
-    workdir = a.workdir or os.path.join(os.path.expanduser("~"), ".pytxmr",
-                                        f"tasktracker-{os.getpid()}")
-    return Config(jt, a.slots, listen, a.advertise_host, os.path.abspath(workdir),
+    workdir = os.path.abspath(a.workdir) if a.workdir else None
+    return Config(jt, a.slots, listen, a.advertise_host, workdir,
                   a.secret_file, a.ready_file, a.heartbeat, a.task_timeout), a
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     config, args = parse_args(sys.argv[1:] if argv is None else argv)
+    locks: list[Any] = []  # held for the daemon's life
 
     async def start(reactor: Any) -> TaskTrackerService:
         secret = load_secret(config.secret_file)
-        svc = TaskTrackerService(reactor, config, secret)
+        workdir = config.workdir
+        if workdir is None:
+            workdir, lock = claim_workdir(os.path.join(os.path.expanduser("~"), ".pytxmr",
+                                                       "tasktracker"))
+            locks.append(lock)
+        svc = TaskTrackerService(reactor, replace(config, workdir=workdir), secret)
         await svc.start()
         registered = defer.Deferred.fromCoroutine(svc.registered())
         registered.addErrback(lambda f: None)
