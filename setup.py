@@ -16,7 +16,9 @@ setup(
         "msgpack>=1.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6", "psutil>=5.9"],
+        # playwright drives Debian's chromium in tests/test_browser.py (never
+        # `playwright install`: it downloads a browser build).
+        "test": ["pytest>=8", "hypothesis>=6", "psutil>=5.9", "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["pytxmr=pytxmr.__main__:main"]},
 )

@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=text)
         c.add_argument("job_id")
         _cluster_options(c)
+    logs = sub.add_parser("logs", help="show what a job's task attempts printed")
+    logs.add_argument("job_id")
+    logs.add_argument("task", nargs="?", help="a task (m3, r0, JOB_m00003) or an attempt id "
+                      "(default: every attempt)")
+    _cluster_options(logs)
+    web = sub.add_parser("web-password", help="print the status page password (derived "
+                         "from the cluster secret)")
+    web.add_argument("--secret-file", help="cluster secret file")
     return p
 
 
@@ -178,6 +186,11 @@ async def cluster_command(reactor: Any, a: argparse.Namespace) -> int:
                     print(f"{job['job_id']}  {job['state']:<10} {job['elapsed']:8.2f}s  "
                           f"{job['filename']} -> {job['output']}")
                 return 0
+            if a.command == "logs":
+                from .tasklog import format_logs
+
+                print(format_logs(await conn.call("logs", a.job_id, a.task)))
+                return 0
             print(json.dumps(await conn.call(a.command, a.job_id), indent=2))
             return 0
         finally:
@@ -196,6 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.command == "run" and a.inline:
             return run_inline_command(a)
+        if a.command == "web-password":
+            from .secret import load_secret
+            from .web import web_password
+
+            print(web_password(load_secret(a.secret_file)))
+            return 0
         from twisted.internet import defer, task
 
         code = [1]

@@ -13,6 +13,7 @@ from typing import Any
 from twisted.cred import credentials, error
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.spread import pb
 from zope.interface import implementer
 
@@ -23,9 +24,20 @@ class LoginRefused(Exception):
     """The jobtracker refused our login: wrong cluster secret."""
 
 
+class WrongSecret(error.UnauthorizedLogin, pb.Error):
+    """A login with a wrong secret. A ``pb.Error``, so that PB sends it to
+    the peer without logging a traceback for each refused attempt."""
+
+
+#: How a refused login arrives at the client: PB turns the server's
+#: exception into a ``RemoteError`` that only carries the class name.
+_REFUSED_TYPES = (b"pytxmr.auth.WrongSecret", b"twisted.cred.error.UnauthorizedLogin")
+
+
 @implementer(ICredentialsChecker)
 class SecretChecker:
     credentialInterfaces = (credentials.IUsernameHashedPassword,)
+    log = Logger()
 
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
@@ -33,7 +45,9 @@ class SecretChecker:
     def requestAvatarId(self, creds: Any) -> defer.Deferred[bytes]:
         if creds.username in (ROLE_TASKTRACKER, ROLE_CLIENT) and creds.checkPassword(self._secret):
             return defer.succeed(creds.username)
-        return defer.fail(error.UnauthorizedLogin("wrong cluster secret"))
+        self.log.warn("Refused a {role} login: wrong cluster secret",
+                      role=creds.username.decode("ascii", "replace"))
+        return defer.fail(WrongSecret("wrong cluster secret"))
 
 
 async def login(factory: pb.PBClientFactory, role: bytes, secret: bytes, mind: Any = None) -> Any:
@@ -44,7 +58,9 @@ async def login(factory: pb.PBClientFactory, role: bytes, secret: bytes, mind: A
     """
     try:
         return await factory.login(credentials.UsernamePassword(role, secret), client=mind)
-    except error.UnauthorizedLogin:
+    except (error.UnauthorizedLogin, pb.RemoteError) as e:
+        if isinstance(e, pb.RemoteError) and e.remoteType not in _REFUSED_TYPES:
+            raise
         raise LoginRefused(
             "the jobtracker refused the login: wrong cluster secret "
             "(check --secret-file / $PYTXMR_SECRET)"

@@ -52,6 +52,8 @@ class _TaskProcess(protocol.ProcessProtocol):
         self._result = bytearray()
         self._done: defer.Deferred[dict[str, Any]] | None = None
         self.ended = False
+        #: Fires once the process has ended (and been reaped).
+        self.finished: defer.Deferred[None] = defer.Deferred()
         self.killed_because: str | None = None
 
     def assign(self, log_path: str, spec_path: str, done: defer.Deferred[dict[str, Any]]) -> None:
@@ -83,6 +85,7 @@ class _TaskProcess(protocol.ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self.ended = True
+        self.finished.callback(None)
         if self._done is None:
             return  # a warm child that died idle: the pool drops it
         self._log.close()
@@ -141,6 +144,8 @@ class WarmPool:
         self._reactor = reactor
         self.size = size
         self._idle: list[_TaskProcess] = []
+        #: Every live child, idle or at work.
+        self._children: set[_TaskProcess] = set()
         self.running = False
 
     def start(self) -> None:
@@ -150,7 +155,13 @@ class WarmPool:
     def _fill(self) -> None:
         self._idle = [p for p in self._idle if not p.ended]
         while self.running and len(self._idle) < self.size:
-            self._idle.append(_spawn(self._reactor))
+            self._idle.append(self._spawn())
+
+    def _spawn(self) -> _TaskProcess:
+        proto = _spawn(self._reactor)
+        self._children.add(proto)
+        proto.finished.addCallback(lambda _: self._children.discard(proto))
+        return proto
 
     def take(self) -> _TaskProcess:
         """An idle child (a fresh one if none is ready); refills behind."""
@@ -159,16 +170,22 @@ class WarmPool:
             if not proto.ended:
                 break
         else:
-            proto = _spawn(self._reactor)
+            proto = self._spawn()
         if self.running:
             self._reactor.callLater(0, self._fill)  # type: ignore[attr-defined]
         return proto
 
-    def stop(self) -> None:
+    def stop(self) -> defer.Deferred[None]:
+        """Kill every child, idle or at work (the daemon is going away).
+        Fires once all have ended, so that the daemon exits after reaping
+        them rather than leaving them to init."""
         self.running = False
-        idle, self._idle = self._idle, []
-        for proto in idle:
-            proto.kill("the pool stopped")
+        self._idle = []
+        children = list(self._children)
+        for proto in children:
+            if not proto.ended:
+                proto.kill("the pool stopped")
+        return defer.gatherResults([p.finished for p in children]).addCallback(lambda _: None)
 
 
 class TaskChild:

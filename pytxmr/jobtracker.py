@@ -23,18 +23,21 @@ from twisted.cred import portal
 from twisted.internet import defer, endpoints, task, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.spread import pb
+from twisted.spread import banana, pb
 from zope.interface import implementer
 
-from . import output, scheduler as sched
+from . import output, scheduler as sched, views
 from .auth import SecretChecker
 from .child import TaskChild, WarmPool
 from .counters import FRAMEWORK, Counters
 from .daemon import add_logging_options, run_daemon, write_ready_file
+from .history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION, JobHistory
 from .kvstore import valid_job_id
 from .scheduler import Action, MapLocation, Scheduler, State
 from .secret import load_secret
 from .splits import Split, compute_splits, expand_inputs
+from .tasklog import LogKeeper, logs_reply
+from .web import DEFAULT_WEB_PORT, StatusServer
 from .wire import (
     DEFAULT_PORT,
     PROTOCOL_VERSION,
@@ -50,6 +53,9 @@ DEFAULT_SPLIT_SIZE = 64 << 20
 MIN_SPLIT_SIZE = 1 << 20
 DEFAULT_EXPIRY = 10.0
 DEFAULT_CHECK_TIMEOUT = 30.0
+#: Errors of the submission check whose message says it all (file and line).
+_SELF_EXPLAINED = frozenset({"SyntaxError", "IndentationError", "TabError",
+                             "JobDefinitionError"})
 #: Finished jobs kept in memory for ``status``/``wait`` after they end.
 FINISHED_JOBS_KEPT = 100
 
@@ -74,6 +80,7 @@ class JobRecord:
     finished: float | None = None
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     waiters: list[defer.Deferred[dict[str, Any]]] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -96,7 +103,8 @@ class JobTracker:
     log = Logger()
 
     def __init__(self, reactor: Any, workdir: str, *, expiry: float = DEFAULT_EXPIRY,
-                 check_timeout: float = DEFAULT_CHECK_TIMEOUT) -> None:
+                 check_timeout: float = DEFAULT_CHECK_TIMEOUT,
+                 history_retention: int = DEFAULT_HISTORY_RETENTION) -> None:
         self._reactor = reactor
         self._clock: IReactorTime = reactor
         self.workdir = workdir
@@ -108,6 +116,8 @@ class JobTracker:
         self._worker_seq = 0
         self._job_seq = 0
         self._expiry_loop: task.LoopingCall | None = None
+        self.history = JobHistory(os.path.join(workdir, "history"), history_retention)
+        self.task_logs = LogKeeper()
         self._checkers = WarmPool(reactor, 1)
 
     # --- lifecycle -------------------------------------------------------
@@ -117,20 +127,25 @@ class JobTracker:
         # Leftovers of a crashed run are of no use: its jobs are gone.
         shutil.rmtree(jobs_dir, ignore_errors=True)
         os.makedirs(jobs_dir, exist_ok=True)
+        # Finished jobs live beside jobs/ (wiped above) and outlive restarts.
+        self.history.load()
+        self._job_seq = max(self._job_seq, self.history.max_seq())
         self._expiry_loop = task.LoopingCall(self._check_expiry)
         self._expiry_loop.clock = self._clock
         self._expiry_loop.start(max(0.05, self.expiry / 4), now=False)
         self._checkers.start()
 
-    def stop(self) -> None:
+    def stop(self) -> defer.Deferred[None]:
+        """Fail the running jobs; fires once the check children have ended."""
         if self._expiry_loop is not None and self._expiry_loop.running:
             self._expiry_loop.stop()
-        self._checkers.stop()
+        checkers = self._checkers.stop()
         error = {"type": "JobTrackerStopped", "message": "the jobtracker stopped", "traceback": ""}
         for job in list(self.jobs.values()):
             if job.state == "running":
                 self._job_done(job, "failed", error)
         shutil.rmtree(os.path.join(self.workdir, "jobs"), ignore_errors=True)
+        return checkers
 
     def _now(self) -> float:
         return self._clock.seconds()
@@ -181,10 +196,12 @@ class JobTracker:
 
     def attempt_done(self, wid: str | None, attempt_id: str, result: dict[str, Any]) -> None:
         self._check_live(wid)
+        self.task_logs.put(attempt_id, result.get("log"))
         self._execute(self.scheduler.attempt_succeeded(attempt_id, self._now(), result))
 
     def attempt_failed(self, wid: str | None, attempt_id: str, error: dict[str, Any]) -> None:
         self._check_live(wid)
+        self.task_logs.put(attempt_id, error.get("log"))
         error = {k: str(error.get(k, "")) for k in ("type", "message", "traceback")}
         self.log.info("Attempt {aid} failed: {msg}", aid=attempt_id, msg=error["message"])
         self._execute(self.scheduler.attempt_failed(attempt_id, self._now(), error))
@@ -228,7 +245,7 @@ class JobTracker:
             token=os.urandom(32), output=request["output"], splits=splits,
             num_reducers=reducers, map_name=request["map_name"],
             reduce_name=request["reduce_name"], buffer_records=request["buffer_records"],
-            submitted=self._now(),
+            submitted=self._now(), inputs=request["inputs"],
         )
         self.jobs[job_id] = job
         self.log.info("Job {job} submitted: {file}, {maps} maps, {reduces} reduces",
@@ -252,12 +269,21 @@ class JobTracker:
         if not result.get("ok"):
             err = result.get("error", {})
             message = err.get("message", "the job module check failed")
+            traceback = err.get("traceback", "")
             if err.get("type") == "TaskProcessDied" and "longer than" in message:
                 message = f"importing the job module took longer than {self.check_timeout:g}s"
-            raise SubmissionError(f"{message}\n{err.get('traceback', '')}".rstrip())
+            elif err.get("type") in _SELF_EXPLAINED:
+                # The message names the file (and line); the traceback would
+                # only show the task child's own frames.
+                message = message.split("JobDefinitionError: ", 1)[-1]
+                traceback = ""
+            raise SubmissionError(f"{message}\n{traceback}".rstrip())
         return result
 
     def wait(self, job_id: str) -> defer.Deferred[dict[str, Any]]:
+        old = self._old_result(job_id)
+        if old is not None:
+            return defer.succeed(old)
         job = self._job(job_id)
         if job.state != "running":
             return defer.succeed(self._result(job))
@@ -266,11 +292,17 @@ class JobTracker:
         return d
 
     def kill(self, job_id: str) -> dict[str, Any]:
+        old = self._old_result(job_id)
+        if old is not None:
+            return old
         self._job(job_id)
         self._execute(self.scheduler.kill_job(job_id, self._now()))
         return self.status(job_id)
 
     def status(self, job_id: str) -> dict[str, Any]:
+        old = self._old_result(job_id)
+        if old is not None:
+            return old
         job = self._job(job_id)
         result = self._result(job)
         sjob = self.scheduler.jobs.get(job_id)
@@ -285,7 +317,62 @@ class JobTracker:
         return result
 
     def list_jobs(self) -> list[dict[str, Any]]:
-        return [self.status(j) for j in self.jobs]
+        old = [views.result_of(d) for j, d in self.history.jobs.items() if j not in self.jobs]
+        return old + [self.status(j) for j in self.jobs]
+
+    # --- views: the status site, ``logs`` and the job history ------------------
+
+    def now(self) -> float:
+        return self._now()
+
+    def _old_result(self, job_id: str) -> dict[str, Any] | None:
+        """The result of a job known only from the history."""
+        if not isinstance(job_id, str) or job_id in self.jobs:
+            return None
+        detail = self.history.get(job_id)
+        return views.result_of(detail) if detail is not None else None
+
+    def workers_view(self) -> list[dict[str, Any]]:
+        return views.workers_view(self.scheduler, self._now())
+
+    def jobs_view(self) -> list[dict[str, Any]]:
+        """Every known job, oldest first, finished ones from the history too."""
+        now = self._now()
+        old = [{k: v for k, v in d.items() if k not in ("tasks", "phases")}
+               for j, d in self.history.jobs.items() if j not in self.jobs]
+        live = [views.job_summary(j, self.scheduler.jobs.get(j.id), now)
+                for j in self.jobs.values()]
+        return sorted(old + live, key=lambda s: s["submitted"])
+
+    def job_view(self, job_id: str) -> dict[str, Any]:
+        """One job with its tasks and attempts (``views.job_detail``)."""
+        job = self.jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None:
+            detail = self.history.get(job_id)
+            if detail is None:
+                raise UnknownJob(f"no job {job_id!r}")
+            return detail
+        return views.job_detail(job, self.scheduler, self._now(), self.task_logs.has)
+
+    async def _job_logs(self, job_id: str) -> dict[str, str]:
+        if job_id in self.jobs:
+            return self.task_logs.for_job(job_id)
+        return await self.history.read_logs(job_id)
+
+    async def attempt_log(self, job_id: str, attempt_id: str) -> str | None:
+        """The log tail of one attempt (None when it printed nothing)."""
+        if not any(a["id"] == attempt_id
+                   for a in views.find_attempts(self.job_view(job_id), None)):
+            raise UnknownJob(f"no attempt {attempt_id!r} in job {job_id!r}")
+        return (await self._job_logs(job_id)).get(attempt_id)
+
+    async def logs(self, job_id: str, which: str | None = None) -> list[dict[str, Any]]:
+        """The logs of a job's attempts; ``which`` picks a task or an
+        attempt (see ``views.find_attempts``)."""
+        attempts = views.find_attempts(self.job_view(job_id), which)
+        if which and not attempts:
+            raise UnknownJob(f"no task or attempt {which!r} in job {job_id!r}")
+        return logs_reply(attempts, await self._job_logs(job_id))
 
     def _job(self, job_id: str) -> JobRecord:
         job = self.jobs.get(job_id) if isinstance(job_id, str) else None
@@ -331,6 +418,7 @@ class JobTracker:
         shutil.rmtree(os.path.dirname(job.source_path), ignore_errors=True)
         self.log.info("Job {job} {state} in {secs:.3f}s", job=job.id, state=job.state,
                       secs=job.finished - job.submitted)
+        self.history.record(self.job_view(job.id), self.task_logs.for_job(job.id))
         waiters, job.waiters = job.waiters, []
         for d in waiters:
             d.callback(self._result(job))
@@ -341,6 +429,7 @@ class JobTracker:
         for job in done[:max(0, len(done) - FINISHED_JOBS_KEPT)]:
             del self.jobs[job.id]
             self.scheduler.forget_job(job.id)
+            self.task_logs.drop_job(job.id)
 
     # --- carrying out the scheduler's decisions --------------------------------
 
@@ -496,6 +585,11 @@ class ClientAvatar(pb.Avatar):
     def perspective_kill(self, job_id: str) -> dict[str, Any]:
         return self.jt.kill(job_id)
 
+    def perspective_logs(self, job_id: str,
+                         which: str | None = None) -> defer.Deferred[list[dict[str, Any]]]:
+        return defer.Deferred.fromCoroutine(
+            self.jt.logs(str(job_id), None if which is None else str(which)))
+
 
 @implementer(portal.IRealm)
 class JobTrackerRealm:
@@ -513,8 +607,26 @@ class JobTrackerRealm:
         return pb.IPerspective, ClientAvatar(self.jt), lambda: None
 
 
+class _GuardedBroker(pb.Broker):
+    """A broker that drops a peer speaking something other than PB (a port
+    scan, an HTTP request) with one log line instead of a traceback."""
+
+    log = Logger()
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            super().dataReceived(data)
+        except (banana.BananaError, NotImplementedError) as e:  # banana's "bad type byte"
+            peer = self.transport.getPeer()
+            self.log.warn("Dropped a connection from {host}:{port}: not PB ({e})",
+                          host=getattr(peer, "host", peer), port=getattr(peer, "port", ""), e=e)
+            self.transport.abortConnection()
+
+
 def pb_factory(jt: JobTracker, secret: bytes) -> pb.PBServerFactory:
-    return pb.PBServerFactory(portal.Portal(JobTrackerRealm(jt), [SecretChecker(secret)]))
+    factory = pb.PBServerFactory(portal.Portal(JobTrackerRealm(jt), [SecretChecker(secret)]))
+    factory.protocol = _GuardedBroker
+    return factory
 
 
 # --- the service ----------------------------------------------------------------
@@ -527,6 +639,11 @@ class Config:
     ready_file: str | None
     expiry: float = DEFAULT_EXPIRY
     check_timeout: float = DEFAULT_CHECK_TIMEOUT
+    #: The status site's endpoint string; None: no status site.
+    web_listen: str | None = None
+    #: Basic auth on the status site even on loopback (beyond, always).
+    web_auth: bool = False
+    history_retention: int = DEFAULT_HISTORY_RETENTION
 
 
 class JobTrackerService(service.Service):
@@ -539,10 +656,14 @@ class JobTrackerService(service.Service):
         self.config = config
         self._secret = secret
         self.jt = JobTracker(reactor, config.workdir, expiry=config.expiry,
-                             check_timeout=config.check_timeout)
+                             check_timeout=config.check_timeout,
+                             history_retention=config.history_retention)
         self._listening: defer.Deferred[Any] | None = None
         self._port: Any = None
         self.port: int | None = None
+        self.web: StatusServer | None = None
+        self._web_started: defer.Deferred[int | None] | None = None
+        self.web_port: int | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -551,6 +672,10 @@ class JobTrackerService(service.Service):
         endpoint = endpoints.serverFromString(self._reactor, self.config.listen)
         self._listening = endpoint.listen(pb_factory(self.jt, self._secret))
         self._listening.addCallback(self._bound)
+        if self.config.web_listen:
+            self.web = StatusServer(self._reactor, self.jt, self.config.web_listen,
+                                    self._secret, self.config.web_auth)
+            self._web_started = defer.Deferred.fromCoroutine(self.web.start())
 
     def _bound(self, listening_port: Any) -> Any:
         self._port = listening_port
@@ -561,16 +686,24 @@ class JobTrackerService(service.Service):
         """The bound PB port, once listening (writes the ready file)."""
         assert self._listening is not None, "startService first"
         await self._listening
+        if self._web_started is not None:
+            self.web_port = await self._web_started
         self.log.info("Jobtracker listening on port {port} (work dir {workdir})",
                       port=self.port, workdir=self.config.workdir)
         if self.config.ready_file:
-            write_ready_file(self.config.ready_file, {"port": self.port, "pid": os.getpid()})
+            write_ready_file(self.config.ready_file, {"port": self.port, "pid": os.getpid(),
+                                                      "web_port": self.web_port})
         return self.port
 
     async def _stop(self) -> None:
-        self.jt.stop()
+        await self.jt.stop()
         if self._port is not None:
             await self._port.stopListening()
+        if self._web_started is not None:
+            await self._web_started
+        if self.web is not None:
+            await self.web.stop()
+        await self.jt.history.flush()
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
@@ -596,13 +729,35 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
                         f"(default {DEFAULT_EXPIRY:g})")
     p.add_argument("--check-timeout", type=float, default=DEFAULT_CHECK_TIMEOUT,
                    help="seconds a job module may take to import at submission")
+    p.add_argument("--web-port", type=int, default=DEFAULT_WEB_PORT,
+                   help=f"status site HTTP port (default {DEFAULT_WEB_PORT}; 0 picks a free "
+                        "port, reported in the ready file as web_port)")
+    p.add_argument("--web-interface", default="127.0.0.1",
+                   help="address of the status site (default 127.0.0.1; beyond loopback it "
+                        "asks for the password 'python -m pytxmr web-password' prints)")
+    p.add_argument("--web-listen", help="Twisted endpoint string for the status site; "
+                   "overrides --web-port/--web-interface")
+    p.add_argument("--web-auth", action="store_true",
+                   help="ask for the status site password on loopback too")
+    p.add_argument("--no-web", action="store_true", help="no status site")
+    p.add_argument("--history-retention", type=int, default=DEFAULT_HISTORY_RETENTION,
+                   help=f"finished jobs kept in WORKDIR/history across restarts "
+                        f"(default {DEFAULT_HISTORY_RETENTION}; 0 keeps none)")
     add_logging_options(p)
     a = p.parse_args(argv)
+    if not 0 <= a.web_port <= 65535:
+        p.error("--web-port must be in 0..65535")
+    if a.history_retention < 0:
+        p.error("--history-retention must be at least 0")
+    web_interface = a.web_interface.replace(":", "\\:")  # IPv6 colons, escaped
+    web_listen = None if a.no_web else (
+        a.web_listen or f"tcp:{a.web_port}:interface={web_interface}")
     if a.port < 0 or a.port > 65535:
         p.error("--port must be in 0..65535")
     listen = a.listen or f"tcp:{a.port}:interface={a.interface}"
     return Config(listen, os.path.abspath(a.workdir), a.secret_file, a.ready_file,
-                  a.expiry, a.check_timeout), a
+                  a.expiry, a.check_timeout, web_listen=web_listen, web_auth=a.web_auth,
+                  history_retention=a.history_retention), a
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -42,13 +42,13 @@ class MapOutput:
     kinds: list[str]
 
 
-def _raised_here(exc: BaseException) -> bool:
-    """True when ``exc`` was raised by this module's own code (the driver
-    loop), not by the user's function it called."""
+def _raised_by_driver(exc: BaseException) -> bool:
+    """True when ``exc`` comes from ``run_map``'s own unpacking or dict
+    insertion (a bad pair or key), not from user code or a spill."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    return tb is not None and tb.tb_frame.f_code.co_filename == __file__
+    return tb is not None and tb.tb_frame.f_code is run_map.__code__
 
 
 def combined_values(key: Any, values: Iterable[Any], combine: Callable[..., Any]) -> list[Any]:
@@ -255,7 +255,7 @@ def run_map(
                 buffered = 0
                 limit = next_limit(limit, buffer_records, resident_bytes())
     except (TypeError, ValueError) as e:
-        if _raised_here(e):
+        if _raised_by_driver(e):
             raise RecordTypeError(
                 f"map must yield (key, value) pairs whose key is str, bytes, int, float, "
                 f"bool, None or a tuple of these ({e})"

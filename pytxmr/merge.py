@@ -47,6 +47,8 @@ def reduce_run_count(
     runs: list[RunRef], sort_key: Callable[[Record], Any], tmp_dir: str, factor: int = MERGE_FACTOR
 ) -> list[RunRef]:
     """Merge runs in passes until at most ``factor`` remain."""
+    if factor < 2:
+        raise ValueError("the merge factor must be at least 2")
     runs = list(runs)
     n = 0
     while len(runs) > factor:

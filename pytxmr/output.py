@@ -9,13 +9,45 @@ duplicated part file.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import shutil
+import sys
 from typing import Any, Callable
 
 TEMPORARY = "_temporary"
 SUCCESS = "_SUCCESS"
+#: The error handler of output files: lone surrogates U+DC80-U+DCFF (from
+#: input decoded with "surrogateescape") become the raw bytes they stand
+#: for; other lone surrogates are written as their UTF-8-like encoding
+#: ("surrogatepass") rather than failing the reduce.
+ENCODING_ERRORS = "pytxmr-output"
+
+
+def _output_errors(exc: UnicodeError) -> tuple[bytes, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = bytearray()
+    for ch in exc.object[exc.start:exc.end]:
+        c = ord(ch)
+        out += bytes([c - 0xDC00]) if 0xDC80 <= c <= 0xDCFF else ch.encode("utf-8", "surrogatepass")
+    return bytes(out), exc.end
+
+
+codecs.register_error(ENCODING_ERRORS, _output_errors)
+
+
+def _int_text(n: int) -> str:
+    try:
+        return str(n)
+    except ValueError:  # beyond Python's 4300-digit guard: ints are exact here
+        limit = sys.get_int_max_str_digits()
+        sys.set_int_max_str_digits(0)
+        try:
+            return str(n)
+        finally:
+            sys.set_int_max_str_digits(limit)
 
 
 class OutputExistsError(Exception):
@@ -33,7 +65,15 @@ def _json_default(obj: Any) -> Any:
 
 
 def _json(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=_json_default)
+    try:
+        return json.dumps(obj, ensure_ascii=False, default=_json_default)
+    except ValueError:  # an int beyond 4300 digits
+        limit = sys.get_int_max_str_digits()
+        sys.set_int_max_str_digits(0)
+        try:
+            return json.dumps(obj, ensure_ascii=False, default=_json_default)
+        finally:
+            sys.set_int_max_str_digits(limit)
 
 
 def to_text(obj: Any) -> str:
@@ -43,7 +83,7 @@ def to_text(obj: Any) -> str:
     if t is str:
         return obj
     if t is int:
-        return str(obj)
+        return _int_text(obj)
     if t is bytes:
         return obj.decode("utf-8", "backslashreplace")
     return _json(obj)

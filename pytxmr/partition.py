@@ -16,6 +16,13 @@ from zlib import crc32
 _LEN = struct.Struct(">I")
 
 
+def _int_bytes(n: int) -> bytes:
+    if -(1 << 63) <= n < 1 << 63:
+        return b"i%d" % n
+    # Decimal text is refused beyond 4300 digits (Python 3.11).
+    return b"I" + n.to_bytes(n.bit_length() // 8 + 1, "big", signed=True)
+
+
 def canonical_bytes(key: Any) -> bytes:
     """A byte string that is equal for equal keys of any supported type."""
     t = type(key)
@@ -24,10 +31,10 @@ def canonical_bytes(key: Any) -> bytes:
         # plain UTF-8, and both paths must agree.
         return key.encode("utf-8", "surrogatepass")
     if t is bool or t is int:
-        return b"i%d" % key
+        return _int_bytes(key)
     if t is float:
         if key.is_integer():
-            return b"i%d" % int(key)
+            return _int_bytes(int(key))
         return b"f" + repr(key).encode("ascii")
     if key is None:
         return b"N"

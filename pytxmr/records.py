@@ -37,6 +37,10 @@ MAX_FRAME_BYTES = 256 << 20
 
 _EXT_TUPLE = 1
 _EXT_BIGINT = 2
+#: Tuples nest at most this deep: each level re-enters msgpack, and a
+#: deeper key (or a hostile frame) would overflow the C stack.
+MAX_NESTING = 64
+_depth = [0]
 # Lone surrogates come from inputs decoded with errors="surrogateescape";
 # they must survive the round trip.
 _UNICODE_ERRORS = "surrogatepass"
@@ -52,19 +56,35 @@ class RecordTypeError(TypeError):
     """A map or reduce emitted a key or value of a type pytxmr cannot carry."""
 
 
+def _pack_tuple(obj: tuple) -> msgpack.ExtType:
+    if _depth[0] >= MAX_NESTING:
+        raise RecordTypeError(f"tuples nested deeper than {MAX_NESTING} levels: {obj!r:.200}")
+    _depth[0] += 1
+    try:
+        return msgpack.ExtType(_EXT_TUPLE, _packer().pack(list(obj)))
+    finally:
+        _depth[0] -= 1
+
+
+def int_to_bytes(n: int) -> bytes:
+    """Two's complement, big-endian: exact for ints of any size (decimal
+    text is refused beyond 4300 digits by Python 3.11)."""
+    return n.to_bytes(n.bit_length() // 8 + 1, "big", signed=True)
+
+
 def _pack_default(obj: Any) -> Any:
     t = type(obj)
     if t is tuple:
-        return msgpack.ExtType(_EXT_TUPLE, _packer().pack(list(obj)))
+        return _pack_tuple(obj)
     if t is int:
-        return msgpack.ExtType(_EXT_BIGINT, str(obj).encode("ascii"))
+        return msgpack.ExtType(_EXT_BIGINT, int_to_bytes(obj))
     # Subclasses of the plain types (IntEnum, str subclasses...) travel as
     # their base type: strict_types sends them here.
     for base in (bool, int, float, str, bytes, list, dict):
         if isinstance(obj, base):
             return base(obj)
     if isinstance(obj, tuple):
-        return msgpack.ExtType(_EXT_TUPLE, _packer().pack(list(obj)))
+        return _pack_tuple(tuple(obj))
     raise RecordTypeError(
         f"unsupported type {t.__module__}.{t.__qualname__}: {obj!r:.200}; "
         "keys may be str, bytes, int, float, bool, None or tuples of these, "
@@ -74,9 +94,18 @@ def _pack_default(obj: Any) -> Any:
 
 def _ext_hook(code: int, data: bytes) -> Any:
     if code == _EXT_TUPLE:
-        return tuple(_unpack(data))
+        if _depth[0] >= MAX_NESTING:
+            raise CorruptFrame(f"tuples nested deeper than {MAX_NESTING} levels")
+        _depth[0] += 1
+        try:
+            items = _unpack(data)
+        finally:
+            _depth[0] -= 1
+        if type(items) is not list:
+            raise CorruptFrame("a tuple ext does not hold an array")
+        return tuple(items)
     if code == _EXT_BIGINT:
-        return int(data)
+        return int.from_bytes(data, "big", signed=True)
     raise CorruptFrame(f"unknown msgpack ext type {code}")
 
 
@@ -113,7 +142,10 @@ def decode_payload(codec: int, payload: bytes, crc: int) -> list[Any]:
         raise CorruptFrame("frame checksum mismatch")
     try:
         flat = _unpack(payload)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+    except CorruptFrame:
+        raise
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError) as e:
         raise CorruptFrame(f"frame does not decode: {e}") from None
     if type(flat) is not list or len(flat) % 2:
         raise CorruptFrame("frame payload is not a record list")

@@ -15,7 +15,7 @@ from .counters import FRAMEWORK, Counters
 from .jobmodule import Job
 from .keys import record_sort_key
 from .merge import RunRef, group_values, merge_records, open_runs, reduce_run_count
-from .output import FORMATTERS
+from .output import ENCODING_ERRORS, FORMATTERS
 
 
 def run_reduce(
@@ -34,7 +34,7 @@ def run_reduce(
     groups = 0
     out_records = 0
     os.makedirs(os.path.dirname(output_path), exist_ok=True)
-    with open(output_path, "w", encoding="utf-8", errors="surrogateescape",
+    with open(output_path, "w", encoding="utf-8", errors=ENCODING_ERRORS,
               newline="\n", buffering=1 << 20) as out:
         write = out.write
         if runs:

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 DEFAULT_MAX_ATTEMPTS = 4
+#: The error type a tasktracker reports for a reduce attempt that finished
+#: but lost the race to commit: not a failure of the task.
+COMMIT_DENIED = "CommitDenied"
 
 
 class State(str, enum.Enum):
@@ -118,6 +121,7 @@ class Task:
     attempts: list[Attempt] = field(default_factory=list)
     committed: str | None = None  # the attempt id whose output counts
     failures: int = 0
+    backup: bool = False  # a speculative backup attempt is wanted or running
 
     def running(self) -> list[Attempt]:
         return [a for a in self.attempts if a.state is State.RUNNING]
@@ -145,6 +149,7 @@ class Job:
     num_reducers: int
     submitted: float
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    speculative: bool = False
     state: State = State.RUNNING
     finished: float | None = None
     error: dict[str, str] | None = None
@@ -154,6 +159,8 @@ class Job:
         self.reduces = [Task("reduce", i) for i in range(self.num_reducers)]
         self.map_locations: dict[int, MapLocation] = {}
         self.inited: set[str] = set()
+        #: map index -> reduce attempts that reported its output unfetchable
+        self.fetch_failures: dict[int, set[str]] = {}
 
     def tasks(self, kind: str) -> list[Task]:
         return self.maps if kind == "map" else self.reduces
@@ -162,6 +169,14 @@ class Job:
 #: A worker on which this many attempts of a job failed gets no more of them
 #: (unless no other worker is left).
 BLACKLIST_FAILURES = 3
+#: Reducers' reports that a map output cannot be fetched before the map is
+#: run again (one hiccup is not enough; Hadoop waits for 3 as well).
+FETCH_FAILURES_TO_RERUN = 3
+#: Speculation: a running attempt slower than this many times the median
+#: duration of its job's finished tasks of the same kind gets a backup...
+SPECULATIVE_SLOWDOWN = 2.0
+#: ...once it has run at least this long (seconds).
+SPECULATIVE_MIN_RUNTIME = 1.0
 
 
 class Scheduler:
@@ -215,9 +230,36 @@ class Scheduler:
         return actions + self._schedule(now)
 
     def submit(self, job_id: str, num_maps: int, num_reducers: int, now: float,
-               max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[Action]:
-        self.jobs[job_id] = Job(job_id, num_maps, num_reducers, now, max_attempts)
+               max_attempts: int = DEFAULT_MAX_ATTEMPTS, speculative: bool = False) -> list[Action]:
+        self.jobs[job_id] = Job(job_id, num_maps, num_reducers, now, max_attempts, speculative)
         return self._schedule(now)
+
+    def fetch_failed(self, attempt_id: str, map_index: int, now: float) -> list[Action]:
+        """A reduce attempt could not fetch a map's output (after its own
+        retries). Enough such reports, or one from every running reduce,
+        and the map runs again; its new location is announced as usual."""
+        a = self._live_attempt(attempt_id)
+        if a is None or a.kind != "reduce":
+            return []
+        job = self.jobs[a.job_id]
+        loc = job.map_locations.get(map_index)
+        if loc is None:
+            return []  # already being re-run
+        reporters = job.fetch_failures.setdefault(map_index, set())
+        reporters.add(a.id)
+        running_reduces = sum(len(t.running()) for t in job.reduces)
+        if len(reporters) < min(FETCH_FAILURES_TO_RERUN, max(1, running_reduces)):
+            return []
+        del job.map_locations[map_index]
+        del job.fetch_failures[map_index]
+        task = job.maps[map_index]
+        task.state = State.PENDING
+        task.committed = None
+        return self._schedule(now)
+
+    def tick(self, now: float) -> list[Action]:
+        """Periodic decisions: backup attempts for stragglers."""
+        return self._schedule(now) if self._speculate(now) else []
 
     def attempt_succeeded(self, attempt_id: str, now: float, result: dict[str, Any]) -> list[Action]:
         a = self._live_attempt(attempt_id)
@@ -251,6 +293,9 @@ class Scheduler:
             return []
         job = self.jobs[a.job_id]
         task = job.tasks(a.kind)[a.index]
+        if error.get("type") == COMMIT_DENIED:
+            self._end_attempt(a, State.KILLED, now, error)
+            return self._schedule(now)
         self._end_attempt(a, State.FAILED, now, error)
         w = self.workers.get(a.wid)
         if w is not None:
@@ -303,6 +348,12 @@ class Scheduler:
         a.state = state
         a.finished = now
         a.error = error
+        if state is not State.SUCCEEDED:
+            task = self.jobs[a.job_id].tasks(a.kind)[a.index]
+            if task.committed == a.id and task.state is not State.SUCCEEDED:
+                # It was allowed to commit but never finished: another
+                # attempt must be able to (its rename replaces any file).
+                task.committed = None
         w = self.workers.get(a.wid)
         if w is not None:
             w.attempts.discard(a.id)
@@ -361,16 +412,39 @@ class Scheduler:
         """The usable worker with the most free slots, avoiding those where
         this task already failed when another is free."""
         failed_on = {a.wid for a in task.attempts if a.state is State.FAILED}
+        # A backup attempt goes to another worker than the straggler's.
+        busy_on = {a.wid for a in task.running()}
         best: Worker | None = None
         best_key: tuple[int, int, str] | None = None
         for w in self.workers.values():
             free = self._free(w, kind) if w.alive else 0
-            if free <= 0 or not self._usable(job, w):
+            if free <= 0 or w.wid in busy_on or not self._usable(job, w):
                 continue
             key = (w.wid not in failed_on, free, w.wid)
             if best_key is None or key > best_key:
                 best, best_key = w, key
         return best
+
+    def _speculate(self, now: float) -> bool:
+        """Mark straggling tasks of speculative jobs for a backup attempt."""
+        marked = False
+        for job in self._running_jobs():
+            if not job.speculative:
+                continue
+            for tasks in (job.maps, job.reduces):
+                durations = sorted(a.finished - a.started for t in tasks for a in t.attempts
+                                   if a.state is State.SUCCEEDED and a.finished is not None)
+                if not durations:
+                    continue
+                median = durations[len(durations) // 2]
+                threshold = max(SPECULATIVE_MIN_RUNTIME, SPECULATIVE_SLOWDOWN * median)
+                for t in tasks:
+                    running = t.running()
+                    if (t.state is State.RUNNING and len(running) == 1 and not t.backup
+                            and now - running[0].started > threshold):
+                        t.backup = True
+                        marked = True
+        return marked
 
     def _schedule(self, now: float) -> list[Action]:
         """Fill free slots: jobs in submission order, maps before reduces.
@@ -383,10 +457,11 @@ class Scheduler:
         for job in self._running_jobs():
             for kind in ("map", "reduce"):
                 for task in job.tasks(kind):
-                    if task.state is not State.PENDING:
+                    wants_backup = (task.backup and task.state is State.RUNNING
+                                    and len(task.running()) == 1)
+                    if task.state is not State.PENDING and not wants_backup:
                         continue
                     w = self._pick_worker(job, task, kind)
-                    if w is None:
-                        break
-                    actions += self._launch(job, task, w, now)
+                    if w is not None:
+                        actions += self._launch(job, task, w, now)
         return actions

@@ -26,7 +26,7 @@ from .splits import Split
 RESULT_FD = 3
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to kill this child when its tasktracker dies, so that no
     orphaned task outlives a crashed daemon."""
     try:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     """``task SPEC`` runs SPEC; ``task --stdin`` (a warm child) waits for
     the spec's path on stdin, and ends quietly if stdin closes first."""
     argv = sys.argv[1:] if argv is None else argv
-    _die_with_parent()
+    die_with_parent()
     spec_path = argv[0]
     if spec_path == "--stdin":
         spec_path = sys.stdin.readline().strip()

@@ -26,9 +26,17 @@ from twisted.spread import pb
 from . import output, shuffle
 from .auth import LoginRefused, login
 from .child import TaskChild, WarmPool
-from .daemon import add_logging_options, claim_workdir, run_daemon, write_ready_file
+from .daemon import (
+    FatalError,
+    add_logging_options,
+    claim_workdir,
+    run_daemon,
+    write_ready_file,
+)
 from .kvstore import KeyValueStore
+from .scheduler import COMMIT_DENIED
 from .secret import load_secret
+from .tasklog import read_tail
 from .wire import DEFAULT_HEARTBEAT, DEFAULT_PORT, PROTOCOL_VERSION, ROLE_TASKTRACKER
 
 #: Concurrent fetches of one reduce attempt.
@@ -172,6 +180,8 @@ class TaskTracker:
             d.cancel()
         if not attempt.all_fetched.called:
             attempt.all_fetched.cancel()
+            # Nobody waits on it for a map attempt: the cancel is no error.
+            attempt.all_fetched.addErrback(lambda f: f.trap(defer.CancelledError))
 
     async def _run_child(self, attempt: Attempt, spec: dict[str, Any]) -> dict[str, Any] | None:
         """Run the attempt's child when a process slot is free; None if the
@@ -230,7 +240,7 @@ class TaskTracker:
                                            "message": "lost the jobtracker before commit"}}
         allowed = await self.jobtracker.callRemote("may_commit", attempt.id)
         if not allowed:
-            return {"ok": False, "error": {"type": "CommitDenied", "traceback": "",
+            return {"ok": False, "error": {"type": COMMIT_DENIED, "traceback": "",
                                            "message": "another attempt committed first"}}
         try:
             output.commit_part(attempt.job.output, attempt.id, attempt.index)
@@ -243,12 +253,16 @@ class TaskTracker:
                       details: dict[str, Any]) -> None:
         if self.attempts.pop(attempt.id, None) is None or self.jobtracker is None:
             return  # killed, or the jobtracker is gone (it reschedules)
+        # The tail of the user's prints goes with the report: the status
+        # page and `pytxmr logs` show it.
+        log = read_tail(os.path.join(attempt.work_dir, "task.log"))
         try:
             if result.get("ok"):
-                await self.jobtracker.callRemote("attempt_done", attempt.id, details)
+                await self.jobtracker.callRemote("attempt_done", attempt.id,
+                                                 {**details, "log": log})
             else:
                 await self.jobtracker.callRemote("attempt_failed", attempt.id,
-                                                 result.get("error", {}))
+                                                 {**result.get("error", {}), "log": log})
         except (pb.PBConnectionLost, pb.DeadReferenceError):
             pass
         if attempt.kind == "reduce" or not result.get("ok"):
@@ -403,14 +417,22 @@ class TaskTrackerService(service.Service):
     async def _do_login(self, broker: pb.Broker) -> None:
         try:
             perspective = await login(broker.factory, ROLE_TASKTRACKER, self._secret, self._mind)
-        except LoginRefused as e:
-            self.log.error("{e}", e=e)
+            wid = await perspective.callRemote("register", {
+                "protocol": PROTOCOL_VERSION, "host": self.config.advertise_host,
+                "port": self.tt.shuffle_port, "slots": self.config.slots, "pid": os.getpid()})
+        except (LoginRefused, pb.RemoteError) as e:
+            # Retrying cannot help (a wrong secret, another protocol version):
+            # give up. Returning normally hands the connection to
+            # ClientService, whose stop closes it (after a failed
+            # prepareConnection it would stay open while it retries forever);
+            # the daemon stops once this returned, when ClientService is in
+            # a state that can stop.
+            error = e if isinstance(e, LoginRefused) else FatalError(
+                f"the jobtracker refused to register this tasktracker: {e}")
+            self.log.error("{e}", e=error)
             if not self.fatal.called:
-                self.fatal.errback(e)
-            raise
-        wid = await perspective.callRemote("register", {
-            "protocol": PROTOCOL_VERSION, "host": self.config.advertise_host,
-            "port": self.tt.shuffle_port, "slots": self.config.slots, "pid": os.getpid()})
+                self._reactor.callLater(0, self.fatal.errback, error)
+            return
         self._perspective = perspective  # keep it: dropped, the session logs out
         self.tt.jobtracker = perspective
         self.tt.wid = wid
@@ -449,7 +471,7 @@ class TaskTrackerService(service.Service):
         if self._client is not None:
             await self._client.stopService()
         self.tt.forget_everything()
-        self.tt.pool.stop()
+        await self.tt.pool.stop()
         if self._shuffle_port is not None:
             await self._shuffle_port.stopListening()
             await self._shuffle_factory.disconnect_all()

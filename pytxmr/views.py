@@ -1,0 +1,183 @@
+"""Plain-data views of the jobtracker's state.
+
+The JSON API (``/api/...``), the HTML status pages and the job history all
+describe workers, jobs, tasks and attempts with these dicts, so that a job
+loaded from history renders exactly like a live one. Pure logic: it reads
+the scheduler's dataclasses and the jobtracker's job records (duck-typed,
+so this module imports nothing from the daemons) and takes the time as an
+argument.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from .counters import FRAMEWORK, Counters
+from .scheduler import Attempt, Job, Scheduler, State, Task, Worker
+
+#: Lost workers listed (the most recent), beside every live one.
+LOST_WORKERS_SHOWN = 50
+
+
+def task_id(job_id: str, kind: str, index: int) -> str:
+    return f"{job_id}_{'m' if kind == 'map' else 'r'}{index:05d}"
+
+
+def worker_view(w: Worker, now: float) -> dict[str, Any]:
+    return {
+        "wid": w.wid,
+        "host": w.host,
+        "shuffle_port": w.port,
+        "slots": w.slots,
+        "alive": w.alive,
+        "joined": w.joined,
+        "last_heartbeat": w.last_seen,
+        "heartbeat_age": now - w.last_seen if w.alive else None,
+        "running": sorted(w.attempts),
+        "failures": sum(w.failures.values()),
+        "failures_by_job": dict(w.failures),
+    }
+
+
+def workers_view(scheduler: Scheduler, now: float) -> list[dict[str, Any]]:
+    """Live workers first, then the most recently lost ones."""
+    alive = [w for w in scheduler.workers.values() if w.alive]
+    lost = [w for w in scheduler.workers.values() if not w.alive][-LOST_WORKERS_SHOWN:]
+    return [worker_view(w, now) for w in alive + lost]
+
+
+def live_counters(sjob: Job) -> dict[str, dict[str, int]]:
+    """The counters of the committed attempts so far (as ``_job_done``
+    adds them up at the end: a failed or superseded attempt never counts)."""
+    totals = Counters()
+    for t in sjob.maps + sjob.reduces:
+        for a in t.attempts:
+            if a.id == t.committed and a.state is State.SUCCEEDED:
+                totals.add_all(a.counters)
+        failed = sum(a.state is State.FAILED for a in t.attempts)
+        killed = sum(a.state is State.KILLED for a in t.attempts)
+        if failed:
+            totals.incr(FRAMEWORK, f"failed {t.kind} attempts", failed)
+        if killed:
+            totals.incr(FRAMEWORK, f"killed {t.kind} attempts", killed)
+    return totals.to_dict()
+
+
+def _progress(tasks: list[Task]) -> dict[str, Any]:
+    total = len(tasks)
+    done = sum(t.state is State.SUCCEEDED for t in tasks)
+    return {
+        "total": total,
+        "done": done,
+        "running": sum(t.state is State.RUNNING for t in tasks),
+        "failed_attempts": sum(t.failures for t in tasks),
+        "percent": 100.0 * done / total if total else 100.0,
+    }
+
+
+def _phase(attempts: Iterable[Attempt], now: float) -> dict[str, float] | None:
+    spans = [(a.started, a.finished if a.finished is not None else now) for a in attempts]
+    if not spans:
+        return None
+    start, end = min(s for s, _ in spans), max(e for _, e in spans)
+    return {"start": start, "end": end, "seconds": end - start}
+
+
+def job_summary(job: Any, sjob: Job | None, now: float) -> dict[str, Any]:
+    """One job as the job list shows it. ``job`` is a ``JobRecord``."""
+    end = job.finished if job.finished is not None else now
+    running = job.state == "running"
+    summary: dict[str, Any] = {
+        "job_id": job.id,
+        "state": job.state,
+        "filename": job.filename,
+        "inputs": list(getattr(job, "inputs", []) or []),
+        "output": job.output,
+        "map_name": job.map_name,
+        "reduce_name": job.reduce_name,
+        "num_maps": len(job.splits),
+        "num_reducers": job.num_reducers,
+        "submitted": job.submitted,
+        "finished": job.finished,
+        "elapsed": end - job.submitted,
+        "error": job.error,
+        "counters": live_counters(sjob) if running and sjob is not None else job.counters,
+    }
+    if sjob is not None:
+        summary["maps"] = _progress(sjob.maps)
+        summary["reduces"] = _progress(sjob.reduces)
+        summary["failed_attempts"] = (summary["maps"]["failed_attempts"]
+                                      + summary["reduces"]["failed_attempts"])
+    return summary
+
+
+def attempt_view(a: Attempt, scheduler: Scheduler, now: float,
+                 has_log: Callable[[str], bool]) -> dict[str, Any]:
+    w = scheduler.workers.get(a.wid)
+    end = a.finished if a.finished is not None else now
+    return {
+        "id": a.id,
+        "kind": a.kind,
+        "index": a.index,
+        "wid": a.wid,
+        "host": w.host if w is not None else None,
+        "state": a.state.value,
+        "started": a.started,
+        "finished": a.finished,
+        "duration": end - a.started,
+        "error": a.error,
+        "has_log": has_log(a.id),
+    }
+
+
+def job_detail(job: Any, scheduler: Scheduler, now: float,
+               has_log: Callable[[str], bool] = lambda aid: False) -> dict[str, Any]:
+    """Everything about one job: the summary, its phases, and each task
+    with its attempts. Also what the job history stores."""
+    sjob = scheduler.jobs.get(job.id)
+    detail = job_summary(job, sjob, now)
+    tasks: list[dict[str, Any]] = []
+    if sjob is not None:
+        for t in sjob.maps + sjob.reduces:
+            tasks.append({
+                "id": task_id(job.id, t.kind, t.index),
+                "kind": t.kind,
+                "index": t.index,
+                "state": t.state.value,
+                "failures": t.failures,
+                "committed": t.committed,
+                "attempts": [attempt_view(a, scheduler, now, has_log) for a in t.attempts],
+            })
+        detail["phases"] = {
+            "map": _phase((a for t in sjob.maps for a in t.attempts), now),
+            "reduce": _phase((a for t in sjob.reduces for a in t.attempts), now),
+        }
+    detail["tasks"] = tasks
+    return detail
+
+
+def result_of(detail: dict[str, Any]) -> dict[str, Any]:
+    """The ``status``/``wait`` result (what the submitter prints) of a job
+    detail, e.g. one loaded from the history."""
+    keys = ("job_id", "state", "error", "counters", "elapsed", "output", "filename",
+            "num_maps", "num_reducers", "maps", "reduces", "failed_attempts")
+    return {k: detail[k] for k in keys if k in detail}
+
+
+def find_attempts(detail: dict[str, Any], which: str | None) -> list[dict[str, Any]]:
+    """The attempts of a job detail that ``which`` names: None for all, an
+    attempt id, a task id (``JOB_m00003``), or short forms like ``m3``,
+    ``r0``, ``map 3``."""
+    attempts = [a for t in detail.get("tasks", []) for a in t["attempts"]]
+    if which is None or not which.strip():
+        return attempts
+    which = which.strip()
+    exact = [a for a in attempts if a["id"] == which or a["id"].rsplit("_", 1)[0] == which]
+    if exact:
+        return exact
+    short = which.replace(" ", "").lower()
+    for prefix, kind in (("map", "map"), ("reduce", "reduce"), ("m", "map"), ("r", "reduce")):
+        rest = short[len(prefix):]
+        if short.startswith(prefix) and rest.isdigit():
+            return [a for a in attempts if a["kind"] == kind and a["index"] == int(rest)]
+    return []

@@ -1,0 +1,45 @@
+"""Fixtures of the integration tests: clusters of real daemon processes
+(see procs.py), always stopped at teardown, also when the test fails."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from procs import Cluster
+
+
+@pytest.fixture
+def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], Cluster]]:
+    """A factory of empty clusters, all stopped at the end of the test."""
+    clusters: list[Cluster] = []
+
+    def make() -> Cluster:
+        cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+        clusters.append(cluster)
+        return cluster
+
+    yield make
+    failures = []
+    for cluster in clusters:  # every cluster is stopped, even if one fails its checks
+        try:
+            cluster.stop_all()
+        except AssertionError as e:
+            failures.append(e)
+    if failures:
+        raise failures[0]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One jobtracker and two tasktrackers (2 slots each), shared by a module."""
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        c.start_jobtracker()
+        c.start_tasktracker(2, wait=False)
+        c.start_tasktracker(2, wait=False)
+        for tt in c.tasktrackers:
+            tt.wait_ready()
+        yield c
+    finally:
+        c.stop_all()

@@ -1,0 +1,627 @@
+"""Integration tests: real ``python -m pytxmr.jobtracker`` and
+``python -m pytxmr.tasktracker`` processes on free loopback ports, driven by
+``python -m pytxmr submit/jobs/status/kill/run`` as a user would.
+
+Job output is compared with an independent computation (``Counter`` over
+``line.split()``, or a reference written in the test). Jobs that must stay
+busy wait on a barrier file the test creates, never on a timer.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import signal
+import socket
+import stat
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from procs import ROOT, Cluster, base_env, run_cli, wait_for
+
+WORDCOUNT = ROOT / "examples" / "wordcount.py"
+WAR_AND_PEACE = ROOT.parent / "shared" / "data" / "warandpeace.txt"
+
+# --- inputs and references ---------------------------------------------------
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHéüßж'-0123456789"
+
+
+def _vocabulary(rng: random.Random, n: int) -> list[str]:
+    words = {"".join(rng.choice(_LETTERS) for _ in range(rng.randint(1, 9))) for _ in range(n)}
+    return sorted(words)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few MB of deterministic random words in several files: skewed word
+    frequencies, runs of spaces and tabs, CRLF line ends in one file, a last
+    line without newline, an empty file."""
+    rng = random.Random(20261125)
+    vocab = _vocabulary(rng, 6000)
+    weights = [1.0 / (i + 1) for i in range(len(vocab))]
+    root = tmp_path_factory.mktemp("corpus")
+    for n, size in enumerate([900_000, 700_000, 600_000, 500_000]):
+        words = rng.choices(vocab, weights, k=size // 6)
+        lines, i = [], 0
+        while i < len(words):
+            k = rng.randint(0, 14)
+            sep = rng.choice([" ", " ", " ", "  ", "\t", " \t "])
+            lines.append(sep.join(words[i:i + k]))
+            i += k
+        newline = "\r\n" if n == 1 else "\n"
+        text = newline.join(lines)
+        if n != 3:
+            text += newline  # file 3 ends without a newline
+        (root / f"part{n}.txt").write_text(text, encoding="utf-8", newline="")
+    (root / "empty.txt").write_bytes(b"")
+    return root
+
+
+def corpus_files(root: Path) -> list[Path]:
+    """The non-empty files of the corpus (part0.txt first, the biggest)."""
+    return sorted(root.glob("part*.txt"))
+
+
+def word_counts(paths: Iterable[Path]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").split("\n"):
+            counts.update(line.split())
+    return counts
+
+
+def part_files(output: Path) -> list[Path]:
+    return sorted(output.glob("part-*"))
+
+
+def read_wordcount(output: Path) -> list[dict[str, int]]:
+    """One {word: count} per part file; fails on a duplicated key."""
+    parts = []
+    for path in part_files(output):
+        counts: dict[str, int] = {}
+        for line in path.read_text(encoding="utf-8").split("\n")[:-1]:
+            word, count = line.split("\t")
+            assert word not in counts, f"{word!r} twice in {path.name}"
+            counts[word] = int(count)
+        parts.append(counts)
+    return parts
+
+
+def assert_committed(output: Path, reducers: int) -> None:
+    names = sorted(p.name for p in output.iterdir())
+    assert names == ["_SUCCESS"] + [f"part-{i:05d}" for i in range(reducers)], names
+
+
+def assert_ok(result: tuple[int, str, str], cluster: Cluster | None = None) -> str:
+    rc, out, err = result
+    logs = cluster.logs() if cluster is not None else ""
+    assert rc == 0, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}\n{logs}"
+    return out
+
+
+def merged(parts: list[dict[str, int]]) -> dict[str, int]:
+    union: dict[str, int] = {}
+    for part in parts:
+        union.update(part)
+    return union
+
+
+# --- job modules written by the tests -----------------------------------------
+
+FILE_STATS = '''\
+"""Per file: lines and words by (file name, words per line mod 3)."""
+import os
+
+import pytxmr.readers
+
+reader = pytxmr.readers.path_lines
+output_format = "jsonl"
+
+
+def map(path, line):
+    n = len(line.split())
+    yield (os.path.basename(path), n % 3), [1, n]
+
+
+def combine(key, values):
+    lines = words = 0
+    for a, b in values:
+        lines += a
+        words += b
+    yield key, [lines, words]
+
+
+reduce = combine
+'''
+
+
+def file_stats_reference(paths: Iterable[Path]) -> dict[tuple[str, int], list[int]]:
+    ref: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for path in paths:
+        data = path.read_bytes()
+        if not data:
+            continue
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()  # the newline ends the last line; it starts none
+        for raw in lines:
+            n = len(raw.decode("utf-8").split())
+            ref[(path.name, n % 3)][0] += 1
+            ref[(path.name, n % 3)][1] += n
+    return dict(ref)
+
+
+def read_jsonl(output: Path) -> list[dict[Any, Any]]:
+    parts = []
+    for path in part_files(output):
+        part = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            key, value = json.loads(line)
+            key = tuple(key)
+            assert key not in part
+            part[key] = value
+        parts.append(part)
+    return parts
+
+
+def barrier_job(barrier: Path) -> str:
+    """A word count whose maps wait until ``barrier`` exists (or fail after
+    a minute, so that a broken test cannot hang forever)."""
+    return f'''\
+import os
+import time
+
+BARRIER = {str(barrier)!r}
+
+
+def map(key, value):
+    deadline = time.monotonic() + 60
+    while not os.path.exists(BARRIER):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the test never opened the barrier")
+        time.sleep(0.01)
+    for word in value.split():
+        yield word, 1
+
+
+def reduce(key, values):
+    yield key, sum(values)
+'''
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def attempt_dirs(tasktracker_workdir: Path, kind: str = "m") -> list[Path]:
+    """Attempt work dirs of running jobs on a tasktracker (store/JOB/ATTEMPT)."""
+    return [p for p in tasktracker_workdir.glob("store/job_*/job_*")
+            if re.search(rf"_{kind}\d+_\d+$", p.name)]
+
+
+# --- results -------------------------------------------------------------------
+
+def test_wordcount_of_a_generated_corpus_matches_counter(cluster: Cluster, corpus: Path) -> None:
+    """The whole path (many splits, two workers, shuffle, two reducers) gives
+    exactly the counts of an independent computation."""
+    out = cluster.base / "wc-corpus"
+    stdout = assert_ok(cluster.submit(WORDCOUNT, [corpus], out, "--reducers", "2",
+                                      "--split-size", "256K"), cluster)
+    maps = int(re.search(r"(\d+) maps", stdout).group(1))
+    assert maps >= 10
+    assert_committed(out, 2)
+    assert merged(read_wordcount(out)) == word_counts(corpus.iterdir())
+
+
+def test_wordcount_of_war_and_peace_matches_counter(cluster: Cluster) -> None:
+    """A real text (UTF-8 punctuation, CRLF or not) counts like Counter."""
+    if not WAR_AND_PEACE.exists():
+        pytest.skip(f"{WAR_AND_PEACE} is absent")
+    out = cluster.base / "wc-wp"
+    assert_ok(cluster.submit(WORDCOUNT, [WAR_AND_PEACE], out, "--reducers", "3",
+                             "--split-size", "512K"), cluster)
+    assert_committed(out, 3)
+    assert merged(read_wordcount(out)) == word_counts([WAR_AND_PEACE])
+
+
+def test_one_two_and_three_reducers_partition_the_same_result(cluster: Cluster,
+                                                              corpus: Path) -> None:
+    """Each key is in exactly one part file, and the reducer count does not
+    change the union of the results."""
+    reference = word_counts(corpus_files(corpus)[:2])
+    for n in (1, 2, 3):
+        out = cluster.base / f"wc-r{n}"
+        # A glob, expanded by pytxmr (not by a shell).
+        assert_ok(cluster.submit(WORDCOUNT, [corpus / "part[01].txt"], out, "--reducers", str(n),
+                                 "--split-size", "512K"), cluster)
+        assert_committed(out, n)
+        parts = read_wordcount(out)
+        assert sum(len(p) for p in parts) == len(merged(parts)), "a key in two part files"
+        assert merged(parts) == reference
+        for part in parts:
+            assert list(part) == sorted(part), "keys of a part file are sorted"
+        if n > 1:
+            assert all(parts), "a reducer got no key"
+
+
+def test_custom_job_with_tuple_keys_list_values_and_a_reader(cluster: Cluster,
+                                                            corpus: Path) -> None:
+    """A job that is not an example (its own reader, tuple keys, list values,
+    a combiner, JSON-lines output) matches a reference computed here."""
+    job = write(cluster.base / "file_stats.py", FILE_STATS)
+    out = cluster.base / "stats"
+    assert_ok(cluster.submit(job, [corpus], out, "--reducers", "3", "--split-size", "300K"),
+              cluster)
+    assert_committed(out, 3)
+    parts = read_jsonl(out)
+    assert sum(len(p) for p in parts) == len(merged(parts))
+    assert merged(parts) == file_stats_reference(corpus.iterdir())
+
+
+def test_two_jobs_submitted_at_once_both_complete(cluster: Cluster, corpus: Path) -> None:
+    """Concurrent jobs share the workers without mixing their data."""
+    job = write(cluster.base / "file_stats2.py", FILE_STATS)
+    inputs = corpus_files(corpus)[1:3]
+    a = cluster.popen_submit(WORDCOUNT, inputs, cluster.base / "two-a", "--reducers", "2",
+                             "--split-size", "256K")
+    b = cluster.popen_submit(job, inputs, cluster.base / "two-b", "--reducers", "2",
+                             "--split-size", "256K")
+    try:
+        results = [(p.wait(60), *p.communicate()) for p in (a, b)]
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for r in results:
+        assert_ok(r, cluster)
+    assert merged(read_wordcount(cluster.base / "two-a")) == word_counts(inputs)
+    assert merged(read_jsonl(cluster.base / "two-b")) == file_stats_reference(inputs)
+
+
+def test_run_and_run_inline_write_identical_part_files(tmp_path: Path, corpus: Path) -> None:
+    """The embedded cluster and the in-process baseline partition and sort
+    the same way."""
+    job = write(tmp_path / "file_stats.py", FILE_STATS)
+    env = base_env(tmp_path / "home")
+    (tmp_path / "home").mkdir()
+    inputs = [str(p) for p in corpus_files(corpus)[2:]]
+    for name, path in (("wc", WORDCOUNT), ("stats", job)):
+        for mode in ("run", "inline"):
+            extra = ["--inline"] if mode == "inline" else []
+            assert_ok(run_cli("run", str(path), *inputs, "-o", str(tmp_path / f"{name}-{mode}"),
+                              "--reducers", "3", "--split-size", "256K", *extra,
+                              env=env, cwd=tmp_path))
+        a, b = tmp_path / f"{name}-run", tmp_path / f"{name}-inline"
+        assert_committed(a, 3)
+        assert_committed(b, 3)
+        for pa, pb in zip(part_files(a), part_files(b)):
+            assert pa.read_bytes() == pb.read_bytes(), f"{name}: {pa.name} differs"
+
+
+# --- refused submissions ---------------------------------------------------------
+
+def test_broken_job_modules_are_refused_and_the_next_job_runs(cluster: Cluster) -> None:
+    """A module that does not compile, lacks reduce or raises on import is
+    refused with file and line; the cluster keeps serving."""
+    data = write(cluster.base / "small.txt", "a b a\nc a b\n")
+    syntax = write(cluster.base / "bad_syntax.py",
+                   "def map(k, v):\n    yield v, 1\n\ndef reduce(k, vs)\n    yield k, 1\n")
+    no_reduce = write(cluster.base / "no_reduce.py", "def map(k, v):\n    yield v, 1\n")
+    raises = write(cluster.base / "raises.py",
+                   "import os\n\nraise ValueError('import-time failure 42')\n"
+                   "def map(k, v):\n    yield v, 1\n")
+    cases = [
+        (syntax, [f'File "{syntax}", line 4', "SyntaxError"]),
+        (no_reduce, [str(no_reduce), "'reduce'"]),
+        (raises, [str(raises), "line 3", "ValueError: import-time failure 42"]),
+    ]
+    for job, expected in cases:
+        out = cluster.base / f"out-{job.stem}"
+        rc, stdout, err = cluster.submit(job, [data], out)
+        assert rc != 0, stdout
+        for text in expected:
+            assert text in err, f"{text!r} not in:\n{err}"
+        assert not out.exists(), "a refused job must not create its output"
+        assert "pytxmr/task.py" not in err, f"the framework's frames are noise:\n{err}"
+    # Relative paths are relative to the submitter's working directory.
+    assert_ok(cluster.submit(WORDCOUNT, [data.name], "out-after-bad"), cluster)
+    assert read_wordcount(cluster.base / "out-after-bad") == [{"a": 3, "b": 2, "c": 1}]
+
+
+def test_missing_input_is_refused(cluster: Cluster) -> None:
+    """A missing input path is an error at submission, naming the path."""
+    missing = cluster.base / "no-such-input.txt"
+    out = cluster.base / "out-missing"
+    rc, _, err = cluster.submit(WORDCOUNT, [missing], out)
+    assert rc != 0
+    assert str(missing) in err
+    assert not out.exists()
+
+
+def test_existing_output_is_refused_and_left_untouched(cluster: Cluster) -> None:
+    """As in Hadoop, an existing output directory is never overwritten
+    without --overwrite."""
+    data = write(cluster.base / "small2.txt", "x y\n")
+    out = cluster.base / "out-exists"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    rc, _, err = cluster.submit(WORDCOUNT, [data], out)
+    assert rc != 0
+    assert "already exists" in err
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    assert (out / "precious.txt").read_text() == "keep me"
+    assert_ok(cluster.submit(WORDCOUNT, [data], out, "--overwrite"), cluster)
+    assert_committed(out, 1)
+    assert read_wordcount(out) == [{"x": 1, "y": 1}]
+
+
+def test_a_map_that_always_raises_fails_the_job_with_the_user_traceback(
+        cluster: Cluster) -> None:
+    """The submitter sees the exception and the line of its own module."""
+    data = write(cluster.base / "small3.txt", "a b\nc d\n")
+    job = write(cluster.base / "boom.py",
+                "def helper(v):\n    raise KeyError('boom ' + v)\n\n"
+                "def map(k, v):\n    yield helper(v), 1\n\n"
+                "def reduce(k, vs):\n    yield k, sum(vs)\n")
+    out = cluster.base / "out-boom"
+    rc, stdout, err = cluster.submit(job, [data], out, "--max-attempts", "2")
+    assert rc != 0, stdout
+    assert f'File "{job}", line 5, in map' in err, err
+    assert f'File "{job}", line 2, in helper' in err, err
+    assert "KeyError: 'boom a b'" in err, err
+    assert not (out / "_SUCCESS").exists()
+
+
+# --- authentication -------------------------------------------------------------------
+
+def test_a_tasktracker_with_a_wrong_secret_is_refused(cluster: Cluster) -> None:
+    """It exits non-zero with a message saying what is wrong, instead of
+    retrying forever."""
+    bad = write(cluster.base / "wrong-secret", "not-the-secret\n")
+    tt = cluster.start_tasktracker(1, wait=False, secret_file=bad)
+    wait_for(lambda: tt.proc.poll() is not None, 20, "the refused tasktracker to exit")
+    assert tt.proc.returncode != 0
+    assert "wrong cluster secret" in tt.log(), tt.log()
+    assert not tt.ready_path.exists()
+    assert "Traceback" not in tt.log(), tt.log()
+    assert cluster.jobtracker is not None
+    assert "Refused a tasktracker login: wrong cluster secret" in cluster.jobtracker.log()
+
+
+def test_a_submit_with_a_wrong_secret_is_refused(cluster: Cluster) -> None:
+    """The submitter is told that the secret is wrong, not shown a traceback."""
+    bad = write(cluster.base / "wrong-secret2", "also-not-the-secret\n")
+    data = write(cluster.base / "small4.txt", "x\n")
+    out = cluster.base / "out-wrong-secret"
+    rc, _, err = cluster.submit(WORDCOUNT, [data], out, secret_file=bad)
+    assert rc != 0
+    assert "wrong cluster secret" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_one_host_needs_no_setup_with_the_default_secret_and_work_dirs(
+        make_cluster: Any) -> None:
+    """Without --secret-file and --workdir: the jobtracker creates
+    HOME/.pytxmr/cluster-secret (0600), two tasktrackers and submit find it,
+    and each tasktracker gets its own work dir under HOME/.pytxmr."""
+    c: Cluster = make_cluster()
+    c.secret_file = None
+    c.start_jobtracker(default_workdir=True)
+    secret = c.home / ".pytxmr" / "cluster-secret"
+    assert secret.exists()
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE(secret.parent.stat().st_mode) == 0o700
+    assert len(secret.read_text().strip()) >= 32
+    c.start_tasktracker(1, default_workdir=True)
+    c.start_tasktracker(1, default_workdir=True)
+    data = write(c.base / "in.txt", "p q p\n" * 1000)
+    assert_ok(c.submit(WORDCOUNT, [data], c.base / "out", "--split-size", "2K",
+                       "--reducers", "2", secret_file=None), c)
+    assert merged(read_wordcount(c.base / "out")) == {"p": 2000, "q": 1000}
+    homes = sorted(p.name for p in (c.home / ".pytxmr").iterdir())
+    assert homes == ["cluster-secret", "jobtracker", "tasktracker", "tasktracker-2"], homes
+    # $PYTXMR_SECRET comes before the default file.
+    env = {**c.env, "PYTXMR_SECRET": "not-it"}
+    rc, _, err = run_cli("jobs", "--jobtracker", c.address, env=env, cwd=c.base)
+    assert rc != 0 and "wrong cluster secret" in err
+    env["PYTXMR_SECRET"] = secret.read_text().strip()
+    rc, out, err = run_cli("jobs", "--jobtracker", c.address, env=env, cwd=c.base)
+    assert rc == 0 and "succeeded" in out, err
+
+
+def test_a_tasktracker_started_before_the_jobtracker_waits_for_it(make_cluster: Any) -> None:
+    """Start order does not matter: a tasktracker retries until the
+    jobtracker is up, then registers."""
+    c: Cluster = make_cluster()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tt = c.start_tasktracker(1, wait=False, jobtracker=f"127.0.0.1:{port}")
+    wait_for(lambda: "retry" in tt.log(), 20, "the tasktracker to retry")
+    c.start_jobtracker("--port", str(port))
+    tt.wait_ready()
+    data = write(c.base / "in.txt", "z\n")
+    assert_ok(c.submit(WORDCOUNT, [data], c.base / "out"), c)
+
+
+# --- robustness -----------------------------------------------------------------------
+
+def _poke(port: int, payload: bytes) -> None:
+    """Send ``payload`` and read until the server closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(payload)
+        s.settimeout(1.0)
+        try:
+            while s.recv(65536):
+                pass
+        except (TimeoutError, ConnectionResetError):
+            pass
+
+
+def test_garbage_on_the_ports_does_not_harm_the_cluster(cluster: Cluster) -> None:
+    """Random bytes and an HTTP request on the PB and shuffle ports are
+    dropped; the daemons keep running jobs."""
+    assert cluster.jobtracker is not None
+    rng = random.Random(7)
+    garbage = bytes(rng.randrange(256) for _ in range(20000))
+    http = b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl\r\n\r\n"
+    ports = [cluster.jobtracker.ready["port"]] + [
+        tt.ready["shuffle_port"] for tt in cluster.tasktrackers if tt.ready]
+    for port in ports:
+        for payload in (garbage, http, b"\x00" * 5 + b"\xff" * 70000):
+            _poke(port, payload)
+    for daemon in [cluster.jobtracker, *cluster.tasktrackers[:2]]:
+        assert daemon.proc.poll() is None, f"{daemon.name} died:\n{daemon.log()[-3000:]}"
+    data = write(cluster.base / "after-garbage.txt", "after garbage garbage\n" * 50)
+    out = cluster.base / "out-after-garbage"
+    assert_ok(cluster.submit(WORDCOUNT, [data], out, "--reducers", "2"), cluster)
+    assert merged(read_wordcount(out)) == {"after": 50, "garbage": 100}
+
+
+def test_job_control_commands_list_show_and_kill_a_job(cluster: Cluster,
+                                                       corpus: Path) -> None:
+    """jobs, status and kill work on a running job; the submitter of a killed
+    job exits non-zero and no task child survives it."""
+    barrier = cluster.base / "never-opened"
+    job = write(cluster.base / "blocked.py", barrier_job(barrier))
+    out = cluster.base / "out-killed"
+    sub = cluster.popen_submit(job, [corpus_files(corpus)[0]], out, "--split-size", "256K")
+    try:
+        def running_job() -> str | None:
+            if sub.poll() is not None:
+                pytest.fail(f"submit ended early: {sub.communicate()}")
+            rc, stdout, err = cluster.cli("jobs")
+            assert rc == 0, err
+            m = re.search(r"^(job_\S+)\s+running\b.*blocked\.py", stdout, re.MULTILINE)
+            return m.group(1) if m else None
+
+        job_id = wait_for(running_job, 20, "the job to be listed as running", 0.1)
+        wait_for(lambda: any(attempt_dirs(tt.workdir) for tt in cluster.tasktrackers), 20,
+                 "a map attempt to start")
+        rc, stdout, err = cluster.cli("status", job_id)
+        assert rc == 0, err
+        status = json.loads(stdout)
+        assert status["state"] == "running" and status["maps"]["total"] >= 3
+        rc, stdout, err = cluster.cli("kill", job_id)
+        assert rc == 0, err
+        assert json.loads(stdout)["state"] == "killed"
+        rc = sub.wait(30)
+        _, err = sub.communicate()
+        assert rc != 0
+        assert "killed" in err, err
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
+    assert not (out / "_SUCCESS").exists()
+    rc, stdout, _ = cluster.cli("status", job_id)
+    assert json.loads(stdout)["state"] == "killed"
+    wait_for(lambda: not any(attempt_dirs(tt.workdir) for tt in cluster.tasktrackers), 20,
+             "the killed job's attempts to be cleaned up")
+    # The killed maps' children end; only the warm pool (one per slot) remains.
+    live = [tt for tt in cluster.tasktrackers if tt.proc.poll() is None]
+    wait_for(lambda: all(len(tt.task_children()) == 2 for tt in live), 20,
+             "the killed maps' processes to end")
+    rc, _, err = cluster.cli("status", "job_no_such_job")
+    assert rc != 0 and "no job" in err
+
+
+def test_a_tasktracker_started_during_a_job_gets_tasks(make_cluster: Any,
+                                                       corpus: Path) -> None:
+    """A worker that joins a running job takes pending tasks."""
+    c: Cluster = make_cluster()
+    c.start_jobtracker()
+    first = c.start_tasktracker(1)
+    barrier = c.base / "barrier"
+    job = write(c.base / "slow.py", barrier_job(barrier))
+    inputs = corpus_files(corpus)[:1]
+    sub = c.popen_submit(job, inputs, c.base / "out", "--split-size", "128K", "--reducers", "2")
+    try:
+        wait_for(lambda: attempt_dirs(first.workdir), 20, "the first map on the first worker")
+        late = c.start_tasktracker(1)
+        wait_for(lambda: attempt_dirs(late.workdir), 20, "a map on the late worker")
+        barrier.touch()
+        assert_ok((sub.wait(60), *sub.communicate()), c)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
+    assert merged(read_wordcount(c.base / "out")) == word_counts(inputs)
+
+
+def test_sigterm_ends_a_tasktrackers_children_and_cleans_its_work_dir(
+        make_cluster: Any, corpus: Path) -> None:
+    """A stopped worker leaves no task process and no map output behind."""
+    c: Cluster = make_cluster()
+    c.start_jobtracker()
+    tt = c.start_tasktracker(2)
+    job = write(c.base / "stuck.py", barrier_job(c.base / "never"))
+    sub = c.popen_submit(job, corpus_files(corpus)[:1], c.base / "out", "--split-size", "256K")
+    try:
+        wait_for(lambda: len(attempt_dirs(tt.workdir)) == 2, 20, "two running maps")
+        children = wait_for(lambda: tt.task_children(), 10, "task children")
+        tt.proc.send_signal(signal.SIGTERM)
+        assert tt.proc.wait(15) == 0, tt.log()
+        # Ended and reaped by the tasktracker itself, not left to init.
+        alive = [p for p in children if p.is_running()]
+        assert not alive, f"task children outlived the tasktracker: {alive}"
+        leftovers = [p for p in tt.workdir.rglob("*") if p.name != ".lock"]
+        assert leftovers == [], leftovers
+        assert "Traceback" not in tt.log(), tt.log()
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
+
+
+def test_a_job_survives_a_tasktracker_killed_in_the_middle(make_cluster: Any,
+                                                           corpus: Path) -> None:
+    """Attempts and map outputs lost with a SIGKILLed worker are run again
+    elsewhere; the output is still exact."""
+    c: Cluster = make_cluster()
+    c.start_jobtracker()
+    keep = c.start_tasktracker(1)
+    doomed = c.start_tasktracker(1)
+    barrier = c.base / "barrier"
+    job = write(c.base / "slow.py", barrier_job(barrier))
+    inputs = corpus_files(corpus)[:1]
+    sub = c.popen_submit(job, inputs, c.base / "out", "--split-size", "128K", "--reducers", "2")
+    try:
+        wait_for(lambda: attempt_dirs(keep.workdir) and attempt_dirs(doomed.workdir), 20,
+                 "maps running on both workers")
+        doomed.proc.kill()
+        doomed.proc.wait(10)
+        barrier.touch()
+        stdout = assert_ok((sub.wait(60), *sub.communicate()), c)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
+    assert "killed map attempts" in stdout
+    assert_committed(c.base / "out", 2)
+    assert merged(read_wordcount(c.base / "out")) == word_counts(inputs)
+
+
+def test_tasktrackers_log_in_again_after_the_jobtracker_restarts(make_cluster: Any) -> None:
+    """A restarted jobtracker (same port) gets its workers back without
+    restarting them, and runs jobs."""
+    c: Cluster = make_cluster()
+    jt = c.start_jobtracker()
+    c.start_tasktracker(1)
+    port = jt.ready["port"]
+    data = write(c.base / "in.txt", "one two two\n")
+    assert_ok(c.submit(WORDCOUNT, [data], c.base / "out1"), c)
+    jt.stop()
+    c.start_jobtracker("--port", str(port))
+    assert_ok(c.submit(WORDCOUNT, [data], c.base / "out2"), c)
+    assert read_wordcount(c.base / "out2") == [{"one": 1, "two": 2}]
+    tt_log = c.tasktrackers[0].log()
+    assert tt_log.count("Registered with the jobtracker as") == 2, tt_log

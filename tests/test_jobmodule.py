@@ -1,0 +1,224 @@
+"""Unit tests for pytxmr.jobmodule: loading a user's job from source and reporting its errors."""
+
+from __future__ import annotations
+
+import linecache
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytxmr import readers
+from pytxmr.jobmodule import JobDefinitionError, describe_error, load_module, resolve
+from pytxmr.partition import default_partition
+
+USER_SOURCE = '''\
+"""A user's job."""
+LIMIT = 3
+
+
+def helper(value):
+    return value["missing key in user code"]
+
+
+def map(key, value):
+    yield value, helper({})
+
+
+def reduce(key, values):
+    yield key, sum(values)
+'''
+
+
+def fresh_filename(tmp_path: Path) -> str:
+    """A path that does not exist on this host, as on a worker that never had the file."""
+    return str(tmp_path / "not-on-disk" / "user_job.py")
+
+
+def test_load_module_runs_the_source_as_a_module_claiming_the_filename(tmp_path: Path) -> None:
+    """Module-level code runs once, and the functions know the user's filename."""
+    filename = fresh_filename(tmp_path)
+    module = load_module(USER_SOURCE, filename)
+    assert module.LIMIT == 3
+    assert module.__file__ == filename
+    assert module.map.__code__.co_filename == filename
+
+
+def test_load_module_registers_the_source_in_linecache(tmp_path: Path) -> None:
+    """Workers never have the job file: tracebacks can only show its lines through linecache."""
+    filename = fresh_filename(tmp_path)
+    load_module(USER_SOURCE, filename)
+    linecache.checkcache()  # what traceback formatting does must not drop the entry
+    assert linecache.getline(filename, 6) == '    return value["missing key in user code"]\n'
+    assert linecache.getlines(filename) == USER_SOURCE.splitlines(True)
+
+
+def test_tracebacks_show_the_users_lines(tmp_path: Path) -> None:
+    """A failing map must show the user their own code, not just file names and numbers."""
+    filename = fresh_filename(tmp_path)
+    module = load_module(USER_SOURCE, filename)
+    with pytest.raises(KeyError) as info:
+        list(module.map(0, "x"))
+    text = "".join(traceback.format_exception(info.value))
+    assert f'File "{filename}", line 6, in helper' in text
+    assert 'return value["missing key in user code"]' in text
+    assert f'File "{filename}", line 10, in map' in text
+    assert "yield value, helper({})" in text
+
+
+def test_syntax_error_names_the_users_file_and_line(tmp_path: Path) -> None:
+    """A typo in the job must be reported with the user's file and line."""
+    filename = fresh_filename(tmp_path)
+    with pytest.raises(SyntaxError) as info:
+        load_module("def map(k, v):\n    yield k v\n", filename)
+    assert info.value.filename == filename
+    assert info.value.lineno == 2
+
+
+# ---------------------------------------------------------------- resolve
+
+
+def module_of(tmp_path: Path, source: str) -> Any:
+    return load_module(source, fresh_filename(tmp_path))
+
+
+MINIMAL = "def map(k, v):\n    yield k, v\ndef reduce(k, vs):\n    yield k, 1\n"
+
+
+def test_resolve_minimal_job_gets_the_defaults(tmp_path: Path) -> None:
+    """Only map and reduce are required; everything else has a documented default."""
+    job = resolve(module_of(tmp_path, MINIMAL))
+    assert job.combine is None
+    assert job.partition is default_partition
+    assert job.reader is readers.lines
+    assert job.num_reducers is None
+    assert job.encoding_errors == "strict"
+    assert job.output_format == "text"
+
+
+def test_resolve_picks_up_the_optional_names(tmp_path: Path) -> None:
+    """combine, partition, reader and the settings in the module are what the tasks use."""
+    source = MINIMAL + (
+        "import pytxmr.readers\n"
+        "def combine(k, vs):\n    yield k, sum(vs)\n"
+        "def partition(k, n):\n    return 0\n"
+        "reader = pytxmr.readers.path_lines\n"
+        "num_reducers = 4\n"
+        "encoding_errors = 'surrogateescape'\n"
+        "output_format = 'jsonl'\n"
+    )
+    module = module_of(tmp_path, source)
+    job = resolve(module)
+    assert job.combine is module.combine
+    assert job.partition is module.partition
+    assert job.reader is readers.path_lines
+    assert job.num_reducers == 4
+    assert job.encoding_errors == "surrogateescape"
+    assert job.output_format == "jsonl"
+
+
+def test_resolve_uses_the_requested_function_names(tmp_path: Path) -> None:
+    """`--mapper NAME --reducer NAME` selects other functions of the module."""
+    source = "def m2(k, v):\n    yield k, v\ndef r2(k, vs):\n    yield k, 1\n"
+    module = module_of(tmp_path, source)
+    job = resolve(module, "m2", "r2")
+    assert job.reduce is module.r2
+    with pytest.raises(JobDefinitionError, match="'map'"):
+        resolve(module)
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("def reduce(k, vs):\n    yield k, 1\n", "no 'map' function"),
+        ("def map(k, v):\n    yield k, v\n", "no 'reduce' function"),
+        ("map = 3\ndef reduce(k, vs):\n    yield k, 1\n", "'map' is not callable"),
+        (MINIMAL + "combine = 'sum'\n", "'combine' is not callable"),
+        (MINIMAL + "partition = 7\n", "'partition' is not callable"),
+    ],
+    ids=["no map", "no reduce", "map not callable", "combine not callable", "partition not callable"],
+)
+def test_resolve_names_missing_or_uncallable_functions(tmp_path: Path, source: str, message: str) -> None:
+    """A job without map or reduce must be refused at submission, naming what is missing."""
+    module = module_of(tmp_path, source)
+    with pytest.raises(JobDefinitionError, match=message) as info:
+        resolve(module)
+    assert module.__file__ in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "'2'", "2.0", "True", "[2]"])
+def test_resolve_refuses_a_bad_num_reducers(tmp_path: Path, value: str) -> None:
+    """Zero, negative or non-int reducers would break partitioning later, far from the cause."""
+    with pytest.raises(JobDefinitionError, match="num_reducers must be a positive int"):
+        resolve(module_of(tmp_path, MINIMAL + f"num_reducers = {value}\n"))
+
+
+@pytest.mark.parametrize("value", ["'bogus'", "'surrogatepass'", "None", "1"])
+def test_resolve_refuses_a_bad_encoding_errors(tmp_path: Path, value: str) -> None:
+    """An unknown error handler must fail at submission, not in every map task."""
+    with pytest.raises(JobDefinitionError, match="encoding_errors must be one of"):
+        resolve(module_of(tmp_path, MINIMAL + f"encoding_errors = {value}\n"))
+
+
+@pytest.mark.parametrize("value", ["'ignore'", "'replace'", "'surrogateescape'", "'backslashreplace'"])
+def test_resolve_accepts_the_documented_encoding_errors(tmp_path: Path, value: str) -> None:
+    """Every handler the docs list is accepted."""
+    assert resolve(module_of(tmp_path, MINIMAL + f"encoding_errors = {value}\n")).encoding_errors == value.strip("'")
+
+
+def test_resolve_refuses_a_bad_output_format(tmp_path: Path) -> None:
+    """Only the documented output formats exist."""
+    with pytest.raises(JobDefinitionError, match="output_format"):
+        resolve(module_of(tmp_path, MINIMAL + "output_format = 'csv'\n"))
+
+
+# ---------------------------------------------------------------- describe_error
+
+
+def framework_call(fn: Any, *args: Any) -> Any:
+    """Stands in for the task driver: frames above the user's code that the user should not see."""
+    return list(fn(*args))
+
+
+def test_describe_error_starts_the_traceback_at_the_users_file(tmp_path: Path) -> None:
+    """The submitter wants their own frames first, not pytxmr's task machinery."""
+    filename = fresh_filename(tmp_path)
+    module = load_module(USER_SOURCE, filename)
+    try:
+        framework_call(module.map, 0, "x")
+    except KeyError as e:
+        described = describe_error(e, filename)
+    else:
+        pytest.fail("the user's map did not raise")
+    tb = described["traceback"]
+    assert described["type"] == "KeyError"
+    assert described["message"] == "KeyError: 'missing key in user code'"
+    assert tb.startswith("Traceback (most recent call last):\n")
+    first_frame = tb.splitlines()[1]
+    assert first_frame.startswith(f'  File "{filename}", line 10, in map')
+    assert "framework_call" not in tb and __file__ not in tb
+    assert 'return value["missing key in user code"]' in tb
+    assert tb.rstrip().endswith("KeyError: 'missing key in user code'")
+
+
+def test_describe_error_keeps_the_whole_traceback_when_the_user_file_is_not_in_it(tmp_path: Path) -> None:
+    """An error in pytxmr itself (or before user code ran) must keep every frame for debugging."""
+    try:
+        framework_call(iter, 5)
+    except TypeError as e:
+        described = describe_error(e, fresh_filename(tmp_path))
+        without = describe_error(e)
+    assert "framework_call" in described["traceback"]
+    assert described == without
+    assert described["type"] == "TypeError"
+
+
+def test_describe_error_is_plain_data(tmp_path: Path) -> None:
+    """The result crosses PB and JSON: only str values."""
+    try:
+        raise ValueError("x" * 10)
+    except ValueError as e:
+        described = describe_error(e)
+    assert set(described) == {"type", "message", "traceback"}
+    assert all(type(v) is str for v in described.values())

@@ -1,0 +1,201 @@
+"""Unit tests for pytxmr.keys: the sort order of keys."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pytxmr import keys as keys_module
+from pytxmr.keys import kinds_of, record_sort_key, total_order
+from strategies import floats, integers, keys, texts
+
+numbers = st.one_of(integers, floats, st.booleans())
+
+
+@st.composite
+def same_shape_tuples(draw: st.DrawFn, depth: int = 0) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """Two tuples whose elements are pairwise of one kind, so Python can compare them."""
+    kinds: list[st.SearchStrategy[Any]] = [texts, st.binary(max_size=6), numbers, st.none()]
+    n = draw(st.integers(0, 4))
+    a: list[Any] = []
+    b: list[Any] = []
+    for _ in range(n):
+        if depth < 2 and draw(st.booleans()):
+            x, y = draw(same_shape_tuples(depth + 1))
+        else:
+            kind = draw(st.sampled_from(kinds))
+            x, y = draw(kind), draw(kind)
+            if draw(st.integers(0, 3)) == 0:
+                y = x  # equal elements are what make tuple comparison go deeper
+        a.append(x)
+        b.append(y)
+    # A prefix of a tuple sorts before it.
+    cut = draw(st.integers(0, n))
+    if draw(st.booleans()):
+        b = b[:cut]
+    return tuple(a), tuple(b)
+
+
+def python_order(a: Any, b: Any) -> int:
+    return (a > b) - (a < b)
+
+
+def total(a: Any, b: Any) -> int:
+    ta, tb = total_order(a), total_order(b)
+    return (ta > tb) - (ta < tb)
+
+
+pairs_of_one_kind = st.one_of(
+    st.tuples(texts, texts),
+    st.tuples(st.binary(max_size=8), st.binary(max_size=8)),
+    st.tuples(numbers, numbers),
+    same_shape_tuples(),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(pairs_of_one_kind)
+def test_total_order_agrees_with_python_where_python_compares(pair: tuple[Any, Any]) -> None:
+    """Runs sorted by Python's order merge under the total order only if the two agree."""
+    a, b = pair
+    try:
+        expected = python_order(a, b)
+    except TypeError:  # None vs None deep in a tuple is equal, never compared by <
+        return
+    assert total(a, b) == expected
+    assert (total_order(a) == total_order(b)) == (a == b)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (1, True),
+        (1, 1.0),
+        (0, -0.0),
+        (False, 0.0),
+        (2**53, float(2**53)),
+        ((1, "a"), (1.0, "a")),
+        ((True, (0, None)), (1, (False, None))),
+    ],
+    ids=repr,
+)
+def test_keys_python_considers_equal_are_equal_in_the_total_order(a: Any, b: Any) -> None:
+    """Equal keys must sort together, or group_values would call reduce twice for one key."""
+    assert a == b
+    assert total_order(a) == total_order(b)
+
+
+def test_big_ints_and_floats_compare_exactly() -> None:
+    """Numbers compare numerically and exactly, as Python does, even beyond float precision."""
+    assert total(2**53 + 1, float(2**53)) == 1
+    assert total(-(2**80), -1e30) == 1  # -2**80 ~ -1.2e24 > -1e30
+    assert total(10**400, float("inf")) == -1
+    assert total(float("-inf"), -(10**400)) == -1
+
+
+RANK = {type(None): 0, bool: 1, int: 1, float: 1, str: 2, bytes: 3, tuple: 4}
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys, keys)
+def test_mixed_kinds_order_none_numbers_str_bytes_tuple(a: Any, b: Any) -> None:
+    """The documented rule for mixed kinds: None < numbers < str < bytes < tuple."""
+    ra, rb = RANK[type(a)], RANK[type(b)]
+    if ra != rb:
+        assert total(a, b) == (ra > rb) - (ra < rb)
+
+
+def test_mixed_key_list_sorts_in_the_documented_order() -> None:
+    """A concrete mixed list, as a job with str and int keys would produce it."""
+    expected = [
+        None,
+        -(2**70),
+        -1.5,
+        False,
+        1,
+        2.5,
+        10,
+        "",
+        "10",
+        "a",
+        "\u00e9",
+        b"",
+        b"a",
+        (),
+        (None,),
+        (1, "a"),
+        (1, "a", None),
+        (2,),
+        ("a", 1),
+        (b"a",),
+        ((1,),),
+    ]
+    shuffled = expected[:]
+    random.Random(7).shuffle(shuffled)
+    assert sorted(shuffled, key=total_order) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(keys, max_size=15))
+def test_total_order_is_a_total_preorder_on_any_keys(ks: list[Any]) -> None:
+    """Sorting any mix of supported keys never fails and is consistent (antisymmetric, transitive)."""
+    ordered = sorted(ks, key=total_order)
+    for x, y in zip(ordered, ordered[1:]):
+        assert not total_order(y) < total_order(x)
+    for x, y, z in itertools.islice(itertools.combinations(ks, 3), 200):
+        if total(x, y) <= 0 and total(y, z) <= 0:
+            assert total(x, z) <= 0
+
+
+@pytest.mark.parametrize("bad", [{1}, [1], object(), (1, [2])], ids=repr)
+def test_total_order_refuses_unsupported_keys(bad: Any) -> None:
+    """An unsupported key must fail, not sort somewhere arbitrary."""
+    with pytest.raises(TypeError):
+        total_order(bad)
+
+
+def test_kinds_of_names_plain_kinds_and_other() -> None:
+    """Kinds decide how runs are compared: numbers are one kind, tuples and None are 'other'."""
+    assert kinds_of([]) == []
+    assert kinds_of(["a", "b"]) == ["str"]
+    assert kinds_of([1, 2.5, True]) == ["num"]
+    assert kinds_of([b"x"]) == ["bytes"]
+    assert kinds_of(["a", 1]) == ["num", "str"]
+    assert kinds_of([(1,)]) == ["other"]
+    assert kinds_of([None]) == ["other"]
+
+
+@pytest.mark.parametrize("kinds", [[], ["str"], ["num"], ["bytes"], ("str", "str")])
+def test_record_sort_key_uses_the_plain_key_for_one_plain_kind(kinds: Any) -> None:
+    """One plain kind sorts by Python's own order on the key, the fast path."""
+    sort_key = record_sort_key(kinds)
+    assert sort_key is keys_module.first
+    assert sort_key(("k", [1])) == "k"
+
+
+@pytest.mark.parametrize(
+    "kinds", [["num", "str"], ["other"], ["str", "other"], ["bytes", "num"]], ids=repr
+)
+def test_record_sort_key_uses_the_total_order_otherwise(kinds: list[str]) -> None:
+    """Mixed kinds, None or tuples need the total order: Python's would raise or mis-sort."""
+    sort_key = record_sort_key(kinds)
+    assert sort_key(((1, "a"), [0])) == total_order((1, "a"))
+    records = [("b", [1]), (2, [2]), (None, [3]), ((1,), [4]), (b"a", [5]), (1.5, [6])]
+    assert [k for k, _ in sorted(records, key=sort_key)] == [None, 1.5, 2, "b", b"a", (1,)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(keys, max_size=15))
+def test_record_sort_key_of_the_records_own_kinds_sorts_them_like_the_total_order(
+    ks: list[Any],
+) -> None:
+    """Whichever sort key kinds_of selects, the result is the total order (so runs merge)."""
+    records = [(k, [i]) for i, k in enumerate(ks)]
+    by_kinds = sorted(records, key=record_sort_key(kinds_of(ks)))
+    by_total = sorted(records, key=lambda r: total_order(r[0]))
+    assert [total_order(k) for k, _ in by_kinds] == [total_order(k) for k, _ in by_total]

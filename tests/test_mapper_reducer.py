@@ -1,0 +1,473 @@
+"""Unit tests for the task bodies: pytxmr.mapper.run_map, pytxmr.reducer.run_reduce and
+pytxmr.inline.run_inline, run in this process against independent references."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytxmr import mapper
+from pytxmr.counters import FRAMEWORK, Counters
+from pytxmr.inline import run_inline
+from pytxmr.jobmodule import load_module, resolve
+from pytxmr.mapper import run_map
+from pytxmr.output import OutputExistsError
+from pytxmr.partition import default_partition
+from pytxmr.records import RecordTypeError
+from pytxmr.reducer import run_reduce
+from pytxmr.splits import compute_splits
+
+WORDCOUNT = """
+def map(key, value):
+    for word in value.split():
+        yield word, 1
+
+def reduce(key, values):
+    yield key, sum(values)
+"""
+
+WORDCOUNT_COMBINER = WORDCOUNT + """
+def combine(key, values):
+    yield key, sum(values)
+"""
+
+# ---------------------------------------------------------------- helpers
+
+
+def make_inputs(directory: Path, seed: int = 1, files: int = 3, lines: int = 800) -> list[str]:
+    """Text files of words from a small vocabulary (some non-ASCII, some popular)."""
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(300)] + ["the", "caf\u00e9", "\u65e5\u672c", "a\tb"]
+    paths = []
+    for f in range(files):
+        path = directory / f"in-{f}.txt"
+        text = "\n".join(
+            " ".join(rng.choice(vocab) if rng.random() < 0.7 else "the" for _ in range(rng.randint(0, 12)))
+            for _ in range(lines)
+        )
+        path.write_text(text + ("\n" if f % 2 else ""), encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+def reference_wordcount(paths: list[str]) -> collections.Counter[str]:
+    counts: collections.Counter[str] = collections.Counter()
+    for p in paths:
+        with open(p, encoding="utf-8", newline="") as f:
+            for line in f.read().split("\n"):
+                counts.update(line.split())
+    return counts
+
+
+def run_job(
+    tmp_path: Path,
+    source: str,
+    inputs: list[str],
+    *,
+    num_reducers: int = 1,
+    split_size: int = 4096,
+    buffer_records: int = mapper.DEFAULT_BUFFER_RECORDS,
+) -> tuple[list[str], Counters]:
+    """Map every split, then reduce every partition, as the tasktrackers would; returns
+    the part files' paths and the job's counters."""
+    job = resolve(load_module(textwrap.dedent(source), str(tmp_path / "job.py")))
+    counters = Counters()
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    indexes = []
+    for split in compute_splits(inputs, split_size):
+        out = run_map(job, split, num_reducers, str(work), counters,
+                      buffer_records=buffer_records, name=f"map-{split.index:05d}")
+        with open(out.index_path) as f:
+            index = json.load(f)
+        assert len(index["partitions"]) == num_reducers
+        indexes.append((out.data_path, index))
+    kinds = sorted({k for _, index in indexes for k in index["kinds"]})
+    parts = []
+    for p in range(num_reducers):
+        runs = [(path, ix["partitions"][p]["offset"], ix["partitions"][p]["length"]) for path, ix in indexes]
+        part = str(tmp_path / "out" / f"part-{p:05d}")
+        run_reduce(job, runs, kinds, part, str(work), counters)
+        parts.append(part)
+    return parts, counters
+
+
+def read_text_parts(parts: list[str]) -> list[list[tuple[str, str]]]:
+    out = []
+    for part in parts:
+        with open(part, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            text = f.read()
+        assert text == "" or text.endswith("\n")
+        out.append([tuple(line.rsplit("\t", 1)) for line in text.splitlines()])  # type: ignore[misc]
+    return out
+
+
+def counts_of(parts: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for lines in read_text_parts(parts):
+        for word, n in lines:
+            assert word not in counts, f"{word!r} reduced twice"
+            counts[word] = int(n)
+    return counts
+
+
+# ---------------------------------------------------------------- word count vs Counter
+
+
+@pytest.mark.parametrize("source", [WORDCOUNT, WORDCOUNT_COMBINER], ids=["plain", "combiner"])
+@pytest.mark.parametrize("num_reducers", [1, 3])
+def test_wordcount_matches_counter(tmp_path: Path, source: str, num_reducers: int) -> None:
+    """The end-to-end map/sort/merge/reduce path gives exactly what collections.Counter gives."""
+    inputs = make_inputs(tmp_path)
+    parts, counters = run_job(tmp_path, source, inputs, num_reducers=num_reducers)
+    expected = reference_wordcount(inputs)
+    assert counts_of(parts) == dict(expected)
+    for p, lines in enumerate(read_text_parts(parts)):
+        words = [w for w, _ in lines]
+        assert words == sorted(words), "a part file's keys must be sorted"
+        assert all(default_partition(w, num_reducers) == p for w in words)
+    assert counters.get(FRAMEWORK, "map output records") == sum(expected.values())
+    assert counters.get(FRAMEWORK, "reduce input groups") == len(expected)
+    assert counters.get(FRAMEWORK, "reduce output records") == len(expected)
+    assert counters.get(FRAMEWORK, "map input records") == sum(
+        len(open(p, encoding="utf-8").read().splitlines()) for p in inputs
+    )
+
+
+@pytest.mark.parametrize("source", [WORDCOUNT, WORDCOUNT_COMBINER], ids=["plain", "combiner"])
+def test_tiny_buffer_with_many_spills_gives_the_same_output(
+    tmp_path: Path, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spilling and merging spills must not change a single byte of the output."""
+    inputs = make_inputs(tmp_path)
+    (tmp_path / "one").mkdir()
+    one, _ = run_job(tmp_path / "one", source, inputs, num_reducers=2, split_size=1 << 20)
+    spills = []
+    real_spill = mapper.MapOutputBuffer.spill
+
+    def counting_spill(self: Any, groups: Any) -> None:
+        spills.append(len(groups))
+        real_spill(self, groups)
+
+    monkeypatch.setattr(mapper.MapOutputBuffer, "spill", counting_spill)
+    (tmp_path / "many").mkdir()
+    many, _ = run_job(tmp_path / "many", source, inputs, num_reducers=2, split_size=1 << 20,
+                      buffer_records=5)
+    assert len(spills) > 3 * len(inputs), "the tiny buffer should have spilled many times"
+    for a, b in zip(one, many):
+        assert Path(a).read_bytes() == Path(b).read_bytes()
+    assert counts_of(many) == dict(reference_wordcount(inputs))
+
+
+def test_combiner_reduces_map_output_records(tmp_path: Path) -> None:
+    """The combiner is the main speed-up: it must actually shrink what is written per map."""
+    inputs = make_inputs(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, plain = run_job(tmp_path / "a", WORDCOUNT, inputs, split_size=1 << 20)
+    _, combined = run_job(tmp_path / "b", WORDCOUNT_COMBINER, inputs, split_size=1 << 20)
+    assert combined.get(FRAMEWORK, "map output materialized bytes") < plain.get(
+        FRAMEWORK, "map output materialized bytes"
+    )
+
+
+# ---------------------------------------------------------------- keys and values
+
+
+MIXED_KEYS = """
+output_format = "jsonl"
+
+def map(offset, line):
+    kind, _, text = line.partition(":")
+    if kind == "s":
+        yield text, 1
+    elif kind == "i":
+        yield int(text), 1
+    elif kind == "f":
+        yield float(text), 1
+    elif kind == "b":
+        yield text.encode(), 1
+    elif kind == "n":
+        yield None, 1
+    elif kind == "t":
+        a, b = text.split(",")
+        yield (int(a), b), 1
+    elif kind == "T":
+        yield True, 1
+
+def reduce(key, values):
+    yield key, sum(values)
+"""
+
+
+def test_mixed_key_kinds_are_sorted_by_the_total_order(tmp_path: Path) -> None:
+    """A job with str and int (and other) keys must not fail and must sort as documented."""
+    lines = [
+        "s:b", "i:10", "t:2,a", "s:10", "n:", "b:zz", "i:-3", "f:2.5", "t:1,b",
+        "s:a", "i:1", "f:1.0", "T:", "t:1,a", "b:aa", "s:b", "i:10",
+    ]
+    random.Random(3).shuffle(lines)
+    paths = []
+    for i in range(3):  # several maps with different key kinds each
+        path = tmp_path / f"in{i}.txt"
+        path.write_text("\n".join(lines[i::3]) + "\n")
+        paths.append(str(path))
+    parts, _ = run_job(tmp_path, MIXED_KEYS, paths, buffer_records=2)
+    got = [json.loads(line) for line in Path(parts[0]).read_text().splitlines()]
+    keys = [k for k, _ in got]
+    counts = [n for _, n in got]
+    # None < numbers < str < bytes < tuple; 1, 1.0 and True are one key.
+    assert keys[0] is None
+    assert keys[1:5] == [-3, 1, 2.5, 10]
+    assert keys[5:8] == ["10", "a", "b"]
+    assert keys[8:10] == ["aa", "zz"]  # bytes, written as text
+    assert keys[10:] == [[1, "a"], [1, "b"], [2, "a"]]
+    assert counts[2] == 3, "1, 1.0 and True must be reduced as one key"
+    assert counts[4] == 2 and counts[7] == 2
+
+
+STREAMING = """
+def map(offset, line):
+    yield line, 1
+
+def reduce(key, values):
+    if isinstance(values, (list, tuple)) or iter(values) is not values:
+        raise AssertionError(f"reduce got {type(values).__name__}, not an iterator")
+    n = 0
+    for v in values:
+        n += v
+    yield key, n
+"""
+
+
+def test_a_key_with_200k_values_streams_to_reduce(tmp_path: Path) -> None:
+    """A popular key must reach reduce as an iterator chained across runs, never as one list."""
+    path = tmp_path / "in.txt"
+    path.write_text("hot\n" * 200_000 + "cold\n" * 3)
+    parts, counters = run_job(tmp_path, STREAMING, [str(path)], split_size=256 << 10,
+                              buffer_records=50_000)
+    assert read_text_parts(parts) == [[("cold", "3"), ("hot", "200000")]]
+    assert counters.get(FRAMEWORK, "reduce input groups") == 2
+
+
+def test_empty_input_file_gives_an_empty_part_file(tmp_path: Path) -> None:
+    """An empty input is valid: the job succeeds with empty (but present) part files."""
+    path = tmp_path / "empty.txt"
+    path.write_bytes(b"")
+    parts, counters = run_job(tmp_path, WORDCOUNT_COMBINER, [str(path)], num_reducers=2)
+    assert [Path(p).read_bytes() for p in parts] == [b"", b""]
+    assert counters.get(FRAMEWORK, "map input records") == 0
+    assert counters.get(FRAMEWORK, "reduce input groups") == 0
+
+
+BIG_INT_JOB = """
+output_format = "%s"
+
+def map(offset, line):
+    yield 7 ** 6000 + len(line), 7 ** 6000
+
+def reduce(key, values):
+    yield key - 7 ** 6000, sum(values)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["text", "jsonl"])
+def test_ints_beyond_4300_digits_can_be_written_as_output(tmp_path: Path, fmt: str) -> None:
+    """Keys and values may be ints of any size all the way through, output included."""
+    path = tmp_path / "in.txt"
+    path.write_text("a\nbb\n")
+    parts, _ = run_job(tmp_path, BIG_INT_JOB % fmt, [str(path)])
+    lines = Path(parts[0]).read_text().splitlines()
+    assert len(lines) == 2
+    old = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        big = str(7**6000)
+    finally:
+        sys.set_int_max_str_digits(old)
+    assert all(big in line for line in lines)
+
+
+# ---------------------------------------------------------------- user errors
+
+
+def map_job(tmp_path: Path, body: str, **kwargs: Any) -> None:
+    """Run only the maps of a job whose module is ``body`` over a small input."""
+    path = tmp_path / "in.txt"
+    if not path.exists():
+        path.write_text("a b\nc d d\ne f\n" * 4)
+    run_job(tmp_path, body + "\ndef reduce(key, values):\n    yield key, 1\n", [str(path)], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "emit",
+    ["word", "1", "(word,)", "(word, 1, 2)", "None"],
+)
+def test_map_yielding_a_non_pair_raises_record_type_error(tmp_path: Path, emit: str) -> None:
+    """A map that yields words instead of pairs is the most common mistake: say what is wrong."""
+    body = f"def map(k, v):\n    for word in v.split():\n        yield {emit}\n"
+    with pytest.raises(RecordTypeError, match=r"\(key, value\) pairs"):
+        map_job(tmp_path, body)
+
+
+@pytest.mark.parametrize("key, name", [("[word]", "list"), ("{word: 1}", "dict"), ("{word}", "set")])
+def test_map_yielding_an_unhashable_key_raises_record_type_error(
+    tmp_path: Path, key: str, name: str
+) -> None:
+    """An unhashable key fails in the grouping dict: the message must name the key's type."""
+    body = f"def map(k, v):\n    for word in v.split():\n        yield {key}, 1\n"
+    with pytest.raises(RecordTypeError, match=name):
+        map_job(tmp_path, body)
+
+
+@pytest.mark.parametrize("num_reducers", [1, 2])
+def test_map_yielding_an_unsupported_hashable_key_raises_type_error(
+    tmp_path: Path, num_reducers: int
+) -> None:
+    """A frozenset key is hashable but not a supported key: fail with its type named."""
+    body = "def map(k, v):\n    for word in v.split():\n        yield frozenset(word), 1\n"
+    with pytest.raises(TypeError, match="frozenset"):
+        map_job(tmp_path, body, num_reducers=num_reducers)
+
+
+def test_map_yielding_an_unsupported_value_raises_record_type_error(tmp_path: Path) -> None:
+    """A set value (a typical mistake) fails with the type named, not a msgpack error."""
+    body = "def map(k, v):\n    for word in v.split():\n        yield word, {word}\n"
+    with pytest.raises(RecordTypeError, match="set"):
+        map_job(tmp_path, body)
+
+
+def test_type_error_raised_by_user_map_is_not_relabelled(tmp_path: Path) -> None:
+    """The user's own TypeError must reach them as is, with their message, not as a pytxmr error."""
+    body = "def map(k, v):\n    raise TypeError('my own bug')\n    yield\n"
+    with pytest.raises(TypeError, match="my own bug") as info:
+        map_job(tmp_path, body)
+    assert not isinstance(info.value, RecordTypeError)
+
+
+def test_user_map_returning_none_names_the_problem(tmp_path: Path) -> None:
+    """A map that returns instead of yielding must get a pytxmr error, not a bare TypeError."""
+    body = "def map(k, v):\n    if k == 0:\n        return [(v, 1)]\n"
+    with pytest.raises(RecordTypeError, match="NoneType"):
+        map_job(tmp_path, body)
+
+
+@pytest.mark.parametrize("returned", ["7", "-1", "'0'", "1.0"])
+def test_custom_partition_out_of_range_raises_value_error_naming_it(
+    tmp_path: Path, returned: str
+) -> None:
+    """A partition outside range(num_partitions) would silently mis-route or crash: name it."""
+    body = (
+        "def map(k, v):\n    for word in v.split():\n        yield word, 1\n"
+        f"def partition(key, n):\n    return {returned}\n"
+    )
+    with pytest.raises(ValueError, match=r"partition\(.*returned") as info:
+        map_job(tmp_path, body, num_reducers=2)
+    assert returned in str(info.value)
+
+
+def test_custom_partition_out_of_range_raises_value_error_with_a_small_buffer(tmp_path: Path) -> None:
+    """The error a user gets must not depend on how much map output is buffered."""
+    body = (
+        "def map(k, v):\n    for word in v.split():\n        yield word, 1\n"
+        "def partition(key, n):\n    return 7\n"
+    )
+    with pytest.raises(ValueError, match=r"partition\(.*returned 7") as info:
+        map_job(tmp_path, body, num_reducers=2, buffer_records=1)
+    assert not isinstance(info.value, TypeError)
+    assert "(key, value) pairs" not in str(info.value)
+
+
+COMBINE_OTHER_KEY = (
+    "def map(k, v):\n    for word in v.split():\n        yield word, 1\n"
+    "def combine(key, values):\n    yield key + 'x', sum(values)\n"
+)
+
+
+def test_combiner_yielding_another_key_raises(tmp_path: Path) -> None:
+    """A combiner that changes keys would break the sort order of runs: fail the task."""
+    with pytest.raises(ValueError, match="another key"):
+        map_job(tmp_path, COMBINE_OTHER_KEY)
+
+
+def test_combiner_yielding_another_key_raises_value_error_with_a_small_buffer(tmp_path: Path) -> None:
+    """The documented ValueError must not turn into a misleading 'map must yield pairs' error."""
+    with pytest.raises(ValueError, match="another key") as info:
+        map_job(tmp_path, COMBINE_OTHER_KEY, buffer_records=4)
+    assert "(key, value) pairs" not in str(info.value)
+
+
+# ---------------------------------------------------------------- run_inline
+
+
+COUNTING_JOB = WORDCOUNT_COMBINER + """
+import pytxmr
+
+def map(key, value):
+    pytxmr.counter("user", "lines")
+    for word in value.split():
+        yield word, 1
+"""
+
+
+def write_job(tmp_path: Path, source: str) -> str:
+    path = tmp_path / "job.py"
+    path.write_text(source)
+    return str(path)
+
+
+def test_run_inline_writes_part_files_and_success(tmp_path: Path) -> None:
+    """`run --inline` is the debugging path: same output layout as the cluster."""
+    inputs = make_inputs(tmp_path)
+    out = tmp_path / "out"
+    run_inline(write_job(tmp_path, WORDCOUNT_COMBINER), inputs, str(out), num_reducers=3,
+               split_size=8192)
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "part-00000", "part-00001", "part-00002"]
+    assert (out / "_SUCCESS").read_bytes() == b""
+    parts = [str(out / f"part-{p:05d}") for p in range(3)]
+    assert counts_of(parts) == dict(reference_wordcount(inputs))
+
+
+def test_run_inline_refuses_an_existing_output_without_overwrite(tmp_path: Path) -> None:
+    """Overwriting results by accident loses data: refuse unless told, and leave them intact."""
+    inputs = make_inputs(tmp_path, lines=20)
+    job = write_job(tmp_path, WORDCOUNT)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious").write_text("keep me")
+    with pytest.raises(OutputExistsError):
+        run_inline(job, inputs, str(out))
+    assert os.listdir(out) == ["precious"]
+    run_inline(job, inputs, str(out), overwrite=True)
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "part-00000"]
+
+
+def test_run_inline_does_not_accumulate_counters_across_runs(tmp_path: Path) -> None:
+    """Two inline jobs in one process must each report only their own counts."""
+    inputs = make_inputs(tmp_path, lines=50)
+    job = write_job(tmp_path, COUNTING_JOB)
+    first = run_inline(job, inputs, str(tmp_path / "o1"))
+    second = run_inline(job, inputs, str(tmp_path / "o2"))
+    assert first == second
+    lines = sum(len(open(p, encoding="utf-8").read().splitlines()) for p in inputs)
+    assert first["user"]["lines"] == lines
+    assert first[FRAMEWORK]["map input records"] == lines
+
+
+def test_run_inline_failure_leaves_no_success_marker(tmp_path: Path) -> None:
+    """A failed job's output must never look usable."""
+    inputs = make_inputs(tmp_path, lines=20)
+    job = write_job(tmp_path, "def map(k, v):\n    yield v, 1\ndef reduce(k, vs):\n    raise RuntimeError('boom')\n    yield\n")
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="boom"):
+        run_inline(job, inputs, str(out))
+    assert not (out / "_SUCCESS").exists()
+    assert not (out / "_temporary").exists()

@@ -1,0 +1,428 @@
+"""Unit tests for pytxmr.records: the frame format of spill files and of the shuffle."""
+
+from __future__ import annotations
+
+import collections
+import enum
+import io
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pytxmr.records import (
+    FRAME_HEADER,
+    MAX_FRAME_BYTES,
+    CorruptFrame,
+    RecordTypeError,
+    SegmentWriter,
+    decode_payload,
+    encode_frame,
+    iter_segment_file,
+    read_segment,
+)
+from strategies import assert_same, keys, values
+
+# ---------------------------------------------------------------- helpers
+
+
+def roundtrip(records: list[tuple[Any, list[Any]]]) -> list[tuple[Any, list[Any]]]:
+    frame = encode_frame(records)
+    return list(read_segment(io.BytesIO(frame), 0, len(frame)))
+
+
+def read_all(data: bytes, length: int | None = None) -> list[tuple[Any, list[Any]]]:
+    return list(read_segment(io.BytesIO(data), 0, len(data) if length is None else length))
+
+
+def frame_of(payload: bytes, codec: int = 1) -> bytes:
+    """A frame with a correct header and checksum around any payload."""
+    return FRAME_HEADER.pack(codec, len(payload), zlib.crc32(payload)) + payload
+
+
+def sample_frame() -> bytes:
+    return encode_frame([("a", [1, 2]), ((1, "b"), [None, b"x"]), (2**70, [{"k": [1.5]}])])
+
+
+# ---------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "plain",
+        "caf\u00e9 \u65e5\u672c \U0001f600",
+        "lone \udc80\udcff surrogates \ud800",
+        b"",
+        b"\x00\xff bytes",
+        0,
+        -1,
+        2**63 - 1,
+        2**63,
+        2**64 - 1,
+        2**64,
+        -(2**63),
+        -(2**63) - 1,
+        10**40,
+        -(10**40),
+        0.5,
+        -0.0,
+        float("inf"),
+        float("-inf"),
+        True,
+        False,
+        None,
+        (),
+        (1,),
+        (1, "a", (2.5, (None, b"z")), True),
+    ],
+    ids=repr,
+)
+def test_every_key_type_round_trips_with_its_type(key: Any) -> None:
+    """A key must come back as exactly what was sent: equal is not enough (1 vs True vs 1.0)."""
+    [(k, vs)] = roundtrip([(key, [key])])
+    assert_same(k, key)
+    assert_same(vs, [key])
+
+
+def test_tuple_comes_back_as_tuple_and_list_as_list() -> None:
+    """msgpack alone turns tuples into lists; keys and composite values depend on the difference."""
+    value = [(1, [2, (3,)]), [(4,)], {"t": (5, 6), "l": [5, 6]}]
+    [(k, [v])] = roundtrip([((1, (2, 3)), [value])])
+    assert type(k) is tuple and type(k[1]) is tuple
+    assert type(v) is list
+    assert type(v[0]) is tuple and type(v[0][1]) is list and type(v[0][1][1]) is tuple
+    assert type(v[1]) is list and type(v[1][0]) is tuple
+    assert type(v[2]["t"]) is tuple and type(v[2]["l"]) is list
+    assert_same(v, value)
+
+
+def test_dict_values_with_tuple_and_int_keys_round_trip() -> None:
+    """Dict values may have any key kind, tuples included (msgpack's strict map keys would refuse them)."""
+    value = {1: "one", (1, "a"): [2], None: b"n", b"k": {"x": 2**80}, 2.5: True}
+    [(_, [v])] = roundtrip([("k", [value])])
+    assert_same(v, value)
+
+
+def test_nan_value_round_trips() -> None:
+    """A NaN value must survive (it is a float like any other)."""
+    [(_, [v])] = roundtrip([("k", [float("nan")])])
+    assert type(v) is float and v != v
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(keys, st.lists(values, max_size=3)), max_size=6))
+def test_any_supported_records_round_trip(records: list[tuple[Any, list[Any]]]) -> None:
+    """Whatever a job may emit comes back with the same types and values, in order."""
+    assert_same([list(r) for r in roundtrip(records)], [list(r) for r in records])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(keys, st.lists(keys, max_size=2)), max_size=25),
+    st.integers(1, 7),
+)
+def test_segment_writer_splits_into_frames_and_reads_back(
+    records: list[tuple[Any, list[Any]]], frame_records: int
+) -> None:
+    """Segments hold many frames; a reader must see the records of all of them in order."""
+    buf = io.BytesIO()
+    buf.write(b"junk before")
+    offset = buf.tell()
+    writer = SegmentWriter(buf, frame_records=frame_records)
+    writer.write(iter(records))
+    buf.write(b"junk after")
+    assert writer.records == len(records)
+    assert writer.bytes == buf.tell() - offset - len(b"junk after")
+    got = list(read_segment(buf, offset, writer.bytes))
+    assert_same([list(r) for r in got], [list(r) for r in records])
+
+
+def test_iter_segment_file_reads_a_whole_file_or_a_slice(tmp_path: Any) -> None:
+    """Map outputs are read both whole (spills) and by (offset, length) (one partition)."""
+    path = tmp_path / "seg"
+    with open(path, "wb") as f:
+        w = SegmentWriter(f, frame_records=2)
+        w.write([("a", [1]), ("b", [2]), ("c", [3])])
+        first = w.bytes
+        w.write([("d", [4])])
+    assert [k for k, _ in iter_segment_file(str(path))] == ["a", "b", "c", "d"]
+    assert list(iter_segment_file(str(path), first, w.bytes - first)) == [("d", [4])]
+    assert list(iter_segment_file(str(path), 0, first)) == [("a", [1]), ("b", [2]), ("c", [3])]
+
+
+def test_subclasses_of_plain_types_travel_as_their_base_type() -> None:
+    """IntEnum, str subclasses and named tuples are common in user code and must not fail."""
+
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    class Name(str):
+        pass
+
+    Point = collections.namedtuple("Point", "x y")
+    [(k, vs)] = roundtrip([(Point(1, Name("a")), [Colour.RED, Name("b")])])
+    assert_same(k, (1, "a"))
+    assert_same(vs, [1, "b"])
+
+
+def test_deeply_nested_but_reasonable_tuples_round_trip() -> None:
+    """Tuples nest through an ext type per level: a few dozen levels must work."""
+    key: Any = ("leaf",)
+    for _ in range(50):
+        key = (key, 1)
+    [(k, _)] = roundtrip([(key, [key])])
+    assert_same(k, key)
+
+
+@pytest.mark.parametrize("key", [7**6000, -(7**6000), 2**40000 - 1], ids=["big", "-big", "2**40000-1"])
+def test_int_beyond_4300_digits_round_trips(key: int) -> None:
+    """The docs promise ints of any size stay exact; Python 3.11 refuses decimal text beyond 4300 digits."""
+    [(k, vs)] = roundtrip([(key, [-key, (key,)])])
+    assert_same(k, key)
+    assert_same(vs, [-key, (key,)])
+
+
+def test_decoding_deeply_nested_tuples_never_crashes_the_process() -> None:
+    """Too deep a key or a hostile nested frame is refused cleanly, never a segfault of the reduce."""
+    code = textwrap.dedent(
+        """
+        import io, zlib, msgpack
+        from pytxmr.records import (FRAME_HEADER, CorruptFrame, RecordTypeError,
+                                    encode_frame, read_segment)
+        key = ()
+        for _ in range(300):
+            key = (key,)
+        try:
+            frame = encode_frame([(key, [1])])
+        except RecordTypeError:
+            print("refused")
+        else:
+            try:
+                [(k, _)] = read_segment(io.BytesIO(frame), 0, len(frame))
+                print("ok" if k == key else "wrong")
+            except CorruptFrame:
+                print("refused")
+        # The same nesting crafted by hand, as a hostile peer would send it.
+        inner = msgpack.packb([])
+        for _ in range(300):
+            inner = msgpack.packb([msgpack.ExtType(1, inner)])
+        payload = msgpack.packb([msgpack.ExtType(1, inner), []])
+        frame = FRAME_HEADER.pack(1, len(payload), zlib.crc32(payload)) + payload
+        try:
+            list(read_segment(io.BytesIO(frame), 0, len(frame)))
+            print("ok")
+        except CorruptFrame:
+            print("refused")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"exit status {proc.returncode}: {proc.stderr[-500:]}"
+    lines = proc.stdout.split()
+    assert len(lines) == 2 and set(lines) <= {"ok", "refused"}, proc.stdout
+
+
+# ---------------------------------------------------------------- unsupported types
+
+
+_UNSUPPORTED = [({1, 2}, "set"), (frozenset({1}), "frozenset"), (object(), "object"), (1j, "complex")]
+
+
+def _placements(bad: Any) -> list[tuple[str, tuple[Any, list[Any]]]]:
+    out = [
+        ("key", (bad, [1])),
+        ("key inside a tuple", ((1, bad), [1])),
+        ("value", ("k", [bad])),
+        ("nested value", ("k", [[1, {"a": (2, bad)}]])),
+    ]
+    try:
+        out.append(("dict key in value", ("k", [{bad: 1}])))
+    except TypeError:
+        pass  # unhashable: cannot be a dict key anyway
+    return out
+
+
+@pytest.mark.parametrize(
+    "record, name",
+    [
+        pytest.param(record, name, id=f"{name}-{where}")
+        for bad, name in _UNSUPPORTED
+        for where, record in _placements(bad)
+    ],
+)
+def test_unsupported_types_raise_record_type_error_naming_the_type(
+    record: tuple[Any, list[Any]], name: str
+) -> None:
+    """A user emitting a set or an object must learn which type is wrong, not get a msgpack error."""
+    with pytest.raises(RecordTypeError) as info:
+        encode_frame([record])
+    assert name in str(info.value)
+    assert isinstance(info.value, TypeError)
+
+
+def test_segment_writer_raises_record_type_error_too() -> None:
+    """The spill path goes through SegmentWriter, which must report the same clear error."""
+    with pytest.raises(RecordTypeError, match="set"):
+        SegmentWriter(io.BytesIO()).write([("k", [1]), ("j", [{3}])])
+
+
+# ---------------------------------------------------------------- corruption
+
+
+def test_every_flipped_payload_byte_is_detected() -> None:
+    """A bit flip on disk or on the wire must never decode into wrong records."""
+    frame = sample_frame()
+    for i in range(FRAME_HEADER.size, len(frame)):
+        for bit in (0x01, 0x80):
+            data = bytearray(frame)
+            data[i] ^= bit
+            with pytest.raises(CorruptFrame):
+                read_all(bytes(data))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_single_byte_change_raises_corrupt_frame(data: st.DataObject) -> None:
+    """Header or payload, any damaged byte is reported as CorruptFrame and nothing else."""
+    frame = encode_frame([("k", [1, "two", (3,)]), (b"j", [None])])
+    frame2 = frame + encode_frame([("z", [2**80])])
+    i = data.draw(st.integers(0, len(frame2) - 1))
+    x = data.draw(st.integers(1, 255))
+    damaged = bytearray(frame2)
+    damaged[i] ^= x
+    with pytest.raises(CorruptFrame):
+        read_all(bytes(damaged))
+
+
+@pytest.mark.parametrize("cut", [1, 4, FRAME_HEADER.size - 1])
+def test_truncated_header_raises_corrupt_frame(cut: int) -> None:
+    """A file cut inside a frame header (a crashed writer) is corrupt, not empty."""
+    frame = sample_frame()
+    data = frame + frame[:cut]
+    with pytest.raises(CorruptFrame, match="header"):
+        read_all(data)
+    # The segment claims more bytes than the file holds.
+    with pytest.raises(CorruptFrame):
+        read_all(frame[:cut], length=len(frame))
+
+
+@pytest.mark.parametrize("cut", [FRAME_HEADER.size, FRAME_HEADER.size + 1, -1])
+def test_truncated_payload_raises_corrupt_frame(cut: int) -> None:
+    """A file cut inside a payload is corrupt, whether the segment length or the file is short."""
+    frame = sample_frame()
+    short = frame[:cut]
+    with pytest.raises(CorruptFrame):
+        read_all(short, length=len(frame))  # the file is short
+    with pytest.raises(CorruptFrame):
+        read_all(frame, length=len(short))  # the segment is short
+
+
+@pytest.mark.parametrize("size", [MAX_FRAME_BYTES + 1, 2**32 - 1, 1 << 30])
+def test_huge_length_field_raises_corrupt_frame_without_allocating(size: int) -> None:
+    """A hostile length must not make a reader allocate or read gigabytes."""
+    header = FRAME_HEADER.pack(1, size, 0)
+
+    class Exploding(io.BytesIO):
+        def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+            assert n is None or n < (1 << 20), f"tried to read {n} bytes"
+            return super().read(n)
+
+    f = Exploding(header + b"\x00" * 64)
+    with pytest.raises(CorruptFrame, match="length"):
+        list(read_segment(f, 0, 1 << 40))  # the segment claims to be huge too
+
+
+def test_unknown_codec_raises_corrupt_frame() -> None:
+    """A frame from a future format version must be refused, not misread."""
+    payload = msgpack.packb(["k", [1]])
+    with pytest.raises(CorruptFrame, match="codec"):
+        read_all(frame_of(payload, codec=2))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(msgpack.packb(5), id="not a list"),
+        pytest.param(msgpack.packb(["k"]), id="odd length"),
+        pytest.param(b"\x92\xa5ab", id="truncated msgpack"),
+        pytest.param(msgpack.packb(["k", []]) + b"\x01", id="extra data"),
+        pytest.param(b"\x92\xa1\xff\x90", id="invalid utf-8"),
+        pytest.param(b"\xc1", id="reserved byte"),
+        pytest.param(b"\x91" * 100_000, id="deep arrays"),
+        pytest.param(msgpack.packb([msgpack.ExtType(9, b""), []]), id="unknown ext type"),
+        pytest.param(msgpack.packb([msgpack.ExtType(1, b"\x92\x01"), []]), id="truncated tuple"),
+        pytest.param(b"\x92\xd4\xff\x00\x90", id="bad timestamp"),
+    ],
+)
+def test_checksummed_but_malformed_payloads_raise_corrupt_frame(payload: bytes) -> None:
+    """A frame with a correct checksum but a bad payload (a bug or a hostile peer) is still CorruptFrame."""
+    with pytest.raises(CorruptFrame):
+        read_all(frame_of(payload))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(msgpack.packb([msgpack.ExtType(1, msgpack.packb(5)), []]), id="tuple of int"),
+        pytest.param(b"\x92\x81\x91\x01\x01\x90", id="list as map key"),
+        pytest.param(b"\x92\x81\x80\x01\x01\x90", id="dict as map key"),
+    ],
+)
+def test_checksummed_payloads_that_raise_type_errors_raise_corrupt_frame(payload: bytes) -> None:
+    """Callers catch CorruptFrame to refetch or fail cleanly; any other exception escapes them."""
+    with pytest.raises(CorruptFrame):
+        read_all(frame_of(payload))
+
+
+def test_decode_payload_checks_the_checksum() -> None:
+    """The shuffle server may hand payloads straight to decode_payload."""
+    payload = msgpack.packb(["k", [1]])
+    assert decode_payload(1, payload, zlib.crc32(payload)) == ["k", [1]]
+    with pytest.raises(CorruptFrame, match="checksum"):
+        decode_payload(1, payload, zlib.crc32(payload) ^ 1)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_only_ever_raise_corrupt_frame(data: bytes) -> None:
+    """Whatever garbage a reader is given, the only failure is CorruptFrame."""
+    try:
+        records = read_all(data)
+    except CorruptFrame:
+        return
+    assert records == [] and data == b""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64), st.sampled_from([0, 1, 2, 255]))
+def test_random_payload_behind_a_plausible_header_raises_corrupt_frame(
+    payload: bytes, codec: int
+) -> None:
+    """Garbage that gets past the header checks is stopped by the checksum."""
+    header = FRAME_HEADER.pack(codec, len(payload), zlib.crc32(payload) ^ 0x5A5A5A5A)
+    with pytest.raises(CorruptFrame):
+        read_all(header + payload)
+
+
+def test_empty_segment_has_no_records() -> None:
+    """A partition a map produced nothing for is a zero-length segment."""
+    assert read_all(b"") == []
+    assert list(read_segment(io.BytesIO(sample_frame()), 5, 0)) == []
+
+
+def test_frame_header_layout_is_format_version_1() -> None:
+    """The on-disk header is a documented format: codec u8, length u32be, crc32 u32be."""
+    payload = msgpack.packb(["k", [1]])
+    frame = encode_frame([("k", [1])])
+    assert frame[:1] == b"\x01"
+    assert struct.unpack(">I", frame[1:5])[0] == len(frame) - 9
+    assert struct.unpack(">I", frame[5:9])[0] == zlib.crc32(frame[9:])
+    assert frame[9:] == payload

@@ -1,0 +1,685 @@
+"""Unit tests for pytxmr.scheduler: the jobtracker's decisions, with the time passed by hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pytxmr.scheduler import (
+    BLACKLIST_FAILURES,
+    AnnounceMapOutputs,
+    Attempt,
+    DestroyJob,
+    InitJob,
+    JobDone,
+    KillAttempt,
+    LaunchMap,
+    LaunchReduce,
+    MapLocation,
+    Scheduler,
+    State,
+)
+
+ERROR = {"type": "RuntimeError", "message": "boom", "traceback": "..."}
+LAUNCHES = (LaunchMap, LaunchReduce)
+
+
+class Driver:
+    """A Scheduler plus a clock advanced by hand and a log of every action."""
+
+    def __init__(self) -> None:
+        self.s = Scheduler()
+        self.now = 0.0
+        self.log: list[Any] = []
+
+    def _record(self, actions: list[Any]) -> list[Any]:
+        for a in actions:
+            if isinstance(a, (*LAUNCHES, InitJob)):
+                assert self.s.workers[a.wid].alive, f"{a} sent to a lost worker"
+        self.log.extend(actions)
+        return actions
+
+    def tick(self, seconds: float = 1.0) -> float:
+        self.now += seconds
+        return self.now
+
+    def join(self, wid: str, slots: int = 2) -> list[Any]:
+        port = 9000 + len(self.s.workers)
+        return self._record(self.s.worker_joined(wid, f"host-{wid}", port, slots, self.tick()))
+
+    def lose(self, wid: str) -> list[Any]:
+        return self._record(self.s.worker_lost(wid, self.tick()))
+
+    def submit(self, job_id: str, maps: int, reduces: int, **kw: Any) -> list[Any]:
+        return self._record(self.s.submit(job_id, maps, reduces, self.tick(), **kw))
+
+    def succeed(self, aid: str, kinds: tuple[str, ...] = ("str",)) -> list[Any]:
+        result = {"kinds": list(kinds), "counters": {"user": {"n": 1}}}
+        return self._record(self.s.attempt_succeeded(aid, self.tick(), result))
+
+    def fail(self, aid: str) -> list[Any]:
+        return self._record(self.s.attempt_failed(aid, self.tick(), dict(ERROR)))
+
+    def running(self, job: str | None = None, kind: str | None = None,
+                index: int | None = None, wid: str | None = None) -> list[Attempt]:
+        return sorted(
+            (a for a in self.s.attempts.values()
+             if a.state is State.RUNNING
+             and (job is None or a.job_id == job)
+             and (kind is None or a.kind == kind)
+             and (index is None or a.index == index)
+             and (wid is None or a.wid == wid)),
+            key=lambda a: a.id,
+        )
+
+    def maps_done(self, job_id: str) -> bool:
+        """Whether a reduce of the job could have fetched every map output by now."""
+        job = self.s.jobs[job_id]
+        return len(job.map_locations) == job.num_maps
+
+    def complete(self, aid: str) -> list[Any]:
+        """Report an attempt's success as a tasktracker does: a reduce asks to commit first."""
+        a = self.s.attempts[aid]
+        if a.kind == "reduce" and not self.s.may_commit(aid):
+            return self.fail(aid)
+        return self.succeed(aid)
+
+    def run_to_completion(self, rounds: int = 200) -> None:
+        """Every map succeeds; every reduce succeeds once all map outputs are in."""
+        for _ in range(rounds):
+            live = self.running()
+            if not live:
+                return
+            for a in live:
+                if self.s.attempts[a.id].state is State.RUNNING and (
+                    a.kind == "map" or self.maps_done(a.job_id)
+                ):
+                    self.complete(a.id)
+        raise AssertionError("jobs did not finish")
+
+    def done(self) -> dict[str, JobDone]:
+        return {a.job_id: a for a in self.log if isinstance(a, JobDone)}
+
+
+def launches(actions: list[Any], cls: type = object) -> list[Any]:
+    return [a for a in actions if isinstance(a, LAUNCHES) and isinstance(a, cls)]
+
+
+def check_invariants(d: Driver) -> None:
+    """What must hold after every event."""
+    s = d.s
+    for w in s.workers.values():
+        running = [a for a in s.attempts.values() if a.state is State.RUNNING and a.wid == w.wid]
+        if not w.alive:
+            assert not running, f"attempts still running on lost worker {w.wid}"
+        for kind in ("map", "reduce"):
+            n = sum(1 for a in running if a.kind == kind)
+            assert n <= w.slots, f"{w.wid} runs {n} {kind}s on {w.slots} slots"
+    for job in s.jobs.values():
+        for task in job.maps + job.reduces:
+            running_task = task.running()
+            # A speculative job may run one backup, on another worker; others never run a task twice.
+            limit = 2 if getattr(job, "speculative", False) else 1
+            assert len(running_task) <= limit, f"task {job.id} {task.kind} {task.index} runs too often"
+            assert len({a.wid for a in running_task}) == len(running_task), "two attempts on one worker"
+            if job.state is not State.RUNNING:
+                assert not task.running(), "a finished job still has running attempts"
+
+
+# ---------------------------------------------------------------- launching
+
+
+def test_maps_are_launched_on_free_slots_only() -> None:
+    """A worker must never be given more tasks than it has slots for."""
+    d = Driver()
+    d.join("w1", slots=2)
+    acts = d.submit("j1", maps=5, reduces=1)
+    maps = launches(acts, LaunchMap)
+    assert [(a.wid, a.index) for a in maps] == [("w1", 0), ("w1", 1)]
+    assert len(launches(acts, LaunchReduce)) == 1  # reduces have their own slots
+    check_invariants(d)
+    acts = d.succeed(maps[0].attempt_id)
+    assert [(a.wid, a.index) for a in launches(acts, LaunchMap)] == [("w1", 2)]
+    acts = d.join("w2", slots=1)
+    assert [(a.wid, a.index) for a in launches(acts, LaunchMap)] == [("w2", 3)]
+    check_invariants(d)
+    # No free map slot: a new job's map waits (its reduce has a slot of its own).
+    assert launches(d.submit("j2", maps=1, reduces=1), LaunchMap) == []
+
+
+def test_no_worker_means_no_launch_until_one_joins() -> None:
+    """Jobs submitted before any worker wait; they start when a worker joins."""
+    d = Driver()
+    assert d.submit("j1", maps=1, reduces=1) == []
+    acts = d.join("w1", slots=1)
+    assert [type(a) for a in acts] == [InitJob, LaunchMap, LaunchReduce]
+
+
+def test_init_job_precedes_the_first_task_of_a_job_on_each_worker() -> None:
+    """A worker must know a job (its module, its output) before it runs any of its tasks."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.join("w2", slots=1)
+    d.submit("j1", maps=4, reduces=2)
+    d.join("w3", slots=1)
+    d.run_to_completion()
+    seen: set[tuple[str, str]] = set()
+    inits = []
+    for a in d.log:
+        if isinstance(a, InitJob):
+            inits.append((a.wid, a.job_id))
+            seen.add((a.wid, a.job_id))
+        elif isinstance(a, LAUNCHES):
+            assert (a.wid, a.job_id) in seen, f"{a} before InitJob"
+    assert len(inits) == len(set(inits)), "a job was initialised twice on one worker"
+    assert {wid for wid, _ in inits} == {"w1", "w2", "w3"}
+
+
+def test_reduces_get_announced_map_outputs() -> None:
+    """Reduces fetch during the map phase: each map output's location must reach them."""
+    d = Driver()
+    d.join("w1", slots=1)
+    acts = d.submit("j1", maps=2, reduces=1)
+    [m0] = launches(acts, LaunchMap)
+    [r0] = launches(acts, LaunchReduce)
+    assert r0.map_outputs == ()
+    acts = d.succeed(m0.attempt_id, kinds=("num", "str"))
+    loc = MapLocation(0, "w1", "host-w1", 9000, ("num", "str"))
+    assert AnnounceMapOutputs("w1", "j1", (loc,)) in acts
+    # A reduce launched later (a retry) gets every known location at launch.
+    acts = d.fail(r0.attempt_id)
+    [r1] = launches(acts, LaunchReduce)
+    assert r1.map_outputs == (loc,)
+
+
+def test_announcements_go_to_every_worker_running_a_reduce_of_the_job() -> None:
+    """Each worker with a reduce of the job needs the location, and only once."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.join("w2", slots=1)
+    acts = d.submit("j1", maps=2, reduces=2)
+    m = launches(acts, LaunchMap)[0]
+    acts = d.succeed(m.attempt_id)
+    ann = [a for a in acts if isinstance(a, AnnounceMapOutputs)]
+    assert sorted(a.wid for a in ann) == ["w1", "w2"]
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_failed_attempt_is_retried_on_another_worker() -> None:
+    """A task that failed on a worker (a bad disk, a missing library) should try elsewhere."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.join("w2", slots=1)
+    acts = d.submit("j1", maps=1, reduces=1)
+    [m] = launches(acts, LaunchMap)
+    acts = d.fail(m.attempt_id)
+    [retry] = launches(acts, LaunchMap)
+    assert retry.index == 0
+    assert retry.wid != m.wid
+    assert retry.attempt_id != m.attempt_id
+
+
+def test_failing_max_attempts_times_fails_the_job_and_kills_running_attempts() -> None:
+    """A deterministic bug must end the job with its error, not retry forever or leave tasks running."""
+    d = Driver()
+    d.join("w1", slots=2)
+    d.join("w2", slots=2)
+    d.submit("j1", maps=3, reduces=1, max_attempts=3)
+    for _ in range(2):
+        [a] = d.running("j1", "map", 0)
+        acts = d.fail(a.id)
+        assert not any(isinstance(x, JobDone) for x in acts)
+    others = {a.id for a in d.running("j1")} - {a.id for a in d.running("j1", "map", 0)}
+    [last] = d.running("j1", "map", 0)
+    acts = d.fail(last.id)
+    done = [x for x in acts if isinstance(x, JobDone)]
+    assert done == [JobDone("j1", State.FAILED, ERROR)]
+    killed = {x.attempt_id for x in acts if isinstance(x, KillAttempt)}
+    assert killed == others and others
+    assert {x.wid for x in acts if isinstance(x, DestroyJob)} == {"w1", "w2"}
+    assert launches(acts) == []
+    assert d.running("j1") == []
+    assert d.s.jobs["j1"].state is State.FAILED
+    # Late reports of the killed attempts change nothing.
+    for aid in killed:
+        assert d.succeed(aid) == []
+        assert d.fail(aid) == []
+    check_invariants(d)
+
+
+def test_failures_of_other_tasks_do_not_add_up() -> None:
+    """max_attempts counts per task: many tasks failing once each is not a reason to fail the job."""
+    d = Driver()
+    d.join("w1", slots=4)
+    d.join("w2", slots=4)
+    d.submit("j1", maps=4, reduces=1, max_attempts=2)
+    for i in range(4):
+        [a] = d.running("j1", "map", i)
+        d.fail(a.id)
+    assert d.s.jobs["j1"].state is State.RUNNING
+    d.run_to_completion()
+    assert d.done()["j1"].state is State.SUCCEEDED
+
+
+def test_a_worker_with_repeated_failures_gets_no_more_attempts_of_the_job() -> None:
+    """A broken worker must not eat every retry of a job while healthy workers exist."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.submit("j1", maps=6, reduces=1, max_attempts=10)
+    for _ in range(BLACKLIST_FAILURES):
+        [a] = d.running("j1", "map", wid="w1")
+        d.fail(a.id)
+    # Blacklisted, but the only worker: it keeps running the job rather than hang it.
+    [a1] = d.running("j1", "map", wid="w1")
+    acts = d.join("w2", slots=1)
+    assert {x.wid for x in launches(acts, LaunchMap)} == {"w2"}
+    acts = d.succeed(a1.id)
+    assert launches(acts, LaunchMap) == []  # w1 is free but blacklisted, w2 is busy
+    acts = d.lose("w2")
+    assert {x.wid for x in launches(acts, LaunchMap)} == {"w1"}  # the last usable worker
+
+
+def test_a_lost_workers_running_attempts_and_completed_maps_are_rescheduled() -> None:
+    """Map outputs live on the worker's disk: if reduces still need them, the maps run again."""
+    d = Driver()
+    d.join("w1", slots=2)
+    d.join("w2", slots=2)
+    d.submit("j1", maps=3, reduces=2)
+    m_on_w1 = d.running("j1", "map", wid="w1")
+    assert m_on_w1
+    for a in m_on_w1:
+        d.succeed(a.id)
+    done_on_w1 = {a.index for a in m_on_w1}
+    running_on_w1 = {(a.kind, a.index) for a in d.running("j1", wid="w1")}
+    assert done_on_w1 and running_on_w1
+    acts = d.lose("w1")
+    relaunched = {(a.index if isinstance(a, LaunchMap) else a.partition,
+                   "map" if isinstance(a, LaunchMap) else "reduce") for a in launches(acts)}
+    assert all(x.wid == "w2" for x in launches(acts))
+    need = {(i, "map") for i in done_on_w1} | {(i, k) for k, i in running_on_w1}
+    # Everything w1 held is pending again or already relaunched on w2 (w2's slots permitting).
+    pending_or_running = {
+        (t.index, t.kind) for t in d.s.jobs["j1"].maps + d.s.jobs["j1"].reduces
+        if t.state in (State.PENDING, State.RUNNING)
+    }
+    assert need <= pending_or_running
+    assert relaunched <= need | pending_or_running
+    assert all(loc.wid != "w1" for loc in d.s.jobs["j1"].map_locations.values())
+    check_invariants(d)
+    d.run_to_completion()
+    assert d.done()["j1"].state is State.SUCCEEDED
+    assert d.s.jobs["j1"].map_locations.keys() == {0, 1, 2}
+    assert all(loc.wid == "w2" for loc in d.s.jobs["j1"].map_locations.values())
+
+
+def test_completed_maps_of_a_lost_worker_stay_done_when_no_reduce_needs_them() -> None:
+    """Once every reduce has its output, re-running maps would be wasted work."""
+    d = Driver()
+    d.join("w1", slots=2)
+    d.join("w2", slots=2)
+    d.submit("j1", maps=2, reduces=2)
+    d.submit("j2", maps=1, reduces=1)
+    for a in d.running("j1", "map"):
+        d.succeed(a.id)
+    for a in d.running("j1", "reduce"):
+        d.complete(a.id)
+    assert d.done()["j1"].state is State.SUCCEEDED
+    acts = d.lose("w1")
+    assert all(a.job_id == "j2" for a in launches(acts))
+
+
+def test_a_stale_attempts_success_after_a_loss_is_ignored() -> None:
+    """A worker declared lost may still report: its attempt was replaced and must not count."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.join("w2", slots=1)
+    d.submit("j1", maps=1, reduces=1)
+    [m] = d.running("j1", "map")
+    d.lose(m.wid)
+    [m2] = d.running("j1", "map")
+    assert m2.id != m.id
+    assert d.succeed(m.id) == []
+    assert d.fail(m.id) == []
+    assert d.s.jobs["j1"].maps[0].state is State.RUNNING
+    assert d.s.jobs["j1"].maps[0].failures == 0
+    assert 0 not in d.s.jobs["j1"].map_locations
+    assert d.s.may_commit(m.id) is False
+    d.run_to_completion()
+    assert d.done()["j1"].state is State.SUCCEEDED
+
+
+def test_events_for_unknown_workers_and_attempts_are_harmless() -> None:
+    """Messages can arrive late or twice over the network."""
+    d = Driver()
+    assert d.lose("nobody") == []
+    assert d.succeed("no-such-attempt") == []
+    assert d.fail("no-such-attempt") == []
+    d.join("w1", slots=1)
+    d.submit("j1", maps=1, reduces=1)
+    d.lose("w1")
+    assert d.lose("w1") == []
+
+
+# ---------------------------------------------------------------- commit
+
+
+def test_may_commit_grants_exactly_one_attempt_per_reduce_task() -> None:
+    """Two attempts renaming their part files would make the output depend on timing."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.join("w2", slots=1)
+    d.submit("j1", maps=1, reduces=1)
+    [r] = d.running("j1", "reduce")
+    [m] = d.running("j1", "map")
+    assert d.s.may_commit(m.id) is False  # maps do not commit output
+    assert d.s.may_commit("no-such-attempt") is False
+    assert d.s.may_commit(r.id) is True
+    assert d.s.may_commit(r.id) is True  # asking again (a retried RPC) is fine
+    d.lose(r.wid)
+    [r2] = d.running("j1", "reduce")
+    assert d.s.may_commit(r.id) is False  # the dead attempt may not commit any more
+    granted = [a for a in (r.id, r2.id) if d.s.may_commit(a)]
+    assert len(granted) <= 1
+
+
+def test_an_attempt_allowed_to_commit_that_then_fails_does_not_block_the_task() -> None:
+    """If the attempt that got the commit dies before finishing, a retry must be able to commit."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.join("w2", slots=1)
+    d.submit("j1", maps=1, reduces=1)
+    d.succeed(d.running("j1", "map")[0].id)
+    [r] = d.running("j1", "reduce")
+    assert d.s.may_commit(r.id)
+    d.fail(r.id)  # e.g. CommitFailed: the rename raised
+    [r2] = d.running("j1", "reduce")
+    assert d.s.may_commit(r2.id) is True
+    d.succeed(r2.id)
+    assert d.done()["j1"].state is State.SUCCEEDED
+
+
+def test_an_attempt_allowed_to_commit_on_a_lost_worker_does_not_block_the_task() -> None:
+    """A worker lost between may_commit and attempt_done must not leave the task uncommittable."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.join("w2", slots=1)
+    d.submit("j1", maps=1, reduces=1)
+    d.succeed(d.running("j1", "map")[0].id)
+    [r] = d.running("j1", "reduce")
+    assert d.s.may_commit(r.id)
+    d.lose(r.wid)
+    [r2] = d.running("j1", "reduce")
+    assert d.s.may_commit(r2.id) is True
+
+
+def test_committed_attempts_counters_are_the_ones_kept() -> None:
+    """Job counters add up the committed attempt of each task only."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.submit("j1", maps=1, reduces=1)
+    [m] = d.running("j1", "map")
+    d.succeed(m.id)
+    task = d.s.jobs["j1"].maps[0]
+    assert task.committed == m.id
+    assert d.s.attempts[m.id].counters == {"user": {"n": 1}}
+
+
+def straggling_reduce_with_a_backup(d: Driver, max_attempts: int) -> tuple[Attempt, Attempt]:
+    """Job j1 on two workers: reduce 0 done, reduce 1 slow enough to get a backup attempt."""
+    d.join("w1", slots=2)
+    d.join("w2", slots=2)
+    d.submit("j1", maps=1, reduces=2, max_attempts=max_attempts, speculative=True)
+    d.succeed(d.running("j1", "map")[0].id)
+    d.complete(d.running("j1", "reduce", 0)[0].id)
+    d.tick(60)
+    d._record(d.s.tick(d.now))
+    first, backup = d.running("j1", "reduce", 1)
+    assert first.wid != backup.wid
+    return first, backup
+
+
+def test_speculative_backup_of_a_straggler_runs_on_another_worker() -> None:
+    """A backup on the straggler's own worker would be as slow as the straggler."""
+    d = Driver()
+    first, backup = straggling_reduce_with_a_backup(d, max_attempts=4)
+    check_invariants(d)
+    assert d.s.may_commit(first.id) is True
+    assert d.s.may_commit(backup.id) is False  # exactly one of the two may commit
+    acts = d.succeed(first.id)
+    assert KillAttempt(backup.wid, "j1", backup.id) in acts
+    assert d.done()["j1"].state is State.SUCCEEDED
+
+
+def test_the_losing_speculative_attempts_commit_denial_does_not_fail_the_job() -> None:
+    """Being refused the commit because the other attempt won is not a failure of the task."""
+    d = Driver()
+    first, backup = straggling_reduce_with_a_backup(d, max_attempts=1)
+    assert d.s.may_commit(first.id) is True  # first is renaming its part file...
+    assert d.s.may_commit(backup.id) is False
+    denied = {"type": "CommitDenied", "message": "another attempt committed first", "traceback": ""}
+    acts = d._record(d.s.attempt_failed(backup.id, d.tick(), denied))
+    assert not any(isinstance(a, JobDone) for a in acts)
+    assert KillAttempt(first.wid, "j1", first.id) not in acts
+    d.succeed(first.id)
+    assert d.done()["j1"].state is State.SUCCEEDED
+
+
+# ---------------------------------------------------------------- jobs and workers
+
+
+def test_two_jobs_both_finish_in_submission_order() -> None:
+    """Jobs share the cluster: the first submitted gets slots first, and both complete."""
+    d = Driver()
+    d.join("w1", slots=2)
+    d.submit("j1", maps=3, reduces=2)
+    d.submit("j2", maps=2, reduces=1)
+    first_maps = [a.job_id for a in d.log if isinstance(a, LaunchMap)]
+    assert first_maps == ["j1", "j1"]
+    d.run_to_completion()
+    done = d.done()
+    assert done["j1"].state is State.SUCCEEDED and done["j2"].state is State.SUCCEEDED
+    assert sum(isinstance(a, JobDone) for a in d.log) == 2
+    assert {(a.wid, a.job_id) for a in d.log if isinstance(a, DestroyJob)} == {("w1", "j1"), ("w1", "j2")}
+    check_invariants(d)
+
+
+def test_kill_job_kills_its_attempts_and_reports_killed() -> None:
+    """A killed job must free its slots for the other jobs at once."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.submit("j1", maps=2, reduces=1)
+    d.submit("j2", maps=1, reduces=1)
+    running = {a.id for a in d.running("j1")}
+    acts = d._record(d.s.kill_job("j1", d.tick()))
+    assert {a.attempt_id for a in acts if isinstance(a, KillAttempt)} == running
+    assert [a.state for a in acts if isinstance(a, JobDone)] == [State.KILLED]
+    assert {a.job_id for a in launches(acts)} == {"j2"}
+    assert d.s.kill_job("j1", d.tick()) == []
+
+
+def test_expired_workers_are_those_not_heard_from() -> None:
+    """A SIGSTOPped worker is only noticed by missing heartbeats."""
+    d = Driver()
+    d.s.worker_joined("w1", "h", 1, 1, 0.0)
+    d.s.worker_joined("w2", "h", 2, 1, 0.0)
+    d.s.heartbeat("w1", 8.0)
+    assert d.s.expired_workers(10.0, expiry=10.0) == []  # exactly the expiry is still alive
+    assert d.s.expired_workers(12.0, expiry=10.0) == ["w2"]
+    d.s.worker_lost("w2", 12.0)
+    assert d.s.expired_workers(12.0, expiry=10.0) == []  # lost once, not again
+    d.s.heartbeat("w2", 13.0)  # a late heartbeat does not revive a lost worker
+    assert d.s.workers["w2"].alive is False
+    assert d.s.expired_workers(30.0, expiry=10.0) == ["w1"]
+    d.s.heartbeat("nobody", 30.0)
+
+
+# ---------------------------------------------------------------- random event sequences
+
+
+@pytest.mark.parametrize("speculative", [False, True], ids=["plain", "speculative"])
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_random_event_sequences_keep_the_invariants(speculative: bool, data: st.DataObject) -> None:
+    """No event order may run a task twice, overfill a worker, commit twice, or fail a job unfairly."""
+    d = Driver()
+    granted: dict[tuple[str, int], set[str]] = {}  # reduce task -> attempts allowed to commit
+    committed_success: dict[tuple[str, int], set[str]] = {}
+    real_failures: dict[tuple[str, str, int], int] = {}  # failures not caused by the scheduler
+    jobs: list[str] = []
+    killed_by_us: set[str] = set()
+    n_workers = 0
+    history: list[str] = []
+
+    def live(aid: str) -> bool:
+        a = d.s.attempts[aid]
+        return a.state is State.RUNNING and d.s.jobs[a.job_id].state is State.RUNNING
+
+    def ask_commit(aid: str) -> bool:
+        a = d.s.attempts[aid]
+        was_live = live(aid)
+        if d.s.may_commit(aid):
+            assert was_live, "a dead attempt was allowed to commit"
+            granted.setdefault((a.job_id, a.index), set()).add(aid)
+            return True
+        return False
+
+    def fail_for_real(aid: str) -> None:
+        a = d.s.attempts[aid]
+        if live(aid):
+            key = (a.job_id, a.kind, a.index)
+            real_failures[key] = real_failures.get(key, 0) + 1
+        d.fail(aid)
+
+    def report(aid: str, ok: bool) -> None:
+        """What a tasktracker does when the attempt's child exits."""
+        a = d.s.attempts[aid]
+        if not ok:
+            fail_for_real(aid)
+            return
+        if a.kind == "reduce":
+            if live(aid) and not d.maps_done(a.job_id):
+                return  # a reduce cannot finish before it has every map output
+            if not ask_commit(aid):
+                d.fail(aid)  # CommitDenied: the scheduler's decision, not a real failure
+                return
+        was_live = live(aid)
+        d.succeed(aid)
+        if was_live and a.kind == "reduce":
+            committed_success.setdefault((a.job_id, a.index), set()).add(aid)
+
+    for _ in range(data.draw(st.integers(1, 30), label="steps")):
+        alive = sorted(w.wid for w in d.s.workers.values() if w.alive)
+        running = d.running()
+        committable = [a for a in running if a.kind == "reduce" and d.maps_done(a.job_id)]
+        choices = ["join", "submit"]
+        if alive:
+            choices.append("lose")
+        if running:
+            choices += ["succeed", "succeed", "succeed", "fail"]
+        if committable:
+            choices += ["commit then die", "ask to commit"]
+        if history:
+            choices.append("stale")
+        if jobs:
+            choices.append("kill")
+        if speculative and running:
+            choices += ["wait", "wait"]
+        event = data.draw(st.sampled_from(choices), label="event")
+        if event == "join" and n_workers < 5:
+            n_workers += 1
+            d.join(f"w{n_workers}", slots=data.draw(st.integers(1, 3), label="slots"))
+        elif event == "submit" and len(jobs) < 3:
+            job = f"j{len(jobs) + 1}"
+            jobs.append(job)
+            extra = {"speculative": True} if speculative else {}
+            d.submit(job, data.draw(st.integers(0, 4), label="maps"),
+                     data.draw(st.integers(1, 3), label="reduces"),
+                     max_attempts=data.draw(st.integers(1, 4), label="max_attempts"), **extra)
+        elif event == "wait":
+            # Stragglers: time passes, the periodic tick may launch backup attempts.
+            d.tick(data.draw(st.floats(0.5, 20), label="seconds"))
+            d._record(d.s.tick(d.now))
+        elif event == "lose":
+            d.lose(data.draw(st.sampled_from(alive), label="lost"))
+        elif event in ("succeed", "fail"):
+            a = data.draw(st.sampled_from(running), label="attempt")
+            history.append(a.id)
+            report(a.id, event == "succeed")
+        elif event == "commit then die":
+            # Allowed to commit, then the rename fails or the worker dies before attempt_done.
+            a = data.draw(st.sampled_from(committable), label="committing attempt")
+            history.append(a.id)
+            if ask_commit(a.id):
+                if data.draw(st.booleans(), label="worker dies"):
+                    d.lose(a.wid)
+                else:
+                    fail_for_real(a.id)
+        elif event == "ask to commit":
+            # Allowed to commit and renaming: its report comes in a later event.
+            a = data.draw(st.sampled_from(committable), label="committing attempt")
+            ask_commit(a.id)
+        elif event == "stale":
+            aid = data.draw(st.sampled_from(history), label="stale attempt")
+            report(aid, data.draw(st.booleans(), label="stale ok"))
+        elif event == "kill":
+            job = data.draw(st.sampled_from(jobs), label="killed job")
+            if d.s.jobs[job].state is State.RUNNING:
+                killed_by_us.add(job)
+            d._record(d.s.kill_job(job, d.tick()))
+        check_invariants(d)
+        for key, aids in granted.items():
+            live_granted = [a for a in aids if d.s.attempts[a].state is State.RUNNING]
+            assert len(live_granted) <= 1, f"two live attempts of {key} may commit: {live_granted}"
+        for key, aids in committed_success.items():
+            assert len(aids) <= 1, f"two attempts of {key} committed and succeeded: {aids}"
+
+    # Let the cluster finish: a worker if none is left, then every attempt succeeds.
+    if not any(w.alive for w in d.s.workers.values()):
+        d.join("wlast", slots=2)
+    for _ in range(200):
+        live_now = d.running()
+        if not live_now:
+            break
+        for a in live_now:
+            if d.s.attempts[a.id].state is State.RUNNING:
+                report(a.id, True)
+        check_invariants(d)
+    else:
+        raise AssertionError("jobs did not finish")
+
+    done = d.done()
+    assert sum(isinstance(a, JobDone) for a in d.log) == len(done), "a job finished twice"
+    for job in jobs:
+        assert job in done, f"{job} never finished"
+        if job in killed_by_us:
+            continue
+        if done[job].state is State.FAILED:
+            limit = d.s.jobs[job].max_attempts
+            assert any(n >= limit for (j, _, _), n in real_failures.items() if j == job), (
+                f"{job} failed although no task failed {limit} times: {done[job].error}"
+            )
+        else:
+            assert done[job].state is State.SUCCEEDED
+            for r in range(d.s.jobs[job].num_reducers):
+                assert len(committed_success.get((job, r), ())) == 1
+    # Nothing is launched for a job after it is done.
+    finished_at = {a.job_id: i for i, a in enumerate(d.log) if isinstance(a, JobDone)}
+    for i, a in enumerate(d.log):
+        if isinstance(a, LAUNCHES):
+            assert i < finished_at[a.job_id]
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+def test_a_job_with_no_maps_runs_its_reduces(slots: int) -> None:
+    """An input without splits still gives a job whose reduces write (empty) part files."""
+    d = Driver()
+    d.join("w1", slots=slots)
+    acts = d.submit("j1", maps=0, reduces=2)
+    assert len(launches(acts, LaunchReduce)) == min(2, slots)
+    d.run_to_completion()
+    assert d.done()["j1"].state is State.SUCCEEDED
