@@ -1,10 +1,12 @@
-"""Running one task child process from a daemon.
+"""Running task children from a daemon.
 
-The daemon writes the task spec to a file, spawns ``python -m pytxmr.task``,
-collects the one-line JSON result from file descriptor 3, and keeps the
-child's stdout and stderr (the user's prints) in a bounded log file. A child
-that dies without a result (exit, signal, memory) becomes an error dict
-like any other failure; the daemon itself is never at risk.
+A daemon keeps one zygote (``pytxmr.zygote``): a process that has imported
+the task code and forks one child per task, so that a task starts in a few
+milliseconds instead of paying a Python start-up (50-100 ms of CPU). The
+child writes its result to a file and its stdout and stderr (the user's
+prints) to a log bounded by the zygote; a child that dies without a result (exit, signal,
+memory) becomes an error dict like any other failure. User code runs only
+in the children: the daemon and the zygote never import a job module.
 """
 
 from __future__ import annotations
@@ -15,18 +17,13 @@ import signal
 import sys
 from typing import Any
 
-from twisted.internet import defer, error, protocol
+from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import pytxmr
 
-from .task import RESULT_FD
-
-#: Bytes of a task's stdout+stderr kept in its log; the rest is dropped
-#: (with a note), so a chatty task cannot fill a worker's disk.
-MAX_LOG_BYTES = 1 << 20
 _MAX_RESULT_BYTES = 16 << 20
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pytxmr.__file__)))
 
@@ -41,181 +38,169 @@ def child_env() -> dict[str, str]:
     return env
 
 
-class _TaskProcess(protocol.ProcessProtocol):
-    """One child process. A warm one waits (having imported pytxmr.task)
-    until ``assign`` gives it a task; until then it has no log and no
-    result Deferred."""
+class _Forked:
+    """One forked task child, as the zygote reports it."""
 
     def __init__(self) -> None:
-        self._log: Any = None
-        self._logged = 0
-        self._result = bytearray()
-        self._done: defer.Deferred[dict[str, Any]] | None = None
-        self.ended = False
-        #: Fires once the process has ended (and been reaped).
-        self.finished: defer.Deferred[None] = defer.Deferred()
-        self.killed_because: str | None = None
-
-    def assign(self, log_path: str, spec_path: str, done: defer.Deferred[dict[str, Any]]) -> None:
-        self._log = open(log_path, "ab")
-        self._done = done
-        self.transport.write(spec_path.encode("utf-8") + b"\n")
-        self.transport.closeStdin()
-
-    def childDataReceived(self, fd: int, data: bytes) -> None:
-        if self._log is None:
-            return  # a warm child has nothing to say before its task
-        if fd == RESULT_FD:
-            if len(self._result) < _MAX_RESULT_BYTES:
-                self._result += data
-            return
-        room = MAX_LOG_BYTES - self._logged
-        if room > 0:
-            self._log.write(data[:room])
-            if len(data) > room:
-                self._log.write(b"\n[pytxmr: log truncated]\n")
-        self._logged += len(data)
+        self.pid: int | None = None
+        self.kill_requested: str | None = None
+        self.status: defer.Deferred[int | None] = defer.Deferred()
 
     def kill(self, why: str) -> None:
-        self.killed_because = why
-        try:
-            self.transport.signalProcess("KILL")
-        except error.ProcessExitedAlready:
-            pass
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended = True
-        self.finished.callback(None)
-        if self._done is None:
-            return  # a warm child that died idle: the pool drops it
-        self._log.close()
-        self._done.callback(self._outcome(reason))
-
-    def _outcome(self, reason: Failure) -> dict[str, Any]:
-        for line in bytes(self._result).splitlines():
+        if self.kill_requested is None:
+            self.kill_requested = why
+        if self.pid is not None and not self.status.called:
             try:
-                message = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(message, dict) and isinstance(message.get("result"), dict):
-                result: dict[str, Any] = message["result"]
-                return result
-        if self.killed_because:
-            why = self.killed_because
-        else:
-            exc = reason.value
-            sig = getattr(exc, "signal", None)
-            code = getattr(exc, "exitCode", None)
-            if sig:
-                why = f"the task process was killed by signal {signal.Signals(sig).name}"
-            else:
-                why = f"the task process exited with code {code} before reporting a result"
-        return {"ok": False, "error": {"type": "TaskProcessDied", "message": why,
-                                       "traceback": self._log_tail()}}
-
-    def _log_tail(self) -> str:
-        try:
-            with open(self._log.name, "rb") as f:
-                f.seek(max(0, os.path.getsize(self._log.name) - 4096))
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
-def _spawn(reactor: IReactorProcess) -> _TaskProcess:
-    proto = _TaskProcess()
-    reactor.spawnProcess(
-        proto,
-        sys.executable,
-        [sys.executable, "-m", "pytxmr.task", "--stdin"],
-        env=child_env(),
-        childFDs={0: "w", 1: "r", 2: "r", RESULT_FD: "r"},
-    )
-    return proto
+class Zygote(protocol.ProcessProtocol):
+    """The daemon's side of ``python -m pytxmr.zygote``."""
 
+    log = Logger()
 
-class WarmPool:
-    """Children started ahead of need, each having imported pytxmr.task and
-    waiting for one task on stdin: a task then starts in a few milliseconds
-    instead of the 50-100 of a Python start. Each child still runs one task
-    only, so no state leaks from one user's task into the next."""
-
-    def __init__(self, reactor: IReactorProcess, size: int) -> None:
+    def __init__(self, reactor: IReactorProcess) -> None:
         self._reactor = reactor
-        self.size = size
-        self._idle: list[_TaskProcess] = []
-        #: Every live child, idle or at work.
-        self._children: set[_TaskProcess] = set()
+        self._next_id = 0
+        self._by_id: dict[int, _Forked] = {}
+        self._by_pid: dict[int, _Forked] = {}
+        self._buffer = b""
+        self._ended: defer.Deferred[None] | None = None
         self.running = False
 
     def start(self) -> None:
         self.running = True
-        self._fill()
+        self._ended = defer.Deferred()
+        self._buffer = b""
+        self._reactor.spawnProcess(
+            self, sys.executable, [sys.executable, "-m", "pytxmr.zygote"],
+            env=child_env(), childFDs={0: "w", 1: "r", 2: "r"})
 
-    def _fill(self) -> None:
-        self._idle = [p for p in self._idle if not p.ended]
-        while self.running and len(self._idle) < self.size:
-            self._idle.append(self._spawn())
+    def fork(self, spec_path: str, log_path: str, result_path: str) -> _Forked:
+        if not self.running:
+            raise RuntimeError("the zygote is not running")
+        self._next_id += 1
+        child = _Forked()
+        self._by_id[self._next_id] = child
+        request = {"id": self._next_id, "spec": spec_path, "log": log_path,
+                   "result": result_path}
+        self.transport.write(json.dumps(request).encode() + b"\n")
+        return child
 
-    def _spawn(self) -> _TaskProcess:
-        proto = _spawn(self._reactor)
-        self._children.add(proto)
-        proto.finished.addCallback(lambda _: self._children.discard(proto))
-        return proto
+    def outReceived(self, data: bytes) -> None:
+        self._buffer += data
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            message = json.loads(line)
+            if "started" in message:
+                child = self._by_id.pop(message["id"])
+                child.pid = message["started"]
+                self._by_pid[child.pid] = child
+                if child.kill_requested is not None:
+                    child.kill(child.kill_requested)
+            elif "ended" in message:
+                child = self._by_pid.pop(message["ended"], None)
+                if child is not None:
+                    child.status.callback(message["status"])
 
-    def take(self) -> _TaskProcess:
-        """An idle child (a fresh one if none is ready); refills behind."""
-        while self._idle:
-            proto = self._idle.pop(0)
-            if not proto.ended:
-                break
-        else:
-            proto = self._spawn()
+    def errReceived(self, data: bytes) -> None:
+        self.log.error("zygote: {text}", text=data.decode("utf-8", "replace").rstrip())
+
+    def processEnded(self, reason: Failure) -> None:
+        orphans = list(self._by_id.values()) + list(self._by_pid.values())
+        self._by_id.clear()
+        self._by_pid.clear()
+        for child in orphans:
+            if child.pid is not None:
+                try:
+                    os.kill(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            child.status.callback(None)
+        ended, self._ended = self._ended, None
         if self.running:
-            self._reactor.callLater(0, self._fill)  # type: ignore[attr-defined]
-        return proto
+            self.log.error("The task zygote died ({why}); starting another",
+                           why=reason.getErrorMessage())
+            self.start()
+        if ended is not None:
+            ended.callback(None)
 
     def stop(self) -> defer.Deferred[None]:
-        """Kill every child, idle or at work (the daemon is going away).
-        Fires once all have ended, so that the daemon exits after reaping
-        them rather than leaving them to init."""
+        """End the zygote and every task child it forked; fires when the
+        zygote has reaped them and exited."""
         self.running = False
-        self._idle = []
-        children = list(self._children)
-        for proto in children:
-            if not proto.ended:
-                proto.kill("the pool stopped")
-        return defer.gatherResults([p.finished for p in children]).addCallback(lambda _: None)
+        for child in list(self._by_pid.values()):
+            child.kill("the daemon is stopping")
+        ended = self._ended or defer.succeed(None)
+        if self._ended is not None:
+            self.transport.closeStdin()
+        return ended
+
+
+def _outcome(result_path: str, log_path: str, status: int | None,
+             killed_because: str | None) -> dict[str, Any]:
+    """The task's result, or an error saying how its process died."""
+    try:
+        with open(result_path, "rb") as f:
+            data = f.read(_MAX_RESULT_BYTES)
+    except OSError:
+        data = b""
+    for line in data.splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and isinstance(message.get("result"), dict):
+            result: dict[str, Any] = message["result"]
+            return result
+    if killed_because:
+        why = killed_because
+    elif status is None:
+        why = "the task's zygote died"
+    elif status < 0:
+        why = f"the task process was killed by signal {signal.Signals(-status).name}"
+    else:
+        why = f"the task process exited with code {status} before reporting a result"
+    return {"ok": False, "error": {"type": "TaskProcessDied", "message": why,
+                                   "traceback": log_tail(log_path)}}
+
+
+def log_tail(path: str, size: int = 4096) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - size))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 class TaskChild:
-    """One running task process: ``result`` fires with its result dict."""
+    """One running task: ``result`` fires with its result dict."""
 
-    log = Logger()
-
-    def __init__(self, reactor: Any, spec: dict[str, Any], work_dir: str,
-                 timeout: float | None = None, pool: WarmPool | None = None) -> None:
-        self._clock: IReactorTime = reactor
+    def __init__(self, clock: IReactorTime, zygote: Zygote, spec: dict[str, Any],
+                 work_dir: str, timeout: float | None = None) -> None:
         self.work_dir = work_dir
         self.log_path = os.path.join(work_dir, "task.log")
         os.makedirs(work_dir, exist_ok=True)
         spec_path = os.path.join(work_dir, "spec.json")
+        result_path = os.path.join(work_dir, "result.json")
         with open(spec_path, "w", encoding="utf-8") as f:
             json.dump(spec, f)
-        done: defer.Deferred[dict[str, Any]] = defer.Deferred()
-        self._proto = pool.take() if pool is not None else _spawn(reactor)
-        self._proto.assign(self.log_path, spec_path, done)
+        self._child = zygote.fork(spec_path, self.log_path, result_path)
         self._timer: IDelayedCall | None = None
         if timeout:
-            self._timer = self._clock.callLater(
-                timeout, self.kill, f"the task took longer than {timeout:g}s")
-        self.result = done
-        done.addBoth(self._cancel_timer)
+            self._timer = clock.callLater(timeout, self.kill,
+                                          f"the task took longer than {timeout:g}s")
+        self.result: defer.Deferred[dict[str, Any]] = self._child.status.addCallback(
+            self._ended, result_path)
 
-    def _cancel_timer(self, value: Any) -> Any:
+    def _ended(self, status: int | None, result_path: str) -> dict[str, Any]:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        return value
+        return _outcome(result_path, self.log_path, status, self._child.kill_requested)
 
     def kill(self, why: str = "the task was killed") -> None:
-        self._proto.kill(why)
+        self._child.kill(why)
+

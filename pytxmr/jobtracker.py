@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from . import output, scheduler as sched, views
 from .auth import SecretChecker
-from .child import TaskChild, WarmPool
+from .child import TaskChild, Zygote
 from .counters import FRAMEWORK, Counters
 from .daemon import add_logging_options, run_daemon, write_ready_file
 from .history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION, JobHistory
@@ -118,7 +118,7 @@ class JobTracker:
         self._expiry_loop: task.LoopingCall | None = None
         self.history = JobHistory(os.path.join(workdir, "history"), history_retention)
         self.task_logs = LogKeeper()
-        self._checkers = WarmPool(reactor, 1)
+        self._checkers = Zygote(reactor)
 
     # --- lifecycle -------------------------------------------------------
 
@@ -263,8 +263,8 @@ class JobTracker:
                                          "map_name": request["map_name"],
                                          "reduce_name": request["reduce_name"]}}
         work = os.path.join(self.workdir, "jobs", job_id, "check")
-        child = TaskChild(self._reactor, spec, work, timeout=self.check_timeout,
-                          pool=self._checkers)
+        child = TaskChild(self._reactor, self._checkers, spec, work,
+                          timeout=self.check_timeout)
         result = await child.result
         if not result.get("ok"):
             err = result.get("error", {})

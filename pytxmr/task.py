@@ -95,15 +95,10 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``task SPEC`` runs SPEC; ``task --stdin`` (a warm child) waits for
-    the spec's path on stdin, and ends quietly if stdin closes first."""
+    """Run the task of the spec file ``argv[0]``."""
     argv = sys.argv[1:] if argv is None else argv
     die_with_parent()
     spec_path = argv[0]
-    if spec_path == "--stdin":
-        spec_path = sys.stdin.readline().strip()
-        if not spec_path:
-            return 0
     os.chdir(os.path.dirname(os.path.abspath(spec_path)))
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)

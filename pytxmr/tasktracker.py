@@ -25,7 +25,7 @@ from twisted.spread import pb
 
 from . import output, shuffle
 from .auth import LoginRefused, login
-from .child import TaskChild, WarmPool
+from .child import TaskChild, Zygote
 from .daemon import (
     FatalError,
     add_logging_options,
@@ -96,7 +96,7 @@ class TaskTracker:
         self.task_timeout = task_timeout
         self.store = KeyValueStore(os.path.join(workdir, "store"))
         self.processes = defer.DeferredSemaphore(slots)
-        self.pool = WarmPool(reactor, slots)
+        self.zygote = Zygote(reactor)
         self.jobs: dict[str, JobInfo] = {}
         self.attempts: dict[str, Attempt] = {}
         self.wid: str | None = None
@@ -190,8 +190,8 @@ class TaskTracker:
         try:
             if attempt.killed:
                 return None
-            attempt.child = TaskChild(self._reactor, spec, attempt.work_dir, self.task_timeout,
-                                      self.pool)
+            attempt.child = TaskChild(self._reactor, self.zygote, spec, attempt.work_dir,
+                                      self.task_timeout)
             result = await attempt.child.result
         finally:
             self.processes.release()
@@ -388,7 +388,7 @@ class TaskTrackerService(service.Service):
         self.startService()
         os.makedirs(self.config.workdir, exist_ok=True)
         self.tt.store.startup_cleanup()
-        self.tt.pool.start()
+        self.tt.zygote.start()
         factory = shuffle.ShuffleServerFactory(self.tt.store, self._reactor)
         self._shuffle_factory = factory
         endpoint = endpoints.serverFromString(self._reactor, self.config.shuffle_listen)
@@ -471,7 +471,7 @@ class TaskTrackerService(service.Service):
         if self._client is not None:
             await self._client.stopService()
         self.tt.forget_everything()
-        await self.tt.pool.stop()
+        await self.tt.zygote.stop()
         if self._shuffle_port is not None:
             await self._shuffle_port.stopListening()
             await self._shuffle_factory.disconnect_all()

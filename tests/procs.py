@@ -90,16 +90,16 @@ class Daemon:
         return self.ready
 
     def task_children(self) -> list[psutil.Process]:
-        """The daemon's descendants that run ``pytxmr.task`` (user code)."""
+        """The processes running tasks (user code): the children that the
+        daemon's zygote forked, i.e. its grandchildren."""
         try:
-            children = psutil.Process(self.pid).children(recursive=True)
+            zygotes = psutil.Process(self.pid).children()
         except psutil.NoSuchProcess:
             return []
         out = []
-        for child in children:
+        for zygote in zygotes:
             try:
-                if "pytxmr.task" in child.cmdline():
-                    out.append(child)
+                out.extend(zygote.children(recursive=True))
             except psutil.Error:
                 pass
         return out
