@@ -184,19 +184,26 @@ def _busy_cpu_s() -> float:
     return (user + nice + system + irq + softirq + steal) / _TICK
 
 
-def _tree_cpu_s(pids) -> float:
-    """utime + stime + cutime + cstime of these processes (their own CPU and
-    that of the children they reaped)."""
-    total = 0
-    for pid in pids:
+def _tree_cpu(roots) -> dict[int, int]:
+    """pid -> utime + stime + cutime + cstime (ticks: its own CPU and that of
+    the children it reaped) of every process in the trees of `roots`."""
+    out = {}
+    for pid in _descendants(list(roots), _proc_table()) if roots else ():
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 st = f.read()
         except OSError:
             continue
         fields = st[st.rfind(b")") + 2:].split()
-        total += sum(int(x) for x in fields[11:15])
-    return total / _TICK
+        out[pid] = sum(int(x) for x in fields[11:15])
+    return out
+
+
+def _tree_cpu_delta(before: dict[int, int], after: dict[int, int]) -> float:
+    """CPU seconds used between two _tree_cpu readings (processes new since
+    `before` count in full; those gone by `after` are lost unless reaped by
+    one still there)."""
+    return sum(v - before.get(pid, 0) for pid, v in after.items()) / _TICK
 
 
 def wait_idle(max_wait: float, threshold: float = 0.3, probe: float = 0.5) -> float:
@@ -212,14 +219,15 @@ def wait_idle(max_wait: float, threshold: float = 0.3, probe: float = 0.5) -> fl
             return load
 
 
-def role_of(cmd: str) -> str:
+def role_of(cmd: str, parent_cmd: str = "") -> str:
+    """jobtracker, tasktracker, task, zygote (a warm task-process pool; what
+    it forks is a task), client (submit), run, inline; other."""
     words = cmd.split()
-    if "pytxmr.jobtracker" in words:
-        return "jobtracker"
-    if "pytxmr.tasktracker" in words:
-        return "tasktracker"
-    if "pytxmr.task" in words:
-        return "task"
+    modules = [w[len("pytxmr."):] for w in words if w.startswith("pytxmr.")]
+    if modules:
+        if cmd == parent_cmd:  # forked without exec: a task of a pool process
+            return "task"
+        return modules[0]
     if "pytxmr" in words and "submit" in words:
         return "client"
     if "pytxmr" in words and "run" in words:
@@ -237,6 +245,7 @@ class Sampler(threading.Thread):
         self.stop_event = threading.Event()
         self.peak_kb: dict[int, int] = {}
         self.cmd: dict[int, str] = {}
+        self.ppid: dict[int, int] = {}
         self.tree_kb = 0
         self.daemon_tree_kb = 0
         # CPU ticks of every process ever seen in the trees (also after it is
@@ -267,6 +276,7 @@ class Sampler(threading.Thread):
             rss, hwm = _status_kb(pid)
             if pid not in self.cmd:
                 self.cmd[pid] = _cmdline(pid)
+                self.ppid[pid] = table[pid][0]
             self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), hwm, rss)
             total += rss
             if pid in daemon_pids:
@@ -361,7 +371,7 @@ def run_measured(cmd: list[str], log_path: str, *, env=None, cwd=None, timeout: 
     with open(log_path, "wb") as logf:
         logf.write(("$ " + shlex.join(cmd) + "\n").encode())
         logf.flush()
-        daemon_cpu0 = _tree_cpu_s(daemon_roots)
+        daemon_cpu0 = _tree_cpu(daemon_roots)
         self_cpu0 = sum(os.times()[:2])
         busy0 = _busy_cpu_s()
         t0 = time.perf_counter()
@@ -384,7 +394,7 @@ def run_measured(cmd: list[str], log_path: str, *, env=None, cwd=None, timeout: 
             p.wait()
             wall = time.perf_counter() - t0
             busy = _busy_cpu_s() - busy0
-            daemon_cpu = _tree_cpu_s(daemon_roots) - daemon_cpu0
+            daemon_cpu = _tree_cpu_delta(daemon_cpu0, _tree_cpu(daemon_roots))
             self_cpu = sum(os.times()[:2]) - self_cpu0
         finally:
             timer.cancel()
@@ -407,7 +417,8 @@ def run_measured(cmd: list[str], log_path: str, *, env=None, cwd=None, timeout: 
     procs = []
     for pid, kb in sampler.peak_kb.items():
         cmdline = sampler.cmd.get(pid, "")
-        procs.append({"pid": pid, "role": role_of(cmdline), "peak_mb": kb * 1024 / MB,
+        parent = sampler.cmd.get(sampler.ppid.get(pid, 0), "")
+        procs.append({"pid": pid, "role": role_of(cmdline, parent), "peak_mb": kb * 1024 / MB,
                       "daemon": pid in daemon_pids, "cmd": cmdline[:200]})
     ru = _read_rusage(rusage_file)
     launcher_kb, cpu = ru if ru else (0, None)
@@ -790,8 +801,8 @@ class Entry:
         self.key, self.label, self.build, self.uses_cluster = key, label, build, uses_cluster
 
 
-def pytxmr_entry(key: str, label: str, job: str, kind: str, cluster_ref: list) -> Entry:
-    job_path = os.path.join(REPO, "examples", job)
+def pytxmr_entry(key: str, label: str, job: str, kind: str, cluster_ref: list, src: str) -> Entry:
+    job_path = os.path.join(src, "examples", job)
 
     def build(inputs: list[str], out: str) -> list[str]:
         if kind == "inline":
@@ -1015,7 +1026,8 @@ def remove(path: str) -> None:
 
 
 def run_rounds(entries: list[Entry], inputs: list[str], runs: int, out_dir: str, env: dict,
-               ref: dict, loader, args, cluster_ref: list, tag: str) -> dict[str, list[dict]]:
+               ref: dict, loader, args, cluster_ref: list, tag: str,
+               src: str) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {e.key: [] for e in entries}
     run_dir = os.path.join(out_dir, "runs", tag)
     os.makedirs(run_dir, exist_ok=True)
@@ -1037,7 +1049,7 @@ def run_rounds(entries: list[Entry], inputs: list[str], runs: int, out_dir: str,
                 if load >= 0.3:
                     log(f"   (machine still busy after waiting {args.wait_idle:g} s: "
                         f"{load:.2f} cores used by other processes)")
-            res = run_measured(cmd, out + ".log", env=env, cwd=REPO, timeout=args.timeout,
+            res = run_measured(cmd, out + ".log", env=env, cwd=src, timeout=args.timeout,
                                daemon_roots=daemon_roots, interval=args.sample_interval)
             if res["rc"] != 0:
                 res["check"] = "FAILED" + (" (timeout)" if res["timed_out"] else f" (rc {res['rc']})")
@@ -1096,6 +1108,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="before each run wait up to this long for the machine's other load "
                     "to fall below 0.3 cores (default 60; 0 = do not wait)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run before it is killed")
+    ap.add_argument("--no-snapshot", dest="snapshot", action="store_false",
+                    help="run pytxmr from the working tree itself instead of a snapshot of "
+                    "pytxmr/ and examples/ taken at the start (OUT_DIR/src-HASH)")
     ap.add_argument("--keep-outputs", action="store_true", help="keep every run's output")
     args = ap.parse_args(argv)
 
@@ -1122,20 +1137,24 @@ def main(argv: list[str] | None = None) -> int:
         cleanup()
 
 
-def source_state() -> dict[str, Any]:
-    """The pytxmr code being measured: git commit, changed files, and a hash
-    of pytxmr/ and examples/ as they are on disk now."""
+def sources_hash(top: str) -> str:
+    """A hash of the .py files of top/pytxmr and top/examples."""
     h = hashlib.sha256()
     for sub in ("pytxmr", "examples"):
-        for root, dirs, files in os.walk(os.path.join(REPO, sub)):
+        for root, dirs, files in os.walk(os.path.join(top, sub)):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
             for name in sorted(files):
                 if name.endswith(".py"):
                     path = os.path.join(root, name)
-                    h.update(os.path.relpath(path, REPO).encode() + b"\0")
+                    h.update(os.path.relpath(path, top).encode() + b"\0")
                     with open(path, "rb") as f:
                         h.update(f.read())
-    state: dict[str, Any] = {"sources_sha256": h.hexdigest()[:16]}
+    return h.hexdigest()[:16]
+
+
+def source_state() -> dict[str, Any]:
+    """The pytxmr code in the working tree: git commit, changed files, hash."""
+    state: dict[str, Any] = {"sources_sha256": sources_hash(REPO)}
     try:
         state["commit"] = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
                                          capture_output=True, text=True).stdout.strip()
@@ -1146,6 +1165,41 @@ def source_state() -> dict[str, Any]:
     except OSError:
         pass
     return state
+
+
+def make_snapshot(out_dir: str) -> tuple[str, str]:
+    """Copy pytxmr/ and examples/ (and setup.py, README.md) into
+    OUT_DIR/src-HASH, so that every run of this invocation, the daemons and
+    their task children import the same code even if the working tree is
+    edited meanwhile. Returns (directory, hash of the copied sources)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for attempt in range(5):
+        tmp = tempfile.mkdtemp(prefix="src-tmp-", dir=out_dir)
+        for sub in ("pytxmr", "examples"):
+            shutil.copytree(os.path.join(REPO, sub), os.path.join(tmp, sub), ignore=ignore)
+        for name in ("setup.py", "README.md"):
+            if os.path.exists(os.path.join(REPO, name)):
+                shutil.copy2(os.path.join(REPO, name), tmp)
+        sha = sources_hash(tmp)
+        # a copy taken in the middle of someone's edit may not even import
+        ok = subprocess.run([PY, "-c", "import pytxmr.__main__, pytxmr.jobtracker, "
+                             "pytxmr.tasktracker, pytxmr.task, pytxmr.inline"],
+                            cwd=tmp, env=dict(os.environ, PYTHONPATH=tmp),
+                            capture_output=True, text=True)
+        if ok.returncode == 0 and sha == sources_hash(REPO):
+            break
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = ok.stderr.strip().splitlines()[-1:] if ok.returncode else ["changed while copying"]
+        log(f"snapshot attempt {attempt + 1}: {why[0] if why else '?'}; retrying in 5 s")
+        time.sleep(5)
+    else:
+        raise SystemExit("could not take a consistent, importable snapshot of pytxmr/")
+    dst = os.path.join(out_dir, f"src-{sha}")
+    if os.path.exists(dst):
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, dst)
+    return dst, sha
 
 
 def size_label(meta: dict) -> str:
@@ -1167,11 +1221,20 @@ def bench(args) -> int:
     log(f"pytxmr: commit {source.get('commit', '?')}, sources {source['sources_sha256']}"
         + (f", uncommitted changes in {', '.join(source['changed'])}" if source.get("changed") else ""))
 
-    # pytxmr commands: this repo's pytxmr, HOME in a temporary directory
+    # pytxmr commands: this repo's pytxmr (a snapshot of it unless
+    # --no-snapshot), HOME in a temporary directory; every command runs in
+    # the source root (`python -m` puts the working directory first on sys.path)
+    if args.snapshot:
+        src, sha = make_snapshot(out_dir)
+        source["snapshot"] = src
+        source["sources_sha256"] = sha
+        log(f"measuring a snapshot of pytxmr/ and examples/: {src}")
+    else:
+        src = REPO
     home = tempfile.mkdtemp(prefix="pytxmr-bench-home-")
     _TEMP_DIRS.append(home)
     env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["HOME"] = home
 
     # what runs
@@ -1188,7 +1251,7 @@ def bench(args) -> int:
                 notes.append(f"system {name} skipped in --job inverted_index")
                 continue
             job = "inverted_index.py"
-        entries.append(pytxmr_entry(f"pytxmr:{name}", label, job, kind, cluster_ref))
+        entries.append(pytxmr_entry(f"pytxmr:{name}", label, job, kind, cluster_ref, src))
     if not index_mode:
         peers = [p for p in (args.peers or "").split(",") if p]
         pe, pn = peer_entries(peers, shared, args.peers_python)
@@ -1237,7 +1300,7 @@ def bench(args) -> int:
         log(f"reference: {ref_desc}, {len(ref):,} keys ({time.perf_counter() - t0:.1f} s)")
         tag = f"{args.job}-{label.replace(' ', '')}"
         results = run_rounds(entries, inputs, args.runs, out_dir, env, ref, loader, args,
-                             cluster_ref, tag)
+                             cluster_ref, tag, src)
         del ref
         size = {"label": label, "corpus": corpus, "bytes": nbytes, "meta": meta, "inputs": inputs,
                 "reference": ref_desc, "order": [(e.key, e.label) for e in entries],
@@ -1270,9 +1333,14 @@ def bench(args) -> int:
     finished = datetime.datetime.now().astimezone()
     source_after = source_state()
     if source_after["sources_sha256"] != source["sources_sha256"]:
-        msg = ("!!! the pytxmr sources (pytxmr/, examples/) CHANGED while the benchmark ran: "
-               f"{source['sources_sha256']} -> {source_after['sources_sha256']}; the runs did not "
-               "all measure the same code !!!")
+        if args.snapshot:
+            msg = ("note: the working tree's pytxmr/ or examples/ changed while the benchmark ran "
+                   f"({source['sources_sha256']} -> {source_after['sources_sha256']}); every run "
+                   f"measured the snapshot {source['sources_sha256']}")
+        else:
+            msg = ("!!! the pytxmr sources (pytxmr/, examples/) CHANGED while the benchmark ran: "
+                   f"{source['sources_sha256']} -> {source_after['sources_sha256']}; the runs did "
+                   "not all measure the same code (use the default snapshot) !!!")
         log(msg)
         notes.append(msg)
     result = {"job": args.job, "command": command, "started": started.isoformat(),

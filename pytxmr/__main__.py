@@ -13,14 +13,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from .sizes import parse_size
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+from .sizes import size_argument
 
 
 def _positive(text: str) -> int:
@@ -39,7 +32,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="output directory (must not exist)")
     p.add_argument("--reducers", type=_positive, help="number of reduce tasks "
                    "(default: the module's num_reducers, else 1)")
-    p.add_argument("--split-size", type=_size,
+    p.add_argument("--split-size", type=size_argument,
                    help="map split size, e.g. 8M, 64M, 1G (default: input size spread "
                         "over the cluster's slots, between 1M and 64M)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -47,6 +40,8 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduce", dest="reduce_name", default="reduce", help="reduce function name")
     p.add_argument("--max-attempts", type=_positive, help="attempts per task before the job "
                    "fails (default 4)")
+    p.add_argument("--speculative", action="store_true",
+                   help="run backup attempts of straggling tasks (the first to finish wins)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
 
 
@@ -144,7 +139,7 @@ def _spec(a: argparse.Namespace) -> dict[str, Any]:
 
     return submission(a.job, a.inputs, a.output, reducers=a.reducers, split_size=a.split_size,
                       overwrite=a.overwrite, map_name=a.map_name, reduce_name=a.reduce_name,
-                      max_attempts=a.max_attempts)
+                      max_attempts=a.max_attempts, speculative=a.speculative)
 
 
 def run_inline_command(a: argparse.Namespace) -> int:

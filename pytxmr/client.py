@@ -73,7 +73,8 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
 def submission(job_path: str, inputs: Sequence[str], output: str, *,
                reducers: int | None = None, split_size: int | None = None,
                overwrite: bool = False, map_name: str = "map", reduce_name: str = "reduce",
-               max_attempts: int | None = None, buffer_records: int | None = None) -> dict[str, Any]:
+               max_attempts: int | None = None, buffer_records: int | None = None,
+               speculative: bool = False) -> dict[str, Any]:
     """The plain-data submission for a job file (paths made absolute here,
     where they are relative to the user's working directory)."""
     try:
@@ -90,6 +91,7 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
         "overwrite": overwrite,
         "map_name": map_name,
         "reduce_name": reduce_name,
+        "speculative": speculative,
     }
     for name, value in (("reducers", reducers), ("split_size", split_size),
                         ("max_attempts", max_attempts), ("buffer_records", buffer_records)):

@@ -130,7 +130,7 @@ class JobTracker:
         # Finished jobs live beside jobs/ (wiped above) and outlive restarts.
         self.history.load()
         self._job_seq = max(self._job_seq, self.history.max_seq())
-        self._expiry_loop = task.LoopingCall(self._check_expiry)
+        self._expiry_loop = task.LoopingCall(self._periodic)
         self._expiry_loop.clock = self._clock
         self._expiry_loop.start(max(0.05, self.expiry / 4), now=False)
         self._checkers.start()
@@ -182,7 +182,8 @@ class JobTracker:
     def heartbeat(self, wid: str | None) -> None:
         self.scheduler.heartbeat(self._check_live(wid), self._now())
 
-    def _check_expiry(self) -> None:
+    def _periodic(self) -> None:
+        """Lost workers (missed heartbeats) and stragglers (speculation)."""
         for wid in self.scheduler.expired_workers(self._now(), self.expiry):
             self.log.warn("Tasktracker {wid} missed heartbeats for {s:g}s: lost", wid=wid,
                           s=self.expiry)
@@ -193,6 +194,7 @@ class JobTracker:
                 broker = conn.mind.broker
                 if broker.transport is not None:
                     broker.transport.loseConnection()
+        self._execute(self.scheduler.tick(self._now()))
 
     def attempt_done(self, wid: str | None, attempt_id: str, result: dict[str, Any]) -> None:
         self._check_live(wid)
@@ -205,6 +207,10 @@ class JobTracker:
         error = {k: str(error.get(k, "")) for k in ("type", "message", "traceback")}
         self.log.info("Attempt {aid} failed: {msg}", aid=attempt_id, msg=error["message"])
         self._execute(self.scheduler.attempt_failed(attempt_id, self._now(), error))
+
+    def fetch_failed(self, wid: str | None, attempt_id: str, map_index: int) -> None:
+        self._check_live(wid)
+        self._execute(self.scheduler.fetch_failed(attempt_id, map_index, self._now()))
 
     def may_commit(self, wid: str | None, attempt_id: str) -> bool:
         self._check_live(wid)
@@ -251,7 +257,7 @@ class JobTracker:
         self.log.info("Job {job} submitted: {file}, {maps} maps, {reduces} reduces",
                       job=job_id, file=job.filename, maps=len(splits), reduces=reducers)
         self._execute(self.scheduler.submit(job_id, len(splits), reducers, self._now(),
-                                            request["max_attempts"]))
+                                            request["max_attempts"], request["speculative"]))
         return job_id
 
     async def _check_module(self, job_id: str, source_path: str,
@@ -525,6 +531,7 @@ def _validate_submission(spec: Any) -> dict[str, Any]:
         "map_name": get("map_name", str, "map", str.isidentifier),
         "reduce_name": get("reduce_name", str, "reduce", str.isidentifier),
         "max_attempts": get("max_attempts", int, sched.DEFAULT_MAX_ATTEMPTS, lambda n: n >= 1),
+        "speculative": bool(get("speculative", bool, False)),
         "buffer_records": get("buffer_records", int, None, lambda n: n >= 1),
     }
 
@@ -555,6 +562,11 @@ class TaskTrackerAvatar(pb.Avatar):
 
     def perspective_attempt_failed(self, attempt_id: str, error: dict[str, Any]) -> None:
         self.jt.attempt_failed(self.wid, str(attempt_id), error if isinstance(error, dict) else {})
+
+    def perspective_fetch_failed(self, attempt_id: str, map_index: int) -> None:
+        if type(map_index) is not int:
+            raise pb.Error("fetch_failed takes an attempt id and a map index")
+        self.jt.fetch_failed(self.wid, str(attempt_id), map_index)
 
     def perspective_may_commit(self, attempt_id: str) -> bool:
         return self.jt.may_commit(self.wid, str(attempt_id))

@@ -18,6 +18,7 @@ beyond 64 bits as ext type 2, so that both come back as what was sent.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from itertools import chain
@@ -210,3 +211,25 @@ def iter_segment_file(path: str, offset: int = 0, length: int | None = None) -> 
             f.seek(0, 2)
             length = f.tell() - offset
         yield from read_segment(f, offset, length)
+
+
+def verify_segment_file(path: str) -> int:
+    """Check every frame's checksum in a fetched run; its frame count.
+    Raises CorruptFrame: a fetcher discards such a run and fetches again."""
+    size = os.path.getsize(path)
+    records = 0
+    hsize = FRAME_HEADER.size
+    with open(path, "rb", buffering=1 << 20) as f:
+        pos = 0
+        while pos < size:
+            header = f.read(hsize)
+            if len(header) != hsize:
+                raise CorruptFrame("truncated frame header")
+            codec, length, crc = FRAME_HEADER.unpack(header)
+            if codec != CODEC_MSGPACK or length > MAX_FRAME_BYTES or length > size - pos - hsize:
+                raise CorruptFrame("bad frame header")
+            if zlib.crc32(f.read(length)) != crc:
+                raise CorruptFrame("frame checksum mismatch")
+            pos += hsize + length
+            records += 1
+    return records

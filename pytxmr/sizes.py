@@ -65,3 +65,13 @@ def format_size(n: int) -> str:
         if abs(value) < 1024 or unit == _UNITS[-1]:
             return f"{value:.1f} {unit}"
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def size_argument(text: str) -> int:
+    """``parse_size`` as an argparse ``type=``: errors become usage errors."""
+    import argparse
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

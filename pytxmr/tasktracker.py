@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet import defer, endpoints, protocol, task
+from twisted.internet import defer, endpoints, protocol, task, threads
 from twisted.logger import Logger
 from twisted.spread import pb
 
@@ -34,14 +34,17 @@ from .daemon import (
     write_ready_file,
 )
 from .kvstore import KeyValueStore
+from .records import CorruptFrame, verify_segment_file
 from .scheduler import COMMIT_DENIED
 from .secret import load_secret
+from .sizes import size_argument
 from .tasklog import read_tail
 from .wire import DEFAULT_HEARTBEAT, DEFAULT_PORT, PROTOCOL_VERSION, ROLE_TASKTRACKER
 
-#: Concurrent fetches of one reduce attempt.
-FETCH_PARALLELISM = 4
 FETCH_RETRIES = 4
+#: After FETCH_RETRIES failed tries, seconds before trying again (by then
+#: the jobtracker may have announced a new location).
+FETCH_FAILED_PAUSE = 2.0
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Attempt:
     killed: bool = False
     # reduce attempts: map index -> (path, offset, length) once on local disk
     runs: dict[int, tuple[str, int, int]] = field(default_factory=dict)
+    locations: dict[int, dict[str, Any]] = field(default_factory=dict)
     kinds: set[str] = field(default_factory=set)
     fetching: dict[int, defer.Deferred[None]] = field(default_factory=dict)
     all_fetched: defer.Deferred[None] = field(default_factory=defer.Deferred)
@@ -88,12 +92,13 @@ class TaskTracker:
     log = Logger()
 
     def __init__(self, reactor: Any, workdir: str, slots: int, advertise_host: str,
-                 task_timeout: float | None = None) -> None:
+                 task_timeout: float | None = None, task_memory: int | None = None) -> None:
         self._reactor = reactor
         self.workdir = workdir
         self.slots = slots
         self.advertise_host = advertise_host
         self.task_timeout = task_timeout
+        self.task_memory = task_memory
         self.store = KeyValueStore(os.path.join(workdir, "store"))
         self.processes = defer.DeferredSemaphore(slots)
         self.zygote = Zygote(reactor)
@@ -133,11 +138,18 @@ class TaskTracker:
             if attempt.kind != "reduce" or attempt.job.job_id != job_id or attempt.killed:
                 continue
             for loc in locations:
-                if loc["map"] not in attempt.runs and loc["map"] not in attempt.fetching:
-                    d = defer.Deferred.fromCoroutine(self._fetch(attempt, loc))
-                    if not d.called:  # a local run is in at once
-                        attempt.fetching[loc["map"]] = d
-                    d.addErrback(self._fetch_failed, attempt, loc)
+                # A re-run map is announced again: its newest location wins.
+                attempt.locations[loc["map"]] = loc
+                self._start_fetch(attempt, loc["map"])
+
+    def _start_fetch(self, attempt: Attempt, index: int) -> None:
+        if attempt.killed or index in attempt.runs or index in attempt.fetching:
+            return
+        loc = attempt.locations[index]
+        d = defer.Deferred.fromCoroutine(self._fetch(attempt, loc))
+        if not d.called:  # a local run is in at once
+            attempt.fetching[index] = d
+        d.addErrback(self._fetch_failed, attempt, loc)
 
     def kill_attempt(self, job_id: str, attempt_id: str) -> None:
         attempt = self.attempts.pop(attempt_id, None)
@@ -190,6 +202,7 @@ class TaskTracker:
         try:
             if attempt.killed:
                 return None
+            spec["memory_limit"] = self.task_memory
             attempt.child = TaskChild(self._reactor, self.zygote, spec, attempt.work_dir,
                                       self.task_timeout)
             result = await attempt.child.result
@@ -283,8 +296,11 @@ class TaskTracker:
                     with open(path, "wb") as dest:
                         n = await shuffle.fetch(self._reactor, loc["host"], loc["port"],
                                                 job.job_id, index, attempt.index, job.token, dest)
+                    # Corrupt data is never merged: check every frame's CRC
+                    # (off the reactor thread) before accepting the run.
+                    await threads.deferToThread(verify_segment_file, path)
                     break
-                except shuffle.ShuffleError as e:
+                except (shuffle.ShuffleError, CorruptFrame) as e:
                     if tries == FETCH_RETRIES:
                         raise
                     self.log.info("Fetch of map {m} for {aid} failed ({e}); retrying",
@@ -299,20 +315,20 @@ class TaskTracker:
             attempt.all_fetched.callback(None)
 
     def _fetch_failed(self, failure: Any, attempt: Attempt, loc: dict[str, Any]) -> None:
+        """Our retries are spent: tell the jobtracker (enough such reports
+        and it runs the map again, announcing a new location) and try
+        again later with the newest location we know."""
         if failure.check(defer.CancelledError) or attempt.killed:
             return
-        attempt.fetching.pop(loc["map"], None)
-        self.log.warn("Cannot fetch map {m} for {aid}: {e}", m=loc["map"], aid=attempt.id,
+        index = loc["map"]
+        attempt.fetching.pop(index, None)
+        self.log.warn("Cannot fetch map {m} for {aid} from {host}:{port}: {e}", m=index,
+                      aid=attempt.id, host=loc["host"], port=loc["port"],
                       e=failure.getErrorMessage())
-        self.attempts.pop(attempt.id, None)
-        self._kill(attempt, "fetch failed")
         if self.jobtracker is not None:
-            error = {"type": "FetchFailed", "traceback": "",
-                     "message": f"cannot fetch map {loc['map']} from "
-                                f"{loc['host']}:{loc['port']}: {failure.getErrorMessage()}"}
-            d = self.jobtracker.callRemote("attempt_failed", attempt.id, error)
+            d = self.jobtracker.callRemote("fetch_failed", attempt.id, index)
             d.addErrback(lambda f: None)
-
+        self._reactor.callLater(FETCH_FAILED_PAUSE, self._start_fetch, attempt, index)
 
 class TaskTrackerMind(pb.Referenceable):
     """What the jobtracker may call on us: validate, delegate."""
@@ -360,6 +376,7 @@ class Config:
     ready_file: str | None
     heartbeat: float = DEFAULT_HEARTBEAT
     task_timeout: float | None = None
+    task_memory: int | None = None
 
 
 class TaskTrackerService(service.Service):
@@ -372,7 +389,7 @@ class TaskTrackerService(service.Service):
         self.config = config
         self._secret = secret
         self.tt = TaskTracker(reactor, config.workdir, config.slots, config.advertise_host,
-                              config.task_timeout)
+                              config.task_timeout, config.task_memory)
         self._mind = TaskTrackerMind(self.tt)
         self._shuffle_port: Any = None
         self._client: ClientService | None = None
@@ -519,6 +536,9 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
                    help="seconds between heartbeats")
     p.add_argument("--task-timeout", type=float, default=None,
                    help="kill a task attempt running longer than this many seconds")
+    p.add_argument("--task-memory", type=size_argument, default=None,
+                   help="address-space cap of each task process, e.g. 2G (a task over it "
+                        "fails with MemoryError; the tasktracker is unaffected)")
     add_logging_options(p)
     a = p.parse_args(argv)
     if a.slots < 1:
@@ -530,7 +550,7 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     listen = a.shuffle_listen or f"tcp:{a.shuffle_port}:interface={a.shuffle_interface}"
     workdir = os.path.abspath(a.workdir) if a.workdir else None
     return Config(jt, a.slots, listen, a.advertise_host, workdir,
-                  a.secret_file, a.ready_file, a.heartbeat, a.task_timeout), a
+                  a.secret_file, a.ready_file, a.heartbeat, a.task_timeout, a.task_memory), a
 
 
 def main(argv: Sequence[str] | None = None) -> None:
