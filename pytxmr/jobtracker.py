@@ -10,7 +10,6 @@ runs here: a submitted module is checked in a child process.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -29,10 +28,8 @@ from zope.interface import implementer
 from . import output, scheduler as sched, views
 from .auth import SecretChecker
 from .child import TaskChild, Zygote
-from .counters import FRAMEWORK, Counters
 from .daemon import add_logging_options, run_daemon, write_ready_file
 from .history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION, JobHistory
-from .kvstore import valid_job_id
 from .scheduler import Action, MapLocation, Scheduler, State
 from .secret import load_secret
 from .splits import Split, compute_splits, expand_inputs
@@ -41,7 +38,6 @@ from .web import DEFAULT_WEB_PORT, StatusServer
 from .wire import (
     DEFAULT_PORT,
     PROTOCOL_VERSION,
-    ROLE_CLIENT,
     ROLE_TASKTRACKER,
     ProtocolMismatch,
     SubmissionError,
@@ -399,18 +395,7 @@ class JobTracker:
         job.finished = self._now()
         sjob = self.scheduler.jobs.get(job.id)
         if sjob is not None:
-            totals = Counters()
-            for t in sjob.maps + sjob.reduces:
-                for a in t.attempts:
-                    if a.id == t.committed:
-                        totals.add_all(a.counters)
-                failed = sum(a.state is State.FAILED for a in t.attempts)
-                killed = sum(a.state is State.KILLED for a in t.attempts)
-                if failed:
-                    totals.incr(FRAMEWORK, f"failed {t.kind} attempts", failed)
-                if killed:
-                    totals.incr(FRAMEWORK, f"killed {t.kind} attempts", killed)
-            job.counters = totals.to_dict()
+            job.counters = views.live_counters(sjob)
         try:
             if state == "succeeded":
                 output.finish_output(job.output)

@@ -25,6 +25,7 @@ from twisted.spread import pb
 
 from . import output, shuffle
 from .auth import LoginRefused, login
+from .client import jobtracker_endpoint
 from .child import TaskChild, Zygote
 from .daemon import (
     FatalError,
@@ -499,19 +500,6 @@ class TaskTrackerService(service.Service):
         return defer.Deferred.fromCoroutine(self._stop())
 
 
-def _jobtracker_endpoint(address: str) -> str:
-    """HOST:PORT (or a Twisted client endpoint string) -> endpoint string."""
-    if address.startswith(("tcp:", "ssl:", "unix:", "tls:")):
-        return address
-    host, sep, port = address.rpartition(":")
-    if not sep:
-        host, port = address, str(DEFAULT_PORT)
-    if not port.isdigit():
-        raise argparse.ArgumentTypeError(f"bad jobtracker address {address!r}: use HOST:PORT")
-    host = host.strip("[]") or "127.0.0.1"
-    return f"tcp:host={host}:port={port}"
-
-
 def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="python -m pytxmr.tasktracker",
                                 description="The pytxmr tasktracker (worker) daemon.")
@@ -544,8 +532,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     if a.slots < 1:
         p.error("--slots must be at least 1")
     try:
-        jt = _jobtracker_endpoint(a.jobtracker)
-    except argparse.ArgumentTypeError as e:
+        jt = jobtracker_endpoint(a.jobtracker)
+    except ValueError as e:
         p.error(str(e))
     listen = a.shuffle_listen or f"tcp:{a.shuffle_port}:interface={a.shuffle_interface}"
     workdir = os.path.abspath(a.workdir) if a.workdir else None
