@@ -11,10 +11,12 @@ Runs in a task child process; nothing here touches the reactor.
 from __future__ import annotations
 
 import json
+import operator
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
+from .combiners import FoldCombiner
 from .counters import FRAMEWORK, Counters
 from .jobmodule import Job
 from .keys import kinds_of, record_sort_key
@@ -48,7 +50,7 @@ def _raised_by_driver(exc: BaseException) -> bool:
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    return tb is not None and tb.tb_frame.f_code is run_map.__code__
+    return tb is not None and tb.tb_frame.f_code in _DRIVER_CODE
 
 
 def combined_values(key: Any, values: Iterable[Any], combine: Callable[..., Any]) -> list[Any]:
@@ -76,6 +78,15 @@ class MapOutputBuffer:
         self._spills: list[tuple[str, PartitionTable]] = []
         self.kinds: set[str] = set()
         self.output_records = 0
+
+    def full_folded(self, partial: dict[Any, Any], added: int) -> None:
+        """Spill the running totals of a folding combiner."""
+        self.output_records += added
+        c = self._counters
+        c.incr(FRAMEWORK, "combine input records", added)
+        c.incr(FRAMEWORK, "combine output records", len(partial))
+        if partial:
+            self.spill({k: [v] for k, v in partial.items()})
 
     def full(self, groups: dict[Any, list[Any]], added: int, limit: int) -> dict[Any, list[Any]]:
         """The buffer took ``added`` more values: combine it in memory and,
@@ -214,6 +225,68 @@ def _counting_lines(chunks: Iterable[tuple[int, str]], tally: list[int]) -> Iter
         yield offset, text
 
 
+def _group_loop(records: Iterable[tuple[Any, Any]], mapfn: Callable[..., Any],
+                buffer: MapOutputBuffer, buffer_records: int) -> int:
+    """The hot loop: group each map output value under its key; returns the
+    number of input records."""
+    groups: dict[Any, list[Any]] = {}
+    get = groups.get
+    buffered = 0
+    in_records = 0
+    limit = buffer_records
+    for key, value in records:
+        in_records += 1
+        for k, v in mapfn(key, value):
+            vs = get(k)
+            if vs is None:
+                groups[k] = [v]
+            else:
+                vs.append(v)
+            buffered += 1
+        if buffered >= limit:
+            groups = buffer.full(groups, buffered, limit)
+            get = groups.get
+            buffered = 0
+            limit = next_limit(limit, buffer_records, resident_bytes())
+    buffer.full(groups, buffered, 0)
+    return in_records
+
+
+def _fold_loop(records: Iterable[tuple[Any, Any]], mapfn: Callable[..., Any],
+               combiner: FoldCombiner, buffer: MapOutputBuffer, buffer_records: int) -> int:
+    """The hot loop for a folding combiner: each value joins its key's
+    running total at once, so the buffer holds one value per distinct key
+    and spills only when the distinct keys fill it."""
+    partial: dict[Any, Any] = {}
+    get = partial.get
+    produced = 0
+    in_records = 0
+    op = combiner.op
+    missing = _MISSING
+    for key, value in records:
+        in_records += 1
+        if op is operator.add:
+            for k, v in mapfn(key, value):
+                partial[k] = get(k, 0) + v
+                produced += 1
+        else:
+            for k, v in mapfn(key, value):
+                old = get(k, missing)
+                partial[k] = v if old is missing else op(old, v)
+                produced += 1
+        if len(partial) >= buffer_records:
+            buffer.full_folded(partial, produced)
+            partial = {}
+            get = partial.get
+            produced = 0
+    buffer.full_folded(partial, produced)
+    return in_records
+
+
+_MISSING = object()
+_DRIVER_CODE = frozenset({_group_loop.__code__, _fold_loop.__code__})
+
+
 def run_map(
     job: Job,
     split: Split,
@@ -234,26 +307,11 @@ def run_map(
     else:
         mapfn = job.map
         records = job.reader(split, "utf-8", errors)
-    groups: dict[Any, list[Any]] = {}
-    get = groups.get
-    buffered = 0
-    in_records = 0
-    limit = buffer_records
     try:
-        for key, value in records:
-            in_records += 1
-            for k, v in mapfn(key, value):
-                vs = get(k)
-                if vs is None:
-                    groups[k] = [v]
-                else:
-                    vs.append(v)
-                buffered += 1
-            if buffered >= limit:
-                groups = buffer.full(groups, buffered, limit)
-                get = groups.get
-                buffered = 0
-                limit = next_limit(limit, buffer_records, resident_bytes())
+        if isinstance(job.combine, FoldCombiner):
+            in_records = _fold_loop(records, mapfn, job.combine, buffer, buffer_records)
+        else:
+            in_records = _group_loop(records, mapfn, buffer, buffer_records)
     except (TypeError, ValueError) as e:
         if _raised_by_driver(e):
             raise RecordTypeError(
@@ -261,8 +319,6 @@ def run_map(
                 f"bool, None or a tuple of these ({e})"
             ) from None
         raise
-    buffer.full(groups, buffered, 0)
-    del groups
     if job.map_chunk is not None:
         in_records = lines[0]
     counters.incr(FRAMEWORK, "map input records", in_records)
