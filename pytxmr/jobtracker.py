@@ -469,15 +469,21 @@ class JobTracker:
 
 
 def _splits(inputs: list[str], split_size: int | None, slots: int) -> list[Split]:
-    """The job's splits. Without a split size, the input is spread over
-    about two maps per slot (so a small input still uses the whole
-    cluster), within [MIN_SPLIT_SIZE, DEFAULT_SPLIT_SIZE]."""
+    """The job's splits. Without a split size, the input is cut into a
+    whole number of waves of maps over the cluster's slots (at least two,
+    so a small input still uses every slot and a slow map has company),
+    each split at most DEFAULT_SPLIT_SIZE and at least MIN_SPLIT_SIZE."""
     paths = expand_inputs(inputs)
     if split_size is None:
-        total = sum(os.path.getsize(p) for p in paths)
-        per_map = -(-total // max(1, 2 * slots))
-        split_size = min(DEFAULT_SPLIT_SIZE, max(MIN_SPLIT_SIZE, per_map))
+        split_size = default_split_size(sum(os.path.getsize(p) for p in paths), slots)
     return compute_splits(paths, split_size)
+
+
+def default_split_size(total: int, slots: int) -> int:
+    slots = max(1, slots)
+    waves = max(2, -(-total // (slots * DEFAULT_SPLIT_SIZE)))
+    per_map = -(-total // (slots * waves))
+    return min(DEFAULT_SPLIT_SIZE, max(MIN_SPLIT_SIZE, per_map))
 
 
 def _validate_submission(spec: Any) -> dict[str, Any]:
