@@ -15,7 +15,7 @@ from twisted.internet import defer, endpoints, task
 from twisted.spread import pb
 
 from .auth import login
-from .wire import DEFAULT_PORT, PROTOCOL_VERSION, ROLE_CLIENT
+from .wire import DEFAULT_PORT, PROTOCOL_VERSION, ROLE_CLIENT, client_factory
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -61,7 +61,7 @@ class Connection:
 
 async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10.0) -> Connection:
     endpoint = endpoints.clientFromString(reactor, jobtracker_endpoint(address))
-    factory = pb.PBClientFactory()
+    factory = client_factory()
     try:
         await endpoint.connect(factory)
     except Exception as e:

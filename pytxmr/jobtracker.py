@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.spread import banana, pb
 from zope.interface import implementer
 
-from . import output, scheduler as sched, views
+from . import output, scheduler as sched, views, wire
 from .auth import SecretChecker
 from .child import TaskChild, Zygote
 from .daemon import add_logging_options, run_daemon, write_ready_file
@@ -610,7 +610,7 @@ class JobTrackerRealm:
         return pb.IPerspective, ClientAvatar(self.jt), lambda: None
 
 
-class _GuardedBroker(pb.Broker):
+class _GuardedBroker(wire.Broker):
     """A broker that drops a peer speaking something other than PB (a port
     scan, an HTTP request) with one log line instead of a traceback."""
 

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pytxmr.kvstore import KeyValueStore, valid_job_id
+from pytxmr.wire import no_delay
 
 __all__ = [
     "MAGIC",
@@ -191,6 +192,7 @@ class ShuffleServerProtocol(protocol.Protocol):
     # -- Twisted callbacks
 
     def connectionMade(self) -> None:
+        no_delay(self.transport)
         self._factory._connections.add(self)
         self._nonce = os.urandom(NONCE_SIZE)
         self.transport.write(MAGIC + self._nonce)
@@ -516,6 +518,7 @@ class ShuffleClientProtocol(protocol.Protocol):
     # -- Twisted callbacks
 
     def connectionMade(self) -> None:
+        no_delay(self.transport)
         self._peer = _peer_text(self.transport.getPeer())
         self._expect_data()
 

@@ -40,7 +40,13 @@ from .scheduler import COMMIT_DENIED
 from .secret import load_secret
 from .sizes import size_argument
 from .tasklog import read_tail
-from .wire import DEFAULT_HEARTBEAT, DEFAULT_PORT, PROTOCOL_VERSION, ROLE_TASKTRACKER
+from .wire import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_PORT,
+    PROTOCOL_VERSION,
+    ROLE_TASKTRACKER,
+    client_factory,
+)
 
 FETCH_RETRIES = 4
 #: After FETCH_RETRIES failed tries, seconds before trying again (by then
@@ -363,7 +369,7 @@ class _PBReconnectingFactory(protocol.Factory):
     reconnect and we log in again on each new broker."""
 
     def buildProtocol(self, addr: Any) -> protocol.Protocol:
-        return pb.PBClientFactory().buildProtocol(addr)
+        return client_factory().buildProtocol(addr)
 
 
 @dataclass(frozen=True)
