@@ -157,12 +157,15 @@ def run_inline_command(a: argparse.Namespace) -> int:
 
 
 async def cluster_command(reactor: Any, a: argparse.Namespace) -> int:
-    from . import client, embedded
+    from . import client
     from .secret import load_secret
 
     progress = None if getattr(a, "quiet", True) else Progress()
     try:
         if a.command == "run":
+            # Only here: a client needs none of the daemons' code.
+            from . import embedded
+
             result = await embedded.run_embedded(reactor, _spec(a), workers=a.workers,
                                                  slots=a.slots, progress=progress)
             if progress:
