@@ -31,7 +31,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="input files, directories or globs")
     p.add_argument("-o", "--output", required=True, help="output directory (must not exist)")
     p.add_argument("--reducers", type=_positive, help="number of reduce tasks "
-                   "(default: the module's num_reducers, else 1)")
+                   "(default: the module's num_reducers, else one per slot of the cluster)")
     p.add_argument("--split-size", type=size_argument,
                    help="map split size, e.g. 8M, 64M, 1G (default: input size spread "
                         "over the cluster's slots, between 1M and 64M)")
@@ -142,13 +142,22 @@ def _spec(a: argparse.Namespace) -> dict[str, Any]:
                       max_attempts=a.max_attempts, speculative=a.speculative)
 
 
+def default_slots(workers: int) -> int:
+    """Task slots per tasktracker of `run`: the CPUs shared among them."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def run_inline_command(a: argparse.Namespace) -> int:
     from .inline import run_inline
 
     start = time.perf_counter()
+    # The reducers `run` would have (one per slot of its cluster), so that
+    # both write the same part files.
+    slots = a.workers * (a.slots or default_slots(a.workers))
     counters = run_inline(a.job, a.inputs, a.output, num_reducers=a.reducers,
                           split_size=a.split_size or 64 << 20, overwrite=a.overwrite,
-                          map_name=a.map_name, reduce_name=a.reduce_name)
+                          map_name=a.map_name, reduce_name=a.reduce_name,
+                          default_reducers=slots)
     if not a.quiet:
         print(f"inline job succeeded in {time.perf_counter() - start:.2f}s; "
               f"output in {os.path.abspath(a.output)}")
@@ -166,8 +175,9 @@ async def cluster_command(reactor: Any, a: argparse.Namespace) -> int:
             # Only here: a client needs none of the daemons' code.
             from . import embedded
 
-            result = await embedded.run_embedded(reactor, _spec(a), workers=a.workers,
-                                                 slots=a.slots, progress=progress)
+            result = await embedded.run_embedded(
+                reactor, _spec(a), workers=a.workers,
+                slots=a.slots or default_slots(a.workers), progress=progress)
             if progress:
                 progress.end()
             return print_result(result, a.quiet)

@@ -107,21 +107,22 @@ async def run_job(reactor: Any, conn: Connection, spec: dict[str, Any],
     finished = defer.Deferred.fromCoroutine(conn.call("wait", job_id))
     if progress is None:
         return await finished
-    result: dict[str, Any] | None = None
 
-    def done(r: dict[str, Any]) -> dict[str, Any]:
-        nonlocal result
-        result = r
-        return r
+    async def report() -> None:
+        status = await conn.call("status", job_id)
+        if not finished.called:
+            progress(status)
 
-    finished.addCallback(done)
-    while result is None:
-        await defer.DeferredList([finished, task.deferLater(reactor, interval)],
-                                 fireOnOneCallback=True, fireOnOneErrback=True,
-                                 consumeErrors=True)
-        if result is None and not finished.called:
-            progress(await conn.call("status", job_id))
-    return await finished
+    # Progress is polled beside the wait, which alone decides the outcome: a
+    # lost jobtracker fails the wait (and the poll, whose error is dropped).
+    poll = task.LoopingCall(lambda: defer.Deferred.fromCoroutine(report()))
+    poll.clock = reactor
+    poll.start(interval, now=False).addErrback(lambda f: None)
+    try:
+        return await finished
+    finally:
+        if poll.running:
+            poll.stop()
 
 
 async def submit(reactor: Any, address: str, secret: bytes, spec: dict[str, Any],

@@ -17,12 +17,10 @@ from typing import Any
 from . import client, jobtracker, tasktracker
 
 
-async def run_embedded(reactor: Any, spec: dict[str, Any], *, workers: int = 2,
-                       slots: int | None = None,
+async def run_embedded(reactor: Any, spec: dict[str, Any], *, workers: int, slots: int,
                        progress: client.ProgressCallback | None = None) -> dict[str, Any]:
     """Run the job ``spec`` (see ``client.submission``) on a local cluster."""
     secret = secrets.token_hex(32).encode()
-    slots = slots or max(1, (os.cpu_count() or 1) // workers)
     tmp = tempfile.mkdtemp(prefix="pytxmr-run-")
     jt = jobtracker.JobTrackerService(reactor, jobtracker.Config(
         listen="tcp:0:interface=127.0.0.1", workdir=os.path.join(tmp, "jobtracker"),

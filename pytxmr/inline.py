@@ -33,12 +33,13 @@ def run_inline(
     map_name: str = "map",
     reduce_name: str = "reduce",
     buffer_records: int = DEFAULT_BUFFER_RECORDS,
+    default_reducers: int = 1,
 ) -> dict[str, dict[str, int]]:
     """Run the job; returns its counters. Raises on any error."""
     with open(job_path, encoding="utf-8") as f:
         source = f.read()
     job = resolve(load_module(source, os.path.abspath(job_path)), map_name, reduce_name)
-    reducers = num_reducers or job.num_reducers or 1
+    reducers = num_reducers or job.num_reducers or default_reducers
     splits = compute_splits(expand_inputs(inputs), split_size)
     output.prepare_output_dir(output_dir, overwrite)
     counters = _counters.reset()

@@ -90,7 +90,7 @@ class WorkerConnection:
 
 def _location(loc: MapLocation) -> dict[str, Any]:
     return {"map": loc.index, "wid": loc.wid, "host": loc.host, "port": loc.port,
-            "kinds": list(loc.kinds)}
+            "kinds": list(loc.kinds), "attempt": loc.attempt_id}
 
 
 class JobTracker:
@@ -187,9 +187,11 @@ class JobTracker:
             self._execute(self.scheduler.worker_lost(wid, self._now()))
             if conn is not None:
                 # When it wakes up it must log in again as a new incarnation.
+                # Abort, not lose: a stopped peer reads nothing, so a
+                # graceful close could wait on our unsent bytes forever.
                 broker = conn.mind.broker
                 if broker.transport is not None:
-                    broker.transport.loseConnection()
+                    broker.transport.abortConnection()
         self._execute(self.scheduler.tick(self._now()))
 
     def attempt_done(self, wid: str | None, attempt_id: str, result: dict[str, Any]) -> None:
@@ -204,9 +206,13 @@ class JobTracker:
         self.log.info("Attempt {aid} failed: {msg}", aid=attempt_id, msg=error["message"])
         self._execute(self.scheduler.attempt_failed(attempt_id, self._now(), error))
 
-    def fetch_failed(self, wid: str | None, attempt_id: str, map_index: int) -> None:
+    def fetch_failed(self, wid: str | None, attempt_id: str, map_index: int,
+                     map_attempt_id: str | None = None) -> None:
         self._check_live(wid)
-        self._execute(self.scheduler.fetch_failed(attempt_id, map_index, self._now()))
+        self.log.info("Attempt {aid} cannot fetch the output of map {m}", aid=attempt_id,
+                      m=map_index)
+        self._execute(self.scheduler.fetch_failed(attempt_id, map_index, self._now(),
+                                                  map_attempt_id))
 
     def may_commit(self, wid: str | None, attempt_id: str) -> bool:
         self._check_live(wid)
@@ -233,7 +239,9 @@ class JobTracker:
             f.write(request["source"])
         try:
             defaults = await self._check_module(job_id, source_path, request)
-            reducers = request["reducers"] or defaults.get("num_reducers") or 1
+            # Default: a reducer per slot, so the reduce phase uses the
+            # whole cluster as the map phase does.
+            reducers = request["reducers"] or defaults.get("num_reducers") or max(1, slots)
             try:
                 await threads.deferToThread(
                     output.prepare_output_dir, request["output"], request["overwrite"])
@@ -554,10 +562,12 @@ class TaskTrackerAvatar(pb.Avatar):
     def perspective_attempt_failed(self, attempt_id: str, error: dict[str, Any]) -> None:
         self.jt.attempt_failed(self.wid, str(attempt_id), error if isinstance(error, dict) else {})
 
-    def perspective_fetch_failed(self, attempt_id: str, map_index: int) -> None:
+    def perspective_fetch_failed(self, attempt_id: str, map_index: int,
+                                 map_attempt_id: str | None = None) -> None:
         if type(map_index) is not int:
             raise pb.Error("fetch_failed takes an attempt id and a map index")
-        self.jt.fetch_failed(self.wid, str(attempt_id), map_index)
+        self.jt.fetch_failed(self.wid, str(attempt_id), map_index,
+                             None if map_attempt_id is None else str(map_attempt_id))
 
     def perspective_may_commit(self, attempt_id: str) -> bool:
         return self.jt.may_commit(self.wid, str(attempt_id))

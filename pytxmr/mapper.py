@@ -20,7 +20,7 @@ from .combiners import FoldCombiner
 from .counters import FRAMEWORK, Counters
 from .jobmodule import Job
 from .keys import kinds_of, record_sort_key
-from .merge import group_values, merge_records, open_runs
+from .merge import group_values, merge_runs
 from .records import RecordTypeError, SegmentWriter
 from .splits import Split, read_chunks
 
@@ -184,7 +184,7 @@ class MapOutputBuffer:
             writer = SegmentWriter(f)
             for p in range(self._num_partitions):
                 runs = [(path, *t[p][:2]) for path, t in self._spills]
-                merged = merge_records(open_runs(runs), sort_key)
+                merged = merge_runs(runs, sort_key)
                 if combine is not None:
                     merged = (
                         (key, combined_values(key, values, combine))

@@ -8,13 +8,13 @@ of everything.
 
 from __future__ import annotations
 
-import heapq
 import os
-from itertools import chain, groupby
+from bisect import bisect_right
+from itertools import chain, groupby, islice
 from operator import itemgetter
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .records import Record, SegmentWriter, iter_segment_file
+from .records import Record, SegmentWriter, iter_frames_file
 
 RunRef = tuple[str, int, int]
 
@@ -27,20 +27,67 @@ _second = itemgetter(1)
 
 
 def merge_records(runs: Sequence[Iterable[Record]], sort_key: Callable[[Record], Any]) -> Iterator[Record]:
-    """The records of sorted ``runs``, in one sorted stream."""
-    if len(runs) == 1:
-        return iter(runs[0])
-    return heapq.merge(*runs, key=sort_key)
+    """The records of sorted ``runs`` (any iterables), in one sorted stream."""
+    return _merge_frames([_batched(run) for run in runs], sort_key)
+
+
+def _batched(records: Iterable[Record], size: int = 4096) -> Iterator[list[Record]]:
+    it = iter(records)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def merge_runs(runs: Sequence[RunRef], sort_key: Callable[[Record], Any]) -> Iterator[Record]:
+    """The records of the sorted runs stored at ``runs``, in one sorted stream.
+
+    ``heapq.merge`` costs about 550 ns a record in Python; this merges a
+    frame at a time instead: every record up to the smallest of the runs'
+    current last keys can safely go out, so those are gathered and put in
+    order by one C timsort (which finds the sorted runs in them). Memory
+    stays at one frame per run.
+    """
+    sources = [iter_frames_file(path, offset, length) for path, offset, length in runs
+               if length > 0]
+    return _merge_frames(sources, sort_key)
+
+
+def _merge_frames(sources: list[Iterator[list[Record]]],
+                  sort_key: Callable[[Record], Any]) -> Iterator[Record]:
+    live: list[list[Any]] = []  # [frame, position, source]
+    for source in sources:
+        frame = next(source, None)
+        while frame is not None and not frame:
+            frame = next(source, None)
+        if frame is not None:
+            live.append([frame, 0, source])
+    while len(live) > 1:
+        bound = min(sort_key(entry[0][-1]) for entry in live)
+        batch: list[Record] = []
+        for entry in live:
+            frame, pos = entry[0], entry[1]
+            cut = bisect_right(frame, bound, pos, key=sort_key)
+            batch += frame[pos:cut]
+            entry[1] = cut
+        batch.sort(key=sort_key)
+        yield from batch
+        for entry in live:
+            while entry[1] == len(entry[0]):
+                frame = next(entry[2], None)
+                if frame is None:
+                    entry[0] = None
+                    break
+                entry[0], entry[1] = frame, 0
+        live = [entry for entry in live if entry[0] is not None]
+    for frame, pos, source in live:
+        yield from frame[pos:]
+        for frame in source:
+            yield from frame
 
 
 def group_values(records: Iterable[Record]) -> Iterator[tuple[Any, Iterator[Any]]]:
     """``(key, values)`` for each distinct key of a sorted record stream."""
     for key, group in groupby(records, key=_first):
         yield key, chain.from_iterable(map(_second, group))
-
-
-def open_runs(runs: Sequence[RunRef]) -> list[Iterator[Record]]:
-    return [iter_segment_file(path, offset, length) for path, offset, length in runs]
 
 
 def reduce_run_count(
@@ -57,6 +104,6 @@ def reduce_run_count(
         n += 1
         with open(path, "wb", buffering=1 << 20) as f:
             writer = SegmentWriter(f)
-            writer.write(merge_records(open_runs(batch), sort_key))
+            writer.write(merge_runs(batch, sort_key))
         runs.append((path, 0, writer.bytes))
     return runs

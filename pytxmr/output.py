@@ -138,9 +138,21 @@ def finish_output(output: str) -> None:
 
 
 def abort_output(output: str) -> None:
-    """After a failed or killed job: remove uncommitted attempts' files.
+    """After a failed or killed job: remove every attempt's files, the
+    committed part files too (alone, they would look like a result).
 
-    Committed part files stay (they are complete), but no ``_SUCCESS`` is
-    written, which is what marks an output as usable.
+    The directory itself stays, empty, as Hadoop leaves it: resubmit with
+    ``--overwrite``. ``_temporary`` goes first, so that an attempt still
+    renaming its part file after this fails instead of leaving one.
     """
     shutil.rmtree(os.path.join(output, TEMPORARY), ignore_errors=True)
+    try:
+        names = os.listdir(output)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("part-"):
+            try:
+                os.unlink(os.path.join(output, name))
+            except OSError:
+                pass

@@ -183,8 +183,9 @@ class SegmentWriter:
         self.bytes += len(frame)
 
 
-def read_segment(f: BinaryIO, offset: int, length: int) -> Iterator[Record]:
-    """Stream the records of the segment at ``offset`` (one frame in memory)."""
+def read_frames(f: BinaryIO, offset: int, length: int) -> Iterator[list[Record]]:
+    """The records of the segment at ``offset``, a frame's list at a time
+    (one frame in memory)."""
     f.seek(offset)
     remaining = length
     hsize = FRAME_HEADER.size
@@ -199,18 +200,29 @@ def read_segment(f: BinaryIO, offset: int, length: int) -> Iterator[Record]:
         if len(payload) != size:
             raise CorruptFrame("truncated frame payload")
         remaining -= hsize + size
-        flat = decode_payload(codec, payload, crc)
-        it = iter(flat)
-        yield from zip(it, it)
+        it = iter(decode_payload(codec, payload, crc))
+        yield list(zip(it, it))
 
 
-def iter_segment_file(path: str, offset: int = 0, length: int | None = None) -> Iterator[Record]:
-    """Records of a segment stored in ``path``; the file is closed at the end."""
+def read_segment(f: BinaryIO, offset: int, length: int) -> Iterator[Record]:
+    """Stream the records of the segment at ``offset`` (one frame in memory)."""
+    for frame in read_frames(f, offset, length):
+        yield from frame
+
+
+def iter_frames_file(path: str, offset: int = 0, length: int | None = None) -> Iterator[list[Record]]:
+    """The frames of a segment stored in ``path``; the file is closed at the end."""
     with open(path, "rb", buffering=1 << 20) as f:
         if length is None:
             f.seek(0, 2)
             length = f.tell() - offset
-        yield from read_segment(f, offset, length)
+        yield from read_frames(f, offset, length)
+
+
+def iter_segment_file(path: str, offset: int = 0, length: int | None = None) -> Iterator[Record]:
+    """Records of a segment stored in ``path``; the file is closed at the end."""
+    for frame in iter_frames_file(path, offset, length):
+        yield from frame
 
 
 def verify_segment_file(path: str) -> int:

@@ -14,7 +14,7 @@ from typing import Sequence
 from .counters import FRAMEWORK, Counters
 from .jobmodule import Job
 from .keys import record_sort_key
-from .merge import RunRef, group_values, merge_records, open_runs, reduce_run_count
+from .merge import RunRef, group_values, merge_runs, reduce_run_count
 from .output import ENCODING_ERRORS, FORMATTERS
 
 
@@ -38,7 +38,7 @@ def run_reduce(
               newline="\n", buffering=1 << 20) as out:
         write = out.write
         if runs:
-            for key, values in group_values(merge_records(open_runs(runs), sort_key)):
+            for key, values in group_values(merge_runs(runs, sort_key)):
                 groups += 1
                 for item in reducefn(key, values):
                     write(line(*item))

@@ -97,6 +97,9 @@ class MapLocation:
     host: str
     port: int
     kinds: tuple[str, ...]
+    #: The attempt that wrote it: a fetch failure names it, so that a late
+    #: report about an older output cannot condemn a newer one.
+    attempt_id: str = ""
 
 
 @dataclass
@@ -159,8 +162,9 @@ class Job:
         self.reduces = [Task("reduce", i) for i in range(self.num_reducers)]
         self.map_locations: dict[int, MapLocation] = {}
         self.inited: set[str] = set()
-        #: map index -> reduce attempts that reported its output unfetchable
-        self.fetch_failures: dict[int, set[str]] = {}
+        #: map index -> the reduce attempts that reported its current output
+        #: unfetchable, one entry per report
+        self.fetch_failures: dict[int, list[str]] = {}
 
     def tasks(self, kind: str) -> list[Task]:
         return self.maps if kind == "map" else self.reduces
@@ -169,8 +173,11 @@ class Job:
 #: A worker on which this many attempts of a job failed gets no more of them
 #: (unless no other worker is left).
 BLACKLIST_FAILURES = 3
-#: Reducers' reports that a map output cannot be fetched before the map is
-#: run again (one hiccup is not enough; Hadoop waits for 3 as well).
+#: Reports that a map output cannot be fetched (each after the reducer's own
+#: retries) before the map runs again: one hiccup is not enough, as in
+#: Hadoop. Reports from half the running reduces are enough too (a small
+#: job has fewer than 3 reducers, and a reducer that has its runs never
+#: reports).
 FETCH_FAILURES_TO_RERUN = 3
 #: Speculation: a running attempt slower than this many times the median
 #: duration of its job's finished tasks of the same kind gets a backup...
@@ -222,6 +229,7 @@ class Scheduler:
             for index, loc in list(job.map_locations.items()):
                 if loc.wid == wid and reduces_left:
                     del job.map_locations[index]
+                    job.fetch_failures.pop(index, None)
                     job.maps[index].state = State.PENDING
                     job.maps[index].committed = None
             for task in job.maps + job.reduces:
@@ -234,27 +242,45 @@ class Scheduler:
         self.jobs[job_id] = Job(job_id, num_maps, num_reducers, now, max_attempts, speculative)
         return self._schedule(now)
 
-    def fetch_failed(self, attempt_id: str, map_index: int, now: float) -> list[Action]:
-        """A reduce attempt could not fetch a map's output (after its own
-        retries). Enough such reports, or one from every running reduce,
-        and the map runs again; its new location is announced as usual."""
+    def fetch_failed(self, attempt_id: str, map_index: int, now: float,
+                     map_attempt_id: str | None = None) -> list[Action]:
+        """A reduce attempt could not fetch the output of map ``map_index``
+        (written by ``map_attempt_id``) after its own retries. Enough such
+        reports and the output counts as lost: the attempt that wrote it
+        is failed (as in Hadoop, it counts towards the task's attempts and
+        its worker's failures, so the map runs again preferably elsewhere)
+        and the new location is announced as usual."""
         a = self._live_attempt(attempt_id)
         if a is None or a.kind != "reduce":
             return []
         job = self.jobs[a.job_id]
         loc = job.map_locations.get(map_index)
-        if loc is None:
-            return []  # already being re-run
-        reporters = job.fetch_failures.setdefault(map_index, set())
-        reporters.add(a.id)
+        if loc is None or map_attempt_id not in (None, loc.attempt_id):
+            return []  # already being re-run, or a report about an older output
+        reports = job.fetch_failures.setdefault(map_index, [])
+        reports.append(a.id)
         running_reduces = sum(len(t.running()) for t in job.reduces)
-        if len(reporters) < min(FETCH_FAILURES_TO_RERUN, max(1, running_reduces)):
+        if len(reports) < FETCH_FAILURES_TO_RERUN and 2 * len(set(reports)) < running_reduces:
             return []
         del job.map_locations[map_index]
         del job.fetch_failures[map_index]
         task = job.maps[map_index]
-        task.state = State.PENDING
+        error = {"type": "MapOutputLost", "traceback": "",
+                 "message": f"{len(reports)} reports from {len(set(reports))} reduce attempts "
+                            f"that the output of map {map_index} on {loc.wid} cannot be fetched"}
+        lost = self.attempts.get(task.committed or "")
+        if lost is not None:
+            lost.state = State.FAILED
+            lost.error = error
+            w = self.workers.get(lost.wid)
+            if w is not None:
+                w.failures[job.id] = w.failures.get(job.id, 0) + 1
         task.committed = None
+        task.failures += 1
+        if task.failures >= job.max_attempts:
+            task.state = State.FAILED
+            return self._finish_job(job, State.FAILED, error, now) + self._schedule(now)
+        task.state = State.PENDING
         return self._schedule(now)
 
     def tick(self, now: float) -> list[Action]:
@@ -279,7 +305,8 @@ class Scheduler:
             actions.append(KillAttempt(other.wid, job.id, other.id))
         if a.kind == "map":
             w = self.workers[a.wid]
-            loc = MapLocation(a.index, a.wid, w.host, w.port, tuple(result.get("kinds", ())))
+            loc = MapLocation(a.index, a.wid, w.host, w.port, tuple(result.get("kinds", ())),
+                              a.id)
             job.map_locations[a.index] = loc
             for wid in sorted({r.wid for t in job.reduces for r in t.running()}):
                 actions.append(AnnounceMapOutputs(wid, job.id, (loc,)))

@@ -18,8 +18,8 @@ from typing import Any, BinaryIO, Callable
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.error import ConnectError
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IAddress, IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -188,6 +188,21 @@ class ShuffleServerProtocol(protocol.Protocol):
         self._timer: IDelayedCall | None = None
         self._sent_at_check = 0
         self._processing = False
+        self._idle_since = 0.0
+
+    @property
+    def idle_since(self) -> float | None:
+        """When the connection started waiting for a request; None while a
+        reply streams or once it closes. When the server is full, the
+        longest idle connection makes room for a new one."""
+        return self._idle_since if self._state is _IDLE else None
+
+    def evict(self) -> None:
+        """Close this idle connection to make room for a new one."""
+        self._state = _CLOSING
+        self._buffer.clear()
+        self._cancel_timer()
+        self.transport.abortConnection()
 
     # -- Twisted callbacks
 
@@ -351,6 +366,7 @@ class ShuffleServerProtocol(protocol.Protocol):
 
     def _start_timer(self) -> None:
         self._cancel_timer()
+        self._idle_since = self._factory.clock.seconds()
         self._timer = self._factory.clock.callLater(self._factory.idle_timeout, self._timed_out)
 
     def _cancel_timer(self) -> None:
@@ -375,8 +391,10 @@ class ShuffleServerFactory(protocol.Factory):
     """Serves the map outputs of a KeyValueStore to authenticated fetchers.
 
     Connections idle for idle_timeout seconds (no request in progress), or
-    whose reader makes no progress for that long, are closed; connections
-    beyond max_connections are closed at once.
+    whose reader makes no progress for that long, are closed. At
+    max_connections, a new connection closes the one idle the longest (so
+    that idle connections, however many, cannot lock reducers out); when
+    none is idle, the new one is closed at once.
     """
 
     log = Logger()
@@ -397,22 +415,29 @@ class ShuffleServerFactory(protocol.Factory):
         self.max_connections = max_connections
         self.chunk_size = chunk_size
         self._connections: set[ShuffleServerProtocol] = set()
-        self._refused = 0
+        self._crowded = 0
         self._decoy_token = os.urandom(32)
         self._drained: list[Deferred[None]] = []
 
     def buildProtocol(self, addr: IAddress) -> ShuffleServerProtocol | None:  # type: ignore[override]
         if len(self._connections) >= self.max_connections:
-            if self._refused == 0:
+            if self._crowded == 0:
                 self.log.warn(
-                    "Shuffle server at {max} connections: refusing new ones",
+                    "Shuffle server at {max} connections: closing the longest idle ones, "
+                    "refusing new ones while none is idle",
                     max=self.max_connections,
                 )
-            self._refused += 1
-            return None  # the port closes the socket
-        if self._refused:
-            self.log.info("Shuffle server accepting again ({n} refused)", n=self._refused)
-            self._refused = 0
+            self._crowded += 1
+            idle = [(c.idle_since, c) for c in self._connections if c.idle_since is not None]
+            if not idle:
+                return None  # the port closes the socket
+            # Its connectionLost comes later: the count exceeds the limit
+            # by the evictions in flight, at most one per new connection.
+            min(idle, key=lambda pair: pair[0])[1].evict()
+        elif self._crowded:
+            self.log.info("Shuffle server below its connection limit again "
+                          "({n} connections evicted or refused)", n=self._crowded)
+            self._crowded = 0
         return ShuffleServerProtocol(self)
 
     def open_segment(self, path: str) -> BinaryIO:
@@ -667,6 +692,18 @@ class ShuffleClientProtocol(protocol.Protocol):
         self._fail(ShuffleError(f"no data from {self._peer} for {self._timeout}s"))
 
 
+class _OneConnection(protocol.Factory):
+    """connectProtocol's factory without its two log lines per fetch."""
+
+    noisy = False
+
+    def __init__(self, client: ShuffleClientProtocol) -> None:
+        self._client = client
+
+    def buildProtocol(self, addr: IAddress) -> ShuffleClientProtocol:  # type: ignore[override]
+        return self._client
+
+
 async def fetch(
     reactor: Any,
     host: str,
@@ -688,8 +725,8 @@ async def fetch(
     endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
     client = ShuffleClientProtocol(reactor, timeout)
     try:
-        await connectProtocol(endpoint, client)
-    except ConnectError as e:
+        await endpoint.connect(_OneConnection(client))
+    except (ConnectError, DNSLookupError) as e:
         raise ShuffleError(f"cannot connect to shuffle server {host}:{port}: {e}") from None
     try:
         return await client.fetch(job_id, map_id, partition, token, dest)

@@ -14,6 +14,7 @@ import argparse
 import os
 import shutil
 import sys
+import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -35,7 +36,13 @@ from .daemon import (
     write_ready_file,
 )
 from .kvstore import KeyValueStore
-from .records import CorruptFrame, verify_segment_file
+from .records import (
+    CODEC_MSGPACK,
+    FRAME_HEADER,
+    MAX_FRAME_BYTES,
+    CorruptFrame,
+    verify_segment_file,
+)
 from .scheduler import COMMIT_DENIED
 from .secret import load_secret
 from .sizes import size_argument
@@ -85,6 +92,9 @@ class Attempt:
     locations: dict[int, dict[str, Any]] = field(default_factory=dict)
     kinds: set[str] = field(default_factory=set)
     fetching: dict[int, defer.Deferred[None]] = field(default_factory=dict)
+    #: map index -> the number of its latest fetch, the only one whose
+    #: outcome counts (a newer location supersedes a fetch in progress)
+    fetch_number: dict[int, int] = field(default_factory=dict)
     all_fetched: defer.Deferred[None] = field(default_factory=defer.Deferred)
 
 
@@ -145,18 +155,27 @@ class TaskTracker:
             if attempt.kind != "reduce" or attempt.job.job_id != job_id or attempt.killed:
                 continue
             for loc in locations:
-                # A re-run map is announced again: its newest location wins.
+                # A re-run map is announced again: its newest location wins,
+                # also over a fetch in progress from the old one (whose
+                # worker may be stopped: that fetch would wait for a timeout).
                 attempt.locations[loc["map"]] = loc
+                stale = attempt.fetching.pop(loc["map"], None)
                 self._start_fetch(attempt, loc["map"])
+                if stale is not None:
+                    self.log.info("Map {m} was run again: {aid} fetches it from {host}:{port}",
+                                  m=loc["map"], aid=attempt.id, host=loc["host"],
+                                  port=loc["port"])
+                    stale.cancel()
 
     def _start_fetch(self, attempt: Attempt, index: int) -> None:
         if attempt.killed or index in attempt.runs or index in attempt.fetching:
             return
         loc = attempt.locations[index]
-        d = defer.Deferred.fromCoroutine(self._fetch(attempt, loc))
-        if not d.called:  # a local run is in at once
+        number = attempt.fetch_number[index] = attempt.fetch_number.get(index, 0) + 1
+        d = defer.Deferred.fromCoroutine(self._fetch(attempt, loc, number))
+        if not d.called:
             attempt.fetching[index] = d
-        d.addErrback(self._fetch_failed, attempt, loc)
+        d.addErrback(self._fetch_failed, attempt, loc, number)
 
     def kill_attempt(self, job_id: str, attempt_id: str) -> None:
         attempt = self.attempts.pop(attempt_id, None)
@@ -237,6 +256,12 @@ class TaskTracker:
                 await attempt.all_fetched
             except defer.CancelledError:
                 return
+            except Exception as e:  # our own disk, not a map's worker
+                self._kill(attempt, "a fetch failed")
+                await self._report(attempt, {"ok": False, "error": {
+                    "type": type(e).__name__, "traceback": "",
+                    "message": f"cannot store a fetched map output: {e}"}}, {})
+                return
         if attempt.killed:
             return
         job = attempt.job
@@ -290,15 +315,23 @@ class TaskTracker:
 
     # --- the shuffle, reduce side ---------------------------------------------------
 
-    async def _fetch(self, attempt: Attempt, loc: dict[str, Any]) -> None:
+    async def _fetch(self, attempt: Attempt, loc: dict[str, Any], number: int) -> None:
         job = attempt.job
         index = loc["map"]
+
+        def superseded() -> bool:
+            # Cancelling a fetch can surface as another error (a cancelled
+            # name lookup is a DNSLookupError): its number tells for sure.
+            return attempt.killed or attempt.fetch_number.get(index) != number
+
+        path = os.path.join(attempt.work_dir, f"run-{index:05d}-{number}.seg")
         if loc["wid"] == self.wid:
-            run = self.store.lookup(job.job_id, index, attempt.index)
+            run = await self._local_run(job.job_id, index, attempt.index, path)
         else:
-            path = os.path.join(attempt.work_dir, f"run-{index:05d}.seg")
             delay = 0.2
             for tries in range(1, FETCH_RETRIES + 1):
+                if superseded():
+                    raise defer.CancelledError()
                 try:
                     with open(path, "wb") as dest:
                         n = await shuffle.fetch(self._reactor, loc["host"], loc["port"],
@@ -315,27 +348,73 @@ class TaskTracker:
                     await task.deferLater(self._reactor, delay)
                     delay *= 2
             run = (path, 0, n)
+        if superseded():
+            os.unlink(path)
+            raise defer.CancelledError()
         attempt.fetching.pop(index, None)
         attempt.runs[index] = run
         attempt.kinds.update(loc["kinds"])
         if len(attempt.runs) == job.num_maps and not attempt.all_fetched.called:
             attempt.all_fetched.callback(None)
 
-    def _fetch_failed(self, failure: Any, attempt: Attempt, loc: dict[str, Any]) -> None:
+    async def _local_run(self, job_id: str, index: int, partition: int,
+                         link: str) -> tuple[str, int, int]:
+        """A map output of this very worker, as a run: checked like a
+        fetched one, and hard-linked into the attempt's dir, so that a
+        re-run of the map here (which replaces the store's file) cannot
+        pull it from under the reduce."""
+        try:
+            source, offset, length = self.store.lookup(job_id, index, partition)
+            os.link(source, link)
+            await threads.deferToThread(verify_run, link, offset, length)
+        except (KeyError, OSError, CorruptFrame) as e:
+            raise shuffle.ShuffleError(f"local output of map {index}: {e}") from None
+        return link, offset, length
+
+    def _fetch_failed(self, failure: Any, attempt: Attempt, loc: dict[str, Any],
+                      number: int) -> None:
         """Our retries are spent: tell the jobtracker (enough such reports
         and it runs the map again, announcing a new location) and try
         again later with the newest location we know."""
-        if failure.check(defer.CancelledError) or attempt.killed:
-            return
         index = loc["map"]
+        if attempt.killed or attempt.fetch_number.get(index) != number:
+            return  # the attempt ended, or a newer location superseded this fetch
         attempt.fetching.pop(index, None)
+        if not failure.check(shuffle.ShuffleError, CorruptFrame):
+            # Writing the run failed here: not the map's fault, but ours.
+            if not attempt.all_fetched.called:
+                attempt.all_fetched.errback(failure)
+            return
         self.log.warn("Cannot fetch map {m} for {aid} from {host}:{port}: {e}", m=index,
                       aid=attempt.id, host=loc["host"], port=loc["port"],
                       e=failure.getErrorMessage())
         if self.jobtracker is not None:
-            d = self.jobtracker.callRemote("fetch_failed", attempt.id, index)
+            d = self.jobtracker.callRemote("fetch_failed", attempt.id, index,
+                                           loc.get("attempt"))
             d.addErrback(lambda f: None)
         self._reactor.callLater(FETCH_FAILED_PAUSE, self._start_fetch, attempt, index)
+
+
+def verify_run(path: str, offset: int, length: int) -> None:
+    """Check the checksum of every frame of the run at ``offset`` in
+    ``path`` (``records.verify_segment_file`` checks a whole file; a local
+    run is one partition's segment of a map's data file)."""
+    hsize = FRAME_HEADER.size
+    end = offset + length
+    with open(path, "rb", buffering=1 << 20) as f:
+        f.seek(offset)
+        pos = offset
+        while pos < end:
+            header = f.read(hsize)
+            if len(header) != hsize or end - pos < hsize:
+                raise CorruptFrame("truncated frame header")
+            codec, size, crc = FRAME_HEADER.unpack(header)
+            if codec != CODEC_MSGPACK or size > MAX_FRAME_BYTES or size > end - pos - hsize:
+                raise CorruptFrame("bad frame header")
+            if zlib.crc32(f.read(size)) != crc:
+                raise CorruptFrame("frame checksum mismatch")
+            pos += hsize + size
+
 
 class TaskTrackerMind(pb.Referenceable):
     """What the jobtracker may call on us: validate, delegate."""

@@ -105,8 +105,10 @@ def assert_ok(result: tuple[int, str, str], cluster: Cluster | None = None) -> s
 
 
 def merged(parts: list[dict[str, int]]) -> dict[str, int]:
+    """The part files' counts together; a key may be in one part only."""
     union: dict[str, int] = {}
     for part in parts:
+        assert not union.keys() & part.keys(), "a key in two part files"
         union.update(part)
     return union
 
@@ -332,7 +334,7 @@ def test_broken_job_modules_are_refused_and_the_next_job_runs(cluster: Cluster) 
         assert "pytxmr/task.py" not in err, f"the framework's frames are noise:\n{err}"
     # Relative paths are relative to the submitter's working directory.
     assert_ok(cluster.submit(WORDCOUNT, [data.name], "out-after-bad"), cluster)
-    assert read_wordcount(cluster.base / "out-after-bad") == [{"a": 3, "b": 2, "c": 1}]
+    assert merged(read_wordcount(cluster.base / "out-after-bad")) == {"a": 3, "b": 2, "c": 1}
 
 
 def test_missing_input_is_refused(cluster: Cluster) -> None:
@@ -357,9 +359,19 @@ def test_existing_output_is_refused_and_left_untouched(cluster: Cluster) -> None
     assert "already exists" in err
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
     assert (out / "precious.txt").read_text() == "keep me"
-    assert_ok(cluster.submit(WORDCOUNT, [data], out, "--overwrite"), cluster)
+    assert_ok(cluster.submit(WORDCOUNT, [data], out, "--overwrite", "--reducers", "1"), cluster)
     assert_committed(out, 1)
-    assert read_wordcount(out) == [{"x": 1, "y": 1}]
+    assert merged(read_wordcount(out)) == {"x": 1, "y": 1}
+
+
+def test_a_job_gets_a_reducer_per_slot_by_default(cluster: Cluster) -> None:
+    """Without --reducers or num_reducers, the reduce phase uses every slot
+    (the shared cluster: 2 tasktrackers of 2 slots)."""
+    data = write(cluster.base / "small4.txt", "p q r s t u v w\n")
+    out = cluster.base / "out-default-reducers"
+    assert_ok(cluster.submit(WORDCOUNT, [data], out), cluster)
+    assert_committed(out, 4)
+    assert merged(read_wordcount(out)) == {w: 1 for w in "pqrstuvw"}
 
 
 def test_a_map_that_always_raises_fails_the_job_with_the_user_traceback(
@@ -622,6 +634,6 @@ def test_tasktrackers_log_in_again_after_the_jobtracker_restarts(make_cluster: A
     jt.stop()
     c.start_jobtracker("--port", str(port))
     assert_ok(c.submit(WORDCOUNT, [data], c.base / "out2"), c)
-    assert read_wordcount(c.base / "out2") == [{"one": 1, "two": 2}]
+    assert merged(read_wordcount(c.base / "out2")) == {"one": 1, "two": 2}
     tt_log = c.tasktrackers[0].log()
     assert tt_log.count("Registered with the jobtracker as") == 2, tt_log

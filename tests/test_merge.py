@@ -15,7 +15,7 @@ from pytxmr.merge import (
     RunRef,
     group_values,
     merge_records,
-    open_runs,
+    merge_runs,
     reduce_run_count,
 )
 from pytxmr.records import SegmentWriter
@@ -63,7 +63,7 @@ def check_sorted_permutation(runs: list[list[Record]]) -> None:
     sort_key = record_sort_key(kinds)
     runs = [sorted_run(run, record_sort_key(kinds_of(k for k, _ in run))) for run in runs]
     with tempfile.TemporaryDirectory() as d:
-        merged = list(merge_records(open_runs(write_runs(d, runs)), sort_key))
+        merged = list(merge_runs(write_runs(d, runs), sort_key))
     order = [total_order(k) for k, _ in merged]
     assert order == sorted(order)
     flat_in = collections.Counter((repr(k), v) for run in runs for k, vs in run for v in vs)
@@ -106,7 +106,7 @@ def test_group_values_groups_equal_keys_across_runs_in_run_order(tmp_path: Any) 
         [("a", [4]), ("b", [5]), ("c", [6, 7])],
         [("b", [8]), ("d", [9])],
     ]
-    stream = merge_records(open_runs(write_runs(str(tmp_path), runs, frame_records=1)), lambda r: r[0])
+    stream = merge_runs(write_runs(str(tmp_path), runs, frame_records=1), lambda r: r[0])
     got = [(k, list(vs)) for k, vs in group_values(stream)]
     assert got == [("a", [1, 2, 4]), ("b", [5, 8]), ("c", [3, 6, 7]), ("d", [9])]
 
@@ -165,13 +165,13 @@ def test_reduce_run_count_with_a_small_factor_gives_the_same_merge(
     sort_key = record_sort_key(["num"])
     with tempfile.TemporaryDirectory() as d:
         refs = write_runs(d, runs)
-        expected = multiset_groups(merge_records(open_runs(refs), sort_key))
+        expected = multiset_groups(merge_runs(refs, sort_key))
         tmp = os.path.join(d, "tmp")
         os.mkdir(tmp)
         fewer = reduce_run_count(refs, sort_key, tmp, factor=factor)
         assert len(fewer) <= factor
         assert all(r in refs or r[0].startswith(tmp) for r in fewer)
-        got = multiset_groups(merge_records(open_runs(fewer), sort_key))
+        got = multiset_groups(merge_runs(fewer, sort_key))
     assert got == expected
 
 
@@ -180,10 +180,10 @@ def test_reduce_run_count_with_factor_3_over_10_runs(tmp_path: Any) -> None:
     runs = [[(k, [f"r{i}k{k}"]) for k in range(i, 40, 3)] for i in range(10)]
     refs = write_runs(str(tmp_path), runs)
     sort_key = record_sort_key(["num"])
-    expected = multiset_groups(merge_records(open_runs(refs), sort_key))
+    expected = multiset_groups(merge_runs(refs, sort_key))
     fewer = reduce_run_count(refs, sort_key, str(tmp_path), factor=3)
     assert 1 <= len(fewer) <= 3
-    merged = list(merge_records(open_runs(fewer), sort_key))
+    merged = list(merge_runs(fewer, sort_key))
     assert [k for k, _ in merged] == sorted(k for k, _ in merged)
     assert multiset_groups(iter(merged)) == expected
     assert sum(len(vs) for _, vs in expected) == sum(len(r) for r in runs)
