@@ -10,13 +10,15 @@ framework's per-record work shrinks to a fraction.
 
 from collections import Counter
 
+from pytxmr import combiners
+
 
 def map_chunk(offset, text):
     yield from Counter(text.split()).items()
 
 
-def combine(word, counts):
-    yield word, sum(counts)
+#: Adds each chunk's counts to the running totals as they are yielded.
+combine = combiners.sum
 
 
 def reduce(word, counts):
