@@ -322,5 +322,6 @@ def run_map(
     if job.map_chunk is not None:
         in_records = lines[0]
     counters.incr(FRAMEWORK, "map input records", in_records)
+    counters.incr(FRAMEWORK, "map input bytes", split.length)
     counters.incr(FRAMEWORK, "map output records", buffer.output_records)
     return buffer.finish(name)

@@ -37,8 +37,10 @@ def _batched(records: Iterable[Record], size: int = 4096) -> Iterator[list[Recor
         yield batch
 
 
-def merge_runs(runs: Sequence[RunRef], sort_key: Callable[[Record], Any]) -> Iterator[Record]:
-    """The records of the sorted runs stored at ``runs``, in one sorted stream.
+def merge_runs(runs: Sequence[RunRef], sort_key: Callable[[Record], Any],
+               tally: list[int] | None = None) -> Iterator[Record]:
+    """The records of the sorted runs stored at ``runs``, in one sorted stream
+    (their number added to ``tally[0]`` when given).
 
     ``heapq.merge`` costs about 550 ns a record in Python; this merges a
     frame at a time instead: every record up to the smallest of the runs'
@@ -48,7 +50,16 @@ def merge_runs(runs: Sequence[RunRef], sort_key: Callable[[Record], Any]) -> Ite
     """
     sources = [iter_frames_file(path, offset, length) for path, offset, length in runs
                if length > 0]
+    if tally is not None:
+        sources = [_counted(source, tally) for source in sources]
     return _merge_frames(sources, sort_key)
+
+
+def _counted(frames: Iterator[list[Record]], tally: list[int]) -> Iterator[list[Record]]:
+    """Frames as they come, adding their record counts to ``tally[0]``."""
+    for frame in frames:
+        tally[0] += len(frame)
+        yield frame
 
 
 def _merge_frames(sources: list[Iterator[list[Record]]],

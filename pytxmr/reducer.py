@@ -33,17 +33,19 @@ def run_reduce(
     line = FORMATTERS[job.output_format]
     groups = 0
     out_records = 0
+    records = [0]  # (key, values) records read, counted a frame at a time
     os.makedirs(os.path.dirname(output_path), exist_ok=True)
     with open(output_path, "w", encoding="utf-8", errors=ENCODING_ERRORS,
               newline="\n", buffering=1 << 20) as out:
         write = out.write
         if runs:
-            for key, values in group_values(merge_runs(runs, sort_key)):
+            for key, values in group_values(merge_runs(runs, sort_key, records)):
                 groups += 1
                 for item in reducefn(key, values):
                     write(line(*item))
                     out_records += 1
         size = out.tell()
+    counters.incr(FRAMEWORK, "reduce input records", records[0])
     counters.incr(FRAMEWORK, "reduce input groups", groups)
     counters.incr(FRAMEWORK, "reduce output records", out_records)
     counters.incr(FRAMEWORK, "output bytes", size)

@@ -35,6 +35,7 @@ from .daemon import (
     run_daemon,
     write_ready_file,
 )
+from .counters import FRAMEWORK
 from .kvstore import KeyValueStore
 from .records import (
     CODEC_MSGPACK,
@@ -266,6 +267,7 @@ class TaskTracker:
             return
         job = attempt.job
         runs = [attempt.runs[i] for i in sorted(attempt.runs)]
+        shuffled = sum(length for _, _, length in runs)
         spec = {"kind": "reduce", "job": _job_spec(job), "runs": runs,
                 "kinds": sorted(attempt.kinds),
                 "output_path": output.attempt_path(job.output, attempt.id, attempt.index),
@@ -274,6 +276,7 @@ class TaskTracker:
         if result is None:
             return
         if result.get("ok"):
+            result.setdefault("counters", {}).setdefault(FRAMEWORK, {})["shuffle bytes"] = shuffled
             result = await self._commit(attempt, result)
         await self._report(attempt, result, {"counters": result.get("counters", {})})
 
@@ -283,7 +286,15 @@ class TaskTracker:
         if self.jobtracker is None:
             return {"ok": False, "error": {"type": "Disconnected", "traceback": "",
                                            "message": "lost the jobtracker before commit"}}
-        allowed = await self.jobtracker.callRemote("may_commit", attempt.id)
+        try:
+            allowed = await self.jobtracker.callRemote("may_commit", attempt.id)
+        except (pb.RemoteError, pb.PBConnectionLost, pb.DeadReferenceError) as e:
+            # E.g. UnknownWorker: we were declared lost meanwhile, and this
+            # attempt with us; the jobtracker ignores whatever it reports.
+            return {"ok": False, "error": {"type": "Disconnected", "traceback": "",
+                                           "message": f"cannot ask to commit: {e}"}}
+        if attempt.killed:
+            allowed = False  # killed while asking: another attempt commits
         if not allowed:
             return {"ok": False, "error": {"type": COMMIT_DENIED, "traceback": "",
                                            "message": "another attempt committed first"}}
@@ -341,7 +352,7 @@ class TaskTracker:
                     await threads.deferToThread(verify_segment_file, path)
                     break
                 except (shuffle.ShuffleError, CorruptFrame) as e:
-                    if tries == FETCH_RETRIES:
+                    if tries == FETCH_RETRIES or superseded():
                         raise
                     self.log.info("Fetch of map {m} for {aid} failed ({e}); retrying",
                                   m=index, aid=attempt.id, e=e)

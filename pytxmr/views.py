@@ -60,6 +60,15 @@ def live_counters(sjob: Job) -> dict[str, dict[str, int]]:
             totals.incr(FRAMEWORK, f"failed {t.kind} attempts", failed)
         if killed:
             totals.incr(FRAMEWORK, f"killed {t.kind} attempts", killed)
+    for kind, tasks in (("map", sjob.maps), ("reduce", sjob.reduces)):
+        # Wall time of a phase: from its first attempt's start to its last
+        # committed attempt's end (reduces include their shuffle).
+        done = [a for t in tasks for a in t.attempts
+                if a.id == t.committed and a.finished is not None]
+        if done and len(done) == len(tasks):
+            start = min(a.started for t in tasks for a in t.attempts)
+            end = max(a.finished for a in done if a.finished is not None)
+            totals.incr(FRAMEWORK, f"{kind} phase wall ms", round(1000 * (end - start)))
     return totals.to_dict()
 
 
