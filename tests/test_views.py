@@ -1,0 +1,29 @@
+"""Job counters as the jobtracker reports them: committed attempts only,
+plus the wall time of each phase."""
+
+from __future__ import annotations
+
+from pytxmr.counters import FRAMEWORK
+from pytxmr.scheduler import Scheduler
+from pytxmr.views import live_counters
+
+
+def test_phase_wall_times_and_committed_counters_only() -> None:
+    """A failed attempt's counters never count; each phase's wall time runs
+    from its first attempt's start to its last committed attempt's end."""
+    s = Scheduler()
+    s.worker_joined("w1", "h", 1, 2, now=0)
+    s.submit("j", num_maps=2, num_reducers=1, now=0)
+    s.attempt_failed("j_m00000_0", 1.0, {"type": "E", "message": "", "traceback": ""})
+    s.attempt_succeeded("j_m00001_0", 1.5, {"counters": {"user": {"n": 5}}})
+    s.attempt_succeeded("j_m00000_1", 3.0, {"counters": {"user": {"n": 7}}})
+    job = s.jobs["j"]
+    assert live_counters(job)[FRAMEWORK]["map phase wall ms"] == 3000
+    assert "reduce phase wall ms" not in live_counters(job)[FRAMEWORK]
+    assert s.may_commit("j_r00000_0")
+    s.attempt_succeeded("j_r00000_0", 4.5, {"counters": {FRAMEWORK: {"shuffle bytes": 10}}})
+    counters = live_counters(job)
+    assert counters["user"] == {"n": 12}
+    assert counters[FRAMEWORK]["failed map attempts"] == 1
+    assert counters[FRAMEWORK]["shuffle bytes"] == 10
+    assert counters[FRAMEWORK]["reduce phase wall ms"] == 4500
