@@ -50,6 +50,19 @@ class SecretChecker:
         return defer.fail(WrongSecret("wrong cluster secret"))
 
 
+@implementer(ICredentialsChecker)
+class AnonymousRefused:
+    """PB's ``loginAnonymous``: refused with one log line, instead of an
+    unhandled-credentials traceback per attempt."""
+
+    credentialInterfaces = (credentials.IAnonymous,)
+    log = Logger()
+
+    def requestAvatarId(self, creds: Any) -> defer.Deferred[bytes]:
+        self.log.warn("Refused an anonymous login")
+        return defer.fail(WrongSecret("log in with the cluster secret"))
+
+
 async def login(factory: pb.PBClientFactory, role: bytes, secret: bytes, mind: Any = None) -> Any:
     """Log in on a connected (or connecting) PB factory; the perspective.
 

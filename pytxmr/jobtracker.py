@@ -26,7 +26,7 @@ from twisted.spread import banana, pb
 from zope.interface import implementer
 
 from . import output, scheduler as sched, views, wire
-from .auth import SecretChecker
+from .auth import AnonymousRefused, SecretChecker
 from .child import TaskChild, Zygote
 from .daemon import add_logging_options, run_daemon, write_ready_file
 from .history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION, JobHistory
@@ -52,6 +52,8 @@ DEFAULT_CHECK_TIMEOUT = 30.0
 #: Errors of the submission check whose message says it all (file and line).
 _SELF_EXPLAINED = frozenset({"SyntaxError", "IndentationError", "TabError",
                              "JobDefinitionError"})
+#: In a running job's work dir: the path of its output directory.
+OUTPUT_MARKER = "output"
 #: Finished jobs kept in memory for ``status``/``wait`` after they end.
 FINISHED_JOBS_KEPT = 100
 
@@ -120,7 +122,9 @@ class JobTracker:
 
     def start(self) -> None:
         jobs_dir = os.path.join(self.workdir, "jobs")
-        # Leftovers of a crashed run are of no use: its jobs are gone.
+        # Leftovers of a crashed run are of no use: its jobs are gone
+        # (resuming them is a later step), failed like any other job.
+        self._abort_interrupted_jobs(jobs_dir)
         shutil.rmtree(jobs_dir, ignore_errors=True)
         os.makedirs(jobs_dir, exist_ok=True)
         # Finished jobs live beside jobs/ (wiped above) and outlive restarts.
@@ -130,6 +134,25 @@ class JobTracker:
         self._expiry_loop.clock = self._clock
         self._expiry_loop.start(max(0.05, self.expiry / 4), now=False)
         self._checkers.start()
+
+    def _abort_interrupted_jobs(self, jobs_dir: str) -> None:
+        """Clean the output directories of the jobs a crash interrupted,
+        as a failed job's: no part file that looks like a result."""
+        try:
+            job_ids = sorted(os.listdir(jobs_dir))
+        except OSError:
+            return
+        for job_id in job_ids:
+            try:
+                with open(os.path.join(jobs_dir, job_id, OUTPUT_MARKER), encoding="utf-8") as f:
+                    out = f.read()
+            except OSError:
+                continue  # refused or interrupted before its output was prepared
+            if os.path.exists(os.path.join(out, output.SUCCESS)):
+                continue
+            output.abort_output(out)
+            self.log.warn("Job {job} was running when the jobtracker stopped: it failed, and "
+                          "its output directory {out} is left empty", job=job_id, out=out)
 
     def stop(self) -> defer.Deferred[None]:
         """Fail the running jobs; fires once the check children have ended."""
@@ -247,6 +270,10 @@ class JobTracker:
                     output.prepare_output_dir, request["output"], request["overwrite"])
             except (output.OutputExistsError, OSError) as e:
                 raise SubmissionError(str(e)) from None
+            # The output directory is the job's own now: should the
+            # jobtracker crash, its next start cleans it (see start).
+            with open(os.path.join(job_dir, OUTPUT_MARKER), "w", encoding="utf-8") as f:
+                f.write(request["output"])
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
@@ -636,8 +663,32 @@ class _GuardedBroker(wire.Broker):
             self.transport.abortConnection()
 
 
+class _LoginWrapper(pb._PortalWrapper):
+    """What a peer may call before it logs in: the login methods; anything
+    else is refused with one log line (PB would log a traceback)."""
+
+    log = Logger()
+
+    def remoteMessageReceived(self, broker: pb.Broker, message: str, args: Any,
+                              kw: Any) -> Any:
+        if message not in ("login", "loginAnonymous"):
+            self.log.warn("Refused a call of {m!r} before login", m=str(message)[:60])
+            raise pb.Error("log in first")
+        return super().remoteMessageReceived(broker, message, args, kw)
+
+
+@implementer(pb.IPBRoot)
+class _LoginRoot(pb._PortalRoot):
+    """PB's root for a portal (private in Twisted, stable for two decades),
+    handing out the wrapper above."""
+
+    def rootObject(self, broker: pb.Broker) -> _LoginWrapper:
+        return _LoginWrapper(self.portal, broker)
+
+
 def pb_factory(jt: JobTracker, secret: bytes) -> pb.PBServerFactory:
-    factory = pb.PBServerFactory(portal.Portal(JobTrackerRealm(jt), [SecretChecker(secret)]))
+    checkers = [SecretChecker(secret), AnonymousRefused()]
+    factory = pb.PBServerFactory(_LoginRoot(portal.Portal(JobTrackerRealm(jt), checkers)))
     factory.protocol = _GuardedBroker
     return factory
 

@@ -33,8 +33,11 @@ FRAME_HEADER = struct.Struct(">BII")
 #: enough that a reader holds little (a frame is decoded whole).
 FRAME_RECORDS = 4096
 #: A frame larger than this is refused on reading: a corrupt or hostile
-#: length field must not make a reader allocate gigabytes.
+#: length field must not make a reader allocate gigabytes. It is also the
+#: largest a single (key, values) record may encode to.
 MAX_FRAME_BYTES = 256 << 20
+#: Writers cut frames at about this size as well as at FRAME_RECORDS.
+FRAME_TARGET_BYTES = 8 << 20
 
 _EXT_TUPLE = 1
 _EXT_BIGINT = 2
@@ -51,6 +54,10 @@ Record = tuple[Any, list[Any]]
 
 class CorruptFrame(ValueError):
     """A frame failed its checksum or does not parse: never merge it."""
+
+
+class RecordTooLarge(ValueError):
+    """One record encodes to more than a frame may hold."""
 
 
 class RecordTypeError(TypeError):
@@ -178,6 +185,17 @@ class SegmentWriter:
 
     def _flush(self, batch: list[Record]) -> None:
         frame = encode_frame(batch, self._packer)
+        if len(frame) > FRAME_TARGET_BYTES and len(batch) > 1:
+            # Big values: cut by size too, so no frame nears the readers' limit.
+            half = len(batch) // 2
+            self._flush(batch[:half])
+            self._flush(batch[half:])
+            return
+        if len(frame) - FRAME_HEADER.size > MAX_FRAME_BYTES:
+            key = batch[0][0]
+            raise RecordTooLarge(
+                f"the record of key {key!r:.100} encodes to {len(frame):,} bytes, more than "
+                f"the {MAX_FRAME_BYTES:,} a record may have")
         self._f.write(frame)
         self.records += len(batch)
         self.bytes += len(frame)
@@ -225,23 +243,27 @@ def iter_segment_file(path: str, offset: int = 0, length: int | None = None) -> 
         yield from frame
 
 
-def verify_segment_file(path: str) -> int:
-    """Check every frame's checksum in a fetched run; its frame count.
-    Raises CorruptFrame: a fetcher discards such a run and fetches again."""
-    size = os.path.getsize(path)
-    records = 0
+def verify_segment(path: str, offset: int = 0, length: int | None = None) -> int:
+    """Check the checksum of every frame of the segment at ``offset`` in
+    ``path`` (the whole file by default); its frame count. Raises
+    CorruptFrame: a fetcher discards such a run and fetches it again."""
     hsize = FRAME_HEADER.size
+    frames = 0
     with open(path, "rb", buffering=1 << 20) as f:
-        pos = 0
-        while pos < size:
+        if length is None:
+            length = os.fstat(f.fileno()).st_size - offset
+        end = offset + length
+        f.seek(offset)
+        pos = offset
+        while pos < end:
             header = f.read(hsize)
-            if len(header) != hsize:
+            if len(header) != hsize or end - pos < hsize:
                 raise CorruptFrame("truncated frame header")
-            codec, length, crc = FRAME_HEADER.unpack(header)
-            if codec != CODEC_MSGPACK or length > MAX_FRAME_BYTES or length > size - pos - hsize:
+            codec, size, crc = FRAME_HEADER.unpack(header)
+            if codec != CODEC_MSGPACK or size > MAX_FRAME_BYTES or size > end - pos - hsize:
                 raise CorruptFrame("bad frame header")
-            if zlib.crc32(f.read(length)) != crc:
+            if zlib.crc32(f.read(size)) != crc:
                 raise CorruptFrame("frame checksum mismatch")
-            pos += hsize + length
-            records += 1
-    return records
+            pos += hsize + size
+            frames += 1
+    return frames

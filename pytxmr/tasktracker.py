@@ -14,7 +14,6 @@ import argparse
 import os
 import shutil
 import sys
-import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -38,11 +37,8 @@ from .daemon import (
 from .counters import FRAMEWORK
 from .kvstore import KeyValueStore
 from .records import (
-    CODEC_MSGPACK,
-    FRAME_HEADER,
-    MAX_FRAME_BYTES,
     CorruptFrame,
-    verify_segment_file,
+    verify_segment,
 )
 from .scheduler import COMMIT_DENIED
 from .secret import load_secret
@@ -349,7 +345,7 @@ class TaskTracker:
                                                 job.job_id, index, attempt.index, job.token, dest)
                     # Corrupt data is never merged: check every frame's CRC
                     # (off the reactor thread) before accepting the run.
-                    await threads.deferToThread(verify_segment_file, path)
+                    await threads.deferToThread(verify_segment, path)
                     break
                 except (shuffle.ShuffleError, CorruptFrame) as e:
                     if tries == FETCH_RETRIES or superseded():
@@ -360,7 +356,8 @@ class TaskTracker:
                     delay *= 2
             run = (path, 0, n)
         if superseded():
-            os.unlink(path)
+            if os.path.lexists(path):
+                os.unlink(path)
             raise defer.CancelledError()
         attempt.fetching.pop(index, None)
         attempt.runs[index] = run
@@ -376,8 +373,11 @@ class TaskTracker:
         pull it from under the reduce."""
         try:
             source, offset, length = self.store.lookup(job_id, index, partition)
-            os.link(source, link)
-            await threads.deferToThread(verify_run, link, offset, length)
+            try:
+                os.link(source, link)
+            except OSError:
+                link = source  # a file system without hard links: read it in place
+            await threads.deferToThread(verify_segment, link, offset, length)
         except (KeyError, OSError, CorruptFrame) as e:
             raise shuffle.ShuffleError(f"local output of map {index}: {e}") from None
         return link, offset, length
@@ -404,27 +404,6 @@ class TaskTracker:
                                            loc.get("attempt"))
             d.addErrback(lambda f: None)
         self._reactor.callLater(FETCH_FAILED_PAUSE, self._start_fetch, attempt, index)
-
-
-def verify_run(path: str, offset: int, length: int) -> None:
-    """Check the checksum of every frame of the run at ``offset`` in
-    ``path`` (``records.verify_segment_file`` checks a whole file; a local
-    run is one partition's segment of a map's data file)."""
-    hsize = FRAME_HEADER.size
-    end = offset + length
-    with open(path, "rb", buffering=1 << 20) as f:
-        f.seek(offset)
-        pos = offset
-        while pos < end:
-            header = f.read(hsize)
-            if len(header) != hsize or end - pos < hsize:
-                raise CorruptFrame("truncated frame header")
-            codec, size, crc = FRAME_HEADER.unpack(header)
-            if codec != CODEC_MSGPACK or size > MAX_FRAME_BYTES or size > end - pos - hsize:
-                raise CorruptFrame("bad frame header")
-            if zlib.crc32(f.read(size)) != crc:
-                raise CorruptFrame("frame checksum mismatch")
-            pos += hsize + size
 
 
 class TaskTrackerMind(pb.Referenceable):

@@ -426,3 +426,26 @@ def test_frame_header_layout_is_format_version_1() -> None:
     assert struct.unpack(">I", frame[1:5])[0] == len(frame) - 9
     assert struct.unpack(">I", frame[5:9])[0] == zlib.crc32(frame[9:])
     assert frame[9:] == payload
+
+
+def test_frames_are_cut_by_size_as_well_as_by_count(tmp_path: Any) -> None:
+    """Big values must not make a frame that readers refuse as too large."""
+    import pytxmr.records as records
+
+    big = "x" * (3 << 20)
+    path = tmp_path / "seg"
+    with open(path, "wb") as f:
+        w = records.SegmentWriter(f)
+        w.write([(f"k{i}", [big]) for i in range(10)])
+    assert records.verify_segment(str(path)) >= 4  # 30 MB in frames of about 8 MB
+    assert [k for k, _ in records.iter_segment_file(str(path))] == [f"k{i}" for i in range(10)]
+
+
+def test_a_record_larger_than_a_frame_fails_clearly(tmp_path: Any, monkeypatch: Any) -> None:
+    """One record over the frame limit is refused at write time, naming its key."""
+    import pytxmr.records as records
+
+    monkeypatch.setattr(records, "MAX_FRAME_BYTES", 1 << 20)
+    with open(tmp_path / "seg", "wb") as f:
+        with pytest.raises(records.RecordTooLarge, match="huge"):
+            records.SegmentWriter(f).write([("huge", ["y" * (2 << 20)])])

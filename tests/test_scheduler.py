@@ -63,6 +63,9 @@ class Driver:
     def fail(self, aid: str) -> list[Any]:
         return self._record(self.s.attempt_failed(aid, self.tick(), dict(ERROR)))
 
+    def fetch_failed(self, reduce_aid: str, index: int, map_aid: str | None = None) -> list[Any]:
+        return self._record(self.s.fetch_failed(reduce_aid, index, self.tick(), map_aid))
+
     def running(self, job: str | None = None, kind: str | None = None,
                 index: int | None = None, wid: str | None = None) -> list[Attempt]:
         return sorted(
@@ -187,7 +190,7 @@ def test_reduces_get_announced_map_outputs() -> None:
     [r0] = launches(acts, LaunchReduce)
     assert r0.map_outputs == ()
     acts = d.succeed(m0.attempt_id, kinds=("num", "str"))
-    loc = MapLocation(0, "w1", "host-w1", 9000, ("num", "str"))
+    loc = MapLocation(0, "w1", "host-w1", 9000, ("num", "str"), m0.attempt_id)
     assert AnnounceMapOutputs("w1", "j1", (loc,)) in acts
     # A reduce launched later (a retry) gets every known location at launch.
     acts = d.fail(r0.attempt_id)
@@ -363,6 +366,107 @@ def test_events_for_unknown_workers_and_attempts_are_harmless() -> None:
     d.submit("j1", maps=1, reduces=1)
     d.lose("w1")
     assert d.lose("w1") == []
+
+
+# ---------------------------------------------------------------- fetch failures
+
+
+def fetch_setup(reduces: int) -> tuple[Driver, str, list[str]]:
+    """Map 0 done on w1, then ``reduces`` reduces running on w1 and w2:
+    (driver, map attempt, reduce attempts)."""
+    d = Driver()
+    d.join("w1", slots=1)
+    acts = d.submit("j1", maps=1, reduces=reduces)
+    [m] = launches(acts, LaunchMap)
+    d.succeed(m.attempt_id)
+    d.join("w2", slots=reduces)
+    rs = [a.id for a in d.running("j1", "reduce")]
+    assert len(rs) == reduces
+    return d, m.attempt_id, rs
+
+
+def test_one_reducers_first_report_among_many_does_not_rerun_a_map() -> None:
+    """A hiccup seen by one reducer of many is not a lost output: three
+    reports, or reports from half the running reduces, are."""
+    d, m, rs = fetch_setup(reduces=6)
+    assert d.fetch_failed(rs[0], 0, m) == []
+    assert d.fetch_failed(rs[0], 0, m) == []
+    assert 0 in d.s.jobs["j1"].map_locations
+    acts = d.fetch_failed(rs[0], 0, m)
+    assert [(a.wid, a.index) for a in launches(acts)] == [("w2", 0)]
+    d2, m2, rs2 = fetch_setup(reduces=6)
+    d2.fetch_failed(rs2[0], 0, m2)
+    d2.fetch_failed(rs2[1], 0, m2)
+    assert launches(d2.fetch_failed(rs2[2], 0, m2))  # half of the six
+
+
+def test_a_lost_output_fails_its_attempt_and_runs_again_on_another_worker() -> None:
+    """As in Hadoop, the map attempt whose output cannot be served is a
+    failed attempt: counted, charged to its worker, avoided for the retry;
+    the new location reaches the reduces."""
+    d, m, rs = fetch_setup(reduces=2)
+    acts = d.fetch_failed(rs[0], 0, m)  # one of two running reduces
+    [m2] = launches(acts, LaunchMap)
+    assert m2.wid == "w2"
+    assert d.s.attempts[m].state is State.FAILED
+    assert d.s.attempts[m].error["type"] == "MapOutputLost"
+    job = d.s.jobs["j1"]
+    assert job.maps[0].failures == 1 and job.maps[0].committed is None
+    assert d.s.workers["w1"].failures == {"j1": 1}
+    assert 0 not in job.map_locations
+    acts = d.succeed(m2.attempt_id)
+    [loc] = {a.map_outputs for a in acts if isinstance(a, AnnounceMapOutputs)}
+    assert (loc[0].wid, loc[0].attempt_id) == ("w2", m2.attempt_id)
+    d.run_to_completion()
+    assert d.done()["j1"].state is State.SUCCEEDED
+
+
+def test_a_late_report_about_an_older_output_is_ignored() -> None:
+    """A report sent before the reducer heard of the re-run must not
+    condemn the new output."""
+    d, m, rs = fetch_setup(reduces=2)
+    [m2] = launches(d.fetch_failed(rs[0], 0, m), LaunchMap)
+    d.succeed(m2.attempt_id)
+    assert d.fetch_failed(rs[1], 0, m) == []
+    assert d.fetch_failed(rs[1], 0, "no-such-attempt") == []
+    assert d.s.jobs["j1"].map_locations[0].attempt_id == m2.attempt_id
+    assert d.s.attempts[m2.attempt_id].state is State.SUCCEEDED
+
+
+def test_reports_from_maps_dead_or_unknown_attempts_are_harmless() -> None:
+    """Only a live reduce attempt may blame a map output."""
+    d, m, rs = fetch_setup(reduces=1)
+    assert d.fetch_failed(m, 0, m) == []  # a map does not fetch
+    assert d.fetch_failed("no-such-attempt", 0) == []
+    assert d.fetch_failed(rs[0], 7) == []  # no such map
+    d.fail(rs[0])
+    assert d.fetch_failed(rs[0], 0, m) == []
+    assert d.s.jobs["j1"].maps[0].failures == 0
+
+
+def test_a_map_whose_output_is_lost_max_attempts_times_fails_the_job() -> None:
+    """An output that cannot be served from anywhere must end the job, not
+    loop forever."""
+    d, m, rs = fetch_setup(reduces=1)
+    d.s.jobs["j1"].max_attempts = 2
+    [m2] = launches(d.fetch_failed(rs[0], 0, m), LaunchMap)
+    d.succeed(m2.attempt_id)
+    acts = d.fetch_failed(rs[0], 0, m2.attempt_id)
+    [done] = [a for a in acts if isinstance(a, JobDone)]
+    assert done.state is State.FAILED and done.error["type"] == "MapOutputLost"
+
+
+def test_a_lost_workers_maps_forget_their_fetch_failure_reports() -> None:
+    """Reports about an output that is gone anyway do not count against
+    the re-run map's new output."""
+    d, m, rs = fetch_setup(reduces=6)
+    d.fetch_failed(rs[0], 0, m)
+    d.fetch_failed(rs[0], 0, m)
+    d.join("w3", slots=1)
+    [m2] = launches(d.lose("w1"), LaunchMap)
+    d.succeed(m2.attempt_id)
+    assert d.fetch_failed(rs[0], 0, m2.attempt_id) == []
+    assert d.s.jobs["j1"].map_locations[0].attempt_id == m2.attempt_id
 
 
 # ---------------------------------------------------------------- commit
@@ -583,6 +687,10 @@ def test_random_event_sequences_keep_the_invariants(speculative: bool, data: st.
             choices += ["succeed", "succeed", "succeed", "fail"]
         if committable:
             choices += ["commit then die", "ask to commit"]
+        reducing = [a for a in running if a.kind == "reduce"
+                    and d.s.jobs[a.job_id].map_locations]
+        if reducing:
+            choices.append("fetch fails")
         if history:
             choices.append("stale")
         if jobs:
@@ -619,6 +727,17 @@ def test_random_event_sequences_keep_the_invariants(speculative: bool, data: st.
                     d.lose(a.wid)
                 else:
                     fail_for_real(a.id)
+        elif event == "fetch fails":
+            # A reducer cannot fetch a map output (counted like a failure
+            # of that map once enough reports came in).
+            a = data.draw(st.sampled_from(reducing), label="reporting reduce")
+            job = d.s.jobs[a.job_id]
+            index = data.draw(st.sampled_from(sorted(job.map_locations)), label="map")
+            before = job.maps[index].failures
+            d.fetch_failed(a.id, index, job.map_locations[index].attempt_id)
+            if job.maps[index].failures > before:
+                key = (a.job_id, "map", index)
+                real_failures[key] = real_failures.get(key, 0) + 1
         elif event == "ask to commit":
             # Allowed to commit and renaming: its report comes in a later event.
             a = data.draw(st.sampled_from(committable), label="committing attempt")

@@ -322,18 +322,20 @@ class LoopbackTests(TestCase):
             await fetch(reactor, "127.0.0.1", number, JOB, 0, 0, TOKEN, io.BytesIO())
         self.assertIn("cannot connect", str(cm.exception))
 
-    async def test_max_connections_closes_extra_connections_at_once(self) -> None:
-        """Past the limit, new connections are closed instead of queued."""
+    async def test_idle_connections_beyond_the_limit_cannot_lock_fetches_out(self) -> None:
+        """Past the limit, the longest idle connection is closed: a fetch
+        still gets through however many idle connections are open."""
         await self.start_server(max_connections=2)
-        holders = [RawClient(), RawClient()]
+        holders = [RawClient(), RawClient(), RawClient()]
         for h in holders:
             await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), h)
         await until(lambda: self.factory.connection_count == 2)
-        with self.assertRaises(ShuffleError):
-            await self.fetch(0, 2)
+        self.assertEqual(await self.fetch(0, 2), SMALL)
+        await until(lambda: sum(h.lost.called for h in holders) == 2)
         for h in holders:
-            h.transport.loseConnection()
-            await h.lost
+            if not h.lost.called:
+                h.transport.loseConnection()
+                await h.lost
         await until(lambda: self.factory.connection_count == 0)
         await self.assert_still_serving()
 
@@ -537,16 +539,29 @@ class InMemoryTests(TestCase):
         proto.dataReceived(b"x" * (MAX_REQUEST + 100))
         self.assertTrue(transport.aborted)
 
-    def test_max_connections_refuses_in_build_protocol(self) -> None:
-        """buildProtocol returning None makes the port close the socket at once."""
-        factory = ShuffleServerFactory(self.store, self.clock, max_connections=2)
-        protos = [factory.buildProtocol(PEER) for _ in range(2)]
-        for p in protos:
-            assert p is not None
-            p.makeConnection(StringTransport())
-        self.assertIsNone(factory.buildProtocol(PEER))
+    def test_at_the_limit_the_longest_idle_connection_makes_room(self) -> None:
+        """A full server closes its oldest idle connection for a new one."""
+        self.factory.max_connections = 2
+        _, t_old = self.connect()
+        self.clock.advance(1)
+        _, t_young = self.connect()
+        self.clock.advance(1)
+        self.assertIsNotNone(self.factory.buildProtocol(PEER))
+        self.assertTrue(t_old.disconnected)
+        self.assertFalse(t_young.disconnected)
+
+    def test_at_the_limit_with_no_idle_connection_new_ones_are_refused(self) -> None:
+        """buildProtocol returning None makes the port close the socket at
+        once; replies in progress are never cut for a newcomer."""
+        self.factory.max_connections = 2
+        protos = []
+        for _ in range(2):
+            proto, transport = self.connect(PausingTransport())
+            proto.dataReceived(self.request(transport, 0, 0))  # streaming, paused
+            protos.append(proto)
+        self.assertIsNone(self.factory.buildProtocol(PEER))
         protos[0].connectionLost(Failure(Exception("gone")))
-        self.assertIsNotNone(factory.buildProtocol(PEER))
+        self.assertIsNotNone(self.factory.buildProtocol(PEER))
 
     def test_each_connection_gets_a_fresh_nonce(self) -> None:
         """A request captured on one connection is useless on another."""

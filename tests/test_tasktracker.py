@@ -1,0 +1,59 @@
+"""Unit tests for the tasktracker's pure helpers."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from pytxmr.records import CorruptFrame, SegmentWriter
+from pytxmr.records import verify_segment as verify_run
+
+
+def segment(records: int) -> bytes:
+    buf = io.BytesIO()
+    SegmentWriter(buf, frame_records=10).write((f"k{i:04d}", [i]) for i in range(records))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def data_file(tmp_path: Path) -> tuple[Path, list[tuple[int, int]]]:
+    """Three segments back to back, as in a map's data file: (path, [(offset, length)])."""
+    parts = [segment(35), b"", segment(7)]
+    path = tmp_path / "map.data"
+    path.write_bytes(b"".join(parts))
+    offsets, pos = [], 0
+    for p in parts:
+        offsets.append((pos, len(p)))
+        pos += len(p)
+    return path, offsets
+
+
+def test_a_local_run_is_checked_within_its_segment_only(
+        data_file: tuple[Path, list[tuple[int, int]]]) -> None:
+    """A reduce reads its partition of a map's data file: damage in another
+    partition is not its business."""
+    path, segments = data_file
+    (first, first_len), _, (last, last_len) = segments
+    data = bytearray(path.read_bytes())
+    data[last + last_len // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    verify_run(str(path), first, first_len)
+    verify_run(str(path), *segments[1])  # an empty segment
+    with pytest.raises(CorruptFrame, match="checksum"):
+        verify_run(str(path), last, last_len)
+
+
+@pytest.mark.parametrize("cut", [1, 5, 100])
+def test_a_run_cut_short_is_corrupt(data_file: tuple[Path, list[tuple[int, int]]],
+                                    cut: int) -> None:
+    """A length that ends inside a frame (a truncated file, a wrong index)
+    is never taken for a complete run."""
+    path, segments = data_file
+    offset, length = segments[0]
+    with pytest.raises(CorruptFrame):
+        verify_run(str(path), offset, length - cut)
+    path.write_bytes(path.read_bytes()[:offset + length - cut])
+    with pytest.raises(CorruptFrame):
+        verify_run(str(path), offset, length)
