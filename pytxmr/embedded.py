@@ -32,7 +32,7 @@ async def run_embedded(reactor: Any, spec: dict[str, Any], *, workers: int, slot
         for i in range(workers):
             tt = tasktracker.TaskTrackerService(reactor, tasktracker.Config(
                 jobtracker=f"tcp:host=127.0.0.1:port={port}", slots=slots,
-                shuffle_listen="tcp:0:interface=127.0.0.1", advertise_host="127.0.0.1",
+                shuffle_listen="tcp:0:interface=127.0.0.1:backlog=1024", advertise_host="127.0.0.1",
                 workdir=os.path.join(tmp, f"tasktracker-{i}"), secret_file=None,
                 ready_file=None), secret)
             tts.append(tt)

@@ -610,7 +610,9 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
         jt = jobtracker_endpoint(a.jobtracker)
     except ValueError as e:
         p.error(str(e))
-    listen = a.shuffle_listen or f"tcp:{a.shuffle_port}:interface={a.shuffle_interface}"
+    # A burst of reducers connects at once: a short backlog means 1 s retries.
+    listen = a.shuffle_listen or (
+        f"tcp:{a.shuffle_port}:interface={a.shuffle_interface}:backlog=1024")
     workdir = os.path.abspath(a.workdir) if a.workdir else None
     return Config(jt, a.slots, listen, a.advertise_host, workdir,
                   a.secret_file, a.ready_file, a.heartbeat, a.task_timeout, a.task_memory), a
