@@ -135,6 +135,7 @@ def attempt_view(a: Attempt, scheduler: Scheduler, now: float,
         "finished": a.finished,
         "duration": end - a.started,
         "error": a.error,
+        "counters": a.counters,
         "has_log": has_log(a.id),
     }
 
