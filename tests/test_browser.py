@@ -16,11 +16,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
+
+from procs import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -54,17 +55,6 @@ def reduce(word, counts):
 """
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def read_ready(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
@@ -92,13 +82,13 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, Any]]:
         jt_ready = tmp_path / "jt.ready"
         spawn("jobtracker", "pytxmr.jobtracker", "--port", "0", "--web-port", "0",
               "--workdir", str(tmp_path / "jt"), "--ready-file", str(jt_ready))
-        ready = wait_for(lambda: read_ready(jt_ready), "the jobtracker")
+        ready = wait_for(lambda: read_ready(jt_ready), 30, "the jobtracker")
         for i in (1, 2):
             tt_ready = tmp_path / f"tt{i}.ready"
             spawn(f"tasktracker{i}", "pytxmr.tasktracker", "--jobtracker",
                   f"127.0.0.1:{ready['port']}", "--slots", "2", "--workdir",
                   str(tmp_path / f"tt{i}"), "--ready-file", str(tt_ready))
-            wait_for(lambda: read_ready(tt_ready), "a tasktracker")
+            wait_for(lambda: read_ready(tt_ready), 30, "a tasktracker")
         yield {"env": env, "port": ready["port"], "web": f"http://127.0.0.1:{ready['web_port']}",
                "tmp": tmp_path}
     finally:
