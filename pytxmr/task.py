@@ -1,12 +1,13 @@
-"""The task child process: ``python -m pytxmr.task SPEC.json``.
+"""The task child: runs one map, reduce or submission check.
 
-A tasktracker (or the jobtracker, for the submission check) spawns one per
-task attempt, so that user code never runs inside a daemon: if it raises,
+A daemon's zygote (``pytxmr.zygote``) forks one child per task attempt and
+calls ``main`` in it (``python -m pytxmr.task SPEC.json`` does the same in a
+fresh process), so that user code never runs inside a daemon: if it raises,
 exits, hangs or is killed, only this process goes. It reads its task from a
 JSON spec file, loads the job module from source, runs the map, the reduce
 or the check, and reports one JSON line ``{"result": ...}`` on file
 descriptor 3 (stdout and stderr are the user's, captured as task logs).
-It imports nothing from Twisted: its start-up time is paid per task.
+It imports nothing from Twisted, and neither does the zygote.
 """
 
 from __future__ import annotations
