@@ -66,7 +66,9 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
         await endpoint.connect(factory)
     except Exception as e:
         raise ClusterError(f"cannot reach the jobtracker at {address}: {e}") from None
-    perspective = await login(factory, ROLE_CLIENT, secret)
+    # A mind (even one with no methods) tells the jobtracker which
+    # connection logged in.
+    perspective = await login(factory, ROLE_CLIENT, secret, pb.Referenceable())
     return Connection(factory, perspective)
 
 

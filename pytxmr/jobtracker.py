@@ -46,6 +46,8 @@ from .wire import (
 )
 
 DEFAULT_SPLIT_SIZE = 64 << 20
+#: Seconds a PB peer has to log in before its connection is dropped.
+LOGIN_TIMEOUT = 30.0
 MIN_SPLIT_SIZE = 1 << 20
 DEFAULT_EXPIRY = 10.0
 DEFAULT_CHECK_TIMEOUT = 30.0
@@ -165,6 +167,9 @@ class JobTracker:
                 self._job_done(job, "failed", error)
         shutil.rmtree(os.path.join(self.workdir, "jobs"), ignore_errors=True)
         return checkers
+
+    def clock(self) -> IReactorTime:
+        return self._clock
 
     def _now(self) -> float:
         return self._clock.seconds()
@@ -641,9 +646,12 @@ class JobTrackerRealm:
     def requestAvatar(self, avatar_id: bytes, mind: Any, *interfaces: Any) -> tuple[Any, Any, Any]:
         if pb.IPerspective not in interfaces:
             raise NotImplementedError("only PB perspectives")
+        if not isinstance(mind, pb.RemoteReference):
+            raise pb.Error("log in with a mind (a pb.Referenceable)")
+        broker = mind.broker
+        if isinstance(broker, _GuardedBroker):
+            broker.logged_in()
         if avatar_id == ROLE_TASKTRACKER:
-            if not isinstance(mind, pb.RemoteReference):
-                raise pb.Error("a tasktracker logs in with a mind")
             avatar: Any = TaskTrackerAvatar(self.jt, mind)
             return pb.IPerspective, avatar, avatar.logout
         return pb.IPerspective, ClientAvatar(self.jt), lambda: None
@@ -654,6 +662,28 @@ class _GuardedBroker(wire.Broker):
     scan, an HTTP request) with one log line instead of a traceback."""
 
     log = Logger()
+    _deadline: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # A peer must log in within LOGIN_TIMEOUT: connections that never
+        # do would otherwise hold a file descriptor each, for ever.
+        self._deadline = self.factory.clock.callLater(LOGIN_TIMEOUT, self._too_slow)
+
+    def logged_in(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+
+    def _too_slow(self) -> None:
+        peer = self.transport.getPeer()
+        self.log.warn("Dropped a connection from {host}:{port}: no login in {s:g}s",
+                      host=getattr(peer, "host", peer), port=getattr(peer, "port", ""),
+                      s=LOGIN_TIMEOUT)
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Any) -> None:
+        self.logged_in()  # cancels the deadline
+        super().connectionLost(reason)
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -692,6 +722,7 @@ def pb_factory(jt: JobTracker, secret: bytes) -> pb.PBServerFactory:
     checkers = [SecretChecker(secret), AnonymousRefused()]
     factory = pb.PBServerFactory(_LoginRoot(portal.Portal(JobTrackerRealm(jt), checkers)))
     factory.protocol = _GuardedBroker
+    factory.clock = jt.clock()
     return factory
 
 
