@@ -17,7 +17,7 @@ import signal
 import sys
 from typing import Any
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -176,11 +176,30 @@ def log_tail(path: str, size: int = 4096) -> str:
         return ""
 
 
+def io_bytes(pid: int) -> int | None:
+    """Bytes a process has read and written so far (Linux's /proc/PID/io);
+    None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            return sum(int(line.split()[1]) for line in f
+                       if line.startswith(("rchar:", "wchar:")))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class TaskChild:
-    """One running task: ``result`` fires with its result dict."""
+    """One running task: ``result`` fires with its result dict.
+
+    ``timeout`` bounds its wall-clock time; ``stall_timeout`` kills it when
+    it has made no progress for that long, as Hadoop's task timeout does:
+    progress is input read or output written (the child's I/O counters), so
+    a slow task that works is left alone while a hung one, or one spinning
+    in a loop that reads and writes nothing, is ended.
+    """
 
     def __init__(self, clock: IReactorTime, zygote: Zygote, spec: dict[str, Any],
-                 work_dir: str, timeout: float | None = None) -> None:
+                 work_dir: str, timeout: float | None = None,
+                 stall_timeout: float | None = None) -> None:
         self.work_dir = work_dir
         self.log_path = os.path.join(work_dir, "task.log")
         os.makedirs(work_dir, exist_ok=True)
@@ -189,18 +208,36 @@ class TaskChild:
         with open(spec_path, "w", encoding="utf-8") as f:
             json.dump(spec, f)
         self._child = zygote.fork(spec_path, self.log_path, result_path)
+        self._clock = clock
         self._timer: IDelayedCall | None = None
         if timeout:
             self._timer = clock.callLater(timeout, self.kill,
                                           f"the task took longer than {timeout:g}s")
+        self._watch: task.LoopingCall | None = None
+        if stall_timeout:
+            self._io: int | None = None
+            self._progressed = clock.seconds()
+            self._watch = task.LoopingCall(self._check_progress, stall_timeout)
+            self._watch.clock = clock
+            self._watch.start(min(1.0, stall_timeout / 4), now=False)
         self.result: defer.Deferred[dict[str, Any]] = self._child.status.addCallback(
             self._ended, result_path)
+
+    def _check_progress(self, stall_timeout: float) -> None:
+        now = self._clock.seconds()
+        io = io_bytes(self._child.pid) if self._child.pid is not None else None
+        if io is not None and io != self._io:
+            self._io, self._progressed = io, now
+        elif now - self._progressed >= stall_timeout:
+            self.kill(f"the task made no progress (read or wrote nothing) for "
+                      f"{stall_timeout:g}s")
 
     def _ended(self, status: int | None, result_path: str) -> dict[str, Any]:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        if self._watch is not None and self._watch.running:
+            self._watch.stop()
         return _outcome(result_path, self.log_path, status, self._child.kill_requested)
 
     def kill(self, why: str = "the task was killed") -> None:
         self._child.kill(why)
-

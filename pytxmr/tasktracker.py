@@ -227,7 +227,7 @@ class TaskTracker:
                 return None
             spec["memory_limit"] = self.task_memory
             attempt.child = TaskChild(self._reactor, self.zygote, spec, attempt.work_dir,
-                                      self.task_timeout)
+                                      stall_timeout=self.task_timeout)
             result = await attempt.child.result
         finally:
             self.processes.release()
@@ -598,7 +598,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT,
                    help="seconds between heartbeats")
     p.add_argument("--task-timeout", type=float, default=None,
-                   help="kill a task attempt running longer than this many seconds")
+                   help="kill a task attempt that makes no progress (reads or writes "
+                        "nothing) for this many seconds")
     p.add_argument("--task-memory", type=size_argument, default=None,
                    help="address-space cap of each task process, e.g. 2G (a task over it "
                         "fails with MemoryError; the tasktracker is unaffected)")

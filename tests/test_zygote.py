@@ -51,3 +51,18 @@ def test_zygote_forks_a_task_and_reports_its_exit(tmp_path: Path) -> None:
         assert zygote.stdin
         zygote.stdin.close()  # the zygote's cue to reap its children and exit
         assert zygote.wait(10) == 0
+
+
+def test_io_bytes_grow_when_a_process_reads(tmp_path: Path) -> None:
+    """The stall check's notion of progress: a process's bytes read and written."""
+    from pytxmr.child import io_bytes
+
+    before = io_bytes(os.getpid())
+    if before is None:
+        import pytest
+
+        pytest.skip("no /proc/PID/io here")
+    (tmp_path / "f").write_bytes(b"x" * 100_000)
+    (tmp_path / "f").read_bytes()
+    after = io_bytes(os.getpid())
+    assert after is not None and after >= before + 200_000
