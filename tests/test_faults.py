@@ -491,6 +491,46 @@ def test_a_tasktracker_killed_during_a_map(make_cluster: Callable[[], Cluster]) 
     assert_serves(c, s.name)
 
 
+def test_a_tasktracker_killed_while_its_reduce_writes_its_output(
+        make_cluster: Callable[[], Cluster]) -> None:
+    """SIGKILL while a reduce has half written its part file: that attempt's
+    file is never committed, the reduce (and the lost maps) run again on
+    the other worker, and the output is exact."""
+    c, keep, victim = two_workers(make_cluster)
+    s = Scenario(c, "kill-reduce")
+    inputs = s.corpus(seed=21)
+    tail = '''
+
+def reduce(key, values):
+    if once("reduce-writing"):
+        yield "JUNK", "x" * (4 << 20)  # past the writer's buffer: on disk
+        mark(f"writing-{os.getpid()}")
+        wait_file("never", limit=50)
+    yield key, sum(values)
+'''
+    before = job_ids(c)
+    proc = submit_popen(c, s.job(tail=tail), inputs, s.output, "--reducers", "2",
+                        "--split-size", "32K")
+    try:
+        job_id = new_job(c, before)
+        writing = wait_for(lambda: list(s.marks.glob("writing-*")), 30, "a reduce writing")
+        pid = int(writing[0].name.split("-")[1])
+        doomed = victim if pid in pids_of(victim) else keep
+        assert pid in pids_of(doomed)
+        doomed.proc.kill()
+        wait_for(lambda: gone([pid]), 10, "the writing reduce to die with its worker")
+        ok(run(proc), c)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    detail = check_job(c, job_id, s.output, 2, word_counts(inputs))
+    assert counters(detail)["killed reduce attempts"] >= 1
+    assert "JUNK" not in (s.output / "part-00000").read_text()
+    assert "JUNK" not in (s.output / "part-00001").read_text()
+    assert_serves(c, s.name)
+
+
 def test_a_tasktracker_killed_after_the_maps_before_the_shuffle(
         make_cluster: Callable[[], Cluster]) -> None:
     """All maps done, no reducer has fetched yet (a blocker job holds the
