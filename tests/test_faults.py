@@ -387,6 +387,24 @@ def corrupt_every_segment(data: Path, index: Path) -> int:
     return len(segments)
 
 
+def submit_maps_only(c: Cluster, s: Scenario, seed: int) -> tuple[subprocess.Popen[str], str, list[Path]]:
+    """Submit a word count (2 reducers, 32K splits) while a ReduceSlotBlocker
+    holds the reduce slots; return once all its maps are done."""
+    inputs = s.corpus(seed=seed)
+    before = job_ids(c)
+    proc = submit_popen(c, WORDCOUNT, inputs, s.output, "--reducers", "2",
+                        "--split-size", "32K")
+    try:
+        job_id = new_job(c, before)
+        wait_for(lambda: progress(c, job_id, "maps")["percent"] == 100, 30,
+                 "the maps to finish", 0.05)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, job_id, inputs
+
+
 def two_workers(make_cluster: Callable[[], Cluster], *jt_options: str) -> tuple[Cluster, Daemon, Daemon]:
     c = make_cluster()
     c.start_jobtracker(*jt_options)
@@ -541,13 +559,7 @@ def test_a_tasktracker_killed_after_the_maps_before_the_shuffle(
     blocker = ReduceSlotBlocker(c, s, reduce_slots=4)
     proc = None
     try:
-        inputs = s.corpus(seed=13)
-        before = job_ids(c)
-        proc = submit_popen(c, WORDCOUNT, inputs, s.output, "--reducers", "2",
-                            "--split-size", "32K")
-        job_id = new_job(c, before)
-        wait_for(lambda: progress(c, job_id, "maps")["percent"] == 100, 30,
-                 "the maps to finish", 0.05)
+        proc, job_id, inputs = submit_maps_only(c, s, seed=13)
         assert progress(c, job_id, "reduces")["running"] == 0
         lost = {p.parent.name for p, _ in map_outputs(victim, job_id)}
         assert lost, "no map ran on the victim"
@@ -641,13 +653,7 @@ def test_reducers_fetching_from_a_stopped_tasktracker_turn_to_the_rerun_maps(
     try:
         victim = c.start_tasktracker(2, *HEARTBEAT)
         blocker.wait_holding()
-        inputs = s.corpus(seed=17)
-        before = job_ids(c)
-        proc = submit_popen(c, WORDCOUNT, inputs, s.output, "--reducers", "2",
-                            "--split-size", "32K")
-        job_id = new_job(c, before)
-        wait_for(lambda: progress(c, job_id, "maps")["percent"] == 100, 30,
-                 "the maps to finish", 0.05)
+        proc, job_id, inputs = submit_maps_only(c, s, seed=17)
         assert map_outputs(victim, job_id), "no map ran on the victim"
         t0 = time.monotonic()
         victim.proc.send_signal(signal.SIGSTOP)
@@ -703,13 +709,7 @@ def test_corrupt_map_outputs_on_disk_are_detected_and_the_maps_run_again(
     blocker = ReduceSlotBlocker(shared, s, reduce_slots=4)
     proc = None
     try:
-        inputs = s.corpus(seed=5)
-        before = job_ids(shared)
-        proc = submit_popen(shared, WORDCOUNT, inputs, s.output, "--reducers", "2",
-                            "--split-size", "32K")
-        job_id = new_job(shared, before)
-        wait_for(lambda: progress(shared, job_id, "maps")["percent"] == 100, 30,
-                 "the maps to finish", 0.05)
+        proc, job_id, inputs = submit_maps_only(shared, s, seed=5)
         corrupted = set()
         for tt in shared.tasktrackers:
             for data, index in map_outputs(tt, job_id):
