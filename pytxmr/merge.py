@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
-from itertools import chain, groupby, islice
+from itertools import chain, groupby
 from operator import itemgetter
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -24,17 +24,6 @@ MERGE_FACTOR = 64
 
 _first = itemgetter(0)
 _second = itemgetter(1)
-
-
-def merge_records(runs: Sequence[Iterable[Record]], sort_key: Callable[[Record], Any]) -> Iterator[Record]:
-    """The records of sorted ``runs`` (any iterables), in one sorted stream."""
-    return _merge_frames([_batched(run) for run in runs], sort_key)
-
-
-def _batched(records: Iterable[Record], size: int = 4096) -> Iterator[list[Record]]:
-    it = iter(records)
-    while batch := list(islice(it, size)):
-        yield batch
 
 
 def merge_runs(runs: Sequence[RunRef], sort_key: Callable[[Record], Any],

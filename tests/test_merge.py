@@ -14,7 +14,6 @@ from pytxmr.keys import kinds_of, record_sort_key, total_order
 from pytxmr.merge import (
     RunRef,
     group_values,
-    merge_records,
     merge_runs,
     reduce_run_count,
 )
@@ -86,16 +85,17 @@ def test_merge_of_runs_of_mixed_kinds_is_sorted_and_a_permutation(runs: list[lis
     check_sorted_permutation(runs)
 
 
-def test_merge_of_one_run_and_of_no_run() -> None:
+def test_merge_of_one_run_and_of_no_run(tmp_path: Any) -> None:
     """Partitions with a single map output or none at all are common edge cases."""
-    assert list(merge_records([], lambda r: r[0])) == []
-    assert list(merge_records([iter([("a", [1])])], lambda r: r[0])) == [("a", [1])]
+    assert list(merge_runs([], lambda r: r[0])) == []
+    one = write_runs(str(tmp_path), [[("a", [1])]])
+    assert list(merge_runs(one, lambda r: r[0])) == [("a", [1])]
 
 
-def test_merge_is_stable_across_runs() -> None:
+def test_merge_is_stable_across_runs(tmp_path: Any) -> None:
     """Equal keys come out in run order, which keeps a key's values in map order."""
     runs = [[("a", [0]), ("b", [0])], [("a", [1])], [("a", [2]), ("c", [2])]]
-    merged = list(merge_records([iter(r) for r in runs], lambda r: r[0]))
+    merged = list(merge_runs(write_runs(str(tmp_path), runs), lambda r: r[0]))
     assert merged == [("a", [0]), ("a", [1]), ("a", [2]), ("b", [0]), ("c", [2])]
 
 
@@ -111,11 +111,12 @@ def test_group_values_groups_equal_keys_across_runs_in_run_order(tmp_path: Any) 
     assert got == [("a", [1, 2, 4]), ("b", [5, 8]), ("c", [3, 6, 7]), ("d", [9])]
 
 
-def test_group_values_groups_keys_python_considers_equal() -> None:
+def test_group_values_groups_keys_python_considers_equal(tmp_path: Any) -> None:
     """1, 1.0 and True are one key: their values reach one reduce call."""
     sort_key = record_sort_key(["num", "str"])
     runs = [[(1, ["int"]), ("x", [0])], [(1.0, ["float"])], [(True, ["bool"]), ("x", [1])]]
-    got = [(k, list(vs)) for k, vs in group_values(merge_records([iter(r) for r in runs], sort_key))]
+    merged = merge_runs(write_runs(str(tmp_path), runs), sort_key)
+    got = [(k, list(vs)) for k, vs in group_values(merged)]
     assert got == [(1, ["int", "float", "bool"]), ("x", [0, 1])]
 
 
