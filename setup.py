@@ -18,7 +18,9 @@ setup(
     extras_require={
         # playwright drives Debian's chromium in tests/test_browser.py (never
         # `playwright install`: it downloads a browser build).
-        "test": ["pytest>=8", "hypothesis>=6", "psutil>=5.9", "playwright>=1.40"],
+        "test": ["pytest>=8", "hypothesis>=6", "psutil>=5.9", "playwright>=1.40", "lz4>=4"],
+        # --compress lz4: LZ4 frames in spills and the shuffle (docs/record-format.md).
+        "lz4": ["lz4>=4"],
     },
     entry_points={"console_scripts": ["pytxmr=pytxmr.__main__:main"]},
 )

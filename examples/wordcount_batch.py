@@ -1,9 +1,11 @@
-"""Word count with the batch map API: ``map_chunk`` sees many lines at once.
+"""Word count with the batch map API: ``map_split`` sees a whole split.
 
-``map_chunk(offset, text)`` receives a chunk of whole lines (a few MB of
-text) instead of one line per call, so it can count a whole chunk with
-``collections.Counter`` in C and yield one pair per distinct word: the
-framework's per-record work shrinks to a fraction.
+``map_split(chunks)`` is called once per map task with an iterator over the
+split's text, a chunk of whole lines (a few MB) at a time, as Spark's
+``mapPartitions`` is. One ``Counter`` counts the whole split in C and the
+framework gets one pair per distinct word: its per-record work shrinks to
+a fraction. (``map_chunk(offset, text)``, called once per chunk, is the
+stateless variant.)
 
     python -m pytxmr run examples/wordcount_batch.py data/sample.txt -o /tmp/wcb
 """
@@ -13,11 +15,14 @@ from collections import Counter
 from pytxmr import combiners
 
 
-def map_chunk(offset, text):
-    yield from Counter(text.split()).items()
+def map_split(chunks):
+    counts = Counter()
+    for offset, text in chunks:
+        counts.update(text.split())
+    return counts.items()
 
 
-#: Adds each chunk's counts to the running totals as they are yielded.
+#: The reduces add up the counts of the splits.
 combine = combiners.sum
 
 

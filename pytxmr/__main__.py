@@ -42,6 +42,8 @@ def _job_options(p: argparse.ArgumentParser) -> None:
                    "fails (default 4)")
     p.add_argument("--speculative", action="store_true",
                    help="run backup attempts of straggling tasks (the first to finish wins)")
+    p.add_argument("--compress", choices=["lz4"], help="compress spills and the shuffle "
+                   "(needs the lz4 package; default: off, see docs/record-format.md)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
 
 
@@ -139,7 +141,8 @@ def _spec(a: argparse.Namespace) -> dict[str, Any]:
 
     return submission(a.job, a.inputs, a.output, reducers=a.reducers, split_size=a.split_size,
                       overwrite=a.overwrite, map_name=a.map_name, reduce_name=a.reduce_name,
-                      max_attempts=a.max_attempts, speculative=a.speculative)
+                      max_attempts=a.max_attempts, speculative=a.speculative,
+                      compress=a.compress)
 
 
 def default_slots(workers: int) -> int:
@@ -157,7 +160,7 @@ def run_inline_command(a: argparse.Namespace) -> int:
     counters = run_inline(a.job, a.inputs, a.output, num_reducers=a.reducers,
                           split_size=a.split_size or 64 << 20, overwrite=a.overwrite,
                           map_name=a.map_name, reduce_name=a.reduce_name,
-                          default_reducers=slots)
+                          default_reducers=slots, compress=a.compress)
     if not a.quiet:
         print(f"inline job succeeded in {time.perf_counter() - start:.2f}s; "
               f"output in {os.path.abspath(a.output)}")
@@ -212,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from .auth import LoginRefused
     from .client import ClusterError
+    from .records import CodecUnavailable
     from .secret import SecretError
 
     try:
@@ -240,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if e.code not in (0, None):
                 return int(e.code) if isinstance(e.code, int) else 1
         return code[0]
-    except (ClusterError, LoginRefused, SecretError) as e:
+    except (ClusterError, LoginRefused, SecretError, CodecUnavailable) as e:
         print(f"pytxmr: {e}", file=sys.stderr)
         return 2
     except Exception as e:

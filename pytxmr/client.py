@@ -15,6 +15,7 @@ from twisted.internet import defer, endpoints, task
 from twisted.spread import pb
 
 from .auth import login
+from .records import CodecUnavailable, codec_for
 from .wire import DEFAULT_PORT, PROTOCOL_VERSION, ROLE_CLIENT, client_factory
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -76,9 +77,15 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
                reducers: int | None = None, split_size: int | None = None,
                overwrite: bool = False, map_name: str = "map", reduce_name: str = "reduce",
                max_attempts: int | None = None, buffer_records: int | None = None,
-               speculative: bool = False) -> dict[str, Any]:
+               speculative: bool = False, compress: str | None = None) -> dict[str, Any]:
     """The plain-data submission for a job file (paths made absolute here,
-    where they are relative to the user's working directory)."""
+    where they are relative to the user's working directory). ``compress``
+    (None or "lz4") compresses spills and the shuffle."""
+    try:
+        # Here too, not only in the task children: the user learns at once.
+        codec_for(compress)
+    except (ValueError, CodecUnavailable) as e:
+        raise ClusterError(str(e)) from None
     try:
         with open(job_path, encoding="utf-8") as f:
             source = f.read()
@@ -96,7 +103,8 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
         "speculative": speculative,
     }
     for name, value in (("reducers", reducers), ("split_size", split_size),
-                        ("max_attempts", max_attempts), ("buffer_records", buffer_records)):
+                        ("max_attempts", max_attempts), ("buffer_records", buffer_records),
+                        ("compress", compress)):
         if value is not None:
             spec[name] = value
     return spec

@@ -18,6 +18,7 @@ from . import counters as _counters
 from . import output
 from .jobmodule import load_module, resolve
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map
+from .records import codec_for
 from .reducer import run_reduce
 from .splits import compute_splits, expand_inputs
 
@@ -34,8 +35,10 @@ def run_inline(
     reduce_name: str = "reduce",
     buffer_records: int = DEFAULT_BUFFER_RECORDS,
     default_reducers: int = 1,
+    compress: str | None = None,
 ) -> dict[str, dict[str, int]]:
     """Run the job; returns its counters. Raises on any error."""
+    codec = codec_for(compress)  # before any output is touched
     with open(job_path, encoding="utf-8") as f:
         source = f.read()
     job = resolve(load_module(source, os.path.abspath(job_path)), map_name, reduce_name)
@@ -50,7 +53,8 @@ def run_inline(
         indexes = []
         for split in splits:
             out = run_map(job, split, reducers, work, counters,
-                          buffer_records=buffer_records, name=f"map-{split.index:05d}")
+                          buffer_records=buffer_records, name=f"map-{split.index:05d}",
+                          codec=codec)
             with open(out.index_path) as f:
                 indexes.append((out.data_path, json.load(f)))
         kinds = sorted({k for _, index in indexes for k in index["kinds"]})

@@ -32,6 +32,7 @@ class Job:
 
     map: Callable[..., Any] | None
     map_chunk: Callable[..., Any] | None
+    map_split: Callable[..., Any] | None
     reduce: Callable[..., Any]
     combine: Callable[..., Any] | None
     partition: Callable[[Any, int], int]
@@ -81,16 +82,26 @@ def resolve(module: types.ModuleType, map_name: str = "map", reduce_name: str = 
     output_format = getattr(module, "output_format", "text")
     if output_format not in OUTPUT_FORMATS:
         raise JobDefinitionError(f"{module.__file__}: output_format must be 'text' or 'jsonl'")
-    # The batch API: map_chunk(offset, text) gets many whole lines at once
-    # and, when defined, replaces map.
+    # The batch APIs replace map when defined: map_chunk(offset, text) gets
+    # many whole lines at once, map_split(chunks) a whole split's chunks.
     map_chunk = optional("map_chunk")
+    map_split = optional("map_split")
+    if map_chunk and map_split:
+        raise JobDefinitionError(
+            f"{module.__file__}: define map_chunk or map_split, not both")
+    reader = optional("reader")
+    if reader and (map_chunk or map_split):
+        raise JobDefinitionError(
+            f"{module.__file__}: map_chunk and map_split read text chunks; "
+            f"a job with its own reader defines map")
     return Job(
-        map=None if map_chunk else required(map_name),
+        map=None if map_chunk or map_split else required(map_name),
         map_chunk=map_chunk,
+        map_split=map_split,
         reduce=required(reduce_name),
         combine=optional("combine"),
         partition=optional("partition") or default_partition,
-        reader=optional("reader") or readers.lines,
+        reader=reader or readers.lines,
         num_reducers=num_reducers,
         encoding_errors=errors,
         output_format=output_format,

@@ -30,6 +30,7 @@ from .auth import AnonymousRefused, SecretChecker
 from .child import TaskChild, Zygote
 from .daemon import add_logging_options, run_daemon, write_ready_file
 from .history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION, JobHistory
+from .records import COMPRESSION_CODECS
 from .scheduler import Action, MapLocation, Scheduler, State
 from .secret import load_secret
 from .splits import Split, compute_splits, expand_inputs
@@ -81,6 +82,7 @@ class JobRecord:
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     waiters: list[defer.Deferred[dict[str, Any]]] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)
+    compress: str | None = None
 
 
 @dataclass
@@ -104,7 +106,8 @@ class JobTracker:
 
     def __init__(self, reactor: Any, workdir: str, *, expiry: float = DEFAULT_EXPIRY,
                  check_timeout: float = DEFAULT_CHECK_TIMEOUT,
-                 history_retention: int = DEFAULT_HISTORY_RETENTION) -> None:
+                 history_retention: int = DEFAULT_HISTORY_RETENTION,
+                 checkers: Zygote | None = None) -> None:
         self._reactor = reactor
         self._clock: IReactorTime = reactor
         self.workdir = workdir
@@ -118,7 +121,9 @@ class JobTracker:
         self._expiry_loop: task.LoopingCall | None = None
         self.history = JobHistory(os.path.join(workdir, "history"), history_retention)
         self.task_logs = LogKeeper()
-        self._checkers = Zygote(reactor)
+        #: Ours to start and stop unless given (``run`` shares one by all).
+        self._own_checkers = checkers is None
+        self._checkers = checkers or Zygote(reactor)
 
     # --- lifecycle -------------------------------------------------------
 
@@ -135,7 +140,8 @@ class JobTracker:
         self._expiry_loop = task.LoopingCall(self._periodic)
         self._expiry_loop.clock = self._clock
         self._expiry_loop.start(max(0.05, self.expiry / 4), now=False)
-        self._checkers.start()
+        if self._own_checkers:
+            self._checkers.start()
 
     def _abort_interrupted_jobs(self, jobs_dir: str) -> None:
         """Clean the output directories of the jobs a crash interrupted,
@@ -160,7 +166,7 @@ class JobTracker:
         """Fail the running jobs; fires once the check children have ended."""
         if self._expiry_loop is not None and self._expiry_loop.running:
             self._expiry_loop.stop()
-        checkers = self._checkers.stop()
+        checkers = self._checkers.stop() if self._own_checkers else defer.succeed(None)
         error = {"type": "JobTrackerStopped", "message": "the jobtracker stopped", "traceback": ""}
         for job in list(self.jobs.values()):
             if job.state == "running":
@@ -287,7 +293,7 @@ class JobTracker:
             token=os.urandom(32), output=request["output"], splits=splits,
             num_reducers=reducers, map_name=request["map_name"],
             reduce_name=request["reduce_name"], buffer_records=request["buffer_records"],
-            submitted=self._now(), inputs=request["inputs"],
+            submitted=self._now(), inputs=request["inputs"], compress=request["compress"],
         )
         self.jobs[job_id] = job
         self.log.info("Job {job} submitted: {file}, {maps} maps, {reduces} reduces",
@@ -483,6 +489,7 @@ class JobTracker:
                     "map_name": job.map_name, "reduce_name": job.reduce_name,
                     "num_maps": len(job.splits), "num_reducers": job.num_reducers,
                     "output": job.output, "buffer_records": job.buffer_records,
+                    "compress": job.compress,
                 })
             elif isinstance(action, sched.LaunchMap):
                 self._call(conn, "launch_map", job.id, action.attempt_id, action.index,
@@ -528,6 +535,13 @@ def default_split_size(total: int, slots: int) -> int:
     return min(DEFAULT_SPLIT_SIZE, max(MIN_SPLIT_SIZE, per_map))
 
 
+def _known_codec(name: str) -> bool:
+    if name not in COMPRESSION_CODECS:
+        raise SubmissionError(f"unknown compression codec {name!r}: use "
+                              f"{', '.join(map(repr, COMPRESSION_CODECS))} or none")
+    return True
+
+
 def _validate_submission(spec: Any) -> dict[str, Any]:
     """Plain, typed submission fields, or SubmissionError naming the bad one."""
     if not isinstance(spec, dict):
@@ -566,6 +580,8 @@ def _validate_submission(spec: Any) -> dict[str, Any]:
         "max_attempts": get("max_attempts", int, sched.DEFAULT_MAX_ATTEMPTS, lambda n: n >= 1),
         "speculative": bool(get("speculative", bool, False)),
         "buffer_records": get("buffer_records", int, None, lambda n: n >= 1),
+        # Checked by name only: the workers, not the jobtracker, need the codec.
+        "compress": get("compress", str, None, _known_codec),
     }
 
 
@@ -748,13 +764,14 @@ class JobTrackerService(service.Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, config: Config, secret: bytes) -> None:
+    def __init__(self, reactor: Any, config: Config, secret: bytes,
+                 checkers: Zygote | None = None) -> None:
         self._reactor = reactor
         self.config = config
         self._secret = secret
         self.jt = JobTracker(reactor, config.workdir, expiry=config.expiry,
                              check_timeout=config.check_timeout,
-                             history_retention=config.history_retention)
+                             history_retention=config.history_retention, checkers=checkers)
         self._listening: defer.Deferred[Any] | None = None
         self._port: Any = None
         self.port: int | None = None

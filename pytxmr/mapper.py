@@ -14,6 +14,7 @@ import json
 import operator
 import os
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Callable, Iterable, Iterator
 
 from .combiners import FoldCombiner
@@ -21,7 +22,8 @@ from .counters import FRAMEWORK, Counters
 from .jobmodule import Job
 from .keys import kinds_of, record_sort_key
 from .merge import group_values, merge_runs
-from .records import RecordTypeError, SegmentWriter
+from .partition import scatter
+from .records import CODEC_MSGPACK, RecordTypeError, SegmentWriter
 from .splits import Split, read_chunks
 
 DEFAULT_BUFFER_RECORDS = 1_000_000
@@ -70,8 +72,10 @@ def combined_values(key: Any, values: Iterable[Any], combine: Callable[..., Any]
 class MapOutputBuffer:
     """Spills grouped map output as sorted, partitioned runs."""
 
-    def __init__(self, job: Job, num_partitions: int, out_dir: str, counters: Counters) -> None:
+    def __init__(self, job: Job, num_partitions: int, out_dir: str, counters: Counters,
+                 codec: int = CODEC_MSGPACK) -> None:
         self._job = job
+        self._codec = codec  # of spills and map.data (records.CODEC_*)
         self._num_partitions = num_partitions
         self._out_dir = out_dir
         self._counters = counters
@@ -86,7 +90,7 @@ class MapOutputBuffer:
         c.incr(FRAMEWORK, "combine input records", added)
         c.incr(FRAMEWORK, "combine output records", len(partial))
         if partial:
-            self.spill({k: [v] for k, v in partial.items()})
+            self.spill(partial, folded=True)
 
     def full(self, groups: dict[Any, list[Any]], added: int, limit: int) -> dict[Any, list[Any]]:
         """The buffer took ``added`` more values: combine it in memory and,
@@ -115,36 +119,24 @@ class MapOutputBuffer:
             self.spill(groups)
         return {}
 
-    def _partitioned(self, groups: dict[Any, list[Any]]) -> list[list[tuple[Any, list[Any]]]]:
-        n = self._num_partitions
-        if n == 1:
-            return [list(groups.items())]
-        parts: list[list[tuple[Any, list[Any]]]] = [[] for _ in range(n)]
-        appends = [p.append for p in parts]
-        partition = self._job.partition
-        checked = partition.__module__ != "pytxmr.partition"
-        for item in groups.items():
-            p = partition(item[0], n)
-            if checked and (type(p) is not int or not 0 <= p < n):
-                raise ValueError(
-                    f"partition({item[0]!r:.100}, {n}) returned {p!r:.50}; "
-                    f"it must return an int in [0, {n})"
-                )
-            appends[p](item)
-        return parts
-
-    def spill(self, groups: dict[Any, list[Any]]) -> None:
+    def spill(self, groups: dict[Any, Any], folded: bool = False) -> None:
+        """Write ``groups`` (key -> list of values, or key -> one value if
+        ``folded``) as a sorted, partitioned run."""
         if not groups:
             return
         c = self._counters
         kinds = kinds_of(groups)
         self.kinds.update(kinds)
         sort_key = record_sort_key(kinds)
+        items = [(k, [v]) for k, v in groups.items()] if folded else groups.items()
+        n = self._num_partitions
+        parts = [list(items)] if n == 1 else scatter(items, n, self._job.partition,
+                                                      kinds == ["str"])
         path = os.path.join(self._out_dir, f"spill-{len(self._spills)}.data")
         table: PartitionTable = []
         with open(path, "wb", buffering=1 << 20) as f:
-            writer = SegmentWriter(f)
-            for part in self._partitioned(groups):
+            writer = SegmentWriter(f, codec=self._codec)
+            for part in parts:
                 part.sort(key=sort_key)
                 start, records = writer.bytes, writer.records
                 writer.write(part)
@@ -181,7 +173,7 @@ class MapOutputBuffer:
         combine = self._job.combine
         table: PartitionTable = []
         with open(data_path, "wb", buffering=1 << 20) as f:
-            writer = SegmentWriter(f)
+            writer = SegmentWriter(f, codec=self._codec)
             for p in range(self._num_partitions):
                 runs = [(path, *t[p][:2]) for path, t in self._spills]
                 merged = merge_runs(runs, sort_key)
@@ -223,6 +215,20 @@ def _counting_lines(chunks: Iterable[tuple[int, str]], tally: list[int]) -> Iter
     for offset, text in chunks:
         tally[0] += text.count("\n") + (not text.endswith("\n"))
         yield offset, text
+
+
+#: Pairs of map_split handed to the hot loops at a time.
+SPLIT_BATCH = 4096
+
+
+def _batches(pairs: Iterable[tuple[Any, Any]]) -> Iterator[list[tuple[Any, Any]]]:
+    it = iter(pairs)
+    while batch := list(islice(it, SPLIT_BATCH)):
+        yield batch
+
+
+def _pairs_of_batch(_: None, batch: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    return batch
 
 
 def _group_loop(records: Iterable[tuple[Any, Any]], mapfn: Callable[..., Any],
@@ -295,15 +301,22 @@ def run_map(
     counters: Counters,
     buffer_records: int = DEFAULT_BUFFER_RECORDS,
     name: str = "map",
+    codec: int = CODEC_MSGPACK,
 ) -> MapOutput:
     """Run one map task over ``split``; its output goes to ``out_dir``."""
-    buffer = MapOutputBuffer(job, num_partitions, out_dir, counters)
+    buffer = MapOutputBuffer(job, num_partitions, out_dir, counters, codec)
     errors = job.encoding_errors
     lines = [0]
-    if job.map_chunk is not None:
+    records: Iterable[tuple[Any, Any]]
+    if job.map_split is not None:
+        chunks = _counting_lines(read_chunks(split, encoding="utf-8", errors=errors), lines)
+        # The loops check the buffer between records: cut the split's one
+        # stream of pairs into batches, each a record of its own.
+        mapfn = _pairs_of_batch
+        records = ((None, batch) for batch in _batches(job.map_split(chunks)))
+    elif job.map_chunk is not None:
         mapfn = job.map_chunk
-        records: Iterable[tuple[Any, Any]] = _counting_lines(
-            read_chunks(split, encoding="utf-8", errors=errors), lines)
+        records = _counting_lines(read_chunks(split, encoding="utf-8", errors=errors), lines)
     else:
         mapfn = job.map
         records = job.reader(split, "utf-8", errors)
@@ -319,7 +332,7 @@ def run_map(
                 f"bool, None or a tuple of these ({e})"
             ) from None
         raise
-    if job.map_chunk is not None:
+    if job.map is None:
         in_records = lines[0]
     counters.incr(FRAMEWORK, "map input records", in_records)
     counters.incr(FRAMEWORK, "map input bytes", split.length)

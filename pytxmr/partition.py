@@ -10,7 +10,7 @@ side groups them together.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Callable, Iterable, Sequence
 from zlib import crc32
 
 _LEN = struct.Struct(">I")
@@ -55,3 +55,32 @@ def default_partition(key: Any, num_partitions: int) -> int:
         # The common case, kept to a couple of C calls per key.
         return crc32(key.encode("utf-8", "surrogatepass")) % num_partitions
     return crc32(canonical_bytes(key)) % num_partitions
+
+
+def scatter(items: Iterable[Sequence[Any]], num_partitions: int,
+            partition: Callable[[Any, int], int] = default_partition,
+            str_keys: bool = False) -> list[list[Any]]:
+    """``items`` (each led by its key) sorted out into their partitions.
+
+    With the default partitioner and only str keys (``str_keys``) the hash
+    runs inline: a map spill scatters every distinct key, and a Python call
+    per key would be a good part of its cost. A user's partitioner is
+    checked, since a bad answer would send records nowhere.
+    """
+    n = num_partitions
+    parts: list[list[Any]] = [[] for _ in range(n)]
+    appends = [p.append for p in parts]
+    if partition is default_partition and str_keys:
+        for item in items:
+            appends[crc32(item[0].encode("utf-8", "surrogatepass")) % n](item)
+        return parts
+    checked = partition.__module__ != __name__
+    for item in items:
+        p = partition(item[0], n)
+        if checked and (type(p) is not int or not 0 <= p < n):
+            raise ValueError(
+                f"partition({item[0]!r:.100}, {n}) returned {p!r:.50}; "
+                f"it must return an int in [0, {n})"
+            )
+        appends[p](item)
+    return parts

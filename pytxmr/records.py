@@ -11,9 +11,12 @@ Format version 1 (see docs/record-format.md)::
     frame   = header payload
     header  = codec:u8  length:u32be  crc32:u32be     (9 bytes)
     payload = msgpack array [k1, vs1, k2, vs2, ...]   (codec 1)
+            | size:u32le lz4-block(msgpack array)       (codec 2)
 
 ``vs`` is a list of values. Tuples travel as msgpack ext type 1 and integers
-beyond 64 bits as ext type 2, so that both come back as what was sent.
+beyond 64 bits as ext type 2, so that both come back as what was sent. The
+crc32 covers the payload as stored, so a daemon checks a compressed frame
+without decompressing it, and every reader takes both codecs.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ import msgpack
 
 FORMAT_VERSION = 1
 CODEC_MSGPACK = 1
+#: The msgpack payload compressed with LZ4 (``lz4.block``, its size first).
+CODEC_LZ4 = 2
+_CODECS = frozenset({CODEC_MSGPACK, CODEC_LZ4})
+#: What a job may ask for as ``compress`` (None: plain frames).
+COMPRESSION_CODECS = {"lz4": CODEC_LZ4}
 FRAME_HEADER = struct.Struct(">BII")
 #: Records per frame: large enough to amortise the per-frame cost, small
 #: enough that a reader holds little (a frame is decoded whole).
@@ -62,6 +70,34 @@ class RecordTooLarge(ValueError):
 
 class RecordTypeError(TypeError):
     """A map or reduce emitted a key or value of a type pytxmr cannot carry."""
+
+
+class CodecUnavailable(RuntimeError):
+    """A frame codec needs a package this Python does not have."""
+
+
+def _lz4_block() -> Any:
+    try:
+        import lz4.block
+    except ImportError:
+        raise CodecUnavailable(
+            "lz4 compression needs the lz4 package, which this Python does not have: "
+            "pip install lz4 (or 'pytxmr[lz4]')") from None
+    return lz4.block
+
+
+def codec_for(compress: str | None) -> int:
+    """The frame codec of a job's ``compress`` option (None: plain msgpack).
+    Raises ValueError for an unknown name, CodecUnavailable when its package
+    is missing."""
+    if compress is None:
+        return CODEC_MSGPACK
+    codec = COMPRESSION_CODECS.get(compress)
+    if codec is None:
+        names = ", ".join(repr(n) for n in COMPRESSION_CODECS)
+        raise ValueError(f"unknown compression codec {compress!r}: use {names} or none")
+    _lz4_block()
+    return codec
 
 
 def _pack_tuple(obj: tuple) -> msgpack.ExtType:
@@ -136,18 +172,46 @@ def _unpack(data: bytes) -> Any:
     )
 
 
-def encode_frame(records: list[Record], packer: msgpack.Packer | None = None) -> bytes:
-    """One frame holding ``records`` (a list of ``(key, values)`` pairs)."""
-    payload = (packer or _packer()).pack(list(chain.from_iterable(records)))
+def _frame(payload: bytes, codec: int) -> bytes:
+    """The frame of a msgpack ``payload``, compressed if ``codec`` says so."""
+    if codec == CODEC_LZ4:
+        packed = _lz4_block().compress(payload, store_size=True)
+        # Frames are self-describing: one that does not shrink is stored
+        # plain, and its reader skips the decompression.
+        if len(packed) < len(payload):
+            return FRAME_HEADER.pack(CODEC_LZ4, len(packed), zlib.crc32(packed)) + packed
     return FRAME_HEADER.pack(CODEC_MSGPACK, len(payload), zlib.crc32(payload)) + payload
+
+
+def encode_frame(records: list[Record], packer: msgpack.Packer | None = None,
+                 codec: int = CODEC_MSGPACK) -> bytes:
+    """One frame holding ``records`` (a list of ``(key, values)`` pairs)."""
+    return _frame((packer or _packer()).pack(list(chain.from_iterable(records))), codec)
+
+
+def _decompress(data: bytes) -> bytes:
+    """The msgpack payload of an LZ4 frame; its stated size is checked
+    before anything is allocated."""
+    if len(data) < 4:
+        raise CorruptFrame("lz4 frame payload too short")
+    size = int.from_bytes(data[:4], "little")
+    if size > MAX_FRAME_BYTES:
+        raise CorruptFrame(f"lz4 frame decompresses to {size} bytes, over the frame limit")
+    block = _lz4_block()
+    try:
+        return block.decompress(data)  # fails unless exactly ``size`` bytes come out
+    except (block.LZ4BlockError, ValueError) as e:
+        raise CorruptFrame(f"lz4 frame does not decompress: {e}") from None
 
 
 def decode_payload(codec: int, payload: bytes, crc: int) -> list[Any]:
     """The flat ``[k1, vs1, ...]`` list of a frame, checked against its crc."""
-    if codec != CODEC_MSGPACK:
+    if codec not in _CODECS:
         raise CorruptFrame(f"unknown frame codec {codec}")
     if zlib.crc32(payload) != crc:
         raise CorruptFrame("frame checksum mismatch")
+    if codec == CODEC_LZ4:
+        payload = _decompress(payload)
     try:
         flat = _unpack(payload)
     except CorruptFrame:
@@ -161,11 +225,18 @@ def decode_payload(codec: int, payload: bytes, crc: int) -> list[Any]:
 
 
 class SegmentWriter:
-    """Writes records to a file as frames; counts what it wrote."""
+    """Writes records to a file as frames of ``codec``; counts what it wrote
+    (``bytes`` as stored)."""
 
-    def __init__(self, f: BinaryIO, frame_records: int = FRAME_RECORDS) -> None:
+    def __init__(self, f: BinaryIO, frame_records: int = FRAME_RECORDS,
+                 codec: int = CODEC_MSGPACK) -> None:
+        if codec not in _CODECS:
+            raise ValueError(f"unknown frame codec {codec}")
+        if codec == CODEC_LZ4:
+            _lz4_block()  # fail now, not at the first full frame
         self._f = f
         self._frame_records = frame_records
+        self._codec = codec
         self._packer = _packer()
         self.records = 0
         self.bytes = 0
@@ -184,18 +255,21 @@ class SegmentWriter:
             self._flush(batch)
 
     def _flush(self, batch: list[Record]) -> None:
-        frame = encode_frame(batch, self._packer)
-        if len(frame) > FRAME_TARGET_BYTES and len(batch) > 1:
+        # Sizes are those of the msgpack payload: a reader decompresses it whole.
+        payload = self._packer.pack(list(chain.from_iterable(batch)))
+        size = FRAME_HEADER.size + len(payload)
+        if size > FRAME_TARGET_BYTES and len(batch) > 1:
             # Big values: cut by size too, so no frame nears the readers' limit.
             half = len(batch) // 2
             self._flush(batch[:half])
             self._flush(batch[half:])
             return
-        if len(frame) - FRAME_HEADER.size > MAX_FRAME_BYTES:
+        if len(payload) > MAX_FRAME_BYTES:
             key = batch[0][0]
             raise RecordTooLarge(
-                f"the record of key {key!r:.100} encodes to {len(frame):,} bytes, more than "
+                f"the record of key {key!r:.100} encodes to {size:,} bytes, more than "
                 f"the {MAX_FRAME_BYTES:,} a record may have")
+        frame = _frame(payload, self._codec)
         self._f.write(frame)
         self.records += len(batch)
         self.bytes += len(frame)
@@ -246,7 +320,8 @@ def iter_segment_file(path: str, offset: int = 0, length: int | None = None) -> 
 def verify_segment(path: str, offset: int = 0, length: int | None = None) -> int:
     """Check the checksum of every frame of the segment at ``offset`` in
     ``path`` (the whole file by default); its frame count. Raises
-    CorruptFrame: a fetcher discards such a run and fetches it again."""
+    CorruptFrame: a fetcher discards such a run and fetches it again.
+    Compressed frames are checked as stored: no codec package is needed."""
     hsize = FRAME_HEADER.size
     frames = 0
     with open(path, "rb", buffering=1 << 20) as f:
@@ -260,7 +335,7 @@ def verify_segment(path: str, offset: int = 0, length: int | None = None) -> int
             if len(header) != hsize or end - pos < hsize:
                 raise CorruptFrame("truncated frame header")
             codec, size, crc = FRAME_HEADER.unpack(header)
-            if codec != CODEC_MSGPACK or size > MAX_FRAME_BYTES or size > end - pos - hsize:
+            if codec not in _CODECS or size > MAX_FRAME_BYTES or size > end - pos - hsize:
                 raise CorruptFrame("bad frame header")
             if zlib.crc32(f.read(size)) != crc:
                 raise CorruptFrame("frame checksum mismatch")

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_REQUEST",
     "NONCE_SIZE",
     "NOT_AUTHORIZED",
+    "Destination",
     "SegmentProducer",
     "ShuffleClientProtocol",
     "ShuffleError",
@@ -54,6 +55,10 @@ NOT_AUTHORIZED = "not authorized"
 
 _LENGTH = struct.Struct(">I")
 _MAX_ERROR_TEXT = 512
+
+#: Where a fetch writes the body: a binary file, or a callable given the
+#: segment's length (known from the reply header) that returns one.
+Destination = BinaryIO | Callable[[int], BinaryIO]
 
 
 class ShuffleError(Exception):
@@ -493,6 +498,7 @@ class ShuffleClientProtocol(protocol.Protocol):
         self._busy = False
         self._waiter: Deferred[Any] | None = None
         self._dest: BinaryIO | None = None
+        self._open_dest: Callable[[int], BinaryIO] | None = None
         self._length = 0
         self._remaining = 0
         self._error: BaseException | None = None
@@ -504,9 +510,15 @@ class ShuffleClientProtocol(protocol.Protocol):
     # -- public
 
     async def fetch(
-        self, job_id: str, map_id: int, partition: int, token: bytes, dest: BinaryIO
+        self, job_id: str, map_id: int, partition: int, token: bytes, dest: Destination
     ) -> int:
-        """Fetch one segment into dest (written as it arrives); return its length."""
+        """Fetch one segment into dest (written as it arrives); return its length.
+
+        dest is a binary file, or a callable that is given the segment's
+        length once the reply header arrived (before any body byte, also for
+        a length of 0) and returns the file to write the body to: the caller
+        can choose where a segment goes by its size.
+        """
         if self._busy:
             raise RuntimeError("a fetch is already in progress on this connection")
         self._busy = True
@@ -519,7 +531,10 @@ class ShuffleClientProtocol(protocol.Protocol):
             mac = request_mac(token, self._nonce, job_id, map_id, partition)
             request = _frame({"job": job_id, "map": map_id, "partition": partition, "mac": mac})
             self._state = _HEADER
-            self._dest = dest
+            if callable(dest):  # a file object is not callable
+                self._dest, self._open_dest = None, dest
+            else:
+                self._dest, self._open_dest = dest, None
             self._length = self._remaining = 0
             self._expect_data()
             self.transport.write(request)
@@ -527,7 +542,7 @@ class ShuffleClientProtocol(protocol.Protocol):
             return result
         finally:
             self._busy = False
-            self._dest = None
+            self._dest = self._open_dest = None
 
     def close(self) -> Deferred[None]:
         """Close the connection; fires once it is closed."""
@@ -618,6 +633,9 @@ class ShuffleClientProtocol(protocol.Protocol):
             header = self._parse_header(bytes(self._buffer[_LENGTH.size : _LENGTH.size + size]))
             rest = bytes(self._buffer[_LENGTH.size + size :])
             self._buffer.clear()
+            if self._open_dest is not None:
+                # A local error (e.g. the file cannot be created) propagates as is.
+                self._dest = self._open_dest(header)
             if header == 0:
                 self._state = _READY
                 self._fire(0)
@@ -712,15 +730,18 @@ async def fetch(
     map_id: int,
     partition: int,
     token: bytes,
-    dest: BinaryIO,
+    dest: Destination,
     timeout: float = 60.0,
 ) -> int:
     """Fetch one map output segment over a new connection; return its length.
 
     reactor provides IReactorTCP and IReactorTime. Body bytes go to dest as
-    they arrive; after a failure dest holds a partial segment to discard.
+    they arrive: a binary file, or a callable given the segment's length
+    (before the body) that returns the file (see ShuffleClientProtocol.fetch).
+    After a failure the file holds a partial segment to discard.
     Raises ShuffleError for remote and network failures (including connect
-    errors); an exception from dest.write (local disk) propagates as is.
+    errors); an exception from dest.write or the callable (local disk)
+    propagates as is.
     """
     endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
     client = ShuffleClientProtocol(reactor, timeout)

@@ -21,6 +21,7 @@ from typing import Any
 from . import counters as _counters
 from .jobmodule import Job, describe_error, load_module, resolve
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map
+from .records import codec_for
 from .reducer import run_reduce
 from .splits import Split
 
@@ -75,6 +76,9 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
             spec["out_dir"],
             counters,
             buffer_records=spec.get("buffer_records") or DEFAULT_BUFFER_RECORDS,
+            # CodecUnavailable (lz4 missing on this worker) fails the attempt
+            # with a message saying what to install.
+            codec=codec_for(spec.get("compress")),
         )
         return {
             "data_path": out.data_path,

@@ -5,17 +5,20 @@ incarnation), runs the tasks it is given in child processes (at most
 ``slots`` at once), keeps finished map outputs in its KeyValueStore and
 serves them on its shuffle port. A reduce attempt fetches its partition of
 each map output as soon as the jobtracker announces the map, so the shuffle
-overlaps the map phase; its child starts once every run is on local disk.
+overlaps the map phase; its child starts once every run is local: in the
+shuffle memory (a tmpfs directory) while the worker's budget lasts, on disk
+beyond it (pytxmr.shufflememory).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
@@ -23,7 +26,7 @@ from twisted.internet import defer, endpoints, protocol, task, threads
 from twisted.logger import Logger
 from twisted.spread import pb
 
-from . import output, shuffle
+from . import output, shuffle, shufflememory
 from .auth import LoginRefused, login
 from .client import jobtracker_endpoint
 from .child import TaskChild, Zygote
@@ -42,7 +45,8 @@ from .records import (
 )
 from .scheduler import COMMIT_DENIED
 from .secret import load_secret
-from .sizes import size_argument
+from .shufflememory import ShuffleMemory
+from .sizes import format_size, size_argument
 from .tasklog import read_tail
 from .wire import (
     DEFAULT_HEARTBEAT,
@@ -71,6 +75,7 @@ class JobInfo:
     num_reducers: int
     output: str
     buffer_records: int | None
+    compress: str | None = None
 
 
 @dataclass
@@ -84,8 +89,11 @@ class Attempt:
     work_dir: str
     child: TaskChild | None = None
     killed: bool = False
-    # reduce attempts: map index -> (path, offset, length) once on local disk
+    # reduce attempts: map index -> (path, offset, length) once local
     runs: dict[int, tuple[str, int, int]] = field(default_factory=dict)
+    #: paths of this attempt's run files in the shuffle memory (accepted or
+    #: being fetched): released when the attempt ends
+    in_memory: set[str] = field(default_factory=set)
     locations: dict[int, dict[str, Any]] = field(default_factory=dict)
     kinds: set[str] = field(default_factory=set)
     fetching: dict[int, defer.Deferred[None]] = field(default_factory=dict)
@@ -106,7 +114,8 @@ class TaskTracker:
     log = Logger()
 
     def __init__(self, reactor: Any, workdir: str, slots: int, advertise_host: str,
-                 task_timeout: float | None = None, task_memory: int | None = None) -> None:
+                 task_timeout: float | None = None, task_memory: int | None = None,
+                 zygote: Zygote | None = None) -> None:
         self._reactor = reactor
         self.workdir = workdir
         self.slots = slots
@@ -114,8 +123,12 @@ class TaskTracker:
         self.task_timeout = task_timeout
         self.task_memory = task_memory
         self.store = KeyValueStore(os.path.join(workdir, "store"))
+        #: Disabled until the service found a usable tmpfs directory.
+        self.memory = ShuffleMemory(None, 0)
         self.processes = defer.DeferredSemaphore(slots)
-        self.zygote = Zygote(reactor)
+        #: Ours to start and stop unless given (``run`` shares one by all).
+        self.own_zygote = zygote is None
+        self.zygote = zygote or Zygote(reactor)
         self.jobs: dict[str, JobInfo] = {}
         self.attempts: dict[str, Attempt] = {}
         self.wid: str | None = None
@@ -132,13 +145,14 @@ class TaskTracker:
         self.jobs[job_id] = JobInfo(
             job_id, work_dir, source_path, info["filename"], info["token"], info["map_name"],
             info["reduce_name"], info["num_maps"], info["num_reducers"], info["output"],
-            info.get("buffer_records"))
+            info.get("buffer_records"), info.get("compress"))
 
     def launch_map(self, job_id: str, attempt_id: str, index: int, split: dict[str, Any]) -> None:
         attempt = self._new_attempt(job_id, attempt_id, "map", index)
         spec = {"kind": "map", "job": _job_spec(attempt.job), "split": split,
                 "num_partitions": attempt.job.num_reducers, "out_dir": attempt.work_dir,
-                "buffer_records": attempt.job.buffer_records}
+                "buffer_records": attempt.job.buffer_records,
+                "compress": attempt.job.compress}
         self._spawn(self._run_map(attempt, spec))
 
     def launch_reduce(self, job_id: str, attempt_id: str, partition: int,
@@ -217,6 +231,14 @@ class TaskTracker:
             attempt.all_fetched.cancel()
             # Nobody waits on it for a map attempt: the cancel is no error.
             attempt.all_fetched.addErrback(lambda f: f.trap(defer.CancelledError))
+        # Now, not when the attempt's coroutine ends: it may wait long for a
+        # process slot. A child still reading a run keeps its pages until it dies.
+        self._release_memory(attempt)
+
+    def _release_memory(self, attempt: Attempt) -> None:
+        for path in attempt.in_memory:
+            self.memory.release(path)
+        attempt.in_memory.clear()
 
     async def _run_child(self, attempt: Attempt, spec: dict[str, Any]) -> dict[str, Any] | None:
         """Run the attempt's child when a process slot is free; None if the
@@ -248,6 +270,12 @@ class TaskTracker:
                                              "counters": result.get("counters", {})})
 
     async def _run_reduce(self, attempt: Attempt) -> None:
+        try:
+            await self._reduce(attempt)
+        finally:
+            self._release_memory(attempt)  # however the attempt ended
+
+    async def _reduce(self, attempt: Attempt) -> None:
         if attempt.job.num_maps:
             try:
                 await attempt.all_fetched
@@ -264,15 +292,20 @@ class TaskTracker:
         job = attempt.job
         runs = [attempt.runs[i] for i in sorted(attempt.runs)]
         shuffled = sum(length for _, _, length in runs)
+        in_memory = sum(length for path, _, length in runs if path in attempt.in_memory)
         spec = {"kind": "reduce", "job": _job_spec(job), "runs": runs,
                 "kinds": sorted(attempt.kinds),
                 "output_path": output.attempt_path(job.output, attempt.id, attempt.index),
                 "tmp_dir": attempt.work_dir}
         result = await self._run_child(attempt, spec)
+        self._release_memory(attempt)  # the child is done with them
         if result is None:
             return
         if result.get("ok"):
-            result.setdefault("counters", {}).setdefault(FRAMEWORK, {})["shuffle bytes"] = shuffled
+            framework = result.setdefault("counters", {}).setdefault(FRAMEWORK, {})
+            framework["shuffle bytes"] = shuffled
+            framework["shuffle bytes in memory"] = in_memory
+            framework["shuffle bytes on disk"] = shuffled - in_memory
             result = await self._commit(attempt, result)
         await self._report(attempt, result, {"counters": result.get("counters", {})})
 
@@ -331,8 +364,10 @@ class TaskTracker:
             # name lookup is a DNSLookupError): its number tells for sure.
             return attempt.killed or attempt.fetch_number.get(index) != number
 
-        path = os.path.join(attempt.work_dir, f"run-{index:05d}-{number}.seg")
+        name = f"run-{index:05d}-{number}.seg"
+        run: tuple[str, int, int]
         if loc["wid"] == self.wid:
+            path = os.path.join(attempt.work_dir, name)
             run = await self._local_run(job.job_id, index, attempt.index, path)
         else:
             delay = 0.2
@@ -340,12 +375,7 @@ class TaskTracker:
                 if superseded():
                     raise defer.CancelledError()
                 try:
-                    with open(path, "wb") as dest:
-                        n = await shuffle.fetch(self._reactor, loc["host"], loc["port"],
-                                                job.job_id, index, attempt.index, job.token, dest)
-                    # Corrupt data is never merged: check every frame's CRC
-                    # (off the reactor thread) before accepting the run.
-                    await threads.deferToThread(verify_segment, path)
+                    run = await self._fetch_once(attempt, loc, name)
                     break
                 except (shuffle.ShuffleError, CorruptFrame) as e:
                     if tries == FETCH_RETRIES or superseded():
@@ -354,16 +384,63 @@ class TaskTracker:
                                   m=index, aid=attempt.id, e=e)
                     await task.deferLater(self._reactor, delay)
                     delay *= 2
-            run = (path, 0, n)
+            path = run[0]
         if superseded():
-            if os.path.lexists(path):
-                os.unlink(path)
+            self._discard_run(attempt, path)
             raise defer.CancelledError()
         attempt.fetching.pop(index, None)
         attempt.runs[index] = run
         attempt.kinds.update(loc["kinds"])
         if len(attempt.runs) == job.num_maps and not attempt.all_fetched.called:
             attempt.all_fetched.callback(None)
+
+    async def _fetch_once(self, attempt: Attempt, loc: dict[str, Any], name: str,
+                          memory: bool = True) -> tuple[str, int, int]:
+        """One try at fetching a run: into the shuffle memory if its length
+        (known from the reply header) fits the budget, else to the attempt's
+        dir on disk. Whatever fails, its file is removed."""
+        job = attempt.job
+        placed: list[str] = []
+        try:
+            with contextlib.ExitStack() as files:
+                def open_dest(length: int) -> BinaryIO:
+                    placed.append(self._run_path(attempt, name, length, memory))
+                    return files.enter_context(open(placed[-1], "wb"))
+
+                n = await shuffle.fetch(self._reactor, loc["host"], loc["port"], job.job_id,
+                                        loc["map"], attempt.index, job.token, open_dest)
+            # Corrupt data is never merged: check every frame's CRC (off the
+            # reactor thread) before accepting the run.
+            await threads.deferToThread(verify_segment, placed[0])
+        except BaseException as e:
+            in_memory = any(path in attempt.in_memory for path in placed)
+            for path in placed:
+                self._discard_run(attempt, path)
+            # A tmpfs filled by others meanwhile, or a directory removed
+            # under us: not worth failing the reduce over, the disk may do.
+            if not (in_memory and isinstance(e, OSError)) or attempt.killed:
+                raise
+            self.log.warn("Cannot keep map {m}'s run for {aid} in memory ({e}); fetching "
+                          "it to disk", m=loc["map"], aid=attempt.id, e=e)
+        else:
+            return placed[0], 0, n
+        return await self._fetch_once(attempt, loc, name, memory=False)
+
+    def _run_path(self, attempt: Attempt, name: str, length: int, memory: bool = True) -> str:
+        path = None if attempt.killed or not memory else self.memory.place(
+            f"{attempt.id}-{name}", length)
+        if path is None:
+            return os.path.join(attempt.work_dir, name)
+        attempt.in_memory.add(path)
+        return path
+
+    def _discard_run(self, attempt: Attempt, path: str) -> None:
+        """Remove a run that will not be merged (a failed or superseded fetch)."""
+        if path in attempt.in_memory:
+            attempt.in_memory.discard(path)
+            self.memory.release(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
 
     async def _local_run(self, job_id: str, index: int, partition: int,
                          link: str) -> tuple[str, int, int]:
@@ -453,6 +530,10 @@ class Config:
     heartbeat: float = DEFAULT_HEARTBEAT
     task_timeout: float | None = None
     task_memory: int | None = None
+    #: RAM for fetched runs over all reduce attempts (None: the default, 0: none)
+    shuffle_memory: int | None = None
+    #: the tmpfs the shuffle memory lives in
+    shuffle_memory_root: str = shufflememory.SHM_ROOT
 
 
 class TaskTrackerService(service.Service):
@@ -460,17 +541,20 @@ class TaskTrackerService(service.Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, config: Config, secret: bytes) -> None:
+    def __init__(self, reactor: Any, config: Config, secret: bytes,
+                 zygote: Zygote | None = None) -> None:
         self._reactor = reactor
         self.config = config
         self._secret = secret
         self.tt = TaskTracker(reactor, config.workdir, config.slots, config.advertise_host,
-                              config.task_timeout, config.task_memory)
+                              config.task_timeout, config.task_memory,
+                              zygote=zygote)
         self._mind = TaskTrackerMind(self.tt)
         self._shuffle_port: Any = None
         self._client: ClientService | None = None
         self._heartbeat = task.LoopingCall(self._beat)
         self._heartbeat.clock = reactor
+        self._memory_lock: Any = None
         self._perspective: pb.RemoteReference | None = None
         self._registered: defer.Deferred[str] = defer.Deferred()
         #: Fails when the daemon cannot go on (the jobtracker refused our secret).
@@ -481,7 +565,9 @@ class TaskTrackerService(service.Service):
         self.startService()
         os.makedirs(self.config.workdir, exist_ok=True)
         self.tt.store.startup_cleanup()
-        self.tt.zygote.start()
+        self._start_memory()
+        if self.tt.own_zygote:
+            self.tt.zygote.start()
         factory = shuffle.ShuffleServerFactory(self.tt.store, self._reactor)
         self._shuffle_factory = factory
         endpoint = endpoints.serverFromString(self._reactor, self.config.shuffle_listen)
@@ -495,6 +581,39 @@ class TaskTrackerService(service.Service):
             prepareConnection=self._login, clock=self._reactor)
         self._client.startService()
         self._heartbeat.start(self.config.heartbeat, now=False)
+
+    def _start_memory(self) -> None:
+        """Claim this work dir's tmpfs directory (emptied of what a crashed
+        predecessor left) and size the budget; on any trouble, runs go to disk."""
+        budget = self.config.shuffle_memory
+        if budget == 0:
+            return
+        root = self.config.shuffle_memory_root
+        for path in shufflememory.remove_orphans(root):
+            self.log.info("Removed {path}, left by a crashed tasktracker whose work dir is "
+                          "gone", path=path)
+        workdir = self.tt.workdir
+        path = shufflememory.memory_dir(workdir, root)
+        try:
+            self._memory_lock = shufflememory.claim_memory_dir(path, workdir)
+            free = shufflememory.free_space(path)
+        except OSError as e:
+            self.log.warn("Fetched map outputs go to disk only: cannot use {root} ({e})",
+                          root=root, e=e)
+            return
+        if budget is None:
+            budget = shufflememory.default_budget(free)
+        self.tt.memory = ShuffleMemory(path, budget,
+                                       free_space=lambda: shufflememory.free_space(path))
+        self.log.info("Fetched map outputs up to {size} in memory, in {path}",
+                      size=format_size(budget), path=path)
+
+    def _stop_memory(self) -> None:
+        self.tt.memory.release_all()
+        if self.tt.memory.directory is not None:
+            shufflememory.remove_memory_dir(self.tt.memory.directory, self._memory_lock)
+        self.tt.memory = ShuffleMemory(None, 0)
+        self._memory_lock = None
 
     async def registered(self) -> str:
         """The worker id of the first registration (writes the ready file)."""
@@ -564,11 +683,13 @@ class TaskTrackerService(service.Service):
         if self._client is not None:
             await self._client.stopService()
         self.tt.forget_everything()
-        await self.tt.zygote.stop()
+        if self.tt.own_zygote:
+            await self.tt.zygote.stop()
         if self._shuffle_port is not None:
             await self._shuffle_port.stopListening()
             await self._shuffle_factory.disconnect_all()
         shutil.rmtree(self.tt.store.root, ignore_errors=True)
+        self._stop_memory()
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
@@ -603,6 +724,11 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--task-memory", type=size_argument, default=None,
                    help="address-space cap of each task process, e.g. 2G (a task over it "
                         "fails with MemoryError; the tasktracker is unaffected)")
+    p.add_argument("--shuffle-memory", type=_budget_argument, default=None,
+                   help="fetched map outputs this worker keeps in RAM (a tmpfs directory "
+                        "under /dev/shm) at once, over all its reduces; beyond it they go "
+                        "to disk (default: 256M, or half the free space of /dev/shm if "
+                        "less; 0: always disk)")
     add_logging_options(p)
     a = p.parse_args(argv)
     if a.slots < 1:
@@ -616,7 +742,13 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
         f"tcp:{a.shuffle_port}:interface={a.shuffle_interface}:backlog=1024")
     workdir = os.path.abspath(a.workdir) if a.workdir else None
     return Config(jt, a.slots, listen, a.advertise_host, workdir,
-                  a.secret_file, a.ready_file, a.heartbeat, a.task_timeout, a.task_memory), a
+                  a.secret_file, a.ready_file, a.heartbeat, a.task_timeout, a.task_memory,
+                  a.shuffle_memory), a
+
+
+def _budget_argument(text: str) -> int:
+    """A size, or 0 (off)."""
+    return 0 if text.strip() == "0" else size_argument(text)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

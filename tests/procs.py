@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from typing import Any
 
 import psutil
 import pytest
+
+from pytxmr import shufflememory
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Starting a daemon (interpreter + Twisted import + bind) takes well under this.
@@ -229,6 +232,12 @@ class Cluster:
             left = daemon.stop()
             if left:
                 orphans[daemon.name] = left
+        # A SIGKILLed tasktracker leaves its shuffle memory (tmpfs, RAM until
+        # a reboot) for its next start to clean: no next start comes here.
+        workdirs = {d.workdir for d in self.daemons if d.workdir is not None}
+        workdirs.update(self.home.glob(".pytxmr/tasktracker*"))
+        for workdir in workdirs:
+            shutil.rmtree(shufflememory.memory_dir(str(workdir)), ignore_errors=True)
         assert not orphans, f"task children outlived their daemons: {orphans}"
         for daemon in self.daemons:
             log = daemon.log()

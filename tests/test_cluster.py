@@ -24,6 +24,7 @@ import pytest
 from procs import ROOT, Cluster, base_env, run_cli, wait_for
 
 WORDCOUNT = ROOT / "examples" / "wordcount.py"
+WORDCOUNT_BATCH = ROOT / "examples" / "wordcount_batch.py"
 WAR_AND_PEACE = ROOT.parent / "shared" / "data" / "warandpeace.txt"
 
 # --- inputs and references ---------------------------------------------------
@@ -229,6 +230,17 @@ def test_wordcount_of_war_and_peace_matches_counter(cluster: Cluster) -> None:
     assert_ok(cluster.submit(WORDCOUNT, [WAR_AND_PEACE], out, "--reducers", "3",
                              "--split-size", "512K"), cluster)
     assert_committed(out, 3)
+    assert merged(read_wordcount(out)) == word_counts([WAR_AND_PEACE])
+
+
+def test_batch_wordcount_of_war_and_peace_matches_counter(cluster: Cluster) -> None:
+    """The batch API (map_split: one Counter per split) counts like Counter."""
+    if not WAR_AND_PEACE.exists():
+        pytest.skip(f"{WAR_AND_PEACE} is absent")
+    out = cluster.base / "wcb-wp"
+    assert_ok(cluster.submit(WORDCOUNT_BATCH, [WAR_AND_PEACE], out, "--reducers", "2",
+                             "--split-size", "512K"), cluster)
+    assert_committed(out, 2)
     assert merged(read_wordcount(out)) == word_counts([WAR_AND_PEACE])
 
 

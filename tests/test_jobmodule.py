@@ -136,8 +136,14 @@ def test_resolve_uses_the_requested_function_names(tmp_path: Path) -> None:
         ("map = 3\ndef reduce(k, vs):\n    yield k, 1\n", "'map' is not callable"),
         (MINIMAL + "combine = 'sum'\n", "'combine' is not callable"),
         (MINIMAL + "partition = 7\n", "'partition' is not callable"),
+        (MINIMAL + "map_split = 1\n", "'map_split' is not callable"),
+        (MINIMAL + "def map_chunk(o, t):\n    yield t, 1\ndef map_split(cs):\n    yield 1, 1\n",
+         "define map_chunk or map_split, not both"),
+        ("def map_split(cs):\n    yield 1, 1\ndef reduce(k, vs):\n    yield k, 1\n"
+         "def reader(split, encoding, errors):\n    yield 1, 1\n", "its own reader defines map"),
     ],
-    ids=["no map", "no reduce", "map not callable", "combine not callable", "partition not callable"],
+    ids=["no map", "no reduce", "map not callable", "combine not callable", "partition not callable",
+         "map_split not callable", "both batch APIs", "batch API with a reader"],
 )
 def test_resolve_names_missing_or_uncallable_functions(tmp_path: Path, source: str, message: str) -> None:
     """A job without map or reduce must be refused at submission, naming what is missing."""
@@ -222,3 +228,9 @@ def test_describe_error_is_plain_data(tmp_path: Path) -> None:
         described = describe_error(e)
     assert set(described) == {"type", "message", "traceback"}
     assert all(type(v) is str for v in described.values())
+
+
+def test_a_batch_api_replaces_map(tmp_path: Path) -> None:
+    job = resolve(module_of(tmp_path, "def map_split(chunks):\n    yield 1, 1\n"
+                                      "def reduce(k, vs):\n    yield k, 1\n"))
+    assert job.map is None and job.map_chunk is None and job.map_split is not None

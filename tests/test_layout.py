@@ -27,6 +27,7 @@ PURE_MODULES = [
     "kvstore",
     "task",
     "inline",
+    "shufflememory",
 ]
 
 _CHECK = """

@@ -119,6 +119,19 @@ def counts_of(parts: list[str]) -> dict[str, int]:
     return counts
 
 
+def count_spills(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the spills the map side writes from now on."""
+    spills: list[int] = []
+    real_spill = mapper.MapOutputBuffer.spill
+
+    def counting_spill(self: Any, groups: Any, *args: Any, **kwargs: Any) -> None:
+        spills.append(len(groups))
+        real_spill(self, groups, *args, **kwargs)
+
+    monkeypatch.setattr(mapper.MapOutputBuffer, "spill", counting_spill)
+    return spills
+
+
 # ---------------------------------------------------------------- word count vs Counter
 
 
@@ -150,14 +163,7 @@ def test_tiny_buffer_with_many_spills_gives_the_same_output(
     inputs = make_inputs(tmp_path)
     (tmp_path / "one").mkdir()
     one, _ = run_job(tmp_path / "one", source, inputs, num_reducers=2, split_size=1 << 20)
-    spills = []
-    real_spill = mapper.MapOutputBuffer.spill
-
-    def counting_spill(self: Any, groups: Any) -> None:
-        spills.append(len(groups))
-        real_spill(self, groups)
-
-    monkeypatch.setattr(mapper.MapOutputBuffer, "spill", counting_spill)
+    spills = count_spills(monkeypatch)
     (tmp_path / "many").mkdir()
     many, _ = run_job(tmp_path / "many", source, inputs, num_reducers=2, split_size=1 << 20,
                       buffer_records=5)
@@ -165,6 +171,68 @@ def test_tiny_buffer_with_many_spills_gives_the_same_output(
     for a, b in zip(one, many):
         assert Path(a).read_bytes() == Path(b).read_bytes()
     assert counts_of(many) == dict(reference_wordcount(inputs))
+
+
+WORDCOUNT_MAP_SPLIT = """
+from collections import Counter
+
+def map_split(chunks):
+    counts = Counter()
+    for offset, text in chunks:
+        counts.update(text.split())
+    return counts.items()
+
+def reduce(key, values):
+    yield key, sum(values)
+"""
+
+WORDCOUNT_MAP_CHUNK = """
+from collections import Counter
+
+def map_chunk(offset, text):
+    yield from Counter(text.split()).items()
+
+def reduce(key, values):
+    yield key, sum(values)
+"""
+
+FOLD = "\nfrom pytxmr import combiners\ncombine = combiners.sum\n"
+
+
+@pytest.mark.parametrize("source", [WORDCOUNT_MAP_SPLIT, WORDCOUNT_MAP_SPLIT + FOLD,
+                                    WORDCOUNT_MAP_CHUNK, WORDCOUNT_MAP_CHUNK + FOLD],
+                         ids=["split", "split-fold", "chunk", "chunk-fold"])
+@pytest.mark.parametrize("buffer_records", [mapper.DEFAULT_BUFFER_RECORDS, 7])
+def test_batch_apis_match_counter(tmp_path: Path, source: str, buffer_records: int,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """map_split and map_chunk give what Counter gives, also when the buffer
+    fills in the middle of a split (map_split's one stream of pairs must
+    still spill), and count the split's lines as map input records."""
+    spills = count_spills(monkeypatch)
+    monkeypatch.setattr(mapper, "SPLIT_BATCH", 3)
+    inputs = make_inputs(tmp_path)
+    parts, counters = run_job(tmp_path, source, inputs, num_reducers=2, split_size=1 << 20,
+                              buffer_records=buffer_records)
+    expected = reference_wordcount(inputs)
+    assert counts_of(parts) == dict(expected)
+    assert counters.get(FRAMEWORK, "map input records") == sum(
+        len(open(p, encoding="utf-8").read().splitlines()) for p in inputs)
+    if buffer_records == 7 and "map_split" in source:
+        assert len(spills) > 3 * len(inputs), "a full buffer must spill within a split"
+    else:  # one chunk per (small) file: a buffer is checked after each chunk
+        assert len(spills) == len(inputs)
+
+
+def test_map_split_yielding_a_non_pair_raises_record_type_error(tmp_path: Path) -> None:
+    body = "def map_split(chunks):\n    for offset, text in chunks:\n        yield from text.split()\n"
+    with pytest.raises(RecordTypeError, match=r"\(key, value\) pairs"):
+        map_job(tmp_path, body)
+
+
+def test_map_split_errors_come_from_the_users_code(tmp_path: Path) -> None:
+    body = "def map_split(chunks):\n    yield 'a', 1\n    raise KeyError('boom')\n"
+    with pytest.raises(KeyError, match="boom"):
+        map_job(tmp_path, body)
 
 
 def test_combiner_reduces_map_output_records(tmp_path: Path) -> None:

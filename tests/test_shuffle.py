@@ -662,3 +662,53 @@ class InMemoryTests(TestCase):
         client.dataReceived(server_t.value())
         self.assertEqual(self.successResultOf(d), len(SMALL))
         self.assertEqual(dest.getvalue(), SMALL)
+
+    def test_client_asks_the_destination_once_the_length_is_known(self) -> None:
+        """A reducer decides where a segment goes (memory or disk) by its
+        length, before the first body byte is written."""
+        client = ShuffleClientProtocol(self.clock, timeout=5)
+        client.makeConnection(StringTransport(peerAddress=PEER))
+        asked: list[int] = []
+        dest = io.BytesIO()
+
+        def open_dest(length: int) -> io.BytesIO:
+            asked.append(length)
+            return dest
+
+        d = Deferred.fromCoroutine(client.fetch(JOB, 0, 2, TOKEN, open_dest))
+        client.dataReceived(MAGIC + b"n" * 16 + frame({"ok": True, "length": 5}))
+        self.assertEqual((asked, dest.getvalue()), ([5], b""))
+        client.dataReceived(b"abcde")
+        self.assertEqual(self.successResultOf(d), 5)
+        self.assertEqual((asked, dest.getvalue()), ([5], b"abcde"))
+        empty = Deferred.fromCoroutine(client.fetch(JOB, 0, 1, TOKEN, open_dest))
+        client.dataReceived(frame({"ok": True, "length": 0}))
+        self.assertEqual(self.successResultOf(empty), 0)
+        self.assertEqual(asked, [5, 0])  # an empty segment gets its (empty) file too
+
+    def test_client_does_not_ask_for_a_destination_after_an_error_reply(self) -> None:
+        """A refused fetch creates no file (and reserves no memory)."""
+        client = ShuffleClientProtocol(self.clock, timeout=5)
+        client.makeConnection(StringTransport(peerAddress=PEER))
+        asked: list[int] = []
+        d = Deferred.fromCoroutine(client.fetch(JOB, 0, 0, TOKEN,
+                                                lambda n: asked.append(n) or io.BytesIO()))
+        client.dataReceived(MAGIC + b"n" * 16 + frame({"ok": False, "error": "gone"}))
+        self.failureResultOf(d, ShuffleError)
+        self.assertEqual(asked, [])
+
+    def test_a_failing_destination_is_a_local_error(self) -> None:
+        """A destination that cannot be created (a full disk) fails the fetch
+        with its own error: it is not blamed on the map's host."""
+        client = ShuffleClientProtocol(self.clock, timeout=5)
+        transport = StringTransport(peerAddress=PEER)
+        client.makeConnection(transport)
+
+        def open_dest(length: int) -> io.BytesIO:
+            raise OSError(28, "No space left on device")
+
+        d = Deferred.fromCoroutine(client.fetch(JOB, 0, 0, TOKEN, open_dest))
+        client.dataReceived(MAGIC + b"n" * 16 + frame({"ok": True, "length": 10}) + b"x" * 10)
+        failure = self.failureResultOf(d, OSError)
+        self.assertFalse(failure.check(ShuffleError))
+        self.assertTrue(transport.disconnecting)

@@ -1,0 +1,250 @@
+"""Unit tests for pytxmr.shufflememory: the budget of fetched runs kept in
+RAM, and the tmpfs directory a tasktracker claims, cleans and removes."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pytxmr import shufflememory
+from pytxmr.shufflememory import ShuffleMemory
+
+
+def test_runs_go_to_memory_while_they_fit_the_budget(tmp_path: Path) -> None:
+    """The budget is shared by every run: the one that would overflow it goes to disk."""
+    memory = ShuffleMemory(str(tmp_path), 100)
+    first = memory.place("a.seg", 60)
+    assert first == str(tmp_path / "a.seg")
+    assert memory.place("b.seg", 41) is None
+    assert memory.place("c.seg", 40) == str(tmp_path / "c.seg")
+    assert (memory.used, memory.available) == (100, 0)
+    assert memory.place("d.seg", 1) is None
+    assert memory.place("empty.seg", 0) is not None  # costs nothing
+
+
+def test_releasing_a_run_removes_its_file_and_gives_its_bytes_back(tmp_path: Path) -> None:
+    """Budget comes back only with the file gone: RAM is really freed."""
+    memory = ShuffleMemory(str(tmp_path), 100)
+    path = memory.place("a.seg", 80)
+    assert path is not None
+    Path(path).write_bytes(b"x" * 80)
+    assert memory.holds(path)
+    memory.release(path)
+    assert not os.path.exists(path)
+    assert (memory.used, memory.holds(path)) == (0, False)
+    memory.release(path)  # twice: nothing more
+    memory.release(str(tmp_path / "never-placed.seg"))
+    assert memory.used == 0
+    assert memory.place("b.seg", 100) is not None
+
+
+def test_releasing_a_run_whose_file_was_never_written_is_fine(tmp_path: Path) -> None:
+    """A fetch may fail before it created its file."""
+    memory = ShuffleMemory(str(tmp_path), 10)
+    path = memory.place("a.seg", 10)
+    assert path is not None
+    memory.release(path)
+    assert memory.used == 0
+
+
+def test_release_all_empties_the_budget(tmp_path: Path) -> None:
+    """At stop, every run still held is removed."""
+    memory = ShuffleMemory(str(tmp_path), 100)
+    paths = [memory.place(f"{i}.seg", 10) for i in range(5)]
+    for p in paths:
+        assert p is not None
+        Path(p).touch()
+    memory.release_all()
+    assert memory.used == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("directory,budget", [(None, 100), ("dir", 0)])
+def test_without_a_directory_or_a_budget_every_run_goes_to_disk(
+        tmp_path: Path, directory: str | None, budget: int) -> None:
+    """``--shuffle-memory 0``, or no usable tmpfs: the disk, as before."""
+    memory = ShuffleMemory(directory and str(tmp_path / directory), budget)
+    assert not memory.enabled
+    assert memory.place("a.seg", 0) is None
+    assert memory.place("b.seg", 1) is None
+
+
+def test_a_run_that_fits_the_budget_but_not_the_tmpfs_goes_to_disk(tmp_path: Path) -> None:
+    """Others may fill /dev/shm meanwhile: a full tmpfs would fail the reduce."""
+    free = [10 << 20]
+    memory = ShuffleMemory(str(tmp_path), 1 << 30, free_space=lambda: free[0])
+    assert memory.place("a.seg", 4 << 20) is not None
+    free[0] = 4 << 20
+    assert memory.place("b.seg", 4 << 20) is None
+    assert memory.used == 4 << 20
+
+
+def test_a_name_cannot_be_placed_twice(tmp_path: Path) -> None:
+    """Two fetches writing one file would corrupt each other: a bug, made loud."""
+    memory = ShuffleMemory(str(tmp_path), 100)
+    memory.place("a.seg", 1)
+    with pytest.raises(ValueError):
+        memory.place("a.seg", 1)
+
+
+def test_a_negative_budget_is_refused() -> None:
+    with pytest.raises(ValueError):
+        ShuffleMemory("/nowhere", -1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 1000), st.lists(st.tuples(st.booleans(), st.integers(0, 400)), max_size=60))
+def test_the_budget_is_never_exceeded_and_always_adds_up(budget: int,
+                                                         ops: list[tuple[bool, int]]) -> None:
+    """Whatever the order of placements and releases, ``used`` is the sum of
+    what is held and never more than the budget."""
+    memory = ShuffleMemory("/nonexistent-dir", budget)
+    held: dict[str, int] = {}
+    for n, (place, size) in enumerate(ops):
+        if place or not held:
+            path = memory.place(f"{n}.seg", size)
+            if budget and size <= budget - sum(held.values()):
+                assert path is not None
+                held[path] = size
+            else:
+                assert path is None
+        else:
+            path = sorted(held)[size % len(held)]
+            del held[path]
+            memory.release(path)
+        assert memory.used == sum(held.values()) <= max(budget, 0)
+
+
+def test_the_default_budget_is_256m_or_half_the_free_tmpfs() -> None:
+    """A small /dev/shm (64 MiB in a default container) is not filled up."""
+    assert shufflememory.default_budget(64 << 30) == 256 << 20
+    assert shufflememory.default_budget(64 << 20) == 32 << 20
+    assert shufflememory.default_budget(0) == 0
+
+
+# --- the directory --------------------------------------------------------------------
+
+def test_the_directory_is_named_after_the_work_dir_and_the_user(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted daemon on the same work dir finds its predecessor's; two
+    work dirs or two users never share one."""
+    a = shufflememory.memory_dir(str(tmp_path / "a"), "/dev/shm")
+    assert a == shufflememory.memory_dir(str(tmp_path / "a"), "/dev/shm")
+    assert a != shufflememory.memory_dir(str(tmp_path / "b"), "/dev/shm")
+    assert os.path.dirname(a) == "/dev/shm"
+    assert os.path.basename(a).startswith(f"pytxmr-{os.getuid()}-")
+    monkeypatch.chdir(tmp_path)
+    assert shufflememory.memory_dir("a", "/dev/shm") == a
+
+
+def test_claiming_empties_what_a_crashed_predecessor_left(tmp_path: Path) -> None:
+    """Runs of a SIGKILLed daemon would hold RAM until a reboot."""
+    path = tmp_path / "mem"
+    lock = shufflememory.claim_memory_dir(str(path), "/work")
+    lock.close()  # the daemon dies
+    (path / "job_1_r00000_0-run-00001-1.seg").write_bytes(b"x" * 100)
+    (path / "stray").mkdir()
+    lock = shufflememory.claim_memory_dir(str(path), "/work")
+    try:
+        assert sorted(p.name for p in path.iterdir()) == [".lock", ".workdir"]
+        assert (path / ".workdir").read_text() == "/work"
+        assert (path.stat().st_mode & 0o777) == 0o700
+    finally:
+        lock.close()
+
+
+def test_a_held_directory_is_neither_claimed_nor_emptied(tmp_path: Path) -> None:
+    """Two daemons on one work dir: the second must not delete the first's runs."""
+    path = tmp_path / "mem"
+    lock = shufflememory.claim_memory_dir(str(path), "/work")
+    try:
+        (path / "live.seg").write_bytes(b"x")
+        with pytest.raises(OSError, match="another tasktracker"):
+            shufflememory.claim_memory_dir(str(path), "/work")
+        assert (path / "live.seg").exists()
+    finally:
+        lock.close()
+
+
+def test_a_missing_tmpfs_cannot_be_claimed(tmp_path: Path) -> None:
+    """No /dev/shm (not Linux, a minimal container): the caller falls back to disk."""
+    with pytest.raises(OSError):
+        shufflememory.claim_memory_dir(str(tmp_path / "no-shm" / "mem"), "/work")
+
+
+def test_a_symlink_in_place_of_the_directory_is_refused(tmp_path: Path) -> None:
+    """/dev/shm is shared: another user could plant a link to make us empty
+    (or write into) a directory of their choice."""
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "precious").write_text("keep")
+    (tmp_path / "mem").symlink_to(target)
+    with pytest.raises(OSError):
+        shufflememory.claim_memory_dir(str(tmp_path / "mem"), "/work")
+    assert (target / "precious").exists()
+
+
+def test_removing_the_directory_at_stop(tmp_path: Path) -> None:
+    path = tmp_path / "mem"
+    lock = shufflememory.claim_memory_dir(str(path), "/work")
+    (path / "a.seg").write_bytes(b"x")
+    shufflememory.remove_memory_dir(str(path), lock)
+    assert not path.exists()
+    assert lock.closed
+
+
+def test_orphans_are_removed_only_when_their_work_dir_is_gone_and_nobody_holds_them(
+        tmp_path: Path) -> None:
+    """A crashed daemon that will never be restarted on its work dir must not
+    keep RAM forever; a live one, or one that may restart, keeps its own."""
+    root = tmp_path / "shm"
+    root.mkdir()
+    locks = {}
+    for name in ("gone", "alive", "restartable"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        path = shufflememory.memory_dir(str(workdir), str(root))
+        locks[name] = shufflememory.claim_memory_dir(path, str(workdir))
+        (Path(path) / "run.seg").write_bytes(b"x")
+    (tmp_path / "gone").rmdir()
+    (tmp_path / "alive").rmdir()
+    locks["gone"].close()
+    locks["restartable"].close()
+    other = root / "someone-else"
+    other.mkdir()
+    try:
+        removed = shufflememory.remove_orphans(str(root))
+        assert removed == [shufflememory.memory_dir(str(tmp_path / "gone"), str(root))]
+        assert sorted(p.name for p in root.iterdir()) == sorted(
+            [os.path.basename(shufflememory.memory_dir(str(tmp_path / n), str(root)))
+             for n in ("alive", "restartable")] + ["someone-else"])
+    finally:
+        locks["alive"].close()
+    assert shufflememory.remove_orphans(str(tmp_path / "no-such-root")) == []
+
+
+def test_the_lock_is_a_flock_that_dies_with_its_holder(tmp_path: Path) -> None:
+    """A SIGKILLed daemon holds nothing: its successor gets the directory."""
+    path = tmp_path / "mem"
+    code = (f"import os, sys; from pytxmr import shufflememory; "
+            f"shufflememory.claim_memory_dir({str(path)!r}, '/work'); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    with open(path / ".lock") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_the_module_does_not_import_twisted() -> None:
+    """Pure logic, as tests/test_layout.py asks of the other pure modules."""
+    code = ("import json, sys, pytxmr.shufflememory; "
+            "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'twisted']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert json.loads(out) == []
