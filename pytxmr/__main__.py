@@ -34,7 +34,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
                    "(default: the module's num_reducers, else one per slot of the cluster)")
     p.add_argument("--split-size", type=size_argument,
                    help="map split size, e.g. 8M, 64M, 1G (default: input size spread "
-                        "over the cluster's slots, between 1M and 64M)")
+                        "over the cluster's slots, between 1M and 128M)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--map", dest="map_name", default="map", help="map function name")
     p.add_argument("--reduce", dest="reduce_name", default="reduce", help="reduce function name")
@@ -154,13 +154,13 @@ def run_inline_command(a: argparse.Namespace) -> int:
     from .inline import run_inline
 
     start = time.perf_counter()
-    # The reducers `run` would have (one per slot of its cluster), so that
-    # both write the same part files.
+    # The splits and reducers `run` would have, so that both write the same
+    # part files.
     slots = a.workers * (a.slots or default_slots(a.workers))
     counters = run_inline(a.job, a.inputs, a.output, num_reducers=a.reducers,
-                          split_size=a.split_size or 64 << 20, overwrite=a.overwrite,
+                          split_size=a.split_size, overwrite=a.overwrite,
                           map_name=a.map_name, reduce_name=a.reduce_name,
-                          default_reducers=slots, compress=a.compress)
+                          slots=slots, compress=a.compress)
     if not a.quiet:
         print(f"inline job succeeded in {time.perf_counter() - start:.2f}s; "
               f"output in {os.path.abspath(a.output)}")

@@ -34,6 +34,7 @@ __all__ = [
     "RecordTooLarge",
     "Split",
     "compute_splits",
+    "default_split_size",
     "expand_inputs",
     "is_compressed",
     "read_chunks",
@@ -248,6 +249,25 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
         for path in _expand_one(pattern):
             seen.setdefault(path, None)
     return list(seen)
+
+
+#: The largest split a job gets without --split-size: Hadoop's block size.
+#: A map has fixed costs (a process, sorting and spilling its distinct keys,
+#: one more run for every reduce to merge) that larger splits amortize.
+MAX_DEFAULT_SPLIT_SIZE = 128 << 20
+#: The smallest: below it, a map's start costs more than its work.
+MIN_DEFAULT_SPLIT_SIZE = 1 << 20
+
+
+def default_split_size(total: int, slots: int) -> int:
+    """The split size that cuts ``total`` bytes into whole waves of maps over
+    ``slots`` (one map per slot when the input allows), within the bounds
+    above: a small input still uses every slot, and no slot idles through a
+    last, partial wave."""
+    slots = max(1, slots)
+    waves = max(1, -(-total // (slots * MAX_DEFAULT_SPLIT_SIZE)))
+    per_map = -(-total // (slots * waves))
+    return min(MAX_DEFAULT_SPLIT_SIZE, max(MIN_DEFAULT_SPLIT_SIZE, per_map))
 
 
 def compute_splits(paths: Sequence[str], split_size: int) -> list[Split]:

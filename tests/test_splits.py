@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytxmr import readers
+from pytxmr import readers, splits
 from pytxmr.splits import (
     BLOCK_SIZE,
     DEFAULT_MAX_LINE_BYTES,
@@ -631,3 +631,28 @@ def test_pure_modules_do_not_import_twisted() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("total, slots, expected", [
+    (0, 2, 1 << 20),                   # an empty input: the smallest split
+    (3 << 20, 2, 3 << 19),             # one map per slot
+    (50_000_000, 2, 25_000_000),       # one wave
+    (300_000_000, 2, 75_000_000),      # two waves of 75 MB
+    (1 << 30, 2, 128 << 20),           # four full waves
+    (5 << 20, 0, 5 << 20),             # no slot yet: one map
+    (10 << 20, 64, 1 << 20),           # more slots than MBs: 1 MiB maps
+])
+def test_default_split_size_cuts_whole_waves_within_bounds(total: int, slots: int,
+                                                           expected: int) -> None:
+    assert splits.default_split_size(total, slots) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 1 << 40), st.integers(1, 500))
+def test_default_split_size_never_leaves_a_partial_last_wave_of_large_maps(
+        total: int, slots: int) -> None:
+    size = splits.default_split_size(total, slots)
+    assert splits.MIN_DEFAULT_SPLIT_SIZE <= size <= splits.MAX_DEFAULT_SPLIT_SIZE
+    maps = -(-total // size)
+    if splits.MIN_DEFAULT_SPLIT_SIZE < size < splits.MAX_DEFAULT_SPLIT_SIZE:
+        assert maps % slots == 0, "the last wave leaves slots idle"
