@@ -154,8 +154,7 @@ def run_inline_command(a: argparse.Namespace) -> int:
     from .inline import run_inline
 
     start = time.perf_counter()
-    # The splits and reducers `run` would have, so that both write the same
-    # part files.
+    # The reducers `run` would have, so that both write the same part files.
     slots = a.workers * (a.slots or default_slots(a.workers))
     counters = run_inline(a.job, a.inputs, a.output, num_reducers=a.reducers,
                           split_size=a.split_size, overwrite=a.overwrite,

@@ -20,7 +20,7 @@ from .jobmodule import load_module, resolve
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map
 from .records import codec_for
 from .reducer import run_reduce
-from .splits import compute_splits, default_split_size, expand_inputs
+from .splits import MAX_DEFAULT_SPLIT_SIZE, compute_splits, expand_inputs
 
 
 def run_inline(
@@ -39,18 +39,16 @@ def run_inline(
 ) -> dict[str, dict[str, int]]:
     """Run the job; returns its counters. Raises on any error.
 
-    ``slots`` are those of the cluster to imitate: without ``split_size``
-    or ``num_reducers`` the job gets the splits and reducers it would get
-    there (see ``default_split_size``)."""
+    ``slots`` are those of the cluster to imitate: without ``num_reducers``
+    the job gets the reducers it would get there, and so the same part
+    files. Splits are as large as a cluster's may be: in one process, more
+    of them would only mean more spills."""
     codec = codec_for(compress)  # before any output is touched
     with open(job_path, encoding="utf-8") as f:
         source = f.read()
     job = resolve(load_module(source, os.path.abspath(job_path)), map_name, reduce_name)
     reducers = num_reducers or job.num_reducers or slots
-    paths = expand_inputs(inputs)
-    if split_size is None:
-        split_size = default_split_size(sum(os.path.getsize(p) for p in paths), slots)
-    splits = compute_splits(paths, split_size)
+    splits = compute_splits(expand_inputs(inputs), split_size or MAX_DEFAULT_SPLIT_SIZE)
     output.prepare_output_dir(output_dir, overwrite)
     counters = _counters.reset()
     gc_was_enabled = gc.isenabled()

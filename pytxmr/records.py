@@ -242,9 +242,14 @@ class SegmentWriter:
         self.bytes = 0
 
     def write(self, records: Iterable[Record]) -> None:
+        n = self._frame_records
+        if type(records) is list:
+            # A spill's sorted partition: slices, without a step per record.
+            for i in range(0, len(records), n):
+                self._flush(records[i:i + n])
+            return
         batch: list[Record] = []
         append = batch.append
-        n = self._frame_records
         for r in records:
             append(r)
             if len(batch) >= n:
