@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from procs import Cluster
+from wordcounts import write_corpus
 
 
 @pytest.fixture
@@ -43,3 +45,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop_all()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few MB of generated words in several files (see wordcounts.write_corpus)."""
+    return write_corpus(tmp_path_factory.mktemp("corpus"))

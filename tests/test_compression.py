@@ -19,11 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from procs import Cluster, base_env, run_cli
 from strategies import assert_same, keys, values
-from test_cluster import (  # noqa: F401 (corpus is a fixture)
+from wordcounts import (
     WORDCOUNT,
     assert_committed,
     assert_ok,
-    corpus,
     merged,
     part_files,
     read_wordcount,
