@@ -42,6 +42,9 @@ def _job_options(p: argparse.ArgumentParser) -> None:
                    "fails (default 4)")
     p.add_argument("--speculative", action="store_true",
                    help="run backup attempts of straggling tasks (the first to finish wins)")
+    p.add_argument("--buffer-records", type=_positive,
+                   help="map output values a map buffers before it combines and spills "
+                        "(default 1000000)")
     p.add_argument("--compress", choices=["lz4"], help="compress spills and the shuffle "
                    "(needs the lz4 package; default: off, see docs/record-format.md)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
@@ -142,7 +145,7 @@ def _spec(a: argparse.Namespace) -> dict[str, Any]:
     return submission(a.job, a.inputs, a.output, reducers=a.reducers, split_size=a.split_size,
                       overwrite=a.overwrite, map_name=a.map_name, reduce_name=a.reduce_name,
                       max_attempts=a.max_attempts, speculative=a.speculative,
-                      compress=a.compress)
+                      buffer_records=a.buffer_records, compress=a.compress)
 
 
 def default_slots(workers: int) -> int:
@@ -152,6 +155,7 @@ def default_slots(workers: int) -> int:
 
 def run_inline_command(a: argparse.Namespace) -> int:
     from .inline import run_inline
+    from .mapper import DEFAULT_BUFFER_RECORDS
 
     start = time.perf_counter()
     # The reducers `run` would have, so that both write the same part files.
@@ -159,7 +163,8 @@ def run_inline_command(a: argparse.Namespace) -> int:
     counters = run_inline(a.job, a.inputs, a.output, num_reducers=a.reducers,
                           split_size=a.split_size, overwrite=a.overwrite,
                           map_name=a.map_name, reduce_name=a.reduce_name,
-                          slots=slots, compress=a.compress)
+                          slots=slots, compress=a.compress,
+                          buffer_records=a.buffer_records or DEFAULT_BUFFER_RECORDS)
     if not a.quiet:
         print(f"inline job succeeded in {time.perf_counter() - start:.2f}s; "
               f"output in {os.path.abspath(a.output)}")
