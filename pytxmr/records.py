@@ -301,12 +301,6 @@ def read_frames(f: BinaryIO, offset: int, length: int) -> Iterator[list[Record]]
         yield list(zip(it, it))
 
 
-def read_segment(f: BinaryIO, offset: int, length: int) -> Iterator[Record]:
-    """Stream the records of the segment at ``offset`` (one frame in memory)."""
-    for frame in read_frames(f, offset, length):
-        yield from frame
-
-
 def iter_frames_file(path: str, offset: int = 0, length: int | None = None) -> Iterator[list[Record]]:
     """The frames of a segment stored in ``path``; the file is closed at the end."""
     with open(path, "rb", buffering=1 << 20) as f:
@@ -314,12 +308,6 @@ def iter_frames_file(path: str, offset: int = 0, length: int | None = None) -> I
             f.seek(0, 2)
             length = f.tell() - offset
         yield from read_frames(f, offset, length)
-
-
-def iter_segment_file(path: str, offset: int = 0, length: int | None = None) -> Iterator[Record]:
-    """Records of a segment stored in ``path``; the file is closed at the end."""
-    for frame in iter_frames_file(path, offset, length):
-        yield from frame
 
 
 def verify_segment(path: str, offset: int = 0, length: int | None = None) -> int:

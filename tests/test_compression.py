@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from procs import Cluster, base_env, run_cli
+from segments import iter_segment_file, read_segment
 from strategies import assert_same, keys, values
 from wordcounts import (
     WORDCOUNT,
@@ -42,8 +43,6 @@ from pytxmr.records import (
     SegmentWriter,
     codec_for,
     encode_frame,
-    iter_segment_file,
-    read_segment,
     verify_segment,
 )
 

@@ -16,6 +16,8 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from segments import iter_segment_file, read_segment
+from strategies import assert_same, keys, values
 
 from pytxmr.records import (
     FRAME_HEADER,
@@ -25,10 +27,7 @@ from pytxmr.records import (
     SegmentWriter,
     decode_payload,
     encode_frame,
-    iter_segment_file,
-    read_segment,
 )
-from strategies import assert_same, keys, values
 
 # ---------------------------------------------------------------- helpers
 
@@ -197,7 +196,7 @@ def test_decoding_deeply_nested_tuples_never_crashes_the_process() -> None:
         """
         import io, zlib, msgpack
         from pytxmr.records import (FRAME_HEADER, CorruptFrame, RecordTypeError,
-                                    encode_frame, read_segment)
+                                    encode_frame, read_frames)
         key = ()
         for _ in range(300):
             key = (key,)
@@ -207,7 +206,7 @@ def test_decoding_deeply_nested_tuples_never_crashes_the_process() -> None:
             print("refused")
         else:
             try:
-                [(k, _)] = read_segment(io.BytesIO(frame), 0, len(frame))
+                [[(k, _)]] = read_frames(io.BytesIO(frame), 0, len(frame))
                 print("ok" if k == key else "wrong")
             except CorruptFrame:
                 print("refused")
@@ -218,7 +217,7 @@ def test_decoding_deeply_nested_tuples_never_crashes_the_process() -> None:
         payload = msgpack.packb([msgpack.ExtType(1, inner), []])
         frame = FRAME_HEADER.pack(1, len(payload), zlib.crc32(payload)) + payload
         try:
-            list(read_segment(io.BytesIO(frame), 0, len(frame)))
+            list(read_frames(io.BytesIO(frame), 0, len(frame)))
             print("ok")
         except CorruptFrame:
             print("refused")
@@ -438,7 +437,7 @@ def test_frames_are_cut_by_size_as_well_as_by_count(tmp_path: Any) -> None:
         w = records.SegmentWriter(f)
         w.write([(f"k{i}", [big]) for i in range(10)])
     assert records.verify_segment(str(path)) >= 4  # 30 MB in frames of about 8 MB
-    assert [k for k, _ in records.iter_segment_file(str(path))] == [f"k{i}" for i in range(10)]
+    assert [k for k, _ in iter_segment_file(str(path))] == [f"k{i}" for i in range(10)]
 
 
 def test_a_record_larger_than_a_frame_fails_clearly(tmp_path: Any, monkeypatch: Any) -> None:
