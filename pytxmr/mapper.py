@@ -290,7 +290,7 @@ def _fold_loop(records: Iterable[tuple[Any, Any]], mapfn: Callable[..., Any],
 
 
 _MISSING = object()
-_DRIVER_CODE = frozenset({_group_loop.__code__, _fold_loop.__code__})
+_DRIVER_CODE = frozenset({_group_loop.__code__, _fold_loop.__code__, _batches.__code__})
 
 
 def run_map(

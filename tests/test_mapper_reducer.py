@@ -229,9 +229,18 @@ def test_map_split_yielding_a_non_pair_raises_record_type_error(tmp_path: Path) 
         map_job(tmp_path, body)
 
 
+def test_map_split_returning_none_names_the_problem(tmp_path: Path) -> None:
+    body = "def map_split(chunks):\n    for offset, text in chunks:\n        pass\n"
+    with pytest.raises(RecordTypeError, match="NoneType"):
+        map_job(tmp_path, body)
+
+
 def test_map_split_errors_come_from_the_users_code(tmp_path: Path) -> None:
     body = "def map_split(chunks):\n    yield 'a', 1\n    raise KeyError('boom')\n"
     with pytest.raises(KeyError, match="boom"):
+        map_job(tmp_path, body)
+    body = "def map_split(chunks):\n    yield 'a', 1\n    raise TypeError('mine')\n"
+    with pytest.raises(TypeError, match="^mine$"):
         map_job(tmp_path, body)
 
 
