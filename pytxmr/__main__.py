@@ -34,7 +34,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
                    "(default: the module's num_reducers, else one per slot of the cluster)")
     p.add_argument("--split-size", type=size_argument,
                    help="map split size, e.g. 8M, 64M, 1G (default: input size spread "
-                        "over the cluster's slots, between 1M and 128M)")
+                        "over the cluster's slots, between 1M and 128M; run --inline: 128M)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--map", dest="map_name", default="map", help="map function name")
     p.add_argument("--reduce", dest="reduce_name", default="reduce", help="reduce function name")

@@ -89,6 +89,10 @@ def resolve(module: types.ModuleType, map_name: str = "map", reduce_name: str = 
     if map_chunk and map_split:
         raise JobDefinitionError(
             f"{module.__file__}: define map_chunk or map_split, not both")
+    if map_name != "map" and (map_chunk or map_split):
+        raise JobDefinitionError(
+            f"{module.__file__}: the module's {'map_split' if map_split else 'map_chunk'} "
+            f"replaces map: it cannot be chosen with --map {map_name}")
     reader = optional("reader")
     if reader and (map_chunk or map_split):
         raise JobDefinitionError(

@@ -161,7 +161,8 @@ class JobTracker:
                           "its output directory {out} is left empty", job=job_id, out=out)
 
     def stop(self) -> defer.Deferred[None]:
-        """Fail the running jobs; fires once the check children have ended."""
+        """Fail the running jobs; fires once the check children have ended
+        (with a zygote of its own: a shared one's owner ends them)."""
         if self._expiry_loop is not None and self._expiry_loop.running:
             self._expiry_loop.stop()
         checkers = self._checkers.stop() if self._own_checkers else defer.succeed(None)

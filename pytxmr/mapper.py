@@ -222,7 +222,12 @@ SPLIT_BATCH = 4096
 
 
 def _batches(pairs: Iterable[tuple[Any, Any]]) -> Iterator[list[tuple[Any, Any]]]:
-    it = iter(pairs)
+    try:
+        it = iter(pairs)
+    except TypeError:
+        raise RecordTypeError(
+            f"map_split must return or yield (key, value) pairs, not "
+            f"{type(pairs).__name__}") from None
     while batch := list(islice(it, SPLIT_BATCH)):
         yield batch
 
@@ -290,7 +295,7 @@ def _fold_loop(records: Iterable[tuple[Any, Any]], mapfn: Callable[..., Any],
 
 
 _MISSING = object()
-_DRIVER_CODE = frozenset({_group_loop.__code__, _fold_loop.__code__, _batches.__code__})
+_DRIVER_CODE = frozenset({_group_loop.__code__, _fold_loop.__code__})
 
 
 def run_map(

@@ -75,8 +75,13 @@ class ShuffleMemory:
         to disk)."""
         if self.directory is None or not self.enabled or length > self.available:
             return None
-        if self._free_space is not None and length + _SLACK > self._free_space():
-            return None
+        if self._free_space is not None:
+            try:
+                free = self._free_space()
+            except OSError:  # the directory was removed (e.g. logind's RemoveIPC)
+                return None
+            if length + _SLACK > free:
+                return None
         path = os.path.join(self.directory, name)
         if path in self._sizes:
             raise ValueError(f"{name} is already in the shuffle memory")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field, replace
@@ -435,11 +436,13 @@ class TaskTracker:
         return path
 
     def _discard_run(self, attempt: Attempt, path: str) -> None:
-        """Remove a run that will not be merged (a failed or superseded fetch)."""
+        """Remove a run that will not be merged (a failed or superseded fetch).
+        A path in memory is the budget's to remove: if the attempt's end
+        released it already, the name may belong to a new reservation."""
         if path in attempt.in_memory:
             attempt.in_memory.discard(path)
             self.memory.release(path)
-        elif os.path.lexists(path):
+        elif os.path.dirname(path) == attempt.work_dir and os.path.lexists(path):
             os.unlink(path)
 
     async def _local_run(self, job_id: str, index: int, partition: int,
@@ -747,8 +750,10 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
 
 
 def _budget_argument(text: str) -> int:
-    """A size, or 0 (off)."""
-    return 0 if text.strip() == "0" else size_argument(text)
+    """A size, or zero in any spelling (off)."""
+    if re.fullmatch(r"\s*0*(\.0*)?\s*([KMGTP]i?B?|B)?\s*", text, re.IGNORECASE) and "0" in text:
+        return 0
+    return size_argument(text)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

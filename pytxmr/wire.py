@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from twisted.spread import pb
 
-PROTOCOL_VERSION = 1
+#: 2: frames may be LZ4-compressed (codec 2), which version-1 workers refuse.
+PROTOCOL_VERSION = 2
 
 #: Login names: the secret is the same, the role decides the avatar.
 ROLE_TASKTRACKER = b"tasktracker"

@@ -232,13 +232,22 @@ class Cluster:
             left = daemon.stop()
             if left:
                 orphans[daemon.name] = left
-        # A SIGKILLed tasktracker leaves its shuffle memory (tmpfs, RAM until
-        # a reboot) for its next start to clean: no next start comes here.
-        workdirs = {d.workdir for d in self.daemons if d.workdir is not None}
-        workdirs.update(self.home.glob(".pytxmr/tasktracker*"))
-        for workdir in workdirs:
-            shutil.rmtree(shufflememory.memory_dir(str(workdir)), ignore_errors=True)
+        # A daemon that stopped cleanly removed its shuffle memory (tmpfs);
+        # a SIGKILLed one leaves it for its next start to clean, and no
+        # next start comes here.
+        clean: set[Path] = set()
+        killed: set[Path] = set()
+        for d in self.daemons:
+            if d.workdir is not None:
+                (clean if d.proc.returncode == 0 else killed).add(d.workdir)
+            else:  # the default work dir, ~/.pytxmr/tasktracker or -2, -3...
+                killed.update(self.home.glob(".pytxmr/tasktracker*"))
+        memory = {w: Path(shufflememory.memory_dir(str(w))) for w in clean | killed}
+        leaked = [str(memory[w]) for w in clean - killed if memory[w].exists()]
+        for path in memory.values():
+            shutil.rmtree(path, ignore_errors=True)
         assert not orphans, f"task children outlived their daemons: {orphans}"
+        assert not leaked, f"cleanly stopped tasktrackers left their shuffle memory: {leaked}"
         for daemon in self.daemons:
             log = daemon.log()
             assert "Unhandled" not in log, f"{daemon.name} logged an unhandled error:\n{log}"

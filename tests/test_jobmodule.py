@@ -234,3 +234,12 @@ def test_a_batch_api_replaces_map(tmp_path: Path) -> None:
     job = resolve(module_of(tmp_path, "def map_split(chunks):\n    yield 1, 1\n"
                                       "def reduce(k, vs):\n    yield k, 1\n"))
     assert job.map is None and job.map_chunk is None and job.map_split is not None
+
+
+def test_map_cannot_be_chosen_beside_a_batch_api(tmp_path: Path) -> None:
+    module = module_of(tmp_path, "def map_split(chunks):\n    yield 1, 1\n"
+                                 "def other(k, v):\n    yield k, v\n"
+                                 "def reduce(k, vs):\n    yield k, 1\n")
+    with pytest.raises(JobDefinitionError, match="map_split replaces map: it cannot be chosen "
+                                                  "with --map other"):
+        resolve(module, "other")

@@ -231,7 +231,16 @@ def test_map_split_yielding_a_non_pair_raises_record_type_error(tmp_path: Path) 
 
 def test_map_split_returning_none_names_the_problem(tmp_path: Path) -> None:
     body = "def map_split(chunks):\n    for offset, text in chunks:\n        pass\n"
-    with pytest.raises(RecordTypeError, match="NoneType"):
+    with pytest.raises(RecordTypeError, match="map_split must return or yield .* not NoneType"):
+        map_job(tmp_path, body)
+
+
+def test_an_error_in_a_lazy_map_split_result_is_the_users(tmp_path: Path) -> None:
+    """A ValueError raised while the framework iterates what map_split
+    returned is the user's (their int() failed), not a bad pair."""
+    body = ("def map_split(chunks):\n    words = [w for _, t in chunks for w in t.split()]\n"
+            "    return zip(words, map(int, words))\n")
+    with pytest.raises(ValueError, match="invalid literal for int"):
         map_job(tmp_path, body)
 
 

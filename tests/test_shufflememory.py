@@ -248,3 +248,13 @@ def test_the_module_does_not_import_twisted() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout
     assert json.loads(out) == []
+
+
+def test_a_failing_free_space_probe_sends_runs_to_disk(tmp_path: Path) -> None:
+    """A probe that raises (the directory was removed) means 'does not fit'."""
+    def gone() -> int:
+        raise FileNotFoundError(str(tmp_path / "gone"))
+
+    memory = ShuffleMemory(str(tmp_path), 1 << 20, free_space=gone)
+    assert memory.place("r0", 10) is None
+    assert memory.used == 0

@@ -29,7 +29,7 @@ from twisted.trial.unittest import TestCase
 from pytxmr import shufflememory, tasktracker
 from pytxmr.records import CorruptFrame, SegmentWriter
 from pytxmr.shuffle import ShuffleServerFactory
-from pytxmr.shufflememory import ShuffleMemory
+from pytxmr.shufflememory import ShuffleMemory, free_space
 
 WORDCOUNT = ROOT / "examples" / "wordcount.py"
 TOKEN = b"t" * 32
@@ -45,7 +45,8 @@ def test_the_option_takes_sizes_and_zero() -> None:
     """0 turns the shuffle memory off; sizes are spelled as everywhere else."""
     base = ["--jobtracker", "127.0.0.1:1"]
     assert tasktracker.parse_args(base)[0].shuffle_memory is None
-    assert tasktracker.parse_args([*base, "--shuffle-memory", "0"])[0].shuffle_memory == 0
+    for zero in ("0", "0M", "00", "0.0G", "0KiB"):
+        assert tasktracker.parse_args([*base, "--shuffle-memory", zero])[0].shuffle_memory == 0
     assert tasktracker.parse_args([*base, "--shuffle-memory", "64M"])[0].shuffle_memory == 64 << 20
     with pytest.raises(SystemExit):
         tasktracker.parse_args([*base, "--shuffle-memory", "-1"])
@@ -108,7 +109,8 @@ class FetchIntoMemoryTests(TestCase):
         self.tt.store.startup_cleanup()
         self.mem_dir = os.path.join(base, "shm")
         os.mkdir(self.mem_dir)
-        self.tt.memory = ShuffleMemory(self.mem_dir, 1 << 20)
+        self.tt.memory = ShuffleMemory(self.mem_dir, 1 << 20,
+                                       free_space=lambda: free_space(self.mem_dir))
         self.tt.init_job(JOB, {"token": TOKEN, "source": "", "filename": "job.py",
                                "map_name": "map", "reduce_name": "reduce", "num_maps": 2,
                                "num_reducers": 1, "output": base})
@@ -166,10 +168,23 @@ class FetchIntoMemoryTests(TestCase):
             await self.tt._fetch_once(self.attempt, self.loc(5), "r5.seg")
         self.assertEqual((self.tt.memory.used, os.listdir(self.mem_dir)), (0, []))
 
-    async def test_a_run_that_cannot_be_written_in_memory_goes_to_disk(self) -> None:
-        """A tmpfs filled by others, or the directory removed under us: the
-        run is fetched again to disk rather than failing the reduce."""
+    async def test_a_removed_memory_directory_sends_runs_to_disk(self) -> None:
+        """The directory removed under us (systemd-logind's RemoveIPC does
+        that at logout): the free-space probe fails, and runs go to disk
+        rather than failing every reduce of the worker."""
         shutil.rmtree(self.mem_dir)
+        for map_id in (0, 0):
+            path, _, _ = await self.tt._fetch_once(self.attempt, self.loc(map_id), "r0.seg")
+            self.assertEqual(os.path.dirname(path), self.attempt.work_dir)
+            self.assertEqual(Path(path).read_bytes(), self.good)
+        self.assertEqual((self.tt.memory.used, self.attempt.in_memory), (0, set()))
+
+    async def test_a_run_that_cannot_be_written_in_memory_goes_to_disk(self) -> None:
+        """A tmpfs filled by others between the check of its free space and
+        the write: the run is fetched again to disk rather than failing the
+        reduce."""
+        self.tt.memory = ShuffleMemory(self.mem_dir, 1 << 20, free_space=lambda: 1 << 30)
+        shutil.rmtree(self.mem_dir)  # any write there fails now
         with capturedLogs() as events:
             path, _, _ = await self.tt._fetch_once(self.attempt, self.loc(0), "r0.seg")
         self.assertEqual(os.path.dirname(path), self.attempt.work_dir)
@@ -315,9 +330,7 @@ def test_fetched_runs_that_fit_are_kept_in_memory_and_removed_after(
             == counters["shuffle bytes"])
     for w in workdirs:
         assert _runs(w) == []  # type: ignore[arg-type]
-    c.stop_all()
-    for w in workdirs:
-        assert not _memory_dir(w).exists()  # type: ignore[arg-type]
+    c.stop_all()  # which also fails if a cleanly stopped worker left its directory
 
 
 @needs_shm
@@ -368,7 +381,10 @@ def test_a_restarted_tasktracker_removes_the_runs_its_killed_predecessor_left(
     assert _output(out) == _reference(inputs)
     for w in workdirs:
         assert _runs(w) == []
-    c.stop_all()
-    assert restarted.proc.returncode == 0
+    survivor = tts[1 - victim]
+    for daemon in (restarted, survivor):
+        assert daemon.stop() == []
+        assert daemon.proc.returncode == 0
     for w in workdirs:
-        assert not _memory_dir(w).exists()
+        assert not _memory_dir(w).exists(), "a clean stop leaves no shuffle memory"
+    c.stop_all()
