@@ -59,6 +59,9 @@ class ShuffleMemory:
         self.budget = budget if directory is not None else 0
         self._free_space = free_space
         self._sizes: dict[str, int] = {}
+        #: Placed runs still being written: the file system's free space
+        #: does not show them yet.
+        self._unwritten: dict[str, int] = {}
         self.used = 0
 
     @property
@@ -80,14 +83,20 @@ class ShuffleMemory:
                 free = self._free_space()
             except OSError:  # the directory was removed (e.g. logind's RemoveIPC)
                 return None
-            if length + _SLACK > free:
+            if length + _SLACK + sum(self._unwritten.values()) > free:
                 return None
         path = os.path.join(self.directory, name)
         if path in self._sizes:
             raise ValueError(f"{name} is already in the shuffle memory")
         self._sizes[path] = length
+        self._unwritten[path] = length
         self.used += length
         return path
+
+    def written(self, path: str) -> None:
+        """The run at ``path`` is whole on the file system (whose free
+        space now counts it); nothing if it is not one of ours."""
+        self._unwritten.pop(path, None)
 
     def holds(self, path: str) -> bool:
         return path in self._sizes
@@ -98,6 +107,7 @@ class ShuffleMemory:
         length = self._sizes.pop(path, None)
         if length is None:
             return
+        self._unwritten.pop(path, None)
         self.used -= length
         try:
             os.unlink(path)

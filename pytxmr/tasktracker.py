@@ -410,6 +410,7 @@ class TaskTracker:
 
                 n = await shuffle.fetch(self._reactor, loc["host"], loc["port"], job.job_id,
                                         loc["map"], attempt.index, job.token, open_dest)
+            self.memory.written(placed[0])
             # Corrupt data is never merged: check every frame's CRC (off the
             # reactor thread) before accepting the run.
             await threads.deferToThread(verify_segment, placed[0])

@@ -258,3 +258,18 @@ def test_a_failing_free_space_probe_sends_runs_to_disk(tmp_path: Path) -> None:
     memory = ShuffleMemory(str(tmp_path), 1 << 20, free_space=gone)
     assert memory.place("r0", 10) is None
     assert memory.used == 0
+
+
+def test_runs_still_being_written_count_against_the_free_space(tmp_path: Path) -> None:
+    """Concurrent fetches each see the same free space: what is reserved but
+    not yet written must not be promised twice (the tmpfs would fill)."""
+    free = [int(2.5 * (1 << 20))]
+    memory = ShuffleMemory(str(tmp_path), 1 << 30, free_space=lambda: free[0])
+    first = memory.place("r0", 1 << 20)
+    assert first is not None
+    assert memory.place("r1", 1 << 20) is None  # r0's MiB is not written yet
+    memory.written(first)  # now the probe would show it; pretend it freed some
+    assert memory.place("r1", 1 << 20) is not None
+    memory.release(first)
+    memory.written(first)  # released already: nothing happens
+    assert memory.used == 1 << 20
