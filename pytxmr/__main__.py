@@ -241,9 +241,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (ClusterError, LoginRefused, SecretError) as e:
                 print(f"pytxmr: {e}", file=sys.stderr)
                 code[0] = 2
+            except defer.CancelledError:
+                print("pytxmr: interrupted", file=sys.stderr)
+                code[0] = 1
+
+        def start(reactor: Any) -> defer.Deferred[None]:
+            d = defer.Deferred.fromCoroutine(go(reactor))
+
+            def unwind() -> defer.Deferred[None] | None:
+                # SIGINT or SIGTERM stops the reactor: first let the command
+                # unwind, so that `run` stops its cluster, fails its job
+                # (no part file looks like a result) and removes its files.
+                if d.called:
+                    return None
+                d.cancel()
+                return d
+
+            reactor.addSystemEventTrigger("before", "shutdown", unwind)
+            return d
 
         try:
-            task.react(lambda r: defer.Deferred.fromCoroutine(go(r)))
+            task.react(start)
         except SystemExit as e:
             if e.code not in (0, None):
                 return int(e.code) if isinstance(e.code, int) else 1

@@ -12,14 +12,18 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import signal
 import socket
 import stat
+import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from procs import Cluster, base_env, run_cli, wait_for
 from wordcounts import (
@@ -34,6 +38,8 @@ from wordcounts import (
     read_wordcount,
     word_counts,
 )
+
+from pytxmr import shufflememory
 
 # --- job modules written by the tests -----------------------------------------
 
@@ -532,6 +538,48 @@ def test_sigterm_ends_a_tasktrackers_children_and_cleans_its_work_dir(
         if sub.poll() is None:
             sub.kill()
             sub.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_run_stops_its_cluster_and_leaves_nothing(
+        tmp_path: Path, corpus: Path, sig: int, request: pytest.FixtureRequest) -> None:
+    """Ctrl-C or SIGTERM during `run`: its services stop, the job fails
+    (an empty output directory), and no process, temporary directory or
+    shuffle memory is left behind."""
+    job = write(tmp_path / "stuck.py", barrier_job(tmp_path / "never"))
+    env = base_env(tmp_path / "home")
+    (tmp_path / "home").mkdir()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env["TMPDIR"] = str(scratch)
+    out = tmp_path / "out"
+    memory: set[Path] = set()
+    # Should `run` leave its shuffle memory (RAM), the test must not.
+    request.addfinalizer(lambda: [shutil.rmtree(m, ignore_errors=True) for m in memory])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytxmr", "run", str(job), str(corpus_files(corpus)[0]),
+         "-o", str(out), "--split-size", "256K", "-q"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env, cwd=tmp_path)
+    try:
+        run_dirs = wait_for(lambda: list(scratch.glob("pytxmr-run-*/tasktracker-*/store/job_*/*_m*")),
+                            20, "running maps")
+        memory.update(Path(shufflememory.memory_dir(str(p.parents[2]))) for p in run_dirs)
+        assert memory and all(m.is_dir() for m in memory)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "no zygote or task process"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "interrupted" in err and "Traceback" not in err, err
+    assert not [p for p in children if p.is_running()], "processes outlived `run`"
+    assert list(scratch.iterdir()) == []
+    assert list(out.iterdir()) == []
+    assert not [m for m in memory if m.exists()]
 
 
 def test_a_job_survives_a_tasktracker_killed_in_the_middle(make_cluster: Any,
