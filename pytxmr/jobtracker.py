@@ -208,8 +208,14 @@ class JobTracker:
             raise UnknownWorker(f"unknown worker {wid}: register again")
         return wid
 
-    def heartbeat(self, wid: str | None) -> None:
-        self.scheduler.heartbeat(self._check_live(wid), self._now())
+    def heartbeat(self, wid: str | None, status: Any = None) -> None:
+        wid = self._check_live(wid)
+        self.scheduler.heartbeat(wid, self._now())
+        memory = status.get("shuffle_memory") if isinstance(status, dict) else None
+        if isinstance(memory, dict):
+            used, budget = memory.get("used"), memory.get("budget")
+            if type(used) is int and type(budget) is int and 0 <= used and 0 <= budget:
+                self.scheduler.workers[wid].shuffle_memory = (used, budget)
 
     def _periodic(self) -> None:
         """Lost workers (missed heartbeats) and stragglers (speculation)."""
@@ -591,7 +597,7 @@ class TaskTrackerAvatar(pb.Avatar):
         return self.wid
 
     def perspective_heartbeat(self, status: dict[str, Any]) -> None:
-        self.jt.heartbeat(self.wid)
+        self.jt.heartbeat(self.wid, status)
 
     def perspective_attempt_done(self, attempt_id: str, result: dict[str, Any]) -> None:
         self.jt.attempt_done(self.wid, str(attempt_id), result if isinstance(result, dict) else {})

@@ -15,6 +15,8 @@ import time
 from typing import Any, Iterable
 from urllib.parse import quote
 
+from .sizes import format_size
+
 MAP_COLOUR = "#4e79a7"
 REDUCE_COLOUR = "#f28e2b"
 FAILED_COLOUR = "#e15759"
@@ -104,10 +106,22 @@ def workers_table(workers: list[dict[str, Any]]) -> str:
         rows.append(
             f"<tr class=\"{'alive' if w['alive'] else 'lost'}\"><td>{esc(w['wid'])}</td>"
             f"<td>{esc(w['host'])}</td><td>{esc(w['shuffle_port'])}</td><td>{esc(w['slots'])}</td>"
-            f"<td title=\"{esc(running)}\">{len(w['running'])}</td><td>{esc(age)}</td>"
+            f"<td title=\"{esc(running)}\">{len(w['running'])}</td>"
+            f"<td>{esc(shuffle_memory_text(w))}</td><td>{esc(age)}</td>"
             f"<td>{esc(w['failures'])}</td></tr>")
     return _table(["wid", "host", "shuffle port", "slots", "running attempts",
-                   "last heartbeat", "failed attempts"], rows, "No tasktrackers.", "workers")
+                   "shuffle memory", "last heartbeat", "failed attempts"], rows,
+                  "No tasktrackers.", "workers")
+
+
+def shuffle_memory_text(w: dict[str, Any]) -> str:
+    """Fetched runs a worker holds in RAM, of its budget."""
+    budget = w["shuffle_memory_budget"]
+    if budget is None:
+        return "-"
+    if budget == 0:
+        return "off"
+    return f"{format_size(w['shuffle_memory_used'])} of {format_size(budget)}"
 
 
 def cluster_page(workers: list[dict[str, Any]], jobs: list[dict[str, Any]], now: float) -> str:

@@ -140,6 +140,8 @@ class Worker:
     last_seen: float
     alive: bool = True
     failures: dict[str, int] = field(default_factory=dict)  # job id -> failed attempts
+    #: (bytes used, budget) of its shuffle memory, as its last heartbeat said
+    shuffle_memory: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.attempts: set[str] = set()

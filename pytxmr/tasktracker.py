@@ -669,7 +669,10 @@ class TaskTrackerService(service.Service):
     def _beat(self) -> None:
         if self._perspective is None:
             return
-        d = self._perspective.callRemote("heartbeat", {"attempts": sorted(self.tt.attempts)})
+        memory = self.tt.memory
+        d = self._perspective.callRemote("heartbeat", {
+            "attempts": sorted(self.tt.attempts),
+            "shuffle_memory": {"used": memory.used, "budget": memory.budget}})
 
         def failed(f: Any) -> None:
             if f.check(pb.PBConnectionLost, pb.DeadReferenceError):

@@ -36,6 +36,8 @@ def worker_view(w: Worker, now: float) -> dict[str, Any]:
         "running": sorted(w.attempts),
         "failures": sum(w.failures.values()),
         "failures_by_job": dict(w.failures),
+        "shuffle_memory_used": w.shuffle_memory[0] if w.shuffle_memory else None,
+        "shuffle_memory_budget": w.shuffle_memory[1] if w.shuffle_memory else None,
     }
 
 

@@ -204,7 +204,8 @@ class CountersAndApiTests(JobTrackerCase):
         workers = await self.get_json(base, "/api/workers")
         self.assertEqual([(w["wid"], w["alive"]) for w in workers], [(w2, True), (w1, False)])
         self.assertEqual(workers[1]["failures"], 1)
-        for key in ("host", "shuffle_port", "slots", "running", "heartbeat_age"):
+        for key in ("host", "shuffle_port", "slots", "running", "heartbeat_age",
+                    "shuffle_memory_used", "shuffle_memory_budget"):
             self.assertIn(key, workers[0])
         [job] = await self.get_json(base, "/api/jobs")
         self.assertEqual((job["job_id"], job["state"]), (job_id, "succeeded"))
@@ -224,6 +225,28 @@ class CountersAndApiTests(JobTrackerCase):
         code, body, _ = await http_get(base + "/api/jobs/job_nope")
         self.assertEqual(code, 404)
         self.assertIn("error", json.loads(body))
+
+    async def test_heartbeats_report_the_shuffle_memory_to_the_cluster_page(self) -> None:
+        """What a worker holds in RAM for reduces shows beside it; a
+        malformed report is ignored, never an error."""
+        w1, _ = self.add_worker()
+        w2, _ = self.add_worker()
+        w3, _ = self.add_worker()
+        self.jt.heartbeat(w1, {"attempts": [], "shuffle_memory": {"used": 3 << 20,
+                                                                   "budget": 256 << 20}})
+        self.jt.heartbeat(w2, {"attempts": [], "shuffle_memory": {"used": 0, "budget": 0}})
+        for bad in (None, "x", {"shuffle_memory": {"used": -1, "budget": 5}},
+                    {"shuffle_memory": {"used": "1", "budget": 5}}, {"shuffle_memory": [1, 2]}):
+            self.jt.heartbeat(w3, bad)
+        base = await self.serve()
+        workers = {w["wid"]: w for w in await self.get_json(base, "/api/workers")}
+        self.assertEqual((workers[w1]["shuffle_memory_used"], workers[w1]["shuffle_memory_budget"]),
+                         (3 << 20, 256 << 20))
+        self.assertIsNone(workers[w3]["shuffle_memory_budget"])
+        _, body, _ = await http_get(base + "/")
+        text = body.decode()
+        self.assertIn("3.0 MiB of 256.0 MiB", text)
+        self.assertIn("<td>off</td>", text)
 
     async def test_pages_escape_hostile_file_names_errors_and_logs(self) -> None:
         """A job file named like markup cannot inject script into the pages."""
