@@ -132,6 +132,10 @@ def print_result(result: dict[str, Any], quiet: bool) -> int:
     return 1
 
 
+#: Seconds an interrupted command may take to stop what it started.
+UNWIND_TIMEOUT = 15.0
+
+
 def print_counters(counters: dict[str, dict[str, int]]) -> None:
     for group in sorted(counters):
         print(f"  {group}")
@@ -255,7 +259,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if d.called:
                     return None
                 d.cancel()
-                return d
+                done: defer.Deferred[None] = defer.Deferred()
+                d.addBoth(lambda result: (done.called or done.callback(None), result)[1])
+
+                def late(f: Any) -> None:
+                    f.trap(defer.TimeoutError)
+                    # Task processes die with us (PR_SET_PDEATHSIG) anyway.
+                    print(f"pytxmr: still stopping after {UNWIND_TIMEOUT:g}s; exiting",
+                          file=sys.stderr)
+
+                done.addTimeout(UNWIND_TIMEOUT, reactor).addErrback(late)
+                return done
 
             reactor.addSystemEventTrigger("before", "shutdown", unwind)
             return d

@@ -131,7 +131,8 @@ class Zygote(protocol.ProcessProtocol):
         """End the zygote and every task child it forked; fires when the
         zygote has reaped them and exited."""
         self.running = False
-        for child in list(self._by_pid.values()):
+        for child in list(self._by_pid.values()) + list(self._by_id.values()):
+            # A child whose start is not reported yet is killed when it is.
             child.kill("the daemon is stopping")
         ended = self._ended or defer.succeed(None)
         if self._ended is not None:

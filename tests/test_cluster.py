@@ -556,11 +556,14 @@ def test_an_interrupted_run_stops_its_cluster_and_leaves_nothing(
     memory: set[Path] = set()
     # Should `run` leave its shuffle memory (RAM), the test must not.
     request.addfinalizer(lambda: [shutil.rmtree(m, ignore_errors=True) for m in memory])
+    # A shell runs background jobs with SIGINT ignored, and a child inherits
+    # that (so would `run`, and Twisted then leaves SIGINT alone): restore it.
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytxmr", "run", str(job), str(corpus_files(corpus)[0]),
          "-o", str(out), "--split-size", "256K", "-q"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env, cwd=tmp_path)
+        text=True, env=env, cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         run_dirs = wait_for(lambda: list(scratch.glob("pytxmr-run-*/tasktracker-*/store/job_*/*_m*")),
                             20, "running maps")
@@ -569,7 +572,12 @@ def test_an_interrupted_run_stops_its_cluster_and_leaves_nothing(
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "no zygote or task process"
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=30)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired as e:
+            alive = [c.pid for c in children if c.is_running()]
+            raise AssertionError(f"`run` still up 30s after the signal: {e.stderr!r}, "
+                                 f"children alive {alive}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
