@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from .sizes import size_argument
 
@@ -136,6 +137,71 @@ def print_result(result: dict[str, Any], quiet: bool) -> int:
 UNWIND_TIMEOUT = 15.0
 
 
+def react_interruptibly(command: Callable[[Any], Awaitable[int]]) -> int:
+    """Run ``command(reactor)`` under the reactor; its exit code.
+
+    SIGINT or SIGTERM stops the reactor, but first the command is cancelled
+    and given UNWIND_TIMEOUT seconds to unwind, so that `run` stops its
+    cluster, fails its job (no part file looks like a result) and removes
+    its files. A second signal exits at once.
+    """
+    from twisted.internet import defer, task
+
+    code = [1]
+    interrupted = [False]
+
+    async def go(reactor: Any) -> None:
+        # The reactor's signal handlers are installed once it runs: a
+        # signal before that must not catch a cluster half started.
+        await task.deferLater(reactor, 0)
+        try:
+            code[0] = await command(reactor)
+        except defer.CancelledError:
+            print("pytxmr: interrupted", file=sys.stderr)
+            code[0] = 1
+        except Exception as e:
+            if not interrupted[0]:
+                raise
+            print(f"pytxmr: interrupted, and stopping failed: {e}", file=sys.stderr)
+            code[0] = 1
+
+    def again(signum: int, frame: Any) -> None:
+        print("pytxmr: interrupted again: exiting now", file=sys.stderr)
+        os._exit(1)  # task processes die with us (PR_SET_PDEATHSIG)
+
+    def start(reactor: Any) -> defer.Deferred[None]:
+        d = defer.Deferred.fromCoroutine(go(reactor))
+
+        def unwind() -> defer.Deferred[None] | None:
+            if d.called:
+                return None
+            interrupted[0] = True
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                    signal.signal(signum, again)
+            d.cancel()
+            done: defer.Deferred[None] = defer.Deferred()
+            d.addBoth(lambda result: (done.called or done.callback(None), result)[1])
+
+            def late(f: Any) -> None:
+                f.trap(defer.TimeoutError)
+                print(f"pytxmr: still stopping after {UNWIND_TIMEOUT:g}s; exiting (temporary "
+                      f"files may be left)", file=sys.stderr)
+
+            done.addTimeout(UNWIND_TIMEOUT, reactor).addErrback(late)
+            return done
+
+        reactor.addSystemEventTrigger("before", "shutdown", unwind)
+        return d
+
+    try:
+        task.react(start)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return int(e.code) if isinstance(e.code, int) else 1
+    return code[0]
+
+
 def print_counters(counters: dict[str, dict[str, int]]) -> None:
     for group in sorted(counters):
         print(f"  {group}")
@@ -157,9 +223,16 @@ def default_slots(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run_inline_command(a: argparse.Namespace) -> int:
     from .inline import run_inline
     from .mapper import DEFAULT_BUFFER_RECORDS
+
+    # SIGTERM unwinds as Ctrl-C does: the output is aborted, files removed.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
 
     start = time.perf_counter()
     # The reducers `run` would have, so that both write the same part files.
@@ -235,54 +308,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(web_password(load_secret(a.secret_file)))
             return 0
-        from twisted.internet import defer, task
 
-        code = [1]
-
-        async def go(reactor: Any) -> None:
+        async def command(reactor: Any) -> int:
             try:
-                code[0] = await cluster_command(reactor, a)
+                return await cluster_command(reactor, a)
             except (ClusterError, LoginRefused, SecretError) as e:
                 print(f"pytxmr: {e}", file=sys.stderr)
-                code[0] = 2
-            except defer.CancelledError:
-                print("pytxmr: interrupted", file=sys.stderr)
-                code[0] = 1
+                return 2
 
-        def start(reactor: Any) -> defer.Deferred[None]:
-            d = defer.Deferred.fromCoroutine(go(reactor))
-
-            def unwind() -> defer.Deferred[None] | None:
-                # SIGINT or SIGTERM stops the reactor: first let the command
-                # unwind, so that `run` stops its cluster, fails its job
-                # (no part file looks like a result) and removes its files.
-                if d.called:
-                    return None
-                d.cancel()
-                done: defer.Deferred[None] = defer.Deferred()
-                d.addBoth(lambda result: (done.called or done.callback(None), result)[1])
-
-                def late(f: Any) -> None:
-                    f.trap(defer.TimeoutError)
-                    # Task processes die with us (PR_SET_PDEATHSIG) anyway.
-                    print(f"pytxmr: still stopping after {UNWIND_TIMEOUT:g}s; exiting",
-                          file=sys.stderr)
-
-                done.addTimeout(UNWIND_TIMEOUT, reactor).addErrback(late)
-                return done
-
-            reactor.addSystemEventTrigger("before", "shutdown", unwind)
-            return d
-
-        try:
-            task.react(start)
-        except SystemExit as e:
-            if e.code not in (0, None):
-                return int(e.code) if isinstance(e.code, int) else 1
-        return code[0]
+        return react_interruptibly(command)
     except (ClusterError, LoginRefused, SecretError, CodecUnavailable) as e:
         print(f"pytxmr: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # run --inline, or before the reactor started
+        print("pytxmr: interrupted", file=sys.stderr)
+        return 1
     except Exception as e:
         from .jobmodule import describe_error
 

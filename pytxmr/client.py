@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-from twisted.internet import defer, endpoints, task
+from twisted.internet import defer, endpoints, error, task
 from twisted.spread import pb
 
 from .auth import login
@@ -61,10 +61,15 @@ class Connection:
 
 
 async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10.0) -> Connection:
-    endpoint = endpoints.clientFromString(reactor, jobtracker_endpoint(address))
+    description = jobtracker_endpoint(address)
+    if description != address:  # HOST:PORT; a full endpoint string says its own timeout
+        description += f":timeout={timeout:g}"
+    endpoint = endpoints.clientFromString(reactor, description)
     factory = client_factory()
     try:
         await endpoint.connect(factory)
+    except (defer.CancelledError, error.ConnectingCancelledError):
+        raise defer.CancelledError() from None  # interrupted: not the jobtracker's fault
     except Exception as e:
         raise ClusterError(f"cannot reach the jobtracker at {address}: {e}") from None
     # A mind (even one with no methods) tells the jobtracker which
