@@ -156,6 +156,8 @@ def react_interruptibly(command: Callable[[Any], Awaitable[int]]) -> int:
         await task.deferLater(reactor, 0)
         try:
             code[0] = await command(reactor)
+        except BrokenPipeError:
+            code[0] = _stdout_closed()
         except defer.CancelledError:
             print("pytxmr: interrupted", file=sys.stderr)
             code[0] = 1
@@ -221,6 +223,14 @@ def _spec(a: argparse.Namespace) -> dict[str, Any]:
 def default_slots(workers: int) -> int:
     """Task slots per tasktracker of `run`: the CPUs shared among them."""
     return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _stdout_closed() -> int:
+    """Our reader went away (``pytxmr run ... | head``): no traceback, and
+    no second error when Python flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -323,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # run --inline, or before the reactor started
         print("pytxmr: interrupted", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # run --inline, jobs, status... | head
+        return _stdout_closed()
     except Exception as e:
         from .jobmodule import describe_error
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 import pytest
-from procs import Cluster, base_env, run_cli, wait_for
+from procs import ROOT, Cluster, base_env, run_cli, wait_for
 from wordcounts import (
     WAR_AND_PEACE,
     WORDCOUNT,
@@ -588,6 +588,26 @@ def test_an_interrupted_run_stops_its_cluster_and_leaves_nothing(
     assert list(scratch.iterdir()) == []
     assert list(out.iterdir()) == []
     assert not [m for m in memory if m.exists()]
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path, inline: bool) -> None:
+    """`pytxmr run ... | head`: the summary cannot be written, which is no
+    error worth a traceback; the job itself is done."""
+    (tmp_path / "home").mkdir()
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytxmr", "run", str(WORDCOUNT), str(ROOT / "data" / "sample.txt"),
+         "-o", str(out), *(["--inline"] if inline else [])],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=base_env(tmp_path / "home"), cwd=tmp_path)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before anything is written: the first write fails
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(60) == 1, err
+    assert err == "", err
+    assert_committed(out, 2)
 
 
 def test_a_job_survives_a_tasktracker_killed_in_the_middle(make_cluster: Any,
