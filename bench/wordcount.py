@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -680,50 +680,44 @@ class Malformed(Exception):
     pass
 
 
-def load_counts(paths: list[str]) -> dict[bytes, int]:
-    """word -> count, with the same rules as ../shared/bench/check_same.py
-    (rpartition on the last tab, integer count, a word at most once: across
-    all the part files of a pytxmr output too)."""
-    counts: dict[bytes, int] = {}
+def _keyed_lines(paths: list[str], parse: Callable[[bytes], Any],
+                 what: str) -> dict[bytes, Any]:
+    """key -> parse(value) over `key<TAB>value` lines (rpartition on the last
+    tab; a key at most once, across all the part files of an output too)."""
+    out: dict[bytes, Any] = {}
     for path in paths:
         with open(path, "rb") as f:
             for n, line in enumerate(f, 1):
                 if line.endswith(b"\n"):
                     line = line[:-1]
-                word, sep, count = line.rpartition(b"\t")
+                key, sep, value = line.rpartition(b"\t")
                 if not sep:
                     raise Malformed(f"{path}:{n}: no tab in line {line[:80]!r}")
                 try:
-                    c = int(count)
+                    out_value = parse(value)
                 except ValueError:
-                    raise Malformed(f"{path}:{n}: count is not an integer: {count[:80]!r}") from None
-                if word in counts:
-                    raise Malformed(f"{path}:{n}: word {word[:80]!r} appears twice")
-                counts[word] = c
-    return counts
+                    raise Malformed(f"{path}:{n}: {what}: {value[:80]!r}") from None
+                if key in out:
+                    raise Malformed(f"{path}:{n}: word {key[:80]!r} appears twice")
+                out[key] = out_value
+    return out
+
+
+def load_counts(paths: list[str]) -> dict[bytes, int]:
+    """word -> count, with the same rules as ../shared/bench/check_same.py."""
+    return _keyed_lines(paths, int, "count is not an integer")
+
+
+def _file_names(value: bytes) -> tuple[str, ...]:
+    names = json.loads(value)
+    if not isinstance(names, list) or names != sorted(set(names)):
+        raise ValueError("not a sorted list of distinct names")
+    return tuple(names)
 
 
 def load_index(paths: list[str]) -> dict[bytes, tuple[str, ...]]:
     """word -> tuple of file names, from `word<TAB>["a", "b"]` lines."""
-    index: dict[bytes, tuple[str, ...]] = {}
-    for path in paths:
-        with open(path, "rb") as f:
-            for n, line in enumerate(f, 1):
-                if line.endswith(b"\n"):
-                    line = line[:-1]
-                word, sep, value = line.rpartition(b"\t")
-                if not sep:
-                    raise Malformed(f"{path}:{n}: no tab in line {line[:80]!r}")
-                try:
-                    names = json.loads(value)
-                except ValueError:
-                    raise Malformed(f"{path}:{n}: value is not JSON: {value[:80]!r}") from None
-                if not isinstance(names, list) or names != sorted(set(names)):
-                    raise Malformed(f"{path}:{n}: not a sorted list of distinct names: {value[:80]!r}")
-                if word in index:
-                    raise Malformed(f"{path}:{n}: word {word[:80]!r} appears twice")
-                index[word] = tuple(names)
-    return index
+    return _keyed_lines(paths, _file_names, "value is not a sorted JSON list of distinct names")
 
 
 def compare(ref: dict, got: dict) -> str:

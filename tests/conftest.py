@@ -38,10 +38,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("cluster"))
     try:
         c.start_jobtracker()
-        c.start_tasktracker(2, wait=False)
-        c.start_tasktracker(2, wait=False)
-        for tt in c.tasktrackers:
-            tt.wait_ready()
+        c.start_tasktrackers(2)
         yield c
     finally:
         c.stop_all()

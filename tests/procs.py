@@ -198,6 +198,14 @@ class Cluster:
             tt.wait_ready()
         return tt
 
+    def start_tasktrackers(self, count: int, slots: int = 2, *extra: str) -> list[Daemon]:
+        """``count`` tasktrackers started at once (their start-ups overlap),
+        each ready when this returns."""
+        tts = [self.start_tasktracker(slots, *extra, wait=False) for _ in range(count)]
+        for tt in tts:
+            tt.wait_ready()
+        return tts
+
     def cli(self, *args: str, timeout: float = SUBMIT_TIMEOUT,
             secret_file: Path | None | str = "default") -> tuple[int, str, str]:
         """``python -m pytxmr ARGS --jobtracker ... --secret-file ...``."""

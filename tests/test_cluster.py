@@ -149,25 +149,18 @@ def test_wordcount_of_a_generated_corpus_matches_counter(cluster: Cluster, corpu
     assert merged(read_wordcount(out)) == word_counts(corpus.iterdir())
 
 
-def test_wordcount_of_war_and_peace_matches_counter(cluster: Cluster) -> None:
-    """A real text (UTF-8 punctuation, CRLF or not) counts like Counter."""
+@pytest.mark.parametrize("job, reducers", [(WORDCOUNT, 3), (WORDCOUNT_BATCH, 2)],
+                         ids=["per-record", "batch"])
+def test_wordcount_of_war_and_peace_matches_counter(cluster: Cluster, job: Path,
+                                                    reducers: int) -> None:
+    """A real text (UTF-8 punctuation, CRLF or not) counts like Counter,
+    with the per-record API and with the batch one (map_split)."""
     if not WAR_AND_PEACE.exists():
         pytest.skip(f"{WAR_AND_PEACE} is absent")
-    out = cluster.base / "wc-wp"
-    assert_ok(cluster.submit(WORDCOUNT, [WAR_AND_PEACE], out, "--reducers", "3",
+    out = cluster.base / f"wc-wp-{job.stem}"
+    assert_ok(cluster.submit(job, [WAR_AND_PEACE], out, "--reducers", str(reducers),
                              "--split-size", "512K"), cluster)
-    assert_committed(out, 3)
-    assert merged(read_wordcount(out)) == word_counts([WAR_AND_PEACE])
-
-
-def test_batch_wordcount_of_war_and_peace_matches_counter(cluster: Cluster) -> None:
-    """The batch API (map_split: one Counter per split) counts like Counter."""
-    if not WAR_AND_PEACE.exists():
-        pytest.skip(f"{WAR_AND_PEACE} is absent")
-    out = cluster.base / "wcb-wp"
-    assert_ok(cluster.submit(WORDCOUNT_BATCH, [WAR_AND_PEACE], out, "--reducers", "2",
-                             "--split-size", "512K"), cluster)
-    assert_committed(out, 2)
+    assert_committed(out, reducers)
     assert merged(read_wordcount(out)) == word_counts([WAR_AND_PEACE])
 
 

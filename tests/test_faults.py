@@ -405,13 +405,27 @@ def submit_maps_only(c: Cluster, s: Scenario, seed: int) -> tuple[subprocess.Pop
     return proc, job_id, inputs
 
 
+def submit_held_maps(c: Cluster, s: Scenario, seed: int) -> tuple[subprocess.Popen[str], str, list[Path]]:
+    """Submit a word count (2 reducers, 32K splits) whose maps wait on the
+    scenario's barrier; return once four of them run (both workers busy)."""
+    inputs = s.corpus(seed=seed)
+    before = job_ids(c)
+    proc = submit_popen(c, s.job(BARRIER_MAP), inputs, s.output, "--reducers", "2",
+                        "--split-size", "32K")
+    try:
+        job_id = new_job(c, before)
+        wait_for(lambda: len(started(s.marks)) == 4, 20, "maps running on both workers")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, job_id, inputs
+
+
 def two_workers(make_cluster: Callable[[], Cluster], *jt_options: str) -> tuple[Cluster, Daemon, Daemon]:
     c = make_cluster()
     c.start_jobtracker(*jt_options)
-    keep = c.start_tasktracker(2, *HEARTBEAT, wait=False)
-    victim = c.start_tasktracker(2, *HEARTBEAT, wait=False)
-    keep.wait_ready()
-    victim.wait_ready()
+    keep, victim = c.start_tasktrackers(2, 2, *HEARTBEAT)
     return c, keep, victim
 
 
@@ -453,10 +467,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("shared"))
     try:
         c.start_jobtracker("--expiry", "3", "--check-timeout", "2")
-        c.start_tasktracker(2, *HEARTBEAT, wait=False)
-        c.start_tasktracker(2, *HEARTBEAT, wait=False)
-        for tt in c.tasktrackers:
-            tt.wait_ready()
+        c.start_tasktrackers(2, 2, *HEARTBEAT)
         yield c
     finally:
         c.stop_all()
@@ -482,13 +493,8 @@ def test_a_tasktracker_killed_during_a_map(make_cluster: Callable[[], Cluster]) 
     die with it."""
     c, _, victim = two_workers(make_cluster)
     s = Scenario(c, "kill-map")
-    inputs = s.corpus(seed=12)
-    before = job_ids(c)
-    proc = submit_popen(c, s.job(BARRIER_MAP), inputs, s.output, "--reducers", "2",
-                        "--split-size", "32K")
+    proc, job_id, inputs = submit_held_maps(c, s, seed=12)
     try:
-        job_id = new_job(c, before)
-        wait_for(lambda: len(started(s.marks)) == 4, 20, "maps running on both workers")
         doomed = [p.pid for p in descendants(victim)]
         assert pids_of(victim) & started(s.marks)
         t0 = time.monotonic()
@@ -591,13 +597,8 @@ def test_a_stopped_tasktracker_expires_and_rejoins_as_a_new_worker(
     its orphaned tasks and registers again under a new worker id."""
     c, keep, victim = two_workers(make_cluster, "--expiry", "2")
     s = Scenario(c, "stop")
-    inputs = s.corpus(seed=14)
-    before = job_ids(c)
-    proc = submit_popen(c, s.job(BARRIER_MAP), inputs, s.output, "--reducers", "2",
-                        "--split-size", "32K")
+    proc, job_id, inputs = submit_held_maps(c, s, seed=14)
     try:
-        job_id = new_job(c, before)
-        wait_for(lambda: len(started(s.marks)) == 4, 20, "maps running on both workers")
         finishing, orphan = sorted(pids_of(victim) & started(s.marks))
         old_wid = victim.ready["wid"]
         t0 = time.monotonic()

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -299,6 +300,29 @@ def _two_workers(make_cluster: Callable[[], Cluster], *options: str,
     return c, tts
 
 
+def _submit_held(c: Cluster) -> tuple[subprocess.Popen[str], Path, list[Path], Path]:
+    """Submit a word count whose two reduces wait, their runs fetched, until
+    ``_release``; returns once both run: (submitter, marks, inputs, output)."""
+    job, marks = _held_job(c.base)
+    inputs = _corpus(c.base / "in")
+    out = c.base / "out"
+    proc = c.popen_submit(job, inputs, out, "--reducers", "2", "--split-size", "16K", "-q")
+    try:
+        wait_for(lambda: len(list(marks.glob("reducing-*"))) == 2, 60, "both reduces to run")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, marks, inputs, out
+
+
+def _release(c: Cluster, proc: subprocess.Popen[str], marks: Path) -> None:
+    """Let the held reduces finish; the job must succeed."""
+    (marks / "go").touch()
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, f"{stdout}\n{stderr}\n{c.logs()}"
+
+
 @needs_shm
 def test_fetched_runs_that_fit_are_kept_in_memory_and_removed_after(
         make_cluster: Callable[[], Cluster]) -> None:
@@ -308,17 +332,11 @@ def test_fetched_runs_that_fit_are_kept_in_memory_and_removed_after(
     c, tts = _two_workers(make_cluster)
     workdirs = [tt.workdir for tt in tts]
     assert all(w is not None and _memory_dir(w).is_dir() for w in workdirs)
-    job, marks = _held_job(c.base)
-    inputs = _corpus(c.base / "in")
-    out = c.base / "out"
-    proc = c.popen_submit(job, inputs, out, "--reducers", "2", "--split-size", "16K", "-q")
+    proc, marks, inputs, out = _submit_held(c)
     try:
-        wait_for(lambda: len(list(marks.glob("reducing-*"))) == 2, 60, "both reduces to run")
         held = [name for w in workdirs for name in _runs(w)]  # type: ignore[arg-type]
         assert held, "no fetched run in memory"
-        (marks / "go").touch()
-        stdout, stderr = proc.communicate(timeout=60)
-        assert proc.returncode == 0, f"{stdout}\n{stderr}\n{c.logs()}"
+        _release(c, proc, marks)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -357,12 +375,8 @@ def test_a_restarted_tasktracker_removes_the_runs_its_killed_predecessor_left(
     and the job still finishes exactly."""
     c, tts = _two_workers(make_cluster, default_workdir=True)
     workdirs = [c.home / ".pytxmr" / "tasktracker", c.home / ".pytxmr" / "tasktracker-2"]
-    job, marks = _held_job(c.base)
-    inputs = _corpus(c.base / "in")
-    out = c.base / "out"
-    proc = c.popen_submit(job, inputs, out, "--reducers", "2", "--split-size", "16K", "-q")
+    proc, marks, inputs, out = _submit_held(c)
     try:
-        wait_for(lambda: len(list(marks.glob("reducing-*"))) == 2, 60, "both reduces to run")
         victim = next(i for i, w in enumerate(workdirs) if _runs(w))
         left = _runs(workdirs[victim])
         tts[victim].stop(signal.SIGKILL)
@@ -371,9 +385,7 @@ def test_a_restarted_tasktracker_removes_the_runs_its_killed_predecessor_left(
         restarted = c.start_tasktracker(2, "--heartbeat", "0.3", default_workdir=True)
         assert not set(_runs(workdirs[victim])) & set(left), "leftovers not removed"
         assert _memory_dir(workdirs[victim]).is_dir()
-        (marks / "go").touch()
-        stdout, stderr = proc.communicate(timeout=60)
-        assert proc.returncode == 0, f"{stdout}\n{stderr}\n{c.logs()}"
+        _release(c, proc, marks)
     finally:
         if proc.poll() is None:
             proc.kill()
