@@ -10,6 +10,7 @@ way merge correctly under the total order.
 
 from __future__ import annotations
 
+from functools import partial
 from operator import itemgetter
 from typing import Any, Callable, Iterable
 
@@ -63,3 +64,19 @@ def record_sort_key(kinds: Iterable[str]) -> Callable[[tuple], Any]:
     if len(ks) <= 1 and "other" not in ks:
         return first
     return lambda record: total_order(record[0])
+
+
+def sort_by_utf8(records: list[tuple], utf8: list[bytes]) -> None:
+    """Sort ``records`` (distinct str keys) in place by their keys' UTF-8,
+    ``utf8[i]`` being record ``i``'s.
+
+    UTF-8 orders as the code points do, so this is Python's str order. It
+    is about twice as fast where words mix ASCII and other text: str
+    comparison then leaves its one-byte fast path, while bytes compare with
+    ``memcmp``. The key function hands each record its bytes in order
+    (``list.sort`` computes the keys first, in list order) without a
+    Python call per record.
+    """
+    if len(records) != len(utf8):
+        raise ValueError("one UTF-8 key per record is needed")
+    records.sort(key=partial(next, iter(utf8)))

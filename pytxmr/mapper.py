@@ -15,14 +15,14 @@ import operator
 import os
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .combiners import FoldCombiner
 from .counters import FRAMEWORK, Counters
 from .jobmodule import Job
-from .keys import kinds_of, record_sort_key
+from .keys import kinds_of, record_sort_key, sort_by_utf8
 from .merge import group_values, merge_runs
-from .partition import scatter
+from .partition import partition_ids, scatter
 from .records import CODEC_MSGPACK, RecordTypeError, SegmentWriter
 from .splits import Split, read_chunks
 
@@ -92,6 +92,20 @@ class MapOutputBuffer:
         if partial:
             self.spill(partial, folded=True)
 
+    def spill_distinct(self, pairs: Mapping[Any, Any], limit: int) -> None:
+        """Spill a ``map_split``'s mapping, ``limit`` keys a run at most.
+
+        Its keys are distinct, so there is nothing to group or combine, and
+        taking it as it is spares a per-pair copy into the buffer.
+        """
+        self.output_records += len(pairs)
+        if len(pairs) <= limit:
+            self.spill(pairs, folded=True)
+            return
+        items = iter(pairs.items())
+        while part := dict(islice(items, limit)):
+            self.spill(part, folded=True)
+
     def full(self, groups: dict[Any, list[Any]], added: int, limit: int) -> dict[Any, list[Any]]:
         """The buffer took ``added`` more values: combine it in memory and,
         if it is still over half of ``limit`` (0 at the end), spill it.
@@ -119,29 +133,41 @@ class MapOutputBuffer:
             self.spill(groups)
         return {}
 
-    def spill(self, groups: dict[Any, Any], folded: bool = False) -> None:
+    def spill(self, groups: Mapping[Any, Any], folded: bool = False) -> None:
         """Write ``groups`` (key -> list of values, or key -> one value if
         ``folded``) as a sorted, partitioned run."""
         if not groups:
             return
-        c = self._counters
         kinds = kinds_of(groups)
         self.kinds.update(kinds)
-        sort_key = record_sort_key(kinds)
-        items = [(k, [v]) for k, v in groups.items()] if folded else groups.items()
         n = self._num_partitions
-        parts = [list(items)] if n == 1 else scatter(items, n, self._job.partition,
-                                                      kinds == ["str"])
+        partition = self._job.partition
+        items = list(groups.items())
+        if kinds == ["str"]:
+            # The keys' UTF-8 serves the default partitioner and the sort.
+            utf8 = [k.encode("utf-8", "surrogatepass") for k in groups]
+            if n == 1:
+                parts, utf8_parts = [items], [utf8]
+            else:
+                ids = partition_ids(groups, n, partition, utf8)
+                parts, utf8_parts = scatter(items, ids, n), scatter(utf8, ids, n)
+            for part, part_utf8 in zip(parts, utf8_parts):
+                sort_by_utf8(part, part_utf8)
+        else:
+            parts = [items] if n == 1 else scatter(items, partition_ids(groups, n, partition), n)
+            sort_key = record_sort_key(kinds)
+            for part in parts:
+                part.sort(key=sort_key)
         path = os.path.join(self._out_dir, f"spill-{len(self._spills)}.data")
         table: PartitionTable = []
         with open(path, "wb", buffering=1 << 20) as f:
             writer = SegmentWriter(f, codec=self._codec)
+            write = writer.write_pairs if folded else writer.write
             for part in parts:
-                part.sort(key=sort_key)
                 start, records = writer.bytes, writer.records
-                writer.write(part)
+                write(part)
                 table.append((start, writer.bytes - start, writer.records - records))
-        c.incr(FRAMEWORK, "spilled records", writer.records)
+        self._counters.incr(FRAMEWORK, "spilled records", writer.records)
         self._spills.append((path, table))
 
     def finish(self, name: str) -> MapOutput:
@@ -232,6 +258,19 @@ def _batches(pairs: Iterable[tuple[Any, Any]]) -> Iterator[list[tuple[Any, Any]]
         yield batch
 
 
+def _distinct(pairs: Any) -> Mapping[Any, Any] | None:
+    """The mapping behind a ``map_split`` result whose keys are distinct by
+    construction (a mapping, or a dict's ``items()``), else None."""
+    if isinstance(pairs, Mapping):
+        return pairs
+    if type(pairs) is _DICT_ITEMS:
+        return pairs.mapping
+    return None
+
+
+_DICT_ITEMS: Any = type({}.items())
+
+
 def _pairs_of_batch(_: None, batch: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     return batch
 
@@ -315,10 +354,15 @@ def run_map(
     records: Iterable[tuple[Any, Any]]
     if job.map_split is not None:
         chunks = _counting_lines(read_chunks(split, encoding="utf-8", errors=errors), lines)
+        pairs = job.map_split(chunks)
+        distinct = _distinct(pairs)
+        if distinct is not None:
+            buffer.spill_distinct(distinct, buffer_records)
+            return _finish(buffer, split, lines[0], counters, name)
         # The loops check the buffer between records: cut the split's one
         # stream of pairs into batches, each a record of its own.
         mapfn = _pairs_of_batch
-        records = ((None, batch) for batch in _batches(job.map_split(chunks)))
+        records = ((None, batch) for batch in _batches(pairs))
     elif job.map_chunk is not None:
         mapfn = job.map_chunk
         records = _counting_lines(read_chunks(split, encoding="utf-8", errors=errors), lines)
@@ -337,8 +381,12 @@ def run_map(
                 f"bool, None or a tuple of these ({e})"
             ) from None
         raise
-    if job.map is None:
-        in_records = lines[0]
+    return _finish(buffer, split, in_records if job.map is not None else lines[0],
+                   counters, name)
+
+
+def _finish(buffer: MapOutputBuffer, split: Split, in_records: int, counters: Counters,
+            name: str) -> MapOutput:
     counters.incr(FRAMEWORK, "map input records", in_records)
     counters.incr(FRAMEWORK, "map input bytes", split.length)
     counters.incr(FRAMEWORK, "map output records", buffer.output_records)

@@ -57,30 +57,39 @@ def default_partition(key: Any, num_partitions: int) -> int:
     return crc32(canonical_bytes(key)) % num_partitions
 
 
-def scatter(items: Iterable[Sequence[Any]], num_partitions: int,
-            partition: Callable[[Any, int], int] = default_partition,
-            str_keys: bool = False) -> list[list[Any]]:
-    """``items`` (each led by its key) sorted out into their partitions.
+def partition_ids(keys: Iterable[Any], num_partitions: int,
+                  partition: Callable[[Any, int], int] = default_partition,
+                  utf8: Sequence[bytes] | None = None) -> list[int]:
+    """The partition of each of ``keys``.
 
-    With the default partitioner and only str keys (``str_keys``) the hash
-    runs inline: a map spill scatters every distinct key, and a Python call
-    per key would be a good part of its cost. A user's partitioner is
-    checked, since a bad answer would send records nowhere.
+    ``utf8``, the keys' UTF-8 when they are all str, lets the default
+    partitioner hash those bytes in one C call per key: a map spill asks
+    this for every distinct key, and a Python call per key would be a good
+    part of its cost. A user's partitioner is checked, since a bad answer
+    would send records nowhere.
     """
     n = num_partitions
-    parts: list[list[Any]] = [[] for _ in range(n)]
-    appends = [p.append for p in parts]
-    if partition is default_partition and str_keys:
-        for item in items:
-            appends[crc32(item[0].encode("utf-8", "surrogatepass")) % n](item)
-        return parts
-    checked = partition.__module__ != __name__
-    for item in items:
-        p = partition(item[0], n)
-        if checked and (type(p) is not int or not 0 <= p < n):
+    if partition is default_partition:
+        if utf8 is not None:
+            return [crc32(b) % n for b in utf8]
+        return [default_partition(k, n) for k in keys]
+    ids = []
+    for key in keys:
+        p = partition(key, n)
+        if type(p) is not int or not 0 <= p < n:
             raise ValueError(
-                f"partition({item[0]!r:.100}, {n}) returned {p!r:.50}; "
+                f"partition({key!r:.100}, {n}) returned {p!r:.50}; "
                 f"it must return an int in [0, {n})"
             )
+        ids.append(p)
+    return ids
+
+
+def scatter(items: Iterable[Any], ids: Iterable[int], num_partitions: int) -> list[list[Any]]:
+    """``items`` sorted out into their partitions (``ids``, one per item),
+    keeping their order."""
+    parts: list[list[Any]] = [[] for _ in range(num_partitions)]
+    appends = [p.append for p in parts]
+    for p, item in zip(ids, items):
         appends[p](item)
     return parts

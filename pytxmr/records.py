@@ -246,37 +246,48 @@ class SegmentWriter:
         if type(records) is list:
             # A spill's sorted partition: slices, without a step per record.
             for i in range(0, len(records), n):
-                self._flush(records[i:i + n])
+                self._flush(list(chain.from_iterable(records[i:i + n])))
             return
         batch: list[Record] = []
         append = batch.append
         for r in records:
             append(r)
             if len(batch) >= n:
-                self._flush(batch)
+                self._flush(list(chain.from_iterable(batch)))
                 batch = []
                 append = batch.append
         if batch:
-            self._flush(batch)
+            self._flush(list(chain.from_iterable(batch)))
 
-    def _flush(self, batch: list[Record]) -> None:
+    def write_pairs(self, pairs: list[tuple[Any, Any]]) -> None:
+        """Records of one value each, given as ``(key, value)``: a folding
+        combiner's totals, stored as ``(key, [value])`` records."""
+        n = self._frame_records
+        for i in range(0, len(pairs), n):
+            keys, values = zip(*pairs[i:i + n])
+            flat: list[Any] = [None] * (2 * len(keys))
+            flat[::2] = keys
+            flat[1::2] = [[v] for v in values]
+            self._flush(flat)
+
+    def _flush(self, flat: list[Any]) -> None:
+        """Write the records ``[k1, vs1, k2, vs2, ...]`` as a frame."""
         # Sizes are those of the msgpack payload: a reader decompresses it whole.
-        payload = self._packer.pack(list(chain.from_iterable(batch)))
+        payload = self._packer.pack(flat)
         size = FRAME_HEADER.size + len(payload)
-        if size > FRAME_TARGET_BYTES and len(batch) > 1:
+        if size > FRAME_TARGET_BYTES and len(flat) > 2:
             # Big values: cut by size too, so no frame nears the readers' limit.
-            half = len(batch) // 2
-            self._flush(batch[:half])
-            self._flush(batch[half:])
+            half = len(flat) // 4 * 2
+            self._flush(flat[:half])
+            self._flush(flat[half:])
             return
         if len(payload) > MAX_FRAME_BYTES:
-            key = batch[0][0]
             raise RecordTooLarge(
-                f"the record of key {key!r:.100} encodes to {size:,} bytes, more than "
+                f"the record of key {flat[0]!r:.100} encodes to {size:,} bytes, more than "
                 f"the {MAX_FRAME_BYTES:,} a record may have")
         frame = _frame(payload, self._codec)
         self._f.write(frame)
-        self.records += len(batch)
+        self.records += len(flat) // 2
         self.bytes += len(frame)
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytxmr import keys as keys_module
-from pytxmr.keys import kinds_of, record_sort_key, total_order
+from pytxmr.keys import kinds_of, record_sort_key, sort_by_utf8, total_order
 from strategies import floats, integers, keys, texts
 
 numbers = st.one_of(integers, floats, st.booleans())
@@ -199,3 +199,18 @@ def test_record_sort_key_of_the_records_own_kinds_sorts_them_like_the_total_orde
     by_kinds = sorted(records, key=record_sort_key(kinds_of(ks)))
     by_total = sorted(records, key=lambda r: total_order(r[0]))
     assert [total_order(k) for k, _ in by_kinds] == [total_order(k) for k, _ in by_total]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(texts, unique=True, max_size=40))
+def test_sort_by_utf8_is_pythons_str_order(words: list[str]) -> None:
+    """Spills sort str keys by their UTF-8 (surrogates included): reducers
+    merge the runs by str comparison, so both orders must agree."""
+    records = [(w, [i]) for i, w in enumerate(words)]
+    sort_by_utf8(records, [w.encode("utf-8", "surrogatepass") for w in words])
+    assert records == sorted((w, [i]) for i, w in enumerate(words))
+
+
+def test_sort_by_utf8_refuses_a_missing_key() -> None:
+    with pytest.raises(ValueError, match="one UTF-8 key per record"):
+        sort_by_utf8([("b", 1), ("a", 2)], [b"b"])

@@ -196,12 +196,20 @@ def reduce(key, values):
     yield key, sum(values)
 """
 
+#: map_split results the framework takes as distinct keys (a mapping, a
+#: dict's items()) or as any stream of pairs (a generator).
+MAP_SPLIT_MAPPING = WORDCOUNT_MAP_SPLIT.replace("return counts.items()", "return counts")
+MAP_SPLIT_STREAM = WORDCOUNT_MAP_SPLIT.replace("return counts.items()",
+                                               "yield from counts.items()")
+
 FOLD = "\nfrom pytxmr import combiners\ncombine = combiners.sum\n"
 
 
 @pytest.mark.parametrize("source", [WORDCOUNT_MAP_SPLIT, WORDCOUNT_MAP_SPLIT + FOLD,
+                                    MAP_SPLIT_MAPPING, MAP_SPLIT_STREAM, MAP_SPLIT_STREAM + FOLD,
                                     WORDCOUNT_MAP_CHUNK, WORDCOUNT_MAP_CHUNK + FOLD],
-                         ids=["split", "split-fold", "chunk", "chunk-fold"])
+                         ids=["split", "split-fold", "split-mapping", "split-stream",
+                              "split-stream-fold", "chunk", "chunk-fold"])
 @pytest.mark.parametrize("buffer_records", [mapper.DEFAULT_BUFFER_RECORDS, 7])
 def test_batch_apis_match_counter(tmp_path: Path, source: str, buffer_records: int,
                                   monkeypatch: pytest.MonkeyPatch) -> None:

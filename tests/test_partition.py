@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytxmr.partition import canonical_bytes, default_partition, scatter
+from pytxmr.partition import canonical_bytes, default_partition, partition_ids, scatter
 from strategies import keys, texts
 
 #: Keys whose partitions must not depend on the process (fixed, all kinds).
@@ -252,25 +252,23 @@ def test_int_beyond_4300_digits_has_a_partition() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(texts, unique=True), st.integers(1, 9))
-def test_scatter_inline_str_path_agrees_with_default_partition(words: list[str], n: int) -> None:
-    """The spill's inlined hash of str keys must put every key where
-    default_partition does (or a reducer would miss it), keeping order."""
-    items = [(w, [i]) for i, w in enumerate(words)]
-    fast = scatter(items, n, default_partition, str_keys=True)
-    slow = scatter(items, n, default_partition, str_keys=False)
-    assert fast == slow
-    for p, part in enumerate(fast):
-        assert all(default_partition(w, n) == p for w, _ in part)
-        assert [i for _, (i,) in part] == sorted(i for _, (i,) in part)
+def test_partition_ids_from_utf8_agree_with_default_partition(words: list[str], n: int) -> None:
+    """The spill hashes the UTF-8 it already has for str keys: every key
+    must land where default_partition puts it, or a reducer would miss it."""
+    utf8 = [w.encode("utf-8", "surrogatepass") for w in words]
+    assert partition_ids(words, n, default_partition, utf8) == [
+        default_partition(w, n) for w in words]
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(keys, max_size=30), st.integers(1, 5))
-def test_scatter_with_any_key_kind_agrees_with_default_partition(ks: list[Any], n: int) -> None:
-    parts = scatter([(k, None) for k in ks], n)
-    assert sum(map(len, parts)) == len(ks)
+def test_scatter_puts_each_item_in_its_partition_in_order(ks: list[Any], n: int) -> None:
+    items = [(k, i) for i, k in enumerate(ks)]
+    parts = scatter(items, partition_ids(ks, n), n)
+    assert sorted(i for part in parts for _, i in part) == list(range(len(ks)))
     for p, part in enumerate(parts):
         assert all(default_partition(k, n) == p for k, _ in part)
+        assert [i for _, i in part] == sorted(i for _, i in part)
 
 
 @pytest.mark.parametrize("answer", ["3", "-1", "'0'", "1.0", "None"])
@@ -278,4 +276,4 @@ def test_scatter_refuses_a_user_partitioner_answer_out_of_range(answer: str) -> 
     namespace: dict[str, Any] = {}
     exec(f"def partition(key, n):\n    return {answer}\n", namespace)
     with pytest.raises(ValueError, match=r"must return an int in \[0, 3\)"):
-        scatter([("a", [1])], 3, namespace["partition"])
+        partition_ids(["a"], 3, namespace["partition"])

@@ -145,6 +145,23 @@ def test_segment_writer_splits_into_frames_and_reads_back(
     assert_same([list(r) for r in got], [list(r) for r in records])
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(keys, values), max_size=25), st.integers(1, 7))
+def test_write_pairs_stores_records_of_one_value_each(
+    pairs: list[tuple[Any, Any]], frame_records: int
+) -> None:
+    """A folding combiner's totals are written as (key, [value]) records:
+    the same bytes as write() of those records, so readers need not know."""
+    by_pairs, by_records = io.BytesIO(), io.BytesIO()
+    w = SegmentWriter(by_pairs, frame_records=frame_records)
+    w.write_pairs(pairs)
+    SegmentWriter(by_records, frame_records=frame_records).write([(k, [v]) for k, v in pairs])
+    assert by_pairs.getvalue() == by_records.getvalue()
+    assert (w.records, w.bytes) == (len(pairs), len(by_pairs.getvalue()))
+    got = list(read_segment(by_pairs, 0, w.bytes))
+    assert_same([list(r) for r in got], [[k, [v]] for k, v in pairs])
+
+
 def test_iter_segment_file_reads_a_whole_file_or_a_slice(tmp_path: Any) -> None:
     """Map outputs are read both whole (spills) and by (offset, length) (one partition)."""
     path = tmp_path / "seg"
@@ -438,6 +455,10 @@ def test_frames_are_cut_by_size_as_well_as_by_count(tmp_path: Any) -> None:
         w.write([(f"k{i}", [big]) for i in range(10)])
     assert records.verify_segment(str(path)) >= 4  # 30 MB in frames of about 8 MB
     assert [k for k, _ in iter_segment_file(str(path))] == [f"k{i}" for i in range(10)]
+    with open(path, "wb") as f:
+        records.SegmentWriter(f).write_pairs([(f"k{i}", big) for i in range(10)])
+    assert records.verify_segment(str(path)) >= 4
+    assert list(iter_segment_file(str(path))) == [(f"k{i}", [big]) for i in range(10)]
 
 
 def test_a_record_larger_than_a_frame_fails_clearly(tmp_path: Any, monkeypatch: Any) -> None:
