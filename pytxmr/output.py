@@ -90,6 +90,14 @@ def to_text(obj: Any) -> str:
 
 
 def text_line(key: Any, value: Any) -> str:
+    kt, vt = type(key), type(value)
+    if kt is str and (vt is int or vt is str):
+        # A word count's lines: formatted at once, a fifth of the per-key
+        # cost of a reduce.
+        try:
+            return f"{key}\t{value}\n"
+        except ValueError:  # an int beyond 4300 digits
+            pass
     return f"{to_text(key)}\t{to_text(value)}\n"
 
 
