@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -371,4 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Spare Python's exit the cyclic collector's passes over every object
+    # the command created (0.02-0.03 s of each command): nothing at exit
+    # depends on them.
+    gc.freeze()
+    sys.exit(code)

@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from twisted.application import service
 from twisted.cred import portal
@@ -35,9 +35,9 @@ from .scheduler import Action, MapLocation, Scheduler, State
 from .secret import load_secret
 from .splits import Split, compute_splits, default_split_size, expand_inputs
 from .tasklog import LogKeeper, logs_reply
-from .web import DEFAULT_WEB_PORT, StatusServer
 from .wire import (
     DEFAULT_PORT,
+    DEFAULT_WEB_PORT,
     PROTOCOL_VERSION,
     ROLE_TASKTRACKER,
     ProtocolMismatch,
@@ -45,6 +45,9 @@ from .wire import (
     UnknownJob,
     UnknownWorker,
 )
+
+if TYPE_CHECKING:
+    from .web import StatusServer
 
 #: Seconds a PB peer has to log in before its connection is dropped.
 LOGIN_TIMEOUT = 30.0
@@ -780,6 +783,10 @@ class JobTrackerService(service.Service):
         self._listening = endpoint.listen(pb_factory(self.jt, self._secret))
         self._listening.addCallback(self._bound)
         if self.config.web_listen:
+            # Imported here: twisted.web is 20 ms of every `run`'s start,
+            # whose jobtracker has no status site.
+            from .web import StatusServer
+
             self.web = StatusServer(self._reactor, self.jt, self.config.web_listen,
                                     self._secret, self.config.web_auth)
             self._web_started = defer.Deferred.fromCoroutine(self.web.start())

@@ -30,7 +30,6 @@ from .wire import UnknownJob
 if TYPE_CHECKING:
     from .jobtracker import JobTracker
 
-DEFAULT_WEB_PORT = 7374
 AUTH_REALM = b"pytxmr jobtracker"
 _CSP = (b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
         b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")

@@ -17,6 +17,7 @@ ROLE_TASKTRACKER = b"tasktracker"
 ROLE_CLIENT = b"client"
 
 DEFAULT_PORT = 7373
+DEFAULT_WEB_PORT = 7374  # the jobtracker's status site
 DEFAULT_SHUFFLE_PORT = 0
 DEFAULT_HEARTBEAT = 1.0
 
