@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .combiners import FoldCombiner
 from .counters import FRAMEWORK, Counters
-from .jobmodule import Job
+from .jobmodule import Job, raised_in
 from .keys import kinds_of, record_sort_key, sort_by_utf8
 from .merge import group_values, merge_runs
 from .partition import partition_ids, scatter
@@ -44,15 +44,6 @@ class MapOutput:
     data_path: str
     index_path: str
     kinds: list[str]
-
-
-def _raised_by_driver(exc: BaseException) -> bool:
-    """True when ``exc`` comes from ``run_map``'s own unpacking or dict
-    insertion (a bad pair or key), not from user code or a spill."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and tb.tb_frame.f_code in _DRIVER_CODE
 
 
 def combined_values(key: Any, values: Iterable[Any], combine: Callable[..., Any]) -> list[Any]:
@@ -375,7 +366,9 @@ def run_map(
         else:
             in_records = _group_loop(records, mapfn, buffer, buffer_records)
     except (TypeError, ValueError) as e:
-        if _raised_by_driver(e):
+        # The loops' own unpacking or dict insertion (a bad pair or key),
+        # not user code or a spill.
+        if raised_in(e, _DRIVER_CODE):
             raise RecordTypeError(
                 f"map must yield (key, value) pairs whose key is str, bytes, int, float, "
                 f"bool, None or a tuple of these ({e})"

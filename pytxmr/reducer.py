@@ -12,10 +12,11 @@ import os
 from typing import Sequence
 
 from .counters import FRAMEWORK, Counters
-from .jobmodule import Job
+from .jobmodule import Job, raised_in
 from .keys import record_sort_key
 from .merge import RunRef, group_values, merge_runs, reduce_run_count
 from .output import ENCODING_ERRORS, FORMATTERS
+from .records import RecordTypeError
 
 
 def run_reduce(
@@ -39,14 +40,22 @@ def run_reduce(
               newline="\n", buffering=1 << 20) as out:
         write = out.write
         if runs:
-            for key, values in group_values(merge_runs(runs, sort_key, records)):
-                groups += 1
-                for item in reducefn(key, values):
-                    write(line(*item))
-                    out_records += 1
+            try:
+                for key, values in group_values(merge_runs(runs, sort_key, records)):
+                    groups += 1
+                    for k, v in reducefn(key, values):
+                        write(line(k, v))
+                        out_records += 1
+            except (TypeError, ValueError) as e:
+                if raised_in(e, _DRIVER_CODE):  # the unpacking of a reduce's result
+                    raise RecordTypeError(
+                        f"reduce must yield (key, value) pairs ({e})") from None
+                raise
         size = out.tell()
     counters.incr(FRAMEWORK, "reduce input records", records[0])
     counters.incr(FRAMEWORK, "reduce input groups", groups)
     counters.incr(FRAMEWORK, "reduce output records", out_records)
     counters.incr(FRAMEWORK, "output bytes", size)
 
+
+_DRIVER_CODE = frozenset({run_reduce.__code__})

@@ -412,6 +412,25 @@ def test_map_yielding_a_non_pair_raises_record_type_error(tmp_path: Path, emit: 
         map_job(tmp_path, body)
 
 
+@pytest.mark.parametrize("emit", ["key", "1", "(key,)", "(key, 1, 2)", "None"])
+def test_reduce_yielding_a_non_pair_raises_record_type_error(tmp_path: Path, emit: str) -> None:
+    path = tmp_path / "in.txt"
+    path.write_text("a b\nc d d\n")
+    source = (WORDCOUNT + f"\ndef reduce(key, values):\n    yield {emit}\n")
+    with pytest.raises(RecordTypeError, match=r"reduce must yield \(key, value\) pairs"):
+        run_job(tmp_path, source, [str(path)])
+
+
+def test_errors_raised_by_reduce_itself_are_the_users(tmp_path: Path) -> None:
+    path = tmp_path / "in.txt"
+    path.write_text("a b\n")
+    for error in ("ValueError('mine')", "TypeError('mine')"):
+        source = WORDCOUNT + f"\ndef reduce(key, values):\n    raise {error}\n    yield key, 1\n"
+        with pytest.raises((ValueError, TypeError), match="^mine$") as caught:
+            run_job(tmp_path, source, [str(path)])
+        assert not isinstance(caught.value, RecordTypeError)
+
+
 @pytest.mark.parametrize("key, name", [("[word]", "list"), ("{word: 1}", "dict"), ("{word}", "set")])
 def test_map_yielding_an_unhashable_key_raises_record_type_error(
     tmp_path: Path, key: str, name: str
