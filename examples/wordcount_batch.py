@@ -1,7 +1,7 @@
 """Word count with the batch map API: ``map_split`` sees a whole split.
 
 ``map_split(chunks)`` is called once per map task with an iterator over the
-split's text, a chunk of whole lines (a few MB) at a time, as Spark's
+split's text, a chunk of whole lines (about 64 KB) at a time, as Spark's
 ``mapPartitions`` is. One ``Counter`` counts the whole split in C and the
 framework gets one pair per distinct word: its per-record work shrinks to
 a fraction. (``map_chunk(offset, text)``, called once per chunk, is the

