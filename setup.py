@@ -22,5 +22,5 @@ setup(
         # --compress lz4: LZ4 frames in spills and the shuffle (docs/record-format.md).
         "lz4": ["lz4>=4"],
     },
-    entry_points={"console_scripts": ["pytxmr=pytxmr.__main__:main"]},
+    entry_points={"console_scripts": ["pytxmr=pytxmr.__main__:entry"]},
 )

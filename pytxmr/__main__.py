@@ -371,10 +371,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The ``pytxmr`` command: its console script and ``python -m pytxmr``."""
     code = main()
     # Spare Python's exit the cyclic collector's passes over every object
     # the command created (0.02-0.03 s of each command): nothing at exit
     # depends on them.
     gc.freeze()
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    entry()

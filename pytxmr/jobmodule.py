@@ -54,16 +54,6 @@ def load_module(source: str, filename: str) -> types.ModuleType:
     return module
 
 
-def raised_in(exc: BaseException, code: frozenset[types.CodeType]) -> bool:
-    """True when ``exc`` was raised in one of the functions of ``code``
-    itself, not in anything they called: tells a framework loop's own
-    unpacking of a bad result from the same error raised by user code."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and tb.tb_frame.f_code in code
-
-
 def resolve(module: types.ModuleType, map_name: str = "map", reduce_name: str = "reduce") -> Job:
     """The job a module defines; raises JobDefinitionError naming what is wrong."""
 

@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .combiners import FoldCombiner
 from .counters import FRAMEWORK, Counters
-from .jobmodule import Job, raised_in
-from .keys import kinds_of, record_sort_key, sort_by_utf8
+from .jobmodule import Job
+from .keys import first, kinds_of, record_sort_key, sort_by_utf8
 from .merge import group_values, merge_runs
 from .partition import partition_ids, scatter
 from .records import CODEC_MSGPACK, RecordTypeError, SegmentWriter
@@ -44,6 +44,15 @@ class MapOutput:
     data_path: str
     index_path: str
     kinds: list[str]
+
+
+def _raised_by_driver(exc: BaseException) -> bool:
+    """True when ``exc`` comes from ``run_map``'s own unpacking or dict
+    insertion (a bad pair or key), not from user code or a spill."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code in _DRIVER_CODE
 
 
 def combined_values(key: Any, values: Iterable[Any], combine: Callable[..., Any]) -> list[Any]:
@@ -84,12 +93,17 @@ class MapOutputBuffer:
             self.spill(partial, folded=True)
 
     def spill_distinct(self, pairs: Mapping[Any, Any], limit: int) -> None:
-        """Spill a ``map_split``'s mapping, ``limit`` keys a run at most.
+        """Spill the pairs of a ``map_split``'s dict, ``limit`` keys a run at
+        most.
 
         Its keys are distinct, so there is nothing to group or combine, and
         taking it as it is spares a per-pair copy into the buffer.
         """
         self.output_records += len(pairs)
+        if self._job.combine is not None:
+            # The combiner had nothing to do: its counters say so.
+            self._counters.incr(FRAMEWORK, "combine input records", 0)
+            self._counters.incr(FRAMEWORK, "combine output records", 0)
         if len(pairs) <= limit:
             self.spill(pairs, folded=True)
             return
@@ -129,23 +143,26 @@ class MapOutputBuffer:
         ``folded``) as a sorted, partitioned run."""
         if not groups:
             return
-        kinds = kinds_of(groups)
+        # One pass over the mapping: a user's mapping may not iterate its
+        # keys in the order of its items().
+        items = list(groups.items())
+        keys = list(map(first, items))
+        kinds = kinds_of(keys)
         self.kinds.update(kinds)
         n = self._num_partitions
         partition = self._job.partition
-        items = list(groups.items())
         if kinds == ["str"]:
             # The keys' UTF-8 serves the default partitioner and the sort.
-            utf8 = [k.encode("utf-8", "surrogatepass") for k in groups]
+            utf8 = [k.encode("utf-8", "surrogatepass") for k in keys]
             if n == 1:
                 parts, utf8_parts = [items], [utf8]
             else:
-                ids = partition_ids(groups, n, partition, utf8)
+                ids = partition_ids(keys, n, partition, utf8)
                 parts, utf8_parts = scatter(items, ids, n), scatter(utf8, ids, n)
             for part, part_utf8 in zip(parts, utf8_parts):
                 sort_by_utf8(part, part_utf8)
         else:
-            parts = [items] if n == 1 else scatter(items, partition_ids(groups, n, partition), n)
+            parts = [items] if n == 1 else scatter(items, partition_ids(keys, n, partition), n)
             sort_key = record_sort_key(kinds)
             for part in parts:
                 part.sort(key=sort_key)
@@ -258,10 +275,9 @@ def _batches(pairs: Iterable[tuple[Any, Any]]) -> Iterator[list[tuple[Any, Any]]
 
 
 def _distinct(pairs: Any) -> Mapping[Any, Any] | None:
-    """The mapping behind a ``map_split`` result whose keys are distinct by
-    construction (a mapping, or a dict's ``items()``), else None."""
-    if isinstance(pairs, Mapping):
-        return pairs
+    """The dict behind a ``map_split`` result that is a dict's ``items()``,
+    whose keys are distinct by construction; else None. (A dict returned
+    as it is stays what it always was, an iterable of its keys.)"""
     if type(pairs) is _DICT_ITEMS:
         return pairs.mapping
     return None
@@ -374,9 +390,7 @@ def run_map(
         else:
             in_records = _group_loop(records, mapfn, buffer, buffer_records)
     except (TypeError, ValueError) as e:
-        # The loops' own unpacking or dict insertion (a bad pair or key),
-        # not user code or a spill.
-        if raised_in(e, _DRIVER_CODE):
+        if _raised_by_driver(e):
             raise RecordTypeError(
                 f"map must yield (key, value) pairs whose key is str, bytes, int, float, "
                 f"bool, None or a tuple of these ({e})"

@@ -68,6 +68,10 @@ def _merge_frames(sources: list[Iterator[list[Record]]],
             cut = bisect_right(frame, bound, pos, key=sort_key)
             batch += frame[pos:cut]
             entry[1] = cut
+        if not batch:
+            # The run whose last key is the bound always gives at least
+            # that record, unless its frame is out of order: fail, not spin.
+            raise ValueError("a run to merge is not sorted by key")
         batch.sort(key=sort_key)
         yield from batch
         for entry in live:

@@ -12,7 +12,7 @@ import os
 from typing import Sequence
 
 from .counters import FRAMEWORK, Counters
-from .jobmodule import Job, raised_in
+from .jobmodule import Job
 from .keys import record_sort_key
 from .merge import RunRef, group_values, merge_runs, reduce_run_count
 from .output import ENCODING_ERRORS, FORMATTERS
@@ -40,22 +40,19 @@ def run_reduce(
               newline="\n", buffering=1 << 20) as out:
         write = out.write
         if runs:
-            try:
-                for key, values in group_values(merge_runs(runs, sort_key, records)):
-                    groups += 1
-                    for k, v in reducefn(key, values):
-                        write(line(k, v))
-                        out_records += 1
-            except (TypeError, ValueError) as e:
-                if raised_in(e, _DRIVER_CODE):  # the unpacking of a reduce's result
-                    raise RecordTypeError(
-                        f"reduce must yield (key, value) pairs ({e})") from None
-                raise
+            for key, values in group_values(merge_runs(runs, sort_key, records)):
+                groups += 1
+                for item in reducefn(key, values):
+                    try:
+                        k, v = item
+                    except (TypeError, ValueError) as e:
+                        raise RecordTypeError(
+                            f"reduce must yield (key, value) pairs, not {item!r:.100} "
+                            f"({e})") from None
+                    write(line(k, v))
+                    out_records += 1
         size = out.tell()
     counters.incr(FRAMEWORK, "reduce input records", records[0])
     counters.incr(FRAMEWORK, "reduce input groups", groups)
     counters.incr(FRAMEWORK, "reduce output records", out_records)
     counters.incr(FRAMEWORK, "output bytes", size)
-
-
-_DRIVER_CODE = frozenset({run_reduce.__code__})

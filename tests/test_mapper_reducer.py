@@ -196,9 +196,14 @@ def reduce(key, values):
     yield key, sum(values)
 """
 
-#: map_split results the framework takes as distinct keys (a mapping, a
-#: dict's items()) or as any stream of pairs (a generator).
-MAP_SPLIT_MAPPING = WORDCOUNT_MAP_SPLIT.replace("return counts.items()", "return counts")
+#: map_split results the framework takes as distinct keys (a dict's
+#: items(), even of a dict that iterates its keys in another order) or as
+#: any stream of pairs (a generator).
+MAP_SPLIT_ODD_DICT = WORDCOUNT_MAP_SPLIT.replace("return counts.items()", """
+    class Reversed(dict):
+        def __iter__(self):
+            return reversed(list(super().__iter__()))
+    return Reversed(counts).items()""")
 MAP_SPLIT_STREAM = WORDCOUNT_MAP_SPLIT.replace("return counts.items()",
                                                "yield from counts.items()")
 
@@ -206,21 +211,22 @@ FOLD = "\nfrom pytxmr import combiners\ncombine = combiners.sum\n"
 
 
 @pytest.mark.parametrize("source", [WORDCOUNT_MAP_SPLIT, WORDCOUNT_MAP_SPLIT + FOLD,
-                                    MAP_SPLIT_MAPPING, MAP_SPLIT_STREAM, MAP_SPLIT_STREAM + FOLD,
+                                    MAP_SPLIT_ODD_DICT, MAP_SPLIT_STREAM, MAP_SPLIT_STREAM + FOLD,
                                     WORDCOUNT_MAP_CHUNK, WORDCOUNT_MAP_CHUNK + FOLD],
-                         ids=["split", "split-fold", "split-mapping", "split-stream",
+                         ids=["split", "split-fold", "split-odd-dict", "split-stream",
                               "split-stream-fold", "chunk", "chunk-fold"])
 @pytest.mark.parametrize("buffer_records", [mapper.DEFAULT_BUFFER_RECORDS, 7])
+@pytest.mark.parametrize("num_reducers", [1, 3])
 def test_batch_apis_match_counter(tmp_path: Path, source: str, buffer_records: int,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                  num_reducers: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """map_split and map_chunk give what Counter gives, also when the buffer
     fills in the middle of a split (map_split's one stream of pairs must
     still spill), and count the split's lines as map input records."""
     spills = count_spills(monkeypatch)
     monkeypatch.setattr(mapper, "SPLIT_BATCH", 3)
     inputs = make_inputs(tmp_path)
-    parts, counters = run_job(tmp_path, source, inputs, num_reducers=2, split_size=1 << 20,
-                              buffer_records=buffer_records)
+    parts, counters = run_job(tmp_path, source, inputs, num_reducers=num_reducers,
+                              split_size=1 << 20, buffer_records=buffer_records)
     expected = reference_wordcount(inputs)
     assert counts_of(parts) == dict(expected)
     assert counters.get(FRAMEWORK, "map input records") == sum(
@@ -421,14 +427,31 @@ def test_reduce_yielding_a_non_pair_raises_record_type_error(tmp_path: Path, emi
         run_job(tmp_path, source, [str(path)])
 
 
-def test_errors_raised_by_reduce_itself_are_the_users(tmp_path: Path) -> None:
+@pytest.mark.parametrize("body, error", [
+    ("    raise ValueError('mine')\n    yield key, 1\n", "^mine$"),
+    ("    raise TypeError('mine')\n    yield key, 1\n", "^mine$"),
+    # Errors of C code the framework's loop drives are the user's too
+    # (builtins.map: the module's map is the job's).
+    ("    return zip(repeat(key), builtins.map(int, ['x']))\n", "invalid literal for int"),
+    ("    return builtins.map(add, repeat(key), [1])\n", "can only concatenate str"),
+], ids=["value-error", "type-error", "lazy-value-error", "lazy-type-error"])
+def test_errors_raised_by_reduce_itself_are_the_users(tmp_path: Path, body: str,
+                                                      error: str) -> None:
     path = tmp_path / "in.txt"
     path.write_text("a b\n")
-    for error in ("ValueError('mine')", "TypeError('mine')"):
-        source = WORDCOUNT + f"\ndef reduce(key, values):\n    raise {error}\n    yield key, 1\n"
-        with pytest.raises((ValueError, TypeError), match="^mine$") as caught:
-            run_job(tmp_path, source, [str(path)])
-        assert not isinstance(caught.value, RecordTypeError)
+    source = (WORDCOUNT + "\nimport builtins\nfrom itertools import repeat\nfrom operator import add\n"
+              "def reduce(key, values):\n" + body)
+    with pytest.raises((ValueError, TypeError), match=error) as caught:
+        run_job(tmp_path, source, [str(path)])
+    assert not isinstance(caught.value, RecordTypeError)
+
+
+def test_a_reduce_of_the_wrong_arity_is_a_plain_type_error(tmp_path: Path) -> None:
+    path = tmp_path / "in.txt"
+    path.write_text("a b\n")
+    with pytest.raises(TypeError, match="positional argument") as caught:
+        run_job(tmp_path, WORDCOUNT + "\ndef reduce(key):\n    yield key, 1\n", [str(path)])
+    assert not isinstance(caught.value, RecordTypeError)
 
 
 @pytest.mark.parametrize("key, name", [("[word]", "list"), ("{word: 1}", "dict"), ("{word}", "set")])

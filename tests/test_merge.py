@@ -7,6 +7,7 @@ import os
 import tempfile
 from typing import Any, Callable, Iterator
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,6 +91,14 @@ def test_merge_of_one_run_and_of_no_run(tmp_path: Any) -> None:
     assert list(merge_runs([], lambda r: r[0])) == []
     one = write_runs(str(tmp_path), [[("a", [1])]])
     assert list(merge_runs(one, lambda r: r[0])) == [("a", [1])]
+
+
+def test_a_run_out_of_order_fails_the_merge_instead_of_spinning(tmp_path: Any) -> None:
+    """Only a bug writes an unsorted run, but then the reduce must fail, not
+    loop for ever (a frame whose keys go down never reaches the bound)."""
+    runs = [[("d", [0]), ("b", [0]), ("a", [0])], [("c", [1]), ("e", [1])]]
+    with pytest.raises(ValueError, match="not sorted"):
+        list(merge_runs(write_runs(str(tmp_path), runs, frame_records=3), lambda r: r[0]))
 
 
 def test_merge_is_stable_across_runs(tmp_path: Any) -> None:
