@@ -373,7 +373,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     """The ``pytxmr`` command: its console script and ``python -m pytxmr``."""
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:  # while main imported what it needs, before its own handling
+        print("pytxmr: interrupted", file=sys.stderr)
+        code = 1
     # Spare Python's exit the cyclic collector's passes over every object
     # the command created (0.02-0.03 s of each command): nothing at exit
     # depends on them.

@@ -583,6 +583,19 @@ def test_an_interrupted_run_stops_its_cluster_and_leaves_nothing(
     assert not [m for m in memory if m.exists()]
 
 
+def test_ctrl_c_before_main_handles_it_says_interrupted_only(tmp_path: Path) -> None:
+    """main() imports the client and daemon code before its own handling of
+    Ctrl-C starts: an interrupt there is no error worth a traceback either."""
+    code = ("import pytxmr.__main__ as cli\n"
+            "def main(argv=None):\n"
+            "    raise KeyboardInterrupt\n"
+            "cli.main = main\n"
+            "cli.entry()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=base_env(tmp_path), cwd=tmp_path, timeout=60)
+    assert (done.returncode, done.stderr) == (1, "pytxmr: interrupted\n"), done.stderr
+
+
 @pytest.mark.parametrize("inline", [False, True])
 def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path, inline: bool) -> None:
     """`pytxmr run ... | head`: the summary cannot be written, which is no
