@@ -120,6 +120,7 @@ class JobTracker:
         self._worker_seq = 0
         self._job_seq = 0
         self._expiry_loop: task.LoopingCall | None = None
+        self._stopping = False
         self.history = JobHistory(os.path.join(workdir, "history"), history_retention)
         self.task_logs = LogKeeper()
         #: Ours to start and stop unless given (``run`` shares one by all).
@@ -166,6 +167,7 @@ class JobTracker:
     def stop(self) -> defer.Deferred[None]:
         """Fail the running jobs; fires once the check children have ended
         (with a zygote of its own: a shared one's owner ends them)."""
+        self._stopping = True
         if self._expiry_loop is not None and self._expiry_loop.running:
             self._expiry_loop.stop()
         checkers = self._checkers.stop() if self._own_checkers else defer.succeed(None)
@@ -262,8 +264,15 @@ class JobTracker:
 
     # --- jobs ----------------------------------------------------------------
 
+    def _refuse_if_stopping(self) -> None:
+        # A submission that was checking its module or inputs when the
+        # jobtracker stopped must not go on into a removed work directory.
+        if self._stopping:
+            raise SubmissionError("the jobtracker is stopping")
+
     async def submit(self, spec: dict[str, Any]) -> str:
         """Check and start a job; raises SubmissionError with the reason."""
+        self._refuse_if_stopping()
         request = _validate_submission(spec)
         slots = sum(w.slots for w in self.workers.values())
         try:
@@ -271,6 +280,7 @@ class JobTracker:
                 _splits, request["inputs"], request["split_size"], slots)
         except ValueError as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
+        self._refuse_if_stopping()
         self._job_seq += 1
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(self._now()))
         job_id = f"job_{stamp}_{self._job_seq:04d}"
@@ -281,6 +291,7 @@ class JobTracker:
             f.write(request["source"])
         try:
             defaults = await self._check_module(job_id, source_path, request)
+            self._refuse_if_stopping()
             # Default: a reducer per slot, so the reduce phase uses the
             # whole cluster as the map phase does.
             reducers = request["reducers"] or defaults.get("num_reducers") or max(1, slots)
@@ -289,6 +300,9 @@ class JobTracker:
                     output.prepare_output_dir, request["output"], request["overwrite"])
             except (output.OutputExistsError, OSError) as e:
                 raise SubmissionError(str(e)) from None
+            if self._stopping:  # the output just made is no job's
+                shutil.rmtree(request["output"], ignore_errors=True)
+                self._refuse_if_stopping()
             # The output directory is the job's own now: should the
             # jobtracker crash, its next start cleans it (see start).
             with open(os.path.join(job_dir, OUTPUT_MARKER), "w", encoding="utf-8") as f:
