@@ -8,6 +8,7 @@ never had the file, because the source is registered with ``linecache``.
 
 from __future__ import annotations
 
+import inspect
 import linecache
 import sys
 import traceback
@@ -57,18 +58,28 @@ def load_module(source: str, filename: str) -> types.ModuleType:
 def resolve(module: types.ModuleType, map_name: str = "map", reduce_name: str = "reduce") -> Job:
     """The job a module defines; raises JobDefinitionError naming what is wrong."""
 
-    def required(name: str) -> Callable[..., Any]:
+    def required(name: str, params: str) -> Callable[..., Any]:
         fn = getattr(module, name, None)
         if fn is None:
             raise JobDefinitionError(f"{module.__file__}: the job module has no {name!r} function")
+        return optional(name, params)  # type: ignore[return-value]
+
+    def optional(name: str, params: str) -> Callable[..., Any] | None:
+        """``name``, which is called with ``params`` (such as "key, values")."""
+        fn = getattr(module, name, None)
+        if fn is None:
+            return None
         if not callable(fn):
             raise JobDefinitionError(f"{module.__file__}: {name!r} is not callable")
-        return fn
-
-    def optional(name: str) -> Callable[..., Any] | None:
-        fn = getattr(module, name, None)
-        if fn is not None and not callable(fn):
-            raise JobDefinitionError(f"{module.__file__}: {name!r} is not callable")
+        # Refused here, at submission, a wrong signature would otherwise
+        # fail every task with a TypeError the framework's loop raised.
+        try:
+            inspect.signature(fn).bind(*params.split(", "))
+        except TypeError:
+            raise JobDefinitionError(
+                f"{module.__file__}: {name!r} must take ({params})") from None
+        except ValueError:  # no signature to inspect (some builtins): trust it
+            pass
         return fn
 
     num_reducers = getattr(module, "num_reducers", None)
@@ -84,8 +95,8 @@ def resolve(module: types.ModuleType, map_name: str = "map", reduce_name: str = 
         raise JobDefinitionError(f"{module.__file__}: output_format must be 'text' or 'jsonl'")
     # The batch APIs replace map when defined: map_chunk(offset, text) gets
     # many whole lines at once, map_split(chunks) a whole split's chunks.
-    map_chunk = optional("map_chunk")
-    map_split = optional("map_split")
+    map_chunk = optional("map_chunk", "offset, text")
+    map_split = optional("map_split", "chunks")
     if map_chunk and map_split:
         raise JobDefinitionError(
             f"{module.__file__}: define map_chunk or map_split, not both")
@@ -93,18 +104,18 @@ def resolve(module: types.ModuleType, map_name: str = "map", reduce_name: str = 
         raise JobDefinitionError(
             f"{module.__file__}: the module's {'map_split' if map_split else 'map_chunk'} "
             f"replaces map: it cannot be chosen with --map {map_name}")
-    reader = optional("reader")
+    reader = optional("reader", "split, encoding, errors")
     if reader and (map_chunk or map_split):
         raise JobDefinitionError(
             f"{module.__file__}: map_chunk and map_split read text chunks; "
             f"a job with its own reader defines map")
     return Job(
-        map=None if map_chunk or map_split else required(map_name),
+        map=None if map_chunk or map_split else required(map_name, "key, value"),
         map_chunk=map_chunk,
         map_split=map_split,
-        reduce=required(reduce_name),
-        combine=optional("combine"),
-        partition=optional("partition") or default_partition,
+        reduce=required(reduce_name, "key, values"),
+        combine=optional("combine", "key, values"),
+        partition=optional("partition", "key, num_partitions") or default_partition,
         reader=reader or readers.lines,
         num_reducers=num_reducers,
         encoding_errors=errors,

@@ -153,6 +153,38 @@ def test_resolve_names_missing_or_uncallable_functions(tmp_path: Path, source: s
     assert module.__file__ in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("def map(line):\n    yield line, 1\ndef reduce(k, vs):\n    yield k, 1\n",
+         r"'map' must take \(key, value\)"),
+        ("def map(k, v):\n    yield k, v\ndef reduce(k):\n    yield k, 1\n",
+         r"'reduce' must take \(key, values\)"),
+        (MINIMAL + "def combine(k, vs, extra):\n    yield k, 1\n", r"'combine' must take"),
+        (MINIMAL + "def partition(key):\n    return 0\n", r"'partition' must take \(key, num_partitions\)"),
+        ("def map_split():\n    return {}\ndef reduce(k, vs):\n    yield k, 1\n", r"'map_split' must take \(chunks\)"),
+        (MINIMAL + "def reader(split):\n    yield 1, 1\n", r"'reader' must take \(split, encoding, errors\)"),
+    ],
+    ids=["map", "reduce", "combine", "partition", "map_split", "reader"],
+)
+def test_resolve_refuses_a_function_of_the_wrong_signature(
+        tmp_path: Path, source: str, message: str) -> None:
+    """Refused at submission, not by every task with a TypeError raised in
+    the framework's own loop."""
+    with pytest.raises(JobDefinitionError, match=message):
+        resolve(module_of(tmp_path, source))
+
+
+def test_resolve_takes_signatures_that_accept_the_call(tmp_path: Path) -> None:
+    """Defaults, *args and callables without an inspectable signature are fine."""
+    job = resolve(module_of(tmp_path, (
+        "def map(key, value, extra=1):\n    yield key, value\n"
+        "def reduce(*args):\n    yield args[0], 1\n"
+        "from pytxmr import combiners\ncombine = combiners.sum\n"
+        "partition = max\n")))
+    assert job.partition is max and job.combine is not None
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "'2'", "2.0", "True", "[2]"])
 def test_resolve_refuses_a_bad_num_reducers(tmp_path: Path, value: str) -> None:
     """Zero, negative or non-int reducers would break partitioning later, far from the cause."""

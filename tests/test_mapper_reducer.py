@@ -446,14 +446,6 @@ def test_errors_raised_by_reduce_itself_are_the_users(tmp_path: Path, body: str,
     assert not isinstance(caught.value, RecordTypeError)
 
 
-def test_a_reduce_of_the_wrong_arity_is_a_plain_type_error(tmp_path: Path) -> None:
-    path = tmp_path / "in.txt"
-    path.write_text("a b\n")
-    with pytest.raises(TypeError, match="positional argument") as caught:
-        run_job(tmp_path, WORDCOUNT + "\ndef reduce(key):\n    yield key, 1\n", [str(path)])
-    assert not isinstance(caught.value, RecordTypeError)
-
-
 @pytest.mark.parametrize("key, name", [("[word]", "list"), ("{word: 1}", "dict"), ("{word}", "set")])
 def test_map_yielding_an_unhashable_key_raises_record_type_error(
     tmp_path: Path, key: str, name: str
