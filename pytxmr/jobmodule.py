@@ -74,7 +74,8 @@ def resolve(module: types.ModuleType, map_name: str = "map", reduce_name: str = 
         # Refused here, at submission, a wrong signature would otherwise
         # fail every task with a TypeError the framework's loop raised.
         try:
-            inspect.signature(fn).bind(*params.split(", "))
+            # The function as called: not what a decorator's wrapper wraps.
+            inspect.signature(fn, follow_wrapped=False).bind(*params.split(", "))
         except TypeError:
             raise JobDefinitionError(
                 f"{module.__file__}: {name!r} must take ({params})") from None

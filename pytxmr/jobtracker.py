@@ -121,6 +121,9 @@ class JobTracker:
         self._job_seq = 0
         self._expiry_loop: task.LoopingCall | None = None
         self._stopping = False
+        #: Submissions in progress (each fires when it ends) and their checks.
+        self._submissions: set[defer.Deferred[None]] = set()
+        self._checks: set[TaskChild] = set()
         self.history = JobHistory(os.path.join(workdir, "history"), history_retention)
         self.task_logs = LogKeeper()
         #: Ours to start and stop unless given (``run`` shares one by all).
@@ -130,6 +133,7 @@ class JobTracker:
     # --- lifecycle -------------------------------------------------------
 
     def start(self) -> None:
+        self._stopping = False
         jobs_dir = os.path.join(self.workdir, "jobs")
         # Leftovers of a crashed run are of no use: its jobs are gone
         # (resuming them is a later step), failed like any other job.
@@ -165,18 +169,24 @@ class JobTracker:
                           "its output directory {out} is left empty", job=job_id, out=out)
 
     def stop(self) -> defer.Deferred[None]:
-        """Fail the running jobs; fires once the check children have ended
-        (with a zygote of its own: a shared one's owner ends them)."""
+        """Fail the running jobs and refuse the submissions in progress;
+        fires once those have ended (their checks killed) and, with a
+        zygote of its own, its children too."""
         self._stopping = True
         if self._expiry_loop is not None and self._expiry_loop.running:
             self._expiry_loop.stop()
+        for child in list(self._checks):
+            child.kill("the jobtracker is stopping")
         checkers = self._checkers.stop() if self._own_checkers else defer.succeed(None)
         error = {"type": "JobTrackerStopped", "message": "the jobtracker stopped", "traceback": ""}
         for job in list(self.jobs.values()):
             if job.state == "running":
                 self._job_done(job, "failed", error)
         shutil.rmtree(os.path.join(self.workdir, "jobs"), ignore_errors=True)
-        return checkers
+        # Submissions in progress end refused (see submit); waiting for them
+        # keeps the reactor up until each has removed what it had made.
+        ended = defer.gatherResults([checkers, *self._submissions])
+        return ended.addCallback(lambda _: None)
 
     def clock(self) -> IReactorTime:
         return self._clock
@@ -272,6 +282,15 @@ class JobTracker:
 
     async def submit(self, spec: dict[str, Any]) -> str:
         """Check and start a job; raises SubmissionError with the reason."""
+        ended: defer.Deferred[None] = defer.Deferred()
+        self._submissions.add(ended)
+        try:
+            return await self._submit(spec)
+        finally:
+            self._submissions.discard(ended)
+            ended.callback(None)
+
+    async def _submit(self, spec: dict[str, Any]) -> str:
         self._refuse_if_stopping()
         request = _validate_submission(spec)
         slots = sum(w.slots for w in self.workers.values())
@@ -335,7 +354,11 @@ class JobTracker:
         work = os.path.join(self.workdir, "jobs", job_id, "check")
         child = TaskChild(self._reactor, self._checkers, spec, work,
                           timeout=self.check_timeout)
-        result = await child.result
+        self._checks.add(child)
+        try:
+            result = await child.result
+        finally:
+            self._checks.discard(child)
         if not result.get("ok"):
             err = result.get("error", {})
             message = err.get("message", "the job module check failed")

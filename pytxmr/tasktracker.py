@@ -24,10 +24,9 @@ from typing import Any, BinaryIO, Sequence
 from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, endpoints, protocol, task, threads
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.spread import pb
-from zope.interface import implementer
 
 from . import output, shuffle, shufflememory
 from .auth import LoginRefused, login
@@ -63,8 +62,6 @@ FETCH_RETRIES = 4
 #: After FETCH_RETRIES failed tries, seconds before trying again (by then
 #: the jobtracker may have announced a new location).
 FETCH_FAILED_PAUSE = 2.0
-#: Seconds a stopping tasktracker waits for a connection attempt to end.
-ATTEMPT_WAIT = 5.0
 
 
 @dataclass
@@ -526,35 +523,6 @@ class _PBReconnectingFactory(protocol.Factory):
         return client_factory().buildProtocol(addr)
 
 
-@implementer(IStreamClientEndpoint)
-class _AttemptTrackingEndpoint:
-    """The jobtracker's endpoint, telling whether a connection attempt
-    (connect, then the login ClientService's prepareConnection does) is in
-    progress. ClientService stopped during one leaves its connection open,
-    and the connection's later loss hits a state machine with no transition
-    for it (automat NoTransition, logged as an unhandled error): a stopping
-    tasktracker lets the attempt end first."""
-
-    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
-        self._endpoint = endpoint
-        self.attempt_ended: defer.Deferred[None] = defer.succeed(None)
-
-    def connect(self, factory: protocol.Factory) -> defer.Deferred[Any]:
-        ended: defer.Deferred[None] = defer.Deferred()
-        self.attempt_ended = ended
-
-        def failed(f: Any) -> Any:
-            self.end(ended)
-            return f
-
-        return self._endpoint.connect(factory).addErrback(failed)
-
-    @staticmethod
-    def end(ended: defer.Deferred[None]) -> None:
-        if not ended.called:  # a stop that gave up waiting cancelled it
-            ended.callback(None)
-
-
 @dataclass(frozen=True)
 class Config:
     jobtracker: str
@@ -589,7 +557,8 @@ class TaskTrackerService(service.Service):
         self._mind = TaskTrackerMind(self.tt)
         self._shuffle_port: Any = None
         self._client: ClientService | None = None
-        self._jt_endpoint: _AttemptTrackingEndpoint | None = None
+        #: The broker of a login in progress, and what fires when it ends.
+        self._login_in_progress: tuple[pb.Broker, defer.Deferred[None]] | None = None
         self._heartbeat = task.LoopingCall(self._beat)
         self._heartbeat.clock = reactor
         self._memory_lock: Any = None
@@ -612,10 +581,9 @@ class TaskTrackerService(service.Service):
         self._shuffle_port = await endpoint.listen(factory)
         self.tt.shuffle_port = self._shuffle_port.getHost().port
         self.log.info("Shuffle server listening on port {port}", port=self.tt.shuffle_port)
-        self._jt_endpoint = _AttemptTrackingEndpoint(
-            endpoints.clientFromString(self._reactor, self.config.jobtracker))
+        jt_endpoint = endpoints.clientFromString(self._reactor, self.config.jobtracker)
         self._client = ClientService(
-            self._jt_endpoint, _PBReconnectingFactory(),
+            jt_endpoint, _PBReconnectingFactory(),
             retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
             prepareConnection=self._login, clock=self._reactor)
         self._client.startService()
@@ -663,11 +631,23 @@ class TaskTrackerService(service.Service):
         return wid
 
     def _login(self, broker: pb.Broker) -> defer.Deferred[None]:
-        assert self._jt_endpoint is not None
-        ended = self._jt_endpoint.attempt_ended
+        """ClientService's prepareConnection.
+
+        Its state machine has no transition for a connection lost while
+        this runs (automat NoTransition, logged as an unhandled error), and
+        PB never fails a login whose connection went before the jobtracker
+        spoke (it would wait for ever). So a connection lost during the
+        login ends it at once, and normally: ClientService then sees a
+        connection made and lost, and reconnects (or stops, see _stop).
+        """
+        ended: defer.Deferred[None] = defer.Deferred()
+        self._login_in_progress = (broker, ended)
+        broker.notifyOnDisconnect(lambda: broker.factory.clientConnectionLost(
+            None, Failure(pb.PBConnectionLost("the connection to the jobtracker was lost"))))
 
         def end(result: Any) -> Any:
-            _AttemptTrackingEndpoint.end(ended)
+            self._login_in_progress = None
+            ended.callback(None)
             return result
 
         return defer.Deferred.fromCoroutine(self._do_login(broker)).addBoth(end)
@@ -678,6 +658,8 @@ class TaskTrackerService(service.Service):
             wid = await perspective.callRemote("register", {
                 "protocol": PROTOCOL_VERSION, "host": self.config.advertise_host,
                 "port": self.tt.shuffle_port, "slots": self.config.slots, "pid": os.getpid()})
+        except pb.PBConnectionLost:
+            return  # see _login
         except (LoginRefused, pb.RemoteError) as e:
             # Retrying cannot help (a wrong secret, another protocol version):
             # give up. Returning normally hands the connection to
@@ -729,14 +711,16 @@ class TaskTrackerService(service.Service):
     async def _stop(self) -> None:
         if self._heartbeat.running:
             self._heartbeat.stop()
-        if self._client is not None and self._jt_endpoint is not None:
-            try:  # see _AttemptTrackingEndpoint
-                await self._jt_endpoint.attempt_ended.addTimeout(ATTEMPT_WAIT, self._reactor)
-            except defer.TimeoutError:
-                pass
-            # This resumed inside the attempt's callbacks: ClientService's
-            # own come after them.
-            await task.deferLater(self._reactor, 0, lambda: None)
+        if self._client is not None:
+            if self._login_in_progress is not None:
+                # Stopped during a login, ClientService would leave its
+                # connection open: end the login first (see _login).
+                broker, ended = self._login_in_progress
+                broker.transport.abortConnection()
+                await ended
+                # That resumed inside the login's callbacks: ClientService's
+                # own come after them.
+                await task.deferLater(self._reactor, 0, lambda: None)
             await self._client.stopService()
         self.tt.forget_everything()
         if self.tt.own_zygote:

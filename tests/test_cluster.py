@@ -18,6 +18,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -401,6 +402,37 @@ def test_a_tasktracker_started_before_the_jobtracker_waits_for_it(make_cluster: 
     tt.wait_ready()
     data = write(c.base / "in.txt", "z\n")
     assert_ok(c.submit(WORDCOUNT, [data], c.base / "out"), c)
+
+
+@pytest.mark.parametrize("peer", ["silent", "closing"])
+def test_a_jobtracker_gone_quiet_in_the_login_leaves_no_stuck_or_noisy_tasktracker(
+        make_cluster: Any, peer: str) -> None:
+    """Something that accepts the tasktracker's connection and then says
+    nothing (or hangs up) in the middle of its login: the tasktracker
+    retries (a lost login used to hang for ever, or to leave Twisted's
+    ClientService an 'Unhandled Error') and stops at once on SIGTERM."""
+    c: Cluster = make_cluster()
+    accepted: list[socket.socket] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        tt = c.start_tasktracker(1, wait=False,
+                                 jobtracker=f"127.0.0.1:{server.getsockname()[1]}")
+        try:
+            server.settimeout(20)
+            for _ in range(2 if peer == "closing" else 1):
+                conn, _ = server.accept()
+                accepted.append(conn)
+                if peer == "closing":
+                    conn.close()  # during the login: the tasktracker connects again
+            started = time.monotonic()
+            tt.proc.send_signal(signal.SIGTERM)
+            assert tt.proc.wait(10) == 0, tt.log()
+            assert time.monotonic() - started < 3, tt.log()
+        finally:
+            for conn in accepted:
+                conn.close()
+    assert "Traceback" not in tt.log() and "Unhandled" not in tt.log(), tt.log()
 
 
 # --- robustness -----------------------------------------------------------------------

@@ -176,12 +176,23 @@ def test_resolve_refuses_a_function_of_the_wrong_signature(
 
 
 def test_resolve_takes_signatures_that_accept_the_call(tmp_path: Path) -> None:
-    """Defaults, *args and callables without an inspectable signature are fine."""
+    """Defaults, *args, callables without an inspectable signature and a
+    decorator's wrapper (called as it is, whatever it wraps) are fine."""
     job = resolve(module_of(tmp_path, (
         "def map(key, value, extra=1):\n    yield key, value\n"
         "def reduce(*args):\n    yield args[0], 1\n"
         "from pytxmr import combiners\ncombine = combiners.sum\n"
-        "partition = max\n")))
+        "partition = max\n"
+        "import functools\n"
+        "def counted(fn):\n"
+        "    @functools.wraps(fn)\n"
+        "    def wrapper(key, values):\n"
+        "        return fn(key, values, 1)\n"
+        "    return wrapper\n"
+        "@counted\n"
+        "def map_chunk_unused(key, values, n):\n"
+        "    yield key, n\n"
+        "reduce2 = map_chunk_unused\n")), reduce_name="reduce2")
     assert job.partition is max and job.combine is not None
 
 
