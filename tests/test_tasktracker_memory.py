@@ -8,6 +8,7 @@ and compare the output with a ``collections.Counter`` reference.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,7 +17,7 @@ import signal
 import subprocess
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -300,20 +301,22 @@ def _two_workers(make_cluster: Callable[[], Cluster], *options: str,
     return c, tts
 
 
-def _submit_held(c: Cluster) -> tuple[subprocess.Popen[str], Path, list[Path], Path]:
+@contextlib.contextmanager
+def _held_submission(c: Cluster) -> Iterator[tuple[subprocess.Popen[str], Path, list[Path], Path]]:
     """Submit a word count whose two reduces wait, their runs fetched, until
-    ``_release``; returns once both run: (submitter, marks, inputs, output)."""
+    ``_release``; yields once both run: (submitter, marks, inputs, output).
+    The submitter is killed on the way out unless it has finished."""
     job, marks = _held_job(c.base)
     inputs = _corpus(c.base / "in")
     out = c.base / "out"
     proc = c.popen_submit(job, inputs, out, "--reducers", "2", "--split-size", "16K", "-q")
     try:
         wait_for(lambda: len(list(marks.glob("reducing-*"))) == 2, 60, "both reduces to run")
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc, marks, inputs, out
+        yield proc, marks, inputs, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _release(c: Cluster, proc: subprocess.Popen[str], marks: Path) -> None:
@@ -332,15 +335,10 @@ def test_fetched_runs_that_fit_are_kept_in_memory_and_removed_after(
     c, tts = _two_workers(make_cluster)
     workdirs = [tt.workdir for tt in tts]
     assert all(w is not None and _memory_dir(w).is_dir() for w in workdirs)
-    proc, marks, inputs, out = _submit_held(c)
-    try:
+    with _held_submission(c) as (proc, marks, inputs, out):
         held = [name for w in workdirs for name in _runs(w)]  # type: ignore[arg-type]
         assert held, "no fetched run in memory"
         _release(c, proc, marks)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert _output(out) == _reference(inputs)
     counters = _framework_counters(c)
     assert counters["shuffle bytes in memory"] > 0, counters
@@ -375,8 +373,7 @@ def test_a_restarted_tasktracker_removes_the_runs_its_killed_predecessor_left(
     and the job still finishes exactly."""
     c, tts = _two_workers(make_cluster, default_workdir=True)
     workdirs = [c.home / ".pytxmr" / "tasktracker", c.home / ".pytxmr" / "tasktracker-2"]
-    proc, marks, inputs, out = _submit_held(c)
-    try:
+    with _held_submission(c) as (proc, marks, inputs, out):
         victim = next(i for i, w in enumerate(workdirs) if _runs(w))
         left = _runs(workdirs[victim])
         tts[victim].stop(signal.SIGKILL)
@@ -386,10 +383,6 @@ def test_a_restarted_tasktracker_removes_the_runs_its_killed_predecessor_left(
         assert not set(_runs(workdirs[victim])) & set(left), "leftovers not removed"
         assert _memory_dir(workdirs[victim]).is_dir()
         _release(c, proc, marks)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert _output(out) == _reference(inputs)
     for w in workdirs:
         assert _runs(w) == []
