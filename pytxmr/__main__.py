@@ -332,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     zygote = start_zygote() if a.command == "run" and not a.inline else None
     from .auth import LoginRefused
     from .client import ClusterError
+    from .output import OutputExistsError
     from .records import CodecUnavailable
+    from .splits import InputError
     from .secret import SecretError
 
     try:
@@ -354,6 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return react_interruptibly(command)
     except (ClusterError, LoginRefused, SecretError, CodecUnavailable) as e:
+        print(f"pytxmr: {e}", file=sys.stderr)
+        return 2
+    except (OutputExistsError, InputError) as e:  # run --inline: refused, as a submission is
         print(f"pytxmr: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # run --inline, or before the reactor started

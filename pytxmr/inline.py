@@ -48,8 +48,9 @@ def run_inline(
         source = f.read()
     job = resolve(load_module(source, os.path.abspath(job_path)), map_name, reduce_name)
     reducers = num_reducers or job.num_reducers or slots
-    splits = compute_splits(expand_inputs(inputs), split_size or MAX_DEFAULT_SPLIT_SIZE)
-    output.prepare_output_dir(output_dir, overwrite)
+    files = expand_inputs(inputs)
+    splits = compute_splits(files, split_size or MAX_DEFAULT_SPLIT_SIZE)
+    output.prepare_output_dir(output_dir, overwrite, inputs=inputs, input_files=files)
     counters = _counters.reset()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as in task children (see pytxmr.task)

@@ -294,10 +294,16 @@ class JobTracker:
         self._refuse_if_stopping()
         request = _validate_submission(spec)
         slots = sum(w.slots for w in self.workers.values())
+        self._refuse_running_output(request["output"])
         try:
             splits = await threads.deferToThread(
                 _splits, request["inputs"], request["split_size"], slots)
-        except ValueError as e:  # InputError and friends
+            if request["overwrite"]:
+                # Before the module check: a refusal costs nothing then.
+                await threads.deferToThread(
+                    output.check_overwrite, request["output"], inputs=request["inputs"],
+                    input_files=_split_paths(splits), protected=[self.workdir])
+        except (ValueError, output.OutputExistsError) as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
         self._refuse_if_stopping()
         self._job_seq += 1
@@ -314,9 +320,12 @@ class JobTracker:
             # Default: a reducer per slot, so the reduce phase uses the
             # whole cluster as the map phase does.
             reducers = request["reducers"] or defaults.get("num_reducers") or max(1, slots)
+            self._refuse_running_output(request["output"])
             try:
                 await threads.deferToThread(
-                    output.prepare_output_dir, request["output"], request["overwrite"])
+                    output.prepare_output_dir, request["output"], request["overwrite"],
+                    inputs=request["inputs"], input_files=_split_paths(splits),
+                    protected=[self.workdir])
             except (output.OutputExistsError, OSError) as e:
                 raise SubmissionError(str(e)) from None
             if self._stopping:  # the output just made is no job's
@@ -342,6 +351,14 @@ class JobTracker:
         self._execute(self.scheduler.submit(job_id, len(splits), reducers, self._now(),
                                             request["max_attempts"], request["speculative"]))
         return job_id
+
+    def _refuse_running_output(self, out: str) -> None:
+        """Two running jobs never share, nest or delete each other's output."""
+        for job in self.jobs.values():
+            if job.state == "running" and (output.inside(out, job.output)
+                                           or output.inside(job.output, out)):
+                raise SubmissionError(f"the output {out} overlaps the output {job.output} "
+                                      f"of the running job {job.id}")
 
     async def _check_module(self, job_id: str, source_path: str,
                             request: dict[str, Any]) -> dict[str, Any]:
@@ -566,6 +583,10 @@ def _splits(inputs: list[str], split_size: int | None, slots: int) -> list[Split
     if split_size is None:
         split_size = default_split_size(sum(os.path.getsize(p) for p in paths), slots)
     return compute_splits(paths, split_size)
+
+
+def _split_paths(splits: Sequence[Split]) -> list[str]:
+    return list(dict.fromkeys(s.path for s in splits))
 
 
 def _known_codec(name: str) -> bool:

@@ -4,20 +4,33 @@ A reduce attempt writes ``OUTPUT/_temporary/<attempt>/part-NNNNN``; only the
 attempt the jobtracker allows to commit renames it to ``OUTPUT/part-NNNNN``
 (a rename within one file system is atomic), and ``_SUCCESS`` is written
 when every part is in. A reader of OUTPUT therefore never sees a partial or
-duplicated part file.
+duplicated part file. ``--overwrite`` removes only what is recognisably an
+earlier pytxmr output (see ``check_overwrite``).
 """
 
 from __future__ import annotations
 
 import codecs
+import fnmatch
 import json
 import os
+import re
 import shutil
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
+
+from .splits import is_glob
 
 TEMPORARY = "_temporary"
 SUCCESS = "_SUCCESS"
+#: Written into an output directory when pytxmr creates it, and kept: the
+#: sign that ``--overwrite`` may remove the directory. (``_SUCCESS`` is one
+#: too, for outputs written before the mark existed.) Its leading '_' keeps
+#: it out of a later job's inputs, as Hadoop's readers skip ``_SUCCESS``.
+OUTPUT_MARK = "_PYTXMR_OUTPUT"
+_MARK_TEXT = ("This directory is the output of a pytxmr job: `--overwrite` may replace it.\n"
+              "pytxmr refuses to overwrite directories without this file.\n")
+_PART_NAME = re.compile(r"part-\d{5,}\Z")
 #: The error handler of output files: lone surrogates U+DC80-U+DCFF (from
 #: input decoded with "surrogateescape") become the raw bytes they stand
 #: for; other lone surrogates are written as their UTF-8-like encoding
@@ -52,6 +65,10 @@ def _int_text(n: int) -> str:
 
 class OutputExistsError(Exception):
     """The output directory exists and --overwrite was not given."""
+
+
+class UnsafeOverwrite(OutputExistsError):
+    """--overwrite was given for a path pytxmr must not delete."""
 
 
 def part_name(partition: int) -> str:
@@ -108,21 +125,108 @@ def json_line(key: Any, value: Any) -> str:
 FORMATTERS: dict[str, Callable[[Any, Any], str]] = {"text": text_line, "jsonl": json_line}
 
 
-def prepare_output_dir(path: str, overwrite: bool) -> None:
-    """Refuse an existing output (as Hadoop does) unless told to replace it."""
+def inside(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it (both real, absolute paths)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _glob_matches(path_parts: Sequence[str], pattern_parts: Sequence[str]) -> bool:
+    """A path against a glob, component by component; ``**`` spans any
+    number of components, as recursive globs do."""
+    if not pattern_parts:
+        return not path_parts
+    head, rest = pattern_parts[0], pattern_parts[1:]
+    if head == "**":
+        return any(_glob_matches(path_parts[i:], rest) for i in range(len(path_parts) + 1))
+    return (bool(path_parts) and fnmatch.fnmatchcase(path_parts[0], head)
+            and _glob_matches(path_parts[1:], rest))
+
+
+def _overlapping_input(out: str, patterns: Iterable[str], files: Iterable[str]) -> str | None:
+    """The first input that contains ``out`` or that ``out`` contains."""
+    ancestors = [out]
+    while os.path.dirname(ancestors[-1]) != ancestors[-1]:
+        ancestors.append(os.path.dirname(ancestors[-1]))
+    for pattern in patterns:
+        path = os.path.abspath(os.path.expanduser(pattern))
+        if is_glob(path):
+            parts = path.split(os.sep)
+            if any(_glob_matches(a.split(os.sep), parts) for a in ancestors):
+                return pattern
+            continue
+        real = os.path.realpath(path)
+        if inside(out, real) or inside(real, out):
+            return pattern
+    for f in files:
+        if inside(os.path.realpath(f), out):
+            return f
+    return None
+
+
+def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Iterable[str] = (),
+                    protected: Iterable[str] = ()) -> None:
+    """Refuse (UnsafeOverwrite) to let ``--overwrite`` delete ``path`` unless
+    it is an earlier pytxmr output, or an empty directory, that holds none
+    of this job's inputs and lies in none of them, nor in or around a work
+    directory (``protected``), the home directory or the root.
+
+    Made at submission and again just before the deletion: Hadoop never
+    deletes an output path, and an overwrite that guesses wrong loses data.
+    """
+    shown = path
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.lexists(path):
+        return
+
+    def refuse(why: str) -> UnsafeOverwrite:
+        return UnsafeOverwrite(f"refusing to overwrite {shown}: {why}; nothing was deleted")
+
+    if os.path.islink(path):
+        raise refuse("it is a symbolic link (give the directory it points to)")
+    if not os.path.isdir(path):
+        raise refuse("it is not a directory (an output is a directory of part files)")
+    real = os.path.realpath(path)
+    home = os.path.realpath(os.path.expanduser("~"))
+    if real == os.sep or inside(home, real):
+        raise refuse("it is the root or the home directory, or holds it")
+    # ~/.pytxmr: the daemons' default work directories and the cluster secret.
+    for work in (*protected, os.path.join(home, ".pytxmr")):
+        work = os.path.realpath(work)
+        if inside(real, work) or inside(work, real):
+            raise refuse(f"it is, holds or lies in the pytxmr work directory {work}")
+    overlap = _overlapping_input(real, inputs, input_files)
+    if overlap is not None:
+        raise refuse(f"it holds, or lies in, the job's input {overlap}")
+    names = set(os.listdir(path))
+    if not names:
+        return
+    if not names & {OUTPUT_MARK, SUCCESS}:
+        raise refuse(f"it is not a pytxmr output (it has no {OUTPUT_MARK} or {SUCCESS} file)")
+    foreign = sorted(n for n in names
+                     if n not in (OUTPUT_MARK, SUCCESS, TEMPORARY) and not _PART_NAME.match(n))
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise refuse(f"it holds files pytxmr did not write: {', '.join(foreign[:3])}{more}")
+
+
+def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = (),
+                       input_files: Iterable[str] = (), protected: Iterable[str] = ()) -> None:
+    """Refuse an existing output (as Hadoop does) unless told to replace it,
+    and then only an earlier pytxmr output (``check_overwrite``, here again
+    right before anything is deleted)."""
     if os.path.lexists(path):
         if not overwrite:
             raise OutputExistsError(
                 f"output directory {path} already exists (use --overwrite to replace it)"
             )
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
+        check_overwrite(path, inputs=inputs, input_files=input_files, protected=protected)
+        shutil.rmtree(path)
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise OutputExistsError(f"the parent directory of the output {path} does not exist")
     os.makedirs(os.path.join(path, TEMPORARY))
+    with open(os.path.join(path, OUTPUT_MARK), "w", encoding="utf-8") as f:
+        f.write(_MARK_TEXT)
 
 
 def attempt_path(output: str, attempt_id: str, partition: int) -> str:

@@ -79,6 +79,11 @@ _ASCII_TRANSPARENT = frozenset({"utf-8", "ascii", "latin-1", "iso8859-1", "cp125
 
 _GLOB_MAGIC = re.compile(r"[*?[]")
 
+
+def is_glob(pattern: str) -> bool:
+    return _GLOB_MAGIC.search(pattern) is not None
+
+
 _HIDDEN_PREFIXES = (".", "_")
 
 _DECODE_HINT = (
@@ -220,7 +225,7 @@ def _expand_one(pattern: str) -> list[str]:
         if not os.path.isfile(path):
             raise InputError(f"input {os.path.abspath(path)} is not a regular file", path=path)
         return [os.path.abspath(path)]
-    if not _GLOB_MAGIC.search(path):
+    if not is_glob(path):
         raise InputError(f"input path does not exist: {os.path.abspath(path)}", path=path)
     files = []
     for match in glob.glob(path):

@@ -299,6 +299,11 @@ def test_existing_output_is_refused_and_left_untouched(cluster: Cluster) -> None
     assert "already exists" in err
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
     assert (out / "precious.txt").read_text() == "keep me"
+    # Nor with it: the directory is not a pytxmr output (tests/test_overwrite.py).
+    rc, _, err = cluster.submit(WORDCOUNT, [data], out, "--overwrite")
+    assert rc == 2 and "not a pytxmr output" in err, err
+    assert (out / "precious.txt").read_text() == "keep me"
+    (out / "precious.txt").unlink()
     assert_ok(cluster.submit(WORDCOUNT, [data], out, "--overwrite", "--reducers", "1"), cluster)
     assert_committed(out, 1)
     assert merged(read_wordcount(out)) == {"x": 1, "y": 1}
@@ -611,7 +616,8 @@ def test_an_interrupted_run_stops_its_cluster_and_leaves_nothing(
     assert "interrupted" in err and "Traceback" not in err, err
     assert not [p for p in children if p.is_running()], "processes outlived `run`"
     assert list(scratch.iterdir()) == []
-    assert list(out.iterdir()) == []
+    # Only the mark that lets a rerun --overwrite it.
+    assert [p.name for p in out.iterdir()] == ["_PYTXMR_OUTPUT"]
     assert not [m for m in memory if m.exists()]
 
 

@@ -558,7 +558,8 @@ def test_run_inline_writes_part_files_and_success(tmp_path: Path) -> None:
     out = tmp_path / "out"
     run_inline(write_job(tmp_path, WORDCOUNT_COMBINER), inputs, str(out), num_reducers=3,
                split_size=8192)
-    assert sorted(os.listdir(out)) == ["_SUCCESS", "part-00000", "part-00001", "part-00002"]
+    assert sorted(os.listdir(out)) == [
+        "_PYTXMR_OUTPUT", "_SUCCESS", "part-00000", "part-00001", "part-00002"]
     assert (out / "_SUCCESS").read_bytes() == b""
     parts = [str(out / f"part-{p:05d}") for p in range(3)]
     assert counts_of(parts) == dict(reference_wordcount(inputs))
@@ -574,8 +575,12 @@ def test_run_inline_refuses_an_existing_output_without_overwrite(tmp_path: Path)
     with pytest.raises(OutputExistsError):
         run_inline(job, inputs, str(out))
     assert os.listdir(out) == ["precious"]
-    run_inline(job, inputs, str(out), overwrite=True)
-    assert sorted(os.listdir(out)) == ["_SUCCESS", "part-00000"]
+    with pytest.raises(OutputExistsError, match="not a pytxmr output"):
+        run_inline(job, inputs, str(out), overwrite=True)
+    assert (out / "precious").read_text() == "keep me"
+    (out / "precious").unlink()
+    run_inline(job, inputs, str(out), overwrite=True)  # an empty directory is no one's data
+    assert sorted(os.listdir(out)) == ["_PYTXMR_OUTPUT", "_SUCCESS", "part-00000"]
 
 
 def test_run_inline_does_not_accumulate_counters_across_runs(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ def read_wordcount(output: Path) -> list[dict[str, int]]:
 
 def assert_committed(output: Path, reducers: int) -> None:
     names = sorted(p.name for p in output.iterdir())
-    assert names == ["_SUCCESS"] + [f"part-{i:05d}" for i in range(reducers)], names
+    assert names == ["_PYTXMR_OUTPUT", "_SUCCESS"] + [f"part-{i:05d}" for i in range(reducers)], names
 
 
 def assert_ok(result: tuple[int, str, str], cluster: Cluster | None = None) -> str:

@@ -1,0 +1,278 @@
+"""``--overwrite`` deletes only an earlier pytxmr output: every refusal of
+``output.check_overwrite`` (pure, on a temporary tree), then the same
+refusals through ``run --inline``, ``run`` and ``submit`` as a user meets
+them, with the files checked intact afterwards."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from procs import Cluster, base_env, run_cli, wait_for
+from test_cluster import barrier_job
+from wordcounts import WORDCOUNT, assert_committed, assert_ok
+
+from pytxmr.output import (
+    OUTPUT_MARK,
+    SUCCESS,
+    OutputExistsError,
+    UnsafeOverwrite,
+    check_overwrite,
+    prepare_output_dir,
+)
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every file and directory under root, with file contents."""
+    found: dict[str, bytes | None] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            found[os.path.relpath(os.path.join(dirpath, d), root)] = None
+        for f in filenames:
+            path = os.path.join(dirpath, f)
+            found[os.path.relpath(path, root)] = Path(path).read_bytes()
+    return found
+
+
+def old_output(path: Path, *, mark: str = OUTPUT_MARK) -> Path:
+    """A directory as a finished pytxmr job leaves it."""
+    path.mkdir(parents=True)
+    (path / mark).write_text("")
+    (path / "part-00000").write_text("a\t1\n")
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def refused(path: Path, match: str, **kw: object) -> None:
+    """check_overwrite refuses, and prepare_output_dir (the deletion) too,
+    leaving everything as it was."""
+    before = snapshot(path.parent)
+    with pytest.raises(UnsafeOverwrite, match=match):
+        check_overwrite(str(path), **kw)  # type: ignore[arg-type]
+    with pytest.raises(UnsafeOverwrite, match=match):
+        prepare_output_dir(str(path), True, **kw)  # type: ignore[arg-type]
+    assert snapshot(path.parent) == before
+
+
+def test_a_missing_output_needs_no_check(home: Path) -> None:
+    """Nothing there, nothing to lose."""
+    check_overwrite(str(home / "new"))
+
+
+def test_a_regular_file_is_refused(home: Path) -> None:
+    """`-o sales.csv --overwrite` once replaced a data file with a directory."""
+    data = home / "sales.csv"
+    data.write_text("id,amount\n1,10\n")
+    refused(data, "not a directory")
+
+
+def test_a_symlink_is_refused(home: Path) -> None:
+    """Deleting through a link deletes somewhere the user did not name."""
+    target = old_output(home / "real-out")
+    link = home / "out"
+    link.symlink_to(target)
+    refused(link, "symbolic link")
+
+
+def test_a_directory_of_unrelated_files_is_refused(home: Path) -> None:
+    """A directory without the mark is someone's data."""
+    d = home / "reports"
+    d.mkdir()
+    (d / "q3.txt").write_text("numbers")
+    (d / "part-00000").write_text("looks like ours, is not")
+    refused(d, "not a pytxmr output")
+
+
+def test_an_output_holding_foreign_files_is_refused(home: Path) -> None:
+    """A user's file put into an old output is still the user's."""
+    out = old_output(home / "out")
+    (out / "notes.txt").write_text("mine")
+    refused(out, "did not write: notes.txt")
+
+
+def test_an_empty_directory_is_overwritten(home: Path) -> None:
+    """An empty directory holds nothing to lose."""
+    out = home / "out"
+    out.mkdir()
+    prepare_output_dir(str(out), True)
+    assert sorted(os.listdir(out)) == [OUTPUT_MARK, "_temporary"]
+
+
+@pytest.mark.parametrize("mark", [OUTPUT_MARK, SUCCESS])
+def test_an_earlier_output_is_overwritten(home: Path, mark: str) -> None:
+    """Marked outputs, and those written before the mark (with _SUCCESS), are replaced."""
+    out = old_output(home / "out", mark=mark)
+    (out / "_temporary").mkdir()
+    (out / "_temporary" / "a").write_text("x")
+    prepare_output_dir(str(out), True)
+    assert sorted(os.listdir(out)) == [OUTPUT_MARK, "_temporary"]
+    assert os.listdir(out / "_temporary") == []
+
+
+def test_an_output_that_holds_an_input_is_refused(home: Path) -> None:
+    """`-o ..` once removed a whole workspace, the job's input with it."""
+    ws = old_output(home / "ws")
+    data = ws / "part-00000"
+    refused(ws, "holds, or lies in, the job's input", inputs=[str(data)], input_files=[str(data)])
+
+
+def test_an_output_inside_an_input_directory_is_refused(home: Path) -> None:
+    """An output nested in an input directory is part of that input."""
+    data = home / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("x\n")
+    out = old_output(data / "out")
+    refused(out, "the job's input", inputs=[str(data)], input_files=[str(data / "a.txt")])
+
+
+def test_an_output_reached_through_a_symlinked_input_is_refused(home: Path) -> None:
+    """Containment is judged on real paths, not on the names given."""
+    out = old_output(home / "out")
+    link = home / "alias"
+    link.symlink_to(out)
+    refused(out, "the job's input", inputs=[str(link / "part-00000")],
+            input_files=[str(link / "part-00000")])
+
+
+@pytest.mark.parametrize("pattern, hit", [
+    ("data/*", True),
+    ("data/**", True),
+    ("data/**/out", True),
+    ("*/out", True),
+    ("data/*.txt", False),
+    ("data/**/*.csv", False),
+    ("elsewhere/*", False),
+])
+def test_a_glob_that_reaches_the_output_is_refused(home: Path, pattern: str, hit: bool) -> None:
+    """A glob that selects the output, or a directory around it, takes it as input."""
+    (home / "data").mkdir()
+    out = old_output(home / "data" / "out")
+    inputs = [str(home / pattern)]
+    if hit:
+        refused(out, "the job's input", inputs=inputs)
+    else:
+        check_overwrite(str(out), inputs=inputs)
+
+
+def test_the_root_and_the_home_directory_are_refused(home: Path) -> None:
+    """Even marked as an output, home is never deleted, nor anything that holds it."""
+    (home / OUTPUT_MARK).write_text("")
+    with pytest.raises(UnsafeOverwrite, match="home directory"):
+        check_overwrite(str(home))
+    with pytest.raises(UnsafeOverwrite, match="home directory"):
+        check_overwrite(str(home.parent))
+    with pytest.raises(UnsafeOverwrite, match="root"):
+        check_overwrite("/")
+    assert (home / OUTPUT_MARK).exists()
+
+
+def test_work_directories_are_refused(home: Path) -> None:
+    """A daemon's work directory, what holds it and what lies in it are not outputs."""
+    work = old_output(home / "srv" / "jobtracker")
+    inner = old_output(work / "jobs")
+    for path in (work, inner, home / "srv"):
+        with pytest.raises(UnsafeOverwrite, match="work directory"):
+            check_overwrite(str(path), protected=[str(work)])
+    default = old_output(home / ".pytxmr" / "tasktracker")
+    refused(default, "work directory")
+
+
+def test_without_overwrite_an_existing_output_is_refused(home: Path) -> None:
+    """As in Hadoop: even an earlier output stays unless --overwrite is given."""
+    out = old_output(home / "out")
+    with pytest.raises(OutputExistsError, match="already exists"):
+        prepare_output_dir(str(out), False)
+    assert (out / "part-00000").exists()
+
+
+# --- the same refusals, as a user meets them ----------------------------------
+
+def cli_refuses(args: list[str], cwd: Path, home: Path, match: str) -> None:
+    before = snapshot(cwd)
+    rc, out, err = run_cli(*args, env=base_env(home), cwd=cwd)
+    assert rc == 2, f"exit {rc}\n{out}\n{err}"
+    assert match in err and "nothing was deleted" in err, err
+    assert "Traceback" not in err, err
+    assert snapshot(cwd) == before
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    (ws / "data").mkdir(parents=True)
+    (ws / "data" / "words.txt").write_text("a b a\n")
+    (ws / "sales.csv").write_text("id,amount\n1,10\n")
+    (ws / "job.py").write_text(WORDCOUNT.read_text())
+    return ws
+
+
+@pytest.mark.parametrize("mode", [["run", "--inline"], ["run"]])
+def test_run_refuses_unsafe_overwrites(workspace: Path, mode: list[str]) -> None:
+    """`run` and `run --inline`: a data file, a workspace holding the input,
+    a directory of unrelated files; exit 2 and nothing touched."""
+    home = workspace.parent
+    base = [*mode, "job.py", "data/words.txt", "--overwrite", "-o"]
+    cli_refuses([*base, "sales.csv"], workspace, home, "not a directory")
+    cli_refuses([*base, "."], workspace, home, "the job's input")
+    cli_refuses([*base, "data"], workspace, home, "the job's input")
+    (workspace / "reports").mkdir()
+    (workspace / "reports" / "q3.txt").write_text("numbers")
+    cli_refuses([*base, "reports"], workspace, home, "not a pytxmr output")
+
+
+def test_submit_refuses_unsafe_overwrites(cluster: Cluster) -> None:
+    """The jobtracker refuses at submission, before the module is even checked,
+    and keeps serving."""
+    ws = cluster.base / "overwrite-ws"
+    (ws / "data").mkdir(parents=True)
+    data = ws / "data" / "words.txt"
+    data.write_text("a b a\n")
+    sales = ws / "sales.csv"
+    sales.write_text("id,amount\n1,10\n")
+    before = snapshot(ws)
+    for out, match in ((sales, "not a directory"), (ws, "the job's input"),
+                       (cluster.home, "home directory")):
+        rc, _, err = cluster.submit(WORDCOUNT, [data], out, "--overwrite")
+        assert rc == 2 and match in err and "nothing was deleted" in err, err
+    assert snapshot(ws) == before
+    out = ws / "out"
+    assert_ok(cluster.submit(WORDCOUNT, [data], out, "--reducers", "1"), cluster)
+    assert_ok(cluster.submit(WORDCOUNT, [data], out, "--overwrite", "--reducers", "1"), cluster)
+    assert_committed(out, 1)
+    # The new output as input of the next job: overwriting it would delete that input.
+    rc, _, err = cluster.submit(WORDCOUNT, [out / "part-00000"], out, "--overwrite")
+    assert rc == 2 and "the job's input" in err, err
+    assert_committed(out, 1)
+
+
+def test_a_running_jobs_output_is_not_overwritten(cluster: Cluster) -> None:
+    """A second job may not replace, nest in or hold a running job's output."""
+    ws = cluster.base / "overlap-ws"
+    ws.mkdir()
+    data = ws / "words.txt"
+    data.write_text("a b a\n")
+    barrier = ws / "barrier"
+    job = ws / "held.py"
+    job.write_text(barrier_job(barrier))
+    out = ws / "out"
+    held = cluster.popen_submit(job, [data], out, "--reducers", "1")
+    try:
+        wait_for(lambda: (out / OUTPUT_MARK).exists(), 20, "the held job's output")
+        for other in (out, out / "inner", ws):
+            rc, _, err = cluster.submit(WORDCOUNT, [data], other, "--overwrite")
+            assert rc == 2 and "of the running job" in err, err
+        barrier.touch()
+        assert_ok((held.wait(60), *held.communicate()), cluster)
+    finally:
+        if held.poll() is None:
+            held.kill()
+            held.wait()
+    assert_committed(out, 1)
