@@ -1,0 +1,25 @@
+"""The word-count benchmark's parts (bench/wordcount.py is the command line):
+
+- measure: run a command in its own process group; wall time, CPU, peak RSS
+- corpus: generate, cache, split and pre-read the input
+- reference: the expected outputs and the check of every run's output
+- systems: what runs (pytxmr from a source tree, the peers) and the clusters
+- rounds: every entry run round by round on one input
+- report: the tables, the targets, the before/after lines, the plot
+- results: the machine, the measured sources (snapshots) and the JSON
+- session: one invocation, from the arguments to the results
+"""
+
+import os
+import sys
+
+MB = 1_000_000  # 1 MB = 10**6 bytes throughout (corpus sizes and RSS alike)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The cluster helper (pytxmr.testing) is this checkout's, installed or not.
+if REPO not in sys.path:
+    sys.path.insert(1, REPO)
+
+
+def log(msg: str = "") -> None:
+    print(msg, flush=True)

@@ -1,0 +1,77 @@
+"""Every entry run `runs` times on one input, round by round: each round runs
+every entry once and its first entry rotates by one each round, so that
+machine noise and cache effects hit every entry alike. Each run is measured
+and its output checked at once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from typing import Any
+
+from . import log
+from .measure import run_measured, wait_idle
+from .reference import Loader, check_output
+from .systems import Entry, daemon_pids
+
+
+def remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def run_rounds(entries: list[Entry], inputs: list[str], runs: int, out_dir: str,
+               ref: dict[bytes, Any], loader: Loader, args: argparse.Namespace,
+               tag: str) -> dict[str, list[dict[str, Any]]]:
+    """entry key -> its runs' measurements (see run_measured), each with its
+    round and its output's check ("SAME" or what is wrong)."""
+    results: dict[str, list[dict[str, Any]]] = {e.key: [] for e in entries}
+    run_dir = os.path.join(out_dir, "runs", tag)
+    os.makedirs(run_dir, exist_ok=True)
+    width = max(30, *(len(e.label) for e in entries))
+    for r in range(runs):
+        k = r % len(entries)
+        order = entries[k:] + entries[:k]
+        log(f"-- round {r + 1}/{runs}: {', '.join(e.label for e in order)}")
+        for e in order:
+            name = e.key.replace(":", "-")
+            # pytxmr writes a directory of part files, a peer one file
+            out = os.path.join(run_dir, f"{name}-r{r + 1}" + ("" if e.tree else ".tsv"))
+            remove(out)
+            daemon_roots = []
+            if e.uses_cluster:
+                assert e.tree is not None and e.tree.cluster is not None
+                daemon_roots = daemon_pids(e.tree.cluster)
+            cmd = e.build(inputs, out)
+            if args.wait_idle > 0:
+                load = wait_idle(args.wait_idle)
+                if load >= 0.3:
+                    log(f"   (machine still busy after waiting {args.wait_idle:g} s: "
+                        f"{load:.2f} cores used by other processes)")
+            res = run_measured(cmd, out + ".log", env=e.env, cwd=e.cwd, timeout=args.timeout,
+                               daemon_roots=daemon_roots, interval=args.sample_interval)
+            if res["rc"] != 0:
+                res["check"] = "FAILED" + (" (timeout)" if res["timed_out"] else f" (rc {res['rc']})")
+            else:
+                res["check"] = check_output(out, ref, loader)
+            res["round"] = r + 1
+            results[e.key].append(res)
+            extra = f", daemons tree {res['daemon_tree_mb']:.0f} MB" if res["daemon_tree_mb"] else ""
+            log(f"   {e.label:<{width}} {res['wall_s']:8.2f} s  CPU {res['cpu_s']:7.2f} s  peak RSS "
+                f"{res['peak_rss_mb']:6.0f} MB  tree {res['tree_mb']:6.0f} MB{extra}  "
+                f"other load {res['other_load']:.2f}  {res['check'].split(':')[0]}")
+            if res["check"] != "SAME":
+                log(f"   !!! {e.label}: {res['check']} !!! (log: {out}.log)")
+                if res["rc"] != 0:
+                    with open(out + ".log", "rb") as f:
+                        tail = f.read()[-1500:].decode("utf-8", "replace")
+                    log("   " + tail.replace("\n", "\n   "))
+            if res["stragglers"]:
+                log(f"   note: {len(res['stragglers'])} process(es) of this run were still "
+                    f"running after it exited (killed): {res['stragglers']}")
+            if not args.keep_outputs:
+                remove(out)
+    return results

@@ -1,0 +1,183 @@
+"""What gets run: the pytxmr entries (commands of a pytxmr source tree: the
+one measured, and a baseline to compare it with), the peers of
+../shared/bench/peers, and the clusters that the submit entries talk to."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytxmr.testing.processes import Cluster
+
+from . import log
+
+DEFAULT_PEERS_PY = "/tmp/peers-venv/bin/python"
+#: Daemon start-up on a busy machine: far more than it takes, only bounds a hang.
+CLUSTER_START_TIMEOUT = 60.0
+
+# name -> (label, job module, pytxmr command kind)
+SYSTEMS = {
+    "inline": ("pytxmr run --inline", "wordcount.py", "inline"),
+    "run": ("pytxmr run --workers 2", "wordcount.py", "run"),
+    "submit": ("pytxmr submit (1 JT + 2 TT)", "wordcount.py", "submit"),
+    "batch-inline": ("pytxmr batch run --inline", "wordcount_batch.py", "inline"),
+    "batch-run": ("pytxmr batch run --workers 2", "wordcount_batch.py", "run"),
+    "batch-submit": ("pytxmr batch submit", "wordcount_batch.py", "submit"),
+}
+DEFAULT_SYSTEMS = "inline,run,submit,batch-run,batch-submit"
+
+# name -> (label, script, extra args, needs the peers python, modules it imports)
+PEERS: dict[str, tuple[str, str, list[str], bool, tuple[str, ...]]] = {
+    "inline": ("inline.py (group)", "inline.py", [], False, ()),
+    "combine": ("inline.py --mode combine", "inline.py", ["--mode", "combine"], False, ()),
+    "counter": ("counter.py", "counter.py", [], False, ()),
+    "mp_pool": ("mp_pool.py --workers 2", "mp_pool.py", ["--workers", "2"], False, ()),
+    "dask": ("dask bag (processes, 2)", "dask_bag.py",
+             ["--scheduler", "processes", "--workers", "2"], True, ("dask.bag",)),
+    "pyspark": ("pyspark local[2]", "pyspark_local.py", ["--master", "local[2]"], True,
+                ("pyspark",)),
+    "mrjob": ("mrjob -r local (2 cores)", "mrjob_local.py",
+              ["-r", "local", "--num-cores", "2"], True, ("mrjob",)),
+}
+DEFAULT_PEERS = "inline,combine,mp_pool,dask,pyspark,mrjob"
+
+
+@dataclass
+class Tree:
+    """A pytxmr source tree whose commands are measured: "pytxmr" (the
+    working tree) or "baseline" (--baseline-tree), each with its own cluster."""
+
+    name: str
+    src: str  # holds pytxmr/ and examples/: a snapshot, or the tree itself
+    env: dict[str, str]  # PYTHONPATH=src first; commands run in src too
+    cluster: Cluster | None = None
+
+    def label(self, label: str) -> str:
+        return label if self.name == "pytxmr" else f"{label} ({self.name})"
+
+
+@dataclass
+class Entry:
+    key: str
+    label: str
+    build: Callable[[list[str], str], list[str]]  # (inputs, output) -> command
+    env: dict[str, str]
+    cwd: str
+    tree: Tree | None = None  # None: a peer
+    uses_cluster: bool = False
+
+
+def pytxmr_entry(name: str, tree: Tree, job: str) -> Entry:
+    """System `name` of SYSTEMS run from `tree`, on examples/`job` of that tree."""
+    label, _, kind = SYSTEMS[name]
+    job_path = os.path.join(tree.src, "examples", job)
+    py = sys.executable
+
+    def build(inputs: list[str], out: str) -> list[str]:
+        if kind == "inline":
+            return [py, "-m", "pytxmr", "run", "--inline", job_path, *inputs, "-o", out, "-q"]
+        if kind == "run":
+            return [py, "-m", "pytxmr", "run", "--workers", "2", job_path, *inputs, "-o", out, "-q"]
+        assert tree.cluster is not None
+        return [py, "-m", "pytxmr", "submit", job_path, *inputs, "-o", out,
+                *tree.cluster.client_args(), "-q"]
+
+    return Entry(f"{tree.name}:{name}", tree.label(label), build, tree.env, tree.src, tree,
+                 uses_cluster=(kind == "submit"))
+
+
+def peer_entries(names: list[str], shared: str, peers_py: str | None, env: dict[str, str],
+                 cwd: str) -> tuple[list[Entry], list[str]]:
+    entries, notes = [], []
+    peers_dir = os.path.join(shared, "peers")
+    importable: dict[str, bool] = {}
+    for name in names:
+        if name not in PEERS:
+            notes.append(f"unknown peer {name!r} skipped (known: {', '.join(PEERS)})")
+            continue
+        label, script, extra, venv, modules = PEERS[name]
+        path = os.path.join(peers_dir, script)
+        if not os.path.exists(path):
+            notes.append(f"peer {name}: {path} not found, skipped")
+            continue
+        py = sys.executable
+        if venv:
+            if not peers_py or not os.path.exists(peers_py):
+                notes.append(f"peer {name}: no peers python (--peers-python; default "
+                             f"{DEFAULT_PEERS_PY}, see ../shared/bench/README.md), skipped")
+                continue
+            missing = []
+            for m in modules:
+                if m not in importable:
+                    importable[m] = subprocess.run(
+                        [peers_py, "-c", f"import {m}"], capture_output=True).returncode == 0
+                if not importable[m]:
+                    missing.append(m)
+            if missing:
+                notes.append(f"peer {name}: {peers_py} cannot import {', '.join(missing)}, skipped")
+                continue
+            if name == "pyspark" and shutil.which("java") is None:
+                notes.append("peer pyspark: no `java` on PATH (needs Java 17+), skipped")
+                continue
+            py = peers_py
+
+        def build(inputs: list[str], out: str, py: str = py, path: str = path,
+                  extra: list[str] = extra) -> list[str]:
+            return [py, path, inputs[0], out, *extra]
+
+        entries.append(Entry(f"peer:{name}", label, build, env, cwd))
+    return entries, notes
+
+
+_CLUSTERS: list[Cluster] = []  # started and not stopped yet
+
+
+def start_cluster(tree: Tree, log_dir: str, workers: int, slots: int) -> Cluster:
+    """1 jobtracker + `workers` tasktrackers started from the tree's source
+    (port 0, ready files, a fresh secret, HOME and the work directories in a
+    temporary directory); stop_clusters stops it."""
+    base = Path(tempfile.mkdtemp(prefix="pytxmr-bench-cluster-"))
+    prefix = "cluster-" if tree.name == "pytxmr" else f"cluster-{tree.name}-"
+    cluster = Cluster(base, pythonpath=tree.src, log_dir=Path(log_dir), log_prefix=prefix)
+    _CLUSTERS.append(cluster)
+    t0 = time.perf_counter()
+    cluster.start_jobtracker(wait=False).wait_ready(CLUSTER_START_TIMEOUT)
+    cluster.start_tasktrackers(workers, slots, timeout=CLUSTER_START_TIMEOUT)
+    tree.cluster = cluster
+    log(f"{tree.label('cluster')} up in {time.perf_counter() - t0:.2f} s: jobtracker "
+        f"{cluster.address}, {workers} tasktrackers x {slots} slots "
+        f"(pids {', '.join(str(d.pid) for d in cluster.daemons)}; "
+        f"logs in {log_dir}/{prefix}*.log)")
+    return cluster
+
+
+def daemon_pids(cluster: Cluster) -> list[int]:
+    """The pids of the cluster's daemons; RuntimeError if one of them died."""
+    dead = [d for d in cluster.daemons if d.proc.poll() is not None]
+    if dead:
+        raise RuntimeError("cluster daemon(s) died: " + ", ".join(
+            f"{d.name} pid {d.pid} status {d.proc.returncode}" for d in dead))
+    return [d.pid for d in cluster.daemons]
+
+
+def stop_clusters() -> None:
+    """Stop every cluster started (also on an error, Ctrl-C or SIGTERM):
+    SIGTERM to each daemon, SIGKILL after 10 s; remove its directory."""
+    while _CLUSTERS:
+        cluster = _CLUSTERS.pop()
+        try:
+            report = cluster.stop()
+        except Exception as e:  # keep going: every process must go
+            print(f"cluster stop failed: {e}", file=sys.stderr)
+        else:
+            if report.orphans or report.leaked_memory:
+                log(f"note: the cluster left processes {report.orphans} (killed) and shuffle "
+                    f"memory {report.leaked_memory} (removed)")
+        shutil.rmtree(cluster.base, ignore_errors=True)

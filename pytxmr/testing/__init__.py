@@ -1,0 +1,2 @@
+"""Helpers for testing pytxmr and jobs written for it.
+"""
