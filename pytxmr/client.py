@@ -16,7 +16,8 @@ from twisted.spread import pb
 
 from .auth import login
 from .records import CodecUnavailable, codec_for
-from .wire import DEFAULT_PORT, PROTOCOL_VERSION, ROLE_CLIENT, client_factory
+from .pbwire import client_factory
+from .wire import PROTOCOL_VERSION, ROLE_CLIENT, jobtracker_endpoint
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -24,18 +25,6 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 class ClusterError(Exception):
     """The jobtracker refused a request or could not be reached; the message
     says why."""
-
-
-def jobtracker_endpoint(address: str) -> str:
-    """``HOST:PORT`` (or a Twisted client endpoint string) as an endpoint string."""
-    if address.startswith(("tcp:", "ssl:", "unix:", "tls:")):
-        return address
-    host, sep, port = address.rpartition(":")
-    if not sep:
-        host, port = address, str(DEFAULT_PORT)
-    if not port.isdigit():
-        raise ValueError(f"bad jobtracker address {address!r}: use HOST:PORT")
-    return f"tcp:host={host.strip('[]') or '127.0.0.1'}:port={port}"
 
 
 class Connection:

@@ -33,22 +33,21 @@ async def run_embedded(reactor: Any, spec: dict[str, Any], *, zygote: Zygote, wo
     async with contextlib.AsyncExitStack() as stack:
         tmp = tempfile.mkdtemp(prefix="pytxmr-run-")
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-        jt = jobtracker.JobTrackerService(reactor, jobtracker.Config(
-            listen="tcp:0:interface=127.0.0.1", workdir=os.path.join(tmp, "jobtracker"),
-            secret_file=None, ready_file=None), secret, checkers=zygote)
-        jt.startService()
+        jt = jobtracker.make_service(jobtracker.Config(
+            listen="tcp:0:interface=127.0.0.1", workdir=os.path.join(tmp, "jobtracker")),
+            reactor, secret=secret, checkers=zygote)
         stack.push_async_callback(jt.stopService)
-        port = await jt.listening()
-        tts: list[tasktracker.TaskTrackerService] = []
+        await jt.startService()
+        tts = []
         for i in range(workers):
-            tt = tasktracker.TaskTrackerService(reactor, tasktracker.Config(
-                jobtracker=f"tcp:host=127.0.0.1:port={port}", slots=slots,
+            tt = tasktracker.make_service(tasktracker.Config(
+                jobtracker=f"tcp:host=127.0.0.1:port={jt.port}", slots=slots,
                 shuffle_listen="tcp:0:interface=127.0.0.1:backlog=1024",
-                advertise_host="127.0.0.1", workdir=os.path.join(tmp, f"tasktracker-{i}"),
-                secret_file=None, ready_file=None), secret, zygote=zygote)
+                advertise_host="127.0.0.1", workdir=os.path.join(tmp, f"tasktracker-{i}")),
+                reactor, secret=secret, zygote=zygote)
             stack.push_async_callback(tt.stopService)
-            await tt.start()
+            await tt.startService()
             tts.append(tt)
         for tt in tts:
             await tt.registered()
-        return await client.submit(reactor, f"127.0.0.1:{port}", secret, spec, progress)
+        return await client.submit(reactor, f"127.0.0.1:{jt.port}", secret, spec, progress)

@@ -15,10 +15,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from .wire import COMMIT_DENIED, AttemptResult, MapLocation
+
 DEFAULT_MAX_ATTEMPTS = 4
-#: The error type a tasktracker reports for a reduce attempt that finished
-#: but lost the race to commit: not a failure of the task.
-COMMIT_DENIED = "CommitDenied"
 
 
 class State(str, enum.Enum):
@@ -87,20 +86,6 @@ Action = Union[InitJob, LaunchMap, LaunchReduce, KillAttempt, AnnounceMapOutputs
 
 
 # --- state -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class MapLocation:
-    """Where the committed output of map ``index`` can be fetched."""
-
-    index: int
-    wid: str
-    host: str
-    port: int
-    kinds: tuple[str, ...]
-    #: The attempt that wrote it: a fetch failure names it, so that a late
-    #: report about an older output cannot condemn a newer one.
-    attempt_id: str = ""
-
 
 @dataclass
 class Attempt:
@@ -289,7 +274,7 @@ class Scheduler:
         """Periodic decisions: backup attempts for stragglers."""
         return self._schedule(now) if self._speculate(now) else []
 
-    def attempt_succeeded(self, attempt_id: str, now: float, result: dict[str, Any]) -> list[Action]:
+    def attempt_succeeded(self, attempt_id: str, now: float, result: AttemptResult) -> list[Action]:
         a = self._live_attempt(attempt_id)
         if a is None:
             return []
@@ -297,7 +282,7 @@ class Scheduler:
         task = job.tasks(a.kind)[a.index]
         actions: list[Action] = []
         self._end_attempt(a, State.SUCCEEDED, now, None)
-        a.counters = result.get("counters", {})
+        a.counters = result.counters
         if task.state is State.SUCCEEDED:
             return self._schedule(now)  # another attempt won already
         task.state = State.SUCCEEDED
@@ -307,8 +292,7 @@ class Scheduler:
             actions.append(KillAttempt(other.wid, job.id, other.id))
         if a.kind == "map":
             w = self.workers[a.wid]
-            loc = MapLocation(a.index, a.wid, w.host, w.port, tuple(result.get("kinds", ())),
-                              a.id)
+            loc = MapLocation(a.index, a.wid, w.host, w.port, result.kinds, a.id)
             job.map_locations[a.index] = loc
             for wid in sorted({r.wid for t in job.reduces for r in t.running()}):
                 actions.append(AnnounceMapOutputs(wid, job.id, (loc,)))

@@ -142,44 +142,30 @@ class Split:
             raise ValueError(f"Split.whole must be a bool, got {self.whole!r}")
         if self.whole and self.start != 0:
             raise ValueError("a whole-file Split must start at 0")
-        hosts = tuple(self.hosts)
-        if not all(isinstance(h, str) for h in hosts):
-            raise ValueError(f"Split.hosts must be strings, got {self.hosts!r}")
-        object.__setattr__(self, "hosts", hosts)
+        if isinstance(self.hosts, str) or not isinstance(self.hosts, (list, tuple)) \
+                or not all(isinstance(h, str) for h in self.hosts):
+            raise ValueError(f"Split.hosts must be a list of strings, got {self.hosts!r}")
+        object.__setattr__(self, "hosts", tuple(self.hosts))
 
     @property
     def length(self) -> int:
         """Bytes of the file this split covers (on disk), for scheduling and progress."""
         return self.end - self.start
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_wire(self) -> dict[str, Any]:
         """Plain-typed form for PB and JSON (no jelly, no Copyable)."""
-        return {
-            "index": self.index,
-            "path": self.path,
-            "start": self.start,
-            "end": self.end,
-            "whole": self.whole,
-            "hosts": list(self.hosts),
-        }
+        return {"index": self.index, "path": self.path, "start": self.start,
+                "end": self.end, "whole": self.whole, "hosts": list(self.hosts)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Split:
-        """Rebuild a Split from to_dict's output; ValueError if it is malformed."""
+    def from_wire(cls, d: Mapping[str, Any]) -> Split:
+        """Rebuild a Split from to_wire's output; ValueError if it is malformed
+        (``__post_init__`` checks every field)."""
         if not isinstance(d, Mapping):
             raise ValueError(f"a split must be a dict, got {type(d).__name__}")
         try:
-            hosts = d.get("hosts", ())
-            if isinstance(hosts, str) or not isinstance(hosts, (list, tuple)):
-                raise ValueError(f"Split.hosts must be a list of strings, got {hosts!r}")
-            return cls(
-                index=d["index"],
-                path=d["path"],
-                start=d["start"],
-                end=d["end"],
-                whole=d["whole"],
-                hosts=tuple(hosts),
-            )
+            return cls(index=d["index"], path=d["path"], start=d["start"], end=d["end"],
+                       whole=d["whole"], hosts=d.get("hosts", ()))
         except KeyError as e:
             raise ValueError(f"split dict lacks the key {e.args[0]!r}: {dict(d)!r}") from None
 

@@ -71,7 +71,7 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
     if kind == "map":
         out = run_map(
             job,
-            Split.from_dict(spec["split"]),
+            Split.from_wire(spec["split"]),
             spec["num_partitions"],
             spec["out_dir"],
             counters,

@@ -5,15 +5,37 @@ describe workers, jobs, tasks and attempts with these dicts, so that a job
 loaded from history renders exactly like a live one. Pure logic: it reads
 the scheduler's dataclasses and the jobtracker's job records (duck-typed,
 so this module imports nothing from the daemons) and takes the time as an
-argument.
+argument. ``IJobTrackerStatus`` is what the status site may ask of the
+jobtracker: all it reads, and nothing it could change.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+from zope.interface import Interface
+
 from .counters import FRAMEWORK, Counters
 from .scheduler import Attempt, Job, Scheduler, State, Task, Worker
+
+
+class IJobTrackerStatus(Interface):
+    """The jobtracker as the status site (``pytxmr.web``) reads it."""
+
+    def now() -> float:
+        """The jobtracker's clock."""
+
+    def workers_view() -> list[dict[str, Any]]:
+        """Every worker (``workers_view`` below)."""
+
+    def jobs_view() -> list[dict[str, Any]]:
+        """Every known job, live and from the history, oldest first."""
+
+    def job_view(job_id: str) -> dict[str, Any]:
+        """One job in detail; ``wire.UnknownJob`` if there is none."""
+
+    async def attempt_log(job_id: str, attempt_id: str) -> str | None:
+        """An attempt's log tail; ``wire.UnknownJob`` if there is none."""
 
 #: Lost workers listed (the most recent), beside every live one.
 LOST_WORKERS_SHOWN = 50

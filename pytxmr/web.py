@@ -1,9 +1,10 @@
 """The jobtracker's status web site (twisted.web): pages and a JSON API.
 
 ``web_site(jt)`` is a ``Site`` with one leaf resource that routes the path
-to the views of ``JobTracker`` (``views`` builds the data, ``pages`` the
-HTML). Handlers only read in-memory state, except the logs of a job loaded
-from the history, which are read in a thread: the reactor never blocks.
+to what ``views.IJobTrackerStatus`` reads of the jobtracker (``views``
+builds the data, ``pages`` the HTML). Handlers only read in-memory state,
+except the logs of a job loaded from the history, which are read in a
+thread: the reactor never blocks.
 ``StatusServer`` binds it for ``JobTrackerService``; beyond loopback it is
 guarded by HTTP basic auth with a password derived from the cluster secret
 (``python -m pytxmr web-password`` prints it). See docs/status-page.md.
@@ -28,7 +29,7 @@ from . import pages
 from .wire import UnknownJob
 
 if TYPE_CHECKING:
-    from .jobtracker import JobTracker
+    from .views import IJobTrackerStatus
 
 AUTH_REALM = b"pytxmr jobtracker"
 _CSP = (b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -93,7 +94,7 @@ class StatusResource(resource.Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, jt: JobTracker) -> None:
+    def __init__(self, jt: IJobTrackerStatus) -> None:
         super().__init__()
         self.jt = jt
 
@@ -220,7 +221,7 @@ class _Site(server.Site):
         daemon's log."""
 
 
-def web_site(jt: JobTracker, password: str | None = None) -> server.Site:
+def web_site(jt: IJobTrackerStatus, password: str | None = None) -> server.Site:
     """The status site of ``jt``; with ``password``, behind HTTP basic auth."""
     root: resource.Resource = StatusResource(jt)
     if password is not None:
@@ -237,7 +238,7 @@ class StatusServer:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, jt: JobTracker, listen: str, secret: bytes,
+    def __init__(self, reactor: Any, jt: IJobTrackerStatus, listen: str, secret: bytes,
                  auth: bool = False) -> None:
         self._reactor = reactor
         self.jt = jt

@@ -1,13 +1,21 @@
-"""The PB vocabulary between jobtracker, tasktrackers and clients.
+"""The protocol's vocabulary: what crosses the wire between jobtracker,
+tasktrackers and clients, in one place.
 
-One place for the protocol version, the login roles, the remote method
-names and the errors that cross the wire. PB carries plain data only
-(dicts, lists, str, bytes, numbers): no Copyable, no jelly class registry.
+The protocol version, the login roles, the shared constants, the typed
+records (frozen dataclasses with ``to_wire``/``from_wire``) and the errors a
+peer may be told. Pure: both daemons and the task children import it, and
+PB appears only in the adapters (``pytxmr.pbwire`` and each daemon's
+``pbadapter``), which carry plain data (dicts, lists, str, bytes, numbers):
+no Copyable, no jelly class registry. ``from_wire`` checks what a peer
+could get wrong, so that the logic behind an adapter sees typed values only.
 """
 
 from __future__ import annotations
 
-from twisted.spread import pb
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .splits import Split
 
 #: 2: frames may be LZ4-compressed (codec 2), which version-1 workers refuse.
 PROTOCOL_VERSION = 2
@@ -21,41 +29,292 @@ DEFAULT_WEB_PORT = 7374  # the jobtracker's status site
 DEFAULT_SHUFFLE_PORT = 0
 DEFAULT_HEARTBEAT = 1.0
 
+#: The error type a tasktracker reports for a reduce attempt that finished
+#: but lost the race to commit: not a failure of the task.
+COMMIT_DENIED = "CommitDenied"
 
-class ProtocolMismatch(pb.Error):
+__all__ = [
+    "Split", "PROTOCOL_VERSION", "COMMIT_DENIED", "JobInit", "MapLocation", "AttemptResult",
+    "TaskError", "Registration", "Heartbeat", "jobtracker_endpoint",
+]
+
+
+# --- errors a peer is told -----------------------------------------------------
+
+class Refused(Exception):
+    """A request the receiver refuses; the message says why. The PB adapters
+    send these as ``pb.Error`` (no traceback logged), keeping the class name."""
+
+
+class ProtocolMismatch(Refused):
     """The peer speaks another protocol version."""
 
 
-class SubmissionError(pb.Error):
+class SubmissionError(Refused):
     """A job was refused at submission; the message says why."""
 
 
-class UnknownJob(pb.Error):
+class UnknownJob(Refused):
     """No job with that id."""
 
 
-class UnknownWorker(pb.Error):
+class UnknownWorker(Refused):
     """A tasktracker spoke with a worker id the jobtracker no longer knows
     (it was declared lost): it must register again."""
 
 
+class BadMessage(Refused):
+    """A message whose fields do not have the protocol's types."""
+
+
+class Unreachable(Exception):
+    """An outbound call could not be made or answered: the connection is
+    gone, or the peer refused it (``CallRefused``)."""
+
+
+class CallRefused(Unreachable):
+    """The peer answered a call with an error (e.g. ``UnknownWorker``: we
+    were declared lost meanwhile and must register again)."""
+
+
+# --- field checks --------------------------------------------------------------
+
+def _fields(record: str, d: Any, **types: Any) -> dict[str, Any]:
+    """``d``'s fields, each of its type (a type, a tuple of types, or
+    ``(type, default)`` for an optional one); BadMessage names the first
+    that is not."""
+    if not isinstance(d, Mapping):
+        raise BadMessage(f"{record} must be a dict, not {type(d).__name__}")
+    out = {}
+    for name, kind in types.items():
+        if isinstance(kind, list):  # [type, default]: optional
+            kind, value = kind[0], d.get(name, kind[1])
+            if value is None:
+                out[name] = None
+                continue
+        elif name not in d:
+            raise BadMessage(f"{record} has no {name!r}")
+        else:
+            value = d[name]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            raise BadMessage(f"{record}.{name} has the wrong type: {type(value).__name__}")
+        out[name] = value
+    return out
+
+
+def _strings(record: str, name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise BadMessage(f"{record}.{name} must be a list of strings")
+    return tuple(value)
+
+
+def _counters(record: str, value: Any) -> dict[str, dict[str, int]]:
+    if value is None:
+        return {}
+    if not (isinstance(value, dict) and all(
+            isinstance(g, str) and isinstance(c, dict)
+            and all(isinstance(n, str) and type(v) is int for n, v in c.items())
+            for g, c in value.items())):
+        raise BadMessage(f"{record}.counters must map group -> name -> int")
+    return value
+
+
+# --- records -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobInit:
+    """What a worker needs of a job before its first task of it."""
+
+    job_id: str
+    source: str
+    filename: str
+    token: bytes
+    map_name: str
+    reduce_name: str
+    num_maps: int
+    num_reducers: int
+    output: str
+    buffer_records: int | None = None
+    compress: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``init_job`` call's second argument (the job id is its first)."""
+        return {"source": self.source, "filename": self.filename, "token": self.token,
+                "map_name": self.map_name, "reduce_name": self.reduce_name,
+                "num_maps": self.num_maps, "num_reducers": self.num_reducers,
+                "output": self.output, "buffer_records": self.buffer_records,
+                "compress": self.compress}
+
+    @classmethod
+    def from_wire(cls, job_id: Any, d: Any) -> JobInit:
+        if not isinstance(job_id, str):
+            raise BadMessage("init_job needs a job id")
+        f = _fields("JobInit", d, source=str, filename=str, token=bytes, map_name=str,
+                    reduce_name=str, num_maps=int, num_reducers=int, output=str,
+                    buffer_records=[int, None], compress=[str, None])
+        return cls(job_id, **f)
+
+
+@dataclass(frozen=True)
+class MapLocation:
+    """Where the committed output of map ``index`` can be fetched."""
+
+    index: int
+    wid: str
+    host: str
+    port: int
+    kinds: tuple[str, ...]
+    #: The attempt that wrote it: a fetch failure names it, so that a late
+    #: report about an older output cannot condemn a newer one.
+    attempt_id: str = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"map": self.index, "wid": self.wid, "host": self.host, "port": self.port,
+                "kinds": list(self.kinds), "attempt": self.attempt_id}
+
+    @classmethod
+    def from_wire(cls, d: Any) -> MapLocation:
+        f = _fields("MapLocation", d, map=int, wid=str, host=str, port=int, kinds=list,
+                    attempt=[str, ""])
+        return cls(f["map"], f["wid"], f["host"], f["port"],
+                   _strings("MapLocation", "kinds", f["kinds"]), f["attempt"] or "")
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """A successful attempt's report: the key kinds of a map's output, the
+    counters, and the tail of what the task printed."""
+
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    kinds: tuple[str, ...] = ()
+    log: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"counters": self.counters, "kinds": list(self.kinds), "log": self.log}
+
+    @classmethod
+    def from_wire(cls, d: Any) -> AttemptResult:
+        f = _fields("AttemptResult", d, counters=[dict, None], kinds=[list, None],
+                    log=[str, None])
+        return cls(_counters("AttemptResult", f["counters"]),
+                   _strings("AttemptResult", "kinds", f["kinds"] or ()), f["log"])
+
+
+@dataclass(frozen=True)
+class TaskError:
+    """Why an attempt failed: the exception's type name, its message, the
+    user's traceback, and the tail of what the task printed."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    log: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback,
+                "log": self.log}
+
+    def describe(self) -> dict[str, str]:
+        """The form jobs, the history and the status page keep."""
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+    @classmethod
+    def from_wire(cls, d: Any) -> TaskError:
+        """Lenient, as a failure report must get through: a field of the
+        wrong type is shown as text."""
+        if not isinstance(d, Mapping):
+            d = {"message": str(d)}
+        log = d.get("log")
+        return cls(str(d.get("type", "") or ""), str(d.get("message", "") or ""),
+                   str(d.get("traceback", "") or ""), log if isinstance(log, str) else None)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A tasktracker's ``register``: where reducers reach its shuffle server."""
+
+    host: str
+    port: int
+    slots: int
+    pid: int | None = None
+    protocol: int = PROTOCOL_VERSION
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "host": self.host, "port": self.port,
+                "slots": self.slots, "pid": self.pid}
+
+    @classmethod
+    def from_wire(cls, d: Any) -> Registration:
+        if not isinstance(d, Mapping):
+            raise BadMessage("register takes a dict")
+        if d.get("protocol") != PROTOCOL_VERSION:
+            raise ProtocolMismatch(f"tasktracker speaks protocol {d.get('protocol')!r}, "
+                                   f"this jobtracker {PROTOCOL_VERSION}")
+        try:
+            f = _fields("Registration", d, host=str, port=int, slots=int, pid=[int, None])
+        except BadMessage:
+            raise BadMessage("register needs host (str), port (int) and slots (int >= 1)") \
+                from None
+        if f["slots"] < 1:
+            raise BadMessage("register needs host (str), port (int) and slots (int >= 1)")
+        return cls(**f)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A tasktracker's periodic report: its live attempts, and its shuffle
+    memory (bytes used, budget) for the status page."""
+
+    attempts: tuple[str, ...] = ()
+    shuffle_memory: tuple[int, int] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"attempts": list(self.attempts)}
+        if self.shuffle_memory is not None:
+            d["shuffle_memory"] = {"used": self.shuffle_memory[0],
+                                   "budget": self.shuffle_memory[1]}
+        return d
+
+    @classmethod
+    def from_wire(cls, d: Any) -> Heartbeat:
+        """Lenient: a heartbeat keeps a worker alive whatever else it says;
+        a malformed part is dropped."""
+        if not isinstance(d, Mapping):
+            return cls()
+        attempts = d.get("attempts")
+        memory = d.get("shuffle_memory")
+        used = memory.get("used") if isinstance(memory, Mapping) else None
+        budget = memory.get("budget") if isinstance(memory, Mapping) else None
+        return cls(
+            tuple(a for a in attempts if isinstance(a, str))
+            if isinstance(attempts, list) else (),
+            (used, budget) if type(used) is int and type(budget) is int
+            and used >= 0 and budget >= 0 else None)
+
+
+def split_from_wire(d: Any) -> Split:
+    try:
+        return Split.from_wire(d)
+    except ValueError as e:
+        raise BadMessage(str(e)) from None
+
+
+def jobtracker_endpoint(address: str) -> str:
+    """``HOST:PORT`` (or a Twisted client endpoint string) as an endpoint string."""
+    if address.startswith(("tcp:", "ssl:", "unix:", "tls:")):
+        return address
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        host, port = address, str(DEFAULT_PORT)
+    if not port.isdigit():
+        raise ValueError(f"bad jobtracker address {address!r}: use HOST:PORT")
+    return f"tcp:host={host.strip('[]') or '127.0.0.1'}:port={port}"
+
+
 def no_delay(transport: object) -> None:
-    """Turn off Nagle's algorithm: control messages are small and answered
-    at once, and Nagle with delayed ACKs adds 40 ms to such a round trip."""
+    """Turn off Nagle's algorithm on both protocols' TCP connections (PB and
+    the shuffle): control messages are small and answered at once, and
+    Nagle with delayed ACKs adds 40 ms to such a round trip."""
     set_no_delay = getattr(transport, "setTcpNoDelay", None)
     if set_no_delay is not None:
         set_no_delay(True)
-
-
-class Broker(pb.Broker):
-    """PB's broker, with no Nagle delay on TCP."""
-
-    def connectionMade(self) -> None:
-        no_delay(self.transport)
-        super().connectionMade()
-
-
-def client_factory() -> pb.PBClientFactory:
-    factory = pb.PBClientFactory()
-    factory.protocol = Broker
-    return factory

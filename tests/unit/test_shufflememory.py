@@ -242,7 +242,7 @@ def test_the_lock_is_a_flock_that_dies_with_its_holder(tmp_path: Path) -> None:
 
 
 def test_the_module_does_not_import_twisted() -> None:
-    """Pure logic, as tests/test_layout.py asks of the other pure modules."""
+    """Pure logic, as tests/unit/test_layout.py asks of the other pure modules."""
     code = ("import json, sys, pytxmr.shufflememory; "
             "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'twisted']))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -82,8 +82,8 @@ PROPERTY = settings(
 def test_split_dict_round_trips_through_json() -> None:
     """Splits travel over PB and JSON as plain dicts; nothing may be lost on the way."""
     split = Split(3, "/data/in.txt", 100, 200, False, ("host-a", "host-b"))
-    d = json.loads(json.dumps(split.to_dict()))
-    assert Split.from_dict(d) == split
+    d = json.loads(json.dumps(split.to_wire()))
+    assert Split.from_wire(d) == split
     assert d == {
         "index": 3,
         "path": "/data/in.txt",
@@ -104,9 +104,9 @@ def test_split_is_frozen_and_hashable() -> None:
         split.start = 5  # type: ignore[misc]
 
 
-def test_split_from_dict_defaults_hosts() -> None:
+def test_split_from_wire_defaults_hosts() -> None:
     """Hosts are optional locality hints; a peer may leave them out."""
-    split = Split.from_dict({"index": 0, "path": "/a", "start": 0, "end": 0, "whole": False})
+    split = Split.from_wire({"index": 0, "path": "/a", "start": 0, "end": 0, "whole": False})
     assert split.hosts == ()
 
 
@@ -125,19 +125,19 @@ def test_split_from_dict_defaults_hosts() -> None:
         {"hosts": [1]},
     ],
 )
-def test_split_from_dict_rejects_malformed_data(changes: dict[str, object]) -> None:
+def test_split_from_wire_rejects_malformed_data(changes: dict[str, object]) -> None:
     """Data from the wire is checked at the boundary, not deep inside a task."""
-    d = {**Split(0, "/a", 0, 10, False).to_dict(), **changes}
+    d = {**Split(0, "/a", 0, 10, False).to_wire(), **changes}
     if d.get("whole") is True:
         d["end"] = 30
     with pytest.raises(ValueError):
-        Split.from_dict(d)
+        Split.from_wire(d)
 
 
-def test_split_from_dict_names_a_missing_key() -> None:
+def test_split_from_wire_names_a_missing_key() -> None:
     """A protocol mismatch must say which field is missing."""
     with pytest.raises(ValueError, match="'end'"):
-        Split.from_dict({"index": 0, "path": "/a", "start": 0, "whole": False})
+        Split.from_wire({"index": 0, "path": "/a", "start": 0, "whole": False})
 
 
 def test_input_errors_are_value_errors_that_pickle() -> None:

@@ -1,11 +1,12 @@
 """Tests of the status site, the task logs and the job history.
 
-Component tests drive a real ``JobTracker`` (real job module check, real
-clock) with fake tasktracker minds, and read its JSON API and pages over
-HTTP from ``web_site``; one integration test runs an in-process cluster
-(real task children) with a slow job and checks that the site answers
-quickly while it runs, that logs arrive and that prints never reach the
-output. Trial ``TestCase`` with ``async def`` tests (see STYLE.md).
+Most tests drive a real ``JobTracker`` (real job module check in its zygote,
+real clock) with ``pytxmr.testing.FakeWorker`` tasktrackers, and read its JSON API and pages over
+HTTP from ``web_site``; one runs an in-process cluster (real task children)
+with a slow job and checks that the site answers quickly while it runs, that
+logs arrive and that prints never reach the output. Trial ``TestCase`` with
+``async def`` tests (see STYLE.md). The site's pure parts are unit-tested in
+tests/unit/test_web_helpers.py.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from typing import Any, Callable
 
 from twisted.internet import defer, process, reactor, task, utils
 from twisted.spread import pb
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
-from pytxmr import client, jobtracker, pages, tasktracker, views
-from pytxmr.history import JobHistory
+from pytxmr import client, jobtracker, tasktracker, views
+from pytxmr.child import Zygote
 from pytxmr.jobtracker import JobTracker
-from pytxmr.tasklog import LogKeeper, format_logs, logs_reply, read_tail
-from pytxmr.web import beyond_loopback, web_password, web_site
+from pytxmr.tasklog import format_logs
+from pytxmr.testing.fakes import FakeWorker
+from pytxmr.web import web_password, web_site
+from pytxmr.wire import AttemptResult, Heartbeat, Registration, TaskError, UnknownJob
 
 WORDCOUNT = """\
 import pytxmr
@@ -47,19 +50,9 @@ def reduce(word, counts):
 HOSTILE = "<script>alert('x')</script>"
 
 
-class FakeMind:
-    """A tasktracker's mind that records what the jobtracker asks of it."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-        self.broker = None
-
-    def callRemote(self, method: str, *args: Any) -> defer.Deferred[None]:
-        self.calls.append((method, *args))
-        return defer.succeed(None)
-
-    def launched(self, method: str) -> list[str]:
-        return [c[2] for c in self.calls if c[0] == method]
+def launched(worker: FakeWorker, method: str) -> list[str]:
+    """The attempt ids of the ``launch_map`` or ``launch_reduce`` calls a worker got."""
+    return [args[1] for args in worker.named(method)]
 
 
 async def wait_for(condition: Callable[[], Any], timeout: float = 20.0) -> None:
@@ -110,15 +103,19 @@ class JobTrackerCase(TestCase):
         self.ports: list[Any] = []
 
     def start_jobtracker(self, retention: int = 100) -> JobTracker:
-        jt = JobTracker(reactor, self.workdir, expiry=1000, history_retention=retention)
+        self.zygote = Zygote(reactor)  # checks submitted modules, as a daemon's does
+        self.zygote.start()
+        # Fake workers send no heartbeats: none is lost during a test.
+        jt = JobTracker(reactor, reactor, self.workdir, expiry=600,
+                        history_retention=retention, checkers=self.zygote)
         jt.start()
         self.addCleanup(self.stop_jobtracker, jt)
         return jt
 
     async def stop_jobtracker(self, jt: JobTracker) -> None:
-        if jt._expiry_loop is not None and jt._expiry_loop.running:
-            jt.stop()
+        await jt.stop()  # again after a test's own stop: it does nothing then
         await jt.history.flush()
+        await self.zygote.stop()
         for port in self.ports:
             await port.stopListening()
         self.ports = []
@@ -136,11 +133,10 @@ class JobTrackerCase(TestCase):
                                  os.path.join(self.tmp, out), overwrite=True)
         return await (jt or self.jt).submit(spec)
 
-    def add_worker(self, jt: JobTracker | None = None, slots: int = 2) -> tuple[str, FakeMind]:
-        mind = FakeMind()
-        wid = (jt or self.jt).register(mind, {"protocol": jobtracker.PROTOCOL_VERSION,
-                                              "host": "127.0.0.1", "port": 9, "slots": slots})
-        return wid, mind
+    def add_worker(self, jt: JobTracker | None = None, slots: int = 2) -> tuple[str, FakeWorker]:
+        worker = FakeWorker()
+        wid = (jt or self.jt).register(worker, Registration("127.0.0.1", 9, slots))
+        return wid, worker
 
     async def serve(self, jt: JobTracker | None = None, password: str | None = None) -> str:
         port = reactor.listenTCP(0, web_site(jt or self.jt, password), interface="127.0.0.1")
@@ -160,24 +156,21 @@ class CountersAndApiTests(JobTrackerCase):
         succeeds again; then the reduce. Returns the job id and workers."""
         job_id = await self.submit()
         w1, m1 = self.add_worker()
-        [first] = m1.launched("launch_map")
-        self.jt.attempt_failed(w1, first, {"type": "ValueError", "message": "bad <line>",
-                                           "traceback": f"Traceback: {HOSTILE}",
-                                           "log": "oops " + HOSTILE})
-        second = m1.launched("launch_map")[-1]
+        [first] = launched(m1, "launch_map")
+        self.jt.attempt_failed(w1, first, TaskError("ValueError", "bad <line>",
+                                                    f"Traceback: {HOSTILE}", "oops " + HOSTILE))
+        second = launched(m1, "launch_map")[-1]
         self.assertNotEqual(first, second)
-        self.jt.attempt_done(w1, second, {"kinds": ["str"], "log": "map printed this",
-                                          "counters": {"user": {"lines": 2},
-                                                       "pytxmr": {"map input records": 2}}})
+        counters = {"user": {"lines": 2}, "pytxmr": {"map input records": 2}}
+        self.jt.attempt_done(w1, second, AttemptResult(counters, ("str",), "map printed this"))
         w2, m2 = self.add_worker()
         self.jt.worker_disconnected(w1)  # its map output is lost: the map runs again
-        third = m2.launched("launch_map")[-1]
-        self.jt.attempt_done(w2, third, {"kinds": ["str"],
-                                         "counters": {"user": {"lines": 2},
-                                                      "pytxmr": {"map input records": 2}}})
-        reduce = m2.launched("launch_reduce")[-1]
+        third = launched(m2, "launch_map")[-1]
+        self.jt.attempt_done(w2, third, AttemptResult(counters, ("str",)))
+        reduce = launched(m2, "launch_reduce")[-1]
         self.assertTrue(self.jt.may_commit(w2, reduce))
-        self.jt.attempt_done(w2, reduce, {"counters": {"pytxmr": {"reduce output records": 3}}})
+        self.jt.attempt_done(w2, reduce,
+                             AttemptResult({"pytxmr": {"reduce output records": 3}}))
         return job_id, w1, w2
 
     async def test_retried_attempts_are_not_counted_twice(self) -> None:
@@ -232,12 +225,12 @@ class CountersAndApiTests(JobTrackerCase):
         w1, _ = self.add_worker()
         w2, _ = self.add_worker()
         w3, _ = self.add_worker()
-        self.jt.heartbeat(w1, {"attempts": [], "shuffle_memory": {"used": 3 << 20,
-                                                                   "budget": 256 << 20}})
-        self.jt.heartbeat(w2, {"attempts": [], "shuffle_memory": {"used": 0, "budget": 0}})
+        self.jt.heartbeat(w1, Heartbeat((), (3 << 20, 256 << 20)))
+        self.jt.heartbeat(w2, Heartbeat((), (0, 0)))
+        # What the PB adapter makes of malformed reports (wire.Heartbeat.from_wire).
         for bad in (None, "x", {"shuffle_memory": {"used": -1, "budget": 5}},
                     {"shuffle_memory": {"used": "1", "budget": 5}}, {"shuffle_memory": [1, 2]}):
-            self.jt.heartbeat(w3, bad)
+            self.jt.heartbeat(w3, Heartbeat.from_wire(bad))
         base = await self.serve()
         workers = {w["wid"]: w for w in await self.get_json(base, "/api/workers")}
         self.assertEqual((workers[w1]["shuffle_memory_used"], workers[w1]["shuffle_memory_budget"]),
@@ -253,9 +246,8 @@ class CountersAndApiTests(JobTrackerCase):
         path = self.job_file(f"{HOSTILE}.py".replace("/", "_"))
         job_id = await self.submit(job_path=path)
         w1, m1 = self.add_worker()
-        [aid] = m1.launched("launch_map")
-        self.jt.attempt_failed(w1, aid, {"type": "Boom", "message": HOSTILE,
-                                         "traceback": HOSTILE, "log": HOSTILE})
+        [aid] = launched(m1, "launch_map")
+        self.jt.attempt_failed(w1, aid, TaskError("Boom", HOSTILE, HOSTILE, HOSTILE))
         base = await self.serve()
         for url in ("/", f"/jobs/{job_id}", f"/jobs/{job_id}/attempts/{aid}/log"):
             code, body, headers = await http_get(base + url)
@@ -291,15 +283,15 @@ class CountersAndApiTests(JobTrackerCase):
         [one] = await self.jt.logs(job_id, maps[1]["attempt"])
         self.assertEqual(one["log"], "map printed this")
         self.assertIn("map printed this", format_logs(maps))
-        with self.assertRaises(pb.Error):
+        with self.assertRaises(UnknownJob):
             await self.jt.logs(job_id, "m7")
 
     async def test_running_job_page_keeps_refreshing(self) -> None:
         """A running job's page polls; its counters show what is committed so far."""
         job_id = await self.submit()
         w1, m1 = self.add_worker()
-        [aid] = m1.launched("launch_map")
-        self.jt.attempt_done(w1, aid, {"kinds": ["str"], "counters": {"user": {"lines": 2}}})
+        [aid] = launched(m1, "launch_map")
+        self.jt.attempt_done(w1, aid, AttemptResult({"user": {"lines": 2}}, ("str",)))
         base = await self.serve()
         code, body, _ = await http_get(base + f"/jobs/{job_id}")
         self.assertIn('data-live="1"', body.decode())
@@ -322,11 +314,10 @@ class HistoryTests(JobTrackerCase):
     async def finish_job(self, jt: JobTracker) -> str:
         job_id = await self.submit(jt)
         wid, mind = self.add_worker(jt)
-        [m] = mind.launched("launch_map")
-        jt.attempt_done(wid, m, {"kinds": ["str"], "log": "printed <b>",
-                                 "counters": {"user": {"lines": 2}}})
-        [r] = mind.launched("launch_reduce")
-        jt.attempt_done(wid, r, {"counters": {}})
+        [m] = launched(mind, "launch_map")
+        jt.attempt_done(wid, m, AttemptResult({"user": {"lines": 2}}, ("str",), "printed <b>"))
+        [r] = launched(mind, "launch_reduce")
+        jt.attempt_done(wid, r, AttemptResult())
         self.assertEqual((await jt.wait(job_id))["state"], "succeeded")
         return job_id
 
@@ -380,87 +371,6 @@ class HistoryTests(JobTrackerCase):
         self.assertEqual(jt.status(job_id)["error"]["type"], "JobTrackerStopped")
 
 
-class PureTests(SynchronousTestCase):
-
-    def test_loopback_endpoints_need_no_password(self) -> None:
-        """Only TCP on a loopback interface (or a UNIX socket) is open without auth."""
-        self.assertFalse(beyond_loopback("tcp:7374:interface=127.0.0.1"))
-        self.assertFalse(beyond_loopback(r"tcp6:7374:interface=\:\:1"))
-        self.assertFalse(beyond_loopback("unix:/tmp/s.sock"))
-        self.assertTrue(beyond_loopback("tcp:7374"))
-        self.assertTrue(beyond_loopback("tcp:7374:interface=0.0.0.0"))
-        self.assertTrue(beyond_loopback("tcp:port=7374:interface=10.1.2.3"))
-        self.assertTrue(beyond_loopback("ssl:7374:privateKey=k.pem"))
-
-    def test_web_options_reach_the_config(self) -> None:
-        """--web-port/--web-interface/--web-listen/--no-web build the endpoint."""
-        def config(*args: str) -> jobtracker.Config:
-            return jobtracker.parse_args(list(args))[0]
-
-        self.assertEqual(config().web_listen, "tcp:7374:interface=127.0.0.1")
-        self.assertEqual(config("--web-port", "0").web_listen, "tcp:0:interface=127.0.0.1")
-        self.assertEqual(config("--web-listen", "unix:/x").web_listen, "unix:/x")
-        self.assertIsNone(config("--no-web").web_listen)
-        self.assertEqual(config("--history-retention", "5").history_retention, 5)
-
-    def test_log_keeper_is_bounded(self) -> None:
-        """Old logs go first when the total exceeds the bound."""
-        keeper = LogKeeper(max_chars=10)
-        keeper.put("job_1_m00000_0", "123456")
-        keeper.put("job_1_m00001_0", "abcdef")
-        self.assertIsNone(keeper.get("job_1_m00000_0"))
-        self.assertEqual(keeper.for_job("job_1"), {"job_1_m00001_0": "abcdef"})
-
-    def test_logs_reply_is_bounded(self) -> None:
-        """A ``logs`` reply stays far below PB's limits."""
-        attempts = [{"id": f"j_1_m{i:05d}_0", "kind": "map", "index": i, "wid": "w1",
-                     "state": "succeeded"} for i in range(3)]
-        logs = {a["id"]: "x" * 60 for a in attempts}
-        reply = logs_reply(attempts, logs, max_chars=100)
-        self.assertEqual([e["omitted"] for e in reply], [False, True, True])
-
-    def test_read_tail_keeps_the_end(self) -> None:
-        """The tail of a big log is sent, with a note of what was cut."""
-        path = os.path.join(fresh_dir(self), "log")
-        with open(path, "w") as f:
-            f.write("a" * 100 + "THE END")
-        text = read_tail(path, limit=10)
-        self.assertTrue(text.endswith("aaaTHE END"))
-        self.assertIn("last 10 bytes", text)
-        self.assertEqual(read_tail(path + "-missing"), "")
-
-    def test_history_ignores_foreign_files(self) -> None:
-        """Only JOB.json files named for their job id are loaded."""
-        d = fresh_dir(self)
-        with open(os.path.join(d, "notes.json"), "w") as f:
-            f.write("{}")
-        with open(os.path.join(d, "job_1_0001.json"), "w") as f:
-            json.dump({"job_id": "job_2_0002"}, f)
-        h = JobHistory(d)
-        h.load()
-        self.assertEqual(list(h.jobs), [])
-
-    def test_view_modules_do_not_import_twisted(self) -> None:
-        """Views, pages and log bounds are pure logic, testable without a reactor."""
-        import subprocess
-
-        code = ("import sys, pytxmr.views, pytxmr.pages, pytxmr.tasklog; "
-                "print([m for m in sys.modules if m.split('.')[0] == 'twisted'])")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True)
-        self.assertEqual(out.stdout.strip(), "[]")
-
-    def test_timeline_lanes_do_not_overlap(self) -> None:
-        """Concurrent attempts on one worker get lanes of their own."""
-        attempts = [{"id": f"a{i}", "kind": "map", "index": i, "wid": "w1", "state": "succeeded",
-                     "started": 100.0, "finished": 101.0} for i in range(2)]
-        detail = {"submitted": 100.0, "finished": 101.0,
-                  "tasks": [{"attempts": attempts}]}
-        svg = pages.timeline_svg(detail, 101.0)
-        ys = re.findall(r'class="bar map succeeded" x="[\d.]+" y="([\d.]+)"', svg)
-        self.assertEqual(len(set(ys)), 2)
-
-
 SLOW_JOB = """\
 import sys, time
 import pytxmr
@@ -496,22 +406,22 @@ class LiveClusterTests(TestCase):
         """Handlers never block the reactor; prints reach logs, not output."""
         tmp = fresh_dir(self)
         secret = b"test-secret"
-        jts = jobtracker.JobTrackerService(reactor, jobtracker.Config(
+        jts = jobtracker.make_service(jobtracker.Config(
             listen="tcp:0:interface=127.0.0.1", workdir=os.path.join(tmp, "jt"),
-            secret_file=None, ready_file=os.path.join(tmp, "jt.ready"),
-            web_listen="tcp:0:interface=127.0.0.1"), secret)
-        jts.startService()
+            ready_file=os.path.join(tmp, "jt.ready"),
+            web_listen="tcp:0:interface=127.0.0.1"), reactor, secret=secret)
         self.addCleanup(stop_if_running, jts)
-        port = await jts.listening()
+        await jts.startService()
+        port = jts.port
         ready = json.load(open(os.path.join(tmp, "jt.ready")))
         self.assertEqual(ready["web_port"], jts.web_port)
         base = f"http://127.0.0.1:{jts.web_port}"
-        tts = tasktracker.TaskTrackerService(reactor, tasktracker.Config(
+        tts = tasktracker.make_service(tasktracker.Config(
             jobtracker=f"tcp:host=127.0.0.1:port={port}", slots=2,
             shuffle_listen="tcp:0:interface=127.0.0.1", advertise_host="127.0.0.1",
-            workdir=os.path.join(tmp, "tt"), secret_file=None, ready_file=None), secret)
-        await tts.start()
+            workdir=os.path.join(tmp, "tt")), reactor, secret=secret)
         self.addCleanup(stop_if_running, tts)
+        await tts.startService()
         await tts.registered()
         job_path = os.path.join(tmp, "slow.py")
         with open(job_path, "w") as f:
@@ -559,4 +469,8 @@ class LiveClusterTests(TestCase):
         self.assertEqual(detail["state"], "succeeded")
         await tts.stopService()
         await jts.stopService()
+        conn.close()
+        # The jobtracker's side of the connection sees the close a moment later.
+        await wait_for(lambda: not any(isinstance(getattr(r, "protocol", None), pb.Broker)
+                                       for r in reactor.getReaders()))
         await children_reaped()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pytxmr.counters import FRAMEWORK
 from pytxmr.scheduler import Scheduler
 from pytxmr.views import live_counters
+from pytxmr.wire import AttemptResult
 
 
 def test_phase_wall_times_and_committed_counters_only() -> None:
@@ -15,13 +16,13 @@ def test_phase_wall_times_and_committed_counters_only() -> None:
     s.worker_joined("w1", "h", 1, 2, now=0)
     s.submit("j", num_maps=2, num_reducers=1, now=0)
     s.attempt_failed("j_m00000_0", 1.0, {"type": "E", "message": "", "traceback": ""})
-    s.attempt_succeeded("j_m00001_0", 1.5, {"counters": {"user": {"n": 5}}})
-    s.attempt_succeeded("j_m00000_1", 3.0, {"counters": {"user": {"n": 7}}})
+    s.attempt_succeeded("j_m00001_0", 1.5, AttemptResult({"user": {"n": 5}}))
+    s.attempt_succeeded("j_m00000_1", 3.0, AttemptResult({"user": {"n": 7}}))
     job = s.jobs["j"]
     assert live_counters(job)[FRAMEWORK]["map phase wall ms"] == 3000
     assert "reduce phase wall ms" not in live_counters(job)[FRAMEWORK]
     assert s.may_commit("j_r00000_0")
-    s.attempt_succeeded("j_r00000_0", 4.5, {"counters": {FRAMEWORK: {"shuffle bytes": 10}}})
+    s.attempt_succeeded("j_r00000_0", 4.5, AttemptResult({FRAMEWORK: {"shuffle bytes": 10}}))
     counters = live_counters(job)
     assert counters["user"] == {"n": 12}
     assert counters[FRAMEWORK]["failed map attempts"] == 1

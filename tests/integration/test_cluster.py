@@ -299,7 +299,7 @@ def test_existing_output_is_refused_and_left_untouched(cluster: Cluster) -> None
     assert "already exists" in err
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
     assert (out / "precious.txt").read_text() == "keep me"
-    # Nor with it: the directory is not a pytxmr output (tests/test_overwrite.py).
+    # Nor with it: the directory is not a pytxmr output (tests/unit/test_overwrite.py).
     rc, _, err = cluster.submit(WORDCOUNT, [data], out, "--overwrite")
     assert rc == 2 and "not a pytxmr output" in err, err
     assert (out / "precious.txt").read_text() == "keep me"

@@ -1,7 +1,7 @@
 """``--overwrite`` deletes only an earlier pytxmr output: every refusal of
-``output.check_overwrite`` (pure, on a temporary tree), then the same
-refusals through ``run --inline``, ``run`` and ``submit`` as a user meets
-them, with the files checked intact afterwards."""
+``output.check_overwrite`` (pure, on a temporary tree). The same refusals
+through ``run --inline``, ``run`` and ``submit`` as a user meets them are in
+tests/integration/test_overwrite_cli.py."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from procs import Cluster, base_env, run_cli, wait_for
-from test_cluster import barrier_job
-from wordcounts import WORDCOUNT, assert_committed, assert_ok
+from trees import snapshot
 
 from pytxmr.output import (
     OUTPUT_MARK,
@@ -21,18 +19,6 @@ from pytxmr.output import (
     check_overwrite,
     prepare_output_dir,
 )
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every file and directory under root, with file contents."""
-    found: dict[str, bytes | None] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
-            found[os.path.relpath(os.path.join(dirpath, d), root)] = None
-        for f in filenames:
-            path = os.path.join(dirpath, f)
-            found[os.path.relpath(path, root)] = Path(path).read_bytes()
-    return found
 
 
 def old_output(path: Path, *, mark: str = OUTPUT_MARK) -> Path:
@@ -191,88 +177,3 @@ def test_without_overwrite_an_existing_output_is_refused(home: Path) -> None:
     with pytest.raises(OutputExistsError, match="already exists"):
         prepare_output_dir(str(out), False)
     assert (out / "part-00000").exists()
-
-
-# --- the same refusals, as a user meets them ----------------------------------
-
-def cli_refuses(args: list[str], cwd: Path, home: Path, match: str) -> None:
-    before = snapshot(cwd)
-    rc, out, err = run_cli(*args, env=base_env(home), cwd=cwd)
-    assert rc == 2, f"exit {rc}\n{out}\n{err}"
-    assert match in err and "nothing was deleted" in err, err
-    assert "Traceback" not in err, err
-    assert snapshot(cwd) == before
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    (ws / "data").mkdir(parents=True)
-    (ws / "data" / "words.txt").write_text("a b a\n")
-    (ws / "sales.csv").write_text("id,amount\n1,10\n")
-    (ws / "job.py").write_text(WORDCOUNT.read_text())
-    return ws
-
-
-@pytest.mark.parametrize("mode", [["run", "--inline"], ["run"]])
-def test_run_refuses_unsafe_overwrites(workspace: Path, mode: list[str]) -> None:
-    """`run` and `run --inline`: a data file, a workspace holding the input,
-    a directory of unrelated files; exit 2 and nothing touched."""
-    home = workspace.parent
-    base = [*mode, "job.py", "data/words.txt", "--overwrite", "-o"]
-    cli_refuses([*base, "sales.csv"], workspace, home, "not a directory")
-    cli_refuses([*base, "."], workspace, home, "the job's input")
-    cli_refuses([*base, "data"], workspace, home, "the job's input")
-    (workspace / "reports").mkdir()
-    (workspace / "reports" / "q3.txt").write_text("numbers")
-    cli_refuses([*base, "reports"], workspace, home, "not a pytxmr output")
-
-
-def test_submit_refuses_unsafe_overwrites(cluster: Cluster) -> None:
-    """The jobtracker refuses at submission, before the module is even checked,
-    and keeps serving."""
-    ws = cluster.base / "overwrite-ws"
-    (ws / "data").mkdir(parents=True)
-    data = ws / "data" / "words.txt"
-    data.write_text("a b a\n")
-    sales = ws / "sales.csv"
-    sales.write_text("id,amount\n1,10\n")
-    before = snapshot(ws)
-    for out, match in ((sales, "not a directory"), (ws, "the job's input"),
-                       (cluster.home, "home directory")):
-        rc, _, err = cluster.submit(WORDCOUNT, [data], out, "--overwrite")
-        assert rc == 2 and match in err and "nothing was deleted" in err, err
-    assert snapshot(ws) == before
-    out = ws / "out"
-    assert_ok(cluster.submit(WORDCOUNT, [data], out, "--reducers", "1"), cluster)
-    assert_ok(cluster.submit(WORDCOUNT, [data], out, "--overwrite", "--reducers", "1"), cluster)
-    assert_committed(out, 1)
-    # The new output as input of the next job: overwriting it would delete that input.
-    rc, _, err = cluster.submit(WORDCOUNT, [out / "part-00000"], out, "--overwrite")
-    assert rc == 2 and "the job's input" in err, err
-    assert_committed(out, 1)
-
-
-def test_a_running_jobs_output_is_not_overwritten(cluster: Cluster) -> None:
-    """A second job may not replace, nest in or hold a running job's output."""
-    ws = cluster.base / "overlap-ws"
-    ws.mkdir()
-    data = ws / "words.txt"
-    data.write_text("a b a\n")
-    barrier = ws / "barrier"
-    job = ws / "held.py"
-    job.write_text(barrier_job(barrier))
-    out = ws / "out"
-    held = cluster.popen_submit(job, [data], out, "--reducers", "1")
-    try:
-        wait_for(lambda: (out / OUTPUT_MARK).exists(), 20, "the held job's output")
-        for other in (out, out / "inner", ws):
-            rc, _, err = cluster.submit(WORDCOUNT, [data], other, "--overwrite")
-            assert rc == 2 and "of the running job" in err, err
-        barrier.touch()
-        assert_ok((held.wait(60), *held.communicate()), cluster)
-    finally:
-        if held.poll() is None:
-            held.kill()
-            held.wait()
-    assert_committed(out, 1)

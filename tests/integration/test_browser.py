@@ -21,9 +21,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from procs import wait_for
+from procs import ROOT, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 #: The committed screenshot is refreshed only when asked
 #: (PYTXMR_SCREENSHOT=1), so that a test run leaves the tree clean.

@@ -237,4 +237,4 @@ def test_kvstore_imports_nothing_from_twisted() -> None:
         "bad = [m for m in sys.modules if m.split('.')[0] == 'twisted']; "
         "assert not bad, bad"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pytxmr.wire import AttemptResult
 from pytxmr.scheduler import (
     BLACKLIST_FAILURES,
     COMMIT_DENIED,
@@ -58,7 +59,7 @@ class Driver:
         return self._record(self.s.submit(job_id, maps, reduces, self.tick(), **kw))
 
     def succeed(self, aid: str, kinds: tuple[str, ...] = ("str",)) -> list[Any]:
-        result = {"kinds": list(kinds), "counters": {"user": {"n": 1}}}
+        result = AttemptResult({"user": {"n": 1}}, tuple(kinds))
         return self._record(self.s.attempt_succeeded(aid, self.tick(), result))
 
     def fail(self, aid: str, error: dict[str, str] = ERROR) -> list[Any]:

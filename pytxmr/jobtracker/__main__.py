@@ -1,0 +1,81 @@
+"""``python -m pytxmr.jobtracker``: parse the command line into a frozen
+``Config``, build the service, run it until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Sequence
+
+from ..daemon import add_logging_options, run_daemon
+from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION
+from ..secret import load_secret
+from ..wire import DEFAULT_PORT, DEFAULT_WEB_PORT
+from .service import Config, JobTrackerService, make_service
+from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY
+
+
+def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m pytxmr.jobtracker",
+                                description="The pytxmr jobtracker (master) daemon.")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"PB port (default {DEFAULT_PORT}; 0 picks a free port)")
+    p.add_argument("--interface", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for a cluster)")
+    p.add_argument("--listen", help="Twisted endpoint string; overrides --port/--interface")
+    p.add_argument("--workdir", default=os.path.join(os.path.expanduser("~"), ".pytxmr",
+                                                     "jobtracker"),
+                   help="work directory (default ~/.pytxmr/jobtracker)")
+    p.add_argument("--secret-file", help="cluster secret file (default: $PYTXMR_SECRET, "
+                   "else ~/.pytxmr/cluster-secret, created on first start)")
+    p.add_argument("--ready-file", help="write JSON with the bound port here once listening")
+    p.add_argument("--expiry", type=float, default=DEFAULT_EXPIRY,
+                   help=f"seconds without heartbeat before a tasktracker is lost "
+                        f"(default {DEFAULT_EXPIRY:g})")
+    p.add_argument("--check-timeout", type=float, default=DEFAULT_CHECK_TIMEOUT,
+                   help="seconds a job module may take to import at submission")
+    p.add_argument("--web-port", type=int, default=DEFAULT_WEB_PORT,
+                   help=f"status site HTTP port (default {DEFAULT_WEB_PORT}; 0 picks a free "
+                        "port, reported in the ready file as web_port)")
+    p.add_argument("--web-interface", default="127.0.0.1",
+                   help="address of the status site (default 127.0.0.1; beyond loopback it "
+                        "asks for the password 'python -m pytxmr web-password' prints)")
+    p.add_argument("--web-listen", help="Twisted endpoint string for the status site; "
+                   "overrides --web-port/--web-interface")
+    p.add_argument("--web-auth", action="store_true",
+                   help="ask for the status site password on loopback too")
+    p.add_argument("--no-web", action="store_true", help="no status site")
+    p.add_argument("--history-retention", type=int, default=DEFAULT_HISTORY_RETENTION,
+                   help=f"finished jobs kept in WORKDIR/history across restarts "
+                        f"(default {DEFAULT_HISTORY_RETENTION}; 0 keeps none)")
+    add_logging_options(p)
+    a = p.parse_args(argv)
+    if not 0 <= a.web_port <= 65535:
+        p.error("--web-port must be in 0..65535")
+    if a.history_retention < 0:
+        p.error("--history-retention must be at least 0")
+    web_interface = a.web_interface.replace(":", "\\:")  # IPv6 colons, escaped
+    web_listen = None if a.no_web else (
+        a.web_listen or f"tcp:{a.web_port}:interface={web_interface}")
+    if a.port < 0 or a.port > 65535:
+        p.error("--port must be in 0..65535")
+    listen = a.listen or f"tcp:{a.port}:interface={a.interface}"
+    return Config(listen, os.path.abspath(a.workdir), a.secret_file, a.ready_file,
+                  a.expiry, a.check_timeout, web_listen=web_listen, web_auth=a.web_auth,
+                  history_retention=a.history_retention), a
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config, args = parse_args(sys.argv[1:] if argv is None else argv)
+
+    async def start(reactor: Any) -> JobTrackerService:
+        svc = make_service(config, reactor, secret=load_secret(config.secret_file, create=True))
+        await svc.startService()
+        return svc
+
+    run_daemon(start, args, "jobtracker")
+
+
+if __name__ == "__main__":
+    main()

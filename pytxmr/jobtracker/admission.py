@@ -1,0 +1,176 @@
+"""Admitting a job: the checks a submission passes before anything runs.
+
+The spec is validated (``submission``), its inputs expanded and split and
+an overwrite checked (in a thread: file-system calls), its module imported
+in a child process with a timeout (a hostile or hanging module harms only
+that child), and its output directory prepared. A refusal raises
+``SubmissionError`` with the reason and leaves nothing behind; so does a
+jobtracker that stops meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Any, Callable, Iterable
+
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+
+from .. import output
+from ..child import TaskChild, Zygote
+from ..wire import SubmissionError
+from .job import JobRecord
+from .submission import Submission, check_failure, plan_splits, split_paths, validate_submission
+
+#: In a running job's work dir: the path of its output directory.
+OUTPUT_MARKER = "output"
+
+
+class Admission:
+    """Turns submissions into admitted jobs (``JobRecord``), one at a time
+    or many at once; ``stop`` refuses those in progress and waits for them."""
+
+    def __init__(self, reactor: IReactorProcess, clock: IReactorTime, workdir: str,
+                 checkers: Zygote, check_timeout: float) -> None:
+        self._reactor = reactor
+        self._clock = clock
+        self.jobs_dir = os.path.join(workdir, "jobs")
+        self.workdir = workdir
+        self._checkers = checkers
+        self.check_timeout = check_timeout
+        self._seq = 0
+        self._stopping = False
+        #: Submissions in progress (each fires when it ends) and their checks.
+        self._in_progress: set[defer.Deferred[None]] = set()
+        self._checks: set[TaskChild] = set()
+
+    def start(self, last_seq: int) -> None:
+        """Job ids go on after ``last_seq`` (that of the history)."""
+        self._stopping = False
+        self._seq = max(self._seq, last_seq)
+
+    def stop(self) -> defer.Deferred[Any]:
+        """Refuse the submissions in progress (their checks killed); fires
+        once each has removed what it had made."""
+        self._stopping = True
+        for child in list(self._checks):
+            child.kill("the jobtracker is stopping")
+        return defer.gatherResults(list(self._in_progress))
+
+    def _refuse_if_stopping(self) -> None:
+        # A submission that was checking its module or inputs when the
+        # jobtracker stopped must not go on into a removed work directory.
+        if self._stopping:
+            raise SubmissionError("the jobtracker is stopping")
+
+    async def admit(self, spec: Any, slots: int,
+                    running_outputs: Callable[[], Iterable[tuple[str, str]]]
+                    ) -> tuple[JobRecord, Submission]:
+        """The checked job; ``running_outputs()``: (job id, output) of the
+        running jobs, whose outputs no new job may overlap."""
+        ended: defer.Deferred[None] = defer.Deferred()
+        self._in_progress.add(ended)
+        try:
+            return await self._admit(spec, slots, running_outputs)
+        finally:
+            self._in_progress.discard(ended)
+            ended.callback(None)
+
+    async def _admit(self, spec: Any, slots: int,
+                     running_outputs: Callable[[], Iterable[tuple[str, str]]]
+                     ) -> tuple[JobRecord, Submission]:
+        self._refuse_if_stopping()
+        sub = validate_submission(spec)
+        _refuse_overlap(sub.output, running_outputs())
+        try:
+            splits = await threads.deferToThread(plan_splits, sub.inputs, sub.split_size, slots)
+            if sub.overwrite:
+                # Before the module check: a refusal costs nothing then.
+                await threads.deferToThread(
+                    output.check_overwrite, sub.output, inputs=sub.inputs,
+                    input_files=split_paths(splits), protected=[self.workdir])
+        except (ValueError, output.OutputExistsError) as e:  # InputError and friends
+            raise SubmissionError(str(e)) from None
+        self._refuse_if_stopping()
+        self._seq += 1
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(self._clock.seconds()))
+        job_id = f"job_{stamp}_{self._seq:04d}"
+        job_dir = os.path.join(self.jobs_dir, job_id)
+        os.makedirs(job_dir)
+        source_path = os.path.join(job_dir, "job.py")
+        with open(source_path, "w", encoding="utf-8") as f:
+            f.write(sub.source)
+        try:
+            defaults = await self._check_module(job_dir, source_path, sub)
+            self._refuse_if_stopping()
+            # Default: a reducer per slot, so the reduce phase uses the
+            # whole cluster as the map phase does.
+            reducers = sub.reducers or defaults.get("num_reducers") or max(1, slots)
+            _refuse_overlap(sub.output, running_outputs())
+            try:
+                await threads.deferToThread(
+                    output.prepare_output_dir, sub.output, sub.overwrite, inputs=sub.inputs,
+                    input_files=split_paths(splits), protected=[self.workdir])
+            except (output.OutputExistsError, OSError) as e:
+                raise SubmissionError(str(e)) from None
+            if self._stopping:  # the output just made is no job's
+                shutil.rmtree(sub.output, ignore_errors=True)
+                self._refuse_if_stopping()
+            # The output directory is the job's own now: should the
+            # jobtracker crash, its next start cleans it (see interrupted_outputs).
+            with open(os.path.join(job_dir, OUTPUT_MARKER), "w", encoding="utf-8") as f:
+                f.write(sub.output)
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        job = JobRecord(
+            id=job_id, filename=sub.filename, source_path=source_path, token=os.urandom(32),
+            output=sub.output, splits=splits, num_reducers=reducers, map_name=sub.map_name,
+            reduce_name=sub.reduce_name, buffer_records=sub.buffer_records,
+            submitted=self._clock.seconds(), inputs=list(sub.inputs), compress=sub.compress)
+        return job, sub
+
+    async def _check_module(self, job_dir: str, source_path: str,
+                            sub: Submission) -> dict[str, Any]:
+        """Import the module in a child process: it must load and define
+        map and reduce; its module-level defaults (num_reducers)."""
+        spec = {"kind": "check", "job": {"source_path": source_path, "filename": sub.filename,
+                                         "map_name": sub.map_name,
+                                         "reduce_name": sub.reduce_name}}
+        child = TaskChild(self._reactor, self._checkers, spec, os.path.join(job_dir, "check"),
+                          timeout=self.check_timeout)
+        self._checks.add(child)
+        try:
+            result = await child.result
+        finally:
+            self._checks.discard(child)
+        if not result.get("ok"):
+            raise SubmissionError(check_failure(result.get("error", {}), self.check_timeout))
+        return result
+
+
+def _refuse_overlap(out: str, running: Iterable[tuple[str, str]]) -> None:
+    """Two running jobs never share, nest or delete each other's output."""
+    for job_id, other in running:
+        if output.inside(out, other) or output.inside(other, out):
+            raise SubmissionError(f"the output {out} overlaps the output {other} "
+                                  f"of the running job {job_id}")
+
+
+def interrupted_outputs(jobs_dir: str) -> list[tuple[str, str]]:
+    """(job id, output) of the jobs a crash interrupted: their work dirs
+    are still there, with the output they had prepared."""
+    try:
+        job_ids = sorted(os.listdir(jobs_dir))
+    except OSError:
+        return []
+    found = []
+    for job_id in job_ids:
+        try:
+            with open(os.path.join(jobs_dir, job_id, OUTPUT_MARKER), encoding="utf-8") as f:
+                found.append((job_id, f.read()))
+        except OSError:
+            continue  # refused or interrupted before its output was prepared
+    return found

@@ -1,0 +1,251 @@
+"""The jobtracker's PB adapter: what peers may call (the realm, an avatar
+per logged-in tasktracker or client, each method a few lines that check,
+delegate and translate) and ``PBWorker``, the ``IWorker`` port over a
+tasktracker's mind. PB stops here: the tracker sees typed records and
+``wire`` errors only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from twisted.cred import portal
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.spread import banana, pb
+from zope.interface import implementer
+
+from .. import wire
+from ..auth import AnonymousRefused, SecretChecker
+from ..pbwire import Broker, refusals_as_pb_errors
+from ..ports import IWorker
+from ..wire import (
+    ROLE_TASKTRACKER,
+    AttemptResult,
+    Heartbeat,
+    JobInit,
+    MapLocation,
+    Registration,
+    Split,
+    TaskError,
+)
+from .tracker import JobTracker
+
+#: Seconds a PB peer has to log in before its connection is dropped.
+LOGIN_TIMEOUT = 30.0
+
+
+@implementer(IWorker)
+class PBWorker:
+    """The calls the jobtracker makes to one tasktracker, over its mind.
+    Fire and forget: a lost connection is the disconnect notification's
+    business, anything else is logged."""
+
+    log = Logger()
+
+    def __init__(self, mind: pb.RemoteReference) -> None:
+        self._mind = mind
+        self.name = "a tasktracker"
+
+    def _call(self, method: str, *args: Any) -> None:
+        self._mind.callRemote(method, *args).addErrback(self._failed, method)
+
+    def _failed(self, failure: Failure, method: str) -> None:
+        if failure.check(pb.DeadReferenceError, pb.PBConnectionLost):
+            return
+        self.log.failure("Remote call {method} to {wid} failed", failure, method=method,
+                         wid=self.name)
+
+    def init_job(self, init: JobInit) -> None:
+        self._call("init_job", init.job_id, init.to_wire())
+
+    def launch_map(self, job_id: str, attempt_id: str, split: Split) -> None:
+        self._call("launch_map", job_id, attempt_id, split.index, split.to_wire())
+
+    def launch_reduce(self, job_id: str, attempt_id: str, partition: int,
+                      locations: Sequence[MapLocation]) -> None:
+        self._call("launch_reduce", job_id, attempt_id, partition,
+                   [loc.to_wire() for loc in locations])
+
+    def map_outputs(self, job_id: str, locations: Sequence[MapLocation]) -> None:
+        self._call("map_outputs", job_id, [loc.to_wire() for loc in locations])
+
+    def kill_attempt(self, job_id: str, attempt_id: str) -> None:
+        self._call("kill_attempt", job_id, attempt_id)
+
+    def destroy_job(self, job_id: str) -> None:
+        self._call("destroy_job", job_id)
+
+    def disconnect(self) -> None:
+        # Abort, not lose: a stopped peer reads nothing, so a graceful
+        # close could wait on our unsent bytes forever.
+        transport = self._mind.broker.transport
+        if transport is not None:
+            transport.abortConnection()
+
+
+class TaskTrackerAvatar(pb.Avatar):
+    """A logged-in tasktracker. ``wid`` is set by ``register``."""
+
+    def __init__(self, jt: JobTracker, mind: pb.RemoteReference) -> None:
+        self.jt = jt
+        self.worker = PBWorker(mind)
+        self.wid: str | None = None
+
+    @refusals_as_pb_errors
+    def perspective_register(self, info: dict[str, Any]) -> str:
+        if self.wid is not None:
+            raise pb.Error("already registered")
+        self.wid = self.worker.name = self.jt.register(self.worker,
+                                                       Registration.from_wire(info))
+        return self.wid
+
+    @refusals_as_pb_errors
+    def perspective_heartbeat(self, status: dict[str, Any]) -> None:
+        self.jt.heartbeat(self.wid, Heartbeat.from_wire(status))
+
+    @refusals_as_pb_errors
+    def perspective_attempt_done(self, attempt_id: str, result: dict[str, Any]) -> None:
+        self.jt.attempt_done(self.wid, str(attempt_id), AttemptResult.from_wire(result))
+
+    @refusals_as_pb_errors
+    def perspective_attempt_failed(self, attempt_id: str, error: dict[str, Any]) -> None:
+        self.jt.attempt_failed(self.wid, str(attempt_id), TaskError.from_wire(error))
+
+    @refusals_as_pb_errors
+    def perspective_fetch_failed(self, attempt_id: str, map_index: int,
+                                 map_attempt_id: str | None = None) -> None:
+        if type(map_index) is not int:
+            raise wire.BadMessage("fetch_failed takes an attempt id and a map index")
+        self.jt.fetch_failed(self.wid, str(attempt_id), map_index,
+                             None if map_attempt_id is None else str(map_attempt_id))
+
+    @refusals_as_pb_errors
+    def perspective_may_commit(self, attempt_id: str) -> bool:
+        return self.jt.may_commit(self.wid, str(attempt_id))
+
+    def logout(self) -> None:
+        if self.wid is not None:
+            self.jt.worker_disconnected(self.wid)
+
+
+class ClientAvatar(pb.Avatar):
+    """A logged-in submitter or job-control client."""
+
+    def __init__(self, jt: JobTracker) -> None:
+        self.jt = jt
+
+    @refusals_as_pb_errors
+    def perspective_submit(self, spec: dict[str, Any]) -> defer.Deferred[str]:
+        return defer.Deferred.fromCoroutine(self.jt.submit(spec))
+
+    @refusals_as_pb_errors
+    def perspective_wait(self, job_id: str) -> defer.Deferred[dict[str, Any]]:
+        return self.jt.wait(job_id)
+
+    @refusals_as_pb_errors
+    def perspective_status(self, job_id: str) -> dict[str, Any]:
+        return self.jt.status(job_id)
+
+    @refusals_as_pb_errors
+    def perspective_jobs(self) -> list[dict[str, Any]]:
+        return self.jt.list_jobs()
+
+    @refusals_as_pb_errors
+    def perspective_kill(self, job_id: str) -> dict[str, Any]:
+        return self.jt.kill(job_id)
+
+    @refusals_as_pb_errors
+    def perspective_logs(self, job_id: str,
+                         which: str | None = None) -> defer.Deferred[list[dict[str, Any]]]:
+        return defer.Deferred.fromCoroutine(
+            self.jt.logs(str(job_id), None if which is None else str(which)))
+
+
+@implementer(portal.IRealm)
+class JobTrackerRealm:
+    def __init__(self, jt: JobTracker) -> None:
+        self.jt = jt
+
+    def requestAvatar(self, avatar_id: bytes, mind: Any, *interfaces: Any) -> tuple[Any, Any, Any]:
+        if pb.IPerspective not in interfaces:
+            raise NotImplementedError("only PB perspectives")
+        if not isinstance(mind, pb.RemoteReference):
+            raise pb.Error("log in with a mind (a pb.Referenceable)")
+        broker = mind.broker
+        if isinstance(broker, _GuardedBroker):
+            broker.logged_in()
+        if avatar_id == ROLE_TASKTRACKER:
+            avatar: Any = TaskTrackerAvatar(self.jt, mind)
+            return pb.IPerspective, avatar, avatar.logout
+        return pb.IPerspective, ClientAvatar(self.jt), lambda: None
+
+
+class _GuardedBroker(Broker):
+    """A broker that drops a peer speaking something other than PB (a port
+    scan, an HTTP request) with one log line instead of a traceback."""
+
+    log = Logger()
+    _deadline: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # A peer must log in within LOGIN_TIMEOUT: connections that never
+        # do would otherwise hold a file descriptor each, for ever.
+        self._deadline = self.factory.clock.callLater(LOGIN_TIMEOUT, self._too_slow)
+
+    def logged_in(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+
+    def _too_slow(self) -> None:
+        peer = self.transport.getPeer()
+        self.log.warn("Dropped a connection from {host}:{port}: no login in {s:g}s",
+                      host=getattr(peer, "host", peer), port=getattr(peer, "port", ""),
+                      s=LOGIN_TIMEOUT)
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Any) -> None:
+        self.logged_in()  # cancels the deadline
+        super().connectionLost(reason)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            super().dataReceived(data)
+        except (banana.BananaError, NotImplementedError) as e:  # banana's "bad type byte"
+            peer = self.transport.getPeer()
+            self.log.warn("Dropped a connection from {host}:{port}: not PB ({e})",
+                          host=getattr(peer, "host", peer), port=getattr(peer, "port", ""), e=e)
+            self.transport.abortConnection()
+
+
+class _LoginWrapper(pb._PortalWrapper):
+    """What a peer may call before it logs in: the login methods; anything
+    else is refused with one log line (PB would log a traceback)."""
+
+    log = Logger()
+
+    def remoteMessageReceived(self, broker: pb.Broker, message: str, args: Any,
+                              kw: Any) -> Any:
+        if message not in ("login", "loginAnonymous"):
+            self.log.warn("Refused a call of {m!r} before login", m=str(message)[:60])
+            raise pb.Error("log in first")
+        return super().remoteMessageReceived(broker, message, args, kw)
+
+
+@implementer(pb.IPBRoot)
+class _LoginRoot(pb._PortalRoot):
+    """PB's root for a portal (private in Twisted, stable for two decades),
+    handing out the wrapper above."""
+
+    def rootObject(self, broker: pb.Broker) -> _LoginWrapper:
+        return _LoginWrapper(self.portal, broker)
+
+
+def pb_factory(jt: JobTracker, secret: bytes, clock: Any) -> pb.PBServerFactory:
+    checkers = [SecretChecker(secret), AnonymousRefused()]
+    factory = pb.PBServerFactory(_LoginRoot(portal.Portal(JobTrackerRealm(jt), checkers)))
+    factory.protocol = _GuardedBroker
+    factory.clock = clock
+    return factory

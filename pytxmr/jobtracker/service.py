@@ -1,0 +1,104 @@
+"""The jobtracker daemon as a tree of services: its zygote (for module
+checks; unless ``run`` shares one), the jobs (``JobTracker``), the PB
+listener, the status site and, last, the ready file. Started in that order,
+stopped in the reverse one (``services.AsyncMultiService``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import endpoints
+from twisted.logger import Logger
+
+from ..child import Zygote
+from ..daemon import write_ready_file
+from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION
+from ..services import AsyncMultiService, CallbackService, zygote_service
+from .pbadapter import pb_factory
+from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY, JobTracker
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str
+    workdir: str
+    secret_file: str | None = None
+    ready_file: str | None = None
+    expiry: float = DEFAULT_EXPIRY
+    check_timeout: float = DEFAULT_CHECK_TIMEOUT
+    #: The status site's endpoint string; None: no status site.
+    web_listen: str | None = None
+    #: Basic auth on the status site even on loopback (beyond, always).
+    web_auth: bool = False
+    history_retention: int = DEFAULT_HISTORY_RETENTION
+
+
+class JobTrackerService(AsyncMultiService):
+    """The jobtracker daemon; ``port`` and ``web_port`` once started."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, config: Config, secret: bytes,
+                 checkers: Zygote | None = None) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self.config = config
+        self._secret = secret
+        zygote, own = zygote_service(reactor, checkers)
+        if own is not None:
+            own.setServiceParent(self)
+        self.jt = JobTracker(reactor, reactor, config.workdir, expiry=config.expiry,
+                             check_timeout=config.check_timeout,
+                             history_retention=config.history_retention, checkers=zygote)
+        self._port: Any = None
+        self.port: int | None = None
+        self.web: Any = None
+        self.web_port: int | None = None
+        for name, start, stop in (("jobs", self.jt.start, self._stop_jobs),
+                                  ("pb", self._listen, self._stop_listening),
+                                  ("status site", self._start_web, self._stop_web),
+                                  ("ready", self._ready, lambda: None)):
+            CallbackService(name, start, stop).setServiceParent(self)
+
+    async def _stop_jobs(self) -> None:
+        await self.jt.stop()
+        await self.jt.history.flush()
+
+    async def _listen(self) -> None:
+        endpoint = endpoints.serverFromString(self._reactor, self.config.listen)
+        self._port = await endpoint.listen(pb_factory(self.jt, self._secret, self._reactor))
+        self.port = self._port.getHost().port
+
+    async def _stop_listening(self) -> None:
+        if self._port is not None:
+            await self._port.stopListening()
+
+    async def _start_web(self) -> None:
+        if not self.config.web_listen:
+            return
+        # Imported here: twisted.web is 20 ms of every `run`'s start,
+        # whose jobtracker has no status site.
+        from ..web import StatusServer
+
+        self.web = StatusServer(self._reactor, self.jt, self.config.web_listen,
+                                self._secret, self.config.web_auth)
+        self.web_port = await self.web.start()
+
+    async def _stop_web(self) -> None:
+        if self.web is not None:
+            await self.web.stop()
+
+    def _ready(self) -> None:
+        self.log.info("Jobtracker listening on port {port} (work dir {workdir})",
+                      port=self.port, workdir=self.config.workdir)
+        if self.config.ready_file:
+            write_ready_file(self.config.ready_file, {"port": self.port, "pid": os.getpid(),
+                                                      "web_port": self.web_port})
+
+
+def make_service(config: Config, reactor: Any, *, secret: bytes,
+                 checkers: Zygote | None = None) -> JobTrackerService:
+    """The jobtracker daemon, not started (``await svc.startService()``)."""
+    return JobTrackerService(reactor, config, secret, checkers)

@@ -1,0 +1,122 @@
+"""Checking a submission, as pure functions: the typed ``Submission`` a
+client's plain-data spec becomes (or ``SubmissionError`` naming what is
+wrong), the job's splits, and the message of a failed module check.
+
+The tracker runs the file-system parts (splits, the overwrite check) in a
+thread and the module check in a child process; everything here is tested
+without a reactor.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from .. import scheduler as sched
+from ..records import COMPRESSION_CODECS
+from ..splits import Split, compute_splits, default_split_size, expand_inputs
+from ..wire import PROTOCOL_VERSION, ProtocolMismatch, SubmissionError
+
+#: Errors of the submission check whose message says it all (file and line).
+_SELF_EXPLAINED = frozenset({"SyntaxError", "IndentationError", "TabError",
+                             "JobDefinitionError"})
+
+
+@dataclass(frozen=True)
+class Submission:
+    source: str
+    filename: str
+    inputs: tuple[str, ...]
+    output: str
+    reducers: int | None = None
+    split_size: int | None = None
+    overwrite: bool = False
+    map_name: str = "map"
+    reduce_name: str = "reduce"
+    max_attempts: int = sched.DEFAULT_MAX_ATTEMPTS
+    speculative: bool = False
+    buffer_records: int | None = None
+    #: Checked by name only: the workers, not the jobtracker, need the codec.
+    compress: str | None = None
+
+
+def _known_codec(name: str) -> bool:
+    if name not in COMPRESSION_CODECS:
+        raise SubmissionError(f"unknown compression codec {name!r}: use "
+                              f"{', '.join(map(repr, COMPRESSION_CODECS))} or none")
+    return True
+
+
+def _at_least_one(n: int) -> bool:
+    return n >= 1
+
+
+def validate_submission(spec: Any) -> Submission:
+    """The typed submission, or SubmissionError naming the bad field."""
+    if not isinstance(spec, Mapping):
+        raise SubmissionError("a submission is a dict")
+    if spec.get("protocol") != PROTOCOL_VERSION:
+        raise ProtocolMismatch(f"client speaks protocol {spec.get('protocol')!r}, "
+                               f"this jobtracker {PROTOCOL_VERSION}")
+
+    def get(name: str, kind: type, default: Any = ...,
+            check: Callable[[Any], bool] | None = None) -> Any:
+        value = spec.get(name, default)
+        if value is ...:
+            raise SubmissionError(f"the submission has no {name!r}")
+        if value is not None and (not isinstance(value, kind)
+                                  or isinstance(value, bool) and kind is int):
+            raise SubmissionError(f"{name!r} has the wrong type")
+        if check is not None and value is not None and not check(value):
+            raise SubmissionError(f"invalid {name}: {value!r}")
+        return value
+
+    inputs = get("inputs", list)
+    if not inputs or not all(isinstance(p, str) and p for p in inputs):
+        raise SubmissionError("no inputs given")
+    out = get("output", str, check=os.path.isabs)
+    if any(os.path.abspath(p) == os.path.abspath(out) for p in inputs):
+        raise SubmissionError("the output directory is also an input")
+    return Submission(
+        source=get("source", str),
+        filename=get("filename", str),
+        inputs=tuple(inputs),
+        output=out,
+        reducers=get("reducers", int, None, _at_least_one),
+        split_size=get("split_size", int, None, _at_least_one),
+        overwrite=bool(get("overwrite", bool, False)),
+        map_name=get("map_name", str, "map", str.isidentifier),
+        reduce_name=get("reduce_name", str, "reduce", str.isidentifier),
+        max_attempts=get("max_attempts", int, sched.DEFAULT_MAX_ATTEMPTS, _at_least_one),
+        speculative=bool(get("speculative", bool, False)),
+        buffer_records=get("buffer_records", int, None, _at_least_one),
+        compress=get("compress", str, None, _known_codec),
+    )
+
+
+def plan_splits(inputs: Sequence[str], split_size: int | None, slots: int) -> list[Split]:
+    """The job's splits; without a split size, whole waves over the slots.
+    Reads the file system (the caller runs it in a thread)."""
+    paths = expand_inputs(inputs)
+    if split_size is None:
+        split_size = default_split_size(sum(os.path.getsize(p) for p in paths), slots)
+    return compute_splits(paths, split_size)
+
+
+def split_paths(splits: Sequence[Split]) -> list[str]:
+    return list(dict.fromkeys(s.path for s in splits))
+
+
+def check_failure(error: Mapping[str, Any], check_timeout: float) -> str:
+    """The message a submitter gets for a module that failed its check."""
+    message = str(error.get("message", "the job module check failed"))
+    traceback = str(error.get("traceback", ""))
+    if error.get("type") == "TaskProcessDied" and "longer than" in message:
+        message = f"importing the job module took longer than {check_timeout:g}s"
+    elif error.get("type") in _SELF_EXPLAINED:
+        # The message names the file (and line); the traceback would only
+        # show the task child's own frames.
+        message = message.split("JobDefinitionError: ", 1)[-1]
+        traceback = ""
+    return f"{message}\n{traceback}".rstrip()

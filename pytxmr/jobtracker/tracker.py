@@ -1,0 +1,342 @@
+"""The jobtracker's logic: jobs, workers and the scheduler.
+
+``JobTracker`` turns what tasktrackers and clients say into scheduler
+events, and the scheduler's actions into calls on each worker's
+``IWorker`` port. It knows nothing of PB: the adapter (``pbadapter``)
+validates and delegates inbound calls and implements the port outbound.
+User code never runs here: ``Admission`` checks a module in a child process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from .. import output, scheduler as sched, views
+from ..child import Zygote
+from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION, JobHistory
+from ..ports import IWorker
+from ..scheduler import Action, Scheduler, State
+from ..tasklog import LogKeeper, logs_reply
+from ..wire import AttemptResult, Heartbeat, Registration, TaskError, UnknownJob, UnknownWorker
+from .admission import Admission, interrupted_outputs
+from .job import JobRecord
+
+DEFAULT_EXPIRY = 10.0
+DEFAULT_CHECK_TIMEOUT = 30.0
+#: Finished jobs kept in memory for ``status``/``wait`` after they end.
+FINISHED_JOBS_KEPT = 100
+
+
+@dataclass
+class WorkerConnection:
+    wid: str
+    worker: IWorker
+    host: str
+    port: int
+    slots: int
+
+
+@implementer(views.IJobTrackerStatus)
+class JobTracker:
+    """Jobs, workers and the scheduler; everything a remote call can ask."""
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorProcess, clock: IReactorTime, workdir: str, *,
+                 expiry: float = DEFAULT_EXPIRY,
+                 check_timeout: float = DEFAULT_CHECK_TIMEOUT,
+                 history_retention: int = DEFAULT_HISTORY_RETENTION,
+                 checkers: Zygote) -> None:
+        self._clock = clock
+        self.workdir = workdir
+        self.expiry = expiry
+        self.scheduler = Scheduler()
+        self.workers: dict[str, WorkerConnection] = {}
+        self.jobs: dict[str, JobRecord] = {}
+        self._waiters: dict[str, list[defer.Deferred[dict[str, Any]]]] = {}
+        self._worker_seq = 0
+        self._periodic_loop = task.LoopingCall(self._periodic)
+        self._periodic_loop.clock = clock
+        self.admission = Admission(reactor, clock, workdir, checkers, check_timeout)
+        self.history = JobHistory(os.path.join(workdir, "history"), history_retention)
+        self.task_logs = LogKeeper()
+
+    # --- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        os.makedirs(self.workdir, exist_ok=True)
+        jobs_dir = self.admission.jobs_dir
+        # Leftovers of a crashed run are of no use: its jobs are gone
+        # (resuming them is a later step), failed like any other job.
+        for job_id, out in interrupted_outputs(jobs_dir):
+            if os.path.exists(os.path.join(out, output.SUCCESS)):
+                continue
+            output.abort_output(out)
+            self.log.warn("Job {job} was running when the jobtracker stopped: it failed, and "
+                          "its output directory {out} is left empty", job=job_id, out=out)
+        shutil.rmtree(jobs_dir, ignore_errors=True)
+        os.makedirs(jobs_dir, exist_ok=True)
+        # Finished jobs live beside jobs/ (wiped above) and outlive restarts.
+        self.history.load()
+        self.admission.start(self.history.max_seq())
+        self._periodic_loop.start(max(0.05, self.expiry / 4), now=False)
+
+    def stop(self) -> defer.Deferred[Any]:
+        """Fail the running jobs and refuse the submissions in progress;
+        fires once those have ended (their checks killed)."""
+        if self._periodic_loop.running:
+            self._periodic_loop.stop()
+        submissions = self.admission.stop()
+        error = {"type": "JobTrackerStopped", "message": "the jobtracker stopped", "traceback": ""}
+        for job in list(self.jobs.values()):
+            if job.running:
+                self._job_done(job, "failed", error)
+        shutil.rmtree(self.admission.jobs_dir, ignore_errors=True)
+        return submissions
+
+    def now(self) -> float:
+        return self._clock.seconds()
+
+    # --- workers -----------------------------------------------------------
+
+    def register(self, worker: IWorker, reg: Registration) -> str:
+        self._worker_seq += 1
+        wid = f"w{self._worker_seq}"
+        self.workers[wid] = WorkerConnection(wid, worker, reg.host, reg.port, reg.slots)
+        self.log.info("Tasktracker {wid} joined: {host}:{port}, {slots} slots",
+                      wid=wid, host=reg.host, port=reg.port, slots=reg.slots)
+        self._execute(self.scheduler.worker_joined(wid, reg.host, reg.port, reg.slots,
+                                                   self.now()))
+        return wid
+
+    def worker_disconnected(self, wid: str) -> None:
+        if self.workers.pop(wid, None) is not None:
+            self.log.info("Tasktracker {wid} disconnected", wid=wid)
+            self._execute(self.scheduler.worker_lost(wid, self.now()))
+
+    def _check_live(self, wid: str | None) -> str:
+        if wid is None or wid not in self.workers:
+            raise UnknownWorker(f"unknown worker {wid}: register again")
+        return wid
+
+    def heartbeat(self, wid: str | None, beat: Heartbeat) -> None:
+        wid = self._check_live(wid)
+        self.scheduler.heartbeat(wid, self.now())
+        if beat.shuffle_memory is not None:
+            self.scheduler.workers[wid].shuffle_memory = beat.shuffle_memory
+
+    def _periodic(self) -> None:
+        """Lost workers (missed heartbeats) and stragglers (speculation)."""
+        for wid in self.scheduler.expired_workers(self.now(), self.expiry):
+            self.log.warn("Tasktracker {wid} missed heartbeats for {s:g}s: lost", wid=wid,
+                          s=self.expiry)
+            conn = self.workers.pop(wid, None)
+            self._execute(self.scheduler.worker_lost(wid, self.now()))
+            if conn is not None:
+                # When it wakes up it must log in again as a new incarnation.
+                conn.worker.disconnect()
+        self._execute(self.scheduler.tick(self.now()))
+
+    def attempt_done(self, wid: str | None, attempt_id: str, result: AttemptResult) -> None:
+        self._check_live(wid)
+        self.task_logs.put(attempt_id, result.log)
+        self._execute(self.scheduler.attempt_succeeded(attempt_id, self.now(), result))
+
+    def attempt_failed(self, wid: str | None, attempt_id: str, error: TaskError) -> None:
+        self._check_live(wid)
+        self.task_logs.put(attempt_id, error.log)
+        self.log.info("Attempt {aid} failed: {msg}", aid=attempt_id, msg=error.message)
+        self._execute(self.scheduler.attempt_failed(attempt_id, self.now(), error.describe()))
+
+    def fetch_failed(self, wid: str | None, attempt_id: str, map_index: int,
+                     map_attempt_id: str | None = None) -> None:
+        self._check_live(wid)
+        self.log.info("Attempt {aid} cannot fetch the output of map {m}", aid=attempt_id,
+                      m=map_index)
+        self._execute(self.scheduler.fetch_failed(attempt_id, map_index, self.now(),
+                                                  map_attempt_id))
+
+    def may_commit(self, wid: str | None, attempt_id: str) -> bool:
+        self._check_live(wid)
+        return self.scheduler.may_commit(attempt_id)
+
+    # --- jobs ----------------------------------------------------------------
+
+    async def submit(self, spec: Any) -> str:
+        """Check and start a job; raises SubmissionError with the reason."""
+        slots = sum(w.slots for w in self.workers.values())
+        job, sub = await self.admission.admit(
+            spec, slots, lambda: [(j.id, j.output) for j in self.jobs.values() if j.running])
+        self.jobs[job.id] = job
+        self.log.info("Job {job} submitted: {file}, {maps} maps, {reduces} reduces",
+                      job=job.id, file=job.filename, maps=len(job.splits),
+                      reduces=job.num_reducers)
+        self._execute(self.scheduler.submit(job.id, len(job.splits), job.num_reducers,
+                                            self.now(), sub.max_attempts, sub.speculative))
+        return job.id
+
+    def wait(self, job_id: str) -> defer.Deferred[dict[str, Any]]:
+        old = self._old_result(job_id)
+        if old is not None:
+            return defer.succeed(old)
+        job = self._job(job_id)
+        if not job.running:
+            return defer.succeed(job.result(self.now()))
+        d: defer.Deferred[dict[str, Any]] = defer.Deferred()
+        self._waiters.setdefault(job_id, []).append(d)
+        return d
+
+    def kill(self, job_id: str) -> dict[str, Any]:
+        old = self._old_result(job_id)
+        if old is not None:
+            return old
+        self._job(job_id)
+        self._execute(self.scheduler.kill_job(job_id, self.now()))
+        return self.status(job_id)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        old = self._old_result(job_id)
+        if old is not None:
+            return old
+        job = self._job(job_id)
+        result = job.result(self.now())
+        sjob = self.scheduler.jobs.get(job_id)
+        if sjob is not None:
+            for kind, tasks in (("maps", sjob.maps), ("reduces", sjob.reduces)):
+                result[kind] = {
+                    "total": len(tasks),
+                    "done": sum(t.state is State.SUCCEEDED for t in tasks),
+                    "running": sum(t.state is State.RUNNING for t in tasks),
+                }
+            result["failed_attempts"] = sum(t.failures for t in sjob.maps + sjob.reduces)
+        return result
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        old = [views.result_of(d) for j, d in self.history.jobs.items() if j not in self.jobs]
+        return old + [self.status(j) for j in self.jobs]
+
+    def _old_result(self, job_id: str) -> dict[str, Any] | None:
+        """The result of a job that is only in the history (forgotten in
+        memory, or finished before a restart)."""
+        if not isinstance(job_id, str) or job_id in self.jobs:
+            return None
+        detail = self.history.get(job_id)
+        return None if detail is None else views.result_of(detail)
+
+    # --- views: the status site, ``logs`` and the job history ------------------
+
+    def workers_view(self) -> list[dict[str, Any]]:
+        return views.workers_view(self.scheduler, self.now())
+
+    def jobs_view(self) -> list[dict[str, Any]]:
+        """Every known job, oldest first, finished ones from the history too."""
+        now = self.now()
+        old = [{k: v for k, v in d.items() if k not in ("tasks", "phases")}
+               for j, d in self.history.jobs.items() if j not in self.jobs]
+        live = [views.job_summary(j, self.scheduler.jobs.get(j.id), now)
+                for j in self.jobs.values()]
+        return sorted(old + live, key=lambda s: s["submitted"])
+
+    def job_view(self, job_id: str) -> dict[str, Any]:
+        """One job with its tasks and attempts (``views.job_detail``)."""
+        job = self.jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None:
+            detail = self.history.get(job_id)
+            if detail is None:
+                raise UnknownJob(f"no job {job_id!r}")
+            return detail
+        return views.job_detail(job, self.scheduler, self.now(), self.task_logs.has)
+
+    async def _job_logs(self, job_id: str) -> dict[str, str]:
+        if job_id in self.jobs:
+            return self.task_logs.for_job(job_id)
+        return await self.history.read_logs(job_id)
+
+    async def attempt_log(self, job_id: str, attempt_id: str) -> str | None:
+        """The log tail of one attempt (None when it printed nothing)."""
+        if not any(a["id"] == attempt_id
+                   for a in views.find_attempts(self.job_view(job_id), None)):
+            raise UnknownJob(f"no attempt {attempt_id!r} in job {job_id!r}")
+        return (await self._job_logs(job_id)).get(attempt_id)
+
+    async def logs(self, job_id: str, which: str | None = None) -> list[dict[str, Any]]:
+        """The logs of a job's attempts; ``which`` picks a task or an
+        attempt (see ``views.find_attempts``)."""
+        attempts = views.find_attempts(self.job_view(job_id), which)
+        if which and not attempts:
+            raise UnknownJob(f"no task or attempt {which!r} in job {job_id!r}")
+        return logs_reply(attempts, await self._job_logs(job_id))
+
+    def _job(self, job_id: str) -> JobRecord:
+        job = self.jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None:
+            raise UnknownJob(f"no job {job_id!r}")
+        return job
+
+    def _job_done(self, job: JobRecord, state: str, error: dict[str, str] | None) -> None:
+        job.state = state
+        job.error = error
+        job.finished = self.now()
+        sjob = self.scheduler.jobs.get(job.id)
+        if sjob is not None:
+            job.counters = views.live_counters(sjob)
+        try:
+            if state == "succeeded":
+                output.finish_output(job.output)
+            else:
+                output.abort_output(job.output)
+        except OSError as e:
+            self.log.error("Cannot finish the output of {job}: {e}", job=job.id, e=e)
+            if state == "succeeded":
+                job.state = "failed"
+                job.error = {"type": "OutputError", "message": str(e), "traceback": ""}
+        shutil.rmtree(os.path.dirname(job.source_path), ignore_errors=True)
+        self.log.info("Job {job} {state} in {secs:.3f}s", job=job.id, state=job.state,
+                      secs=job.finished - job.submitted)
+        self.history.record(self.job_view(job.id), self.task_logs.for_job(job.id))
+        for d in self._waiters.pop(job.id, []):
+            d.callback(job.result(self.now()))
+        self._forget_old_jobs()
+
+    def _forget_old_jobs(self) -> None:
+        done = [j for j in self.jobs.values() if not j.running]
+        for job in done[:max(0, len(done) - FINISHED_JOBS_KEPT)]:
+            del self.jobs[job.id]
+            self.scheduler.forget_job(job.id)
+            self.task_logs.drop_job(job.id)
+
+    # --- carrying out the scheduler's decisions --------------------------------
+
+    def _execute(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            if isinstance(action, sched.JobDone):
+                job = self.jobs.get(action.job_id)
+                if job is not None:
+                    self._job_done(job, action.state.value, action.error)
+                continue
+            conn = self.workers.get(action.wid)
+            if conn is None:
+                continue
+            worker, job = conn.worker, self.jobs[action.job_id]
+            if isinstance(action, sched.InitJob):
+                with open(job.source_path, encoding="utf-8") as f:
+                    worker.init_job(job.init(f.read()))
+            elif isinstance(action, sched.LaunchMap):
+                worker.launch_map(job.id, action.attempt_id, job.splits[action.index])
+            elif isinstance(action, sched.LaunchReduce):
+                worker.launch_reduce(job.id, action.attempt_id, action.partition,
+                                     action.map_outputs)
+            elif isinstance(action, sched.AnnounceMapOutputs):
+                worker.map_outputs(job.id, action.map_outputs)
+            elif isinstance(action, sched.KillAttempt):
+                worker.kill_attempt(job.id, action.attempt_id)
+            elif isinstance(action, sched.DestroyJob):
+                worker.destroy_job(job.id)

@@ -1,0 +1,80 @@
+"""PB under the protocol's vocabulary (``pytxmr.wire``), for both daemons
+and clients: a broker without Nagle delays, and the translation of
+``wire.Refused`` errors into ``pb.Error`` at the inbound adapters, so that
+a refused call is sent with its message and no traceback is logged, while
+the logic behind the adapters never sees a PB type.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, TypeVar
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from twisted.spread import pb
+
+from . import wire
+from .wire import no_delay
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: wire.Refused subclass -> the pb.Error subclass sent for it. Same name and
+#: module, so the peer's RemoteError.remoteType reads "pytxmr.wire.UnknownJob".
+_REMOTE: dict[type[wire.Refused], type[pb.Error]] = {}
+
+
+def as_pb_error(e: wire.Refused) -> pb.Error:
+    cls = type(e)
+    remote = _REMOTE.get(cls)
+    if remote is None:
+        remote = _REMOTE[cls] = type(cls.__name__, (pb.Error,),
+                                     {"__module__": cls.__module__, "__doc__": cls.__doc__})
+    return remote(str(e))
+
+
+def _translate(failure: Failure) -> Failure:
+    if failure.check(wire.Refused):
+        return Failure(as_pb_error(failure.value))
+    return failure
+
+
+def refusals_as_pb_errors(method: F) -> F:
+    """For ``perspective_*``/``remote_*`` methods: a ``wire.Refused`` raised
+    (or a Deferred failing with one) goes to the peer as a ``pb.Error``."""
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        try:
+            result = method(*args, **kw)
+        except wire.Refused as e:
+            raise as_pb_error(e) from None
+        if isinstance(result, defer.Deferred):
+            result.addErrback(_translate)
+        return result
+    return wrapper  # type: ignore[return-value]
+
+
+class Broker(pb.Broker):
+    """PB's broker, with no Nagle delay on TCP."""
+
+    def connectionMade(self) -> None:
+        no_delay(self.transport)
+        super().connectionMade()
+
+
+def client_factory() -> pb.PBClientFactory:
+    factory = pb.PBClientFactory()
+    factory.protocol = Broker
+    return factory
+
+
+async def call(ref: pb.RemoteReference, method: str, *args: Any) -> Any:
+    """``ref.callRemote``, with every way it can fail as ``wire.Unreachable``:
+    a connection lost or dead, or the peer refusing (``wire.CallRefused``).
+    The outbound ports make their calls through this."""
+    try:
+        return await ref.callRemote(method, *args)
+    except pb.RemoteError as e:
+        raise wire.CallRefused(str(e)) from None
+    except (pb.PBConnectionLost, pb.DeadReferenceError) as e:
+        raise wire.Unreachable(str(e) or "the connection was lost") from None

@@ -1,0 +1,84 @@
+"""The lifecycle shape both daemons share: a tree of services, started in
+order (a child may take time, e.g. to bind its port) and stopped in the
+reverse order, each child's stop awaited before the next begins.
+
+Twisted's ``MultiService`` stops its children all at once; a daemon's
+parts depend on each other on the way down (the jobs fail before the
+zygote goes, the shuffle server serves until the attempts ended), so this
+one awaits them one by one, as Buildbot's ``AsyncMultiService`` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorProcess
+
+from .child import Zygote
+
+
+class AsyncMultiService(service.MultiService):
+    """Children started one after another (``startService`` may return a
+    Deferred), stopped in reverse, one after another; a child that fails
+    to start stops those started before it."""
+
+    def startService(self) -> defer.Deferred[None]:  # type: ignore[override]
+        service.Service.startService(self)
+        return defer.Deferred.fromCoroutine(self._start_children())
+
+    async def _start_children(self) -> None:
+        try:
+            for child in self:
+                result = child.startService()
+                if isinstance(result, defer.Deferred):
+                    await result
+        except BaseException:
+            # A daemon that cannot start (a port taken) leaves nothing running.
+            await self.stopService()
+            raise
+
+    def stopService(self) -> defer.Deferred[None]:
+        service.Service.stopService(self)
+        return defer.Deferred.fromCoroutine(self._stop_children())
+
+    async def _stop_children(self) -> None:
+        for child in reversed(list(self)):
+            if child.running:
+                result = child.stopService()
+                if isinstance(result, defer.Deferred):
+                    await result
+
+
+class CallbackService(service.Service):
+    """A child made of two functions: what starting and stopping it does."""
+
+    def __init__(self, name: str, start: Callable[[], Awaitable[Any] | None],
+                 stop: Callable[[], Awaitable[Any] | None]) -> None:
+        self.setName(name)
+        self._start = start
+        self._stop = stop
+
+    def startService(self) -> defer.Deferred[None]:  # type: ignore[override]
+        super().startService()
+        return defer.ensureDeferred(_maybe_await(self._start()))
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        return defer.ensureDeferred(_maybe_await(self._stop()))
+
+
+async def _maybe_await(result: Awaitable[Any] | None) -> None:
+    if result is not None:
+        await result
+
+
+def zygote_service(reactor: IReactorProcess, given: Zygote | None) -> tuple[Zygote, service.Service | None]:
+    """The zygote a daemon forks its tasks from: its own, started and stopped
+    as its first child, unless one is given (``run`` shares one zygote by
+    all its daemons and stops it itself)."""
+    if given is not None:
+        return given, None
+    zygote = Zygote(reactor)
+    return zygote, CallbackService("zygote", zygote.start, zygote.stop)

@@ -1,0 +1,219 @@
+"""The tasktracker's PB adapter: the mind the jobtracker calls (each
+method checks the typed record and delegates), ``PBJobTracker`` (the
+``IJobTracker`` port over our perspective), and ``JobTrackerConnection``,
+the service that stays logged in: it logs in and registers again after
+every reconnect, as a new incarnation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer, endpoints, protocol, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.spread import pb
+from zope.interface import implementer
+
+from ..auth import LoginRefused, login
+from ..daemon import FatalError
+from ..pbwire import call, client_factory, refusals_as_pb_errors
+from ..ports import IJobTracker
+from ..wire import (
+    ROLE_TASKTRACKER,
+    AttemptResult,
+    BadMessage,
+    Heartbeat,
+    JobInit,
+    MapLocation,
+    Registration,
+    TaskError,
+    split_from_wire,
+)
+from .worker import TaskTracker
+
+
+def _locations(locations: Any) -> list[MapLocation]:
+    if not isinstance(locations, list):
+        raise BadMessage("map locations must be a list")
+    return [MapLocation.from_wire(loc) for loc in locations]
+
+
+class TaskTrackerMind(pb.Referenceable):
+    """What the jobtracker may call on us: check, delegate."""
+
+    def __init__(self, tt: TaskTracker) -> None:
+        self.tt = tt
+
+    @refusals_as_pb_errors
+    def remote_init_job(self, job_id: str, info: dict[str, Any]) -> None:
+        self.tt.init_job(JobInit.from_wire(job_id, info))
+
+    @refusals_as_pb_errors
+    def remote_launch_map(self, job_id: str, attempt_id: str, index: int,
+                          split: dict[str, Any]) -> None:
+        self.tt.launch_map(str(job_id), str(attempt_id), split_from_wire(split))
+
+    @refusals_as_pb_errors
+    def remote_launch_reduce(self, job_id: str, attempt_id: str, partition: int,
+                             locations: list[dict[str, Any]]) -> None:
+        if type(partition) is not int:
+            raise BadMessage("launch_reduce takes a partition number")
+        self.tt.launch_reduce(str(job_id), str(attempt_id), partition, _locations(locations))
+
+    @refusals_as_pb_errors
+    def remote_map_outputs(self, job_id: str, locations: list[dict[str, Any]]) -> None:
+        self.tt.map_outputs(str(job_id), _locations(locations))
+
+    def remote_kill_attempt(self, job_id: str, attempt_id: str) -> None:
+        self.tt.kill_attempt(str(job_id), str(attempt_id))
+
+    def remote_destroy_job(self, job_id: str) -> None:
+        self.tt.destroy_job(str(job_id))
+
+
+@implementer(IJobTracker)
+class PBJobTracker:
+    """The calls a worker makes to the jobtracker, over its perspective."""
+
+    def __init__(self, perspective: pb.RemoteReference) -> None:
+        self.perspective = perspective  # held: a dropped perspective is logged out
+
+    async def heartbeat(self, beat: Heartbeat) -> None:
+        await call(self.perspective, "heartbeat", beat.to_wire())
+
+    async def attempt_done(self, attempt_id: str, result: AttemptResult) -> None:
+        await call(self.perspective, "attempt_done", attempt_id, result.to_wire())
+
+    async def attempt_failed(self, attempt_id: str, error: TaskError) -> None:
+        await call(self.perspective, "attempt_failed", attempt_id, error.to_wire())
+
+    async def fetch_failed(self, attempt_id: str, map_index: int, map_attempt_id: str) -> None:
+        await call(self.perspective, "fetch_failed", attempt_id, map_index, map_attempt_id)
+
+    async def may_commit(self, attempt_id: str) -> bool:
+        return bool(await call(self.perspective, "may_commit", attempt_id))
+
+
+class _PBReconnectingFactory(protocol.Factory):
+    """A fresh PBClientFactory per connection, so that ClientService can
+    reconnect and we log in again on each new broker."""
+
+    def buildProtocol(self, addr: Any) -> protocol.Protocol:
+        return client_factory().buildProtocol(addr)
+
+
+class JobTrackerConnection(service.Service):
+    """Logged in and registered with the jobtracker, again after every
+    reconnect (with backoff); the tasktracker forgets its work on each loss.
+    ``registration()`` gives what to register with, at each login."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, address: str, secret: bytes, tt: TaskTracker,
+                 registration: Any) -> None:
+        self.setName("jobtracker connection")
+        self._reactor = reactor
+        self._address = address
+        self._secret = secret
+        self.tt = tt
+        self._registration = registration
+        self._mind = TaskTrackerMind(tt)
+        self._client: ClientService | None = None
+        #: The broker of a login in progress, and what fires when it ends.
+        self._login_in_progress: tuple[pb.Broker, defer.Deferred[None]] | None = None
+        self._jobtracker: PBJobTracker | None = None
+        #: The worker id of the first registration.
+        self.first_registration: defer.Deferred[str] = defer.Deferred()
+        #: Fails when the daemon cannot go on (the jobtracker refused our secret).
+        self.fatal: defer.Deferred[None] = defer.Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        self._client = ClientService(
+            endpoints.clientFromString(self._reactor, self._address), _PBReconnectingFactory(),
+            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
+            prepareConnection=self._login, clock=self._reactor)
+        self._client.startService()
+
+    def relogin(self) -> None:
+        """Drop the connection: ClientService reconnects, we log in anew."""
+        if self._jobtracker is not None:
+            self._jobtracker.perspective.broker.transport.loseConnection()
+
+    def _login(self, broker: pb.Broker) -> defer.Deferred[None]:
+        """ClientService's prepareConnection.
+
+        Its state machine has no transition for a connection lost while
+        this runs (automat NoTransition, logged as an unhandled error), and
+        PB never fails a login whose connection went before the jobtracker
+        spoke (it would wait for ever). So a connection lost during the
+        login ends it at once, and normally: ClientService then sees a
+        connection made and lost, and reconnects (or stops, see stopService).
+        """
+        ended: defer.Deferred[None] = defer.Deferred()
+        self._login_in_progress = (broker, ended)
+        broker.notifyOnDisconnect(lambda: broker.factory.clientConnectionLost(
+            None, Failure(pb.PBConnectionLost("the connection to the jobtracker was lost"))))
+
+        def end(result: Any) -> Any:
+            self._login_in_progress = None
+            ended.callback(None)
+            return result
+
+        return defer.Deferred.fromCoroutine(self._do_login(broker)).addBoth(end)
+
+    async def _do_login(self, broker: pb.Broker) -> None:
+        try:
+            perspective = await login(broker.factory, ROLE_TASKTRACKER, self._secret, self._mind)
+            reg: Registration = self._registration()
+            wid = await perspective.callRemote("register", reg.to_wire())
+        except pb.PBConnectionLost:
+            return  # see _login
+        except (LoginRefused, pb.RemoteError) as e:
+            # Retrying cannot help (a wrong secret, another protocol version):
+            # give up. Returning normally hands the connection to
+            # ClientService, whose stop closes it (after a failed
+            # prepareConnection it would stay open while it retries forever);
+            # the daemon stops once this returned, when ClientService is in
+            # a state that can stop.
+            error = e if isinstance(e, LoginRefused) else FatalError(
+                f"the jobtracker refused to register this tasktracker: {e}")
+            self.log.error("{e}", e=error)
+            if not self.fatal.called:
+                self._reactor.callLater(0, self.fatal.errback, error)
+            return
+        jobtracker = self._jobtracker = PBJobTracker(perspective)
+        self.tt.registered(wid, jobtracker)
+        perspective.notifyOnDisconnect(lambda _: self._disconnected(jobtracker))
+        self.log.info("Registered with the jobtracker as {wid}", wid=wid)
+        if not self.first_registration.called:
+            self.first_registration.callback(wid)
+
+    def _disconnected(self, jobtracker: PBJobTracker) -> None:
+        if jobtracker is not self._jobtracker:
+            return
+        if self.running:
+            self.log.warn("Lost the jobtracker; ending our tasks and reconnecting")
+        self._jobtracker = None
+        self.tt.forget_everything()
+
+    async def _stop(self) -> None:
+        if self._client is not None:
+            if self._login_in_progress is not None:
+                # Stopped during a login, ClientService would leave its
+                # connection open: end the login first (see _login).
+                broker, ended = self._login_in_progress
+                broker.transport.abortConnection()
+                await ended
+                # That resumed inside the login's callbacks: ClientService's
+                # own come after them.
+                await task.deferLater(self._reactor, 0, lambda: None)
+            await self._client.stopService()
+        self.tt.forget_everything()
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        return defer.Deferred.fromCoroutine(self._stop())

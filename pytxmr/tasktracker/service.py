@@ -1,0 +1,170 @@
+"""The tasktracker daemon as a tree of services: its work dir and shuffle
+memory, its zygote (unless ``run`` shares one), the shuffle server, the
+connection to the jobtracker and the heartbeat. Started in that order,
+stopped in the reverse one (``services.AsyncMultiService``): the
+heartbeat stops first, the attempts end with the connection, and the
+store goes last, once no child can write into it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+
+from .. import shuffle, shufflememory
+from ..child import Zygote
+from ..daemon import write_ready_file
+from ..services import AsyncMultiService, CallbackService, zygote_service
+from ..shufflememory import ShuffleMemory
+from ..sizes import format_size
+from ..wire import DEFAULT_HEARTBEAT, CallRefused, Heartbeat, Registration, Unreachable
+from .pbadapter import JobTrackerConnection
+from .worker import TaskTracker
+
+
+@dataclass(frozen=True)
+class Config:
+    jobtracker: str
+    slots: int
+    shuffle_listen: str
+    advertise_host: str
+    workdir: str
+    secret_file: str | None = None
+    ready_file: str | None = None
+    heartbeat: float = DEFAULT_HEARTBEAT
+    task_timeout: float | None = None
+    task_memory: int | None = None
+    #: RAM for fetched runs over all reduce attempts (None: the default, 0: none)
+    shuffle_memory: int | None = None
+    #: the tmpfs the shuffle memory lives in
+    shuffle_memory_root: str = shufflememory.SHM_ROOT
+
+
+class TaskTrackerService(AsyncMultiService):
+    """The worker daemon; ``tt`` is its logic."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, config: Config, secret: bytes,
+                 zygote: Zygote | None = None) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self.config = config
+        zygote, own = zygote_service(reactor, zygote)
+        self.tt = TaskTracker(reactor, reactor, config.workdir, config.slots, zygote=zygote,
+                              task_timeout=config.task_timeout,
+                              task_memory=config.task_memory)
+        self._memory_lock: Any = None
+        self._shuffle_port: Any = None
+        self._shuffle_factory: shuffle.ShuffleServerFactory | None = None
+        CallbackService("store", self._start_store, self._stop_store).setServiceParent(self)
+        if own is not None:
+            own.setServiceParent(self)
+        CallbackService("shuffle server", self._listen,
+                        self._stop_listening).setServiceParent(self)
+        self.connection = JobTrackerConnection(reactor, config.jobtracker, secret, self.tt,
+                                               self._registration)
+        self.connection.setServiceParent(self)
+        beat = TimerService(config.heartbeat, self._beat)
+        beat.clock = reactor
+        beat.setName("heartbeat")
+        beat.setServiceParent(self)
+        #: Fails when the daemon cannot go on (the jobtracker refused our secret).
+        self.fatal = self.connection.fatal
+
+    def _start_store(self) -> None:
+        os.makedirs(self.config.workdir, exist_ok=True)
+        self.tt.store.startup_cleanup()
+        self._start_memory()
+
+    def _stop_store(self) -> None:
+        shutil.rmtree(self.tt.store.root, ignore_errors=True)
+        self._stop_memory()
+
+    def _start_memory(self) -> None:
+        """Claim this work dir's tmpfs directory (emptied of what a crashed
+        predecessor left) and size the budget; on any trouble, runs go to disk."""
+        budget = self.config.shuffle_memory
+        if budget == 0:
+            return
+        root = self.config.shuffle_memory_root
+        for path in shufflememory.remove_orphans(root):
+            self.log.info("Removed {path}, left by a crashed tasktracker whose work dir is "
+                          "gone", path=path)
+        workdir = self.tt.workdir
+        path = shufflememory.memory_dir(workdir, root)
+        try:
+            self._memory_lock = shufflememory.claim_memory_dir(path, workdir)
+            free = shufflememory.free_space(path)
+        except OSError as e:
+            self.log.warn("Fetched map outputs go to disk only: cannot use {root} ({e})",
+                          root=root, e=e)
+            return
+        if budget is None:
+            budget = shufflememory.default_budget(free)
+        self.tt.memory = ShuffleMemory(path, budget,
+                                       free_space=lambda: shufflememory.free_space(path))
+        self.log.info("Fetched map outputs up to {size} in memory, in {path}",
+                      size=format_size(budget), path=path)
+
+    def _stop_memory(self) -> None:
+        self.tt.memory.release_all()
+        if self.tt.memory.directory is not None:
+            shufflememory.remove_memory_dir(self.tt.memory.directory, self._memory_lock)
+        self.tt.memory = ShuffleMemory(None, 0)
+        self._memory_lock = None
+
+    async def _listen(self) -> None:
+        self._shuffle_factory = shuffle.ShuffleServerFactory(self.tt.store, self._reactor)
+        endpoint = endpoints.serverFromString(self._reactor, self.config.shuffle_listen)
+        self._shuffle_port = await endpoint.listen(self._shuffle_factory)
+        self.shuffle_port = self._shuffle_port.getHost().port
+        self.log.info("Shuffle server listening on port {port}", port=self.shuffle_port)
+
+    async def _stop_listening(self) -> None:
+        if self._shuffle_port is not None:
+            await self._shuffle_port.stopListening()
+        if self._shuffle_factory is not None:
+            await self._shuffle_factory.disconnect_all()
+
+    def _registration(self) -> Registration:
+        return Registration(self.config.advertise_host, self.shuffle_port, self.config.slots,
+                            os.getpid())
+
+    def _beat(self) -> None:
+        jobtracker = self.tt.jobtracker
+        if jobtracker is None:
+            return
+        memory = self.tt.memory
+        beat = Heartbeat(tuple(sorted(self.tt.attempts)), (memory.used, memory.budget))
+
+        async def send() -> None:
+            try:
+                await jobtracker.heartbeat(beat)
+            except CallRefused as e:
+                # Declared lost while we were away (e.g. stopped): start afresh.
+                self.log.warn("Heartbeat refused ({e}); logging in again", e=e)
+                self.connection.relogin()
+            except Unreachable:
+                pass  # the disconnect notification handles it
+
+        defer.Deferred.fromCoroutine(send())
+
+    async def registered(self) -> str:
+        """The worker id of the first registration (writes the ready file)."""
+        wid = await self.connection.first_registration
+        if self.config.ready_file:
+            write_ready_file(self.config.ready_file, {
+                "shuffle_port": self.shuffle_port, "wid": wid, "pid": os.getpid()})
+        return wid
+
+
+def make_service(config: Config, reactor: Any, *, secret: bytes,
+                 zygote: Zygote | None = None) -> TaskTrackerService:
+    """The tasktracker daemon, not started (``await svc.startService()``)."""
+    return TaskTrackerService(reactor, config, secret, zygote)

@@ -1,0 +1,276 @@
+"""The tasktracker's logic: the jobs it was given and their attempts.
+
+``TaskTracker`` runs each attempt in a child process forked by the zygote
+(at most ``slots`` at once), keeps finished map outputs in its
+KeyValueStore, has a reduce attempt's runs fetched (``fetch``), commits
+the part file the jobtracker allows, and reports through the
+``ports.IJobTracker`` port. It knows nothing of PB (``pbadapter``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Any, Coroutine, Sequence
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.logger import Logger
+
+from .. import output
+from ..child import TaskChild, Zygote
+from ..counters import FRAMEWORK
+from ..kvstore import KeyValueStore
+from ..ports import IJobTracker
+from ..shufflememory import ShuffleMemory
+from ..tasklog import read_tail
+from ..wire import COMMIT_DENIED, AttemptResult, JobInit, MapLocation, Split, TaskError, Unreachable
+from .fetch import ReduceFetch
+
+#: The job module's source, in the job's work dir (attempts' dirs beside it).
+SOURCE = "job.py"
+
+
+@dataclass
+class Attempt:
+    """A task attempt on this worker, from launch to report."""
+
+    id: str
+    job: JobInit
+    kind: str
+    index: int
+    work_dir: str
+    child: TaskChild | None = None
+    killed: bool = False
+    #: a reduce attempt's fetches of its runs
+    fetch: ReduceFetch | None = field(default=None, repr=False)
+
+
+def _job_spec(attempt: Attempt) -> dict[str, Any]:
+    job = attempt.job
+    return {"source_path": os.path.join(os.path.dirname(attempt.work_dir), SOURCE),
+            "filename": job.filename, "map_name": job.map_name, "reduce_name": job.reduce_name}
+
+
+def _failed(kind: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"type": kind, "message": message, "traceback": ""}}
+
+
+class TaskTracker:
+    """The worker's jobs and attempts; what the jobtracker can ask of it."""
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorProcess, clock: IReactorTime, workdir: str, slots: int,
+                 *, zygote: Zygote, task_timeout: float | None = None,
+                 task_memory: int | None = None) -> None:
+        self._reactor = reactor
+        self._clock = clock
+        self.workdir = workdir
+        self.slots = slots
+        self.task_timeout = task_timeout
+        self.task_memory = task_memory
+        self.store = KeyValueStore(os.path.join(workdir, "store"))
+        #: Disabled until the service found a usable tmpfs directory.
+        self.memory = ShuffleMemory(None, 0)
+        self.processes = defer.DeferredSemaphore(slots)
+        self.zygote = zygote
+        self.jobs: dict[str, JobInit] = {}
+        self.attempts: dict[str, Attempt] = {}
+        self.wid: str | None = None
+        #: The jobtracker while we are registered with it.
+        self.jobtracker: IJobTracker | None = None
+
+    def registered(self, wid: str, jobtracker: IJobTracker) -> None:
+        self.wid = wid
+        self.jobtracker = jobtracker
+
+    # --- what the jobtracker asks ---------------------------------------------
+
+    def init_job(self, init: JobInit) -> None:
+        work_dir = self.store.add_job(init.job_id, init.token)
+        with open(os.path.join(work_dir, SOURCE), "w", encoding="utf-8") as f:
+            f.write(init.source)
+        self.jobs[init.job_id] = init
+
+    def launch_map(self, job_id: str, attempt_id: str, split: Split) -> None:
+        attempt = self._new_attempt(job_id, attempt_id, "map", split.index)
+        job = attempt.job
+        spec = {"kind": "map", "job": _job_spec(attempt),
+                "split": split.to_wire(), "num_partitions": job.num_reducers,
+                "out_dir": attempt.work_dir, "buffer_records": job.buffer_records,
+                "compress": job.compress}
+        self._spawn(self._run_map(attempt, spec))
+
+    def launch_reduce(self, job_id: str, attempt_id: str, partition: int,
+                      locations: Sequence[MapLocation]) -> None:
+        attempt = self._new_attempt(job_id, attempt_id, "reduce", partition)
+        attempt.fetch = ReduceFetch(
+            self._reactor, attempt.id, attempt.job, partition, attempt.work_dir,
+            memory=lambda: self.memory, store=self.store, is_local=lambda loc: loc.wid == self.wid,
+            report_failure=self._fetch_failed)
+        self._spawn(self._run_reduce(attempt))
+        self.map_outputs(job_id, locations)
+
+    def map_outputs(self, job_id: str, locations: Sequence[MapLocation]) -> None:
+        for attempt in list(self.attempts.values()):
+            if attempt.fetch is not None and attempt.job.job_id == job_id and not attempt.killed:
+                for loc in locations:
+                    attempt.fetch.locate(loc)
+
+    def _fetch_failed(self, attempt_id: str, loc: MapLocation) -> None:
+        if self.jobtracker is not None:
+            d = defer.Deferred.fromCoroutine(
+                self.jobtracker.fetch_failed(attempt_id, loc.index, loc.attempt_id))
+            d.addErrback(lambda f: f.trap(Unreachable))
+
+    def kill_attempt(self, job_id: str, attempt_id: str) -> None:
+        attempt = self.attempts.pop(attempt_id, None)
+        if attempt is not None:
+            self._kill(attempt, "killed by the jobtracker")
+
+    def destroy_job(self, job_id: str) -> None:
+        for attempt in [a for a in self.attempts.values() if a.job.job_id == job_id]:
+            del self.attempts[attempt.id]
+            self._kill(attempt, "the job ended")
+        self.jobs.pop(job_id, None)
+        self.store.remove_job(job_id)
+
+    def forget_everything(self) -> None:
+        """Lost contact with the jobtracker: it reschedules our work, so end
+        every attempt and drop every job (we come back as a new incarnation)."""
+        self.jobtracker = None
+        for job_id in list(self.jobs):
+            self.destroy_job(job_id)
+        self.wid = None
+
+    # --- attempts ----------------------------------------------------------------
+
+    def _new_attempt(self, job_id: str, attempt_id: str, kind: str, index: int) -> Attempt:
+        job = self.jobs[job_id]
+        work_dir = os.path.join(self.store.job_dir(job_id), attempt_id)
+        os.makedirs(work_dir, exist_ok=True)
+        attempt = Attempt(attempt_id, job, kind, index, work_dir)
+        self.attempts[attempt_id] = attempt
+        return attempt
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        d = defer.Deferred.fromCoroutine(coro)
+        d.addErrback(lambda f: self.log.failure("Attempt crashed", f))
+
+    def _kill(self, attempt: Attempt, why: str) -> None:
+        attempt.killed = True
+        if attempt.child is not None:
+            attempt.child.kill(why)
+        if attempt.fetch is not None:
+            # Now, not when the attempt's coroutine ends: it may wait long
+            # for a process slot. A child still reading a run keeps its
+            # pages until it dies.
+            attempt.fetch.cancel()
+
+    async def _run_child(self, attempt: Attempt, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """Run the attempt's child when a process slot is free; None if the
+        attempt was killed meanwhile."""
+        await self.processes.acquire()
+        try:
+            if attempt.killed:
+                return None
+            spec["memory_limit"] = self.task_memory
+            attempt.child = TaskChild(self._reactor, self.zygote, spec, attempt.work_dir,
+                                      stall_timeout=self.task_timeout)
+            result = await attempt.child.result
+        finally:
+            self.processes.release()
+        return None if attempt.killed else result
+
+    async def _run_map(self, attempt: Attempt, spec: dict[str, Any]) -> None:
+        result = await self._run_child(attempt, spec)
+        if result is None:
+            return
+        if result.get("ok"):
+            try:
+                self.store.add_map_output(attempt.job.job_id, attempt.index,
+                                          result["data_path"], result["index_path"])
+            except (OSError, ValueError, KeyError) as e:
+                result = _failed(type(e).__name__, str(e))
+        await self._report(attempt, result)
+
+    async def _run_reduce(self, attempt: Attempt) -> None:
+        assert attempt.fetch is not None
+        try:
+            await self._reduce(attempt, attempt.fetch)
+        finally:
+            attempt.fetch.release()  # however the attempt ended
+
+    async def _reduce(self, attempt: Attempt, fetch: ReduceFetch) -> None:
+        try:
+            runs = await fetch.all_fetched()
+        except defer.CancelledError:
+            return
+        except Exception as e:  # our own disk, not a map's worker
+            self._kill(attempt, "a fetch failed")
+            await self._report(attempt, _failed(type(e).__name__,
+                                                f"cannot store a fetched map output: {e}"))
+            return
+        if attempt.killed:
+            return
+        job = attempt.job
+        shuffled = sum(length for _, _, length in runs)
+        in_memory = fetch.bytes_in_memory()
+        spec = {"kind": "reduce", "job": _job_spec(attempt),
+                "runs": runs, "kinds": sorted(fetch.kinds),
+                "output_path": output.attempt_path(job.output, attempt.id, attempt.index),
+                "tmp_dir": attempt.work_dir}
+        result = await self._run_child(attempt, spec)
+        fetch.release()  # the child is done with them
+        if result is None:
+            return
+        if result.get("ok"):
+            framework = result.setdefault("counters", {}).setdefault(FRAMEWORK, {})
+            framework["shuffle bytes"] = shuffled
+            framework["shuffle bytes in memory"] = in_memory
+            framework["shuffle bytes on disk"] = shuffled - in_memory
+            result = await self._commit(attempt, result)
+        await self._report(attempt, result)
+
+    async def _commit(self, attempt: Attempt, result: dict[str, Any]) -> dict[str, Any]:
+        """Move the part file into place if the jobtracker says this attempt
+        is the one that commits."""
+        if self.jobtracker is None:
+            return _failed("Disconnected", "lost the jobtracker before commit")
+        try:
+            allowed = await self.jobtracker.may_commit(attempt.id)
+        except Unreachable as e:
+            # E.g. UnknownWorker: we were declared lost meanwhile, and this
+            # attempt with us; the jobtracker ignores whatever it reports.
+            return _failed("Disconnected", f"cannot ask to commit: {e}")
+        if attempt.killed:
+            allowed = False  # killed while asking: another attempt commits
+        if not allowed:
+            return _failed(COMMIT_DENIED, "another attempt committed first")
+        try:
+            output.commit_part(attempt.job.output, attempt.id, attempt.index)
+        except OSError as e:
+            return _failed("CommitFailed", f"cannot commit the part file: {e}")
+        return result
+
+    async def _report(self, attempt: Attempt, result: dict[str, Any]) -> None:
+        jobtracker = self.jobtracker
+        if self.attempts.pop(attempt.id, None) is None or jobtracker is None:
+            return  # killed, or the jobtracker is gone (it reschedules)
+        # The tail of the user's prints goes with the report: the status
+        # page and `pytxmr logs` show it.
+        log = read_tail(os.path.join(attempt.work_dir, "task.log"))
+        try:
+            if result.get("ok"):
+                await jobtracker.attempt_done(attempt.id, AttemptResult(
+                    result.get("counters", {}), tuple(result.get("kinds", ())), log))
+            else:
+                error = TaskError.from_wire(result.get("error", {}))
+                await jobtracker.attempt_failed(attempt.id, TaskError(
+                    error.type, error.message, error.traceback, log))
+        except Unreachable:
+            pass  # declared lost or disconnected: the jobtracker reschedules
+        if attempt.kind == "reduce" or not result.get("ok"):
+            shutil.rmtree(attempt.work_dir, ignore_errors=True)

@@ -1,0 +1,179 @@
+"""The PB adapters of both daemons, over a real PB connection in memory
+(``twisted.test.iosim``): a tasktracker logs in and registers, the
+jobtracker's ``PBWorker`` calls reach the tasktracker's logic as the same
+typed records the ``FakeWorker`` records, the tasktracker's
+``PBJobTracker`` calls reach the jobtracker's logic as the ``FakeJobTracker``
+records them, and refusals come back as ``wire`` errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.test import iosim
+
+from pytxmr import wire
+from pytxmr.auth import login
+from pytxmr.jobtracker.pbadapter import pb_factory
+from pytxmr.pbwire import client_factory
+from pytxmr.tasktracker.pbadapter import PBJobTracker, TaskTrackerMind
+from pytxmr.testing.fakes import FakeJobTracker, FakeWorker
+from pytxmr.wire import (
+    AttemptResult,
+    Heartbeat,
+    JobInit,
+    MapLocation,
+    Registration,
+    Split,
+    TaskError,
+)
+
+SECRET = b"s3cret"
+INIT = JobInit("job_1", "def map(k, v): ...", "/jobs/wc.py", b"\x00token", "map", "reduce",
+               3, 2, "/out", 1000, "lz4")
+SPLIT = Split(1, "/data/a.txt", 100, 200, False, ("h1",))
+LOCS = (MapLocation(0, "w1", "10.0.0.1", 7000, ("str", "int"), "job_1_m00000_0"),
+        MapLocation(2, "w2", "10.0.0.2", 7001, (), "job_1_m00002_1"))
+
+
+class RecordingTracker:
+    """The jobtracker's logic as the avatar calls it: records typed calls
+    as the FakeJobTracker does, and keeps the worker it registered."""
+
+    def __init__(self) -> None:
+        self.fake = FakeJobTracker()
+        self.worker: Any = None
+        self.registration: Registration | None = None
+        self.refuse_heartbeats = False
+
+    def register(self, worker: Any, reg: Registration) -> str:
+        self.worker, self.registration = worker, reg
+        return "w7"
+
+    def heartbeat(self, wid: str, beat: Heartbeat) -> None:
+        if self.refuse_heartbeats:
+            raise wire.UnknownWorker(f"unknown worker {wid}: register again")
+        self.fake.calls.append(("heartbeat", (beat,)))
+
+    def attempt_done(self, wid: str, aid: str, result: AttemptResult) -> None:
+        self.fake.calls.append(("attempt_done", (aid, result)))
+
+    def attempt_failed(self, wid: str, aid: str, error: TaskError) -> None:
+        self.fake.calls.append(("attempt_failed", (aid, error)))
+
+    def fetch_failed(self, wid: str, aid: str, index: int, map_aid: str | None) -> None:
+        self.fake.calls.append(("fetch_failed", (aid, index, map_aid)))
+
+    def may_commit(self, wid: str, aid: str) -> bool:
+        self.fake.calls.append(("may_commit", (aid,)))
+        return aid.endswith("_0")
+
+    def worker_disconnected(self, wid: str) -> None:
+        pass
+
+
+class RecordingTaskTracker:
+    """The tasktracker's logic as its mind calls it, recording into a FakeWorker."""
+
+    def __init__(self) -> None:
+        self.fake = FakeWorker()
+
+    def init_job(self, init: JobInit) -> None:
+        self.fake.init_job(init)
+
+    def launch_map(self, job_id: str, aid: str, split: Split) -> None:
+        self.fake.launch_map(job_id, aid, split)
+
+    def launch_reduce(self, job_id: str, aid: str, partition: int, locs: Any) -> None:
+        self.fake.launch_reduce(job_id, aid, partition, locs)
+
+    def map_outputs(self, job_id: str, locs: Any) -> None:
+        self.fake.map_outputs(job_id, locs)
+
+    def kill_attempt(self, job_id: str, aid: str) -> None:
+        self.fake.kill_attempt(job_id, aid)
+
+    def destroy_job(self, job_id: str) -> None:
+        self.fake.destroy_job(job_id)
+
+
+def result_of(d: defer.Deferred[Any], pump: iosim.IOPump) -> Any:
+    pump.flush()
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, "the call did not complete"
+    if isinstance(results[0], Failure):
+        value = results[0].value
+        # A remote error arrives as a CopiedFailure, whose value is its text.
+        raise value if isinstance(value, BaseException) else RuntimeError(value)
+    return results[0]
+
+
+@pytest.fixture
+def linked() -> tuple[RecordingTracker, RecordingTaskTracker, PBJobTracker, iosim.IOPump]:
+    clock = Clock()
+    jt, tt = RecordingTracker(), RecordingTaskTracker()
+    server = pb_factory(jt, SECRET, clock)  # type: ignore[arg-type]
+    client = client_factory()
+    _, _, pump = iosim.connectedServerAndClient(
+        lambda: server.buildProtocol(None), lambda: client.buildProtocol(None), clock=clock)
+    perspective = result_of(defer.Deferred.fromCoroutine(
+        login(client, wire.ROLE_TASKTRACKER, SECRET, TaskTrackerMind(tt))), pump)
+    reg = Registration("10.0.0.9", 7123, 4, 99)
+    assert result_of(perspective.callRemote("register", reg.to_wire()), pump) == "w7"
+    assert jt.registration == reg
+    return jt, tt, PBJobTracker(perspective), pump
+
+
+def test_pbworker_calls_arrive_as_the_fake_records_them(linked: Any) -> None:
+    """What the jobtracker sends a worker arrives typed and equal, as a FakeWorker has it."""
+    jt, tt, _, pump = linked
+    expected = FakeWorker()
+    for port in (jt.worker, expected):
+        port.init_job(INIT)
+        port.launch_map("job_1", "job_1_m00001_0", SPLIT)
+        port.launch_reduce("job_1", "job_1_r00001_0", 1, LOCS[:1])
+        port.map_outputs("job_1", LOCS)
+        port.kill_attempt("job_1", "job_1_m00001_0")
+        port.destroy_job("job_1")
+    pump.flush()
+    assert tt.fake.calls == expected.calls
+
+
+def test_pbjobtracker_calls_arrive_as_the_fake_records_them(linked: Any) -> None:
+    """What a worker reports arrives typed and equal; may_commit's answer comes back."""
+    jt, _, port, pump = linked
+    expected = FakeJobTracker()
+    expected.commits["job_1_r00001_1"] = False
+    beat = Heartbeat(("job_1_m00001_0",), (10, 100))
+    done = AttemptResult({"framework": {"map input records": 5}}, ("str",), "printed\n")
+    error = TaskError("ValueError", "bad line", "Traceback...", None)
+    answers = []
+    for target in (port, expected):
+        for call in (target.heartbeat(beat), target.attempt_done("job_1_m00001_0", done),
+                     target.attempt_failed("job_1_m00002_0", error),
+                     target.fetch_failed("job_1_r00001_0", 2, "job_1_m00002_1"),
+                     target.may_commit("job_1_r00001_0"), target.may_commit("job_1_r00001_1")):
+            answers.append(result_of(defer.Deferred.fromCoroutine(call), pump))
+    assert jt.fake.calls == expected.calls
+    assert answers[:6] == answers[6:] == [None, None, None, None, True, False]
+
+
+def test_a_refusal_comes_back_as_call_refused(linked: Any) -> None:
+    """A worker the jobtracker no longer knows learns it, and registers again."""
+    jt, _, port, pump = linked
+    jt.refuse_heartbeats = True
+    with pytest.raises(wire.CallRefused, match="unknown worker w7"):
+        result_of(defer.Deferred.fromCoroutine(port.heartbeat(Heartbeat())), pump)
+
+
+def test_a_malformed_record_is_refused_by_the_adapter(linked: Any) -> None:
+    """Bad fields never reach the logic: the peer is told what is wrong."""
+    jt, _, port, pump = linked
+    d = port.perspective.callRemote("attempt_done", "a", {"counters": {"g": {"n": "x"}}})
+    with pytest.raises(RuntimeError, match="counters must map"):
+        result_of(d, pump)
+    assert jt.fake.calls == []

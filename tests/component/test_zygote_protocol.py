@@ -1,0 +1,33 @@
+"""The daemon's side of the zygote (``child.Zygote``) on a fake transport:
+a stop races with a fork whose start is not reported yet."""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import StringTransport
+
+
+def test_a_stopping_zygote_kills_a_child_whose_start_was_not_yet_reported(
+        monkeypatch: Any) -> None:
+    """A fork requested just before the daemon stops: the zygote forks it
+    anyway and waits for it before exiting, so it must die when its start
+    is reported, or the daemon's stop waits on a task nobody killed."""
+    from pytxmr import child
+
+    killed: list[tuple[int, int]] = []
+    monkeypatch.setattr(child.os, "kill", lambda pid, sig: killed.append((pid, sig)))
+    zygote = child.Zygote(reactor=None)  # type: ignore[arg-type]
+    zygote.running = True
+    zygote._ended = Deferred()
+    zygote.transport = StringTransport()
+    zygote.transport.closeStdin = lambda: None  # type: ignore[attr-defined]
+    forked = zygote.fork("spec", "log", "result")
+    zygote.stop()
+    assert killed == []  # its pid is not known yet
+    zygote.outReceived(json.dumps({"started": 4242, "id": 1}).encode() + b"\n")
+    assert killed == [(4242, signal.SIGKILL)]
+    assert forked.kill_requested == "the daemon is stopping"

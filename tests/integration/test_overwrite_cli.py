@@ -1,0 +1,98 @@
+"""``--overwrite`` refusals as a user meets them: through ``run --inline``,
+``run`` and ``submit``, exit 2 with the files checked intact afterwards
+(the pure check is unit-tested in tests/unit/test_overwrite.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from procs import Cluster, base_env, run_cli, wait_for
+from test_cluster import barrier_job
+from trees import snapshot
+from wordcounts import WORDCOUNT, assert_committed, assert_ok
+
+from pytxmr.output import OUTPUT_MARK
+
+
+def cli_refuses(args: list[str], cwd: Path, home: Path, match: str) -> None:
+    before = snapshot(cwd)
+    rc, out, err = run_cli(*args, env=base_env(home), cwd=cwd)
+    assert rc == 2, f"exit {rc}\n{out}\n{err}"
+    assert match in err and "nothing was deleted" in err, err
+    assert "Traceback" not in err, err
+    assert snapshot(cwd) == before
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    (ws / "data").mkdir(parents=True)
+    (ws / "data" / "words.txt").write_text("a b a\n")
+    (ws / "sales.csv").write_text("id,amount\n1,10\n")
+    (ws / "job.py").write_text(WORDCOUNT.read_text())
+    return ws
+
+
+@pytest.mark.parametrize("mode", [["run", "--inline"], ["run"]])
+def test_run_refuses_unsafe_overwrites(workspace: Path, mode: list[str]) -> None:
+    """`run` and `run --inline`: a data file, a workspace holding the input,
+    a directory of unrelated files; exit 2 and nothing touched."""
+    home = workspace.parent
+    base = [*mode, "job.py", "data/words.txt", "--overwrite", "-o"]
+    cli_refuses([*base, "sales.csv"], workspace, home, "not a directory")
+    cli_refuses([*base, "."], workspace, home, "the job's input")
+    cli_refuses([*base, "data"], workspace, home, "the job's input")
+    (workspace / "reports").mkdir()
+    (workspace / "reports" / "q3.txt").write_text("numbers")
+    cli_refuses([*base, "reports"], workspace, home, "not a pytxmr output")
+
+
+def test_submit_refuses_unsafe_overwrites(cluster: Cluster) -> None:
+    """The jobtracker refuses at submission, before the module is even checked,
+    and keeps serving."""
+    ws = cluster.base / "overwrite-ws"
+    (ws / "data").mkdir(parents=True)
+    data = ws / "data" / "words.txt"
+    data.write_text("a b a\n")
+    sales = ws / "sales.csv"
+    sales.write_text("id,amount\n1,10\n")
+    before = snapshot(ws)
+    for out, match in ((sales, "not a directory"), (ws, "the job's input"),
+                       (cluster.home, "home directory")):
+        rc, _, err = cluster.submit(WORDCOUNT, [data], out, "--overwrite")
+        assert rc == 2 and match in err and "nothing was deleted" in err, err
+    assert snapshot(ws) == before
+    out = ws / "out"
+    assert_ok(cluster.submit(WORDCOUNT, [data], out, "--reducers", "1"), cluster)
+    assert_ok(cluster.submit(WORDCOUNT, [data], out, "--overwrite", "--reducers", "1"), cluster)
+    assert_committed(out, 1)
+    # The new output as input of the next job: overwriting it would delete that input.
+    rc, _, err = cluster.submit(WORDCOUNT, [out / "part-00000"], out, "--overwrite")
+    assert rc == 2 and "the job's input" in err, err
+    assert_committed(out, 1)
+
+
+def test_a_running_jobs_output_is_not_overwritten(cluster: Cluster) -> None:
+    """A second job may not replace, nest in or hold a running job's output."""
+    ws = cluster.base / "overlap-ws"
+    ws.mkdir()
+    data = ws / "words.txt"
+    data.write_text("a b a\n")
+    barrier = ws / "barrier"
+    job = ws / "held.py"
+    job.write_text(barrier_job(barrier))
+    out = ws / "out"
+    held = cluster.popen_submit(job, [data], out, "--reducers", "1")
+    try:
+        wait_for(lambda: (out / OUTPUT_MARK).exists(), 20, "the held job's output")
+        for other in (out, out / "inner", ws):
+            rc, _, err = cluster.submit(WORDCOUNT, [data], other, "--overwrite")
+            assert rc == 2 and "of the running job" in err, err
+        barrier.touch()
+        assert_ok((held.wait(60), *held.communicate()), cluster)
+    finally:
+        if held.poll() is None:
+            held.kill()
+            held.wait()
+    assert_committed(out, 1)

@@ -1,0 +1,37 @@
+"""A real zygote process forks a task child and reports its exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_zygote_forks_a_task_and_reports_its_exit(tmp_path: Path) -> None:
+    """Each request becomes a child whose result, log and exit status come back."""
+    job = tmp_path / "job.py"
+    job.write_text("print('hello from the check')\n"
+                   "def map(k, v):\n    yield v, 1\n"
+                   "def reduce(k, vs):\n    yield k, sum(vs)\n")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"kind": "check", "job": {
+        "source_path": str(job), "filename": str(job)}}))
+    zygote = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        request = {"id": 1, "spec": str(spec), "log": str(tmp_path / "log"),
+                   "result": str(tmp_path / "result")}
+        assert zygote.stdin and zygote.stdout
+        zygote.stdin.write(json.dumps(request).encode() + b"\n")
+        zygote.stdin.flush()
+        started = json.loads(zygote.stdout.readline())
+        ended = json.loads(zygote.stdout.readline())
+        assert started["id"] == 1 and ended == {"ended": started["started"], "status": 0}
+        result = json.loads((tmp_path / "result").read_text())["result"]
+        assert result == {"ok": True, "num_reducers": None}
+        assert (tmp_path / "log").read_text() == "hello from the check\n"
+    finally:
+        assert zygote.stdin
+        zygote.stdin.close()  # the zygote's cue to reap its children and exit
+        assert zygote.wait(10) == 0

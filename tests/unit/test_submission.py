@@ -1,0 +1,115 @@
+"""A submission checked without a reactor: ``jobtracker.submission`` turns a
+client's plain-data spec into a typed ``Submission`` or names what is
+wrong, and ``jobtracker.job.JobRecord`` gives what workers and submitters
+are sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytxmr.jobtracker.job import JobRecord
+from pytxmr.jobtracker.submission import (
+    Submission,
+    check_failure,
+    plan_splits,
+    split_paths,
+    validate_submission,
+)
+from pytxmr.scheduler import DEFAULT_MAX_ATTEMPTS
+from pytxmr.splits import Split
+from pytxmr.wire import PROTOCOL_VERSION, JobInit, ProtocolMismatch, SubmissionError
+
+SPEC: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "source": "def map(k, v): ...",
+                        "filename": "/jobs/wc.py", "inputs": ["/data/a.txt"], "output": "/out"}
+
+
+def test_a_minimal_spec_gets_the_defaults() -> None:
+    """Options a client leaves out take the documented defaults."""
+    assert validate_submission(SPEC) == Submission(
+        "def map(k, v): ...", "/jobs/wc.py", ("/data/a.txt",), "/out",
+        max_attempts=DEFAULT_MAX_ATTEMPTS)
+
+
+def test_every_option_is_carried() -> None:
+    """What the client asked for is what the job gets."""
+    sub = validate_submission({**SPEC, "reducers": 3, "split_size": 1 << 20, "overwrite": True,
+                               "map_name": "m", "reduce_name": "r", "max_attempts": 2,
+                               "speculative": True, "buffer_records": 10, "compress": "lz4"})
+    assert (sub.reducers, sub.split_size, sub.overwrite, sub.map_name, sub.reduce_name,
+            sub.max_attempts, sub.speculative, sub.buffer_records, sub.compress) == (
+        3, 1 << 20, True, "m", "r", 2, True, 10, "lz4")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"inputs": []}, "no inputs given"),
+    ({"inputs": ["/a", ""]}, "no inputs given"),
+    ({"inputs": "/a"}, "'inputs' has the wrong type"),
+    ({"output": "relative/out"}, "invalid output"),
+    ({"output": "/data/a.txt"}, "also an input"),
+    ({"reducers": 0}, "invalid reducers: 0"),
+    ({"reducers": True}, "'reducers' has the wrong type"),
+    ({"split_size": -1}, "invalid split_size"),
+    ({"map_name": "not an identifier"}, "invalid map_name"),
+    ({"max_attempts": 0}, "invalid max_attempts"),
+    ({"buffer_records": "many"}, "'buffer_records' has the wrong type"),
+    ({"compress": "zstd"}, "unknown compression codec 'zstd'"),
+    ({"source": None}, "the submission has no 'source'"),
+])
+def test_a_bad_field_is_named(change: dict[str, Any], message: str) -> None:
+    """The submitter learns which field is wrong, before anything runs."""
+    spec = {**SPEC, **change}
+    if change.get("source", "") is None:
+        del spec["source"]
+    with pytest.raises(SubmissionError, match=message):
+        validate_submission(spec)
+
+
+def test_another_protocol_or_a_non_dict_is_refused() -> None:
+    """A client of another version is told so, not misread."""
+    with pytest.raises(ProtocolMismatch, match="client speaks protocol 1"):
+        validate_submission({**SPEC, "protocol": 1})
+    with pytest.raises(SubmissionError, match="a submission is a dict"):
+        validate_submission(["not", "a", "dict"])
+
+
+def test_splits_fill_whole_waves_of_the_slots(tmp_path: Path) -> None:
+    """Without --split-size, one split per slot when the input allows."""
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_bytes(b"word\n" * 300_000)  # 1.5 MB each
+    splits = plan_splits([str(tmp_path)], None, slots=4)
+    assert len(splits) == 4 and split_paths(splits) == [str(tmp_path / "a.txt"),
+                                                        str(tmp_path / "b.txt")]
+    assert len(plan_splits([str(tmp_path)], 1 << 30, slots=4)) == 2
+
+
+@pytest.mark.parametrize("error, expected", [
+    ({"type": "SyntaxError", "message": "job.py, line 3: invalid syntax",
+      "traceback": "child frames"}, "job.py, line 3: invalid syntax"),
+    ({"type": "JobDefinitionError", "message": "JobDefinitionError: job.py: no 'map'",
+      "traceback": "child frames"}, "job.py: no 'map'"),
+    ({"type": "TaskProcessDied", "message": "ran longer than 30s"},
+     "importing the job module took longer than 30s"),
+    ({"type": "ValueError", "message": "boom", "traceback": "Traceback: user code"},
+     "boom\nTraceback: user code"),
+])
+def test_a_failed_check_explains_itself(error: dict[str, str], expected: str) -> None:
+    """Errors that name file and line drop the child's own frames; others keep the user's."""
+    assert check_failure(error, 30.0) == expected
+
+
+def test_a_job_record_tells_workers_and_submitters_what_they_need() -> None:
+    """The init a worker gets and the result a submitter gets come from one record."""
+    job = JobRecord("job_1", "/jobs/wc.py", "/work/jobs/job_1/job.py", b"t", "/out",
+                    [Split(0, "/a", 0, 10, False), Split(1, "/a", 10, 20, False)], 3, "map",
+                    "reduce", None, submitted=100.0, compress="lz4")
+    assert job.init("src") == JobInit("job_1", "src", "/jobs/wc.py", b"t", "map", "reduce",
+                                      2, 3, "/out", None, "lz4")
+    assert job.running
+    result = job.result(now=102.5)
+    assert (result["state"], result["elapsed"], result["num_maps"], result["num_reducers"]) == (
+        "running", 2.5, 2, 3)
+    job.state, job.finished = "succeeded", 101.0
+    assert not job.running and job.result(now=500.0)["elapsed"] == 1.0

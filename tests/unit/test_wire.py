@@ -1,0 +1,107 @@
+"""The protocol's records: each comes back equal from its wire form, and
+``from_wire`` refuses (``BadMessage``) what a peer could get wrong, except
+where a report must get through (heartbeats, failures), which keeps what
+it can."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytxmr.wire import (
+    PROTOCOL_VERSION,
+    AttemptResult,
+    BadMessage,
+    Heartbeat,
+    JobInit,
+    MapLocation,
+    ProtocolMismatch,
+    Registration,
+    TaskError,
+    jobtracker_endpoint,
+)
+
+text = st.text(max_size=20)
+kinds = st.lists(st.sampled_from(["str", "int", "bytes"]), max_size=3).map(tuple)
+
+
+@given(st.builds(JobInit, text, text, text, st.binary(max_size=8), text, text,
+                 st.integers(0, 99), st.integers(1, 99), text,
+                 st.none() | st.integers(1, 10**6), st.none() | st.just("lz4")))
+def test_job_init_round_trips(init: JobInit) -> None:
+    assert JobInit.from_wire(init.job_id, init.to_wire()) == init
+
+
+@given(st.builds(MapLocation, st.integers(0, 10**6), text, text, st.integers(0, 65535), kinds,
+                 text))
+def test_map_location_round_trips(loc: MapLocation) -> None:
+    assert MapLocation.from_wire(loc.to_wire()) == loc
+
+
+@given(st.builds(AttemptResult, st.dictionaries(text, st.dictionaries(text, st.integers())),
+                 kinds, st.none() | text),
+       st.builds(TaskError, text, text, text, st.none() | text),
+       st.builds(Heartbeat, st.lists(text).map(tuple),
+                 st.none() | st.tuples(st.integers(0), st.integers(0))))
+def test_reports_round_trip(result: AttemptResult, error: TaskError, beat: Heartbeat) -> None:
+    assert AttemptResult.from_wire(result.to_wire()) == result
+    assert TaskError.from_wire(error.to_wire()) == error
+    assert Heartbeat.from_wire(beat.to_wire()) == beat
+
+
+def test_registration_round_trips_and_checks_the_protocol() -> None:
+    reg = Registration("10.0.0.1", 7000, 4, 123)
+    assert Registration.from_wire(reg.to_wire()) == reg
+    with pytest.raises(ProtocolMismatch, match="protocol 1"):
+        Registration.from_wire({**reg.to_wire(), "protocol": 1})
+    for bad in ({"slots": 0}, {"port": "7000"}, {"host": None}):
+        with pytest.raises(BadMessage, match="register needs"):
+            Registration.from_wire({**reg.to_wire(), **bad})
+    with pytest.raises(BadMessage, match="takes a dict"):
+        Registration.from_wire([PROTOCOL_VERSION])
+
+
+@pytest.mark.parametrize("record, d", [
+    (MapLocation, {"map": "0", "wid": "w", "host": "h", "port": 1, "kinds": []}),
+    (MapLocation, {"map": 0, "wid": "w", "host": "h", "port": True, "kinds": []}),
+    (MapLocation, {"map": 0, "wid": "w", "host": "h", "port": 1, "kinds": [1]}),
+    (MapLocation, {"map": 0, "wid": "w", "host": "h", "port": 1}),
+    (AttemptResult, {"counters": {"g": {"n": 1.5}}}),
+    (AttemptResult, {"kinds": "str"}),
+    (AttemptResult, "not a dict"),
+])
+def test_malformed_records_are_refused(record: Any, d: Any) -> None:
+    with pytest.raises(BadMessage):
+        record.from_wire(d)
+
+
+def test_a_job_init_needs_its_fields() -> None:
+    wire = JobInit("j", "s", "f", b"t", "m", "r", 1, 1, "/o").to_wire()
+    with pytest.raises(BadMessage, match="JobInit.token"):
+        JobInit.from_wire("j", {**wire, "token": "not bytes"})
+    with pytest.raises(BadMessage, match="job id"):
+        JobInit.from_wire(7, wire)
+
+
+def test_failure_reports_and_heartbeats_get_through_malformed() -> None:
+    """A worker's failure is never lost to a type error, nor its liveness."""
+    assert TaskError.from_wire({"type": 3, "message": None, "log": 5}) == TaskError("3", "")
+    assert TaskError.from_wire("boom") == TaskError("", "boom")
+    assert Heartbeat.from_wire({"attempts": ["a", 1], "shuffle_memory": {"used": -1,
+                                                                         "budget": 2}}) == \
+        Heartbeat(("a",), None)
+    assert Heartbeat.from_wire(None) == Heartbeat()
+
+
+@pytest.mark.parametrize("address, endpoint", [
+    ("h:7000", "tcp:host=h:port=7000"),
+    ("h", "tcp:host=h:port=7373"),
+    (":7000", "tcp:host=127.0.0.1:port=7000"),
+    ("[::1]:7000", "tcp:host=::1:port=7000"),
+    ("tcp:host=h:port=1", "tcp:host=h:port=1"),
+])
+def test_jobtracker_addresses(address: str, endpoint: str) -> None:
+    assert jobtracker_endpoint(address) == endpoint

@@ -1,0 +1,38 @@
+"""The task children's bounds and progress, without a process: a chatty
+task's prints stay bounded (the zygote's log), and the stall check's
+reading of a process's I/O."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pytxmr.zygote import BoundedLog
+
+
+def test_bounded_log_keeps_the_head_and_says_it_cut(tmp_path: Path) -> None:
+    """A task printing without end must not fill the worker's disk."""
+    path = tmp_path / "log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    log = BoundedLog(fd, 100)
+    for _ in range(1000):
+        print("0123456789", file=log)
+    os.close(fd)
+    data = path.read_bytes()
+    assert data.startswith(b"0123456789\n") and data.endswith(b"[pytxmr: log truncated]\n")
+    assert len(data) < 200
+
+
+def test_io_bytes_grow_when_a_process_reads(tmp_path: Path) -> None:
+    """The stall check's notion of progress: a process's bytes read and written."""
+    from pytxmr.child import io_bytes
+
+    before = io_bytes(os.getpid())
+    if before is None:
+        import pytest
+
+        pytest.skip("no /proc/PID/io here")
+    (tmp_path / "f").write_bytes(b"x" * 100_000)
+    (tmp_path / "f").read_bytes()
+    after = io_bytes(os.getpid())
+    assert after is not None and after >= before + 200_000
