@@ -21,9 +21,10 @@ from typing import Any
 
 from . import client, jobtracker, tasktracker
 from .child import Zygote
+from .services import DaemonReactor
 
 
-async def run_embedded(reactor: Any, spec: dict[str, Any], *, zygote: Zygote, workers: int,
+async def run_embedded(reactor: DaemonReactor, spec: dict[str, Any], *, zygote: Zygote, workers: int,
                        slots: int, progress: client.ProgressCallback | None = None
                        ) -> dict[str, Any]:
     """Run the job ``spec`` (see ``client.submission``) on a local cluster

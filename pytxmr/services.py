@@ -10,13 +10,42 @@ one awaits them one by one, as Buildbot's ``AsyncMultiService`` does.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorProcess
+from twisted.internet.interfaces import (
+    IConnector,
+    IDelayedCall,
+    IListeningPort,
+    IProcessTransport,
+    IReactorProcess,
+)
 
 from .child import Zygote
+
+
+class DaemonReactor(Protocol):
+    """What a daemon's service tree uses of the reactor: its clock (heartbeats,
+    timeouts, backoff), processes (the zygote) and TCP (the ports it listens
+    on, the connections its endpoint strings make)."""
+
+    def seconds(self) -> float: ...
+
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any,
+                  **kw: Any) -> IDelayedCall: ...
+
+    def spawnProcess(self, processProtocol: Any, executable: bytes | str,
+                     args: Sequence[bytes | str] = (), env: Mapping[Any, Any] | None = None,
+                     path: Any = None, uid: int | None = None, gid: int | None = None,
+                     usePTY: bool = False, childFDs: Mapping[int, Any] | None = None
+                     ) -> IProcessTransport: ...
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50,
+                  interface: str = "") -> IListeningPort: ...
+
+    def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30,
+                   bindAddress: tuple[str, int] | None = None) -> IConnector: ...
 
 
 class AsyncMultiService(service.MultiService):

@@ -3,8 +3,9 @@
 A reduce attempt's fetched runs go to files in a tmpfs directory (Linux
 ``/dev/shm``) while they fit in the worker's budget, and to the attempt's
 work dir on disk beyond it. The reduce child, another process, reads both
-kinds of file alike, without a copy. Pure logic, no Twisted: the tasktracker
-decides where each fetch goes with ``ShuffleMemory.place``.
+kinds of file alike, without a copy. Pure logic, no Twisted: the worker's
+``ShuffleMemory`` is the budget, and each reduce attempt's ``RunPlacement``
+(used by ``tasktracker.fetch``) decides where each of its runs lands.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import os
 import shutil
 import stat
 from collections.abc import Callable
-from typing import IO
+from types import TracebackType
+from typing import IO, BinaryIO
 
 __all__ = [
     "DEFAULT_BUDGET",
     "SHM_ROOT",
+    "Landing",
+    "RunPlacement",
     "ShuffleMemory",
     "claim_memory_dir",
     "default_budget",
@@ -117,6 +121,132 @@ class ShuffleMemory:
     def release_all(self) -> None:
         for path in list(self._sizes):
             self.release(path)
+
+
+class RunPlacement:
+    """Where one reduce attempt's fetched runs land: in the worker's shuffle
+    memory while its budget allows, else in the attempt's dir on disk. The
+    one owner of the attempt's memory: it knows which runs are there and
+    gives them back, one by one or all at once.
+
+    ``memory`` is asked at each placement: the service swaps the worker's
+    ``ShuffleMemory`` when it claims, or gives up, its tmpfs directory.
+    """
+
+    def __init__(self, memory: Callable[[], ShuffleMemory], work_dir: str, prefix: str) -> None:
+        self._memory = memory
+        self.work_dir = work_dir
+        #: Names runs in the memory directory, which every attempt of the
+        #: worker shares.
+        self._prefix = prefix
+        self._in_memory: set[str] = set()
+        self.closed = False
+
+    def place(self, name: str, length: int, *, memory: bool = True) -> str:
+        """The path a run called ``name`` of ``length`` bytes goes to: in
+        memory (its length reserved) if ``memory`` and the budget allow,
+        else on disk."""
+        path = None
+        if memory and not self.closed:
+            path = self._memory().place(f"{self._prefix}-{name}", length)
+        if path is None:
+            return os.path.join(self.work_dir, name)
+        self._in_memory.add(path)
+        return path
+
+    def landing(self, name: str, *, memory: bool = True) -> Landing:
+        """The destination of one try at fetching the run ``name``."""
+        return Landing(self, name, memory)
+
+    def in_memory(self, path: str) -> bool:
+        return path in self._in_memory
+
+    @property
+    def memory_paths(self) -> frozenset[str]:
+        return frozenset(self._in_memory)
+
+    def written(self, path: str) -> None:
+        """The run at ``path`` is whole (the tmpfs's free space now shows it)."""
+        if path in self._in_memory:
+            self._memory().written(path)
+
+    def discard(self, path: str) -> None:
+        """Remove a run that will not be merged (a failed or superseded
+        fetch). A path in memory is the budget's to remove: once
+        ``release`` gave it back, the name may belong to a new reservation."""
+        if path in self._in_memory:
+            self._in_memory.discard(path)
+            self._memory().release(path)
+        elif os.path.dirname(path) == self.work_dir and os.path.lexists(path):
+            os.unlink(path)
+
+    def release(self) -> None:
+        """Give back the memory of every run (the reduce child is done with
+        them, or the attempt ended)."""
+        memory = self._memory()
+        for path in self._in_memory:
+            memory.release(path)
+        self._in_memory.clear()
+
+    def close(self) -> None:
+        """The attempt ended: release everything, and place no more run in
+        memory (a fetch that ends late must not take the budget back)."""
+        self.closed = True
+        self.release()
+
+
+class Landing:
+    """Where one try at fetching a run writes it. The shuffle transport
+    calls it with the run's length, from the reply header, and writes to the
+    file it returns; a map output of this very worker is linked to it
+    instead. ``path`` stays None until either happened."""
+
+    def __init__(self, placement: RunPlacement, name: str, memory: bool) -> None:
+        self._placement = placement
+        self._name = name
+        self._memory = memory
+        self._file: BinaryIO | None = None
+        self.path: str | None = None
+        #: Where the run was placed (kept after a discard, which the
+        #: fetcher's caller decides on from it).
+        self.in_memory = False
+
+    def __call__(self, length: int) -> BinaryIO:
+        self.path = self._placement.place(self._name, length, memory=self._memory)
+        self.in_memory = self._placement.in_memory(self.path)
+        self._file = open(self.path, "wb")
+        return self._file
+
+    def link(self, source: str) -> str:
+        """The path to read a map output of this worker from: ``source``
+        hard-linked into the attempt's dir, so that a re-run of the map here
+        (which replaces the store's file) cannot pull it from under the
+        reduce; ``source`` itself on a file system without hard links."""
+        path = self._placement.place(self._name, 0, memory=False)
+        try:
+            os.link(source, path)
+        except OSError:
+            return source
+        self.path = path
+        return path
+
+    def __enter__(self) -> Landing:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Close the file the transport wrote; whole unless it failed."""
+        if self._file is None:
+            return
+        file, self._file = self._file, None
+        file.close()
+        if kind is None and self.path is not None:
+            self._placement.written(self.path)
+
+    def discard(self) -> None:
+        """Remove what this try wrote (nothing if it wrote nothing)."""
+        if self.path is not None:
+            self._placement.discard(self.path)
 
 
 def memory_dir(workdir: str, root: str = SHM_ROOT) -> str:

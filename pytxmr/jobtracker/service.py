@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from ..child import Zygote
 from ..daemon import write_ready_file
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION
-from ..services import AsyncMultiService, CallbackService, zygote_service
+from ..services import AsyncMultiService, CallbackService, DaemonReactor, zygote_service
 from .pbadapter import pb_factory
 from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY, JobTracker
 
@@ -40,7 +40,7 @@ class JobTrackerService(AsyncMultiService):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, config: Config, secret: bytes,
+    def __init__(self, reactor: DaemonReactor, config: Config, secret: bytes,
                  checkers: Zygote | None = None) -> None:
         super().__init__()
         self._reactor = reactor
@@ -98,7 +98,7 @@ class JobTrackerService(AsyncMultiService):
                                                       "web_port": self.web_port})
 
 
-def make_service(config: Config, reactor: Any, *, secret: bytes,
+def make_service(config: Config, reactor: DaemonReactor, *, secret: bytes,
                  checkers: Zygote | None = None) -> JobTrackerService:
     """The jobtracker daemon, not started (``await svc.startService()``)."""
     return JobTrackerService(reactor, config, secret, checkers)

@@ -3,34 +3,100 @@ onto this worker, from its own store or from other workers' shuffle
 servers, as soon as each map is announced (so the shuffle overlaps the
 map phase).
 
-Each try's run is placed in the shuffle memory when its length fits the
-budget, else on disk; its frame checksums are checked before it is
-accepted; a failed try is retried with backoff, then reported to the
-jobtracker (enough reports and it re-runs the map elsewhere, announcing a
-new location, which supersedes any fetch in progress).
+``ReduceFetch`` (one per reduce attempt) runs a small state machine per
+map on an injected clock (``State``: tries with backoff, a report to the
+jobtracker and a pause once they are spent, a newer location superseding
+either). The transfer is an injected ``Fetcher``: ``from_shuffle`` (another
+worker's shuffle server) or ``from_store`` (this worker's own map outputs),
+each checking every frame's CRC before the run is accepted. Where the bytes
+land is the attempt's ``shufflememory.RunPlacement``'s to decide.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from typing import Any, BinaryIO, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Awaitable, Callable, TypeVar
 
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from .. import shuffle
 from ..kvstore import KeyValueStore
 from ..records import CorruptFrame, verify_segment
-from ..shufflememory import ShuffleMemory
+from ..shufflememory import Landing, RunPlacement
 from ..wire import JobInit, MapLocation
 
 FETCH_RETRIES = 4
+#: Seconds before the second try of a round; doubled before each next one.
+FIRST_BACKOFF = 0.2
 #: After FETCH_RETRIES failed tries, seconds before trying again (by then
 #: the jobtracker may have announced a new location).
 FETCH_FAILED_PAUSE = 2.0
+#: A try that failed because of the map's worker or the network: worth
+#: another. Any other error is our own (the disk we write to) and fails
+#: the attempt, not the map.
+RETRYABLE = (shuffle.ShuffleError, CorruptFrame)
 
 Run = tuple[str, int, int]  # path, offset, length
+#: One try at a map's run: from ``MapLocation`` into ``Landing``, its frames
+#: checked. Returns the run; raises one of RETRYABLE, or anything else for a
+#: failure of our own.
+Fetcher = Callable[[MapLocation, Landing], Awaitable[Run]]
+
+_T = TypeVar("_T")
+
+
+class State(Enum):
+    """Where one map's fetch is. The transitions, all in ``ReduceFetch``:
+
+    =====================  ===========================  ==========================
+    from                   on                           to
+    =====================  ===========================  ==========================
+    WAITING                a location                   FETCHING, try 1
+    FETCHING               the run                      DONE
+    FETCHING, try n        a retryable error            BACKING_OFF; after the
+                                                        round's last try, PAUSED
+                                                        (and reported)
+    FETCHING               another error (our disk)     FAILED (so is the attempt)
+    BACKING_OFF            0.2 s * 2**(n-1) later       FETCHING, try n+1
+    PAUSED                 FETCH_FAILED_PAUSE later     FETCHING, try 1, at the
+                                                        newest location
+    FETCHING, BACKING_OFF  a new location               FETCHING, try 1 there
+    or PAUSED
+    DONE or FAILED         a new location               (unchanged)
+    any                    cancel                       CANCELLED
+    =====================  ===========================  ==========================
+
+    A local map output gets one try per round (the store has it or not).
+    """
+
+    WAITING = "waiting for a location"
+    FETCHING = "fetching"
+    BACKING_OFF = "backing off"
+    PAUSED = "reported, pausing"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(eq=False)
+class _Map:
+    """One map's fetch: its state and what it waits on."""
+
+    index: int
+    loc: MapLocation
+    state: State = State.WAITING
+    #: Rounds started (one per location and per pause): names the run's
+    #: file, as a superseded round's may still be in place.
+    rounds: int = 0
+    #: Tries of this round so far.
+    tries: int = 0
+    #: FETCHING: the try whose outcome counts (its location is ``loc``).
+    in_flight: defer.Deferred[Run] | None = None
+    #: BACKING_OFF, PAUSED: the next try.
+    timer: IDelayedCall | None = None
 
 
 class ReduceFetch:
@@ -39,34 +105,28 @@ class ReduceFetch:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, attempt_id: str, job: JobInit, partition: int,
-                 work_dir: str, *, memory: Callable[[], ShuffleMemory], store: KeyValueStore,
+    def __init__(self, clock: IReactorTime, attempt_id: str, num_maps: int,
+                 placement: RunPlacement, *, fetch: Fetcher, fetch_local: Fetcher,
                  is_local: Callable[[MapLocation], bool],
                  report_failure: Callable[[str, MapLocation], None]) -> None:
-        self._reactor = reactor
+        self._clock = clock
         self.attempt_id = attempt_id
-        self.job = job
-        self.partition = partition
-        self.work_dir = work_dir
-        self._memory = memory
-        self._store = store
+        self.num_maps = num_maps
+        self.placement = placement
+        self._fetch = fetch
+        self._fetch_local = fetch_local
         self._is_local = is_local
         self._report_failure = report_failure
         self.cancelled = False
+        self._maps: dict[int, _Map] = {}
         #: map index -> (path, offset, length) once local
         self.runs: dict[int, Run] = {}
         self.kinds: set[str] = set()
-        #: paths of run files in the shuffle memory (accepted or being
-        #: fetched): released when the attempt ends
-        self.in_memory: set[str] = set()
-        self.locations: dict[int, MapLocation] = {}
-        self.fetching: dict[int, defer.Deferred[None]] = {}
-        #: map index -> the number of its latest fetch, the only one whose
-        #: outcome counts (a newer location supersedes a fetch in progress)
-        self.fetch_number: dict[int, int] = {}
         self._all_fetched: defer.Deferred[None] = defer.Deferred()
-        if job.num_maps == 0:
+        if num_maps == 0:
             self._all_fetched.callback(None)
+
+    # --- what the worker sees -----------------------------------------------------
 
     async def all_fetched(self) -> list[Run]:
         """Every map's run, in map order, once all are local."""
@@ -74,165 +134,179 @@ class ReduceFetch:
         return [self.runs[i] for i in sorted(self.runs)]
 
     def bytes_in_memory(self) -> int:
-        return sum(length for path, _, length in self.runs.values() if path in self.in_memory)
+        return sum(length for path, _, length in self.runs.values()
+                   if self.placement.in_memory(path))
+
+    def state(self, index: int) -> State:
+        if self.cancelled:
+            return State.CANCELLED
+        m = self._maps.get(index)
+        return State.WAITING if m is None else m.state
+
+    def release(self) -> None:
+        """Give the shuffle memory of every run back (the reduce child is
+        done with them, or the attempt ended)."""
+        self.placement.release()
+
+    async def fetch_once(self, loc: MapLocation, name: str) -> Run:
+        """One try at map ``loc.index``'s run, as the file ``name``: in the
+        shuffle memory if its length (known from the reply header) fits the
+        budget, else in the attempt's dir on disk. Whatever fails, its file
+        is removed."""
+        fetcher = self._fetch_local if self._is_local(loc) else self._fetch
+        landing = self.placement.landing(name)
+        try:
+            return await fetcher(loc, landing)
+        except BaseException as e:
+            landing.discard()
+            # A tmpfs filled by others meanwhile, or a directory removed
+            # under us: not worth failing the reduce over, the disk may do.
+            if not (landing.in_memory and isinstance(e, OSError)) or self.cancelled:
+                raise
+            self.log.warn("Cannot keep map {m}'s run for {aid} in memory ({e}); fetching "
+                          "it to disk", m=loc.index, aid=self.attempt_id, e=e)
+        landing = self.placement.landing(name, memory=False)
+        try:
+            return await fetcher(loc, landing)
+        except BaseException:
+            landing.discard()
+            raise
+
+    # --- the transitions --------------------------------------------------------------
 
     def locate(self, loc: MapLocation) -> None:
         """A map's output is at ``loc``. A re-run map is announced again:
         its newest location wins, also over a fetch in progress from the old
         one (whose worker may be stopped: that fetch would wait for a timeout)."""
-        self.locations[loc.index] = loc
-        stale = self.fetching.pop(loc.index, None)
-        self._start(loc.index)
-        if stale is not None:
+        if self.cancelled:
+            return
+        m = self._maps.setdefault(loc.index, _Map(loc.index, loc))
+        m.loc = loc
+        if m.state in (State.DONE, State.FAILED):
+            return
+        if m.state is not State.WAITING:
             self.log.info("Map {m} was run again: {aid} fetches it from {host}:{port}",
                           m=loc.index, aid=self.attempt_id, host=loc.host, port=loc.port)
-            stale.cancel()
+            self._stop(m)
+        self._new_round(m)
 
     def cancel(self) -> None:
         """The attempt ended: stop every fetch, give back the memory."""
+        # First: a try that fails on being stopped must not fetch again to disk.
         self.cancelled = True
-        for d in self.fetching.values():
-            d.cancel()
+        for m in self._maps.values():
+            self._stop(m)
+            m.state = State.CANCELLED
         if not self._all_fetched.called:
             self._all_fetched.cancel()
             # Nobody may wait on it any more: the cancel is no error.
             self._all_fetched.addErrback(lambda f: f.trap(defer.CancelledError))
-        self.release()
+        self.placement.close()
 
-    def release(self) -> None:
-        """Give the shuffle memory of every run back (the reduce child is
-        done with them, or the attempt ended)."""
-        memory = self._memory()
-        for path in self.in_memory:
-            memory.release(path)
-        self.in_memory.clear()
+    def _new_round(self, m: _Map) -> None:
+        m.rounds += 1
+        self._try(m, 1)
 
-    def _start(self, index: int) -> None:
-        if self.cancelled or index in self.runs or index in self.fetching:
+    def _try(self, m: _Map, tries: int) -> None:
+        m.state, m.tries, m.timer = State.FETCHING, tries, None
+        d = defer.Deferred.fromCoroutine(
+            self.fetch_once(m.loc, f"run-{m.index:05d}-{m.rounds}.seg"))
+        # Set before the outcome is looked at: a fake fetch may end at once.
+        m.in_flight = d
+        outcome = defer.Deferred.fromCoroutine(self._tried(m, d))
+        outcome.addErrback(lambda f: self.log.failure("Fetch of map {m} crashed", f, m=m.index))
+
+    async def _tried(self, m: _Map, d: defer.Deferred[Run]) -> None:
+        try:
+            run = await d
+        except Exception as e:
+            # Stopping a try can surface as another error (a cancelled name
+            # lookup is a DNSLookupError): which try counts tells for sure.
+            if m.in_flight is d:
+                m.in_flight = None
+                self._failed(m, e)
             return
-        loc = self.locations[index]
-        number = self.fetch_number[index] = self.fetch_number.get(index, 0) + 1
-        d = defer.Deferred.fromCoroutine(self._fetch(loc, number))
-        if not d.called:
-            self.fetching[index] = d
-        d.addErrback(self._fetch_failed, loc, number)
-
-    async def _fetch(self, loc: MapLocation, number: int) -> None:
-        index = loc.index
-
-        def superseded() -> bool:
-            # Cancelling a fetch can surface as another error (a cancelled
-            # name lookup is a DNSLookupError): its number tells for sure.
-            return self.cancelled or self.fetch_number.get(index) != number
-
-        name = f"run-{index:05d}-{number}.seg"
-        run: Run
-        if self._is_local(loc):
-            run = await self._local_run(index, os.path.join(self.work_dir, name))
-        else:
-            delay = 0.2
-            for tries in range(1, FETCH_RETRIES + 1):
-                if superseded():
-                    raise defer.CancelledError()
-                try:
-                    run = await self.fetch_once(loc, name)
-                    break
-                except (shuffle.ShuffleError, CorruptFrame) as e:
-                    if tries == FETCH_RETRIES or superseded():
-                        raise
-                    self.log.info("Fetch of map {m} for {aid} failed ({e}); retrying",
-                                  m=index, aid=self.attempt_id, e=e)
-                    await task.deferLater(self._reactor, delay)
-                    delay *= 2
-        if superseded():
-            self._discard(run[0])
-            raise defer.CancelledError()
-        self.fetching.pop(index, None)
-        self.runs[index] = run
-        self.kinds.update(loc.kinds)
-        if len(self.runs) == self.job.num_maps and not self._all_fetched.called:
+        if m.in_flight is not d:
+            self.placement.discard(run[0])  # superseded, or the attempt ended
+            return
+        m.in_flight, m.state = None, State.DONE
+        self.runs[m.index] = run
+        self.kinds.update(m.loc.kinds)
+        if len(self.runs) == self.num_maps and not self._all_fetched.called:
             self._all_fetched.callback(None)
 
-    async def fetch_once(self, loc: MapLocation, name: str, memory: bool = True) -> Run:
-        """One try at fetching a run: into the shuffle memory if its length
-        (known from the reply header) fits the budget, else to the attempt's
-        dir on disk. Whatever fails, its file is removed."""
-        placed: list[str] = []
-        try:
-            with contextlib.ExitStack() as files:
-                def open_dest(length: int) -> BinaryIO:
-                    placed.append(self._place(name, length, memory))
-                    return files.enter_context(open(placed[-1], "wb"))
-
-                n = await shuffle.fetch(self._reactor, loc.host, loc.port, self.job.job_id,
-                                        loc.index, self.partition, self.job.token, open_dest)
-            self._memory().written(placed[0])
-            # Corrupt data is never merged: check every frame's CRC (off the
-            # reactor thread) before accepting the run.
-            await threads.deferToThread(verify_segment, placed[0])
-        except BaseException as e:
-            in_memory = any(path in self.in_memory for path in placed)
-            for path in placed:
-                self._discard(path)
-            # A tmpfs filled by others meanwhile, or a directory removed
-            # under us: not worth failing the reduce over, the disk may do.
-            if not (in_memory and isinstance(e, OSError)) or self.cancelled:
-                raise
-            self.log.warn("Cannot keep map {m}'s run for {aid} in memory ({e}); fetching "
-                          "it to disk", m=loc.index, aid=self.attempt_id, e=e)
-        else:
-            return placed[0], 0, n
-        return await self.fetch_once(loc, name, memory=False)
-
-    def _place(self, name: str, length: int, memory: bool = True) -> str:
-        path = None if self.cancelled or not memory else self._memory().place(
-            f"{self.attempt_id}-{name}", length)
-        if path is None:
-            return os.path.join(self.work_dir, name)
-        self.in_memory.add(path)
-        return path
-
-    def _discard(self, path: str) -> None:
-        """Remove a run that will not be merged (a failed or superseded fetch).
-        A path in memory is the budget's to remove: if the attempt's end
-        released it already, the name may belong to a new reservation."""
-        if path in self.in_memory:
-            self.in_memory.discard(path)
-            self._memory().release(path)
-        elif os.path.dirname(path) == self.work_dir and os.path.lexists(path):
-            os.unlink(path)
-
-    async def _local_run(self, index: int, link: str) -> Run:
-        """A map output of this very worker, as a run: checked like a
-        fetched one, and hard-linked into the attempt's dir, so that a
-        re-run of the map here (which replaces the store's file) cannot
-        pull it from under the reduce."""
-        try:
-            source, offset, length = self._store.lookup(self.job.job_id, index, self.partition)
-            try:
-                os.link(source, link)
-            except OSError:
-                link = source  # a file system without hard links: read it in place
-            await threads.deferToThread(verify_segment, link, offset, length)
-        except (KeyError, OSError, CorruptFrame) as e:
-            raise shuffle.ShuffleError(f"local output of map {index}: {e}") from None
-        return link, offset, length
-
-    def _fetch_failed(self, failure: Any, loc: MapLocation, number: int) -> None:
-        """Our retries are spent: tell the jobtracker (enough such reports
-        and it runs the map again, announcing a new location) and try
-        again later with the newest location we know."""
-        index = loc.index
-        if self.cancelled or self.fetch_number.get(index) != number:
-            return  # the attempt ended, or a newer location superseded this fetch
-        self.fetching.pop(index, None)
-        if not failure.check(shuffle.ShuffleError, CorruptFrame):
-            # Writing the run failed here: not the map's fault, but ours.
+    def _failed(self, m: _Map, e: Exception) -> None:
+        loc, tries = m.loc, m.tries
+        if not isinstance(e, RETRYABLE):
+            m.state = State.FAILED
             if not self._all_fetched.called:
-                self._all_fetched.errback(failure)
+                self._all_fetched.errback(e)
             return
-        self.log.warn("Cannot fetch map {m} for {aid} from {host}:{port}: {e}", m=index,
-                      aid=self.attempt_id, host=loc.host, port=loc.port,
-                      e=failure.getErrorMessage())
+        # A map output of this very worker is either in the store or not:
+        # no use trying it again at once.
+        if tries < (1 if self._is_local(loc) else FETCH_RETRIES):
+            self.log.info("Fetch of map {m} for {aid} failed ({e}); retrying",
+                          m=m.index, aid=self.attempt_id, e=e)
+            m.state = State.BACKING_OFF
+            m.timer = self._clock.callLater(FIRST_BACKOFF * 2 ** (tries - 1),
+                                            self._try, m, tries + 1)
+            return
+        self.log.warn("Cannot fetch map {m} for {aid} from {host}:{port}: {e}", m=m.index,
+                      aid=self.attempt_id, host=loc.host, port=loc.port, e=e)
+        # The state first: the report may bring a new location at once.
+        m.state = State.PAUSED
+        m.timer = self._clock.callLater(FETCH_FAILED_PAUSE, self._new_round, m)
+        # Enough such reports and the jobtracker runs the map again,
+        # announcing its new location.
         self._report_failure(self.attempt_id, loc)
-        self._reactor.callLater(FETCH_FAILED_PAUSE, self._start, index)
+
+    def _stop(self, m: _Map) -> None:
+        """Whatever ``m`` waits on, it is not waited for any more."""
+        timer, m.timer = m.timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        # Forgotten before it is cancelled: its outcome, also one it
+        # reaches on being cancelled, no longer counts.
+        d, m.in_flight = m.in_flight, None
+        if d is not None:
+            d.cancel()
+
+
+# --- the transfers ---------------------------------------------------------------------
+
+def from_shuffle(reactor: Any, job: JobInit, partition: int) -> Fetcher:
+    """Fetch a run from the shuffle server of the map's worker.
+
+    ``reactor`` provides IReactorTCP, IReactorTime and IReactorThreads."""
+
+    async def fetch(loc: MapLocation, landing: Landing) -> Run:
+        with landing:
+            n = await shuffle.fetch(reactor, loc.host, loc.port, job.job_id, loc.index,
+                                    partition, job.token, landing)
+        assert landing.path is not None  # a fetch that returns opened it
+        # Corrupt data is never merged: check every frame's CRC (off the
+        # reactor thread) before accepting the run.
+        await _in_thread(reactor, verify_segment, landing.path)
+        return landing.path, 0, n
+
+    return fetch
+
+
+def from_store(reactor: Any, store: KeyValueStore, job_id: str, partition: int) -> Fetcher:
+    """A map output of this very worker, as a run: linked from the store and
+    checked like a fetched one."""
+
+    async def fetch(loc: MapLocation, landing: Landing) -> Run:
+        try:
+            source, offset, length = store.lookup(job_id, loc.index, partition)
+            path = landing.link(source)
+            await _in_thread(reactor, verify_segment, path, offset, length)
+        except (KeyError, OSError, CorruptFrame) as e:
+            raise shuffle.ShuffleError(f"local output of map {loc.index}: {e}") from None
+        return path, offset, length
+
+    return fetch
+
+
+def _in_thread(reactor: Any, f: Callable[..., _T], *args: Any) -> defer.Deferred[_T]:
+    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)

@@ -21,6 +21,7 @@ from ..auth import LoginRefused, login
 from ..daemon import FatalError
 from ..pbwire import call, client_factory, refusals_as_pb_errors
 from ..ports import IJobTracker
+from ..services import DaemonReactor
 from ..wire import (
     ROLE_TASKTRACKER,
     AttemptResult,
@@ -112,7 +113,7 @@ class JobTrackerConnection(service.Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, address: str, secret: bytes, tt: TaskTracker,
+    def __init__(self, reactor: DaemonReactor, address: str, secret: bytes, tt: TaskTracker,
                  registration: Any) -> None:
         self.setName("jobtracker connection")
         self._reactor = reactor

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from .. import shuffle, shufflememory
 from ..child import Zygote
 from ..daemon import write_ready_file
-from ..services import AsyncMultiService, CallbackService, zygote_service
+from ..services import AsyncMultiService, CallbackService, DaemonReactor, zygote_service
 from ..shufflememory import ShuffleMemory
 from ..sizes import format_size
 from ..wire import DEFAULT_HEARTBEAT, CallRefused, Heartbeat, Registration, Unreachable
@@ -50,7 +50,7 @@ class TaskTrackerService(AsyncMultiService):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, config: Config, secret: bytes,
+    def __init__(self, reactor: DaemonReactor, config: Config, secret: bytes,
                  zygote: Zygote | None = None) -> None:
         super().__init__()
         self._reactor = reactor
@@ -164,7 +164,7 @@ class TaskTrackerService(AsyncMultiService):
         return wid
 
 
-def make_service(config: Config, reactor: Any, *, secret: bytes,
+def make_service(config: Config, reactor: DaemonReactor, *, secret: bytes,
                  zygote: Zygote | None = None) -> TaskTrackerService:
     """The tasktracker daemon, not started (``await svc.startService()``)."""
     return TaskTrackerService(reactor, config, secret, zygote)

@@ -23,10 +23,10 @@ from ..child import TaskChild, Zygote
 from ..counters import FRAMEWORK
 from ..kvstore import KeyValueStore
 from ..ports import IJobTracker
-from ..shufflememory import ShuffleMemory
+from ..shufflememory import RunPlacement, ShuffleMemory
 from ..tasklog import read_tail
 from ..wire import COMMIT_DENIED, AttemptResult, JobInit, MapLocation, Split, TaskError, Unreachable
-from .fetch import ReduceFetch
+from .fetch import ReduceFetch, from_shuffle, from_store
 
 #: The job module's source, in the job's work dir (attempts' dirs beside it).
 SOURCE = "job.py"
@@ -106,10 +106,13 @@ class TaskTracker:
     def launch_reduce(self, job_id: str, attempt_id: str, partition: int,
                       locations: Sequence[MapLocation]) -> None:
         attempt = self._new_attempt(job_id, attempt_id, "reduce", partition)
+        job = attempt.job
         attempt.fetch = ReduceFetch(
-            self._reactor, attempt.id, attempt.job, partition, attempt.work_dir,
-            memory=lambda: self.memory, store=self.store, is_local=lambda loc: loc.wid == self.wid,
-            report_failure=self._fetch_failed)
+            self._clock, attempt.id, job.num_maps,
+            RunPlacement(lambda: self.memory, attempt.work_dir, attempt.id),
+            fetch=from_shuffle(self._reactor, job, partition),
+            fetch_local=from_store(self._reactor, self.store, job_id, partition),
+            is_local=lambda loc: loc.wid == self.wid, report_failure=self._fetch_failed)
         self._spawn(self._run_reduce(attempt))
         self.map_outputs(job_id, locations)
 

@@ -15,17 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
 from pytxmr import shufflememory, tasktracker
 from pytxmr.child import Zygote
 from pytxmr.tasktracker.__main__ import parse_args
+from pytxmr.tasktracker.fetch import FETCH_RETRIES, State
+from pytxmr.testing.fakes import FakeJobTracker
 from pytxmr.wire import JobInit, MapLocation
 from pytxmr.records import CorruptFrame, SegmentWriter
-from pytxmr.shuffle import ShuffleServerFactory
+from pytxmr.shuffle import ShuffleError, ShuffleServerFactory
 from pytxmr.shufflememory import ShuffleMemory, free_space
 
 TOKEN = b"t" * 32
@@ -93,13 +96,20 @@ def _segment(n: int) -> bytes:
 
 class FetchIntoMemoryTests(TestCase):
     """A reduce attempt's ``ReduceFetch.fetch_once`` places each run by its
-    length and removes it whatever happens to its fetch or its attempt."""
+    length and removes it whatever happens to its fetch or its attempt; the
+    worker's fetch retries on its clock (a ``Clock`` here) and reports to the
+    jobtracker. The state machine alone is in test_fetch.py."""
 
     async def setUp(self) -> None:  # type: ignore[override]
         base = tempfile.mkdtemp(prefix="pytxmr-ttmem-")
         self.addCleanup(shutil.rmtree, base, True)
-        self.tt = tasktracker.TaskTracker(reactor, reactor, os.path.join(base, "work"), 1,
+        self.base = base
+        # The transfers use the reactor; the fetches' delays, this clock.
+        self.clock = Clock()
+        self.tt = tasktracker.TaskTracker(reactor, self.clock, os.path.join(base, "work"), 1,
                                           zygote=Zygote(reactor))  # never started: no task runs
+        self.jobtracker = FakeJobTracker()
+        self.tt.registered("w1", self.jobtracker)
         self.tt.store.startup_cleanup()
         self.mem_dir = os.path.join(base, "shm")
         os.mkdir(self.mem_dir)
@@ -108,13 +118,8 @@ class FetchIntoMemoryTests(TestCase):
         self.tt.init_job(JobInit(JOB, "", "job.py", TOKEN, "map", "reduce", 2, 1, base))
         self.good, self.bad = _segment(500), bytearray(_segment(500))
         self.bad[len(self.bad) // 2] ^= 0xFF
-        for map_id, seg in ((0, self.good), (1, bytes(self.bad))):
-            data = os.path.join(base, f"m{map_id}.data")
-            index = os.path.join(base, f"m{map_id}.index")
-            Path(data).write_bytes(seg)
-            Path(index).write_text(json.dumps({"format": 1, "partitions": [
-                {"offset": 0, "length": len(seg), "records": 500}]}))
-            self.tt.store.add_map_output(JOB, map_id, data, index)
+        self.store_output(0, self.good)
+        self.store_output(1, bytes(self.bad))
         factory = ShuffleServerFactory(self.tt.store, reactor)
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
         self.addCleanup(port.stopListening)
@@ -127,8 +132,27 @@ class FetchIntoMemoryTests(TestCase):
         self.fetch = self.attempt.fetch
         self.addCleanup(self.tt.destroy_job, JOB)
 
-    def loc(self, map_id: int) -> MapLocation:
-        return MapLocation(map_id, "w9", "127.0.0.1", self.port, ("str",))
+    def store_output(self, map_id: int, seg: bytes) -> None:
+        """Map ``map_id``'s output, as this worker's store keeps it (replacing
+        an earlier one, as a re-run map does)."""
+        data = os.path.join(self.base, f"m{map_id}.data")
+        index = os.path.join(self.base, f"m{map_id}.index")
+        Path(data).write_bytes(seg)
+        Path(index).write_text(json.dumps({"format": 1, "partitions": [
+            {"offset": 0, "length": len(seg), "records": 500}]}))
+        self.tt.store.add_map_output(JOB, map_id, data, index)
+
+    def loc(self, map_id: int, wid: str = "w9") -> MapLocation:
+        return MapLocation(map_id, wid, "127.0.0.1", self.port, ("str",), f"m{map_id}")
+
+    async def until(self, state: State, map_id: int) -> None:
+        """Wait for the real transfers (sockets, threads) to bring map
+        ``map_id``'s fetch to ``state``."""
+        deadline = reactor.seconds() + 30
+        while self.fetch.state(map_id) is not state:
+            self.assertLess(reactor.seconds(), deadline,
+                            f"map {map_id} is {self.fetch.state(map_id)}, not {state}")
+            await task.deferLater(reactor, 0.01)
 
     async def test_a_run_that_fits_is_fetched_into_memory(self) -> None:
         """Its file is in the tmpfs directory, its length reserved until released."""
@@ -137,7 +161,7 @@ class FetchIntoMemoryTests(TestCase):
         self.assertEqual((offset, length), (0, len(self.good)))
         self.assertEqual(Path(path).read_bytes(), self.good)
         self.assertEqual(self.tt.memory.used, len(self.good))
-        self.assertIn(path, self.fetch.in_memory)
+        self.assertTrue(self.fetch.placement.in_memory(path))
         self.tt.kill_attempt(JOB, self.attempt.id)
         self.assertEqual((self.tt.memory.used, os.listdir(self.mem_dir)), (0, []))
 
@@ -147,19 +171,17 @@ class FetchIntoMemoryTests(TestCase):
         path, _, _ = await self.fetch.fetch_once(self.loc(0), "r0.seg")
         self.assertEqual(os.path.dirname(path), self.attempt.work_dir)
         self.assertEqual(Path(path).read_bytes(), self.good)
-        self.assertEqual((self.tt.memory.used, self.fetch.in_memory), (0, set()))
+        self.assertEqual((self.tt.memory.used, self.fetch.placement.memory_paths), (0, set()))
 
     async def test_a_corrupt_run_leaves_neither_file_nor_reservation(self) -> None:
         """A failed try gives its budget back at once (the retry places it again)."""
         with self.assertRaises(CorruptFrame):
             await self.fetch.fetch_once(self.loc(1), "r1.seg")
         self.assertEqual((self.tt.memory.used, os.listdir(self.mem_dir)), (0, []))
-        self.assertEqual(self.fetch.in_memory, set())
+        self.assertEqual(self.fetch.placement.memory_paths, set())
 
     async def test_a_refused_fetch_leaves_nothing(self) -> None:
         """An error reply (here: a map this server never ran) creates no run."""
-        from pytxmr.shuffle import ShuffleError
-
         with self.assertRaises(ShuffleError):
             await self.fetch.fetch_once(self.loc(5), "r5.seg")
         self.assertEqual((self.tt.memory.used, os.listdir(self.mem_dir)), (0, []))
@@ -173,7 +195,7 @@ class FetchIntoMemoryTests(TestCase):
             path, _, _ = await self.fetch.fetch_once(self.loc(map_id), "r0.seg")
             self.assertEqual(os.path.dirname(path), self.attempt.work_dir)
             self.assertEqual(Path(path).read_bytes(), self.good)
-        self.assertEqual((self.tt.memory.used, self.fetch.in_memory), (0, set()))
+        self.assertEqual((self.tt.memory.used, self.fetch.placement.memory_paths), (0, set()))
 
     async def test_a_run_that_cannot_be_written_in_memory_goes_to_disk(self) -> None:
         """A tmpfs filled by others between the check of its free space and
@@ -185,7 +207,7 @@ class FetchIntoMemoryTests(TestCase):
             path, _, _ = await self.fetch.fetch_once(self.loc(0), "r0.seg")
         self.assertEqual(os.path.dirname(path), self.attempt.work_dir)
         self.assertEqual(Path(path).read_bytes(), self.good)
-        self.assertEqual((self.tt.memory.used, self.fetch.in_memory), (0, set()))
+        self.assertEqual((self.tt.memory.used, self.fetch.placement.memory_paths), (0, set()))
         self.assertEqual(len([e for e in events if "to disk" in e.get("log_format", "")]), 1)
 
     async def test_destroying_the_job_releases_its_runs(self) -> None:
@@ -194,4 +216,38 @@ class FetchIntoMemoryTests(TestCase):
         self.tt.destroy_job(JOB)
         self.assertEqual((self.tt.memory.used, os.listdir(self.mem_dir)), (0, []))
 
+    async def test_a_local_map_output_is_linked_and_checked(self) -> None:
+        """A map of this worker is read from its store through a hard link
+        in the attempt's dir: no copy, and a re-run map cannot pull it away."""
+        path, offset, length = await self.fetch.fetch_once(self.loc(0, wid="w1"), "r0.seg")
+        self.assertEqual(os.path.dirname(path), self.attempt.work_dir)
+        self.assertTrue(os.path.samefile(path, self.tt.store.lookup(JOB, 0, 0)[0]))
+        self.assertEqual((offset, length), (0, len(self.good)))
+        self.assertEqual(self.tt.memory.used, 0)
 
+    async def test_a_corrupt_local_map_output_is_a_failed_fetch(self) -> None:
+        """Checked like a fetched run; its link is removed."""
+        with self.assertRaises(ShuffleError):
+            await self.fetch.fetch_once(self.loc(1, wid="w1"), "r1.seg")
+        self.assertEqual(os.listdir(self.attempt.work_dir), [])
+
+    async def test_the_worker_retries_on_its_clock_reports_and_takes_the_new_location(
+            self) -> None:
+        """The whole walk on this worker: a corrupt run is tried FETCH_RETRIES
+        times on the worker's clock, reported once to the jobtracker, and the
+        map's re-run (here, on this worker) is fetched at once."""
+        self.tt.map_outputs(JOB, [self.loc(1)])
+        for n in range(FETCH_RETRIES - 1):
+            await self.until(State.BACKING_OFF, 1)
+            self.assertEqual(self.tt.memory.used, 0)
+            self.clock.advance(0.2 * 2 ** n)
+        await self.until(State.PAUSED, 1)
+        self.assertEqual(self.jobtracker.named("fetch_failed"),
+                         [(self.attempt.id, 1, "m1")])
+        self.store_output(1, self.good)
+        self.tt.map_outputs(JOB, [self.loc(1, wid="w1")])
+        await self.until(State.DONE, 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(self.jobtracker.named("fetch_failed")), 1)
+        self.assertEqual(os.listdir(self.attempt.work_dir), ["run-00001-2.seg"])
+        self.assertEqual(self.fetch.state(0), State.WAITING)  # so the reduce does not start

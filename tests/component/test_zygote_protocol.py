@@ -7,7 +7,6 @@ import json
 import signal
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
 
@@ -20,11 +19,18 @@ def test_a_stopping_zygote_kills_a_child_whose_start_was_not_yet_reported(
 
     killed: list[tuple[int, int]] = []
     monkeypatch.setattr(child.os, "kill", lambda pid, sig: killed.append((pid, sig)))
-    zygote = child.Zygote(reactor=None)  # type: ignore[arg-type]
-    zygote.running = True
-    zygote._ended = Deferred()
-    zygote.transport = StringTransport()
-    zygote.transport.closeStdin = lambda: None  # type: ignore[attr-defined]
+    transport = StringTransport()
+    transport.closeStdin = lambda: None  # type: ignore[attr-defined]
+
+    class ProcessReactor:
+        """Spawns nothing: the zygote's process is the transport above."""
+
+        def spawnProcess(self, protocol: Any, *args: Any, **kw: Any) -> StringTransport:
+            protocol.makeConnection(transport)
+            return transport
+
+    zygote = child.Zygote(ProcessReactor())  # type: ignore[arg-type]
+    zygote.start()
     forked = zygote.fork("spec", "log", "result")
     zygote.stop()
     assert killed == []  # its pid is not known yet

@@ -664,7 +664,7 @@ def test_random_event_sequences_keep_the_invariants(speculative: bool, data: st.
                 return  # a reduce cannot finish before it has every map output
             if not ask_commit(aid):
                 # The scheduler's decision, not a real failure: the
-                # tasktracker reports it as such (see tasktracker._commit).
+                # tasktracker reports it as such (see tasktracker.worker.TaskTracker._commit).
                 d.fail(aid, {"type": COMMIT_DENIED, "message": "another attempt committed first",
                              "traceback": ""})
                 return

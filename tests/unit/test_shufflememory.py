@@ -3,6 +3,7 @@ RAM, and the tmpfs directory a tasktracker claims, cleans and removes."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytxmr import shufflememory
-from pytxmr.shufflememory import ShuffleMemory
+from pytxmr.shufflememory import RunPlacement, ShuffleMemory
 
 
 def test_runs_go_to_memory_while_they_fit_the_budget(tmp_path: Path) -> None:
@@ -273,3 +274,162 @@ def test_runs_still_being_written_count_against_the_free_space(tmp_path: Path) -
     memory.release(first)
     memory.written(first)  # released already: nothing happens
     assert memory.used == 1 << 20
+
+
+# --- one attempt's placement ------------------------------------------------------------
+
+def _placement(tmp_path: Path, budget: int = 100) -> tuple[ShuffleMemory, RunPlacement]:
+    (tmp_path / "shm").mkdir()
+    (tmp_path / "attempt").mkdir()
+    memory = ShuffleMemory(str(tmp_path / "shm"), budget)
+    return memory, RunPlacement(lambda: memory, str(tmp_path / "attempt"), "a1")
+
+
+def test_an_attempts_runs_go_to_memory_while_the_budget_allows_then_to_its_dir(
+        tmp_path: Path) -> None:
+    """The attempt's id names its runs in the directory every attempt shares."""
+    memory, placement = _placement(tmp_path)
+    first = placement.place("run-0.seg", 60)
+    assert first == str(tmp_path / "shm" / "a1-run-0.seg") and placement.in_memory(first)
+    second = placement.place("run-1.seg", 60)
+    assert second == str(tmp_path / "attempt" / "run-1.seg") and not placement.in_memory(second)
+    forced = placement.place("run-2.seg", 1, memory=False)
+    assert forced == str(tmp_path / "attempt" / "run-2.seg")
+    assert memory.used == 60 and placement.memory_paths == {first}
+
+
+def test_the_budget_is_asked_at_each_placement(tmp_path: Path) -> None:
+    """The service swaps the worker's budget when it claims its tmpfs: an
+    attempt launched before must use the new one."""
+    current = [ShuffleMemory(None, 0)]
+    (tmp_path / "shm").mkdir()
+    placement = RunPlacement(lambda: current[0], str(tmp_path), "a1")
+    assert not placement.in_memory(placement.place("r0", 1))
+    current[0] = ShuffleMemory(str(tmp_path / "shm"), 10)
+    assert placement.in_memory(placement.place("r1", 1))
+
+
+def test_discarding_a_run_removes_its_file_and_gives_its_memory_back(tmp_path: Path) -> None:
+    """A failed or superseded try leaves neither file nor reservation."""
+    memory, placement = _placement(tmp_path)
+    in_memory = placement.place("r0", 10)
+    on_disk = placement.place("r1", 1, memory=False)
+    Path(in_memory).write_bytes(b"x" * 10)
+    Path(on_disk).write_bytes(b"x")
+    placement.discard(in_memory)
+    placement.discard(on_disk)
+    assert (memory.used, placement.memory_paths) == (0, set())
+    assert not os.path.exists(in_memory) and not os.path.exists(on_disk)
+    placement.discard(on_disk)  # twice, or a file never written: nothing
+    placement.discard(placement.place("r2", 1, memory=False))
+
+
+def test_discarding_never_removes_a_file_outside_the_attempts_dir(tmp_path: Path) -> None:
+    """A local run read in place is the store's file: not ours to delete."""
+    _, placement = _placement(tmp_path)
+    source = tmp_path / "store.data"
+    source.write_bytes(b"map output")
+    placement.discard(str(source))
+    assert source.exists()
+
+
+def test_a_run_released_by_the_attempts_end_is_not_released_twice(tmp_path: Path) -> None:
+    """Once given back, a name may be reserved anew: a late discard must not
+    release somebody else's run."""
+    memory, placement = _placement(tmp_path)
+    path = placement.place("r0", 10)
+    placement.release()
+    assert memory.used == 0 and not os.path.exists(path)
+    again = memory.place("a1-r0", 10)  # the same file name, reserved anew
+    placement.discard(path)
+    assert again == path and memory.holds(path) and memory.used == 10
+
+
+def test_release_gives_back_only_this_attempts_memory(tmp_path: Path) -> None:
+    """Attempts share the budget; each gives back its own when it ends."""
+    memory, placement = _placement(tmp_path)
+    other = RunPlacement(lambda: memory, str(tmp_path / "attempt"), "a2")
+    mine, theirs = placement.place("r0", 10), other.place("r0", 20)
+    for p in (mine, theirs):
+        Path(p).write_bytes(b"x")
+    placement.release()
+    assert memory.used == 20 and os.path.exists(theirs) and not os.path.exists(mine)
+    assert placement.memory_paths == set()
+
+
+def test_after_close_runs_go_to_disk(tmp_path: Path) -> None:
+    """A try that ends after its attempt must not take memory back."""
+    memory, placement = _placement(tmp_path)
+    placement.place("r0", 10)
+    placement.close()
+    assert memory.used == 0
+    assert not placement.in_memory(placement.place("r1", 10))
+
+
+def test_a_landing_is_placed_by_the_length_the_transport_gives(tmp_path: Path) -> None:
+    """The transport asks the landing for a file once it knows the run's
+    length; the run counts as written only once whole."""
+    free = [(10 << 20) + (1 << 20) + 5]
+    (tmp_path / "shm").mkdir()
+    memory = ShuffleMemory(str(tmp_path / "shm"), 1 << 30, free_space=lambda: free[0])
+    placement = RunPlacement(lambda: memory, str(tmp_path), "a1")
+    landing = placement.landing("r0")
+    assert landing.path is None
+    with landing:
+        landing(10 << 20).write(b"x")
+        # Still being written: a second run is not promised the same free space.
+        assert memory.place("other", 10 << 20) is None
+    assert landing.path is not None and landing.in_memory
+    assert Path(landing.path).read_bytes() == b"x"
+    assert memory.place("other", 10 << 20) is not None  # r0 is written now
+    landing.discard()
+    assert not os.path.exists(landing.path) and landing.in_memory  # where it was placed
+
+
+def test_a_landing_that_fails_is_not_written(tmp_path: Path) -> None:
+    """A partial run is discarded, never counted as whole."""
+    (tmp_path / "shm").mkdir()
+    memory = ShuffleMemory(str(tmp_path / "shm"), 1 << 30,
+                           free_space=lambda: (10 << 20) + (1 << 20) + 5)
+    placement = RunPlacement(lambda: memory, str(tmp_path), "a1")
+    landing = placement.landing("r0")
+    with pytest.raises(ConnectionError):
+        with landing:
+            landing(10 << 20).write(b"part")
+            raise ConnectionError("reset")
+    assert landing.path is not None
+    assert memory.place("other", 10 << 20) is None  # r0 still counts as being written
+    landing.discard()
+    assert memory.used == 0
+
+
+def test_a_landing_links_a_local_map_output_into_the_attempts_dir(tmp_path: Path) -> None:
+    """A re-run of the map here replaces the store's file: the link keeps the
+    reduce's run, at no copy."""
+    _, placement = _placement(tmp_path)
+    source = tmp_path / "store.data"
+    source.write_bytes(b"map output")
+    landing = placement.landing("r0")
+    path = landing.link(str(source))
+    assert path == landing.path == str(tmp_path / "attempt" / "r0")
+    assert os.path.samefile(path, source) and not landing.in_memory
+    landing.discard()
+    assert not os.path.exists(path) and source.exists()
+
+
+def test_without_hard_links_a_local_output_is_read_in_place(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some file systems cannot link: the store's file is read as it is, and
+    discarding the landing leaves it alone."""
+    _, placement = _placement(tmp_path)
+    source = tmp_path / "store.data"
+    source.write_bytes(b"map output")
+
+    def no_links(src: str, dst: str) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    landing = placement.landing("r0")
+    assert landing.link(str(source)) == str(source) and landing.path is None
+    landing.discard()
+    assert source.exists()
