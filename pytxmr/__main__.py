@@ -15,6 +15,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
+from . import storage
 from .sizes import size_argument
 
 if TYPE_CHECKING:
@@ -31,10 +32,24 @@ def _positive(text: str) -> int:
     return n
 
 
+def _name_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, not {text!r}")
+    return name, value
+
+
 def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("job", help="the job module (a .py file with map and reduce)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="input files, directories or globs")
-    p.add_argument("-o", "--output", required=True, help="output directory (must not exist)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="input files, directories or globs; local paths or URLs "
+                        "(s3://, http(s)://, file://; see docs/storage.md)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output directory or s3:// prefix (must not exist)")
+    p.add_argument("--storage-option", dest="storage_options", action="append", default=[],
+                   type=_name_value, metavar="NAME=VALUE",
+                   help="a store option for the job's URLs, e.g. endpoint_url=http://host:8333 "
+                        "(repeatable; never a credential: see docs/storage.md)")
     p.add_argument("--reducers", type=_positive, help="number of reduce tasks "
                    "(default: the module's num_reducers, else one per slot of the cluster)")
     p.add_argument("--split-size", type=size_argument,
@@ -221,7 +236,8 @@ def _spec(a: argparse.Namespace) -> dict[str, Any]:
     return submission(a.job, a.inputs, a.output, reducers=a.reducers, split_size=a.split_size,
                       overwrite=a.overwrite, map_name=a.map_name, reduce_name=a.reduce_name,
                       max_attempts=a.max_attempts, speculative=a.speculative,
-                      buffer_records=a.buffer_records, compress=a.compress)
+                      buffer_records=a.buffer_records, compress=a.compress,
+                      storage_options=dict(a.storage_options))
 
 
 def default_slots(workers: int) -> int:
@@ -255,10 +271,11 @@ def run_inline_command(a: argparse.Namespace) -> int:
                           split_size=a.split_size, overwrite=a.overwrite,
                           map_name=a.map_name, reduce_name=a.reduce_name,
                           slots=slots, compress=a.compress,
-                          buffer_records=a.buffer_records or DEFAULT_BUFFER_RECORDS)
+                          buffer_records=a.buffer_records or DEFAULT_BUFFER_RECORDS,
+                          storage_options=dict(a.storage_options))
     if not a.quiet:
         print(f"inline job succeeded in {time.perf_counter() - start:.2f}s; "
-              f"output in {os.path.abspath(a.output)}")
+              f"output in {storage.redact(storage.normalize(a.output))}")
         print_counters(counters)
     return 0
 
@@ -336,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .records import CodecUnavailable
     from .splits import InputError
     from .secret import SecretError
+    from .storage import StorageError
 
     try:
         if a.command == "run" and a.inline:
@@ -358,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ClusterError, LoginRefused, SecretError, CodecUnavailable) as e:
         print(f"pytxmr: {e}", file=sys.stderr)
         return 2
-    except (OutputExistsError, InputError) as e:  # run --inline: refused, as a submission is
+    except (OutputExistsError, InputError, StorageError) as e:  # run --inline: refused, as a submission is
         print(f"pytxmr: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # run --inline, or before the reactor started

@@ -15,7 +15,7 @@ import json
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Sequence
 
 from twisted.internet import defer, protocol, task
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
@@ -23,6 +23,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import pytxmr
+
+from . import storage
 
 _MAX_RESULT_BYTES = 16 << 20
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pytxmr.__file__)))
@@ -78,14 +80,15 @@ class Zygote(protocol.ProcessProtocol):
             self, sys.executable, [sys.executable, "-m", "pytxmr.zygote"],
             env=child_env(), childFDs={0: "w", 1: "r", 2: "r"})
 
-    def fork(self, spec_path: str, log_path: str, result_path: str) -> _Forked:
+    def fork(self, spec_path: str, log_path: str, result_path: str,
+             preload: Sequence[str] = ()) -> _Forked:
         if not self.running:
             raise RuntimeError("the zygote is not running")
         self._next_id += 1
         child = _Forked()
         self._by_id[self._next_id] = child
         request = {"id": self._next_id, "spec": spec_path, "log": log_path,
-                   "result": result_path}
+                   "result": result_path, "preload": list(preload)}
         self.transport.write(json.dumps(request).encode() + b"\n")
         return child
 
@@ -208,7 +211,9 @@ class TaskChild:
         result_path = os.path.join(work_dir, "result.json")
         with open(spec_path, "w", encoding="utf-8") as f:
             json.dump(spec, f)
-        self._child = zygote.fork(spec_path, self.log_path, result_path)
+        split_path = spec.get("split", {}).get("path", "")
+        self._child = zygote.fork(spec_path, self.log_path, result_path,
+                                  storage.client_modules(split_path))
         self._clock = clock
         self._timer: IDelayedCall | None = None
         if timeout:

@@ -9,11 +9,12 @@ job's result (state, counters, error with the user's traceback). The CLI
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet import defer, endpoints, error, task
 from twisted.spread import pb
 
+from . import storage
 from .auth import login
 from .records import CodecUnavailable, codec_for
 from .pbwire import client_factory
@@ -71,10 +72,12 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
                reducers: int | None = None, split_size: int | None = None,
                overwrite: bool = False, map_name: str = "map", reduce_name: str = "reduce",
                max_attempts: int | None = None, buffer_records: int | None = None,
-               speculative: bool = False, compress: str | None = None) -> dict[str, Any]:
-    """The plain-data submission for a job file (paths made absolute here,
-    where they are relative to the user's working directory). ``compress``
-    (None or "lz4") compresses spills and the shuffle."""
+               speculative: bool = False, compress: str | None = None,
+               storage_options: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The plain-data submission for a job file (local paths made absolute
+    here, where they are relative to the user's working directory; URLs as
+    given). ``compress`` (None or "lz4") compresses spills and the shuffle;
+    ``storage_options`` are the non-secret options of the URLs' stores."""
     try:
         # Here too, not only in the task children: the user learns at once.
         codec_for(compress)
@@ -89,8 +92,8 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
         "protocol": PROTOCOL_VERSION,
         "source": source,
         "filename": os.path.abspath(job_path),
-        "inputs": [os.path.abspath(os.path.expanduser(p)) for p in inputs],
-        "output": os.path.abspath(os.path.expanduser(output)),
+        "inputs": [storage.normalize(p) for p in inputs],
+        "output": storage.normalize(output),
         "overwrite": overwrite,
         "map_name": map_name,
         "reduce_name": reduce_name,
@@ -101,6 +104,11 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
                         ("compress", compress)):
         if value is not None:
             spec[name] = value
+    if storage_options:
+        try:
+            spec["storage_options"] = storage.check_options(storage_options)
+        except storage.StorageError as e:
+            raise ClusterError(str(e)) from None
     return spec
 
 

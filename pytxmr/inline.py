@@ -12,15 +12,16 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from . import counters as _counters
-from . import output
+from . import output, storage
+from .counters import FRAMEWORK
 from .jobmodule import load_module, resolve
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map
 from .records import codec_for
 from .reducer import run_reduce
-from .splits import MAX_DEFAULT_SPLIT_SIZE, compute_splits, expand_inputs
+from .splits import MAX_DEFAULT_SPLIT_SIZE, compute_splits
 
 
 def run_inline(
@@ -36,6 +37,7 @@ def run_inline(
     buffer_records: int = DEFAULT_BUFFER_RECORDS,
     slots: int = 1,
     compress: str | None = None,
+    storage_options: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Run the job; returns its counters. Raises on any error.
 
@@ -48,15 +50,22 @@ def run_inline(
         source = f.read()
     job = resolve(load_module(source, os.path.abspath(job_path)), map_name, reduce_name)
     reducers = num_reducers or job.num_reducers or slots
-    files = expand_inputs(inputs)
+    storage.check_no_credentials([*inputs, output_dir])
+    opts = storage.check_options(storage_options)
+    storage.use_options(opts)
+    inputs = [storage.normalize(p) for p in inputs]
+    output_dir = storage.normalize(output_dir)
+    files = storage.expand_inputs(inputs, opts)
     splits = compute_splits(files, split_size or MAX_DEFAULT_SPLIT_SIZE)
-    output.prepare_output_dir(output_dir, overwrite, inputs=inputs, input_files=files)
+    output.prepare_output_dir(output_dir, overwrite, inputs=inputs,
+                              input_files=[f.path for f in files], opts=opts)
     counters = _counters.reset()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as in task children (see pytxmr.task)
     work = tempfile.mkdtemp(prefix="pytxmr-inline-")
     try:
         indexes = []
+        records: dict[int, int] = {}
         for split in splits:
             out = run_map(job, split, reducers, work, counters,
                           buffer_records=buffer_records, name=f"map-{split.index:05d}",
@@ -68,11 +77,14 @@ def run_inline(
             runs = [(path, ix["partitions"][p]["offset"], ix["partitions"][p]["length"])
                     for path, ix in indexes]
             attempt = f"inline_r{p:05d}"
-            run_reduce(job, runs, kinds, output.attempt_path(output_dir, attempt, p), work, counters)
-            output.commit_part(output_dir, attempt, p)
-        output.finish_output(output_dir)
+            part = output.attempt_path(output_dir, attempt, p, work)
+            before = counters.get(FRAMEWORK, "reduce output records")
+            run_reduce(job, runs, kinds, part, work, counters)
+            output.commit_part(output_dir, attempt, p, work, opts)
+            records[p] = counters.get(FRAMEWORK, "reduce output records") - before
+        output.finish_output(output_dir, opts, "inline", records)
     except BaseException:
-        output.abort_output(output_dir)
+        output.abort_output(output_dir, opts)
         raise
     finally:
         if gc_was_enabled:

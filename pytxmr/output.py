@@ -5,7 +5,9 @@ attempt the jobtracker allows to commit renames it to ``OUTPUT/part-NNNNN``
 (a rename within one file system is atomic), and ``_SUCCESS`` is written
 when every part is in. A reader of OUTPUT therefore never sees a partial or
 duplicated part file. ``--overwrite`` removes only what is recognisably an
-earlier pytxmr output (see ``check_overwrite``).
+earlier pytxmr output (see ``check_overwrite``). An output in an object
+store (a URL) follows the same rules with uploads for renames
+(``objectoutput``).
 """
 
 from __future__ import annotations
@@ -14,23 +16,24 @@ import codecs
 import fnmatch
 import json
 import os
-import re
 import shutil
 import sys
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from . import objectoutput, storage
+from .outputrules import (
+    OUTPUT_MARK,
+    SUCCESS,
+    TEMPORARY,
+    OutputExistsError,
+    UnsafeOverwrite,
+    foreign_names,
+    part_name,
+)
 from .splits import is_glob
 
-TEMPORARY = "_temporary"
-SUCCESS = "_SUCCESS"
-#: Written into an output directory when pytxmr creates it, and kept: the
-#: sign that ``--overwrite`` may remove the directory. (``_SUCCESS`` is one
-#: too, for outputs written before the mark existed.) Its leading '_' keeps
-#: it out of a later job's inputs, as Hadoop's readers skip ``_SUCCESS``.
-OUTPUT_MARK = "_PYTXMR_OUTPUT"
 _MARK_TEXT = ("This directory is the output of a pytxmr job: `--overwrite` may replace it.\n"
               "pytxmr refuses to overwrite directories without this file.\n")
-_PART_NAME = re.compile(r"part-\d{5,}\Z")
 #: The error handler of output files: lone surrogates U+DC80-U+DCFF (from
 #: input decoded with "surrogateescape") become the raw bytes they stand
 #: for; other lone surrogates are written as their UTF-8-like encoding
@@ -61,18 +64,6 @@ def _int_text(n: int) -> str:
             return str(n)
         finally:
             sys.set_int_max_str_digits(limit)
-
-
-class OutputExistsError(Exception):
-    """The output directory exists and --overwrite was not given."""
-
-
-class UnsafeOverwrite(OutputExistsError):
-    """--overwrite was given for a path pytxmr must not delete."""
-
-
-def part_name(partition: int) -> str:
-    return f"part-{partition:05d}"
 
 
 def _json_default(obj: Any) -> Any:
@@ -126,7 +117,10 @@ FORMATTERS: dict[str, Callable[[Any, Any], str]] = {"text": text_line, "jsonl": 
 
 
 def inside(path: str, root: str) -> bool:
-    """Whether ``path`` is ``root`` or below it (both real, absolute paths)."""
+    """Whether ``path`` is ``root`` or below it (both real, absolute paths,
+    or both URLs)."""
+    if storage.is_remote(path) or storage.is_remote(root):
+        return storage.is_remote(path) and storage.inside(path, root)
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
@@ -164,7 +158,7 @@ def _overlapping_input(out: str, patterns: Iterable[str], files: Iterable[str]) 
 
 
 def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Iterable[str] = (),
-                    protected: Iterable[str] = ()) -> None:
+                    protected: Iterable[str] = (), opts: Mapping[str, str] | None = None) -> None:
     """Refuse (UnsafeOverwrite) to let ``--overwrite`` delete ``path`` unless
     it is an earlier pytxmr output, or an empty directory, that holds none
     of this job's inputs and lies in none of them, nor in or around a work
@@ -173,6 +167,10 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
     Made at submission and again just before the deletion: Hadoop never
     deletes an output path, and an overwrite that guesses wrong loses data.
     """
+    if storage.is_remote(path):
+        _, _, names, is_object = objectoutput.listing(path, opts or {})
+        objectoutput.check_overwrite(path, names, is_object, inputs=inputs)
+        return
     shown = path
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.lexists(path):
@@ -202,18 +200,21 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
         return
     if not names & {OUTPUT_MARK, SUCCESS}:
         raise refuse(f"it is not a pytxmr output (it has no {OUTPUT_MARK} or {SUCCESS} file)")
-    foreign = sorted(n for n in names
-                     if n not in (OUTPUT_MARK, SUCCESS, TEMPORARY) and not _PART_NAME.match(n))
+    foreign = foreign_names(names)
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise refuse(f"it holds files pytxmr did not write: {', '.join(foreign[:3])}{more}")
 
 
 def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = (),
-                       input_files: Iterable[str] = (), protected: Iterable[str] = ()) -> None:
+                       input_files: Iterable[str] = (), protected: Iterable[str] = (),
+                       opts: Mapping[str, str] | None = None) -> None:
     """Refuse an existing output (as Hadoop does) unless told to replace it,
     and then only an earlier pytxmr output (``check_overwrite``, here again
     right before anything is deleted)."""
+    if storage.is_remote(path):
+        objectoutput.prepare(path, overwrite, inputs=inputs, opts=opts or {})
+        return
     if os.path.lexists(path):
         if not overwrite:
             raise OutputExistsError(
@@ -229,27 +230,43 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
         f.write(_MARK_TEXT)
 
 
-def attempt_path(output: str, attempt_id: str, partition: int) -> str:
-    """Where a reduce attempt writes its part file before commit."""
+def attempt_path(output: str, attempt_id: str, partition: int, work_dir: str = "") -> str:
+    """Where a reduce attempt writes its part file before commit: beside the
+    output, or, for an object store, in the attempt's ``work_dir``."""
+    if storage.is_remote(output):
+        return os.path.join(work_dir, part_name(partition))
     return os.path.join(output, TEMPORARY, attempt_id, part_name(partition))
 
 
-def commit_part(output: str, attempt_id: str, partition: int) -> str:
-    """Move an attempt's part file into place; returns the final path."""
+def commit_part(output: str, attempt_id: str, partition: int, work_dir: str = "",
+                opts: Mapping[str, str] | None = None) -> str:
+    """Move (or upload) an attempt's part file into place; the final path."""
+    if storage.is_remote(output):
+        name = part_name(partition)
+        objectoutput.upload_part(output, attempt_path(output, attempt_id, partition, work_dir),
+                                 name, opts or {})
+        return storage.join(output, name)
     final = os.path.join(output, part_name(partition))
     os.replace(attempt_path(output, attempt_id, partition), final)
     shutil.rmtree(os.path.join(output, TEMPORARY, attempt_id), ignore_errors=True)
     return final
 
 
-def finish_output(output: str) -> None:
-    """Remove the temporary area and mark the job done with ``_SUCCESS``."""
+def finish_output(output: str, opts: Mapping[str, str] | None = None, job_id: str = "",
+                  records: Mapping[int, int] | None = None) -> None:
+    """Remove the temporary area and mark the job done with ``_SUCCESS``;
+    in an object store, ``_SUCCESS`` lists the parts (``records``: the
+    records of each partition's committed part)."""
+    if storage.is_remote(output):
+        objectoutput.finish(output, opts or {}, job_id,
+                            {part_name(p): n for p, n in (records or {}).items()})
+        return
     shutil.rmtree(os.path.join(output, TEMPORARY), ignore_errors=True)
     with open(os.path.join(output, SUCCESS), "w"):
         pass
 
 
-def abort_output(output: str) -> None:
+def abort_output(output: str, opts: Mapping[str, str] | None = None) -> None:
     """After a failed or killed job: remove every attempt's files, the
     committed part files too (alone, they would look like a result).
 
@@ -257,6 +274,9 @@ def abort_output(output: str) -> None:
     ``--overwrite``. ``_temporary`` goes first, so that an attempt still
     renaming its part file after this fails instead of leaving one.
     """
+    if storage.is_remote(output):
+        objectoutput.abort(output, opts or {})
+        return
     shutil.rmtree(os.path.join(output, TEMPORARY), ignore_errors=True)
     try:
         names = os.listdir(output)

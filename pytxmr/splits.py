@@ -11,7 +11,6 @@ from __future__ import annotations
 import bz2
 import codecs
 import functools
-import glob
 import gzip
 import lzma
 import os
@@ -22,7 +21,9 @@ from itertools import accumulate, chain, repeat
 from operator import add
 from typing import IO, Any, Iterator, Mapping, Sequence
 
+from pytxmr import storage
 from pytxmr.sizes import format_size
+from pytxmr.storage import InputFile
 
 __all__ = [
     "BLOCK_SIZE",
@@ -35,7 +36,6 @@ __all__ = [
     "Split",
     "compute_splits",
     "default_split_size",
-    "expand_inputs",
     "is_compressed",
     "read_chunks",
     "read_lines",
@@ -56,13 +56,30 @@ CHUNK_BLOCK_SIZE = 1 << 20
 
 #: Suffixes read whole through a streaming decompressor (one split per file):
 #: these formats cannot be entered in the middle.
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")
 
-_OPENERS: dict[str, Any] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
-# Compressed formats the stdlib cannot read: refusing them beats feeding the
+def _zstd_reader(raw: IO[bytes]) -> IO[bytes]:
+    try:
+        import zstandard
+    except ImportError:
+        raise InputError(f"{storage.redact(raw.name)}: reading .zst input needs the zstandard "
+                         "package: pip install 'pytxmr[zstd]'", path=raw.name) from None
+    return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)  # type: ignore[return-value]
+
+
+#: Decompressing readers over a binary file, by suffix.
+_DECOMPRESSORS: dict[str, Any] = {
+    ".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    ".bz2": bz2.BZ2File,
+    ".xz": lzma.LZMAFile,
+    ".zst": _zstd_reader,
+    ".zstd": _zstd_reader,
+}
+
+# Compressed formats pytxmr cannot read: refusing them beats feeding the
 # mapper binary garbage (silently so with encoding_errors = "replace").
-_UNSUPPORTED_SUFFIXES = (".zst", ".zstd", ".lz4", ".zip", ".7z", ".snappy", ".lzo", ".br")
+_UNSUPPORTED_SUFFIXES = (".lz4", ".zip", ".7z", ".snappy", ".lzo", ".br")
 
 # Past the split's end only the last line remains to be read: read small.
 _TAIL_READ = 64 << 10
@@ -83,8 +100,6 @@ _GLOB_MAGIC = re.compile(r"[*?[]")
 def is_glob(pattern: str) -> bool:
     return _GLOB_MAGIC.search(pattern) is not None
 
-
-_HIDDEN_PREFIXES = (".", "_")
 
 _DECODE_HINT = (
     'if the input is not clean {encoding}, set encoding_errors = "replace" '
@@ -117,8 +132,10 @@ class InputDecodeError(InputError):
 class Split:
     """One map task's share of the input: the lines that start in [start, end) of path.
 
-    A compressed file is read whole (whole=True, start=0, end=its size on
-    disk). Only plain types inside, because splits travel over PB and JSON.
+    ``path`` is an absolute local path or a URL (``storage``). A compressed
+    file, or one behind an HTTP server that cannot serve ranges, is read
+    whole (whole=True, start=0, end=its size). Only plain types inside,
+    because splits travel over PB and JSON.
     """
 
     index: int
@@ -134,8 +151,9 @@ class Split:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"Split.{name} must be an int >= 0, got {value!r}")
-        if not isinstance(self.path, str) or not os.path.isabs(self.path):
-            raise ValueError(f"Split.path must be an absolute path, got {self.path!r}")
+        if not isinstance(self.path, str) or not (
+                os.path.isabs(self.path) or storage.is_remote(self.path)):
+            raise ValueError(f"Split.path must be an absolute path or a URL, got {self.path!r}")
         if self.start > self.end:
             raise ValueError(f"Split start {self.start} is after its end {self.end}")
         if not isinstance(self.whole, bool):
@@ -178,70 +196,6 @@ def is_compressed(path: str) -> bool:
     return path.lower().endswith(COMPRESSED_SUFFIXES)
 
 
-def _visible(name: str) -> bool:
-    return not name.startswith(_HIDDEN_PREFIXES)
-
-
-def _dir_files(directory: str) -> list[str]:
-    """Visible regular files of a directory, not recursive, like Hadoop's hidden-file filter."""
-    try:
-        with os.scandir(directory) as entries:
-            return [
-                os.path.abspath(entry.path)
-                for entry in entries
-                if _visible(entry.name) and entry.is_file()
-            ]
-    except OSError as e:
-        message = f"cannot list input directory {directory}: {e.strerror}"
-        raise InputError(message, path=directory) from e
-
-
-def _expand_one(pattern: str) -> list[str]:
-    path = os.path.expanduser(pattern)
-    if os.path.isdir(path):
-        files = _dir_files(path)
-        if not files:
-            raise InputError(
-                f"input directory {os.path.abspath(path)} has no files "
-                "(names starting with '.' or '_' are skipped, subdirectories are not read)",
-                path=path,
-            )
-        return sorted(files)
-    if os.path.exists(path):
-        if not os.path.isfile(path):
-            raise InputError(f"input {os.path.abspath(path)} is not a regular file", path=path)
-        return [os.path.abspath(path)]
-    if not is_glob(path):
-        raise InputError(f"input path does not exist: {os.path.abspath(path)}", path=path)
-    files = []
-    for match in glob.glob(path):
-        if os.path.isdir(match):
-            files.extend(_dir_files(match))
-        elif os.path.isfile(match) and _visible(os.path.basename(match)):
-            files.append(os.path.abspath(match))
-    if not files:
-        raise InputError(f"input pattern {pattern!r} matches no files", path=pattern)
-    return sorted(files)
-
-
-def expand_inputs(patterns: Sequence[str]) -> list[str]:
-    """Turn the job's input arguments (files, directories, globs) into absolute file paths.
-
-    A directory stands for its visible files (not recursive; names starting
-    with '.' or '_' such as _SUCCESS are skipped, as in Hadoop). The order is
-    deterministic so that split numbers, and thus outputs, are reproducible.
-    Raises InputError for a missing path, an empty directory or a glob
-    matching no files, so the mistake is reported before any task runs.
-    """
-    if isinstance(patterns, (str, bytes)):
-        raise TypeError("expand_inputs takes a list of patterns, not a single string")
-    seen: dict[str, None] = {}
-    for pattern in patterns:
-        for path in _expand_one(pattern):
-            seen.setdefault(path, None)
-    return list(seen)
-
-
 #: The largest split a job gets without --split-size: Hadoop's block size.
 #: A map has fixed costs (a process, sorting and spilling its distinct keys,
 #: one more run for every reduce to merge) that larger splits amortize.
@@ -261,31 +215,35 @@ def default_split_size(total: int, slots: int) -> int:
     return min(MAX_DEFAULT_SPLIT_SIZE, max(MIN_DEFAULT_SPLIT_SIZE, per_map))
 
 
-def compute_splits(paths: Sequence[str], split_size: int) -> list[Split]:
+def compute_splits(inputs: Sequence[InputFile | str], split_size: int) -> list[Split]:
     """Cut files into byte ranges of split_size (one map task each).
 
-    Compressed files are one whole split each; an empty file still gets one
-    (empty) split so that every input has a map task. Indexes run from 0
-    across all files in the given order.
+    ``inputs`` come from ``storage.expand_inputs`` (a plain string is a
+    local path, stat'ed here). Compressed files, and files whose server
+    serves no ranges, are one whole split each; an empty file still gets
+    one (empty) split so that every input has a map task. Indexes run from
+    0 across all files in the given order.
     """
     if isinstance(split_size, bool) or not isinstance(split_size, int):
         raise TypeError(f"split_size must be an int, got {split_size!r}")
     if split_size < 1:
         raise ValueError(f"split_size must be at least 1 byte, got {split_size}")
     splits: list[Split] = []
-    for p in paths:
-        path = os.path.abspath(p)
+    for item in inputs:
+        if isinstance(item, str):
+            path = os.path.abspath(item)
+            try:
+                item = InputFile(path, os.stat(path).st_size)
+            except OSError as e:
+                raise InputError(f"cannot read input {path}: {e.strerror}", path=path) from e
+        path, size = item.path, item.size
         if path.lower().endswith(_UNSUPPORTED_SUFFIXES):
             raise InputError(
-                f"input {path}: this compression format is not supported; "
+                f"input {storage.redact(path)}: this compression format is not supported; "
                 f"use {', '.join(COMPRESSED_SUFFIXES)} or uncompressed files",
                 path=path,
             )
-        try:
-            size = os.stat(path).st_size
-        except OSError as e:
-            raise InputError(f"cannot read input {path}: {e.strerror}", path=path) from e
-        if is_compressed(path):
+        if is_compressed(path) or not item.ranged:
             splits.append(Split(len(splits), path, 0, size, True))
         elif size == 0:
             splits.append(Split(len(splits), path, 0, 0, False))
@@ -453,25 +411,40 @@ def _segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tu
     Each run ends with b'\\n' except the unterminated last line of a file.
     """
     path = split.path
-    # Unbuffered: we read big blocks ourselves, a buffer would only copy them.
-    opener: Any = functools.partial(open, buffering=0)
+    shown = storage.redact(path)
     if split.whole:
-        opener = _OPENERS.get(os.path.splitext(path)[1].lower(), opener)
         start, end = 0, _NO_END
     else:
         if split.start >= split.end:
             return
         start, end = split.start, split.end
     try:
-        f = opener(path, "rb")
+        f = storage.open_input(path, whole=split.whole)
     except OSError as e:
-        raise InputError(f"cannot open input {path}: {e.strerror or e}", path=path) from e
+        raise InputError(f"cannot open input {shown}: {e.strerror or e}", path=path) from e
+    except storage.StorageError as e:
+        raise InputError(str(e), path=path) from e
+    decompress = _DECOMPRESSORS.get(os.path.splitext(path)[1].lower()) if split.whole else None
+    if decompress is not None:
+        try:
+            f = decompress(f)
+        except BaseException:
+            f.close()
+            raise
     with f:
         try:
-            yield from _segments_of(f, path, start, end, max_line_bytes, block_size)
-        except (OSError, EOFError, lzma.LZMAError) as e:
-            what = "corrupt or truncated compressed input" if split.whole else "cannot read input"
-            raise InputError(f"{path}: {what}: {e}", path=path) from e
+            yield from _segments_of(f, shown, start, end, max_line_bytes, block_size)
+        except storage.StorageError as e:
+            raise InputError(str(e), path=path) from e
+        except Exception as e:
+            # A remote store's client raises its own errors (aiohttp's, say).
+            if not isinstance(e, (OSError, EOFError, lzma.LZMAError)) and \
+                    not storage.is_remote(path) and \
+                    type(e).__module__.split(".")[0] != "zstandard":
+                raise
+            what = ("corrupt or truncated compressed input" if decompress is not None
+                    else "cannot read input")
+            raise InputError(f"{shown}: {what}: {e}", path=path) from e
 
 
 def _line_batches(

@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from . import counters as _counters
+from . import storage
 from .jobmodule import Job, describe_error, load_module, resolve
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map
 from .records import codec_for
@@ -60,6 +61,7 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
     """Run the task ``spec`` describes in this process; plain-data result."""
     counters = _counters.current
     kind = spec["kind"]
+    storage.use_options(spec["job"].get("storage_options") or {})
     job = load_job(spec["job"])
     # Map and reduce build millions of small acyclic objects; the cyclic
     # collector would traverse them all again and again (measured: a third

@@ -70,6 +70,14 @@ def workers_view(scheduler: Scheduler, now: float) -> list[dict[str, Any]]:
     return [worker_view(w, now) for w in alive + lost]
 
 
+def part_records(sjob: Job) -> dict[int, int]:
+    """Records of each reduce's committed part file, for an object-store
+    output's manifest."""
+    return {t.index: a.counters.get(FRAMEWORK, {}).get("reduce output records", 0)
+            for t in sjob.reduces for a in t.attempts
+            if a.id == t.committed and a.state is State.SUCCEEDED}
+
+
 def live_counters(sjob: Job) -> dict[str, dict[str, int]]:
     """The counters of the committed attempts so far (as ``_job_done``
     adds them up at the end: a failed or superseded attempt never counts)."""

@@ -136,6 +136,8 @@ class JobInit:
     output: str
     buffer_records: int | None = None
     compress: str | None = None
+    #: Non-secret options of the stores of its URLs (``storage``).
+    storage_options: Mapping[str, str] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         """The ``init_job`` call's second argument (the job id is its first)."""
@@ -143,7 +145,7 @@ class JobInit:
                 "map_name": self.map_name, "reduce_name": self.reduce_name,
                 "num_maps": self.num_maps, "num_reducers": self.num_reducers,
                 "output": self.output, "buffer_records": self.buffer_records,
-                "compress": self.compress}
+                "compress": self.compress, "storage_options": dict(self.storage_options)}
 
     @classmethod
     def from_wire(cls, job_id: Any, d: Any) -> JobInit:
@@ -152,7 +154,11 @@ class JobInit:
         f = _fields("JobInit", d, source=str, filename=str, token=bytes, map_name=str,
                     reduce_name=str, num_maps=int, num_reducers=int, output=str,
                     buffer_records=[int, None], compress=[str, None])
-        return cls(job_id, **f)
+        opts = d.get("storage_options") or {}
+        if not isinstance(opts, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in opts.items()):
+            raise BadMessage("JobInit.storage_options must map strings to strings")
+        return cls(job_id, **f, storage_options=opts)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ The zygote never imports a job module itself, so no user code can alter it.
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -20,7 +21,7 @@ import signal
 import sys
 from typing import Any
 
-from . import task
+from . import storage, task
 
 
 #: Bytes of a task's prints kept in its log; the rest is dropped with a note,
@@ -75,6 +76,18 @@ def _child(request: dict[str, Any], inherited: list[int]) -> None:
         os._exit(code)
 
 
+def _preload(names: list[str]) -> None:
+    """Import a store's client here, once, so that every child forked
+    after has it (only the known ones: never a name a job chose). A
+    failure is the child's to report, when it imports the module itself."""
+    for name in names:
+        if name in storage.PRELOADABLE and name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except Exception:
+                pass
+
+
 def _report(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
@@ -113,6 +126,7 @@ def serve() -> None:
             while b"\n" in buffered:
                 line, buffered = buffered.split(b"\n", 1)
                 request = json.loads(line)
+                _preload(request.get("preload", []))
                 pid = os.fork()
                 if pid == 0:
                     _child(request, [wake_r, wake_w])

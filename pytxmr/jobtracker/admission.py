@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 
-from .. import output
+from .. import output, storage
 from ..child import TaskChild, Zygote
 from ..wire import SubmissionError
 from .job import JobRecord
@@ -85,12 +85,14 @@ class Admission:
         sub = validate_submission(spec)
         _refuse_overlap(sub.output, running_outputs())
         try:
-            splits = await threads.deferToThread(plan_splits, sub.inputs, sub.split_size, slots)
+            splits = await threads.deferToThread(plan_splits, sub.inputs, sub.split_size, slots,
+                                                 sub.storage_options)
             if sub.overwrite:
                 # Before the module check: a refusal costs nothing then.
                 await threads.deferToThread(
                     output.check_overwrite, sub.output, inputs=sub.inputs,
-                    input_files=split_paths(splits), protected=[self.workdir])
+                    input_files=split_paths(splits), protected=[self.workdir],
+                    opts=sub.storage_options)
         except (ValueError, output.OutputExistsError) as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
         self._refuse_if_stopping()
@@ -112,11 +114,13 @@ class Admission:
             try:
                 await threads.deferToThread(
                     output.prepare_output_dir, sub.output, sub.overwrite, inputs=sub.inputs,
-                    input_files=split_paths(splits), protected=[self.workdir])
-            except (output.OutputExistsError, OSError) as e:
+                    input_files=split_paths(splits), protected=[self.workdir],
+                    opts=sub.storage_options)
+            except (output.OutputExistsError, OSError, ValueError) as e:
                 raise SubmissionError(str(e)) from None
             if self._stopping:  # the output just made is no job's
-                shutil.rmtree(sub.output, ignore_errors=True)
+                if not storage.is_remote(sub.output):
+                    shutil.rmtree(sub.output, ignore_errors=True)
                 self._refuse_if_stopping()
             # The output directory is the job's own now: should the
             # jobtracker crash, its next start cleans it (see interrupted_outputs).
@@ -129,7 +133,8 @@ class Admission:
             id=job_id, filename=sub.filename, source_path=source_path, token=os.urandom(32),
             output=sub.output, splits=splits, num_reducers=reducers, map_name=sub.map_name,
             reduce_name=sub.reduce_name, buffer_records=sub.buffer_records,
-            submitted=self._clock.seconds(), inputs=list(sub.inputs), compress=sub.compress)
+            submitted=self._clock.seconds(), inputs=list(sub.inputs), compress=sub.compress,
+            storage_options=dict(sub.storage_options))
         return job, sub
 
     async def _check_module(self, job_dir: str, source_path: str,

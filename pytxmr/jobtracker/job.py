@@ -30,6 +30,10 @@ class JobRecord:
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)
     compress: str | None = None
+    storage_options: dict[str, str] = field(default_factory=dict)
+    #: Ended, its output being finished (an object store's calls in a
+    #: thread): ``wait`` still waits.
+    finishing: bool = False
 
     @property
     def running(self) -> bool:
@@ -39,7 +43,7 @@ class JobRecord:
         """What a worker is sent before its first task of this job."""
         return JobInit(self.id, source, self.filename, self.token, self.map_name,
                        self.reduce_name, len(self.splits), self.num_reducers, self.output,
-                       self.buffer_records, self.compress)
+                       self.buffer_records, self.compress, dict(self.storage_options))
 
     def result(self, now: float) -> dict[str, Any]:
         """What ``wait`` and ``status`` return (``status`` adds progress)."""

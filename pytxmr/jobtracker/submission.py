@@ -10,12 +10,13 @@ without a reactor.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import scheduler as sched
+from .. import storage
 from ..records import COMPRESSION_CODECS
-from ..splits import Split, compute_splits, default_split_size, expand_inputs
+from ..splits import Split, compute_splits, default_split_size
 from ..wire import PROTOCOL_VERSION, ProtocolMismatch, SubmissionError
 
 #: Errors of the submission check whose message says it all (file and line).
@@ -39,6 +40,8 @@ class Submission:
     buffer_records: int | None = None
     #: Checked by name only: the workers, not the jobtracker, need the codec.
     compress: str | None = None
+    #: Non-secret options of the stores of its URLs (``storage``).
+    storage_options: Mapping[str, str] = field(default_factory=dict)
 
 
 def _known_codec(name: str) -> bool:
@@ -50,6 +53,10 @@ def _known_codec(name: str) -> bool:
 
 def _at_least_one(n: int) -> bool:
     return n >= 1
+
+
+def _absolute_or_url(path: str) -> bool:
+    return os.path.isabs(path) or storage.is_remote(path)
 
 
 def validate_submission(spec: Any) -> Submission:
@@ -75,9 +82,17 @@ def validate_submission(spec: Any) -> Submission:
     inputs = get("inputs", list)
     if not inputs or not all(isinstance(p, str) and p for p in inputs):
         raise SubmissionError("no inputs given")
-    out = get("output", str, check=os.path.isabs)
-    if any(os.path.abspath(p) == os.path.abspath(out) for p in inputs):
+    out = get("output", str, check=_absolute_or_url)
+    if any(storage.normalize(p) == storage.normalize(out) for p in inputs):
         raise SubmissionError("the output directory is also an input")
+    if storage.scheme(out) in ("http", "https"):
+        raise SubmissionError(f"cannot write the output to {storage.redact(out)}: "
+                              "http(s) URLs are inputs only")
+    try:
+        storage.check_no_credentials([*inputs, out])
+        storage_options = storage.check_options(spec.get("storage_options"))
+    except storage.StorageError as e:
+        raise SubmissionError(str(e)) from None
     return Submission(
         source=get("source", str),
         filename=get("filename", str),
@@ -92,16 +107,18 @@ def validate_submission(spec: Any) -> Submission:
         speculative=bool(get("speculative", bool, False)),
         buffer_records=get("buffer_records", int, None, _at_least_one),
         compress=get("compress", str, None, _known_codec),
+        storage_options=storage_options,
     )
 
 
-def plan_splits(inputs: Sequence[str], split_size: int | None, slots: int) -> list[Split]:
+def plan_splits(inputs: Sequence[str], split_size: int | None, slots: int,
+                storage_options: Mapping[str, str] | None = None) -> list[Split]:
     """The job's splits; without a split size, whole waves over the slots.
-    Reads the file system (the caller runs it in a thread)."""
-    paths = expand_inputs(inputs)
+    Lists the inputs' stores (the caller runs it in a thread)."""
+    files = storage.expand_inputs(inputs, storage_options or {})
     if split_size is None:
-        split_size = default_split_size(sum(os.path.getsize(p) for p in paths), slots)
-    return compute_splits(paths, split_size)
+        split_size = default_split_size(sum(f.size for f in files), slots)
+    return compute_splits(files, split_size)
 
 
 def split_paths(splits: Sequence[Split]) -> list[str]:

@@ -9,17 +9,18 @@ User code never runs here: ``Admission`` checks a module in a child process.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .. import output, scheduler as sched, views
+from .. import output, scheduler as sched, storage, views
 from ..child import Zygote
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION, JobHistory
 from ..ports import IWorker
@@ -55,6 +56,7 @@ class JobTracker:
                  check_timeout: float = DEFAULT_CHECK_TIMEOUT,
                  history_retention: int = DEFAULT_HISTORY_RETENTION,
                  checkers: Zygote) -> None:
+        self._reactor = reactor
         self._clock = clock
         self.workdir = workdir
         self.expiry = expiry
@@ -77,9 +79,15 @@ class JobTracker:
         # Leftovers of a crashed run are of no use: its jobs are gone
         # (resuming them is a later step), failed like any other job.
         for job_id, out in interrupted_outputs(jobs_dir):
-            if os.path.exists(os.path.join(out, output.SUCCESS)):
+            if storage.is_remote(out):
+                # The store's calls take time: not at start, in a thread.
+                self._in_thread(output.abort_output, out).addErrback(
+                    lambda f, out=out: self.log.warn("Cannot clean {out}: {e}", out=out,
+                                                     e=f.getErrorMessage()))
+            elif os.path.exists(os.path.join(out, output.SUCCESS)):
                 continue
-            output.abort_output(out)
+            else:
+                output.abort_output(out)
             self.log.warn("Job {job} was running when the jobtracker stopped: it failed, and "
                           "its output directory {out} is left empty", job=job_id, out=out)
         shutil.rmtree(jobs_dir, ignore_errors=True)
@@ -174,7 +182,8 @@ class JobTracker:
         """Check and start a job; raises SubmissionError with the reason."""
         slots = sum(w.slots for w in self.workers.values())
         job, sub = await self.admission.admit(
-            spec, slots, lambda: [(j.id, j.output) for j in self.jobs.values() if j.running])
+            spec, slots, lambda: [(j.id, j.output) for j in self.jobs.values()
+                                    if j.running or j.finishing])
         self.jobs[job.id] = job
         self.log.info("Job {job} submitted: {file}, {maps} maps, {reduces} reduces",
                       job=job.id, file=job.filename, maps=len(job.splits),
@@ -188,7 +197,7 @@ class JobTracker:
         if old is not None:
             return defer.succeed(old)
         job = self._job(job_id)
-        if not job.running:
+        if not job.running and not job.finishing:
             return defer.succeed(job.result(self.now()))
         d: defer.Deferred[dict[str, Any]] = defer.Deferred()
         self._waiters.setdefault(job_id, []).append(d)
@@ -286,18 +295,35 @@ class JobTracker:
         job.error = error
         job.finished = self.now()
         sjob = self.scheduler.jobs.get(job.id)
+        records: dict[int, int] = {}
         if sjob is not None:
             job.counters = views.live_counters(sjob)
-        try:
-            if state == "succeeded":
-                output.finish_output(job.output)
-            else:
-                output.abort_output(job.output)
-        except OSError as e:
-            self.log.error("Cannot finish the output of {job}: {e}", job=job.id, e=e)
-            if state == "succeeded":
+            records = views.part_records(sjob)
+        if state == "succeeded":
+            end = functools.partial(output.finish_output, job.output, job.storage_options,
+                                    job.id, records)
+        else:
+            end = functools.partial(output.abort_output, job.output, job.storage_options)
+        if not storage.is_remote(job.output):
+            self._output_ended(job, _outcome(end))
+            return
+        # An object store's calls take time: in a thread, and the job ends
+        # for its waiters once its output is final.
+        job.finishing = True
+        self._in_thread(_outcome, end).addCallback(
+            lambda e: self._output_ended(job, e))
+
+    def _in_thread(self, f: Any, *args: Any) -> defer.Deferred[Any]:
+        reactor: Any = self._reactor
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+    def _output_ended(self, job: JobRecord, error: Exception | None) -> None:
+        job.finishing = False
+        if error is not None:
+            self.log.error("Cannot finish the output of {job}: {e}", job=job.id, e=error)
+            if job.state == "succeeded":
                 job.state = "failed"
-                job.error = {"type": "OutputError", "message": str(e), "traceback": ""}
+                job.error = {"type": "OutputError", "message": str(error), "traceback": ""}
         shutil.rmtree(os.path.dirname(job.source_path), ignore_errors=True)
         self.log.info("Job {job} {state} in {secs:.3f}s", job=job.id, state=job.state,
                       secs=job.finished - job.submitted)
@@ -340,3 +366,12 @@ class JobTracker:
                 worker.kill_attempt(job.id, action.attempt_id)
             elif isinstance(action, sched.DestroyJob):
                 worker.destroy_job(job.id)
+
+
+def _outcome(f: Any) -> Exception | None:
+    """Run ``f``; the error that ended it (a store's or the disk's), if any."""
+    try:
+        f()
+    except (OSError, ValueError) as e:
+        return e
+    return None

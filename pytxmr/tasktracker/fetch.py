@@ -286,7 +286,7 @@ def from_shuffle(reactor: Any, job: JobInit, partition: int) -> Fetcher:
         assert landing.path is not None  # a fetch that returns opened it
         # Corrupt data is never merged: check every frame's CRC (off the
         # reactor thread) before accepting the run.
-        await _in_thread(reactor, verify_segment, landing.path)
+        await in_thread(reactor, verify_segment, landing.path)
         return landing.path, 0, n
 
     return fetch
@@ -300,7 +300,7 @@ def from_store(reactor: Any, store: KeyValueStore, job_id: str, partition: int) 
         try:
             source, offset, length = store.lookup(job_id, loc.index, partition)
             path = landing.link(source)
-            await _in_thread(reactor, verify_segment, path, offset, length)
+            await in_thread(reactor, verify_segment, path, offset, length)
         except (KeyError, OSError, CorruptFrame) as e:
             raise shuffle.ShuffleError(f"local output of map {loc.index}: {e}") from None
         return path, offset, length
@@ -308,5 +308,5 @@ def from_store(reactor: Any, store: KeyValueStore, job_id: str, partition: int) 
     return fetch
 
 
-def _in_thread(reactor: Any, f: Callable[..., _T], *args: Any) -> defer.Deferred[_T]:
+def in_thread(reactor: Any, f: Callable[..., _T], *args: Any) -> defer.Deferred[_T]:
     return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)

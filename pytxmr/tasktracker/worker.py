@@ -9,6 +9,7 @@ the part file the jobtracker allows, and reports through the
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 
-from .. import output
+from .. import output, storage
 from ..child import TaskChild, Zygote
 from ..counters import FRAMEWORK
 from ..kvstore import KeyValueStore
@@ -26,7 +27,7 @@ from ..ports import IJobTracker
 from ..shufflememory import RunPlacement, ShuffleMemory
 from ..tasklog import read_tail
 from ..wire import COMMIT_DENIED, AttemptResult, JobInit, MapLocation, Split, TaskError, Unreachable
-from .fetch import ReduceFetch, from_shuffle, from_store
+from .fetch import ReduceFetch, from_shuffle, from_store, in_thread
 
 #: The job module's source, in the job's work dir (attempts' dirs beside it).
 SOURCE = "job.py"
@@ -50,7 +51,8 @@ class Attempt:
 def _job_spec(attempt: Attempt) -> dict[str, Any]:
     job = attempt.job
     return {"source_path": os.path.join(os.path.dirname(attempt.work_dir), SOURCE),
-            "filename": job.filename, "map_name": job.map_name, "reduce_name": job.reduce_name}
+            "filename": job.filename, "map_name": job.map_name, "reduce_name": job.reduce_name,
+            "storage_options": dict(job.storage_options)}
 
 
 def _failed(kind: str, message: str) -> dict[str, Any]:
@@ -223,7 +225,8 @@ class TaskTracker:
         in_memory = fetch.bytes_in_memory()
         spec = {"kind": "reduce", "job": _job_spec(attempt),
                 "runs": runs, "kinds": sorted(fetch.kinds),
-                "output_path": output.attempt_path(job.output, attempt.id, attempt.index),
+                "output_path": output.attempt_path(job.output, attempt.id, attempt.index,
+                                                   attempt.work_dir),
                 "tmp_dir": attempt.work_dir}
         result = await self._run_child(attempt, spec)
         fetch.release()  # the child is done with them
@@ -252,9 +255,15 @@ class TaskTracker:
             allowed = False  # killed while asking: another attempt commits
         if not allowed:
             return _failed(COMMIT_DENIED, "another attempt committed first")
+        job = attempt.job
+        commit = functools.partial(output.commit_part, job.output, attempt.id, attempt.index,
+                                   attempt.work_dir, job.storage_options)
         try:
-            output.commit_part(attempt.job.output, attempt.id, attempt.index)
-        except OSError as e:
+            if storage.is_remote(job.output):  # an upload: off the reactor
+                await in_thread(self._reactor, commit)
+            else:
+                commit()
+        except (OSError, ValueError) as e:
             return _failed("CommitFailed", f"cannot commit the part file: {e}")
         return result
 

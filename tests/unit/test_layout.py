@@ -21,6 +21,9 @@ PACKAGE_DIR = Path(pytxmr.__file__).resolve().parent
 #: Logic that task children and tests use without a reactor; each is imported
 #: in a fresh interpreter, so nothing imported earlier can hide a dependency.
 PURE_MODULES = [
+    "storage",
+    "objectoutput",
+    "outputrules",
     "splits",
     "readers",
     "sizes",

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytxmr import readers, splits
+from pytxmr import readers, splits, storage
+from pytxmr.storage import StorageError
 from pytxmr.splits import (
     BLOCK_SIZE,
     DEFAULT_MAX_LINE_BYTES,
@@ -26,13 +27,16 @@ from pytxmr.splits import (
     RecordTooLarge,
     Split,
     compute_splits,
-    expand_inputs,
     is_compressed,
     read_chunks,
     read_lines,
 )
 
 # ---------------------------------------------------------------- helpers
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    return [f.path for f in storage.expand_inputs(patterns)]
 
 
 def reference_lines(data: bytes, encoding: str = "utf-8") -> list[tuple[int, str, bool]]:
@@ -219,21 +223,21 @@ def test_expand_inputs_existing_name_with_glob_characters_is_literal(tmp_path: P
 
 def test_expand_inputs_missing_path_names_it(tree: Path) -> None:
     """The user must see which input is wrong before any task runs."""
-    with pytest.raises(InputError, match="does not exist: .*nope.txt") as info:
+    with pytest.raises(StorageError, match="does not exist: .*nope.txt") as info:
         expand_inputs([str(tree / "x1.log"), str(tree / "nope.txt")])
     assert isinstance(info.value, ValueError)
 
 
 def test_expand_inputs_glob_without_match_names_it(tree: Path) -> None:
     """An empty glob is almost always a typo; running on no data would hide it."""
-    with pytest.raises(InputError, match=r"\*.csv.*matches no files"):
+    with pytest.raises(StorageError, match=r"\*.csv.*matches no files"):
         expand_inputs([str(tree / "*.csv")])
 
 
 @pytest.mark.parametrize("name", ["empty", "only_hidden"])
 def test_expand_inputs_directory_without_files_names_it(tree: Path, name: str) -> None:
     """An empty input directory usually means the previous job wrote elsewhere."""
-    with pytest.raises(InputError, match=f"{name} has no files"):
+    with pytest.raises(StorageError, match=f"{name} has no files"):
         expand_inputs([str(tree / name)])
 
 
@@ -274,7 +278,7 @@ def test_compute_splits_numbers_consecutively_across_files(tmp_path: Path) -> No
     ]
 
 
-@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".GZ"])
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".GZ", ".zst"])
 def test_compute_splits_compressed_file_is_one_whole_split(tmp_path: Path, suffix: str) -> None:
     """A compressed stream cannot be entered in the middle, so one task reads it all."""
     path = write(tmp_path / f"f.txt{suffix}", b"z" * 100)
@@ -312,9 +316,9 @@ def test_compute_splits_missing_file_names_it(tmp_path: Path) -> None:
 
 
 def test_compute_splits_refuses_unsupported_compression(tmp_path: Path) -> None:
-    """Reading a .zst file as text would feed mappers garbage (silently with 'replace')."""
+    """Reading a .lz4 file as text would feed mappers garbage (silently with 'replace')."""
     with pytest.raises(InputError, match="not supported"):
-        compute_splits([write(tmp_path / "f.zst", b"\x28\xb5\x2f\xfd")], 10)
+        compute_splits([write(tmp_path / "f.lz4", b"\x04\x22\x4d\x18")], 10)
 
 
 # ---------------------------------------------------------------- read_lines: examples
@@ -391,6 +395,18 @@ def test_read_lines_reads_compressed_files_whole(
     expected = [(off, line) for off, line, _ in reference_lines(data)]
     assert list(read_lines(split, block_size=1000)) == expected
     assert list(read_lines(split)) == expected
+
+
+def test_read_lines_reads_multi_frame_zstd_whole(tmp_path: Path) -> None:
+    """A .zst file of several frames (as pzstd and zstd -T write them) is read
+    to its end, not to the end of its first frame."""
+    zstandard = pytest.importorskip("zstandard")
+    data = b"".join(b"line %d\n" % i for i in range(20000)) + b"tail"
+    c = zstandard.ZstdCompressor()
+    path = write(tmp_path / "f.txt.zst", c.compress(data[:70000]) + c.compress(data[70000:]))
+    [split] = compute_splits([path], 100)
+    expected = [(off, line) for off, line, _ in reference_lines(data)]
+    assert list(read_lines(split, block_size=1000)) == expected
 
 
 def test_read_lines_whole_split_of_plain_file_reads_it_all(tmp_path: Path) -> None:

@@ -57,6 +57,10 @@ def test_every_option_is_carried() -> None:
     ({"buffer_records": "many"}, "'buffer_records' has the wrong type"),
     ({"compress": "zstd"}, "unknown compression codec 'zstd'"),
     ({"source": None}, "the submission has no 'source'"),
+    ({"output": "https://h/out"}, "http\\(s\\) URLs are inputs only"),
+    ({"output": "s3://u:pw@bucket/out"}, "a URL with credentials"),
+    ({"storage_options": {"secret_key": "x"}}, "looks like a credential"),
+    ({"storage_options": {"endpoint_url": 3}}, "NAME=VALUE strings"),
 ])
 def test_a_bad_field_is_named(change: dict[str, Any], message: str) -> None:
     """The submitter learns which field is wrong, before anything runs."""
@@ -65,6 +69,14 @@ def test_a_bad_field_is_named(change: dict[str, Any], message: str) -> None:
         del spec["source"]
     with pytest.raises(SubmissionError, match=message):
         validate_submission(spec)
+
+
+def test_urls_are_taken_as_given() -> None:
+    sub = validate_submission({**SPEC, "inputs": ["s3://b/in/*.txt", "http://h/x"],
+                               "output": "s3://b/out",
+                               "storage_options": {"endpoint_url": "http://127.0.0.1:1"}})
+    assert sub.inputs == ("s3://b/in/*.txt", "http://h/x") and sub.output == "s3://b/out"
+    assert sub.storage_options == {"endpoint_url": "http://127.0.0.1:1"}
 
 
 def test_another_protocol_or_a_non_dict_is_refused() -> None:

@@ -84,6 +84,17 @@ def test_a_job_init_needs_its_fields() -> None:
         JobInit.from_wire("j", {**wire, "token": "not bytes"})
     with pytest.raises(BadMessage, match="job id"):
         JobInit.from_wire(7, wire)
+    with pytest.raises(BadMessage, match="storage_options"):
+        JobInit.from_wire("j", {**wire, "storage_options": {"endpoint_url": 1}})
+
+
+def test_a_job_init_carries_its_storage_options() -> None:
+    init = JobInit("j", "s", "f", b"t", "m", "r", 1, 1, "s3://b/o",
+                   storage_options={"endpoint_url": "http://127.0.0.1:1"})
+    assert JobInit.from_wire("j", init.to_wire()) == init
+    # From an older jobtracker (no options): none.
+    old = {k: v for k, v in init.to_wire().items() if k != "storage_options"}
+    assert JobInit.from_wire("j", old).storage_options == {}
 
 
 def test_failure_reports_and_heartbeats_get_through_malformed() -> None:

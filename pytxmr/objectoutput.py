@@ -1,0 +1,170 @@
+"""Job output in an object store (``-o s3://bucket/prefix``): the commit
+protocol where there is no rename.
+
+A reduce attempt writes its part file on its worker's disk; only the
+attempt the jobtracker allows to commit uploads it, to
+``PREFIX/part-NNNNN``. An object store makes an upload visible whole or
+not at all (a multipart upload only when it is completed), so a reader
+never sees a partial part file, and a later attempt's upload replaces an
+earlier one's whole. ``_SUCCESS`` is written last and holds a manifest
+(each part's name, size and records) so that a reader can check that the
+output is complete. ``--overwrite`` removes only an earlier pytxmr output,
+by the same rules as on a local disk (``output.check_overwrite``).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import Any, Iterable, Mapping, Sequence
+
+from . import storage
+from .outputrules import (
+    OUTPUT_MARK,
+    SUCCESS,
+    TEMPORARY,
+    OutputExistsError,
+    UnsafeOverwrite,
+    foreign_names,
+)
+from .storage import StorageError
+
+MANIFEST_VERSION = 1
+
+
+def _names(fs: Any, path: str) -> list[str] | None:
+    """The names under the prefix ``path``; None if there is nothing."""
+    try:
+        entries = fs.ls(path, detail=False, refresh=True)
+    except FileNotFoundError:
+        return None
+    names = [posixpath.basename(e.rstrip("/")) for e in entries]
+    return [n for n in names if n] or None
+
+
+def _is_object(fs: Any, path: str) -> bool:
+    try:
+        return fs.info(path).get("type") == "file"
+    except FileNotFoundError:
+        return False
+
+
+def check_overwrite(url: str, names: Sequence[str] | None, is_object: bool, *,
+                    inputs: Iterable[str]) -> None:
+    """Refuse (``UnsafeOverwrite``) to replace what is not an earlier
+    pytxmr output: the prefix's current ``names`` decide, as a directory's
+    do on a local disk."""
+    shown = storage.redact(url)
+
+    def refuse(why: str) -> UnsafeOverwrite:
+        return UnsafeOverwrite(f"refusing to overwrite {shown}: {why}; nothing was deleted")
+
+    if is_object:
+        raise refuse("it is an object, not a prefix (an output is a prefix of part files)")
+    bucket_root = url.split("://", 1)[1].strip("/")
+    if "/" not in bucket_root:
+        raise refuse("it is a whole bucket (give a prefix inside it)")
+    for pattern in inputs:
+        if not storage.is_remote(pattern):
+            continue
+        fixed = storage.normalize(pattern)
+        magic = min((fixed.find(c) for c in "*?[" if c in fixed), default=-1)
+        base = fixed[:magic].rsplit("/", 1)[0] if magic >= 0 else fixed
+        if storage.inside(url, base) or storage.inside(base, url):
+            raise refuse(f"it holds, or lies in, the job's input {storage.redact(pattern)}")
+    if not names:
+        return
+    if not set(names) & {OUTPUT_MARK, SUCCESS}:
+        raise refuse(f"it is not a pytxmr output (it has no {OUTPUT_MARK} or {SUCCESS} object)")
+    foreign = foreign_names(names)
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise refuse(f"it holds objects pytxmr did not write: {', '.join(foreign[:3])}{more}")
+
+
+def listing(url: str, opts: Mapping[str, str] | None) -> tuple[Any, str, list[str] | None, bool]:
+    """The prefix's file system, path, names and whether it is an object."""
+    fs, path = storage.filesystem(url, opts)
+    try:
+        bucket = path.split("/", 1)[0]
+        if not fs.exists(bucket):
+            raise StorageError(f"the bucket of the output {storage.redact(url)} does not exist")
+        return fs, path, _names(fs, path), _is_object(fs, path)
+    except Exception as e:
+        raise storage.store_error(url, e, "list the output") from e
+
+
+def prepare(url: str, overwrite: bool, *, inputs: Iterable[str],
+            opts: Mapping[str, str]) -> None:
+    """Refuse an existing output unless told to replace it (and then only a
+    pytxmr output), remove it, and mark the prefix as a pytxmr output."""
+    fs, path, names, is_object = listing(url, opts)
+    if names or is_object:
+        if not overwrite:
+            raise OutputExistsError(
+                f"output {storage.redact(url)} already exists (use --overwrite to replace it)")
+        check_overwrite(url, names, is_object, inputs=inputs)
+        _remove(fs, url, path, names or ())
+    storage.retrying(url, "write", lambda: fs.pipe_file(
+        f"{path}/{OUTPUT_MARK}", b"This prefix is the output of a pytxmr job: "
+        b"`--overwrite` may replace it.\n"))
+
+
+def _remove(fs: Any, url: str, path: str, names: Iterable[str]) -> None:
+    for name in names:
+        target = f"{path}/{name}"
+        storage.retrying(url, "remove", lambda: fs.rm(target, recursive=True))
+
+
+def upload_part(url: str, local: str, name: str, opts: Mapping[str, str]) -> None:
+    """Upload a committing attempt's part file: visible whole once done."""
+    fs, path = storage.filesystem(url, opts)
+    storage.retrying(url, "upload to", lambda: fs.put_file(local, f"{path}/{name}"))
+
+
+def manifest(url: str, opts: Mapping[str, str], job_id: str,
+             records: Mapping[str, int]) -> dict[str, Any]:
+    """What ``_SUCCESS`` holds: every part as listed by the store now
+    (name, size) and the records its reduce wrote."""
+    fs, path = storage.filesystem(url, opts)
+    entries = storage.retrying(url, "list the output",
+                               lambda: fs.ls(path, detail=True, refresh=True))
+    sizes = {posixpath.basename(e["name"].rstrip("/")): int(e.get("size") or 0)
+             for e in entries}
+    missing = sorted(set(records) - set(sizes))
+    if missing:
+        raise StorageError(f"{storage.redact(url)}: committed parts are missing from the "
+                           f"store: {', '.join(missing[:3])}")
+    parts = [{"name": n, "size": sizes[n], "records": records[n]} for n in sorted(records)]
+    return {"pytxmr_manifest": MANIFEST_VERSION, "job": job_id, "parts": parts}
+
+
+def finish(url: str, opts: Mapping[str, str], job_id: str, records: Mapping[str, int]) -> None:
+    """Write ``_SUCCESS``, with its manifest, last."""
+    fs, path = storage.filesystem(url, opts)
+    body = json.dumps(manifest(url, opts, job_id, records), indent=1).encode() + b"\n"
+    storage.retrying(url, "write", lambda: fs.pipe_file(f"{path}/{SUCCESS}", body))
+
+
+def abort(url: str, opts: Mapping[str, str]) -> None:
+    """After a failed or killed job: remove its part files (alone they would
+    look like a result) and any upload left incomplete under the prefix."""
+    fs, path = storage.filesystem(url, opts)
+    names = _names(fs, path) or []
+    _remove(fs, url, path, [n for n in names if n.startswith("part-") or n == TEMPORARY])
+    _abort_uploads(fs, path)
+
+
+def _abort_uploads(fs: Any, path: str) -> None:
+    """S3 keeps the parts of an upload its writer never completed (a killed
+    worker's) out of sight but billed; end them."""
+    call = getattr(fs, "call_s3", None)
+    if call is None:
+        return
+    bucket, _, prefix = path.partition("/")
+    try:
+        listed = call("list_multipart_uploads", Bucket=bucket, Prefix=prefix + "/")
+        for up in listed.get("Uploads", []):
+            call("abort_multipart_upload", Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+    except Exception:  # best effort: the parts are invisible either way
+        pass

@@ -1,0 +1,38 @@
+"""What makes a directory or prefix a pytxmr output, for ``output`` (local
+directories) and ``objectoutput`` (object-store prefixes) alike: its names
+and the refusals of an output that exists."""
+
+from __future__ import annotations
+
+import re
+
+TEMPORARY = "_temporary"
+SUCCESS = "_SUCCESS"
+#: Written into an output when pytxmr creates it, and kept: the sign that
+#: ``--overwrite`` may remove it. (``_SUCCESS`` is one too, for outputs
+#: written before the mark existed.) Its leading '_' keeps it out of a
+#: later job's inputs, as Hadoop's readers skip ``_SUCCESS``.
+OUTPUT_MARK = "_PYTXMR_OUTPUT"
+_PART_NAME = re.compile(r"part-\d{5,}\Z")
+
+
+class OutputExistsError(Exception):
+    """The output exists and --overwrite was not given."""
+
+
+class UnsafeOverwrite(OutputExistsError):
+    """--overwrite was given for a path pytxmr must not delete."""
+
+
+def part_name(partition: int) -> str:
+    return f"part-{partition:05d}"
+
+
+def is_part_name(name: str) -> bool:
+    return _PART_NAME.match(name) is not None
+
+
+def foreign_names(names: set[str] | list[str]) -> list[str]:
+    """The names an output holds that pytxmr did not write, sorted."""
+    return sorted(n for n in names
+                  if n not in (OUTPUT_MARK, SUCCESS, TEMPORARY) and not is_part_name(n))

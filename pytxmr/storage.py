@@ -1,0 +1,568 @@
+"""Where a job's data lives: local paths, and URLs of the stores fsspec
+reaches (``s3://``, ``http(s)://``; ``file://`` is a local path).
+
+Local files keep their own fast path (``open(..., buffering=0)``, ``glob``),
+untouched by this module's remote half. A remote input is listed and sized
+through its store's own listing at submission, and read back by map tasks
+in ranged reads of ``RANGE_BLOCK`` bytes (``RangeReader``): a map streams
+its byte range and never holds more than one block of it. fsspec and its
+store implementations (s3fs, aiohttp) are optional extras, imported only
+when a URL needs them.
+
+Store options (``--storage-option endpoint_url=...``) travel with the job;
+credentials never do: each host reads them from its store's standard
+places (for S3 the ``AWS_*`` environment variables, ``~/.aws``, instance
+roles). No Twisted here: the jobtracker calls this in a thread, the task
+children directly.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import posixpath
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+
+__all__ = [
+    "RANGE_BLOCK",
+    "InputFile",
+    "RangeReader",
+    "StorageError",
+    "check_options",
+    "describe",
+    "expand_inputs",
+    "filesystem",
+    "is_remote",
+    "join",
+    "local_path",
+    "normalize",
+    "open_input",
+    "options",
+    "parent",
+    "redact",
+    "retrying",
+    "use_options",
+]
+
+#: Bytes of one ranged read of a remote input. Requests cost a round trip
+#: each; a map holds one block at a time.
+RANGE_BLOCK = 8 << 20
+
+#: Tries of one remote operation inside a task before the attempt fails
+#: (then the scheduler's own retries apply), and the first backoff.
+RETRIES = 4
+BACKOFF = 0.5
+#: Seconds to connect to a store, and to wait for its next bytes.
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 60
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_GLOB_MAGIC = re.compile(r"[*?[]")
+_HIDDEN_PREFIXES = (".", "_")
+
+#: Option names that would put a secret into the job's spec, history and
+#: status page: credentials come from each host's environment instead.
+_SECRET_WORDS = ("secret", "password", "token", "key", "credential", "passwd", "auth")
+#: Named like a secret but not one.
+_NOT_SECRET = frozenset({"requester_pays", "use_listings_cache", "version_aware"})
+
+_EXTRAS = {"s3": "s3", "s3a": "s3", "http": "http", "https": "http"}
+
+#: The client modules of each store, which take 0.1-0.6 s to import: a
+#: zygote imports them once (``preload``) instead of every map it forks.
+_CLIENT_MODULES = {"s3": ("s3fs",), "s3a": ("s3fs",),
+                   "http": ("fsspec.implementations.http",),
+                   "https": ("fsspec.implementations.http",)}
+PRELOADABLE = frozenset(m for ms in _CLIENT_MODULES.values() for m in ms)
+
+_T = TypeVar("_T")
+
+
+class StorageError(ValueError):
+    """A problem with a URL the user gave: the message names it."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0], self.path))
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An input as submission found it: its path (absolute) or URL, its
+    size, and whether its store serves byte ranges (else one map reads it
+    whole, as one stream)."""
+
+    path: str
+    size: int
+    ranged: bool = True
+
+
+# ---------------------------------------------------------------- names
+
+
+def scheme(path: str) -> str | None:
+    m = _SCHEME.match(path)
+    return m.group(1).lower() if m else None
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is a URL of a store other than the local disk."""
+    s = scheme(path)
+    return s is not None and s != "file"
+
+
+def client_modules(path: str) -> tuple[str, ...]:
+    """The modules reading ``path`` will import (none for a local path)."""
+    return _CLIENT_MODULES.get(scheme(path) or "", ())
+
+
+def local_path(path: str) -> str:
+    """A local path or ``file://`` URL as an absolute path."""
+    if scheme(path) == "file":
+        path = path[len("file://"):]
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def normalize(path: str) -> str:
+    """What a job records for an input or output: an absolute local path,
+    or the URL as given (a trailing '/' dropped)."""
+    if is_remote(path):
+        return path.rstrip("/") if not path.endswith("://") else path
+    return local_path(path)
+
+
+def join(base: str, name: str) -> str:
+    return f"{base.rstrip('/')}/{name}" if is_remote(base) else os.path.join(base, name)
+
+
+def parent(path: str) -> str:
+    if is_remote(path):
+        return path.rstrip("/").rsplit("/", 1)[0]
+    return os.path.dirname(path)
+
+
+def inside(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it (normalized, same store)."""
+    sep = "/" if is_remote(root) else os.sep
+    return path == root or path.startswith(root.rstrip(sep) + sep)
+
+
+def check_no_credentials(paths: Iterable[str]) -> None:
+    """Refuse a URL with a ``user:password@`` part: the job records its
+    inputs and output (history, status page)."""
+    for path in paths:
+        if is_remote(path) and redact(path) != path:
+            raise StorageError(f"{redact(path)}: a URL with credentials in it would be recorded "
+                               "with the job; give them through the store's standard places "
+                               "(see docs/storage.md)", redact(path))
+
+
+def redact(path: str) -> str:
+    """A URL without a ``user:password@`` part, for logs and pages."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", path)
+
+
+def describe(e: BaseException) -> str:
+    """The store's error in a few words (botocore's and aiohttp's own
+    messages are good; an OSError's strerror is better than its repr)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e) or type(e).__name__
+    return text.splitlines()[0] if text.strip() else type(e).__name__
+
+
+# ---------------------------------------------------------------- options
+
+
+def check_options(opts: Any) -> dict[str, str]:
+    """The job's store options as ``{name: value}`` strings, refusing any
+    whose name says it is a secret (they would be recorded with the job)."""
+    if opts is None:
+        return {}
+    if not isinstance(opts, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in opts.items()):
+        raise StorageError("storage options are NAME=VALUE strings")
+    for name in opts:
+        lowered = name.lower()
+        if lowered not in _NOT_SECRET and any(w in lowered for w in _SECRET_WORDS):
+            raise StorageError(
+                f"the storage option {name!r} looks like a credential: pytxmr does not record "
+                "secrets with a job; give them to every host through the store's standard "
+                "places (for S3: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, a role)")
+    return dict(opts)
+
+
+_options: dict[str, str] = {}
+
+
+def use_options(opts: Mapping[str, str]) -> None:
+    """The store options of the job this process works for (a task child
+    serves one job)."""
+    _options.clear()
+    _options.update(opts)
+
+
+def options() -> dict[str, str]:
+    return dict(_options)
+
+
+def _typed(value: str) -> Any:
+    """Option values arrive as strings; fsspec wants booleans and numbers."""
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _fs_kwargs(url_scheme: str, opts: Mapping[str, str]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    client: dict[str, Any] = {}
+    for name, value in opts.items():
+        if url_scheme in ("s3", "s3a") and name in ("endpoint_url", "region_name"):
+            client[name] = value  # botocore's, not s3fs's
+        else:
+            kwargs[name] = _typed(value)
+    if url_scheme in ("http", "https"):
+        import aiohttp
+
+        # A server that stops sending mid-body must fail the read, not hang it.
+        kwargs.setdefault("client_kwargs", {"timeout": aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)})
+    if url_scheme in ("s3", "s3a"):
+        # Fail in seconds, not minutes, when an endpoint cannot be reached:
+        # the task's own retries (``retrying``) and the scheduler's follow.
+        kwargs.setdefault("config_kwargs", {"connect_timeout": CONNECT_TIMEOUT,
+                                            "read_timeout": READ_TIMEOUT,
+                                            "retries": {"max_attempts": 2}})
+        if client:
+            kwargs["client_kwargs"] = client
+    return kwargs
+
+
+def filesystem(url: str, opts: Mapping[str, str] | None = None) -> tuple[Any, str]:
+    """The fsspec file system of ``url`` and the path within it."""
+    s = scheme(url) or "file"
+    try:
+        import fsspec
+        from fsspec.core import url_to_fs
+    except ImportError:
+        raise StorageError(f"{redact(url)}: reading URLs needs fsspec: "
+                           f"pip install 'pytxmr[{_EXTRAS.get(s, 's3')}]'", url) from None
+    if s not in fsspec.available_protocols():
+        raise StorageError(f"{redact(url)}: no store is known for {s}://", url)
+    try:
+        return url_to_fs(url, **_fs_kwargs(s, options() if opts is None else opts))
+    except ImportError as e:
+        raise StorageError(f"{redact(url)}: {s}:// needs another package "
+                           f"({e.name or e}): pip install 'pytxmr[{_EXTRAS.get(s, s)}]'",
+                           url) from None
+
+
+def store_error(url: str, e: BaseException, doing: str) -> StorageError:
+    """A store's exception as a message naming the URL."""
+    shown = redact(url)
+    if isinstance(e, StorageError):
+        return e
+    if isinstance(e, FileNotFoundError):
+        return StorageError(f"{shown} does not exist", url)
+    if isinstance(e, PermissionError):
+        return StorageError(f"access to {shown} was denied ({describe(e)}); check the "
+                            "credentials of this host", url)
+    return StorageError(f"cannot {doing} {shown}: {describe(e)}", url)
+
+
+def _permanent(e: BaseException) -> bool:
+    return isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError,
+                          NotADirectoryError, StorageError, ValueError))
+
+
+def retrying(url: str, doing: str, f: Callable[[], _T], *, tries: int = RETRIES,
+             sleep: Callable[[float], None] = time.sleep) -> _T:
+    """``f()``, tried again with backoff after a transient error (a lost
+    connection, a 5xx); a missing object or a refusal fails at once."""
+    delay = BACKOFF
+    for attempt in range(1, tries + 1):
+        try:
+            return f()
+        except Exception as e:
+            if _permanent(e) or attempt == tries:
+                raise store_error(url, e, doing) from e
+        sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------- listing
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(_HIDDEN_PREFIXES)
+
+
+def _local_dir_files(directory: str) -> list[InputFile]:
+    try:
+        with os.scandir(directory) as entries:
+            return [InputFile(os.path.abspath(e.path), e.stat().st_size)
+                    for e in entries if _visible(e.name) and e.is_file()]
+    except OSError as e:
+        raise StorageError(f"cannot list input directory {directory}: {e.strerror}",
+                           directory) from e
+
+
+def _expand_local(pattern: str) -> list[InputFile]:
+    path = local_path(pattern)
+    if os.path.isdir(path):
+        files = _local_dir_files(path)
+        if not files:
+            raise StorageError(
+                f"input directory {path} has no files "
+                "(names starting with '.' or '_' are skipped, subdirectories are not read)", path)
+        return sorted(files, key=lambda f: f.path)
+    if os.path.exists(path):
+        if not os.path.isfile(path):
+            raise StorageError(f"input {path} is not a regular file", path)
+        return [InputFile(path, os.path.getsize(path))]
+    if not _GLOB_MAGIC.search(path):
+        raise StorageError(f"input path does not exist: {path}", path)
+    files: list[InputFile] = []
+    for match in glob.glob(path, recursive=True):
+        if os.path.isdir(match):
+            files.extend(_local_dir_files(match))
+        elif os.path.isfile(match) and _visible(os.path.basename(match)):
+            files.append(InputFile(os.path.abspath(match), os.path.getsize(match)))
+    if not files:
+        raise StorageError(f"input pattern {pattern!r} matches no files", pattern)
+    return sorted(files, key=lambda f: f.path)
+
+
+def _url_of(fs: Any, url: str, fs_path: str) -> str:
+    """The URL of a path a listing returned (s3fs drops the scheme)."""
+    s = scheme(url)
+    return fs_path if scheme(fs_path) else f"{s}://{fs_path.lstrip('/')}"
+
+
+def _files_of(fs: Any, url: str, entries: Iterable[Mapping[str, Any]]) -> list[InputFile]:
+    found = []
+    for info in entries:
+        name = info["name"].rstrip("/")
+        if info.get("type") == "file" and _visible(posixpath.basename(name)):
+            found.append(InputFile(_url_of(fs, url, name), int(info.get("size") or 0)))
+    return found
+
+
+def _expand_remote(pattern: str, opts: Mapping[str, str] | None) -> list[InputFile]:
+    fs, path = filesystem(pattern, opts)
+    shown = redact(pattern)
+    try:
+        if _GLOB_MAGIC.search(path) and scheme(pattern) not in ("http", "https"):
+            listed = fs.glob(path, detail=True)
+            files = _files_of(fs, pattern, listed.values())
+            for info in listed.values():  # a matched prefix stands for its files
+                if info.get("type") == "directory":
+                    files.extend(_files_of(fs, pattern, fs.ls(info["name"], detail=True)))
+            if not files:
+                raise StorageError(f"input pattern {shown!r} matches no files", pattern)
+        else:
+            info = fs.info(path)
+            if info.get("type") == "directory":
+                files = _files_of(fs, pattern, fs.ls(path, detail=True))
+                if not files:
+                    raise StorageError(f"input {shown} has no files (names starting with "
+                                       "'.' or '_' are skipped, sub-prefixes are not read)",
+                                       pattern)
+            else:
+                files = [InputFile(normalize(pattern), int(info.get("size") or 0))]
+    except Exception as e:
+        raise store_error(pattern, e, "list") from e
+    if scheme(pattern) in ("http", "https"):
+        files = [InputFile(f.path, f.size, _serves_ranges(f.path)) for f in files]
+    return sorted(files, key=lambda f: f.path)
+
+
+def _serves_ranges(url: str) -> bool:
+    """Whether an HTTP server answers a range request with the range (206):
+    many serve only whole files, which one map then streams."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+    try:
+        with urllib.request.urlopen(request, timeout=READ_TIMEOUT) as response:
+            return response.status == 206
+    except urllib.error.HTTPError as e:
+        if e.code == 416:  # an empty file has no byte 0
+            return True
+        raise store_error(url, e, "read") from e
+    except OSError as e:
+        raise store_error(url, e, "read") from e
+
+
+def expand_inputs(patterns: Sequence[str],
+                  opts: Mapping[str, str] | None = None) -> list[InputFile]:
+    """The job's input arguments (files, directories or prefixes, globs with
+    ``**``) as files with their sizes, in a deterministic order, each once.
+
+    A directory stands for its visible files, not recursively (names
+    starting with '.' or '_', such as ``_SUCCESS``, are skipped, as in
+    Hadoop). A missing path, an empty directory or a glob matching nothing
+    is an error now, before any task runs.
+    """
+    if isinstance(patterns, (str, bytes)):
+        raise TypeError("expand_inputs takes a list of patterns, not a single string")
+    seen: dict[str, InputFile] = {}
+    for pattern in patterns:
+        found = (_expand_remote(pattern, opts) if is_remote(pattern)
+                 else _expand_local(pattern))
+        for f in found:
+            seen.setdefault(f.path, f)
+    return list(seen.values())
+
+
+# ---------------------------------------------------------------- reading
+
+
+class RangeReader:
+    """A remote object as a read-only file of ranged reads: ``RANGE_BLOCK``
+    bytes per request, each retried with backoff. While the reader works on
+    one block, the next is on its way (on the store's own event loop, where
+    it has one): two blocks in memory at most, and the transfer overlaps the
+    map's work. What ``splits`` reads a remote split (or a compressed
+    object) through."""
+
+    def __init__(self, url: str, opts: Mapping[str, str] | None = None, *,
+                 block: int | None = None, size: int | None = None) -> None:
+        self.url = url
+        self.name = url
+        self._fs, self._path = filesystem(url, opts)
+        self._block = block or RANGE_BLOCK
+        self._size = size
+        self._pos = 0
+        self._buf = b""
+        self._buf_start = 0
+        #: (start, end, future) of the block being fetched ahead.
+        self._ahead: tuple[int, int, Any] | None = None
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 1:
+            pos += self._pos
+        elif whence == 2:
+            pos += self._object_size()
+        self._pos = max(0, pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def _object_size(self) -> int:
+        if self._size is None:
+            info = retrying(self.url, "read", lambda: self._fs.info(self._path))
+            self._size = int(info["size"])
+        return self._size
+
+    def _fill(self) -> None:
+        start = self._pos
+        # Reads past the end are refused (416), not short: know the end.
+        size = self._object_size()
+        end = min(start + self._block, size)
+        if start >= end:
+            self._buf, self._buf_start = b"", start
+            return
+        self._buf = self._take_ahead(start, end)
+        if self._buf is None:
+            self._buf = retrying(self.url, "read",
+                                 lambda: self._fs.cat_file(self._path, start=start, end=end))
+        self._buf_start = start
+        if end < size:
+            self._fetch_ahead(end, min(end + self._block, size))
+
+    def _fetch_ahead(self, start: int, end: int) -> None:
+        fetch = getattr(self._fs, "_cat_file", None)
+        loop = getattr(self._fs, "loop", None)
+        if fetch is None or loop is None or not getattr(self._fs, "async_impl", False):
+            return
+        import asyncio
+
+        future = asyncio.run_coroutine_threadsafe(fetch(self._path, start=start, end=end), loop)
+        self._ahead = (start, end, future)
+
+    def _take_ahead(self, start: int, end: int) -> bytes | None:
+        """The block fetched ahead, if it is this one and arrived whole (a
+        failed fetch ahead is tried again, with the retries)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        if ahead[:2] != (start, end):
+            ahead[2].cancel()
+            return None
+        try:
+            data = ahead[2].result()
+        except Exception:
+            return None
+        return data if len(data) == end - start else None
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while chunk := self.read(self._block):
+                parts.append(chunk)
+            return b"".join(parts)
+        offset = self._pos - self._buf_start
+        if not 0 <= offset < len(self._buf):
+            self._fill()
+            offset = 0
+        data = self._buf[offset:offset + n]
+        self._pos += len(data)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead[2].cancel()
+            self._ahead = None
+        self._buf = b""
+        self.closed = True
+
+    def __enter__(self) -> RangeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_input(path: str, *, whole: bool = False) -> Any:
+    """A binary file of the input ``path``. A local file is unbuffered for a
+    split (the reader reads big blocks itself) and buffered when read whole
+    through a decompressor (which reads small ones); a remote one is a
+    ``RangeReader``, or one stream when read whole over HTTP (which may be
+    all the server can do)."""
+    if not is_remote(path):
+        return open(local_path(path), "rb", buffering=-1 if whole else 0)
+    if not (whole and scheme(path) in ("http", "https")):
+        return RangeReader(path)
+    fs, fs_path = filesystem(path)
+    return retrying(path, "open", lambda: fs.open(fs_path, "rb", block_size=0))

@@ -1,0 +1,95 @@
+"""HTTP inputs from real servers (Twisted's static files on loopback, see
+pytxmr.testing.httpfiles): with ranges, without, failing, truncating;
+checked against ``collections.Counter``."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from procs import ROOT, run_cli
+from wordcounts import WORDCOUNT, corpus_files, read_wordcount, word_counts
+
+from pytxmr import storage
+from pytxmr.testing.httpfiles import HTTPFiles
+
+pytest.importorskip("aiohttp")
+pytest.importorskip("fsspec")
+
+
+@pytest.fixture(scope="module")
+def servers(corpus: Path) -> Iterator[dict[str, HTTPFiles]]:
+    started: dict[str, HTTPFiles] = {}
+    try:
+        for mode in ("normal", "norange", "fail", "truncate"):
+            started[mode] = HTTPFiles(corpus, mode).start()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+def cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    return run_cli(*args, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp_path, timeout=180)
+
+
+def merged(output: Path) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for part in read_wordcount(output):
+        assert not set(part) & set(total)
+        total.update(part)
+    return total
+
+
+@pytest.mark.parametrize("mode", ["normal", "norange"])
+@pytest.mark.parametrize("how", [["--inline"], ["--workers", "2"]], ids=["inline", "run"])
+def test_http_inputs(tmp_path: Path, corpus: Path, servers: dict[str, HTTPFiles],
+                     mode: str, how: list[str]) -> None:
+    """Ranged: split like a local file; not ranged: one map streams each
+    file. Same counts either way."""
+    files = corpus_files(corpus)
+    urls = [servers[mode].url(f.name) for f in files]
+    out = tmp_path / "out"
+    code, stdout, stderr = cli(tmp_path, "run", str(WORDCOUNT), *urls, "-o", str(out),
+                               "--split-size", "200K", *how)
+    assert code == 0, stderr
+    assert merged(out) == word_counts(files)
+    found = storage.expand_inputs(urls)
+    assert [f.size for f in found] == [f.stat().st_size for f in files]
+    assert {f.ranged for f in found} == {mode == "normal"}  # norange: one map per file
+
+
+def test_a_failing_server_is_named_at_submission(tmp_path: Path, corpus: Path,
+                                                 servers: dict[str, HTTPFiles]) -> None:
+    url = servers["fail"].url("part0.txt")
+    for how in (["--inline"], ["--workers", "1"]):
+        code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), url, "-o",
+                              str(tmp_path / "out"), *how)
+        assert code == 2 and url in stderr and "500" in stderr, stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_transfer_fails_the_job_cleanly(tmp_path: Path, corpus: Path,
+                                                    servers: dict[str, HTTPFiles]) -> None:
+    url = servers["truncate"].url("part0.txt")
+    out = tmp_path / "out"
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), url, "-o", str(out),
+                          "--workers", "1", "--max-attempts", "2")
+    assert code == 1 and "part0.txt" in stderr, stderr
+    assert not (out / "_SUCCESS").exists() and not list(out.glob("part-*"))
+
+
+def test_missing_file_is_named(tmp_path: Path, servers: dict[str, HTTPFiles]) -> None:
+    url = servers["normal"].url("nope.txt")
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), url, "-o", str(tmp_path / "o"),
+                          "--inline")
+    assert code == 2 and url in stderr and "does not exist" in stderr, stderr
+
+
+def test_http_output_is_refused(tmp_path: Path, servers: dict[str, HTTPFiles]) -> None:
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), servers["normal"].url("part0.txt"),
+                          "-o", servers["normal"].url("out"))
+    assert code == 2 and "inputs only" in stderr, stderr

