@@ -1,110 +1,168 @@
 """An HTTP file server for tests of HTTP inputs: Twisted's own static
-``File`` resource on a loopback port, as a real process, in one of the
-ways real servers behave:
+``File`` resource on a loopback port, as a real process, behaving in one
+of the ways real servers do:
 
-- ``normal``: byte ranges served (206), as by nginx or S3's website mode;
-- ``norange``: ``Range`` ignored, the whole file every time (200);
-- ``fail``: 500 for every request;
-- ``truncate``: a GET's body stops halfway and the connection closes.
+- ``normal``: ``Accept-Ranges: bytes``, byte ranges answered with 206
+  (as nginx, S3 or any CDN);
+- ``norange``: ``Range`` ignored, the whole file with 200 every time, no
+  ``Accept-Ranges`` (as many dynamic servers and some proxies);
+- ``fail``: 500 for every request, HEAD included;
+- ``truncate``: HEAD and headers as ``normal``, but every GET of a file
+  sends its ``Content-Length`` and then only the first half of that body
+  before the server closes the connection (a dropped transfer).
 
-``python -m pytxmr.testing.httpfiles DIR --mode MODE --port-file F``.
+Run ``python -m pytxmr.testing.httpfiles DIR [--port 0] [--mode MODE]
+[--port-file F]``: it prints the port it listens on, on a line of its
+own, and also writes it to ``F`` (atomically) if given. ``HTTPFiles``
+runs it for a test.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 MODES = ("normal", "norange", "fail", "truncate")
+START_TIMEOUT = 30.0
 
 
 def _resource(root: str, mode: str) -> Any:
-    from twisted.internet import reactor
-    from twisted.web import static
+    from twisted.web import resource, static
+
+    if mode == "fail":
+        class Failing(resource.Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                request.setResponseCode(500)
+                request.setHeader(b"content-type", b"text/plain")
+                return b"internal server error (pytxmr.testing.httpfiles --mode fail)\n"
+
+        return Failing()
 
     class Files(static.File):
         def render_GET(self, request: Any) -> Any:
             if mode == "norange":
+                # As a server that knows nothing of ranges: the header is
+                # never read, and never advertised.
                 request.requestHeaders.removeHeader(b"range")
-            elif mode == "fail":
-                request.setResponseCode(500)
-                return b"internal error\n"
-            elif mode == "truncate" and request.method == b"GET" and not self.isdir():
-                size = self.getsize()
-                request.setHeader(b"content-length", str(size).encode())
-                with open(self.path, "rb") as f:
-                    request.write(f.read(size // 2))
-                # Let the half go out, then drop the connection.
-                reactor.callLater(0.2, request.transport.abortConnection)
-                return static.server.NOT_DONE_YET
+                request.requestHeaders.removeHeader(b"if-range")
+                set_header = request.setHeader
+
+                def setHeader(name: bytes, value: bytes) -> None:
+                    if name.lower() != b"accept-ranges":
+                        set_header(name, value)
+
+                request.setHeader = setHeader
             return super().render_GET(request)
+
+        # static.File binds render_HEAD to its own render_GET.
+        render_HEAD = render_GET
+
+        def makeProducer(self, request: Any, fileForReading: Any) -> Any:
+            producer = super().makeProducer(request, fileForReading)
+            if mode == "truncate":
+                _truncate_body(request)
+            return producer
 
     return Files(root)
 
 
-def serve(root: str, mode: str, port_file: str) -> None:
-    from twisted.internet import endpoints, reactor
+def _truncate_body(request: Any) -> None:
+    """Let through only the first half of the body announced by the
+    Content-Length already set, then close the connection (after what was
+    let through is sent: loseConnection, not abort)."""
+    length = int((request.responseHeaders.getRawHeaders(b"content-length") or [b"0"])[0])
+    budget = length // 2
+    write = request.write
+    closed = False
+
+    def cut(data: bytes) -> None:
+        nonlocal budget, closed
+        if closed:
+            return
+        part = data[:budget]
+        budget -= len(part)
+        write(part)  # even b"": the headers go out with the first write
+        if budget <= 0:
+            closed = True
+            request.transport.loseConnection()
+
+    request.write = cut
+
+
+def serve(root: str, mode: str, port: int = 0, port_file: str | None = None) -> None:
+    from twisted.internet import reactor
     from twisted.web import server
 
     site = server.Site(_resource(root, mode))
-
-    def listening(port: Any) -> None:
-        Path(port_file).write_text(json.dumps({"port": port.getHost().port}))
-
-    endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site).addCallback(
-        listening)
+    listening = reactor.listenTCP(port, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+    actual = listening.getHost().port
+    if port_file:
+        tmp = f"{port_file}.tmp"
+        Path(tmp).write_text(f"{actual}\n")
+        os.replace(tmp, port_file)
+    print(actual, flush=True)
     reactor.run()  # type: ignore[attr-defined]
 
 
 class HTTPFiles:
-    """The server as a child process, for a test: ``url(name)``, ``stop()``."""
+    """The server as a child process (its own process group, killed with
+    it; it also dies if this process does): ``start()`` returns once it
+    listens; ``url(name)``; ``stop()``. A context manager too."""
 
-    def __init__(self, root: Path, mode: str = "normal") -> None:
+    def __init__(self, root: Path | str, mode: str = "normal") -> None:
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}")
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.root = Path(root)
         self.mode = mode
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30) -> HTTPFiles:
-        port_file = self.root.parent / f".httpfiles-{self.mode}-{os.getpid()}.json"
-        port_file.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pytxmr.testing.httpfiles", str(self.root),
-             "--mode", self.mode, "--port-file", str(port_file)],
-            stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if port_file.exists() and port_file.read_text():
-                self.port = json.loads(port_file.read_text())["port"]
-                port_file.unlink()
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
+    def start(self, timeout: float = START_TIMEOUT) -> HTTPFiles:
+        if self.proc is not None:
+            raise RuntimeError("already started")
+        with tempfile.TemporaryDirectory(prefix="pytxmr-httpfiles-") as tmp:
+            port_file = Path(tmp) / "port"
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pytxmr.testing.httpfiles", str(self.root),
+                 "--mode", self.mode, "--port-file", str(port_file)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if port_file.exists():
+                    self.port = int(port_file.read_text())
+                    return self
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.02)
+        code = self.proc.poll()
         self.stop()
-        raise RuntimeError(f"the HTTP file server ({self.mode}) did not start")
+        raise RuntimeError(f"the HTTP file server ({self.mode}, {self.root}) did not start"
+                           + (f": exit status {code} (see stderr)" if code is not None
+                              else f" in {timeout:.0f} s"))
 
     def url(self, name: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"http://127.0.0.1:{self.port}/{urllib.parse.quote(name)}"
 
     def stop(self) -> None:
-        if self.proc is None:
+        proc, self.proc = self.proc, None
+        if proc is None:
             return
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        self.proc.wait()
-        self.proc = None
+        proc.wait()
 
     def __enter__(self) -> HTTPFiles:
         return self.start()
@@ -113,13 +171,29 @@ class HTTPFiles:
         self.stop()
 
 
+def _die_with_parent(parent: int) -> Any:
+    """A ``preexec_fn`` setting PR_SET_PDEATHSIG (Linux; elsewhere a
+    no-op): the server dies with the test process, even a SIGKILLed one."""
+    def preexec() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:
+            os._exit(1)
+    return preexec
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("root")
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    p.add_argument("root", help="the directory served")
+    p.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
     p.add_argument("--mode", choices=MODES, default="normal")
-    p.add_argument("--port-file", required=True)
+    p.add_argument("--port-file", help="also write the port here once listening")
     a = p.parse_args(argv)
-    serve(a.root, a.mode, a.port_file)
+    serve(a.root, a.mode, a.port, a.port_file)
 
 
 if __name__ == "__main__":

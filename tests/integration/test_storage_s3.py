@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,3 +276,65 @@ def test_the_store_going_away_during_a_job(tmp_path_factory: pytest.TempPathFact
     else:
         assert proc.returncode == 1, err
         assert "_SUCCESS" not in names and not [n for n in names if n.startswith("part-")]
+
+
+SLOW_REDUCE_WORDCOUNT = """
+import time
+from pytxmr import combiners
+
+def map(offset, line):
+    for word in line.split():
+        yield word, 1
+
+combine = combiners.sum
+_slept = []
+
+def reduce(word, counts):
+    if not _slept:
+        _slept.append(time.sleep(3))  # time to hang the store before the upload
+    yield word, sum(counts)
+"""
+
+
+def test_a_worker_killed_during_its_uploads(tmp_path_factory: pytest.TempPathFactory, fs: Any,
+                                            s3: objectstore.SeaweedS3,
+                                            s3_corpus: tuple[str, Counter[str]],
+                                            make_cluster: Any) -> None:
+    """The store hangs (SIGSTOP) while the reduces run, so that their
+    uploads are stuck in flight; the worker of some of them is SIGKILLed,
+    the store resumes. Its tasks run again on the other worker: every
+    reduce has exactly one part object, whole, and the counts are right."""
+    src, expected = s3_corpus
+    job = tmp_path_factory.mktemp("job") / "slow_reduce.py"
+    job.write_text(SLOW_REDUCE_WORDCOUNT)
+    c = make_cluster()
+    c.start_jobtracker("--expiry", "3")
+    victim, survivor = c.start_tasktrackers(2)
+    work = Path(victim.workdir or "")
+    out = f"s3://{BUCKET}/out-killed-upload"
+    proc = c.popen_submit(job, [f"{src}/*.txt"], out, "--reducers", "4")
+    paused = False
+    try:
+        # A reduce child has started (its part file is open): the maps,
+        # the only readers of the store, are done.
+        wait_for(lambda: [*work.rglob("part-0*"), *Path(survivor.workdir or "").rglob("part-0*")]
+                 or None, 120, "a reduce")
+        s3.pause()
+        paused = True
+        wait_for(lambda: list(work.rglob("part-0*")) or None, 60, "a reduce of the victim")
+        time.sleep(4)  # its reduce ends, and its upload waits on the store
+        victim.proc.kill()
+        victim.proc.wait()
+        s3.resume()
+        paused = False
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if paused:
+            s3.resume()
+        proc.kill()
+    assert proc.returncode == 0, err + c.logs()
+    fresh = s3.filesystem()
+    counts, manifest, names = read_s3_output(fresh, out)
+    assert [n for n in names if n.startswith("part-")] == [f"part-{i:05d}" for i in range(4)]
+    assert counts == expected
+    check_manifest(fresh, out, manifest, names, len(expected))
