@@ -274,6 +274,10 @@ def store_error(url: str, e: BaseException, doing: str) -> StorageError:
     shown = redact(url)
     if isinstance(e, StorageError):
         return e
+    status = _http_status(e)
+    if status is not None and status != 404:
+        # fsspec's HTTP store reports any failed status as FileNotFoundError.
+        return StorageError(f"cannot {doing} {shown}: the server answered {status}", url)
     if isinstance(e, FileNotFoundError):
         return StorageError(f"{shown} does not exist", url)
     if isinstance(e, PermissionError):
@@ -282,7 +286,21 @@ def store_error(url: str, e: BaseException, doing: str) -> StorageError:
     return StorageError(f"cannot {doing} {shown}: {describe(e)}", url)
 
 
+def _http_status(e: BaseException) -> int | None:
+    """The HTTP status behind a store's exception (aiohttp's), if any."""
+    seen: BaseException | None = e
+    while seen is not None:
+        status = getattr(seen, "status", None)
+        if isinstance(status, int) and type(seen).__module__.startswith("aiohttp"):
+            return status
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _permanent(e: BaseException) -> bool:
+    status = _http_status(e)
+    if status is not None:
+        return status < 500  # a 5xx may pass; a 4xx will not
     return isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError,
                           NotADirectoryError, StorageError, ValueError))
 

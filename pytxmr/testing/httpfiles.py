@@ -149,7 +149,7 @@ class HTTPFiles:
         self.stop()
         raise RuntimeError(f"the HTTP file server ({self.mode}, {self.root}) did not start"
                            + (f": exit status {code} (see stderr)" if code is not None
-                              else f" in {timeout:.0f} s"))
+                              else f" in {timeout:g} s"))
 
     def url(self, name: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/{urllib.parse.quote(name)}"

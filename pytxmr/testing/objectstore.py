@@ -117,15 +117,21 @@ class SeaweedS3:
         self.log_path = self.base / "weed.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.ports: dict[str, int] = {}
-        self._paused = False
+        self._owner = os.getpid()
+        self._log_start = 0
 
     # -- what clients need -------------------------------------------------
 
     @property
-    def endpoint_url(self) -> str:
+    def port(self) -> int:
+        """The S3 port (fixed by the first ``start()``)."""
         if not self.ports:
             raise RuntimeError("the server was never started: no port yet")
-        return f"http://127.0.0.1:{self.ports['s3.port']}"
+        return self.ports["s3.port"]
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables a child process needs to use this
@@ -206,17 +212,20 @@ class SeaweedS3:
                if not k.startswith(("AWS_", "S3_", "WEED_"))}
         env["HOME"] = str(self.base)
         with open(self.log_path, "ab") as log:
+            self._log_start = log.tell()
             log.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(args)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=self.base, env=env,
                                          start_new_session=True,
                                          preexec_fn=_die_with_parent(os.getpid()))
+        self._owner = os.getpid()
         _running.add(self)
 
     def _wait_ready(self, timeout: float) -> None:
-        """Until a signed write and read of an object succeed: S3 answers
-        (with 403s, then 503s) before the master has a volume to write to."""
+        """Until a signed write and read of an object succeed, not just
+        until the port answers: the gateway can answer before the master
+        has a volume for a new bucket's writes."""
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         probe = "/pytxmr-ready-probe"
@@ -239,7 +248,7 @@ class SeaweedS3:
             except (OSError, http.client.HTTPException, S3Error) as e:
                 last = repr(e)
             time.sleep(0.1)
-        raise RuntimeError(f"SeaweedFS at {self.endpoint_url} was not ready in {timeout:.0f} s "
+        raise RuntimeError(f"SeaweedFS at {self.endpoint_url} was not ready in {timeout:g} s "
                            f"(last: {last}); weed's log ends:\n{self.log_tail()}")
 
     def pause(self) -> None:
@@ -247,12 +256,10 @@ class SeaweedS3:
         kernel but never answered, as with a hung store."""
         if self.proc is not None:
             os.killpg(self.proc.pid, signal.SIGSTOP)
-            self._paused = True
 
     def resume(self) -> None:
         if self.proc is not None:
             os.killpg(self.proc.pid, signal.SIGCONT)
-            self._paused = False
 
     def kill(self) -> None:
         """Kill the server's process group at once (SIGKILL: data written
@@ -267,7 +274,6 @@ class SeaweedS3:
                 except ProcessLookupError:
                     pass
             proc.wait()
-            self._paused = False
         for flag, port in self.ports.items():
             name = flag.split(".")[0]
             kind = f"{name}-grpc" if flag.endswith(".grpc") else name
@@ -293,8 +299,11 @@ class SeaweedS3:
         self.stop()
 
     def log_tail(self, chars: int = 4000) -> str:
+        """The end of weed's log since the last start (for error messages)."""
         try:
-            return self.log_path.read_text(errors="replace")[-chars:]
+            with open(self.log_path, "rb") as f:
+                f.seek(max(self._log_start, f.seek(0, os.SEEK_END) - chars))
+                return f.read().decode(errors="replace")
         except OSError:
             return "(no log)"
 
@@ -304,7 +313,7 @@ class SeaweedS3:
                 timeout: float = 5.0) -> tuple[int, bytes]:
         """One S3 request signed with AWS Signature Version 4 (path-style,
         no query string): ``(status, body)``."""
-        host = f"127.0.0.1:{self.ports['s3.port']}"
+        host = f"127.0.0.1:{self.port}"
         path = urllib.parse.quote(path, safe="/-_.~")
         now = datetime.datetime.now(datetime.timezone.utc)
         stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
@@ -322,7 +331,7 @@ class SeaweedS3:
         signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
         headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, "
                                     f"SignedHeaders={signed}, Signature={signature}")
-        conn = http.client.HTTPConnection("127.0.0.1", self.ports["s3.port"], timeout=timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
@@ -335,15 +344,18 @@ class _PortTaken(Exception):
     """weed exited because a port chosen for it was taken meanwhile."""
 
 
-#: Servers started and not yet killed, killed at interpreter exit if a
+#: Servers started and not yet killed, stopped at interpreter exit if a
 #: test or benchmark forgot (or could not reach) ``stop()``.
 _running: set[SeaweedS3] = set()
 
 
 @atexit.register
-def _kill_running() -> None:
+def _stop_running() -> None:
+    # Only in the process that started them: a forked child (a task, a
+    # test's helper) that exits normally must not take the store down.
     for server in list(_running):
-        server.stop()
+        if server._owner == os.getpid():
+            server.stop()
 
 
 def _die_with_parent(parent: int) -> Any:
