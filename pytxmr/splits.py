@@ -21,7 +21,7 @@ from itertools import accumulate, chain, repeat
 from operator import add
 from typing import IO, Any, Iterator, Mapping, Sequence
 
-from pytxmr import storage
+from pytxmr import rangereader, storage
 from pytxmr.sizes import format_size
 from pytxmr.storage import InputFile
 
@@ -419,7 +419,7 @@ def _segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tu
             return
         start, end = split.start, split.end
     try:
-        f = storage.open_input(path, whole=split.whole)
+        f = rangereader.open_input(path, whole=split.whole)
     except OSError as e:
         raise InputError(f"cannot open input {shown}: {e.strerror or e}", path=path) from e
     except storage.StorageError as e:

@@ -4,8 +4,7 @@ reaches (``s3://``, ``http(s)://``; ``file://`` is a local path).
 Local files keep their own fast path (``open(..., buffering=0)``, ``glob``),
 untouched by this module's remote half. A remote input is listed and sized
 through its store's own listing at submission, and read back by map tasks
-in ranged reads of ``RANGE_BLOCK`` bytes (``RangeReader``): a map streams
-its byte range and never holds more than one block of it. fsspec and its
+in ranged reads (``rangereader``). fsspec and its
 store implementations (s3fs, aiohttp) are optional extras, imported only
 when a URL needs them.
 
@@ -27,9 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 __all__ = [
-    "RANGE_BLOCK",
     "InputFile",
-    "RangeReader",
     "StorageError",
     "check_options",
     "describe",
@@ -39,17 +36,12 @@ __all__ = [
     "join",
     "local_path",
     "normalize",
-    "open_input",
     "options",
     "parent",
     "redact",
     "retrying",
     "use_options",
 ]
-
-#: Bytes of one ranged read of a remote input. Requests cost a round trip
-#: each; a map holds one block at a time.
-RANGE_BLOCK = 8 << 20
 
 #: Tries of one remote operation inside a task before the attempt fails
 #: (then the scheduler's own retries apply), and the first backoff.
@@ -445,142 +437,3 @@ def expand_inputs(patterns: Sequence[str],
         for f in found:
             seen.setdefault(f.path, f)
     return list(seen.values())
-
-
-# ---------------------------------------------------------------- reading
-
-
-class RangeReader:
-    """A remote object as a read-only file of ranged reads: ``RANGE_BLOCK``
-    bytes per request, each retried with backoff. While the reader works on
-    one block, the next is on its way (on the store's own event loop, where
-    it has one): two blocks in memory at most, and the transfer overlaps the
-    map's work. What ``splits`` reads a remote split (or a compressed
-    object) through."""
-
-    def __init__(self, url: str, opts: Mapping[str, str] | None = None, *,
-                 block: int | None = None, size: int | None = None) -> None:
-        self.url = url
-        self.name = url
-        self._fs, self._path = filesystem(url, opts)
-        self._block = block or RANGE_BLOCK
-        self._size = size
-        self._pos = 0
-        self._buf = b""
-        self._buf_start = 0
-        #: (start, end, future) of the block being fetched ahead.
-        self._ahead: tuple[int, int, Any] | None = None
-        self.closed = False
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return False
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence == 1:
-            pos += self._pos
-        elif whence == 2:
-            pos += self._object_size()
-        self._pos = max(0, pos)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def _object_size(self) -> int:
-        if self._size is None:
-            info = retrying(self.url, "read", lambda: self._fs.info(self._path))
-            self._size = int(info["size"])
-        return self._size
-
-    def _fill(self) -> None:
-        start = self._pos
-        # Reads past the end are refused (416), not short: know the end.
-        size = self._object_size()
-        end = min(start + self._block, size)
-        if start >= end:
-            self._buf, self._buf_start = b"", start
-            return
-        self._buf = self._take_ahead(start, end)
-        if self._buf is None:
-            self._buf = retrying(self.url, "read",
-                                 lambda: self._fs.cat_file(self._path, start=start, end=end))
-        self._buf_start = start
-        if end < size:
-            self._fetch_ahead(end, min(end + self._block, size))
-
-    def _fetch_ahead(self, start: int, end: int) -> None:
-        fetch = getattr(self._fs, "_cat_file", None)
-        loop = getattr(self._fs, "loop", None)
-        if fetch is None or loop is None or not getattr(self._fs, "async_impl", False):
-            return
-        import asyncio
-
-        future = asyncio.run_coroutine_threadsafe(fetch(self._path, start=start, end=end), loop)
-        self._ahead = (start, end, future)
-
-    def _take_ahead(self, start: int, end: int) -> bytes | None:
-        """The block fetched ahead, if it is this one and arrived whole (a
-        failed fetch ahead is tried again, with the retries)."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is None:
-            return None
-        if ahead[:2] != (start, end):
-            ahead[2].cancel()
-            return None
-        try:
-            data = ahead[2].result()
-        except Exception:
-            return None
-        return data if len(data) == end - start else None
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            parts = []
-            while chunk := self.read(self._block):
-                parts.append(chunk)
-            return b"".join(parts)
-        offset = self._pos - self._buf_start
-        if not 0 <= offset < len(self._buf):
-            self._fill()
-            offset = 0
-        data = self._buf[offset:offset + n]
-        self._pos += len(data)
-        return data
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if self._ahead is not None:
-            self._ahead[2].cancel()
-            self._ahead = None
-        self._buf = b""
-        self.closed = True
-
-    def __enter__(self) -> RangeReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def open_input(path: str, *, whole: bool = False) -> Any:
-    """A binary file of the input ``path``. A local file is unbuffered for a
-    split (the reader reads big blocks itself) and buffered when read whole
-    through a decompressor (which reads small ones); a remote one is a
-    ``RangeReader``, or one stream when read whole over HTTP (which may be
-    all the server can do)."""
-    if not is_remote(path):
-        return open(local_path(path), "rb", buffering=-1 if whole else 0)
-    if not (whole and scheme(path) in ("http", "https")):
-        return RangeReader(path)
-    fs, fs_path = filesystem(path)
-    return retrying(path, "open", lambda: fs.open(fs_path, "rb", block_size=0))

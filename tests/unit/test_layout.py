@@ -22,6 +22,7 @@ PACKAGE_DIR = Path(pytxmr.__file__).resolve().parent
 #: in a fresh interpreter, so nothing imported earlier can hide a dependency.
 PURE_MODULES = [
     "storage",
+    "rangereader",
     "objectoutput",
     "outputrules",
     "splits",

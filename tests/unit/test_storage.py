@@ -10,9 +10,10 @@ from typing import Iterator
 
 import pytest
 
-from pytxmr import storage
+from pytxmr import rangereader, storage
 from pytxmr.splits import Split, compute_splits, read_chunks, read_lines
-from pytxmr.storage import InputFile, RangeReader, StorageError
+from pytxmr.rangereader import RangeReader
+from pytxmr.storage import InputFile, StorageError
 
 fsspec = pytest.importorskip("fsspec")
 
@@ -130,7 +131,7 @@ def test_remote_splits_read_each_line_once(mem: object, monkeypatch: pytest.Monk
                                            block: int, split_size: int) -> None:
     """Lines longer than a range read, lines across split ends, a last line
     without '\\n': across a file's splits, every line exactly once, as locally."""
-    monkeypatch.setattr(storage, "RANGE_BLOCK", block)
+    monkeypatch.setattr(rangereader, "RANGE_BLOCK", block)
     rng = random.Random(split_size * 31 + block)
     lines = ["x" * rng.choice([0, 1, 2, 5, 40, 90]) + str(i) for i in range(300)]
     data = ("\n".join(lines)).encode()  # no final newline
