@@ -51,17 +51,31 @@ class Connection:
 
 
 async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10.0) -> Connection:
-    description = jobtracker_endpoint(address)
+    try:
+        description = jobtracker_endpoint(address)
+    except ValueError as e:
+        raise ClusterError(str(e)) from None
     if description != address:  # HOST:PORT; a full endpoint string says its own timeout
         description += f":timeout={timeout:g}"
     endpoint = endpoints.clientFromString(reactor, description)
     factory = client_factory()
+    # The endpoint's timeout covers the TCP connect, not the name lookup
+    # before it (a minute of DNS retries for a name that does not resolve).
+    connecting = endpoint.connect(factory)
+    timed_out: list[bool] = []
+    timer = reactor.callLater(timeout, lambda: (timed_out.append(True), connecting.cancel()))
     try:
-        await endpoint.connect(factory)
+        await connecting
     except (defer.CancelledError, error.ConnectingCancelledError):
+        if timed_out:
+            raise ClusterError(f"cannot reach the jobtracker at {address}: no connection "
+                               f"within {timeout:g}s") from None
         raise defer.CancelledError() from None  # interrupted: not the jobtracker's fault
     except Exception as e:
         raise ClusterError(f"cannot reach the jobtracker at {address}: {e}") from None
+    finally:
+        if timer.active():
+            timer.cancel()
     # A mind (even one with no methods) tells the jobtracker which
     # connection logged in.
     perspective = await login(factory, ROLE_CLIENT, secret, pb.Referenceable())

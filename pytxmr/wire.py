@@ -311,9 +311,13 @@ def jobtracker_endpoint(address: str) -> str:
         return address
     host, sep, port = address.rpartition(":")
     if not sep:
+        if address.isdigit():  # "7373" would be looked up as a host name
+            raise ValueError(f"bad jobtracker address {address!r}: a port needs a host, "
+                             f"e.g. 127.0.0.1:{address}")
         host, port = address, str(DEFAULT_PORT)
-    if not port.isdigit():
-        raise ValueError(f"bad jobtracker address {address!r}: use HOST:PORT")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad jobtracker address {address!r}: use HOST:PORT, "
+                         "with a port from 1 to 65535")
     return f"tcp:host={host.strip('[]') or '127.0.0.1'}:port={port}"
 
 

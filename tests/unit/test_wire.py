@@ -116,3 +116,15 @@ def test_failure_reports_and_heartbeats_get_through_malformed() -> None:
 ])
 def test_jobtracker_addresses(address: str, endpoint: str) -> None:
     assert jobtracker_endpoint(address) == endpoint
+
+
+@pytest.mark.parametrize("address, message", [
+    ("7373", "a port needs a host, e.g. 127.0.0.1:7373"),
+    ("h:99999", "a port from 1 to 65535"),
+    ("h:0", "a port from 1 to 65535"),
+    ("h:x", "use HOST:PORT"),
+])
+def test_bad_jobtracker_addresses_are_named(address: str, message: str) -> None:
+    """Issue 14: `--jobtracker 7373` was looked up as a host name, for minutes."""
+    with pytest.raises(ValueError, match=message):
+        jobtracker_endpoint(address)
