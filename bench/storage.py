@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -44,9 +43,7 @@ def main() -> int:
     os.makedirs(a.out_dir, exist_ok=True)
     corpus, _ = ensure_corpus(a.mb, a.out_dir, a.shared_bench)
     parts = split_corpus(corpus, 8)
-    server = objectstore.SeaweedS3(Path(a.out_dir) / "seaweed")
-    shutil.rmtree(server.base, ignore_errors=True)
-    server.base.mkdir(parents=True)
+    server = objectstore.SeaweedS3()  # in a temporary directory of its own
     server.start()
     try:
         env = dict(os.environ, **server.env(), PYTHONPATH=REPO)

@@ -437,10 +437,11 @@ def _segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tu
         except storage.StorageError as e:
             raise InputError(str(e), path=path) from e
         except Exception as e:
-            # A remote store's client raises its own errors (aiohttp's, say).
-            if not isinstance(e, (OSError, EOFError, lzma.LZMAError)) and \
-                    not storage.is_remote(path) and \
-                    type(e).__module__.split(".")[0] != "zstandard":
+            # Only reading runs in here (the map consumes what we yield), but
+            # a store's client (aiohttp) and a decompressor (zstandard) raise
+            # their own errors.
+            if not (isinstance(e, (OSError, EOFError)) or storage.is_remote(path)
+                    or decompress is not None):
                 raise
             what = ("corrupt or truncated compressed input" if decompress is not None
                     else "cannot read input")

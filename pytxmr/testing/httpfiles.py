@@ -30,6 +30,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from pytxmr.testing.processes import dying_with
+
 MODES = ("normal", "norange", "fail", "truncate")
 START_TIMEOUT = 30.0
 
@@ -136,7 +138,7 @@ class HTTPFiles:
                 [sys.executable, "-m", "pytxmr.testing.httpfiles", str(self.root),
                  "--mode", self.mode, "--port-file", str(port_file)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
+                start_new_session=True, preexec_fn=dying_with(os.getpid()))
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if port_file.exists():
@@ -169,21 +171,6 @@ class HTTPFiles:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _die_with_parent(parent: int) -> Any:
-    """A ``preexec_fn`` setting PR_SET_PDEATHSIG (Linux; elsewhere a
-    no-op): the server dies with the test process, even a SIGKILLed one."""
-    def preexec() -> None:
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:
-            os._exit(1)
-    return preexec
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,6 +41,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from pytxmr.testing.processes import dying_with
+
 ACCESS_KEY = "pytxmrtestaccess"
 SECRET_KEY = "pytxmr-test-secret-0123456789abcdef"
 REGION = "us-east-1"
@@ -218,7 +220,7 @@ class SeaweedS3:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=self.base, env=env,
                                          start_new_session=True,
-                                         preexec_fn=_die_with_parent(os.getpid()))
+                                         preexec_fn=dying_with(os.getpid()))
         self._owner = os.getpid()
         _running.add(self)
 
@@ -356,21 +358,3 @@ def _stop_running() -> None:
     for server in list(_running):
         if server._owner == os.getpid():
             server.stop()
-
-
-def _die_with_parent(parent: int) -> Any:
-    """A ``preexec_fn``: PR_SET_PDEATHSIG, so that weed gets SIGKILL when
-    the process that started it dies, even by SIGKILL (atexit does not run
-    then). Linux only; elsewhere, a no-op. (The signal follows the thread
-    that forked: start servers from a thread that lives as long as they.)"""
-    def preexec() -> None:
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:  # the parent died before prctl
-            os._exit(1)
-    return preexec

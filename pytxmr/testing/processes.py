@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from pytxmr import shufflememory
+from pytxmr import shufflememory, task
 
 if TYPE_CHECKING:
     import psutil
@@ -106,6 +106,17 @@ def _running(processes: dict[int, int]) -> dict[int, int]:
     table = process_table()
     return {pid: start for pid, start in processes.items()
             if pid in table and table[pid].start == start and table[pid].state not in "ZX"}
+
+
+def dying_with(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` for a test server: it gets SIGKILL when ``parent``
+    dies, even by SIGKILL (``task.die_with_parent``), and exits at once if
+    ``parent`` died before that took effect."""
+    def preexec() -> None:
+        task.die_with_parent()
+        if os.getppid() != parent:
+            os._exit(1)
+    return preexec
 
 
 def daemon_env(home: Path, pythonpath: Path | str | None = None) -> dict[str, str]:
