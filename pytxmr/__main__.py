@@ -20,6 +20,7 @@ from .sizes import size_argument
 
 if TYPE_CHECKING:
     from .child import Zygote
+    from .client import JobSubmission
 
 
 def _positive(text: str) -> int:
@@ -40,12 +41,27 @@ def _name_value(text: str) -> tuple[str, str]:
 
 
 def _job_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("job", help="the job module (a .py file with map and reduce)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="input files, directories or globs; local paths or URLs "
+    p.add_argument("paths", nargs="+", metavar="JOB.py INPUT",
+                   help="the job module (a .py file with map and reduce; none with --mapper), "
+                        "then the input files, directories or globs: local paths or URLs "
                         "(s3://, http(s)://, file://; see docs/storage.md)")
+    p.add_argument("--mapper", metavar="CMD", help="a streaming job: a shell command that "
+                   "reads lines and writes key<TAB>value lines (see docs/streaming.md)")
+    p.add_argument("--reducer", metavar="CMD", help="the streaming job's reduce command "
+                   "(it reads its partition's lines sorted by key); none: map-only")
     p.add_argument("-o", "--output", required=True,
                    help="output directory or s3:// prefix (must not exist)")
+    p.add_argument("--arg", dest="args", action="append", default=[], type=_name_value,
+                   metavar="NAME=VALUE", help="an argument of the job, read in its tasks with "
+                   "pytxmr.args() (repeatable; --help-job lists what the job declares)")
+    p.add_argument("--py-files", dest="py_files", action="append", default=[], metavar="PATH",
+                   help="a module, package directory or .zip to ship with the job (repeatable; "
+                        "modules the job imports from its own directory travel anyway)")
+    p.add_argument("--files", dest="files", action="append", default=[], metavar="PATH",
+                   help="a data file tasks open by its base name in their working directory "
+                        "(repeatable)")
+    p.add_argument("--help-job", action="store_true",
+                   help="list the job's declared arguments and exit")
     p.add_argument("--storage-option", dest="storage_options", action="append", default=[],
                    type=_name_value, metavar="NAME=VALUE",
                    help="a store option for the job's URLs, e.g. endpoint_url=http://host:8333 "
@@ -116,11 +132,13 @@ class Progress:
 
     def __call__(self, status: dict[str, Any]) -> None:
         maps, reduces = status.get("maps"), status.get("reduces")
-        if not maps or not reduces:
+        if not maps or reduces is None:
             return
         mp = 100 * maps["done"] / max(1, maps["total"])
         rp = 100 * reduces["done"] / max(1, reduces["total"])
-        text = (f"{status['job_id']}: map {mp:3.0f}% ({maps['done']}/{maps['total']}) "
+        step = (f"step {status['step']}/{status['steps']} "
+                if status.get("steps", 1) > 1 else "")
+        text = (f"{status['job_id']}: {step}map {mp:3.0f}% ({maps['done']}/{maps['total']}) "
                 f"reduce {rp:3.0f}% ({reduces['done']}/{reduces['total']})")
         if status.get("failed_attempts"):
             text += f" failed attempts {status['failed_attempts']}"
@@ -230,10 +248,11 @@ def print_counters(counters: dict[str, dict[str, int]]) -> None:
             print(f"    {name:<32} {counters[group][name]:>14,}")
 
 
-def _spec(a: argparse.Namespace) -> dict[str, Any]:
+def _spec(a: argparse.Namespace) -> JobSubmission:
     from .client import submission
 
-    return submission(a.job, a.inputs, a.output, reducers=a.reducers, split_size=a.split_size,
+    return submission(a.job, a.inputs, a.output, args=a.args, py_files=a.py_files,
+                      files=a.files, reducers=a.reducers, split_size=a.split_size,
                       overwrite=a.overwrite, map_name=a.map_name, reduce_name=a.reduce_name,
                       max_attempts=a.max_attempts, speculative=a.speculative,
                       buffer_records=a.buffer_records, compress=a.compress,
@@ -267,7 +286,8 @@ def run_inline_command(a: argparse.Namespace) -> int:
     start = time.perf_counter()
     # The reducers `run` would have, so that both write the same part files.
     slots = a.workers * (a.slots or default_slots(a.workers))
-    counters = run_inline(a.job, a.inputs, a.output, num_reducers=a.reducers,
+    counters = run_inline(a.job, a.inputs, a.output, args=a.args, py_files=a.py_files,
+                          files=a.files, num_reducers=a.reducers,
                           split_size=a.split_size, overwrite=a.overwrite,
                           map_name=a.map_name, reduce_name=a.reduce_name,
                           slots=slots, compress=a.compress,
@@ -344,11 +364,75 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
             progress.end()
 
 
+def help_job(argv: Sequence[str]) -> int:
+    """``run JOB.py --help-job`` (or ``submit``): the job's declared
+    arguments, found by importing it here, in the user's own process (as
+    ``run --inline`` does), with its directory on ``sys.path``."""
+    p = argparse.ArgumentParser(prog="python -m pytxmr")
+    p.add_argument("command")
+    p.add_argument("job")
+    a, _ = p.parse_known_args(argv)
+    from .jobargs import describe
+    from .jobmodule import JobDefinitionError, define, describe_error, load_module
+
+    path = os.path.abspath(a.job)
+    try:
+        with open(path, encoding="utf-8") as f:
+            source = f.read()
+    except OSError as e:
+        print(f"pytxmr: cannot read the job module {a.job}: {e.strerror}", file=sys.stderr)
+        return 2
+    sys.path.insert(0, os.path.dirname(path))
+    try:
+        definition = define(load_module(source, path))
+    except JobDefinitionError as e:
+        print(f"pytxmr: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        print(describe_error(e, path)["traceback"].rstrip(), file=sys.stderr)
+        return 2
+    print(describe(definition.arguments, a.job))
+    return 0
+
+
+STREAMING_JOBS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobs")
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line, with a job command's paths sorted into its job
+    module and inputs (a streaming job's module is pytxmr's own)."""
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.command not in ("run", "submit"):
+        return a
+    if a.reducer and not a.mapper:
+        parser.error("--reducer needs --mapper")
+    if a.mapper:
+        if any(name in ("mapper", "reducer") for name, _ in a.args):
+            parser.error("--mapper and --reducer set the streaming job's arguments; "
+                         "do not give them with --arg")
+        a.job = os.path.join(STREAMING_JOBS, "streaming.py" if a.reducer
+                             else "streaming_map_only.py")
+        a.inputs = a.paths
+        a.args = [*a.args, ("mapper", a.mapper)] + ([("reducer", a.reducer)] if a.reducer else [])
+    elif len(a.paths) < 2:
+        parser.error("give the job module and at least one input")
+    else:
+        a.job, a.inputs = a.paths[0], a.paths[1:]
+    return a
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--help-job" in argv and argv[:1] in (["run"], ["submit"]):
+        return help_job(argv)
+    a = parse(argv)
     zygote = start_zygote() if a.command == "run" and not a.inline else None
     from .auth import LoginRefused
     from .client import ClusterError
+    from .bundle import BundleError
+    from .jobargs import ArgumentError
+    from .jobmodule import JobDefinitionError
     from .output import OutputExistsError
     from .records import CodecUnavailable
     from .splits import InputError
@@ -376,7 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ClusterError, LoginRefused, SecretError, CodecUnavailable) as e:
         print(f"pytxmr: {e}", file=sys.stderr)
         return 2
-    except (OutputExistsError, InputError, StorageError) as e:  # run --inline: refused, as a submission is
+    except (OutputExistsError, InputError, StorageError, ArgumentError, BundleError,
+            JobDefinitionError) as e:  # run --inline: refused, as a submission is
         print(f"pytxmr: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # run --inline, or before the reactor started

@@ -15,25 +15,41 @@ import json
 import os
 import signal
 import sys
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from twisted.internet import defer, protocol, task
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-import pytxmr
-
 from . import storage
 
 _MAX_RESULT_BYTES = 16 << 20
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pytxmr.__file__)))
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+#: What task children keep of their daemon's environment: the system's
+#: basics and the stores' credential chains (docs/storage.md). Nothing
+#: else, so that a job sees the same environment whether its daemons were
+#: started by its own ``run`` or long ago on another host: values reach a
+#: job as its arguments (``--arg``), never through the submitter's shell.
+TASK_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+                      "SHELL", "PYTHONPATH", "PYTHONHASHSEED", "VIRTUAL_ENV", "SSL_CERT_FILE",
+                      "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY",
+                      "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"})
+TASK_ENV_PREFIXES = ("LC_", "AWS_", "BOTO_", "FSSPEC_", "GOOGLE_", "AZURE_")
+
+
+def task_env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items()
+            if k in TASK_ENV or k.startswith(TASK_ENV_PREFIXES)}
 
 
 def child_env() -> dict[str, str]:
-    """The environment of task children: the daemon's, plus the path that
-    finds this very pytxmr package even when it is not installed."""
-    env = dict(os.environ)
+    """The environment of task children: the daemon's basics (``TASK_ENV``),
+    plus the path that finds this very pytxmr package even when it is not
+    installed."""
+    env = task_env(os.environ)
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
     env.setdefault("PYTHONUNBUFFERED", "1")

@@ -9,13 +9,15 @@ job's result (state, counters, error with the user's traceback). The CLI
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet import defer, endpoints, error, task
 from twisted.spread import pb
 
-from . import storage
+from . import bundle, jobargs, storage
 from .auth import login
+from .bundle import Bundle
 from .records import CodecUnavailable, codec_for
 from .pbwire import client_factory
 from .wire import PROTOCOL_VERSION, ROLE_CLIENT, jobtracker_endpoint
@@ -82,15 +84,29 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
     return Connection(factory, perspective)
 
 
+@dataclass(frozen=True)
+class JobSubmission:
+    """A job ready to submit: the plain-data spec the jobtracker checks,
+    and the bundle of code and files it ships (uploaded before the spec)."""
+
+    spec: dict[str, Any]
+    bundle: Bundle | None = None
+
+
 def submission(job_path: str, inputs: Sequence[str], output: str, *,
+               args: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+               py_files: Sequence[str] = (), files: Sequence[str] = (),
                reducers: int | None = None, split_size: int | None = None,
                overwrite: bool = False, map_name: str = "map", reduce_name: str = "reduce",
                max_attempts: int | None = None, buffer_records: int | None = None,
                speculative: bool = False, compress: str | None = None,
-               storage_options: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The plain-data submission for a job file (local paths made absolute
-    here, where they are relative to the user's working directory; URLs as
-    given). ``compress`` (None or "lz4") compresses spills and the shuffle;
+               storage_options: Mapping[str, str] | None = None) -> JobSubmission:
+    """The submission of a job file (local paths made absolute here, where
+    they are relative to the user's working directory; URLs as given).
+    ``args`` are the job's arguments (strings, checked against the job's
+    declarations by the cluster); the helper modules the job imports from
+    its directory, ``py_files`` and ``files`` travel in its bundle.
+    ``compress`` (None or "lz4") compresses spills and the shuffle;
     ``storage_options`` are the non-secret options of the URLs' stores."""
     try:
         # Here too, not only in the task children: the user learns at once.
@@ -102,6 +118,12 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
             source = f.read()
     except OSError as e:
         raise ClusterError(f"cannot read the job module {job_path}: {e.strerror}") from None
+    try:
+        pairs = args.items() if isinstance(args, Mapping) else (args or ())
+        job_args = jobargs.check_pairs(pairs)
+        shipped = bundle.build(job_path, py_files, files)
+    except (jobargs.ArgumentError, bundle.BundleError) as e:
+        raise ClusterError(str(e)) from None
     spec: dict[str, Any] = {
         "protocol": PROTOCOL_VERSION,
         "source": source,
@@ -112,24 +134,37 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
         "map_name": map_name,
         "reduce_name": reduce_name,
         "speculative": speculative,
+        "args": job_args,
     }
     for name, value in (("reducers", reducers), ("split_size", split_size),
                         ("max_attempts", max_attempts), ("buffer_records", buffer_records),
                         ("compress", compress)):
         if value is not None:
             spec[name] = value
+    if shipped is not None:
+        spec["bundle"] = shipped.sha256
     if storage_options:
         try:
             spec["storage_options"] = storage.check_options(storage_options)
         except storage.StorageError as e:
             raise ClusterError(str(e)) from None
-    return spec
+    return JobSubmission(spec, shipped)
 
 
-async def run_job(reactor: Any, conn: Connection, spec: dict[str, Any],
+async def upload(conn: Connection, shipped: Bundle) -> None:
+    """Send a bundle to the jobtracker in chunks, unless it has it."""
+    if await conn.call("has_bundle", shipped.sha256):
+        return
+    for offset, chunk in bundle.chunks(shipped.data):
+        await conn.call("put_bundle", shipped.sha256, shipped.size, offset, chunk)
+
+
+async def run_job(reactor: Any, conn: Connection, job: JobSubmission,
                   progress: ProgressCallback | None = None, interval: float = 0.5) -> dict[str, Any]:
-    """Submit ``spec`` and wait for the job's end; its result dict."""
-    job_id = await conn.call("submit", spec)
+    """Submit ``job`` and wait for its end; its result dict."""
+    if job.bundle is not None:
+        await upload(conn, job.bundle)
+    job_id = await conn.call("submit", job.spec)
     finished = defer.Deferred.fromCoroutine(conn.call("wait", job_id))
     if progress is None:
         return await finished
@@ -151,11 +186,11 @@ async def run_job(reactor: Any, conn: Connection, spec: dict[str, Any],
             poll.stop()
 
 
-async def submit(reactor: Any, address: str, secret: bytes, spec: dict[str, Any],
+async def submit(reactor: Any, address: str, secret: bytes, job: JobSubmission,
                  progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Connect, run one job, disconnect: the API for scripts and tests."""
     conn = await connect(reactor, address, secret)
     try:
-        return await run_job(reactor, conn, spec, progress)
+        return await run_job(reactor, conn, job, progress)
     finally:
         conn.close()

@@ -24,10 +24,11 @@ from .child import Zygote
 from .services import DaemonReactor
 
 
-async def run_embedded(reactor: DaemonReactor, spec: dict[str, Any], *, zygote: Zygote, workers: int,
+async def run_embedded(reactor: DaemonReactor, job: client.JobSubmission, *, zygote: Zygote,
+                       workers: int,
                        slots: int, progress: client.ProgressCallback | None = None
                        ) -> dict[str, Any]:
-    """Run the job ``spec`` (see ``client.submission``) on a local cluster
+    """Run ``job`` (see ``client.submission``) on a local cluster
     whose daemons fork their tasks and checks from ``zygote``, a started
     one (the caller stops it, after this returns)."""
     secret = secrets.token_hex(32).encode()
@@ -51,4 +52,4 @@ async def run_embedded(reactor: DaemonReactor, spec: dict[str, Any], *, zygote: 
             tts.append(tt)
         for tt in tts:
             await tt.registered()
-        return await client.submit(reactor, f"127.0.0.1:{jt.port}", secret, spec, progress)
+        return await client.submit(reactor, f"127.0.0.1:{jt.port}", secret, job, progress)

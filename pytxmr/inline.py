@@ -7,21 +7,25 @@ task children, so partitioning, sort order and output files are identical.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import shutil
+import sys
 import tempfile
-from typing import Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from . import counters as _counters
-from . import output, storage
-from .counters import FRAMEWORK
-from .jobmodule import load_module, resolve
-from .mapper import DEFAULT_BUFFER_RECORDS, run_map
-from .records import codec_for
+from . import bundle, jobargs, output, stepdata, storage
+from .counters import FRAMEWORK, Counters
+from .jobmodule import Job, JobDefinition, JobDefinitionError, define, load_module, split_policy
+from .mapper import DEFAULT_BUFFER_RECORDS, run_map, run_map_only
+from .partfile import part_writer
+from .records import CODEC_MSGPACK, codec_for
 from .reducer import run_reduce
-from .splits import MAX_DEFAULT_SPLIT_SIZE, compute_splits
+from .splits import MAX_DEFAULT_SPLIT_SIZE, Split, compute_splits
+from .steps import reduce_tasks
 
 
 def run_inline(
@@ -29,6 +33,9 @@ def run_inline(
     inputs: Sequence[str],
     output_dir: str,
     *,
+    args: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+    py_files: Sequence[str] = (),
+    files: Sequence[str] = (),
     num_reducers: int | None = None,
     split_size: int | None = None,
     overwrite: bool = False,
@@ -48,40 +55,78 @@ def run_inline(
     codec = codec_for(compress)  # before any output is touched
     with open(job_path, encoding="utf-8") as f:
         source = f.read()
-    job = resolve(load_module(source, os.path.abspath(job_path)), map_name, reduce_name)
-    reducers = num_reducers or job.num_reducers or slots
+    given = jobargs.check_pairs(args.items() if isinstance(args, Mapping) else (args or ()))
     storage.check_no_credentials([*inputs, output_dir])
-    opts = storage.check_options(storage_options)
-    storage.use_options(opts)
+    # Before the working directory changes to the tasks' own.
     inputs = [storage.normalize(p) for p in inputs]
     output_dir = storage.normalize(output_dir)
+    job_path = os.path.abspath(job_path)
+    work = tempfile.mkdtemp(prefix="pytxmr-inline-")
+    try:
+        with _shipped(job_path, py_files, files, work):
+            def fresh() -> Sequence[Job]:
+                return define(load_module(source, job_path), map_name, reduce_name).steps
+
+            definition = define(load_module(source, job_path), map_name, reduce_name)
+            jobargs.use(jobargs.parse(definition.arguments, given))
+            check_reducers(definition, num_reducers)
+            return _run(definition, fresh, inputs, output_dir, work,
+                        num_reducers=num_reducers, split_size=split_size, overwrite=overwrite,
+                        buffer_records=buffer_records, slots=slots, codec=codec,
+                        storage_options=storage_options)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
+             work: str) -> Iterator[None]:
+    """The job's bundle as its tasks see it on a cluster: its modules first
+    on ``sys.path``, its files in the working directory (a task directory,
+    for the time of the job); all undone at the end, its modules unloaded,
+    so that the next job in this process imports them afresh."""
+    shipped = bundle.build(job_path, py_files, files)
+    if shipped is None:
+        yield
+        return
+    task_dir = os.path.join(work, "task")
+    os.makedirs(task_dir)
+    store = bundle.BundleStore(os.path.join(work, "bundles"))
+    store.receive(shipped.sha256, 0, shipped.data, "inline", final=True)
+    unpacked = store.unpacked(shipped.sha256)
+    path, cwd, loaded = list(sys.path), os.getcwd(), set(sys.modules)
+    bundle.enter(unpacked, task_dir)
+    os.chdir(task_dir)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        sys.path[:] = path
+        for name in set(sys.modules) - loaded:
+            if (getattr(sys.modules[name], "__file__", None) or "").startswith(unpacked):
+                del sys.modules[name]
+
+
+def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
+         output_dir: str, work: str,
+         *, num_reducers: int | None, split_size: int | None,
+         overwrite: bool, buffer_records: int, slots: int, codec: int,
+         storage_options: Mapping[str, str] | None) -> dict[str, dict[str, int]]:
+    opts = storage.check_options(storage_options)
+    storage.use_options(opts)
     files = storage.expand_inputs(inputs, opts)
-    splits = compute_splits(files, split_size or MAX_DEFAULT_SPLIT_SIZE)
+    first = definition.steps[0]
+    splits = compute_splits(files, split_size or MAX_DEFAULT_SPLIT_SIZE,
+                            split_by=split_policy(first.reader))
     output.prepare_output_dir(output_dir, overwrite, inputs=inputs,
                               input_files=[f.path for f in files], opts=opts)
     counters = _counters.reset()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as in task children (see pytxmr.task)
-    work = tempfile.mkdtemp(prefix="pytxmr-inline-")
     try:
-        indexes = []
-        records: dict[int, int] = {}
-        for split in splits:
-            out = run_map(job, split, reducers, work, counters,
-                          buffer_records=buffer_records, name=f"map-{split.index:05d}",
-                          codec=codec)
-            with open(out.index_path) as f:
-                indexes.append((out.data_path, json.load(f)))
-        kinds = sorted({k for _, index in indexes for k in index["kinds"]})
-        for p in range(reducers):
-            runs = [(path, ix["partitions"][p]["offset"], ix["partitions"][p]["length"])
-                    for path, ix in indexes]
-            attempt = f"inline_r{p:05d}"
-            part = output.attempt_path(output_dir, attempt, p, work)
-            before = counters.get(FRAMEWORK, "reduce output records")
-            run_reduce(job, runs, kinds, part, work, counters)
-            output.commit_part(output_dir, attempt, p, work, opts)
-            records[p] = counters.get(FRAMEWORK, "reduce output records") - before
+        records = run_steps(fresh, splits, output_dir, work, opts, counters,
+                            num_reducers=num_reducers, slots=slots,
+                            buffer_records=buffer_records, codec=codec)
         output.finish_output(output_dir, opts, "inline", records)
     except BaseException:
         output.abort_output(output_dir, opts)
@@ -89,5 +134,92 @@ def run_inline(
     finally:
         if gc_was_enabled:
             gc.enable()
-        shutil.rmtree(work, ignore_errors=True)
     return counters.to_dict()
+
+
+#: A job's steps, from a module loaded afresh: each task gets its own, as
+#: each task on a cluster is a process of its own (module-level state, such
+#: as a hook's, is per task).
+StepsFactory = Callable[[], Sequence[Job]]
+
+
+def run_steps(fresh: StepsFactory, splits: Sequence[Split], output_dir: str, work: str,
+              opts: Mapping[str, str], counters: Counters, *, num_reducers: int | None,
+              slots: int, buffer_records: int = DEFAULT_BUFFER_RECORDS,
+              codec: int = CODEC_MSGPACK, last_format: str | None = None) -> dict[int, int]:
+    """Run the steps in order, the first over ``splits``, each later one
+    over the part files of the one before; the records of each of the last
+    step's part files. ``last_format`` overrides the job's output format."""
+    count = len(fresh())
+    records: dict[int, int] = {}
+    for n in range(count):
+        step = fresh()[n]
+        if n:
+            splits = compute_splits(stepdata.step_inputs(output_dir, n, count, opts),
+                                    MAX_DEFAULT_SPLIT_SIZE, split_by="file")
+        where = stepdata.step_output(output_dir, n, count)
+        fmt = stepdata.step_format(n, count) or last_format
+        step_work = os.path.join(work, f"step-{n + 1}")
+        os.makedirs(step_work)
+        def task_step(n: int = n) -> Job:
+            return fresh()[n]
+
+        if step.map_only:
+            records = _map_only_step(task_step, splits, where, fmt, step_work, opts, counters)
+        else:
+            reducers = reduce_tasks(step.num_reducers, False, step.fixed_reducers,
+                                    num_reducers, slots)
+            records = _map_reduce_step(task_step, splits, reducers, where, fmt, step_work,
+                                       opts, counters, buffer_records, codec)
+    return records
+
+
+def check_reducers(definition: JobDefinition, num_reducers: int | None) -> None:
+    """``--reducers`` makes no sense for a job whose every step is map-only."""
+    if num_reducers is not None and all(s.map_only for s in definition.steps):
+        raise JobDefinitionError("the job is map-only (it has no reduce): "
+                                 "--reducers does not apply")
+
+
+def _committed(counters: Counters, before: int, name: str) -> int:
+    return counters.get(FRAMEWORK, name) - before
+
+
+def _map_only_step(task_step: Callable[[], Job], splits: Sequence[Split], where: str, fmt: str | None,
+                   work: str, opts: Mapping[str, str], counters: Counters) -> dict[int, int]:
+    records: dict[int, int] = {}
+    for split in splits:
+        attempt = f"inline_m{split.index:05d}"
+        before = counters.get(FRAMEWORK, "map output records")
+        step = task_step()
+        with part_writer(output.attempt_path(where, attempt, split.index, work),
+                         fmt or step.output_format) as (write, written):
+            run_map_only(step, split, write, counters)
+        counters.incr(FRAMEWORK, "output bytes", written.bytes)
+        output.commit_part(where, attempt, split.index, work, opts)
+        records[split.index] = _committed(counters, before, "map output records")
+    return records
+
+
+def _map_reduce_step(task_step: Callable[[], Job], splits: Sequence[Split], reducers: int, where: str,
+                     fmt: str | None, work: str, opts: Mapping[str, str], counters: Counters,
+                     buffer_records: int, codec: int) -> dict[int, int]:
+    indexes = []
+    for split in splits:
+        out = run_map(task_step(), split, reducers, work, counters,
+                      buffer_records=buffer_records, name=f"map-{split.index:05d}",
+                      codec=codec)
+        with open(out.index_path) as f:
+            indexes.append((out.data_path, json.load(f)))
+    kinds = sorted({k for _, index in indexes for k in index["kinds"]})
+    records: dict[int, int] = {}
+    for p in range(reducers):
+        runs = [(path, ix["partitions"][p]["offset"], ix["partitions"][p]["length"])
+                for path, ix in indexes]
+        attempt = f"inline_r{p:05d}"
+        part = output.attempt_path(where, attempt, p, work)
+        before = counters.get(FRAMEWORK, "reduce output records")
+        run_reduce(task_step(), runs, kinds, part, work, counters, fmt)
+        output.commit_part(where, attempt, p, work, opts)
+        records[p] = _committed(counters, before, "reduce output records")
+    return records

@@ -16,8 +16,9 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import readers
+from . import jobargs, readers, stepdata
 from .partition import default_partition
+from .steps import Step
 
 ENCODING_ERRORS = ("strict", "replace", "surrogateescape", "ignore", "backslashreplace")
 OUTPUT_FORMATS = ("text", "jsonl")
@@ -29,18 +30,48 @@ class JobDefinitionError(Exception):
 
 @dataclass(frozen=True)
 class Job:
-    """The callables and settings a task needs, resolved from the module."""
+    """The callables and settings a task of one step needs, resolved from
+    the module (or from one of its ``steps``)."""
 
     map: Callable[..., Any] | None
     map_chunk: Callable[..., Any] | None
     map_split: Callable[..., Any] | None
-    reduce: Callable[..., Any]
+    #: None: a map-only step (its maps write part files, no shuffle).
+    reduce: Callable[..., Any] | None
     combine: Callable[..., Any] | None
     partition: Callable[[Any, int], int]
     reader: Callable[..., Any]
     num_reducers: int | None
     encoding_errors: str
     output_format: str
+    map_init: Callable[[], Any] | None = None
+    map_final: Callable[[], Any] | None = None
+    reduce_init: Callable[[], Any] | None = None
+    reduce_final: Callable[[], Any] | None = None
+    sort_values: bool = False
+    #: ``num_reducers`` is a Step's, which ``--reducers`` does not override.
+    fixed_reducers: bool = False
+
+    @property
+    def map_only(self) -> bool:
+        return self.reduce is None
+
+
+@dataclass(frozen=True)
+class JobDefinition:
+    """A job module as the framework sees it: its steps, in order, and the
+    arguments it declares (None: any, as strings)."""
+
+    steps: tuple[Job, ...]
+    arguments: tuple[jobargs.Arg, ...] | None
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Plain data for the submission check's report: what the
+        jobtracker must know of each step to plan it."""
+        return [{"num_reducers": s.num_reducers, "map_only": s.map_only,
+                 "fixed_reducers": s.fixed_reducers,
+                 "split_by": split_policy(s.reader) if i == 0 else "file"}
+                for i, s in enumerate(self.steps)]
 
 
 def load_module(source: str, filename: str) -> types.ModuleType:
@@ -55,73 +86,194 @@ def load_module(source: str, filename: str) -> types.ModuleType:
     return module
 
 
-def resolve(module: types.ModuleType, map_name: str = "map", reduce_name: str = "reduce") -> Job:
-    """The job a module defines; raises JobDefinitionError naming what is wrong."""
+class _Checker:
+    """Checks the callables of a module or of one of its steps, naming
+    ``where`` (the file, and the step) in every refusal."""
 
-    def required(name: str, params: str) -> Callable[..., Any]:
-        fn = getattr(module, name, None)
-        if fn is None:
-            raise JobDefinitionError(f"{module.__file__}: the job module has no {name!r} function")
-        return optional(name, params)  # type: ignore[return-value]
+    def __init__(self, where: str, get: Callable[[str], Any]) -> None:
+        self.where = where
+        self._get = get
 
-    def optional(name: str, params: str) -> Callable[..., Any] | None:
+    def refuse(self, text: str) -> JobDefinitionError:
+        return JobDefinitionError(f"{self.where}: {text}")
+
+    def required(self, name: str, params: str, what: str = "function") -> Callable[..., Any]:
+        if self._get(name) is None:
+            raise self.refuse(f"the job module has no {name!r} {what}")
+        return self.optional(name, params)  # type: ignore[return-value]
+
+    def optional(self, name: str, params: str) -> Callable[..., Any] | None:
         """``name``, which is called with ``params`` (such as "key, values")."""
-        fn = getattr(module, name, None)
+        fn = self._get(name)
         if fn is None:
             return None
         if not callable(fn):
-            raise JobDefinitionError(f"{module.__file__}: {name!r} is not callable")
+            raise self.refuse(f"{name!r} is not callable")
         # Refused here, at submission, a wrong signature would otherwise
         # fail every task with a TypeError the framework's loop raised.
         try:
             # The function as called: not what a decorator's wrapper wraps.
-            inspect.signature(fn, follow_wrapped=False).bind(*params.split(", "))
+            inspect.signature(fn, follow_wrapped=False).bind(
+                *(params.split(", ") if params else ()))
         except TypeError:
-            raise JobDefinitionError(
-                f"{module.__file__}: {name!r} must take ({params})") from None
+            raise self.refuse(f"{name!r} must take ({params})") from None
         except ValueError:  # no signature to inspect (some builtins): trust it
             pass
         return fn
 
-    num_reducers = getattr(module, "num_reducers", None)
-    if num_reducers is not None and (type(num_reducers) is not int or num_reducers < 1):
-        raise JobDefinitionError(f"{module.__file__}: num_reducers must be a positive int")
+    def job(self, map: Callable[..., Any], reduce: Callable[..., Any] | None,
+            reader: Callable[..., Any], settings: tuple[str, str], **batch: Any) -> Job:
+        """The Job of these map, reduce and reader, with the rest (combine,
+        partition, hooks...) looked up and checked here."""
+        errors, output_format = settings
+        return Job(
+            map=map, map_chunk=batch.pop("map_chunk", None),
+            map_split=batch.pop("map_split", None), reduce=reduce,
+            combine=self.optional("combine", "key, values"),
+            partition=self.optional("partition", "key, num_partitions") or default_partition,
+            reader=reader, num_reducers=self.num_reducers(), encoding_errors=errors,
+            output_format=output_format, sort_values=self.sort_values(),
+            **{name: self.optional(name, "") for name in HOOKS}, **batch)
+
+    def num_reducers(self) -> int | None:
+        n = self._get("num_reducers")
+        if n is not None and (type(n) is not int or n < 1):
+            raise self.refuse("num_reducers must be a positive int")
+        return n
+
+    def sort_values(self) -> bool:
+        value = self._get("sort_values")
+        if value not in (None, True, False):
+            raise self.refuse("sort_values must be True or False")
+        return bool(value)
+
+
+#: The hooks a job (or a step) may define: called with no arguments once per
+#: task, before its first record and after its last; generators whose pairs
+#: are output like map's (or reduce's).
+HOOKS = ("map_init", "map_final", "reduce_init", "reduce_final")
+_REDUCE_SIDE = ("combine", "partition", "num_reducers", "reduce_init", "reduce_final",
+                "sort_values")
+
+
+def _settings(module: types.ModuleType) -> tuple[str, str]:
+    where = module.__file__
     errors = getattr(module, "encoding_errors", "strict")
     if errors not in ENCODING_ERRORS:
         raise JobDefinitionError(
-            f"{module.__file__}: encoding_errors must be one of {', '.join(ENCODING_ERRORS)}"
-        )
+            f"{where}: encoding_errors must be one of {', '.join(ENCODING_ERRORS)}")
     output_format = getattr(module, "output_format", "text")
     if output_format not in OUTPUT_FORMATS:
-        raise JobDefinitionError(f"{module.__file__}: output_format must be 'text' or 'jsonl'")
+        raise JobDefinitionError(f"{where}: output_format must be 'text' or 'jsonl'")
+    return errors, output_format
+
+
+def _check_reduce_side(check: _Checker, has: Callable[[str], bool], reduce: Any) -> None:
+    if reduce is None:
+        extra = [name for name in _REDUCE_SIDE if has(name)]
+        if extra:
+            raise check.refuse(f"{extra[0]!r} needs a reduce: a job (or step) without "
+                               f"reduce is map-only")
+
+
+def resolve(module: types.ModuleType, map_name: str = "map", reduce_name: str = "reduce") -> Job:
+    """The one-step job a module defines at module level; raises
+    JobDefinitionError naming what is wrong."""
+    check = _Checker(str(module.__file__), lambda name: getattr(module, name, None))
+    errors, output_format = _settings(module)
     # The batch APIs replace map when defined: map_chunk(offset, text) gets
     # many whole lines at once, map_split(chunks) a whole split's chunks.
-    map_chunk = optional("map_chunk", "offset, text")
-    map_split = optional("map_split", "chunks")
+    map_chunk = check.optional("map_chunk", "offset, text")
+    map_split = check.optional("map_split", "chunks")
     if map_chunk and map_split:
-        raise JobDefinitionError(
-            f"{module.__file__}: define map_chunk or map_split, not both")
+        raise check.refuse("define map_chunk or map_split, not both")
     if map_name != "map" and (map_chunk or map_split):
-        raise JobDefinitionError(
-            f"{module.__file__}: the module's {'map_split' if map_split else 'map_chunk'} "
+        raise check.refuse(
+            f"the module's {'map_split' if map_split else 'map_chunk'} "
             f"replaces map: it cannot be chosen with --map {map_name}")
-    reader = optional("reader", "split, encoding, errors")
+    reader = check.optional("reader", "split, encoding, errors")
     if reader and (map_chunk or map_split):
-        raise JobDefinitionError(
-            f"{module.__file__}: map_chunk and map_split read text chunks; "
-            f"a job with its own reader defines map")
-    return Job(
-        map=None if map_chunk or map_split else required(map_name, "key, value"),
-        map_chunk=map_chunk,
-        map_split=map_split,
-        reduce=required(reduce_name, "key, values"),
-        combine=optional("combine", "key, values"),
-        partition=optional("partition", "key, num_partitions") or default_partition,
-        reader=reader or readers.lines,
-        num_reducers=num_reducers,
-        encoding_errors=errors,
-        output_format=output_format,
-    )
+        raise check.refuse("map_chunk and map_split read text chunks; "
+                           "a job with its own reader defines map")
+    # No reduce makes a map-only job, unless a reduce was asked for by name.
+    if reduce_name != "reduce":
+        reduce = check.required(reduce_name, "key, values")
+    else:
+        reduce = check.optional(reduce_name, "key, values")
+    _check_reduce_side(check, lambda name: getattr(module, name, None) is not None, reduce)
+    reader = reader or readers.lines
+    _check_split_policy(check, reader)
+    return check.job(None if map_chunk or map_split else check.required(map_name, "key, value"),
+                     reduce, reader, (errors, output_format),
+                     map_chunk=map_chunk, map_split=map_split)
+
+
+def _check_split_policy(check: _Checker, reader: Any) -> None:
+    try:
+        split_policy(reader)
+    except ValueError as e:
+        raise check.refuse(str(e)) from None
+
+
+def _identity(key: Any, value: Any) -> Any:
+    yield key, value
+
+
+def _resolve_step(module: types.ModuleType, step: Any, n: int, count: int) -> Job:
+    where = f"{module.__file__}, step {n + 1} of {count}"
+    if not isinstance(step, Step):
+        raise JobDefinitionError(f"{module.__file__}: steps must be a list of pytxmr.Step; "
+                                 f"item {n + 1} is a {type(step).__name__}")
+    check = _Checker(where, lambda name: getattr(step, name))
+    if step.map is None and step.reduce is None:
+        raise check.refuse("a step needs a map or a reduce")
+    if n > 0 and step.reader is not None:
+        raise check.refuse("only the first step has a reader: later steps read the "
+                           "pairs of the step before")
+    reduce = check.optional("reduce", "key, values")
+    _check_reduce_side(check, lambda name: getattr(step, name) not in (None, False), reduce)
+    reader = check.optional("reader", "split, encoding, errors")
+    if reader is None:
+        reader = readers.lines if n == 0 else stepdata.read_pairs
+    _check_split_policy(check, reader)
+    return check.job(check.optional("map", "key, value") or _identity, reduce, reader,
+                     _settings(module), fixed_reducers=True)
+
+
+def define(module: types.ModuleType, map_name: str = "map",
+           reduce_name: str = "reduce") -> JobDefinition:
+    """The job a module defines: its ``steps``, or one step of its
+    module-level functions; raises JobDefinitionError naming what is wrong."""
+    try:
+        arguments = jobargs.declared(module)
+    except jobargs.ArgumentError as e:
+        raise JobDefinitionError(str(e)) from None
+    steps = getattr(module, "steps", None)
+    if steps is None:
+        return JobDefinition((resolve(module, map_name, reduce_name),), arguments)
+    where = module.__file__
+    if not isinstance(steps, (list, tuple)) or not steps:
+        raise JobDefinitionError(f"{where}: steps must be a non-empty list of pytxmr.Step")
+    if map_name != "map" or reduce_name != "reduce":
+        raise JobDefinitionError(f"{where}: a job with steps names its functions in them; "
+                                 f"--map and --reduce do not apply")
+    for name in ("map", "reduce", "map_split", "map_chunk", "combine", *HOOKS):
+        if callable(getattr(module, name, None)):
+            raise JobDefinitionError(
+                f"{where}: the module defines both steps and {name!r}: put {name!r} "
+                f"in a Step, or drop steps")
+    return JobDefinition(tuple(_resolve_step(module, s, n, len(steps))
+                               for n, s in enumerate(steps)), arguments)
+
+
+def split_policy(reader: Any) -> str:
+    """How a reader's inputs are split: "lines" (byte ranges cut at line
+    starts) or "file" (one split per file); a reader says so with its
+    ``split_by`` attribute."""
+    policy = getattr(reader, "split_by", "lines")
+    if policy not in ("lines", "file"):
+        raise ValueError(f"a reader's split_by must be 'lines' or 'file', not {policy!r}")
+    return policy
 
 
 def describe_error(exc: BaseException, filename: str | None = None) -> dict[str, str]:

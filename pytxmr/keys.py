@@ -66,6 +66,23 @@ def record_sort_key(kinds: Iterable[str]) -> Callable[[tuple], Any]:
     return lambda record: total_order(record[0])
 
 
+def pair_value_order(pair: tuple) -> tuple:
+    """The order of ``sort_values`` jobs' map output: by key, then by value
+    (both in the total order); records are ``(key, value)`` pairs here and
+    ``(key, [value])`` once written, which ``value_record_order`` sorts."""
+    return (total_order(pair[0]), total_order(pair[1]))
+
+
+def value_record_order(record: tuple) -> tuple:
+    return (total_order(record[0]), total_order(record[1][0]))
+
+
+def merge_order(job: Any, kinds: Iterable[str]) -> Callable[[tuple], Any]:
+    """How a job's stored records merge: by key, or by key and value for a
+    job that asked for its values sorted (one value per record then)."""
+    return value_record_order if job.sort_values else record_sort_key(kinds)
+
+
 def sort_by_utf8(records: list[tuple], utf8: list[bytes]) -> None:
     """Sort ``records`` (distinct str keys) in place by their keys' UTF-8,
     ``utf8[i]`` being record ``i``'s.

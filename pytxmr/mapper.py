@@ -20,8 +20,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from .combiners import FoldCombiner
 from .counters import FRAMEWORK, Counters
 from .jobmodule import Job
-from .keys import first, kinds_of, record_sort_key, sort_by_utf8
+from .keys import first, kinds_of, merge_order, pair_value_order, record_sort_key, sort_by_utf8
 from .merge import group_values, merge_runs
+from .partfile import call_hook, write_pairs
 from .partition import partition_ids, scatter
 from .records import CODEC_MSGPACK, RecordTypeError, SegmentWriter
 from .splits import Split, read_chunks
@@ -143,6 +144,9 @@ class MapOutputBuffer:
         ``folded``) as a sorted, partitioned run."""
         if not groups:
             return
+        if self._job.sort_values:
+            self._spill_by_value(groups, folded)
+            return
         # One pass over the mapping: a user's mapping may not iterate its
         # keys in the order of its items().
         items = list(groups.items())
@@ -166,6 +170,27 @@ class MapOutputBuffer:
             sort_key = record_sort_key(kinds)
             for part in parts:
                 part.sort(key=sort_key)
+        self._write_spill(parts, folded)
+
+    def _spill_by_value(self, groups: Mapping[Any, Any], folded: bool) -> None:
+        """``sort_values``: one record per value, sorted by key and then by
+        value, so that merges stream each key's values in order."""
+        pairs = list(groups.items()) if folded else [
+            (k, v) for k, vs in groups.items() for v in vs]
+        keys = list(map(first, pairs))
+        self.kinds.update(kinds_of(keys))
+        n = self._num_partitions
+        parts = [pairs] if n == 1 else scatter(pairs, partition_ids(keys, n, self._job.partition), n)
+        try:
+            for part in parts:
+                part.sort(key=pair_value_order)
+        except TypeError as e:
+            raise RecordTypeError(
+                f"sort_values sorts values in the order of keys: they must be str, bytes, "
+                f"int, float, bool, None or tuples of these ({e})") from None
+        self._write_spill(parts, folded=True)
+
+    def _write_spill(self, parts: list[list[Any]], folded: bool) -> None:
         path = os.path.join(self._out_dir, f"spill-{len(self._spills)}.data")
         table: PartitionTable = []
         with open(path, "wb", buffering=1 << 20) as f:
@@ -203,8 +228,10 @@ class MapOutputBuffer:
         return MapOutput(data_path, index_path, sorted(self.kinds))
 
     def _merge_spills(self, data_path: str) -> PartitionTable:
-        sort_key = record_sort_key(self.kinds)
-        combine = self._job.combine
+        sort_key = merge_order(self._job, self.kinds)
+        # Sorted by value, a key's values may be spread over several runs'
+        # records: combined again, they would be combined out of order.
+        combine = None if self._job.sort_values else self._job.combine
         table: PartitionTable = []
         with open(data_path, "wb", buffering=1 << 20) as f:
             writer = SegmentWriter(f, codec=self._codec)
@@ -290,35 +317,55 @@ def _pairs_of_batch(_: None, batch: list[tuple[Any, Any]]) -> list[tuple[Any, An
     return batch
 
 
-def _group_loop(records: Iterable[tuple[Any, Any]], mapfn: Callable[..., Any],
-                buffer: MapOutputBuffer, buffer_records: int) -> int:
+Phase = tuple[Iterable[tuple[Any, Any]], Callable[..., Any]]
+
+
+def _call_hook(_: None, hook: Callable[[], Any]) -> Iterable[tuple[Any, Any]]:
+    return call_hook(hook)
+
+
+def _phases(job: Job, records: Iterable[tuple[Any, Any]],
+            mapfn: Callable[..., Any]) -> list[Phase]:
+    """The records and the function that turns each into pairs: the map's,
+    with the job's hooks before and after them as one record each."""
+    phases: list[Phase] = []
+    if job.map_init is not None:
+        phases.append((((None, job.map_init),), _call_hook))
+    phases.append((records, mapfn))
+    if job.map_final is not None:
+        phases.append((((None, job.map_final),), _call_hook))
+    return phases
+
+
+def _group_loop(phases: list[Phase], buffer: MapOutputBuffer, buffer_records: int) -> int:
     """The hot loop: group each map output value under its key; returns the
-    number of input records."""
+    number of records read (hooks' included)."""
     groups: dict[Any, list[Any]] = {}
     get = groups.get
     buffered = 0
     in_records = 0
     limit = buffer_records
-    for key, value in records:
-        in_records += 1
-        for k, v in mapfn(key, value):
-            vs = get(k)
-            if vs is None:
-                groups[k] = [v]
-            else:
-                vs.append(v)
-            buffered += 1
-        if buffered >= limit:
-            groups = buffer.full(groups, buffered, limit)
-            get = groups.get
-            buffered = 0
-            limit = next_limit(limit, buffer_records, resident_bytes())
+    for records, mapfn in phases:
+        for key, value in records:
+            in_records += 1
+            for k, v in mapfn(key, value):
+                vs = get(k)
+                if vs is None:
+                    groups[k] = [v]
+                else:
+                    vs.append(v)
+                buffered += 1
+            if buffered >= limit:
+                groups = buffer.full(groups, buffered, limit)
+                get = groups.get
+                buffered = 0
+                limit = next_limit(limit, buffer_records, resident_bytes())
     buffer.full(groups, buffered, 0)
     return in_records
 
 
-def _fold_loop(records: Iterable[tuple[Any, Any]], mapfn: Callable[..., Any],
-               combiner: FoldCombiner, buffer: MapOutputBuffer, buffer_records: int) -> int:
+def _fold_loop(phases: list[Phase], combiner: FoldCombiner, buffer: MapOutputBuffer,
+               buffer_records: int) -> int:
     """The hot loop for a folding combiner: each value joins its key's
     running total at once, so the buffer holds one value per distinct key
     and spills only when the distinct keys fill it."""
@@ -328,22 +375,23 @@ def _fold_loop(records: Iterable[tuple[Any, Any]], mapfn: Callable[..., Any],
     in_records = 0
     op = combiner.op
     missing = _MISSING
-    for key, value in records:
-        in_records += 1
-        if op is operator.add:
-            for k, v in mapfn(key, value):
-                partial[k] = get(k, 0) + v
-                produced += 1
-        else:
-            for k, v in mapfn(key, value):
-                old = get(k, missing)
-                partial[k] = v if old is missing else op(old, v)
-                produced += 1
-        if len(partial) >= buffer_records:
-            buffer.full_folded(partial, produced)
-            partial = {}
-            get = partial.get
-            produced = 0
+    for records, mapfn in phases:
+        for key, value in records:
+            in_records += 1
+            if op is operator.add:
+                for k, v in mapfn(key, value):
+                    partial[k] = get(k, 0) + v
+                    produced += 1
+            else:
+                for k, v in mapfn(key, value):
+                    old = get(k, missing)
+                    partial[k] = v if old is missing else op(old, v)
+                    produced += 1
+            if len(partial) >= buffer_records:
+                buffer.full_folded(partial, produced)
+                partial = {}
+                get = partial.get
+                produced = 0
     buffer.full_folded(partial, produced)
     return in_records
 
@@ -364,31 +412,24 @@ def run_map(
 ) -> MapOutput:
     """Run one map task over ``split``; its output goes to ``out_dir``."""
     buffer = MapOutputBuffer(job, num_partitions, out_dir, counters, codec)
-    errors = job.encoding_errors
     lines = [0]
-    records: Iterable[tuple[Any, Any]]
-    if job.map_split is not None:
-        chunks = _counting_lines(read_chunks(split, SPLIT_CHUNK_BYTES, "utf-8", errors), lines)
+    hooks = (job.map_init is not None) + (job.map_final is not None)
+    if job.map_split is not None and not hooks:
+        chunks = _counting_lines(read_chunks(split, SPLIT_CHUNK_BYTES, "utf-8",
+                                             job.encoding_errors), lines)
         pairs = job.map_split(chunks)
         distinct = _distinct(pairs)
         if distinct is not None:
             buffer.spill_distinct(distinct, buffer_records)
             return _finish(buffer, split, lines[0], counters, name)
-        # The loops check the buffer between records: cut the split's one
-        # stream of pairs into batches, each a record of its own.
-        mapfn = _pairs_of_batch
-        records = ((None, batch) for batch in _batches(pairs))
-    elif job.map_chunk is not None:
-        mapfn = job.map_chunk
-        records = _counting_lines(read_chunks(split, encoding="utf-8", errors=errors), lines)
+        phases: list[Phase] = [(((None, batch) for batch in _batches(pairs)), _pairs_of_batch)]
     else:
-        mapfn = job.map
-        records = job.reader(split, "utf-8", errors)
+        phases = _phases(job, *_map_input(job, split, lines))
     try:
         if isinstance(job.combine, FoldCombiner):
-            in_records = _fold_loop(records, mapfn, job.combine, buffer, buffer_records)
+            in_records = _fold_loop(phases, job.combine, buffer, buffer_records)
         else:
-            in_records = _group_loop(records, mapfn, buffer, buffer_records)
+            in_records = _group_loop(phases, buffer, buffer_records)
     except (TypeError, ValueError) as e:
         if _raised_by_driver(e):
             raise RecordTypeError(
@@ -396,8 +437,42 @@ def run_map(
                 f"bool, None or a tuple of these ({e})"
             ) from None
         raise
-    return _finish(buffer, split, in_records if job.map is not None else lines[0],
+    return _finish(buffer, split, in_records - hooks if job.map is not None else lines[0],
                    counters, name)
+
+
+def _map_input(job: Job, split: Split, lines: list[int]
+               ) -> tuple[Iterable[tuple[Any, Any]], Callable[..., Any]]:
+    """The records a map task calls its function with, and that function."""
+    errors = job.encoding_errors
+    if job.map_split is not None:
+        # The loops check the buffer between records: cut the split's one
+        # stream of pairs into batches, each a record of its own.
+        chunks = _counting_lines(read_chunks(split, SPLIT_CHUNK_BYTES, "utf-8", errors), lines)
+        map_split = job.map_split
+        return (((None, batch) for batch in _batches(map_split(chunks)))), _pairs_of_batch
+    if job.map_chunk is not None:
+        return _counting_lines(read_chunks(split, encoding="utf-8", errors=errors),
+                               lines), job.map_chunk
+    assert job.map is not None
+    return job.reader(split, "utf-8", errors), job.map
+
+
+def run_map_only(job: Job, split: Split, write: Callable[[Any, Any], None],
+                 counters: Counters) -> None:
+    """A map of a map-only step: its pairs go to ``write`` as they come,
+    with no buffer, sort or shuffle."""
+    lines = [0]
+    in_records = produced = 0
+    for records, mapfn in _phases(job, *_map_input(job, split, lines)):
+        for key, value in records:
+            in_records += 1
+            produced += write_pairs(mapfn(key, value), write, "map")
+    hooks = (job.map_init is not None) + (job.map_final is not None)
+    counters.incr(FRAMEWORK, "map input records",
+                  in_records - hooks if job.map is not None else lines[0])
+    counters.incr(FRAMEWORK, "map input bytes", split.length)
+    counters.incr(FRAMEWORK, "map output records", produced)
 
 
 def _finish(buffer: MapOutputBuffer, split: Split, in_records: int, counters: Counters,

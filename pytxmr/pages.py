@@ -160,6 +160,14 @@ def _error(error: dict[str, Any] | None, ident: str) -> str:
             f"<pre class=\"traceback\">{esc(tb)}</pre></details>")
 
 
+def _step_of(detail: dict[str, Any], attempt: dict[str, Any]) -> str:
+    """`` (step 2)`` beside a task of a multi-step job."""
+    if detail.get("steps", 1) <= 1:
+        return ""
+    step = attempt["id"].rsplit("_", 2)[0].rpartition("-s")[2]
+    return f" (step {esc(step if step.isdigit() else 1)})"
+
+
 def attempts_table(detail: dict[str, Any]) -> str:
     rows = []
     t0 = detail["submitted"]
@@ -172,7 +180,8 @@ def attempts_table(detail: dict[str, Any]) -> str:
                "log</a>" if a.get("has_log") else "")
         rows.append(
             f"<tr class=\"{esc(a['kind'])} {esc(a['state'])}\"><td>{esc(a['id'])}</td>"
-            f"<td>{esc(a['kind'])} {esc(a['index'])}</td><td>{esc(a['wid'])}"
+            f"<td>{esc(a['kind'])} {esc(a['index'])}{_step_of(detail, a)}</td>"
+            f"<td>{esc(a['wid'])}"
             f" <span class=\"host\">{esc(a.get('host') or '')}</span></td>"
             f"<td>{_state(a['state'])}</td><td>+{esc(fmt_secs(a['started'] - t0))}</td>"
             f"<td>{esc(fmt_secs(a['duration']))}</td>"
@@ -292,6 +301,11 @@ def job_page(detail: dict[str, Any], now: float) -> str:
         ("output", f"<span class=\"path\">{esc(detail['output'])}</span>"),
         ("functions", f"{esc(detail.get('map_name', 'map'))} / "
                       f"{esc(detail.get('reduce_name', 'reduce'))}"),
+        ("arguments", "<br>".join(f"<span class=\"path\">{esc(k)}={esc(v)}</span>"
+                                  for k, v in sorted((detail.get("args") or {}).items()))
+         or "none"),
+        ("step", esc(f"{detail.get('step', 1)} of {detail.get('steps', 1)}")
+         + (" (maps and reduces below are this step's)" if live else "")),
         ("maps", _progress(detail.get("maps")) or esc(detail["num_maps"])),
         ("reduces", _progress(detail.get("reduces")) or esc(detail["num_reducers"])),
         ("failed attempts", esc(detail.get("failed_attempts", 0))),

@@ -67,4 +67,8 @@ class IJobTracker(Interface):
         """A reduce cannot fetch a map's output after its own retries."""
 
     async def may_commit(attempt_id: str) -> bool:
-        """Whether this reduce attempt is the one whose part file becomes the output."""
+        """Whether this attempt is the one whose part file becomes the output."""
+
+    async def bundle_chunk(sha256: str, offset: int) -> bytes:
+        """Up to ``bundle.CHUNK_BYTES`` of a running job's bundle from
+        ``offset`` (empty past its end)."""

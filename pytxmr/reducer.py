@@ -8,14 +8,13 @@ has to fit in memory.
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 from .counters import FRAMEWORK, Counters
 from .jobmodule import Job
-from .keys import record_sort_key
+from .keys import merge_order
 from .merge import RunRef, group_values, merge_runs, reduce_run_count
-from .output import ENCODING_ERRORS, FORMATTERS
+from .partfile import call_hook, part_writer, write_pairs
 from .records import RecordTypeError
 
 
@@ -26,19 +25,20 @@ def run_reduce(
     output_path: str,
     tmp_dir: str,
     counters: Counters,
+    output_format: str | None = None,
 ) -> None:
-    """Reduce the sorted ``runs`` of one partition into ``output_path``."""
-    sort_key = record_sort_key(kinds)
+    """Reduce the sorted ``runs`` of one partition into ``output_path``, in
+    ``output_format`` (default: the job's; ``partfile.PAIRS`` between steps)."""
+    sort_key = merge_order(job, kinds)
     runs = reduce_run_count([r for r in runs if r[2] > 0], sort_key, tmp_dir)
     reducefn = job.reduce
-    line = FORMATTERS[job.output_format]
+    assert reducefn is not None, "a map-only step has no reduce task"
     groups = 0
     out_records = 0
     records = [0]  # (key, values) records read, counted a frame at a time
-    os.makedirs(os.path.dirname(output_path), exist_ok=True)
-    with open(output_path, "w", encoding="utf-8", errors=ENCODING_ERRORS,
-              newline="\n", buffering=1 << 20) as out:
-        write = out.write
+    with part_writer(output_path, output_format or job.output_format) as (write, written):
+        if job.reduce_init is not None:
+            out_records += write_pairs(call_hook(job.reduce_init), write, "reduce")
         if runs:
             for key, values in group_values(merge_runs(runs, sort_key, records)):
                 groups += 1
@@ -49,10 +49,11 @@ def run_reduce(
                         raise RecordTypeError(
                             f"reduce must yield (key, value) pairs, not {item!r:.100} "
                             f"({e})") from None
-                    write(line(k, v))
+                    write(k, v)
                     out_records += 1
-        size = out.tell()
+        if job.reduce_final is not None:
+            out_records += write_pairs(call_hook(job.reduce_final), write, "reduce")
     counters.incr(FRAMEWORK, "reduce input records", records[0])
     counters.incr(FRAMEWORK, "reduce input groups", groups)
     counters.incr(FRAMEWORK, "reduce output records", out_records)
-    counters.incr(FRAMEWORK, "output bytes", size)
+    counters.incr(FRAMEWORK, "output bytes", written.bytes)

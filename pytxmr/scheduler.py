@@ -290,7 +290,11 @@ class Scheduler:
         for other in task.running():
             self._end_attempt(other, State.KILLED, now, None)
             actions.append(KillAttempt(other.wid, job.id, other.id))
-        if a.kind == "map":
+        if a.kind == "map" and not job.reduces:
+            # A map-only job: the map committed its part file.
+            if all(t.state is State.SUCCEEDED for t in job.maps):
+                actions += self._finish_job(job, State.SUCCEEDED, None, now)
+        elif a.kind == "map":
             w = self.workers[a.wid]
             loc = MapLocation(a.index, a.wid, w.host, w.port, result.kinds, a.id)
             job.map_locations[a.index] = loc
@@ -324,12 +328,16 @@ class Scheduler:
         return self._schedule(now)
 
     def may_commit(self, attempt_id: str) -> bool:
-        """Whether a reduce attempt may move its output into place: only the
-        first attempt of each task to ask, and only while it is live."""
+        """Whether a reduce attempt (or a map attempt of a map-only job) may
+        move its output into place: only the first attempt of each task to
+        ask, and only while it is live."""
         a = self._live_attempt(attempt_id)
-        if a is None or a.kind != "reduce":
+        if a is None:
             return False
-        task = self.jobs[a.job_id].reduces[a.index]
+        job = self.jobs[a.job_id]
+        if a.kind == "map" and job.reduces:
+            return False
+        task = job.tasks(a.kind)[a.index]
         if task.committed is None:
             task.committed = a.id
         return task.committed == a.id

@@ -215,7 +215,8 @@ def default_split_size(total: int, slots: int) -> int:
     return min(MAX_DEFAULT_SPLIT_SIZE, max(MIN_DEFAULT_SPLIT_SIZE, per_map))
 
 
-def compute_splits(inputs: Sequence[InputFile | str], split_size: int) -> list[Split]:
+def compute_splits(inputs: Sequence[InputFile | str], split_size: int,
+                   split_by: str = "lines") -> list[Split]:
     """Cut files into byte ranges of split_size (one map task each).
 
     ``inputs`` come from ``storage.expand_inputs`` (a plain string is a
@@ -245,6 +246,8 @@ def compute_splits(inputs: Sequence[InputFile | str], split_size: int) -> list[S
             )
         if is_compressed(path) or not item.ranged:
             splits.append(Split(len(splits), path, 0, size, True))
+        elif split_by == "file":
+            splits.append(Split(len(splits), path, 0, size, False))
         elif size == 0:
             splits.append(Split(len(splits), path, 0, 0, False))
         else:

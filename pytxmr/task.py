@@ -19,9 +19,11 @@ import sys
 from typing import Any
 
 from . import counters as _counters
-from . import storage
-from .jobmodule import Job, describe_error, load_module, resolve
-from .mapper import DEFAULT_BUFFER_RECORDS, run_map
+from . import jobargs, storage
+from .counters import FRAMEWORK
+from .jobmodule import JobDefinition, define, describe_error, load_module
+from .mapper import DEFAULT_BUFFER_RECORDS, run_map, run_map_only
+from .partfile import part_writer
 from .records import codec_for
 from .reducer import run_reduce
 from .splits import Split
@@ -50,11 +52,19 @@ def _limit_memory(limit: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def load_job(spec: dict[str, Any]) -> Job:
+def load_job(spec: dict[str, Any]) -> JobDefinition:
+    """The job of a task spec's "job" part, its arguments set for
+    ``pytxmr.args()`` and its bundle's modules and files at hand."""
+    if spec.get("bundle_dir"):
+        from .bundle import enter
+
+        enter(spec["bundle_dir"], os.getcwd())
     with open(spec["source_path"], encoding="utf-8") as f:
         source = f.read()
     module = load_module(source, spec["filename"])
-    return resolve(module, spec.get("map_name", "map"), spec.get("reduce_name", "reduce"))
+    definition = define(module, spec.get("map_name", "map"), spec.get("reduce_name", "reduce"))
+    jobargs.use(jobargs.parse(definition.arguments, spec.get("args") or {}))
+    return definition
 
 
 def execute(spec: dict[str, Any]) -> dict[str, Any]:
@@ -62,18 +72,28 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
     counters = _counters.current
     kind = spec["kind"]
     storage.use_options(spec["job"].get("storage_options") or {})
-    job = load_job(spec["job"])
+    definition = load_job(spec["job"])
     # Map and reduce build millions of small acyclic objects; the cyclic
     # collector would traverse them all again and again (measured: a third
     # of a word count's time). Reference counting still frees them, and the
     # process ends with the task.
     gc.disable()
     if kind == "check":
-        return {"num_reducers": job.num_reducers}
+        return {"steps": definition.summary()}
+    job = definition.steps[spec["job"].get("step", 0)]
+    split = Split.from_wire(spec["split"]) if kind == "map" else None
+    if kind == "map" and job.map_only:
+        assert split is not None
+        with part_writer(spec["output_path"], spec.get("output_format") or job.output_format
+                         ) as (write, written):
+            run_map_only(job, split, write, counters)
+        counters.incr(FRAMEWORK, "output bytes", written.bytes)
+        return {"counters": counters.to_dict()}
     if kind == "map":
+        assert split is not None
         out = run_map(
             job,
-            Split.from_wire(spec["split"]),
+            split,
             spec["num_partitions"],
             spec["out_dir"],
             counters,
@@ -96,6 +116,7 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
             spec["output_path"],
             spec["tmp_dir"],
             counters,
+            spec.get("output_format"),
         )
         return {"counters": counters.to_dict()}
     raise ValueError(f"unknown task kind {kind!r}")

@@ -13,6 +13,8 @@ import os
 from collections import OrderedDict
 from typing import Any
 
+from .wire import job_of
+
 #: The tail of a task log sent with an attempt report (PB strings are
 #: limited to 640 KiB; a tail is what people read anyway).
 TAIL_BYTES = 64 << 10
@@ -77,7 +79,9 @@ class LogKeeper:
         return text
 
     def for_job(self, job_id: str) -> dict[str, str]:
-        return {aid: text for aid, text in self._logs.items() if attempt_job(aid) == job_id}
+        # Every step's attempts (their job ids are the job's with "-sN").
+        return {aid: text for aid, text in self._logs.items()
+                if job_of(attempt_job(aid)) == job_id}
 
     def drop_job(self, job_id: str) -> None:
         for aid in list(self.for_job(job_id)):

@@ -71,17 +71,26 @@ def workers_view(scheduler: Scheduler, now: float) -> list[dict[str, Any]]:
 
 
 def part_records(sjob: Job) -> dict[int, int]:
-    """Records of each reduce's committed part file, for an object-store
-    output's manifest."""
-    return {t.index: a.counters.get(FRAMEWORK, {}).get("reduce output records", 0)
-            for t in sjob.reduces for a in t.attempts
+    """Records of each committed part file (of a reduce, or of a map of a
+    map-only job), for an object-store output's manifest."""
+    tasks, name = ((sjob.reduces, "reduce output records") if sjob.reduces
+                   else (sjob.maps, "map output records"))
+    return {t.index: a.counters.get(FRAMEWORK, {}).get(name, 0)
+            for t in tasks for a in t.attempts
             if a.id == t.committed and a.state is State.SUCCEEDED}
 
 
-def live_counters(sjob: Job) -> dict[str, dict[str, int]]:
-    """The counters of the committed attempts so far (as ``_job_done``
-    adds them up at the end: a failed or superseded attempt never counts)."""
+def live_counters(sjobs: list[Job]) -> dict[str, dict[str, int]]:
+    """The counters of the committed attempts so far of a job's steps (as
+    ``_job_done`` adds them up at the end: a failed or superseded attempt
+    never counts)."""
     totals = Counters()
+    for sjob in sjobs:
+        _add_step_counters(totals, sjob)
+    return totals.to_dict()
+
+
+def _add_step_counters(totals: Counters, sjob: Job) -> None:
     for t in sjob.maps + sjob.reduces:
         for a in t.attempts:
             if a.id == t.committed and a.state is State.SUCCEEDED:
@@ -101,7 +110,6 @@ def live_counters(sjob: Job) -> dict[str, dict[str, int]]:
             start = min(a.started for t in tasks for a in t.attempts)
             end = max(a.finished for a in done if a.finished is not None)
             totals.incr(FRAMEWORK, f"{kind} phase wall ms", round(1000 * (end - start)))
-    return totals.to_dict()
 
 
 def _progress(tasks: list[Task]) -> dict[str, Any]:
@@ -124,10 +132,12 @@ def _phase(attempts: Iterable[Attempt], now: float) -> dict[str, float] | None:
     return {"start": start, "end": end, "seconds": end - start}
 
 
-def job_summary(job: Any, sjob: Job | None, now: float) -> dict[str, Any]:
-    """One job as the job list shows it. ``job`` is a ``JobRecord``."""
+def job_summary(job: Any, sjobs: list[Job], now: float) -> dict[str, Any]:
+    """One job as the job list shows it. ``job`` is a ``JobRecord``,
+    ``sjobs`` the scheduler's jobs of its steps started so far."""
     end = job.finished if job.finished is not None else now
     running = job.state == "running"
+    sjob = sjobs[-1] if sjobs else None
     summary: dict[str, Any] = {
         "job_id": job.id,
         "state": job.state,
@@ -142,7 +152,10 @@ def job_summary(job: Any, sjob: Job | None, now: float) -> dict[str, Any]:
         "finished": job.finished,
         "elapsed": end - job.submitted,
         "error": job.error,
-        "counters": live_counters(sjob) if running and sjob is not None else job.counters,
+        "counters": live_counters(sjobs) if running and sjobs else job.counters,
+        "args": dict(getattr(job, "args", {}) or {}),
+        "step": getattr(job, "step", 0) + 1,
+        "steps": len(getattr(job, "steps", ()) or ()) or 1,
     }
     if sjob is not None:
         summary["maps"] = _progress(sjob.maps)
@@ -172,28 +185,29 @@ def attempt_view(a: Attempt, scheduler: Scheduler, now: float,
     }
 
 
-def job_detail(job: Any, scheduler: Scheduler, now: float,
+def job_detail(job: Any, sjobs: list[Job], scheduler: Scheduler, now: float,
                has_log: Callable[[str], bool] = lambda aid: False) -> dict[str, Any]:
     """Everything about one job: the summary, its phases, and each task
-    with its attempts. Also what the job history stores."""
-    sjob = scheduler.jobs.get(job.id)
-    detail = job_summary(job, sjob, now)
+    with its attempts (of every step). Also what the job history stores."""
+    detail = job_summary(job, sjobs, now)
     tasks: list[dict[str, Any]] = []
-    if sjob is not None:
+    for step, sjob in enumerate(sjobs, 1):
         for t in sjob.maps + sjob.reduces:
             tasks.append({
-                "id": task_id(job.id, t.kind, t.index),
+                "id": task_id(sjob.id, t.kind, t.index),
                 "kind": t.kind,
                 "index": t.index,
+                "step": step,
                 "state": t.state.value,
                 "failures": t.failures,
                 "committed": t.committed,
                 "attempts": [attempt_view(a, scheduler, now, has_log) for a in t.attempts],
             })
+    if sjobs:
+        everything = [t for sjob in sjobs for t in sjob.maps + sjob.reduces]
         detail["phases"] = {
-            "map": _phase((a for t in sjob.maps for a in t.attempts), now),
-            "reduce": _phase((a for t in sjob.reduces for a in t.attempts), now),
-        }
+            kind: _phase((a for t in everything if t.kind == kind for a in t.attempts), now)
+            for kind in ("map", "reduce")}
     detail["tasks"] = tasks
     return detail
 
@@ -202,7 +216,8 @@ def result_of(detail: dict[str, Any]) -> dict[str, Any]:
     """The ``status``/``wait`` result (what the submitter prints) of a job
     detail, e.g. one loaded from the history."""
     keys = ("job_id", "state", "error", "counters", "elapsed", "output", "filename",
-            "num_maps", "num_reducers", "maps", "reduces", "failed_attempts")
+            "num_maps", "num_reducers", "maps", "reduces", "failed_attempts", "args",
+            "step", "steps")
     return {k: detail[k] for k in keys if k in detail}
 
 

@@ -18,7 +18,8 @@ from typing import Any, Mapping
 from .splits import Split
 
 #: 2: frames may be LZ4-compressed (codec 2), which version-1 workers refuse.
-PROTOCOL_VERSION = 2
+#: 3: jobs have arguments, bundles and steps; map-only steps (0 reducers).
+PROTOCOL_VERSION = 3
 
 #: Login names: the secret is the same, the role decides the avatar.
 ROLE_TASKTRACKER = b"tasktracker"
@@ -123,7 +124,7 @@ def _counters(record: str, value: Any) -> dict[str, dict[str, int]]:
 
 @dataclass(frozen=True)
 class JobInit:
-    """What a worker needs of a job before its first task of it."""
+    """What a worker needs of a job (of one step of it) before its first task."""
 
     job_id: str
     source: str
@@ -132,12 +133,22 @@ class JobInit:
     map_name: str
     reduce_name: str
     num_maps: int
+    #: 0: a map-only step, whose maps commit part files.
     num_reducers: int
+    #: Where the step's part files go: the job's output, or for a step
+    #: before the last, a directory in it (``stepdata``).
     output: str
     buffer_records: int | None = None
     compress: str | None = None
     #: Non-secret options of the stores of its URLs (``storage``).
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    #: The job's arguments, as given.
+    args: Mapping[str, str] = field(default_factory=dict)
+    #: The SHA-256 of its bundle (shipped code and files), to fetch once.
+    bundle: str | None = None
+    step: int = 0
+    #: The part files' format: None for the job's own, "pairs" between steps.
+    output_format: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The ``init_job`` call's second argument (the job id is its first)."""
@@ -145,7 +156,9 @@ class JobInit:
                 "map_name": self.map_name, "reduce_name": self.reduce_name,
                 "num_maps": self.num_maps, "num_reducers": self.num_reducers,
                 "output": self.output, "buffer_records": self.buffer_records,
-                "compress": self.compress, "storage_options": dict(self.storage_options)}
+                "compress": self.compress, "storage_options": dict(self.storage_options),
+                "args": dict(self.args), "bundle": self.bundle, "step": self.step,
+                "output_format": self.output_format}
 
     @classmethod
     def from_wire(cls, job_id: Any, d: Any) -> JobInit:
@@ -153,12 +166,18 @@ class JobInit:
             raise BadMessage("init_job needs a job id")
         f = _fields("JobInit", d, source=str, filename=str, token=bytes, map_name=str,
                     reduce_name=str, num_maps=int, num_reducers=int, output=str,
-                    buffer_records=[int, None], compress=[str, None])
-        opts = d.get("storage_options") or {}
-        if not isinstance(opts, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in opts.items()):
-            raise BadMessage("JobInit.storage_options must map strings to strings")
-        return cls(job_id, **f, storage_options=opts)
+                    buffer_records=[int, None], compress=[str, None], bundle=[str, None],
+                    step=[int, 0], output_format=[str, None])
+        return cls(job_id, **f, storage_options=_string_map("JobInit", "storage_options", d),
+                   args=_string_map("JobInit", "args", d))
+
+
+def _string_map(record: str, name: str, d: Mapping[str, Any]) -> dict[str, str]:
+    value = d.get(name) or {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise BadMessage(f"{record}.{name} must map strings to strings")
+    return value
 
 
 @dataclass(frozen=True)
@@ -303,6 +322,17 @@ def split_from_wire(d: Any) -> Split:
         return Split.from_wire(d)
     except ValueError as e:
         raise BadMessage(str(e)) from None
+
+
+def step_job_id(job_id: str, step: int) -> str:
+    """The id under which the scheduler and the workers know step ``step``
+    of a job: the job's own id for the first."""
+    return job_id if step == 0 else f"{job_id}-s{step + 1}"
+
+
+def job_of(step_job_id: str) -> str:
+    """The job a step's id (or a job id) belongs to."""
+    return step_job_id.split("-s", 1)[0]
 
 
 def jobtracker_endpoint(address: str) -> str:

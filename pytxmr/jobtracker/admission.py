@@ -19,10 +19,12 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 
 from .. import output, storage
+from ..bundle import BundleError, BundleStore
 from ..child import TaskChild, Zygote
+from ..steps import reduce_tasks
 from ..wire import SubmissionError
-from .job import JobRecord
-from .submission import Submission, check_failure, plan_splits, split_paths, validate_submission
+from .job import JobRecord, StepPlan
+from .submission import Submission, check_failure, plan_splits, validate_submission
 
 #: In a running job's work dir: the path of its output directory.
 OUTPUT_MARKER = "output"
@@ -33,8 +35,9 @@ class Admission:
     or many at once; ``stop`` refuses those in progress and waits for them."""
 
     def __init__(self, reactor: IReactorProcess, clock: IReactorTime, workdir: str,
-                 checkers: Zygote, check_timeout: float) -> None:
+                 checkers: Zygote, check_timeout: float, bundles: BundleStore) -> None:
         self._reactor = reactor
+        self.bundles = bundles
         self._clock = clock
         self.jobs_dir = os.path.join(workdir, "jobs")
         self.workdir = workdir
@@ -84,14 +87,17 @@ class Admission:
         self._refuse_if_stopping()
         sub = validate_submission(spec)
         _refuse_overlap(sub.output, running_outputs())
+        if sub.bundle is not None and not self.bundles.has(sub.bundle):
+            raise SubmissionError("the job's bundle (its shipped code and files) was not "
+                                  "uploaded before the submission")
         try:
-            splits = await threads.deferToThread(plan_splits, sub.inputs, sub.split_size, slots,
-                                                 sub.storage_options)
+            files = await threads.deferToThread(storage.expand_inputs, sub.inputs,
+                                                sub.storage_options)
             if sub.overwrite:
                 # Before the module check: a refusal costs nothing then.
                 await threads.deferToThread(
                     output.check_overwrite, sub.output, inputs=sub.inputs,
-                    input_files=split_paths(splits), protected=[self.workdir],
+                    input_files=[f.path for f in files], protected=[self.workdir],
                     opts=sub.storage_options)
         except (ValueError, output.OutputExistsError) as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
@@ -105,16 +111,31 @@ class Admission:
         with open(source_path, "w", encoding="utf-8") as f:
             f.write(sub.source)
         try:
-            defaults = await self._check_module(job_dir, source_path, sub)
+            bundle_dir = None
+            if sub.bundle is not None:
+                self.bundles.use(sub.bundle, job_id)
+                try:
+                    bundle_dir = await threads.deferToThread(self.bundles.unpacked, sub.bundle)
+                except BundleError as e:
+                    raise SubmissionError(str(e)) from None
+            steps = await self._check_module(job_dir, source_path, sub, bundle_dir)
             self._refuse_if_stopping()
+            first = steps[0]
+            if sub.reducers is not None and all(s.map_only for s in steps):
+                raise SubmissionError("the job is map-only (it has no reduce): "
+                                      "--reducers does not apply")
             # Default: a reducer per slot, so the reduce phase uses the
             # whole cluster as the map phase does.
-            reducers = sub.reducers or defaults.get("num_reducers") or max(1, slots)
+            reducers = step_reducers(first, sub.reducers, slots)
+            try:
+                splits = plan_splits(files, sub.split_size, slots, first.split_by)
+            except ValueError as e:
+                raise SubmissionError(str(e)) from None
             _refuse_overlap(sub.output, running_outputs())
             try:
                 await threads.deferToThread(
                     output.prepare_output_dir, sub.output, sub.overwrite, inputs=sub.inputs,
-                    input_files=split_paths(splits), protected=[self.workdir],
+                    input_files=[f.path for f in files], protected=[self.workdir],
                     opts=sub.storage_options)
             except (output.OutputExistsError, OSError, ValueError) as e:
                 raise SubmissionError(str(e)) from None
@@ -128,22 +149,25 @@ class Admission:
                 f.write(sub.output)
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)
+            self.bundles.release(job_id)
             raise
         job = JobRecord(
             id=job_id, filename=sub.filename, source_path=source_path, token=os.urandom(32),
             output=sub.output, splits=splits, num_reducers=reducers, map_name=sub.map_name,
             reduce_name=sub.reduce_name, buffer_records=sub.buffer_records,
             submitted=self._clock.seconds(), inputs=list(sub.inputs), compress=sub.compress,
-            storage_options=dict(sub.storage_options))
+            storage_options=dict(sub.storage_options), args=dict(sub.args),
+            bundle=sub.bundle, steps=steps, reducers_option=sub.reducers)
         return job, sub
 
-    async def _check_module(self, job_dir: str, source_path: str,
-                            sub: Submission) -> dict[str, Any]:
-        """Import the module in a child process: it must load and define
-        map and reduce; its module-level defaults (num_reducers)."""
+    async def _check_module(self, job_dir: str, source_path: str, sub: Submission,
+                            bundle_dir: str | None) -> list[StepPlan]:
+        """Import the module in a child process (with its bundle, and its
+        arguments checked): it must load and define a job; its steps."""
         spec = {"kind": "check", "job": {"source_path": source_path, "filename": sub.filename,
                                          "map_name": sub.map_name,
-                                         "reduce_name": sub.reduce_name}}
+                                         "reduce_name": sub.reduce_name,
+                                         "args": dict(sub.args), "bundle_dir": bundle_dir}}
         child = TaskChild(self._reactor, self._checkers, spec, os.path.join(job_dir, "check"),
                           timeout=self.check_timeout)
         self._checks.add(child)
@@ -152,8 +176,14 @@ class Admission:
         finally:
             self._checks.discard(child)
         if not result.get("ok"):
-            raise SubmissionError(check_failure(result.get("error", {}), self.check_timeout))
-        return result
+            raise SubmissionError(check_failure(result.get("error", {}), self.check_timeout,
+                                                bundle_dir))
+        return [StepPlan(s["num_reducers"], s["map_only"], s["split_by"], s["fixed_reducers"])
+                for s in result["steps"]]
+
+
+def step_reducers(step: StepPlan, option: int | None, slots: int) -> int:
+    return reduce_tasks(step.num_reducers, step.map_only, step.fixed_reducers, option, slots)
 
 
 def _refuse_overlap(out: str, running: Iterable[tuple[str, str]]) -> None:

@@ -7,8 +7,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import stepdata
 from ..splits import Split
-from ..wire import JobInit
+from ..wire import JobInit, step_job_id
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What the submission check found of one step of the module."""
+
+    num_reducers: int | None
+    map_only: bool
+    split_by: str
+    fixed_reducers: bool = False
 
 
 @dataclass
@@ -34,16 +45,37 @@ class JobRecord:
     #: Ended, its output being finished (an object store's calls in a
     #: thread): ``wait`` still waits.
     finishing: bool = False
+    #: The job's arguments, as given (``jobargs``).
+    args: dict[str, str] = field(default_factory=dict)
+    #: The SHA-256 of its shipped code and files (``bundle``), if any.
+    bundle: str | None = None
+    #: Its steps, and the one running (0-based); ``splits`` and
+    #: ``num_reducers`` are the running step's.
+    steps: list[StepPlan] = field(default_factory=lambda: [StepPlan(None, False, "lines")])
+    step: int = 0
+    #: ``--reducers``: the reducers of every step that does not say.
+    reducers_option: int | None = None
+
+    def sched_id(self, step: int) -> str:
+        """The scheduler's (and the workers') id of one step of this job."""
+        return step_job_id(self.id, step)
+
+    def started_steps(self) -> list[str]:
+        return [self.sched_id(n) for n in range(self.step + 1)]
 
     @property
     def running(self) -> bool:
         return self.state == "running"
 
     def init(self, source: str) -> JobInit:
-        """What a worker is sent before its first task of this job."""
-        return JobInit(self.id, source, self.filename, self.token, self.map_name,
-                       self.reduce_name, len(self.splits), self.num_reducers, self.output,
-                       self.buffer_records, self.compress, dict(self.storage_options))
+        """What a worker is sent before its first task of the running step."""
+        count = len(self.steps)
+        return JobInit(self.sched_id(self.step), source, self.filename, self.token,
+                       self.map_name, self.reduce_name, len(self.splits), self.num_reducers,
+                       stepdata.step_output(self.output, self.step, count),
+                       self.buffer_records, self.compress, dict(self.storage_options),
+                       args=dict(self.args), bundle=self.bundle, step=self.step,
+                       output_format=stepdata.step_format(self.step, count))
 
     def result(self, now: float) -> dict[str, Any]:
         """What ``wait`` and ``status`` return (``status`` adds progress)."""
@@ -51,4 +83,5 @@ class JobRecord:
         return {"job_id": self.id, "state": self.state, "error": self.error,
                 "counters": self.counters, "elapsed": end - self.submitted,
                 "output": self.output, "filename": self.filename,
-                "num_maps": len(self.splits), "num_reducers": self.num_reducers}
+                "num_maps": len(self.splits), "num_reducers": self.num_reducers,
+                "args": dict(self.args), "step": self.step + 1, "steps": len(self.steps)}

@@ -7,6 +7,7 @@ tasktracker's mind. PB stops here: the tracker sees typed records and
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 from twisted.cred import portal
@@ -18,6 +19,7 @@ from zope.interface import implementer
 
 from .. import wire
 from ..auth import AnonymousRefused, SecretChecker
+from ..bundle import is_digest
 from ..pbwire import Broker, refusals_as_pb_errors
 from ..ports import IWorker
 from ..wire import (
@@ -125,6 +127,12 @@ class TaskTrackerAvatar(pb.Avatar):
     def perspective_may_commit(self, attempt_id: str) -> bool:
         return self.jt.may_commit(self.wid, str(attempt_id))
 
+    @refusals_as_pb_errors
+    def perspective_bundle_chunk(self, sha256: str, offset: int) -> bytes:
+        if not is_digest(sha256) or type(offset) is not int or offset < 0:
+            raise wire.BadMessage("bundle_chunk takes a SHA-256 and an offset")
+        return self.jt.bundle_chunk(self.wid, sha256, offset)
+
     def logout(self) -> None:
         if self.wid is not None:
             self.jt.worker_disconnected(self.wid)
@@ -135,6 +143,21 @@ class ClientAvatar(pb.Avatar):
 
     def __init__(self, jt: JobTracker) -> None:
         self.jt = jt
+        #: Names this session's uploads apart from another's of the same bundle.
+        self.upload = os.urandom(8).hex()
+
+    @refusals_as_pb_errors
+    def perspective_has_bundle(self, sha256: str) -> bool:
+        if not is_digest(sha256):
+            raise wire.BadMessage("has_bundle takes a SHA-256")
+        return self.jt.has_bundle(sha256)
+
+    @refusals_as_pb_errors
+    def perspective_put_bundle(self, sha256: str, size: int, offset: int, data: bytes) -> bool:
+        if not (is_digest(sha256) and type(size) is int and type(offset) is int
+                and isinstance(data, bytes)):
+            raise wire.BadMessage("put_bundle takes a SHA-256, a size, an offset and bytes")
+        return self.jt.put_bundle(self.upload, sha256, size, offset, data)
 
     @refusals_as_pb_errors
     def perspective_submit(self, spec: dict[str, Any]) -> defer.Deferred[str]:

@@ -13,15 +13,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from .. import jobargs, storage
 from .. import scheduler as sched
-from .. import storage
+from ..bundle import is_digest
 from ..records import COMPRESSION_CODECS
 from ..splits import Split, compute_splits, default_split_size
 from ..wire import PROTOCOL_VERSION, ProtocolMismatch, SubmissionError
 
 #: Errors of the submission check whose message says it all (file and line).
 _SELF_EXPLAINED = frozenset({"SyntaxError", "IndentationError", "TabError",
-                             "JobDefinitionError"})
+                             "JobDefinitionError", "ArgumentError"})
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class Submission:
     compress: str | None = None
     #: Non-secret options of the stores of its URLs (``storage``).
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    #: The job's arguments (``jobargs``), checked against its declarations
+    #: by the module check.
+    args: Mapping[str, str] = field(default_factory=dict)
+    #: The SHA-256 of its uploaded bundle (``bundle``), if it ships any.
+    bundle: str | None = None
 
 
 def _known_codec(name: str) -> bool:
@@ -93,6 +99,13 @@ def validate_submission(spec: Any) -> Submission:
         storage_options = storage.check_options(spec.get("storage_options"))
     except storage.StorageError as e:
         raise SubmissionError(str(e)) from None
+    args = spec.get("args") or {}
+    if not isinstance(args, Mapping):
+        raise SubmissionError("'args' must map argument names to strings")
+    try:
+        args = jobargs.check_pairs(args.items())
+    except jobargs.ArgumentError as e:
+        raise SubmissionError(str(e)) from None
     return Submission(
         source=get("source", str),
         filename=get("filename", str),
@@ -108,25 +121,24 @@ def validate_submission(spec: Any) -> Submission:
         buffer_records=get("buffer_records", int, None, _at_least_one),
         compress=get("compress", str, None, _known_codec),
         storage_options=storage_options,
+        args=args,
+        bundle=get("bundle", str, None, is_digest),
     )
 
 
-def plan_splits(inputs: Sequence[str], split_size: int | None, slots: int,
-                storage_options: Mapping[str, str] | None = None) -> list[Split]:
-    """The job's splits; without a split size, whole waves over the slots.
-    Lists the inputs' stores (the caller runs it in a thread)."""
-    files = storage.expand_inputs(inputs, storage_options or {})
+def plan_splits(files: Sequence[storage.InputFile], split_size: int | None, slots: int,
+                split_by: str = "lines") -> list[Split]:
+    """The job's splits; without a split size, whole waves over the slots."""
     if split_size is None:
         split_size = default_split_size(sum(f.size for f in files), slots)
-    return compute_splits(files, split_size)
+    return compute_splits(files, split_size, split_by=split_by)
 
 
-def split_paths(splits: Sequence[Split]) -> list[str]:
-    return list(dict.fromkeys(s.path for s in splits))
-
-
-def check_failure(error: Mapping[str, Any], check_timeout: float) -> str:
-    """The message a submitter gets for a module that failed its check."""
+def check_failure(error: Mapping[str, Any], check_timeout: float,
+                  bundle_dir: str | None = None) -> str:
+    """The message a submitter gets for a module that failed its check;
+    files of its bundle are named as they are in the bundle (``helper.py``),
+    not where the jobtracker unpacked them."""
     message = str(error.get("message", "the job module check failed"))
     traceback = str(error.get("traceback", ""))
     if error.get("type") == "TaskProcessDied" and "longer than" in message:
@@ -134,6 +146,10 @@ def check_failure(error: Mapping[str, Any], check_timeout: float) -> str:
     elif error.get("type") in _SELF_EXPLAINED:
         # The message names the file (and line); the traceback would only
         # show the task child's own frames.
-        message = message.split("JobDefinitionError: ", 1)[-1]
+        for kind in ("JobDefinitionError: ", "ArgumentError: "):
+            message = message.split(kind, 1)[-1]
         traceback = ""
-    return f"{message}\n{traceback}".rstrip()
+    text = f"{message}\n{traceback}".rstrip()
+    if bundle_dir:
+        text = text.replace(os.path.join(bundle_dir, "py") + os.sep, "")
+    return text

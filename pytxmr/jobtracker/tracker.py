@@ -20,14 +20,24 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .. import output, scheduler as sched, storage, views
+from .. import output, scheduler as sched, stepdata, storage, views
+from ..bundle import CHUNK_BYTES, MAX_BUNDLE_BYTES, BundleError, BundleStore
 from ..child import Zygote
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION, JobHistory
 from ..ports import IWorker
 from ..scheduler import Action, Scheduler, State
 from ..tasklog import LogKeeper, logs_reply
-from ..wire import AttemptResult, Heartbeat, Registration, TaskError, UnknownJob, UnknownWorker
-from .admission import Admission, interrupted_outputs
+from ..splits import MAX_DEFAULT_SPLIT_SIZE, compute_splits
+from ..wire import (
+    AttemptResult,
+    Heartbeat,
+    Registration,
+    SubmissionError,
+    TaskError,
+    UnknownJob,
+    UnknownWorker,
+)
+from .admission import Admission, interrupted_outputs, step_reducers
 from .job import JobRecord
 
 DEFAULT_EXPIRY = 10.0
@@ -64,10 +74,16 @@ class JobTracker:
         self.workers: dict[str, WorkerConnection] = {}
         self.jobs: dict[str, JobRecord] = {}
         self._waiters: dict[str, list[defer.Deferred[dict[str, Any]]]] = {}
+        #: Per job: (max attempts, speculative), for each of its steps.
+        self._max_attempts: dict[str, tuple[int, bool]] = {}
         self._worker_seq = 0
         self._periodic_loop = task.LoopingCall(self._periodic)
         self._periodic_loop.clock = clock
-        self.admission = Admission(reactor, clock, workdir, checkers, check_timeout)
+        self.bundles = BundleStore(os.path.join(workdir, "bundles"))
+        self.admission = Admission(reactor, clock, workdir, checkers, check_timeout,
+                                   self.bundles)
+        #: The scheduler's job ids (one per started step) -> their job.
+        self._by_sched: dict[str, JobRecord] = {}
         self.history = JobHistory(os.path.join(workdir, "history"), history_retention)
         self.task_logs = LogKeeper()
 
@@ -92,6 +108,8 @@ class JobTracker:
                           "its output directory {out} is left empty", job=job_id, out=out)
         shutil.rmtree(jobs_dir, ignore_errors=True)
         os.makedirs(jobs_dir, exist_ok=True)
+        # Bundles of those jobs, and uploads never submitted.
+        shutil.rmtree(self.bundles.root, ignore_errors=True)
         # Finished jobs live beside jobs/ (wiped above) and outlive restarts.
         self.history.load()
         self.admission.start(self.history.max_seq())
@@ -108,6 +126,7 @@ class JobTracker:
             if job.running:
                 self._job_done(job, "failed", error)
         shutil.rmtree(self.admission.jobs_dir, ignore_errors=True)
+        shutil.rmtree(self.bundles.root, ignore_errors=True)
         return submissions
 
     def now(self) -> float:
@@ -176,6 +195,31 @@ class JobTracker:
         self._check_live(wid)
         return self.scheduler.may_commit(attempt_id)
 
+    def bundle_chunk(self, wid: str | None, sha256: str, offset: int) -> bytes:
+        """A piece of a running job's bundle, for a worker fetching it."""
+        self._check_live(wid)
+        if not self.bundles.in_use(sha256):
+            raise UnknownJob(f"no running job ships the bundle {sha256[:12]}")
+        return self.bundles.read(sha256, offset, CHUNK_BYTES)
+
+    # --- clients' uploads ------------------------------------------------------
+
+    def has_bundle(self, sha256: str) -> bool:
+        return self.bundles.has(sha256)
+
+    def put_bundle(self, upload: str, sha256: str, size: int, offset: int,
+                   data: bytes) -> bool:
+        """One chunk of a client's upload; True once the bundle is whole."""
+        if not 0 < size <= MAX_BUNDLE_BYTES or offset + len(data) > size:
+            raise SubmissionError(f"a bundle has 1 to {MAX_BUNDLE_BYTES} bytes "
+                                  f"(see docs/jobs.md)")
+        final = offset + len(data) == size
+        try:
+            self.bundles.receive(sha256, offset, data, upload, final)
+            return final
+        except BundleError as e:
+            raise SubmissionError(str(e)) from None
+
     # --- jobs ----------------------------------------------------------------
 
     async def submit(self, spec: Any) -> str:
@@ -185,12 +229,44 @@ class JobTracker:
             spec, slots, lambda: [(j.id, j.output) for j in self.jobs.values()
                                     if j.running or j.finishing])
         self.jobs[job.id] = job
-        self.log.info("Job {job} submitted: {file}, {maps} maps, {reduces} reduces",
+        self._max_attempts[job.id] = (sub.max_attempts, sub.speculative)
+        self.log.info("Job {job} submitted: {file}, {steps}{maps} maps, {reduces} reduces",
                       job=job.id, file=job.filename, maps=len(job.splits),
-                      reduces=job.num_reducers)
-        self._execute(self.scheduler.submit(job.id, len(job.splits), job.num_reducers,
-                                            self.now(), sub.max_attempts, sub.speculative))
+                      reduces=job.num_reducers,
+                      steps=f"{len(job.steps)} steps, first: " if len(job.steps) > 1 else "")
+        self._start_step(job)
         return job.id
+
+    def _start_step(self, job: JobRecord) -> None:
+        sched_id = job.sched_id(job.step)
+        self._by_sched[sched_id] = job
+        max_attempts, speculative = self._max_attempts[job.id]
+        self._execute(self.scheduler.submit(sched_id, len(job.splits), job.num_reducers,
+                                            self.now(), max_attempts, speculative))
+
+    async def _next_step(self, job: JobRecord) -> None:
+        """The step before succeeded: plan the next from its part files."""
+        step = job.step + 1
+        plan = job.steps[step]
+        try:
+            files = await self._in_thread(stepdata.step_inputs, job.output, step,
+                                          len(job.steps), job.storage_options)
+            splits = compute_splits(files, MAX_DEFAULT_SPLIT_SIZE, split_by="file")
+        except (OSError, ValueError) as e:
+            if job.running:
+                self._job_done(job, "failed", {
+                    "type": "StepError", "traceback": "",
+                    "message": f"cannot read the output of step {step} for step {step + 1}: {e}"})
+            return
+        if not job.running:  # killed, or the jobtracker stopped, meanwhile
+            return
+        slots = sum(w.slots for w in self.workers.values())
+        job.step, job.splits = step, splits
+        job.num_reducers = step_reducers(plan, job.reducers_option, slots)
+        self.log.info("Job {job} step {n} of {count}: {maps} maps, {reduces} reduces",
+                      job=job.id, n=step + 1, count=len(job.steps), maps=len(splits),
+                      reduces=job.num_reducers)
+        self._start_step(job)
 
     def wait(self, job_id: str) -> defer.Deferred[dict[str, Any]]:
         old = self._old_result(job_id)
@@ -207,8 +283,13 @@ class JobTracker:
         old = self._old_result(job_id)
         if old is not None:
             return old
-        self._job(job_id)
-        self._execute(self.scheduler.kill_job(job_id, self.now()))
+        job = self._job(job_id)
+        sjob = self.scheduler.jobs.get(job.sched_id(job.step))
+        if sjob is not None and sjob.state is State.RUNNING:
+            self._execute(self.scheduler.kill_job(sjob.id, self.now()))
+        elif job.running:  # between two steps
+            self._job_done(job, "killed", {"type": "JobKilled", "traceback": "",
+                                           "message": f"job {job_id} was killed"})
         return self.status(job_id)
 
     def status(self, job_id: str) -> dict[str, Any]:
@@ -217,7 +298,7 @@ class JobTracker:
             return old
         job = self._job(job_id)
         result = job.result(self.now())
-        sjob = self.scheduler.jobs.get(job_id)
+        sjob = self.scheduler.jobs.get(job.sched_id(job.step))
         if sjob is not None:
             for kind, tasks in (("maps", sjob.maps), ("reduces", sjob.reduces)):
                 result[kind] = {
@@ -250,8 +331,7 @@ class JobTracker:
         now = self.now()
         old = [{k: v for k, v in d.items() if k not in ("tasks", "phases")}
                for j, d in self.history.jobs.items() if j not in self.jobs]
-        live = [views.job_summary(j, self.scheduler.jobs.get(j.id), now)
-                for j in self.jobs.values()]
+        live = [views.job_summary(j, self._step_jobs(j), now) for j in self.jobs.values()]
         return sorted(old + live, key=lambda s: s["submitted"])
 
     def job_view(self, job_id: str) -> dict[str, Any]:
@@ -262,7 +342,13 @@ class JobTracker:
             if detail is None:
                 raise UnknownJob(f"no job {job_id!r}")
             return detail
-        return views.job_detail(job, self.scheduler, self.now(), self.task_logs.has)
+        return views.job_detail(job, self._step_jobs(job), self.scheduler, self.now(),
+                                self.task_logs.has)
+
+    def _step_jobs(self, job: JobRecord) -> list[sched.Job]:
+        """The scheduler's jobs of the steps started so far, in order."""
+        found = (self.scheduler.jobs.get(s) for s in job.started_steps())
+        return [sjob for sjob in found if sjob is not None]
 
     async def _job_logs(self, job_id: str) -> dict[str, str]:
         if job_id in self.jobs:
@@ -294,11 +380,14 @@ class JobTracker:
         job.state = state
         job.error = error
         job.finished = self.now()
-        sjob = self.scheduler.jobs.get(job.id)
+        sjobs = self._step_jobs(job)
         records: dict[int, int] = {}
-        if sjob is not None:
-            job.counters = views.live_counters(sjob)
-            records = views.part_records(sjob)
+        if sjobs:
+            job.counters = views.live_counters(sjobs)
+            records = views.part_records(sjobs[-1])
+        for sjob in sjobs:
+            if sjob.state is State.RUNNING:  # the jobtracker stops: end its tasks too
+                self._execute(self.scheduler.kill_job(sjob.id, self.now()))
         if state == "succeeded":
             end = functools.partial(output.finish_output, job.output, job.storage_options,
                                     job.id, records)
@@ -325,6 +414,7 @@ class JobTracker:
                 job.state = "failed"
                 job.error = {"type": "OutputError", "message": str(error), "traceback": ""}
         shutil.rmtree(os.path.dirname(job.source_path), ignore_errors=True)
+        self.bundles.release(job.id)
         self.log.info("Job {job} {state} in {secs:.3f}s", job=job.id, state=job.state,
                       secs=job.finished - job.submitted)
         self.history.record(self.job_view(job.id), self.task_logs.for_job(job.id))
@@ -336,7 +426,11 @@ class JobTracker:
         done = [j for j in self.jobs.values() if not j.running]
         for job in done[:max(0, len(done) - FINISHED_JOBS_KEPT)]:
             del self.jobs[job.id]
-            self.scheduler.forget_job(job.id)
+            self._max_attempts.pop(job.id, None)
+            for sched_id in job.started_steps():
+                self._by_sched.pop(sched_id, None)
+                if sched_id in self.scheduler.jobs:
+                    self.scheduler.forget_job(sched_id)
             self.task_logs.drop_job(job.id)
 
     # --- carrying out the scheduler's decisions --------------------------------
@@ -344,28 +438,36 @@ class JobTracker:
     def _execute(self, actions: Sequence[Action]) -> None:
         for action in actions:
             if isinstance(action, sched.JobDone):
-                job = self.jobs.get(action.job_id)
-                if job is not None:
+                job = self._by_sched.get(action.job_id)
+                if job is None or not job.running:
+                    continue
+                if action.state is State.SUCCEEDED and job.step + 1 < len(job.steps):
+                    self._spawn(self._next_step(job))
+                else:
                     self._job_done(job, action.state.value, action.error)
                 continue
             conn = self.workers.get(action.wid)
             if conn is None:
                 continue
-            worker, job = conn.worker, self.jobs[action.job_id]
+            worker, job = conn.worker, self._by_sched[action.job_id]
             if isinstance(action, sched.InitJob):
                 with open(job.source_path, encoding="utf-8") as f:
                     worker.init_job(job.init(f.read()))
             elif isinstance(action, sched.LaunchMap):
-                worker.launch_map(job.id, action.attempt_id, job.splits[action.index])
+                worker.launch_map(action.job_id, action.attempt_id, job.splits[action.index])
             elif isinstance(action, sched.LaunchReduce):
-                worker.launch_reduce(job.id, action.attempt_id, action.partition,
+                worker.launch_reduce(action.job_id, action.attempt_id, action.partition,
                                      action.map_outputs)
             elif isinstance(action, sched.AnnounceMapOutputs):
-                worker.map_outputs(job.id, action.map_outputs)
+                worker.map_outputs(action.job_id, action.map_outputs)
             elif isinstance(action, sched.KillAttempt):
-                worker.kill_attempt(job.id, action.attempt_id)
+                worker.kill_attempt(action.job_id, action.attempt_id)
             elif isinstance(action, sched.DestroyJob):
-                worker.destroy_job(job.id)
+                worker.destroy_job(action.job_id)
+
+    def _spawn(self, coro: Any) -> None:
+        d = defer.Deferred.fromCoroutine(coro)
+        d.addErrback(lambda f: self.log.failure("Starting the next step failed", f))
 
 
 def _outcome(f: Any) -> Exception | None:

@@ -31,6 +31,7 @@ from ..wire import (
     MapLocation,
     Registration,
     TaskError,
+    Unreachable,
     split_from_wire,
 )
 from .worker import TaskTracker
@@ -96,6 +97,12 @@ class PBJobTracker:
 
     async def may_commit(self, attempt_id: str) -> bool:
         return bool(await call(self.perspective, "may_commit", attempt_id))
+
+    async def bundle_chunk(self, sha256: str, offset: int) -> bytes:
+        data = await call(self.perspective, "bundle_chunk", sha256, offset)
+        if not isinstance(data, bytes):
+            raise Unreachable("the jobtracker sent a bundle chunk that is not bytes")
+        return data
 
 
 class _PBReconnectingFactory(protocol.Factory):

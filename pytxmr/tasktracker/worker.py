@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 
 from .. import output, storage
+from ..bundle import CHUNK_BYTES, BundleError, BundleStore
 from ..child import TaskChild, Zygote
 from ..counters import FRAMEWORK
 from ..kvstore import KeyValueStore
@@ -48,11 +49,37 @@ class Attempt:
     fetch: ReduceFetch | None = field(default=None, repr=False)
 
 
-def _job_spec(attempt: Attempt) -> dict[str, Any]:
+def _job_spec(attempt: Attempt, bundle_dir: str | None) -> dict[str, Any]:
     job = attempt.job
     return {"source_path": os.path.join(os.path.dirname(attempt.work_dir), SOURCE),
             "filename": job.filename, "map_name": job.map_name, "reduce_name": job.reduce_name,
-            "storage_options": dict(job.storage_options)}
+            "storage_options": dict(job.storage_options), "args": dict(job.args),
+            "step": job.step, "bundle_dir": bundle_dir}
+
+
+class Awaited:
+    """A result that many may wait for (one bundle fetch, every attempt of
+    the jobs that need it), and that fails each of them alike."""
+
+    def __init__(self, d: defer.Deferred[Any]) -> None:
+        self._done = False
+        self._result: Any = None
+        self._waiters: list[defer.Deferred[Any]] = []
+        d.addBoth(self._fire)
+
+    def _fire(self, result: Any) -> None:
+        self._done, self._result = True, result
+        for waiter in self._waiters:
+            waiter.callback(result)  # a Failure errbacks it
+        self._waiters = []
+
+    def wait(self) -> defer.Deferred[Any]:
+        waiter: defer.Deferred[Any] = defer.Deferred()
+        if self._done:
+            waiter.callback(self._result)
+        else:
+            self._waiters.append(waiter)
+        return waiter
 
 
 def _failed(kind: str, message: str) -> dict[str, Any]:
@@ -74,6 +101,11 @@ class TaskTracker:
         self.task_timeout = task_timeout
         self.task_memory = task_memory
         self.store = KeyValueStore(os.path.join(workdir, "store"))
+        self.bundles = BundleStore(os.path.join(workdir, "bundles"))
+        #: Per job with a bundle: its unpacked directory, once fetched.
+        self._bundle_dirs: dict[str, Awaited] = {}
+        #: Bundles being fetched (one fetch however many jobs need one).
+        self._fetching: dict[str, Awaited] = {}
         #: Disabled until the service found a usable tmpfs directory.
         self.memory = ShuffleMemory(None, 0)
         self.processes = defer.DeferredSemaphore(slots)
@@ -95,14 +127,48 @@ class TaskTracker:
         with open(os.path.join(work_dir, SOURCE), "w", encoding="utf-8") as f:
             f.write(init.source)
         self.jobs[init.job_id] = init
+        if init.bundle is not None:
+            self.bundles.use(init.bundle, init.job_id)
+            self._bundle_dirs[init.job_id] = self._bundle(init.bundle)
+
+    def _bundle(self, sha256: str) -> Awaited:
+        """The unpacked directory of a bundle, fetched from the jobtracker
+        unless it is here already; one fetch for every job that needs it."""
+        fetching = self._fetching.get(sha256)
+        if fetching is None:
+            d = defer.Deferred.fromCoroutine(self._fetch_bundle(sha256))
+            fetching = self._fetching[sha256] = Awaited(d)
+            d.addBoth(lambda _: self._fetching.pop(sha256, None))
+        return fetching
+
+    async def _fetch_bundle(self, sha256: str) -> str:
+        if not self.bundles.has(sha256):
+            jobtracker = self.jobtracker
+            if jobtracker is None:
+                raise BundleError("no jobtracker to fetch the job's bundle from")
+            offset = 0
+            upload = "fetch"
+            while True:
+                data = await jobtracker.bundle_chunk(sha256, offset)
+                # Sizes are not sent: a short chunk (maybe empty) is the last.
+                final = len(data) < CHUNK_BYTES
+                await in_thread(self._reactor, self.bundles.receive, sha256, offset, data,
+                                upload, final)
+                offset += len(data)
+                if final:
+                    break
+        return await in_thread(self._reactor, self.bundles.unpacked, sha256)
 
     def launch_map(self, job_id: str, attempt_id: str, split: Split) -> None:
         attempt = self._new_attempt(job_id, attempt_id, "map", split.index)
         job = attempt.job
-        spec = {"kind": "map", "job": _job_spec(attempt),
-                "split": split.to_wire(), "num_partitions": job.num_reducers,
+        spec = {"kind": "map", "split": split.to_wire(), "num_partitions": job.num_reducers,
                 "out_dir": attempt.work_dir, "buffer_records": job.buffer_records,
                 "compress": job.compress}
+        if not job.num_reducers:  # map-only: the map writes a part file
+            spec["output_path"] = output.attempt_path(job.output, attempt.id, attempt.index,
+                                                      attempt.work_dir)
+            spec["output_format"] = job.output_format
         self._spawn(self._run_map(attempt, spec))
 
     def launch_reduce(self, job_id: str, attempt_id: str, partition: int,
@@ -141,6 +207,8 @@ class TaskTracker:
             self._kill(attempt, "the job ended")
         self.jobs.pop(job_id, None)
         self.store.remove_job(job_id)
+        self._bundle_dirs.pop(job_id, None)
+        self.bundles.release(job_id)
 
     def forget_everything(self) -> None:
         """Lost contact with the jobtracker: it reschedules our work, so end
@@ -175,8 +243,17 @@ class TaskTracker:
             attempt.fetch.cancel()
 
     async def _run_child(self, attempt: Attempt, spec: dict[str, Any]) -> dict[str, Any] | None:
-        """Run the attempt's child when a process slot is free; None if the
-        attempt was killed meanwhile."""
+        """Run the attempt's child when a process slot is free (and its
+        job's bundle is here); None if the attempt was killed meanwhile."""
+        bundle_dir = None
+        ready = self._bundle_dirs.get(attempt.job.job_id)
+        if ready is not None:
+            try:
+                bundle_dir = await ready.wait()
+            except (BundleError, Unreachable, OSError) as e:
+                return None if attempt.killed else _failed(
+                    "BundleError", f"cannot fetch the job's shipped code and files: {e}")
+        spec["job"] = _job_spec(attempt, bundle_dir)
         await self.processes.acquire()
         try:
             if attempt.killed:
@@ -193,7 +270,9 @@ class TaskTracker:
         result = await self._run_child(attempt, spec)
         if result is None:
             return
-        if result.get("ok"):
+        if result.get("ok") and not attempt.job.num_reducers:
+            result = await self._commit(attempt, result)
+        elif result.get("ok"):
             try:
                 self.store.add_map_output(attempt.job.job_id, attempt.index,
                                           result["data_path"], result["index_path"])
@@ -223,7 +302,7 @@ class TaskTracker:
         job = attempt.job
         shuffled = sum(length for _, _, length in runs)
         in_memory = fetch.bytes_in_memory()
-        spec = {"kind": "reduce", "job": _job_spec(attempt),
+        spec = {"kind": "reduce", "output_format": job.output_format,
                 "runs": runs, "kinds": sorted(fetch.kinds),
                 "output_path": output.attempt_path(job.output, attempt.id, attempt.index,
                                                    attempt.work_dir),
@@ -284,5 +363,5 @@ class TaskTracker:
                     error.type, error.message, error.traceback, log))
         except Unreachable:
             pass  # declared lost or disconnected: the jobtracker reschedules
-        if attempt.kind == "reduce" or not result.get("ok"):
+        if attempt.kind == "reduce" or not result.get("ok") or not attempt.job.num_reducers:
             shutil.rmtree(attempt.work_dir, ignore_errors=True)

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from zope.interface import implementer
 
+from ..bundle import CHUNK_BYTES
 from ..ports import IJobTracker, IWorker
 from ..wire import (
     AttemptResult,
@@ -76,6 +77,7 @@ class FakeJobTracker:
         self.commits: dict[str, bool] = {}
         self.refuse = False
         self.unreachable = False
+        self.bundles: dict[str, bytes] = {}
 
     def named(self, method: str) -> list[tuple[Any, ...]]:
         return [args for name, args in self.calls if name == method]
@@ -102,3 +104,8 @@ class FakeJobTracker:
     async def may_commit(self, attempt_id: str) -> bool:
         self._record("may_commit", attempt_id)
         return self.commits.get(attempt_id, True)
+
+    async def bundle_chunk(self, sha256: str, offset: int) -> bytes:
+        """From ``bundles`` (SHA-256 -> bytes), as the jobtracker serves them."""
+        self._record("bundle_chunk", sha256, offset)
+        return self.bundles[sha256][offset:offset + CHUNK_BYTES]

@@ -250,18 +250,20 @@ def test_run_and_run_inline_write_identical_part_files(tmp_path: Path, corpus: P
 # --- refused submissions ---------------------------------------------------------
 
 def test_broken_job_modules_are_refused_and_the_next_job_runs(cluster: Cluster) -> None:
-    """A module that does not compile, lacks reduce or raises on import is
-    refused with file and line; the cluster keeps serving."""
+    """A module that does not compile, has a reduce of the wrong signature
+    or raises on import is refused with file and line; the cluster keeps
+    serving. (A module without reduce is a map-only job.)"""
     data = write(cluster.base / "small.txt", "a b a\nc a b\n")
     syntax = write(cluster.base / "bad_syntax.py",
                    "def map(k, v):\n    yield v, 1\n\ndef reduce(k, vs)\n    yield k, 1\n")
-    no_reduce = write(cluster.base / "no_reduce.py", "def map(k, v):\n    yield v, 1\n")
+    no_reduce = write(cluster.base / "bad_reduce.py", "def map(k, v):\n    yield v, 1\n"
+                                                      "def reduce(k):\n    yield k, 1\n")
     raises = write(cluster.base / "raises.py",
                    "import os\n\nraise ValueError('import-time failure 42')\n"
                    "def map(k, v):\n    yield v, 1\n")
     cases = [
         (syntax, [f'File "{syntax}", line 4', "SyntaxError"]),
-        (no_reduce, [str(no_reduce), "'reduce'"]),
+        (no_reduce, [str(no_reduce), "'reduce' must take (key, values)"]),
         (raises, [str(raises), "line 3", "ValueError: import-time failure 42"]),
     ]
     for job, expected in cases:

@@ -130,7 +130,7 @@ class JobTrackerCase(TestCase):
     async def submit(self, jt: JobTracker | None = None, job_path: str | None = None,
                      out: str = "out") -> str:
         spec = client.submission(job_path or self.job_file(), [self.inputs],
-                                 os.path.join(self.tmp, out), overwrite=True)
+                                 os.path.join(self.tmp, out), overwrite=True).spec
         return await (jt or self.jt).submit(spec)
 
     def add_worker(self, jt: JobTracker | None = None, slots: int = 2) -> tuple[str, FakeWorker]:
@@ -188,7 +188,7 @@ class CountersAndApiTests(JobTrackerCase):
         """The status page's running totals use the same rule as the end."""
         job_id, _, _ = await self.run_job_with_retries()
         sjob = self.jt.scheduler.jobs[job_id]
-        self.assertEqual(views.live_counters(sjob), self.jt.jobs[job_id].counters)
+        self.assertEqual(views.live_counters([sjob]), self.jt.jobs[job_id].counters)
 
     async def test_json_api_describes_workers_jobs_and_attempts(self) -> None:
         """/api/workers, /api/jobs and /api/jobs/JOB serve the documented fields."""
@@ -432,7 +432,7 @@ class LiveClusterTests(TestCase):
         conn = await client.connect(reactor, f"127.0.0.1:{port}", secret)
         self.addCleanup(conn.close)
         job_id = await conn.call("submit", client.submission(
-            job_path, [inp], os.path.join(tmp, "out"), split_size=1))
+            job_path, [inp], os.path.join(tmp, "out"), split_size=1).spec)
         finished = defer.Deferred.fromCoroutine(conn.call("wait", job_id))
         await wait_for(lambda: any(a.state.value == "running" and a.kind == "map"
                                    for a in jts.jt.scheduler.attempts.values()))

@@ -271,7 +271,7 @@ def test_unknown_codec_names_are_refused_by_client_and_jobtracker() -> None:
         codec_for("zstd")
     with pytest.raises(client.ClusterError, match="unknown compression codec 'zstd'"):
         client.submission(str(WORDCOUNT), ["in.txt"], "out", compress="zstd")
-    spec = client.submission(str(WORDCOUNT), ["in.txt"], "out", compress="lz4")
+    spec = client.submission(str(WORDCOUNT), ["in.txt"], "out", compress="lz4").spec
     assert validate_submission(spec).compress == "lz4"
     spec.pop("compress")
     assert validate_submission(spec).compress is None

@@ -142,7 +142,7 @@ TEXT = [
 
 def test_example_docstrings_name_runnable_commands() -> None:
     """Each example documents a command whose job and input files exist."""
-    for name in ("wordcount", "inverted_index", "sort", "join"):
+    for name in ("wordcount", "inverted_index", "sort", "join", "top_words", "threshold"):
         doc = (EXAMPLES / f"{name}.py").read_text(encoding="utf-8")
         match = re.search(rf"python -m pytxmr run (examples/{name}\.py) (.+?) -o \S+", doc)
         assert match, f"{name}.py has no 'python -m pytxmr run' command"
@@ -406,3 +406,49 @@ def test_join_rejects_bad_input_with_a_value_error(
     """A line the join cannot place fails the task with a message naming it."""
     with pytest.raises(ValueError, match=re.escape(path)):
         list(join.map(path, line))
+
+
+# ---------------------------------------------------------------- jobs of the authoring API
+# Run by the framework's own code (pytxmr.testing.run_job, run_inline) on
+# the sample data, each compared with a Counter.
+
+
+def _sample_words() -> Counter[str]:
+    return Counter((DATA / "sample.txt").read_text(encoding="utf-8").split())
+
+
+@pytest.mark.parametrize("n, maps", [(1, 1), (10, 3), (1000, 4)])
+def test_top_words_lists_the_most_frequent_first(n: int, maps: int) -> None:
+    from pytxmr.testing import run_job
+
+    lines = (DATA / "sample.txt").read_text(encoding="utf-8").splitlines()
+    out = run_job(str(EXAMPLES / "top_words.py"), lines, args={"n": str(n)}, maps=maps)
+    ranked = sorted(_sample_words().items(), key=lambda p: (-p[1], p[0]))
+    assert out == ranked[:n]
+
+
+def test_threshold_keeps_the_common_words(tmp_path: Path) -> None:
+    from pytxmr.inline import run_inline
+
+    run_inline(str(EXAMPLES / "threshold.py"), [str(DATA / "sample.txt")],
+               str(tmp_path / "out"), args={"min_count": "20"}, num_reducers=2)
+    got = dict(line.split("\t") for p in sorted((tmp_path / "out").glob("part-*"))
+               for line in p.read_text(encoding="utf-8").splitlines())
+    assert {w: int(n) for w, n in got.items()} == {
+        w: n for w, n in _sample_words().items() if n >= 20}
+
+
+def test_clean_words_uses_its_helper_and_its_stopwords(tmp_path: Path) -> None:
+    from pytxmr.inline import run_inline
+
+    job = EXAMPLES / "helper_module" / "clean_words.py"
+    doc = job.read_text(encoding="utf-8")
+    assert "--files examples/helper_module/stopwords.txt" in doc
+    run_inline(str(job), [str(DATA / "sample.txt")], str(tmp_path / "out"),
+               files=[str(EXAMPLES / "helper_module" / "stopwords.txt")])
+    stop = set((EXAMPLES / "helper_module" / "stopwords.txt").read_text().split())
+    text = (DATA / "sample.txt").read_text(encoding="utf-8").lower()
+    expected = Counter(w for w in re.findall(r"[^\W_]+(?:'[^\W_]+)*", text) if w not in stop)
+    got = {w: int(n) for p in sorted((tmp_path / "out").glob("part-*"))
+           for w, n in (line.split("\t") for line in p.read_text(encoding="utf-8").splitlines())}
+    assert got == dict(expected)

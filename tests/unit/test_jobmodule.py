@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from pytxmr import readers
-from pytxmr.jobmodule import JobDefinitionError, describe_error, load_module, resolve
+from pytxmr import stepdata
+from pytxmr.jobmodule import JobDefinitionError, define, describe_error, load_module, resolve
 from pytxmr.partition import default_partition
 
 USER_SOURCE = '''\
@@ -132,7 +133,6 @@ def test_resolve_uses_the_requested_function_names(tmp_path: Path) -> None:
     "source, message",
     [
         ("def reduce(k, vs):\n    yield k, 1\n", "no 'map' function"),
-        ("def map(k, v):\n    yield k, v\n", "no 'reduce' function"),
         ("map = 3\ndef reduce(k, vs):\n    yield k, 1\n", "'map' is not callable"),
         (MINIMAL + "combine = 'sum'\n", "'combine' is not callable"),
         (MINIMAL + "partition = 7\n", "'partition' is not callable"),
@@ -142,7 +142,7 @@ def test_resolve_uses_the_requested_function_names(tmp_path: Path) -> None:
         ("def map_split(cs):\n    yield 1, 1\ndef reduce(k, vs):\n    yield k, 1\n"
          "def reader(split, encoding, errors):\n    yield 1, 1\n", "its own reader defines map"),
     ],
-    ids=["no map", "no reduce", "map not callable", "combine not callable", "partition not callable",
+    ids=["no map", "map not callable", "combine not callable", "partition not callable",
          "map_split not callable", "both batch APIs", "batch API with a reader"],
 )
 def test_resolve_names_missing_or_uncallable_functions(tmp_path: Path, source: str, message: str) -> None:
@@ -286,3 +286,97 @@ def test_map_cannot_be_chosen_beside_a_batch_api(tmp_path: Path) -> None:
     with pytest.raises(JobDefinitionError, match="map_split replaces map: it cannot be chosen "
                                                   "with --map other"):
         resolve(module, "other")
+
+
+# ---------------------------------------------------------------- map-only, hooks, steps
+
+
+def test_a_module_without_reduce_is_map_only(tmp_path: Path) -> None:
+    job = resolve(module_of(tmp_path, "def map(k, v):\n    yield k, v\n"))
+    assert job.map_only and job.reduce is None
+    with pytest.raises(JobDefinitionError, match="no 'r2' function"):
+        resolve(module_of(tmp_path, "def map(k, v):\n    yield k, v\n"), reduce_name="r2")
+
+
+@pytest.mark.parametrize("extra", [
+    "def combine(k, vs):\n    yield k, 1\n", "num_reducers = 2\n",
+    "def partition(k, n):\n    return 0\n", "sort_values = True\n",
+    "def reduce_final():\n    yield 1, 1\n"])
+def test_a_map_only_job_refuses_what_needs_a_reduce(tmp_path: Path, extra: str) -> None:
+    with pytest.raises(JobDefinitionError, match="needs a reduce: a job .or step. without "
+                                                  "reduce is map-only"):
+        resolve(module_of(tmp_path, "def map(k, v):\n    yield k, v\n" + extra))
+
+
+def test_hooks_take_no_arguments(tmp_path: Path) -> None:
+    job = resolve(module_of(tmp_path, MINIMAL + "def map_init():\n    pass\n"
+                                                "def reduce_final():\n    yield 1, 2\n"))
+    assert job.map_init is not None and job.reduce_final is not None and job.map_final is None
+    with pytest.raises(JobDefinitionError, match=r"'map_final' must take \(\)"):
+        resolve(module_of(tmp_path, MINIMAL + "def map_final(k):\n    pass\n"))
+
+
+def test_sort_values_must_be_a_bool(tmp_path: Path) -> None:
+    assert resolve(module_of(tmp_path, MINIMAL + "sort_values = True\n")).sort_values
+    with pytest.raises(JobDefinitionError, match="sort_values must be True or False"):
+        resolve(module_of(tmp_path, MINIMAL + "sort_values = 'yes'\n"))
+
+
+STEPS = (
+    "from pytxmr import Step\n"
+    "def count(k, v):\n    yield v, 1\n"
+    "def total(k, vs):\n    yield k, sum(vs)\n"
+    "def top(k, vs):\n    yield k, max(vs)\n"
+    "def swap(k, v):\n    yield v, k\n"
+)
+
+
+def test_steps_are_resolved_in_order(tmp_path: Path) -> None:
+    module = module_of(tmp_path, STEPS + "steps = [Step(map=count, reduce=total, num_reducers=3),"
+                                         " Step(reduce=top), Step(map=swap)]\n")
+    definition = define(module)
+    first, second, third = definition.steps
+    assert first.map is module.count and first.num_reducers == 3 and first.reader is readers.lines
+    assert second.reduce is module.top and second.reader is stepdata.read_pairs
+    assert list(second.map(1, 2)) == [(1, 2)]  # no map: the pairs pass on
+    assert third.map_only
+    assert definition.summary() == [
+        {"num_reducers": 3, "map_only": False, "fixed_reducers": True, "split_by": "lines"},
+        {"num_reducers": None, "map_only": False, "fixed_reducers": True, "split_by": "file"},
+        {"num_reducers": None, "map_only": True, "fixed_reducers": True, "split_by": "file"}]
+
+
+@pytest.mark.parametrize("steps, message", [
+    ("steps = Step(map=count)\n", "steps must be a non-empty list of pytxmr.Step"),
+    ("steps = []\n", "steps must be a non-empty list of pytxmr.Step"),
+    ("steps = [Step(map=count), count]\n", "item 2 is a function"),
+    ("steps = [Step()]\n", "step 1 of 1: a step needs a map or a reduce"),
+    ("steps = [Step(map=count, reduce=len)]\n", r"step 1 of 1: 'reduce' must take \(key, values\)"),
+    ("steps = [Step(map=count), Step(map=swap, num_reducers=2)]\n",
+     "step 2 of 2: 'num_reducers' needs a reduce"),
+    ("steps = [Step(map=count, reduce=total, map_init=count)]\n",
+     r"'map_init' must take \(\)"),
+    ("steps = [Step(map=count, reduce=total), Step(map=swap, reader=count)]\n",
+     "only the first step has a reader"),
+    ("steps = [Step(map=count, reduce=total)]\ndef reduce(k, vs):\n    yield k, 1\n",
+     "defines both steps and 'reduce'"),
+])
+def test_bad_steps_are_named(tmp_path: Path, steps: str, message: str) -> None:
+    with pytest.raises(JobDefinitionError, match=message):
+        define(module_of(tmp_path, STEPS + steps))
+
+
+def test_steps_cannot_be_picked_by_name(tmp_path: Path) -> None:
+    with pytest.raises(JobDefinitionError, match="--map and --reduce do not apply"):
+        define(module_of(tmp_path, STEPS + "steps = [Step(map=count)]\n"), "count")
+
+
+def test_declared_arguments_come_with_the_definition(tmp_path: Path) -> None:
+    definition = define(module_of(tmp_path, MINIMAL + "from pytxmr import Arg\n"
+                                                      "arguments = [Arg('n', int, default=3)]\n"))
+    assert [a.name for a in definition.arguments or ()] == ["n"]
+    with pytest.raises(JobDefinitionError, match="'arguments' must be a list of pytxmr.Arg"):
+        define(module_of(tmp_path, MINIMAL + "arguments = ['n']\n"))
+    with pytest.raises(JobDefinitionError, match="the argument n is declared twice"):
+        define(module_of(tmp_path, MINIMAL + "from pytxmr import Arg\n"
+                                             "arguments = [Arg('n'), Arg('n')]\n"))

@@ -15,11 +15,11 @@ from pytxmr.jobtracker.submission import (
     Submission,
     check_failure,
     plan_splits,
-    split_paths,
     validate_submission,
 )
 from pytxmr.scheduler import DEFAULT_MAX_ATTEMPTS
 from pytxmr.splits import Split
+from pytxmr.storage import expand_inputs
 from pytxmr.wire import PROTOCOL_VERSION, JobInit, ProtocolMismatch, SubmissionError
 
 SPEC: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "source": "def map(k, v): ...",
@@ -91,10 +91,12 @@ def test_splits_fill_whole_waves_of_the_slots(tmp_path: Path) -> None:
     """Without --split-size, one split per slot when the input allows."""
     for name in ("a.txt", "b.txt"):
         (tmp_path / name).write_bytes(b"word\n" * 300_000)  # 1.5 MB each
-    splits = plan_splits([str(tmp_path)], None, slots=4)
-    assert len(splits) == 4 and split_paths(splits) == [str(tmp_path / "a.txt"),
-                                                        str(tmp_path / "b.txt")]
-    assert len(plan_splits([str(tmp_path)], 1 << 30, slots=4)) == 2
+    files = expand_inputs([str(tmp_path)])
+    splits = plan_splits(files, None, slots=4)
+    assert len(splits) == 4 and list(dict.fromkeys(s.path for s in splits)) == [
+        str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    assert len(plan_splits(files, 1 << 30, slots=4)) == 2
+    assert len(plan_splits(files, 1 << 20, slots=4, split_by="file")) == 2
 
 
 @pytest.mark.parametrize("error, expected", [

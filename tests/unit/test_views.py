@@ -19,11 +19,11 @@ def test_phase_wall_times_and_committed_counters_only() -> None:
     s.attempt_succeeded("j_m00001_0", 1.5, AttemptResult({"user": {"n": 5}}))
     s.attempt_succeeded("j_m00000_1", 3.0, AttemptResult({"user": {"n": 7}}))
     job = s.jobs["j"]
-    assert live_counters(job)[FRAMEWORK]["map phase wall ms"] == 3000
-    assert "reduce phase wall ms" not in live_counters(job)[FRAMEWORK]
+    assert live_counters([job])[FRAMEWORK]["map phase wall ms"] == 3000
+    assert "reduce phase wall ms" not in live_counters([job])[FRAMEWORK]
     assert s.may_commit("j_r00000_0")
     s.attempt_succeeded("j_r00000_0", 4.5, AttemptResult({FRAMEWORK: {"shuffle bytes": 10}}))
-    counters = live_counters(job)
+    counters = live_counters([job])
     assert counters["user"] == {"n": 12}
     assert counters[FRAMEWORK]["failed map attempts"] == 1
     assert counters[FRAMEWORK]["shuffle bytes"] == 10

@@ -1,0 +1,347 @@
+"""The synchronous Python API: ``pytxmr.run(...)`` and ``pytxmr.Client``.
+
+For scripts, threads and notebooks, which have no reactor of their own:
+Twisted's reactor runs in a thread of its own (crochet, the library made
+for exactly this), started on first use, and each call blocks until its
+answer, so a notebook runs any number of jobs, one after another or from
+several threads. Code that already runs a reactor uses the asynchronous
+API (``pytxmr.client``) instead.
+
+``job`` may be a path, an imported module, or a module-like object defined
+in the calling code (a class or namespace with ``map``, ``reduce``...):
+such an object is sent to the tasks with cloudpickle, in its bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from . import client as _client
+from . import storage
+from .client import ClusterError
+from .outputrules import is_part_name
+
+__all__ = ["Client", "ClusterError", "JobFailed", "JobResult", "run"]
+
+#: The names of a job module that a module-like object's job is made of.
+JOB_NAMES = ("map", "reduce", "combine", "partition", "reader", "map_chunk", "map_split",
+             "map_init", "map_final", "reduce_init", "reduce_final", "steps", "arguments",
+             "num_reducers", "encoding_errors", "output_format", "sort_values")
+PICKLE_NAME = "_pytxmr_job.pickle"
+
+
+class JobFailed(Exception):
+    """The job ran and failed (or was killed); ``result`` says how."""
+
+    def __init__(self, result: JobResult) -> None:
+        error = result.error or {}
+        text = f"{result.job_id} {result.state}: {error.get('message', '')}"
+        if error.get("traceback"):
+            text += "\n" + error["traceback"].rstrip()
+        super().__init__(text)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A job's outcome, or its state so far (``Client.status``)."""
+
+    job_id: str
+    state: str
+    output: str
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    elapsed: float = 0.0
+    error: dict[str, str] | None = None
+    #: Progress of a running job: {"maps": {"done", "total", ...}, ...}.
+    progress: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, str] = field(default_factory=dict)
+    storage_options: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "succeeded"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any],
+                  storage_options: Mapping[str, str] | None = None) -> JobResult:
+        return cls(job_id=str(d.get("job_id", "")), state=str(d.get("state", "")),
+                   output=str(d.get("output", "")), counters=dict(d.get("counters") or {}),
+                   elapsed=float(d.get("elapsed") or 0.0), error=d.get("error"),
+                   progress={k: d[k] for k in ("maps", "reduces", "step", "steps",
+                                                  "failed_attempts") if k in d},
+                   args=dict(d.get("args") or {}),
+                   storage_options=dict(storage_options or {}))
+
+    def records(self) -> Iterator[tuple[Any, Any]]:
+        """The output's pairs, part file after part file. JSON-lines output
+        comes back exactly (tuples as lists); in text output a field that
+        reads as JSON (a number, a list...) comes back as that, any other
+        as the string."""
+        if not self.ok:
+            raise JobFailed(self)
+        if storage.is_remote(self.output):
+            fs, root = storage.filesystem(self.output, self.storage_options)
+            listed, opener = fs.ls(root, detail=False), fs.open
+        else:
+            root = storage.local_path(self.output)
+            listed, opener = [os.path.join(root, n) for n in os.listdir(root)], open
+        for name in sorted(p for p in listed if is_part_name(os.path.basename(p.rstrip("/")))):
+            with opener(name, "rt", encoding="utf-8", newline="\n") as f:
+                for line in f:
+                    yield _parse_line(line.rstrip("\n"))
+
+
+def _parse_line(line: str) -> tuple[Any, Any]:
+    if line.startswith("["):
+        try:
+            pair = json.loads(line)
+            if isinstance(pair, list) and len(pair) == 2:
+                return pair[0], pair[1]
+        except ValueError:
+            pass
+    key, _, value = line.partition("\t")
+    return _field(key), _field(value)
+
+
+def _field(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# --- the reactor thread ---------------------------------------------------------
+
+_setup_lock = threading.Lock()
+_set_up = False
+
+
+def _in_reactor(f: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+    """Call the coroutine function ``f(reactor, *args)`` in the reactor's
+    thread and block for its result."""
+    global _set_up
+    import crochet
+    from twisted.internet import defer, reactor
+
+    with _setup_lock:
+        if not _set_up:
+            crochet.setup()
+            _set_up = True
+    result = crochet.run_in_reactor(
+        lambda: defer.Deferred.fromCoroutine(f(reactor, *args)))()
+    try:
+        return result.wait(timeout)
+    except crochet.TimeoutError:
+        result.cancel()
+        raise ClusterError(f"no answer within {timeout:g}s") from None
+
+
+# --- jobs as paths, modules or objects -----------------------------------------------
+
+class _JobFile:
+    """A job as a file to ship: its own path, or a module written for an
+    object (with its pickle among the shipped files); removed on close."""
+
+    def __init__(self, job: Any) -> None:
+        self._tmp: str | None = None
+        self.files: list[str] = []
+        if isinstance(job, (str, os.PathLike)):
+            self.path = os.fspath(job)
+        elif isinstance(job, types.ModuleType) and str(getattr(job, "__file__", "")).endswith(".py"):
+            self.path = str(job.__file__)
+        else:
+            self.path = self._write(job)
+
+    def _write(self, job: Any) -> str:
+        import cloudpickle
+
+        namespace = {name: getattr(job, name) for name in JOB_NAMES
+                     if getattr(job, name, None) is not None}
+        if "map" not in namespace and "steps" not in namespace and \
+                "map_split" not in namespace and "map_chunk" not in namespace:
+            raise TypeError(f"{job!r} is not a job: give a path, a module, or an object "
+                            f"with map (and reduce) or steps")
+        module = getattr(job, "__module__", None) or getattr(job, "__name__", None)
+        registered = None
+        if module and module not in ("__main__", "builtins") and not module.startswith("pytxmr"):
+            # Functions of an importable module are pickled by reference;
+            # the workers may not have that module: send them by value.
+            imported = __import__("sys").modules.get(module)
+            if imported is not None:
+                cloudpickle.register_pickle_by_value(imported)
+                registered = imported
+        try:
+            data = cloudpickle.dumps(namespace)
+        finally:
+            if registered is not None:
+                cloudpickle.unregister_pickle_by_value(registered)
+        self._tmp = tempfile.mkdtemp(prefix="pytxmr-job-")
+        pickle_path = os.path.join(self._tmp, PICKLE_NAME)
+        with open(pickle_path, "wb") as f:
+            f.write(data)
+        name = getattr(job, "__qualname__", None) or getattr(job, "__name__", None) or "job"
+        path = os.path.join(self._tmp, f"{name.replace('.', '_').replace('<', '').replace('>', '')}.py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"# The job {name}, sent by value from the submitting program.\n"
+                    f"from pytxmr.api import job_namespace\n\n"
+                    f"globals().update(job_namespace({PICKLE_NAME!r}))\n")
+        self.files.append(pickle_path)
+        return path
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def job_namespace(name: str) -> dict[str, Any]:
+    """In a task: the names of a job sent as an object (its pickle is one
+    of the job's files, in the working directory)."""
+    import pickle
+
+    with open(name, "rb") as f:
+        namespace: dict[str, Any] = pickle.load(f)
+    return namespace
+
+
+def _submission(job: _JobFile, inputs: Sequence[str] | str, output: str,
+                options: dict[str, Any]) -> _client.JobSubmission:
+    files = [*options.pop("files", ()), *job.files]
+    return _client.submission(job.path, [inputs] if isinstance(inputs, str) else list(inputs),
+                              output, files=files, **options)
+
+
+# --- the API ----------------------------------------------------------------------
+
+def run(job: Any, inputs: Sequence[str] | str, output: str, *, inline: bool = False,
+        workers: int = 2, slots: int | None = None, timeout: float | None = None,
+        check: bool = True, **options: Any) -> JobResult:
+    """Run ``job`` on a local cluster started for it (as ``python -m pytxmr
+    run`` does), or in this process with ``inline=True``; its result.
+
+    ``options`` are those of ``client.submission``: ``args``, ``py_files``,
+    ``files``, ``reducers``, ``split_size``, ``overwrite``,
+    ``storage_options``, ``compress``... A failed job raises ``JobFailed``
+    unless ``check`` is false; a refused one raises ``ClusterError`` (or
+    the error that refused it, inline).
+    """
+    from .__main__ import default_slots
+
+    slots = slots or default_slots(workers)
+    job_file = _JobFile(job)
+    try:
+        if inline:
+            result = _run_inline(job_file, inputs, output, workers * slots, options)
+        else:
+            submission = _submission(job_file, inputs, output, dict(options))
+
+            async def go(reactor: Any) -> dict[str, Any]:
+                from . import embedded
+                from .__main__ import start_zygote
+
+                zygote = start_zygote()
+                try:
+                    return await embedded.run_embedded(reactor, submission, zygote=zygote,
+                                                       workers=workers, slots=slots)
+                finally:
+                    await zygote.stop()
+
+            result = JobResult.from_dict(_in_reactor(go, timeout=timeout),
+                                         options.get("storage_options"))
+    finally:
+        job_file.close()
+    if check and not result.ok:
+        raise JobFailed(result)
+    return result
+
+
+def _run_inline(job: _JobFile, inputs: Sequence[str] | str, output: str, slots: int,
+                options: Mapping[str, Any]) -> JobResult:
+    import time
+
+    from .inline import run_inline
+
+    names = {"reducers": "num_reducers"}
+    kwargs = {names.get(k, k): v for k, v in options.items()}
+    kwargs["files"] = [*kwargs.get("files", ()), *job.files]
+    start = time.perf_counter()
+    counters = run_inline(job.path, [inputs] if isinstance(inputs, str) else list(inputs),
+                          output, slots=slots, **kwargs)
+    return JobResult("inline", "succeeded", storage.normalize(output), counters,
+                     time.perf_counter() - start, None,
+                     args=dict(options.get("args") or {}),
+                     storage_options=dict(options.get("storage_options") or {}))
+
+
+class Client:
+    """A running cluster's jobtracker, as blocking calls. One connection per
+    call: a client object is cheap, holds nothing open, and may be shared
+    by threads."""
+
+    def __init__(self, address: str = "127.0.0.1:7373", secret_file: str | None = None,
+                 timeout: float = 10.0) -> None:
+        from .secret import load_secret
+
+        self.address = address
+        self.timeout = timeout
+        self._secret = load_secret(secret_file)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        async def go(reactor: Any) -> Any:
+            conn = await _client.connect(reactor, self.address, self._secret, self.timeout)
+            try:
+                return await conn.call(method, *args)
+            finally:
+                conn.close()
+
+        return _in_reactor(go)
+
+    def submit(self, job: Any, inputs: Sequence[str] | str, output: str, *,
+               wait: bool = True, check: bool = True, **options: Any) -> JobResult:
+        """Submit ``job`` (options as for ``run``); with ``wait`` (the
+        default) block until it ends and return its result, else return at
+        once with its state."""
+        job_file = _JobFile(job)
+        opts = dict(options.get("storage_options") or {})
+        try:
+            submission = _submission(job_file, inputs, output, dict(options))
+
+            async def go(reactor: Any) -> dict[str, Any]:
+                conn = await _client.connect(reactor, self.address, self._secret, self.timeout)
+                try:
+                    if wait:
+                        return await _client.run_job(reactor, conn, submission)
+                    if submission.bundle is not None:
+                        await _client.upload(conn, submission.bundle)
+                    job_id = await conn.call("submit", submission.spec)
+                    return await conn.call("status", job_id)
+                finally:
+                    conn.close()
+
+            result = JobResult.from_dict(_in_reactor(go), opts)
+        finally:
+            job_file.close()
+        if wait and check and not result.ok:
+            raise JobFailed(result)
+        return result
+
+    def status(self, job_id: str) -> JobResult:
+        return JobResult.from_dict(self._call("status", job_id))
+
+    def wait(self, job_id: str, check: bool = True) -> JobResult:
+        result = JobResult.from_dict(self._call("wait", job_id))
+        if check and not result.ok:
+            raise JobFailed(result)
+        return result
+
+    def kill(self, job_id: str) -> JobResult:
+        return JobResult.from_dict(self._call("kill", job_id))
+
+    def jobs(self) -> list[JobResult]:
+        return [JobResult.from_dict(d) for d in self._call("jobs")]

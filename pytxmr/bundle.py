@@ -1,0 +1,318 @@
+"""A job's shipped code and files: the bundle.
+
+The helper modules and packages a job module imports from its own directory
+(found from its import statements, recursively), the ``--py-files`` and the
+``--files`` of a submission travel with the job as one zip, named by the
+SHA-256 of its bytes. The client uploads it to the jobtracker in chunks
+(PB's Banana refuses strings over 640 KiB), each worker fetches it once per
+hash, and task children find its modules on ``sys.path`` and its files in
+their working directory. Nothing here touches the reactor.
+
+Layout inside the zip: ``py/`` (what goes on ``sys.path``: modules,
+packages and ``.zip`` archives) and ``files/`` (the data files, by base
+name).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import os
+import shutil
+import sys
+import zipfile
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+#: The largest bundle a job may ship (the zip, compressed): code and small
+#: lookup files, not data; inputs belong in the job's inputs.
+MAX_BUNDLE_BYTES = 64 << 20
+#: Bytes per upload or download call: under Banana's 640 KiB string limit.
+CHUNK_BYTES = 512 << 10
+PY = "py"
+FILES = "files"
+#: A fixed timestamp, so that the same files always make the same bytes.
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+_SKIPPED_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache"}
+
+
+class BundleError(ValueError):
+    """A file that cannot be shipped (missing, colliding, too large) or a
+    bundle that is not what its name says."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    data: bytes
+    sha256: str
+    #: Names inside the zip, for messages and docs.
+    names: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+def _imported_names(path: str) -> set[str]:
+    """The top-level module names ``path`` imports anywhere in its code
+    (functions and ``try`` blocks included)."""
+    with open(path, "rb") as f:
+        source = f.read()
+    try:
+        tree = ast.parse(source, path)
+    except SyntaxError:
+        return set()  # the module check reports it, with its line
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _package_files(root: str) -> Iterator[str]:
+    """Every file of a package directory (data files too), sorted."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_DIRS)
+        for name in sorted(filenames):
+            if not name.endswith((".pyc", ".pyo")):
+                yield os.path.join(dirpath, name)
+
+
+def local_imports(job_path: str) -> list[tuple[str, str]]:
+    """The modules and packages beside ``job_path`` that it imports, and
+    those they import in turn: (path on disk, top-level name) pairs."""
+    job_dir = os.path.dirname(os.path.abspath(job_path))
+    job_name = os.path.splitext(os.path.basename(job_path))[0]
+    found: dict[str, str] = {}
+    pending = [os.path.abspath(job_path)]
+    while pending:
+        for name in sorted(_imported_names(pending.pop())):
+            if name in found or name == job_name:
+                continue
+            module = os.path.join(job_dir, name + ".py")
+            package = os.path.join(job_dir, name)
+            if os.path.isfile(module):
+                found[name] = module
+                pending.append(module)
+            elif os.path.isfile(os.path.join(package, "__init__.py")):
+                found[name] = package
+                pending.extend(p for p in _package_files(package) if p.endswith(".py"))
+    return [(path, name) for name, path in sorted(found.items())]
+
+
+def _py_file_entry(path: str) -> tuple[str, str]:
+    """A ``--py-files`` path as (path, name inside ``py/``)."""
+    if not os.path.exists(path):
+        raise BundleError(f"--py-files {path}: no such file or directory")
+    base = os.path.basename(os.path.normpath(path))
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "__init__.py")):
+            raise BundleError(f"--py-files {path}: a directory must be a package "
+                              f"(with an __init__.py)")
+        return path, base
+    if not base.endswith((".py", ".zip")):
+        raise BundleError(f"--py-files {path}: give .py files, package directories "
+                          f"or .zip archives")
+    if base.endswith(".zip") and not zipfile.is_zipfile(path):
+        raise BundleError(f"--py-files {path}: not a zip archive")
+    return path, base
+
+
+def build(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] = (),
+          limit: int = MAX_BUNDLE_BYTES) -> Bundle | None:
+    """The bundle of a job, or None when it ships nothing."""
+    entries: dict[str, str] = {}  # name in the zip -> path on disk
+
+    def add(path: str, name: str, what: str) -> None:
+        if name in entries and os.path.realpath(entries[name]) != os.path.realpath(path):
+            raise BundleError(f"{what} {path}: its name {name.split('/', 1)[1]!r} is "
+                              f"taken by {entries[name]}")
+        entries[name] = path
+
+    def add_code(path: str, name: str, what: str) -> None:
+        """A module file, or a package directory with all its files."""
+        if not os.path.isdir(path):
+            add(path, f"{PY}/{name}", what)
+            return
+        for f in _package_files(path):
+            add(f, f"{PY}/{name}/{os.path.relpath(f, path)}", what)
+
+    for path, name in local_imports(job_path):
+        add_code(path, os.path.basename(path), "the imported module")
+    for given in py_files:
+        add_code(*_py_file_entry(given), "--py-files")
+    for given in files:
+        if not os.path.isfile(given):
+            raise BundleError(f"--files {given}: no such file"
+                              + (" (directories are not shipped: give their files)"
+                                 if os.path.isdir(given) else ""))
+        name = f"{FILES}/{os.path.basename(given)}"
+        if name in entries:
+            raise BundleError(f"--files {given}: another file is named "
+                              f"{os.path.basename(given)!r} too ({entries[name]}); "
+                              f"tasks open them by base name")
+        entries[name] = given
+    if not entries:
+        return None
+    return _zip(entries, limit)
+
+
+def _zip(entries: dict[str, str], limit: int) -> Bundle:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, _EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            try:
+                with open(entries[name], "rb") as f:
+                    z.writestr(info, f.read())
+            except OSError as e:
+                raise BundleError(f"cannot read {entries[name]}: {e.strerror}") from None
+            if buffer.tell() > limit:
+                break
+    data = buffer.getvalue()
+    if len(data) > limit:
+        raise BundleError(f"the job's shipped code and files are over {limit >> 20} MiB "
+                          f"(the limit of a bundle): ship data as the job's input instead")
+    return Bundle(data, hashlib.sha256(data).hexdigest(), tuple(sorted(entries)))
+
+
+def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
+    for offset in range(0, len(data), size):
+        yield offset, data[offset:offset + size]
+
+
+def is_digest(sha256: object) -> bool:
+    return (isinstance(sha256, str) and len(sha256) == 64
+            and all(c in "0123456789abcdef" for c in sha256))
+
+
+class BundleStore:
+    """Bundles on a daemon's disk: ``NAME.zip`` as received, checked against
+    its name, and unpacked once into ``NAME/`` for the task children.
+
+    Uploads arrive in chunks (in order, each call with its offset); a
+    bundle becomes visible only whole and checked. Which jobs use which
+    bundle is counted here, so a bundle goes with its last job.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._users: dict[str, set[str]] = {}
+
+    def _zip_path(self, sha256: str) -> str:
+        if not is_digest(sha256):
+            raise BundleError("a bundle is named by its SHA-256, in hex")
+        return os.path.join(self.root, sha256 + ".zip")
+
+    def has(self, sha256: str) -> bool:
+        return os.path.isfile(self._zip_path(sha256))
+
+    def receive(self, sha256: str, offset: int, data: bytes, upload: str,
+                final: bool) -> None:
+        """Store one chunk of upload ``upload``; the ``final`` one makes the
+        bundle visible once its bytes match its name."""
+        final_path = self._zip_path(sha256)
+        partial = os.path.join(self.root, f"{sha256}.{upload}.part")
+        os.makedirs(self.root, exist_ok=True)
+        if offset == 0 and os.path.exists(partial):  # an earlier try's: start again
+            os.unlink(partial)
+        have = os.path.getsize(partial) if os.path.exists(partial) else 0
+        if offset != have:
+            raise BundleError(f"bundle chunk at {offset} out of order (have {have} bytes)")
+        if have + len(data) > MAX_BUNDLE_BYTES:
+            os.unlink(partial)
+            raise BundleError(f"a bundle may have {MAX_BUNDLE_BYTES >> 20} MiB at most")
+        with open(partial, "ab") as f:
+            f.write(data)
+        if not final:
+            return
+        digest = hashlib.sha256()
+        with open(partial, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        if digest.hexdigest() != sha256:
+            os.unlink(partial)
+            raise BundleError("the bundle's bytes do not match its SHA-256")
+        os.replace(partial, final_path)
+
+    def read(self, sha256: str, offset: int, length: int) -> bytes:
+        with open(self._zip_path(sha256), "rb") as f:
+            f.seek(offset)
+            return f.read(min(length, CHUNK_BYTES))
+
+    def unpacked(self, sha256: str) -> str:
+        """The bundle's directory, unpacked on first use."""
+        target = os.path.join(self.root, sha256)
+        if os.path.isdir(target):
+            return target
+        staging = target + ".unpacking"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            with zipfile.ZipFile(self._zip_path(sha256)) as z:
+                for name in z.namelist():
+                    parts = name.split("/")
+                    if (name.startswith("/") or ".." in parts or "" in parts[:-1]
+                            or parts[0] not in (PY, FILES)):
+                        raise BundleError(f"the bundle holds a bad name {name!r}")
+                z.extractall(staging)
+        except (zipfile.BadZipFile, OSError) as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise BundleError(f"cannot unpack the bundle {sha256[:12]}: {e}") from None
+        os.makedirs(os.path.join(staging, PY), exist_ok=True)
+        os.makedirs(os.path.join(staging, FILES), exist_ok=True)
+        os.replace(staging, target)
+        return target
+
+    def use(self, sha256: str, job_id: str) -> None:
+        self._users.setdefault(sha256, set()).add(job_id)
+
+    def release(self, job_id: str) -> None:
+        """``job_id`` ended: remove the bundles no other job uses."""
+        for sha256, users in list(self._users.items()):
+            users.discard(job_id)
+            if not users:
+                del self._users[sha256]
+                self.remove(sha256)
+
+    def in_use(self, sha256: str) -> bool:
+        return sha256 in self._users
+
+    def remove(self, sha256: str) -> None:
+        path = self._zip_path(sha256)
+        shutil.rmtree(path[:-4], ignore_errors=True)
+        for name in [path] + [os.path.join(self.root, n) for n in self._partials(sha256)]:
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+
+    def _partials(self, sha256: str) -> list[str]:
+        try:
+            return [n for n in os.listdir(self.root)
+                    if n.startswith(sha256 + ".") and n.endswith(".part")]
+        except OSError:
+            return []
+
+
+def search_path(unpacked: str) -> list[str]:
+    """What a task child puts first on ``sys.path``: the bundle's ``py/``
+    and each ``.zip`` archive in it (zipimport)."""
+    py = os.path.join(unpacked, PY)
+    zips = sorted(os.path.join(py, n) for n in os.listdir(py) if n.endswith(".zip"))
+    return [py, *zips]
+
+
+def enter(unpacked: str, cwd: str) -> None:
+    """In a task child: the bundle's modules importable, its files linked
+    into the working directory ``cwd`` by base name."""
+    sys.path[:0] = search_path(unpacked)
+    files = os.path.join(unpacked, FILES)
+    for name in os.listdir(files):
+        link = os.path.join(cwd, name)
+        if not os.path.lexists(link):
+            os.symlink(os.path.join(files, name), link)

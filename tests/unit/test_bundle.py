@@ -1,0 +1,164 @@
+"""The bundle of a job's shipped code and files: what is found, how it is
+named and checked, and how a daemon stores and unpacks it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pytxmr import bundle
+from pytxmr.bundle import BundleError, BundleStore
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> Path:
+    write(tmp_path / "helper.py", "import shared\nWORDS = {'a'}\n")
+    write(tmp_path / "shared.py", "X = 1\n")
+    write(tmp_path / "pkg" / "__init__.py", "from pkg.inner import f\n")
+    write(tmp_path / "pkg" / "inner.py", "def f():\n    return 2\n")
+    write(tmp_path / "pkg" / "table.csv", "a,b\n")
+    write(tmp_path / "unused.py", "raise RuntimeError('never shipped')\n")
+    return write(tmp_path / "job.py", (
+        "import os, json\n"
+        "import helper\n"
+        "def map(k, v):\n"
+        "    from pkg import inner\n"
+        "    yield k, v\n"
+        "try:\n    import not_here\nexcept ImportError:\n    pass\n"))
+
+
+def test_the_modules_a_job_imports_from_its_directory_are_found(job: Path) -> None:
+    found = bundle.local_imports(str(job))
+    assert [name for _, name in found] == ["helper", "pkg", "shared"]
+    shipped = bundle.build(str(job))
+    assert shipped is not None
+    assert shipped.names == ("py/helper.py", "py/pkg/__init__.py", "py/pkg/inner.py",
+                             "py/pkg/table.csv", "py/shared.py")
+
+
+def test_a_bundle_is_named_by_its_bytes_and_the_same_files_give_the_same_bytes(job: Path) -> None:
+    one, two = bundle.build(str(job)), bundle.build(str(job))
+    assert one is not None and two is not None
+    assert one.data == two.data and one.sha256 == hashlib.sha256(one.data).hexdigest()
+    (job.parent / "shared.py").write_text("X = 2\n")
+    three = bundle.build(str(job))
+    assert three is not None and three.sha256 != one.sha256
+
+
+def test_a_job_that_ships_nothing_has_no_bundle(tmp_path: Path) -> None:
+    assert bundle.build(str(write(tmp_path / "job.py", "import os\n"))) is None
+
+
+def test_py_files_and_files_are_added(job: Path, tmp_path: Path) -> None:
+    extra = write(tmp_path / "elsewhere" / "lib.py", "Y = 1\n")
+    archive = tmp_path / "elsewhere" / "deps.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("zipped.py", "Z = 3\n")
+    data = write(tmp_path / "elsewhere" / "stop.txt", "the\n")
+    shipped = bundle.build(str(job), [str(extra), str(archive)], [str(data)])
+    assert shipped is not None
+    assert {"py/lib.py", "py/deps.zip", "files/stop.txt"} <= set(shipped.names)
+
+
+@pytest.mark.parametrize("py_files, files, message", [
+    (["missing.py"], [], "--py-files missing.py: no such file"),
+    (["notpkg"], [], "a directory must be a package"),
+    (["data.txt"], [], "give .py files, package directories or .zip archives"),
+    (["fake.zip"], [], "not a zip archive"),
+    ([], ["missing.txt"], "--files missing.txt: no such file"),
+    ([], ["notpkg"], "directories are not shipped"),
+    ([], ["data.txt", "other/data.txt"], "another file is named 'data.txt'"),
+    (["other/helper.py"], [], "its name 'helper.py' is taken"),
+])
+def test_bad_shipped_files_are_refused(job: Path, py_files: list[str], files: list[str],
+                                       message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = job.parent
+    (base / "notpkg").mkdir()
+    write(base / "data.txt", "x\n")
+    write(base / "other" / "data.txt", "y\n")
+    write(base / "other" / "helper.py", "\n")
+    write(base / "fake.zip", "not a zip\n")
+    monkeypatch.chdir(base)
+    with pytest.raises(BundleError, match=message):
+        bundle.build(str(job), py_files, files)
+
+
+def test_a_bundle_over_the_limit_is_refused(job: Path) -> None:
+    (job.parent / "shared.py").write_bytes(os.urandom(200_000))
+    with pytest.raises(BundleError, match="over 0 MiB"):
+        bundle.build(str(job), limit=100_000)
+
+
+def test_a_store_takes_chunks_checks_them_and_unpacks_once(job: Path, tmp_path: Path) -> None:
+    shipped = bundle.build(str(job), files=[str(write(tmp_path / "stop.txt", "the\n"))])
+    assert shipped is not None
+    store = BundleStore(str(tmp_path / "store"))
+    assert not store.has(shipped.sha256)
+    pieces = list(bundle.chunks(shipped.data, 100))
+    for n, (offset, data) in enumerate(pieces):
+        store.receive(shipped.sha256, offset, data, "up", final=n == len(pieces) - 1)
+    assert store.has(shipped.sha256)
+    assert store.read(shipped.sha256, 0, 1 << 30) == shipped.data
+    unpacked = store.unpacked(shipped.sha256)
+    assert store.unpacked(shipped.sha256) == unpacked
+    assert (Path(unpacked) / "py" / "pkg" / "inner.py").exists()
+    assert (Path(unpacked) / "files" / "stop.txt").read_text() == "the\n"
+    store.use(shipped.sha256, "job_1")
+    store.use(shipped.sha256, "job_2")
+    store.release("job_1")
+    assert store.has(shipped.sha256)
+    store.release("job_2")
+    assert not store.has(shipped.sha256) and not os.path.exists(unpacked)
+
+
+def test_a_store_refuses_bytes_that_do_not_match_their_name(tmp_path: Path) -> None:
+    store = BundleStore(str(tmp_path))
+    wrong = hashlib.sha256(b"other").hexdigest()
+    with pytest.raises(BundleError, match="do not match its SHA-256"):
+        store.receive(wrong, 0, b"data", "up", final=True)
+    assert not store.has(wrong)
+    with pytest.raises(BundleError, match="out of order"):
+        store.receive(wrong, 10, b"data", "up", final=False)
+    with pytest.raises(BundleError, match="named by its SHA-256"):
+        store.has("../../etc/passwd")
+
+
+def test_a_bundle_with_a_name_outside_its_directory_is_not_unpacked(tmp_path: Path) -> None:
+    path = tmp_path / "evil.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("py/../../escape.py", "x = 1\n")
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    store = BundleStore(str(tmp_path / "store"))
+    store.receive(sha, 0, data, "up", final=True)
+    with pytest.raises(BundleError, match="bad name"):
+        store.unpacked(sha)
+    assert not (tmp_path / "escape.py").exists()
+
+
+def test_entering_a_bundle_puts_its_modules_first_and_links_its_files(
+        job: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = tmp_path / "deps.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("zipped_mod_for_test.py", "Z = 3\n")
+    shipped = bundle.build(str(job), [str(archive)], [str(write(tmp_path / "stop.txt", "x\n"))])
+    assert shipped is not None
+    store = BundleStore(str(tmp_path / "store"))
+    store.receive(shipped.sha256, 0, shipped.data, "up", final=True)
+    cwd = tmp_path / "task"
+    cwd.mkdir()
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    bundle.enter(store.unpacked(shipped.sha256), str(cwd))
+    assert sys.path[0].endswith("/py") and sys.path[1].endswith("deps.zip")
+    assert (cwd / "stop.txt").read_text() == "x\n"

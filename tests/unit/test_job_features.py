@@ -1,0 +1,264 @@
+"""What a job's author writes beyond map and reduce, run in one process
+(``run_inline``, the same map and reduce code as the cluster's tasks):
+arguments, hooks, map-only jobs, steps, sorted values and shipped code.
+Each answer is checked against an independent computation."""
+
+from __future__ import annotations
+
+import json
+import random
+import textwrap
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytxmr.inline import run_inline
+from pytxmr.jobargs import ArgumentError
+from pytxmr.jobmodule import JobDefinitionError
+
+WORDS = ["apple", "pear", "fig", "kiwi", "plum", "lime", "date", "yuzu", "nut", "oat"]
+
+
+def corpus(tmp_path: Path, lines: int = 2000, seed: int = 7) -> Path:
+    rng = random.Random(seed)
+    path = tmp_path / "in.txt"
+    path.write_text("".join(" ".join(rng.choices(WORDS, weights=range(1, 11), k=8)) + "\n"
+                            for _ in range(lines)))
+    return path
+
+
+def job(tmp_path: Path, source: str, name: str = "job.py") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source))
+    return str(path)
+
+
+def parts(out: Path) -> list[str]:
+    return [line for p in sorted(out.glob("part-*")) for line in p.read_text().splitlines()]
+
+
+def counts(lines: list[str]) -> dict[str, int]:
+    return {k: int(v) for k, v in (line.split("\t") for line in lines)}
+
+
+def word_counter(path: Path) -> Counter[str]:
+    return Counter(path.read_text().split())
+
+
+ARGS_JOB = """
+    import pytxmr
+    from pytxmr import Arg
+
+    arguments = [Arg("min_count", int, help="the least count shown"),
+                 Arg("suffix", default="")]
+
+    def map(offset, line):
+        for word in line.split():
+            yield word + pytxmr.args()["suffix"], 1
+
+    def reduce(word, ones):
+        n = sum(ones)
+        if n >= pytxmr.args()["min_count"]:
+            yield word, n
+"""
+
+
+def test_arguments_reach_the_tasks_typed(tmp_path: Path) -> None:
+    inp = corpus(tmp_path)
+    run_inline(job(tmp_path, ARGS_JOB), [str(inp)], str(tmp_path / "out"),
+               args={"min_count": "1500", "suffix": "!"}, num_reducers=2)
+    expected = {w + "!": n for w, n in word_counter(inp).items() if n >= 1500}
+    assert counts(parts(tmp_path / "out")) == expected and expected
+
+
+@pytest.mark.parametrize("args, message", [
+    ({}, "needs the argument min_count"),
+    ({"min_count": "many"}, "'many' is not a valid int"),
+    ({"min_count": "1", "other": "2"}, "declares no argument other"),
+    ([("min_count", "1"), ("min_count", "2")], "given twice"),
+])
+def test_bad_arguments_are_refused_before_anything_runs(tmp_path: Path, args: Any,
+                                                        message: str) -> None:
+    with pytest.raises(ArgumentError, match=message):
+        run_inline(job(tmp_path, ARGS_JOB), [str(corpus(tmp_path))], str(tmp_path / "out"),
+                   args=args)
+    assert not (tmp_path / "out").exists()
+
+
+HOOKS_JOB = """
+    from collections import Counter
+
+    totals = None
+
+    def map_init():
+        global totals
+        totals = Counter()
+
+    def map(offset, line):
+        totals.update(line.split())
+        return ()
+
+    def map_final():
+        yield from totals.items()
+        yield "__maps__", 1
+
+    def reduce_init():
+        yield "__reduces__", 1
+
+    def reduce(word, counts):
+        yield word, sum(counts)
+
+    def reduce_final():
+        yield "__end__", 0
+"""
+
+
+def test_hooks_run_once_per_task_around_the_records(tmp_path: Path) -> None:
+    """In-mapper combining: map keeps a Counter, map_final emits it."""
+    inp = corpus(tmp_path)
+    counters = run_inline(job(tmp_path, HOOKS_JOB), [str(inp)], str(tmp_path / "out"),
+                          num_reducers=3, split_size=4096)
+    lines = parts(tmp_path / "out")
+    assert lines.count("__reduces__\t1") == 3 and lines.count("__end__\t0") == 3
+    got = counts([line for line in lines if not line.startswith(("__reduces__", "__end__"))])
+    maps = got.pop("__maps__")
+    assert got == dict(word_counter(inp))
+    assert maps == counters["pytxmr"]["map input bytes"] // 4096 + 1 > 1
+    assert counters["pytxmr"]["map input records"] == 2000
+
+
+MAP_ONLY_JOB = """
+    def map(offset, line):
+        words = line.split()
+        if "yuzu" in words:
+            yield offset, len(words)
+"""
+
+
+def test_a_job_without_reduce_writes_its_maps_output(tmp_path: Path) -> None:
+    inp = corpus(tmp_path)
+    counters = run_inline(job(tmp_path, MAP_ONLY_JOB), [str(inp)], str(tmp_path / "out"),
+                          split_size=5000)
+    out = tmp_path / "out"
+    expected, offset = [], 0
+    for line in inp.read_bytes().splitlines(keepends=True):
+        if b"yuzu" in line.split():
+            expected.append(f"{offset}\t8")
+        offset += len(line)
+    assert parts(out) == expected  # part-NNNNN per map, in input order
+    assert len(list(out.glob("part-*"))) == -(-inp.stat().st_size // 5000)
+    assert (out / "_SUCCESS").exists() and not (out / "_temporary").exists()
+    assert "reduce input records" not in counters["pytxmr"]
+    with pytest.raises(JobDefinitionError, match="map-only"):
+        run_inline(job(tmp_path, MAP_ONLY_JOB), [str(inp)], str(tmp_path / "out2"),
+                   num_reducers=2)
+
+
+TOP_JOB = """
+    import heapq
+    from pytxmr import Arg, Step, args, combiners
+
+    arguments = [Arg("n", int, default=3)]
+    best = []
+
+    def words(offset, line):
+        for word in line.split():
+            yield word, 1
+
+    def total(word, counts):
+        yield word, sum(counts)
+
+    def keep(word, count):
+        heapq.heappush(best, (count, word))
+        if len(best) > args()["n"]:
+            heapq.heappop(best)
+        return ()
+
+    def keep_final():
+        for count, word in best:
+            yield None, (count, word)
+
+    def top(_, pairs):
+        for count, word in heapq.nlargest(args()["n"], pairs):
+            yield word, count
+
+    steps = [Step(map=words, combine=combiners.sum, reduce=total, num_reducers=3),
+             Step(map=keep, map_final=keep_final, reduce=top, num_reducers=1)]
+"""
+
+
+def test_steps_feed_each_other_typed_pairs(tmp_path: Path) -> None:
+    inp = corpus(tmp_path)
+    out = tmp_path / "out"
+    counters = run_inline(job(tmp_path, TOP_JOB), [str(inp)], str(out), args={"n": "4"})
+    expected = sorted(((n, w) for w, n in word_counter(inp).items()), reverse=True)[:4]
+    assert parts(out) == [f"{w}\t{n}" for n, w in expected]
+    assert sorted(p.name for p in out.iterdir()) == ["_PYTXMR_OUTPUT", "_SUCCESS", "part-00000"]
+    # Both steps' counters add up: step 2 read what step 1 wrote.
+    assert counters["pytxmr"]["reduce output records"] == len(word_counter(inp)) + 4
+
+
+SORTED_VALUES_JOB = """
+    sort_values = True
+
+    def map(offset, line):
+        key, value = line.split()
+        yield key, int(value)
+
+    def reduce(key, values):
+        values = list(values)
+        yield key, [values[0], values[-1], len(values), values == sorted(values)]
+"""
+
+
+def test_sorted_values_reach_reduce_in_order_across_many_spills(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    rows = [(rng.choice("abc"), rng.randrange(-10**6, 10**6)) for _ in range(60_000)]
+    inp = tmp_path / "in.txt"
+    inp.write_text("".join(f"{k} {v}\n" for k, v in rows))
+    run_inline(job(tmp_path, SORTED_VALUES_JOB), [str(inp)], str(tmp_path / "out"),
+               num_reducers=2, split_size=100_000, buffer_records=5000)
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for k, v in rows:
+        by_key[k].append(v)
+    got = {k: json.loads(v) for k, v in (line.split("\t") for line in parts(tmp_path / "out"))}
+    assert got == {k: [min(vs), max(vs), len(vs), True] for k, vs in by_key.items()}
+
+
+def test_sorted_values_must_be_orderable(tmp_path: Path) -> None:
+    source = "sort_values = True\ndef map(k, v):\n    yield 'k', {'a': 1}\n" \
+             "def reduce(k, vs):\n    yield k, 1\n"
+    (tmp_path / "in.txt").write_text("x\ny\n")
+    with pytest.raises(TypeError, match="sort_values sorts values"):
+        run_inline(job(tmp_path, source), [str(tmp_path / "in.txt")], str(tmp_path / "out"))
+
+
+SHIPPED_JOB = """
+    import textnorm
+
+    def map(offset, line):
+        stop = set(open("stop.txt").read().split())
+        for word in textnorm.words(line):
+            if word not in stop:
+                yield word, 1
+
+    def reduce(word, ones):
+        yield word, sum(ones)
+"""
+
+
+def test_helper_modules_and_files_ship_with_the_job(tmp_path: Path) -> None:
+    inp = corpus(tmp_path)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "textnorm.py").write_text("def words(line):\n    return line.upper().split()\n")
+    stop = tmp_path / "data" / "stop.txt"
+    stop.parent.mkdir()
+    stop.write_text("FIG\nKIWI\n")
+    run_inline(job(code, SHIPPED_JOB), [str(inp)], str(tmp_path / "out"), files=[str(stop)])
+    expected = {w.upper(): n for w, n in word_counter(inp).items() if w not in ("fig", "kiwi")}
+    assert counts(parts(tmp_path / "out")) == expected
+    import sys
+    assert "textnorm" not in sys.modules  # gone with the job: the next one imports afresh

@@ -1,0 +1,66 @@
+"""Job arguments, as pure functions: declarations, parsing and the
+``--help-job`` text."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytxmr.jobargs import REQUIRED, Arg, ArgumentError, check_pairs, describe, parse
+
+DECLARED = (Arg("threshold", int, help="the least count shown"),
+            Arg("ratio", float, default=0.5),
+            Arg("verbose", bool, default=False),
+            Arg("mode", default="fast", choices=("fast", "exact")))
+
+
+def test_declared_arguments_are_typed_and_defaulted() -> None:
+    assert parse(DECLARED, {"threshold": "50"}) == {
+        "threshold": 50, "ratio": 0.5, "verbose": False, "mode": "fast"}
+    values = parse(DECLARED, {"threshold": "7", "ratio": "2.5", "verbose": "yes",
+                              "mode": "exact"})
+    assert values == {"threshold": 7, "ratio": 2.5, "verbose": True, "mode": "exact"}
+
+
+def test_undeclared_arguments_are_strings() -> None:
+    assert parse(None, {"a": "1", "b": "x"}) == {"a": "1", "b": "x"}
+
+
+@pytest.mark.parametrize("given, message", [
+    ({}, "the job needs the argument threshold: --arg threshold=VALUE \\(the least count"),
+    ({"threshold": "fifty"}, "argument threshold: 'fifty' is not a valid int"),
+    ({"threshold": "1", "verbose": "maybe"}, "argument verbose: 'maybe' is not a valid bool"),
+    ({"threshold": "1", "mode": "slow"}, "argument mode: 'slow' is not one of fast, exact"),
+    ({"threshold": "1", "treshold": "2"}, "declares no argument treshold \\(it takes: threshold"),
+])
+def test_bad_arguments_are_named(given: dict[str, str], message: str) -> None:
+    with pytest.raises(ArgumentError, match=message):
+        parse(DECLARED, given)
+
+
+def test_an_argument_given_twice_is_refused() -> None:
+    assert check_pairs([("a", "1"), ("b", "2")]) == {"a": "1", "b": "2"}
+    with pytest.raises(ArgumentError, match="argument a is given twice"):
+        check_pairs([("a", "1"), ("a", "2")])
+    with pytest.raises(ArgumentError, match="must be an identifier"):
+        check_pairs([("not a name", "1")])
+
+
+def test_declarations_are_checked() -> None:
+    with pytest.raises(ArgumentError, match="must be an identifier"):
+        Arg("two words")
+    with pytest.raises(ArgumentError, match="must be callable"):
+        Arg("n", type=3)  # type: ignore[arg-type]
+    assert Arg("n").default is REQUIRED and Arg("n").required
+
+
+def test_help_lists_each_argument() -> None:
+    text = describe(DECLARED, "top.py")
+    assert text.splitlines() == [
+        "arguments of top.py (--arg NAME=VALUE):",
+        "  threshold (int, required): the least count shown",
+        "  ratio (float, default 0.5)",
+        "  verbose (bool, default False)",
+        "  mode (str, default 'fast'; one of fast, exact)",
+    ]
+    assert "declares no arguments" in describe(None, "job.py")
+    assert describe((), "job.py") == "job.py takes no arguments"
