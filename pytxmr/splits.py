@@ -38,6 +38,7 @@ __all__ = [
     "default_split_size",
     "is_compressed",
     "read_chunks",
+    "read_file_bytes",
     "read_lines",
 ]
 
@@ -408,6 +409,49 @@ def _segments_of(
         nxt += len(blk)
 
 
+def _open_split(split: Split) -> tuple[IO[bytes], Any]:
+    """The split's file as bytes (through its decompressor when it is read
+    whole), and that decompressor (None for plain bytes)."""
+    path = split.path
+    try:
+        f = rangereader.open_input(path, whole=split.whole)
+    except OSError as e:
+        raise InputError(f"cannot open input {storage.redact(path)}: {e.strerror or e}",
+                         path=path) from e
+    except storage.StorageError as e:
+        raise InputError(str(e), path=path) from e
+    decompress = _DECOMPRESSORS.get(os.path.splitext(path)[1].lower()) if split.whole else None
+    if decompress is not None:
+        try:
+            f = decompress(f)
+        except BaseException:
+            f.close()
+            raise
+    return f, decompress
+
+
+def read_file_bytes(split: Split) -> bytes:
+    """All the bytes of a split's file (decompressed), for readers of whole
+    files; the split must start at 0 (``split_by = "file"``)."""
+    if split.start:
+        raise ValueError("read_file_bytes reads whole files: use split_by = 'file'")
+    f, decompress = _open_split(split)
+    with f:
+        try:
+            if split.whole:
+                return f.read()
+            parts, left = [], split.end
+            while left and (block := f.read(left)):
+                parts.append(block)
+                left -= len(block)
+            return b"".join(parts)
+        except (OSError, EOFError, storage.StorageError) as e:
+            what = ("corrupt or truncated compressed input" if decompress is not None
+                    else "cannot read input")
+            raise InputError(f"{storage.redact(split.path)}: {what}: {e}",
+                             path=split.path) from e
+
+
 def _segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tuple[int, bytes]]:
     """Yield (offset, bytes) runs of whole lines owned by split.
 
@@ -421,19 +465,7 @@ def _segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tu
         if split.start >= split.end:
             return
         start, end = split.start, split.end
-    try:
-        f = rangereader.open_input(path, whole=split.whole)
-    except OSError as e:
-        raise InputError(f"cannot open input {shown}: {e.strerror or e}", path=path) from e
-    except storage.StorageError as e:
-        raise InputError(str(e), path=path) from e
-    decompress = _DECOMPRESSORS.get(os.path.splitext(path)[1].lower()) if split.whole else None
-    if decompress is not None:
-        try:
-            f = decompress(f)
-        except BaseException:
-            f.close()
-            raise
+    f, decompress = _open_split(split)
     with f:
         try:
             yield from _segments_of(f, shown, start, end, max_line_bytes, block_size)

@@ -260,3 +260,40 @@ def test_the_python_api_from_a_plain_script(cluster: Cluster, text: Path, tmp_pa
                           capture_output=True, text=True, timeout=240, env=cluster.env,
                           cwd=tmp_path)
     assert proc.returncode == 0 and "api ok" in proc.stdout, proc.stderr + cluster.logs()
+
+
+def test_a_streaming_job_runs_shell_commands(cluster: Cluster, text: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    mapper = "awk '{for (i = 1; i <= NF; i++) print $i \"\\t\" 1}'"
+    rc, _, err = cluster.cli("submit", "--mapper", mapper, "--reducer", "cut -f1 | uniq -c",
+                             str(text), "-o", str(out), "--reducers", "3")
+    assert rc == 0, err + cluster.logs()
+    got = {w: int(n) for n, w in (line.split() for line in lines(out))}
+    assert got == Counter(text.read_text().split())
+    rc, _, err = cluster.cli("submit", "--mapper", "nosuchprogram -v", str(text), "-o",
+                             str(tmp_path / "refused"))
+    assert rc == 2 and "no such command: nosuchprogram" in err, err
+    rc, _, err = cluster.cli("submit", "--mapper", "cat >/dev/null; echo broken >&2; exit 4",
+                             str(text), "-o", str(tmp_path / "failed"), "--max-attempts", "1")
+    assert rc == 1 and "exited with status 4" in err and "broken" in err, err
+
+
+def test_the_submitters_environment_never_reaches_the_tasks(tmp_path: Path) -> None:
+    """Under `run` the daemons are the submitter's own children, yet a job
+    sees what it would see under `submit`: nothing of the shell it came
+    from (values travel as --arg)."""
+    from procs import base_env, run_cli
+
+    job = write(tmp_path / "env.py", """
+        import os
+
+        def map(offset, line):
+            yield "leak", os.environ.get("PYTXMR_TEST_THRESHOLD", "absent")
+            yield "path", "set" if os.environ.get("PATH") else "missing"
+    """)
+    data = write(tmp_path / "in.txt", "x\n")
+    env = {**base_env(tmp_path / "home"), "PYTXMR_TEST_THRESHOLD": "50"}
+    rc, _, err = run_cli("run", str(job), str(data), "-o", str(tmp_path / "out"), env=env,
+                         cwd=tmp_path)
+    assert rc == 0, err
+    assert lines(tmp_path / "out") == ["leak\tabsent", "path\tset"]

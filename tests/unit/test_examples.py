@@ -9,6 +9,7 @@ tested elsewhere; these tests pin down what the examples compute.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import random
 import re
@@ -142,7 +143,8 @@ TEXT = [
 
 def test_example_docstrings_name_runnable_commands() -> None:
     """Each example documents a command whose job and input files exist."""
-    for name in ("wordcount", "inverted_index", "sort", "join", "top_words", "threshold"):
+    for name in ("wordcount", "inverted_index", "sort", "join", "top_words", "threshold",
+                 "json_events"):
         doc = (EXAMPLES / f"{name}.py").read_text(encoding="utf-8")
         match = re.search(rf"python -m pytxmr run (examples/{name}\.py) (.+?) -o \S+", doc)
         assert match, f"{name}.py has no 'python -m pytxmr run' command"
@@ -452,3 +454,18 @@ def test_clean_words_uses_its_helper_and_its_stopwords(tmp_path: Path) -> None:
     got = {w: int(n) for p in sorted((tmp_path / "out").glob("part-*"))
            for w, n in (line.split("\t") for line in p.read_text(encoding="utf-8").splitlines())}
     assert got == dict(expected)
+
+
+def test_json_events_totals_each_event_type(tmp_path: Path) -> None:
+    from pytxmr.inline import run_inline
+
+    run_inline(str(EXAMPLES / "json_events.py"), [str(DATA / "events.jsonl")],
+               str(tmp_path / "out"), num_reducers=2, split_size=4096)
+    got = dict(json.loads(line) for p in sorted((tmp_path / "out").glob("part-*"))
+               for line in p.read_text(encoding="utf-8").splitlines())
+    expected: dict[str, dict[str, int]] = defaultdict(lambda: {"events": 0, "cents": 0})
+    for line in (DATA / "events.jsonl").read_text(encoding="utf-8").splitlines():
+        event = json.loads(line)
+        expected[event["type"]]["events"] += 1
+        expected[event["type"]]["cents"] += event.get("cents", 0)
+    assert got == dict(expected) and len(got) == 4

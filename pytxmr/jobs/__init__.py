@@ -1,0 +1,2 @@
+"""Job modules that come with pytxmr (``python -m pytxmr run --mapper CMD``):
+shipped to the cluster as source like any user's job module."""

@@ -1,0 +1,77 @@
+"""``pytxmr.testing.run_job``: a job run on records in the test's own
+process, as a user's unit test would (the docs' example included)."""
+
+from __future__ import annotations
+
+import types
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pytxmr import Step, combiners
+from pytxmr.testing import run_job
+
+ROOT = Path(__file__).resolve().parents[2]
+LINES = ["a b a", "c a b", "d"]
+
+
+def test_the_docs_example() -> None:
+    """docs/jobs.md, "Testing a job", word for word."""
+    out = run_job(str(ROOT / "examples/top_words.py"), LINES, args={"n": "2"})
+    assert out == [("a", 3), ("b", 2)]
+    assert dict(run_job(str(ROOT / "examples/wordcount.py"), LINES, maps=2)) == Counter(
+        " ".join(LINES).split())
+
+
+def test_pairs_come_typed_part_after_part() -> None:
+    def pair_up(key: object, value: tuple[int, str]):
+        yield value[1], (value[0], key)
+
+    def keep(key: str, values):
+        yield key, sorted(values)
+
+    job = types.SimpleNamespace(map=pair_up, reduce=keep, num_reducers=1)
+    out = run_job(job, [(1, (5, "x")), (2, (6, "y")), (3, (7, "x"))])
+    assert out == [("x", [(5, 1), (7, 3)]), ("y", [(6, 2)])]
+
+
+def test_hooks_run_per_map_task_and_the_combiner_per_map() -> None:
+    seen: list[str] = []
+
+    def start() -> None:
+        seen.append("init")
+
+    job = types.SimpleNamespace(
+        map=lambda k, line: ((w, 1) for w in line.split()), map_init=start,
+        combine=combiners.sum, reduce=lambda w, ns: [(w, sum(ns))])
+    out = run_job(job, ["x y", "x", "z x"], maps=3, num_reducers=2)
+    assert dict(out) == {"x": 3, "y": 1, "z": 1} and seen == ["init"] * 3
+
+
+def test_steps_and_sorted_values() -> None:
+    def by_first(key: object, line: str):
+        first, n = line.split()
+        yield first, int(n)
+
+    def ordered(key: str, values):
+        yield key, list(values)
+
+    job = types.SimpleNamespace(steps=[
+        Step(map=by_first, reduce=ordered, sort_values=True),
+        Step(map=lambda k, vs: [(len(vs), k)], reduce=lambda n, ks: [(n, sorted(ks))],
+             num_reducers=1)])
+    out = run_job(job, ["a 3", "b 1", "a 1", "a 2", "c 9"])
+    assert out == [(1, ["b", "c"]), (3, ["a"])]
+
+
+def test_a_batch_api_job_takes_lines(tmp_path: Path) -> None:
+    out = run_job(str(ROOT / "examples/wordcount_batch.py"), LINES * 10, maps=2)
+    assert dict(out) == Counter(" ".join(LINES * 10).split())
+
+
+def test_bad_arguments_are_refused_as_on_a_cluster() -> None:
+    from pytxmr.jobargs import ArgumentError
+
+    with pytest.raises(ArgumentError, match="'many' is not a valid int"):
+        run_job(str(ROOT / "examples/top_words.py"), LINES, args={"n": "many"})
