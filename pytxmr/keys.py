@@ -66,14 +66,9 @@ def record_sort_key(kinds: Iterable[str]) -> Callable[[tuple], Any]:
     return lambda record: total_order(record[0])
 
 
-def pair_value_order(pair: tuple) -> tuple:
-    """The order of ``sort_values`` jobs' map output: by key, then by value
-    (both in the total order); records are ``(key, value)`` pairs here and
-    ``(key, [value])`` once written, which ``value_record_order`` sorts."""
-    return (total_order(pair[0]), total_order(pair[1]))
-
-
 def value_record_order(record: tuple) -> tuple:
+    """The order of a ``sort_values`` job's stored records, ``(key,
+    [value])``: by key, then by value, both in the total order."""
     return (total_order(record[0]), total_order(record[1][0]))
 
 

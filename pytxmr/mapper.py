@@ -14,17 +14,17 @@ import json
 import operator
 import os
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, repeat
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .combiners import FoldCombiner
 from .counters import FRAMEWORK, Counters
 from .jobmodule import Job
-from .keys import first, kinds_of, merge_order, pair_value_order, record_sort_key, sort_by_utf8
+from .keys import first, kinds_of, merge_order, record_sort_key, sort_by_utf8, total_order
 from .merge import group_values, merge_runs
 from .partfile import call_hook, write_pairs
 from .partition import partition_ids, scatter
-from .records import CODEC_MSGPACK, RecordTypeError, SegmentWriter
+from .records import CODEC_MSGPACK, FRAME_RECORDS, RecordTypeError, SegmentWriter
 from .splits import Split, read_chunks
 
 DEFAULT_BUFFER_RECORDS = 1_000_000
@@ -173,32 +173,32 @@ class MapOutputBuffer:
         self._write_spill(parts, folded)
 
     def _spill_by_value(self, groups: Mapping[Any, Any], folded: bool) -> None:
-        """``sort_values``: one record per value, sorted by key and then by
-        value, so that merges stream each key's values in order."""
-        pairs = list(groups.items()) if folded else [
-            (k, v) for k, vs in groups.items() for v in vs]
-        keys = list(map(first, pairs))
-        self.kinds.update(kinds_of(keys))
+        """``sort_values``: one record per value, by key and then by value,
+        so that merges stream each key's values in order. Each key's list
+        is sorted in place and written a batch at a time: a key with
+        millions of values costs no more memory than its list already does."""
+        items = list(groups.items())
+        keys = list(map(first, items))
+        kinds = kinds_of(keys)
+        self.kinds.update(kinds)
         n = self._num_partitions
-        parts = [pairs] if n == 1 else scatter(pairs, partition_ids(keys, n, self._job.partition), n)
-        try:
-            for part in parts:
-                part.sort(key=pair_value_order)
-        except TypeError as e:
-            raise RecordTypeError(
-                f"sort_values sorts values in the order of keys: they must be str, bytes, "
-                f"int, float, bool, None or tuples of these ({e})") from None
-        self._write_spill(parts, folded=True)
+        parts = [items] if n == 1 else scatter(items, partition_ids(keys, n, self._job.partition), n)
+        sort_key = record_sort_key(kinds)
+        for part in parts:
+            part.sort(key=sort_key)
+        self._write_spill(parts, folded=True, write=_write_sorted_values(folded))
 
-    def _write_spill(self, parts: list[list[Any]], folded: bool) -> None:
+    def _write_spill(self, parts: list[list[Any]], folded: bool,
+                     write: Callable[[SegmentWriter, list[Any]], None] | None = None) -> None:
         path = os.path.join(self._out_dir, f"spill-{len(self._spills)}.data")
         table: PartitionTable = []
         with open(path, "wb", buffering=1 << 20) as f:
             writer = SegmentWriter(f, codec=self._codec)
-            write = writer.write_pairs if folded else writer.write
+            if write is None:
+                write = SegmentWriter.write_pairs if folded else SegmentWriter.write
             for part in parts:
                 start, records = writer.bytes, writer.records
-                write(part)
+                write(writer, part)
                 table.append((start, writer.bytes - start, writer.records - records))
         self._counters.incr(FRAMEWORK, "spilled records", writer.records)
         self._spills.append((path, table))
@@ -249,6 +249,42 @@ class MapOutputBuffer:
         for path, _ in self._spills:
             os.unlink(path)
         return table
+
+
+def _write_sorted_values(folded: bool) -> Callable[[SegmentWriter, list[Any]], None]:
+    """Write a partition's (key, values) items, sorted by key, as one
+    record per value with each key's values sorted."""
+
+    def write(writer: SegmentWriter, part: list[Any]) -> None:
+        batch: list[tuple[Any, Any]] = []
+        for key, values in part:
+            if folded:
+                values = [values]
+            sort_values(values)
+            for i in range(0, len(values), FRAME_RECORDS):
+                batch.extend(zip(repeat(key), values[i:i + FRAME_RECORDS]))
+                if len(batch) >= FRAME_RECORDS:
+                    writer.write_pairs(batch)
+                    batch = []
+        if batch:
+            writer.write_pairs(batch)
+
+    return write
+
+
+def sort_values(values: list[Any]) -> None:
+    """Sort one key's values in place, in the order of keys: Python's own
+    for one kind of value, the total order for a mix."""
+    try:
+        kinds = kinds_of(values)
+        if len(kinds) == 1 and kinds != ["other"]:
+            values.sort()
+        else:
+            values.sort(key=total_order)
+    except TypeError as e:
+        raise RecordTypeError(
+            f"sort_values sorts values in the order of keys: they must be str, bytes, "
+            f"int, float, bool, None or tuples of these ({e})") from None
 
 
 def resident_bytes() -> int:
