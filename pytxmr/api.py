@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 import threading
 import types
@@ -173,7 +175,7 @@ class _JobFile:
         if module and module not in ("__main__", "builtins") and not module.startswith("pytxmr"):
             # Functions of an importable module are pickled by reference;
             # the workers may not have that module: send them by value.
-            imported = __import__("sys").modules.get(module)
+            imported = sys.modules.get(module)
             if imported is not None:
                 cloudpickle.register_pickle_by_value(imported)
                 registered = imported
@@ -187,7 +189,7 @@ class _JobFile:
         with open(pickle_path, "wb") as f:
             f.write(data)
         name = getattr(job, "__qualname__", None) or getattr(job, "__name__", None) or "job"
-        path = os.path.join(self._tmp, f"{name.replace('.', '_').replace('<', '').replace('>', '')}.py")
+        path = os.path.join(self._tmp, re.sub(r"\W", "_", name) + ".py")
         with open(path, "w", encoding="utf-8") as f:
             f.write(f"# The job {name}, sent by value from the submitting program.\n"
                     f"from pytxmr.api import job_namespace\n\n"

@@ -140,8 +140,11 @@ def manifest(url: str, opts: Mapping[str, str], job_id: str,
 
 
 def finish(url: str, opts: Mapping[str, str], job_id: str, records: Mapping[str, int]) -> None:
-    """Write ``_SUCCESS``, with its manifest, last."""
+    """Remove the data between a job's steps, if any; write ``_SUCCESS``,
+    with its manifest, last."""
     fs, path = storage.filesystem(url, opts)
+    if TEMPORARY in (_names(fs, path) or []):
+        _remove(fs, url, path, [TEMPORARY])
     body = json.dumps(manifest(url, opts, job_id, records), indent=1).encode() + b"\n"
     storage.retrying(url, "write", lambda: fs.pipe_file(f"{path}/{SUCCESS}", body))
 

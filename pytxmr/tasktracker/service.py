@@ -80,10 +80,13 @@ class TaskTrackerService(AsyncMultiService):
     def _start_store(self) -> None:
         os.makedirs(self.config.workdir, exist_ok=True)
         self.tt.store.startup_cleanup()
+        # Bundles of jobs a crashed run had: fetched again by hash if needed.
+        shutil.rmtree(self.tt.bundles.root, ignore_errors=True)
         self._start_memory()
 
     def _stop_store(self) -> None:
         shutil.rmtree(self.tt.store.root, ignore_errors=True)
+        shutil.rmtree(self.tt.bundles.root, ignore_errors=True)
         self._stop_memory()
 
     def _start_memory(self) -> None:

@@ -104,6 +104,28 @@ def test_run_reads_and_writes_s3(tmp_path: Path, fs: Any, s3_corpus: tuple[str, 
     assert "SECRET" not in stdout + stderr and objectstore.SECRET_KEY not in stdout + stderr
 
 
+@pytest.mark.parametrize("mode", [["--inline"], ["--workers", "2"]], ids=["inline", "run"])
+def test_a_job_of_two_steps_keeps_its_steps_data_in_the_store(
+        tmp_path: Path, fs: Any, s3_corpus: tuple[str, Counter[str]], mode: list[str]) -> None:
+    """The pairs between the steps go under the output's _temporary/ and
+    leave with it; map-only and multi-step outputs have their manifest."""
+    src, expected = s3_corpus
+    out = f"s3://{BUCKET}/out-steps-{mode[0].strip('-')}"
+    code, _, stderr = cli(tmp_path, "run", str(ROOT / "examples" / "top_words.py"), src, "-o",
+                          out, "--arg", "n=5", "--split-size", "300K", *mode)
+    assert code == 0, stderr
+    counts, manifest, names = read_s3_output(fs, out)
+    # Every object under the prefix (SeaweedFS, a file system underneath,
+    # keeps an emptied _temporary "directory" that S3 itself would not).
+    key = out.removeprefix("s3://")
+    assert [os.path.relpath(p, key) for p in fs.find(key)] == [
+        "_PYTXMR_OUTPUT", "_SUCCESS", "part-00000"]
+    names = [n for n in names if n != "_temporary"]
+    ranked = sorted(expected.items(), key=lambda p: (-p[1], p[0]))[:5]
+    assert counts == dict(ranked)
+    check_manifest(fs, out, manifest, names, 5)
+
+
 def test_overwrite_of_a_prefix(tmp_path: Path, fs: Any,
                                s3_corpus: tuple[str, Counter[str]]) -> None:
     """--overwrite replaces an earlier pytxmr output, never a prefix of
