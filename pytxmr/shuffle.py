@@ -732,6 +732,7 @@ async def fetch(
     token: bytes,
     dest: Destination,
     timeout: float = 60.0,
+    connect_timeout: float | None = None,
 ) -> int:
     """Fetch one map output segment over a new connection; return its length.
 
@@ -740,10 +741,10 @@ async def fetch(
     (before the body) that returns the file (see ShuffleClientProtocol.fetch).
     After a failure the file holds a partial segment to discard.
     Raises ShuffleError for remote and network failures (including connect
-    errors); an exception from dest.write or the callable (local disk)
-    propagates as is.
+    errors, after ``connect_timeout``, by default ``timeout``); an exception
+    from dest.write or the callable (local disk) propagates as is.
     """
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout or timeout)
     client = ShuffleClientProtocol(reactor, timeout)
     try:
         await endpoint.connect(_OneConnection(client))

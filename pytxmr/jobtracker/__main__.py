@@ -49,6 +49,10 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--history-retention", type=int, default=DEFAULT_HISTORY_RETENTION,
                    help=f"finished jobs kept in WORKDIR/history across restarts "
                         f"(default {DEFAULT_HISTORY_RETENTION}; 0 keeps none)")
+    p.add_argument("--no-shuffle-check", action="store_true",
+                   help="register workers without checking that their advertised shuffle "
+                        "server answers the jobtracker (for networks where the jobtracker "
+                        "does not reach the workers as they reach each other)")
     add_logging_options(p)
     a = p.parse_args(argv)
     if not 0 <= a.web_port <= 65535:
@@ -63,7 +67,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     listen = a.listen or f"tcp:{a.port}:interface={a.interface}"
     return Config(listen, os.path.abspath(a.workdir), a.secret_file, a.ready_file,
                   a.expiry, a.check_timeout, web_listen=web_listen, web_auth=a.web_auth,
-                  history_retention=a.history_retention), a
+                  history_retention=a.history_retention,
+                  check_shuffle=not a.no_shuffle_check), a
 
 
 def main(argv: Sequence[str] | None = None) -> None:

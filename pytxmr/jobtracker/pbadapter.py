@@ -8,10 +8,10 @@ tasktracker's mind. PB stops here: the tracker sees typed records and
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Optional, Sequence
 
 from twisted.cred import portal
-from twisted.internet import defer
+from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import banana, pb
@@ -36,6 +36,8 @@ from .tracker import JobTracker
 
 #: Seconds a PB peer has to log in before its connection is dropped.
 LOGIN_TIMEOUT = 30.0
+#: Seconds a registering worker's shuffle server has to accept a connection.
+PROBE_TIMEOUT = 5.0
 
 
 @implementer(IWorker)
@@ -87,21 +89,45 @@ class PBWorker:
             transport.abortConnection()
 
 
+#: Checks that a registering tasktracker's shuffle server answers at the
+#: address it advertises: None if it does, else why not.
+ShuffleProbe = Callable[[str, int], Awaitable[Optional[str]]]
+
+
 class TaskTrackerAvatar(pb.Avatar):
     """A logged-in tasktracker. ``wid`` is set by ``register``."""
 
-    def __init__(self, jt: JobTracker, mind: pb.RemoteReference) -> None:
+    def __init__(self, jt: JobTracker, mind: pb.RemoteReference,
+                 probe: ShuffleProbe | None = None) -> None:
         self.jt = jt
         self.worker = PBWorker(mind)
         self.wid: str | None = None
+        self._probe = probe
+        self._registering = False
 
     @refusals_as_pb_errors
-    def perspective_register(self, info: dict[str, Any]) -> str:
-        if self.wid is not None:
+    def perspective_register(self, info: dict[str, Any]) -> defer.Deferred[str]:
+        if self.wid is not None or self._registering:
             raise pb.Error("already registered")
-        self.wid = self.worker.name = self.jt.register(self.worker,
-                                                       Registration.from_wire(info))
-        return self.wid
+        return defer.Deferred.fromCoroutine(self._register(Registration.from_wire(info)))
+
+    async def _register(self, reg: Registration) -> str:
+        """A worker whose reducers' peers could not fetch from it would only
+        make maps run again and again: refused, saying why."""
+        self._registering = True
+        try:
+            if self._probe is not None:
+                problem = await self._probe(reg.host, reg.port)
+                if problem is not None:
+                    raise wire.Refused(
+                        f"this tasktracker advertises its shuffle server as "
+                        f"{reg.host}:{reg.port}, which the jobtracker cannot reach ({problem}); "
+                        f"start it with --advertise-host set to a name or address other "
+                        f"hosts reach it at")
+            self.wid = self.worker.name = self.jt.register(self.worker, reg)
+            return self.wid
+        finally:
+            self._registering = False
 
     @refusals_as_pb_errors
     def perspective_heartbeat(self, status: dict[str, Any]) -> None:
@@ -136,6 +162,18 @@ class TaskTrackerAvatar(pb.Avatar):
     def logout(self) -> None:
         if self.wid is not None:
             self.jt.worker_disconnected(self.wid)
+
+
+async def probe_shuffle(reactor: Any, host: str, port: int,
+                        timeout: float = PROBE_TIMEOUT) -> str | None:
+    """None if a TCP connection to ``host:port`` opens within ``timeout``."""
+    endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout)
+    try:
+        proto = await endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+    except Exception as e:  # ConnectError, DNSLookupError, timeouts: all say "no"
+        return str(e) or type(e).__name__
+    proto.transport.loseConnection()
+    return None
 
 
 class ClientAvatar(pb.Avatar):
@@ -188,8 +226,9 @@ class ClientAvatar(pb.Avatar):
 
 @implementer(portal.IRealm)
 class JobTrackerRealm:
-    def __init__(self, jt: JobTracker) -> None:
+    def __init__(self, jt: JobTracker, probe: ShuffleProbe | None = None) -> None:
         self.jt = jt
+        self.probe = probe
 
     def requestAvatar(self, avatar_id: bytes, mind: Any, *interfaces: Any) -> tuple[Any, Any, Any]:
         if pb.IPerspective not in interfaces:
@@ -200,7 +239,7 @@ class JobTrackerRealm:
         if isinstance(broker, _GuardedBroker):
             broker.logged_in()
         if avatar_id == ROLE_TASKTRACKER:
-            avatar: Any = TaskTrackerAvatar(self.jt, mind)
+            avatar: Any = TaskTrackerAvatar(self.jt, mind, self.probe)
             return pb.IPerspective, avatar, avatar.logout
         return pb.IPerspective, ClientAvatar(self.jt), lambda: None
 
@@ -266,9 +305,13 @@ class _LoginRoot(pb._PortalRoot):
         return _LoginWrapper(self.portal, broker)
 
 
-def pb_factory(jt: JobTracker, secret: bytes, clock: Any) -> pb.PBServerFactory:
+def pb_factory(jt: JobTracker, secret: bytes, clock: Any,
+               probe: ShuffleProbe | None = None) -> pb.PBServerFactory:
+    """The PB server; ``probe`` checks registering workers' shuffle servers
+    (the daemon's: ``probe_shuffle``)."""
     checkers = [SecretChecker(secret), AnonymousRefused()]
-    factory = pb.PBServerFactory(_LoginRoot(portal.Portal(JobTrackerRealm(jt), checkers)))
+    factory = pb.PBServerFactory(_LoginRoot(portal.Portal(JobTrackerRealm(jt, probe),
+                                                          checkers)))
     factory.protocol = _GuardedBroker
     factory.clock = clock
     return factory

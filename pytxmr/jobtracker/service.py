@@ -5,6 +5,7 @@ stopped in the reverse one (``services.AsyncMultiService``)."""
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from ..child import Zygote
 from ..daemon import write_ready_file
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION
 from ..services import AsyncMultiService, CallbackService, DaemonReactor, zygote_service
-from .pbadapter import pb_factory
+from .pbadapter import pb_factory, probe_shuffle
 from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY, JobTracker
 
 
@@ -33,6 +34,10 @@ class Config:
     #: Basic auth on the status site even on loopback (beyond, always).
     web_auth: bool = False
     history_retention: int = DEFAULT_HISTORY_RETENTION
+    #: Refuse a registering worker whose advertised shuffle server does not
+    #: answer the jobtracker (off where the jobtracker does not see the
+    #: workers as they see each other).
+    check_shuffle: bool = True
 
 
 class JobTrackerService(AsyncMultiService):
@@ -68,7 +73,10 @@ class JobTrackerService(AsyncMultiService):
 
     async def _listen(self) -> None:
         endpoint = endpoints.serverFromString(self._reactor, self.config.listen)
-        self._port = await endpoint.listen(pb_factory(self.jt, self._secret, self._reactor))
+        probe = (functools.partial(probe_shuffle, self._reactor)
+                 if self.config.check_shuffle else None)
+        self._port = await endpoint.listen(pb_factory(self.jt, self._secret, self._reactor,
+                                                      probe))
         self.port = self._port.getHost().port
 
     async def _stop_listening(self) -> None:

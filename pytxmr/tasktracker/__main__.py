@@ -17,6 +17,7 @@ from ..daemon import add_logging_options, claim_workdir, run_daemon
 from ..secret import load_secret
 from ..sizes import size_argument
 from ..wire import DEFAULT_HEARTBEAT, DEFAULT_PORT, jobtracker_endpoint
+from .fetch import FetchPolicy
 from .service import Config, TaskTrackerService, make_service
 
 
@@ -29,12 +30,23 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
                    help="task processes at once (default: CPU count)")
     p.add_argument("--shuffle-port", type=int, default=0,
                    help="shuffle server port (default 0: a free port)")
-    p.add_argument("--shuffle-interface", default="0.0.0.0",
-                   help="address the shuffle server listens on (default 0.0.0.0)")
+    p.add_argument("--shuffle-interface",
+                   help="address the shuffle server listens on (default: the advertised "
+                        "address; 0.0.0.0 for every interface)")
     p.add_argument("--shuffle-listen", help="Twisted endpoint string for the shuffle server")
-    p.add_argument("--advertise-host", default="127.0.0.1",
-                   help="host name reducers on other hosts use to reach this worker's "
-                        "shuffle server (default 127.0.0.1: single-host clusters)")
+    p.add_argument("--advertise-host",
+                   help="host name or address reducers on other hosts use to reach this "
+                        "worker's shuffle server (default: the local address this host "
+                        "reaches the jobtracker from)")
+    p.add_argument("--fetch-connect-timeout", type=_seconds, default=FetchPolicy.connect_timeout,
+                   help="seconds a reducer waits to connect to another worker's shuffle "
+                        f"server (default {FetchPolicy.connect_timeout:g})")
+    p.add_argument("--fetch-timeout", type=_seconds, default=FetchPolicy.timeout,
+                   help="seconds a connected shuffle server may stay silent (default "
+                        f"{FetchPolicy.timeout:g})")
+    p.add_argument("--fetch-retries", type=int, default=FetchPolicy.retries,
+                   help="tries of a map output before the jobtracker is told it cannot be "
+                        f"fetched (default {FetchPolicy.retries})")
     p.add_argument("--workdir", help="work directory (default ~/.pytxmr/tasktracker, or "
                    "tasktracker-2, -3... when another tasktracker of this host holds it)")
     p.add_argument("--secret-file", help="cluster secret file")
@@ -57,18 +69,33 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     a = p.parse_args(argv)
     if a.slots < 1:
         p.error("--slots must be at least 1")
+    if a.fetch_retries < 1:
+        p.error("--fetch-retries must be at least 1")
     try:
         jt = jobtracker_endpoint(a.jobtracker)
     except ValueError as e:
         p.error(str(e))
     # A burst of reducers connects at once: a short backlog means 1 s retries.
+    # (None: on the advertised address, decided at start.)
     listen = a.shuffle_listen or (
-        f"tcp:{a.shuffle_port}:interface={a.shuffle_interface}:backlog=1024")
+        f"tcp:{a.shuffle_port}:interface={a.shuffle_interface}:backlog=1024"
+        if a.shuffle_interface else None)
     # "": claimed at start (the default work dir, or -2, -3... beside it).
     workdir = os.path.abspath(a.workdir) if a.workdir else ""
+    fetch = FetchPolicy(a.fetch_connect_timeout, a.fetch_timeout, a.fetch_retries)
     return Config(jt, a.slots, listen, a.advertise_host, workdir,
                   a.secret_file, a.ready_file, a.heartbeat, a.task_timeout, a.task_memory,
-                  a.shuffle_memory), a
+                  a.shuffle_memory, shuffle_port=a.shuffle_port, fetch=fetch), a
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
 
 
 def _budget_argument(text: str) -> int:

@@ -28,12 +28,35 @@ from ..records import CorruptFrame, verify_segment
 from ..shufflememory import Landing, RunPlacement
 from ..wire import JobInit, MapLocation
 
-FETCH_RETRIES = 4
-#: Seconds before the second try of a round; doubled before each next one.
-FIRST_BACKOFF = 0.2
-#: After FETCH_RETRIES failed tries, seconds before trying again (by then
-#: the jobtracker may have announced a new location).
-FETCH_FAILED_PAUSE = 2.0
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """How hard a reduce tries to fetch one map's output before it tells
+    the jobtracker (the tasktracker's ``--fetch-*`` options;
+    docs/fault-tolerance.md).
+
+    A connection to a stopped or cut-off worker fails after
+    ``connect_timeout``, apart from ``timeout``, the longest silence of a
+    connected server (a busy one may be slow): a round of ``retries`` tries
+    to an unreachable worker then costs about ``retries * connect_timeout``
+    plus the backoffs, seconds, not minutes.
+    """
+
+    connect_timeout: float = 5.0
+    timeout: float = 60.0
+    retries: int = 4
+    #: Seconds before the second try of a round; doubled before each next one.
+    first_backoff: float = 0.2
+    #: After a round's failed tries, seconds before the next round (by then
+    #: the jobtracker may have announced a new location).
+    failed_pause: float = 2.0
+
+    def __post_init__(self) -> None:
+        if min(self.connect_timeout, self.timeout, self.first_backoff, self.failed_pause) <= 0 \
+                or self.retries < 1:
+            raise ValueError("fetch timeouts and pauses must be positive, retries at least 1")
+
 #: A try that failed because of the map's worker or the network: worth
 #: another. Any other error is our own (the disk we write to) and fails
 #: the attempt, not the map.
@@ -61,7 +84,7 @@ class State(Enum):
                                                         (and reported)
     FETCHING               another error (our disk)     FAILED (so is the attempt)
     BACKING_OFF            0.2 s * 2**(n-1) later       FETCHING, try n+1
-    PAUSED                 FETCH_FAILED_PAUSE later     FETCHING, try 1, at the
+    PAUSED                 policy.failed_pause later    FETCHING, try 1, at the
                                                         newest location
     FETCHING, BACKING_OFF  a new location               FETCHING, try 1 there
     or PAUSED
@@ -108,8 +131,10 @@ class ReduceFetch:
     def __init__(self, clock: IReactorTime, attempt_id: str, num_maps: int,
                  placement: RunPlacement, *, fetch: Fetcher, fetch_local: Fetcher,
                  is_local: Callable[[MapLocation], bool],
-                 report_failure: Callable[[str, MapLocation], None]) -> None:
+                 report_failure: Callable[[str, MapLocation], None],
+                 policy: FetchPolicy = FetchPolicy()) -> None:
         self._clock = clock
+        self.policy = policy
         self.attempt_id = attempt_id
         self.num_maps = num_maps
         self.placement = placement
@@ -244,18 +269,21 @@ class ReduceFetch:
             return
         # A map output of this very worker is either in the store or not:
         # no use trying it again at once.
-        if tries < (1 if self._is_local(loc) else FETCH_RETRIES):
+        policy = self.policy
+        # After a round's report, one try per round: the jobtracker wants
+        # more reports to act, and they should come seconds apart.
+        if tries < (1 if self._is_local(loc) or m.rounds > 1 else policy.retries):
             self.log.info("Fetch of map {m} for {aid} failed ({e}); retrying",
                           m=m.index, aid=self.attempt_id, e=e)
             m.state = State.BACKING_OFF
-            m.timer = self._clock.callLater(FIRST_BACKOFF * 2 ** (tries - 1),
+            m.timer = self._clock.callLater(policy.first_backoff * 2 ** (tries - 1),
                                             self._try, m, tries + 1)
             return
         self.log.warn("Cannot fetch map {m} for {aid} from {host}:{port}: {e}", m=m.index,
                       aid=self.attempt_id, host=loc.host, port=loc.port, e=e)
         # The state first: the report may bring a new location at once.
         m.state = State.PAUSED
-        m.timer = self._clock.callLater(FETCH_FAILED_PAUSE, self._new_round, m)
+        m.timer = self._clock.callLater(policy.failed_pause, self._new_round, m)
         # Enough such reports and the jobtracker runs the map again,
         # announcing its new location.
         self._report_failure(self.attempt_id, loc)
@@ -274,7 +302,8 @@ class ReduceFetch:
 
 # --- the transfers ---------------------------------------------------------------------
 
-def from_shuffle(reactor: Any, job: JobInit, partition: int) -> Fetcher:
+def from_shuffle(reactor: Any, job: JobInit, partition: int,
+                 policy: FetchPolicy = FetchPolicy()) -> Fetcher:
     """Fetch a run from the shuffle server of the map's worker.
 
     ``reactor`` provides IReactorTCP, IReactorTime and IReactorThreads."""
@@ -282,7 +311,8 @@ def from_shuffle(reactor: Any, job: JobInit, partition: int) -> Fetcher:
     async def fetch(loc: MapLocation, landing: Landing) -> Run:
         with landing:
             n = await shuffle.fetch(reactor, loc.host, loc.port, job.job_id, loc.index,
-                                    partition, job.token, landing)
+                                    partition, job.token, landing, timeout=policy.timeout,
+                                    connect_timeout=policy.connect_timeout)
         assert landing.path is not None  # a fetch that returns opened it
         # Corrupt data is never merged: check every frame's CRC (off the
         # reactor thread) before accepting the run.

@@ -16,13 +16,14 @@ from twisted.application.internet import TimerService
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
-from .. import shuffle, shufflememory
+from .. import addresses, shuffle, shufflememory
 from ..child import Zygote
-from ..daemon import write_ready_file
+from ..daemon import FatalError, write_ready_file
 from ..services import AsyncMultiService, CallbackService, DaemonReactor, zygote_service
 from ..shufflememory import ShuffleMemory
 from ..sizes import format_size
 from ..wire import DEFAULT_HEARTBEAT, CallRefused, Heartbeat, Registration, Unreachable
+from .fetch import FetchPolicy
 from .pbadapter import JobTrackerConnection
 from .worker import TaskTracker
 
@@ -31,8 +32,12 @@ from .worker import TaskTracker
 class Config:
     jobtracker: str
     slots: int
-    shuffle_listen: str
-    advertise_host: str
+    #: The shuffle server's endpoint (None: ``shuffle_port`` on the
+    #: advertised address, see ``pytxmr.addresses``).
+    shuffle_listen: str | None
+    #: What reducers on other hosts connect to (None: the local address
+    #: this host reaches the jobtracker from).
+    advertise_host: str | None
     workdir: str
     secret_file: str | None = None
     ready_file: str | None = None
@@ -43,6 +48,8 @@ class Config:
     shuffle_memory: int | None = None
     #: the tmpfs the shuffle memory lives in
     shuffle_memory_root: str = shufflememory.SHM_ROOT
+    shuffle_port: int = 0
+    fetch: FetchPolicy = FetchPolicy()
 
 
 class TaskTrackerService(AsyncMultiService):
@@ -58,7 +65,9 @@ class TaskTrackerService(AsyncMultiService):
         zygote, own = zygote_service(reactor, zygote)
         self.tt = TaskTracker(reactor, reactor, config.workdir, config.slots, zygote=zygote,
                               task_timeout=config.task_timeout,
-                              task_memory=config.task_memory)
+                              task_memory=config.task_memory, fetch_policy=config.fetch)
+        #: The host name (or address) reducers are told to fetch from.
+        self.advertise_host = config.advertise_host or ""
         self._memory_lock: Any = None
         self._shuffle_port: Any = None
         self._shuffle_factory: shuffle.ShuffleServerFactory | None = None
@@ -124,10 +133,37 @@ class TaskTrackerService(AsyncMultiService):
 
     async def _listen(self) -> None:
         self._shuffle_factory = shuffle.ShuffleServerFactory(self.tt.store, self._reactor)
-        endpoint = endpoints.serverFromString(self._reactor, self.config.shuffle_listen)
+        listen = self.config.shuffle_listen
+        if not listen or not self.advertise_host:
+            advertise, listen = self._addresses()
+        endpoint = endpoints.serverFromString(self._reactor, listen)
         self._shuffle_port = await endpoint.listen(self._shuffle_factory)
         self.shuffle_port = self._shuffle_port.getHost().port
-        self.log.info("Shuffle server listening on port {port}", port=self.shuffle_port)
+        self.log.info("Shuffle server listening on {host}:{port}, advertised as {adv}",
+                      host=self._shuffle_port.getHost().host, port=self.shuffle_port,
+                      adv=self.advertise_host)
+
+    def _addresses(self) -> tuple[str, str]:
+        """The advertised host and the shuffle server's endpoint, defaults
+        filled in (``pytxmr.addresses``)."""
+        config = self.config
+        if not self.advertise_host:
+            target = addresses.endpoint_host_port(config.jobtracker)
+            try:
+                self.advertise_host = (addresses.local_address_toward(*target)
+                                       if target else "127.0.0.1")
+            except OSError as e:
+                raise FatalError(f"cannot tell which address reaches the jobtracker "
+                                 f"({e}): give --advertise-host") from None
+        if config.shuffle_listen:
+            return self.advertise_host, config.shuffle_listen
+        try:
+            interface = addresses.listen_address(self.advertise_host)
+        except OSError as e:
+            raise FatalError(f"cannot resolve the advertised host {self.advertise_host} "
+                             f"({e}): give --shuffle-interface") from None
+        interface = interface.replace(":", "\\:")
+        return self.advertise_host, f"tcp:{config.shuffle_port}:interface={interface}:backlog=1024"
 
     async def _stop_listening(self) -> None:
         if self._shuffle_port is not None:
@@ -136,7 +172,7 @@ class TaskTrackerService(AsyncMultiService):
             await self._shuffle_factory.disconnect_all()
 
     def _registration(self) -> Registration:
-        return Registration(self.config.advertise_host, self.shuffle_port, self.config.slots,
+        return Registration(self.advertise_host, self.shuffle_port, self.config.slots,
                             os.getpid())
 
     def _beat(self) -> None:

@@ -28,7 +28,7 @@ from ..ports import IJobTracker
 from ..shufflememory import RunPlacement, ShuffleMemory
 from ..tasklog import read_tail
 from ..wire import COMMIT_DENIED, AttemptResult, JobInit, MapLocation, Split, TaskError, Unreachable
-from .fetch import ReduceFetch, from_shuffle, from_store, in_thread
+from .fetch import FetchPolicy, ReduceFetch, from_shuffle, from_store, in_thread
 
 #: The job module's source, in the job's work dir (attempts' dirs beside it).
 SOURCE = "job.py"
@@ -93,13 +93,15 @@ class TaskTracker:
 
     def __init__(self, reactor: IReactorProcess, clock: IReactorTime, workdir: str, slots: int,
                  *, zygote: Zygote, task_timeout: float | None = None,
-                 task_memory: int | None = None) -> None:
+                 task_memory: int | None = None,
+                 fetch_policy: FetchPolicy = FetchPolicy()) -> None:
         self._reactor = reactor
         self._clock = clock
         self.workdir = workdir
         self.slots = slots
         self.task_timeout = task_timeout
         self.task_memory = task_memory
+        self.fetch_policy = fetch_policy
         self.store = KeyValueStore(os.path.join(workdir, "store"))
         self.bundles = BundleStore(os.path.join(workdir, "bundles"))
         #: Per job with a bundle: its unpacked directory, once fetched.
@@ -178,9 +180,10 @@ class TaskTracker:
         attempt.fetch = ReduceFetch(
             self._clock, attempt.id, job.num_maps,
             RunPlacement(lambda: self.memory, attempt.work_dir, attempt.id),
-            fetch=from_shuffle(self._reactor, job, partition),
+            fetch=from_shuffle(self._reactor, job, partition, self.fetch_policy),
             fetch_local=from_store(self._reactor, self.store, job_id, partition),
-            is_local=lambda loc: loc.wid == self.wid, report_failure=self._fetch_failed)
+            is_local=lambda loc: loc.wid == self.wid, report_failure=self._fetch_failed,
+            policy=self.fetch_policy)
         self._spawn(self._run_reduce(attempt))
         self.map_outputs(job_id, locations)
 

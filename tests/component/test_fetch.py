@@ -24,14 +24,11 @@ from twisted.python.failure import Failure
 from pytxmr.records import CorruptFrame
 from pytxmr.shuffle import ShuffleError
 from pytxmr.shufflememory import Landing, RunPlacement, ShuffleMemory
-from pytxmr.tasktracker.fetch import (
-    FETCH_FAILED_PAUSE,
-    FETCH_RETRIES,
-    ReduceFetch,
-    Run,
-    State,
-)
+from pytxmr.tasktracker.fetch import FetchPolicy, ReduceFetch, Run, State
 from pytxmr.wire import MapLocation
+
+FETCH_RETRIES = FetchPolicy().retries
+FETCH_FAILED_PAUSE = FetchPolicy().failed_pause
 
 ATTEMPT = "job_1_r00000_0"
 #: This worker: a location there is a map output of our own store.

@@ -24,13 +24,14 @@ from twisted.trial.unittest import TestCase
 from pytxmr import shufflememory, tasktracker
 from pytxmr.child import Zygote
 from pytxmr.tasktracker.__main__ import parse_args
-from pytxmr.tasktracker.fetch import FETCH_RETRIES, State
+from pytxmr.tasktracker.fetch import FetchPolicy, State
 from pytxmr.testing.fakes import FakeJobTracker
 from pytxmr.wire import JobInit, MapLocation
 from pytxmr.records import CorruptFrame, SegmentWriter
 from pytxmr.shuffle import ShuffleError, ShuffleServerFactory
 from pytxmr.shufflememory import ShuffleMemory, free_space
 
+FETCH_RETRIES = FetchPolicy().retries
 TOKEN = b"t" * 32
 JOB = "job_7"
 
