@@ -81,7 +81,9 @@ class State(Enum):
     FETCHING               the run                      DONE
     FETCHING, try n        a retryable error            BACKING_OFF; after the
                                                         round's last try, PAUSED
-                                                        (and reported)
+                                                        (and reported); a round
+                                                        after the first is one
+                                                        try
     FETCHING               another error (our disk)     FAILED (so is the attempt)
     BACKING_OFF            0.2 s * 2**(n-1) later       FETCHING, try n+1
     PAUSED                 policy.failed_pause later    FETCHING, try 1, at the

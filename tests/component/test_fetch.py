@@ -235,14 +235,16 @@ def test_spent_retries_report_once_then_pause_and_try_again(h: Harness) -> None:
 
 
 def test_a_second_spent_round_reports_again(h: Harness) -> None:
-    """Each round's failure is a new report: the jobtracker counts them."""
+    """Each round's failure is a new report: the jobtracker counts them.
+    A later round is one try: the reports come seconds apart."""
     fetch = h.fetch()
     fetch.locate(loc(0))
     fail_round(h.remote, h.clock, ShuffleError("refused"))
     h.clock.advance(FETCH_FAILED_PAUSE)
-    fail_round(h.remote, h.clock, ShuffleError("refused"))
+    h.remote.last.fail(ShuffleError("refused"))
     assert h.reports == [(ATTEMPT, loc(0))] * 2
     assert fetch.state(0) is State.PAUSED
+    assert len(h.remote.tries) == FETCH_RETRIES + 1
 
 
 # --- a newer location -------------------------------------------------------------------
