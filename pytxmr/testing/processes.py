@@ -265,13 +265,19 @@ class Cluster:
         ready_path = self.base / f"{name}.ready.json"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, *args, "--ready-file", str(ready_path),
+                [*self.command_prefix(name), sys.executable, *args, "--ready-file",
+                 str(ready_path),
                  *(["--workdir", str(workdir)] if workdir else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=self.env, cwd=self.base)
         daemon = Daemon(name, proc, log_path, ready_path, workdir)
         self.daemons.append(daemon)
         return daemon
+
+    def command_prefix(self, name: str) -> list[str]:
+        """What a daemon's command runs under (``ip netns exec NS`` for a
+        host of the multi-host tier); nothing here."""
+        return []
 
     def _secret_args(self, secret_file: Path | None | str) -> list[str]:
         secret = self.secret_file if secret_file == "default" else secret_file
