@@ -193,9 +193,9 @@ def _map_only_step(task_step: Callable[[], Job], splits: Sequence[Split], where:
         before = counters.get(FRAMEWORK, "map output records")
         step = task_step()
         with part_writer(output.attempt_path(where, attempt, split.index, work),
-                         fmt or step.output_format) as (write, written):
-            run_map_only(step, split, write, counters)
-        counters.incr(FRAMEWORK, "output bytes", written.bytes)
+                         fmt or step.output_format) as part:
+            run_map_only(step, split, part.put, counters)
+        counters.incr(FRAMEWORK, "output bytes", part.bytes)
         output.commit_part(where, attempt, split.index, work, opts)
         records[split.index] = _committed(counters, before, "map output records")
     return records

@@ -36,9 +36,10 @@ def run_reduce(
     groups = 0
     out_records = 0
     records = [0]  # (key, values) records read, counted a frame at a time
-    with part_writer(output_path, output_format or job.output_format) as (write, written):
+    with part_writer(output_path, output_format or job.output_format) as part:
+        write, line = part.raw, part.line
         if job.reduce_init is not None:
-            out_records += write_pairs(call_hook(job.reduce_init), write, "reduce")
+            out_records += write_pairs(call_hook(job.reduce_init), part.put, "reduce")
         if runs:
             for key, values in group_values(merge_runs(runs, sort_key, records)):
                 groups += 1
@@ -49,11 +50,11 @@ def run_reduce(
                         raise RecordTypeError(
                             f"reduce must yield (key, value) pairs, not {item!r:.100} "
                             f"({e})") from None
-                    write(k, v)
+                    write(line(k, v))
                     out_records += 1
         if job.reduce_final is not None:
-            out_records += write_pairs(call_hook(job.reduce_final), write, "reduce")
+            out_records += write_pairs(call_hook(job.reduce_final), part.put, "reduce")
     counters.incr(FRAMEWORK, "reduce input records", records[0])
     counters.incr(FRAMEWORK, "reduce input groups", groups)
     counters.incr(FRAMEWORK, "reduce output records", out_records)
-    counters.incr(FRAMEWORK, "output bytes", written.bytes)
+    counters.incr(FRAMEWORK, "output bytes", part.bytes)

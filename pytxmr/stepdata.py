@@ -53,8 +53,8 @@ class PairWriter:
         self._writer = SegmentWriter(f)
         self._batch: list[tuple[Any, Any]] = []
 
-    def __call__(self, key: Any, value: Any) -> None:
-        self._batch.append((key, value))
+    def add(self, pair: tuple[Any, Any]) -> None:
+        self._batch.append(pair)
         if len(self._batch) >= self.BATCH:
             self.flush()
 

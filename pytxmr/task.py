@@ -85,9 +85,9 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
     if kind == "map" and job.map_only:
         assert split is not None
         with part_writer(spec["output_path"], spec.get("output_format") or job.output_format
-                         ) as (write, written):
-            run_map_only(job, split, write, counters)
-        counters.incr(FRAMEWORK, "output bytes", written.bytes)
+                         ) as part:
+            run_map_only(job, split, part.put, counters)
+        counters.incr(FRAMEWORK, "output bytes", part.bytes)
         return {"counters": counters.to_dict()}
     if kind == "map":
         assert split is not None
