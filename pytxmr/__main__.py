@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from . import storage
+from .localcluster import default_slots, start_zygote
 from .sizes import size_argument
 
 if TYPE_CHECKING:
@@ -94,6 +95,9 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pytxmr",
                                 description="pytxmr: MapReduce for Python on Twisted.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"pytxmr {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a job on a local cluster started for it")
     _job_options(run)
@@ -110,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("status", "show a job's state"), ("kill", "kill a running job")):
         c = sub.add_parser(name, help=text)
         c.add_argument("job_id")
+        c.add_argument("--json", action="store_true", help="the jobtracker's answer as JSON")
         _cluster_options(c)
     logs = sub.add_parser("logs", help="show what a job's task attempts printed")
     logs.add_argument("job_id")
@@ -241,6 +246,26 @@ def react_interruptibly(command: Callable[[Any], Awaitable[int]]) -> int:
     return code[0]
 
 
+def describe_job(status: dict[str, Any]) -> str:
+    """``status`` and ``kill`` for people (``--json`` for programs)."""
+    lines = [f"{status['job_id']}  {status['state']}  {status.get('elapsed', 0):.2f}s  "
+             f"{status.get('filename', '')} -> {status.get('output', '')}"]
+    if status.get("steps", 1) > 1:
+        lines.append(f"  step {status['step']} of {status['steps']}")
+    for kind in ("maps", "reduces"):
+        p = status.get(kind)
+        if p:
+            lines.append(f"  {kind:<8} {p['done']}/{p['total']} done, {p['running']} running")
+    if status.get("failed_attempts"):
+        lines.append(f"  failed attempts {status['failed_attempts']}")
+    if status.get("args"):
+        lines.append("  arguments " + " ".join(f"{k}={v}" for k, v in sorted(status["args"].items())))
+    err = status.get("error") or {}
+    if err.get("message"):
+        lines.append(f"  error: {err['message']}")
+    return "\n".join(lines)
+
+
 def print_counters(counters: dict[str, dict[str, int]]) -> None:
     for group in sorted(counters):
         print(f"  {group}")
@@ -257,11 +282,6 @@ def _spec(a: argparse.Namespace) -> JobSubmission:
                       max_attempts=a.max_attempts, speculative=a.speculative,
                       buffer_records=a.buffer_records, compress=a.compress,
                       storage_options=dict(a.storage_options))
-
-
-def default_slots(workers: int) -> int:
-    """Task slots per tasktracker of `run`: the CPUs shared among them."""
-    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def _stdout_closed() -> int:
@@ -300,21 +320,6 @@ def run_inline_command(a: argparse.Namespace) -> int:
     return 0
 
 
-def start_zygote() -> Zygote:
-    """``run``'s one zygote, which forks every task and check of its
-    daemons (three zygotes starting at once made the first map wait
-    0.1-0.2 s longer on 2 cores). It starts first: its own start then
-    overlaps this process's imports of the client and daemon code instead
-    of delaying the job's first task (0.04 s off every ``run``)."""
-    from twisted.internet import reactor
-
-    from .child import Zygote
-
-    zygote = Zygote(reactor)
-    zygote.start()
-    return zygote
-
-
 async def cluster_command(reactor: Any, a: argparse.Namespace,
                           zygote: Zygote | None = None) -> int:
     """``run`` (on ``zygote``, which this stops) or a command to a running
@@ -341,7 +346,9 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
         conn = await client.connect(reactor, a.jobtracker, secret)
         try:
             if a.command == "submit":
-                result = await client.run_job(reactor, conn, _spec(a), progress)
+                result = await client.run_job(
+                    reactor, conn, _spec(a), progress,
+                    notify=lambda text: print(f"pytxmr: {text}", file=sys.stderr))
                 if progress:
                     progress.end()
                 return print_result(result, a.quiet)
@@ -355,7 +362,14 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
 
                 print(format_logs(await conn.call("logs", a.job_id, a.task)))
                 return 0
-            print(json.dumps(await conn.call(a.command, a.job_id), indent=2))
+            if a.command == "kill":
+                before = await conn.call("status", a.job_id)
+                if before["state"] != "running":
+                    print(f"{a.job_id} has ended ({before['state']}): nothing to kill",
+                          file=sys.stderr)
+                    return 1
+            answer = await conn.call(a.command, a.job_id)
+            print(json.dumps(answer, indent=2) if a.json else describe_job(answer))
             return 0
         finally:
             conn.close()

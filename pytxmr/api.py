@@ -233,7 +233,7 @@ def run(job: Any, inputs: Sequence[str] | str, output: str, *, inline: bool = Fa
     unless ``check`` is false; a refused one raises ``ClusterError`` (or
     the error that refused it, inline).
     """
-    from .__main__ import default_slots
+    from .localcluster import default_slots
 
     slots = slots or default_slots(workers)
     job_file = _JobFile(job)
@@ -245,7 +245,7 @@ def run(job: Any, inputs: Sequence[str] | str, output: str, *, inline: bool = Fa
 
             async def go(reactor: Any) -> dict[str, Any]:
                 from . import embedded
-                from .__main__ import start_zygote
+                from .localcluster import start_zygote
 
                 zygote = start_zygote()
                 try:

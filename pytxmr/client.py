@@ -159,12 +159,21 @@ async def upload(conn: Connection, shipped: Bundle) -> None:
         await conn.call("put_bundle", shipped.sha256, shipped.size, offset, chunk)
 
 
+#: Said (to ``notify``) when a job is submitted to a cluster without workers.
+NO_WORKERS = ("no tasktracker is registered with the jobtracker: the job waits until one "
+              "registers (start one with python -m pytxmr.tasktracker --jobtracker HOST:PORT)")
+
+
 async def run_job(reactor: Any, conn: Connection, job: JobSubmission,
-                  progress: ProgressCallback | None = None, interval: float = 0.5) -> dict[str, Any]:
-    """Submit ``job`` and wait for its end; its result dict."""
+                  progress: ProgressCallback | None = None, interval: float = 0.5,
+                  notify: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Submit ``job`` and wait for its end; its result dict. ``notify`` is
+    told of a cluster that cannot run it yet (no worker registered)."""
     if job.bundle is not None:
         await upload(conn, job.bundle)
     job_id = await conn.call("submit", job.spec)
+    if notify is not None and (await conn.call("status", job_id)).get("workers") == 0:
+        notify(NO_WORKERS)
     finished = defer.Deferred.fromCoroutine(conn.call("wait", job_id))
     if progress is None:
         return await finished

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Union
 
 from .wire import COMMIT_DENIED, AttemptResult, MapLocation
 
@@ -388,6 +388,9 @@ class Scheduler:
             for a in task.running():
                 self._end_attempt(a, State.KILLED, now, None)
                 actions.append(KillAttempt(a.wid, job.id, a.id))
+            if task.state in (State.RUNNING, State.PENDING):
+                # Not "running" in status and the job page any more.
+                task.state = State.KILLED
         actions.append(JobDone(job.id, state, error))
         for wid in sorted(job.inited):
             if self.workers[wid].alive:

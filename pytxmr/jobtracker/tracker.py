@@ -298,6 +298,7 @@ class JobTracker:
             return old
         job = self._job(job_id)
         result = job.result(self.now())
+        result["workers"] = len(self.workers)
         sjob = self.scheduler.jobs.get(job.sched_id(job.step))
         if sjob is not None:
             for kind, tasks in (("maps", sjob.maps), ("reduces", sjob.reduces)):

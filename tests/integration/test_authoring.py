@@ -51,7 +51,7 @@ def counts(out: Path) -> dict[str, int]:
 
 def status(cluster: Cluster, stdout: str) -> dict:
     job_id = stdout.split()[0]
-    rc, out, err = cluster.cli("status", job_id)
+    rc, out, err = cluster.cli("status", job_id, "--json")
     assert rc == 0, err
     return json.loads(out)
 

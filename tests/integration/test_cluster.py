@@ -512,13 +512,18 @@ def test_job_control_commands_list_show_and_kill_a_job(cluster: Cluster,
         job_id = wait_for(running_job, 20, "the job to be listed as running", 0.1)
         wait_for(lambda: any(attempt_dirs(tt.workdir) for tt in cluster.tasktrackers), 20,
                  "a map attempt to start")
-        rc, stdout, err = cluster.cli("status", job_id)
+        rc, stdout, err = cluster.cli("status", job_id, "--json")
         assert rc == 0, err
         status = json.loads(stdout)
         assert status["state"] == "running" and status["maps"]["total"] >= 3
-        rc, stdout, err = cluster.cli("kill", job_id)
+        rc, stdout, err = cluster.cli("status", job_id)
+        assert rc == 0 and stdout.startswith(f"{job_id}  running  ") and "maps" in stdout
+        rc, stdout, err = cluster.cli("kill", job_id, "--json")
         assert rc == 0, err
-        assert json.loads(stdout)["state"] == "killed"
+        killed = json.loads(stdout)
+        assert killed["state"] == "killed"
+        # Its tasks are no longer shown running.
+        assert killed["maps"]["running"] == 0 and killed["reduces"]["running"] == 0
         rc = sub.wait(30)
         _, err = sub.communicate()
         assert rc != 0
@@ -529,7 +534,9 @@ def test_job_control_commands_list_show_and_kill_a_job(cluster: Cluster,
             sub.wait()
     assert not (out / "_SUCCESS").exists()
     rc, stdout, _ = cluster.cli("status", job_id)
-    assert json.loads(stdout)["state"] == "killed"
+    assert stdout.startswith(f"{job_id}  killed  "), stdout
+    rc, _, err = cluster.cli("kill", job_id)
+    assert rc == 1 and f"{job_id} has ended (killed): nothing to kill" in err
     wait_for(lambda: not any(attempt_dirs(tt.workdir) for tt in cluster.tasktrackers), 20,
              "the killed job's attempts to be cleaned up")
     # The killed maps' children end.
@@ -715,3 +722,26 @@ def test_tasktrackers_log_in_again_after_the_jobtracker_restarts(make_cluster: A
     assert merged(read_wordcount(c.base / "out2")) == {"one": 1, "two": 2}
     tt_log = c.tasktrackers[0].log()
     assert tt_log.count("Registered with the jobtracker as") == 2, tt_log
+
+
+def test_a_job_on_a_cluster_without_workers_says_so_and_waits(tmp_path: Path) -> None:
+    """Not a silent `map 0%` for ever: the submitter is told no worker is
+    registered; the job runs once one is."""
+    c = Cluster(tmp_path)
+    proc = None
+    try:
+        c.start_jobtracker()
+        data = write(tmp_path / "in.txt", "a b a\n")
+        proc = c.popen_submit(WORDCOUNT, [data], tmp_path / "out")
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "no tasktracker is registered with the jobtracker" in line, line
+        c.start_tasktracker(1)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert merged(read_wordcount(tmp_path / "out")) == {"a": 2, "b": 1}
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        c.stop_all()
