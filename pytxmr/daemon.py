@@ -7,6 +7,7 @@ import argparse
 import io
 import json
 import os
+import socket
 import sys
 from typing import Any, Awaitable, Callable
 
@@ -15,6 +16,7 @@ from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    Logger,
     globalLogBeginner,
     jsonFileLogObserver,
     textFileLogObserver,
@@ -49,6 +51,23 @@ def write_ready_file(path: str, data: dict[str, Any]) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f)
     os.replace(tmp, path)
+
+
+def notify_ready(status: str) -> None:
+    """Tell a service manager that asked for it (systemd's ``Type=notify``
+    sets ``$NOTIFY_SOCKET``) that the daemon is ready; nothing otherwise."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):  # an abstract socket
+        path = "\0" + path[1:]
+    message = f"READY=1\nSTATUS={status}\nMAINPID={os.getpid()}".encode()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(path)
+            s.sendall(message)
+    except OSError as e:
+        Logger().warn("Cannot tell the service manager we are ready ({e})", e=e)
 
 
 def claim_workdir(base: str) -> tuple[str, Any]:

@@ -40,6 +40,7 @@ __all__ = [
     "read_chunks",
     "read_file_bytes",
     "read_lines",
+    "split_policy",
 ]
 
 #: Longest line (in bytes, without its '\n') a reader accepts. A bigger one is
@@ -216,20 +217,42 @@ def default_split_size(total: int, slots: int) -> int:
     return min(MAX_DEFAULT_SPLIT_SIZE, max(MIN_DEFAULT_SPLIT_SIZE, per_map))
 
 
+#: How a reader's input may be cut: "lines", byte ranges whose records are
+#: the lines starting in them; "file", one split per file (a record may span
+#: lines, as a quoted CSV field does, or the record is the file).
+SPLIT_POLICIES = ("lines", "file")
+
+
+def _check_split_by(policy: object) -> str:
+    if not isinstance(policy, str) or policy not in SPLIT_POLICIES:
+        raise ValueError(f"a reader's split_by must be 'lines' or 'file', not {policy!r}")
+    return policy
+
+
+def split_policy(reader: Any) -> str:
+    """The split policy a reader declares with its ``split_by`` attribute
+    ("lines" when it has none), checked: the planner cuts the input by it,
+    so a typo must fail the submission, not every map."""
+    return _check_split_by(getattr(reader, "split_by", "lines"))
+
+
 def compute_splits(inputs: Sequence[InputFile | str], split_size: int,
                    split_by: str = "lines") -> list[Split]:
     """Cut files into byte ranges of split_size (one map task each).
 
     ``inputs`` come from ``storage.expand_inputs`` (a plain string is a
     local path, stat'ed here). Compressed files, and files whose server
-    serves no ranges, are one whole split each; an empty file still gets
-    one (empty) split so that every input has a map task. Indexes run from
-    0 across all files in the given order.
+    serves no ranges, are one whole split each; with ``split_by="file"``
+    (``split_policy`` of the job's reader) every file is one split,
+    [0, size). An empty file still gets one (empty) split so that every
+    input has a map task. Indexes run from 0 across all files in the
+    given order.
     """
     if isinstance(split_size, bool) or not isinstance(split_size, int):
         raise TypeError(f"split_size must be an int, got {split_size!r}")
     if split_size < 1:
         raise ValueError(f"split_size must be at least 1 byte, got {split_size}")
+    _check_split_by(split_by)
     splits: list[Split] = []
     for item in inputs:
         if isinstance(item, str):

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from ..daemon import add_logging_options, run_daemon
+from ..daemon import add_logging_options, notify_ready, run_daemon
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION
 from ..secret import load_secret
 from ..wire import DEFAULT_PORT, DEFAULT_WEB_PORT
@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     async def start(reactor: Any) -> JobTrackerService:
         svc = make_service(config, reactor, secret=load_secret(config.secret_file, create=True))
         await svc.startService()
+        notify_ready(f"listening on port {svc.port}")
         return svc
 
     run_daemon(start, args, "jobtracker")

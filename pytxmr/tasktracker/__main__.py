@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from twisted.internet import defer
 
-from ..daemon import add_logging_options, claim_workdir, run_daemon
+from ..daemon import add_logging_options, claim_workdir, notify_ready, run_daemon
 from ..secret import load_secret
 from ..sizes import size_argument
 from ..wire import DEFAULT_HEARTBEAT, DEFAULT_PORT, jobtracker_endpoint
@@ -119,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         svc = make_service(replace(config, workdir=workdir), reactor, secret=secret)
         await svc.startService()
         registered = defer.Deferred.fromCoroutine(svc.registered())
+        registered.addCallback(lambda wid: notify_ready(f"registered as {wid}"))
         registered.addErrback(lambda f: None)
         return svc
 
