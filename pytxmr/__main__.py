@@ -93,7 +93,9 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pytxmr",
+    # "pytxmr" when started as the console script, as usage shows it.
+    started_as = os.path.basename(sys.argv[0])
+    p = argparse.ArgumentParser(prog="pytxmr" if started_as == "pytxmr" else "python -m pytxmr",
                                 description="pytxmr: MapReduce for Python on Twisted.")
     from . import __version__
 

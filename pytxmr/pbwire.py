@@ -65,6 +65,7 @@ class Broker(pb.Broker):
 def client_factory() -> pb.PBClientFactory:
     factory = pb.PBClientFactory()
     factory.protocol = Broker
+    factory.noisy = False
     return factory
 
 

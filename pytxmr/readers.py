@@ -10,15 +10,16 @@ that each line of a file is read by exactly one split::
 
     from pytxmr.splits import read_lines
 
-    def csv_rows(split, encoding, errors):
+    def tsv_rows(split, encoding, errors):
         for offset, line in read_lines(split, encoding, errors):
-            yield offset, line.split(",")
+            yield offset, line.split("\t")
 
-    reader = csv_rows  # in the job module
+    reader = tsv_rows  # in the job module
 
-A reader that must see a whole file says so with ``reader.split_by = "file"``:
-each input file is then one split (``csv_rows``, ``whole_files`` do). The
-formats, their keys and values: docs/input-formats.md.
+A reader that must see a whole file says so with ``reader.split_by = "file"``
+(``splits.split_policy``): each input file is then one split, [0, size)
+(``csv_rows``, ``whole_files`` do). The formats, their keys and values:
+docs/input-formats.md.
 """
 
 from __future__ import annotations
@@ -31,7 +32,19 @@ from operator import itemgetter
 from typing import Any, Callable, Iterator
 
 from pytxmr import storage
-from pytxmr.splits import InputError, Split, read_chunks, read_file_bytes, read_lines
+from pytxmr.splits import (
+    CHUNK_BLOCK_SIZE,
+    DEFAULT_MAX_LINE_BYTES,
+    InputDecodeError,
+    InputError,
+    Split,
+    _check_codec,
+    _decode_error,
+    _open_split,
+    _segments,
+    read_file_bytes,
+    read_lines,
+)
 
 __all__ = ["Reader", "csv_dicts", "csv_rows", "json_lines", "lines", "parquet_rows",
            "path_lines", "whole_files", "whole_files_bytes"]
@@ -77,35 +90,67 @@ def json_lines(split: Split, encoding: str = "utf-8",
 
 
 def _csv_lines(split: Split, encoding: str, errors: str) -> Iterator[str]:
-    """The file's lines with their newlines, as the csv module wants them
-    (a quoted field may span lines)."""
-    for _, text in read_chunks(split, encoding=encoding, errors=errors):
-        yield from io.StringIO(text)
+    """The file's lines as ``open(path, newline="")`` gives them to the csv
+    module: ends kept, a '\r\n' in a quoted field left as is."""
+    if split.start:
+        raise ValueError("CSV readers read whole files: a reader built on them "
+                         "needs split_by = 'file'")
+    _check_codec(encoding, errors)  # fail at the call, as read_lines does
+    return _csv_text(split, encoding, errors)
+
+
+def _csv_text(split: Split, encoding: str, errors: str) -> Iterator[str]:
+    shown = storage.redact(split.path)
+    # Runs of whole lines cut at b'\n': a character or a '\r\n' is never cut.
+    for pos, seg in _segments(split, DEFAULT_MAX_LINE_BYTES, CHUNK_BLOCK_SIZE):
+        try:
+            text = seg.decode(encoding, errors)
+        except UnicodeDecodeError as e:
+            raise _decode_error(shown, pos + seg.rfind(b"\n", 0, e.start) + 1,
+                                encoding, e) from e
+        yield from io.StringIO(text, newline="")
+
+
+def _csv_records(split: Split, rows: Any) -> Iterator[tuple[int, Any]]:
+    """(row number, row), csv's own errors (a field over csv.field_size_limit)
+    turned into an InputError that names the file and line."""
+    try:
+        yield from enumerate(rows)
+    except csv.Error as e:
+        raise InputError(f"{storage.redact(split.path)}: line {rows.line_num}: not "
+                         f"readable as CSV ({e})", path=split.path) from None
 
 
 def csv_rows(split: Split, encoding: str = "utf-8",
              errors: str = "strict") -> Iterator[tuple[int, list[str]]]:
-    """(row number from 0, the row's fields), every row of a CSV file. A
-    quoted field may hold newlines, so a file is one split (``split_by``)."""
-    for n, row in enumerate(csv.reader(_csv_lines(split, encoding, errors))):
-        yield n, row
+    """(row number from 0, the row's fields), every row of a CSV file, as
+    ``csv.reader`` reads it. A quoted field may hold newlines, so a file is
+    one split (``split_by``)."""
+    return _csv_records(split, csv.reader(_csv_lines(split, encoding, errors)))
 
 
 def csv_dicts(split: Split, encoding: str = "utf-8",
               errors: str = "strict") -> Iterator[tuple[int, dict[str, str]]]:
-    """(row number from 0, the row as a dict keyed by the header row), the
-    data rows of a CSV file whose first row names its columns (missing
-    fields are None, extra ones under the key None, as ``csv.DictReader``
-    gives them). One split per file, as ``csv_rows``."""
-    for n, row in enumerate(csv.DictReader(_csv_lines(split, encoding, errors))):
-        yield n, row
+    """(row number from 0 after the header, the row as a dict keyed by the
+    header row), the data rows of a CSV file whose first row names its
+    columns (missing fields are None, extra ones under the key None, as
+    ``csv.DictReader`` gives them). One split per file, as ``csv_rows``."""
+    return _csv_records(split, csv.DictReader(_csv_lines(split, encoding, errors)))
 
 
 def whole_files(split: Split, encoding: str = "utf-8",
                 errors: str = "strict") -> Iterator[tuple[str, str]]:
     """(the file's path, its whole text): one record per file, for many
     small files (documents, JSON files)."""
-    yield split.path, read_file_bytes(split).decode(encoding, errors)
+    data = read_file_bytes(split)
+    try:
+        text = data.decode(encoding, errors)
+    except UnicodeDecodeError as e:
+        raise InputDecodeError(
+            f"{storage.redact(split.path)}: cannot decode byte {e.start} as {encoding} "
+            f'({e.reason}); if the input is not clean {encoding}, set encoding_errors = '
+            '"replace" in the job module', path=split.path, offset=e.start) from None
+    yield split.path, text
 
 
 def whole_files_bytes(split: Split, encoding: str = "utf-8",
@@ -114,33 +159,57 @@ def whole_files_bytes(split: Split, encoding: str = "utf-8",
     yield split.path, read_file_bytes(split)
 
 
+#: Rows turned into Python objects at a time: bounds a map's memory to a
+#: batch's dicts (and the row group's Arrow columns), whatever the group size.
+_PARQUET_BATCH_ROWS = 8192
+
+
 def parquet_rows(split: Split, encoding: str = "utf-8",
                  errors: str = "strict") -> Iterator[tuple[int, dict[str, Any]]]:
     """(row number in the file, the row as a dict) of a Parquet file, with
     pyarrow (``pip install 'pytxmr[parquet]'``). Split like Hadoop's and
     Spark's Parquet readers: a row group belongs to the split in which its
-    first byte lies, so each is read by exactly one split."""
-    try:
+    first byte lies, so planning needs only file sizes and each group is
+    read by exactly one split."""
+    try:  # here, not at import: task children import this module
         import pyarrow.parquet as pq
     except ImportError:
         raise InputError(f"{storage.redact(split.path)}: reading Parquet needs pyarrow: "
                          "pip install 'pytxmr[parquet]'", path=split.path) from None
-    from .rangereader import open_input
+    return _parquet_rows(split, pq)
 
-    with open_input(split.path, whole=False) as f:
+
+def _parquet_rows(split: Split, pq: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    shown = storage.redact(split.path)
+    if split.whole:
+        # Compressed, or behind a server without ranges: Parquet must seek.
+        source: Any = io.BytesIO(read_file_bytes(split))
+    else:
+        source, _ = _open_split(split)
+    with source:
         try:
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(source)
         except Exception as e:  # pyarrow's own errors: not a Parquet file, truncated...
-            raise InputError(f"{storage.redact(split.path)}: not a readable Parquet file "
-                             f"({e})", path=split.path) from None
-        row = 0
+            raise InputError(f"{shown}: not a readable Parquet file ({e})",
+                             path=split.path) from None
         meta = pf.metadata
+        row = 0  # the file's row number of the group's first row
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
             first = min(_column_start(group.column(c)) for c in range(group.num_columns))
             if split.whole or split.start <= first < split.end:
-                for n, record in enumerate(pf.read_row_group(g).to_pylist(), row):
-                    yield n, record
+                batches = pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, row_groups=[g])
+                n = row
+                while True:
+                    try:
+                        batch = next(batches, None)
+                    except (OSError, ValueError) as e:  # a corrupt page, a failed read
+                        raise InputError(f"{shown}: row group {g}: {e}",
+                                         path=split.path) from e
+                    if batch is None:
+                        break
+                    yield from enumerate(batch.to_pylist(), n)
+                    n += batch.num_rows
             row += group.num_rows
 
 

@@ -402,6 +402,9 @@ class ShuffleServerFactory(protocol.Factory):
     none is idle, the new one is closed at once.
     """
 
+    #: No "Starting factory <...>" lines in the daemon's log.
+    noisy = False
+
     log = Logger()
 
     def __init__(

@@ -33,6 +33,7 @@ __all__ = [
     "InputDecodeError",
     "InputError",
     "RecordTooLarge",
+    "SPLIT_POLICIES",
     "Split",
     "compute_splits",
     "default_split_size",

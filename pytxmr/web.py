@@ -229,6 +229,7 @@ def web_site(jt: IJobTrackerStatus, password: str | None = None) -> server.Site:
             portal.Portal(_StatusRealm(root), [WebPasswordChecker(password)]),
             [guard.BasicCredentialFactory(AUTH_REALM)])
     site = _Site(root)
+    site.noisy = False
     site.displayTracebacks = False
     return site
 

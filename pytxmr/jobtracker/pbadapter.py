@@ -168,8 +168,10 @@ async def probe_shuffle(reactor: Any, host: str, port: int,
                         timeout: float = PROBE_TIMEOUT) -> str | None:
     """None if a TCP connection to ``host:port`` opens within ``timeout``."""
     endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout)
+    factory = protocol.Factory.forProtocol(protocol.Protocol)
+    factory.noisy = False
     try:
-        proto = await endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+        proto = await endpoint.connect(factory)
     except Exception as e:  # ConnectError, DNSLookupError, timeouts: all say "no"
         return str(e) or type(e).__name__
     proto.transport.loseConnection()
@@ -313,5 +315,6 @@ def pb_factory(jt: JobTracker, secret: bytes, clock: Any,
     factory = pb.PBServerFactory(_LoginRoot(portal.Portal(JobTrackerRealm(jt, probe),
                                                           checkers)))
     factory.protocol = _GuardedBroker
+    factory.noisy = False
     factory.clock = clock
     return factory

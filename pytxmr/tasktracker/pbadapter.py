@@ -109,6 +109,8 @@ class _PBReconnectingFactory(protocol.Factory):
     """A fresh PBClientFactory per connection, so that ClientService can
     reconnect and we log in again on each new broker."""
 
+    noisy = False
+
     def buildProtocol(self, addr: Any) -> protocol.Protocol:
         return client_factory().buildProtocol(addr)
 
