@@ -22,7 +22,7 @@ from .counters import FRAMEWORK, Counters
 from .jobmodule import Job
 from .keys import first, kinds_of, merge_order, record_sort_key, sort_by_utf8, total_order
 from .merge import group_values, merge_runs
-from .partfile import call_hook, write_pairs
+from .partfile import call_hook, naming, write_pairs
 from .partition import partition_ids, scatter
 from .records import CODEC_MSGPACK, FRAME_RECORDS, RecordTypeError, SegmentWriter
 from .splits import Split, read_chunks
@@ -192,7 +192,7 @@ class MapOutputBuffer:
                      write: Callable[[SegmentWriter, list[Any]], None] | None = None) -> None:
         path = os.path.join(self._out_dir, f"spill-{len(self._spills)}.data")
         table: PartitionTable = []
-        with open(path, "wb", buffering=1 << 20) as f:
+        with naming(path), open(path, "wb", buffering=1 << 20) as f:
             writer = SegmentWriter(f, codec=self._codec)
             if write is None:
                 write = SegmentWriter.write_pairs if folded else SegmentWriter.write
@@ -233,7 +233,7 @@ class MapOutputBuffer:
         # records: combined again, they would be combined out of order.
         combine = None if self._job.sort_values else self._job.combine
         table: PartitionTable = []
-        with open(data_path, "wb", buffering=1 << 20) as f:
+        with naming(data_path), open(data_path, "wb", buffering=1 << 20) as f:
             writer = SegmentWriter(f, codec=self._codec)
             for p in range(self._num_partitions):
                 runs = [(path, *t[p][:2]) for path, t in self._spills]

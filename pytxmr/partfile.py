@@ -33,9 +33,28 @@ def _pair(key: Any, value: Any) -> tuple[Any, Any]:
 
 
 @contextmanager
+def naming(path: str) -> Iterator[None]:
+    """An OSError of writing ``path`` (a full disk: "No space left on
+    device") names the file, as a write's own error does not."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), path) from e
+
+
+@contextmanager
 def part_writer(path: str, fmt: str) -> Iterator[Part]:
     """A new part file at ``path`` in ``fmt`` ("text", "jsonl" or PAIRS)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with naming(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with _part_writer(path, fmt) as part:
+            yield part
+
+
+@contextmanager
+def _part_writer(path: str, fmt: str) -> Iterator[Part]:
     if fmt == PAIRS:
         with open(path, "wb", buffering=1 << 20) as f:
             pairs = PairWriter(f)

@@ -196,7 +196,9 @@ def _parquet_rows(split: Split, pq: Any) -> Iterator[tuple[int, dict[str, Any]]]
         row = 0  # the file's row number of the group's first row
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
-            first = min(_column_start(group.column(c)) for c in range(group.num_columns))
+            # A group without columns has no bytes: the split at 0 takes it.
+            first = min((_column_start(group.column(c)) for c in range(group.num_columns)),
+                        default=0)
             if split.whole or split.start <= first < split.end:
                 batches = pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, row_groups=[g])
                 n = row

@@ -29,6 +29,8 @@ from .reducer import run_reduce
 from .splits import Split
 
 RESULT_FD = 3
+#: Bytes reserved for the result (its reader skips the zeros after it).
+RESULT_ROOM = 256 << 10
 
 
 def die_with_parent() -> None:
@@ -134,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         report = os.fdopen(RESULT_FD, "w", encoding="utf-8")
     except OSError:
         report = sys.stdout
+    else:
+        try:
+            # The result's room, taken now: on a disk the task fills, the
+            # report of that very failure must still be written.
+            os.posix_fallocate(RESULT_FD, 0, RESULT_ROOM)
+        except OSError:
+            pass  # a file system without it: as before
     _limit_memory(spec.get("memory_limit"))
     try:
         result = {"ok": True, **execute(spec)}

@@ -47,21 +47,3 @@ def test_an_unreachable_advertised_address_is_refused_at_registration(tmp_path: 
     finally:
         c.stop_all()
 
-
-def test_daemon_logs_have_no_factory_noise(tmp_path: Path) -> None:
-    """Twisted's "Starting factory <... at 0x7f...>" lines say nothing to an
-    operator: none at the default level, through a whole job."""
-    c = Cluster(tmp_path)
-    try:
-        c.start_jobtracker()
-        c.start_tasktracker(2)
-        data = tmp_path / "in.txt"
-        data.write_text("a b a\n" * 100)
-        rc, _, err = c.submit(Path(__file__).resolve().parents[2] / "examples" / "wordcount.py",
-                              [data], tmp_path / "out", "--reducers", "2")
-        assert rc == 0, err
-        for daemon in c.daemons:
-            assert "Starting factory" not in daemon.log(), daemon.log()
-            assert "Stopping factory" not in daemon.log(), daemon.log()
-    finally:
-        c.stop_all()

@@ -1,0 +1,62 @@
+"""What an operator reads: daemon logs without Twisted's factory noise,
+and a task's failure that names its cause (a full disk)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from procs import Cluster
+
+
+def test_daemon_logs_have_no_factory_noise(tmp_path: Path) -> None:
+    """Twisted's "Starting factory <... at 0x7f...>" lines say nothing to an
+    operator: none at the default level, through a whole job."""
+    c = Cluster(tmp_path)
+    try:
+        c.start_jobtracker()
+        c.start_tasktracker(2)
+        data = tmp_path / "in.txt"
+        data.write_text("a b a\n" * 100)
+        rc, _, err = c.submit(Path(__file__).resolve().parents[2] / "examples" / "wordcount.py",
+                              [data], tmp_path / "out", "--reducers", "2")
+        assert rc == 0, err
+        for daemon in c.daemons:
+            assert "Starting factory" not in daemon.log(), daemon.log()
+            assert "Stopping factory" not in daemon.log(), daemon.log()
+    finally:
+        c.stop_all()
+
+
+def test_a_full_disk_is_named_in_the_attempts_error(tmp_path: Path) -> None:
+    """A map that fills its worker's disk fails with "No space left on
+    device" and the file's path, not with a process that died silently."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    c = Cluster(tmp_path)
+    try:
+        c.start_jobtracker()
+        c.start_tasktracker(1, "--shuffle-memory", "0", "--workdir", str(disk / "tt"),
+                            default_workdir=True)
+        job = tmp_path / "big.py"
+        job.write_text("def map(k, v):\n    for i in range(400000):\n"
+                       "        yield f'{v}-{i}-' + 'x' * 20, i\n"
+                       "def reduce(k, vs):\n    yield k, sum(vs)\n")
+        data = tmp_path / "in.txt"
+        data.write_text("a\n")
+        rc, _, err = c.submit(job, [data], tmp_path / "out", "--max-attempts", "1",
+                              "--buffer-records", "20000")
+        assert rc == 1, err
+        assert "No space left on device" in err and str(disk) in err, err
+    finally:
+        c.stop_all()
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
