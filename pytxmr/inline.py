@@ -19,12 +19,12 @@ from typing import Callable, Iterator, Mapping, Sequence
 from . import counters as _counters
 from . import bundle, jobargs, output, stepdata, storage
 from .counters import FRAMEWORK, Counters
-from .jobmodule import Job, JobDefinition, JobDefinitionError, define, load_module, split_policy
+from .jobmodule import Job, JobDefinition, JobDefinitionError, define, load_module
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map, run_map_only
 from .partfile import part_writer
 from .records import CODEC_MSGPACK, codec_for
 from .reducer import run_reduce
-from .splits import MAX_DEFAULT_SPLIT_SIZE, Split, compute_splits
+from .splits import MAX_DEFAULT_SPLIT_SIZE, Split, compute_splits, split_policy
 from .steps import reduce_tasks
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from . import jobargs, readers, stepdata
 from .partition import default_partition
+from .splits import split_policy
 from .steps import Step
 
 ENCODING_ERRORS = ("strict", "replace", "surrogateescape", "ignore", "backslashreplace")
@@ -265,15 +266,6 @@ def define(module: types.ModuleType, map_name: str = "map",
     return JobDefinition(tuple(_resolve_step(module, s, n, len(steps))
                                for n, s in enumerate(steps)), arguments)
 
-
-def split_policy(reader: Any) -> str:
-    """How a reader's inputs are split: "lines" (byte ranges cut at line
-    starts) or "file" (one split per file); a reader says so with its
-    ``split_by`` attribute."""
-    policy = getattr(reader, "split_by", "lines")
-    if policy not in ("lines", "file"):
-        raise ValueError(f"a reader's split_by must be 'lines' or 'file', not {policy!r}")
-    return policy
 
 
 def describe_error(exc: BaseException, filename: str | None = None) -> dict[str, str]:

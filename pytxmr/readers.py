@@ -38,10 +38,10 @@ from pytxmr.splits import (
     InputDecodeError,
     InputError,
     Split,
-    _check_codec,
-    _decode_error,
-    _open_split,
-    _segments,
+    check_codec,
+    decode_error,
+    open_split,
+    segments,
     read_file_bytes,
     read_lines,
 )
@@ -95,18 +95,18 @@ def _csv_lines(split: Split, encoding: str, errors: str) -> Iterator[str]:
     if split.start:
         raise ValueError("CSV readers read whole files: a reader built on them "
                          "needs split_by = 'file'")
-    _check_codec(encoding, errors)  # fail at the call, as read_lines does
+    check_codec(encoding, errors)  # fail at the call, as read_lines does
     return _csv_text(split, encoding, errors)
 
 
 def _csv_text(split: Split, encoding: str, errors: str) -> Iterator[str]:
     shown = storage.redact(split.path)
     # Runs of whole lines cut at b'\n': a character or a '\r\n' is never cut.
-    for pos, seg in _segments(split, DEFAULT_MAX_LINE_BYTES, CHUNK_BLOCK_SIZE):
+    for pos, seg in segments(split, DEFAULT_MAX_LINE_BYTES, CHUNK_BLOCK_SIZE):
         try:
             text = seg.decode(encoding, errors)
         except UnicodeDecodeError as e:
-            raise _decode_error(shown, pos + seg.rfind(b"\n", 0, e.start) + 1,
+            raise decode_error(shown, pos + seg.rfind(b"\n", 0, e.start) + 1,
                                 encoding, e) from e
         yield from io.StringIO(text, newline="")
 
@@ -167,10 +167,10 @@ _PARQUET_BATCH_ROWS = 8192
 def parquet_rows(split: Split, encoding: str = "utf-8",
                  errors: str = "strict") -> Iterator[tuple[int, dict[str, Any]]]:
     """(row number in the file, the row as a dict) of a Parquet file, with
-    pyarrow (``pip install 'pytxmr[parquet]'``). Split like Hadoop's and
-    Spark's Parquet readers: a row group belongs to the split in which its
-    first byte lies, so planning needs only file sizes and each group is
-    read by exactly one split."""
+    pyarrow (``pip install 'pytxmr[parquet]'``). Split by byte ranges: a
+    row group belongs to the split in which its first byte lies (Hadoop
+    and Spark take its midpoint: any one point works), so planning needs
+    only file sizes and each group is read by exactly one split."""
     try:  # here, not at import: task children import this module
         import pyarrow.parquet as pq
     except ImportError:
@@ -185,7 +185,7 @@ def _parquet_rows(split: Split, pq: Any) -> Iterator[tuple[int, dict[str, Any]]]
         # Compressed, or behind a server without ranges: Parquet must seek.
         source: Any = io.BytesIO(read_file_bytes(split))
     else:
-        source, _ = _open_split(split)
+        source, _ = open_split(split)
     with source:
         try:
             pf = pq.ParquetFile(source)
@@ -196,9 +196,9 @@ def _parquet_rows(split: Split, pq: Any) -> Iterator[tuple[int, dict[str, Any]]]
         row = 0  # the file's row number of the group's first row
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
-            # A group without columns has no bytes: the split at 0 takes it.
-            first = min((_column_start(group.column(c)) for c in range(group.num_columns)),
-                        default=0)
+            # Its first column chunk's first byte (parquet-mr's getOffset);
+            # a group without columns has no bytes: the split at 0 takes it.
+            first = _column_start(group.column(0)) if group.num_columns else 0
             if split.whole or split.start <= first < split.end:
                 batches = pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, row_groups=[g])
                 n = row

@@ -285,7 +285,7 @@ def compute_splits(inputs: Sequence[InputFile | str], split_size: int,
 
 
 @functools.lru_cache(maxsize=64)
-def _check_codec(encoding: str, errors: str) -> bool:
+def check_codec(encoding: str, errors: str) -> bool:
     """Validate the job's codec; True if ASCII bytes decode one-to-one (the fast path)."""
     try:
         name = codecs.lookup(encoding).name
@@ -315,7 +315,7 @@ def _check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
-def _decode_error(
+def decode_error(
     path: str, offset: int, encoding: str, exc: UnicodeDecodeError
 ) -> InputDecodeError:
     return InputDecodeError(
@@ -433,7 +433,7 @@ def _segments_of(
         nxt += len(blk)
 
 
-def _open_split(split: Split) -> tuple[IO[bytes], Any]:
+def open_split(split: Split) -> tuple[IO[bytes], Any]:
     """The split's file as bytes (through its decompressor when it is read
     whole), and that decompressor (None for plain bytes)."""
     path = split.path
@@ -459,7 +459,7 @@ def read_file_bytes(split: Split) -> bytes:
     files; the split must start at 0 (``split_by = "file"``)."""
     if split.start:
         raise ValueError("read_file_bytes reads whole files: use split_by = 'file'")
-    f, decompress = _open_split(split)
+    f, decompress = open_split(split)
     with f:
         try:
             if split.whole:
@@ -476,7 +476,7 @@ def read_file_bytes(split: Split) -> bytes:
                              path=split.path) from e
 
 
-def _segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tuple[int, bytes]]:
+def segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tuple[int, bytes]]:
     """Yield (offset, bytes) runs of whole lines owned by split.
 
     Each run ends with b'\\n' except the unterminated last line of a file.
@@ -489,7 +489,7 @@ def _segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tu
         if split.start >= split.end:
             return
         start, end = split.start, split.end
-    f, decompress = _open_split(split)
+    f, decompress = open_split(split)
     with f:
         try:
             yield from _segments_of(f, shown, start, end, max_line_bytes, block_size)
@@ -510,14 +510,14 @@ def _segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tu
 def _line_batches(
     split: Split, encoding: str, errors: str, max_line_bytes: int, block_size: int
 ) -> Iterator[Iterator[tuple[int, str]]]:
-    transparent = _check_codec(encoding, errors)
+    transparent = check_codec(encoding, errors)
     path = split.path
-    for pos, seg in _segments(split, max_line_bytes, block_size):
+    for pos, seg in segments(split, max_line_bytes, block_size):
         terminated = seg[-1] == 10  # b"\n"
         try:
             text = seg.decode(encoding, errors)
         except UnicodeDecodeError as e:
-            raise _decode_error(path, pos + seg.rfind(b"\n", 0, e.start) + 1, encoding, e) from e
+            raise decode_error(path, pos + seg.rfind(b"\n", 0, e.start) + 1, encoding, e) from e
         crlf = "\r" in text
         # Strip exactly one '\r' before each '\n' (replace does not overlap).
         stripped = text.replace("\r\n", "\n") if crlf else text
@@ -555,7 +555,7 @@ def _decode_each(
         try:
             yield line.decode(encoding, errors)
         except UnicodeDecodeError as e:
-            raise _decode_error(path, pos, encoding, e) from e
+            raise decode_error(path, pos, encoding, e) from e
         pos += len(line) + 1
 
 
@@ -580,7 +580,7 @@ def read_lines(
     """
     _check_positive("max_line_bytes", max_line_bytes)
     _check_positive("block_size", block_size)
-    _check_codec(encoding, errors)  # fail at the call, not at the first next()
+    check_codec(encoding, errors)  # fail at the call, not at the first next()
     # chain(zip(...)) keeps the per-line step in C: Python runs once per block.
     return chain.from_iterable(_line_batches(split, encoding, errors, max_line_bytes, block_size))
 
@@ -589,7 +589,7 @@ def _decode_chunk(path: str, pos: int, data: bytes, encoding: str, errors: str) 
     try:
         text = data.decode(encoding, errors)
     except UnicodeDecodeError as e:
-        raise _decode_error(path, pos + data.rfind(b"\n", 0, e.start) + 1, encoding, e) from e
+        raise decode_error(path, pos + data.rfind(b"\n", 0, e.start) + 1, encoding, e) from e
     if "\r" in text:
         text = text.replace("\r\n", "\n")
         if text.endswith("\r"):  # only the file's unterminated last line ends so
@@ -609,7 +609,7 @@ def _chunks(
     parts: list[bytes] = []  # whole lines of the chunk being gathered
     parts_len = 0
     first = 0  # offset of its first line
-    for pos, seg in _segments(split, max_line_bytes, block_size):
+    for pos, seg in segments(split, max_line_bytes, block_size):
         i, n = 0, len(seg)
         while i < n:
             if not parts:
@@ -652,5 +652,5 @@ def read_chunks(
     _check_positive("target_bytes", target_bytes)
     _check_positive("max_line_bytes", max_line_bytes)
     _check_positive("block_size", block_size)
-    _check_codec(encoding, errors)
+    check_codec(encoding, errors)
     return _chunks(split, target_bytes, encoding, errors, max_line_bytes, block_size)

@@ -12,7 +12,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -237,7 +237,8 @@ def test_whole_files_decode_error_names_the_file_and_byte(tmp_path: Path) -> Non
     path.write_bytes(b"caf\xe9\n")
     with pytest.raises(InputDecodeError, match=r"latin\.txt: cannot decode byte 3 as utf-8"):
         read_all(readers.whole_files, [path], 1)
-    assert read_all(readers.whole_files, [path], 1, errors="replace") == [(str(path), "caf\ufffd\n")]
+    assert read_all(readers.whole_files, [path], 1, errors="replace") == \
+        [(str(path), "caf\ufffd\n")]
 
 
 # ---------------------------------------------------------------- split policy
@@ -277,6 +278,40 @@ def test_readers_import_neither_twisted_nor_pyarrow() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.fixture
+def memory_store(tmp_path: Path) -> Iterator[tuple[Any, str]]:
+    """fsspec's in-memory store, standing for s3://, and a folder of it."""
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    root = f"/pytxmr-formats-{tmp_path.name}"
+    fs.mkdir(root)
+    yield fs, root
+    fs.rm(root, recursive=True)
+
+
+def read_urls(store: tuple[Any, str], reader: Callable[..., Any], names: list[str],
+              size: int) -> list[Any]:
+    fs, root = store
+    files = [InputFile(f"memory://{root}/{n}", fs.size(f"{root}/{n}")) for n in names]
+    splits = compute_splits(files, size, split_by=split_policy(reader))
+    return [r for s in splits for r in reader(s, "utf-8", "strict")]
+
+
+def test_readers_read_urls_through_ranged_reads(memory_store: tuple[Any, str]) -> None:
+    """A URL is opened through rangereader (never open()), split or whole."""
+    fs, root = memory_store
+    jsonl = "\n".join(json.dumps(d) for d in events(40)).encode()
+    table = b'a,b\r\n1,"x\r\ny"\r\n2,3\r\n'
+    fs.pipe({f"{root}/e.jsonl": jsonl, f"{root}/e.jsonl.gz": gzip.compress(jsonl),
+             f"{root}/t.csv": table})
+    assert read_urls(memory_store, readers.json_lines, ["e.jsonl", "e.jsonl.gz"], 13) == \
+        reference_json_lines(jsonl) * 2
+    expected = list(enumerate(csv.DictReader(io.StringIO(table.decode(), newline=""))))
+    assert read_urls(memory_store, readers.csv_dicts, ["t.csv"], 3) == expected
+    assert read_urls(memory_store, readers.whole_files_bytes, ["t.csv"], 3) == \
+        [(f"memory://{root}/t.csv", table)]
+
+
 # ---------------------------------------------------------------- Parquet
 
 
@@ -287,14 +322,16 @@ def write_parquet(path: Path, rows: list[dict[str, Any]], group: int, **kwargs: 
     return path
 
 
-@pytest.mark.parametrize("size", [1, 7, 64, 300, 5000, 1 << 30])
+@pytest.mark.parametrize("size", [1, 7, 64, 300, 2000, 1 << 30])
 def test_parquet_rows_read_each_row_group_once(tmp_path: Path, size: int) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
-    rows = [{"id": i, "word": f"w{i % 7}", "score": i / 3, "tags": [i % 3]} for i in range(1000)]
-    paths = [write_parquet(tmp_path / "a.parquet", rows, 90),
-             write_parquet(tmp_path / "b.parquet", rows[:333], 50, use_dictionary=False),
+    # Small files: a 1-byte split size makes a split (a footer read) per byte.
+    rows = [{"id": i, "word": f"w{i % 7}", "score": i / 3, "tags": [i % 3]} for i in range(60)]
+    paths = [write_parquet(tmp_path / "a.parquet", rows, 6, store_schema=False),
+             write_parquet(tmp_path / "b.parquet", rows[:25], 4, use_dictionary=False,
+                           store_schema=False),
              write_parquet(tmp_path / "c.parquet", [], 10)]
-    assert pq.ParquetFile(paths[0]).metadata.num_row_groups == 12
+    assert pq.ParquetFile(paths[0]).metadata.num_row_groups == 10
     got = read_all(readers.parquet_rows, paths, size)
     assert got == [r for p in paths for r in enumerate(pq.read_table(p).to_pylist())]
 
@@ -307,6 +344,14 @@ def test_parquet_rows_of_a_compressed_file_are_read_whole(tmp_path: Path) -> Non
     packed.write_bytes(gzip.compress(plain.read_bytes()))
     assert read_all(readers.parquet_rows, [packed], 7) == list(enumerate(pq.read_table(plain)
                                                                          .to_pylist()))
+
+
+def test_parquet_rows_of_a_url(tmp_path: Path, memory_store: tuple[Any, str]) -> None:
+    fs, root = memory_store
+    rows = [{"id": i} for i in range(50)]
+    fs.pipe(f"{root}/t.parquet", write_parquet(tmp_path / "t.parquet", rows, 7).read_bytes())
+    assert read_urls(memory_store, readers.parquet_rows, ["t.parquet"], 100) == \
+        list(enumerate(rows))
 
 
 def test_a_file_that_is_not_parquet_is_named(tmp_path: Path) -> None:
