@@ -37,6 +37,9 @@ class IJobTrackerStatus(Interface):
     async def attempt_log(job_id: str, attempt_id: str) -> str | None:
         """An attempt's log tail; ``wire.UnknownJob`` if there is none."""
 
+    def metrics_text() -> bytes:
+        """The Prometheus exposition of its metrics (``pytxmr.metrics``)."""
+
 #: Lost workers listed (the most recent), beside every live one.
 LOST_WORKERS_SHOWN = 50
 

@@ -26,6 +26,7 @@ from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from . import pages
+from .metrics import CONTENT_TYPE
 from .wire import UnknownJob
 
 if TYPE_CHECKING:
@@ -136,6 +137,9 @@ class StatusResource(resource.Resource):
             return self._not_found(request, True, "no such API path")
         if not p:
             return self._html(request, pages.cluster_page(jt.workers_view(), jt.jobs_view(), now))
+        if p == ["metrics"]:
+            request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
+            return jt.metrics_text()
         if len(p) == 2 and p[0] == "jobs":
             return self._html(request, pages.job_page(jt.job_view(p[1]), now))
         if len(p) == 5 and p[0] == "jobs" and p[2] == "attempts" and p[4] == "log":

@@ -23,6 +23,8 @@ from zope.interface import implementer
 from .. import output, scheduler as sched, stepdata, storage, views
 from ..bundle import CHUNK_BYTES, MAX_BUNDLE_BYTES, BundleError, BundleStore
 from ..child import Zygote
+from ..counters import FRAMEWORK
+from ..metrics import Metrics
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION, JobHistory
 from ..ports import IWorker
 from ..scheduler import Action, Scheduler, State
@@ -86,6 +88,7 @@ class JobTracker:
         self._by_sched: dict[str, JobRecord] = {}
         self.history = JobHistory(os.path.join(workdir, "history"), history_retention)
         self.task_logs = LogKeeper()
+        self.metrics = Metrics(self._metrics_state)
 
     # --- lifecycle -------------------------------------------------------
 
@@ -176,12 +179,39 @@ class JobTracker:
         self._check_live(wid)
         self.task_logs.put(attempt_id, result.log)
         self._execute(self.scheduler.attempt_succeeded(attempt_id, self.now(), result))
+        self._attempt_metrics(attempt_id)
 
     def attempt_failed(self, wid: str | None, attempt_id: str, error: TaskError) -> None:
         self._check_live(wid)
         self.task_logs.put(attempt_id, error.log)
         self.log.info("Attempt {aid} failed: {msg}", aid=attempt_id, msg=error.message)
         self._execute(self.scheduler.attempt_failed(attempt_id, self.now(), error.describe()))
+        self._attempt_metrics(attempt_id)
+
+    def _attempt_metrics(self, attempt_id: str) -> None:
+        a = self.scheduler.attempts.get(attempt_id)
+        if a is not None and a.finished is not None:
+            self.metrics.attempt_ended(a.kind, a.state.value, a.finished - a.started)
+
+    def _metrics_state(self) -> dict[str, Any]:
+        """The gauges of ``metrics``, read at scrape time."""
+        live = [w for w in self.scheduler.workers.values() if w.alive]
+        running = {"map": 0, "reduce": 0}
+        pending = {"map": 0, "reduce": 0}
+        for a in self.scheduler.attempts.values():
+            if a.state is State.RUNNING:
+                running[a.kind] += 1
+        jobs = [j for j in self.scheduler.jobs.values() if j.state is State.RUNNING]
+        for sjob in jobs:
+            for t in sjob.maps + sjob.reduces:
+                if t.state is State.PENDING:
+                    pending[t.kind] += 1
+        return {"workers": len(live), "slots": sum(w.slots for w in live),
+                "running": running, "pending": pending,
+                "jobs": sum(j.running for j in self.jobs.values())}
+
+    def metrics_text(self) -> bytes:
+        return self.metrics.expose()
 
     def fetch_failed(self, wid: str | None, attempt_id: str, map_index: int,
                      map_attempt_id: str | None = None) -> None:
@@ -419,6 +449,7 @@ class JobTracker:
         self.log.info("Job {job} {state} in {secs:.3f}s", job=job.id, state=job.state,
                       secs=job.finished - job.submitted)
         self.history.record(self.job_view(job.id), self.task_logs.for_job(job.id))
+        self.metrics.job_ended(job.state, job.counters.get(FRAMEWORK, {}).get("shuffle bytes", 0))
         for d in self._waiters.pop(job.id, []):
             d.callback(job.result(self.now()))
         self._forget_old_jobs()

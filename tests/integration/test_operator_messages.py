@@ -60,3 +60,45 @@ def test_a_full_disk_is_named_in_the_attempts_error(tmp_path: Path) -> None:
     finally:
         c.stop_all()
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_the_jobtracker_serves_prometheus_metrics(tmp_path: Path) -> None:
+    """/metrics on the status site: workers, slots, tasks, jobs by state,
+    attempt durations, shuffle bytes, failures (parsed by the official
+    client's own parser)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    c = Cluster(tmp_path)
+    try:
+        jt = c.start_jobtracker()
+        c.start_tasktrackers(2, 2)
+        data = tmp_path / "in.txt"
+        data.write_text("a b a\n" * 2000)
+        root = Path(__file__).resolve().parents[2]
+        rc, _, err = c.submit(root / "examples" / "wordcount.py", [data], tmp_path / "out",
+                              "--reducers", "2", "--split-size", "4K")
+        assert rc == 0, err
+        bad = tmp_path / "bad.py"
+        bad.write_text("def map(k, v):\n    raise ValueError('no')\n")
+        rc, _, _ = c.submit(bad, [data], tmp_path / "out2", "--max-attempts", "1")
+        assert rc == 1
+        url = f"http://127.0.0.1:{jt.ready['web_port']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = response.read().decode()
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(text) for s in family.samples}
+        assert samples[("pytxmr_workers", ())] == 2
+        assert samples[("pytxmr_slots", ())] == 4
+        assert samples[("pytxmr_running_jobs", ())] == 0
+        assert samples[("pytxmr_jobs_finished_total", (("state", "succeeded"),))] == 1
+        assert samples[("pytxmr_jobs_finished_total", (("state", "failed"),))] == 1
+        maps = samples[("pytxmr_attempts_finished_total", (("kind", "map"), ("outcome", "succeeded")))]
+        assert maps == -(-data.stat().st_size // 4096)
+        assert samples[("pytxmr_attempts_finished_total", (("kind", "map"), ("outcome", "failed")))] >= 1
+        assert samples[("pytxmr_attempt_seconds_count", (("kind", "reduce"),))] == 2
+        assert samples[("pytxmr_shuffle_bytes_total", ())] > 0
+    finally:
+        c.stop_all()
