@@ -40,8 +40,8 @@ DEFAULT_BUDGET = 256 << 20
 #: Left free on the tmpfs beyond a run (its blocks, other users of /dev/shm).
 _SLACK = 1 << 20
 _LOCK = ".lock"
-#: The absolute work dir this memory dir belongs to (for cleaning up after
-#: a crashed daemon whose work dir is gone).
+#: The absolute work dir this memory dir belongs to: what an operator
+#: looking at /dev/shm wants to know (the directory is named by its hash).
 _OWNER = ".workdir"
 _PREFIX = "pytxmr-"
 
@@ -302,9 +302,11 @@ def remove_memory_dir(path: str, lock: IO[str] | None) -> None:
 
 
 def remove_orphans(root: str = SHM_ROOT) -> list[str]:
-    """Remove this user's memory directories that no live daemon holds and
-    whose work dir is gone (a crashed daemon that will never restart there:
-    tmpfs would keep its runs in RAM until a reboot). Returns their paths."""
+    """Remove this user's memory directories that no live daemon holds: a
+    crashed (SIGKILLed) daemon's, whose runs tmpfs would keep in RAM until a
+    reboot. Nothing in them is of use any more: a daemon restarted on the
+    same work dir is a new worker, which empties its directory anyway.
+    Returns their paths."""
     prefix = f"{_PREFIX}{os.getuid()}-"
     removed: list[str] = []
     try:
@@ -316,11 +318,6 @@ def remove_orphans(root: str = SHM_ROOT) -> list[str]:
         try:
             st = os.lstat(path)
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-                continue
-            with open(os.path.join(path, _OWNER), encoding="utf-8",
-                      errors="surrogateescape") as f:
-                workdir = f.read()
-            if not workdir or os.path.exists(workdir):
                 continue
             fd = os.open(os.path.join(path, _LOCK), os.O_RDWR | os.O_NOFOLLOW)
         except OSError:

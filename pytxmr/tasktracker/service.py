@@ -106,8 +106,8 @@ class TaskTrackerService(AsyncMultiService):
             return
         root = self.config.shuffle_memory_root
         for path in shufflememory.remove_orphans(root):
-            self.log.info("Removed {path}, left by a crashed tasktracker whose work dir is "
-                          "gone", path=path)
+            self.log.info("Removed {path}, the fetched runs of a crashed tasktracker",
+                          path=path)
         workdir = self.tt.workdir
         path = shufflememory.memory_dir(workdir, root)
         try:
