@@ -141,8 +141,8 @@ class Progress:
         maps, reduces = status.get("maps"), status.get("reduces")
         if not maps or reduces is None:
             return
-        mp = 100 * maps["done"] / max(1, maps["total"])
-        rp = 100 * reduces["done"] / max(1, reduces["total"])
+        mp = maps.get("percent", 100 * maps["done"] / max(1, maps["total"]))
+        rp = reduces.get("percent", 100 * reduces["done"] / max(1, reduces["total"]))
         step = (f"step {status['step']}/{status['steps']} "
                 if status.get("steps", 1) > 1 else "")
         text = (f"{status['job_id']}: {step}map {mp:3.0f}% ({maps['done']}/{maps['total']}) "

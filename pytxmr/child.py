@@ -196,13 +196,12 @@ def log_tail(path: str, size: int = 4096) -> str:
         return ""
 
 
-def io_bytes(pid: int) -> int | None:
-    """Bytes a process has read and written so far (Linux's /proc/PID/io);
-    None where that cannot be read."""
+def io_bytes(pid: int, kinds: tuple[str, ...] = ("rchar:", "wchar:")) -> int | None:
+    """Bytes a process has read and written so far (Linux's /proc/PID/io;
+    ``("rchar:",)``: read only); None where that cannot be read."""
     try:
         with open(f"/proc/{pid}/io") as f:
-            return sum(int(line.split()[1]) for line in f
-                       if line.startswith(("rchar:", "wchar:")))
+            return sum(int(line.split()[1]) for line in f if line.startswith(kinds))
     except (OSError, ValueError, IndexError):
         return None
 
@@ -263,3 +262,9 @@ class TaskChild:
 
     def kill(self, why: str = "the task was killed") -> None:
         self._child.kill(why)
+
+    def bytes_read(self) -> int:
+        """What the task has read so far (its input, or its runs): 0 before
+        it started or where /proc cannot tell."""
+        pid = self._child.pid
+        return (io_bytes(pid, ("rchar:",)) or 0) if pid is not None else 0

@@ -76,8 +76,10 @@ def _table(headers: Iterable[str], rows: list[str], empty: str, cls: str = "") -
 def _progress(p: dict[str, Any] | None) -> str:
     if not p:
         return ""
-    return (f"<progress max=\"{p['total'] or 1}\" value=\"{p['done'] if p['total'] else 1}\">"
-            f"</progress> {p['done']}/{p['total']}"
+    # The bar counts running tasks' own progress too; the figures, tasks done.
+    percent = p.get("percent", 100.0 * p["done"] / p["total"] if p["total"] else 100.0)
+    return (f"<progress max=\"100\" value=\"{percent:.1f}\"></progress> "
+            f"{p['done']}/{p['total']}"
             + (f" <span class=\"run\">({p['running']} running)</span>" if p["running"] else ""))
 
 

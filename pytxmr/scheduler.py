@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Mapping, Union
 
 from .wire import COMMIT_DENIED, AttemptResult, MapLocation
 
@@ -99,6 +99,8 @@ class Attempt:
     finished: float | None = None
     error: dict[str, str] | None = None
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: How far it is (0 to 1), as its worker's last heartbeat said.
+    progress: float = 0.0
 
 
 @dataclass
@@ -187,10 +189,15 @@ class Scheduler:
         self.workers[wid] = Worker(wid, host, port, max(1, slots), now, now)
         return self._schedule(now)
 
-    def heartbeat(self, wid: str, now: float) -> None:
+    def heartbeat(self, wid: str, now: float,
+                  progress: Mapping[str, float] | None = None) -> None:
         w = self.workers.get(wid)
         if w is not None and w.alive:
             w.last_seen = now
+            for aid, p in (progress or {}).items():
+                a = self.attempts.get(aid)
+                if a is not None and a.wid == wid and a.state is State.RUNNING:
+                    a.progress = p
 
     def expired_workers(self, now: float, expiry: float) -> list[str]:
         """Workers not heard from for ``expiry`` seconds."""

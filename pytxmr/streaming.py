@@ -4,161 +4,260 @@ in any language.
 A command runs as a pipe for the whole of a task (``/bin/sh -c CMD``, so
 quotes and pipelines work): a map task writes its input lines to the
 mapper's stdin; a reduce task writes ``key<TAB>value`` lines, sorted by key,
-to the reducer's. Each line a command prints becomes a pair: the key up to
-its first tab, the value after it (a line without a tab is a key with an
-empty value). A command that exits non-zero, or dies, fails its attempt
-with the tail of its stderr; all of its stderr goes to the task's log.
+to the reducer's. Each line a command prints becomes a pair (``parse``). A
+command that exits non-zero, or dies, fails its attempt with the tail of its
+stderr; all of its stderr goes to the task's log. One that stops reading
+early (``head -1``) is judged by its exit status alone.
 
 The built-in job modules ``pytxmr/jobs/streaming.py`` and
-``streaming_map_only.py`` wire this to the hooks of a job (start in
-``map_init``, one pipe per task). No Twisted: this runs in task children.
+``streaming_map_only.py`` wire ``MapSide`` and ``ReduceSide`` to a job's
+hooks: one process per task, started by ``map_init`` (``reduce_init``).
+No Twisted: this runs in task children.
 """
 
 from __future__ import annotations
 
-import collections
+import codecs
+import io
+import os
+import queue
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
-from typing import IO, Any, Iterator
+from typing import Any, Iterable, Iterator
+
+from .jobargs import args
+
+__all__ = ["Pipe", "StreamingError", "MapSide", "ReduceSide", "command", "parse"]
 
 #: Bytes of a command's stderr shown in the error of a failed attempt.
 STDERR_TAIL = 4096
+#: Input buffered before a write to the command: few system calls per line.
+STDIN_BUFFER = 1 << 20
+_READ = 1 << 16
+#: Seconds a failed command's stderr may stay open (held by a child it
+#: left running) before its error is reported with the tail read so far.
+_ERROR_WAIT = 5.0
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
+_EOF = None
+
+#: Leading words the shell itself runs: no program to look up.
+_SHELL_WORDS = frozenset({
+    "(", "{", "!", "if", "for", "while", "until", "case", "time", "exec", "eval",
+    "cd", "set", "export", "unset", "ulimit", "umask", "trap", ".", ":"})
 
 
 class StreamingError(RuntimeError):
-    """A streaming command failed: its exit status and its stderr's tail."""
+    """A streaming command failed: its exit status and its stderr's tail,
+    which is all a submitter sees of a program that is not Python."""
 
 
 def command(text: str) -> str:
-    """An ``Arg`` type: a shell command whose program exists here (so that a
-    typo is refused at submission, on the jobtracker's host)."""
+    """An ``Arg`` type: a shell command whose program exists here, so that a
+    typo is refused at submission (on the jobtracker's host) rather than
+    failing every task attempt."""
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
     try:
-        words = shlex.split(text)
+        words = list(lexer)
     except ValueError as e:
         raise ValueError(f"cannot parse the command {text!r}: {e}") from None
+    # Assignments before a program (``LC_ALL=C sort``) are the shell's.
+    while words and "=" in words[0] and words[0].split("=", 1)[0].isidentifier():
+        del words[0]
     if not words:
-        raise ValueError("the command is empty")
+        raise ValueError("the command is empty" if not text.strip()
+                         else f"no program in the command {text!r}")
     program = words[0]
-    if "=" in program or program in _SHELL_WORDS:
-        return text  # an assignment or a shell construct: the shell will tell
+    if program in _SHELL_WORDS or "$" in program or "`" in program:
+        return text  # the shell's own, or known only when it runs
     if shutil.which(program) is None:
         raise ValueError(f"no such command: {program}")
     return text
 
 
-_SHELL_WORDS = frozenset({"(", "{", "if", "for", "while", "case", "exec", "cd", "set",
-                          "export", "!", "time", "until"})
-
-
 def parse(line: str) -> tuple[str, str]:
+    """A command's output line as a pair, as Hadoop Streaming reads it: the
+    key up to the first tab, the value after it (further tabs included); a
+    line without a tab is a key with an empty value."""
     key, _, value = line.partition("\t")
     return key, value
 
 
+def _read_lines(f: io.RawIOBase, out: queue.SimpleQueue[list[str] | None]) -> None:
+    """Drain a command's stdout: the whole lines of each read, as one batch,
+    then ``_EOF``. A function, not a method: a running thread must not keep
+    its Pipe (and so the command's stdin) alive."""
+    rest = b""
+    try:
+        while block := f.read(_READ):
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            if cut:
+                out.put(data[:cut - 1].decode(_ENCODING, _ERRORS).split("\n"))
+        if rest:  # a last line without its newline
+            out.put([rest.decode(_ENCODING, _ERRORS)])
+    finally:
+        f.close()
+        out.put(_EOF)
+
+
+def _copy_stderr(f: io.RawIOBase, tail: bytearray) -> None:
+    """Drain a command's stderr into this task's (its log), keeping its last
+    ``STDERR_TAIL`` bytes for the error of a failed attempt."""
+    decode = codecs.getincrementaldecoder(_ENCODING)("replace").decode
+    try:
+        while block := f.read(_READ):
+            sys.stderr.write(decode(block))
+            sys.stderr.flush()
+            tail += block
+            del tail[:-STDERR_TAIL]
+    finally:
+        f.close()
+
+
 class Pipe:
-    """One command, fed lines by the task and read by a thread, so that
-    neither side waits for the other (a command that prints as it reads
-    would otherwise block on a full stdout pipe while we block on its full
-    stdin)."""
+    """One command fed lines by the calling thread, its stdout and stderr
+    drained by threads of their own, so that neither side ever waits for the
+    other: a command that prints as it reads would otherwise block on a full
+    stdout while we block on its full stdin."""
 
     def __init__(self, cmd: str) -> None:
         self.cmd = cmd
-        self._proc = subprocess.Popen(
-            ["/bin/sh", "-c", cmd], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, bufsize=1 << 16)
+        self._proc = subprocess.Popen(["/bin/sh", "-c", cmd], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      bufsize=0)
         assert self._proc.stdin and self._proc.stdout and self._proc.stderr
-        self._stdin = self._proc.stdin
-        self._out: collections.deque[list[str]] = collections.deque()
+        self._stdin: io.BufferedWriter | None = io.BufferedWriter(
+            self._proc.stdin, STDIN_BUFFER)  # type: ignore[arg-type]
+        self._lines: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._eof = False
         self._tail = bytearray()
-        self._closed_early = False
-        self._readers = [threading.Thread(target=self._read_out, args=(self._proc.stdout,),
-                                          daemon=True),
-                         threading.Thread(target=self._read_err, args=(self._proc.stderr,),
-                                          daemon=True)]
-        for t in self._readers:
-            t.start()
-
-    def _read_out(self, f: IO[bytes]) -> None:
-        while True:
-            lines = f.readlines(1 << 16)
-            if not lines:
-                return
-            self._out.append([b.decode(_ENCODING, _ERRORS).rstrip("\n") for b in lines])
-
-    def _read_err(self, f: IO[bytes]) -> None:
-        err = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else None
-        while block := f.read1(1 << 16) if hasattr(f, "read1") else f.read(1 << 16):
-            if err is not None:
-                err.write(block)
-                err.flush()
-            self._tail += block
-            del self._tail[:-STDERR_TAIL]
+        self._out_thread = threading.Thread(
+            target=_read_lines, args=(self._proc.stdout, self._lines), daemon=True)
+        self._err_thread = threading.Thread(
+            target=_copy_stderr, args=(self._proc.stderr, self._tail), daemon=True)
+        self._out_thread.start()
+        self._err_thread.start()
 
     def feed(self, line: str) -> None:
-        """Write one line (its newline added) to the command's stdin."""
-        if self._closed_early:
+        """Write one line (its newline added) to the command's stdin; lines
+        after the command stopped reading and exited 0 are dropped."""
+        if self._stdin is None:
             return
         try:
             self._stdin.write(line.encode(_ENCODING, _ERRORS) + b"\n")
         except BrokenPipeError:
-            # It stopped reading (``head -1``): that is its right, and its
-            # exit status alone says whether it failed.
-            self._closed_early = True
+            self._stopped_reading()
 
-    def ready(self) -> Iterator[tuple[str, str]]:
-        """The pairs the command printed so far."""
-        out = self._out
-        while out:
-            for line in out.popleft():
-                yield parse(line)
-
-    def close(self) -> Iterator[tuple[str, str]]:
-        """End its input, wait for it, and yield the rest of its pairs;
-        StreamingError if it failed."""
+    def _stopped_reading(self) -> None:
+        """It closed its stdin early (``head -1``): fine if it then exits 0,
+        as its exit status alone says whether it failed."""
+        stdin, self._stdin = self._stdin, None
         try:
-            self._stdin.close()
+            stdin.close()  # type: ignore[union-attr]
         except BrokenPipeError:
-            pass
-        status = self._proc.wait()
-        for t in self._readers:
-            t.join()
+            pass  # what was still buffered has nowhere to go
+        self._check(self._proc.wait())
+
+    def ready(self) -> Iterator[str]:
+        """The lines the command printed so far, without waiting."""
+        lines = self._lines
+        while not lines.empty():
+            batch = lines.get_nowait()
+            if batch is _EOF:
+                self._eof = True
+                return
+            yield from batch
+
+    def close(self) -> Iterator[str]:
+        """End its input, then yield the rest of its lines as they come;
+        StreamingError once it has exited if it failed."""
+        if self._stdin is not None:
+            try:
+                self._stdin.close()
+            except BrokenPipeError:
+                pass  # it stopped reading: its status below decides
+            self._stdin = None
         yield from self.ready()
-        if status != 0:
-            how = (f"was killed by signal {-status}" if status < 0
-                   else f"exited with status {status}")
-            tail = self._tail.decode(_ENCODING, "replace").rstrip()
-            raise StreamingError(f"the command {self.cmd!r} {how}"
-                                 + (f"; its stderr ends with:\n{tail}" if tail else
-                                    " (it wrote nothing to stderr)"))
+        while not self._eof:
+            batch = self._lines.get()
+            if batch is _EOF:
+                self._eof = True
+            else:
+                yield from batch
+        self._out_thread.join()
+        self._check(self._proc.wait())
+
+    def _check(self, status: int) -> None:
+        if status == 0:
+            return
+        self._err_thread.join(_ERROR_WAIT)
+        if status < 0:
+            try:
+                name = f" ({signal.Signals(-status).name})"
+            except ValueError:
+                name = ""
+            how = f"was killed by signal {-status}{name}"
+        else:
+            how = f"exited with status {status}"
+        tail = bytes(self._tail)
+        if len(tail) == STDERR_TAIL:  # cut: drop a character's leftover bytes
+            tail = tail.lstrip(bytes(range(0x80, 0xC0)))
+        text = tail.decode(_ENCODING, "replace").rstrip()
+        raise StreamingError(f"the command {self.cmd!r} {how}"
+                             + (f"; its stderr ends with:\n{text}" if text
+                                else " (it wrote nothing to stderr)"))
 
 
-# --- the two sides of a streaming job, for its job modules -----------------------
+class _Side:
+    """A task's command, named by the job argument ``arg``: started by the
+    init hook, finished by the final hook. One per job module, which is
+    loaded afresh for each task, so one process per task as in Hadoop."""
 
-_pipes: dict[str, Pipe] = {}
+    def __init__(self, arg: str) -> None:
+        self._arg = arg
+        self._pipe: Pipe | None = None
 
+    def init(self) -> None:
+        """The ``*_init`` hook: start the command."""
+        self._pipe = Pipe(args()[self._arg])
 
-def start(side: str, cmd: str) -> None:
-    _pipes[side] = Pipe(cmd)
-
-
-def map_line(_: Any, line: str) -> Iterator[tuple[str, str]]:
-    pipe = _pipes["map"]
-    pipe.feed(line)
-    return pipe.ready()
-
-
-def reduce_group(key: str, values: Any) -> Iterator[tuple[str, str]]:
-    pipe = _pipes["reduce"]
-    feed = pipe.feed
-    for value in values:
-        feed(f"{key}\t{value}")
-    return pipe.ready()
+    def final(self) -> Iterator[tuple[str, str]]:
+        """The ``*_final`` hook: the pairs it prints once its input ends."""
+        pipe, self._pipe = self._pipe, None
+        assert pipe is not None, "the init hook starts the command"
+        return map(parse, pipe.close())
 
 
-def finish(side: str) -> Iterator[tuple[str, str]]:
-    yield from _pipes.pop(side).close()
+class MapSide(_Side):
+    """``map_init``, ``map`` and ``map_final`` of a streaming job: the task's
+    input lines (without their offsets) through the command."""
+
+    def map(self, offset: Any, line: str) -> Iterator[tuple[str, str]]:
+        pipe = self._pipe
+        assert pipe is not None, "map_init starts the command"
+        pipe.feed(line)
+        return map(parse, pipe.ready())
+
+
+class ReduceSide(_Side):
+    """``reduce_init``, ``reduce`` and ``reduce_final`` of a streaming job:
+    ``key<TAB>value`` lines, keys in order, through the command."""
+
+    def reduce(self, key: str, values: Iterable[str]) -> Iterator[tuple[str, str]]:
+        pipe = self._pipe
+        assert pipe is not None, "reduce_init starts the command"
+        feed = pipe.feed
+        for value in values:
+            feed(f"{key}\t{value}")
+        return map(parse, pipe.ready())
+
+
+# Importing this module must not leave an unused name flagged by linters.
+del os

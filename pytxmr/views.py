@@ -115,15 +115,20 @@ def _add_step_counters(totals: Counters, sjob: Job) -> None:
             totals.incr(FRAMEWORK, f"{kind} phase wall ms", round(1000 * (end - start)))
 
 
-def _progress(tasks: list[Task]) -> dict[str, Any]:
+def task_progress(tasks: list[Task]) -> dict[str, Any]:
+    """How far a job's maps (or reduces) are: tasks done and running, and a
+    percent that counts each running task's progress (its furthest
+    attempt's, as heartbeats report it), not only the tasks done."""
     total = len(tasks)
     done = sum(t.state is State.SUCCEEDED for t in tasks)
+    partial = sum(max((a.progress for a in t.running()), default=0.0)
+                  for t in tasks if t.state is State.RUNNING)
     return {
         "total": total,
         "done": done,
         "running": sum(t.state is State.RUNNING for t in tasks),
         "failed_attempts": sum(t.failures for t in tasks),
-        "percent": 100.0 * done / total if total else 100.0,
+        "percent": 100.0 * (done + partial) / total if total else 100.0,
     }
 
 
@@ -161,8 +166,8 @@ def job_summary(job: Any, sjobs: list[Job], now: float) -> dict[str, Any]:
         "steps": len(getattr(job, "steps", ()) or ()) or 1,
     }
     if sjob is not None:
-        summary["maps"] = _progress(sjob.maps)
-        summary["reduces"] = _progress(sjob.reduces)
+        summary["maps"] = task_progress(sjob.maps)
+        summary["reduces"] = task_progress(sjob.reduces)
         summary["failed_attempts"] = (summary["maps"]["failed_attempts"]
                                       + summary["reduces"]["failed_attempts"])
     return summary
@@ -182,6 +187,7 @@ def attempt_view(a: Attempt, scheduler: Scheduler, now: float,
         "started": a.started,
         "finished": a.finished,
         "duration": end - a.started,
+        "progress": 1.0 if a.state is State.SUCCEEDED else a.progress,
         "error": a.error,
         "counters": a.counters,
         "has_log": has_log(a.id),

@@ -292,9 +292,11 @@ class Heartbeat:
 
     attempts: tuple[str, ...] = ()
     shuffle_memory: tuple[int, int] | None = None
+    #: How far each live attempt is, from 0 to 1 (``TaskTracker.progress``).
+    progress: Mapping[str, float] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"attempts": list(self.attempts)}
+        d: dict[str, Any] = {"attempts": list(self.attempts), "progress": dict(self.progress)}
         if self.shuffle_memory is not None:
             d["shuffle_memory"] = {"used": self.shuffle_memory[0],
                                    "budget": self.shuffle_memory[1]}
@@ -310,11 +312,15 @@ class Heartbeat:
         memory = d.get("shuffle_memory")
         used = memory.get("used") if isinstance(memory, Mapping) else None
         budget = memory.get("budget") if isinstance(memory, Mapping) else None
+        progress = d.get("progress")
         return cls(
             tuple(a for a in attempts if isinstance(a, str))
             if isinstance(attempts, list) else (),
             (used, budget) if type(used) is int and type(budget) is int
-            and used >= 0 and budget >= 0 else None)
+            and used >= 0 and budget >= 0 else None,
+            {a: min(1.0, max(0.0, float(p))) for a, p in progress.items()
+             if isinstance(a, str) and type(p) in (int, float) and p == p}
+            if isinstance(progress, Mapping) else {})
 
 
 def split_from_wire(d: Any) -> Split:

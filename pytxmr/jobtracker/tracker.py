@@ -159,7 +159,7 @@ class JobTracker:
 
     def heartbeat(self, wid: str | None, beat: Heartbeat) -> None:
         wid = self._check_live(wid)
-        self.scheduler.heartbeat(wid, self.now())
+        self.scheduler.heartbeat(wid, self.now(), beat.progress)
         if beat.shuffle_memory is not None:
             self.scheduler.workers[wid].shuffle_memory = beat.shuffle_memory
 
@@ -332,11 +332,7 @@ class JobTracker:
         sjob = self.scheduler.jobs.get(job.sched_id(job.step))
         if sjob is not None:
             for kind, tasks in (("maps", sjob.maps), ("reduces", sjob.reduces)):
-                result[kind] = {
-                    "total": len(tasks),
-                    "done": sum(t.state is State.SUCCEEDED for t in tasks),
-                    "running": sum(t.state is State.RUNNING for t in tasks),
-                }
+                result[kind] = views.task_progress(tasks)
             result["failed_attempts"] = sum(t.failures for t in sjob.maps + sjob.reduces)
         return result
 

@@ -180,7 +180,8 @@ class TaskTrackerService(AsyncMultiService):
         if jobtracker is None:
             return
         memory = self.tt.memory
-        beat = Heartbeat(tuple(sorted(self.tt.attempts)), (memory.used, memory.budget))
+        beat = Heartbeat(tuple(sorted(self.tt.attempts)), (memory.used, memory.budget),
+                         self.tt.progress())
 
         async def send() -> None:
             try:

@@ -47,6 +47,19 @@ class Attempt:
     killed: bool = False
     #: a reduce attempt's fetches of its runs
     fetch: ReduceFetch | None = field(default=None, repr=False)
+    #: Bytes its process will read: its split's, or a reduce's fetched runs.
+    size: int = 0
+
+    def progress(self) -> float:
+        """From 0 to 1, for the progress bar: a map by the bytes of its split
+        read; a reduce half by the maps fetched, half by its runs read."""
+        child = self.child
+        read = child.bytes_read() / self.size if child is not None and self.size else 0.0
+        if self.kind == "map":
+            return min(1.0, read)
+        fetch = self.fetch
+        fetched = len(fetch.runs) / fetch.num_maps if fetch is not None and fetch.num_maps else 1.0
+        return min(1.0, 0.5 * fetched + 0.5 * min(1.0, read))
 
 
 def _job_spec(attempt: Attempt, bundle_dir: str | None) -> dict[str, Any]:
@@ -118,6 +131,10 @@ class TaskTracker:
         #: The jobtracker while we are registered with it.
         self.jobtracker: IJobTracker | None = None
 
+    def progress(self) -> dict[str, float]:
+        """How far each live attempt is (sent with the heartbeat)."""
+        return {aid: round(a.progress(), 3) for aid, a in self.attempts.items()}
+
     def registered(self, wid: str, jobtracker: IJobTracker) -> None:
         self.wid = wid
         self.jobtracker = jobtracker
@@ -163,6 +180,7 @@ class TaskTracker:
 
     def launch_map(self, job_id: str, attempt_id: str, split: Split) -> None:
         attempt = self._new_attempt(job_id, attempt_id, "map", split.index)
+        attempt.size = split.length
         job = attempt.job
         spec = {"kind": "map", "split": split.to_wire(), "num_partitions": job.num_reducers,
                 "out_dir": attempt.work_dir, "buffer_records": job.buffer_records,
@@ -303,7 +321,7 @@ class TaskTracker:
         if attempt.killed:
             return
         job = attempt.job
-        shuffled = sum(length for _, _, length in runs)
+        shuffled = attempt.size = sum(length for _, _, length in runs)
         in_memory = fetch.bytes_in_memory()
         spec = {"kind": "reduce", "output_format": job.output_format,
                 "runs": runs, "kinds": sorted(fetch.kinds),

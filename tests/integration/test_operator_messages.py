@@ -102,3 +102,45 @@ def test_the_jobtracker_serves_prometheus_metrics(tmp_path: Path) -> None:
         assert samples[("pytxmr_shuffle_bytes_total", ())] > 0
     finally:
         c.stop_all()
+
+
+def test_progress_moves_inside_a_task(tmp_path: Path) -> None:
+    """Not `map 0%` for a whole map phase: heartbeats carry each attempt's
+    progress (bytes of its split read), and status counts it."""
+    import json
+    import time
+
+    c = Cluster(tmp_path)
+    proc = None
+    try:
+        c.start_jobtracker()
+        c.start_tasktracker(1, "--heartbeat", "0.2")
+        job = tmp_path / "slow.py"
+        job.write_text("import time\n"
+                       "def map(k, line):\n    time.sleep(0.0004)\n    yield line[:1], 1\n"
+                       "def reduce(k, vs):\n    yield k, sum(vs)\n")
+        data = tmp_path / "in.txt"
+        data.write_text("x" * 99 + "\n" * 1 + ("y" * 99 + "\n") * 30000)  # 3 MB, one split
+        proc = c.popen_submit(job, [data], tmp_path / "out", "--split-size", "8M", "-q")
+        seen: list[float] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            rc, out, _ = c.cli("jobs")
+            job_id = out.split()[0] if rc == 0 and out.strip() else None
+            if job_id:
+                rc, out, _ = c.cli("status", job_id, "--json")
+                status = json.loads(out)
+                maps = status.get("maps") or {}
+                if maps.get("done") == 0 and 0 < maps.get("percent", 0) < 100:
+                    seen.append(maps["percent"])
+                if len(seen) >= 2 and seen[-1] > seen[0]:
+                    break
+            time.sleep(0.2)
+        assert len(seen) >= 2 and seen[-1] > seen[0], seen
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        c.stop_all()
