@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import codecs
 import io
-import os
 import queue
 import shlex
 import shutil
@@ -27,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+from itertools import islice
 from typing import Any, Iterable, Iterator
 
 from .jobargs import args
@@ -38,6 +38,8 @@ STDERR_TAIL = 4096
 #: Input buffered before a write to the command: few system calls per line.
 STDIN_BUFFER = 1 << 20
 _READ = 1 << 16
+#: Values of a key written to a reducer at a time.
+_BATCH = 4096
 #: Seconds a failed command's stderr may stay open (held by a child it
 #: left running) before its error is reported with the tail read so far.
 _ERROR_WAIT = 5.0
@@ -90,18 +92,22 @@ def parse(line: str) -> tuple[str, str]:
 
 def _read_lines(f: io.RawIOBase, out: queue.SimpleQueue[list[str] | None]) -> None:
     """Drain a command's stdout: the whole lines of each read, as one batch,
-    then ``_EOF``. A function, not a method: a running thread must not keep
-    its Pipe (and so the command's stdin) alive."""
-    rest = b""
+    then ``_EOF``; a line ends at LF or CR LF, as in Hadoop. A function,
+    not a method: a running thread must not keep its Pipe (and so the
+    command's stdin) alive."""
+    pending: list[bytes] = []  # a line's start, in pieces: no quadratic copies
     try:
         while block := f.read(_READ):
-            data = rest + block
-            cut = data.rfind(b"\n") + 1
-            rest = data[cut:]
-            if cut:
-                out.put(data[:cut - 1].decode(_ENCODING, _ERRORS).split("\n"))
-        if rest:  # a last line without its newline
-            out.put([rest.decode(_ENCODING, _ERRORS)])
+            cut = block.rfind(b"\n") + 1
+            if not cut:
+                pending.append(block)
+                continue
+            data = b"".join((*pending, block[:cut]))
+            pending = [block[cut:]] if cut < len(block) else []
+            text = data.decode(_ENCODING, _ERRORS).replace("\r\n", "\n")
+            out.put(text[:-1].split("\n"))
+        if pending:  # a last line without its newline
+            out.put([b"".join(pending).decode(_ENCODING, _ERRORS)])
     finally:
         f.close()
         out.put(_EOF)
@@ -148,10 +154,15 @@ class Pipe:
     def feed(self, line: str) -> None:
         """Write one line (its newline added) to the command's stdin; lines
         after the command stopped reading and exited 0 are dropped."""
+        self.write(line + "\n")
+
+    def write(self, text: str) -> None:
+        """Write whole lines, each with its newline: many at once cost one
+        call instead of one per line."""
         if self._stdin is None:
             return
         try:
-            self._stdin.write(line.encode(_ENCODING, _ERRORS) + b"\n")
+            self._stdin.write(text.encode(_ENCODING, _ERRORS))
         except BrokenPipeError:
             self._stopped_reading()
 
@@ -253,11 +264,11 @@ class ReduceSide(_Side):
     def reduce(self, key: str, values: Iterable[str]) -> Iterator[tuple[str, str]]:
         pipe = self._pipe
         assert pipe is not None, "reduce_init starts the command"
-        feed = pipe.feed
-        for value in values:
-            feed(f"{key}\t{value}")
+        # A batch of a key's values as one string: a line per value, joined in C.
+        prefix = key + "\t"
+        between = "\n" + prefix
+        values = iter(values)
+        while batch := list(islice(values, _BATCH)):
+            pipe.write(prefix + between.join(batch) + "\n")
         return map(parse, pipe.ready())
 
-
-# Importing this module must not leave an unused name flagged by linters.
-del os

@@ -1,34 +1,62 @@
-"""Streaming jobs (``--mapper CMD --reducer CMD``), run by the framework's
-own code in one process, with real shell commands; each answer checked
-against a Counter or the lines themselves."""
+"""Streaming jobs (``--mapper CMD --reducer CMD``), run in one process by
+the framework's own code (``run_inline``) with real shell commands; each
+answer checked against an independent computation (a Counter, the lines
+themselves)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
+import signal
+import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
 import pytxmr
 from pytxmr.inline import run_inline
 from pytxmr.jobargs import ArgumentError
-from pytxmr.streaming import StreamingError, command, parse
+from pytxmr.streaming import STDERR_TAIL, Pipe, StreamingError, command, parse
 
 JOBS = Path(pytxmr.__file__).parent / "jobs"
 FULL = str(JOBS / "streaming.py")
 MAP_ONLY = str(JOBS / "streaming_map_only.py")
 SPLIT_WORDS = "awk '{for (i = 1; i <= NF; i++) print $i \"\\t\" 1}'"
-SUM = "awk -F'\\t' '{n[$1] += $2} END {for (k in n) print k \"\\t\" n[k]}'"
+#: A reducer in Hadoop's style: a key's lines end where the key changes.
+SUM_SORTED = ("awk -F'\\t' '$1 != k {if (NR > 1) print k \"\\t\" n; k = $1; n = 0} "
+              "{n += $2} END {if (NR) print k \"\\t\" n}'")
+WORDS = ("Prince Andrew Natasha Pierre Moscow war peace the of and to a in that he "
+         "was his with French army Napoleon Kutúzov Rostóv été Straße Zhérkov").split()
+
+
+def novel(path: Path, lines: int, seed: int = 1812) -> Path:
+    """War-and-peace-like text: sentences of capitalised and accented words."""
+    rng = random.Random(seed)
+    path.write_text("".join(" ".join(rng.choices(WORDS, k=rng.randint(1, 14))) + ".\n"
+                            for _ in range(lines)), encoding="utf-8")
+    return path
 
 
 @pytest.fixture
 def text(tmp_path: Path) -> Path:
-    rng = random.Random(4)
-    words = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "été"]
-    path = tmp_path / "in.txt"
-    path.write_text("".join(" ".join(rng.choices(words, k=7)) + "\n" for _ in range(3000)))
-    return path
+    return novel(tmp_path / "in.txt", 3000)
+
+
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail instead of hanging (there is no pytest-timeout here)."""
+    def expired(*_: Any) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def part_lines(out: Path) -> list[str]:
@@ -37,57 +65,165 @@ def part_lines(out: Path) -> list[str]:
 
 
 def test_a_word_count_in_awk_matches_a_counter(text: Path, tmp_path: Path) -> None:
-    run_inline(FULL, [str(text)], str(tmp_path / "out"), num_reducers=3, split_size=20_000,
-               args={"mapper": SPLIT_WORDS, "reducer": SUM})
-    got = {k: int(v) for k, v in (line.split("\t") for line in part_lines(tmp_path / "out"))}
-    assert got == Counter(text.read_text().split())
+    with deadline(120):
+        run_inline(FULL, [str(text)], str(tmp_path / "out"), num_reducers=2,
+                   split_size=20_000, args={"mapper": SPLIT_WORDS, "reducer": SUM_SORTED})
+    pairs = [line.split("\t") for line in part_lines(tmp_path / "out")]
+    assert len(pairs) == len({k for k, _ in pairs}), "a key's lines reached two reducers"
+    assert {k: int(v) for k, v in pairs} == Counter(text.read_text(encoding="utf-8").split())
 
 
-def test_the_reducer_sees_its_partition_sorted_by_key(text: Path, tmp_path: Path) -> None:
-    """One reducer process per reduce task reads key<TAB>value lines in key
-    order: `uniq -c` counts each key's lines in one go."""
-    run_inline(FULL, [str(text)], str(tmp_path / "out"), num_reducers=2,
-               args={"mapper": SPLIT_WORDS, "reducer": "cut -f1 | uniq -c"})
-    got = {w: int(n) for n, w in (line.split() for line in part_lines(tmp_path / "out"))}
-    assert got == Counter(text.read_text().split())
+def test_a_reducer_reads_its_partition_sorted_by_utf8_bytes(text: Path, tmp_path: Path) -> None:
+    """One reducer process per reduce task: `cat` shows what it was given,
+    every pair of its partition in the order of the keys' UTF-8 bytes."""
+    run_inline(FULL, [str(text)], str(tmp_path / "out"), num_reducers=2, split_size=20_000,
+               args={"mapper": SPLIT_WORDS, "reducer": "cat"})
+    parts = sorted((tmp_path / "out").glob("part-*"))
+    assert len(parts) == 2
+    for part in parts:
+        keys = [line.split("\t")[0] for line in part.read_text(encoding="utf-8").splitlines()]
+        assert keys == sorted(keys, key=lambda k: k.encode("utf-8"))
+    got = Counter(line.split("\t")[0] for line in part_lines(tmp_path / "out"))
+    assert got == Counter(text.read_text(encoding="utf-8").split())
 
 
 def test_a_map_only_job_writes_the_commands_lines(text: Path, tmp_path: Path) -> None:
     run_inline(MAP_ONLY, [str(text)], str(tmp_path / "out"), split_size=10_000,
                args={"mapper": "cut -d' ' -f1,2 | tr ' ' '\\t'"})
-    expected = ["\t".join(line.split()[:2]) for line in text.read_text().splitlines()]
+    expected = []
+    for line in text.read_text(encoding="utf-8").splitlines():
+        words = line.split()
+        # cut prints a one-word line as it is: a key with an empty value.
+        expected.append("\t".join(words[:2]) if len(words) > 1 else words[0] + "\t")
     assert part_lines(tmp_path / "out") == expected
 
 
+def test_one_mapper_process_per_map_task(text: Path, tmp_path: Path) -> None:
+    """`wc -l` prints once, at the end of its input: one count per split."""
+    run_inline(MAP_ONLY, [str(text)], str(tmp_path / "out"), split_size=10_000,
+               args={"mapper": "wc -l"})
+    counts = [int(line) for line in part_lines(tmp_path / "out")]
+    assert len(counts) == len(list((tmp_path / "out").glob("part-*"))) > 1
+    assert sum(counts) == len(text.read_text(encoding="utf-8").splitlines())
+
+
 def test_a_value_keeps_everything_after_the_first_tab(tmp_path: Path) -> None:
-    (tmp_path / "in.txt").write_text("k\tv1\tv2\nno tab here\n")
+    (tmp_path / "in.txt").write_text("k\tv1\tv2\nno tab here\n\n")
+    run_inline(FULL, [str(tmp_path / "in.txt")], str(tmp_path / "out"), num_reducers=1,
+               args={"mapper": "cat", "reducer": "cat"})
+    assert part_lines(tmp_path / "out") == ["\t", "k\tv1\tv2", "no tab here\t"]
+    assert parse("a\tb\tc") == ("a", "b\tc")
+    assert parse("solo") == ("solo", "") and parse("") == ("", "")
+
+
+def test_bytes_that_are_not_utf8_pass_through(tmp_path: Path) -> None:
+    data = b"caf\xe9 au lait\n\xff\xfe\tx\n"
+    (tmp_path / "in.txt").write_bytes(data)
     run_inline(MAP_ONLY, [str(tmp_path / "in.txt")], str(tmp_path / "out"),
                args={"mapper": "cat"})
-    assert part_lines(tmp_path / "out") == ["k\tv1\tv2", "no tab here\t"]
-    assert parse("a\tb\tc") == ("a", "b\tc") and parse("solo") == ("solo", "")
+    assert (tmp_path / "out" / "part-00000").read_bytes() == b"caf\xe9 au lait\t\n\xff\xfe\tx\n"
 
 
-def test_a_failing_command_fails_with_its_stderr(text: Path, tmp_path: Path) -> None:
-    with pytest.raises(StreamingError, match="exited with status 3; its stderr ends "
-                                             "with:\nboom"):
-        run_inline(MAP_ONLY, [str(text)], str(tmp_path / "out"),
-                   args={"mapper": "sh -c 'cat >/dev/null; echo boom >&2; exit 3'"})
-    with pytest.raises(StreamingError, match="killed by signal 9"):
-        run_inline(FULL, [str(text)], str(tmp_path / "out2"),
+@pytest.mark.parametrize("lines", [30, 200_000], ids=["small", "larger-than-the-pipes"])
+def test_a_failing_command_fails_the_job_with_its_stderr(tmp_path: Path, lines: int) -> None:
+    """Whether it failed before reading (a broken pipe while we still write)
+    or after: the error names the command, its status and its stderr."""
+    big = novel(tmp_path / "in.txt", lines)
+    mapper = "sh -c 'echo boom >&2; exit 3'"
+    with deadline(120), pytest.raises(StreamingError) as failed:
+        run_inline(MAP_ONLY, [str(big)], str(tmp_path / "out"), args={"mapper": mapper})
+    assert str(failed.value) == (f"the command {mapper!r} exited with status 3; "
+                                 f"its stderr ends with:\nboom")
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_a_killed_reducer_fails_the_job(text: Path, tmp_path: Path) -> None:
+    with pytest.raises(StreamingError, match=r"was killed by signal 9 \(SIGKILL\) "
+                                             r"\(it wrote nothing to stderr\)"):
+        run_inline(FULL, [str(text)], str(tmp_path / "out"),
                    args={"mapper": "cat", "reducer": "kill -9 $$"})
 
 
-def test_a_command_that_stops_reading_decides_by_its_exit_status(text: Path,
-                                                                  tmp_path: Path) -> None:
-    run_inline(MAP_ONLY, [str(text)], str(tmp_path / "out"), args={"mapper": "head -1"})
-    assert part_lines(tmp_path / "out") == [text.read_text().splitlines()[0] + "\t"]
+def test_the_error_shows_only_the_tail_of_stderr(text: Path, tmp_path: Path) -> None:
+    mapper = "cat >/dev/null; seq 100000 >&2; echo the-end >&2; exit 1"
+    with pytest.raises(StreamingError) as failed:
+        run_inline(MAP_ONLY, [str(text)], str(tmp_path / "out"), args={"mapper": mapper})
+    message = str(failed.value)
+    assert message.endswith("\n99999\n100000\nthe-end") and "\n1\n2\n" not in message
+    assert len(message) < STDERR_TAIL + 200
+
+
+def test_stderr_goes_to_the_tasks_own(text: Path, tmp_path: Path,
+                                      capfd: pytest.CaptureFixture[str]) -> None:
+    run_inline(MAP_ONLY, [str(text)], str(tmp_path / "out"),
+               args={"mapper": "echo 'to the task log' >&2; cat"})
+    assert "to the task log" in capfd.readouterr().err
+
+
+def test_a_command_that_stops_reading_decides_by_its_exit_status(tmp_path: Path) -> None:
+    """`head -1` exits 0 without reading its input: allowed (Hadoop would
+    fail it on the broken pipe). The input is larger than every buffer, so
+    the pipe does break while map still writes."""
+    big = novel(tmp_path / "in.txt", 200_000)
+    first = big.read_text(encoding="utf-8").split("\n", 1)[0]
+    with deadline(120):
+        run_inline(MAP_ONLY, [str(big)], str(tmp_path / "out"), args={"mapper": "head -1"})
+        assert part_lines(tmp_path / "out") == [first + "\t"]
+        with pytest.raises(StreamingError, match="exited with status 4; its stderr ends "
+                                                 "with:\nstopped"):
+            run_inline(MAP_ONLY, [str(big)], str(tmp_path / "out2"),
+                       args={"mapper": "head -1; echo stopped >&2; exit 4"})
+
+
+def test_a_command_that_prints_more_than_it_reads_does_not_deadlock() -> None:
+    """Both pipes fill up many times over while the caller only writes."""
+    pipe = Pipe("awk '{for (i = 0; i < 100; i++) print NR \"\\t\" $0}'")
+    got: list[str] = []
+    with deadline(120):
+        for n in range(5000):
+            pipe.feed(f"line {n}")
+            got.extend(pipe.ready())
+        got.extend(pipe.close())
+    assert len(got) == 500_000
+    assert got[-1] == "5000\tline 4999" and got[:100] == ["1\tline 0"] * 100
+
+
+def test_output_lines_are_cut_as_hadoop_cuts_them(tmp_path: Path) -> None:
+    """LF or CR LF ends a line; a last line may lack one; a long line of
+    multi-byte characters spans many reads."""
+    script = tmp_path / "out.py"
+    script.write_text("import sys\n"
+                      "sys.stdout.buffer.write(b'a\\r\\nb\\tc\\r\\n\\r\\r\\n' + "
+                      "'\u00e9'.encode() * 100_000 + b'\\nlast')\n")
+    pipe = Pipe(f"{sys.executable} {script}")
+    assert list(pipe.close()) == ["a", "b\tc", "\r", "\u00e9" * 100_000, "last"]
 
 
 def test_a_command_that_does_not_exist_is_refused(text: Path, tmp_path: Path) -> None:
     with pytest.raises(ArgumentError, match="no such command: nosuchprogram"):
         run_inline(MAP_ONLY, [str(text)], str(tmp_path / "out"),
                    args={"mapper": "nosuchprogram --flag"})
+    with pytest.raises(ArgumentError, match="argument reducer: .*no such command: nope"):
+        run_inline(FULL, [str(text)], str(tmp_path / "out"),
+                   args={"mapper": "cat", "reducer": "LC_ALL=C nope"})
+    with pytest.raises(ArgumentError, match="the job needs the argument reducer"):
+        run_inline(FULL, [str(text)], str(tmp_path / "out"), args={"mapper": "cat"})
     assert not (tmp_path / "out").exists()
-    with pytest.raises(ValueError, match="the command is empty"):
-        command("  ")
-    assert command("LC_ALL=C sort") == "LC_ALL=C sort"
+
+
+@pytest.mark.parametrize("cmd", ["cat", "LC_ALL=C sort -k1,1", "cut -f1|uniq -c", "/bin/cat",
+                                 "awk '{print $1 \"\\t\" 1}'", "(cd /tmp && cat)",
+                                 "$SHELL -c cat", "exec cat"])
+def test_a_command_whose_program_exists_is_taken_as_it_is(cmd: str) -> None:
+    assert command(cmd) == cmd
+
+
+@pytest.mark.parametrize("cmd, error", [
+    ("", "the command is empty"), ("   ", "the command is empty"),
+    ("A=1", "no program in the command"), ("nosuch -v", "no such command: nosuch"),
+    ("/no/such/program", "no such command: /no/such/program"),
+    ("awk '{print}", "cannot parse the command"),
+])
+def test_a_command_that_cannot_run_is_refused(cmd: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        command(cmd)
