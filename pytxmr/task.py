@@ -29,7 +29,7 @@ from .reducer import run_reduce
 from .splits import Split
 
 RESULT_FD = 3
-#: Bytes reserved for the result (its reader skips the zeros after it).
+#: Bytes reserved for the result while the task runs (cut back after it).
 RESULT_ROOM = 256 << 10
 
 
@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         result = {"ok": False, "error": describe_error(e, spec["job"]["filename"])}
     report.write(json.dumps({"result": result}) + "\n")
     report.flush()
+    try:  # the room reserved beyond the result: not part of it
+        os.ftruncate(RESULT_FD, os.lseek(RESULT_FD, 0, os.SEEK_CUR))
+    except OSError:
+        pass
     return 0 if result["ok"] else 1
 
 
