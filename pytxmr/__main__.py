@@ -177,6 +177,15 @@ def print_result(result: dict[str, Any], quiet: bool) -> int:
     return 1
 
 
+def interrupted_status(signum: int | None) -> int:
+    """The exit status of a command ended by a signal, as shells report it:
+    128 + the signal's number (130 after Ctrl-C, 143 after SIGTERM)."""
+    return 128 + (signum or signal.SIGINT)
+
+
+#: The signal ``run --inline`` was interrupted by (it unwinds by exception).
+_inline_signal: list[int] = []
+
 #: Seconds an interrupted command may take to stop what it started.
 UNWIND_TIMEOUT = 15.0
 
@@ -204,7 +213,8 @@ def react_interruptibly(command: Callable[[Any], Awaitable[int]]) -> int:
             code[0] = _stdout_closed()
         except defer.CancelledError:
             print("pytxmr: interrupted", file=sys.stderr)
-            code[0] = 1
+            # Twisted records the signal that stopped it (what react() uses).
+            code[0] = interrupted_status(getattr(reactor, "_exitSignal", None))
         except Exception as e:
             if not interrupted[0]:
                 raise
@@ -213,7 +223,7 @@ def react_interruptibly(command: Callable[[Any], Awaitable[int]]) -> int:
 
     def again(signum: int, frame: Any) -> None:
         print("pytxmr: interrupted again: exiting now", file=sys.stderr)
-        os._exit(1)  # task processes die with us (PR_SET_PDEATHSIG)
+        os._exit(interrupted_status(signum))  # task processes die with us (PR_SET_PDEATHSIG)
 
     def start(reactor: Any) -> defer.Deferred[None]:
         d = defer.Deferred.fromCoroutine(go(reactor))
@@ -287,14 +297,17 @@ def _spec(a: argparse.Namespace) -> JobSubmission:
 
 
 def _stdout_closed() -> int:
-    """Our reader went away (``pytxmr run ... | head``): no traceback, and
-    no second error when Python flushes stdout at exit."""
+    """Our reader went away (``pytxmr run ... | head``): no traceback, no
+    second error when Python flushes stdout at exit, and success: only what
+    succeeded prints to stdout (a failure goes to stderr), so the command
+    had done its work when the reader stopped reading."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    return 1
+    return 0
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    _inline_signal.append(signum)
     raise KeyboardInterrupt
 
 
@@ -482,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:  # run --inline, or before the reactor started
         print("pytxmr: interrupted", file=sys.stderr)
-        return 1
+        return interrupted_status(_inline_signal[0] if _inline_signal else None)
     except BrokenPipeError:  # run --inline, jobs, status... | head
         return _stdout_closed()
     except Exception as e:
@@ -501,7 +514,7 @@ def entry() -> None:
         code = main()
     except KeyboardInterrupt:  # while main imported what it needs, before its own handling
         print("pytxmr: interrupted", file=sys.stderr)
-        code = 1
+        code = interrupted_status(None)
     # Spare Python's exit the cyclic collector's passes over every object
     # the command created (0.02-0.03 s of each command): nothing at exit
     # depends on them.
