@@ -124,7 +124,7 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as in task children (see pytxmr.task)
     try:
-        records = run_steps(fresh, splits, output_dir, work, opts, counters,
+        records = run_steps(definition.steps, fresh, splits, output_dir, work, opts, counters,
                             num_reducers=num_reducers, slots=slots,
                             buffer_records=buffer_records, codec=codec)
         output.finish_output(output_dir, opts, "inline", records)
@@ -143,17 +143,18 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
 StepsFactory = Callable[[], Sequence[Job]]
 
 
-def run_steps(fresh: StepsFactory, splits: Sequence[Split], output_dir: str, work: str,
+def run_steps(steps: Sequence[Job], fresh: StepsFactory, splits: Sequence[Split],
+              output_dir: str, work: str,
               opts: Mapping[str, str], counters: Counters, *, num_reducers: int | None,
               slots: int, buffer_records: int = DEFAULT_BUFFER_RECORDS,
               codec: int = CODEC_MSGPACK, last_format: str | None = None) -> dict[int, int]:
     """Run the steps in order, the first over ``splits``, each later one
     over the part files of the one before; the records of each of the last
-    step's part files. ``last_format`` overrides the job's output format."""
-    count = len(fresh())
+    step's part files. ``steps`` plan the run; each task runs on a step
+    from ``fresh()``. ``last_format`` overrides the job's output format."""
+    count = len(steps)
     records: dict[int, int] = {}
-    for n in range(count):
-        step = fresh()[n]
+    for n, step in enumerate(steps):
         if n:
             splits = compute_splits(stepdata.step_inputs(output_dir, n, count, opts),
                                     MAX_DEFAULT_SPLIT_SIZE, split_by="file")
@@ -161,6 +162,7 @@ def run_steps(fresh: StepsFactory, splits: Sequence[Split], output_dir: str, wor
         fmt = stepdata.step_format(n, count) or last_format
         step_work = os.path.join(work, f"step-{n + 1}")
         os.makedirs(step_work)
+
         def task_step(n: int = n) -> Job:
             return fresh()[n]
 

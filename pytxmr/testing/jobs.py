@@ -52,7 +52,8 @@ def run_job(job: Any, records: Iterable[Any], *,
         out = os.path.join(work, "out")
         os.makedirs(out)
         _counters.reset()
-        run_steps(fresh, splits, out, work, {}, _counters.current, num_reducers=num_reducers,
+        run_steps(definition.steps, fresh, splits, out, work, {}, _counters.current,
+                  num_reducers=num_reducers,
                   slots=num_reducers, last_format=stepdata.PAIRS)
         return [pair for name in sorted(n for n in os.listdir(out) if is_part_name(n))
                 for pair in _pairs(os.path.join(out, name))]
