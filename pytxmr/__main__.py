@@ -90,6 +90,27 @@ def _job_options(p: argparse.ArgumentParser) -> None:
 def _cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobtracker", default="127.0.0.1:7373", help="HOST:PORT of the jobtracker")
     p.add_argument("--secret-file", help="cluster secret file")
+    p.add_argument("--user", default=os.environ.get("PYTXMR_USER"),
+                   help="log in as this user, at a jobtracker with a users file (default "
+                        "$PYTXMR_USER); the password from $PYTXMR_PASSWORD, --password-file, "
+                        "or asked for")
+    p.add_argument("--password-file", help="a file whose first line is --user's password")
+    p.add_argument("--tls", metavar="DIR", default=os.environ.get("PYTXMR_TLS"),
+                   help="connect over TLS, checking the jobtracker's certificate against "
+                        "DIR/ca.pem (default $PYTXMR_TLS); DIR/cert.pem and key.pem, if "
+                        "there, are shown to it")
+
+
+def login_options(a: argparse.Namespace) -> dict[str, Any]:
+    """How a cluster command logs in: ``client.connect``'s keywords."""
+    from .tls import ClusterTLS
+    from .users import read_password
+
+    options: dict[str, Any] = {"tls": ClusterTLS.load(a.tls, need_own=False) if a.tls else None}
+    if a.user:
+        options["user"] = a.user
+        options["password"] = read_password(a.user, a.password_file)
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +147,44 @@ def build_parser() -> argparse.ArgumentParser:
     web = sub.add_parser("web-password", help="print the status page password (derived "
                          "from the cluster secret)")
     web.add_argument("--secret-file", help="cluster secret file")
+    certs = sub.add_parser("certs", help="make a cluster CA and a TLS directory per host "
+                           "(for the daemons' --tls)")
+    certs.add_argument("outdir", help="where: OUTDIR/ca.pem and ca-key.pem (the CA; kept "
+                       "here, reused to add hosts), OUTDIR/HOST/ per host, OUTDIR/client/")
+    certs.add_argument("hosts", nargs="+", metavar="HOST[,NAME...]",
+                       help="a host: its names and addresses, comma-separated, e.g. "
+                            "jt.example.com,10.0.0.1 (its directory: the first)")
+    certs.add_argument("--days", type=_positive, default=825,
+                       help="validity of the host certificates (default 825)")
+    users = sub.add_parser("users", help="manage a jobtracker's users file (--users)")
+    users.add_argument("action", choices=["add", "remove", "list"])
+    users.add_argument("name", nargs="?")
+    users.add_argument("--file", required=True, help="the users file")
+    users.add_argument("--admin", action="store_true",
+                       help="add: an administrator, who may kill and read any job")
+    users.add_argument("--password-file", help="add: read the password from this file "
+                       "(default: $PYTXMR_PASSWORD, or asked for twice)")
     return p
+
+
+def manage_users(a: argparse.Namespace) -> int:
+    from .users import UsersError, UsersFile, make_verifier, read_password
+
+    users = UsersFile(a.file)
+    if a.action == "list":
+        for name, verifier in sorted(users.users().items()):
+            print(f"{name}{'  (admin)' if verifier.admin else ''}")
+        return 0
+    if not a.name:
+        raise UsersError(f"users {a.action}: give a user name")
+    if a.action == "remove":
+        users.remove(a.name)
+        print(f"removed {a.name} from {users.path}")
+        return 0
+    password = read_password(a.name, a.password_file, confirm=True)
+    users.put(a.name, make_verifier(password, admin=a.admin))
+    print(f"{'administrator' if a.admin else 'user'} {a.name} in {users.path}")
+    return 0
 
 
 class Progress:
@@ -262,6 +320,8 @@ def describe_job(status: dict[str, Any]) -> str:
     """``status`` and ``kill`` for people (``--json`` for programs)."""
     lines = [f"{status['job_id']}  {status['state']}  {status.get('elapsed', 0):.2f}s  "
              f"{status.get('filename', '')} -> {status.get('output', '')}"]
+    if status.get("owner"):
+        lines.append(f"  owner    {status['owner']}")
     if status.get("steps", 1) > 1:
         lines.append(f"  step {status['step']} of {status['steps']}")
     for kind in ("maps", "reduces"):
@@ -357,8 +417,10 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
         from . import client
         from .secret import load_secret
 
-        secret = load_secret(a.secret_file)
-        conn = await client.connect(reactor, a.jobtracker, secret)
+        options = login_options(a)
+        # A user needs no cluster secret (nor a secret file on their machine).
+        secret = b"" if options.get("user") else load_secret(a.secret_file)
+        conn = await client.connect(reactor, a.jobtracker, secret, **options)
         try:
             if a.command == "submit":
                 result = await client.run_job(
@@ -369,8 +431,8 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
                 return print_result(result, a.quiet)
             if a.command == "jobs":
                 for job in await conn.call("jobs"):
-                    print(f"{job['job_id']}  {job['state']:<10} {job['elapsed']:8.2f}s  "
-                          f"{job['filename']} -> {job['output']}")
+                    print(f"{job['job_id']}  {job['state']:<10} {job.get('owner') or '-':<10} "
+                          f"{job['elapsed']:8.2f}s  {job['filename']} -> {job['output']}")
                 return 0
             if a.command == "logs":
                 from .tasklog import format_logs
@@ -467,6 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .splits import InputError
     from .secret import SecretError
     from .storage import StorageError
+    from .tls import TLSError
+    from .users import UsersError
 
     try:
         if a.command == "run" and a.inline:
@@ -477,16 +541,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(web_password(load_secret(a.secret_file)))
             return 0
+        if a.command == "certs":
+            from .tls import make_certs
+
+            hosts = [[n.strip() for n in h.split(",") if n.strip()] for h in a.hosts]
+            for path in make_certs(a.outdir, hosts, days=a.days):
+                print(path)
+            return 0
+        if a.command == "users":
+            return manage_users(a)
 
         async def command(reactor: Any) -> int:
             try:
                 return await cluster_command(reactor, a, zygote)
-            except (ClusterError, LoginRefused, SecretError) as e:
+            except (ClusterError, LoginRefused, SecretError, TLSError, UsersError) as e:
                 print(f"pytxmr: {e}", file=sys.stderr)
                 return 2
 
         return react_interruptibly(command)
-    except (ClusterError, LoginRefused, SecretError, CodecUnavailable) as e:
+    except (ClusterError, LoginRefused, SecretError, CodecUnavailable, TLSError,
+            UsersError) as e:
         print(f"pytxmr: {e}", file=sys.stderr)
         return 2
     except (OutputExistsError, InputError, StorageError, ArgumentError, BundleError,

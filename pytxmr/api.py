@@ -287,16 +287,29 @@ class Client:
     by threads."""
 
     def __init__(self, address: str = "127.0.0.1:7373", secret_file: str | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, *, tls: str | None = None, user: str | None = None,
+                 password: str | None = None) -> None:
+        """``tls``: a directory with the cluster CA's ``ca.pem`` (TLS to the
+        jobtracker); ``user`` and ``password``: log in as a user, at a
+        jobtracker with a users file, instead of with the cluster secret."""
         from .secret import load_secret
+        from .tls import ClusterTLS
 
         self.address = address
         self.timeout = timeout
-        self._secret = load_secret(secret_file)
+        self._secret = b"" if user else load_secret(secret_file)
+        self._login: dict[str, Any] = {
+            "tls": ClusterTLS.load(tls, need_own=False) if tls else None}
+        if user:
+            self._login.update(user=user, password=password or "")
+
+    async def _connect(self, reactor: Any) -> Any:
+        return await _client.connect(reactor, self.address, self._secret, self.timeout,
+                                     **self._login)
 
     def _call(self, method: str, *args: Any) -> Any:
         async def go(reactor: Any) -> Any:
-            conn = await _client.connect(reactor, self.address, self._secret, self.timeout)
+            conn = await self._connect(reactor)
             try:
                 return await conn.call(method, *args)
             finally:
@@ -315,7 +328,7 @@ class Client:
             submission = _submission(job_file, inputs, output, dict(options))
 
             async def go(reactor: Any) -> dict[str, Any]:
-                conn = await _client.connect(reactor, self.address, self._secret, self.timeout)
+                conn = await self._connect(reactor)
                 try:
                     if wait:
                         return await _client.run_job(reactor, conn, submission)

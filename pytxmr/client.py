@@ -8,19 +8,24 @@ job's result (state, counters, error with the user's traceback). The CLI
 
 from __future__ import annotations
 
+import getpass
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from twisted.internet import defer, endpoints, error, task
+from twisted.internet import defer, error, task
 from twisted.spread import pb
 
 from . import bundle, jobargs, storage
-from .auth import login
+from .auth import LoginRefused, login, user_login
 from .bundle import Bundle
 from .records import CodecUnavailable, codec_for
 from .pbwire import client_factory
+from .tls import TLSError, client_endpoint, tls_refusal
 from .wire import PROTOCOL_VERSION, ROLE_CLIENT, jobtracker_endpoint
+
+if TYPE_CHECKING:
+    from .tls import ClusterTLS
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -52,14 +57,22 @@ class Connection:
         self._factory.disconnect()
 
 
-async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10.0) -> Connection:
+async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10.0, *,
+                  tls: ClusterTLS | None = None, user: str | None = None,
+                  password: str | None = None) -> Connection:
+    """Log in to the jobtracker at ``address``: as ``user`` with
+    ``password`` when given, else with the cluster ``secret``; over TLS
+    with ``tls`` (the jobtracker's certificate checked against its CA)."""
     try:
         description = jobtracker_endpoint(address)
     except ValueError as e:
         raise ClusterError(str(e)) from None
     if description != address:  # HOST:PORT; a full endpoint string says its own timeout
         description += f":timeout={timeout:g}"
-    endpoint = endpoints.clientFromString(reactor, description)
+    try:
+        endpoint = client_endpoint(reactor, description, tls)
+    except TLSError as e:
+        raise ClusterError(str(e)) from None
     factory = client_factory()
     # The endpoint's timeout covers the TCP connect, not the name lookup
     # before it (a minute of DNS retries for a name that does not resolve).
@@ -67,7 +80,7 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
     timed_out: list[bool] = []
     timer = reactor.callLater(timeout, lambda: (timed_out.append(True), connecting.cancel()))
     try:
-        await connecting
+        broker = await connecting
     except (defer.CancelledError, error.ConnectingCancelledError):
         if timed_out:
             raise ClusterError(f"cannot reach the jobtracker at {address}: no connection "
@@ -79,8 +92,34 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
         if timer.active():
             timer.cancel()
     # A mind (even one with no methods) tells the jobtracker which
-    # connection logged in.
-    perspective = await login(factory, ROLE_CLIENT, secret, pb.Referenceable())
+    # connection logged in. A TLS handshake fails (or a plain client waits
+    # on a TLS port) here, so the login has a deadline too.
+    mind = pb.Referenceable()
+    logging_in = defer.Deferred.fromCoroutine(
+        user_login(factory, user, password or "", mind) if user is not None
+        else login(factory, ROLE_CLIENT, secret, mind))
+    # PB never fails a login whose connection is lost before the
+    # jobtracker spoke: the loss (a failed TLS handshake) ends it here.
+    broker.notifyOnDisconnect(logging_in.cancel)
+    timer = reactor.callLater(timeout, logging_in.cancel)
+    try:
+        perspective = await logging_in
+    except LoginRefused as e:
+        raise ClusterError(str(e)) from None
+    except defer.CancelledError:
+        factory.disconnect()
+        hint = "" if tls else " (does it use TLS? then give --tls DIR)"
+        reason = getattr(broker, "lost_reason", None)
+        if reason is None:
+            raise ClusterError(f"the jobtracker at {address} did not answer the login "
+                               f"within {timeout:g}s{hint}") from None
+        why = tls_refusal(reason)
+        raise ClusterError(f"the jobtracker at {address} closed the connection during the "
+                           f"login" + (f": the TLS handshake failed ({why})" if why else hint)
+                           ) from None
+    finally:
+        if timer.active():
+            timer.cancel()
     return Connection(factory, perspective)
 
 
@@ -135,6 +174,8 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
         "reduce_name": reduce_name,
         "speculative": speculative,
         "args": job_args,
+        # Whose job it is, where the jobtracker has no users to say.
+        "user": _local_user(),
     }
     for name, value in (("reducers", reducers), ("split_size", split_size),
                         ("max_attempts", max_attempts), ("buffer_records", buffer_records),
@@ -149,6 +190,13 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
         except storage.StorageError as e:
             raise ClusterError(str(e)) from None
     return JobSubmission(spec, shipped)
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for our uid (a container)
+        return ""
 
 
 async def upload(conn: Connection, shipped: Bundle) -> None:

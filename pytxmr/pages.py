@@ -92,11 +92,11 @@ def jobs_table(jobs: list[dict[str, Any]]) -> str:
     for j in reversed(jobs):  # newest first
         rows.append(
             f"<tr data-job=\"{esc(j['job_id'])}\"><td><a href=\"{esc(url('jobs', j['job_id']))}\">"
-            f"{esc(j['job_id'])}</a></td><td class=\"path\">{esc(j['filename'])}</td>"
-            f"<td>{_state(j['state'])}</td><td>{_progress(j.get('maps'))}</td>"
+            f"{esc(j['job_id'])}</a></td><td>{esc(j.get('owner', ''))}</td>"
+            f"<td class=\"path\">{esc(j['filename'])}</td><td>{_state(j['state'])}</td><td>{_progress(j.get('maps'))}</td>"
             f"<td>{_progress(j.get('reduces'))}</td><td>{esc(j.get('failed_attempts', ''))}</td>"
             f"<td>{esc(fmt_time(j['submitted']))}</td><td>{esc(fmt_secs(j['elapsed']))}</td></tr>")
-    return _table(["job", "file", "state", "maps", "reduces", "failed attempts", "submitted",
+    return _table(["job", "owner", "file", "state", "maps", "reduces", "failed attempts", "submitted",
                    "duration"], rows, "No jobs yet.", "jobs")
 
 
@@ -297,6 +297,7 @@ def job_page(detail: dict[str, Any], now: float) -> str:
         for name, p in phases.items() if p)
     facts = [
         ("state", _state(detail["state"])),
+        ("owner", esc(detail.get("owner", ""))),
         ("file", f"<span class=\"path\">{esc(detail['filename'])}</span>"),
         ("inputs", "<br>".join(f"<span class=\"path\">{esc(p)}</span>"
                                for p in detail.get("inputs") or [])),

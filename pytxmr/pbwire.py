@@ -55,11 +55,18 @@ def refusals_as_pb_errors(method: F) -> F:
 
 
 class Broker(pb.Broker):
-    """PB's broker, with no Nagle delay on TCP."""
+    """PB's broker, with no Nagle delay on TCP; ``lost_reason`` says why
+    its connection ended (PB's notifications do not)."""
+
+    lost_reason: Failure | None = None
 
     def connectionMade(self) -> None:
         no_delay(self.transport)
         super().connectionMade()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost_reason = reason
+        super().connectionLost(reason)
 
 
 def client_factory() -> pb.PBClientFactory:

@@ -14,7 +14,7 @@ import hmac
 import json
 import os
 import struct
-from typing import Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
@@ -26,7 +26,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pytxmr.kvstore import KeyValueStore, valid_job_id
+from pytxmr.tls import tls_refusal
 from pytxmr.wire import no_delay
+
+if TYPE_CHECKING:
+    from pytxmr.tls import ClusterTLS
 
 __all__ = [
     "MAGIC",
@@ -588,6 +592,9 @@ class ShuffleClientProtocol(protocol.Protocol):
                 what = "before its greeting"
             else:
                 what = ""
+            refused = tls_refusal(reason)
+            if refused:
+                what = f"{what}: the TLS handshake failed ({refused})".lstrip()
             self._error = ShuffleError(f"shuffle connection to {self._peer} closed {what}".rstrip())
         self._fire(self._error)
         self.transport = None
@@ -736,6 +743,7 @@ async def fetch(
     dest: Destination,
     timeout: float = 60.0,
     connect_timeout: float | None = None,
+    tls: ClusterTLS | None = None,
 ) -> int:
     """Fetch one map output segment over a new connection; return its length.
 
@@ -745,9 +753,13 @@ async def fetch(
     After a failure the file holds a partial segment to discard.
     Raises ShuffleError for remote and network failures (including connect
     errors, after ``connect_timeout``, by default ``timeout``); an exception
-    from dest.write or the callable (local disk) propagates as is.
+    from dest.write or the callable (local disk) propagates as is. With
+    ``tls``, the server must show a certificate of the cluster CA for
+    ``host``, and is shown ours.
     """
     endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout or timeout)
+    if tls is not None:
+        endpoint = tls.wrap_client(host, endpoint)
     client = ShuffleClientProtocol(reactor, timeout)
     try:
         await endpoint.connect(_OneConnection(client))

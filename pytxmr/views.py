@@ -164,6 +164,7 @@ def job_summary(job: Any, sjobs: list[Job], now: float) -> dict[str, Any]:
         "args": dict(getattr(job, "args", {}) or {}),
         "step": getattr(job, "step", 0) + 1,
         "steps": len(getattr(job, "steps", ()) or ()) or 1,
+        "owner": getattr(job, "owner", ""),
     }
     if sjob is not None:
         summary["maps"] = task_progress(sjob.maps)
@@ -226,7 +227,7 @@ def result_of(detail: dict[str, Any]) -> dict[str, Any]:
     detail, e.g. one loaded from the history."""
     keys = ("job_id", "state", "error", "counters", "elapsed", "output", "filename",
             "num_maps", "num_reducers", "maps", "reduces", "failed_attempts", "args",
-            "step", "steps")
+            "step", "steps", "owner")
     return {k: detail[k] for k in keys if k in detail}
 
 

@@ -30,6 +30,7 @@ from .metrics import CONTENT_TYPE
 from .wire import UnknownJob
 
 if TYPE_CHECKING:
+    from .tls import ClusterTLS
     from .views import IJobTrackerStatus
 
 AUTH_REALM = b"pytxmr jobtracker"
@@ -244,8 +245,9 @@ class StatusServer:
     log = Logger()
 
     def __init__(self, reactor: Any, jt: IJobTrackerStatus, listen: str, secret: bytes,
-                 auth: bool = False) -> None:
+                 auth: bool = False, tls: ClusterTLS | None = None) -> None:
         self._reactor = reactor
+        self._tls = tls
         self.jt = jt
         self.listen = listen
         self.auth = auth or beyond_loopback(listen)
@@ -259,14 +261,18 @@ class StatusServer:
         site = web_site(self.jt, web_password(self._secret) if self.auth else None)
         try:
             endpoint = endpoints.serverFromString(self._reactor, self.listen)
-            self._port = await endpoint.listen(site)
+            factory: Any = site
+            if self._tls is not None:  # browsers check our certificate; we ask for none
+                factory = self._tls.wrap_server(site, self._reactor, require_peer=False)
+            self._port = await endpoint.listen(factory)
         except Exception as e:
             self.log.error("No status page: cannot listen on {listen}: {e}", listen=self.listen,
                            e=e)
             return None
         host = self._port.getHost()
         self.port = getattr(host, "port", None)
-        where = (f"http://{host.host}:{self.port}/" if self.port is not None
+        scheme = "https" if self._tls is not None else "http"
+        where = (f"{scheme}://{host.host}:{self.port}/" if self.port is not None
                  else f"{self.listen}")
         self.log.info("Status page on {where}{auth}", where=where,
                       auth=" (basic auth: any user, password from "

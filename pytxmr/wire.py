@@ -59,6 +59,10 @@ class UnknownJob(Refused):
     """No job with that id."""
 
 
+class NotYourJob(Refused):
+    """A user asked to kill (or read the logs of) another user's job."""
+
+
 class UnknownWorker(Refused):
     """A tasktracker spoke with a worker id the jobtracker no longer knows
     (it was declared lost): it must register again."""

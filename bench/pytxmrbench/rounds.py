@@ -43,8 +43,10 @@ def run_rounds(entries: list[Entry], inputs: list[str], runs: int, out_dir: str,
             remove(out)
             daemon_roots = []
             if e.uses_cluster:
-                assert e.tree is not None and e.tree.cluster is not None
-                daemon_roots = daemon_pids(e.tree.cluster)
+                assert e.tree is not None
+                cluster = e.tree.tls_cluster if e.tls else e.tree.cluster
+                assert cluster is not None
+                daemon_roots = daemon_pids(cluster)
             cmd = e.build(inputs, out)
             if args.wait_idle > 0:
                 load = wait_idle(args.wait_idle)

@@ -137,8 +137,9 @@ def run(args: argparse.Namespace) -> int:
             corpora.append(ensure_corpus(mb, out_dir, shared))
 
     for tree in trees:
-        if any(e.uses_cluster and e.tree is tree for e in entries):
-            start_cluster(tree, out_dir, workers=2, slots=args.cluster_slots)
+        for tls in (False, True):
+            if any(e.uses_cluster and e.tree is tree and e.tls == tls for e in entries):
+                start_cluster(tree, out_dir, workers=2, slots=args.cluster_slots, tls=tls)
 
     sizes = []
     mismatches = 0

@@ -30,6 +30,9 @@ SYSTEMS = {
     "batch-inline": ("pytxmr batch run --inline", "wordcount_batch.py", "inline"),
     "batch-run": ("pytxmr batch run --workers 2", "wordcount_batch.py", "run"),
     "batch-submit": ("pytxmr batch submit", "wordcount_batch.py", "submit"),
+    # The same cluster with TLS on every port (its own cluster, side by side).
+    "submit-tls": ("pytxmr submit, TLS", "wordcount.py", "submit-tls"),
+    "batch-submit-tls": ("pytxmr batch submit, TLS", "wordcount_batch.py", "submit-tls"),
 }
 DEFAULT_SYSTEMS = "inline,run,submit,batch-run,batch-submit"
 
@@ -58,6 +61,8 @@ class Tree:
     src: str  # holds pytxmr/ and examples/: a snapshot, or the tree itself
     env: dict[str, str]  # PYTHONPATH=src first; commands run in src too
     cluster: Cluster | None = None
+    #: The cluster of the -tls entries: TLS on every port, certificates in its directory.
+    tls_cluster: Cluster | None = None
 
     def label(self, label: str) -> str:
         return label if self.name == "pytxmr" else f"{label} ({self.name})"
@@ -72,6 +77,7 @@ class Entry:
     cwd: str
     tree: Tree | None = None  # None: a peer
     uses_cluster: bool = False
+    tls: bool = False  # on the tree's TLS cluster
 
 
 def pytxmr_entry(name: str, tree: Tree, job: str) -> Entry:
@@ -85,12 +91,14 @@ def pytxmr_entry(name: str, tree: Tree, job: str) -> Entry:
             return [py, "-m", "pytxmr", "run", "--inline", job_path, *inputs, "-o", out, "-q"]
         if kind == "run":
             return [py, "-m", "pytxmr", "run", "--workers", "2", job_path, *inputs, "-o", out, "-q"]
-        assert tree.cluster is not None
+        cluster = tree.tls_cluster if kind == "submit-tls" else tree.cluster
+        assert cluster is not None
+        tls = ["--tls", str(cluster.base / "certs" / "client")] if kind == "submit-tls" else []
         return [py, "-m", "pytxmr", "submit", job_path, *inputs, "-o", out,
-                *tree.cluster.client_args(), "-q"]
+                *cluster.client_args(), *tls, "-q"]
 
     return Entry(f"{tree.name}:{name}", tree.label(label), build, tree.env, tree.src, tree,
-                 uses_cluster=(kind == "submit"))
+                 uses_cluster=kind.startswith("submit"), tls=kind == "submit-tls")
 
 
 def peer_entries(names: list[str], shared: str, peers_py: str | None, env: dict[str, str],
@@ -139,18 +147,30 @@ def peer_entries(names: list[str], shared: str, peers_py: str | None, env: dict[
 _CLUSTERS: list[Cluster] = []  # started and not stopped yet
 
 
-def start_cluster(tree: Tree, log_dir: str, workers: int, slots: int) -> Cluster:
+def start_cluster(tree: Tree, log_dir: str, workers: int, slots: int,
+                  tls: bool = False) -> Cluster:
     """1 jobtracker + `workers` tasktrackers started from the tree's source
     (port 0, ready files, a fresh secret, HOME and the work directories in a
-    temporary directory); stop_clusters stops it."""
+    temporary directory; with ``tls``, certificates made there by
+    ``pytxmr certs`` and TLS on every port); stop_clusters stops it."""
     base = Path(tempfile.mkdtemp(prefix="pytxmr-bench-cluster-"))
-    prefix = "cluster-" if tree.name == "pytxmr" else f"cluster-{tree.name}-"
+    prefix = ("cluster-" if tree.name == "pytxmr" else f"cluster-{tree.name}-") + (
+        "tls-" if tls else "")
     cluster = Cluster(base, pythonpath=tree.src, log_dir=Path(log_dir), log_prefix=prefix)
     _CLUSTERS.append(cluster)
     t0 = time.perf_counter()
-    cluster.start_jobtracker(wait=False).wait_ready(CLUSTER_START_TIMEOUT)
-    cluster.start_tasktrackers(workers, slots, timeout=CLUSTER_START_TIMEOUT)
-    tree.cluster = cluster
+    options: list[str] = []
+    if tls:
+        subprocess.run([sys.executable, "-m", "pytxmr", "certs", str(base / "certs"),
+                        "127.0.0.1,localhost"], env=tree.env, cwd=tree.src, check=True,
+                       capture_output=True)
+        options = ["--tls", str(base / "certs" / "127.0.0.1")]
+    cluster.start_jobtracker(*options, wait=False).wait_ready(CLUSTER_START_TIMEOUT)
+    cluster.start_tasktrackers(workers, slots, *options, timeout=CLUSTER_START_TIMEOUT)
+    if tls:
+        tree.tls_cluster = cluster
+    else:
+        tree.cluster = cluster
     log(f"{tree.label('cluster')} up in {time.perf_counter() - t0:.2f} s: jobtracker "
         f"{cluster.address}, {workers} tasktrackers x {slots} slots "
         f"(pids {', '.join(str(d.pid) for d in cluster.daemons)}; "

@@ -11,6 +11,8 @@ from typing import Any, Sequence
 from ..daemon import add_logging_options, notify_ready, run_daemon
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION
 from ..secret import load_secret
+from ..tls import ClusterTLS, TLSError
+from ..users import UsersError, load_users
 from ..wire import DEFAULT_PORT, DEFAULT_WEB_PORT
 from .service import Config, JobTrackerService, make_service
 from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY
@@ -53,6 +55,14 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
                    help="register workers without checking that their advertised shuffle "
                         "server answers the jobtracker (for networks where the jobtracker "
                         "does not reach the workers as they reach each other)")
+    p.add_argument("--tls", metavar="DIR",
+                   help="TLS on the PB port and the status site: DIR holds ca.pem, cert.pem "
+                        "and key.pem ('python -m pytxmr certs' makes them); tasktrackers must "
+                        "then show a certificate of that CA")
+    p.add_argument("--users", metavar="FILE",
+                   help="a users file ('python -m pytxmr users'): people log in by name and "
+                        "password, own their jobs, and only administrators act on others'; "
+                        "the cluster secret is then the tasktrackers' only")
     add_logging_options(p)
     a = p.parse_args(argv)
     if not 0 <= a.web_port <= 65535:
@@ -65,10 +75,15 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     if a.port < 0 or a.port > 65535:
         p.error("--port must be in 0..65535")
     listen = a.listen or f"tcp:{a.port}:interface={a.interface}"
+    try:
+        tls = ClusterTLS.load(a.tls, need_own=True) if a.tls else None
+        users = load_users(a.users) if a.users else None
+    except (TLSError, UsersError) as e:
+        p.error(str(e))
     return Config(listen, os.path.abspath(a.workdir), a.secret_file, a.ready_file,
                   a.expiry, a.check_timeout, web_listen=web_listen, web_auth=a.web_auth,
                   history_retention=a.history_retention,
-                  check_shuffle=not a.no_shuffle_check), a
+                  check_shuffle=not a.no_shuffle_check, tls=tls, users=users), a
 
 
 def main(argv: Sequence[str] | None = None) -> None:

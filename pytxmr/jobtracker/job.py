@@ -55,6 +55,9 @@ class JobRecord:
     step: int = 0
     #: ``--reducers``: the reducers of every step that does not say.
     reducers_option: int | None = None
+    #: Who submitted it: a user's name, or what a secret holder's client
+    #: said its user was ("" when it did not say).
+    owner: str = ""
 
     def sched_id(self, step: int) -> str:
         """The scheduler's (and the workers') id of one step of this job."""
@@ -84,4 +87,5 @@ class JobRecord:
                 "counters": self.counters, "elapsed": end - self.submitted,
                 "output": self.output, "filename": self.filename,
                 "num_maps": len(self.splits), "num_reducers": self.num_reducers,
-                "args": dict(self.args), "step": self.step + 1, "steps": len(self.steps)}
+                "args": dict(self.args), "step": self.step + 1, "steps": len(self.steps),
+                "owner": self.owner}

@@ -12,16 +12,28 @@ from typing import Any, Awaitable, Callable, Optional, Sequence
 
 from twisted.cred import portal
 from twisted.internet import defer, endpoints, protocol
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import banana, pb
 from zope.interface import implementer
 
 from .. import wire
-from ..auth import AnonymousRefused, SecretChecker
+from ..auth import (
+    USER_PREFIX,
+    AnonymousRefused,
+    NoCertificate,
+    NoUsers,
+    ScramProof,
+    SecretChecker,
+    UsersChecker,
+    scram_server,
+)
 from ..bundle import is_digest
 from ..pbwire import Broker, refusals_as_pb_errors
 from ..ports import IWorker
+from ..tls import ClusterTLS, peer_certificate, tls_refusal
+from ..users import User, UsersFile, valid_name
 from ..wire import (
     ROLE_TASKTRACKER,
     AttemptResult,
@@ -164,25 +176,60 @@ class TaskTrackerAvatar(pb.Avatar):
             self.jt.worker_disconnected(self.wid)
 
 
-async def probe_shuffle(reactor: Any, host: str, port: int,
-                        timeout: float = PROBE_TIMEOUT) -> str | None:
-    """None if a TCP connection to ``host:port`` opens within ``timeout``."""
+async def probe_shuffle(reactor: Any, host: str, port: int, timeout: float = PROBE_TIMEOUT,
+                        tls: ClusterTLS | None = None) -> str | None:
+    """None if a TCP connection to ``host:port`` opens within ``timeout``
+    (and, with ``tls``, completes a handshake in which the server shows a
+    certificate of the cluster CA for ``host``)."""
     endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout)
-    factory = protocol.Factory.forProtocol(protocol.Protocol)
+    if tls is not None:
+        endpoint = tls.wrap_client(host, endpoint)
+    handshake = _Handshake()
+    factory = protocol.Factory.forProtocol((lambda: handshake) if tls else protocol.Protocol)
     factory.noisy = False
+    timer = reactor.callLater(timeout, handshake.done.cancel)
     try:
         proto = await endpoint.connect(factory)
+        if tls is not None:
+            await handshake.done
     except Exception as e:  # ConnectError, DNSLookupError, timeouts: all say "no"
         return str(e) or type(e).__name__
+    finally:
+        if timer.active():
+            timer.cancel()
     proto.transport.loseConnection()
     return None
 
 
-class ClientAvatar(pb.Avatar):
-    """A logged-in submitter or job-control client."""
+@implementer(IHandshakeListener)
+class _Handshake(protocol.Protocol):
+    """Fires ``done`` when its TLS handshake completes, fails it when the
+    connection ends first (a certificate the probe does not accept)."""
 
-    def __init__(self, jt: JobTracker) -> None:
+    def __init__(self) -> None:
+        self.done: defer.Deferred[None] = defer.Deferred()
+
+    def handshakeCompleted(self) -> None:
+        if not self.done.called:
+            self.done.callback(None)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if not self.done.called:
+            why = tls_refusal(reason)
+            self.done.errback(ConnectionError(
+                f"the TLS handshake failed: {why}" if why else "the connection closed "
+                "during the TLS handshake"))
+
+
+class ClientAvatar(pb.Avatar):
+    """A logged-in submitter or job-control client: a user (who may kill
+    and read the logs of their own jobs, or of all as an administrator), or
+    (None) a holder of the cluster secret where there are no users, who may
+    do anything and whose jobs are owned by the name its client sends."""
+
+    def __init__(self, jt: JobTracker, user: User | None = None) -> None:
         self.jt = jt
+        self.user = user
         #: Names this session's uploads apart from another's of the same bundle.
         self.upload = os.urandom(8).hex()
 
@@ -201,7 +248,20 @@ class ClientAvatar(pb.Avatar):
 
     @refusals_as_pb_errors
     def perspective_submit(self, spec: dict[str, Any]) -> defer.Deferred[str]:
-        return defer.Deferred.fromCoroutine(self.jt.submit(spec))
+        if self.user is not None:
+            owner = self.user.name
+        else:
+            claimed = spec.get("user") if isinstance(spec, dict) else None
+            owner = claimed if isinstance(claimed, str) and valid_name(claimed) else ""
+        return defer.Deferred.fromCoroutine(self.jt.submit(spec, owner=owner))
+
+    def _may_control(self, job_id: str, what: str) -> None:
+        if self.user is None:
+            return
+        owner = self.jt.owner(str(job_id))
+        if not self.user.may_control(owner):
+            raise wire.NotYourJob(f"job {job_id} belongs to {owner or 'nobody'}: only they or "
+                                  f"an administrator may {what}")
 
     @refusals_as_pb_errors
     def perspective_wait(self, job_id: str) -> defer.Deferred[dict[str, Any]]:
@@ -217,20 +277,26 @@ class ClientAvatar(pb.Avatar):
 
     @refusals_as_pb_errors
     def perspective_kill(self, job_id: str) -> dict[str, Any]:
+        self._may_control(job_id, "kill it")
         return self.jt.kill(job_id)
 
     @refusals_as_pb_errors
     def perspective_logs(self, job_id: str,
                          which: str | None = None) -> defer.Deferred[list[dict[str, Any]]]:
+        self._may_control(job_id, "read its logs")
         return defer.Deferred.fromCoroutine(
             self.jt.logs(str(job_id), None if which is None else str(which)))
 
 
 @implementer(portal.IRealm)
 class JobTrackerRealm:
-    def __init__(self, jt: JobTracker, probe: ShuffleProbe | None = None) -> None:
+    def __init__(self, jt: JobTracker, probe: ShuffleProbe | None = None,
+                 workers_need_certificates: bool = False,
+                 users: UsersFile | None = None) -> None:
         self.jt = jt
         self.probe = probe
+        self.workers_need_certificates = workers_need_certificates
+        self.users = users
 
     def requestAvatar(self, avatar_id: bytes, mind: Any, *interfaces: Any) -> tuple[Any, Any, Any]:
         if pb.IPerspective not in interfaces:
@@ -241,9 +307,22 @@ class JobTrackerRealm:
         if isinstance(broker, _GuardedBroker):
             broker.logged_in()
         if avatar_id == ROLE_TASKTRACKER:
+            if self.workers_need_certificates and peer_certificate(broker.transport) is None:
+                # The TLS layer checked any certificate sent; none was.
+                raise NoCertificate("a tasktracker must show a certificate of the cluster "
+                                    "CA (start it with --tls DIR)")
             avatar: Any = TaskTrackerAvatar(self.jt, mind, self.probe)
             return pb.IPerspective, avatar, avatar.logout
-        return pb.IPerspective, ClientAvatar(self.jt), lambda: None
+        return pb.IPerspective, ClientAvatar(self.jt, self._user(avatar_id)), lambda: None
+
+    def _user(self, avatar_id: bytes) -> User | None:
+        """Who a client is; None when there are no users (the cluster
+        secret's clients may do anything, and name themselves)."""
+        if not avatar_id.startswith(USER_PREFIX):
+            return None
+        name = avatar_id[len(USER_PREFIX):].decode("utf-8")
+        verifier = self.users.get(name) if self.users is not None else None
+        return User(name, admin=verifier is not None and verifier.admin)
 
 
 class _GuardedBroker(Broker):
@@ -285,17 +364,53 @@ class _GuardedBroker(Broker):
 
 
 class _LoginWrapper(pb._PortalWrapper):
-    """What a peer may call before it logs in: the login methods; anything
-    else is refused with one log line (PB would log a traceback)."""
+    """What a peer may call before it logs in: the login methods (PB's, and
+    a user's, ``auth.user_login``); anything else is refused with one log
+    line (PB would log a traceback)."""
 
     log = Logger()
 
+    def __init__(self, portal: portal.Portal, broker: pb.Broker,
+                 users: UsersFile | None) -> None:
+        super().__init__(portal, broker)
+        self.users = users
+
     def remoteMessageReceived(self, broker: pb.Broker, message: str, args: Any,
                               kw: Any) -> Any:
-        if message not in ("login", "loginAnonymous"):
+        if message not in ("login", "loginAnonymous", "user_login"):
             self.log.warn("Refused a call of {m!r} before login", m=str(message)[:60])
             raise pb.Error("log in first")
         return super().remoteMessageReceived(broker, message, args, kw)
+
+    def remote_user_login(self, client_first: str) -> list[Any]:
+        if self.users is None:
+            raise NoUsers("this jobtracker has no users file: log in with the cluster "
+                          "secret (no --user)")
+        if not isinstance(client_first, str) or len(client_first) > 4096:
+            raise pb.Error("user_login takes SCRAM's first message")
+        server, name = scram_server(self.users, client_first)
+        return [server.get_server_first(), _UserChallenger(self.portal, self.broker, name,
+                                                           server)]
+
+
+class _UserChallenger(pb.Referenceable, pb._JellyableAvatarMixin):
+    """The second half of one user's login (``auth.user_login``)."""
+
+    def __init__(self, portal: portal.Portal, broker: pb.Broker, name: str,
+                 server: Any) -> None:
+        self.portal = portal
+        self.broker = broker
+        self._proof: ScramProof | None = ScramProof(name, server, "")
+
+    def remote_finish(self, client_final: str, mind: Any) -> defer.Deferred[list[Any]]:
+        proof, self._proof = self._proof, None
+        if proof is None or not isinstance(client_final, str):
+            raise pb.Error("finish takes SCRAM's final message, once")
+        proof.client_final = client_final
+        d = self.portal.login(proof, mind, pb.IPerspective)
+        d.addCallback(self._cbLogin)
+        d.addCallback(lambda perspective: [proof.server_final, perspective])
+        return d
 
 
 @implementer(pb.IPBRoot)
@@ -303,17 +418,26 @@ class _LoginRoot(pb._PortalRoot):
     """PB's root for a portal (private in Twisted, stable for two decades),
     handing out the wrapper above."""
 
+    def __init__(self, portal: portal.Portal, users: UsersFile | None) -> None:
+        super().__init__(portal)
+        self.users = users
+
     def rootObject(self, broker: pb.Broker) -> _LoginWrapper:
-        return _LoginWrapper(self.portal, broker)
+        return _LoginWrapper(self.portal, broker, self.users)
 
 
-def pb_factory(jt: JobTracker, secret: bytes, clock: Any,
-               probe: ShuffleProbe | None = None) -> pb.PBServerFactory:
+def pb_factory(jt: JobTracker, secret: bytes, clock: Any, probe: ShuffleProbe | None = None,
+               *, workers_need_certificates: bool = False,
+               users: UsersFile | None = None) -> pb.PBServerFactory:
     """The PB server; ``probe`` checks registering workers' shuffle servers
-    (the daemon's: ``probe_shuffle``)."""
-    checkers = [SecretChecker(secret), AnonymousRefused()]
-    factory = pb.PBServerFactory(_LoginRoot(portal.Portal(JobTrackerRealm(jt, probe),
-                                                          checkers)))
+    (the daemon's: ``probe_shuffle``); with TLS, tasktrackers must log in
+    over a connection on which they showed a certificate; with ``users``,
+    people log in as users, and the cluster secret is the workers' only."""
+    checkers = [SecretChecker(secret, clients=users is None), AnonymousRefused()]
+    if users is not None:
+        checkers.append(UsersChecker())
+    realm = JobTrackerRealm(jt, probe, workers_need_certificates, users)
+    factory = pb.PBServerFactory(_LoginRoot(portal.Portal(realm, checkers), users))
     factory.protocol = _GuardedBroker
     factory.noisy = False
     factory.clock = clock

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import endpoints
 from twisted.logger import Logger
@@ -19,6 +19,10 @@ from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION
 from ..services import AsyncMultiService, CallbackService, DaemonReactor, zygote_service
 from .pbadapter import pb_factory, probe_shuffle
 from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY, JobTracker
+
+if TYPE_CHECKING:
+    from ..tls import ClusterTLS
+    from ..users import UsersFile
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,10 @@ class Config:
     #: answer the jobtracker (off where the jobtracker does not see the
     #: workers as they see each other).
     check_shuffle: bool = True
+    #: TLS on the PB port, the status site and the shuffle probe (None: plain TCP).
+    tls: ClusterTLS | None = None
+    #: People's logins (None: clients log in with the cluster secret).
+    users: UsersFile | None = None
 
 
 class JobTrackerService(AsyncMultiService):
@@ -73,10 +81,15 @@ class JobTrackerService(AsyncMultiService):
 
     async def _listen(self) -> None:
         endpoint = endpoints.serverFromString(self._reactor, self.config.listen)
-        probe = (functools.partial(probe_shuffle, self._reactor)
+        tls = self.config.tls
+        probe = (functools.partial(probe_shuffle, self._reactor, tls=tls)
                  if self.config.check_shuffle else None)
-        self._port = await endpoint.listen(pb_factory(self.jt, self._secret, self._reactor,
-                                                      probe))
+        factory: Any = pb_factory(self.jt, self._secret, self._reactor, probe,
+                                  workers_need_certificates=tls is not None,
+                                  users=self.config.users)
+        if tls is not None:  # tasktrackers' certificates checked, clients' optional
+            factory = tls.wrap_server(factory, self._reactor, require_peer=False)
+        self._port = await endpoint.listen(factory)
         self.port = self._port.getHost().port
 
     async def _stop_listening(self) -> None:
@@ -91,7 +104,7 @@ class JobTrackerService(AsyncMultiService):
         from ..web import StatusServer
 
         self.web = StatusServer(self._reactor, self.jt, self.config.web_listen,
-                                self._secret, self.config.web_auth)
+                                self._secret, self.config.web_auth, tls=self.config.tls)
         self.web_port = await self.web.start()
 
     async def _stop_web(self) -> None:

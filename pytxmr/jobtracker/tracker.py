@@ -252,16 +252,18 @@ class JobTracker:
 
     # --- jobs ----------------------------------------------------------------
 
-    async def submit(self, spec: Any) -> str:
+    async def submit(self, spec: Any, owner: str = "") -> str:
         """Check and start a job; raises SubmissionError with the reason."""
         slots = sum(w.slots for w in self.workers.values())
         job, sub = await self.admission.admit(
             spec, slots, lambda: [(j.id, j.output) for j in self.jobs.values()
                                     if j.running or j.finishing])
+        job.owner = owner
         self.jobs[job.id] = job
         self._max_attempts[job.id] = (sub.max_attempts, sub.speculative)
-        self.log.info("Job {job} submitted: {file}, {steps}{maps} maps, {reduces} reduces",
-                      job=job.id, file=job.filename, maps=len(job.splits),
+        self.log.info("Job {job} submitted{by}: {file}, {steps}{maps} maps, {reduces} reduces",
+                      job=job.id, by=f" by {owner}" if owner else "", file=job.filename,
+                      maps=len(job.splits),
                       reduces=job.num_reducers,
                       steps=f"{len(job.steps)} steps, first: " if len(job.steps) > 1 else "")
         self._start_step(job)
@@ -321,6 +323,13 @@ class JobTracker:
             self._job_done(job, "killed", {"type": "JobKilled", "traceback": "",
                                            "message": f"job {job_id} was killed"})
         return self.status(job_id)
+
+    def owner(self, job_id: str) -> str:
+        """Whose job it is (raises UnknownJob)."""
+        old = self._old_result(job_id)
+        if old is not None:
+            return str(old.get("owner", ""))
+        return self._job(job_id).owner
 
     def status(self, job_id: str) -> dict[str, Any]:
         old = self._old_result(job_id)

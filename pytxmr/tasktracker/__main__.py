@@ -14,7 +14,9 @@ from typing import Any, Sequence
 from twisted.internet import defer
 
 from ..daemon import add_logging_options, claim_workdir, notify_ready, run_daemon
+from .. import addresses
 from ..secret import load_secret
+from ..tls import ClusterTLS, TLSError
 from ..sizes import size_argument
 from ..wire import DEFAULT_HEARTBEAT, DEFAULT_PORT, jobtracker_endpoint
 from .fetch import FetchPolicy
@@ -65,6 +67,9 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
                         "under /dev/shm) at once, over all its reduces; beyond it they go "
                         "to disk (default: 256M, or half the free space of /dev/shm if "
                         "less; 0: always disk)")
+    p.add_argument("--tls", metavar="DIR",
+                   help="TLS to the jobtracker, on the shuffle server and to other workers: "
+                        "DIR holds ca.pem, cert.pem and key.pem ('python -m pytxmr certs')")
     add_logging_options(p)
     a = p.parse_args(argv)
     if a.slots < 1:
@@ -83,9 +88,15 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     # "": claimed at start (the default work dir, or -2, -3... beside it).
     workdir = os.path.abspath(a.workdir) if a.workdir else ""
     fetch = FetchPolicy(a.fetch_connect_timeout, a.fetch_timeout, a.fetch_retries)
+    try:
+        tls = ClusterTLS.load(a.tls, need_own=True) if a.tls else None
+    except TLSError as e:
+        p.error(str(e))
+    if tls is not None and addresses.endpoint_host_port(jt) is None:
+        p.error("with --tls, give --jobtracker as HOST:PORT")
     return Config(jt, a.slots, listen, a.advertise_host, workdir,
                   a.secret_file, a.ready_file, a.heartbeat, a.task_timeout, a.task_memory,
-                  a.shuffle_memory, shuffle_port=a.shuffle_port, fetch=fetch), a
+                  a.shuffle_memory, shuffle_port=a.shuffle_port, fetch=fetch, tls=tls), a
 
 
 def _seconds(text: str) -> float:

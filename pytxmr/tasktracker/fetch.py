@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -27,6 +27,9 @@ from ..kvstore import KeyValueStore
 from ..records import CorruptFrame, verify_segment
 from ..shufflememory import Landing, RunPlacement
 from ..wire import JobInit, MapLocation
+
+if TYPE_CHECKING:
+    from ..tls import ClusterTLS
 
 
 
@@ -305,7 +308,7 @@ class ReduceFetch:
 # --- the transfers ---------------------------------------------------------------------
 
 def from_shuffle(reactor: Any, job: JobInit, partition: int,
-                 policy: FetchPolicy = FetchPolicy()) -> Fetcher:
+                 policy: FetchPolicy = FetchPolicy(), tls: ClusterTLS | None = None) -> Fetcher:
     """Fetch a run from the shuffle server of the map's worker.
 
     ``reactor`` provides IReactorTCP, IReactorTime and IReactorThreads."""
@@ -314,7 +317,7 @@ def from_shuffle(reactor: Any, job: JobInit, partition: int,
         with landing:
             n = await shuffle.fetch(reactor, loc.host, loc.port, job.job_id, loc.index,
                                     partition, job.token, landing, timeout=policy.timeout,
-                                    connect_timeout=policy.connect_timeout)
+                                    connect_timeout=policy.connect_timeout, tls=tls)
         assert landing.path is not None  # a fetch that returns opened it
         # Corrupt data is never merged: check every frame's CRC (off the
         # reactor thread) before accepting the run.

@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet import defer, endpoints, protocol, task
+from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import pb
@@ -22,6 +22,8 @@ from ..daemon import FatalError
 from ..pbwire import call, client_factory, refusals_as_pb_errors
 from ..ports import IJobTracker
 from ..services import DaemonReactor
+from ..tls import ClusterTLS, tls_refusal
+from ..tls import client_endpoint as jobtracker_client_endpoint
 from ..wire import (
     ROLE_TASKTRACKER,
     AttemptResult,
@@ -123,13 +125,15 @@ class JobTrackerConnection(service.Service):
     log = Logger()
 
     def __init__(self, reactor: DaemonReactor, address: str, secret: bytes, tt: TaskTracker,
-                 registration: Any) -> None:
+                 registration: Any, tls: ClusterTLS | None = None) -> None:
         self.setName("jobtracker connection")
         self._reactor = reactor
         self._address = address
         self._secret = secret
         self.tt = tt
         self._registration = registration
+        self._tls = tls
+        self._last_login_problem: str | None = None
         self._mind = TaskTrackerMind(tt)
         self._client: ClientService | None = None
         #: The broker of a login in progress, and what fires when it ends.
@@ -143,7 +147,8 @@ class JobTrackerConnection(service.Service):
     def startService(self) -> None:
         super().startService()
         self._client = ClientService(
-            endpoints.clientFromString(self._reactor, self._address), _PBReconnectingFactory(),
+            jobtracker_client_endpoint(self._reactor, self._address, self._tls),
+            _PBReconnectingFactory(),
             retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
             prepareConnection=self._login, clock=self._reactor)
         self._client.startService()
@@ -181,6 +186,7 @@ class JobTrackerConnection(service.Service):
             reg: Registration = self._registration()
             wid = await perspective.callRemote("register", reg.to_wire())
         except pb.PBConnectionLost:
+            self._login_lost(broker)
             return  # see _login
         except (LoginRefused, pb.RemoteError) as e:
             # Retrying cannot help (a wrong secret, another protocol version):
@@ -198,9 +204,26 @@ class JobTrackerConnection(service.Service):
         jobtracker = self._jobtracker = PBJobTracker(perspective)
         self.tt.registered(wid, jobtracker)
         perspective.notifyOnDisconnect(lambda _: self._disconnected(jobtracker))
+        self._last_login_problem = None
         self.log.info("Registered with the jobtracker as {wid}", wid=wid)
         if not self.first_registration.called:
             self.first_registration.callback(wid)
+
+    def _login_lost(self, broker: pb.Broker) -> None:
+        """Say why a login's connection ended, once per reason (it retries
+        with backoff): a TLS handshake that failed, or a jobtracker that
+        never spoke, which is how a TLS port treats a plain-text client."""
+        why = tls_refusal(getattr(broker, "lost_reason", None))
+        if why:
+            text = f"the TLS handshake failed ({why})"
+        elif self._tls is None and broker.currentDialect is None:
+            text = ("it closed the connection before it spoke PB (does it use TLS? then give "
+                    "--tls DIR)")
+        else:
+            text = "the connection was lost during the login"
+        if text != self._last_login_problem:
+            self._last_login_problem = text
+            self.log.warn("Cannot log in to the jobtracker: {why}; retrying", why=text)
 
     def _disconnected(self, jobtracker: PBJobTracker) -> None:
         if jobtracker is not self._jobtracker:

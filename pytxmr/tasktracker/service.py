@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import TimerService
 from twisted.internet import defer, endpoints
@@ -26,6 +26,9 @@ from ..wire import DEFAULT_HEARTBEAT, CallRefused, Heartbeat, Registration, Unre
 from .fetch import FetchPolicy
 from .pbadapter import JobTrackerConnection
 from .worker import TaskTracker
+
+if TYPE_CHECKING:
+    from ..tls import ClusterTLS
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class Config:
     shuffle_memory_root: str = shufflememory.SHM_ROOT
     shuffle_port: int = 0
     fetch: FetchPolicy = FetchPolicy()
+    #: TLS on our PB connection, shuffle server and fetches (None: plain TCP).
+    tls: ClusterTLS | None = None
 
 
 class TaskTrackerService(AsyncMultiService):
@@ -65,7 +70,8 @@ class TaskTrackerService(AsyncMultiService):
         zygote, own = zygote_service(reactor, zygote)
         self.tt = TaskTracker(reactor, reactor, config.workdir, config.slots, zygote=zygote,
                               task_timeout=config.task_timeout,
-                              task_memory=config.task_memory, fetch_policy=config.fetch)
+                              task_memory=config.task_memory, fetch_policy=config.fetch,
+                              tls=config.tls)
         #: The host name (or address) reducers are told to fetch from.
         self.advertise_host = config.advertise_host or ""
         self._memory_lock: Any = None
@@ -77,7 +83,7 @@ class TaskTrackerService(AsyncMultiService):
         CallbackService("shuffle server", self._listen,
                         self._stop_listening).setServiceParent(self)
         self.connection = JobTrackerConnection(reactor, config.jobtracker, secret, self.tt,
-                                               self._registration)
+                                               self._registration, config.tls)
         self.connection.setServiceParent(self)
         beat = TimerService(config.heartbeat, self._beat)
         beat.clock = reactor
@@ -137,7 +143,10 @@ class TaskTrackerService(AsyncMultiService):
         if not listen or not self.advertise_host:
             advertise, listen = self._addresses()
         endpoint = endpoints.serverFromString(self._reactor, listen)
-        self._shuffle_port = await endpoint.listen(self._shuffle_factory)
+        factory: Any = self._shuffle_factory
+        if self.config.tls is not None:  # reducers must show a certificate of our CA
+            factory = self.config.tls.wrap_server(factory, self._reactor, require_peer=True)
+        self._shuffle_port = await endpoint.listen(factory)
         self.shuffle_port = self._shuffle_port.getHost().port
         self.log.info("Shuffle server listening on {host}:{port}, advertised as {adv}",
                       host=self._shuffle_port.getHost().host, port=self.shuffle_port,

@@ -13,7 +13,7 @@ import functools
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Coroutine, Sequence
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
@@ -29,6 +29,9 @@ from ..shufflememory import RunPlacement, ShuffleMemory
 from ..tasklog import read_tail
 from ..wire import COMMIT_DENIED, AttemptResult, JobInit, MapLocation, Split, TaskError, Unreachable
 from .fetch import FetchPolicy, ReduceFetch, from_shuffle, from_store, in_thread
+
+if TYPE_CHECKING:
+    from ..tls import ClusterTLS
 
 #: The job module's source, in the job's work dir (attempts' dirs beside it).
 SOURCE = "job.py"
@@ -107,7 +110,8 @@ class TaskTracker:
     def __init__(self, reactor: IReactorProcess, clock: IReactorTime, workdir: str, slots: int,
                  *, zygote: Zygote, task_timeout: float | None = None,
                  task_memory: int | None = None,
-                 fetch_policy: FetchPolicy = FetchPolicy()) -> None:
+                 fetch_policy: FetchPolicy = FetchPolicy(),
+                 tls: ClusterTLS | None = None) -> None:
         self._reactor = reactor
         self._clock = clock
         self.workdir = workdir
@@ -115,6 +119,8 @@ class TaskTracker:
         self.task_timeout = task_timeout
         self.task_memory = task_memory
         self.fetch_policy = fetch_policy
+        #: Our certificate for other workers' shuffle servers (None: no TLS).
+        self.tls = tls
         self.store = KeyValueStore(os.path.join(workdir, "store"))
         self.bundles = BundleStore(os.path.join(workdir, "bundles"))
         #: Per job with a bundle: its unpacked directory, once fetched.
@@ -198,7 +204,7 @@ class TaskTracker:
         attempt.fetch = ReduceFetch(
             self._clock, attempt.id, job.num_maps,
             RunPlacement(lambda: self.memory, attempt.work_dir, attempt.id),
-            fetch=from_shuffle(self._reactor, job, partition, self.fetch_policy),
+            fetch=from_shuffle(self._reactor, job, partition, self.fetch_policy, self.tls),
             fetch_local=from_store(self._reactor, self.store, job_id, partition),
             is_local=lambda loc: loc.wid == self.wid, report_failure=self._fetch_failed,
             policy=self.fetch_policy)

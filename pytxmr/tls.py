@@ -1,0 +1,247 @@
+"""TLS for every port of a cluster: the PB port, the shuffle servers and
+the status site, with one cluster CA.
+
+A daemon's ``--tls DIR`` holds ``ca.pem`` (the cluster CA), ``cert.pem``
+and ``key.pem`` (its own certificate, signed by that CA, with the names and
+addresses others reach it by). Daemons check each other both ways: the
+shuffle servers ask every reducer for a certificate of the cluster CA, and
+a tasktracker logs in to the jobtracker only with one. Clients check the
+jobtracker's certificate; theirs is optional (they log in with a password
+or the cluster secret). ``pytxmr certs`` makes such directories
+(``make_certs``); certificates from another CA work as well.
+
+Every TLS server port has a handshake deadline and a cap on unfinished
+handshakes: a peer that connects and never finishes,
+or a flood of them, costs a bounded number of connections for a bounded
+time (``pytxmr.handshakes``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+from twisted.internet import interfaces
+
+if TYPE_CHECKING:  # OpenSSL is 80 ms to import: only where TLS is on
+    from twisted.internet import ssl
+
+    from .handshakes import HandshakeGuard
+
+#: The files of a ``--tls`` directory.
+CA_FILE, CERT_FILE, KEY_FILE = "ca.pem", "cert.pem", "key.pem"
+#: The CA's own key, kept where ``pytxmr certs`` ran (never on the hosts).
+CA_KEY_FILE = "ca-key.pem"
+
+
+class TLSError(Exception):
+    """A ``--tls`` directory that cannot be used: the message says why."""
+
+
+@dataclass(frozen=True)
+class ClusterTLS:
+    """The TLS material of one daemon or client."""
+
+    directory: str
+    ca: ssl.Certificate
+    #: This host's certificate and key; None for a client without one.
+    own: ssl.PrivateCertificate | None
+
+    @classmethod
+    def load(cls, directory: str, *, need_own: bool) -> ClusterTLS:
+        """Read ``directory``; refuse what would only fail later, on a
+        peer's side and with a vaguer message (a missing file, an expired
+        certificate, a certificate the CA did not sign)."""
+        from cryptography import x509
+        from twisted.internet import ssl
+
+        def read(name: str) -> bytes:
+            path = os.path.join(directory, name)
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except OSError as e:
+                raise TLSError(f"cannot read {path}: {e.strerror}") from None
+
+        try:
+            ca = ssl.Certificate.loadPEM(read(CA_FILE))
+        except TLSError:
+            raise
+        except Exception as e:
+            raise TLSError(f"{os.path.join(directory, CA_FILE)} is not a PEM certificate "
+                           f"({e})") from None
+        own = None
+        has_own = os.path.exists(os.path.join(directory, CERT_FILE))
+        if need_own or has_own:
+            cert_pem, key_pem = read(CERT_FILE), read(KEY_FILE)
+            try:
+                own = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+            except Exception as e:
+                raise TLSError(f"{directory}: {CERT_FILE} and {KEY_FILE} are not a "
+                               f"certificate and its key ({e})") from None
+            cert = x509.load_pem_x509_certificate(cert_pem)
+            now = datetime.datetime.now(datetime.timezone.utc)
+            if cert.not_valid_after_utc < now:
+                raise TLSError(f"{os.path.join(directory, CERT_FILE)} expired on "
+                               f"{cert.not_valid_after_utc:%Y-%m-%d}")
+            try:
+                cert.verify_directly_issued_by(x509.load_pem_x509_certificate(read(CA_FILE)))
+            except Exception:
+                raise TLSError(f"{os.path.join(directory, CERT_FILE)} is not signed by "
+                               f"the CA of {os.path.join(directory, CA_FILE)}") from None
+        return cls(os.path.abspath(directory), ca, own)
+
+    def server_options(self, *, require_peer: bool) -> ssl.CertificateOptions:
+        """A server's options: its certificate, and the peers' checked
+        against the cluster CA (required, or only when a peer sends one)."""
+        from twisted.internet import ssl
+
+        if self.own is None:
+            raise TLSError(f"{self.directory} has no {CERT_FILE}: a server needs one")
+        return ssl.CertificateOptions(
+            privateKey=self.own.privateKey.original.to_cryptography_key(),
+            certificate=self.own.original.to_cryptography(),
+            verify=True, caCerts=[self.ca.original], requireCertificate=require_peer)
+
+    def client_options(self, host: str) -> Any:
+        """A client's options toward ``host``: its certificate must be the
+        cluster CA's, for that name or address."""
+        from twisted.internet import ssl
+
+        return ssl.optionsForClientTLS(host, trustRoot=self.ca, clientCertificate=self.own)
+
+    def wrap_client(self, host: str, endpoint: Any) -> Any:
+        from twisted.internet.endpoints import wrapClientTLS
+
+        return wrapClientTLS(self.client_options(host), endpoint)
+
+    def wrap_server(self, factory: Any, clock: Any, *, require_peer: bool) -> HandshakeGuard:
+        from .handshakes import HandshakeGuard
+
+        return HandshakeGuard(self.server_options(require_peer=require_peer), factory, clock)
+
+
+def client_endpoint(reactor: Any, description: str, tls: ClusterTLS | None) -> Any:
+    """The client endpoint of an endpoint string; with ``tls``, over TLS,
+    the server's certificate checked for the host the string names."""
+    from twisted.internet import endpoints
+
+    from .addresses import endpoint_host_port
+
+    endpoint = endpoints.clientFromString(reactor, description)
+    if tls is None:
+        return endpoint
+    target = endpoint_host_port(description)
+    if target is None:
+        raise TLSError(f"{description}: with TLS, give the jobtracker as HOST:PORT")
+    return tls.wrap_client(target[0], endpoint)
+
+
+def peer_certificate(transport: Any) -> Any:
+    """The certificate a peer presented over TLS (checked against the
+    cluster CA by then), or None (no TLS, or no certificate)."""
+    while transport is not None:
+        get = getattr(transport, "getPeerCertificate", None)
+        if get is not None and interfaces.ISSLTransport.providedBy(transport):
+            return get()
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def tls_refusal(reason: Any) -> str | None:
+    """Why a connection's TLS handshake failed, if that is how it ended, in
+    OpenSSL's words ("certificate verify failed", "wrong version number")."""
+    value = getattr(reason, "value", None)
+    if not type(value).__module__.startswith("OpenSSL"):
+        return None
+    errors = value.args[0] if value.args and isinstance(value.args[0], list) else []
+    words = [str(err[-1]) for err in errors if isinstance(err, tuple) and err and err[-1]]
+    return "; ".join(words) or type(value).__name__
+
+
+def make_certs(outdir: str, hosts: Sequence[Sequence[str]], *, days: int = 825,
+               ca_name: str = "pytxmr cluster CA") -> list[str]:
+    """A cluster CA in ``outdir`` (made once, reused after) and a ``--tls``
+    directory per host under ``outdir/NAME`` (the host's first name), its
+    certificate valid for each of its names and addresses, plus
+    ``outdir/client`` (the CA only) for submitting machines. The paths made."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    os.makedirs(outdir, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key_path, ca_path = os.path.join(outdir, CA_KEY_FILE), os.path.join(outdir, CA_FILE)
+    if os.path.exists(ca_key_path):
+        with open(ca_key_path, "rb") as f:
+            ca_key = serialization.load_pem_private_key(f.read(), None)
+        with open(ca_path, "rb") as f:
+            ca_cert = x509.load_pem_x509_certificate(f.read())
+    else:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
+        ca_cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                   .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=3650))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                   .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
+                                                False, False), critical=True)
+                   .sign(ca_key, hashes.SHA256()))
+        _write(ca_key_path, ca_key.private_bytes(serialization.Encoding.PEM,
+                                                 serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()), private=True)
+        _write(ca_path, ca_cert.public_bytes(serialization.Encoding.PEM))
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
+    made = [ca_path]
+    client = os.path.join(outdir, "client")
+    os.makedirs(client, exist_ok=True)
+    _write(os.path.join(client, CA_FILE), ca_pem)
+    made.append(client)
+    for names in hosts:
+        if not names:
+            continue
+        alt: list[x509.GeneralName] = []
+        for name in names:
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                alt.append(x509.DNSName(name))
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+                .issuer_name(ca_cert.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=days))
+                .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      ExtendedKeyUsageOID.CLIENT_AUTH]),
+                               critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        host_dir = os.path.join(outdir, _dir_name(names[0]))
+        os.makedirs(host_dir, exist_ok=True)
+        _write(os.path.join(host_dir, CA_FILE), ca_pem)
+        _write(os.path.join(host_dir, CERT_FILE), cert.public_bytes(serialization.Encoding.PEM))
+        _write(os.path.join(host_dir, KEY_FILE),
+               key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()), private=True)
+        made.append(host_dir)
+    return made
+
+
+def _dir_name(name: str) -> str:
+    if name in ("client", "", ".", "..") or "/" in name or os.sep in name:
+        raise TLSError(f"{name!r} cannot name a host's directory")
+    return name.replace(":", "_")  # IPv6 addresses
+
+
+def _write(path: str, data: bytes, *, private: bool = False) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

@@ -1,0 +1,109 @@
+"""The cluster's TLS material (``pytxmr.tls``) and the handshake guard of
+its server ports (``pytxmr.handshakes``), with a fake clock."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from twisted.internet import protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from pytxmr.handshakes import HandshakeGuard
+from pytxmr.tls import ClusterTLS, TLSError, make_certs
+
+
+def _sans(path: Path) -> set[str]:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(n.value) for n in names}
+
+
+def test_certs_cover_every_name_and_address_and_reuse_the_ca(tmp_path: Path) -> None:
+    make_certs(str(tmp_path), [["jt.example", "10.0.0.1"], ["w1", "fd00::2"]])
+    assert _sans(tmp_path / "jt.example" / "cert.pem") == {"jt.example", "10.0.0.1"}
+    v6 = x509.load_pem_x509_certificate((tmp_path / "w1" / "cert.pem").read_bytes())
+    addresses = v6.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(x509.IPAddress)
+    assert addresses == [ipaddress.ip_address("fd00::2")]
+    ca = (tmp_path / "ca.pem").read_bytes()
+    make_certs(str(tmp_path), [["w2"]])  # a host added later: same CA
+    assert (tmp_path / "ca.pem").read_bytes() == ca
+    assert (tmp_path / "w2" / "ca.pem").read_bytes() == ca
+    assert (tmp_path / "client" / "ca.pem").read_bytes() == ca
+    assert not (tmp_path / "client" / "cert.pem").exists()
+    assert (tmp_path / "w2" / "key.pem").stat().st_mode & 0o077 == 0
+    loaded = ClusterTLS.load(str(tmp_path / "w2"), need_own=True)
+    assert loaded.own is not None
+    assert ClusterTLS.load(str(tmp_path / "client"), need_own=False).own is None
+
+
+def test_unusable_directories_are_refused_with_the_reason(tmp_path: Path) -> None:
+    make_certs(str(tmp_path / "a"), [["h"]])
+    make_certs(str(tmp_path / "b"), [["h"]])
+    with pytest.raises(TLSError, match="cannot read .*ca.pem"):
+        ClusterTLS.load(str(tmp_path / "nowhere"), need_own=False)
+    with pytest.raises(TLSError, match="cannot read .*cert.pem"):
+        ClusterTLS.load(str(tmp_path / "a" / "client"), need_own=True)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "ca.pem").write_bytes((tmp_path / "b" / "ca.pem").read_bytes())
+    for name in ("cert.pem", "key.pem"):
+        (mixed / name).write_bytes((tmp_path / "a" / "h" / name).read_bytes())
+    with pytest.raises(TLSError, match="not signed by the CA"):
+        ClusterTLS.load(str(mixed), need_own=True)
+    (mixed / "key.pem").write_bytes((tmp_path / "b" / "h" / "key.pem").read_bytes())
+    with pytest.raises(TLSError, match="not a certificate and its key"):
+        ClusterTLS.load(str(mixed), need_own=True)
+    with pytest.raises(TLSError, match="cannot name a host"):
+        make_certs(str(tmp_path / "c"), [["client"]])
+
+
+def _guard(tmp_path: Path, clock: Clock, limit: int = 3) -> HandshakeGuard:
+    make_certs(str(tmp_path), [["h"]])
+    tls = ClusterTLS.load(str(tmp_path / "h"), need_own=True)
+    return HandshakeGuard(tls.server_options(require_peer=True),
+                          protocol.Factory.forProtocol(protocol.Protocol), clock, 10.0, limit)
+
+
+def _connect(guard: HandshakeGuard) -> StringTransport:
+    transport = StringTransport()
+    proto = guard.buildProtocol(None)
+    proto.makeConnection(transport)
+    return transport
+
+
+def test_an_unfinished_handshake_is_dropped_at_its_deadline(tmp_path: Path) -> None:
+    clock = Clock()
+    guard = _guard(tmp_path, clock)
+    transport = _connect(guard)
+    assert guard.handshaking == 1
+    clock.advance(9.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting and guard.handshaking == 0 and guard.dropped == 1
+
+
+def test_beyond_the_limit_the_oldest_unfinished_handshake_makes_room(tmp_path: Path) -> None:
+    clock = Clock()
+    guard = _guard(tmp_path, clock, limit=3)
+    transports = [_connect(guard) for _ in range(5)]
+    assert [t.disconnecting for t in transports] == [True, True, False, False, False]
+    assert guard.handshaking == 3
+    # The dropped ones' deadlines are cancelled.
+    assert len([c for c in clock.getDelayedCalls() if c.active()]) == 3
+
+
+def test_a_finished_handshake_has_no_deadline(tmp_path: Path) -> None:
+    clock = Clock()
+    guard = _guard(tmp_path, clock)
+    transport = StringTransport()
+    proto = guard.buildProtocol(None)
+    proto.makeConnection(transport)
+    proto.wrappedProtocol.handshakeCompleted()  # as TLSMemoryBIOProtocol calls it
+    assert guard.handshaking == 0
+    clock.advance(60)
+    assert not transport.disconnecting
