@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster_options(submit)
     jobs = sub.add_parser("jobs", help="list the cluster's jobs")
     _cluster_options(jobs)
+    wait = sub.add_parser("wait", help="wait for a job's end, with its progress, from any "
+                          "client; exit 0 if it succeeded, 1 if not")
+    wait.add_argument("job_id")
+    wait.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
+    _cluster_options(wait)
     for name, text in (("status", "show a job's state"), ("kill", "kill a running job")):
         c = sub.add_parser(name, help=text)
         c.add_argument("job_id")
@@ -233,6 +238,16 @@ def print_result(result: dict[str, Any], quiet: bool) -> int:
     if err.get("traceback"):
         print(err["traceback"].rstrip(), file=sys.stderr)
     return 1
+
+
+#: Exit statuses besides 0 (done) and 1 (the job failed or was killed):
+#: a command, its job or its login refused (as argparse's usage errors);
+#: the jobtracker not reached, or lost (trying again later may work).
+EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3
+
+
+def _say(text: str) -> None:
+    print(f"pytxmr: {text}", file=sys.stderr)
 
 
 def interrupted_status(signum: int | None) -> int:
@@ -422,10 +437,11 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
         secret = b"" if options.get("user") else load_secret(a.secret_file)
         conn = await client.connect(reactor, a.jobtracker, secret, **options)
         try:
-            if a.command == "submit":
-                result = await client.run_job(
-                    reactor, conn, _spec(a), progress,
-                    notify=lambda text: print(f"pytxmr: {text}", file=sys.stderr))
+            if a.command in ("submit", "wait"):
+                result = await (
+                    client.run_job(reactor, conn, _spec(a), progress, notify=_say)
+                    if a.command == "submit" else
+                    client.follow(reactor, conn, a.job_id, progress, notify=_say))
                 if progress:
                     progress.end()
                 return print_result(result, a.quiet)
@@ -520,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = parse(argv)
     zygote = start_zygote() if a.command == "run" and not a.inline else None
     from .auth import LoginRefused
-    from .client import ClusterError
+    from .client import ClusterError, ClusterUnreachable
     from .bundle import BundleError
     from .jobargs import ArgumentError
     from .jobmodule import JobDefinitionError
@@ -556,17 +572,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return await cluster_command(reactor, a, zygote)
             except (ClusterError, LoginRefused, SecretError, TLSError, UsersError) as e:
                 print(f"pytxmr: {e}", file=sys.stderr)
-                return 2
+                return EXIT_UNREACHABLE if isinstance(e, ClusterUnreachable) else EXIT_REFUSED
 
         return react_interruptibly(command)
     except (ClusterError, LoginRefused, SecretError, CodecUnavailable, TLSError,
             UsersError) as e:
         print(f"pytxmr: {e}", file=sys.stderr)
-        return 2
+        return EXIT_UNREACHABLE if isinstance(e, ClusterUnreachable) else EXIT_REFUSED
     except (OutputExistsError, InputError, StorageError, ArgumentError, BundleError,
             JobDefinitionError) as e:  # run --inline: refused, as a submission is
         print(f"pytxmr: {e}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     except KeyboardInterrupt:  # run --inline, or before the reactor started
         print("pytxmr: interrupted", file=sys.stderr)
         return interrupted_status(_inline_signal[0] if _inline_signal else None)

@@ -35,6 +35,11 @@ class ClusterError(Exception):
     says why."""
 
 
+class ClusterUnreachable(ClusterError):
+    """The jobtracker could not be reached, or the connection to it was
+    lost: unlike a refusal, trying again later may work (exit status 3)."""
+
+
 class Connection:
     """A logged-in client session with a jobtracker."""
 
@@ -50,8 +55,8 @@ class Connection:
             # carry their message; anything else is the jobtracker's bug.
             raise ClusterError(str(e)) from None
         except (pb.PBConnectionLost, pb.DeadReferenceError):
-            raise ClusterError("lost the connection to the jobtracker "
-                               "(it stopped or crashed)") from None
+            raise ClusterUnreachable("lost the connection to the jobtracker "
+                                     "(it stopped or crashed)") from None
 
     def close(self) -> None:
         self._factory.disconnect()
@@ -83,11 +88,11 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
         broker = await connecting
     except (defer.CancelledError, error.ConnectingCancelledError):
         if timed_out:
-            raise ClusterError(f"cannot reach the jobtracker at {address}: no connection "
+            raise ClusterUnreachable(f"cannot reach the jobtracker at {address}: no connection "
                                f"within {timeout:g}s") from None
         raise defer.CancelledError() from None  # interrupted: not the jobtracker's fault
     except Exception as e:
-        raise ClusterError(f"cannot reach the jobtracker at {address}: {e}") from None
+        raise ClusterUnreachable(f"cannot reach the jobtracker at {address}: {e}") from None
     finally:
         if timer.active():
             timer.cancel()
@@ -111,7 +116,7 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
         hint = "" if tls else " (does it use TLS? then give --tls DIR)"
         reason = getattr(broker, "lost_reason", None)
         if reason is None:
-            raise ClusterError(f"the jobtracker at {address} did not answer the login "
+            raise ClusterUnreachable(f"the jobtracker at {address} did not answer the login "
                                f"within {timeout:g}s{hint}") from None
         why = tls_refusal(reason)
         raise ClusterError(f"the jobtracker at {address} closed the connection during the "
@@ -220,6 +225,14 @@ async def run_job(reactor: Any, conn: Connection, job: JobSubmission,
     if job.bundle is not None:
         await upload(conn, job.bundle)
     job_id = await conn.call("submit", job.spec)
+    return await follow(reactor, conn, job_id, progress, interval, notify)
+
+
+async def follow(reactor: Any, conn: Connection, job_id: str,
+                 progress: ProgressCallback | None = None, interval: float = 0.5,
+                 notify: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Wait for a submitted job's end (``submit``, ``wait JOB``), reporting
+    its progress; its result dict."""
     if notify is not None and (await conn.call("status", job_id)).get("workers") == 0:
         notify(NO_WORKERS)
     finished = defer.Deferred.fromCoroutine(conn.call("wait", job_id))

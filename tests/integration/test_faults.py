@@ -778,7 +778,7 @@ def reduce(key, values):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert rc != 0, (stdout, err)
+    assert rc == 3, (rc, stdout, err)  # not reached: trying again may work
     assert "lost the connection to the jobtracker" in err, err
     assert "Traceback" not in err, err
     assert noticed < 5, noticed

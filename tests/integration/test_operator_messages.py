@@ -144,3 +144,47 @@ def test_progress_moves_inside_a_task(tmp_path: Path) -> None:
             proc.kill()
             proc.communicate()
         c.stop_all()
+
+
+def test_wait_attaches_to_a_job_from_another_client(tmp_path: Path) -> None:
+    """``pytxmr wait JOB``: the summary and exit status of ``submit``, for a
+    job that client did not submit; 1 for a failed job, 2 for no such job."""
+    c = Cluster(tmp_path)
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\n\ndef map(key, line):\n    time.sleep(3)\n"
+                    "    if line == 'boom':\n        raise ValueError('boom')\n"
+                    "    yield line, 1\n\ndef reduce(key, values):\n    yield key, sum(values)\n")
+    good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
+    good.write_text("a\nb\na\n")
+    bad.write_text("boom\n")
+    try:
+        c.start_jobtracker()
+        c.start_tasktracker(2)
+        for data, status in ((good, 0), (bad, 1)):
+            submitter = c.popen_submit(slow, [data], tmp_path / f"out-{data.stem}",
+                                       "--max-attempts", "1")
+            try:
+                from procs import wait_for
+
+                def job_id() -> str | None:
+                    rc, out, _ = c.cli("jobs")
+                    running = [line.split()[0] for line in out.splitlines()
+                               if "running" in line and data.stem in line]
+                    return running[0] if running else None
+
+                job = wait_for(job_id, 30, "the job to run")
+                rc, out, err = c.cli("wait", job)
+                assert rc == status, (rc, out, err)
+                if status == 0:
+                    assert f"{job} succeeded" in out, out
+                else:
+                    assert f"{job} failed" in err and "boom" in err, err
+                assert submitter.wait(30) == status
+            finally:
+                if submitter.poll() is None:
+                    submitter.kill()
+                submitter.communicate()
+        rc, _, err = c.cli("wait", "job_19700101000000_0042")
+        assert rc == 2 and "no job" in err, err
+    finally:
+        c.stop_all()
