@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("job_id")
         c.add_argument("--json", action="store_true", help="the jobtracker's answer as JSON")
         _cluster_options(c)
+    workers = sub.add_parser("workers", help="list the cluster's tasktrackers")
+    workers.add_argument("--json", action="store_true", help="the jobtracker's answer as JSON")
+    _cluster_options(workers)
+    drain = sub.add_parser("drain", help="stop giving a tasktracker tasks, move the map "
+                           "outputs jobs need off it, then stop it (an administrator's)")
+    drain.add_argument("worker", help="its worker id (w3) or HOST:PORT of its shuffle server")
+    _cluster_options(drain)
     logs = sub.add_parser("logs", help="show what a job's task attempts printed")
     logs.add_argument("job_id")
     logs.add_argument("task", nargs="?", help="a task (m3, r0, JOB_m00003) or an attempt id "
@@ -353,6 +360,15 @@ def describe_job(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe_workers(workers: list[dict[str, Any]]) -> str:
+    lines = []
+    for w in workers:
+        state = "draining" if w.get("draining") else "alive" if w["alive"] else "lost"
+        lines.append(f"{w['wid']:<6} {state:<9} {w['host']}:{w['shuffle_port']:<6} "
+                     f"{w['slots']} slots, {len(w['running'])} running")
+    return "\n".join(lines) if lines else "no tasktracker"
+
+
 def print_counters(counters: dict[str, dict[str, int]]) -> None:
     for group in sorted(counters):
         print(f"  {group}")
@@ -449,6 +465,15 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
                 for job in await conn.call("jobs"):
                     print(f"{job['job_id']}  {job['state']:<10} {job.get('owner') or '-':<10} "
                           f"{job['elapsed']:8.2f}s  {job['filename']} -> {job['output']}")
+                return 0
+            if a.command == "workers":
+                answer = await conn.call("workers")
+                print(json.dumps(answer, indent=2) if a.json else describe_workers(answer))
+                return 0
+            if a.command == "drain":
+                w = await conn.call("drain", a.worker)
+                print(f"{w['wid']} ({w['host']}:{w['shuffle_port']}) is draining: it takes no "
+                      f"new task and stops once no job needs it")
                 return 0
             if a.command == "logs":
                 from .tasklog import format_logs

@@ -22,7 +22,7 @@ from .bundle import Bundle
 from .records import CodecUnavailable, codec_for
 from .pbwire import client_factory
 from .tls import TLSError, client_endpoint, tls_refusal
-from .wire import PROTOCOL_VERSION, ROLE_CLIENT, jobtracker_endpoint
+from .wire import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ROLE_CLIENT, jobtracker_endpoint
 
 if TYPE_CHECKING:
     from .tls import ClusterTLS
@@ -170,6 +170,7 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
         raise ClusterError(str(e)) from None
     spec: dict[str, Any] = {
         "protocol": PROTOCOL_VERSION,
+        "min_protocol": MIN_PROTOCOL_VERSION,
         "source": source,
         "filename": os.path.abspath(job_path),
         "inputs": [storage.normalize(p) for p in inputs],

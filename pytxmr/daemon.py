@@ -95,7 +95,7 @@ def run_daemon(start: Callable[[Any], Awaitable[Any]], args: argparse.Namespace,
                name: str) -> None:
     """Start the service ``start`` builds and run until a signal stops the
     reactor (the service is stopped cleanly first) or the service's
-    ``fatal`` Deferred fails."""
+    ``ended`` Deferred fires (a clean stop: drained) or fails."""
     setup_logging(args.log_level, args.log_format)
 
     async def main(reactor: Any) -> None:
@@ -113,9 +113,9 @@ def run_daemon(start: Callable[[Any], Awaitable[Any]], args: argparse.Namespace,
             return None
 
         reactor.addSystemEventTrigger("before", "shutdown", stop)
-        fatal: defer.Deferred[None] = getattr(svc, "fatal", defer.Deferred())
+        ended: defer.Deferred[None] = getattr(svc, "ended", defer.Deferred())
         try:
-            await fatal
+            await ended
         except (LoginRefused, FatalError) as e:
             print(f"{name}: {e}", file=sys.stderr)
             await defer.maybeDeferred(stop)

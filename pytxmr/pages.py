@@ -105,6 +105,8 @@ def workers_table(workers: list[dict[str, Any]]) -> str:
     for w in workers:
         running = ", ".join(w["running"][:8]) + (" …" if len(w["running"]) > 8 else "")
         age = fmt_secs(w["heartbeat_age"]) + " ago" if w["alive"] else "lost"
+        if w.get("draining"):
+            age += ", draining"
         rows.append(
             f"<tr class=\"{'alive' if w['alive'] else 'lost'}\"><td>{esc(w['wid'])}</td>"
             f"<td>{esc(w['host'])}</td><td>{esc(w['shuffle_port'])}</td><td>{esc(w['slots'])}</td>"

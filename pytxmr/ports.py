@@ -44,6 +44,10 @@ class IWorker(Interface):
     def destroy_job(job_id: str) -> None:
         """The job ended: drop its map outputs and files."""
 
+    def stop() -> None:
+        """It was drained: nothing runs on it and no job needs its map
+        outputs; stop cleanly (a worker of protocol 3 cannot, and stays)."""
+
     def disconnect() -> None:
         """Cut the connection at once (a worker declared lost must come
         back as a new incarnation); a stopped peer reads nothing, so this
@@ -68,6 +72,9 @@ class IJobTracker(Interface):
 
     async def may_commit(attempt_id: str) -> bool:
         """Whether this attempt is the one whose part file becomes the output."""
+
+    async def drain() -> None:
+        """Drain me (``Scheduler.drain``): I will be told to stop."""
 
     async def bundle_chunk(sha256: str, offset: int) -> bytes:
         """Up to ``bundle.CHUNK_BYTES`` of a running job's bundle from

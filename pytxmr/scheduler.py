@@ -76,13 +76,22 @@ class DestroyJob:
 
 
 @dataclass(frozen=True)
+class StopWorker:
+    """A drained worker: nothing runs on it and no job needs its map
+    outputs any more; it may stop."""
+
+    wid: str
+
+
+@dataclass(frozen=True)
 class JobDone:
     job_id: str
     state: State
     error: dict[str, str] | None
 
 
-Action = Union[InitJob, LaunchMap, LaunchReduce, KillAttempt, AnnounceMapOutputs, DestroyJob, JobDone]
+Action = Union[InitJob, LaunchMap, LaunchReduce, KillAttempt, AnnounceMapOutputs, DestroyJob,
+               JobDone, StopWorker]
 
 
 # --- state -----------------------------------------------------------------
@@ -129,6 +138,10 @@ class Worker:
     failures: dict[str, int] = field(default_factory=dict)  # job id -> failed attempts
     #: (bytes used, budget) of its shuffle memory, as its last heartbeat said
     shuffle_memory: tuple[int, int] | None = None
+    #: Taking no new tasks, to stop once nothing needs it (``Scheduler.drain``).
+    draining: bool = False
+    #: StopWorker was decided for it.
+    stopping: bool = False
 
     def __post_init__(self) -> None:
         self.attempts: set[str] = set()
@@ -182,6 +195,8 @@ class Scheduler:
         self.workers: dict[str, Worker] = {}
         self.jobs: dict[str, Job] = {}
         self.attempts: dict[str, Attempt] = {}
+        #: The workers being drained (usually none: checked at each decision).
+        self._draining: set[str] = set()
 
     # --- events --------------------------------------------------------
 
@@ -229,6 +244,42 @@ class Scheduler:
             for task in job.maps + job.reduces:
                 if task.state is State.RUNNING and not task.running():
                     task.state = State.PENDING
+        return actions + self._schedule(now)
+
+    def drain(self, wid: str, now: float) -> list[Action]:
+        """Take no new tasks on ``wid``; let its running attempts end; run
+        its completed maps again elsewhere while it goes on serving their
+        outputs (a reduce fetches from whichever location it has, and the
+        newer one is announced), so that it can stop before the jobs end;
+        then StopWorker. Without another worker its outputs are served
+        until their jobs end."""
+        w = self.workers.get(wid)
+        if w is None or not w.alive:
+            return []
+        if w.draining:
+            return self._schedule(now)
+        w.draining = True
+        self._draining.add(wid)
+        actions: list[Action] = []
+        if any(o.alive and not o.draining for o in self.workers.values()):
+            # What would only delay the stop runs again elsewhere: a map
+            # (its output would have to move anyway) and a reduce still
+            # waiting for map outputs (it has only fetched so far).
+            for aid in sorted(w.attempts):
+                a = self.attempts[aid]
+                job = self.jobs[a.job_id]
+                if a.kind == "map":
+                    moves = any(t.state is not State.SUCCEEDED for t in job.reduces)
+                else:
+                    moves = len(job.map_locations) < job.num_maps
+                if a.state is State.RUNNING and moves:
+                    self._end_attempt(a, State.KILLED, now, {
+                        "type": "WorkerDraining", "traceback": "",
+                        "message": f"worker {wid} is being drained"})
+                    actions.append(KillAttempt(wid, job.id, aid))
+                    task = job.tasks(a.kind)[a.index]
+                    if task.state is State.RUNNING and not task.running():
+                        task.state = State.PENDING
         return actions + self._schedule(now)
 
     def submit(self, job_id: str, num_maps: int, num_reducers: int, now: float,
@@ -416,6 +467,33 @@ class Scheduler:
         return not any(o.alive and o.failures.get(job.id, 0) < BLACKLIST_FAILURES
                        for o in self.workers.values())
 
+    def _drain_actions(self) -> list[Action]:
+        """Move the needed map outputs off draining workers (once another
+        worker can take them) and stop those that nothing needs."""
+        actions: list[Action] = []
+        for wid in sorted(self._draining):
+            w = self.workers[wid]
+            if not w.alive:
+                self._draining.discard(wid)
+                continue
+            others = any(o.alive and not o.draining for o in self.workers.values())
+            needed = False
+            for job in self._running_jobs():
+                if all(t.state is State.SUCCEEDED for t in job.reduces):
+                    continue
+                for index, loc in job.map_locations.items():
+                    if loc.wid != wid:
+                        continue
+                    needed = True
+                    task = job.maps[index]
+                    if others and task.state is State.SUCCEEDED:
+                        task.state = State.PENDING  # its location stays, served meanwhile
+            if not needed and not w.attempts:
+                self._draining.discard(wid)
+                w.stopping = True
+                actions.append(StopWorker(wid))
+        return actions
+
     def _free(self, w: Worker, kind: str) -> int:
         used = sum(1 for aid in w.attempts if self.attempts[aid].kind == kind)
         return w.slots - used
@@ -448,7 +526,7 @@ class Scheduler:
         best: Worker | None = None
         best_key: tuple[int, int, str] | None = None
         for w in self.workers.values():
-            free = self._free(w, kind) if w.alive else 0
+            free = self._free(w, kind) if w.alive and not w.draining else 0
             if free <= 0 or w.wid in busy_on or not self._usable(job, w):
                 continue
             key = (w.wid not in failed_on, free, w.wid)
@@ -484,7 +562,7 @@ class Scheduler:
         (the shuffle overlaps the map phase) and hold no process until every
         map output is in, so they cannot starve the maps.
         """
-        actions: list[Action] = []
+        actions: list[Action] = self._drain_actions() if self._draining else []
         for job in self._running_jobs():
             for kind in ("map", "reduce"):
                 for task in job.tasks(kind):

@@ -55,6 +55,7 @@ def worker_view(w: Worker, now: float) -> dict[str, Any]:
         "shuffle_port": w.port,
         "slots": w.slots,
         "alive": w.alive,
+        "draining": w.alive and w.draining,
         "joined": w.joined,
         "last_heartbeat": w.last_seen,
         "heartbeat_age": now - w.last_seen if w.alive else None,

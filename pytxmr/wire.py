@@ -19,7 +19,24 @@ from .splits import Split
 
 #: 2: frames may be LZ4-compressed (codec 2), which version-1 workers refuse.
 #: 3: jobs have arguments, bundles and steps; map-only steps (0 reducers).
-PROTOCOL_VERSION = 3
+#: 4: TLS, users and job owners, drain (a worker's ``stop``); peers say the
+#:    oldest version they still speak, and work together where the ranges
+#:    meet (rolling upgrades; docs/deploy.md).
+PROTOCOL_VERSION = 4
+#: The oldest version this one works with: 3's workers lack only ``stop``
+#: (they are drained but stay up), 3's clients only name no owner.
+MIN_PROTOCOL_VERSION = 3
+
+
+def check_protocol(d: Mapping[str, Any], who: str) -> None:
+    """Refuse a peer whose versions [min_protocol, protocol] do not meet
+    ours (a peer of version 3 sends no min_protocol: only 3)."""
+    version, oldest = d.get("protocol"), d.get("min_protocol", d.get("protocol"))
+    if not (type(version) is int and type(oldest) is int and oldest <= PROTOCOL_VERSION
+            and version >= MIN_PROTOCOL_VERSION):
+        raise ProtocolMismatch(
+            f"{who} speaks protocol {version!r} (oldest {oldest!r}), this jobtracker "
+            f"{MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}: upgrade the older side")
 
 #: Login names: the secret is the same, the role decides the avatar.
 ROLE_TASKTRACKER = b"tasktracker"
@@ -61,6 +78,10 @@ class UnknownJob(Refused):
 
 class NotYourJob(Refused):
     """A user asked to kill (or read the logs of) another user's job."""
+
+
+class NoSuchWorker(Refused):
+    """A client named a worker (to drain) that is not registered."""
 
 
 class UnknownWorker(Refused):
@@ -269,16 +290,14 @@ class Registration:
     protocol: int = PROTOCOL_VERSION
 
     def to_wire(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "host": self.host, "port": self.port,
-                "slots": self.slots, "pid": self.pid}
+        return {"protocol": self.protocol, "min_protocol": MIN_PROTOCOL_VERSION,
+                "host": self.host, "port": self.port, "slots": self.slots, "pid": self.pid}
 
     @classmethod
     def from_wire(cls, d: Any) -> Registration:
         if not isinstance(d, Mapping):
             raise BadMessage("register takes a dict")
-        if d.get("protocol") != PROTOCOL_VERSION:
-            raise ProtocolMismatch(f"tasktracker speaks protocol {d.get('protocol')!r}, "
-                                   f"this jobtracker {PROTOCOL_VERSION}")
+        check_protocol(d, "this tasktracker")
         try:
             f = _fields("Registration", d, host=str, port=int, slots=int, pid=[int, None])
         except BadMessage:

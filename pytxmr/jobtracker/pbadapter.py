@@ -93,6 +93,9 @@ class PBWorker:
     def destroy_job(self, job_id: str) -> None:
         self._call("destroy_job", job_id)
 
+    def stop(self) -> None:
+        self._call("stop")
+
     def disconnect(self) -> None:
         # Abort, not lose: a stopped peer reads nothing, so a graceful
         # close could wait on our unsent bytes forever.
@@ -164,6 +167,12 @@ class TaskTrackerAvatar(pb.Avatar):
     @refusals_as_pb_errors
     def perspective_may_commit(self, attempt_id: str) -> bool:
         return self.jt.may_commit(self.wid, str(attempt_id))
+
+    @refusals_as_pb_errors
+    def perspective_drain(self) -> None:
+        if self.wid is None:
+            raise wire.UnknownWorker("register first")
+        self.jt.drain(self.wid)
 
     @refusals_as_pb_errors
     def perspective_bundle_chunk(self, sha256: str, offset: int) -> bytes:
@@ -274,6 +283,16 @@ class ClientAvatar(pb.Avatar):
     @refusals_as_pb_errors
     def perspective_jobs(self) -> list[dict[str, Any]]:
         return self.jt.list_jobs()
+
+    @refusals_as_pb_errors
+    def perspective_workers(self) -> list[dict[str, Any]]:
+        return self.jt.workers_view()
+
+    @refusals_as_pb_errors
+    def perspective_drain(self, worker: str) -> dict[str, Any]:
+        if self.user is not None and not self.user.admin:
+            raise wire.NotYourJob("only an administrator may drain a tasktracker")
+        return self.jt.drain(str(worker))
 
     @refusals_as_pb_errors
     def perspective_kill(self, job_id: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from .. import scheduler as sched
 from ..bundle import is_digest
 from ..records import COMPRESSION_CODECS
 from ..splits import Split, compute_splits, default_split_size
-from ..wire import PROTOCOL_VERSION, ProtocolMismatch, SubmissionError
+from ..wire import SubmissionError, check_protocol
 
 #: Errors of the submission check whose message says it all (file and line).
 _SELF_EXPLAINED = frozenset({"SyntaxError", "IndentationError", "TabError",
@@ -69,9 +69,7 @@ def validate_submission(spec: Any) -> Submission:
     """The typed submission, or SubmissionError naming the bad field."""
     if not isinstance(spec, Mapping):
         raise SubmissionError("a submission is a dict")
-    if spec.get("protocol") != PROTOCOL_VERSION:
-        raise ProtocolMismatch(f"client speaks protocol {spec.get('protocol')!r}, "
-                               f"this jobtracker {PROTOCOL_VERSION}")
+    check_protocol(spec, "the client")
 
     def get(name: str, kind: type, default: Any = ...,
             check: Callable[[Any], bool] | None = None) -> Any:

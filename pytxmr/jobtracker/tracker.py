@@ -37,6 +37,7 @@ from ..wire import (
     SubmissionError,
     TaskError,
     UnknownJob,
+    NoSuchWorker,
     UnknownWorker,
 )
 from .admission import Admission, interrupted_outputs, step_reducers
@@ -146,6 +147,24 @@ class JobTracker:
         self._execute(self.scheduler.worker_joined(wid, reg.host, reg.port, reg.slots,
                                                    self.now()))
         return wid
+
+    def drain(self, wid: str) -> dict[str, Any]:
+        """Stop giving ``wid`` tasks and stop it once nothing needs it
+        (``Scheduler.drain``); its view. ``wid`` may also be HOST:PORT."""
+        wid = self._worker_named(wid)
+        if not self.scheduler.workers[wid].draining:
+            self.log.info("Draining tasktracker {wid}", wid=wid)
+        self._execute(self.scheduler.drain(wid, self.now()))
+        return views.worker_view(self.scheduler.workers[wid], self.now())
+
+    def _worker_named(self, name: str) -> str:
+        if name in self.workers:
+            return name
+        for wid, conn in self.workers.items():
+            if f"{conn.host}:{conn.port}" == name:
+                return wid
+        raise NoSuchWorker(f"no live tasktracker {name!r} (a worker id such as w1, or "
+                                f"the HOST:PORT of its shuffle server)")
 
     def worker_disconnected(self, wid: str) -> None:
         if self.workers.pop(wid, None) is not None:
@@ -485,6 +504,10 @@ class JobTracker:
                 continue
             conn = self.workers.get(action.wid)
             if conn is None:
+                continue
+            if isinstance(action, sched.StopWorker):
+                self.log.info("Tasktracker {wid} is drained: stopping it", wid=action.wid)
+                conn.worker.stop()
                 continue
             worker, job = conn.worker, self._by_sched[action.job_id]
             if isinstance(action, sched.InitJob):

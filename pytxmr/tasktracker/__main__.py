@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
 from dataclasses import replace
 from typing import Any, Sequence
@@ -129,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             locks.append(lock)
         svc = make_service(replace(config, workdir=workdir), reactor, secret=secret)
         await svc.startService()
+        # SIGUSR1: drain (as `pytxmr drain`), then stop; from the handler,
+        # only a hand-over to the reactor is safe.
+        signal.signal(signal.SIGUSR1, lambda signum, frame: reactor.callFromThread(
+            lambda: defer.Deferred.fromCoroutine(svc.connection.request_drain())))
         registered = defer.Deferred.fromCoroutine(svc.registered())
         registered.addCallback(lambda wid: notify_ready(f"registered as {wid}"))
         registered.addErrback(lambda f: None)

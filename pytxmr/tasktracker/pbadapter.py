@@ -7,7 +7,7 @@ every reconnect, as a new incarnation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
@@ -48,8 +48,9 @@ def _locations(locations: Any) -> list[MapLocation]:
 class TaskTrackerMind(pb.Referenceable):
     """What the jobtracker may call on us: check, delegate."""
 
-    def __init__(self, tt: TaskTracker) -> None:
+    def __init__(self, tt: TaskTracker, stop: Callable[[], None]) -> None:
         self.tt = tt
+        self._stop = stop
 
     @refusals_as_pb_errors
     def remote_init_job(self, job_id: str, info: dict[str, Any]) -> None:
@@ -77,6 +78,9 @@ class TaskTrackerMind(pb.Referenceable):
     def remote_destroy_job(self, job_id: str) -> None:
         self.tt.destroy_job(str(job_id))
 
+    def remote_stop(self) -> None:
+        self._stop()
+
 
 @implementer(IJobTracker)
 class PBJobTracker:
@@ -99,6 +103,9 @@ class PBJobTracker:
 
     async def may_commit(self, attempt_id: str) -> bool:
         return bool(await call(self.perspective, "may_commit", attempt_id))
+
+    async def drain(self) -> None:
+        await call(self.perspective, "drain")
 
     async def bundle_chunk(self, sha256: str, offset: int) -> bytes:
         data = await call(self.perspective, "bundle_chunk", sha256, offset)
@@ -134,15 +141,16 @@ class JobTrackerConnection(service.Service):
         self._registration = registration
         self._tls = tls
         self._last_login_problem: str | None = None
-        self._mind = TaskTrackerMind(tt)
+        self._mind = TaskTrackerMind(tt, self.drained)
         self._client: ClientService | None = None
         #: The broker of a login in progress, and what fires when it ends.
         self._login_in_progress: tuple[pb.Broker, defer.Deferred[None]] | None = None
         self._jobtracker: PBJobTracker | None = None
         #: The worker id of the first registration.
         self.first_registration: defer.Deferred[str] = defer.Deferred()
-        #: Fails when the daemon cannot go on (the jobtracker refused our secret).
-        self.fatal: defer.Deferred[None] = defer.Deferred()
+        #: Ends the daemon: fails when it cannot go on (the jobtracker refused
+        #: our secret), fires once the jobtracker says we are drained.
+        self.ended: defer.Deferred[None] = defer.Deferred()
 
     def startService(self) -> None:
         super().startService()
@@ -198,8 +206,8 @@ class JobTrackerConnection(service.Service):
             error = e if isinstance(e, LoginRefused) else FatalError(
                 f"the jobtracker refused to register this tasktracker: {e}")
             self.log.error("{e}", e=error)
-            if not self.fatal.called:
-                self._reactor.callLater(0, self.fatal.errback, error)
+            if not self.ended.called:
+                self._reactor.callLater(0, self.ended.errback, error)
             return
         jobtracker = self._jobtracker = PBJobTracker(perspective)
         self.tt.registered(wid, jobtracker)
@@ -208,6 +216,25 @@ class JobTrackerConnection(service.Service):
         self.log.info("Registered with the jobtracker as {wid}", wid=wid)
         if not self.first_registration.called:
             self.first_registration.callback(wid)
+
+    def drained(self) -> None:
+        """The jobtracker drained us: the daemon stops, cleanly."""
+        if not self.ended.called:
+            self.log.info("Drained: no task runs here and no job needs our map outputs; "
+                          "stopping")
+            self.ended.callback(None)
+
+    async def request_drain(self) -> None:
+        """Ask to be drained (SIGUSR1); without a jobtracker, stop now."""
+        if self._jobtracker is None:
+            self.drained()
+            return
+        self.log.info("Asking the jobtracker to drain this tasktracker")
+        try:
+            await self._jobtracker.drain()
+        except Unreachable as e:
+            self.log.warn("Cannot ask to be drained ({e}): stopping now", e=e)
+            self.drained()
 
     def _login_lost(self, broker: pb.Broker) -> None:
         """Say why a login's connection ended, once per reason (it retries

@@ -89,8 +89,8 @@ class TaskTrackerService(AsyncMultiService):
         beat.clock = reactor
         beat.setName("heartbeat")
         beat.setServiceParent(self)
-        #: Fails when the daemon cannot go on (the jobtracker refused our secret).
-        self.fatal = self.connection.fatal
+        #: Ends the daemon (``JobTrackerConnection.ended``).
+        self.ended = self.connection.ended
 
     def _start_store(self) -> None:
         os.makedirs(self.config.workdir, exist_ok=True)

@@ -60,6 +60,9 @@ class FakeWorker:
     def destroy_job(self, job_id: str) -> None:
         self.calls.append(("destroy_job", (job_id,)))
 
+    def stop(self) -> None:
+        self.calls.append(("stop", ()))
+
     def disconnect(self) -> None:
         self.calls.append(("disconnect", ()))
         self.connected = False
@@ -104,6 +107,9 @@ class FakeJobTracker:
     async def may_commit(self, attempt_id: str) -> bool:
         self._record("may_commit", attempt_id)
         return self.commits.get(attempt_id, True)
+
+    async def drain(self) -> None:
+        self._record("drain")
 
     async def bundle_chunk(self, sha256: str, offset: int) -> bytes:
         """From ``bundles`` (SHA-256 -> bytes), as the jobtracker serves them."""

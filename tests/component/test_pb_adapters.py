@@ -71,6 +71,10 @@ class RecordingTracker:
         self.fake.calls.append(("may_commit", (aid,)))
         return aid.endswith("_0")
 
+    def drain(self, wid: str) -> dict[str, Any]:
+        self.fake.calls.append(("drain", ()))
+        return {}
+
     def worker_disconnected(self, wid: str) -> None:
         pass
 
@@ -121,7 +125,7 @@ def linked() -> tuple[RecordingTracker, RecordingTaskTracker, PBJobTracker, iosi
     _, _, pump = iosim.connectedServerAndClient(
         lambda: server.buildProtocol(None), lambda: client.buildProtocol(None), clock=clock)
     perspective = result_of(defer.Deferred.fromCoroutine(
-        login(client, wire.ROLE_TASKTRACKER, SECRET, TaskTrackerMind(tt))), pump)
+        login(client, wire.ROLE_TASKTRACKER, SECRET, TaskTrackerMind(tt, tt.fake.stop))), pump)
     reg = Registration("10.0.0.9", 7123, 4, 99)
     assert result_of(perspective.callRemote("register", reg.to_wire()), pump) == "w7"
     assert jt.registration == reg
@@ -139,6 +143,7 @@ def test_pbworker_calls_arrive_as_the_fake_records_them(linked: Any) -> None:
         port.map_outputs("job_1", LOCS)
         port.kill_attempt("job_1", "job_1_m00001_0")
         port.destroy_job("job_1")
+        port.stop()
     pump.flush()
     assert tt.fake.calls == expected.calls
 
@@ -156,10 +161,11 @@ def test_pbjobtracker_calls_arrive_as_the_fake_records_them(linked: Any) -> None
         for call in (target.heartbeat(beat), target.attempt_done("job_1_m00001_0", done),
                      target.attempt_failed("job_1_m00002_0", error),
                      target.fetch_failed("job_1_r00001_0", 2, "job_1_m00002_1"),
-                     target.may_commit("job_1_r00001_0"), target.may_commit("job_1_r00001_1")):
+                     target.may_commit("job_1_r00001_0"), target.may_commit("job_1_r00001_1"),
+                     target.drain()):
             answers.append(result_of(defer.Deferred.fromCoroutine(call), pump))
     assert jt.fake.calls == expected.calls
-    assert answers[:6] == answers[6:] == [None, None, None, None, True, False]
+    assert answers[:7] == answers[7:] == [None, None, None, None, True, False, None]
 
 
 def test_a_refusal_comes_back_as_call_refused(linked: Any) -> None:

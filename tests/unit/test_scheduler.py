@@ -23,6 +23,7 @@ from pytxmr.scheduler import (
     MapLocation,
     Scheduler,
     State,
+    StopWorker,
 )
 
 ERROR = {"type": "RuntimeError", "message": "boom", "traceback": "..."}
@@ -320,6 +321,59 @@ def test_a_lost_workers_running_attempts_and_completed_maps_are_rescheduled() ->
     assert d.done()["j1"].state is State.SUCCEEDED
     assert d.s.jobs["j1"].map_locations.keys() == {0, 1, 2}
     assert all(loc.wid == "w2" for loc in d.s.jobs["j1"].map_locations.values())
+
+
+def test_a_drained_worker_takes_no_task_moves_its_outputs_then_stops() -> None:
+    """Drain: no new tasks; its completed maps run again elsewhere while it
+    still serves them (their locations stay until the new ones are in);
+    then StopWorker, before the job ends."""
+    d = Driver()
+    d.join("w1", slots=2)
+    d.join("w2", slots=2)
+    d.submit("j1", maps=4, reduces=2)
+    for a in d.running("j1", "map", wid="w1"):
+        d.succeed(a.id)
+    on_w1 = {i for i, loc in d.s.jobs["j1"].map_locations.items() if loc.wid == "w1"}
+    assert on_w1
+    acts = d._record(d.s.drain("w1", d.tick()))
+    assert not [a for a in acts if isinstance(a, StopWorker)]
+    assert all(x.wid == "w2" for x in launches(acts))
+    # Still served from w1 until the new outputs are in.
+    assert {i for i, loc in d.s.jobs["j1"].map_locations.items() if loc.wid == "w1"} == on_w1
+    stops: list[Any] = []
+    for _ in range(50):
+        live = d.running("j1", "map") + d.running("j1", "reduce", wid="w1")
+        if not live:
+            break
+        for a in live:
+            stops += [x for x in d.complete(a.id) if isinstance(x, StopWorker)]
+        check_invariants(d)
+        assert all(x.wid == "w2" for x in launches(d.log[-10:]))
+    assert stops == [StopWorker("w1")]
+    assert d.s.jobs["j1"].state is State.RUNNING  # w1 stops before the job ends
+    assert all(loc.wid == "w2" for loc in d.s.jobs["j1"].map_locations.values())
+    assert not d.running(wid="w1")
+    d.lose("w1")  # it stopped
+    d.run_to_completion()
+    assert d.done()["j1"].state is State.SUCCEEDED
+
+
+def test_the_last_worker_drains_when_its_jobs_end() -> None:
+    d = Driver()
+    d.join("w1", slots=2)
+    d.submit("j1", maps=2, reduces=1)
+    for a in d.running("j1", "map"):
+        d.succeed(a.id)
+    acts = d._record(d.s.drain("w1", d.tick()))
+    assert not [a for a in acts if isinstance(a, (StopWorker, LaunchMap))]
+    assert d.s.jobs["j1"].maps[0].state is State.SUCCEEDED  # nowhere else to run it
+    d.submit("j2", maps=1, reduces=1)
+    assert not d.running("j2")  # a draining worker takes no new job either
+    (reduce,) = d.running("j1", "reduce")
+    acts = d.complete(reduce.id)
+    # j1 ended; j2 has nothing on w1 (it waits for another worker): w1 stops.
+    assert d.done()["j1"].state is State.SUCCEEDED
+    assert [a for a in acts if isinstance(a, StopWorker)] == [StopWorker("w1")]
 
 
 def test_completed_maps_of_a_lost_worker_stay_done_when_no_reduce_needs_them() -> None:

@@ -83,6 +83,7 @@ def test_another_protocol_or_a_non_dict_is_refused() -> None:
     """A client of another version is told so, not misread."""
     with pytest.raises(ProtocolMismatch, match="client speaks protocol 1"):
         validate_submission({**SPEC, "protocol": 1})
+    validate_submission({**SPEC, "protocol": 3})  # the previous version: compatible
     with pytest.raises(SubmissionError, match="a submission is a dict"):
         validate_submission(["not", "a", "dict"])
 

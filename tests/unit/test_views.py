@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pytxmr.counters import FRAMEWORK
 from pytxmr.scheduler import Scheduler
+from pytxmr import views as views_module
 from pytxmr.views import live_counters
 from pytxmr.wire import AttemptResult
 
@@ -28,3 +29,18 @@ def test_phase_wall_times_and_committed_counters_only() -> None:
     assert counters[FRAMEWORK]["failed map attempts"] == 1
     assert counters[FRAMEWORK]["shuffle bytes"] == 10
     assert counters[FRAMEWORK]["reduce phase wall ms"] == 4500
+
+
+def test_a_draining_worker_is_shown_as_such() -> None:
+    from pytxmr.__main__ import describe_workers
+    from pytxmr.pages import workers_table
+
+    s = Scheduler()
+    s.worker_joined("w1", "h1", 9001, 2, 0.0)
+    s.worker_joined("w2", "h2", 9002, 2, 0.0)
+    s.drain("w1", 1.0)  # nothing on it: it stops at once, still alive until it does
+    views = [views_module.worker_view(w, 2.0) for w in s.workers.values()]
+    assert [v["draining"] for v in views] == [True, False]
+    assert "draining" in workers_table(views)
+    lines = describe_workers(views).splitlines()
+    assert "draining" in lines[0] and "alive" in lines[1]

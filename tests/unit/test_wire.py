@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytxmr.wire import (
+    MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     AttemptResult,
     BadMessage,
@@ -56,7 +57,18 @@ def test_registration_round_trips_and_checks_the_protocol() -> None:
     reg = Registration("10.0.0.1", 7000, 4, 123)
     assert Registration.from_wire(reg.to_wire()) == reg
     with pytest.raises(ProtocolMismatch, match="protocol 1"):
-        Registration.from_wire({**reg.to_wire(), "protocol": 1})
+        Registration.from_wire({**reg.to_wire(), "protocol": 1, "min_protocol": 1})
+    # Adjacent versions work together where their ranges meet: a worker of
+    # version 3 (no min_protocol), or of a next version that still speaks ours.
+    v3 = {k: v for k, v in reg.to_wire().items() if k != "min_protocol"}
+    assert Registration.from_wire({**v3, "protocol": MIN_PROTOCOL_VERSION}).host == "10.0.0.1"
+    newer = {"protocol": PROTOCOL_VERSION + 1, "min_protocol": PROTOCOL_VERSION}
+    assert Registration.from_wire({**reg.to_wire(), **newer}).slots == 4
+    with pytest.raises(ProtocolMismatch, match="upgrade the older side"):
+        Registration.from_wire({**reg.to_wire(), "protocol": PROTOCOL_VERSION + 2,
+                                "min_protocol": PROTOCOL_VERSION + 1})
+    with pytest.raises(ProtocolMismatch):
+        Registration.from_wire({**v3, "protocol": MIN_PROTOCOL_VERSION - 1})
     for bad in ({"slots": 0}, {"port": "7000"}, {"host": None}):
         with pytest.raises(BadMessage, match="register needs"):
             Registration.from_wire({**reg.to_wire(), **bad})

@@ -1,0 +1,100 @@
+"""Drain and rolling upgrades, with real daemons: every tasktracker is
+drained (``pytxmr drain``, or SIGUSR1) and replaced, one at a time, while
+one job runs; the job succeeds with the output of an independent count."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+from procs import Cluster, wait_for
+
+SLOW_WORDCOUNT = """
+import time
+
+def map(key, line):
+    time.sleep(2)
+    for word in line.split():
+        yield word, 1
+
+def reduce(word, counts):
+    yield word, sum(counts)
+"""
+
+
+def _count(out: Path) -> Counter[str]:
+    got: Counter[str] = Counter()
+    for part in out.glob("part-*"):
+        for line in part.read_text().splitlines():
+            word, n = line.split("\t")
+            assert word not in got, f"{word} in two parts"
+            got[word] = int(n)
+    return got
+
+
+def test_a_rolling_upgrade_during_one_job(tmp_path: Path) -> None:
+    job = tmp_path / "slow.py"
+    job.write_text(SLOW_WORDCOUNT)
+    inputs = []
+    expected: Counter[str] = Counter()
+    for n in range(60):
+        text = f"w{n % 7} w{n % 5} shared\n"
+        path = tmp_path / f"in{n:02d}.txt"
+        path.write_text(text)
+        expected.update(text.split())
+        inputs.append(path)
+    c = Cluster(tmp_path / "cluster")
+    try:
+        c.start_jobtracker()
+        c.start_tasktrackers(3, 2)
+        submitter = c.popen_submit(job, inputs, tmp_path / "out", "--reducers", "3")
+        try:
+            wait_for(lambda: "running" in c.cli("jobs")[1] or None, 30, "the job to run")
+            for n, old in enumerate(list(c.tasktrackers)):
+                wid = old.wait_ready()["wid"]
+                if n == 1:  # the signal, as a service manager would send it
+                    old.proc.send_signal(signal.SIGUSR1)
+                else:
+                    rc, out, err = c.cli("drain", wid)
+                    assert rc == 0 and "is draining" in out, err
+                    rc, out, _ = c.cli("workers")
+                    # Draining, or already stopped (it had nothing to move).
+                    assert any(line.startswith(wid) and ("draining" in line or "lost" in line)
+                               for line in out.splitlines()), out
+                t0 = time.monotonic()
+                wait_for(lambda old=old: old.proc.poll() is not None or None, 60,
+                         f"{wid} to stop once drained")
+                assert old.proc.returncode == 0, old.log()
+                assert "Drained" in old.log()
+                print(f"{wid} drained in {time.monotonic() - t0:.1f}s")
+                c.start_tasktracker(2)  # its upgraded successor
+                assert submitter.poll() is None, "the job ended before every worker was drained"
+            stdout, stderr = submitter.communicate(timeout=120)
+            assert submitter.returncode == 0, stderr + c.logs()
+        finally:
+            if submitter.poll() is None:
+                submitter.kill()
+                submitter.communicate()
+        assert _count(tmp_path / "out") == expected
+        assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == [
+            "part-00000", "part-00001", "part-00002"]
+        assert c.jobtracker is not None
+        log = c.jobtracker.log()
+        assert log.count("is drained: stopping it") == 3, log
+        assert "failed" not in stdout
+    finally:
+        c.stop_all()
+
+
+def test_drain_names_an_unknown_worker(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    try:
+        c.start_jobtracker()
+        rc, _, err = c.cli("drain", "w42")
+        assert rc == 2 and "no live tasktracker 'w42'" in err, err
+        rc, out, _ = c.cli("workers")
+        assert rc == 0 and out.strip() == "no tasktracker"
+    finally:
+        c.stop_all()
