@@ -101,6 +101,15 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
                         "there, are shown to it")
 
 
+def _reconnect_option(p: argparse.ArgumentParser) -> None:
+    from .client import RECONNECT_TIMEOUT
+
+    p.add_argument("--reconnect-timeout", type=float, default=RECONNECT_TIMEOUT,
+                   metavar="SECS", help="how long to try to reach a lost jobtracker again "
+                   f"(a restarted one resumes its jobs; default {RECONNECT_TIMEOUT:g}; 0: give "
+                   "up at once, exit 3)")
+
+
 def login_options(a: argparse.Namespace) -> dict[str, Any]:
     """How a cluster command logs in: ``client.connect``'s keywords."""
     from .tls import ClusterTLS
@@ -132,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="submit a job to a running cluster")
     _job_options(submit)
     _cluster_options(submit)
+    _reconnect_option(submit)
     jobs = sub.add_parser("jobs", help="list the cluster's jobs")
     _cluster_options(jobs)
     wait = sub.add_parser("wait", help="wait for a job's end, with its progress, from any "
@@ -139,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("job_id")
     wait.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
     _cluster_options(wait)
+    _reconnect_option(wait)
     for name, text in (("status", "show a job's state"), ("kill", "kill a running job")):
         c = sub.add_parser(name, help=text)
         c.add_argument("job_id")
@@ -454,10 +465,20 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
         conn = await client.connect(reactor, a.jobtracker, secret, **options)
         try:
             if a.command in ("submit", "wait"):
-                result = await (
-                    client.run_job(reactor, conn, _spec(a), progress, notify=_say)
-                    if a.command == "submit" else
-                    client.follow(reactor, conn, a.job_id, progress, notify=_say))
+                def reconnect() -> Awaitable[client.Connection]:
+                    return client.connect(reactor, a.jobtracker, secret, **options)
+
+                if a.command == "submit":
+                    job = _spec(a)
+                    if job.bundle is not None:
+                        await client.upload(conn, job.bundle)
+                    job_id = await conn.call("submit", job.spec)
+                else:
+                    job_id = a.job_id
+                result = await client.follow(
+                    reactor, conn, job_id, progress, notify=_say,
+                    reconnect=reconnect if a.reconnect_timeout > 0 else None,
+                    reconnect_timeout=a.reconnect_timeout)
                 if progress:
                     progress.end()
                 return print_result(result, a.quiet)

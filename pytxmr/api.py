@@ -331,7 +331,9 @@ class Client:
                 conn = await self._connect(reactor)
                 try:
                     if wait:
-                        return await _client.run_job(reactor, conn, submission)
+                        return await _client.run_job(
+                            reactor, conn, submission,
+                            reconnect=lambda: self._connect(reactor))
                     if submission.bundle is not None:
                         await _client.upload(conn, submission.bundle)
                     job_id = await conn.call("submit", submission.spec)
@@ -350,7 +352,16 @@ class Client:
         return JobResult.from_dict(self._call("status", job_id))
 
     def wait(self, job_id: str, check: bool = True) -> JobResult:
-        result = JobResult.from_dict(self._call("wait", job_id))
+        """Block until the job ends, also across a restart of the jobtracker."""
+        async def go(reactor: Any) -> dict[str, Any]:
+            conn = await self._connect(reactor)
+            try:
+                return await _client.follow(reactor, conn, job_id,
+                                            reconnect=lambda: self._connect(reactor))
+            finally:
+                conn.close()
+
+        result = JobResult.from_dict(_in_reactor(go))
         if check and not result.ok:
             raise JobFailed(result)
         return result

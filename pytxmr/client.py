@@ -11,7 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
 
 from twisted.internet import defer, error, task
 from twisted.spread import pb
@@ -119,9 +119,11 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
             raise ClusterUnreachable(f"the jobtracker at {address} did not answer the login "
                                f"within {timeout:g}s{hint}") from None
         why = tls_refusal(reason)
-        raise ClusterError(f"the jobtracker at {address} closed the connection during the "
-                           f"login" + (f": the TLS handshake failed ({why})" if why else hint)
-                           ) from None
+        if why:  # refused: trying again cannot help
+            raise ClusterError(f"the jobtracker at {address} closed the connection during "
+                               f"the login: the TLS handshake failed ({why})") from None
+        raise ClusterUnreachable(f"the jobtracker at {address} closed the connection during "
+                                 f"the login{hint}") from None
     finally:
         if timer.active():
             timer.cancel()
@@ -220,22 +222,68 @@ NO_WORKERS = ("no tasktracker is registered with the jobtracker: the job waits u
 
 async def run_job(reactor: Any, conn: Connection, job: JobSubmission,
                   progress: ProgressCallback | None = None, interval: float = 0.5,
-                  notify: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  notify: Callable[[str], None] | None = None,
+                  reconnect: Callable[[], Awaitable[Connection]] | None = None
+                  ) -> dict[str, Any]:
     """Submit ``job`` and wait for its end; its result dict. ``notify`` is
     told of a cluster that cannot run it yet (no worker registered)."""
     if job.bundle is not None:
         await upload(conn, job.bundle)
     job_id = await conn.call("submit", job.spec)
-    return await follow(reactor, conn, job_id, progress, interval, notify)
+    return await follow(reactor, conn, job_id, progress, interval, notify, reconnect)
+
+
+#: Seconds a waiting client goes on trying to reach a jobtracker it lost
+#: (a restarted one resumes its jobs).
+RECONNECT_TIMEOUT = 120.0
 
 
 async def follow(reactor: Any, conn: Connection, job_id: str,
                  progress: ProgressCallback | None = None, interval: float = 0.5,
-                 notify: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 notify: Callable[[str], None] | None = None,
+                 reconnect: Callable[[], Awaitable[Connection]] | None = None,
+                 reconnect_timeout: float = RECONNECT_TIMEOUT) -> dict[str, Any]:
     """Wait for a submitted job's end (``submit``, ``wait JOB``), reporting
-    its progress; its result dict."""
+    its progress; its result dict. With ``reconnect``, a lost jobtracker is
+    tried again with backoff for ``reconnect_timeout`` seconds, and the wait
+    goes on with the one that comes back (it resumes its jobs)."""
     if notify is not None and (await conn.call("status", job_id)).get("workers") == 0:
         notify(NO_WORKERS)
+    replaced: list[Connection] = []
+    try:
+        while True:
+            try:
+                return await _follow(reactor, conn, job_id, progress, interval)
+            except ClusterUnreachable as e:
+                if reconnect is None:
+                    raise
+                if notify is not None:
+                    notify(f"{e}; trying to reach it again for {reconnect_timeout:g}s")
+                conn = await _reconnect(reactor, reconnect, reconnect_timeout)
+                replaced.append(conn)
+                if notify is not None:
+                    notify(f"the jobtracker is back; still waiting for {job_id}")
+    finally:
+        for c in replaced:
+            c.close()
+
+
+async def _reconnect(reactor: Any, reconnect: Callable[[], Awaitable[Connection]],
+                     timeout: float) -> Connection:
+    deadline = reactor.seconds() + timeout
+    delay = 0.5
+    while True:
+        try:
+            return await reconnect()
+        except ClusterUnreachable:
+            if reactor.seconds() + delay > deadline:
+                raise
+        await task.deferLater(reactor, delay, lambda: None)
+        delay = min(delay * 1.5, 5.0)
+
+
+async def _follow(reactor: Any, conn: Connection, job_id: str,
+                  progress: ProgressCallback | None, interval: float) -> dict[str, Any]:
     finished = defer.Deferred.fromCoroutine(conn.call("wait", job_id))
     if progress is None:
         return await finished

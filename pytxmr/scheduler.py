@@ -158,6 +158,12 @@ class Job:
     state: State = State.RUNNING
     finished: float | None = None
     error: dict[str, str] | None = None
+    #: A resumed job launches nothing before this time: the workers that
+    #: hold its map outputs have time to come back and say so.
+    hold_until: float = 0.0
+    #: Added to attempt numbers: a resumed job's attempts never reuse the
+    #: id of one from before the restart (a worker may hold its files).
+    attempt_offset: int = 0
 
     def __post_init__(self) -> None:
         self.maps = [Task("map", i) for i in range(self.num_maps)]
@@ -287,6 +293,60 @@ class Scheduler:
         self.jobs[job_id] = Job(job_id, num_maps, num_reducers, now, max_attempts, speculative)
         return self._schedule(now)
 
+    def resume(self, job_id: str, num_maps: int, num_reducers: int, now: float, *,
+               max_attempts: int = DEFAULT_MAX_ATTEMPTS, speculative: bool = False,
+               done: dict[tuple[str, int], tuple[str, dict[str, dict[str, int]]]],
+               finished: bool = False, hold_until: float = 0.0,
+               attempt_offset: int = 0) -> list[Action]:
+        """A job of the jobtracker's journal, after a restart: ``done``
+        (kind, index) -> (attempt id, counters) are the tasks whose results
+        are durable (committed reduces, a map-only job's maps); a
+        ``finished`` job (an earlier step) has nothing left to run. Its
+        completed maps come back as workers report them (``map_output_held``)."""
+        job = self.jobs[job_id] = Job(job_id, num_maps, num_reducers, now, max_attempts,
+                                      speculative, hold_until=hold_until,
+                                      attempt_offset=attempt_offset)
+        for (kind, index), (attempt_id, counters) in sorted(done.items()):
+            self._restored(job, job.tasks(kind)[index], attempt_id, "", now, counters)
+        if finished:
+            job.state, job.finished = State.SUCCEEDED, now
+            return []
+        return self._schedule(now)
+
+    def map_output_held(self, wid: str, job_id: str, index: int, attempt_id: str,
+                        kinds: tuple[str, ...], counters: dict[str, dict[str, int]],
+                        now: float) -> list[Action]:
+        """A worker that came back after a restart holds the output of map
+        ``index`` of a running job, written by ``attempt_id`` (which the
+        journal had as the committed one): it need not run again."""
+        job, w = self.jobs.get(job_id), self.workers.get(wid)
+        if job is None or job.state is not State.RUNNING or w is None or not w.alive \
+                or not 0 <= index < job.num_maps or index in job.map_locations:
+            return []
+        task = job.maps[index]
+        if task.state is State.SUCCEEDED:
+            return []
+        actions: list[Action] = []
+        for other in task.running():
+            self._end_attempt(other, State.KILLED, now, None)
+            actions.append(KillAttempt(other.wid, job.id, other.id))
+        self._restored(job, task, attempt_id, wid, now, counters)
+        job.inited.add(wid)
+        loc = MapLocation(index, wid, w.host, w.port, kinds, attempt_id)
+        job.map_locations[index] = loc
+        for rwid in sorted({r.wid for t in job.reduces for r in t.running()}):
+            actions.append(AnnounceMapOutputs(rwid, job.id, (loc,)))
+        return actions + self._schedule(now)
+
+    def _restored(self, job: Job, task: Task, attempt_id: str, wid: str, now: float,
+                  counters: dict[str, dict[str, int]]) -> None:
+        a = Attempt(attempt_id, job.id, task.kind, task.index, wid, now, State.SUCCEEDED,
+                    now, None, counters, 1.0)
+        task.attempts.append(a)
+        task.state = State.SUCCEEDED
+        task.committed = attempt_id
+        self.attempts[attempt_id] = a
+
     def fetch_failed(self, attempt_id: str, map_index: int, now: float,
                      map_attempt_id: str | None = None) -> list[Action]:
         """A reduce attempt could not fetch the output of map ``map_index``
@@ -329,8 +389,13 @@ class Scheduler:
         return self._schedule(now)
 
     def tick(self, now: float) -> list[Action]:
-        """Periodic decisions: backup attempts for stragglers."""
-        return self._schedule(now) if self._speculate(now) else []
+        """Periodic decisions: backup attempts for stragglers, and resumed
+        jobs whose wait for their workers is over."""
+        released = False
+        for job in self._running_jobs():
+            if job.hold_until and job.hold_until <= now:
+                job.hold_until, released = 0.0, True
+        return self._schedule(now) if self._speculate(now) or released else []
 
     def attempt_succeeded(self, attempt_id: str, now: float, result: AttemptResult) -> list[Action]:
         a = self._live_attempt(attempt_id)
@@ -504,7 +569,7 @@ class Scheduler:
             job.inited.add(w.wid)
             actions.append(InitJob(w.wid, job.id))
         short = "m" if task.kind == "map" else "r"
-        aid = f"{job.id}_{short}{task.index:05d}_{len(task.attempts)}"
+        aid = f"{job.id}_{short}{task.index:05d}_{len(task.attempts) + job.attempt_offset}"
         a = Attempt(aid, job.id, task.kind, task.index, w.wid, now)
         task.attempts.append(a)
         task.state = State.RUNNING
@@ -564,6 +629,8 @@ class Scheduler:
         """
         actions: list[Action] = self._drain_actions() if self._draining else []
         for job in self._running_jobs():
+            if job.hold_until > now:
+                continue
             for kind in ("map", "reduce"):
                 for task in job.tasks(kind):
                     wants_backup = (task.backup and task.state is State.RUNNING

@@ -288,10 +288,14 @@ class Registration:
     slots: int
     pid: int | None = None
     protocol: int = PROTOCOL_VERSION
+    #: Map outputs it kept from before it lost the jobtracker (a restarted
+    #: one resumes its jobs with them): (step job id, map index, attempt id).
+    held: tuple[tuple[str, int, str], ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return {"protocol": self.protocol, "min_protocol": MIN_PROTOCOL_VERSION,
-                "host": self.host, "port": self.port, "slots": self.slots, "pid": self.pid}
+                "host": self.host, "port": self.port, "slots": self.slots, "pid": self.pid,
+                "held": [list(h) for h in self.held]}
 
     @classmethod
     def from_wire(cls, d: Any) -> Registration:
@@ -305,7 +309,12 @@ class Registration:
                 from None
         if f["slots"] < 1:
             raise BadMessage("register needs host (str), port (int) and slots (int >= 1)")
-        return cls(**f)
+        held = d.get("held") or []
+        if not isinstance(held, list) or not all(
+                isinstance(h, list) and len(h) == 3 and isinstance(h[0], str)
+                and type(h[1]) is int and isinstance(h[2], str) for h in held):
+            raise BadMessage("register's held is a list of [job id, map index, attempt id]")
+        return cls(**f, held=tuple((h[0], h[1], h[2]) for h in held))
 
 
 @dataclass(frozen=True)
@@ -357,6 +366,12 @@ def step_job_id(job_id: str, step: int) -> str:
     """The id under which the scheduler and the workers know step ``step``
     of a job: the job's own id for the first."""
     return job_id if step == 0 else f"{job_id}-s{step + 1}"
+
+
+def step_of(step_job_id: str) -> int:
+    """The step (0-based) a step's id names."""
+    _, sep, n = step_job_id.partition("-s")
+    return int(n) - 1 if sep else 0
 
 
 def job_of(step_job_id: str) -> str:

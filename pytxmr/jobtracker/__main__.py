@@ -15,7 +15,7 @@ from ..tls import ClusterTLS, TLSError
 from ..users import UsersError, load_users
 from ..wire import DEFAULT_PORT, DEFAULT_WEB_PORT
 from .service import Config, JobTrackerService, make_service
-from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY
+from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY, DEFAULT_RESUME_GRACE
 
 
 def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
@@ -55,6 +55,10 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
                    help="register workers without checking that their advertised shuffle "
                         "server answers the jobtracker (for networks where the jobtracker "
                         "does not reach the workers as they reach each other)")
+    p.add_argument("--resume-grace", type=float, default=DEFAULT_RESUME_GRACE,
+                   help="seconds a job resumed after a crash waits for the tasktrackers that "
+                        f"hold its map outputs before running maps again (default "
+                        f"{DEFAULT_RESUME_GRACE:g})")
     p.add_argument("--tls", metavar="DIR",
                    help="TLS on the PB port and the status site: DIR holds ca.pem, cert.pem "
                         "and key.pem ('python -m pytxmr certs' makes them); tasktrackers must "
@@ -83,7 +87,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     return Config(listen, os.path.abspath(a.workdir), a.secret_file, a.ready_file,
                   a.expiry, a.check_timeout, web_listen=web_listen, web_auth=a.web_auth,
                   history_retention=a.history_retention,
-                  check_shuffle=not a.no_shuffle_check, tls=tls, users=users), a
+                  check_shuffle=not a.no_shuffle_check, tls=tls, users=users,
+                  resume_grace=a.resume_grace), a
 
 
 def main(argv: Sequence[str] | None = None) -> None:

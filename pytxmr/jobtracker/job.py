@@ -4,12 +4,15 @@ source and output are, its splits, its state and result. Pure: the logic
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .. import stepdata
 from ..splits import Split
 from ..wire import JobInit, step_job_id
+
+if TYPE_CHECKING:
+    from ..journal import JournaledJob
 
 
 @dataclass(frozen=True)
@@ -89,3 +92,30 @@ class JobRecord:
                 "num_maps": len(self.splits), "num_reducers": self.num_reducers,
                 "args": dict(self.args), "step": self.step + 1, "steps": len(self.steps),
                 "owner": self.owner}
+
+
+#: The JobRecord fields the journal keeps as they are (plain data).
+_PLAIN = ("id", "filename", "source_path", "output", "map_name", "reduce_name",
+          "buffer_records", "submitted", "inputs", "compress", "storage_options", "args",
+          "bundle", "reducers_option", "owner")
+
+
+def plan_of(job: JobRecord, max_attempts: int, speculative: bool) -> dict[str, Any]:
+    """What the journal keeps of a submitted job (``job_from_plan`` reads it)."""
+    plan = {name: getattr(job, name) for name in _PLAIN}
+    plan.update(token=job.token.hex(), steps=[asdict(s) for s in job.steps],
+                max_attempts=max_attempts, speculative=speculative)
+    return plan
+
+
+def job_from_plan(plan: dict[str, Any], journaled: JournaledJob) -> JobRecord | None:
+    """The job again, at the last step it started; None if the journal has
+    no step of it (it crashed between the two records)."""
+    if not journaled.steps:
+        return None
+    step = max(journaled.steps)
+    state = journaled.steps[step]
+    return JobRecord(**{name: plan[name] for name in _PLAIN},
+                     token=bytes.fromhex(plan["token"]), splits=state.splits,
+                     num_reducers=state.num_reducers,
+                     steps=[StepPlan(**s) for s in plan["steps"]], step=step)

@@ -18,7 +18,7 @@ from ..daemon import write_ready_file
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION
 from ..services import AsyncMultiService, CallbackService, DaemonReactor, zygote_service
 from .pbadapter import pb_factory, probe_shuffle
-from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY, JobTracker
+from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY, DEFAULT_RESUME_GRACE, JobTracker
 
 if TYPE_CHECKING:
     from ..tls import ClusterTLS
@@ -46,6 +46,7 @@ class Config:
     tls: ClusterTLS | None = None
     #: People's logins (None: clients log in with the cluster secret).
     users: UsersFile | None = None
+    resume_grace: float = DEFAULT_RESUME_GRACE
 
 
 class JobTrackerService(AsyncMultiService):
@@ -64,7 +65,8 @@ class JobTrackerService(AsyncMultiService):
             own.setServiceParent(self)
         self.jt = JobTracker(reactor, reactor, config.workdir, expiry=config.expiry,
                              check_timeout=config.check_timeout,
-                             history_retention=config.history_retention, checkers=zygote)
+                             history_retention=config.history_retention, checkers=zygote,
+                             resume_grace=config.resume_grace)
         self._port: Any = None
         self.port: int | None = None
         self.web: Any = None

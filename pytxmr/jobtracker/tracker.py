@@ -26,6 +26,7 @@ from ..child import Zygote
 from ..counters import FRAMEWORK
 from ..metrics import Metrics
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION, JobHistory
+from ..journal import Committed, Journal
 from ..ports import IWorker
 from ..scheduler import Action, Scheduler, State
 from ..tasklog import LogKeeper, logs_reply
@@ -39,12 +40,17 @@ from ..wire import (
     UnknownJob,
     NoSuchWorker,
     UnknownWorker,
+    step_of,
 )
 from .admission import Admission, interrupted_outputs, step_reducers
-from .job import JobRecord
+from .job import JobRecord, job_from_plan, plan_of
 
 DEFAULT_EXPIRY = 10.0
 DEFAULT_CHECK_TIMEOUT = 30.0
+#: Seconds a resumed job waits for the workers that hold its map outputs
+#: to come back before its maps run again (they reconnect with a backoff
+#: of at most 10 s).
+DEFAULT_RESUME_GRACE = 12.0
 #: Finished jobs kept in memory for ``status``/``wait`` after they end.
 FINISHED_JOBS_KEPT = 100
 
@@ -68,7 +74,7 @@ class JobTracker:
                  expiry: float = DEFAULT_EXPIRY,
                  check_timeout: float = DEFAULT_CHECK_TIMEOUT,
                  history_retention: int = DEFAULT_HISTORY_RETENTION,
-                 checkers: Zygote) -> None:
+                 checkers: Zygote, resume_grace: float = DEFAULT_RESUME_GRACE) -> None:
         self._reactor = reactor
         self._clock = clock
         self.workdir = workdir
@@ -90,15 +96,26 @@ class JobTracker:
         self.history = JobHistory(os.path.join(workdir, "history"), history_retention)
         self.task_logs = LogKeeper()
         self.metrics = Metrics(self._metrics_state)
+        self.journal = Journal(workdir)
+        self.resume_grace = resume_grace
+        #: Per step of a resumed job (its scheduler id): map index -> the
+        #: attempt the journal had as committed, for the workers' reports.
+        self._resumable: dict[str, dict[int, Committed]] = {}
 
     # --- lifecycle -------------------------------------------------------
 
     def start(self) -> None:
         os.makedirs(self.workdir, exist_ok=True)
         jobs_dir = self.admission.jobs_dir
-        # Leftovers of a crashed run are of no use: its jobs are gone
-        # (resuming them is a later step), failed like any other job.
+        self.journal.open()
+        # Finished jobs live beside jobs/ and outlive restarts.
+        self.history.load()
+        resumed = self._resume_jobs()
+        # The other leftovers of a crashed run: jobs that cannot resume
+        # (their files are gone), failed like any other job.
         for job_id, out in interrupted_outputs(jobs_dir):
+            if job_id in resumed:
+                continue
             if storage.is_remote(out):
                 # The store's calls take time: not at start, in a thread.
                 self._in_thread(output.abort_output, out).addErrback(
@@ -110,13 +127,20 @@ class JobTracker:
                 output.abort_output(out)
             self.log.warn("Job {job} was running when the jobtracker stopped: it failed, and "
                           "its output directory {out} is left empty", job=job_id, out=out)
-        shutil.rmtree(jobs_dir, ignore_errors=True)
         os.makedirs(jobs_dir, exist_ok=True)
+        for name in os.listdir(jobs_dir):
+            if name not in resumed:
+                shutil.rmtree(os.path.join(jobs_dir, name), ignore_errors=True)
         # Bundles of those jobs, and uploads never submitted.
-        shutil.rmtree(self.bundles.root, ignore_errors=True)
-        # Finished jobs live beside jobs/ (wiped above) and outlive restarts.
-        self.history.load()
-        self.admission.start(self.history.max_seq())
+        kept = {job.bundle for job in self.jobs.values() if job.bundle}
+        if os.path.isdir(self.bundles.root):
+            for name in os.listdir(self.bundles.root):
+                if name.split(".")[0] not in kept:
+                    path = os.path.join(self.bundles.root, name)
+                    shutil.rmtree(path, ignore_errors=True)
+                    if os.path.exists(path):
+                        os.unlink(path)
+        self.admission.start(max([self.history.max_seq()] + [_seq(j) for j in self.jobs]))
         self._periodic_loop.start(max(0.05, self.expiry / 4), now=False)
 
     def stop(self) -> defer.Deferred[Any]:
@@ -131,7 +155,49 @@ class JobTracker:
                 self._job_done(job, "failed", error)
         shutil.rmtree(self.admission.jobs_dir, ignore_errors=True)
         shutil.rmtree(self.bundles.root, ignore_errors=True)
+        self.journal.close()
         return submissions
+
+    def _resume_jobs(self) -> set[str]:
+        """Take back the jobs the journal has as running (a crash, a
+        SIGKILL): committed tasks stay committed, completed maps come back
+        as their workers report them, the rest is scheduled again once the
+        workers had ``resume_grace`` seconds to come back. The ids resumed."""
+        resumed = set()
+        now = self.now()
+        for job_id, journaled in sorted(self.journal.running_jobs().items()):
+            plan = journaled.plan
+            job = job_from_plan(plan, journaled)
+            if job is None or not os.path.exists(job.source_path) or (
+                    job.bundle and not self.bundles.has(job.bundle)):
+                self.journal.job_ended(job_id)
+                continue
+            generation = plan.get("generation", 0) + 1
+            self.journal.job_started(job_id, {**plan, "generation": generation})
+            self.jobs[job_id] = job
+            max_attempts, speculative = plan["max_attempts"], plan["speculative"]
+            self._max_attempts[job_id] = (max_attempts, speculative)
+            if job.bundle:
+                self.bundles.use(job.bundle, job_id)
+            for n, step in sorted(journaled.steps.items()):
+                sched_id = job.sched_id(n)
+                self._by_sched[sched_id] = job
+                durable = dict(step.reduces) if step.num_reducers else dict(step.maps)
+                kind = "reduce" if step.num_reducers else "map"
+                self._execute(self.scheduler.resume(
+                    sched_id, len(step.splits), step.num_reducers, now,
+                    max_attempts=max_attempts, speculative=speculative,
+                    done={(kind, i): (c.attempt_id, c.counters) for i, c in durable.items()},
+                    finished=n < job.step, hold_until=now + self.resume_grace,
+                    attempt_offset=1000 * generation))
+                if n == job.step and step.num_reducers:
+                    self._resumable[sched_id] = dict(step.maps)
+            resumed.add(job_id)
+            self.log.info("Job {job} resumed at step {n} of {count}: {maps} maps and "
+                          "{reduces} reduces were done", job=job_id, n=job.step + 1,
+                          count=len(job.steps), maps=len(journaled.steps[job.step].maps),
+                          reduces=len(journaled.steps[job.step].reduces))
+        return resumed
 
     def now(self) -> float:
         return self._clock.seconds()
@@ -144,8 +210,23 @@ class JobTracker:
         self.workers[wid] = WorkerConnection(wid, worker, reg.host, reg.port, reg.slots)
         self.log.info("Tasktracker {wid} joined: {host}:{port}, {slots} slots",
                       wid=wid, host=reg.host, port=reg.port, slots=reg.slots)
+        # The map outputs it kept while it was away: those of a resumed job
+        # that the journal has as committed count as done; it drops its
+        # other jobs first (before any task of theirs is launched on it).
+        taken = [h for h in reg.held if (c := self._resumable.get(h[0], {}).get(h[1]))
+                 is not None and c.attempt_id == h[2]]
+        for sched_id in sorted({h[0] for h in reg.held} - {h[0] for h in taken}):
+            worker.destroy_job(sched_id)
         self._execute(self.scheduler.worker_joined(wid, reg.host, reg.port, reg.slots,
                                                    self.now()))
+        for sched_id, index, attempt_id in taken:
+            committed = self._resumable[sched_id][index]
+            self._execute(self.scheduler.map_output_held(
+                wid, sched_id, index, attempt_id, committed.kinds, committed.counters,
+                self.now()))
+        if taken:
+            self.log.info("Tasktracker {wid} kept {n} map outputs of resumed jobs", wid=wid,
+                          n=len(taken))
         return wid
 
     def drain(self, wid: str) -> dict[str, Any]:
@@ -197,8 +278,21 @@ class JobTracker:
     def attempt_done(self, wid: str | None, attempt_id: str, result: AttemptResult) -> None:
         self._check_live(wid)
         self.task_logs.put(attempt_id, result.log)
-        self._execute(self.scheduler.attempt_succeeded(attempt_id, self.now(), result))
+        actions = self.scheduler.attempt_succeeded(attempt_id, self.now(), result)
+        self._journal_commit(attempt_id, result)
+        self._execute(actions)
         self._attempt_metrics(attempt_id)
+
+    def _journal_commit(self, attempt_id: str, result: AttemptResult) -> None:
+        """Before the actions that follow it (the job's end deletes its records)."""
+        a = self.scheduler.attempts.get(attempt_id)
+        sjob = self.scheduler.jobs.get(a.job_id) if a is not None else None
+        job = self._by_sched.get(a.job_id) if a is not None else None
+        if a is None or sjob is None or job is None:
+            return
+        if sjob.tasks(a.kind)[a.index].committed == attempt_id:
+            self.journal.task_committed(job.id, step_of(a.job_id), a.kind, a.index, attempt_id,
+                                        result.counters, result.kinds)
 
     def attempt_failed(self, wid: str | None, attempt_id: str, error: TaskError) -> None:
         self._check_live(wid)
@@ -280,6 +374,7 @@ class JobTracker:
         job.owner = owner
         self.jobs[job.id] = job
         self._max_attempts[job.id] = (sub.max_attempts, sub.speculative)
+        self.journal.job_started(job.id, plan_of(job, sub.max_attempts, sub.speculative))
         self.log.info("Job {job} submitted{by}: {file}, {steps}{maps} maps, {reduces} reduces",
                       job=job.id, by=f" by {owner}" if owner else "", file=job.filename,
                       maps=len(job.splits),
@@ -291,6 +386,7 @@ class JobTracker:
     def _start_step(self, job: JobRecord) -> None:
         sched_id = job.sched_id(job.step)
         self._by_sched[sched_id] = job
+        self.journal.step_started(job.id, job.step, job.splits, job.num_reducers)
         max_attempts, speculative = self._max_attempts[job.id]
         self._execute(self.scheduler.submit(sched_id, len(job.splits), job.num_reducers,
                                             self.now(), max_attempts, speculative))
@@ -432,6 +528,9 @@ class JobTracker:
         return job
 
     def _job_done(self, job: JobRecord, state: str, error: dict[str, str] | None) -> None:
+        self.journal.job_ended(job.id)
+        for sched_id in job.started_steps():
+            self._resumable.pop(sched_id, None)
         job.state = state
         job.error = error
         job.finished = self.now()
@@ -537,3 +636,9 @@ def _outcome(f: Any) -> Exception | None:
     except (OSError, ValueError) as e:
         return e
     return None
+
+
+def _seq(job_id: str) -> int:
+    """The sequence number of a job id (``job_STAMP_0042``: 42)."""
+    tail = job_id.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

@@ -21,6 +21,7 @@ from ..tls import ClusterTLS, TLSError
 from ..sizes import size_argument
 from ..wire import DEFAULT_HEARTBEAT, DEFAULT_PORT, jobtracker_endpoint
 from .fetch import FetchPolicy
+from .pbadapter import DEFAULT_KEEP_OUTPUTS
 from .service import Config, TaskTrackerService, make_service
 
 
@@ -68,6 +69,10 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
                         "under /dev/shm) at once, over all its reduces; beyond it they go "
                         "to disk (default: 256M, or half the free space of /dev/shm if "
                         "less; 0: always disk)")
+    p.add_argument("--keep-outputs", type=float, default=DEFAULT_KEEP_OUTPUTS,
+                   help="seconds completed map outputs are kept after losing the jobtracker, "
+                        "for a restarted one to resume its jobs with (default "
+                        f"{DEFAULT_KEEP_OUTPUTS:g}; 0: drop them at once)")
     p.add_argument("--tls", metavar="DIR",
                    help="TLS to the jobtracker, on the shuffle server and to other workers: "
                         "DIR holds ca.pem, cert.pem and key.pem ('python -m pytxmr certs')")
@@ -97,7 +102,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
         p.error("with --tls, give --jobtracker as HOST:PORT")
     return Config(jt, a.slots, listen, a.advertise_host, workdir,
                   a.secret_file, a.ready_file, a.heartbeat, a.task_timeout, a.task_memory,
-                  a.shuffle_memory, shuffle_port=a.shuffle_port, fetch=fetch, tls=tls), a
+                  a.shuffle_memory, shuffle_port=a.shuffle_port, fetch=fetch, tls=tls,
+                  keep_outputs=a.keep_outputs), a
 
 
 def _seconds(text: str) -> float:

@@ -124,6 +124,11 @@ class _PBReconnectingFactory(protocol.Factory):
         return client_factory().buildProtocol(addr)
 
 
+#: Seconds a tasktracker keeps its completed map outputs after losing the
+#: jobtracker, for a restarted one to resume its jobs with.
+DEFAULT_KEEP_OUTPUTS = 300.0
+
+
 class JobTrackerConnection(service.Service):
     """Logged in and registered with the jobtracker, again after every
     reconnect (with backoff); the tasktracker forgets its work on each loss.
@@ -132,7 +137,8 @@ class JobTrackerConnection(service.Service):
     log = Logger()
 
     def __init__(self, reactor: DaemonReactor, address: str, secret: bytes, tt: TaskTracker,
-                 registration: Any, tls: ClusterTLS | None = None) -> None:
+                 registration: Any, tls: ClusterTLS | None = None,
+                 keep_outputs: float = DEFAULT_KEEP_OUTPUTS) -> None:
         self.setName("jobtracker connection")
         self._reactor = reactor
         self._address = address
@@ -140,6 +146,7 @@ class JobTrackerConnection(service.Service):
         self.tt = tt
         self._registration = registration
         self._tls = tls
+        self._keep_outputs = keep_outputs
         self._last_login_problem: str | None = None
         self._mind = TaskTrackerMind(tt, self.drained)
         self._client: ClientService | None = None
@@ -256,9 +263,11 @@ class JobTrackerConnection(service.Service):
         if jobtracker is not self._jobtracker:
             return
         if self.running:
-            self.log.warn("Lost the jobtracker; ending our tasks and reconnecting")
+            self.log.warn("Lost the jobtracker; ending our tasks and reconnecting (map "
+                          "outputs kept for {s:g}s, for a restarted jobtracker)",
+                          s=self._keep_outputs)
         self._jobtracker = None
-        self.tt.forget_everything()
+        self.tt.forget_everything(self._keep_outputs if self.running else 0.0)
 
     async def _stop(self) -> None:
         if self._client is not None:

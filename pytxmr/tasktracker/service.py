@@ -24,7 +24,7 @@ from ..shufflememory import ShuffleMemory
 from ..sizes import format_size
 from ..wire import DEFAULT_HEARTBEAT, CallRefused, Heartbeat, Registration, Unreachable
 from .fetch import FetchPolicy
-from .pbadapter import JobTrackerConnection
+from .pbadapter import DEFAULT_KEEP_OUTPUTS, JobTrackerConnection
 from .worker import TaskTracker
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class Config:
     fetch: FetchPolicy = FetchPolicy()
     #: TLS on our PB connection, shuffle server and fetches (None: plain TCP).
     tls: ClusterTLS | None = None
+    keep_outputs: float = DEFAULT_KEEP_OUTPUTS
 
 
 class TaskTrackerService(AsyncMultiService):
@@ -83,7 +84,8 @@ class TaskTrackerService(AsyncMultiService):
         CallbackService("shuffle server", self._listen,
                         self._stop_listening).setServiceParent(self)
         self.connection = JobTrackerConnection(reactor, config.jobtracker, secret, self.tt,
-                                               self._registration, config.tls)
+                                               self._registration, config.tls,
+                                               config.keep_outputs)
         self.connection.setServiceParent(self)
         beat = TimerService(config.heartbeat, self._beat)
         beat.clock = reactor
@@ -182,7 +184,7 @@ class TaskTrackerService(AsyncMultiService):
 
     def _registration(self) -> Registration:
         return Registration(self.advertise_host, self.shuffle_port, self.config.slots,
-                            os.getpid())
+                            os.getpid(), held=self.tt.held_outputs())
 
     def _beat(self) -> None:
         jobtracker = self.tt.jobtracker

@@ -136,6 +136,12 @@ class TaskTracker:
         self.wid: str | None = None
         #: The jobtracker while we are registered with it.
         self.jobtracker: IJobTracker | None = None
+        #: Per job: map index -> the attempt whose output we hold, as reported
+        #: done to the jobtracker (a restarted one takes them back).
+        self.held: dict[str, dict[int, str]] = {}
+        #: Drops the outputs kept after losing the jobtracker, if it does
+        #: not come back in time.
+        self._keep_timer: Any = None
 
     def progress(self) -> dict[str, float]:
         """How far each live attempt is (sent with the heartbeat)."""
@@ -144,6 +150,14 @@ class TaskTracker:
     def registered(self, wid: str, jobtracker: IJobTracker) -> None:
         self.wid = wid
         self.jobtracker = jobtracker
+        if self._keep_timer is not None and self._keep_timer.active():
+            self._keep_timer.cancel()  # it decides about them now (destroy_job)
+        self._keep_timer = None
+
+    def held_outputs(self) -> tuple[tuple[str, int, str], ...]:
+        """What to tell a jobtracker at registration (``Registration.held``)."""
+        return tuple((job_id, index, aid) for job_id, maps in sorted(self.held.items())
+                     for index, aid in sorted(maps.items()))
 
     # --- what the jobtracker asks ---------------------------------------------
 
@@ -233,17 +247,34 @@ class TaskTracker:
             del self.attempts[attempt.id]
             self._kill(attempt, "the job ended")
         self.jobs.pop(job_id, None)
+        self.held.pop(job_id, None)
         self.store.remove_job(job_id)
         self._bundle_dirs.pop(job_id, None)
         self.bundles.release(job_id)
 
-    def forget_everything(self) -> None:
+    def forget_everything(self, keep_outputs: float = 0.0) -> None:
         """Lost contact with the jobtracker: it reschedules our work, so end
-        every attempt and drop every job (we come back as a new incarnation)."""
+        every attempt and drop every job (we come back as a new incarnation)
+        but, for ``keep_outputs`` seconds, the completed map outputs: a
+        jobtracker that restarted resumes its jobs with them."""
         self.jobtracker = None
+        for attempt in list(self.attempts.values()):
+            del self.attempts[attempt.id]
+            self._kill(attempt, "lost the jobtracker")
         for job_id in list(self.jobs):
-            self.destroy_job(job_id)
+            if not (keep_outputs and self.held.get(job_id)):
+                self.destroy_job(job_id)
         self.wid = None
+        if self.held and self._keep_timer is None:
+            self._keep_timer = self._clock.callLater(keep_outputs, self._drop_kept)
+
+    def _drop_kept(self) -> None:
+        self._keep_timer = None
+        if self.jobtracker is None and self.held:
+            self.log.info("No jobtracker took back our {n} kept map outputs: dropped",
+                          n=sum(len(m) for m in self.held.values()))
+            for job_id in list(self.jobs):
+                self.destroy_job(job_id)
 
     # --- attempts ----------------------------------------------------------------
 
@@ -384,6 +415,8 @@ class TaskTracker:
             if result.get("ok"):
                 await jobtracker.attempt_done(attempt.id, AttemptResult(
                     result.get("counters", {}), tuple(result.get("kinds", ())), log))
+                if attempt.kind == "map" and attempt.job.num_reducers:
+                    self.held.setdefault(attempt.job.job_id, {})[attempt.index] = attempt.id
             else:
                 error = TaskError.from_wire(result.get("error", {}))
                 await jobtracker.attempt_failed(attempt.id, TaskError(

@@ -13,13 +13,17 @@ interface has), a slow link (``tc`` token bucket). Needs root and
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import Iterator
 
 #: A MAC address no interface has: frames sent to it are silently lost.
 _NOWHERE = "02:00:00:00:00:99"
+_CLONE_NEWNET = 0x40000000
 
 
 class NetnsError(RuntimeError):
@@ -135,6 +139,21 @@ class Network:
         subprocess.run(["tc", "-n", host.netns, "qdisc", "replace", "dev", "eth0", "root",
                         "tbf", "rate", rate, "burst", "32kbit", "latency", "400ms"],
                        check=True, capture_output=True, timeout=30)
+
+    @contextlib.contextmanager
+    def entered(self, host: Host) -> Iterator[None]:
+        """This thread in ``host``'s namespace, as a process on it: its
+        sockets, and the processes it starts (which keep the namespace),
+        are the host's (setns(2); Python 3.11 has no os.setns)."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open("/proc/thread-self/ns/net") as own, open(f"/run/netns/{host.netns}") as ns:
+            if libc.setns(ns.fileno(), _CLONE_NEWNET) != 0:
+                raise NetnsError(f"setns into {host.netns}: {os.strerror(ctypes.get_errno())}")
+            try:
+                yield
+            finally:
+                if libc.setns(own.fileno(), _CLONE_NEWNET) != 0:
+                    raise NetnsError(f"setns back: {os.strerror(ctypes.get_errno())}")
 
     def close(self) -> None:
         for name in reversed(self._made):

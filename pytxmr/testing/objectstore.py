@@ -77,15 +77,15 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports free a moment ago (all held open at
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports of ``host`` free a moment ago (all held open at
     once while chosen, so distinct; another process may still take one
     before weed binds it, which ``start`` retries)."""
     socks: list[socket.socket] = []
     try:
         for _ in range(n):
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
@@ -112,7 +112,10 @@ class SeaweedS3:
     secret_key = SECRET_KEY
     region = REGION
 
-    def __init__(self, base: Path | str | None = None) -> None:
+    def __init__(self, base: Path | str | None = None, host: str = "127.0.0.1") -> None:
+        """``host``: the address it listens on (a network namespace's for
+        the multi-host tier; started, and asked, from inside that namespace)."""
+        self.host = host
         self._owns_base = base is None
         self.base = Path(tempfile.mkdtemp(prefix="pytxmr-s3-") if base is None else base)
         self.data = self.base / "data"
@@ -133,7 +136,7 @@ class SeaweedS3:
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables a child process needs to use this
@@ -179,7 +182,7 @@ class SeaweedS3:
         fixed = bool(self.ports)
         for attempt in range(1 if fixed else PORT_ATTEMPTS):
             if not fixed:
-                self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
+                self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS), self.host)))
             self._spawn(binary)
             try:
                 self._wait_ready(timeout)
@@ -202,7 +205,7 @@ class SeaweedS3:
             "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
         # -logtostderr: every log line into weed.log, none into /tmp.
         args = [binary, "-logtostderr", "mini", f"-dir={self.data}",
-                "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={config}",
+                f"-ip={self.host}", f"-ip.bind={self.host}", f"-s3.config={config}",
                 "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0",
                 # As AWS: a PUT into a missing bucket fails (NoSuchBucket).
@@ -315,7 +318,7 @@ class SeaweedS3:
                 timeout: float = 5.0) -> tuple[int, bytes]:
         """One S3 request signed with AWS Signature Version 4 (path-style,
         no query string): ``(status, body)``."""
-        host = f"127.0.0.1:{self.port}"
+        host = f"{self.host}:{self.port}"
         path = urllib.parse.quote(path, safe="/-_.~")
         now = datetime.datetime.now(datetime.timezone.utc)
         stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
@@ -333,7 +336,7 @@ class SeaweedS3:
         signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
         headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, "
                                     f"SignedHeaders={signed}, Signature={signature}")
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()

@@ -741,10 +741,12 @@ def test_corrupt_map_outputs_on_disk_are_detected_and_the_maps_run_again(
 def test_a_killed_jobtracker_fails_its_submitters_and_gets_its_workers_back(
         make_cluster: Callable[[], Cluster]) -> None:
     """SIGKILL the jobtracker mid-job (one reduce committed, the other one
-    running): the submitter exits non-zero within seconds with a clear
-    error; the tasktrackers kill their tasks, keep trying, and serve the
-    restarted jobtracker (same port) without a restart of their own; the
-    restarted one cleans the interrupted job's output."""
+    running): a submitter that does not wait for it to come back
+    (--reconnect-timeout 0) exits 3 within seconds with a clear error; the
+    tasktrackers kill their tasks, keep trying, and serve the restarted
+    jobtracker (same port) without a restart of their own; the restarted
+    one resumes the job with its committed reduce (test_resume.py has the
+    rest), and a kill empties its output as any killed job's."""
     c, one, two = two_workers(make_cluster)
     jt = c.jobtracker
     assert jt is not None
@@ -763,7 +765,7 @@ def reduce(key, values):
     before = job_ids(c)
     # With its progress report on, as a user runs it.
     proc = c.popen_submit(s.job(tail=tail), inputs, s.output, "--reducers", "2",
-                          "--split-size", "32K")
+                          "--split-size", "32K", "--reconnect-timeout", "0")
     try:
         new_job(c, before)
         wait_for(lambda: list(s.output.glob("part-*")) and list(s.marks.glob("reducing-*")),
@@ -789,8 +791,12 @@ def reduce(key, values):
         wait_for(lambda tt=tt: "Lost the jobtracker" in tt.log(), 10, "the loss to be logged")
     assert not (s.output / "_SUCCESS").exists()
     c.start_jobtracker("--port", str(port))
-    # The restarted jobtracker fails the interrupted job's output as any
-    # failed job's (resuming jobs is a later step).
+    assert c.jobtracker is not None
+    (job_id,) = job_ids(c) - before
+    assert f"Job {job_id} resumed at step 1 of 1" in c.jobtracker.log()
+    assert len(list(s.output.glob("part-*"))) == 1  # committed: it stays
+    rc, _, err = c.cli("kill", job_id)
+    assert rc == 0, err
     assert [p.name for p in s.output.iterdir()] == ["_PYTXMR_OUTPUT"]
     t0 = time.monotonic()
     for tt in (one, two):

@@ -38,9 +38,15 @@ class NetnsCluster(Cluster):
     """Each daemon in a host of ``network``: the jobtracker on the first,
     tasktracker N on host N+1; the command line runs on the jobtracker's."""
 
-    def __init__(self, base: Path, network: netns.Network) -> None:
+    def __init__(self, base: Path, network: netns.Network,
+                 extra_env: dict[str, str] | None = None) -> None:
         super().__init__(base)
         self.network = network
+        self.extra_env = extra_env or {}
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, **self.extra_env}
 
     def host_of(self, name: str) -> netns.Host:
         hosts = self.network.hosts
@@ -268,3 +274,53 @@ def test_tls_across_hosts(tmp_path: Path, corpus: Any) -> None:
             c.stop_all()
         finally:
             network.close()
+
+
+def test_inputs_and_outputs_on_s3_across_hosts(tmp_path: Path, corpus: Any) -> None:
+    """The S3 server on the jobtracker's host, at its address: the workers
+    read the splits and commit the part files across the bridge; nothing
+    goes through the shared file system."""
+    from pytxmr.testing import objectstore
+
+    ok, why = objectstore.available()
+    if not ok:
+        pytest.skip(why)
+    network = netns.Network(4)
+    store_host = network.hosts[0]
+    s3 = objectstore.SeaweedS3(tmp_path / "s3", host=store_host.address)
+    try:
+        with network.entered(store_host):
+            s3.start()
+            s3.make_bucket("data")
+            inputs, expected = corpus
+            for path in inputs:
+                status, body = s3.request("PUT", f"/data/in/{path.name}", path.read_bytes())
+                assert status == 200, body
+        c = NetnsCluster(tmp_path / "cluster", network, s3.env())
+        try:
+            c.start_jobtracker()
+            c.start_tasktrackers(3, 2, *FAST)
+            t0 = time.monotonic()
+            rc, stdout, stderr = c.submit(WORDCOUNT, ["s3://data/in/part*.txt"], "s3://data/out",
+                                          "--reducers", "3", "--split-size", "512K")
+            assert rc == 0, f"{stdout}\n{stderr}\n{c.logs()}"
+            elapsed = time.monotonic() - t0
+        finally:
+            c.stop_all()
+        got: Counter[str] = Counter()
+        with network.entered(store_host):
+            assert s3.request("GET", "/data/out/_SUCCESS")[0] == 200
+            for n in range(3):
+                status, body = s3.request("GET", f"/data/out/part-{n:05d}")
+                assert status == 200, body
+                for line in body.decode().splitlines():
+                    word, count = line.split("\t")
+                    assert word not in got
+                    got[word] = int(count)
+            assert s3.request("GET", "/data/out/part-00003")[0] == 404
+        assert got == expected
+        print(f"\nwordcount across 3 namespaced hosts, S3 in and out: {elapsed:.2f}s")
+    finally:
+        with network.entered(store_host):
+            s3.stop()
+        network.close()

@@ -1,0 +1,151 @@
+"""The jobtracker's journal: what it must know to resume its jobs after a
+restart, in its work directory, written as things happen.
+
+An SQLite database in WAL mode (the standard library's ``sqlite3``): each
+record is one transaction, so a crash at any instant leaves the journal as
+it was after the last whole record, never half of one. Kept: each running
+job as submitted (its plan: splits, token, options, owner), each step it
+started, each task it committed (the attempt, its counters, and for a map
+the kinds of its keys), and its end. A finished job's records are deleted:
+the history (``pytxmr.history``) keeps finished jobs.
+
+``synchronous=NORMAL``: durable across a crash of the process (what the
+jobtracker guards against); a power loss may lose the last records, never
+the journal's consistency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.logger import Logger
+
+from .splits import Split
+
+FILE = "journal.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, plan TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (job_id TEXT, step INTEGER, plan TEXT NOT NULL,
+                                  PRIMARY KEY (job_id, step));
+CREATE TABLE IF NOT EXISTS tasks (job_id TEXT, step INTEGER, kind TEXT, idx INTEGER,
+                                  attempt_id TEXT NOT NULL, result TEXT NOT NULL,
+                                  PRIMARY KEY (job_id, step, kind, idx));
+"""
+
+
+@dataclass
+class Committed:
+    """A task that was done when the journal was last written."""
+
+    attempt_id: str
+    counters: dict[str, dict[str, int]]
+    kinds: tuple[str, ...] = ()
+
+
+@dataclass
+class StepState:
+    """One started step of a job: its splits and reducers, and its tasks
+    that were done."""
+
+    splits: list[Split]
+    num_reducers: int
+    maps: dict[int, Committed] = field(default_factory=dict)
+    reduces: dict[int, Committed] = field(default_factory=dict)
+
+
+@dataclass
+class JournaledJob:
+    """A job that was running: its plan as ``JobRecord`` fields, and its steps."""
+
+    plan: dict[str, Any]
+    steps: dict[int, StepState] = field(default_factory=dict)
+
+
+class Journal:
+    log = Logger()
+
+    def __init__(self, workdir: str) -> None:
+        self.path = os.path.join(workdir, FILE)
+        self._db: sqlite3.Connection | None = None
+        self._failing = False
+
+    def open(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _write(self, sql: str, *args: Any) -> None:
+        """A record; none once closed (a report that arrives while the
+        jobtracker stops). A journal that cannot be written (a full disk)
+        is logged, and the jobs go on: only their resumption is lost."""
+        if self._db is None:
+            return
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.Error as e:
+            if not self._failing:
+                self.log.error("Cannot write the journal {path} ({e}): the running jobs "
+                               "will not resume after a crash", path=self.path, e=e)
+            self._failing = True
+        else:
+            self._failing = False
+
+    def job_started(self, job_id: str, plan: dict[str, Any]) -> None:
+        self._write("INSERT OR REPLACE INTO jobs VALUES (?, ?)", job_id, json.dumps(plan))
+
+    def step_started(self, job_id: str, step: int, splits: list[Split],
+                     num_reducers: int) -> None:
+        plan = {"splits": [s.to_wire() for s in splits], "num_reducers": num_reducers}
+        self._write("INSERT OR REPLACE INTO steps VALUES (?, ?, ?)", job_id, step,
+                    json.dumps(plan))
+
+    def task_committed(self, job_id: str, step: int, kind: str, index: int, attempt_id: str,
+                       counters: dict[str, dict[str, int]], kinds: tuple[str, ...] = ()
+                       ) -> None:
+        result = json.dumps({"counters": counters, "kinds": list(kinds)})
+        self._write("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?)", job_id, step,
+                    kind, index, attempt_id, result)
+
+    def task_lost(self, job_id: str, step: int, index: int) -> None:
+        """A map's output was lost (its worker, or fetch failures): it runs again."""
+        self._write("DELETE FROM tasks WHERE job_id = ? AND step = ? AND kind = 'map' "
+                    "AND idx = ?", job_id, step, index)
+
+    def job_ended(self, job_id: str) -> None:
+        # One statement per table; a crash between them leaves steps or
+        # tasks without their job, which running_jobs ignores.
+        for table in ("jobs", "steps", "tasks"):
+            self._write(f"DELETE FROM {table} WHERE job_id = ?", job_id)
+
+    def running_jobs(self) -> dict[str, JournaledJob]:
+        """Every job the journal has as running, with its steps and tasks."""
+        assert self._db is not None, "the journal is not open"
+        jobs = {job_id: JournaledJob(json.loads(plan))
+                for job_id, plan in self._db.execute("SELECT job_id, plan FROM jobs")}
+        for job_id, step, plan in self._db.execute("SELECT job_id, step, plan FROM steps"):
+            if job_id in jobs:
+                p = json.loads(plan)
+                jobs[job_id].steps[step] = StepState(
+                    [Split.from_wire(s) for s in p["splits"]], p["num_reducers"])
+        for job_id, step, kind, index, attempt_id, result in self._db.execute(
+                "SELECT job_id, step, kind, idx, attempt_id, result FROM tasks"):
+            state = jobs[job_id].steps.get(step) if job_id in jobs else None
+            if state is None:
+                continue
+            r = json.loads(result)
+            committed = Committed(attempt_id, r["counters"], tuple(r.get("kinds", ())))
+            (state.maps if kind == "map" else state.reduces)[index] = committed
+        return jobs

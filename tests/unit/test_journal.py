@@ -1,0 +1,87 @@
+"""The jobtracker's journal (``pytxmr.journal``) and what the scheduler
+does with it after a restart (``Scheduler.resume``, ``map_output_held``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pytxmr.jobtracker.job import JobRecord, StepPlan, job_from_plan, plan_of
+from pytxmr.journal import Journal
+from pytxmr.scheduler import AnnounceMapOutputs, LaunchMap, LaunchReduce, Scheduler, State
+from pytxmr.splits import Split
+
+
+def _splits(n: int) -> list[Split]:
+    return [Split(i, f"/data/in{i}.txt", 0, 100, False) for i in range(n)]
+
+
+def _job() -> JobRecord:
+    return JobRecord(
+        id="job_20261204000000_0007", filename="/jobs/wc.py", source_path="/jt/jobs/x/job.py",
+        token=b"\x01" * 32, output="/out", splits=_splits(3), num_reducers=2, map_name="map",
+        reduce_name="reduce", buffer_records=None, submitted=12.5, inputs=["/data"],
+        args={"n": "5"}, steps=[StepPlan(None, False, "lines"), StepPlan(1, False, "file", True)],
+        owner="alice")
+
+
+def test_a_job_and_its_tasks_come_back_from_the_journal(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path))
+    journal.open()
+    job = _job()
+    journal.job_started(job.id, plan_of(job, 4, True))
+    journal.step_started(job.id, 0, job.splits, 2)
+    journal.task_committed(job.id, 0, "map", 1, "a1", {"pytxmr": {"map input records": 3}},
+                           ("str",))
+    journal.task_committed(job.id, 0, "map", 1, "a2", {"pytxmr": {"map input records": 3}},
+                           ("str",))  # a re-run replaces the earlier one
+    journal.task_committed(job.id, 0, "reduce", 0, "r0", {"pytxmr": {"x": 1}})
+    journal.close()
+
+    again = Journal(str(tmp_path))
+    again.open()
+    (journaled,) = again.running_jobs().values()
+    assert journaled.plan["max_attempts"] == 4 and journaled.plan["speculative"] is True
+    step = journaled.steps[0]
+    assert step.splits == job.splits and step.num_reducers == 2
+    assert {i: c.attempt_id for i, c in step.maps.items()} == {1: "a2"}
+    assert step.maps[1].kinds == ("str",)
+    assert step.reduces[0].counters == {"pytxmr": {"x": 1}}
+    back = job_from_plan(json.loads(json.dumps(journaled.plan)), journaled)
+    assert back == job
+    again.job_ended(job.id)
+    assert again.running_jobs() == {}
+
+
+def test_a_job_without_a_step_is_not_resumed(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path))
+    journal.open()
+    journal.job_started("job_1", plan_of(_job(), 4, False))
+    (journaled,) = journal.running_jobs().values()
+    assert job_from_plan(journaled.plan, journaled) is None
+
+
+def test_a_resumed_job_waits_for_its_workers_then_keeps_what_they_hold() -> None:
+    s = Scheduler()
+    s.worker_joined("w9", "h9", 9009, 2, 0.0)
+    acts = s.resume("j", 3, 2, 1.0, done={("reduce", 1): ("j_r00001_0", {"u": {"n": 1}})},
+                    hold_until=5.0, attempt_offset=1000)
+    assert acts == []  # held: the workers may come back with outputs
+    assert s.jobs["j"].reduces[1].state is State.SUCCEEDED
+    acts = s.map_output_held("w9", "j", 2, "j_m00002_0", ("str",), {"u": {"n": 2}}, 2.0)
+    assert s.jobs["j"].maps[2].state is State.SUCCEEDED
+    assert s.jobs["j"].map_locations[2].wid == "w9"
+    assert not [a for a in acts if isinstance(a, (LaunchMap, LaunchReduce))]
+    assert s.tick(4.0) == []
+    acts = s.tick(5.0)  # the grace is over: the rest runs
+    launched = {(type(a).__name__, getattr(a, "index", getattr(a, "partition", None)))
+                for a in acts if isinstance(a, (LaunchMap, LaunchReduce))}
+    assert launched == {("LaunchMap", 0), ("LaunchMap", 1), ("LaunchReduce", 0)}
+    assert all(a.attempt_id.endswith("_1000") for a in acts
+               if isinstance(a, (LaunchMap, LaunchReduce)))
+    # A held output reported late ends the attempt running it again.
+    acts = s.map_output_held("w9", "j", 0, "j_m00000_0", ("str",), {}, 6.0)
+    assert s.jobs["j"].maps[0].state is State.SUCCEEDED
+    assert any(isinstance(a, AnnounceMapOutputs) for a in acts)
+    earlier = s.resume("k", 1, 1, 1.0, done={("reduce", 0): ("k_r0", {})}, finished=True)
+    assert earlier == [] and s.jobs["k"].state is State.SUCCEEDED
