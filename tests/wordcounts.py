@@ -96,3 +96,12 @@ def merged(parts: list[dict[str, int]]) -> dict[str, int]:
         assert not union.keys() & part.keys(), "a key in two part files"
         union.update(part)
     return union
+
+
+def slow_wordcount(map_sleep: float, reduce_sleep: float = 0.0) -> str:
+    """A word count module whose tasks take their time, for tests that act
+    on a cluster while a job runs (a sleep per line, per key)."""
+    return (f"import time\n\n\ndef map(key, line):\n    time.sleep({map_sleep})\n"
+            f"    for word in line.split():\n        yield word, 1\n\n\n"
+            f"def reduce(word, counts):\n    time.sleep({reduce_sleep})\n"
+            f"    yield word, sum(counts)\n")

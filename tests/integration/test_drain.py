@@ -10,33 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 from procs import Cluster, wait_for
-
-SLOW_WORDCOUNT = """
-import time
-
-def map(key, line):
-    time.sleep(2)
-    for word in line.split():
-        yield word, 1
-
-def reduce(word, counts):
-    yield word, sum(counts)
-"""
-
-
-def _count(out: Path) -> Counter[str]:
-    got: Counter[str] = Counter()
-    for part in out.glob("part-*"):
-        for line in part.read_text().splitlines():
-            word, n = line.split("\t")
-            assert word not in got, f"{word} in two parts"
-            got[word] = int(n)
-    return got
+from wordcounts import merged, read_wordcount, slow_wordcount
 
 
 def test_a_rolling_upgrade_during_one_job(tmp_path: Path) -> None:
     job = tmp_path / "slow.py"
-    job.write_text(SLOW_WORDCOUNT)
+    job.write_text(slow_wordcount(2))
     inputs = []
     expected: Counter[str] = Counter()
     for n in range(60):
@@ -77,7 +56,7 @@ def test_a_rolling_upgrade_during_one_job(tmp_path: Path) -> None:
             if submitter.poll() is None:
                 submitter.kill()
                 submitter.communicate()
-        assert _count(tmp_path / "out") == expected
+        assert merged(read_wordcount(tmp_path / "out")) == expected
         assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == [
             "part-00000", "part-00001", "part-00002"]
         assert c.jobtracker is not None

@@ -8,25 +8,14 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from procs import Cluster, wait_for
-
-SLOW_WORDCOUNT = """
-import time
-
-def map(key, line):
-    time.sleep(0.4)
-    for word in line.split():
-        yield word, 1
-
-def reduce(word, counts):
-    time.sleep(0.05)
-    yield word, sum(counts)
-"""
+from wordcounts import merged, read_wordcount, slow_wordcount
 
 
 def _inputs(tmp_path: Path, files: int) -> tuple[list[Path], Counter[str], int]:
@@ -46,22 +35,22 @@ def _status(c: Cluster, job_id: str) -> dict[str, Any] | None:
     return json.loads(out) if rc == 0 else None
 
 
-def _count(out: Path) -> Counter[str]:
-    got: Counter[str] = Counter()
-    for part in out.glob("part-*"):
-        for line in part.read_text().splitlines():
-            word, n = line.split("\t")
-            assert word not in got
-            got[word] = int(n)
-    return got
-
-
-def _restart(c: Cluster) -> None:
+def _restart_and_finish(c: Cluster, submitter: subprocess.Popen[str]) -> str:
+    """SIGKILL the jobtracker, start it again on its port and work dir, and
+    wait for the submitter, which must succeed; its stderr."""
     assert c.jobtracker is not None
-    port = c.jobtracker.ready["port"]
-    c.jobtracker.proc.send_signal(signal.SIGKILL)
-    c.jobtracker.proc.wait(10)
-    c.start_jobtracker("--port", str(port), "--resume-grace", "5")
+    try:
+        port = c.jobtracker.ready["port"]
+        c.jobtracker.proc.send_signal(signal.SIGKILL)
+        c.jobtracker.proc.wait(10)
+        c.start_jobtracker("--port", str(port), "--resume-grace", "5")
+        _, stderr = submitter.communicate(timeout=120)
+        assert submitter.returncode == 0, stderr + c.logs()
+        return stderr
+    finally:
+        if submitter.poll() is None:
+            submitter.kill()
+            submitter.communicate()
 
 
 def _job_id(c: Cluster) -> str:
@@ -75,28 +64,21 @@ def _job_id(c: Cluster) -> str:
 
 def test_a_job_resumes_after_the_jobtracker_is_killed_during_its_maps(tmp_path: Path) -> None:
     job = tmp_path / "slow.py"
-    job.write_text(SLOW_WORDCOUNT)
+    job.write_text(slow_wordcount(0.4, 0.05))
     inputs, expected, lines = _inputs(tmp_path, 16)
     c = Cluster(tmp_path / "cluster")
     try:
         c.start_jobtracker()
         c.start_tasktrackers(2, 2)
         submitter = c.popen_submit(job, inputs, tmp_path / "out", "--reducers", "2")
-        try:
-            job_id = _job_id(c)
-            done = wait_for(lambda: (s := _status(c, job_id)) and s["maps"]["done"] >= 5
-                            and s["maps"]["done"], 60, "five maps to be done")
-            _restart(c)
-            t0 = time.monotonic()
-            stdout, stderr = submitter.communicate(timeout=120)
-            assert submitter.returncode == 0, stderr + c.logs()
-        finally:
-            if submitter.poll() is None:
-                submitter.kill()
-                submitter.communicate()
+        job_id = _job_id(c)
+        done = wait_for(lambda: (s := _status(c, job_id)) and s["maps"]["done"] >= 5
+                        and s["maps"]["done"], 60, "five maps to be done")
+        t0 = time.monotonic()
+        stderr = _restart_and_finish(c, submitter)
         print(f"resumed and finished {time.monotonic() - t0:.1f}s after the restart")
         assert "the jobtracker is back; still waiting for" in stderr, stderr
-        assert _count(tmp_path / "out") == expected
+        assert merged(read_wordcount(tmp_path / "out")) == expected
         assert c.jobtracker is not None
         log = c.jobtracker.log()
         assert f"Job {job_id} resumed at step 1 of 1" in log, log
@@ -115,7 +97,7 @@ def test_a_job_resumes_after_the_jobtracker_is_killed_during_its_maps(tmp_path: 
 
 def test_committed_reduces_stay_committed_across_a_restart(tmp_path: Path) -> None:
     job = tmp_path / "slow.py"
-    job.write_text(SLOW_WORDCOUNT)
+    job.write_text(slow_wordcount(0.4, 0.05))
     inputs, expected, lines = _inputs(tmp_path, 4)
     c = Cluster(tmp_path / "cluster")
     out = tmp_path / "out"
@@ -123,19 +105,12 @@ def test_committed_reduces_stay_committed_across_a_restart(tmp_path: Path) -> No
         c.start_jobtracker()
         c.start_tasktrackers(2, 1)
         submitter = c.popen_submit(job, inputs, out, "--reducers", "8")
-        try:
-            job_id = _job_id(c)
-            committed = wait_for(lambda: (n := len(list(out.glob("part-*")))) >= 2 and n, 90,
-                                 "two reduces to commit")
-            before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
-            _restart(c)
-            stdout, stderr = submitter.communicate(timeout=120)
-            assert submitter.returncode == 0, stderr + c.logs()
-        finally:
-            if submitter.poll() is None:
-                submitter.kill()
-                submitter.communicate()
-        assert _count(out) == expected
+        job_id = _job_id(c)
+        committed = wait_for(lambda: (n := len(list(out.glob("part-*")))) >= 2 and n, 90,
+                             "two reduces to commit")
+        before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
+        _restart_and_finish(c, submitter)
+        assert merged(read_wordcount(out)) == expected
         assert sorted(p.name for p in out.glob("part-*")) == [f"part-{i:05d}" for i in range(8)]
         # Not written again: the same files, untouched.
         for name, mtime in before.items():
