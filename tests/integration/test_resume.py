@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,17 @@ def _restart_and_finish(c: Cluster, submitter: subprocess.Popen[str]) -> str:
             submitter.communicate()
 
 
+def _maps_run_again(c: Cluster, job_id: str) -> int:
+    """Map attempts the restarted jobtracker launched (theirs are numbered
+    from 1000 on; the kept ones keep the number they had)."""
+    assert c.jobtracker is not None
+    url = f"http://127.0.0.1:{c.jobtracker.ready['web_port']}/api/jobs/{job_id}"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        detail = json.load(r)
+    return sum(1 for t in detail["tasks"] if t["kind"] == "map" for a in t["attempts"]
+               if int(a["id"].rsplit("_", 1)[1]) >= 1000)
+
+
 def _job_id(c: Cluster) -> str:
     def running() -> str | None:
         rc, out, _ = c.cli("jobs")
@@ -85,6 +97,7 @@ def test_a_job_resumes_after_the_jobtracker_is_killed_during_its_maps(tmp_path: 
         kept = sum(int(line.split(" kept ")[1].split()[0])
                    for line in log.splitlines() if " kept " in line)
         assert kept >= done, (kept, done, log)
+        assert _maps_run_again(c, job_id) == 16 - kept
         # The counters of the maps done before the kill came from the journal.
         result = _status(c, job_id)
         assert result is not None and result["state"] == "succeeded"
@@ -123,5 +136,33 @@ def test_committed_reduces_stay_committed_across_a_restart(tmp_path: Path) -> No
         assert result is not None
         assert result["counters"]["pytxmr"]["map input records"] == lines
         assert result["counters"]["pytxmr"]["reduce output records"] == len(expected)
+    finally:
+        c.stop_all()
+
+
+def test_no_map_runs_again_when_the_jobtracker_dies_between_maps_and_reduces(
+        tmp_path: Path) -> None:
+    """Every map done, no reduce committed (they are slow): after the
+    restart, every map output comes back from the workers and none runs
+    again."""
+    job = tmp_path / "slow.py"
+    job.write_text(slow_wordcount(0.1, 0.3))
+    inputs, expected, lines = _inputs(tmp_path, 8)
+    c = Cluster(tmp_path / "cluster")
+    out = tmp_path / "out"
+    try:
+        c.start_jobtracker()
+        c.start_tasktrackers(2, 2)
+        submitter = c.popen_submit(job, inputs, out, "--reducers", "2")
+        job_id = _job_id(c)
+        wait_for(lambda: (s := _status(c, job_id)) and s["maps"]["done"] == 8 or None, 60,
+                 "every map to be done")
+        assert not list(out.glob("part-*"))
+        _restart_and_finish(c, submitter)
+        assert merged(read_wordcount(out)) == expected
+        assert _maps_run_again(c, job_id) == 0
+        result = _status(c, job_id)
+        assert result is not None
+        assert result["counters"]["pytxmr"]["map input records"] == lines
     finally:
         c.stop_all()
