@@ -182,6 +182,13 @@ class Meter:
         self.max_call: dict[str, float] = {}
         self.profile = profile
         self.during: Callable[[], None] = _nothing
+        self.last = 0.0
+        #: Per window: the sum over map-done events of (maps not yet
+        #: launched) x workers, what _pick_worker scans in vain.
+        self.dec_pending_workers = [0] * (DECILES + 1)
+        #: Map-done events with every map launched already: their CPU.
+        self.tail_cpu = 0.0
+        self.tail_n = 0
 
     def timed(self, kind: str, f: Callable[..., Any], *args: Any) -> Any:
         pt = time.process_time_ns
@@ -200,6 +207,7 @@ class Meter:
         self.dec_n[d][kind] += 1
         if spent > self.max_call.get(kind, 0.0):
             self.max_call[kind] = spent
+        self.last = spent
         self.during()
         return result
 
@@ -328,6 +336,7 @@ class Simulation:
              "process_cpu": time.process_time()}
         if self.cfg.tracemalloc:
             d["pytxmr_traced"] = traced_pytxmr_bytes()
+            d["all_traced"] = tracemalloc.get_traced_memory()[0]
         self.stages[name] = d
 
     async def run(self) -> dict[str, Any]:
@@ -431,8 +440,14 @@ class Simulation:
         self.maps_done[index] += 1
         self.events += 1
         counters = {FRAMEWORK: {name: 1 for name in MAP_COUNTERS}}
-        self.meter.timed("map done", self.jt.attempt_done, w.wid, aid,
-                         AttemptResult(counters, ("str",), None))
+        m = self.meter
+        pending = self.cfg.maps - len(self.maps_launched)
+        m.dec_pending_workers[m.finished * DECILES // m.total_maps] += pending * len(self.workers)
+        m.timed("map done", self.jt.attempt_done, w.wid, aid,
+                AttemptResult(counters, ("str",), None))
+        if pending == 0:
+            m.tail_cpu += m.last
+            m.tail_n += 1
         self.meter.finished += 1  # the windows count the maps done before the event
         if len(self.maps_done) == self.cfg.maps:
             self._reduces_may_start()
@@ -510,7 +525,17 @@ class Simulation:
             for k in ("heartbeat", "map done", "reduce done", "status"):
                 n = m.dec_n[d][k]
                 row[k] = {"calls": n, "us_per_call": 1e6 * m.dec_cpu[d][k] / n if n else None}
+            n = m.dec_n[d]["map done"]
+            row["pending_x_workers"] = m.dec_pending_workers[d] / n if n else None
             deciles.append(row)
+        tail_us = 1e6 * m.tail_cpu / m.tail_n if m.tail_n else None
+        # What each (pending map x worker) pair costs a map-done event:
+        # the first window against the events with nothing pending.
+        first = deciles[0]
+        pair_ns = None
+        if tail_us is not None and first["pending_x_workers"]:
+            pair_ns = (1e3 * (first["map done"]["us_per_call"] - tail_us)
+                       / first["pending_x_workers"])
         hb = per.get("heartbeat", {}).get("us_per_call") or 0.0
         loop_cpu = m.total(tuple(k for k in m.n if k not in ("register", "first schedule")))
         out = {
@@ -525,6 +550,8 @@ class Simulation:
             "timer_overhead_us": 1e6 * m.overhead,
             "calls": per,
             "deciles": deciles,
+            "map_done_nothing_pending": {"calls": m.tail_n, "us_per_call": tail_us},
+            "ns_per_pending_map_x_worker": pair_ns,
             "outbound": {**dict(self.calls), "map_outputs": self.announce_calls},
             "submit_cpu_s": submit_cpu,
             "job_end_cpu_s": self.job_end_cpu,
@@ -571,14 +598,25 @@ def print_report(r: dict[str, Any]) -> None:
     p(f"{'window':<8}" + "".join(f"{k:>16}" for k in ("heartbeat", "map done", "reduce done",
                                                       "status")))
     for d, row in enumerate(r["deciles"]):
-        if not any(v["calls"] for v in row.values()):
+        if not any(v["calls"] for k, v in row.items() if k != "pending_x_workers"):
             continue
         cells = []
-        for v in row.values():
+        for k, v in row.items():
+            if k == "pending_x_workers":
+                continue
             us = v["us_per_call"]
             cells.append(f"{us:>10.1f} ({v['calls']:>4})" if us is not None else f"{'-':>16}")
         name = f"{d * 10:>3}%" if d < DECILES else "reduces"
-        p(f"{name:<8}" + "".join(f"{c:>16}" for c in cells))
+        pw = row["pending_x_workers"]
+        p(f"{name:<8}" + "".join(f"{c:>16}" for c in cells)
+          + (f"   pending maps x workers {pw:,.0f}" if pw is not None else ""))
+    tail = r["map_done_nothing_pending"]
+    if tail["calls"]:
+        p(f"map done with every map launched already: {tail['us_per_call']:.1f} us "
+          f"({tail['calls']} calls)")
+    if r["ns_per_pending_map_x_worker"] is not None:
+        p(f"a map done costs {r['ns_per_pending_map_x_worker']:.0f} ns more per (pending map x "
+          f"worker), first window against those")
     p(f"outbound calls (counted, not timed): {r['outbound']}")
     base = r["stages"]["registered"]
     for name, st in r["stages"].items():
@@ -586,7 +624,8 @@ def print_report(r: dict[str, Any]) -> None:
         if "pytxmr_traced" in st:
             line += (f"  pytxmr-held {st['pytxmr_traced'] / 2**20:8.2f} MiB "
                      f"(+{(st['pytxmr_traced'] - base['pytxmr_traced']) / 2**20:.2f} "
-                     f"since registered)")
+                     f"since registered), all traced "
+                     f"+{(st['all_traced'] - base['all_traced']) / 2**20:.2f} MiB")
         p(line)
     tasks = job["maps"] + job["reduces"]
     for name in ("submitted", "finished"):
@@ -596,7 +635,8 @@ def print_report(r: dict[str, Any]) -> None:
         rss = st["rss"] - base["rss"]
         line = f"per task at {name}: RSS {rss / tasks:.0f} B"
         if "pytxmr_traced" in st:
-            line += f", pytxmr-held {(st['pytxmr_traced'] - base['pytxmr_traced']) / tasks:.0f} B"
+            line += (f", pytxmr-held {(st['pytxmr_traced'] - base['pytxmr_traced']) / tasks:.0f} B"
+                     f", all traced {(st['all_traced'] - base['all_traced']) / tasks:.0f} B")
         p(line)
     for where, size, count in r.get("top_pytxmr_lines", []):
         p(f"  {size / 2**20:8.2f} MiB {count:>9} blocks  {where}")
