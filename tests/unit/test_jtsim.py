@@ -1,0 +1,54 @@
+"""bench/jtsim.py keeps working: the real JobTracker, driven by simulated
+tasktrackers at a small scale, runs a job to the end with every map and
+every reduce done exactly once (the simulation's own count, checked again
+here from its figures), and the figures the benchmark reports are there.
+
+Small because the scheduler's work per event grows with pending tasks x
+workers (see docs/architecture.md, "The jobtracker at cluster scale"):
+50 workers and 2,000 maps take over a minute; 300 maps take a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKERS, MAPS, SLOTS = 50, 300, 2
+
+
+def test_a_small_cluster_runs_the_job_once_per_task(tmp_path: Path) -> None:
+    out = tmp_path / "jtsim.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "jtsim.py"), "--workers", str(WORKERS),
+         "--maps", str(MAPS), "--slots", str(SLOTS), "--workdir", str(tmp_path),
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    reduces = WORKERS * SLOTS  # the default: one reducer per slot
+    assert r["job"] == {"id": r["job"]["id"], "maps": MAPS, "reduces": reduces,
+                        "state": "succeeded", "stopped_early": None}
+    check = r["check"]
+    # Every index reported done once, and no report beyond those.
+    assert check["maps_done_once"] == check["maps_done_reports"] == MAPS
+    assert check["reduces_done_once"] == check["reduces_done_reports"] == reduces
+    assert check["maps_launched"] == MAPS and check["reduces_launched"] == reduces
+    # What the jobtracker told the workers adds up too.
+    outbound = r["outbound"]
+    assert outbound["launch_map"] == MAPS and outbound["launch_reduce"] == reduces
+    assert outbound["init_job"] == outbound["destroy_job"] == WORKERS
+    calls = r["calls"]
+    assert calls["register"]["calls"] == WORKERS
+    assert calls["map done"]["calls"] == MAPS and calls["reduce done"]["calls"] == reduces
+    assert calls["may commit"]["calls"] == reduces
+    # Every worker heartbeat about once a second of the simulated job.
+    beats = calls["heartbeat"]["calls"]
+    assert WORKERS * (r["sim_seconds"] - 1) <= beats <= WORKERS * (r["sim_seconds"] + 1)
+    assert calls["heartbeat"]["us_per_call"] > 0 and r["cpu_per_scheduled_task_us"] > 0
+    assert sum(w["map done"]["calls"] for w in r["deciles"][:10]) == MAPS
+    assert r["stages"]["finished"]["rss"] > 0
+    # No temporary file left behind.
+    assert [p.name for p in tmp_path.iterdir()] == ["jtsim.json"]
