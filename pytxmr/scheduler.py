@@ -12,6 +12,7 @@ quickly and deterministically.
 from __future__ import annotations
 
 import enum
+import heapq
 from dataclasses import dataclass, field
 from typing import Mapping, Union
 
@@ -112,15 +113,32 @@ class Attempt:
     progress: float = 0.0
 
 
-@dataclass
 class Task:
-    kind: str
-    index: int
-    state: State = State.PENDING
-    attempts: list[Attempt] = field(default_factory=list)
-    committed: str | None = None  # the attempt id whose output counts
-    failures: int = 0
-    backup: bool = False  # a speculative backup attempt is wanted or running
+    """One map or reduce of a job. Its state changes keep its job's
+    indexes current (``Job.queue``, ``Job.succeeded``), so that no decision
+    scans a job's tasks."""
+
+    def __init__(self, kind: str, index: int, job: Job | None = None) -> None:
+        self.kind = kind
+        self.index = index
+        self.attempts: list[Attempt] = []
+        self.committed: str | None = None  # the attempt id whose output counts
+        self.failures = 0
+        self.backup = False  # a speculative backup attempt is wanted or running
+        self._job = job
+        self._state = State.PENDING
+        if job is not None:
+            job.changed(self, None, State.PENDING)
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, value: State) -> None:
+        old, self._state = self._state, value
+        if self._job is not None and old is not value:
+            self._job.changed(self, old, value)
 
     def running(self) -> list[Attempt]:
         return [a for a in self.attempts if a.state is State.RUNNING]
@@ -145,6 +163,8 @@ class Worker:
 
     def __post_init__(self) -> None:
         self.attempts: set[str] = set()
+        #: Its running attempts of each kind (its attempts, counted).
+        self.used = {"map": 0, "reduce": 0}
 
 
 @dataclass
@@ -166,8 +186,16 @@ class Job:
     attempt_offset: int = 0
 
     def __post_init__(self) -> None:
-        self.maps = [Task("map", i) for i in range(self.num_maps)]
-        self.reduces = [Task("reduce", i) for i in range(self.num_reducers)]
+        #: Per kind, the indexes of its pending tasks (a heap: the lowest
+        #: first; lazily cleaned: an index whose task is no longer pending
+        #: is dropped when it comes up), and their set.
+        self.queue: dict[str, list[int]] = {"map": [], "reduce": []}
+        self._queued: dict[str, set[int]] = {"map": set(), "reduce": set()}
+        self.succeeded = {"map": 0, "reduce": 0}
+        #: Workers running its reduces -> how many.
+        self.reduce_workers: dict[str, int] = {}
+        self.maps = [Task("map", i, self) for i in range(self.num_maps)]
+        self.reduces = [Task("reduce", i, self) for i in range(self.num_reducers)]
         self.map_locations: dict[int, MapLocation] = {}
         self.inited: set[str] = set()
         #: map index -> the reduce attempts that reported its current output
@@ -176,6 +204,28 @@ class Job:
 
     def tasks(self, kind: str) -> list[Task]:
         return self.maps if kind == "map" else self.reduces
+
+    def changed(self, task: Task, old: State | None, new: State) -> None:
+        if new is State.PENDING and task.index not in self._queued[task.kind]:
+            heapq.heappush(self.queue[task.kind], task.index)
+            self._queued[task.kind].add(task.index)
+        if old is State.SUCCEEDED:
+            self.succeeded[task.kind] -= 1
+        if new is State.SUCCEEDED:
+            self.succeeded[task.kind] += 1
+
+    def next_pending(self, kind: str) -> Task | None:
+        """Its lowest pending task of ``kind``, if any."""
+        queue, tasks = self.queue[kind], self.tasks(kind)
+        while queue:
+            task = tasks[queue[0]]
+            if task.state is State.PENDING:
+                return task
+            self._queued[kind].discard(heapq.heappop(queue))
+        return None
+
+    def all_succeeded(self, kind: str) -> bool:
+        return self.succeeded[kind] == len(self.tasks(kind))
 
 
 #: A worker on which this many attempts of a job failed gets no more of them
@@ -203,11 +253,23 @@ class Scheduler:
         self.attempts: dict[str, Attempt] = {}
         #: The workers being drained (usually none: checked at each decision).
         self._draining: set[str] = set()
+        #: Per kind, the workers that could take a task of it now (alive,
+        #: not draining, a free slot): a full cluster decides nothing.
+        self._free: dict[str, set[str]] = {"map": set(), "reduce": set()}
+
+    def _refresh(self, w: Worker) -> None:
+        """After a change of ``w``'s slots in use, liveness or draining."""
+        for kind in ("map", "reduce"):
+            if w.alive and not w.draining and w.used[kind] < w.slots:
+                self._free[kind].add(w.wid)
+            else:
+                self._free[kind].discard(w.wid)
 
     # --- events --------------------------------------------------------
 
     def worker_joined(self, wid: str, host: str, port: int, slots: int, now: float) -> list[Action]:
-        self.workers[wid] = Worker(wid, host, port, max(1, slots), now, now)
+        w = self.workers[wid] = Worker(wid, host, port, max(1, slots), now, now)
+        self._refresh(w)
         return self._schedule(now)
 
     def heartbeat(self, wid: str, now: float,
@@ -231,6 +293,7 @@ class Scheduler:
         if w is None or not w.alive:
             return []
         w.alive = False
+        self._refresh(w)
         actions: list[Action] = []
         for aid in sorted(w.attempts):
             a = self.attempts[aid]
@@ -265,6 +328,7 @@ class Scheduler:
         if w.draining:
             return self._schedule(now)
         w.draining = True
+        self._refresh(w)
         self._draining.add(wid)
         actions: list[Action] = []
         if any(o.alive and not o.draining for o in self.workers.values()):
@@ -415,15 +479,15 @@ class Scheduler:
             actions.append(KillAttempt(other.wid, job.id, other.id))
         if a.kind == "map" and not job.reduces:
             # A map-only job: the map committed its part file.
-            if all(t.state is State.SUCCEEDED for t in job.maps):
+            if job.all_succeeded("map"):
                 actions += self._finish_job(job, State.SUCCEEDED, None, now)
         elif a.kind == "map":
             w = self.workers[a.wid]
             loc = MapLocation(a.index, a.wid, w.host, w.port, result.kinds, a.id)
             job.map_locations[a.index] = loc
-            for wid in sorted({r.wid for t in job.reduces for r in t.running()}):
+            for wid in sorted(job.reduce_workers):
                 actions.append(AnnounceMapOutputs(wid, job.id, (loc,)))
-        elif all(t.state is State.SUCCEEDED for t in job.reduces):
+        elif job.all_succeeded("reduce"):
             actions += self._finish_job(job, State.SUCCEEDED, None, now)
         return actions + self._schedule(now)
 
@@ -499,8 +563,17 @@ class Scheduler:
                 # attempt must be able to (its rename replaces any file).
                 task.committed = None
         w = self.workers.get(a.wid)
-        if w is not None:
+        if w is not None and a.id in w.attempts:
             w.attempts.discard(a.id)
+            w.used[a.kind] -= 1
+            self._refresh(w)
+            if a.kind == "reduce":
+                job = self.jobs[a.job_id]
+                left = job.reduce_workers.get(a.wid, 0) - 1
+                if left > 0:
+                    job.reduce_workers[a.wid] = left
+                else:
+                    job.reduce_workers.pop(a.wid, None)
 
     def _finish_job(self, job: Job, state: State, error: dict[str, str] | None, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -559,9 +632,8 @@ class Scheduler:
                 actions.append(StopWorker(wid))
         return actions
 
-    def _free(self, w: Worker, kind: str) -> int:
-        used = sum(1 for aid in w.attempts if self.attempts[aid].kind == kind)
-        return w.slots - used
+    def _free_slots(self, w: Worker, kind: str) -> int:
+        return w.slots - w.used[kind]
 
     def _launch(self, job: Job, task: Task, w: Worker, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -575,6 +647,10 @@ class Scheduler:
         task.state = State.RUNNING
         self.attempts[aid] = a
         w.attempts.add(aid)
+        w.used[task.kind] += 1
+        self._refresh(w)
+        if task.kind == "reduce":
+            job.reduce_workers[w.wid] = job.reduce_workers.get(w.wid, 0) + 1
         if task.kind == "map":
             actions.append(LaunchMap(w.wid, job.id, aid, task.index))
         else:
@@ -590,9 +666,10 @@ class Scheduler:
         busy_on = {a.wid for a in task.running()}
         best: Worker | None = None
         best_key: tuple[int, int, str] | None = None
-        for w in self.workers.values():
-            free = self._free(w, kind) if w.alive and not w.draining else 0
-            if free <= 0 or w.wid in busy_on or not self._usable(job, w):
+        for wid in self._free[kind]:
+            w = self.workers[wid]
+            free = self._free_slots(w, kind)
+            if w.wid in busy_on or not self._usable(job, w):
                 continue
             key = (w.wid not in failed_on, free, w.wid)
             if best_key is None or key > best_key:
@@ -632,12 +709,22 @@ class Scheduler:
             if job.hold_until > now:
                 continue
             for kind in ("map", "reduce"):
-                for task in job.tasks(kind):
-                    wants_backup = (task.backup and task.state is State.RUNNING
-                                    and len(task.running()) == 1)
-                    if task.state is not State.PENDING and not wants_backup:
-                        continue
+                # Backups first (few, and only in speculative jobs), then the
+                # pending tasks, lowest first, while a worker takes them: a
+                # job's tasks of one kind all fit the same workers.
+                if job.speculative:
+                    for task in job.tasks(kind):
+                        if (task.backup and task.state is State.RUNNING
+                                and len(task.running()) == 1 and self._free[kind]):
+                            w = self._pick_worker(job, task, kind)
+                            if w is not None:
+                                actions += self._launch(job, task, w, now)
+                while self._free[kind]:
+                    task = job.next_pending(kind)
+                    if task is None:
+                        break
                     w = self._pick_worker(job, task, kind)
-                    if w is not None:
-                        actions += self._launch(job, task, w, now)
+                    if w is None:
+                        break
+                    actions += self._launch(job, task, w, now)
         return actions
