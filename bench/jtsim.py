@@ -450,7 +450,9 @@ class Simulation:
             m.tail_n += 1
         self.meter.finished += 1  # the windows count the maps done before the event
         if len(self.maps_done) == self.cfg.maps:
-            self._reduces_may_start()
+            # After the jobtracker's last announcements: to many workers it
+            # gathers them for up to 1 s (JobTracker._announce).
+            self.clock.callLater(1.0, self._reduces_may_start)
 
     def _reduces_may_start(self) -> None:
         for w in self.workers:

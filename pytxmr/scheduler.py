@@ -63,11 +63,12 @@ class KillAttempt:
 
 @dataclass(frozen=True)
 class AnnounceMapOutputs:
-    """Tell a worker's reduce attempts where new map outputs are."""
+    """Tell the workers running the job's reduces (``wids``) where new map
+    outputs are: one action per map output, however many workers."""
 
-    wid: str
     job_id: str
     map_outputs: tuple[MapLocation, ...]
+    wids: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ class Job:
         self.succeeded = {"map": 0, "reduce": 0}
         #: Workers running its reduces -> how many.
         self.reduce_workers: dict[str, int] = {}
+        self._reduce_wids: tuple[str, ...] | None = ()
         self.maps = [Task("map", i, self) for i in range(self.num_maps)]
         self.reduces = [Task("reduce", i, self) for i in range(self.num_reducers)]
         self.map_locations: dict[int, MapLocation] = {}
@@ -223,6 +225,24 @@ class Job:
                 return task
             self._queued[kind].discard(heapq.heappop(queue))
         return None
+
+    def reduce_wids(self) -> tuple[str, ...]:
+        """The workers running its reduces, sorted (kept until they change)."""
+        if self._reduce_wids is None:
+            self._reduce_wids = tuple(sorted(self.reduce_workers))
+        return self._reduce_wids
+
+    def reduce_started(self, wid: str) -> None:
+        self.reduce_workers[wid] = self.reduce_workers.get(wid, 0) + 1
+        self._reduce_wids = None
+
+    def reduce_ended(self, wid: str) -> None:
+        left = self.reduce_workers.get(wid, 0) - 1
+        if left > 0:
+            self.reduce_workers[wid] = left
+        else:
+            self.reduce_workers.pop(wid, None)
+        self._reduce_wids = None
 
     def all_succeeded(self, kind: str) -> bool:
         return self.succeeded[kind] == len(self.tasks(kind))
@@ -398,8 +418,8 @@ class Scheduler:
         job.inited.add(wid)
         loc = MapLocation(index, wid, w.host, w.port, kinds, attempt_id)
         job.map_locations[index] = loc
-        for rwid in sorted({r.wid for t in job.reduces for r in t.running()}):
-            actions.append(AnnounceMapOutputs(rwid, job.id, (loc,)))
+        if job.reduce_workers:
+            actions.append(AnnounceMapOutputs(job.id, (loc,), job.reduce_wids()))
         return actions + self._schedule(now)
 
     def _restored(self, job: Job, task: Task, attempt_id: str, wid: str, now: float,
@@ -485,8 +505,8 @@ class Scheduler:
             w = self.workers[a.wid]
             loc = MapLocation(a.index, a.wid, w.host, w.port, result.kinds, a.id)
             job.map_locations[a.index] = loc
-            for wid in sorted(job.reduce_workers):
-                actions.append(AnnounceMapOutputs(wid, job.id, (loc,)))
+            if job.reduce_workers:
+                actions.append(AnnounceMapOutputs(job.id, (loc,), job.reduce_wids()))
         elif job.all_succeeded("reduce"):
             actions += self._finish_job(job, State.SUCCEEDED, None, now)
         return actions + self._schedule(now)
@@ -568,12 +588,7 @@ class Scheduler:
             w.used[a.kind] -= 1
             self._refresh(w)
             if a.kind == "reduce":
-                job = self.jobs[a.job_id]
-                left = job.reduce_workers.get(a.wid, 0) - 1
-                if left > 0:
-                    job.reduce_workers[a.wid] = left
-                else:
-                    job.reduce_workers.pop(a.wid, None)
+                self.jobs[a.job_id].reduce_ended(a.wid)
 
     def _finish_job(self, job: Job, state: State, error: dict[str, str] | None, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -650,7 +665,7 @@ class Scheduler:
         w.used[task.kind] += 1
         self._refresh(w)
         if task.kind == "reduce":
-            job.reduce_workers[w.wid] = job.reduce_workers.get(w.wid, 0) + 1
+            job.reduce_started(w.wid)
         if task.kind == "map":
             actions.append(LaunchMap(w.wid, job.id, aid, task.index))
         else:

@@ -51,6 +51,9 @@ DEFAULT_CHECK_TIMEOUT = 30.0
 #: to come back before its maps run again (they reconnect with a backoff
 #: of at most 10 s).
 DEFAULT_RESUME_GRACE = 12.0
+#: Workers running a job's reduces up to which each map output is
+#: announced to them at once (beyond, ``JobTracker._announce`` gathers them).
+ANNOUNCE_AT_ONCE = 16
 #: Finished jobs kept in memory for ``status``/``wait`` after they end.
 FINISHED_JOBS_KEPT = 100
 
@@ -101,6 +104,8 @@ class JobTracker:
         #: Per step of a resumed job (its scheduler id): map index -> the
         #: attempt the journal had as committed, for the workers' reports.
         self._resumable: dict[str, dict[int, Committed]] = {}
+        #: Per step job: map outputs to announce together (``_announce``).
+        self._announcing: dict[str, list[Any]] = {}
 
     # --- lifecycle -------------------------------------------------------
 
@@ -601,6 +606,9 @@ class JobTracker:
                 else:
                     self._job_done(job, action.state.value, action.error)
                 continue
+            if isinstance(action, sched.AnnounceMapOutputs):
+                self._announce(action)
+                continue
             conn = self.workers.get(action.wid)
             if conn is None:
                 continue
@@ -617,12 +625,38 @@ class JobTracker:
             elif isinstance(action, sched.LaunchReduce):
                 worker.launch_reduce(action.job_id, action.attempt_id, action.partition,
                                      action.map_outputs)
-            elif isinstance(action, sched.AnnounceMapOutputs):
-                worker.map_outputs(action.job_id, action.map_outputs)
             elif isinstance(action, sched.KillAttempt):
                 worker.kill_attempt(action.job_id, action.attempt_id)
             elif isinstance(action, sched.DestroyJob):
                 worker.destroy_job(action.job_id)
+
+    def _announce(self, action: sched.AnnounceMapOutputs) -> None:
+        """New map outputs to the workers running the job's reduces: at once
+        to a few; to many, gathered for a while (1 ms per worker, at most
+        1 s) and sent together, so that a map done does not cost a call per
+        worker of a large cluster."""
+        if len(action.wids) <= ANNOUNCE_AT_ONCE:
+            for wid in action.wids:
+                conn = self.workers.get(wid)
+                if conn is not None:
+                    conn.worker.map_outputs(action.job_id, action.map_outputs)
+            return
+        pending = self._announcing.get(action.job_id)
+        if pending is None:
+            pending = self._announcing[action.job_id] = []
+            self._clock.callLater(min(1.0, len(action.wids) / 1000.0),
+                                  self._flush_announcements, action.job_id)
+        pending.extend(action.map_outputs)
+
+    def _flush_announcements(self, job_id: str) -> None:
+        locations = tuple(self._announcing.pop(job_id, ()))
+        sjob = self.scheduler.jobs.get(job_id)
+        if not locations or sjob is None or sjob.state is not State.RUNNING:
+            return
+        for wid in sjob.reduce_wids():  # as they are now: a new one got them at launch
+            conn = self.workers.get(wid)
+            if conn is not None:
+                conn.worker.map_outputs(job_id, locations)
 
     def _spawn(self, coro: Any) -> None:
         d = defer.Deferred.fromCoroutine(coro)
