@@ -1,0 +1,84 @@
+"""examples/total_order_sort.py, end to end: a total-order sort whose cut
+points are sampled from the input (two steps: sample, then sort), under
+``run`` (daemons), ``run --inline`` and ``submit``. Each output is checked
+against Python's ``sorted()`` of the input: the part files read in order are
+sorted by key and hold every input line once (duplicates included)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from procs import ROOT, Cluster, base_env, run_cli
+
+JOB = ROOT / "examples" / "total_order_sort.py"
+KEY = 10
+
+
+def records(rng: random.Random, n: int, alphabet: str) -> list[str]:
+    """bench/terasort.py's format: a 10-character key, a tab, a value."""
+    return [f"{''.join(rng.choices(alphabet, k=KEY))}\t{rng.getrandbits(64):016x} row {i}"
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two input files (the sample must cover both): printable keys in
+    one, keys from a four-letter alphabet in the other (many duplicates:
+    keys equal to a cut point, and whole reducers' worth of one key);
+    a few lines whose key is not followed by a tab."""
+    rng = random.Random(15)
+    printable = "".join(chr(c) for c in range(32, 127))
+    base = tmp_path_factory.mktemp("sortin")
+    a, b = base / "a.txt", base / "b.txt"
+    a.write_text("\n".join(records(rng, 3000, printable)) + "\n")
+    dup = records(rng, 2000, "abcd")
+    dup += [f"{'c' * KEY}\t{i}" for i in range(300)] + ["nokeytab-x-y", "short"]
+    rng.shuffle(dup)
+    b.write_text("\n".join(dup) + "\n")
+    return [a, b]
+
+
+def expected_line(line: str) -> str:
+    """The job's output for an input line: key TAB rest (the input line
+    itself when a tab follows the key)."""
+    rest = line[KEY:]
+    return f"{line[:KEY]}\t{rest[1:] if rest.startswith(chr(9)) else rest}"
+
+
+def check_sorted(out: Path, inputs: list[Path], reducers: int) -> None:
+    parts = sorted(out.glob("part-*"))
+    assert [p.name for p in parts] == [f"part-{i:05d}" for i in range(reducers)]
+    assert (out / "_SUCCESS").exists()
+    got = [line for p in parts for line in p.read_text().splitlines()]
+    lines = [line for f in inputs for line in f.read_text().splitlines()]
+    reference = sorted(map(expected_line, lines), key=lambda line: line[:KEY])
+    # Sorted by key, in part order; values of one key in any order.
+    assert [g[:KEY] for g in got] == [r[:KEY] for r in reference]
+    assert Counter(got) == Counter(reference)
+    # The sampled cut points share the work: no part empty or holding most lines.
+    sizes = [len(p.read_text().splitlines()) for p in parts]
+    assert max(sizes) < 0.6 * len(lines), sizes
+
+
+@pytest.mark.parametrize("mode", ["run", "inline"])
+def test_run_sorts_by_sampled_ranges(mode: str, inputs: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "sorted"
+    args = ["run", *(["--inline"] if mode == "inline" else []), str(JOB), *map(str, inputs),
+            "-o", str(out), "--reducers", "3", "--split-size", "64K", "-q"]
+    rc, stdout, stderr = run_cli(*args, env=base_env(tmp_path / "home"), cwd=ROOT, timeout=120)
+    assert rc == 0, stderr
+    check_sorted(out, inputs, 3)
+
+
+def test_submit_sorts_by_sampled_ranges(make_cluster, inputs: list[Path]) -> None:
+    cluster: Cluster = make_cluster()
+    cluster.start_jobtracker()
+    cluster.start_tasktrackers(2)
+    out = cluster.base / "sorted"
+    rc, _, err = cluster.submit(JOB, inputs, out, "--reducers", "2", "--split-size", "100K")
+    assert rc == 0, err + cluster.logs()
+    check_sorted(out, inputs, 2)
