@@ -33,6 +33,8 @@ DEFAULT_BUFFER_RECORDS = 1_000_000
 #: spills for small values); above it, it halves back towards
 #: ``buffer_records``.
 MEMORY_BUDGET = 160 << 20
+#: Values buffered between two looks at the process's memory.
+MEMORY_PROBE = 1 << 16
 _MAX_GROWTH = 16
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 INDEX_FORMAT = 1
@@ -380,7 +382,12 @@ def _group_loop(phases: list[Phase], buffer: MapOutputBuffer, buffer_records: in
     get = groups.get
     buffered = 0
     in_records = 0
-    limit = buffer_records
+    limit = floor = buffer_records
+    # Large values fill the memory budget long before the buffer's count:
+    # the process's memory is looked at every MEMORY_PROBE values, and a
+    # buffer over budget spills at once; the count it held is the most the
+    # buffer holds from then on.
+    look = min(limit, MEMORY_PROBE)
     for records, mapfn in phases:
         for key, value in records:
             in_records += 1
@@ -391,11 +398,18 @@ def _group_loop(phases: list[Phase], buffer: MapOutputBuffer, buffer_records: in
                 else:
                     vs.append(v)
                 buffered += 1
-            if buffered >= limit:
-                groups = buffer.full(groups, buffered, limit)
-                get = groups.get
-                buffered = 0
-                limit = next_limit(limit, buffer_records, resident_bytes())
+            if buffered >= look:
+                if buffered >= limit:
+                    groups = buffer.full(groups, buffered, limit)
+                    get = groups.get
+                    buffered = 0
+                    limit = next_limit(limit, floor, resident_bytes())
+                elif resident_bytes() > MEMORY_BUDGET:
+                    groups = buffer.full(groups, buffered, buffered)
+                    get = groups.get
+                    limit = floor = buffered
+                    buffered = 0
+                look = min(limit, buffered + MEMORY_PROBE)
     buffer.full(groups, buffered, 0)
     return in_records
 

@@ -604,3 +604,33 @@ def test_run_inline_failure_leaves_no_success_marker(tmp_path: Path) -> None:
         run_inline(job, inputs, str(out))
     assert not (out / "_SUCCESS").exists()
     assert not (out / "_temporary").exists()
+
+
+def test_a_buffer_over_the_memory_budget_spills_before_its_count(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large values: the map spills when its process is over the memory
+    budget, long before the buffer's count, and the output is unchanged."""
+    monkeypatch.setattr(mapper, "MEMORY_PROBE", 100)
+    monkeypatch.setattr(mapper, "resident_bytes", lambda: mapper.MEMORY_BUDGET + 1)
+    spills: list[int] = []
+    real_spill = mapper.MapOutputBuffer.spill
+
+    def counting(self: Any, groups: Any, folded: bool = False) -> None:
+        spills.append(sum(len(v) for v in groups.values()))
+        real_spill(self, groups, folded)
+
+    monkeypatch.setattr(mapper.MapOutputBuffer, "spill", counting)
+    data = tmp_path / "in.txt"
+    data.write_text("".join(f"k{i % 97} {'x' * 50}\n" for i in range(1000)))
+    source = """
+        def map(key, line):
+            k, v = line.split()
+            yield k, v
+
+        def reduce(key, values):
+            yield key, len(list(values))
+    """
+    parts, _ = run_job(tmp_path, source, [str(data)], split_size=1 << 20)
+    assert spills[:-1] == [100] * 9 and len(spills) == 10  # 1,000 values, 100 at a time
+    got = {k: int(v) for part in read_text_parts(parts) for k, v in part}
+    assert got == collections.Counter(f"k{i % 97}" for i in range(1000))
