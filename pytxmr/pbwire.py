@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, TypeVar
 
+import msgpack
+
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.spread import pb
@@ -52,6 +54,25 @@ def refusals_as_pb_errors(method: F) -> F:
             result.addErrback(_translate)
         return result
     return wrapper  # type: ignore[return-value]
+
+
+def pack(record: Any) -> bytes:
+    """A record (a ``to_wire`` form) as one msgpack string: PB's banana
+    encodes and decodes one item in C-backed msgpack instead of an item per
+    field in Python (a heartbeat: about 40 us against 220). Peers of
+    protocol 4 send records so; protocol 3 peers send the plain form."""
+    return msgpack.packb(record, use_bin_type=True)
+
+
+def unpack(data: Any) -> Any:
+    """A record as either kind of peer sends it (see ``pack``)."""
+    if not isinstance(data, bytes):
+        return data
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError) as e:
+        raise wire.BadMessage(f"a malformed record ({type(e).__name__})") from None
 
 
 class Broker(pb.Broker):

@@ -314,7 +314,7 @@ class Registration:
                 isinstance(h, list) and len(h) == 3 and isinstance(h[0], str)
                 and type(h[1]) is int and isinstance(h[2], str) for h in held):
             raise BadMessage("register's held is a list of [job id, map index, attempt id]")
-        return cls(**f, held=tuple((h[0], h[1], h[2]) for h in held))
+        return cls(**f, protocol=d["protocol"], held=tuple((h[0], h[1], h[2]) for h in held))
 
 
 @dataclass(frozen=True)

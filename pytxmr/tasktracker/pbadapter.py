@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from ..auth import LoginRefused, login
 from ..daemon import FatalError
-from ..pbwire import call, client_factory, refusals_as_pb_errors
+from ..pbwire import call, client_factory, pack, refusals_as_pb_errors, unpack
 from ..ports import IJobTracker
 from ..services import DaemonReactor
 from ..tls import ClusterTLS, tls_refusal
@@ -54,23 +54,24 @@ class TaskTrackerMind(pb.Referenceable):
 
     @refusals_as_pb_errors
     def remote_init_job(self, job_id: str, info: dict[str, Any]) -> None:
-        self.tt.init_job(JobInit.from_wire(job_id, info))
+        self.tt.init_job(JobInit.from_wire(job_id, unpack(info)))
 
     @refusals_as_pb_errors
     def remote_launch_map(self, job_id: str, attempt_id: str, index: int,
                           split: dict[str, Any]) -> None:
-        self.tt.launch_map(str(job_id), str(attempt_id), split_from_wire(split))
+        self.tt.launch_map(str(job_id), str(attempt_id), split_from_wire(unpack(split)))
 
     @refusals_as_pb_errors
     def remote_launch_reduce(self, job_id: str, attempt_id: str, partition: int,
                              locations: list[dict[str, Any]]) -> None:
         if type(partition) is not int:
             raise BadMessage("launch_reduce takes a partition number")
-        self.tt.launch_reduce(str(job_id), str(attempt_id), partition, _locations(locations))
+        self.tt.launch_reduce(str(job_id), str(attempt_id), partition,
+                              _locations(unpack(locations)))
 
     @refusals_as_pb_errors
     def remote_map_outputs(self, job_id: str, locations: list[dict[str, Any]]) -> None:
-        self.tt.map_outputs(str(job_id), _locations(locations))
+        self.tt.map_outputs(str(job_id), _locations(unpack(locations)))
 
     def remote_kill_attempt(self, job_id: str, attempt_id: str) -> None:
         self.tt.kill_attempt(str(job_id), str(attempt_id))
@@ -89,14 +90,15 @@ class PBJobTracker:
     def __init__(self, perspective: pb.RemoteReference) -> None:
         self.perspective = perspective  # held: a dropped perspective is logged out
 
+    # Packed: a jobtracker that registered us speaks protocol 4 at least.
     async def heartbeat(self, beat: Heartbeat) -> None:
-        await call(self.perspective, "heartbeat", beat.to_wire())
+        await call(self.perspective, "heartbeat", pack(beat.to_wire()))
 
     async def attempt_done(self, attempt_id: str, result: AttemptResult) -> None:
-        await call(self.perspective, "attempt_done", attempt_id, result.to_wire())
+        await call(self.perspective, "attempt_done", attempt_id, pack(result.to_wire()))
 
     async def attempt_failed(self, attempt_id: str, error: TaskError) -> None:
-        await call(self.perspective, "attempt_failed", attempt_id, error.to_wire())
+        await call(self.perspective, "attempt_failed", attempt_id, pack(error.to_wire()))
 
     async def fetch_failed(self, attempt_id: str, map_index: int, map_attempt_id: str) -> None:
         await call(self.perspective, "fetch_failed", attempt_id, map_index, map_attempt_id)

@@ -183,3 +183,29 @@ def test_a_malformed_record_is_refused_by_the_adapter(linked: Any) -> None:
     with pytest.raises(RuntimeError, match="counters must map"):
         result_of(d, pump)
     assert jt.fake.calls == []
+
+
+def test_a_worker_of_protocol_3_gets_and_sends_plain_records() -> None:
+    """Peers of protocol 4 pack their records (``pbwire.pack``); a worker of
+    protocol 3 neither sends nor reads them packed, and works the same."""
+    clock = Clock()
+    jt, tt = RecordingTracker(), RecordingTaskTracker()
+    server = pb_factory(jt, SECRET, clock)  # type: ignore[arg-type]
+    client = client_factory()
+    _, _, pump = iosim.connectedServerAndClient(
+        lambda: server.buildProtocol(None), lambda: client.buildProtocol(None), clock=clock)
+    perspective = result_of(defer.Deferred.fromCoroutine(
+        login(client, wire.ROLE_TASKTRACKER, SECRET, TaskTrackerMind(tt, tt.fake.stop))), pump)
+    old = {k: v for k, v in Registration("10.0.0.9", 7123, 4, 99).to_wire().items()
+           if k not in ("min_protocol", "held")}
+    assert result_of(perspective.callRemote("register", {**old, "protocol": 3}), pump) == "w7"
+    assert jt.worker.packed is False
+    expected = FakeWorker()
+    for port in (jt.worker, expected):
+        port.launch_map("job_1", "job_1_m00001_0", SPLIT)
+        port.map_outputs("job_1", LOCS)
+    pump.flush()
+    assert tt.fake.calls == expected.calls
+    beat = Heartbeat(("job_1_m00001_0",), (10, 100))
+    result_of(perspective.callRemote("heartbeat", beat.to_wire()), pump)  # a plain dict
+    assert jt.fake.calls[-1] == ("heartbeat", (beat,))
