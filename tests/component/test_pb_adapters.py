@@ -116,8 +116,8 @@ def result_of(d: defer.Deferred[Any], pump: iosim.IOPump) -> Any:
     return results[0]
 
 
-@pytest.fixture
-def linked() -> tuple[RecordingTracker, RecordingTaskTracker, PBJobTracker, iosim.IOPump]:
+def _logged_in() -> tuple[RecordingTracker, RecordingTaskTracker, Any, iosim.IOPump]:
+    """A worker's logic logged in to a jobtracker's, over PB in memory."""
     clock = Clock()
     jt, tt = RecordingTracker(), RecordingTaskTracker()
     server = pb_factory(jt, SECRET, clock)  # type: ignore[arg-type]
@@ -126,6 +126,12 @@ def linked() -> tuple[RecordingTracker, RecordingTaskTracker, PBJobTracker, iosi
         lambda: server.buildProtocol(None), lambda: client.buildProtocol(None), clock=clock)
     perspective = result_of(defer.Deferred.fromCoroutine(
         login(client, wire.ROLE_TASKTRACKER, SECRET, TaskTrackerMind(tt, tt.fake.stop))), pump)
+    return jt, tt, perspective, pump
+
+
+@pytest.fixture
+def linked() -> tuple[RecordingTracker, RecordingTaskTracker, PBJobTracker, iosim.IOPump]:
+    jt, tt, perspective, pump = _logged_in()
     reg = Registration("10.0.0.9", 7123, 4, 99)
     assert result_of(perspective.callRemote("register", reg.to_wire()), pump) == "w7"
     assert jt.registration == reg
@@ -188,14 +194,7 @@ def test_a_malformed_record_is_refused_by_the_adapter(linked: Any) -> None:
 def test_a_worker_of_protocol_3_gets_and_sends_plain_records() -> None:
     """Peers of protocol 4 pack their records (``pbwire.pack``); a worker of
     protocol 3 neither sends nor reads them packed, and works the same."""
-    clock = Clock()
-    jt, tt = RecordingTracker(), RecordingTaskTracker()
-    server = pb_factory(jt, SECRET, clock)  # type: ignore[arg-type]
-    client = client_factory()
-    _, _, pump = iosim.connectedServerAndClient(
-        lambda: server.buildProtocol(None), lambda: client.buildProtocol(None), clock=clock)
-    perspective = result_of(defer.Deferred.fromCoroutine(
-        login(client, wire.ROLE_TASKTRACKER, SECRET, TaskTrackerMind(tt, tt.fake.stop))), pump)
+    jt, tt, perspective, pump = _logged_in()
     old = {k: v for k, v in Registration("10.0.0.9", 7123, 4, 99).to_wire().items()
            if k not in ("min_protocol", "held")}
     assert result_of(perspective.callRemote("register", {**old, "protocol": 3}), pump) == "w7"
