@@ -15,7 +15,7 @@ from wordcounts import merged, read_wordcount, slow_wordcount
 
 def test_a_rolling_upgrade_during_one_job(tmp_path: Path) -> None:
     job = tmp_path / "slow.py"
-    job.write_text(slow_wordcount(2))
+    job.write_text(slow_wordcount(1.2))
     inputs = []
     expected: Counter[str] = Counter()
     for n in range(60):
