@@ -323,7 +323,7 @@ class Scheduler:
                                                          "traceback": ""})
         for job in self._running_jobs():
             job.inited.discard(wid)
-            reduces_left = any(t.state is not State.SUCCEEDED for t in job.reduces)
+            reduces_left = not job.all_succeeded("reduce")
             for index, loc in list(job.map_locations.items()):
                 if loc.wid == wid and reduces_left:
                     del job.map_locations[index]
@@ -351,7 +351,7 @@ class Scheduler:
         self._refresh(w)
         self._draining.add(wid)
         actions: list[Action] = []
-        if any(o.alive and not o.draining for o in self.workers.values()):
+        if self._others_than_draining():
             # What would only delay the stop runs again elsewhere: a map
             # (its output would have to move anyway) and a reduce still
             # waiting for map outputs (it has only fetched so far).
@@ -359,7 +359,7 @@ class Scheduler:
                 a = self.attempts[aid]
                 job = self.jobs[a.job_id]
                 if a.kind == "map":
-                    moves = any(t.state is not State.SUCCEEDED for t in job.reduces)
+                    moves = not job.all_succeeded("reduce")
                 else:
                     moves = len(job.map_locations) < job.num_maps
                 if a.state is State.RUNNING and moves:
@@ -620,6 +620,10 @@ class Scheduler:
         return not any(o.alive and o.failures.get(job.id, 0) < BLACKLIST_FAILURES
                        for o in self.workers.values())
 
+    def _others_than_draining(self) -> bool:
+        """Whether a worker not being drained is alive to take moved work."""
+        return any(o.alive and not o.draining for o in self.workers.values())
+
     def _drain_actions(self) -> list[Action]:
         """Move the needed map outputs off draining workers (once another
         worker can take them) and stop those that nothing needs."""
@@ -629,10 +633,10 @@ class Scheduler:
             if not w.alive:
                 self._draining.discard(wid)
                 continue
-            others = any(o.alive and not o.draining for o in self.workers.values())
+            others = self._others_than_draining()
             needed = False
             for job in self._running_jobs():
-                if all(t.state is State.SUCCEEDED for t in job.reduces):
+                if job.all_succeeded("reduce"):
                     continue
                 for index, loc in job.map_locations.items():
                     if loc.wid != wid:

@@ -76,8 +76,9 @@ class UnknownJob(Refused):
     """No job with that id."""
 
 
-class NotYourJob(Refused):
-    """A user asked to kill (or read the logs of) another user's job."""
+class NotAllowed(Refused):
+    """A user asked for what only another user or an administrator may do
+    (kill another's job, read its logs, drain a worker)."""
 
 
 class NoSuchWorker(Refused):

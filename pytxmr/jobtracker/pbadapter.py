@@ -275,7 +275,7 @@ class ClientAvatar(pb.Avatar):
             return
         owner = self.jt.owner(str(job_id))
         if not self.user.may_control(owner):
-            raise wire.NotYourJob(f"job {job_id} belongs to {owner or 'nobody'}: only they or "
+            raise wire.NotAllowed(f"job {job_id} belongs to {owner or 'nobody'}: only they or "
                                   f"an administrator may {what}")
 
     @refusals_as_pb_errors
@@ -297,7 +297,7 @@ class ClientAvatar(pb.Avatar):
     @refusals_as_pb_errors
     def perspective_drain(self, worker: str) -> dict[str, Any]:
         if self.user is not None and not self.user.admin:
-            raise wire.NotYourJob("only an administrator may drain a tasktracker")
+            raise wire.NotAllowed("only an administrator may drain a tasktracker")
         return self.jt.drain(str(worker))
 
     @refusals_as_pb_errors

@@ -140,10 +140,11 @@ class JobTracker:
         kept = {job.bundle for job in self.jobs.values() if job.bundle}
         if os.path.isdir(self.bundles.root):
             for name in os.listdir(self.bundles.root):
-                if name.split(".")[0] not in kept:
+                if name.split(".")[0] not in kept:  # NAME/, NAME.zip, NAME.UPLOAD.part
                     path = os.path.join(self.bundles.root, name)
-                    shutil.rmtree(path, ignore_errors=True)
-                    if os.path.exists(path):
+                    if os.path.isdir(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
                         os.unlink(path)
         self.admission.start(max([self.history.max_seq()] + [_seq(j) for j in self.jobs]))
         self._periodic_loop.start(max(0.05, self.expiry / 4), now=False)
@@ -636,10 +637,7 @@ class JobTracker:
         1 s) and sent together, so that a map done does not cost a call per
         worker of a large cluster."""
         if len(action.wids) <= ANNOUNCE_AT_ONCE:
-            for wid in action.wids:
-                conn = self.workers.get(wid)
-                if conn is not None:
-                    conn.worker.map_outputs(action.job_id, action.map_outputs)
+            self._tell_locations(action.job_id, action.wids, action.map_outputs)
             return
         pending = self._announcing.get(action.job_id)
         if pending is None:
@@ -651,9 +649,13 @@ class JobTracker:
     def _flush_announcements(self, job_id: str) -> None:
         locations = tuple(self._announcing.pop(job_id, ()))
         sjob = self.scheduler.jobs.get(job_id)
-        if not locations or sjob is None or sjob.state is not State.RUNNING:
-            return
-        for wid in sjob.reduce_wids():  # as they are now: a new one got them at launch
+        if locations and sjob is not None and sjob.state is State.RUNNING:
+            # To the workers running its reduces now: a newer one got them at launch.
+            self._tell_locations(job_id, sjob.reduce_wids(), locations)
+
+    def _tell_locations(self, job_id: str, wids: Sequence[str],
+                        locations: Sequence[Any]) -> None:
+        for wid in wids:
             conn = self.workers.get(wid)
             if conn is not None:
                 conn.worker.map_outputs(job_id, locations)

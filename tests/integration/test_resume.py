@@ -6,29 +6,60 @@ checked against an independent count."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import time
 import urllib.request
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from procs import Cluster, wait_for
 from wordcounts import merged, read_wordcount, slow_wordcount
 
 
-def _inputs(tmp_path: Path, files: int) -> tuple[list[Path], Counter[str], int]:
-    paths, expected, lines = [], Counter[str](), 0
+@dataclass
+class Running:
+    """A slow word count submitted to a cluster of its own (``_running``)."""
+
+    cluster: Cluster
+    submitter: subprocess.Popen[str]
+    job_id: str
+    out: Path
+    expected: Counter[str]
+    lines: int
+
+
+@contextlib.contextmanager
+def _running(tmp_path: Path, files: int, slots: int, reducers: int, map_sleep: float,
+             reduce_sleep: float) -> Iterator[Running]:
+    """2 tasktrackers of ``slots``; ``files`` input files of 3 lines each;
+    every process stopped at the end, also on failure."""
+    job = tmp_path / "slow.py"
+    job.write_text(slow_wordcount(map_sleep, reduce_sleep))
+    inputs, expected = [], Counter[str]()
     for n in range(files):
         text = "".join(f"w{(n * 7 + i) % 23} v{i % 13} both\n" for i in range(3))
         path = tmp_path / f"in{n:02d}.txt"
         path.write_text(text)
         expected.update(text.split())
-        lines += 3
-        paths.append(path)
-    return paths, expected, lines
+        inputs.append(path)
+    c = Cluster(tmp_path / "cluster")
+    out = tmp_path / "out"
+    submitter: subprocess.Popen[str] | None = None
+    try:
+        c.start_jobtracker()
+        c.start_tasktrackers(2, slots)
+        submitter = c.popen_submit(job, inputs, out, "--reducers", str(reducers))
+        yield Running(c, submitter, _job_id(c), out, expected, 3 * files)
+    finally:
+        if submitter is not None and submitter.poll() is None:
+            submitter.kill()
+            submitter.communicate()
+        c.stop_all()
 
 
 def _status(c: Cluster, job_id: str) -> dict[str, Any] | None:
@@ -75,22 +106,15 @@ def _job_id(c: Cluster) -> str:
 
 
 def test_a_job_resumes_after_the_jobtracker_is_killed_during_its_maps(tmp_path: Path) -> None:
-    job = tmp_path / "slow.py"
-    job.write_text(slow_wordcount(0.4, 0.05))
-    inputs, expected, lines = _inputs(tmp_path, 16)
-    c = Cluster(tmp_path / "cluster")
-    try:
-        c.start_jobtracker()
-        c.start_tasktrackers(2, 2)
-        submitter = c.popen_submit(job, inputs, tmp_path / "out", "--reducers", "2")
-        job_id = _job_id(c)
+    with _running(tmp_path, 16, 2, 2, 0.4, 0.05) as r:
+        c, job_id = r.cluster, r.job_id
         done = wait_for(lambda: (s := _status(c, job_id)) and s["maps"]["done"] >= 5
                         and s["maps"]["done"], 60, "five maps to be done")
         t0 = time.monotonic()
-        stderr = _restart_and_finish(c, submitter)
+        stderr = _restart_and_finish(c, r.submitter)
         print(f"resumed and finished {time.monotonic() - t0:.1f}s after the restart")
         assert "the jobtracker is back; still waiting for" in stderr, stderr
-        assert merged(read_wordcount(tmp_path / "out")) == expected
+        assert merged(read_wordcount(r.out)) == r.expected
         assert c.jobtracker is not None
         log = c.jobtracker.log()
         assert f"Job {job_id} resumed at step 1 of 1" in log, log
@@ -101,29 +125,19 @@ def test_a_job_resumes_after_the_jobtracker_is_killed_during_its_maps(tmp_path: 
         # The counters of the maps done before the kill came from the journal.
         result = _status(c, job_id)
         assert result is not None and result["state"] == "succeeded"
-        assert result["counters"]["pytxmr"]["map input records"] == lines
+        assert result["counters"]["pytxmr"]["map input records"] == r.lines
         for tt in c.tasktrackers:
             assert "Lost the jobtracker" in tt.log()
-    finally:
-        c.stop_all()
 
 
 def test_committed_reduces_stay_committed_across_a_restart(tmp_path: Path) -> None:
-    job = tmp_path / "slow.py"
-    job.write_text(slow_wordcount(0.4, 0.05))
-    inputs, expected, lines = _inputs(tmp_path, 4)
-    c = Cluster(tmp_path / "cluster")
-    out = tmp_path / "out"
-    try:
-        c.start_jobtracker()
-        c.start_tasktrackers(2, 1)
-        submitter = c.popen_submit(job, inputs, out, "--reducers", "8")
-        job_id = _job_id(c)
+    with _running(tmp_path, 4, 1, 8, 0.4, 0.05) as r:
+        c, job_id, out = r.cluster, r.job_id, r.out
         committed = wait_for(lambda: (n := len(list(out.glob("part-*")))) >= 2 and n, 90,
                              "two reduces to commit")
         before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
-        _restart_and_finish(c, submitter)
-        assert merged(read_wordcount(out)) == expected
+        _restart_and_finish(c, r.submitter)
+        assert merged(read_wordcount(out)) == r.expected
         assert sorted(p.name for p in out.glob("part-*")) == [f"part-{i:05d}" for i in range(8)]
         # Not written again: the same files, untouched.
         for name, mtime in before.items():
@@ -134,10 +148,8 @@ def test_committed_reduces_stay_committed_across_a_restart(tmp_path: Path) -> No
         assert resumed and int(resumed[0].split(" maps and ")[1].split()[0]) >= committed, log
         result = _status(c, job_id)
         assert result is not None
-        assert result["counters"]["pytxmr"]["map input records"] == lines
-        assert result["counters"]["pytxmr"]["reduce output records"] == len(expected)
-    finally:
-        c.stop_all()
+        assert result["counters"]["pytxmr"]["map input records"] == r.lines
+        assert result["counters"]["pytxmr"]["reduce output records"] == len(r.expected)
 
 
 def test_no_map_runs_again_when_the_jobtracker_dies_between_maps_and_reduces(
@@ -145,24 +157,14 @@ def test_no_map_runs_again_when_the_jobtracker_dies_between_maps_and_reduces(
     """Every map done, no reduce committed (they are slow): after the
     restart, every map output comes back from the workers and none runs
     again."""
-    job = tmp_path / "slow.py"
-    job.write_text(slow_wordcount(0.1, 0.3))
-    inputs, expected, lines = _inputs(tmp_path, 8)
-    c = Cluster(tmp_path / "cluster")
-    out = tmp_path / "out"
-    try:
-        c.start_jobtracker()
-        c.start_tasktrackers(2, 2)
-        submitter = c.popen_submit(job, inputs, out, "--reducers", "2")
-        job_id = _job_id(c)
+    with _running(tmp_path, 8, 2, 2, 0.1, 0.3) as r:
+        c, job_id = r.cluster, r.job_id
         wait_for(lambda: (s := _status(c, job_id)) and s["maps"]["done"] == 8 or None, 60,
                  "every map to be done")
-        assert not list(out.glob("part-*"))
-        _restart_and_finish(c, submitter)
-        assert merged(read_wordcount(out)) == expected
+        assert not list(r.out.glob("part-*"))
+        _restart_and_finish(c, r.submitter)
+        assert merged(read_wordcount(r.out)) == r.expected
         assert _maps_run_again(c, job_id) == 0
         result = _status(c, job_id)
         assert result is not None
-        assert result["counters"]["pytxmr"]["map input records"] == lines
-    finally:
-        c.stop_all()
+        assert result["counters"]["pytxmr"]["map input records"] == r.lines
