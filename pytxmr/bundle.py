@@ -310,7 +310,8 @@ def search_path(unpacked: str) -> list[str]:
 def enter(unpacked: str, cwd: str) -> None:
     """In a task child: the bundle's modules importable, its files linked
     into the working directory ``cwd`` by base name."""
-    sys.path[:0] = search_path(unpacked)
+    # Once per process, which may run several tasks of the job.
+    sys.path[:0] = [p for p in search_path(unpacked) if p not in sys.path]
     files = os.path.join(unpacked, FILES)
     for name in os.listdir(files):
         link = os.path.join(cwd, name)

@@ -11,6 +11,7 @@ in the children: the daemon and the zygote never import a job module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import storage
+from .tasklog import read_tail
 
 _MAX_RESULT_BYTES = 16 << 20
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,6 +63,8 @@ class _Forked:
 
     def __init__(self) -> None:
         self.pid: int | None = None
+        #: What the process had read before this task (a reused one's earlier tasks).
+        self.read_before = 0
         self.kill_requested: str | None = None
         self.status: defer.Deferred[int | None] = defer.Deferred()
 
@@ -96,17 +100,27 @@ class Zygote(protocol.ProcessProtocol):
             self, sys.executable, [sys.executable, "-m", "pytxmr.zygote"],
             env=child_env(), childFDs={0: "w", 1: "r", 2: "r"})
 
-    def fork(self, spec_path: str, log_path: str, result_path: str,
-             preload: Sequence[str] = ()) -> _Forked:
+    def fork(self, spec: dict[str, Any], cwd: str, log_path: str, result_path: str,
+             preload: Sequence[str] = (), reuse: str | None = None) -> _Forked:
+        """Run a task in a child; with ``reuse`` (a job's id), in a process
+        that ran an earlier task of the same key, if one is free (see
+        ``pytxmr.zygote``): no fork, no copied pages, for each tiny task."""
         if not self.running:
             raise RuntimeError("the zygote is not running")
         self._next_id += 1
         child = _Forked()
         self._by_id[self._next_id] = child
-        request = {"id": self._next_id, "spec": spec_path, "log": log_path,
+        request: dict[str, Any] = {"id": self._next_id, "spec": spec, "cwd": cwd, "log": log_path,
                    "result": result_path, "preload": list(preload)}
+        if reuse is not None:
+            request["reuse"] = reuse
         self.transport.write(json.dumps(request).encode() + b"\n")
         return child
+
+    def retire(self, reuse: str) -> None:
+        """No more tasks of ``reuse`` (its job ended): its idle processes exit."""
+        if self.running and self.transport is not None:
+            self.transport.write(json.dumps({"retire": reuse}).encode() + b"\n")
 
     def outReceived(self, data: bytes) -> None:
         self._buffer += data
@@ -116,6 +130,8 @@ class Zygote(protocol.ProcessProtocol):
             if "started" in message:
                 child = self._by_id.pop(message["id"])
                 child.pid = message["started"]
+                if message.get("reused"):
+                    child.read_before = io_bytes(child.pid, ("rchar:",)) or 0
                 self._by_pid[child.pid] = child
                 if child.kill_requested is not None:
                     child.kill(child.kill_requested)
@@ -159,9 +175,10 @@ class Zygote(protocol.ProcessProtocol):
         return ended
 
 
-def _outcome(result_path: str, log_path: str, status: int | None,
+def _outcome(result_path: str, log: str, status: int | None,
              killed_because: str | None) -> dict[str, Any]:
-    """The task's result, or an error saying how its process died."""
+    """The task's result, or an error saying how its process died (with the
+    end of its ``log``)."""
     try:
         with open(result_path, "rb") as f:
             data = f.read(_MAX_RESULT_BYTES)
@@ -184,16 +201,7 @@ def _outcome(result_path: str, log_path: str, status: int | None,
     else:
         why = f"the task process exited with code {status} before reporting a result"
     return {"ok": False, "error": {"type": "TaskProcessDied", "message": why,
-                                   "traceback": log_tail(log_path)}}
-
-
-def log_tail(path: str, size: int = 4096) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, os.path.getsize(path) - size))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+                                   "traceback": log[-4096:]}}
 
 
 def io_bytes(pid: int, kinds: tuple[str, ...] = ("rchar:", "wchar:")) -> int | None:
@@ -218,17 +226,23 @@ class TaskChild:
 
     def __init__(self, clock: IReactorTime, zygote: Zygote, spec: dict[str, Any],
                  work_dir: str, timeout: float | None = None,
-                 stall_timeout: float | None = None) -> None:
-        self.work_dir = work_dir
-        self.log_path = os.path.join(work_dir, "task.log")
-        os.makedirs(work_dir, exist_ok=True)
-        spec_path = os.path.join(work_dir, "spec.json")
-        result_path = os.path.join(work_dir, "result.json")
-        with open(spec_path, "w", encoding="utf-8") as f:
-            json.dump(spec, f)
+                 stall_timeout: float | None = None, scratch: tuple[str, str] | None = None,
+                 reuse: str | None = None) -> None:
+        self.work_dir = work_dir  # made by the child (a mkdir is slow on a busy disk)
+        # The log and the result: in the work dir, or (``scratch``: the
+        # directory and a name for them) where they cost less, a tmpfs.
+        if scratch is None:
+            self.log_path = os.path.join(work_dir, "task.log")
+            result_path = os.path.join(work_dir, "result.json")
+        else:
+            self.log_path = os.path.join(scratch[0], f"{scratch[1]}.log")
+            result_path = os.path.join(scratch[0], f"{scratch[1]}.result")
+        self._scratch = scratch is not None
+        #: The end of the task's log (``tasklog.read_tail``), once it ended.
+        self.log = ""
         split_path = spec.get("split", {}).get("path", "")
-        self._child = zygote.fork(spec_path, self.log_path, result_path,
-                                  storage.client_modules(split_path))
+        self._child = zygote.fork(spec, work_dir, self.log_path, result_path,
+                                  storage.client_modules(split_path), reuse)
         self._clock = clock
         self._timer: IDelayedCall | None = None
         if timeout:
@@ -258,7 +272,13 @@ class TaskChild:
             self._timer.cancel()
         if self._watch is not None and self._watch.running:
             self._watch.stop()
-        return _outcome(result_path, self.log_path, status, self._child.kill_requested)
+        self.log = read_tail(self.log_path)
+        outcome = _outcome(result_path, self.log, status, self._child.kill_requested)
+        if self._scratch:  # read: no use keeping them
+            for path in (self.log_path, result_path):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        return outcome
 
     def kill(self, why: str = "the task was killed") -> None:
         self._child.kill(why)
@@ -267,4 +287,6 @@ class TaskChild:
         """What the task has read so far (its input, or its runs): 0 before
         it started or where /proc cannot tell."""
         pid = self._child.pid
-        return (io_bytes(pid, ("rchar:",)) or 0) if pid is not None else 0
+        if pid is None:
+            return 0
+        return max(0, (io_bytes(pid, ("rchar:",)) or 0) - self._child.read_before)

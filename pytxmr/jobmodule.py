@@ -65,6 +65,9 @@ class JobDefinition:
 
     steps: tuple[Job, ...]
     arguments: tuple[jobargs.Arg, ...] | None
+    #: Whether its maps may share a task process, one after another
+    #: (the module's ``reuse_processes``; docs/jobs.md).
+    reuse_processes: bool = True
 
     def summary(self) -> list[dict[str, Any]]:
         """Plain data for the submission check's report: what the
@@ -249,9 +252,12 @@ def define(module: types.ModuleType, map_name: str = "map",
         arguments = jobargs.declared(module)
     except jobargs.ArgumentError as e:
         raise JobDefinitionError(str(e)) from None
+    reuse = getattr(module, "reuse_processes", True)
+    if not isinstance(reuse, bool):
+        raise JobDefinitionError(f"{module.__file__}: reuse_processes must be True or False")
     steps = getattr(module, "steps", None)
     if steps is None:
-        return JobDefinition((resolve(module, map_name, reduce_name),), arguments)
+        return JobDefinition((resolve(module, map_name, reduce_name),), arguments, reuse)
     where = module.__file__
     if not isinstance(steps, (list, tuple)) or not steps:
         raise JobDefinitionError(f"{where}: steps must be a non-empty list of pytxmr.Step")
@@ -264,7 +270,7 @@ def define(module: types.ModuleType, map_name: str = "map",
                 f"{where}: the module defines both steps and {name!r}: put {name!r} "
                 f"in a Step, or drop steps")
     return JobDefinition(tuple(_resolve_step(module, s, n, len(steps))
-                               for n, s in enumerate(steps)), arguments)
+                               for n, s in enumerate(steps)), arguments, reuse)
 
 
 

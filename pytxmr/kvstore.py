@@ -18,6 +18,7 @@ from typing import Any
 __all__ = [
     "INDEX_FORMAT",
     "KeyValueStore",
+    "delete_paths",
     "read_index",
     "valid_job_id",
 ]
@@ -107,9 +108,8 @@ class _Job:
 class KeyValueStore:
     """Finished map outputs of every job this tasktracker runs.
 
-    Methods do small, blocking file-system work (reading an index, deleting a
-    job's tree); callers on a reactor thread may prefer to run remove_job in a
-    thread for jobs with very many files.
+    Methods do small, blocking file-system work (reading an index, renaming
+    a job's tree); deleting a job's files is ``delete_paths``, apart.
     """
 
     def __init__(self, root: str) -> None:
@@ -211,25 +211,45 @@ class KeyValueStore:
         """Ids of the registered jobs, sorted."""
         return sorted(self._jobs)
 
-    def remove_job(self, job_id: str) -> None:
-        """Forget a job and delete its work dir and registered outputs.
+    def remove_job(self, job_id: str) -> list[str]:
+        """Forget a job at once and move its work dir aside; return the paths
+        to delete (``delete_paths``). A job of thousands of maps takes long
+        to delete, seconds on a busy disk: a caller on a reactor thread
+        deletes them in a thread.
 
         Idempotent: an unknown (but valid) job id still has its directory
         removed, if any. Open readers of its files keep reading (POSIX unlink).
         """
         _check_job_id(job_id)
         job = self._jobs.pop(job_id, None)
+        paths = []
+        work_dir = os.path.join(self.root, job_id)
+        if os.path.isdir(work_dir):
+            # Aside under a name no job has (ids start with a letter or a
+            # digit), so that the same job id may be registered again now.
+            aside = os.path.join(self.root, f".removed-{job_id}-{os.urandom(4).hex()}")
+            os.rename(work_dir, aside)
+            paths.append(aside)
         if job is not None:
-            for output in job.maps.values():
-                _unlink_quietly(output.data_path)
-                _unlink_quietly(output.index_path)
-        shutil.rmtree(os.path.join(self.root, job_id), ignore_errors=True)
+            paths += [path for output in job.maps.values()
+                      for path in (output.data_path, output.index_path)
+                      if not path.startswith(work_dir + os.sep)]
+        return paths
 
     def _job(self, job_id: str) -> _Job:
         try:
             return self._jobs[job_id]
         except (KeyError, TypeError):
             raise KeyError(f"unknown job {job_id!r}") from None
+
+
+def delete_paths(paths: list[str]) -> None:
+    """Delete what ``KeyValueStore.remove_job`` set aside."""
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            _unlink_quietly(path)
 
 
 def _unlink_quietly(path: str) -> None:

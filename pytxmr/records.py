@@ -314,7 +314,9 @@ def read_frames(f: BinaryIO, offset: int, length: int) -> Iterator[list[Record]]
 
 def iter_frames_file(path: str, offset: int = 0, length: int | None = None) -> Iterator[list[Record]]:
     """The frames of a segment stored in ``path``; the file is closed at the end."""
-    with open(path, "rb", buffering=1 << 20) as f:
+    # A tiny run needs no 1 MB buffer (thousands of tiny maps' runs).
+    buffering = 1 << 20 if length is None else min(1 << 20, max(length, 8192))
+    with open(path, "rb", buffering=buffering) as f:
         if length is None:
             f.seek(0, 2)
             length = f.tell() - offset
@@ -328,7 +330,9 @@ def verify_segment(path: str, offset: int = 0, length: int | None = None) -> int
     Compressed frames are checked as stored: no codec package is needed."""
     hsize = FRAME_HEADER.size
     frames = 0
-    with open(path, "rb", buffering=1 << 20) as f:
+    # A tiny run needs no 1 MB buffer (thousands of tiny maps' runs).
+    buffering = 1 << 20 if length is None else min(1 << 20, max(length, 8192))
+    with open(path, "rb", buffering=buffering) as f:
         if length is None:
             length = os.fstat(f.fileno()).st_size - offset
         end = offset + length

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IAddress, IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
@@ -43,6 +44,7 @@ __all__ = [
     "ShuffleError",
     "ShuffleServerFactory",
     "ShuffleServerProtocol",
+    "ShufflePool",
     "fetch",
     "request_mac",
 ]
@@ -551,6 +553,11 @@ class ShuffleClientProtocol(protocol.Protocol):
             self._busy = False
             self._dest = self._open_dest = None
 
+    @property
+    def ready(self) -> bool:
+        """Whether a fetch may start now: connected, greeted, not busy, not failed."""
+        return self._state is _READY and self.transport is not None and not self._busy
+
     def close(self) -> Deferred[None]:
         """Close the connection; fires once it is closed."""
         d: Deferred[None] = Deferred()
@@ -757,7 +764,22 @@ async def fetch(
     ``tls``, the server must show a certificate of the cluster CA for
     ``host``, and is shown ours.
     """
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout or timeout)
+    client = await _connect(reactor, host, port, timeout, connect_timeout or timeout, tls)
+    try:
+        return await client.fetch(job_id, map_id, partition, token, dest)
+    finally:
+        await client.close()
+
+
+async def _connect(reactor: Any, host: str, port: int, timeout: float,
+                   connect_timeout: float, tls: ClusterTLS | None) -> ShuffleClientProtocol:
+    # An address needs no name lookup (HostnameEndpoint's goes through a thread).
+    if isIPAddress(host):
+        endpoint: Any = TCP4ClientEndpoint(reactor, host, port, timeout=connect_timeout)
+    elif isIPv6Address(host):
+        endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=connect_timeout)
+    else:
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
     if tls is not None:
         endpoint = tls.wrap_client(host, endpoint)
     client = ShuffleClientProtocol(reactor, timeout)
@@ -765,7 +787,104 @@ async def fetch(
         await endpoint.connect(_OneConnection(client))
     except (ConnectError, DNSLookupError) as e:
         raise ShuffleError(f"cannot connect to shuffle server {host}:{port}: {e}") from None
-    try:
-        return await client.fetch(job_id, map_id, partition, token, dest)
-    finally:
-        await client.close()
+    return client
+
+
+class ShufflePool:
+    """A tasktracker's shuffle connections, kept open between fetches.
+
+    A job of many small maps fetches thousands of tiny segments from each
+    worker: a connection (and a handshake, with TLS) per segment would cost
+    more than the segment. At most ``per_server`` connections run to one
+    server at a time (further fetches wait for one of them, as Hadoop's
+    parallel copies are bounded); an idle one is closed after ``idle``
+    seconds, well before the server's own idle timeout would close it.
+    """
+
+    def __init__(self, reactor: Any, timeout: float = 60.0, connect_timeout: float | None = None,
+                 tls: ClusterTLS | None = None, per_server: int = 6, idle: float = 10.0) -> None:
+        self._reactor = reactor
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout or timeout
+        self._tls = tls
+        self._per_server = per_server
+        self._idle = idle
+        self._servers: dict[tuple[str, int], _Server] = {}
+
+    async def fetch(self, host: str, port: int, job_id: str, map_id: int, partition: int,
+                    token: bytes, dest: Destination) -> int:
+        """As the module's ``fetch``, over a kept connection when one is free."""
+        server = self._servers.setdefault((host, port), _Server())
+        client = await self._acquire(server, host, port)
+        ok = False
+        try:
+            n = await client.fetch(job_id, map_id, partition, token, dest)
+            ok = True
+            return n
+        finally:
+            self._release(server, client, ok)
+
+    def close(self) -> None:
+        """Close every idle connection (call it once the fetches are cancelled)."""
+        for server in self._servers.values():
+            for client, timer in server.idle:
+                timer.cancel()
+                client.close()
+            server.idle.clear()
+        self._servers.clear()
+
+    async def _acquire(self, server: _Server, host: str, port: int) -> ShuffleClientProtocol:
+        while server.idle:
+            client, timer = server.idle.pop()
+            timer.cancel()
+            if client.ready:
+                return client
+            server.open -= 1  # closed by the server meanwhile
+        if server.open >= self._per_server:
+            waiter: Deferred[ShuffleClientProtocol | None] = Deferred(server.waiters.remove)
+            server.waiters.append(waiter)
+            client = await waiter
+            if client is not None:
+                return client
+            # A connection failed and left its place to us: open another.
+        server.open += 1
+        try:
+            return await _connect(self._reactor, host, port, self._timeout,
+                                  self._connect_timeout, self._tls)
+        except BaseException:
+            server.open -= 1
+            self._wake(server, None)
+            raise
+
+    def _release(self, server: _Server, client: ShuffleClientProtocol, ok: bool) -> None:
+        if not (ok and client.ready):
+            server.open -= 1
+            client.close()
+            self._wake(server, None)
+        elif not self._wake(server, client):
+            timer = self._reactor.callLater(self._idle, self._expire, server, client)
+            server.idle.append((client, timer))
+
+    def _wake(self, server: _Server, client: ShuffleClientProtocol | None) -> bool:
+        """Hand ``client`` (or, with None, the place of a closed one) to the
+        first fetch waiting for this server, if any."""
+        if not server.waiters:
+            return False
+        if client is None and server.open >= self._per_server:
+            return False
+        server.waiters.pop(0).callback(client)
+        return True
+
+    def _expire(self, server: _Server, client: ShuffleClientProtocol) -> None:
+        server.idle = [(c, t) for c, t in server.idle if c is not client]
+        server.open -= 1
+        client.close()
+
+
+class _Server:
+    """The pool's connections to one shuffle server."""
+
+    def __init__(self) -> None:
+        self.open = 0  # connecting, in use or idle
+        self.idle: list[tuple[ShuffleClientProtocol, IDelayedCall]] = []
+        self.waiters: list[Deferred[ShuffleClientProtocol | None]] = []

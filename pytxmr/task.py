@@ -1,10 +1,10 @@
 """The task child: runs one map, reduce or submission check.
 
 A daemon's zygote (``pytxmr.zygote``) forks one child per task attempt and
-calls ``main`` in it (``python -m pytxmr.task SPEC.json`` does the same in a
-fresh process), so that user code never runs inside a daemon: if it raises,
-exits, hangs or is killed, only this process goes. It reads its task from a
-JSON spec file, loads the job module from source, runs the map, the reduce
+calls ``run`` in it with the task's spec (``python -m pytxmr.task SPEC.json``
+does the same in a fresh process), so that user code never runs inside a
+daemon: if it raises, exits, hangs or is killed, only this process goes. It
+loads the job module from source, runs the map, the reduce
 or the check, and reports one JSON line ``{"result": ...}`` on file
 descriptor 3 (stdout and stderr are the user's, captured as task logs).
 It imports nothing from Twisted, and neither does the zygote.
@@ -29,6 +29,9 @@ from .reducer import run_reduce
 from .splits import Split
 
 RESULT_FD = 3
+#: Whether the job of the last task run here lets this process run another
+#: of its maps (``JobDefinition.reuse_processes``).
+reusable = False
 #: Bytes reserved for the result while the task runs (cut back after it).
 RESULT_ROOM = 256 << 10
 
@@ -71,10 +74,13 @@ def load_job(spec: dict[str, Any]) -> JobDefinition:
 
 def execute(spec: dict[str, Any]) -> dict[str, Any]:
     """Run the task ``spec`` describes in this process; plain-data result."""
-    counters = _counters.current
+    counters = _counters.reset()  # a reused process ran other tasks before
     kind = spec["kind"]
     storage.use_options(spec["job"].get("storage_options") or {})
+    global reusable
+    reusable = False  # until the job says so (a job that fails to load does not)
     definition = load_job(spec["job"])
+    reusable = definition.reuse_processes
     # Map and reduce build millions of small acyclic objects; the cyclic
     # collector would traverse them all again and again (measured: a third
     # of a word count's time). Reference counting still frees them, and the
@@ -125,13 +131,18 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the task of the spec file ``argv[0]``."""
+    """Run the task of the spec file ``argv[0]``, in the file's directory."""
     argv = sys.argv[1:] if argv is None else argv
-    die_with_parent()
-    spec_path = argv[0]
-    os.chdir(os.path.dirname(os.path.abspath(spec_path)))
-    with open(spec_path, encoding="utf-8") as f:
+    with open(argv[0], encoding="utf-8") as f:
         spec = json.load(f)
+    return run(spec, os.path.dirname(os.path.abspath(argv[0])))
+
+
+def run(spec: dict[str, Any], work_dir: str) -> int:
+    """Run the task ``spec`` in ``work_dir``, report its result on
+    ``RESULT_FD``; the process's exit status."""
+    die_with_parent()
+    os.chdir(work_dir)
     try:
         report = os.fdopen(RESULT_FD, "w", encoding="utf-8")
     except OSError:

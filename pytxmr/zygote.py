@@ -3,7 +3,8 @@ per task (``python -m pytxmr.zygote``).
 
 Starting Python and importing pytxmr costs 50-100 ms of CPU per task; a
 fork costs about one. A daemon keeps one zygote and sends it one JSON line
-per task on stdin; the zygote forks, the child runs the task exactly as
+per task on stdin (the task's spec in it: no file to write and delete per
+task); the zygote forks, the child runs the task exactly as
 ``python -m pytxmr.task`` would (its own process, its own fresh copy of the
 user's module, stdout and stderr into the task's log, the result into a
 file), and the zygote reports each start and end as JSON lines on stdout.
@@ -12,6 +13,7 @@ The zygote never imports a job module itself, so no user code can alter it.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import io
 import json
@@ -19,6 +21,8 @@ import os
 import select
 import signal
 import sys
+import threading
+import time
 from typing import Any
 
 from . import storage, task
@@ -49,10 +53,9 @@ class BoundedLog(io.TextIOBase):
         return len(text)
 
 
-def _child(request: dict[str, Any], inherited: list[int]) -> None:
-    """In the forked child: wire the fds as a task expects, then run it."""
-    for fd in inherited:
-        os.close(fd)
+def _run_one(request: dict[str, Any]) -> int:
+    """In a forked child: wire the fds as a task expects, run it; its status."""
+    os.makedirs(request["cwd"], exist_ok=True)
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     result = os.open(request["result"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -63,17 +66,75 @@ def _child(request: dict[str, Any], inherited: list[int]) -> None:
     for fd in (log, result, devnull):
         if fd > task.RESULT_FD:
             os.close(fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.set_wakeup_fd(-1)
     sys.stdin = open(0, closefd=False)
     sys.stdout = sys.stderr = BoundedLog(1, request.get("log_limit", MAX_LOG_BYTES))
     code = 1
     try:
-        code = task.main([request["spec"]])
+        code = task.run(request["spec"], request["cwd"])
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+    return code
+
+
+def _child(request: dict[str, Any], inherited: list[int],
+           runner: tuple[int, int] | None) -> None:
+    """In the forked child: run the request's task, and with ``runner``
+    (its request and done pipes) the next ones of its job, until it should
+    not or the zygote closes the pipe."""
+    for fd in inherited:
+        os.close(fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    gc.disable()  # as the task does (pytxmr.task.execute), and before it imports
+    code, done = 1, 0
+    try:
+        code = _run_one(request)
+        if runner is None:
+            return
+        requests, replies = runner
+        pending = b""
+        while True:
+            done += 1
+            retire = not _fit_for_more(code, done)
+            os.write(replies, json.dumps({"done": request["id"], "status": code,
+                                          "retire": retire}).encode() + b"\n")
+            if retire:
+                return
+            while b"\n" not in pending:
+                data = os.read(requests, 65536)
+                if not data:
+                    return  # the zygote let us go
+                pending += data
+            line, pending = pending.split(b"\n", 1)
+            request = json.loads(line)
+            code = 1  # if it cannot even start: a failure
+            code = _run_one(request)
+    finally:
         os._exit(code)
+
+
+#: A task process runs the next map of its job (``reuse``) while it is fit:
+#: at most this many tasks, ...
+RUNNER_MAX_TASKS = 1000
+#: ... and while it is this small (a task that leaked or held much goes
+#: with its process, as a task run alone would).
+RUNNER_MAX_RSS = 128 << 20
+
+
+def _fit_for_more(code: int, done: int) -> bool:
+    """Whether this process may run another task after one that ended with
+    ``code``: not after a failure, a thread left running, a grown heap, nor
+    for a job that asks for a process per task."""
+    if code != 0 or done >= RUNNER_MAX_TASKS or threading.active_count() > 1 \
+            or not task.reusable:
+        return False
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return False
+    return rss <= RUNNER_MAX_RSS
 
 
 def _preload(names: list[str]) -> None:
@@ -93,15 +154,131 @@ def _report(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+class _Runner:
+    """A task process that can take another task of its job (``reuse``)."""
+
+    def __init__(self, key: str, requests: int, replies: int) -> None:
+        self.key = key
+        self.requests = requests  # our end of its request pipe
+        self.replies = replies  # our end of its done pipe
+        self.busy = True
+        self.buffered = b""
+        self.idle_since = 0.0
+
+
+#: Seconds an idle task process waits for another task of its job.
+RUNNER_IDLE = 5.0
+
+
+class Zygote:
+    """The zygote's state: the task processes it forked, those that can be
+    reused by job, and the daemon's requests."""
+
+    def __init__(self, wake: tuple[int, int]) -> None:
+        self.wake = wake
+        self.runners: dict[int, _Runner] = {}
+        self.by_reply: dict[int, int] = {}  # a runner's done pipe -> its pid
+
+    def handle(self, request: dict[str, Any]) -> None:
+        if "retire" in request:
+            for pid, runner in list(self.runners.items()):
+                if runner.key == request["retire"] and not runner.busy:
+                    self._forget(pid)
+            return
+        key = request.get("reuse")
+        for pid, runner in self.runners.items():
+            if runner.key == key and not runner.busy:
+                try:
+                    os.write(runner.requests, json.dumps(request).encode() + b"\n")
+                except OSError:
+                    continue  # it just died: its end is reaped below
+                runner.busy = True
+                _report({"started": pid, "id": request["id"], "reused": True})
+                return
+        _preload(request.get("preload", []))
+        # Our objects out of the collector's sight before a fork.
+        gc.freeze()
+        pipes = (os.pipe(), os.pipe()) if key is not None else None
+        pid = os.fork()
+        if pid == 0:
+            inherited = [*self.wake, *(fd for r in self.runners.values()
+                                       for fd in (r.requests, r.replies))]
+            if pipes is not None:
+                (req_r, req_w), (rep_r, rep_w) = pipes
+                inherited += [req_w, rep_r]
+                _child(request, inherited, (req_r, rep_w))
+            _child(request, inherited, None)
+        if pipes is not None:
+            (req_r, req_w), (rep_r, rep_w) = pipes
+            os.close(req_r)
+            os.close(rep_w)
+            self.runners[pid] = _Runner(key, req_w, rep_r)
+            self.by_reply[rep_r] = pid
+        _report({"started": pid, "id": request["id"]})
+
+    def replied(self, fd: int, now: float) -> None:
+        """A runner's done pipe is readable: a task ended, or it exited."""
+        pid = self.by_reply[fd]
+        runner = self.runners[pid]
+        data = os.read(fd, 65536)
+        if not data:  # it exited: reaped soon, no more to read
+            del self.by_reply[fd]
+            os.close(fd)
+            runner.replies = -1
+            return
+        runner.buffered += data
+        while b"\n" in runner.buffered:
+            line, runner.buffered = runner.buffered.split(b"\n", 1)
+            message = json.loads(line)
+            runner.busy = False
+            runner.idle_since = now
+            _report({"ended": pid, "status": message["status"]})
+            if message["retire"]:
+                self._forget(pid)
+
+    def reaped(self, pid: int, status: int) -> None:
+        runner = self.runners.get(pid)
+        if runner is not None:
+            self._forget(pid)
+            if not runner.busy:
+                return  # it had no task: the daemon waits for nothing
+        _report({"ended": pid, "status": os.waitstatus_to_exitcode(status)})
+
+    def expire(self, now: float) -> None:
+        for pid, runner in list(self.runners.items()):
+            if not runner.busy and now - runner.idle_since >= RUNNER_IDLE:
+                self._forget(pid)
+
+    def let_all_go(self) -> None:
+        for pid in list(self.runners):
+            self._forget(pid)
+
+    def _forget(self, pid: int) -> None:
+        """No more tasks for it: an idle runner exits when its request pipe
+        closes, a busy one after its task."""
+        runner = self.runners.pop(pid)
+        self.by_reply.pop(runner.replies, None)
+        for fd in (runner.requests, runner.replies):
+            if fd >= 0:
+                os.close(fd)
+
+
 def serve() -> None:
     task.die_with_parent()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    zygote = Zygote((wake_r, wake_w))
     buffered = b""
     while True:
-        ready, _, _ = select.select([0, wake_r], [], [])
+        ready, _, _ = select.select([0, wake_r, *zygote.by_reply], [], [], RUNNER_IDLE / 2)
+        now = time.monotonic()
+        # Ends of tasks first, so a runner that just finished one may take
+        # the next request.
+        for fd in ready:
+            if fd in zygote.by_reply:
+                zygote.replied(fd, now)
         if wake_r in ready:
             os.read(wake_r, 4096)
         while True:
@@ -111,12 +288,13 @@ def serve() -> None:
                 break
             if pid == 0:
                 break
-            _report({"ended": pid, "status": os.waitstatus_to_exitcode(status)})
+            zygote.reaped(pid, status)
         if 0 in ready:
             data = os.read(0, 65536)
             if not data:
                 # The daemon closed our stdin: it is stopping (and has
                 # killed its tasks). Reap them, so none outlives us.
+                zygote.let_all_go()
                 while True:
                     try:
                         os.waitpid(-1, 0)
@@ -125,12 +303,8 @@ def serve() -> None:
             buffered += data
             while b"\n" in buffered:
                 line, buffered = buffered.split(b"\n", 1)
-                request = json.loads(line)
-                _preload(request.get("preload", []))
-                pid = os.fork()
-                if pid == 0:
-                    _child(request, [wake_r, wake_w])
-                _report({"started": pid, "id": request["id"]})
+                zygote.handle(json.loads(line))
+        zygote.expire(now)
 
 
 if __name__ == "__main__":

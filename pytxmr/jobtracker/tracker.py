@@ -51,9 +51,9 @@ DEFAULT_CHECK_TIMEOUT = 30.0
 #: to come back before its maps run again (they reconnect with a backoff
 #: of at most 10 s).
 DEFAULT_RESUME_GRACE = 12.0
-#: Workers running a job's reduces up to which each map output is
-#: announced to them at once (beyond, ``JobTracker._announce`` gathers them).
-ANNOUNCE_AT_ONCE = 16
+#: Seconds map outputs are gathered before they are announced to the
+#: workers running the job's reduces (``JobTracker._announce``).
+ANNOUNCE_GATHER = 0.02
 #: Finished jobs kept in memory for ``status``/``wait`` after they end.
 FINISHED_JOBS_KEPT = 100
 
@@ -632,19 +632,20 @@ class JobTracker:
                 worker.destroy_job(action.job_id)
 
     def _announce(self, action: sched.AnnounceMapOutputs) -> None:
-        """New map outputs to the workers running the job's reduces: at once
-        to a few; to many, gathered for a while (1 ms per worker, at most
-        1 s) and sent together, so that a map done does not cost a call per
-        worker of a large cluster."""
-        if len(action.wids) <= ANNOUNCE_AT_ONCE:
-            self._tell_locations(action.job_id, action.wids, action.map_outputs)
-            return
-        pending = self._announcing.get(action.job_id)
-        if pending is None:
-            pending = self._announcing[action.job_id] = []
-            self._clock.callLater(min(1.0, len(action.wids) / 1000.0),
-                                  self._flush_announcements, action.job_id)
+        """New map outputs to the workers running the job's reduces, gathered
+        for a while and sent together: a job of thousands of tiny maps would
+        otherwise cost a call per map and per worker, as would any job on a
+        large cluster. The wait grows with the workers (``ANNOUNCE_GATHER``,
+        plus 1 ms per worker, at most 1 s); the output of the job's last map
+        goes at once, as the reduces then wait for nothing else."""
+        pending = self._announcing.setdefault(action.job_id, [])
         pending.extend(action.map_outputs)
+        sjob = self.scheduler.jobs.get(action.job_id)
+        if sjob is not None and sjob.all_succeeded("map"):
+            self._flush_announcements(action.job_id)
+        elif len(pending) == len(action.map_outputs):
+            self._clock.callLater(min(1.0, ANNOUNCE_GATHER + len(action.wids) / 1000.0),
+                                  self._flush_announcements, action.job_id)
 
     def _flush_announcements(self, job_id: str) -> None:
         locations = tuple(self._announcing.pop(job_id, ()))

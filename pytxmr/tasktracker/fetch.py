@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -27,10 +27,6 @@ from ..kvstore import KeyValueStore
 from ..records import CorruptFrame, verify_segment
 from ..shufflememory import Landing, RunPlacement
 from ..wire import JobInit, MapLocation
-
-if TYPE_CHECKING:
-    from ..tls import ClusterTLS
-
 
 
 @dataclass(frozen=True)
@@ -307,21 +303,21 @@ class ReduceFetch:
 
 # --- the transfers ---------------------------------------------------------------------
 
-def from_shuffle(reactor: Any, job: JobInit, partition: int,
-                 policy: FetchPolicy = FetchPolicy(), tls: ClusterTLS | None = None) -> Fetcher:
-    """Fetch a run from the shuffle server of the map's worker.
+def from_shuffle(reactor: Any, pool: shuffle.ShufflePool, job: JobInit,
+                 partition: int) -> Fetcher:
+    """Fetch a run from the shuffle server of the map's worker, over one of
+    ``pool``'s connections.
 
-    ``reactor`` provides IReactorTCP, IReactorTime and IReactorThreads."""
+    ``reactor`` provides IReactorThreads."""
 
     async def fetch(loc: MapLocation, landing: Landing) -> Run:
         with landing:
-            n = await shuffle.fetch(reactor, loc.host, loc.port, job.job_id, loc.index,
-                                    partition, job.token, landing, timeout=policy.timeout,
-                                    connect_timeout=policy.connect_timeout, tls=tls)
+            n = await pool.fetch(loc.host, loc.port, job.job_id, loc.index, partition,
+                                 job.token, landing)
         assert landing.path is not None  # a fetch that returns opened it
-        # Corrupt data is never merged: check every frame's CRC (off the
-        # reactor thread) before accepting the run.
-        await in_thread(reactor, verify_segment, landing.path)
+        # Corrupt data is never merged: check every frame's CRC before
+        # accepting the run.
+        await verified(reactor, landing.path, 0, n)
         return landing.path, 0, n
 
     return fetch
@@ -335,12 +331,24 @@ def from_store(reactor: Any, store: KeyValueStore, job_id: str, partition: int) 
         try:
             source, offset, length = store.lookup(job_id, loc.index, partition)
             path = landing.link(source)
-            await in_thread(reactor, verify_segment, path, offset, length)
+            await verified(reactor, path, offset, length)
         except (KeyError, OSError, CorruptFrame) as e:
             raise shuffle.ShuffleError(f"local output of map {loc.index}: {e}") from None
         return path, offset, length
 
     return fetch
+
+
+#: Runs up to this size are checked on the reactor's thread: handing them
+#: to a thread would cost more than the check (tiny maps' runs are tiny).
+VERIFY_INLINE_BYTES = 64 * 1024
+
+
+def verified(reactor: Any, path: str, offset: int, length: int) -> defer.Deferred[int]:
+    """Check every frame's CRC of the run, off the reactor's thread unless small."""
+    if length <= VERIFY_INLINE_BYTES:
+        return defer.maybeDeferred(verify_segment, path, offset, length)
+    return in_thread(reactor, verify_segment, path, offset, length)
 
 
 def in_thread(reactor: Any, f: Callable[..., _T], *args: Any) -> defer.Deferred[_T]:

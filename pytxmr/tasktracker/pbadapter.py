@@ -284,6 +284,7 @@ class JobTrackerConnection(service.Service):
                 await task.deferLater(self._reactor, 0, lambda: None)
             await self._client.stopService()
         self.tt.forget_everything()
+        self.tt.shuffle_pool.close()
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()

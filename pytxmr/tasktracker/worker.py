@@ -19,14 +19,13 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 
-from .. import output, storage
+from .. import output, shuffle, storage
 from ..bundle import CHUNK_BYTES, BundleError, BundleStore
 from ..child import TaskChild, Zygote
 from ..counters import FRAMEWORK
-from ..kvstore import KeyValueStore
+from ..kvstore import KeyValueStore, delete_paths
 from ..ports import IJobTracker
 from ..shufflememory import RunPlacement, ShuffleMemory
-from ..tasklog import read_tail
 from ..wire import COMMIT_DENIED, AttemptResult, JobInit, MapLocation, Split, TaskError, Unreachable
 from .fetch import FetchPolicy, ReduceFetch, from_shuffle, from_store, in_thread
 
@@ -121,6 +120,9 @@ class TaskTracker:
         self.fetch_policy = fetch_policy
         #: Our certificate for other workers' shuffle servers (None: no TLS).
         self.tls = tls
+        #: Kept-alive connections to other workers' shuffle servers.
+        self.shuffle_pool = shuffle.ShufflePool(reactor, fetch_policy.timeout,
+                                                fetch_policy.connect_timeout, tls)
         self.store = KeyValueStore(os.path.join(workdir, "store"))
         self.bundles = BundleStore(os.path.join(workdir, "bundles"))
         #: Per job with a bundle: its unpacked directory, once fetched.
@@ -218,7 +220,7 @@ class TaskTracker:
         attempt.fetch = ReduceFetch(
             self._clock, attempt.id, job.num_maps,
             RunPlacement(lambda: self.memory, attempt.work_dir, attempt.id),
-            fetch=from_shuffle(self._reactor, job, partition, self.fetch_policy, self.tls),
+            fetch=from_shuffle(self._reactor, self.shuffle_pool, job, partition),
             fetch_local=from_store(self._reactor, self.store, job_id, partition),
             is_local=lambda loc: loc.wid == self.wid, report_failure=self._fetch_failed,
             policy=self.fetch_policy)
@@ -248,7 +250,9 @@ class TaskTracker:
             self._kill(attempt, "the job ended")
         self.jobs.pop(job_id, None)
         self.held.pop(job_id, None)
-        self.store.remove_job(job_id)
+        self.zygote.retire(job_id)
+        d = in_thread(self._reactor, delete_paths, self.store.remove_job(job_id))
+        d.addErrback(lambda f: self.log.failure("Deleting job {job}'s files failed", f, job=job_id))
         self._bundle_dirs.pop(job_id, None)
         self.bundles.release(job_id)
 
@@ -281,7 +285,8 @@ class TaskTracker:
     def _new_attempt(self, job_id: str, attempt_id: str, kind: str, index: int) -> Attempt:
         job = self.jobs[job_id]
         work_dir = os.path.join(self.store.job_dir(job_id), attempt_id)
-        os.makedirs(work_dir, exist_ok=True)
+        if kind == "reduce":  # its fetched runs may land there; a map's
+            os.makedirs(work_dir, exist_ok=True)  # child makes its own
         attempt = Attempt(attempt_id, job, kind, index, work_dir)
         self.attempts[attempt_id] = attempt
         return attempt
@@ -318,11 +323,23 @@ class TaskTracker:
                 return None
             spec["memory_limit"] = self.task_memory
             attempt.child = TaskChild(self._reactor, self.zygote, spec, attempt.work_dir,
-                                      stall_timeout=self.task_timeout)
+                                      stall_timeout=self.task_timeout,
+                                      scratch=self._scratch(attempt.id),
+                                      # A job's maps may share processes (tiny maps
+                                      # by the thousand); its reduces are few.
+                                      reuse=attempt.job.job_id if attempt.kind == "map" else None)
             result = await attempt.child.result
         finally:
             self.processes.release()
         return None if attempt.killed else result
+
+    def _scratch(self, attempt_id: str) -> tuple[str, str] | None:
+        """Where a task's log and result go: the worker's tmpfs directory when
+        it has one (file creation and deletion there cost microseconds, on a
+        busy disk milliseconds: thousands of tiny tasks feel it), else the
+        attempt's dir. Both are read and deleted when the task ends."""
+        directory = self.memory.directory
+        return (directory, attempt_id) if directory and os.path.isdir(directory) else None
 
     async def _run_map(self, attempt: Attempt, spec: dict[str, Any]) -> None:
         result = await self._run_child(attempt, spec)
@@ -410,7 +427,7 @@ class TaskTracker:
             return  # killed, or the jobtracker is gone (it reschedules)
         # The tail of the user's prints goes with the report: the status
         # page and `pytxmr logs` show it.
-        log = read_tail(os.path.join(attempt.work_dir, "task.log"))
+        log = attempt.child.log if attempt.child is not None else ""
         try:
             if result.get("ok"):
                 await jobtracker.attempt_done(attempt.id, AttemptResult(

@@ -35,6 +35,7 @@ from pytxmr.shuffle import (
     ShuffleClientProtocol,
     ShuffleError,
     ShuffleServerFactory,
+    ShufflePool,
     ShuffleServerProtocol,
     fetch,
     request_mac,
@@ -115,8 +116,8 @@ def temp_dir(test: TestCase) -> str:
     return path
 
 
-class LoopbackTests(TestCase):
-    """The server and client over real loopback TCP."""
+class ServerCase(TestCase):
+    """A shuffle server of make_store's store on a loopback port."""
 
     async def start_server(self, **kwargs: Any) -> int:
         self.store = make_store(os.path.join(temp_dir(self), "kv"))
@@ -128,6 +129,10 @@ class LoopbackTests(TestCase):
         self.addCleanup(self.factory.disconnect_all)
         self.port = port.getHost().port
         return self.port
+
+
+class LoopbackTests(ServerCase):
+    """The server and client over real loopback TCP."""
 
     async def fetch(self, map_id: int, partition: int, token: bytes = TOKEN, job: str = JOB) -> bytes:
         dest = io.BytesIO()
@@ -341,6 +346,80 @@ class LoopbackTests(TestCase):
 
 
 # ------------------------------------------------------------ in-memory tests
+
+
+class PoolTests(ServerCase):
+    """ShufflePool: connections kept between fetches, a bound per server."""
+
+    def make_pool(self, **kwargs: Any) -> ShufflePool:
+        pool = ShufflePool(reactor, timeout=5.0, **kwargs)
+        self.addCleanup(pool.close)
+        return pool
+
+    async def pool_fetch(self, pool: ShufflePool, map_id: int, partition: int) -> bytes:
+        dest = io.BytesIO()
+        n = await pool.fetch("127.0.0.1", self.port, JOB, map_id, partition, TOKEN, dest)
+        self.assertEqual(n, len(dest.getvalue()))
+        return dest.getvalue()
+
+    async def test_fetches_reuse_one_connection(self) -> None:
+        await self.start_server()
+        pool = self.make_pool()
+        for _ in range(20):
+            self.assertEqual(await self.pool_fetch(pool, 1, 0), SMALL)
+        self.assertEqual(await self.pool_fetch(pool, 0, 0), BIG)
+        self.assertEqual(self.factory.connection_count, 1)
+
+    async def test_at_most_per_server_connections_at_once(self) -> None:
+        await self.start_server()
+        pool = self.make_pool(per_server=2)
+        seen = []
+        real = self.factory.buildProtocol
+
+        def counting(addr: Any) -> Any:
+            built = real(addr)
+            seen.append(self.factory.connection_count + 1)
+            return built
+
+        self.factory.buildProtocol = counting  # type: ignore[method-assign]
+        wanted = [(0, 0), (0, 2), (1, 0), (1, 1)] * 5
+        got = await gatherResults(
+            [Deferred.fromCoroutine(self.pool_fetch(pool, m, p)) for m, p in wanted])
+        self.assertEqual(got, [BIG, SMALL, SMALL, SMALL] * 5)
+        self.assertEqual(len(seen), 2)
+        self.assertLessEqual(max(seen), 2)
+
+    async def test_a_connection_the_server_closed_is_replaced(self) -> None:
+        await self.start_server(idle_timeout=0.05)
+        pool = self.make_pool()
+        self.assertEqual(await self.pool_fetch(pool, 1, 1), SMALL)
+        await until(lambda: self.factory.connection_count == 0)
+        self.assertEqual(await self.pool_fetch(pool, 1, 1), SMALL)
+
+    async def test_a_refused_fetch_leaves_its_place_to_a_waiting_one(self) -> None:
+        await self.start_server()
+        pool = self.make_pool(per_server=1)
+        bad = Deferred.fromCoroutine(self.pool_fetch(pool, 9, 0))
+        good = Deferred.fromCoroutine(self.pool_fetch(pool, 1, 0))
+        with self.assertRaises(ShuffleError):
+            await bad
+        self.assertEqual(await good, SMALL)
+
+    async def test_a_cancelled_waiting_fetch_gives_up_its_turn(self) -> None:
+        await self.start_server()
+        pool = self.make_pool(per_server=1)
+        first = Deferred.fromCoroutine(self.pool_fetch(pool, 0, 0))
+        waiting = Deferred.fromCoroutine(self.pool_fetch(pool, 1, 0))
+        waiting.cancel()
+        self.assertEqual(await first, BIG)
+        self.assertEqual(await self.pool_fetch(pool, 1, 1), SMALL)
+        self.failureResultOf(waiting, CancelledError)
+
+    async def test_idle_connections_close_after_idle_seconds(self) -> None:
+        await self.start_server()
+        pool = self.make_pool(idle=0.05)
+        self.assertEqual(await self.pool_fetch(pool, 1, 0), SMALL)
+        await until(lambda: self.factory.connection_count == 0)
 
 
 class PausingTransport(StringTransport):

@@ -132,6 +132,7 @@ class FetchIntoMemoryTests(TestCase):
         assert self.attempt.fetch is not None
         self.fetch = self.attempt.fetch
         self.addCleanup(self.tt.destroy_job, JOB)
+        self.addCleanup(self.tt.shuffle_pool.close)
 
     def store_output(self, map_id: int, seg: bytes) -> None:
         """Map ``map_id``'s output, as this worker's store keeps it (replacing

@@ -31,7 +31,7 @@ def test_a_stopping_zygote_kills_a_child_whose_start_was_not_yet_reported(
 
     zygote = child.Zygote(ProcessReactor())  # type: ignore[arg-type]
     zygote.start()
-    forked = zygote.fork("spec", "log", "result")
+    forked = zygote.fork({"kind": "check"}, "cwd", "log", "result")
     zygote.stop()
     assert killed == []  # its pid is not known yet
     zygote.outReceived(json.dumps({"started": 4242, "id": 1}).encode() + b"\n")

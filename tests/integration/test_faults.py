@@ -109,6 +109,8 @@ import time
 import pytxmr
 
 MARKS = {marks!r}
+# Each map in a process of its own: the scenarios mark and stop processes.
+reuse_processes = False
 
 
 def mark(name):

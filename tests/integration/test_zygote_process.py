@@ -14,13 +14,11 @@ def test_zygote_forks_a_task_and_reports_its_exit(tmp_path: Path) -> None:
     job.write_text("print('hello from the check')\n"
                    "def map(k, v):\n    yield v, 1\n"
                    "def reduce(k, vs):\n    yield k, sum(vs)\n")
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"kind": "check", "job": {
-        "source_path": str(job), "filename": str(job)}}))
+    spec = {"kind": "check", "job": {"source_path": str(job), "filename": str(job)}}
     zygote = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        request = {"id": 1, "spec": str(spec), "log": str(tmp_path / "log"),
+        request = {"id": 1, "spec": spec, "cwd": str(tmp_path), "log": str(tmp_path / "log"),
                    "result": str(tmp_path / "result")}
         assert zygote.stdin and zygote.stdout
         zygote.stdin.write(json.dumps(request).encode() + b"\n")

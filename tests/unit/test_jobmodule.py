@@ -380,3 +380,13 @@ def test_declared_arguments_come_with_the_definition(tmp_path: Path) -> None:
     with pytest.raises(JobDefinitionError, match="the argument n is declared twice"):
         define(module_of(tmp_path, MINIMAL + "from pytxmr import Arg\n"
                                              "arguments = [Arg('n'), Arg('n')]\n"))
+
+
+def test_reuse_processes_is_true_unless_the_module_says_false(tmp_path: Path) -> None:
+    """Maps share processes by default; a job may ask for one each, and
+    anything but a bool is refused at submission."""
+    assert define(module_of(tmp_path, MINIMAL)).reuse_processes is True
+    assert define(module_of(tmp_path, MINIMAL + "reuse_processes = False\n")
+                  ).reuse_processes is False
+    with pytest.raises(JobDefinitionError, match="reuse_processes must be True or False"):
+        define(module_of(tmp_path, MINIMAL + "reuse_processes = 0\n"))

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytxmr.kvstore import KeyValueStore, read_index, valid_job_id
+from pytxmr.kvstore import KeyValueStore, delete_paths, read_index, valid_job_id
 
 TOKEN = b"t" * 32
 
@@ -214,14 +214,19 @@ def test_remove_job_forgets_it_and_deletes_its_tree(store: KeyValueStore, tmp_pa
     outside = write_output(tmp_path, "m1", [b"b"])
     store.add_map_output("j", 1, *outside)
     store.add_job("other", TOKEN)
-    store.remove_job("j")
+    aside = store.remove_job("j")
+    # Forgotten and moved aside at once; the same id may come back now.
     assert not work.exists()
-    assert not any(os.path.exists(p) for p in outside)
     assert not store.has_job("j")
     assert store.jobs() == ["other"]
     with pytest.raises(KeyError):
         store.lookup("j", 0, 0)
-    store.remove_job("j")  # idempotent
+    assert store.add_job("j", TOKEN) == str(work)
+    assert all(os.path.exists(p) for p in aside)
+    delete_paths(aside)
+    assert not any(os.path.exists(p) for p in aside + list(outside))
+    assert sorted(os.listdir(store.root)) == sorted([".pytxmr-kvstore", "j", "other"])
+    assert store.remove_job("j") and store.remove_job("j") == []  # idempotent
 
 
 def test_remove_job_rejects_unsafe_ids(store: KeyValueStore) -> None:
