@@ -144,6 +144,12 @@ class Task:
     def running(self) -> list[Attempt]:
         return [a for a in self.attempts if a.state is State.RUNNING]
 
+    def attempt_failed(self) -> None:
+        """One more failed attempt, counted for its job too."""
+        self.failures += 1
+        if self._job is not None:
+            self._job.failed_attempts[self.kind] += 1
+
 
 @dataclass
 class Worker:
@@ -193,6 +199,10 @@ class Job:
         self.queue: dict[str, list[int]] = {"map": [], "reduce": []}
         self._queued: dict[str, set[int]] = {"map": set(), "reduce": set()}
         self.succeeded = {"map": 0, "reduce": 0}
+        #: Per kind, the indexes of its running tasks, and its failed attempts
+        #: (so that a status call costs the running tasks, not all of them).
+        self.running: dict[str, set[int]] = {"map": set(), "reduce": set()}
+        self.failed_attempts = {"map": 0, "reduce": 0}
         #: Workers running its reduces -> how many.
         self.reduce_workers: dict[str, int] = {}
         self._reduce_wids: tuple[str, ...] | None = ()
@@ -215,6 +225,10 @@ class Job:
             self.succeeded[task.kind] -= 1
         if new is State.SUCCEEDED:
             self.succeeded[task.kind] += 1
+        if old is State.RUNNING:
+            self.running[task.kind].discard(task.index)
+        if new is State.RUNNING:
+            self.running[task.kind].add(task.index)
 
     def next_pending(self, kind: str) -> Task | None:
         """Its lowest pending task of ``kind``, if any."""
@@ -465,7 +479,7 @@ class Scheduler:
             if w is not None:
                 w.failures[job.id] = w.failures.get(job.id, 0) + 1
         task.committed = None
-        task.failures += 1
+        task.attempt_failed()
         if task.failures >= job.max_attempts:
             task.state = State.FAILED
             return self._finish_job(job, State.FAILED, error, now) + self._schedule(now)
@@ -524,7 +538,7 @@ class Scheduler:
         w = self.workers.get(a.wid)
         if w is not None:
             w.failures[job.id] = w.failures.get(job.id, 0) + 1
-        task.failures += 1
+        task.attempt_failed()
         if task.state is State.SUCCEEDED:
             return self._schedule(now)
         if task.failures >= job.max_attempts:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 from zope.interface import Interface
 
 from .counters import FRAMEWORK, Counters
-from .scheduler import Attempt, Job, Scheduler, State, Task, Worker
+from .scheduler import Attempt, Job, Scheduler, State, Worker
 
 
 class IJobTrackerStatus(Interface):
@@ -116,19 +116,21 @@ def _add_step_counters(totals: Counters, sjob: Job) -> None:
             totals.incr(FRAMEWORK, f"{kind} phase wall ms", round(1000 * (end - start)))
 
 
-def task_progress(tasks: list[Task]) -> dict[str, Any]:
+def task_progress(job: Job, kind: str) -> dict[str, Any]:
     """How far a job's maps (or reduces) are: tasks done and running, and a
     percent that counts each running task's progress (its furthest
-    attempt's, as heartbeats report it), not only the tasks done."""
+    attempt's, as heartbeats report it), not only the tasks done. From the
+    scheduler's counts: a poll costs the running tasks, not the job's."""
+    tasks = job.tasks(kind)
     total = len(tasks)
-    done = sum(t.state is State.SUCCEEDED for t in tasks)
-    partial = sum(max((a.progress for a in t.running()), default=0.0)
-                  for t in tasks if t.state is State.RUNNING)
+    done = job.succeeded[kind]
+    running = job.running[kind]
+    partial = sum(max((a.progress for a in tasks[i].running()), default=0.0) for i in running)
     return {
         "total": total,
         "done": done,
-        "running": sum(t.state is State.RUNNING for t in tasks),
-        "failed_attempts": sum(t.failures for t in tasks),
+        "running": len(running),
+        "failed_attempts": job.failed_attempts[kind],
         "percent": 100.0 * (done + partial) / total if total else 100.0,
     }
 
@@ -168,8 +170,8 @@ def job_summary(job: Any, sjobs: list[Job], now: float) -> dict[str, Any]:
         "owner": getattr(job, "owner", ""),
     }
     if sjob is not None:
-        summary["maps"] = task_progress(sjob.maps)
-        summary["reduces"] = task_progress(sjob.reduces)
+        summary["maps"] = task_progress(sjob, "map")
+        summary["reduces"] = task_progress(sjob, "reduce")
         summary["failed_attempts"] = (summary["maps"]["failed_attempts"]
                                       + summary["reduces"]["failed_attempts"])
     return summary

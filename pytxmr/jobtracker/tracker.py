@@ -315,16 +315,14 @@ class JobTracker:
     def _metrics_state(self) -> dict[str, Any]:
         """The gauges of ``metrics``, read at scrape time."""
         live = [w for w in self.scheduler.workers.values() if w.alive]
-        running = {"map": 0, "reduce": 0}
-        pending = {"map": 0, "reduce": 0}
-        for a in self.scheduler.attempts.values():
-            if a.state is State.RUNNING:
-                running[a.kind] += 1
+        # From the scheduler's counts: a scrape costs the workers and the
+        # jobs, not their tasks (in a running job, a task not running nor
+        # succeeded is pending).
+        running = {kind: sum(w.used[kind] for w in self.scheduler.workers.values())
+                   for kind in ("map", "reduce")}
         jobs = [j for j in self.scheduler.jobs.values() if j.state is State.RUNNING]
-        for sjob in jobs:
-            for t in sjob.maps + sjob.reduces:
-                if t.state is State.PENDING:
-                    pending[t.kind] += 1
+        pending = {kind: sum(len(j.tasks(kind)) - j.succeeded[kind] - len(j.running[kind])
+                             for j in jobs) for kind in ("map", "reduce")}
         return {"workers": len(live), "slots": sum(w.slots for w in live),
                 "running": running, "pending": pending,
                 "jobs": sum(j.running for j in self.jobs.values())}
@@ -461,9 +459,9 @@ class JobTracker:
         result["workers"] = len(self.workers)
         sjob = self.scheduler.jobs.get(job.sched_id(job.step))
         if sjob is not None:
-            for kind, tasks in (("maps", sjob.maps), ("reduces", sjob.reduces)):
-                result[kind] = views.task_progress(tasks)
-            result["failed_attempts"] = sum(t.failures for t in sjob.maps + sjob.reduces)
+            for key, kind in (("maps", "map"), ("reduces", "reduce")):
+                result[key] = views.task_progress(sjob, kind)
+            result["failed_attempts"] = sum(sjob.failed_attempts.values())
         return result
 
     def list_jobs(self) -> list[dict[str, Any]]:

@@ -124,7 +124,14 @@ def check_invariants(d: Driver) -> None:
         for kind in ("map", "reduce"):
             n = sum(1 for a in running if a.kind == kind)
             assert n <= w.slots, f"{w.wid} runs {n} {kind}s on {w.slots} slots"
+            assert w.used[kind] == n, "the slots counted in use are the running attempts"
     for job in s.jobs.values():
+        # The counts a status call reads agree with the tasks themselves.
+        for kind in ("map", "reduce"):
+            tasks = job.tasks(kind)
+            assert job.running[kind] == {t.index for t in tasks if t.state is State.RUNNING}
+            assert job.succeeded[kind] == sum(t.state is State.SUCCEEDED for t in tasks)
+            assert job.failed_attempts[kind] == sum(t.failures for t in tasks)
         for task in job.maps + job.reduces:
             running_task = task.running()
             # A speculative job may run one backup, on another worker; others never run a task twice.
