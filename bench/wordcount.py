@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
                     "as `run --workers 2` uses)")
     ap.add_argument("--sample-interval", type=float, default=0.1,
                     help="seconds between /proc samples of the process trees (default 0.1)")
+    ap.add_argument("--disk-interval", type=float, default=0.5,
+                    help="seconds between samples of the disk under a run's TMPDIR and the "
+                    "cluster's work dirs (default 0.5)")
+    ap.add_argument("--counters", action="store_true",
+                    help="run the pytxmr commands without -q and report the job's counters "
+                    "(map output, shuffle and shuffle-on-disk bytes)")
     ap.add_argument("--wait-idle", type=float, default=60, metavar="SECONDS",
                     help="before each run wait up to this long for the machine's other load "
                     "to fall below 0.3 cores (default 60; 0 = do not wait)")

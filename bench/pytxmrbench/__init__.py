@@ -1,6 +1,8 @@
 """The word-count benchmark's parts (bench/wordcount.py is the command line):
 
 - measure: run a command in its own process group; wall time, CPU, peak RSS
+- disk: the peak disk (and shuffle memory) of a run's work directories
+- counters: the job's counters, read from what the command printed
 - corpus: generate, cache, split and pre-read the input
 - reference: the expected outputs and the check of every run's output
 - systems: what runs (pytxmr from a source tree, the peers) and the clusters

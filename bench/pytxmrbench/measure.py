@@ -1,6 +1,7 @@
 """Run one command and measure it: wall time, CPU, the peak RSS of every
-process of its tree (and of the daemons it talks to), the machine's other
-load; and never leave a process of it running."""
+process of its tree (and of the daemons it talks to), the peak disk of its
+work directories, the machine's other load; and never leave a process of it
+running."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 from pytxmr.testing.processes import process_table, process_trees
 
 from . import MB
+from .disk import DiskSampler
 
 _LIVE: dict[int, str] = {}  # process-group leaders we started and have not reaped
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -250,8 +252,11 @@ def _group_members(pgid: int) -> list[int]:
 
 def run_measured(cmd: list[str], log_path: str, *, env: dict[str, str] | None = None,
                  cwd: str | None = None, timeout: float = 3600,
-                 daemon_roots: list[int] | None = None, interval: float = 0.1) -> dict[str, Any]:
-    """Run `cmd` in its own process group; wall time, exit status, peak RSS.
+                 daemon_roots: list[int] | None = None, interval: float = 0.1,
+                 disk_roots: list[str] | None = None, disk_interval: float = 0.5
+                 ) -> dict[str, Any]:
+    """Run `cmd` in its own process group; wall time, exit status, peak RSS,
+    and the peak bytes on disk under `disk_roots` (see disk.DiskSampler).
 
     The largest process's peak RSS is the larger of what the launcher reports
     (GNU time's %M: the maximum over the command and every descendant it
@@ -277,6 +282,9 @@ def run_measured(cmd: list[str], log_path: str, *, env: dict[str, str] | None = 
         _LIVE[p.pid] = shlex.join(cmd)
         sampler = Sampler([p.pid], daemon_roots, interval)
         sampler.start()
+        disk = DiskSampler(disk_roots or [], disk_interval)
+        if disk_roots:
+            disk.start()
         timed_out = []
 
         def on_timeout() -> None:
@@ -296,6 +304,8 @@ def run_measured(cmd: list[str], log_path: str, *, env: dict[str, str] | None = 
         finally:
             timer.cancel()
             sampler.finish()
+            if disk_roots:
+                disk.finish()
             # processes left running in the run's process group (should be none)
             # (a moment's grace: e.g. multiprocessing's resource tracker exits by itself)
             for _ in range(10):
@@ -332,5 +342,9 @@ def run_measured(cmd: list[str], log_path: str, *, env: dict[str, str] | None = 
         "launcher_maxrss_mb": launcher_kb * 1024 / MB,
         "tree_mb": sampler.tree_kb * 1024 / MB,
         "daemon_tree_mb": sampler.daemon_tree_kb * 1024 / MB if daemon_roots else None,
+        "peak_disk_mb": disk.peak_disk / MB if disk_roots else None,
+        "peak_shm_mb": disk.peak_shm / MB if disk_roots else None,
+        "peak_disk_shm_mb": disk.peak_both / MB if disk_roots else None,
+        "disk_samples": disk.samples,
         "processes": procs, "stragglers": left,
     }

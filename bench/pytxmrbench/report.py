@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from . import MB, log
+from .counters import shown
 
 BASE_INLINE = "pytxmr:inline"
 BASE_INLINE_PY = "peer:inline"
@@ -35,10 +36,44 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "tree_mb": max([r["tree_mb"] for r in ok], default=None),
         "daemon_tree_mb": max([r["daemon_tree_mb"] for r in ok if r["daemon_tree_mb"] is not None],
                               default=None),
+        "peak_disk_mb": _most(ok, "peak_disk_mb"),
+        "peak_shm_mb": _most(ok, "peak_shm_mb"),
+        "peak_disk_shm_mb": _most(ok, "peak_disk_shm_mb"),
+        # the most over the runs of each counter shown (MB)
+        "counters_mb": {name: max(v) / MB for name, v in _counter_values(ok).items()},
         "median_cpu_s": median([r["cpu_s"] for r in ok]),
         "max_other_load": max([r["other_load"] for r in runs], default=None),
         "check": "SAME" if checks == ["SAME"] else "; ".join(c.split(":")[0] for c in checks),
     }
+
+
+def _most(runs: list[dict[str, Any]], field: str) -> float | None:
+    return max([r[field] for r in runs if r.get(field) is not None], default=None)
+
+
+def _counter_values(runs: list[dict[str, Any]]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for r in runs:
+        for name, v in shown(r.get("counters") or {}).items():
+            out.setdefault(name, []).append(v)
+    return out
+
+
+def disk_cell(summary: dict[str, Any]) -> str:
+    """Peak MB on disk under the run's work dirs (+ in shuffle memory)."""
+    if summary["peak_disk_mb"] is None:
+        return "-"
+    shm = summary["peak_shm_mb"]
+    return fmt(summary["peak_disk_mb"], ".0f") + (f" (+{shm:.0f})" if shm else "")
+
+
+def shuffle_cell(summary: dict[str, Any]) -> str:
+    """The job's counters in MB: map output / shuffled (of which on disk)."""
+    c = summary["counters_mb"]
+    if not c:
+        return "-"
+    return (f"{fmt(c.get('map output materialized bytes'), '.0f')} / "
+            f"{fmt(c.get('shuffle bytes'), '.0f')} ({fmt(c.get('shuffle bytes on disk'), '.0f')})")
 
 
 def print_table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
@@ -74,13 +109,13 @@ def wordcount_table(size: dict[str, Any]) -> str:
             check += f" ({r['runs'] - r['ok_runs']} FAILED)"
         rows.append([label, fmt(t), fmt(r["min_wall_s"]), fmt(mbps, ".1f"), fmt(r["median_cpu_s"], ".1f"),
                      fmt(r["peak_rss_mb"], ".0f"), fmt(r["tree_mb"], ".0f"),
-                     fmt(r["daemon_tree_mb"], ".0f"),
+                     fmt(r["daemon_tree_mb"], ".0f"), disk_cell(r),
                      ratio(t, base[BASE_INLINE]), ratio(t, base[BASE_INLINE_PY]),
                      ratio(t, base[BASE_MP_POOL]), fmt(r["max_other_load"], ".2f"), check])
     text = print_table(["system", "median s", "min s", "MB/s", "CPU s", "peak RSS MB", "tree MB",
-                        "daemons MB", "x run --inline", "x inline.py", "x mp_pool",
-                        "other load", "output"],
-                       rows, right={1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11})
+                        "daemons MB", "disk MB (+shm)", "x run --inline", "x inline.py",
+                        "x mp_pool", "other load", "output"],
+                       rows, right={1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})
     return text + "\n" + per_run_lines(size)
 
 
@@ -105,12 +140,14 @@ def index_table(size: dict[str, Any]) -> str:
         under = "-" if top is None else ("yes" if top < 300 else "NO")
         check = s["check"] if s["check"] == "SAME" else f"!!! {s['check']} !!!"
         rows.append([label, fmt(t), fmt(s["min_wall_s"]), fmt(size["bytes"] / MB / t if t else None, ".1f"),
-                     fmt(top, ".0f"), fmt(s["tree_mb"], ".0f"), fmt(s["daemon_tree_mb"], ".0f"),
-                     under, per_role, check])
-    text = print_table(["system", "median s", "min s", "MB/s", "largest process MB", "tree MB",
-                        "daemons MB", "all < 300 MB",
+                     fmt(s["median_cpu_s"], ".1f"), fmt(top, ".0f"), fmt(s["tree_mb"], ".0f"),
+                     fmt(s["daemon_tree_mb"], ".0f"), under, disk_cell(s), shuffle_cell(s),
+                     per_role, check])
+    text = print_table(["system", "median s", "min s", "MB/s", "CPU s", "largest process MB",
+                        "tree MB", "daemons MB", "all < 300 MB", "disk MB (+shm)",
+                        "map out / shuffle (on disk) MB",
                         "peak MB per pytxmr process role (processes per run)", "output"],
-                       rows, right={1, 2, 3, 4, 5, 6})
+                       rows, right={1, 2, 3, 4, 5, 6, 7, 9, 10})
     return text + "\n" + per_run_lines(size)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from . import MB, REPO, log
 from .corpus import ensure_corpus, split_corpus, warm_up
 from .measure import kill_live
-from .reference import (Loader, index_reference, load_counts, load_index,
+from .reference import (Loader, cached_index_reference, load_counts, load_index,
                         wordcount_reference)
 from .report import (baseline_lines, index_table, plot, summarize, time_per_mb_lines,
                      wordcount_table, wordcount_targets)
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 notes.append(f"system {name} skipped in --job inverted_index")
                 continue
             job = "inverted_index.py"
-        entries += [pytxmr_entry(name, tree, job) for tree in trees]
+        entries += [pytxmr_entry(name, tree, job, quiet=not args.counters) for tree in trees]
     if not index_mode:
         peers = [p for p in (args.peers or "").split(",") if p]
         pe, pn = peer_entries(peers, shared, args.peers_python, main.env, main.src)
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         ref: dict[bytes, Any]
         loader: Loader
         if index_mode:
-            ref, ref_desc = index_reference(inputs), "in-script index (word -> sorted file names)"
+            ref, ref_desc = cached_index_reference(inputs)
             loader = load_index
         else:
             ref, ref_desc = wordcount_reference(corpus, shared, main.env)
@@ -210,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
               "finished": finished.isoformat(), "machine": machine, "notes": notes,
               "source": sources["pytxmr"], "source_after": after["pytxmr"],
               "runs_per_entry": args.runs, "cluster_slots": args.cluster_slots,
-              "sample_interval_s": args.sample_interval, "wait_idle_s": args.wait_idle,
+              "sample_interval_s": args.sample_interval, "disk_interval_s": args.disk_interval,
+              "counters_read": args.counters, "wait_idle_s": args.wait_idle,
               "sizes": sizes}
     if args.baseline_tree:
         result["baseline_source"] = sources["baseline"]

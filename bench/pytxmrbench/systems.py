@@ -22,17 +22,22 @@ DEFAULT_PEERS_PY = "/tmp/peers-venv/bin/python"
 #: Daemon start-up on a busy machine: far more than it takes, only bounds a hang.
 CLUSTER_START_TIMEOUT = 60.0
 
-# name -> (label, job module, pytxmr command kind)
-SYSTEMS = {
-    "inline": ("pytxmr run --inline", "wordcount.py", "inline"),
-    "run": ("pytxmr run --workers 2", "wordcount.py", "run"),
-    "submit": ("pytxmr submit (1 JT + 2 TT)", "wordcount.py", "submit"),
-    "batch-inline": ("pytxmr batch run --inline", "wordcount_batch.py", "inline"),
-    "batch-run": ("pytxmr batch run --workers 2", "wordcount_batch.py", "run"),
-    "batch-submit": ("pytxmr batch submit", "wordcount_batch.py", "submit"),
+# name -> (label, job module, pytxmr command kind, job options)
+SYSTEMS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "inline": ("pytxmr run --inline", "wordcount.py", "inline", ()),
+    "run": ("pytxmr run --workers 2", "wordcount.py", "run", ()),
+    "submit": ("pytxmr submit (1 JT + 2 TT)", "wordcount.py", "submit", ()),
+    "batch-inline": ("pytxmr batch run --inline", "wordcount_batch.py", "inline", ()),
+    "batch-run": ("pytxmr batch run --workers 2", "wordcount_batch.py", "run", ()),
+    "batch-submit": ("pytxmr batch submit", "wordcount_batch.py", "submit", ()),
     # The same cluster with TLS on every port (its own cluster, side by side).
-    "submit-tls": ("pytxmr submit, TLS", "wordcount.py", "submit-tls"),
-    "batch-submit-tls": ("pytxmr batch submit, TLS", "wordcount_batch.py", "submit-tls"),
+    "submit-tls": ("pytxmr submit, TLS", "wordcount.py", "submit-tls", ()),
+    "batch-submit-tls": ("pytxmr batch submit, TLS", "wordcount_batch.py", "submit-tls", ()),
+    # Spills and the shuffle compressed (docs/record-format.md).
+    "run-lz4": ("pytxmr run --workers 2 --compress lz4", "wordcount.py", "run",
+                ("--compress", "lz4")),
+    "submit-lz4": ("pytxmr submit --compress lz4", "wordcount.py", "submit",
+                   ("--compress", "lz4")),
 }
 DEFAULT_SYSTEMS = "inline,run,submit,batch-run,batch-submit"
 
@@ -80,22 +85,25 @@ class Entry:
     tls: bool = False  # on the tree's TLS cluster
 
 
-def pytxmr_entry(name: str, tree: Tree, job: str) -> Entry:
-    """System `name` of SYSTEMS run from `tree`, on examples/`job` of that tree."""
-    label, _, kind = SYSTEMS[name]
+def pytxmr_entry(name: str, tree: Tree, job: str, quiet: bool = True) -> Entry:
+    """System `name` of SYSTEMS run from `tree`, on examples/`job` of that
+    tree; with `quiet` False, without -q (the command prints its counters)."""
+    label, _, kind, options = SYSTEMS[name]
     job_path = os.path.join(tree.src, "examples", job)
     py = sys.executable
+    tail = [*options, *(["-q"] if quiet else [])]
 
     def build(inputs: list[str], out: str) -> list[str]:
         if kind == "inline":
-            return [py, "-m", "pytxmr", "run", "--inline", job_path, *inputs, "-o", out, "-q"]
+            return [py, "-m", "pytxmr", "run", "--inline", job_path, *inputs, "-o", out, *tail]
         if kind == "run":
-            return [py, "-m", "pytxmr", "run", "--workers", "2", job_path, *inputs, "-o", out, "-q"]
+            return [py, "-m", "pytxmr", "run", "--workers", "2", job_path, *inputs, "-o", out,
+                    *tail]
         cluster = tree.tls_cluster if kind == "submit-tls" else tree.cluster
         assert cluster is not None
         tls = ["--tls", str(cluster.base / "certs" / "client")] if kind == "submit-tls" else []
         return [py, "-m", "pytxmr", "submit", job_path, *inputs, "-o", out,
-                *cluster.client_args(), *tls, "-q"]
+                *cluster.client_args(), *tls, *tail]
 
     return Entry(f"{tree.name}:{name}", tree.label(label), build, tree.env, tree.src, tree,
                  uses_cluster=kind.startswith("submit"), tls=kind == "submit-tls")
