@@ -1,7 +1,9 @@
 """Merging sorted runs and grouping equal keys (pure; used by both sides).
 
-A run is one sorted segment on disk, named by ``(path, offset, length)``.
-Merges stream: each run holds one decoded frame in memory, and a key's
+A run is one sorted segment on disk, named by ``(path, offset, length)``;
+a map's output may hold several sorted runs per segment, one per spill,
+parted by run breaks (``records.segment_runs``), and each is merged as a
+run of its own. Merges stream: each run holds one decoded frame in memory, and a key's
 values reach ``reduce`` as an iterator chained across runs, never as a list
 of everything.
 """
@@ -14,7 +16,7 @@ from itertools import chain, groupby
 from operator import itemgetter
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .records import Record, SegmentWriter, iter_frames_file
+from .records import Record, SegmentWriter, iter_frames_file, segment_runs
 
 RunRef = tuple[str, int, int]
 
@@ -37,11 +39,17 @@ def merge_runs(runs: Sequence[RunRef], sort_key: Callable[[Record], Any],
     order by one C timsort (which finds the sorted runs in them). Memory
     stays at one frame per run.
     """
-    sources = [iter_frames_file(path, offset, length) for path, offset, length in runs
-               if length > 0]
+    sources = [iter_frames_file(path, offset, length)
+               for path, offset, length in sorted_runs(runs)]
     if tally is not None:
         sources = [_counted(source, tally) for source in sources]
     return _merge_frames(sources, sort_key)
+
+
+def sorted_runs(runs: Sequence[RunRef]) -> list[RunRef]:
+    """The sorted runs that ``runs`` hold (a segment may hold several)."""
+    return [(path, *sub) for path, offset, length in runs if length > 0
+            for sub in segment_runs(path, offset, length)]
 
 
 def _counted(frames: Iterator[list[Record]], tally: list[int]) -> Iterator[list[Record]]:
@@ -100,7 +108,7 @@ def reduce_run_count(
     """Merge runs in passes until at most ``factor`` remain."""
     if factor < 2:
         raise ValueError("the merge factor must be at least 2")
-    runs = list(runs)
+    runs = sorted_runs(runs)
     n = 0
     while len(runs) > factor:
         batch, runs = runs[:factor], runs[factor:]
