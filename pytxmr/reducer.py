@@ -8,14 +8,18 @@ has to fit in memory.
 
 from __future__ import annotations
 
-from typing import Sequence
+from itertools import chain, repeat
+from operator import itemgetter, ne
+from typing import Any, Callable, Iterable, Sequence
 
 from .counters import FRAMEWORK, Counters
 from .jobmodule import Job
 from .keys import merge_order
-from .merge import RunRef, group_values, merge_runs, reduce_run_count
+from .merge import RunRef, group_values, merge_batches, merge_runs, reduce_run_count
 from .partfile import call_hook, part_writer, write_pairs
-from .records import RecordTypeError
+from .records import Record, RecordTypeError
+from .stepdata import PAIRS
+from .reducers import identity
 
 
 def run_reduce(
@@ -36,11 +40,17 @@ def run_reduce(
     groups = 0
     out_records = 0
     records = [0]  # (key, values) records read, counted a frame at a time
-    with part_writer(output_path, output_format or job.output_format) as part:
+    fmt = output_format or job.output_format
+    with part_writer(output_path, fmt) as part:
         write, line = part.raw, part.line
         if job.reduce_init is not None:
             out_records += write_pairs(call_hook(job.reduce_init), part.put, "reduce")
-        if runs:
+        # Lines are joined a batch at a time: the pairs between steps are not lines.
+        if runs and reducefn is identity and fmt != PAIRS:
+            groups, written = _write_merged(merge_batches(runs, sort_key, records), write, line,
+                                            set(kinds) <= {"str", "bytes"})
+            out_records += written
+        elif runs:
             for key, values in group_values(merge_runs(runs, sort_key, records)):
                 groups += 1
                 for item in reducefn(key, values):
@@ -58,3 +68,41 @@ def run_reduce(
     counters.incr(FRAMEWORK, "reduce input groups", groups)
     counters.incr(FRAMEWORK, "reduce output records", out_records)
     counters.incr(FRAMEWORK, "output bytes", part.bytes)
+
+
+def _write_merged(batches: Iterable[list[Record]], write: Callable[[str], Any],
+                  line: Callable[[Any, Any], str], plain_keys: bool) -> tuple[int, int]:
+    """The identity reduce: every value of the merged records written under
+    its group's key, a batch at a time; (groups, records written).
+
+    ``plain_keys`` (str and bytes only): equal keys are alike, so each
+    record's own key stands for its group and everything runs in C but the
+    formatting. Otherwise (1, 1.0 and True are one key) the group's first
+    key is found per record, as ``groupby`` gives it to a reduce.
+    """
+    groups = written = 0
+    last: Any = _NO_KEY
+    for batch in batches:
+        if not batch:
+            continue
+        keys = list(map(_first, batch))
+        if plain_keys:
+            groups += sum(map(ne, keys, [last, *keys[:-1]]))
+            last = keys[-1]
+        else:
+            for i, key in enumerate(keys):
+                if key != last:
+                    last = key
+                    groups += 1
+                keys[i] = last
+        values = list(map(_second, batch))
+        counts = list(map(len, values))
+        written += sum(counts)
+        write("".join(map(line, chain.from_iterable(map(repeat, keys, counts)),
+                          chain.from_iterable(values))))
+    return groups, written
+
+
+_NO_KEY = object()
+_first = itemgetter(0)
+_second = itemgetter(1)
