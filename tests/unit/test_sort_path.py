@@ -217,3 +217,23 @@ def test_identity_reduce_writes_every_value_of_records_of_many(tmp_path: Path) -
         assert keys == sorted(keys)
     assert counters.get(FRAMEWORK, "reduce output records") == len(lines)
     assert counters.get(FRAMEWORK, "reduce input groups") == len({line[:3] for line in lines})
+
+
+def test_identity_reduce_writes_values_of_any_type_as_the_generator_does(tmp_path: Path) -> None:
+    """Str keys with values that are not str (ints, None, tuples, text with
+    tabs): the lines made inline and by text_line are the generator's."""
+    path = tmp_path / "in.txt"
+    make_records(path, n=1500)
+    body = (
+        "def map(offset, line):\n"
+        "    i = int(line[5:])\n"
+        "    yield line[:3], [line[4:], i, None, (i, 'a\\tb'), {'k': i}, 2.5][i % 6]\n")
+    fast = body + "\nfrom pytxmr import reducers\nreduce = reducers.identity\n"
+    slow = body + "\ndef reduce(key, values):\n    for v in values:\n        yield key, v\n"
+    (tmp_path / "fast").mkdir()
+    (tmp_path / "slow").mkdir()
+    a, _, _ = run_job(tmp_path / "fast", fast, [str(path)], buffer_records=400)
+    b, _, _ = run_job(tmp_path / "slow", slow, [str(path)], buffer_records=400)
+    for x, y in zip(a, b):
+        assert Path(x).read_text() == Path(y).read_text()
+    assert sum(len(Path(x).read_text().splitlines()) for x in a) == 1500
