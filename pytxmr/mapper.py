@@ -40,6 +40,9 @@ DEFAULT_BUFFER_RECORDS = 1_000_000
 MEMORY_BUDGET = 160 << 20
 #: Values buffered between two looks at the process's memory.
 MEMORY_PROBE = 1 << 16
+#: Growth over the memory held when the buffer was last emptied that, over
+#: the budget, fills the buffer (see _Fill).
+MEMORY_SLACK = 16 << 20
 _MAX_GROWTH = 16
 #: A map without a combiner stores up to this many spills one after the
 #: other, each a sorted run of its own that the reduce merges (no decoding
@@ -474,21 +477,31 @@ def _phases(job: Job, records: Iterable[tuple[Any, Any]],
 
 class _Fill:
     """When a map's buffer is full: at ``limit`` values, or at once when the
-    process is over its memory budget. Large values fill the budget long
-    before the count: the memory is looked at every MEMORY_PROBE values,
-    and the count a buffer held when over budget is the most it holds from
-    then on."""
+    process is over its memory budget and has grown since the buffer was
+    last emptied (or the map began). Large values fill the budget long before the count: the
+    memory is looked at every MEMORY_PROBE values, and the count a buffer
+    held when over budget is the most it holds from then on.
+
+    The growth matters: a process keeps the memory of a spilled buffer (the
+    allocator's arenas) and refills it without growing, so a resident size
+    still over budget right after a spill said nothing about the next
+    buffer, and spilled it every MEMORY_PROBE values (69 spills of a 500 MB
+    map, too many to keep apart, merged again)."""
 
     def __init__(self, buffer_records: int) -> None:
         self.limit = self.floor = buffer_records
         #: The count at which to call ``due`` next.
         self.look = min(buffer_records, MEMORY_PROBE)
+        # Resident bytes when the buffer was last emptied (or the map began:
+        # a zygote's child starts with its parent's memory).
+        self._emptied_at = resident_bytes()
 
     def due(self, buffered: int) -> int:
         """0 while the buffer may take more; else the limit it is full at."""
         if buffered >= self.limit:
             return self.limit
-        if resident_bytes() > MEMORY_BUDGET:
+        rss = resident_bytes()
+        if rss > MEMORY_BUDGET and rss > self._emptied_at + MEMORY_SLACK:
             self.floor = buffered
             return buffered
         self.look = min(self.limit, buffered + MEMORY_PROBE)
@@ -496,8 +509,9 @@ class _Fill:
 
     def emptied(self, limit: int) -> None:
         """The buffer, full at ``limit`` (from ``due``), was emptied."""
+        self._emptied_at = rss = resident_bytes()
         if limit == self.limit:
-            self.limit = next_limit(limit, self.floor, resident_bytes())
+            self.limit = next_limit(limit, self.floor, rss)
         else:
             self.limit = limit
         self.look = min(self.limit, MEMORY_PROBE)

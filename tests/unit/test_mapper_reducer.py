@@ -4,6 +4,7 @@ pytxmr.inline.run_inline, run in this process against independent references."""
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
 import random
@@ -612,7 +613,9 @@ def test_a_buffer_over_the_memory_budget_spills_before_its_count(
     """Large values: the map spills when its process is over the memory
     budget, long before the buffer's count, and the output is unchanged."""
     monkeypatch.setattr(mapper, "MEMORY_PROBE", 100)
-    monkeypatch.setattr(mapper, "resident_bytes", lambda: mapper.MEMORY_BUDGET + 1)
+    # Over budget, and growing at every look.
+    rss = itertools.count(mapper.MEMORY_BUDGET + 1, mapper.MEMORY_SLACK + 1)
+    monkeypatch.setattr(mapper, "resident_bytes", lambda: next(rss))
     spills = count_spills(monkeypatch)  # of pairs: the job has no combiner
     data = tmp_path / "in.txt"
     data.write_text("".join(f"k{i % 97} {'x' * 50}\n" for i in range(1000)))

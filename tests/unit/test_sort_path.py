@@ -237,3 +237,20 @@ def test_identity_reduce_writes_values_of_any_type_as_the_generator_does(tmp_pat
     for x, y in zip(a, b):
         assert Path(x).read_text() == Path(y).read_text()
     assert sum(len(Path(x).read_text().splitlines()) for x in a) == 1500
+
+
+def test_memory_kept_from_a_spill_does_not_spill_the_next_buffer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process keeps a spilled buffer's memory: still over budget after a
+    spill, it fills the next buffer to the count that fitted, unless it grows."""
+    rss = [mapper.MEMORY_BUDGET // 2]
+    monkeypatch.setattr(mapper, "resident_bytes", lambda: rss[0])
+    fill = mapper._Fill(1_000_000)
+    assert fill.due(fill.look) == 0
+    rss[0] = mapper.MEMORY_BUDGET + 1
+    assert fill.due(589_824) == 589_824  # over budget: full at what it holds
+    fill.emptied(589_824)
+    assert fill.limit == 589_824
+    assert fill.due(fill.look) == 0  # as much memory as after the spill: go on
+    rss[0] += mapper.MEMORY_SLACK + 1
+    assert fill.due(fill.look) == fill.look  # grown over it: full
