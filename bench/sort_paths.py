@@ -2,19 +2,21 @@
 """Where a sort's time goes in a pytxmr task, against the least a Python
 task could do: one 100 MB map and one reduce, in this process.
 
-    python bench/sort_paths.py RECORDS.txt      # e.g. bench/terasort.py's 200 MB input
+    python bench/sort_paths.py RECORDS.txt [--by-calls]   # e.g. bench/terasort.py's 200 MB input
 
 Times (CPU seconds of this process) for bench/terasort.py's records, split
 in two halves of the file (two maps, 2 partitions cut at the key "O"):
 
 - ``run_map``: pytxmr's map task (pytxmr.mapper.run_map) of a one-step
   job whose map yields ``(line[:10], line[11:])`` and whose partitioner is
-  a ``bisect`` over the cut points: the map of examples/total_order_sort.py;
+  a ``RangePartition`` of the cut points (``--by-calls``: a ``bisect``
+  over them, called per key), the map of examples/total_order_sort.py;
 - a prototype of the same map: a list of pairs, one ``list.sort`` by the
   str key, the partitions found by bisecting the sorted keys, and frames of
   flat ``[k, v, k, v, ...]`` msgpack (no per-key list, no per-key call);
-- ``run_reduce`` of partition 0 (both maps' runs) with an identity reduce,
-  against writing the merged records straight to the file (the same output,
+- ``run_reduce`` of partition 0 (both maps' runs) with the identity reduce
+  (``pytxmr.reducers.identity``; ``--by-calls``: a generator), against
+  writing the merged records straight to the file (the same output,
   checked byte for byte);
 - sorting 1,000,000 records by their keys' UTF-8 (``keys.sort_by_utf8``,
   what a spill does for str keys) against sorting them by the str keys.
@@ -51,6 +53,16 @@ from pytxmr.reducer import run_reduce  # noqa: E402
 from pytxmr.splits import Split, read_lines  # noqa: E402
 
 JOB = '''
+from pytxmr import reducers
+from pytxmr.partition import RangePartition
+CUTS = ["O"]
+def map(offset, line):
+    yield line[:10], line[11:]
+partition = RangePartition(lambda n: CUTS)
+reduce = reducers.identity
+'''
+#: The same job as plain functions: a call per key, a generator per key.
+JOB_BY_CALLS = '''
 import bisect
 CUTS = ["O"]
 def map(offset, line):
@@ -93,7 +105,7 @@ def main() -> None:
     size = os.path.getsize(path)
     module = types.ModuleType("sortjob")
     module.__file__ = "sortjob.py"
-    exec(JOB, module.__dict__)
+    exec(JOB_BY_CALLS if "--by-calls" in sys.argv[2:] else JOB, module.__dict__)
     job = define(module).steps[0]
     gc.disable()  # as in a task
     work = tempfile.mkdtemp(prefix="sort-paths-", dir=os.path.dirname(os.path.abspath(path)))

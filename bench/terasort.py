@@ -3,6 +3,7 @@
 
     python bench/terasort.py --mb 200 [--mb 1000] [--runs 3] [--reducers 2]
         [--systems run,inline,gnu-sort,pyspark] [--keep] [--out-dir /tmp/sortbench]
+        [--baseline-tree DIR]
 
 For each size: generate N = MB * 10**4 records of 100 bytes (a 10-character
 printable random key, a tab, an 88-character value, a newline; deterministic
@@ -17,6 +18,11 @@ entry ``--runs`` times, round by round (the first entry rotating each round):
   ``.values().saveAsTextFile(OUT)`` on ``local[2]``, with ``--peers-python``
   (default /tmp/peers-venv/bin/python, else this python), skipped with a
   note when pyspark or java is missing.
+
+With ``--baseline-tree`` (another checkout, e.g. ``git worktree add
+/tmp/sort-base COMMIT``) ``run`` and ``inline`` also run from it, with its
+own ``examples/total_order_sort.py``, in the same rounds, labelled
+"(baseline)": before and after, and GNU sort, under the same noise.
 
 Every output is checked: its part files, read in part order, must be sorted
 by key (the first 10 bytes) and be a permutation of the input lines (same
@@ -54,7 +60,6 @@ from pytxmrbench.results import machine_info, source_state  # noqa: E402
 
 RECORD = 100
 KEY_LEN = 10
-JOB = os.path.join(REPO, "examples", "total_order_sort.py")
 DEFAULT_PEERS_PY = "/tmp/peers-venv/bin/python"
 SYSTEMS = ("run", "inline", "gnu-sort", "pyspark")
 LABELS = {"run": "pytxmr run --workers 2", "inline": "pytxmr run --inline",
@@ -179,26 +184,40 @@ def pyspark_python(args: argparse.Namespace) -> tuple[str | None, str]:
     return py, f"pyspark with {py}"
 
 
+BASELINE = "@base"
+
+
+def label(system: str) -> str:
+    if system.endswith(BASELINE):
+        return LABELS[system[:-len(BASELINE)]] + " (baseline)"
+    return LABELS[system]
+
+
 def command(system: str, inp: str, out: str, args: argparse.Namespace,
-            spark_py: str | None) -> tuple[list[str], dict[str, str]]:
-    env = dict(os.environ, PYTHONPATH=REPO, LC_ALL="C")
+            spark_py: str | None) -> tuple[list[str], dict[str, str], str]:
+    """The command of an entry, its environment and its directory."""
+    tree = REPO
+    if system.endswith(BASELINE):
+        tree, system = args.baseline_tree, system[:-len(BASELINE)]
+    env = dict(os.environ, PYTHONPATH=tree, LC_ALL="C")
     py = sys.executable
+    job = os.path.join(tree, "examples", "total_order_sort.py")
     if system == "run":
-        return ([py, "-m", "pytxmr", "run", "--workers", "2", JOB, inp, "-o", out, "-q",
-                 "--reducers", str(args.reducers)] + args.pytxmr_opt, env)
+        return ([py, "-m", "pytxmr", "run", "--workers", "2", job, inp, "-o", out, "-q",
+                 "--reducers", str(args.reducers)] + args.pytxmr_opt, env, tree)
     if system == "inline":
-        return ([py, "-m", "pytxmr", "run", "--inline", JOB, inp, "-o", out, "-q",
-                 "--reducers", str(args.reducers)] + args.pytxmr_opt, env)
+        return ([py, "-m", "pytxmr", "run", "--inline", job, inp, "-o", out, "-q",
+                 "--reducers", str(args.reducers)] + args.pytxmr_opt, env, tree)
     if system == "gnu-sort":
         os.makedirs(out)
         return (["sort", "--parallel=2", "-S", args.sort_buffer, "-T", out,
-                 "-o", os.path.join(out, "part-00000"), inp], env)
+                 "-o", os.path.join(out, "part-00000"), inp], env, tree)
     if system == "pyspark":
         script = os.path.join(args.out_dir, "pyspark_sort.py")
         with open(script, "w") as f:
             f.write(PYSPARK_SCRIPT)
         assert spark_py
-        return [spark_py, script, inp, out, str(args.reducers)], env
+        return [spark_py, script, inp, out, str(args.reducers)], env, tree
     raise ValueError(system)
 
 
@@ -227,8 +246,8 @@ def bench_size(mb: float, args: argparse.Namespace, systems: list[str],
             load = wait_idle(args.wait_idle) if args.wait_idle else 0.0
             out = os.path.join(args.out_dir, f"out-{system}-{n}-r{r}")
             shutil.rmtree(out, ignore_errors=True)
-            cmd, env = command(system, inp, out, args, spark_py)
-            res = run_measured(cmd, out + ".log", env=env, cwd=REPO, timeout=args.timeout,
+            cmd, env, cwd = command(system, inp, out, args, spark_py)
+            res = run_measured(cmd, out + ".log", env=env, cwd=cwd, timeout=args.timeout,
                                interval=args.sample_interval)
             if res["rc"] != 0:
                 verdict, parts = f"FAILED (exit {res['rc']}, see {out}.log)", []
@@ -239,7 +258,7 @@ def bench_size(mb: float, args: argparse.Namespace, systems: list[str],
             roles = ", ".join(f"{role} {mb_:.0f}" for role, (mb_, _) in sorted(
                 peaks_by_role(res["processes"]).items(), key=lambda x: -x[1][0]))
             mark = "" if verdict == "SAME" else "!!! "
-            log(f"  {mark}{LABELS[system]:28} {res['wall_s']:7.2f} s  cpu {res['cpu_s']:6.1f} s  "
+            log(f"  {mark}{label(system):39} {res['wall_s']:7.2f} s  cpu {res['cpu_s']:6.1f} s  "
                 f"largest {res['peak_rss_mb']:4.0f} MB ({roles})  other load "
                 f"{res['other_load']:.2f}  {verdict}")
             if not args.keep:
@@ -280,7 +299,7 @@ def report(sizes: list[dict[str, Any]], systems: list[str]) -> bool:
             parts = rs[-1]["parts"]
             part_text = (f"{min(parts):,}-{max(parts):,} in {len(parts)}" if parts else "-")
             ratio = f"{m / gnu:.2f}" if gnu and good else "-"
-            log(f"| {LABELS[s]} | {m:.2f} | {min(walls):.2f} | {m / size['mb']:.4f} | "
+            log(f"| {label(s)} | {m:.2f} | {min(walls):.2f} | {m / size['mb']:.4f} | "
                 f"{statistics.median(r['cpu_s'] for r in rs):.1f} | {ratio} | {largest:.0f} | "
                 f"{role_text} | {part_text} | {'SAME' if good else '!!! ' + '; '.join(sorted(verdicts))} |")
             if good:
@@ -290,21 +309,21 @@ def report(sizes: list[dict[str, Any]], systems: list[str]) -> bool:
                                f"{gnu:.2f} = {m / gnu:.2f} (<= 2.5: "
                                f"{'met' if m / gnu <= 2.5 else 'MISSED'})")
             if s in ("run", "inline"):
-                targets.append(f"target at {size['mb']:.0f} MB: every process of {LABELS[s]} "
+                targets.append(f"target at {size['mb']:.0f} MB: every process of {label(s)} "
                                f"under 300 MB: largest {largest:.0f} MB "
                                f"({'met' if largest < 300 else 'MISSED'})")
         log("\nevery run, in round order: wall s (other load in cores)")
         for s in systems:
             rs = runs.get(s) or []
             if rs:
-                log(f"  {LABELS[s]:28} " + "  ".join(f"{r['wall_s']:6.2f} ({r['other_load']:.2f})"
+                log(f"  {label(s):39} " + "  ".join(f"{r['wall_s']:6.2f} ({r['other_load']:.2f})"
                                                     for r in rs))
     log("")
     for t in targets:
         log(t)
     if len(sizes) > 1:
         log("time per MB (linearity): " + "; ".join(
-            f"{LABELS[s]}: {', '.join(v)}" for s, v in per_mb.items() if v))
+            f"{label(s)}: {', '.join(v)}" for s, v in per_mb.items() if v))
     return ok
 
 
@@ -336,12 +355,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-interval", type=float, default=0.1,
                     help="seconds between /proc samples (default 0.1)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    ap.add_argument("--baseline-tree", metavar="DIR",
+                    help="another checkout of pytxmr: run and inline also run from it, in the "
+                    "same rounds, labelled '(baseline)'")
     args = ap.parse_args(argv)
     args.keep_input = args.keep_input or args.keep
     systems = [s for s in args.systems.split(",") if s]
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
         ap.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    if args.baseline_tree:
+        if not os.path.isfile(os.path.join(args.baseline_tree, "examples", "total_order_sort.py")):
+            ap.error(f"--baseline-tree {args.baseline_tree}: no examples/total_order_sort.py there")
+        systems = [e for s in systems
+                   for e in ((s, s + BASELINE) if s in ("run", "inline") else (s,))]
     os.makedirs(args.out_dir, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(128 + s))
     atexit.register(kill_live)

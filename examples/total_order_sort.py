@@ -34,10 +34,13 @@ the sample travels inside it:
 2. **Sort.** Step 2 has one map per reducer of step 1 (each reads one
    part file of step 1). Its ``map`` keeps the sample, then reads each of
    its pieces of the *original input* with ``pytxmr.splits.read_lines`` and
-   yields ``(key, rest)`` for every line. Its ``partition`` takes the
-   ``n - 1`` cut points from the sample (the same sample in every map,
-   hence the same cut points) and sends a key to ``bisect_right(cuts,
-   key)``. Its ``reduce`` yields every value of a key: duplicates stay.
+   yields ``(key, rest)`` for every line. Its ``partition`` is a
+   ``pytxmr.partition.RangePartition`` whose ``n - 1`` cut points come
+   from the sample (the same sample in every map, hence the same cut
+   points): a key goes to ``bisect_right(cuts, key)``, and a map's spill
+   cuts its sorted pairs at the cut points, with no call per key. Its
+   ``reduce`` is ``pytxmr.reducers.identity``, every value of a key
+   (duplicates stay), which the reduce task writes straight out.
 
 Step 1 costs a few small tasks (no pass over the data), so this is a
 single pass over the input, like a one-step job, while working the same
@@ -52,12 +55,12 @@ sampled from their beginning only.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
-from pytxmr import Step
+from pytxmr import Step, reducers
+from pytxmr.partition import RangePartition
 from pytxmr.splits import Split, read_lines
 
 #: Characters of a line that are its sort key.
@@ -164,18 +167,9 @@ def cut_points(num_partitions: int) -> list[str]:
     return cuts
 
 
-def by_range(key: str, num_partitions: int) -> int:
-    """Step 2's partitioner: keys below the first cut to reducer 0, and so on."""
-    return bisect.bisect_right(cut_points(num_partitions), key)
-
-
-def emit(key: str, values: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """Step 2's reduce: every line of the key (keys arrive sorted)."""
-    for value in values:
-        yield key, value
-
-
 steps = [
     Step(reader=sample_split, map=fan_out, partition=by_tag, reduce=plan),
-    Step(map=read_piece, partition=by_range, reduce=emit),
+    # Keys below the first cut to reducer 0, and so on; every line of a key
+    # out (keys arrive sorted).
+    Step(map=read_piece, partition=RangePartition(cut_points), reduce=reducers.identity),
 ]

@@ -1,10 +1,14 @@
 """The map side of a task: run ``map`` over a split, buffer, spill, merge.
 
-Map output is grouped per key in a dict as it is produced (so the combiner,
-the partitioner, the sort and the encoder see each distinct key once per
-spill, not once per record). When the buffer holds ``buffer_records``
-values it is combined, partitioned, sorted and spilled as a run; at the end
-the runs are merged into one data file plus an index, as Hadoop does.
+Without a combiner, map output is kept as it comes, a list of ``(key,
+value)`` pairs sorted once per spill and written as records of one value
+each. With a combiner (or sorted values) it is grouped per key in a dict
+(so the combiner, the partitioner, the sort and the encoder see each
+distinct key once per spill). When the buffer holds ``buffer_records``
+values, or the process is over its memory budget, it is partitioned,
+sorted and spilled as a run; at the end the runs are stored one after the
+other in one data file plus an index (merged, when a combiner can shrink
+them or when there are many), as Hadoop does.
 Runs in a task child process; nothing here touches the reactor.
 """
 
@@ -23,8 +27,9 @@ from .jobmodule import Job
 from .keys import first, kinds_of, merge_order, record_sort_key, sort_by_utf8, total_order
 from .merge import group_values, merge_runs
 from .partfile import call_hook, naming, write_pairs
-from .partition import partition_ids, scatter
-from .records import CODEC_MSGPACK, FRAME_RECORDS, RecordTypeError, SegmentWriter
+from .partition import RangePartition, default_partition, partition_ids, scatter
+from .records import (CODEC_MSGPACK, FRAME_RECORDS, RUN_BREAK_FRAME, RecordTypeError,
+                      SegmentWriter)
 from .splits import Split, read_chunks
 
 DEFAULT_BUFFER_RECORDS = 1_000_000
@@ -35,7 +40,14 @@ DEFAULT_BUFFER_RECORDS = 1_000_000
 MEMORY_BUDGET = 160 << 20
 #: Values buffered between two looks at the process's memory.
 MEMORY_PROBE = 1 << 16
+#: Growth over the memory held when the buffer was last emptied that, over
+#: the budget, fills the buffer (see _Fill).
+MEMORY_SLACK = 16 << 20
 _MAX_GROWTH = 16
+#: A map without a combiner stores up to this many spills one after the
+#: other, each a sorted run of its own that the reduce merges (no decoding
+#: and encoding again here); more are merged, to bound a reduce's fan-in.
+SPILLS_KEPT_APART = 16
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 INDEX_FORMAT = 1
 
@@ -141,6 +153,12 @@ class MapOutputBuffer:
             self.spill(groups)
         return {}
 
+    def spill_pairs(self, pairs: list[tuple[Any, Any]]) -> None:
+        """Spill a map's ``(key, value)`` pairs as they came (no combiner)."""
+        self.output_records += len(pairs)
+        if pairs:
+            self._spill_items(pairs, folded=True, unchecked=True)
+
     def spill(self, groups: Mapping[Any, Any], folded: bool = False) -> None:
         """Write ``groups`` (key -> list of values, or key -> one value if
         ``folded``) as a sorted, partitioned run."""
@@ -151,27 +169,42 @@ class MapOutputBuffer:
             return
         # One pass over the mapping: a user's mapping may not iterate its
         # keys in the order of its items().
-        items = list(groups.items())
+        self._spill_items(list(groups.items()), folded)
+
+    def _spill_items(self, items: list[Any], folded: bool, unchecked: bool = False) -> None:
+        """Sort and partition ``items`` (``(key, values)``, or ``(key,
+        value)`` if ``folded``; sorted in place) and write them as a run.
+        ``unchecked``: no dict has refused unhashable keys yet."""
         keys = list(map(first, items))
         kinds = kinds_of(keys)
+        if unchecked and "other" in kinds:
+            _check_keys(keys)
         self.kinds.update(kinds)
         n = self._num_partitions
         partition = self._job.partition
-        if kinds == ["str"]:
-            # The keys' UTF-8 serves the default partitioner and the sort.
+        # The keys' UTF-8 serves the default partitioner, and sorts str keys
+        # that are not all ASCII twice as fast; ASCII str sort as fast.
+        utf8 = None
+        if kinds == ["str"] and ((n > 1 and partition is default_partition)
+                                 or not all(map(str.isascii, keys))):
             utf8 = [k.encode("utf-8", "surrogatepass") for k in keys]
-            if n == 1:
-                parts, utf8_parts = [items], [utf8]
-            else:
-                ids = partition_ids(keys, n, partition, utf8)
-                parts, utf8_parts = scatter(items, ids, n), scatter(utf8, ids, n)
-            for part, part_utf8 in zip(parts, utf8_parts):
-                sort_by_utf8(part, part_utf8)
+        del keys
+        if n > 1 and isinstance(partition, RangePartition) and kinds in _PLAIN_KINDS:
+            # Sorted once, and cut where the cut points fall in the sorted
+            # keys: no call per key, no scatter.
+            _sort(items, utf8, kinds)
+            parts = partition.split_sorted(items, n)
         else:
-            parts = [items] if n == 1 else scatter(items, partition_ids(keys, n, partition), n)
-            sort_key = record_sort_key(kinds)
-            for part in parts:
-                part.sort(key=sort_key)
+            if n == 1:
+                parts = [items]
+                utf8_parts = [utf8]
+            else:
+                ids = partition_ids(map(first, items), n, partition, utf8)
+                parts = scatter(items, ids, n)
+                utf8_parts = scatter(utf8, ids, n) if utf8 is not None else [None] * n
+            del utf8
+            for part, part_utf8 in zip(parts, utf8_parts):
+                _sort(part, part_utf8, kinds)
         self._write_spill(parts, folded)
 
     def _spill_by_value(self, groups: Mapping[Any, Any], folded: bool) -> None:
@@ -216,6 +249,8 @@ class MapOutputBuffer:
         elif len(self._spills) == 1:
             path, table = self._spills[0]
             os.replace(path, data_path)
+        elif self._job.combine is None and len(self._spills) <= SPILLS_KEPT_APART:
+            table = self._concatenate_spills(data_path)
         else:
             table = self._merge_spills(data_path)
         c = self._counters
@@ -228,6 +263,36 @@ class MapOutputBuffer:
         with open(index_path, "w") as f:
             json.dump(index, f)
         return MapOutput(data_path, index_path, sorted(self.kinds))
+
+    def _concatenate_spills(self, data_path: str) -> PartitionTable:
+        """Each partition's segments of every spill, one after the other
+        with a run break between them: bytes copied, nothing decoded (the
+        reduce merges them as runs of their own)."""
+        table: PartitionTable = []
+        with naming(data_path), open(data_path, "wb", buffering=0) as out:
+            files = [open(path, "rb") for path, _ in self._spills]
+            try:
+                pos = 0
+                for p in range(self._num_partitions):
+                    start = pos
+                    records = 0
+                    for f, (_, spill_table) in zip(files, self._spills):
+                        offset, length, n = spill_table[p]
+                        if not length:
+                            continue
+                        if pos > start:
+                            out.write(RUN_BREAK_FRAME)
+                            pos += len(RUN_BREAK_FRAME)
+                        _copy_range(f.fileno(), out.fileno(), offset, length)
+                        pos += length
+                        records += n
+                    table.append((start, pos - start, records))
+            finally:
+                for f in files:
+                    f.close()
+        for path, _ in self._spills:
+            os.unlink(path)
+        return table
 
     def _merge_spills(self, data_path: str) -> PartitionTable:
         sort_key = merge_order(self._job, self.kinds)
@@ -251,6 +316,41 @@ class MapOutputBuffer:
         for path, _ in self._spills:
             os.unlink(path)
         return table
+
+
+_PLAIN_KINDS = (["str"], ["num"], ["bytes"])
+
+
+def _sort(items: list[Any], utf8: list[bytes] | None, kinds: list[str]) -> None:
+    """Sort a spill's ``items`` by key in place (``utf8``: their str keys'
+    UTF-8, in the same order)."""
+    if utf8 is not None:
+        sort_by_utf8(items, utf8)
+    else:
+        items.sort(key=record_sort_key(kinds))
+
+
+def _check_keys(keys: list[Any]) -> None:
+    """Refuse a key of a type no record may carry (a list, a set...), with
+    its type named: the pair buffer holds any object until it spills."""
+    try:
+        for key in keys:
+            total_order(key)
+    except TypeError as e:
+        raise RecordTypeError(
+            f"map must yield (key, value) pairs whose key is str, bytes, int, float, "
+            f"bool, None or a tuple of these ({e})") from None
+
+
+def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
+    """Copy ``length`` bytes at ``offset`` of file ``src`` to the end of
+    ``dst``, in the kernel."""
+    while length:
+        n = os.copy_file_range(src, dst, length, offset)
+        if n == 0:
+            raise OSError(f"a spill ends {length} bytes short of its index")
+        offset += n
+        length -= n
 
 
 def _write_sorted_values(folded: bool) -> Callable[[SegmentWriter, list[Any]], None]:
@@ -375,19 +475,57 @@ def _phases(job: Job, records: Iterable[tuple[Any, Any]],
     return phases
 
 
+class _Fill:
+    """When a map's buffer is full: at ``limit`` values, or at once when the
+    process is over its memory budget and has grown since the buffer was
+    last emptied (or the map began). Large values fill the budget long before the count: the
+    memory is looked at every MEMORY_PROBE values, and the count a buffer
+    held when over budget is the most it holds from then on.
+
+    The growth matters: a process keeps the memory of a spilled buffer (the
+    allocator's arenas) and refills it without growing, so a resident size
+    still over budget right after a spill said nothing about the next
+    buffer, and spilled it every MEMORY_PROBE values (69 spills of a 500 MB
+    map, too many to keep apart, merged again)."""
+
+    def __init__(self, buffer_records: int) -> None:
+        self.limit = self.floor = buffer_records
+        #: The count at which to call ``due`` next.
+        self.look = min(buffer_records, MEMORY_PROBE)
+        # Resident bytes when the buffer was last emptied (or the map began:
+        # a zygote's child starts with its parent's memory).
+        self._emptied_at = resident_bytes()
+
+    def due(self, buffered: int) -> int:
+        """0 while the buffer may take more; else the limit it is full at."""
+        if buffered >= self.limit:
+            return self.limit
+        rss = resident_bytes()
+        if rss > MEMORY_BUDGET and rss > self._emptied_at + MEMORY_SLACK:
+            self.floor = buffered
+            return buffered
+        self.look = min(self.limit, buffered + MEMORY_PROBE)
+        return 0
+
+    def emptied(self, limit: int) -> None:
+        """The buffer, full at ``limit`` (from ``due``), was emptied."""
+        self._emptied_at = rss = resident_bytes()
+        if limit == self.limit:
+            self.limit = next_limit(limit, self.floor, rss)
+        else:
+            self.limit = limit
+        self.look = min(self.limit, MEMORY_PROBE)
+
+
 def _group_loop(phases: list[Phase], buffer: MapOutputBuffer, buffer_records: int) -> int:
-    """The hot loop: group each map output value under its key; returns the
-    number of records read (hooks' included)."""
+    """The hot loop with a combiner: group each map output value under its
+    key; returns the number of records read (hooks' included)."""
     groups: dict[Any, list[Any]] = {}
     get = groups.get
     buffered = 0
     in_records = 0
-    limit = floor = buffer_records
-    # Large values fill the memory budget long before the buffer's count:
-    # the process's memory is looked at every MEMORY_PROBE values, and a
-    # buffer over budget spills at once; the count it held is the most the
-    # buffer holds from then on.
-    look = min(limit, MEMORY_PROBE)
+    fill = _Fill(buffer_records)
+    look = fill.look
     for records, mapfn in phases:
         for key, value in records:
             in_records += 1
@@ -399,18 +537,40 @@ def _group_loop(phases: list[Phase], buffer: MapOutputBuffer, buffer_records: in
                     vs.append(v)
                 buffered += 1
             if buffered >= look:
-                if buffered >= limit:
+                limit = fill.due(buffered)
+                if limit:
                     groups = buffer.full(groups, buffered, limit)
                     get = groups.get
                     buffered = 0
-                    limit = next_limit(limit, floor, resident_bytes())
-                elif resident_bytes() > MEMORY_BUDGET:
-                    groups = buffer.full(groups, buffered, buffered)
-                    get = groups.get
-                    limit = floor = buffered
-                    buffered = 0
-                look = min(limit, buffered + MEMORY_PROBE)
+                    fill.emptied(limit)
+                look = fill.look
     buffer.full(groups, buffered, 0)
+    return in_records
+
+
+def _pair_loop(phases: list[Phase], buffer: MapOutputBuffer, buffer_records: int) -> int:
+    """The hot loop without a combiner: each pair as it comes, into a list
+    sorted once per spill (a dict of one-element lists costs about three
+    times as much per pair); returns the number of records read."""
+    pairs: list[tuple[Any, Any]] = []
+    append = pairs.append
+    in_records = 0
+    fill = _Fill(buffer_records)
+    look = fill.look
+    for records, mapfn in phases:
+        for key, value in records:
+            in_records += 1
+            for k, v in mapfn(key, value):
+                append((k, v))
+            if len(pairs) >= look:
+                limit = fill.due(len(pairs))
+                if limit:
+                    buffer.spill_pairs(pairs)
+                    pairs = []
+                    append = pairs.append
+                    fill.emptied(limit)
+                look = fill.look
+    buffer.spill_pairs(pairs)
     return in_records
 
 
@@ -447,7 +607,7 @@ def _fold_loop(phases: list[Phase], combiner: FoldCombiner, buffer: MapOutputBuf
 
 
 _MISSING = object()
-_DRIVER_CODE = frozenset({_group_loop.__code__, _fold_loop.__code__})
+_DRIVER_CODE = frozenset({_group_loop.__code__, _pair_loop.__code__, _fold_loop.__code__})
 
 
 def run_map(
@@ -478,6 +638,8 @@ def run_map(
     try:
         if isinstance(job.combine, FoldCombiner):
             in_records = _fold_loop(phases, job.combine, buffer, buffer_records)
+        elif job.combine is None and not job.sort_values:
+            in_records = _pair_loop(phases, buffer, buffer_records)
         else:
             in_records = _group_loop(phases, buffer, buffer_records)
     except (TypeError, ValueError) as e:

@@ -1,7 +1,9 @@
 """Merging sorted runs and grouping equal keys (pure; used by both sides).
 
-A run is one sorted segment on disk, named by ``(path, offset, length)``.
-Merges stream: each run holds one decoded frame in memory, and a key's
+A run is one sorted segment on disk, named by ``(path, offset, length)``;
+a map's output may hold several sorted runs per segment, one per spill,
+parted by run breaks (``records.segment_runs``), and each is merged as a
+run of its own. Merges stream: each run holds one decoded frame in memory, and a key's
 values reach ``reduce`` as an iterator chained across runs, never as a list
 of everything.
 """
@@ -14,7 +16,7 @@ from itertools import chain, groupby
 from operator import itemgetter
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .records import Record, SegmentWriter, iter_frames_file
+from .records import Record, SegmentWriter, iter_frames_file, segment_runs
 
 RunRef = tuple[str, int, int]
 
@@ -29,7 +31,14 @@ _second = itemgetter(1)
 def merge_runs(runs: Sequence[RunRef], sort_key: Callable[[Record], Any],
                tally: list[int] | None = None) -> Iterator[Record]:
     """The records of the sorted runs stored at ``runs``, in one sorted stream
-    (their number added to ``tally[0]`` when given).
+    (their number added to ``tally[0]`` when given)."""
+    return chain.from_iterable(merge_batches(runs, sort_key, tally))
+
+
+def merge_batches(runs: Sequence[RunRef], sort_key: Callable[[Record], Any],
+                  tally: list[int] | None = None) -> Iterator[list[Record]]:
+    """``merge_runs``'s records a sorted list at a time, for a consumer that
+    takes them so (no Python step per record).
 
     ``heapq.merge`` costs about 550 ns a record in Python; this merges a
     frame at a time instead: every record up to the smallest of the runs'
@@ -37,11 +46,17 @@ def merge_runs(runs: Sequence[RunRef], sort_key: Callable[[Record], Any],
     order by one C timsort (which finds the sorted runs in them). Memory
     stays at one frame per run.
     """
-    sources = [iter_frames_file(path, offset, length) for path, offset, length in runs
-               if length > 0]
+    sources = [iter_frames_file(path, offset, length)
+               for path, offset, length in sorted_runs(runs)]
     if tally is not None:
         sources = [_counted(source, tally) for source in sources]
     return _merge_frames(sources, sort_key)
+
+
+def sorted_runs(runs: Sequence[RunRef]) -> list[RunRef]:
+    """The sorted runs that ``runs`` hold (a segment may hold several)."""
+    return [(path, *sub) for path, offset, length in runs if length > 0
+            for sub in segment_runs(path, offset, length)]
 
 
 def _counted(frames: Iterator[list[Record]], tally: list[int]) -> Iterator[list[Record]]:
@@ -52,7 +67,7 @@ def _counted(frames: Iterator[list[Record]], tally: list[int]) -> Iterator[list[
 
 
 def _merge_frames(sources: list[Iterator[list[Record]]],
-                  sort_key: Callable[[Record], Any]) -> Iterator[Record]:
+                  sort_key: Callable[[Record], Any]) -> Iterator[list[Record]]:
     live: list[list[Any]] = []  # [frame, position, source]
     for source in sources:
         frame = next(source, None)
@@ -73,7 +88,7 @@ def _merge_frames(sources: list[Iterator[list[Record]]],
             # that record, unless its frame is out of order: fail, not spin.
             raise ValueError("a run to merge is not sorted by key")
         batch.sort(key=sort_key)
-        yield from batch
+        yield batch
         for entry in live:
             while entry[1] == len(entry[0]):
                 frame = next(entry[2], None)
@@ -83,9 +98,8 @@ def _merge_frames(sources: list[Iterator[list[Record]]],
                 entry[0], entry[1] = frame, 0
         live = [entry for entry in live if entry[0] is not None]
     for frame, pos, source in live:
-        yield from frame[pos:]
-        for frame in source:
-            yield from frame
+        yield frame[pos:]
+        yield from source
 
 
 def group_values(records: Iterable[Record]) -> Iterator[tuple[Any, Iterator[Any]]]:
@@ -100,7 +114,7 @@ def reduce_run_count(
     """Merge runs in passes until at most ``factor`` remain."""
     if factor < 2:
         raise ValueError("the merge factor must be at least 2")
-    runs = list(runs)
+    runs = sorted_runs(runs)
     n = 0
     while len(runs) > factor:
         batch, runs = runs[:factor], runs[factor:]

@@ -4,12 +4,15 @@ It must give the same answer in every process, on every host and Python
 version, so it hashes a canonical encoding of the key with CRC-32 and never
 uses the built-in ``hash()`` (salted per process for str and bytes). Keys
 that Python considers equal (1, 1.0 and True) encode alike, since the reduce
-side groups them together.
+side groups them together. ``RangePartition`` is the other kind a job may
+give: key ranges as data, which a map spill applies to its sorted keys.
 """
 
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left, bisect_right
+from operator import itemgetter
 from typing import Any, Callable, Iterable, Sequence
 from zlib import crc32
 
@@ -93,3 +96,43 @@ def scatter(items: Iterable[Any], ids: Iterable[int], num_partitions: int) -> li
     for p, item in zip(ids, items):
         appends[p](item)
     return parts
+
+
+class RangePartition:
+    """A partitioner by key ranges (a total-order sort's): partition ``i``
+    of ``n`` holds the keys ``k`` with ``cuts[i - 1] <= k < cuts[i]``, where
+    ``cut_points(n)`` gives the ``n - 1`` sorted cuts.
+
+    Given as data, the ranges cost a map no call per key: a spill sorts its
+    pairs once and cuts the sorted run where the cut points fall
+    (``split_sorted``). Called as a function it is ``bisect_right(cuts,
+    key)``, what the spill gives too. ``cut_points`` is asked when a map
+    spills, so it may depend on what the map has read (a sample).
+
+        partition = RangePartition(lambda n: CUTS[n])
+    """
+
+    def __init__(self, cut_points: Callable[[int], Sequence[Any]]) -> None:
+        self._cut_points = cut_points
+
+    def __call__(self, key: Any, num_partitions: int) -> int:
+        return bisect_right(self._cut_points(num_partitions), key)
+
+    def cut_points(self, num_partitions: int) -> Sequence[Any]:
+        """The job's cut points for ``num_partitions``, checked."""
+        cuts = self._cut_points(num_partitions)
+        if len(cuts) != num_partitions - 1:
+            raise ValueError(f"cut_points({num_partitions}) gave {len(cuts)} cuts; "
+                             f"{num_partitions - 1} are needed")
+        if any(b < a for a, b in zip(cuts, cuts[1:])):
+            raise ValueError(f"cut_points({num_partitions}) are not sorted")
+        return cuts
+
+    def split_sorted(self, records: list[Any], num_partitions: int) -> list[list[Any]]:
+        """``records`` (sorted by their keys, ``record[0]``) cut into their
+        partitions, as slices."""
+        bounds = [bisect_left(records, cut, key=_first) for cut in self.cut_points(num_partitions)]
+        return [records[a:b] for a, b in zip([0, *bounds], [*bounds, len(records)])]
+
+
+_first = itemgetter(0)

@@ -6,14 +6,19 @@ bytes are written by the map child, stored and served by the tasktracker
 without being decoded, and read by the reduce child. Nothing here is pickle:
 a segment written on another host only ever decodes to plain data.
 
-Format version 1 (see docs/record-format.md)::
+Format version 2 (see docs/record-format.md)::
 
     frame   = header payload
     header  = codec:u8  length:u32be  crc32:u32be     (9 bytes)
     payload = msgpack array [k1, vs1, k2, vs2, ...]   (codec 1)
             | size:u32le lz4-block(msgpack array)       (codec 2)
+            | msgpack array [k1, v1, k2, v2, ...]     (codec | PAIRS)
+            | nothing                                   (RUN_BREAK)
 
-``vs`` is a list of values. Tuples travel as msgpack ext type 1 and integers
+``vs`` is a list of values; a PAIRS frame holds records of one value each
+(no list per value), read back as ``(key, (value,))``. A RUN_BREAK ends one
+sorted run of a segment and starts another: a map's spills are stored one
+after the other rather than merged (``segment_runs``). Tuples travel as msgpack ext type 1 and integers
 beyond 64 bits as ext type 2, so that both come back as what was sent. The
 crc32 covers the payload as stored, so a daemon checks a compressed frame
 without decompressing it, and every reader takes both codecs.
@@ -25,15 +30,23 @@ import os
 import struct
 import zlib
 from itertools import chain
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 import msgpack
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CODEC_MSGPACK = 1
 #: The msgpack payload compressed with LZ4 (``lz4.block``, its size first).
 CODEC_LZ4 = 2
 _CODECS = frozenset({CODEC_MSGPACK, CODEC_LZ4})
+#: A flag of the codec byte (format 2): the payload is ``[k1, v1, ...]``,
+#: records of one value each, which then cost no list to write or read.
+PAIRS = 0x10
+#: The codec byte of an empty frame (format 2) between two sorted runs of
+#: one segment: spills kept apart cost no decoding merge on the map side.
+RUN_BREAK = 0x20
+RUN_BREAK_FRAME = struct.pack(">BII", RUN_BREAK, 0, 0)
+_FRAME_CODECS = _CODECS | {c | PAIRS for c in _CODECS}
 #: What a job may ask for as ``compress`` (None: plain frames).
 COMPRESSION_CODECS = {"lz4": CODEC_LZ4}
 FRAME_HEADER = struct.Struct(">BII")
@@ -57,7 +70,7 @@ _depth = [0]
 # they must survive the round trip.
 _UNICODE_ERRORS = "surrogatepass"
 
-Record = tuple[Any, list[Any]]
+Record = tuple[Any, Sequence[Any]]
 
 
 class CorruptFrame(ValueError):
@@ -172,15 +185,16 @@ def _unpack(data: bytes) -> Any:
     )
 
 
-def _frame(payload: bytes, codec: int) -> bytes:
-    """The frame of a msgpack ``payload``, compressed if ``codec`` says so."""
+def _frame(payload: bytes, codec: int, flags: int = 0) -> bytes:
+    """The frame of a msgpack ``payload``, compressed if ``codec`` says so;
+    ``flags`` (PAIRS or 0) go into its codec byte."""
     if codec == CODEC_LZ4:
         packed = _lz4_block().compress(payload, store_size=True)
         # Frames are self-describing: one that does not shrink is stored
         # plain, and its reader skips the decompression.
         if len(packed) < len(payload):
-            return FRAME_HEADER.pack(CODEC_LZ4, len(packed), zlib.crc32(packed)) + packed
-    return FRAME_HEADER.pack(CODEC_MSGPACK, len(payload), zlib.crc32(payload)) + payload
+            return FRAME_HEADER.pack(CODEC_LZ4 | flags, len(packed), zlib.crc32(packed)) + packed
+    return FRAME_HEADER.pack(CODEC_MSGPACK | flags, len(payload), zlib.crc32(payload)) + payload
 
 
 def encode_frame(records: list[Record], packer: msgpack.Packer | None = None,
@@ -205,12 +219,13 @@ def _decompress(data: bytes) -> bytes:
 
 
 def decode_payload(codec: int, payload: bytes, crc: int) -> list[Any]:
-    """The flat ``[k1, vs1, ...]`` list of a frame, checked against its crc."""
-    if codec not in _CODECS:
+    """The flat ``[k1, vs1, ...]`` list of a frame (``[k1, v1, ...]`` for
+    a PAIRS frame), checked against its crc."""
+    if codec not in _FRAME_CODECS:
         raise CorruptFrame(f"unknown frame codec {codec}")
     if zlib.crc32(payload) != crc:
         raise CorruptFrame("frame checksum mismatch")
-    if codec == CODEC_LZ4:
+    if codec & ~PAIRS == CODEC_LZ4:
         payload = _decompress(payload)
     try:
         flat = _unpack(payload)
@@ -221,6 +236,15 @@ def decode_payload(codec: int, payload: bytes, crc: int) -> list[Any]:
         raise CorruptFrame(f"frame does not decode: {e}") from None
     if type(flat) is not list or len(flat) % 2:
         raise CorruptFrame("frame payload is not a record list")
+    return flat
+
+
+def _lists_of_values(records: list[Record]) -> list[Any]:
+    """``[k1, vs1, ...]`` of streamed records, every ``vs`` a list: a merge
+    gives the values of PAIRS frames as 1-tuples, which msgpack would
+    store as tuple values."""
+    flat = list(chain.from_iterable(records))
+    flat[1::2] = map(list, flat[1::2])
     return flat
 
 
@@ -253,47 +277,46 @@ class SegmentWriter:
         for r in records:
             append(r)
             if len(batch) >= n:
-                self._flush(list(chain.from_iterable(batch)))
+                self._flush(_lists_of_values(batch))
                 batch = []
                 append = batch.append
         if batch:
-            self._flush(list(chain.from_iterable(batch)))
+            self._flush(_lists_of_values(batch))
 
     def write_pairs(self, pairs: list[tuple[Any, Any]]) -> None:
-        """Records of one value each, given as ``(key, value)``: a folding
-        combiner's totals, stored as ``(key, [value])`` records."""
+        """Records of one value each, given as ``(key, value)`` tuples (a
+        map's pairs, a folding combiner's totals): PAIRS frames."""
         n = self._frame_records
         for i in range(0, len(pairs), n):
-            keys, values = zip(*pairs[i:i + n])
-            flat: list[Any] = [None] * (2 * len(keys))
-            flat[::2] = keys
-            flat[1::2] = [[v] for v in values]
-            self._flush(flat)
+            self._flush(list(chain.from_iterable(pairs[i:i + n])), PAIRS)
 
-    def _flush(self, flat: list[Any]) -> None:
-        """Write the records ``[k1, vs1, k2, vs2, ...]`` as a frame."""
+    def _flush(self, flat: list[Any], flags: int = 0) -> None:
+        """Write the records ``[k1, vs1, k2, vs2, ...]`` (``[k1, v1, ...]``
+        with PAIRS in ``flags``) as a frame."""
         # Sizes are those of the msgpack payload: a reader decompresses it whole.
         payload = self._packer.pack(flat)
         size = FRAME_HEADER.size + len(payload)
         if size > FRAME_TARGET_BYTES and len(flat) > 2:
             # Big values: cut by size too, so no frame nears the readers' limit.
             half = len(flat) // 4 * 2
-            self._flush(flat[:half])
-            self._flush(flat[half:])
+            self._flush(flat[:half], flags)
+            self._flush(flat[half:], flags)
             return
         if len(payload) > MAX_FRAME_BYTES:
             raise RecordTooLarge(
                 f"the record of key {flat[0]!r:.100} encodes to {size:,} bytes, more than "
                 f"the {MAX_FRAME_BYTES:,} a record may have")
-        frame = _frame(payload, self._codec)
+        frame = _frame(payload, self._codec, flags)
         self._f.write(frame)
         self.records += len(flat) // 2
         self.bytes += len(frame)
 
 
-def read_frames(f: BinaryIO, offset: int, length: int) -> Iterator[list[Record]]:
-    """The records of the segment at ``offset``, a frame's list at a time
-    (one frame in memory)."""
+def _headers(f: BinaryIO, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
+    """``(codec, size, crc)`` of each frame of the segment at ``offset``;
+    the caller reads (or skips) the ``size`` bytes of each payload before
+    asking for the next. Raises CorruptFrame for a header that is cut or
+    whose length runs past the segment or over the frame limit."""
     f.seek(offset)
     remaining = length
     hsize = FRAME_HEADER.size
@@ -304,12 +327,42 @@ def read_frames(f: BinaryIO, offset: int, length: int) -> Iterator[list[Record]]
         codec, size, crc = FRAME_HEADER.unpack(header)
         if size > MAX_FRAME_BYTES or size > remaining - hsize:
             raise CorruptFrame(f"frame length {size} exceeds its segment")
+        if codec == RUN_BREAK and (size or crc):
+            raise CorruptFrame("a run break with a payload")
+        remaining -= hsize + size
+        yield codec, size, crc
+
+
+def read_frames(f: BinaryIO, offset: int, length: int) -> Iterator[list[Record]]:
+    """The records of the segment at ``offset``, a frame's list at a time
+    (one frame in memory). Run breaks are passed over: the runs of a
+    segment come one after the other (``segment_runs`` tells them apart)."""
+    for codec, size, crc in _headers(f, offset, length):
+        if codec == RUN_BREAK:
+            continue
         payload = f.read(size)
         if len(payload) != size:
             raise CorruptFrame("truncated frame payload")
-        remaining -= hsize + size
         it = iter(decode_payload(codec, payload, crc))
-        yield list(zip(it, it))
+        # A PAIRS frame's values come as 1-tuples, made in C by zip.
+        yield list(zip(it, zip(it) if codec & PAIRS else it))
+
+
+def segment_runs(path: str, offset: int, length: int) -> list[tuple[int, int]]:
+    """``(offset, length)`` of each sorted run of the segment at ``offset``
+    in ``path``, from the frames' headers alone (no payload is read)."""
+    runs = []
+    start = pos = offset
+    with open(path, "rb") as f:
+        for codec, size, _ in _headers(f, offset, length):
+            if codec == RUN_BREAK:
+                runs.append((start, pos - start))
+                start = pos + FRAME_HEADER.size
+            else:
+                f.seek(size, 1)
+            pos += FRAME_HEADER.size + size
+    runs.append((start, pos - start))
+    return [r for r in runs if r[1] > 0]
 
 
 def iter_frames_file(path: str, offset: int = 0, length: int | None = None) -> Iterator[list[Record]]:
@@ -325,28 +378,23 @@ def iter_frames_file(path: str, offset: int = 0, length: int | None = None) -> I
 
 def verify_segment(path: str, offset: int = 0, length: int | None = None) -> int:
     """Check the checksum of every frame of the segment at ``offset`` in
-    ``path`` (the whole file by default); its frame count. Raises
-    CorruptFrame: a fetcher discards such a run and fetches it again.
-    Compressed frames are checked as stored: no codec package is needed."""
-    hsize = FRAME_HEADER.size
+    ``path`` (the whole file by default); its frame count (run breaks
+    included). Raises CorruptFrame: a fetcher discards such a run and
+    fetches it again. Compressed frames are checked as stored: no codec
+    package is needed."""
     frames = 0
     # A tiny run needs no 1 MB buffer (thousands of tiny maps' runs).
     buffering = 1 << 20 if length is None else min(1 << 20, max(length, 8192))
     with open(path, "rb", buffering=buffering) as f:
         if length is None:
             length = os.fstat(f.fileno()).st_size - offset
-        end = offset + length
-        f.seek(offset)
-        pos = offset
-        while pos < end:
-            header = f.read(hsize)
-            if len(header) != hsize or end - pos < hsize:
-                raise CorruptFrame("truncated frame header")
-            codec, size, crc = FRAME_HEADER.unpack(header)
-            if codec not in _CODECS or size > MAX_FRAME_BYTES or size > end - pos - hsize:
-                raise CorruptFrame("bad frame header")
-            if zlib.crc32(f.read(size)) != crc:
+        for codec, size, crc in _headers(f, offset, length):
+            if codec not in _FRAME_CODECS and codec != RUN_BREAK:
+                raise CorruptFrame(f"bad frame header: unknown codec {codec}")
+            payload = f.read(size)
+            if len(payload) != size:
+                raise CorruptFrame("truncated frame payload")
+            if zlib.crc32(payload) != crc:
                 raise CorruptFrame("frame checksum mismatch")
-            pos += hsize + size
             frames += 1
     return frames

@@ -38,6 +38,7 @@ PURE_MODULES = [
     "jobmodule",
     "counters",
     "combiners",
+    "reducers",
     "scheduler",
     "kvstore",
     "task",

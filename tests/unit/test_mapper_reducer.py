@@ -4,6 +4,7 @@ pytxmr.inline.run_inline, run in this process against independent references."""
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
 import random
@@ -120,15 +121,16 @@ def counts_of(parts: list[str]) -> dict[str, int]:
 
 
 def count_spills(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The sizes of the spills the map side writes from now on."""
+    """The sizes of the spills the map side writes from now on: their
+    items (keys, or pairs for a map without a combiner)."""
     spills: list[int] = []
-    real_spill = mapper.MapOutputBuffer.spill
+    real_write = mapper.MapOutputBuffer._write_spill
 
-    def counting_spill(self: Any, groups: Any, *args: Any, **kwargs: Any) -> None:
-        spills.append(len(groups))
-        real_spill(self, groups, *args, **kwargs)
+    def counting_write(self: Any, parts: Any, *args: Any, **kwargs: Any) -> None:
+        spills.append(sum(map(len, parts)))
+        real_write(self, parts, *args, **kwargs)
 
-    monkeypatch.setattr(mapper.MapOutputBuffer, "spill", counting_spill)
+    monkeypatch.setattr(mapper.MapOutputBuffer, "_write_spill", counting_write)
     return spills
 
 
@@ -611,15 +613,10 @@ def test_a_buffer_over_the_memory_budget_spills_before_its_count(
     """Large values: the map spills when its process is over the memory
     budget, long before the buffer's count, and the output is unchanged."""
     monkeypatch.setattr(mapper, "MEMORY_PROBE", 100)
-    monkeypatch.setattr(mapper, "resident_bytes", lambda: mapper.MEMORY_BUDGET + 1)
-    spills: list[int] = []
-    real_spill = mapper.MapOutputBuffer.spill
-
-    def counting(self: Any, groups: Any, folded: bool = False) -> None:
-        spills.append(sum(len(v) for v in groups.values()))
-        real_spill(self, groups, folded)
-
-    monkeypatch.setattr(mapper.MapOutputBuffer, "spill", counting)
+    # Over budget, and growing at every look.
+    rss = itertools.count(mapper.MEMORY_BUDGET + 1, mapper.MEMORY_SLACK + 1)
+    monkeypatch.setattr(mapper, "resident_bytes", lambda: next(rss))
+    spills = count_spills(monkeypatch)  # of pairs: the job has no combiner
     data = tmp_path / "in.txt"
     data.write_text("".join(f"k{i % 97} {'x' * 50}\n" for i in range(1000)))
     source = """

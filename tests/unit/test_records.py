@@ -22,11 +22,17 @@ from strategies import assert_same, keys, values
 from pytxmr.records import (
     FRAME_HEADER,
     MAX_FRAME_BYTES,
+    PAIRS,
+    RUN_BREAK,
+    RUN_BREAK_FRAME,
     CorruptFrame,
     RecordTypeError,
     SegmentWriter,
     decode_payload,
     encode_frame,
+    read_frames,
+    segment_runs,
+    verify_segment,
 )
 
 # ---------------------------------------------------------------- helpers
@@ -150,16 +156,53 @@ def test_segment_writer_splits_into_frames_and_reads_back(
 def test_write_pairs_stores_records_of_one_value_each(
     pairs: list[tuple[Any, Any]], frame_records: int
 ) -> None:
-    """A folding combiner's totals are written as (key, [value]) records:
-    the same bytes as write() of those records, so readers need not know."""
+    """A map's pairs (and a folding combiner's totals) are PAIRS frames: no
+    list per value, fewer bytes than (key, [value]) records, read back as
+    the same records."""
     by_pairs, by_records = io.BytesIO(), io.BytesIO()
     w = SegmentWriter(by_pairs, frame_records=frame_records)
     w.write_pairs(pairs)
     SegmentWriter(by_records, frame_records=frame_records).write([(k, [v]) for k, v in pairs])
-    assert by_pairs.getvalue() == by_records.getvalue()
     assert (w.records, w.bytes) == (len(pairs), len(by_pairs.getvalue()))
+    assert w.bytes == len(by_records.getvalue()) - len(pairs)  # one array header each
+    data = by_pairs.getvalue()
+    if data:
+        assert data[0] == PAIRS | 1
     got = list(read_segment(by_pairs, 0, w.bytes))
     assert_same([list(r) for r in got], [[k, [v]] for k, v in pairs])
+
+
+def test_a_pairs_frame_reads_its_values_as_one_tuples() -> None:
+    """The merge and the reduce take a record's values as any sequence; a
+    PAIRS frame's cost no Python object beyond what zip makes."""
+    buf = io.BytesIO()
+    SegmentWriter(buf).write_pairs([("a", 1), ("b", [2])])
+    assert list(read_frames(buf, 0, len(buf.getvalue()))) == [[("a", (1,)), ("b", ([2],))]]
+
+
+def test_run_breaks_part_a_segment_into_its_sorted_runs(tmp_path: Any) -> None:
+    """A map's spills stored one after the other: readers pass over the
+    breaks, segment_runs finds each run, verify_segment counts the breaks."""
+    path = tmp_path / "seg"
+    with open(path, "wb") as f:
+        f.write(b"junk")
+        w = SegmentWriter(f)
+        w.write_pairs([("a", 1), ("c", 2)])
+        first = w.bytes
+        f.write(RUN_BREAK_FRAME)
+        w.write([("b", [3, 4])])
+    length = w.bytes + len(RUN_BREAK_FRAME)
+    assert segment_runs(str(path), 4, length) == [(4, first),
+                                                 (4 + first + len(RUN_BREAK_FRAME), w.bytes - first)]
+    assert iter_segment_file(str(path), 4, length) == [("a", [1]), ("c", [2]), ("b", [3, 4])]
+    assert verify_segment(str(path), 4, length) == 3
+    assert segment_runs(str(path), 4, first) == [(4, first)]
+
+
+def test_a_run_break_with_a_payload_is_corrupt() -> None:
+    bad = FRAME_HEADER.pack(RUN_BREAK, 1, 0) + b"x"
+    with pytest.raises(CorruptFrame, match="run break"):
+        read_all(sample_frame() + bad)
 
 
 def test_iter_segment_file_reads_a_whole_file_or_a_slice(tmp_path: Any) -> None:
