@@ -79,7 +79,7 @@ def merge_order(job: Any, kinds: Iterable[str]) -> Callable[[tuple], Any]:
 
 
 def sort_by_utf8(records: list[tuple], utf8: list[bytes]) -> None:
-    """Sort ``records`` (distinct str keys) in place by their keys' UTF-8,
+    """Sort ``records`` (str keys, duplicates allowed) in place by their keys' UTF-8,
     ``utf8[i]`` being record ``i``'s.
 
     UTF-8 orders as the code points do, so this is Python's str order. It

@@ -44,8 +44,8 @@ def step_inputs(output: str, step: int, count: int,
 
 
 class PairWriter:
-    """Writes pairs as records of one value each (``(key, [value])``), a
-    frame at a time."""
+    """Writes pairs as records of one value each (PAIRS frames, see
+    ``SegmentWriter.write_pairs``), a frame at a time."""
 
     BATCH = 4096
 
