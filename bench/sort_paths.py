@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import bisect
 import gc
-import json
 import os
 import shutil
 import sys
@@ -116,12 +115,10 @@ def main() -> None:
             out = os.path.join(work, f"map{i}")
             os.makedirs(out)
             t = cpu()
-            mo = run_map(job, split, 2, out, Counters(), name="map")
+            mo = run_map(job, split, 2, os.path.join(out, "map.data"), Counters())
             if i == 0:
                 print(f"map of {split.length / 1e6:.0f} MB: pytxmr run_map {cpu() - t:.2f} CPU s")
-            with open(mo.index_path) as f:
-                part = json.load(f)["partitions"][0]
-            runs.append((mo.data_path, part["offset"], part["length"]))
+            runs.append((mo.data_path, *mo.table[0][:2]))
         proto = prototype_map(halves[0], os.path.join(work, "proto.data"))
         print("  prototype " + f"{proto['total']:.2f} CPU s (" + ", ".join(
             f"{k} {v:.2f}" for k, v in proto.items() if k != "total") + ")")

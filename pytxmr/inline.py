@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import shutil
 import sys
@@ -206,18 +205,14 @@ def _map_only_step(task_step: Callable[[], Job], splits: Sequence[Split], where:
 def _map_reduce_step(task_step: Callable[[], Job], splits: Sequence[Split], reducers: int, where: str,
                      fmt: str | None, work: str, opts: Mapping[str, str], counters: Counters,
                      buffer_records: int, codec: int) -> dict[int, int]:
-    indexes = []
-    for split in splits:
-        out = run_map(task_step(), split, reducers, work, counters,
-                      buffer_records=buffer_records, name=f"map-{split.index:05d}",
-                      codec=codec)
-        with open(out.index_path) as f:
-            indexes.append((out.data_path, json.load(f)))
-    kinds = sorted({k for _, index in indexes for k in index["kinds"]})
+    outputs = [run_map(task_step(), split, reducers,
+                       os.path.join(work, f"map-{split.index:05d}.data"), counters,
+                       buffer_records=buffer_records, codec=codec)
+               for split in splits]
+    kinds = sorted({k for out in outputs for k in out.kinds})
     records: dict[int, int] = {}
     for p in range(reducers):
-        runs = [(path, ix["partitions"][p]["offset"], ix["partitions"][p]["length"])
-                for path, ix in indexes]
+        runs = [(out.data_path, *out.table[p][:2]) for out in outputs]
         attempt = f"inline_r{p:05d}"
         part = output.attempt_path(where, attempt, p, work)
         before = counters.get(FRAMEWORK, "reduce output records")

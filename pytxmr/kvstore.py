@@ -1,14 +1,15 @@
 """The tasktracker's index of finished map outputs, by (job, map, partition).
 
 One KeyValueStore per tasktracker, shared by all jobs. Map attempts write their
-output under the job's work dir; the store remembers where each partition's
-segment lives so the shuffle server (pytxmr.shuffle) can stream it without
-decoding. Pure Python: nothing here imports Twisted.
+output under the job's work dir (a file of its own, or a stretch of a pack
+file that a task process shares among its small outputs) and report where
+each partition's segment lies; the store remembers it so the shuffle server
+(pytxmr.shuffle) can stream it without decoding. Pure Python: nothing here
+imports Twisted.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -16,15 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "INDEX_FORMAT",
     "KeyValueStore",
+    "check_table",
     "delete_paths",
-    "read_index",
     "valid_job_id",
 ]
-
-#: The only index-file format this module understands.
-INDEX_FORMAT = 1
 
 # Job ids become path components and appear in shuffle requests: keep them
 # boring enough that no id can name a parent directory or a hidden file.
@@ -54,47 +51,32 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def read_index(index_path: str, data_size: int | None = None) -> tuple[tuple[int, int], ...]:
-    """Parse a map output index file into a tuple of (offset, length), one per partition.
+def check_table(table: Any, data_path: str, data_size: int) -> tuple[tuple[int, int], ...]:
+    """A map attempt's table of its segments, one ``[offset, length,
+    records]`` per partition, as (offset, length) pairs.
 
-    Raises ValueError (naming the file) if it is not a valid format-1 index or,
-    when data_size is given, if a segment lies beyond the end of the data file.
+    Raises ValueError (naming the file) if it is not such a list or if a
+    segment lies beyond the end of the data file.
     """
-    try:
-        with open(index_path, "rb") as f:
-            doc = json.loads(f.read())
-    except (ValueError, RecursionError) as e:
-        raise ValueError(f"{index_path}: not a JSON index file: {e}") from None
-    if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
-        raise ValueError(f"{index_path}: not a format-{INDEX_FORMAT} index")
-    partitions = doc.get("partitions")
-    if not isinstance(partitions, list):
-        raise ValueError(f"{index_path}: 'partitions' must be a list")
-    table = []
-    for i, entry in enumerate(partitions):
-        if not (
-            isinstance(entry, dict)
-            and _is_count(entry.get("offset"))
-            and _is_count(entry.get("length"))
-            and _is_count(entry.get("records"))
-        ):
-            raise ValueError(
-                f"{index_path}: partition {i} needs non-negative int offset, length, records"
-            )
-        offset, length = entry["offset"], entry["length"]
-        if data_size is not None and offset + length > data_size:
-            raise ValueError(
-                f"{index_path}: partition {i} ends at {offset + length}, "
-                f"beyond the {data_size}-byte data file"
-            )
-        table.append((offset, length))
-    return tuple(table)
+    if not isinstance(table, (list, tuple)):
+        raise ValueError(f"{data_path}: the table of segments must be a list")
+    segments = []
+    for i, entry in enumerate(table):
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 3
+                and all(map(_is_count, entry))):
+            raise ValueError(f"{data_path}: partition {i} needs non-negative int "
+                             f"offset, length, records")
+        offset, length, _ = entry
+        if offset + length > data_size:
+            raise ValueError(f"{data_path}: partition {i} ends at {offset + length}, "
+                             f"beyond the {data_size}-byte data file")
+        segments.append((offset, length))
+    return tuple(segments)
 
 
 @dataclass(frozen=True)
 class _MapOutput:
     data_path: str
-    index_path: str
     segments: tuple[tuple[int, int], ...]
 
 
@@ -108,8 +90,8 @@ class _Job:
 class KeyValueStore:
     """Finished map outputs of every job this tasktracker runs.
 
-    Methods do small, blocking file-system work (reading an index, renaming
-    a job's tree); deleting a job's files is ``delete_paths``, apart.
+    Methods do small, blocking file-system work (the size of a data file,
+    renaming a job's tree); deleting a job's files is ``delete_paths``, apart.
     """
 
     def __init__(self, root: str) -> None:
@@ -168,25 +150,26 @@ class KeyValueStore:
         """The work dir of a registered job (KeyError if unknown)."""
         return self._job(job_id).work_dir
 
-    def add_map_output(self, job_id: str, map_id: int, data_path: str, index_path: str) -> None:
-        """Index a finished map attempt's output (data file and JSON index).
+    def add_map_output(self, job_id: str, map_id: int, data_path: str, table: Any) -> None:
+        """Index a finished map attempt's output: its data file and its
+        table of segments (see ``check_table``).
 
         Replaces an earlier output of the same map (a re-executed map) and
-        deletes the earlier files. On an invalid index, raises ValueError and
-        keeps the earlier output.
+        deletes the earlier file, unless other outputs share it (a pack). On
+        an invalid table, raises ValueError and keeps the earlier output.
         """
         job = self._job(job_id)
         if not _is_count(map_id):
             raise ValueError(f"map id must be a non-negative int, not {map_id!r}")
         data_path = os.path.abspath(data_path)
-        index_path = os.path.abspath(index_path)
-        segments = read_index(index_path, os.path.getsize(data_path))
+        if os.path.dirname(data_path) != job.work_dir:
+            raise ValueError(f"{data_path}: a map output outside the job's directory")
+        segments = check_table(table, data_path, os.path.getsize(data_path))
         old = job.maps.get(map_id)
-        job.maps[map_id] = _MapOutput(data_path, index_path, segments)
-        if old is not None:
-            for path in (old.data_path, old.index_path):
-                if path not in (data_path, index_path):
-                    _unlink_quietly(path)
+        job.maps[map_id] = _MapOutput(data_path, segments)
+        if old is not None and old.data_path != data_path and not any(
+                output.data_path == old.data_path for output in job.maps.values()):
+            _unlink_quietly(old.data_path)
 
     def lookup(self, job_id: str, map_id: int, partition: int) -> tuple[str, int, int]:
         """Where partition's segment of a map output lives: (path, offset, length)."""
@@ -221,20 +204,15 @@ class KeyValueStore:
         removed, if any. Open readers of its files keep reading (POSIX unlink).
         """
         _check_job_id(job_id)
-        job = self._jobs.pop(job_id, None)
-        paths = []
+        self._jobs.pop(job_id, None)
         work_dir = os.path.join(self.root, job_id)
-        if os.path.isdir(work_dir):
-            # Aside under a name no job has (ids start with a letter or a
-            # digit), so that the same job id may be registered again now.
-            aside = os.path.join(self.root, f".removed-{job_id}-{os.urandom(4).hex()}")
-            os.rename(work_dir, aside)
-            paths.append(aside)
-        if job is not None:
-            paths += [path for output in job.maps.values()
-                      for path in (output.data_path, output.index_path)
-                      if not path.startswith(work_dir + os.sep)]
-        return paths
+        if not os.path.isdir(work_dir):
+            return []
+        # Aside under a name no job has (ids start with a letter or a digit),
+        # so that the same job id may be registered again now.
+        aside = os.path.join(self.root, f".removed-{job_id}-{os.urandom(4).hex()}")
+        os.rename(work_dir, aside)
+        return [aside]
 
     def _job(self, job_id: str) -> _Job:
         try:

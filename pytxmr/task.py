@@ -16,7 +16,7 @@ import gc
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import counters as _counters
 from . import jobargs, storage
@@ -34,6 +34,20 @@ RESULT_FD = 3
 reusable = False
 #: Bytes reserved for the result while the task runs (cut back after it).
 RESULT_ROOM = 256 << 10
+#: The pack file this process appends its small map outputs to, kept open
+#: from one map to the next.
+_pack: BinaryIO | None = None
+
+
+def _pack_file(path: str | None) -> BinaryIO | None:
+    global _pack
+    if path is None:
+        return None
+    if _pack is None or _pack.name != path:
+        if _pack is not None:
+            _pack.close()
+        _pack = open(path, "ab")
+    return _pack
 
 
 def die_with_parent() -> None:
@@ -103,16 +117,18 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
             job,
             split,
             spec["num_partitions"],
-            spec["out_dir"],
+            spec["data_path"],
             counters,
             buffer_records=spec.get("buffer_records") or DEFAULT_BUFFER_RECORDS,
             # CodecUnavailable (lz4 missing on this worker) fails the attempt
             # with a message saying what to install.
             codec=codec_for(spec.get("compress")),
+            spill_dir=os.getcwd(),
+            pack=_pack_file(spec.get("pack")),
         )
         return {
             "data_path": out.data_path,
-            "index_path": out.index_path,
+            "table": out.table,
             "kinds": out.kinds,
             "counters": counters.to_dict(),
         }

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import select
+import shutil
 import signal
 import sys
 import threading
@@ -53,9 +54,39 @@ class BoundedLog(io.TextIOBase):
         return len(text)
 
 
-def _run_one(request: dict[str, Any]) -> int:
+def _runner_dir(spec: dict[str, Any]) -> str | None:
+    """A map's working directory in a process that runs many: one per
+    process next to the job's outputs, emptied for each task (a directory
+    made per task costs a millisecond on a busy disk, as much as a tiny
+    map's work), and beside it the pack its small outputs are appended to."""
+    if spec.get("kind") != "map" or not spec.get("data_path"):
+        return None
+    cwd = os.path.join(os.path.dirname(spec["data_path"]), f"runner-{os.getpid()}")
+    spec["pack"] = cwd + ".data"
+    try:
+        entries = list(os.scandir(cwd))
+    except FileNotFoundError:
+        os.mkdir(cwd)
+        return cwd
+    bundle = spec["job"].get("bundle_dir")
+    for entry in entries:
+        # What the task before left goes; the job's shipped files stay linked.
+        if bundle and entry.is_symlink() and os.readlink(entry.path).startswith(bundle + os.sep):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+    return cwd
+
+
+def _run_one(request: dict[str, Any], runner: bool = False) -> int:
     """In a forked child: wire the fds as a task expects, run it; its status."""
-    os.makedirs(request["cwd"], exist_ok=True)
+    cwd = (_runner_dir(request["spec"]) if runner else None) or request["cwd"]
+    os.makedirs(cwd, exist_ok=True)
+    # The log and the result go to the worker's tmpfs directory, or without
+    # one to the attempt's directory, which a runner's map does not work in.
+    os.makedirs(os.path.dirname(request["result"]), exist_ok=True)
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     result = os.open(request["result"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -70,7 +101,7 @@ def _run_one(request: dict[str, Any]) -> int:
     sys.stdout = sys.stderr = BoundedLog(1, request.get("log_limit", MAX_LOG_BYTES))
     code = 1
     try:
-        code = task.run(request["spec"], request["cwd"])
+        code = task.run(request["spec"], cwd)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -89,7 +120,7 @@ def _child(request: dict[str, Any], inherited: list[int],
     gc.disable()  # as the task does (pytxmr.task.execute), and before it imports
     code, done = 1, 0
     try:
-        code = _run_one(request)
+        code = _run_one(request, runner is not None)
         if runner is None:
             return
         requests, replies = runner
@@ -109,7 +140,7 @@ def _child(request: dict[str, Any], inherited: list[int],
             line, pending = pending.split(b"\n", 1)
             request = json.loads(line)
             code = 1  # if it cannot even start: a failure
-            code = _run_one(request)
+            code = _run_one(request, True)
     finally:
         os._exit(code)
 

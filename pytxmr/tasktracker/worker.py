@@ -9,6 +9,7 @@ the part file the jobtracker allows, and reports through the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -205,9 +206,10 @@ class TaskTracker:
         attempt.size = split.length
         job = attempt.job
         spec = {"kind": "map", "split": split.to_wire(), "num_partitions": job.num_reducers,
-                "out_dir": attempt.work_dir, "buffer_records": job.buffer_records,
-                "compress": job.compress}
-        if not job.num_reducers:  # map-only: the map writes a part file
+                "buffer_records": job.buffer_records, "compress": job.compress}
+        if job.num_reducers:
+            spec["data_path"] = self._data_path(attempt)
+        else:  # map-only: the map writes a part file
             spec["output_path"] = output.attempt_path(job.output, attempt.id, attempt.index,
                                                       attempt.work_dir)
             spec["output_format"] = job.output_format
@@ -350,7 +352,7 @@ class TaskTracker:
         elif result.get("ok"):
             try:
                 self.store.add_map_output(attempt.job.job_id, attempt.index,
-                                          result["data_path"], result["index_path"])
+                                          result["data_path"], result["table"])
             except (OSError, ValueError, KeyError) as e:
                 result = _failed(type(e).__name__, str(e))
         await self._report(attempt, result)
@@ -442,3 +444,10 @@ class TaskTracker:
             pass  # declared lost or disconnected: the jobtracker reschedules
         if attempt.kind == "reduce" or not result.get("ok") or not attempt.job.num_reducers:
             shutil.rmtree(attempt.work_dir, ignore_errors=True)
+        if attempt.kind == "map" and attempt.job.num_reducers and not result.get("ok"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._data_path(attempt))
+
+    def _data_path(self, attempt: Attempt) -> str:
+        """A map's output file, unless it goes to its process's pack."""
+        return os.path.join(os.path.dirname(attempt.work_dir), attempt.id + ".data")

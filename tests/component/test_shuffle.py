@@ -70,18 +70,15 @@ def make_store(root: str) -> KeyValueStore:
     work = store.add_job(JOB, TOKEN)
     for map_id, segments in ((0, [BIG, b"", SMALL]), (1, [SMALL, SMALL])):
         data = os.path.join(work, f"m{map_id}.data")
-        index = os.path.join(work, f"m{map_id}.index")
-        partitions, offset = [], 0
+        table, offset = [], 0
         with open(data, "wb") as f:
             f.write(b"PAD")  # segments need not start at 0
             offset = 3
             for seg in segments:
                 f.write(seg)
-                partitions.append({"offset": offset, "length": len(seg), "records": 1})
+                table.append([offset, len(seg), 1])
                 offset += len(seg)
-        with open(index, "w") as f:
-            json.dump({"format": 1, "partitions": partitions}, f)
-        store.add_map_output(JOB, map_id, data, index)
+        store.add_map_output(JOB, map_id, data, table)
     return store
 
 

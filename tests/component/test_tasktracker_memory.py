@@ -7,7 +7,6 @@ are in tests/integration/test_tasktracker_memory_cluster.py."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import tempfile
@@ -137,12 +136,9 @@ class FetchIntoMemoryTests(TestCase):
     def store_output(self, map_id: int, seg: bytes) -> None:
         """Map ``map_id``'s output, as this worker's store keeps it (replacing
         an earlier one, as a re-run map does)."""
-        data = os.path.join(self.base, f"m{map_id}.data")
-        index = os.path.join(self.base, f"m{map_id}.index")
+        data = os.path.join(self.tt.store.job_dir(JOB), f"m{map_id}.data")
         Path(data).write_bytes(seg)
-        Path(index).write_text(json.dumps({"format": 1, "partitions": [
-            {"offset": 0, "length": len(seg), "records": 500}]}))
-        self.tt.store.add_map_output(JOB, map_id, data, index)
+        self.tt.store.add_map_output(JOB, map_id, data, [[0, len(seg), 500]])
 
     def loc(self, map_id: int, wid: str = "w9") -> MapLocation:
         return MapLocation(map_id, wid, "127.0.0.1", self.port, ("str",), f"m{map_id}")

@@ -131,9 +131,12 @@ def write(path: Path, text: str) -> Path:
 
 
 def attempt_dirs(tasktracker_workdir: Path, kind: str = "m") -> list[Path]:
-    """Attempt work dirs of running jobs on a tasktracker (store/JOB/ATTEMPT)."""
-    return [p for p in tasktracker_workdir.glob("store/job_*/job_*")
-            if re.search(rf"_{kind}\d+_\d+$", p.name)]
+    """Working dirs of tasks of running jobs on a tasktracker: an
+    attempt's (store/JOB/ATTEMPT), or for maps a reused process's
+    (store/JOB/runner-PID)."""
+    pattern = rf"^job_.*_{kind}\d+_\d+$" + (r"|^runner-\d+$" if kind == "m" else "")
+    return [p for p in tasktracker_workdir.glob("store/job_*/*")
+            if p.is_dir() and re.search(pattern, p.name)]
 
 
 # --- results -------------------------------------------------------------------
@@ -621,8 +624,8 @@ def test_an_interrupted_run_stops_its_cluster_and_leaves_nothing(
         text=True, env=env, cwd=tmp_path,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        run_dirs = wait_for(lambda: list(scratch.glob("pytxmr-run-*/tasktracker-*/store/job_*/*_m*")),
-                            20, "running maps")
+        run_dirs = wait_for(lambda: [p for tt in scratch.glob("pytxmr-run-*/tasktracker-*")
+                                     for p in attempt_dirs(tt)], 20, "running maps")
         memory.update(Path(shufflememory.memory_dir(str(p.parents[2]))) for p in run_dirs)
         assert memory and all(m.is_dir() for m in memory)
         children = psutil.Process(proc.pid).children(recursive=True)

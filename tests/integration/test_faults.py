@@ -369,24 +369,25 @@ class ReduceSlotBlocker:
             self.proc.wait()
 
 
-def map_outputs(tasktracker: Daemon, job_id: str) -> list[tuple[Path, Path]]:
-    """(data, index) files of the job's finished maps on a tasktracker."""
+def map_outputs(tasktracker: Daemon, job_id: str) -> list[Path]:
+    """The data files of the job's finished maps on a tasktracker: a map's
+    own, or a task process's pack of small outputs."""
     assert tasktracker.workdir is not None
-    return [(p, p.with_suffix(".index"))
-            for p in sorted(tasktracker.workdir.glob(f"store/{job_id}/*/*.data"))
-            if p.with_suffix(".index").exists()]
+    return sorted(tasktracker.workdir.glob(f"store/{job_id}/*.data"))
 
 
-def corrupt_every_segment(data: Path, index: Path) -> int:
-    """Flip a byte in the middle of each partition's segment; how many."""
-    segments = [s for s in json.loads(index.read_text())["partitions"] if s["length"] > 0]
+def corrupt_throughout(data: Path, every: int = 256) -> int:
+    """Flip a byte every ``every`` bytes of a data file (so every segment
+    of its map outputs, each some KB, gets flipped bytes); how many."""
+    flipped = 0
     with data.open("r+b") as f:
-        for seg in segments:
-            f.seek(seg["offset"] + seg["length"] // 2)
+        for offset in range(every // 2, data.stat().st_size, every):
+            f.seek(offset)
             byte = f.read(1)
-            f.seek(-1, os.SEEK_CUR)
+            f.seek(offset)
             f.write(bytes([byte[0] ^ 0x5A]))
-    return len(segments)
+            flipped += 1
+    return flipped
 
 
 def submit_maps_only(c: Cluster, s: Scenario, seed: int) -> tuple[subprocess.Popen[str], str, list[Path]]:
@@ -569,8 +570,10 @@ def test_a_tasktracker_killed_after_the_maps_before_the_shuffle(
     try:
         proc, job_id, inputs = submit_maps_only(c, s, seed=13)
         assert progress(c, job_id, "reduces")["running"] == 0
-        lost = {p.parent.name for p, _ in map_outputs(victim, job_id)}
-        assert lost, "no map ran on the victim"
+        lost = {a["id"] for t in api(c, f"jobs/{job_id}")["tasks"] if t["kind"] == "map"
+                for a in t["attempts"]
+                if a["id"] == t["committed"] and a["wid"] == victim.ready["wid"]}
+        assert lost and map_outputs(victim, job_id), "no map ran on the victim"
         doomed = [p.pid for p in descendants(victim)]
         victim.proc.kill()
         lost_after(c, victim.ready["wid"], time.monotonic())
@@ -714,12 +717,12 @@ def test_corrupt_map_outputs_on_disk_are_detected_and_the_maps_run_again(
     proc = None
     try:
         proc, job_id, inputs = submit_maps_only(shared, s, seed=5)
-        corrupted = set()
-        for tt in shared.tasktrackers:
-            for data, index in map_outputs(tt, job_id):
-                assert corrupt_every_segment(data, index) == 2
-                corrupted.add(data.parent.name)
+        corrupted = {t["committed"] for t in api(shared, f"jobs/{job_id}")["tasks"]
+                     if t["kind"] == "map"}
         assert len(corrupted) == progress(shared, job_id, "maps")["total"]
+        for tt in shared.tasktrackers:
+            for data in map_outputs(tt, job_id):
+                assert corrupt_throughout(data) > 0
         t0 = time.monotonic()
         blocker.release()
         ok(run(proc), shared)

@@ -1,6 +1,8 @@
 """A job's maps share task processes (``pytxmr.zygote``'s runners), and
 still see what a process of their own would show them: a fresh copy of the
-job's module, their own counters; a crash costs only the task that crashed,
+job's module, their own counters, a working directory without the files
+the map before left (the job's shipped files still there); a crash costs
+only the task that crashed,
 and a process that a task left a thread running in, or that failed, runs
 nothing more. Under ``run`` (real daemons, one zygote) and on a cluster of
 daemons; each output is checked against the input lines."""
@@ -11,11 +13,16 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from procs import ROOT, Cluster, base_env, run_cli
 
 #: The map reports, per line: its process, how many tasks that process ran
-#: (kept in os.environ, which outlives a task), and how many lines this
-#: copy of the module saw (its own global: 1 if the module is fresh).
+#: (kept in os.environ, which outlives a task), how many lines this copy of
+#: the module saw (its own global: 1 if the module is fresh), how many files
+#: it found in its working directory besides the shipped one (0: the map
+#: before took its files with it), and what the shipped file says. It
+#: leaves a file behind.
 JOB = '''
 import os
 import threading
@@ -34,7 +41,13 @@ def map(key, line):
         os._exit(3)
     if word == "thread":
         threading.Thread(target=time.sleep, args=(60,)).start()
-    yield line, f"{os.getpid()} {seq} {len(SEEN)}"
+    found = len([name for name in os.listdir(".") if name != "shipped.txt"])
+    with open("shipped.txt") as f:
+        shipped = f.read().strip()
+    with open("left-behind.txt", "w") as f:
+        f.write(line)
+    os.mkdir("left-behind")
+    yield line, f"{os.getpid()} {seq} {len(SEEN)} {found} {shipped}"
 
 
 def reduce(key, values):
@@ -47,8 +60,10 @@ MAPS = 60
 
 def inputs(base: Path) -> list[Path]:
     """One line per file, so one map per line: plain ones, one that
-    crashes its process the first time, one that leaves a thread."""
+    crashes its process the first time, one that leaves a thread; and
+    beside them the file the job ships."""
     base.mkdir()
+    (base.parent / "shipped.txt").write_text("7\n")
     lines = [f"line {i}" for i in range(MAPS - 2)]
     lines.insert(20, f"crash {base / 'crashed-once'}")
     lines.insert(40, "thread x")
@@ -69,14 +84,17 @@ def check(out: Path, paths: list[Path], stdout: str) -> None:
             assert line not in got, f"{line!r} twice"
             got[line] = tuple(int(v) for v in value.split())
     assert sorted(got) == sorted(lines)
-    # Each task saw a fresh module: its global held its one line only.
-    assert {seen for _, _, seen in got.values()} == {1}
+    # Each task saw a fresh module: its global held its one line only; an
+    # empty working directory but for the job's shipped file, which it read.
+    assert {seen for _, _, seen, _, _ in got.values()} == {1}
+    assert {found for _, _, _, found, _ in got.values()} == {0}
+    assert {shipped for *_, shipped in got.values()} == {7}
     # Processes were reused: far fewer than the maps.
-    pids = Counter(pid for pid, _, _ in got.values())
+    pids = Counter(pid for pid, *_ in got.values())
     assert len(pids) < MAPS // 3, pids
     # The process that a task left a thread running in ran nothing after it.
-    pid, seq, _ = got["thread x"]
-    assert all(s <= seq for p, s, _ in got.values() if p == pid)
+    pid, seq, *_ = got["thread x"]
+    assert all(s <= seq for p, s, *_ in got.values() if p == pid)
     # The crashed map ran again (elsewhere or in a new process): the job
     # succeeded with every line, and the counters count each map once.
     assert re.search(rf"map input records\s+{MAPS}\n", stdout), stdout
@@ -89,19 +107,23 @@ def test_run_reuses_task_processes_with_a_fresh_module_each(tmp_path: Path) -> N
     paths = inputs(tmp_path / "in")
     out = tmp_path / "out"
     rc, stdout, stderr = run_cli("run", str(job), *map(str, paths), "-o", str(out),
+                                 "--files", str(tmp_path / "shipped.txt"),
                                  env=base_env(tmp_path / "home"), cwd=ROOT, timeout=120)
     assert rc == 0, stderr
     check(out, paths, stdout)
 
 
-def test_a_cluster_reuses_task_processes(make_cluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("tmpfs", [True, False], ids=["tmpfs", "no-tmpfs"])
+def test_a_cluster_reuses_task_processes(make_cluster, tmp_path: Path, tmpfs: bool) -> None:
+    """Without shuffle memory (no tmpfs directory), a task's log and result
+    go to its attempt's directory: a reused process's map makes it."""
     cluster: Cluster = make_cluster()
     cluster.start_jobtracker()
-    cluster.start_tasktrackers(2)
+    cluster.start_tasktrackers(2, 2, *([] if tmpfs else ["--shuffle-memory", "0"]))
     job = tmp_path / "job.py"
     job.write_text(JOB)
     paths = inputs(tmp_path / "in")
     out = tmp_path / "out"
-    rc, stdout, stderr = cluster.submit(job, paths, out)
+    rc, stdout, stderr = cluster.submit(job, paths, out, "--files", str(tmp_path / "shipped.txt"))
     assert rc == 0, stderr + cluster.logs()
     check(out, paths, stdout)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,22 +11,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytxmr.kvstore import KeyValueStore, delete_paths, read_index, valid_job_id
+from pytxmr.kvstore import KeyValueStore, check_table, delete_paths, valid_job_id
 
 TOKEN = b"t" * 32
 
 
-def write_output(directory: Path, name: str, segments: list[bytes]) -> tuple[str, str]:
-    """Write a fake map output (data file + format-1 index); return their paths."""
+def write_output(directory: Path, name: str, segments: list[bytes]
+                 ) -> tuple[str, list[list[int]]]:
+    """Append a fake map output to ``name.data``; return its path and its
+    table of segments, as a map task reports them."""
     data_path = directory / f"{name}.data"
-    index_path = directory / f"{name}.index"
-    partitions, offset = [], 0
-    for seg in segments:
-        partitions.append({"offset": offset, "length": len(seg), "records": seg.count(b"\n")})
-        offset += len(seg)
-    data_path.write_bytes(b"".join(segments))
-    index_path.write_text(json.dumps({"format": 1, "partitions": partitions}))
-    return str(data_path), str(index_path)
+    with open(data_path, "ab") as f:
+        offset = f.seek(0, os.SEEK_END)
+        table = []
+        for seg in segments:
+            table.append([offset, len(seg), seg.count(b"\n")])
+            offset += len(seg)
+        f.write(b"".join(segments))
+    return str(data_path), table
 
 
 @pytest.fixture
@@ -119,8 +120,8 @@ def test_lookup_returns_each_partition_segment(store: KeyValueStore) -> None:
     """The shuffle server serves exactly the bytes the index names."""
     work = Path(store.add_job("j", TOKEN))
     segments = [b"aaa\n", b"", b"bb\nbb\n"]
-    data, index = write_output(work, "m3", segments)
-    store.add_map_output("j", 3, data, index)
+    data, table = write_output(work, "m3", segments)
+    store.add_map_output("j", 3, data, table)
     content = Path(data).read_bytes()
     for p, seg in enumerate(segments):
         path, offset, length = store.lookup("j", 3, p)
@@ -150,69 +151,92 @@ def test_add_map_output_for_unknown_job_is_keyerror(store: KeyValueStore, tmp_pa
 
 
 def test_re_executed_map_replaces_and_deletes_the_old_output(store: KeyValueStore) -> None:
-    """A re-executed map's new output wins and the old files do not leak disk."""
+    """A re-executed map's new output wins and the old file does not leak disk."""
     work = Path(store.add_job("j", TOKEN))
-    old_data, old_index = write_output(work, "m0-a0", [b"old"])
-    store.add_map_output("j", 0, old_data, old_index)
-    new_data, new_index = write_output(work, "m0-a1", [b"newer"])
-    store.add_map_output("j", 0, new_data, new_index)
+    old_data, old_table = write_output(work, "m0-a0", [b"old"])
+    store.add_map_output("j", 0, old_data, old_table)
+    new_data, new_table = write_output(work, "m0-a1", [b"newer"])
+    store.add_map_output("j", 0, new_data, new_table)
     assert store.lookup("j", 0, 0) == (os.path.abspath(new_data), 0, 5)
-    assert not os.path.exists(old_data) and not os.path.exists(old_index)
+    assert not os.path.exists(old_data)
 
 
 def test_re_adding_the_same_files_keeps_them(store: KeyValueStore) -> None:
     """Replacing an output by itself (a duplicate report) must not delete it."""
     work = Path(store.add_job("j", TOKEN))
-    data, index = write_output(work, "m0", [b"abc"])
-    store.add_map_output("j", 0, data, index)
-    store.add_map_output("j", 0, data, index)
-    assert os.path.exists(data) and os.path.exists(index)
+    data, table = write_output(work, "m0", [b"abc"])
+    store.add_map_output("j", 0, data, table)
+    store.add_map_output("j", 0, data, table)
+    assert os.path.exists(data)
     assert store.lookup("j", 0, 0) == (os.path.abspath(data), 0, 3)
 
 
+def test_outputs_sharing_a_pack_are_found_and_kept(store: KeyValueStore) -> None:
+    """Small outputs of one task process share its pack: each is its own
+    stretch of the file, and a re-executed map elsewhere deletes the pack
+    only once no output is left in it."""
+    work = Path(store.add_job("j", TOKEN))
+    pack, first = write_output(work, "runner-1", [b"a1", b"a2"])
+    _, second = write_output(work, "runner-1", [b"bb1", b"bb2"])
+    store.add_map_output("j", 0, pack, first)
+    store.add_map_output("j", 1, pack, second)
+    assert [store.lookup("j", 1, p) for p in (0, 1)] == [
+        (os.path.abspath(pack), 4, 3), (os.path.abspath(pack), 7, 3)]
+    store.add_map_output("j", 0, *write_output(work, "m0-a1", [b"x", b"y"]))
+    assert os.path.exists(pack)
+    assert store.lookup("j", 1, 0) == (os.path.abspath(pack), 4, 3)
+    store.add_map_output("j", 1, *write_output(work, "m1-a1", [b"x", b"y"]))
+    assert not os.path.exists(pack)
+
+
 @pytest.mark.parametrize(
-    "index",
+    "table",
     [
-        "not json",
-        "[]",
-        json.dumps({"format": 2, "partitions": []}),
-        json.dumps({"format": 1}),
-        json.dumps({"format": 1, "partitions": [{"offset": -1, "length": 1, "records": 1}]}),
-        json.dumps({"format": 1, "partitions": [{"offset": 0, "length": "3", "records": 1}]}),
-        json.dumps({"format": 1, "partitions": [{"offset": 0, "length": True, "records": 1}]}),
-        json.dumps({"format": 1, "partitions": [{"offset": 0, "length": 3}]}),
-        json.dumps({"format": 1, "partitions": [{"offset": 2, "length": 3, "records": 1}]}),
-        "[" * 100000,
+        "not a list",
+        {"0": [0, 3, 1]},
+        [[-1, 1, 1]],
+        [[0, "3", 1]],
+        [[0, True, 1]],
+        [[0, 3]],
+        [{"offset": 0, "length": 3, "records": 1}],
+        [[2, 3, 1]],
     ],
 )
-def test_invalid_index_is_valueerror_and_keeps_the_previous_output(
-    store: KeyValueStore, index: str
+def test_invalid_table_is_valueerror_and_keeps_the_previous_output(
+    store: KeyValueStore, table: object
 ) -> None:
-    """A corrupt index must be caught at add time, not when a reducer fetches."""
+    """A wrong table must be caught at add time, not when a reducer fetches."""
     work = Path(store.add_job("j", TOKEN))
     good = write_output(work, "good", [b"abc"])
     store.add_map_output("j", 0, *good)
     (work / "bad.data").write_bytes(b"abc")
-    (work / "bad.index").write_text(index)
-    with pytest.raises(ValueError, match="bad.index"):
-        store.add_map_output("j", 0, str(work / "bad.data"), str(work / "bad.index"))
+    with pytest.raises(ValueError, match="bad.data"):
+        store.add_map_output("j", 0, str(work / "bad.data"), table)
     assert store.lookup("j", 0, 0) == (os.path.abspath(good[0]), 0, 3)
     assert os.path.exists(good[0])
 
 
-def test_read_index_returns_offset_length_table(tmp_path: Path) -> None:
+def test_an_output_outside_the_job_dir_is_refused(store: KeyValueStore, tmp_path: Path) -> None:
+    """The shuffle server serves what the store names: a task's report
+    cannot point it at a file elsewhere."""
+    work = Path(store.add_job("j", TOKEN))
+    (work / "sub").mkdir()
+    for directory in (tmp_path, work / "sub"):
+        with pytest.raises(ValueError, match="outside the job's directory"):
+            store.add_map_output("j", 0, *write_output(directory, "m0", [b"a"]))
+
+
+def test_check_table_returns_offset_length_pairs() -> None:
     """The in-memory table is (offset, length) per partition, in order."""
-    _, index = write_output(tmp_path, "m", [b"ab", b"", b"cde"])
-    assert read_index(index, 5) == ((0, 2), (2, 0), (2, 3))
+    assert check_table([[0, 2, 1], [2, 0, 0], [2, 3, 1]], "m.data", 5) == (
+        (0, 2), (2, 0), (2, 3))
 
 
 def test_remove_job_forgets_it_and_deletes_its_tree(store: KeyValueStore, tmp_path: Path) -> None:
-    """Destroying a job frees its disk, including outputs kept outside its dir."""
+    """Destroying a job frees its disk."""
     work = Path(store.add_job("j", TOKEN))
-    (work / "sub").mkdir()
-    store.add_map_output("j", 0, *write_output(work / "sub", "m0", [b"a"]))
-    outside = write_output(tmp_path, "m1", [b"b"])
-    store.add_map_output("j", 1, *outside)
+    store.add_map_output("j", 0, *write_output(work, "m0", [b"a"]))
+    store.add_map_output("j", 1, *write_output(work, "m1", [b"b"]))
     store.add_job("other", TOKEN)
     aside = store.remove_job("j")
     # Forgotten and moved aside at once; the same id may come back now.
@@ -224,7 +248,7 @@ def test_remove_job_forgets_it_and_deletes_its_tree(store: KeyValueStore, tmp_pa
     assert store.add_job("j", TOKEN) == str(work)
     assert all(os.path.exists(p) for p in aside)
     delete_paths(aside)
-    assert not any(os.path.exists(p) for p in aside + list(outside))
+    assert not any(os.path.exists(p) for p in aside)
     assert sorted(os.listdir(store.root)) == sorted([".pytxmr-kvstore", "j", "other"])
     assert store.remove_job("j") and store.remove_job("j") == []  # idempotent
 

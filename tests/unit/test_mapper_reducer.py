@@ -4,6 +4,7 @@ pytxmr.inline.run_inline, run in this process against independent references."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 import os
@@ -19,7 +20,9 @@ from pytxmr import mapper
 from pytxmr.counters import FRAMEWORK, Counters
 from pytxmr.inline import run_inline
 from pytxmr.jobmodule import load_module, resolve
+from pytxmr.keys import record_sort_key
 from pytxmr.mapper import run_map
+from pytxmr.merge import merge_runs
 from pytxmr.output import OutputExistsError
 from pytxmr.partition import default_partition
 from pytxmr.records import RecordTypeError
@@ -76,6 +79,7 @@ def run_job(
     num_reducers: int = 1,
     split_size: int = 4096,
     buffer_records: int = mapper.DEFAULT_BUFFER_RECORDS,
+    packed: bool = False,
 ) -> tuple[list[str], Counters]:
     """Map every split, then reduce every partition, as the tasktrackers would; returns
     the part files' paths and the job's counters."""
@@ -83,18 +87,19 @@ def run_job(
     counters = Counters()
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    indexes = []
-    for split in compute_splits(inputs, split_size):
-        out = run_map(job, split, num_reducers, str(work), counters,
-                      buffer_records=buffer_records, name=f"map-{split.index:05d}")
-        with open(out.index_path) as f:
-            index = json.load(f)
-        assert len(index["partitions"]) == num_reducers
-        indexes.append((out.data_path, index))
-    kinds = sorted({k for _, index in indexes for k in index["kinds"]})
+    outputs = []
+    with contextlib.ExitStack() as stack:
+        # As in a process that runs many maps: small outputs go to one pack.
+        pack = stack.enter_context(open(work / "runner.data", "ab")) if packed else None
+        for split in compute_splits(inputs, split_size):
+            out = run_map(job, split, num_reducers, str(work / f"map-{split.index:05d}.data"),
+                          counters, buffer_records=buffer_records, pack=pack)
+            assert len(out.table) == num_reducers
+            outputs.append(out)
+    kinds = sorted({k for out in outputs for k in out.kinds})
     parts = []
     for p in range(num_reducers):
-        runs = [(path, ix["partitions"][p]["offset"], ix["partitions"][p]["length"]) for path, ix in indexes]
+        runs = [(out.data_path, *out.table[p][:2]) for out in outputs]
         part = str(tmp_path / "out" / f"part-{p:05d}")
         run_reduce(job, runs, kinds, part, str(work), counters)
         parts.append(part)
@@ -137,12 +142,14 @@ def count_spills(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 # ---------------------------------------------------------------- word count vs Counter
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["files", "packed"])
 @pytest.mark.parametrize("source", [WORDCOUNT, WORDCOUNT_COMBINER], ids=["plain", "combiner"])
 @pytest.mark.parametrize("num_reducers", [1, 3])
-def test_wordcount_matches_counter(tmp_path: Path, source: str, num_reducers: int) -> None:
+def test_wordcount_matches_counter(tmp_path: Path, source: str, num_reducers: int,
+                                   packed: bool) -> None:
     """The end-to-end map/sort/merge/reduce path gives exactly what collections.Counter gives."""
     inputs = make_inputs(tmp_path)
-    parts, counters = run_job(tmp_path, source, inputs, num_reducers=num_reducers)
+    parts, counters = run_job(tmp_path, source, inputs, num_reducers=num_reducers, packed=packed)
     expected = reference_wordcount(inputs)
     assert counts_of(parts) == dict(expected)
     for p, lines in enumerate(read_text_parts(parts)):
@@ -173,6 +180,44 @@ def test_tiny_buffer_with_many_spills_gives_the_same_output(
     for a, b in zip(one, many):
         assert Path(a).read_bytes() == Path(b).read_bytes()
     assert counts_of(many) == dict(reference_wordcount(inputs))
+    # In a process with a pack, the first spill waits in memory: a second
+    # one writes it out, and the spills are merged as without a pack.
+    (tmp_path / "packed").mkdir()
+    packed, _ = run_job(tmp_path / "packed", source, inputs, num_reducers=2,
+                        split_size=1 << 20, buffer_records=5, packed=True)
+    for a, b in zip(one, packed):
+        assert Path(a).read_bytes() == Path(b).read_bytes()
+
+
+def test_small_outputs_go_to_the_pack_and_large_ones_to_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A map's output of one small spill is appended to the process's pack
+    (no file of its own: creating one costs a busy disk a millisecond); a
+    larger one, or one of several spills, gets its own file."""
+    inputs = make_inputs(tmp_path)
+    job = resolve(load_module(textwrap.dedent(WORDCOUNT_COMBINER), str(tmp_path / "job.py")))
+    work = tmp_path / "work"
+    work.mkdir()
+    splits = compute_splits(inputs, 1 << 20)
+    with open(work / "runner.data", "ab") as pack:
+        small = [run_map(job, split, 2, str(work / f"m{split.index}.data"), Counters(),
+                         pack=pack) for split in splits]
+        assert {out.data_path for out in small} == {pack.name}
+        assert sorted(os.listdir(work)) == ["runner.data"]
+        # Each map's stretch of the pack follows the one before.
+        starts = [out.table[0][0] for out in small]
+        assert starts == sorted(starts) and len(set(starts)) == len(starts)
+        monkeypatch.setattr(mapper, "PACK_LIMIT", 10)
+        big = run_map(job, splits[0], 2, str(work / "big.data"), Counters(), pack=pack)
+        assert big.data_path == str(work / "big.data")
+        several = run_map(job, splits[0], 2, str(work / "several.data"), Counters(),
+                          buffer_records=5, pack=pack)
+        assert several.data_path == str(work / "several.data")
+    # The same records either way, wherever they are.
+    for p in range(2):
+        runs = [[(out.data_path, *out.table[p][:2])] for out in (small[0], big, several)]
+        decoded = [list(merge_runs(r, record_sort_key(["str"]))) for r in runs]
+        assert decoded[0] == decoded[1] == decoded[2]
 
 
 WORDCOUNT_MAP_SPLIT = """

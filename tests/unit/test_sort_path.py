@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import bisect
 import collections
-import json
 import random
 import textwrap
 from pathlib import Path
@@ -63,22 +62,19 @@ def make_records(path: Path, n: int = 3000, seed: int = 1) -> list[str]:
 def run_job(tmp_path: Path, source: str, inputs: list[str], *, buffer_records: int,
             codec: int = CODEC_MSGPACK, reducers_: int = 3) -> tuple[list[str], Counters, list[Any]]:
     """Map every split and reduce every partition in this process; the
-    part files, the counters and the maps' indexes."""
+    part files, the counters and the maps' outputs."""
     job = resolve(load_module(textwrap.dedent(source), str(tmp_path / "job.py")))
     counters = Counters()
     work = tmp_path / "work"
     work.mkdir()
     outputs = []
     for split in compute_splits(inputs, 1 << 20):
-        out = run_map(job, split, reducers_, str(work), counters, buffer_records=buffer_records,
-                      name=f"map-{split.index}", codec=codec)
-        with open(out.index_path) as f:
-            outputs.append((out.data_path, json.load(f)))
-    kinds = sorted({k for _, index in outputs for k in index["kinds"]})
+        outputs.append(run_map(job, split, reducers_, str(work / f"map-{split.index}.data"),
+                               counters, buffer_records=buffer_records, codec=codec))
+    kinds = sorted({k for out in outputs for k in out.kinds})
     parts = []
     for p in range(reducers_):
-        runs = [(path, ix["partitions"][p]["offset"], ix["partitions"][p]["length"])
-                for path, ix in outputs]
+        runs = [(out.data_path, *out.table[p][:2]) for out in outputs]
         part = str(tmp_path / f"part-{p}")
         run_reduce(job, runs, kinds, part, str(work), counters)
         parts.append(part)
@@ -113,11 +109,10 @@ def test_a_sort_by_range_partition_matches_sorted(tmp_path: Path, buffer_records
     fast, counters, outputs = run_job(tmp_path / "fast", SORT, [str(tmp_path / "in.txt")],
                                       buffer_records=buffer_records, codec=codec)
     check_sorted(fast, lines)
-    (data, index), = outputs
-    part = index["partitions"][1]
-    runs = segment_runs(data, part["offset"], part["length"])
+    out, = outputs
+    runs = segment_runs(out.data_path, *out.table[1][:2])
     assert len(runs) == (spills if 1 < spills <= mapper.SPILLS_KEPT_APART else 1)
-    assert sum(p["records"] for p in index["partitions"]) == len(lines)
+    assert sum(records for _, _, records in out.table) == len(lines)
     (tmp_path / "calls").mkdir()
     slow, slow_counters, _ = run_job(tmp_path / "calls", SORT_BY_CALLS,
                                      [str(tmp_path / "in.txt")], buffer_records=buffer_records,
@@ -142,9 +137,9 @@ def test_spills_with_a_combiner_are_merged_into_one_run(tmp_path: Path) -> None:
         reduce = combine
     """
     parts, _, outputs = run_job(tmp_path, source, [str(path)], buffer_records=300)
-    (data, index), = outputs
-    for p in index["partitions"]:
-        assert len(segment_runs(data, p["offset"], p["length"])) <= 1
+    out, = outputs
+    for offset, length, _ in out.table:
+        assert len(segment_runs(out.data_path, offset, length)) <= 1
     got = {k: int(v) for part in parts for k, v in
            (line.split("\t") for line in Path(part).read_text().splitlines())}
     assert got == collections.Counter(line[:3] for line in lines)
