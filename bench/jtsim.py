@@ -24,9 +24,11 @@ for a simulated duration: a map reports ``attempt_done`` after
 every map output is (its ``launch_reduce`` locations plus the
 ``map_outputs`` announcements its worker received), asks ``may_commit``
 and reports ``attempt_done`` ``--reduce-seconds`` x U(0.5, 1.5) later.
-Every worker heartbeats every ``--heartbeat`` seconds (default
-``wire.DEFAULT_HEARTBEAT``) with its live attempts and their progress, at
-phases spread over the interval, and a submitting client polls ``status``
+Every worker heartbeats with its live attempts and their progress, first
+every ``--heartbeat`` seconds (default ``wire.DEFAULT_HEARTBEAT``) at
+phases spread over the interval, then at the interval the jobtracker
+answers (never shorter than its own, as a tasktracker does; it grows with
+the cluster: ``--heartbeats-per-second``), and a submitting client polls ``status``
 every 0.5 s as the CLI's progress bar does. Time is a
 ``twisted.internet.task.Clock`` (ordered by a heap: a thousand workers'
 timers); the jobtracker's own periodic check runs on it too.
@@ -36,7 +38,9 @@ into the jobtracker, and only there (the fakes' own work is a list append
 during the call; scheduling the simulated completions happens after it),
 minus the cost of reading the clock twice (calibrated at start). The
 outbound calls are counted, not timed: their PB cost is not in these
-figures (``--pb`` measures one PB call's cost to add to the model).
+figures (``--pb`` measures one PB call's cost to add to the model), except
+PB's cost of receiving each heartbeat, added to the "% of a core" figures
+(``--pb-heartbeat-us``, or what ``--pb`` measured).
 Memory: the process's RSS at each stage, and with ``--tracemalloc`` the
 bytes allocated by ``pytxmr`` code still held at each stage.
 
@@ -77,6 +81,7 @@ from zope.interface import implementer  # noqa: E402
 from pytxmr import client  # noqa: E402
 from pytxmr.child import Zygote  # noqa: E402
 from pytxmr.counters import FRAMEWORK  # noqa: E402
+from pytxmr.jobtracker.heartbeats import DEFAULT_HEARTBEATS_PER_SECOND  # noqa: E402
 from pytxmr.jobtracker.tracker import JobTracker  # noqa: E402
 from pytxmr.ports import IWorker  # noqa: E402
 from pytxmr.wire import DEFAULT_HEARTBEAT, AttemptResult, Heartbeat, Registration  # noqa: E402
@@ -85,6 +90,10 @@ JOB = os.path.join(REPO, "examples", "wordcount.py")
 #: A tasktracker's default shuffle memory, as its heartbeat reports it.
 SHUFFLE_BUDGET = 256 << 20
 STATUS_POLL = 0.5  # client.run_job's default interval
+#: PB's CPU to receive one heartbeat of 4 attempts and answer it, in
+#: microseconds, as ``--pb`` measures it (``pb_costs``; 100-105 us on the
+#: machine of bench/RESULTS.md): added to the logic's figures per heartbeat.
+PB_HEARTBEAT_US = 105.0
 DECILES = 10
 
 
@@ -289,6 +298,8 @@ class Config:
     slots: int = 2
     reducers: int | None = None
     heartbeat: float = DEFAULT_HEARTBEAT
+    heartbeats_per_second: float = DEFAULT_HEARTBEATS_PER_SECOND
+    pb_heartbeat_us: float = PB_HEARTBEAT_US
     map_seconds: float = 10.0
     reduce_seconds: float = 10.0
     status_poll: float = STATUS_POLL
@@ -344,7 +355,8 @@ class Simulation:
         tmp = tempfile.mkdtemp(prefix="jtsim-", dir=cfg.workdir)
         zygote = Zygote(reactor)
         zygote.start()
-        jt = self.jt = JobTracker(reactor, self.clock, os.path.join(tmp, "jt"), checkers=zygote)
+        jt = self.jt = JobTracker(reactor, self.clock, os.path.join(tmp, "jt"), checkers=zygote,
+                                  heartbeats_per_second=cfg.heartbeats_per_second)
         try:
             return await self._run(jt, tmp)
         finally:
@@ -426,8 +438,8 @@ class Simulation:
             else:  # a reduce: half the maps fetched, as TaskTracker.progress says
                 progress[aid] = 0.5 * w.announced / max(1, self.cfg.maps)
         beat = Heartbeat(tuple(sorted(w.running)), (0, SHUFFLE_BUDGET), progress)
-        self.meter.timed("heartbeat", self.jt.heartbeat, w.wid, beat)
-        self.clock.callLater(self.cfg.heartbeat, self._beat, w)
+        asked = self.meter.timed("heartbeat", self.jt.heartbeat, w.wid, beat)
+        self.clock.callLater(max(self.cfg.heartbeat, asked), self._beat, w)
 
     def _poll(self) -> None:
         self.meter.timed("status", self.jt.status, self.job_id)
@@ -539,6 +551,7 @@ class Simulation:
             pair_ns = (1e3 * (first["map done"]["us_per_call"] - tail_us)
                        / first["pending_x_workers"])
         hb = per.get("heartbeat", {}).get("us_per_call") or 0.0
+        beats_per_s = m.n["heartbeat"] / sim_seconds if sim_seconds else 0.0
         loop_cpu = m.total(tuple(k for k in m.n if k not in ("register", "first schedule")))
         out = {
             "config": asdict(cfg),
@@ -560,13 +573,24 @@ class Simulation:
             "sim_seconds": sim_seconds,
             "sim_process_cpu_s": wall_cpu,
             "cpu_per_scheduled_task_us": 1e6 * sched_cpu / launched if launched else None,
-            "heartbeat_core_fraction": hb * 1e-6 * cfg.workers / cfg.heartbeat,
+            "heartbeats_per_second": beats_per_s,
+            "heartbeat_core_fraction": hb * 1e-6 * beats_per_s,
             "loop_core_fraction": loop_cpu / sim_seconds if sim_seconds else None,
             "stages": self.stages,
         }
+        with_pb(out, cfg.pb_heartbeat_us)
         if cfg.tracemalloc:
             out["top_pytxmr_lines"] = top_pytxmr_lines()
         return out
+
+
+def with_pb(r: dict[str, Any], pb_us: float) -> None:
+    """Add PB's ``pb_us`` per heartbeat received to the "% of a core" figures."""
+    pb = pb_us * 1e-6 * r["heartbeats_per_second"]
+    r["pb_heartbeat_us"] = pb_us
+    r["heartbeat_core_fraction_with_pb"] = r["heartbeat_core_fraction"] + pb
+    r["loop_core_fraction_with_pb"] = (r["loop_core_fraction"] + pb
+                                       if r["loop_core_fraction"] is not None else None)
 
 
 def print_report(r: dict[str, Any]) -> None:
@@ -591,11 +615,15 @@ def print_report(r: dict[str, Any]) -> None:
     p(f"admission + first schedule (submit, process CPU): {r['submit_cpu_s']:.2f}s; "
       f"the job's end (last reduce done): {r['job_end_cpu_s'] * 1e3:.1f} ms")
     p(f"CPU per scheduled task: {r['cpu_per_scheduled_task_us'] or 0:.1f} us")
-    p(f"heartbeats alone, {cfg['workers']} workers every {cfg['heartbeat']:g}s: "
-      f"{100 * r['heartbeat_core_fraction']:.3f}% of a core")
+    hps, pb_us = r["heartbeats_per_second"], r["pb_heartbeat_us"]
+    p(f"heartbeats alone, {cfg['workers']} workers, {hps:.0f} a second (every "
+      f"{cfg['workers'] / hps if hps else 0:.1f}s each): "
+      f"{100 * r['heartbeat_core_fraction']:.3f}% of a core; with PB's "
+      f"{pb_us:.0f} us to receive each: {100 * r['heartbeat_core_fraction_with_pb']:.2f}%")
     if r["loop_core_fraction"] is not None:
         p(f"everything after the submission (heartbeats, events, status, periodic) over "
-          f"simulated time: {100 * r['loop_core_fraction']:.2f}% of a core")
+          f"simulated time: {100 * r['loop_core_fraction']:.2f}% of a core; with PB's "
+          f"heartbeats: {100 * r['loop_core_fraction_with_pb']:.2f}%")
     p("by window (maps finished before the call; then the reduce phase), us per call (calls):")
     p(f"{'window':<8}" + "".join(f"{k:>16}" for k in ("heartbeat", "map done", "reduce done",
                                                       "status")))
@@ -678,8 +706,8 @@ def pb_costs(n: int = 3000) -> dict[str, float]:
             self.worker = worker
             return "w1"
 
-        def heartbeat(self, wid: str, beat: Any) -> None:
-            pass
+        def heartbeat(self, wid: str, beat: Any) -> float:
+            return 10.0  # the interval a jobtracker of 1,000 workers answers
 
         def map_outputs(self, job_id: str, locations: Any) -> None:
             pass
@@ -749,7 +777,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots", type=int, default=2, help="slots per worker")
     p.add_argument("--reducers", type=int, default=None,
                    help="default: as the jobtracker decides (one per slot)")
-    p.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT)
+    p.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT,
+                   help="the workers' own interval (the jobtracker may ask for longer)")
+    p.add_argument("--heartbeats-per-second", type=float,
+                   default=DEFAULT_HEARTBEATS_PER_SECOND,
+                   help="the jobtracker's option of that name")
+    p.add_argument("--pb-heartbeat-us", type=float, default=PB_HEARTBEAT_US,
+                   help=f"PB's CPU per heartbeat received, added to the %% of a core "
+                        f"(default {PB_HEARTBEAT_US:g}, measured with --pb; with --pb, "
+                        f"what it measures)")
     p.add_argument("--map-seconds", type=float, default=10.0)
     p.add_argument("--reduce-seconds", type=float, default=10.0)
     p.add_argument("--status-poll", type=float, default=STATUS_POLL,
@@ -768,7 +804,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also measure what PB adds per call (pb_costs)")
     a = p.parse_args(argv)
     cfg = Config(workers=a.workers, maps=a.maps, slots=a.slots, reducers=a.reducers,
-                 heartbeat=a.heartbeat, map_seconds=a.map_seconds,
+                 heartbeat=a.heartbeat, heartbeats_per_second=a.heartbeats_per_second,
+                 pb_heartbeat_us=a.pb_heartbeat_us, map_seconds=a.map_seconds,
                  reduce_seconds=a.reduce_seconds, status_poll=a.status_poll, seed=a.seed,
                  max_events=a.max_events, max_cpu=a.max_cpu, profile=a.profile,
                  tracemalloc=a.tracemalloc, workdir=a.workdir)
@@ -785,6 +822,7 @@ def main(argv: list[str] | None = None) -> int:
         r = await Simulation(cfg).run()
         if a.pb:
             r["pb_us"] = pb_costs()
+            with_pb(r, r["pb_us"]["heartbeat_receive_us"])
         print_report(r)
         if cfg.profile:
             print_profile(cfg.profile)

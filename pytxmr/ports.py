@@ -58,8 +58,10 @@ class IJobTracker(Interface):
     """The jobtracker as a registered tasktracker sees it. A call that
     cannot be made or is refused raises ``wire.Unreachable``."""
 
-    async def heartbeat(beat: Heartbeat) -> None:
-        """I am alive; refused when the jobtracker no longer knows us."""
+    async def heartbeat(beat: Heartbeat) -> float | None:
+        """I am alive; refused when the jobtracker no longer knows us. The
+        answer: the interval to heartbeat at, at the least (None from a
+        jobtracker that says none: ``wire.heartbeat_interval_from_wire``)."""
 
     async def attempt_done(attempt_id: str, result: AttemptResult) -> None:
         """An attempt succeeded (for a reduce: committed)."""

@@ -316,9 +316,13 @@ class Scheduler:
                 if a is not None and a.wid == wid and a.state is State.RUNNING:
                     a.progress = p
 
-    def expired_workers(self, now: float, expiry: float) -> list[str]:
-        """Workers not heard from for ``expiry`` seconds."""
-        return [w.wid for w in self.workers.values() if w.alive and now - w.last_seen > expiry]
+    def expired_workers(self, now: float, expiry: float,
+                        longer: Mapping[str, float] | None = None) -> list[str]:
+        """Workers not heard from for ``expiry`` seconds, or for their own
+        expiry in ``longer`` (those told to heartbeat less often)."""
+        longer = longer or {}
+        return [w.wid for w in self.workers.values()
+                if w.alive and now - w.last_seen > longer.get(w.wid, expiry)]
 
     def worker_lost(self, wid: str, now: float) -> list[Action]:
         """Re-run what was lost with a worker: its running attempts, and its

@@ -12,6 +12,7 @@ could get wrong, so that the logic behind an adapter sees typed values only.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -354,6 +355,17 @@ class Heartbeat:
             {a: min(1.0, max(0.0, float(p))) for a, p in progress.items()
              if isinstance(a, str) and type(p) in (int, float) and p == p}
             if isinstance(progress, Mapping) else {})
+
+
+def heartbeat_interval_from_wire(answer: Any) -> float | None:
+    """The answer to a heartbeat: the interval the jobtracker asks the
+    worker to heartbeat at, at the least (it grows with the cluster:
+    ``jobtracker.heartbeats``). None where there is none: jobtrackers of
+    protocol 4 before it answered None, and a worker then keeps its own.
+    Older workers ignore the answer; no version is needed either way."""
+    if type(answer) not in (int, float) or not 0 <= answer < math.inf:
+        return None
+    return float(answer)
 
 
 def split_from_wire(d: Any) -> Split:

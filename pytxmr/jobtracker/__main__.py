@@ -14,6 +14,7 @@ from ..secret import load_secret
 from ..tls import ClusterTLS, TLSError
 from ..users import UsersError, load_users
 from ..wire import DEFAULT_PORT, DEFAULT_WEB_PORT
+from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND, MISSED_HEARTBEATS
 from .service import Config, JobTrackerService, make_service
 from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY, DEFAULT_RESUME_GRACE
 
@@ -35,6 +36,13 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--expiry", type=float, default=DEFAULT_EXPIRY,
                    help=f"seconds without heartbeat before a tasktracker is lost "
                         f"(default {DEFAULT_EXPIRY:g})")
+    p.add_argument("--heartbeats-per-second", type=float,
+                   default=DEFAULT_HEARTBEATS_PER_SECOND,
+                   help="heartbeats a second from the whole cluster: each tasktracker is told "
+                        "to heartbeat every WORKERS / this many seconds once that is longer "
+                        "than its own --heartbeat, and is lost after missing "
+                        f"{MISSED_HEARTBEATS} of those if that is longer than --expiry "
+                        f"(default {DEFAULT_HEARTBEATS_PER_SECOND:g}: 10 s at 1,000 workers)")
     p.add_argument("--check-timeout", type=float, default=DEFAULT_CHECK_TIMEOUT,
                    help="seconds a job module may take to import at submission")
     p.add_argument("--web-port", type=int, default=DEFAULT_WEB_PORT,
@@ -71,6 +79,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     a = p.parse_args(argv)
     if not 0 <= a.web_port <= 65535:
         p.error("--web-port must be in 0..65535")
+    if not a.heartbeats_per_second > 0:
+        p.error("--heartbeats-per-second must be more than 0")
     if a.history_retention < 0:
         p.error("--history-retention must be at least 0")
     web_interface = a.web_interface.replace(":", "\\:")  # IPv6 colons, escaped
@@ -88,7 +98,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
                   a.expiry, a.check_timeout, web_listen=web_listen, web_auth=a.web_auth,
                   history_retention=a.history_retention,
                   check_shuffle=not a.no_shuffle_check, tls=tls, users=users,
-                  resume_grace=a.resume_grace), a
+                  resume_grace=a.resume_grace,
+                  heartbeats_per_second=a.heartbeats_per_second), a
 
 
 def main(argv: Sequence[str] | None = None) -> None:

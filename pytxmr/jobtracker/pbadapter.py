@@ -151,8 +151,8 @@ class TaskTrackerAvatar(pb.Avatar):
             self._registering = False
 
     @refusals_as_pb_errors
-    def perspective_heartbeat(self, status: dict[str, Any] | bytes) -> None:
-        self.jt.heartbeat(self.wid, Heartbeat.from_wire(unpack(status)))
+    def perspective_heartbeat(self, status: dict[str, Any] | bytes) -> float:
+        return self.jt.heartbeat(self.wid, Heartbeat.from_wire(unpack(status)))
 
     @refusals_as_pb_errors
     def perspective_attempt_done(self, attempt_id: str, result: dict[str, Any] | bytes) -> None:

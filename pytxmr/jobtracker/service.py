@@ -17,6 +17,7 @@ from ..child import Zygote
 from ..daemon import write_ready_file
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION
 from ..services import AsyncMultiService, CallbackService, DaemonReactor, zygote_service
+from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND
 from .pbadapter import pb_factory, probe_shuffle
 from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY, DEFAULT_RESUME_GRACE, JobTracker
 
@@ -47,6 +48,9 @@ class Config:
     #: People's logins (None: clients log in with the cluster secret).
     users: UsersFile | None = None
     resume_grace: float = DEFAULT_RESUME_GRACE
+    #: The cluster's heartbeats a second, which sets each worker's interval
+    #: once the cluster is large (``heartbeats.Pacing``).
+    heartbeats_per_second: float = DEFAULT_HEARTBEATS_PER_SECOND
 
 
 class JobTrackerService(AsyncMultiService):
@@ -66,7 +70,8 @@ class JobTrackerService(AsyncMultiService):
         self.jt = JobTracker(reactor, reactor, config.workdir, expiry=config.expiry,
                              check_timeout=config.check_timeout,
                              history_retention=config.history_retention, checkers=zygote,
-                             resume_grace=config.resume_grace)
+                             resume_grace=config.resume_grace,
+                             heartbeats_per_second=config.heartbeats_per_second)
         self._port: Any = None
         self.port: int | None = None
         self.web: Any = None

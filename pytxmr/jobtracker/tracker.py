@@ -43,6 +43,7 @@ from ..wire import (
     step_of,
 )
 from .admission import Admission, interrupted_outputs, step_reducers
+from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND, Pacing
 from .job import JobRecord, job_from_plan, plan_of
 
 DEFAULT_EXPIRY = 10.0
@@ -77,11 +78,13 @@ class JobTracker:
                  expiry: float = DEFAULT_EXPIRY,
                  check_timeout: float = DEFAULT_CHECK_TIMEOUT,
                  history_retention: int = DEFAULT_HISTORY_RETENTION,
-                 checkers: Zygote, resume_grace: float = DEFAULT_RESUME_GRACE) -> None:
+                 checkers: Zygote, resume_grace: float = DEFAULT_RESUME_GRACE,
+                 heartbeats_per_second: float = DEFAULT_HEARTBEATS_PER_SECOND) -> None:
         self._reactor = reactor
         self._clock = clock
         self.workdir = workdir
         self.expiry = expiry
+        self.pacing = Pacing(expiry, heartbeats_per_second)
         self.scheduler = Scheduler()
         self.workers: dict[str, WorkerConnection] = {}
         self.jobs: dict[str, JobRecord] = {}
@@ -254,6 +257,7 @@ class JobTracker:
                                 f"the HOST:PORT of its shuffle server)")
 
     def worker_disconnected(self, wid: str) -> None:
+        self.pacing.forget(wid)
         if self.workers.pop(wid, None) is not None:
             self.log.info("Tasktracker {wid} disconnected", wid=wid)
             self._execute(self.scheduler.worker_lost(wid, self.now()))
@@ -263,17 +267,22 @@ class JobTracker:
             raise UnknownWorker(f"unknown worker {wid}: register again")
         return wid
 
-    def heartbeat(self, wid: str | None, beat: Heartbeat) -> None:
+    def heartbeat(self, wid: str | None, beat: Heartbeat) -> float:
+        """The answer: the interval, in seconds, the worker should heartbeat
+        at from now on (at the least: ``heartbeats.Pacing``)."""
         wid = self._check_live(wid)
         self.scheduler.heartbeat(wid, self.now(), beat.progress)
         if beat.shuffle_memory is not None:
             self.scheduler.workers[wid].shuffle_memory = beat.shuffle_memory
+        return self.pacing.tell(wid, len(self.workers))
 
     def _periodic(self) -> None:
         """Lost workers (missed heartbeats) and stragglers (speculation)."""
-        for wid in self.scheduler.expired_workers(self.now(), self.expiry):
+        for wid in self.scheduler.expired_workers(self.now(), self.expiry,
+                                                  self.pacing.longer_expiries):
             self.log.warn("Tasktracker {wid} missed heartbeats for {s:g}s: lost", wid=wid,
-                          s=self.expiry)
+                          s=self.pacing.expiry_of(wid))
+            self.pacing.forget(wid)
             conn = self.workers.pop(wid, None)
             self._execute(self.scheduler.worker_lost(wid, self.now()))
             if conn is not None:

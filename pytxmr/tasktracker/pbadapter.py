@@ -34,6 +34,7 @@ from ..wire import (
     Registration,
     TaskError,
     Unreachable,
+    heartbeat_interval_from_wire,
     split_from_wire,
 )
 from .worker import TaskTracker
@@ -91,8 +92,10 @@ class PBJobTracker:
         self.perspective = perspective  # held: a dropped perspective is logged out
 
     # Packed: a jobtracker that registered us speaks protocol 4 at least.
-    async def heartbeat(self, beat: Heartbeat) -> None:
-        await call(self.perspective, "heartbeat", pack(beat.to_wire()))
+    async def heartbeat(self, beat: Heartbeat) -> float | None:
+        """The interval the jobtracker asks for, if it says one."""
+        return heartbeat_interval_from_wire(
+            await call(self.perspective, "heartbeat", pack(beat.to_wire())))
 
     async def attempt_done(self, attempt_id: str, result: AttemptResult) -> None:
         await call(self.perspective, "attempt_done", attempt_id, pack(result.to_wire()))

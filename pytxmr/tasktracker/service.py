@@ -12,8 +12,7 @@ import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from twisted.application.internet import TimerService
-from twisted.internet import defer, endpoints
+from twisted.internet import defer, endpoints, task
 from twisted.logger import Logger
 
 from .. import addresses, shuffle, shufflememory
@@ -87,10 +86,12 @@ class TaskTrackerService(AsyncMultiService):
                                                self._registration, config.tls,
                                                config.keep_outputs)
         self.connection.setServiceParent(self)
-        beat = TimerService(config.heartbeat, self._beat)
-        beat.clock = reactor
-        beat.setName("heartbeat")
-        beat.setServiceParent(self)
+        #: Seconds between heartbeats: ours, or longer if the jobtracker asks.
+        self.heartbeat_interval = config.heartbeat
+        self._beats = task.LoopingCall(self._beat)
+        self._beats.clock = reactor
+        CallbackService("heartbeat", lambda: self._start_beats(now=True),
+                        self._stop_beats).setServiceParent(self)
         #: Ends the daemon (``JobTrackerConnection.ended``).
         self.ended = self.connection.ended
 
@@ -183,6 +184,10 @@ class TaskTrackerService(AsyncMultiService):
             await self._shuffle_factory.disconnect_all()
 
     def _registration(self) -> Registration:
+        # A new login may reach another jobtracker (a restarted one, an
+        # older one): its expiry counts from our registration, so we
+        # heartbeat at our own pace until it asks for another.
+        self._adopt_interval(None)
         return Registration(self.advertise_host, self.shuffle_port, self.config.slots,
                             os.getpid(), held=self.tt.held_outputs())
 
@@ -196,15 +201,43 @@ class TaskTrackerService(AsyncMultiService):
 
         async def send() -> None:
             try:
-                await jobtracker.heartbeat(beat)
+                interval = await jobtracker.heartbeat(beat)
             except CallRefused as e:
                 # Declared lost while we were away (e.g. stopped): start afresh.
                 self.log.warn("Heartbeat refused ({e}); logging in again", e=e)
                 self.connection.relogin()
+                return
             except Unreachable:
-                pass  # the disconnect notification handles it
+                return  # the disconnect notification handles it
+            if self.tt.jobtracker is jobtracker:
+                self._adopt_interval(interval)
 
         defer.Deferred.fromCoroutine(send())
+
+    def _adopt_interval(self, asked: float | None) -> None:
+        """Heartbeat every ``asked`` seconds, as the jobtracker answered the
+        last heartbeat, but never more often than our own interval; at our
+        own if it asked for none (a jobtracker from before it did). The
+        next heartbeat then comes one new interval from now, the moment the
+        jobtracker counts our expiry from."""
+        own = self.config.heartbeat
+        interval = own if asked is None else max(own, asked)
+        if interval == self.heartbeat_interval:
+            return
+        self.log.debug("Heartbeating every {s:g}s", s=interval)
+        self.heartbeat_interval = interval
+        if self._beats.running:
+            self._beats.stop()
+            self._start_beats(now=False)
+
+    def _start_beats(self, now: bool) -> None:
+        # Its Deferred fires when the loop stops, and fails only if a beat raised.
+        self._beats.start(self.heartbeat_interval, now=now).addErrback(
+            lambda f: self.log.failure("Heartbeats stopped", f))
+
+    def _stop_beats(self) -> None:
+        if self._beats.running:
+            self._beats.stop()
 
     async def registered(self) -> str:
         """The worker id of the first registration (writes the ready file)."""

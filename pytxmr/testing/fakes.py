@@ -92,8 +92,9 @@ class FakeJobTracker:
             raise CallRefused("unknown worker: register again")
         self.calls.append((method, args))
 
-    async def heartbeat(self, beat: Heartbeat) -> None:
+    async def heartbeat(self, beat: Heartbeat) -> float | None:
         self._record("heartbeat", beat)
+        return None  # as a jobtracker that asks for no interval: the worker keeps its own
 
     async def attempt_done(self, attempt_id: str, result: AttemptResult) -> None:
         self._record("attempt_done", attempt_id, result)

@@ -48,15 +48,19 @@ class RecordingTracker:
         self.worker: Any = None
         self.registration: Registration | None = None
         self.refuse_heartbeats = False
+        #: What a heartbeat is answered with: None as a jobtracker before
+        #: the pacing (and the FakeJobTracker) answers.
+        self.interval: float | None = None
 
     def register(self, worker: Any, reg: Registration) -> str:
         self.worker, self.registration = worker, reg
         return "w7"
 
-    def heartbeat(self, wid: str, beat: Heartbeat) -> None:
+    def heartbeat(self, wid: str, beat: Heartbeat) -> float | None:
         if self.refuse_heartbeats:
             raise wire.UnknownWorker(f"unknown worker {wid}: register again")
         self.fake.calls.append(("heartbeat", (beat,)))
+        return self.interval
 
     def attempt_done(self, wid: str, aid: str, result: AttemptResult) -> None:
         self.fake.calls.append(("attempt_done", (aid, result)))
@@ -172,6 +176,15 @@ def test_pbjobtracker_calls_arrive_as_the_fake_records_them(linked: Any) -> None
             answers.append(result_of(defer.Deferred.fromCoroutine(call), pump))
     assert jt.fake.calls == expected.calls
     assert answers[:7] == answers[7:] == [None, None, None, None, True, False, None]
+
+
+def test_the_interval_a_heartbeat_is_answered_with_comes_back(linked: Any) -> None:
+    """The jobtracker paces its workers through the heartbeat's answer."""
+    jt, _, port, pump = linked
+    jt.interval = 10.0
+    assert result_of(defer.Deferred.fromCoroutine(port.heartbeat(Heartbeat())), pump) == 10.0
+    jt.interval = None
+    assert result_of(defer.Deferred.fromCoroutine(port.heartbeat(Heartbeat())), pump) is None
 
 
 def test_a_refusal_comes_back_as_call_refused(linked: Any) -> None:

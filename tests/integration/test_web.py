@@ -20,9 +20,9 @@ import tempfile
 import time
 import warnings
 from base64 import b64encode
-from typing import Any, Callable
+from typing import Any
 
-from twisted.internet import defer, process, reactor, task, utils
+from twisted.internet import defer, process, reactor, utils
 from twisted.spread import pb
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
@@ -35,6 +35,7 @@ from pytxmr.tasklog import format_logs
 from pytxmr.testing.fakes import FakeWorker
 from pytxmr.web import web_password, web_site
 from pytxmr.wire import AttemptResult, Heartbeat, Registration, TaskError, UnknownJob
+from waiting import wait_for
 
 WORDCOUNT = """\
 import pytxmr
@@ -53,15 +54,6 @@ HOSTILE = "<script>alert('x')</script>"
 def launched(worker: FakeWorker, method: str) -> list[str]:
     """The attempt ids of the ``launch_map`` or ``launch_reduce`` calls a worker got."""
     return [args[1] for args in worker.named(method)]
-
-
-async def wait_for(condition: Callable[[], Any], timeout: float = 20.0) -> None:
-    """Wait until ``condition()`` is true, polling the reactor, or fail."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for a condition")
-        await task.deferLater(reactor, 0.02)
 
 
 def fresh_dir(case: Any) -> str:

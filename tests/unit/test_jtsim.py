@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS, MAPS, SLOTS = 50, 300, 2
 
@@ -44,11 +46,32 @@ def test_a_small_cluster_runs_the_job_once_per_task(tmp_path: Path) -> None:
     assert calls["register"]["calls"] == WORKERS
     assert calls["map done"]["calls"] == MAPS and calls["reduce done"]["calls"] == reduces
     assert calls["may commit"]["calls"] == reduces
-    # Every worker heartbeat about once a second of the simulated job.
+    # Every worker heartbeat about once a second of the simulated job: at
+    # 50 workers the jobtracker asks for no longer interval than their own.
     beats = calls["heartbeat"]["calls"]
     assert WORKERS * (r["sim_seconds"] - 1) <= beats <= WORKERS * (r["sim_seconds"] + 1)
+    assert r["heartbeats_per_second"] == beats / r["sim_seconds"]
+    # PB's cost of receiving them is in the "% of a core" with PB.
+    assert r["loop_core_fraction_with_pb"] == pytest.approx(
+        r["loop_core_fraction"] + r["pb_heartbeat_us"] * 1e-6 * r["heartbeats_per_second"])
     assert calls["heartbeat"]["us_per_call"] > 0 and r["cpu_per_scheduled_task_us"] > 0
     assert sum(w["map done"]["calls"] for w in r["deciles"][:10]) == MAPS
     assert r["stages"]["finished"]["rss"] > 0
     # No temporary file left behind.
     assert [p.name for p in tmp_path.iterdir()] == ["jtsim.json"]
+
+
+def test_the_workers_follow_the_interval_the_jobtracker_asks(tmp_path: Path) -> None:
+    """At 25 heartbeats a second, 50 workers heartbeat every 2 s, not every second."""
+    out = tmp_path / "jtsim.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "jtsim.py"), "--workers", str(WORKERS),
+         "--maps", "100", "--heartbeats-per-second", "25", "--workdir", str(tmp_path),
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    assert r["job"]["state"] == "succeeded"
+    # The first round at their own 1 s, then every 2 s.
+    assert r["calls"]["heartbeat"]["calls"] <= WORKERS * (r["sim_seconds"] / 2 + 2)
+    assert 20 <= r["heartbeats_per_second"] <= 30

@@ -53,6 +53,7 @@ PURE_MODULES = [
     "ports",
     "jobtracker.submission",
     "jobtracker.job",
+    "jobtracker.heartbeats",
     "testing.fakes",
 ]
 
