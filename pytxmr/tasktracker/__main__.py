@@ -57,7 +57,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--ready-file", help="write JSON with the shuffle port and wid here "
                    "once registered")
     p.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT,
-                   help="seconds between heartbeats")
+                   help="seconds between heartbeats, at the least (a jobtracker of a large "
+                        "cluster asks for longer: its --heartbeats-per-second)")
     p.add_argument("--task-timeout", type=float, default=None,
                    help="kill a task attempt that makes no progress (reads or writes "
                         "nothing) for this many seconds")
