@@ -113,13 +113,13 @@ def _child(request: dict[str, Any], inherited: list[int],
     """In the forked child: run the request's task, and with ``runner``
     (its request and done pipes) the next ones of its job, until it should
     not or the zygote closes the pipe."""
-    for fd in inherited:
-        os.close(fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.set_wakeup_fd(-1)
-    gc.disable()  # as the task does (pytxmr.task.execute), and before it imports
     code, done = 1, 0
-    try:
+    try:  # whatever happens, this process never returns into the zygote's loop
+        for fd in inherited:
+            os.close(fd)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        gc.disable()  # as the task does (pytxmr.task.execute), and before it imports
         code = _run_one(request, runner is not None)
         if runner is None:
             return
@@ -232,8 +232,7 @@ class Zygote:
         pipes = (os.pipe(), os.pipe()) if key is not None else None
         pid = os.fork()
         if pid == 0:
-            inherited = [*self.wake, *(fd for r in self.runners.values()
-                                       for fd in (r.requests, r.replies))]
+            inherited = self.inherited()
             if pipes is not None:
                 (req_r, req_w), (rep_r, rep_w) = pipes
                 inherited += [req_w, rep_r]
@@ -246,6 +245,13 @@ class Zygote:
             self.runners[pid] = _Runner(key, req_w, rep_r)
             self.by_reply[rep_r] = pid
         _report({"started": pid, "id": request["id"]})
+
+    def inherited(self) -> list[int]:
+        """The zygote's own fds, which a new child closes: its wake pipe and
+        its ends of the runners' pipes (not the done pipe of a runner that
+        exited and is not reaped yet: closed already)."""
+        return [*self.wake, *(fd for r in self.runners.values()
+                              for fd in (r.requests, r.replies) if fd >= 0)]
 
     def replied(self, fd: int, now: float) -> None:
         """A runner's done pipe is readable: a task ended, or it exited."""

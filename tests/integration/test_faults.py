@@ -1013,11 +1013,15 @@ def test_speculation_backs_up_a_straggler_and_commits_one_attempt(shared: Cluste
     detail = check_job(shared, job_id_of(stdout), s.output, 2, word_counts(inputs))
     [straggler_pid] = [int(p.name.split("-")[1]) for p in s.marks.glob("straggler-*")]
     assert gone([straggler_pid])
-    [task] = [t for t in detail["tasks"] if len(t["attempts"]) > 1]
-    states = sorted(a["state"] for a in task["attempts"])
-    assert states == ["killed", "succeeded"], task
-    assert task["attempts"][0]["state"] == "killed"  # the straggler lost
-    assert task["attempts"][0]["wid"] != task["attempts"][1]["wid"]
+    # On a loaded machine another map may look slow enough for a backup
+    # too: every backed-up task commits one attempt and the others are killed.
+    backed_up = [t for t in detail["tasks"] if len(t["attempts"]) > 1]
+    for task in backed_up:
+        states = sorted(a["state"] for a in task["attempts"])
+        assert states == ["killed", "succeeded"], task
+        assert task["attempts"][0]["wid"] != task["attempts"][1]["wid"]
+    # The straggler lost to its backup.
+    assert any(t["attempts"][0]["state"] == "killed" for t in backed_up), backed_up
     assert detail["failed_attempts"] == 0
     assert_serves(shared, s.name)
 

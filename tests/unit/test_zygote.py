@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pytxmr.zygote import BoundedLog
+from pytxmr.zygote import BoundedLog, Zygote, _Runner
 
 
 def test_bounded_log_keeps_the_head_and_says_it_cut(tmp_path: Path) -> None:
@@ -36,3 +36,17 @@ def test_io_bytes_grow_when_a_process_reads(tmp_path: Path) -> None:
     (tmp_path / "f").read_bytes()
     after = io_bytes(os.getpid())
     assert after is not None and after >= before + 200_000
+
+
+def test_a_new_child_closes_only_the_zygotes_open_fds() -> None:
+    """A runner that exited but is not reaped yet has its done pipe closed
+    already: a child forked meanwhile must not close it again (EBADF made
+    that child run on as a second zygote)."""
+    zygote = Zygote((3, 4))
+    zygote.runners[100] = _Runner("job_a", 10, 11)
+    r, w = os.pipe()
+    os.close(w)
+    zygote.runners[101] = _Runner("job_a", 12, r)
+    zygote.by_reply = {11: 100, r: 101}
+    zygote.replied(r, 0.0)  # end of file: runner 101 exited
+    assert zygote.inherited() == [3, 4, 10, 11, 12]
