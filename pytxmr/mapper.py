@@ -294,13 +294,13 @@ class MapOutputBuffer:
     def finish(self, data_path: str) -> MapOutput:
         """Store the spills as the output: appended to the pack, or in the
         file ``data_path``."""
-        if not self._spills and self._pack is not None:
+        if not self._spills:
             # An empty split still has an (empty) output for every partition.
             table = [(0, 0, 0)] * self._num_partitions
-            data_path = self._pack.name
-        elif not self._spills:
-            open(data_path, "wb").close()
-            table = [(0, 0, 0)] * self._num_partitions
+            if self._pack is not None:
+                data_path = self._pack.name
+            else:
+                open(data_path, "wb").close()
         elif self._held is not None and self._pack is not None:
             pack, held = self._pack, self._held
             with naming(pack.name):

@@ -82,8 +82,10 @@ def _runner_dir(spec: dict[str, Any]) -> str | None:
 
 def _run_one(request: dict[str, Any], runner: bool = False) -> int:
     """In a forked child: wire the fds as a task expects, run it; its status."""
-    cwd = (_runner_dir(request["spec"]) if runner else None) or request["cwd"]
-    os.makedirs(cwd, exist_ok=True)
+    cwd = _runner_dir(request["spec"]) if runner else None
+    if cwd is None:
+        cwd = request["cwd"]
+        os.makedirs(cwd, exist_ok=True)
     # The log and the result go to the worker's tmpfs directory, or without
     # one to the attempt's directory, which a runner's map does not work in.
     os.makedirs(os.path.dirname(request["result"]), exist_ok=True)
