@@ -13,6 +13,7 @@ not delay the job's first task.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -21,7 +22,14 @@ from typing import Any
 
 from . import client, jobtracker, tasktracker
 from .child import Zygote
+from .kvstore import KeyValueStore
 from .services import DaemonReactor
+
+
+def _store_of(workers: list[tasktracker.TaskTracker], wid: str) -> KeyValueStore | None:
+    """The store of the worker ``wid`` now is (a worker lost and registered
+    again has a new id)."""
+    return next((w.store for w in workers if w.wid == wid), None)
 
 
 async def run_embedded(reactor: DaemonReactor, job: client.JobSubmission, *, zygote: Zygote,
@@ -52,4 +60,11 @@ async def run_embedded(reactor: DaemonReactor, job: client.JobSubmission, *, zyg
             tts.append(tt)
         for tt in tts:
             await tt.registered()
+        # One process, one file system: a reduce links a neighbour's map
+        # outputs as it does its own worker's, instead of sending them
+        # through TCP and back in this one process (0.12 s of a 200 MB
+        # sort's critical path, with both cores idle).
+        workers_here = [tt.tt for tt in tts]
+        for tt in workers_here:
+            tt.neighbour_store = functools.partial(_store_of, workers_here)
         return await client.submit(reactor, f"127.0.0.1:{jt.port}", secret, job, progress)

@@ -213,7 +213,8 @@ class MapOutputBuffer:
 
     def _spill_items(self, items: list[Any], folded: bool, unchecked: bool = False) -> None:
         """Sort and partition ``items`` (``(key, values)``, or ``(key,
-        value)`` if ``folded``; sorted in place) and write them as a run.
+        value)`` if ``folded``; left in their order, see _sorted) and write
+        them as a run.
         ``unchecked``: no dict has refused unhashable keys yet."""
         keys = list(map(first, items))
         kinds = kinds_of(keys)
@@ -232,8 +233,7 @@ class MapOutputBuffer:
         if n > 1 and isinstance(partition, RangePartition) and kinds in _PLAIN_KINDS:
             # Sorted once, and cut where the cut points fall in the sorted
             # keys: no call per key, no scatter.
-            _sort(items, utf8, kinds)
-            parts = partition.split_sorted(items, n)
+            parts = partition.split_sorted(_sorted(items, utf8, kinds), n)
         else:
             if n == 1:
                 parts = [items]
@@ -243,8 +243,7 @@ class MapOutputBuffer:
                 parts = scatter(items, ids, n)
                 utf8_parts = scatter(utf8, ids, n) if utf8 is not None else [None] * n
             del utf8
-            for part, part_utf8 in zip(parts, utf8_parts):
-                _sort(part, part_utf8, kinds)
+            parts = [_sorted(part, part_utf8, kinds) for part, part_utf8 in zip(parts, utf8_parts)]
         self._write_spill(parts, folded)
 
     def _spill_by_value(self, groups: Mapping[Any, Any], folded: bool) -> None:
@@ -259,8 +258,7 @@ class MapOutputBuffer:
         n = self._num_partitions
         parts = [items] if n == 1 else scatter(items, partition_ids(keys, n, self._job.partition), n)
         sort_key = record_sort_key(kinds)
-        for part in parts:
-            part.sort(key=sort_key)
+        parts = [sorted(part, key=sort_key) for part in parts]  # not in place: see _sorted
         self._write_spill(parts, folded=True, write=_write_sorted_values(folded))
 
     def _write_spill(self, parts: list[list[Any]], folded: bool,
@@ -377,13 +375,23 @@ class MapOutputBuffer:
 _PLAIN_KINDS = (["str"], ["num"], ["bytes"])
 
 
-def _sort(items: list[Any], utf8: list[bytes] | None, kinds: list[str]) -> None:
-    """Sort a spill's ``items`` by key in place (``utf8``: their str keys'
-    UTF-8, in the same order)."""
+def _sorted(items: list[Any], utf8: list[bytes] | None, kinds: list[str]) -> list[Any]:
+    """A spill's ``items`` sorted by key (``utf8``: their str keys' UTF-8,
+    in the same order), in a new list.
+
+    Not in place: the caller's list keeps the records in the order they
+    were made, hence in the order they lie in the heap, and frees them in
+    that order once the spill is written. Freed in sorted order instead,
+    scattered over the heap, they took three times as long (0.42 s against
+    0.14 s for 1.8 million pairs; a sort job's map spent a tenth of its time
+    there), and left the allocator's free lists scattered for the next fill.
+    """
+    ordered = list(items)
     if utf8 is not None:
-        sort_by_utf8(items, utf8)
+        sort_by_utf8(ordered, utf8)
     else:
-        items.sort(key=record_sort_key(kinds))
+        ordered.sort(key=record_sort_key(kinds))
+    return ordered
 
 
 def _check_keys(keys: list[Any]) -> None:

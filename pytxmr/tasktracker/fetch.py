@@ -323,12 +323,17 @@ def from_shuffle(reactor: Any, pool: shuffle.ShufflePool, job: JobInit,
     return fetch
 
 
-def from_store(reactor: Any, store: KeyValueStore, job_id: str, partition: int) -> Fetcher:
-    """A map output of this very worker, as a run: linked from the store and
-    checked like a fetched one."""
+def from_store(reactor: Any, store_of: Callable[[str], KeyValueStore | None], job_id: str,
+               partition: int) -> Fetcher:
+    """A map output of this very worker (or of a neighbour in this process,
+    ``store_of`` the map's worker's store), as a run: linked from the store
+    and checked like a fetched one."""
 
     async def fetch(loc: MapLocation, landing: Landing) -> Run:
         try:
+            store = store_of(loc.wid)
+            if store is None:
+                raise KeyError(f"worker {loc.wid}'s store is not in this process")
             source, offset, length = store.lookup(job_id, loc.index, partition)
             path = landing.link(source)
             await verified(reactor, path, offset, length)

@@ -14,7 +14,7 @@ import functools
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Sequence
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
@@ -137,6 +137,11 @@ class TaskTracker:
         self.jobs: dict[str, JobInit] = {}
         self.attempts: dict[str, Attempt] = {}
         self.wid: str | None = None
+        #: The store of another worker of this very process by its worker id
+        #: (``run``'s cluster; None for any other): its map outputs are
+        #: linked from there, as our own are, not sent through its shuffle
+        #: server and back through this same process.
+        self.neighbour_store: Callable[[str], KeyValueStore | None] = lambda wid: None
         #: The jobtracker while we are registered with it.
         self.jobtracker: IJobTracker | None = None
         #: Per job: map index -> the attempt whose output we hold, as reported
@@ -223,11 +228,17 @@ class TaskTracker:
             self._clock, attempt.id, job.num_maps,
             RunPlacement(lambda: self.memory, attempt.work_dir, attempt.id),
             fetch=from_shuffle(self._reactor, self.shuffle_pool, job, partition),
-            fetch_local=from_store(self._reactor, self.store, job_id, partition),
-            is_local=lambda loc: loc.wid == self.wid, report_failure=self._fetch_failed,
+            fetch_local=from_store(self._reactor, self.store_of, job_id, partition),
+            is_local=lambda loc: self.store_of(loc.wid) is not None,
+            report_failure=self._fetch_failed,
             policy=self.fetch_policy)
         self._spawn(self._run_reduce(attempt))
         self.map_outputs(job_id, locations)
+
+    def store_of(self, wid: str) -> KeyValueStore | None:
+        """The store holding worker ``wid``'s map outputs, if it is ours or
+        a neighbour's in this process."""
+        return self.store if wid == self.wid else self.neighbour_store(wid)
 
     def map_outputs(self, job_id: str, locations: Sequence[MapLocation]) -> None:
         for attempt in list(self.attempts.values()):

@@ -10,6 +10,7 @@ busy wait on a barrier file the test creates, never on a timer.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -248,6 +249,26 @@ def test_run_and_run_inline_write_identical_part_files(tmp_path: Path, corpus: P
             assert_committed(other, 3)
             for pa, pb in zip(part_files(first), part_files(other)):
                 assert pa.read_bytes() == pb.read_bytes(), f"{name} {mode}: {pa.name} differs"
+
+
+@pytest.mark.skipif(not os.access(shufflememory.SHM_ROOT, os.W_OK),
+                    reason="fetched runs land on disk anyway without a writable /dev/shm")
+def test_run_links_its_other_workers_map_outputs_instead_of_fetching_them(
+        tmp_path: Path, corpus: Path) -> None:
+    """``run``'s two workers share its process and file system: a reduce
+    links the other worker's map outputs as it does its own, so no run comes
+    through a shuffle server into memory (fetched, it would land there)."""
+    inputs = corpus_files(corpus)
+    env = base_env(tmp_path / "home")
+    (tmp_path / "home").mkdir()
+    out = assert_ok(run_cli("run", str(WORDCOUNT), *map(str, inputs), "-o", str(tmp_path / "out"),
+                            "--workers", "2", "--reducers", "2", "--split-size", "64K",
+                            env=env, cwd=tmp_path))
+    assert merged(read_wordcount(tmp_path / "out")) == word_counts(inputs)
+    counter = {name: int(re.search(rf"{name} +([\d,]+)", out)[1].replace(",", ""))
+               for name in ("shuffle bytes", "shuffle bytes in memory", "shuffle bytes on disk")}
+    assert counter["shuffle bytes in memory"] == 0, out
+    assert counter["shuffle bytes on disk"] == counter["shuffle bytes"] > 0, out
 
 
 # --- refused submissions ---------------------------------------------------------
