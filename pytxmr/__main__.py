@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 from . import storage
 from .localcluster import default_slots, start_zygote
 from .sizes import size_argument
+from .wire import RECONNECT_TIMEOUT
 
 if TYPE_CHECKING:
     from .child import Zygote
@@ -102,8 +103,6 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def _reconnect_option(p: argparse.ArgumentParser) -> None:
-    from .client import RECONNECT_TIMEOUT
-
     p.add_argument("--reconnect-timeout", type=float, default=RECONNECT_TIMEOUT,
                    metavar="SECS", help="how long to try to reach a lost jobtracker again "
                    f"(a restarted one resumes its jobs; default {RECONNECT_TIMEOUT:g}; 0: give "

@@ -22,7 +22,13 @@ from .bundle import Bundle
 from .records import CodecUnavailable, codec_for
 from .pbwire import client_factory
 from .tls import TLSError, client_endpoint, tls_refusal
-from .wire import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, ROLE_CLIENT, jobtracker_endpoint
+from .wire import (
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+    RECONNECT_TIMEOUT,
+    ROLE_CLIENT,
+    jobtracker_endpoint,
+)
 
 if TYPE_CHECKING:
     from .tls import ClusterTLS
@@ -231,11 +237,6 @@ async def run_job(reactor: Any, conn: Connection, job: JobSubmission,
         await upload(conn, job.bundle)
     job_id = await conn.call("submit", job.spec)
     return await follow(reactor, conn, job_id, progress, interval, notify, reconnect)
-
-
-#: Seconds a waiting client goes on trying to reach a jobtracker it lost
-#: (a restarted one resumes its jobs).
-RECONNECT_TIMEOUT = 120.0
 
 
 async def follow(reactor: Any, conn: Connection, job_id: str,

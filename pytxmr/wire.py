@@ -47,6 +47,9 @@ DEFAULT_PORT = 7373
 DEFAULT_WEB_PORT = 7374  # the jobtracker's status site
 DEFAULT_SHUFFLE_PORT = 0
 DEFAULT_HEARTBEAT = 1.0
+#: Seconds a waiting client goes on trying to reach a jobtracker it lost
+#: (a restarted one resumes its jobs).
+RECONNECT_TIMEOUT = 120.0
 
 #: The error type a tasktracker reports for a reduce attempt that finished
 #: but lost the race to commit: not a failure of the task.
