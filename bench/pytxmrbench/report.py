@@ -252,7 +252,7 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
                 if t is not None:
                     name = label if len(jobs) == 1 else f"{res.get('job', 'wordcount')}: {label}"
                     series.setdefault(name, {})[mb] = t
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     colors = plt.get_cmap("tab20").colors
@@ -267,6 +267,9 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
+        seconds = FuncFormatter(lambda y, _: f"{y:g}")  # 20, not 2 x 10^1
+        ax.yaxis.set_major_formatter(seconds)
+        ax.yaxis.set_minor_formatter(seconds)
     else:
         ax.set_ylim(bottom=0)
     ax.set_xticks(all_x)
