@@ -107,9 +107,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Counte
 
 
 def run_job(c: NetnsCluster, inputs: Sequence[Path], out: Path,
-            *extra: str) -> tuple[float, str]:
+            *extra: str, job: Path = WORDCOUNT) -> tuple[float, str]:
     t0 = time.monotonic()
-    rc, stdout, stderr = c.submit(WORDCOUNT, inputs, out, "--reducers", "3",
+    rc, stdout, stderr = c.submit(job, inputs, out, "--reducers", "3",
                                   "--split-size", "512K", *extra)
     elapsed = time.monotonic() - t0
     assert rc == 0, f"{stdout}\n{stderr}\n{c.logs()}"
@@ -169,16 +169,39 @@ def _during_maps(c: NetnsCluster, action: Any) -> threading.Thread:
     return t
 
 
+#: Word count whose every map task takes a second at least: the maps are
+#: still running when a test cuts a worker off 0.3 s after the submission
+#: (the plain word count can be done by then).
+SLOW_MAPS = """
+import time
+from pytxmr import combiners
+
+def map_init():
+    time.sleep(1)
+
+def map(offset, line):
+    for word in line.split():
+        yield word, 1
+
+combine = combiners.sum
+
+def reduce(word, counts):
+    yield word, sum(counts)
+"""
+
+
 @pytest.mark.parametrize("how", ["link down", "silent drop"])
 def test_a_worker_cut_off_during_the_maps_then_healed(cluster: NetnsCluster, corpus: Any,
                                                       tmp_path: Path, how: str) -> None:
     inputs, expected = corpus
+    job = tmp_path / "slow_maps.py"
+    job.write_text(SLOW_MAPS)
     net = cluster.network
     victim = net.hosts[3]
     cut, heal = (net.cut, net.heal) if how == "link down" else (net.isolate, net.rejoin)
     watcher = _during_maps(cluster, lambda: cut(victim))
     try:
-        elapsed, _ = run_job(cluster, inputs, tmp_path / "out")
+        elapsed, _ = run_job(cluster, inputs, tmp_path / "out", job=job)
     finally:
         watcher.join(5)
         heal(victim)
