@@ -37,10 +37,13 @@ What is measured: the CPU (``time.process_time``) spent inside each call
 into the jobtracker, and only there (the fakes' own work is a list append
 during the call; scheduling the simulated completions happens after it),
 minus the cost of reading the clock twice (calibrated at start). The
-outbound calls are counted, not timed: their PB cost is not in these
-figures (``--pb`` measures one PB call's cost to add to the model), except
-PB's cost of receiving each heartbeat, added to the "% of a core" figures
-(``--pb-heartbeat-us``, or what ``--pb`` measured).
+outbound calls are counted, not timed. PB's cost is added from a model
+(``--pb`` measures it over an in-memory connection): receiving a heartbeat
+(``--pb-heartbeat-us``) in the "% of a core" figures with PB's
+heartbeats; and in the figure "with every PB call", the jobtracker's own
+share of PB's CPU for every call it receives (``INBOUND``: heartbeats,
+attempts' results, ``may_commit``, ``status``; ``--pb-call-in-us``) and
+every call it makes (``--pb-call-out-us``).
 Memory: the process's RSS at each stage, and with ``--tracemalloc`` the
 bytes allocated by ``pytxmr`` code still held at each stage.
 
@@ -94,6 +97,15 @@ STATUS_POLL = 0.5  # client.run_job's default interval
 #: microseconds, as ``--pb`` measures it (``pb_costs``; 100-105 us on the
 #: machine of bench/RESULTS.md): added to the logic's figures per heartbeat.
 PB_HEARTBEAT_US = 105.0
+#: The jobtracker's own share of PB's CPU, microseconds, as ``--pb``
+#: measures it (``pb_costs``, 2026-12-04): receiving a call and answering
+#: it (``heartbeat_jobtracker_us``: 45 us, where both sides take 61), and
+#: making a call and receiving its answer (``map_outputs_jobtracker_us``:
+#: 42 us, where both sides take 98). The figure "with every PB call"
+#: charges them to every call received (``INBOUND``) and made.
+PB_CALL_IN_US = 45.0
+PB_CALL_OUT_US = 42.0
+INBOUND = ("heartbeat", "map done", "reduce done", "may commit", "status")
 DECILES = 10
 
 
@@ -300,6 +312,8 @@ class Config:
     heartbeat: float = DEFAULT_HEARTBEAT
     heartbeats_per_second: float = DEFAULT_HEARTBEATS_PER_SECOND
     pb_heartbeat_us: float = PB_HEARTBEAT_US
+    pb_call_in_us: float = PB_CALL_IN_US
+    pb_call_out_us: float = PB_CALL_OUT_US
     map_seconds: float = 10.0
     reduce_seconds: float = 10.0
     status_poll: float = STATUS_POLL
@@ -578,19 +592,31 @@ class Simulation:
             "loop_core_fraction": loop_cpu / sim_seconds if sim_seconds else None,
             "stages": self.stages,
         }
-        with_pb(out, cfg.pb_heartbeat_us)
+        with_pb(out, cfg.pb_heartbeat_us, cfg.pb_call_in_us, cfg.pb_call_out_us)
         if cfg.tracemalloc:
             out["top_pytxmr_lines"] = top_pytxmr_lines()
         return out
 
 
-def with_pb(r: dict[str, Any], pb_us: float) -> None:
-    """Add PB's ``pb_us`` per heartbeat received to the "% of a core" figures."""
+def with_pb(r: dict[str, Any], pb_us: float, in_us: float, out_us: float) -> None:
+    """Add PB's ``pb_us`` per heartbeat received (both sides) to the "% of
+    a core" figures; and, in the figure "with every PB call", the
+    jobtracker's share: ``in_us`` per call received (``INBOUND``) and
+    ``out_us`` per call made."""
     pb = pb_us * 1e-6 * r["heartbeats_per_second"]
     r["pb_heartbeat_us"] = pb_us
+    r["pb_call_in_us"] = in_us
+    r["pb_call_out_us"] = out_us
     r["heartbeat_core_fraction_with_pb"] = r["heartbeat_core_fraction"] + pb
-    r["loop_core_fraction_with_pb"] = (r["loop_core_fraction"] + pb
-                                       if r["loop_core_fraction"] is not None else None)
+    inbound = sum(r["calls"].get(k, {}).get("calls", 0) for k in INBOUND)
+    outbound = sum(r["outbound"].values())
+    sim = r["sim_seconds"]
+    r["pb_calls_per_second"] = {"inbound": inbound / sim if sim else None,
+                                "outbound": outbound / sim if sim else None}
+    every_call = (in_us * inbound + out_us * outbound) * 1e-6 / sim if sim else 0.0
+    loop = r["loop_core_fraction"]
+    r["loop_core_fraction_with_pb"] = loop + pb if loop is not None else None
+    r["loop_core_fraction_with_every_pb_call"] = loop + every_call if loop is not None else None
 
 
 def print_report(r: dict[str, Any]) -> None:
@@ -624,6 +650,11 @@ def print_report(r: dict[str, Any]) -> None:
         p(f"everything after the submission (heartbeats, events, status, periodic) over "
           f"simulated time: {100 * r['loop_core_fraction']:.2f}% of a core; with PB's "
           f"heartbeats: {100 * r['loop_core_fraction_with_pb']:.2f}%")
+        rates = r["pb_calls_per_second"]
+        p(f"with every PB call ({rates['inbound']:.0f} received a second at "
+          f"{r['pb_call_in_us']:.0f} us, {rates['outbound']:.0f} made at "
+          f"{r['pb_call_out_us']:.0f} us): "
+          f"{100 * r['loop_core_fraction_with_every_pb_call']:.2f}% of a core")
     p("by window (maps finished before the call; then the reduce phase), us per call (calls):")
     p(f"{'window':<8}" + "".join(f"{k:>16}" for k in ("heartbeat", "map done", "reduce done",
                                                       "status")))
@@ -689,7 +720,9 @@ def pb_costs(n: int = 3000) -> dict[str, float]:
     ``map_outputs`` with one location (the call alone, then the delivery
     and the answer on both sides), and a heartbeat of 4 attempts received
     (decoded, checked, dispatched to a logic that does nothing, answered;
-    the worker's decoding of the answer included). Microseconds per call."""
+    the worker's decoding of the answer included); and of each, the
+    jobtracker's own share (``*_jobtracker_us``: the call made or the answer
+    sent, and the bytes its protocol received). Microseconds per call."""
     from twisted.test import iosim
 
     from pytxmr import wire
@@ -719,8 +752,19 @@ def pb_costs(n: int = 3000) -> dict[str, float]:
     clock = task.Clock()
     logic = Logic()
     server, cf = pb_factory(logic, secret, clock), client_factory()  # type: ignore[arg-type]
-    _, _, pump = iosim.connectedServerAndClient(
+    _, jt_side, pump = iosim.connectedServerAndClient(
         lambda: server.buildProtocol(None), lambda: cf.buildProtocol(None), clock=clock)
+    # The jobtracker's share of a delivery: what its protocol does with the
+    # bytes it receives (a call's answer), apart from the worker's side.
+    jt_received = [0.0]
+    jt_data_received = jt_side.dataReceived
+
+    def timed_data_received(data: bytes) -> None:
+        t0 = time.process_time()
+        jt_data_received(data)
+        jt_received[0] += time.process_time() - t0
+
+    jt_side.dataReceived = timed_data_received  # type: ignore[method-assign]
 
     def result(d: Any) -> Any:
         pump.flush()
@@ -742,17 +786,21 @@ def pb_costs(n: int = 3000) -> dict[str, float]:
     # One call at a time: iosim's pump (and banana's buffer) grow
     # quadratic with many calls queued.
     for _ in range(2):  # the first round warms up
-        send = delivery = receive = receive_plain = 0.0
+        send = delivery = receive = receive_plain = jt_answer = jt_beat = 0.0
         for _ in range(n):
             t0 = pt()
             port.map_outputs("job_1-s0", loc)
             t1 = pt()
+            jt_received[0] = 0.0
             pump.flush()
             t2 = pt()
+            jt_answer += jt_received[0]
             perspective.callRemote("heartbeat", packed)
             t3 = pt()
+            jt_received[0] = 0.0
             pump.flush()
             t4 = pt()
+            jt_beat += jt_received[0]
             perspective.callRemote("heartbeat", plain)
             pump.flush()
             t5 = pt()
@@ -762,7 +810,9 @@ def pb_costs(n: int = 3000) -> dict[str, float]:
             receive_plain += t5 - t4
         out["map_outputs_send_us"] = 1e6 * send / n
         out["map_outputs_delivery_us"] = 1e6 * delivery / n
+        out["map_outputs_jobtracker_us"] = 1e6 * (send + jt_answer) / n
         out["heartbeat_receive_us"] = 1e6 * receive / n
+        out["heartbeat_jobtracker_us"] = 1e6 * jt_beat / n
         out["heartbeat_receive_plain_us"] = 1e6 * receive_plain / n
     return out
 
@@ -786,6 +836,13 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"PB's CPU per heartbeat received, added to the %% of a core "
                         f"(default {PB_HEARTBEAT_US:g}, measured with --pb; with --pb, "
                         f"what it measures)")
+    p.add_argument("--pb-call-in-us", type=float, default=PB_CALL_IN_US,
+                   help=f"the jobtracker's PB CPU per call it receives, in the %% of a core "
+                        f"with every PB call (default {PB_CALL_IN_US:g}; with --pb, what it "
+                        f"measures)")
+    p.add_argument("--pb-call-out-us", type=float, default=PB_CALL_OUT_US,
+                   help=f"the jobtracker's PB CPU per call it makes, likewise (default "
+                        f"{PB_CALL_OUT_US:g})")
     p.add_argument("--map-seconds", type=float, default=10.0)
     p.add_argument("--reduce-seconds", type=float, default=10.0)
     p.add_argument("--status-poll", type=float, default=STATUS_POLL,
@@ -805,7 +862,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     cfg = Config(workers=a.workers, maps=a.maps, slots=a.slots, reducers=a.reducers,
                  heartbeat=a.heartbeat, heartbeats_per_second=a.heartbeats_per_second,
-                 pb_heartbeat_us=a.pb_heartbeat_us, map_seconds=a.map_seconds,
+                 pb_heartbeat_us=a.pb_heartbeat_us, pb_call_in_us=a.pb_call_in_us,
+                 pb_call_out_us=a.pb_call_out_us,
+                 map_seconds=a.map_seconds,
                  reduce_seconds=a.reduce_seconds, status_poll=a.status_poll, seed=a.seed,
                  max_events=a.max_events, max_cpu=a.max_cpu, profile=a.profile,
                  tracemalloc=a.tracemalloc, workdir=a.workdir)
@@ -821,8 +880,9 @@ def main(argv: list[str] | None = None) -> int:
     async def go(_: Any) -> None:
         r = await Simulation(cfg).run()
         if a.pb:
-            r["pb_us"] = pb_costs()
-            with_pb(r, r["pb_us"]["heartbeat_receive_us"])
+            r["pb_us"] = pb = pb_costs()
+            with_pb(r, pb["heartbeat_receive_us"], pb["heartbeat_jobtracker_us"],
+                    pb["map_outputs_jobtracker_us"])
         print_report(r)
         if cfg.profile:
             print_profile(cfg.profile)

@@ -43,7 +43,7 @@ from ..wire import (
     step_of,
 )
 from .admission import Admission, interrupted_outputs, step_reducers
-from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND, Pacing
+from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND, Pacing, announce_wait
 from .job import JobRecord, job_from_plan, plan_of
 
 DEFAULT_EXPIRY = 10.0
@@ -52,9 +52,6 @@ DEFAULT_CHECK_TIMEOUT = 30.0
 #: to come back before its maps run again (they reconnect with a backoff
 #: of at most 10 s).
 DEFAULT_RESUME_GRACE = 12.0
-#: Seconds map outputs are gathered before they are announced to the
-#: workers running the job's reduces (``JobTracker._announce``).
-ANNOUNCE_GATHER = 0.02
 #: Finished jobs kept in memory for ``status``/``wait`` after they end.
 FINISHED_JOBS_KEPT = 100
 
@@ -642,8 +639,8 @@ class JobTracker:
         """New map outputs to the workers running the job's reduces, gathered
         for a while and sent together: a job of thousands of tiny maps would
         otherwise cost a call per map and per worker, as would any job on a
-        large cluster. The wait grows with the workers (``ANNOUNCE_GATHER``,
-        plus 1 ms per worker, at most 1 s); the output of the job's last map
+        large cluster. The wait grows with the workers
+        (``heartbeats.announce_wait``); the output of the job's last map
         goes at once, as the reduces then wait for nothing else."""
         pending = self._announcing.setdefault(action.job_id, [])
         pending.extend(action.map_outputs)
@@ -651,7 +648,7 @@ class JobTracker:
         if sjob is not None and sjob.all_succeeded("map"):
             self._flush_announcements(action.job_id)
         elif len(pending) == len(action.map_outputs):
-            self._clock.callLater(min(1.0, ANNOUNCE_GATHER + len(action.wids) / 1000.0),
+            self._clock.callLater(announce_wait(len(action.wids), self.pacing.per_second),
                                   self._flush_announcements, action.job_id)
 
     def _flush_announcements(self, job_id: str) -> None:

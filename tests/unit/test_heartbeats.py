@@ -12,6 +12,7 @@ from pytxmr.jobtracker.heartbeats import (
     DEFAULT_HEARTBEATS_PER_SECOND,
     MISSED_HEARTBEATS,
     Pacing,
+    announce_wait,
     heartbeat_interval,
 )
 from pytxmr.scheduler import Scheduler
@@ -34,6 +35,21 @@ def test_the_interval_is_never_shorter_than_the_bound_asks(workers: int,
     """Rounded up, never down, and by at most a tenth of a second."""
     interval = heartbeat_interval(workers, per_second)
     assert workers / per_second - 1e-9 <= interval <= workers / per_second + 0.1 + 1e-9
+
+
+@pytest.mark.parametrize("workers, wait", [
+    (1, 0.021), (2, 0.022), (20, 0.2), (100, 1.0), (1000, 10.0), (5000, 50.0),
+])
+def test_announcements_wait_longer_on_a_larger_cluster(workers: int, wait: float) -> None:
+    """A few milliseconds on a small cluster; on a large one, at most the
+    heartbeats' calls a second (100 by default) to the workers running reduces."""
+    assert announce_wait(workers, DEFAULT_HEARTBEATS_PER_SECOND) == pytest.approx(wait)
+
+
+@given(st.integers(1, 100_000), st.floats(0.5, 10_000))
+def test_announcements_cost_no_more_calls_a_second_than_heartbeats(workers: int,
+                                                                   per_second: float) -> None:
+    assert workers / announce_wait(workers, per_second) <= per_second * (1 + 1e-9)
 
 
 def test_a_small_cluster_keeps_the_configured_expiry() -> None:

@@ -54,6 +54,13 @@ def test_a_small_cluster_runs_the_job_once_per_task(tmp_path: Path) -> None:
     # PB's cost of receiving them is in the "% of a core" with PB.
     assert r["loop_core_fraction_with_pb"] == pytest.approx(
         r["loop_core_fraction"] + r["pb_heartbeat_us"] * 1e-6 * r["heartbeats_per_second"])
+    # And with every call's: each received, each made (announcements included).
+    received = sum(calls[k]["calls"] for k in ("heartbeat", "map done", "reduce done",
+                                              "may commit", "status"))
+    made = sum(outbound.values())
+    assert r["loop_core_fraction_with_every_pb_call"] == pytest.approx(
+        r["loop_core_fraction"] + (r["pb_call_in_us"] * received
+                                   + r["pb_call_out_us"] * made) * 1e-6 / r["sim_seconds"])
     assert calls["heartbeat"]["us_per_call"] > 0 and r["cpu_per_scheduled_task_us"] > 0
     assert sum(w["map done"]["calls"] for w in r["deciles"][:10]) == MAPS
     assert r["stages"]["finished"]["rss"] > 0
