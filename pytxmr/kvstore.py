@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 __all__ = [
     "KeyValueStore",
@@ -228,6 +228,20 @@ def delete_paths(paths: list[str]) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             _unlink_quietly(path)
+
+
+def empty_directory(path: str, keep: Callable[[os.DirEntry[str]], bool] = lambda entry: False
+                    ) -> None:
+    """Delete what ``path`` holds but the entries ``keep`` spares:
+    subdirectories with their trees, anything else (a symlink too) unlinked,
+    never followed."""
+    with os.scandir(path) as it:
+        entries = [e for e in it if not keep(e)]
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def _unlink_quietly(path: str) -> None:

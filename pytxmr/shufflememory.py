@@ -19,6 +19,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import IO, BinaryIO
 
+from .kvstore import empty_directory
+
 __all__ = [
     "DEFAULT_BUDGET",
     "SHM_ROOT",
@@ -284,7 +286,7 @@ def claim_memory_dir(path: str, workdir: str) -> IO[str]:
         lock.close()
         raise OSError(f"{path} is used by another tasktracker of the same work dir") from None
     try:
-        _empty(path)
+        empty_directory(path, keep=lambda entry: entry.name == _LOCK)
         with open(os.path.join(path, _OWNER), "w", encoding="utf-8",
                   errors="surrogateescape") as f:
             f.write(os.path.abspath(workdir))
@@ -343,11 +345,3 @@ def default_budget(free: int) -> int:
     return max(0, min(DEFAULT_BUDGET, free // 2))
 
 
-def _empty(path: str) -> None:
-    with os.scandir(path) as it:
-        entries = [e for e in it if e.name != _LOCK]
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)

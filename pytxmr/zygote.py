@@ -19,7 +19,6 @@ import io
 import json
 import os
 import select
-import shutil
 import signal
 import sys
 import threading
@@ -27,6 +26,7 @@ import time
 from typing import Any
 
 from . import storage, task
+from .kvstore import empty_directory
 
 
 #: Bytes of a task's prints kept in its log; the rest is dropped with a note,
@@ -63,20 +63,17 @@ def _runner_dir(spec: dict[str, Any]) -> str | None:
         return None
     cwd = os.path.join(os.path.dirname(spec["data_path"]), f"runner-{os.getpid()}")
     spec["pack"] = cwd + ".data"
-    try:
-        entries = list(os.scandir(cwd))
-    except FileNotFoundError:
+    if not os.path.isdir(cwd):
         os.mkdir(cwd)
         return cwd
     bundle = spec["job"].get("bundle_dir")
-    for entry in entries:
-        # What the task before left goes; the job's shipped files stay linked.
-        if bundle and entry.is_symlink() and os.readlink(entry.path).startswith(bundle + os.sep):
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)
+
+    def shipped(entry: os.DirEntry[str]) -> bool:
+        return bool(bundle) and entry.is_symlink() and \
+            os.readlink(entry.path).startswith(bundle + os.sep)
+
+    # What the task before left goes; the job's shipped files stay linked.
+    empty_directory(cwd, keep=shipped)
     return cwd
 
 
