@@ -456,11 +456,9 @@ class Simulation:
         self.clock.callLater(max(self.cfg.heartbeat, asked), self._beat, w)
 
     def _poll(self) -> None:
-        status = self.meter.timed("status", self.jt.status, self.job_id)
+        self.meter.timed("status", self.jt.status, self.job_id)
         if self.jt.jobs[self.job_id].running:
-            # As the CLI's progress bar: less often for many running attempts.
-            self.clock.callLater(client.progress_interval(status, self.cfg.status_poll),
-                                 self._poll)
+            self.clock.callLater(self.cfg.status_poll, self._poll)
 
     def _map_done(self, w: SimWorker, aid: str, index: int) -> None:
         if w.running.pop(aid, None) is None:

@@ -283,21 +283,6 @@ async def _reconnect(reactor: Any, reconnect: Callable[[], Awaitable[Connection]
         delay = min(delay * 1.5, 5.0)
 
 
-#: Running attempts per second between two progress polls: a ``status``
-#: call costs the jobtracker about 2 us per running attempt (it sums their
-#: progress), so a client following a job of 2,000 running attempts polls
-#: every 2 s, not every 0.5 s (docs/architecture.md, "Every PB call counted").
-RUNNING_PER_POLL_SECOND = 1000
-
-
-def progress_interval(status: dict[str, Any], interval: float) -> float:
-    """Seconds to the next progress poll of a job whose last ``status`` was
-    ``status``: ``interval``, or longer for a job with many running attempts.
-    The job's end is not polled for (``wait``), so this delays nothing else."""
-    running = sum((status.get(kind) or {}).get("running", 0) for kind in ("maps", "reduces"))
-    return max(interval, running / RUNNING_PER_POLL_SECOND)
-
-
 async def _follow(reactor: Any, conn: Connection, job_id: str,
                   progress: ProgressCallback | None, interval: float) -> dict[str, Any]:
     finished = defer.Deferred.fromCoroutine(conn.call("wait", job_id))
@@ -306,7 +291,6 @@ async def _follow(reactor: Any, conn: Connection, job_id: str,
 
     async def report() -> None:
         status = await conn.call("status", job_id)
-        poll.interval = progress_interval(status, interval)
         if not finished.called:
             progress(status)
 

@@ -114,6 +114,11 @@ class Attempt:
     progress: float = 0.0
 
 
+#: Progress is summed in millionths: an integer sum kept up to date by
+#: differences never drifts from the sum it stands for.
+PROGRESS_UNITS = 1_000_000
+
+
 class Task:
     """One map or reduce of a job. Its state changes keep its job's
     indexes current (``Job.queue``, ``Job.succeeded``), so that no decision
@@ -128,6 +133,8 @@ class Task:
         self.backup = False  # a speculative backup attempt is wanted or running
         self._job = job
         self._state = State.PENDING
+        #: Its share of its job's ``progress`` (PROGRESS_UNITS).
+        self._progress = 0
         if job is not None:
             job.changed(self, None, State.PENDING)
 
@@ -140,9 +147,21 @@ class Task:
         old, self._state = self._state, value
         if self._job is not None and old is not value:
             self._job.changed(self, old, value)
+        self.progress_changed()
 
     def running(self) -> list[Attempt]:
         return [a for a in self.attempts if a.state is State.RUNNING]
+
+    def progress_changed(self) -> None:
+        """Recount its share of its job's progress after one of its attempts
+        reported progress or ended, or it changed state: while it runs, its
+        furthest running attempt's progress; else nothing."""
+        share = 0
+        if self._state is State.RUNNING:
+            share = round(PROGRESS_UNITS * max((a.progress for a in self.running()), default=0.0))
+        if self._job is not None:
+            self._job.progress[self.kind] += share - self._progress
+        self._progress = share
 
     def attempt_failed(self) -> None:
         """One more failed attempt, counted for its job too."""
@@ -203,6 +222,9 @@ class Job:
         #: (so that a status call costs the running tasks, not all of them).
         self.running: dict[str, set[int]] = {"map": set(), "reduce": set()}
         self.failed_attempts = {"map": 0, "reduce": 0}
+        #: Per kind, the sum of its running tasks' progress in PROGRESS_UNITS
+        #: (``Task.progress_changed``): a status call adds nothing up.
+        self.progress = {"map": 0, "reduce": 0}
         #: Workers running its reduces -> how many.
         self.reduce_workers: dict[str, int] = {}
         self._reduce_wids: tuple[str, ...] | None = ()
@@ -313,8 +335,9 @@ class Scheduler:
             w.last_seen = now
             for aid, p in (progress or {}).items():
                 a = self.attempts.get(aid)
-                if a is not None and a.wid == wid and a.state is State.RUNNING:
+                if a is not None and a.wid == wid and a.state is State.RUNNING and a.progress != p:
                     a.progress = p
+                    self.jobs[a.job_id].tasks(a.kind)[a.index].progress_changed()
 
     def expired_workers(self, now: float, expiry: float,
                         longer: Mapping[str, float] | None = None) -> list[str]:
@@ -594,8 +617,9 @@ class Scheduler:
         a.state = state
         a.finished = now
         a.error = error
+        task = self.jobs[a.job_id].tasks(a.kind)[a.index]
+        task.progress_changed()
         if state is not State.SUCCEEDED:
-            task = self.jobs[a.job_id].tasks(a.kind)[a.index]
             if task.committed == a.id and task.state is not State.SUCCEEDED:
                 # It was allowed to commit but never finished: another
                 # attempt must be able to (its rename replaces any file).

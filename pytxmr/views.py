@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 from zope.interface import Interface
 
 from .counters import FRAMEWORK, Counters
-from .scheduler import Attempt, Job, Scheduler, State, Worker
+from .scheduler import PROGRESS_UNITS, Attempt, Job, Scheduler, State, Worker
 
 
 class IJobTrackerStatus(Interface):
@@ -120,12 +120,11 @@ def task_progress(job: Job, kind: str) -> dict[str, Any]:
     """How far a job's maps (or reduces) are: tasks done and running, and a
     percent that counts each running task's progress (its furthest
     attempt's, as heartbeats report it), not only the tasks done. From the
-    scheduler's counts: a poll costs the running tasks, not the job's."""
-    tasks = job.tasks(kind)
-    total = len(tasks)
+    scheduler's counts and progress sum: a poll costs nothing per task."""
+    total = len(job.tasks(kind))
     done = job.succeeded[kind]
     running = job.running[kind]
-    partial = sum(max((a.progress for a in tasks[i].running()), default=0.0) for i in running)
+    partial = job.progress[kind] / PROGRESS_UNITS
     return {
         "total": total,
         "done": done,

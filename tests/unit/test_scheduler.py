@@ -12,6 +12,7 @@ from pytxmr.wire import AttemptResult
 from pytxmr.scheduler import (
     BLACKLIST_FAILURES,
     COMMIT_DENIED,
+    PROGRESS_UNITS,
     AnnounceMapOutputs,
     Attempt,
     DestroyJob,
@@ -132,6 +133,10 @@ def check_invariants(d: Driver) -> None:
             assert job.running[kind] == {t.index for t in tasks if t.state is State.RUNNING}
             assert job.succeeded[kind] == sum(t.state is State.SUCCEEDED for t in tasks)
             assert job.failed_attempts[kind] == sum(t.failures for t in tasks)
+            # The progress sum kept by differences is the sum recounted.
+            assert job.progress[kind] == sum(
+                round(PROGRESS_UNITS * max((a.progress for a in t.running()), default=0.0))
+                for t in tasks if t.state is State.RUNNING)
         for task in job.maps + job.reduces:
             running_task = task.running()
             # A speculative job may run one backup, on another worker; others never run a task twice.
@@ -629,6 +634,23 @@ def test_the_losing_speculative_attempts_commit_denial_does_not_fail_the_job() -
     assert d.done()["j1"].state is State.SUCCEEDED
 
 
+def test_a_tasks_progress_is_its_furthest_running_attempts() -> None:
+    """A status call reads a sum kept up to date: when the furthest of two
+    attempts ends, the task counts the other's progress, not its own best."""
+    d = Driver()
+    first, backup = straggling_reduce_with_a_backup(d, max_attempts=4)
+    job = d.s.jobs["j1"]
+    d.s.heartbeat(first.wid, d.tick(), {first.id: 0.5})
+    d.s.heartbeat(backup.wid, d.tick(), {backup.id: 0.9})
+    assert job.progress["reduce"] == 0.9 * PROGRESS_UNITS
+    assert d.s.may_commit(first.id) is True
+    d._record(d.s.attempt_failed(backup.id, d.tick(), {
+        "type": COMMIT_DENIED, "message": "another attempt committed first", "traceback": ""}))
+    assert job.progress["reduce"] == 0.5 * PROGRESS_UNITS  # not the denied backup's 0.9
+    d.succeed(first.id)
+    assert job.progress["reduce"] == 0
+
+
 # ---------------------------------------------------------------- jobs and workers
 
 
@@ -756,6 +778,8 @@ def test_random_event_sequences_keep_the_invariants(speculative: bool, data: st.
             choices.append("kill")
         if speculative and running:
             choices += ["wait", "wait"]
+        if running:
+            choices.append("progress")
         event = data.draw(st.sampled_from(choices), label="event")
         if event == "join" and n_workers < 5:
             n_workers += 1
@@ -773,6 +797,12 @@ def test_random_event_sequences_keep_the_invariants(speculative: bool, data: st.
             d._record(d.s.tick(d.now))
         elif event == "lose":
             d.lose(data.draw(st.sampled_from(alive), label="lost"))
+        elif event == "progress":
+            # A heartbeat says how far some of its worker's attempts are
+            # (or one of another worker's, which must not count).
+            a = data.draw(st.sampled_from(running), label="progressing attempt")
+            wid = a.wid if data.draw(st.booleans(), label="own worker") else alive[0]
+            d.s.heartbeat(wid, d.tick(), {a.id: data.draw(st.floats(0, 1), label="progress")})
         elif event in ("succeed", "fail"):
             a = data.draw(st.sampled_from(running), label="attempt")
             history.append(a.id)
