@@ -107,3 +107,21 @@ def test_a_finished_handshake_has_no_deadline(tmp_path: Path) -> None:
     assert guard.handshaking == 0
     clock.advance(60)
     assert not transport.disconnecting
+
+
+@pytest.mark.parametrize("argv, spared", [
+    (["run", "job.py", "in", "-o", "out"], True),
+    (["run", "--inline", "job.py", "in", "-o", "out"], False),  # the job's code runs there
+    (["submit", "job.py", "in", "-o", "out"], True),
+    (["submit", "job.py", "in", "-o", "out", "--tls", "certs"], False),
+    (["status", "job_1"], True),
+    (["jobs", "--tls", "certs"], False),
+    (["certs", "out", "host"], False),
+    (["web-password"], False),
+])
+def test_pyopenssl_is_spared_only_where_no_tls_nor_user_code_can_need_it(
+        argv: list[str], spared: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytxmr.__main__ import makes_no_tls_connection, parse
+
+    monkeypatch.delenv("PYTXMR_TLS", raising=False)
+    assert makes_no_tls_connection(parse(argv)) is spared
