@@ -59,15 +59,15 @@ def refusals_as_pb_errors(method: F) -> F:
 def pack(record: Any) -> bytes:
     """A record (a ``to_wire`` form) as one msgpack string: PB's banana
     encodes and decodes one item in C-backed msgpack instead of an item per
-    field in Python (a heartbeat: about 40 us against 220). Peers of
-    protocol 4 send records so; protocol 3 peers send the plain form."""
+    field in Python (a heartbeat: about 40 us against 220). The records of
+    the jobtracker and its tasktrackers always travel so (since protocol 4)."""
     return msgpack.packb(record, use_bin_type=True)
 
 
 def unpack(data: Any) -> Any:
-    """A record as either kind of peer sends it (see ``pack``)."""
+    """A record as ``pack`` sent it."""
     if not isinstance(data, bytes):
-        return data
+        raise wire.BadMessage(f"a record must come packed, not as {type(data).__name__}")
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,

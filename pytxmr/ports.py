@@ -46,7 +46,7 @@ class IWorker(Interface):
 
     def stop() -> None:
         """It was drained: nothing runs on it and no job needs its map
-        outputs; stop cleanly (a worker of protocol 3 cannot, and stays)."""
+        outputs; stop cleanly."""
 
     def disconnect() -> None:
         """Cut the connection at once (a worker declared lost must come

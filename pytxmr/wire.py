@@ -23,21 +23,28 @@ from .splits import Split
 #: 4: TLS, users and job owners, drain (a worker's ``stop``); peers say the
 #:    oldest version they still speak, and work together where the ranges
 #:    meet (rolling upgrades; docs/deploy.md).
-PROTOCOL_VERSION = 4
-#: The oldest version this one works with: 3's workers lack only ``stop``
-#: (they are drained but stay up), 3's clients only name no owner.
+#: 5: map outputs in record format 2 (PAIRS frames, run breaks:
+#:    docs/record-format.md), which the readers of 4 refuse.
+PROTOCOL_VERSION = 5
+#: The oldest version of a client this one works with: the client side of
+#: the protocol has not changed since 3 (3's clients name no owner).
 MIN_PROTOCOL_VERSION = 3
+#: The oldest version of a tasktracker: workers read each other's map
+#: outputs, and a worker of 4 cannot read those of 5. A tasktracker says so
+#: when it registers, so that a jobtracker of 4 refuses it too.
+MIN_WORKER_PROTOCOL = 5
 
 
-def check_protocol(d: Mapping[str, Any], who: str) -> None:
+def check_protocol(d: Mapping[str, Any], who: str, oldest_ok: int = MIN_PROTOCOL_VERSION) -> None:
     """Refuse a peer whose versions [min_protocol, protocol] do not meet
-    ours (a peer of version 3 sends no min_protocol: only 3)."""
+    ours, [oldest_ok, PROTOCOL_VERSION] (a peer of version 3 sends no
+    min_protocol: only 3)."""
     version, oldest = d.get("protocol"), d.get("min_protocol", d.get("protocol"))
     if not (type(version) is int and type(oldest) is int and oldest <= PROTOCOL_VERSION
-            and version >= MIN_PROTOCOL_VERSION):
+            and version >= oldest_ok):
         raise ProtocolMismatch(
             f"{who} speaks protocol {version!r} (oldest {oldest!r}), this jobtracker "
-            f"{MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}: upgrade the older side")
+            f"{oldest_ok} to {PROTOCOL_VERSION}: upgrade the older side")
 
 #: Login names: the secret is the same, the role decides the avatar.
 ROLE_TASKTRACKER = b"tasktracker"
@@ -298,7 +305,7 @@ class Registration:
     held: tuple[tuple[str, int, str], ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "min_protocol": MIN_PROTOCOL_VERSION,
+        return {"protocol": self.protocol, "min_protocol": MIN_WORKER_PROTOCOL,
                 "host": self.host, "port": self.port, "slots": self.slots, "pid": self.pid,
                 "held": [list(h) for h in self.held]}
 
@@ -306,7 +313,7 @@ class Registration:
     def from_wire(cls, d: Any) -> Registration:
         if not isinstance(d, Mapping):
             raise BadMessage("register takes a dict")
-        check_protocol(d, "this tasktracker")
+        check_protocol(d, "this tasktracker", MIN_WORKER_PROTOCOL)
         try:
             f = _fields("Registration", d, host=str, port=int, slots=int, pid=[int, None])
         except BadMessage:
@@ -363,9 +370,8 @@ class Heartbeat:
 def heartbeat_interval_from_wire(answer: Any) -> float | None:
     """The answer to a heartbeat: the interval the jobtracker asks the
     worker to heartbeat at, at the least (it grows with the cluster:
-    ``jobtracker.heartbeats``). None where there is none: jobtrackers of
-    protocol 4 before it answered None, and a worker then keeps its own.
-    Older workers ignore the answer; no version is needed either way."""
+    ``jobtracker.heartbeats``). None for an answer that is not one: the
+    worker then keeps its own interval."""
     if type(answer) not in (int, float) or not 0 <= answer < math.inf:
         return None
     return float(answer)

@@ -63,14 +63,9 @@ class PBWorker:
     def __init__(self, mind: pb.RemoteReference) -> None:
         self._mind = mind
         self.name = "a tasktracker"
-        #: Records go packed (``pbwire.pack``) to a worker of protocol 4 on.
-        self.packed = False
 
     def _call(self, method: str, *args: Any) -> None:
         self._mind.callRemote(method, *args).addErrback(self._failed, method)
-
-    def _record(self, record: Any) -> Any:
-        return pack(record) if self.packed else record
 
     def _failed(self, failure: Failure, method: str) -> None:
         if failure.check(pb.DeadReferenceError, pb.PBConnectionLost):
@@ -79,18 +74,18 @@ class PBWorker:
                          wid=self.name)
 
     def init_job(self, init: JobInit) -> None:
-        self._call("init_job", init.job_id, self._record(init.to_wire()))
+        self._call("init_job", init.job_id, pack(init.to_wire()))
 
     def launch_map(self, job_id: str, attempt_id: str, split: Split) -> None:
-        self._call("launch_map", job_id, attempt_id, split.index, self._record(split.to_wire()))
+        self._call("launch_map", job_id, attempt_id, split.index, pack(split.to_wire()))
 
     def launch_reduce(self, job_id: str, attempt_id: str, partition: int,
                       locations: Sequence[MapLocation]) -> None:
         self._call("launch_reduce", job_id, attempt_id, partition,
-                   self._record([loc.to_wire() for loc in locations]))
+                   pack([loc.to_wire() for loc in locations]))
 
     def map_outputs(self, job_id: str, locations: Sequence[MapLocation]) -> None:
-        self._call("map_outputs", job_id, self._record([loc.to_wire() for loc in locations]))
+        self._call("map_outputs", job_id, pack([loc.to_wire() for loc in locations]))
 
     def kill_attempt(self, job_id: str, attempt_id: str) -> None:
         self._call("kill_attempt", job_id, attempt_id)
@@ -144,7 +139,6 @@ class TaskTrackerAvatar(pb.Avatar):
                         f"{reg.host}:{reg.port}, which the jobtracker cannot reach ({problem}); "
                         f"start it with --advertise-host set to a name or address other "
                         f"hosts reach it at")
-            self.worker.packed = reg.protocol >= 4
             self.wid = self.worker.name = self.jt.register(self.worker, reg)
             return self.wid
         finally:

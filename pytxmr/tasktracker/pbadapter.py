@@ -91,7 +91,7 @@ class PBJobTracker:
     def __init__(self, perspective: pb.RemoteReference) -> None:
         self.perspective = perspective  # held: a dropped perspective is logged out
 
-    # Packed: a jobtracker that registered us speaks protocol 4 at least.
+    # Packed: a jobtracker that registered us speaks protocol 5 at least.
     async def heartbeat(self, beat: Heartbeat) -> float | None:
         """The interval the jobtracker asks for, if it says one."""
         return heartbeat_interval_from_wire(

@@ -18,7 +18,7 @@ from twisted.test import iosim
 from pytxmr import wire
 from pytxmr.auth import login
 from pytxmr.jobtracker.pbadapter import pb_factory
-from pytxmr.pbwire import client_factory
+from pytxmr.pbwire import client_factory, pack
 from pytxmr.tasktracker.pbadapter import PBJobTracker, TaskTrackerMind
 from pytxmr.testing.fakes import FakeJobTracker, FakeWorker
 from pytxmr.wire import (
@@ -198,26 +198,25 @@ def test_a_refusal_comes_back_as_call_refused(linked: Any) -> None:
 def test_a_malformed_record_is_refused_by_the_adapter(linked: Any) -> None:
     """Bad fields never reach the logic: the peer is told what is wrong."""
     jt, _, port, pump = linked
-    d = port.perspective.callRemote("attempt_done", "a", {"counters": {"g": {"n": "x"}}})
+    d = port.perspective.callRemote("attempt_done", "a", pack({"counters": {"g": {"n": "x"}}}))
     with pytest.raises(RuntimeError, match="counters must map"):
         result_of(d, pump)
     assert jt.fake.calls == []
 
 
-def test_a_worker_of_protocol_3_gets_and_sends_plain_records() -> None:
-    """Peers of protocol 4 pack their records (``pbwire.pack``); a worker of
-    protocol 3 neither sends nor reads them packed, and works the same."""
+def test_a_worker_of_protocol_3_or_4_is_refused_and_records_come_packed() -> None:
+    """Workers of 3 and 4 cannot read the map outputs of 5 (record format
+    2): refused at register, saying why. Records come packed
+    (``pbwire.pack``) from every worker that may register."""
     jt, tt, perspective, pump = _logged_in()
-    old = {k: v for k, v in Registration("10.0.0.9", 7123, 4, 99).to_wire().items()
-           if k not in ("min_protocol", "held")}
-    assert result_of(perspective.callRemote("register", {**old, "protocol": 3}), pump) == "w7"
-    assert jt.worker.packed is False
-    expected = FakeWorker()
-    for port in (jt.worker, expected):
-        port.launch_map("job_1", "job_1_m00001_0", SPLIT)
-        port.map_outputs("job_1", LOCS)
-    pump.flush()
-    assert tt.fake.calls == expected.calls
+    reg = Registration("10.0.0.9", 7123, 4, 99).to_wire()
+    v3 = {k: v for k, v in reg.items() if k not in ("min_protocol", "held")}
+    for old in ({**v3, "protocol": 3}, {**reg, "protocol": 4, "min_protocol": 3}):
+        with pytest.raises(RuntimeError, match="upgrade the older side"):
+            result_of(perspective.callRemote("register", old), pump)
+    assert jt.registration is None
+    assert result_of(perspective.callRemote("register", reg), pump) == "w7"
     beat = Heartbeat(("job_1_m00001_0",), (10, 100))
-    result_of(perspective.callRemote("heartbeat", beat.to_wire()), pump)  # a plain dict
-    assert jt.fake.calls[-1] == ("heartbeat", (beat,))
+    with pytest.raises(RuntimeError, match="must come packed"):
+        result_of(perspective.callRemote("heartbeat", beat.to_wire()), pump)  # a plain dict
+    assert not [c for c in jt.fake.calls if c[0] == "heartbeat"]

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from pytxmr.wire import (
     MIN_PROTOCOL_VERSION,
+    MIN_WORKER_PROTOCOL,
     PROTOCOL_VERSION,
     AttemptResult,
     BadMessage,
@@ -22,6 +23,7 @@ from pytxmr.wire import (
     ProtocolMismatch,
     Registration,
     TaskError,
+    check_protocol,
     jobtracker_endpoint,
 )
 
@@ -59,21 +61,35 @@ def test_registration_round_trips_and_checks_the_protocol() -> None:
     with pytest.raises(ProtocolMismatch, match="protocol 1"):
         Registration.from_wire({**reg.to_wire(), "protocol": 1, "min_protocol": 1})
     # Adjacent versions work together where their ranges meet: a worker of
-    # version 3 (no min_protocol), or of a next version that still speaks ours.
-    v3 = {k: v for k, v in reg.to_wire().items() if k != "min_protocol"}
-    assert Registration.from_wire({**v3, "protocol": MIN_PROTOCOL_VERSION}).host == "10.0.0.1"
+    # a next version that still speaks ours.
     newer = {"protocol": PROTOCOL_VERSION + 1, "min_protocol": PROTOCOL_VERSION}
     assert Registration.from_wire({**reg.to_wire(), **newer}).slots == 4
     with pytest.raises(ProtocolMismatch, match="upgrade the older side"):
         Registration.from_wire({**reg.to_wire(), "protocol": PROTOCOL_VERSION + 2,
                                 "min_protocol": PROTOCOL_VERSION + 1})
-    with pytest.raises(ProtocolMismatch):
-        Registration.from_wire({**v3, "protocol": MIN_PROTOCOL_VERSION - 1})
     for bad in ({"slots": 0}, {"port": "7000"}, {"host": None}):
         with pytest.raises(BadMessage, match="register needs"):
             Registration.from_wire({**reg.to_wire(), **bad})
     with pytest.raises(BadMessage, match="takes a dict"):
         Registration.from_wire([PROTOCOL_VERSION])
+
+
+def test_workers_that_cannot_read_each_others_map_outputs_never_meet() -> None:
+    """Workers of 4 read only record format 1, and those of 5 write format
+    2: a jobtracker of 5 refuses a tasktracker of 3 or 4, and a tasktracker
+    of 5 says it speaks nothing older, so that a jobtracker of 4 (which
+    accepts a range that meets its own 3 to 4) refuses it too."""
+    reg = Registration("10.0.0.1", 7000, 4, 123).to_wire()
+    v3 = {k: v for k, v in reg.items() if k != "min_protocol"}
+    for old in ({**v3, "protocol": 3}, {**reg, "protocol": 4, "min_protocol": 3}):
+        with pytest.raises(ProtocolMismatch, match=f"this jobtracker {MIN_WORKER_PROTOCOL} to"):
+            Registration.from_wire(old)
+    assert reg["min_protocol"] == MIN_WORKER_PROTOCOL == PROTOCOL_VERSION == 5
+    assert not reg["min_protocol"] <= 4, "a jobtracker of 4 would take this worker"
+    # Clients still may be older: their side of the protocol has not changed.
+    check_protocol({"protocol": 3}, "the client")
+    check_protocol({"protocol": 4, "min_protocol": 3}, "the client")
+    assert MIN_PROTOCOL_VERSION == 3
 
 
 @pytest.mark.parametrize("record, d", [
