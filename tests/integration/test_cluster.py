@@ -298,6 +298,59 @@ def test_run_and_a_plain_submit_start_without_pyopenssl(cluster: Cluster, tmp_pa
         assert merged(read_wordcount(tmp_path / name)) == word_counts(inputs)
 
 
+BUSY_JOB = '''\
+"""A word count whose every task first burns 0.2 s of its own CPU."""
+import time
+
+
+def _burn():
+    start = time.process_time()
+    while time.process_time() - start < 0.2:
+        pass
+
+
+def map_init():
+    _burn()
+
+
+def reduce_init():
+    _burn()
+
+
+def map(key, value):
+    for word in value.split():
+        yield word, 1
+
+
+def reduce(key, values):
+    yield key, sum(values)
+'''
+
+
+def test_cpu_ms_counts_the_cpu_of_every_task(cluster: Cluster, tmp_path: Path) -> None:
+    """Each task reports its own CPU ("cpu ms", as Hadoop's "CPU time
+    spent"), the job's total is their sum: at least what the tasks burnt
+    by the clock of their own process, on a cluster and in one process."""
+    data = write(tmp_path / "in.txt", "a b a\nc a b\n" * 1000)
+    job = write(tmp_path / "busy.py", BUSY_JOB)
+
+    def cpu_ms(out: str) -> int:
+        return int(re.search(r"cpu ms +([\d,]+)", out)[1].replace(",", ""))
+
+    out = assert_ok(cluster.submit(job, [data], tmp_path / "cluster", "--reducers", "2",
+                                   "--split-size", "8K"), cluster)
+    maps = int(re.search(r"(\d+) maps", out)[1])
+    assert maps >= 2
+    assert 200 * (maps + 2) <= cpu_ms(out) < 200 * (maps + 2) + 5000, out
+    env = base_env(tmp_path / "home")
+    (tmp_path / "home").mkdir()
+    out = assert_ok(run_cli("run", "--inline", str(job), str(data), "-o", str(tmp_path / "inline"),
+                            "--reducers", "2", env=env, cwd=tmp_path))
+    assert 200 * 3 <= cpu_ms(out) < 200 * 3 + 5000, out
+    for where in ("cluster", "inline"):
+        assert merged(read_wordcount(tmp_path / where)) == word_counts([data])
+
+
 # --- refused submissions ---------------------------------------------------------
 
 def test_broken_job_modules_are_refused_and_the_next_job_runs(cluster: Cluster) -> None:
