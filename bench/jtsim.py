@@ -317,6 +317,7 @@ class Config:
     map_seconds: float = 10.0
     reduce_seconds: float = 10.0
     status_poll: float = STATUS_POLL
+    speculative: bool = False
     seed: int = 1
     max_events: int | None = None
     max_cpu: float | None = None
@@ -401,7 +402,7 @@ class Simulation:
         self.stage("registered")
 
         spec = client.submission(JOB, [inp], os.path.join(tmp, "out"), split_size=2,
-                                 reducers=cfg.reducers).spec
+                                 reducers=cfg.reducers, speculative=cfg.speculative).spec
         # The first scheduling pass (Scheduler.submit, and the launches):
         # timed apart from the admission (module check, splits).
         start_step = jt._start_step
@@ -859,13 +860,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="write the figures to this file")
     p.add_argument("--pb", action="store_true",
                    help="also measure what PB adds per call (pb_costs)")
+    p.add_argument("--speculative", action="store_true",
+                   help="submit the job with speculative execution (its maps take 0.5 to 1.5 "
+                        "times --map-seconds: none straggles, what is measured is the watch)")
     a = p.parse_args(argv)
     cfg = Config(workers=a.workers, maps=a.maps, slots=a.slots, reducers=a.reducers,
                  heartbeat=a.heartbeat, heartbeats_per_second=a.heartbeats_per_second,
                  pb_heartbeat_us=a.pb_heartbeat_us, pb_call_in_us=a.pb_call_in_us,
                  pb_call_out_us=a.pb_call_out_us,
                  map_seconds=a.map_seconds,
-                 reduce_seconds=a.reduce_seconds, status_poll=a.status_poll, seed=a.seed,
+                 reduce_seconds=a.reduce_seconds, status_poll=a.status_poll,
+                 speculative=a.speculative, seed=a.seed,
                  max_events=a.max_events, max_cpu=a.max_cpu, profile=a.profile,
                  tracemalloc=a.tracemalloc, workdir=a.workdir)
     if cfg.tracemalloc:

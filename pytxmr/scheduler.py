@@ -11,6 +11,7 @@ quickly and deterministically.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import heapq
 from dataclasses import dataclass, field
@@ -130,7 +131,8 @@ class Task:
         self.attempts: list[Attempt] = []
         self.committed: str | None = None  # the attempt id whose output counts
         self.failures = 0
-        self.backup = False  # a speculative backup attempt is wanted or running
+        #: While it runs: a speculative backup attempt is wanted or running.
+        self.backup = False
         self._job = job
         self._state = State.PENDING
         #: Its share of its job's ``progress`` (PROGRESS_UNITS).
@@ -225,6 +227,11 @@ class Job:
         #: Per kind, the sum of its running tasks' progress in PROGRESS_UNITS
         #: (``Task.progress_changed``): a status call adds nothing up.
         self.progress = {"map": 0, "reduce": 0}
+        #: Per kind, how long its attempts that ran to success took, sorted:
+        #: speculation's median, with no sort of the job's attempts per tick.
+        self.durations: dict[str, list[float]] = {"map": [], "reduce": []}
+        #: Per kind, the indexes of its running tasks with ``backup`` set.
+        self.backups: dict[str, set[int]] = {"map": set(), "reduce": set()}
         #: Workers running its reduces -> how many.
         self.reduce_workers: dict[str, int] = {}
         self._reduce_wids: tuple[str, ...] | None = ()
@@ -249,6 +256,8 @@ class Job:
             self.succeeded[task.kind] += 1
         if old is State.RUNNING:
             self.running[task.kind].discard(task.index)
+            task.backup = False  # a rerun straggles, or not, anew
+            self.backups[task.kind].discard(task.index)
         if new is State.RUNNING:
             self.running[task.kind].add(task.index)
 
@@ -617,9 +626,12 @@ class Scheduler:
         a.state = state
         a.finished = now
         a.error = error
-        task = self.jobs[a.job_id].tasks(a.kind)[a.index]
+        job = self.jobs[a.job_id]
+        task = job.tasks(a.kind)[a.index]
         task.progress_changed()
-        if state is not State.SUCCEEDED:
+        if state is State.SUCCEEDED:
+            bisect.insort(job.durations[a.kind], now - a.started)
+        else:
             if task.committed == a.id and task.state is not State.SUCCEEDED:
                 # It was allowed to commit but never finished: another
                 # attempt must be able to (its rename replaces any file).
@@ -630,7 +642,7 @@ class Scheduler:
             w.used[a.kind] -= 1
             self._refresh(w)
             if a.kind == "reduce":
-                self.jobs[a.job_id].reduce_ended(a.wid)
+                job.reduce_ended(a.wid)
 
     def _finish_job(self, job: Job, state: State, error: dict[str, str] | None, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -738,23 +750,25 @@ class Scheduler:
         return best
 
     def _speculate(self, now: float) -> bool:
-        """Mark straggling tasks of speculative jobs for a backup attempt."""
+        """Mark straggling tasks of speculative jobs for a backup attempt:
+        against the median of the durations kept sorted, over the running
+        tasks only, so that a tick costs what runs, not the job's size."""
         marked = False
         for job in self._running_jobs():
             if not job.speculative:
                 continue
-            for tasks in (job.maps, job.reduces):
-                durations = sorted(a.finished - a.started for t in tasks for a in t.attempts
-                                   if a.state is State.SUCCEEDED and a.finished is not None)
+            for kind in ("map", "reduce"):
+                durations = job.durations[kind]
                 if not durations:
                     continue
                 median = durations[len(durations) // 2]
                 threshold = max(SPECULATIVE_MIN_RUNTIME, SPECULATIVE_SLOWDOWN * median)
-                for t in tasks:
-                    running = t.running()
-                    if (t.state is State.RUNNING and len(running) == 1 and not t.backup
-                            and now - running[0].started > threshold):
-                        t.backup = True
+                tasks = job.tasks(kind)
+                for index in job.running[kind] - job.backups[kind]:
+                    running = tasks[index].running()
+                    if len(running) == 1 and now - running[0].started > threshold:
+                        tasks[index].backup = True
+                        job.backups[kind].add(index)
                         marked = True
         return marked
 
@@ -773,13 +787,14 @@ class Scheduler:
                 # Backups first (few, and only in speculative jobs), then the
                 # pending tasks, lowest first, while a worker takes them: a
                 # job's tasks of one kind all fit the same workers.
-                if job.speculative:
-                    for task in job.tasks(kind):
-                        if (task.backup and task.state is State.RUNNING
-                                and len(task.running()) == 1 and self._free[kind]):
-                            w = self._pick_worker(job, task, kind)
-                            if w is not None:
-                                actions += self._launch(job, task, w, now)
+                tasks = job.tasks(kind)
+                for index in sorted(job.backups[kind]):
+                    task = tasks[index]
+                    # None while an attempt is allowed to commit: it is ending.
+                    if len(task.running()) == 1 and task.committed is None and self._free[kind]:
+                        w = self._pick_worker(job, task, kind)
+                        if w is not None:
+                            actions += self._launch(job, task, w, now)
                 while self._free[kind]:
                     task = job.next_pending(kind)
                     if task is None:

@@ -25,6 +25,7 @@ from pytxmr.scheduler import (
     Scheduler,
     State,
     StopWorker,
+    Task,
 )
 
 ERROR = {"type": "RuntimeError", "message": "boom", "traceback": "..."}
@@ -133,6 +134,14 @@ def check_invariants(d: Driver) -> None:
             assert job.running[kind] == {t.index for t in tasks if t.state is State.RUNNING}
             assert job.succeeded[kind] == sum(t.state is State.SUCCEEDED for t in tasks)
             assert job.failed_attempts[kind] == sum(t.failures for t in tasks)
+            # Speculation's indexes: its median's sorted durations (of every
+            # attempt that ran to success, even one whose output was lost
+            # later), and the running tasks that want a backup.
+            assert job.durations[kind] == sorted(
+                a.finished - a.started for t in tasks for a in t.attempts
+                if a.state is State.SUCCEEDED or (a.error or {}).get("type") == "MapOutputLost")
+            assert job.backups[kind] == {t.index for t in tasks if t.backup}
+            assert all(tasks[i].state is State.RUNNING for i in job.backups[kind])
             # The progress sum kept by differences is the sum recounted.
             assert job.progress[kind] == sum(
                 round(PROGRESS_UNITS * max((a.progress for a in t.running()), default=0.0))
@@ -632,6 +641,30 @@ def test_the_losing_speculative_attempts_commit_denial_does_not_fail_the_job() -
     assert KillAttempt(first.wid, "j1", first.id) not in acts
     d.succeed(first.id)
     assert d.done()["j1"].state is State.SUCCEEDED
+
+
+def test_watching_for_stragglers_costs_the_running_tasks_not_the_finished_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tick and a map done of a speculative job look at its running
+    tasks only: with 1,000 maps of which 996 are done, no task's attempts
+    are listed beyond the 4 that run (and the straggler still gets its backup)."""
+    d = Driver()
+    d.join("w1", slots=2)
+    d.join("w2", slots=2)
+    d.submit("j1", maps=1000, reduces=1, speculative=True)
+    for _ in range(996):
+        d.succeed(d.running("j1", "map")[0].id)
+    listed: list[int] = []
+    running = Task.running
+    monkeypatch.setattr(Task, "running", lambda t: listed.append(t.index) or running(t))
+    d.tick(60)
+    assert d._record(d.s.tick(d.now)) == []  # every running map straggles; no slot is free
+    assert set(listed) <= {996, 997, 998, 999}
+    listed.clear()
+    acts = d.succeed(d.running("j1", "map", 996)[0].id)  # a slot frees: a backup takes it
+    assert set(listed) <= {996, 997, 998, 999}
+    backups = launches(acts, LaunchMap)
+    assert len(backups) == 1 and backups[0].index in (997, 998, 999)
 
 
 def test_a_tasks_progress_is_its_furthest_running_attempts() -> None:
