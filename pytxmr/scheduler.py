@@ -160,10 +160,15 @@ class Task:
         furthest running attempt's progress; else nothing."""
         share = 0
         if self._state is State.RUNNING:
-            share = round(PROGRESS_UNITS * max((a.progress for a in self.running()), default=0.0))
-        if self._job is not None:
-            self._job.progress[self.kind] += share - self._progress
-        self._progress = share
+            furthest = 0.0
+            for a in self.attempts:
+                if a.state is State.RUNNING and a.progress > furthest:
+                    furthest = a.progress
+            share = round(PROGRESS_UNITS * furthest)
+        if share != self._progress:
+            if self._job is not None:
+                self._job.progress[self.kind] += share - self._progress
+            self._progress = share
 
     def attempt_failed(self) -> None:
         """One more failed attempt, counted for its job too."""
@@ -319,16 +324,31 @@ class Scheduler:
         #: The workers being drained (usually none: checked at each decision).
         self._draining: set[str] = set()
         #: Per kind, the workers that could take a task of it now (alive,
-        #: not draining, a free slot): a full cluster decides nothing.
-        self._free: dict[str, set[str]] = {"map": set(), "reduce": set()}
+        #: not draining, a free slot) -> their free slots: a full cluster
+        #: decides nothing...
+        self._free: dict[str, dict[str, int]] = {"map": {}, "reduce": {}}
+        #: ...and, per kind, free slots -> those workers' ids, sorted: the
+        #: worker with the most free slots is found without a scan.
+        self._by_free: dict[str, dict[int, list[str]]] = {"map": {}, "reduce": {}}
 
     def _refresh(self, w: Worker) -> None:
         """After a change of ``w``'s slots in use, liveness or draining."""
         for kind in ("map", "reduce"):
-            if w.alive and not w.draining and w.used[kind] < w.slots:
-                self._free[kind].add(w.wid)
+            free = w.slots - w.used[kind] if w.alive and not w.draining else 0
+            was = self._free[kind].get(w.wid, 0)
+            if free == was:
+                continue
+            buckets = self._by_free[kind]
+            if was:
+                bucket = buckets[was]
+                del bucket[bisect.bisect_left(bucket, w.wid)]
+                if not bucket:
+                    del buckets[was]
+            if free > 0:
+                self._free[kind][w.wid] = free
+                bisect.insort(buckets.setdefault(free, []), w.wid)
             else:
-                self._free[kind].discard(w.wid)
+                self._free[kind].pop(w.wid, None)
 
     # --- events --------------------------------------------------------
 
@@ -705,9 +725,6 @@ class Scheduler:
                 actions.append(StopWorker(wid))
         return actions
 
-    def _free_slots(self, w: Worker, kind: str) -> int:
-        return w.slots - w.used[kind]
-
     def _launch(self, job: Job, task: Task, w: Worker, now: float) -> list[Action]:
         actions: list[Action] = []
         if w.wid not in job.inited:
@@ -732,16 +749,29 @@ class Scheduler:
         return actions
 
     def _pick_worker(self, job: Job, task: Task, kind: str) -> Worker | None:
-        """The usable worker with the most free slots, avoiding those where
-        this task already failed when another is free."""
+        """The usable worker with the most free slots (the highest id among
+        equals), avoiding those where this task already failed when another
+        is free. From the most free slots down, the first worker neither
+        failed on, nor running the task, nor blacklisted for the job is that
+        one; only when there is none does every free worker get looked at."""
         failed_on = {a.wid for a in task.attempts if a.state is State.FAILED}
         # A backup attempt goes to another worker than the straggler's.
         busy_on = {a.wid for a in task.running()}
+        buckets = self._by_free[kind]
+        for free in sorted(buckets, reverse=True):
+            for wid in reversed(buckets[free]):
+                w = self.workers[wid]
+                if (wid not in failed_on and wid not in busy_on
+                        and w.failures.get(job.id, 0) < BLACKLIST_FAILURES):
+                    return w
+        return self._pick_among_all(job, failed_on, busy_on, kind)
+
+    def _pick_among_all(self, job: Job, failed_on: set[str], busy_on: set[str],
+                        kind: str) -> Worker | None:
         best: Worker | None = None
-        best_key: tuple[int, int, str] | None = None
-        for wid in self._free[kind]:
+        best_key: tuple[bool, int, str] | None = None
+        for wid, free in self._free[kind].items():
             w = self.workers[wid]
-            free = self._free_slots(w, kind)
             if w.wid in busy_on or not self._usable(job, w):
                 continue
             key = (w.wid not in failed_on, free, w.wid)

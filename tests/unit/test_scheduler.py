@@ -127,6 +127,13 @@ def check_invariants(d: Driver) -> None:
             n = sum(1 for a in running if a.kind == kind)
             assert n <= w.slots, f"{w.wid} runs {n} {kind}s on {w.slots} slots"
             assert w.used[kind] == n, "the slots counted in use are the running attempts"
+    for kind in ("map", "reduce"):
+        # The free workers, and their buckets by free slots, are the workers' own counts.
+        free = {w.wid: w.slots - w.used[kind] for w in s.workers.values()
+                if w.alive and not w.draining and w.used[kind] < w.slots}
+        assert s._free[kind] == free
+        assert s._by_free[kind] == {n: sorted(wid for wid, f in free.items() if f == n)
+                                    for n in set(free.values())}
     for job in s.jobs.values():
         # The counts a status call reads agree with the tasks themselves.
         for kind in ("map", "reduce"):
@@ -873,6 +880,14 @@ def test_random_event_sequences_keep_the_invariants(speculative: bool, data: st.
                 killed_by_us.add(job)
             d._record(d.s.kill_job(job, d.tick()))
         check_invariants(d)
+        # The worker picked for any task is the one a look at every free
+        # worker picks (the buckets by free slots only find it sooner).
+        for job in d.s.jobs.values():
+            for task in job.maps + job.reduces:
+                failed_on = {a.wid for a in task.attempts if a.state is State.FAILED}
+                busy_on = {a.wid for a in task.running()}
+                assert (d.s._pick_worker(job, task, task.kind)
+                        is d.s._pick_among_all(job, failed_on, busy_on, task.kind))
         for key, aids in granted.items():
             live_granted = [a for a in aids if d.s.attempts[a].state is State.RUNNING]
             assert len(live_granted) <= 1, f"two live attempts of {key} may commit: {live_granted}"
