@@ -20,8 +20,9 @@ Format version 2 (see docs/record-format.md)::
 sorted run of a segment and starts another: a map's spills are stored one
 after the other rather than merged (``segment_runs``). Tuples travel as msgpack ext type 1 and integers
 beyond 64 bits as ext type 2, so that both come back as what was sent. The
-crc32 covers the payload as stored, so a daemon checks a compressed frame
-without decompressing it, and every reader takes both codecs.
+crc32 covers the codec byte and the payload as stored (``frame_crc``), so
+a daemon checks a compressed frame without decompressing it, and every
+reader takes both codecs.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ PAIRS = 0x10
 RUN_BREAK = 0x20
 RUN_BREAK_FRAME = struct.pack(">BII", RUN_BREAK, 0, 0)
 _FRAME_CODECS = _CODECS | {c | PAIRS for c in _CODECS}
+#: Each codec byte's crc32, which a frame's goes on from: a flipped PAIRS
+#: flag would read the records wrongly rather than fail to.
+_CODEC_CRCS = {c: zlib.crc32(bytes((c,))) for c in _FRAME_CODECS}
 #: What a job may ask for as ``compress`` (None: plain frames).
 COMPRESSION_CODECS = {"lz4": CODEC_LZ4}
 FRAME_HEADER = struct.Struct(">BII")
@@ -193,8 +197,10 @@ def _frame(payload: bytes, codec: int, flags: int = 0) -> bytes:
         # Frames are self-describing: one that does not shrink is stored
         # plain, and its reader skips the decompression.
         if len(packed) < len(payload):
-            return FRAME_HEADER.pack(CODEC_LZ4 | flags, len(packed), zlib.crc32(packed)) + packed
-    return FRAME_HEADER.pack(CODEC_MSGPACK | flags, len(payload), zlib.crc32(payload)) + payload
+            return FRAME_HEADER.pack(CODEC_LZ4 | flags, len(packed),
+                                     frame_crc(CODEC_LZ4 | flags, packed)) + packed
+    return FRAME_HEADER.pack(CODEC_MSGPACK | flags, len(payload),
+                             frame_crc(CODEC_MSGPACK | flags, payload)) + payload
 
 
 def encode_frame(records: list[Record], packer: msgpack.Packer | None = None,
@@ -218,12 +224,18 @@ def _decompress(data: bytes) -> bytes:
         raise CorruptFrame(f"lz4 frame does not decompress: {e}") from None
 
 
+def frame_crc(codec: int, payload: bytes) -> int:
+    """The crc32 of a frame's codec byte and payload (the payload as
+    stored); ``codec`` one of the frames' codecs, not RUN_BREAK."""
+    return zlib.crc32(payload, _CODEC_CRCS[codec])
+
+
 def decode_payload(codec: int, payload: bytes, crc: int) -> list[Any]:
     """The flat ``[k1, vs1, ...]`` list of a frame (``[k1, v1, ...]`` for
     a PAIRS frame), checked against its crc."""
     if codec not in _FRAME_CODECS:
         raise CorruptFrame(f"unknown frame codec {codec}")
-    if zlib.crc32(payload) != crc:
+    if frame_crc(codec, payload) != crc:
         raise CorruptFrame("frame checksum mismatch")
     if codec & ~PAIRS == CODEC_LZ4:
         payload = _decompress(payload)
@@ -394,7 +406,7 @@ def verify_segment(path: str, offset: int = 0, length: int | None = None) -> int
             payload = f.read(size)
             if len(payload) != size:
                 raise CorruptFrame("truncated frame payload")
-            if zlib.crc32(payload) != crc:
+            if codec != RUN_BREAK and frame_crc(codec, payload) != crc:
                 raise CorruptFrame("frame checksum mismatch")
             frames += 1
     return frames

@@ -53,7 +53,7 @@ def lz4_frame(records: list[tuple[Any, list[Any]]]) -> bytes:
 
 def frame_of(stored: bytes, codec: int = CODEC_LZ4) -> bytes:
     """A frame with a correct header and checksum around any stored payload."""
-    return FRAME_HEADER.pack(codec, len(stored), zlib.crc32(stored)) + stored
+    return FRAME_HEADER.pack(codec, len(stored), zlib.crc32(bytes((codec,)) + stored)) + stored
 
 
 def compressible(records: list[tuple[Any, list[Any]]]) -> list[tuple[Any, list[Any]]]:
@@ -97,13 +97,14 @@ def test_any_records_written_with_lz4_read_back(records_: list[tuple[Any, list[A
 
 
 def test_compressed_frames_are_smaller_and_checksummed_as_stored() -> None:
-    """The crc covers the stored bytes: daemons verify frames without decompressing."""
+    """The crc covers the codec byte and the stored bytes: daemons verify
+    frames without decompressing."""
     recs = compressible([("k", [1])])
     plain, packed = encode_frame(recs), lz4_frame(recs)
     assert len(packed) < len(plain) / 2
     codec, size, crc = FRAME_HEADER.unpack(packed[:FRAME_HEADER.size])
     stored = packed[FRAME_HEADER.size:]
-    assert (codec, size, crc) == (CODEC_LZ4, len(stored), zlib.crc32(stored))
+    assert (codec, size, crc) == (CODEC_LZ4, len(stored), zlib.crc32(bytes((codec,)) + stored))
     assert lz4.block.decompress(stored) == plain[FRAME_HEADER.size:]
 
 

@@ -49,11 +49,18 @@ def read_all(data: bytes, length: int | None = None) -> list[tuple[Any, list[Any
 
 def frame_of(payload: bytes, codec: int = 1) -> bytes:
     """A frame with a correct header and checksum around any payload."""
-    return FRAME_HEADER.pack(codec, len(payload), zlib.crc32(payload)) + payload
+    return FRAME_HEADER.pack(codec, len(payload), zlib.crc32(bytes((codec,)) + payload)) + payload
 
 
 def sample_frame() -> bytes:
     return encode_frame([("a", [1, 2]), ((1, "b"), [None, b"x"]), (2**70, [{"k": [1.5]}])])
+
+
+def sample_pairs_frame() -> bytes:
+    buf = io.BytesIO()
+    SegmentWriter(buf).write_pairs([("a", 1), ("b", [2]), ("c", 3)])
+    assert buf.getvalue()[0] == PAIRS | 1
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- round trips
@@ -275,7 +282,7 @@ def test_decoding_deeply_nested_tuples_never_crashes_the_process() -> None:
         for _ in range(300):
             inner = msgpack.packb([msgpack.ExtType(1, inner)])
         payload = msgpack.packb([msgpack.ExtType(1, inner), []])
-        frame = FRAME_HEADER.pack(1, len(payload), zlib.crc32(payload)) + payload
+        frame = FRAME_HEADER.pack(1, len(payload), zlib.crc32(b"\\x01" + payload)) + payload
         try:
             list(read_frames(io.BytesIO(frame), 0, len(frame)))
             print("ok")
@@ -444,9 +451,22 @@ def test_checksummed_payloads_that_raise_type_errors_raise_corrupt_frame(payload
 def test_decode_payload_checks_the_checksum() -> None:
     """The shuffle server may hand payloads straight to decode_payload."""
     payload = msgpack.packb(["k", [1]])
-    assert decode_payload(1, payload, zlib.crc32(payload)) == ["k", [1]]
+    assert decode_payload(1, payload, zlib.crc32(b"\x01" + payload)) == ["k", [1]]
     with pytest.raises(CorruptFrame, match="checksum"):
-        decode_payload(1, payload, zlib.crc32(payload) ^ 1)
+        decode_payload(1, payload, zlib.crc32(b"\x01" + payload) ^ 1)
+    with pytest.raises(CorruptFrame, match="checksum"):
+        decode_payload(1, payload, zlib.crc32(payload))  # the codec byte counts too
+
+
+def test_a_changed_codec_byte_never_reads_as_another_frame() -> None:
+    """The checksum covers the codec byte: a flipped PAIRS flag would read
+    a frame's records wrongly (a list of values taken as one value) rather
+    than fail, as would a plain frame taken for a compressed one."""
+    for frame in (encode_frame([("k", [1, 2]), ("j", [3])]), sample_pairs_frame()):
+        for x in range(1, 256):
+            damaged = bytes((frame[0] ^ x,)) + frame[1:]
+            with pytest.raises(CorruptFrame):
+                read_all(damaged)
 
 
 @settings(max_examples=500, deadline=None)
@@ -483,7 +503,8 @@ def test_frame_header_layout_is_format_version_1() -> None:
     frame = encode_frame([("k", [1])])
     assert frame[:1] == b"\x01"
     assert struct.unpack(">I", frame[1:5])[0] == len(frame) - 9
-    assert struct.unpack(">I", frame[5:9])[0] == zlib.crc32(frame[9:])
+    # The crc32 of the codec byte and the payload.
+    assert struct.unpack(">I", frame[5:9])[0] == zlib.crc32(frame[:1] + frame[9:])
     assert frame[9:] == payload
 
 
