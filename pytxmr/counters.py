@@ -7,6 +7,8 @@ each task's *committed* attempt only, so retried attempts never count twice.
 
 from __future__ import annotations
 
+import resource
+import time
 from typing import Mapping
 
 #: The group of the counters pytxmr itself keeps.
@@ -57,3 +59,16 @@ def counter(group: str, name: str, n: int = 1) -> None:
     if not isinstance(group, str) or not isinstance(name, str) or type(n) is not int:
         raise TypeError("pytxmr.counter(group: str, name: str, n: int = 1)")
     current.incr(group, name, n)
+
+
+def cpu_seconds() -> float:
+    """The CPU this process and its children that ended (the commands of a
+    streaming task) have spent so far."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def count_cpu(counters: Counters, since: float) -> None:
+    """Add the CPU spent since ``cpu_seconds()`` said ``since`` as "cpu ms",
+    as Hadoop's "CPU time spent": summed over a job, what it cost."""
+    counters.incr(FRAMEWORK, "cpu ms", round(1000 * (cpu_seconds() - since)))

@@ -13,7 +13,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from typing import Callable, Iterator, Mapping, Sequence
 
 from . import counters as _counters
@@ -123,13 +122,12 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
     counters = _counters.reset()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as in task children (see pytxmr.task)
-    started = time.process_time()
+    started = _counters.cpu_seconds()
     try:
         records = run_steps(definition.steps, fresh, splits, output_dir, work, opts, counters,
                             num_reducers=num_reducers, slots=slots,
                             buffer_records=buffer_records, codec=codec)
-        # The tasks' CPU, as a cluster's task children count theirs.
-        counters.incr(FRAMEWORK, "cpu ms", round(1000 * (time.process_time() - started)))
+        _counters.count_cpu(counters, started)  # as a cluster's tasks count theirs
         output.finish_output(output_dir, opts, "inline", records)
     except BaseException:
         output.abort_output(output_dir, opts)

@@ -6,7 +6,7 @@ bytes are written by the map child, stored and served by the tasktracker
 without being decoded, and read by the reduce child. Nothing here is pickle:
 a segment written on another host only ever decodes to plain data.
 
-Format version 2 (see docs/record-format.md)::
+Format version 3 (see docs/record-format.md)::
 
     frame   = header payload
     header  = codec:u8  length:u32be  crc32:u32be     (9 bytes)
@@ -35,15 +35,15 @@ from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 import msgpack
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CODEC_MSGPACK = 1
 #: The msgpack payload compressed with LZ4 (``lz4.block``, its size first).
 CODEC_LZ4 = 2
 _CODECS = frozenset({CODEC_MSGPACK, CODEC_LZ4})
-#: A flag of the codec byte (format 2): the payload is ``[k1, v1, ...]``,
+#: A flag of the codec byte (since format 2): the payload is ``[k1, v1, ...]``,
 #: records of one value each, which then cost no list to write or read.
 PAIRS = 0x10
-#: The codec byte of an empty frame (format 2) between two sorted runs of
+#: The codec byte of an empty frame (since format 2) between two sorted runs of
 #: one segment: spills kept apart cost no decoding merge on the map side.
 RUN_BREAK = 0x20
 RUN_BREAK_FRAME = struct.pack(">BII", RUN_BREAK, 0, 0)

@@ -820,8 +820,10 @@ class Scheduler:
                 tasks = job.tasks(kind)
                 for index in sorted(job.backups[kind]):
                     task = tasks[index]
-                    # None while an attempt is allowed to commit: it is ending.
-                    if len(task.running()) == 1 and task.committed is None and self._free[kind]:
+                    running = task.running()
+                    # Not while the one running is allowed to commit: it is ending.
+                    if (len(running) == 1 and running[0].id != task.committed
+                            and self._free[kind]):
                         w = self._pick_worker(job, task, kind)
                         if w is not None:
                             actions += self._launch(job, task, w, now)

@@ -23,8 +23,8 @@ from .splits import Split
 #: 4: TLS, users and job owners, drain (a worker's ``stop``); peers say the
 #:    oldest version they still speak, and work together where the ranges
 #:    meet (rolling upgrades; docs/deploy.md).
-#: 5: map outputs in record format 2 (PAIRS frames, run breaks:
-#:    docs/record-format.md), which the readers of 4 refuse.
+#: 5: map outputs in record format 3 (PAIRS frames, run breaks, a crc32
+#:    over the codec byte: docs/record-format.md), which 4's readers refuse.
 PROTOCOL_VERSION = 5
 #: The oldest version of a client this one works with: the client side of
 #: the protocol has not changed since 3 (3's clients name no owner).

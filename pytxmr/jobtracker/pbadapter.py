@@ -145,15 +145,19 @@ class TaskTrackerAvatar(pb.Avatar):
             self._registering = False
 
     @refusals_as_pb_errors
-    def perspective_heartbeat(self, status: dict[str, Any] | bytes) -> float:
-        return self.jt.heartbeat(self.wid, Heartbeat.from_wire(unpack(status)))
+    def perspective_heartbeat(self, status: bytes) -> float:
+        try:
+            beat = Heartbeat.from_wire(unpack(status))
+        except wire.BadMessage:
+            beat = Heartbeat()  # it still says its worker is alive (Heartbeat.from_wire)
+        return self.jt.heartbeat(self.wid, beat)
 
     @refusals_as_pb_errors
-    def perspective_attempt_done(self, attempt_id: str, result: dict[str, Any] | bytes) -> None:
+    def perspective_attempt_done(self, attempt_id: str, result: bytes) -> None:
         self.jt.attempt_done(self.wid, str(attempt_id), AttemptResult.from_wire(unpack(result)))
 
     @refusals_as_pb_errors
-    def perspective_attempt_failed(self, attempt_id: str, error: dict[str, Any] | bytes) -> None:
+    def perspective_attempt_failed(self, attempt_id: str, error: bytes) -> None:
         self.jt.attempt_failed(self.wid, str(attempt_id), TaskError.from_wire(unpack(error)))
 
     @refusals_as_pb_errors

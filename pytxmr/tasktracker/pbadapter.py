@@ -54,24 +54,24 @@ class TaskTrackerMind(pb.Referenceable):
         self._stop = stop
 
     @refusals_as_pb_errors
-    def remote_init_job(self, job_id: str, info: dict[str, Any]) -> None:
+    def remote_init_job(self, job_id: str, info: bytes) -> None:
         self.tt.init_job(JobInit.from_wire(job_id, unpack(info)))
 
     @refusals_as_pb_errors
     def remote_launch_map(self, job_id: str, attempt_id: str, index: int,
-                          split: dict[str, Any]) -> None:
+                          split: bytes) -> None:
         self.tt.launch_map(str(job_id), str(attempt_id), split_from_wire(unpack(split)))
 
     @refusals_as_pb_errors
     def remote_launch_reduce(self, job_id: str, attempt_id: str, partition: int,
-                             locations: list[dict[str, Any]]) -> None:
+                             locations: bytes) -> None:
         if type(partition) is not int:
             raise BadMessage("launch_reduce takes a partition number")
         self.tt.launch_reduce(str(job_id), str(attempt_id), partition,
                               _locations(unpack(locations)))
 
     @refusals_as_pb_errors
-    def remote_map_outputs(self, job_id: str, locations: list[dict[str, Any]]) -> None:
+    def remote_map_outputs(self, job_id: str, locations: bytes) -> None:
         self.tt.map_outputs(str(job_id), _locations(unpack(locations)))
 
     def remote_kill_attempt(self, job_id: str, attempt_id: str) -> None:

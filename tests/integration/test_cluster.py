@@ -349,6 +349,14 @@ def test_cpu_ms_counts_the_cpu_of_every_task(cluster: Cluster, tmp_path: Path) -
     assert 200 * 3 <= cpu_ms(out) < 200 * 3 + 5000, out
     for where in ("cluster", "inline"):
         assert merged(read_wordcount(tmp_path / where)) == word_counts([data])
+    # A streaming map's command is a process of its own: its CPU counts too.
+    burn = write(tmp_path / "burn.py", "import sys, time\n"
+                 "start = time.process_time()\n"
+                 "while time.process_time() - start < 0.3:\n    pass\n"
+                 "for line in sys.stdin:\n    print(line.split()[0], 1, sep='\\t')\n")
+    out = assert_ok(cluster.cli("submit", "--mapper", f"{sys.executable} {burn}", str(data),
+                                "-o", str(tmp_path / "streaming")), cluster)
+    assert 300 <= cpu_ms(out) < 300 + 5000, out
 
 
 # --- refused submissions ---------------------------------------------------------

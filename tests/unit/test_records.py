@@ -497,7 +497,7 @@ def test_empty_segment_has_no_records() -> None:
     assert list(read_segment(io.BytesIO(sample_frame()), 5, 0)) == []
 
 
-def test_frame_header_layout_is_format_version_1() -> None:
+def test_frame_header_layout_is_the_documented_one() -> None:
     """The on-disk header is a documented format: codec u8, length u32be, crc32 u32be."""
     payload = msgpack.packb(["k", [1]])
     frame = encode_frame([("k", [1])])

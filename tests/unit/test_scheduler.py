@@ -387,6 +387,25 @@ def test_a_drained_worker_takes_no_task_moves_its_outputs_then_stops() -> None:
     assert d.done()["j1"].state is State.SUCCEEDED
 
 
+def test_a_map_run_again_off_a_drained_worker_may_get_a_backup() -> None:
+    """The map's old, committed attempt still serves its output while it
+    runs again: that is no attempt committing now, and a straggling rerun
+    gets its backup."""
+    d = Driver()
+    for wid in ("w1", "w2", "w3", "w4"):
+        d.join(wid, slots=1)
+    d.submit("j", maps=2, reduces=1, speculative=True)
+    for a in d.running("j", "map"):
+        d.succeed(a.id)
+    index, drained = 0, d.s.jobs["j"].map_locations[0].wid
+    d._record(d.s.drain(drained, d.tick()))
+    (rerun,) = d.running("j", "map", index)
+    d.tick(100)
+    backups = launches(d._record(d.s.tick(d.now)), LaunchMap)
+    assert [(b.index, b.wid != rerun.wid) for b in backups] == [(index, True)]
+    check_invariants(d)
+
+
 def test_the_last_worker_drains_when_its_jobs_end() -> None:
     d = Driver()
     d.join("w1", slots=2)
