@@ -6,10 +6,10 @@ their tasks still run in child processes, forked by one zygote they
 share), submits through the same client API as ``submit``, and tears
 everything down, also on error. Its workers share one file system: a
 reduce links the other worker's map outputs as it links its own, where
-separate daemons would send them through the shuffle server. The zygote is the caller's: ``run``
-starts it before it imports this module and the daemons' code, so that
-its own start (a Python process importing the task code, 0.07 s) does
-not delay the job's first task.
+separate daemons would send them through the shuffle server. The zygote
+is the caller's: ``run`` starts it before it imports this module and the
+daemons' code, so that its own start (a Python process importing the task
+code, 0.07 s) does not delay the job's first task.
 """
 
 from __future__ import annotations

@@ -131,8 +131,6 @@ class Task:
         self.attempts: list[Attempt] = []
         self.committed: str | None = None  # the attempt id whose output counts
         self.failures = 0
-        #: While it runs: a speculative backup attempt is wanted or running.
-        self.backup = False
         self._job = job
         self._state = State.PENDING
         #: Its share of its job's ``progress`` (PROGRESS_UNITS).
@@ -150,6 +148,12 @@ class Task:
         if self._job is not None and old is not value:
             self._job.changed(self, old, value)
         self.progress_changed()
+
+    @property
+    def backup(self) -> bool:
+        """While it runs: a speculative backup attempt is wanted or running
+        (``Job.backups``)."""
+        return self._job is not None and self.index in self._job.backups[self.kind]
 
     def running(self) -> list[Attempt]:
         return [a for a in self.attempts if a.state is State.RUNNING]
@@ -235,7 +239,8 @@ class Job:
         #: Per kind, how long its attempts that ran to success took, sorted:
         #: speculation's median, with no sort of the job's attempts per tick.
         self.durations: dict[str, list[float]] = {"map": [], "reduce": []}
-        #: Per kind, the indexes of its running tasks with ``backup`` set.
+        #: Per kind, the indexes of its running tasks that want a backup
+        #: attempt or run one (speculation).
         self.backups: dict[str, set[int]] = {"map": set(), "reduce": set()}
         #: Workers running its reduces -> how many.
         self.reduce_workers: dict[str, int] = {}
@@ -261,8 +266,7 @@ class Job:
             self.succeeded[task.kind] += 1
         if old is State.RUNNING:
             self.running[task.kind].discard(task.index)
-            task.backup = False  # a rerun straggles, or not, anew
-            self.backups[task.kind].discard(task.index)
+            self.backups[task.kind].discard(task.index)  # a rerun straggles, or not, anew
         if new is State.RUNNING:
             self.running[task.kind].add(task.index)
 
@@ -797,7 +801,6 @@ class Scheduler:
                 for index in job.running[kind] - job.backups[kind]:
                     running = tasks[index].running()
                     if len(running) == 1 and now - running[0].started > threshold:
-                        tasks[index].backup = True
                         job.backups[kind].add(index)
                         marked = True
         return marked
