@@ -411,9 +411,10 @@ class Simulation:
         self.job_id = await jt.submit(spec)
         submit_cpu = time.process_time() - t0
         job = jt.jobs[self.job_id]
-        if len(job.splits) != cfg.maps:
-            raise SystemExit(f"expected {cfg.maps} splits, the job has {len(job.splits)}")
-        self.num_reducers = job.num_reducers
+        num_maps, self.num_reducers = len(job.splits), job.num_reducers
+        del job  # the memory of the ended job is the jobtracker's to drop
+        if num_maps != cfg.maps:
+            raise SystemExit(f"expected {cfg.maps} splits, the job has {num_maps}")
         meter.total_maps = cfg.maps
         self.stage("submitted")
 
@@ -424,7 +425,7 @@ class Simulation:
             self.clock.callLater(cfg.status_poll, self._poll)
         started = self.clock.seconds()
         cpu_start = time.process_time()
-        while jt.jobs[self.job_id].running:
+        while self._running():
             if cfg.max_events is not None and self.events >= cfg.max_events:
                 self.stopped_early = f"--max-events {cfg.max_events}"
                 break
@@ -436,6 +437,8 @@ class Simulation:
         sim_seconds = self.clock.seconds() - started
         wall_cpu = time.process_time() - cpu_start
         if not self.stopped_early:
+            # Once its history is written, the ended job's memory is what stays.
+            await jt.history.flush()
             self.stage("finished")
         result = await jt.wait(self.job_id) if not self.stopped_early else jt.kill(self.job_id)
         await jt.history.flush()
@@ -456,9 +459,13 @@ class Simulation:
         asked = self.meter.timed("heartbeat", self.jt.heartbeat, w.wid, beat)
         self.clock.callLater(max(self.cfg.heartbeat, asked), self._beat, w)
 
+    def _running(self) -> bool:
+        job = self.jt.jobs.get(self.job_id)  # an ended job is in the history only
+        return job is not None and job.running
+
     def _poll(self) -> None:
         self.meter.timed("status", self.jt.status, self.job_id)
-        if self.jt.jobs[self.job_id].running:
+        if self._running():
             self.clock.callLater(self.cfg.status_poll, self._poll)
 
     def _map_done(self, w: SimWorker, aid: str, index: int) -> None:
@@ -508,7 +515,7 @@ class Simulation:
         t0 = time.process_time()
         self.meter.timed("reduce done", self.jt.attempt_done, w.wid, aid,
                          AttemptResult(counters, (), None))
-        if not self.jt.jobs[self.job_id].running:
+        if not self._running():
             self.job_end_cpu = time.process_time() - t0
 
     def _drain(self) -> None:

@@ -2,10 +2,15 @@
 
 When a job ends the jobtracker records its detail (definition, state,
 times, counters, tasks and attempts with their errors: see ``views``) as
-``JOB.json``, and the logs of its attempts as ``JOB.logs.json``. At start
-it loads them, so finished jobs stay listed after a restart, up to
-``retention`` jobs (older files are deleted). Files are written and
-deleted in a thread, one operation at a time, never on the reactor thread.
+``JOB.json``, its summary (the detail without tasks and phases) as
+``JOB.summary.json``, and the logs of its attempts as ``JOB.logs.json``,
+for the newest ``retention`` jobs (older files are deleted). Only the
+summaries stay in memory, also of the jobs beyond ``retention`` up to
+``remembered``, so that ``status`` and ``wait`` still answer for them; a
+detail is a few KB per task (100 MB for a 50,000-map job), read from disk
+when asked for. At start the summaries are loaded, so finished jobs stay
+listed after a restart. Files are read, written and deleted in a thread,
+one operation at a time, never on the reactor thread.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from twisted.python.failure import Failure
 from .kvstore import valid_job_id
 
 DEFAULT_RETENTION = 100
+#: Finished jobs whose summaries stay in memory even beyond ``retention``.
+DEFAULT_REMEMBERED = 100
+#: What a detail has beyond its summary.
+_DETAIL_ONLY = ("tasks", "phases")
 _SEQ_RE = re.compile(r"_(\d+)$")
 
 
@@ -49,21 +58,46 @@ def _read_json(path: str) -> Any:
         return None
 
 
+def summary_of(detail: dict[str, Any]) -> dict[str, Any]:
+    """A job detail without its tasks: what a job list and ``status`` show."""
+    return {k: v for k, v in detail.items() if k not in _DETAIL_ONLY}
+
+
+def _load_summary(directory: str, job_id: str) -> dict[str, Any] | None:
+    """A stored job's summary; from its detail, once, if it has none (a
+    history written before summaries were, or a crash between the two)."""
+    base = os.path.join(directory, job_id)
+    summary = _read_json(f"{base}.summary.json")
+    if isinstance(summary, dict) and summary.get("job_id") == job_id:
+        return summary
+    detail = _read_json(f"{base}.json")
+    if not isinstance(detail, dict) or detail.get("job_id") != job_id:
+        return None
+    summary = summary_of(detail)
+    _write_json(f"{base}.summary.json", summary)
+    return summary
+
+
 class JobHistory:
-    """The finished jobs on disk and their details in memory."""
+    """Finished jobs: their summaries in memory, their details and logs on disk."""
 
     log = Logger()
 
-    def __init__(self, directory: str, retention: int = DEFAULT_RETENTION) -> None:
+    def __init__(self, directory: str, retention: int = DEFAULT_RETENTION,
+                 remembered: int = DEFAULT_REMEMBERED) -> None:
         self.directory = directory
         self.retention = max(0, retention)
-        self.jobs: OrderedDict[str, dict[str, Any]] = OrderedDict()  # oldest first
+        self.remembered = max(self.retention, remembered)
+        #: Job id -> summary, oldest first.
+        self.summaries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        #: The jobs whose files are on disk: the newest ``retention``.
+        self._stored: set[str] = set()
         self._lock = defer.DeferredLock()
         self._pending: set[defer.Deferred[Any]] = set()
 
     def _paths(self, job_id: str) -> list[str]:
         base = os.path.join(self.directory, job_id)
-        return [f"{base}.json", f"{base}.logs.json"]
+        return [f"{base}.json", f"{base}.logs.json", f"{base}.summary.json"]
 
     def load(self) -> None:
         """Read the history at start (before the reactor serves anyone)."""
@@ -71,67 +105,88 @@ class JobHistory:
         found = []
         for name in os.listdir(self.directory):
             job_id = name[:-len(".json")]
-            if not name.endswith(".json") or name.endswith(".logs.json") \
-                    or not valid_job_id(job_id):
-                continue
+            if not name.endswith(".json") or not valid_job_id(job_id):
+                continue  # also JOB.logs.json and JOB.summary.json
             try:
-                detail = _read_json(os.path.join(self.directory, name))
+                summary = _load_summary(self.directory, job_id)
             except (OSError, ValueError) as e:
                 self.log.warn("Skipping the unreadable history file {name}: {e}", name=name, e=e)
                 continue
-            if isinstance(detail, dict) and detail.get("job_id") == job_id:
-                found.append(detail)
+            if summary is not None:
+                found.append(summary)
         found.sort(key=lambda d: (d.get("finished") or 0, d["job_id"]))
-        for detail in found[:max(0, len(found) - self.retention)]:
-            _remove(self._paths(detail["job_id"]))
-        self.jobs = OrderedDict((d["job_id"], d) for d in found[len(found) - self.retention:]
-                                if self.retention)
-        if self.jobs:
-            self.log.info("Loaded {n} finished jobs from {dir}", n=len(self.jobs),
+        for summary in found[:max(0, len(found) - self.retention)]:
+            _remove(self._paths(summary["job_id"]))
+        kept = found[len(found) - self.retention:] if self.retention else []
+        self.summaries = OrderedDict((d["job_id"], d) for d in kept)
+        self._stored = set(self.summaries)
+        if self.summaries:
+            self.log.info("Loaded {n} finished jobs from {dir}", n=len(self.summaries),
                           dir=self.directory)
 
     def max_seq(self) -> int:
         """The highest job sequence number in the history, so that new job
         ids never reuse an old one after a restart."""
-        seqs = [int(m.group(1)) for j in self.jobs if (m := _SEQ_RE.search(j))]
+        seqs = [int(m.group(1)) for j in self.summaries if (m := _SEQ_RE.search(j))]
         return max(seqs, default=0)
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        return self.jobs.get(job_id) if isinstance(job_id, str) else None
+    def summary(self, job_id: str) -> dict[str, Any] | None:
+        return self.summaries.get(job_id) if isinstance(job_id, str) else None
 
     def record(self, detail: dict[str, Any], logs: dict[str, str]) -> None:
-        """Keep a finished job; written to disk in the background."""
-        if not self.retention:
+        """Keep a finished job: its summary here, and its detail and logs
+        on disk (written in the background) if ``retention`` allows."""
+        if not self.remembered:
             return
         job_id = detail["job_id"]
-        self.jobs.pop(job_id, None)
-        self.jobs[job_id] = detail
+        self.summaries.pop(job_id, None)
+        summary = self.summaries[job_id] = summary_of(detail)
+        while len(self.summaries) > self.remembered:
+            self.summaries.popitem(last=False)
+        if not self.retention:
+            return
+        self._stored.add(job_id)
         evicted: list[str] = []
-        while len(self.jobs) > self.retention:
-            old, _ = self.jobs.popitem(last=False)
+        for old in list(self._stored - set(self._newest(self.retention))):
+            self._stored.discard(old)
             evicted += self._paths(old)
-        json_path, logs_path = self._paths(job_id)
-        self._background(self._write, json_path, detail, logs_path, logs, evicted)
+        self._background(self._write, job_id, detail, summary, logs, evicted)
 
-    def _write(self, json_path: str, detail: dict[str, Any], logs_path: str,
+    def _newest(self, n: int) -> list[str]:
+        ids = list(self.summaries)
+        return ids[len(ids) - n:] if n else []
+
+    def _write(self, job_id: str, detail: dict[str, Any], summary: dict[str, Any],
                logs: dict[str, str], evicted: list[str]) -> None:
+        detail_path, logs_path, summary_path = self._paths(job_id)
         os.makedirs(self.directory, exist_ok=True)
         if logs:
             _write_json(logs_path, logs)
-        _write_json(json_path, detail)
+        _write_json(detail_path, detail)
+        _write_json(summary_path, summary)
         _remove(evicted)
+
+    async def detail(self, job_id: str) -> dict[str, Any] | None:
+        """A stored job's detail, read from disk in a thread (after the
+        writes in progress); None if it is not stored or cannot be read."""
+        if job_id not in self._stored:
+            return None
+        data = await self._read(job_id, self._paths(job_id)[0], "detail")
+        return data if isinstance(data, dict) and data.get("job_id") == job_id else None
 
     async def read_logs(self, job_id: str) -> dict[str, str]:
         """The stored logs of a finished job's attempts (read in a thread)."""
-        if job_id not in self.jobs:
+        if job_id not in self._stored:
             return {}
-        try:
-            data = await self._lock.run(threads.deferToThread, _read_json,
-                                        self._paths(job_id)[1])
-        except (OSError, ValueError) as e:
-            self.log.warn("Cannot read the logs of {job}: {e}", job=job_id, e=e)
-            return {}
+        data = await self._read(job_id, self._paths(job_id)[1], "logs")
         return data if isinstance(data, dict) else {}
+
+    async def _read(self, job_id: str, path: str, what: str) -> Any:
+        try:
+            return await self._lock.run(threads.deferToThread, _read_json, path)
+        except (OSError, ValueError) as e:
+            self.log.warn("Cannot read the {what} of {job}: {e}", what=what, job=job_id, e=e)
+            return None
 
     def _background(self, fn: Any, *args: Any) -> None:
         d = self._lock.run(threads.deferToThread, fn, *args)

@@ -31,8 +31,9 @@ class IJobTrackerStatus(Interface):
     def jobs_view() -> list[dict[str, Any]]:
         """Every known job, live and from the history, oldest first."""
 
-    def job_view(job_id: str) -> dict[str, Any]:
-        """One job in detail; ``wire.UnknownJob`` if there is none."""
+    async def job_view(job_id: str) -> dict[str, Any]:
+        """One job in detail (an ended one's read from disk);
+        ``wire.UnknownJob`` if there is none."""
 
     async def attempt_log(job_id: str, attempt_id: str) -> str | None:
         """An attempt's log tail; ``wire.UnknownJob`` if there is none."""

@@ -52,8 +52,6 @@ DEFAULT_CHECK_TIMEOUT = 30.0
 #: to come back before its maps run again (they reconnect with a backoff
 #: of at most 10 s).
 DEFAULT_RESUME_GRACE = 12.0
-#: Finished jobs kept in memory for ``status``/``wait`` after they end.
-FINISHED_JOBS_KEPT = 100
 
 
 @dataclass
@@ -84,6 +82,8 @@ class JobTracker:
         self.pacing = Pacing(expiry, heartbeats_per_second)
         self.scheduler = Scheduler()
         self.workers: dict[str, WorkerConnection] = {}
+        #: The jobs running, or ending (their output being finished); a job
+        #: that has ended lives in ``history``.
         self.jobs: dict[str, JobRecord] = {}
         self._waiters: dict[str, list[defer.Deferred[dict[str, Any]]]] = {}
         #: Per job: (max attempts, speculative), for each of its steps.
@@ -292,8 +292,9 @@ class JobTracker:
         self.task_logs.put(attempt_id, result.log)
         actions = self.scheduler.attempt_succeeded(attempt_id, self.now(), result)
         self._journal_commit(attempt_id, result)
-        self._execute(actions)
+        # Before the actions: the job's end forgets its attempts.
         self._attempt_metrics(attempt_id)
+        self._execute(actions)
 
     def _journal_commit(self, attempt_id: str, result: AttemptResult) -> None:
         """Before the actions that follow it (the job's end deletes its records)."""
@@ -310,8 +311,9 @@ class JobTracker:
         self._check_live(wid)
         self.task_logs.put(attempt_id, error.log)
         self.log.info("Attempt {aid} failed: {msg}", aid=attempt_id, msg=error.message)
-        self._execute(self.scheduler.attempt_failed(attempt_id, self.now(), error.describe()))
+        actions = self.scheduler.attempt_failed(attempt_id, self.now(), error.describe())
         self._attempt_metrics(attempt_id)
+        self._execute(actions)
 
     def _attempt_metrics(self, attempt_id: str) -> None:
         a = self.scheduler.attempts.get(attempt_id)
@@ -471,16 +473,17 @@ class JobTracker:
         return result
 
     def list_jobs(self) -> list[dict[str, Any]]:
-        old = [views.result_of(d) for j, d in self.history.jobs.items() if j not in self.jobs]
+        old = [self._old_result(j) for j in self.history.summaries if j not in self.jobs]
         return old + [self.status(j) for j in self.jobs]
 
     def _old_result(self, job_id: str) -> dict[str, Any] | None:
-        """The result of a job that is only in the history (forgotten in
-        memory, or finished before a restart)."""
+        """The result of a job that has ended (it is in the history)."""
         if not isinstance(job_id, str) or job_id in self.jobs:
             return None
-        detail = self.history.get(job_id)
-        return None if detail is None else views.result_of(detail)
+        summary = self.history.summary(job_id)
+        if summary is None:
+            return None
+        return {**views.result_of(summary), "workers": len(self.workers)}
 
     # --- views: the status site, ``logs`` and the job history ------------------
 
@@ -490,19 +493,24 @@ class JobTracker:
     def jobs_view(self) -> list[dict[str, Any]]:
         """Every known job, oldest first, finished ones from the history too."""
         now = self.now()
-        old = [{k: v for k, v in d.items() if k not in ("tasks", "phases")}
-               for j, d in self.history.jobs.items() if j not in self.jobs]
+        old = [s for j, s in self.history.summaries.items() if j not in self.jobs]
         live = [views.job_summary(j, self._step_jobs(j), now) for j in self.jobs.values()]
         return sorted(old + live, key=lambda s: s["submitted"])
 
-    def job_view(self, job_id: str) -> dict[str, Any]:
-        """One job with its tasks and attempts (``views.job_detail``)."""
+    async def job_view(self, job_id: str) -> dict[str, Any]:
+        """One job with its tasks and attempts (``views.job_detail``); an
+        ended job's from the history on disk."""
         job = self.jobs.get(job_id) if isinstance(job_id, str) else None
-        if job is None:
-            detail = self.history.get(job_id)
-            if detail is None:
-                raise UnknownJob(f"no job {job_id!r}")
-            return detail
+        if job is not None:
+            return self._live_detail(job)
+        summary = self.history.summary(job_id)
+        if summary is None:
+            raise UnknownJob(f"no job {job_id!r}")
+        detail = await self.history.detail(job_id)
+        # Beyond --history-retention only its summary is kept: no tasks.
+        return detail if detail is not None else {**summary, "tasks": []}
+
+    def _live_detail(self, job: JobRecord) -> dict[str, Any]:
         return views.job_detail(job, self._step_jobs(job), self.scheduler, self.now(),
                                 self.task_logs.has)
 
@@ -519,14 +527,14 @@ class JobTracker:
     async def attempt_log(self, job_id: str, attempt_id: str) -> str | None:
         """The log tail of one attempt (None when it printed nothing)."""
         if not any(a["id"] == attempt_id
-                   for a in views.find_attempts(self.job_view(job_id), None)):
+                   for a in views.find_attempts(await self.job_view(job_id), None)):
             raise UnknownJob(f"no attempt {attempt_id!r} in job {job_id!r}")
         return (await self._job_logs(job_id)).get(attempt_id)
 
     async def logs(self, job_id: str, which: str | None = None) -> list[dict[str, Any]]:
         """The logs of a job's attempts; ``which`` picks a task or an
         attempt (see ``views.find_attempts``)."""
-        attempts = views.find_attempts(self.job_view(job_id), which)
+        attempts = views.find_attempts(await self.job_view(job_id), which)
         if which and not attempts:
             raise UnknownJob(f"no task or attempt {which!r} in job {job_id!r}")
         return logs_reply(attempts, await self._job_logs(job_id))
@@ -581,22 +589,23 @@ class JobTracker:
         self.bundles.release(job.id)
         self.log.info("Job {job} {state} in {secs:.3f}s", job=job.id, state=job.state,
                       secs=job.finished - job.submitted)
-        self.history.record(self.job_view(job.id), self.task_logs.for_job(job.id))
+        self.history.record(self._live_detail(job), self.task_logs.for_job(job.id))
         self.metrics.job_ended(job.state, job.counters.get(FRAMEWORK, {}).get("shuffle bytes", 0))
+        result = job.result(self.now())
+        self._forget(job)
         for d in self._waiters.pop(job.id, []):
-            d.callback(job.result(self.now()))
-        self._forget_old_jobs()
+            d.callback(result)
 
-    def _forget_old_jobs(self) -> None:
-        done = [j for j in self.jobs.values() if not j.running]
-        for job in done[:max(0, len(done) - FINISHED_JOBS_KEPT)]:
-            del self.jobs[job.id]
-            self._max_attempts.pop(job.id, None)
-            for sched_id in job.started_steps():
-                self._by_sched.pop(sched_id, None)
-                if sched_id in self.scheduler.jobs:
-                    self.scheduler.forget_job(sched_id)
-            self.task_logs.drop_job(job.id)
+    def _forget(self, job: JobRecord) -> None:
+        """An ended job is the history's: its tasks, attempts and splits
+        (a few KB per task) leave memory now, not 100 jobs later."""
+        del self.jobs[job.id]
+        self._max_attempts.pop(job.id, None)
+        for sched_id in job.started_steps():
+            self._by_sched.pop(sched_id, None)
+            if sched_id in self.scheduler.jobs:
+                self.scheduler.forget_job(sched_id)
+        self.task_logs.drop_job(job.id)
 
     # --- carrying out the scheduler's decisions --------------------------------
 
@@ -621,7 +630,15 @@ class JobTracker:
                 self.log.info("Tasktracker {wid} is drained: stopping it", wid=action.wid)
                 conn.worker.stop()
                 continue
-            worker, job = conn.worker, self._by_sched[action.job_id]
+            worker = conn.worker
+            # These two come after the job's end (JobDone), which forgot it.
+            if isinstance(action, sched.KillAttempt):
+                worker.kill_attempt(action.job_id, action.attempt_id)
+                continue
+            if isinstance(action, sched.DestroyJob):
+                worker.destroy_job(action.job_id)
+                continue
+            job = self._by_sched[action.job_id]
             if isinstance(action, sched.InitJob):
                 with open(job.source_path, encoding="utf-8") as f:
                     worker.init_job(job.init(f.read()))
@@ -630,10 +647,6 @@ class JobTracker:
             elif isinstance(action, sched.LaunchReduce):
                 worker.launch_reduce(action.job_id, action.attempt_id, action.partition,
                                      action.map_outputs)
-            elif isinstance(action, sched.KillAttempt):
-                worker.kill_attempt(action.job_id, action.attempt_id)
-            elif isinstance(action, sched.DestroyJob):
-                worker.destroy_job(action.job_id)
 
     def _announce(self, action: sched.AnnounceMapOutputs) -> None:
         """New map outputs to the workers running the job's reduces, gathered

@@ -178,9 +178,32 @@ class CountersAndApiTests(JobTrackerCase):
 
     async def test_live_counters_match_the_final_ones(self) -> None:
         """The status page's running totals use the same rule as the end."""
+        forget = self.jt.scheduler.forget_job
+        forgotten = []
+
+        def keep(sched_id: str) -> None:
+            forgotten.append(self.jt.scheduler.jobs[sched_id])
+            forget(sched_id)
+
+        self.jt.scheduler.forget_job = keep  # type: ignore[method-assign]
         job_id, _, _ = await self.run_job_with_retries()
-        sjob = self.jt.scheduler.jobs[job_id]
-        self.assertEqual(views.live_counters([sjob]), self.jt.jobs[job_id].counters)
+        self.assertEqual([sjob.id for sjob in forgotten], [job_id])
+        self.assertEqual(views.live_counters(forgotten), self.jt.status(job_id)["counters"])
+
+    async def test_an_ended_job_leaves_the_scheduler_and_is_read_from_the_history(
+            self) -> None:
+        """Its tasks and attempts leave memory at its end; its detail and
+        logs are read back from disk, alike."""
+        job_id, _, _ = await self.run_job_with_retries()
+        self.assertEqual((self.jt.jobs, self.jt.scheduler.jobs, self.jt.scheduler.attempts),
+                         ({}, {}, {}))
+        self.assertNotIn("tasks", self.jt.history.summaries[job_id])
+        detail = await self.jt.job_view(job_id)
+        self.assertEqual([len(t["attempts"]) for t in detail["tasks"]], [3, 2])
+        self.assertEqual(set(detail["phases"]), {"map", "reduce"})
+        self.assertEqual(self.jt.status(job_id)["counters"], detail["counters"])
+        [entry] = await self.jt.logs(job_id, detail["tasks"][0]["attempts"][1]["id"])
+        self.assertEqual(entry["log"], "map printed this")
 
     async def test_json_api_describes_workers_jobs_and_attempts(self) -> None:
         """/api/workers, /api/jobs and /api/jobs/JOB serve the documented fields."""
@@ -303,13 +326,15 @@ class CountersAndApiTests(JobTrackerCase):
 
 class HistoryTests(JobTrackerCase):
 
-    async def finish_job(self, jt: JobTracker) -> str:
+    async def finish_job(self, jt: JobTracker,
+                         worker: tuple[str, FakeWorker] | None = None) -> str:
+        """A job of one map and one reduce, run on a new worker or ``worker``."""
         job_id = await self.submit(jt)
-        wid, mind = self.add_worker(jt)
-        [m] = launched(mind, "launch_map")
+        wid, mind = worker or self.add_worker(jt)
+        [m] = [a for a in launched(mind, "launch_map") if a.startswith(job_id)]
         jt.attempt_done(wid, m, AttemptResult({"user": {"lines": 2}}, ("str",), "printed <b>"))
-        [r] = launched(mind, "launch_reduce")
-        jt.attempt_done(wid, r, AttemptResult())
+        for r in [a for a in launched(mind, "launch_reduce") if a.startswith(job_id)]:
+            jt.attempt_done(wid, r, AttemptResult())
         self.assertEqual((await jt.wait(job_id))["state"], "succeeded")
         return job_id
 
@@ -325,7 +350,7 @@ class HistoryTests(JobTrackerCase):
         self.assertEqual([j["job_id"] for j in jt.list_jobs()], [job_id])
         self.assertEqual(jt.status(job_id)["counters"]["user"], {"lines": 2})
         self.assertEqual((await jt.wait(job_id))["state"], "succeeded")
-        detail = jt.job_view(job_id)
+        detail = await jt.job_view(job_id)
         self.assertEqual(detail["inputs"], [self.inputs])
         self.assertEqual(len(detail["tasks"]), 2)
         [entry] = await jt.logs(job_id, "m0")
@@ -351,9 +376,39 @@ class HistoryTests(JobTrackerCase):
         second = await self.finish_job(jt)
         await jt.history.flush()
         files = sorted(os.listdir(os.path.join(self.workdir, "history")))
-        self.assertEqual(files, [f"{second}.json", f"{second}.logs.json"])
+        self.assertEqual(files, [f"{second}.json", f"{second}.logs.json",
+                                 f"{second}.summary.json"])
         jt = await self.restart(retention=1)
         self.assertEqual([j["job_id"] for j in jt.list_jobs()], [second])
+
+    async def test_beyond_retention_a_job_keeps_its_result_not_its_tasks(self) -> None:
+        """``--history-retention`` bounds the details on disk; the results of
+        the last 100 jobs stay known, for ``status`` and ``wait``."""
+        jt = await self.restart(retention=1)
+        worker = self.add_worker(jt)
+        first = await self.finish_job(jt, worker)
+        second = await self.finish_job(jt, worker)
+        await jt.history.flush()
+        self.assertEqual(sorted(os.listdir(os.path.join(self.workdir, "history"))),
+                         [f"{second}.json", f"{second}.logs.json", f"{second}.summary.json"])
+        self.assertEqual((await jt.wait(first))["counters"]["user"], {"lines": 2})
+        self.assertEqual(jt.status(first)["state"], "succeeded")
+        self.assertEqual((await jt.job_view(first))["tasks"], [])
+        self.assertEqual(len((await jt.job_view(second))["tasks"]), 3)  # 2 reduces: 2 slots
+        self.assertEqual([j["job_id"] for j in jt.jobs_view()], [first, second])
+
+    async def test_a_history_written_without_summaries_still_loads(self) -> None:
+        """Details stored before summaries were (or a crash between the two
+        writes): the summary is made from the detail, once."""
+        job_id = await self.finish_job(self.jt)
+        await self.jt.history.flush()
+        summary_path = os.path.join(self.workdir, "history", f"{job_id}.summary.json")
+        os.remove(summary_path)
+        jt = await self.restart()
+        self.assertEqual(jt.status(job_id)["counters"]["user"], {"lines": 2})
+        with open(summary_path) as f:
+            self.assertNotIn("tasks", json.load(f))
+        self.assertEqual(len((await jt.job_view(job_id))["tasks"]), 2)
 
     async def test_jobs_failed_by_a_stop_are_recorded(self) -> None:
         """A job running when the jobtracker stops is kept as failed."""

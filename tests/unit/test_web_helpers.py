@@ -88,7 +88,7 @@ class PureTests(SynchronousTestCase):
             json.dump({"job_id": "job_2_0002"}, f)
         h = JobHistory(d)
         h.load()
-        self.assertEqual(list(h.jobs), [])
+        self.assertEqual(list(h.summaries), [])
 
     def test_view_modules_do_not_import_twisted(self) -> None:
         """Views, pages and log bounds are pure logic, testable without a reactor."""
