@@ -74,7 +74,10 @@ def _load_summary(directory: str, job_id: str) -> dict[str, Any] | None:
     if not isinstance(detail, dict) or detail.get("job_id") != job_id:
         return None
     summary = summary_of(detail)
-    _write_json(f"{base}.summary.json", summary)
+    try:
+        _write_json(f"{base}.summary.json", summary)
+    except OSError:
+        pass  # made from the detail again at the next start
     return summary
 
 
