@@ -91,10 +91,9 @@ class JobHistory:
         self.directory = directory
         self.retention = max(0, retention)
         self.remembered = max(self.retention, remembered)
-        #: Job id -> summary, oldest first.
+        #: Job id -> summary, oldest first; the newest ``retention`` have
+        #: their files on disk.
         self.summaries: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        #: The jobs whose files are on disk: the newest ``retention``.
-        self._stored: set[str] = set()
         self._lock = defer.DeferredLock()
         self._pending: set[defer.Deferred[Any]] = set()
 
@@ -122,7 +121,6 @@ class JobHistory:
             _remove(self._paths(summary["job_id"]))
         kept = found[len(found) - self.retention:] if self.retention else []
         self.summaries = OrderedDict((d["job_id"], d) for d in kept)
-        self._stored = set(self.summaries)
         if self.summaries:
             self.log.info("Loaded {n} finished jobs from {dir}", n=len(self.summaries),
                           dir=self.directory)
@@ -144,20 +142,18 @@ class JobHistory:
         job_id = detail["job_id"]
         self.summaries.pop(job_id, None)
         summary = self.summaries[job_id] = summary_of(detail)
+        ids = list(self.summaries)
+        # The one job this pushes out of the newest ``retention``: its files go.
+        evicted = self._paths(ids[-self.retention - 1]) if len(ids) > self.retention else []
         while len(self.summaries) > self.remembered:
             self.summaries.popitem(last=False)
-        if not self.retention:
-            return
-        self._stored.add(job_id)
-        evicted: list[str] = []
-        for old in list(self._stored - set(self._newest(self.retention))):
-            self._stored.discard(old)
-            evicted += self._paths(old)
-        self._background(self._write, job_id, detail, summary, logs, evicted)
+        if self.retention:
+            self._background(self._write, job_id, detail, summary, logs, evicted)
 
-    def _newest(self, n: int) -> list[str]:
+    def _stored(self, job_id: str) -> bool:
+        """Whether the job's files are on disk: it is among the newest ``retention``."""
         ids = list(self.summaries)
-        return ids[len(ids) - n:] if n else []
+        return bool(self.retention) and job_id in ids[len(ids) - self.retention:]
 
     def _write(self, job_id: str, detail: dict[str, Any], summary: dict[str, Any],
                logs: dict[str, str], evicted: list[str]) -> None:
@@ -172,14 +168,14 @@ class JobHistory:
     async def detail(self, job_id: str) -> dict[str, Any] | None:
         """A stored job's detail, read from disk in a thread (after the
         writes in progress); None if it is not stored or cannot be read."""
-        if job_id not in self._stored:
+        if not self._stored(job_id):
             return None
         data = await self._read(job_id, self._paths(job_id)[0], "detail")
         return data if isinstance(data, dict) and data.get("job_id") == job_id else None
 
     async def read_logs(self, job_id: str) -> dict[str, str]:
         """The stored logs of a finished job's attempts (read in a thread)."""
-        if job_id not in self._stored:
+        if not self._stored(job_id):
             return {}
         data = await self._read(job_id, self._paths(job_id)[1], "logs")
         return data if isinstance(data, dict) else {}

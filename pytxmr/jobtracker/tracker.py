@@ -431,9 +431,7 @@ class JobTracker:
         old = self._old_result(job_id)
         if old is not None:
             return defer.succeed(old)
-        job = self._job(job_id)
-        if not job.running and not job.finishing:
-            return defer.succeed(job.result(self.now()))
+        self._job(job_id)  # running, or ending: ended ones are the history's
         d: defer.Deferred[dict[str, Any]] = defer.Deferred()
         self._waiters.setdefault(job_id, []).append(d)
         return d
