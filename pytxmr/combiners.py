@@ -27,10 +27,10 @@ class FoldCombiner:
         self.__name__ = self.__qualname__ = name
         self.__module__ = __name__
         self.op = op
-        self._whole = whole
+        self.whole = whole
 
     def __call__(self, key: Any, values: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
-        yield key, self._whole(values)
+        yield key, self.whole(values)
 
     def __repr__(self) -> str:
         return f"pytxmr.combiners.{self.__name__}"

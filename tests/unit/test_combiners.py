@@ -3,6 +3,8 @@ the same job with a plain generator combiner gives."""
 
 from __future__ import annotations
 
+import builtins
+import collections
 import random
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from pytxmr.inline import run_inline
 MAP = """
 def map(offset, line):
     for word in line.split():
-        yield word, len(word) * (1 if int(offset) % 2 else -1)
+        yield word, len(word) * (int(offset) % 11 - 5)
 """
 
 
@@ -62,3 +64,89 @@ def test_folding_combiners_work_as_plain_generators() -> None:
     assert list(combiners.sum("k", iter([]))) == [("k", 0)]
     assert list(combiners.min("k", [3, 1, 2])) == [("k", 1)]
     assert list(combiners.max("k", [3, 1, 2])) == [("k", 3)]
+
+
+MIXED = """
+from pytxmr import combiners
+
+def map(offset, line):
+    n = int(offset)
+    # Keys that compare equal across kinds (1, 1.0, True), and float values
+    # whose sum depends on the order they are added in.
+    for key in (1, 1.0, True, "a", ("t", 2), None, n % 7):
+        yield key, (n % 13) * 0.1 + 1e-9 * n
+"""
+
+
+@pytest.mark.parametrize("name", ["sum", "min", "max"])
+@pytest.mark.parametrize("combine", [
+    "", "combine = combiners.{name}",
+    # keeps every value: records of many values each
+    "def combine(key, values):\n    for v in values:\n        yield key, v\n"])
+def test_a_folding_reducer_matches_a_generator_reducer(tmp_path: Path, name: str,
+                                                       combine: str) -> None:
+    """The reduce side folds each key's values itself for ``reduce =
+    combiners.X``: the part files must be those of the generator, byte for
+    byte (float totals included), with and without a combiner and spills."""
+    data = corpus(tmp_path)
+    fold = tmp_path / "fold.py"
+    fold.write_text(f"from pytxmr import combiners\n{MAP}\n{combine.format(name=name)}\n"
+                    f"reduce = combiners.{name}\n")
+    plain = job(tmp_path, "plain", name, combine.format(name=name))
+    for module, out in ((fold, "a"), (plain, "b")):
+        run_inline(str(module), [str(data)], str(tmp_path / out), num_reducers=3,
+                   buffer_records=5000, split_size=40_000)
+    assert part_files(tmp_path / "a") == part_files(tmp_path / "b")
+    reference = collections.defaultdict(list)
+    for offset, line in enumerate_lines(data):
+        for word in line.split():
+            reference[word].append(len(word) * (offset % 11 - 5))
+    fold_of = getattr(builtins, name)
+    expected = sorted(f"{w}\t{fold_of(vs)}" for w, vs in reference.items())
+    assert sorted(part_files(tmp_path / "a").splitlines()) == expected
+
+
+@pytest.mark.parametrize("name", ["sum", "min", "max"])
+def test_a_folding_reducer_groups_keys_as_a_generator_is_given_them(tmp_path: Path,
+                                                                    name: str) -> None:
+    """1, 1.0 and True are one key, named as the first of them merged;
+    the float totals add up in the order a generator would."""
+    data = tmp_path / "in.txt"
+    data.write_text("".join(f"{i}\n" for i in range(400)))
+    fold = tmp_path / "fold.py"
+    fold.write_text(f"{MIXED}\nreduce = combiners.{name}\n")
+    plain = tmp_path / "plain.py"
+    plain.write_text(f"{MIXED}\ndef reduce(key, values):\n    yield key, {name}(values)\n")
+    for module, out in ((fold, "a"), (plain, "b")):
+        run_inline(str(module), [str(data)], str(tmp_path / out), num_reducers=2,
+                   split_size=600)
+    assert part_files(tmp_path / "a") == part_files(tmp_path / "b")
+    # 0-6 (1, 1.0 and True among them), "a", ("t", 2) and None
+    assert len(part_files(tmp_path / "a").splitlines()) == 10
+
+
+def test_a_folding_reducer_feeds_the_next_step(tmp_path: Path) -> None:
+    """Between steps the totals go out as typed pairs, not text."""
+    data = corpus(tmp_path)
+    module = tmp_path / "steps.py"
+    module.write_text(
+        "from pytxmr import Step, combiners\n" + MAP.replace("def map(", "def words(") +
+        "def by_total(word, total):\n    yield total % 5, 1\n"
+        "steps = [Step(map=words, combine=combiners.sum, reduce=combiners.sum, num_reducers=3),\n"
+        "         Step(map=by_total, reduce=combiners.sum, num_reducers=1)]\n")
+    run_inline(str(module), [str(data)], str(tmp_path / "out"))
+    totals = collections.Counter()
+    for offset, line in enumerate_lines(data):
+        for word in line.split():
+            totals[word] += len(word) * (offset % 11 - 5)
+    expected = collections.Counter(t % 5 for t in totals.values())
+    assert part_files(tmp_path / "out") == "".join(f"{k}\t{n}\n" for k, n in sorted(expected.items()))
+
+
+def enumerate_lines(path: Path) -> list[tuple[int, str]]:
+    """(byte offset, line) of each line, as the map sees them."""
+    lines, offset = [], 0
+    for line in path.read_bytes().splitlines(keepends=True):
+        lines.append((offset, line.decode()))
+        offset += len(line)
+    return lines
