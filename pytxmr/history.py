@@ -32,6 +32,8 @@ DEFAULT_RETENTION = 100
 DEFAULT_REMEMBERED = 100
 #: What a detail has beyond its summary.
 _DETAIL_ONLY = ("tasks", "phases")
+#: The files kept beside a job's JOB.json.
+_COMPANIONS = (".logs.json", ".summary.json")
 _SEQ_RE = re.compile(r"_(\d+)$")
 
 
@@ -67,7 +69,10 @@ def _load_summary(directory: str, job_id: str) -> dict[str, Any] | None:
     """A stored job's summary; from its detail, once, if it has none (a
     history written before summaries were, or a crash between the two)."""
     base = os.path.join(directory, job_id)
-    summary = _read_json(f"{base}.summary.json")
+    try:
+        summary = _read_json(f"{base}.summary.json")
+    except ValueError:
+        summary = None  # made again from the detail
     if isinstance(summary, dict) and summary.get("job_id") == job_id:
         return summary
     detail = _read_json(f"{base}.json")
@@ -99,7 +104,7 @@ class JobHistory:
 
     def _paths(self, job_id: str) -> list[str]:
         base = os.path.join(self.directory, job_id)
-        return [f"{base}.json", f"{base}.logs.json", f"{base}.summary.json"]
+        return [f"{base}.json", *(base + suffix for suffix in _COMPANIONS)]
 
     def load(self) -> None:
         """Read the history at start (before the reactor serves anyone)."""
@@ -107,8 +112,9 @@ class JobHistory:
         found = []
         for name in os.listdir(self.directory):
             job_id = name[:-len(".json")]
-            if not name.endswith(".json") or not valid_job_id(job_id):
-                continue  # also JOB.logs.json and JOB.summary.json
+            if (not name.endswith(".json") or name.endswith(_COMPANIONS)
+                    or not valid_job_id(job_id)):
+                continue
             try:
                 summary = _load_summary(self.directory, job_id)
             except (OSError, ValueError) as e:

@@ -289,7 +289,7 @@ class JobTracker:
 
     def attempt_done(self, wid: str | None, attempt_id: str, result: AttemptResult) -> None:
         self._check_live(wid)
-        self.task_logs.put(attempt_id, result.log)
+        self._keep_log(attempt_id, result.log)
         actions = self.scheduler.attempt_succeeded(attempt_id, self.now(), result)
         self._journal_commit(attempt_id, result)
         # Before the actions: the job's end forgets its attempts.
@@ -309,11 +309,16 @@ class JobTracker:
 
     def attempt_failed(self, wid: str | None, attempt_id: str, error: TaskError) -> None:
         self._check_live(wid)
-        self.task_logs.put(attempt_id, error.log)
+        self._keep_log(attempt_id, error.log)
         self.log.info("Attempt {aid} failed: {msg}", aid=attempt_id, msg=error.message)
         actions = self.scheduler.attempt_failed(attempt_id, self.now(), error.describe())
         self._attempt_metrics(attempt_id)
         self._execute(actions)
+
+    def _keep_log(self, attempt_id: str, log: str) -> None:
+        # A report that comes after its job ended belongs to no job here.
+        if attempt_id in self.scheduler.attempts:
+            self.task_logs.put(attempt_id, log)
 
     def _attempt_metrics(self, attempt_id: str) -> None:
         a = self.scheduler.attempts.get(attempt_id)
@@ -518,24 +523,30 @@ class JobTracker:
         return [sjob for sjob in found if sjob is not None]
 
     async def _job_logs(self, job_id: str) -> dict[str, str]:
-        if job_id in self.jobs:
+        if isinstance(job_id, str) and job_id in self.jobs:
             return self.task_logs.for_job(job_id)
         return await self.history.read_logs(job_id)
 
     async def attempt_log(self, job_id: str, attempt_id: str) -> str | None:
         """The log tail of one attempt (None when it printed nothing)."""
+        logs = await self._job_logs(job_id)
+        if attempt_id in logs:  # no need to read an ended job's whole detail
+            return logs[attempt_id]
         if not any(a["id"] == attempt_id
                    for a in views.find_attempts(await self.job_view(job_id), None)):
             raise UnknownJob(f"no attempt {attempt_id!r} in job {job_id!r}")
-        return (await self._job_logs(job_id)).get(attempt_id)
+        return None
 
     async def logs(self, job_id: str, which: str | None = None) -> list[dict[str, Any]]:
         """The logs of a job's attempts; ``which`` picks a task or an
         attempt (see ``views.find_attempts``)."""
+        # The logs first: if the history drops the job between the two
+        # reads, no attempt is listed without its log.
+        logs = await self._job_logs(job_id)
         attempts = views.find_attempts(await self.job_view(job_id), which)
         if which and not attempts:
             raise UnknownJob(f"no task or attempt {which!r} in job {job_id!r}")
-        return logs_reply(attempts, await self._job_logs(job_id))
+        return logs_reply(attempts, logs)
 
     def _job(self, job_id: str) -> JobRecord:
         job = self.jobs.get(job_id) if isinstance(job_id, str) else None
@@ -589,7 +600,8 @@ class JobTracker:
                       secs=job.finished - job.submitted)
         self.history.record(self._live_detail(job), self.task_logs.for_job(job.id))
         self.metrics.job_ended(job.state, job.counters.get(FRAMEWORK, {}).get("shuffle bytes", 0))
-        result = job.result(self.now())
+        # What ``status`` and a later ``wait`` give too.
+        result = self.status(job.id)
         self._forget(job)
         for d in self._waiters.pop(job.id, []):
             d.callback(result)
@@ -629,7 +641,7 @@ class JobTracker:
                 conn.worker.stop()
                 continue
             worker = conn.worker
-            # These two come after the job's end (JobDone), which forgot it.
+            # DestroyJob comes after the job's end (JobDone), which forgot it.
             if isinstance(action, sched.KillAttempt):
                 worker.kill_attempt(action.job_id, action.attempt_id)
                 continue

@@ -29,6 +29,7 @@ from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
 from pytxmr import client, jobtracker, tasktracker, views
+from pytxmr import history as history_module
 from pytxmr.child import Zygote
 from pytxmr.jobtracker import JobTracker
 from pytxmr.tasklog import format_logs
@@ -409,6 +410,82 @@ class HistoryTests(JobTrackerCase):
         with open(summary_path) as f:
             self.assertNotIn("tasks", json.load(f))
         self.assertEqual(len((await jt.job_view(job_id))["tasks"]), 2)
+
+    async def test_a_garbled_summary_is_made_again_and_logs_are_not_read_at_start(
+            self) -> None:
+        """A summary that does not parse is made again from the detail; the
+        (possibly large) logs files are left alone until asked for."""
+        job_id = await self.finish_job(self.jt)
+        await self.jt.history.flush()
+        base = os.path.join(self.workdir, "history", job_id)
+        with open(f"{base}.summary.json", "w") as f:
+            f.write("{garbled")
+        read = []
+        real_read = history_module._read_json
+
+        def reading(path: str) -> object:
+            read.append(os.path.basename(path))
+            return real_read(path)
+
+        self.patch(history_module, "_read_json", reading)
+        jt = await self.restart()
+        self.assertEqual(sorted(read), [f"{job_id}.json", f"{job_id}.summary.json"])
+        self.assertEqual(jt.status(job_id)["counters"]["user"], {"lines": 2})
+        with open(f"{base}.summary.json") as f:
+            self.assertEqual(json.load(f)["job_id"], job_id)
+
+    async def test_reports_after_the_end_are_dropped(self) -> None:
+        """A late report of an ended job's attempt, or its worker lost
+        afterwards, changes nothing and keeps no log for it."""
+        wid, mind = self.add_worker()  # 2 slots: 2 reduces
+        job_id = await self.submit()
+        [m] = launched(mind, "launch_map")
+        self.jt.attempt_done(wid, m, AttemptResult({"user": {"lines": 2}}, ("str",)))
+        [r1, r2] = launched(mind, "launch_reduce")
+        self.jt.attempt_done(wid, r1, AttemptResult())
+        waiting = self.jt.wait(job_id)  # before the end
+        self.jt.attempt_done(wid, r2, AttemptResult())
+        before = await waiting
+        self.jt.attempt_done(wid, r2, AttemptResult({}, (), "late log"))
+        self.jt.attempt_failed(wid, m, TaskError("E", "late", "", "late error log"))
+        self.jt.worker_disconnected(wid)
+        self.assertIsNone(self.jt.task_logs.get(r2))
+        self.assertIsNone(self.jt.task_logs.get(m))
+        after = await self.jt.wait(job_id)
+        self.assertEqual(before["state"], "succeeded")
+        # One answer, whenever ``wait`` was asked: progress included.
+        self.assertEqual({**before, "workers": 0}, after)
+        self.assertEqual(after["maps"]["done"], 1)
+
+    async def test_an_attempt_log_is_read_without_the_jobs_detail(self) -> None:
+        """One attempt's log is looked up in the logs file alone; an
+        attempt that is not the job's is still refused."""
+        job_id = await self.finish_job(self.jt)
+        [entry] = await self.jt.logs(job_id, "m0")
+
+        async def no_detail(job_id: str) -> None:
+            raise AssertionError("the whole detail was read")
+
+        self.patch(self.jt.history, "detail", no_detail)
+        self.assertEqual(await self.jt.attempt_log(job_id, entry["attempt"]), "printed <b>")
+        self.patch(self.jt.history, "detail", history_module.JobHistory.detail.__get__(
+            self.jt.history))
+        with self.assertRaises(UnknownJob):
+            await self.jt.attempt_log(job_id, f"{job_id}_m00007_0")
+
+    async def test_retention_zero_keeps_results_only(self) -> None:
+        """``--history-retention 0``: nothing on disk; the result stays known
+        while the jobtracker runs, its tasks and logs go at the end."""
+        jt = await self.restart(retention=0)
+        job_id = await self.finish_job(jt)
+        await jt.history.flush()
+        self.assertEqual(os.listdir(os.path.join(self.workdir, "history")), [])
+        self.assertEqual(jt.status(job_id)["counters"]["user"], {"lines": 2})
+        self.assertEqual((await jt.job_view(job_id))["tasks"], [])
+        self.assertEqual(await jt.logs(job_id), [])
+        jt = await self.restart(retention=0)
+        with self.assertRaises(UnknownJob):
+            jt.status(job_id)
 
     async def test_jobs_failed_by_a_stop_are_recorded(self) -> None:
         """A job running when the jobtracker stops is kept as failed."""
