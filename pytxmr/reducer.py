@@ -109,30 +109,48 @@ def _write_folded(batches: Iterable[list[Record]], write: Callable[[Any], Any],
     """A built-in folding reducer (``reduce = combiners.sum``): each key's
     values fold into its total as the merged records pass, with no
     generator, ``groupby`` or iterator per key (half a word count's reduce
-    otherwise); returns the number of keys. The values fold in the order a
-    reduce would see them, so float sums come out the same."""
+    otherwise); returns the number of keys. The result is what ``whole``
+    (the built-in ``sum``, ``min``, ``max``) gives of all the key's values
+    in the order a reduce sees them: ints add up exactly in any grouping,
+    but ``sum`` adds floats with compensation (Python 3.12 and later), so
+    a key's values from the first float on are gathered for one ``whole``."""
     op, whole = fold.op, fold.whole
     add = op is operator.add
     groups = 0
     last: Any = _NO_KEY
     total: Any = None
+    first: Any = ()
+    gathered: list[Any] | None = None
     for batch in batches:
         for key, values in batch:
             if key != last:
                 if groups:
-                    write(line(last, total))
+                    write(line(last, total if gathered is None else whole(gathered)))
                 last = key
                 groups += 1
                 total = whole(values)
+                first, gathered = values, None
+            elif gathered is not None:
+                gathered += values
             elif add:
-                for value in values:
+                if type(total) in _SUMMED_APART:  # ``whole`` of the first record's floats
+                    gathered = [*first, *values]
+                    continue
+                rest = iter(values)
+                for value in rest:
+                    if type(value) in _SUMMED_APART:
+                        gathered = [total, value, *rest]  # exact so far: one term
+                        break
                     total = total + value
             else:
                 for value in values:
                     total = op(total, value)
     if groups:
-        write(line(last, total))
+        write(line(last, total if gathered is None else whole(gathered)))
     return groups
 
 
+#: What ``sum`` may add otherwise than ``+`` one after the other (floats from
+#: Python 3.12, complex numbers from 3.14): never folded apart.
+_SUMMED_APART = frozenset((float, complex))
 _NO_KEY = object()

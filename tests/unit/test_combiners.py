@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import builtins
 import collections
+import math
+import operator
 import random
 from pathlib import Path
 
@@ -150,3 +152,31 @@ def enumerate_lines(path: Path) -> list[tuple[int, str]]:
         lines.append((offset, line.decode()))
         offset += len(line)
     return lines
+
+
+def test_a_folding_reducer_sums_floats_as_sum_does() -> None:
+    """From Python 3.12 ``sum`` adds floats with compensation, so a key's
+    floats may not be added one record at a time: with a compensating
+    ``whole`` (what ``sum`` is there), each key's result must be ``whole``
+    of all its values, across records and batches."""
+    from pytxmr.reducer import _write_folded
+
+    records = {
+        "a": [[0.1], [0.1], [0.1], [1e16], [1.0], [-1e16]],  # floats from the start
+        "b": [[1], [2, True], [1e16], [1.0, -1e16]],  # an exact int prefix, then floats
+        "c": [[1e16, 1.0], [-1e16], [2]],  # the first record's floats
+        "d": [[2**70], [3], [-(2**70)]],  # ints only: added as they come
+    }
+    flat = [(k, vs) for k in sorted(records) for vs in records[k]]
+    batches = [flat[:4], flat[4:9], flat[9:]]  # a key's records in two batches
+    fsum = combiners.FoldCombiner("fsum", operator.add, math.fsum)
+    lines: list[str] = []
+    groups = _write_folded(batches, lines.append, lambda k, v: f"{k}\t{v!r}", fsum)
+    assert groups == 4
+    expected = {k: math.fsum(v for vs in rs for v in vs) for k, rs in records.items()}
+    assert lines == [f"{k}\t{expected[k]!r}" for k in sorted(records)]
+    assert expected["a"] == 1.3 and expected["b"] == 5.0  # where adding in turn is off
+    # With the built-in sum, what the generator reducer would write.
+    lines.clear()
+    _write_folded(batches, lines.append, lambda k, v: f"{k}\t{v!r}", combiners.sum)
+    assert lines == [f"{k}\t{sum(v for vs in rs for v in vs)!r}" for k, rs in records.items()]
