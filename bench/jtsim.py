@@ -29,7 +29,10 @@ every ``--heartbeat`` seconds (default ``wire.DEFAULT_HEARTBEAT``) at
 phases spread over the interval, then at the interval the jobtracker
 answers (never shorter than its own, as a tasktracker does; it grows with
 the cluster: ``--heartbeats-per-second``), and a submitting client polls ``status``
-every 0.5 s as the CLI's progress bar does. Time is a
+every 0.5 s as the CLI's progress bar does. With ``--page-poll S``, a
+browser follows the job's status page too: the page is made (its view and
+its HTML, as ``web`` serves it) every S seconds, as the page's script
+fetches it every second. Time is a
 ``twisted.internet.task.Clock`` (ordered by a heap: a thousand workers'
 timers); the jobtracker's own periodic check runs on it too.
 
@@ -81,7 +84,7 @@ from twisted.internet.base import DelayedCall  # noqa: E402
 from twisted.logger import globalLogBeginner  # noqa: E402
 from zope.interface import implementer  # noqa: E402
 
-from pytxmr import client  # noqa: E402
+from pytxmr import client, pages  # noqa: E402
 from pytxmr.child import Zygote  # noqa: E402
 from pytxmr.counters import FRAMEWORK  # noqa: E402
 from pytxmr.jobtracker.heartbeats import DEFAULT_HEARTBEATS_PER_SECOND  # noqa: E402
@@ -317,6 +320,7 @@ class Config:
     map_seconds: float = 10.0
     reduce_seconds: float = 10.0
     status_poll: float = STATUS_POLL
+    page_poll: float = 0.0
     speculative: bool = False
     seed: int = 1
     max_events: int | None = None
@@ -423,6 +427,8 @@ class Simulation:
             self.clock.callLater(cfg.heartbeat * (w.index + 1) / cfg.workers, self._beat, w)
         if cfg.status_poll:
             self.clock.callLater(cfg.status_poll, self._poll)
+        if cfg.page_poll:
+            self.clock.callLater(cfg.page_poll, self._page)
         started = self.clock.seconds()
         cpu_start = time.process_time()
         while self._running():
@@ -467,6 +473,21 @@ class Simulation:
         self.meter.timed("status", self.jt.status, self.job_id)
         if self._running():
             self.clock.callLater(self.cfg.status_poll, self._poll)
+
+    def _page(self) -> None:
+        if not self._running():
+            return
+        self.meter.timed("page", self._make_page)
+        self.clock.callLater(self.cfg.page_poll, self._page)
+
+    def _make_page(self) -> None:
+        """The job's page, as ``web`` makes it for a live job (the view is
+        ready at once: nothing is read from disk)."""
+        views = getattr(self.jt, "job_page_view", None) or self.jt.job_view  # a tree before it
+        d = defer.Deferred.fromCoroutine(views(self.job_id))
+        view: list[Any] = []
+        d.addCallback(view.append)
+        pages.job_page(view[0], self.jt.now())
 
     def _map_done(self, w: SimWorker, aid: str, index: int) -> None:
         if w.running.pop(aid, None) is None:
@@ -849,6 +870,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reduce-seconds", type=float, default=10.0)
     p.add_argument("--status-poll", type=float, default=STATUS_POLL,
                    help="seconds between the client's status calls (0: none)")
+    p.add_argument("--page-poll", type=float, default=0.0,
+                   help="a browser on the job's status page: made every SECONDS (0: none)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-events", type=int, default=None,
                    help="stop after this many attempts reported done (a partial run)")
@@ -871,6 +894,7 @@ def main(argv: list[str] | None = None) -> int:
                  pb_call_out_us=a.pb_call_out_us,
                  map_seconds=a.map_seconds,
                  reduce_seconds=a.reduce_seconds, status_poll=a.status_poll,
+                 page_poll=a.page_poll,
                  speculative=a.speculative, seed=a.seed,
                  max_events=a.max_events, max_cpu=a.max_cpu, profile=a.profile,
                  tracemalloc=a.tracemalloc, workdir=a.workdir)

@@ -3,8 +3,10 @@
 When a job ends the jobtracker records its detail (definition, state,
 times, counters, tasks and attempts with their errors: see ``views``) as
 ``JOB.json``, its summary (the detail without tasks and phases) as
-``JOB.summary.json``, and the logs of its attempts as ``JOB.logs.json``,
-for the newest ``retention`` jobs (older files are deleted). Only the
+``JOB.summary.json``, what its page shows (``views.page_view``: a size
+that does not grow with the job) as ``JOB.page.json``, and the logs of its
+attempts as ``JOB.logs.json``, for the newest ``retention`` jobs (older
+files are deleted). Only the
 summaries stay in memory, also of the jobs beyond ``retention`` up to
 ``remembered``, so that ``status`` and ``wait`` still answer for them; a
 detail is a few KB per task (100 MB for a 50,000-map job), read from disk
@@ -19,13 +21,14 @@ import json
 import os
 import re
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .kvstore import valid_job_id
+from .views import page_view
 
 DEFAULT_RETENTION = 100
 #: Finished jobs whose summaries stay in memory even beyond ``retention``.
@@ -33,7 +36,7 @@ DEFAULT_REMEMBERED = 100
 #: What a detail has beyond its summary.
 _DETAIL_ONLY = ("tasks", "phases")
 #: The files kept beside a job's JOB.json.
-_COMPANIONS = (".logs.json", ".summary.json")
+_COMPANIONS = (".logs.json", ".summary.json", ".page.json")
 _SEQ_RE = re.compile(r"_(\d+)$")
 
 
@@ -65,25 +68,27 @@ def summary_of(detail: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in detail.items() if k not in _DETAIL_ONLY}
 
 
-def _load_summary(directory: str, job_id: str) -> dict[str, Any] | None:
-    """A stored job's summary; from its detail, once, if it has none (a
-    history written before summaries were, or a crash between the two)."""
+def _companion(directory: str, job_id: str, suffix: str,
+               make: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
+    """A stored job's summary or page view (``suffix``); made from its
+    detail, once, if it has none (a history written before these were, or
+    a crash between the files)."""
     base = os.path.join(directory, job_id)
     try:
-        summary = _read_json(f"{base}.summary.json")
+        data = _read_json(base + suffix)
     except ValueError:
-        summary = None  # made again from the detail
-    if isinstance(summary, dict) and summary.get("job_id") == job_id:
-        return summary
+        data = None  # made again from the detail
+    if isinstance(data, dict) and data.get("job_id") == job_id:
+        return data
     detail = _read_json(f"{base}.json")
     if not isinstance(detail, dict) or detail.get("job_id") != job_id:
         return None
-    summary = summary_of(detail)
+    data = make(detail)
     try:
-        _write_json(f"{base}.summary.json", summary)
+        _write_json(base + suffix, data)
     except OSError:
-        pass  # made from the detail again at the next start
-    return summary
+        pass  # made from the detail again next time
+    return data
 
 
 class JobHistory:
@@ -116,7 +121,7 @@ class JobHistory:
                     or not valid_job_id(job_id)):
                 continue
             try:
-                summary = _load_summary(self.directory, job_id)
+                summary = _companion(self.directory, job_id, ".summary.json", summary_of)
             except (OSError, ValueError) as e:
                 self.log.warn("Skipping the unreadable history file {name}: {e}", name=name, e=e)
                 continue
@@ -163,11 +168,12 @@ class JobHistory:
 
     def _write(self, job_id: str, detail: dict[str, Any], summary: dict[str, Any],
                logs: dict[str, str], evicted: list[str]) -> None:
-        detail_path, logs_path, summary_path = self._paths(job_id)
+        detail_path, logs_path, summary_path, page_path = self._paths(job_id)
         os.makedirs(self.directory, exist_ok=True)
         if logs:
             _write_json(logs_path, logs)
         _write_json(detail_path, detail)
+        _write_json(page_path, page_view(detail))
         _write_json(summary_path, summary)
         _remove(evicted)
 
@@ -176,19 +182,29 @@ class JobHistory:
         writes in progress); None if it is not stored or cannot be read."""
         if not self._stored(job_id):
             return None
-        data = await self._read(job_id, self._paths(job_id)[0], "detail")
+        data = await self._read(job_id, "detail", _read_json, self._paths(job_id)[0])
+        return data if isinstance(data, dict) and data.get("job_id") == job_id else None
+
+    async def page_view(self, job_id: str) -> dict[str, Any] | None:
+        """What a stored job's page shows (read in a thread; made from its
+        detail, once, if the history was written without it); None if it
+        is not stored or cannot be read."""
+        if not self._stored(job_id):
+            return None
+        data = await self._read(job_id, "page", _companion, self.directory, job_id,
+                                ".page.json", page_view)
         return data if isinstance(data, dict) and data.get("job_id") == job_id else None
 
     async def read_logs(self, job_id: str) -> dict[str, str]:
         """The stored logs of a finished job's attempts (read in a thread)."""
         if not self._stored(job_id):
             return {}
-        data = await self._read(job_id, self._paths(job_id)[1], "logs")
+        data = await self._read(job_id, "logs", _read_json, self._paths(job_id)[1])
         return data if isinstance(data, dict) else {}
 
-    async def _read(self, job_id: str, path: str, what: str) -> Any:
+    async def _read(self, job_id: str, what: str, read: Any, *args: Any) -> Any:
         try:
-            return await self._lock.run(threads.deferToThread, _read_json, path)
+            return await self._lock.run(threads.deferToThread, read, *args)
         except (OSError, ValueError) as e:
             self.log.warn("Cannot read the {what} of {job}: {e}", what=what, job=job_id, e=e)
             return None

@@ -21,8 +21,6 @@ MAP_COLOUR = "#4e79a7"
 REDUCE_COLOUR = "#f28e2b"
 FAILED_COLOUR = "#e15759"
 KILLED_COLOUR = "#bab0ac"
-#: Attempt rows of a job page's table (the timeline draws them all).
-MAX_TABLE_ATTEMPTS = 2000
 
 
 def esc(value: Any) -> str:
@@ -164,35 +162,34 @@ def _error(error: dict[str, Any] | None, ident: str) -> str:
             f"<pre class=\"traceback\">{esc(tb)}</pre></details>")
 
 
-def _step_of(detail: dict[str, Any], attempt: dict[str, Any]) -> str:
+def _step_of(view: dict[str, Any], attempt: dict[str, Any]) -> str:
     """`` (step 2)`` beside a task of a multi-step job."""
-    if detail.get("steps", 1) <= 1:
+    if view.get("steps", 1) <= 1:
         return ""
     step = attempt["id"].rsplit("_", 2)[0].rpartition("-s")[2]
     return f" (step {esc(step if step.isdigit() else 1)})"
 
 
-def attempts_table(detail: dict[str, Any]) -> str:
+def attempts_table(view: dict[str, Any]) -> str:
+    """The attempts of a page view (``views.page_view``): all of them, or
+    those that did not succeed first when there are too many to list."""
     rows = []
-    t0 = detail["submitted"]
-    attempts = [a for t in detail["tasks"] for a in t["attempts"]]
-    # The interesting ones first when there are too many to list.
-    if len(attempts) > MAX_TABLE_ATTEMPTS:
-        attempts.sort(key=lambda a: a["state"] == "succeeded")
-    for a in attempts[:MAX_TABLE_ATTEMPTS]:
-        log = (f"<a href=\"{esc(url('jobs', detail['job_id'], 'attempts', a['id'], 'log'))}\">"
+    t0 = view["submitted"]
+    for a in view["attempts"]:
+        log = (f"<a href=\"{esc(url('jobs', view['job_id'], 'attempts', a['id'], 'log'))}\">"
                "log</a>" if a.get("has_log") else "")
         rows.append(
             f"<tr class=\"{esc(a['kind'])} {esc(a['state'])}\"><td>{esc(a['id'])}</td>"
-            f"<td>{esc(a['kind'])} {esc(a['index'])}{_step_of(detail, a)}</td>"
+            f"<td>{esc(a['kind'])} {esc(a['index'])}{_step_of(view, a)}</td>"
             f"<td>{esc(a['wid'])}"
             f" <span class=\"host\">{esc(a.get('host') or '')}</span></td>"
             f"<td>{_state(a['state'])}</td><td>+{esc(fmt_secs(a['started'] - t0))}</td>"
             f"<td>{esc(fmt_secs(a['duration']))}</td>"
             f"<td>{_error(a.get('error'), 'err-' + a['id'])}</td><td>{log}</td></tr>")
-    more = len(attempts) - MAX_TABLE_ATTEMPTS
-    note = (f"<p class=\"note\">{more} more attempts (all succeeded) are in "
-            f"<a href=\"{esc(url('api', 'jobs', detail['job_id']))}\">the JSON</a>.</p>"
+    more = view.get("attempts_total", len(rows)) - len(rows)
+    note = (f"<p class=\"note\">The first {len(rows)} of {len(rows) + more} attempts, "
+            "those that did not succeed first; every attempt is in "
+            f"<a href=\"{esc(url('api', 'jobs', view['job_id']))}\">the JSON</a>.</p>"
             if more > 0 else "")
     return _table(["attempt", "task", "worker", "state", "start", "duration", "error", ""],
                   rows, "No attempts yet.", "attempts") + note
@@ -206,18 +203,21 @@ def _nice_step(span: float) -> float:
     return span / 10
 
 
-def timeline_svg(detail: dict[str, Any], now: float) -> str:
+def timeline_svg(view: dict[str, Any], now: float) -> str:
     """The attempts of a job on a time axis, one band per worker (a lane
     per concurrent attempt): maps and reduces in different colours, so the
-    overlap of the map phase, the shuffle and the reduces shows."""
-    attempts = [a for t in detail["tasks"] for a in t["attempts"]]
+    overlap of the map phase, the shuffle and the reduces shows. A job with
+    more attempts than a page lists gets ``concurrency_svg`` instead."""
+    if view.get("concurrency"):
+        return concurrency_svg(view)
+    attempts = view["attempts"]
     if not attempts:
         return "<p class=\"empty\">No attempts yet.</p>"
-    t0 = detail["submitted"]
-    t1 = detail["finished"] if detail.get("finished") is not None else now
+    t0 = view["submitted"]
+    t1 = view["finished"] if view.get("finished") is not None else now
     t1 = max([t1] + [a["finished"] or now for a in attempts])
     span = max(t1 - t0, 1e-3)
-    left, width, lane_h, gap, top = 90, 900, 12, 2, 24
+    lane_h, gap, top = 12, 2, 24
     by_worker: dict[str, list[dict[str, Any]]] = {}
     for a in sorted(attempts, key=lambda a: a["started"]):
         by_worker.setdefault(a["wid"], []).append(a)
@@ -225,9 +225,6 @@ def timeline_svg(detail: dict[str, Any], now: float) -> str:
     def wkey(wid: str) -> tuple[int, str]:
         digits = "".join(c for c in wid if c.isdigit())
         return (int(digits) if digits else 0, wid)
-
-    def x(t: float) -> float:
-        return left + width * (t - t0) / span
 
     parts: list[str] = []
     y = top
@@ -246,7 +243,7 @@ def timeline_svg(detail: dict[str, Any], now: float) -> str:
             placed.append((a, i, end))
         band = len(lanes) * (lane_h + gap)
         parts.append(f"<text class=\"wid\" x=\"4\" y=\"{y + band / 2 + 4:.1f}\">{esc(wid)}</text>"
-                     f"<line class=\"band\" x1=\"0\" x2=\"{left + width}\" "
+                     f"<line class=\"band\" x1=\"0\" x2=\"{_LEFT + _WIDTH}\" "
                      f"y1=\"{y + band + 1:.1f}\" y2=\"{y + band + 1:.1f}\" stroke=\"#ddd\"/>")
         for a, lane, end in placed:
             colour = MAP_COLOUR if a["kind"] == "map" else REDUCE_COLOUR
@@ -254,7 +251,7 @@ def timeline_svg(detail: dict[str, Any], now: float) -> str:
                 colour = FAILED_COLOUR
             elif a["state"] == "killed":
                 colour = KILLED_COLOUR
-            x0, x1 = x(a["started"]), x(end)
+            x0, x1 = _x(a["started"], t0, span), _x(end, t0, span)
             tip = (f"{a['id']} ({a['kind']} {a['index']}) {a['state']} "
                    f"{fmt_secs(end - a['started'])}")
             parts.append(
@@ -265,70 +262,118 @@ def timeline_svg(detail: dict[str, Any], now: float) -> str:
                    if a["state"] == "running" else " stroke=\"#fff\" stroke-width=\"1\"")
                 + f"><title>{esc(tip)}</title></rect>")
         y += band + 4
+    return _chart(parts, t0, span, top, y, "timeline of the job's attempts per worker")
+
+
+_LEFT, _WIDTH = 90, 900  # the time axis of the charts, in SVG units
+_SERIES = (("map", MAP_COLOUR), ("reduce", REDUCE_COLOUR), ("failed", FAILED_COLOUR),
+           ("killed", KILLED_COLOUR))
+
+
+def _x(t: float, t0: float, span: float) -> float:
+    return _LEFT + _WIDTH * (t - t0) / span
+
+
+def _chart(parts: list[str], t0: float, span: float, top: float, bottom: float,
+           label: str) -> str:
+    """``parts`` (drawn from ``top`` to ``bottom``) on a time axis from
+    ``t0``, with the colours' legend."""
     step = _nice_step(span)
     ticks = []
     t = 0.0
     while t <= span + 1e-9:
-        xt = x(t0 + t)
-        label = fmt_secs(t) if step < 1 or t < 60 else fmt_secs(t).replace(".00s", "s")
-        ticks.append(f"<line x1=\"{xt:.1f}\" x2=\"{xt:.1f}\" y1=\"{top - 4}\" y2=\"{y}\" "
+        xt = _x(t0 + t, t0, span)
+        text = fmt_secs(t) if step < 1 or t < 60 else fmt_secs(t).replace(".00s", "s")
+        ticks.append(f"<line x1=\"{xt:.1f}\" x2=\"{xt:.1f}\" y1=\"{top - 4}\" y2=\"{bottom}\" "
                      f"stroke=\"#eee\"/><text class=\"tick\" x=\"{xt:.1f}\" y=\"{top - 8}\" "
-                     f"text-anchor=\"middle\">{esc(label)}</text>")
+                     f"text-anchor=\"middle\">{esc(text)}</text>")
         t += step
-    legend_y = y + 16
+    legend_y = bottom + 16
     legend = "".join(
-        f"<rect x=\"{left + i * 110}\" y=\"{legend_y - 10}\" width=\"12\" height=\"12\" "
-        f"fill=\"{c}\"/><text x=\"{left + i * 110 + 16}\" y=\"{legend_y}\">{n}</text>"
-        for i, (n, c) in enumerate((("map", MAP_COLOUR), ("reduce", REDUCE_COLOUR),
-                                    ("failed", FAILED_COLOUR), ("killed", KILLED_COLOUR))))
+        f"<rect x=\"{_LEFT + i * 110}\" y=\"{legend_y - 10}\" width=\"12\" height=\"12\" "
+        f"fill=\"{c}\"/><text x=\"{_LEFT + i * 110 + 16}\" y=\"{legend_y}\">{n}</text>"
+        for i, (n, c) in enumerate(_SERIES))
     height = legend_y + 8
     return (f"<svg id=\"timeline\" class=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" "
-            f"viewBox=\"0 0 {left + width + 10} {height}\" width=\"100%\" "
+            f"viewBox=\"0 0 {_LEFT + _WIDTH + 10} {height}\" width=\"100%\" "
             f"preserveAspectRatio=\"xMinYMin meet\" role=\"img\" "
-            f"aria-label=\"timeline of the job's attempts per worker\">"
+            f"aria-label=\"{esc(label)}\">"
             + "".join(ticks) + "".join(parts) + legend + "</svg>")
 
 
-def job_page(detail: dict[str, Any], now: float) -> str:
-    live = detail["state"] == "running"
-    err = detail.get("error")
-    phases = detail.get("phases") or {}
+def concurrency_svg(view: dict[str, Any]) -> str:
+    """A job too big to draw attempt by attempt: how many of its maps and
+    reduces ran at each moment (``views.concurrency``), stacked."""
+    c = view["concurrency"]
+    t0, span, slices = c["start"], max(c["end"] - c["start"], 1e-3), c["samples"]
+    levels = [c["series"].get(name) or [0] * slices for name, _ in _SERIES]
+    peak = max(max(map(sum, zip(*levels)), default=0.0), 1.0)
+    top, height = 24, 200
+    scale, w = height / peak, _WIDTH / slices
+
+    def edge(heights: list[float]) -> list[str]:
+        return [f"{_LEFT + (k + half) * w:.1f},{top + height - h * scale:.1f}"
+                for k, h in enumerate(heights) for half in (0, 1)]
+
+    parts = [f"<text class=\"tick\" x=\"{_LEFT - 6}\" y=\"{top + 4}\" text-anchor=\"end\">"
+             f"{peak:.0f}</text><text class=\"tick\" x=\"{_LEFT - 6}\" y=\"{top + height}\" "
+             f"text-anchor=\"end\">0</text>"]
+    base = [0.0] * slices
+    for (name, colour), series in zip(_SERIES, levels):
+        if not any(series):
+            continue
+        upper = [b + h for b, h in zip(base, series)]
+        points = edge(upper) + edge(base)[::-1]
+        parts.append(f"<polygon class=\"area {name}\" fill=\"{colour}\" "
+                     f"points=\"{' '.join(points)}\"><title>{name}</title></polygon>")
+        base = upper
+    note = (f"<p class=\"note\">{view['attempts_total']} attempts, too many to draw one by "
+            f"one: how many ran, counted every {fmt_secs(span / slices)}; "
+            f"{peak:.0f} at most.</p>")
+    return note + _chart(parts, t0, span, top, top + height,
+                         "running attempts of the job over time")
+
+
+def job_page(view: dict[str, Any], now: float) -> str:
+    live = view["state"] == "running"
+    err = view.get("error")
+    phases = view.get("phases") or {}
     phase_text = "; ".join(
-        f"{name} phase {fmt_secs(p['seconds'])} (+{fmt_secs(p['start'] - detail['submitted'])}"
-        f" to +{fmt_secs(p['end'] - detail['submitted'])})"
+        f"{name} phase {fmt_secs(p['seconds'])} (+{fmt_secs(p['start'] - view['submitted'])}"
+        f" to +{fmt_secs(p['end'] - view['submitted'])})"
         for name, p in phases.items() if p)
     facts = [
-        ("state", _state(detail["state"])),
-        ("owner", esc(detail.get("owner", ""))),
-        ("file", f"<span class=\"path\">{esc(detail['filename'])}</span>"),
+        ("state", _state(view["state"])),
+        ("owner", esc(view.get("owner", ""))),
+        ("file", f"<span class=\"path\">{esc(view['filename'])}</span>"),
         ("inputs", "<br>".join(f"<span class=\"path\">{esc(p)}</span>"
-                               for p in detail.get("inputs") or [])),
-        ("output", f"<span class=\"path\">{esc(detail['output'])}</span>"),
-        ("functions", f"{esc(detail.get('map_name', 'map'))} / "
-                      f"{esc(detail.get('reduce_name', 'reduce'))}"),
+                               for p in view.get("inputs") or [])),
+        ("output", f"<span class=\"path\">{esc(view['output'])}</span>"),
+        ("functions", f"{esc(view.get('map_name', 'map'))} / "
+                      f"{esc(view.get('reduce_name', 'reduce'))}"),
         ("arguments", "<br>".join(f"<span class=\"path\">{esc(k)}={esc(v)}</span>"
-                                  for k, v in sorted((detail.get("args") or {}).items()))
+                                  for k, v in sorted((view.get("args") or {}).items()))
          or "none"),
-        ("step", esc(f"{detail.get('step', 1)} of {detail.get('steps', 1)}")
+        ("step", esc(f"{view.get('step', 1)} of {view.get('steps', 1)}")
          + (" (maps and reduces below are this step's)" if live else "")),
-        ("maps", _progress(detail.get("maps")) or esc(detail["num_maps"])),
-        ("reduces", _progress(detail.get("reduces")) or esc(detail["num_reducers"])),
-        ("failed attempts", esc(detail.get("failed_attempts", 0))),
-        ("submitted", esc(fmt_time(detail["submitted"]))),
-        ("finished", esc(fmt_time(detail.get("finished")))),
-        ("duration", esc(fmt_secs(detail["elapsed"]))),
+        ("maps", _progress(view.get("maps")) or esc(view["num_maps"])),
+        ("reduces", _progress(view.get("reduces")) or esc(view["num_reducers"])),
+        ("failed attempts", esc(view.get("failed_attempts", 0))),
+        ("submitted", esc(fmt_time(view["submitted"]))),
+        ("finished", esc(fmt_time(view.get("finished")))),
+        ("duration", esc(fmt_secs(view["elapsed"]))),
         ("phases", esc(phase_text)),
     ]
     rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
     error = (f"<h2>Error</h2><div class=\"job-error\">{_error(err, 'job-error')}</div>"
              if err else "")
-    job_id = detail["job_id"]
+    job_id = view["job_id"]
     body = (
         f"<h1>Job <span id=\"job-id\">{esc(job_id)}</span></h1>"
         f"<table class=\"facts\">{rows}</table>{error}"
-        f"<h2>Timeline</h2>{timeline_svg(detail, now)}"
-        f"<h2>Counters</h2>{counters_table(detail.get('counters') or {})}"
-        f"<h2>Attempts</h2>{attempts_table(detail)}"
+        f"<h2>Timeline</h2>{timeline_svg(view, now)}"
+        f"<h2>Counters</h2>{counters_table(view.get('counters') or {})}"
+        f"<h2>Attempts</h2>{attempts_table(view)}"
         f"<p class=\"api\">JSON: <a href=\"{esc(url('api', 'jobs', job_id))}\">"
         f"{esc(url('api', 'jobs', job_id))}</a></p>"
     )

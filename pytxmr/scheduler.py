@@ -17,6 +17,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Mapping, Union
 
+from .counters import FRAMEWORK, Counters
 from .wire import COMMIT_DENIED, AttemptResult, MapLocation
 
 DEFAULT_MAX_ATTEMPTS = 4
@@ -129,7 +130,7 @@ class Task:
         self.kind = kind
         self.index = index
         self.attempts: list[Attempt] = []
-        self.committed: str | None = None  # the attempt id whose output counts
+        self._committed: str | None = None
         self.failures = 0
         self._job = job
         self._state = State.PENDING
@@ -148,6 +149,44 @@ class Task:
         if self._job is not None and old is not value:
             self._job.changed(self, old, value)
         self.progress_changed()
+        self.touched()
+
+    @property
+    def committed(self) -> str | None:
+        """The id of the attempt whose output counts."""
+        return self._committed
+
+    @committed.setter
+    def committed(self, value: str | None) -> None:
+        self._committed = value
+        self.touched()
+
+    def touched(self) -> None:
+        """Its state, its committed attempt or one of its attempts changed:
+        its job recounts its share of the counters when they are next
+        asked for (``Job.counters_so_far``)."""
+        if self._job is not None:
+            self._job.touched.add(self)
+
+    def committed_attempt(self) -> Attempt | None:
+        for a in self.attempts:
+            if a.id == self._committed:
+                return a
+        return None
+
+    def counters_share(self) -> list[tuple[str, str, int]]:
+        """What it adds to its job's counters: its committed attempt's, once
+        that succeeded (a retried or backup attempt never counts twice), and
+        how many of its attempts failed or were killed."""
+        a = self.committed_attempt()
+        share = ([(group, name, n) for group, names in a.counters.items()
+                  for name, n in names.items()]
+                 if a is not None and a.state is State.SUCCEEDED else [])
+        for state in (State.FAILED, State.KILLED):
+            n = sum(a.state is state for a in self.attempts)
+            if n:
+                share.append((FRAMEWORK, f"{state.value} {self.kind} attempts", n))
+        return share
 
     @property
     def backup(self) -> bool:
@@ -245,6 +284,22 @@ class Job:
         #: Workers running its reduces -> how many.
         self.reduce_workers: dict[str, int] = {}
         self._reduce_wids: tuple[str, ...] | None = ()
+        #: ``counters_so_far``: the tasks touched since it last ran, each
+        #: task's share as it last added it, and the totals of the shares:
+        #: (group, name) -> [sum, tasks that have it].
+        self.touched: set[Task] = set()
+        self._shares: dict[Task, list[tuple[str, str, int]]] = {}
+        self._totals: dict[tuple[str, str], list[int]] = {}
+        self._phase_ms: dict[str, int] = {}
+        self._ended: dict[str, set[int]] = {"map": set(), "reduce": set()}
+        #: For its page (``views.job_page_view``), kept as attempts start and
+        #: end so that a page costs what it shows, not the job's size: per
+        #: kind, the times its attempts started and ended (in the order they
+        #: did, so sorted: the clock does not go back), and its attempts that
+        #: failed or were killed, in the order they ended.
+        self.starts: dict[str, list[float]] = {"map": [], "reduce": []}
+        self.ends: dict[str, list[float]] = {"map": [], "reduce": []}
+        self.unsuccessful: list[Attempt] = []
         self.maps = [Task("map", i, self) for i in range(self.num_maps)]
         self.reduces = [Task("reduce", i, self) for i in range(self.num_reducers)]
         self.map_locations: dict[int, MapLocation] = {}
@@ -252,6 +307,50 @@ class Job:
         #: map index -> the reduce attempts that reported its current output
         #: unfetchable, one entry per report
         self.fetch_failures: dict[int, list[str]] = {}
+
+    def counters_so_far(self) -> Counters:
+        """The counters of its tasks' shares (``Task.counters_share``) and
+        each phase's wall time once all its tasks' committed attempts ended:
+        what the job reports at its end, and so far while it runs. Only the
+        tasks touched since the last call are recounted: a status page that
+        shows them every second costs the tasks that changed, not all."""
+        for task in self.touched:
+            committed = task.committed_attempt()
+            if committed is not None and committed.finished is not None:
+                self._ended[task.kind].add(task.index)
+            else:
+                self._ended[task.kind].discard(task.index)
+            for group, name, n in self._shares.pop(task, ()):
+                total = self._totals[group, name]
+                total[0] -= n
+                total[1] -= 1
+                if not total[1]:
+                    del self._totals[group, name]
+            share = task.counters_share()
+            if share:
+                self._shares[task] = share
+                for group, name, n in share:
+                    total = self._totals.setdefault((group, name), [0, 0])
+                    total[0] += n
+                    total[1] += 1
+            self._phase_ms.pop(task.kind, None)
+        self.touched.clear()
+        counters = Counters()
+        for (group, name), (n, _) in self._totals.items():
+            counters.incr(group, name, n)
+        for kind in ("map", "reduce"):
+            tasks = self.tasks(kind)
+            if not tasks or len(self._ended[kind]) < len(tasks):
+                continue
+            if kind not in self._phase_ms:
+                # From its first attempt's start to its last committed
+                # attempt's end (reduces include their shuffle).
+                start = min(a.started for t in tasks for a in t.attempts)
+                end = max(a.finished or a.started for t in tasks for a in t.attempts
+                          if a.id == t.committed)
+                self._phase_ms[kind] = round(1000 * (end - start))
+            counters.incr(FRAMEWORK, f"{kind} phase wall ms", self._phase_ms[kind])
+        return counters
 
     def tasks(self, kind: str) -> list[Task]:
         return self.maps if kind == "map" else self.reduces
@@ -501,6 +600,8 @@ class Scheduler:
         a = Attempt(attempt_id, job.id, task.kind, task.index, wid, now, State.SUCCEEDED,
                     now, None, counters, 1.0)
         task.attempts.append(a)
+        job.starts[task.kind].append(now)
+        job.ends[task.kind].append(now)
         task.state = State.SUCCEEDED
         task.committed = attempt_id
         self.attempts[attempt_id] = a
@@ -535,6 +636,7 @@ class Scheduler:
         if lost is not None:
             lost.state = State.FAILED
             lost.error = error
+            job.unsuccessful.append(lost)
             w = self.workers.get(lost.wid)
             if w is not None:
                 w.failures[job.id] = w.failures.get(job.id, 0) + 1
@@ -653,9 +755,12 @@ class Scheduler:
         job = self.jobs[a.job_id]
         task = job.tasks(a.kind)[a.index]
         task.progress_changed()
+        task.touched()
+        job.ends[a.kind].append(now)
         if state is State.SUCCEEDED:
             bisect.insort(job.durations[a.kind], now - a.started)
         else:
+            job.unsuccessful.append(a)
             if task.committed == a.id and task.state is not State.SUCCEEDED:
                 # It was allowed to commit but never finished: another
                 # attempt must be able to (its rename replaces any file).
@@ -738,6 +843,7 @@ class Scheduler:
         aid = f"{job.id}_{short}{task.index:05d}_{len(task.attempts) + job.attempt_offset}"
         a = Attempt(aid, job.id, task.kind, task.index, w.wid, now)
         task.attempts.append(a)
+        job.starts[task.kind].append(now)
         task.state = State.RUNNING
         self.attempts[aid] = a
         w.attempts.add(aid)

@@ -143,8 +143,8 @@ class StatusResource(resource.Resource):
             request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
             return jt.metrics_text()
         if len(p) == 2 and p[0] == "jobs":
-            return self._later(request, jt.job_view(p[1]), lambda detail: (
-                self._html(request, pages.job_page(detail, now))), False)
+            return self._later(request, jt.job_page_view(p[1]), lambda view: (
+                self._html(request, pages.job_page(view, now))), False)
         if len(p) == 5 and p[0] == "jobs" and p[2] == "attempts" and p[4] == "log":
             job_id, aid = p[1], p[3]
             return self._later(request, jt.attempt_log(job_id, aid), lambda text: (

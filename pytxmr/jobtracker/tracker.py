@@ -513,6 +513,19 @@ class JobTracker:
         # Beyond --history-retention only its summary is kept: no tasks.
         return detail if detail is not None else {**summary, "tasks": []}
 
+    async def job_page_view(self, job_id: str) -> dict[str, Any]:
+        """What the job's status page shows (``views.page_view``); an ended
+        job's as the history stored it, without reading its detail."""
+        job = self.jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is not None:
+            return views.job_page_view(job, self._step_jobs(job), self.scheduler, self.now(),
+                                       self.task_logs.has)
+        summary = self.history.summary(job_id)
+        if summary is None:
+            raise UnknownJob(f"no job {job_id!r}")
+        view = await self.history.page_view(job_id)
+        return view if view is not None else views.page_view({**summary, "tasks": []})
+
     def _live_detail(self, job: JobRecord) -> dict[str, Any]:
         return views.job_detail(job, self._step_jobs(job), self.scheduler, self.now(),
                                 self.task_logs.has)

@@ -378,7 +378,7 @@ class HistoryTests(JobTrackerCase):
         await jt.history.flush()
         files = sorted(os.listdir(os.path.join(self.workdir, "history")))
         self.assertEqual(files, [f"{second}.json", f"{second}.logs.json",
-                                 f"{second}.summary.json"])
+                                 f"{second}.page.json", f"{second}.summary.json"])
         jt = await self.restart(retention=1)
         self.assertEqual([j["job_id"] for j in jt.list_jobs()], [second])
 
@@ -391,7 +391,8 @@ class HistoryTests(JobTrackerCase):
         second = await self.finish_job(jt, worker)
         await jt.history.flush()
         self.assertEqual(sorted(os.listdir(os.path.join(self.workdir, "history"))),
-                         [f"{second}.json", f"{second}.logs.json", f"{second}.summary.json"])
+                         [f"{second}.json", f"{second}.logs.json", f"{second}.page.json",
+                          f"{second}.summary.json"])
         self.assertEqual((await jt.wait(first))["counters"]["user"], {"lines": 2})
         self.assertEqual(jt.status(first)["state"], "succeeded")
         self.assertEqual((await jt.job_view(first))["tasks"], [])
@@ -410,6 +411,33 @@ class HistoryTests(JobTrackerCase):
         with open(summary_path) as f:
             self.assertNotIn("tasks", json.load(f))
         self.assertEqual(len((await jt.job_view(job_id))["tasks"]), 2)
+
+    async def test_an_ended_jobs_page_is_read_without_its_detail(self) -> None:
+        """Its page comes from JOB.page.json (of a size that does not grow
+        with the job); one stored without it gets it made from the detail."""
+        job_id = await self.finish_job(self.jt)
+        await self.jt.history.flush()
+        base = os.path.join(self.workdir, "history", job_id)
+        with open(base + ".json") as f:
+            detail = json.load(f)
+        with open(base + ".page.json") as f:
+            stored = json.load(f)
+        self.assertEqual(stored, views.page_view(detail))
+        self.assertEqual([a["id"] for a in stored["attempts"]],
+                         [a["id"] for t in detail["tasks"] for a in t["attempts"]])
+        os.remove(base + ".json")  # not read for the page
+        self.assertEqual(await self.jt.job_page_view(job_id), stored)
+        site = await self.serve(self.jt)
+        code, body, _ = await http_get(site + f"/jobs/{job_id}")
+        self.assertEqual(code, 200)
+        self.assertIn(stored["attempts"][0]["id"], body.decode())
+        # A history written before page views were: made once, from the detail.
+        with open(base + ".json", "w") as f:
+            json.dump(detail, f)
+        os.remove(base + ".page.json")
+        jt = await self.restart()
+        self.assertEqual(await jt.job_page_view(job_id), stored)
+        self.assertTrue(os.path.exists(base + ".page.json"))
 
     async def test_a_garbled_summary_is_made_again_and_logs_are_not_read_at_start(
             self) -> None:

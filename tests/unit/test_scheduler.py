@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pytxmr.counters import FRAMEWORK, Counters
 from pytxmr.wire import AttemptResult
 from pytxmr.scheduler import (
     BLACKLIST_FAILURES,
@@ -62,8 +63,11 @@ class Driver:
         return self._record(self.s.submit(job_id, maps, reduces, self.tick(), **kw))
 
     def succeed(self, aid: str, kinds: tuple[str, ...] = ("str",)) -> list[Any]:
-        result = AttemptResult({"user": {"n": 1}}, tuple(kinds))
-        return self._record(self.s.attempt_succeeded(aid, self.tick(), result))
+        now = self.tick()
+        # Counters that differ from attempt to attempt, and one that is 0.
+        result = AttemptResult({"user": {"n": 1, "at": int(now)}, FRAMEWORK: {"none": 0}},
+                               tuple(kinds))
+        return self._record(self.s.attempt_succeeded(aid, now, result))
 
     def fail(self, aid: str, error: dict[str, str] = ERROR) -> list[Any]:
         return self._record(self.s.attempt_failed(aid, self.tick(), dict(error)))
@@ -116,6 +120,30 @@ def launches(actions: list[Any], cls: type = object) -> list[Any]:
     return [a for a in actions if isinstance(a, LAUNCHES) and isinstance(a, cls)]
 
 
+def counters_afresh(job: Any) -> dict[str, dict[str, int]]:
+    """A job's counters added up from all its attempts: those of each
+    task's committed attempt once it succeeded, the failed and killed
+    attempts counted, and the wall time of each phase whose every task
+    succeeded, from its first attempt's start to its last committed end."""
+    totals = Counters()
+    for t in job.maps + job.reduces:
+        for a in t.attempts:
+            if a.id == t.committed and a.state is State.SUCCEEDED:
+                totals.add_all(a.counters)
+        for state in ("failed", "killed"):
+            n = sum(a.state.value == state for a in t.attempts)
+            if n:
+                totals.incr(FRAMEWORK, f"{state} {t.kind} attempts", n)
+    for kind, tasks in (("map", job.maps), ("reduce", job.reduces)):
+        done = [a for t in tasks for a in t.attempts
+                if a.id == t.committed and a.finished is not None]
+        if done and len(done) == len(tasks):
+            start = min(a.started for t in tasks for a in t.attempts)
+            end = max(a.finished for a in done)
+            totals.incr(FRAMEWORK, f"{kind} phase wall ms", round(1000 * (end - start)))
+    return totals.to_dict()
+
+
 def check_invariants(d: Driver) -> None:
     """What must hold after every event."""
     s = d.s
@@ -153,6 +181,8 @@ def check_invariants(d: Driver) -> None:
             assert job.progress[kind] == sum(
                 round(PROGRESS_UNITS * max((a.progress for a in t.running()), default=0.0))
                 for t in tasks if t.state is State.RUNNING)
+        # The counters kept task by task are those counted afresh.
+        assert job.counters_so_far().to_dict() == counters_afresh(job)
         for task in job.maps + job.reduces:
             running_task = task.running()
             # A speculative job may run one backup, on another worker; others never run a task twice.
@@ -626,7 +656,7 @@ def test_committed_attempts_counters_are_the_ones_kept() -> None:
     d.succeed(m.id)
     task = d.s.jobs["j1"].maps[0]
     assert task.committed == m.id
-    assert d.s.attempts[m.id].counters == {"user": {"n": 1}}
+    assert d.s.attempts[m.id].counters["user"]["n"] == 1
 
 
 def straggling_reduce_with_a_backup(d: Driver, max_attempts: int) -> tuple[Attempt, Attempt]:
@@ -641,6 +671,21 @@ def straggling_reduce_with_a_backup(d: Driver, max_attempts: int) -> tuple[Attem
     first, backup = d.running("j1", "reduce", 1)
     assert first.wid != backup.wid
     return first, backup
+
+
+def test_an_attempt_failing_beside_its_backup_counts_at_once() -> None:
+    """The task stays running (its backup runs on): its failed attempt
+    still counts in the counters so far."""
+    d = Driver()
+    first, backup = straggling_reduce_with_a_backup(d, max_attempts=4)
+    job = d.s.jobs["j1"]
+    before = job.counters_so_far().to_dict()
+    assert "failed reduce attempts" not in before[FRAMEWORK]
+    d.fail(first.id)
+    assert job.reduces[1].state is State.RUNNING
+    counters = job.counters_so_far().to_dict()
+    assert counters[FRAMEWORK]["failed reduce attempts"] == 1
+    assert counters == counters_afresh(job)
 
 
 def test_speculative_backup_of_a_straggler_runs_on_another_worker() -> None:

@@ -3,6 +3,9 @@ plus the wall time of each phase."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 from pytxmr.counters import FRAMEWORK
 from pytxmr.scheduler import Scheduler
 from pytxmr import views as views_module
@@ -44,3 +47,93 @@ def test_a_draining_worker_is_shown_as_such() -> None:
     assert "draining" in workers_table(views)
     lines = describe_workers(views).splitlines()
     assert "draining" in lines[0] and "alive" in lines[1]
+
+
+def big_job(monkeypatch: Any, shown: int = 20) -> tuple[Scheduler, Any]:
+    """A job with more attempts than its page lists (``PAGE_ATTEMPTS``
+    made small): maps done, failed, killed and running, reduces running."""
+    monkeypatch.setattr(views_module, "PAGE_ATTEMPTS", shown)
+    s = Scheduler()
+    s.worker_joined("w1", "h1", 1, 6, now=0.0)
+    s.worker_joined("w2", "h2", 2, 6, now=0.0)
+    s.submit("j", num_maps=20, num_reducers=2, now=0.0)
+    error = {"type": "E", "message": "", "traceback": ""}
+    now = 1.0
+    for step in range(40):
+        running = sorted((a for a in s.attempts.values()
+                          if a.state.value == "running" and a.kind == "map"), key=lambda a: a.id)
+        if len(running) <= 3:
+            break
+        now += 0.5
+        a = running[step % len(running)]
+        if step % 7 == 3:
+            s.attempt_failed(a.id, now, error)
+        else:
+            s.attempt_succeeded(a.id, now, AttemptResult({"user": {"n": 1}}, ("str",)))
+    s.worker_lost("w2", now + 0.25)  # kills its attempts; its maps run again
+    record = SimpleNamespace(
+        id="j", state="running", filename="job.py", inputs=["in"], output="out",
+        map_name="map", reduce_name="reduce", splits=[None] * 20, num_reducers=2,
+        submitted=0.0, finished=None, error=None, counters={}, args={}, step=0, steps=[1],
+        owner="me")
+    return s, record
+
+
+def test_a_big_jobs_page_shows_a_bounded_part_that_agrees_with_its_detail(
+        monkeypatch: Any) -> None:
+    """A page lists PAGE_ATTEMPTS attempts, those that did not succeed
+    first, and charts how many ran; its phases and counts are the detail's,
+    and the history's page view of the detail is the same page."""
+    s, record = big_job(monkeypatch)
+    job, now = s.jobs["j"], 30.0
+    detail = views_module.job_detail(record, [job], s, now)
+    view = views_module.job_page_view(record, [job], s, now)
+    attempts = [a for t in detail["tasks"] for a in t["attempts"]]
+    assert view["attempts_total"] == len(attempts) > 20
+    assert view["phases"] == detail["phases"]
+    states = [a["state"] for a in view["attempts"]]
+    assert len(states) == 20 and "succeeded" in states
+    assert {"running", "failed", "killed"} <= set(states)
+    first_success = states.index("succeeded")
+    assert "succeeded" not in states[:first_success] and set(states[first_success:]) == {
+        "succeeded"}
+    assert states.count("failed") + states.count("killed") == sum(
+        a["state"] in ("failed", "killed") for a in attempts)
+    by_id = {a["id"]: a for a in attempts}
+    assert all(by_id[a["id"]] == a for a in view["attempts"])
+    # The chart: at each moment, the attempts started and not yet ended.
+    c = view["concurrency"]
+    step = (c["end"] - c["start"]) / c["samples"]
+    for i in range(c["samples"]):
+        t = c["start"] + (i + 0.5) * step
+        for kind in ("map", "reduce"):
+            assert c["series"][kind][i] == sum(
+                1 for a in attempts if a["kind"] == kind and a["started"] <= t
+                and (a["finished"] is None or a["finished"] > t))
+    assert max(c["series"]["map"]) > 0 and max(c["series"]["reduce"]) > 0
+    # The history's page of the job once ended is the live page at its end.
+    s.kill_job("j", now)
+    record.state, record.finished = "killed", now
+    detail = views_module.job_detail(record, [job], s, now)
+    live = views_module.job_page_view(record, [job], s, now)
+    stored = views_module.page_view(detail)
+    assert stored == live
+
+
+def test_a_big_jobs_page_draws_its_concurrency_not_its_attempts(monkeypatch: Any) -> None:
+    from pytxmr import pages
+
+    s, record = big_job(monkeypatch)
+    view = views_module.job_page_view(record, [s.jobs["j"]], s, 30.0)
+    html = pages.job_page(view, 30.0)
+    assert "too many to draw one by one" in html
+    assert 'class="area map"' in html and 'class="area reduce"' in html
+    assert 'class="bar ' not in html  # no bar per attempt
+    assert html.count("<tr class=") == 20
+    assert f"The first 20 of {view['attempts_total']} attempts" in html
+    # A small job's page draws every attempt.
+    monkeypatch.setattr(views_module, "PAGE_ATTEMPTS", 2000)
+    view = views_module.job_page_view(record, [s.jobs["j"]], s, 30.0)
+    assert view["concurrency"] is None and len(view["attempts"]) == view["attempts_total"]
+    html = pages.job_page(view, 30.0)
+    assert html.count('class="bar ') == view["attempts_total"]

@@ -104,8 +104,7 @@ class PureTests(SynchronousTestCase):
         """Concurrent attempts on one worker get lanes of their own."""
         attempts = [{"id": f"a{i}", "kind": "map", "index": i, "wid": "w1", "state": "succeeded",
                      "started": 100.0, "finished": 101.0} for i in range(2)]
-        detail = {"submitted": 100.0, "finished": 101.0,
-                  "tasks": [{"attempts": attempts}]}
-        svg = pages.timeline_svg(detail, 101.0)
+        view = {"submitted": 100.0, "finished": 101.0, "attempts": attempts}
+        svg = pages.timeline_svg(view, 101.0)
         ys = re.findall(r'class="bar map succeeded" x="[\d.]+" y="([\d.]+)"', svg)
         self.assertEqual(len(set(ys)), 2)
