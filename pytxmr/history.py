@@ -55,6 +55,14 @@ def _remove(paths: list[str]) -> None:
             pass
 
 
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
 def _read_json(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
@@ -184,6 +192,17 @@ class JobHistory:
             return None
         data = await self._read(job_id, "detail", _read_json, self._paths(job_id)[0])
         return data if isinstance(data, dict) and data.get("job_id") == job_id else None
+
+    async def detail_json(self, job_id: str) -> bytes | None:
+        """A stored job's detail as its file holds it, not parsed (read in a
+        thread); None if it is not stored or not its detail."""
+        if not self._stored(job_id):
+            return None
+        data = await self._read(job_id, "detail", _read_bytes, self._paths(job_id)[0])
+        start = json.dumps({"job_id": job_id})[:-1].encode()  # as _write_json begins it
+        if isinstance(data, bytes) and data.startswith(start) and data.rstrip().endswith(b"}"):
+            return data
+        return None
 
     async def page_view(self, job_id: str) -> dict[str, Any] | None:
         """What a stored job's page shows (read in a thread; made from its

@@ -37,6 +37,9 @@ class IJobTrackerStatus(Interface):
         """One job in detail (an ended one's read from disk);
         ``wire.UnknownJob`` if there is none."""
 
+    async def job_json(job_id: str) -> bytes:
+        """``job_view`` as JSON, for ``/api/jobs/JOB``."""
+
     async def job_page_view(job_id: str) -> dict[str, Any]:
         """What the job's page shows (``page_view``), of a size that does
         not grow with the job; ``wire.UnknownJob`` if there is none."""

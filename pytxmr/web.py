@@ -130,8 +130,8 @@ class StatusResource(resource.Resource):
             if p == ["jobs"]:
                 return self._json(request, jt.jobs_view())
             if len(p) == 2 and p[0] == "jobs":
-                return self._later(request, jt.job_view(p[1]),
-                                   lambda detail: self._json(request, detail), True)
+                return self._later(request, jt.job_json(p[1]),
+                                   lambda body: self._json(request, body), True)
             if len(p) == 5 and p[0] == "jobs" and p[2] == "attempts" and p[4] == "log":
                 job_id, aid = p[1], p[3]
                 return self._later(request, jt.attempt_log(job_id, aid), lambda text: (
@@ -160,8 +160,9 @@ class StatusResource(resource.Resource):
         return self._not_found(request, False, "no such page")
 
     def _json(self, request: IRequest, data: Any) -> bytes:
+        """``data`` as JSON (or already JSON: bytes)."""
         request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-        return json.dumps(data, indent=1).encode()
+        return data if isinstance(data, bytes) else json.dumps(data, indent=1).encode()
 
     def _html(self, request: IRequest, text: str) -> bytes:
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")

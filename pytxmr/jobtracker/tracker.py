@@ -10,6 +10,7 @@ User code never runs here: ``Admission`` checks a module in a child process.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -512,6 +513,16 @@ class JobTracker:
         detail = await self.history.detail(job_id)
         # Beyond --history-retention only its summary is kept: no tasks.
         return detail if detail is not None else {**summary, "tasks": []}
+
+    async def job_json(self, job_id: str) -> bytes:
+        """``job_view`` as JSON; an ended job's stored detail as it is on
+        disk, neither parsed nor encoded again (for a 50,000-map job, 35 MB
+        and 0.8 s of the reactor, the GIL held)."""
+        if isinstance(job_id, str) and job_id not in self.jobs:
+            stored = await self.history.detail_json(job_id)
+            if stored is not None:
+                return stored
+        return json.dumps(await self.job_view(job_id), indent=1).encode()
 
     async def job_page_view(self, job_id: str) -> dict[str, Any]:
         """What the job's status page shows (``views.page_view``); an ended

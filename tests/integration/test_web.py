@@ -414,7 +414,8 @@ class HistoryTests(JobTrackerCase):
 
     async def test_an_ended_jobs_page_is_read_without_its_detail(self) -> None:
         """Its page comes from JOB.page.json (of a size that does not grow
-        with the job); one stored without it gets it made from the detail."""
+        with the job), its JSON is JOB.json unparsed; a history stored
+        without a page view gets it made from the detail."""
         job_id = await self.finish_job(self.jt)
         await self.jt.history.flush()
         base = os.path.join(self.workdir, "history", job_id)
@@ -425,9 +426,13 @@ class HistoryTests(JobTrackerCase):
         self.assertEqual(stored, views.page_view(detail))
         self.assertEqual([a["id"] for a in stored["attempts"]],
                          [a["id"] for t in detail["tasks"] for a in t["attempts"]])
+        site = await self.serve(self.jt)
+        # /api/jobs/JOB serves the stored detail as it is, not parsed again.
+        code, body, _ = await http_get(site + f"/api/jobs/{job_id}")
+        with open(base + ".json", "rb") as f:
+            self.assertEqual((code, body), (200, f.read()))
         os.remove(base + ".json")  # not read for the page
         self.assertEqual(await self.jt.job_page_view(job_id), stored)
-        site = await self.serve(self.jt)
         code, body, _ = await http_get(site + f"/jobs/{job_id}")
         self.assertEqual(code, 200)
         self.assertIn(stored["attempts"][0]["id"], body.decode())
