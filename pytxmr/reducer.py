@@ -121,32 +121,36 @@ def _write_folded(batches: Iterable[list[Record]], write: Callable[[Any], Any],
     total: Any = None
     first: Any = ()
     gathered: list[Any] | None = None
-    for batch in batches:
-        for key, values in batch:
-            if key != last:
-                if groups:
-                    write(line(last, total if gathered is None else whole(gathered)))
-                last = key
-                groups += 1
-                total = whole(values)
-                first, gathered = values, None
-            elif gathered is not None:
-                gathered += values
-            elif add:
-                if type(total) in _SUMMED_APART:  # ``whole`` of the first record's floats
-                    gathered = [*first, *values]
-                    continue
-                rest = iter(values)
-                for value in rest:
-                    if type(value) in _SUMMED_APART:
-                        gathered = [total, value, *rest]  # exact so far: one term
-                        break
-                    total = total + value
-            else:
-                for value in values:
-                    total = op(total, value)
-    if groups:
-        write(line(last, total if gathered is None else whole(gathered)))
+    try:
+        for batch in batches:
+            for key, values in batch:
+                if key != last:
+                    if groups:
+                        write(line(last, total if gathered is None else whole(gathered)))
+                    last = key
+                    groups += 1
+                    total = whole(values)
+                    first, gathered = values, None
+                elif gathered is not None:
+                    gathered += values
+                elif add:
+                    if type(total) in _SUMMED_APART:  # ``whole`` of the first record's floats
+                        gathered = [*first, *values]
+                        continue
+                    rest = iter(values)
+                    for value in rest:
+                        if type(value) in _SUMMED_APART:
+                            gathered = [total, value, *rest]  # exact so far: one term
+                            break
+                        total = total + value
+                else:
+                    for value in values:
+                        total = op(total, value)
+        if groups:
+            write(line(last, total if gathered is None else whole(gathered)))
+    except TypeError as e:  # values it cannot fold: name the key, not only the types
+        raise TypeError(f"reduce = combiners.{fold.__name__} at the key {last!r:.100}: "
+                        f"{e}") from None
     return groups
 
 

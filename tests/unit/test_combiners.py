@@ -180,3 +180,23 @@ def test_a_folding_reducer_sums_floats_as_sum_does() -> None:
     lines.clear()
     _write_folded(batches, lines.append, lambda k, v: f"{k}\t{v!r}", combiners.sum)
     assert lines == [f"{k}\t{sum(v for vs in rs for v in vs)!r}" for k, rs in records.items()]
+
+
+@pytest.mark.parametrize("name, complaint", [("sum", "unsupported operand"),
+                                             ("min", "not supported between")])
+def test_a_folding_reducer_names_the_key_it_cannot_fold(tmp_path: Path, name: str,
+                                                        complaint: str) -> None:
+    """A value the fold cannot take (a str among ints): the error says at
+    which key, as a reduce of the user's own would show its line."""
+    data = tmp_path / "in.txt"
+    data.write_text("".join(f"{i}\n" for i in range(200)))
+    module = tmp_path / "bad.py"
+    module.write_text("from pytxmr import combiners\n"
+                      "def map(offset, line):\n"
+                      "    n = int(line)\n"
+                      "    yield ('odd' if n % 2 else 'even'), (str(n) if n == 150 else n)\n"
+                      f"reduce = combiners.{name}\n")
+    with pytest.raises(Exception) as info:
+        run_inline(str(module), [str(data)], str(tmp_path / "out"), split_size=300)
+    message = str(info.value)
+    assert f"combiners.{name} at the key 'even'" in message and complaint in message
