@@ -275,9 +275,9 @@ def _x(t: float, t0: float, span: float) -> float:
 
 
 def _chart(parts: list[str], t0: float, span: float, top: float, bottom: float,
-           label: str) -> str:
+           label: str, series: tuple[tuple[str, str], ...] = _SERIES) -> str:
     """``parts`` (drawn from ``top`` to ``bottom``) on a time axis from
-    ``t0``, with the colours' legend."""
+    ``t0``, with the legend of the ``series``' colours."""
     step = _nice_step(span)
     ticks = []
     t = 0.0
@@ -292,7 +292,7 @@ def _chart(parts: list[str], t0: float, span: float, top: float, bottom: float,
     legend = "".join(
         f"<rect x=\"{_LEFT + i * 110}\" y=\"{legend_y - 10}\" width=\"12\" height=\"12\" "
         f"fill=\"{c}\"/><text x=\"{_LEFT + i * 110 + 16}\" y=\"{legend_y}\">{n}</text>"
-        for i, (n, c) in enumerate(_SERIES))
+        for i, (n, c) in enumerate(series))
     height = legend_y + 8
     return (f"<svg id=\"timeline\" class=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" "
             f"viewBox=\"0 0 {_LEFT + _WIDTH + 10} {height}\" width=\"100%\" "
@@ -306,7 +306,7 @@ def concurrency_svg(view: dict[str, Any]) -> str:
     reduces ran at each moment (``views.concurrency``), stacked."""
     c = view["concurrency"]
     t0, span, slices = c["start"], max(c["end"] - c["start"], 1e-3), c["samples"]
-    levels = [c["series"].get(name) or [0] * slices for name, _ in _SERIES]
+    levels = [c["series"][name] for name, _ in _SERIES[:2]]
     peak = max(max(map(sum, zip(*levels)), default=0.0), 1.0)
     top, height = 24, 200
     scale, w = height / peak, _WIDTH / slices
@@ -319,7 +319,7 @@ def concurrency_svg(view: dict[str, Any]) -> str:
              f"{peak:.0f}</text><text class=\"tick\" x=\"{_LEFT - 6}\" y=\"{top + height}\" "
              f"text-anchor=\"end\">0</text>"]
     base = [0.0] * slices
-    for (name, colour), series in zip(_SERIES, levels):
+    for (name, colour), series in zip(_SERIES[:2], levels):
         if not any(series):
             continue
         upper = [b + h for b, h in zip(base, series)]
@@ -331,7 +331,7 @@ def concurrency_svg(view: dict[str, Any]) -> str:
             f"one: how many ran, counted every {fmt_secs(span / slices)}; "
             f"{peak:.0f} at most.</p>")
     return note + _chart(parts, t0, span, top, top + height,
-                         "running attempts of the job over time")
+                         "running attempts of the job over time", _SERIES[:2])
 
 
 def job_page(view: dict[str, Any], now: float) -> str:

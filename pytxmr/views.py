@@ -312,8 +312,10 @@ def concurrency(starts: dict[str, list[float]], ends: dict[str, list[float]], fi
     ended: a binary search per moment, whatever the number of attempts."""
     step = (last - first) / samples
     moments = [first + (i + 0.5) * step for i in range(samples)]
-    series = {kind: [bisect.bisect_right(starts[kind], t) - bisect.bisect_right(ends[kind], t)
-                     for t in moments] for kind in KINDS}
+    # (Never below 0: a clock set back leaves times out of order.)
+    series = {kind: [max(0, bisect.bisect_right(starts[kind], t)
+                         - bisect.bisect_right(ends[kind], t)) for t in moments]
+              for kind in KINDS}
     return {"start": first, "end": last, "samples": samples, "series": series}
 def result_of(detail: dict[str, Any]) -> dict[str, Any]:
     """The ``status``/``wait`` result (what the submitter prints) of a job
