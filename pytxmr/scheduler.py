@@ -131,6 +131,8 @@ class Task:
         self.index = index
         self.attempts: list[Attempt] = []
         self._committed: str | None = None
+        #: Its share of its job's counters as last added (``Job.counters_so_far``).
+        self.counted: tuple[Mapping[str, Mapping[str, int]], ...] = ()
         self.failures = 0
         self._job = job
         self._state = State.PENDING
@@ -174,18 +176,17 @@ class Task:
                 return a
         return None
 
-    def counters_share(self) -> list[tuple[str, str, int]]:
-        """What it adds to its job's counters: its committed attempt's, once
-        that succeeded (a retried or backup attempt never counts twice), and
-        how many of its attempts failed or were killed."""
+    def counters_share(self) -> tuple[Mapping[str, Mapping[str, int]], ...]:
+        """What it adds to its job's counters: its committed attempt's (the
+        attempt's own dict, not a copy), once that succeeded (a retried or
+        backup attempt never counts twice), and how many of its attempts
+        failed or were killed."""
         a = self.committed_attempt()
-        share = ([(group, name, n) for group, names in a.counters.items()
-                  for name, n in names.items()]
-                 if a is not None and a.state is State.SUCCEEDED else [])
+        share = (a.counters,) if a is not None and a.state is State.SUCCEEDED else ()
         for state in (State.FAILED, State.KILLED):
             n = sum(a.state is state for a in self.attempts)
             if n:
-                share.append((FRAMEWORK, f"{state.value} {self.kind} attempts", n))
+                share += ({FRAMEWORK: {f"{state.value} {self.kind} attempts": n}},)
         return share
 
     @property
@@ -284,11 +285,11 @@ class Job:
         #: Workers running its reduces -> how many.
         self.reduce_workers: dict[str, int] = {}
         self._reduce_wids: tuple[str, ...] | None = ()
-        #: ``counters_so_far``: the tasks touched since it last ran, each
-        #: task's share as it last added it, and the totals of the shares:
-        #: (group, name) -> [sum, tasks that have it].
+        #: ``counters_so_far``: the tasks touched since it last ran; the
+        #: totals of the tasks' shares (``Task.counted``): (group, name) ->
+        #: [sum, tasks that have it]; each phase's wall ms once over; per
+        #: kind, the tasks whose committed attempt has ended.
         self.touched: set[Task] = set()
-        self._shares: dict[Task, list[tuple[str, str, int]]] = {}
         self._totals: dict[tuple[str, str], list[int]] = {}
         self._phase_ms: dict[str, int] = {}
         self._ended: dict[str, set[int]] = {"map": set(), "reduce": set()}
@@ -320,19 +321,21 @@ class Job:
                 self._ended[task.kind].add(task.index)
             else:
                 self._ended[task.kind].discard(task.index)
-            for group, name, n in self._shares.pop(task, ()):
-                total = self._totals[group, name]
-                total[0] -= n
-                total[1] -= 1
-                if not total[1]:
-                    del self._totals[group, name]
-            share = task.counters_share()
-            if share:
-                self._shares[task] = share
-                for group, name, n in share:
-                    total = self._totals.setdefault((group, name), [0, 0])
-                    total[0] += n
-                    total[1] += 1
+            for counters in task.counted:
+                for group, names in counters.items():
+                    for name, n in names.items():
+                        total = self._totals[group, name]
+                        total[0] -= n
+                        total[1] -= 1
+                        if not total[1]:
+                            del self._totals[group, name]
+            task.counted = task.counters_share()
+            for counters in task.counted:
+                for group, names in counters.items():
+                    for name, n in names.items():
+                        total = self._totals.setdefault((group, name), [0, 0])
+                        total[0] += n
+                        total[1] += 1
             self._phase_ms.pop(task.kind, None)
         self.touched.clear()
         counters = Counters()
