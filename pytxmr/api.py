@@ -35,7 +35,8 @@ __all__ = ["Client", "ClusterError", "JobFailed", "JobResult", "run"]
 #: The names of a job module that a module-like object's job is made of.
 JOB_NAMES = ("map", "reduce", "combine", "partition", "reader", "map_chunk", "map_split",
              "map_init", "map_final", "reduce_init", "reduce_final", "steps", "arguments",
-             "num_reducers", "encoding_errors", "output_format", "sort_values")
+             "num_reducers", "encoding_errors", "output_format", "sort_values",
+             "input_bytes")
 PICKLE_NAME = "_pytxmr_job.pickle"
 
 

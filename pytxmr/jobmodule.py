@@ -50,6 +50,8 @@ class Job:
     reduce_init: Callable[[], Any] | None = None
     reduce_final: Callable[[], Any] | None = None
     sort_values: bool = False
+    #: The map reads the input's bytes undecoded (the module's ``input_bytes``).
+    input_bytes: bool = False
     #: ``num_reducers`` is a Step's, which ``--reducers`` does not override.
     fixed_reducers: bool = False
 
@@ -126,10 +128,15 @@ class _Checker:
         return fn
 
     def job(self, map: Callable[..., Any], reduce: Callable[..., Any] | None,
-            reader: Callable[..., Any], settings: tuple[str, str], **batch: Any) -> Job:
+            reader: Callable[..., Any], settings: Settings, **batch: Any) -> Job:
         """The Job of these map, reduce and reader, with the rest (combine,
         partition, hooks...) looked up and checked here."""
-        errors, output_format = settings
+        errors, output_format, input_bytes = settings
+        if input_bytes and reader not in _BYTES_READERS:
+            raise self.refuse(
+                f"input_bytes gives map the input's lines as bytes, from the readers "
+                f"lines and path_lines; the reader {getattr(reader, '__name__', reader)!r} "
+                f"decodes its input itself")
         return Job(
             map=map, map_chunk=batch.pop("map_chunk", None),
             map_split=batch.pop("map_split", None), reduce=reduce,
@@ -137,6 +144,7 @@ class _Checker:
             partition=self.optional("partition", "key, num_partitions") or default_partition,
             reader=reader, num_reducers=self.num_reducers(), encoding_errors=errors,
             output_format=output_format, sort_values=self.sort_values(),
+            input_bytes=input_bytes,
             **{name: self.optional(name, "") for name in HOOKS}, **batch)
 
     def num_reducers(self) -> int | None:
@@ -160,7 +168,15 @@ _REDUCE_SIDE = ("combine", "partition", "num_reducers", "reduce_init", "reduce_f
                 "sort_values")
 
 
-def _settings(module: types.ModuleType) -> tuple[str, str]:
+#: A job module's settings of how its input is read and its output
+#: written: encoding_errors, output_format and input_bytes.
+Settings = tuple[str, str, bool]
+
+#: The readers that give bytes lines to a job with ``input_bytes``.
+_BYTES_READERS = (readers.lines, readers.path_lines)
+
+
+def _settings(module: types.ModuleType) -> Settings:
     where = module.__file__
     errors = getattr(module, "encoding_errors", "strict")
     if errors not in ENCODING_ERRORS:
@@ -169,7 +185,10 @@ def _settings(module: types.ModuleType) -> tuple[str, str]:
     output_format = getattr(module, "output_format", "text")
     if output_format not in OUTPUT_FORMATS:
         raise JobDefinitionError(f"{where}: output_format must be 'text' or 'jsonl'")
-    return errors, output_format
+    input_bytes = getattr(module, "input_bytes", False)
+    if not isinstance(input_bytes, bool):
+        raise JobDefinitionError(f"{where}: input_bytes must be True or False")
+    return errors, output_format, input_bytes
 
 
 def _check_reduce_side(check: _Checker, has: Callable[[str], bool], reduce: Any) -> None:
@@ -184,7 +203,7 @@ def resolve(module: types.ModuleType, map_name: str = "map", reduce_name: str = 
     """The one-step job a module defines at module level; raises
     JobDefinitionError naming what is wrong."""
     check = _Checker(str(module.__file__), lambda name: getattr(module, name, None))
-    errors, output_format = _settings(module)
+    settings = _settings(module)
     # The batch APIs replace map when defined: map_chunk(offset, text) gets
     # many whole lines at once, map_split(chunks) a whole split's chunks.
     map_chunk = check.optional("map_chunk", "offset, text")
@@ -208,8 +227,7 @@ def resolve(module: types.ModuleType, map_name: str = "map", reduce_name: str = 
     reader = reader or readers.lines
     _check_split_policy(check, reader)
     return check.job(None if map_chunk or map_split else check.required(map_name, "key, value"),
-                     reduce, reader, (errors, output_format),
-                     map_chunk=map_chunk, map_split=map_split)
+                     reduce, reader, settings, map_chunk=map_chunk, map_split=map_split)
 
 
 def _check_split_policy(check: _Checker, reader: Any) -> None:
@@ -240,8 +258,10 @@ def _resolve_step(module: types.ModuleType, step: Any, n: int, count: int) -> Jo
     if reader is None:
         reader = readers.lines if n == 0 else stepdata.read_pairs
     _check_split_policy(check, reader)
+    errors, output_format, input_bytes = _settings(module)
+    # Only the first step reads the input: later ones read pairs.
     return check.job(check.optional("map", "key, value") or _identity, reduce, reader,
-                     _settings(module), fixed_reducers=True)
+                     (errors, output_format, input_bytes and n == 0), fixed_reducers=True)
 
 
 def define(module: types.ModuleType, map_name: str = "map",

@@ -473,11 +473,20 @@ def next_limit(limit: int, base: int, rss: int, budget: int = MEMORY_BUDGET) -> 
     return limit
 
 
-def _counting_lines(chunks: Iterable[tuple[int, str]], tally: list[int]) -> Iterator[tuple[int, str]]:
-    """Chunks as they come, counting their lines for the input counter."""
+def _counting_lines(chunks: Iterable[tuple[int, Any]], tally: list[int]) -> Iterator[tuple[int, Any]]:
+    """Chunks (str, or bytes) as they come, counting their lines for the
+    input counter."""
+    newline = None
     for offset, text in chunks:
-        tally[0] += text.count("\n") + (not text.endswith("\n"))
+        if newline is None:
+            newline = b"\n" if type(text) is bytes else "\n"
+        tally[0] += text.count(newline) + (not text.endswith(newline))
         yield offset, text
+
+
+def _encoding(job: Job) -> str | None:
+    """How a map decodes its input: not at all with ``input_bytes``."""
+    return None if job.input_bytes else "utf-8"
 
 
 #: Pairs of map_split handed to the hot loops at a time.
@@ -693,7 +702,7 @@ def run_map(
     lines = [0]
     hooks = (job.map_init is not None) + (job.map_final is not None)
     if job.map_split is not None and not hooks:
-        chunks = _counting_lines(read_chunks(split, SPLIT_CHUNK_BYTES, "utf-8",
+        chunks = _counting_lines(read_chunks(split, SPLIT_CHUNK_BYTES, _encoding(job),
                                              job.encoding_errors), lines)
         pairs = job.map_split(chunks)
         distinct = _distinct(pairs)
@@ -724,18 +733,18 @@ def run_map(
 def _map_input(job: Job, split: Split, lines: list[int]
                ) -> tuple[Iterable[tuple[Any, Any]], Callable[..., Any]]:
     """The records a map task calls its function with, and that function."""
-    errors = job.encoding_errors
+    errors, encoding = job.encoding_errors, _encoding(job)
     if job.map_split is not None:
         # The loops check the buffer between records: cut the split's one
         # stream of pairs into batches, each a record of its own.
-        chunks = _counting_lines(read_chunks(split, SPLIT_CHUNK_BYTES, "utf-8", errors), lines)
+        chunks = _counting_lines(read_chunks(split, SPLIT_CHUNK_BYTES, encoding, errors), lines)
         map_split = job.map_split
         return (((None, batch) for batch in _batches(map_split(chunks)))), _pairs_of_batch
     if job.map_chunk is not None:
-        return _counting_lines(read_chunks(split, encoding="utf-8", errors=errors),
+        return _counting_lines(read_chunks(split, encoding=encoding, errors=errors),
                                lines), job.map_chunk
     assert job.map is not None
-    return job.reader(split, "utf-8", errors), job.map
+    return job.reader(split, encoding, errors), job.map
 
 
 def run_map_only(job: Job, split: Split, write: Callable[[Any, Any], None],

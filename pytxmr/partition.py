@@ -52,6 +52,9 @@ def canonical_bytes(key: Any) -> bytes:
     raise TypeError(f"unsupported key type {t.__qualname__}: {key!r:.200}")
 
 
+_BYTES_TAG_CRC = crc32(b"b")
+
+
 def default_partition(key: Any, num_partitions: int) -> int:
     """The partition of ``key``: a CRC-32 of its canonical bytes, modulo n."""
     if type(key) is str:
@@ -75,7 +78,10 @@ def partition_ids(keys: Iterable[Any], num_partitions: int,
     if partition is default_partition:
         if utf8 is not None:
             return [crc32(b) % n for b in utf8]
-        return [default_partition(k, n) for k in keys]
+        # bytes keys (a job's input_bytes) in C too: the CRC of
+        # canonical_bytes' b"b" + key, without the concatenation.
+        return [crc32(k, _BYTES_TAG_CRC) % n if type(k) is bytes else default_partition(k, n)
+                for k in keys]
     ids = []
     for key in keys:
         p = partition(key, n)

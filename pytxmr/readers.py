@@ -56,16 +56,19 @@ _second = itemgetter(1)
 
 
 def lines(
-    split: Split, encoding: str = "utf-8", errors: str = "strict"
-) -> Iterator[tuple[int, str]]:
-    """The default reader: (byte offset in the file, line), like Hadoop's TextInputFormat."""
+    split: Split, encoding: str | None = "utf-8", errors: str = "strict"
+) -> Iterator[tuple[int, Any]]:
+    """The default reader: (byte offset in the file, line), like Hadoop's
+    TextInputFormat. The line is bytes for a job with ``input_bytes``
+    (``encoding`` None)."""
     return read_lines(split, encoding, errors)
 
 
 def path_lines(
-    split: Split, encoding: str = "utf-8", errors: str = "strict"
-) -> Iterator[tuple[str, str]]:
-    """(file path, line): for jobs that need to know which file a line is in (an inverted index)."""
+    split: Split, encoding: str | None = "utf-8", errors: str = "strict"
+) -> Iterator[tuple[str, Any]]:
+    """(file path, line): for jobs that need to know which file a line is
+    in (an inverted index). Bytes lines as ``lines``'."""
     # zip/map keep the per-line step in C, like read_lines itself.
     return zip(repeat(split.path), map(_second, read_lines(split, encoding, errors)))
 

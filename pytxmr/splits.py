@@ -548,6 +548,22 @@ def _strip_cr(line: str) -> str:
     return line[:-1] if line.endswith("\r") else line
 
 
+def _byte_line_batches(split: Split, max_line_bytes: int, block_size: int
+                       ) -> Iterator[Iterator[tuple[int, bytes]]]:
+    """_line_batches' lines left as bytes: each line's length in the file
+    is its length, plus the '\\r' stripped from it."""
+    for pos, seg in segments(split, max_line_bytes, block_size):
+        raw = seg.split(b"\n")
+        if seg[-1] == 10:  # b"\n"
+            raw.pop()
+        lines = [_strip_byte_cr(line) for line in raw] if b"\r" in seg else raw
+        yield zip(accumulate(map(add, map(len, raw), _ONES), initial=pos), lines)
+
+
+def _strip_byte_cr(line: bytes) -> bytes:
+    return line[:-1] if line.endswith(b"\r") else line
+
+
 def _decode_each(
     path: str, pos: int, raw: list[bytes], encoding: str, errors: str
 ) -> Iterator[str]:
@@ -561,12 +577,12 @@ def _decode_each(
 
 def read_lines(
     split: Split,
-    encoding: str = "utf-8",
+    encoding: str | None = "utf-8",
     errors: str = "strict",
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     *,
     block_size: int = BLOCK_SIZE,
-) -> Iterator[tuple[int, str]]:
+) -> Iterator[tuple[int, Any]]:
     """Yield (byte offset, line) for every line that starts inside the split.
 
     The offset is in the uncompressed file; the line comes without its
@@ -576,16 +592,27 @@ def read_lines(
     whatever the split size. Raises RecordTooLarge for a line over
     max_line_bytes (bytes, without the '\\n') and InputDecodeError for a line
     that does not decode. The encoding must be ASCII-compatible (UTF-8,
-    Latin-1...): lines are cut at b'\\n' before decoding.
+    Latin-1...): lines are cut at b'\\n' before decoding. ``encoding``
+    None: the lines are the file's bytes, undecoded (a job's
+    ``input_bytes``).
     """
     _check_positive("max_line_bytes", max_line_bytes)
     _check_positive("block_size", block_size)
+    if encoding is None:
+        return chain.from_iterable(_byte_line_batches(split, max_line_bytes, block_size))
     check_codec(encoding, errors)  # fail at the call, not at the first next()
     # chain(zip(...)) keeps the per-line step in C: Python runs once per block.
     return chain.from_iterable(_line_batches(split, encoding, errors, max_line_bytes, block_size))
 
 
-def _decode_chunk(path: str, pos: int, data: bytes, encoding: str, errors: str) -> tuple[int, str]:
+def _decode_chunk(path: str, pos: int, data: bytes, encoding: str | None, errors: str
+                  ) -> tuple[int, Any]:
+    if encoding is None:
+        if b"\r" in data:  # what the str text below gets done to it
+            data = data.replace(b"\r\n", b"\n")
+            if data.endswith(b"\r"):
+                data = data[:-1]
+        return pos, data
     try:
         text = data.decode(encoding, errors)
     except UnicodeDecodeError as e:
@@ -600,11 +627,11 @@ def _decode_chunk(path: str, pos: int, data: bytes, encoding: str, errors: str) 
 def _chunks(
     split: Split,
     target_bytes: int,
-    encoding: str,
+    encoding: str | None,
     errors: str,
     max_line_bytes: int,
     block_size: int,
-) -> Iterator[tuple[int, str]]:
+) -> Iterator[tuple[int, Any]]:
     path = split.path
     parts: list[bytes] = []  # whole lines of the chunk being gathered
     parts_len = 0
@@ -634,12 +661,12 @@ def _chunks(
 def read_chunks(
     split: Split,
     target_bytes: int = 4 << 20,
-    encoding: str = "utf-8",
+    encoding: str | None = "utf-8",
     errors: str = "strict",
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     *,
     block_size: int = CHUNK_BLOCK_SIZE,
-) -> Iterator[tuple[int, str]]:
+) -> Iterator[tuple[int, Any]]:
     """Yield (offset of the first line, text) chunks of whole lines, about target_bytes each.
 
     For batch map functions that handle much text at once (e.g.
@@ -648,9 +675,11 @@ def read_chunks(
     '\\n'.join(its lines) + '\\n', except that the file's last line gets no
     '\\n' if it had none. A chunk holds at least target_bytes of the file
     unless it is the split's last, and ends with the line that reaches it.
+    ``encoding`` None: the chunks are bytes, undecoded.
     """
     _check_positive("target_bytes", target_bytes)
     _check_positive("max_line_bytes", max_line_bytes)
     _check_positive("block_size", block_size)
-    check_codec(encoding, errors)
+    if encoding is not None:
+        check_codec(encoding, errors)
     return _chunks(split, target_bytes, encoding, errors, max_line_bytes, block_size)

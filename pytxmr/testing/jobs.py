@@ -31,8 +31,8 @@ def run_job(job: Any, records: Iterable[Any], *,
             num_reducers: int = 2, maps: int = 1) -> list[tuple[Any, Any]]:
     """The output pairs of ``job`` (a path, a module, or a module-like
     object) run on ``records``: the ``(key, value)`` pairs its first map is
-    called with (a plain string ``line`` stands for ``(None, line)``; a job
-    with ``map_split`` or ``map_chunk`` takes lines only). The pairs come as
+    called with (a plain string ``line``, or bytes, stands for ``(None,
+    line)``; a job with ``map_split`` or ``map_chunk`` takes lines only). The pairs come as
     the last step yielded them, part file after part file (``num_reducers``
     of them unless a step fixes its own); the records are shared among
     ``maps`` map tasks, each with its own hooks and combiner."""
@@ -40,7 +40,7 @@ def run_job(job: Any, records: Iterable[Any], *,
     with _loaded(job) as load, tempfile.TemporaryDirectory(prefix="pytxmr-test-") as work:
         definition = load()
         jobargs.use(jobargs.parse(definition.arguments, given))
-        items = [(None, r) if isinstance(r, str) else tuple(r) for r in records]
+        items = [(None, r) if isinstance(r, (str, bytes)) else tuple(r) for r in records]
         reader, splits = _first_input(definition, items, maps, work)
 
         def fresh() -> list[Job]:
@@ -74,8 +74,9 @@ def _first_input(definition: JobDefinition, items: list[tuple[Any, Any]], maps: 
         paths = []
         for i, part in enumerate(share):
             path = os.path.join(work, f"input-{i}.txt")
-            with open(path, "w", encoding="utf-8") as f:
-                f.writelines(line + "\n" for _, line in part)
+            with open(path, "wb") as f:
+                f.writelines((line if isinstance(line, bytes) else line.encode()) + b"\n"
+                             for _, line in part)
             paths.append(InputFile(path, os.path.getsize(path)))
         return None, compute_splits(paths, 1 << 40, split_by="file")
 

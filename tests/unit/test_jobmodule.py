@@ -322,6 +322,18 @@ def test_sort_values_must_be_a_bool(tmp_path: Path) -> None:
         resolve(module_of(tmp_path, MINIMAL + "sort_values = 'yes'\n"))
 
 
+def test_input_bytes_must_be_a_bool_and_read_lines(tmp_path: Path) -> None:
+    assert not resolve(module_of(tmp_path, MINIMAL)).input_bytes
+    assert resolve(module_of(tmp_path, MINIMAL + "input_bytes = True\n")).input_bytes
+    with pytest.raises(JobDefinitionError, match="input_bytes must be True or False"):
+        resolve(module_of(tmp_path, MINIMAL + "input_bytes = 1\n"))
+    path_lines = MINIMAL + "import pytxmr.readers\nreader = pytxmr.readers.path_lines\n"
+    assert resolve(module_of(tmp_path, path_lines + "input_bytes = True\n")).input_bytes
+    with pytest.raises(JobDefinitionError, match="the reader 'json_lines' decodes its input"):
+        resolve(module_of(tmp_path, MINIMAL + "import pytxmr.readers\n"
+                          "reader = pytxmr.readers.json_lines\ninput_bytes = True\n"))
+
+
 STEPS = (
     "from pytxmr import Step\n"
     "def count(k, v):\n    yield v, 1\n"
@@ -344,6 +356,14 @@ def test_steps_are_resolved_in_order(tmp_path: Path) -> None:
         {"num_reducers": 3, "map_only": False, "fixed_reducers": True, "split_by": "lines"},
         {"num_reducers": None, "map_only": False, "fixed_reducers": True, "split_by": "file"},
         {"num_reducers": None, "map_only": True, "fixed_reducers": True, "split_by": "file"}]
+
+
+def test_input_bytes_is_the_first_steps_only(tmp_path: Path) -> None:
+    """Later steps read the pairs of the step before, not the input."""
+    first, second = define(module_of(tmp_path, STEPS + "input_bytes = True\n"
+                                      "steps = [Step(map=count, reduce=total), Step(reduce=top)]\n"
+                                      )).steps
+    assert first.input_bytes and not second.input_bytes
 
 
 @pytest.mark.parametrize("steps, message", [

@@ -27,7 +27,7 @@ from pytxmr.output import OutputExistsError
 from pytxmr.partition import default_partition
 from pytxmr.records import RecordTypeError
 from pytxmr.reducer import run_reduce
-from pytxmr.splits import compute_splits
+from pytxmr.splits import InputDecodeError, compute_splits
 
 WORDCOUNT = """
 def map(key, value):
@@ -255,13 +255,17 @@ MAP_SPLIT_STREAM = WORDCOUNT_MAP_SPLIT.replace("return counts.items()",
                                                "yield from counts.items()")
 
 FOLD = "\nfrom pytxmr import combiners\ncombine = combiners.sum\n"
+BYTES = "\ninput_bytes = True\n"
 
 
 @pytest.mark.parametrize("source", [WORDCOUNT_MAP_SPLIT, WORDCOUNT_MAP_SPLIT + FOLD,
                                     MAP_SPLIT_ODD_DICT, MAP_SPLIT_STREAM, MAP_SPLIT_STREAM + FOLD,
-                                    WORDCOUNT_MAP_CHUNK, WORDCOUNT_MAP_CHUNK + FOLD],
+                                    WORDCOUNT_MAP_CHUNK, WORDCOUNT_MAP_CHUNK + FOLD,
+                                    WORDCOUNT_MAP_SPLIT + FOLD + BYTES,
+                                    WORDCOUNT_MAP_CHUNK + BYTES, WORDCOUNT + BYTES],
                          ids=["split", "split-fold", "split-odd-dict", "split-stream",
-                              "split-stream-fold", "chunk", "chunk-fold"])
+                              "split-stream-fold", "chunk", "chunk-fold", "split-fold-bytes",
+                              "chunk-bytes", "map-bytes"])
 @pytest.mark.parametrize("buffer_records", [mapper.DEFAULT_BUFFER_RECORDS, 7])
 @pytest.mark.parametrize("num_reducers", [1, 3])
 def test_batch_apis_match_counter(tmp_path: Path, source: str, buffer_records: int,
@@ -280,8 +284,24 @@ def test_batch_apis_match_counter(tmp_path: Path, source: str, buffer_records: i
         len(open(p, encoding="utf-8").read().splitlines()) for p in inputs)
     if buffer_records == 7 and "map_split" in source:
         assert len(spills) > 3 * len(inputs), "a full buffer must spill within a split"
+    elif "def map(" in source:
+        pass  # a buffer of records, not of chunks
     else:  # one chunk per (small) file: a buffer is checked after each chunk
         assert len(spills) == len(inputs)
+
+
+@pytest.mark.parametrize("source", [WORDCOUNT, WORDCOUNT_MAP_SPLIT, WORDCOUNT_MAP_CHUNK])
+def test_input_bytes_maps_see_the_bytes_of_the_file(tmp_path: Path, source: str) -> None:
+    """Bytes that are not UTF-8 are read, not refused, and come back out
+    as they were (the text output writes bytes keys as the UTF-8 they
+    decode to, other bytes escaped)."""
+    path = tmp_path / "in.bin"
+    path.write_bytes(b"caf\xc3\xa9 \xff\r\n\xff x\n")
+    with pytest.raises(InputDecodeError):
+        run_job(tmp_path, source, [str(path)])
+    parts, counters = run_job(tmp_path, source + BYTES, [str(path)])
+    assert counts_of(parts) == {"caf\u00e9": 1, "\\xff": 2, "x": 1}
+    assert counters.get(FRAMEWORK, "map input records") == 2
 
 
 def test_map_split_yielding_a_non_pair_raises_record_type_error(tmp_path: Path) -> None:

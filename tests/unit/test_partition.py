@@ -260,6 +260,14 @@ def test_partition_ids_from_utf8_agree_with_default_partition(words: list[str], 
         default_partition(w, n) for w in words]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=12), keys), unique=True), st.integers(1, 9))
+def test_partition_ids_of_bytes_keys_agree_with_default_partition(ks: list[Any], n: int) -> None:
+    """bytes keys (a job's input_bytes) are hashed in C: each must land where
+    default_partition puts it, among keys of other kinds too."""
+    assert partition_ids(ks, n) == [default_partition(k, n) for k in ks]
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(keys, max_size=30), st.integers(1, 5))
 def test_scatter_puts_each_item_in_its_partition_in_order(ks: list[Any], n: int) -> None:

@@ -66,8 +66,19 @@ def test_steps_and_sorted_values() -> None:
 
 
 def test_a_batch_api_job_takes_lines(tmp_path: Path) -> None:
-    out = run_job(str(ROOT / "examples/wordcount_batch.py"), LINES * 10, maps=2)
-    assert dict(out) == Counter(" ".join(LINES * 10).split())
+    """examples/wordcount_batch.py reads bytes (input_bytes): str lines are
+    written as UTF-8, bytes lines as they are."""
+    lines = [*LINES, "caf\u00e9 a"] * 10
+    out = run_job(str(ROOT / "examples/wordcount_batch.py"), lines, maps=2)
+    assert dict(out) == Counter(" ".join(lines).encode().split())
+    out = run_job(str(ROOT / "examples/wordcount_batch.py"), [b"x \xff x", b"\xff"])
+    assert dict(out) == {b"x": 2, b"\xff": 2}
+
+
+def test_a_map_of_input_bytes_gets_bytes_lines() -> None:
+    job = types.SimpleNamespace(map=lambda offset, line: [(line, type(line).__name__)],
+                                reduce=lambda k, vs: [(k, list(vs))], input_bytes=True)
+    assert run_job(job, [b"a\xff"], num_reducers=1) == [(b"a\xff", ["bytes"])]
 
 
 def test_bad_arguments_are_refused_as_on_a_cluster() -> None:

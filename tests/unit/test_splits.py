@@ -39,8 +39,10 @@ def expand_inputs(patterns: list[str]) -> list[str]:
     return [f.path for f in storage.expand_inputs(patterns)]
 
 
-def reference_lines(data: bytes, encoding: str = "utf-8") -> list[tuple[int, str, bool]]:
-    """(offset, line, terminated) of every line, computed the slow obvious way."""
+def reference_lines(data: bytes, encoding: str | None = "utf-8"
+                    ) -> list[tuple[int, str | bytes, bool]]:
+    """(offset, line, terminated) of every line, computed the slow obvious
+    way (the line left as bytes if ``encoding`` is None)."""
     out = []
     pos = 0
     while pos < len(data):
@@ -49,7 +51,7 @@ def reference_lines(data: bytes, encoding: str = "utf-8") -> list[tuple[int, str
         line = data[pos:end]
         if line.endswith(b"\r"):
             line = line[:-1]
-        out.append((pos, line.decode(encoding), nl >= 0))
+        out.append((pos, line if encoding is None else line.decode(encoding), nl >= 0))
         pos = end + 1
     return out
 
@@ -75,6 +77,10 @@ def whole(path: str) -> Split:
 PIECES = st.sampled_from(["a", "bc", "é", "€", " ", "\n", "\n", "\r", "\r\n", "\n\n"])
 CONTENTS = st.lists(PIECES, max_size=60).map(lambda ps: "".join(ps).encode("utf-8"))
 BLOCK_SIZES = st.sampled_from([1, 2, 3, 5, 8, 64, BLOCK_SIZE])
+#: The same, with bytes that are not UTF-8 (a job's input_bytes reads them).
+BYTE_CONTENTS = st.lists(
+    st.sampled_from([b"a", b"bc", "é".encode(), b"\xff", b"\xe9", b" ", b"\n", b"\r", b"\r\n"]),
+    max_size=60).map(b"".join)
 
 PROPERTY = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -541,6 +547,15 @@ def test_read_chunks_groups_whole_lines(tmp_path: Path) -> None:
     assert list(read_chunks(whole(path))) == [(0, "aa\nbb\ncc\ndd")]
 
 
+def test_undecoded_chunks_are_whole_lines_of_bytes(tmp_path: Path) -> None:
+    """The bytes of a job's input_bytes: not decoded, so not refused, and
+    with '\\n' line ends as the text's."""
+    path = write(tmp_path / "f.txt", b"a\xff\r\nbb\ncc\r")
+    assert list(read_chunks(whole(path), target_bytes=5, encoding=None)) == [
+        (0, b"a\xff\nbb\n"), (7, b"cc")]
+    assert list(read_lines(whole(path), None)) == [(0, b"a\xff"), (4, b"bb"), (7, b"cc")]
+
+
 def test_read_chunks_decode_error_names_the_line(tmp_path: Path) -> None:
     """Chunked reading must point at the bad line as precisely as read_lines."""
     path = write(tmp_path / "f.txt", b"good\nbad \xff\n")
@@ -605,6 +620,29 @@ def test_read_chunks_text_is_read_lines_joined(
                 assert next_off - off >= target
             k += n
         assert k == len(lines)
+
+
+@PROPERTY
+@given(data=BYTE_CONTENTS, split_size=st.integers(1, 70), target=st.integers(1, 40),
+       block_size=BLOCK_SIZES)
+def test_undecoded_lines_and_chunks_are_the_bytes_of_the_decoded_ones(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes, split_size: int, target: int,
+    block_size: int,
+) -> None:
+    """encoding None (a job's input_bytes) reads the same lines and chunks,
+    as bytes: Latin-1 decodes every byte to one character, so its str
+    lines encoded back are the reference, whatever the bytes."""
+    path = write(tmp_path_factory.mktemp("p") / "f.txt", data)
+    got = []
+    for split in compute_splits([path], split_size):
+        lines = list(read_lines(split, None, block_size=block_size))
+        assert lines == [(off, line.encode("latin-1"))
+                         for off, line in read_lines(split, "latin-1", block_size=block_size)]
+        got.extend(lines)
+        chunks = list(read_chunks(split, target, None, block_size=block_size))
+        assert chunks == [(off, text.encode("latin-1")) for off, text in
+                          read_chunks(split, target, "latin-1", block_size=block_size)]
+    assert got == [(off, line) for off, line, _ in reference_lines(data, None)]
 
 
 @settings(PROPERTY, max_examples=50)
