@@ -136,7 +136,7 @@ class _Checker:
             raise self.refuse(
                 f"input_bytes gives map the input's lines as bytes, from the readers "
                 f"lines and path_lines; the reader {getattr(reader, '__name__', reader)!r} "
-                f"decodes its input itself")
+                f"reads its input its own way")
         return Job(
             map=map, map_chunk=batch.pop("map_chunk", None),
             map_split=batch.pop("map_split", None), reduce=reduce,

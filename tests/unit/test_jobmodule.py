@@ -329,7 +329,7 @@ def test_input_bytes_must_be_a_bool_and_read_lines(tmp_path: Path) -> None:
         resolve(module_of(tmp_path, MINIMAL + "input_bytes = 1\n"))
     path_lines = MINIMAL + "import pytxmr.readers\nreader = pytxmr.readers.path_lines\n"
     assert resolve(module_of(tmp_path, path_lines + "input_bytes = True\n")).input_bytes
-    with pytest.raises(JobDefinitionError, match="the reader 'json_lines' decodes its input"):
+    with pytest.raises(JobDefinitionError, match="the reader 'json_lines' reads its input its own way"):
         resolve(module_of(tmp_path, MINIMAL + "import pytxmr.readers\n"
                           "reader = pytxmr.readers.json_lines\ninput_bytes = True\n"))
 
