@@ -9,8 +9,9 @@ stateless variant.)
 
 With ``input_bytes`` the chunks are the file's bytes, not decoded: the
 words are ``bytes``, split at ASCII whitespace, and the output writes
-them as the UTF-8 text they were. Without it, ``text.split()`` splits
-``str`` the same way (and at Unicode spaces too), a tenth slower.
+them as the UTF-8 text they were. Without it, ``text.split()`` of
+``str`` splits at the same places and more (Unicode spaces such as U+00A0,
+the ASCII separators ``\x1c``-``\x1f``), a tenth slower.
 
     python -m pytxmr run examples/wordcount_batch.py data/sample.txt -o /tmp/wcb
 """

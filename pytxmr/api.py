@@ -29,6 +29,7 @@ from . import client as _client
 from . import storage
 from .client import ClusterError
 from .outputrules import is_part_name
+from .sizes import parse_size
 
 __all__ = ["Client", "ClusterError", "JobFailed", "JobResult", "run"]
 
@@ -213,6 +214,15 @@ def job_namespace(name: str) -> dict[str, Any]:
     return namespace
 
 
+def _command_line(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as the command line's: a size may be written as it is
+    there ("64M")."""
+    out = dict(options)
+    if out.get("split_size") is not None:
+        out["split_size"] = parse_size(out["split_size"])
+    return out
+
+
 def _submission(job: _JobFile, inputs: Sequence[str] | str, output: str,
                 options: dict[str, Any]) -> _client.JobSubmission:
     files = [*options.pop("files", ()), *job.files]
@@ -237,6 +247,7 @@ def run(job: Any, inputs: Sequence[str] | str, output: str, *, inline: bool = Fa
     from .localcluster import default_slots
 
     slots = slots or default_slots(workers)
+    options = _command_line(options)
     job_file = _JobFile(job)
     try:
         if inline:
@@ -323,6 +334,7 @@ class Client:
         """Submit ``job`` (options as for ``run``); with ``wait`` (the
         default) block until it ends and return its result, else return at
         once with its state."""
+        options = _command_line(options)
         job_file = _JobFile(job)
         opts = dict(options.get("storage_options") or {})
         try:

@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import builtins
 import operator
+import sys
 from typing import Any, Callable, Iterable, Iterator
 
 
 class FoldCombiner:
     """A combiner defined by a binary operation ``op(a, b)``; ``whole``
-    folds a whole iterable at once (``sum`` for ``operator.add``)."""
+    folds a whole iterable at once (``sum`` for ``operator.add``), and
+    ``apart`` names the value types for which ``whole`` is not ``op`` in
+    turn (floats, which ``sum`` adds with compensation from Python 3.12)."""
 
     def __init__(self, name: str, op: Callable[[Any, Any], Any],
-                 whole: Callable[[Iterable[Any]], Any]) -> None:
+                 whole: Callable[[Iterable[Any]], Any],
+                 apart: frozenset[type] = frozenset()) -> None:
         self.__name__ = self.__qualname__ = name
         self.__module__ = __name__
         self.op = op
         self.whole = whole
+        self.apart = apart
 
     def __call__(self, key: Any, values: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         yield key, self.whole(values)
@@ -36,8 +41,11 @@ class FoldCombiner:
         return f"pytxmr.combiners.{self.__name__}"
 
 
-#: Numbers add up (as the built-in ``sum`` does).
-sum = FoldCombiner("sum", operator.add, builtins.sum)
+#: Numbers add up (as the built-in ``sum`` does: floats with compensation
+#: from Python 3.12, complex numbers from 3.14).
+sum = FoldCombiner("sum", operator.add, builtins.sum,
+                   frozenset(t for t, since in ((float, (3, 12)), (complex, (3, 14)))
+                             if sys.version_info >= since))
 #: The smallest value (any values that compare).
 min = FoldCombiner("min", builtins.min, builtins.min)
 #: The largest value.

@@ -72,14 +72,35 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__qualname__} as JSON")
 
 
-def _json(obj: Any) -> str:
+_JSON_KEY_TYPES = (str, int, float, bool, type(None))
+
+
+def _json_keys(obj: Any) -> Any:
+    """``obj`` with every dict key JSON cannot have (bytes, a tuple) as its
+    text form: a dict value may have any key a job's key may be."""
+    t = type(obj)
+    if t is dict:
+        return {k if type(k) in _JSON_KEY_TYPES else to_text(k): _json_keys(v) for k, v in obj.items()}
+    if t is list or t is tuple:
+        return [_json_keys(v) for v in obj]
+    return obj
+
+
+def _dumps(obj: Any) -> str:
     try:
         return json.dumps(obj, ensure_ascii=False, default=_json_default)
+    except TypeError:
+        return json.dumps(_json_keys(obj), ensure_ascii=False, default=_json_default)
+
+
+def _json(obj: Any) -> str:
+    try:
+        return _dumps(obj)
     except ValueError:  # an int beyond 4300 digits
         limit = sys.get_int_max_str_digits()
         sys.set_int_max_str_digits(0)
         try:
-            return json.dumps(obj, ensure_ascii=False, default=_json_default)
+            return _dumps(obj)
         finally:
             sys.set_int_max_str_digits(limit)
 

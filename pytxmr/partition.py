@@ -122,7 +122,11 @@ class RangePartition:
         self._cut_points = cut_points
 
     def __call__(self, key: Any, num_partitions: int) -> int:
-        return bisect_right(self._cut_points(num_partitions), key)
+        cuts = self._cut_points(num_partitions)
+        try:
+            return bisect_right(cuts, key)
+        except TypeError as e:
+            raise _incomparable(key, cuts) from e
 
     def cut_points(self, num_partitions: int) -> Sequence[Any]:
         """The job's cut points for ``num_partitions``, checked."""
@@ -137,8 +141,18 @@ class RangePartition:
     def split_sorted(self, records: list[Any], num_partitions: int) -> list[list[Any]]:
         """``records`` (sorted by their keys, ``record[0]``) cut into their
         partitions, as slices."""
-        bounds = [bisect_left(records, cut, key=_first) for cut in self.cut_points(num_partitions)]
+        cuts = self.cut_points(num_partitions)
+        try:
+            bounds = [bisect_left(records, cut, key=_first) for cut in cuts]
+        except TypeError as e:
+            raise _incomparable(records[0][0], cuts) from e
         return [records[a:b] for a, b in zip([0, *bounds], [*bounds, len(records)])]
 
 
 _first = itemgetter(0)
+
+
+def _incomparable(key: Any, cuts: Sequence[Any]) -> TypeError:
+    hint = " (an input_bytes map's keys are bytes: so are its cut points)" if type(key) is bytes else ""
+    return TypeError(f"RangePartition: the key {key!r} ({type(key).__name__}) cannot be compared "
+                     f"with the cut points {list(cuts)!r}: give cut points of the keys' type{hint}")

@@ -112,10 +112,11 @@ def _write_folded(batches: Iterable[list[Record]], write: Callable[[Any], Any],
     otherwise); returns the number of keys. The result is what ``whole``
     (the built-in ``sum``, ``min``, ``max``) gives of all the key's values
     in the order a reduce sees them: ints add up exactly in any grouping,
-    but ``sum`` adds floats with compensation (Python 3.12 and later), so
-    a key's values from the first float on are gathered for one ``whole``."""
-    op, whole = fold.op, fold.whole
-    add = op is operator.add
+    but ``sum`` adds floats with compensation from Python 3.12, so there a
+    key's values from the first float on are gathered for one ``whole``
+    (``fold.apart``: a list as long as the key's values)."""
+    op, whole, apart = fold.op, fold.whole, fold.apart
+    summing = bool(apart) and op is operator.add
     groups = 0
     last: Any = _NO_KEY
     total: Any = None
@@ -133,13 +134,13 @@ def _write_folded(batches: Iterable[list[Record]], write: Callable[[Any], Any],
                     first, gathered = values, None
                 elif gathered is not None:
                     gathered += values
-                elif add:
-                    if type(total) in _SUMMED_APART:  # ``whole`` of the first record's floats
+                elif summing:
+                    if type(total) in apart:  # ``whole`` of the first record's floats
                         gathered = [*first, *values]
                         continue
                     rest = iter(values)
                     for value in rest:
-                        if type(value) in _SUMMED_APART:
+                        if type(value) in apart:
                             gathered = [total, value, *rest]  # exact so far: one term
                             break
                         total = total + value
@@ -154,7 +155,4 @@ def _write_folded(batches: Iterable[list[Record]], write: Callable[[Any], Any],
     return groups
 
 
-#: What ``sum`` may add otherwise than ``+`` one after the other (floats from
-#: Python 3.12, complex numbers from 3.14): never folded apart.
-_SUMMED_APART = frozenset((float, complex))
 _NO_KEY = object()

@@ -648,7 +648,8 @@ class Scheduler:
         if task.failures >= job.max_attempts:
             task.state = State.FAILED
             return self._finish_job(job, State.FAILED, error, now) + self._schedule(now)
-        task.state = State.PENDING
+        if not task.running():  # a map run again off a drained worker runs already
+            task.state = State.PENDING
         return self._schedule(now)
 
     def tick(self, now: float) -> list[Action]:

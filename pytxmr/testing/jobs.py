@@ -32,7 +32,9 @@ def run_job(job: Any, records: Iterable[Any], *,
     """The output pairs of ``job`` (a path, a module, or a module-like
     object) run on ``records``: the ``(key, value)`` pairs its first map is
     called with (a plain string ``line``, or bytes, stands for ``(None,
-    line)``; a job with ``map_split`` or ``map_chunk`` takes lines only). The pairs come as
+    line)``, and a string reaches a map of ``input_bytes`` as its UTF-8, as
+    the file's line would; a job with ``map_split`` or ``map_chunk`` takes
+    lines only). The pairs come as
     the last step yielded them, part file after part file (``num_reducers``
     of them unless a step fixes its own); the records are shared among
     ``maps`` map tasks, each with its own hooks and combiner."""
@@ -40,7 +42,9 @@ def run_job(job: Any, records: Iterable[Any], *,
     with _loaded(job) as load, tempfile.TemporaryDirectory(prefix="pytxmr-test-") as work:
         definition = load()
         jobargs.use(jobargs.parse(definition.arguments, given))
-        items = [(None, r) if isinstance(r, (str, bytes)) else tuple(r) for r in records]
+        as_bytes = definition.steps[0].input_bytes
+        items = [(None, r.encode() if as_bytes and isinstance(r, str) else r)
+                 if isinstance(r, (str, bytes)) else tuple(r) for r in records]
         reader, splits = _first_input(definition, items, maps, work)
 
         def fresh() -> list[Job]:

@@ -231,7 +231,11 @@ except pytxmr.ClusterError as e:
 else:
     raise AssertionError("a bad argument was not refused")
 local = pytxmr.run("{examples}/top_words.py", text, out + "/c", args={{"n": "3"}})
-inline = pytxmr.run("{examples}/top_words.py", text, out + "/d", args={{"n": "3"}}, inline=True)
+# Sizes as the command line writes them.
+inline = pytxmr.run("{examples}/top_words.py", text, out + "/d", args={{"n": "3"}}, inline=True,
+                    split_size="256K")
+sized = pytxmr.run("{examples}/wordcount.py", text, out + "/s", split_size="256K")
+assert sized.progress["maps"]["total"] == -(-os.path.getsize(text) // 262144), sized.progress
 assert list(local.records()) == list(inline.records()) and len(list(local.records())) == 3
 results = {{}}
 def in_thread(n):

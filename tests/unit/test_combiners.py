@@ -7,6 +7,7 @@ import builtins
 import collections
 import math
 import operator
+import sys
 import random
 from pathlib import Path
 
@@ -169,7 +170,7 @@ def test_a_folding_reducer_sums_floats_as_sum_does() -> None:
     }
     flat = [(k, vs) for k in sorted(records) for vs in records[k]]
     batches = [flat[:4], flat[4:9], flat[9:]]  # a key's records in two batches
-    fsum = combiners.FoldCombiner("fsum", operator.add, math.fsum)
+    fsum = combiners.FoldCombiner("fsum", operator.add, math.fsum, frozenset((float,)))
     lines: list[str] = []
     groups = _write_folded(batches, lines.append, lambda k, v: f"{k}\t{v!r}", fsum)
     assert groups == 4
@@ -180,6 +181,27 @@ def test_a_folding_reducer_sums_floats_as_sum_does() -> None:
     lines.clear()
     _write_folded(batches, lines.append, lambda k, v: f"{k}\t{v!r}", combiners.sum)
     assert lines == [f"{k}\t{sum(v for vs in rs for v in vs)!r}" for k, rs in records.items()]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="sum compensates floats: they are gathered")
+def test_the_built_in_sum_folds_a_key_of_floats_in_constant_memory() -> None:
+    """Before Python 3.12 ``sum`` adds floats in turn: a folding reducer
+    keeps a running total, however many values a key has."""
+    import tracemalloc
+
+    from pytxmr.reducer import _write_folded
+
+    n = 300_000
+    batches = ([("k", [0.1])] * 1000 for _ in range(n // 1000))
+    lines: list[str] = []
+    tracemalloc.start()
+    try:
+        _write_folded(batches, lines.append, lambda k, v: f"{k}\t{v!r}", combiners.sum)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert lines == [f"k\t{sum([0.1] * n)!r}"]
+    assert peak < 1 << 20, f"{peak} bytes traced for one key of {n} floats"
 
 
 @pytest.mark.parametrize("name, complaint", [("sum", "unsupported operand"),

@@ -463,6 +463,35 @@ def test_ints_beyond_4300_digits_can_be_written_as_output(tmp_path: Path, fmt: s
     assert all(big in line for line in lines)
 
 
+DICT_KEYS_JOB = """
+output_format = "%s"
+
+def map(offset, line):
+    word = line.strip()
+    yield word[:1], word.encode()
+
+def reduce(key, values):
+    words = sorted(values)
+    yield key, {"n": len(words), b"first": words[0], (len(words), b"last"): [{words[-1]: 1}]}
+"""
+
+
+@pytest.mark.parametrize("fmt", ["text", "jsonl"])
+def test_a_dict_value_with_keys_json_cannot_have_is_written(tmp_path: Path, fmt: str) -> None:
+    """A dict value may have any key a job's key may be (bytes, a tuple):
+    such a key is written as its text form, as a key of the output is."""
+    path = tmp_path / "in.txt"
+    path.write_text("apple\navocado\nbanana\n")
+    parts, _ = run_job(tmp_path, DICT_KEYS_JOB % fmt, [str(path)])
+    lines = Path(parts[0]).read_text().splitlines()
+    pairs = [json.loads(line) for line in lines] if fmt == "jsonl" else \
+        [[k, json.loads(v)] for k, v in (line.split("\t") for line in lines)]
+    assert pairs == [
+        ["a", {"n": 2, "first": "apple", '[2, "last"]': [{"avocado": 1}]}],
+        ["b", {"n": 1, "first": "banana", '[1, "last"]': [{"banana": 1}]}],
+    ]
+
+
 # ---------------------------------------------------------------- user errors
 
 

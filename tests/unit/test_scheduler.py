@@ -13,6 +13,7 @@ from pytxmr.wire import AttemptResult
 from pytxmr.scheduler import (
     BLACKLIST_FAILURES,
     COMMIT_DENIED,
+    FETCH_FAILURES_TO_RERUN,
     PROGRESS_UNITS,
     AnnounceMapOutputs,
     Attempt,
@@ -189,6 +190,8 @@ def check_invariants(d: Driver) -> None:
             limit = 2 if getattr(job, "speculative", False) else 1
             assert len(running_task) <= limit, f"task {job.id} {task.kind} {task.index} runs too often"
             assert len({a.wid for a in running_task}) == len(running_task), "two attempts on one worker"
+            if running_task:
+                assert task.state is State.RUNNING, f"{task.kind} {task.index} runs but is {task.state}"
             if job.state is not State.RUNNING:
                 assert not task.running(), "a finished job still has running attempts"
 
@@ -434,6 +437,32 @@ def test_a_map_run_again_off_a_drained_worker_may_get_a_backup() -> None:
     backups = launches(d._record(d.s.tick(d.now)), LaunchMap)
     assert [(b.index, b.wid != rerun.wid) for b in backups] == [(index, True)]
     check_invariants(d)
+
+
+def test_a_lost_output_of_a_map_run_again_off_a_drained_worker_is_not_run_a_third_time() -> None:
+    """The old output, still served while the map runs again, cannot be
+    fetched: it is lost, but the map is running already and gets no
+    second attempt beside the rerun."""
+    d = Driver()
+    for wid in ("w1", "w2", "w3"):
+        d.join(wid, slots=1)
+    d.submit("j", maps=2, reduces=1)
+    for a in d.running("j", "map"):
+        d.succeed(a.id)
+    index = 0
+    loc = d.s.jobs["j"].map_locations[index]
+    d._record(d.s.drain(loc.wid, d.tick()))
+    (rerun,) = d.running("j", "map", index)
+    (reduce,) = d.running("j", "reduce")
+    since = len(d.log)
+    for _ in range(FETCH_FAILURES_TO_RERUN):
+        d.fetch_failed(reduce.id, index, loc.attempt_id)
+    assert index not in d.s.jobs["j"].map_locations, "the output counts as lost"
+    assert d.running("j", "map", index) == [rerun]
+    assert not launches(d.log[since:], LaunchMap)
+    check_invariants(d)
+    d.run_to_completion()
+    assert d.done()["j"].state is State.SUCCEEDED
 
 
 def test_the_last_worker_drains_when_its_jobs_end() -> None:

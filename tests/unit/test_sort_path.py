@@ -207,6 +207,17 @@ def test_bad_cut_points_fail_the_map(cuts: list[str], error: str) -> None:
         RangePartition(lambda n: cuts).split_sorted([("a", 1)], 3)
 
 
+@pytest.mark.parametrize("key, hint", [(b"alpha", "input_bytes"), (5, "keys' type")])
+def test_cut_points_of_another_type_than_the_keys_say_so(key: object, hint: str) -> None:
+    """A job whose map yields bytes (input_bytes) but whose cuts are str:
+    the error names the key, the cuts and the way out, on both paths."""
+    part = RangePartition(lambda n: ["beta", "gamma"])
+    with pytest.raises(TypeError, match=f"{key!r} .*cannot be compared.*{hint}"):
+        part.split_sorted([(key, 1)], 3)
+    with pytest.raises(TypeError, match=f"{key!r} .*cannot be compared.*{hint}"):
+        part(key, 3)
+
+
 def test_identity_reduce_writes_every_value_of_records_of_many(tmp_path: Path) -> None:
     """After a combiner, records hold many values each: every one is written,
     under its key, in key order (against Counter and sorted())."""
