@@ -12,6 +12,7 @@ jobtracker: all it reads, and nothing it could change.
 from __future__ import annotations
 
 import bisect
+import heapq
 from itertools import chain
 from typing import Any, Callable, Iterable
 
@@ -231,7 +232,10 @@ def job_page_view(job: Any, sjobs: list[Job], scheduler: Scheduler, now: float,
     else:
         attempts = [a for sjob in sjobs for kind in KINDS for i in sorted(sjob.running[kind])
                     for a in sjob.tasks(kind)[i].running()]
-        attempts += [a for sjob in sjobs for a in sjob.unsuccessful][:PAGE_ATTEMPTS]
+        # By the time they ended, as the stored page lists them: a lost map
+        # output fails an attempt that ended long before.
+        attempts += heapq.nsmallest(PAGE_ATTEMPTS, (a for sjob in sjobs for a in sjob.unsuccessful),
+                                    key=lambda a: (a.finished or now, a.id))
         attempts += _succeeded(sjobs, PAGE_ATTEMPTS - len(attempts))
     view["attempts"] = [attempt_view(a, scheduler, now, has_log)
                         for a in attempts[:PAGE_ATTEMPTS]]
@@ -268,7 +272,7 @@ def page_view(detail: dict[str, Any]) -> dict[str, Any]:
         rest = [a for a in attempts if a["state"] != "succeeded"]
         attempts = ([a for a in rest if a["state"] == "running"]
                     + sorted((a for a in rest if a["state"] != "running"),
-                             key=lambda a: a["finished"] or now)
+                             key=lambda a: (a["finished"] or now, a["id"]))
                     + [a for a in attempts if a["state"] == "succeeded"])
     starts = {kind: sorted(a["started"] for a in attempts if a["kind"] == kind)
               for kind in KINDS}

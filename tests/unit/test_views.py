@@ -137,3 +137,24 @@ def test_a_big_jobs_page_draws_its_concurrency_not_its_attempts(monkeypatch: Any
     assert view["concurrency"] is None and len(view["attempts"]) == view["attempts_total"]
     html = pages.job_page(view, 30.0)
     assert html.count('class="bar ') == view["attempts_total"]
+
+
+def test_an_ended_jobs_page_is_its_live_page_wherever_the_list_is_cut(monkeypatch: Any) -> None:
+    """Attempts that did not succeed are listed by the time they ended, live
+    as stored: a map output lost after its attempt succeeded (failed late,
+    ended early) is where the stored page puts it, whatever the length."""
+    s, record = big_job(monkeypatch)
+    job = s.jobs["j"]
+    lost = min(job.map_locations)
+    reduces = [a for a in s.attempts.values() if a.kind == "reduce" and a.state.value == "running"]
+    for i in range(3):
+        s.fetch_failed(reduces[i % len(reduces)].id, lost, 29.0 + i / 10)
+    assert lost not in job.map_locations
+    s.kill_job("j", 30.0)
+    record.state, record.finished = "killed", 30.0
+    detail = views_module.job_detail(record, [job], s, 30.0)
+    total = sum(len(t["attempts"]) for t in detail["tasks"])
+    for shown in range(1, total + 1):
+        monkeypatch.setattr(views_module, "PAGE_ATTEMPTS", shown)
+        live = views_module.job_page_view(record, [job], s, 30.0)
+        assert views_module.page_view(detail) == live, f"{shown} attempts shown"
