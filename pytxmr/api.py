@@ -216,10 +216,13 @@ def job_namespace(name: str) -> dict[str, Any]:
 
 def _command_line(options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` as the command line's: a size may be written as it is
-    there ("64M")."""
+    there ("64M"); a bad one refuses the job, as the cluster would."""
     out = dict(options)
     if out.get("split_size") is not None:
-        out["split_size"] = parse_size(out["split_size"])
+        try:
+            out["split_size"] = parse_size(out["split_size"])
+        except ValueError as e:
+            raise ClusterError(f"split_size: {e}") from None
     return out
 
 

@@ -77,11 +77,21 @@ _JSON_KEY_TYPES = (str, int, float, bool, type(None))
 
 def _json_keys(obj: Any) -> Any:
     """``obj`` with every dict key JSON cannot have (bytes, a tuple) as its
-    text form: a dict value may have any key a job's key may be."""
-    t = type(obj)
-    if t is dict:
-        return {k if type(k) in _JSON_KEY_TYPES else to_text(k): _json_keys(v) for k, v in obj.items()}
-    if t is list or t is tuple:
+    text form: a dict value (a ``Counter`` too) may have any key a job's
+    key may be."""
+    if isinstance(obj, dict):
+        out = {k if type(k) in _JSON_KEY_TYPES else to_text(k): _json_keys(v)
+               for k, v in obj.items()}
+        if len(out) < len(obj):
+            seen: dict[str, Any] = {}
+            for k in obj:
+                text = k if type(k) in _JSON_KEY_TYPES else to_text(k)
+                if text in seen:
+                    raise TypeError(f"cannot write a dict whose keys {seen[text]!r:.100} and "
+                                    f"{k!r:.100} are written alike: make them distinct")
+                seen[text] = k
+        return out
+    if isinstance(obj, (list, tuple)):
         return [_json_keys(v) for v in obj]
     return obj
 

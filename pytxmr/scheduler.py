@@ -244,6 +244,12 @@ class Worker:
         self.used = {"map": 0, "reduce": 0}
 
 
+def ended_order(a: Attempt) -> tuple[float, str]:
+    """The order of a job's attempts that did not succeed: by when they
+    ended, as its page lists them."""
+    return (a.finished or 0.0, a.id)
+
+
 @dataclass
 class Job:
     id: str
@@ -297,7 +303,8 @@ class Job:
         #: end so that a page costs what it shows, not the job's size: per
         #: kind, the times its attempts started and ended (in the order they
         #: did, so sorted: the clock does not go back), and its attempts that
-        #: failed or were killed, in the order they ended.
+        #: failed or were killed, sorted by when they ended (``ended_order``):
+        #: a lost map output fails an attempt that ended long before.
         self.starts: dict[str, list[float]] = {"map": [], "reduce": []}
         self.ends: dict[str, list[float]] = {"map": [], "reduce": []}
         self.unsuccessful: list[Attempt] = []
@@ -504,8 +511,10 @@ class Scheduler:
                 if loc.wid == wid and reduces_left:
                     del job.map_locations[index]
                     job.fetch_failures.pop(index, None)
-                    job.maps[index].state = State.PENDING
-                    job.maps[index].committed = None
+                    task = job.maps[index]
+                    task.committed = None
+                    if not task.running():  # else run again off a drained worker
+                        task.state = State.PENDING
             for task in job.maps + job.reduces:
                 if task.state is State.RUNNING and not task.running():
                     task.state = State.PENDING
@@ -639,7 +648,7 @@ class Scheduler:
         if lost is not None:
             lost.state = State.FAILED
             lost.error = error
-            job.unsuccessful.append(lost)
+            bisect.insort(job.unsuccessful, lost, key=ended_order)
             w = self.workers.get(lost.wid)
             if w is not None:
                 w.failures[job.id] = w.failures.get(job.id, 0) + 1
@@ -764,7 +773,7 @@ class Scheduler:
         if state is State.SUCCEEDED:
             bisect.insort(job.durations[a.kind], now - a.started)
         else:
-            job.unsuccessful.append(a)
+            bisect.insort(job.unsuccessful, a, key=ended_order)
             if task.committed == a.id and task.state is not State.SUCCEEDED:
                 # It was allowed to commit but never finished: another
                 # attempt must be able to (its rename replaces any file).

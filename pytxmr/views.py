@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from itertools import chain
+from itertools import chain, islice
 from typing import Any, Callable, Iterable
 
 from zope.interface import Interface
 
 from .counters import FRAMEWORK, Counters
-from .scheduler import PROGRESS_UNITS, Attempt, Job, Scheduler, State, Worker
+from .scheduler import PROGRESS_UNITS, Attempt, Job, Scheduler, State, Worker, ended_order
 
 
 class IJobTrackerStatus(Interface):
@@ -232,10 +232,9 @@ def job_page_view(job: Any, sjobs: list[Job], scheduler: Scheduler, now: float,
     else:
         attempts = [a for sjob in sjobs for kind in KINDS for i in sorted(sjob.running[kind])
                     for a in sjob.tasks(kind)[i].running()]
-        # By the time they ended, as the stored page lists them: a lost map
-        # output fails an attempt that ended long before.
-        attempts += heapq.nsmallest(PAGE_ATTEMPTS, (a for sjob in sjobs for a in sjob.unsuccessful),
-                                    key=lambda a: (a.finished or now, a.id))
+        # By when they ended, as the stored page lists them.
+        attempts += islice(heapq.merge(*(sjob.unsuccessful for sjob in sjobs),
+                                       key=ended_order), PAGE_ATTEMPTS)
         attempts += _succeeded(sjobs, PAGE_ATTEMPTS - len(attempts))
     view["attempts"] = [attempt_view(a, scheduler, now, has_log)
                         for a in attempts[:PAGE_ATTEMPTS]]

@@ -43,7 +43,7 @@ def run_job(job: Any, records: Iterable[Any], *,
         definition = load()
         jobargs.use(jobargs.parse(definition.arguments, given))
         as_bytes = definition.steps[0].input_bytes
-        items = [(None, r.encode() if as_bytes and isinstance(r, str) else r)
+        items = [(None, _file_bytes(r) if as_bytes and isinstance(r, str) else r)
                  if isinstance(r, (str, bytes)) else tuple(r) for r in records]
         reader, splits = _first_input(definition, items, maps, work)
 
@@ -63,6 +63,12 @@ def run_job(job: Any, records: Iterable[Any], *,
                 for pair in _pairs(os.path.join(out, name))]
 
 
+def _file_bytes(line: str) -> bytes:
+    """A str line as a file holds it: its UTF-8, and the bytes that a
+    decoding with "surrogateescape" stood for as they were."""
+    return line.encode("utf-8", "surrogateescape")
+
+
 def _pairs(path: str) -> Iterator[tuple[Any, Any]]:
     yield from stepdata.read_pairs(Split(0, path, 0, os.path.getsize(path), True))
 
@@ -79,7 +85,7 @@ def _first_input(definition: JobDefinition, items: list[tuple[Any, Any]], maps: 
         for i, part in enumerate(share):
             path = os.path.join(work, f"input-{i}.txt")
             with open(path, "wb") as f:
-                f.writelines((line if isinstance(line, bytes) else line.encode()) + b"\n"
+                f.writelines((line if isinstance(line, bytes) else _file_bytes(line)) + b"\n"
                              for _, line in part)
             paths.append(InputFile(path, os.path.getsize(path)))
         return None, compute_splits(paths, 1 << 40, split_by="file")

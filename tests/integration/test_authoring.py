@@ -236,6 +236,12 @@ inline = pytxmr.run("{examples}/top_words.py", text, out + "/d", args={{"n": "3"
                     split_size="256K")
 sized = pytxmr.run("{examples}/wordcount.py", text, out + "/s", split_size="256K")
 assert sized.progress["maps"]["total"] == -(-os.path.getsize(text) // 262144), sized.progress
+try:
+    pytxmr.run("{examples}/wordcount.py", text, out + "/x", split_size="2X")
+except pytxmr.ClusterError as e:
+    assert "invalid size '2X'" in str(e), e
+else:
+    raise AssertionError("a bad split_size was not refused")
 assert list(local.records()) == list(inline.records()) and len(list(local.records())) == 3
 results = {{}}
 def in_thread(n):

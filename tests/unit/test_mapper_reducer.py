@@ -492,6 +492,21 @@ def test_a_dict_value_with_keys_json_cannot_have_is_written(tmp_path: Path, fmt:
     ]
 
 
+def test_a_counter_value_of_bytes_keys_is_written_and_keys_written_alike_are_refused() -> None:
+    """A Counter (a dict too) of an input_bytes job's words is written; keys
+    that would be written alike fail clearly rather than lose an entry."""
+    from pytxmr.output import json_line, text_line
+
+    stripes = collections.Counter([b"caf\xc3\xa9", b"a", b"a", (1, b"x")])
+    assert json.loads(text_line("k", stripes).split("\t")[1]) == {
+        "caf\u00e9": 1, "a": 2, '[1, "x"]': 1}
+    assert json.loads(json_line(b"k", collections.OrderedDict(stripes))) == [
+        "k", {"caf\u00e9": 1, "a": 2, '[1, "x"]': 1}]
+    for alike in ({b"a": 1, "a": 2}, {("a",): 1, '["a"]': 2}):
+        with pytest.raises(TypeError, match="written alike"):
+            text_line("k", [alike])
+
+
 # ---------------------------------------------------------------- user errors
 
 

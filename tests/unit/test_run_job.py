@@ -81,6 +81,8 @@ def test_a_map_of_input_bytes_gets_bytes_lines() -> None:
     assert run_job(job, [b"a\xff"], num_reducers=1) == [(b"a\xff", ["bytes"])]
     # A str line is the file's line: its UTF-8, as the batch API's is.
     assert run_job(job, ["caf\u00e9"], num_reducers=1) == [("caf\u00e9".encode(), ["bytes"])]
+    assert run_job(job, [b"\xff".decode("utf-8", "surrogateescape")], num_reducers=1) == [
+        (b"\xff", ["bytes"])]
 
 
 def test_bad_arguments_are_refused_as_on_a_cluster() -> None:

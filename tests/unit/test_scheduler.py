@@ -28,6 +28,7 @@ from pytxmr.scheduler import (
     State,
     StopWorker,
     Task,
+    ended_order,
 )
 
 ERROR = {"type": "RuntimeError", "message": "boom", "traceback": "..."}
@@ -182,6 +183,10 @@ def check_invariants(d: Driver) -> None:
             assert job.progress[kind] == sum(
                 round(PROGRESS_UNITS * max((a.progress for a in t.running()), default=0.0))
                 for t in tasks if t.state is State.RUNNING)
+        # Its attempts that did not succeed, by when they ended (its page's list).
+        assert job.unsuccessful == sorted(
+            (a for t in job.maps + job.reduces for a in t.attempts
+             if a.state in (State.FAILED, State.KILLED)), key=ended_order)
         # The counters kept task by task are those counted afresh.
         assert job.counters_so_far().to_dict() == counters_afresh(job)
         for task in job.maps + job.reduces:
@@ -439,24 +444,29 @@ def test_a_map_run_again_off_a_drained_worker_may_get_a_backup() -> None:
     check_invariants(d)
 
 
-def test_a_lost_output_of_a_map_run_again_off_a_drained_worker_is_not_run_a_third_time() -> None:
-    """The old output, still served while the map runs again, cannot be
-    fetched: it is lost, but the map is running already and gets no
-    second attempt beside the rerun."""
+@pytest.mark.parametrize("how", ["fetch failures", "worker lost"])
+def test_a_lost_output_of_a_map_run_again_off_a_drained_worker_is_not_run_a_third_time(
+        how: str) -> None:
+    """The old output, still served while the map runs again, is lost (it
+    cannot be fetched, or its worker is lost): the map is running already
+    and gets no second attempt beside the rerun."""
     d = Driver()
     for wid in ("w1", "w2", "w3"):
         d.join(wid, slots=1)
     d.submit("j", maps=2, reduces=1)
     for a in d.running("j", "map"):
         d.succeed(a.id)
-    index = 0
-    loc = d.s.jobs["j"].map_locations[index]
+    (reduce,) = d.running("j", "reduce")
+    index, loc = next((i, loc) for i, loc in d.s.jobs["j"].map_locations.items()
+                      if loc.wid != reduce.wid)
     d._record(d.s.drain(loc.wid, d.tick()))
     (rerun,) = d.running("j", "map", index)
-    (reduce,) = d.running("j", "reduce")
     since = len(d.log)
-    for _ in range(FETCH_FAILURES_TO_RERUN):
-        d.fetch_failed(reduce.id, index, loc.attempt_id)
+    if how == "worker lost":
+        d.lose(loc.wid)
+    else:
+        for _ in range(FETCH_FAILURES_TO_RERUN):
+            d.fetch_failed(reduce.id, index, loc.attempt_id)
     assert index not in d.s.jobs["j"].map_locations, "the output counts as lost"
     assert d.running("j", "map", index) == [rerun]
     assert not launches(d.log[since:], LaunchMap)

@@ -218,6 +218,16 @@ def test_cut_points_of_another_type_than_the_keys_say_so(key: object, hint: str)
         part(key, 3)
 
 
+def test_an_incomparable_key_is_shown_short() -> None:
+    """A huge key (or an int beyond Python's 4300 digits) and many cuts: the
+    error that each failed attempt keeps stays short."""
+    part = RangePartition(lambda n: [str(i) for i in range(n - 1)])
+    for key in (b"x" * 1_000_000, 7 ** 6000):
+        with pytest.raises(TypeError, match=r"cannot be compared.*\(99 in all\)") as info:
+            part(key, 100)
+        assert len(str(info.value)) < 400
+
+
 def test_identity_reduce_writes_every_value_of_records_of_many(tmp_path: Path) -> None:
     """After a combiner, records hold many values each: every one is written,
     under its key, in key order (against Counter and sorted())."""
