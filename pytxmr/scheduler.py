@@ -244,6 +244,13 @@ class Worker:
         self.used = {"map": 0, "reduce": 0}
 
 
+def _still_served(job: Job, task: Task) -> bool:
+    """Whether the map's committed output is where reducers fetch it: it
+    runs again only to move off a drained worker."""
+    loc = job.map_locations.get(task.index)
+    return loc is not None and task.committed is not None and loc.attempt_id == task.committed
+
+
 def ended_order(a: Attempt) -> tuple[float, str]:
     """The order of a job's attempts that did not succeed: by when they
     ended, as its page lists them."""
@@ -315,6 +322,9 @@ class Job:
         #: map index -> the reduce attempts that reported its current output
         #: unfetchable, one entry per report
         self.fetch_failures: dict[int, list[str]] = {}
+        #: The maps whose output stays on a drained worker: running them
+        #: again elsewhere failed ``max_attempts`` times.
+        self.unmoved: set[int] = set()
 
     def counters_so_far(self) -> Counters:
         """The counters of its tasks' shares (``Task.counters_share``) and
@@ -691,6 +701,7 @@ class Scheduler:
             if job.all_succeeded("map"):
                 actions += self._finish_job(job, State.SUCCEEDED, None, now)
         elif a.kind == "map":
+            job.unmoved.discard(a.index)
             w = self.workers[a.wid]
             loc = MapLocation(a.index, a.wid, w.host, w.port, result.kinds, a.id)
             job.map_locations[a.index] = loc
@@ -715,6 +726,12 @@ class Scheduler:
             w.failures[job.id] = w.failures.get(job.id, 0) + 1
         task.attempt_failed()
         if task.state is State.SUCCEEDED:
+            return self._schedule(now)
+        if task.failures >= job.max_attempts and a.kind == "map" and _still_served(job, task):
+            # Run again off a drained worker, in vain: its output stays there.
+            job.unmoved.add(task.index)
+            if not task.running():
+                task.state = State.SUCCEEDED
             return self._schedule(now)
         if task.failures >= job.max_attempts:
             task.state = State.FAILED
@@ -839,7 +856,7 @@ class Scheduler:
                         continue
                     needed = True
                     task = job.maps[index]
-                    if others and task.state is State.SUCCEEDED:
+                    if others and task.state is State.SUCCEEDED and index not in job.unmoved:
                         task.state = State.PENDING  # its location stays, served meanwhile
             if not needed and not w.attempts:
                 self._draining.discard(wid)

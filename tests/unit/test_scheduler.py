@@ -475,6 +475,36 @@ def test_a_lost_output_of_a_map_run_again_off_a_drained_worker_is_not_run_a_thir
     assert d.done()["j"].state is State.SUCCEEDED
 
 
+def test_a_map_that_fails_to_run_again_off_a_drained_worker_keeps_its_output_there() -> None:
+    """Moving a map's output off a drained worker is no reason to fail its
+    job: when every attempt to run it again fails, the old output, still
+    served, stays the map's; the worker stops once the job needs it no
+    more."""
+    d = Driver()
+    for wid in ("w1", "w2", "w3"):
+        d.join(wid, slots=1)
+    d.submit("j", maps=2, reduces=1, max_attempts=2)
+    for a in d.running("j", "map"):
+        d.succeed(a.id)
+    (reduce,) = d.running("j", "reduce")
+    index, loc = next((i, loc) for i, loc in d.s.jobs["j"].map_locations.items()
+                      if loc.wid != reduce.wid)
+    d._record(d.s.drain(loc.wid, d.tick()))
+    for _ in range(2):  # max_attempts failures
+        (rerun,) = d.running("j", "map", index)
+        d.fail(rerun.id)
+        check_invariants(d)
+    task = d.s.jobs["j"].maps[index]
+    assert d.s.jobs["j"].state is State.RUNNING
+    assert task.state is State.SUCCEEDED and task.committed == loc.attempt_id
+    assert d.s.jobs["j"].map_locations[index] == loc
+    assert not d.running("j", "map")
+    assert StopWorker(loc.wid) not in d.log, "its output is still needed"
+    d.run_to_completion()
+    assert d.done()["j"].state is State.SUCCEEDED
+    assert StopWorker(loc.wid) in d.log
+
+
 def test_the_last_worker_drains_when_its_jobs_end() -> None:
     d = Driver()
     d.join("w1", slots=2)
