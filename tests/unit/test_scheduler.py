@@ -444,22 +444,29 @@ def test_a_map_run_again_off_a_drained_worker_may_get_a_backup() -> None:
     check_invariants(d)
 
 
-@pytest.mark.parametrize("how", ["fetch failures", "worker lost"])
-def test_a_lost_output_of_a_map_run_again_off_a_drained_worker_is_not_run_a_third_time(
-        how: str) -> None:
-    """The old output, still served while the map runs again, is lost (it
-    cannot be fetched, or its worker is lost): the map is running already
-    and gets no second attempt beside the rerun."""
+def drained_map_output(**submit: Any) -> tuple[Driver, int, MapLocation, Attempt]:
+    """A job of two maps done and a reduce running, on three workers of a
+    slot; the worker of one map's output (not the reduce's) drained."""
     d = Driver()
     for wid in ("w1", "w2", "w3"):
         d.join(wid, slots=1)
-    d.submit("j", maps=2, reduces=1)
+    d.submit("j", maps=2, reduces=1, **submit)
     for a in d.running("j", "map"):
         d.succeed(a.id)
     (reduce,) = d.running("j", "reduce")
     index, loc = next((i, loc) for i, loc in d.s.jobs["j"].map_locations.items()
                       if loc.wid != reduce.wid)
     d._record(d.s.drain(loc.wid, d.tick()))
+    return d, index, loc, reduce
+
+
+@pytest.mark.parametrize("how", ["fetch failures", "worker lost"])
+def test_a_lost_output_of_a_map_run_again_off_a_drained_worker_is_not_run_a_third_time(
+        how: str) -> None:
+    """The old output, still served while the map runs again, is lost (it
+    cannot be fetched, or its worker is lost): the map is running already
+    and gets no second attempt beside the rerun."""
+    d, index, loc, reduce = drained_map_output()
     (rerun,) = d.running("j", "map", index)
     since = len(d.log)
     if how == "worker lost":
@@ -480,16 +487,7 @@ def test_a_map_that_fails_to_run_again_off_a_drained_worker_keeps_its_output_the
     job: when every attempt to run it again fails, the old output, still
     served, stays the map's; the worker stops once the job needs it no
     more."""
-    d = Driver()
-    for wid in ("w1", "w2", "w3"):
-        d.join(wid, slots=1)
-    d.submit("j", maps=2, reduces=1, max_attempts=2)
-    for a in d.running("j", "map"):
-        d.succeed(a.id)
-    (reduce,) = d.running("j", "reduce")
-    index, loc = next((i, loc) for i, loc in d.s.jobs["j"].map_locations.items()
-                      if loc.wid != reduce.wid)
-    d._record(d.s.drain(loc.wid, d.tick()))
+    d, index, loc, _ = drained_map_output(max_attempts=2)
     for _ in range(2):  # max_attempts failures
         (rerun,) = d.running("j", "map", index)
         d.fail(rerun.id)
