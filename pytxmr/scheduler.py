@@ -520,6 +520,7 @@ class Scheduler:
             for index, loc in list(job.map_locations.items()):
                 if loc.wid == wid and reduces_left:
                     del job.map_locations[index]
+                    job.unmoved.discard(index)
                     job.fetch_failures.pop(index, None)
                     task = job.maps[index]
                     task.committed = None
@@ -649,6 +650,7 @@ class Scheduler:
         if len(reports) < FETCH_FAILURES_TO_RERUN and 2 * len(set(reports)) < running_reduces:
             return []
         del job.map_locations[map_index]
+        job.unmoved.discard(map_index)
         del job.fetch_failures[map_index]
         task = job.maps[map_index]
         error = {"type": "MapOutputLost", "traceback": "",
@@ -728,11 +730,15 @@ class Scheduler:
         if task.state is State.SUCCEEDED:
             return self._schedule(now)
         if task.failures >= job.max_attempts and a.kind == "map" and _still_served(job, task):
-            # Run again off a drained worker, in vain: its output stays there.
+            # Run again off a drained worker, in vain: its output stays
+            # there, and a backup of the rerun has no more attempts to use.
             job.unmoved.add(task.index)
-            if not task.running():
-                task.state = State.SUCCEEDED
-            return self._schedule(now)
+            actions: list[Action] = []
+            for other in task.running():
+                self._end_attempt(other, State.KILLED, now, None)
+                actions.append(KillAttempt(other.wid, job.id, other.id))
+            task.state = State.SUCCEEDED
+            return actions + self._schedule(now)
         if task.failures >= job.max_attempts:
             task.state = State.FAILED
             return self._finish_job(job, State.FAILED, error, now) + self._schedule(now)
@@ -830,7 +836,7 @@ class Scheduler:
         if w.failures.get(job.id, 0) < BLACKLIST_FAILURES:
             return True
         # Never blacklist the last usable worker: the job would hang.
-        return not any(o.alive and o.failures.get(job.id, 0) < BLACKLIST_FAILURES
+        return not any(o.alive and not o.draining and o.failures.get(job.id, 0) < BLACKLIST_FAILURES
                        for o in self.workers.values())
 
     def _others_than_draining(self) -> bool:

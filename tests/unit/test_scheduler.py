@@ -199,6 +199,8 @@ def check_invariants(d: Driver) -> None:
                 assert task.state is State.RUNNING, f"{task.kind} {task.index} runs but is {task.state}"
             if job.state is not State.RUNNING:
                 assert not task.running(), "a finished job still has running attempts"
+            else:
+                assert task.failures <= job.max_attempts, f"{task.kind} {task.index} failed too often"
 
 
 # ---------------------------------------------------------------- launching
@@ -501,6 +503,48 @@ def test_a_map_that_fails_to_run_again_off_a_drained_worker_keeps_its_output_the
     d.run_to_completion()
     assert d.done()["j"].state is State.SUCCEEDED
     assert StopWorker(loc.wid) in d.log
+
+
+def test_a_backup_of_a_map_run_again_in_vain_off_a_drained_worker_is_killed() -> None:
+    """A speculative job: the rerun's backup runs when the rerun uses the
+    last attempt. The map keeps its old output, and the backup is killed
+    rather than followed by more attempts than the job allows."""
+    d, index, loc, _ = drained_map_output(max_attempts=1, speculative=True)
+    d.join("w4", slots=1)
+    (rerun,) = d.running("j", "map", index)
+    d._record(d.s.tick(d.tick(5)))
+    (backup,) = [a for a in d.running("j", "map", index) if a.id != rerun.id]
+    since = len(d.log)
+    d.fail(rerun.id)
+    check_invariants(d)
+    task = d.s.jobs["j"].maps[index]
+    assert task.state is State.SUCCEEDED and task.committed == loc.attempt_id
+    assert KillAttempt(backup.wid, "j", backup.id) in d.log[since:]
+    for _ in range(3):
+        d._record(d.s.tick(d.tick(5)))
+    assert not launches(d.log[since:], LaunchMap), "no attempt beyond the last"
+    d.run_to_completion()
+    assert d.done()["j"].state is State.SUCCEEDED
+
+
+def test_a_worker_blacklisted_for_a_job_is_used_when_the_others_drain() -> None:
+    """Never blacklisting the last usable worker counts a draining one as
+    unusable: else the job's pending tasks would wait for ever."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.join("w2", slots=1)
+    d.submit("j", maps=8, reduces=1, max_attempts=8)
+    for _ in range(10):
+        failing = d.running("j", "map", wid="w1")
+        if d.s.workers["w1"].failures.get("j", 0) >= BLACKLIST_FAILURES or not failing:
+            break
+        d.fail(failing[0].id)
+    assert d.s.workers["w1"].failures["j"] >= BLACKLIST_FAILURES
+    d._record(d.s.drain("w2", d.tick()))
+    for a in d.running("j", wid="w2"):
+        d.complete(a.id)
+    check_invariants(d)
+    assert d.running("j", wid="w1"), "the blacklisted worker is the only one left"
 
 
 def test_the_last_worker_drains_when_its_jobs_end() -> None:
@@ -934,7 +978,7 @@ def test_random_event_sequences_keep_the_invariants(speculative: bool, data: st.
         committable = [a for a in running if a.kind == "reduce" and d.maps_done(a.job_id)]
         choices = ["join", "submit"]
         if alive:
-            choices.append("lose")
+            choices += ["lose", "drain"]
         if running:
             choices += ["succeed", "succeed", "succeed", "fail"]
         if committable:
@@ -968,6 +1012,8 @@ def test_random_event_sequences_keep_the_invariants(speculative: bool, data: st.
             d._record(d.s.tick(d.now))
         elif event == "lose":
             d.lose(data.draw(st.sampled_from(alive), label="lost"))
+        elif event == "drain":
+            d._record(d.s.drain(data.draw(st.sampled_from(alive), label="drained"), d.tick()))
         elif event == "progress":
             # A heartbeat says how far some of its worker's attempts are
             # (or one of another worker's, which must not count).
@@ -1025,8 +1071,9 @@ def test_random_event_sequences_keep_the_invariants(speculative: bool, data: st.
         for key, aids in committed_success.items():
             assert len(aids) <= 1, f"two attempts of {key} committed and succeeded: {aids}"
 
-    # Let the cluster finish: a worker if none is left, then every attempt succeeds.
-    if not any(w.alive for w in d.s.workers.values()):
+    # Let the cluster finish: a worker if none is left to take tasks, then
+    # every attempt succeeds.
+    if not any(w.alive and not w.draining for w in d.s.workers.values()):
         d.join("wlast", slots=2)
     for _ in range(200):
         live_now = d.running()
