@@ -119,11 +119,6 @@ class Journal:
         self._write("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?)", job_id, step,
                     kind, index, attempt_id, result)
 
-    def task_lost(self, job_id: str, step: int, index: int) -> None:
-        """A map's output was lost (its worker, or fetch failures): it runs again."""
-        self._write("DELETE FROM tasks WHERE job_id = ? AND step = ? AND kind = 'map' "
-                    "AND idx = ?", job_id, step, index)
-
     def job_ended(self, job_id: str) -> None:
         # One statement per table; a crash between them leaves steps or
         # tasks without their job, which running_jobs ignores.
