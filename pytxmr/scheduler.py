@@ -94,8 +94,20 @@ class JobDone:
     error: dict[str, str] | None
 
 
+@dataclass(frozen=True)
+class OutputKept:
+    """Running a map again off its drained worker failed every attempt: its
+    output stays there, and so does the worker, until the job ends (for
+    the operator who waits for it to stop)."""
+
+    job_id: str
+    index: int
+    wid: str
+    failures: int
+
+
 Action = Union[InitJob, LaunchMap, LaunchReduce, KillAttempt, AnnounceMapOutputs, DestroyJob,
-               JobDone, StopWorker]
+               JobDone, StopWorker, OutputKept]
 
 
 # --- state -----------------------------------------------------------------
@@ -733,7 +745,8 @@ class Scheduler:
             # Run again off a drained worker, in vain: its output stays
             # there, and a backup of the rerun has no more attempts to use.
             job.unmoved.add(task.index)
-            actions: list[Action] = []
+            loc = job.map_locations[task.index]
+            actions: list[Action] = [OutputKept(job.id, task.index, loc.wid, task.failures)]
             for other in task.running():
                 self._end_attempt(other, State.KILLED, now, None)
                 actions.append(KillAttempt(other.wid, job.id, other.id))

@@ -657,6 +657,13 @@ class JobTracker:
             if isinstance(action, sched.AnnounceMapOutputs):
                 self._announce(action)
                 continue
+            if isinstance(action, sched.OutputKept):
+                self.log.warn("Map {index} of {job} failed {n} times to run again off the "
+                              "draining tasktracker {wid}: its output stays there, and the "
+                              "tasktracker stops once the job no longer needs it",
+                              index=action.index, job=action.job_id, n=action.failures,
+                              wid=action.wid)
+                continue
             conn = self.workers.get(action.wid)
             if conn is None:
                 continue

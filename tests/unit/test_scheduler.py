@@ -24,6 +24,7 @@ from pytxmr.scheduler import (
     LaunchMap,
     LaunchReduce,
     MapLocation,
+    OutputKept,
     Scheduler,
     State,
     StopWorker,
@@ -494,6 +495,7 @@ def test_a_map_that_fails_to_run_again_off_a_drained_worker_keeps_its_output_the
         (rerun,) = d.running("j", "map", index)
         d.fail(rerun.id)
         check_invariants(d)
+    assert [a for a in d.log if isinstance(a, OutputKept)] == [OutputKept("j", index, loc.wid, 2)]
     task = d.s.jobs["j"].maps[index]
     assert d.s.jobs["j"].state is State.RUNNING
     assert task.state is State.SUCCEEDED and task.committed == loc.attempt_id
@@ -520,6 +522,7 @@ def test_a_backup_of_a_map_run_again_in_vain_off_a_drained_worker_is_killed() ->
     task = d.s.jobs["j"].maps[index]
     assert task.state is State.SUCCEEDED and task.committed == loc.attempt_id
     assert KillAttempt(backup.wid, "j", backup.id) in d.log[since:]
+    assert OutputKept("j", index, loc.wid, 1) in d.log[since:]
     for _ in range(3):
         d._record(d.s.tick(d.tick(5)))
     assert not launches(d.log[since:], LaunchMap), "no attempt beyond the last"
