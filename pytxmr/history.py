@@ -21,7 +21,7 @@ import json
 import os
 import re
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -77,16 +77,17 @@ def summary_of(detail: dict[str, Any]) -> dict[str, Any]:
 
 
 def _companion(directory: str, job_id: str, suffix: str,
-               make: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
+               make: Callable[[dict[str, Any]], dict[str, Any]],
+               keys: Iterable[str] = ()) -> dict[str, Any] | None:
     """A stored job's summary or page view (``suffix``); made from its
     detail, once, if it has none (a history written before these were, or
-    a crash between the files)."""
+    a crash between the files) or one without the ``keys`` it must have."""
     base = os.path.join(directory, job_id)
     try:
         data = _read_json(base + suffix)
     except ValueError:
         data = None  # made again from the detail
-    if isinstance(data, dict) and data.get("job_id") == job_id:
+    if isinstance(data, dict) and data.get("job_id") == job_id and all(k in data for k in keys):
         return data
     detail = _read_json(f"{base}.json")
     if not isinstance(detail, dict) or detail.get("job_id") != job_id:
@@ -210,8 +211,10 @@ class JobHistory:
         is not stored or cannot be read."""
         if not self._stored(job_id):
             return None
+        # What a page shows: its summary's fields, and its attempts.
+        keys = [*self.summaries[job_id], "attempts"]
         data = await self._read(job_id, "page", _companion, self.directory, job_id,
-                                ".page.json", page_view)
+                                ".page.json", page_view, keys)
         return data if isinstance(data, dict) and data.get("job_id") == job_id else None
 
     async def read_logs(self, job_id: str) -> dict[str, str]:

@@ -443,6 +443,12 @@ class HistoryTests(JobTrackerCase):
         jt = await self.restart()
         self.assertEqual(await jt.job_page_view(job_id), stored)
         self.assertTrue(os.path.exists(base + ".page.json"))
+        # One that is not a page (a hand-edited or garbled history): the same.
+        with open(base + ".page.json", "w") as f:
+            json.dump({"job_id": job_id}, f)
+        self.assertEqual(await jt.job_page_view(job_id), stored)
+        code, body, _ = await http_get(await self.serve(jt) + f"/jobs/{job_id}")
+        self.assertEqual(code, 200)
 
     async def test_a_garbled_summary_is_made_again_and_logs_are_not_read_at_start(
             self) -> None:
