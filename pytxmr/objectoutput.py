@@ -23,6 +23,7 @@ from .outputrules import (
     OUTPUT_MARK,
     SUCCESS,
     TEMPORARY,
+    InputsInUse,
     OutputExistsError,
     UnsafeOverwrite,
     foreign_names,
@@ -50,10 +51,11 @@ def _is_object(fs: Any, path: str) -> bool:
 
 
 def check_overwrite(url: str, names: Sequence[str] | None, is_object: bool, *,
-                    inputs: Iterable[str]) -> None:
+                    inputs: Iterable[str], in_use: Iterable[InputsInUse] = ()) -> None:
     """Refuse (``UnsafeOverwrite``) to replace what is not an earlier
-    pytxmr output: the prefix's current ``names`` decide, as a directory's
-    do on a local disk."""
+    pytxmr output, or what holds or lies in an input of this job or of a
+    running one (``in_use``): the prefix's current ``names`` decide, as a
+    directory's do on a local disk."""
     shown = storage.redact(url)
 
     def refuse(why: str) -> UnsafeOverwrite:
@@ -64,14 +66,17 @@ def check_overwrite(url: str, names: Sequence[str] | None, is_object: bool, *,
     bucket_root = url.split("://", 1)[1].strip("/")
     if "/" not in bucket_root:
         raise refuse("it is a whole bucket (give a prefix inside it)")
-    for pattern in inputs:
-        if not storage.is_remote(pattern):
-            continue
-        fixed = storage.normalize(pattern)
-        magic = min((fixed.find(c) for c in "*?[" if c in fixed), default=-1)
-        base = fixed[:magic].rsplit("/", 1)[0] if magic >= 0 else fixed
-        if storage.inside(url, base) or storage.inside(base, url):
-            raise refuse(f"it holds, or lies in, the job's input {storage.redact(pattern)}")
+    owned = [("the job's input", list(inputs))]
+    owned += [(f"an input of the running job {job.job_id}", list(job.inputs)) for job in in_use]
+    for whose, patterns in owned:
+        for pattern in patterns:
+            if not storage.is_remote(pattern):
+                continue
+            fixed = storage.normalize(pattern)
+            magic = min((fixed.find(c) for c in "*?[" if c in fixed), default=-1)
+            base = fixed[:magic].rsplit("/", 1)[0] if magic >= 0 else fixed
+            if storage.inside(url, base) or storage.inside(base, url):
+                raise refuse(f"it holds, or lies in, {whose} {storage.redact(pattern)}")
     if not names:
         return
     if not set(names) & {OUTPUT_MARK, SUCCESS}:
@@ -95,7 +100,7 @@ def listing(url: str, opts: Mapping[str, str] | None) -> tuple[Any, str, list[st
 
 
 def prepare(url: str, overwrite: bool, *, inputs: Iterable[str],
-            opts: Mapping[str, str]) -> None:
+            opts: Mapping[str, str], in_use: Iterable[InputsInUse] = ()) -> None:
     """Refuse an existing output unless told to replace it (and then only a
     pytxmr output), remove it, and mark the prefix as a pytxmr output."""
     fs, path, names, is_object = listing(url, opts)
@@ -103,7 +108,7 @@ def prepare(url: str, overwrite: bool, *, inputs: Iterable[str],
         if not overwrite:
             raise OutputExistsError(
                 f"output {storage.redact(url)} already exists (use --overwrite to replace it)")
-        check_overwrite(url, names, is_object, inputs=inputs)
+        check_overwrite(url, names, is_object, inputs=inputs, in_use=in_use)
         _remove(fs, url, path, names or ())
     storage.retrying(url, "write", lambda: fs.pipe_file(
         f"{path}/{OUTPUT_MARK}", b"This prefix is the output of a pytxmr job: "

@@ -25,6 +25,7 @@ from .outputrules import (
     OUTPUT_MARK,
     SUCCESS,
     TEMPORARY,
+    InputsInUse,
     OutputExistsError,
     UnsafeOverwrite,
     foreign_names,
@@ -189,18 +190,20 @@ def _overlapping_input(out: str, patterns: Iterable[str], files: Iterable[str]) 
 
 
 def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Iterable[str] = (),
-                    protected: Iterable[str] = (), opts: Mapping[str, str] | None = None) -> None:
+                    protected: Iterable[str] = (), opts: Mapping[str, str] | None = None,
+                    in_use: Iterable[InputsInUse] = ()) -> None:
     """Refuse (UnsafeOverwrite) to let ``--overwrite`` delete ``path`` unless
     it is an earlier pytxmr output, or an empty directory, that holds none
-    of this job's inputs and lies in none of them, nor in or around a work
-    directory (``protected``), the home directory or the root.
+    of this job's inputs nor of the running jobs' (``in_use``) and lies in
+    none of them, nor in or around a work directory (``protected``), the
+    home directory or the root.
 
     Made at submission and again just before the deletion: Hadoop never
     deletes an output path, and an overwrite that guesses wrong loses data.
     """
     if storage.is_remote(path):
         _, _, names, is_object = objectoutput.listing(path, opts or {})
-        objectoutput.check_overwrite(path, names, is_object, inputs=inputs)
+        objectoutput.check_overwrite(path, names, is_object, inputs=inputs, in_use=in_use)
         return
     shown = path
     path = os.path.abspath(os.path.expanduser(path))
@@ -226,6 +229,11 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
     overlap = _overlapping_input(real, inputs, input_files)
     if overlap is not None:
         raise refuse(f"it holds, or lies in, the job's input {overlap}")
+    for job in in_use:
+        overlap = _overlapping_input(real, job.inputs, job.files)
+        if overlap is not None:
+            raise refuse(f"it holds, or lies in, {overlap}, an input of the running job "
+                         f"{job.job_id}")
     names = set(os.listdir(path))
     if not names:
         return
@@ -239,19 +247,21 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
 
 def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = (),
                        input_files: Iterable[str] = (), protected: Iterable[str] = (),
-                       opts: Mapping[str, str] | None = None) -> None:
+                       opts: Mapping[str, str] | None = None,
+                       in_use: Iterable[InputsInUse] = ()) -> None:
     """Refuse an existing output (as Hadoop does) unless told to replace it,
     and then only an earlier pytxmr output (``check_overwrite``, here again
     right before anything is deleted)."""
     if storage.is_remote(path):
-        objectoutput.prepare(path, overwrite, inputs=inputs, opts=opts or {})
+        objectoutput.prepare(path, overwrite, inputs=inputs, opts=opts or {}, in_use=in_use)
         return
     if os.path.lexists(path):
         if not overwrite:
             raise OutputExistsError(
                 f"output directory {path} already exists (use --overwrite to replace it)"
             )
-        check_overwrite(path, inputs=inputs, input_files=input_files, protected=protected)
+        check_overwrite(path, inputs=inputs, input_files=input_files, protected=protected,
+                        in_use=in_use)
         shutil.rmtree(path)
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):

@@ -5,6 +5,7 @@ and the refusals of an output that exists."""
 from __future__ import annotations
 
 import re
+from typing import NamedTuple, Sequence
 
 TEMPORARY = "_temporary"
 SUCCESS = "_SUCCESS"
@@ -22,6 +23,15 @@ class OutputExistsError(Exception):
 
 class UnsafeOverwrite(OutputExistsError):
     """--overwrite was given for a path pytxmr must not delete."""
+
+
+class InputsInUse(NamedTuple):
+    """The inputs of a running job (its patterns, and the files they
+    matched): no ``--overwrite`` of another job deletes them."""
+
+    job_id: str
+    inputs: Sequence[str]
+    files: Sequence[str]
 
 
 def part_name(partition: int) -> str:

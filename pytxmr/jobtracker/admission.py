@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 
 from .. import output, storage
 from ..bundle import BundleError, BundleStore
+from ..outputrules import InputsInUse
 from ..child import TaskChild, Zygote
 from ..steps import reduce_tasks
 from ..wire import SubmissionError
@@ -68,25 +69,23 @@ class Admission:
         if self._stopping:
             raise SubmissionError("the jobtracker is stopping")
 
-    async def admit(self, spec: Any, slots: int,
-                    running_outputs: Callable[[], Iterable[tuple[str, str]]]
+    async def admit(self, spec: Any, slots: int, running: Callable[[], Iterable[JobRecord]]
                     ) -> tuple[JobRecord, Submission]:
-        """The checked job; ``running_outputs()``: (job id, output) of the
-        running jobs, whose outputs no new job may overlap."""
+        """The checked job; ``running()``: the running jobs, whose outputs
+        no new job may overlap and whose inputs no ``--overwrite`` deletes."""
         ended: defer.Deferred[None] = defer.Deferred()
         self._in_progress.add(ended)
         try:
-            return await self._admit(spec, slots, running_outputs)
+            return await self._admit(spec, slots, running)
         finally:
             self._in_progress.discard(ended)
             ended.callback(None)
 
-    async def _admit(self, spec: Any, slots: int,
-                     running_outputs: Callable[[], Iterable[tuple[str, str]]]
+    async def _admit(self, spec: Any, slots: int, running: Callable[[], Iterable[JobRecord]]
                      ) -> tuple[JobRecord, Submission]:
         self._refuse_if_stopping()
         sub = validate_submission(spec)
-        _refuse_overlap(sub.output, running_outputs())
+        _refuse_overlap(sub.output, running())
         if sub.bundle is not None and not self.bundles.has(sub.bundle):
             raise SubmissionError("the job's bundle (its shipped code and files) was not "
                                   "uploaded before the submission")
@@ -98,7 +97,7 @@ class Admission:
                 await threads.deferToThread(
                     output.check_overwrite, sub.output, inputs=sub.inputs,
                     input_files=[f.path for f in files], protected=[self.workdir],
-                    opts=sub.storage_options)
+                    opts=sub.storage_options, in_use=_inputs_in_use(running()))
         except (ValueError, output.OutputExistsError) as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
         self._refuse_if_stopping()
@@ -131,12 +130,13 @@ class Admission:
                 splits = plan_splits(files, sub.split_size, slots, first.split_by)
             except ValueError as e:
                 raise SubmissionError(str(e)) from None
-            _refuse_overlap(sub.output, running_outputs())
+            _refuse_overlap(sub.output, running())
             try:
                 await threads.deferToThread(
                     output.prepare_output_dir, sub.output, sub.overwrite, inputs=sub.inputs,
                     input_files=[f.path for f in files], protected=[self.workdir],
-                    opts=sub.storage_options)
+                    opts=sub.storage_options,
+                    in_use=_inputs_in_use(running()) if sub.overwrite else ())
             except (output.OutputExistsError, OSError, ValueError) as e:
                 raise SubmissionError(str(e)) from None
             if self._stopping:  # the output just made is no job's
@@ -186,12 +186,19 @@ def step_reducers(step: StepPlan, option: int | None, slots: int) -> int:
     return reduce_tasks(step.num_reducers, step.map_only, step.fixed_reducers, option, slots)
 
 
-def _refuse_overlap(out: str, running: Iterable[tuple[str, str]]) -> None:
+def _refuse_overlap(out: str, running: Iterable[JobRecord]) -> None:
     """Two running jobs never share, nest or delete each other's output."""
-    for job_id, other in running:
-        if output.inside(out, other) or output.inside(other, out):
-            raise SubmissionError(f"the output {out} overlaps the output {other} "
-                                  f"of the running job {job_id}")
+    for job in running:
+        if output.inside(out, job.output) or output.inside(job.output, out):
+            raise SubmissionError(f"the output {out} overlaps the output {job.output} "
+                                  f"of the running job {job.id}")
+
+
+def _inputs_in_use(running: Iterable[JobRecord]) -> list[InputsInUse]:
+    """What an ``--overwrite`` must not delete: the running jobs' inputs,
+    as they were when each job was admitted (its patterns and files)."""
+    return [InputsInUse(job.id, list(job.inputs), sorted({s.path for s in job.splits}))
+            for job in running]
 
 
 def interrupted_outputs(jobs_dir: str) -> list[tuple[str, str]]:

@@ -387,8 +387,7 @@ class JobTracker:
         """Check and start a job; raises SubmissionError with the reason."""
         slots = sum(w.slots for w in self.workers.values())
         job, sub = await self.admission.admit(
-            spec, slots, lambda: [(j.id, j.output) for j in self.jobs.values()
-                                    if j.running or j.finishing])
+            spec, slots, lambda: [j for j in self.jobs.values() if j.running or j.finishing])
         job.owner = owner
         self.jobs[job.id] = job
         self._max_attempts[job.id] = (sub.max_attempts, sub.speculative)

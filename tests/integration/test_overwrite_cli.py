@@ -73,22 +73,29 @@ def test_submit_refuses_unsafe_overwrites(cluster: Cluster) -> None:
     assert_committed(out, 1)
 
 
-def test_a_running_jobs_output_is_not_overwritten(cluster: Cluster) -> None:
-    """A second job may not replace, nest in or hold a running job's output."""
+def test_a_running_jobs_output_and_input_are_not_overwritten(cluster: Cluster) -> None:
+    """A second job may not replace, nest in or hold a running job's output,
+    nor replace the earlier output the running job reads."""
     ws = cluster.base / "overlap-ws"
     ws.mkdir()
     data = ws / "words.txt"
     data.write_text("a b a\n")
+    earlier = ws / "earlier"
+    assert_ok(cluster.submit(WORDCOUNT, [data], earlier, "--reducers", "1"), cluster)
     barrier = ws / "barrier"
     job = ws / "held.py"
     job.write_text(barrier_job(barrier))
     out = ws / "out"
-    held = cluster.popen_submit(job, [data], out, "--reducers", "1")
+    held = cluster.popen_submit(job, [earlier], out, "--reducers", "1")
     try:
         wait_for(lambda: (out / OUTPUT_MARK).exists(), 20, "the held job's output")
         for other in (out, out / "inner", ws):
             rc, _, err = cluster.submit(WORDCOUNT, [data], other, "--overwrite")
             assert rc == 2 and "of the running job" in err, err
+        before = snapshot(earlier)
+        rc, _, err = cluster.submit(WORDCOUNT, [data], earlier, "--overwrite")
+        assert rc == 2 and "an input of the running job" in err, err
+        assert snapshot(earlier) == before
         barrier.touch()
         assert_ok((held.wait(60), *held.communicate()), cluster)
     finally:

@@ -19,6 +19,7 @@ from pytxmr.output import (
     check_overwrite,
     prepare_output_dir,
 )
+from pytxmr.outputrules import InputsInUse
 
 
 def old_output(path: Path, *, mark: str = OUTPUT_MARK) -> Path:
@@ -126,6 +127,18 @@ def test_an_output_reached_through_a_symlinked_input_is_refused(home: Path) -> N
     link.symlink_to(out)
     refused(out, "the job's input", inputs=[str(link / "part-00000")],
             input_files=[str(link / "part-00000")])
+
+
+def test_an_input_of_a_running_job_is_refused(home: Path) -> None:
+    """An earlier output that another job, still running, reads: replacing
+    it would delete that job's input under it."""
+    out = old_output(home / "chain")
+    part = str(out / "part-00000")
+    for running in (InputsInUse("job_7", [str(out)], [part]),  # the directory given
+                    InputsInUse("job_7", [str(home / "*" / "part-*")], [part])):  # a glob
+        refused(out, "lies in, .*, an input of the running job job_7", in_use=[running])
+    check_overwrite(str(out), in_use=[InputsInUse("job_7", [str(home / "other")],
+                                                  [str(home / "other" / "a")])])
 
 
 @pytest.mark.parametrize("pattern, hit", [
