@@ -18,7 +18,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 from . import counters as _counters
 from . import bundle, jobargs, output, stepdata, storage
 from .counters import FRAMEWORK, Counters
-from .jobmodule import Job, JobDefinition, JobDefinitionError, define, load_module
+from .jobmodule import (Job, JobDefinition, JobDefinitionError, define, describe_error, load_module,
+                        refusal_text)
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map, run_map_only
 from .partfile import part_writer
 from .records import CODEC_MSGPACK, codec_for
@@ -52,8 +53,11 @@ def run_inline(
     files. Splits are as large as a cluster's may be: in one process, more
     of them would only mean more spills."""
     codec = codec_for(compress)  # before any output is touched
-    with open(job_path, encoding="utf-8") as f:
-        source = f.read()
+    try:
+        with open(job_path, encoding="utf-8") as f:
+            source = f.read()
+    except OSError as e:
+        raise JobDefinitionError(f"cannot read the job module {job_path}: {e.strerror}") from None
     given = jobargs.check_pairs(args.items() if isinstance(args, Mapping) else (args or ()))
     storage.check_no_credentials([*inputs, output_dir])
     # Before the working directory changes to the tasks' own.
@@ -66,7 +70,7 @@ def run_inline(
             def fresh() -> Sequence[Job]:
                 return define(load_module(source, job_path), map_name, reduce_name).steps
 
-            definition = define(load_module(source, job_path), map_name, reduce_name)
+            definition = _loaded(source, job_path, map_name, reduce_name)
             jobargs.use(jobargs.parse(definition.arguments, given))
             check_reducers(definition, num_reducers)
             return _run(definition, fresh, inputs, output_dir, work,
@@ -75,6 +79,17 @@ def run_inline(
                         storage_options=storage_options)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _loaded(source: str, job_path: str, map_name: str, reduce_name: str) -> JobDefinition:
+    """The job, or its refusal as a cluster's check words it (a module
+    that does not load is the user's error, not the framework's)."""
+    try:
+        return define(load_module(source, job_path), map_name, reduce_name)
+    except JobDefinitionError:
+        raise
+    except Exception as e:
+        raise JobDefinitionError(refusal_text(describe_error(e, job_path))) from None
 
 
 @contextlib.contextmanager

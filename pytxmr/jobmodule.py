@@ -14,7 +14,7 @@ import sys
 import traceback
 import types
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from . import jobargs, readers, stepdata
 from .partition import default_partition
@@ -292,6 +292,25 @@ def define(module: types.ModuleType, map_name: str = "map",
     return JobDefinition(tuple(_resolve_step(module, s, n, len(steps))
                                for n, s in enumerate(steps)), arguments, reuse)
 
+
+
+#: Errors of a job module that does not load whose message says it all
+#: (file and line): their traceback would only show the framework's frames.
+_SELF_EXPLAINED = frozenset({"SyntaxError", "IndentationError", "TabError",
+                             "JobDefinitionError", "ArgumentError"})
+
+
+def refusal_text(error: Mapping[str, Any]) -> str:
+    """What a submitter is told of a job module that does not load (an
+    error as ``describe_error`` gives it): the same from a cluster's check
+    and from ``run --inline``."""
+    message = str(error.get("message", "the job module check failed"))
+    trace = str(error.get("traceback", ""))
+    if error.get("type") in _SELF_EXPLAINED:
+        for kind in ("JobDefinitionError: ", "ArgumentError: "):
+            message = message.split(kind, 1)[-1]
+        trace = ""
+    return f"{message}\n{trace}".rstrip()
 
 
 def describe_error(exc: BaseException, filename: str | None = None) -> dict[str, str]:

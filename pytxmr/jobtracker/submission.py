@@ -18,11 +18,8 @@ from .. import scheduler as sched
 from ..bundle import is_digest
 from ..records import COMPRESSION_CODECS
 from ..splits import Split, compute_splits, default_split_size
+from ..jobmodule import refusal_text
 from ..wire import SubmissionError, check_protocol
-
-#: Errors of the submission check whose message says it all (file and line).
-_SELF_EXPLAINED = frozenset({"SyntaxError", "IndentationError", "TabError",
-                             "JobDefinitionError", "ArgumentError"})
 
 
 @dataclass(frozen=True)
@@ -137,17 +134,10 @@ def check_failure(error: Mapping[str, Any], check_timeout: float,
     """The message a submitter gets for a module that failed its check;
     files of its bundle are named as they are in the bundle (``helper.py``),
     not where the jobtracker unpacked them."""
-    message = str(error.get("message", "the job module check failed"))
-    traceback = str(error.get("traceback", ""))
-    if error.get("type") == "TaskProcessDied" and "longer than" in message:
-        message = f"importing the job module took longer than {check_timeout:g}s"
-    elif error.get("type") in _SELF_EXPLAINED:
-        # The message names the file (and line); the traceback would only
-        # show the task child's own frames.
-        for kind in ("JobDefinitionError: ", "ArgumentError: "):
-            message = message.split(kind, 1)[-1]
-        traceback = ""
-    text = f"{message}\n{traceback}".rstrip()
+    if error.get("type") == "TaskProcessDied" and "longer than" in str(error.get("message")):
+        error = {**error, "message": f"importing the job module took longer than "
+                                     f"{check_timeout:g}s"}
+    text = refusal_text(error)
     if bundle_dir:
         text = text.replace(os.path.join(bundle_dir, "py") + os.sep, "")
     return text

@@ -386,6 +386,11 @@ def test_broken_job_modules_are_refused_and_the_next_job_runs(cluster: Cluster) 
             assert text in err, f"{text!r} not in:\n{err}"
         assert not out.exists(), "a refused job must not create its output"
         assert "pytxmr/task.py" not in err, f"the framework's frames are noise:\n{err}"
+        # run --inline refuses it in the same words, with the same status.
+        inline = run_cli("run", "--inline", str(job), str(data), "-o", str(out),
+                         env=cluster.env, cwd=cluster.base)
+        assert (inline[0], inline[2]) == (2, err), inline
+        assert not out.exists()
     # Relative paths are relative to the submitter's working directory.
     assert_ok(cluster.submit(WORDCOUNT, [data.name], "out-after-bad"), cluster)
     assert merged(read_wordcount(cluster.base / "out-after-bad")) == {"a": 3, "b": 2, "c": 1}
