@@ -84,6 +84,18 @@ def write_pairs(items: Iterable[Any], write: Callable[[Any, Any], None], who: st
         except (TypeError, ValueError) as e:
             raise RecordTypeError(f"{who} must yield (key, value) pairs, not {item!r:.100} "
                                   f"({e})") from None
-        write(k, v)
+        try:
+            write(k, v)
+        except RecordTypeError:
+            raise
+        except TypeError as e:
+            raise unwritable(who, k, v, e) from None
         n += 1
     return n
+
+
+def unwritable(who: str, k: Any, v: Any, e: TypeError) -> RecordTypeError:
+    """The pair ``who`` yielded that cannot be written, named: the user's
+    own frames are gone by the time it is."""
+    return RecordTypeError(f"{who} yielded ({k!r:.100}, {v!r:.100}), which cannot be "
+                           f"written: {e}")

@@ -17,7 +17,7 @@ from .jobmodule import Job
 from .keys import merge_order
 from .merge import RunRef, group_values, merge_batches, merge_runs, reduce_run_count
 from .output import text_line
-from .partfile import call_hook, part_writer, write_pairs
+from .partfile import call_hook, part_writer, unwritable, write_pairs
 from .records import Record, RecordTypeError
 from .stepdata import PAIRS
 from .reducers import identity
@@ -57,14 +57,26 @@ def run_reduce(
         elif runs:
             for key, values in group_values(merge_runs(runs, sort_key, records)):
                 groups += 1
-                for item in reducefn(key, values):
+                items = reducefn(key, values)
+                try:
+                    items = iter(items)
+                except TypeError:
+                    raise RecordTypeError(
+                        f"reduce must yield (key, value) pairs (or return a list of them); "
+                        f"at the key {key!r:.100} it returned {items!r:.100}") from None
+                for item in items:
                     try:
                         k, v = item
                     except (TypeError, ValueError) as e:
                         raise RecordTypeError(
                             f"reduce must yield (key, value) pairs, not {item!r:.100} "
                             f"({e})") from None
-                    write(line(k, v))
+                    try:
+                        write(line(k, v))
+                    except RecordTypeError:
+                        raise
+                    except TypeError as e:
+                        raise unwritable("reduce", k, v, e) from None
                     out_records += 1
         if job.reduce_final is not None:
             out_records += write_pairs(call_hook(job.reduce_final), part.put, "reduce")

@@ -539,6 +539,25 @@ def test_reduce_yielding_a_non_pair_raises_record_type_error(tmp_path: Path, emi
 
 
 @pytest.mark.parametrize("body, error", [
+    ("    return sum(values)\n", r"reduce must yield \(key, value\) pairs \(or return a list "
+                                r"of them\); at the key 'a' it returned 1"),
+    ("    yield key, object()\n", r"reduce yielded \('a', <object .*>\), which cannot be "
+                                r"written: cannot write object as JSON"),
+    ("    yield (key, {1}), 1\n", r"reduce yielded \(\('a', \{1\}\), 1\), which cannot be "
+                                r"written: cannot write set as JSON"),
+], ids=["returns-a-number", "unwritable-value", "unwritable-key"])
+def test_a_reduce_whose_output_cannot_be_written_names_it(tmp_path: Path, body: str,
+                                                          error: str) -> None:
+    """Its frames are gone when its pairs are written: the error names the
+    pair (or what it returned), not only a type."""
+    path = tmp_path / "in.txt"
+    path.write_text("a\n")
+    source = WORDCOUNT + "\ndef reduce(key, values):\n" + body
+    with pytest.raises(RecordTypeError, match=error):
+        run_job(tmp_path, source, [str(path)])
+
+
+@pytest.mark.parametrize("body, error", [
     ("    raise ValueError('mine')\n    yield key, 1\n", "^mine$"),
     ("    raise TypeError('mine')\n    yield key, 1\n", "^mine$"),
     # Errors of C code the framework's loop drives are the user's too
