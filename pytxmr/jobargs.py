@@ -94,7 +94,8 @@ def declared(module: Any) -> tuple[Arg, ...] | None:
 def check_pairs(given: Iterable[tuple[str, str]]) -> dict[str, str]:
     """``NAME=VALUE`` pairs as a dict; an argument given twice is refused."""
     out: dict[str, str] = {}
-    for name, value in given:
+    for pair in given:
+        name, value = _pair(pair)
         if not isinstance(name, str) or not name.isidentifier():
             raise ArgumentError(f"a job argument's name must be an identifier, not {name!r}")
         if not isinstance(value, str):
@@ -103,6 +104,16 @@ def check_pairs(given: Iterable[tuple[str, str]]) -> dict[str, str]:
             raise ArgumentError(f"argument {name} is given twice")
         out[name] = value
     return out
+
+
+def _pair(pair: Any) -> tuple[Any, Any]:
+    if not isinstance(pair, (str, bytes)):  # "ab" would unpack as ("a", "b")
+        try:
+            name, value = pair
+            return name, value
+        except (TypeError, ValueError):
+            pass
+    raise ArgumentError(f"job arguments are (name, value) pairs or a dict, not {pair!r:.100}")
 
 
 def parse(declarations: Sequence[Arg] | None, given: Mapping[str, str]) -> dict[str, Any]:

@@ -43,6 +43,11 @@ def test_an_argument_given_twice_is_refused() -> None:
         check_pairs([("a", "1"), ("a", "2")])
     with pytest.raises(ArgumentError, match="must be an identifier"):
         check_pairs([("not a name", "1")])
+    # The command line's NAME=VALUE given to the Python API: a clear refusal.
+    with pytest.raises(ArgumentError, match="are \\(name, value\\) pairs or a dict, not 'a=1'"):
+        check_pairs(["a=1"])  # type: ignore[list-item]
+    with pytest.raises(ArgumentError, match="not 'n5'"):
+        check_pairs(["n5"])  # type: ignore[list-item]
 
 
 def test_declarations_are_checked() -> None:
