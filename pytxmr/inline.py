@@ -89,7 +89,7 @@ def _loaded(source: str, job_path: str, map_name: str, reduce_name: str) -> JobD
     except JobDefinitionError:
         raise
     except Exception as e:
-        raise JobDefinitionError(refusal_text(describe_error(e, job_path))) from None
+        raise JobDefinitionError(refusal_text(describe_error(e, job_path))) from e
 
 
 @contextlib.contextmanager

@@ -53,9 +53,9 @@ def _is_object(fs: Any, path: str) -> bool:
 def check_overwrite(url: str, names: Sequence[str] | None, is_object: bool, *,
                     inputs: Iterable[str], in_use: Iterable[InputsInUse] = ()) -> None:
     """Refuse (``UnsafeOverwrite``) to replace what is not an earlier
-    pytxmr output, or what holds or lies in an input of this job or of a
-    running one (``in_use``): the prefix's current ``names`` decide, as a
-    directory's do on a local disk."""
+    pytxmr output, what holds or lies in an input of this job, or what
+    holds an input of another (``in_use``): the prefix's current
+    ``names`` decide, as a directory's do on a local disk."""
     shown = storage.redact(url)
 
     def refuse(why: str) -> UnsafeOverwrite:
@@ -66,17 +66,19 @@ def check_overwrite(url: str, names: Sequence[str] | None, is_object: bool, *,
     bucket_root = url.split("://", 1)[1].strip("/")
     if "/" not in bucket_root:
         raise refuse("it is a whole bucket (give a prefix inside it)")
-    owned = [("the job's input", list(inputs))]
-    owned += [(f"an input of the running job {job.job_id}", list(job.inputs)) for job in in_use]
-    for whose, patterns in owned:
-        for pattern in patterns:
-            if not storage.is_remote(pattern):
-                continue
-            fixed = storage.normalize(pattern)
-            magic = min((fixed.find(c) for c in "*?[" if c in fixed), default=-1)
-            base = fixed[:magic].rsplit("/", 1)[0] if magic >= 0 else fixed
-            if storage.inside(url, base) or storage.inside(base, url):
-                raise refuse(f"it holds, or lies in, {whose} {storage.redact(pattern)}")
+    for pattern in inputs:
+        if not storage.is_remote(pattern):
+            continue
+        fixed = storage.normalize(pattern)
+        magic = min((fixed.find(c) for c in "*?[" if c in fixed), default=-1)
+        base = fixed[:magic].rsplit("/", 1)[0] if magic >= 0 else fixed
+        if storage.inside(url, base) or storage.inside(base, url):
+            raise refuse(f"it holds, or lies in, the job's input {storage.redact(pattern)}")
+    for job in in_use:  # another job's: what it listed, and what it named
+        held = next((p for p in (*job.files, *job.inputs)
+                     if storage.is_remote(p) and storage.inside(storage.normalize(p), url)), None)
+        if held is not None:
+            raise refuse(f"it holds {storage.redact(held)}, an input of {job.whose}")
     if not names:
         return
     if not set(names) & {OUTPUT_MARK, SUCCESS}:

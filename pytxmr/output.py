@@ -168,8 +168,11 @@ def _glob_matches(path_parts: Sequence[str], pattern_parts: Sequence[str]) -> bo
             and _glob_matches(path_parts[1:], rest))
 
 
-def _overlapping_input(out: str, patterns: Iterable[str], files: Iterable[str]) -> str | None:
-    """The first input that contains ``out`` or that ``out`` contains."""
+def _overlapping_input(out: str, patterns: Iterable[str], files: Iterable[str],
+                       lies_in: bool = True) -> str | None:
+    """The first input that ``out`` contains or (with ``lies_in``) that
+    contains ``out``: another job's input directory may hold outputs (it
+    read the files it listed)."""
     ancestors = [out]
     while os.path.dirname(ancestors[-1]) != ancestors[-1]:
         ancestors.append(os.path.dirname(ancestors[-1]))
@@ -177,11 +180,11 @@ def _overlapping_input(out: str, patterns: Iterable[str], files: Iterable[str]) 
         path = os.path.abspath(os.path.expanduser(pattern))
         if is_glob(path):
             parts = path.split(os.sep)
-            if any(_glob_matches(a.split(os.sep), parts) for a in ancestors):
+            if lies_in and any(_glob_matches(a.split(os.sep), parts) for a in ancestors):
                 return pattern
             continue
         real = os.path.realpath(path)
-        if inside(out, real) or inside(real, out):
+        if (lies_in and inside(out, real)) or inside(real, out):
             return pattern
     for f in files:
         if inside(os.path.realpath(f), out):
@@ -194,8 +197,8 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
                     in_use: Iterable[InputsInUse] = ()) -> None:
     """Refuse (UnsafeOverwrite) to let ``--overwrite`` delete ``path`` unless
     it is an earlier pytxmr output, or an empty directory, that holds none
-    of this job's inputs nor of the running jobs' (``in_use``) and lies in
-    none of them, nor in or around a work directory (``protected``), the
+    of this job's inputs nor of other jobs' (``in_use``) and lies in none
+    of its own, nor in or around a work directory (``protected``), the
     home directory or the root.
 
     Made at submission and again just before the deletion: Hadoop never
@@ -230,10 +233,9 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
     if overlap is not None:
         raise refuse(f"it holds, or lies in, the job's input {overlap}")
     for job in in_use:
-        overlap = _overlapping_input(real, job.inputs, job.files)
+        overlap = _overlapping_input(real, job.inputs, job.files, lies_in=False)
         if overlap is not None:
-            raise refuse(f"it holds, or lies in, {overlap}, an input of the running job "
-                         f"{job.job_id}")
+            raise refuse(f"it holds {overlap}, an input of {job.whose}")
     names = set(os.listdir(path))
     if not names:
         return

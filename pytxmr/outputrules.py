@@ -26,10 +26,11 @@ class UnsafeOverwrite(OutputExistsError):
 
 
 class InputsInUse(NamedTuple):
-    """The inputs of a running job (its patterns, and the files they
-    matched): no ``--overwrite`` of another job deletes them."""
+    """The inputs of another job, running or being admitted (its patterns,
+    and the files they matched): no ``--overwrite`` deletes them."""
 
-    job_id: str
+    #: Whose they are, for a refusal: "the running job job_..._0001".
+    whose: str
     inputs: Sequence[str]
     files: Sequence[str]
 

@@ -140,9 +140,25 @@ def parent(path: str) -> str:
 
 
 def inside(path: str, root: str) -> bool:
-    """Whether ``path`` is ``root`` or below it (normalized, same store)."""
-    sep = "/" if is_remote(root) else os.sep
+    """Whether ``path`` is ``root`` or below it (normalized, same store:
+    ``s3a://`` and ``S3://`` name ``s3://``'s objects)."""
+    if is_remote(root):
+        path, root = _canonical(path), _canonical(root)
+        sep = "/"
+    else:
+        sep = os.sep
     return path == root or path.startswith(root.rstrip(sep) + sep)
+
+
+#: Schemes that name another's objects.
+_SAME_STORE = {"s3a": "s3"}
+
+
+def _canonical(url: str) -> str:
+    s = scheme(url)
+    if s is None:
+        return url
+    return f"{_SAME_STORE.get(s, s)}://{url.split('://', 1)[1]}"
 
 
 def check_no_credentials(paths: Iterable[str]) -> None:

@@ -19,6 +19,7 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 
 from .. import output, storage
+from ..storage import InputFile
 from ..bundle import BundleError, BundleStore
 from ..outputrules import InputsInUse
 from ..child import TaskChild, Zygote
@@ -49,6 +50,11 @@ class Admission:
         #: Submissions in progress (each fires when it ends) and their checks.
         self._in_progress: set[defer.Deferred[None]] = set()
         self._checks: set[TaskChild] = set()
+        #: The inputs of the submissions in progress, from when they are
+        #: listed, and the outputs they prepare: no other deletes the ones
+        #: nor overlaps the others.
+        self._admitting: dict[object, InputsInUse] = {}
+        self._claimed: dict[object, str] = {}
 
     def start(self, last_seq: int) -> None:
         """Job ids go on after ``last_seq`` (that of the history)."""
@@ -85,19 +91,49 @@ class Admission:
                      ) -> tuple[JobRecord, Submission]:
         self._refuse_if_stopping()
         sub = validate_submission(spec)
-        _refuse_overlap(sub.output, running())
+        _refuse_overlap(sub.output, self._outputs(running()))
         if sub.bundle is not None and not self.bundles.has(sub.bundle):
             raise SubmissionError("the job's bundle (its shipped code and files) was not "
                                   "uploaded before the submission")
         try:
             files = await threads.deferToThread(storage.expand_inputs, sub.inputs,
                                                 sub.storage_options)
+        except ValueError as e:  # InputError and friends
+            raise SubmissionError(str(e)) from None
+        # From now on its inputs are in use: the job's once admitted.
+        token = object()
+        self._admitting[token] = InputsInUse("a job being submitted", list(sub.inputs),
+                                             [f.path for f in files])
+        try:
+            return await self._admit_listed(sub, files, slots, running, token)
+        finally:
+            del self._admitting[token]
+            self._claimed.pop(token, None)
+
+    def _outputs(self, running: Iterable[JobRecord]) -> list[tuple[str, str]]:
+        """(whose, output) of the running jobs, and of the submissions that
+        are preparing theirs."""
+        return [*((f"the running job {job.id}", job.output) for job in running),
+                *(("a job being submitted", out) for out in self._claimed.values())]
+
+    def _in_use(self, running: Iterable[JobRecord], token: object) -> list[InputsInUse]:
+        """What an ``--overwrite`` must not delete: the inputs of the running
+        jobs (as they were listed when each was admitted) and of the other
+        submissions being admitted."""
+        return [*(InputsInUse(f"the running job {job.id}", list(job.inputs),
+                              sorted({s.path for s in job.splits})) for job in running),
+                *(inputs for t, inputs in self._admitting.items() if t is not token)]
+
+    async def _admit_listed(self, sub: Submission, files: list[InputFile], slots: int,
+                            running: Callable[[], Iterable[JobRecord]], token: object
+                            ) -> tuple[JobRecord, Submission]:
+        try:
             if sub.overwrite:
                 # Before the module check: a refusal costs nothing then.
                 await threads.deferToThread(
                     output.check_overwrite, sub.output, inputs=sub.inputs,
                     input_files=[f.path for f in files], protected=[self.workdir],
-                    opts=sub.storage_options, in_use=_inputs_in_use(running()))
+                    opts=sub.storage_options, in_use=self._in_use(running(), token))
         except (ValueError, output.OutputExistsError) as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
         self._refuse_if_stopping()
@@ -130,13 +166,15 @@ class Admission:
                 splits = plan_splits(files, sub.split_size, slots, first.split_by)
             except ValueError as e:
                 raise SubmissionError(str(e)) from None
-            _refuse_overlap(sub.output, running())
+            _refuse_overlap(sub.output, self._outputs(running()))
+            # Its own from here on (no wait between the check and the claim).
+            self._claimed[token] = sub.output
             try:
                 await threads.deferToThread(
                     output.prepare_output_dir, sub.output, sub.overwrite, inputs=sub.inputs,
                     input_files=[f.path for f in files], protected=[self.workdir],
                     opts=sub.storage_options,
-                    in_use=_inputs_in_use(running()) if sub.overwrite else ())
+                    in_use=self._in_use(running(), token) if sub.overwrite else ())
             except (output.OutputExistsError, OSError, ValueError) as e:
                 raise SubmissionError(str(e)) from None
             if self._stopping:  # the output just made is no job's
@@ -186,19 +224,12 @@ def step_reducers(step: StepPlan, option: int | None, slots: int) -> int:
     return reduce_tasks(step.num_reducers, step.map_only, step.fixed_reducers, option, slots)
 
 
-def _refuse_overlap(out: str, running: Iterable[JobRecord]) -> None:
-    """Two running jobs never share, nest or delete each other's output."""
-    for job in running:
-        if output.inside(out, job.output) or output.inside(job.output, out):
-            raise SubmissionError(f"the output {out} overlaps the output {job.output} "
-                                  f"of the running job {job.id}")
+def _refuse_overlap(out: str, others: Iterable[tuple[str, str]]) -> None:
+    """Two jobs never share, nest or delete each other's output."""
+    for whose, other in others:
+        if output.inside(out, other) or output.inside(other, out):
+            raise SubmissionError(f"the output {out} overlaps the output {other} of {whose}")
 
-
-def _inputs_in_use(running: Iterable[JobRecord]) -> list[InputsInUse]:
-    """What an ``--overwrite`` must not delete: the running jobs' inputs,
-    as they were when each job was admitted (its patterns and files)."""
-    return [InputsInUse(job.id, list(job.inputs), sorted({s.path for s in job.splits}))
-            for job in running]
 
 
 def interrupted_outputs(jobs_dir: str) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -73,15 +74,28 @@ def test_submit_refuses_unsafe_overwrites(cluster: Cluster) -> None:
     assert_committed(out, 1)
 
 
-def test_a_running_jobs_output_and_input_are_not_overwritten(cluster: Cluster) -> None:
-    """A second job may not replace, nest in or hold a running job's output,
-    nor replace the earlier output the running job reads."""
-    ws = cluster.base / "overlap-ws"
+def earlier_output(cluster: Cluster, name: str) -> tuple[Path, Path, Path]:
+    """A workspace with a text and the output of an earlier job on it."""
+    ws = cluster.base / name
     ws.mkdir()
     data = ws / "words.txt"
     data.write_text("a b a\n")
     earlier = ws / "earlier"
     assert_ok(cluster.submit(WORDCOUNT, [data], earlier, "--reducers", "1"), cluster)
+    return ws, data, earlier
+
+
+def overwrite_refused(cluster: Cluster, data: Path, output: Path, why: str) -> None:
+    before = snapshot(output)
+    rc, _, err = cluster.submit(WORDCOUNT, [data], output, "--overwrite")
+    assert rc == 2 and why in err, err
+    assert snapshot(output) == before
+
+
+def test_a_running_jobs_output_and_input_are_not_overwritten(cluster: Cluster) -> None:
+    """A second job may not replace, nest in or hold a running job's output,
+    nor replace the earlier output the running job reads."""
+    ws, data, earlier = earlier_output(cluster, "overlap-ws")
     barrier = ws / "barrier"
     job = ws / "held.py"
     job.write_text(barrier_job(barrier))
@@ -92,10 +106,7 @@ def test_a_running_jobs_output_and_input_are_not_overwritten(cluster: Cluster) -
         for other in (out, out / "inner", ws):
             rc, _, err = cluster.submit(WORDCOUNT, [data], other, "--overwrite")
             assert rc == 2 and "of the running job" in err, err
-        before = snapshot(earlier)
-        rc, _, err = cluster.submit(WORDCOUNT, [data], earlier, "--overwrite")
-        assert rc == 2 and "an input of the running job" in err, err
-        assert snapshot(earlier) == before
+        overwrite_refused(cluster, data, earlier, "an input of the running job")
         barrier.touch()
         assert_ok((held.wait(60), *held.communicate()), cluster)
     finally:
@@ -103,3 +114,32 @@ def test_a_running_jobs_output_and_input_are_not_overwritten(cluster: Cluster) -
             held.kill()
             held.wait()
     assert_committed(out, 1)
+
+
+def test_an_input_of_a_job_being_admitted_is_not_overwritten(cluster: Cluster) -> None:
+    """A job reading an earlier output is still being admitted (its module
+    checked) when another asks to overwrite that output: refused, and the
+    first job reads what it listed."""
+    ws, data, earlier = earlier_output(cluster, "admitting-ws")
+    importing, barrier = ws / "importing", ws / "barrier"
+    slow = ws / "slow_import.py"
+    slow.write_text(f"""import os, time
+open({str(importing)!r}, "w").close()
+deadline = time.monotonic() + 60
+while not os.path.exists({str(barrier)!r}) and time.monotonic() < deadline:
+    time.sleep(0.01)
+""" + WORDCOUNT.read_text())
+    reader = cluster.popen_submit(slow, [earlier], ws / "counted", "--reducers", "1")
+    try:
+        wait_for(importing.exists, 20, "the reader's module check")
+        overwrite_refused(cluster, data, earlier, "an input of a job being submitted")
+        barrier.touch()
+        assert_ok((reader.wait(60), *reader.communicate()), cluster)
+    finally:
+        barrier.touch()
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    words = Counter((earlier / "part-00000").read_text().split())
+    assert (ws / "counted" / "part-00000").read_text() == "".join(
+        f"{w}\t{n}\n" for w, n in sorted(words.items()))

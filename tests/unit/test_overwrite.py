@@ -129,16 +129,44 @@ def test_an_output_reached_through_a_symlinked_input_is_refused(home: Path) -> N
             input_files=[str(link / "part-00000")])
 
 
-def test_an_input_of_a_running_job_is_refused(home: Path) -> None:
-    """An earlier output that another job, still running, reads: replacing
-    it would delete that job's input under it."""
+def test_an_input_of_another_job_is_refused(home: Path) -> None:
+    """An earlier output that another job, running or being admitted,
+    reads: replacing it would delete that job's input under it. An output
+    that merely lies in the other job's input directory is not read by it
+    (it read the files it listed)."""
     out = old_output(home / "chain")
     part = str(out / "part-00000")
-    for running in (InputsInUse("job_7", [str(out)], [part]),  # the directory given
-                    InputsInUse("job_7", [str(home / "*" / "part-*")], [part])):  # a glob
-        refused(out, "lies in, .*, an input of the running job job_7", in_use=[running])
-    check_overwrite(str(out), in_use=[InputsInUse("job_7", [str(home / "other")],
+    running = "the running job job_7"
+    for job in (InputsInUse(running, [str(out)], [part]),  # the directory given
+                InputsInUse(running, [str(home / "*" / "part-*")], [part]),  # a glob
+                InputsInUse(running, [str(home / "alias")], [])):  # a symbolic link to it
+        (home / "alias").unlink(missing_ok=True)
+        (home / "alias").symlink_to(out)
+        refused(out, f"it holds .*, an input of {running}", in_use=[job])
+    refused(out, "an input of a job being submitted",
+            in_use=[InputsInUse("a job being submitted", [part], [part])])
+    shared = home / "shared"
+    shared.mkdir()
+    (shared / "a.txt").write_text("x\n")
+    beside = old_output(shared / "out1")
+    check_overwrite(str(beside), in_use=[InputsInUse(running, [str(shared)],
+                                                     [str(shared / "a.txt")])])
+    check_overwrite(str(out), in_use=[InputsInUse(running, [str(home / "other")],
                                                   [str(home / "other" / "a")])])
+
+
+def test_an_object_store_input_of_another_job_is_refused_under_any_alias() -> None:
+    """s3a:// and S3:// name s3://'s objects: the check compares stores,
+    not spellings (an object output's check needs no listing for this)."""
+    from pytxmr import objectoutput
+
+    for theirs in ("s3://b/earlier", "s3a://b/earlier/part-00000", "S3://b/earlier"):
+        job = InputsInUse("the running job job_7", [theirs], [])
+        with pytest.raises(UnsafeOverwrite, match="an input of the running job job_7"):
+            objectoutput.check_overwrite("s3://b/earlier", [OUTPUT_MARK], False, inputs=[],
+                                         in_use=[job])
+    objectoutput.check_overwrite("s3://b/earlier", [OUTPUT_MARK], False, inputs=[],
+                                 in_use=[InputsInUse("j", ["s3://b/earlier-too"], [])])
 
 
 @pytest.mark.parametrize("pattern, hit", [
