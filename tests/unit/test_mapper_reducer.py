@@ -545,7 +545,9 @@ def test_reduce_yielding_a_non_pair_raises_record_type_error(tmp_path: Path, emi
                                 r"written: cannot write object as JSON"),
     ("    yield (key, {1}), 1\n", r"reduce yielded \(\('a', \{1\}\), 1\), which cannot be "
                                 r"written: cannot write set as JSON"),
-], ids=["returns-a-number", "unwritable-value", "unwritable-key"])
+    ("    class Odd:\n        def __repr__(self):\n            raise TypeError('no repr')\n"
+     "    yield key, Odd()\n", r"reduce yielded \('a', <a reduce.<locals>.Odd>\), which cannot"),
+], ids=["returns-a-number", "unwritable-value", "unwritable-key", "failing-repr"])
 def test_a_reduce_whose_output_cannot_be_written_names_it(tmp_path: Path, body: str,
                                                           error: str) -> None:
     """Its frames are gone when its pairs are written: the error names the
