@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
 from .output import ENCODING_ERRORS, FORMATTERS
-from .records import RecordTypeError
+from .records import RecordTypeError, short_repr
 from .stepdata import PAIRS, PairWriter
 
 
@@ -97,12 +97,6 @@ def write_pairs(items: Iterable[Any], write: Callable[[Any, Any], None], who: st
 def unwritable(who: str, k: Any, v: Any, e: TypeError) -> RecordTypeError:
     """The pair ``who`` yielded that cannot be written, named: the user's
     own frames are gone by the time it is."""
-    return RecordTypeError(f"{who} yielded ({_shown(k)}, {_shown(v)}), which cannot be "
+    return RecordTypeError(f"{who} yielded ({short_repr(k)}, {short_repr(v)}), which cannot be "
                            f"written: {e}")
 
-
-def _shown(value: Any) -> str:
-    try:
-        return f"{value!r:.100}"
-    except Exception:  # the user's __repr__, or an int beyond 4300 digits
-        return f"<a {type(value).__qualname__}>"

@@ -16,6 +16,8 @@ from operator import itemgetter
 from typing import Any, Callable, Iterable, Sequence
 from zlib import crc32
 
+from .records import short_repr
+
 _LEN = struct.Struct(">I")
 
 
@@ -154,15 +156,8 @@ _first = itemgetter(0)
 
 def _incomparable(key: Any, cuts: Sequence[Any]) -> TypeError:
     hint = " (an input_bytes map's keys are bytes: so are its cut points)" if type(key) is bytes else ""
-    shown = ", ".join(map(_short, cuts[:3])) + (f", ... ({len(cuts)} in all)" if len(cuts) > 3 else "")
-    return TypeError(f"RangePartition: the key {_short(key)} ({type(key).__name__}) cannot be "
+    shown = ", ".join(map(short_repr, cuts[:3])) + (f", ... ({len(cuts)} in all)" if len(cuts) > 3 else "")
+    return TypeError(f"RangePartition: the key {short_repr(key)} ({type(key).__name__}) cannot be "
                      f"compared with the cut points [{shown}]: give cut points of the keys' "
                      f"type{hint}")
 
-
-def _short(value: Any) -> str:
-    try:
-        text = repr(value)
-    except ValueError:  # an int beyond 4300 digits
-        return f"<an int of {value.bit_length()} bits>"
-    return text if len(text) <= 100 else text[:97] + "..."

@@ -89,6 +89,19 @@ class RecordTypeError(TypeError):
     """A map or reduce emitted a key or value of a type pytxmr cannot carry."""
 
 
+def short_repr(value: Any, limit: int = 100) -> str:
+    """A key or value in an error message: at most ``limit`` characters,
+    and never an error of its own (a user's ``__repr__``, an int beyond
+    Python's 4300 digits)."""
+    try:
+        text = repr(value)
+    except Exception:
+        if type(value) is int:
+            return f"<an int of {value.bit_length()} bits>"
+        return f"<a {type(value).__qualname__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class CodecUnavailable(RuntimeError):
     """A frame codec needs a package this Python does not have."""
 

@@ -18,7 +18,7 @@ from .keys import merge_order
 from .merge import RunRef, group_values, merge_batches, merge_runs, reduce_run_count
 from .output import text_line
 from .partfile import call_hook, part_writer, unwritable, write_pairs
-from .records import Record, RecordTypeError
+from .records import Record, RecordTypeError, short_repr
 from .stepdata import PAIRS
 from .reducers import identity
 
@@ -63,7 +63,7 @@ def run_reduce(
                 except TypeError:
                     raise RecordTypeError(
                         f"reduce must yield (key, value) pairs (or return a list of them); "
-                        f"at the key {key!r:.100} it returned {items!r:.100}") from None
+                        f"at the key {short_repr(key)} it returned {short_repr(items)}") from None
                 for item in items:
                     try:
                         k, v = item

@@ -19,11 +19,11 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 
 from .. import output, storage
-from ..storage import InputFile
 from ..bundle import BundleError, BundleStore
-from ..outputrules import InputsInUse
 from ..child import TaskChild, Zygote
+from ..outputrules import InputsInUse
 from ..steps import reduce_tasks
+from ..storage import InputFile
 from ..wire import SubmissionError
 from .job import JobRecord, StepPlan
 from .submission import Submission, check_failure, plan_splits, validate_submission
@@ -229,7 +229,6 @@ def _refuse_overlap(out: str, others: Iterable[tuple[str, str]]) -> None:
     for whose, other in others:
         if output.inside(out, other) or output.inside(other, out):
             raise SubmissionError(f"the output {out} overlaps the output {other} of {whose}")
-
 
 
 def interrupted_outputs(jobs_dir: str) -> list[tuple[str, str]]:

@@ -16,9 +16,9 @@ from typing import Any, Callable, Mapping, Sequence
 from .. import jobargs, storage
 from .. import scheduler as sched
 from ..bundle import is_digest
+from ..jobmodule import refusal_text
 from ..records import COMPRESSION_CODECS
 from ..splits import Split, compute_splits, default_split_size
-from ..jobmodule import refusal_text
 from ..wire import SubmissionError, check_protocol
 
 
