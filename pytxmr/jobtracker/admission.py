@@ -120,19 +120,20 @@ class Admission:
         """What an ``--overwrite`` must not delete: the inputs of the running
         jobs (as they were listed when each was admitted) and of the other
         submissions being admitted."""
-        return [*(InputsInUse(f"the running job {job.id}", list(job.inputs),
-                              sorted({s.path for s in job.splits})) for job in running),
+        return [*(InputsInUse(f"the running job {job.id}", job.inputs, job.input_files)
+                  for job in running),
                 *(inputs for t, inputs in self._admitting.items() if t is not token)]
 
     async def _admit_listed(self, sub: Submission, files: list[InputFile], slots: int,
                             running: Callable[[], Iterable[JobRecord]], token: object
                             ) -> tuple[JobRecord, Submission]:
+        listed = self._admitting[token].files  # the paths of ``files``
         try:
             if sub.overwrite:
                 # Before the module check: a refusal costs nothing then.
                 await threads.deferToThread(
                     output.check_overwrite, sub.output, inputs=sub.inputs,
-                    input_files=[f.path for f in files], protected=[self.workdir],
+                    input_files=listed, protected=[self.workdir],
                     opts=sub.storage_options, in_use=self._in_use(running(), token))
         except (ValueError, output.OutputExistsError) as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
@@ -172,7 +173,7 @@ class Admission:
             try:
                 await threads.deferToThread(
                     output.prepare_output_dir, sub.output, sub.overwrite, inputs=sub.inputs,
-                    input_files=[f.path for f in files], protected=[self.workdir],
+                    input_files=listed, protected=[self.workdir],
                     opts=sub.storage_options,
                     in_use=self._in_use(running(), token) if sub.overwrite else ())
             except (output.OutputExistsError, OSError, ValueError) as e:
@@ -195,7 +196,8 @@ class Admission:
             reduce_name=sub.reduce_name, buffer_records=sub.buffer_records,
             submitted=self._clock.seconds(), inputs=list(sub.inputs), compress=sub.compress,
             storage_options=dict(sub.storage_options), args=dict(sub.args),
-            bundle=sub.bundle, steps=steps, reducers_option=sub.reducers)
+            bundle=sub.bundle, steps=steps, reducers_option=sub.reducers,
+            input_files=listed)
         return job, sub
 
     async def _check_module(self, job_dir: str, source_path: str, sub: Submission,

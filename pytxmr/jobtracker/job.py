@@ -5,7 +5,7 @@ source and output are, its splits, its state and result. Pure: the logic
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .. import stepdata
 from ..splits import Split
@@ -61,6 +61,10 @@ class JobRecord:
     #: Who submitted it: a user's name, or what a secret holder's client
     #: said its user was ("" when it did not say).
     owner: str = ""
+    #: The files its first step listed: no ``--overwrite`` deletes them
+    #: before it ends (a later step's maps may read them again, as the
+    #: total-order sort's do).
+    input_files: Sequence[str] = ()
 
     def sched_id(self, step: int) -> str:
         """The scheduler's (and the workers') id of one step of this job."""
@@ -115,7 +119,9 @@ def job_from_plan(plan: dict[str, Any], journaled: JournaledJob) -> JobRecord | 
         return None
     step = max(journaled.steps)
     state = journaled.steps[step]
+    first = journaled.steps[min(journaled.steps)]
     return JobRecord(**{name: plan[name] for name in _PLAIN},
                      token=bytes.fromhex(plan["token"]), splits=state.splits,
                      num_reducers=state.num_reducers,
-                     steps=[StepPlan(**s) for s in plan["steps"]], step=step)
+                     steps=[StepPlan(**s) for s in plan["steps"]], step=step,
+                     input_files=sorted({s.path for s in first.splits}))

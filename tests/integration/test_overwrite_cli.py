@@ -143,3 +143,46 @@ while not os.path.exists({str(barrier)!r}) and time.monotonic() < deadline:
     words = Counter((earlier / "part-00000").read_text().split())
     assert (ws / "counted" / "part-00000").read_text() == "".join(
         f"{w}\t{n}\n" for w, n in sorted(words.items()))
+
+
+def test_an_input_read_by_a_later_step_is_not_overwritten(cluster: Cluster) -> None:
+    """A two-step job given a glob: while its second step runs (the step
+    whose maps may read the input again, as the total-order sort's do), the
+    files the glob matched stay protected, not only the step's own."""
+    ws, data, earlier = earlier_output(cluster, "later-step-ws")
+    in_step_2, barrier = ws / "in-step-2", ws / "barrier"
+    job = ws / "two_steps.py"
+    job.write_text(f"""import os, time
+from pytxmr import Step, combiners
+
+
+def words(key, line):
+    for word in line.split():
+        yield word, 1
+
+
+def held(key, value):
+    open({str(in_step_2)!r}, "w").close()
+    deadline = time.monotonic() + 60
+    while not os.path.exists({str(barrier)!r}) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield key, value
+
+
+steps = [Step(map=words, reduce=combiners.sum), Step(map=held, reduce=combiners.sum)]
+""")
+    out = ws / "out"
+    reader = cluster.popen_submit(job, [f"{earlier}/part-*"], out, "--reducers", "1")
+    try:
+        wait_for(in_step_2.exists, 30, "the job's second step")
+        overwrite_refused(cluster, data, earlier, "an input of the running job")
+        barrier.touch()
+        assert_ok((reader.wait(60), *reader.communicate()), cluster)
+    finally:
+        barrier.touch()
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    words = Counter((earlier / "part-00000").read_text().split())
+    assert (out / "part-00000").read_text() == "".join(
+        f"{w}\t{n}\n" for w, n in sorted(words.items()))

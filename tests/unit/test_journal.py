@@ -22,7 +22,7 @@ def _job() -> JobRecord:
         token=b"\x01" * 32, output="/out", splits=_splits(3), num_reducers=2, map_name="map",
         reduce_name="reduce", buffer_records=None, submitted=12.5, inputs=["/data"],
         args={"n": "5"}, steps=[StepPlan(None, False, "lines"), StepPlan(1, False, "file", True)],
-        owner="alice")
+        owner="alice", input_files=[f"/data/in{i}.txt" for i in range(3)])
 
 
 def test_a_job_and_its_tasks_come_back_from_the_journal(tmp_path: Path) -> None:
@@ -51,6 +51,23 @@ def test_a_job_and_its_tasks_come_back_from_the_journal(tmp_path: Path) -> None:
     assert back == job
     again.job_ended(job.id)
     assert again.running_jobs() == {}
+
+
+def test_a_job_at_a_later_step_still_holds_its_inputs(tmp_path: Path) -> None:
+    """Back at step 2, the job runs step 2's splits and still names the files
+    its first step listed (an ``--overwrite`` must spare them)."""
+    journal = Journal(str(tmp_path))
+    journal.open()
+    job = _job()
+    journal.job_started(job.id, plan_of(job, 4, False))
+    journal.step_started(job.id, 0, job.splits, 2)
+    later = [Split(0, "/out/_temporary/step-1/part-00000", 0, 10, False)]
+    journal.step_started(job.id, 1, later, 1)
+    (journaled,) = journal.running_jobs().values()
+    back = job_from_plan(journaled.plan, journaled)
+    assert back is not None and back.step == 1 and back.splits == later
+    assert back.input_files == job.input_files
+    journal.close()
 
 
 def test_a_job_without_a_step_is_not_resumed(tmp_path: Path) -> None:

@@ -129,6 +129,21 @@ def test_an_output_reached_through_a_symlinked_input_is_refused(home: Path) -> N
             input_files=[str(link / "part-00000")])
 
 
+def test_an_input_file_that_links_into_the_output_is_refused(home: Path) -> None:
+    """A listed file that is itself a symbolic link into the output: its
+    directory's real path says nothing, its own does."""
+    out = old_output(home / "out")
+    data = home / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("x\n")
+    (data / "b.txt").symlink_to(out / "part-00000")
+    files = [str(data / "a.txt"), str(data / "b.txt")]
+    refused(out, f"it holds {data / 'b.txt'}, an input of the running job job_7",
+            in_use=[InputsInUse("the running job job_7", [str(data / "*.txt")], files)])
+    check_overwrite(str(out), in_use=[InputsInUse("the running job job_7", [str(data)],
+                                                  files[:1])])
+
+
 def test_an_input_of_another_job_is_refused(home: Path) -> None:
     """An earlier output that another job, running or being admitted,
     reads: replacing it would delete that job's input under it. An output
