@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -130,9 +131,18 @@ while not os.path.exists({str(barrier)!r}) and time.monotonic() < deadline:
     time.sleep(0.01)
 """ + WORDCOUNT.read_text())
     reader = cluster.popen_submit(slow, [earlier], ws / "counted", "--reducers", "1")
+    refused_while_held(cluster, reader, importing, barrier, data, earlier,
+                       "an input of a job being submitted")
+    assert_counts_of(earlier, ws / "counted")
+
+
+def refused_while_held(cluster: Cluster, reader: subprocess.Popen[str], held: Path,
+                       barrier: Path, data: Path, earlier: Path, why: str) -> None:
+    """Once ``held`` exists (the reader waits on ``barrier``), an overwrite of
+    ``earlier`` is refused for ``why``; then the reader is let go and succeeds."""
     try:
-        wait_for(importing.exists, 20, "the reader's module check")
-        overwrite_refused(cluster, data, earlier, "an input of a job being submitted")
+        wait_for(held.exists, 30, f"{held.name}, the reader held")
+        overwrite_refused(cluster, data, earlier, why)
         barrier.touch()
         assert_ok((reader.wait(60), *reader.communicate()), cluster)
     finally:
@@ -140,8 +150,12 @@ while not os.path.exists({str(barrier)!r}) and time.monotonic() < deadline:
         if reader.poll() is None:
             reader.kill()
             reader.wait()
+
+
+def assert_counts_of(earlier: Path, out: Path) -> None:
+    """``out`` counts the words of ``earlier``'s part file, intact."""
     words = Counter((earlier / "part-00000").read_text().split())
-    assert (ws / "counted" / "part-00000").read_text() == "".join(
+    assert (out / "part-00000").read_text() == "".join(
         f"{w}\t{n}\n" for w, n in sorted(words.items()))
 
 
@@ -173,16 +187,6 @@ steps = [Step(map=words, reduce=combiners.sum), Step(map=held, reduce=combiners.
 """)
     out = ws / "out"
     reader = cluster.popen_submit(job, [f"{earlier}/part-*"], out, "--reducers", "1")
-    try:
-        wait_for(in_step_2.exists, 30, "the job's second step")
-        overwrite_refused(cluster, data, earlier, "an input of the running job")
-        barrier.touch()
-        assert_ok((reader.wait(60), *reader.communicate()), cluster)
-    finally:
-        barrier.touch()
-        if reader.poll() is None:
-            reader.kill()
-            reader.wait()
-    words = Counter((earlier / "part-00000").read_text().split())
-    assert (out / "part-00000").read_text() == "".join(
-        f"{w}\t{n}\n" for w, n in sorted(words.items()))
+    refused_while_held(cluster, reader, in_step_2, barrier, data, earlier,
+                       "an input of the running job")
+    assert_counts_of(earlier, out)
