@@ -9,6 +9,7 @@ has to fit in memory.
 from __future__ import annotations
 
 import operator
+from itertools import chain
 from typing import Any, Callable, Iterable, Sequence
 
 from .combiners import FoldCombiner
@@ -134,17 +135,32 @@ def _write_folded(batches: Iterable[list[Record]], write: Callable[[Any], Any],
     total: Any = None
     first: Any = ()
     gathered: list[Any] | None = None
-    try:
-        for batch in batches:
-            for key, values in batch:
-                if key != last:
-                    if groups:
-                        write(line(last, total if gathered is None else whole(gathered)))
-                    last = key
-                    groups += 1
+    # A fold's TypeError names the key; a merge's comes out as it is, and a
+    # total that cannot be written is named as a reduce's pair would be.
+    for batch in chain(batches, _END_BATCH):
+        for key, values in batch:
+            if key != last:
+                if groups:
+                    if gathered is not None:
+                        total = _whole(fold, last, gathered)
+                    try:
+                        write(line(last, total))
+                    except RecordTypeError:
+                        raise
+                    except TypeError as e:
+                        raise unwritable("reduce", last, total, e) from None
+                if key is _END:
+                    break
+                last = key
+                groups += 1
+                try:
                     total = whole(values)
-                    first, gathered = values, None
-                elif gathered is not None:
+                except TypeError as e:
+                    raise _fold_error(fold, key, e) from None
+                first, gathered = values, None
+                continue
+            try:
+                if gathered is not None:
                     gathered += values
                 elif summing:
                     if type(total) in apart:  # ``whole`` of the first record's floats
@@ -159,12 +175,25 @@ def _write_folded(batches: Iterable[list[Record]], write: Callable[[Any], Any],
                 else:
                     for value in values:
                         total = op(total, value)
-        if groups:
-            write(line(last, total if gathered is None else whole(gathered)))
-    except TypeError as e:  # values it cannot fold: name the key, not only the types
-        raise TypeError(f"reduce = combiners.{fold.__name__} at the key {last!r:.100}: "
-                        f"{e}") from None
+            except TypeError as e:
+                raise _fold_error(fold, key, e) from None
     return groups
 
 
+def _whole(fold: FoldCombiner, key: Any, values: list[Any]) -> Any:
+    """``whole`` of the values a key gathered (its floats, from Python 3.12)."""
+    try:
+        return fold.whole(values)
+    except TypeError as e:
+        raise _fold_error(fold, key, e) from None
+
+
+def _fold_error(fold: FoldCombiner, key: Any, e: TypeError) -> TypeError:
+    """Values the fold cannot take: name the key, not only the types."""
+    return TypeError(f"reduce = combiners.{fold.__name__} at the key {short_repr(key)}: {e}")
+
+
 _NO_KEY = object()
+#: After a merge's last batch: the last key's total is written as any other's.
+_END = object()
+_END_BATCH = ([(_END, [])],)

@@ -7,15 +7,19 @@ import builtins
 import collections
 import math
 import operator
-import sys
 import random
+import sys
+from decimal import Decimal
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from pytxmr import combiners
 from pytxmr.counters import FRAMEWORK
 from pytxmr.inline import run_inline
+from pytxmr.output import text_line
+from pytxmr.records import RecordTypeError
 
 MAP = """
 def map(offset, line):
@@ -222,3 +226,27 @@ def test_a_folding_reducer_names_the_key_it_cannot_fold(tmp_path: Path, name: st
         run_inline(str(module), [str(data)], str(tmp_path / "out"), split_size=300)
     message = str(info.value)
     assert f"combiners.{name} at the key 'even'" in message and complaint in message
+
+
+def test_a_folding_reducer_blames_itself_only_for_its_own_errors() -> None:
+    """A TypeError from the merge feeding the reduce is not the fold's: it
+    comes out as it was raised, not as "combiners.sum at the key ..." (which
+    would send the user to the values); a total that cannot be written is
+    named as a reduce's unwritable pair is."""
+    from pytxmr.reducer import _write_folded
+
+    def merged() -> Iterator[list[tuple[str, list[int]]]]:
+        yield [("a", [1]), ("a", [2])]
+        raise TypeError("the merge's own")
+
+    with pytest.raises(TypeError) as info:
+        _write_folded(merged(), [].append, lambda k, v: f"{k}\t{v}", combiners.sum)
+    assert str(info.value) == "the merge's own"
+
+    with pytest.raises(RecordTypeError) as info:
+        _write_folded([[("k", [Decimal(1)]), ("k", [Decimal(2)])]], [].append, text_line,
+                      combiners.sum)
+    assert str(info.value).startswith("reduce yielded ('k', Decimal('3')), which cannot be written")
+    with pytest.raises(TypeError, match=r"combiners\.sum at the key 'b': unsupported"):
+        _write_folded([[("a", [1]), ("b", [2]), ("b", ["x"])]], [].append,
+                      lambda k, v: f"{k}\t{v}", combiners.sum)
