@@ -27,6 +27,7 @@ from .outputrules import (
     TEMPORARY,
     InputsInUse,
     OutputExistsError,
+    OutputsOverlap,
     UnsafeOverwrite,
     foreign_names,
     part_name,
@@ -209,16 +210,19 @@ def _file_inside(files: Iterable[str], out: str) -> str | None:
 
 def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Iterable[str] = (),
                     protected: Iterable[str] = (), opts: Mapping[str, str] | None = None,
-                    in_use: Iterable[InputsInUse] = ()) -> None:
+                    in_use: Iterable[InputsInUse] = (),
+                    busy: Iterable[tuple[str, str]] = ()) -> None:
     """Refuse (UnsafeOverwrite) to let ``--overwrite`` delete ``path`` unless
     it is an earlier pytxmr output, or an empty directory, that holds none
     of this job's inputs nor of other jobs' (``in_use``) and lies in none
     of its own, nor in or around a work directory (``protected``), the
-    home directory or the root.
+    home directory or the root; first, refuse (OutputsOverlap) one that
+    overlaps another job's output (``busy``, see ``refuse_overlap``).
 
     Made at submission and again just before the deletion: Hadoop never
     deletes an output path, and an overwrite that guesses wrong loses data.
     """
+    refuse_overlap(path, busy, resolve=True)
     if storage.is_remote(path):
         _, _, names, is_object = objectoutput.listing(path, opts or {})
         objectoutput.check_overwrite(path, names, is_object, inputs=inputs, in_use=in_use)
@@ -262,13 +266,33 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
         raise refuse(f"it holds files pytxmr did not write: {', '.join(foreign[:3])}{more}")
 
 
+def refuse_overlap(out: str, busy: Iterable[tuple[str, str]], *, resolve: bool = False) -> None:
+    """Refuse (OutputsOverlap) an output that shares, nests in or holds
+    another job's (``busy``: whose, output). With ``resolve``, local paths
+    are compared where they really are, a symbolic link or ``..`` on the
+    way (calls to the file system: in a thread)."""
+    def where(p: str) -> str:
+        if not resolve or storage.is_remote(p):
+            return p
+        return os.path.realpath(os.path.expanduser(p))
+
+    mine = where(out)
+    for whose, other in busy:
+        theirs = where(other)
+        if inside(mine, theirs) or inside(theirs, mine):
+            raise OutputsOverlap(f"the output {out} overlaps the output {other} of {whose}")
+
+
 def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = (),
                        input_files: Iterable[str] = (), protected: Iterable[str] = (),
                        opts: Mapping[str, str] | None = None,
-                       in_use: Iterable[InputsInUse] = ()) -> None:
+                       in_use: Iterable[InputsInUse] = (),
+                       busy: Iterable[tuple[str, str]] = ()) -> None:
     """Refuse an existing output (as Hadoop does) unless told to replace it,
     and then only an earlier pytxmr output (``check_overwrite``, here again
-    right before anything is deleted)."""
+    right before anything is deleted); refuse, first, one that overlaps
+    another job's output however it is spelled (``refuse_overlap``)."""
+    refuse_overlap(path, busy, resolve=True)
     if storage.is_remote(path):
         objectoutput.prepare(path, overwrite, inputs=inputs, opts=opts or {}, in_use=in_use)
         return

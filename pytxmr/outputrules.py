@@ -25,6 +25,10 @@ class UnsafeOverwrite(OutputExistsError):
     """--overwrite was given for a path pytxmr must not delete."""
 
 
+class OutputsOverlap(ValueError):
+    """A job's output would share, nest in or hold another job's."""
+
+
 class InputsInUse(NamedTuple):
     """The inputs of another job, running or being admitted (its patterns,
     and the files they matched): no ``--overwrite`` deletes them."""

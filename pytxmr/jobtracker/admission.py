@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from .. import output, storage
 from ..bundle import BundleError, BundleStore
 from ..child import TaskChild, Zygote
-from ..outputrules import InputsInUse
+from ..outputrules import InputsInUse, OutputsOverlap
 from ..steps import reduce_tasks
 from ..storage import InputFile
 from ..wire import SubmissionError
@@ -110,17 +110,19 @@ class Admission:
             del self._admitting[token]
             self._claimed.pop(token, None)
 
-    def _outputs(self, running: Iterable[JobRecord]) -> list[tuple[str, str]]:
-        """(whose, output) of the running jobs, and of the submissions that
-        are preparing theirs."""
+    def _outputs(self, running: Iterable[JobRecord], token: object = None
+                 ) -> list[tuple[str, str]]:
+        """(whose, output) of the running jobs, and of the other submissions
+        that are preparing theirs."""
         return [*((f"the running job {job.id}", job.output) for job in running),
-                *(("a job being submitted", out) for out in self._claimed.values())]
+                *(("a job being submitted", out) for t, out in self._claimed.items()
+                  if t is not token)]
 
     def _in_use(self, running: Iterable[JobRecord], token: object) -> list[InputsInUse]:
         """What an ``--overwrite`` must not delete: the inputs of the running
         jobs (as they were listed when each was admitted) and of the other
         submissions being admitted."""
-        return [*(InputsInUse(f"the running job {job.id}", job.inputs, job.input_files)
+        return [*(InputsInUse(f"the running job {job.id}", job.inputs, job.files_read())
                   for job in running),
                 *(inputs for t, inputs in self._admitting.items() if t is not token)]
 
@@ -134,7 +136,8 @@ class Admission:
                 await threads.deferToThread(
                     output.check_overwrite, sub.output, inputs=sub.inputs,
                     input_files=listed, protected=[self.workdir],
-                    opts=sub.storage_options, in_use=self._in_use(running(), token))
+                    opts=sub.storage_options, in_use=self._in_use(running(), token),
+                    busy=self._outputs(running(), token))
         except (ValueError, output.OutputExistsError) as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
         self._refuse_if_stopping()
@@ -175,7 +178,8 @@ class Admission:
                     output.prepare_output_dir, sub.output, sub.overwrite, inputs=sub.inputs,
                     input_files=listed, protected=[self.workdir],
                     opts=sub.storage_options,
-                    in_use=self._in_use(running(), token) if sub.overwrite else ())
+                    in_use=self._in_use(running(), token) if sub.overwrite else (),
+                    busy=self._outputs(running(), token))
             except (output.OutputExistsError, OSError, ValueError) as e:
                 raise SubmissionError(str(e)) from None
             if self._stopping:  # the output just made is no job's
@@ -227,10 +231,13 @@ def step_reducers(step: StepPlan, option: int | None, slots: int) -> int:
 
 
 def _refuse_overlap(out: str, others: Iterable[tuple[str, str]]) -> None:
-    """Two jobs never share, nest or delete each other's output."""
-    for whose, other in others:
-        if output.inside(out, other) or output.inside(other, out):
-            raise SubmissionError(f"the output {out} overlaps the output {other} of {whose}")
+    """Two jobs never share, nest or delete each other's output: here as
+    the paths are spelled (no file system call on the reactor), and again
+    where they really are as the output is prepared."""
+    try:
+        output.refuse_overlap(out, others)
+    except OutputsOverlap as e:
+        raise SubmissionError(str(e)) from None
 
 
 def interrupted_outputs(jobs_dir: str) -> list[tuple[str, str]]:

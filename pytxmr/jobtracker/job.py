@@ -66,6 +66,13 @@ class JobRecord:
     #: total-order sort's do).
     input_files: Sequence[str] = ()
 
+    def files_read(self) -> Sequence[str]:
+        """The files its maps may read: those its first step listed, and a
+        later step's own (the part files of the step before, in its output)."""
+        if self.step == 0:
+            return self.input_files
+        return [*self.input_files, *sorted({s.path for s in self.splits})]
+
     def sched_id(self, step: int) -> str:
         """The scheduler's (and the workers') id of one step of this job."""
         return step_job_id(self.id, step)
@@ -119,9 +126,11 @@ def job_from_plan(plan: dict[str, Any], journaled: JournaledJob) -> JobRecord | 
         return None
     step = max(journaled.steps)
     state = journaled.steps[step]
-    first = journaled.steps[min(journaled.steps)]
+    # Step 1's files; should its record be lost, every step's (and the
+    # patterns still name the inputs).
+    listed = ([journaled.steps[0]] if 0 in journaled.steps else journaled.steps.values())
     return JobRecord(**{name: plan[name] for name in _PLAIN},
                      token=bytes.fromhex(plan["token"]), splits=state.splits,
                      num_reducers=state.num_reducers,
                      steps=[StepPlan(**s) for s in plan["steps"]], step=step,
-                     input_files=sorted({s.path for s in first.splits}))
+                     input_files=sorted({s.path for st in listed for s in st.splits}))

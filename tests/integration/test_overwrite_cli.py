@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from procs import Cluster, base_env, run_cli, wait_for
@@ -131,18 +132,18 @@ while not os.path.exists({str(barrier)!r}) and time.monotonic() < deadline:
     time.sleep(0.01)
 """ + WORDCOUNT.read_text())
     reader = cluster.popen_submit(slow, [earlier], ws / "counted", "--reducers", "1")
-    refused_while_held(cluster, reader, importing, barrier, data, earlier,
-                       "an input of a job being submitted")
+    refused_while_held(cluster, reader, importing, barrier, lambda: overwrite_refused(
+        cluster, data, earlier, "an input of a job being submitted"))
     assert_counts_of(earlier, ws / "counted")
 
 
 def refused_while_held(cluster: Cluster, reader: subprocess.Popen[str], held: Path,
-                       barrier: Path, data: Path, earlier: Path, why: str) -> None:
-    """Once ``held`` exists (the reader waits on ``barrier``), an overwrite of
-    ``earlier`` is refused for ``why``; then the reader is let go and succeeds."""
+                       barrier: Path, refusals: Callable[[], None]) -> None:
+    """Once ``held`` exists (the reader waits on ``barrier``), ``refusals``
+    are made; then the reader is let go and succeeds."""
     try:
         wait_for(held.exists, 30, f"{held.name}, the reader held")
-        overwrite_refused(cluster, data, earlier, why)
+        refusals()
         barrier.touch()
         assert_ok((reader.wait(60), *reader.communicate()), cluster)
     finally:
@@ -187,6 +188,13 @@ steps = [Step(map=words, reduce=combiners.sum), Step(map=held, reduce=combiners.
 """)
     out = ws / "out"
     reader = cluster.popen_submit(job, [f"{earlier}/part-*"], out, "--reducers", "1")
-    refused_while_held(cluster, reader, in_step_2, barrier, data, earlier,
-                       "an input of the running job")
+    alias = ws.parent / "later-step-alias"
+    alias.symlink_to(ws)
+
+    def refusals() -> None:
+        overwrite_refused(cluster, data, earlier, "an input of the running job")
+        # Its output through a symbolic link: step 2's own input is there.
+        overwrite_refused(cluster, data, alias / "out", f"overlaps the output {out}")
+
+    refused_while_held(cluster, reader, in_step_2, barrier, refusals)
     assert_counts_of(earlier, out)

@@ -67,6 +67,26 @@ def test_a_job_at_a_later_step_still_holds_its_inputs(tmp_path: Path) -> None:
     back = job_from_plan(journaled.plan, journaled)
     assert back is not None and back.step == 1 and back.splits == later
     assert back.input_files == job.input_files
+    assert back.files_read() == [*job.input_files, "/out/_temporary/step-1/part-00000"]
+    journal.close()
+
+
+def test_a_job_whose_first_step_record_is_lost_holds_every_steps_files(tmp_path: Path) -> None:
+    """The journal tolerates a failed write: without step 1's record, the
+    files of every step it has are the job's (never fewer than it reads)."""
+    journal = Journal(str(tmp_path))
+    journal.open()
+    job = _job()
+    journal.job_started(job.id, plan_of(job, 4, False))
+    journal.step_started(job.id, 1, [Split(0, "/out/_temporary/step-1/part-00000", 0, 10, False)],
+                         1)
+    journal.step_started(job.id, 2, [Split(0, "/out/_temporary/step-2/part-00000", 0, 10, False)],
+                         1)
+    (journaled,) = journal.running_jobs().values()
+    back = job_from_plan(journaled.plan, journaled)
+    assert back is not None and back.step == 2
+    assert back.input_files == ["/out/_temporary/step-1/part-00000",
+                                "/out/_temporary/step-2/part-00000"]
     journal.close()
 
 

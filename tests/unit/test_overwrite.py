@@ -15,9 +15,11 @@ from pytxmr.output import (
     OUTPUT_MARK,
     SUCCESS,
     OutputExistsError,
+    OutputsOverlap,
     UnsafeOverwrite,
     check_overwrite,
     prepare_output_dir,
+    refuse_overlap,
 )
 from pytxmr.outputrules import InputsInUse
 
@@ -168,6 +170,28 @@ def test_an_input_of_another_job_is_refused(home: Path) -> None:
                                                      [str(shared / "a.txt")])])
     check_overwrite(str(out), in_use=[InputsInUse(running, [str(home / "other")],
                                                   [str(home / "other" / "a")])])
+
+
+def test_another_jobs_output_is_refused_however_it_is_spelled(home: Path) -> None:
+    """A running job's output reached through a symbolic link (on macOS,
+    /tmp is one): neither replaced, nor nested in, nor held, though only the
+    mark and _temporary are there; compared as spelled, the paths differ."""
+    data = home / "data"
+    theirs = old_output(data / "outA")
+    (theirs / "_temporary" / "step-1").mkdir(parents=True)
+    (theirs / "_temporary" / "step-1" / "part-00000").write_text("a\t1\n")
+    (theirs / "part-00000").unlink()
+    alias = home / "alias"
+    alias.symlink_to(data)
+    busy = [("the running job job_A", str(theirs))]
+    before = snapshot(home)
+    for out in (alias / "outA", alias / "outA" / "inner", alias):
+        refuse_overlap(str(out), busy)  # as spelled: no overlap
+        with pytest.raises(OutputsOverlap, match=f"overlaps the output {theirs} of the running"):
+            prepare_output_dir(str(out), True, busy=busy)
+    assert snapshot(home) == before
+    prepare_output_dir(str(alias / "outB"), False, busy=busy)
+    assert (data / "outB" / OUTPUT_MARK).exists()
 
 
 def test_an_object_store_input_of_another_job_is_refused_under_any_alias() -> None:
