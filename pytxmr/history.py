@@ -238,7 +238,11 @@ class JobHistory:
         def done(result: Any) -> None:
             self._pending.discard(d)
             if isinstance(result, Failure):
-                self.log.failure("Cannot write the job history", result)
+                if result.check(OSError):  # a full or read-only disk: said in one line
+                    self.log.error("Cannot write the job history in {dir}: {e}",
+                                   dir=self.directory, e=result.value)
+                else:
+                    self.log.failure("Cannot write the job history", result)
 
         d.addBoth(done)
 

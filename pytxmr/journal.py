@@ -6,8 +6,9 @@ record is one transaction, so a crash at any instant leaves the journal as
 it was after the last whole record, never half of one. Kept: each running
 job as submitted (its plan: splits, token, options, owner), each step it
 started, each task it committed (the attempt, its counters, and for a map
-the kinds of its keys), and its end. A finished job's records are deleted:
-the history (``pytxmr.history``) keeps finished jobs.
+the kinds of its keys), how it is ending while its output is finished or
+cleaned, and its end. A finished job's records are deleted once its output
+is final: the history (``pytxmr.history``) keeps finished jobs.
 
 ``synchronous=NORMAL``: durable across a crash of the process (what the
 jobtracker guards against); a power loss may lose the last records, never
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS steps (job_id TEXT, step INTEGER, plan TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS tasks (job_id TEXT, step INTEGER, kind TEXT, idx INTEGER,
                                   attempt_id TEXT NOT NULL, result TEXT NOT NULL,
                                   PRIMARY KEY (job_id, step, kind, idx));
+CREATE TABLE IF NOT EXISTS ending (job_id TEXT PRIMARY KEY, outcome TEXT NOT NULL);
 """
 
 
@@ -64,6 +66,9 @@ class JournaledJob:
 
     plan: dict[str, Any]
     steps: dict[int, StepState] = field(default_factory=dict)
+    #: How it ended, if it was ending (its output being finished or
+    #: cleaned): {"state": ..., "error": ...}; None while it runs.
+    ending: dict[str, Any] | None = None
 
 
 class Journal:
@@ -119,10 +124,16 @@ class Journal:
         self._write("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?)", job_id, step,
                     kind, index, attempt_id, result)
 
+    def job_ending(self, job_id: str, state: str, error: dict[str, str] | None) -> None:
+        """The job is over (``state``) and its output is being finished or
+        cleaned: after a crash, that is done again, never the job resumed."""
+        self._write("INSERT OR REPLACE INTO ending VALUES (?, ?)", job_id,
+                    json.dumps({"state": state, "error": error}))
+
     def job_ended(self, job_id: str) -> None:
-        # One statement per table; a crash between them leaves steps or
-        # tasks without their job, which running_jobs ignores.
-        for table in ("jobs", "steps", "tasks"):
+        # One statement per table; a crash between them leaves steps, tasks
+        # or an ending without their job, which running_jobs ignores.
+        for table in ("jobs", "steps", "tasks", "ending"):
             self._write(f"DELETE FROM {table} WHERE job_id = ?", job_id)
 
     def running_jobs(self) -> dict[str, JournaledJob]:
@@ -143,4 +154,7 @@ class Journal:
             r = json.loads(result)
             committed = Committed(attempt_id, r["counters"], tuple(r.get("kinds", ())))
             (state.maps if kind == "map" else state.reduces)[index] = committed
+        for job_id, outcome in self._db.execute("SELECT job_id, outcome FROM ending"):
+            if job_id in jobs:
+                jobs[job_id].ending = json.loads(outcome)
         return jobs

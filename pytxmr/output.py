@@ -348,6 +348,19 @@ def finish_output(output: str, opts: Mapping[str, str] | None = None, job_id: st
         pass
 
 
+def abort_unfinished(output: str, opts: Mapping[str, str] | None = None) -> bool:
+    """``abort_output``, unless the job finished (its ``_SUCCESS`` is there:
+    a result, whatever else went wrong); whether it aborted."""
+    if storage.is_remote(output):
+        names = objectoutput.listing(output, opts)[2]
+        finished = names is not None and SUCCESS in names
+    else:
+        finished = os.path.exists(os.path.join(output, SUCCESS))
+    if not finished:
+        abort_output(output, opts)
+    return not finished
+
+
 def abort_output(output: str, opts: Mapping[str, str] | None = None) -> None:
     """After a failed or killed job: remove every attempt's files, the
     committed part files too (alone, they would look like a result).

@@ -593,7 +593,8 @@ class Scheduler:
         """A job of the jobtracker's journal, after a restart: ``done``
         (kind, index) -> (attempt id, counters) are the tasks whose results
         are durable (committed reduces, a map-only job's maps); a
-        ``finished`` job (an earlier step) has nothing left to run. Its
+        ``finished`` job (an earlier step) has nothing left to run, nor has
+        one whose ``done`` are all its durable tasks (it ends at once). Its
         completed maps come back as workers report them (``map_output_held``)."""
         job = self.jobs[job_id] = Job(job_id, num_maps, num_reducers, now, max_attempts,
                                       speculative, hold_until=hold_until,
@@ -603,6 +604,10 @@ class Scheduler:
         if finished:
             job.state, job.finished = State.SUCCEEDED, now
             return []
+        if job.all_succeeded("reduce" if job.reduces else "map"):
+            # Its last task was committed just before the crash: the step is
+            # done, and the job goes on (to its next step, or its end).
+            return self._finish_job(job, State.SUCCEEDED, None, now)
         return self._schedule(now)
 
     def map_output_held(self, wid: str, job_id: str, index: int, attempt_id: str,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from twisted.internet import defer, task, threads
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -105,8 +105,10 @@ class JobTracker:
         #: Per step of a resumed job (its scheduler id): map index -> the
         #: attempt the journal had as committed, for the workers' reports.
         self._resumable: dict[str, dict[int, Committed]] = {}
-        #: Per step job: map outputs to announce together (``_announce``).
+        #: Per step job: map outputs to announce together (``_announce``),
+        #: and when.
         self._announcing: dict[str, list[Any]] = {}
+        self._announce_timers: dict[str, IDelayedCall] = {}
 
     # --- lifecycle -------------------------------------------------------
 
@@ -124,15 +126,12 @@ class JobTracker:
                 continue
             if storage.is_remote(out):
                 # The store's calls take time: not at start, in a thread.
-                self._in_thread(output.abort_output, out).addErrback(
+                self._in_thread(output.abort_unfinished, out).addCallbacks(
+                    lambda aborted, job_id=job_id, out=out: self._interrupted(job_id, out, aborted),
                     lambda f, out=out: self.log.warn("Cannot clean {out}: {e}", out=out,
                                                      e=f.getErrorMessage()))
-            elif os.path.exists(os.path.join(out, output.SUCCESS)):
-                continue
             else:
-                output.abort_output(out)
-            self.log.warn("Job {job} was running when the jobtracker stopped: it failed, and "
-                          "its output directory {out} is left empty", job=job_id, out=out)
+                self._interrupted(job_id, out, output.abort_unfinished(out))
         os.makedirs(jobs_dir, exist_ok=True)
         for name in os.listdir(jobs_dir):
             if name not in resumed:
@@ -149,6 +148,11 @@ class JobTracker:
                         os.unlink(path)
         self.admission.start(max([self.history.max_seq()] + [_seq(j) for j in self.jobs]))
         self._periodic_loop.start(max(0.05, self.expiry / 4), now=False)
+
+    def _interrupted(self, job_id: str, out: str, aborted: bool) -> None:
+        if aborted:
+            self.log.warn("Job {job} was running when the jobtracker stopped: it failed, and "
+                          "its output directory {out} is left empty", job=job_id, out=out)
 
     def stop(self) -> defer.Deferred[Any]:
         """Fail the running jobs and refuse the submissions in progress;
@@ -169,41 +173,58 @@ class JobTracker:
         """Take back the jobs the journal has as running (a crash, a
         SIGKILL): committed tasks stay committed, completed maps come back
         as their workers report them, the rest is scheduled again once the
-        workers had ``resume_grace`` seconds to come back. The ids resumed."""
+        workers had ``resume_grace`` seconds to come back. A job that was
+        ending (its output being finished or cleaned) ends again, as it was
+        ending. The ids resumed."""
         resumed = set()
         now = self.now()
         for job_id, journaled in sorted(self.journal.running_jobs().items()):
-            plan = journaled.plan
+            plan, ending = journaled.plan, journaled.ending
             job = job_from_plan(plan, journaled)
-            if job is None or not os.path.exists(job.source_path) or (
-                    job.bundle and not self.bundles.has(job.bundle)):
+            if job is None or ending is None and (not os.path.exists(job.source_path) or (
+                    job.bundle and not self.bundles.has(job.bundle))):
                 self.journal.job_ended(job_id)
                 continue
             generation = plan.get("generation", 0) + 1
-            self.journal.job_started(job_id, {**plan, "generation": generation})
+            if ending is None:
+                self.journal.job_started(job_id, {**plan, "generation": generation})
+                if job.bundle:
+                    self.bundles.use(job.bundle, job_id)
             self.jobs[job_id] = job
             max_attempts, speculative = plan["max_attempts"], plan["speculative"]
             self._max_attempts[job_id] = (max_attempts, speculative)
-            if job.bundle:
-                self.bundles.use(job.bundle, job_id)
+            actions: list[Action] = []
             for n, step in sorted(journaled.steps.items()):
                 sched_id = job.sched_id(n)
                 self._by_sched[sched_id] = job
-                durable = dict(step.reduces) if step.num_reducers else dict(step.maps)
-                kind = "reduce" if step.num_reducers else "map"
-                self._execute(self.scheduler.resume(
+                finished = n < job.step or ending is not None
+                # The tasks whose results are durable; the maps of a step
+                # whose reduces are all done too, for their counters (their
+                # outputs are no longer needed).
+                durable = [("reduce", step.reduces)] if step.num_reducers else []
+                if finished or len(step.reduces) == step.num_reducers:
+                    durable.append(("map", step.maps))
+                actions += self.scheduler.resume(
                     sched_id, len(step.splits), step.num_reducers, now,
                     max_attempts=max_attempts, speculative=speculative,
-                    done={(kind, i): (c.attempt_id, c.counters) for i, c in durable.items()},
-                    finished=n < job.step, hold_until=now + self.resume_grace,
-                    attempt_offset=1000 * generation))
-                if n == job.step and step.num_reducers:
+                    done={(kind, i): (c.attempt_id, c.counters)
+                          for kind, tasks in durable for i, c in tasks.items()},
+                    finished=finished, hold_until=now + self.resume_grace,
+                    attempt_offset=1000 * generation)
+                if not finished and len(step.reduces) < step.num_reducers:
                     self._resumable[sched_id] = dict(step.maps)
             resumed.add(job_id)
+            if ending is not None:
+                self.log.info("Job {job} was ending ({state}) when the jobtracker stopped: "
+                              "its output is made final now", job=job_id, state=ending["state"])
+                self._job_done(job, ending["state"], ending["error"])
+                continue
             self.log.info("Job {job} resumed at step {n} of {count}: {maps} maps and "
                           "{reduces} reduces were done", job=job_id, n=job.step + 1,
                           count=len(job.steps), maps=len(journaled.steps[job.step].maps),
                           reduces=len(journaled.steps[job.step].reduces))
+            # A step whose tasks were all done ends now: the job goes on.
+            self._execute(actions)
         return resumed
 
     def now(self) -> float:
@@ -578,7 +599,9 @@ class JobTracker:
         return job
 
     def _job_done(self, job: JobRecord, state: str, error: dict[str, str] | None) -> None:
-        self.journal.job_ended(job.id)
+        # Until its output is final: should the jobtracker die meanwhile,
+        # its next start finishes (or cleans) it again, never resumes it.
+        self.journal.job_ending(job.id, state, error)
         for sched_id in job.started_steps():
             self._resumable.pop(sched_id, None)
         job.state = state
@@ -622,6 +645,8 @@ class JobTracker:
         self.log.info("Job {job} {state} in {secs:.3f}s", job=job.id, state=job.state,
                       secs=job.finished - job.submitted)
         self.history.record(self._live_detail(job), self.task_logs.for_job(job.id))
+        # Its output is final: from now on another job may replace it.
+        self.journal.job_ended(job.id)
         self.metrics.job_ended(job.state, job.counters.get(FRAMEWORK, {}).get("shuffle bytes", 0))
         # What ``status`` and a later ``wait`` give too.
         result = self.status(job.id)
@@ -701,10 +726,14 @@ class JobTracker:
         if sjob is not None and sjob.all_succeeded("map"):
             self._flush_announcements(action.job_id)
         elif len(pending) == len(action.map_outputs):
-            self._clock.callLater(announce_wait(len(action.wids), self.pacing.per_second),
-                                  self._flush_announcements, action.job_id)
+            self._announce_timers[action.job_id] = self._clock.callLater(
+                announce_wait(len(action.wids), self.pacing.per_second),
+                self._flush_announcements, action.job_id)
 
     def _flush_announcements(self, job_id: str) -> None:
+        timer = self._announce_timers.pop(job_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
         locations = tuple(self._announcing.pop(job_id, ()))
         sjob = self.scheduler.jobs.get(job_id)
         if locations and sjob is not None and sjob.state is State.RUNNING:

@@ -17,6 +17,7 @@ import pytest
 from procs import ROOT, Cluster, run_cli, wait_for
 from wordcounts import WORDCOUNT, corpus_files, word_counts
 
+from pytxmr import output
 from pytxmr.testing import objectstore
 
 ok, why = objectstore.available()
@@ -360,3 +361,18 @@ def test_a_worker_killed_during_its_uploads(tmp_path_factory: pytest.TempPathFac
     assert [n for n in names if n.startswith("part-")] == [f"part-{i:05d}" for i in range(4)]
     assert counts == expected
     check_manifest(fresh, out, manifest, names, len(expected))
+
+
+def test_an_interrupted_jobs_output_is_emptied_unless_it_has_its_success(fs: Any) -> None:
+    """What a jobtracker's start does with the output of a job it finds
+    interrupted but not in its journal: with ``_SUCCESS`` it is a result,
+    kept whole; without, its parts go (alone they would look like one)."""
+    key = f"{BUCKET}/interrupted"
+    for name in (output.OUTPUT_MARK, "part-00000", "part-00001", output.SUCCESS):
+        fs.pipe_file(f"{key}/{name}", b"w\t1\n")
+    assert output.abort_unfinished(f"s3://{key}") is False
+    names = sorted(os.path.basename(p) for p in fs.ls(key, refresh=True))
+    assert names == sorted([output.OUTPUT_MARK, "part-00000", "part-00001", output.SUCCESS])
+    fs.rm_file(f"{key}/{output.SUCCESS}")
+    assert output.abort_unfinished(f"s3://{key}") is True
+    assert [os.path.basename(p) for p in fs.ls(key, refresh=True)] == [output.OUTPUT_MARK]

@@ -23,6 +23,7 @@ from base64 import b64encode
 from typing import Any
 
 from twisted.internet import defer, process, reactor, utils
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.spread import pb
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
@@ -190,6 +191,24 @@ class CountersAndApiTests(JobTrackerCase):
         job_id, _, _ = await self.run_job_with_retries()
         self.assertEqual([sjob.id for sjob in forgotten], [job_id])
         self.assertEqual(views.live_counters(forgotten), self.jt.status(job_id)["counters"])
+
+    async def test_a_history_that_cannot_be_written_is_said_in_one_line(self) -> None:
+        """A full or read-only disk under the history: one error naming it,
+        no traceback, and the job still ends as it did."""
+        blocker = os.path.join(self.tmp, "not-a-directory")
+        with open(blocker, "w") as f:
+            f.write("x")
+        self.jt.history.directory = os.path.join(blocker, "history")
+        with capturedLogs() as events:
+            job_id, _, _ = await self.run_job_with_retries()
+            result = await self.jt.wait(job_id)
+            await self.jt.history.flush()
+        self.assertEqual(result["state"], "succeeded")
+        said = [e for e in events if "job history" in e.get("log_format", "")]
+        self.assertEqual(len(said), 1, said)
+        self.assertEqual(said[0]["log_level"], LogLevel.error)
+        self.assertNotIn("log_failure", said[0])
+        self.assertIn(self.jt.history.directory, formatEvent(said[0]))
 
     async def test_an_ended_job_leaves_the_scheduler_and_is_read_from_the_history(
             self) -> None:

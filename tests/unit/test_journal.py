@@ -8,7 +8,14 @@ from pathlib import Path
 
 from pytxmr.jobtracker.job import JobRecord, StepPlan, job_from_plan, plan_of
 from pytxmr.journal import Journal
-from pytxmr.scheduler import AnnounceMapOutputs, LaunchMap, LaunchReduce, Scheduler, State
+from pytxmr.scheduler import (
+    AnnounceMapOutputs,
+    JobDone,
+    LaunchMap,
+    LaunchReduce,
+    Scheduler,
+    State,
+)
 from pytxmr.splits import Split
 
 
@@ -122,3 +129,40 @@ def test_a_resumed_job_waits_for_its_workers_then_keeps_what_they_hold() -> None
     assert any(isinstance(a, AnnounceMapOutputs) for a in acts)
     earlier = s.resume("k", 1, 1, 1.0, done={("reduce", 0): ("k_r0", {})}, finished=True)
     assert earlier == [] and s.jobs["k"].state is State.SUCCEEDED
+
+
+def test_a_resumed_step_whose_tasks_were_all_done_ends_at_once() -> None:
+    """Its last task was committed just before the crash: nothing is left
+    to run, and the step ends (a job whose next step never started goes on,
+    instead of waiting forever); partly done, it does not."""
+    s = Scheduler()
+    done = {("reduce", i): (f"j_r{i}", {}) for i in range(2)}
+    acts = s.resume("j", 3, 2, 1.0, done=done, hold_until=5.0)
+    assert [a for a in acts if isinstance(a, JobDone)] == [JobDone("j", State.SUCCEEDED, None)]
+    assert s.jobs["j"].state is State.SUCCEEDED
+    only_maps = {("map", i): (f"m_m{i}", {}) for i in range(3)}
+    assert JobDone("m", State.SUCCEEDED, None) in s.resume("m", 3, 0, 1.0, done=only_maps)
+    del done[("reduce", 1)]
+    assert not [a for a in s.resume("p", 3, 2, 1.0, done=done) if isinstance(a, JobDone)]
+
+
+def test_a_job_ending_is_journaled_until_it_ended(tmp_path: Path) -> None:
+    """While its output is finished or cleaned, the journal says how the job
+    ended (its next start then ends it so, never resumes it); once it ended,
+    nothing of it is left."""
+    journal = Journal(str(tmp_path))
+    journal.open()
+    job = _job()
+    journal.job_started(job.id, plan_of(job, 4, False))
+    journal.step_started(job.id, 0, job.splits, 2)
+    assert journal.running_jobs()[job.id].ending is None
+    error = {"type": "Killed", "message": "killed by alice", "traceback": ""}
+    journal.job_ending(job.id, "killed", error)
+    journal.close()
+    again = Journal(str(tmp_path))
+    again.open()
+    assert again.running_jobs()[job.id].ending == {"state": "killed", "error": error}
+    again.job_ended(job.id)
+    assert again.running_jobs() == {}
+    assert again._db is not None
+    assert again._db.execute("SELECT COUNT(*) FROM ending").fetchone() == (0,)

@@ -1,0 +1,185 @@
+"""A jobtracker that dies in the narrow windows around a job's end or
+between its steps: its next start on the same work directory finishes
+what was being finished, never deletes a result, never runs again a job
+that was over, and never forgets one.
+
+A real daemon killed at those exact points is hard to time; here the
+jobtracker runs in this process with fake tasktrackers, a BaseException
+stands where its process died (nothing after it runs, its journal is
+closed as the process's death closes it), and a second JobTracker starts
+on the same work directory (tests/integration/test_resume.py kills real
+daemons in the wider windows)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from twisted.internet import reactor
+
+from pytxmr import output
+from pytxmr.jobtracker import JobTracker
+from pytxmr.testing.fakes import FakeWorker
+from pytxmr.wire import AttemptResult, step_job_id
+from test_web import JobTrackerCase, launched
+from waiting import wait_for
+
+TWO_STEPS = """\
+from pytxmr import Step, combiners
+
+def words(offset, line):
+    for word in line.split():
+        yield word, 1
+
+steps = [Step(map=words, reduce=combiners.sum), Step(reduce=combiners.sum)]
+"""
+
+
+class Died(BaseException):
+    """Where the jobtracker's process died."""
+
+
+def map_counts(records: int) -> AttemptResult:
+    return AttemptResult({"pytxmr": {"map input records": records}}, ("str",))
+
+
+REDUCED = AttemptResult({"pytxmr": {"reduce output records": 1}})
+
+
+class RestartWindowTests(JobTrackerCase):
+
+    def die(self, jt: JobTracker) -> None:
+        """What a SIGKILL leaves: the work directory and journal as they
+        are; nothing more is written."""
+        jt._periodic_loop.stop()
+        jt.journal.close()
+
+    def restart(self) -> JobTracker:
+        jt = JobTracker(reactor, reactor, self.workdir, expiry=600, checkers=self.zygote,
+                        resume_grace=0)
+        jt.start()
+
+        async def stop() -> None:
+            await jt.stop()
+            await jt.history.flush()
+
+        self.addCleanup(stop)
+        return jt
+
+    def dies_once(self, obj: Any, name: str) -> Callable[..., Any]:
+        """Patch ``obj.name`` to die on its first call, as itself after."""
+        real = getattr(obj, name)
+        calls = []
+
+        def once(*args: Any, **kwargs: Any) -> Any:
+            calls.append(args)
+            if len(calls) == 1:
+                raise Died(name)
+            return real(*args, **kwargs)
+
+        self.patch(obj, name, once)
+        return once
+
+    def run_step(self, jt: JobTracker, wid: str, worker: FakeWorker, parts_in: str,
+                 records: int, last: Callable[[], None] | None = None) -> None:
+        """Every launched map, then every reduce (each committing a part
+        file in ``parts_in``, as a reduce does); ``last`` runs just before
+        the last reduce's report (the jobtracker may die on it)."""
+        for aid in launched(worker, "launch_map"):
+            jt.attempt_done(wid, aid, map_counts(records))
+        reduces = [args for args in worker.named("launch_reduce")]
+        self.assertTrue(reduces)
+        os.makedirs(parts_in, exist_ok=True)
+        for n, (_, aid, partition, _) in enumerate(reduces):
+            with open(os.path.join(parts_in, output.part_name(partition)), "w") as f:
+                f.write(f"w{partition}\t1\n")
+            self.assertTrue(jt.may_commit(wid, aid))
+            if n == len(reduces) - 1 and last is not None:
+                last()
+            jt.attempt_done(wid, aid, REDUCED)
+
+    def out(self) -> str:
+        return os.path.join(self.tmp, "out")
+
+    def parts(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.out()) if n.startswith("part-"))
+
+    async def test_a_job_that_died_writing_success_is_finished_not_deleted(self) -> None:
+        """All its reduces committed, the jobtracker died finishing the
+        output: the next start writes _SUCCESS, keeps the parts, records
+        the job as succeeded (with its counters) and a waiter gets it."""
+        wid, worker = self.add_worker()
+        job_id = await self.submit()
+        self.dies_once(output, "finish_output")
+        with self.assertRaises(Died):
+            self.run_step(self.jt, wid, worker, self.out(), 2)
+        self.die(self.jt)
+        parts = self.parts()
+        jt = self.restart()
+        result = await jt.wait(job_id)
+        self.assertEqual(result["state"], "succeeded")
+        self.assertEqual(result["counters"]["pytxmr"]["map input records"], 2)
+        self.assertEqual(self.parts(), parts)
+        self.assertTrue(os.path.exists(os.path.join(self.out(), output.SUCCESS)))
+        self.assertEqual(jt.journal.running_jobs(), {})
+        self.assertEqual(jt.list_jobs()[0]["state"], "succeeded")
+
+    async def test_a_job_whose_last_reduce_was_committed_ends_at_the_next_start(self) -> None:
+        """The jobtracker died after journaling the last reduce's commit,
+        before the job's end: nothing is left to run, and the job ends."""
+        wid, worker = self.add_worker()
+        job_id = await self.submit()
+        self.dies_once(self.jt, "_job_done")
+        with self.assertRaises(Died):
+            self.run_step(self.jt, wid, worker, self.out(), 2)
+        self.die(self.jt)
+        jt = self.restart()
+        _, again = self.add_worker(jt)
+        result = await jt.wait(job_id)
+        self.assertEqual(result["state"], "succeeded")
+        self.assertEqual(launched(again, "launch_map") + launched(again, "launch_reduce"), [])
+        self.assertEqual(len(self.parts()), 2)
+        self.assertTrue(os.path.exists(os.path.join(self.out(), output.SUCCESS)))
+
+    async def test_a_killed_job_that_died_cleaning_up_is_not_run_again(self) -> None:
+        """Killed by its user, the jobtracker died emptying its output: the
+        next start empties it and records it killed; no task runs again."""
+        wid, worker = self.add_worker()
+        job_id = await self.submit()
+        for aid in launched(worker, "launch_map"):
+            self.jt.attempt_done(wid, aid, map_counts(2))
+        self.dies_once(output, "abort_output")
+        with self.assertRaises(Died):
+            self.jt.kill(job_id)
+        self.die(self.jt)
+        with open(os.path.join(self.out(), "part-00000"), "w") as f:
+            f.write("a committed part of the killed job\n")
+        jt = self.restart()
+        _, again = self.add_worker(jt)
+        result = await jt.wait(job_id)
+        self.assertEqual(result["state"], "killed")
+        self.assertEqual(self.parts(), [])
+        self.assertEqual(launched(again, "launch_map") + launched(again, "launch_reduce"), [])
+        self.assertEqual(jt.journal.running_jobs(), {})
+
+    async def test_a_job_that_died_between_its_steps_goes_on_with_the_next(self) -> None:
+        """Step 1's last reduce committed, the jobtracker died before step 2
+        started: the next start starts step 2, and the job's counters hold
+        step 1's maps as well as step 2's."""
+        wid, worker = self.add_worker()
+        job_id = await self.submit(job_path=self.job_file("two_steps.py", TWO_STEPS))
+        self.dies_once(self.jt, "_next_step")
+        step_1_parts = os.path.join(self.out(), output.TEMPORARY, "step-1")
+        with self.assertRaises(Died):
+            self.run_step(self.jt, wid, worker, step_1_parts, 2)
+        self.die(self.jt)
+        jt = self.restart()
+        wid2, again = self.add_worker(jt)
+        await wait_for(lambda: launched(again, "launch_map"))  # listed in a thread
+        self.run_step(jt, wid2, again, self.out(), 5)
+        result = await jt.wait(job_id)
+        self.assertEqual(result["state"], "succeeded", result)
+        maps = len(launched(worker, "launch_map")) * 2 + len(launched(again, "launch_map")) * 5
+        self.assertEqual(result["counters"]["pytxmr"]["map input records"], maps)
+        self.assertEqual({args[0] for args in again.named("launch_map")},
+                         {step_job_id(job_id, 1)})
