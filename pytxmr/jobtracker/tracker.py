@@ -188,8 +188,8 @@ class JobTracker:
             generation = plan.get("generation", 0) + 1
             if ending is None:
                 self.journal.job_started(job_id, {**plan, "generation": generation})
-                if job.bundle:
-                    self.bundles.use(job.bundle, job_id)
+            if job.bundle and self.bundles.has(job.bundle):
+                self.bundles.use(job.bundle, job_id)  # released as the job ends
             self.jobs[job_id] = job
             max_attempts, speculative = plan["max_attempts"], plan["speculative"]
             self._max_attempts[job_id] = (max_attempts, speculative)
