@@ -17,6 +17,7 @@ children directly.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import posixpath
@@ -259,7 +260,8 @@ def _fs_kwargs(url_scheme: str, opts: Mapping[str, str]) -> dict[str, Any]:
 
 
 def filesystem(url: str, opts: Mapping[str, str] | None = None) -> tuple[Any, str]:
-    """The fsspec file system of ``url`` and the path within it."""
+    """The fsspec file system of ``url`` and the path within it, listing
+    the store as it is now."""
     s = scheme(url) or "file"
     try:
         import fsspec
@@ -270,11 +272,16 @@ def filesystem(url: str, opts: Mapping[str, str] | None = None) -> tuple[Any, st
     if s not in fsspec.available_protocols():
         raise StorageError(f"{redact(url)}: no store is known for {s}://", url)
     try:
-        return url_to_fs(url, **_fs_kwargs(s, options() if opts is None else opts))
+        fs, path = url_to_fs(url, **_fs_kwargs(s, options() if opts is None else opts))
     except ImportError as e:
         raise StorageError(f"{redact(url)}: {s}:// needs another package "
                            f"({e.name or e}): pip install 'pytxmr[{_EXTRAS.get(s, s)}]'",
                            url) from None
+    # fsspec keeps one instance per options, and its listings, for the
+    # process's life: a jobtracker would list a prefix as it was at its
+    # first job, missing new objects and an object's new size.
+    fs.invalidate_cache()
+    return fs, path
 
 
 def store_error(url: str, e: BaseException, doing: str) -> StorageError:
@@ -378,29 +385,42 @@ def _url_of(fs: Any, url: str, fs_path: str) -> str:
     return fs_path if scheme(fs_path) else f"{s}://{fs_path.lstrip('/')}"
 
 
+def _file_of(url: str, info: Mapping[str, Any]) -> InputFile:
+    """A listed file; one whose store does not say its size (an HTTP server
+    without Content-Length) is read whole, as one stream, never as empty."""
+    size = info.get("size")
+    return InputFile(url, int(size or 0), size is not None)
+
+
 def _files_of(fs: Any, url: str, entries: Iterable[Mapping[str, Any]]) -> list[InputFile]:
     found = []
     for info in entries:
         name = info["name"].rstrip("/")
         if info.get("type") == "file" and _visible(posixpath.basename(name)):
-            found.append(InputFile(_url_of(fs, url, name), int(info.get("size") or 0)))
+            found.append(_file_of(_url_of(fs, url, name), info))
     return found
 
 
 def _expand_remote(pattern: str, opts: Mapping[str, str] | None) -> list[InputFile]:
     fs, path = filesystem(pattern, opts)
     shown = redact(pattern)
+    globbing = bool(_GLOB_MAGIC.search(path)) and scheme(pattern) not in ("http", "https")
     try:
-        if _GLOB_MAGIC.search(path) and scheme(pattern) not in ("http", "https"):
+        info = None
+        if globbing:
+            # A name that holds '[' or '*' is itself first, as a local path is.
+            with contextlib.suppress(FileNotFoundError):
+                info = fs.info(path)
+        if globbing and info is None:
             listed = fs.glob(path, detail=True)
             files = _files_of(fs, pattern, listed.values())
-            for info in listed.values():  # a matched prefix stands for its files
-                if info.get("type") == "directory":
-                    files.extend(_files_of(fs, pattern, fs.ls(info["name"], detail=True)))
+            for entry in listed.values():  # a matched prefix stands for its files
+                if entry.get("type") == "directory":
+                    files.extend(_files_of(fs, pattern, fs.ls(entry["name"], detail=True)))
             if not files:
                 raise StorageError(f"input pattern {shown!r} matches no files", pattern)
         else:
-            info = fs.info(path)
+            info = info or fs.info(path)
             if info.get("type") == "directory":
                 files = _files_of(fs, pattern, fs.ls(path, detail=True))
                 if not files:
@@ -408,11 +428,11 @@ def _expand_remote(pattern: str, opts: Mapping[str, str] | None) -> list[InputFi
                                        "'.' or '_' are skipped, sub-prefixes are not read)",
                                        pattern)
             else:
-                files = [InputFile(normalize(pattern), int(info.get("size") or 0))]
+                files = [_file_of(normalize(pattern), info)]
     except Exception as e:
         raise store_error(pattern, e, "list") from e
     if scheme(pattern) in ("http", "https"):
-        files = [InputFile(f.path, f.size, _serves_ranges(f.path)) for f in files]
+        files = [InputFile(f.path, f.size, f.ranged and _serves_ranges(f.path)) for f in files]
     return sorted(files, key=lambda f: f.path)
 
 

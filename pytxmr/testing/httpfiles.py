@@ -9,7 +9,9 @@ of the ways real servers do:
 - ``fail``: 500 for every request, HEAD included;
 - ``truncate``: HEAD and headers as ``normal``, but every GET of a file
   sends its ``Content-Length`` and then only the first half of that body
-  before the server closes the connection (a dropped transfer).
+  before the server closes the connection (a dropped transfer);
+- ``nolength``: ranges as ``normal``, but a whole file (GET or HEAD) comes
+  without ``Content-Length``, chunked (as a server that generates it).
 
 Run ``python -m pytxmr.testing.httpfiles DIR [--port 0] [--mode MODE]
 [--port-file F]``: it prints the port it listens on, on a line of its
@@ -32,7 +34,7 @@ from typing import Any
 
 from pytxmr.testing.processes import dying_with
 
-MODES = ("normal", "norange", "fail", "truncate")
+MODES = ("normal", "norange", "fail", "truncate", "nolength")
 START_TIMEOUT = 30.0
 
 
@@ -62,6 +64,14 @@ def _resource(root: str, mode: str) -> Any:
                 def setHeader(name: bytes, value: bytes) -> None:
                     if name.lower() != b"accept-ranges":
                         set_header(name, value)
+
+                request.setHeader = setHeader
+            elif mode == "nolength" and not request.getHeader(b"range"):
+                set_length = request.setHeader
+
+                def setHeader(name: bytes, value: bytes) -> None:
+                    if name.lower() != b"content-length":
+                        set_length(name, value)
 
                 request.setHeader = setHeader
             return super().render_GET(request)

@@ -24,7 +24,7 @@ pytest.importorskip("fsspec")
 def servers(corpus: Path) -> Iterator[dict[str, HTTPFiles]]:
     started: dict[str, HTTPFiles] = {}
     try:
-        for mode in ("normal", "norange", "fail", "truncate"):
+        for mode in ("normal", "norange", "fail", "truncate", "nolength"):
             started[mode] = HTTPFiles(corpus, mode).start()
         yield started
     finally:
@@ -44,12 +44,12 @@ def merged(output: Path) -> Counter[str]:
     return total
 
 
-@pytest.mark.parametrize("mode", ["normal", "norange"])
+@pytest.mark.parametrize("mode", ["normal", "norange", "nolength"])
 @pytest.mark.parametrize("how", [["--inline"], ["--workers", "2"]], ids=["inline", "run"])
 def test_http_inputs(tmp_path: Path, corpus: Path, servers: dict[str, HTTPFiles],
                      mode: str, how: list[str]) -> None:
-    """Ranged: split like a local file; not ranged: one map streams each
-    file. Same counts either way."""
+    """Ranged: split like a local file; not ranged, or of a size the server
+    does not say: one map streams each file. Same counts either way."""
     files = corpus_files(corpus)
     urls = [servers[mode].url(f.name) for f in files]
     out = tmp_path / "out"
@@ -58,8 +58,9 @@ def test_http_inputs(tmp_path: Path, corpus: Path, servers: dict[str, HTTPFiles]
     assert code == 0, stderr
     assert merged(out) == word_counts(files)
     found = storage.expand_inputs(urls)
-    assert [f.size for f in found] == [f.stat().st_size for f in files]
-    assert {f.ranged for f in found} == {mode == "normal"}  # norange: one map per file
+    sizes = [f.stat().st_size for f in files] if mode != "nolength" else [0] * len(files)
+    assert [f.size for f in found] == sizes
+    assert {f.ranged for f in found} == {mode == "normal"}  # else one map per file
 
 
 def test_a_failing_server_is_named_at_submission(tmp_path: Path, corpus: Path,

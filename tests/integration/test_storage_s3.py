@@ -376,3 +376,36 @@ def test_an_interrupted_jobs_output_is_emptied_unless_it_has_its_success(fs: Any
     fs.rm_file(f"{key}/{output.SUCCESS}")
     assert output.abort_unfinished(f"s3://{key}") is True
     assert [os.path.basename(p) for p in fs.ls(key, refresh=True)] == [output.OUTPUT_MARK]
+
+
+def test_a_prefix_is_listed_as_it_is_now_in_a_long_lived_process(fs: Any) -> None:
+    """A jobtracker lists the inputs of job after job: the second listing
+    sees the object added and the one grown since the first (fsspec's
+    listings cache lives as long as the process)."""
+    from pytxmr import storage
+
+    key = f"{BUCKET}/relisted"
+    fs.pipe_file(f"{key}/a.txt", b"one\n")
+    first = storage.expand_inputs([f"s3://{key}"])
+    assert [(f.path, f.size) for f in first] == [(f"s3://{key}/a.txt", 4)]
+    fs.pipe_file(f"{key}/a.txt", b"two\n" * 1000)
+    fs.pipe_file(f"{key}/b.txt", b"three\n")
+    again = storage.expand_inputs([f"s3://{key}"])
+    assert [(f.path, f.size) for f in again] == [(f"s3://{key}/a.txt", 4000),
+                                                 (f"s3://{key}/b.txt", 6)]
+    assert [(f.path, f.size) for f in storage.expand_inputs([f"s3://{key}/*.txt"])] == \
+        [(f"s3://{key}/a.txt", 4000), (f"s3://{key}/b.txt", 6)]
+
+
+def test_a_key_that_looks_like_a_glob_is_read_as_given(fs: Any) -> None:
+    """``a[1].txt`` is an object's name before it is a pattern, as a local
+    file's is: not ``a1.txt``."""
+    from pytxmr import storage
+
+    key = f"{BUCKET}/brackets"
+    fs.pipe_file(f"{key}/a[1].txt", b"alpha beta\n")
+    fs.pipe_file(f"{key}/a1.txt", b"gamma gamma gamma\n")
+    found = storage.expand_inputs([f"s3://{key}/a[1].txt"])
+    assert [(f.path, f.size) for f in found] == [(f"s3://{key}/a[1].txt", 11)]
+    assert [f.path for f in storage.expand_inputs([f"s3://{key}/a[0-9].txt"])] == \
+        [f"s3://{key}/a1.txt"]
