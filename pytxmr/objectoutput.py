@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import storage
 from .outputrules import (
@@ -26,7 +26,7 @@ from .outputrules import (
     InputsInUse,
     OutputExistsError,
     UnsafeOverwrite,
-    foreign_names,
+    foreign_files,
 )
 from .storage import StorageError
 
@@ -51,11 +51,13 @@ def _is_object(fs: Any, path: str) -> bool:
 
 
 def check_overwrite(url: str, names: Sequence[str] | None, is_object: bool, *,
-                    inputs: Iterable[str], in_use: Iterable[InputsInUse] = ()) -> None:
+                    inputs: Iterable[str], in_use: Iterable[InputsInUse] = (),
+                    objects: Callable[[], Iterable[str]]) -> None:
     """Refuse (``UnsafeOverwrite``) to replace what is not an earlier
     pytxmr output, what holds or lies in an input of this job, or what
     holds an input of another (``in_use``): the prefix's current
-    ``names`` decide, as a directory's do on a local disk."""
+    ``names``, and every object below it (``objects``, listed only for a
+    prefix marked as an output), decide, as a directory's do on a local disk."""
     shown = storage.redact(url)
 
     def refuse(why: str) -> UnsafeOverwrite:
@@ -83,10 +85,16 @@ def check_overwrite(url: str, names: Sequence[str] | None, is_object: bool, *,
         return
     if not set(names) & {OUTPUT_MARK, SUCCESS}:
         raise refuse(f"it is not a pytxmr output (it has no {OUTPUT_MARK} or {SUCCESS} object)")
-    foreign = foreign_names(names)
+    foreign = foreign_files(objects())
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise refuse(f"it holds objects pytxmr did not write: {', '.join(foreign[:3])}{more}")
+
+
+def objects_below(fs: Any, path: str) -> list[str]:
+    """Every object under the prefix ``path``, relative to it."""
+    return [key[len(path):].lstrip("/") for key in fs.find(path)
+            if key.startswith(path)]
 
 
 def listing(url: str, opts: Mapping[str, str] | None) -> tuple[Any, str, list[str] | None, bool]:
@@ -110,7 +118,8 @@ def prepare(url: str, overwrite: bool, *, inputs: Iterable[str],
         if not overwrite:
             raise OutputExistsError(
                 f"output {storage.redact(url)} already exists (use --overwrite to replace it)")
-        check_overwrite(url, names, is_object, inputs=inputs, in_use=in_use)
+        check_overwrite(url, names, is_object, inputs=inputs, in_use=in_use,
+                        objects=lambda: objects_below(fs, path))
         _remove(fs, url, path, names or ())
     storage.retrying(url, "write", lambda: fs.pipe_file(
         f"{path}/{OUTPUT_MARK}", b"This prefix is the output of a pytxmr job: "

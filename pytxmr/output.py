@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import sys
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from . import objectoutput, storage
 from .outputrules import (
@@ -29,7 +29,7 @@ from .outputrules import (
     OutputExistsError,
     OutputsOverlap,
     UnsafeOverwrite,
-    foreign_names,
+    foreign_files,
     part_name,
 )
 from .splits import is_glob
@@ -224,8 +224,9 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
     """
     refuse_overlap(path, busy, resolve=True)
     if storage.is_remote(path):
-        _, _, names, is_object = objectoutput.listing(path, opts or {})
-        objectoutput.check_overwrite(path, names, is_object, inputs=inputs, in_use=in_use)
+        fs, where, names, is_object = objectoutput.listing(path, opts or {})
+        objectoutput.check_overwrite(path, names, is_object, inputs=inputs, in_use=in_use,
+                                     objects=lambda: objectoutput.objects_below(fs, where))
         return
     shown = path
     path = os.path.abspath(os.path.expanduser(path))
@@ -260,7 +261,7 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
         return
     if not names & {OUTPUT_MARK, SUCCESS}:
         raise refuse(f"it is not a pytxmr output (it has no {OUTPUT_MARK} or {SUCCESS} file)")
-    foreign = foreign_names(names)
+    foreign = foreign_files(_files_below(path))
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise refuse(f"it holds files pytxmr did not write: {', '.join(foreign[:3])}{more}")
@@ -281,6 +282,14 @@ def refuse_overlap(out: str, busy: Iterable[tuple[str, str]], *, resolve: bool =
         theirs = where(other)
         if inside(mine, theirs) or inside(theirs, mine):
             raise OutputsOverlap(f"the output {out} overlaps the output {other} of {whose}")
+
+
+def _files_below(path: str) -> Iterator[str]:
+    """Every file under ``path`` (not through symbolic links: ``rmtree``
+    removes a link, never what it points to), relative, '/'-separated."""
+    for top, _, files in os.walk(path):
+        for name in files:
+            yield os.path.relpath(os.path.join(top, name), path).replace(os.sep, "/")
 
 
 def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = (),

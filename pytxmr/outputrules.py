@@ -5,7 +5,7 @@ and the refusals of an output that exists."""
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 TEMPORARY = "_temporary"
 SUCCESS = "_SUCCESS"
@@ -47,7 +47,18 @@ def is_part_name(name: str) -> bool:
     return _PART_NAME.match(name) is not None
 
 
-def foreign_names(names: set[str] | list[str]) -> list[str]:
-    """The names an output holds that pytxmr did not write, sorted."""
-    return sorted(n for n in names
-                  if n not in (OUTPUT_MARK, SUCCESS, TEMPORARY) and not is_part_name(n))
+def foreign_files(files: Iterable[str]) -> list[str]:
+    """The files (objects) an output holds that pytxmr did not write, as
+    paths relative to it, '/'-separated, sorted: anything but its marks and
+    part files, and below ``_temporary`` anything but part files (attempts'
+    and steps' directories hold only those)."""
+    foreign = []
+    for rel in files:
+        top, _, rest = rel.partition("/")
+        if rest:
+            ours = top == TEMPORARY and is_part_name(rest.rpartition("/")[2])
+        else:
+            ours = top in (OUTPUT_MARK, SUCCESS) or is_part_name(top)
+        if not ours:
+            foreign.append(rel)
+    return sorted(foreign)

@@ -149,6 +149,16 @@ def test_overwrite_of_a_prefix(tmp_path: Path, fs: Any,
     assert fs.exists(f"{BUCKET}/corpus/part0.txt")
     counts, manifest, names = read_s3_output(fs, out)
     assert sum(counts.values()) > 0 and manifest["parts"]
+    # A user's objects below the earlier output, where pytxmr writes only parts.
+    for key in (f"{BUCKET}/out-overwrite/_temporary/precious.csv",
+                f"{BUCKET}/out-overwrite/part-00007/precious2.csv"):
+        fs.pipe_file(key, b"1,2\n")
+        code, _, stderr = cli(tmp_path, *args, "--overwrite")
+        assert code == 2 and "objects pytxmr did not write" in stderr, stderr
+        assert key.split("/", 2)[2] in stderr and "nothing was deleted" in stderr
+        assert fs.cat_file(key) == b"1,2\n"
+        fs.rm_file(key)
+    assert all(fs.exists(f"{BUCKET}/out-overwrite/{p['name']}") for p in manifest["parts"])
 
 
 @pytest.mark.parametrize("url, message", [

@@ -21,7 +21,7 @@ from pytxmr.output import (
     prepare_output_dir,
     refuse_overlap,
 )
-from pytxmr.outputrules import InputsInUse
+from pytxmr.outputrules import InputsInUse, foreign_files
 
 
 def old_output(path: Path, *, mark: str = OUTPUT_MARK) -> Path:
@@ -99,11 +99,39 @@ def test_an_empty_directory_is_overwritten(home: Path) -> None:
 def test_an_earlier_output_is_overwritten(home: Path, mark: str) -> None:
     """Marked outputs, and those written before the mark (with _SUCCESS), are replaced."""
     out = old_output(home / "out", mark=mark)
-    (out / "_temporary").mkdir()
-    (out / "_temporary" / "a").write_text("x")
+    (out / "_temporary" / "job_1_r00000_0").mkdir(parents=True)  # an attempt's
+    (out / "_temporary" / "job_1_r00000_0" / "part-00000").write_text("x")
     prepare_output_dir(str(out), True)
     assert sorted(os.listdir(out)) == [OUTPUT_MARK, "_temporary"]
     assert os.listdir(out / "_temporary") == []
+
+
+def test_files_pytxmr_did_not_write_below_an_output_are_refused(home: Path) -> None:
+    """Not only at the top: a user's file in ``_temporary`` or in a
+    directory named as a part file would go with the output."""
+    out = old_output(home / "out")
+    attempt = out / "_temporary" / "job_1_r00000_0"
+    attempt.mkdir(parents=True)
+    (attempt / "part-00000").write_text("a\t1\n")
+    step = out / "_temporary" / "step-1" / "_temporary" / "job_1-s2_r00001_0"
+    step.mkdir(parents=True)
+    (step / "part-00001").write_text("b\t1\n")
+    check_overwrite(str(out))  # an interrupted job's attempts and steps
+    (out / "_temporary" / "precious.csv").write_text("1,2\n")
+    refused(out, "pytxmr did not write: _temporary/precious.csv")
+    (out / "_temporary" / "precious.csv").unlink()
+    (out / "part-00007").mkdir()
+    (out / "part-00007" / "precious2.csv").write_text("3,4\n")
+    refused(out, "pytxmr did not write: part-00007/precious2.csv")
+
+
+def test_foreign_files_are_told_by_their_place_and_name() -> None:
+    assert foreign_files([OUTPUT_MARK, SUCCESS, "part-00000", "part-123456",
+                          "_temporary/a/part-00001", "_temporary/step-1/part-00002"]) == []
+    assert foreign_files(["notes.txt", "_temporary", "part-1", "part-00000/x",
+                          "_temporary/a/part-00001.csv", "b/_temporary/part-00000"]) == sorted(
+        ["notes.txt", "_temporary", "part-1", "part-00000/x", "_temporary/a/part-00001.csv",
+         "b/_temporary/part-00000"])
 
 
 def test_an_output_that_holds_an_input_is_refused(home: Path) -> None:
@@ -203,9 +231,10 @@ def test_an_object_store_input_of_another_job_is_refused_under_any_alias() -> No
         job = InputsInUse("the running job job_7", [theirs], [])
         with pytest.raises(UnsafeOverwrite, match="an input of the running job job_7"):
             objectoutput.check_overwrite("s3://b/earlier", [OUTPUT_MARK], False, inputs=[],
-                                         in_use=[job])
+                                         in_use=[job], objects=lambda: [OUTPUT_MARK])
     objectoutput.check_overwrite("s3://b/earlier", [OUTPUT_MARK], False, inputs=[],
-                                 in_use=[InputsInUse("j", ["s3://b/earlier-too"], [])])
+                                 in_use=[InputsInUse("j", ["s3://b/earlier-too"], [])],
+                                 objects=lambda: [OUTPUT_MARK])
 
 
 @pytest.mark.parametrize("pattern, hit", [
