@@ -154,11 +154,12 @@ class JobHistory:
     def summary(self, job_id: str) -> dict[str, Any] | None:
         return self.summaries.get(job_id) if isinstance(job_id, str) else None
 
-    def record(self, detail: dict[str, Any], logs: dict[str, str]) -> None:
+    def record(self, detail: dict[str, Any], logs: dict[str, str]) -> defer.Deferred[None]:
         """Keep a finished job: its summary here, and its detail and logs
-        on disk (written in the background) if ``retention`` allows."""
+        on disk (written in the background) if ``retention`` allows; fires
+        once they are written (or could not be: that is logged)."""
         if not self.remembered:
-            return
+            return defer.succeed(None)
         job_id = detail["job_id"]
         self.summaries.pop(job_id, None)
         summary = self.summaries[job_id] = summary_of(detail)
@@ -167,8 +168,9 @@ class JobHistory:
         evicted = self._paths(ids[-self.retention - 1]) if len(ids) > self.retention else []
         while len(self.summaries) > self.remembered:
             self.summaries.popitem(last=False)
-        if self.retention:
-            self._background(self._write, job_id, detail, summary, logs, evicted)
+        if not self.retention:
+            return defer.succeed(None)
+        return self._background(self._write, job_id, detail, summary, logs, evicted)
 
     def _stored(self, job_id: str) -> bool:
         """Whether the job's files are on disk: it is among the newest ``retention``."""
@@ -231,7 +233,7 @@ class JobHistory:
             self.log.warn("Cannot read the {what} of {job}: {e}", what=what, job=job_id, e=e)
             return None
 
-    def _background(self, fn: Any, *args: Any) -> None:
+    def _background(self, fn: Any, *args: Any) -> defer.Deferred[None]:
         d = self._lock.run(threads.deferToThread, fn, *args)
         self._pending.add(d)
 
@@ -244,7 +246,7 @@ class JobHistory:
                 else:
                     self.log.failure("Cannot write the job history", result)
 
-        d.addBoth(done)
+        return d.addBoth(done)
 
     async def flush(self) -> None:
         """Wait for the pending writes (before stopping)."""

@@ -105,6 +105,10 @@ class JobTracker:
         #: Per step of a resumed job (its scheduler id): map index -> the
         #: attempt the journal had as committed, for the workers' reports.
         self._resumable: dict[str, dict[int, Committed]] = {}
+        #: Per ended job, until its output is final and the history has it.
+        self._ending: dict[str, defer.Deferred[None]] = {}
+        #: Until when workers may still be coming back after a restart.
+        self._workers_back_at = 0.0
         #: Per step job: map outputs to announce together (``_announce``),
         #: and when.
         self._announcing: dict[str, list[Any]] = {}
@@ -156,7 +160,9 @@ class JobTracker:
 
     def stop(self) -> defer.Deferred[Any]:
         """Fail the running jobs and refuse the submissions in progress;
-        fires once those have ended (their checks killed)."""
+        fires once those have ended (their checks killed) and every ended
+        job's output is final (an object store's calls, the history's
+        writes): only then is the journal closed, its records deleted."""
         if self._periodic_loop.running:
             self._periodic_loop.stop()
         submissions = self.admission.stop()
@@ -164,10 +170,14 @@ class JobTracker:
         for job in list(self.jobs.values()):
             if job.running:
                 self._job_done(job, "failed", error)
-        shutil.rmtree(self.admission.jobs_dir, ignore_errors=True)
-        shutil.rmtree(self.bundles.root, ignore_errors=True)
-        self.journal.close()
-        return submissions
+
+        def close(_: Any) -> None:
+            shutil.rmtree(self.admission.jobs_dir, ignore_errors=True)
+            shutil.rmtree(self.bundles.root, ignore_errors=True)
+            self.journal.close()
+
+        ending = [submissions, *self._ending.values()]
+        return defer.DeferredList(ending, consumeErrors=True).addCallback(close)
 
     def _resume_jobs(self) -> set[str]:
         """Take back the jobs the journal has as running (a crash, a
@@ -188,6 +198,7 @@ class JobTracker:
             generation = plan.get("generation", 0) + 1
             if ending is None:
                 self.journal.job_started(job_id, {**plan, "generation": generation})
+                self._workers_back_at = now + self.resume_grace
             if job.bundle and self.bundles.has(job.bundle):
                 self.bundles.use(job.bundle, job_id)  # released as the job ends
             self.jobs[job_id] = job
@@ -431,6 +442,9 @@ class JobTracker:
 
     async def _next_step(self, job: JobRecord) -> None:
         """The step before succeeded: plan the next from its part files."""
+        wait = self._workers_back_at - self.now()
+        if wait > 0:  # just restarted: its reducers count the workers coming back
+            await task.deferLater(self._clock, wait, lambda: None)
         step = job.step + 1
         plan = job.steps[step]
         try:
@@ -602,6 +616,7 @@ class JobTracker:
         # Until its output is final: should the jobtracker die meanwhile,
         # its next start finishes (or cleans) it again, never resumes it.
         self.journal.job_ending(job.id, state, error)
+        self._ending[job.id] = defer.Deferred()
         for sched_id in job.started_steps():
             self._resumable.pop(sched_id, None)
         job.state = state
@@ -644,8 +659,15 @@ class JobTracker:
         self.bundles.release(job.id)
         self.log.info("Job {job} {state} in {secs:.3f}s", job=job.id, state=job.state,
                       secs=job.finished - job.submitted)
-        self.history.record(self._live_detail(job), self.task_logs.for_job(job.id))
-        # Its output is final: from now on another job may replace it.
+        # Its output stays its own (no other job takes it) until the history has it.
+        job.finishing = True
+        self.history.record(self._live_detail(job), self.task_logs.for_job(job.id)).addBoth(
+            lambda _: self._ended(job))
+
+    def _ended(self, job: JobRecord) -> None:
+        job.finishing = False
+        # Its output is final and the history has it: no restart touches it
+        # again, and from now on another job may replace it.
         self.journal.job_ended(job.id)
         self.metrics.job_ended(job.state, job.counters.get(FRAMEWORK, {}).get("shuffle bytes", 0))
         # What ``status`` and a later ``wait`` give too.
@@ -653,6 +675,7 @@ class JobTracker:
         self._forget(job)
         for d in self._waiters.pop(job.id, []):
             d.callback(result)
+        self._ending.pop(job.id).callback(None)
 
     def _forget(self, job: JobRecord) -> None:
         """An ended job is the history's: its tasks, attempts and splits

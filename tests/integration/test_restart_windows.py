@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, task
 
 from pytxmr import output
 from pytxmr.jobtracker import JobTracker
@@ -53,10 +53,11 @@ class RestartWindowTests(JobTrackerCase):
         are; nothing more is written."""
         jt._periodic_loop.stop()
         jt.journal.close()
+        jt._ending.clear()  # what it was ending never ends: its stop waits for none
 
-    def restart(self) -> JobTracker:
+    def restart(self, resume_grace: float = 0) -> JobTracker:
         jt = JobTracker(reactor, reactor, self.workdir, expiry=600, checkers=self.zygote,
-                        resume_grace=0)
+                        resume_grace=resume_grace)
         jt.start()
 
         async def stop() -> None:
@@ -173,9 +174,11 @@ class RestartWindowTests(JobTrackerCase):
         with self.assertRaises(Died):
             self.run_step(self.jt, wid, worker, step_1_parts, 2)
         self.die(self.jt)
-        jt = self.restart()
-        wid2, again = self.add_worker(jt)
-        await wait_for(lambda: launched(again, "launch_map"))  # listed in a thread
+        jt = self.restart(resume_grace=1.0)
+        await task.deferLater(reactor, 0.3, lambda: None)  # step 2's listing is long done
+        wid2, again = self.add_worker(jt)  # back within the grace: step 2 counts its slots
+        await wait_for(lambda: launched(again, "launch_map"))
+        self.assertEqual(jt.jobs[job_id].num_reducers, 2)
         self.run_step(jt, wid2, again, self.out(), 5)
         result = await jt.wait(job_id)
         self.assertEqual(result["state"], "succeeded", result)
@@ -183,3 +186,42 @@ class RestartWindowTests(JobTrackerCase):
         self.assertEqual(result["counters"]["pytxmr"]["map input records"], maps)
         self.assertEqual({args[0] for args in again.named("launch_map")},
                          {step_job_id(job_id, 1)})
+
+    async def test_a_job_that_died_before_its_history_was_written_ends_again(self) -> None:
+        """Its output final and its work directory gone, the jobtracker died
+        before the history had it: the next start ends it again (the
+        output stays as it is), and the history has it."""
+        wid, worker = self.add_worker()
+        job_id = await self.submit()
+        never: defer.Deferred[None] = defer.Deferred()
+        self.patch(self.jt.history, "record", lambda detail, logs: never)
+        self.run_step(self.jt, wid, worker, self.out(), 2)
+        self.assertTrue(self.jt.jobs[job_id].finishing)  # its output is still its own
+        self.assertFalse(os.path.exists(os.path.join(self.workdir, "jobs", job_id)))
+        self.die(self.jt)
+        jt = self.restart()
+        result = await jt.wait(job_id)
+        self.assertEqual(result["state"], "succeeded")
+        self.assertEqual(len(self.parts()), 2)
+        self.assertEqual(jt.history.summaries[job_id]["state"], "succeeded")
+
+    async def test_a_stop_waits_for_the_ends_it_caused(self) -> None:
+        """SIGTERM fails the running jobs; the journal is closed only once
+        their outputs are emptied and the history has them, so the next
+        start has nothing of them to do again."""
+        self.add_worker()
+        job_id = await self.submit()
+        writing: defer.Deferred[None] = defer.Deferred()
+        record = self.jt.history.record
+
+        def held(detail: Any, logs: Any) -> defer.Deferred[None]:
+            return record(detail, logs).addCallback(lambda _: writing)
+
+        self.patch(self.jt.history, "record", held)
+        stopped = self.jt.stop()
+        self.assertFalse(stopped.called)
+        writing.callback(None)
+        await stopped
+        jt = self.restart()
+        self.assertEqual(jt.journal.running_jobs(), {})
+        self.assertEqual(jt.history.summaries[job_id]["state"], "failed")

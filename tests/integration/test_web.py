@@ -189,6 +189,7 @@ class CountersAndApiTests(JobTrackerCase):
 
         self.jt.scheduler.forget_job = keep  # type: ignore[method-assign]
         job_id, _, _ = await self.run_job_with_retries()
+        await self.jt.wait(job_id)
         self.assertEqual([sjob.id for sjob in forgotten], [job_id])
         self.assertEqual(views.live_counters(forgotten), self.jt.status(job_id)["counters"])
 
@@ -215,6 +216,7 @@ class CountersAndApiTests(JobTrackerCase):
         """Its tasks and attempts leave memory at its end; its detail and
         logs are read back from disk, alike."""
         job_id, _, _ = await self.run_job_with_retries()
+        await self.jt.wait(job_id)  # its end: the history has it
         self.assertEqual((self.jt.jobs, self.jt.scheduler.jobs, self.jt.scheduler.attempts),
                          ({}, {}, {}))
         self.assertNotIn("tasks", self.jt.history.summaries[job_id])
