@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from . import storage
 
-__all__ = ["RANGE_BLOCK", "RangeReader", "open_input"]
+__all__ = ["RANGE_BLOCK", "RangeReader", "SizedStream", "open_input"]
 
 #: Bytes of one ranged read of a remote input. Requests cost a round trip
 #: each; a map holds one block at a time, and the next one in flight.
@@ -80,6 +80,13 @@ class RangeReader:
         if self._buf is None:
             self._buf = storage.retrying(self.url, "read",
                                  lambda: self._fs.cat_file(self._path, start=start, end=end))
+        if len(self._buf) != end - start:
+            # A server that answers a range with the whole file (or nothing),
+            # or an object that changed: never a silently wrong count.
+            raise storage.StorageError(
+                f"{storage.redact(self.url)}: asked for bytes {start}-{end - 1}, the store "
+                f"sent {len(self._buf)} bytes (the object changed, or its server does not "
+                "serve byte ranges as it said)", self.url)
         self._buf_start = start
         if end < size:
             self._fetch_ahead(end, min(end + self._block, size))
@@ -142,15 +149,58 @@ class RangeReader:
         self.close()
 
 
-def open_input(path: str, *, whole: bool = False) -> Any:
+def open_input(path: str, *, whole: bool = False, size: int = 0) -> Any:
     """A binary file of the input ``path``. A local file is unbuffered for a
     split (the reader reads big blocks itself) and buffered when read whole
     through a decompressor (which reads small ones); a remote one is a
     ``RangeReader``, or one stream when read whole over HTTP (which may be
-    all the server can do)."""
+    all the server can do), checked to end at ``size`` if it is known."""
     if not storage.is_remote(path):
         return open(storage.local_path(path), "rb", buffering=-1 if whole else 0)
     if not (whole and storage.scheme(path) in ("http", "https")):
         return RangeReader(path)
     fs, fs_path = storage.filesystem(path)
-    return storage.retrying(path, "open", lambda: fs.open(fs_path, "rb", block_size=0))
+    stream = storage.retrying(path, "open", lambda: fs.open(fs_path, "rb", block_size=0))
+    return SizedStream(stream, path, size) if size else stream
+
+
+class SizedStream:
+    """A whole stream whose length its listing said: one that ends short (a
+    server that sent no length and closed mid-body) or long is an error,
+    never a smaller or mixed file."""
+
+    def __init__(self, f: Any, url: str, size: int) -> None:
+        self._f, self.url, self.size = f, url, size
+        self.name = url
+        self._got = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._got += len(data)
+        ended = not data or n is None or n < 0
+        if (ended and self._got != self.size) or self._got > self.size:
+            raise storage.StorageError(
+                f"{storage.redact(self.url)}: the transfer ended at byte {self._got}, the "
+                f"server had said {self.size} (a dropped connection, or a changed file)",
+                self.url)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:  # what a decompressor may look at
+        return getattr(self._f, name)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> SizedStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -11,7 +11,10 @@ of the ways real servers do:
   sends its ``Content-Length`` and then only the first half of that body
   before the server closes the connection (a dropped transfer);
 - ``nolength``: ranges as ``normal``, but a whole file (GET or HEAD) comes
-  without ``Content-Length``, chunked (as a server that generates it).
+  without ``Content-Length``, chunked (as a server that generates it);
+- ``dropclose``: no ranges; HEAD as ``normal``, but a GET is answered in
+  HTTP/1.0 without ``Content-Length`` (the body ends when the connection
+  does) and the connection closes after half the file.
 
 Run ``python -m pytxmr.testing.httpfiles DIR [--port 0] [--mode MODE]
 [--port-file F]``: it prints the port it listens on, on a line of its
@@ -34,7 +37,7 @@ from typing import Any
 
 from pytxmr.testing.processes import dying_with
 
-MODES = ("normal", "norange", "fail", "truncate", "nolength")
+MODES = ("normal", "norange", "fail", "truncate", "nolength", "dropclose")
 START_TIMEOUT = 30.0
 
 
@@ -54,24 +57,24 @@ def _resource(root: str, mode: str) -> Any:
 
     class Files(static.File):
         def render_GET(self, request: Any) -> Any:
-            if mode == "norange":
+            dropped: set[bytes] = set()
+            if mode in ("norange", "dropclose"):
                 # As a server that knows nothing of ranges: the header is
                 # never read, and never advertised.
                 request.requestHeaders.removeHeader(b"range")
                 request.requestHeaders.removeHeader(b"if-range")
+                dropped.add(b"accept-ranges")
+            if mode == "dropclose" and request.method == b"GET":
+                request.clientproto = b"HTTP/1.0"  # a body delimited by the close
+                dropped.add(b"content-length")
+            if mode == "nolength" and not request.getHeader(b"range"):
+                dropped.add(b"content-length")
+            if dropped:
                 set_header = request.setHeader
 
                 def setHeader(name: bytes, value: bytes) -> None:
-                    if name.lower() != b"accept-ranges":
+                    if name.lower() not in dropped:
                         set_header(name, value)
-
-                request.setHeader = setHeader
-            elif mode == "nolength" and not request.getHeader(b"range"):
-                set_length = request.setHeader
-
-                def setHeader(name: bytes, value: bytes) -> None:
-                    if name.lower() != b"content-length":
-                        set_length(name, value)
 
                 request.setHeader = setHeader
             return super().render_GET(request)
@@ -81,18 +84,17 @@ def _resource(root: str, mode: str) -> Any:
 
         def makeProducer(self, request: Any, fileForReading: Any) -> Any:
             producer = super().makeProducer(request, fileForReading)
-            if mode == "truncate":
-                _truncate_body(request)
+            if mode in ("truncate", "dropclose"):
+                _truncate_body(request, self.getFileSize())
             return producer
 
     return Files(root)
 
 
-def _truncate_body(request: Any) -> None:
-    """Let through only the first half of the body announced by the
-    Content-Length already set, then close the connection (after what was
-    let through is sent: loseConnection, not abort)."""
-    length = int((request.responseHeaders.getRawHeaders(b"content-length") or [b"0"])[0])
+def _truncate_body(request: Any, length: int) -> None:
+    """Let through only the first half of the ``length`` bytes of the body,
+    then close the connection (after what was let through is sent:
+    loseConnection, not abort)."""
     budget = length // 2
     write = request.write
     closed = False

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -123,6 +123,25 @@ def test_range_reader_reads_blocks_and_seeks(mem: object) -> None:
         assert f.read(100) == b""
         f.seek(0)
         assert f.read() == data
+
+
+@pytest.mark.parametrize("answer", [lambda data, start, end: data,  # the range ignored
+                                    lambda data, start, end: b"",  # a 206 without a body
+                                    lambda data, start, end: data[start:end - 1]])  # short
+def test_a_range_answered_wrong_is_an_error(mem: object, monkeypatch: pytest.MonkeyPatch,
+                                            answer: Any) -> None:
+    """A store that answers a range with other bytes than it asked for (a
+    server that said it serves ranges and then does not, an object that
+    changed) stops the read: never a silently wrong count."""
+    data = b"one two\n" * 1000
+    mem.pipe("/r/odd", data)  # type: ignore[attr-defined]
+    with RangeReader("memory://r/odd", block=1000) as f:
+        assert f.read(1000) == data[:1000]
+        monkeypatch.setattr(f._fs, "cat_file",
+                            lambda path, start, end: answer(data, start, end))
+        monkeypatch.setattr(f, "_take_ahead", lambda start, end: None)
+        with pytest.raises(storage.StorageError, match="asked for bytes 1000-1999"):
+            f.read(1000)
 
 
 @pytest.mark.parametrize("block", [3, 7, 64, 1 << 20])
