@@ -504,7 +504,7 @@ def segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tup
                 raise
             what = ("corrupt or truncated compressed input" if decompress is not None
                     else "cannot read input")
-            raise InputError(f"{shown}: {what}: {e}", path=path) from e
+            raise InputError(f"{shown}: {what}: {storage.describe(e)}", path=path) from e
 
 
 def _line_batches(

@@ -24,7 +24,7 @@ import posixpath
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 __all__ = [
     "InputFile",
@@ -293,23 +293,42 @@ def store_error(url: str, e: BaseException, doing: str) -> StorageError:
     if status is not None and status != 404:
         # fsspec's HTTP store reports any failed status as FileNotFoundError.
         return StorageError(f"cannot {doing} {shown}: the server answered {status}", url)
+    option = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+    if isinstance(e, TypeError) and option:  # s3fs passes options on to its client
+        return StorageError(f"cannot {doing} {shown}: the storage option {option[1]!r} is not "
+                            f"one its store takes (see docs/storage.md)", url)
+    if _timed_out(e):
+        # fsspec's HTTP store reports a server that never answers as missing.
+        return StorageError(f"cannot {doing} {shown}: no answer within {READ_TIMEOUT:g} s", url)
     if isinstance(e, FileNotFoundError):
         return StorageError(f"{shown} does not exist", url)
     if isinstance(e, PermissionError):
         return StorageError(f"access to {shown} was denied ({describe(e)}); check the "
-                            "credentials of this host", url)
+                            "credentials where it is used (the jobtracker's host lists a "
+                            "job's inputs and output, the tasktrackers' read and write them)",
+                            url)
     return StorageError(f"cannot {doing} {shown}: {describe(e)}", url)
 
 
-def _http_status(e: BaseException) -> int | None:
-    """The HTTP status behind a store's exception (aiohttp's), if any."""
+def _causes(e: BaseException) -> Iterator[BaseException]:
     seen: BaseException | None = e
     while seen is not None:
-        status = getattr(seen, "status", None)
-        if isinstance(status, int) and type(seen).__module__.startswith("aiohttp"):
-            return status
+        yield seen
         seen = seen.__cause__ or seen.__context__
+
+
+def _http_status(e: BaseException) -> int | None:
+    """The HTTP status behind a store's exception (aiohttp's), if any (not
+    its 0 of a redirect loop, which answered nothing)."""
+    for seen in _causes(e):
+        status = getattr(seen, "status", None)
+        if isinstance(status, int) and status > 0 and type(seen).__module__.startswith("aiohttp"):
+            return status
     return None
+
+
+def _timed_out(e: BaseException) -> bool:
+    return any(isinstance(seen, TimeoutError) for seen in _causes(e))
 
 
 def _permanent(e: BaseException) -> bool:
@@ -440,9 +459,12 @@ def _serves_ranges(url: str) -> bool:
     """Whether an HTTP server answers a range request with the range (206):
     many serve only whole files, which one map then streams."""
     import urllib.error
+    import urllib.parse
     import urllib.request
 
-    request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+    # As aiohttp sends it: a space or a letter beyond ASCII escaped.
+    quoted = urllib.parse.quote(url, safe=":/?#[]@!$&'()*+,;=%~")
+    request = urllib.request.Request(quoted, headers={"Range": "bytes=0-0"})
     try:
         with urllib.request.urlopen(request, timeout=READ_TIMEOUT) as response:
             return response.status == 206

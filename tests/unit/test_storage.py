@@ -207,3 +207,33 @@ def test_missing_object_is_not_retried() -> None:
     with pytest.raises(StorageError, match="s3://b/k does not exist"):
         storage.retrying("s3://b/k", "read", missing, sleep=lambda s: None)
     assert len(calls) == 1
+
+
+class _RedirectLoop(Exception):
+    """As aiohttp's TooManyRedirects: a status of 0, nothing answered."""
+
+    status = 0
+
+
+_RedirectLoop.__module__ = "aiohttp.client_exceptions"
+
+
+def test_store_errors_say_what_happened() -> None:
+    """A server that never answers is not a missing file, a redirect loop
+    did not 'answer 0', and an option the store does not take is named."""
+    url = "http://h/x.txt"
+    try:
+        try:
+            raise TimeoutError()
+        except TimeoutError as e:
+            raise FileNotFoundError(url) from e
+    except FileNotFoundError as e:
+        assert str(storage.store_error(url, e, "list")) == \
+            f"cannot list {url}: no answer within {storage.READ_TIMEOUT} s"
+    loop = _RedirectLoop("too many redirects")
+    assert str(storage.store_error(url, loop, "list")) == \
+        f"cannot list {url}: too many redirects"
+    wrong = TypeError("AioSession.__init__() got an unexpected keyword argument 'endpoint'")
+    assert "the storage option 'endpoint' is not one its store takes" in str(
+        storage.store_error("s3://b/k", wrong, "list"))
+    assert storage.describe(TimeoutError()) == "TimeoutError"
