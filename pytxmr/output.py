@@ -261,7 +261,10 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
         return
     if not names & {OUTPUT_MARK, SUCCESS}:
         raise refuse(f"it is not a pytxmr output (it has no {OUTPUT_MARK} or {SUCCESS} file)")
-    foreign = foreign_files(_files_below(path))
+    try:
+        foreign = foreign_files(_files_below(path))
+    except OSError as e:  # a directory it cannot read: rmtree could not either
+        raise refuse(f"cannot read {e.filename}: {e.strerror}") from None
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise refuse(f"it holds files pytxmr did not write: {', '.join(foreign[:3])}{more}")
@@ -287,7 +290,10 @@ def refuse_overlap(out: str, busy: Iterable[tuple[str, str]], *, resolve: bool =
 def _files_below(path: str) -> Iterator[str]:
     """Every file under ``path`` (not through symbolic links: ``rmtree``
     removes a link, never what it points to), relative, '/'-separated."""
-    for top, _, files in os.walk(path):
+    def unreadable(e: OSError) -> None:
+        raise e
+
+    for top, _, files in os.walk(path, onerror=unreadable):
         for name in files:
             yield os.path.relpath(os.path.join(top, name), path).replace(os.sep, "/")
 

@@ -177,7 +177,7 @@ class SizedStream:
     def read(self, n: int = -1) -> bytes:
         data = self._f.read(n)
         self._got += len(data)
-        ended = not data or n is None or n < 0
+        ended = (not data and n != 0) or n is None or n < 0
         if (ended and self._got != self.size) or self._got > self.size:
             raise storage.StorageError(
                 f"{storage.redact(self.url)}: the transfer ended at byte {self._got}, the "

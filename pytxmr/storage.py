@@ -299,7 +299,7 @@ def store_error(url: str, e: BaseException, doing: str) -> StorageError:
                             f"one its store takes (see docs/storage.md)", url)
     if _timed_out(e):
         # fsspec's HTTP store reports a server that never answers as missing.
-        return StorageError(f"cannot {doing} {shown}: no answer within {READ_TIMEOUT:g} s", url)
+        return StorageError(f"cannot {doing} {shown}: the server did not answer in time", url)
     if isinstance(e, FileNotFoundError):
         return StorageError(f"{shown} does not exist", url)
     if isinstance(e, PermissionError):
@@ -455,16 +455,29 @@ def _expand_remote(pattern: str, opts: Mapping[str, str] | None) -> list[InputFi
     return sorted(files, key=lambda f: f.path)
 
 
+def _as_sent(url: str) -> str:
+    """An HTTP URL as aiohttp sends it: a space or a letter beyond ASCII
+    escaped in its path and query, its host name in IDNA."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").encode("idna").decode()
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    safe = "/?#[]@!$&'()*+,;=%~:"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, urllib.parse.quote(parts.path, safe),
+                                    urllib.parse.quote(parts.query, safe), ""))
+
+
 def _serves_ranges(url: str) -> bool:
     """Whether an HTTP server answers a range request with the range (206):
     many serve only whole files, which one map then streams."""
     import urllib.error
-    import urllib.parse
     import urllib.request
 
-    # As aiohttp sends it: a space or a letter beyond ASCII escaped.
-    quoted = urllib.parse.quote(url, safe=":/?#[]@!$&'()*+,;=%~")
-    request = urllib.request.Request(quoted, headers={"Range": "bytes=0-0"})
+    # Compression accepted as the reads (aiohttp) accept it: a server that
+    # compresses on the fly may then drop the range.
+    request = urllib.request.Request(_as_sent(url), headers={
+        "Range": "bytes=0-0", "Accept-Encoding": "gzip, deflate"})
     try:
         with urllib.request.urlopen(request, timeout=READ_TIMEOUT) as response:
             return response.status == 206

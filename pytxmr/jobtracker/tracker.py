@@ -779,7 +779,7 @@ def _outcome(f: Any) -> Exception | None:
     """Run ``f``; the error that ended it (a store's or the disk's), if any."""
     try:
         f()
-    except (OSError, ValueError) as e:
+    except Exception as e:  # a store's client has errors of its own (botocore's)
         return e
     return None
 

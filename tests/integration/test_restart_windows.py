@@ -225,3 +225,20 @@ class RestartWindowTests(JobTrackerCase):
         jt = self.restart()
         self.assertEqual(jt.journal.running_jobs(), {})
         self.assertEqual(jt.history.summaries[job_id]["state"], "failed")
+
+    async def test_an_output_that_cannot_be_finished_fails_the_job(self) -> None:
+        """A store's own error (botocore's, not an OSError) finishing the
+        output: the job fails with it, its waiters hear so, and a stop does
+        not wait for it forever."""
+        wid, worker = self.add_worker()
+        job_id = await self.submit()
+
+        def unreachable(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("Could not connect to the endpoint URL")
+
+        self.patch(output, "finish_output", unreachable)
+        self.run_step(self.jt, wid, worker, self.out(), 2)
+        result = await self.jt.wait(job_id)
+        self.assertEqual(result["state"], "failed")
+        self.assertIn("Could not connect", result["error"]["message"])
+        await self.jt.stop()

@@ -229,7 +229,7 @@ def test_store_errors_say_what_happened() -> None:
             raise FileNotFoundError(url) from e
     except FileNotFoundError as e:
         assert str(storage.store_error(url, e, "list")) == \
-            f"cannot list {url}: no answer within {storage.READ_TIMEOUT} s"
+            f"cannot list {url}: the server did not answer in time"
     loop = _RedirectLoop("too many redirects")
     assert str(storage.store_error(url, loop, "list")) == \
         f"cannot list {url}: too many redirects"
@@ -237,3 +237,23 @@ def test_store_errors_say_what_happened() -> None:
     assert "the storage option 'endpoint' is not one its store takes" in str(
         storage.store_error("s3://b/k", wrong, "list"))
     assert storage.describe(TimeoutError()) == "TimeoutError"
+
+
+def test_an_http_url_is_probed_as_it_is_read() -> None:
+    assert storage._as_sent("http://bücher.example:8080/a b/é.txt?q=x y") == \
+        "http://xn--bcher-kva.example:8080/a%20b/%C3%A9.txt?q=x%20y"
+    assert storage._as_sent("https://h/x%20y.txt") == "https://h/x%20y.txt"
+
+
+def test_a_sized_stream_ends_where_its_listing_said() -> None:
+    """A read of 0 bytes is not the end (gzip asks for one); the end is."""
+    import io
+
+    from pytxmr.rangereader import SizedStream
+
+    whole = SizedStream(io.BytesIO(b"abcdef"), "http://h/x", 6)
+    assert whole.read(0) == b"" and whole.read(4) == b"abcd" and whole.read() == b"ef"
+    short = SizedStream(io.BytesIO(b"abc"), "http://h/x", 6)
+    assert short.read(3) == b"abc"
+    with pytest.raises(storage.StorageError, match="ended at byte 3, the server had said 6"):
+        short.read(3)
