@@ -54,7 +54,20 @@ class Admission:
         #: listed, and the outputs they prepare: no other deletes the ones
         #: nor overlaps the others.
         self._admitting: dict[object, InputsInUse] = {}
-        self._claimed: dict[object, str] = {}
+        #: (whose, output) of the outputs being prepared, or cleaned.
+        self._claimed: dict[object, tuple[str, str]] = {}
+
+    def hold(self, whose: str, output: str, until: defer.Deferred[Any]) -> None:
+        """``output`` is ``whose`` until ``until`` fires (an interrupted
+        job's, being cleaned): no submission shares, nests in or holds it."""
+        token = object()
+        self._claimed[token] = (whose, output)
+
+        def release(result: Any) -> Any:
+            del self._claimed[token]
+            return result
+
+        until.addBoth(release)
 
     def start(self, last_seq: int) -> None:
         """Job ids go on after ``last_seq`` (that of the history)."""
@@ -115,8 +128,7 @@ class Admission:
         """(whose, output) of the running jobs, and of the other submissions
         that are preparing theirs."""
         return [*((f"the running job {job.id}", job.output) for job in running),
-                *(("a job being submitted", out) for t, out in self._claimed.items()
-                  if t is not token)]
+                *(claim for t, claim in self._claimed.items() if t is not token)]
 
     def _in_use(self, running: Iterable[JobRecord], token: object) -> list[InputsInUse]:
         """What an ``--overwrite`` must not delete: the inputs of the running
@@ -172,7 +184,7 @@ class Admission:
                 raise SubmissionError(str(e)) from None
             _refuse_overlap(sub.output, self._outputs(running()))
             # Its own from here on (no wait between the check and the claim).
-            self._claimed[token] = sub.output
+            self._claimed[token] = ("a job being submitted", sub.output)
             try:
                 await threads.deferToThread(
                     output.prepare_output_dir, sub.output, sub.overwrite, inputs=sub.inputs,

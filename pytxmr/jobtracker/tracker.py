@@ -129,8 +129,11 @@ class JobTracker:
             if job_id in resumed:
                 continue
             if storage.is_remote(out):
-                # The store's calls take time: not at start, in a thread.
-                self._in_thread(output.abort_unfinished, out).addCallbacks(
+                # The store's calls take time: not at start, in a thread,
+                # the output held from other submissions meanwhile.
+                cleaning = self._in_thread(output.abort_unfinished, out)
+                self.admission.hold(f"the interrupted job {job_id}", out, cleaning)
+                cleaning.addCallbacks(
                     lambda aborted, job_id=job_id, out=out: self._interrupted(job_id, out, aborted),
                     lambda f, out=out: self.log.warn("Cannot clean {out}: {e}", out=out,
                                                      e=f.getErrorMessage()))

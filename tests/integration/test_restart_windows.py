@@ -13,14 +13,16 @@ daemons in the wider windows)."""
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Callable
 
 from twisted.internet import defer, reactor, task
 
-from pytxmr import output
+from pytxmr import client, output
 from pytxmr.jobtracker import JobTracker
+from pytxmr.jobtracker.admission import OUTPUT_MARKER
 from pytxmr.testing.fakes import FakeWorker
-from pytxmr.wire import AttemptResult, step_job_id
+from pytxmr.wire import AttemptResult, SubmissionError, step_job_id
 from test_web import JobTrackerCase, launched
 from waiting import wait_for
 
@@ -242,3 +244,30 @@ class RestartWindowTests(JobTrackerCase):
         self.assertEqual(result["state"], "failed")
         self.assertIn("Could not connect", result["error"]["message"])
         await self.jt.stop()
+
+    async def test_an_interrupted_object_store_output_is_held_while_it_is_cleaned(
+            self) -> None:
+        """A job the journal does not have (it died in its admission) left an
+        S3 output the next start cleans in a thread: meanwhile no submission
+        may prepare an output in it."""
+        out = "s3://bucket/interrupted"
+        interrupted = os.path.join(self.workdir, "jobs", "job_20261205000000_0042")
+        os.makedirs(interrupted)
+        with open(os.path.join(interrupted, OUTPUT_MARKER), "w") as f:
+            f.write(out)
+        cleaned = threading.Event()
+
+        def cleaning(path: str, opts: Any = None) -> bool:
+            cleaned.wait(30)
+            return True
+
+        self.patch(output, "abort_unfinished", cleaning)
+        jt = self.restart()
+        spec = client.submission(self.job_file(), [self.inputs], out + "/inner").spec
+        try:
+            with self.assertRaises(SubmissionError) as refused:
+                await jt.submit(spec)
+        finally:
+            cleaned.set()
+        self.assertIn("of the interrupted job job_20261205000000_0042", str(refused.exception))
+        await wait_for(lambda: not jt.admission._claimed)
