@@ -120,7 +120,9 @@ def prepare(url: str, overwrite: bool, *, inputs: Iterable[str],
                 f"output {storage.redact(url)} already exists (use --overwrite to replace it)")
         check_overwrite(url, names, is_object, inputs=inputs, in_use=in_use,
                         objects=lambda: objects_below(fs, path))
-        _remove(fs, url, path, names or ())
+        # _SUCCESS first: a deletion cut short must not leave what looks
+        # like a whole output.
+        _remove(fs, url, path, sorted(names or (), key=lambda name: name != SUCCESS))
     storage.retrying(url, "write", lambda: fs.pipe_file(
         f"{path}/{OUTPUT_MARK}", b"This prefix is the output of a pytxmr job: "
         b"`--overwrite` may replace it.\n"))

@@ -13,6 +13,7 @@ store (a URL) follows the same rules with uploads for renames
 from __future__ import annotations
 
 import codecs
+import contextlib
 import fnmatch
 import json
 import os
@@ -318,6 +319,10 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
             )
         check_overwrite(path, inputs=inputs, input_files=input_files, protected=protected,
                         in_use=in_use)
+        # _SUCCESS first: a deletion cut short (a killed jobtracker) must not
+        # leave what looks like a whole output.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(path, SUCCESS))
         shutil.rmtree(path)
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):

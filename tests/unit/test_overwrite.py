@@ -6,6 +6,7 @@ tests/integration/test_overwrite_cli.py."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,28 @@ def test_an_earlier_output_is_overwritten(home: Path, mark: str) -> None:
     prepare_output_dir(str(out), True)
     assert sorted(os.listdir(out)) == [OUTPUT_MARK, "_temporary"]
     assert os.listdir(out / "_temporary") == []
+
+
+def test_an_overwrite_cut_short_leaves_no_success(home: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deletion of the earlier output dies half-way (a SIGKILL of the
+    jobtracker): what is left must not look like a whole output."""
+    out = old_output(home / "out", mark=SUCCESS)
+    for n in range(1, 50):
+        (out / f"part-{n:05d}").write_text("a\t1\n")
+
+    class Died(BaseException):
+        pass
+
+    def dies_half_way(path: str) -> None:
+        for name in sorted(n for n in os.listdir(path) if n.startswith("part-"))[:25]:
+            os.unlink(os.path.join(path, name))
+        raise Died()
+
+    monkeypatch.setattr(shutil, "rmtree", dies_half_way)
+    with pytest.raises(Died):
+        prepare_output_dir(str(out), True)
+    assert not (out / SUCCESS).exists() and list(out.glob("part-*"))
 
 
 def test_files_pytxmr_did_not_write_below_an_output_are_refused(home: Path) -> None:

@@ -257,3 +257,20 @@ def test_a_sized_stream_ends_where_its_listing_said() -> None:
     assert short.read(3) == b"abc"
     with pytest.raises(storage.StorageError, match="ended at byte 3, the server had said 6"):
         short.read(3)
+
+
+def test_an_object_output_to_replace_loses_its_success_first(
+        mem: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a local disk: a deletion cut short must not leave what looks
+    like a whole output, so _SUCCESS goes before the parts."""
+    from pytxmr import objectoutput
+    from pytxmr.outputrules import OUTPUT_MARK, SUCCESS
+
+    for name in ("part-00000", "part-00001", SUCCESS, OUTPUT_MARK):
+        mem.pipe(f"/b/out/{name}", b"x")  # type: ignore[attr-defined]
+    removed: list[str] = []
+    monkeypatch.setattr(objectoutput, "_remove",
+                        lambda fs, url, path, names: removed.extend(names))
+    objectoutput.prepare("memory://b/out", True, inputs=[], opts={})
+    assert removed[0] == SUCCESS and sorted(removed) == sorted(
+        ["part-00000", "part-00001", SUCCESS, OUTPUT_MARK])
