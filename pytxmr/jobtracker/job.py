@@ -45,8 +45,9 @@ class JobRecord:
     inputs: list[str] = field(default_factory=list)
     compress: str | None = None
     storage_options: dict[str, str] = field(default_factory=dict)
-    #: Ended, its output being finished (an object store's calls in a
-    #: thread): ``wait`` still waits.
+    #: Ended, its output being finished or emptied (an object store's
+    #: calls in a thread) and the history written: ``wait`` still waits,
+    #: and its output is still its own.
     finishing: bool = False
     #: The job's arguments, as given (``jobargs``).
     args: dict[str, str] = field(default_factory=dict)

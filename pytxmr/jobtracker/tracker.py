@@ -620,6 +620,9 @@ class JobTracker:
         # its next start finishes (or cleans) it again, never resumes it.
         self.journal.job_ending(job.id, state, error)
         self._ending[job.id] = defer.Deferred()
+        # Its output stays its own (no other job takes it) until it is final
+        # and the history has it (``_ended``).
+        job.finishing = True
         for sched_id in job.started_steps():
             self._resumable.pop(sched_id, None)
         job.state = state
@@ -643,7 +646,6 @@ class JobTracker:
             return
         # An object store's calls take time: in a thread, and the job ends
         # for its waiters once its output is final.
-        job.finishing = True
         self._in_thread(_outcome, end).addCallback(
             lambda e: self._output_ended(job, e))
 
@@ -652,7 +654,6 @@ class JobTracker:
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
     def _output_ended(self, job: JobRecord, error: Exception | None) -> None:
-        job.finishing = False
         if error is not None:
             self.log.error("Cannot finish the output of {job}: {e}", job=job.id, e=error)
             if job.state == "succeeded":
@@ -662,8 +663,6 @@ class JobTracker:
         self.bundles.release(job.id)
         self.log.info("Job {job} {state} in {secs:.3f}s", job=job.id, state=job.state,
                       secs=job.finished - job.submitted)
-        # Its output stays its own (no other job takes it) until the history has it.
-        job.finishing = True
         self.history.record(self._live_detail(job), self.task_logs.for_job(job.id)).addBoth(
             lambda _: self._ended(job))
 
