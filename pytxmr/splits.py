@@ -36,6 +36,7 @@ __all__ = [
     "SPLIT_POLICIES",
     "Split",
     "compute_splits",
+    "count_splits",
     "default_split_size",
     "is_compressed",
     "read_chunks",
@@ -249,12 +250,33 @@ def compute_splits(inputs: Sequence[InputFile | str], split_size: int,
     input has a map task. Indexes run from 0 across all files in the
     given order.
     """
+    splits: list[Split] = []
+    for item, whole, starts in _plan_starts(inputs, split_size, split_by):
+        for start in starts:
+            splits.append(Split(len(splits), item.path, start,
+                                min(start + starts.step, item.size), whole))
+    return splits
+
+
+def count_splits(inputs: Sequence[InputFile | str], split_size: int,
+                 split_by: str = "lines") -> int:
+    """How many splits ``compute_splits`` makes of ``inputs``, from their
+    sizes alone: a jobtracker refuses a job of millions of maps without
+    making them (a split size of a few bytes is a typo)."""
+    return sum(len(starts) for _, _, starts in _plan_starts(inputs, split_size, split_by))
+
+
+def _plan_starts(inputs: Sequence[InputFile | str], split_size: int,
+                 split_by: str = "lines") -> list[tuple[InputFile, bool, range]]:
+    """Per input: the file, whether it is read whole, and its splits' start
+    offsets (a range whose step is the split's length, the last one cut at
+    the file's end)."""
     if isinstance(split_size, bool) or not isinstance(split_size, int):
         raise TypeError(f"split_size must be an int, got {split_size!r}")
     if split_size < 1:
         raise ValueError(f"split_size must be at least 1 byte, got {split_size}")
     _check_split_by(split_by)
-    splits: list[Split] = []
+    planned = []
     for item in inputs:
         if isinstance(item, str):
             path = os.path.abspath(item)
@@ -269,16 +291,11 @@ def compute_splits(inputs: Sequence[InputFile | str], split_size: int,
                 f"use {', '.join(COMPRESSED_SUFFIXES)} or uncompressed files",
                 path=path,
             )
-        if is_compressed(path) or not item.ranged:
-            splits.append(Split(len(splits), path, 0, size, True))
-        elif split_by == "file":
-            splits.append(Split(len(splits), path, 0, size, False))
-        elif size == 0:
-            splits.append(Split(len(splits), path, 0, 0, False))
-        else:
-            for start in range(0, size, split_size):
-                splits.append(Split(len(splits), path, start, min(start + split_size, size), False))
-    return splits
+        whole = is_compressed(path) or not item.ranged
+        # One split [0, size) (an empty file: [0, 0)), unless cut by lines.
+        step = split_size if size and not whole and split_by == "lines" else max(size, 1)
+        planned.append((item, whole, range(0, max(size, 1), step)))
+    return planned
 
 
 # ---------------------------------------------------------------- reading

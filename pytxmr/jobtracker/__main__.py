@@ -16,6 +16,7 @@ from ..users import UsersError, load_users
 from ..wire import DEFAULT_PORT, DEFAULT_WEB_PORT
 from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND, MISSED_HEARTBEATS
 from .service import Config, JobTrackerService, make_service
+from .submission import DEFAULT_MAX_TASKS_PER_JOB
 from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY, DEFAULT_RESUME_GRACE
 
 
@@ -45,6 +46,11 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
                         f"(default {DEFAULT_HEARTBEATS_PER_SECOND:g}: 10 s at 1,000 workers)")
     p.add_argument("--check-timeout", type=float, default=DEFAULT_CHECK_TIMEOUT,
                    help="seconds a job module may take to import at submission")
+    p.add_argument("--max-tasks-per-job", type=int, default=DEFAULT_MAX_TASKS_PER_JOB,
+                   metavar="N",
+                   help="refuse a job one of whose steps would have more than N maps and "
+                        f"reduces (default {DEFAULT_MAX_TASKS_PER_JOB:,}: a split size of a "
+                        "few bytes is a typo that would hold every slot for hours)")
     p.add_argument("--web-port", type=int, default=DEFAULT_WEB_PORT,
                    help=f"status site HTTP port (default {DEFAULT_WEB_PORT}; 0 picks a free "
                         "port, reported in the ready file as web_port)")
@@ -83,6 +89,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
         p.error("--heartbeats-per-second must be more than 0")
     if a.history_retention < 0:
         p.error("--history-retention must be at least 0")
+    if a.max_tasks_per_job < 2:
+        p.error("--max-tasks-per-job must be at least 2 (a map and a reduce)")
     web_interface = a.web_interface.replace(":", "\\:")  # IPv6 colons, escaped
     web_listen = None if a.no_web else (
         a.web_listen or f"tcp:{a.web_port}:interface={web_interface}")
@@ -99,7 +107,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
                   history_retention=a.history_retention,
                   check_shuffle=not a.no_shuffle_check, tls=tls, users=users,
                   resume_grace=a.resume_grace,
-                  heartbeats_per_second=a.heartbeats_per_second), a
+                  heartbeats_per_second=a.heartbeats_per_second,
+                  max_tasks_per_job=a.max_tasks_per_job), a
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -22,11 +22,11 @@ from .. import output, storage
 from ..bundle import BundleError, BundleStore
 from ..child import TaskChild, Zygote
 from ..outputrules import InputsInUse, OutputsOverlap
-from ..steps import reduce_tasks
 from ..storage import InputFile
 from ..wire import SubmissionError
 from .job import JobRecord, StepPlan
-from .submission import Submission, check_failure, plan_splits, validate_submission
+from .submission import (DEFAULT_MAX_TASKS_PER_JOB, Submission, check_failure, plan_tasks,
+                         validate_submission)
 
 #: In a running job's work dir: the path of its output directory.
 OUTPUT_MARKER = "output"
@@ -37,7 +37,8 @@ class Admission:
     or many at once; ``stop`` refuses those in progress and waits for them."""
 
     def __init__(self, reactor: IReactorProcess, clock: IReactorTime, workdir: str,
-                 checkers: Zygote, check_timeout: float, bundles: BundleStore) -> None:
+                 checkers: Zygote, check_timeout: float, bundles: BundleStore,
+                 max_tasks: int = DEFAULT_MAX_TASKS_PER_JOB) -> None:
         self._reactor = reactor
         self.bundles = bundles
         self._clock = clock
@@ -45,6 +46,7 @@ class Admission:
         self.workdir = workdir
         self._checkers = checkers
         self.check_timeout = check_timeout
+        self.max_tasks = max_tasks
         self._seq = 0
         self._stopping = False
         #: Submissions in progress (each fires when it ends) and their checks.
@@ -171,17 +173,13 @@ class Admission:
                     raise SubmissionError(str(e)) from None
             steps = await self._check_module(job_dir, source_path, sub, bundle_dir)
             self._refuse_if_stopping()
-            first = steps[0]
             if sub.reducers is not None and all(s.map_only for s in steps):
                 raise SubmissionError("the job is map-only (it has no reduce): "
                                       "--reducers does not apply")
             # Default: a reducer per slot, so the reduce phase uses the
             # whole cluster as the map phase does.
-            reducers = step_reducers(first, sub.reducers, slots)
-            try:
-                splits = plan_splits(files, sub.split_size, slots, first.split_by)
-            except ValueError as e:
-                raise SubmissionError(str(e)) from None
+            splits, reducers = plan_tasks(files, sub.split_size, sub.reducers, steps, slots,
+                                          self.max_tasks)
             _refuse_overlap(sub.output, self._outputs(running()))
             # Its own from here on (no wait between the check and the claim).
             self._claimed[token] = ("a job being submitted", sub.output)
@@ -236,10 +234,6 @@ class Admission:
                                                 bundle_dir))
         return [StepPlan(s["num_reducers"], s["map_only"], s["split_by"], s["fixed_reducers"])
                 for s in result["steps"]]
-
-
-def step_reducers(step: StepPlan, option: int | None, slots: int) -> int:
-    return reduce_tasks(step.num_reducers, step.map_only, step.fixed_reducers, option, slots)
 
 
 def _refuse_overlap(out: str, others: Iterable[tuple[str, str]]) -> None:

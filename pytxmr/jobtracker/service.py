@@ -18,6 +18,7 @@ from ..daemon import write_ready_file
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION
 from ..services import AsyncMultiService, CallbackService, DaemonReactor, zygote_service
 from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND
+from .submission import DEFAULT_MAX_TASKS_PER_JOB
 from .pbadapter import pb_factory, probe_shuffle
 from .tracker import DEFAULT_CHECK_TIMEOUT, DEFAULT_EXPIRY, DEFAULT_RESUME_GRACE, JobTracker
 
@@ -51,6 +52,8 @@ class Config:
     #: The cluster's heartbeats a second, which sets each worker's interval
     #: once the cluster is large (``heartbeats.Pacing``).
     heartbeats_per_second: float = DEFAULT_HEARTBEATS_PER_SECOND
+    #: The most maps and reduces a step of a job may have.
+    max_tasks_per_job: int = DEFAULT_MAX_TASKS_PER_JOB
 
 
 class JobTrackerService(AsyncMultiService):
@@ -71,7 +74,8 @@ class JobTrackerService(AsyncMultiService):
                              check_timeout=config.check_timeout,
                              history_retention=config.history_retention, checkers=zygote,
                              resume_grace=config.resume_grace,
-                             heartbeats_per_second=config.heartbeats_per_second)
+                             heartbeats_per_second=config.heartbeats_per_second,
+                             max_tasks_per_job=config.max_tasks_per_job)
         self._port: Any = None
         self.port: int | None = None
         self.web: Any = None

@@ -18,8 +18,10 @@ from .. import scheduler as sched
 from ..bundle import is_digest
 from ..jobmodule import refusal_text
 from ..records import COMPRESSION_CODECS
-from ..splits import Split, compute_splits, default_split_size
+from ..splits import Split, compute_splits, count_splits, default_split_size
+from ..steps import reduce_tasks
 from ..wire import SubmissionError, check_protocol
+from .job import StepPlan
 
 
 @dataclass(frozen=True)
@@ -121,12 +123,60 @@ def validate_submission(spec: Any) -> Submission:
     )
 
 
-def plan_splits(files: Sequence[storage.InputFile], split_size: int | None, slots: int,
-                split_by: str = "lines") -> list[Split]:
-    """The job's splits; without a split size, whole waves over the slots."""
-    if split_size is None:
-        split_size = default_split_size(sum(f.size for f in files), slots)
-    return compute_splits(files, split_size, split_by=split_by)
+#: The most tasks (maps and reduces) one step of a job may have unless the
+#: jobtracker says otherwise (``--max-tasks-per-job``), as Hadoop's
+#: ``mapred.jobtracker.maxtasks.per.job``: a split size typed as 1 instead
+#: of 1M made 3.3 million maps of War and Peace, 2.3 GB of jobtracker and
+#: hours of every slot. Simulated at 50,000 maps, a job costs the
+#: jobtracker about 2 KB a task while it runs.
+DEFAULT_MAX_TASKS_PER_JOB = 100_000
+
+
+def step_reducers(step: StepPlan, option: int | None, slots: int) -> int:
+    return reduce_tasks(step.num_reducers, step.map_only, step.fixed_reducers, option, slots)
+
+
+def plan_tasks(files: Sequence[storage.InputFile], split_size: int | None,
+               reducers_option: int | None, steps: Sequence[StepPlan], slots: int,
+               max_tasks: int = DEFAULT_MAX_TASKS_PER_JOB) -> tuple[list[Split], int]:
+    """The first step's splits and reduces, once every step is known to
+    stay within ``max_tasks`` (a later step has a map per part file of the
+    step before). Without a split size, whole waves over the slots. The
+    counts come from the sizes: nothing is made for a job refused."""
+    total = sum(f.size for f in files)
+    size = split_size or default_split_size(total, slots)
+    split_by = steps[0].split_by
+    try:
+        maps = count_splits(files, size, split_by)
+    except ValueError as e:
+        raise SubmissionError(str(e)) from None
+    reduces_of = [step_reducers(step, reducers_option, slots) for step in steps]
+    for n, (step, reduces) in enumerate(zip(steps, reduces_of), 1):
+        if maps + reduces > max_tasks:
+            what = "" if len(steps) == 1 else f"step {n} of "
+            message = (f"{what}the job would have {_count(maps, 'map')} and "
+                       f"{_count(reduces, 'reduce')}, more than the {max_tasks:,} tasks a job "
+                       f"may have (the jobtracker's --max-tasks-per-job): ")
+            if reduces >= maps:
+                own = step.num_reducers and (step.fixed_reducers or not reducers_option)
+                whose = "the module's num_reducers" if own else "--reducers"
+                message += f"give fewer reduces ({whose})"
+            elif n > 1:
+                message += f"its maps are the part files of step {n - 1}, which has too many"
+            elif split_size is not None and maps > len(files):
+                default = count_splits(files, default_split_size(total, slots), split_by)
+                message += (f"--split-size {split_size:,} cuts {total:,} bytes of input into "
+                            f"{maps:,} splits; give a larger one, or none (the default would "
+                            f"make {_count(default, 'map')})")
+            else:
+                message += f"its {_count(len(files), 'input file')} are a map each at least"
+            raise SubmissionError(message)
+        maps = reduces or maps
+    return compute_splits(files, size, split_by=split_by), reduces_of[0]
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n:,} {thing}{'' if n == 1 else 's'}"
 
 
 def check_failure(error: Mapping[str, Any], check_timeout: float,

@@ -43,7 +43,8 @@ from ..wire import (
     UnknownWorker,
     step_of,
 )
-from .admission import Admission, interrupted_outputs, step_reducers
+from .admission import Admission, interrupted_outputs
+from .submission import DEFAULT_MAX_TASKS_PER_JOB, step_reducers
 from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND, Pacing, announce_wait
 from .job import JobRecord, job_from_plan, plan_of
 
@@ -75,7 +76,8 @@ class JobTracker:
                  check_timeout: float = DEFAULT_CHECK_TIMEOUT,
                  history_retention: int = DEFAULT_HISTORY_RETENTION,
                  checkers: Zygote, resume_grace: float = DEFAULT_RESUME_GRACE,
-                 heartbeats_per_second: float = DEFAULT_HEARTBEATS_PER_SECOND) -> None:
+                 heartbeats_per_second: float = DEFAULT_HEARTBEATS_PER_SECOND,
+                 max_tasks_per_job: int = DEFAULT_MAX_TASKS_PER_JOB) -> None:
         self._reactor = reactor
         self._clock = clock
         self.workdir = workdir
@@ -94,7 +96,7 @@ class JobTracker:
         self._periodic_loop.clock = clock
         self.bundles = BundleStore(os.path.join(workdir, "bundles"))
         self.admission = Admission(reactor, clock, workdir, checkers, check_timeout,
-                                   self.bundles)
+                                   self.bundles, max_tasks_per_job)
         #: The scheduler's job ids (one per started step) -> their job.
         self._by_sched: dict[str, JobRecord] = {}
         self.history = JobHistory(os.path.join(workdir, "history"), history_retention)

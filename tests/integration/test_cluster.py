@@ -406,6 +406,26 @@ def test_missing_input_is_refused(cluster: Cluster) -> None:
     assert not out.exists()
 
 
+def test_a_job_of_too_many_tasks_is_refused_and_the_next_job_runs(cluster: Cluster) -> None:
+    """--split-size 1 (a typo for 1M) would make a map per byte: the
+    jobtracker refuses it at once, naming the counts and the way out, and
+    serves the next job (it used to take the job: 2.3 GB of jobtracker for
+    War and Peace, and every slot for hours)."""
+    data = cluster.base / "split-typo.txt"
+    data.write_text("a b c\n" * 40_000)  # 240,000 bytes: 240,000 one-byte splits
+    out = cluster.base / "out-split-typo"
+    start = time.monotonic()
+    rc, _, err = cluster.submit(WORDCOUNT, [data], out, "--split-size", "1")
+    assert rc == 2, err
+    assert time.monotonic() - start < 20
+    assert ("the job would have 240,000 maps and 4 reduces, more than the 100,000 tasks a job "
+            "may have (the jobtracker's --max-tasks-per-job): --split-size 1 cuts 240,000 bytes"
+            ) in err
+    assert not out.exists()
+    assert_ok(cluster.submit(WORDCOUNT, [data], out, "--split-size", "64K"), cluster)
+    assert merged(read_wordcount(out)) == {"a": 40_000, "b": 40_000, "c": 40_000}
+
+
 def test_existing_output_is_refused_and_left_untouched(cluster: Cluster) -> None:
     """As in Hadoop, an existing output directory is never overwritten
     without --overwrite."""

@@ -327,6 +327,38 @@ def test_compute_splits_refuses_unsupported_compression(tmp_path: Path) -> None:
         compute_splits([write(tmp_path / "f.lz4", b"\x04\x22\x4d\x18")], 10)
 
 
+def _reference_splits(files: list[storage.InputFile], split_size: int,
+                      split_by: str) -> list[Split]:
+    """compute_splits as its docstring says it, one case at a time."""
+    out: list[Split] = []
+    for f in files:
+        if is_compressed(f.path) or not f.ranged:
+            out.append(Split(len(out), f.path, 0, f.size, True))
+        elif split_by == "file" or f.size == 0:
+            out.append(Split(len(out), f.path, 0, f.size, False))
+        else:
+            start = 0
+            while start < f.size:
+                out.append(Split(len(out), f.path, start, min(start + split_size, f.size), False))
+                start += split_size
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 300), st.booleans(), st.sampled_from(["a.txt", "b.gz"])),
+                max_size=6),
+       st.integers(1, 120), st.sampled_from(["lines", "file"]))
+def test_compute_and_count_splits_agree_with_a_reference(
+        files: list[tuple[int, bool, str]], split_size: int, split_by: str) -> None:
+    """Splits of ranged, unranged, compressed and empty inputs, both
+    policies; count_splits counts them from the sizes alone."""
+    inputs = [storage.InputFile(f"/d/{i}-{name}", size, ranged)
+              for i, (size, ranged, name) in enumerate(files)]
+    expected = _reference_splits(inputs, split_size, split_by)
+    assert compute_splits(inputs, split_size, split_by) == expected
+    assert splits.count_splits(inputs, split_size, split_by) == len(expected)
+
+
 # ---------------------------------------------------------------- read_lines: examples
 
 

@@ -5,21 +5,25 @@ are sent."""
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytxmr.jobtracker.job import JobRecord
+from pytxmr.jobtracker.__main__ import parse_args
+from pytxmr.jobtracker.service import make_service
+from pytxmr.jobtracker.job import JobRecord, StepPlan
 from pytxmr.jobtracker.submission import (
+    DEFAULT_MAX_TASKS_PER_JOB,
     Submission,
     check_failure,
-    plan_splits,
+    plan_tasks,
     validate_submission,
 )
 from pytxmr.scheduler import DEFAULT_MAX_ATTEMPTS
 from pytxmr.splits import Split
-from pytxmr.storage import expand_inputs
+from pytxmr.storage import InputFile, expand_inputs
 from pytxmr.wire import PROTOCOL_VERSION, JobInit, ProtocolMismatch, SubmissionError
 
 SPEC: dict[str, Any] = {"protocol": PROTOCOL_VERSION, "source": "def map(k, v): ...",
@@ -88,16 +92,84 @@ def test_another_protocol_or_a_non_dict_is_refused() -> None:
         validate_submission(["not", "a", "dict"])
 
 
+ONE_STEP = [StepPlan(None, False, "lines")]
+
+
 def test_splits_fill_whole_waves_of_the_slots(tmp_path: Path) -> None:
     """Without --split-size, one split per slot when the input allows."""
     for name in ("a.txt", "b.txt"):
         (tmp_path / name).write_bytes(b"word\n" * 300_000)  # 1.5 MB each
     files = expand_inputs([str(tmp_path)])
-    splits = plan_splits(files, None, slots=4)
+    splits, reduces = plan_tasks(files, None, None, ONE_STEP, slots=4)
+    assert reduces == 4
     assert len(splits) == 4 and list(dict.fromkeys(s.path for s in splits)) == [
         str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
-    assert len(plan_splits(files, 1 << 30, slots=4)) == 2
-    assert len(plan_splits(files, 1 << 20, slots=4, split_by="file")) == 2
+    assert len(plan_tasks(files, 1 << 30, None, ONE_STEP, slots=4)[0]) == 2
+    by_file = [StepPlan(None, False, "file")]
+    assert len(plan_tasks(files, 1 << 20, 3, by_file, slots=4)[0]) == 2
+
+
+def test_a_split_size_typo_is_refused_from_the_sizes_alone() -> None:
+    """--split-size 1 instead of 1M: refused with the counts, the default's
+    count and the option to change, before a split is made (a petabyte at
+    one byte a split would never be made at all)."""
+    files = [InputFile("/data/a.txt", 3_264_550)]
+    with pytest.raises(SubmissionError) as e:
+        plan_tasks(files, 1, None, ONE_STEP, slots=4)
+    assert str(e.value) == (
+        "the job would have 3,264,550 maps and 4 reduces, more than the 100,000 tasks a job "
+        "may have (the jobtracker's --max-tasks-per-job): --split-size 1 cuts 3,264,550 bytes "
+        "of input into 3,264,550 splits; give a larger one, or none (the default would make "
+        "4 maps)")
+    tracemalloc.start()
+    try:
+        with pytest.raises(SubmissionError, match="1,000,000,000,000,000 maps"):
+            plan_tasks([InputFile("s3://b/huge", 10**15)], 1, None, ONE_STEP, slots=4)
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_task_limit_counts_maps_and_reduces_of_every_step() -> None:
+    """Maps and reduces of a step together, up to the limit itself; a later
+    step's maps are the part files of the one before (its reduces, or its
+    maps if it has none)."""
+    files = [InputFile("/data/a.txt", 1000)]
+    assert len(plan_tasks(files, 100, 2, ONE_STEP, slots=1, max_tasks=12)[0]) == 10
+    with pytest.raises(SubmissionError, match="10 maps and 3 reduces, more than the 12 tasks"):
+        plan_tasks(files, 100, 3, ONE_STEP, slots=1, max_tasks=12)
+    with pytest.raises(SubmissionError, match=r"1 map and 200,000 reduces.*\(--reducers\)$"):
+        plan_tasks(files, None, 200_000, ONE_STEP, slots=1)
+    own = [StepPlan(None, False, "lines"), StepPlan(150_000, False, "file", True)]
+    with pytest.raises(SubmissionError, match=r"^step 2 of the job would have 4 maps and "
+                                              r"150,000 reduces.*\(the module's num_reducers\)$"):
+        plan_tasks(files, None, None, own, slots=4)
+    # Step 1 has 10 maps and 60 reduces; step 2 reads its 60 part files.
+    two = [StepPlan(None, False, "lines"), StepPlan(None, False, "file")]
+    assert plan_tasks(files, 100, 60, two, slots=1, max_tasks=120)[1] == 60
+    with pytest.raises(SubmissionError, match=r"^step 2 of the job would have 60 maps and 60 "):
+        plan_tasks(files, 100, 60, two, slots=1, max_tasks=119)
+    map_only_first = [StepPlan(None, True, "lines"), StepPlan(None, False, "file")]
+    with pytest.raises(SubmissionError, match=r"step 2 of the job would have 10 maps and 5 "
+                                              r"reduces.*part files of step 1"):
+        plan_tasks(files, 100, 5, map_only_first, slots=1, max_tasks=14)
+    many = [InputFile(f"/data/{i}.txt", 10) for i in range(20)]
+    with pytest.raises(SubmissionError, match="its 20 input files are a map each at least"):
+        plan_tasks(many, None, 1, ONE_STEP, slots=1, max_tasks=20)
+
+
+def test_the_task_limit_is_the_jobtrackers_option() -> None:
+    """--max-tasks-per-job reaches the jobtracker's config; the default
+    leaves room for the 50,000-map job of bench/jtsim.py."""
+    assert parse_args([])[0].max_tasks_per_job == DEFAULT_MAX_TASKS_PER_JOB >= 52_000
+    assert parse_args(["--max-tasks-per-job", "2"])[0].max_tasks_per_job == 2
+    with pytest.raises(SystemExit):
+        parse_args(["--max-tasks-per-job", "1"])
+    from twisted.internet import reactor
+
+    config = parse_args(["--max-tasks-per-job", "7", "--workdir", "/nonexistent"])[0]
+    service = make_service(config, reactor, secret=b"s" * 32)  # not started
+    assert service.jt.admission.max_tasks == 7
 
 
 @pytest.mark.parametrize("error, expected", [
