@@ -613,6 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .storage import StorageError
     from .tls import TLSError
     from .users import UsersError
+    from .wire import SubmissionError
 
     try:
         if a.command == "run" and a.inline:
@@ -646,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pytxmr: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE if isinstance(e, ClusterUnreachable) else EXIT_REFUSED
     except (OutputExistsError, InputError, StorageError, ArgumentError, BundleError,
-            JobDefinitionError) as e:  # run --inline: refused, as a submission is
+            JobDefinitionError, SubmissionError) as e:  # run --inline: refused, as a submission is
         print(f"pytxmr: {e}", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:  # run --inline, or before the reactor started

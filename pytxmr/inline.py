@@ -24,7 +24,9 @@ from .mapper import DEFAULT_BUFFER_RECORDS, run_map, run_map_only
 from .partfile import part_writer
 from .records import CODEC_MSGPACK, codec_for
 from .reducer import run_reduce
-from .splits import MAX_DEFAULT_SPLIT_SIZE, Split, compute_splits, split_policy
+from .jobtracker.job import StepPlan
+from .jobtracker.submission import plan_tasks
+from .splits import MAX_DEFAULT_SPLIT_SIZE, Split, compute_splits
 from .steps import reduce_tasks
 
 
@@ -129,9 +131,11 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
     opts = storage.check_options(storage_options)
     storage.use_options(opts)
     files = storage.expand_inputs(inputs, opts)
-    first = definition.steps[0]
-    splits = compute_splits(files, split_size or MAX_DEFAULT_SPLIT_SIZE,
-                            split_by=split_policy(first.reader))
+    # Refused as `run` would refuse it: a split size of a few bytes makes
+    # millions of maps here too (94 s and 1.4 GB for 300 KB at one byte).
+    splits, _ = plan_tasks(files, split_size, num_reducers,
+                           [StepPlan(**plan) for plan in definition.summary()], slots,
+                           default_size=MAX_DEFAULT_SPLIT_SIZE)
     output.prepare_output_dir(output_dir, overwrite, inputs=inputs,
                               input_files=[f.path for f in files], opts=opts)
     counters = _counters.reset()

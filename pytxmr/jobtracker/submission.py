@@ -138,13 +138,16 @@ def step_reducers(step: StepPlan, option: int | None, slots: int) -> int:
 
 def plan_tasks(files: Sequence[storage.InputFile], split_size: int | None,
                reducers_option: int | None, steps: Sequence[StepPlan], slots: int,
-               max_tasks: int = DEFAULT_MAX_TASKS_PER_JOB) -> tuple[list[Split], int]:
+               max_tasks: int = DEFAULT_MAX_TASKS_PER_JOB,
+               default_size: int | None = None) -> tuple[list[Split], int]:
     """The first step's splits and reduces, once every step is known to
     stay within ``max_tasks`` (a later step has a map per part file of the
-    step before). Without a split size, whole waves over the slots. The
-    counts come from the sizes: nothing is made for a job refused."""
+    step before). Without a split size, ``default_size``, else whole waves
+    over the slots. The counts come from the sizes: nothing is made for a
+    job refused."""
     total = sum(f.size for f in files)
-    size = split_size or default_split_size(total, slots)
+    default = default_size or default_split_size(total, slots)
+    size = split_size or default
     split_by = steps[0].split_by
     try:
         maps = count_splits(files, size, split_by)
@@ -164,10 +167,9 @@ def plan_tasks(files: Sequence[storage.InputFile], split_size: int | None,
             elif n > 1:
                 message += f"its maps are the part files of step {n - 1}, which has too many"
             elif split_size is not None and maps > len(files):
-                default = count_splits(files, default_split_size(total, slots), split_by)
                 message += (f"--split-size {split_size:,} cuts {total:,} bytes of input into "
                             f"{maps:,} splits; give a larger one, or none (the default would "
-                            f"make {_count(default, 'map')})")
+                            f"make {_count(count_splits(files, default, split_by), 'map')})")
             else:
                 message += f"its {_count(len(files), 'input file')} are a map each at least"
             raise SubmissionError(message)

@@ -28,6 +28,7 @@ from pytxmr.partition import default_partition
 from pytxmr.records import RecordTypeError
 from pytxmr.reducer import run_reduce
 from pytxmr.splits import InputDecodeError, compute_splits
+from pytxmr.wire import SubmissionError
 
 WORDCOUNT = """
 def map(key, value):
@@ -713,6 +714,19 @@ def test_run_inline_refuses_an_existing_output_without_overwrite(tmp_path: Path)
     (out / "precious").unlink()
     run_inline(job, inputs, str(out), overwrite=True)  # an empty directory is no one's data
     assert sorted(os.listdir(out)) == ["_PYTXMR_OUTPUT", "_SUCCESS", "part-00000"]
+
+
+def test_run_inline_refuses_a_job_run_would_refuse_for_its_tasks(tmp_path: Path) -> None:
+    """--split-size 1 meant as 1M: refused from the sizes, as `run`'s
+    jobtracker refuses it (one byte a map took 94 s and 1.4 GB for 300 KB
+    here), naming what its own default split (128 MiB) would make."""
+    data = tmp_path / "in.txt"
+    data.write_bytes(b"a b\n" * 750_000)  # 3 MB: 3 splits at a cluster's default for 4 slots
+    out = tmp_path / "out"
+    with pytest.raises(SubmissionError, match=r"would have 3,000,000 maps and 4 reduces, .*"
+                                              r"\(the default would make 1 map\)$"):
+        run_inline(write_job(tmp_path, WORDCOUNT), [str(data)], str(out), split_size=1, slots=4)
+    assert not out.exists()
 
 
 def test_run_inline_does_not_accumulate_counters_across_runs(tmp_path: Path) -> None:
