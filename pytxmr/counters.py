@@ -13,6 +13,14 @@ from typing import Mapping
 
 #: The group of the counters pytxmr itself keeps.
 FRAMEWORK = "pytxmr"
+#: Counters travel as msgpack integers: 64 bits, as Hadoop's longs.
+COUNTER_MIN, COUNTER_MAX = -(1 << 63), (1 << 63) - 1
+#: A task's own counters, and the characters of a group's or counter's name,
+#: at most: a report of them must reach the jobtracker (PB sends 640 KiB at
+#: most), and the counters of every task add up there (Hadoop allows a job
+#: 120 counters).
+MAX_USER_COUNTERS = 250
+MAX_COUNTER_NAME = 100
 
 CounterDict = dict[str, dict[str, int]]
 
@@ -36,6 +44,35 @@ class Counters:
             for name, n in names.items():
                 self.incr(group, name, n)
 
+    def add_user(self, group: str, name: str, n: int) -> None:
+        """A user's ``counter``: its names and total must be sendable."""
+        g = self._groups.get(group)
+        total = None if g is None else g.get(name)
+        if total is None:
+            self._check_new(group, name)
+            total = 0
+        total += n
+        if not COUNTER_MIN <= total <= COUNTER_MAX:
+            raise OverflowError(f"pytxmr.counter({group!r:.100}, {name!r:.100}): the total "
+                                f"{total:.6g} is beyond the 64 bits a counter holds")
+        self.incr(group, name, n)
+
+    def _check_new(self, group: str, name: str) -> None:
+        for text in (group, name):
+            if len(text) > MAX_COUNTER_NAME:
+                raise ValueError(f"pytxmr.counter: the name {text!r:.100}... is longer than "
+                                 f"{MAX_COUNTER_NAME} characters")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"pytxmr.counter: the name {text!r} is not text (a lone "
+                                 f"surrogate, as surrogateescape decodes a bad byte)") from None
+        if sum(len(names) for g, names in self._groups.items() if g != FRAMEWORK) \
+                >= MAX_USER_COUNTERS:
+            raise ValueError(f"pytxmr.counter: a task may keep {MAX_USER_COUNTERS} counters; "
+                             f"({group!r:.100}, {name!r:.100}) would be one more (a counter per "
+                             f"key or value is a job's output, not a counter)")
+
     def get(self, group: str, name: str) -> int:
         return self._groups.get(group, {}).get(name, 0)
 
@@ -58,7 +95,7 @@ def counter(group: str, name: str, n: int = 1) -> None:
     """Add ``n`` to a user counter from inside map, combine or reduce."""
     if not isinstance(group, str) or not isinstance(name, str) or type(n) is not int:
         raise TypeError("pytxmr.counter(group: str, name: str, n: int = 1)")
-    current.incr(group, name, n)
+    current.add_user(group, name, n)
 
 
 def cpu_seconds() -> float:

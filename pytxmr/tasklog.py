@@ -13,11 +13,11 @@ import os
 from collections import OrderedDict
 from typing import Any
 
-from .wire import job_of
+from .wire import MAX_LOG_TAIL, job_of
 
 #: The tail of a task log sent with an attempt report (PB strings are
 #: limited to 640 KiB; a tail is what people read anyway).
-TAIL_BYTES = 64 << 10
+TAIL_BYTES = MAX_LOG_TAIL - 256  # and read_tail's note of what it left out
 #: Log text the jobtracker keeps in memory over all attempts.
 MAX_TOTAL_CHARS = 64 << 20
 #: Log text one ``logs`` call returns at most (PB-safe).

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .counters import COUNTER_MAX, COUNTER_MIN
 from .splits import Split
 
 #: 2: frames may be LZ4-compressed (codec 2), which version-1 workers refuse.
@@ -154,6 +155,11 @@ def _counters(record: str, value: Any) -> dict[str, dict[str, int]]:
             and all(isinstance(n, str) and type(v) is int for n, v in c.items())
             for g, c in value.items())):
         raise BadMessage(f"{record}.counters must map group -> name -> int")
+    for group, names in value.items():
+        for name, n in names.items():
+            if not COUNTER_MIN <= n <= COUNTER_MAX:
+                raise BadMessage(f"the counter {group!r:.100} / {name!r:.100} is {n:.6g}, "
+                                 f"beyond what 64 bits hold")
     return value
 
 
@@ -262,6 +268,34 @@ class AttemptResult:
                    _strings("AttemptResult", "kinds", f["kinds"] or ()), f["log"])
 
 
+#: The most characters of a failed attempt's message, traceback and log
+#: tail sent on: a report stays well inside PB's 640 KiB.
+MAX_ERROR_MESSAGE = 16 << 10
+MAX_ERROR_TRACEBACK = 32 << 10
+MAX_LOG_TAIL = 64 << 10
+
+
+def sendable(text: str, limit: int) -> str:
+    """``text`` as a peer can be sent it: a lone surrogate (a line decoded
+    with ``surrogateescape``, in an exception's message) escaped, and at
+    most ``limit`` characters, its start and its end kept."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+    # The marker counts in the limit, so that a text made sendable is its
+    # own sendable form (each hop checks again).
+    keep = limit - len(_cut_marker(len(text)))  # the widest the count may be
+    head, tail = text[:keep // 2], text[len(text) - (keep - keep // 2):]
+    return f"{head}{_cut_marker(len(text) - keep)}{tail}"
+
+
+def _cut_marker(n: int) -> str:
+    return f"\n[pytxmr: {n:,} characters cut]\n"
+
+
 @dataclass(frozen=True)
 class TaskError:
     """Why an attempt failed: the exception's type name, its message, the
@@ -283,12 +317,16 @@ class TaskError:
     @classmethod
     def from_wire(cls, d: Any) -> TaskError:
         """Lenient, as a failure report must get through: a field of the
-        wrong type is shown as text."""
+        wrong type is shown as text, and every field made ``sendable`` (an
+        exception's message of megabytes, or of undecodable bytes, failed
+        to reach the jobtracker, and the job waited for it forever)."""
         if not isinstance(d, Mapping):
             d = {"message": str(d)}
         log = d.get("log")
-        return cls(str(d.get("type", "") or ""), str(d.get("message", "") or ""),
-                   str(d.get("traceback", "") or ""), log if isinstance(log, str) else None)
+        return cls(sendable(str(d.get("type", "") or ""), 200),
+                   sendable(str(d.get("message", "") or ""), MAX_ERROR_MESSAGE),
+                   sendable(str(d.get("traceback", "") or ""), MAX_ERROR_TRACEBACK),
+                   sendable(log, MAX_LOG_TAIL) if isinstance(log, str) else None)
 
 
 @dataclass(frozen=True)

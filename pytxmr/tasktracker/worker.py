@@ -27,7 +27,8 @@ from ..counters import FRAMEWORK
 from ..kvstore import KeyValueStore, delete_paths
 from ..ports import IJobTracker
 from ..shufflememory import RunPlacement, ShuffleMemory
-from ..wire import COMMIT_DENIED, AttemptResult, JobInit, MapLocation, Split, TaskError, Unreachable
+from ..wire import (COMMIT_DENIED, AttemptResult, BadMessage, JobInit, MapLocation, Split,
+                    TaskError, Unreachable, sendable)
 from .fetch import FetchPolicy, ReduceFetch, from_shuffle, from_store, in_thread
 
 if TYPE_CHECKING:
@@ -441,21 +442,38 @@ class TaskTracker:
         # The tail of the user's prints goes with the report: the status
         # page and `pytxmr logs` show it.
         log = attempt.child.log if attempt.child is not None else ""
+        done = None
+        if result.get("ok"):
+            try:
+                done = AttemptResult.from_wire({"counters": result.get("counters", {}),
+                                                "kinds": list(result.get("kinds", ())),
+                                                "log": log})
+            except BadMessage as e:
+                result = _failed("CounterError", str(e))
         try:
-            if result.get("ok"):
-                await jobtracker.attempt_done(attempt.id, AttemptResult(
-                    result.get("counters", {}), tuple(result.get("kinds", ())), log))
+            if done is not None:
+                await jobtracker.attempt_done(attempt.id, done)
                 if attempt.kind == "map" and attempt.job.num_reducers:
                     self.held.setdefault(attempt.job.job_id, {})[attempt.index] = attempt.id
             else:
-                error = TaskError.from_wire(result.get("error", {}))
-                await jobtracker.attempt_failed(attempt.id, TaskError(
-                    error.type, error.message, error.traceback, log))
+                error = TaskError.from_wire({**result.get("error", {}), "log": log})
+                await jobtracker.attempt_failed(attempt.id, error)
         except Unreachable:
             pass  # declared lost or disconnected: the jobtracker reschedules
-        if attempt.kind == "reduce" or not result.get("ok") or not attempt.job.num_reducers:
+        except Exception as e:
+            # A report the wire cannot carry must still end the attempt, or
+            # its job waits for it for ever, holding its slot.
+            why = f"{type(e).__name__}: {sendable(str(e), 1000)}"
+            self.log.warn("Attempt {attempt}'s report cannot be sent ({why}): reported as "
+                          "failed", attempt=attempt.id, why=why)
+            done = None
+            with contextlib.suppress(Unreachable):
+                await jobtracker.attempt_failed(attempt.id, TaskError(
+                    "ReportError", f"the attempt's report cannot be sent to the jobtracker: "
+                                   f"{why}"))
+        if attempt.kind == "reduce" or done is None or not attempt.job.num_reducers:
             shutil.rmtree(attempt.work_dir, ignore_errors=True)
-        if attempt.kind == "map" and attempt.job.num_reducers and not result.get("ok"):
+        if attempt.kind == "map" and attempt.job.num_reducers and done is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._data_path(attempt))
 

@@ -426,6 +426,49 @@ def test_a_job_of_too_many_tasks_is_refused_and_the_next_job_runs(cluster: Clust
     assert merged(read_wordcount(out)) == {"a": 40_000, "b": 40_000, "c": 40_000}
 
 
+UNSENDABLE_REPORTS = {
+    # A message of undecodable bytes (surrogateescape), of 2 MB: the report
+    # reached no jobtracker, and the job waited for it for ever.
+    "surrogates": ('def map(k, line):\n    raise ValueError(f"bad line: {line}")\n',
+                   r"ValueError: bad line: caf\udce9"),
+    "huge": ('def map(k, line):\n    raise ValueError("bad: " + "x" * 2_000_000)\n',
+             "characters cut]"),
+    "counter": ("import pytxmr\n"
+                "def map(k, line):\n    pytxmr.counter('g', 'n', 2**100)\n    yield k, 1\n",
+                "OverflowError: pytxmr.counter('g', 'n'): the total 1.26765e+30 is beyond"),
+    # Past pytxmr.counter's checks: the worker's own check, then whatever
+    # the wire refuses, fails the attempt.
+    "big-total": ("import pytxmr.counters\n"
+                  "def map(k, line):\n    pytxmr.counters.current.incr('g', 'n', 2**70)\n"
+                  "    yield k, 1\n",
+                  "the counter 'g' / 'n' is 1.18059e+21, beyond what 64 bits hold"),
+    "bad-name": ("import pytxmr.counters\n"
+                 "def map(k, line):\n    pytxmr.counters.current.incr('g\\udce9', 'n', 1)\n"
+                 "    yield k, 1\n",
+                 "the attempt's report cannot be sent to the jobtracker: UnicodeEncodeError"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNSENDABLE_REPORTS))
+def test_a_report_the_wire_cannot_carry_fails_the_attempt(cluster: Cluster, case: str) -> None:
+    """The attempt fails with what went wrong, and the cluster serves the
+    next job (each of these held its slots for ever)."""
+    source, expected = UNSENDABLE_REPORTS[case]
+    job = cluster.base / f"unsendable_{case.replace('-', '_')}.py"
+    job.write_text('encoding_errors = "surrogateescape"\n' + source
+                   + "def reduce(k, vs):\n    yield k, sum(vs)\n")
+    data = cluster.base / "unsendable.txt"
+    data.write_bytes(b"caf\xe9\n")
+    rc, out, err = cluster.submit(job, [data], cluster.base / f"out-unsendable-{case}",
+                                  "--max-attempts", "1", timeout=60)
+    assert rc == 1, out + err
+    assert expected in err
+    clean = cluster.base / "clean.txt"
+    clean.write_text("a b a\n")
+    assert_ok(cluster.submit(WORDCOUNT, [clean], cluster.base / f"out-after-{case}"), cluster)
+    assert merged(read_wordcount(cluster.base / f"out-after-{case}")) == {"a": 2, "b": 1}
+
+
 def test_existing_output_is_refused_and_left_untouched(cluster: Cluster) -> None:
     """As in Hadoop, an existing output directory is never overwritten
     without --overwrite."""

@@ -11,7 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pytxmr.counters import COUNTER_MAX, COUNTER_MIN
+from pytxmr.pbwire import pack
 from pytxmr.wire import (
+    MAX_ERROR_MESSAGE,
+    MAX_ERROR_TRACEBACK,
+    MAX_LOG_TAIL,
     MIN_PROTOCOL_VERSION,
     MIN_WORKER_PROTOCOL,
     PROTOCOL_VERSION,
@@ -25,6 +30,7 @@ from pytxmr.wire import (
     TaskError,
     check_protocol,
     jobtracker_endpoint,
+    sendable,
 )
 
 text = st.text(max_size=20)
@@ -44,7 +50,8 @@ def test_map_location_round_trips(loc: MapLocation) -> None:
     assert MapLocation.from_wire(loc.to_wire()) == loc
 
 
-@given(st.builds(AttemptResult, st.dictionaries(text, st.dictionaries(text, st.integers())),
+@given(st.builds(AttemptResult, st.dictionaries(text, st.dictionaries(
+                     text, st.integers(COUNTER_MIN, COUNTER_MAX))),
                  kinds, st.none() | text),
        st.builds(TaskError, text, text, text, st.none() | text),
        st.builds(Heartbeat, st.lists(text).map(tuple),
@@ -98,6 +105,8 @@ def test_workers_that_cannot_read_each_others_map_outputs_never_meet() -> None:
     (MapLocation, {"map": 0, "wid": "w", "host": "h", "port": 1, "kinds": [1]}),
     (MapLocation, {"map": 0, "wid": "w", "host": "h", "port": 1}),
     (AttemptResult, {"counters": {"g": {"n": 1.5}}}),
+    (AttemptResult, {"counters": {"g": {"n": COUNTER_MAX + 1}}}),
+    (AttemptResult, {"counters": {"g": {"n": COUNTER_MIN - 1}}}),
     (AttemptResult, {"kinds": "str"}),
     (AttemptResult, "not a dict"),
 ])
@@ -133,6 +142,35 @@ def test_failure_reports_and_heartbeats_get_through_malformed() -> None:
                                                                          "budget": 2}}) == \
         Heartbeat(("a",), None)
     assert Heartbeat.from_wire(None) == Heartbeat()
+
+
+def test_a_failure_of_any_text_is_reported_in_a_form_pb_carries() -> None:
+    """An exception's message of 2 MB, undecodable bytes in a traceback
+    (surrogateescape): a worker could not send them, and the job waited for
+    the report for ever. Cut, start and end kept, surrogates escaped, under
+    PB's 640 KiB, and the same again at the next hop."""
+    huge = "bad record: " + "x" * 2_000_000 + " the end"
+    error = TaskError.from_wire({"type": "ValueError", "message": huge,
+                                 "traceback": "line caf\udce9\n" * 100_000,
+                                 "log": "printed\n" * 100_000})
+    assert len(error.message) <= MAX_ERROR_MESSAGE
+    assert error.message.startswith("bad record: xxx") and error.message.endswith("x the end")
+    assert "[pytxmr: 1,983,6" in error.message
+    assert len(error.traceback) <= MAX_ERROR_TRACEBACK and "caf\\udce9" in error.traceback
+    assert error.log is not None and len(error.log) <= MAX_LOG_TAIL
+    assert len(pack(error.to_wire())) < 640 << 10
+    assert TaskError.from_wire(error.to_wire()) == error
+
+
+@given(st.text(alphabet=st.characters(), max_size=300), st.integers(60, 200))
+def test_sendable_text_keeps_what_fits_and_is_its_own_sendable_form(
+        text_: str, limit: int) -> None:
+    sent = sendable(text_, limit)
+    sent.encode("utf-8")
+    assert len(sent) <= limit and sendable(sent, limit) == sent
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text_):
+        assert sent == text_ if len(text_) <= limit else (
+            sent[:10] == text_[:10] and sent[-10:] == text_[-10:])
 
 
 @pytest.mark.parametrize("address, endpoint", [
