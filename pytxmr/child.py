@@ -58,6 +58,16 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def kill_group(pid: int) -> None:
+    """Kill a task child and what it started (its process group, which it
+    leads from its first instruction: until then, the child alone)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 class _Forked:
     """One forked task child, as the zygote reports it."""
 
@@ -72,10 +82,7 @@ class _Forked:
         if self.kill_requested is None:
             self.kill_requested = why
         if self.pid is not None and not self.status.called:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_group(self.pid)
 
 
 class Zygote(protocol.ProcessProtocol):
@@ -149,10 +156,7 @@ class Zygote(protocol.ProcessProtocol):
         self._by_pid.clear()
         for child in orphans:
             if child.pid is not None:
-                try:
-                    os.kill(child.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                kill_group(child.pid)
             child.status.callback(None)
         ended, self._ended = self._ended, None
         if self.running:

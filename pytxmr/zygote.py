@@ -13,6 +13,7 @@ The zygote never imports a job module itself, so no user code can alter it.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import io
@@ -114,6 +115,7 @@ def _child(request: dict[str, Any], inherited: list[int],
     not or the zygote closes the pipe."""
     code, done = 1, 0
     try:  # whatever happens, this process never returns into the zygote's loop
+        os.setpgid(0, 0)  # the group of what the task starts (see end_group)
         for fd in inherited:
             os.close(fd)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -237,6 +239,8 @@ class Zygote:
                 inherited += [req_w, rep_r]
                 _child(request, inherited, (req_r, rep_w))
             _child(request, inherited, None)
+        with contextlib.suppress(OSError):  # as the child does: whichever runs first
+            os.setpgid(pid, pid)
         if pipes is not None:
             (req_r, req_w), (rep_r, rep_w) = pipes
             os.close(req_r)
@@ -273,6 +277,7 @@ class Zygote:
                 self._forget(pid)
 
     def reaped(self, pid: int, status: int) -> None:
+        end_group(pid)
         runner = self.runners.get(pid)
         if runner is not None:
             self._forget(pid)
@@ -297,6 +302,15 @@ class Zygote:
         for fd in (runner.requests, runner.replies):
             if fd >= 0:
                 os.close(fd)
+
+
+def end_group(pid: int) -> None:
+    """Kill what a task child that ended left running: each child leads a
+    process group, which the commands of a streaming task, and processes a
+    job's code starts, join (unless they leave it). A task killed, or done,
+    leaves none behind, as a container's end does on YARN."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def serve() -> None:
@@ -333,9 +347,10 @@ def serve() -> None:
                 zygote.let_all_go()
                 while True:
                     try:
-                        os.waitpid(-1, 0)
+                        pid, _ = os.waitpid(-1, 0)
                     except ChildProcessError:
                         return
+                    end_group(pid)
             buffered += data
             while b"\n" in buffered:
                 line, buffered = buffered.split(b"\n", 1)

@@ -9,6 +9,7 @@ busy wait on a barrier file the test creates, never on a timer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -825,6 +826,51 @@ def test_an_interrupted_run_stops_its_cluster_and_leaves_nothing(
     # Only the mark that lets a rerun --overwrite it.
     assert [p.name for p in out.iterdir()] == ["_PYTXMR_OUTPUT"]
     assert not [m for m in memory if m.exists()]
+
+
+def _processes_with(marker: str, but: int | None = None) -> list[psutil.Process]:
+    """Processes whose command line holds ``marker`` (but ``but``, the
+    command that names it)."""
+    return [p for p in psutil.process_iter(["cmdline"])
+            if marker in " ".join(p.info["cmdline"] or ()) and p.pid not in (but, os.getpid())]
+
+
+def test_no_process_a_task_starts_outlives_it(tmp_path: Path) -> None:
+    """What a task starts (a streaming job's commands, a process the job's
+    code leaves running) ends with it, whether `run` ends the task or the
+    task ends: they were left to init, sleeping for ever."""
+    left, streaming = f"98{random.randrange(10**6)}.5", f"98{random.randrange(10**6)}.6"
+    data = write(tmp_path / "in.txt", "a\nb\n")
+    job = write(tmp_path / "spawns.py", "import subprocess\n\n"
+                f"def map(k, line):\n    subprocess.Popen(['sleep', '{left}'])\n"
+                "    yield line, 1\n\ndef reduce(k, vs):\n    yield k, sum(vs)\n")
+    env = base_env(tmp_path)
+    try:
+        rc, out, err = run_cli("run", str(job), str(data), "-o", str(tmp_path / "o1"), "-q",
+                               env=env, cwd=tmp_path)
+        assert rc == 0, err
+        assert _processes_with(left) == []
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytxmr", "run", "--mapper", f"sleep {streaming}; cat",
+             "--reducer", "cat", str(data), "-o", str(tmp_path / "o2"), "-q"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env, cwd=tmp_path)
+        try:
+            wait_for(lambda: [p for p in _processes_with(streaming, but=proc.pid)
+                              if p.info["cmdline"] == ["sleep", streaming]],
+                     20, "the mapper's command")
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert _processes_with(streaming) == []  # neither `sh -c` nor its `sleep`
+    finally:
+        for p in _processes_with(left) + _processes_with(streaming):
+            with contextlib.suppress(psutil.Error):
+                p.kill()
 
 
 def test_ctrl_c_before_main_handles_it_says_interrupted_only(tmp_path: Path) -> None:
