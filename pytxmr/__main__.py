@@ -576,16 +576,17 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     a = parser.parse_args(argv)
     if a.command not in ("run", "submit"):
         return a
-    if a.reducer and not a.mapper:
+    if a.reducer is not None and a.mapper is None:
         parser.error("--reducer needs --mapper")
-    if a.mapper:
+    if a.mapper is not None:  # '' too: refused as a command, not taken for none
         if any(name in ("mapper", "reducer") for name, _ in a.args):
             parser.error("--mapper and --reducer set the streaming job's arguments; "
                          "do not give them with --arg")
-        a.job = os.path.join(STREAMING_JOBS, "streaming.py" if a.reducer
+        a.job = os.path.join(STREAMING_JOBS, "streaming.py" if a.reducer is not None
                              else "streaming_map_only.py")
         a.inputs = a.paths
-        a.args = [*a.args, ("mapper", a.mapper)] + ([("reducer", a.reducer)] if a.reducer else [])
+        a.args = [*a.args, ("mapper", a.mapper)] + (
+            [("reducer", a.reducer)] if a.reducer is not None else [])
     elif len(a.paths) < 2:
         parser.error("give the job module and at least one input")
     else:

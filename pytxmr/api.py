@@ -223,6 +223,15 @@ def _command_line(options: Mapping[str, Any]) -> dict[str, Any]:
             out["split_size"] = parse_size(out["split_size"])
         except ValueError as e:
             raise ClusterError(f"split_size: {e}") from None
+    # Checked here for both ways to run, as the jobtracker checks them: a
+    # negative count of reducers ran inline into an IndexError.
+    for name in ("reducers", "split_size", "max_attempts", "buffer_records"):
+        value = out.get(name)
+        if value is not None and (type(value) is not int or value < 1):
+            raise ClusterError(f"{name} must be an int of at least 1, not {value!r}")
+    for name in ("py_files", "files"):  # one path, as inputs may be
+        if isinstance(out.get(name), str):
+            out[name] = [out[name]]
     return out
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import pytxmr
 from pytxmr import Step, combiners
 from pytxmr.testing import run_job
 
@@ -90,3 +91,33 @@ def test_bad_arguments_are_refused_as_on_a_cluster() -> None:
 
     with pytest.raises(ArgumentError, match="'many' is not a valid int"):
         run_job(str(ROOT / "examples/top_words.py"), LINES, args={"n": "many"})
+
+
+@pytest.mark.parametrize("option, value", [
+    ("reducers", -3), ("reducers", 0), ("split_size", 0), ("max_attempts", True),
+    ("buffer_records", 1.5),
+])
+def test_the_api_refuses_bad_counts_inline_as_on_a_cluster(
+        tmp_path: Path, option: str, value: object) -> None:
+    """`pytxmr.run(..., inline=True)` ran reducers=-3 into an IndexError
+    and reducers=0 as the default: refused, as the jobtracker refuses them."""
+    data = tmp_path / "in.txt"
+    data.write_text("a b\n")
+    with pytest.raises(pytxmr.ClusterError, match=rf"{option}.* at least 1"):
+        pytxmr.run(str(ROOT / "examples/wordcount.py"), str(data), str(tmp_path / "out"),
+                   inline=True, **{option: value})
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_api_takes_one_py_file_as_a_path(tmp_path: Path) -> None:
+    """A string is one path, as for ``inputs`` (it was read a letter at a time)."""
+    (tmp_path / "helper.py").write_text("WORDS = {'a'}\n")
+    job = tmp_path / "job.py"
+    job.write_text("import helper\n\ndef map(k, line):\n"
+                   "    for w in line.split():\n        if w in helper.WORDS:\n"
+                   "            yield w, 1\n\ndef reduce(k, vs):\n    yield k, sum(vs)\n")
+    data = tmp_path / "in.txt"
+    data.write_text("a b a\n")
+    result = pytxmr.run(str(job), str(data), str(tmp_path / "out"), inline=True,
+                        py_files=str(tmp_path / "helper.py"))
+    assert dict(result.records()) == {"a": 2}

@@ -227,3 +227,17 @@ def test_a_command_whose_program_exists_is_taken_as_it_is(cmd: str) -> None:
 def test_a_command_that_cannot_run_is_refused(cmd: str, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         command(cmd)
+
+
+@pytest.mark.parametrize("argv, streaming_args", [
+    (["--mapper", "", "in.txt"], [("mapper", "")]),
+    (["--mapper", "cat", "--reducer", "", "in.txt"], [("mapper", "cat"), ("reducer", "")]),
+])
+def test_an_empty_command_is_a_command_to_refuse_not_none(
+        argv: list[str], streaming_args: list[tuple[str, str]]) -> None:
+    """`--mapper ''` was taken for no --mapper ("give the job module and
+    at least one input"): it is checked as a command, which names it."""
+    from pytxmr.__main__ import parse
+
+    a = parse(["run", *argv, "-o", "out"])
+    assert a.args == streaming_args and a.inputs == ["in.txt"]
