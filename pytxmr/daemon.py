@@ -12,6 +12,7 @@ import sys
 from typing import Any, Awaitable, Callable
 
 from twisted.internet import defer, task
+from twisted.internet.error import CannotListenError
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
@@ -75,20 +76,48 @@ def claim_workdir(base: str) -> tuple[str, Any]:
     daemon holds, locked for this process (the lock dies with it). A
     directory left by a crashed daemon is claimed again and cleaned, while
     two daemons on one host never share one."""
-    import fcntl
-
     n = 1
     while True:
         path = base if n == 1 else f"{base}-{n}"
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        lock = open(os.path.join(path, ".lock"), "a")
+        lock = _lock(path)
+        if lock is not None:
+            return path, lock
+        n += 1
+
+
+def lock_workdir(path: str, name: str) -> Any:
+    """Hold the work directory ``path`` given to this daemon (``name``) for
+    its life, or FatalError naming the process that holds it: a second
+    jobtracker on one resumed the first's job, then failed it and emptied
+    its finished output; a second tasktracker cleaned away the first's map
+    outputs."""
+    lock = _lock(path)
+    if lock is None:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            n += 1
-            continue
-        return path, lock
+            with open(os.path.join(path, ".lock"), encoding="utf-8") as f:
+                holder = f" (pid {int(f.read().strip())})"
+        except (OSError, ValueError):
+            holder = ""
+        raise FatalError(f"the work directory {path} is in use by another daemon{holder}: "
+                         f"give each {name} its own --workdir")
+    return lock
+
+
+def _lock(path: str) -> Any:
+    """``path``'s lock file, locked and naming this process; None if another holds it."""
+    import fcntl
+
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    lock = open(os.path.join(path, ".lock"), "a+", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 def run_daemon(start: Callable[[Any], Awaitable[Any]], args: argparse.Namespace,
@@ -101,7 +130,8 @@ def run_daemon(start: Callable[[Any], Awaitable[Any]], args: argparse.Namespace,
     async def main(reactor: Any) -> None:
         try:
             svc = await start(reactor)
-        except (SecretError, LoginRefused, FatalError, OSError, ValueError) as e:
+        except (SecretError, LoginRefused, FatalError, OSError, ValueError,
+                CannotListenError) as e:
             print(f"{name}: {e}", file=sys.stderr)
             raise SystemExit(2)
         stopping = {"done": False}

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from ..daemon import add_logging_options, notify_ready, run_daemon
+from ..daemon import add_logging_options, lock_workdir, notify_ready, run_daemon
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION
 from ..secret import load_secret
 from ..tls import ClusterTLS, TLSError
@@ -113,8 +113,10 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     config, args = parse_args(sys.argv[1:] if argv is None else argv)
+    locks: list[Any] = []  # held for the daemon's life
 
     async def start(reactor: Any) -> JobTrackerService:
+        locks.append(lock_workdir(config.workdir, "jobtracker"))
         svc = make_service(config, reactor, secret=load_secret(config.secret_file, create=True))
         await svc.startService()
         notify_ready(f"listening on port {svc.port}")

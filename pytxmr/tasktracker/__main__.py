@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from twisted.internet import defer
 
-from ..daemon import add_logging_options, claim_workdir, notify_ready, run_daemon
+from ..daemon import add_logging_options, claim_workdir, lock_workdir, notify_ready, run_daemon
 from .. import addresses
 from ..secret import load_secret
 from ..tls import ClusterTLS, TLSError
@@ -131,7 +131,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     async def start(reactor: Any) -> TaskTrackerService:
         secret = load_secret(config.secret_file)
         workdir = config.workdir
-        if not workdir:
+        if workdir:
+            locks.append(lock_workdir(workdir, "tasktracker"))
+        else:
             workdir, lock = claim_workdir(os.path.join(os.path.expanduser("~"), ".pytxmr",
                                                        "tasktracker"))
             locks.append(lock)

@@ -470,6 +470,27 @@ def test_a_report_the_wire_cannot_carry_fails_the_attempt(cluster: Cluster, case
     assert merged(read_wordcount(cluster.base / f"out-after-{case}")) == {"a": 2, "b": 1}
 
 
+def test_a_work_directory_in_use_is_refused_to_a_second_daemon(cluster: Cluster) -> None:
+    """A second jobtracker on a live one's work directory resumed its job,
+    then failed it and emptied its finished output; a second tasktracker
+    cleaned away the first's map outputs. Both are refused, naming the
+    holder, and the cluster goes on."""
+    jobtracker, worker = cluster.jobtracker, cluster.tasktrackers[0]
+    assert jobtracker is not None and jobtracker.workdir and worker.workdir
+    for module, workdir, holder in (
+            (["pytxmr.jobtracker", "--port", "0", "--no-web"], jobtracker.workdir, jobtracker),
+            (["pytxmr.tasktracker", "--jobtracker", cluster.address], worker.workdir, worker)):
+        proc = subprocess.run([sys.executable, "-m", *module, "--workdir", str(workdir),
+                               *cluster.client_args()[2:]],
+                              capture_output=True, text=True, env=cluster.env, timeout=30)
+        assert proc.returncode == 2, proc.stderr
+        assert (f"the work directory {workdir} is in use by another daemon (pid {holder.pid})"
+                in proc.stderr)
+    data = write(cluster.base / "after-second.txt", "a b a\n")
+    assert_ok(cluster.submit(WORDCOUNT, [data], cluster.base / "out-after-second"), cluster)
+    assert merged(read_wordcount(cluster.base / "out-after-second")) == {"a": 2, "b": 1}
+
+
 def test_existing_output_is_refused_and_left_untouched(cluster: Cluster) -> None:
     """As in Hadoop, an existing output directory is never overwritten
     without --overwrite."""
