@@ -40,9 +40,17 @@ class _Watching(policies.ProtocolWrapper):
         super().connectionLost(reason)
 
 
+@implementer(interfaces.IProtocolNegotiationFactory)
 class _HandshakeWatch(policies.WrappingFactory):
     protocol = _Watching
     noisy = False
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """The wrapped factory's ALPN protocols (a web site's "http/1.1"):
+        Twisted's TLS fails a handshake whose client offers protocols and
+        meets none, and browsers and curl offer them."""
+        wrapped = interfaces.IProtocolNegotiationFactory(self.wrappedFactory, None)
+        return list(wrapped.acceptableProtocols()) if wrapped is not None else []
 
     def logPrefix(self) -> str:  # the port's "... starting on" line names the real factory
         wrapped = self.wrappedFactory

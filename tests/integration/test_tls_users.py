@@ -162,6 +162,13 @@ def test_the_status_site_is_https_with_the_cluster_ca(tls_cluster: TLSCluster,
     with urllib.request.urlopen(url, context=context, timeout=10) as page:
         html = page.read().decode()
     assert "<th>owner</th>" in html and ">bob<" in html
+    # As a browser or curl: protocols offered by ALPN (the handshake failed).
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", _ports(c)["web"]), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        assert tls.selected_alpn_protocol() == "http/1.1"
+        tls.sendall(b"GET /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert tls.recv(12) == b"HTTP/1.1 200"
     # A browser that does not trust the cluster CA refuses the site.
     with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
         urllib.request.urlopen(url, context=ssl.create_default_context(), timeout=10)
