@@ -142,13 +142,15 @@ def scram_server(users: UsersFile, client_first: str) -> tuple[Any, str]:
 
     mechanism = ScramMechanism()
     names: list[str] = []
+    broken: list[UsersError] = []
 
     def auth_info(name: str) -> tuple[bytes, bytes, bytes, int]:
         names.append(name)
         try:
-            verifier = users.get(name)
+            verifier = users.login_verifier(name)
         except UsersError as e:
-            raise NoUsers(str(e)) from None
+            broken.append(e)  # scramp wraps what this raises: told below
+            raise
         if verifier is not None:
             return verifier.auth_info()
         salt = hmac.new(_DECOY_KEY, name.encode("utf-8"), hashlib.sha256).digest()[:16]
@@ -158,6 +160,8 @@ def scram_server(users: UsersFile, client_first: str) -> tuple[Any, str]:
     try:
         server.set_client_first(client_first)
     except ScramException as e:
+        if broken:
+            raise NoUsers(f"the jobtracker cannot check logins: {broken[0]}") from None
         raise WrongPassword(f"a malformed login ({e})") from None
     return server, names[0] if names else ""
 

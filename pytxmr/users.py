@@ -103,6 +103,13 @@ class UsersFile:
     def get(self, name: str) -> Verifier | None:
         return self.users().get(name)
 
+    def login_verifier(self, name: str) -> Verifier | None:
+        """As ``get``, for a login: a file gone is an error, not a file of
+        no users (a jobtracker started with it; its operator must hear)."""
+        if not os.path.exists(self.path):
+            raise UsersError(f"the users file {self.path} is gone")
+        return self.get(name)
+
     def put(self, name: str, verifier: Verifier) -> None:
         check_name(name)
         users = dict(self.users())

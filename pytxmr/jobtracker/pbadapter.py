@@ -411,7 +411,11 @@ class _LoginWrapper(pb._PortalWrapper):
                           "secret (no --user)")
         if not isinstance(client_first, str) or len(client_first) > 4096:
             raise pb.Error("user_login takes SCRAM's first message")
-        server, name = scram_server(self.users, client_first)
+        try:
+            server, name = scram_server(self.users, client_first)
+        except NoUsers as e:  # the users file is broken or gone: nobody gets in
+            self.log.error("Refused a user login: {why}", why=str(e))
+            raise
         return [server.get_server_first(), _UserChallenger(self.portal, self.broker, name,
                                                            server)]
 

@@ -341,6 +341,31 @@ def test_wrong_passwords_and_the_secret_are_refused(tls_cluster: TLSCluster) -> 
     assert rc == 0, err
 
 
+def test_a_broken_or_missing_users_file_is_named_to_client_and_operator(
+        tls_cluster: TLSCluster) -> None:
+    """Nobody gets in, as before; but a client was told "a malformed login
+    (auth_fn exception: no-resources)", or a wrong password, and the
+    jobtracker's log said nothing."""
+    c = tls_cluster
+    assert c.jobtracker is not None
+    saved = c.users.read_bytes()
+    try:
+        c.users.write_text("{ broken")
+        rc, _, err = c.as_user("alice", "jobs")
+        assert rc == 2, err
+        assert f"the jobtracker cannot check logins: the users file {c.users} is not JSON" in err
+        c.users.unlink()
+        rc, _, err = c.as_user("alice", "jobs")
+        assert rc == 2 and f"the users file {c.users} is gone" in err, err
+        log = c.jobtracker.log()
+        assert "Refused a user login: the jobtracker cannot check logins: the users file" in log
+    finally:
+        c.users.write_bytes(saved)
+        c.users.chmod(0o600)
+    rc, _, err = c.as_user("alice", "jobs")
+    assert rc == 0, err
+
+
 def run_plain_secret(c: TLSCluster) -> tuple[int, str, str]:
     from procs import run_cli
 
