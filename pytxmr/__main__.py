@@ -513,6 +513,9 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
                 w = await conn.call("drain", a.worker)
                 print(f"{w['wid']} ({w['host']}:{w['shuffle_port']}) is draining: it takes no "
                       f"new task and stops once no job needs it")
+                if w.get("others_taking_tasks") == 0:
+                    print("pytxmr: no other tasktracker takes tasks: the running jobs' waiting "
+                          "tasks wait for one to register", file=sys.stderr)
                 return 0
             if a.command == "logs":
                 from .tasklog import format_logs

@@ -85,6 +85,9 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     a = p.parse_args(argv)
     if not 0 <= a.web_port <= 65535:
         p.error("--web-port must be in 0..65535")
+    if not a.expiry > 0:
+        p.error("--expiry must be more than 0 seconds (a worker is lost that long after its "
+                "last heartbeat)")
     if not a.heartbeats_per_second > 0:
         p.error("--heartbeats-per-second must be more than 0")
     if a.history_retention < 0:

@@ -280,7 +280,12 @@ class JobTracker:
         if not self.scheduler.workers[wid].draining:
             self.log.info("Draining tasktracker {wid}", wid=wid)
         self._execute(self.scheduler.drain(wid, self.now()))
-        return views.worker_view(self.scheduler.workers[wid], self.now())
+        view = views.worker_view(self.scheduler.workers[wid], self.now())
+        # The draining command warns when none takes tasks any more: the
+        # running jobs then wait for a worker to register.
+        view["others_taking_tasks"] = sum(1 for other, w in self.scheduler.workers.items()
+                                          if other != wid and not w.draining)
+        return view
 
     def _worker_named(self, name: str) -> str:
         if name in self.workers:

@@ -83,6 +83,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
         p.error("--slots must be at least 1")
     if a.fetch_retries < 1:
         p.error("--fetch-retries must be at least 1")
+    if not a.heartbeat > 0:
+        p.error("--heartbeat must be more than 0 seconds")
     try:
         jt = jobtracker_endpoint(a.jobtracker)
     except ValueError as e:

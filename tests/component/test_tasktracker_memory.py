@@ -249,3 +249,12 @@ class FetchIntoMemoryTests(TestCase):
         self.assertEqual(len(self.jobtracker.named("fetch_failed")), 1)
         self.assertEqual(os.listdir(self.attempt.work_dir), ["run-00001-2.seg"])
         self.assertEqual(self.fetch.state(0), State.WAITING)  # so the reduce does not start
+
+
+def test_a_heartbeat_must_be_a_positive_interval() -> None:
+    """-1 came out of the reactor's timer as "interval must be >= 0"."""
+    base = ["--jobtracker", "127.0.0.1:1"]
+    assert parse_args([*base, "--heartbeat", "0.2"])[0].heartbeat == 0.2
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(SystemExit):
+            parse_args([*base, "--heartbeat", bad])

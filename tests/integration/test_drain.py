@@ -38,6 +38,7 @@ def test_a_rolling_upgrade_during_one_job(tmp_path: Path) -> None:
                 else:
                     rc, out, err = c.cli("drain", wid)
                     assert rc == 0 and "is draining" in out, err
+                    assert "no other tasktracker takes tasks" not in err, err
                     rc, out, _ = c.cli("workers")
                     # Draining, or already stopped (it had nothing to move).
                     assert any(line.startswith(wid) and ("draining" in line or "lost" in line)
@@ -75,5 +76,19 @@ def test_drain_names_an_unknown_worker(tmp_path: Path) -> None:
         assert rc == 2 and "no live tasktracker 'w42'" in err, err
         rc, out, _ = c.cli("workers")
         assert rc == 0 and out.strip() == "no tasktracker"
+    finally:
+        c.stop_all()
+
+
+def test_draining_the_last_worker_says_that_jobs_will_wait(tmp_path: Path) -> None:
+    """Its running jobs' tasks wait for a new worker: the operator is told
+    (the job stalled with no word)."""
+    c = Cluster(tmp_path)
+    try:
+        c.start_jobtracker()
+        wid = c.start_tasktracker(1).wait_ready()["wid"]
+        rc, out, err = c.cli("drain", wid)
+        assert rc == 0 and "is draining" in out, err
+        assert "no other tasktracker takes tasks: the running jobs' waiting tasks wait" in err
     finally:
         c.stop_all()

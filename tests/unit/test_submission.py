@@ -165,6 +165,9 @@ def test_the_task_limit_is_the_jobtrackers_option() -> None:
     assert parse_args(["--max-tasks-per-job", "2"])[0].max_tasks_per_job == 2
     with pytest.raises(SystemExit):
         parse_args(["--max-tasks-per-job", "1"])
+    for expiry in ("0", "-1", "nan"):  # workers were lost as soon as they joined
+        with pytest.raises(SystemExit):
+            parse_args(["--expiry", expiry])
     from twisted.internet import reactor
 
     config = parse_args(["--max-tasks-per-job", "7", "--workdir", "/nonexistent"])[0]
