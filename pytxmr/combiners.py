@@ -40,6 +40,11 @@ class FoldCombiner:
     def __repr__(self) -> str:
         return f"pytxmr.combiners.{self.__name__}"
 
+    def refused(self, role: str, key: str, e: TypeError) -> TypeError:
+        """Values this fold cannot take, at the key ``key`` (its short
+        repr), named as ``role = combiners.NAME``, not by their types only."""
+        return TypeError(f"{role} = combiners.{self.__name__} at the key {key}: {e}")
+
 
 #: Numbers add up (as the built-in ``sum`` does: floats with compensation
 #: from Python 3.12, complex numbers from 3.14).

@@ -32,7 +32,7 @@ from .merge import group_values, merge_runs
 from .partfile import call_hook, naming, write_pairs
 from .partition import RangePartition, default_partition, partition_ids, scatter
 from .records import (CODEC_MSGPACK, FRAME_RECORDS, RUN_BREAK_FRAME, RecordTypeError,
-                      SegmentWriter)
+                      SegmentWriter, short_repr)
 from .splits import Split, read_chunks
 
 DEFAULT_BUFFER_RECORDS = 1_000_000
@@ -105,6 +105,34 @@ def _raised_by_driver(exc: BaseException) -> bool:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     return tb is not None and tb.tb_frame.f_code in _DRIVER_CODE
+
+
+def _refused_values(exc: BaseException, fold: FoldCombiner) -> TypeError | None:
+    """The fold loop's TypeError, when the values caused it, not the key
+    (which hashes) nor the pair's shape (the pair in hand folds again
+    without it): ``(1, 2)`` to ``combiners.sum`` was reported as a key of
+    a type no record may carry. Named as the reduce side names it."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if not isinstance(exc, TypeError) or tb is None or tb.tb_frame.f_code is not _FOLD_CODE:
+        return None
+    local = tb.tb_frame.f_locals
+    if "k" not in local or "v" not in local:
+        return None
+    k, v, partial = local["k"], local["v"], local["partial"]
+    try:
+        hash(k)
+    except TypeError:
+        return None
+    try:
+        if fold.op is operator.add:
+            partial.get(k, 0) + v
+        elif k in partial:
+            fold.op(partial[k], v)
+    except TypeError as again:
+        return fold.refused("combine", short_repr(k), again)
+    return None
 
 
 def combined_values(key: Any, values: Iterable[Any], combine: Callable[..., Any]) -> list[Any]:
@@ -680,7 +708,8 @@ def _fold_loop(phases: list[Phase], combiner: FoldCombiner, buffer: MapOutputBuf
 
 
 _MISSING = object()
-_DRIVER_CODE = frozenset({_group_loop.__code__, _pair_loop.__code__, _fold_loop.__code__})
+_FOLD_CODE = _fold_loop.__code__
+_DRIVER_CODE = frozenset({_group_loop.__code__, _pair_loop.__code__, _FOLD_CODE})
 
 
 def run_map(
@@ -721,6 +750,10 @@ def run_map(
             in_records = _group_loop(phases, buffer, buffer_records)
     except (TypeError, ValueError) as e:
         if _raised_by_driver(e):
+            if isinstance(job.combine, FoldCombiner):
+                refused = _refused_values(e, job.combine)
+                if refused is not None:
+                    raise refused from None
             raise RecordTypeError(
                 f"map must yield (key, value) pairs whose key is str, bytes, int, float, "
                 f"bool, None or a tuple of these ({e})"

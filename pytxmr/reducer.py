@@ -189,8 +189,7 @@ def _whole(fold: FoldCombiner, key: Any, values: list[Any]) -> Any:
 
 
 def _fold_error(fold: FoldCombiner, key: Any, e: TypeError) -> TypeError:
-    """Values the fold cannot take: name the key, not only the types."""
-    return TypeError(f"reduce = combiners.{fold.__name__} at the key {short_repr(key)}: {e}")
+    return fold.refused("reduce", short_repr(key), e)
 
 
 _NO_KEY = object()

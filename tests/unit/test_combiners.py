@@ -250,3 +250,29 @@ def test_a_folding_reducer_blames_itself_only_for_its_own_errors() -> None:
     with pytest.raises(TypeError, match=r"combiners\.sum at the key 'b': unsupported"):
         _write_folded([[("a", [1]), ("b", [2]), ("b", ["x"])]], [].append,
                       lambda k, v: f"{k}\t{v}", combiners.sum)
+
+
+@pytest.mark.parametrize("name, values, complaint", [
+    ("sum", "(1, 2)", "combine = combiners.sum at the key 'k': unsupported operand"),
+    ("max", "None", "combine = combiners.max at the key 'k': '>' not supported"),
+    ("min", "{}", "combine = combiners.min at the key 'k': '<' not supported"),
+])
+def test_a_folding_combiner_names_the_key_of_values_it_cannot_fold(
+        tmp_path: Path, name: str, values: str, complaint: str) -> None:
+    """Values the map side's fold cannot take were reported as a key of a
+    type no record may carry; a bad key or a bad pair still is."""
+    data = tmp_path / "in.txt"
+    data.write_text("a b\nc\n")
+
+    def run(body: str) -> str:
+        module = tmp_path / "job.py"
+        module.write_text(f"from pytxmr import combiners\ndef map(offset, line):\n{body}"
+                          f"combine = combiners.{name}\n"
+                          "def reduce(k, vs):\n    yield k, list(vs)\n")
+        with pytest.raises(Exception) as info:
+            run_inline(str(module), [str(data)], str(tmp_path / "out"), overwrite=True)
+        return str(info.value)
+
+    assert complaint in run(f"    for w in line.split():\n        yield 'k', {values}\n")
+    assert "whose key is str" in run("    yield [line], 1\n")
+    assert "(expected 2, got 1)" in run("    yield 'a', 1\n    yield 'b',\n")
