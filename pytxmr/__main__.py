@@ -42,7 +42,7 @@ def _name_value(text: str) -> tuple[str, str]:
     return name, value
 
 
-def _job_options(p: argparse.ArgumentParser) -> None:
+def _job_options(p: argparse.ArgumentParser, output_required: bool) -> None:
     p.add_argument("paths", nargs="+", metavar="JOB.py INPUT",
                    help="the job module (a .py file with map and reduce; none with --mapper), "
                         "then the input files, directories or globs: local paths or URLs "
@@ -51,7 +51,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
                    "reads lines and writes key<TAB>value lines (see docs/streaming.md)")
     p.add_argument("--reducer", metavar="CMD", help="the streaming job's reduce command "
                    "(it reads its partition's lines sorted by key); none: map-only")
-    p.add_argument("-o", "--output", required=True,
+    p.add_argument("-o", "--output", required=output_required,
                    help="output directory or s3:// prefix (must not exist)")
     p.add_argument("--arg", dest="args", action="append", default=[], type=_name_value,
                    metavar="NAME=VALUE", help="an argument of the job, read in its tasks with "
@@ -121,7 +121,11 @@ def login_options(a: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(help_job: bool = False) -> tuple[argparse.ArgumentParser,
+                                                   dict[str, argparse.ArgumentParser]]:
+    """The command line's parser, and the parser of each command (``run``
+    and ``submit`` parse options between their paths). For ``help_job``,
+    a job command needs no output."""
     # "pytxmr" when started as the console script, as usage shows it.
     started_as = os.path.basename(sys.argv[0])
     p = argparse.ArgumentParser(prog="pytxmr" if started_as == "pytxmr" else "python -m pytxmr",
@@ -131,14 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"pytxmr {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a job on a local cluster started for it")
-    _job_options(run)
+    _job_options(run, output_required=not help_job)
     run.add_argument("--workers", type=_positive, default=2, help="tasktrackers (default 2)")
     run.add_argument("--slots", type=_positive, help="task processes per tasktracker "
                      "(default: CPU count / workers)")
     run.add_argument("--inline", action="store_true",
                      help="run in this one process, no daemons (debugging, baseline)")
     submit = sub.add_parser("submit", help="submit a job to a running cluster")
-    _job_options(submit)
+    _job_options(submit, output_required=not help_job)
     _cluster_options(submit)
     _reconnect_option(submit)
     jobs = sub.add_parser("jobs", help="list the cluster's jobs")
@@ -186,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="add: an administrator, who may kill and read any job")
     users.add_argument("--password-file", help="add: read the password from this file "
                        "(default: $PYTXMR_PASSWORD, or asked for twice)")
-    return p
+    return p, {"run": run, "submit": submit}
 
 
 def manage_users(a: argparse.Namespace) -> int:
@@ -542,19 +546,17 @@ def help_job(argv: Sequence[str]) -> int:
     """``run JOB.py --help-job`` (or ``submit``): the job's declared
     arguments, found by importing it here, in the user's own process (as
     ``run --inline`` does), with its directory on ``sys.path``."""
-    p = argparse.ArgumentParser(prog="python -m pytxmr")
-    p.add_argument("command")
-    p.add_argument("job")
-    a, _ = p.parse_known_args(argv)
+    a = _parse_job_command(build_parser(help_job=True)[1], argv)
     from .jobargs import describe
     from .jobmodule import JobDefinitionError, define, describe_error, load_module
 
-    path = os.path.abspath(a.job)
+    job = _streaming_job(a) if a.mapper is not None else a.paths[0]
+    path = os.path.abspath(job)
     try:
         with open(path, encoding="utf-8") as f:
             source = f.read()
     except OSError as e:
-        print(f"pytxmr: cannot read the job module {a.job}: {e.strerror}", file=sys.stderr)
+        print(f"pytxmr: cannot read the job module {job}: {e.strerror}", file=sys.stderr)
         return 2
     sys.path.insert(0, os.path.dirname(path))
     try:
@@ -565,28 +567,34 @@ def help_job(argv: Sequence[str]) -> int:
     except Exception as e:
         print(describe_error(e, path)["traceback"].rstrip(), file=sys.stderr)
         return 2
-    print(describe(definition.arguments, a.job))
+    print(describe(definition.arguments, job))
     return 0
 
 
 STREAMING_JOBS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobs")
 
 
+def _streaming_job(a: argparse.Namespace) -> str:
+    """The module of a streaming job (``--mapper``): pytxmr's own."""
+    return os.path.join(STREAMING_JOBS, "streaming.py" if a.reducer is not None
+                        else "streaming_map_only.py")
+
+
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """The command line, with a job command's paths sorted into its job
     module and inputs (a streaming job's module is pytxmr's own)."""
-    parser = build_parser()
-    a = parser.parse_args(argv)
-    if a.command not in ("run", "submit"):
-        return a
+    parser, commands = build_parser()
+    if argv[:1] not in (["run"], ["submit"]):
+        return parser.parse_args(argv)
+    a = _parse_job_command(commands, argv)
+    parser = commands[a.command]
     if a.reducer is not None and a.mapper is None:
         parser.error("--reducer needs --mapper")
     if a.mapper is not None:  # '' too: refused as a command, not taken for none
         if any(name in ("mapper", "reducer") for name, _ in a.args):
             parser.error("--mapper and --reducer set the streaming job's arguments; "
                          "do not give them with --arg")
-        a.job = os.path.join(STREAMING_JOBS, "streaming.py" if a.reducer is not None
-                             else "streaming_map_only.py")
+        a.job = _streaming_job(a)
         a.inputs = a.paths
         a.args = [*a.args, ("mapper", a.mapper)] + (
             [("reducer", a.reducer)] if a.reducer is not None else [])
@@ -594,6 +602,16 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("give the job module and at least one input")
     else:
         a.job, a.inputs = a.paths[0], a.paths[1:]
+    return a
+
+
+def _parse_job_command(commands: dict[str, argparse.ArgumentParser],
+                       argv: Sequence[str]) -> argparse.Namespace:
+    """``run`` or ``submit``: options may come between the job and its
+    inputs (``run job.py --reducers 2 in.txt``), as argparse alone reads
+    them only before or after all the paths."""
+    a = commands[argv[0]].parse_intermixed_args(argv[1:])
+    a.command = argv[0]
     return a
 
 

@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
+from pytxmr.__main__ import main
+from pytxmr.__main__ import parse as parse_command_line
 from pytxmr.jobargs import REQUIRED, Arg, ArgumentError, check_pairs, describe, parse
 
 DECLARED = (Arg("threshold", int, help="the least count shown"),
@@ -69,3 +74,35 @@ def test_help_lists_each_argument() -> None:
     ]
     assert "declares no arguments" in describe(None, "job.py")
     assert describe((), "job.py") == "job.py takes no arguments"
+
+
+@pytest.mark.parametrize("before", [[], ["-o", "out"], ["--reducers", "2"], ["--arg", "n=1"],
+                                    ["--py-files", "helper.py"]])
+def test_help_job_finds_the_job_among_the_options(
+        before: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An option before the job was taken for it (``cannot read the job
+    module out``), and ``--py-files helper.py`` made the helper the job."""
+    (tmp_path / "helper.py").write_text("X = 1\n")
+    job = tmp_path / "job.py"
+    job.write_text("from pytxmr import Arg\narguments = [Arg('n', int, 10, 'how many')]\n"
+                   "def map(k, v):\n    yield v, 1\ndef reduce(k, vs):\n    yield k, 1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # help_job puts the job's dir first
+    assert main(["run", *before, "job.py", "--help-job"]) == 0
+    assert "n (int, default 10): how many" in capsys.readouterr().out
+    assert main(["run", "--mapper", "cat", "--help-job", "in.txt"]) == 0
+    assert "mapper (command, required)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["job.py", "--reducers", "2", "in.txt", "-o", "out"],
+    ["job.py", "-o", "out", "in.txt", "--reducers", "2"],
+    ["--reducers", "2", "job.py", "in.txt", "-o", "out"],
+])
+def test_options_may_come_between_the_job_and_its_inputs(argv: list[str]) -> None:
+    """`run job.py --reducers 2 in.txt` said "unrecognized arguments: in.txt"."""
+    for command in ("run", "submit"):
+        a = parse_command_line([command, *argv])
+        assert (a.command, a.job, a.inputs, a.output, a.reducers) == (
+            command, "job.py", ["in.txt"], "out", 2)
