@@ -95,6 +95,12 @@ def counter(group: str, name: str, n: int = 1) -> None:
     """Add ``n`` to a user counter from inside map, combine or reduce."""
     if not isinstance(group, str) or not isinstance(name, str) or type(n) is not int:
         raise TypeError("pytxmr.counter(group: str, name: str, n: int = 1)")
+    # A counter already kept, its total in range: a job may count per record.
+    g = current._groups.get(group)
+    total = None if g is None else g.get(name)
+    if total is not None and COUNTER_MIN <= total + n <= COUNTER_MAX:
+        g[name] = total + n  # type: ignore[index]
+        return
     current.add_user(group, name, n)
 
 
