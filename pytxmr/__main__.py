@@ -186,8 +186,9 @@ def build_parser(help_job: bool = False) -> tuple[argparse.ArgumentParser,
     users.add_argument("action", choices=["add", "remove", "list"])
     users.add_argument("name", nargs="?")
     users.add_argument("--file", required=True, help="the users file")
-    users.add_argument("--admin", action="store_true",
-                       help="add: an administrator, who may kill and read any job")
+    users.add_argument("--admin", action=argparse.BooleanOptionalAction,
+                       help="add: an administrator, who may kill and read any job (an "
+                            "existing user keeps what they were unless told)")
     users.add_argument("--password-file", help="add: read the password from this file "
                        "(default: $PYTXMR_PASSWORD, or asked for twice)")
     return p, {"run": run, "submit": submit}
@@ -207,9 +208,17 @@ def manage_users(a: argparse.Namespace) -> int:
         users.remove(a.name)
         print(f"removed {a.name} from {users.path}")
         return 0
+    before = users.users().get(a.name)
+    admin = a.admin if a.admin is not None else bool(before and before.admin)
     password = read_password(a.name, a.password_file, confirm=True)
-    users.put(a.name, make_verifier(password, admin=a.admin))
-    print(f"{'administrator' if a.admin else 'user'} {a.name} in {users.path}")
+    users.put(a.name, make_verifier(password, admin=admin))
+    role = "administrator" if admin else "user"
+    if before is None:
+        print(f"added {role} {a.name} to {users.path}")
+    else:  # a password changed; a role only when asked (it used to drop --admin)
+        was = "administrator" if before.admin else "user"
+        change = f", now {role} (was {was})" if was != role else ""
+        print(f"changed the password of {was} {a.name} in {users.path}{change}")
     return 0
 
 

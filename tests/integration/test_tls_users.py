@@ -441,3 +441,28 @@ def test_the_python_api_logs_in_as_a_user_over_tls(tls_cluster: TLSCluster,
     first, second = proc.stdout.splitlines()
     assert first == "refused: the jobtracker refused the login: wrong user name or password"
     assert second.startswith("jobs ")
+
+
+def test_adding_a_user_again_changes_the_password_and_keeps_the_role(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`users add ops` of an administrator, without --admin, silently made
+    them a user; the output said only "user ops"."""
+    from pytxmr.__main__ import main
+    from pytxmr.users import UsersFile
+
+    file = str(tmp_path / "users.json")
+    monkeypatch.setenv("PYTXMR_PASSWORD", "first-pw")
+
+    def users(*args: str) -> str:
+        assert main(["users", *args, "--file", file]) == 0
+        return capsys.readouterr().out
+
+    assert users("add", "ops", "--admin") == f"added administrator ops to {file}\n"
+    monkeypatch.setenv("PYTXMR_PASSWORD", "second-pw")
+    assert users("add", "ops") == f"changed the password of administrator ops in {file}\n"
+    assert UsersFile(file).get("ops").admin  # type: ignore[union-attr]
+    assert users("add", "ops", "--no-admin") == (
+        f"changed the password of administrator ops in {file}, now user (was administrator)\n")
+    assert not UsersFile(file).get("ops").admin  # type: ignore[union-attr]
+    assert users("add", "dev") == f"added user dev to {file}\n"
