@@ -166,7 +166,8 @@ def plan_tasks(files: Sequence[storage.InputFile], split_size: int | None,
                 message += f"give fewer reduces ({whose})"
             elif n > 1:
                 message += f"its maps are the part files of step {n - 1}, which has too many"
-            elif split_size is not None and maps > len(files):
+            elif split_size is not None and maps > len(files) and (
+                    count_splits(files, default, split_by) + reduces <= max_tasks):
                 message += (f"--split-size {split_size:,} cuts {total:,} bytes of input into "
                             f"{maps:,} splits; give a larger one, or none (the default would "
                             f"make {_count(count_splits(files, default, split_by), 'map')})")

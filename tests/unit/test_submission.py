@@ -156,6 +156,9 @@ def test_the_task_limit_counts_maps_and_reduces_of_every_step() -> None:
     many = [InputFile(f"/data/{i}.txt", 10) for i in range(20)]
     with pytest.raises(SubmissionError, match="its 20 input files are a map each at least"):
         plan_tasks(many, None, 1, ONE_STEP, slots=1, max_tasks=20)
+    # A split size to blame, but the default would be refused too: the files.
+    with pytest.raises(SubmissionError, match="its 20 input files are a map each at least"):
+        plan_tasks(many, 5, 1, ONE_STEP, slots=1, max_tasks=20)
 
 
 def test_the_task_limit_is_the_jobtrackers_option() -> None:
