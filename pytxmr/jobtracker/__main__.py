@@ -119,8 +119,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     locks: list[Any] = []  # held for the daemon's life
 
     async def start(reactor: Any) -> JobTrackerService:
+        secret = load_secret(config.secret_file, create=True)  # first: ~/.pytxmr is 0700
         locks.append(lock_workdir(config.workdir, "jobtracker"))
-        svc = make_service(config, reactor, secret=load_secret(config.secret_file, create=True))
+        svc = make_service(config, reactor, secret=secret)
         await svc.startService()
         notify_ready(f"listening on port {svc.port}")
         return svc
