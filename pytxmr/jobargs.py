@@ -53,6 +53,11 @@ class Arg:
             raise ArgumentError(f"an argument's name must be an identifier, not {self.name!r}")
         if not callable(self.type):
             raise ArgumentError(f"argument {self.name}: its type must be callable")
+        if (self.choices is not None and self.default not in (REQUIRED, None)
+                and self.default not in self.choices):
+            # Else a job run without the argument gets a value no user may give.
+            raise ArgumentError(f"argument {self.name}: its default {self.default!r} is not "
+                                f"one of {', '.join(map(str, self.choices))}")
 
     @property
     def required(self) -> bool:

@@ -61,6 +61,10 @@ def test_declarations_are_checked() -> None:
     with pytest.raises(ArgumentError, match="must be callable"):
         Arg("n", type=3)  # type: ignore[arg-type]
     assert Arg("n").default is REQUIRED and Arg("n").required
+    with pytest.raises(ArgumentError, match="its default 'slow' is not one of fast, exact"):
+        Arg("mode", default="slow", choices=("fast", "exact"))
+    assert Arg("mode", default=None, choices=("fast",)).default is None
+    assert Arg("mode", choices=("fast",)).required
 
 
 def test_help_lists_each_argument() -> None:
