@@ -151,10 +151,17 @@ def peer_certificate(transport: Any) -> Any:
     return None
 
 
+#: Why a client refused a server: its certificate names neither the name
+#: nor the address the client reached it at.
+CERTIFICATE_NOT_FOR_HOST = "its certificate is not for the name or address it was reached at"
+
+
 def tls_refusal(reason: Any) -> str | None:
     """Why a connection's TLS handshake failed, if that is how it ended, in
     OpenSSL's words ("certificate verify failed", "wrong version number")."""
     value = getattr(reason, "value", None)
+    if type(value).__module__.startswith("service_identity"):  # a client's own check
+        return CERTIFICATE_NOT_FOR_HOST
     if not type(value).__module__.startswith("OpenSSL"):
         return None
     errors = value.args[0] if value.args and isinstance(value.args[0], list) else []

@@ -32,7 +32,7 @@ from ..auth import (
 from ..bundle import is_digest
 from ..pbwire import Broker, pack, refusals_as_pb_errors, unpack
 from ..ports import IWorker
-from ..tls import ClusterTLS, peer_certificate, tls_refusal
+from ..tls import CERTIFICATE_NOT_FOR_HOST, ClusterTLS, peer_certificate, tls_refusal
 from ..users import User, UsersFile, valid_name
 from ..wire import (
     ROLE_TASKTRACKER,
@@ -112,6 +112,8 @@ ShuffleProbe = Callable[[str, int], Awaitable[Optional[str]]]
 class TaskTrackerAvatar(pb.Avatar):
     """A logged-in tasktracker. ``wid`` is set by ``register``."""
 
+    log = Logger()
+
     def __init__(self, jt: JobTracker, mind: pb.RemoteReference,
                  probe: ShuffleProbe | None = None) -> None:
         self.jt = jt
@@ -134,11 +136,19 @@ class TaskTrackerAvatar(pb.Avatar):
             if self._probe is not None:
                 problem = await self._probe(reg.host, reg.port)
                 if problem is not None:
+                    if CERTIFICATE_NOT_FOR_HOST in problem:
+                        remedy = (f"give it a --tls directory whose certificate names "
+                                  f"{reg.host} ('python -m pytxmr certs'), or --advertise-host "
+                                  f"a name its certificate has")
+                    else:
+                        remedy = ("start it with --advertise-host set to a name or address "
+                                  "other hosts reach it at")
+                    self.log.warn("Refused tasktracker {host}:{port}: {problem}",
+                                  host=reg.host, port=reg.port, problem=problem)
                     raise wire.Refused(
                         f"this tasktracker advertises its shuffle server as "
                         f"{reg.host}:{reg.port}, which the jobtracker cannot reach ({problem}); "
-                        f"start it with --advertise-host set to a name or address other "
-                        f"hosts reach it at")
+                        f"{remedy}")
             self.wid = self.worker.name = self.jt.register(self.worker, reg)
             return self.wid
         finally:

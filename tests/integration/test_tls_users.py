@@ -208,6 +208,34 @@ def test_a_tasktracker_of_another_ca_never_joins(tls_cluster: TLSCluster,
         c.tasktrackers.remove(tt)
 
 
+def test_a_tasktracker_whose_certificate_does_not_name_it_is_told_so(
+        tls_cluster: TLSCluster, tmp_path: Path) -> None:
+    """It was told that the jobtracker cannot reach it and to set
+    --advertise-host, with no word of its certificate, and the jobtracker
+    logged nothing."""
+    from pytxmr.tls import make_certs
+
+    c = tls_cluster
+    # The cluster's CA, a certificate for "localhost" only, advertising 127.0.0.1.
+    c_dir = tmp_path / "ours-again"
+    c_dir.mkdir()
+    for name in ("ca.pem", "ca-key.pem"):
+        (c_dir / name).write_bytes((c.pki["host"].parent / name).read_bytes())
+    make_certs(str(c_dir), [["localhost"]])
+    tt = c.start_tasktracker(1, "--tls", str(c_dir / "localhost"), "--advertise-host",
+                             "127.0.0.1", wait=False)
+    try:
+        assert tt.proc.wait(30) == 2, tt.log()
+        assert ("(the TLS handshake failed: its certificate is not for the name or address it "
+                "was reached at); give it a --tls directory whose certificate names "
+                "127.0.0.1") in tt.log()
+        assert c.jobtracker is not None
+        assert "Refused tasktracker 127.0.0.1:" in c.jobtracker.log()
+    finally:
+        tt.stop()
+        c.tasktrackers.remove(tt)
+
+
 def test_a_plain_text_tasktracker_is_told_to_use_tls(tls_cluster: TLSCluster) -> None:
     c = tls_cluster
     tt = c.start_tasktracker(1, wait=False)
