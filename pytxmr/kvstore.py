@@ -78,6 +78,8 @@ def check_table(table: Any, data_path: str, data_size: int) -> tuple[tuple[int, 
 class _MapOutput:
     data_path: str
     segments: tuple[tuple[int, int], ...]
+    #: In a pack that a task process appends its maps' outputs to.
+    packed: bool = False
 
 
 @dataclass
@@ -150,13 +152,17 @@ class KeyValueStore:
         """The work dir of a registered job (KeyError if unknown)."""
         return self._job(job_id).work_dir
 
-    def add_map_output(self, job_id: str, map_id: int, data_path: str, table: Any) -> None:
+    def add_map_output(self, job_id: str, map_id: int, data_path: str, table: Any,
+                       packed: bool = False) -> None:
         """Index a finished map attempt's output: its data file and its
-        table of segments (see ``check_table``).
+        table of segments (see ``check_table``); ``packed``: in a pack,
+        which its process may append the next map's output to.
 
         Replaces an earlier output of the same map (a re-executed map) and
-        deletes the earlier file, unless other outputs share it (a pack). On
-        an invalid table, raises ValueError and keeps the earlier output.
+        deletes the earlier file, unless other outputs share it or it is a
+        pack (deleted with the job: its process may be writing the next
+        output to it, which then named a file gone). On an invalid table,
+        raises ValueError and keeps the earlier output.
         """
         job = self._job(job_id)
         if not _is_count(map_id):
@@ -166,8 +172,8 @@ class KeyValueStore:
             raise ValueError(f"{data_path}: a map output outside the job's directory")
         segments = check_table(table, data_path, os.path.getsize(data_path))
         old = job.maps.get(map_id)
-        job.maps[map_id] = _MapOutput(data_path, segments)
-        if old is not None and old.data_path != data_path and not any(
+        job.maps[map_id] = _MapOutput(data_path, segments, packed)
+        if old is not None and not old.packed and old.data_path != data_path and not any(
                 output.data_path == old.data_path for output in job.maps.values()):
             _unlink_quietly(old.data_path)
 

@@ -364,7 +364,9 @@ class TaskTracker:
         elif result.get("ok"):
             try:
                 self.store.add_map_output(attempt.job.job_id, attempt.index,
-                                          result["data_path"], result["table"])
+                                          result["data_path"], result["table"],
+                                          packed=os.path.basename(result["data_path"])
+                                          != os.path.basename(self._data_path(attempt)))
             except (OSError, ValueError, KeyError) as e:
                 result = _failed(type(e).__name__, str(e))
         await self._report(attempt, result)
