@@ -167,10 +167,11 @@ def plan_tasks(files: Sequence[storage.InputFile], split_size: int | None,
             elif n > 1:
                 message += f"its maps are the part files of step {n - 1}, which has too many"
             elif split_size is not None and maps > len(files) and (
-                    count_splits(files, default, split_by) + reduces <= max_tasks):
+                    (default_maps := count_splits(files, default, split_by)) + reduces
+                    <= max_tasks):
                 message += (f"--split-size {split_size:,} cuts {total:,} bytes of input into "
                             f"{maps:,} splits; give a larger one, or none (the default would "
-                            f"make {_count(count_splits(files, default, split_by), 'map')})")
+                            f"make {_count(default_maps, 'map')})")
             else:
                 message += f"its {_count(len(files), 'input file')} are a map each at least"
             raise SubmissionError(message)
