@@ -21,7 +21,7 @@ from pytxmr.counters import FRAMEWORK, Counters
 from pytxmr.jobmodule import load_module, resolve
 from pytxmr.mapper import run_map
 from pytxmr.partition import RangePartition
-from pytxmr.records import CODEC_LZ4, CODEC_MSGPACK, segment_runs
+from pytxmr.records import CODEC_LZ4, CODEC_MSGPACK, FRAME_RECORDS, segment_runs
 from pytxmr.reducer import run_reduce
 from pytxmr.splits import compute_splits
 from strategies import texts
@@ -270,6 +270,32 @@ def test_identity_reduce_writes_values_of_any_type_as_the_generator_does(tmp_pat
     for x, y in zip(a, b):
         assert Path(x).read_text() == Path(y).read_text()
     assert sum(len(Path(x).read_text().splitlines()) for x in a) == 1500
+
+
+def test_identity_reduce_switches_from_pair_lines_to_its_loop_mid_partition(
+        tmp_path: Path) -> None:
+    """Frames of one str value a record are written a frame at a time by
+    one comprehension; from the first frame that is not (here: int values
+    from key "M" on), the loop takes over. Lines and counters are still
+    the generator's, groups spanning frames counted once (against a set)."""
+    path = tmp_path / "in.txt"
+    lines = make_records(path, n=20_000)
+    body = ("def map(offset, line):\n"
+            "    yield line[:3], line[4:] if line < 'M' else int(line[5:])\n")
+    fast = body + "\nfrom pytxmr import reducers\nreduce = reducers.identity\n"
+    slow = body + "\ndef reduce(key, values):\n    for v in values:\n        yield key, v\n"
+    runs = {}
+    for name, source in (("fast", fast), ("slow", slow)):
+        (tmp_path / name).mkdir()
+        runs[name] = run_job(tmp_path / name, source, [str(path)], buffer_records=10_000,
+                             reducers_=1)
+    (a,), fast_counters, _ = runs["fast"]
+    (b,), slow_counters, _ = runs["slow"]
+    assert Path(a).read_text() == Path(b).read_text()
+    assert sum(line < "M" for line in lines) > 2 * FRAME_RECORDS  # frames of both kinds
+    assert fast_counters.get(FRAMEWORK, "reduce input groups") == len({x[:3] for x in lines})
+    for name in ("reduce input groups", "reduce output records", "output bytes"):
+        assert fast_counters.get(FRAMEWORK, name) == slow_counters.get(FRAMEWORK, name), name
 
 
 def test_memory_kept_from_a_spill_does_not_spill_the_next_buffer(
