@@ -99,21 +99,22 @@ def _json_keys(obj: Any) -> Any:
     return obj
 
 
-def _dumps(obj: Any) -> str:
+def _dumps(obj: Any, allow_nan: bool) -> str:
     try:
-        return json.dumps(obj, ensure_ascii=False, default=_json_default)
+        return json.dumps(obj, ensure_ascii=False, default=_json_default, allow_nan=allow_nan)
     except TypeError:
-        return json.dumps(_json_keys(obj), ensure_ascii=False, default=_json_default)
+        return json.dumps(_json_keys(obj), ensure_ascii=False, default=_json_default,
+                          allow_nan=allow_nan)
 
 
-def _json(obj: Any) -> str:
+def _json(obj: Any, allow_nan: bool = True) -> str:
     try:
-        return _dumps(obj)
+        return _dumps(obj, allow_nan)
     except ValueError:  # an int beyond 4300 digits
         limit = sys.get_int_max_str_digits()
         sys.set_int_max_str_digits(0)
         try:
-            return _dumps(obj)
+            return _dumps(obj, allow_nan)
         finally:
             sys.set_int_max_str_digits(limit)
 
@@ -144,7 +145,17 @@ def text_line(key: Any, value: Any) -> str:
 
 
 def json_line(key: Any, value: Any) -> str:
-    return _json([key, value]) + "\n"
+    """One ``[key, value]`` JSON document: one that any JSON parser reads,
+    so a NaN or an infinite float, which Python's ``json`` would write as
+    the non-JSON ``NaN`` or ``Infinity``, is refused (a TypeError, as for
+    any value that cannot be written)."""
+    try:
+        return _json([key, value], allow_nan=False) + "\n"
+    except ValueError as e:
+        if "Out of range float" not in str(e):
+            raise
+        raise TypeError("JSON has no NaN or Infinity, and every jsonl line must be "
+                        "JSON: write None or a str (such as 'nan') instead") from None
 
 
 FORMATTERS: dict[str, Callable[[Any, Any], str]] = {"text": text_line, "jsonl": json_line}

@@ -508,6 +508,25 @@ def test_a_counter_value_of_bytes_keys_is_written_and_keys_written_alike_are_ref
             text_line("k", [alike])
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), [1, -float("inf")],
+                                   {"mean": float("nan")}], ids=["nan", "inf", "list", "dict"])
+def test_jsonl_refuses_what_json_has_not_and_text_writes_it(tmp_path: Path, value: Any) -> None:
+    """Python's json writes NaN and Infinity, which no JSON parser reads: a
+    jsonl line refuses them, naming the pair, where text lines keep them."""
+    from pytxmr.output import json_line, text_line
+
+    with pytest.raises(TypeError, match="JSON has no NaN or Infinity"):
+        json_line("k", value)
+    assert text_line("k", value).startswith("k\t")
+    body = (f"output_format = 'jsonl'\nimport math\n\ndef map(k, v):\n    yield v, 1\n\n"
+            f"def reduce(key, values):\n    yield key, {value!r}\n")
+    body = body.replace("nan", "math.nan").replace("inf", "math.inf")
+    path = tmp_path / "in.txt"
+    path.write_text("a\n")
+    with pytest.raises(RecordTypeError, match=r"reduce yielded \('a', .*JSON has no NaN"):
+        run_job(tmp_path, body, [str(path)])
+
+
 # ---------------------------------------------------------------- user errors
 
 
