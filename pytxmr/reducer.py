@@ -124,7 +124,12 @@ def _write_merged(batches: Iterable[list[Record]], write: Callable[[str], Any],
                 if inline and type(value) is str:
                     append(f"{last}\t{value}\n")
                 else:
-                    append(line(last, value))
+                    try:
+                        append(line(last, value))
+                    except RecordTypeError:
+                        raise
+                    except TypeError as e:  # as the generator's pairs are named
+                        raise unwritable("reduce", last, value, e) from None
             written += len(values)
         write("".join(lines))
     return groups, written

@@ -521,10 +521,16 @@ def test_jsonl_refuses_what_json_has_not_and_text_writes_it(tmp_path: Path, valu
     body = (f"output_format = 'jsonl'\nimport math\n\ndef map(k, v):\n    yield v, 1\n\n"
             f"def reduce(key, values):\n    yield key, {value!r}\n")
     body = body.replace("nan", "math.nan").replace("inf", "math.inf")
+    identity = body.split("def reduce")[0].replace("def map(k, v):\n    yield v, 1",
+                                                   f"def map(k, v):\n    yield v, {value!r}")
+    identity = identity.replace("nan", "math.nan").replace("inf", "math.inf")
+    identity += "from pytxmr import reducers\nreduce = reducers.identity\n"
     path = tmp_path / "in.txt"
     path.write_text("a\n")
-    with pytest.raises(RecordTypeError, match=r"reduce yielded \('a', .*JSON has no NaN"):
-        run_job(tmp_path, body, [str(path)])
+    for i, source in enumerate((body, identity)):  # the generator's pairs, and the identity's
+        (tmp_path / str(i)).mkdir()
+        with pytest.raises(RecordTypeError, match=r"reduce yielded \('a', .*JSON has no NaN"):
+            run_job(tmp_path / str(i), source, [str(path)])
 
 
 # ---------------------------------------------------------------- user errors
