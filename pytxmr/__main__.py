@@ -447,6 +447,8 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 def run_inline_command(a: argparse.Namespace) -> int:
     from .inline import run_inline
     from .mapper import DEFAULT_BUFFER_RECORDS
+    from .splits import InputError
+    from .storage import StorageError
 
     # SIGTERM unwinds as Ctrl-C does: the output is aborted, files removed.
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -454,13 +456,24 @@ def run_inline_command(a: argparse.Namespace) -> int:
     start = time.perf_counter()
     # The reducers `run` would have, so that both write the same part files.
     slots = a.workers * (a.slots or default_slots(a.workers))
-    counters = run_inline(a.job, a.inputs, a.output, args=a.args, py_files=a.py_files,
-                          files=a.files, num_reducers=a.reducers,
-                          split_size=a.split_size, overwrite=a.overwrite,
-                          map_name=a.map_name, reduce_name=a.reduce_name,
-                          slots=slots, compress=a.compress,
-                          buffer_records=a.buffer_records or DEFAULT_BUFFER_RECORDS,
-                          storage_options=dict(a.storage_options))
+    running: list[bool] = []
+    try:
+        counters = run_inline(a.job, a.inputs, a.output, args=a.args, py_files=a.py_files,
+                              files=a.files, num_reducers=a.reducers,
+                              split_size=a.split_size, overwrite=a.overwrite,
+                              map_name=a.map_name, reduce_name=a.reduce_name,
+                              slots=slots, compress=a.compress,
+                              buffer_records=a.buffer_records or DEFAULT_BUFFER_RECORDS,
+                              storage_options=dict(a.storage_options),
+                              started=lambda: running.append(True))
+    except (InputError, StorageError) as e:
+        if not running:
+            raise  # refused before it ran: main says so (status 2)
+        # Found while the tasks read (a corrupt .gz, an undecodable line, a
+        # store that failed): the job failed, as it does under `run`.
+        print(f"inline job failed: {type(e).__module__}.{type(e).__qualname__}: {e}",
+              file=sys.stderr)
+        return 1
     if not a.quiet:
         print(f"inline job succeeded in {time.perf_counter() - start:.2f}s; "
               f"output in {storage.redact(storage.normalize(a.output))}")

@@ -47,8 +47,11 @@ def run_inline(
     slots: int = 1,
     compress: str | None = None,
     storage_options: Mapping[str, str] | None = None,
+    started: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Run the job; returns its counters. Raises on any error.
+    """Run the job; returns its counters. Raises on any error. ``started``
+    is called once the job is admitted (its inputs planned, its output
+    prepared): an error after that is the job's failure, not a refusal.
 
     ``slots`` are those of the cluster to imitate: without ``num_reducers``
     the job gets the reducers it would get there, and so the same part
@@ -78,7 +81,7 @@ def run_inline(
             return _run(definition, fresh, inputs, output_dir, work,
                         num_reducers=num_reducers, split_size=split_size, overwrite=overwrite,
                         buffer_records=buffer_records, slots=slots, codec=codec,
-                        storage_options=storage_options)
+                        storage_options=storage_options, started=started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -127,7 +130,8 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
          output_dir: str, work: str,
          *, num_reducers: int | None, split_size: int | None,
          overwrite: bool, buffer_records: int, slots: int, codec: int,
-         storage_options: Mapping[str, str] | None) -> dict[str, dict[str, int]]:
+         storage_options: Mapping[str, str] | None,
+         started: Callable[[], None] | None = None) -> dict[str, dict[str, int]]:
     opts = storage.check_options(storage_options)
     storage.use_options(opts)
     files = storage.expand_inputs(inputs, opts)
@@ -138,6 +142,8 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
                            default_size=MAX_DEFAULT_SPLIT_SIZE)
     output.prepare_output_dir(output_dir, overwrite, inputs=inputs,
                               input_files=[f.path for f in files], opts=opts)
+    if started is not None:
+        started()
     counters = _counters.reset()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as in task children (see pytxmr.task)

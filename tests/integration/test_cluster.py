@@ -908,6 +908,30 @@ def test_ctrl_c_before_main_handles_it_says_interrupted_only(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("inline", [False, True])
+def test_a_corrupt_gz_fails_the_job_and_a_missing_input_is_refused_alike_inline(
+        tmp_path: Path, inline: bool) -> None:
+    """Exit statuses as documented, with and without --inline: a corrupt
+    .gz is found while the maps read it, so the job fails (1), naming the
+    file; a missing input is refused before anything runs (2)."""
+    import gzip
+
+    (tmp_path / "home").mkdir()
+    data = gzip.compress((ROOT / "data" / "sample.txt").read_bytes() * 20)
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(data[:len(data) // 2])  # truncated
+    flags = ["--inline"] if inline else []
+    rc, _, err = run_cli("run", str(WORDCOUNT), str(bad), "-o", str(tmp_path / "o1"), "-q",
+                         *flags, env=base_env(tmp_path / "home"), cwd=tmp_path)
+    assert rc == 1, err
+    assert re.search(r"failed: pytxmr.splits.InputError: .*bad.gz: corrupt or truncated", err), err
+    assert not (tmp_path / "o1" / "_SUCCESS").exists()
+    rc, _, err = run_cli("run", str(WORDCOUNT), str(tmp_path / "none.gz"), "-o",
+                         str(tmp_path / "o2"), "-q", *flags,
+                         env=base_env(tmp_path / "home"), cwd=tmp_path)
+    assert (rc, err) == (2, f"pytxmr: input path does not exist: {tmp_path / 'none.gz'}\n")
+
+
+@pytest.mark.parametrize("inline", [False, True])
 def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path, inline: bool) -> None:
     """`pytxmr run ... | head`: the summary cannot be written, which is no
     error worth a traceback, nor a failure: the job itself is done."""
