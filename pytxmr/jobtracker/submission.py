@@ -156,27 +156,37 @@ def plan_tasks(files: Sequence[storage.InputFile], split_size: int | None,
     reduces_of = [step_reducers(step, reducers_option, slots) for step in steps]
     for n, (step, reduces) in enumerate(zip(steps, reduces_of), 1):
         if maps + reduces > max_tasks:
-            what = "" if len(steps) == 1 else f"step {n} of "
-            message = (f"{what}the job would have {_count(maps, 'map')} and "
-                       f"{_count(reduces, 'reduce')}, more than the {max_tasks:,} tasks a job "
-                       f"may have (the jobtracker's --max-tasks-per-job): ")
-            if reduces >= maps:
-                own = step.num_reducers and (step.fixed_reducers or not reducers_option)
-                whose = "the module's num_reducers" if own else "--reducers"
-                message += f"give fewer reduces ({whose})"
-            elif n > 1:
-                message += f"its maps are the part files of step {n - 1}, which has too many"
-            elif split_size is not None and maps > len(files) and (
-                    (default_maps := count_splits(files, default, split_by)) + reduces
-                    <= max_tasks):
-                message += (f"--split-size {split_size:,} cuts {total:,} bytes of input into "
-                            f"{maps:,} splits; give a larger one, or none (the default would "
-                            f"make {_count(default_maps, 'map')})")
-            else:
-                message += f"its {_count(len(files), 'input file')} are a map each at least"
-            raise SubmissionError(message)
+            raise SubmissionError(_too_many_tasks(
+                files, split_size, default, split_by, reducers_option, steps, n, maps,
+                reduces, max_tasks))
         maps = reduces or maps
     return compute_splits(files, size, split_by=split_by), reduces_of[0]
+
+
+def _too_many_tasks(files: Sequence[storage.InputFile], split_size: int | None, default: int,
+                    split_by: str, reducers_option: int | None, steps: Sequence[StepPlan],
+                    n: int, maps: int, reduces: int, max_tasks: int) -> str:
+    """Why step ``n`` has too many tasks, and what to change."""
+    step = steps[n - 1]
+    what = "" if len(steps) == 1 else f"step {n} of "
+    # `run` starts its jobtracker with the default: the option is no help there.
+    message = (f"{what}the job would have {_count(maps, 'map')} and "
+               f"{_count(reduces, 'reduce')}, more than the {max_tasks:,} tasks a job may "
+               f"have (a jobtracker's --max-tasks-per-job; `run` has the default): ")
+    if reduces >= maps:
+        own = step.num_reducers and (step.fixed_reducers or not reducers_option)
+        whose = "the module's num_reducers" if own else "--reducers"
+        return message + f"give fewer reduces ({whose})"
+    if n > 1:
+        return message + f"its maps are the part files of step {n - 1}, which has too many"
+    if split_size is not None and maps > len(files):
+        default_maps = count_splits(files, default, split_by)
+        if default_maps + reduces <= max_tasks:
+            total = sum(f.size for f in files)
+            return message + (f"--split-size {split_size:,} cuts {total:,} bytes of input "
+                              f"into {maps:,} splits; give a larger one, or none (the default "
+                              f"would make {_count(default_maps, 'map')})")
+    return message + f"its {_count(len(files), 'input file')} are a map each at least"
 
 
 def _count(n: int, thing: str) -> str:

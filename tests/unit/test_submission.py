@@ -118,9 +118,9 @@ def test_a_split_size_typo_is_refused_from_the_sizes_alone() -> None:
         plan_tasks(files, 1, None, ONE_STEP, slots=4)
     assert str(e.value) == (
         "the job would have 3,264,550 maps and 4 reduces, more than the 100,000 tasks a job "
-        "may have (the jobtracker's --max-tasks-per-job): --split-size 1 cuts 3,264,550 bytes "
-        "of input into 3,264,550 splits; give a larger one, or none (the default would make "
-        "4 maps)")
+        "may have (a jobtracker's --max-tasks-per-job; `run` has the default): --split-size 1 "
+        "cuts 3,264,550 bytes of input into 3,264,550 splits; give a larger one, or none (the "
+        "default would make 4 maps)")
     tracemalloc.start()
     try:
         with pytest.raises(SubmissionError, match="1,000,000,000,000,000 maps"):
