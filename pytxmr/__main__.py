@@ -258,8 +258,10 @@ class Progress:
 def print_result(result: dict[str, Any], quiet: bool) -> int:
     if result["state"] == "succeeded":
         if not quiet:
-            print(f"{result['job_id']} succeeded in {result['elapsed']:.2f}s: "
-                  f"{result['num_maps']} maps, {result['num_reducers']} reduces; "
+            tasks = f"{result['num_maps']} maps, {result['num_reducers']} reduces"
+            if result.get("steps", 1) > 1:  # the counts are the last step's
+                tasks = f"{result['steps']} steps, the last of {tasks}"
+            print(f"{result['job_id']} succeeded in {result['elapsed']:.2f}s: {tasks}; "
                   f"output in {result['output']}")
             print_counters(result.get("counters") or {})
         return 0

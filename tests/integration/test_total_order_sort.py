@@ -7,6 +7,7 @@ sorted by key and hold every input line once (duplicates included)."""
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -67,11 +68,14 @@ def check_sorted(out: Path, inputs: list[Path], reducers: int) -> None:
 @pytest.mark.parametrize("mode", ["run", "inline"])
 def test_run_sorts_by_sampled_ranges(mode: str, inputs: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "sorted"
-    args = ["run", *(["--inline"] if mode == "inline" else []), str(JOB), *map(str, inputs),
-            "-o", str(out), "--reducers", "3", "--split-size", "64K", "-q"]
+    args = ["run", *(["--inline", "-q"] if mode == "inline" else []), str(JOB),
+            *map(str, inputs), "-o", str(out), "--reducers", "3", "--split-size", "64K"]
     rc, stdout, stderr = run_cli(*args, env=base_env(tmp_path / "home"), cwd=ROOT, timeout=120)
     assert rc == 0, stderr
     check_sorted(out, inputs, 3)
+    if mode == "run":  # the summary's counts are the last step's, and it says so
+        assert re.match(r"job_\S+ succeeded in [\d.]+s: 2 steps, the last of 3 maps, "
+                        r"3 reduces; output in ", stdout), stdout
 
 
 def test_submit_sorts_by_sampled_ranges(make_cluster, inputs: list[Path]) -> None:
