@@ -502,6 +502,8 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
             if progress:
                 progress.end()
             return print_result(result, a.quiet)
+        from twisted.internet.defer import CancelledError
+
         from . import client
         from .secret import load_secret
 
@@ -514,17 +516,27 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
                 def reconnect() -> Awaitable[client.Connection]:
                     return client.connect(reactor, a.jobtracker, secret, **options)
 
-                if a.command == "submit":
-                    job = _spec(a)
-                    if job.bundle is not None:
-                        await client.upload(conn, job.bundle)
-                    job_id = await conn.call("submit", job.spec)
-                else:
-                    job_id = a.job_id
-                result = await client.follow(
-                    reactor, conn, job_id, progress, notify=_say,
-                    reconnect=reconnect if a.reconnect_timeout > 0 else None,
-                    reconnect_timeout=a.reconnect_timeout)
+                job_id = None if a.command == "submit" else a.job_id
+                try:
+                    if job_id is None:
+                        job = _spec(a)
+                        if job.bundle is not None:
+                            await client.upload(conn, job.bundle)
+                        job_id = await conn.call("submit", job.spec)
+                    result = await client.follow(
+                        reactor, conn, job_id, progress, notify=_say,
+                        reconnect=reconnect if a.reconnect_timeout > 0 else None,
+                        reconnect_timeout=a.reconnect_timeout)
+                except CancelledError:
+                    # Only the waiting stops: say what goes on without us.
+                    if progress:
+                        progress.end()
+                    _say("interrupted: " + (
+                        f"{job_id} goes on running on the cluster (`pytxmr kill {job_id}` "
+                        f"stops it)" if job_id else
+                        "the job was being submitted: the jobtracker may have admitted it, "
+                        "and then runs it (see `pytxmr jobs`)"))
+                    return interrupted_status(getattr(reactor, "_exitSignal", None))
                 if progress:
                     progress.end()
                 return print_result(result, a.quiet)

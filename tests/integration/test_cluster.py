@@ -20,6 +20,7 @@ import socket
 import stat
 import subprocess
 import sys
+import textwrap
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -748,6 +749,54 @@ def test_job_control_commands_list_show_and_kill_a_job(cluster: Cluster,
              "the killed maps' processes to end")
     rc, _, err = cluster.cli("status", "job_no_such_job")
     assert rc != 0 and "no job" in err
+
+
+def test_an_interrupted_submit_says_what_goes_on_without_it(cluster: Cluster,
+                                                            corpus: Path) -> None:
+    """Ctrl-C on `submit` only stops its waiting: it names the job that goes
+    on running and how to stop it; interrupted while the jobtracker was
+    still checking the module, it says the job may be admitted, and it is."""
+    barrier = cluster.base / "interrupted-barrier"
+    job = write(cluster.base / "waited.py", barrier_job(barrier))
+    sub = cluster.popen_submit(job, [corpus_files(corpus)[0]], cluster.base / "out-waited", "-q")
+    try:
+        def running_job() -> str | None:
+            rc, stdout, err = cluster.cli("jobs")
+            m = re.search(r"^(job_\S+)\s+running\b.*waited\.py", stdout, re.MULTILINE)
+            return m.group(1) if m else None
+
+        job_id = wait_for(running_job, 20, "the job to be listed as running", 0.1)
+        sub.send_signal(signal.SIGINT)
+        assert sub.wait(20) == 130
+        assert sub.communicate()[1] == (
+            f"pytxmr: interrupted: {job_id} goes on running on the cluster "
+            f"(`pytxmr kill {job_id}` stops it)\n")
+        rc, stdout, _ = cluster.cli("status", job_id)
+        assert stdout.startswith(f"{job_id}  running  "), stdout
+        barrier.touch()
+        wait_for(lambda: cluster.cli("status", job_id)[1].startswith(f"{job_id}  succeeded"),
+                 30, "the job to succeed without its submitter")
+        # The module's first import (the jobtracker's check) takes 2 s.
+        checking = cluster.base / "checking"
+        slow = write(cluster.base / "slow_import.py", WORDCOUNT.read_text() + textwrap.dedent(f"""
+            import os as _os, time as _time
+            if not _os.path.exists({str(checking)!r}):
+                open({str(checking)!r}, "w").close()
+                _time.sleep(2)
+            """))
+        out = cluster.base / "out-slow-import"
+        sub = cluster.popen_submit(slow, [corpus_files(corpus)[0]], out, "-q")
+        wait_for(checking.exists, 20, "the jobtracker to check the module")
+        sub.send_signal(signal.SIGINT)
+        assert sub.wait(20) == 130
+        assert sub.communicate()[1] == (
+            "pytxmr: interrupted: the job was being submitted: the jobtracker may have "
+            "admitted it, and then runs it (see `pytxmr jobs`)\n")
+        wait_for(lambda: (out / "_SUCCESS").exists(), 30, "the admitted job to succeed")
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
 
 
 def test_a_tasktracker_started_during_a_job_gets_tasks(make_cluster: Any,
