@@ -27,6 +27,7 @@ from .wire import (
     PROTOCOL_VERSION,
     RECONNECT_TIMEOUT,
     ROLE_CLIENT,
+    UnknownJob,
     jobtracker_endpoint,
 )
 
@@ -46,6 +47,14 @@ class ClusterUnreachable(ClusterError):
     lost: unlike a refusal, trying again later may work (exit status 3)."""
 
 
+class NoSuchJob(ClusterError):
+    """The jobtracker has no job of that id."""
+
+
+#: The remote type of wire.UnknownJob (see pbwire.as_pb_error).
+_UNKNOWN_JOB = f"{UnknownJob.__module__}.{UnknownJob.__qualname__}".encode()
+
+
 class Connection:
     """A logged-in client session with a jobtracker."""
 
@@ -59,7 +68,7 @@ class Connection:
         except pb.RemoteError as e:
             # Expected errors (pb.Error subclasses such as SubmissionError)
             # carry their message; anything else is the jobtracker's bug.
-            raise ClusterError(str(e)) from None
+            raise (NoSuchJob if e.remoteType == _UNKNOWN_JOB else ClusterError)(str(e)) from None
         except (pb.PBConnectionLost, pb.DeadReferenceError):
             raise ClusterUnreachable("lost the connection to the jobtracker "
                                      "(it stopped or crashed)") from None
@@ -255,6 +264,15 @@ async def follow(reactor: Any, conn: Connection, job_id: str,
         while True:
             try:
                 return await _follow(reactor, conn, job_id, progress, interval)
+            except NoSuchJob:
+                if not replaced:
+                    raise
+                # It knew the job before it went away: the one that came back
+                # resumed none of its jobs.
+                raise NoSuchJob(
+                    f"the jobtracker came back without {job_id}: it was started on another "
+                    f"--workdir, or its work directory was lost, so the job's outcome is "
+                    f"unknown (its output has _SUCCESS if it succeeded)") from None
             except ClusterUnreachable as e:
                 if reconnect is None:
                     raise
