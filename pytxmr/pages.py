@@ -178,11 +178,12 @@ def attempts_table(view: dict[str, Any]) -> str:
     for a in view["attempts"]:
         log = (f"<a href=\"{esc(url('jobs', view['job_id'], 'attempts', a['id'], 'log'))}\">"
                "log</a>" if a.get("has_log") else "")
+        # No worker: restored from the journal (see tasklog.format_logs).
+        host = a.get("host") or ("" if a["wid"] else "before the jobtracker restarted")
         rows.append(
             f"<tr class=\"{esc(a['kind'])} {esc(a['state'])}\"><td>{esc(a['id'])}</td>"
             f"<td>{esc(a['kind'])} {esc(a['index'])}{_step_of(view, a)}</td>"
-            f"<td>{esc(a['wid'])}"
-            f" <span class=\"host\">{esc(a.get('host') or '')}</span></td>"
+            f"<td>{esc(a['wid'])} <span class=\"host\">{esc(host)}</span></td>"
             f"<td>{_state(a['state'])}</td><td>+{esc(fmt_secs(a['started'] - t0))}</td>"
             f"<td>{esc(fmt_secs(a['duration']))}</td>"
             f"<td>{_error(a.get('error'), 'err-' + a['id'])}</td><td>{log}</td></tr>")

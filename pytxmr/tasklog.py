@@ -111,13 +111,18 @@ def format_logs(entries: list[dict[str, Any]]) -> str:
     """The text ``python -m pytxmr logs`` prints."""
     out = []
     for e in entries:
-        out.append(f"==> {e['attempt']} ({e['kind']} {e['index']}, {e['state']}, "
-                   f"worker {e['wid']} on {e.get('host') or '?'}) <==")
+        # An attempt without a worker was restored from the journal: it ran
+        # before the jobtracker restarted, which kept its result alone.
+        where = (f"worker {e['wid']} on {e.get('host') or '?'}" if e["wid"] else
+                 "before the jobtracker restarted")
+        out.append(f"==> {e['attempt']} ({e['kind']} {e['index']}, {e['state']}, {where}) <==")
         if e.get("omitted"):
             out.append(f"[log left out: too much text at once; run: python -m pytxmr logs "
                        f"{attempt_job(e['attempt'])} {e['attempt']}]")
         elif e.get("log"):
             out.append(e["log"].rstrip("\n"))
+        elif not e["wid"]:
+            out.append("[its log was not kept across the restart]")
         else:
             out.append("[no output]")
         out.append("")

@@ -19,7 +19,7 @@ from pytxmr import pages
 from pytxmr.jobtracker import Config
 from pytxmr.jobtracker.__main__ import parse_args
 from pytxmr.history import JobHistory
-from pytxmr.tasklog import LogKeeper, logs_reply, read_tail
+from pytxmr.tasklog import LogKeeper, format_logs, logs_reply, read_tail
 from pytxmr.web import beyond_loopback
 
 
@@ -68,6 +68,25 @@ class PureTests(SynchronousTestCase):
         logs = {a["id"]: "x" * 60 for a in attempts}
         reply = logs_reply(attempts, logs, max_chars=100)
         self.assertEqual([e["omitted"] for e in reply], [False, True, True])
+
+    def test_logs_of_attempts_restored_after_a_restart_say_so(self) -> None:
+        """An attempt the journal restored has no worker and no log: said as
+        such, not as "worker  on ?" with "[no output]"."""
+        attempts = [{"id": "j_1_r00000_0", "kind": "reduce", "index": 0, "wid": "",
+                     "state": "succeeded"},
+                    {"id": "j_1_r00001_1000", "kind": "reduce", "index": 1, "wid": "w3",
+                     "host": "10.0.0.2", "state": "succeeded"}]
+        text = format_logs(logs_reply(attempts, {}))
+        self.assertEqual(text.splitlines(), [
+            "==> j_1_r00000_0 (reduce 0, succeeded, before the jobtracker restarted) <==",
+            "[its log was not kept across the restart]", "",
+            "==> j_1_r00001_1000 (reduce 1, succeeded, worker w3 on 10.0.0.2) <==",
+            "[no output]"])
+        view = {"job_id": "j_1", "submitted": 0.0, "steps": 1, "attempts": [
+            dict(a, started=1.0, duration=0.5, error=None) for a in attempts]}
+        table = pages.attempts_table(view)
+        self.assertIn('<td> <span class="host">before the jobtracker restarted</span></td>', table)
+        self.assertIn('<td>w3 <span class="host">10.0.0.2</span></td>', table)
 
     def test_read_tail_keeps_the_end(self) -> None:
         """The tail of a big log is sent, with a note of what was cut."""
