@@ -298,6 +298,9 @@ class Job:
         #: (so that a status call costs the running tasks, not all of them).
         self.running: dict[str, set[int]] = {"map": set(), "reduce": set()}
         self.failed_attempts = {"map": 0, "reduce": 0}
+        #: The (group, name) of every user counter its succeeded attempts
+        #: counted: bounded (MAX_JOB_USER_COUNTERS), as each task's are.
+        self.user_counters: set[tuple[str, str]] = set()
         #: Per kind, the sum of its running tasks' progress in PROGRESS_UNITS
         #: (``Task.progress_changed``): a status call adds nothing up.
         self.progress = {"map": 0, "reduce": 0}
@@ -447,6 +450,28 @@ FETCH_FAILURES_TO_RERUN = 3
 SPECULATIVE_SLOWDOWN = 2.0
 #: ...once it has run at least this long (seconds).
 SPECULATIVE_MIN_RUNTIME = 1.0
+
+
+#: Distinct user counters a job may have, its tasks' together (each task
+#: may have counters.MAX_USER_COUNTERS): the jobtracker keeps, sends and
+#: stores them all. Hadoop's limit is 120.
+MAX_JOB_USER_COUNTERS = 2000
+
+
+def _too_many_counters(job: Job, counters: Mapping[str, Mapping[str, int]]
+                       ) -> dict[str, str] | None:
+    """Add an attempt's user counters to its job's; the job's error if
+    that makes too many."""
+    names = job.user_counters
+    for group, counted in counters.items():
+        if group != FRAMEWORK:
+            names.update((group, name) for name in counted)
+    if len(names) <= MAX_JOB_USER_COUNTERS:
+        return None
+    return {"type": "TooManyCounters",
+            "message": f"the job's tasks counted {len(names):,} distinct counters, more than "
+                       f"the {MAX_JOB_USER_COUNTERS:,} a job may have: a counter per key or "
+                       f"value is a job's output, not a counter"}
 
 
 class Scheduler:
@@ -710,6 +735,10 @@ class Scheduler:
         a.counters = result.counters
         if task.state is State.SUCCEEDED:
             return self._schedule(now)  # another attempt won already
+        too_many = _too_many_counters(job, result.counters)
+        if too_many is not None:
+            task.state = State.FAILED
+            return self._finish_job(job, State.FAILED, too_many, now) + self._schedule(now)
         task.state = State.SUCCEEDED
         task.committed = a.id
         for other in task.running():

@@ -14,6 +14,7 @@ from pytxmr.scheduler import (
     BLACKLIST_FAILURES,
     COMMIT_DENIED,
     FETCH_FAILURES_TO_RERUN,
+    MAX_JOB_USER_COUNTERS,
     PROGRESS_UNITS,
     AnnounceMapOutputs,
     Attempt,
@@ -324,6 +325,39 @@ def test_failing_max_attempts_times_fails_the_job_and_kills_running_attempts() -
     for aid in killed:
         assert d.succeed(aid) == []
         assert d.fail(aid) == []
+    check_invariants(d)
+
+
+def test_a_job_whose_tasks_count_too_many_distinct_counters_fails() -> None:
+    """Each task may keep 250 counters; together a job's may not exceed
+    MAX_JOB_USER_COUNTERS: its maps counting the same names are fine, but
+    names that differ from map to map (a counter per key) fail the job at
+    the attempt that crosses the limit, its running attempts killed."""
+    d = Driver()
+    d.join("w1", slots=3)
+    maps = -(-MAX_JOB_USER_COUNTERS // 250) + 1
+    d.submit("j2", maps=3, reduces=1)
+
+    def succeed(job_id: str, names: list[str]) -> list[Any]:
+        [a, *_] = d.running(job_id, "map")
+        result = AttemptResult({"user": dict.fromkeys(names, 1), FRAMEWORK: {"x": 1}}, ("str",))
+        return d._record(d.s.attempt_succeeded(a.id, d.tick(), result))
+
+    same = [f"n{i}" for i in range(250)]
+    for _ in range(3):
+        assert not any(isinstance(x, JobDone) for x in succeed("j2", same))
+    assert d.s.jobs["j2"].user_counters == {("user", n) for n in same}
+    d.submit("j1", maps=maps, reduces=1)
+    for m in range(maps - 1):
+        acts = succeed("j1", [f"k{m}-{i}" for i in range(250)])
+        assert not any(isinstance(x, JobDone) for x in acts)
+    acts = succeed("j1", [f"k{maps}-{i}" for i in range(250)])
+    [done] = [x for x in acts if isinstance(x, JobDone)]
+    assert done.state is State.FAILED and done.error is not None
+    assert done.error["type"] == "TooManyCounters"
+    assert (f"counted {maps * 250:,} distinct counters, more than the "
+            f"{MAX_JOB_USER_COUNTERS:,} a job may have") in done.error["message"]
+    assert d.s.jobs["j1"].state is State.FAILED and d.running("j1") == []
     check_invariants(d)
 
 
