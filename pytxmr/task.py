@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import sys
 from typing import Any, BinaryIO
 
@@ -50,16 +51,18 @@ def _pack_file(path: str | None) -> BinaryIO | None:
     return _pack
 
 
-def die_with_parent() -> None:
-    """Ask Linux to kill this child when its tasktracker dies, so that no
-    orphaned task outlives a crashed daemon."""
+def die_with_parent(signum: int = signal.SIGKILL, name: bytes | None = None) -> None:
+    """Ask Linux to send ``signum`` (by default: kill) to this process when
+    its parent dies, so that no orphaned task outlives a crashed daemon;
+    with ``name``, the name ``ps`` and ``top`` show for it."""
     try:
         import ctypes
-        import signal
 
         libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15
+        libc.prctl(PR_SET_PDEATHSIG, signum)
+        if name is not None:
+            libc.prctl(PR_SET_NAME, ctypes.c_char_p(name))
     except (OSError, AttributeError):
         pass
 

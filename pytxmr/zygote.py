@@ -121,6 +121,7 @@ def _child(request: dict[str, Any], inherited: list[int],
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a task is a Python program
         signal.set_wakeup_fd(-1)
+        guard_group()
         gc.disable()  # as the task does (pytxmr.task.execute), and before it imports
         code = _run_one(request, runner is not None)
         if runner is None:
@@ -211,6 +212,9 @@ class Zygote:
         self.wake = wake
         self.runners: dict[int, _Runner] = {}
         self.by_reply: dict[int, int] = {}  # a runner's done pipe -> its pid
+        #: The task children alive (or not reaped yet). Other children are
+        #: orphans of their groups that we adopted (see serve): a guard.
+        self.children: set[int] = set()
 
     def handle(self, request: dict[str, Any]) -> None:
         if "retire" in request:
@@ -240,6 +244,7 @@ class Zygote:
                 inherited += [req_w, rep_r]
                 _child(request, inherited, (req_r, rep_w))
             _child(request, inherited, None)
+        self.children.add(pid)
         with contextlib.suppress(OSError):  # as the child does: whichever runs first
             os.setpgid(pid, pid)
         if pipes is not None:
@@ -278,6 +283,9 @@ class Zygote:
                 self._forget(pid)
 
     def reaped(self, pid: int, status: int) -> None:
+        if pid not in self.children:
+            return  # an adopted orphan: reaping it was all there was to do
+        self.children.discard(pid)
         end_group(pid)
         runner = self.runners.get(pid)
         if runner is not None:
@@ -305,6 +313,36 @@ class Zygote:
                 os.close(fd)
 
 
+def guard_group() -> None:
+    """Fork the guard of this task child's process group: a process in the
+    group, named ``pytxmr-guard``, that kills the group when the child dies,
+    however it dies. The zygote ends the group of each child it reaps
+    (``end_group``), but a SIGKILLed tasktracker takes the zygote and its
+    children with it at once (PR_SET_PDEATHSIG), and what they had started
+    (a streaming task's commands) was left to init. The guard is told of its
+    child's death by PR_SET_PDEATHSIG too, and dies with the group it kills."""
+    child = os.getpid()
+    if os.fork():
+        return
+    try:
+        for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # nothing of the child's kept open (its pipes, its log)
+        signal.signal(signal.SIGHUP, _end_own_group)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        task.die_with_parent(signal.SIGHUP, b"pytxmr-guard")
+        if os.getppid() != child:  # it died before we asked to be told
+            _end_own_group()
+        while True:
+            signal.pause()
+    finally:
+        os._exit(0)
+
+
+def _end_own_group(*_: Any) -> None:
+    os.killpg(0, signal.SIGKILL)
+
+
 def end_group(pid: int) -> None:
     """Kill what a task child that ended left running: each child leads a
     process group, which the commands of a streaming task, and processes a
@@ -314,8 +352,22 @@ def end_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def _adopt_orphans() -> None:
+    """Be the parent of the processes our children leave behind (a guard
+    outlives its task child by a moment), so that we reap them: init does
+    not always (in a container, PID 1 may be any program)."""
+    try:
+        import ctypes
+
+        PR_SET_CHILD_SUBREAPER = 36
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+    except (OSError, AttributeError):
+        pass
+
+
 def serve() -> None:
     task.die_with_parent()
+    _adopt_orphans()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -350,12 +402,17 @@ def serve() -> None:
                 # The daemon closed our stdin: it is stopping (and has
                 # killed its tasks). Reap them, so none outlives us.
                 zygote.let_all_go()
-                while True:
+                # Not for adopted orphans: one that left its group (setsid)
+                # may run for ever, and goes to init as we exit.
+                while zygote.children:
                     try:
                         pid, _ = os.waitpid(-1, 0)
                     except ChildProcessError:
                         return
-                    end_group(pid)
+                    if pid in zygote.children:
+                        zygote.children.discard(pid)
+                        end_group(pid)
+                return
             buffered += data
             while b"\n" in buffered:
                 line, buffered = buffered.split(b"\n", 1)

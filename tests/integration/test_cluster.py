@@ -943,6 +943,37 @@ def test_no_process_a_task_starts_outlives_it(tmp_path: Path) -> None:
                 p.kill()
 
 
+def test_a_sigkilled_tasktracker_leaves_no_command_of_its_tasks(make_cluster: Any) -> None:
+    """A SIGKILLed tasktracker takes its zygote and task children with it
+    (PR_SET_PDEATHSIG), and each child's guard then kills its process
+    group: a streaming command does not run on under init."""
+    cluster: Cluster = make_cluster()
+    cluster.start_jobtracker()
+    cluster.start_tasktracker(1)
+    marker = f"97{random.randrange(10**6)}.5"
+    data = write(cluster.base / "in-killed.txt", "a\nb\n")
+    sub = subprocess.Popen(
+        [sys.executable, "-m", "pytxmr", "submit", "--mapper", f"sleep {marker}; cat",
+         "--reducer", "cat", str(data), "-o", str(cluster.base / "out-killed-tt"), "-q",
+         "--reconnect-timeout", "0", *cluster.client_args()],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=cluster.env, cwd=cluster.base)
+    try:
+        wait_for(lambda: [p for p in _processes_with(marker, but=sub.pid)
+                          if p.info["cmdline"] == ["sleep", marker]], 20, "the mapper's command")
+        for tt in cluster.tasktrackers:
+            tt.proc.send_signal(signal.SIGKILL)
+            tt.proc.wait(10)
+        wait_for(lambda: _processes_with(marker, but=sub.pid) == [], 10,
+                 "the command to end with its task")
+    finally:
+        for p in _processes_with(marker, but=sub.pid):
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        sub.kill()
+        sub.communicate()
+
+
 def test_ctrl_c_before_main_handles_it_says_interrupted_only(tmp_path: Path) -> None:
     """main() imports the client and daemon code before its own handling of
     Ctrl-C starts: an interrupt there is no error worth a traceback either."""
