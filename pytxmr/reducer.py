@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import operator
 from itertools import chain, islice
-from operator import itemgetter
 from typing import Any, Callable, Iterable, Sequence
 
 from .combiners import FoldCombiner
@@ -24,7 +23,7 @@ from .records import Record, RecordTypeError, short_repr
 from .stepdata import PAIRS
 from .reducers import identity
 
-_first = itemgetter(0)
+_first = operator.itemgetter(0)
 
 
 def run_reduce(
