@@ -121,7 +121,6 @@ def _child(request: dict[str, Any], inherited: list[int],
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a task is a Python program
         signal.set_wakeup_fd(-1)
-        guard_group()
         gc.disable()  # as the task does (pytxmr.task.execute), and before it imports
         code = _run_one(request, runner is not None)
         if runner is None:
@@ -212,9 +211,11 @@ class Zygote:
         self.wake = wake
         self.runners: dict[int, _Runner] = {}
         self.by_reply: dict[int, int] = {}  # a runner's done pipe -> its pid
-        #: The task children alive (or not reaped yet). Other children are
-        #: orphans of their groups that we adopted (see serve): a guard.
+        #: The task children alive (or not reaped yet), and the guard of
+        #: each (see fork_guard) -> its child. Other children are orphans of
+        #: their groups that we adopted (see _adopt_orphans).
         self.children: set[int] = set()
+        self.guards: dict[int, int] = {}
 
     def handle(self, request: dict[str, Any]) -> None:
         if "retire" in request:
@@ -247,6 +248,9 @@ class Zygote:
         self.children.add(pid)
         with contextlib.suppress(OSError):  # as the child does: whichever runs first
             os.setpgid(pid, pid)
+        guard = fork_guard(pid)
+        if guard is not None:
+            self.guards[guard] = pid
         if pipes is not None:
             (req_r, req_w), (rep_r, rep_w) = pipes
             os.close(req_r)
@@ -284,7 +288,10 @@ class Zygote:
 
     def reaped(self, pid: int, status: int) -> None:
         if pid not in self.children:
-            return  # an adopted orphan: reaping it was all there was to do
+            # A guard (killed with its child's group), or an adopted
+            # orphan: reaping it was all there was to do.
+            self.guards.pop(pid, None)
+            return
         self.children.discard(pid)
         end_group(pid)
         runner = self.runners.get(pid)
@@ -313,34 +320,39 @@ class Zygote:
                 os.close(fd)
 
 
-def guard_group() -> None:
-    """Fork the guard of this task child's process group: a process in the
-    group, named ``pytxmr-guard``, that kills the group when the child dies,
-    however it dies. The zygote ends the group of each child it reaps
-    (``end_group``), but a SIGKILLed tasktracker takes the zygote and its
-    children with it at once (PR_SET_PDEATHSIG), and what they had started
-    (a streaming task's commands) was left to init. The guard is told of its
-    child's death by PR_SET_PDEATHSIG too, and dies with the group it kills."""
-    child = os.getpid()
-    if os.fork():
-        return
+def fork_guard(child: int) -> int | None:
+    """Fork the guard of task child ``child``'s process group; its pid, or
+    None if no process can be forked now (the task then runs unguarded).
+
+    We end the group of each child we reap (``end_group``), but a SIGKILLed
+    tasktracker takes us and our children with it at once (their
+    PR_SET_PDEATHSIG), and what they had started (a streaming task's
+    commands) was left to init. The guard, a child of ours in the group
+    (``pytxmr-guard`` in ``ps``), is told of our death by PR_SET_PDEATHSIG
+    too, and then kills the group, itself included. It is no child of the
+    task's (whose ``os.wait()`` must find only its own), holds no fd, and
+    waits with every signal blocked: a signal the task sends its own group
+    neither ends the guard nor, unless we are gone, sets it off."""
+    zygote = os.getpid()
     try:
+        pid = os.fork()
+    except OSError:  # a limit on processes: the task still runs
+        return None
+    if pid:
+        return pid
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        signal.set_wakeup_fd(-1)
         for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
             with contextlib.suppress(OSError):
-                os.close(fd)  # nothing of the child's kept open (its pipes, its log)
-        signal.signal(signal.SIGHUP, _end_own_group)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+                os.close(fd)  # our pipes to the daemon and to the runners
+        os.setpgid(0, child)  # fails if the group is gone: nothing to guard
         task.die_with_parent(signal.SIGHUP, b"pytxmr-guard")
-        if os.getppid() != child:  # it died before we asked to be told
-            _end_own_group()
-        while True:
-            signal.pause()
+        while os.getppid() == zygote:  # else we died before it asked to be told
+            signal.sigwait({signal.SIGHUP})
+        os.killpg(0, signal.SIGKILL)
     finally:
         os._exit(0)
-
-
-def _end_own_group(*_: Any) -> None:
-    os.killpg(0, signal.SIGKILL)
 
 
 def end_group(pid: int) -> None:
@@ -353,9 +365,9 @@ def end_group(pid: int) -> None:
 
 
 def _adopt_orphans() -> None:
-    """Be the parent of the processes our children leave behind (a guard
-    outlives its task child by a moment), so that we reap them: init does
-    not always (in a container, PID 1 may be any program)."""
+    """Be the parent of what our children's groups leave behind (a streaming
+    task's commands, killed with their group), so that we reap them: init
+    does not always (in a container, PID 1 may be any program)."""
     try:
         import ctypes
 
@@ -402,16 +414,22 @@ def serve() -> None:
                 # The daemon closed our stdin: it is stopping (and has
                 # killed its tasks). Reap them, so none outlives us.
                 zygote.let_all_go()
-                # Not for adopted orphans: one that left its group (setsid)
-                # may run for ever, and goes to init as we exit.
-                while zygote.children:
+                # Our children and their guards; not adopted orphans that
+                # still run (one that left its group may run for ever, and
+                # goes to init as we exit), but those that ended, which
+                # nobody else would reap.
+                while zygote.children or zygote.guards:
                     try:
                         pid, _ = os.waitpid(-1, 0)
                     except ChildProcessError:
                         return
+                    zygote.guards.pop(pid, None)
                     if pid in zygote.children:
                         zygote.children.discard(pid)
                         end_group(pid)
+                with contextlib.suppress(ChildProcessError):
+                    while os.waitpid(-1, os.WNOHANG)[0]:
+                        pass
                 return
             buffered += data
             while b"\n" in buffered:

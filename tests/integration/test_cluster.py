@@ -974,6 +974,62 @@ def test_a_sigkilled_tasktracker_leaves_no_command_of_its_tasks(make_cluster: An
         sub.communicate()
 
 
+GROUP_CHECKS = """
+import os
+import signal
+import subprocess
+
+
+def _guards():
+    \"\"\"Processes named pytxmr-guard in this task's process group.\"\"\"
+    found = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    comm, rest = f.read().rsplit(")", 1)
+            except OSError:
+                continue
+            if comm.endswith("(pytxmr-guard") and int(rest.split()[2]) == os.getpgrp():
+                found += 1
+    return found
+
+
+def map(key, line):
+    before = _guards()
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+        os.killpg(0, sig)  # its own group: the guard is in it
+    child = subprocess.Popen(["true"])
+    waited, _ = os.waitpid(-1, 0)  # any child: its own only
+    try:
+        os.waitpid(-1, 0)
+        more = "another child"
+    except ChildProcessError:
+        more = "none"
+    yield "checks", (before, _guards(), waited == child.pid, more)
+
+
+def reduce(key, values):
+    for value in values:
+        yield key, value
+"""
+
+
+def test_a_tasks_signals_to_its_group_and_waits_for_any_child_are_its_own(
+        tmp_path: Path) -> None:
+    """The guard is in the task's group but is no child of the task's: a
+    task that signals its own group (SIGHUP, SIGTERM, SIGUSR1) neither ends
+    it nor is killed by it, and waiting for any child finds the task's own."""
+    job = write(tmp_path / "group.py", GROUP_CHECKS)
+    data = write(tmp_path / "in.txt", "a\n")
+    rc, _, err = run_cli("run", str(job), str(data), "-o", str(tmp_path / "out"), "-q",
+                         env=base_env(tmp_path), cwd=tmp_path)
+    assert rc == 0, err
+    assert (tmp_path / "out" / "part-00000").read_text() + (
+        tmp_path / "out" / "part-00001").read_text() == 'checks\t[1, 1, true, "none"]\n'
+
+
 def test_ctrl_c_before_main_handles_it_says_interrupted_only(tmp_path: Path) -> None:
     """main() imports the client and daemon code before its own handling of
     Ctrl-C starts: an interrupt there is no error worth a traceback either."""

@@ -63,3 +63,46 @@ def test_a_zygote_outlives_a_terminals_ctrl_c(tmp_path: Path) -> None:
     finally:
         zygote.stdin.close()
         assert zygote.wait(10) == 0
+
+
+#: Run as a subreaper (as a container's PID 1 that does not reap would be
+#: the parent of what the zygote leaves): a zygote that ran tasks, one of
+#: them a reused runner, and was told to stop must leave no process, not
+#: even a zombie (a guard it did not reap).
+_SUBREAPER = r"""
+import ctypes, json, os, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+tmp, job = sys.argv[1], sys.argv[2]
+zygote = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+spec = {"kind": "check", "job": {"source_path": job, "filename": job}}
+for n, reuse in ((1, None), (2, "job_a")):
+    request = {"id": n, "spec": spec, "cwd": tmp, "log": f"{tmp}/log{n}",
+               "result": f"{tmp}/result{n}", "reuse": reuse}
+    zygote.stdin.write(json.dumps(request).encode() + b"\n")
+    zygote.stdin.flush()
+    started = json.loads(zygote.stdout.readline())
+    assert json.loads(zygote.stdout.readline())["ended"] == started["started"]
+zygote.stdin.close()
+assert zygote.wait(10) == 0
+time.sleep(0.3)
+left = []
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+            left.append(stat.split(" (")[1].split(")")[0] + " " + stat.rsplit(")", 1)[1].split()[0])
+print(json.dumps(left))
+"""
+
+
+def test_a_stopped_zygote_leaves_no_process_nor_zombie(tmp_path: Path) -> None:
+    job = tmp_path / "job.py"
+    job.write_text("def map(k, v):\n    yield v, 1\n")
+    done = subprocess.run([sys.executable, "-c", _SUBREAPER, str(tmp_path), str(job)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pytxmr.zygote import BoundedLog, Zygote, _Runner
+import pytest
+
+from pytxmr.zygote import BoundedLog, Zygote, _Runner, fork_guard
 
 
 def test_bounded_log_keeps_the_head_and_says_it_cut(tmp_path: Path) -> None:
@@ -29,8 +31,6 @@ def test_io_bytes_grow_when_a_process_reads(tmp_path: Path) -> None:
 
     before = io_bytes(os.getpid())
     if before is None:
-        import pytest
-
         pytest.skip("no /proc/PID/io here")
     (tmp_path / "f").write_bytes(b"x" * 100_000)
     (tmp_path / "f").read_bytes()
@@ -50,3 +50,14 @@ def test_a_new_child_closes_only_the_zygotes_open_fds() -> None:
     zygote.by_reply = {11: 100, r: 101}
     zygote.replied(r, 0.0)  # end of file: runner 101 exited
     assert zygote.inherited() == [3, 4, 10, 11, 12]
+
+
+def test_a_guard_that_cannot_be_forked_leaves_its_task_unguarded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a limit on processes (cgroup pids.max, RLIMIT_NPROC) the task
+    still runs, without its guard: the fork's error is not the task's."""
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert fork_guard(12345) is None
