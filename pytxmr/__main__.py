@@ -449,6 +449,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 def run_inline_command(a: argparse.Namespace) -> int:
     from .inline import run_inline
     from .mapper import DEFAULT_BUFFER_RECORDS
+    from .counters import TooManyCounters
     from .splits import InputError
     from .storage import StorageError
 
@@ -468,11 +469,11 @@ def run_inline_command(a: argparse.Namespace) -> int:
                               buffer_records=a.buffer_records or DEFAULT_BUFFER_RECORDS,
                               storage_options=dict(a.storage_options),
                               started=lambda: running.append(True))
-    except (InputError, StorageError) as e:
+    except (InputError, StorageError, TooManyCounters) as e:
         if not running:
             raise  # refused before it ran: main says so (status 2)
-        # Found while the tasks read (a corrupt .gz, an undecodable line, a
-        # store that failed): the job failed, as it does under `run`.
+        # Found while the tasks ran (a corrupt .gz, an undecodable line, a
+        # store that failed, too many counters): the job failed, as under `run`.
         print(f"inline job failed: {type(e).__module__}.{type(e).__qualname__}: {e}",
               file=sys.stderr)
         return 1
@@ -517,11 +518,13 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
                     return client.connect(reactor, a.jobtracker, secret, **options)
 
                 job_id = None if a.command == "submit" else a.job_id
+                submitting = False
                 try:
                     if job_id is None:
                         job = _spec(a)
                         if job.bundle is not None:
                             await client.upload(conn, job.bundle)
+                        submitting = True
                         job_id = await conn.call("submit", job.spec)
                     result = await client.follow(
                         reactor, conn, job_id, progress, notify=_say,
@@ -535,7 +538,8 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
                         f"{job_id} goes on running on the cluster (`pytxmr kill {job_id}` "
                         f"stops it)" if job_id else
                         "the job was being submitted: the jobtracker may have admitted it, "
-                        "and then runs it (see `pytxmr jobs`)"))
+                        "and then runs it (see `pytxmr jobs`)" if submitting else
+                        "the job's files were being sent: it was not submitted"))
                     return interrupted_status(getattr(reactor, "_exitSignal", None))
                 if progress:
                     progress.end()

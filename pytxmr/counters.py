@@ -80,6 +80,29 @@ class Counters:
         return {g: dict(names) for g, names in self._groups.items()}
 
 
+#: Distinct user counters the tasks of a job's step may count together (each
+#: task may keep MAX_USER_COUNTERS): the jobtracker keeps, sends and stores
+#: them all. Hadoop's limit is 120 a job.
+MAX_STEP_USER_COUNTERS = 2000
+
+
+class TooManyCounters(ValueError):
+    """A step's tasks counted more distinct user counters than it may have."""
+
+
+def add_user_names(names: set[tuple[str, str]], counters: CounterDict) -> None:
+    """Add a task's user counter names to those of its step's other tasks,
+    ``names``; TooManyCounters if that makes too many."""
+    for group, counted in counters.items():
+        if group != FRAMEWORK:
+            names.update((group, name) for name in counted)
+    if len(names) > MAX_STEP_USER_COUNTERS:
+        raise TooManyCounters(
+            f"the job's tasks counted {len(names):,} distinct counters, more than the "
+            f"{MAX_STEP_USER_COUNTERS:,} a step of a job may have: a counter per key or "
+            f"value is a job's output, not a counter")
+
+
 #: The counters of the task running in this process (a task child runs one).
 current = Counters()
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from . import counters as _counters
 from . import bundle, jobargs, output, stepdata, storage
-from .counters import FRAMEWORK, Counters
+from .counters import FRAMEWORK, Counters, add_user_names
 from .jobmodule import (Job, JobDefinition, JobDefinitionError, define, describe_error, load_module,
                         refusal_text)
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map, run_map_only
@@ -147,12 +147,12 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
     counters = _counters.reset()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as in task children (see pytxmr.task)
-    started = _counters.cpu_seconds()
+    cpu_start = _counters.cpu_seconds()
     try:
         records = run_steps(definition.steps, fresh, splits, output_dir, work, opts, counters,
                             num_reducers=num_reducers, slots=slots,
                             buffer_records=buffer_records, codec=codec)
-        _counters.count_cpu(counters, started)  # as a cluster's tasks count theirs
+        _counters.count_cpu(counters, cpu_start)  # as a cluster's tasks count theirs
         output.finish_output(output_dir, opts, "inline", records)
     except BaseException:
         output.abort_output(output_dir, opts)
@@ -209,41 +209,54 @@ def check_reducers(definition: JobDefinition, num_reducers: int | None) -> None:
                                  "--reducers does not apply")
 
 
-def _committed(counters: Counters, before: int, name: str) -> int:
-    return counters.get(FRAMEWORK, name) - before
+@contextlib.contextmanager
+def _task_counters(counters: Counters, names: set[tuple[str, str]]) -> Iterator[Counters]:
+    """A task's own counters, as a task process keeps them (its user
+    counters bounded as a task's are); added, once it succeeded, to the
+    job's ``counters``, and its user counters' names to those of its step,
+    ``names`` (bounded as on a cluster: TooManyCounters)."""
+    task = _counters.reset()
+    yield task
+    counted = task.to_dict()
+    counters.add_all(counted)
+    add_user_names(names, counted)
 
 
 def _map_only_step(task_step: Callable[[], Job], splits: Sequence[Split], where: str, fmt: str | None,
                    work: str, opts: Mapping[str, str], counters: Counters) -> dict[int, int]:
     records: dict[int, int] = {}
+    names: set[tuple[str, str]] = set()
     for split in splits:
         attempt = f"inline_m{split.index:05d}"
-        before = counters.get(FRAMEWORK, "map output records")
         step = task_step()
-        with part_writer(output.attempt_path(where, attempt, split.index, work),
-                         fmt or step.output_format) as part:
-            run_map_only(step, split, part.put, counters)
-        counters.incr(FRAMEWORK, "output bytes", part.bytes)
+        with _task_counters(counters, names) as task:
+            with part_writer(output.attempt_path(where, attempt, split.index, work),
+                             fmt or step.output_format) as part:
+                run_map_only(step, split, part.put, task)
+            task.incr(FRAMEWORK, "output bytes", part.bytes)
         output.commit_part(where, attempt, split.index, work, opts)
-        records[split.index] = _committed(counters, before, "map output records")
+        records[split.index] = task.get(FRAMEWORK, "map output records")
     return records
 
 
 def _map_reduce_step(task_step: Callable[[], Job], splits: Sequence[Split], reducers: int, where: str,
                      fmt: str | None, work: str, opts: Mapping[str, str], counters: Counters,
                      buffer_records: int, codec: int) -> dict[int, int]:
-    outputs = [run_map(task_step(), split, reducers,
-                       os.path.join(work, f"map-{split.index:05d}.data"), counters,
-                       buffer_records=buffer_records, codec=codec)
-               for split in splits]
+    names: set[tuple[str, str]] = set()
+    outputs = []
+    for split in splits:
+        with _task_counters(counters, names) as task:
+            outputs.append(run_map(task_step(), split, reducers,
+                                   os.path.join(work, f"map-{split.index:05d}.data"), task,
+                                   buffer_records=buffer_records, codec=codec))
     kinds = sorted({k for out in outputs for k in out.kinds})
     records: dict[int, int] = {}
     for p in range(reducers):
         runs = [(out.data_path, *out.table[p][:2]) for out in outputs]
         attempt = f"inline_r{p:05d}"
         part = output.attempt_path(where, attempt, p, work)
-        before = counters.get(FRAMEWORK, "reduce output records")
-        run_reduce(task_step(), runs, kinds, part, work, counters, fmt)
+        with _task_counters(counters, names) as task:
+            run_reduce(task_step(), runs, kinds, part, work, task, fmt)
         output.commit_part(where, attempt, p, work, opts)
-        records[p] = _committed(counters, before, "reduce output records")
+        records[p] = task.get(FRAMEWORK, "reduce output records")
     return records

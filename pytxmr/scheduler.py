@@ -12,12 +12,13 @@ quickly and deterministically.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import enum
 import heapq
 from dataclasses import dataclass, field
 from typing import Mapping, Union
 
-from .counters import FRAMEWORK, Counters
+from .counters import FRAMEWORK, Counters, TooManyCounters, add_user_names
 from .wire import COMMIT_DENIED, AttemptResult, MapLocation
 
 DEFAULT_MAX_ATTEMPTS = 4
@@ -299,7 +300,7 @@ class Job:
         self.running: dict[str, set[int]] = {"map": set(), "reduce": set()}
         self.failed_attempts = {"map": 0, "reduce": 0}
         #: The (group, name) of every user counter its succeeded attempts
-        #: counted: bounded (MAX_JOB_USER_COUNTERS), as each task's are.
+        #: counted: bounded (counters.MAX_STEP_USER_COUNTERS), as each task's are.
         self.user_counters: set[tuple[str, str]] = set()
         #: Per kind, the sum of its running tasks' progress in PROGRESS_UNITS
         #: (``Task.progress_changed``): a status call adds nothing up.
@@ -450,28 +451,6 @@ FETCH_FAILURES_TO_RERUN = 3
 SPECULATIVE_SLOWDOWN = 2.0
 #: ...once it has run at least this long (seconds).
 SPECULATIVE_MIN_RUNTIME = 1.0
-
-
-#: Distinct user counters a job may have, its tasks' together (each task
-#: may have counters.MAX_USER_COUNTERS): the jobtracker keeps, sends and
-#: stores them all. Hadoop's limit is 120.
-MAX_JOB_USER_COUNTERS = 2000
-
-
-def _too_many_counters(job: Job, counters: Mapping[str, Mapping[str, int]]
-                       ) -> dict[str, str] | None:
-    """Add an attempt's user counters to its job's; the job's error if
-    that makes too many."""
-    names = job.user_counters
-    for group, counted in counters.items():
-        if group != FRAMEWORK:
-            names.update((group, name) for name in counted)
-    if len(names) <= MAX_JOB_USER_COUNTERS:
-        return None
-    return {"type": "TooManyCounters",
-            "message": f"the job's tasks counted {len(names):,} distinct counters, more than "
-                       f"the {MAX_JOB_USER_COUNTERS:,} a job may have: a counter per key or "
-                       f"value is a job's output, not a counter"}
 
 
 class Scheduler:
@@ -664,6 +643,8 @@ class Scheduler:
                   counters: dict[str, dict[str, int]]) -> None:
         a = Attempt(attempt_id, job.id, task.kind, task.index, wid, now, State.SUCCEEDED,
                     now, None, counters, 1.0)
+        with contextlib.suppress(TooManyCounters):  # it was counted before the restart
+            add_user_names(job.user_counters, counters)
         task.attempts.append(a)
         job.starts[task.kind].append(now)
         job.ends[task.kind].append(now)
@@ -735,10 +716,12 @@ class Scheduler:
         a.counters = result.counters
         if task.state is State.SUCCEEDED:
             return self._schedule(now)  # another attempt won already
-        too_many = _too_many_counters(job, result.counters)
-        if too_many is not None:
+        try:
+            add_user_names(job.user_counters, result.counters)
+        except TooManyCounters as e:
             task.state = State.FAILED
-            return self._finish_job(job, State.FAILED, too_many, now) + self._schedule(now)
+            error = {"type": "TooManyCounters", "message": str(e)}
+            return self._finish_job(job, State.FAILED, error, now) + self._schedule(now)
         task.state = State.SUCCEEDED
         task.committed = a.id
         for other in task.running():

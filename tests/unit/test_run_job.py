@@ -121,3 +121,45 @@ def test_the_api_takes_one_py_file_as_a_path(tmp_path: Path) -> None:
     result = pytxmr.run(str(job), str(data), str(tmp_path / "out"), inline=True,
                         py_files=str(tmp_path / "helper.py"))
     assert dict(result.records()) == {"a": 2}
+
+
+COUNTS_PER_FILE = """
+import os
+import pytxmr
+
+
+def map(key, line):
+    if key == 0:  # a file's first line names its counters
+        for i in range(int(os.environ.get("NAMES", "0"))):
+            pytxmr.counter("per file", f"{line}-{i}")
+    yield line, 1
+
+
+def reduce(key, values):
+    yield key, sum(values)
+"""
+
+
+@pytest.mark.parametrize("files, per_file, refused", [(2, 200, False), (9, 250, True)])
+def test_inline_bounds_counters_per_task_and_per_step_as_a_cluster(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: int, per_file: int,
+        refused: bool) -> None:
+    """Each task may keep 250 counters and a step's tasks 2,000 together, as
+    on a cluster: two maps of 200 each pass (inline used to bound the whole
+    job at 250), nine of 250 fail the job with TooManyCounters."""
+    from pytxmr.counters import TooManyCounters
+
+    job = tmp_path / "job.py"
+    job.write_text(COUNTS_PER_FILE)
+    inputs = []
+    for n in range(files):
+        inputs.append(str(tmp_path / f"in{n}.txt"))
+        Path(inputs[-1]).write_text(f"f{n}\n")
+    monkeypatch.setenv("NAMES", str(per_file))
+    if refused:
+        with pytest.raises(TooManyCounters, match="counted 2,250 distinct counters"):
+            pytxmr.run(str(job), inputs, str(tmp_path / "out"), inline=True)
+        assert not (tmp_path / "out" / "_SUCCESS").exists()
+    else:
+        result = pytxmr.run(str(job), inputs, str(tmp_path / "out"), inline=True)
+        assert len(result.counters["per file"]) == files * per_file

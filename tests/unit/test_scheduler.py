@@ -8,13 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytxmr.counters import FRAMEWORK, Counters
+from pytxmr.counters import FRAMEWORK, MAX_STEP_USER_COUNTERS, Counters
 from pytxmr.wire import AttemptResult
 from pytxmr.scheduler import (
     BLACKLIST_FAILURES,
     COMMIT_DENIED,
     FETCH_FAILURES_TO_RERUN,
-    MAX_JOB_USER_COUNTERS,
     PROGRESS_UNITS,
     AnnounceMapOutputs,
     Attempt,
@@ -330,12 +329,12 @@ def test_failing_max_attempts_times_fails_the_job_and_kills_running_attempts() -
 
 def test_a_job_whose_tasks_count_too_many_distinct_counters_fails() -> None:
     """Each task may keep 250 counters; together a job's may not exceed
-    MAX_JOB_USER_COUNTERS: its maps counting the same names are fine, but
+    MAX_STEP_USER_COUNTERS: its maps counting the same names are fine, but
     names that differ from map to map (a counter per key) fail the job at
     the attempt that crosses the limit, its running attempts killed."""
     d = Driver()
     d.join("w1", slots=3)
-    maps = -(-MAX_JOB_USER_COUNTERS // 250) + 1
+    maps = -(-MAX_STEP_USER_COUNTERS // 250) + 1
     d.submit("j2", maps=3, reduces=1)
 
     def succeed(job_id: str, names: list[str]) -> list[Any]:
@@ -356,9 +355,25 @@ def test_a_job_whose_tasks_count_too_many_distinct_counters_fails() -> None:
     assert done.state is State.FAILED and done.error is not None
     assert done.error["type"] == "TooManyCounters"
     assert (f"counted {maps * 250:,} distinct counters, more than the "
-            f"{MAX_JOB_USER_COUNTERS:,} a job may have") in done.error["message"]
+            f"{MAX_STEP_USER_COUNTERS:,} a step of a job may have") in done.error["message"]
     assert d.s.jobs["j1"].state is State.FAILED and d.running("j1") == []
     check_invariants(d)
+
+
+def test_counters_restored_after_a_restart_count_towards_the_limit() -> None:
+    """A resumed step's committed tasks (from the journal) keep their
+    counter names: the limit does not start again after a restart."""
+    d = Driver()
+    d.join("w1", slots=2)
+    restored = {"user": {f"r{i}": 1 for i in range(MAX_STEP_USER_COUNTERS - 100)}}
+    d._record(d.s.resume("j1", 1, 2, d.tick(), done={("reduce", 0): ("j1_r00000_0", restored)}))
+    assert len(d.s.jobs["j1"].user_counters) == MAX_STEP_USER_COUNTERS - 100
+    [m] = d.running("j1", "map")
+    result = AttemptResult({"user": {f"m{i}": 1 for i in range(200)}}, ("str",))
+    acts = d._record(d.s.attempt_succeeded(m.id, d.tick(), result))
+    [done] = [x for x in acts if isinstance(x, JobDone)]
+    assert done.state is State.FAILED and done.error is not None
+    assert done.error["type"] == "TooManyCounters"
 
 
 def test_failures_of_other_tasks_do_not_add_up() -> None:
