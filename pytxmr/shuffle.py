@@ -515,6 +515,9 @@ class ShuffleClientProtocol(protocol.Protocol):
         self._last_data = 0.0
         self._closed_waiters: list[Deferred[None]] = []
         self._peer = "?"
+        #: Closed while a request awaited its reply's first byte: the
+        #: server never began to answer it (see ShufflePool.fetch).
+        self.closed_unanswered = False
 
     # -- public
 
@@ -595,6 +598,7 @@ class ShuffleClientProtocol(protocol.Protocol):
                 what = f"after {self._length - self._remaining} of {self._length} bytes"
             elif state is _HEADER:
                 what = "before its reply"
+                self.closed_unanswered = not self._buffer
             elif state is _GREETING:
                 what = "before its greeting"
             else:
@@ -815,14 +819,23 @@ class ShufflePool:
                     token: bytes, dest: Destination) -> int:
         """As the module's ``fetch``, over a kept connection when one is free."""
         server = self._servers.setdefault((host, port), _Server())
-        client = await self._acquire(server, host, port)
-        ok = False
-        try:
-            n = await client.fetch(job_id, map_id, partition, token, dest)
-            ok = True
-            return n
-        finally:
-            self._release(server, client, ok)
+        fresh = False
+        while True:
+            client, kept = await self._acquire(server, host, port, fresh)
+            ok = False
+            try:
+                n = await client.fetch(job_id, map_id, partition, token, dest)
+                ok = True
+                return n
+            except ShuffleError:
+                # A kept connection the server closed (its idle timeout) as we
+                # sent on it, before it read or answered: once more, on a new
+                # one, as HTTP clients do. Nothing reached ``dest``.
+                if fresh or not (kept and client.closed_unanswered):
+                    raise
+                fresh = True
+            finally:
+                self._release(server, client, ok)
 
     def close(self) -> None:
         """Close every idle connection (call it once the fetches are cancelled)."""
@@ -833,24 +846,28 @@ class ShufflePool:
             server.idle.clear()
         self._servers.clear()
 
-    async def _acquire(self, server: _Server, host: str, port: int) -> ShuffleClientProtocol:
+    async def _acquire(self, server: _Server, host: str, port: int, fresh: bool = False
+                       ) -> tuple[ShuffleClientProtocol, bool]:
+        """A connection to the server, and whether it was kept from an
+        earlier fetch; ``fresh``: a new one (the idle ones are closed)."""
         while server.idle:
             client, timer = server.idle.pop()
             timer.cancel()
-            if client.ready:
-                return client
-            server.open -= 1  # closed by the server meanwhile
+            if client.ready and not fresh:
+                return client, True
+            server.open -= 1  # closed by the server meanwhile, or not wanted
+            client.close()
         if server.open >= self._per_server:
             waiter: Deferred[ShuffleClientProtocol | None] = Deferred(server.waiters.remove)
             server.waiters.append(waiter)
             client = await waiter
             if client is not None:
-                return client
+                return client, True
             # A connection failed and left its place to us: open another.
         server.open += 1
         try:
             return await _connect(self._reactor, host, port, self._timeout,
-                                  self._connect_timeout, self._tls)
+                                  self._connect_timeout, self._tls), False
         except BaseException:
             server.open -= 1
             self._wake(server, None)

@@ -393,6 +393,28 @@ class PoolTests(ServerCase):
         await until(lambda: self.factory.connection_count == 0)
         self.assertEqual(await self.pool_fetch(pool, 1, 1), SMALL)
 
+    async def test_a_kept_connection_closed_as_a_fetch_takes_it_is_tried_once_more(
+            self) -> None:
+        """The server closes an idle connection (its idle timeout) just as a
+        fetch sends on it, before the client has seen the close: the fetch
+        is made again on a new connection, not failed (a flaky failure of
+        the test above, on a loaded machine)."""
+        await self.start_server()
+        pool = self.make_pool()
+        served: list[Any] = []
+        real = self.factory.buildProtocol
+
+        def keeping(addr: Any) -> Any:
+            built = real(addr)
+            served.append(built)
+            return built
+
+        self.factory.buildProtocol = keeping  # type: ignore[method-assign]
+        self.assertEqual(await self.pool_fetch(pool, 1, 1), SMALL)
+        served[0].transport.abortConnection()  # the client learns of it only later
+        self.assertEqual(await self.pool_fetch(pool, 1, 1), SMALL)
+        self.assertEqual(len(served), 2)
+
     async def test_a_refused_fetch_leaves_its_place_to_a_waiting_one(self) -> None:
         await self.start_server()
         pool = self.make_pool(per_server=1)
