@@ -75,7 +75,8 @@ class JobTrackerService(AsyncMultiService):
                              history_retention=config.history_retention, checkers=zygote,
                              resume_grace=config.resume_grace,
                              heartbeats_per_second=config.heartbeats_per_second,
-                             max_tasks_per_job=config.max_tasks_per_job)
+                             max_tasks_per_job=config.max_tasks_per_job,
+                             metrics=bool(config.web_listen))
         self._port: Any = None
         self.port: int | None = None
         self.web: Any = None

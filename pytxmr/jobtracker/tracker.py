@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
@@ -25,7 +25,6 @@ from .. import output, scheduler as sched, stepdata, storage, views
 from ..bundle import CHUNK_BYTES, MAX_BUNDLE_BYTES, BundleError, BundleStore
 from ..child import Zygote
 from ..counters import FRAMEWORK
-from ..metrics import Metrics
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION, JobHistory
 from ..journal import Committed, Journal
 from ..ports import IWorker
@@ -47,6 +46,9 @@ from .admission import Admission, interrupted_outputs
 from .submission import DEFAULT_MAX_TASKS_PER_JOB, step_reducers
 from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND, Pacing, announce_wait
 from .job import JobRecord, job_from_plan, plan_of
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 DEFAULT_EXPIRY = 10.0
 DEFAULT_CHECK_TIMEOUT = 30.0
@@ -77,7 +79,8 @@ class JobTracker:
                  history_retention: int = DEFAULT_HISTORY_RETENTION,
                  checkers: Zygote, resume_grace: float = DEFAULT_RESUME_GRACE,
                  heartbeats_per_second: float = DEFAULT_HEARTBEATS_PER_SECOND,
-                 max_tasks_per_job: int = DEFAULT_MAX_TASKS_PER_JOB) -> None:
+                 max_tasks_per_job: int = DEFAULT_MAX_TASKS_PER_JOB,
+                 metrics: bool = True) -> None:
         self._reactor = reactor
         self._clock = clock
         self.workdir = workdir
@@ -101,7 +104,13 @@ class JobTracker:
         self._by_sched: dict[str, JobRecord] = {}
         self.history = JobHistory(os.path.join(workdir, "history"), history_retention)
         self.task_logs = LogKeeper()
-        self.metrics = Metrics(self._metrics_state)
+        #: None without a status site to serve them (``run``'s jobtracker):
+        #: Prometheus' client is 10-14 ms of a start.
+        self.metrics: Metrics | None = None
+        if metrics:
+            from .. import metrics as prometheus
+
+            self.metrics = prometheus.Metrics(self._metrics_state)
         self.journal = Journal(workdir)
         self.resume_grace = resume_grace
         #: Per step of a resumed job (its scheduler id): map index -> the
@@ -365,7 +374,7 @@ class JobTracker:
 
     def _attempt_metrics(self, attempt_id: str) -> None:
         a = self.scheduler.attempts.get(attempt_id)
-        if a is not None and a.finished is not None:
+        if a is not None and a.finished is not None and self.metrics is not None:
             self.metrics.attempt_ended(a.kind, a.state.value, a.finished - a.started)
 
     def _metrics_state(self) -> dict[str, Any]:
@@ -384,6 +393,7 @@ class JobTracker:
                 "jobs": sum(j.running for j in self.jobs.values())}
 
     def metrics_text(self) -> bytes:
+        assert self.metrics is not None, "a status site needs the jobtracker's metrics"
         return self.metrics.expose()
 
     def fetch_failed(self, wid: str | None, attempt_id: str, map_index: int,
@@ -678,7 +688,9 @@ class JobTracker:
         # Its output is final and the history has it: no restart touches it
         # again, and from now on another job may replace it.
         self.journal.job_ended(job.id)
-        self.metrics.job_ended(job.state, job.counters.get(FRAMEWORK, {}).get("shuffle bytes", 0))
+        if self.metrics is not None:
+            self.metrics.job_ended(job.state,
+                                   job.counters.get(FRAMEWORK, {}).get("shuffle bytes", 0))
         # What ``status`` and a later ``wait`` give too.
         result = self.status(job.id)
         self._forget(job)
