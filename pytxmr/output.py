@@ -319,6 +319,13 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
     and then only an earlier pytxmr output (``check_overwrite``, here again
     right before anything is deleted); refuse, first, one that overlaps
     another job's output however it is spelled (``refuse_overlap``)."""
+    if is_glob(path):
+        # An object store's client deletes by pattern: the output
+        # s3://b/res[12] replaced or cleaned was res1/ and res2/ too; and a
+        # multi-step job reads its steps' parts by pattern.
+        raise OutputExistsError(
+            f"the output {storage.redact(path)} holds *, ? or [, which a store's client and "
+            f"a job's later steps read as a pattern: name it without them")
     refuse_overlap(path, busy, resolve=True)
     if storage.is_remote(path):
         objectoutput.prepare(path, overwrite, inputs=inputs, opts=opts or {}, in_use=in_use)

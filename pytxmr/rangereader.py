@@ -29,12 +29,16 @@ class RangeReader:
     object) through."""
 
     def __init__(self, url: str, opts: Mapping[str, str] | None = None, *,
-                 block: int | None = None, size: int | None = None) -> None:
+                 block: int | None = None, size: int | None = None,
+                 at_least: int = 0) -> None:
         self.url = url
         self.name = url
         self._fs, self._path = storage.filesystem(url, opts)
         self._block = block or RANGE_BLOCK
         self._size = size
+        #: The bytes its listing had up to the split's end: an object that
+        #: has fewer now changed, and is never read as it is now.
+        self._at_least = at_least
         self._pos = 0
         self._buf = b""
         self._buf_start = 0
@@ -65,7 +69,12 @@ class RangeReader:
     def _object_size(self) -> int:
         if self._size is None:
             info = storage.retrying(self.url, "read", lambda: self._fs.info(self._path))
-            self._size = int(info["size"])
+            size = int(info["size"])
+            if size < self._at_least:
+                raise storage.StorageError(
+                    f"{storage.redact(self.url)}: the object changed during the job: it "
+                    f"had at least {self._at_least:,} bytes, it has {size:,} now", self.url)
+            self._size = size
         return self._size
 
     def _fill(self) -> None:
@@ -154,11 +163,12 @@ def open_input(path: str, *, whole: bool = False, size: int = 0) -> Any:
     split (the reader reads big blocks itself) and buffered when read whole
     through a decompressor (which reads small ones); a remote one is a
     ``RangeReader``, or one stream when read whole over HTTP (which may be
-    all the server can do), checked to end at ``size`` if it is known."""
+    all the server can do), checked to end at ``size`` if it is known (a
+    split's end: the object had at least that many bytes when listed)."""
     if not storage.is_remote(path):
         return open(storage.local_path(path), "rb", buffering=-1 if whole else 0)
     if not (whole and storage.scheme(path) in ("http", "https")):
-        return RangeReader(path)
+        return RangeReader(path, at_least=size)
     fs, fs_path = storage.filesystem(path)
     stream = storage.retrying(path, "open", lambda: fs.open(fs_path, "rb", block_size=0))
     return SizedStream(stream, path, size) if size else stream

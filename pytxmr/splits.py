@@ -455,7 +455,7 @@ def open_split(split: Split) -> tuple[IO[bytes], Any]:
     whole), and that decompressor (None for plain bytes)."""
     path = split.path
     try:
-        f = rangereader.open_input(path, whole=split.whole, size=split.end if split.whole else 0)
+        f = rangereader.open_input(path, whole=split.whole, size=split.end)
     except OSError as e:
         raise InputError(f"cannot open input {storage.redact(path)}: {e.strerror or e}",
                          path=path) from e

@@ -311,10 +311,14 @@ def store_error(url: str, e: BaseException, doing: str) -> StorageError:
 
 
 def _causes(e: BaseException) -> Iterator[BaseException]:
-    seen: BaseException | None = e
-    while seen is not None:
-        yield seen
-        seen = seen.__cause__ or seen.__context__
+    """``e`` and its causes, each once: a chain may loop (``raise e from e``
+    of an error re-raised as itself; it spun a job's abort for ever)."""
+    met: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in met:
+        met.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
 
 
 def _http_status(e: BaseException) -> int | None:

@@ -101,3 +101,24 @@ def test_http_output_is_refused(tmp_path: Path, servers: dict[str, HTTPFiles]) -
     code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), servers["normal"].url("part0.txt"),
                           "-o", servers["normal"].url("out"))
     assert code == 2 and "inputs only" in stderr, stderr
+
+
+def test_an_object_that_shrank_since_its_listing_fails_its_split(tmp_path: Path) -> None:
+    """An input listed at 250 KB that has 150 KB when a map reads it: the
+    split past its new end fails, naming the URL, where it was read to the
+    new end and counted part of the file as if it were all."""
+    from pytxmr.splits import InputError, compute_splits, read_lines
+
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "f.txt").write_text("word\n" * 50_000)
+    with HTTPFiles(root, "normal") as server:
+        url = server.url("f.txt")
+        listed = storage.expand_inputs([url])
+        splits = compute_splits(listed, 100_000)
+        assert len(splits) == 3
+        (root / "f.txt").write_text("word\n" * 30_000)
+        assert sum(1 for _ in read_lines(splits[0])) == 20_000  # its bytes are all there
+        with pytest.raises(InputError, match="f.txt: the object changed during the job: it had "
+                                             "at least 250,000 bytes, it has 150,000 now"):
+            list(read_lines(splits[2]))

@@ -309,3 +309,21 @@ def test_without_overwrite_an_existing_output_is_refused(home: Path) -> None:
     with pytest.raises(OutputExistsError, match="already exists"):
         prepare_output_dir(str(out), False)
     assert (out / "part-00000").exists()
+
+
+@pytest.mark.parametrize("name", ["res[12]", "r*", "out?"])
+@pytest.mark.parametrize("root", ["local", "s3://bucket"])
+def test_an_output_named_as_a_pattern_is_refused_before_anything_is_touched(
+        tmp_path: Path, name: str, root: str) -> None:
+    """An object store's client deletes by pattern: replacing or cleaning
+    s3://bucket/res[12] deleted res1/ and res2/ too. Refused, as any such
+    name is (a multi-step job reads its steps' parts by pattern), before
+    the store or the disk is looked at."""
+    for other in ("res1", "res2", "r", "out1"):
+        (tmp_path / other).mkdir()
+        (tmp_path / other / "part-00000").write_text("keep\n")
+    before = snapshot(tmp_path)
+    base = str(tmp_path) if root == "local" else root
+    with pytest.raises(OutputExistsError, match=r"holds \*, \? or \[, which a store's client"):
+        prepare_output_dir(f"{base}/{name}", True)
+    assert snapshot(tmp_path) == before

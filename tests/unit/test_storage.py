@@ -274,3 +274,12 @@ def test_an_object_output_to_replace_loses_its_success_first(
     objectoutput.prepare("memory://b/out", True, inputs=[], opts={})
     assert removed[0] == SUCCESS and sorted(removed) == sorted(
         ["part-00000", "part-00001", SUCCESS, OUTPUT_MARK])
+
+
+def test_an_error_that_is_its_own_cause_ends_its_chain() -> None:
+    """``raise e from e`` (a StorageError re-raised as itself) made a cause
+    chain that loops: a failed job's abort spun on it for ever."""
+    e = StorageError("cannot list s3://b/x", "s3://b/x")
+    e.__cause__ = e
+    assert list(storage._causes(e)) == [e]
+    assert storage._permanent(e) in (True, False)
