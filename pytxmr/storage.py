@@ -237,6 +237,8 @@ def _typed(value: str) -> Any:
 def _fs_kwargs(url_scheme: str, opts: Mapping[str, str]) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     client: dict[str, Any] = {}
+    if url_scheme in ("http", "https"):
+        opts = {}  # the job's options are its object store's (endpoint_url...)
     for name, value in opts.items():
         if url_scheme in ("s3", "s3a") and name in ("endpoint_url", "region_name"):
             client[name] = value  # botocore's, not s3fs's

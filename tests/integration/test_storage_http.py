@@ -122,3 +122,16 @@ def test_an_object_that_shrank_since_its_listing_fails_its_split(tmp_path: Path)
         with pytest.raises(InputError, match="f.txt: the object changed during the job: it had "
                                              "at least 250,000 bytes, it has 150,000 now"):
             list(read_lines(splits[2]))
+
+
+def test_a_jobs_store_options_are_not_given_to_its_http_inputs(
+        tmp_path: Path, corpus: Path, servers: dict[str, HTTPFiles]) -> None:
+    """``--storage-option endpoint_url=...`` is for the job's object store:
+    given to aiohttp too, it made every HTTP input "does not exist"."""
+    files = corpus_files(corpus)[:1]
+    url = servers["normal"].url(files[0].name)
+    out = tmp_path / "out"
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), url, "-o", str(out), "--inline",
+                          "--storage-option", "region_name=us-east-1")
+    assert code == 0, stderr
+    assert merged(out) == word_counts(files)
