@@ -326,6 +326,9 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
         raise OutputExistsError(
             f"the output {storage.redact(path)} holds *, ? or [, which a store's client and "
             f"a job's later steps read as a pattern: name it without them")
+    if storage.scheme(path) in ("http", "https"):  # as the jobtracker refuses it
+        raise OutputExistsError(f"cannot write the output to {storage.redact(path)}: "
+                                "http(s) URLs are inputs only")
     refuse_overlap(path, busy, resolve=True)
     if storage.is_remote(path):
         objectoutput.prepare(path, overwrite, inputs=inputs, opts=opts or {}, in_use=in_use)

@@ -97,10 +97,13 @@ def test_missing_file_is_named(tmp_path: Path, servers: dict[str, HTTPFiles]) ->
     assert code == 2 and url in stderr and "does not exist" in stderr, stderr
 
 
-def test_http_output_is_refused(tmp_path: Path, servers: dict[str, HTTPFiles]) -> None:
+@pytest.mark.parametrize("how", [[], ["--inline"]], ids=["run", "inline"])
+def test_http_output_is_refused(tmp_path: Path, servers: dict[str, HTTPFiles],
+                                how: list[str]) -> None:
+    """With its reason (inline said "the bucket ... does not exist")."""
     code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), servers["normal"].url("part0.txt"),
-                          "-o", servers["normal"].url("out"))
-    assert code == 2 and "inputs only" in stderr, stderr
+                          "-o", servers["normal"].url("out"), *how)
+    assert code == 2 and "http(s) URLs are inputs only" in stderr, stderr
 
 
 def test_an_object_that_shrank_since_its_listing_fails_its_split(tmp_path: Path) -> None:
