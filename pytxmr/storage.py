@@ -23,6 +23,7 @@ import os
 import posixpath
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
@@ -234,7 +235,12 @@ def _typed(value: str) -> Any:
     return value
 
 
-def _fs_kwargs(url_scheme: str, opts: Mapping[str, str]) -> dict[str, Any]:
+#: Suffixes of the files pytxmr decompresses itself (``splits._DECOMPRESSORS``).
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zstd")
+
+
+def _fs_kwargs(url_scheme: str, opts: Mapping[str, str], compressed: bool = False
+               ) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     client: dict[str, Any] = {}
     if url_scheme in ("http", "https"):
@@ -248,8 +254,13 @@ def _fs_kwargs(url_scheme: str, opts: Mapping[str, str]) -> dict[str, Any]:
         import aiohttp
 
         # A server that stops sending mid-body must fail the read, not hang it.
-        kwargs.setdefault("client_kwargs", {"timeout": aiohttp.ClientTimeout(
-            total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)})
+        kwargs["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)}
+        if compressed:
+            # Its bytes as they are: a server may say a .gz file's own
+            # encoding (Content-Encoding: gzip, as Twisted's static files
+            # do), and aiohttp then unzipped what pytxmr unzips too.
+            kwargs["client_kwargs"]["auto_decompress"] = False
     if url_scheme in ("s3", "s3a"):
         # Fail in seconds, not minutes, when an endpoint cannot be reached:
         # the task's own retries (``retrying``) and the scheduler's follow.
@@ -274,7 +285,9 @@ def filesystem(url: str, opts: Mapping[str, str] | None = None) -> tuple[Any, st
     if s not in fsspec.available_protocols():
         raise StorageError(f"{redact(url)}: no store is known for {s}://", url)
     try:
-        fs, path = url_to_fs(url, **_fs_kwargs(s, options() if opts is None else opts))
+        compressed = urllib.parse.urlsplit(url).path.lower().endswith(_COMPRESSED)
+        fs, path = url_to_fs(url, **_fs_kwargs(s, options() if opts is None else opts,
+                                               compressed))
     except ImportError as e:
         raise StorageError(f"{redact(url)}: {s}:// needs another package "
                            f"({e.name or e}): pip install 'pytxmr[{_EXTRAS.get(s, s)}]'",

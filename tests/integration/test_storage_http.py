@@ -138,3 +138,23 @@ def test_a_jobs_store_options_are_not_given_to_its_http_inputs(
                           "--storage-option", "region_name=us-east-1")
     assert code == 0, stderr
     assert merged(out) == word_counts(files)
+
+
+@pytest.mark.parametrize("how", [["--inline"], ["--workers", "2"]], ids=["inline", "run"])
+def test_a_gz_file_served_with_its_content_encoding_is_unzipped_once(
+        tmp_path: Path, corpus: Path, how: list[str]) -> None:
+    """Twisted's static files (as other servers) send a .gz file with
+    ``Content-Encoding: gzip``: aiohttp unzipped it, then pytxmr again
+    ("Not a gzipped file")."""
+    import gzip
+
+    files = corpus_files(corpus)[:1]
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "part.txt.gz").write_bytes(gzip.compress(files[0].read_bytes()))
+    with HTTPFiles(root, "normal") as server:
+        out = tmp_path / "out"
+        code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), server.url("part.txt.gz"),
+                              "-o", str(out), *how)
+    assert code == 0, stderr
+    assert merged(out) == word_counts(files)
