@@ -310,6 +310,21 @@ def _files_below(path: str) -> Iterator[str]:
             yield os.path.relpath(os.path.join(top, name), path).replace(os.sep, "/")
 
 
+def refuse_unwritable(path: str) -> None:
+    """Refuse (OutputExistsError) an output no job may have, whatever is
+    there: an http(s) URL, or a name a store's client reads as a pattern."""
+    if storage.scheme(path) in ("http", "https"):
+        raise OutputExistsError(f"cannot write the output to {storage.redact(path)}: "
+                                "http(s) URLs are inputs only")
+    if is_glob(path):
+        # An object store's client deletes by pattern: the output
+        # s3://b/res[12] replaced or cleaned was res1/ and res2/ too; and a
+        # multi-step job reads its steps' parts by pattern.
+        raise OutputExistsError(
+            f"the output {storage.redact(path)} holds *, ? or [, which a store's client and "
+            f"a job's later steps read as a pattern: name it without them")
+
+
 def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = (),
                        input_files: Iterable[str] = (), protected: Iterable[str] = (),
                        opts: Mapping[str, str] | None = None,
@@ -319,16 +334,7 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
     and then only an earlier pytxmr output (``check_overwrite``, here again
     right before anything is deleted); refuse, first, one that overlaps
     another job's output however it is spelled (``refuse_overlap``)."""
-    if is_glob(path):
-        # An object store's client deletes by pattern: the output
-        # s3://b/res[12] replaced or cleaned was res1/ and res2/ too; and a
-        # multi-step job reads its steps' parts by pattern.
-        raise OutputExistsError(
-            f"the output {storage.redact(path)} holds *, ? or [, which a store's client and "
-            f"a job's later steps read as a pattern: name it without them")
-    if storage.scheme(path) in ("http", "https"):  # as the jobtracker refuses it
-        raise OutputExistsError(f"cannot write the output to {storage.redact(path)}: "
-                                "http(s) URLs are inputs only")
+    refuse_unwritable(path)
     refuse_overlap(path, busy, resolve=True)
     if storage.is_remote(path):
         objectoutput.prepare(path, overwrite, inputs=inputs, opts=opts or {}, in_use=in_use)

@@ -235,10 +235,6 @@ def _typed(value: str) -> Any:
     return value
 
 
-#: Suffixes of the files pytxmr decompresses itself (``splits._DECOMPRESSORS``).
-_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zstd")
-
-
 def _fs_kwargs(url_scheme: str, opts: Mapping[str, str], compressed: bool = False
                ) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
@@ -285,7 +281,9 @@ def filesystem(url: str, opts: Mapping[str, str] | None = None) -> tuple[Any, st
     if s not in fsspec.available_protocols():
         raise StorageError(f"{redact(url)}: no store is known for {s}://", url)
     try:
-        compressed = urllib.parse.urlsplit(url).path.lower().endswith(_COMPRESSED)
+        from .splits import is_compressed  # splits reads through this module
+
+        compressed = is_compressed(urllib.parse.urlsplit(url).path)
         fs, path = url_to_fs(url, **_fs_kwargs(s, options() if opts is None else opts,
                                                compressed))
     except ImportError as e:

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from .. import jobargs, storage
+from .. import jobargs, output, storage
 from .. import scheduler as sched
 from ..bundle import is_digest
 from ..jobmodule import refusal_text
@@ -88,9 +88,10 @@ def validate_submission(spec: Any) -> Submission:
     out = get("output", str, check=_absolute_or_url)
     if any(storage.normalize(p) == storage.normalize(out) for p in inputs):
         raise SubmissionError("the output directory is also an input")
-    if storage.scheme(out) in ("http", "https"):
-        raise SubmissionError(f"cannot write the output to {storage.redact(out)}: "
-                              "http(s) URLs are inputs only")
+    try:
+        output.refuse_unwritable(out)
+    except output.OutputExistsError as e:
+        raise SubmissionError(str(e)) from None
     try:
         storage.check_no_credentials([*inputs, out])
         storage_options = storage.check_options(spec.get("storage_options"))
