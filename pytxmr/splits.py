@@ -23,7 +23,7 @@ from typing import IO, Any, Iterator, Mapping, Sequence
 
 from pytxmr import rangereader, storage
 from pytxmr.sizes import format_size
-from pytxmr.storage import InputFile
+from pytxmr.storage import COMPRESSED_SUFFIXES, InputFile
 
 __all__ = [
     "BLOCK_SIZE",
@@ -60,7 +60,6 @@ CHUNK_BLOCK_SIZE = 1 << 20
 
 #: Suffixes read whole through a streaming decompressor (one split per file):
 #: these formats cannot be entered in the middle.
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")
 
 
 def _zstd_reader(raw: IO[bytes]) -> IO[bytes]:

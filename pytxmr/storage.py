@@ -235,6 +235,10 @@ def _typed(value: str) -> Any:
     return value
 
 
+#: Suffixes of the files a map reads whole, through a decompressor.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")
+
+
 def _fs_kwargs(url_scheme: str, opts: Mapping[str, str], compressed: bool = False
                ) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
@@ -281,9 +285,7 @@ def filesystem(url: str, opts: Mapping[str, str] | None = None) -> tuple[Any, st
     if s not in fsspec.available_protocols():
         raise StorageError(f"{redact(url)}: no store is known for {s}://", url)
     try:
-        from .splits import is_compressed  # splits reads through this module
-
-        compressed = is_compressed(urllib.parse.urlsplit(url).path)
+        compressed = urllib.parse.urlsplit(url).path.lower().endswith(COMPRESSED_SUFFIXES)
         fs, path = url_to_fs(url, **_fs_kwargs(s, options() if opts is None else opts,
                                                compressed))
     except ImportError as e:
