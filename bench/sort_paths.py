@@ -8,11 +8,11 @@ Times (CPU seconds of this process) for bench/terasort.py's records, split
 in two halves of the file (two maps, 2 partitions cut at the key "O"):
 
 - ``run_map``: pytxmr's map task (pytxmr.mapper.run_map) of a one-step
-  job whose map yields ``(line[:10], line[11:])`` and whose partitioner is
+  job whose map yields ``(line, None)`` and whose partitioner is
   a ``RangePartition`` of the cut points (``--by-calls``: a ``bisect``
   over them, called per key), the map of examples/total_order_sort.py;
 - a prototype of the same map: a list of pairs, one ``list.sort`` by the
-  str key, the partitions found by bisecting the sorted keys, and frames of
+  line, the partitions found by bisecting the sorted keys, and frames of
   flat ``[k, v, k, v, ...]`` msgpack (no per-key list, no per-key call);
 - ``run_reduce`` of partition 0 (both maps' runs) with the identity reduce
   (``pytxmr.reducers.identity``; ``--by-calls``: a generator), against
@@ -56,7 +56,7 @@ from pytxmr import reducers
 from pytxmr.partition import RangePartition
 CUTS = ["O"]
 def map(offset, line):
-    yield line[:10], line[11:]
+    yield line, None
 partition = RangePartition(lambda n: CUTS)
 reduce = reducers.identity
 '''
@@ -65,7 +65,7 @@ JOB_BY_CALLS = '''
 import bisect
 CUTS = ["O"]
 def map(offset, line):
-    yield line[:10], line[11:]
+    yield line, None
 def partition(key, n):
     return bisect.bisect_right(CUTS, key)
 def reduce(key, values):
@@ -81,7 +81,7 @@ def cpu() -> float:
 
 def prototype_map(split: Split, path: str) -> dict[str, float]:
     t = [cpu()]
-    pairs = [(line[:10], line[11:]) for _, line in read_lines(split)]
+    pairs = [(line, None) for _, line in read_lines(split)]
     t.append(cpu())
     pairs.sort(key=itemgetter(0))
     t.append(cpu())
@@ -132,8 +132,8 @@ def main() -> None:
         with open(proto_path, "w", buffering=1 << 20) as f:
             batch: list[str] = []
             for key, values in merge_runs(runs, record_sort_key(["str"])):
-                for value in values:
-                    batch.append(f"{key}\t{value}\n")
+                for _ in values:
+                    batch.append(f"{key}\n")
                 if len(batch) >= FRAME_RECORDS:
                     n += len(batch)
                     f.write("".join(batch))
@@ -151,7 +151,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    items = [(line[:10], [line[11:]]) for _, line in islice_lines(path, 1_000_000)]
+    items = [(line, [None]) for _, line in islice_lines(path, 1_000_000)]
     a, b = list(items), list(items)
     t = cpu()
     utf8 = [k.encode("utf-8", "surrogatepass") for k, _ in a]

@@ -110,8 +110,8 @@ def _parse_line(line: str) -> tuple[Any, Any]:
                 return pair[0], pair[1]
         except ValueError:
             pass
-    key, _, value = line.partition("\t")
-    return _field(key), _field(value)
+    key, tab, value = line.partition("\t")
+    return _field(key), _field(value) if tab else None  # no tab: a None value's line
 
 
 def _field(text: str) -> Any:

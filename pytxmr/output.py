@@ -133,6 +133,9 @@ def to_text(obj: Any) -> str:
 
 
 def text_line(key: Any, value: Any) -> str:
+    """``key<TAB>value``; the key alone for a None value, as Hadoop's text
+    output does for a NullWritable: a job of keys only (a sort of lines, a
+    distinct) writes lines, not lines ending in a tab and ``null``."""
     kt, vt = type(key), type(value)
     if kt is str and (vt is int or vt is str):
         # A word count's lines: formatted at once, a fifth of the per-key
@@ -141,6 +144,8 @@ def text_line(key: Any, value: Any) -> str:
             return f"{key}\t{value}\n"
         except ValueError:  # an int beyond 4300 digits
             pass
+    if value is None:
+        return f"{to_text(key)}\n"
     return f"{to_text(key)}\t{to_text(value)}\n"
 
 

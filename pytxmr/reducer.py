@@ -143,12 +143,13 @@ def _not_str() -> str:
 
 
 def _pair_lines(batch: list[Record]) -> str | None:
-    """The text lines of a batch of str-keyed records of one str value each
-    (a map's pairs, unless a combiner grouped them), made by one
+    """The text lines of a batch of str-keyed records of one str (or None)
+    value each (a map's pairs, unless a combiner grouped them), made by one
     comprehension: a fifth faster than _write_merged's loop. None if a
-    record has several values or a value is not a str."""
+    record has several values or a value is another type."""
     try:
-        return "".join([f"{k}\t{v}\n" if type(v) is str else _not_str() for k, (v,) in batch])
+        return "".join([f"{k}\t{v}\n" if type(v) is str else f"{k}\n" if v is None else _not_str()
+                        for k, (v,) in batch])
     except (ValueError, _NotStr):  # ValueError: not exactly one value
         return None
 

@@ -163,3 +163,26 @@ def test_inline_bounds_counters_per_task_and_per_step_as_a_cluster(
     else:
         result = pytxmr.run(str(job), inputs, str(tmp_path / "out"), inline=True)
         assert len(result.counters["per file"]) == files * per_file
+
+
+def test_a_none_value_is_written_as_its_key_alone_and_read_back_so(tmp_path: Path) -> None:
+    """Text output writes ``(key, None)`` as the key's line alone (Hadoop's
+    NullWritable), from a reduce and from a map-only job alike, and
+    ``records()`` reads such a line back as ``(key, None)``; an empty str
+    value keeps its tab."""
+    data = tmp_path / "in.txt"
+    lines = ["b x", "a y", "b z", "c"]
+    data.write_text("\n".join(lines) + "\n")
+    job = tmp_path / "job.py"
+    job.write_text("def map(k, line):\n    yield line, None\n    yield line[:1], ''\n\n"
+                   "def reduce(k, vs):\n    for v in vs:\n        yield k, v\n")
+    result = pytxmr.run(str(job), str(data), str(tmp_path / "out"), inline=True, reducers=1)
+    text = (tmp_path / "out" / "part-00000").read_text()
+    assert text.splitlines() == sorted(lines + [f"{line[0]}\t" for line in lines])
+    assert sorted(result.records(), key=str) == sorted(
+        [(line, None) for line in lines] + [(line[0], "") for line in lines], key=str)
+    job.write_text("def map(k, line):\n    yield line, None\n")  # no reduce: map-only
+    pytxmr.run(str(job), str(data), str(tmp_path / "maponly"), inline=True)
+    written = [line for p in sorted((tmp_path / "maponly").glob("part-*"))
+               for line in p.read_text().splitlines()]
+    assert written == lines

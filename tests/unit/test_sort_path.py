@@ -298,6 +298,35 @@ def test_identity_reduce_switches_from_pair_lines_to_its_loop_mid_partition(
         assert fast_counters.get(FRAMEWORK, name) == slow_counters.get(FRAMEWORK, name), name
 
 
+def test_a_sort_of_lines_writes_the_lines_sorted(tmp_path: Path) -> None:
+    """Each line its own key of value None (examples/total_order_sort.py):
+    the parts read in order are sorted(lines), duplicates kept; lines of
+    both None and str values in one frame are the generator's."""
+    path = tmp_path / "in.txt"
+    lines = make_records(path, n=6000)
+    lines += lines[:500]  # the same lines twice: one key, two values
+    path.write_text("\n".join(lines) + "\n")
+    source = SORT.replace("yield line[:3], line[4:]", "yield line, None")
+    parts, counters, _ = run_job(tmp_path, source, [str(path)], buffer_records=1000)
+    got = [Path(p).read_text().splitlines() for p in parts]
+    assert [line for part in got for line in part] == sorted(lines)
+    for i, part in enumerate(got):
+        assert {bisect.bisect_right(CUTS, line) for line in part} <= {i}
+    assert counters.get(FRAMEWORK, "reduce input groups") == len(set(lines))
+    mixed = SORT.replace("yield line[:3], line[4:]",
+                         "yield line[:3], None if line[4:] < 'v03000' else line[4:]")
+    slow = SORT_BY_CALLS.replace("yield line[:3], line[4:]",
+                                 "yield line[:3], None if line[4:] < 'v03000' else line[4:]")
+    texts = {}
+    for name, src in (("fast", mixed), ("slow", slow)):
+        (tmp_path / name).mkdir()
+        parts = run_job(tmp_path / name, src, [str(path)], buffer_records=1000)[0]
+        texts[name] = [Path(p).read_text() for p in parts]
+    fast = texts["fast"]
+    assert fast == texts["slow"]
+    assert sum(part.count("\t") for part in fast) == sum(line[4:] >= "v03000" for line in lines)
+
+
 def test_memory_kept_from_a_spill_does_not_spill_the_next_buffer(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A process keeps a spilled buffer's memory: still over budget after a
