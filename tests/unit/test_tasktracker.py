@@ -57,3 +57,39 @@ def test_a_run_cut_short_is_corrupt(data_file: tuple[Path, list[tuple[int, int]]
     path.write_bytes(path.read_bytes()[:offset + length - cut])
     with pytest.raises(CorruptFrame):
         verify_run(str(path), offset, length)
+
+
+class _Child:
+    """A task child that has read ``read`` bytes."""
+
+    def __init__(self, read: int) -> None:
+        self.read = read
+
+    def bytes_read(self) -> int:
+        return self.read
+
+
+def test_a_running_attempt_is_never_shown_done() -> None:
+    """A map that has read its whole split still sorts, spills and commits,
+    and a reduce that has read its runs still commits: their progress
+    grows with what they read (and fetched) but stays under 1, so a job
+    shows 100% only when its tasks are done (it showed "map 100% (0/2)"
+    through a sort's last spills)."""
+    from types import SimpleNamespace
+
+    from pytxmr.tasktracker.worker import Attempt
+
+    m = Attempt("m", None, "map", 0, "/nowhere", child=_Child(0), size=1000)  # type: ignore[arg-type]
+    seen = []
+    for read in (0, 500, 1000, 5000):  # more than its split: the last line's end
+        m.child.read = read  # type: ignore[union-attr]
+        seen.append(m.progress())
+    assert seen == sorted(seen) and seen[0] == 0 and 0.5 < seen[-1] < 1 and seen[2] == seen[3]
+    r = Attempt("r", None, "reduce", 0, "/nowhere", child=_Child(0), size=1000,  # type: ignore[arg-type]
+                fetch=SimpleNamespace(runs={}, num_maps=4))  # type: ignore[arg-type]
+    seen = []
+    for fetched, read in ((0, 0), (2, 0), (4, 0), (4, 500), (4, 1000), (4, 2000)):
+        r.fetch.runs = dict.fromkeys(range(fetched))  # type: ignore[union-attr]
+        r.child.read = read  # type: ignore[union-attr]
+        seen.append(r.progress())
+    assert seen == sorted(seen) and seen[0] == 0 and 0.9 < seen[-1] < 1
