@@ -466,12 +466,29 @@ def _expand_remote(pattern: str, opts: Mapping[str, str] | None) -> list[InputFi
                                        "'.' or '_' are skipped, sub-prefixes are not read)",
                                        pattern)
             else:
+                if _listing_page(pattern, info):
+                    raise StorageError(
+                        f"input {shown} is an HTML page at a directory's URL (a server's list "
+                        f"of its files?), not a file: HTTP has no directories to read, so "
+                        f"give each file's URL (or keep the files in a store that lists "
+                        f"them, such as s3://)", pattern)
                 files = [_file_of(normalize(pattern), info)]
     except Exception as e:
         raise store_error(pattern, e, "list") from e
     if scheme(pattern) in ("http", "https"):
         files = [InputFile(f.path, f.size, f.ranged and _serves_ranges(f.path)) for f in files]
     return sorted(files, key=lambda f: f.path)
+
+
+def _listing_page(url: str, info: Mapping[str, Any]) -> bool:
+    """An HTTP answer that is a page of links rather than a file: HTML at a
+    URL ending in '/' (or redirected to one), as a server lists a
+    directory. Read as an input, its markup's words were counted."""
+    if scheme(url) not in ("http", "https"):
+        return False
+    final = str(info.get("url") or url)
+    return (str(info.get("mimetype") or "").startswith("text/html")
+            and urllib.parse.urlsplit(final).path.endswith("/"))
 
 
 def _as_sent(url: str) -> str:

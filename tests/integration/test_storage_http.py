@@ -97,6 +97,28 @@ def test_missing_file_is_named(tmp_path: Path, servers: dict[str, HTTPFiles]) ->
     assert code == 2 and url in stderr and "does not exist" in stderr, stderr
 
 
+def test_a_directory_listing_page_is_refused_and_an_html_file_is_read(tmp_path: Path) -> None:
+    """A directory's URL (with its '/', or without and redirected to it)
+    answers a server's HTML list of the files: refused at submission,
+    where its markup's words were counted. An HTML file is a file."""
+    root = tmp_path / "www"
+    (root / "logs").mkdir(parents=True)
+    (root / "logs" / "a.txt").write_text("one two\n")
+    (root / "page.html").write_text("<p>three four</p>\n")
+    with HTTPFiles(root, "normal") as server:
+        for url in (server.url("logs/"), server.url("logs")):
+            for how in (["--inline"], ["--workers", "1"]):
+                code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), url, "-o",
+                                      str(tmp_path / "out"), *how)
+                assert code == 2 and "is an HTML page at a directory's URL" in stderr, stderr
+                assert url.rstrip("/") in stderr and not (tmp_path / "out").exists()
+        page = server.url("page.html")
+        code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), page, "-o",
+                              str(tmp_path / "html"), "--inline", "-q")
+        assert code == 0, stderr
+        assert merged(tmp_path / "html") == Counter("<p>three four</p>".split())
+
+
 @pytest.mark.parametrize("how", [[], ["--inline"]], ids=["run", "inline"])
 def test_http_output_is_refused(tmp_path: Path, servers: dict[str, HTTPFiles],
                                 how: list[str]) -> None:
