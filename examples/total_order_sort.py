@@ -9,7 +9,7 @@ Sorts lines, keeping every line (duplicates included), so that
 Lines sort by their characters' code points, which for UTF-8 is the byte
 order of ``LC_ALL=C sort``. Each line is its own key, with the value
 ``None``, which the text output writes as the key alone: the output lines
-are the input lines. A record of ``bench/terasort.py`` (a 10-character
+are the input lines (each ending in a newline, a CRLF line's in LF). A record of ``bench/terasort.py`` (a 10-character
 key, a tab, a value) starts with its key, so sorting the lines sorts the
 records by key (and equal keys by the rest of the line). One string a
 record, rather than a key and a value cut from the line, made the sort's
@@ -27,8 +27,11 @@ the sample travels inside it:
 1. **Sample.** Step 1's ``reader`` does not read its split: it reads a few
    hundred lines from ``WINDOWS`` places spread over the split (a few
    reads of 64 KB; the whole split is never read here) and yields one
-   record, ``(split, sampled keys)``, a key being the first ``KEY_LEN``
-   characters of a sampled line. Its ``map`` sends that sample
+   record, ``(split, sampled keys)``, a key being the first ``prefix``
+   characters of a sampled line (``--arg prefix=N``, default ``KEY_LEN``,
+   10: lines whose first ``prefix`` characters are alike, such as lines
+   that start with a date, all go to one reducer, sorted, unless it is
+   raised). Its ``map`` sends that sample
    to every reducer of the step (``FANOUT`` copies, keys ``(0, i)``; the
    partitioner sends ``(0, i)`` to reducer ``i % n``) and cuts the split
    into ``PIECES`` byte ranges, keys ``(1, ordinal)``, dealt round robin
@@ -64,13 +67,15 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
-from pytxmr import Step, reducers
+from pytxmr import Arg, Step, args, reducers
 from pytxmr.partition import RangePartition
 from pytxmr.splits import Split, read_lines
 
-#: Characters of each sampled line kept as a candidate cut point: enough to
-#: tell TeraSort keys apart. A line compares with a cut as a whole
-#: (a line that starts with the cut sorts after it), so any length is right.
+#: Characters of each sampled line kept as a candidate cut point, by
+#: default (``--arg prefix=N``): enough to tell TeraSort keys apart. A line
+#: compares with a cut as a whole (a line that starts with the cut sorts
+#: after it), so any length sorts right; but lines that share their first
+#: ``prefix`` characters all go to one reducer.
 KEY_LEN = 10
 #: Places of a split that step 1 samples, and lines read at each.
 WINDOWS = 10
@@ -81,6 +86,19 @@ FANOUT = 128
 PIECES = 16
 
 _SAMPLE_SEP = "\n"  # a line, hence a key, never holds one
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise ValueError(f"must be at least 1, not {n}")
+    return n
+
+
+arguments = [Arg("prefix", _positive, default=KEY_LEN,
+                 help="characters of each sampled line kept as a cut point: raise it for "
+                      "lines that start alike (dates, paths, URLs), which would otherwise "
+                      "all go to one reducer")]
 
 
 # ---------------------------------------------------------------- step 1: sample
@@ -97,7 +115,8 @@ def sample_split(split: Split, encoding: str, errors: str) -> Iterator[tuple[dic
         windows = [Split(split.index, split.path, a, b, False)
                    for a, b in zip(bounds, bounds[1:]) if a < b]
         per_window = LINES_PER_WINDOW
-    keys = [line[:KEY_LEN] for w in windows
+    n = args()["prefix"]
+    keys = [line[:n] for w in windows
             for _, line in islice(read_lines(w, encoding, errors), per_window)]
     # The piece readers of step 2 decode as this reader was told to.
     yield dict(split.to_wire(), encoding=encoding, errors=errors), _SAMPLE_SEP.join(keys)

@@ -234,12 +234,13 @@ class Progress:
         maps, reduces = status.get("maps"), status.get("reduces")
         if not maps or reduces is None:
             return
-        mp = maps.get("percent", 100 * maps["done"] / max(1, maps["total"]))
-        rp = reduces.get("percent", 100 * reduces["done"] / max(1, reduces["total"]))
+        # Truncated, not rounded: 99.7% of a phase whose last task runs is not 100%.
+        mp = int(maps.get("percent", 100 * maps["done"] / max(1, maps["total"])))
+        rp = int(reduces.get("percent", 100 * reduces["done"] / max(1, reduces["total"])))
         step = (f"step {status['step']}/{status['steps']} "
                 if status.get("steps", 1) > 1 else "")
-        text = (f"{status['job_id']}: {step}map {mp:3.0f}% ({maps['done']}/{maps['total']}) "
-                f"reduce {rp:3.0f}% ({reduces['done']}/{reduces['total']})")
+        text = (f"{status['job_id']}: {step}map {mp:3d}% ({maps['done']}/{maps['total']}) "
+                f"reduce {rp:3d}% ({reduces['done']}/{reduces['total']})")
         if status.get("failed_attempts"):
             text += f" failed attempts {status['failed_attempts']}"
         if self._tty:
@@ -468,7 +469,7 @@ def run_inline_command(a: argparse.Namespace) -> int:
                               slots=slots, compress=a.compress,
                               buffer_records=a.buffer_records or DEFAULT_BUFFER_RECORDS,
                               storage_options=dict(a.storage_options),
-                              started=lambda: running.append(True))
+                              started=lambda _format: running.append(True))
     except (InputError, StorageError, TooManyCounters) as e:
         if not running:
             raise  # refused before it ran: main says so (status 2)

@@ -67,6 +67,8 @@ class JobResult:
     progress: dict[str, Any] = field(default_factory=dict)
     args: dict[str, str] = field(default_factory=dict)
     storage_options: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: "text" or "jsonl" ("": a jobtracker too old to say; ``records`` guesses).
+    output_format: str = ""
 
     @property
     def ok(self) -> bool:
@@ -81,13 +83,14 @@ class JobResult:
                    progress={k: d[k] for k in ("maps", "reduces", "step", "steps",
                                                   "failed_attempts") if k in d},
                    args=dict(d.get("args") or {}),
-                   storage_options=dict(storage_options or {}))
+                   storage_options=dict(storage_options or {}),
+                   output_format=str(d.get("output_format") or ""))
 
     def records(self) -> Iterator[tuple[Any, Any]]:
         """The output's pairs, part file after part file. JSON-lines output
         comes back exactly (tuples as lists); in text output a field that
         reads as JSON (a number, a list...) comes back as that, any other
-        as the string."""
+        as the string, and a line without a tab as its key and None."""
         if not self.ok:
             raise JobFailed(self)
         if storage.is_remote(self.output):
@@ -96,13 +99,27 @@ class JobResult:
         else:
             root = storage.local_path(self.output)
             listed, opener = [os.path.join(root, n) for n in os.listdir(root)], open
+        parse = _PARSERS.get(self.output_format, _guessed_line)
         for name in sorted(p for p in listed if is_part_name(os.path.basename(p.rstrip("/")))):
             with opener(name, "rt", encoding="utf-8", newline="\n") as f:
                 for line in f:
-                    yield _parse_line(line.rstrip("\n"))
+                    yield parse(line.rstrip("\n"))
 
 
-def _parse_line(line: str) -> tuple[Any, Any]:
+def _jsonl_line(line: str) -> tuple[Any, Any]:
+    key, value = json.loads(line)
+    return key, value
+
+
+def _text_line(line: str) -> tuple[Any, Any]:
+    key, tab, value = line.partition("\t")
+    return _field(key), _field(value) if tab else None  # no tab: a None value's line
+
+
+def _guessed_line(line: str) -> tuple[Any, Any]:
+    """A line of an output whose format is not known: a JSON pair is taken
+    for a jsonl line (a text line of a None value whose key's JSON is a
+    pair would be read as that pair)."""
     if line.startswith("["):
         try:
             pair = json.loads(line)
@@ -110,8 +127,10 @@ def _parse_line(line: str) -> tuple[Any, Any]:
                 return pair[0], pair[1]
         except ValueError:
             pass
-    key, tab, value = line.partition("\t")
-    return _field(key), _field(value) if tab else None  # no tab: a None value's line
+    return _text_line(line)
+
+
+_PARSERS = {"text": _text_line, "jsonl": _jsonl_line}
 
 
 def _field(text: str) -> Any:
@@ -297,12 +316,14 @@ def _run_inline(job: _JobFile, inputs: Sequence[str] | str, output: str, slots: 
     kwargs = {names.get(k, k): v for k, v in options.items()}
     kwargs["files"] = [*kwargs.get("files", ()), *job.files]
     start = time.perf_counter()
+    formats: list[str] = []
     counters = run_inline(job.path, [inputs] if isinstance(inputs, str) else list(inputs),
-                          output, slots=slots, **kwargs)
+                          output, slots=slots, started=formats.append, **kwargs)
     return JobResult("inline", "succeeded", storage.normalize(output), counters,
                      time.perf_counter() - start, None,
                      args=dict(options.get("args") or {}),
-                     storage_options=dict(options.get("storage_options") or {}))
+                     storage_options=dict(options.get("storage_options") or {}),
+                     output_format=formats[0])
 
 
 class Client:

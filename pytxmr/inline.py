@@ -47,11 +47,12 @@ def run_inline(
     slots: int = 1,
     compress: str | None = None,
     storage_options: Mapping[str, str] | None = None,
-    started: Callable[[], None] | None = None,
+    started: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Run the job; returns its counters. Raises on any error. ``started``
     is called once the job is admitted (its inputs planned, its output
-    prepared): an error after that is the job's failure, not a refusal.
+    prepared), with the format of its output ("text" or "jsonl"): an error
+    after that is the job's failure, not a refusal.
 
     ``slots`` are those of the cluster to imitate: without ``num_reducers``
     the job gets the reducers it would get there, and so the same part
@@ -131,19 +132,19 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
          *, num_reducers: int | None, split_size: int | None,
          overwrite: bool, buffer_records: int, slots: int, codec: int,
          storage_options: Mapping[str, str] | None,
-         started: Callable[[], None] | None = None) -> dict[str, dict[str, int]]:
+         started: Callable[[str], None] | None = None) -> dict[str, dict[str, int]]:
     opts = storage.check_options(storage_options)
     storage.use_options(opts)
     files = storage.expand_inputs(inputs, opts)
     # Refused as `run` would refuse it: a split size of a few bytes makes
     # millions of maps here too (94 s and 1.4 GB for 300 KB at one byte).
-    splits, _ = plan_tasks(files, split_size, num_reducers,
-                           [StepPlan(**plan) for plan in definition.summary()], slots,
+    steps = [StepPlan(**plan) for plan in definition.summary()]
+    splits, _ = plan_tasks(files, split_size, num_reducers, steps, slots,
                            default_size=MAX_DEFAULT_SPLIT_SIZE)
     output.prepare_output_dir(output_dir, overwrite, inputs=inputs,
                               input_files=[f.path for f in files], opts=opts)
     if started is not None:
-        started()
+        started(steps[-1].output_format)
     counters = _counters.reset()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as in task children (see pytxmr.task)

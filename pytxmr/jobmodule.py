@@ -76,7 +76,8 @@ class JobDefinition:
         jobtracker must know of each step to plan it."""
         return [{"num_reducers": s.num_reducers, "map_only": s.map_only,
                  "fixed_reducers": s.fixed_reducers,
-                 "split_by": split_policy(s.reader) if i == 0 else "file"}
+                 "split_by": split_policy(s.reader) if i == 0 else "file",
+                 "output_format": s.output_format}
                 for i, s in enumerate(self.steps)]
 
 

@@ -157,6 +157,7 @@ def job_summary(job: Any, sjobs: list[Job], now: float) -> dict[str, Any]:
         "step": getattr(job, "step", 0) + 1,
         "steps": len(getattr(job, "steps", ()) or ()) or 1,
         "owner": getattr(job, "owner", ""),
+        "output_format": job.steps[-1].output_format if getattr(job, "steps", None) else "text",
     }
     if sjob is not None:
         summary["maps"] = task_progress(sjob, "map")
@@ -325,7 +326,7 @@ def result_of(detail: dict[str, Any]) -> dict[str, Any]:
     detail, e.g. one loaded from the history."""
     keys = ("job_id", "state", "error", "counters", "elapsed", "output", "filename",
             "num_maps", "num_reducers", "maps", "reduces", "failed_attempts", "args",
-            "step", "steps", "owner")
+            "step", "steps", "owner", "output_format")
     return {k: detail[k] for k in keys if k in detail}
 
 

@@ -234,8 +234,7 @@ class Admission:
         if not result.get("ok"):
             raise SubmissionError(check_failure(result.get("error", {}), self.check_timeout,
                                                 bundle_dir))
-        return [StepPlan(s["num_reducers"], s["map_only"], s["split_by"], s["fixed_reducers"])
-                for s in result["steps"]]
+        return [StepPlan(**s) for s in result["steps"]]
 
 
 def _refuse_overlap(out: str, others: Iterable[tuple[str, str]]) -> None:

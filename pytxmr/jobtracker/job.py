@@ -23,6 +23,10 @@ class StepPlan:
     map_only: bool
     split_by: str
     fixed_reducers: bool = False
+    #: How the step writes its output, if it is the last ("text", "jsonl"):
+    #: a client reads a text line without a tab as (key, None), but a
+    #: jsonl line as JSON (the key of a None value can be a JSON pair).
+    output_format: str = "text"
 
 
 @dataclass
@@ -103,7 +107,7 @@ class JobRecord:
                 "output": self.output, "filename": self.filename,
                 "num_maps": len(self.splits), "num_reducers": self.num_reducers,
                 "args": dict(self.args), "step": self.step + 1, "steps": len(self.steps),
-                "owner": self.owner}
+                "owner": self.owner, "output_format": self.steps[-1].output_format}
 
 
 #: The JobRecord fields the journal keeps as they are (plain data).

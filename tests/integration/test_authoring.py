@@ -243,6 +243,16 @@ except pytxmr.ClusterError as e:
 else:
     raise AssertionError("a bad split_size was not refused")
 assert list(local.records()) == list(inline.records()) and len(list(local.records())) == 3
+# A None value's line is its key alone; the job says its output is text, so a
+# key whose JSON is a pair is read back as that key, not as a jsonl pair.
+from pytxmr import reducers
+def bigrams(key, line):
+    for a, b in zip(line.split(), line.split()[1:]):
+        yield (a, b), None
+keyed = pytxmr.run(types.SimpleNamespace(map=bigrams, reduce=reducers.identity), text, out + "/k")
+assert keyed.output_format == "text", keyed
+assert Counter(repr(k) for k, v in keyed.records() if v is None) == Counter(
+    repr([a, b]) for line in open(text) for a, b in zip(line.split(), line.split()[1:]))
 results = {{}}
 def in_thread(n):
     results[n] = pytxmr.run("{examples}/wordcount.py", text, out + f"/t{{n}}")

@@ -79,3 +79,28 @@ def test_submit_sorts_by_sampled_ranges(make_cluster, inputs: list[Path]) -> Non
     rc, _, err = cluster.submit(JOB, inputs, out, "--reducers", "2", "--split-size", "100K")
     assert rc == 0, err + cluster.logs()
     check_sorted(out, inputs, 2)
+
+
+def test_lines_that_start_alike_are_shared_with_a_longer_prefix(tmp_path: Path) -> None:
+    """Lines that all start with one date: cut points of their first 10
+    characters send them all to one reducer (still sorted); ``--arg
+    prefix=24`` samples enough of each line to share them. A prefix of 0
+    is refused before the job runs."""
+    rng = random.Random(7)
+    data = tmp_path / "dated.txt"
+    lines = [f"2024-01-01 {rng.getrandbits(48):012x} row {i}" for i in range(3000)]
+    data.write_text("\n".join(lines) + "\n")
+    env = base_env(tmp_path / "home")
+    for prefix, shared in ((None, False), ("24", True)):
+        out = tmp_path / f"out-{prefix}"
+        option = ["--arg", f"prefix={prefix}"] if prefix else []
+        rc, _, stderr = run_cli("run", "--inline", "-q", str(JOB), str(data), "-o", str(out),
+                                "--reducers", "3", *option, env=env, cwd=ROOT, timeout=120)
+        assert rc == 0, stderr
+        parts = [p.read_text().splitlines() for p in sorted(out.glob("part-*"))]
+        assert [line for part in parts for line in part] == sorted(lines)
+        assert (max(map(len, parts)) < 0.6 * len(lines)) == shared, list(map(len, parts))
+    rc, _, stderr = run_cli("run", "--inline", str(JOB), str(data), "-o", str(tmp_path / "x"),
+                            "--arg", "prefix=0", env=env, cwd=ROOT, timeout=120)
+    assert rc == 2 and "prefix" in stderr and "at least 1" in stderr, stderr
+    assert not (tmp_path / "x").exists()

@@ -353,9 +353,12 @@ def test_steps_are_resolved_in_order(tmp_path: Path) -> None:
     assert list(second.map(1, 2)) == [(1, 2)]  # no map: the pairs pass on
     assert third.map_only
     assert definition.summary() == [
-        {"num_reducers": 3, "map_only": False, "fixed_reducers": True, "split_by": "lines"},
-        {"num_reducers": None, "map_only": False, "fixed_reducers": True, "split_by": "file"},
-        {"num_reducers": None, "map_only": True, "fixed_reducers": True, "split_by": "file"}]
+        {"num_reducers": 3, "map_only": False, "fixed_reducers": True, "split_by": "lines",
+         "output_format": "text"},
+        {"num_reducers": None, "map_only": False, "fixed_reducers": True, "split_by": "file",
+         "output_format": "text"},
+        {"num_reducers": None, "map_only": True, "fixed_reducers": True, "split_by": "file",
+         "output_format": "text"}]
 
 
 def test_input_bytes_is_the_first_steps_only(tmp_path: Path) -> None:

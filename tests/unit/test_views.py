@@ -158,3 +158,19 @@ def test_an_ended_jobs_page_is_its_live_page_wherever_the_list_is_cut(monkeypatc
         monkeypatch.setattr(views_module, "PAGE_ATTEMPTS", shown)
         live = views_module.job_page_view(record, [job], s, 30.0)
         assert views_module.page_view(detail) == live, f"{shown} attempts shown"
+
+
+def test_the_progress_line_shows_100_percent_only_when_the_phase_is_done() -> None:
+    """99 of 100 maps done and the last at two thirds is 99.67%: shown as
+    99%, not rounded up to a 100% that its count contradicts."""
+    import io
+
+    from pytxmr.__main__ import Progress
+
+    out = io.StringIO()
+    progress = Progress(out)
+    for done, percent in ((99, 99 + 2 / 3), (100, 100.0)):
+        progress({"job_id": "j", "maps": {"done": done, "total": 100, "percent": percent},
+                  "reduces": {"done": 19, "total": 20, "percent": 95 + 0.95 * 5}})
+    assert out.getvalue().splitlines() == ["j: map  99% (99/100) reduce  99% (19/20)",
+                                           "j: map 100% (100/100) reduce  99% (19/20)"]
