@@ -31,6 +31,7 @@ import os
 import struct
 import zlib
 from itertools import chain
+from operator import itemgetter
 from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 import msgpack
@@ -273,6 +274,19 @@ def _lists_of_values(records: list[Record]) -> list[Any]:
     return flat
 
 
+_first, _second = itemgetter(0), itemgetter(1)
+
+
+def _flat(pairs: list[tuple[Any, Any]]) -> list[Any]:
+    """``[k1, v1, k2, v2, ...]`` of 2-tuples: two passes of C calls, a sixth
+    faster than chaining them (one tuple iterator each) on a sorted spill,
+    whose tuples lie scattered in memory."""
+    flat: list[Any] = [None] * (2 * len(pairs))
+    flat[0::2] = map(_first, pairs)
+    flat[1::2] = map(_second, pairs)
+    return flat
+
+
 class SegmentWriter:
     """Writes records to a file as frames of ``codec``; counts what it wrote
     (``bytes`` as stored)."""
@@ -295,7 +309,7 @@ class SegmentWriter:
         if type(records) is list:
             # A spill's sorted partition: slices, without a step per record.
             for i in range(0, len(records), n):
-                self._flush(list(chain.from_iterable(records[i:i + n])))
+                self._flush(_flat(records[i:i + n]))
             return
         batch: list[Record] = []
         append = batch.append
@@ -313,7 +327,7 @@ class SegmentWriter:
         map's pairs, a folding combiner's totals): PAIRS frames."""
         n = self._frame_records
         for i in range(0, len(pairs), n):
-            self._flush(list(chain.from_iterable(pairs[i:i + n])), PAIRS)
+            self._flush(_flat(pairs[i:i + n]), PAIRS)
 
     def _flush(self, flat: list[Any], flags: int = 0) -> None:
         """Write the records ``[k1, vs1, k2, vs2, ...]`` (``[k1, v1, ...]``
