@@ -11,7 +11,7 @@ way merge correctly under the total order.
 from __future__ import annotations
 
 from functools import partial
-from operator import itemgetter
+from operator import itemgetter, ne
 from typing import Any, Callable, Iterable
 
 #: The key-kind names recorded for each run (``kinds_of``).
@@ -25,13 +25,30 @@ _KIND = {
 
 first = itemgetter(0)
 
+#: Why a NaN is no key (nor a value of a ``sort_values`` job).
+NAN_REFUSED = ("a NaN cannot be sorted or grouped (it is equal to nothing, not even "
+               "itself, so equal keys around it would be split apart): map it to None "
+               "or to the str 'nan'")
+
+
+def find_nan(items: list[Any]) -> bool:
+    """Whether a NaN float is among ``items`` (at their top level): the one
+    value that is not equal to itself. A pass of C comparisons, most of
+    them of an object with itself."""
+    return any(map(ne, items, items))
+
 
 def total_order(key: Any) -> tuple:
-    """A sort key that orders any mix of supported key types."""
+    """A sort key that orders any mix of supported key types (TypeError for
+    any other, and for a NaN)."""
     t = type(key)
     if t is str:
         return (2, key)
-    if t is int or t is float or t is bool:
+    if t is int or t is bool:
+        return (1, key)
+    if t is float:
+        if key != key:
+            raise TypeError(NAN_REFUSED)
         return (1, key)
     if key is None:
         return (0, 0)
@@ -40,6 +57,8 @@ def total_order(key: Any) -> tuple:
     if isinstance(key, tuple):
         return (4, tuple(map(total_order, key)))
     if isinstance(key, (int, float)):
+        if key != key:
+            raise TypeError(NAN_REFUSED)
         return (1, key)
     if isinstance(key, str):
         return (2, key)

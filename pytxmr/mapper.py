@@ -27,7 +27,8 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 from .combiners import FoldCombiner
 from .counters import FRAMEWORK, Counters
 from .jobmodule import Job
-from .keys import first, kinds_of, merge_order, record_sort_key, sort_by_utf8, total_order
+from .keys import (NAN_REFUSED, find_nan, first, kinds_of, merge_order, record_sort_key,
+                   sort_by_utf8, total_order)
 from .merge import group_values, merge_runs
 from .partfile import call_hook, naming, write_pairs
 from .partition import RangePartition, default_partition, partition_ids, scatter
@@ -248,6 +249,8 @@ class MapOutputBuffer:
         kinds = kinds_of(keys)
         if unchecked and "other" in kinds:
             _check_keys(keys)
+        if "num" in kinds and find_nan(keys):
+            raise RecordTypeError(f"map yielded a NaN key: {NAN_REFUSED}")
         self.kinds.update(kinds)
         n = self._num_partitions
         partition = self._job.partition
@@ -282,6 +285,8 @@ class MapOutputBuffer:
         items = list(groups.items())
         keys = list(map(first, items))
         kinds = kinds_of(keys)
+        if "num" in kinds and find_nan(keys):
+            raise RecordTypeError(f"map yielded a NaN key: {NAN_REFUSED}")
         self.kinds.update(kinds)
         n = self._num_partitions
         parts = [items] if n == 1 else scatter(items, partition_ids(keys, n, self._job.partition), n)
@@ -471,6 +476,8 @@ def sort_values(values: list[Any]) -> None:
     for one kind of value, the total order for a mix."""
     try:
         kinds = kinds_of(values)
+        if "num" in kinds and find_nan(values):
+            raise TypeError(NAN_REFUSED)
         if len(kinds) == 1 and kinds != ["other"]:
             values.sort()
         else:

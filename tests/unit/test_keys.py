@@ -214,3 +214,45 @@ def test_sort_by_utf8_is_pythons_str_order(words: list[str]) -> None:
 def test_sort_by_utf8_refuses_a_missing_key() -> None:
     with pytest.raises(ValueError, match="one UTF-8 key per record"):
         sort_by_utf8([("b", 1), ("a", 2)], [b"b"])
+
+
+NAN_JOBS = {
+    "pairs": "def map(k, line):\n    for w in line.split():\n        yield float(w), 1\n",
+    "combiner": ("def map(k, line):\n    for w in line.split():\n        yield float(w), 1\n"
+                 "def combine(k, vs):\n    yield k, sum(vs)\n"),
+    "fold": ("from pytxmr import combiners\ncombine = combiners.sum\n"
+             "def map(k, line):\n    for w in line.split():\n        yield float(w), 1\n"),
+    "tuple": "def map(k, line):\n    for w in line.split():\n        yield ('x', float(w)), 1\n",
+    "sort_values": ("sort_values = True\n"
+                    "def map(k, line):\n    for w in line.split():\n        yield 'k', float(w)\n"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NAN_JOBS))
+def test_a_nan_key_or_sorted_value_fails_the_map_naming_it(tmp_path: Any, kind: str) -> None:
+    """A NaN equals nothing, itself included: keys equal to each other on
+    both sides of one were merged as different keys (``1.0`` counted as
+    two keys around a ``nan``), and a ``sort_values`` job's values came out
+    of order. The map fails, saying what to do; a map-only job, which
+    sorts nothing, writes it."""
+    import pytxmr
+
+    data = tmp_path / "in.txt"
+    data.write_text("1 nan 1 0.5\n2 0.5 nan\n")
+    job = tmp_path / "job.py"
+    job.write_text(NAN_JOBS[kind] + "def reduce(k, vs):\n    yield k, sum(vs)\n")
+    with pytest.raises(Exception, match="a NaN cannot be sorted or grouped") as info:
+        pytxmr.run(str(job), str(data), str(tmp_path / "out"), inline=True)
+    assert "map it to None or to the str 'nan'" in str(info.value)
+    job.write_text(NAN_JOBS["pairs"])
+    pytxmr.run(str(job), str(data), str(tmp_path / "maponly"), inline=True)
+    assert sum("NaN\t1" in p.read_text() for p in (tmp_path / "maponly").glob("part-*")) == 1
+
+
+def test_total_order_refuses_a_nan_and_finds_one() -> None:
+    with pytest.raises(TypeError, match="NaN"):
+        total_order(float("nan"))
+    with pytest.raises(TypeError, match="NaN"):
+        total_order((1, float("nan")))
+    assert keys_module.find_nan([1, 2.0, "a", float("nan")])
+    assert not keys_module.find_nan([1, 2.0, "a", float("inf"), None, (1, 2)])
