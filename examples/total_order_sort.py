@@ -88,14 +88,14 @@ PIECES = 16
 _SAMPLE_SEP = "\n"  # a line, hence a key, never holds one
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     n = int(text)
     if n < 1:
         raise ValueError(f"must be at least 1, not {n}")
     return n
 
 
-arguments = [Arg("prefix", _positive, default=KEY_LEN,
+arguments = [Arg("prefix", positive_int, default=KEY_LEN,
                  help="characters of each sampled line kept as a cut point: raise it for "
                       "lines that start alike (dates, paths, URLs), which would otherwise "
                       "all go to one reducer")]

@@ -14,6 +14,7 @@ such an object is sent to the tasks with cloudpickle, in its bundle.
 
 from __future__ import annotations
 
+import decimal
 import json
 import os
 import re
@@ -101,13 +102,26 @@ class JobResult:
             listed, opener = [os.path.join(root, n) for n in os.listdir(root)], open
         parse = _PARSERS.get(self.output_format, _guessed_line)
         for name in sorted(p for p in listed if is_part_name(os.path.basename(p.rstrip("/")))):
-            with opener(name, "rt", encoding="utf-8", newline="\n") as f:
+            # Bytes that are not UTF-8 (input read with surrogateescape, written
+            # back as the bytes they were) come back as the job had them.
+            with opener(name, "rt", encoding="utf-8", errors="surrogateescape",
+                        newline="\n") as f:
                 for line in f:
                     yield parse(line.rstrip("\n"))
 
 
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_int=_json_int)
+
+
+def _json_int(digits: str) -> int:
+    """An int of any size, as the writer writes them: ``int()`` of a str
+    stops at 4300 digits, a Decimal's conversion does not."""
+    return int(digits) if len(digits) < 4300 else int(decimal.Decimal(digits))
+
+
 def _jsonl_line(line: str) -> tuple[Any, Any]:
-    key, value = json.loads(line)
+    key, value = _loads(line)
     return key, value
 
 
@@ -122,7 +136,7 @@ def _guessed_line(line: str) -> tuple[Any, Any]:
     pair would be read as that pair)."""
     if line.startswith("["):
         try:
-            pair = json.loads(line)
+            pair = _loads(line)
             if isinstance(pair, list) and len(pair) == 2:
                 return pair[0], pair[1]
         except ValueError:
@@ -135,7 +149,7 @@ _PARSERS = {"text": _text_line, "jsonl": _jsonl_line}
 
 def _field(text: str) -> Any:
     try:
-        return json.loads(text)
+        return _loads(text)
     except ValueError:
         return text
 

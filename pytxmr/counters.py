@@ -53,8 +53,10 @@ class Counters:
             total = 0
         total += n
         if not COUNTER_MIN <= total <= COUNTER_MAX:
+            # Exact, unless it is too long to show (or to make a float of).
+            shown = f"{total:,}" if total.bit_length() <= 128 else f"of {total.bit_length()} bits"
             raise OverflowError(f"pytxmr.counter({group!r:.100}, {name!r:.100}): the total "
-                                f"{total:.6g} is beyond the 64 bits a counter holds")
+                                f"{shown} is beyond the 64 bits a counter holds")
         self.incr(group, name, n)
 
     def _check_new(self, group: str, name: str) -> None:

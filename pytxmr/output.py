@@ -17,6 +17,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import re
 import shutil
 import sys
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -129,6 +130,8 @@ def to_text(obj: Any) -> str:
         return _int_text(obj)
     if t is bytes:
         return obj.decode("utf-8", "backslashreplace")
+    if isinstance(obj, str):  # a subclass (a StrEnum member): its value, as is
+        return str.__str__(obj)
     return _json(obj)
 
 
@@ -153,14 +156,26 @@ def json_line(key: Any, value: Any) -> str:
     """One ``[key, value]`` JSON document: one that any JSON parser reads,
     so a NaN or an infinite float, which Python's ``json`` would write as
     the non-JSON ``NaN`` or ``Infinity``, is refused (a TypeError, as for
-    any value that cannot be written)."""
+    any value that cannot be written), and a lone surrogate (a byte that
+    was not UTF-8, read with ``surrogateescape``) is written as its ``\\u``
+    escape, not as the raw byte it stands for, which no parser reads."""
     try:
-        return _json([key, value], allow_nan=False) + "\n"
+        line = _json([key, value], allow_nan=False)
     except ValueError as e:
         if "Out of range float" not in str(e):
             raise
         raise TypeError("JSON has no NaN or Infinity, and every jsonl line must be "
                         "JSON: write None or a str (such as 'nan') instead") from None
+    if not line.isascii() and _SURROGATE.search(line):
+        line = _SURROGATE.sub(_escaped, line)
+    return line + "\n"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(m: re.Match[str]) -> str:
+    return f"\\u{ord(m[0]):04x}"
 
 
 FORMATTERS: dict[str, Callable[[Any, Any], str]] = {"text": text_line, "jsonl": json_line}

@@ -157,7 +157,8 @@ def _pack_default(obj: Any) -> Any:
     # their base type: strict_types sends them here.
     for base in (bool, int, float, str, bytes, list, dict):
         if isinstance(obj, base):
-            return base(obj)
+            # str's own value: str() of a (str, Enum) member is "Color.RED".
+            return str.__str__(obj) if base is str else base(obj)
     if isinstance(obj, tuple):
         return _pack_tuple(tuple(obj))
     raise RecordTypeError(

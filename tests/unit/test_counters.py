@@ -19,8 +19,10 @@ def test_a_total_beyond_64_bits_is_refused_where_it_is_counted() -> None:
     counters.counter("g", "n", COUNTER_MAX - 1)
     counters.counter("g", "n", 1)
     with pytest.raises(OverflowError, match=r"pytxmr.counter\('g', 'n'\): the total "
-                                            r"9.22337e\+18 is beyond the 64 bits"):
+                                            r"9,223,372,036,854,775,808 is beyond the 64 bits"):
         counters.counter("g", "n", 1)
+    with pytest.raises(OverflowError, match=r"the total of 1329 bits is beyond the 64 bits"):
+        counters.counter("g", "n", 10 ** 400)  # no float of it: it failed making the message
     with pytest.raises(OverflowError):
         counters.counter("g", "m", -2**64)
     assert counters.current.to_dict() == {"g": {"n": COUNTER_MAX}}

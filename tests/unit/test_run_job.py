@@ -206,3 +206,55 @@ def test_a_none_value_is_written_as_its_key_alone_and_read_back_so(tmp_path: Pat
     written = [line for p in sorted((tmp_path / "maponly").glob("part-*"))
                for line in p.read_text().splitlines()]
     assert sorted(written) == sorted(lines)
+
+
+def test_a_str_enum_key_travels_and_is_written_as_its_value(tmp_path: Path) -> None:
+    """A (str, Enum) member equals its value: it groups with it and is
+    written as it, not as ``C.RED`` (str() of the member) nor JSON-quoted."""
+    data = tmp_path / "in.txt"
+    data.write_text("x\n")
+    job = tmp_path / "job.py"
+    enum = "import enum\nclass C(str, enum.Enum):\n    RED = 'red'\n\n"
+    job.write_text(enum + "def map(k, line):\n    yield C.RED, C.RED\n    yield 'red', 'plain'\n\n"
+                   "def reduce(k, vs):\n    yield k, sorted(vs)\n")
+    pytxmr.run(str(job), str(data), str(tmp_path / "out"), inline=True, reducers=1)
+    assert (tmp_path / "out" / "part-00000").read_text() == 'red\t["plain", "red"]\n'
+    job.write_text(enum + "def map(k, line):\n    yield C.RED, C.RED\n")
+    pytxmr.run(str(job), str(data), str(tmp_path / "maponly"), inline=True)
+    assert [p.read_text() for p in (tmp_path / "maponly").glob("part-*")] == ["red\tred\n"]
+
+
+@pytest.mark.parametrize("fmt", ["text", "jsonl"])
+def test_bytes_that_are_not_utf8_come_back_and_jsonl_stays_json(tmp_path: Path,
+                                                                 fmt: str) -> None:
+    """Words read with surrogateescape: text output writes their bytes back
+    as they were, jsonl output escapes them (\\udce9: every line is UTF-8
+    JSON), and records() reads both back as the job had them (it failed
+    with UnicodeDecodeError)."""
+    data = tmp_path / "in.txt"
+    raw = b"caf\xe9 \xff caf\xe9 plain\n"
+    data.write_bytes(raw)
+    job = tmp_path / "job.py"
+    job.write_text(f"encoding_errors = 'surrogateescape'\noutput_format = '{fmt}'\n"
+                   "def map(k, line):\n    for w in line.split():\n        yield w, 1\n\n"
+                   "def reduce(k, vs):\n    yield k, sum(vs)\n")
+    result = pytxmr.run(str(job), str(data), str(tmp_path / "out"), inline=True, reducers=1)
+    expected = Counter(raw.decode("utf-8", "surrogateescape").split())
+    assert dict(result.records()) == expected
+    written = (tmp_path / "out" / "part-00000").read_bytes()
+    if fmt == "jsonl":
+        assert dict(json.loads(line) for line in written.decode("utf-8").splitlines()) == expected
+    else:
+        assert b"caf\xe9\t2\n" in written
+
+
+def test_jsonl_records_read_ints_of_any_size(tmp_path: Path) -> None:
+    """jsonl writes an int of 5,000 digits exactly; records() read it back
+    (json.loads stops at 4,300 digits)."""
+    data = tmp_path / "in.txt"
+    data.write_text("x\n")
+    job = tmp_path / "job.py"
+    job.write_text("output_format = 'jsonl'\ndef map(k, line):\n    yield -10 ** 5000, 10 ** 4400\n\n"
+                   "def reduce(k, vs):\n    yield k, sum(vs)\n")
+    result = pytxmr.run(str(job), str(data), str(tmp_path / "out"), inline=True, reducers=1)
+    assert list(result.records()) == [(-10 ** 5000, 10 ** 4400)]
