@@ -15,6 +15,12 @@ from typing import Mapping
 FRAMEWORK = "pytxmr"
 #: Counters travel as msgpack integers: 64 bits, as Hadoop's longs.
 COUNTER_MIN, COUNTER_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def shown_total(n: int) -> str:
+    """A counter's total for a message: exact, unless it is too long to
+    show (a float of it, as ``:g`` makes, fails beyond 1e308)."""
+    return f"{n:,}" if n.bit_length() <= 128 else f"of {n.bit_length()} bits"
 #: A task's own counters, and the characters of a group's or counter's name,
 #: at most: a report of them must reach the jobtracker (PB sends 640 KiB at
 #: most), and the counters of every task add up there (Hadoop allows a job
@@ -53,10 +59,8 @@ class Counters:
             total = 0
         total += n
         if not COUNTER_MIN <= total <= COUNTER_MAX:
-            # Exact, unless it is too long to show (or to make a float of).
-            shown = f"{total:,}" if total.bit_length() <= 128 else f"of {total.bit_length()} bits"
             raise OverflowError(f"pytxmr.counter({group!r:.100}, {name!r:.100}): the total "
-                                f"{shown} is beyond the 64 bits a counter holds")
+                                f"{shown_total(total)} is beyond the 64 bits a counter holds")
         self.incr(group, name, n)
 
     def _check_new(self, group: str, name: str) -> None:

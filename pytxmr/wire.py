@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .counters import COUNTER_MAX, COUNTER_MIN
+from .counters import COUNTER_MAX, COUNTER_MIN, shown_total
 from .splits import Split
 
 #: 2: frames may be LZ4-compressed (codec 2), which version-1 workers refuse.
@@ -158,8 +158,8 @@ def _counters(record: str, value: Any) -> dict[str, dict[str, int]]:
     for group, names in value.items():
         for name, n in names.items():
             if not COUNTER_MIN <= n <= COUNTER_MAX:
-                raise BadMessage(f"the counter {group!r:.100} / {name!r:.100} is {n:.6g}, "
-                                 f"beyond what 64 bits hold")
+                raise BadMessage(f"the counter {group!r:.100} / {name!r:.100} is "
+                                 f"{shown_total(n)}, beyond what 64 bits hold")
     return value
 
 

@@ -437,13 +437,15 @@ UNSENDABLE_REPORTS = {
              "characters cut]"),
     "counter": ("import pytxmr\n"
                 "def map(k, line):\n    pytxmr.counter('g', 'n', 2**100)\n    yield k, 1\n",
-                "OverflowError: pytxmr.counter('g', 'n'): the total 1.26765e+30 is beyond"),
+                "OverflowError: pytxmr.counter('g', 'n'): the total "
+                "1,267,650,600,228,229,401,496,703,205,376 is beyond"),
     # Past pytxmr.counter's checks: the worker's own check, then whatever
     # the wire refuses, fails the attempt.
     "big-total": ("import pytxmr.counters\n"
                   "def map(k, line):\n    pytxmr.counters.current.incr('g', 'n', 2**70)\n"
                   "    yield k, 1\n",
-                  "the counter 'g' / 'n' is 1.18059e+21, beyond what 64 bits hold"),
+                  "the counter 'g' / 'n' is 1,180,591,620,717,411,303,424, beyond what 64 "
+                  "bits hold"),
     "bad-name": ("import pytxmr.counters\n"
                  "def map(k, line):\n    pytxmr.counters.current.incr('g\\udce9', 'n', 1)\n"
                  "    yield k, 1\n",
