@@ -29,7 +29,8 @@ def test_zygote_forks_a_task_and_reports_its_exit(tmp_path: Path) -> None:
         assert started["id"] == 1 and ended == {"ended": started["started"], "status": 0}
         result = json.loads((tmp_path / "result").read_text())["result"]
         assert result == {"ok": True, "steps": [{"num_reducers": None, "map_only": False,
-                                                 "fixed_reducers": False, "split_by": "lines"}]}
+                                                 "fixed_reducers": False, "split_by": "lines",
+                                                 "output_format": "text"}]}
         assert (tmp_path / "log").read_text() == "hello from the check\n"
     finally:
         assert zygote.stdin

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from pytxmr.counters import FRAMEWORK
+from pytxmr.jobtracker.job import StepPlan
 from pytxmr.scheduler import Scheduler
 from pytxmr import views as views_module
 from pytxmr.views import live_counters
@@ -74,7 +75,8 @@ def big_job(monkeypatch: Any, shown: int = 20) -> tuple[Scheduler, Any]:
     record = SimpleNamespace(
         id="j", state="running", filename="job.py", inputs=["in"], output="out",
         map_name="map", reduce_name="reduce", splits=[None] * 20, num_reducers=2,
-        submitted=0.0, finished=None, error=None, counters={}, args={}, step=0, steps=[1],
+        submitted=0.0, finished=None, error=None, counters={}, args={}, step=0,
+        steps=[StepPlan(None, False, "lines")],
         owner="me")
     return s, record
 
