@@ -293,7 +293,7 @@ class JobTracker:
         # The draining command warns when none takes tasks any more: the
         # running jobs then wait for a worker to register.
         view["others_taking_tasks"] = sum(1 for other, w in self.scheduler.workers.items()
-                                          if other != wid and not w.draining)
+                                          if other != wid and w.alive and not w.draining)
         return view
 
     def _worker_named(self, name: str) -> str:

@@ -4,6 +4,7 @@ one job runs; the job succeeds with the output of an independent count."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections import Counter
@@ -90,5 +91,27 @@ def test_draining_the_last_worker_says_that_jobs_will_wait(tmp_path: Path) -> No
         rc, out, err = c.cli("drain", wid)
         assert rc == 0 and "is draining" in out, err
         assert "no other tasktracker takes tasks: the running jobs' waiting tasks wait" in err
+    finally:
+        c.stop_all()
+
+
+def test_a_lost_worker_is_not_counted_as_taking_tasks(tmp_path: Path) -> None:
+    """Draining the last live worker warns, also when a lost one is still
+    listed: it was counted as taking tasks, and the jobs stalled unsaid."""
+    c = Cluster(tmp_path)
+    try:
+        c.start_jobtracker("--expiry", "1")
+        lost = c.start_tasktracker(1, "--heartbeat", "0.2")
+        wid = c.start_tasktracker(1, "--heartbeat", "0.2").wait_ready()["wid"]
+        lost.stop(signal.SIGKILL)
+
+        def listed_lost() -> bool:
+            rc, out, _ = c.cli("workers", "--json")
+            return rc == 0 and any(not w["alive"] for w in json.loads(out))
+
+        wait_for(listed_lost, 20, "the killed worker to be listed lost")
+        rc, out, err = c.cli("drain", wid)
+        assert rc == 0 and "is draining" in out, err
+        assert "no other tasktracker takes tasks" in err, err
     finally:
         c.stop_all()
