@@ -143,7 +143,8 @@ class JobTrackerConnection(service.Service):
 
     def __init__(self, reactor: DaemonReactor, address: str, secret: bytes, tt: TaskTracker,
                  registration: Any, tls: ClusterTLS | None = None,
-                 keep_outputs: float = DEFAULT_KEEP_OUTPUTS) -> None:
+                 keep_outputs: float = DEFAULT_KEEP_OUTPUTS,
+                 on_registered: Callable[[str], None] | None = None) -> None:
         self.setName("jobtracker connection")
         self._reactor = reactor
         self._address = address
@@ -152,6 +153,8 @@ class JobTrackerConnection(service.Service):
         self._registration = registration
         self._tls = tls
         self._keep_outputs = keep_outputs
+        #: Told the worker id of every registration.
+        self._on_registered = on_registered
         self._last_login_problem: str | None = None
         self._mind = TaskTrackerMind(tt, self.drained)
         self._client: ClientService | None = None
@@ -226,6 +229,8 @@ class JobTrackerConnection(service.Service):
         perspective.notifyOnDisconnect(lambda _: self._disconnected(jobtracker))
         self._last_login_problem = None
         self.log.info("Registered with the jobtracker as {wid}", wid=wid)
+        if self._on_registered is not None:
+            self._on_registered(wid)
         if not self.first_registration.called:
             self.first_registration.callback(wid)
 

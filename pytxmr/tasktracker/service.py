@@ -84,7 +84,8 @@ class TaskTrackerService(AsyncMultiService):
                         self._stop_listening).setServiceParent(self)
         self.connection = JobTrackerConnection(reactor, config.jobtracker, secret, self.tt,
                                                self._registration, config.tls,
-                                               config.keep_outputs)
+                                               config.keep_outputs,
+                                               on_registered=self._registered_as)
         self.connection.setServiceParent(self)
         #: Seconds between heartbeats: ours, or longer if the jobtracker asks.
         self.heartbeat_interval = config.heartbeat
@@ -240,12 +241,16 @@ class TaskTrackerService(AsyncMultiService):
             self._beats.stop()
 
     async def registered(self) -> str:
-        """The worker id of the first registration (writes the ready file)."""
-        wid = await self.connection.first_registration
+        """The worker id of the first registration."""
+        return await self.connection.first_registration
+
+    def _registered_as(self, wid: str) -> None:
+        """Each registration writes the ready file: a jobtracker that
+        restarted gives every worker a new id, and ``drain`` of the old one
+        drained another worker."""
         if self.config.ready_file:
             write_ready_file(self.config.ready_file, {
                 "shuffle_port": self.shuffle_port, "wid": wid, "pid": os.getpid()})
-        return wid
 
 
 def make_service(config: Config, reactor: DaemonReactor, *, secret: bytes,

@@ -115,3 +115,36 @@ def test_a_lost_worker_is_not_counted_as_taking_tasks(tmp_path: Path) -> None:
         assert "no other tasktracker takes tasks" in err, err
     finally:
         c.stop_all()
+
+
+def test_the_ready_file_names_the_worker_id_of_the_last_registration(tmp_path: Path) -> None:
+    """A jobtracker that restarts gives every worker a new id: the ready
+    file says the new one. It kept the first, and ``drain`` of it drained
+    the worker that registered next under that id."""
+    c = Cluster(tmp_path)
+    try:
+        jt = c.start_jobtracker("--expiry", "2")
+        port = jt.ready["port"]
+        gone = c.start_tasktracker(1, "--heartbeat", "0.2")
+        tt = c.start_tasktracker(1, "--heartbeat", "0.2")
+        first = tt.wait_ready()["wid"]
+        gone.stop()  # so that tt's id after the restart is another one
+        jt.proc.send_signal(signal.SIGKILL)
+        jt.proc.wait(10)
+        c.start_jobtracker("--port", str(port), "--expiry", "2")
+
+        def registered_again() -> str | None:
+            wid = json.loads(tt.ready_path.read_text())["wid"]
+            rc, out, _ = c.cli("workers", "--json")
+            live = {w["wid"] for w in json.loads(out) if w["alive"]} if rc == 0 else set()
+            return wid if wid in live else None
+
+        again = wait_for(registered_again, 30, "the ready file to name the new id")
+        other = c.start_tasktracker(1, "--heartbeat", "0.2").wait_ready()["wid"]
+        assert other != again, (first, again, other)
+        rc, out, err = c.cli("drain", again)
+        assert rc == 0, err
+        wait_for(lambda: tt.proc.poll() is not None, 30, "the drained worker to exit")
+        assert c.tasktrackers[-1].proc.poll() is None  # the other one runs on
+    finally:
+        c.stop_all()
