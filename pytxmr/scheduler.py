@@ -849,8 +849,11 @@ class Scheduler:
                 self._end_attempt(a, State.KILLED, now, None)
                 actions.append(KillAttempt(a.wid, job.id, a.id))
             if task.state in (State.RUNNING, State.PENDING):
-                # Not "running" in status and the job page any more.
-                task.state = State.KILLED
+                # Not "running" in status and the job page any more. A map
+                # being moved off a draining worker when the reduces finish
+                # is done: its committed output is the one they read.
+                done = state is State.SUCCEEDED and task.committed is not None
+                task.state = State.SUCCEEDED if done else State.KILLED
         actions.append(JobDone(job.id, state, error))
         for wid in sorted(job.inited):
             if self.workers[wid].alive:

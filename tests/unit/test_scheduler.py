@@ -477,6 +477,29 @@ def test_a_drained_worker_takes_no_task_moves_its_outputs_then_stops() -> None:
     assert d.done()["j1"].state is State.SUCCEEDED
 
 
+def test_maps_being_moved_off_a_drained_worker_are_done_when_the_job_succeeds() -> None:
+    """The reduces finish while a drain moves maps: the job's maps are all
+    done (their committed outputs are what the reduces read), not killed;
+    a succeeded job showed "maps 7/13 done" in its status and history."""
+    d = Driver()
+    d.join("w1", slots=2)
+    d.join("w2", slots=2)
+    d.submit("j1", maps=4, reduces=1)
+    for _ in range(10):
+        for a in d.running("j1", "map"):
+            d.succeed(a.id)
+    job = d.s.jobs["j1"]
+    assert job.all_succeeded("map") and d.running("j1", "reduce")
+    d._record(d.s.drain("w1", d.tick()))
+    moved = [t.index for t in job.maps if t.state is not State.SUCCEEDED]
+    assert moved  # w1's maps run again elsewhere
+    for a in d.running("j1", "reduce"):
+        d.succeed(a.id)
+    check_invariants(d)
+    assert job.state is State.SUCCEEDED
+    assert [t.state for t in job.maps] == [State.SUCCEEDED] * 4 and job.all_succeeded("map")
+
+
 def test_a_map_run_again_off_a_drained_worker_may_get_a_backup() -> None:
     """The map's old, committed attempt still serves its output while it
     runs again: that is no attempt committing now, and a straggling rerun
