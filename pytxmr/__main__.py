@@ -239,8 +239,9 @@ class Progress:
         rp = int(reduces.get("percent", 100 * reduces["done"] / max(1, reduces["total"])))
         step = (f"step {status['step']}/{status['steps']} "
                 if status.get("steps", 1) > 1 else "")
-        text = (f"{status['job_id']}: {step}map {mp:3d}% ({maps['done']}/{maps['total']}) "
-                f"reduce {rp:3d}% ({reduces['done']}/{reduces['total']})")
+        text = f"{status['job_id']}: {step}map {mp:3d}% ({maps['done']}/{maps['total']})"
+        if reduces["total"]:  # a map-only step has none to show
+            text += f" reduce {rp:3d}% ({reduces['done']}/{reduces['total']})"
         if status.get("failed_attempts"):
             text += f" failed attempts {status['failed_attempts']}"
         if self._tty:
@@ -252,8 +253,10 @@ class Progress:
         self._last = text
 
     def end(self) -> None:
+        """End the bar's line (a terminal's), so that what follows has its own."""
         if self._tty and self._last:
             self._stream.write("\n")
+        self._last = ""
 
 
 def print_result(result: dict[str, Any], quiet: bool) -> int:
@@ -513,6 +516,12 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
         # A user needs no cluster secret (nor a secret file on their machine).
         secret = b"" if options.get("user") else load_secret(a.secret_file)
         conn = await client.connect(reactor, a.jobtracker, secret, **options)
+
+        def say(text: str) -> None:
+            if progress:
+                progress.end()  # a line of its own, not after a terminal's bar
+            _say(text)
+
         try:
             if a.command in ("submit", "wait"):
                 def reconnect() -> Awaitable[client.Connection]:
@@ -528,22 +537,21 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
                         submitting = True
                         job_id = await conn.call("submit", job.spec)
                     result = await client.follow(
-                        reactor, conn, job_id, progress, notify=_say,
+                        reactor, conn, job_id, progress, notify=say,
                         reconnect=reconnect if a.reconnect_timeout > 0 else None,
                         reconnect_timeout=a.reconnect_timeout)
                 except CancelledError:
                     # Only the waiting stops: say what goes on without us.
-                    if progress:
-                        progress.end()
-                    _say("interrupted: " + (
+                    say("interrupted: " + (
                         f"{job_id} goes on running on the cluster (`pytxmr kill {job_id}` "
                         f"stops it)" if job_id else
                         "the job was being submitted: the jobtracker may have admitted it, "
                         "and then runs it (see `pytxmr jobs`)" if submitting else
                         "the job's files were being sent: it was not submitted"))
                     return interrupted_status(getattr(reactor, "_exitSignal", None))
-                if progress:
-                    progress.end()
+                finally:
+                    if progress:
+                        progress.end()  # also before the error main prints
                 return print_result(result, a.quiet)
             if a.command == "jobs":
                 for job in await conn.call("jobs"):

@@ -176,3 +176,26 @@ def test_the_progress_line_shows_100_percent_only_when_the_phase_is_done() -> No
                   "reduces": {"done": 19, "total": 20, "percent": 95 + 0.95 * 5}})
     assert out.getvalue().splitlines() == ["j: map  99% (99/100) reduce  99% (19/20)",
                                            "j: map 100% (100/100) reduce  99% (19/20)"]
+
+
+def test_the_progress_bar_ends_its_line_before_a_message_and_omits_no_reduces() -> None:
+    """On a terminal the bar is rewritten in place ("\\r"): ``end`` gives
+    what follows a line of its own (a lost connection's message was
+    appended to the bar), once; a map-only step shows no "reduce 100% (0/0)"."""
+    import io
+
+    from pytxmr.__main__ import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    progress = Progress(out)
+    progress({"job_id": "j", "maps": {"done": 1, "total": 2, "percent": 50.0},
+              "reduces": {"done": 0, "total": 0, "percent": 100.0}})
+    progress.end()
+    progress.end()
+    out.write("pytxmr: lost the connection\n")
+    assert out.getvalue() == ("\r[#####.....] j: map  50% (1/2)\n"
+                              "pytxmr: lost the connection\n")
