@@ -111,8 +111,7 @@ class Admission:
             raise SubmissionError("the job's bundle (its shipped code and files) was not "
                                   "uploaded before the submission")
         try:
-            files = await threads.deferToThread(storage.expand_inputs, sub.inputs,
-                                                sub.storage_options)
+            files = await threads.deferToThread(_listed_inputs, sub, self._outputs(running()))
         except ValueError as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
         # From now on its inputs are in use: the job's once admitted.
@@ -235,6 +234,26 @@ class Admission:
             raise SubmissionError(check_failure(result.get("error", {}), self.check_timeout,
                                                 bundle_dir))
         return [StepPlan(**s) for s in result["steps"]]
+
+
+def _listed_inputs(sub: Submission, busy: list[tuple[str, str]]) -> list[InputFile]:
+    """The job's input files, none of them in another job's output that is
+    still being written (``busy``: whose, output): read now, it would give
+    the part files committed so far as if they were all (its ``_SUCCESS``
+    says when it is complete)."""
+    _refuse_partial(sub.inputs, busy)  # before the listing, which may find no file yet
+    files = storage.expand_inputs(sub.inputs, sub.storage_options)
+    _refuse_partial([f.path for f in files], busy)  # what a glob found there
+    return files
+
+
+def _refuse_partial(paths: list[str], busy: list[tuple[str, str]]) -> None:
+    for whose, out in busy:
+        for path in paths:
+            if output.inside(path, out):
+                raise SubmissionError(
+                    f"the input {storage.redact(path)} is in the output {storage.redact(out)} "
+                    f"of {whose}, which is not complete: read it once that job has ended")
 
 
 def _refuse_overlap(out: str, others: Iterable[tuple[str, str]]) -> None:

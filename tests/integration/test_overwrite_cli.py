@@ -118,6 +118,34 @@ def test_a_running_jobs_output_and_input_are_not_overwritten(cluster: Cluster) -
     assert_committed(out, 1)
 
 
+def test_a_running_jobs_output_is_no_input_until_it_ends(cluster: Cluster) -> None:
+    """A job may not read another's output while that one writes it: it
+    read the part files committed so far as if they were all. Once the
+    first job has ended, its output is an input as any other."""
+    ws = cluster.base / "partial-ws"
+    ws.mkdir()
+    data = ws / "words.txt"
+    data.write_text("a b a\n")
+    barrier = ws / "barrier"
+    job = ws / "held.py"
+    job.write_text(barrier_job(barrier))
+    out = ws / "out"
+    held = cluster.popen_submit(job, [data], out, "--reducers", "1")
+    try:
+        wait_for(lambda: (out / OUTPUT_MARK).exists(), 20, "the held job's output")
+        for given in (out, out / OUTPUT_MARK):
+            rc, _, err = cluster.submit(WORDCOUNT, [given], ws / "reader")
+            assert rc == 2 and "which is not complete" in err and str(out) in err, err
+            assert not (ws / "reader").exists()
+        barrier.touch()
+        assert_ok((held.wait(60), *held.communicate()), cluster)
+    finally:
+        if held.poll() is None:
+            held.kill()
+            held.wait()
+    assert_ok(cluster.submit(WORDCOUNT, [out], ws / "reader"), cluster)
+
+
 def test_an_input_of_a_job_being_admitted_is_not_overwritten(cluster: Cluster) -> None:
     """A job reading an earlier output is still being admitted (its module
     checked) when another asks to overwrite that output: refused, and the
