@@ -392,7 +392,8 @@ def describe_job(status: dict[str, Any]) -> str:
 def describe_workers(workers: list[dict[str, Any]]) -> str:
     lines = []
     for w in workers:
-        state = "draining" if w.get("draining") else "alive" if w["alive"] else "lost"
+        state = ("draining" if w.get("draining") else "alive" if w["alive"]
+                 else "drained" if w.get("drained") else "lost")
         lines.append(f"{w['wid']:<6} {state:<9} {w['host']}:{w['shuffle_port']:<6} "
                      f"{w['slots']} slots, {len(w['running'])} running")
     return "\n".join(lines) if lines else "no tasktracker"

@@ -102,7 +102,8 @@ def workers_table(workers: list[dict[str, Any]]) -> str:
     rows = []
     for w in workers:
         running = ", ".join(w["running"][:8]) + (" …" if len(w["running"]) > 8 else "")
-        age = fmt_secs(w["heartbeat_age"]) + " ago" if w["alive"] else "lost"
+        age = (fmt_secs(w["heartbeat_age"]) + " ago" if w["alive"]
+               else "drained" if w.get("drained") else "lost")
         if w.get("draining"):
             age += ", draining"
         rows.append(

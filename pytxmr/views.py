@@ -67,6 +67,8 @@ def worker_view(w: Worker, now: float) -> dict[str, Any]:
         "slots": w.slots,
         "alive": w.alive,
         "draining": w.alive and w.draining,
+        # Gone once drained, as told to stop: not lost, as a crashed worker is.
+        "drained": not w.alive and w.stopping,
         "joined": w.joined,
         "last_heartbeat": w.last_seen,
         "heartbeat_age": now - w.last_seen if w.alive else None,

@@ -48,6 +48,14 @@ def test_a_draining_worker_is_shown_as_such() -> None:
     assert "draining" in workers_table(views)
     lines = describe_workers(views).splitlines()
     assert "draining" in lines[0] and "alive" in lines[1]
+    # Gone: w1 after its drain stopped it, w2 lost (it was listed "lost" alike).
+    assert s.workers["w1"].stopping  # the drain told it to stop
+    s.worker_lost("w1", 3.0)
+    s.worker_lost("w2", 3.0)
+    views = [views_module.worker_view(w, 4.0) for w in s.workers.values()]
+    assert [v["drained"] for v in views] == [True, False]
+    assert ["drained" in line for line in describe_workers(views).splitlines()] == [True, False]
+    assert ">drained<" in workers_table(views) and ">lost<" in workers_table(views)
 
 
 def big_job(monkeypatch: Any, shown: int = 20) -> tuple[Scheduler, Any]:
