@@ -42,7 +42,7 @@ def test_a_rolling_upgrade_during_one_job(tmp_path: Path) -> None:
                     assert "no other tasktracker takes tasks" not in err, err
                     rc, out, _ = c.cli("workers")
                     # Draining, or already stopped (it had nothing to move).
-                    assert any(line.startswith(wid) and ("draining" in line or "lost" in line)
+                    assert any(line.startswith(wid) and ("draining" in line or "drained" in line)
                                for line in out.splitlines()), out
                 t0 = time.monotonic()
                 wait_for(lambda old=old: old.proc.poll() is not None or None, 60,
