@@ -574,7 +574,12 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
             if a.command == "logs":
                 from .tasklog import format_logs
 
-                print(format_logs(await conn.call("logs", a.job_id, a.task)))
+                entries = await conn.call("logs", a.job_id, a.task)
+                if entries:
+                    print(format_logs(entries))
+                else:  # it printed an empty line
+                    _say(f"no task log of {a.job_id}: no attempt of it has started, or the "
+                         f"job history no longer keeps its tasks (--history-retention)")
                 return 0
             if a.command == "kill":
                 before = await conn.call("status", a.job_id)

@@ -188,3 +188,32 @@ def test_wait_attaches_to_a_job_from_another_client(tmp_path: Path) -> None:
         assert rc == 2 and "no job" in err, err
     finally:
         c.stop_all()
+
+
+def test_logs_of_a_job_with_no_attempt_say_so(tmp_path: Path) -> None:
+    """A job none of whose attempts has started (no worker yet) has no task
+    log: ``logs`` says why, where it printed an empty line."""
+    from procs import wait_for
+    from wordcounts import WORDCOUNT
+
+    c = Cluster(tmp_path)
+    proc = None
+    try:
+        c.start_jobtracker()
+        data = tmp_path / "in.txt"
+        data.write_text("a b\n")
+        proc = c.popen_submit(WORDCOUNT, [data], tmp_path / "out", "-q")
+
+        def job_id() -> str | None:
+            rc, out, _ = c.cli("jobs")
+            return out.split()[0] if rc == 0 and out.strip() else None
+
+        job = wait_for(job_id, 30, "the job to be admitted")
+        rc, out, err = c.cli("logs", job)
+        assert rc == 0 and out == "", out
+        assert f"no task log of {job}: no attempt of it has started" in err, err
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.communicate()
+        c.stop_all()
