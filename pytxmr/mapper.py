@@ -249,8 +249,7 @@ class MapOutputBuffer:
         kinds = kinds_of(keys)
         if unchecked and "other" in kinds:
             _check_keys(keys)
-        if "num" in kinds and find_nan(keys):
-            raise RecordTypeError(f"map yielded a NaN key: {NAN_REFUSED}")
+        _refuse_nan_keys(keys, kinds)
         self.kinds.update(kinds)
         n = self._num_partitions
         partition = self._job.partition
@@ -285,8 +284,7 @@ class MapOutputBuffer:
         items = list(groups.items())
         keys = list(map(first, items))
         kinds = kinds_of(keys)
-        if "num" in kinds and find_nan(keys):
-            raise RecordTypeError(f"map yielded a NaN key: {NAN_REFUSED}")
+        _refuse_nan_keys(keys, kinds)
         self.kinds.update(kinds)
         n = self._num_partitions
         parts = [items] if n == 1 else scatter(items, partition_ids(keys, n, self._job.partition), n)
@@ -425,6 +423,12 @@ def _sorted(items: list[Any], utf8: list[bytes] | None, kinds: list[str]) -> lis
     else:
         ordered.sort(key=record_sort_key(kinds))
     return ordered
+
+
+def _refuse_nan_keys(keys: list[Any], kinds: list[str]) -> None:
+    """A spill's keys hold no NaN (see keys.NAN_REFUSED); only numbers can."""
+    if "num" in kinds and find_nan(keys):
+        raise RecordTypeError(f"map yielded a NaN key: {NAN_REFUSED}")
 
 
 def _check_keys(keys: list[Any]) -> None:

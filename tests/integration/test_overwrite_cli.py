@@ -4,10 +4,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 from procs import Cluster, base_env, run_cli, wait_for
@@ -94,27 +95,35 @@ def overwrite_refused(cluster: Cluster, data: Path, output: Path, why: str) -> N
     assert snapshot(output) == before
 
 
-def test_a_running_jobs_output_and_input_are_not_overwritten(cluster: Cluster) -> None:
-    """A second job may not replace, nest in or hold a running job's output,
-    nor replace the earlier output the running job reads."""
-    ws, data, earlier = earlier_output(cluster, "overlap-ws")
+@contextlib.contextmanager
+def held_job(cluster: Cluster, ws: Path, inputs: list[Path], out: Path) -> Iterator[None]:
+    """A job held in its maps (``barrier_job``), its output prepared, while
+    the block runs; then let go, and it must succeed."""
     barrier = ws / "barrier"
     job = ws / "held.py"
     job.write_text(barrier_job(barrier))
-    out = ws / "out"
-    held = cluster.popen_submit(job, [earlier], out, "--reducers", "1")
+    held = cluster.popen_submit(job, inputs, out, "--reducers", "1")
     try:
         wait_for(lambda: (out / OUTPUT_MARK).exists(), 20, "the held job's output")
-        for other in (out, out / "inner", ws):
-            rc, _, err = cluster.submit(WORDCOUNT, [data], other, "--overwrite")
-            assert rc == 2 and "of the running job" in err, err
-        overwrite_refused(cluster, data, earlier, "an input of the running job")
+        yield
         barrier.touch()
         assert_ok((held.wait(60), *held.communicate()), cluster)
     finally:
         if held.poll() is None:
             held.kill()
             held.wait()
+
+
+def test_a_running_jobs_output_and_input_are_not_overwritten(cluster: Cluster) -> None:
+    """A second job may not replace, nest in or hold a running job's output,
+    nor replace the earlier output the running job reads."""
+    ws, data, earlier = earlier_output(cluster, "overlap-ws")
+    out = ws / "out"
+    with held_job(cluster, ws, [earlier], out):
+        for other in (out, out / "inner", ws):
+            rc, _, err = cluster.submit(WORDCOUNT, [data], other, "--overwrite")
+            assert rc == 2 and "of the running job" in err, err
+        overwrite_refused(cluster, data, earlier, "an input of the running job")
     assert_committed(out, 1)
 
 
@@ -126,23 +135,12 @@ def test_a_running_jobs_output_is_no_input_until_it_ends(cluster: Cluster) -> No
     ws.mkdir()
     data = ws / "words.txt"
     data.write_text("a b a\n")
-    barrier = ws / "barrier"
-    job = ws / "held.py"
-    job.write_text(barrier_job(barrier))
     out = ws / "out"
-    held = cluster.popen_submit(job, [data], out, "--reducers", "1")
-    try:
-        wait_for(lambda: (out / OUTPUT_MARK).exists(), 20, "the held job's output")
+    with held_job(cluster, ws, [data], out):
         for given in (out, out / OUTPUT_MARK):
             rc, _, err = cluster.submit(WORDCOUNT, [given], ws / "reader")
             assert rc == 2 and "which is not complete" in err and str(out) in err, err
             assert not (ws / "reader").exists()
-        barrier.touch()
-        assert_ok((held.wait(60), *held.communicate()), cluster)
-    finally:
-        if held.poll() is None:
-            held.kill()
-            held.wait()
     assert_ok(cluster.submit(WORDCOUNT, [out], ws / "reader"), cluster)
 
 
