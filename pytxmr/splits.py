@@ -627,7 +627,7 @@ def _decode_chunk(path: str, pos: int, data: bytes, encoding: str | None, errors
         if b"\r" in data:  # what the str text below gets done to it
             data = data.replace(b"\r\n", b"\n")
             if data.endswith(b"\r"):
-                data = data[:-1]
+                data = data[:-1] + b"\n"
         return pos, data
     try:
         text = data.decode(encoding, errors)
@@ -635,8 +635,10 @@ def _decode_chunk(path: str, pos: int, data: bytes, encoding: str | None, errors
         raise decode_error(path, pos + data.rfind(b"\n", 0, e.start) + 1, encoding, e) from e
     if "\r" in text:
         text = text.replace("\r\n", "\n")
-        if text.endswith("\r"):  # only the file's unterminated last line ends so
-            text = text[:-1]
+        # Only the file's last line ends so: the '\r' ends it, as read_lines
+        # has it, and an empty one ('\n\r') stays a line of the text.
+        if text.endswith("\r"):
+            text = text[:-1] + "\n"
     return pos, text
 
 
@@ -689,8 +691,9 @@ def read_chunks(
     Counter(text.split())) at a fraction of the per-line cost. The lines and
     their ownership are exactly read_lines': a chunk's text is
     '\\n'.join(its lines) + '\\n', except that the file's last line gets no
-    '\\n' if it had none. A chunk holds at least target_bytes of the file
-    unless it is the split's last, and ends with the line that reaches it.
+    '\\n' if it had no line end (a last '\\r' is one). A chunk holds at
+    least target_bytes of the file unless it is the split's last, and ends
+    with the line that reaches it.
     ``encoding`` None: the chunks are bytes, undecoded.
     """
     _check_positive("target_bytes", target_bytes)

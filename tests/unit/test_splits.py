@@ -42,16 +42,18 @@ def expand_inputs(patterns: list[str]) -> list[str]:
 def reference_lines(data: bytes, encoding: str | None = "utf-8"
                     ) -> list[tuple[int, str | bytes, bool]]:
     """(offset, line, terminated) of every line, computed the slow obvious
-    way (the line left as bytes if ``encoding`` is None)."""
+    way (the line left as bytes if ``encoding`` is None). A last line is
+    terminated by a '\\r' as by a '\\n'."""
     out = []
     pos = 0
     while pos < len(data):
         nl = data.find(b"\n", pos)
         end = len(data) if nl < 0 else nl
         line = data[pos:end]
+        terminated = nl >= 0 or line.endswith(b"\r")
         if line.endswith(b"\r"):
             line = line[:-1]
-        out.append((pos, line if encoding is None else line.decode(encoding), nl >= 0))
+        out.append((pos, line if encoding is None else line.decode(encoding), terminated))
         pos = end + 1
     return out
 
@@ -584,8 +586,20 @@ def test_undecoded_chunks_are_whole_lines_of_bytes(tmp_path: Path) -> None:
     with '\\n' line ends as the text's."""
     path = write(tmp_path / "f.txt", b"a\xff\r\nbb\ncc\r")
     assert list(read_chunks(whole(path), target_bytes=5, encoding=None)) == [
-        (0, b"a\xff\nbb\n"), (7, b"cc")]
+        (0, b"a\xff\nbb\n"), (7, b"cc\n")]
     assert list(read_lines(whole(path), None)) == [(0, b"a\xff"), (4, b"bb"), (7, b"cc")]
+
+
+def test_read_chunks_keep_an_empty_last_line_ended_by_a_carriage_return(
+        tmp_path: Path) -> None:
+    """'\\r' alone on the last line is an empty line to read_lines, so the
+    chunk's text keeps it: a map_split must not lose a record a map gets."""
+    path = write(tmp_path / "f.txt", b"a\nb\n\r")
+    assert [line for _, line in read_lines(whole(path))] == ["a", "b", ""]
+    assert list(read_chunks(whole(path))) == [(0, "a\nb\n\n")]
+    assert list(read_chunks(whole(path), encoding=None)) == [(0, b"a\nb\n\n")]
+    last = write(tmp_path / "g.txt", b"a\nlast\r")
+    assert list(read_chunks(whole(last))) == [(0, "a\nlast\n")]
 
 
 def test_read_chunks_decode_error_names_the_line(tmp_path: Path) -> None:
@@ -648,6 +662,9 @@ def test_read_chunks_text_is_read_lines_joined(
             assert group and off == group[0][0]
             last_newline = "\n" if terminated[group[-1][0]] else ""
             assert text == "\n".join(line for _, line in group) + last_newline
+            # ...and a map_split splitting it at '\n' gets them back.
+            body = text[:-1] if text.endswith("\n") else text
+            assert body.split("\n") == [line for _, line in group]
             if i + 1 < len(chunks):  # all but the last reach the target size
                 assert next_off - off >= target
             k += n
