@@ -679,7 +679,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spare_pyopenssl()
     zygote = start_zygote() if a.command == "run" and not a.inline else None
     from .auth import LoginRefused
-    from .client import ClusterError, ClusterUnreachable
+    from .client import ClusterError
     from .bundle import BundleError
     from .jobargs import ArgumentError
     from .jobmodule import JobDefinitionError
@@ -716,13 +716,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return await cluster_command(reactor, a, zygote)
             except (ClusterError, LoginRefused, SecretError, TLSError, UsersError) as e:
                 print(f"pytxmr: {e}", file=sys.stderr)
-                return EXIT_UNREACHABLE if isinstance(e, ClusterUnreachable) else EXIT_REFUSED
+                return _failure_status(e)
 
         return react_interruptibly(command)
     except (ClusterError, LoginRefused, SecretError, CodecUnavailable, TLSError,
             UsersError) as e:
         print(f"pytxmr: {e}", file=sys.stderr)
-        return EXIT_UNREACHABLE if isinstance(e, ClusterUnreachable) else EXIT_REFUSED
+        return _failure_status(e)
     except (OutputExistsError, InputError, StorageError, ArgumentError, BundleError,
             JobDefinitionError, SubmissionError) as e:  # run --inline: refused, as a submission is
         print(f"pytxmr: {e}", file=sys.stderr)
@@ -740,6 +740,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(err["traceback"].rstrip(), file=sys.stderr)
             return 1
         raise
+
+
+def _failure_status(e: Exception) -> int:
+    """3 where the job's outcome is unknown to the client (trying again may
+    tell), 2 for a refusal."""
+    from .client import ClusterUnreachable, JobLost
+
+    return EXIT_UNREACHABLE if isinstance(e, (ClusterUnreachable, JobLost)) else EXIT_REFUSED
 
 
 def entry() -> None:

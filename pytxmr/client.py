@@ -51,6 +51,11 @@ class NoSuchJob(ClusterError):
     """The jobtracker has no job of that id."""
 
 
+class JobLost(NoSuchJob):
+    """The jobtracker came back without the job being waited for: its
+    outcome is unknown, as after a lost connection (exit status 3)."""
+
+
 #: The remote type of wire.UnknownJob (see pbwire.as_pb_error).
 _UNKNOWN_JOB = f"{UnknownJob.__module__}.{UnknownJob.__qualname__}".encode()
 
@@ -269,7 +274,7 @@ async def follow(reactor: Any, conn: Connection, job_id: str,
                     raise
                 # It knew the job before it went away: the one that came back
                 # resumed none of its jobs.
-                raise NoSuchJob(
+                raise JobLost(
                     f"the jobtracker came back without {job_id}: it was started on another "
                     f"--workdir, or its work directory was lost, so the job's outcome is "
                     f"unknown (its output has _SUCCESS if it succeeded)") from None

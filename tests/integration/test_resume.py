@@ -187,7 +187,8 @@ def test_a_submitter_whose_jobtracker_came_back_without_its_job_says_why(
         tmp_path: Path) -> None:
     """Started again on another work directory, the jobtracker resumes none
     of the jobs it had: the waiting submitter says so and what it means,
-    where it said only "no job"."""
+    where it said only "no job", and exits 3, as when the jobtracker stays
+    away: the job's outcome is unknown (2 says it was refused)."""
     with _running(tmp_path, 8, 2, 2, 0.4, 0.05) as r:
         c = r.cluster
         assert c.jobtracker is not None
@@ -196,7 +197,7 @@ def test_a_submitter_whose_jobtracker_came_back_without_its_job_says_why(
         c.jobtracker.proc.wait(10)
         c.start_jobtracker("--port", str(port), default_workdir=True)
         _, stderr = r.submitter.communicate(timeout=60)
-        assert r.submitter.returncode == 2, stderr
+        assert r.submitter.returncode == 3, stderr
         assert (f"pytxmr: the jobtracker came back without {r.job_id}: it was started on "
                 f"another --workdir, or its work directory was lost, so the job's outcome is "
                 f"unknown (its output has _SUCCESS if it succeeded)\n") in stderr, stderr
