@@ -237,7 +237,8 @@ async def upload(conn: Connection, shipped: Bundle) -> None:
 
 #: Said (to ``notify``) when a job is submitted to a cluster without workers.
 NO_WORKERS = ("no tasktracker is registered with the jobtracker: the job waits until one "
-              "registers (start one with python -m pytxmr.tasktracker --jobtracker HOST:PORT)")
+              "registers, and is cut into tasks for the slots of those that do (start one "
+              "with python -m pytxmr.tasktracker --jobtracker HOST:PORT)")
 
 
 async def run_job(reactor: Any, conn: Connection, job: JobSubmission,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from twisted.internet import defer, threads
@@ -30,6 +31,16 @@ from .submission import (DEFAULT_MAX_TASKS_PER_JOB, Submission, check_failure, p
 
 #: In a running job's work dir: the path of its output directory.
 OUTPUT_MARKER = "output"
+
+
+@dataclass
+class Admitted:
+    """A checked job, with what planning it again takes: the input files as
+    listed (a job admitted while no worker was registered is cut into
+    tasks again for the slots of the first ones)."""
+    job: JobRecord
+    submission: Submission
+    files: list[InputFile]
 
 
 class Admission:
@@ -91,7 +102,7 @@ class Admission:
             raise SubmissionError("the jobtracker is stopping")
 
     async def admit(self, spec: Any, slots: int, running: Callable[[], Iterable[JobRecord]]
-                    ) -> tuple[JobRecord, Submission]:
+                    ) -> Admitted:
         """The checked job; ``running()``: the running jobs, whose outputs
         no new job may overlap and whose inputs no ``--overwrite`` deletes."""
         ended: defer.Deferred[None] = defer.Deferred()
@@ -103,7 +114,7 @@ class Admission:
             ended.callback(None)
 
     async def _admit(self, spec: Any, slots: int, running: Callable[[], Iterable[JobRecord]]
-                     ) -> tuple[JobRecord, Submission]:
+                     ) -> Admitted:
         self._refuse_if_stopping()
         sub = validate_submission(spec)
         _refuse_overlap(sub.output, self._outputs(running()))
@@ -141,7 +152,7 @@ class Admission:
 
     async def _admit_listed(self, sub: Submission, files: list[InputFile], slots: int,
                             running: Callable[[], Iterable[JobRecord]], token: object
-                            ) -> tuple[JobRecord, Submission]:
+                            ) -> Admitted:
         listed = self._admitting[token].files  # the paths of ``files``
         try:
             if sub.overwrite:
@@ -213,7 +224,7 @@ class Admission:
             storage_options=dict(sub.storage_options), args=dict(sub.args),
             bundle=sub.bundle, steps=steps, reducers_option=sub.reducers,
             input_files=listed)
-        return job, sub
+        return Admitted(job, sub, files)
 
     async def _check_module(self, job_dir: str, source_path: str, sub: Submission,
                             bundle_dir: str | None) -> list[StepPlan]:

@@ -31,6 +31,7 @@ from ..ports import IWorker
 from ..scheduler import Action, Scheduler, State
 from ..tasklog import LogKeeper, logs_reply
 from ..splits import MAX_DEFAULT_SPLIT_SIZE, compute_splits
+from ..storage import InputFile
 from ..wire import (
     AttemptResult,
     Heartbeat,
@@ -43,7 +44,7 @@ from ..wire import (
     step_of,
 )
 from .admission import Admission, interrupted_outputs
-from .submission import DEFAULT_MAX_TASKS_PER_JOB, step_reducers
+from .submission import DEFAULT_MAX_TASKS_PER_JOB, plan_tasks, step_reducers
 from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND, Pacing, announce_wait
 from .job import JobRecord, job_from_plan, plan_of
 
@@ -56,6 +57,9 @@ DEFAULT_CHECK_TIMEOUT = 30.0
 #: to come back before its maps run again (they reconnect with a backoff
 #: of at most 10 s).
 DEFAULT_RESUME_GRACE = 12.0
+#: Seconds without another worker registering before the jobs that waited
+#: for workers are planned for the slots registered.
+PLAN_SETTLE = 1.0
 
 
 @dataclass
@@ -120,6 +124,12 @@ class JobTracker:
         self._ending: dict[str, defer.Deferred[None]] = {}
         #: Until when workers may still be coming back after a restart.
         self._workers_back_at = 0.0
+        #: Jobs submitted while no worker was registered, to be cut into
+        #: tasks for the slots of those that register: their input files
+        #: as listed, and their split size.
+        self._unplanned: dict[str, tuple[list[InputFile], int | None]] = {}
+        self._last_registered = 0.0
+        self._plan_call: IDelayedCall | None = None
         #: Per step job: map outputs to announce together (``_announce``),
         #: and when.
         self._announcing: dict[str, list[Any]] = {}
@@ -179,6 +189,8 @@ class JobTracker:
         writes): only then is the journal closed, its records deleted."""
         if self._periodic_loop.running:
             self._periodic_loop.stop()
+        if self._plan_call is not None and self._plan_call.active():
+            self._plan_call.cancel()
         submissions = self.admission.stop()
         error = {"type": "JobTrackerStopped", "message": "the jobtracker stopped", "traceback": ""}
         for job in list(self.jobs.values()):
@@ -272,6 +284,8 @@ class JobTracker:
             worker.destroy_job(sched_id)
         self._execute(self.scheduler.worker_joined(wid, reg.host, reg.port, reg.slots,
                                                    self.now()))
+        self._last_registered = self.now()
+        self._plan_soon()
         for sched_id, index, attempt_id in taken:
             committed = self._resumable[sched_id][index]
             self._execute(self.scheduler.map_output_held(
@@ -437,20 +451,79 @@ class JobTracker:
 
     async def submit(self, spec: Any, owner: str = "") -> str:
         """Check and start a job; raises SubmissionError with the reason."""
-        slots = sum(w.slots for w in self.workers.values())
-        job, sub = await self.admission.admit(
+        slots = self._slots()
+        admitted = await self.admission.admit(
             spec, slots, lambda: [j for j in self.jobs.values() if j.running or j.finishing])
+        job, sub = admitted.job, admitted.submission
         job.owner = owner
         self.jobs[job.id] = job
         self._max_attempts[job.id] = (sub.max_attempts, sub.speculative)
         self.journal.job_started(job.id, plan_of(job, sub.max_attempts, sub.speculative))
-        self.log.info("Job {job} submitted{by}: {file}, {steps}{maps} maps, {reduces} reduces",
-                      job=job.id, by=f" by {owner}" if owner else "", file=job.filename,
-                      maps=len(job.splits),
-                      reduces=job.num_reducers,
-                      steps=f"{len(job.steps)} steps, first: " if len(job.steps) > 1 else "")
+        by = f" by {owner}" if owner else ""
+        if not slots:
+            # Cut for one slot, it would run as one reduce (and a map per
+            # 128 MB) on the cluster that comes: it is cut again for the
+            # slots of the workers that register. Journaled as it is
+            # meanwhile, so that a crash resumes it all the same.
+            self.journal.step_started(job.id, job.step, job.splits, job.num_reducers)
+            self._unplanned[job.id] = (admitted.files, sub.split_size)
+            self.log.info("Job {job} submitted{by}: {file}; no tasktracker is registered: its "
+                          "tasks are planned once they are", job=job.id, by=by,
+                          file=job.filename)
+            self._plan_soon()
+            return job.id
+        self._log_plan(job, f"submitted{by}")
         self._start_step(job)
         return job.id
+
+    def _slots(self) -> int:
+        return sum(w.slots for w in self.workers.values())
+
+    def _log_plan(self, job: JobRecord, what: str) -> None:
+        self.log.info("Job {job} {what}: {file}, {steps}{maps} maps, {reduces} reduces",
+                      job=job.id, what=what, file=job.filename, maps=len(job.splits),
+                      reduces=job.num_reducers,
+                      steps=f"{len(job.steps)} steps, first: " if len(job.steps) > 1 else "")
+
+    def _plan_soon(self) -> None:
+        """Plan the jobs waiting for workers once the workers registering
+        have settled: PLAN_SETTLE seconds without another (tasktrackers
+        started together register within a second), and not before those
+        of a restart are back."""
+        if not self._unplanned or not self._slots():
+            return
+        at = max(self._last_registered + PLAN_SETTLE, self._workers_back_at)
+        if self._plan_call is not None and self._plan_call.active():
+            self._plan_call.cancel()
+        self._plan_call = self._clock.callLater(
+            max(0.0, at - self.now()),
+            lambda: defer.Deferred.fromCoroutine(self._plan_waiting()))
+
+    async def _plan_waiting(self) -> None:
+        self._plan_call = None
+        slots = self._slots()
+        if not slots:  # gone again: the next registration plans them
+            return
+        waiting, self._unplanned = self._unplanned, {}
+        for job_id, (files, split_size) in waiting.items():
+            job = self.jobs.get(job_id)
+            if job is None or not job.running:
+                continue
+            try:
+                # In a thread, as at admission: 100,000 splits take 0.2 s.
+                splits, reduces = await self._in_thread(
+                    plan_tasks, files, split_size, job.reducers_option, job.steps, slots,
+                    self.admission.max_tasks)
+            except SubmissionError as e:
+                if job.running:
+                    self._job_done(job, "failed", {"type": "SubmissionError",
+                                                   "message": str(e), "traceback": ""})
+                continue
+            if not job.running:  # killed, or the jobtracker stopped, meanwhile
+                continue
+            job.splits, job.num_reducers = splits, reduces
+            self._log_plan(job, f"planned for the {slots} slots registered")
+            self._start_step(job)
 
     def _start_step(self, job: JobRecord) -> None:
         sched_id = job.sched_id(job.step)
@@ -479,7 +552,7 @@ class JobTracker:
             return
         if not job.running:  # killed, or the jobtracker stopped, meanwhile
             return
-        slots = sum(w.slots for w in self.workers.values())
+        slots = self._slots()
         job.step, job.splits = step, splits
         job.num_reducers = step_reducers(plan, job.reducers_option, slots)
         self.log.info("Job {job} step {n} of {count}: {maps} maps, {reduces} reduces",
@@ -636,6 +709,7 @@ class JobTracker:
         # Until its output is final: should the jobtracker die meanwhile,
         # its next start finishes (or cleans) it again, never resumes it.
         self.journal.job_ending(job.id, state, error)
+        self._unplanned.pop(job.id, None)
         self._ending[job.id] = defer.Deferred()
         # Its output stays its own (no other job takes it) until it is final
         # and the history has it (``_ended``).

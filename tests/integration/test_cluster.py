@@ -1136,20 +1136,28 @@ def test_tasktrackers_log_in_again_after_the_jobtracker_restarts(make_cluster: A
 
 def test_a_job_on_a_cluster_without_workers_says_so_and_waits(tmp_path: Path) -> None:
     """Not a silent `map 0%` for ever: the submitter is told no worker is
-    registered; the job runs once one is."""
+    registered; the job runs once one is, cut into tasks for the slots of
+    the workers that registered (a reduce a slot, a map per slot's share of
+    3 MB), not for the one slot of a cluster without any."""
     c = Cluster(tmp_path)
     proc = None
     try:
         c.start_jobtracker()
-        data = write(tmp_path / "in.txt", "a b a\n")
+        text = "".join(f"w{i % 997} x{i % 13}\n" for i in range(400_000))
+        assert 3 << 20 < len(text) < 4 << 20
+        data = write(tmp_path / "in.txt", text)
         proc = c.popen_submit(WORDCOUNT, [data], tmp_path / "out")
         assert proc.stderr is not None
         line = proc.stderr.readline()
         assert "no tasktracker is registered with the jobtracker" in line, line
-        c.start_tasktracker(1)
+        c.start_tasktrackers(2, 2)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
-        assert merged(read_wordcount(tmp_path / "out")) == {"a": 2, "b": 1}
+        assert merged(read_wordcount(tmp_path / "out")) == word_counts([data])
+        assert_committed(tmp_path / "out", 4)
+        assert c.jobtracker is not None
+        assert re.search(r"planned for the 4 slots registered: \S*wordcount.py, 4 maps, "
+                         r"4 reduces", c.jobtracker.log()), c.jobtracker.log()
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
