@@ -495,9 +495,11 @@ class JobTracker:
         at = max(self._last_registered + PLAN_SETTLE, self._workers_back_at)
         if self._plan_call is not None and self._plan_call.active():
             self._plan_call.cancel()
-        self._plan_call = self._clock.callLater(
-            max(0.0, at - self.now()),
-            lambda: defer.Deferred.fromCoroutine(self._plan_waiting()))
+        self._plan_call = self._clock.callLater(max(0.0, at - self.now()), self._plan)
+
+    def _plan(self) -> None:
+        defer.Deferred.fromCoroutine(self._plan_waiting()).addErrback(
+            lambda f: self.log.failure("Cannot plan the jobs waiting for workers", f))
 
     async def _plan_waiting(self) -> None:
         self._plan_call = None
@@ -509,20 +511,21 @@ class JobTracker:
             job = self.jobs.get(job_id)
             if job is None or not job.running:
                 continue
+            what = f"planned for the {slots} slots registered"
             try:
                 # In a thread, as at admission: 100,000 splits take 0.2 s.
                 splits, reduces = await self._in_thread(
                     plan_tasks, files, split_size, job.reducers_option, job.steps, slots,
                     self.admission.max_tasks)
             except SubmissionError as e:
-                if job.running:
-                    self._job_done(job, "failed", {"type": "SubmissionError",
-                                                   "message": str(e), "traceback": ""})
-                continue
+                # Admitted as it was cut for one slot: it runs so, rather
+                # than fail for the workers that came.
+                splits, reduces = job.splits, job.num_reducers
+                what = f"keeps its tasks for one slot (for {slots}: {e})"
             if not job.running:  # killed, or the jobtracker stopped, meanwhile
                 continue
             job.splits, job.num_reducers = splits, reduces
-            self._log_plan(job, f"planned for the {slots} slots registered")
+            self._log_plan(job, what)
             self._start_step(job)
 
     def _start_step(self, job: JobRecord) -> None:

@@ -1163,3 +1163,33 @@ def test_a_job_on_a_cluster_without_workers_says_so_and_waits(tmp_path: Path) ->
             proc.kill()
             proc.communicate()
         c.stop_all()
+
+
+def test_a_job_planned_when_workers_come_keeps_within_the_task_limit(tmp_path: Path) -> None:
+    """Admitted as one map and one reduce, within --max-tasks-per-job; cut
+    for 4 slots it would be over: it runs as admitted instead of failing
+    for the workers that came."""
+    c = Cluster(tmp_path)
+    try:
+        c.start_jobtracker("--max-tasks-per-job", "3")
+        data = write(tmp_path / "in.txt", "a b a\n")
+        proc = c.popen_submit(WORDCOUNT, [data], tmp_path / "out")
+        try:
+            assert proc.stderr is not None
+            line = proc.stderr.readline()
+            assert "no tasktracker is registered with the jobtracker" in line, line
+            c.start_tasktrackers(2, 2)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, err
+        assert merged(read_wordcount(tmp_path / "out")) == {"a": 2, "b": 1}
+        assert_committed(tmp_path / "out", 1)
+        assert c.jobtracker is not None
+        assert re.search(r"keeps its tasks for one slot \(for 4: .*more than the 3 tasks a job "
+                         r"may have.*\): \S*wordcount.py, 1 maps, 1 reduces",
+                         c.jobtracker.log()), c.jobtracker.log()
+    finally:
+        c.stop_all()
