@@ -148,8 +148,8 @@ class CountersAndApiTests(JobTrackerCase):
     async def run_job_with_retries(self) -> tuple[str, str, str]:
         """One map that fails once, succeeds, is lost with its worker and
         succeeds again; then the reduce. Returns the job id and workers."""
+        w1, m1 = self.add_worker(slots=1)  # first: the job gets one reduce
         job_id = await self.submit()
-        w1, m1 = self.add_worker()
         [first] = launched(m1, "launch_map")
         self.jt.attempt_failed(w1, first, TaskError("ValueError", "bad <line>",
                                                     f"Traceback: {HOSTILE}", "oops " + HOSTILE))
@@ -281,8 +281,8 @@ class CountersAndApiTests(JobTrackerCase):
     async def test_pages_escape_hostile_file_names_errors_and_logs(self) -> None:
         """A job file named like markup cannot inject script into the pages."""
         path = self.job_file(f"{HOSTILE}.py".replace("/", "_"))
-        job_id = await self.submit(job_path=path)
         w1, m1 = self.add_worker()
+        job_id = await self.submit(job_path=path)
         [aid] = launched(m1, "launch_map")
         self.jt.attempt_failed(w1, aid, TaskError("Boom", HOSTILE, HOSTILE, HOSTILE))
         base = await self.serve()
@@ -325,8 +325,8 @@ class CountersAndApiTests(JobTrackerCase):
 
     async def test_running_job_page_keeps_refreshing(self) -> None:
         """A running job's page polls; its counters show what is committed so far."""
-        job_id = await self.submit()
         w1, m1 = self.add_worker()
+        job_id = await self.submit()
         [aid] = launched(m1, "launch_map")
         self.jt.attempt_done(w1, aid, AttemptResult({"user": {"lines": 2}}, ("str",)))
         base = await self.serve()
@@ -351,8 +351,8 @@ class HistoryTests(JobTrackerCase):
     async def finish_job(self, jt: JobTracker,
                          worker: tuple[str, FakeWorker] | None = None) -> str:
         """A job of one map and one reduce, run on a new worker or ``worker``."""
+        wid, mind = worker or self.add_worker(jt, slots=1)
         job_id = await self.submit(jt)
-        wid, mind = worker or self.add_worker(jt)
         [m] = [a for a in launched(mind, "launch_map") if a.startswith(job_id)]
         jt.attempt_done(wid, m, AttemptResult({"user": {"lines": 2}}, ("str",), "printed <b>"))
         for r in [a for a in launched(mind, "launch_reduce") if a.startswith(job_id)]:
