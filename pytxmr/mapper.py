@@ -782,13 +782,21 @@ def _map_input(job: Job, split: Split, lines: list[int]
         # The loops check the buffer between records: cut the split's one
         # stream of pairs into batches, each a record of its own.
         chunks = _counting_lines(read_chunks(split, SPLIT_CHUNK_BYTES, encoding, errors), lines)
-        map_split = job.map_split
-        return (((None, batch) for batch in _batches(map_split(chunks)))), _pairs_of_batch
+        return _split_batches(job.map_split, chunks), _pairs_of_batch
     if job.map_chunk is not None:
         return _counting_lines(read_chunks(split, encoding=encoding, errors=errors),
                                lines), job.map_chunk
     assert job.map is not None
     return job.reader(split, encoding, errors), job.map
+
+
+def _split_batches(map_split: Callable[..., Any], chunks: Iterator[tuple[int, Any]]
+                   ) -> Iterator[tuple[None, list[tuple[Any, Any]]]]:
+    """The pairs of ``map_split(chunks)`` in batches, the call made when its
+    phase comes: after map_init, which a map_split that returns its pairs
+    (a plain function) ran before, its state not yet made."""
+    for batch in _batches(map_split(chunks)):
+        yield None, batch
 
 
 def run_map_only(job: Job, split: Split, write: Callable[[Any, Any], None],

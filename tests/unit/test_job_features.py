@@ -129,6 +129,40 @@ def test_hooks_run_once_per_task_around_the_records(tmp_path: Path) -> None:
     assert counters["pytxmr"]["map input records"] == 2000
 
 
+SPLIT_HOOKS_JOB = """
+    from collections import Counter
+
+    seen = None
+
+    def map_init():
+        global seen
+        seen = Counter()
+
+    def map_split(chunks):  # a plain function: its pairs are made at its call
+        for offset, text in chunks:
+            seen.update(text.split())
+        return list(seen.items())
+
+    def map_final():
+        yield "__maps__", len(seen) > 0
+
+    def reduce(word, counts):
+        yield word, sum(counts)
+"""
+
+
+def test_a_map_split_that_returns_its_pairs_runs_after_map_init(tmp_path: Path) -> None:
+    """map_init makes the state map_split uses: called when its records'
+    turn comes, not when the map is set up (it failed on seen None)."""
+    inp = corpus(tmp_path)
+    run_inline(job(tmp_path, SPLIT_HOOKS_JOB), [str(inp)], str(tmp_path / "out"),
+               split_size=4096)
+    got = counts(parts(tmp_path / "out"))
+    maps = got.pop("__maps__")
+    assert got == dict(word_counter(inp))
+    assert maps == (inp.stat().st_size - 1) // 4096 + 1 > 1  # every map's seen was filled
+
+
 MAP_ONLY_JOB = """
     def map(offset, line):
         words = line.split()
