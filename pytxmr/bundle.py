@@ -260,6 +260,7 @@ class BundleStore:
                             or parts[0] not in (PY, FILES)):
                         raise BundleError(f"the bundle holds a bad name {name!r}")
                 z.extractall(staging)
+            _read_only(staging)
         except (zipfile.BadZipFile, OSError) as e:
             shutil.rmtree(staging, ignore_errors=True)
             raise BundleError(f"cannot unpack the bundle {sha256[:12]}: {e}") from None
@@ -297,6 +298,15 @@ class BundleStore:
                     if n.startswith(sha256 + ".") and n.endswith(".part")]
         except OSError:
             return []
+
+
+def _read_only(tree: str) -> None:
+    """The files of an unpacked bundle may not be written: the tasks of its
+    jobs on this worker share them (an attempt tried again would read what
+    the failed one wrote). Directories stay writable, for ``__pycache__``."""
+    for parent, _, names in os.walk(tree):
+        for name in names:
+            os.chmod(os.path.join(parent, name), 0o444)
 
 
 def search_path(unpacked: str) -> list[str]:

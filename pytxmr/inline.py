@@ -18,8 +18,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 from . import counters as _counters
 from . import bundle, jobargs, output, stepdata, storage
 from .counters import FRAMEWORK, Counters, add_user_names
-from .jobmodule import (Job, JobDefinition, JobDefinitionError, define, describe_error, load_module,
-                        refusal_text)
+from .jobmodule import (Job, JobDefinition, JobDefinitionError, define, describe_error,
+                        drop_working_directory, load_module, refusal_text)
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map, run_map_only
 from .partfile import part_writer
 from .records import CODEC_MSGPACK, codec_for
@@ -106,15 +106,19 @@ def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
     for the time of the job); all undone at the end, its modules unloaded,
     so that the next job in this process imports them afresh."""
     shipped = bundle.build(job_path, py_files, files)
+    path, cwd, loaded = list(sys.path), os.getcwd(), set(sys.modules)
+    drop_working_directory()
     if shipped is None:
-        yield
+        try:
+            yield
+        finally:
+            sys.path[:] = path
         return
     task_dir = os.path.join(work, "task")
     os.makedirs(task_dir)
     store = bundle.BundleStore(os.path.join(work, "bundles"))
     store.receive(shipped.sha256, 0, shipped.data, "inline", final=True)
     unpacked = store.unpacked(shipped.sha256)
-    path, cwd, loaded = list(sys.path), os.getcwd(), set(sys.modules)
     bundle.enter(unpacked, task_dir)
     os.chdir(task_dir)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import linecache
+import os
 import sys
 import traceback
 import types
@@ -79,6 +80,18 @@ class JobDefinition:
                  "split_by": split_policy(s.reader) if i == 0 else "file",
                  "output_format": s.output_format}
                 for i, s in enumerate(self.steps)]
+
+
+def drop_working_directory() -> None:
+    """Take the working directory off ``sys.path``, where ``python -m`` put
+    it: a job's code would import a module from there that its bundle does
+    not ship (the submitter's own directory, under ``run``), and fail on
+    every other host. Kept where pytxmr itself is imported from it (a
+    source tree run in place)."""
+    here = os.getcwd()
+    if os.path.dirname(os.path.dirname(os.path.abspath(__file__))) == here:
+        return
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
 
 
 def load_module(source: str, filename: str) -> types.ModuleType:

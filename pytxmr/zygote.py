@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any
 
-from . import storage, task
+from . import jobmodule, storage, task
 from .kvstore import empty_directory
 
 
@@ -380,6 +380,7 @@ def _adopt_orphans() -> None:
 def serve() -> None:
     task.die_with_parent()
     _adopt_orphans()
+    jobmodule.drop_working_directory()  # the daemon's: the tasks import only what ships
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)

@@ -317,3 +317,25 @@ def test_the_submitters_environment_never_reaches_the_tasks(tmp_path: Path) -> N
                          cwd=tmp_path)
     assert rc == 0, err
     assert lines(tmp_path / "out") == ["leak\tabsent", "path\tset"]
+
+
+def test_the_submitters_directory_is_no_place_to_import_from(tmp_path: Path) -> None:
+    """Under `run` the daemons start in the submitter's directory, whose
+    modules `python -m` would put on their tasks' path: a job importing one
+    worked there and failed on every cluster. Not under `run --inline`
+    either: both fail as `submit` does."""
+    from procs import base_env, run_cli
+
+    write(tmp_path / "here_only.py", "def f(x):\n    return 'HERE:' + x\n")
+    job = write(tmp_path / "sub" / "job.py", """
+        def map(offset, line):
+            import here_only  # not beside the job: not shipped
+
+            yield here_only.f(line), 1
+    """)
+    data = write(tmp_path / "in.txt", "x\n")
+    env = base_env(tmp_path / "home")
+    for inline in ([], ["--inline"]):
+        rc, _, err = run_cli("run", *inline, str(job), str(data), "-o",
+                             str(tmp_path / f"out{len(inline)}"), env=env, cwd=tmp_path)
+        assert rc == 1 and "No module named 'here_only'" in err, (inline, rc, err)

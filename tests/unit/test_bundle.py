@@ -114,6 +114,9 @@ def test_a_store_takes_chunks_checks_them_and_unpacks_once(job: Path, tmp_path: 
     assert store.unpacked(shipped.sha256) == unpacked
     assert (Path(unpacked) / "py" / "pkg" / "inner.py").exists()
     assert (Path(unpacked) / "files" / "stop.txt").read_text() == "the\n"
+    # Shared by the job's tasks (and other jobs): none may write them.
+    for path in Path(unpacked).rglob("*"):
+        assert path.stat().st_mode & 0o222 == (0 if path.is_file() else 0o200), path
     store.use(shipped.sha256, "job_1")
     store.use(shipped.sha256, "job_2")
     store.release("job_1")
