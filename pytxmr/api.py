@@ -286,8 +286,8 @@ def run(job: Any, inputs: Sequence[str] | str, output: str, *, inline: bool = Fa
     ``options`` are those of ``client.submission``: ``args``, ``py_files``,
     ``files``, ``reducers``, ``split_size``, ``overwrite``,
     ``storage_options``, ``compress``... A failed job raises ``JobFailed``
-    unless ``check`` is false; a refused one raises ``ClusterError`` (or
-    the error that refused it, inline).
+    unless ``check`` is false; a refused one raises ``ClusterError``, inline
+    too (its ``__cause__`` the error that refused it).
     """
     from .localcluster import default_slots
 
@@ -325,16 +325,24 @@ def _run_inline(job: _JobFile, inputs: Sequence[str] | str, output: str, slots: 
     import time
 
     from .inline import run_inline
+    from .jobmodule import describe_error
 
     names = {"reducers": "num_reducers"}
     kwargs = {names.get(k, k): v for k, v in options.items()}
     kwargs["files"] = [*kwargs.get("files", ()), *job.files]
     start = time.perf_counter()
     formats: list[str] = []
-    counters = run_inline(job.path, [inputs] if isinstance(inputs, str) else list(inputs),
-                          output, slots=slots, started=formats.append, **kwargs)
-    return JobResult("inline", "succeeded", storage.normalize(output), counters,
-                     time.perf_counter() - start, None,
+    counters: dict[str, dict[str, int]] = {}
+    error = None
+    try:
+        counters = run_inline(job.path, [inputs] if isinstance(inputs, str) else list(inputs),
+                              output, slots=slots, started=formats.append, **kwargs)
+    except Exception as e:
+        if not formats:  # before it started: refused, as by a jobtracker
+            raise ClusterError(str(e)) from e
+        error = describe_error(e, job.path)  # failed, as a job on a cluster fails
+    return JobResult("inline", "failed" if error else "succeeded", storage.normalize(output),
+                     counters, time.perf_counter() - start, error,
                      args=dict(options.get("args") or {}),
                      storage_options=dict(options.get("storage_options") or {}),
                      output_format=formats[0])

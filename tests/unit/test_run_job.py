@@ -110,6 +110,30 @@ def test_the_api_refuses_bad_counts_inline_as_on_a_cluster(
     assert not (tmp_path / "out").exists()
 
 
+def test_inline_the_api_fails_and_refuses_jobs_as_on_a_cluster(tmp_path: Path) -> None:
+    """A job that fails raises JobFailed (check=False: its failed result),
+    a refused one ClusterError: the user's KeyError and the module's
+    ArgumentError came out as they were."""
+    from pytxmr.jobargs import ArgumentError
+
+    data = tmp_path / "in.txt"
+    data.write_text("a b\n")
+    job = tmp_path / "job.py"
+    job.write_text("def map(k, line):\n    yield line, 1\n\n"
+                   "def reduce(k, vs):\n    raise KeyError('no ' + k)\n")
+    with pytest.raises(pytxmr.JobFailed, match="KeyError: 'no a b'") as info:
+        pytxmr.run(str(job), str(data), str(tmp_path / "out"), inline=True)
+    assert info.value.result.state == "failed" and "job.py" in str(info.value)
+    result = pytxmr.run(str(job), str(data), str(tmp_path / "out2"), inline=True, check=False)
+    assert (result.ok, result.error and result.error["type"]) == (False, "KeyError")
+    assert not (tmp_path / "out2" / "_SUCCESS").exists()
+    with pytest.raises(pytxmr.ClusterError, match="not a valid int") as refused:
+        pytxmr.run(str(ROOT / "examples/threshold.py"), str(data), str(tmp_path / "out3"),
+                   inline=True, args={"min_count": "x"})
+    assert isinstance(refused.value.__cause__, ArgumentError)
+    assert not (tmp_path / "out3").exists()
+
+
 def test_the_api_takes_one_py_file_as_a_path(tmp_path: Path) -> None:
     """A string is one path, as for ``inputs`` (it was read a letter at a time)."""
     (tmp_path / "helper.py").write_text("WORDS = {'a'}\n")
@@ -148,8 +172,6 @@ def test_inline_bounds_counters_per_task_and_per_step_as_a_cluster(
     """Each task may keep 250 counters and a step's tasks 2,000 together, as
     on a cluster: two maps of 200 each pass (inline used to bound the whole
     job at 250), nine of 250 fail the job with TooManyCounters."""
-    from pytxmr.counters import TooManyCounters
-
     job = tmp_path / "job.py"
     job.write_text(COUNTS_PER_FILE)
     inputs = []
@@ -158,7 +180,7 @@ def test_inline_bounds_counters_per_task_and_per_step_as_a_cluster(
         Path(inputs[-1]).write_text(f"f{n}\n")
     monkeypatch.setenv("NAMES", str(per_file))
     if refused:
-        with pytest.raises(TooManyCounters, match="counted 2,250 distinct counters"):
+        with pytest.raises(pytxmr.JobFailed, match="TooManyCounters.*counted 2,250 distinct"):
             pytxmr.run(str(job), inputs, str(tmp_path / "out"), inline=True)
         assert not (tmp_path / "out" / "_SUCCESS").exists()
     else:
