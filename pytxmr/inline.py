@@ -26,6 +26,7 @@ from .records import CODEC_MSGPACK, codec_for
 from .reducer import run_reduce
 from .jobtracker.job import StepPlan
 from .jobtracker.submission import plan_tasks
+from .kvstore import empty_directory
 from .splits import MAX_DEFAULT_SPLIT_SIZE, Split, compute_splits
 from .steps import reduce_tasks
 
@@ -108,18 +109,14 @@ def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
     shipped = bundle.build(job_path, py_files, files)
     path, cwd, loaded = list(sys.path), os.getcwd(), set(sys.modules)
     drop_working_directory()
-    if shipped is None:
-        try:
-            yield
-        finally:
-            sys.path[:] = path
-        return
-    task_dir = os.path.join(work, "task")
+    task_dir = os.path.join(work, TASK_DIR)
     os.makedirs(task_dir)
-    store = bundle.BundleStore(os.path.join(work, "bundles"))
-    store.receive(shipped.sha256, 0, shipped.data, "inline", final=True)
-    unpacked = store.unpacked(shipped.sha256)
-    bundle.enter(unpacked, task_dir)
+    unpacked = None
+    if shipped is not None:
+        store = bundle.BundleStore(os.path.join(work, BUNDLES_DIR))
+        store.receive(shipped.sha256, 0, shipped.data, "inline", final=True)
+        unpacked = store.unpacked(shipped.sha256)
+        bundle.enter(unpacked, task_dir)
     os.chdir(task_dir)
     try:
         yield
@@ -127,8 +124,26 @@ def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
         os.chdir(cwd)
         sys.path[:] = path
         for name in set(sys.modules) - loaded:
-            if (getattr(sys.modules[name], "__file__", None) or "").startswith(unpacked):
+            if unpacked and (getattr(sys.modules[name], "__file__", None) or ""
+                             ).startswith(unpacked):
                 del sys.modules[name]
+
+
+#: In an inline job's work directory: the tasks' working directory, and
+#: the job's unpacked bundle.
+TASK_DIR, BUNDLES_DIR = "task", "bundles"
+
+
+def _fresh_task_dir(work: str) -> None:
+    """Empty the tasks' working directory of what the task before left
+    there, as a cluster's task starts in a directory of its own; the
+    job's shipped files stay linked."""
+    task_dir = os.path.join(work, TASK_DIR)
+    if not os.path.isdir(task_dir):  # run_steps of pytxmr.testing: none
+        return
+    bundles = os.path.join(work, BUNDLES_DIR) + os.sep
+    empty_directory(task_dir, keep=lambda entry: entry.is_symlink()
+                    and os.readlink(entry.path).startswith(bundles))
 
 
 def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
@@ -194,7 +209,8 @@ def run_steps(steps: Sequence[Job], fresh: StepsFactory, splits: Sequence[Split]
         step_work = os.path.join(work, f"step-{n + 1}")
         os.makedirs(step_work)
 
-        def task_step(n: int = n) -> Job:
+        def task_step(n: int = n) -> Job:  # each task's own, in a directory as it was
+            _fresh_task_dir(work)
             return fresh()[n]
 
         if step.map_only:

@@ -163,6 +163,47 @@ def test_a_map_split_that_returns_its_pairs_runs_after_map_init(tmp_path: Path) 
     assert maps == (inp.stat().st_size - 1) // 4096 + 1 > 1  # every map's seen was filled
 
 
+SCRATCH_JOB = """
+    import os
+
+    def map_init():
+        with open("scratch.txt", "a") as f:  # a task's own file, in its own directory
+            f.write("x\\n")
+
+    def map(offset, line):
+        return ()
+
+    def map_final():
+        with open("scratch.txt") as f:
+            lines = len(f.readlines())
+        shipped = open("stop.txt").read().strip() if os.path.exists("stop.txt") else None
+        yield (lines, shipped), 1
+
+    def reduce(key, ones):
+        yield key, sum(ones)
+"""
+
+
+def test_each_inline_task_starts_in_a_working_directory_of_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a cluster: what a map left in its working directory is gone
+    for the next (the job's shipped files stay), and none of it lands in
+    the submitter's directory (a job without a bundle ran in it)."""
+    inp = corpus(tmp_path)
+    stop = tmp_path / "stop.txt"
+    stop.write_text("the\n")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    maps = (inp.stat().st_size - 1) // 4096 + 1
+    for files, expected in (([str(stop)], '"the"'), ([], "null")):
+        out = tmp_path / f"out{len(files)}"
+        run_inline(job(tmp_path, SCRATCH_JOB), [str(inp)], str(out), files=files,
+                   split_size=4096)
+        assert parts(out) == [f"[1, {expected}]\t{maps}"]
+    assert list(here.iterdir()) == []
+
+
 MAP_ONLY_JOB = """
     def map(offset, line):
         words = line.split()
