@@ -11,9 +11,10 @@ environment: a job sees what its submitter passed, the same under ``run``,
 
 from __future__ import annotations
 
+import contextlib
 import types
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 __all__ = ["Arg", "ArgumentError", "args", "parse", "declared", "describe"]
 
@@ -169,6 +170,28 @@ def use(values: Mapping[str, Any]) -> None:
     _current = types.MappingProxyType(dict(values))
 
 
+#: True while a job module's top level runs (``loading``): its arguments
+#: are parsed by what it declares, so they are not known yet.
+_loading = False
+
+
+@contextlib.contextmanager
+def loading() -> Iterator[None]:
+    global _loading
+    _loading = True
+    try:
+        yield
+    finally:
+        _loading = False
+
+
 def args() -> Mapping[str, Any]:
     """This job's arguments, read-only."""
+    if _loading:
+        # At the top level it gave {}, or the arguments of the task before
+        # in the process: refused, whatever was given.
+        raise ArgumentError(
+            "pytxmr.args() is not known while the job module is imported (its declared "
+            "arguments say how to read them): call it in map, reduce or a hook, such as "
+            "map_init for a value each task computes once")
     return _current

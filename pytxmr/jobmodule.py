@@ -102,7 +102,8 @@ def load_module(source: str, filename: str) -> types.ModuleType:
     module = types.ModuleType("pytxmr_job")
     module.__file__ = filename
     sys.modules["pytxmr_job"] = module
-    exec(code, module.__dict__)
+    with jobargs.loading():
+        exec(code, module.__dict__)
     return module
 
 

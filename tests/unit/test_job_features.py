@@ -87,6 +87,25 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path: Path, args: An
     assert not (tmp_path / "out").exists()
 
 
+def test_arguments_read_at_the_top_level_are_refused(tmp_path: Path) -> None:
+    """The module's top level runs before its declarations parse them: it
+    read {} there (a KeyError naming nothing), or .get() a default whatever
+    was given, or in a reused process the task before's arguments."""
+    source = """
+        from pytxmr import Arg, args
+
+        arguments = [Arg("n", int, default=4)]
+        N = args().get("n", "MISSING")
+
+        def map(offset, line):
+            yield "n", N
+    """
+    with pytest.raises(JobDefinitionError, match=r"pytxmr.args\(\) is not known while the job "
+                                                  r"module is imported.*call it in map"):
+        run_inline(job(tmp_path, source), [str(corpus(tmp_path))], str(tmp_path / "out"),
+                   args={"n": "7"})
+
+
 HOOKS_JOB = """
     from collections import Counter
 
