@@ -54,6 +54,11 @@ class Arg:
             raise ArgumentError(f"an argument's name must be an identifier, not {self.name!r}")
         if not callable(self.type):
             raise ArgumentError(f"argument {self.name}: its type must be callable")
+        if isinstance(self.default, str) and self.type is not str:
+            # Read as the text of an --arg is, as argparse reads a str default:
+            # a job run without the argument got "8" where int(...) gives 8.
+            object.__setattr__(self, "default",
+                               self._convert(self.default, f"its default {self.default!r}"))
         if (self.choices is not None and self.default not in (REQUIRED, None)
                 and self.default not in self.choices):
             # Else a job run without the argument gets a value no user may give.
@@ -65,15 +70,18 @@ class Arg:
         return self.default is REQUIRED
 
     def convert(self, text: str) -> Any:
+        return self._convert(text, repr(text))
+
+    def _convert(self, text: str, shown: str) -> Any:
         convert = _bool if self.type is bool else self.type
         try:
             value = convert(text)
         except (TypeError, ValueError) as e:
             kind = getattr(self.type, "__name__", "value")
-            raise ArgumentError(f"argument {self.name}: {text!r} is not a valid {kind} "
+            raise ArgumentError(f"argument {self.name}: {shown} is not a valid {kind} "
                                 f"({e})") from None
         if self.choices is not None and value not in self.choices:
-            raise ArgumentError(f"argument {self.name}: {text!r} is not one of "
+            raise ArgumentError(f"argument {self.name}: {shown} is not one of "
                                 f"{', '.join(map(str, self.choices))}")
         return value
 
