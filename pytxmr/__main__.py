@@ -271,7 +271,7 @@ def print_result(result: dict[str, Any], quiet: bool) -> int:
         return 0
     err = result.get("error") or {}
     print(f"{result['job_id']} {result['state']}: {err.get('message', '')}", file=sys.stderr)
-    if err.get("traceback"):
+    if err.get("traceback", "").strip() not in ("", err.get("message")):
         print(err["traceback"].rstrip(), file=sys.stderr)
     return 1
 

@@ -48,7 +48,7 @@ class JobFailed(Exception):
     def __init__(self, result: JobResult) -> None:
         error = result.error or {}
         text = f"{result.job_id} {result.state}: {error.get('message', '')}"
-        if error.get("traceback"):
+        if error.get("traceback", "").strip() not in ("", error.get("message")):
             text += "\n" + error["traceback"].rstrip()
         super().__init__(text)
         self.result = result

@@ -330,7 +330,9 @@ def refusal_text(error: Mapping[str, Any]) -> str:
 
 def describe_error(exc: BaseException, filename: str | None = None) -> dict[str, str]:
     """Plain data for an exception: its type, message and a traceback that
-    starts at the user's code when the user's file is in it."""
+    starts at the user's code when the user's file is in it. pytxmr's own
+    verdicts on what the code gave it (a map's output that is no pair)
+    come without pytxmr's frames, which say nothing of the user's code."""
     tb = exc.__traceback__
     if filename is not None:
         t = tb
@@ -338,6 +340,8 @@ def describe_error(exc: BaseException, filename: str | None = None) -> dict[str,
             t = t.tb_next
         if t is not None:
             tb = t
+        elif type(exc).__module__.startswith(f"{__package__}."):
+            tb = None
     text = "".join(traceback.format_exception(type(exc), exc, tb))
     return {
         "type": type(exc).__name__,

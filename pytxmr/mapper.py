@@ -108,6 +108,37 @@ def _raised_by_driver(exc: BaseException) -> bool:
     return tb is not None and tb.tb_frame.f_code in _DRIVER_CODE
 
 
+def _bad_output(exc: BaseException) -> RecordTypeError:
+    """The driver's error at a map's output, said of the user's code: the
+    function or hook that yielded it, and the item when it is at hand (a
+    map_split's batch), else the record being mapped. The driver's frame
+    holds them; the user's own frames are gone."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    seen = tb.tb_frame.f_locals if tb is not None else {}
+    mapfn, key, value = seen.get("mapfn"), seen.get("key"), seen.get("value")
+    if mapfn is _call_hook:
+        who, record = getattr(value, "__name__", "a hook"), ""
+    elif mapfn is _pairs_of_batch:
+        who, record = "map_split", ""
+    else:
+        who = getattr(mapfn, "__name__", "map")
+        record = f", at its record ({short_repr(key)}, {short_repr(value)})"
+    if "unpack" not in str(exc) and "not iterable" not in str(exc):  # a key that does not hash
+        return RecordTypeError(
+            f"{who} must yield (key, value) pairs whose key is str, bytes, int, float, bool, "
+            f"None or a tuple of these ({exc}){record}")
+    if mapfn is _pairs_of_batch:
+        for item in value:
+            try:
+                _, _ = item
+            except (TypeError, ValueError):
+                return RecordTypeError(f"map_split must return or yield (key, value) pairs, "
+                                       f"not {short_repr(item)} ({exc})")
+    return RecordTypeError(f"{who} must yield (key, value) pairs ({exc}){record}")
+
+
 def _refused_values(exc: BaseException, fold: FoldCombiner) -> TypeError | None:
     """The fold loop's TypeError, when the values caused it, not the key
     (which hashes) nor the pair's shape (the pair in hand folds again
@@ -765,10 +796,7 @@ def run_map(
                 refused = _refused_values(e, job.combine)
                 if refused is not None:
                     raise refused from None
-            raise RecordTypeError(
-                f"map must yield (key, value) pairs whose key is str, bytes, int, float, "
-                f"bool, None or a tuple of these ({e})"
-            ) from None
+            raise _bad_output(e) from None
         raise
     return _finish(buffer, split, in_records - hooks if job.map is not None else lines[0],
                    counters, data_path)

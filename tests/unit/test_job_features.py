@@ -223,6 +223,39 @@ def test_each_inline_task_starts_in_a_working_directory_of_its_own(
     assert list(here.iterdir()) == []
 
 
+@pytest.mark.parametrize("source, said", [
+    ("def map(offset, line):\n    yield from line.split()\n",
+     "map must yield (key, value) pairs (too many values to unpack (expected 2)), at its "
+     "record (6, 'xyz')"),
+    ("def map(offset, line):\n    return ()\ndef map_final():\n    return 42\n",
+     "map_final must yield (key, value) pairs ('int' object is not iterable)"),
+    ("def map_split(chunks):\n    return [(w, 1) for _, t in chunks for w in t.split()] + "
+     "['ab c']\n", "map_split must return or yield (key, value) pairs, not 'ab c' (too many "
+     "values to unpack (expected 2))"),
+    ("from pytxmr import combiners\ncombine = combiners.sum\n"
+     "def map(offset, line):\n    yield [line], 1\n",
+     "map must yield (key, value) pairs whose key is str, bytes, int, float, bool, None or a "
+     "tuple of these (unhashable type: 'list'), at its record (0, 'ab cd')"),
+])
+def test_a_map_output_that_is_no_pair_is_said_of_the_code_that_gave_it(
+        tmp_path: Path, source: str, said: str) -> None:
+    """Named: the function or hook that yielded it, the item or the record
+    at hand; it read "map must yield pairs whose key is str..." for a bare
+    word of a map, a map_final's 42 and a map_split's str alike."""
+    from pytxmr.jobmodule import describe_error
+    from pytxmr.records import RecordTypeError
+
+    data = tmp_path / "in.txt"
+    data.write_text("ab cd\nxyz\n")
+    path = job(tmp_path, source + "def reduce(k, vs):\n    yield k, sum(vs)\n")
+    with pytest.raises(RecordTypeError) as info:
+        run_inline(path, [str(data)], str(tmp_path / "out"))
+    assert str(info.value) == said
+    # pytxmr's frames say nothing of the user's code: the message alone.
+    assert describe_error(info.value, path)["traceback"].strip() == (
+        f"pytxmr.records.RecordTypeError: {said}")
+
+
 MAP_ONLY_JOB = """
     def map(offset, line):
         words = line.split()
