@@ -834,9 +834,11 @@ def run_map_only(job: Job, split: Split, write: Callable[[Any, Any], None],
     lines = [0]
     in_records = produced = 0
     for records, mapfn in _phases(job, *_map_input(job, split, lines)):
+        # A hook's phase is its one record: (None, map_init or map_final).
+        who = records[0][1].__name__ if mapfn is _call_hook else "map"  # type: ignore[index]
         for key, value in records:
             in_records += 1
-            produced += write_pairs(mapfn(key, value), write, "map")
+            produced += write_pairs(mapfn(key, value), write, who)
     hooks = (job.map_init is not None) + (job.map_final is not None)
     counters.incr(FRAMEWORK, "map input records",
                   in_records - hooks if job.map is not None else lines[0])

@@ -48,7 +48,7 @@ def run_reduce(
     with part_writer(output_path, fmt) as part:
         write, line = part.raw, part.line
         if job.reduce_init is not None:
-            out_records += write_pairs(call_hook(job.reduce_init), part.put, "reduce")
+            out_records += write_pairs(call_hook(job.reduce_init), part.put, "reduce_init")
         # Lines are joined a batch at a time: the pairs between steps are not lines.
         if runs and reducefn is identity and fmt != PAIRS:
             groups, written = _write_merged(merge_batches(runs, sort_key, records), write, line,
@@ -82,7 +82,7 @@ def run_reduce(
                         raise unwritable("reduce", k, v, e) from None
                     out_records += 1
         if job.reduce_final is not None:
-            out_records += write_pairs(call_hook(job.reduce_final), part.put, "reduce")
+            out_records += write_pairs(call_hook(job.reduce_final), part.put, "reduce_final")
     counters.incr(FRAMEWORK, "reduce input records", records[0])
     counters.incr(FRAMEWORK, "reduce input groups", groups)
     counters.incr(FRAMEWORK, "reduce output records", out_records)

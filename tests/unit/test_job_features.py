@@ -256,6 +256,22 @@ def test_a_map_output_that_is_no_pair_is_said_of_the_code_that_gave_it(
         f"pytxmr.records.RecordTypeError: {said}")
 
 
+@pytest.mark.parametrize("hook", ["map_final", "reduce_init", "reduce_final"])
+def test_a_hook_that_yields_no_pair_is_named(tmp_path: Path, hook: str) -> None:
+    """A map-only job's map_final, and the reduce's hooks, were "map" and
+    "reduce" in the message."""
+    from pytxmr.records import RecordTypeError
+
+    data = tmp_path / "in.txt"
+    data.write_text("ab cd\n")
+    reduce = "" if hook == "map_final" else "def reduce(k, vs):\n    yield k, sum(vs)\n"
+    path = job(tmp_path, f"def map(offset, line):\n    yield line, 1\n{reduce}"
+                         f"def {hook}():\n    yield 'lone'\n")
+    with pytest.raises(RecordTypeError, match=f"^{hook} must yield \\(key, value\\) pairs, "
+                                              "not 'lone'"):
+        run_inline(path, [str(data)], str(tmp_path / "out"))
+
+
 MAP_ONLY_JOB = """
     def map(offset, line):
         words = line.split()
