@@ -121,6 +121,17 @@ def _py_file_entry(path: str) -> tuple[str, str]:
     return path, base
 
 
+def _not_stdlib(path: str, name: str) -> str:
+    """``name``, unless the module it ships is named as one of Python's own:
+    a task process has imported that one already (``csv``, ``json``), so
+    the tasks would silently use it instead."""
+    module = name[:-3] if name.endswith(".py") else name
+    if module in sys.stdlib_module_names:
+        raise BundleError(f"{path}: a module of Python's standard library is named "
+                          f"{module!r}, which the tasks would import instead: rename it")
+    return name
+
+
 def build(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] = (),
           limit: int = MAX_BUNDLE_BYTES) -> Bundle | None:
     """The bundle of a job, or None when it ships nothing."""
@@ -141,9 +152,10 @@ def build(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] = ()
             add(f, f"{PY}/{name}/{os.path.relpath(f, path)}", what)
 
     for path, name in local_imports(job_path):
-        add_code(path, os.path.basename(path), "the imported module")
+        add_code(path, _not_stdlib(path, os.path.basename(path)), "the imported module")
     for given in py_files:
-        add_code(*_py_file_entry(given), "--py-files")
+        path, name = _py_file_entry(given)
+        add_code(path, _not_stdlib(path, name), "--py-files")
     for given in files:
         if not os.path.isfile(given):
             raise BundleError(f"--files {given}: no such file"
