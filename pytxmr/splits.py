@@ -63,12 +63,20 @@ CHUNK_BLOCK_SIZE = 1 << 20
 
 
 def _zstd_reader(raw: IO[bytes]) -> IO[bytes]:
+    """Python's own zstd file (3.14's ``compression.zstd``, its backport
+    before): frame after frame, and an input that ends inside one fails as
+    a truncated .gz does, where zstandard's stream reader ended quietly
+    there (a cut download counted as part of a file)."""
     try:
-        import zstandard
+        from compression import zstd  # type: ignore[import-not-found]
     except ImportError:
-        raise InputError(f"{storage.redact(raw.name)}: reading .zst input needs the zstandard "
-                         "package: pip install 'pytxmr[zstd]'", path=raw.name) from None
-    return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)  # type: ignore[return-value]
+        try:
+            from backports import zstd  # type: ignore[no-redef]
+        except ImportError:
+            raise InputError(f"{storage.redact(raw.name)}: reading .zst input needs the "
+                             "backports.zstd package (Python's compression.zstd before "
+                             "3.14): pip install 'pytxmr[zstd]'", path=raw.name) from None
+    return zstd.ZstdFile(raw)  # type: ignore[no-any-return]
 
 
 #: Decompressing readers over a binary file, by suffix.
@@ -513,7 +521,7 @@ def segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tup
             raise InputError(str(e), path=path) from e
         except Exception as e:
             # Only reading runs in here (the map consumes what we yield), but
-            # a store's client (aiohttp) and a decompressor (zstandard) raise
+            # a store's client (aiohttp) and a decompressor (zstd) raise
             # their own errors.
             if not (isinstance(e, (OSError, EOFError)) or storage.is_remote(path)
                     or decompress is not None):

@@ -381,6 +381,22 @@ def _visible(name: str) -> bool:
     return not name.startswith(_HIDDEN_PREFIXES)
 
 
+def _literal_prefix(pattern: str) -> str:
+    """A glob's directories before its first component with a wildcard."""
+    parts = pattern.split("/")
+    wild = next(i for i, part in enumerate(parts) if _GLOB_MAGIC.search(part))
+    return "/".join(parts[:wild])
+
+
+def _visible_below(match: str, prefix: str) -> bool:
+    """Whether what a glob matched lies in no hidden directory, and is none,
+    below the glob's literal ``prefix``: ``_temporary/`` of a job's output
+    matched by ``out/*`` (or ``out/**``) is skipped as ``_SUCCESS`` is, as
+    Hadoop skips them; a hidden directory the user wrote out is read."""
+    rest = match[len(prefix):] if match.startswith(prefix) else match
+    return all(_visible(part) for part in rest.split("/") if part)
+
+
 def _local_dir_files(directory: str) -> list[InputFile]:
     try:
         with os.scandir(directory) as entries:
@@ -407,10 +423,13 @@ def _expand_local(pattern: str) -> list[InputFile]:
     if not _GLOB_MAGIC.search(path):
         raise StorageError(f"input path does not exist: {path}", path)
     files: list[InputFile] = []
+    prefix = _literal_prefix(path)
     for match in glob.glob(path, recursive=True):
+        if not _visible_below(match, prefix):
+            continue
         if os.path.isdir(match):
             files.extend(_local_dir_files(match))
-        elif os.path.isfile(match) and _visible(os.path.basename(match)):
+        elif os.path.isfile(match):
             files.append(InputFile(os.path.abspath(match), os.path.getsize(match)))
     if not files:
         raise StorageError(f"input pattern {pattern!r} matches no files", pattern)
@@ -450,9 +469,11 @@ def _expand_remote(pattern: str, opts: Mapping[str, str] | None) -> list[InputFi
             with contextlib.suppress(FileNotFoundError):
                 info = fs.info(path)
         if globbing and info is None:
-            listed = fs.glob(path, detail=True)
-            files = _files_of(fs, pattern, listed.values())
-            for entry in listed.values():  # a matched prefix stands for its files
+            prefix = _literal_prefix(path)
+            listed = [entry for name, entry in fs.glob(path, detail=True).items()
+                      if _visible_below(name.rstrip("/"), prefix)]
+            files = _files_of(fs, pattern, listed)
+            for entry in listed:  # a matched prefix stands for its files
                 if entry.get("type") == "directory":
                     files.extend(_files_of(fs, pattern, fs.ls(entry["name"], detail=True)))
             if not files:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -440,13 +441,32 @@ def test_read_lines_reads_compressed_files_whole(
 def test_read_lines_reads_multi_frame_zstd_whole(tmp_path: Path) -> None:
     """A .zst file of several frames (as pzstd and zstd -T write them) is read
     to its end, not to the end of its first frame."""
-    zstandard = pytest.importorskip("zstandard")
+    zstd = _zstd()
     data = b"".join(b"line %d\n" % i for i in range(20000)) + b"tail"
-    c = zstandard.ZstdCompressor()
-    path = write(tmp_path / "f.txt.zst", c.compress(data[:70000]) + c.compress(data[70000:]))
+    path = write(tmp_path / "f.txt.zst", zstd.compress(data[:70000]) + zstd.compress(data[70000:]))
     [split] = compute_splits([path], 100)
     expected = [(off, line) for off, line, _ in reference_lines(data)]
     assert list(read_lines(split, block_size=1000)) == expected
+
+
+def _zstd() -> Any:
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        zstd = pytest.importorskip("backports.zstd")
+    return zstd
+
+
+@pytest.mark.parametrize("cut", ["last byte", "half", "all"])
+def test_a_cut_zstd_input_fails_as_a_cut_gz_does(tmp_path: Path, cut: str) -> None:
+    """zstandard's stream reader ended quietly where the bytes did: a job
+    counted part of the file (or none of it) and succeeded."""
+    zstd = _zstd()
+    whole = zstd.compress(b"".join(b"line %d\n" % i for i in range(50000)))
+    kept = {"last byte": len(whole) - 1, "half": len(whole) // 2, "all": 0}[cut]
+    path = write(tmp_path / "cut.txt.zst", whole[:kept])
+    with pytest.raises(InputError, match="cut.txt.zst: corrupt or truncated compressed input"):
+        list(read_lines(compute_splits([path], 10)[0]))
 
 
 def test_read_lines_whole_split_of_plain_file_reads_it_all(tmp_path: Path) -> None:

@@ -99,6 +99,28 @@ def test_local_recursive_glob(tmp_path: Path) -> None:
     assert found == sorted(str(tmp_path / rel) for rel in ["x.txt", "a/x.txt", "a/b/c/x.txt"])
 
 
+def test_a_glob_skips_hidden_directories_as_it_skips_hidden_files(
+        tmp_path: Path, mem: object) -> None:
+    """``out/*`` matched ``out/_temporary/``, and ``out/**`` the files in it,
+    which were read as input (only a hidden file was skipped); a hidden
+    directory written out in the pattern is the user's to read."""
+    names = ["out/part-0", "out/_SUCCESS", "out/_temporary/part-0", "out/.cache/part-0",
+             "out/sub/part-1", "out/sub/_tmp/part-2", "_in/part-3"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x\n")
+        mem.pipe(f"/{name}", b"x\n")  # type: ignore[attr-defined]
+    for root in (f"{tmp_path}/", "memory://"):
+        def found(pattern: str) -> list[str]:
+            return [f.path.rsplit("/out/", 1)[-1].rsplit("/_in/", 1)[-1]
+                    for f in storage.expand_inputs([root + pattern])]
+
+        assert found("out/*") == ["part-0", "sub/part-1"], root
+        assert found("out/**/part-*") == ["part-0", "sub/part-1"], root
+        assert found("out/_temporary/*") == ["_temporary/part-0"], root  # written out: read
+        assert found("_in/part-*") == ["part-3"], root
+
+
 def test_expand_errors_name_the_url(mem: object) -> None:
     with pytest.raises(StorageError, match="memory://nope/x does not exist"):
         storage.expand_inputs(["memory://nope/x"])
