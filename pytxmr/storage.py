@@ -564,4 +564,9 @@ def expand_inputs(patterns: Sequence[str],
                  else _expand_local(pattern))
         for f in found:
             seen.setdefault(f.path, f)
+    for f in seen.values():
+        if f.size == 0 and f.ranged and f.path.lower().endswith(COMPRESSED_SUFFIXES):
+            # gzip and zstd read it as empty, bz2 and xz fail on it.
+            raise StorageError(f"input {redact(f.path)} is empty, which no compressed file is "
+                               f"(an upload that failed?)", f.path)
     return list(seen.values())

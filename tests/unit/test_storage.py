@@ -121,6 +121,20 @@ def test_a_glob_skips_hidden_directories_as_it_skips_hidden_files(
         assert found("_in/part-*") == ["part-3"], root
 
 
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zst"])
+def test_an_empty_compressed_input_is_refused(tmp_path: Path, mem: object, suffix: str) -> None:
+    """No compressed file is empty (a failed upload): gzip and zstd read one
+    as no records, bz2 and xz failed the map."""
+    (tmp_path / f"z.txt{suffix}").write_bytes(b"")
+    mem.pipe(f"/z.txt{suffix}", b"")  # type: ignore[attr-defined]
+    for path in (str(tmp_path / f"z.txt{suffix}"), f"memory://z.txt{suffix}"):
+        with pytest.raises(StorageError, match=f"z.txt\\{suffix} is empty, which no compressed "
+                                               "file is"):
+            storage.expand_inputs([path])
+    (tmp_path / "empty.txt").write_bytes(b"")  # an empty text file is no records
+    assert storage.expand_inputs([str(tmp_path / "empty.txt")])[0].size == 0
+
+
 def test_expand_errors_name_the_url(mem: object) -> None:
     with pytest.raises(StorageError, match="memory://nope/x does not exist"):
         storage.expand_inputs(["memory://nope/x"])
