@@ -9,6 +9,7 @@ No Twisted: the task children use it.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 from . import storage
@@ -166,7 +167,14 @@ def open_input(path: str, *, whole: bool = False, size: int = 0) -> Any:
     all the server can do), checked to end at ``size`` if it is known (a
     split's end: the object had at least that many bytes when listed)."""
     if not storage.is_remote(path):
-        return open(storage.local_path(path), "rb", buffering=-1 if whole else 0)
+        f = open(storage.local_path(path), "rb", buffering=-1 if whole else 0)
+        now = os.fstat(f.fileno()).st_size
+        if now < size:  # it shrank since the job listed it: never a count of part of it
+            f.close()
+            raise storage.StorageError(
+                f"{path}: the file changed during the job: it had at least {size:,} bytes, "
+                f"it has {now:,} now", path)
+        return f
     if not (whole and storage.scheme(path) in ("http", "https")):
         return RangeReader(path, at_least=size)
     fs, fs_path = storage.filesystem(path)

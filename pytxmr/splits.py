@@ -397,6 +397,7 @@ def _segments_of(
                 return
             chunk = f.read(_read_size(nxt, end, block_size))
             if not chunk:
+                _check_not_shrunk(path, nxt, end)
                 return
             i = chunk.find(b"\n")
             if i >= 0:
@@ -451,10 +452,20 @@ def _segments_of(
                     pending_len = 0
         blk = f.read(_read_size(nxt, end, block_size))
         if not blk:
+            _check_not_shrunk(path, nxt, end)
             if pending:
                 yield pos, b"".join(pending)  # the file's last line, without '\n'
             return
         nxt += len(blk)
+
+
+def _check_not_shrunk(path: str, at: int, end: int) -> None:
+    """The file ended at ``at``, before its split's ``end``: it had at least
+    ``end`` bytes when the job listed it, so it shrank, and its lines would
+    be counted in part."""
+    if at < end != _NO_END:
+        raise storage.StorageError(f"{path}: the file changed during the job: it had at "
+                                   f"least {end:,} bytes, it has fewer now", path)
 
 
 def open_split(split: Split) -> tuple[IO[bytes], Any]:
@@ -492,6 +503,7 @@ def read_file_bytes(split: Split) -> bytes:
             while left and (block := f.read(left)):
                 parts.append(block)
                 left -= len(block)
+            _check_not_shrunk(storage.redact(split.path), split.end - left, split.end)
             return b"".join(parts)
         except (OSError, EOFError, storage.StorageError) as e:
             what = ("corrupt or truncated compressed input" if decompress is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import json
 import lzma
 import os
@@ -473,6 +474,30 @@ def test_read_lines_whole_split_of_plain_file_reads_it_all(tmp_path: Path) -> No
     """A whole-file split of an uncompressed file (e.g. made by hand) reads every line."""
     path = write(tmp_path / "f.txt", b"a\nb")
     assert list(read_lines(Split(0, path, 0, 1, True))) == [(0, "a"), (2, "b")]
+
+
+def test_a_file_that_shrank_since_its_listing_fails_its_reader(tmp_path: Path) -> None:
+    """Its splits were cut from its listed size: a local file truncated
+    during the job was read in part, with no error (an object in a store
+    failed so already)."""
+    data = b"".join(b"line%02d\n" % i for i in range(20))
+    path = write(tmp_path / "f.txt", data)
+    cut = compute_splits([path], 20)
+    whole = compute_splits([path], 1 << 20, split_by="file")[0]
+    with open(path, "r+b") as f:
+        f.truncate(10)
+    for split in (cut[0], cut[-1], whole):
+        with pytest.raises(InputError, match=r"f.txt: the file changed during the job: it "
+                                             r"had at least \d+ bytes, it has 10 now"):
+            list(read_lines(split))
+    with pytest.raises(InputError, match="changed during the job"):
+        splits.read_file_bytes(whole)
+    # ...and one that shrinks while it is read ends before its split's end.
+    with pytest.raises(storage.StorageError, match="f.txt: the file changed during the job: "
+                                                   "it had at least 60 bytes, it has fewer now"):
+        list(splits._segments_of(io.BytesIO(data[:10]), "f.txt", 40, 60, 1 << 20, 8))
+    with pytest.raises(storage.StorageError, match="it had at least 40 bytes, it has fewer"):
+        list(splits._segments_of(io.BytesIO(data[:10]), "f.txt", 0, 40, 1 << 20, 8))
 
 
 def test_read_lines_corrupt_compressed_file_names_it(tmp_path: Path) -> None:
