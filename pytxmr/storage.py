@@ -119,7 +119,14 @@ def client_modules(path: str) -> tuple[str, ...]:
 def local_path(path: str) -> str:
     """A local path or ``file://`` URL as an absolute path."""
     if scheme(path) == "file":
-        path = path[len("file://"):]
+        rest = path[len("file://"):]
+        if rest.startswith("localhost/"):  # RFC 8089: the host may be named
+            rest = rest[len("localhost"):]
+        if not rest.startswith("/"):
+            # file://data/x was read as ./data/x, file://localhost/x as ./localhost/x.
+            raise StorageError(f"{path}: a file:// URL names a path on this host, "
+                               f"file:///path (or file://localhost/path)", path)
+        return os.path.abspath(rest)
     return os.path.abspath(os.path.expanduser(path))
 
 

@@ -53,6 +53,16 @@ def test_normalize_and_join() -> None:
     assert not storage.inside("s3://b/outer", "s3://b/out")
 
 
+def test_a_file_url_names_a_path_on_this_host() -> None:
+    """file://localhost/tmp/x was read as ./localhost/tmp/x (another file,
+    should one exist there), file://data/x as ./data/x."""
+    assert storage.normalize("file://localhost/tmp/x") == "/tmp/x"
+    assert storage.local_path("file:///tmp/x") == "/tmp/x"
+    for url in ("file://data/x", "file://otherhost/tmp/x", "file://localhost"):
+        with pytest.raises(StorageError, match="a file:// URL names a path on this host"):
+            storage.normalize(url)
+
+
 def test_redact_drops_credentials_of_a_url() -> None:
     assert storage.redact("https://alice:pw@host/x") == "https://host/x"
     assert storage.redact("/tmp/a@b") == "/tmp/a@b"
