@@ -322,6 +322,12 @@ def store_error(url: str, e: BaseException, doing: str) -> StorageError:
     if _timed_out(e):
         # fsspec's HTTP store reports a server that never answers as missing.
         return StorageError(f"cannot {doing} {shown}: the server did not answer in time", url)
+    lost = _connection_error(e)
+    if lost is not None:  # ...and one it cannot connect to, too
+        said = {ConnectionRefusedError: "the server refused the connection",
+                ConnectionResetError: "the server reset the connection"}
+        return StorageError(f"cannot {doing} {shown}: "
+                            f"{said.get(type(lost)) or describe(lost)}", url)
     if isinstance(e, FileNotFoundError):
         return StorageError(f"{shown} does not exist", url)
     if isinstance(e, PermissionError):
@@ -357,10 +363,18 @@ def _timed_out(e: BaseException) -> bool:
     return any(isinstance(seen, TimeoutError) for seen in _causes(e))
 
 
+def _connection_error(e: BaseException) -> BaseException | None:
+    """The connection that failed behind a store's exception (refused,
+    reset), which fsspec's HTTP store reports as a missing file."""
+    return next((seen for seen in _causes(e) if isinstance(seen, ConnectionError)), None)
+
+
 def _permanent(e: BaseException) -> bool:
     status = _http_status(e)
     if status is not None:
         return status < 500  # a 5xx may pass; a 4xx will not
+    if _connection_error(e) is not None:  # a server restarting: may come back
+        return False
     return isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError,
                           NotADirectoryError, StorageError, ValueError))
 

@@ -239,8 +239,28 @@ def test_transient_errors_are_retried_then_named() -> None:
     def down() -> bytes:
         raise ConnectionRefusedError(111, "Connection refused")
 
-    with pytest.raises(StorageError, match="cannot read s3://b/k: Connection refused"):
+    with pytest.raises(StorageError, match="cannot read s3://b/k: the server refused the "
+                                           "connection"):
         storage.retrying("s3://b/k", "read", down, sleep=lambda s: None)
+
+
+def test_a_server_that_refuses_connections_is_tried_again_not_missing() -> None:
+    """fsspec's HTTP store says FileNotFoundError for a port nothing
+    listens on: a web server restarting for a second failed maps at once,
+    as a missing file."""
+    import socket
+
+    with socket.socket() as s:  # a port just freed: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/x.txt"
+    with pytest.raises(StorageError, match=f"cannot list {url}: the server refused the "
+                                           f"connection"):
+        storage.expand_inputs([url])
+    fs, path = storage.filesystem(url)
+    slept: list[float] = []
+    with pytest.raises(StorageError, match="cannot read .*: the server refused the connection"):
+        storage.retrying(url, "read", lambda: fs.cat_file(path), sleep=slept.append)
+    assert slept == [0.5, 1.0, 2.0]  # tried 4 times, as after a lost connection
 
 
 def test_missing_object_is_not_retried() -> None:
