@@ -90,7 +90,9 @@ _DECOMPRESSORS: dict[str, Any] = {
 
 # Compressed formats pytxmr cannot read: refusing them beats feeding the
 # mapper binary garbage (silently so with encoding_errors = "replace").
-_UNSUPPORTED_SUFFIXES = (".lz4", ".zip", ".7z", ".snappy", ".lzo", ".br")
+_UNSUPPORTED_SUFFIXES = (".lz4", ".zip", ".7z", ".snappy", ".lzo", ".br", ".lzma", ".gzip",
+                         ".tar", ".tgz", ".tbz2", ".txz", ".tar.gz", ".tar.bz2", ".tar.xz",
+                         ".tar.zst")
 
 # Past the split's end only the last line remains to be read: read small.
 _TAIL_READ = 64 << 10
@@ -294,8 +296,9 @@ def _plan_starts(inputs: Sequence[InputFile | str], split_size: int,
         path, size = item.path, item.size
         if path.lower().endswith(_UNSUPPORTED_SUFFIXES):
             raise InputError(
-                f"input {storage.redact(path)}: this compression format is not supported; "
-                f"use {', '.join(COMPRESSED_SUFFIXES)} or uncompressed files",
+                f"input {storage.redact(path)}: this format is not supported (an archive of "
+                f"files, or a compression pytxmr does not read); use "
+                f"{', '.join(COMPRESSED_SUFFIXES)} or uncompressed files",
                 path=path,
             )
         whole = is_compressed(path) or not item.ranged
@@ -354,7 +357,8 @@ def _too_large(path: str, offset: int, max_line_bytes: int) -> RecordTooLarge:
     return RecordTooLarge(
         f"{path}: the line at byte offset {offset} is longer than the limit of "
         f"{max_line_bytes} bytes ({format_size(max_line_bytes)}); is it a binary "
-        "or newline-free file? (the limit is max_line_bytes)",
+        "or newline-free file? (a record that spans lines wants a reader of its own, "
+        "split_by = \"file\": docs/input-formats.md)",
         path=path,
         offset=offset,
     )

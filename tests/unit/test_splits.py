@@ -329,6 +329,11 @@ def test_compute_splits_refuses_unsupported_compression(tmp_path: Path) -> None:
     """Reading a .lz4 file as text would feed mappers garbage (silently with 'replace')."""
     with pytest.raises(InputError, match="not supported"):
         compute_splits([write(tmp_path / "f.lz4", b"\x04\x22\x4d\x18")], 10)
+    # Archives of files, and suffixes no reader here takes, are no text either.
+    for name in ("logs.tar.gz", "logs.tgz", "logs.tar", "f.txt.lzma", "f.txt.gzip"):
+        with pytest.raises(InputError, match=f"{name}: this format is not supported \\(an "
+                                             "archive of files, or a compression"):
+            compute_splits([write(tmp_path / name, gzip.compress(b"a\n"))], 10)
 
 
 def _reference_splits(files: list[storage.InputFile], split_size: int,
