@@ -73,11 +73,11 @@ def run_inline(
     job_path = os.path.abspath(job_path)
     work = tempfile.mkdtemp(prefix="pytxmr-inline-")
     try:
-        with _shipped(job_path, py_files, files, work):
+        with _shipped(job_path, py_files, files, work) as unpacked:
             def fresh() -> Sequence[Job]:
                 return define(load_module(source, job_path), map_name, reduce_name).steps
 
-            definition = _loaded(source, job_path, map_name, reduce_name)
+            definition = _loaded(source, job_path, map_name, reduce_name, unpacked)
             jobargs.use(jobargs.parse(definition.arguments, given))
             check_reducers(definition, num_reducers)
             return _run(definition, fresh, inputs, output_dir, work,
@@ -88,7 +88,8 @@ def run_inline(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _loaded(source: str, job_path: str, map_name: str, reduce_name: str) -> JobDefinition:
+def _loaded(source: str, job_path: str, map_name: str, reduce_name: str,
+            bundle_dir: str | None) -> JobDefinition:
     """The job, or its refusal as a cluster's check words it (a module
     that does not load is the user's error, not the framework's)."""
     try:
@@ -96,16 +97,17 @@ def _loaded(source: str, job_path: str, map_name: str, reduce_name: str) -> JobD
     except JobDefinitionError:
         raise
     except Exception as e:
-        raise JobDefinitionError(refusal_text(describe_error(e, job_path))) from e
+        raise JobDefinitionError(refusal_text(describe_error(e, job_path), bundle_dir)) from e
 
 
 @contextlib.contextmanager
 def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
-             work: str) -> Iterator[None]:
+             work: str) -> Iterator[str | None]:
     """The job's bundle as its tasks see it on a cluster: its modules first
     on ``sys.path``, its files in the working directory (a task directory,
     for the time of the job); all undone at the end, its modules unloaded,
-    so that the next job in this process imports them afresh."""
+    so that the next job in this process imports them afresh. Yields the
+    bundle's unpacked directory (None when the job ships nothing)."""
     shipped = bundle.build(job_path, py_files, files)
     path, cwd, loaded = list(sys.path), os.getcwd(), set(sys.modules)
     drop_working_directory()
@@ -119,7 +121,7 @@ def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
         bundle.enter(unpacked, task_dir)
     os.chdir(task_dir)
     try:
-        yield
+        yield unpacked
     finally:
         os.chdir(cwd)
         sys.path[:] = path

@@ -315,17 +315,21 @@ _SELF_EXPLAINED = frozenset({"SyntaxError", "IndentationError", "TabError",
                              "JobDefinitionError", "ArgumentError"})
 
 
-def refusal_text(error: Mapping[str, Any]) -> str:
+def refusal_text(error: Mapping[str, Any], bundle_dir: str | None = None) -> str:
     """What a submitter is told of a job module that does not load (an
     error as ``describe_error`` gives it): the same from a cluster's check
-    and from ``run --inline``."""
+    and from ``run --inline``. Files of the job's bundle are named as they
+    are in it (``helper.py``), not where it was unpacked."""
     message = str(error.get("message", "the job module check failed"))
     trace = str(error.get("traceback", ""))
     if error.get("type") in _SELF_EXPLAINED:
         for kind in ("JobDefinitionError: ", "ArgumentError: "):
             message = message.split(kind, 1)[-1]
         trace = ""
-    return f"{message}\n{trace}".rstrip()
+    text = f"{message}\n{trace}".rstrip()
+    if bundle_dir:
+        text = text.replace(os.path.join(bundle_dir, "py") + os.sep, "")
+    return text
 
 
 def describe_error(exc: BaseException, filename: str | None = None) -> dict[str, str]:

@@ -202,7 +202,4 @@ def check_failure(error: Mapping[str, Any], check_timeout: float,
     if error.get("type") == "TaskProcessDied" and "longer than" in str(error.get("message")):
         error = {**error, "message": f"importing the job module took longer than "
                                      f"{check_timeout:g}s"}
-    text = refusal_text(error)
-    if bundle_dir:
-        text = text.replace(os.path.join(bundle_dir, "py") + os.sep, "")
-    return text
+    return refusal_text(error, bundle_dir)

@@ -106,6 +106,18 @@ def test_arguments_read_at_the_top_level_are_refused(tmp_path: Path) -> None:
                    args={"n": "7"})
 
 
+def test_a_helper_that_fails_to_load_is_named_as_in_the_bundle(tmp_path: Path) -> None:
+    """As a cluster's check names it (helper.py), not where run --inline
+    unpacked the bundle (/tmp/pytxmr-inline-.../bundles/SHA/py/helper.py)."""
+    (tmp_path / "helper.py").write_text("X = 1\nraise ValueError('bad helper')\n")
+    source = "import helper\n\ndef map(offset, line):\n    yield line, helper.X\n"
+    with pytest.raises(JobDefinitionError) as info:
+        run_inline(job(tmp_path, source), [str(corpus(tmp_path))], str(tmp_path / "out"))
+    text = str(info.value)
+    assert 'File "helper.py", line 2' in text and "ValueError: bad helper" in text, text
+    assert "bundles" not in text, text
+
+
 HOOKS_JOB = """
     from collections import Counter
 
