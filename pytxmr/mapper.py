@@ -108,6 +108,16 @@ def _raised_by_driver(exc: BaseException) -> bool:
     return tb is not None and tb.tb_frame.f_code in _DRIVER_CODE
 
 
+def _who(mapfn: Any, records: Any) -> str:
+    """What a phase's pairs come from, for messages: a hook's phase is its
+    one record, (None, the hook)."""
+    if mapfn is _call_hook:
+        return getattr(records[0][1], "__name__", "a map hook")  # a partial has none
+    if mapfn is _pairs_of_batch:
+        return "map_split"
+    return getattr(mapfn, "__name__", "map")
+
+
 def _bad_output(exc: BaseException) -> RecordTypeError:
     """The driver's error at a map's output, said of the user's code: the
     function or hook that yielded it, and the item when it is at hand (a
@@ -118,13 +128,9 @@ def _bad_output(exc: BaseException) -> RecordTypeError:
         tb = tb.tb_next
     seen = tb.tb_frame.f_locals if tb is not None else {}
     mapfn, key, value = seen.get("mapfn"), seen.get("key"), seen.get("value")
-    if mapfn is _call_hook:
-        who, record = getattr(value, "__name__", "a hook"), ""
-    elif mapfn is _pairs_of_batch:
-        who, record = "map_split", ""
-    else:
-        who = getattr(mapfn, "__name__", "map")
-        record = f", at its record ({short_repr(key)}, {short_repr(value)})"
+    who = _who(mapfn, [(key, value)])
+    record = ("" if mapfn in (_call_hook, _pairs_of_batch)
+              else f", at its record ({short_repr(key)}, {short_repr(value)})")
     if "unpack" not in str(exc) and "not iterable" not in str(exc):  # a key that does not hash
         return RecordTypeError(
             f"{who} must yield (key, value) pairs whose key is str, bytes, int, float, bool, "
@@ -834,8 +840,7 @@ def run_map_only(job: Job, split: Split, write: Callable[[Any, Any], None],
     lines = [0]
     in_records = produced = 0
     for records, mapfn in _phases(job, *_map_input(job, split, lines)):
-        # A hook's phase is its one record: (None, map_init or map_final).
-        who = records[0][1].__name__ if mapfn is _call_hook else "map"  # type: ignore[index]
+        who = _who(mapfn, records)
         for key, value in records:
             in_records += 1
             produced += write_pairs(mapfn(key, value), write, who)

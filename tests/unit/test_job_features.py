@@ -284,6 +284,18 @@ def test_a_hook_that_yields_no_pair_is_named(tmp_path: Path, hook: str) -> None:
         run_inline(path, [str(data)], str(tmp_path / "out"))
 
 
+def test_a_hook_that_is_no_function_runs(tmp_path: Path) -> None:
+    """A partial has no __name__, which naming the hook of a map-only job
+    took for granted (every map failed)."""
+    data = tmp_path / "in.txt"
+    data.write_text("ab cd\n")
+    path = job(tmp_path, "import functools\n\ndef map(offset, line):\n    yield line, 1\n\n"
+                         "def _final(tag):\n    yield tag, 0\n\n"
+                         "map_final = functools.partial(_final, 'end')\n")
+    run_inline(path, [str(data)], str(tmp_path / "out"))
+    assert sorted(parts(tmp_path / "out")) == ["ab cd\t1", "end\t0"]
+
+
 MAP_ONLY_JOB = """
     def map(offset, line):
         words = line.split()
