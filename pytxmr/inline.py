@@ -110,17 +110,17 @@ def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
     bundle's unpacked directory (None when the job ships nothing)."""
     shipped = bundle.build(job_path, py_files, files)
     path, cwd, loaded = list(sys.path), os.getcwd(), set(sys.modules)
-    drop_working_directory()
-    task_dir = os.path.join(work, TASK_DIR)
-    os.makedirs(task_dir)
     unpacked = None
-    if shipped is not None:
-        store = bundle.BundleStore(os.path.join(work, BUNDLES_DIR))
-        store.receive(shipped.sha256, 0, shipped.data, "inline", final=True)
-        unpacked = store.unpacked(shipped.sha256)
-        bundle.enter(unpacked, task_dir)
-    os.chdir(task_dir)
     try:
+        drop_working_directory()
+        task_dir = os.path.join(work, TASK_DIR)
+        os.makedirs(task_dir)
+        if shipped is not None:
+            store = bundle.BundleStore(os.path.join(work, BUNDLES_DIR))
+            store.receive(shipped.sha256, 0, shipped.data, "inline", final=True)
+            unpacked = store.unpacked(shipped.sha256)
+            bundle.enter(unpacked, task_dir)
+        os.chdir(task_dir)
         yield unpacked
     finally:
         os.chdir(cwd)

@@ -91,7 +91,10 @@ def drop_working_directory() -> None:
     here = os.getcwd()
     if os.path.dirname(os.path.dirname(os.path.abspath(__file__))) == here:
         return
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    # Only the entry Python put first: one of PYTHONPATH that names this
+    # directory is the user's, and stays.
+    if sys.path and os.path.abspath(sys.path[0] or ".") == here:
+        del sys.path[0]
 
 
 def load_module(source: str, filename: str) -> types.ModuleType:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import linecache
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -413,3 +414,19 @@ def test_reuse_processes_is_true_unless_the_module_says_false(tmp_path: Path) ->
                   ).reuse_processes is False
     with pytest.raises(JobDefinitionError, match="reuse_processes must be True or False"):
         define(module_of(tmp_path, MINIMAL + "reuse_processes = 0\n"))
+
+
+def test_only_the_directory_python_put_first_leaves_the_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m` puts the working directory first: a task must not import
+    from there (no other host has it), but PYTHONPATH naming the same
+    directory is the user's, and stays."""
+    from pytxmr.jobmodule import drop_working_directory
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), str(tmp_path), "/elsewhere"])
+    drop_working_directory()
+    assert sys.path == [str(tmp_path), "/elsewhere"]
+    monkeypatch.setattr(sys, "path", ["/elsewhere", str(tmp_path)])
+    drop_working_directory()  # not first: PYTHONPATH's
+    assert sys.path == ["/elsewhere", str(tmp_path)]
