@@ -60,6 +60,8 @@ DEFAULT_RESUME_GRACE = 12.0
 #: Seconds without another worker registering before the jobs that waited
 #: for workers are planned for the slots registered.
 PLAN_SETTLE = 1.0
+#: ...and at most this long after the first of them registered.
+PLAN_MAX_WAIT = 5.0
 
 
 @dataclass
@@ -129,7 +131,10 @@ class JobTracker:
         #: as listed, and their split size.
         self._unplanned: dict[str, tuple[list[InputFile], int | None]] = {}
         self._last_registered = 0.0
+        #: The first registration since jobs began to wait (None: none yet).
+        self._first_registered: float | None = None
         self._plan_call: IDelayedCall | None = None
+        self._planning = False
         #: Per step job: map outputs to announce together (``_announce``),
         #: and when.
         self._announcing: dict[str, list[Any]] = {}
@@ -285,6 +290,8 @@ class JobTracker:
         self._execute(self.scheduler.worker_joined(wid, reg.host, reg.port, reg.slots,
                                                    self.now()))
         self._last_registered = self.now()
+        if self._unplanned and self._first_registered is None:
+            self._first_registered = self._last_registered
         self._plan_soon()
         for sched_id, index, attempt_id in taken:
             committed = self._resumable[sched_id][index]
@@ -460,16 +467,18 @@ class JobTracker:
         self._max_attempts[job.id] = (sub.max_attempts, sub.speculative)
         self.journal.job_started(job.id, plan_of(job, sub.max_attempts, sub.speculative))
         by = f" by {owner}" if owner else ""
-        if not slots:
+        if not slots or self._unplanned:
             # Cut for one slot, it would run as one reduce (and a map per
             # 128 MB) on the cluster that comes: it is cut again for the
             # slots of the workers that register. Journaled as it is
-            # meanwhile, so that a crash resumes it all the same.
+            # meanwhile, so that a crash resumes it all the same (as it
+            # is). A job submitted while others wait goes after them.
             self.journal.step_started(job.id, job.step, job.splits, job.num_reducers)
             self._unplanned[job.id] = (admitted.files, sub.split_size)
-            self.log.info("Job {job} submitted{by}: {file}; no tasktracker is registered: its "
-                          "tasks are planned once they are", job=job.id, by=by,
-                          file=job.filename)
+            self.log.info("Job {job} submitted{by}: {file}; {why}: its tasks are planned once "
+                          "they are", job=job.id, by=by, file=job.filename,
+                          why="no tasktracker is registered" if not slots else
+                          "jobs before it wait for tasktrackers")
             self._plan_soon()
             return job.id
         self._log_plan(job, f"submitted{by}")
@@ -488,45 +497,65 @@ class JobTracker:
     def _plan_soon(self) -> None:
         """Plan the jobs waiting for workers once the workers registering
         have settled: PLAN_SETTLE seconds without another (tasktrackers
-        started together register within a second), and not before those
-        of a restart are back."""
-        if not self._unplanned or not self._slots():
+        started together register within a second), PLAN_MAX_WAIT after
+        the first at the latest (workers that keep registering do not hold
+        them for ever), and not before those of a restart are back."""
+        if not self._unplanned or not self._slots() or self._planning:
             return
-        at = max(self._last_registered + PLAN_SETTLE, self._workers_back_at)
+        first = self._first_registered or self._last_registered
+        at = max(min(self._last_registered + PLAN_SETTLE, first + PLAN_MAX_WAIT),
+                 self._workers_back_at)
         if self._plan_call is not None and self._plan_call.active():
             self._plan_call.cancel()
         self._plan_call = self._clock.callLater(max(0.0, at - self.now()), self._plan)
 
     def _plan(self) -> None:
+        self._plan_call = None
         defer.Deferred.fromCoroutine(self._plan_waiting()).addErrback(
             lambda f: self.log.failure("Cannot plan the jobs waiting for workers", f))
 
     async def _plan_waiting(self) -> None:
-        self._plan_call = None
-        slots = self._slots()
-        if not slots:  # gone again: the next registration plans them
+        """Start the waiting jobs in the order they came, each planned for
+        the slots registered; those submitted meanwhile join the queue."""
+        self._planning = True
+        try:
+            while self._unplanned and (slots := self._slots()):
+                job_id, (files, split_size) = next(iter(self._unplanned.items()))
+                job = self.jobs[job_id]  # a job leaves _unplanned as it ends
+                try:
+                    await self._plan_one(job, files, split_size, slots)
+                except Exception as e:  # a bug: that job fails, not the ones after it
+                    self.log.failure("Cannot plan {job}", job=job_id)
+                    if job.running:
+                        self._job_done(job, "failed", {
+                            "type": type(e).__name__, "traceback": "",
+                            "message": f"the jobtracker could not plan the job's tasks: {e}"})
+                self._unplanned.pop(job_id, None)
+        finally:
+            self._planning = False
+        if not self._unplanned:
+            self._first_registered = None
+        else:  # the workers left meanwhile: the next registration plans them
+            self._plan_soon()
+
+    async def _plan_one(self, job: JobRecord, files: list[InputFile], split_size: int | None,
+                        slots: int) -> None:
+        what = f"planned for the {slots} slots registered"
+        try:
+            # In a thread, as at admission: 100,000 splits take 0.2 s.
+            splits, reduces = await self._in_thread(
+                plan_tasks, files, split_size, job.reducers_option, job.steps, slots,
+                self.admission.max_tasks)
+        except SubmissionError as e:
+            # Admitted as it was cut for one slot: it runs so, rather than
+            # fail for the workers that came.
+            splits, reduces = job.splits, job.num_reducers
+            what = f"keeps its tasks for one slot (for {slots}: {e})"
+        if not job.running:  # killed, or the jobtracker stopped, meanwhile
             return
-        waiting, self._unplanned = self._unplanned, {}
-        for job_id, (files, split_size) in waiting.items():
-            job = self.jobs.get(job_id)
-            if job is None or not job.running:
-                continue
-            what = f"planned for the {slots} slots registered"
-            try:
-                # In a thread, as at admission: 100,000 splits take 0.2 s.
-                splits, reduces = await self._in_thread(
-                    plan_tasks, files, split_size, job.reducers_option, job.steps, slots,
-                    self.admission.max_tasks)
-            except SubmissionError as e:
-                # Admitted as it was cut for one slot: it runs so, rather
-                # than fail for the workers that came.
-                splits, reduces = job.splits, job.num_reducers
-                what = f"keeps its tasks for one slot (for {slots}: {e})"
-            if not job.running:  # killed, or the jobtracker stopped, meanwhile
-                continue
-            job.splits, job.num_reducers = splits, reduces
-            self._log_plan(job, what)
-            self._start_step(job)
+        job.splits, job.num_reducers = splits, reduces
+        self._log_plan(job, what)
+        self._start_step(job)
 
     def _start_step(self, job: JobRecord) -> None:
         sched_id = job.sched_id(job.step)

@@ -346,6 +346,72 @@ class CountersAndApiTests(JobTrackerCase):
         self.assertEqual((code, json.loads(body)), (200, []))
 
 
+class WaitingForWorkersTests(JobTrackerCase):
+    """Jobs submitted while no worker is registered are planned once
+    workers come (the tracker's queue of unplanned jobs)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        from pytxmr.jobtracker import tracker
+
+        self.tracker_module = tracker
+        self.patch(tracker, "PLAN_SETTLE", 0.3)
+        self.patch(tracker, "PLAN_MAX_WAIT", 0.8)
+
+    def started(self, job_id: str) -> bool:
+        return job_id in self.jt.scheduler.jobs
+
+    async def test_waiting_jobs_start_in_order_within_a_bounded_wait(self) -> None:
+        """A job submitted once a worker came does not overtake the one that
+        waited for it; workers that keep registering do not hold them past
+        PLAN_MAX_WAIT."""
+        first = await self.submit(out="out1")
+        self.add_worker(slots=1)
+        began = time.monotonic()
+        second = await self.submit(out="out2")
+        self.assertFalse(self.started(second))  # behind the first, not before it
+        while not self.started(first):  # a worker every 0.2 s: never settled
+            self.add_worker(slots=1)
+            await task_sleep(0.2)
+            self.assertLess(time.monotonic() - began, 5, "the planning waited for ever")
+        self.assertGreater(time.monotonic() - began, 0.6)
+        await wait_for(lambda: self.started(second))
+        self.assertEqual([j for j in self.jt.scheduler.jobs], [first, second])
+        slots = len(self.jt.workers)
+        self.assertEqual(self.jt.status(first)["num_reducers"], slots)  # planned for them all
+        self.assertGreater(slots, 2)
+
+    async def test_a_job_that_cannot_be_planned_fails_and_the_next_one_starts(self) -> None:
+        """An unexpected error planning one job left it and every job after
+        it running for ever, with no task."""
+        plan = self.tracker_module.plan_tasks
+        calls = []
+
+        def broken_once(*args: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("the planner broke")
+            return plan(*args)
+
+        self.patch(self.tracker_module, "plan_tasks", broken_once)
+        first = await self.submit(out="out1")
+        second = await self.submit(out="out2")
+        self.add_worker()
+        await wait_for(lambda: self.started(second))
+        status = await self.jt.wait(first)
+        self.assertEqual(status["state"], "failed")
+        self.assertIn("could not plan the job's tasks: the planner broke",
+                      status["error"]["message"])
+        self.assertTrue(self.jt.status(second)["state"] == "running")
+        self.flushLoggedErrors(RuntimeError)
+
+
+async def task_sleep(seconds: float) -> None:
+    from twisted.internet import task
+
+    await task.deferLater(reactor, seconds)
+
+
 class HistoryTests(JobTrackerCase):
 
     async def finish_job(self, jt: JobTracker,
