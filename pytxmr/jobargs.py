@@ -54,13 +54,8 @@ class Arg:
             raise ArgumentError(f"an argument's name must be an identifier, not {self.name!r}")
         if not callable(self.type):
             raise ArgumentError(f"argument {self.name}: its type must be callable")
-        if isinstance(self.default, str) and self.type is not str:
-            # Read as the text of an --arg is, as argparse reads a str default:
-            # a job run without the argument got "8" where int(...) gives 8.
-            object.__setattr__(self, "default",
-                               self._convert(self.default, f"its default {self.default!r}"))
         if (self.choices is not None and self.default not in (REQUIRED, None)
-                and self.default not in self.choices):
+                and not self._text_default and self.default not in self.choices):
             # Else a job run without the argument gets a value no user may give.
             raise ArgumentError(f"argument {self.name}: its default {self.default!r} is not "
                                 f"one of {', '.join(map(str, self.choices))}")
@@ -68,6 +63,19 @@ class Arg:
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+    @property
+    def _text_default(self) -> bool:
+        return isinstance(self.default, str) and self.type is not str
+
+    def default_value(self) -> Any:
+        """The value of a job run without the argument. A default given as
+        text is read as the text of an --arg is, when it is needed, as
+        argparse reads its defaults: a job got the str "8" where int gives
+        8 (and a type that opens a file opens the default's only then)."""
+        if self._text_default:
+            return self._convert(self.default, f"its default {self.default!r}")
+        return self.default
 
     def convert(self, text: str) -> Any:
         return self._convert(text, repr(text))
@@ -148,7 +156,7 @@ def parse(declarations: Sequence[Arg] | None, given: Mapping[str, str]) -> dict[
             raise ArgumentError(f"the job needs the argument {arg.name}: "
                                 f"--arg {arg.name}=VALUE" + (f" ({arg.help})" if arg.help else ""))
         else:
-            values[arg.name] = arg.default
+            values[arg.name] = arg.default_value()
     return values
 
 

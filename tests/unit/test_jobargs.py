@@ -68,15 +68,20 @@ def test_declarations_are_checked() -> None:
 
 
 def test_a_default_given_as_text_is_read_as_the_text_of_an_arg() -> None:
-    """As argparse reads a str default: a job run without the argument got
-    the str "8" (or "abc") where --arg n=8 gives the int 8."""
-    assert Arg("n", int, default="8").default == 8
+    """As argparse reads a str default, when the argument is not given: a
+    job run without it got the str "8" (or "abc") where --arg n=8 gives
+    the int 8."""
+    assert parse((Arg("n", int, default="8"),), {}) == {"n": 8}
     assert parse((Arg("on", bool, default="yes"),), {}) == {"on": True}
-    assert Arg("n", int, default=None).default is None  # not text: as it is
+    assert parse((Arg("n", int, default=None),), {}) == {"n": None}  # not text: as it is
+    bad = (Arg("n", int, default="abc"),)
     with pytest.raises(ArgumentError, match="argument n: its default 'abc' is not a valid int"):
-        Arg("n", int, default="abc")
+        parse(bad, {})
+    assert parse(bad, {"n": "2"}) == {"n": 2}  # given: the default is not read
+    outside = (Arg("n", int, default="3", choices=(1, 2)),)
     with pytest.raises(ArgumentError, match="argument n: its default '3' is not one of 1, 2"):
-        Arg("n", int, default="3", choices=(1, 2))
+        parse(outside, {})
+    assert parse(outside, {"n": "1"}) == {"n": 1}
 
 
 def test_help_lists_each_argument() -> None:
