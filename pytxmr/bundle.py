@@ -121,17 +121,6 @@ def _py_file_entry(path: str) -> tuple[str, str]:
     return path, base
 
 
-def _not_stdlib(path: str, name: str) -> str:
-    """``name``, unless the module it ships is named as one of Python's own:
-    a task process has imported that one already (``csv``, ``json``), so
-    the tasks would silently use it instead."""
-    module = name[:-3] if name.endswith(".py") else name
-    if module in sys.stdlib_module_names:
-        raise BundleError(f"{path}: a module of Python's standard library is named "
-                          f"{module!r}, which the tasks would import instead: rename it")
-    return name
-
-
 def build(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] = (),
           limit: int = MAX_BUNDLE_BYTES) -> Bundle | None:
     """The bundle of a job, or None when it ships nothing."""
@@ -152,10 +141,9 @@ def build(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] = ()
             add(f, f"{PY}/{name}/{os.path.relpath(f, path)}", what)
 
     for path, name in local_imports(job_path):
-        add_code(path, _not_stdlib(path, os.path.basename(path)), "the imported module")
+        add_code(path, os.path.basename(path), "the imported module")
     for given in py_files:
-        path, name = _py_file_entry(given)
-        add_code(path, _not_stdlib(path, name), "--py-files")
+        add_code(*_py_file_entry(given), "--py-files")
     for given in files:
         if not os.path.isfile(given):
             raise BundleError(f"--files {given}: no such file"
@@ -327,6 +315,34 @@ def search_path(unpacked: str) -> list[str]:
     py = os.path.join(unpacked, PY)
     zips = sorted(os.path.join(py, n) for n in os.listdir(py) if n.endswith(".zip"))
     return [py, *zips]
+
+
+def shadowed(unpacked: str) -> list[str]:
+    """The bundle's modules that this process has imported already from
+    elsewhere, which the job's imports would get instead of its own: a
+    ``csv.py`` beside the job in a task process that imported Python's
+    ``csv``, or, under ``run --inline``, a module of the caller's."""
+    py = os.path.join(unpacked, PY)
+    names = sorted({n[:-3] if n.endswith(".py") else n for n in os.listdir(py)
+                    if not n.startswith("__")
+                    and (n.endswith(".py") or os.path.isdir(os.path.join(py, n)))})
+    return [name for name in names if name in sys.modules and not (
+        getattr(sys.modules[name], "__file__", None) or "").startswith(py + os.sep)]
+
+
+def refuse_shadowed(unpacked: str) -> None:
+    """A job whose own module would lose to one imported already fails to
+    load, saying which: it ran with the other module, silently."""
+    names = shadowed(unpacked)
+    if names:
+        from .jobmodule import JobDefinitionError
+
+        name = names[0]
+        where = getattr(sys.modules[name], "__file__", None) or "built in"
+        raise JobDefinitionError(
+            f"the job ships its own module {name!r}, but its task processes have imported "
+            f"another of that name already ({where}), which its imports would get: rename "
+            f"the job's {name}")
 
 
 def enter(unpacked: str, cwd: str) -> None:

@@ -119,6 +119,7 @@ def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
             store = bundle.BundleStore(os.path.join(work, BUNDLES_DIR))
             store.receive(shipped.sha256, 0, shipped.data, "inline", final=True)
             unpacked = store.unpacked(shipped.sha256)
+            bundle.refuse_shadowed(unpacked)
             bundle.enter(unpacked, task_dir)
         os.chdir(task_dir)
         yield unpacked

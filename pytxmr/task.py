@@ -78,8 +78,9 @@ def load_job(spec: dict[str, Any]) -> JobDefinition:
     """The job of a task spec's "job" part, its arguments set for
     ``pytxmr.args()`` and its bundle's modules and files at hand."""
     if spec.get("bundle_dir"):
-        from .bundle import enter
+        from .bundle import enter, refuse_shadowed
 
+        refuse_shadowed(spec["bundle_dir"])
         enter(spec["bundle_dir"], os.getcwd())
     with open(spec["source_path"], encoding="utf-8") as f:
         source = f.read()

@@ -127,6 +127,12 @@ def test_a_broken_helper_is_refused_with_its_file_and_line(cluster: Cluster, tex
     assert rc == 2 and "--files nowhere.txt: no such file" in err, err
     rc, _, err = cluster.submit(EXAMPLES / "wordcount.py", [text], tmp_path / "still")
     assert rc == 0, err
+    # A helper the task processes would never use: they have Python's csv.
+    shadowed = write(tmp_path / "own" / "job.py", "import csv\ndef map(k, v):\n"
+                                                    "    yield v, csv.MINE\n")
+    write(tmp_path / "own" / "csv.py", "MINE = 1\n")
+    rc, _, err = cluster.submit(shadowed, [text], tmp_path / "shadowed")
+    assert rc == 2 and "the job ships its own module 'csv', but its task processes" in err, err
 
 
 def test_a_job_of_two_steps_runs_as_one(cluster: Cluster, text: Path, tmp_path: Path) -> None:

@@ -94,19 +94,6 @@ def test_bad_shipped_files_are_refused(job: Path, py_files: list[str], files: li
         bundle.build(str(job), py_files, files)
 
 
-def test_a_helper_named_as_a_standard_module_is_refused(job: Path) -> None:
-    """A task process has imported ``csv`` already: a csv.py beside the job
-    was shipped and silently never used."""
-    base = job.parent
-    write(base / "csv.py", "def reader(f):\n    return []\n")
-    (base / "uses_csv.py").write_text("import csv\ndef map(k, v):\n    yield v, 1\n")
-    with pytest.raises(BundleError, match=r"csv.py: a module of Python's standard library is "
-                                          r"named 'csv', which the tasks would import instead"):
-        bundle.build(str(base / "uses_csv.py"))
-    with pytest.raises(BundleError, match="named 'json'"):
-        bundle.build(str(job), [str(write(base / "other" / "json.py", "\n"))])
-
-
 def test_a_bundle_over_the_limit_is_refused(job: Path) -> None:
     (job.parent / "shared.py").write_bytes(os.urandom(200_000))
     with pytest.raises(BundleError, match="over 0 MiB"):

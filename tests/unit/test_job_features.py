@@ -118,6 +118,24 @@ def test_a_helper_that_fails_to_load_is_named_as_in_the_bundle(tmp_path: Path) -
     assert "bundles" not in text, text
 
 
+def test_a_helper_that_would_lose_to_a_module_imported_already_is_refused(
+        tmp_path: Path) -> None:
+    """A csv.py beside the job was shipped and silently never used: the
+    process had imported Python's csv. One named as nothing imported yet
+    (graphlib.py) is the job's own, as before."""
+    __import__("csv")  # imported already, as in every task process
+
+    (tmp_path / "csv.py").write_text("MINE = 1\n")
+    source = "import csv\n\ndef map(offset, line):\n    yield line, csv.MINE\n"
+    with pytest.raises(JobDefinitionError, match="the job ships its own module 'csv', but its "
+                                                 "task processes have imported another"):
+        run_inline(job(tmp_path, source), [str(corpus(tmp_path, 3))], str(tmp_path / "out"))
+    (tmp_path / "graphlib.py").write_text("MINE = 2\n")
+    source = "import graphlib\n\ndef map(offset, line):\n    yield 'mine', graphlib.MINE\n"
+    run_inline(job(tmp_path, source), [str(corpus(tmp_path, 3))], str(tmp_path / "out2"))
+    assert parts(tmp_path / "out2") == ["mine\t2"] * 3
+
+
 HOOKS_JOB = """
     from collections import Counter
 
