@@ -398,6 +398,10 @@ def retrying(url: str, doing: str, f: Callable[[], _T], *, tries: int = RETRIES,
 # ---------------------------------------------------------------- listing
 
 
+#: Said when a listing finds nothing: what it may have skipped.
+_HIDDEN_SKIPPED = " (names starting with '.' or '_' are skipped below its first wildcard)"
+
+
 def _visible(name: str) -> bool:
     return not name.startswith(_HIDDEN_PREFIXES)
 
@@ -453,7 +457,8 @@ def _expand_local(pattern: str) -> list[InputFile]:
         elif os.path.isfile(match):
             files.append(InputFile(os.path.abspath(match), os.path.getsize(match)))
     if not files:
-        raise StorageError(f"input pattern {pattern!r} matches no files", pattern)
+        raise StorageError(f"input pattern {pattern!r} matches no files{_HIDDEN_SKIPPED}",
+                           pattern)
     return sorted(files, key=lambda f: f.path)
 
 
@@ -498,7 +503,8 @@ def _expand_remote(pattern: str, opts: Mapping[str, str] | None) -> list[InputFi
                 if entry.get("type") == "directory":
                     files.extend(_files_of(fs, pattern, fs.ls(entry["name"], detail=True)))
             if not files:
-                raise StorageError(f"input pattern {shown!r} matches no files", pattern)
+                raise StorageError(f"input pattern {shown!r} matches no files{_HIDDEN_SKIPPED}",
+                                   pattern)
         else:
             info = info or fs.info(path)
             if info.get("type") == "directory":

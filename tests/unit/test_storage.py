@@ -129,6 +129,9 @@ def test_a_glob_skips_hidden_directories_as_it_skips_hidden_files(
         assert found("out/**/part-*") == ["part-0", "sub/part-1"], root
         assert found("out/_temporary/*") == ["_temporary/part-0"], root  # written out: read
         assert found("_in/part-*") == ["part-3"], root
+        with pytest.raises(StorageError, match=r"matches no files \(names starting with '\.' "
+                                               r"or '_' are skipped below its first wildcard"):
+            found("out/_t*/part-0")
 
 
 @pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zst"])
