@@ -47,10 +47,17 @@ _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 _EOF = None
 
-#: Leading words the shell itself runs: no program to look up.
+#: Leading words the shell itself runs (keywords and builtins): no program
+#: to look up.
 _SHELL_WORDS = frozenset({
     "(", "{", "!", "if", "for", "while", "until", "case", "time", "exec", "eval",
-    "cd", "set", "export", "unset", "ulimit", "umask", "trap", ".", ":"})
+    "cd", "set", "export", "unset", "ulimit", "umask", "trap", ".", ":", "read", "exit",
+    "return", "command", "wait", "shift", "break", "continue", "readonly", "local",
+    "getopts", "hash", "type", "alias", "unalias", "jobs", "kill", "pwd", "times",
+    "source", "test", "[", "true", "false", "echo", "printf"})
+
+#: Shell redirection operators, as shlex's punctuation splits them.
+_REDIRECTIONS = frozenset({"<", ">", ">>", "<<", "<<<", ">&", "<&", "&>", ">|", "<>"})
 
 
 class StreamingError(RuntimeError):
@@ -68,9 +75,17 @@ def command(text: str) -> str:
         words = list(lexer)
     except ValueError as e:
         raise ValueError(f"cannot parse the command {text!r}: {e}") from None
-    # Assignments before a program (``LC_ALL=C sort``) are the shell's.
-    while words and "=" in words[0] and words[0].split("=", 1)[0].isidentifier():
-        del words[0]
+    # Assignments and redirections before a program (``LC_ALL=C sort``,
+    # ``2>/dev/null cat``, ``<x cat``) are the shell's.
+    while words:
+        if "=" in words[0] and words[0].split("=", 1)[0].isidentifier():
+            del words[0]
+        elif words[0].isdigit() and len(words) > 1 and words[1] in _REDIRECTIONS:
+            del words[0]  # the descriptor of 2>...
+        elif words[0] in _REDIRECTIONS:
+            del words[:2]  # the operator and its file
+        else:
+            break
     if not words:
         raise ValueError("the command is empty" if not text.strip()
                          else f"no program in the command {text!r}")
@@ -163,8 +178,12 @@ class Pipe:
             return
         try:
             self._stdin.write(text.encode(_ENCODING, _ERRORS))
+            return
         except BrokenPipeError:
-            self._stopped_reading()
+            pass
+        # Out of the except: its StreamingError is the message, with no
+        # BrokenPipeError chained to it.
+        self._stopped_reading()
 
     def _stopped_reading(self) -> None:
         """It closed its stdin early (``head -1``): fine if it then exits 0,

@@ -137,6 +137,17 @@ def test_a_failing_command_fails_the_job_with_its_stderr(tmp_path: Path, lines: 
     assert not (tmp_path / "out" / "_SUCCESS").exists()
 
 
+def test_a_command_failing_while_fed_says_only_its_error(tmp_path: Path) -> None:
+    """A broken pipe while map still wrote was chained to the error: the
+    submitter saw a traceback of pytxmr's, "During handling of the above
+    exception", and the error twice."""
+    big = novel(tmp_path / "in.txt", 200_000)
+    with deadline(120), pytest.raises(StreamingError) as failed:
+        run_inline(MAP_ONLY, [str(big)], str(tmp_path / "out"),
+                   args={"mapper": "head -1 >/dev/null; exit 3"})
+    assert failed.value.__context__ is None and failed.value.__cause__ is None
+
+
 def test_a_killed_reducer_fails_the_job(text: Path, tmp_path: Path) -> None:
     with pytest.raises(StreamingError, match=r"was killed by signal 9 \(SIGKILL\) "
                                              r"\(it wrote nothing to stderr\)"):
@@ -213,8 +224,12 @@ def test_a_command_that_does_not_exist_is_refused(text: Path, tmp_path: Path) ->
 
 @pytest.mark.parametrize("cmd", ["cat", "LC_ALL=C sort -k1,1", "cut -f1|uniq -c", "/bin/cat",
                                  "awk '{print $1 \"\\t\" 1}'", "(cd /tmp && cat)",
-                                 "$SHELL -c cat", "exec cat"])
+                                 "$SHELL -c cat", "exec cat", "read header; cat", "exit 3",
+                                 "command cat", "<in.txt cat", "2>/dev/null cat",
+                                 "LC_ALL=C 2>&1 sort"])
 def test_a_command_whose_program_exists_is_taken_as_it_is(cmd: str) -> None:
+    """Builtins and leading redirections are the shell's: `read header; cat`
+    (a mapper that skips a header) was "no such command: read"."""
     assert command(cmd) == cmd
 
 
@@ -222,6 +237,7 @@ def test_a_command_whose_program_exists_is_taken_as_it_is(cmd: str) -> None:
     ("", "the command is empty"), ("   ", "the command is empty"),
     ("A=1", "no program in the command"), ("nosuch -v", "no such command: nosuch"),
     ("/no/such/program", "no such command: /no/such/program"),
+    ("2>/dev/null nosuch", "no such command: nosuch"), ("<x", "no program in the command"),
     ("awk '{print}", "cannot parse the command"),
 ])
 def test_a_command_that_cannot_run_is_refused(cmd: str, error: str) -> None:
