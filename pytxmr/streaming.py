@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from itertools import islice
 from typing import Any, Iterable, Iterator
 
@@ -40,9 +41,13 @@ STDIN_BUFFER = 1 << 20
 _READ = 1 << 16
 #: Values of a key written to a reducer at a time.
 _BATCH = 4096
-#: Seconds a failed command's stderr may stay open (held by a child it
-#: left running) before its error is reported with the tail read so far.
+#: Seconds a command's stdout (its lines), or a failed one's stderr, may
+#: stay open once it exited (held by a child it left running) before the
+#: task goes on with what was read.
 _ERROR_WAIT = 5.0
+#: Seconds between looks at whether a command whose stdout is still open
+#: has exited.
+_POLL = 0.5
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 _EOF = None
@@ -158,6 +163,7 @@ class Pipe:
             self._proc.stdin, STDIN_BUFFER)  # type: ignore[arg-type]
         self._lines: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
         self._eof = False
+        self._waited = False  # for a child it left running, in close()
         self._tail = bytearray()
         self._out_thread = threading.Thread(
             target=_read_lines, args=(self._proc.stdout, self._lines), daemon=True)
@@ -215,19 +221,33 @@ class Pipe:
                 pass  # it stopped reading: its status below decides
             self._stdin = None
         yield from self.ready()
+        exited: float | None = None
         while not self._eof:
-            batch = self._lines.get()
+            try:
+                batch = self._lines.get(timeout=_POLL)
+            except queue.Empty:
+                batch = []
             if batch is _EOF:
                 self._eof = True
-            else:
-                yield from batch
-        self._out_thread.join()
+                continue
+            yield from batch
+            if exited is None:
+                if self._proc.poll() is not None:
+                    exited = time.monotonic()
+            elif time.monotonic() - exited > _ERROR_WAIT:
+                # It exited, but a child it left running (``sleep 200 &``)
+                # holds its stdout (and its stderr, surely): not waited for
+                # again (the task's end kills it).
+                self._waited = True
+                break
+        if self._eof:
+            self._out_thread.join()
         self._check(self._proc.wait())
 
     def _check(self, status: int) -> None:
         if status == 0:
             return
-        self._err_thread.join(_ERROR_WAIT)
+        self._err_thread.join(0 if self._waited else _ERROR_WAIT)
         if status < 0:
             try:
                 name = f" ({signal.Signals(-status).name})"

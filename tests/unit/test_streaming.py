@@ -6,6 +6,7 @@ themselves)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import signal
 import sys
@@ -197,6 +198,32 @@ def test_a_command_that_prints_more_than_it_reads_does_not_deadlock() -> None:
         got.extend(pipe.close())
     assert len(got) == 500_000
     assert got[-1] == "5000\tline 4999" and got[:100] == ["1\tline 0"] * 100
+
+
+def test_a_child_left_running_does_not_hold_the_task(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sleep 60 & cat` exits once its input ends, but the sleep holds its
+    stdout: the task waited for that end for ever (and a failed command's
+    error came only when the sleep ended)."""
+    import time
+
+    from pytxmr import streaming
+
+    monkeypatch.setattr(streaming, "_ERROR_WAIT", 0.5)
+    monkeypatch.setattr(streaming, "_POLL", 0.05)
+    pids = tmp_path / "pids"
+    started = time.monotonic()
+    try:
+        pipe = Pipe(f"sleep 60 & echo $! >>{pids}; cat")
+        pipe.feed("a")
+        assert list(pipe.close()) == ["a"]
+        with pytest.raises(StreamingError, match="exited with status 3"):
+            list(Pipe(f"sleep 60 & echo $! >>{pids}; exit 3").close())
+        assert time.monotonic() - started < 10
+    finally:  # on a cluster they end with the task's process group
+        for pid in pids.read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
 
 
 def test_output_lines_are_cut_as_hadoop_cuts_them(tmp_path: Path) -> None:
