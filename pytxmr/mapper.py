@@ -108,14 +108,18 @@ def _raised_by_driver(exc: BaseException) -> bool:
     return tb is not None and tb.tb_frame.f_code in _DRIVER_CODE
 
 
-def _who(mapfn: Any, records: Any) -> str:
-    """What a phase's pairs come from, for messages: a hook's phase is its
-    one record, (None, the hook)."""
-    if mapfn is _call_hook:
-        return getattr(records[0][1], "__name__", "a map hook")  # a partial has none
+def _who(mapfn: Any, key: Any) -> str:
+    """What a record's pairs come from, for messages: a hook's records are
+    (the hook, a batch of its pairs)."""
+    if mapfn is _hook_pairs:
+        return _hook_name(key)
     if mapfn is _pairs_of_batch:
         return "map_split"
     return getattr(mapfn, "__name__", "map")
+
+
+def _hook_name(hook: Any) -> str:
+    return getattr(hook, "__name__", "a map hook")  # a partial has none
 
 
 def _bad_output(exc: BaseException) -> RecordTypeError:
@@ -128,19 +132,19 @@ def _bad_output(exc: BaseException) -> RecordTypeError:
         tb = tb.tb_next
     seen = tb.tb_frame.f_locals if tb is not None else {}
     mapfn, key, value = seen.get("mapfn"), seen.get("key"), seen.get("value")
-    who = _who(mapfn, [(key, value)])
-    record = ("" if mapfn in (_call_hook, _pairs_of_batch)
-              else f", at its record ({short_repr(key)}, {short_repr(value)})")
+    who = _who(mapfn, key)
+    batched = mapfn in (_hook_pairs, _pairs_of_batch)  # value: a batch of its pairs
+    record = "" if batched else f", at its record ({short_repr(key)}, {short_repr(value)})"
     if "unpack" not in str(exc) and "not iterable" not in str(exc):  # a key that does not hash
         return RecordTypeError(
             f"{who} must yield (key, value) pairs whose key is str, bytes, int, float, bool, "
             f"None or a tuple of these ({exc}){record}")
-    if mapfn is _pairs_of_batch:
+    if batched:
         for item in value:
             try:
                 _, _ = item
             except (TypeError, ValueError):
-                return RecordTypeError(f"map_split must return or yield (key, value) pairs, "
+                return RecordTypeError(f"{who} must return or yield (key, value) pairs, "
                                        f"not {short_repr(item)} ({exc})")
     return RecordTypeError(f"{who} must yield (key, value) pairs ({exc}){record}")
 
@@ -577,12 +581,13 @@ SPLIT_BATCH = 4096
 SPLIT_CHUNK_BYTES = 64 << 10
 
 
-def _batches(pairs: Iterable[tuple[Any, Any]]) -> Iterator[list[tuple[Any, Any]]]:
+def _batches(pairs: Iterable[tuple[Any, Any]], who: str = "map_split"
+             ) -> Iterator[list[tuple[Any, Any]]]:
     try:
         it = iter(pairs)
     except TypeError:
         raise RecordTypeError(
-            f"map_split must return or yield (key, value) pairs, not "
+            f"{who} must return or yield (key, value) pairs, not "
             f"{type(pairs).__name__}") from None
     while batch := list(islice(it, SPLIT_BATCH)):
         yield batch
@@ -607,20 +612,33 @@ def _pairs_of_batch(_: None, batch: list[tuple[Any, Any]]) -> list[tuple[Any, An
 Phase = tuple[Iterable[tuple[Any, Any]], Callable[..., Any]]
 
 
-def _call_hook(_: None, hook: Callable[[], Any]) -> Iterable[tuple[Any, Any]]:
-    return call_hook(hook)
+def _hook_pairs(_: Callable[[], Any], batch: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    return batch
 
 
-def _phases(job: Job, records: Iterable[tuple[Any, Any]],
-            mapfn: Callable[..., Any]) -> list[Phase]:
+def _hook_batches(hook: Callable[[], Any], tally: list[int]
+                  ) -> Iterator[tuple[Callable[[], Any], list[tuple[Any, Any]]]]:
+    """A hook's pairs as records of SPLIT_BATCH pairs, counted in ``tally``:
+    the buffer may spill between them, as between a map's records. One
+    record of them all, a map_final of an in-mapper combining's million
+    keys (or a streaming command's output once its input ended) was held
+    whole: gigabytes."""
+    for batch in _batches(call_hook(hook), _hook_name(hook)):
+        tally[0] += 1
+        yield hook, batch
+
+
+def _phases(job: Job, records: Iterable[tuple[Any, Any]], mapfn: Callable[..., Any],
+            tally: list[int]) -> list[Phase]:
     """The records and the function that turns each into pairs: the map's,
-    with the job's hooks before and after them as one record each."""
+    with the job's hooks before and after them (their records counted in
+    ``tally``)."""
     phases: list[Phase] = []
     if job.map_init is not None:
-        phases.append((((None, job.map_init),), _call_hook))
+        phases.append((_hook_batches(job.map_init, tally), _hook_pairs))
     phases.append((records, mapfn))
     if job.map_final is not None:
-        phases.append((((None, job.map_final),), _call_hook))
+        phases.append((_hook_batches(job.map_final, tally), _hook_pairs))
     return phases
 
 
@@ -776,7 +794,7 @@ def run_map(
     (by default ``data_path``'s directory)."""
     buffer = MapOutputBuffer(job, num_partitions, spill_dir or os.path.dirname(data_path),
                              counters, codec, pack)
-    lines = [0]
+    lines, hook_records = [0], [0]
     hooks = (job.map_init is not None) + (job.map_final is not None)
     if job.map_split is not None and not hooks:
         chunks = _counting_lines(read_chunks(split, SPLIT_CHUNK_BYTES, _encoding(job),
@@ -788,7 +806,7 @@ def run_map(
             return _finish(buffer, split, lines[0], counters, data_path)
         phases: list[Phase] = [(((None, batch) for batch in _batches(pairs)), _pairs_of_batch)]
     else:
-        phases = _phases(job, *_map_input(job, split, lines))
+        phases = _phases(job, *_map_input(job, split, lines), hook_records)
     try:
         if isinstance(job.combine, FoldCombiner):
             in_records = _fold_loop(phases, job.combine, buffer, buffer_records)
@@ -804,7 +822,8 @@ def run_map(
                     raise refused from None
             raise _bad_output(e) from None
         raise
-    return _finish(buffer, split, in_records - hooks if job.map is not None else lines[0],
+    return _finish(buffer, split,
+                   in_records - hook_records[0] if job.map is not None else lines[0],
                    counters, data_path)
 
 
@@ -837,16 +856,15 @@ def run_map_only(job: Job, split: Split, write: Callable[[Any, Any], None],
                  counters: Counters) -> None:
     """A map of a map-only step: its pairs go to ``write`` as they come,
     with no buffer, sort or shuffle."""
-    lines = [0]
+    lines, hook_records = [0], [0]
     in_records = produced = 0
-    for records, mapfn in _phases(job, *_map_input(job, split, lines)):
-        who = _who(mapfn, records)
+    for records, mapfn in _phases(job, *_map_input(job, split, lines), hook_records):
+        named = None if mapfn is _hook_pairs else _who(mapfn, None)
         for key, value in records:
             in_records += 1
-            produced += write_pairs(mapfn(key, value), write, who)
-    hooks = (job.map_init is not None) + (job.map_final is not None)
+            produced += write_pairs(mapfn(key, value), write, named or _hook_name(key))
     counters.incr(FRAMEWORK, "map input records",
-                  in_records - hooks if job.map is not None else lines[0])
+                  in_records - hook_records[0] if job.map is not None else lines[0])
     counters.incr(FRAMEWORK, "map input bytes", split.length)
     counters.incr(FRAMEWORK, "map output records", produced)
 

@@ -258,7 +258,7 @@ def test_each_inline_task_starts_in_a_working_directory_of_its_own(
      "map must yield (key, value) pairs (too many values to unpack (expected 2)), at its "
      "record (6, 'xyz')"),
     ("def map(offset, line):\n    return ()\ndef map_final():\n    return 42\n",
-     "map_final must yield (key, value) pairs ('int' object is not iterable)"),
+     "map_final must return or yield (key, value) pairs, not int"),
     ("def map_split(chunks):\n    return [(w, 1) for _, t in chunks for w in t.split()] + "
      "['ab c']\n", "map_split must return or yield (key, value) pairs, not 'ab c' (too many "
      "values to unpack (expected 2))"),

@@ -802,3 +802,56 @@ def test_a_buffer_over_the_memory_budget_spills_before_its_count(
     assert spills[:-1] == [100] * 9 and len(spills) == 10  # 1,000 values, 100 at a time
     got = {k: int(v) for part in read_text_parts(parts) for k, v in part}
     assert got == collections.Counter(f"k{i % 97}" for i in range(1000))
+
+
+def test_a_hook_that_yields_many_pairs_spills_between_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-mapper combining's map_final (or a streaming command's output once
+    its input ended) yields a map's pairs at once: as one record they were
+    held whole, the buffer never spilling (gigabytes); now the buffer
+    spills between batches of them, and the answer is the same."""
+    source = textwrap.dedent("""
+        from collections import Counter
+
+        counts = None
+
+        def map_init():
+            global counts
+            counts = Counter()
+
+        def map(offset, line):
+            counts.update(line.split())
+            return ()
+
+        def map_final():
+            for word, n in counts.items():
+                for i in range(n):  # one pair a word's occurrence: many
+                    yield word, 1
+
+        def reduce(word, ones):
+            yield word, sum(ones)
+    """)
+    job = resolve(load_module(source, "combining.py"))
+    inputs = make_inputs(tmp_path, files=1, lines=3000)
+    spilled: list[int] = []
+    spill = mapper.MapOutputBuffer.spill_pairs
+
+    def counted(self: Any, pairs: list[Any]) -> None:
+        spilled.append(len(pairs))
+        spill(self, pairs)
+
+    monkeypatch.setattr(mapper.MapOutputBuffer, "spill_pairs", counted)
+    counters = Counters()
+    [split] = compute_splits(inputs, 1 << 30)
+    out = run_map(job, split, 1, str(tmp_path / "m.data"), counters, buffer_records=1000)
+    total = sum(reference_wordcount(inputs).values())
+    assert sum(spilled) == total > 4 * mapper.SPLIT_BATCH
+    # Spilled as the buffer filled (its limit grows while memory allows),
+    # not once with every pair.
+    assert len(spilled) >= 3 and max(spilled) < total // 2, spilled
+    assert counters.get(FRAMEWORK, "map input records") == 3000  # the hooks' batches are not
+    runs = [(out.data_path, *out.table[0][:2])]
+    got = collections.Counter()
+    for key, values in merge_runs(runs, record_sort_key(["str"])):
+        got[key] += sum(values)
+    assert got == reference_wordcount(inputs)
