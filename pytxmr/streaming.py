@@ -48,6 +48,13 @@ _ERROR_WAIT = 5.0
 #: Seconds between looks at whether a command whose stdout is still open
 #: has exited.
 _POLL = 0.5
+#: Chunks of STDIN_BUFFER input queued for the writer thread at most.
+_QUEUED_INPUT = 2
+#: Seconds between the task's looks at the command's output while the
+#: writer thread is busy.
+_FEED_POLL = 0.01
+#: Batches of output lines (one read of up to 64 KB each) held at most.
+_HELD_BATCHES = 64
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 _EOF = None
@@ -110,12 +117,23 @@ def parse(line: str) -> tuple[str, str]:
     return key, value
 
 
-def _read_lines(f: io.RawIOBase, out: queue.SimpleQueue[list[str] | None]) -> None:
+def _read_lines(f: io.RawIOBase, out: queue.SimpleQueue[list[str] | None],
+                room: threading.Semaphore, abandoned: threading.Event) -> None:
     """Drain a command's stdout: the whole lines of each read, as one batch,
-    then ``_EOF``; a line ends at LF or CR LF, as in Hadoop. A function,
-    not a method: a running thread must not keep its Pipe (and so the
-    command's stdin) alive."""
+    then ``_EOF``; a line ends at LF or CR LF, as in Hadoop. A batch takes
+    ``room`` (_HELD_BATCHES), given back as the task takes it: while the
+    task does not, the command waits on its stdout, as a full pipe makes it
+    (a command printing a hundred lines a line had gigabytes held here). A
+    function, not a method: a running thread must not keep its Pipe (and
+    so the command's stdin) alive."""
     pending: list[bytes] = []  # a line's start, in pieces: no quadratic copies
+
+    def put(item: list[str] | None) -> None:
+        while not abandoned.is_set():  # a failed task takes no more
+            if room.acquire(timeout=_POLL):
+                out.put(item)
+                return
+
     try:
         while block := f.read(_READ):
             cut = block.rfind(b"\n") + 1
@@ -125,12 +143,33 @@ def _read_lines(f: io.RawIOBase, out: queue.SimpleQueue[list[str] | None]) -> No
             data = b"".join((*pending, block[:cut]))
             pending = [block[cut:]] if cut < len(block) else []
             text = data.decode(_ENCODING, _ERRORS).replace("\r\n", "\n")
-            out.put(text[:-1].split("\n"))
+            put(text[:-1].split("\n"))
         if pending:  # a last line without its newline
-            out.put([b"".join(pending).decode(_ENCODING, _ERRORS)])
+            put([b"".join(pending).decode(_ENCODING, _ERRORS)])
     finally:
         f.close()
-        out.put(_EOF)
+        put(_EOF)
+
+
+def _write_chunks(f: io.RawIOBase, chunks: queue.Queue[bytes | None],
+                  stopped: threading.Event) -> None:
+    """Feed a command's stdin the chunks the task hands over, until None; a
+    command that closed its stdin (``head -1``) sets ``stopped``, and the
+    rest is dropped. A thread of its own: the task's thread, which takes
+    the command's output, never blocks on a command waiting for it to."""
+    try:
+        while (chunk := chunks.get()) is not None:
+            view = memoryview(chunk)
+            while view and not stopped.is_set():
+                try:
+                    view = view[f.write(view) or 0:]
+                except BrokenPipeError:
+                    stopped.set()
+    finally:
+        try:
+            f.close()
+        except BrokenPipeError:
+            stopped.set()
 
 
 def _copy_stderr(f: io.RawIOBase, tail: bytearray) -> None:
@@ -148,10 +187,12 @@ def _copy_stderr(f: io.RawIOBase, tail: bytearray) -> None:
 
 
 class Pipe:
-    """One command fed lines by the calling thread, its stdout and stderr
-    drained by threads of their own, so that neither side ever waits for the
-    other: a command that prints as it reads would otherwise block on a full
-    stdout while we block on its full stdin."""
+    """One command fed lines by the calling thread through a writer thread,
+    its stdout and stderr drained by threads of their own, so that neither
+    side ever waits for the other: a command that prints as it reads would
+    otherwise block on a full stdout while we block on its full stdin. What
+    is held in between is bounded both ways (_QUEUED_INPUT chunks of
+    STDIN_BUFFER input, _HELD_BATCHES of output)."""
 
     def __init__(self, cmd: str) -> None:
         self.cmd = cmd
@@ -159,18 +200,27 @@ class Pipe:
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       bufsize=0)
         assert self._proc.stdin and self._proc.stdout and self._proc.stderr
-        self._stdin: io.BufferedWriter | None = io.BufferedWriter(
-            self._proc.stdin, STDIN_BUFFER)  # type: ignore[arg-type]
+        self._pending: list[str] = []  # input not handed to the writer yet
+        self._pending_len = 0
+        self._input_open = True
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(_QUEUED_INPUT)
+        self._stopped = threading.Event()  # it closed its stdin early
+        self._abandoned = threading.Event()  # it failed: its output goes nowhere
+        # A SimpleQueue: empty() and get_nowait() in C, once per record.
         self._lines: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._room = threading.Semaphore(_HELD_BATCHES)
         self._eof = False
         self._waited = False  # for a child it left running, in close()
         self._tail = bytearray()
-        self._out_thread = threading.Thread(
-            target=_read_lines, args=(self._proc.stdout, self._lines), daemon=True)
+        self._threads = [
+            threading.Thread(target=_write_chunks, daemon=True,
+                             args=(self._proc.stdin, self._chunks, self._stopped)),
+            threading.Thread(target=_read_lines, daemon=True, args=(
+                self._proc.stdout, self._lines, self._room, self._abandoned))]
         self._err_thread = threading.Thread(
             target=_copy_stderr, args=(self._proc.stderr, self._tail), daemon=True)
-        self._out_thread.start()
-        self._err_thread.start()
+        for t in (*self._threads, self._err_thread):
+            t.start()
 
     def feed(self, line: str) -> None:
         """Write one line (its newline added) to the command's stdin; lines
@@ -179,33 +229,51 @@ class Pipe:
 
     def write(self, text: str) -> None:
         """Write whole lines, each with its newline: many at once cost one
-        call instead of one per line."""
-        if self._stdin is None:
-            return
-        try:
-            self._stdin.write(text.encode(_ENCODING, _ERRORS))
-            return
-        except BrokenPipeError:
-            pass
-        # Out of the except: its StreamingError is the message, with no
-        # BrokenPipeError chained to it.
-        self._stopped_reading()
+        call instead of one per line. ``ready`` hands them over."""
+        if self._input_open:
+            self._pending.append(text)
+            self._pending_len += len(text)
+
+    def ready(self) -> Iterator[str]:
+        """The lines the command printed so far, waiting for nothing but the
+        writer to take the input written, once there is STDIN_BUFFER of it
+        (the command's lines meanwhile)."""
+        if self._pending_len >= STDIN_BUFFER:
+            yield from self._hand_over()
+        yield from self._drain()
+
+    def _hand_over(self, last: bool = False) -> Iterator[str]:
+        """The pending input to the writer (then its end, with ``last``),
+        yielding the command's lines while the writer is busy."""
+        chunk = "".join(self._pending).encode(_ENCODING, _ERRORS)
+        self._pending, self._pending_len = [], 0
+        for item in ([chunk] if chunk else []) + ([None] if last else []):
+            while self._input_open:
+                if self._stopped.is_set():
+                    self._stopped_reading()
+                    break
+                try:
+                    self._chunks.put(item, timeout=_FEED_POLL)
+                    break
+                except queue.Full:
+                    yield from self._drain()
+        self._input_open = self._input_open and not last
 
     def _stopped_reading(self) -> None:
         """It closed its stdin early (``head -1``): fine if it then exits 0,
-        as its exit status alone says whether it failed."""
-        stdin, self._stdin = self._stdin, None
-        try:
-            stdin.close()  # type: ignore[union-attr]
-        except BrokenPipeError:
-            pass  # what was still buffered has nowhere to go
-        self._check(self._proc.wait())
+        as its exit status alone says whether it failed; one that failed
+        fails the attempt now if it has exited, else when it does."""
+        self._input_open = False
+        self._chunks.put(None)  # the writer drops what it still has
+        status = self._proc.poll()
+        if status is not None:
+            self._check(status)
 
-    def ready(self) -> Iterator[str]:
-        """The lines the command printed so far, without waiting."""
+    def _drain(self) -> Iterator[str]:
         lines = self._lines
         while not lines.empty():
             batch = lines.get_nowait()
+            self._room.release()
             if batch is _EOF:
                 self._eof = True
                 return
@@ -214,17 +282,13 @@ class Pipe:
     def close(self) -> Iterator[str]:
         """End its input, then yield the rest of its lines as they come;
         StreamingError once it has exited if it failed."""
-        if self._stdin is not None:
-            try:
-                self._stdin.close()
-            except BrokenPipeError:
-                pass  # it stopped reading: its status below decides
-            self._stdin = None
-        yield from self.ready()
+        yield from self._hand_over(last=True)
+        yield from self._drain()
         exited: float | None = None
         while not self._eof:
             try:
                 batch = self._lines.get(timeout=_POLL)
+                self._room.release()
             except queue.Empty:
                 batch = []
             if batch is _EOF:
@@ -241,12 +305,14 @@ class Pipe:
                 self._waited = True
                 break
         if self._eof:
-            self._out_thread.join()
+            for t in self._threads:
+                t.join()
         self._check(self._proc.wait())
 
     def _check(self, status: int) -> None:
         if status == 0:
             return
+        self._abandoned.set()
         self._err_thread.join(0 if self._waited else _ERROR_WAIT)
         if status < 0:
             try:

@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
@@ -224,6 +225,30 @@ def test_a_child_left_running_does_not_hold_the_task(
         for pid in pids.read_text().split():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
+
+
+def test_what_a_command_prints_ahead_of_the_task_is_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command printing a hundred lines a line of input filled a queue
+    without end while the task wrote its input (3.6 GB in a task): now it
+    waits on its stdout once _HELD_BATCHES are held, as on a full pipe."""
+    from pytxmr import streaming
+
+    monkeypatch.setattr(streaming, "_HELD_BATCHES", 4, raising=False)
+    monkeypatch.setattr(streaming, "STDIN_BUFFER", 1 << 16)
+    pipe = Pipe("awk '{for (i = 0; i < 100; i++) print NR \"\\t\" $0}'")
+    got = 0
+    most = 0
+    with deadline(120):
+        for n in range(20_000):
+            pipe.feed(f"line {n}")
+            if n % 2000 == 0:  # the task busy elsewhere: the command waits
+                time.sleep(0.05)
+                most = max(most, pipe._lines.qsize())
+            got += sum(1 for _ in pipe.ready())
+        got += sum(1 for _ in pipe.close())
+    assert got == 2_000_000
+    assert most <= 4 + 1, most  # the batches held, and the end
 
 
 def test_output_lines_are_cut_as_hadoop_cuts_them(tmp_path: Path) -> None:
