@@ -26,7 +26,7 @@ from .records import CODEC_MSGPACK, codec_for
 from .reducer import run_reduce
 from .jobtracker.job import StepPlan
 from .jobtracker.submission import plan_tasks
-from .kvstore import empty_directory
+from .kvstore import empty_directory, links_into
 from .splits import MAX_DEFAULT_SPLIT_SIZE, Split, compute_splits
 from .steps import reduce_tasks
 
@@ -144,9 +144,7 @@ def _fresh_task_dir(work: str) -> None:
     task_dir = os.path.join(work, TASK_DIR)
     if not os.path.isdir(task_dir):  # run_steps of pytxmr.testing: none
         return
-    bundles = os.path.join(work, BUNDLES_DIR) + os.sep
-    empty_directory(task_dir, keep=lambda entry: entry.is_symlink()
-                    and os.readlink(entry.path).startswith(bundles))
+    empty_directory(task_dir, keep=links_into(os.path.join(work, BUNDLES_DIR)))
 
 
 def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],

@@ -236,6 +236,13 @@ def delete_paths(paths: list[str]) -> None:
             _unlink_quietly(path)
 
 
+def links_into(directory: str) -> Callable[[os.DirEntry[str]], bool]:
+    """An ``empty_directory`` keep: the symlinks into ``directory`` (a task
+    directory's links to its job's shipped files)."""
+    prefix = directory.rstrip(os.sep) + os.sep
+    return lambda entry: entry.is_symlink() and os.readlink(entry.path).startswith(prefix)
+
+
 def empty_directory(path: str, keep: Callable[[os.DirEntry[str]], bool] = lambda entry: False
                     ) -> None:
     """Delete what ``path`` holds but the entries ``keep`` spares:

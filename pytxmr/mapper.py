@@ -109,12 +109,10 @@ def _raised_by_driver(exc: BaseException) -> bool:
 
 
 def _who(mapfn: Any, key: Any) -> str:
-    """What a record's pairs come from, for messages: a hook's records are
-    (the hook, a batch of its pairs)."""
-    if mapfn is _hook_pairs:
-        return _hook_name(key)
+    """What a record's pairs come from, for messages: batches of pairs are
+    keyed by their hook, or None for map_split's."""
     if mapfn is _pairs_of_batch:
-        return "map_split"
+        return "map_split" if key is None else _hook_name(key)
     return getattr(mapfn, "__name__", "map")
 
 
@@ -133,7 +131,7 @@ def _bad_output(exc: BaseException) -> RecordTypeError:
     seen = tb.tb_frame.f_locals if tb is not None else {}
     mapfn, key, value = seen.get("mapfn"), seen.get("key"), seen.get("value")
     who = _who(mapfn, key)
-    batched = mapfn in (_hook_pairs, _pairs_of_batch)  # value: a batch of its pairs
+    batched = mapfn is _pairs_of_batch  # value: a batch of its pairs
     record = "" if batched else f", at its record ({short_repr(key)}, {short_repr(value)})"
     if "unpack" not in str(exc) and "not iterable" not in str(exc):  # a key that does not hash
         return RecordTypeError(
@@ -605,15 +603,11 @@ def _distinct(pairs: Any) -> Mapping[Any, Any] | None:
 _DICT_ITEMS: Any = type({}.items())
 
 
-def _pairs_of_batch(_: None, batch: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+def _pairs_of_batch(_: Any, batch: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     return batch
 
 
 Phase = tuple[Iterable[tuple[Any, Any]], Callable[..., Any]]
-
-
-def _hook_pairs(_: Callable[[], Any], batch: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-    return batch
 
 
 def _hook_batches(hook: Callable[[], Any], tally: list[int]
@@ -635,10 +629,10 @@ def _phases(job: Job, records: Iterable[tuple[Any, Any]], mapfn: Callable[..., A
     ``tally``)."""
     phases: list[Phase] = []
     if job.map_init is not None:
-        phases.append((_hook_batches(job.map_init, tally), _hook_pairs))
+        phases.append((_hook_batches(job.map_init, tally), _pairs_of_batch))
     phases.append((records, mapfn))
     if job.map_final is not None:
-        phases.append((_hook_batches(job.map_final, tally), _hook_pairs))
+        phases.append((_hook_batches(job.map_final, tally), _pairs_of_batch))
     return phases
 
 
@@ -859,10 +853,10 @@ def run_map_only(job: Job, split: Split, write: Callable[[Any, Any], None],
     lines, hook_records = [0], [0]
     in_records = produced = 0
     for records, mapfn in _phases(job, *_map_input(job, split, lines), hook_records):
-        named = None if mapfn is _hook_pairs else _who(mapfn, None)
+        named = None if mapfn is _pairs_of_batch else _who(mapfn, None)
         for key, value in records:
             in_records += 1
-            produced += write_pairs(mapfn(key, value), write, named or _hook_name(key))
+            produced += write_pairs(mapfn(key, value), write, named or _who(mapfn, key))
     counters.incr(FRAMEWORK, "map input records",
                   in_records - hook_records[0] if job.map is not None else lines[0])
     counters.incr(FRAMEWORK, "map input bytes", split.length)

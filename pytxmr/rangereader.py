@@ -72,9 +72,7 @@ class RangeReader:
             info = storage.retrying(self.url, "read", lambda: self._fs.info(self._path))
             size = int(info["size"])
             if size < self._at_least:
-                raise storage.StorageError(
-                    f"{storage.redact(self.url)}: the object changed during the job: it "
-                    f"had at least {self._at_least:,} bytes, it has {size:,} now", self.url)
+                raise storage.shrunk(self.url, self._at_least, size)
             self._size = size
         return self._size
 
@@ -169,11 +167,9 @@ def open_input(path: str, *, whole: bool = False, size: int = 0) -> Any:
     if not storage.is_remote(path):
         f = open(storage.local_path(path), "rb", buffering=-1 if whole else 0)
         now = os.fstat(f.fileno()).st_size
-        if now < size:  # it shrank since the job listed it: never a count of part of it
+        if now < size:  # it shrank since the job listed it
             f.close()
-            raise storage.StorageError(
-                f"{path}: the file changed during the job: it had at least {size:,} bytes, "
-                f"it has {now:,} now", path)
+            raise storage.shrunk(path, size, now)
         return f
     if not (whole and storage.scheme(path) in ("http", "https")):
         return RangeReader(path, at_least=size)

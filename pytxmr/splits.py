@@ -468,8 +468,7 @@ def _check_not_shrunk(path: str, at: int, end: int) -> None:
     ``end`` bytes when the job listed it, so it shrank, and its lines would
     be counted in part."""
     if at < end != _NO_END:
-        raise storage.StorageError(f"{path}: the file changed during the job: it had at "
-                                   f"least {end:,} bytes, it has fewer now", path)
+        raise storage.shrunk(path, end)
 
 
 def open_split(split: Split) -> tuple[IO[bytes], Any]:
@@ -507,7 +506,7 @@ def read_file_bytes(split: Split) -> bytes:
             while left and (block := f.read(left)):
                 parts.append(block)
                 left -= len(block)
-            _check_not_shrunk(storage.redact(split.path), split.end - left, split.end)
+            _check_not_shrunk(split.path, split.end - left, split.end)
             return b"".join(parts)
         except (OSError, EOFError, storage.StorageError) as e:
             what = ("corrupt or truncated compressed input" if decompress is not None

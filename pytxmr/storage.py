@@ -363,6 +363,15 @@ def _timed_out(e: BaseException) -> bool:
     return any(isinstance(seen, TimeoutError) for seen in _causes(e))
 
 
+def shrunk(path: str, listed: int, now: int | None = None) -> StorageError:
+    """An input that now ends before the ``listed`` bytes its job's listing
+    found: read, it would be counted in part."""
+    what = "object" if is_remote(path) else "file"
+    has = "fewer" if now is None else f"{now:,}"
+    return StorageError(f"{redact(path)}: the {what} changed during the job: it had at least "
+                        f"{listed:,} bytes, it has {has} now", path)
+
+
 def _connection_error(e: BaseException) -> BaseException | None:
     """The connection that failed behind a store's exception (refused,
     reset), which fsspec's HTTP store reports as a missing file."""

@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from . import jobmodule, storage, task
-from .kvstore import empty_directory
+from .kvstore import empty_directory, links_into
 
 
 #: Bytes of a task's prints kept in its log; the rest is dropped with a note,
@@ -68,13 +68,8 @@ def _runner_dir(spec: dict[str, Any]) -> str | None:
         os.mkdir(cwd)
         return cwd
     bundle = spec["job"].get("bundle_dir")
-
-    def shipped(entry: os.DirEntry[str]) -> bool:
-        return bool(bundle) and entry.is_symlink() and \
-            os.readlink(entry.path).startswith(bundle + os.sep)
-
     # What the task before left goes; the job's shipped files stay linked.
-    empty_directory(cwd, keep=shipped)
+    empty_directory(cwd, keep=links_into(bundle) if bundle else lambda entry: False)
     return cwd
 
 
