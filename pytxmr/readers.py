@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from contextlib import nullcontext
 from itertools import repeat
 from operator import itemgetter
 from typing import Any, Callable, Iterator
@@ -184,12 +185,10 @@ def parquet_rows(split: Split, encoding: str = "utf-8",
 
 def _parquet_rows(split: Split, pq: Any) -> Iterator[tuple[int, dict[str, Any]]]:
     shown = storage.redact(split.path)
-    if split.whole:
-        # Compressed, or behind a server without ranges: Parquet must seek.
-        source: Any = io.BytesIO(read_file_bytes(split))
-    else:
-        source, _ = open_split(split)
-    with source:
+    # Compressed, or behind a server without ranges: Parquet must seek.
+    opened = (nullcontext((io.BytesIO(read_file_bytes(split)), None)) if split.whole
+              else open_split(split))
+    with opened as (source, _):
         try:
             pf = pq.ParquetFile(source)
         except Exception as e:  # pyarrow's own errors: not a Parquet file, truncated...

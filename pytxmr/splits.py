@@ -16,6 +16,7 @@ import lzma
 import os
 import re
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import accumulate, chain, repeat
 from operator import add
@@ -471,25 +472,26 @@ def _check_not_shrunk(path: str, at: int, end: int) -> None:
         raise storage.shrunk(path, end)
 
 
-def open_split(split: Split) -> tuple[IO[bytes], Any]:
+@contextmanager
+def open_split(split: Split) -> Iterator[tuple[IO[bytes], Any]]:
     """The split's file as bytes (through its decompressor when it is read
-    whole), and that decompressor (None for plain bytes)."""
+    whole), and that decompressor (None for plain bytes). Closing a
+    decompressor leaves the file it was given open: both are closed here."""
     path = split.path
     try:
-        f = rangereader.open_input(path, whole=split.whole, size=split.end)
+        raw = rangereader.open_input(path, whole=split.whole, size=split.end)
     except OSError as e:
         raise InputError(f"cannot open input {storage.redact(path)}: {e.strerror or e}",
                          path=path) from e
     except storage.StorageError as e:
         raise InputError(str(e), path=path) from e
-    decompress = _DECOMPRESSORS.get(os.path.splitext(path)[1].lower()) if split.whole else None
-    if decompress is not None:
-        try:
-            f = decompress(f)
-        except BaseException:
-            f.close()
-            raise
-    return f, decompress
+    with raw:
+        decompress = _DECOMPRESSORS.get(os.path.splitext(path)[1].lower()) if split.whole else None
+        if decompress is None:
+            yield raw, None
+        else:
+            with decompress(raw) as f:
+                yield f, decompress
 
 
 def read_file_bytes(split: Split) -> bytes:
@@ -497,8 +499,7 @@ def read_file_bytes(split: Split) -> bytes:
     files; the split must start at 0 (``split_by = "file"``)."""
     if split.start:
         raise ValueError("read_file_bytes reads whole files: use split_by = 'file'")
-    f, decompress = open_split(split)
-    with f:
+    with open_split(split) as (f, decompress):
         try:
             if split.whole:
                 return f.read()
@@ -528,8 +529,7 @@ def segments(split: Split, max_line_bytes: int, block_size: int) -> Iterator[tup
         if split.start >= split.end:
             return
         start, end = split.start, split.end
-    f, decompress = open_split(split)
-    with f:
+    with open_split(split) as (f, decompress):
         try:
             yield from _segments_of(f, shown, start, end, max_line_bytes, block_size)
         except storage.StorageError as e:

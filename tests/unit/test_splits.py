@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import gc
 import gzip
 import io
 import json
@@ -12,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import tracemalloc
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -461,6 +463,27 @@ def _zstd() -> Any:
     except ImportError:
         zstd = pytest.importorskip("backports.zstd")
     return zstd
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zst"])
+@pytest.mark.parametrize("read", ["all", "one line"])
+def test_reading_a_compressed_input_closes_its_file(tmp_path: Path, suffix: str, read: str) -> None:
+    """Closing a decompressor leaves the file it was given open: a
+    descriptor, or a store's connection, held until it is collected."""
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
+                ".zst": lambda data: _zstd().compress(data)}[suffix]
+    path = write(tmp_path / f"f.txt{suffix}", compress(b"a\nb\n"))
+    [split] = compute_splits([path], 100)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        lines = read_lines(split)
+        if read == "all":
+            assert [line for _, line in lines] == ["a", "b"]
+        else:
+            assert next(lines) == (0, "a")
+        del lines  # a map that stopped early
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
 @pytest.mark.parametrize("cut", ["last byte", "half", "all"])
