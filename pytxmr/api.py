@@ -324,7 +324,7 @@ def _run_inline(job: _JobFile, inputs: Sequence[str] | str, output: str, slots: 
                 options: Mapping[str, Any]) -> JobResult:
     import time
 
-    from .inline import run_inline
+    from .inline import ONE_JOB_AT_A_TIME, run_inline
     from .jobmodule import describe_error
 
     names = {"reducers": "num_reducers"}
@@ -334,14 +334,16 @@ def _run_inline(job: _JobFile, inputs: Sequence[str] | str, output: str, slots: 
     formats: list[str] = []
     counters: dict[str, dict[str, int]] = {}
     error = None
-    try:
-        counters = run_inline(job.path, [inputs] if isinstance(inputs, str) else list(inputs),
-                              output, slots=slots, started=formats.append, **kwargs)
-    except Exception as e:
-        if not formats:  # before it started: refused, as by a jobtracker
-            raise ClusterError(str(e)) from e
-        error = describe_error(e, job.path)  # failed, as a job on a cluster fails
-    return JobResult("inline", "failed" if error else "succeeded", storage.normalize(output),
+    with ONE_JOB_AT_A_TIME:  # relative paths are read against no other job's directory
+        where = storage.normalize(output)
+        try:
+            counters = run_inline(job.path, [inputs] if isinstance(inputs, str) else list(inputs),
+                                  output, slots=slots, started=formats.append, **kwargs)
+        except Exception as e:
+            if not formats:  # before it started: refused, as by a jobtracker
+                raise ClusterError(str(e)) from e
+            error = describe_error(e, job.path)  # failed, as a job on a cluster fails
+    return JobResult("inline", "failed" if error else "succeeded", where,
                      counters, time.perf_counter() - start, error,
                      args=dict(options.get("args") or {}),
                      storage_options=dict(options.get("storage_options") or {}),

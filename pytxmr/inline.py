@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from typing import Callable, Iterator, Mapping, Sequence
 
 from . import counters as _counters
@@ -59,33 +60,41 @@ def run_inline(
     the job gets the reducers it would get there, and so the same part
     files. Splits are as large as a cluster's may be: in one process, more
     of them would only mean more spills."""
-    codec = codec_for(compress)  # before any output is touched
-    try:
-        with open(job_path, encoding="utf-8") as f:
-            source = f.read()
-    except OSError as e:
-        raise JobDefinitionError(f"cannot read the job module {job_path}: {e.strerror}") from None
-    given = jobargs.check_pairs(args.items() if isinstance(args, Mapping) else (args or ()))
-    storage.check_no_credentials([*inputs, output_dir])
-    # Before the working directory changes to the tasks' own.
-    inputs = [storage.normalize(p) for p in inputs]
-    output_dir = storage.normalize(output_dir)
-    job_path = os.path.abspath(job_path)
-    work = tempfile.mkdtemp(prefix="pytxmr-inline-")
-    try:
-        with _shipped(job_path, py_files, files, work) as unpacked:
-            def fresh() -> Sequence[Job]:
-                return define(load_module(source, job_path), map_name, reduce_name).steps
+    with ONE_JOB_AT_A_TIME:
+        codec = codec_for(compress)  # before any output is touched
+        try:
+            with open(job_path, encoding="utf-8") as f:
+                source = f.read()
+        except OSError as e:
+            raise JobDefinitionError(
+                f"cannot read the job module {job_path}: {e.strerror}") from None
+        given = jobargs.check_pairs(args.items() if isinstance(args, Mapping) else (args or ()))
+        storage.check_no_credentials([*inputs, output_dir])
+        # Before the working directory changes to the tasks' own.
+        inputs = [storage.normalize(p) for p in inputs]
+        output_dir = storage.normalize(output_dir)
+        job_path = os.path.abspath(job_path)
+        work = tempfile.mkdtemp(prefix="pytxmr-inline-")
+        try:
+            with _shipped(job_path, py_files, files, work) as unpacked:
+                def fresh() -> Sequence[Job]:
+                    return define(load_module(source, job_path), map_name, reduce_name).steps
 
-            definition = _loaded(source, job_path, map_name, reduce_name, unpacked)
-            jobargs.use(jobargs.parse(definition.arguments, given))
-            check_reducers(definition, num_reducers)
-            return _run(definition, fresh, inputs, output_dir, work,
-                        num_reducers=num_reducers, split_size=split_size, overwrite=overwrite,
-                        buffer_records=buffer_records, slots=slots, codec=codec,
-                        storage_options=storage_options, started=started)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+                definition = _loaded(source, job_path, map_name, reduce_name, unpacked)
+                jobargs.use(jobargs.parse(definition.arguments, given))
+                check_reducers(definition, num_reducers)
+                return _run(definition, fresh, inputs, output_dir, work,
+                            num_reducers=num_reducers, split_size=split_size, overwrite=overwrite,
+                            buffer_records=buffer_records, slots=slots, codec=codec,
+                            storage_options=storage_options, started=started)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+#: An inline job takes the process's globals while it runs: its working
+#: directory (the tasks'), ``sys.path`` and the job's modules, its counters
+#: and arguments. Jobs from several threads run one after another.
+ONE_JOB_AT_A_TIME = threading.RLock()
 
 
 def _loaded(source: str, job_path: str, map_name: str, reduce_name: str,

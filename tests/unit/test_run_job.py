@@ -134,6 +134,44 @@ def test_inline_the_api_fails_and_refuses_jobs_as_on_a_cluster(tmp_path: Path) -
     assert not (tmp_path / "out3").exists()
 
 
+def test_inline_jobs_from_several_threads_run_one_after_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An inline job takes the process's working directory, counters and
+    arguments while it runs: four at once failed (a task directory gone
+    under another job) or could mix them."""
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    text = "a b a\nc a b\nd a\n"
+    Path("in.txt").write_text(text)  # relative paths: read against this directory
+    counts = Counter(text.split())
+    results: dict[int, object] = {}
+
+    def job(n: int) -> None:
+        try:
+            results[n] = pytxmr.run(str(ROOT / "examples/threshold.py"), "in.txt", f"out{n}",
+                                    inline=True, args={"min_count": str(n)})
+            results[-n] = run_job(str(ROOT / "examples/threshold.py"), text.splitlines(),
+                                  args={"min_count": str(n)})
+        except Exception as e:
+            results[n] = e
+
+    threads = [threading.Thread(target=job, args=(n,)) for n in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for n in range(1, 5):
+        expected = {w: c for w, c in counts.items() if c >= n}
+        result = results[n]
+        assert isinstance(result, pytxmr.JobResult), result
+        assert dict(result.records()) == expected
+        assert result.output == str(tmp_path / f"out{n}")
+        assert result.counters["pytxmr"]["map input records"] == 3
+        assert dict(results[-n]) == expected  # type: ignore[call-overload]
+    assert Path.cwd() == tmp_path
+
+
 def test_the_api_takes_one_py_file_as_a_path(tmp_path: Path) -> None:
     """A string is one path, as for ``inputs`` (it was read a letter at a time)."""
     (tmp_path / "helper.py").write_text("WORDS = {'a'}\n")
