@@ -791,14 +791,12 @@ def run_map(
     lines, hook_records = [0], [0]
     hooks = (job.map_init is not None) + (job.map_final is not None)
     if job.map_split is not None and not hooks:
-        chunks = _counting_lines(read_chunks(split, SPLIT_CHUNK_BYTES, _encoding(job),
-                                             job.encoding_errors), lines)
-        pairs = job.map_split(chunks)
+        pairs = job.map_split(_split_chunks(job, split, lines))
         distinct = _distinct(pairs)
         if distinct is not None:
             buffer.spill_distinct(distinct, buffer_records)
             return _finish(buffer, split, lines[0], counters, data_path)
-        phases: list[Phase] = [(((None, batch) for batch in _batches(pairs)), _pairs_of_batch)]
+        phases: list[Phase] = [(_split_batches(lambda: pairs), _pairs_of_batch)]
     else:
         phases = _phases(job, *_map_input(job, split, lines), hook_records)
     try:
@@ -826,10 +824,8 @@ def _map_input(job: Job, split: Split, lines: list[int]
     """The records a map task calls its function with, and that function."""
     errors, encoding = job.encoding_errors, _encoding(job)
     if job.map_split is not None:
-        # The loops check the buffer between records: cut the split's one
-        # stream of pairs into batches, each a record of its own.
-        chunks = _counting_lines(read_chunks(split, SPLIT_CHUNK_BYTES, encoding, errors), lines)
-        return _split_batches(job.map_split, chunks), _pairs_of_batch
+        map_split = job.map_split
+        return _split_batches(lambda: map_split(_split_chunks(job, split, lines))), _pairs_of_batch
     if job.map_chunk is not None:
         return _counting_lines(read_chunks(split, encoding=encoding, errors=errors),
                                lines), job.map_chunk
@@ -837,12 +833,19 @@ def _map_input(job: Job, split: Split, lines: list[int]
     return job.reader(split, encoding, errors), job.map
 
 
-def _split_batches(map_split: Callable[..., Any], chunks: Iterator[tuple[int, Any]]
+def _split_chunks(job: Job, split: Split, lines: list[int]) -> Iterator[tuple[int, Any]]:
+    """The chunks of text a ``map_split`` is given, their lines counted."""
+    return _counting_lines(read_chunks(split, SPLIT_CHUNK_BYTES, _encoding(job),
+                                       job.encoding_errors), lines)
+
+
+def _split_batches(pairs: Callable[[], Iterable[tuple[Any, Any]]]
                    ) -> Iterator[tuple[None, list[tuple[Any, Any]]]]:
-    """The pairs of ``map_split(chunks)`` in batches, the call made when its
-    phase comes: after map_init, which a map_split that returns its pairs
-    (a plain function) ran before, its state not yet made."""
-    for batch in _batches(map_split(chunks)):
+    """The pairs of a ``map_split`` as records of batches, between which the
+    loops check the buffer. ``pairs`` calls it when its phase comes: after
+    map_init, which a map_split that returns its pairs (a plain function)
+    ran before, its state not yet made."""
+    for batch in _batches(pairs()):
         yield None, batch
 
 
