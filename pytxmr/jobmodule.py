@@ -307,6 +307,19 @@ def define(module: types.ModuleType, map_name: str = "map",
             raise JobDefinitionError(
                 f"{where}: the module defines both steps and {name!r}: put {name!r} "
                 f"in a Step, or drop steps")
+    # A step's settings, which its Step gives: at module level they would be
+    # silently ignored (a total order's partitioner lost).
+    for name in ("partition", "reader"):
+        value = getattr(module, name, None)
+        if callable(value) and all(getattr(s, name, None) is not value for s in steps):
+            raise JobDefinitionError(
+                f"{where}: the module defines {name!r} beside steps, and no Step uses it: "
+                f"give it to the Step it is for ({name}=...)")
+    for name in ("num_reducers", "sort_values"):
+        if getattr(module, name, None) is not None:
+            raise JobDefinitionError(
+                f"{where}: the module sets {name!r} beside steps, which would not use it: "
+                f"set it in the Step it is for ({name}=...)")
     return JobDefinition(tuple(_resolve_step(module, s, n, len(steps))
                                for n, s in enumerate(steps)), arguments, reuse)
 

@@ -70,9 +70,14 @@ def _int_text(n: int) -> str:
             sys.set_int_max_str_digits(limit)
 
 
+#: What travels as bytes (msgpack's bin): written as bytes, by map-only
+#: tasks as after a shuffle.
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8", "backslashreplace")
+    if isinstance(obj, _BYTES_LIKE):
+        return bytes(obj).decode("utf-8", "backslashreplace")
     raise TypeError(f"cannot write {type(obj).__qualname__} as JSON")
 
 
@@ -132,6 +137,8 @@ def to_text(obj: Any) -> str:
         return obj.decode("utf-8", "backslashreplace")
     if isinstance(obj, str):  # a subclass (a StrEnum member): its value, as is
         return str.__str__(obj)
+    if isinstance(obj, _BYTES_LIKE):
+        return bytes(obj).decode("utf-8", "backslashreplace")
     return _json(obj)
 
 

@@ -384,10 +384,30 @@ def test_input_bytes_is_the_first_steps_only(tmp_path: Path) -> None:
      "only the first step has a reader"),
     ("steps = [Step(map=count, reduce=total)]\ndef reduce(k, vs):\n    yield k, 1\n",
      "defines both steps and 'reduce'"),
+    # Ignored, silently: a job's total order lost to the default partitioner.
+    ("steps = [Step(map=count, reduce=total)]\ndef partition(k, n):\n    return 0\n",
+     "defines 'partition' beside steps, and no Step uses it"),
+    ("from pytxmr import readers\nreader = readers.path_lines\n"
+     "steps = [Step(map=count, reduce=total)]\n",
+     "defines 'reader' beside steps, and no Step uses it"),
+    ("steps = [Step(map=count, reduce=total)]\nnum_reducers = 1\n",
+     "sets 'num_reducers' beside steps"),
+    ("steps = [Step(map=count, reduce=total)]\nsort_values = True\n",
+     "sets 'sort_values' beside steps"),
 ])
 def test_bad_steps_are_named(tmp_path: Path, steps: str, message: str) -> None:
     with pytest.raises(JobDefinitionError, match=message):
         define(module_of(tmp_path, STEPS + steps))
+
+
+def test_a_step_may_use_the_module_s_own_partition_and_reader(tmp_path: Path) -> None:
+    """A module-level function that a Step is given is the step's."""
+    job = define(module_of(tmp_path, STEPS + (
+        "from pytxmr import readers\nreader = readers.path_lines\n"
+        "def partition(k, n):\n    return 0\n"
+        "steps = [Step(map=count, reduce=total, reader=reader, partition=partition)]\n")))
+    assert job.steps[0].partition.__name__ == "partition"
+    assert job.steps[0].reader.__name__ == "path_lines"
 
 
 def test_steps_cannot_be_picked_by_name(tmp_path: Path) -> None:

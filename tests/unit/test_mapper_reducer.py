@@ -855,3 +855,41 @@ def test_a_hook_that_yields_many_pairs_spills_between_them(
     for key, values in merge_runs(runs, record_sort_key(["str"])):
         got[key] += sum(values)
     assert got == reference_wordcount(inputs)
+
+
+BYTES_LIKE_JOB = """
+class Raw(bytes):
+    pass
+
+
+def map(k, line):
+    yield "a", bytearray(b"x y")
+    yield "b", memoryview(b"\\\\xff z")
+    yield "c", [bytearray(b"in"), Raw(b"raw")]
+    yield Raw(b"d"), Raw(b"sub")
+"""
+
+
+@pytest.mark.parametrize("fmt", ["text", "jsonl"])
+def test_bytes_like_values_are_written_as_bytes_map_only_as_after_a_shuffle(
+        tmp_path: Path, fmt: str) -> None:
+    """A map-only job failed on a bytearray or memoryview ("cannot write
+    bytearray as JSON"), and wrote a bytes subclass as JSON: the same job
+    with a reduce, whose shuffle makes them bytes, wrote them as bytes."""
+    data = tmp_path / "in.txt"
+    data.write_text("one\n")
+    job = tmp_path / "job.py"
+    job.write_text(BYTES_LIKE_JOB + f"output_format = {fmt!r}\n")
+    run_inline(str(job), [str(data)], str(tmp_path / "maponly"))
+    job.write_text(BYTES_LIKE_JOB + f"output_format = {fmt!r}\n"
+                   "def reduce(k, vs):\n    for v in vs:\n        yield k, v\n")
+    run_inline(str(job), [str(data)], str(tmp_path / "shuffled"), num_reducers=1)
+
+    def lines(out: str) -> list[str]:
+        return sorted(line for part in (tmp_path / out).glob("part-*")
+                      for line in part.read_text().splitlines())
+
+    expected = {"text": ['a\tx y', 'b\t\\xff z', 'c\t["in", "raw"]', 'd\tsub'],
+                "jsonl": ['["a", "x y"]', '["b", "\\\\xff z"]',
+                          '["c", ["in", "raw"]]', '["d", "sub"]']}[fmt]
+    assert lines("maponly") == lines("shuffled") == expected
