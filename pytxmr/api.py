@@ -324,7 +324,7 @@ def _run_inline(job: _JobFile, inputs: Sequence[str] | str, output: str, slots: 
                 options: Mapping[str, Any]) -> JobResult:
     import time
 
-    from .inline import ONE_JOB_AT_A_TIME, run_inline
+    from .inline import run_inline
     from .jobmodule import describe_error
 
     names = {"reducers": "num_reducers"}
@@ -334,7 +334,7 @@ def _run_inline(job: _JobFile, inputs: Sequence[str] | str, output: str, slots: 
     formats: list[str] = []
     counters: dict[str, dict[str, int]] = {}
     error = None
-    with ONE_JOB_AT_A_TIME:  # relative paths are read against no other job's directory
+    with storage.WORKING_DIRECTORY:  # its relative output too: see inline.run_inline
         where = storage.normalize(output)
         try:
             counters = run_inline(job.path, [inputs] if isinstance(inputs, str) else list(inputs),

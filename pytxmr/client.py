@@ -179,24 +179,27 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
         codec_for(compress)
     except (ValueError, CodecUnavailable) as e:
         raise ClusterError(str(e)) from None
-    try:
-        with open(job_path, encoding="utf-8") as f:
-            source = f.read()
-    except OSError as e:
-        raise ClusterError(f"cannot read the job module {job_path}: {e.strerror}") from None
-    try:
-        pairs = args.items() if isinstance(args, Mapping) else (args or ())
-        job_args = jobargs.check_pairs(pairs)
-        shipped = bundle.build(job_path, py_files, files)
-    except (jobargs.ArgumentError, bundle.BundleError) as e:
-        raise ClusterError(str(e)) from None
+    with storage.WORKING_DIRECTORY:  # not an inline job's, in another thread
+        try:
+            with open(job_path, encoding="utf-8") as f:
+                source = f.read()
+        except OSError as e:
+            raise ClusterError(
+                f"cannot read the job module {job_path}: {e.strerror}") from None
+        try:
+            pairs = args.items() if isinstance(args, Mapping) else (args or ())
+            job_args = jobargs.check_pairs(pairs)
+            shipped = bundle.build(job_path, py_files, files)
+        except (jobargs.ArgumentError, bundle.BundleError) as e:
+            raise ClusterError(str(e)) from None
+        paths = {"filename": os.path.abspath(job_path),
+                 "inputs": [storage.normalize(p) for p in inputs],
+                 "output": storage.normalize(output)}
     spec: dict[str, Any] = {
         "protocol": PROTOCOL_VERSION,
         "min_protocol": MIN_PROTOCOL_VERSION,
         "source": source,
-        "filename": os.path.abspath(job_path),
-        "inputs": [storage.normalize(p) for p in inputs],
-        "output": storage.normalize(output),
+        **paths,
         "overwrite": overwrite,
         "map_name": map_name,
         "reduce_name": reduce_name,

@@ -13,7 +13,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 from typing import Callable, Iterator, Mapping, Sequence
 
 from . import counters as _counters
@@ -60,7 +59,10 @@ def run_inline(
     the job gets the reducers it would get there, and so the same part
     files. Splits are as large as a cluster's may be: in one process, more
     of them would only mean more spills."""
-    with ONE_JOB_AT_A_TIME:
+    # An inline job takes the process's globals while it runs: its working
+    # directory (the tasks'), sys.path and the job's modules, its counters
+    # and arguments. Jobs from several threads run one after another.
+    with storage.WORKING_DIRECTORY:
         codec = codec_for(compress)  # before any output is touched
         try:
             with open(job_path, encoding="utf-8") as f:
@@ -89,12 +91,6 @@ def run_inline(
                             storage_options=storage_options, started=started)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-
-
-#: An inline job takes the process's globals while it runs: its working
-#: directory (the tasks'), ``sys.path`` and the job's modules, its counters
-#: and arguments. Jobs from several threads run one after another.
-ONE_JOB_AT_A_TIME = threading.RLock()
 
 
 def _loaded(source: str, job_path: str, map_name: str, reduce_name: str,

@@ -22,6 +22,7 @@ import glob
 import os
 import posixpath
 import re
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -128,6 +129,14 @@ def local_path(path: str) -> str:
                                f"file:///path (or file://localhost/path)", path)
         return os.path.abspath(rest)
     return os.path.abspath(os.path.expanduser(path))
+
+
+#: The process's working directory, which an inline job (``run --inline``,
+#: ``pytxmr.run(inline=True)``) makes its tasks' own while it runs. It
+#: holds this lock meanwhile, and so does what reads a job's relative
+#: paths in another thread: they are read against the caller's directory,
+#: never a job's.
+WORKING_DIRECTORY = threading.RLock()
 
 
 def normalize(path: str) -> str:

@@ -17,8 +17,8 @@ import types
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import counters as _counters
-from .. import jobargs, stepdata
-from ..inline import ONE_JOB_AT_A_TIME, run_steps
+from .. import jobargs, stepdata, storage
+from ..inline import run_steps
 from ..jobmodule import Job, JobDefinition, define, load_module
 from ..readers import Reader
 from ..outputrules import is_part_name
@@ -39,7 +39,7 @@ def run_job(job: Any, records: Iterable[Any], *,
     of them unless a step fixes its own); the records are shared among
     ``maps`` map tasks, each with its own hooks and combiner."""
     given = jobargs.check_pairs(args.items() if isinstance(args, Mapping) else (args or ()))
-    with (ONE_JOB_AT_A_TIME, _loaded(job) as load,
+    with (storage.WORKING_DIRECTORY, _loaded(job) as load,
           tempfile.TemporaryDirectory(prefix="pytxmr-test-") as work):
         definition = load()
         jobargs.use(jobargs.parse(definition.arguments, given))

@@ -288,6 +288,49 @@ def test_the_python_api_from_a_plain_script(cluster: Cluster, text: Path, tmp_pa
     assert proc.returncode == 0 and "api ok" in proc.stdout, proc.stderr + cluster.logs()
 
 
+BESIDE_INLINE_SCRIPT = """
+import os, sys, threading, time, types
+from collections import Counter
+import pytxmr
+
+address, secret = sys.argv[1:3]
+here = os.getcwd()
+with open("in.txt", "w") as f:
+    f.write("a b a\\n")
+
+def slow(key, line):
+    time.sleep(3)
+    yield line, 1
+
+inline = threading.Thread(target=pytxmr.run, daemon=True, kwargs=dict(
+    job=types.SimpleNamespace(map=slow), inputs=os.path.abspath("in.txt"),
+    output=os.path.abspath("slow"), inline=True))
+inline.start()
+while os.getcwd() == here:  # the inline job's tasks' directory now
+    time.sleep(0.01)
+result = pytxmr.Client(address, secret_file=secret).submit(
+    "{examples}/wordcount.py", ["in.txt"], "counted")
+inline.join()
+assert result.output == os.path.join(here, "counted"), result.output
+assert dict(result.records()) == {{"a": 2, "b": 1}}
+print("beside ok")
+"""
+
+
+def test_relative_paths_beside_an_inline_job_are_the_callers(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """An inline job makes the process's working directory its tasks'
+    while it runs: a job submitted from another thread meanwhile read its
+    relative input there, or wrote its output there (then deleted)."""
+    script = tmp_path / "script.py"
+    script.write_text(BESIDE_INLINE_SCRIPT.format(examples=EXAMPLES))
+    proc = subprocess.run([sys.executable, str(script), cluster.address,
+                           str(cluster.secret_file)],
+                          capture_output=True, text=True, timeout=120, env=cluster.env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0 and "beside ok" in proc.stdout, proc.stderr + cluster.logs()
+
+
 def test_a_streaming_job_runs_shell_commands(cluster: Cluster, text: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     mapper = "awk '{for (i = 1; i <= NF; i++) print $i \"\\t\" 1}'"
