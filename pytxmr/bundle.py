@@ -16,11 +16,13 @@ name).
 from __future__ import annotations
 
 import ast
+import filecmp
 import hashlib
 import io
 import os
 import shutil
 import sys
+import types
 import zipfile
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -327,7 +329,29 @@ def shadowed(unpacked: str) -> list[str]:
                     if not n.startswith("__")
                     and (n.endswith(".py") or os.path.isdir(os.path.join(py, n)))})
     return [name for name in names if name in sys.modules and not (
-        getattr(sys.modules[name], "__file__", None) or "").startswith(py + os.sep)]
+        getattr(sys.modules[name], "__file__", None) or "").startswith(py + os.sep)
+        and not _same_module(os.path.join(py, name), sys.modules[name])]
+
+
+def _same_module(shipped: str, module: types.ModuleType) -> bool:
+    """Whether ``module``, imported already, has the very source the bundle
+    ships at ``shipped`` (a module's path without ``.py``, or a package's
+    directory): the caller of an inline job imported the job's helper
+    itself, and the job's imports get that same code."""
+    mine = getattr(module, "__file__", None)
+    if not mine:
+        return False
+    if not os.path.isdir(shipped):
+        pairs = [(shipped + ".py", mine)]
+    else:
+        home = os.path.dirname(mine)
+        pairs = [(os.path.join(top, name),
+                  os.path.join(home, os.path.relpath(os.path.join(top, name), shipped)))
+                 for top, _, files in os.walk(shipped) for name in files]
+    try:
+        return all(filecmp.cmp(a, b, shallow=False) for a, b in pairs)
+    except OSError:  # a file the imported one lacks: another module
+        return False
 
 
 def refuse_shadowed(unpacked: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import textwrap
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -135,6 +136,36 @@ def test_a_helper_that_would_lose_to_a_module_imported_already_is_refused(
     run_inline(job(tmp_path, source), [str(corpus(tmp_path, 3))], str(tmp_path / "out2"))
     assert parts(tmp_path / "out2") == ["mine\t2"] * 3
 
+
+
+def test_a_helper_the_caller_imported_itself_is_the_job_s_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller of an inline job imported the job's helper (the job
+    module, say) from the very file the job ships: that is no other
+    module, and the job ran with it on a cluster, but was refused here.
+    A package too; another module of the name is refused still."""
+    (tmp_path / "textutil.py").write_text("def norm(w):\n    return w.upper()\n")
+    (tmp_path / "wordpkg").mkdir()
+    (tmp_path / "wordpkg" / "__init__.py").write_text("from .inner import SUFFIX\n")
+    (tmp_path / "wordpkg" / "inner.py").write_text("SUFFIX = '!'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("textutil", "wordpkg", "wordpkg.inner"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    __import__("textutil")
+    __import__("wordpkg")
+    source = ("import textutil, wordpkg\n\ndef map(offset, line):\n"
+              "    yield textutil.norm(line) + wordpkg.SUFFIX, 1\n")
+    run_inline(job(tmp_path, source), [str(corpus(tmp_path, 2))], str(tmp_path / "out"))
+    assert len(parts(tmp_path / "out")) == 2
+    assert all(line.endswith("!\t1") and line == line.upper() for line in parts(tmp_path / "out"))
+    other = tmp_path / "other"  # the caller's own textutil, not the job's
+    other.mkdir()
+    (other / "textutil.py").write_text("def norm(w):\n    return w.lower()\n")
+    monkeypatch.syspath_prepend(str(other))
+    del sys.modules["textutil"]
+    __import__("textutil")
+    with pytest.raises(JobDefinitionError, match="its own module 'textutil', but its task"):
+        run_inline(job(tmp_path, source), [str(corpus(tmp_path, 2))], str(tmp_path / "out2"))
 
 HOOKS_JOB = """
     from collections import Counter
