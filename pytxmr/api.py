@@ -189,6 +189,7 @@ class _JobFile:
     def __init__(self, job: Any) -> None:
         self._tmp: str | None = None
         self.files: list[str] = []
+        self.py_files: list[str] = []
         if isinstance(job, (str, os.PathLike)):
             self.path = os.fspath(job)
         elif isinstance(job, types.ModuleType) and str(getattr(job, "__file__", "")).endswith(".py"):
@@ -230,11 +231,39 @@ class _JobFile:
                     f"from pytxmr.api import job_namespace\n\n"
                     f"globals().update(job_namespace({PICKLE_NAME!r}))\n")
         self.files.append(pickle_path)
+        self.py_files = _local_modules(namespace)
         return path
 
     def close(self) -> None:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _local_modules(namespace: Mapping[str, Any]) -> list[str]:
+    """The caller's own modules that a job object's functions come from (a
+    script's ``jobs.py``), and those that they, or the script, import from
+    their directory: they travel in the job's bundle, as a job file's
+    helpers do, for the tasks cannot import them from the caller's
+    directory. The standard library, installed packages and pytxmr stay."""
+    import sysconfig
+
+    from .bundle import local_imports
+
+    paths = sysconfig.get_paths()
+    installed = [os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    steps = namespace.get("steps") or ()
+    found: dict[str, None] = {}
+    for fn in [*namespace.values(), *(v for s in steps for v in vars(s).values())]:
+        name = getattr(fn, "__module__", None) if callable(fn) else None
+        path = getattr(sys.modules.get(name or ""), "__file__", None)
+        # A module of a package would not be found by its name alone.
+        if (not name or "." in name or name == "pytxmr" or not path or not path.endswith(".py")
+                or any(os.path.commonpath([os.path.realpath(path), p]) == p for p in installed)):
+            continue
+        if name != "__main__":  # whose functions are sent by value
+            found[path] = None
+        found.update((p, None) for p, imported in local_imports(path) if imported != "pytxmr")
+    return list(found)
 
 
 def job_namespace(name: str) -> dict[str, Any]:
@@ -271,8 +300,9 @@ def _command_line(options: Mapping[str, Any]) -> dict[str, Any]:
 def _submission(job: _JobFile, inputs: Sequence[str] | str, output: str,
                 options: dict[str, Any]) -> _client.JobSubmission:
     files = [*options.pop("files", ()), *job.files]
+    py_files = [*options.pop("py_files", ()), *job.py_files]
     return _client.submission(job.path, [inputs] if isinstance(inputs, str) else list(inputs),
-                              output, files=files, **options)
+                              output, files=files, py_files=py_files, **options)
 
 
 # --- the API ----------------------------------------------------------------------
@@ -330,6 +360,7 @@ def _run_inline(job: _JobFile, inputs: Sequence[str] | str, output: str, slots: 
     names = {"reducers": "num_reducers"}
     kwargs = {names.get(k, k): v for k, v in options.items()}
     kwargs["files"] = [*kwargs.get("files", ()), *job.files]
+    kwargs["py_files"] = [*kwargs.get("py_files", ()), *job.py_files]
     start = time.perf_counter()
     formats: list[str] = []
     counters: dict[str, dict[str, int]] = {}

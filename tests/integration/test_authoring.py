@@ -331,6 +331,52 @@ def test_relative_paths_beside_an_inline_job_are_the_callers(
     assert proc.returncode == 0 and "beside ok" in proc.stdout, proc.stderr + cluster.logs()
 
 
+OBJECTS_SCRIPT = """
+import sys, types
+import pytxmr
+import jobs
+
+address, secret, text, out = sys.argv[1:5]
+cluster = pytxmr.Client(address, secret_file=secret)
+def shout(key, line):  # __main__'s, sent by value; jobs' by reference
+    for word in line.split():
+        yield jobs.norm(word) + "!", 1
+for name, job in [("class", jobs.Job), ("namespace", jobs.NS),
+                  ("main", types.SimpleNamespace(map=shout, reduce=jobs.total))]:
+    result = cluster.submit(job, [text], out + "/" + name)
+    assert result.ok, result
+    print(name, sorted(result.records())[:2])
+"""
+
+
+def test_a_job_object_s_own_modules_travel_with_it(cluster: Cluster, text: Path,
+                                                    tmp_path: Path) -> None:
+    """Functions of the caller's own modules (jobs.py beside the script),
+    and what those import from their directory, reached the tasks by
+    reference only: No module named 'jobs', or 'textutil'."""
+    write(tmp_path / "textutil.py", "def norm(word):\n    return word.upper()\n")
+    write(tmp_path / "jobs.py", "import types\nfrom textutil import norm\n\n"
+          "def words(key, line):\n    for word in line.split():\n        yield norm(word), 1\n\n"
+          "def total(word, ones):\n    yield word, sum(ones)\n\n"
+          "class Job:\n    map = words\n    reduce = total\n\n"
+          "NS = types.SimpleNamespace(map=words, reduce=total)\n")
+    write(tmp_path / "script.py", OBJECTS_SCRIPT)
+    (tmp_path / "out").mkdir()
+    proc = subprocess.run([sys.executable, "script.py", cluster.address,
+                           str(cluster.secret_file), str(text), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=240, env=cluster.env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr + cluster.logs()
+    counts = Counter(word.upper() for word in text.read_text().split())
+    for name, suffix in (("class", ""), ("namespace", ""), ("main", "!")):
+        got = Counter()
+        for part in (tmp_path / "out" / name).glob("part-*"):
+            for line in part.read_text().splitlines():
+                word, n = line.rsplit("\t", 1)
+                got[word] += int(n)
+        assert got == Counter({w + suffix: n for w, n in counts.items()}), name
+
+
 def test_a_streaming_job_runs_shell_commands(cluster: Cluster, text: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     mapper = "awk '{for (i = 1; i <= NF; i++) print $i \"\\t\" 1}'"
