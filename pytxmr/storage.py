@@ -549,12 +549,13 @@ def _expand_remote(pattern: str, opts: Mapping[str, str] | None) -> list[InputFi
 def _listing_page(url: str, info: Mapping[str, Any]) -> bool:
     """An HTTP answer that is a page of links rather than a file: HTML at a
     URL ending in '/' (or redirected to one), as a server lists a
-    directory. Read as an input, its markup's words were counted."""
+    directory; or at its root, whose '/' a submission drops. Read as an
+    input, its markup's words were counted."""
     if scheme(url) not in ("http", "https"):
         return False
-    final = str(info.get("url") or url)
+    path = urllib.parse.urlsplit(str(info.get("url") or url)).path
     return (str(info.get("mimetype") or "").startswith("text/html")
-            and urllib.parse.urlsplit(final).path.endswith("/"))
+            and (path.endswith("/") or not path))
 
 
 def _as_sent(url: str) -> str:

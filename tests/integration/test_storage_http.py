@@ -98,15 +98,16 @@ def test_missing_file_is_named(tmp_path: Path, servers: dict[str, HTTPFiles]) ->
 
 
 def test_a_directory_listing_page_is_refused_and_an_html_file_is_read(tmp_path: Path) -> None:
-    """A directory's URL (with its '/', or without and redirected to it)
-    answers a server's HTML list of the files: refused at submission,
-    where its markup's words were counted. An HTML file is a file."""
+    """A directory's URL (with its '/', or without and redirected to it;
+    the server's root too, whose '/' the submission dropped) answers a
+    server's HTML list of the files: refused at submission, where its
+    markup's words were counted. An HTML file is a file."""
     root = tmp_path / "www"
     (root / "logs").mkdir(parents=True)
     (root / "logs" / "a.txt").write_text("one two\n")
     (root / "page.html").write_text("<p>three four</p>\n")
     with HTTPFiles(root, "normal") as server:
-        for url in (server.url("logs/"), server.url("logs")):
+        for url in (server.url("logs/"), server.url("logs"), server.url("")):
             for how in (["--inline"], ["--workers", "1"]):
                 code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), url, "-o",
                                       str(tmp_path / "out"), *how)
