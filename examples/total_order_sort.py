@@ -56,8 +56,9 @@ under ``run``, ``run --inline`` and ``submit``, on any number of input
 files or URLs (every worker reaches the input, as step 1's maps do).
 ``--reducers N`` (default: one per slot) gives both steps ``N`` reducers,
 hence step 2 ``N`` maps and ``N`` part files. At most ``FANOUT`` (128)
-reducers: beyond that some reducers of step 1 would get no sample (the job
-then fails, saying so). Compressed inputs are read whole by one map, and
+reducers: beyond that some reducers of step 1 get no sample, and the job
+fails, saying so, if one of them is dealt a piece of the input (whether
+one is depends on the number of splits). Compressed inputs are read whole by one map, and
 sampled from their beginning only.
 """
 
