@@ -166,8 +166,8 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
     steps = [StepPlan(**plan) for plan in definition.summary()]
     splits, _ = plan_tasks(files, split_size, num_reducers, steps, slots,
                            default_size=MAX_DEFAULT_SPLIT_SIZE)
-    output.prepare_output_dir(output_dir, overwrite, inputs=inputs,
-                              input_files=[f.path for f in files], opts=opts)
+    claim = output.prepare_output_dir(output_dir, overwrite, inputs=inputs,
+                                      input_files=[f.path for f in files], opts=opts)
     if started is not None:
         started(steps[-1].output_format)
     counters = _counters.reset()
@@ -184,6 +184,8 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
         output.abort_output(output_dir, opts)
         raise
     finally:
+        if claim is not None:
+            claim.close()
         if gc_was_enabled:
             gc.enable()
     return counters.to_dict()

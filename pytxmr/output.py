@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
+import fcntl
 import fnmatch
 import json
 import os
 import re
 import shutil
 import sys
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from . import objectoutput, storage
 from .outputrules import (
@@ -300,6 +302,9 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
         return
     if not names & {OUTPUT_MARK, SUCCESS}:
         raise refuse(f"it is not a pytxmr output (it has no {OUTPUT_MARK} or {SUCCESS} file)")
+    if claimed_elsewhere(path):
+        raise refuse("a job is writing it now (a job of another jobtracker, or of another "
+                     "`run`)")
     try:
         foreign = foreign_files(_files_below(path))
     except OSError as e:  # a directory it cannot read: rmtree could not either
@@ -324,6 +329,46 @@ def refuse_overlap(out: str, busy: Iterable[tuple[str, str]], *, resolve: bool =
         theirs = where(other)
         if inside(mine, theirs) or inside(theirs, mine):
             raise OutputsOverlap(f"the output {out} overlaps the output {other} of {whose}")
+
+
+def _lock(f: IO[Any]) -> bool:
+    """Whether ``f``'s lock was taken; False if another holds it. A file
+    system without locks takes any."""
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        return e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN)
+    return True
+
+
+def claim(path: str) -> IO[Any] | None:
+    """The local output ``path``'s mark, held locked while a job of this
+    process writes there (``prepare_output_dir`` takes it first): another
+    jobtracker's job, or another ``run``, which knows nothing of this one,
+    is refused its ``--overwrite`` meanwhile. The lock ends when the file
+    is closed, or with this process (a crashed jobtracker holds nothing).
+    None for an object store's output (it has no locks), a mark gone, or
+    one another process holds."""
+    if storage.is_remote(path):
+        return None
+    try:
+        f = open(os.path.join(path, OUTPUT_MARK), "rb")
+    except OSError:
+        return None
+    if _lock(f):
+        return f
+    f.close()
+    return None
+
+
+def claimed_elsewhere(path: str) -> bool:
+    """Whether the local output ``path`` is being written by a job another
+    process, or another claim of this one, holds (``claim``)."""
+    try:
+        with open(os.path.join(path, OUTPUT_MARK), "rb") as f:
+            return not _lock(f)
+    except OSError:
+        return False
 
 
 def _files_below(path: str) -> Iterator[str]:
@@ -356,16 +401,17 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
                        input_files: Iterable[str] = (), protected: Iterable[str] = (),
                        opts: Mapping[str, str] | None = None,
                        in_use: Iterable[InputsInUse] = (),
-                       busy: Iterable[tuple[str, str]] = ()) -> None:
+                       busy: Iterable[tuple[str, str]] = ()) -> IO[Any] | None:
     """Refuse an existing output (as Hadoop does) unless told to replace it,
     and then only an earlier pytxmr output (``check_overwrite``, here again
     right before anything is deleted); refuse, first, one that overlaps
-    another job's output however it is spelled (``refuse_overlap``)."""
+    another job's output however it is spelled (``refuse_overlap``). The
+    job's ``claim`` of its new output, which it holds until it ends."""
     refuse_unwritable(path)
     refuse_overlap(path, busy, resolve=True)
     if storage.is_remote(path):
         objectoutput.prepare(path, overwrite, inputs=inputs, opts=opts or {}, in_use=in_use)
-        return
+        return None
     if os.path.lexists(path):
         if not overwrite:
             raise OutputExistsError(
@@ -382,8 +428,11 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
     if not os.path.isdir(parent):
         raise OutputExistsError(f"the parent directory of the output {path} does not exist")
     os.makedirs(os.path.join(path, TEMPORARY))
-    with open(os.path.join(path, OUTPUT_MARK), "w", encoding="utf-8") as f:
-        f.write(_MARK_TEXT)
+    mark = open(os.path.join(path, OUTPUT_MARK), "w", encoding="utf-8")
+    _lock(mark)  # new: no other process has it yet
+    mark.write(_MARK_TEXT)
+    mark.flush()
+    return mark
 
 
 def attempt_path(output: str, attempt_id: str, partition: int, work_dir: str = "") -> str:
@@ -424,12 +473,14 @@ def finish_output(output: str, opts: Mapping[str, str] | None = None, job_id: st
 
 def abort_unfinished(output: str, opts: Mapping[str, str] | None = None) -> bool:
     """``abort_output``, unless the job finished (its ``_SUCCESS`` is there:
-    a result, whatever else went wrong); whether it aborted."""
+    a result, whatever else went wrong) or another job writes there now;
+    whether it aborted."""
     if storage.is_remote(output):
         names = objectoutput.listing(output, opts)[2]
         finished = names is not None and SUCCESS in names
     else:
-        finished = os.path.exists(os.path.join(output, SUCCESS))
+        # Another job's now (another jobtracker's, this one down): its own.
+        finished = os.path.exists(os.path.join(output, SUCCESS)) or claimed_elsewhere(output)
     if not finished:
         abort_output(output, opts)
     return not finished

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import IO, Any, Callable, Iterable
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
@@ -69,6 +69,22 @@ class Admission:
         self._admitting: dict[object, InputsInUse] = {}
         #: (whose, output) of the outputs being prepared, or cleaned.
         self._claimed: dict[object, tuple[str, str]] = {}
+        # The admitted jobs' locks of their local outputs (output.claim).
+        self._output_claims: dict[str, IO[Any]] = {}
+
+    def claim_output(self, job_id: str, out: str) -> bool:
+        """Take the lock of a resumed job's output again (its jobtracker's
+        crash let it go); False if a job elsewhere holds it now."""
+        claim = output.claim(out)
+        if claim is not None:
+            self._output_claims[job_id] = claim
+        return claim is not None or not output.claimed_elsewhere(out)
+
+    def release_output(self, job_id: str) -> None:
+        """The job's output is final: another job may replace it."""
+        claim = self._output_claims.pop(job_id, None)
+        if claim is not None:
+            claim.close()
 
     def hold(self, whose: str, output: str, until: defer.Deferred[Any]) -> None:
         """``output`` is ``whose`` until ``until`` fires (an interrupted
@@ -173,6 +189,7 @@ class Admission:
         source_path = os.path.join(job_dir, "job.py")
         with open(source_path, "w", encoding="utf-8") as f:
             f.write(sub.source)
+        claim = None
         try:
             bundle_dir = None
             if sub.bundle is not None:
@@ -196,7 +213,7 @@ class Admission:
             # Its own from here on (no wait between the check and the claim).
             self._claimed[token] = ("a job being submitted", sub.output)
             try:
-                await threads.deferToThread(
+                claim = await threads.deferToThread(
                     output.prepare_output_dir, sub.output, sub.overwrite, inputs=sub.inputs,
                     input_files=listed, protected=[self.workdir],
                     opts=sub.storage_options,
@@ -213,9 +230,13 @@ class Admission:
             with open(os.path.join(job_dir, OUTPUT_MARKER), "w", encoding="utf-8") as f:
                 f.write(sub.output)
         except BaseException:
+            if claim is not None:
+                claim.close()
             shutil.rmtree(job_dir, ignore_errors=True)
             self.bundles.release(job_id)
             raise
+        if claim is not None:
+            self._output_claims[job_id] = claim
         job = JobRecord(
             id=job_id, filename=sub.filename, source_path=source_path, token=os.urandom(32),
             output=sub.output, splits=splits, num_reducers=reducers, map_name=sub.map_name,

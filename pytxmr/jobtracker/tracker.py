@@ -226,6 +226,13 @@ class JobTracker:
                     job.bundle and not self.bundles.has(job.bundle))):
                 self.journal.job_ended(job_id)
                 continue
+            if not self.admission.claim_output(job_id, job.output):
+                self.log.warn("Job {job} cannot resume: another job (of another jobtracker, "
+                              "or a `run`) has been writing its output {out} since this "
+                              "jobtracker stopped; that output is left to it",
+                              job=job_id, out=job.output)
+                self.journal.job_ended(job_id)
+                continue
             generation = plan.get("generation", 0) + 1
             if ending is None:
                 self.journal.job_started(job_id, {**plan, "generation": generation})
@@ -794,6 +801,7 @@ class JobTracker:
         # Its output is final and the history has it: no restart touches it
         # again, and from now on another job may replace it.
         self.journal.job_ended(job.id)
+        self.admission.release_output(job.id)
         if self.metrics is not None:
             self.metrics.job_ended(job.state,
                                    job.counters.get(FRAMEWORK, {}).get("shuffle bytes", 0))

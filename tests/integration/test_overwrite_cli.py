@@ -127,6 +127,32 @@ def test_a_running_jobs_output_and_input_are_not_overwritten(cluster: Cluster) -
     assert_committed(out, 1)
 
 
+def test_a_running_jobs_output_is_not_overwritten_by_another_cluster(cluster: Cluster) -> None:
+    """A job of another jobtracker (another `run`, or `run --inline`) knew
+    nothing of the running one: its --overwrite deleted that output as it
+    was written, and both jobs succeeded with parts of each. The running
+    job holds its output's mark locked; once it ended, the output may be
+    replaced again."""
+    ws = cluster.base / "other-cluster-ws"
+    ws.mkdir()
+    data = ws / "words.txt"
+    data.write_text("a b a\n")
+    out = ws / "out"
+    home = cluster.base / "other-home"
+    home.mkdir()
+    args = [str(WORDCOUNT), str(data), "-o", str(out), "--overwrite"]
+    with held_job(cluster, ws, [data], out):
+        for mode in (["run"], ["run", "--inline"]):
+            before = snapshot(out)
+            rc, _, err = run_cli(*mode, *args, env=base_env(home), cwd=ws)
+            assert rc == 2 and "a job is writing it now" in err, err
+            assert "nothing was deleted" in err and snapshot(out) == before
+    assert_committed(out, 1)
+    rc, _, err = run_cli("run", *args, "--reducers", "2", env=base_env(home), cwd=ws)
+    assert rc == 0, err
+    assert_committed(out, 2)
+
+
 def test_a_running_jobs_output_is_no_input_until_it_ends(cluster: Cluster) -> None:
     """A job may not read another's output while that one writes it: it
     read the part files committed so far as if they were all. Once the

@@ -52,9 +52,12 @@ class RestartWindowTests(JobTrackerCase):
 
     def die(self, jt: JobTracker) -> None:
         """What a SIGKILL leaves: the work directory and journal as they
-        are; nothing more is written."""
+        are; nothing more is written, and its jobs' outputs are let go
+        (their locks were the process's)."""
         jt._periodic_loop.stop()
         jt.journal.close()
+        for job_id in list(jt.jobs):
+            jt.admission.release_output(job_id)
         jt._ending.clear()  # what it was ending never ends: its stop waits for none
 
     def restart(self, resume_grace: float = 0) -> JobTracker:

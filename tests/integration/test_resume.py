@@ -201,3 +201,50 @@ def test_a_submitter_whose_jobtracker_came_back_without_its_job_says_why(
         assert (f"pytxmr: the jobtracker came back without {r.job_id}: it was started on "
                 f"another --workdir, or its work directory was lost, so the job's outcome is "
                 f"unknown (its output has _SUCCESS if it succeeded)\n") in stderr, stderr
+
+
+def test_a_job_whose_output_another_job_took_meanwhile_is_not_resumed(
+        tmp_path: Path) -> None:
+    """While the jobtracker was down (its lock of the output gone with
+    it), a job of another cluster replaced the output and writes it: the
+    restarted jobtracker resumed its job into that output anyway, or
+    cleaned the other job's parts as an interrupted job's. It leaves the
+    output to the other job, and the submitter is told its job is gone."""
+    import sys
+
+    from procs import base_env
+    from test_cluster import barrier_job
+
+    from pytxmr.output import claimed_elsewhere
+
+    with _running(tmp_path, 8, 2, 2, 0.4, 0.05) as r:
+        c = r.cluster
+        assert c.jobtracker is not None
+        port = c.jobtracker.ready["port"]
+        c.jobtracker.proc.send_signal(signal.SIGKILL)
+        c.jobtracker.proc.wait(10)
+        barrier = tmp_path / "barrier"
+        (tmp_path / "other.py").write_text(barrier_job(barrier))
+        (tmp_path / "other-home").mkdir()
+        (tmp_path / "other.txt").write_text("x y x\n")
+        other = subprocess.Popen(
+            [sys.executable, "-m", "pytxmr", "run", "other.py", "other.txt", "-o", str(r.out),
+             "--overwrite", "--reducers", "1"], cwd=tmp_path, env=base_env(tmp_path / "other-home"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: claimed_elsewhere(str(r.out)), 60, "the other job's output")
+            c.start_jobtracker("--port", str(port))
+            _, stderr = r.submitter.communicate(timeout=60)
+            assert r.submitter.returncode == 3, stderr
+            assert f"the jobtracker came back without {r.job_id}" in stderr, stderr
+            assert f"Job {r.job_id} cannot resume: another job" in c.jobtracker.log()
+            barrier.touch()
+            _, err = other.communicate(timeout=60)
+            assert other.returncode == 0, err
+        finally:
+            barrier.touch()
+            if other.poll() is None:
+                other.kill()
+                other.communicate()
+        assert (r.out / "part-00000").read_text() == "x\t2\ny\t1\n"
+        assert not (r.out / "part-00001").exists()

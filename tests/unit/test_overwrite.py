@@ -327,3 +327,39 @@ def test_an_output_named_as_a_pattern_is_refused_before_anything_is_touched(
     with pytest.raises(OutputExistsError, match=r"holds \*, \? or \[, which a store's client"):
         prepare_output_dir(f"{base}/{name}", True)
     assert snapshot(tmp_path) == before
+
+
+def test_an_output_claimed_by_another_process_is_not_overwritten(home: Path) -> None:
+    """A job holds its new output's mark locked until it ends: a job that
+    knows nothing of it (another jobtracker's, another ``run``'s) may not
+    delete it meanwhile, and no restart's clean-up of an interrupted job
+    touches it. Once let go (the job ended, or its process died), the
+    output may be replaced again."""
+    import subprocess
+    import sys
+
+    from pytxmr.output import abort_unfinished, claimed_elsewhere
+
+    out = home / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pytxmr.output import prepare_output_dir\n"
+         f"claim = prepare_output_dir({str(out)!r}, False)\nprint('held', flush=True)\n"
+         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        (out / "part-00000").write_text("a\t1\n")  # committed so far
+        before = snapshot(out)
+        assert claimed_elsewhere(str(out))
+        with pytest.raises(UnsafeOverwrite, match="a job is writing it now"):
+            prepare_output_dir(str(out), True)
+        assert not abort_unfinished(str(out))
+        assert snapshot(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not claimed_elsewhere(str(out))
+    claim = prepare_output_dir(str(out), True)
+    assert claim is not None and not (out / "part-00000").exists()
+    assert claimed_elsewhere(str(out))  # by another file of this very process
+    claim.close()
+    assert not claimed_elsewhere(str(out))
