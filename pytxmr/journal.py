@@ -71,6 +71,17 @@ class JournaledJob:
     ending: dict[str, Any] | None = None
 
 
+class JournalError(Exception):
+    """The journal cannot be read: the jobtracker does not start, rather
+    than drop its jobs' resumption unsaid."""
+
+
+def _unreadable(path: str, e: Exception) -> JournalError:
+    return JournalError(f"cannot read the journal {path} ({e}): it is damaged, or not "
+                        f"pytxmr's. Move it aside to start without it (the jobs it had as "
+                        f"running then do not resume), or give another --workdir")
+
+
 class Journal:
     log = Logger()
 
@@ -81,10 +92,17 @@ class Journal:
 
     def open(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise _unreadable(self.path, e) from None
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            db.close()
+            raise _unreadable(self.path, e) from None
         self._db = db
 
     def close(self) -> None:
@@ -138,6 +156,12 @@ class Journal:
 
     def running_jobs(self) -> dict[str, JournaledJob]:
         """Every job the journal has as running, with its steps and tasks."""
+        try:
+            return self._running_jobs()
+        except (sqlite3.Error, ValueError, KeyError, TypeError) as e:  # JSON, its fields
+            raise _unreadable(self.path, e) from None
+
+    def _running_jobs(self) -> dict[str, JournaledJob]:
         assert self._db is not None, "the journal is not open"
         jobs = {job_id: JournaledJob(json.loads(plan))
                 for job_id, plan in self._db.execute("SELECT job_id, plan FROM jobs")}

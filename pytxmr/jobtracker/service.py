@@ -14,8 +14,9 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 
 from ..child import Zygote
-from ..daemon import write_ready_file
+from ..daemon import FatalError, write_ready_file
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION
+from ..journal import JournalError
 from ..services import AsyncMultiService, CallbackService, DaemonReactor, zygote_service
 from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND
 from .submission import DEFAULT_MAX_TASKS_PER_JOB
@@ -81,11 +82,17 @@ class JobTrackerService(AsyncMultiService):
         self.port: int | None = None
         self.web: Any = None
         self.web_port: int | None = None
-        for name, start, stop in (("jobs", self.jt.start, self._stop_jobs),
+        for name, start, stop in (("jobs", self._start_jobs, self._stop_jobs),
                                   ("pb", self._listen, self._stop_listening),
                                   ("status site", self._start_web, self._stop_web),
                                   ("ready", self._ready, lambda: None)):
             CallbackService(name, start, stop).setServiceParent(self)
+
+    def _start_jobs(self) -> None:
+        try:
+            self.jt.start()
+        except JournalError as e:
+            raise FatalError(str(e)) from None
 
     async def _stop_jobs(self) -> None:
         await self.jt.stop()

@@ -494,6 +494,20 @@ def test_a_work_directory_in_use_is_refused_to_a_second_daemon(cluster: Cluster)
     assert merged(read_wordcount(cluster.base / "out-after-second")) == {"a": 2, "b": 1}
 
 
+def test_a_damaged_journal_stops_the_jobtracker_with_what_to_do(tmp_path: Path) -> None:
+    """It exited 1 with sqlite's traceback alone."""
+    workdir = tmp_path / "jt"
+    workdir.mkdir()
+    (workdir / "journal.sqlite").write_bytes(b"not a database" * 400)
+    proc = subprocess.run([sys.executable, "-m", "pytxmr.jobtracker", "--port", "0", "--no-web",
+                           "--workdir", str(workdir)],
+                          capture_output=True, text=True, env=base_env(tmp_path), timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert (f"jobtracker: cannot read the journal {workdir / 'journal.sqlite'} (file is not a "
+            f"database): it is damaged, or not pytxmr's. Move it aside") in proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_existing_output_is_refused_and_left_untouched(cluster: Cluster) -> None:
     """As in Hadoop, an existing output directory is never overwritten
     without --overwrite."""

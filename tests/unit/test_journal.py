@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from pytxmr.jobtracker.job import JobRecord, StepPlan, job_from_plan, plan_of
 from pytxmr.journal import Journal
 from pytxmr.scheduler import (
@@ -166,3 +168,36 @@ def test_a_job_ending_is_journaled_until_it_ended(tmp_path: Path) -> None:
     assert again.running_jobs() == {}
     assert again._db is not None
     assert again._db.execute("SELECT COUNT(*) FROM ending").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "directory", "foreign", "bad row"])
+def test_a_journal_that_cannot_be_read_is_named(tmp_path: Path, damage: str) -> None:
+    """The jobtracker failed to start with sqlite's traceback alone."""
+    import sqlite3
+
+    from pytxmr.journal import FILE, JournalError
+
+    path = tmp_path / FILE
+    if damage == "garbage":
+        path.write_bytes(bytes(range(256)) * 20)
+    elif damage == "directory":
+        path.mkdir()
+    else:
+        db = sqlite3.connect(path)
+        if damage == "foreign":
+            db.execute("CREATE TABLE jobs (x)")
+        else:
+            db.close()
+            journal = Journal(str(tmp_path))
+            journal.open()
+            journal.close()
+            db = sqlite3.connect(path)
+            db.execute("INSERT INTO jobs VALUES ('job_1', '{not json')")
+        db.commit()
+        db.close()
+    journal = Journal(str(tmp_path))
+    with pytest.raises(JournalError, match=rf"cannot read the journal {path} \(.+\): it is "
+                                           r"damaged, or not pytxmr's. Move it aside"):
+        journal.open()
+        journal.running_jobs()
+    journal.close()
