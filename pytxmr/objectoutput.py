@@ -24,9 +24,12 @@ from .outputrules import (
     SUCCESS,
     TEMPORARY,
     InputsInUse,
+    MayReplace,
     OutputExistsError,
     UnsafeOverwrite,
     foreign_files,
+    mark_text,
+    refuse_foreign_owner,
 )
 from .storage import StorageError
 
@@ -52,12 +55,14 @@ def _is_object(fs: Any, path: str) -> bool:
 
 def check_overwrite(url: str, names: Sequence[str] | None, is_object: bool, *,
                     inputs: Iterable[str], in_use: Iterable[InputsInUse] = (),
-                    objects: Callable[[], Iterable[str]]) -> None:
+                    objects: Callable[[], Iterable[str]], mark: Callable[[], str],
+                    may_replace: MayReplace = None) -> None:
     """Refuse (``UnsafeOverwrite``) to replace what is not an earlier
     pytxmr output, what holds or lies in an input of this job, or what
     holds an input of another (``in_use``): the prefix's current
     ``names``, and every object below it (``objects``, listed only for a
-    prefix marked as an output), decide, as a directory's do on a local disk."""
+    prefix marked as an output), decide, as a directory's do on a local
+    disk; as does the owner its ``mark`` names (``may_replace``)."""
     shown = storage.redact(url)
 
     def refuse(why: str) -> UnsafeOverwrite:
@@ -89,6 +94,15 @@ def check_overwrite(url: str, names: Sequence[str] | None, is_object: bool, *,
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise refuse(f"it holds objects pytxmr did not write: {', '.join(foreign[:3])}{more}")
+    owned = refuse_foreign_owner(mark(), may_replace) if OUTPUT_MARK in names else None
+    if owned:
+        raise refuse(owned)
+
+
+def read_mark(fs: Any, path: str) -> str:
+    """The text of the prefix ``path``'s mark."""
+    data: bytes = fs.cat_file(f"{path}/{OUTPUT_MARK}")
+    return data.decode("utf-8", "replace")
 
 
 def objects_below(fs: Any, path: str) -> list[str]:
@@ -110,22 +124,24 @@ def listing(url: str, opts: Mapping[str, str] | None) -> tuple[Any, str, list[st
 
 
 def prepare(url: str, overwrite: bool, *, inputs: Iterable[str],
-            opts: Mapping[str, str], in_use: Iterable[InputsInUse] = ()) -> None:
+            opts: Mapping[str, str], in_use: Iterable[InputsInUse] = (), owner: str = "",
+            may_replace: MayReplace = None) -> None:
     """Refuse an existing output unless told to replace it (and then only a
-    pytxmr output), remove it, and mark the prefix as a pytxmr output."""
+    pytxmr output, no other user's), remove it, and mark the prefix as a
+    pytxmr output of ``owner``."""
     fs, path, names, is_object = listing(url, opts)
     if names or is_object:
         if not overwrite:
             raise OutputExistsError(
                 f"output {storage.redact(url)} already exists (use --overwrite to replace it)")
         check_overwrite(url, names, is_object, inputs=inputs, in_use=in_use,
-                        objects=lambda: objects_below(fs, path))
+                        objects=lambda: objects_below(fs, path),
+                        mark=lambda: read_mark(fs, path), may_replace=may_replace)
         # _SUCCESS first: a deletion cut short must not leave what looks
         # like a whole output.
         _remove(fs, url, path, sorted(names or (), key=lambda name: name != SUCCESS))
     storage.retrying(url, "write", lambda: fs.pipe_file(
-        f"{path}/{OUTPUT_MARK}", b"This prefix is the output of a pytxmr job: "
-        b"`--overwrite` may replace it.\n"))
+        f"{path}/{OUTPUT_MARK}", mark_text("prefix", owner).encode()))
 
 
 def _remove(fs: Any, url: str, path: str, names: Iterable[str]) -> None:

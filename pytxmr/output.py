@@ -32,14 +32,15 @@ from .outputrules import (
     InputsInUse,
     OutputExistsError,
     OutputsOverlap,
+    MayReplace,
     UnsafeOverwrite,
     foreign_files,
+    mark_text,
     part_name,
+    refuse_foreign_owner,
 )
 from .splits import is_glob
 
-_MARK_TEXT = ("This directory is the output of a pytxmr job: `--overwrite` may replace it.\n"
-              "pytxmr refuses to overwrite directories without this file.\n")
 #: The error handler of output files: lone surrogates U+DC80-U+DCFF (from
 #: input decoded with "surrogateescape") become the raw bytes they stand
 #: for; other lone surrogates are written as their UTF-8-like encoding
@@ -252,13 +253,14 @@ def _file_inside(files: Iterable[str], out: str) -> str | None:
 def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Iterable[str] = (),
                     protected: Iterable[str] = (), opts: Mapping[str, str] | None = None,
                     in_use: Iterable[InputsInUse] = (),
-                    busy: Iterable[tuple[str, str]] = ()) -> None:
+                    busy: Iterable[tuple[str, str]] = (), may_replace: MayReplace = None) -> None:
     """Refuse (UnsafeOverwrite) to let ``--overwrite`` delete ``path`` unless
     it is an earlier pytxmr output, or an empty directory, that holds none
     of this job's inputs nor of other jobs' (``in_use``) and lies in none
     of its own, nor in or around a work directory (``protected``), the
-    home directory or the root; first, refuse (OutputsOverlap) one that
-    overlaps another job's output (``busy``, see ``refuse_overlap``).
+    home directory or the root, and is no other user's (``may_replace``
+    its owner); first, refuse (OutputsOverlap) one that overlaps another
+    job's output (``busy``, see ``refuse_overlap``).
 
     Made at submission and again just before the deletion: Hadoop never
     deletes an output path, and an overwrite that guesses wrong loses data.
@@ -267,7 +269,9 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
     if storage.is_remote(path):
         fs, where, names, is_object = objectoutput.listing(path, opts or {})
         objectoutput.check_overwrite(path, names, is_object, inputs=inputs, in_use=in_use,
-                                     objects=lambda: objectoutput.objects_below(fs, where))
+                                     objects=lambda: objectoutput.objects_below(fs, where),
+                                     mark=lambda: objectoutput.read_mark(fs, where),
+                                     may_replace=may_replace)
         return
     shown = path
     path = os.path.abspath(os.path.expanduser(path))
@@ -305,6 +309,13 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
     if claimed_elsewhere(path):
         raise refuse("a job is writing it now (a job of another jobtracker, or of another "
                      "`run`)")
+    try:
+        with open(os.path.join(path, OUTPUT_MARK), encoding="utf-8", errors="replace") as f:
+            owned = refuse_foreign_owner(f.read(), may_replace)
+    except FileNotFoundError:  # an output older than the mark: its _SUCCESS
+        owned = None
+    if owned:
+        raise refuse(owned)
     try:
         foreign = foreign_files(_files_below(path))
     except OSError as e:  # a directory it cannot read: rmtree could not either
@@ -401,16 +412,19 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
                        input_files: Iterable[str] = (), protected: Iterable[str] = (),
                        opts: Mapping[str, str] | None = None,
                        in_use: Iterable[InputsInUse] = (),
-                       busy: Iterable[tuple[str, str]] = ()) -> IO[Any] | None:
+                       busy: Iterable[tuple[str, str]] = (), owner: str = "",
+                       may_replace: MayReplace = None) -> IO[Any] | None:
     """Refuse an existing output (as Hadoop does) unless told to replace it,
     and then only an earlier pytxmr output (``check_overwrite``, here again
     right before anything is deleted); refuse, first, one that overlaps
     another job's output however it is spelled (``refuse_overlap``). The
-    job's ``claim`` of its new output, which it holds until it ends."""
+    output's mark names ``owner``. The job's ``claim`` of its new output,
+    which it holds until it ends."""
     refuse_unwritable(path)
     refuse_overlap(path, busy, resolve=True)
     if storage.is_remote(path):
-        objectoutput.prepare(path, overwrite, inputs=inputs, opts=opts or {}, in_use=in_use)
+        objectoutput.prepare(path, overwrite, inputs=inputs, opts=opts or {}, in_use=in_use,
+                             owner=owner, may_replace=may_replace)
         return None
     if os.path.lexists(path):
         if not overwrite:
@@ -418,7 +432,7 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
                 f"output directory {path} already exists (use --overwrite to replace it)"
             )
         check_overwrite(path, inputs=inputs, input_files=input_files, protected=protected,
-                        in_use=in_use)
+                        in_use=in_use, may_replace=may_replace)
         # _SUCCESS first: a deletion cut short (a killed jobtracker) must not
         # leave what looks like a whole output.
         with contextlib.suppress(FileNotFoundError):
@@ -430,7 +444,7 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
     os.makedirs(os.path.join(path, TEMPORARY))
     mark = open(os.path.join(path, OUTPUT_MARK), "w", encoding="utf-8")
     _lock(mark)  # new: no other process has it yet
-    mark.write(_MARK_TEXT)
+    mark.write(mark_text("directory", owner))
     mark.flush()
     return mark
 

@@ -5,7 +5,7 @@ and the refusals of an output that exists."""
 from __future__ import annotations
 
 import re
-from typing import Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
 TEMPORARY = "_temporary"
 SUCCESS = "_SUCCESS"
@@ -37,6 +37,33 @@ class InputsInUse(NamedTuple):
     whose: str
     inputs: Sequence[str]
     files: Sequence[str]
+
+
+#: Whether the submitter may replace an output of this owner (``User.may_control``
+#: under ``--users``); None: anyone may (a cluster of one secret's holders).
+MayReplace = Optional[Callable[[str], bool]]
+
+_OWNER_LINE = "owner: "
+
+
+def mark_text(what: str, owner: str) -> str:
+    """The text of an output's mark: what it says to a reader, and the
+    owner of the job that made it (a user's name; none if unknown)."""
+    return (f"This {what} is the output of a pytxmr job: `--overwrite` may replace it.\n"
+            f"pytxmr refuses to overwrite a {what} without it.\n"
+            + (f"{_OWNER_LINE}{owner}\n" if owner else ""))
+
+
+def refuse_foreign_owner(text: str, may_replace: MayReplace) -> str | None:
+    """Why the output whose mark says ``text`` is not the submitter's to
+    replace; None if it is."""
+    if may_replace is None:
+        return None
+    owner = next((line[len(_OWNER_LINE):] for line in text.splitlines()
+                  if line.startswith(_OWNER_LINE)), "")
+    if not owner or may_replace(owner):
+        return None
+    return f"it is the output of a job of {owner}: only they or an administrator may replace it"
 
 
 def part_name(partition: int) -> str:

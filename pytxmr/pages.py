@@ -391,8 +391,9 @@ def log_page(job_id: str, attempt_id: str, text: str | None) -> str:
     return page(f"pytxmr log {attempt_id}", body, live=False)
 
 
-def not_found_page(what: str) -> str:
-    return page("pytxmr: not found", f"<h1>Not found</h1><p>{esc(what)}</p>", live=False)
+def error_page(title: str, why: str) -> str:
+    return page(f"pytxmr: {title.lower()}", f"<h1>{esc(title)}</h1><p>{esc(why)}</p>",
+                live=False)
 
 
 CSS = """

@@ -96,9 +96,12 @@ class StatusResource(resource.Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, jt: IJobTrackerStatus) -> None:
+    def __init__(self, jt: IJobTrackerStatus, logs: bool = True) -> None:
         super().__init__()
         self.jt = jt
+        #: Whether task logs are shown: not on a cluster with users, where a
+        #: job's logs are its owner's (``pytxmr logs`` checks who asks).
+        self.logs = logs
 
     def render_GET(self, request: IRequest) -> bytes | int:
         for name, value in ((b"Content-Security-Policy", _CSP),
@@ -134,6 +137,8 @@ class StatusResource(resource.Resource):
                                    lambda body: self._json(request, body), True)
             if len(p) == 5 and p[0] == "jobs" and p[2] == "attempts" and p[4] == "log":
                 job_id, aid = p[1], p[3]
+                if not self.logs:
+                    return self._owners_only(request, True)
                 return self._later(request, jt.attempt_log(job_id, aid), lambda text: (
                     self._json(request, {"job_id": job_id, "attempt": aid, "log": text})), True)
             return self._not_found(request, True, "no such API path")
@@ -147,6 +152,8 @@ class StatusResource(resource.Resource):
                 self._html(request, pages.job_page(view, now))), False)
         if len(p) == 5 and p[0] == "jobs" and p[2] == "attempts" and p[4] == "log":
             job_id, aid = p[1], p[3]
+            if not self.logs:
+                return self._owners_only(request, False)
             return self._later(request, jt.attempt_log(job_id, aid), lambda text: (
                 self._html(request, pages.log_page(job_id, aid, text))), False)
         if len(p) == 2 and p[0] == "static" and p[1] in _STATIC:
@@ -169,10 +176,18 @@ class StatusResource(resource.Resource):
         return text.encode("utf-8")
 
     def _not_found(self, request: IRequest, api: bool, why: str) -> bytes:
-        request.setResponseCode(404)
+        return self._error(request, api, 404, "Not found", why)
+
+    def _owners_only(self, request: IRequest, api: bool) -> bytes:
+        return self._error(request, api, 403, "Forbidden", (
+            "on a cluster with users, a job's task logs are its owner's: read them with "
+            "`python -m pytxmr logs JOB` as its owner or an administrator"))
+
+    def _error(self, request: IRequest, api: bool, code: int, title: str, why: str) -> bytes:
+        request.setResponseCode(code)
         if api:
             return self._json(request, {"error": why})
-        return self._html(request, pages.not_found_page(why))
+        return self._html(request, pages.error_page(title, why))
 
     def _later(self, request: IRequest, work: Awaitable[Any],
                render: Callable[[Any], bytes], api: bool) -> int:
@@ -229,9 +244,11 @@ class _Site(server.Site):
         daemon's log."""
 
 
-def web_site(jt: IJobTrackerStatus, password: str | None = None) -> server.Site:
-    """The status site of ``jt``; with ``password``, behind HTTP basic auth."""
-    root: resource.Resource = StatusResource(jt)
+def web_site(jt: IJobTrackerStatus, password: str | None = None,
+             logs: bool = True) -> server.Site:
+    """The status site of ``jt``; with ``password``, behind HTTP basic auth;
+    without ``logs``, its task logs refused."""
+    root: resource.Resource = StatusResource(jt, logs)
     if password is not None:
         root = guard.HTTPAuthSessionWrapper(
             portal.Portal(_StatusRealm(root), [WebPasswordChecker(password)]),
@@ -248,8 +265,9 @@ class StatusServer:
     log = Logger()
 
     def __init__(self, reactor: Any, jt: IJobTrackerStatus, listen: str, secret: bytes,
-                 auth: bool = False, tls: ClusterTLS | None = None) -> None:
+                 auth: bool = False, tls: ClusterTLS | None = None, logs: bool = True) -> None:
         self._reactor = reactor
+        self._logs = logs
         self._tls = tls
         self.jt = jt
         self.listen = listen
@@ -261,7 +279,7 @@ class StatusServer:
     async def start(self) -> int | None:
         """Listen; the bound port, or None when it cannot bind (the
         jobtracker runs on without its status page)."""
-        site = web_site(self.jt, web_password(self._secret) if self.auth else None)
+        site = web_site(self.jt, web_password(self._secret) if self.auth else None, self._logs)
         try:
             endpoint = endpoints.serverFromString(self._reactor, self.listen)
             factory: Any = site

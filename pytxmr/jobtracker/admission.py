@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from .. import output, storage
 from ..bundle import BundleError, BundleStore
 from ..child import TaskChild, Zygote
-from ..outputrules import InputsInUse, OutputsOverlap
+from ..outputrules import InputsInUse, MayReplace, OutputsOverlap
 from ..storage import InputFile
 from ..wire import SubmissionError
 from .job import JobRecord, StepPlan
@@ -117,20 +117,22 @@ class Admission:
         if self._stopping:
             raise SubmissionError("the jobtracker is stopping")
 
-    async def admit(self, spec: Any, slots: int, running: Callable[[], Iterable[JobRecord]]
-                    ) -> Admitted:
-        """The checked job; ``running()``: the running jobs, whose outputs
-        no new job may overlap and whose inputs no ``--overwrite`` deletes."""
+    async def admit(self, spec: Any, slots: int, running: Callable[[], Iterable[JobRecord]],
+                    owner: str = "", may_replace: MayReplace = None) -> Admitted:
+        """The checked job of ``owner``; ``running()``: the running jobs,
+        whose outputs no new job may overlap and whose inputs no
+        ``--overwrite`` deletes; ``may_replace``: whether it may replace an
+        output of another owner."""
         ended: defer.Deferred[None] = defer.Deferred()
         self._in_progress.add(ended)
         try:
-            return await self._admit(spec, slots, running)
+            return await self._admit(spec, slots, running, owner, may_replace)
         finally:
             self._in_progress.discard(ended)
             ended.callback(None)
 
-    async def _admit(self, spec: Any, slots: int, running: Callable[[], Iterable[JobRecord]]
-                     ) -> Admitted:
+    async def _admit(self, spec: Any, slots: int, running: Callable[[], Iterable[JobRecord]],
+                     owner: str, may_replace: MayReplace) -> Admitted:
         self._refuse_if_stopping()
         sub = validate_submission(spec)
         _refuse_overlap(sub.output, self._outputs(running()))
@@ -146,7 +148,8 @@ class Admission:
         self._admitting[token] = InputsInUse("a job being submitted", list(sub.inputs),
                                              [f.path for f in files])
         try:
-            return await self._admit_listed(sub, files, slots, running, token)
+            return await self._admit_listed(sub, files, slots, running, token, owner,
+                                            may_replace)
         finally:
             del self._admitting[token]
             self._claimed.pop(token, None)
@@ -167,8 +170,8 @@ class Admission:
                 *(inputs for t, inputs in self._admitting.items() if t is not token)]
 
     async def _admit_listed(self, sub: Submission, files: list[InputFile], slots: int,
-                            running: Callable[[], Iterable[JobRecord]], token: object
-                            ) -> Admitted:
+                            running: Callable[[], Iterable[JobRecord]], token: object,
+                            owner: str, may_replace: MayReplace) -> Admitted:
         listed = self._admitting[token].files  # the paths of ``files``
         try:
             if sub.overwrite:
@@ -177,7 +180,7 @@ class Admission:
                     output.check_overwrite, sub.output, inputs=sub.inputs,
                     input_files=listed, protected=[self.workdir],
                     opts=sub.storage_options, in_use=self._in_use(running(), token),
-                    busy=self._outputs(running(), token))
+                    busy=self._outputs(running(), token), may_replace=may_replace)
         except (ValueError, output.OutputExistsError) as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
         self._refuse_if_stopping()
@@ -218,7 +221,7 @@ class Admission:
                     input_files=listed, protected=[self.workdir],
                     opts=sub.storage_options,
                     in_use=self._in_use(running(), token) if sub.overwrite else (),
-                    busy=self._outputs(running(), token))
+                    busy=self._outputs(running(), token), owner=owner, may_replace=may_replace)
             except (output.OutputExistsError, OSError, ValueError) as e:
                 raise SubmissionError(str(e)) from None
             if self._stopping:  # the output just made is no job's

@@ -272,11 +272,13 @@ class ClientAvatar(pb.Avatar):
     @refusals_as_pb_errors
     def perspective_submit(self, spec: dict[str, Any]) -> defer.Deferred[str]:
         if self.user is not None:
-            owner = self.user.name
-        else:
+            owner, may_replace = self.user.name, self.user.may_control
+        else:  # one secret's holders: who they say, and any may replace any output
             claimed = spec.get("user") if isinstance(spec, dict) else None
             owner = claimed if isinstance(claimed, str) and valid_name(claimed) else ""
-        return defer.Deferred.fromCoroutine(self.jt.submit(spec, owner=owner))
+            may_replace = None
+        return defer.Deferred.fromCoroutine(
+            self.jt.submit(spec, owner=owner, may_replace=may_replace))
 
     def _may_control(self, job_id: str, what: str) -> None:
         if self.user is None:

@@ -123,7 +123,8 @@ class JobTrackerService(AsyncMultiService):
         from ..web import StatusServer
 
         self.web = StatusServer(self._reactor, self.jt, self.config.web_listen,
-                                self._secret, self.config.web_auth, tls=self.config.tls)
+                                self._secret, self.config.web_auth, tls=self.config.tls,
+                                logs=self.config.users is None)
         self.web_port = await self.web.start()
 
     async def _stop_web(self) -> None:

@@ -27,6 +27,7 @@ from ..child import Zygote
 from ..counters import FRAMEWORK
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION, JobHistory
 from ..journal import Committed, Journal
+from ..outputrules import MayReplace
 from ..ports import IWorker
 from ..scheduler import Action, Scheduler, State
 from ..tasklog import LogKeeper, logs_reply
@@ -463,11 +464,14 @@ class JobTracker:
 
     # --- jobs ----------------------------------------------------------------
 
-    async def submit(self, spec: Any, owner: str = "") -> str:
-        """Check and start a job; raises SubmissionError with the reason."""
+    async def submit(self, spec: Any, owner: str = "", may_replace: MayReplace = None) -> str:
+        """Check and start a job of ``owner`` (who may replace the outputs
+        of the owners ``may_replace`` says); raises SubmissionError with
+        the reason."""
         slots = self._slots()
         admitted = await self.admission.admit(
-            spec, slots, lambda: [j for j in self.jobs.values() if j.running or j.finishing])
+            spec, slots, lambda: [j for j in self.jobs.values() if j.running or j.finishing],
+            owner, may_replace)
         job, sub = admitted.job, admitted.submission
         job.owner = owner
         self.jobs[job.id] = job

@@ -124,9 +124,10 @@ def words(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _submit(c: TLSCluster, user: str, words: Path, out: Path) -> tuple[int, str, str]:
+def _submit(c: TLSCluster, user: str, words: Path, out: Path,
+            *more: str) -> tuple[int, str, str]:
     return c.as_user(user, "submit", str(WORDCOUNT), str(words), "-o", str(out),
-                     "--reducers", "3", "-q")
+                     "--reducers", "3", "-q", *more)
 
 
 def _ports(c: TLSCluster) -> dict[str, int]:
@@ -172,6 +173,16 @@ def test_the_status_site_is_https_with_the_cluster_ca(tls_cluster: TLSCluster,
     # A browser that does not trust the cluster CA refuses the site.
     with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
         urllib.request.urlopen(url, context=ssl.create_default_context(), timeout=10)
+    # A job's task logs are its owner's: `pytxmr logs` checks who asks; the
+    # site, which does not know, served them to anyone.
+    rc, out, err = c.as_user("bob", "jobs")
+    job_id = next(line.split()[0] for line in out.splitlines() if " bob " in line)
+    for api in ("api/", ""):
+        log = f"{url}{api}jobs/{job_id}/attempts/{job_id}_m00000_0/log"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(log, context=context, timeout=10)
+        assert refused.value.code == 403
+        assert "on a cluster with users, a job" in refused.value.read().decode()
 
 
 @pytest.mark.parametrize("which", ["other", "expired"])
@@ -353,6 +364,24 @@ def test_users_own_their_jobs(tls_cluster: TLSCluster, words: Path, tmp_path: Pa
         if submitter.poll() is None:
             submitter.kill()
         submitter.communicate()
+
+
+def test_users_replace_only_their_own_outputs(tls_cluster: TLSCluster, words: Path,
+                                              tmp_path: Path) -> None:
+    """bob's --overwrite emptied alice's finished output (his job's own
+    output in its place); it is refused, nothing deleted; alice and an
+    administrator may replace it."""
+    c, out = tls_cluster, tmp_path / "alices"
+    assert _submit(c, "alice", words, out)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    rc, _, err = _submit(c, "bob", words, out, "--overwrite")
+    assert rc == 2 and "it is the output of a job of alice: only they or an administrator" \
+        in err and "nothing was deleted" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    for user in ("alice", "root"):
+        rc, _, err = _submit(c, user, words, out, "--overwrite")
+        assert rc == 0, err
+    assert _read_part_files(out) == Counter(words.read_text().split())
 
 
 def test_wrong_passwords_and_the_secret_are_refused(tls_cluster: TLSCluster) -> None:

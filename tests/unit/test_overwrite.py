@@ -254,10 +254,11 @@ def test_an_object_store_input_of_another_job_is_refused_under_any_alias() -> No
         job = InputsInUse("the running job job_7", [theirs], [])
         with pytest.raises(UnsafeOverwrite, match="an input of the running job job_7"):
             objectoutput.check_overwrite("s3://b/earlier", [OUTPUT_MARK], False, inputs=[],
-                                         in_use=[job], objects=lambda: [OUTPUT_MARK])
+                                         in_use=[job], objects=lambda: [OUTPUT_MARK],
+                                         mark=lambda: "")
     objectoutput.check_overwrite("s3://b/earlier", [OUTPUT_MARK], False, inputs=[],
                                  in_use=[InputsInUse("j", ["s3://b/earlier-too"], [])],
-                                 objects=lambda: [OUTPUT_MARK])
+                                 objects=lambda: [OUTPUT_MARK], mark=lambda: "")
 
 
 @pytest.mark.parametrize("pattern, hit", [
@@ -363,3 +364,43 @@ def test_an_output_claimed_by_another_process_is_not_overwritten(home: Path) -> 
     assert claimed_elsewhere(str(out))  # by another file of this very process
     claim.close()
     assert not claimed_elsewhere(str(out))
+
+
+def test_another_users_output_is_theirs_to_replace(home: Path) -> None:
+    """Under --users, bob's --overwrite emptied alice's finished output:
+    the mark names the owner of the job that made an output, and only
+    they or an administrator may replace it (a cluster without users
+    checks no owner), in a directory as under a prefix."""
+    from pytxmr import objectoutput
+    from pytxmr.outputrules import mark_text
+    from pytxmr.users import User
+
+    bob, ops = User("bob").may_control, User("ops", admin=True).may_control
+    out = home / "out"
+    claim = prepare_output_dir(str(out), False, owner="alice")
+    assert claim is not None
+    claim.close()
+    (out / "part-00000").write_text("a\t1\n")
+    assert (out / OUTPUT_MARK).read_text().endswith("owner: alice\n")
+    before = snapshot(out)
+    with pytest.raises(UnsafeOverwrite, match="it is the output of a job of alice: only they "
+                                              "or an administrator may replace it"):
+        prepare_output_dir(str(out), True, owner="bob", may_replace=bob)
+    assert snapshot(out) == before
+    check_overwrite(str(out), may_replace=User("alice").may_control)
+    check_overwrite(str(out), may_replace=ops)
+    check_overwrite(str(out))  # no users
+    for mark, allowed in ((mark_text("prefix", "alice"), False), (mark_text("prefix", ""), True),
+                          (mark_text("prefix", "bob"), True)):
+        def check() -> None:
+            objectoutput.check_overwrite("s3://b/out", [OUTPUT_MARK], False, inputs=[],
+                                         objects=lambda: [OUTPUT_MARK], mark=lambda: mark,
+                                         may_replace=bob)
+        if allowed:
+            check()
+        else:
+            with pytest.raises(UnsafeOverwrite, match="a job of alice"):
+                check()
+    claim = prepare_output_dir(str(out), True, owner="ops", may_replace=ops)
+    assert claim is not None and (out / OUTPUT_MARK).read_text().endswith("owner: ops\n")
+    claim.close()
