@@ -135,6 +135,10 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
         factory.disconnect()
         hint = "" if tls else " (does it use TLS? then give --tls DIR)"
         reason = getattr(broker, "lost_reason", None)
+        garbage = getattr(broker, "not_pb", None)
+        if garbage is not None:
+            raise ClusterError(f"what answers at {address} does not speak PB ({garbage!r}): "
+                               f"is it the jobtracker's port?") from None
         if reason is None:
             raise ClusterUnreachable(f"the jobtracker at {address} did not answer the login "
                                f"within {timeout:g}s{hint}") from None

@@ -77,13 +77,30 @@ def unpack(data: Any) -> Any:
 
 class Broker(pb.Broker):
     """PB's broker, with no Nagle delay on TCP; ``lost_reason`` says why
-    its connection ended (PB's notifications do not)."""
+    its connection ended (PB's notifications do not), ``not_pb`` what the
+    peer sent that is not PB, if that ended it."""
 
     lost_reason: Failure | None = None
+    not_pb: Exception | None = None
 
     def connectionMade(self) -> None:
         no_delay(self.transport)
         super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            super().dataReceived(data)
+        except Exception as e:
+            # Banana's and PB's own errors (a bad type byte, an answer to
+            # no question, a message of the wrong shape): the peer's bytes,
+            # which went to the reactor's log as a traceback each, the
+            # connection dropped by it all the same.
+            self.not_pb = e
+            self.garbled(e)
+            self.transport.abortConnection()
+
+    def garbled(self, e: Exception) -> None:
+        """The peer sent ``e``'s garbage; the connection is dropped next."""
 
     def connectionLost(self, reason: Failure) -> None:
         self.lost_reason = reason

@@ -15,7 +15,7 @@ from twisted.internet import defer, endpoints, protocol
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.spread import banana, pb
+from twisted.spread import pb
 from zope.interface import implementer
 
 from .. import wire
@@ -388,14 +388,11 @@ class _GuardedBroker(Broker):
         self.logged_in()  # cancels the deadline
         super().connectionLost(reason)
 
-    def dataReceived(self, data: bytes) -> None:
-        try:
-            super().dataReceived(data)
-        except (banana.BananaError, NotImplementedError) as e:  # banana's "bad type byte"
-            peer = self.transport.getPeer()
-            self.log.warn("Dropped a connection from {host}:{port}: not PB ({e})",
-                          host=getattr(peer, "host", peer), port=getattr(peer, "port", ""), e=e)
-            self.transport.abortConnection()
+    def garbled(self, e: Exception) -> None:
+        peer = self.transport.getPeer()
+        self.log.warn("Dropped a connection from {host}:{port}: not PB ({e})",
+                      host=getattr(peer, "host", peer), port=getattr(peer, "port", ""),
+                      e=f"{type(e).__name__}: {e}")
 
 
 class _LoginWrapper(pb._PortalWrapper):
@@ -415,7 +412,14 @@ class _LoginWrapper(pb._PortalWrapper):
         if message not in ("login", "loginAnonymous", "user_login"):
             self.log.warn("Refused a call of {m!r} before login", m=str(message)[:60])
             raise pb.Error("log in first")
-        return super().remoteMessageReceived(broker, message, args, kw)
+        try:
+            return super().remoteMessageReceived(broker, message, args, kw)
+        except pb.Error:
+            raise
+        except Exception as e:  # arguments of the wrong shape (PB's own check fails)
+            self.log.warn("Refused a malformed call of {m!r} before login ({e})", m=message,
+                          e=f"{type(e).__name__}: {e}")
+            raise pb.Error("a malformed call") from None
 
     def remote_user_login(self, client_first: str) -> list[Any]:
         if self.users is None:

@@ -260,6 +260,9 @@ class JobTrackerConnection(service.Service):
         why = tls_refusal(getattr(broker, "lost_reason", None))
         if why:
             text = f"the TLS handshake failed ({why})"
+        elif getattr(broker, "not_pb", None) is not None:
+            text = ("what answers there does not speak PB: is it the jobtracker's port? "
+                    "(--jobtracker HOST:PORT)")
         elif self._tls is None and broker.currentDialect is None:
             text = ("it closed the connection before it spoke PB (does it use TLS? then give "
                     "--tls DIR)")

@@ -692,20 +692,54 @@ def _poke(port: int, payload: bytes) -> None:
             pass
 
 
+def _banana(*items: object) -> bytes:
+    """Items in Banana, PB's encoding: str, int and lists of them."""
+    out = b""
+    for item in items:
+        if isinstance(item, str):
+            out += bytes([len(item)]) + b"\x82" + item.encode()
+        elif isinstance(item, int):
+            out += bytes([item]) + b"\x81"
+        else:
+            assert isinstance(item, list)
+            out += bytes([len(item)]) + b"\x80" + _banana(*item)
+    return out
+
+
+#: Banana that is no PB: after the dialect, messages of the wrong shape,
+#: answers to no question, references to nothing.
+NOT_PB = [_banana("pb", 5), _banana("pb", []), _banana("pb", ["zork", 1]),
+          _banana("pb", ["message"]), _banana("pb", ["answer", 99, 1]),
+          _banana("pb", ["decref", 77]), _banana("pb", ["message", 1, "root", "login", 1, 2, 3])]
+
+
 def test_garbage_on_the_ports_does_not_harm_the_cluster(cluster: Cluster) -> None:
     """Random bytes and an HTTP request on the PB and shuffle ports are
-    dropped; the daemons keep running jobs."""
+    dropped; the daemons keep running jobs. Banana that is not PB is
+    dropped with a line each, where each was a traceback in the
+    jobtracker's log; a client sent to a port that is not PB says so, where
+    it printed Twisted's tracebacks."""
     assert cluster.jobtracker is not None
     rng = random.Random(7)
     garbage = bytes(rng.randrange(256) for _ in range(20000))
     http = b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl\r\n\r\n"
-    ports = [cluster.jobtracker.ready["port"]] + [
-        tt.ready["shuffle_port"] for tt in cluster.tasktrackers if tt.ready]
-    for port in ports:
+    shuffle_ports = [tt.ready["shuffle_port"] for tt in cluster.tasktrackers if tt.ready]
+    for port in [cluster.jobtracker.ready["port"], *shuffle_ports]:
         for payload in (garbage, http, b"\x00" * 5 + b"\xff" * 70000):
             _poke(port, payload)
+    for payload in NOT_PB:
+        _poke(cluster.jobtracker.ready["port"], payload)
     for daemon in [cluster.jobtracker, *cluster.tasktrackers[:2]]:
         assert daemon.proc.poll() is None, f"{daemon.name} died:\n{daemon.log()[-3000:]}"
+    log = wait_for(lambda: (text := cluster.jobtracker.log()).count(": not PB (") >= len(NOT_PB)
+                   and text, 10, "a line for each")
+    assert "Traceback" not in log and "Unhandled Error" not in log, log
+    assert "Refused a malformed call of 'login' before login" in log, log
+    rc, _, err = run_cli("jobs", "--jobtracker", f"127.0.0.1:{shuffle_ports[0]}",
+                         *cluster.client_args()[2:], env=cluster.env, cwd=cluster.base)
+    assert rc == 2, err
+    assert f"what answers at 127.0.0.1:{shuffle_ports[0]} does not speak PB" in err, err
+    assert "Traceback" not in err, err
     data = write(cluster.base / "after-garbage.txt", "after garbage garbage\n" * 50)
     out = cluster.base / "out-after-garbage"
     assert_ok(cluster.submit(WORDCOUNT, [data], out, "--reducers", "2"), cluster)
