@@ -12,11 +12,13 @@ from typing import Any, Callable
 from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, protocol, task
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import pb
 from zope.interface import implementer
 
+from ..addresses import endpoint_host_port
 from ..auth import LoginRefused, login
 from ..daemon import FatalError
 from ..pbwire import call, client_factory, pack, refusals_as_pb_errors, unpack
@@ -129,6 +131,27 @@ class _PBReconnectingFactory(protocol.Factory):
         return client_factory().buildProtocol(addr)
 
 
+@implementer(IStreamClientEndpoint)
+class _SaysWhyNot:
+    """The jobtracker's endpoint, whose failed connects are told to
+    ``failed`` (ClientService only schedules its next try, naming the
+    endpoint by its repr: ours names the address)."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint, address: str,
+                 failed: Callable[[Failure], None]) -> None:
+        self._endpoint, self._address, self._failed = endpoint, address, failed
+
+    def connect(self, factory: protocol.Factory) -> defer.Deferred[Any]:
+        def failed(f: Failure) -> Failure:
+            self._failed(f)
+            return f
+
+        return self._endpoint.connect(factory).addErrback(failed)
+
+    def __repr__(self) -> str:
+        return f"the jobtracker at {self._address}"
+
+
 #: Seconds a tasktracker keeps its completed map outputs after losing the
 #: jobtracker, for a restarted one to resume its jobs with.
 DEFAULT_KEEP_OUTPUTS = 300.0
@@ -169,8 +192,9 @@ class JobTrackerConnection(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        endpoint = jobtracker_client_endpoint(self._reactor, self._address, self._tls)
         self._client = ClientService(
-            jobtracker_client_endpoint(self._reactor, self._address, self._tls),
+            _SaysWhyNot(endpoint, self._shown_address(), self._cannot_connect),
             _PBReconnectingFactory(),
             retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
             prepareConnection=self._login, clock=self._reactor)
@@ -253,6 +277,15 @@ class JobTrackerConnection(service.Service):
             self.log.warn("Cannot ask to be drained ({e}): stopping now", e=e)
             self.drained()
 
+    def _shown_address(self) -> str:
+        """HOST:PORT, as given, for the endpoint string we were given."""
+        host_port = endpoint_host_port(self._address)
+        return f"{host_port[0]}:{host_port[1]}" if host_port else self._address
+
+    def _cannot_connect(self, failure: Failure) -> None:
+        self._problem(f"cannot reach it at {self._shown_address()} "
+                      f"({failure.getErrorMessage()})")
+
     def _login_lost(self, broker: pb.Broker) -> None:
         """Say why a login's connection ended, once per reason (it retries
         with backoff): a TLS handshake that failed, or a jobtracker that
@@ -268,9 +301,13 @@ class JobTrackerConnection(service.Service):
                     "--tls DIR)")
         else:
             text = "the connection was lost during the login"
+        self._problem(f"cannot log in to it: {text}")
+
+    def _problem(self, text: str) -> None:
+        """Say why we are not registered, once per reason: we retry with backoff."""
         if text != self._last_login_problem:
             self._last_login_problem = text
-            self.log.warn("Cannot log in to the jobtracker: {why}; retrying", why=text)
+            self.log.warn("Not registered with the jobtracker: {why}; retrying", why=text)
 
     def _disconnected(self, jobtracker: PBJobTracker) -> None:
         if jobtracker is not self._jobtracker:

@@ -746,6 +746,34 @@ def test_garbage_on_the_ports_does_not_harm_the_cluster(cluster: Cluster) -> Non
     assert merged(read_wordcount(out)) == {"after": 50, "garbage": 100}
 
 
+def test_a_tasktracker_says_why_it_is_not_registered(cluster: Cluster, tmp_path: Path) -> None:
+    """Sent to a port where nothing listens, it logged only ClientService's
+    "Scheduling retry 7 to connect <TCP4ClientEndpoint object at 0x...>";
+    sent to a port that is not PB, a traceback at every try."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    shuffle = cluster.tasktrackers[0].ready["shuffle_port"]
+    for port, why in ((closed, f"cannot reach it at 127.0.0.1:{closed} (Connection was refused"),
+                      (shuffle, "cannot log in to it: what answers there does not speak PB")):
+        log = tmp_path / f"tt-{port}.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pytxmr.tasktracker", "--jobtracker", f"127.0.0.1:{port}",
+                 "--workdir", str(tmp_path / f"tt-{port}"), *cluster.client_args()[2:]],
+                stdout=out, stderr=subprocess.STDOUT, env=cluster.env)
+        try:
+            wait_for(lambda: log.read_text().count("Scheduling retry") >= 3, 30, "three tries")
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        text = log.read_text()
+        assert text.count("Not registered with the jobtracker: ") == 1, text
+        assert f"Not registered with the jobtracker: {why}" in text, text
+        assert f"to connect the jobtracker at 127.0.0.1:{port} in " in text, text
+        assert "Traceback" not in text and "object at 0x" not in text, text
+
+
 def test_job_control_commands_list_show_and_kill_a_job(cluster: Cluster,
                                                        corpus: Path) -> None:
     """jobs, status and kill work on a running job; the submitter of a killed
