@@ -179,6 +179,8 @@ class JobTrackerConnection(service.Service):
         #: Told the worker id of every registration.
         self._on_registered = on_registered
         self._last_login_problem: str | None = None
+        #: A drain asked for while the jobtracker was away: asked again then.
+        self._drain_later: Any = None
         self._mind = TaskTrackerMind(tt, self.drained)
         self._client: ClientService | None = None
         #: The broker of a login in progress, and what fires when it ends.
@@ -253,6 +255,9 @@ class JobTrackerConnection(service.Service):
         perspective.notifyOnDisconnect(lambda _: self._disconnected(jobtracker))
         self._last_login_problem = None
         self.log.info("Registered with the jobtracker as {wid}", wid=wid)
+        if self._drain_later is not None:  # asked while the jobtracker was away
+            self._drain_later.cancel()
+            self._drain_again()
         if self._on_registered is not None:
             self._on_registered(wid)
         if not self.first_registration.called:
@@ -266,9 +271,19 @@ class JobTrackerConnection(service.Service):
             self.ended.callback(None)
 
     async def request_drain(self) -> None:
-        """Ask to be drained (SIGUSR1); without a jobtracker, stop now."""
+        """Ask to be drained (SIGUSR1). Without a jobtracker, stop now,
+        unless we keep map outputs for a restarted one (its jobs' work):
+        then ask it once it is back, or stop once they are dropped."""
         if self._jobtracker is None:
-            self.drained()
+            until = self.tt.kept_until()
+            if until is None:
+                self.drained()
+            elif self._drain_later is None:
+                wait = max(0.0, until - self._reactor.seconds())
+                self.log.info("Draining: the jobtracker is away; asking it once it is back "
+                              "(it may resume jobs with the map outputs kept here), or "
+                              "stopping once they are dropped, in {s:.0f}s", s=wait)
+                self._drain_later = self._reactor.callLater(wait + 0.01, self._drain_again)
             return
         self.log.info("Asking the jobtracker to drain this tasktracker")
         try:
@@ -285,6 +300,10 @@ class JobTrackerConnection(service.Service):
     def _cannot_connect(self, failure: Failure) -> None:
         self._problem(f"cannot reach it at {self._shown_address()} "
                       f"({failure.getErrorMessage()})")
+
+    def _drain_again(self) -> None:
+        self._drain_later = None
+        defer.Deferred.fromCoroutine(self.request_drain())
 
     def _login_lost(self, broker: pb.Broker) -> None:
         """Say why a login's connection ended, once per reason (it retries

@@ -299,6 +299,13 @@ class TaskTracker:
         if self.held and self._keep_timer is None:
             self._keep_timer = self._clock.callLater(keep_outputs, self._drop_kept)
 
+    def kept_until(self) -> float | None:
+        """When the map outputs kept for a restarted jobtracker are dropped;
+        None when none are kept (or a jobtracker took them back)."""
+        if self.jobtracker is None and self.held and self._keep_timer is not None:
+            return float(self._keep_timer.getTime())
+        return None
+
     def _drop_kept(self) -> None:
         self._keep_timer = None
         if self.jobtracker is None and self.held:

@@ -248,3 +248,33 @@ def test_a_job_whose_output_another_job_took_meanwhile_is_not_resumed(
                 other.communicate()
         assert (r.out / "part-00000").read_text() == "x\t2\ny\t1\n"
         assert not (r.out / "part-00001").exists()
+
+
+def test_a_drain_asked_while_the_jobtracker_is_away_waits_for_it(tmp_path: Path) -> None:
+    """SIGUSR1 while the jobtracker was down stopped the tasktracker at
+    once, dropping the map outputs it had just said it kept for a restarted
+    jobtracker. It asks the jobtracker once it is back, which drains it as
+    any other: its outputs served until its maps ran again elsewhere."""
+    with _running(tmp_path, 8, 2, 2, 0.3, 1.0) as r:
+        c, job_id = r.cluster, r.job_id
+        wait_for(lambda: (s := _status(c, job_id)) and s["maps"]["done"] == 8 or None, 60,
+                 "the maps to be done")
+        assert c.jobtracker is not None
+        port = c.jobtracker.ready["port"]
+        c.jobtracker.proc.send_signal(signal.SIGKILL)
+        c.jobtracker.proc.wait(10)
+        draining = c.tasktrackers[0]
+        wait_for(lambda: "Lost the jobtracker" in draining.log() or None, 30, "the loss")
+        draining.proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: "Draining: the jobtracker is away" in draining.log() or None, 30,
+                 "the drain to wait")
+        time.sleep(0.5)
+        assert draining.proc.poll() is None, draining.log()
+        c.start_jobtracker("--port", str(port), "--resume-grace", "5")
+        _, stderr = r.submitter.communicate(timeout=120)
+        assert r.submitter.returncode == 0, stderr + c.logs()
+        assert merged(read_wordcount(r.out)) == r.expected
+        wait_for(lambda: draining.proc.poll() is not None or None, 60, "the drained worker to stop")
+        assert draining.proc.returncode == 0 and "Drained" in draining.log(), draining.log()
+        wid = draining.log().split("Registered with the jobtracker as ")[-1].split()[0]
+        assert f"Tasktracker {wid} is drained: stopping it" in c.jobtracker.log()
