@@ -452,7 +452,9 @@ def jobtracker_endpoint(address: str) -> str:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"bad jobtracker address {address!r}: use HOST:PORT, "
                          "with a port from 1 to 65535")
-    return f"tcp:host={host.strip('[]') or '127.0.0.1'}:port={port}"
+    # An IPv6 address's colons escaped: the endpoint string splits at them.
+    host = host.strip("[]").replace(":", "\\:") or "127.0.0.1"
+    return f"tcp:host={host}:port={port}"
 
 
 def no_delay(transport: object) -> None:

@@ -177,7 +177,7 @@ def test_sendable_text_keeps_what_fits_and_is_its_own_sendable_form(
     ("h:7000", "tcp:host=h:port=7000"),
     ("h", "tcp:host=h:port=7373"),
     (":7000", "tcp:host=127.0.0.1:port=7000"),
-    ("[::1]:7000", "tcp:host=::1:port=7000"),
+    ("[::1]:7000", r"tcp:host=\:\:1:port=7000"),  # read back as host "::1", not "" port 1
     ("tcp:host=h:port=1", "tcp:host=h:port=1"),
 ])
 def test_jobtracker_addresses(address: str, endpoint: str) -> None:
