@@ -107,6 +107,9 @@ def _lock(path: str) -> Any:
     """``path``'s lock file, locked and naming this process; None if another holds it."""
     import fcntl
 
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FatalError(f"the work directory {path} is a file, not a directory: give "
+                         f"--workdir a directory (made if missing)")
     os.makedirs(path, mode=0o700, exist_ok=True)
     lock = open(os.path.join(path, ".lock"), "a+", encoding="utf-8")
     try:

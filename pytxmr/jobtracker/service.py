@@ -99,7 +99,11 @@ class JobTrackerService(AsyncMultiService):
         await self.jt.history.flush()
 
     async def _listen(self) -> None:
-        endpoint = endpoints.serverFromString(self._reactor, self.config.listen)
+        try:
+            endpoint = endpoints.serverFromString(self._reactor, self.config.listen)
+        except ValueError as e:  # e.g. "invalid literal for int()" of a port
+            raise FatalError(f"--listen {self.config.listen}: not an endpoint to listen on "
+                             f"({e}); e.g. tcp:7373:interface=10.0.0.5") from None
         tls = self.config.tls
         probe = (functools.partial(probe_shuffle, self._reactor, tls=tls)
                  if self.config.check_shuffle else None)

@@ -146,7 +146,11 @@ class TaskTrackerService(AsyncMultiService):
         listen = self.config.shuffle_listen
         if not listen or not self.advertise_host:
             advertise, listen = self._addresses()
-        endpoint = endpoints.serverFromString(self._reactor, listen)
+        try:
+            endpoint = endpoints.serverFromString(self._reactor, listen)
+        except ValueError as e:  # e.g. "invalid literal for int()" of a port
+            raise FatalError(f"--shuffle-listen {listen}: not an endpoint to listen on "
+                             f"({e}); e.g. tcp:7380:interface=10.0.0.7") from None
         factory: Any = self._shuffle_factory
         if self.config.tls is not None:  # reducers must show a certificate of our CA
             factory = self.config.tls.wrap_server(factory, self._reactor, require_peer=True)

@@ -494,17 +494,37 @@ def test_a_work_directory_in_use_is_refused_to_a_second_daemon(cluster: Cluster)
     assert merged(read_wordcount(cluster.base / "out-after-second")) == {"a": 2, "b": 1}
 
 
-def test_a_damaged_journal_stops_the_jobtracker_with_what_to_do(tmp_path: Path) -> None:
-    """It exited 1 with sqlite's traceback alone."""
-    workdir = tmp_path / "jt"
-    workdir.mkdir()
-    (workdir / "journal.sqlite").write_bytes(b"not a database" * 400)
-    proc = subprocess.run([sys.executable, "-m", "pytxmr.jobtracker", "--port", "0", "--no-web",
+@pytest.mark.parametrize("mistake", ["damaged journal", "workdir a file", "listen",
+                                     "shuffle listen"])
+def test_a_daemon_that_cannot_start_says_why_in_one_line(tmp_path: Path, mistake: str) -> None:
+    """A damaged journal exited 1 with sqlite's traceback alone; a file as
+    --workdir said "[Errno 17] File exists", a bad --listen "invalid
+    literal for int() with base 10"."""
+    workdir = tmp_path / "work"
+    daemon, args = "jobtracker", ["--port", "0", "--no-web"]
+    if mistake == "damaged journal":
+        workdir.mkdir()
+        (workdir / "journal.sqlite").write_bytes(b"not a database" * 400)
+        said = (f"jobtracker: cannot read the journal {workdir / 'journal.sqlite'} (file is not "
+                f"a database): it is damaged, or not pytxmr's. Move it aside")
+    elif mistake == "workdir a file":
+        workdir.write_text("")
+        said = f"jobtracker: the work directory {workdir} is a file, not a directory"
+    elif mistake == "listen":
+        args = ["--listen", "tcp:notaport", "--no-web"]
+        said = "jobtracker: --listen tcp:notaport: not an endpoint to listen on (invalid literal"
+    else:
+        secret = tmp_path / "secret"
+        secret.write_text("s" * 64)
+        secret.chmod(0o600)
+        daemon, args = "tasktracker", ["--shuffle-listen", "tcp:x", "--jobtracker", "127.0.0.1:1",
+                                       "--secret-file", str(secret)]
+        said = "tasktracker: --shuffle-listen tcp:x: not an endpoint to listen on (invalid literal"
+    proc = subprocess.run([sys.executable, "-m", f"pytxmr.{daemon}", *args,
                            "--workdir", str(workdir)],
                           capture_output=True, text=True, env=base_env(tmp_path), timeout=30)
     assert proc.returncode == 2, proc.stderr
-    assert (f"jobtracker: cannot read the journal {workdir / 'journal.sqlite'} (file is not a "
-            f"database): it is damaged, or not pytxmr's. Move it aside") in proc.stderr
+    assert said in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
 
 
