@@ -289,11 +289,9 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
     home = os.path.realpath(os.path.expanduser("~"))
     if real == os.sep or inside(home, real):
         raise refuse("it is the root or the home directory, or holds it")
-    # ~/.pytxmr: the daemons' default work directories and the cluster secret.
-    for work in (*protected, os.path.join(home, ".pytxmr")):
-        work = os.path.realpath(work)
-        if inside(real, work) or inside(work, real):
-            raise refuse(f"it is, holds or lies in the pytxmr work directory {work}")
+    work = _work_directory_of(real, protected)
+    if work is not None:
+        raise refuse(f"it is, holds or lies in the pytxmr work directory {work}")
     overlap = _overlapping_input(real, inputs, input_files)
     if overlap is not None:
         raise refuse(f"it holds, or lies in, the job's input {overlap}")
@@ -323,6 +321,18 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise refuse(f"it holds files pytxmr did not write: {', '.join(foreign[:3])}{more}")
+
+
+def _work_directory_of(real: str, protected: Iterable[str]) -> str | None:
+    """The pytxmr work directory (``protected``, and ~/.pytxmr: the
+    daemons' default ones and the cluster secret) that the real path
+    ``real`` is, holds or lies in; None if none."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    for work in (*protected, os.path.join(home, ".pytxmr")):
+        work = os.path.realpath(work)
+        if inside(real, work) or inside(work, real):
+            return work
+    return None
 
 
 def refuse_overlap(out: str, busy: Iterable[tuple[str, str]], *, resolve: bool = False) -> None:
@@ -441,6 +451,11 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise OutputExistsError(f"the parent directory of the output {path} does not exist")
+    work = _work_directory_of(os.path.join(os.path.realpath(parent), os.path.basename(path)),
+                              protected)
+    if work is not None:  # which its daemon cleans
+        raise OutputExistsError(f"the output {path} lies in the pytxmr work directory {work}: "
+                                f"give an output elsewhere")
     os.makedirs(os.path.join(path, TEMPORARY))
     mark = open(os.path.join(path, OUTPUT_MARK), "w", encoding="utf-8")
     _lock(mark)  # new: no other process has it yet

@@ -302,6 +302,11 @@ def test_work_directories_are_refused(home: Path) -> None:
             check_overwrite(str(path), protected=[str(work)])
     default = old_output(home / ".pytxmr" / "tasktracker")
     refused(default, "work directory")
+    # A new output there too: its daemon cleans that directory.
+    for path, protected in ((work / "new", [str(work)]), (home / ".pytxmr" / "new", [])):
+        with pytest.raises(OutputExistsError, match="lies in the pytxmr work directory"):
+            prepare_output_dir(str(path), False, protected=protected)
+        assert not path.exists()
 
 
 def test_without_overwrite_an_existing_output_is_refused(home: Path) -> None:
