@@ -125,10 +125,10 @@ def listing(url: str, opts: Mapping[str, str] | None) -> tuple[Any, str, list[st
 
 def prepare(url: str, overwrite: bool, *, inputs: Iterable[str],
             opts: Mapping[str, str], in_use: Iterable[InputsInUse] = (), owner: str = "",
-            may_replace: MayReplace = None) -> None:
+            may_replace: MayReplace = None, job: str = "") -> None:
     """Refuse an existing output unless told to replace it (and then only a
     pytxmr output, no other user's), remove it, and mark the prefix as a
-    pytxmr output of ``owner``."""
+    pytxmr output of ``owner``'s ``job``."""
     fs, path, names, is_object = listing(url, opts)
     if names or is_object:
         if not overwrite:
@@ -141,7 +141,7 @@ def prepare(url: str, overwrite: bool, *, inputs: Iterable[str],
         # like a whole output.
         _remove(fs, url, path, sorted(names or (), key=lambda name: name != SUCCESS))
     storage.retrying(url, "write", lambda: fs.pipe_file(
-        f"{path}/{OUTPUT_MARK}", mark_text("prefix", owner).encode()))
+        f"{path}/{OUTPUT_MARK}", mark_text("prefix", owner, job).encode()))
 
 
 def _remove(fs: Any, url: str, path: str, names: Iterable[str]) -> None:

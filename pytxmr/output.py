@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from . import objectoutput, storage
@@ -35,6 +36,7 @@ from .outputrules import (
     MayReplace,
     UnsafeOverwrite,
     foreign_files,
+    mark_field,
     mark_text,
     part_name,
     refuse_foreign_owner,
@@ -352,34 +354,56 @@ def refuse_overlap(out: str, busy: Iterable[tuple[str, str]], *, resolve: bool =
             raise OutputsOverlap(f"the output {out} overlaps the output {other} of {whose}")
 
 
-def _lock(f: IO[Any]) -> bool:
-    """Whether ``f``'s lock was taken; False if another holds it. A file
-    system without locks takes any."""
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        return e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN)
-    return True
+def _lock(f: IO[Any], tries: int = 1) -> bool:
+    """Whether ``f``'s lock was taken; False if another holds it (after
+    ``tries``: a probe holds it a moment). A file system without locks
+    takes any."""
+    for n in range(tries):
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+        else:
+            return True
+        if n + 1 < tries:
+            time.sleep(0.02)
+    return False
 
 
-def claim(path: str) -> IO[Any] | None:
+class OutputTaken(Exception):
+    """Another job writes the output now, or has written it since."""
+
+
+def claim(path: str, job: str = "") -> IO[Any] | None:
     """The local output ``path``'s mark, held locked while a job of this
     process writes there (``prepare_output_dir`` takes it first): another
     jobtracker's job, or another ``run``, which knows nothing of this one,
     is refused its ``--overwrite`` meanwhile. The lock ends when the file
     is closed, or with this process (a crashed jobtracker holds nothing).
-    None for an object store's output (it has no locks), a mark gone, or
-    one another process holds."""
+    None for an object store's output (it has no locks) or a mark gone;
+    OutputTaken when another process holds it, or the mark names another
+    job than ``job`` (which replaced it while this one's was away)."""
     if storage.is_remote(path):
         return None
     try:
         f = open(os.path.join(path, OUTPUT_MARK), "rb")
     except OSError:
         return None
-    if _lock(f):
-        return f
-    f.close()
-    return None
+    try:
+        if not _lock(f, tries=5):
+            raise OutputTaken(f"another job writes {path} now")
+        if job and written_for_another(f.read().decode("utf-8", "replace"), job):
+            raise OutputTaken(f"another job has written {path} since")
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def written_for_another(mark: str, job: str) -> bool:
+    """Whether the mark's text names a job other than ``job``."""
+    return mark_field(mark, "job") not in ("", job)
 
 
 def claimed_elsewhere(path: str) -> bool:
@@ -423,18 +447,18 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
                        opts: Mapping[str, str] | None = None,
                        in_use: Iterable[InputsInUse] = (),
                        busy: Iterable[tuple[str, str]] = (), owner: str = "",
-                       may_replace: MayReplace = None) -> IO[Any] | None:
+                       may_replace: MayReplace = None, job: str = "") -> IO[Any] | None:
     """Refuse an existing output (as Hadoop does) unless told to replace it,
     and then only an earlier pytxmr output (``check_overwrite``, here again
     right before anything is deleted); refuse, first, one that overlaps
     another job's output however it is spelled (``refuse_overlap``). The
-    output's mark names ``owner``. The job's ``claim`` of its new output,
-    which it holds until it ends."""
+    output's mark names ``owner`` and ``job``. The job's ``claim`` of its
+    new output, which it holds until it ends."""
     refuse_unwritable(path)
     refuse_overlap(path, busy, resolve=True)
     if storage.is_remote(path):
         objectoutput.prepare(path, overwrite, inputs=inputs, opts=opts or {}, in_use=in_use,
-                             owner=owner, may_replace=may_replace)
+                             owner=owner, may_replace=may_replace, job=job)
         return None
     if os.path.lexists(path):
         if not overwrite:
@@ -459,7 +483,7 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
     os.makedirs(os.path.join(path, TEMPORARY))
     mark = open(os.path.join(path, OUTPUT_MARK), "w", encoding="utf-8")
     _lock(mark)  # new: no other process has it yet
-    mark.write(mark_text("directory", owner))
+    mark.write(mark_text("directory", owner, job))
     mark.flush()
     return mark
 
@@ -500,16 +524,24 @@ def finish_output(output: str, opts: Mapping[str, str] | None = None, job_id: st
         pass
 
 
-def abort_unfinished(output: str, opts: Mapping[str, str] | None = None) -> bool:
+def abort_unfinished(output: str, opts: Mapping[str, str] | None, job: str) -> bool:
     """``abort_output``, unless the job finished (its ``_SUCCESS`` is there:
-    a result, whatever else went wrong) or another job writes there now;
+    a result, whatever else went wrong) or the output is another job's now
+    than ``job`` (another jobtracker's, written while this one was down);
     whether it aborted."""
     if storage.is_remote(output):
-        names = objectoutput.listing(output, opts)[2]
-        finished = names is not None and SUCCESS in names
+        fs, where, names, _ = objectoutput.listing(output, opts)
+        finished = names is not None and (SUCCESS in names or OUTPUT_MARK in names and (
+            written_for_another(objectoutput.read_mark(fs, where), job)))
     else:
-        # Another job's now (another jobtracker's, this one down): its own.
-        finished = os.path.exists(os.path.join(output, SUCCESS)) or claimed_elsewhere(output)
+        try:
+            with open(os.path.join(output, OUTPUT_MARK), encoding="utf-8",
+                      errors="replace") as f:
+                taken = written_for_another(f.read(), job)
+        except OSError:
+            taken = False
+        finished = (os.path.exists(os.path.join(output, SUCCESS)) or taken
+                    or claimed_elsewhere(output))
     if not finished:
         abort_output(output, opts)
     return not finished

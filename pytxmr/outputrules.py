@@ -43,15 +43,19 @@ class InputsInUse(NamedTuple):
 #: under ``--users``); None: anyone may (a cluster of one secret's holders).
 MayReplace = Optional[Callable[[str], bool]]
 
-_OWNER_LINE = "owner: "
-
-
-def mark_text(what: str, owner: str) -> str:
-    """The text of an output's mark: what it says to a reader, and the
-    owner of the job that made it (a user's name; none if unknown)."""
+def mark_text(what: str, owner: str, job: str = "") -> str:
+    """The text of an output's mark: what it says to a reader, the owner
+    of the job that made it (a user's name; none if unknown), and that
+    job (a restarted jobtracker resumes a job into its own output only)."""
     return (f"This {what} is the output of a pytxmr job: `--overwrite` may replace it.\n"
             f"pytxmr refuses to overwrite a {what} without it.\n"
-            + (f"{_OWNER_LINE}{owner}\n" if owner else ""))
+            + (f"owner: {owner}\n" if owner else "") + (f"job: {job}\n" if job else ""))
+
+
+def mark_field(text: str, name: str) -> str:
+    """A field (``owner``, ``job``) of a mark's text; "" if it has none."""
+    return next((line[len(name) + 2:] for line in text.splitlines()
+                 if line.startswith(f"{name}: ")), "")
 
 
 def refuse_foreign_owner(text: str, may_replace: MayReplace) -> str | None:
@@ -59,8 +63,7 @@ def refuse_foreign_owner(text: str, may_replace: MayReplace) -> str | None:
     replace; None if it is."""
     if may_replace is None:
         return None
-    owner = next((line[len(_OWNER_LINE):] for line in text.splitlines()
-                  if line.startswith(_OWNER_LINE)), "")
+    owner = mark_field(text, "owner")
     if not owner or may_replace(owner):
         return None
     return f"it is the output of a job of {owner}: only they or an administrator may replace it"

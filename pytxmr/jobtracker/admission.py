@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterable
@@ -74,11 +75,21 @@ class Admission:
 
     def claim_output(self, job_id: str, out: str) -> bool:
         """Take the lock of a resumed job's output again (its jobtracker's
-        crash let it go); False if a job elsewhere holds it now."""
-        claim = output.claim(out)
+        crash let it go); False if the output is another job's now (one
+        elsewhere writes it, or has written it since)."""
+        try:
+            claim = output.claim(out, self.mark_of(job_id))
+        except output.OutputTaken:
+            return False
         if claim is not None:
             self._output_claims[job_id] = claim
-        return claim is not None or not output.claimed_elsewhere(out)
+        return True
+
+    def mark_of(self, job_id: str) -> str:
+        """The job as its output's mark names it: its id, which another
+        jobtracker's job may have too (ids are times and counts), and this
+        jobtracker's host and work directory, which no other's has."""
+        return f"{job_id} of {socket.gethostname()}:{os.path.realpath(self.workdir)}"
 
     def release_output(self, job_id: str) -> None:
         """The job's output is final: another job may replace it."""
@@ -221,7 +232,8 @@ class Admission:
                     input_files=listed, protected=[self.workdir],
                     opts=sub.storage_options,
                     in_use=self._in_use(running(), token) if sub.overwrite else (),
-                    busy=self._outputs(running(), token), owner=owner, may_replace=may_replace)
+                    busy=self._outputs(running(), token), owner=owner, may_replace=may_replace,
+                    job=self.mark_of(job_id))
             except (output.OutputExistsError, OSError, ValueError) as e:
                 raise SubmissionError(str(e)) from None
             if self._stopping:  # the output just made is no job's

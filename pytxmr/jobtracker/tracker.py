@@ -158,14 +158,16 @@ class JobTracker:
             if storage.is_remote(out):
                 # The store's calls take time: not at start, in a thread,
                 # the output held from other submissions meanwhile.
-                cleaning = self._in_thread(output.abort_unfinished, out)
+                cleaning = self._in_thread(output.abort_unfinished, out, None,
+                                           self.admission.mark_of(job_id))
                 self.admission.hold(f"the interrupted job {job_id}", out, cleaning)
                 cleaning.addCallbacks(
                     lambda aborted, job_id=job_id, out=out: self._interrupted(job_id, out, aborted),
                     lambda f, out=out: self.log.warn("Cannot clean {out}: {e}", out=out,
                                                      e=f.getErrorMessage()))
             else:
-                self._interrupted(job_id, out, output.abort_unfinished(out))
+                self._interrupted(job_id, out, output.abort_unfinished(
+                    out, None, self.admission.mark_of(job_id)))
         os.makedirs(jobs_dir, exist_ok=True)
         for name in os.listdir(jobs_dir):
             if name not in resumed:

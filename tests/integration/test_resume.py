@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import pytest
 from procs import Cluster, wait_for
 from wordcounts import merged, read_wordcount, slow_wordcount
 
@@ -203,13 +204,16 @@ def test_a_submitter_whose_jobtracker_came_back_without_its_job_says_why(
                 f"unknown (its output has _SUCCESS if it succeeded)\n") in stderr, stderr
 
 
+@pytest.mark.parametrize("other_job", ["writing", "finished"])
 def test_a_job_whose_output_another_job_took_meanwhile_is_not_resumed(
-        tmp_path: Path) -> None:
+        tmp_path: Path, other_job: str) -> None:
     """While the jobtracker was down (its lock of the output gone with
-    it), a job of another cluster replaced the output and writes it: the
-    restarted jobtracker resumed its job into that output anyway, or
-    cleaned the other job's parts as an interrupted job's. It leaves the
-    output to the other job, and the submitter is told its job is gone."""
+    it), a job of another cluster replaced the output, and writes it or
+    has finished: the restarted jobtracker resumed its job into that
+    output anyway (over the other's parts), or cleaned them as an
+    interrupted job's. It leaves the output to the other job (which holds
+    its mark, or is named in it), and the submitter is told its job is
+    gone."""
     import sys
 
     from procs import base_env
@@ -233,6 +237,10 @@ def test_a_job_whose_output_another_job_took_meanwhile_is_not_resumed(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             wait_for(lambda: claimed_elsewhere(str(r.out)), 60, "the other job's output")
+            if other_job == "finished":
+                barrier.touch()
+                _, err = other.communicate(timeout=60)
+                assert other.returncode == 0, err
             c.start_jobtracker("--port", str(port))
             _, stderr = r.submitter.communicate(timeout=60)
             assert r.submitter.returncode == 3, stderr

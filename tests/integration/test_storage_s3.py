@@ -18,6 +18,7 @@ from procs import ROOT, Cluster, run_cli, wait_for
 from wordcounts import WORDCOUNT, corpus_files, word_counts
 
 from pytxmr import output
+from pytxmr.outputrules import mark_text
 from pytxmr.testing import objectstore
 
 ok, why = objectstore.available()
@@ -376,15 +377,21 @@ def test_a_worker_killed_during_its_uploads(tmp_path_factory: pytest.TempPathFac
 def test_an_interrupted_jobs_output_is_emptied_unless_it_has_its_success(fs: Any) -> None:
     """What a jobtracker's start does with the output of a job it finds
     interrupted but not in its journal: with ``_SUCCESS`` it is a result,
-    kept whole; without, its parts go (alone they would look like one)."""
+    kept whole; without, its parts go (alone they would look like one);
+    one whose mark names another job is that job's (it replaced the output
+    while this jobtracker was down), kept whole."""
     key = f"{BUCKET}/interrupted"
     for name in (output.OUTPUT_MARK, "part-00000", "part-00001", output.SUCCESS):
         fs.pipe_file(f"{key}/{name}", b"w\t1\n")
-    assert output.abort_unfinished(f"s3://{key}") is False
+    assert output.abort_unfinished(f"s3://{key}", None, "job_1") is False
     names = sorted(os.path.basename(p) for p in fs.ls(key, refresh=True))
     assert names == sorted([output.OUTPUT_MARK, "part-00000", "part-00001", output.SUCCESS])
     fs.rm_file(f"{key}/{output.SUCCESS}")
-    assert output.abort_unfinished(f"s3://{key}") is True
+    fs.pipe_file(f"{key}/{output.OUTPUT_MARK}", mark_text("prefix", "", "job_2").encode())
+    assert output.abort_unfinished(f"s3://{key}", None, "job_1") is False
+    assert len(fs.ls(key, refresh=True)) == 3
+    fs.pipe_file(f"{key}/{output.OUTPUT_MARK}", mark_text("prefix", "", "job_1").encode())
+    assert output.abort_unfinished(f"s3://{key}", None, "job_1") is True
     assert [os.path.basename(p) for p in fs.ls(key, refresh=True)] == [output.OUTPUT_MARK]
 
 

@@ -358,7 +358,7 @@ def test_an_output_claimed_by_another_process_is_not_overwritten(home: Path) -> 
         assert claimed_elsewhere(str(out))
         with pytest.raises(UnsafeOverwrite, match="a job is writing it now"):
             prepare_output_dir(str(out), True)
-        assert not abort_unfinished(str(out))
+        assert not abort_unfinished(str(out), None, "job_1")
         assert snapshot(out) == before
     finally:
         holder.kill()
