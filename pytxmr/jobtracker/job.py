@@ -53,6 +53,9 @@ class JobRecord:
     #: calls in a thread) and the history written: ``wait`` still waits,
     #: and its output is still its own.
     finishing: bool = False
+    #: Its output is another job's now (replaced while the jobtracker was
+    #: down): the job fails without touching it.
+    output_taken: bool = False
     #: The job's arguments, as given (``jobargs``).
     args: dict[str, str] = field(default_factory=dict)
     #: The SHA-256 of its shipped code and files (``bundle``), if any.

@@ -230,12 +230,12 @@ class JobTracker:
                 self.journal.job_ended(job_id)
                 continue
             if not self.admission.claim_output(job_id, job.output):
-                self.log.warn("Job {job} cannot resume: another job (of another jobtracker, "
-                              "or a `run`) has been writing its output {out} since this "
-                              "jobtracker stopped; that output is left to it",
-                              job=job_id, out=job.output)
-                self.journal.job_ended(job_id)
-                continue
+                why = (f"another job (of another jobtracker, or a `run`) replaced its output "
+                       f"{job.output} while the jobtracker was down: that output is left to it")
+                self.log.warn("Job {job} cannot resume: {why}", job=job_id, why=why)
+                job.output_taken = True
+                ending = {"state": "failed", "error": {
+                    "type": "OutputTaken", "message": why, "traceback": ""}}
             generation = plan.get("generation", 0) + 1
             if ending is None:
                 self.journal.job_started(job_id, {**plan, "generation": generation})
@@ -772,6 +772,9 @@ class JobTracker:
         for sjob in sjobs:
             if sjob.state is State.RUNNING:  # the jobtracker stops: end its tasks too
                 self._execute(self.scheduler.kill_job(sjob.id, self.now()))
+        if job.output_taken:  # another job's now: left as it is
+            self._output_ended(job, None)
+            return
         if state == "succeeded":
             end = functools.partial(output.finish_output, job.output, job.storage_options,
                                     job.id, records)

@@ -212,8 +212,8 @@ def test_a_job_whose_output_another_job_took_meanwhile_is_not_resumed(
     has finished: the restarted jobtracker resumed its job into that
     output anyway (over the other's parts), or cleaned them as an
     interrupted job's. It leaves the output to the other job (which holds
-    its mark, or is named in it), and the submitter is told its job is
-    gone."""
+    its mark, or is named in it), and the job fails, saying so (its
+    submitter was told the jobtracker came back without it)."""
     import sys
 
     from procs import base_env
@@ -243,9 +243,11 @@ def test_a_job_whose_output_another_job_took_meanwhile_is_not_resumed(
                 assert other.returncode == 0, err
             c.start_jobtracker("--port", str(port))
             _, stderr = r.submitter.communicate(timeout=60)
-            assert r.submitter.returncode == 3, stderr
-            assert f"the jobtracker came back without {r.job_id}" in stderr, stderr
+            assert r.submitter.returncode == 1, stderr
+            assert f"{r.job_id} failed: another job (of another jobtracker, or a `run`) " \
+                f"replaced its output {r.out} while the jobtracker was down" in stderr, stderr
             assert f"Job {r.job_id} cannot resume: another job" in c.jobtracker.log()
+            assert (_status(c, r.job_id) or {}).get("state") == "failed"
             barrier.touch()
             _, err = other.communicate(timeout=60)
             assert other.returncode == 0, err
