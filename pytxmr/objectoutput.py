@@ -100,8 +100,11 @@ def check_overwrite(url: str, names: Sequence[str] | None, is_object: bool, *,
 
 
 def read_mark(fs: Any, path: str) -> str:
-    """The text of the prefix ``path``'s mark."""
-    data: bytes = fs.cat_file(f"{path}/{OUTPUT_MARK}")
+    """The text of the prefix ``path``'s mark ("" once it is gone)."""
+    try:
+        data: bytes = fs.cat_file(f"{path}/{OUTPUT_MARK}")
+    except FileNotFoundError:
+        return ""
     return data.decode("utf-8", "replace")
 
 

@@ -460,6 +460,23 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
         objectoutput.prepare(path, overwrite, inputs=inputs, opts=opts or {}, in_use=in_use,
                              owner=owner, may_replace=may_replace, job=job)
         return None
+    try:
+        return _prepare_local(path, overwrite, inputs=inputs, input_files=input_files,
+                              protected=protected, in_use=in_use, owner=owner,
+                              may_replace=may_replace, job=job)
+    except (FileNotFoundError, FileExistsError) as e:  # gone or made meanwhile
+        raise OutputExistsError(f"the output {path} changed as this job was preparing it "
+                                f"({e.strerror}: {e.filename}): another job is making or "
+                                f"replacing it now") from None
+    except OSError as e:  # a read-only file system, a directory not ours...
+        raise OutputExistsError(f"cannot prepare the output {path}: {e.strerror}"
+                                + (f": {e.filename}" if e.filename else "")) from None
+
+
+def _prepare_local(path: str, overwrite: bool, *, inputs: Sequence[str],
+                   input_files: Iterable[str], protected: Iterable[str],
+                   in_use: Iterable[InputsInUse], owner: str, may_replace: MayReplace,
+                   job: str) -> IO[Any]:
     if os.path.lexists(path):
         if not overwrite:
             raise OutputExistsError(

@@ -409,3 +409,25 @@ def test_another_users_output_is_theirs_to_replace(home: Path) -> None:
     claim = prepare_output_dir(str(out), True, owner="ops", may_replace=ops)
     assert claim is not None and (out / OUTPUT_MARK).read_text().endswith("owner: ops\n")
     claim.close()
+
+
+@pytest.mark.parametrize("error", ["made meanwhile", "read-only"])
+def test_an_output_that_cannot_be_prepared_is_refused_saying_why(
+        home: Path, monkeypatch: pytest.MonkeyPatch, error: str) -> None:
+    """Two --overwrites at once (the loser found a file gone, or a
+    directory made, by the winner), or a read-only file system: `run
+    --inline` printed a traceback and exited 1."""
+    import errno
+
+    out = old_output(home / "out")
+
+    def makedirs(path: str, *args: object, **kwargs: object) -> None:
+        if error == "made meanwhile":
+            raise FileExistsError(errno.EEXIST, "File exists", path)
+        raise OSError(errno.EROFS, "Read-only file system", path)
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    said = (r"changed as this job was preparing it \(File exists: " if error == "made meanwhile"
+            else "cannot prepare the output .*: Read-only file system: ")
+    with pytest.raises(OutputExistsError, match=said):
+        prepare_output_dir(str(out), True)
