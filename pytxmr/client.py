@@ -8,6 +8,7 @@ job's result (state, counters, error with the user's traceback). The CLI
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 from dataclasses import dataclass
@@ -183,7 +184,11 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
         codec_for(compress)
     except (ValueError, CodecUnavailable) as e:
         raise ClusterError(str(e)) from None
-    with storage.WORKING_DIRECTORY:  # not an inline job's, in another thread
+    # Relative paths are read against the working directory: the caller's,
+    # not an inline job's (in another thread), which holds this lock.
+    relative = any(not (os.path.isabs(p) or storage.is_remote(p))
+                   for p in (job_path, *inputs, output, *py_files, *files))
+    with storage.WORKING_DIRECTORY if relative else contextlib.nullcontext():
         try:
             with open(job_path, encoding="utf-8") as f:
                 source = f.read()

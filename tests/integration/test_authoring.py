@@ -308,9 +308,14 @@ inline = threading.Thread(target=pytxmr.run, daemon=True, kwargs=dict(
 inline.start()
 while os.getcwd() == here:  # the inline job's tasks' directory now
     time.sleep(0.01)
-result = pytxmr.Client(address, secret_file=secret).submit(
-    "{examples}/wordcount.py", ["in.txt"], "counted")
-inline.join()
+client = pytxmr.Client(address, secret_file=secret)
+started = time.monotonic()  # absolute paths: no need to wait for the inline job
+at_once = client.submit("{examples}/wordcount.py", [os.path.join(here, "in.txt")],
+                        os.path.join(here, "at-once"), wait=False)
+assert time.monotonic() - started < 2.5 and inline.is_alive(), time.monotonic() - started
+result = client.submit("{examples}/wordcount.py", ["in.txt"], "counted")
+assert not inline.is_alive()  # relative paths: it waited
+assert client.wait(at_once.job_id).ok
 assert result.output == os.path.join(here, "counted"), result.output
 assert dict(result.records()) == {{"a": 2, "b": 1}}
 print("beside ok")
@@ -321,7 +326,8 @@ def test_relative_paths_beside_an_inline_job_are_the_callers(
         cluster: Cluster, tmp_path: Path) -> None:
     """An inline job makes the process's working directory its tasks'
     while it runs: a job submitted from another thread meanwhile read its
-    relative input there, or wrote its output there (then deleted)."""
+    relative input there, or wrote its output there (then deleted). It
+    waits for the inline job now, unless its paths are absolute."""
     script = tmp_path / "script.py"
     script.write_text(BESIDE_INLINE_SCRIPT.format(examples=EXAMPLES))
     proc = subprocess.run([sys.executable, str(script), cluster.address,
