@@ -152,6 +152,10 @@ class _SaysWhyNot:
         return f"the jobtracker at {self._address}"
 
 
+#: Seconds a login may take: the jobtracker drops a peer that has not
+#: logged in by then (its own LOGIN_TIMEOUT).
+LOGIN_TIMEOUT = 30.0
+
 #: Seconds a tasktracker keeps its completed map outputs after losing the
 #: jobtracker, for a restarted one to resume its jobs with.
 DEFAULT_KEEP_OUTPUTS = 300.0
@@ -222,7 +226,13 @@ class JobTrackerConnection(service.Service):
         broker.notifyOnDisconnect(lambda: broker.factory.clientConnectionLost(
             None, Failure(pb.PBConnectionLost("the connection to the jobtracker was lost"))))
 
+        # A peer that never answers (a port whose server waits for its
+        # client to speak: a web server, a store) held the login for ever.
+        silent = self._reactor.callLater(LOGIN_TIMEOUT, self._no_answer, broker)
+
         def end(result: Any) -> Any:
+            if silent.active():
+                silent.cancel()
             self._login_in_progress = None
             ended.callback(None)
             return result
@@ -235,7 +245,8 @@ class JobTrackerConnection(service.Service):
             reg: Registration = self._registration()
             wid = await perspective.callRemote("register", reg.to_wire())
         except pb.PBConnectionLost:
-            self._login_lost(broker)
+            if self.running:  # not our own stop
+                self._login_lost(broker)
             return  # see _login
         except (LoginRefused, pb.RemoteError) as e:
             # Retrying cannot help (a wrong secret, another protocol version):
@@ -305,12 +316,19 @@ class JobTrackerConnection(service.Service):
         self._drain_later = None
         defer.Deferred.fromCoroutine(self.request_drain())
 
+    def _no_answer(self, broker: pb.Broker) -> None:
+        broker.silent = True  # type: ignore[attr-defined]
+        broker.transport.abortConnection()
+
     def _login_lost(self, broker: pb.Broker) -> None:
         """Say why a login's connection ended, once per reason (it retries
         with backoff): a TLS handshake that failed, or a jobtracker that
         never spoke, which is how a TLS port treats a plain-text client."""
         why = tls_refusal(getattr(broker, "lost_reason", None))
-        if why:
+        if getattr(broker, "silent", False):
+            text = (f"no answer in {LOGIN_TIMEOUT:g}s: is it the jobtracker's port? "
+                    f"(--jobtracker HOST:PORT)")
+        elif why:
             text = f"the TLS handshake failed ({why})"
         elif getattr(broker, "not_pb", None) is not None:
             text = ("what answers there does not speak PB: is it the jobtracker's port? "
