@@ -100,7 +100,8 @@ class Broker(pb.Broker):
             self.transport.abortConnection()
 
     def garbled(self, e: Exception) -> None:
-        """The peer sent ``e``'s garbage; the connection is dropped next."""
+        """The peer sent ``e``'s garbage; the connection is dropped next
+        (``not_pb`` says why, to whoever tells of the loss)."""
 
     def connectionLost(self, reason: Failure) -> None:
         self.lost_reason = reason

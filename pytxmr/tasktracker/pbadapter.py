@@ -350,9 +350,12 @@ class JobTrackerConnection(service.Service):
         if jobtracker is not self._jobtracker:
             return
         if self.running:
-            self.log.warn("Lost the jobtracker; ending our tasks and reconnecting (map "
+            garbage = getattr(jobtracker.perspective.broker, "not_pb", None)
+            why = "" if garbage is None else (
+                f" (it sent what could not be read: {type(garbage).__name__}: {garbage})")
+            self.log.warn("Lost the jobtracker{why}; ending our tasks and reconnecting (map "
                           "outputs kept for {s:g}s, for a restarted jobtracker)",
-                          s=self._keep_outputs)
+                          why=why, s=self._keep_outputs)
         self._jobtracker = None
         self.tt.forget_everything(self._keep_outputs if self.running else 0.0)
 
