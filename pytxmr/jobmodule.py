@@ -316,7 +316,7 @@ def define(module: types.ModuleType, map_name: str = "map",
                 f"{where}: the module defines {name!r} beside steps, and no Step uses it: "
                 f"give it to the Step it is for ({name}=...)")
     for name in ("num_reducers", "sort_values"):
-        if getattr(module, name, None) is not None:
+        if getattr(module, name, None) not in (None, False):  # False: as no setting
             raise JobDefinitionError(
                 f"{where}: the module sets {name!r} beside steps, which would not use it: "
                 f"set it in the Step it is for ({name}=...)")

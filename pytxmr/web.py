@@ -149,7 +149,7 @@ class StatusResource(resource.Resource):
             return jt.metrics_text()
         if len(p) == 2 and p[0] == "jobs":
             return self._later(request, jt.job_page_view(p[1]), lambda view: (
-                self._html(request, pages.job_page(view, now))), False)
+                self._html(request, pages.job_page(self._links(view), now))), False)
         if len(p) == 5 and p[0] == "jobs" and p[2] == "attempts" and p[4] == "log":
             job_id, aid = p[1], p[3]
             if not self.logs:
@@ -174,6 +174,12 @@ class StatusResource(resource.Resource):
     def _html(self, request: IRequest, text: str) -> bytes:
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         return text.encode("utf-8")
+
+    def _links(self, view: dict[str, Any]) -> dict[str, Any]:
+        """A job page's view, without links to task logs it would refuse."""
+        if self.logs:
+            return view
+        return {**view, "attempts": [{**a, "has_log": False} for a in view["attempts"]]}
 
     def _not_found(self, request: IRequest, api: bool, why: str) -> bytes:
         return self._error(request, api, 404, "Not found", why)

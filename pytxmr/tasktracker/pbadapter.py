@@ -360,6 +360,9 @@ class JobTrackerConnection(service.Service):
         self.tt.forget_everything(self._keep_outputs if self.running else 0.0)
 
     async def _stop(self) -> None:
+        if self._drain_later is not None:
+            self._drain_later.cancel()
+            self._drain_later = None
         if self._client is not None:
             if self._login_in_progress is not None:
                 # Stopped during a login, ClientService would leave its

@@ -175,8 +175,15 @@ def test_the_status_site_is_https_with_the_cluster_ca(tls_cluster: TLSCluster,
         urllib.request.urlopen(url, context=ssl.create_default_context(), timeout=10)
     # A job's task logs are its owner's: `pytxmr logs` checks who asks; the
     # site, which does not know, served them to anyone.
+    printing = tmp_path / "printing.py"
+    printing.write_text("def map(k, line):\n    print('a secret of bob')\n    yield line, 1\n")
+    rc, out, err = c.as_user("bob", "submit", str(printing), str(words), "-o",
+                             str(tmp_path / "printed"), "-q")
+    assert rc == 0, err
     rc, out, err = c.as_user("bob", "jobs")
-    job_id = next(line.split()[0] for line in out.splitlines() if " bob " in line)
+    job_id = next(line.split()[0] for line in out.splitlines() if "printing.py" in line)
+    with urllib.request.urlopen(f"{url}jobs/{job_id}", context=context, timeout=10) as page:
+        assert "/log\"" not in page.read().decode()  # no link to what is refused
     for api in ("api/", ""):
         log = f"{url}{api}jobs/{job_id}/attempts/{job_id}_m00000_0/log"
         with pytest.raises(urllib.error.HTTPError) as refused:
