@@ -232,8 +232,11 @@ class Admission:
                     input_files=listed, protected=[self.workdir],
                     opts=sub.storage_options,
                     in_use=self._in_use(running(), token) if sub.overwrite else (),
-                    busy=self._outputs(running(), token), owner=owner, may_replace=may_replace,
-                    job=self.mark_of(job_id))
+                    busy=self._outputs(running(), token),
+                    # An owner a login proved (--users): one a client only
+                    # claimed would bind its output once users are on.
+                    owner=owner if may_replace is not None else "",
+                    may_replace=may_replace, job=self.mark_of(job_id))
             except (output.OutputExistsError, OSError, ValueError) as e:
                 raise SubmissionError(str(e)) from None
             if self._stopping:  # the output just made is no job's
