@@ -325,6 +325,17 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
         raise refuse(f"it holds files pytxmr did not write: {', '.join(foreign[:3])}{more}")
 
 
+def _output_around(real: str) -> str | None:
+    """The pytxmr output that the real directory ``real`` is or lies in."""
+    while True:
+        if os.path.exists(os.path.join(real, OUTPUT_MARK)):
+            return real
+        up = os.path.dirname(real)
+        if up == real:
+            return None
+        real = up
+
+
 def _work_directory_of(real: str, protected: Iterable[str]) -> str | None:
     """The pytxmr work directory (``protected``, and ~/.pytxmr: the
     daemons' default ones and the cluster secret) that the real path
@@ -497,6 +508,10 @@ def _prepare_local(path: str, overwrite: bool, *, inputs: Sequence[str],
     if work is not None:  # which its daemon cleans
         raise OutputExistsError(f"the output {path} lies in the pytxmr work directory {work}: "
                                 f"give an output elsewhere")
+    outer = _output_around(os.path.realpath(parent))
+    if outer is not None:  # whose --overwrite would then refuse "files pytxmr did not write"
+        raise OutputExistsError(f"the output {path} lies in {outer}, the output of an earlier "
+                                f"job: give it a place of its own")
     os.makedirs(os.path.join(path, TEMPORARY))
     mark = open(os.path.join(path, OUTPUT_MARK), "w", encoding="utf-8")
     _lock(mark)  # new: no other process has it yet

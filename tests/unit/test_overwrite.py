@@ -431,3 +431,18 @@ def test_an_output_that_cannot_be_prepared_is_refused_saying_why(
             else "cannot prepare the output .*: Read-only file system: ")
     with pytest.raises(OutputExistsError, match=said):
         prepare_output_dir(str(out), True)
+
+
+def test_a_new_output_inside_an_earlier_one_is_refused(home: Path) -> None:
+    """It made the earlier output one its owner's --overwrite refused
+    ("holds files pytxmr did not write")."""
+    earlier = old_output(home / "earlier")
+    (earlier / "deep").mkdir()
+    for inner in (earlier / "inner", earlier / "deep" / "inner"):
+        with pytest.raises(OutputExistsError, match=f"lies in {earlier}, the output of an "
+                                                    f"earlier job"):
+            prepare_output_dir(str(inner), False)
+        assert not inner.exists()
+    claim = prepare_output_dir(str(home / "beside"), False)
+    assert claim is not None
+    claim.close()
