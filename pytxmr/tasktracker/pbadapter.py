@@ -152,9 +152,9 @@ class _SaysWhyNot:
         return f"the jobtracker at {self._address}"
 
 
-#: Seconds a login may take: the jobtracker drops a peer that has not
-#: logged in by then (its own LOGIN_TIMEOUT).
-LOGIN_TIMEOUT = 30.0
+#: Seconds a login may take, as a client's: a TLS handshake and a few
+#: round trips, even over a slow link.
+LOGIN_TIMEOUT = 10.0
 
 #: Seconds a tasktracker keeps its completed map outputs after losing the
 #: jobtracker, for a restarted one to resume its jobs with.

@@ -794,6 +794,34 @@ def test_a_tasktracker_says_why_it_is_not_registered(cluster: Cluster, tmp_path:
         assert "Traceback" not in text and "object at 0x" not in text, text
 
 
+def test_a_tasktracker_whose_login_gets_no_answer_says_so_and_tries_again(
+        make_cluster: Any) -> None:
+    """A port whose server waits for its client to speak first (a web
+    server, a store) held the login for ever, the tasktracker silent."""
+    from pytxmr.tasktracker.pbadapter import LOGIN_TIMEOUT
+
+    c: Cluster = make_cluster()
+    accepted: list[socket.socket] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        tt = c.start_tasktracker(1, wait=False, jobtracker=f"127.0.0.1:{port}")
+        try:
+            server.settimeout(LOGIN_TIMEOUT + 20)
+            for _ in range(2):  # the second: it tried again
+                conn, _ = server.accept()
+                accepted.append(conn)
+            assert (f"Not registered with the jobtracker: cannot log in to it: no answer in "
+                    f"{LOGIN_TIMEOUT:g}s: is it the jobtracker's port?") in tt.log(), tt.log()
+            tt.proc.send_signal(signal.SIGTERM)
+            assert tt.proc.wait(10) == 0, tt.log()
+        finally:
+            for conn in accepted:
+                conn.close()
+    assert "Traceback" not in tt.log(), tt.log()
+
+
 def test_job_control_commands_list_show_and_kill_a_job(cluster: Cluster,
                                                        corpus: Path) -> None:
     """jobs, status and kill work on a running job; the submitter of a killed
