@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
 from typing import Callable, Iterator, Mapping, Sequence
 
 from . import counters as _counters
@@ -166,15 +167,18 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
     steps = [StepPlan(**plan) for plan in definition.summary()]
     splits, _ = plan_tasks(files, split_size, num_reducers, steps, slots,
                            default_size=MAX_DEFAULT_SPLIT_SIZE)
+    # Its mark names the job, as a cluster's does: a jobtracker restarted
+    # meanwhile resumes none of its own jobs into it.
     claim = output.prepare_output_dir(output_dir, overwrite, inputs=inputs,
-                                      input_files=[f.path for f in files], opts=opts)
-    if started is not None:
-        started(steps[-1].output_format)
+                                      input_files=[f.path for f in files], opts=opts,
+                                      job=f"inline-{uuid.uuid4().hex}")
     counters = _counters.reset()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as in task children (see pytxmr.task)
     cpu_start = _counters.cpu_seconds()
     try:
+        if started is not None:
+            started(steps[-1].output_format)
         records = run_steps(definition.steps, fresh, splits, output_dir, work, opts, counters,
                             num_reducers=num_reducers, slots=slots,
                             buffer_records=buffer_records, codec=codec)

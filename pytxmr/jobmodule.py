@@ -316,7 +316,8 @@ def define(module: types.ModuleType, map_name: str = "map",
                 f"{where}: the module defines {name!r} beside steps, and no Step uses it: "
                 f"give it to the Step it is for ({name}=...)")
     for name in ("num_reducers", "sort_values"):
-        if getattr(module, name, None) not in (None, False):  # False: as no setting
+        value = getattr(module, name, None)
+        if value is not None and not (name == "sort_values" and value is False):
             raise JobDefinitionError(
                 f"{where}: the module sets {name!r} beside steps, which would not use it: "
                 f"set it in the Step it is for ({name}=...)")

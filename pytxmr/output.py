@@ -314,6 +314,8 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
             owned = refuse_foreign_owner(f.read(), may_replace)
     except FileNotFoundError:  # an output older than the mark: its _SUCCESS
         owned = None
+    except OSError as e:  # a directory, unreadable...
+        raise refuse(f"cannot read its {OUTPUT_MARK}: {e.strerror}") from None
     if owned:
         raise refuse(owned)
     try:
@@ -398,7 +400,9 @@ def claim(path: str, job: str = "") -> IO[Any] | None:
     if storage.is_remote(path):
         return None
     try:
-        f = open(os.path.join(path, OUTPUT_MARK), "rb")
+        # For writing: NFS emulates flock with fcntl locks, whose exclusive
+        # lock needs it.
+        f = open(os.path.join(path, OUTPUT_MARK), "r+b")
     except OSError:
         return None
     try:
@@ -413,15 +417,19 @@ def claim(path: str, job: str = "") -> IO[Any] | None:
 
 
 def written_for_another(mark: str, job: str) -> bool:
-    """Whether the mark's text names a job other than ``job``."""
-    return mark_field(mark, "job") not in ("", job)
+    """Whether the mark's text names a job other than ``job`` (its id, and
+    its token's hash if both say one: ``admission.job_mark``)."""
+    theirs, mine = mark_field(mark, "job").split(), job.split()
+    if not theirs:  # an output older than the job field
+        return False
+    return theirs[0] != mine[0] or len(theirs) > 1 and len(mine) > 1 and theirs[1] != mine[1]
 
 
 def claimed_elsewhere(path: str) -> bool:
     """Whether the local output ``path`` is being written by a job another
     process, or another claim of this one, holds (``claim``)."""
     try:
-        with open(os.path.join(path, OUTPUT_MARK), "rb") as f:
+        with open(os.path.join(path, OUTPUT_MARK), "r+b") as f:  # for writing: see claim
             return not _lock(f)
     except OSError:
         return False
@@ -488,6 +496,20 @@ def _prepare_local(path: str, overwrite: bool, *, inputs: Sequence[str],
                    input_files: Iterable[str], protected: Iterable[str],
                    in_use: Iterable[InputsInUse], owner: str, may_replace: MayReplace,
                    job: str) -> IO[Any]:
+    # Before anything is deleted: an output made inside another before
+    # these checks existed was emptied, then refused.
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise OutputExistsError(f"the parent directory of the output {path} does not exist")
+    work = _work_directory_of(os.path.join(os.path.realpath(parent), os.path.basename(path)),
+                              protected)
+    if work is not None and not os.path.lexists(path):  # (check_overwrite refuses one there)
+        raise OutputExistsError(f"the output {path} lies in the pytxmr work directory {work}: "
+                                f"give an output elsewhere")
+    outer = _output_around(os.path.realpath(parent))
+    if outer is not None:  # whose --overwrite would then refuse "files pytxmr did not write"
+        raise OutputExistsError(f"the output {path} lies in {outer}, the output of an earlier "
+                                f"job: give it a place of its own")
     if os.path.lexists(path):
         if not overwrite:
             raise OutputExistsError(
@@ -500,23 +522,15 @@ def _prepare_local(path: str, overwrite: bool, *, inputs: Sequence[str],
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(path, SUCCESS))
         shutil.rmtree(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise OutputExistsError(f"the parent directory of the output {path} does not exist")
-    work = _work_directory_of(os.path.join(os.path.realpath(parent), os.path.basename(path)),
-                              protected)
-    if work is not None:  # which its daemon cleans
-        raise OutputExistsError(f"the output {path} lies in the pytxmr work directory {work}: "
-                                f"give an output elsewhere")
-    outer = _output_around(os.path.realpath(parent))
-    if outer is not None:  # whose --overwrite would then refuse "files pytxmr did not write"
-        raise OutputExistsError(f"the output {path} lies in {outer}, the output of an earlier "
-                                f"job: give it a place of its own")
     os.makedirs(os.path.join(path, TEMPORARY))
-    mark = open(os.path.join(path, OUTPUT_MARK), "w", encoding="utf-8")
-    _lock(mark)  # new: no other process has it yet
+    # Locked before it is in place (the lock goes with the file): another
+    # job's check never finds it unlocked.
+    made = os.path.join(path, TEMPORARY, OUTPUT_MARK)
+    mark = open(made, "w+", encoding="utf-8")
+    _lock(mark)
     mark.write(mark_text("directory", owner, job))
     mark.flush()
+    os.replace(made, os.path.join(path, OUTPUT_MARK))
     return mark
 
 

@@ -11,8 +11,8 @@ jobtracker that stops meanwhile.
 from __future__ import annotations
 
 import os
+import hashlib
 import shutil
-import socket
 import time
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterable
@@ -32,6 +32,14 @@ from .submission import (DEFAULT_MAX_TASKS_PER_JOB, Submission, check_failure, p
 
 #: In a running job's work dir: the path of its output directory.
 OUTPUT_MARKER = "output"
+
+
+def job_mark(job_id: str, token: bytes) -> str:
+    """The job as its output's mark names it: its id, which another
+    jobtracker's job may have too (ids are times and counts), and a hash of
+    its random shuffle token, which no other's has, and which its journal
+    keeps across restarts (wherever the jobtracker runs then)."""
+    return f"{job_id} {hashlib.sha256(token).hexdigest()[:16]}"
 
 
 @dataclass
@@ -73,23 +81,17 @@ class Admission:
         # The admitted jobs' locks of their local outputs (output.claim).
         self._output_claims: dict[str, IO[Any]] = {}
 
-    def claim_output(self, job_id: str, out: str) -> bool:
+    def claim_output(self, job_id: str, token: bytes, out: str) -> bool:
         """Take the lock of a resumed job's output again (its jobtracker's
         crash let it go); False if the output is another job's now (one
         elsewhere writes it, or has written it since)."""
         try:
-            claim = output.claim(out, self.mark_of(job_id))
+            claim = output.claim(out, job_mark(job_id, token))
         except output.OutputTaken:
             return False
         if claim is not None:
             self._output_claims[job_id] = claim
         return True
-
-    def mark_of(self, job_id: str) -> str:
-        """The job as its output's mark names it: its id, which another
-        jobtracker's job may have too (ids are times and counts), and this
-        jobtracker's host and work directory, which no other's has."""
-        return f"{job_id} of {socket.gethostname()}:{os.path.realpath(self.workdir)}"
 
     def release_output(self, job_id: str) -> None:
         """The job's output is final: another job may replace it."""
@@ -204,6 +206,7 @@ class Admission:
         with open(source_path, "w", encoding="utf-8") as f:
             f.write(sub.source)
         claim = None
+        shuffle_token = os.urandom(32)  # and its output's mark names it (hashed)
         try:
             bundle_dir = None
             if sub.bundle is not None:
@@ -236,7 +239,7 @@ class Admission:
                     # An owner a login proved (--users): one a client only
                     # claimed would bind its output once users are on.
                     owner=owner if may_replace is not None else "",
-                    may_replace=may_replace, job=self.mark_of(job_id))
+                    may_replace=may_replace, job=job_mark(job_id, shuffle_token))
             except (output.OutputExistsError, OSError, ValueError) as e:
                 raise SubmissionError(str(e)) from None
             if self._stopping:  # the output just made is no job's
@@ -256,7 +259,7 @@ class Admission:
         if claim is not None:
             self._output_claims[job_id] = claim
         job = JobRecord(
-            id=job_id, filename=sub.filename, source_path=source_path, token=os.urandom(32),
+            id=job_id, filename=sub.filename, source_path=source_path, token=shuffle_token,
             output=sub.output, splits=splits, num_reducers=reducers, map_name=sub.map_name,
             reduce_name=sub.reduce_name, buffer_records=sub.buffer_records,
             submitted=self._clock.seconds(), inputs=list(sub.inputs), compress=sub.compress,

@@ -158,16 +158,14 @@ class JobTracker:
             if storage.is_remote(out):
                 # The store's calls take time: not at start, in a thread,
                 # the output held from other submissions meanwhile.
-                cleaning = self._in_thread(output.abort_unfinished, out, None,
-                                           self.admission.mark_of(job_id))
+                cleaning = self._in_thread(output.abort_unfinished, out, None, job_id)
                 self.admission.hold(f"the interrupted job {job_id}", out, cleaning)
                 cleaning.addCallbacks(
                     lambda aborted, job_id=job_id, out=out: self._interrupted(job_id, out, aborted),
                     lambda f, out=out: self.log.warn("Cannot clean {out}: {e}", out=out,
                                                      e=f.getErrorMessage()))
             else:
-                self._interrupted(job_id, out, output.abort_unfinished(
-                    out, None, self.admission.mark_of(job_id)))
+                self._interrupted(job_id, out, output.abort_unfinished(out, None, job_id))
         os.makedirs(jobs_dir, exist_ok=True)
         for name in os.listdir(jobs_dir):
             if name not in resumed:
@@ -229,7 +227,7 @@ class JobTracker:
                     job.bundle and not self.bundles.has(job.bundle))):
                 self.journal.job_ended(job_id)
                 continue
-            if not self.admission.claim_output(job_id, job.output):
+            if not self.admission.claim_output(job_id, job.token, job.output):
                 why = (f"another job (of another jobtracker, or a `run`) replaced its output "
                        f"{job.output} while the jobtracker was down: that output is left to it")
                 self.log.warn("Job {job} cannot resume: {why}", job=job_id, why=why)

@@ -325,9 +325,10 @@ class JobTrackerConnection(service.Service):
         with backoff): a TLS handshake that failed, or a jobtracker that
         never spoke, which is how a TLS port treats a plain-text client."""
         why = tls_refusal(getattr(broker, "lost_reason", None))
-        if getattr(broker, "silent", False):
+        if getattr(broker, "silent", False):  # a TLS port waits for a plain client too
             text = (f"no answer in {LOGIN_TIMEOUT:g}s: is it the jobtracker's port? "
-                    f"(--jobtracker HOST:PORT)")
+                    f"(--jobtracker HOST:PORT)" + ("" if self._tls else
+                                                   "; does it use TLS? then give --tls DIR"))
         elif why:
             text = f"the TLS handshake failed ({why})"
         elif getattr(broker, "not_pb", None) is not None:

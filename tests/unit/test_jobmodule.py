@@ -394,6 +394,8 @@ def test_input_bytes_is_the_first_steps_only(tmp_path: Path) -> None:
      "sets 'num_reducers' beside steps"),
     ("steps = [Step(map=count, reduce=total)]\nsort_values = True\n",
      "sets 'sort_values' beside steps"),
+    ("steps = [Step(map=count, reduce=total)]\nnum_reducers = 0\n",  # 0 == False
+     "sets 'num_reducers' beside steps"),
 ])
 def test_bad_steps_are_named(tmp_path: Path, steps: str, message: str) -> None:
     with pytest.raises(JobDefinitionError, match=message):

@@ -446,3 +446,54 @@ def test_a_new_output_inside_an_earlier_one_is_refused(home: Path) -> None:
     claim = prepare_output_dir(str(home / "beside"), False)
     assert claim is not None
     claim.close()
+    # One made inside before this check existed: refused before it is emptied.
+    inner = earlier / "inner"
+    inner.mkdir()
+    (inner / OUTPUT_MARK).write_text("")
+    (inner / "part-00000").write_text("a\t1\n")
+    before = snapshot(earlier)
+    with pytest.raises(OutputExistsError, match="lies in"):
+        prepare_output_dir(str(inner), True)
+    assert snapshot(earlier) == before
+
+
+def test_a_mark_names_the_job_that_made_the_output(home: Path) -> None:
+    """A restarted jobtracker resumes a job only into its own output: by
+    the id and the token's hash the mark names (ids alone repeat across
+    jobtrackers: a time and a count); an output older than the field is
+    no other job's; a mark that cannot be read refuses an overwrite."""
+    from pytxmr.jobtracker.admission import job_mark
+    from pytxmr.output import OutputTaken, claim, written_for_another
+    from pytxmr.outputrules import mark_text
+
+    mine, twin = job_mark("job_1", b"a" * 32), job_mark("job_1", b"b" * 32)
+    assert mine.startswith("job_1 ") and mine != twin
+    for mark, job, other in ((mark_text("directory", "", mine), mine, False),
+                             (mark_text("directory", "", twin), mine, True),
+                             (mark_text("directory", "", "inline-5e"), mine, True),
+                             (mark_text("directory", "", ""), mine, False),
+                             (mark_text("directory", "", twin), "job_1", False),  # id only
+                             (mark_text("directory", "", mine), "job_2", True)):
+        assert written_for_another(mark, job) is other, (mark, job)
+    out = home / "out"
+    prepare_output_dir(str(out), False, job=twin).close()
+    with pytest.raises(OutputTaken, match="has written"):
+        claim(str(out), mine)
+    held = claim(str(out), twin)
+    assert held is not None
+    held.close()
+    (out / OUTPUT_MARK).unlink()
+    (out / OUTPUT_MARK).mkdir()
+    with pytest.raises(UnsafeOverwrite, match=f"cannot read its {OUTPUT_MARK}"):
+        check_overwrite(str(out), may_replace=lambda owner: True)
+
+
+def test_an_inline_run_s_output_names_its_job_too(home: Path) -> None:
+    """Its mark named no job: a jobtracker restarted after it replaced one
+    of its jobs' outputs resumed that job into it."""
+    from pytxmr.inline import run_inline
+
+    root = Path(__file__).resolve().parents[2]
+    (home / "in.txt").write_text("a b a\n")
+    run_inline(str(root / "examples" / "wordcount.py"), [str(home / "in.txt")], str(home / "out"))
+    assert "\njob: inline-" in (home / "out" / OUTPUT_MARK).read_text()
