@@ -310,10 +310,7 @@ def check_overwrite(path: str, *, inputs: Sequence[str] = (), input_files: Itera
         raise refuse("a job is writing it now (a job of another jobtracker, or of another "
                      "`run`)")
     try:
-        with open(os.path.join(path, OUTPUT_MARK), encoding="utf-8", errors="replace") as f:
-            owned = refuse_foreign_owner(f.read(), may_replace)
-    except FileNotFoundError:  # an output older than the mark: its _SUCCESS
-        owned = None
+        owned = refuse_foreign_owner(_read_mark(path), may_replace)
     except OSError as e:  # a directory, unreadable...
         raise refuse(f"cannot read its {OUTPUT_MARK}: {e.strerror}") from None
     if owned:
@@ -414,6 +411,16 @@ def claim(path: str, job: str = "") -> IO[Any] | None:
         f.close()
         raise
     return f
+
+
+def _read_mark(path: str) -> str:
+    """The text of the local output ``path``'s mark ("" for an output
+    older than the mark: its ``_SUCCESS`` alone), as ``objectoutput.read_mark``."""
+    try:
+        with open(os.path.join(path, OUTPUT_MARK), encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 def written_for_another(mark: str, job: str) -> bool:
@@ -581,9 +588,7 @@ def abort_unfinished(output: str, opts: Mapping[str, str] | None, job: str) -> b
             written_for_another(objectoutput.read_mark(fs, where), job)))
     else:
         try:
-            with open(os.path.join(output, OUTPUT_MARK), encoding="utf-8",
-                      errors="replace") as f:
-                taken = written_for_another(f.read(), job)
+            taken = written_for_another(_read_mark(output), job)
         except OSError:
             taken = False
         finished = (os.path.exists(os.path.join(output, SUCCESS)) or taken

@@ -68,14 +68,20 @@ def _status(c: Cluster, job_id: str) -> dict[str, Any] | None:
     return json.loads(out) if rc == 0 else None
 
 
+def _kill_jobtracker(c: Cluster) -> int:
+    """SIGKILL the jobtracker; the port to start it again on."""
+    assert c.jobtracker is not None
+    port: int = c.jobtracker.ready["port"]
+    c.jobtracker.proc.send_signal(signal.SIGKILL)
+    c.jobtracker.proc.wait(10)
+    return port
+
+
 def _restart_and_finish(c: Cluster, submitter: subprocess.Popen[str]) -> str:
     """SIGKILL the jobtracker, start it again on its port and work dir, and
     wait for the submitter, which must succeed; its stderr."""
-    assert c.jobtracker is not None
     try:
-        port = c.jobtracker.ready["port"]
-        c.jobtracker.proc.send_signal(signal.SIGKILL)
-        c.jobtracker.proc.wait(10)
+        port = _kill_jobtracker(c)
         c.start_jobtracker("--port", str(port), "--resume-grace", "5")
         _, stderr = submitter.communicate(timeout=120)
         assert submitter.returncode == 0, stderr + c.logs()
@@ -192,10 +198,7 @@ def test_a_submitter_whose_jobtracker_came_back_without_its_job_says_why(
     away: the job's outcome is unknown (2 says it was refused)."""
     with _running(tmp_path, 8, 2, 2, 0.4, 0.05) as r:
         c = r.cluster
-        assert c.jobtracker is not None
-        port = c.jobtracker.ready["port"]
-        c.jobtracker.proc.send_signal(signal.SIGKILL)
-        c.jobtracker.proc.wait(10)
+        port = _kill_jobtracker(c)
         c.start_jobtracker("--port", str(port), default_workdir=True)
         _, stderr = r.submitter.communicate(timeout=60)
         assert r.submitter.returncode == 3, stderr
@@ -223,10 +226,7 @@ def test_a_job_whose_output_another_job_took_meanwhile_is_not_resumed(
 
     with _running(tmp_path, 8, 2, 2, 0.4, 0.05) as r:
         c = r.cluster
-        assert c.jobtracker is not None
-        port = c.jobtracker.ready["port"]
-        c.jobtracker.proc.send_signal(signal.SIGKILL)
-        c.jobtracker.proc.wait(10)
+        port = _kill_jobtracker(c)
         barrier = tmp_path / "barrier"
         (tmp_path / "other.py").write_text(barrier_job(barrier))
         (tmp_path / "other-home").mkdir()
@@ -269,10 +269,7 @@ def test_a_drain_asked_while_the_jobtracker_is_away_waits_for_it(tmp_path: Path)
         c, job_id = r.cluster, r.job_id
         wait_for(lambda: (s := _status(c, job_id)) and s["maps"]["done"] == 8 or None, 60,
                  "the maps to be done")
-        assert c.jobtracker is not None
-        port = c.jobtracker.ready["port"]
-        c.jobtracker.proc.send_signal(signal.SIGKILL)
-        c.jobtracker.proc.wait(10)
+        port = _kill_jobtracker(c)
         draining = c.tasktrackers[0]
         wait_for(lambda: "Lost the jobtracker" in draining.log() or None, 30, "the loss")
         draining.proc.send_signal(signal.SIGUSR1)
