@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""The small job, taken apart: where `submit`'s time goes (issue 15).
+
+    python bench/smalljob.py [--corpus ../shared/data/warandpeace.txt] [--runs 7]
+        [--out-dir /tmp/pytxmr-smalljob] [--wait-idle 5]
+
+One cluster (1 jobtracker, 2 tasktrackers of 1 slot, as bench/wordcount.py
+starts for ``submit``) runs from a snapshot of this tree; round by round
+(the first entry rotating) it measures:
+
+- ``inline.py``: the peer, one Python process (../shared/bench/peers);
+- ``submit``: ``python -m pytxmr submit examples/wordcount.py CORPUS -o OUT``;
+- ``client``: ``python -m pytxmr jobs``, the fixed cost of any command-line
+  client: Python's start, the imports (Twisted, PB), the connection, the
+  login, one call;
+- ``api``: the same job submitted by a Python process already connected
+  (``pytxmr.client.run_job``, as a notebook or a workflow scheduler
+  would); its figure is the time from the submission to the result, taken
+  in that process.
+
+Every output (``inline.py``'s, ``submit``'s, ``api``'s) is checked against
+the count of ``line.split()`` tokens: a wrong output fails the run (exit
+1). See bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+sys.path[:0] = [HERE, TOP]
+
+from pytxmrbench import log  # noqa: E402
+from pytxmrbench.measure import kill_live, run_measured, wait_idle  # noqa: E402
+from pytxmrbench.reference import check_output, load_counts, wordcount_reference  # noqa: E402
+from pytxmrbench.report import fmt, median, print_table  # noqa: E402
+from pytxmrbench.results import make_snapshot  # noqa: E402
+from pytxmrbench.systems import Tree, daemon_pids, start_cluster, stop_clusters  # noqa: E402
+
+DEFAULT_CORPUS = os.path.join(TOP, "..", "shared", "data", "warandpeace.txt")
+DEFAULT_SHARED = os.path.join(TOP, "..", "shared", "bench")
+
+
+def api_job(address: str, secret_file: str, job: str, corpus: str, out: str,
+            result_path: str) -> None:
+    """The ``api`` entry's process: connect, then time one job."""
+    from twisted.internet import defer, task
+
+    from pytxmr import client
+
+    async def main(reactor: object) -> None:
+        with open(secret_file, "rb") as f:
+            secret = f.read().strip()
+        conn = await client.connect(reactor, address, secret)
+        try:
+            submission = client.submission(job, [corpus], out, overwrite=True)
+            t0 = time.perf_counter()
+            result = await client.run_job(reactor, conn, submission)
+            seconds = time.perf_counter() - t0
+        finally:
+            conn.close()
+        with open(result_path, "w") as f:
+            json.dump({"job_s": seconds, "state": result["state"],
+                       "elapsed": result.get("elapsed")}, f)
+
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor)))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", default=DEFAULT_CORPUS)
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--shared-bench", default=DEFAULT_SHARED)
+    p.add_argument("--out-dir", default="/tmp/pytxmr-smalljob")
+    p.add_argument("--wait-idle", type=float, default=5.0,
+                   help="wait up to this many seconds for the machine to be idle before a round")
+    p.add_argument("--api-job", nargs=6, metavar=("ADDRESS", "SECRET", "JOB", "CORPUS", "OUT",
+                                                  "RESULT"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.api_job:
+        api_job(*a.api_job)
+        return 0
+    corpus = os.path.abspath(a.corpus)
+    inline_py = os.path.join(os.path.abspath(a.shared_bench), "peers", "inline.py")
+    for path in (corpus, inline_py):
+        if not os.path.exists(path):
+            log(f"{path} not found (../shared is needed)")
+            return 2
+    out_dir = os.path.abspath(a.out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    atexit.register(kill_live)
+    atexit.register(stop_clusters)
+    src, sha = make_snapshot(TOP, out_dir)
+    home = tempfile.mkdtemp(prefix="home-", dir=out_dir)
+    env = dict(os.environ, PYTHONPATH=src, HOME=home)
+    tree = Tree("pytxmr", src, env)
+    ref, source = wordcount_reference(corpus, os.path.abspath(a.shared_bench), env)
+    log(f"sources {sha[:16]} ({src}); reference: {source}")
+    cluster = start_cluster(tree, out_dir, workers=2, slots=1)
+    py, job = sys.executable, os.path.join(src, "examples", "wordcount.py")
+    api_result = os.path.join(out_dir, "api-result.json")
+
+    def command(name: str, out: str) -> list[str]:
+        if name == "inline.py":
+            return [py, inline_py, corpus, out]
+        if name == "submit":
+            return [py, "-m", "pytxmr", "submit", job, corpus, "-o", out, "--overwrite", "-q",
+                    *cluster.client_args()]
+        if name == "client":
+            return [py, "-m", "pytxmr", "jobs", *cluster.client_args()]
+        return [py, os.path.abspath(__file__), "--api-job", cluster.address,
+                str(cluster.secret_file), job, corpus, out, api_result]
+
+    names = ["inline.py", "submit", "client", "api"]
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    failed = False
+    for round_ in range(a.runs):
+        wait_idle(a.wait_idle)
+        for k in range(len(names)):
+            name = names[(round_ + k) % len(names)]
+            out = os.path.join(out_dir, f"out-{name}")
+            # The daemons' CPU is the cluster entries' own, not other load.
+            daemons = [] if name == "inline.py" else daemon_pids(cluster)
+            run = run_measured(command(name, out), os.path.join(out_dir, f"{name}.log"),
+                               env=env, cwd=src, daemon_roots=daemons)
+            if run["rc"] != 0:
+                run["output"] = f"exit {run['rc']}"
+            elif name == "client":
+                run["output"] = "-"
+            else:
+                run["output"] = check_output(out, ref, load_counts)
+            if name == "api" and run["rc"] == 0:
+                with open(api_result) as f:
+                    run["job_s"] = json.load(f)["job_s"]
+                os.remove(api_result)
+            failed |= run["output"] not in ("SAME", "-")
+            results[name].append(run)
+            job_s = f", job {run['job_s']:.2f} s" if "job_s" in run else ""
+            log(f"round {round_ + 1} {name}: {run['wall_s']:.2f} s{job_s}, other load "
+                f"{run['other_load']:.2f}, {run['output']}")
+    figure = {name: median([r.get("job_s", r["wall_s"]) for r in runs])
+              for name, runs in results.items()}
+    base = figure["inline.py"]
+    rows = [[name, fmt(median([r["wall_s"] for r in runs])), fmt(figure[name]),
+             fmt(figure[name] / base if base else None),
+             ", ".join(sorted({r["output"] for r in runs}))]
+            for name, runs in results.items()]
+    log(f"\n{os.path.basename(corpus)}, {a.runs} round(s), medians (api: the job's time "
+        f"in a connected process):")
+    print_table(["entry", "wall s", "figure s", "/ inline.py", "output"], rows, {1, 2, 3})
+    rest = figure["submit"] - figure["client"] - figure["api"]
+    log(f"\nsubmit {figure['submit']:.2f} s = the client's start, imports and login "
+        f"{figure['client']:.2f} s + the job {figure['api']:.2f} s + {rest:+.2f} s")
+    for name, label in (("submit", "submit"), ("api", "a connected client's job")):
+        ratio = figure[name] / base
+        log(f"target: small job: {label} vs inline.py (no slower): {figure[name]:.2f} s / "
+            f"{base:.2f} s = {ratio:.2f} {'met' if ratio <= 1 else 'MISSED'}")
+    if failed:
+        log("!!! an output did not match the reference !!!")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
