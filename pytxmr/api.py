@@ -242,9 +242,10 @@ class _JobFile:
 def _local_modules(namespace: Mapping[str, Any]) -> list[str]:
     """The caller's own modules that a job object's functions come from (a
     script's ``jobs.py``), and those that they, or the script, import from
-    their directory: they travel in the job's bundle, as a job file's
-    helpers do, for the tasks cannot import them from the caller's
-    directory. The standard library, installed packages and pytxmr stay."""
+    their directory, or the whole package of a module inside one: they
+    travel in the job's bundle, as a job file's helpers do, for the tasks
+    cannot import them from the caller's directory. The standard library,
+    installed packages and pytxmr stay."""
     import sysconfig
 
     from .bundle import local_imports
@@ -255,10 +256,15 @@ def _local_modules(namespace: Mapping[str, Any]) -> list[str]:
     found: dict[str, None] = {}
     for fn in [*namespace.values(), *(v for s in steps for v in vars(s).values())]:
         name = getattr(fn, "__module__", None) if callable(fn) else None
-        path = getattr(sys.modules.get(name or ""), "__file__", None)
-        # A module of a package would not be found by its name alone.
-        if (not name or "." in name or name == "pytxmr" or not path or not path.endswith(".py")
+        top = (name or "").partition(".")[0]
+        path = getattr(sys.modules.get(top), "__file__", None)
+        if (not name or top == "pytxmr" or not path or not path.endswith(".py")
                 or any(os.path.commonpath([os.path.realpath(path), p]) == p for p in installed)):
+            continue
+        if os.path.basename(path) == "__init__.py":
+            # A package, or a module inside one, is imported by the
+            # package's name: it goes whole, as --py-files ships one.
+            found[os.path.dirname(path)] = None
             continue
         if name != "__main__":  # whose functions are sent by value
             found[path] = None

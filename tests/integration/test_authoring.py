@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from procs import Cluster
+from wordcounts import merged, read_wordcount
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -375,12 +376,45 @@ def test_a_job_object_s_own_modules_travel_with_it(cluster: Cluster, text: Path,
     assert proc.returncode == 0, proc.stderr + cluster.logs()
     counts = Counter(word.upper() for word in text.read_text().split())
     for name, suffix in (("class", ""), ("namespace", ""), ("main", "!")):
-        got = Counter()
-        for part in (tmp_path / "out" / name).glob("part-*"):
-            for line in part.read_text().splitlines():
-                word, n = line.rsplit("\t", 1)
-                got[word] += int(n)
-        assert got == Counter({w + suffix: n for w, n in counts.items()}), name
+        assert merged(read_wordcount(tmp_path / "out" / name)) == {
+            w + suffix: n for w, n in counts.items()}, name
+
+
+PACKAGE_SCRIPT = """
+import sys, types
+import pytxmr
+from proj.jobs import Job, words
+
+address, secret, text, out = sys.argv[1:5]
+cluster = pytxmr.Client(address, secret_file=secret)
+import proj
+for name, job in [("class", Job), ("namespace", types.SimpleNamespace(map=words, reduce=proj.total))]:
+    result = cluster.submit(job, [text], out + "/" + name)
+    assert result.ok, result
+"""
+
+
+def test_a_job_object_from_a_package_takes_its_package_along(cluster: Cluster, text: Path,
+                                                             tmp_path: Path) -> None:
+    """Functions of a module inside the caller's own package (proj/jobs.py),
+    and what it imports from that package, reached the tasks by reference
+    only: No module named 'proj'."""
+    write(tmp_path / "proj" / "__init__.py", "def total(word, ones):\n    yield word, sum(ones)\n")
+    write(tmp_path / "proj" / "text" / "__init__.py", "")
+    write(tmp_path / "proj" / "text" / "norm.py", "def norm(word):\n    return word.upper()\n")
+    write(tmp_path / "proj" / "jobs.py", "from proj import total\nfrom proj.text.norm import norm\n\n"
+          "def words(key, line):\n    for word in line.split():\n        yield norm(word), 1\n\n"
+          "class Job:\n    map = words\n    reduce = total\n")
+    write(tmp_path / "script.py", PACKAGE_SCRIPT)
+    (tmp_path / "out").mkdir()
+    proc = subprocess.run([sys.executable, "script.py", cluster.address,
+                           str(cluster.secret_file), str(text), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=240, env=cluster.env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr + cluster.logs()
+    counts = Counter(word.upper() for word in text.read_text().split())
+    for name in ("class", "namespace"):
+        assert merged(read_wordcount(tmp_path / "out" / name)) == counts, name
 
 
 def test_a_streaming_job_runs_shell_commands(cluster: Cluster, text: Path, tmp_path: Path) -> None:
