@@ -80,7 +80,7 @@ def main() -> int:
     p.add_argument("--shared-bench", default=DEFAULT_SHARED)
     p.add_argument("--out-dir", default="/tmp/pytxmr-smalljob")
     p.add_argument("--wait-idle", type=float, default=5.0,
-                   help="wait up to this many seconds for the machine to be idle before a round")
+                   help="wait up to this many seconds for the machine to be idle before a run")
     p.add_argument("--api-job", nargs=6, metavar=("ADDRESS", "SECRET", "JOB", "CORPUS", "OUT",
                                                   "RESULT"), help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -101,7 +101,7 @@ def main() -> int:
     home = tempfile.mkdtemp(prefix="home-", dir=out_dir)
     env = dict(os.environ, PYTHONPATH=src, HOME=home)
     tree = Tree("pytxmr", src, env)
-    ref, source = wordcount_reference(corpus, os.path.abspath(a.shared_bench), env)
+    ref, source = wordcount_reference(corpus, os.path.abspath(a.shared_bench), env, out_dir)
     log(f"sources {sha[:16]} ({src}); reference: {source}")
     cluster = start_cluster(tree, out_dir, workers=2, slots=1)
     py, job = sys.executable, os.path.join(src, "examples", "wordcount.py")
@@ -122,9 +122,9 @@ def main() -> int:
     results: dict[str, list[dict]] = {name: [] for name in names}
     failed = False
     for round_ in range(a.runs):
-        wait_idle(a.wait_idle)
         for k in range(len(names)):
             name = names[(round_ + k) % len(names)]
+            wait_idle(a.wait_idle)
             out = os.path.join(out_dir, f"out-{name}")
             # The daemons' CPU is the cluster entries' own, not other load.
             daemons = [] if name == "inline.py" else daemon_pids(cluster)

@@ -4,6 +4,7 @@ output against them, with the rules of ../shared/bench/check_same.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -92,12 +93,18 @@ def check_output(out: str, ref: dict[bytes, Any], loader: Loader) -> str:
     return compare(ref, got)
 
 
-def wordcount_reference(corpus: str, shared: str,
-                        env: dict[str, str]) -> tuple[dict[bytes, int], str]:
-    """inline.py's output (cached beside the corpus), else an in-script count."""
+def wordcount_reference(corpus: str, shared: str, env: dict[str, str],
+                        cache_dir: str) -> tuple[dict[bytes, int], str]:
+    """inline.py's output (cached in ``cache_dir``, never beside a corpus
+    of someone else's directory), else an in-script count."""
     inline_py = os.path.join(shared, "peers", "inline.py")
     if os.path.exists(inline_py):
-        ref = corpus + ".ref-inline.tsv"
+        corpus = os.path.abspath(corpus)
+        if os.path.dirname(corpus) == os.path.abspath(cache_dir):
+            ref = corpus + ".ref-inline.tsv"
+        else:  # another directory's file: its path's hash tells same names apart
+            digest = hashlib.sha256(corpus.encode()).hexdigest()[:12]
+            ref = os.path.join(cache_dir, f"{os.path.basename(corpus)}.{digest}.ref-inline.tsv")
         if not (os.path.exists(ref) and os.path.getmtime(ref) >= os.path.getmtime(corpus)):
             log("reference: running inline.py (untimed) ...")
             t0 = time.perf_counter()

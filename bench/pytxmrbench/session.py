@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             ref, ref_desc = cached_index_reference(inputs)
             loader = load_index
         else:
-            ref, ref_desc = wordcount_reference(corpus, shared, main.env)
+            ref, ref_desc = wordcount_reference(corpus, shared, main.env, out_dir)
             loader = load_counts
         log(f"reference: {ref_desc}, {len(ref):,} keys ({time.perf_counter() - t0:.1f} s)")
         tag = f"{args.job}-{label.replace(' ', '')}"
