@@ -338,6 +338,19 @@ def test_relative_paths_beside_an_inline_job_are_the_callers(
     assert proc.returncode == 0 and "beside ok" in proc.stdout, proc.stderr + cluster.logs()
 
 
+def _run_script(cluster: Cluster, text: Path, tmp_path: Path, script: str) -> Counter[str]:
+    """Run ``script`` (ADDRESS SECRET TEXT OUT) from ``tmp_path``; the
+    counts of the text's words in upper case, which its jobs should give."""
+    write(tmp_path / "script.py", script)
+    (tmp_path / "out").mkdir()
+    proc = subprocess.run([sys.executable, "script.py", cluster.address,
+                           str(cluster.secret_file), str(text), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=240, env=cluster.env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr + cluster.logs()
+    return Counter(word.upper() for word in text.read_text().split())
+
+
 OBJECTS_SCRIPT = """
 import sys, types
 import pytxmr
@@ -367,14 +380,7 @@ def test_a_job_object_s_own_modules_travel_with_it(cluster: Cluster, text: Path,
           "def total(word, ones):\n    yield word, sum(ones)\n\n"
           "class Job:\n    map = words\n    reduce = total\n\n"
           "NS = types.SimpleNamespace(map=words, reduce=total)\n")
-    write(tmp_path / "script.py", OBJECTS_SCRIPT)
-    (tmp_path / "out").mkdir()
-    proc = subprocess.run([sys.executable, "script.py", cluster.address,
-                           str(cluster.secret_file), str(text), str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=240, env=cluster.env,
-                          cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr + cluster.logs()
-    counts = Counter(word.upper() for word in text.read_text().split())
+    counts = _run_script(cluster, text, tmp_path, OBJECTS_SCRIPT)
     for name, suffix in (("class", ""), ("namespace", ""), ("main", "!")):
         assert merged(read_wordcount(tmp_path / "out" / name)) == {
             w + suffix: n for w, n in counts.items()}, name
@@ -405,14 +411,7 @@ def test_a_job_object_from_a_package_takes_its_package_along(cluster: Cluster, t
     write(tmp_path / "proj" / "jobs.py", "from proj import total\nfrom proj.text.norm import norm\n\n"
           "def words(key, line):\n    for word in line.split():\n        yield norm(word), 1\n\n"
           "class Job:\n    map = words\n    reduce = total\n")
-    write(tmp_path / "script.py", PACKAGE_SCRIPT)
-    (tmp_path / "out").mkdir()
-    proc = subprocess.run([sys.executable, "script.py", cluster.address,
-                           str(cluster.secret_file), str(text), str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=240, env=cluster.env,
-                          cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr + cluster.logs()
-    counts = Counter(word.upper() for word in text.read_text().split())
+    counts = _run_script(cluster, text, tmp_path, PACKAGE_SCRIPT)
     for name in ("class", "namespace"):
         assert merged(read_wordcount(tmp_path / "out" / name)) == counts, name
 
