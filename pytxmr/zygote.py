@@ -115,6 +115,7 @@ def _child(request: dict[str, Any], inherited: list[int],
             os.close(fd)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a task is a Python program
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         gc.disable()  # as the task does (pytxmr.task.execute), and before it imports
         code = _run_one(request, runner is not None)
@@ -381,9 +382,12 @@ def serve() -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     # A terminal's Ctrl-C reaches the whole foreground group, this process
-    # too: its daemon ends it (and its tasks) as it unwinds, by closing our
-    # stdin; dying here instead had the daemon start another zygote.
+    # too, as does a SIGTERM sent to a daemon's group (``kill -- -PGID``, a
+    # supervisor stopping the group): its daemon ends it (and its tasks) as
+    # it unwinds, by closing our stdin; dying here instead had the daemon
+    # start another zygote.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     zygote = Zygote((wake_r, wake_w))
     buffered = b""
     while True:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_zygote_forks_a_task_and_reports_its_exit(tmp_path: Path) -> None:
     """Each request becomes a child whose result, log and exit status come back."""
@@ -38,12 +40,15 @@ def test_zygote_forks_a_task_and_reports_its_exit(tmp_path: Path) -> None:
         assert zygote.wait(10) == 0
 
 
-def test_a_zygote_outlives_a_terminals_ctrl_c(tmp_path: Path) -> None:
-    """Ctrl-C reaches a terminal's whole foreground group: the zygote of a
-    `run` died of it (and its daemon started another, mid-unwinding); it
-    is its daemon's to end. Its task children handle SIGINT as Python does."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_zygote_outlives_a_signal_to_its_daemons_group(tmp_path: Path, sig: int) -> None:
+    """Ctrl-C reaches a terminal's whole foreground group, and a SIGTERM
+    sent to a daemon's group reaches its zygote: the zygote died of it
+    (and its daemon started another, mid-unwinding); it is its daemon's to
+    end. Its task children handle SIGINT as Python does, and die of SIGTERM."""
     job = tmp_path / "job.py"
-    job.write_text("import signal\nprint(signal.getsignal(signal.SIGINT).__name__)\n"
+    job.write_text("import signal\nprint(signal.getsignal(signal.SIGINT).__name__,"
+                   " signal.getsignal(signal.SIGTERM).name)\n"
                    "def map(k, v):\n    yield v, 1\n")
     spec = {"kind": "check", "job": {"source_path": str(job), "filename": str(job)}}
     zygote = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
@@ -58,8 +63,8 @@ def test_a_zygote_outlives_a_terminals_ctrl_c(tmp_path: Path) -> None:
             started = json.loads(zygote.stdout.readline())
             assert json.loads(zygote.stdout.readline()) == {"ended": started["started"],
                                                             "status": 0}
-            assert (tmp_path / f"log{n}").read_text() == "default_int_handler\n"
-            zygote.send_signal(signal.SIGINT)
+            assert (tmp_path / f"log{n}").read_text() == "default_int_handler SIG_DFL\n"
+            zygote.send_signal(sig)
         assert zygote.poll() is None
     finally:
         zygote.stdin.close()
