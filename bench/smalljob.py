@@ -35,22 +35,16 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
-sys.path[:0] = [HERE, TOP]
-
-from pytxmrbench import log  # noqa: E402
-from pytxmrbench.measure import kill_live, run_measured, wait_idle  # noqa: E402
-from pytxmrbench.reference import check_output, load_counts, wordcount_reference  # noqa: E402
-from pytxmrbench.report import fmt, median, print_table  # noqa: E402
-from pytxmrbench.results import make_snapshot  # noqa: E402
-from pytxmrbench.systems import Tree, daemon_pids, start_cluster, stop_clusters  # noqa: E402
-
 DEFAULT_CORPUS = os.path.join(TOP, "..", "shared", "data", "warandpeace.txt")
 DEFAULT_SHARED = os.path.join(TOP, "..", "shared", "bench")
+API_JOB = "--api-job"  # the api entry's process
 
 
 def api_job(address: str, secret_file: str, job: str, corpus: str, out: str,
             result_path: str) -> None:
-    """The ``api`` entry's process: connect, then time one job."""
+    """The ``api`` entry's process: connect, then time one job. It imports
+    pytxmr from the snapshot (PYTHONPATH), as the other entries do: this
+    tree's directory is not on its path."""
     from twisted.internet import defer, task
 
     from pytxmr import client
@@ -68,12 +62,20 @@ def api_job(address: str, secret_file: str, job: str, corpus: str, out: str,
             conn.close()
         with open(result_path, "w") as f:
             json.dump({"job_s": seconds, "state": result["state"],
-                       "elapsed": result.get("elapsed")}, f)
+                       "elapsed": result.get("elapsed"), "client": client.__file__}, f)
 
     task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor)))
 
 
 def main() -> int:
+    sys.path[:0] = [HERE, TOP]
+    from pytxmrbench import log
+    from pytxmrbench.measure import kill_live, run_measured, wait_idle
+    from pytxmrbench.reference import check_output, load_counts, wordcount_reference
+    from pytxmrbench.report import fmt, median, print_table
+    from pytxmrbench.results import make_snapshot
+    from pytxmrbench.systems import Tree, daemon_pids, start_cluster, stop_clusters
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default=DEFAULT_CORPUS)
     p.add_argument("--runs", type=int, default=7)
@@ -81,12 +83,7 @@ def main() -> int:
     p.add_argument("--out-dir", default="/tmp/pytxmr-smalljob")
     p.add_argument("--wait-idle", type=float, default=5.0,
                    help="wait up to this many seconds for the machine to be idle before a run")
-    p.add_argument("--api-job", nargs=6, metavar=("ADDRESS", "SECRET", "JOB", "CORPUS", "OUT",
-                                                  "RESULT"), help=argparse.SUPPRESS)
     a = p.parse_args()
-    if a.api_job:
-        api_job(*a.api_job)
-        return 0
     corpus = os.path.abspath(a.corpus)
     inline_py = os.path.join(os.path.abspath(a.shared_bench), "peers", "inline.py")
     for path in (corpus, inline_py):
@@ -115,7 +112,7 @@ def main() -> int:
                     *cluster.client_args()]
         if name == "client":
             return [py, "-m", "pytxmr", "jobs", *cluster.client_args()]
-        return [py, os.path.abspath(__file__), "--api-job", cluster.address,
+        return [py, os.path.abspath(__file__), API_JOB, cluster.address,
                 str(cluster.secret_file), job, corpus, out, api_result]
 
     names = ["inline.py", "submit", "client", "api"]
@@ -138,8 +135,11 @@ def main() -> int:
                 run["output"] = check_output(out, ref, load_counts)
             if name == "api" and run["rc"] == 0:
                 with open(api_result) as f:
-                    run["job_s"] = json.load(f)["job_s"]
+                    reported = json.load(f)
                 os.remove(api_result)
+                run["job_s"] = reported["job_s"]
+                if not reported["client"].startswith(src + os.sep):
+                    run["output"] = f"CLIENT NOT FROM THE SNAPSHOT: {reported['client']}"
             failed |= run["output"] not in ("SAME", "-")
             results[name].append(run)
             job_s = f", job {run['job_s']:.2f} s" if "job_s" in run else ""
@@ -168,4 +168,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == [API_JOB]:  # ADDRESS SECRET JOB CORPUS OUT RESULT
+        api_job(*sys.argv[2:8])
+        sys.exit(0)
     sys.exit(main())
