@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from . import storage
-from .localcluster import default_slots, start_zygote
+from .localcluster import UNWIND_TIMEOUT, default_slots, start_zygote
 from .sizes import size_argument
 from .wire import RECONNECT_TIMEOUT
 
@@ -295,8 +295,6 @@ def interrupted_status(signum: int | None) -> int:
 #: The signal ``run --inline`` was interrupted by (it unwinds by exception).
 _inline_signal: list[int] = []
 
-#: Seconds an interrupted command may take to stop what it started.
-UNWIND_TIMEOUT = 15.0
 
 
 def react_interruptibly(command: Callable[[Any], Awaitable[int]]) -> int:

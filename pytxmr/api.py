@@ -176,8 +176,25 @@ def _in_reactor(f: Callable[..., Any], *args: Any, timeout: float | None = None)
     try:
         return result.wait(timeout)
     except crochet.TimeoutError:
-        result.cancel()
+        _unwind(result)
         raise ClusterError(f"no answer within {timeout:g}s") from None
+    except BaseException:
+        # Ctrl-C in the calling thread: what the call started stops, as
+        # `run`'s cluster and job stop on SIGINT; they ran on, finished
+        # the job and kept its output.
+        _unwind(result)
+        raise
+
+
+def _unwind(result: Any) -> None:
+    """Cancel a call in the reactor's thread and wait for it to unwind."""
+    from .localcluster import UNWIND_TIMEOUT
+
+    result.cancel()
+    try:
+        result.wait(UNWIND_TIMEOUT)
+    except Exception:  # cancelled, as it should be; or stopping failed or took too long
+        pass
 
 
 # --- jobs as paths, modules or objects -----------------------------------------------

@@ -12,6 +12,11 @@ if TYPE_CHECKING:
     from .child import Zygote
 
 
+#: Seconds an interrupted `run` (the command, or ``pytxmr.run``) may take
+#: to stop what it started: its cluster, its job, its files.
+UNWIND_TIMEOUT = 15.0
+
+
 def default_slots(workers: int) -> int:
     """Task slots per tasktracker of `run`: the CPUs shared among them."""
     return max(1, (os.cpu_count() or 1) // workers)

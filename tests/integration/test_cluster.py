@@ -1024,6 +1024,54 @@ def test_an_interrupted_run_stops_its_cluster_and_leaves_nothing(
     assert not [m for m in memory if m.exists()]
 
 
+_INTERRUPTED_API = """
+import os, signal, sys, threading, time
+import pytxmr
+
+job, data, out, started, again = sys.argv[1:6]
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+def interrupt():
+    while not os.path.exists(started):
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=interrupt, daemon=True).start()
+try:
+    pytxmr.run(job, data, out)
+except KeyboardInterrupt:
+    print("left", sorted(os.listdir(out)))
+print("again", pytxmr.run(again, data, out, overwrite=True).ok)
+"""
+
+
+def test_an_interrupted_python_api_run_stops_its_cluster_and_job(tmp_path: Path) -> None:
+    """Ctrl-C in a program blocked in ``pytxmr.run`` stops the local cluster
+    and fails the job, as it does for `run`: the cluster ran on in the
+    background, the job finished into the output, and a second ``run``
+    was refused meanwhile (its output being written)."""
+    started = tmp_path / "started"
+    job = write(tmp_path / "stuck.py", "import os, time\n\n"
+                f"def map(key, value):\n    open({str(started)!r}, 'w').close()\n"
+                "    time.sleep(60)\n    yield value, 1\n")
+    data = write(tmp_path / "in.txt", "a b\nc\n")
+    script = write(tmp_path / "script.py", _INTERRUPTED_API)
+    env = base_env(tmp_path / "home")
+    (tmp_path / "home").mkdir()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env["TMPDIR"] = str(scratch)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(script), str(job), str(data), str(out),
+                           str(started), str(ROOT / "examples" / "wordcount.py")],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Only the mark that lets a rerun --overwrite it; then the rerun's output.
+    assert proc.stdout.splitlines() == ["left ['_PYTXMR_OUTPUT']", "again True"], proc.stderr
+    assert merged(read_wordcount(out)) == {"a": 1, "b": 1, "c": 1}
+    assert list(scratch.iterdir()) == []
+
+
 def _processes_with(marker: str, but: int | None = None) -> list[psutil.Process]:
     """Processes whose command line holds ``marker`` (but ``but``, the
     command that names it)."""
