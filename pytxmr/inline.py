@@ -19,8 +19,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 from . import counters as _counters
 from . import bundle, jobargs, output, stepdata, storage
 from .counters import FRAMEWORK, Counters, add_user_names
-from .jobmodule import (Job, JobDefinition, JobDefinitionError, define, describe_error,
-                        drop_working_directory, load_module, refusal_text)
+from .jobmodule import (Job, JobDefinition, JobDefinitionError, JobExited, define,
+                        describe_error, drop_working_directory, load_module, refusal_text)
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map, run_map_only
 from .partfile import part_writer
 from .records import CODEC_MSGPACK, codec_for
@@ -102,7 +102,7 @@ def _loaded(source: str, job_path: str, map_name: str, reduce_name: str,
         return define(load_module(source, job_path), map_name, reduce_name)
     except JobDefinitionError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # sys.exit() at import: refused, as a check refuses it
         raise JobDefinitionError(refusal_text(describe_error(e, job_path), bundle_dir)) from e
 
 
@@ -179,9 +179,12 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
     try:
         if started is not None:
             started(steps[-1].output_format)
-        records = run_steps(definition.steps, fresh, splits, output_dir, work, opts, counters,
-                            num_reducers=num_reducers, slots=slots,
-                            buffer_records=buffer_records, codec=codec)
+        try:
+            records = run_steps(definition.steps, fresh, splits, output_dir, work, opts,
+                                counters, num_reducers=num_reducers, slots=slots,
+                                buffer_records=buffer_records, codec=codec)
+        except SystemExit as e:
+            raise JobExited(f"the job's code exited ({e.code!r})") from e
         _counters.count_cpu(counters, cpu_start)  # as a cluster's tasks count theirs
         output.finish_output(output_dir, opts, "inline", records)
     except BaseException:

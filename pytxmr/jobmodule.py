@@ -349,11 +349,19 @@ def refusal_text(error: Mapping[str, Any], bundle_dir: str | None = None) -> str
     return text
 
 
+class JobExited(Exception):
+    """A job's code raised SystemExit (``sys.exit()``) in this process, in
+    ``run --inline``: its task's failure, as in a task child on a cluster,
+    not the end of the program that ran it. Described as its cause."""
+
+
 def describe_error(exc: BaseException, filename: str | None = None) -> dict[str, str]:
     """Plain data for an exception: its type, message and a traceback that
     starts at the user's code when the user's file is in it. pytxmr's own
     verdicts on what the code gave it (a map's output that is no pair)
     come without pytxmr's frames, which say nothing of the user's code."""
+    if isinstance(exc, JobExited) and exc.__cause__ is not None:
+        exc = exc.__cause__
     tb = exc.__traceback__
     if filename is not None:
         t = tb

@@ -134,6 +134,26 @@ def test_inline_the_api_fails_and_refuses_jobs_as_on_a_cluster(tmp_path: Path) -
     assert not (tmp_path / "out3").exists()
 
 
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_job_s_sys_exit_inline_fails_the_job_not_the_caller(tmp_path: Path, code: int) -> None:
+    """sys.exit() in a job's code ended the program that ran it inline
+    (exit 0 with no output, or 3, the status of an unreachable cluster),
+    and pytxmr.run(..., check=False) raised SystemExit: a task's failure,
+    as on a cluster; at import, the job's refusal."""
+    data = tmp_path / "in.txt"
+    data.write_text("a b\n")
+    job = tmp_path / "job.py"
+    job.write_text(f"import sys\n\ndef map(k, line):\n    sys.exit({code})\n    yield line, 1\n")
+    result = pytxmr.run(str(job), str(data), str(tmp_path / "out"), inline=True, check=False)
+    assert result.state == "failed" and result.error is not None
+    assert (result.error["type"], result.error["message"]) == ("SystemExit", f"SystemExit: {code}")
+    assert "job.py" in result.error["traceback"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_PYTXMR_OUTPUT"]
+    job.write_text(f"import sys\nsys.exit({code})\n")
+    with pytest.raises(pytxmr.ClusterError, match=f"SystemExit: {code}"):
+        pytxmr.run(str(job), str(data), str(tmp_path / "out2"), inline=True)
+
+
 def test_inline_jobs_from_several_threads_run_one_after_another(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An inline job takes the process's working directory, counters and
