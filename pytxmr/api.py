@@ -344,6 +344,11 @@ def run(job: Any, inputs: Sequence[str] | str, output: str, *, inline: bool = Fa
     """
     from .localcluster import default_slots
 
+    for name, count in (("workers", workers), ("slots", slots)):
+        # As the command line's --workers and --slots are: -1 worker hung
+        # the call, 0 divided by zero.
+        if count is not None and (type(count) is not int or count < 1):
+            raise ClusterError(f"{name} must be a whole number, at least 1, not {count!r}")
     slots = slots or default_slots(workers)
     options = _command_line(options)
     job_file = _JobFile(job)

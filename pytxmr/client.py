@@ -182,7 +182,8 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
     try:
         # Here too, not only in the task children: the user learns at once.
         codec_for(compress)
-    except (ValueError, CodecUnavailable) as e:
+        storage.check_named(inputs, output)
+    except (ValueError, CodecUnavailable) as e:  # StorageError is a ValueError
         raise ClusterError(str(e)) from None
     # Relative paths are read against the working directory: the caller's,
     # not an inline job's (in another thread), which holds this lock.

@@ -72,6 +72,7 @@ def run_inline(
             raise JobDefinitionError(
                 f"cannot read the job module {job_path}: {e.strerror}") from None
         given = jobargs.check_pairs(args.items() if isinstance(args, Mapping) else (args or ()))
+        storage.check_named(inputs, output_dir)
         storage.check_no_credentials([*inputs, output_dir])
         # Before the working directory changes to the tasks' own.
         inputs = [storage.normalize(p) for p in inputs]

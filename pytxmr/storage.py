@@ -139,6 +139,18 @@ def local_path(path: str) -> str:
 WORKING_DIRECTORY = threading.RLock()
 
 
+def check_named(inputs: Sequence[str], output: str) -> None:
+    """Refuse what would quietly name the working directory: no input, or
+    an empty path (an unset ``"$INPUT"`` in a script read every file
+    there)."""
+    if not inputs:
+        raise StorageError("no inputs given")
+    if "" in inputs:
+        raise StorageError("an input is an empty path: give a path or a URL")
+    if output == "":
+        raise StorageError("the output is an empty path: give a path or a URL")
+
+
 def normalize(path: str) -> str:
     """What a job records for an input or output: an absolute local path,
     or the URL as given (a trailing '/' dropped)."""

@@ -110,6 +110,42 @@ def test_the_api_refuses_bad_counts_inline_as_on_a_cluster(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("options", [
+    {"workers": -1}, {"workers": 0}, {"slots": -2}, {"slots": 0}, {"workers": 1.5},
+    {"slots": -1, "inline": True},
+])
+def test_the_api_refuses_workers_and_slots_the_command_line_refuses(
+        tmp_path: Path, options: dict[str, object]) -> None:
+    """workers=-1 hung the call, workers=0 divided by zero, slots=-2 failed
+    deep in Twisted, slots=-1 ran inline: refused as --workers and --slots are."""
+    data = tmp_path / "in.txt"
+    data.write_text("a b\n")
+    with pytest.raises(pytxmr.ClusterError, match="must be a whole number, at least 1"):
+        pytxmr.run(str(ROOT / "examples/wordcount.py"), str(data), str(tmp_path / "out"),
+                   timeout=30, **options)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("inline", [True, False])
+@pytest.mark.parametrize("inputs, output, why", [
+    ([], "out", "no inputs given"),
+    ("", "out", "an input is an empty path"),
+    (["in.txt", ""], "out", "an input is an empty path"),
+    ("in.txt", "", "the output is an empty path"),
+])
+def test_no_input_or_an_empty_path_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool, inputs: object,
+        output: str, why: str) -> None:
+    """An empty path named the working directory (an unset "$INPUT" read
+    every file there), and inline, no input at all made an empty output."""
+    monkeypatch.chdir(tmp_path)
+    Path("in.txt").write_text("a b\n")
+    with pytest.raises(pytxmr.ClusterError, match=why):
+        pytxmr.run(str(ROOT / "examples/wordcount.py"), inputs, output, inline=inline,
+                   timeout=30)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
 def test_inline_the_api_fails_and_refuses_jobs_as_on_a_cluster(tmp_path: Path) -> None:
     """A job that fails raises JobFailed (check=False: its failed result),
     a refused one ClusterError: the user's KeyError and the module's
