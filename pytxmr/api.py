@@ -210,9 +210,24 @@ class _JobFile:
         if isinstance(job, (str, os.PathLike)):
             self.path = os.fspath(job)
         elif isinstance(job, types.ModuleType) and str(getattr(job, "__file__", "")).endswith(".py"):
-            self.path = str(job.__file__)
+            package = _own_package(job.__name__) if "." in job.__name__ else None
+            self.path = self._import(job.__name__, package) if package else str(job.__file__)
         else:
             self.path = self._write(job)
+
+    def _import(self, name: str, package: str) -> str:
+        """A module inside the caller's own package runs as that package's
+        module (its relative imports, its package's other modules), not as
+        a file of its own: a job file that imports it, the package shipped."""
+        self._tmp = tempfile.mkdtemp(prefix="pytxmr-job-")
+        path = os.path.join(self._tmp, name.rpartition(".")[2] + ".py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"# The job module {name}, imported from its package.\n"
+                    f"import importlib\n\n"
+                    f"globals().update((k, v) for k, v in vars(importlib.import_module({name!r}))"
+                    f".items() if not k.startswith('__'))\n")
+        self.py_files = [package]
+        return path
 
     def _write(self, job: Any) -> str:
         import cloudpickle
@@ -263,30 +278,51 @@ def _local_modules(namespace: Mapping[str, Any]) -> list[str]:
     travel in the job's bundle, as a job file's helpers do, for the tasks
     cannot import them from the caller's directory. The standard library,
     installed packages and pytxmr stay."""
-    import sysconfig
-
     from .bundle import local_imports
 
-    paths = sysconfig.get_paths()
-    installed = [os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")]
     steps = namespace.get("steps") or ()
     found: dict[str, None] = {}
     for fn in [*namespace.values(), *(v for s in steps for v in vars(s).values())]:
         name = getattr(fn, "__module__", None) if callable(fn) else None
-        top = (name or "").partition(".")[0]
-        path = getattr(sys.modules.get(top), "__file__", None)
-        if (not name or top == "pytxmr" or not path or not path.endswith(".py")
-                or any(os.path.commonpath([os.path.realpath(path), p]) == p for p in installed)):
+        if not name:
             continue
-        if os.path.basename(path) == "__init__.py":
+        package = _own_package(name)
+        if package:
             # A package, or a module inside one, is imported by the
             # package's name: it goes whole, as --py-files ships one.
-            found[os.path.dirname(path)] = None
+            found[package] = None
+            continue
+        path = _own_file(name)
+        if path is None:
             continue
         if name != "__main__":  # whose functions are sent by value
             found[path] = None
         found.update((p, None) for p, imported in local_imports(path) if imported != "pytxmr")
     return list(found)
+
+
+def _own_file(name: str) -> str | None:
+    """The file of the module ``name``'s top-level module or package, if
+    it is the caller's own: not pytxmr, not in the standard library or
+    among the installed packages."""
+    import sysconfig
+
+    top = name.partition(".")[0]
+    path = getattr(sys.modules.get(top), "__file__", None)
+    if top == "pytxmr" or not path or not path.endswith(".py"):
+        return None
+    paths = sysconfig.get_paths()
+    installed = [os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    if any(os.path.commonpath([os.path.realpath(path), p]) == p for p in installed):
+        return None
+    return path
+
+
+def _own_package(name: str) -> str | None:
+    """The directory of the caller's own package that the module ``name``
+    is, or is inside."""
+    path = _own_file(name)
+    return os.path.dirname(path) if path and os.path.basename(path) == "__init__.py" else None
 
 
 def job_namespace(name: str) -> dict[str, Any]:

@@ -390,11 +390,13 @@ PACKAGE_SCRIPT = """
 import sys, types
 import pytxmr
 from proj.jobs import Job, words
+import proj.modjob
 
 address, secret, text, out = sys.argv[1:5]
 cluster = pytxmr.Client(address, secret_file=secret)
 import proj
-for name, job in [("class", Job), ("namespace", types.SimpleNamespace(map=words, reduce=proj.total))]:
+for name, job in [("class", Job), ("namespace", types.SimpleNamespace(map=words, reduce=proj.total)),
+                  ("module", proj.modjob)]:
     result = cluster.submit(job, [text], out + "/" + name)
     assert result.ok, result
 """
@@ -404,15 +406,19 @@ def test_a_job_object_from_a_package_takes_its_package_along(cluster: Cluster, t
                                                              tmp_path: Path) -> None:
     """Functions of a module inside the caller's own package (proj/jobs.py),
     and what it imports from that package, reached the tasks by reference
-    only: No module named 'proj'."""
+    only: No module named 'proj'. Such a module given as the job ran as a
+    file of its own: its relative imports failed."""
     write(tmp_path / "proj" / "__init__.py", "def total(word, ones):\n    yield word, sum(ones)\n")
     write(tmp_path / "proj" / "text" / "__init__.py", "")
     write(tmp_path / "proj" / "text" / "norm.py", "def norm(word):\n    return word.upper()\n")
     write(tmp_path / "proj" / "jobs.py", "from proj import total\nfrom proj.text.norm import norm\n\n"
           "def words(key, line):\n    for word in line.split():\n        yield norm(word), 1\n\n"
           "class Job:\n    map = words\n    reduce = total\n")
+    write(tmp_path / "proj" / "modjob.py", "from . import total as reduce\n"
+          "from .text.norm import norm\n\n"
+          "def map(key, line):\n    for word in line.split():\n        yield norm(word), 1\n")
     counts = _run_script(cluster, text, tmp_path, PACKAGE_SCRIPT)
-    for name in ("class", "namespace"):
+    for name in ("class", "namespace", "module"):
         assert merged(read_wordcount(tmp_path / "out" / name)) == counts, name
 
 
