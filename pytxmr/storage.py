@@ -310,7 +310,8 @@ def filesystem(url: str, opts: Mapping[str, str] | None = None) -> tuple[Any, st
     except ImportError:
         raise StorageError(f"{redact(url)}: reading URLs needs fsspec: "
                            f"pip install 'pytxmr[{_EXTRAS.get(s, 's3')}]'", url) from None
-    if s not in fsspec.available_protocols():
+    # Known to fsspec, or registered with it (a plugin's entry point).
+    if s not in fsspec.available_protocols() and s not in fsspec.registry:
         raise StorageError(f"{redact(url)}: no store is known for {s}://", url)
     try:
         compressed = urllib.parse.urlsplit(url).path.lower().endswith(COMPRESSED_SUFFIXES)
@@ -320,6 +321,8 @@ def filesystem(url: str, opts: Mapping[str, str] | None = None) -> tuple[Any, st
         raise StorageError(f"{redact(url)}: {s}:// needs another package "
                            f"({e.name or e}): pip install 'pytxmr[{_EXTRAS.get(s, s)}]'",
                            url) from None
+    except Exception as e:  # a store that cannot start (hdfs:// without its JVM)
+        raise store_error(url, e, f"open the {s}:// store of") from None
     # fsspec keeps one instance per options, and its listings, for the
     # process's life: a jobtracker would list a prefix as it was at its
     # first job, missing new objects and an object's new size.

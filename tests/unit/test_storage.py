@@ -160,6 +160,25 @@ def test_unknown_scheme_is_a_clear_error() -> None:
         storage.expand_inputs(["nosuch://a/b"])
 
 
+def test_a_store_that_cannot_start_is_a_clear_error() -> None:
+    """An installed store whose file system fails to start (hdfs:// with
+    pyarrow but no JVM: OSError) escaped as an unhandled error, in the
+    jobtracker's log and as a traceback from run --inline."""
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class Broken(MemoryFileSystem):
+        protocol = "pytxmrbroken"
+
+        def __init__(self, **kwargs: Any) -> None:
+            raise OSError("Unable to load libjvm")
+
+    fsspec.register_implementation("pytxmrbroken", Broken, clobber=True)
+    with pytest.raises(StorageError, match="cannot open the pytxmrbroken:// store of "
+                                           "pytxmrbroken://a/b: Unable to load libjvm"):
+        storage.expand_inputs(["pytxmrbroken://a/b"])
+
+
 def test_range_reader_reads_blocks_and_seeks(mem: object) -> None:
     data = bytes(random.Random(1).randrange(256) for _ in range(10_000))
     mem.pipe("/r/blob", data)  # type: ignore[attr-defined]
