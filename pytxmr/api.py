@@ -24,7 +24,7 @@ import tempfile
 import threading
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 from . import client as _client
 from . import storage
@@ -351,22 +351,34 @@ def _command_line(options: Mapping[str, Any]) -> dict[str, Any]:
         if value is not None and (type(value) is not int or value < 1):
             raise ClusterError(f"{name} must be an int of at least 1, not {value!r}")
     for name in ("py_files", "files"):  # one path, as inputs may be
-        if isinstance(out.get(name), str):
-            out[name] = [out[name]]
+        if out.get(name) is not None:
+            out[name] = _paths(out[name])
     return out
 
 
-def _submission(job: _JobFile, inputs: Sequence[str] | str, output: str,
+def _paths(given: Any) -> list[str]:
+    """Paths as the API takes them: one (a str or a ``pathlib.Path``), or
+    several."""
+    if isinstance(given, (str, os.PathLike)):
+        return [os.fspath(given)]
+    return [os.fspath(p) for p in given]
+
+
+#: What the API takes as inputs: a path or URL, or several.
+Inputs = Union[Sequence[Union[str, "os.PathLike[str]"]], str, "os.PathLike[str]"]
+
+
+def _submission(job: _JobFile, inputs: Inputs, output: str | os.PathLike[str],
                 options: dict[str, Any]) -> _client.JobSubmission:
     files = [*options.pop("files", ()), *job.files]
     py_files = [*options.pop("py_files", ()), *job.py_files]
-    return _client.submission(job.path, [inputs] if isinstance(inputs, str) else list(inputs),
-                              output, files=files, py_files=py_files, **options)
+    return _client.submission(job.path, _paths(inputs), os.fspath(output), files=files,
+                              py_files=py_files, **options)
 
 
 # --- the API ----------------------------------------------------------------------
 
-def run(job: Any, inputs: Sequence[str] | str, output: str, *, inline: bool = False,
+def run(job: Any, inputs: Inputs, output: str | os.PathLike[str], *, inline: bool = False,
         workers: int = 2, slots: int | None = None, timeout: float | None = None,
         check: bool = True, **options: Any) -> JobResult:
     """Run ``job`` on a local cluster started for it (as ``python -m pytxmr
@@ -414,7 +426,7 @@ def run(job: Any, inputs: Sequence[str] | str, output: str, *, inline: bool = Fa
     return result
 
 
-def _run_inline(job: _JobFile, inputs: Sequence[str] | str, output: str, slots: int,
+def _run_inline(job: _JobFile, inputs: Inputs, output: str | os.PathLike[str], slots: int,
                 options: Mapping[str, Any]) -> JobResult:
     import time
 
@@ -430,10 +442,10 @@ def _run_inline(job: _JobFile, inputs: Sequence[str] | str, output: str, slots: 
     counters: dict[str, dict[str, int]] = {}
     error = None
     with storage.WORKING_DIRECTORY:  # its relative output too: see inline.run_inline
-        where = storage.normalize(output)
+        where = storage.normalize(os.fspath(output))
         try:
-            counters = run_inline(job.path, [inputs] if isinstance(inputs, str) else list(inputs),
-                                  output, slots=slots, started=formats.append, **kwargs)
+            counters = run_inline(job.path, _paths(inputs), os.fspath(output), slots=slots,
+                                  started=formats.append, **kwargs)
         except Exception as e:
             if not formats:  # before it started: refused, as by a jobtracker
                 raise ClusterError(str(e)) from e
@@ -481,7 +493,7 @@ class Client:
 
         return _in_reactor(go)
 
-    def submit(self, job: Any, inputs: Sequence[str] | str, output: str, *,
+    def submit(self, job: Any, inputs: Inputs, output: str | os.PathLike[str], *,
                wait: bool = True, check: bool = True, **options: Any) -> JobResult:
         """Submit ``job`` (options as for ``run``); with ``wait`` (the
         default) block until it ends and return its result, else return at

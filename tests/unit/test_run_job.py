@@ -127,6 +127,22 @@ def test_the_api_refuses_workers_and_slots_the_command_line_refuses(
 
 
 @pytest.mark.parametrize("inline", [True, False])
+def test_the_api_takes_pathlib_paths_wherever_it_takes_paths(tmp_path: Path, inline: bool) -> None:
+    """A Path worked for the job, but inputs, output, py_files and files
+    failed deep inside (expected string or bytes-like object)."""
+    data = tmp_path / "in.txt"
+    data.write_text("a b a\n")
+    helper = tmp_path / "helper.py"
+    helper.write_text("X = 1\n")
+    result = pytxmr.run(ROOT / "examples/wordcount.py", [data], tmp_path / "out", inline=inline,
+                        py_files=helper, files=[data], timeout=60)
+    assert dict(result.records()) == {"a": 2, "b": 1}
+    result = pytxmr.run(ROOT / "examples/wordcount.py", data, tmp_path / "out2", inline=inline,
+                        timeout=60)
+    assert dict(result.records()) == {"a": 2, "b": 1}
+
+
+@pytest.mark.parametrize("inline", [True, False])
 @pytest.mark.parametrize("inputs, output, why", [
     ([], "out", "no inputs given"),
     ("", "out", "an input is an empty path"),
