@@ -468,14 +468,17 @@ class Client:
         """``tls``: a directory with the cluster CA's ``ca.pem`` (TLS to the
         jobtracker); ``user`` and ``password``: log in as a user, at a
         jobtracker with a users file, instead of with the cluster secret."""
-        from .secret import load_secret
-        from .tls import ClusterTLS
+        from .secret import SecretError, load_secret
+        from .tls import ClusterTLS, TLSError
 
         self.address = address
         self.timeout = timeout
-        self._secret = b"" if user else load_secret(secret_file)
-        self._login: dict[str, Any] = {
-            "tls": ClusterTLS.load(tls, need_own=False) if tls else None}
+        try:  # a ClusterError, as any refusal of the API is (the cause kept)
+            self._secret = b"" if user else load_secret(secret_file)
+            self._login: dict[str, Any] = {
+                "tls": ClusterTLS.load(tls, need_own=False) if tls else None}
+        except (SecretError, TLSError) as e:
+            raise ClusterError(str(e)) from e
         if user:
             self._login.update(user=user, password=password or "")
 

@@ -126,6 +126,24 @@ def test_the_api_refuses_workers_and_slots_the_command_line_refuses(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_client_without_its_secret_or_certificates_is_a_cluster_error(tmp_path: Path) -> None:
+    """The docs promise ClusterError for what the cluster's side refuses:
+    a missing secret file raised SecretError, a missing TLS directory
+    TLSError."""
+    from pytxmr.secret import SecretError
+    from pytxmr.tls import TLSError
+
+    with pytest.raises(pytxmr.ClusterError, match="nosuch") as no_secret:
+        pytxmr.Client("127.0.0.1:1", secret_file=str(tmp_path / "nosuch"))
+    assert isinstance(no_secret.value.__cause__, SecretError)
+    secret = tmp_path / "secret"
+    secret.write_text("0" * 64 + "\n")
+    secret.chmod(0o600)
+    with pytest.raises(pytxmr.ClusterError) as no_tls:
+        pytxmr.Client("127.0.0.1:1", secret_file=str(secret), tls=str(tmp_path / "nocerts"))
+    assert isinstance(no_tls.value.__cause__, TLSError)
+
+
 @pytest.mark.parametrize("inline", [True, False])
 def test_the_api_takes_pathlib_paths_wherever_it_takes_paths(tmp_path: Path, inline: bool) -> None:
     """A Path worked for the job, but inputs, output, py_files and files
