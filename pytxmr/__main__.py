@@ -733,9 +733,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         from .jobmodule import describe_error
 
-        if a.command == "run" and a.inline:
+        if a.command == "run" and a.inline:  # the job failed: said as `run` says it
             err = describe_error(e, os.path.abspath(a.job))
-            print(err["traceback"].rstrip(), file=sys.stderr)
+            print(f"inline job failed: {err['message']}\n{err['traceback'].rstrip()}",
+                  file=sys.stderr)
             return 1
         raise
 

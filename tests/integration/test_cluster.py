@@ -1239,6 +1239,16 @@ def test_a_corrupt_gz_fails_the_job_and_a_missing_input_is_refused_alike_inline(
                          str(tmp_path / "o2"), "-q", *flags,
                          env=base_env(tmp_path / "home"), cwd=tmp_path)
     assert (rc, err) == (2, f"pytxmr: input path does not exist: {tmp_path / 'none.gz'}\n")
+    # The user's error: its summary line (run --inline printed the traceback alone) and
+    # the traceback from the user's code.
+    job = write(tmp_path / "bad.py", "def map(k, v):\n    raise ValueError('bad ' + v)\n"
+                "    yield v, 1\n")
+    rc, _, err = run_cli("run", str(job), str(ROOT / "data" / "sample.txt"), "-o",
+                         str(tmp_path / "o3"), "-q", *flags,
+                         env=base_env(tmp_path / "home"), cwd=tmp_path)
+    assert rc == 1, err
+    assert re.search(r"^(inline job|job_\S+) failed: ValueError: bad ", err, re.M), err
+    assert f'File "{job}", line 2, in map' in err, err
 
 
 @pytest.mark.parametrize("inline", [False, True])
