@@ -15,6 +15,7 @@ such an object is sent to the tasks with cloudpickle, in its bundle.
 from __future__ import annotations
 
 import decimal
+import functools
 import json
 import os
 import re
@@ -283,6 +284,8 @@ def _local_modules(namespace: Mapping[str, Any]) -> list[str]:
     steps = namespace.get("steps") or ()
     found: dict[str, None] = {}
     for fn in [*namespace.values(), *(v for s in steps for v in vars(s).values())]:
+        while isinstance(fn, functools.partial):  # functools' own, but of a function of ours
+            fn = fn.func
         name = getattr(fn, "__module__", None) if callable(fn) else None
         if not name:
             continue

@@ -352,7 +352,8 @@ def _run_script(cluster: Cluster, text: Path, tmp_path: Path, script: str) -> Co
 
 
 OBJECTS_SCRIPT = """
-import sys, types
+import functools, sys, types
+from pytxmr import combiners
 import pytxmr
 import jobs
 
@@ -362,7 +363,9 @@ def shout(key, line):  # __main__'s, sent by value; jobs' by reference
     for word in line.split():
         yield jobs.norm(word) + "!", 1
 for name, job in [("class", jobs.Job), ("namespace", jobs.NS),
-                  ("main", types.SimpleNamespace(map=shout, reduce=jobs.total))]:
+                  ("main", types.SimpleNamespace(map=shout, reduce=jobs.total)),
+                  ("partial", types.SimpleNamespace(map=functools.partial(jobs.suffixed, "?"),
+                                                    reduce=combiners.sum))]:
     result = cluster.submit(job, [text], out + "/" + name)
     assert result.ok, result
     print(name, sorted(result.records())[:2])
@@ -373,15 +376,18 @@ def test_a_job_object_s_own_modules_travel_with_it(cluster: Cluster, text: Path,
                                                     tmp_path: Path) -> None:
     """Functions of the caller's own modules (jobs.py beside the script),
     and what those import from their directory, reached the tasks by
-    reference only: No module named 'jobs', or 'textutil'."""
+    reference only: No module named 'jobs', or 'textutil' (a partial of
+    such a function too: its module is functools)."""
     write(tmp_path / "textutil.py", "def norm(word):\n    return word.upper()\n")
     write(tmp_path / "jobs.py", "import types\nfrom textutil import norm\n\n"
           "def words(key, line):\n    for word in line.split():\n        yield norm(word), 1\n\n"
           "def total(word, ones):\n    yield word, sum(ones)\n\n"
+          "def suffixed(suffix, key, line):\n    for word, one in words(key, line):\n"
+          "        yield word + suffix, one\n\n"
           "class Job:\n    map = words\n    reduce = total\n\n"
           "NS = types.SimpleNamespace(map=words, reduce=total)\n")
     counts = _run_script(cluster, text, tmp_path, OBJECTS_SCRIPT)
-    for name, suffix in (("class", ""), ("namespace", ""), ("main", "!")):
+    for name, suffix in (("class", ""), ("namespace", ""), ("main", "!"), ("partial", "?")):
         assert merged(read_wordcount(tmp_path / "out" / name)) == {
             w + suffix: n for w, n in counts.items()}, name
 
