@@ -973,6 +973,17 @@ def test_sigterm_ends_a_tasktrackers_children_and_cleans_its_work_dir(
             sub.wait()
 
 
+def _scratch_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An environment with a HOME and a TMPDIR of their own (the latter
+    returned too), to see what a run leaves there."""
+    env = base_env(tmp_path / "home")
+    (tmp_path / "home").mkdir()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env["TMPDIR"] = str(scratch)
+    return env, scratch
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_run_stops_its_cluster_and_leaves_nothing(
         tmp_path: Path, corpus: Path, sig: int, request: pytest.FixtureRequest) -> None:
@@ -980,11 +991,7 @@ def test_an_interrupted_run_stops_its_cluster_and_leaves_nothing(
     (an empty output directory), and no process, temporary directory or
     shuffle memory is left behind."""
     job = write(tmp_path / "stuck.py", barrier_job(tmp_path / "never"))
-    env = base_env(tmp_path / "home")
-    (tmp_path / "home").mkdir()
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    env["TMPDIR"] = str(scratch)
+    env, scratch = _scratch_env(tmp_path)
     out = tmp_path / "out"
     memory: set[Path] = set()
     # Should `run` leave its shuffle memory (RAM), the test must not.
@@ -1056,11 +1063,7 @@ def test_an_interrupted_python_api_run_stops_its_cluster_and_job(tmp_path: Path)
                 "    time.sleep(60)\n    yield value, 1\n")
     data = write(tmp_path / "in.txt", "a b\nc\n")
     script = write(tmp_path / "script.py", _INTERRUPTED_API)
-    env = base_env(tmp_path / "home")
-    (tmp_path / "home").mkdir()
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    env["TMPDIR"] = str(scratch)
+    env, scratch = _scratch_env(tmp_path)
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(script), str(job), str(data), str(out),
                            str(started), str(ROOT / "examples" / "wordcount.py")],
