@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         locks.append(lock_workdir(config.workdir, "jobtracker"))
         svc = make_service(config, reactor, secret=secret)
         await svc.startService()
-        notify_ready(f"listening on port {svc.port}")
+        notify_ready(f"listening on {svc.listening}")
         return svc
 
     run_daemon(start, args, "jobtracker")

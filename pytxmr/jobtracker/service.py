@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import endpoints
+from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 
 from ..child import Zygote
@@ -80,6 +80,8 @@ class JobTrackerService(AsyncMultiService):
                              metrics=bool(config.web_listen))
         self._port: Any = None
         self.port: int | None = None
+        #: Where it listens, as its log says it: "port 7373", or a socket's path.
+        self.listening = ""
         self.web: Any = None
         self.web_port: int | None = None
         for name, start, stop in (("jobs", self._start_jobs, self._stop_jobs),
@@ -113,11 +115,14 @@ class JobTrackerService(AsyncMultiService):
         if tls is not None:  # tasktrackers' certificates checked, clients' optional
             factory = tls.wrap_server(factory, self._reactor, require_peer=False)
         self._port = await endpoint.listen(factory)
-        self.port = self._port.getHost().port
+        host = self._port.getHost()
+        self.port = getattr(host, "port", None)  # None on a UNIX socket
+        self.listening = f"port {self.port}" if self.port is not None else os.fsdecode(host.name)
 
     async def _stop_listening(self) -> None:
         if self._port is not None:
-            await self._port.stopListening()
+            # A port already closed answers None, not a Deferred.
+            await defer.maybeDeferred(self._port.stopListening)
 
     async def _start_web(self) -> None:
         if not self.config.web_listen:
@@ -136,8 +141,8 @@ class JobTrackerService(AsyncMultiService):
             await self.web.stop()
 
     def _ready(self) -> None:
-        self.log.info("Jobtracker listening on port {port} (work dir {workdir})",
-                      port=self.port, workdir=self.config.workdir)
+        self.log.info("Jobtracker listening on {where} (work dir {workdir})",
+                      where=self.listening, workdir=self.config.workdir)
         if self.config.ready_file:
             write_ready_file(self.config.ready_file, {"port": self.port, "pid": os.getpid(),
                                                       "web_port": self.web_port})

@@ -1302,6 +1302,23 @@ def test_a_job_survives_a_tasktracker_killed_in_the_middle(make_cluster: Any,
     assert merged(read_wordcount(c.base / "out")) == word_counts(inputs)
 
 
+def test_a_jobtracker_listening_on_a_unix_socket(make_cluster: Any) -> None:
+    """--listen takes any endpoint string: a UNIX socket's crashed the
+    jobtracker at its start (a UNIX address has no port)."""
+    c: Cluster = make_cluster()
+    sock = c.base / "jt.sock"
+    jt = c.start_jobtracker("--listen", f"unix:{sock}")
+    assert jt.ready["port"] is None
+    assert f"Jobtracker listening on {sock} " in jt.log()
+    address = f"unix:path={sock}"
+    c.start_tasktracker(1, jobtracker=address)
+    data = write(c.base / "in.txt", "one two two\n")
+    assert_ok(run_cli("submit", str(WORDCOUNT), str(data), "-o", str(c.base / "out"), "-q",
+                      "--jobtracker", address, "--secret-file", str(c.secret_file),
+                      env=c.env, cwd=c.base), c)
+    assert merged(read_wordcount(c.base / "out")) == {"one": 1, "two": 2}
+
+
 def test_tasktrackers_log_in_again_after_the_jobtracker_restarts(make_cluster: Any) -> None:
     """A restarted jobtracker (same port) gets its workers back without
     restarting them, and runs jobs."""
