@@ -296,7 +296,6 @@ def interrupted_status(signum: int | None) -> int:
 _inline_signal: list[int] = []
 
 
-
 def react_interruptibly(command: Callable[[Any], Awaitable[int]]) -> int:
     """Run ``command(reactor)`` under the reactor; its exit code.
 
