@@ -4,7 +4,8 @@ Every PB login (tasktrackers and submitters) proves knowledge of one shared
 secret. On one host nothing needs setting up: the jobtracker creates
 ``~/.pytxmr/cluster-secret`` (readable by its owner only) on first start, and
 local tasktrackers and clients read it, like Erlang's cookie. Across hosts
-the user copies the file or points ``--secret-file`` / ``PYTXMR_SECRET`` at it.
+the user copies the file and points ``--secret-file`` at it, or puts the
+secret itself (not a path) in ``$PYTXMR_SECRET``.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--workdir", default=os.path.join(os.path.expanduser("~"), ".pytxmr",
                                                      "jobtracker"),
                    help="work directory (default ~/.pytxmr/jobtracker)")
-    p.add_argument("--secret-file", help="cluster secret file (default: $PYTXMR_SECRET, "
-                   "else ~/.pytxmr/cluster-secret, created on first start)")
+    p.add_argument("--secret-file", help="cluster secret file (default: the secret itself "
+                   "in $PYTXMR_SECRET, else ~/.pytxmr/cluster-secret, created on first start)")
     p.add_argument("--ready-file", help="write JSON with the bound port here once listening")
     p.add_argument("--expiry", type=float, default=DEFAULT_EXPIRY,
                    help=f"seconds without heartbeat before a tasktracker is lost "
