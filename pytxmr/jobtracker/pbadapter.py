@@ -7,6 +7,7 @@ tasktracker's mind. PB stops here: the tracker sees typed records and
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Awaitable, Callable, Optional, Sequence
 
@@ -109,7 +110,31 @@ class PBWorker:
 ShuffleProbe = Callable[[str, int], Awaitable[Optional[str]]]
 
 
-class TaskTrackerAvatar(pb.Avatar):
+class _StrictAvatar(pb.Avatar):
+    """An avatar whose peer's call of no method, or with arguments its
+    method does not take, is refused with one log line: PB logged each
+    with a traceback ("Peer will receive following PB traceback"), and
+    any user of a cluster with users may send them."""
+
+    log = Logger()
+
+    def perspectiveMessageReceived(self, broker: pb.Broker, message: Any, args: Any,
+                                   kw: Any) -> Any:
+        args = broker.unserialize(args, self)
+        kw = broker.unserialize(kw, self)
+        name = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
+        method = getattr(self, f"perspective_{name}", None)
+        try:
+            if method is None:
+                raise TypeError("no such method")
+            inspect.signature(method).bind(*args, **kw)
+        except TypeError as e:
+            self.log.warn("Refused a malformed call of {m!r} ({e})", m=name[:60], e=str(e)[:200])
+            raise pb.Error(f"a malformed call of {name[:60]!r}: {e}") from None
+        return broker.serialize(method(*args, **kw), self, method, args, kw)
+
+
+class TaskTrackerAvatar(_StrictAvatar):
     """A logged-in tasktracker. ``wid`` is set by ``register``."""
 
     log = Logger()
@@ -244,7 +269,7 @@ class _Handshake(protocol.Protocol):
                 "during the TLS handshake"))
 
 
-class ClientAvatar(pb.Avatar):
+class ClientAvatar(_StrictAvatar):
     """A logged-in submitter or job-control client: a user (who may kill
     and read the logs of their own jobs, or of all as an administrator), or
     (None) a holder of the cluster secret where there are no users, who may

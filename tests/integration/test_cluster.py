@@ -733,6 +733,48 @@ NOT_PB = [_banana("pb", 5), _banana("pb", []), _banana("pb", ["zork", 1]),
           _banana("pb", ["decref", 77]), _banana("pb", ["message", 1, "root", "login", 1, 2, 3])]
 
 
+_MALFORMED_CALLS = """
+import sys
+from twisted.internet import defer, task
+from pytxmr import client
+
+async def main(reactor):
+    with open(sys.argv[2], "rb") as f:
+        conn = await client.connect(reactor, sys.argv[1], f.read().strip())
+    for method, *args in (("nonexistent",), ("jobs", 1, 2), ("status",)):
+        try:
+            await conn.call(method, *args)
+        except client.ClusterError as e:
+            print(e)
+    print(len(await conn.call("jobs")) >= 0)
+    conn.close()
+
+task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor)))
+"""
+
+
+def test_a_logged_in_peer_s_malformed_calls_are_refused_in_a_line(cluster: Cluster) -> None:
+    """A call of no method, or with arguments its method does not take,
+    logged a traceback each in the jobtracker's log ("Peer will receive
+    following PB traceback"): any user of a cluster with users may send
+    them. Refused with a line each; the session goes on."""
+    assert cluster.jobtracker is not None
+    script = write(cluster.base / "malformed.py", _MALFORMED_CALLS)
+    proc = subprocess.run([sys.executable, str(script), cluster.address,
+                           str(cluster.secret_file)], capture_output=True, text=True,
+                          timeout=60, env=cluster.env, cwd=cluster.base)
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in said[:3]] == [
+        "a malformed call of 'nonexistent'", "a malformed call of 'jobs'",
+        "a malformed call of 'status'"], said
+    assert said[3] == "True", said
+    log = wait_for(lambda: (text := cluster.jobtracker.log()).count("Refused a malformed call of")
+                   >= 3 and text, 10, "a line for each")
+    assert "Refused a malformed call of 'nonexistent' (no such method)" in log, log
+    assert "Traceback" not in log and "Unhandled Error" not in log, log
+
+
 def test_garbage_on_the_ports_does_not_harm_the_cluster(cluster: Cluster) -> None:
     """Random bytes and an HTTP request on the PB and shuffle ports are
     dropped; the daemons keep running jobs. Banana that is not PB is
