@@ -698,15 +698,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(web_password(load_secret(a.secret_file)))
             return 0
-        if a.command == "certs":
-            from .tls import make_certs
-
-            hosts = [[n.strip() for n in h.split(",") if n.strip()] for h in a.hosts]
-            for path in make_certs(a.outdir, hosts, days=a.days):
-                print(path)
-            return 0
-        if a.command == "users":
-            return manage_users(a)
+        if a.command in ("certs", "users"):
+            try:
+                return make_certs_command(a) if a.command == "certs" else manage_users(a)
+            except OSError as e:  # a directory that is a file, a file it may not write...
+                print(f"pytxmr: {e.filename or a.command}: {e.strerror or e}", file=sys.stderr)
+                return EXIT_REFUSED
 
         async def command(reactor: Any) -> int:
             try:
@@ -738,6 +735,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         raise
+
+
+def make_certs_command(a: argparse.Namespace) -> int:
+    from .tls import make_certs
+
+    hosts = [[n.strip() for n in h.split(",") if n.strip()] for h in a.hosts]
+    for path in make_certs(a.outdir, hosts, days=a.days):
+        print(path)
+    return 0
 
 
 def _failure_status(e: Exception) -> int:

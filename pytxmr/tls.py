@@ -180,6 +180,9 @@ def make_certs(outdir: str, hosts: Sequence[Sequence[str]], *, days: int = 825,
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+    hosts = [names for names in hosts if names]
+    for names in hosts:  # all refused before anything is written
+        _dir_name(names[0])
     os.makedirs(outdir, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key_path, ca_path = os.path.join(outdir, CA_KEY_FILE), os.path.join(outdir, CA_FILE)
@@ -210,8 +213,6 @@ def make_certs(outdir: str, hosts: Sequence[Sequence[str]], *, days: int = 825,
     _write(os.path.join(client, CA_FILE), ca_pem)
     made.append(client)
     for names in hosts:
-        if not names:
-            continue
         alt: list[x509.GeneralName] = []
         for name in names:
             try:
@@ -243,7 +244,7 @@ def make_certs(outdir: str, hosts: Sequence[Sequence[str]], *, days: int = 825,
 
 
 def _dir_name(name: str) -> str:
-    if name in ("client", "", ".", "..") or "/" in name or os.sep in name:
+    if name in ("client", CA_FILE, CA_KEY_FILE, "", ".", "..") or "/" in name or os.sep in name:
         raise TLSError(f"{name!r} cannot name a host's directory")
     return name.replace(":", "_")  # IPv6 addresses
 

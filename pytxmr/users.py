@@ -12,13 +12,16 @@ restart.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 #: PBKDF2 rounds of a verifier (RFC 7677's minimum is 4096).
 ITERATIONS = 100_000
@@ -112,15 +115,31 @@ class UsersFile:
 
     def put(self, name: str, verifier: Verifier) -> None:
         check_name(name)
-        users = dict(self.users())
-        users[name] = verifier
-        self._write(users)
+        with self._changing() as users:
+            users[name] = verifier
 
     def remove(self, name: str) -> None:
-        users = dict(self.users())
-        if users.pop(name, None) is None:
-            raise UsersError(f"no user {name!r} in {self.path}")
-        self._write(users)
+        with self._changing() as users:
+            if users.pop(name, None) is None:
+                raise UsersError(f"no user {name!r} in {self.path}")
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[dict[str, Verifier]]:
+        """The users to change, then written; one change at a time (two
+        `users add` at once each wrote back what it had read: one user
+        was lost). The lock is a file beside it, as the file is replaced."""
+        directory = os.path.dirname(self.path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+            lock = open(os.path.join(directory, f".{os.path.basename(self.path)}.lock"), "a")
+        except OSError as e:
+            raise UsersError(f"cannot change the users file {self.path}: {e.strerror}") from None
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._stamp = None  # read it again: another change may have just landed
+            users = dict(self.users())
+            yield users
+            self._write(users)
 
     def _write(self, users: dict[str, Verifier]) -> None:
         """Atomically (a reader sees the old file or the new one), private
@@ -130,13 +149,24 @@ class UsersFile:
                                 "server_key": _b64(v.server_key), "iterations": v.iterations,
                                 "admin": v.admin}
                          for name, v in sorted(users.items())}}
-        directory = os.path.dirname(self.path)
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".users-")
+        try:
+            old = os.stat(self.path)
+        except FileNotFoundError:
+            old = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".users-")
+        except OSError as e:
+            raise UsersError(f"cannot write the users file {self.path}: {e.strerror}") from None
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(doc, f, indent=1)
                 f.write("\n")
+            if old is not None:
+                # Its owner and mode stay: root adding a user to the file of
+                # a jobtracker run as `pytxmr` made it root's, unreadable to it.
+                os.chmod(tmp, stat.S_IMODE(old.st_mode))
+                if os.geteuid() == 0:
+                    os.chown(tmp, old.st_uid, old.st_gid)
             os.replace(tmp, self.path)
         except BaseException:
             os.unlink(tmp)

@@ -41,6 +41,33 @@ def test_certs_cover_every_name_and_address_and_reuse_the_ca(tmp_path: Path) -> 
     assert ClusterTLS.load(str(tmp_path / "client"), need_own=False).own is None
 
 
+@pytest.mark.parametrize("host", ["ca.pem", "ca-key.pem", "client"])
+def test_a_host_named_as_a_ca_file_is_refused_before_anything_is_written(
+        tmp_path: Path, host: str) -> None:
+    """A host called ca.pem (or ca-key.pem) failed with FileExistsError,
+    and a refused host name left a CA behind."""
+    with pytest.raises(TLSError, match="cannot name a host's directory"):
+        make_certs(str(tmp_path / "pki"), [["127.0.0.1"], [host]])
+    assert not (tmp_path / "pki").exists()
+
+
+@pytest.mark.parametrize("command", [["certs", "{f}", "127.0.0.1"],
+                                     ["users", "add", "zz", "--file", "{f}/users.json"]])
+def test_an_admin_command_s_unwritable_path_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
+    """A file where the directory should be: a FileExistsError or
+    FileNotFoundError traceback, not one line and status 2."""
+    from pytxmr.__main__ import main
+
+    monkeypatch.setenv("PYTXMR_PASSWORD", "x")
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    assert main([c.format(f=blocker) for c in command]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pytxmr: ") and err.count("\n") == 1 and str(blocker) in err, err
+
+
 def test_unusable_directories_are_refused_with_the_reason(tmp_path: Path) -> None:
     make_certs(str(tmp_path / "a"), [["h"]])
     make_certs(str(tmp_path / "b"), [["h"]])
