@@ -142,9 +142,10 @@ class UsersFile:
             self._write(users)
 
     def _write(self, users: dict[str, Verifier]) -> None:
-        """Atomically (a reader sees the old file or the new one), private
-        to its owner: the verifiers are not passwords, but a dictionary
-        attack on them is easier with the file than through logins."""
+        """Atomically (a reader sees the old file or the new one); a new
+        file private to its owner: the verifiers are not passwords, but a
+        dictionary attack on them is easier with the file than through
+        logins."""
         doc = {"users": {name: {"salt": _b64(v.salt), "stored_key": _b64(v.stored_key),
                                 "server_key": _b64(v.server_key), "iterations": v.iterations,
                                 "admin": v.admin}
