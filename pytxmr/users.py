@@ -212,6 +212,14 @@ def load_users(path: str) -> UsersFile:
     return users
 
 
+def _flag(value: Any) -> bool:
+    """A JSON true or false: a hand-edited "false" (a string) made an
+    administrator of its user."""
+    if not isinstance(value, bool):
+        raise TypeError(f"admin is {value!r}, not true or false")
+    return value
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -234,7 +242,7 @@ def _parse(path: str) -> dict[str, Verifier]:
                 base64.b64decode(entry["salt"], validate=True),
                 base64.b64decode(entry["stored_key"], validate=True),
                 base64.b64decode(entry["server_key"], validate=True),
-                int(entry["iterations"]), bool(entry.get("admin", False)))
+                int(entry["iterations"]), _flag(entry.get("admin", False)))
         except (KeyError, TypeError, ValueError) as e:
             raise UsersError(f"the users file {path}: user {name!r} is malformed "
                              f"({type(e).__name__}: {e})") from None

@@ -74,3 +74,19 @@ def test_an_unwritable_directory_is_a_users_error(tmp_path: Path) -> None:
     (tmp_path / "ro").mkdir(mode=0o500)
     with pytest.raises(UsersError, match="cannot change the users file"):
         _users(tmp_path / "ro" / "users.json")
+
+
+@pytest.mark.parametrize("admin", ['"false"', '0', '"yes"', 'null'])
+def test_admin_is_true_or_false_or_the_file_is_refused(tmp_path: Path, admin: str) -> None:
+    """A hand-edited "admin": "false" (a string) made an administrator."""
+    import json
+
+    from pytxmr.users import UsersError
+
+    path = tmp_path / "users.json"
+    _users(path)
+    text = path.read_text().replace('"admin": false', f'"admin": {admin}')
+    path.write_text(text)
+    assert json.loads(text)["users"]["alice"]["admin"] == json.loads(admin)
+    with pytest.raises(UsersError, match="alice.* is malformed .*not true or false"):
+        UsersFile(str(path)).users()
