@@ -127,11 +127,23 @@ class _StrictAvatar(pb.Avatar):
         try:
             if method is None:
                 raise TypeError("no such method")
-            inspect.signature(method).bind(*args, **kw)
+            state = method(*args, **kw)
         except TypeError as e:
+            # Its arguments checked only once the call failed: nothing more
+            # per heartbeat. A TypeError from within is the jobtracker's own.
+            if method is not None and _takes(method, args, kw):
+                raise
             self.log.warn("Refused a malformed call of {m!r} ({e})", m=name[:60], e=str(e)[:200])
             raise pb.Error(f"a malformed call of {name[:60]!r}: {e}") from None
-        return broker.serialize(method(*args, **kw), self, method, args, kw)
+        return broker.serialize(state, self, method, args, kw)
+
+
+def _takes(method: Callable[..., Any], args: Sequence[Any], kw: dict[str, Any]) -> bool:
+    try:
+        inspect.signature(method).bind(*args, **kw)
+    except TypeError:
+        return False
+    return True
 
 
 class TaskTrackerAvatar(_StrictAvatar):
