@@ -341,6 +341,10 @@ def job_namespace(name: str) -> dict[str, Any]:
 def _command_line(options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` as the command line's: a size may be written as it is
     there ("64M"); a bad one refuses the job, as the cluster would."""
+    unknown = sorted(set(options) - set(_client.submission.__kwdefaults__))
+    if unknown:  # a misspelling raised a TypeError on a cluster, inline a ClusterError
+        raise ClusterError(f"no such option: {', '.join(unknown)} (the options: "
+                           f"{', '.join(sorted(_client.submission.__kwdefaults__))})")
     out = dict(options)
     if out.get("split_size") is not None:
         try:
@@ -389,7 +393,8 @@ def run(job: Any, inputs: Inputs, output: str | os.PathLike[str], *, inline: boo
 
     ``options`` are those of ``client.submission``: ``args``, ``py_files``,
     ``files``, ``reducers``, ``split_size``, ``overwrite``,
-    ``storage_options``, ``compress``... A failed job raises ``JobFailed``
+    ``storage_options``, ``compress``... ``timeout`` (seconds, not
+    inline) stops the cluster and the job. A failed job raises ``JobFailed``
     unless ``check`` is false; a refused one raises ``ClusterError``, inline
     too (its ``__cause__`` the error that refused it).
     """
@@ -400,6 +405,11 @@ def run(job: Any, inputs: Inputs, output: str | os.PathLike[str], *, inline: boo
         # the call, 0 divided by zero.
         if count is not None and (type(count) is not int or count < 1):
             raise ClusterError(f"{name} must be a whole number, at least 1, not {count!r}")
+    if inline and timeout is not None:
+        # It runs in this thread, to its end: a timeout would be a promise
+        # not kept (it was ignored).
+        raise ClusterError("timeout is for a cluster's job; an inline job runs in this "
+                           "process until it ends")
     slots = slots or default_slots(workers)
     options = _command_line(options)
     job_file = _JobFile(job)
@@ -437,7 +447,10 @@ def _run_inline(job: _JobFile, inputs: Inputs, output: str | os.PathLike[str], s
     from .jobmodule import describe_error
 
     names = {"reducers": "num_reducers"}
-    kwargs = {names.get(k, k): v for k, v in options.items()}
+    # Retries and backups are a cluster's: inline, a failed task fails the
+    # job at once (as `run --inline` ignores --max-attempts, --speculative).
+    kwargs = {names.get(k, k): v for k, v in options.items()
+              if k not in ("max_attempts", "speculative")}
     kwargs["files"] = [*kwargs.get("files", ()), *job.files]
     kwargs["py_files"] = [*kwargs.get("py_files", ()), *job.py_files]
     start = time.perf_counter()

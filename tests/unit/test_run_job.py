@@ -126,6 +126,35 @@ def test_the_api_refuses_workers_and_slots_the_command_line_refuses(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("inline", [True, False])
+def test_a_misspelt_option_is_refused_by_name(tmp_path: Path, inline: bool) -> None:
+    """A misspelling raised a bare TypeError on a cluster and, inline, a
+    ClusterError quoting run_inline's signature; refused, the option named,
+    before any cluster starts."""
+    data = tmp_path / "in.txt"
+    data.write_text("a b\n")
+    with pytest.raises(pytxmr.ClusterError, match=r"no such option: reducer \(the options: "
+                       r"args, .*reducers"):
+        pytxmr.run(str(ROOT / "examples/wordcount.py"), str(data), str(tmp_path / "out"),
+                   inline=inline, reducer=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_inline_takes_a_cluster_s_options_and_refuses_a_timeout(tmp_path: Path) -> None:
+    """max_attempts and speculative, valid on a cluster, were refused inline
+    (run_inline had no such arguments), as `run --inline` takes them; a
+    timeout was ignored, the job run on past it."""
+    data = tmp_path / "in.txt"
+    data.write_text("a b a\n")
+    result = pytxmr.run(str(ROOT / "examples/wordcount.py"), str(data), str(tmp_path / "out"),
+                        inline=True, max_attempts=2, speculative=True)
+    assert dict(result.records()) == Counter("a b a".split())
+    with pytest.raises(pytxmr.ClusterError, match="inline job runs in this process"):
+        pytxmr.run(str(ROOT / "examples/wordcount.py"), str(data), str(tmp_path / "out2"),
+                   inline=True, timeout=5)
+    assert not (tmp_path / "out2").exists()
+
+
 def test_a_client_without_its_secret_or_certificates_is_a_cluster_error(tmp_path: Path) -> None:
     """The docs promise ClusterError for what the cluster's side refuses:
     a missing secret file raised SecretError, a missing TLS directory
