@@ -231,6 +231,8 @@ class _JobFile:
         return path
 
     def _write(self, job: Any) -> str:
+        import pickle
+
         import cloudpickle
 
         namespace = {name: getattr(job, name) for name in JOB_NAMES
@@ -250,6 +252,12 @@ class _JobFile:
                 registered = imported
         try:
             data = cloudpickle.dumps(namespace)
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as e:
+            # cloudpickle's own words name the object, not the way out.
+            raise ClusterError(
+                f"{job!r} cannot travel to its tasks: what its functions use cannot be "
+                f"pickled ({type(e).__name__}: {e}); make it inside the functions, or "
+                f"give the job as a module") from e
         finally:
             if registered is not None:
                 cloudpickle.unregister_pickle_by_value(registered)

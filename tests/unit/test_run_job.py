@@ -155,6 +155,26 @@ def test_inline_takes_a_cluster_s_options_and_refuses_a_timeout(tmp_path: Path) 
     assert not (tmp_path / "out2").exists()
 
 
+def test_a_job_object_that_cannot_be_pickled_is_refused_with_a_way_out(tmp_path: Path) -> None:
+    """A closure over a lock gave cloudpickle's bare TypeError ("cannot
+    pickle '_thread.lock' object"), which named neither the job nor a fix."""
+    import threading
+
+    lock = threading.Lock()
+
+    def locked_words(offset: int, line: str):
+        with lock:
+            yield from ((w, 1) for w in line.split())
+
+    data = tmp_path / "in.txt"
+    data.write_text("a b\n")
+    job = types.SimpleNamespace(map=locked_words, reduce=combiners.sum)
+    with pytest.raises(pytxmr.ClusterError, match=r"cannot travel to its tasks.*"
+                       r"TypeError: cannot pickle '_thread.lock'.*give the job as a module"):
+        pytxmr.run(job, str(data), str(tmp_path / "out"), workers=1)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_client_without_its_secret_or_certificates_is_a_cluster_error(tmp_path: Path) -> None:
     """The docs promise ClusterError for what the cluster's side refuses:
     a missing secret file raised SecretError, a missing TLS directory
