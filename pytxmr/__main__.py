@@ -199,8 +199,14 @@ def manage_users(a: argparse.Namespace) -> int:
 
     users = UsersFile(a.file)
     if a.action == "list":
-        for name, verifier in sorted(users.users().items()):
+        # A mistyped path listed nothing with status 0, as an empty file.
+        if not os.path.exists(users.path):
+            raise UsersError(f"no users file {users.path}")
+        listed = sorted(users.users().items())
+        for name, verifier in listed:
             print(f"{name}{'  (admin)' if verifier.admin else ''}")
+        if not listed:
+            print(f"no users in {users.path}", file=sys.stderr)
         return 0
     if not a.name:
         raise UsersError(f"users {a.action}: give a user name")

@@ -90,3 +90,23 @@ def test_admin_is_true_or_false_or_the_file_is_refused(tmp_path: Path, admin: st
     assert json.loads(text)["users"]["alice"]["admin"] == json.loads(admin)
     with pytest.raises(UsersError, match="alice.* is malformed .*not true or false"):
         UsersFile(str(path)).users()
+
+
+def test_listing_a_missing_file_is_an_error_and_an_empty_one_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`users list --file` of a mistyped path printed nothing and exited 0,
+    as for a file of no users."""
+    from pytxmr.__main__ import main
+
+    missing = tmp_path / "nosuch.json"
+    assert main(["users", "list", "--file", str(missing)]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == f"pytxmr: no users file {missing}\n"
+    path = tmp_path / "users.json"
+    users = _users(path)
+    assert main(["users", "list", "--file", str(path)]) == 0
+    assert capsys.readouterr().out == "alice\n"
+    users.remove("alice")
+    assert main(["users", "list", "--file", str(path)]) == 0
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == f"no users in {path}\n"
