@@ -40,6 +40,9 @@ def check_protocol(d: Mapping[str, Any], who: str, oldest_ok: int = MIN_PROTOCOL
     """Refuse a peer whose versions [min_protocol, protocol] do not meet
     ours, [oldest_ok, PROTOCOL_VERSION] (a peer of version 3 sends no
     min_protocol: only 3)."""
+    if "protocol" not in d:  # not an old peer: one that is not pytxmr's ("speaks None")
+        raise ProtocolMismatch(f"{who} names no protocol version: its message was not made "
+                               f"by pytxmr")
     version, oldest = d.get("protocol"), d.get("min_protocol", d.get("protocol"))
     if not (type(version) is int and type(oldest) is int and oldest <= PROTOCOL_VERSION
             and version >= oldest_ok):

@@ -68,6 +68,9 @@ def validate_submission(spec: Any) -> Submission:
     """The typed submission, or SubmissionError naming the bad field."""
     if not isinstance(spec, Mapping):
         raise SubmissionError("a submission is a dict")
+    if "protocol" not in spec:  # submit({}) said "the client speaks protocol None"
+        raise SubmissionError("the submission names no protocol version: make it with "
+                              "pytxmr.client.submission")
     check_protocol(spec, "the client")
 
     def get(name: str, kind: type, default: Any = ...,

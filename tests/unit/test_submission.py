@@ -75,6 +75,14 @@ def test_a_bad_field_is_named(change: dict[str, Any], message: str) -> None:
         validate_submission(spec)
 
 
+def test_a_dict_that_is_no_submission_is_not_called_an_old_client() -> None:
+    """submit({}) was answered "the client speaks protocol None (oldest
+    None) ... upgrade the older side"."""
+    with pytest.raises(SubmissionError, match="names no protocol version: make it with "
+                       "pytxmr.client.submission"):
+        validate_submission({})
+
+
 def test_urls_are_taken_as_given() -> None:
     sub = validate_submission({**SPEC, "inputs": ["s3://b/in/*.txt", "http://h/x"],
                                "output": "s3://b/out",

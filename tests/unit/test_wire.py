@@ -74,6 +74,9 @@ def test_registration_round_trips_and_checks_the_protocol() -> None:
     with pytest.raises(ProtocolMismatch, match="upgrade the older side"):
         Registration.from_wire({**reg.to_wire(), "protocol": PROTOCOL_VERSION + 2,
                                 "min_protocol": PROTOCOL_VERSION + 1})
+    with pytest.raises(ProtocolMismatch, match="names no protocol version: its message was "
+                       "not made by pytxmr"):
+        Registration.from_wire({k: v for k, v in reg.to_wire().items() if k != "protocol"})
     for bad in ({"slots": 0}, {"port": "7000"}, {"host": None}):
         with pytest.raises(BadMessage, match="register needs"):
             Registration.from_wire({**reg.to_wire(), **bad})
