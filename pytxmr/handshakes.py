@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet import interfaces
 from twisted.logger import Logger
 from twisted.protocols import policies
@@ -36,7 +37,7 @@ class _Watching(policies.ProtocolWrapper):
 
     def connectionLost(self, reason: Any) -> None:
         if self.guard is not None:
-            self.guard.finished(self)
+            self.guard.lost(self, reason)
         super().connectionLost(reason)
 
 
@@ -73,6 +74,7 @@ class HandshakeGuard(TLSMemoryBIOFactory):
         #: _Watching protocol -> its deadline, oldest first.
         self._pending: OrderedDict[_Watching, Any] = OrderedDict()
         self.dropped = 0
+        self.failed = 0
 
     @property
     def handshaking(self) -> int:
@@ -94,11 +96,42 @@ class HandshakeGuard(TLSMemoryBIOFactory):
         if deadline is not None and deadline.active():
             deadline.cancel()
 
+    def lost(self, watching: _Watching, reason: Any) -> None:
+        """A connection gone; one whose handshake failed (garbage on the
+        port, a peer of another CA) is said, as the operator needs to hear
+        of it: it went without a word."""
+        if watching in self._pending and reason.check(SSL.Error):
+            self.failed += 1
+            if _worth_saying(self.failed):
+                self.log.warn("A TLS handshake from {peer} failed: {why} ({n} so far)",
+                              peer=_peer(watching), why=_ssl_reason(reason.value),
+                              n=self.failed)
+        self.finished(watching)
+
     def _drop(self, watching: _Watching, why: str) -> None:
         self.finished(watching)
         self.dropped += 1
-        if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+        if _worth_saying(self.dropped):
             self.log.warn("Dropped a connection: {why} ({n} so far)", why=why, n=self.dropped)
         transport = watching.transport
         if transport is not None:
             transport.abortConnection()
+
+
+def _worth_saying(n: int) -> bool:
+    """The 1st, 10th, 100th, then every 1000th: a flood is a few lines."""
+    return n in (1, 10, 100) or n % 1000 == 0
+
+
+def _peer(watching: _Watching) -> str:
+    addr = watching.transport.getPeer() if watching.transport is not None else None
+    host, port = getattr(addr, "host", None), getattr(addr, "port", None)
+    return f"{host}:{port}" if host is not None else "a peer"
+
+
+def _ssl_reason(error: SSL.Error) -> str:
+    """OpenSSL's reasons ("wrong version number"), not its list of tuples."""
+    errors = error.args[0] if error.args else None
+    if isinstance(errors, list) and errors and all(isinstance(e, tuple) for e in errors):
+        return "; ".join(str(e[-1]) for e in errors)
+    return str(error) or type(error).__name__

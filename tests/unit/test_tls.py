@@ -136,6 +136,37 @@ def test_a_finished_handshake_has_no_deadline(tmp_path: Path) -> None:
     assert not transport.disconnecting
 
 
+def test_a_failed_handshake_is_logged_with_its_peer_and_reason(tmp_path: Path) -> None:
+    """Garbage on a TLS port (a plain-text PB client, an HTTP request) went
+    without a word: the operator never learnt why a peer did not get in."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.error import ConnectionDone
+    from twisted.logger import Logger
+    from twisted.python.failure import Failure
+
+    clock = Clock()
+    guard = _guard(tmp_path, clock)
+    events: list[dict[str, object]] = []
+    guard.log = Logger(observer=events.append)
+    for n in range(2):
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.9", 5000 + n))
+        proto = guard.buildProtocol(None)
+        proto.makeConnection(transport)
+        proto.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        assert transport.disconnecting
+        proto.connectionLost(Failure(ConnectionDone()))
+    assert guard.failed == 2 and guard.handshaking == 0
+    said = [e["log_format"].format(**e) for e in events]  # type: ignore[union-attr]
+    assert len(said) == 1, said  # the 1st, 10th, 100th...: a flood is a few lines
+    assert said[0].startswith("A TLS handshake from 127.0.0.9:5000 failed: ") and \
+        "(1 so far)" in said[0] and "[(" not in said[0], said
+    # A peer that connects and goes (a port scan) is no failed handshake.
+    proto = guard.buildProtocol(None)
+    proto.makeConnection(StringTransport())
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert guard.failed == 2 and guard.handshaking == 0
+
+
 @pytest.mark.parametrize("argv, spared", [
     (["run", "job.py", "in", "-o", "out"], True),
     (["run", "--inline", "job.py", "in", "-o", "out"], False),  # the job's code runs there
