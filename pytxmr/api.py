@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
@@ -401,8 +402,9 @@ def run(job: Any, inputs: Inputs, output: str | os.PathLike[str], *, inline: boo
 
     ``options`` are those of ``client.submission``: ``args``, ``py_files``,
     ``files``, ``reducers``, ``split_size``, ``overwrite``,
-    ``storage_options``, ``compress``... ``timeout`` (seconds, not
-    inline) stops the cluster and the job. A failed job raises ``JobFailed``
+    ``storage_options``, ``compress``... ``timeout`` (seconds) stops the
+    cluster and the job; inline it does not apply (a RuntimeWarning). A
+    failed job raises ``JobFailed``
     unless ``check`` is false; a refused one raises ``ClusterError``, inline
     too (its ``__cause__`` the error that refused it).
     """
@@ -414,10 +416,11 @@ def run(job: Any, inputs: Inputs, output: str | os.PathLike[str], *, inline: boo
         if count is not None and (type(count) is not int or count < 1):
             raise ClusterError(f"{name} must be a whole number, at least 1, not {count!r}")
     if inline and timeout is not None:
-        # It runs in this thread, to its end: a timeout would be a promise
-        # not kept (it was ignored).
-        raise ClusterError("timeout is for a cluster's job; an inline job runs in this "
-                           "process until it ends")
+        # It runs in this thread, to its end, where nothing can stop it: it
+        # was ignored without a word. A warning, not a refusal: the same
+        # call may switch between the two ways to run.
+        warnings.warn("timeout does not apply inline: an inline job runs in this process "
+                      "until it ends", RuntimeWarning, stacklevel=2)
     slots = slots or default_slots(workers)
     options = _command_line(options)
     job_file = _JobFile(job)
