@@ -11,6 +11,21 @@ from procs import Cluster
 from wordcounts import write_corpus
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Twisted trial's tests first (those of tests/component, the web's):
+    they run the global reactor themselves, which they cannot once a test
+    of the blocking API has started it in a thread (crochet) in the same
+    process. Each test process of a parallel run (pytest-xdist's ``load``)
+    runs the tests it is given in this order, so before any of those."""
+    from twisted.trial.unittest import SynchronousTestCase
+
+    def is_trial(item: pytest.Item) -> bool:
+        cls = getattr(item, "cls", None)
+        return cls is not None and issubclass(cls, SynchronousTestCase)
+
+    items.sort(key=lambda item: not is_trial(item))  # stable: otherwise as collected
+
+
 @pytest.fixture
 def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], Cluster]]:
     """A factory of empty clusters, all stopped at the end of the test."""
