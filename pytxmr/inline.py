@@ -17,7 +17,7 @@ import uuid
 from typing import Callable, Iterator, Mapping, Sequence
 
 from . import counters as _counters
-from . import bundle, jobargs, output, stepdata, storage
+from . import bundle, jobargs, output, stepdata, storage, streaming
 from .counters import FRAMEWORK, Counters, add_user_names
 from .jobmodule import (Job, JobDefinition, JobDefinitionError, JobExited, define,
                         describe_error, drop_working_directory, load_module, refusal_text)
@@ -216,26 +216,29 @@ def run_steps(steps: Sequence[Job], fresh: StepsFactory, splits: Sequence[Split]
     from ``fresh()``. ``last_format`` overrides the job's output format."""
     count = len(steps)
     records: dict[int, int] = {}
-    for n, step in enumerate(steps):
-        if n:
-            splits = compute_splits(stepdata.step_inputs(output_dir, n, count, opts),
-                                    MAX_DEFAULT_SPLIT_SIZE, split_by="file")
-        where = stepdata.step_output(output_dir, n, count)
-        fmt = stepdata.step_format(n, count) or last_format
-        step_work = os.path.join(work, f"step-{n + 1}")
-        os.makedirs(step_work)
+    with streaming.INLINE.tracked():  # a streaming job's commands end with their tasks
+        for n, step in enumerate(steps):
+            if n:
+                splits = compute_splits(stepdata.step_inputs(output_dir, n, count, opts),
+                                        MAX_DEFAULT_SPLIT_SIZE, split_by="file")
+            where = stepdata.step_output(output_dir, n, count)
+            fmt = stepdata.step_format(n, count) or last_format
+            step_work = os.path.join(work, f"step-{n + 1}")
+            os.makedirs(step_work)
 
-        def task_step(n: int = n) -> Job:  # each task's own, in a directory as it was
-            _fresh_task_dir(work)
-            return fresh()[n]
+            def task_step(n: int = n) -> Job:  # each task's own, in a directory as it was
+                streaming.INLINE.end()  # what the task before started
+                _fresh_task_dir(work)
+                return fresh()[n]
 
-        if step.map_only:
-            records = _map_only_step(task_step, splits, where, fmt, step_work, opts, counters)
-        else:
-            reducers = reduce_tasks(step.num_reducers, False, step.fixed_reducers,
-                                    num_reducers, slots)
-            records = _map_reduce_step(task_step, splits, reducers, where, fmt, step_work,
-                                       opts, counters, buffer_records, codec)
+            if step.map_only:
+                records = _map_only_step(task_step, splits, where, fmt, step_work, opts,
+                                         counters)
+            else:
+                reducers = reduce_tasks(step.num_reducers, False, step.fixed_reducers,
+                                        num_reducers, slots)
+                records = _map_reduce_step(task_step, splits, reducers, where, fmt,
+                                           step_work, opts, counters, buffer_records, codec)
     return records
 
 

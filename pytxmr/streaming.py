@@ -18,7 +18,9 @@ No Twisted: this runs in task children.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import io
+import os
 import queue
 import shlex
 import shutil
@@ -32,7 +34,7 @@ from typing import Any, Iterable, Iterator
 
 from .jobargs import args
 
-__all__ = ["Pipe", "StreamingError", "MapSide", "ReduceSide", "command", "parse"]
+__all__ = ["INLINE", "Pipe", "StreamingError", "MapSide", "ReduceSide", "command", "parse"]
 
 #: Bytes of a command's stderr shown in the error of a failed attempt.
 STDERR_TAIL = 4096
@@ -196,9 +198,10 @@ class Pipe:
 
     def __init__(self, cmd: str) -> None:
         self.cmd = cmd
+        # On a cluster, in the task's process group, which ends with it.
         self._proc = subprocess.Popen(["/bin/sh", "-c", cmd], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      bufsize=0)
+                                      bufsize=0, start_new_session=INLINE.active)
         assert self._proc.stdin and self._proc.stdout and self._proc.stderr
         self._pending: list[str] = []  # input not handed to the writer yet
         self._pending_len = 0
@@ -221,6 +224,7 @@ class Pipe:
             target=_copy_stderr, args=(self._proc.stderr, self._tail), daemon=True)
         for t in (*self._threads, self._err_thread):
             t.start()
+        INLINE.add(self)
 
     def feed(self, line: str) -> None:
         """Write one line (its newline added) to the command's stdin; lines
@@ -309,6 +313,21 @@ class Pipe:
                 t.join()
         self._check(self._proc.wait())
 
+    def kill(self) -> None:
+        """Kill the command and what it left running: its process group,
+        its own when it runs inline. Its writer drops what it holds."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._stopped.set()
+        while True:  # the writer's end, to a thread that may be waiting for input
+            try:
+                self._chunks.put_nowait(None)
+                break
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._chunks.get_nowait()
+        self._proc.wait()
+
     def _check(self, status: int) -> None:
         if status == 0:
             return
@@ -329,6 +348,46 @@ class Pipe:
         raise StreamingError(f"the command {self.cmd!r} {how}"
                              + (f"; its stderr ends with:\n{text}" if text
                                 else " (it wrote nothing to stderr)"))
+
+
+class InlineCommands:
+    """The commands of the tasks a job runs in this process (inline, or
+    ``pytxmr.testing``), each in a process group of its own, killed with
+    what it left running (``sleep 200 &``) as the next task starts and as
+    the job ends; a failed task's command too. A cluster's task ends with
+    its process group, its commands' processes with it; inline, they were
+    left running for ever."""
+
+    def __init__(self) -> None:
+        self._pipes: list[Pipe] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._pipes is not None
+
+    @contextlib.contextmanager
+    def tracked(self) -> Iterator[None]:
+        """While a job runs its tasks in this process."""
+        self._pipes = []
+        try:
+            yield
+        finally:
+            self.end()
+            self._pipes = None
+
+    def add(self, pipe: Pipe) -> None:
+        if self._pipes is not None:
+            self._pipes.append(pipe)
+
+    def end(self) -> None:
+        """A task is over: its commands and what they started end."""
+        pipes, self._pipes = self._pipes, [] if self._pipes is not None else None
+        for pipe in pipes or ():
+            pipe.kill()
+
+
+#: This process's inline tasks' commands (inline.run_steps tracks them).
+INLINE = InlineCommands()
 
 
 class _Side:

@@ -227,6 +227,55 @@ def test_a_child_left_running_does_not_hold_the_task(
                 os.kill(int(pid), signal.SIGKILL)
 
 
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("mapper, fails", [
+    ("sleep 60 >/dev/null 2>&1 & echo $! >>{pids}; cat", False),
+    ("sleep 60 >/dev/null 2>&1 & echo $! >>{pids}; head -1; exit 3", True),
+], ids=["left-running", "failed-task"])
+def test_inline_what_a_command_started_ends_with_its_task(
+        text: Path, tmp_path: Path, mapper: str, fails: bool) -> None:
+    """On a cluster a task's process group ends with it, what its commands
+    left running too; inline, a `sleep 60 &` ran on after the job, and a
+    failed task's command was left waiting for input for ever."""
+    pids = tmp_path / "pids"
+    mapper = mapper.format(pids=pids)
+    try:
+        with deadline(120), (pytest.raises(StreamingError) if fails
+                             else contextlib.nullcontext()):
+            run_inline(FULL, [str(text)], str(tmp_path / "out"), split_size=40_000,
+                       args={"mapper": mapper, "reducer": "cat"})
+        started = [int(pid) for pid in pids.read_text().split()]
+        assert started and not [pid for pid in started if _alive(pid)]
+    finally:
+        for pid in pids.read_text().split() if pids.exists() else ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+def test_a_command_its_failed_task_left_reading_is_killed() -> None:
+    """A task that failed before its final hook left its command waiting
+    for more input, and a thread writing to it."""
+    from pytxmr.streaming import INLINE
+
+    with deadline(30):
+        with INLINE.tracked():
+            pipe = Pipe("cat")
+            pipe.feed("a")
+            pid = pipe._proc.pid
+        assert not _alive(pid)
+        for t in pipe._threads:  # the writer told to end, the reader at the pipe's end
+            t.join(10)
+            assert not t.is_alive(), t
+
+
 def test_what_a_command_prints_ahead_of_the_task_is_bounded(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A command printing a hundred lines a line of input filled a queue
