@@ -319,25 +319,45 @@ def search_path(unpacked: str) -> list[str]:
     return [py, *zips]
 
 
+def _shipped_modules(py: str) -> list[str]:
+    """The names of the modules and packages in a bundle's ``py/``."""
+    return sorted({n[:-3] if n.endswith(".py") else n for n in os.listdir(py)
+                   if not n.startswith("__")
+                   and (n.endswith(".py") or os.path.isdir(os.path.join(py, n)))})
+
+
 def shadowed(unpacked: str) -> list[str]:
     """The bundle's modules that this process has imported already from
     elsewhere, which the job's imports would get instead of its own: a
     ``csv.py`` beside the job in a task process that imported Python's
     ``csv``, or, under ``run --inline``, a module of the caller's."""
     py = os.path.join(unpacked, PY)
-    names = sorted({n[:-3] if n.endswith(".py") else n for n in os.listdir(py)
-                    if not n.startswith("__")
-                    and (n.endswith(".py") or os.path.isdir(os.path.join(py, n)))})
-    return [name for name in names if name in sys.modules and not (
-        getattr(sys.modules[name], "__file__", None) or "").startswith(py + os.sep)
-        and not _same_module(os.path.join(py, name), sys.modules[name])]
+    return [name for name in _shipped_modules(py) if name in sys.modules and not (
+        getattr(sys.modules[name], "__file__", None) or "").startswith(py + os.sep)]
+
+
+def set_aside(unpacked: str) -> dict[str, types.ModuleType]:
+    """Inline: the caller's own imports of the very files the bundle ships
+    (the job's helper, which the caller imported too), and their
+    submodules, taken out of ``sys.modules`` while the job runs, so that
+    its imports load those files as they are now, as a task's do: the
+    caller's modules are as old as its import of them, and a helper edited
+    since ran stale. The job's end puts them back."""
+    py = os.path.join(unpacked, PY)
+    aside: dict[str, types.ModuleType] = {}
+    for name in _shipped_modules(py):
+        module = sys.modules.get(name)
+        if module is not None and _same_module(os.path.join(py, name), module):
+            for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+                aside[key] = sys.modules.pop(key)
+    return aside
 
 
 def _same_module(shipped: str, module: types.ModuleType) -> bool:
-    """Whether ``module``, imported already, has the very source the bundle
-    ships at ``shipped`` (a module's path without ``.py``, or a package's
-    directory): the caller of an inline job imported the job's helper
-    itself, and the job's imports get that same code."""
+    """Whether ``module``, imported already, is from files with the very
+    source the bundle ships at ``shipped`` (a module's path without
+    ``.py``, or a package's directory): the caller of an inline job
+    imported the job's helper itself."""
     mine = getattr(module, "__file__", None)
     if not mine:
         return False

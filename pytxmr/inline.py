@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import types
 import uuid
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -118,6 +119,7 @@ def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
     shipped = bundle.build(job_path, py_files, files)
     path, cwd, loaded = list(sys.path), os.getcwd(), set(sys.modules)
     unpacked = None
+    aside: dict[str, types.ModuleType] = {}
     try:
         drop_working_directory()
         task_dir = os.path.join(work, TASK_DIR)
@@ -126,6 +128,7 @@ def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
             store = bundle.BundleStore(os.path.join(work, BUNDLES_DIR))
             store.receive(shipped.sha256, 0, shipped.data, "inline", final=True)
             unpacked = store.unpacked(shipped.sha256)
+            aside = bundle.set_aside(unpacked)
             bundle.refuse_shadowed(unpacked)
             bundle.enter(unpacked, task_dir)
         os.chdir(task_dir)
@@ -137,6 +140,7 @@ def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
             if unpacked and (getattr(sys.modules[name], "__file__", None) or ""
                              ).startswith(unpacked):
                 del sys.modules[name]
+        sys.modules.update(aside)  # the caller's own, over the job's of the same name
 
 
 #: In an inline job's work directory: the tasks' working directory, and

@@ -5,6 +5,7 @@ Each answer is checked against an independent computation."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
 import sys
@@ -166,6 +167,32 @@ def test_a_helper_the_caller_imported_itself_is_the_job_s_own(
     __import__("textutil")
     with pytest.raises(JobDefinitionError, match="its own module 'textutil', but its task"):
         run_inline(job(tmp_path, source), [str(corpus(tmp_path, 2))], str(tmp_path / "out2"))
+
+def test_a_helper_the_caller_imported_then_edited_runs_as_it_is_now(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook imported the job's helper, then the helper was edited:
+    inline, the job ran the caller's stale copy (a cluster's task imports
+    the file as it is). The caller keeps its own module objects."""
+    (tmp_path / "textutil.py").write_text("def norm(w):\n    return w.upper()\n")
+    (tmp_path / "wordpkg").mkdir()
+    (tmp_path / "wordpkg" / "__init__.py").write_text("from .inner import SUFFIX\n")
+    (tmp_path / "wordpkg" / "inner.py").write_text("SUFFIX = '!'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("textutil", "wordpkg", "wordpkg.inner"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    mine = {name: importlib.import_module(name) for name in ("textutil", "wordpkg.inner")}
+    (tmp_path / "textutil.py").write_text("def norm(w):\n    return 'edited ' + w\n")
+    (tmp_path / "wordpkg" / "inner.py").write_text("SUFFIX = '?'\n")
+    source = ("import textutil, wordpkg\n\ndef map(offset, line):\n"
+              "    yield textutil.norm(line) + wordpkg.SUFFIX, 1\n")
+    run_inline(job(tmp_path, source), [str(corpus(tmp_path, 2))], str(tmp_path / "out"))
+    lines = parts(tmp_path / "out")
+    assert len(lines) == 2 and all(line.startswith("edited ") and line.endswith("?\t1")
+                                   for line in lines), lines
+    assert sys.modules["textutil"] is mine["textutil"] and mine["textutil"].norm("a") == "A"
+    assert sys.modules["wordpkg.inner"] is mine["wordpkg.inner"]
+    assert sys.modules["wordpkg"].SUFFIX == "!"
+
 
 HOOKS_JOB = """
     from collections import Counter
