@@ -149,8 +149,6 @@ def _takes(method: Callable[..., Any], args: Sequence[Any], kw: dict[str, Any]) 
 class TaskTrackerAvatar(_StrictAvatar):
     """A logged-in tasktracker. ``wid`` is set by ``register``."""
 
-    log = Logger()
-
     def __init__(self, jt: JobTracker, mind: pb.RemoteReference,
                  probe: ShuffleProbe | None = None) -> None:
         self.jt = jt
