@@ -139,12 +139,9 @@ def test_a_helper_that_would_lose_to_a_module_imported_already_is_refused(
 
 
 
-def test_a_helper_the_caller_imported_itself_is_the_job_s_own(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The caller of an inline job imported the job's helper (the job
-    module, say) from the very file the job ships: that is no other
-    module, and the job ran with it on a cluster, but was refused here.
-    A package too; another module of the name is refused still."""
+def _callers_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module and a package beside the job, importable by the caller too
+    (none of their names imported yet)."""
     (tmp_path / "textutil.py").write_text("def norm(w):\n    return w.upper()\n")
     (tmp_path / "wordpkg").mkdir()
     (tmp_path / "wordpkg" / "__init__.py").write_text("from .inner import SUFFIX\n")
@@ -152,6 +149,15 @@ def test_a_helper_the_caller_imported_itself_is_the_job_s_own(
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in ("textutil", "wordpkg", "wordpkg.inner"):
         monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+def test_a_helper_the_caller_imported_itself_is_the_job_s_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller of an inline job imported the job's helper (the job
+    module, say) from the very file the job ships: that is no other
+    module, and the job ran with it on a cluster, but was refused here.
+    A package too; another module of the name is refused still."""
+    _callers_helpers(tmp_path, monkeypatch)
     __import__("textutil")
     __import__("wordpkg")
     source = ("import textutil, wordpkg\n\ndef map(offset, line):\n"
@@ -168,18 +174,13 @@ def test_a_helper_the_caller_imported_itself_is_the_job_s_own(
     with pytest.raises(JobDefinitionError, match="its own module 'textutil', but its task"):
         run_inline(job(tmp_path, source), [str(corpus(tmp_path, 2))], str(tmp_path / "out2"))
 
+
 def test_a_helper_the_caller_imported_then_edited_runs_as_it_is_now(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A notebook imported the job's helper, then the helper was edited:
     inline, the job ran the caller's stale copy (a cluster's task imports
     the file as it is). The caller keeps its own module objects."""
-    (tmp_path / "textutil.py").write_text("def norm(w):\n    return w.upper()\n")
-    (tmp_path / "wordpkg").mkdir()
-    (tmp_path / "wordpkg" / "__init__.py").write_text("from .inner import SUFFIX\n")
-    (tmp_path / "wordpkg" / "inner.py").write_text("SUFFIX = '!'\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    for name in ("textutil", "wordpkg", "wordpkg.inner"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
+    _callers_helpers(tmp_path, monkeypatch)
     mine = {name: importlib.import_module(name) for name in ("textutil", "wordpkg.inner")}
     (tmp_path / "textutil.py").write_text("def norm(w):\n    return 'edited ' + w\n")
     (tmp_path / "wordpkg" / "inner.py").write_text("SUFFIX = '?'\n")
