@@ -327,6 +327,12 @@ def filesystem(url: str, opts: Mapping[str, str] | None = None) -> tuple[Any, st
     # process's life: a jobtracker would list a prefix as it was at its
     # first job, missing new objects and an object's new size.
     fs.invalidate_cache()
+    if s in ("s3", "s3a"):
+        # s3fs tries each call 5 times, each of which botocore tries twice,
+        # and a task's reads and writes are ``retrying``'s 4 times over: a
+        # store that never answered held a call 10 minutes (40 a task's).
+        # botocore's two tries, and ours, remain.
+        fs.retries = 1
     return fs, path
 
 

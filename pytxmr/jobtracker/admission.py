@@ -32,6 +32,10 @@ from .submission import (DEFAULT_MAX_TASKS_PER_JOB, Submission, check_failure, p
 
 #: In a running job's work dir: the path of its output directory.
 OUTPUT_MARKER = "output"
+#: Seconds a submission's inputs may take to list (and an overwrite to be
+#: checked): a store that accepts connections and never answers held the
+#: submitter for many minutes, and a thread of the jobtracker's pool.
+LISTING_TIMEOUT = 60.0
 
 
 def job_mark(job_id: str, token: bytes) -> str:
@@ -153,7 +157,9 @@ class Admission:
             raise SubmissionError("the job's bundle (its shipped code and files) was not "
                                   "uploaded before the submission")
         try:
-            files = await threads.deferToThread(_listed_inputs, sub, self._outputs(running()))
+            files = await self._within_deadline(
+                "list the inputs", sub.inputs,
+                threads.deferToThread(_listed_inputs, sub, self._outputs(running())))
         except ValueError as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
         # From now on its inputs are in use: the job's once admitted.
@@ -189,11 +195,13 @@ class Admission:
         try:
             if sub.overwrite:
                 # Before the module check: a refusal costs nothing then.
-                await threads.deferToThread(
+                checking = threads.deferToThread(
                     output.check_overwrite, sub.output, inputs=sub.inputs,
                     input_files=listed, protected=[self.workdir],
                     opts=sub.storage_options, in_use=self._in_use(running(), token),
                     busy=self._outputs(running(), token), may_replace=may_replace)
+                await self._within_deadline("check the output to replace", [sub.output],
+                                            checking)
         except (ValueError, output.OutputExistsError) as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
         self._refuse_if_stopping()
@@ -267,6 +275,19 @@ class Admission:
             bundle=sub.bundle, steps=steps, reducers_option=sub.reducers,
             input_files=listed)
         return Admitted(job, sub, files)
+
+    async def _within_deadline(self, doing: str, paths: Iterable[str],
+                               reading: defer.Deferred[Any]) -> Any:
+        """What a thread that only reads the stores gives, within
+        ``LISTING_TIMEOUT``, else a refusal; the thread ends in its own
+        time (the stores' timeouts bound it), its result dropped."""
+        try:
+            return await reading.addTimeout(LISTING_TIMEOUT, self._clock)
+        except defer.TimeoutError:
+            where = ", ".join(storage.redact(p) for p in paths)
+            raise SubmissionError(
+                f"could not {doing} within {LISTING_TIMEOUT:g}s: does the store of "
+                f"{where} answer?") from None
 
     async def _check_module(self, job_dir: str, source_path: str, sub: Submission,
                             bundle_dir: str | None) -> list[StepPlan]:

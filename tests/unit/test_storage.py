@@ -285,6 +285,16 @@ def test_a_server_that_refuses_connections_is_tried_again_not_missing() -> None:
     assert slept == [0.5, 1.0, 2.0]  # tried 4 times, as after a lost connection
 
 
+def test_s3fs_does_not_multiply_the_tries() -> None:
+    """s3fs tried each call 5 times, botocore each of those twice: a store
+    that never answered held a listing 10 minutes, a task's read 40."""
+    pytest.importorskip("s3fs")
+    fs, _ = storage.filesystem("s3://bucket/key", {"endpoint_url": "http://127.0.0.1:9"})
+    assert fs.retries == 1
+    assert fs.config_kwargs["retries"] == {"max_attempts": 2}
+    assert fs.config_kwargs["read_timeout"] == storage.READ_TIMEOUT == 60
+
+
 def test_missing_object_is_not_retried() -> None:
     calls: list[int] = []
 

@@ -1,0 +1,2 @@
+def map(k, line):
+    yield line, 1
