@@ -153,8 +153,11 @@ def check_named(inputs: Sequence[str], output: str) -> None:
 
 def normalize(path: str) -> str:
     """What a job records for an input or output: an absolute local path,
-    or the URL as given (a trailing '/' dropped)."""
+    or the URL as given (a store's trailing '/' dropped; an HTTP URL's is
+    part of the resource's name, or of its query: kept)."""
     if is_remote(path):
+        if scheme(path) in ("http", "https"):
+            return path  # http://h/export/ was read as http://h/export
         return path.rstrip("/") if not path.endswith("://") else path
     return local_path(path)
 
