@@ -205,8 +205,9 @@ def check_no_credentials(paths: Iterable[str]) -> None:
 
 
 def redact(path: str) -> str:
-    """A URL without a ``user:password@`` part, for logs and pages."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", path)
+    """A URL without a ``user:password@`` part, for logs and pages: up to
+    the authority's last '@' (a password's own '@' was shown after it)."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1", path)
 
 
 def describe(e: BaseException) -> str:

@@ -69,6 +69,9 @@ def test_a_file_url_names_a_path_on_this_host() -> None:
 def test_redact_drops_credentials_of_a_url() -> None:
     assert storage.redact("https://alice:pw@host/x") == "https://host/x"
     assert storage.redact("/tmp/a@b") == "/tmp/a@b"
+    # A password with an '@' of its own was shown from there on.
+    assert storage.redact("http://u:p@ss@host/x@y") == "http://host/x@y"
+    assert storage.redact("https://host/get?who=a@b") == "https://host/get?who=a@b"
 
 
 @pytest.mark.parametrize("name", ["secret_access_key", "key", "aws_session_token", "password"])
