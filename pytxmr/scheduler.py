@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Union
 
 from .counters import FRAMEWORK, Counters, TooManyCounters, add_user_names
-from .wire import COMMIT_DENIED, AttemptResult, MapLocation
+from .wire import COMMIT_DENIED, AttemptResult, MapLocation, job_of
 
 DEFAULT_MAX_ATTEMPTS = 4
 
@@ -795,7 +795,9 @@ class Scheduler:
         job = self.jobs.get(job_id)
         if job is None or job.state is not State.RUNNING:
             return []
-        error = {"type": "JobKilled", "message": f"job {job_id} was killed", "traceback": ""}
+        # The job's id, not its step's (job_..._0038-s2), which no user knows.
+        error = {"type": "JobKilled", "message": f"job {job_of(job_id)} was killed",
+                 "traceback": ""}
         return self._finish_job(job, State.KILLED, error, now) + self._schedule(now)
 
     def forget_job(self, job_id: str) -> None:

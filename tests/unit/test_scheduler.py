@@ -974,6 +974,17 @@ def test_kill_job_kills_its_attempts_and_reports_killed() -> None:
     assert d.s.kill_job("j1", d.tick()) == []
 
 
+def test_a_killed_step_says_its_job_s_id() -> None:
+    """A two-step job killed in its second step said "job job_1-s2 was
+    killed": the step's id, which no user knows."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.submit("job_1-s2", maps=1, reduces=1)
+    done = [a for a in d._record(d.s.kill_job("job_1-s2", d.tick())) if isinstance(a, JobDone)]
+    assert [a.error for a in done] == [
+        {"type": "JobKilled", "message": "job job_1 was killed", "traceback": ""}]
+
+
 def test_expired_workers_are_those_not_heard_from() -> None:
     """A SIGSTOPped worker is only noticed by missing heartbeats."""
     d = Driver()
