@@ -322,9 +322,11 @@ def filesystem(url: str, opts: Mapping[str, str] | None = None) -> tuple[Any, st
         fs, path = url_to_fs(url, **_fs_kwargs(s, options() if opts is None else opts,
                                                compressed))
     except ImportError as e:
-        raise StorageError(f"{redact(url)}: {s}:// needs another package "
-                           f"({e.name or e}): pip install 'pytxmr[{_EXTRAS.get(s, s)}]'",
-                           url) from None
+        # pytxmr's extra where it has one; else fsspec's words, which name
+        # the store's package (gs://: gcsfs; there is no pytxmr[gs]).
+        how = (f" ({e.name or e}): pip install 'pytxmr[{_EXTRAS[s]}]'" if s in _EXTRAS
+               else f": {e}")
+        raise StorageError(f"{redact(url)}: {s}:// needs another package{how}", url) from None
     except Exception as e:  # a store that cannot start (hdfs:// without its JVM)
         raise store_error(url, e, f"open the {s}:// store of") from None
     # fsspec keeps one instance per options, and its listings, for the

@@ -166,6 +166,20 @@ def test_unknown_scheme_is_a_clear_error() -> None:
         storage.expand_inputs(["nosuch://a/b"])
 
 
+def test_a_store_without_its_package_names_the_package() -> None:
+    """gs:// said `pip install 'pytxmr[gs]'`, an extra pytxmr does not
+    have: fsspec's own words name the package (gcsfs)."""
+    import importlib.util
+
+    pytest.importorskip("fsspec")
+    if importlib.util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed")
+    with pytest.raises(StorageError) as refused:
+        storage.filesystem("gs://bucket/key")
+    assert str(refused.value).startswith("gs://bucket/key: gs:// needs another package: ")
+    assert "gcsfs" in str(refused.value) and "pytxmr[" not in str(refused.value)
+
+
 def test_a_store_that_cannot_start_is_a_clear_error() -> None:
     """An installed store whose file system fails to start (hdfs:// with
     pyarrow but no JVM: OSError) escaped as an unhandled error, in the
