@@ -156,6 +156,9 @@ def normalize(path: str) -> str:
     or the URL as given (a store's trailing '/' dropped; an HTTP URL's is
     part of the resource's name, or of its query: kept)."""
     if is_remote(path):
+        # A scheme in any case (RFC 3986), as fsspec knows it: S3:// was
+        # "Protocol not known: S3".
+        path = f"{scheme(path)}://{path.split('://', 1)[1]}"
         if scheme(path) in ("http", "https"):
             return path  # http://h/export/ was read as http://h/export
         return path.rstrip("/") if not path.endswith("://") else path

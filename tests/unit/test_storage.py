@@ -50,6 +50,8 @@ def test_normalize_and_join() -> None:
     assert storage.normalize("s3://bucket/out/") == "s3://bucket/out"
     # An HTTP URL's '/' names another resource (or is the query's): kept.
     assert storage.normalize("http://h/export/") == "http://h/export/"
+    assert storage.normalize("S3://Bucket/Key/") == "s3://Bucket/Key"
+    assert storage.normalize("HTTPS://H/x") == "https://H/x"
     assert storage.normalize("https://h/get?path=/data/") == "https://h/get?path=/data/"
     assert storage.join("s3://bucket/out", "part-00000") == "s3://bucket/out/part-00000"
     assert storage.inside("s3://b/out/x", "s3://b/out")
