@@ -235,6 +235,10 @@ def check_options(opts: Any) -> dict[str, str]:
         raise StorageError("storage options are NAME=VALUE strings")
     for name in opts:
         lowered = name.lower()
+        if name in _DICT_OPTIONS:  # s3fs failed: "'str' object has no attribute 'copy'"
+            raise StorageError(
+                f"the storage option {name!r} takes a dict, which NAME=VALUE cannot give; "
+                f"pytxmr sets it (give endpoint_url and region_name as options of their own)")
         if lowered not in _NOT_SECRET and any(w in lowered for w in _SECRET_WORDS):
             raise StorageError(
                 f"the storage option {name!r} looks like a credential: pytxmr does not record "
@@ -242,6 +246,9 @@ def check_options(opts: Any) -> dict[str, str]:
                 "places (for S3: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, a role)")
     return dict(opts)
 
+
+#: The file systems' options whose values are dicts (s3fs's): pytxmr's own.
+_DICT_OPTIONS = frozenset({"client_kwargs", "config_kwargs", "s3_additional_kwargs"})
 
 _options: dict[str, str] = {}
 

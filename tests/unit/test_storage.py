@@ -83,6 +83,14 @@ def test_secret_looking_options_are_refused(name: str) -> None:
         storage.check_options({name: "x"})
 
 
+@pytest.mark.parametrize("name", ["client_kwargs", "config_kwargs", "s3_additional_kwargs"])
+def test_an_option_that_takes_a_dict_is_refused_by_name(name: str) -> None:
+    """--storage-option client_kwargs={} failed in s3fs: "'str' object has
+    no attribute 'copy'"."""
+    with pytest.raises(StorageError, match=f"the storage option '{name}' takes a dict"):
+        storage.check_options({name: "{}"})
+
+
 def test_urls_with_credentials_are_refused() -> None:
     with pytest.raises(StorageError, match="https://host/x: a URL with credentials"):
         storage.check_no_credentials(["/tmp/a@b", "https://alice:pw@host/x"])
