@@ -108,7 +108,10 @@ def _truncate_body(request: Any, length: int) -> None:
         write(part)  # even b"": the headers go out with the first write
         if budget <= 0:
             closed = True
-            request.transport.loseConnection()
+            # The channel's, not its transport's: the channel is a producer
+            # of that transport for the connection's life, so the
+            # transport's waited for it (Twisted's 60 s idle timeout).
+            request.channel.loseConnection()
 
     request.write = cut
 

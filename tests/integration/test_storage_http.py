@@ -74,6 +74,42 @@ def test_a_failing_server_is_named_at_submission(tmp_path: Path, corpus: Path,
 
 
 @pytest.mark.parametrize("mode", ["truncate", "dropclose"])
+def test_the_server_closes_a_cut_transfer_at_once(tmp_path: Path, mode: str) -> None:
+    """As pytxmr.testing.httpfiles says: half the body, then the connection
+    closed. It was held open (for a file of a few hundred KB) until
+    Twisted's 60 s idle timeout, so every try of a read there waited."""
+    import time
+
+    import base64
+
+    name = "big.txt"
+    (tmp_path / name).write_bytes(base64.encodebytes(os.urandom(200_000)))
+    size = (tmp_path / name).stat().st_size
+    with HTTPFiles(tmp_path, mode) as server:
+        started = time.monotonic()
+        got = _cut_read(server.port, name)
+    assert got == size // 2 and time.monotonic() - started < 10
+
+
+def _cut_read(port: int, name: str) -> int:
+    """The bytes of a GET until the server closes; HTTP/1.1 and keep-alive,
+    as fsspec's aiohttp and curl ask (urllib's "Connection: close" had the
+    server close once its response ended)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", f"/{name}")
+        response = conn.getresponse()
+        try:
+            return len(response.read())
+        except http.client.IncompleteRead as e:  # Content-Length promised more
+            return len(e.partial)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("mode", ["truncate", "dropclose"])
 def test_a_truncated_transfer_fails_the_job_cleanly(tmp_path: Path, corpus: Path,
                                                     servers: dict[str, HTTPFiles],
                                                     mode: str) -> None:
