@@ -376,11 +376,16 @@ def store_error(url: str, e: BaseException, doing: str) -> StorageError:
                             f"{said.get(type(lost)) or describe(lost)}", url)
     if isinstance(e, FileNotFoundError):
         return StorageError(f"{shown} does not exist", url)
+    where = ("(the jobtracker's host lists a job's inputs and output, the tasktrackers' "
+             "read and write them)")
     if isinstance(e, PermissionError):
         return StorageError(f"access to {shown} was denied ({describe(e)}); check the "
-                            "credentials where it is used (the jobtracker's host lists a "
-                            "job's inputs and output, the tasktrackers' read and write them)",
-                            url)
+                            f"credentials where it is used {where}", url)
+    if any(type(c).__name__ == "NoCredentialsError" for c in _causes(e)):
+        # botocore's "Unable to locate credentials", said by the jobtracker
+        # to a client that has them: which host lacks them?
+        return StorageError(f"cannot {doing} {shown}: no credentials were found on the host "
+                            f"that tried {where}", url)
     return StorageError(f"cannot {doing} {shown}: {describe(e)}", url)
 
 

@@ -325,6 +325,18 @@ def test_s3fs_does_not_multiply_the_tries() -> None:
     assert fs.config_kwargs["read_timeout"] == storage.READ_TIMEOUT == 60
 
 
+def test_missing_credentials_say_which_host_needs_them() -> None:
+    """botocore's "Unable to locate credentials", from the jobtracker, to a
+    client that has them, named no host."""
+    pytest.importorskip("botocore")
+    from botocore.exceptions import NoCredentialsError
+
+    said = str(storage.store_error("s3://b/in", NoCredentialsError(), "list"))
+    assert said == ("cannot list s3://b/in: no credentials were found on the host that tried "
+                    "(the jobtracker's host lists a job's inputs and output, the tasktrackers' "
+                    "read and write them)")
+
+
 def test_missing_object_is_not_retried() -> None:
     calls: list[int] = []
 
