@@ -133,6 +133,11 @@ def prepare(url: str, overwrite: bool, *, inputs: Iterable[str],
     pytxmr output, no other user's), remove it, and mark the prefix as a
     pytxmr output of ``owner``'s ``job``."""
     fs, path, names, is_object = listing(url, opts)
+    outer = _output_around(fs, url, path)
+    if outer is not None:  # as on a disk: its --overwrite then refused "objects not its own"
+        raise OutputExistsError(
+            f"the output {storage.redact(url)} lies in {storage.scheme(url)}://{outer}, the "
+            f"output of an earlier job: give it a place of its own")
     if names or is_object:
         if not overwrite:
             raise OutputExistsError(
@@ -145,6 +150,17 @@ def prepare(url: str, overwrite: bool, *, inputs: Iterable[str],
         _remove(fs, url, path, sorted(names or (), key=lambda name: name != SUCCESS))
     storage.retrying(url, "write", lambda: fs.pipe_file(
         f"{path}/{OUTPUT_MARK}", mark_text("prefix", owner, job).encode()))
+
+
+def _output_around(fs: Any, url: str, path: str) -> str | None:
+    """The earlier pytxmr output (a prefix with its mark) that the output
+    ``url``, at ``path`` (``bucket/a/b``), lies in; a bucket is never one."""
+    parts = path.strip("/").split("/")
+    for outer in ("/".join(parts[:n]) for n in range(len(parts) - 1, 1, -1)):
+        mark = f"{outer}/{OUTPUT_MARK}"
+        if storage.retrying(url, "list the output", lambda: fs.exists(mark)):
+            return outer
+    return None
 
 
 def _remove(fs: Any, url: str, path: str, names: Iterable[str]) -> None:

@@ -181,6 +181,19 @@ def test_missing_output_bucket_is_named(tmp_path: Path, s3_corpus: tuple[str, Co
     assert code == 2 and "no-such-bucket-y" in stderr and "does not exist" in stderr
 
 
+def test_an_output_inside_an_earlier_output_is_refused(
+        tmp_path: Path, fs: Any, s3_corpus: tuple[str, Counter[str]]) -> None:
+    """As on a disk: s3://b/jA/sub was made inside the output jA, whose
+    --overwrite then refused "objects pytxmr did not write"."""
+    fs.pipe_file(f"{BUCKET}/jA/{output.OUTPUT_MARK}", mark_text("prefix", "", "job_1").encode())
+    for mode in (["--inline"], ["--workers", "1"]):
+        code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), s3_corpus[0], "-o",
+                              f"s3://{BUCKET}/jA/deeper/sub", *mode)
+        assert code == 2 and (f"the output s3://{BUCKET}/jA/deeper/sub lies in "
+                              f"s3://{BUCKET}/jA, the output of an earlier job") in stderr, stderr
+    assert fs.find(f"{BUCKET}/jA") == [f"{BUCKET}/jA/{output.OUTPUT_MARK}"]
+
+
 def test_wrong_credentials_and_unreachable_endpoint(tmp_path: Path,
                                                     s3_corpus: tuple[str, Counter[str]],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
