@@ -6,6 +6,8 @@ wait on the stores before a job is admitted."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 
 from twisted.internet import defer, reactor, task
@@ -23,8 +25,8 @@ class ListingDeadlineTests(TestCase):
     timeout = 30
 
     async def test_a_listing_that_never_ends_refuses_the_job(self) -> None:
-        work = self.mktemp()
-        os.makedirs(work)
+        work = tempfile.mkdtemp(prefix="pytxmr-admission-")  # not trial's mktemp: the cwd
+        self.addCleanup(shutil.rmtree, work, True)
         job = os.path.join(work, "job.py")
         with open(job, "w") as f:
             f.write("def map(k, line):\n    yield line, 1\n")
