@@ -253,7 +253,12 @@ def test_inline_what_a_command_started_ends_with_its_task(
             run_inline(FULL, [str(text)], str(tmp_path / "out"), split_size=40_000,
                        args={"mapper": mapper, "reducer": "cat"})
         started = [int(pid) for pid in pids.read_text().split()]
-        assert started and not [pid for pid in started if _alive(pid)]
+        assert started
+        # Killed (SIGKILL) as the job ends; gone a moment later (they ran 60 s).
+        deadline_at = time.monotonic() + 10
+        while [pid for pid in started if _alive(pid)] and time.monotonic() < deadline_at:
+            time.sleep(0.05)
+        assert not [pid for pid in started if _alive(pid)]
     finally:
         for pid in pids.read_text().split() if pids.exists() else ():
             with contextlib.suppress(ProcessLookupError):
