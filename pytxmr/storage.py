@@ -374,6 +374,10 @@ def store_error(url: str, e: BaseException, doing: str) -> StorageError:
                 ConnectionResetError: "the server reset the connection"}
         return StorageError(f"cannot {doing} {shown}: "
                             f"{said.get(type(lost)) or describe(lost)}", url)
+    loop = next((c for c in _causes(e) if type(c).__name__ == "TooManyRedirects"), None)
+    if loop is not None:  # fsspec's HTTP store says FileNotFoundError for it too
+        return StorageError(f"cannot {doing} {shown}: the server redirected it too many "
+                            f"times (a loop?)", url)
     if isinstance(e, FileNotFoundError):
         return StorageError(f"{shown} does not exist", url)
     where = ("(the jobtracker's host lists a job's inputs and output, the tasktrackers' "
