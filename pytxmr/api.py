@@ -350,10 +350,11 @@ def job_namespace(name: str) -> dict[str, Any]:
 def _command_line(options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` as the command line's: a size may be written as it is
     there ("64M"); a bad one refuses the job, as the cluster would."""
-    unknown = sorted(set(options) - set(_client.submission.__kwdefaults__))
+    known = _client.submission.__kwdefaults__
+    unknown = sorted(set(options) - set(known))
     if unknown:  # a misspelling raised a TypeError on a cluster, inline a ClusterError
         raise ClusterError(f"no such option: {', '.join(unknown)} (the options: "
-                           f"{', '.join(sorted(_client.submission.__kwdefaults__))})")
+                           f"{', '.join(sorted(known))})")
     out = dict(options)
     if out.get("split_size") is not None:
         try:

@@ -158,8 +158,9 @@ def normalize(path: str) -> str:
     if is_remote(path):
         # A scheme in any case (RFC 3986), as fsspec knows it: S3:// was
         # "Protocol not known: S3".
-        path = f"{scheme(path)}://{path.split('://', 1)[1]}"
-        if scheme(path) in ("http", "https"):
+        s = scheme(path)
+        path = f"{s}://{path.split('://', 1)[1]}"
+        if s in ("http", "https"):
             return path  # http://h/export/ was read as http://h/export
         return path.rstrip("/") if not path.endswith("://") else path
     return local_path(path)

@@ -381,9 +381,10 @@ class InlineCommands:
 
     def end(self) -> None:
         """A task is over: its commands and what they started end."""
-        pipes, self._pipes = self._pipes, [] if self._pipes is not None else None
-        for pipe in pipes or ():
-            pipe.kill()
+        if self._pipes:
+            pipes, self._pipes = self._pipes, []
+            for pipe in pipes:
+                pipe.kill()
 
 
 #: This process's inline tasks' commands (inline.run_steps tracks them).
