@@ -87,6 +87,10 @@ class StorageError(ValueError):
         return (type(self), (self.args[0], self.path))
 
 
+class NotFound(StorageError):
+    """The store says the URL holds nothing."""
+
+
 @dataclass(frozen=True)
 class InputFile:
     """An input as submission found it: its path (absolute) or URL, its
@@ -380,7 +384,7 @@ def store_error(url: str, e: BaseException, doing: str) -> StorageError:
         return StorageError(f"cannot {doing} {shown}: the server redirected it too many "
                             f"times (a loop?)", url)
     if isinstance(e, FileNotFoundError):
-        return StorageError(f"{shown} does not exist", url)
+        return NotFound(f"{shown} does not exist", url)
     where = ("(the jobtracker's host lists a job's inputs and output, the tasktrackers' "
              "read and write them)")
     if isinstance(e, PermissionError):
@@ -587,7 +591,13 @@ def _expand_remote(pattern: str, opts: Mapping[str, str] | None) -> list[InputFi
                         f"them, such as s3://)", pattern)
                 files = [_file_of(normalize(pattern), info)]
     except Exception as e:
-        raise store_error(pattern, e, "list") from e
+        error = store_error(pattern, e, "list")
+        if isinstance(error, NotFound) and not globbing and _GLOB_MAGIC.search(
+                urllib.parse.urlsplit(pattern).path):
+            error = NotFound(f"{error}; HTTP has no listing to match a wildcard against: "
+                             f"give each file's URL (or keep the files in a store that lists "
+                             f"them, such as s3://)", pattern)
+        raise error from e
     if scheme(pattern) in ("http", "https"):
         files = [InputFile(f.path, f.size, f.ranged and _serves_ranges(f.path)) for f in files]
     return sorted(files, key=lambda f: f.path)

@@ -133,6 +133,15 @@ def test_missing_file_is_named(tmp_path: Path, servers: dict[str, HTTPFiles]) ->
     assert code == 2 and url in stderr and "does not exist" in stderr, stderr
 
 
+def test_a_wildcard_in_a_url_is_said_to_need_a_listing(servers: dict[str, HTTPFiles]) -> None:
+    """HTTP lists nothing to match '*' against: it was "does not exist",
+    as if the files were missing."""
+    url = f"http://127.0.0.1:{servers['normal'].port}/part*.txt"
+    with pytest.raises(storage.StorageError, match="HTTP has no listing") as e:
+        storage.expand_inputs([url])
+    assert url in str(e.value)
+
+
 def test_a_directory_listing_page_is_refused_and_an_html_file_is_read(tmp_path: Path) -> None:
     """A directory's URL (with its '/', or without and redirected to it;
     the server's root too, whose '/' the submission dropped) answers a
