@@ -37,12 +37,15 @@ MANIFEST_VERSION = 1
 
 
 def _names(fs: Any, path: str) -> list[str] | None:
-    """The names under the prefix ``path``; None if there is nothing."""
+    """The names under the prefix ``path``; None if there is nothing. The
+    empty object ``path/`` that a console makes for a "folder" is the
+    prefix itself, as an empty directory is on a disk: not a name in it."""
     try:
         entries = fs.ls(path, detail=False, refresh=True)
     except FileNotFoundError:
         return None
-    names = [posixpath.basename(e.rstrip("/")) for e in entries]
+    names = [posixpath.basename(e.rstrip("/")) for e in entries
+             if e.rstrip("/") != path.rstrip("/")]
     return [n for n in names if n] or None
 
 
@@ -109,9 +112,10 @@ def read_mark(fs: Any, path: str) -> str:
 
 
 def objects_below(fs: Any, path: str) -> list[str]:
-    """Every object under the prefix ``path``, relative to it."""
-    return [key[len(path):].lstrip("/") for key in fs.find(path)
-            if key.startswith(path)]
+    """Every object under the prefix ``path``, relative to it (but its
+    "folder" object, ``path/``)."""
+    return [rel for key in fs.find(path)
+            if key.startswith(path) and (rel := key[len(path):].lstrip("/"))]
 
 
 def listing(url: str, opts: Mapping[str, str] | None) -> tuple[Any, str, list[str] | None, bool]:

@@ -162,6 +162,36 @@ def test_overwrite_of_a_prefix(tmp_path: Path, fs: Any,
     assert all(fs.exists(f"{BUCKET}/out-overwrite/{p['name']}") for p in manifest["parts"])
 
 
+def test_a_console_folder_is_an_empty_place_for_an_output(
+        tmp_path: Path, fs: Any, s3_corpus: tuple[str, Counter[str]]) -> None:
+    """The empty object ``prefix/`` that S3 consoles make for a "folder" is
+    the prefix itself, as an empty directory is on a disk: it was "already
+    exists", and with --overwrite "not a pytxmr output". A folder object
+    below the output stays the user's."""
+    src, expected = s3_corpus
+    out = f"s3://{BUCKET}/console-folder"
+    fs.call_s3("put_object", Bucket=BUCKET, Key="console-folder/", Body=b"")
+    args = ["run", str(WORDCOUNT), src, "-o", out, "--inline"]
+    code, _, stderr = cli(tmp_path, *args)
+    assert code == 0, stderr
+    assert read_s3_output(fs, out)[0] == expected
+    assert cli(tmp_path, *args, "--overwrite")[0] == 0
+    assert read_s3_output(fs, out)[0] == expected
+    fs.call_s3("put_object", Bucket=BUCKET, Key="console-folder/mine/", Body=b"")
+    code, _, stderr = cli(tmp_path, *args, "--overwrite")
+    assert code == 2 and "objects pytxmr did not write: mine/" in stderr, stderr
+    fs.invalidate_cache()
+    assert f"{BUCKET}/console-folder/mine/" in fs.find(f"{BUCKET}/console-folder")
+    # ... and a folder of inputs is read as its files.
+    fs.call_s3("put_object", Bucket=BUCKET, Key="corpus/", Body=b"")
+    try:
+        code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), src, "-o", f"{out}-2", "--inline")
+        assert code == 0, stderr
+        assert read_s3_output(fs, f"{out}-2")[0] == expected
+    finally:
+        fs.rm_file(f"{BUCKET}/corpus/")
+
+
 @pytest.mark.parametrize("url, message", [
     ("s3://no-such-bucket-x/in.txt", "does not exist"),
     (f"s3://{BUCKET}/missing/in.txt", "does not exist"),
