@@ -16,7 +16,7 @@ import contextlib
 import enum
 import heapq
 from dataclasses import dataclass, field
-from typing import Mapping, Union
+from typing import Iterable, Mapping, Union
 
 from .counters import FRAMEWORK, Counters, TooManyCounters, add_user_names
 from .wire import COMMIT_DENIED, AttemptResult, MapLocation, job_of
@@ -404,6 +404,21 @@ class Job:
             self.backups[task.kind].discard(task.index)  # a rerun straggles, or not, anew
         if new is State.RUNNING:
             self.running[task.kind].add(task.index)
+
+    def set_aside(self, kind: str) -> int:
+        """Take its lowest pending task off the queue (``next_pending``'s):
+        it waits for another worker while the free ones take the next."""
+        index = heapq.heappop(self.queue[kind])
+        self._queued[kind].discard(index)
+        return index
+
+    def put_back(self, kind: str, indexes: Iterable[int]) -> None:
+        """Queue again the pending tasks set aside."""
+        tasks = self.tasks(kind)
+        for index in indexes:
+            if tasks[index].state is State.PENDING and index not in self._queued[kind]:
+                heapq.heappush(self.queue[kind], index)
+                self._queued[kind].add(index)
 
     def next_pending(self, kind: str) -> Task | None:
         """Its lowest pending task of ``kind``, if any."""
@@ -931,10 +946,13 @@ class Scheduler:
 
     def _pick_worker(self, job: Job, task: Task, kind: str) -> Worker | None:
         """The usable worker with the most free slots (the highest id among
-        equals), avoiding those where this task already failed when another
-        is free. From the most free slots down, the first worker neither
-        failed on, nor running the task, nor blacklisted for the job is that
-        one; only when there is none does every free worker get looked at."""
+        equals), never one where this task already failed while the cluster
+        has a worker it did not fail on (None: the task waits for that one,
+        as Hadoop's does; a disk full on one worker failed a job of
+        ``--max-attempts 2`` twice there while another was busy). From the
+        most free slots down, the first worker neither failed on, nor
+        running the task, nor blacklisted for the job is that one; only when
+        there is none does every free worker get looked at."""
         failed_on = {a.wid for a in task.attempts if a.state is State.FAILED}
         # A backup attempt goes to another worker than the straggler's.
         busy_on = {a.wid for a in task.running()}
@@ -958,7 +976,16 @@ class Scheduler:
             key = (w.wid not in failed_on, free, w.wid)
             if best_key is None or key > best_key:
                 best, best_key = w, key
+        if best is not None and best.wid in failed_on and self._untried(job, failed_on):
+            return None
         return best
+
+    def _untried(self, job: Job, failed_on: set[str]) -> bool:
+        """Whether a worker that may take the job's tasks is one where the
+        task did not fail (``failed_on``)."""
+        return any(w.alive and not w.draining and w.wid not in failed_on
+                   and w.failures.get(job.id, 0) < BLACKLIST_FAILURES
+                   for w in self.workers.values())
 
     def _speculate(self, now: float) -> bool:
         """Mark straggling tasks of speculative jobs for a backup attempt:
@@ -1007,12 +1034,17 @@ class Scheduler:
                         w = self._pick_worker(job, task, kind)
                         if w is not None:
                             actions += self._launch(job, task, w, now)
+                waiting: list[int] = []  # for a worker they did not fail on
                 while self._free[kind]:
                     task = job.next_pending(kind)
                     if task is None:
                         break
                     w = self._pick_worker(job, task, kind)
                     if w is None:
-                        break
+                        if not task.failures:
+                            break  # no free worker takes the job's tasks
+                        waiting.append(job.set_aside(kind))
+                        continue
                     actions += self._launch(job, task, w, now)
+                job.put_back(kind, waiting)
         return actions

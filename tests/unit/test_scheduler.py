@@ -299,6 +299,44 @@ def test_failed_attempt_is_retried_on_another_worker() -> None:
     assert retry.attempt_id != m.attempt_id
 
 
+def test_a_failed_task_waits_for_a_worker_it_did_not_fail_on() -> None:
+    """As Hadoop's: never again where it failed while another worker may
+    take it, even a busy one. A disk full on one worker failed a job of
+    --max-attempts 2 twice there while the other worker was busy; the free
+    worker takes the next task meanwhile."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.join("w2", slots=1)
+    d.submit("j1", maps=3, reduces=1, max_attempts=2)
+    [on_w1] = d.running("j1", "map", wid="w1")
+    [on_w2] = d.running("j1", "map", wid="w2")
+    acts = d.fail(on_w1.id)
+    [next_on_w1] = launches(acts, LaunchMap)
+    assert (next_on_w1.wid, next_on_w1.index) == ("w1", 2)
+    acts = d.fail(next_on_w1.attempt_id)  # w1 is free again: both failed tasks wait
+    assert launches(acts, LaunchMap) == []
+    acts = d.succeed(on_w2.id)
+    [retry] = launches(acts, LaunchMap)
+    assert retry.wid == "w2" and retry.index in (on_w1.index, 2)
+    [last] = launches(d.succeed(retry.attempt_id), LaunchMap)
+    assert last.wid == "w2" and {retry.index, last.index} == {on_w1.index, 2}
+    d.succeed(last.attempt_id)
+    assert d.s.jobs["j1"].succeeded["map"] == 3 and d.s.jobs["j1"].state is State.RUNNING
+    check_invariants(d)
+
+
+def test_a_task_that_failed_on_every_worker_runs_again_on_one() -> None:
+    d = Driver()
+    d.join("w1", slots=1)
+    d.join("w2", slots=1)
+    d.submit("j1", maps=1, reduces=1, max_attempts=4)
+    [a] = d.running("j1", "map")
+    [b] = launches(d.fail(a.id), LaunchMap)
+    assert b.wid != a.wid
+    [c] = launches(d.fail(b.attempt_id), LaunchMap)
+    assert c.index == 0
+
+
 def test_failing_max_attempts_times_fails_the_job_and_kills_running_attempts() -> None:
     """A deterministic bug must end the job with its error, not retry forever or leave tasks running."""
     d = Driver()
