@@ -338,6 +338,10 @@ class Job:
         #: map index -> the reduce attempts that reported its current output
         #: unfetchable, one entry per report
         self.fetch_failures: dict[int, list[str]] = {}
+        #: worker -> the workers whose reduces reported an output of it
+        #: unfetchable; reduce attempt -> the workers it reported so.
+        self.complaints: dict[str, set[str]] = {}
+        self.unreachable: dict[str, set[str]] = {}
         #: The maps whose output stays on a drained worker: running them
         #: again elsewhere failed ``max_attempts`` times.
         self.unmoved: set[int] = set()
@@ -461,6 +465,13 @@ BLACKLIST_FAILURES = 3
 #: job has fewer than 3 reducers, and a reducer that has its runs never
 #: reports).
 FETCH_FAILURES_TO_RERUN = 3
+
+#: A reduce attempt that cannot fetch from this many workers, none of which
+#: a reduce elsewhere has trouble with, is the one cut off (a network fault
+#: at its end, its worker's TLS certificate expired): it fails, instead of
+#: the maps whose outputs every other reduce fetches, as Hadoop's reducer
+#: fails itself when its fetches fail from too many places.
+CUT_OFF_REDUCE_WORKERS = 2
 #: Speculation: a running attempt slower than this many times the median
 #: duration of its job's finished tasks of the same kind gets a backup...
 SPECULATIVE_SLOWDOWN = 2.0
@@ -682,6 +693,12 @@ class Scheduler:
         loc = job.map_locations.get(map_index)
         if loc is None or map_attempt_id not in (None, loc.attempt_id):
             return []  # already being re-run, or a report about an older output
+        job.complaints.setdefault(loc.wid, set()).add(a.wid)
+        unreachable = job.unreachable.setdefault(a.id, set())
+        unreachable.add(loc.wid)
+        alone = sorted(w for w in unreachable if w != a.wid and job.complaints[w] == {a.wid})
+        if len(alone) >= CUT_OFF_REDUCE_WORKERS:
+            return self._cut_off(job, a, alone, now)
         reports = job.fetch_failures.setdefault(map_index, [])
         reports.append(a.id)
         running_reduces = sum(len(t.running()) for t in job.reduces)
@@ -710,6 +727,18 @@ class Scheduler:
         if not task.running():  # a map run again off a drained worker runs already
             task.state = State.PENDING
         return self._schedule(now)
+
+    def _cut_off(self, job: Job, a: Attempt, workers: list[str], now: float) -> list[Action]:
+        """Fail the reduce attempt ``a``, which cannot fetch from
+        ``workers``, and withdraw its reports against their maps."""
+        for reports in job.fetch_failures.values():
+            reports[:] = [r for r in reports if r != a.id]
+        error = {"type": "FetchFailed", "traceback": "",
+                 "message": f"reduce {a.index}'s attempt on {a.wid} could not fetch map "
+                            f"outputs from {', '.join(workers)}, which the reduces of other "
+                            f"workers fetch: {a.wid} may be cut off from them (a network "
+                            f"fault at its end, an expired TLS certificate)"}
+        return [KillAttempt(a.wid, job.id, a.id), *self._attempt_failed(a, now, error)]
 
     def tick(self, now: float) -> list[Action]:
         """Periodic decisions: backup attempts for stragglers, and resumed
@@ -761,11 +790,14 @@ class Scheduler:
         a = self._live_attempt(attempt_id)
         if a is None:
             return []
-        job = self.jobs[a.job_id]
-        task = job.tasks(a.kind)[a.index]
         if error.get("type") == COMMIT_DENIED:
             self._end_attempt(a, State.KILLED, now, error)
             return self._schedule(now)
+        return self._attempt_failed(a, now, error)
+
+    def _attempt_failed(self, a: Attempt, now: float, error: dict[str, str]) -> list[Action]:
+        job = self.jobs[a.job_id]
+        task = job.tasks(a.kind)[a.index]
         self._end_attempt(a, State.FAILED, now, error)
         w = self.workers.get(a.wid)
         if w is not None:
@@ -840,6 +872,7 @@ class Scheduler:
         task.progress_changed()
         task.touched()
         job.ends[a.kind].append(now)
+        job.unreachable.pop(a.id, None)
         if state is State.SUCCEEDED:
             bisect.insort(job.durations[a.kind], now - a.started)
         else:

@@ -802,6 +802,52 @@ def test_reports_from_maps_dead_or_unknown_attempts_are_harmless() -> None:
     assert d.s.jobs["j1"].maps[0].failures == 0
 
 
+def cut_off_setup(workers: int) -> tuple[Driver, list[Attempt], dict[str, tuple[int, str]]]:
+    """A map done on each of ``workers`` workers, then two reduces running
+    on two of them: (driver, reduces, worker -> (map index, its attempt))."""
+    d = Driver()
+    for i in range(workers):
+        d.join(f"w{i + 1}", slots=1)
+    d.submit("j1", maps=workers, reduces=2)
+    for a in d.running("j1", "map"):
+        d.succeed(a.id)
+    reduces = d.running("j1", "reduce")
+    assert len(reduces) == 2 and reduces[0].wid != reduces[1].wid
+    locations = d.s.jobs["j1"].map_locations.values()
+    return d, reduces, {loc.wid: (loc.index, loc.attempt_id) for loc in locations}
+
+
+def test_a_reduce_that_cannot_fetch_from_two_workers_is_the_one_cut_off() -> None:
+    """Outputs the other reduces fetch: the reduce fails, not the maps (a
+    worker whose TLS certificate expired blamed a healthy worker's map
+    until the map had no attempts left, and the job failed)."""
+    d, (r, _), maps = cut_off_setup(workers=3)
+    far = sorted(set(maps) - {r.wid})
+    d.fetch_failed(r.id, *maps[far[0]])  # one worker: its output may be lost
+    acts = d.fetch_failed(r.id, *maps[far[1]])
+    assert KillAttempt(r.wid, "j1", r.id) in acts
+    assert d.s.attempts[r.id].state is State.FAILED
+    error = d.s.attempts[r.id].error
+    assert error["type"] == "FetchFailed" and r.wid in error["message"]
+    assert all(w in error["message"] for w in far)
+    index, attempt = maps[far[1]]
+    assert d.s.jobs["j1"].map_locations[index].attempt_id == attempt
+    assert all(r.id not in reports for reports in d.s.jobs["j1"].fetch_failures.values())
+    assert all(x.wid != r.wid for x in launches(acts, LaunchReduce))
+    d.run_to_completion()
+    assert d.done()["j1"].state is State.SUCCEEDED
+
+
+def test_workers_that_reduces_of_two_workers_cannot_fetch_from_are_the_ones_lost() -> None:
+    d, (r, other), maps = cut_off_setup(workers=4)
+    z1, z2 = sorted(set(maps) - {r.wid, other.wid})
+    acts = [*d.fetch_failed(other.id, *maps[z2]), *d.fetch_failed(r.id, *maps[z2]),
+            *d.fetch_failed(r.id, *maps[z1])]
+    assert not any(isinstance(x, KillAttempt) for x in acts)
+    assert d.s.attempts[r.id].state is State.RUNNING
+    assert [d.s.attempts[maps[z][1]].error["type"] for z in (z1, z2)] == ["MapOutputLost"] * 2
+
+
 def test_a_map_whose_output_is_lost_max_attempts_times_fails_the_job() -> None:
     """An output that cannot be served from anywhere must end the job, not
     loop forever."""
