@@ -230,7 +230,41 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
             spec["storage_options"] = storage.check_options(storage_options)
         except storage.StorageError as e:
             raise ClusterError(str(e)) from None
+    _refuse_undecodable(spec)
     return JobSubmission(spec, shipped)
+
+
+_NAMED = {"filename": "the job module's path", "inputs": "the input", "output": "the output"}
+
+
+def _refuse_undecodable(spec: Mapping[str, Any]) -> None:
+    """A path or argument that is not UTF-8 (a file name in another
+    encoding, held by Python as surrogates) cannot travel in PB's UTF-8
+    strings: said here, where PB raised a traceback from its depths."""
+    for key, value in spec.items():
+        items = (value.items() if isinstance(value, dict)
+                 else enumerate(value) if isinstance(value, list) else [(None, value)])
+        for sub, text in items:
+            if not isinstance(text, str):
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                what = _NAMED.get(key) or (f"the argument {sub}'s value" if key == "args"
+                                           else f"the {key.replace('_', ' ')} {sub}")
+                raise ClusterError(f"{what} {_shown(text)} is not UTF-8 (a name in another "
+                                   f"encoding?), and a cluster's paths and arguments travel "
+                                   f"as UTF-8 text: rename or re-encode it, or run the job "
+                                   f"with --inline") from None
+
+
+def _shown(text: str) -> str:
+    """``text`` with its undecodable bytes as \\xNN escapes."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no decoding made
+        return ascii(text)
+    return f"'{raw.decode('utf-8', 'backslashreplace')}'"
 
 
 def _local_user() -> str:

@@ -60,8 +60,10 @@ def pack(record: Any) -> bytes:
     """A record (a ``to_wire`` form) as one msgpack string: PB's banana
     encodes and decodes one item in C-backed msgpack instead of an item per
     field in Python (a heartbeat: about 40 us against 220). The records of
-    the jobtracker and its tasktrackers always travel so (since protocol 4)."""
-    return msgpack.packb(record, use_bin_type=True)
+    the jobtracker and its tasktrackers always travel so (since protocol 4).
+    A surrogate travels as itself: a file name that is not UTF-8 is one
+    (``os.fsdecode``), and its split must reach the worker that reads it."""
+    return msgpack.packb(record, use_bin_type=True, unicode_errors="surrogatepass")
 
 
 def unpack(data: Any) -> Any:
@@ -69,7 +71,8 @@ def unpack(data: Any) -> Any:
     if not isinstance(data, bytes):
         raise wire.BadMessage(f"a record must come packed, not as {type(data).__name__}")
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+        return msgpack.unpackb(data, raw=False, strict_map_key=False,
+                               unicode_errors="surrogatepass")
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError) as e:
         raise wire.BadMessage(f"a malformed record ({type(e).__name__})") from None

@@ -171,6 +171,20 @@ def test_wordcount_of_war_and_peace_matches_counter(cluster: Cluster, job: Path,
     assert merged(read_wordcount(out)) == word_counts([WAR_AND_PEACE])
 
 
+def test_a_listed_file_whose_name_is_not_utf8_is_read(cluster: Cluster) -> None:
+    """Its split's path holds a surrogate (os.fsdecode): sending the split
+    to a worker raised in the jobtracker, and the job waited for that map
+    for ever."""
+    data = cluster.base / "odd-names"
+    data.mkdir()
+    (data / os.fsdecode(b"caf\xe9.txt")).write_text("hello caf\n")
+    for i in range(3):
+        (data / f"a{i}.txt").write_text("a b\n")
+    out = cluster.base / "wc-odd-names"
+    assert_ok(cluster.submit(WORDCOUNT, [data], out, timeout=60), cluster)
+    assert merged(read_wordcount(out)) == word_counts(sorted(data.iterdir()))
+
+
 def test_one_two_and_three_reducers_partition_the_same_result(cluster: Cluster,
                                                               corpus: Path) -> None:
     """Each key is in exactly one part file, and the reducer count does not

@@ -214,3 +214,30 @@ def test_a_job_record_tells_workers_and_submitters_what_they_need() -> None:
         "running", 2.5, 2, 3)
     job.state, job.finished = "succeeded", 101.0
     assert not job.running and job.result(now=500.0)["elapsed"] == 1.0
+
+
+@pytest.mark.parametrize("where, message", [
+    ("job", "the job module's path '.*j\\\\xe9.py' is not UTF-8"),
+    ("input", "the input '.*in\\\\xe9.txt' is not UTF-8"),
+    ("output", "the output '.*out\\\\xe9' is not UTF-8"),
+    ("arg", "the argument n's value '\\\\xe9' is not UTF-8"),
+])
+def test_a_name_that_is_not_utf8_is_refused_by_the_client(tmp_path: Path, where: str,
+                                                          message: str) -> None:
+    """Python holds it as surrogates (os.fsdecode), which PB's UTF-8
+    strings cannot carry: PB raised a traceback from its depths."""
+    from pytxmr import client
+
+    odd = "\udce9"
+    for name in ("j.py", f"j{odd}.py"):
+        (tmp_path / name).write_text("def map(k, v):\n    yield v, 1\n")
+    for name in ("in.txt", f"in{odd}.txt"):
+        (tmp_path / name).write_text("a\n")
+    job = tmp_path / (f"j{odd}.py" if where == "job" else "j.py")
+    data = tmp_path / (f"in{odd}.txt" if where == "input" else "in.txt")
+    out = tmp_path / (f"out{odd}" if where == "output" else "out")
+    args = {"n": odd} if where == "arg" else {}
+    with pytest.raises(client.ClusterError, match=message + ".*run the job with --inline"):
+        client.submission(str(job), [str(data)], str(out), args=args)
+    assert client.submission(str(tmp_path / "j.py"), [str(tmp_path / "in.txt")],
+                             str(tmp_path / "out")).spec["output"] == str(tmp_path / "out")
