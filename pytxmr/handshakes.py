@@ -21,6 +21,9 @@ from zope.interface import implementer
 HANDSHAKE_TIMEOUT = 10.0
 #: Unfinished handshakes a port keeps at once.
 MAX_HANDSHAKING = 256
+#: Peer hosts whose first failed handshake is said: beyond them, the
+#: longest known are forgotten.
+REMEMBERED_HOSTS = 1024
 
 
 @implementer(interfaces.IHandshakeListener)
@@ -75,6 +78,8 @@ class HandshakeGuard(TLSMemoryBIOFactory):
         self._pending: OrderedDict[_Watching, Any] = OrderedDict()
         self.dropped = 0
         self.failed = 0
+        #: The hosts a handshake failed from, the latest last.
+        self._failed_from: OrderedDict[str, None] = OrderedDict()
 
     @property
     def handshaking(self) -> int:
@@ -99,14 +104,25 @@ class HandshakeGuard(TLSMemoryBIOFactory):
     def lost(self, watching: _Watching, reason: Any) -> None:
         """A connection gone; one whose handshake failed (garbage on the
         port, a peer of another CA) is said, as the operator needs to hear
-        of it: it went without a word."""
+        of it: it went without a word. The first from each host, and then
+        a few of a flood: a host newly refused is not lost among them."""
         if watching in self._pending and reason.check(SSL.Error):
             self.failed += 1
-            if _worth_saying(self.failed):
+            if self._new_host(watching) or _worth_saying(self.failed):
                 self.log.warn("A TLS handshake from {peer} failed: {why} ({n} so far)",
                               peer=_peer(watching), why=_ssl_reason(reason.value),
                               n=self.failed)
         self.finished(watching)
+
+    def _new_host(self, watching: _Watching) -> bool:
+        addr = watching.transport.getPeer() if watching.transport is not None else None
+        host = getattr(addr, "host", None)
+        if host is None or host in self._failed_from:
+            return False
+        self._failed_from[host] = None
+        if len(self._failed_from) > REMEMBERED_HOSTS:
+            self._failed_from.popitem(last=False)
+        return True
 
     def _drop(self, watching: _Watching, why: str) -> None:
         self.finished(watching)

@@ -156,6 +156,10 @@ class _SaysWhyNot:
 #: round trips, even over a slow link.
 LOGIN_TIMEOUT = 10.0
 
+#: Seconds before the next try to reach and log in to the jobtracker, by
+#: the tries failed in a row: 0.2 s, growing half again each time, to 10 s.
+backoff = backoffPolicy(initialDelay=0.2, maxDelay=10.0)
+
 #: Seconds a tasktracker keeps its completed map outputs after losing the
 #: jobtracker, for a restarted one to resume its jobs with.
 DEFAULT_KEEP_OUTPUTS = 300.0
@@ -183,6 +187,10 @@ class JobTrackerConnection(service.Service):
         #: Told the worker id of every registration.
         self._on_registered = on_registered
         self._last_login_problem: str | None = None
+        #: Logins failed in a row (a TLS handshake refused, a port that is
+        #: not the jobtracker's): ClientService counts each as a connection
+        #: made, so its own backoff never grew and we retried every second.
+        self._failed_logins = 0
         #: A drain asked for while the jobtracker was away: asked again then.
         self._drain_later: Any = None
         self._mind = TaskTrackerMind(tt, self.drained)
@@ -202,9 +210,14 @@ class JobTrackerConnection(service.Service):
         self._client = ClientService(
             _SaysWhyNot(endpoint, self._shown_address(), self._cannot_connect),
             _PBReconnectingFactory(),
-            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
+            retryPolicy=self.retry_delay,
             prepareConnection=self._login, clock=self._reactor)
         self._client.startService()
+
+    def retry_delay(self, tries: int) -> float:
+        """ClientService's retry policy, for its failed ``tries`` to
+        connect and our failed logins."""
+        return float(backoff(tries + self._failed_logins))
 
     def relogin(self) -> None:
         """Drop the connection: ClientService reconnects, we log in anew."""
@@ -261,6 +274,7 @@ class JobTrackerConnection(service.Service):
             if not self.ended.called:
                 self._reactor.callLater(0, self.ended.errback, error)
             return
+        self._failed_logins = 0
         jobtracker = self._jobtracker = PBJobTracker(perspective)
         self.tt.registered(wid, jobtracker)
         perspective.notifyOnDisconnect(lambda _: self._disconnected(jobtracker))
@@ -324,6 +338,7 @@ class JobTrackerConnection(service.Service):
         """Say why a login's connection ended, once per reason (it retries
         with backoff): a TLS handshake that failed, or a jobtracker that
         never spoke, which is how a TLS port treats a plain-text client."""
+        self._failed_logins += 1
         why = tls_refusal(getattr(broker, "lost_reason", None))
         if getattr(broker, "silent", False):  # a TLS port waits for a plain client too
             text = (f"no answer in {LOGIN_TIMEOUT:g}s: is it the jobtracker's port? "

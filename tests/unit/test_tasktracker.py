@@ -93,3 +93,22 @@ def test_a_running_attempt_is_never_shown_done() -> None:
         r.child.read = read  # type: ignore[union-attr]
         seen.append(r.progress())
     assert seen == sorted(seen) and seen[0] == 0 and 0.9 < seen[-1] < 1
+
+
+def test_logins_failed_in_a_row_lengthen_the_wait_before_the_next_try() -> None:
+    """A TLS handshake refused is a connection made, for ClientService:
+    its backoff never grew, and a tasktracker of another CA tried every
+    second for ever. A registration starts again from the shortest wait."""
+    from twisted.internet.task import Clock
+    from twisted.spread import pb
+
+    from pytxmr.tasktracker.pbadapter import JobTrackerConnection
+
+    conn = JobTrackerConnection(Clock(), "tcp:host=127.0.0.1:port=1", b"secret", tt=None,
+                                registration=None)
+    assert conn.retry_delay(1) < 1.5
+    broker = pb.Broker()
+    broker.silent = True  # type: ignore[attr-defined]  # as a port that never answers
+    for _ in range(9):
+        conn._login_lost(broker)
+    assert conn.retry_delay(1) > 7  # 0.2 s x 1.5 ** 10, and a second of jitter at most

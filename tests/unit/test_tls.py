@@ -148,23 +148,27 @@ def test_a_failed_handshake_is_logged_with_its_peer_and_reason(tmp_path: Path) -
     guard = _guard(tmp_path, clock)
     events: list[dict[str, object]] = []
     guard.log = Logger(observer=events.append)
-    for n in range(2):
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.9", 5000 + n))
+    for n, host in enumerate(["127.0.0.9"] * 5 + ["127.0.0.7"]):
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, 5000 + n))
         proto = guard.buildProtocol(None)
         proto.makeConnection(transport)
         proto.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
         assert transport.disconnecting
         proto.connectionLost(Failure(ConnectionDone()))
-    assert guard.failed == 2 and guard.handshaking == 0
+    assert guard.failed == 6 and guard.handshaking == 0
     said = [e["log_format"].format(**e) for e in events]  # type: ignore[union-attr]
-    assert len(said) == 1, said  # the 1st, 10th, 100th...: a flood is a few lines
+    # The first from each host (a host newly refused was lost in a flood
+    # from another), then the 10th, 100th...: a flood is a few lines.
+    assert len(said) == 2, said
     assert said[0].startswith("A TLS handshake from 127.0.0.9:5000 failed: ") and \
         "(1 so far)" in said[0] and "[(" not in said[0], said
+    assert said[1].startswith("A TLS handshake from 127.0.0.7:5005 failed: ") and \
+        "(6 so far)" in said[1], said
     # A peer that connects and goes (a port scan) is no failed handshake.
     proto = guard.buildProtocol(None)
     proto.makeConnection(StringTransport())
     proto.connectionLost(Failure(ConnectionDone()))
-    assert guard.failed == 2 and guard.handshaking == 0
+    assert guard.failed == 6 and guard.handshaking == 0
 
 
 @pytest.mark.parametrize("argv, spared", [
