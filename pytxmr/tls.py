@@ -87,6 +87,10 @@ class ClusterTLS:
             if cert.not_valid_after_utc < now:
                 raise TLSError(f"{os.path.join(directory, CERT_FILE)} expired on "
                                f"{cert.not_valid_after_utc:%Y-%m-%d}")
+            if cert.not_valid_before_utc > now:  # every peer refuses it ("bad certificate")
+                raise TLSError(f"{os.path.join(directory, CERT_FILE)} is not valid before "
+                               f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (is this "
+                               f"host's clock right? it says {now:%Y-%m-%d %H:%M})")
             try:
                 cert.verify_directly_issued_by(x509.load_pem_x509_certificate(read(CA_FILE)))
             except Exception:

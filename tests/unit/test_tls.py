@@ -89,6 +89,27 @@ def test_unusable_directories_are_refused_with_the_reason(tmp_path: Path) -> Non
         make_certs(str(tmp_path / "c"), [["client"]])
 
 
+def test_a_certificate_not_valid_yet_is_refused_at_start(tmp_path: Path) -> None:
+    """Every peer refused it ("bad certificate"), and the daemon retried for
+    ever with no word of its dates or its clock."""
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    make_certs(str(tmp_path), [["h"]])
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((tmp_path / "ca-key.pem").read_bytes(), None)
+    own = x509.load_pem_x509_certificate((tmp_path / "h" / "cert.pem").read_bytes())
+    tomorrow = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    later = (x509.CertificateBuilder().subject_name(own.subject).issuer_name(ca.subject)
+             .public_key(own.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(tomorrow).not_valid_after(tomorrow + datetime.timedelta(days=9))
+             .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    (tmp_path / "h" / "cert.pem").write_bytes(later.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(TLSError, match=f"is not valid before {tomorrow:%Y-%m-%d} .* clock right"):
+        ClusterTLS.load(str(tmp_path / "h"), need_own=True)
+
+
 def _guard(tmp_path: Path, clock: Clock, limit: int = 3) -> HandshakeGuard:
     make_certs(str(tmp_path), [["h"]])
     tls = ClusterTLS.load(str(tmp_path / "h"), need_own=True)
