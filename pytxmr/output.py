@@ -385,27 +385,38 @@ class OutputTaken(Exception):
     """Another job writes the output now, or has written it since."""
 
 
-def claim(path: str, job: str = "") -> IO[Any] | None:
+class OutputGone(OutputTaken):
+    """The output's mark is gone: the output was removed, or replaced by
+    what is no pytxmr output."""
+
+
+def claim(path: str, job: str) -> IO[Any] | None:
     """The local output ``path``'s mark, held locked while a job of this
     process writes there (``prepare_output_dir`` takes it first): another
     jobtracker's job, or another ``run``, which knows nothing of this one,
     is refused its ``--overwrite`` meanwhile. The lock ends when the file
     is closed, or with this process (a crashed jobtracker holds nothing).
-    None for an object store's output (it has no locks) or a mark gone;
-    OutputTaken when another process holds it, or the mark names another
-    job than ``job`` (which replaced it while this one's was away)."""
+    None for an object store's output (it has no locks); OutputTaken when
+    another process holds it, or the mark names another job than ``job``
+    (which replaced it while this one's was away); OutputGone when the mark
+    is (a resumed job wrote its parts and ``_SUCCESS`` into whatever was
+    there, and emptied its ``_temporary``)."""
     if storage.is_remote(path):
         return None
     try:
         # For writing: NFS emulates flock with fcntl locks, whose exclusive
         # lock needs it.
         f = open(os.path.join(path, OUTPUT_MARK), "r+b")
-    except OSError:
-        return None
+    except (FileNotFoundError, NotADirectoryError):
+        raise OutputGone(f"its output {path} was removed or replaced (its {OUTPUT_MARK} is "
+                         f"gone)") from None
+    except OSError as e:
+        raise OutputTaken(f"its output's {OUTPUT_MARK} cannot be opened in {path} "
+                          f"({e.strerror or e})") from None
     try:
         if not _lock(f, tries=5):
             raise OutputTaken(f"another job writes {path} now")
-        if job and written_for_another(f.read().decode("utf-8", "replace"), job):
+        if written_for_another(f.read().decode("utf-8", "replace"), job):
             raise OutputTaken(f"another job has written {path} since")
     except BaseException:
         f.close()

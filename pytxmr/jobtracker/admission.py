@@ -85,17 +85,20 @@ class Admission:
         # The admitted jobs' locks of their local outputs (output.claim).
         self._output_claims: dict[str, IO[Any]] = {}
 
-    def claim_output(self, job_id: str, token: bytes, out: str) -> bool:
+    def claim_output(self, job_id: str, token: bytes, out: str) -> str | None:
         """Take the lock of a resumed job's output again (its jobtracker's
-        crash let it go); False if the output is another job's now (one
-        elsewhere writes it, or has written it since)."""
+        crash let it go); why not, if the output is not the job's now (one
+        elsewhere writes it, or has written it since; it was removed)."""
         try:
             claim = output.claim(out, job_mark(job_id, token))
+        except output.OutputGone as e:
+            return str(e)
         except output.OutputTaken:
-            return False
+            return (f"another job (of another jobtracker, or a `run`) replaced its output "
+                    f"{out}")
         if claim is not None:
             self._output_claims[job_id] = claim
-        return True
+        return None
 
     def release_output(self, job_id: str) -> None:
         """The job's output is final: another job may replace it."""

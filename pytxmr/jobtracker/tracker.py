@@ -223,17 +223,26 @@ class JobTracker:
         for job_id, journaled in sorted(self.journal.running_jobs().items()):
             plan, ending = journaled.plan, journaled.ending
             job = job_from_plan(plan, journaled)
-            if job is None or ending is None and (not os.path.exists(job.source_path) or (
-                    job.bundle and not self.bundles.has(job.bundle))):
+            if job is None:
                 self.journal.job_ended(job_id)
                 continue
-            if not self.admission.claim_output(job_id, job.token, job.output):
-                why = (f"another job (of another jobtracker, or a `run`) replaced its output "
-                       f"{job.output} while the jobtracker was down: that output is left to it")
+            lost = ending is None and (not os.path.exists(job.source_path) or (
+                job.bundle and not self.bundles.has(job.bundle)))
+            taken = self.admission.claim_output(job_id, job.token, job.output)
+            if taken is not None:
+                why = f"{taken} while the jobtracker was down: it is left as it is"
                 self.log.warn("Job {job} cannot resume: {why}", job=job_id, why=why)
                 job.output_taken = True
                 ending = {"state": "failed", "error": {
                     "type": "OutputTaken", "message": why, "traceback": ""}}
+            elif lost:
+                # Failed as a job is, with its output emptied and a history:
+                # it went without a word.
+                why = ("its files (its module, its shipped code) are gone from the "
+                       "jobtracker's work directory")
+                self.log.warn("Job {job} cannot resume: {why}", job=job_id, why=why)
+                ending = {"state": "failed", "error": {
+                    "type": "JobFilesLost", "message": why, "traceback": ""}}
             generation = plan.get("generation", 0) + 1
             if ending is None:
                 self.journal.job_started(job_id, {**plan, "generation": generation})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -205,6 +206,56 @@ def test_a_submitter_whose_jobtracker_came_back_without_its_job_says_why(
         assert (f"pytxmr: the jobtracker came back without {r.job_id}: it was started on "
                 f"another --workdir, or its work directory was lost, so the job's outcome is "
                 f"unknown (its output has _SUCCESS if it succeeded)\n") in stderr, stderr
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_job_whose_output_was_removed_meanwhile_is_not_resumed(tmp_path: Path,
+                                                                 how: str) -> None:
+    """Its mark gone, the output is no longer the job's: the resumed job
+    wrote its parts and _SUCCESS into whatever was there (a user's files;
+    nothing, and then reported success with the parts committed before
+    the crash missing), and emptied its _temporary."""
+    with _running(tmp_path, 4, 1, 8, 0.4, 0.05) as r:
+        c = r.cluster
+        wait_for(lambda: len(_reduces_done(c, r.job_id)) >= 2 or None, 90,
+                 "two reduces to commit")
+        port = _kill_jobtracker(c)
+        shutil.rmtree(r.out)
+        if how == "replaced":
+            (r.out / "_temporary").mkdir(parents=True)
+            (r.out / "_temporary" / "notes.txt").write_text("precious\n")
+            (r.out / "part-00002").write_text("mine\n")
+        c.start_jobtracker("--port", str(port), "--resume-grace", "2")
+        _, stderr = r.submitter.communicate(timeout=60)
+        assert r.submitter.returncode == 1, stderr
+        assert (f"{r.job_id} failed: its output {r.out} was removed or replaced (its "
+                f"_PYTXMR_OUTPUT is gone) while the jobtracker was down") in stderr, stderr
+        assert (_status(c, r.job_id) or {}).get("state") == "failed"
+        if how == "removed":
+            assert not r.out.exists()
+        else:
+            assert sorted(str(p.relative_to(r.out)) for p in r.out.rglob("*")) == [
+                "_temporary", "_temporary/notes.txt", "part-00002"]
+            assert (r.out / "part-00002").read_text() == "mine\n"
+
+
+def test_a_job_whose_files_are_gone_fails_and_its_output_is_emptied(tmp_path: Path) -> None:
+    """It was dropped without a word: no history, no log line, and its
+    output left half written."""
+    with _running(tmp_path, 4, 1, 8, 0.4, 0.05) as r:
+        c = r.cluster
+        wait_for(lambda: len(_reduces_done(c, r.job_id)) >= 2 or None, 90,
+                 "two reduces to commit")
+        port = _kill_jobtracker(c)
+        shutil.rmtree(c.base / "jt-work" / "jobs" / r.job_id)
+        c.start_jobtracker("--port", str(port), "--resume-grace", "2")
+        _, stderr = r.submitter.communicate(timeout=60)
+        assert r.submitter.returncode == 1, stderr
+        why = "its files (its module, its shipped code) are gone from the jobtracker's work"
+        assert f"{r.job_id} failed: {why}" in stderr, stderr
+        assert f"Job {r.job_id} cannot resume: {why}" in c.jobtracker.log()
+        assert (_status(c, r.job_id) or {}).get("state") == "failed"
+        assert sorted(p.name for p in r.out.iterdir()) == ["_PYTXMR_OUTPUT"]
 
 
 @pytest.mark.parametrize("other_job", ["writing", "finished"])
