@@ -429,6 +429,16 @@ def test_top_words_lists_the_most_frequent_first(n: int, maps: int) -> None:
     assert out == ranked[:n]
 
 
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_top_words_refuses_fewer_than_one_word(n: str) -> None:
+    """It failed with an IndexError in a task."""
+    from pytxmr.jobargs import ArgumentError
+    from pytxmr.testing import run_job
+
+    with pytest.raises(ArgumentError, match=f"must be at least 1, not {n}"):
+        run_job(str(EXAMPLES / "top_words.py"), ["a b"], args={"n": n})
+
+
 def test_threshold_keeps_the_common_words(tmp_path: Path) -> None:
     from pytxmr.inline import run_inline
 
