@@ -17,14 +17,14 @@ from collections.abc import Iterable, Iterator
 
 from pytxmr import Arg, Step, args, combiners
 
-def _at_least_one(text: str) -> int:
+def positive_int(text: str) -> int:
     n = int(text)
     if n < 1:
         raise ValueError(f"must be at least 1, not {n}")
     return n
 
 
-arguments = [Arg("n", _at_least_one, default=10, help="how many words to list")]
+arguments = [Arg("n", positive_int, default=10, help="how many words to list")]
 
 #: One map task's best (count, word) pairs so far, worst first; a word with
 #: the same count but a later spelling ranks below (hence the negated key).

@@ -56,23 +56,26 @@ def refusals_as_pb_errors(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def pack(record: Any) -> bytes:
+def pack(record: Any, *, surrogates: bool = False) -> bytes:
     """A record (a ``to_wire`` form) as one msgpack string: PB's banana
     encodes and decodes one item in C-backed msgpack instead of an item per
     field in Python (a heartbeat: about 40 us against 220). The records of
     the jobtracker and its tasktrackers always travel so (since protocol 4).
-    A surrogate travels as itself: a file name that is not UTF-8 is one
-    (``os.fsdecode``), and its split must reach the worker that reads it."""
-    return msgpack.packb(record, use_bin_type=True, unicode_errors="surrogatepass")
+    With ``surrogates``, a surrogate travels as itself: a file name that is
+    not UTF-8 holds some (``os.fsdecode``), and its split must reach the
+    worker that reads it. Nothing else may carry them: PB's strings, in
+    which the jobtracker answers its clients, cannot."""
+    return msgpack.packb(record, use_bin_type=True,
+                         unicode_errors="surrogatepass" if surrogates else "strict")
 
 
-def unpack(data: Any) -> Any:
+def unpack(data: Any, *, surrogates: bool = False) -> Any:
     """A record as ``pack`` sent it."""
     if not isinstance(data, bytes):
         raise wire.BadMessage(f"a record must come packed, not as {type(data).__name__}")
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False,
-                               unicode_errors="surrogatepass")
+                               unicode_errors="surrogatepass" if surrogates else "strict")
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError) as e:
         raise wire.BadMessage(f"a malformed record ({type(e).__name__})") from None

@@ -13,13 +13,12 @@ from typing import Any, Awaitable, Callable, Optional, Sequence
 
 from twisted.cred import portal
 from twisted.internet import defer, endpoints, protocol
-from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import pb
 from zope.interface import implementer
 
-from .. import wire
+from .. import shuffle, wire
 from ..auth import (
     USER_PREFIX,
     AnonymousRefused,
@@ -78,7 +77,7 @@ class PBWorker:
         self._call("init_job", init.job_id, pack(init.to_wire()))
 
     def launch_map(self, job_id: str, attempt_id: str, split: Split) -> None:
-        self._call("launch_map", job_id, attempt_id, split.index, pack(split.to_wire()))
+        self._call("launch_map", job_id, attempt_id, split.index, pack(split.to_wire(), surrogates=True))
 
     def launch_reduce(self, job_id: str, attempt_id: str, partition: int,
                       locations: Sequence[MapLocation]) -> None:
@@ -168,6 +167,15 @@ class TaskTrackerAvatar(_StrictAvatar):
         make maps run again and again: refused, saying why."""
         self._registering = True
         try:
+            holder = self.jt.worker_at(reg.host, reg.port)
+            if holder is not None:  # its reducers' peers would fetch from the other
+                self.log.warn("Refused tasktracker {host}:{port}: tasktracker {wid} "
+                              "advertises that address", host=reg.host, port=reg.port,
+                              wid=holder)
+                raise wire.Refused(
+                    f"this tasktracker advertises its shuffle server as {reg.host}:"
+                    f"{reg.port}, which the live tasktracker {holder} advertises already: "
+                    f"give each its own --shuffle-port (or --advertise-host)")
             if self._probe is not None:
                 problem = await self._probe(reg.host, reg.port)
                 if problem is not None:
@@ -236,20 +244,23 @@ class TaskTrackerAvatar(_StrictAvatar):
 
 async def probe_shuffle(reactor: Any, host: str, port: int, timeout: float = PROBE_TIMEOUT,
                         tls: ClusterTLS | None = None) -> str | None:
-    """None if a TCP connection to ``host:port`` opens within ``timeout``
-    (and, with ``tls``, completes a handshake in which the server shows a
-    certificate of the cluster CA for ``host``)."""
+    """None if a pytxmr shuffle server greets a connection to ``host:port``
+    within ``timeout`` (with ``tls``, after a handshake in which it shows a
+    certificate of the cluster CA for ``host``): a worker that advertised
+    another server's port (the jobtracker's own) was taken, and its
+    reducers' peers waited out their fetch timeouts there."""
     endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout)
     if tls is not None:
         endpoint = tls.wrap_client(host, endpoint)
-    handshake = _Handshake()
-    factory = protocol.Factory.forProtocol((lambda: handshake) if tls else protocol.Protocol)
+    greeting = _Greeting()
+    factory = protocol.Factory.forProtocol(lambda: greeting)
     factory.noisy = False
-    timer = reactor.callLater(timeout, handshake.done.cancel)
+    timer = reactor.callLater(timeout, greeting.done.cancel)
     try:
         proto = await endpoint.connect(factory)
-        if tls is not None:
-            await handshake.done
+        await greeting.done
+    except defer.CancelledError:
+        return f"no shuffle server's greeting in {timeout:g}s"
     except Exception as e:  # ConnectError, DNSLookupError, timeouts: all say "no"
         return str(e) or type(e).__name__
     finally:
@@ -259,24 +270,31 @@ async def probe_shuffle(reactor: Any, host: str, port: int, timeout: float = PRO
     return None
 
 
-@implementer(IHandshakeListener)
-class _Handshake(protocol.Protocol):
-    """Fires ``done`` when its TLS handshake completes, fails it when the
-    connection ends first (a certificate the probe does not accept)."""
+class _Greeting(protocol.Protocol):
+    """Fires ``done`` once the server's first bytes are a shuffle server's
+    greeting; fails it on others, or when the connection ends first (a
+    certificate the probe does not accept)."""
 
     def __init__(self) -> None:
         self.done: defer.Deferred[None] = defer.Deferred()
+        self._received = b""
 
-    def handshakeCompleted(self) -> None:
-        if not self.done.called:
+    def dataReceived(self, data: bytes) -> None:
+        self._received += data
+        if self.done.called or len(self._received) < len(shuffle.MAGIC):
+            return
+        if self._received.startswith(shuffle.MAGIC):
             self.done.callback(None)
+        else:
+            self.done.errback(ConnectionError("what answers there is not a pytxmr shuffle "
+                                              "server"))
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if not self.done.called:
             why = tls_refusal(reason)
             self.done.errback(ConnectionError(
                 f"the TLS handshake failed: {why}" if why else "the connection closed "
-                "during the TLS handshake"))
+                "before the shuffle server's greeting"))
 
 
 class ClientAvatar(_StrictAvatar):

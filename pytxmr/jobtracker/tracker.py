@@ -343,6 +343,11 @@ class JobTracker:
         raise NoSuchWorker(f"no live tasktracker {name!r} (a worker id such as w1, or "
                                 f"the HOST:PORT of its shuffle server)")
 
+    def worker_at(self, host: str, port: int) -> str | None:
+        """The live worker whose shuffle server is at ``host:port``, if any."""
+        return next((wid for wid, conn in self.workers.items()
+                     if (conn.host, conn.port) == (host, port)), None)
+
     def worker_disconnected(self, wid: str) -> None:
         self.pacing.forget(wid)
         if self.workers.pop(wid, None) is not None:

@@ -47,3 +47,29 @@ def test_an_unreachable_advertised_address_is_refused_at_registration(tmp_path: 
     finally:
         c.stop_all()
 
+
+
+def test_an_address_of_another_server_is_refused_at_registration(tmp_path: Path) -> None:
+    """Listening on 127.0.0.2, advertised as 127.0.0.1 at the port of the
+    jobtracker, or of another tasktracker's shuffle server: both were taken
+    (any server that completed a connection would do), and reducers failed
+    their fetches there, or fetched the other worker's outputs."""
+    c = Cluster(tmp_path)
+    try:
+        c.start_jobtracker()
+        assert c.jobtracker is not None
+        first = c.start_tasktracker(1)
+        taken = {"the jobtracker's PB port": c.jobtracker.ready["port"],
+                 "another tasktracker's": first.wait_ready()["shuffle_port"]}
+        for what, port in taken.items():
+            tt = c.start_tasktracker(1, "--advertise-host", "127.0.0.1", "--shuffle-interface",
+                                     "127.0.0.2", "--shuffle-port", str(port), wait=False)
+            wait_for(lambda: tt.proc.poll() is not None or None, 30,
+                     f"the tasktracker advertising {what} to exit")
+            log = tt.log()
+            assert f"advertises its shuffle server as 127.0.0.1:{port}, " in log, log
+            assert ("is not a pytxmr shuffle server" if "PB" in what
+                    else "which the live tasktracker w1 advertises already") in log, log
+        assert c.jobtracker.log().count("joined") == 1
+    finally:
+        c.stop_all()

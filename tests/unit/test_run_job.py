@@ -90,7 +90,7 @@ def test_a_map_of_input_bytes_gets_bytes_lines() -> None:
 def test_bad_arguments_are_refused_as_on_a_cluster() -> None:
     from pytxmr.jobargs import ArgumentError
 
-    with pytest.raises(ArgumentError, match="'many' is not a valid int"):
+    with pytest.raises(ArgumentError, match="'many' is not a valid positive_int"):
         run_job(str(ROOT / "examples/top_words.py"), LINES, args={"n": "many"})
 
 
