@@ -67,6 +67,8 @@ class Connection:
     def __init__(self, factory: pb.PBClientFactory, perspective: pb.RemoteReference) -> None:
         self._factory = factory
         self.perspective = perspective  # held: a dropped perspective is logged out
+        #: Why we ended the connection ourselves (``abort``), if we did.
+        self._aborted: str | None = None
 
     async def call(self, method: str, *args: Any) -> Any:
         try:
@@ -76,8 +78,13 @@ class Connection:
             # carry their message; anything else is the jobtracker's bug.
             raise (NoSuchJob if e.remoteType == _UNKNOWN_JOB else ClusterError)(str(e)) from None
         except (pb.PBConnectionLost, pb.DeadReferenceError):
-            raise ClusterUnreachable("lost the connection to the jobtracker "
+            raise ClusterUnreachable(self._aborted or "lost the connection to the jobtracker "
                                      "(it stopped or crashed)") from None
+
+    def abort(self, why: str) -> None:
+        """End the connection at once: its calls fail with ``why``."""
+        self._aborted = why
+        self.perspective.broker.transport.abortConnection()
 
     def close(self) -> None:
         self._factory.disconnect()
@@ -354,27 +361,45 @@ async def _reconnect(reactor: Any, reconnect: Callable[[], Awaitable[Connection]
         delay = min(delay * 1.5, 5.0)
 
 
+#: Seconds the jobtracker may leave a waiting client's status polls
+#: unanswered before the client takes its connection as lost: a partition
+#: is silent, and TCP gives up on it after about 15 minutes.
+SILENCE_TIMEOUT = 15.0
+
+
 async def _follow(reactor: Any, conn: Connection, job_id: str,
                   progress: ProgressCallback | None, interval: float) -> dict[str, Any]:
     finished = defer.Deferred.fromCoroutine(conn.call("wait", job_id))
-    if progress is None:
-        return await finished
+    heard = reactor.seconds()
 
     async def report() -> None:
+        nonlocal heard
         status = await conn.call("status", job_id)
-        if not finished.called:
+        heard = reactor.seconds()
+        if progress is not None and not finished.called:
             progress(status)
 
-    # Progress is polled beside the wait, which alone decides the outcome: a
-    # lost jobtracker fails the wait (and the poll, whose error is dropped).
+    def check_heard() -> None:
+        if reactor.seconds() - heard > SILENCE_TIMEOUT:
+            conn.abort(f"no answer from the jobtracker in {SILENCE_TIMEOUT:g}s (a network "
+                       f"partition? it is stopped?)")
+
+    # The status is polled beside the wait, which alone decides the outcome:
+    # a lost jobtracker fails the wait (and the poll, whose error is
+    # dropped); a silent one is lost once its polls go unanswered.
     poll = task.LoopingCall(lambda: defer.Deferred.fromCoroutine(report()))
     poll.clock = reactor
-    poll.start(interval, now=False).addErrback(lambda f: None)
+    poll.start(interval if progress is not None else SILENCE_TIMEOUT / 5,
+               now=False).addErrback(lambda f: None)
+    watch = task.LoopingCall(check_heard)
+    watch.clock = reactor
+    watch.start(1.0, now=False)
     try:
         return await finished
     finally:
-        if poll.running:
-            poll.stop()
+        for loop in (poll, watch):
+            if loop.running:
+                loop.stop()
 
 
 async def submit(reactor: Any, address: str, secret: bytes, job: JobSubmission,

@@ -191,6 +191,29 @@ def test_no_map_runs_again_when_the_jobtracker_dies_between_maps_and_reduces(
         assert result["counters"]["pytxmr"]["map input records"] == r.lines
 
 
+def test_a_submitter_whose_jobtracker_is_silent_says_so_and_waits_on(tmp_path: Path) -> None:
+    """A partition (here: the jobtracker stopped) is silent, and TCP gives
+    up on it after some 15 minutes: the waiting submitter printed nothing
+    all that time. It takes the connection as lost once its status polls go
+    unanswered, says so, and goes on waiting once the jobtracker answers."""
+    from pytxmr.client import SILENCE_TIMEOUT
+
+    with _running(tmp_path, 16, 2, 2, 0.4, 0.05) as r:
+        c = r.cluster
+        assert c.jobtracker is not None
+        c.jobtracker.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(SILENCE_TIMEOUT + 5)
+        finally:
+            c.jobtracker.proc.send_signal(signal.SIGCONT)
+        _, stderr = r.submitter.communicate(timeout=120)
+        assert r.submitter.returncode == 0, stderr + c.logs()
+        assert (f"pytxmr: no answer from the jobtracker in {SILENCE_TIMEOUT:g}s (a network "
+                f"partition? it is stopped?); trying to reach it again for") in stderr, stderr
+        assert f"the jobtracker is back; still waiting for {r.job_id}" in stderr, stderr
+        assert merged(read_wordcount(r.out)) == r.expected
+
+
 def test_a_submitter_whose_jobtracker_came_back_without_its_job_says_why(
         tmp_path: Path) -> None:
     """Started again on another work directory, the jobtracker resumes none
