@@ -342,6 +342,15 @@ class SegmentWriter:
             self._flush(flat[:half], flags)
             self._flush(flat[half:], flags)
             return
+        if size > FRAME_TARGET_BYTES and not flags & PAIRS and len(flat[1]) > 1:
+            # One key's many values (a combiner's, a merge's of many spills):
+            # consecutive records of that key, as a run may hold. One record
+            # of them all failed a job over 256 MiB.
+            key, values = flat
+            half = len(values) // 2
+            self._flush([key, values[:half]])
+            self._flush([key, values[half:]])
+            return
         if len(payload) > MAX_FRAME_BYTES:
             raise RecordTooLarge(
                 f"the record of key {flat[0]!r:.100} encodes to {size:,} bytes, more than "

@@ -525,6 +525,24 @@ def test_frames_are_cut_by_size_as_well_as_by_count(tmp_path: Any) -> None:
     assert list(iter_segment_file(str(path))) == [(f"k{i}", [big]) for i in range(10)]
 
 
+def test_one_keys_many_values_are_cut_into_records_of_that_key(tmp_path: Any,
+                                                               monkeypatch: Any) -> None:
+    """A combiner's values of one key (or a merge's of many spills) were one
+    record, which failed its job beyond the frame limit."""
+    import pytxmr.records as records
+
+    monkeypatch.setattr(records, "MAX_FRAME_BYTES", 1 << 20)
+    monkeypatch.setattr(records, "FRAME_TARGET_BYTES", 256 << 10)
+    values = [f"{i:06d}" + "v" * 5000 for i in range(600)]  # 3 MB
+    path = tmp_path / "seg"
+    with open(path, "wb") as f:
+        records.SegmentWriter(f).write(iter([("a", ["x"]), ("hot", values), ("z", ["y"])]))
+    got = list(iter_segment_file(str(path)))
+    assert [k for k, _ in got][0] == "a" and [k for k, _ in got][-1] == "z"
+    assert {k for k, _ in got[1:-1]} == {"hot"} and len(got) > 10
+    assert [v for k, vs in got[1:-1] for v in vs] == values
+
+
 def test_a_record_larger_than_a_frame_fails_clearly(tmp_path: Any, monkeypatch: Any) -> None:
     """One record over the frame limit is refused at write time, naming its key."""
     import pytxmr.records as records
