@@ -77,7 +77,8 @@ class PBWorker:
         self._call("init_job", init.job_id, pack(init.to_wire()))
 
     def launch_map(self, job_id: str, attempt_id: str, split: Split) -> None:
-        self._call("launch_map", job_id, attempt_id, split.index, pack(split.to_wire(), surrogates=True))
+        self._call("launch_map", job_id, attempt_id, split.index,
+                   pack(split.to_wire(), surrogates=True))
 
     def launch_reduce(self, job_id: str, attempt_id: str, partition: int,
                       locations: Sequence[MapLocation]) -> None:

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
@@ -887,10 +887,24 @@ class JobTracker:
                 with open(job.source_path, encoding="utf-8") as f:
                     worker.init_job(job.init(f.read()))
             elif isinstance(action, sched.LaunchMap):
-                worker.launch_map(action.job_id, action.attempt_id, job.splits[action.index])
+                self._launch(action.attempt_id, worker.launch_map, action.job_id,
+                             action.attempt_id, job.splits[action.index])
             elif isinstance(action, sched.LaunchReduce):
-                worker.launch_reduce(action.job_id, action.attempt_id, action.partition,
-                                     action.map_outputs)
+                self._launch(action.attempt_id, worker.launch_reduce, action.job_id,
+                             action.attempt_id, action.partition, action.map_outputs)
+
+    def _launch(self, attempt_id: str, send: Callable[..., None], *args: Any) -> None:
+        """Send a task; one that cannot be sent fails its attempt. It was
+        neither launched nor failed, and its job waited for it for ever (a
+        split whose path PB could not carry)."""
+        try:
+            send(*args)
+        except Exception as e:
+            self.log.failure("Cannot send attempt {aid} to its tasktracker", aid=attempt_id)
+            error = {"type": "LaunchFailed", "traceback": "",
+                     "message": f"the jobtracker could not send the task to its tasktracker "
+                                f"({type(e).__name__}: {e})"}
+            self._execute(self.scheduler.attempt_failed(attempt_id, self.now(), error))
 
     def _announce(self, action: sched.AnnounceMapOutputs) -> None:
         """New map outputs to the workers running the job's reduces, gathered

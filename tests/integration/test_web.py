@@ -346,6 +346,29 @@ class CountersAndApiTests(JobTrackerCase):
         self.assertEqual((code, json.loads(body)), (200, []))
 
 
+class _Refusing(FakeWorker):
+    """A tasktracker no map can be sent to (as a split whose path PB could
+    not carry could not)."""
+
+    def launch_map(self, *args: Any) -> None:
+        raise UnicodeEncodeError("utf-8", "caf\udce9", 3, 4, "surrogates not allowed")
+
+
+class LaunchTests(JobTrackerCase):
+
+    async def test_a_task_that_cannot_be_sent_fails_its_attempt(self) -> None:
+        """It was neither launched nor failed: its job waited for ever."""
+        refusing = _Refusing()
+        self.jt.register(refusing, Registration("127.0.0.1", 9, 1))
+        job_id = await self.submit()
+        result = await self.jt.wait(job_id)
+        self.assertEqual(result["state"], "failed")
+        self.assertEqual(result["error"]["type"], "LaunchFailed")
+        self.assertIn("could not send the task to its tasktracker (UnicodeEncodeError",
+                      result["error"]["message"])
+        self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 4)  # its attempts
+
+
 class WaitingForWorkersTests(JobTrackerCase):
     """Jobs submitted while no worker is registered are planned once
     workers come (the tracker's queue of unplanned jobs)."""
