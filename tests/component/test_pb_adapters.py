@@ -52,6 +52,9 @@ class RecordingTracker:
         #: the pacing (and the FakeJobTracker) answers.
         self.interval: float | None = None
 
+    def worker_at(self, host: str, port: int) -> str | None:
+        return None
+
     def register(self, worker: Any, reg: Registration) -> str:
         self.worker, self.registration = worker, reg
         return "w7"
