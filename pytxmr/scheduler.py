@@ -338,10 +338,9 @@ class Job:
         #: map index -> the reduce attempts that reported its current output
         #: unfetchable, one entry per report
         self.fetch_failures: dict[int, list[str]] = {}
-        #: worker -> the workers whose reduces reported an output of it
-        #: unfetchable; reduce attempt -> the workers it reported so.
-        self.complaints: dict[str, set[str]] = {}
-        self.unreachable: dict[str, set[str]] = {}
+        #: reduce attempt -> worker -> the map attempt whose output there it
+        #: last reported unfetchable
+        self.unreachable: dict[str, dict[str, str]] = {}
         #: The maps whose output stays on a drained worker: running them
         #: again elsewhere failed ``max_attempts`` times.
         self.unmoved: set[int] = set()
@@ -466,11 +465,11 @@ BLACKLIST_FAILURES = 3
 #: reports).
 FETCH_FAILURES_TO_RERUN = 3
 
-#: A reduce attempt that cannot fetch from this many workers, none of which
-#: a reduce elsewhere has trouble with, is the one cut off (a network fault
-#: at its end, its worker's TLS certificate expired): it fails, instead of
-#: the maps whose outputs every other reduce fetches, as Hadoop's reducer
-#: fails itself when its fetches fail from too many places.
+#: A reduce attempt that cannot fetch from this many workers, whose outputs
+#: a reduce of another worker fetched (it succeeded since), is the one cut
+#: off (a network fault at its end, its worker's TLS certificate expired):
+#: it fails, instead of the maps, as Hadoop's reducer fails itself when its
+#: fetches fail from too many places.
 CUT_OFF_REDUCE_WORKERS = 2
 #: Speculation: a running attempt slower than this many times the median
 #: duration of its job's finished tasks of the same kind gets a backup...
@@ -693,12 +692,12 @@ class Scheduler:
         loc = job.map_locations.get(map_index)
         if loc is None or map_attempt_id not in (None, loc.attempt_id):
             return []  # already being re-run, or a report about an older output
-        job.complaints.setdefault(loc.wid, set()).add(a.wid)
-        unreachable = job.unreachable.setdefault(a.id, set())
-        unreachable.add(loc.wid)
-        alone = sorted(w for w in unreachable if w != a.wid and job.complaints[w] == {a.wid})
-        if len(alone) >= CUT_OFF_REDUCE_WORKERS:
-            return self._cut_off(job, a, alone, now)
+        unreachable = job.unreachable.setdefault(a.id, {})
+        unreachable[loc.wid] = loc.attempt_id
+        fetched = sorted(w for w, m in unreachable.items()
+                         if w != a.wid and self._fetched_elsewhere(job, m, a.wid))
+        if len(fetched) >= CUT_OFF_REDUCE_WORKERS:
+            return self._cut_off(job, a, fetched, now)
         reports = job.fetch_failures.setdefault(map_index, [])
         reports.append(a.id)
         running_reduces = sum(len(t.running()) for t in job.reduces)
@@ -727,6 +726,15 @@ class Scheduler:
         if not task.running():  # a map run again off a drained worker runs already
             task.state = State.PENDING
         return self._schedule(now)
+
+    def _fetched_elsewhere(self, job: Job, map_attempt_id: str, wid: str) -> bool:
+        """Whether a reduce of another worker than ``wid`` succeeded since
+        the map attempt's output was made: it fetched that output. Asked
+        on a report only; it looks at the job's reduce attempts."""
+        m = self.attempts.get(map_attempt_id)
+        return m is not None and m.finished is not None and any(
+            r.state is State.SUCCEEDED and r.wid != wid and (r.finished or 0) >= m.finished
+            for t in job.reduces for r in t.attempts)
 
     def _cut_off(self, job: Job, a: Attempt, workers: list[str], now: float) -> list[Action]:
         """Fail the reduce attempt ``a``, which cannot fetch from
@@ -1009,14 +1017,15 @@ class Scheduler:
             key = (w.wid not in failed_on, free, w.wid)
             if best_key is None or key > best_key:
                 best, best_key = w, key
-        if best is not None and best.wid in failed_on and self._untried(job, failed_on):
+        if best is not None and best.wid in failed_on and self._untried(job,
+                                                                       failed_on | busy_on):
             return None
         return best
 
-    def _untried(self, job: Job, failed_on: set[str]) -> bool:
-        """Whether a worker that may take the job's tasks is one where the
-        task did not fail (``failed_on``)."""
-        return any(w.alive and not w.draining and w.wid not in failed_on
+    def _untried(self, job: Job, tried: set[str]) -> bool:
+        """Whether a worker that may take the job's tasks is none of those
+        where the task failed or runs (``tried``)."""
+        return any(w.alive and not w.draining and w.wid not in tried
                    and w.failures.get(job.id, 0) < BLACKLIST_FAILURES
                    for w in self.workers.values())
 

@@ -818,10 +818,12 @@ def cut_off_setup(workers: int) -> tuple[Driver, list[Attempt], dict[str, tuple[
 
 
 def test_a_reduce_that_cannot_fetch_from_two_workers_is_the_one_cut_off() -> None:
-    """Outputs the other reduces fetch: the reduce fails, not the maps (a
-    worker whose TLS certificate expired blamed a healthy worker's map
-    until the map had no attempts left, and the job failed)."""
-    d, (r, _), maps = cut_off_setup(workers=3)
+    """Outputs a reduce of another worker fetched (it succeeded since): the
+    reduce fails, not the maps (a worker whose TLS certificate expired
+    blamed a healthy worker's map until the map had no attempts left, and
+    the job failed)."""
+    d, (r, other), maps = cut_off_setup(workers=3)
+    d.succeed(other.id)
     far = sorted(set(maps) - {r.wid})
     d.fetch_failed(r.id, *maps[far[0]])  # one worker: its output may be lost
     acts = d.fetch_failed(r.id, *maps[far[1]])
@@ -838,11 +840,13 @@ def test_a_reduce_that_cannot_fetch_from_two_workers_is_the_one_cut_off() -> Non
     assert d.done()["j1"].state is State.SUCCEEDED
 
 
-def test_workers_that_reduces_of_two_workers_cannot_fetch_from_are_the_ones_lost() -> None:
+def test_outputs_no_reduce_elsewhere_fetched_are_the_ones_lost() -> None:
+    """Without a reduce of another worker that fetched them, two workers'
+    outputs a reduce cannot fetch are lost (two workers died at once), not
+    the reduce: the first of the job's reduces to report them was cut off."""
     d, (r, other), maps = cut_off_setup(workers=4)
     z1, z2 = sorted(set(maps) - {r.wid, other.wid})
-    acts = [*d.fetch_failed(other.id, *maps[z2]), *d.fetch_failed(r.id, *maps[z2]),
-            *d.fetch_failed(r.id, *maps[z1])]
+    acts = [*d.fetch_failed(r.id, *maps[z1]), *d.fetch_failed(r.id, *maps[z2])]
     assert not any(isinstance(x, KillAttempt) for x in acts)
     assert d.s.attempts[r.id].state is State.RUNNING
     assert [d.s.attempts[maps[z][1]].error["type"] for z in (z1, z2)] == ["MapOutputLost"] * 2
@@ -956,6 +960,25 @@ def test_an_attempt_failing_beside_its_backup_counts_at_once() -> None:
     counters = job.counters_so_far().to_dict()
     assert counters[FRAMEWORK]["failed reduce attempts"] == 1
     assert counters == counters_afresh(job)
+
+
+def test_a_straggler_that_failed_once_gets_its_backup_where_it_failed_if_nowhere_else() -> None:
+    """The worker running it is no place for its backup, and the one it
+    failed on is the only other: the backup runs there (it never ran, as
+    if the worker running the task were still untried)."""
+    d = Driver()
+    d.join("w1", slots=2)
+    d.join("w2", slots=2)
+    d.submit("j1", maps=1, reduces=2, speculative=True)
+    d.succeed(d.running("j1", "map")[0].id)
+    d.complete(d.running("j1", "reduce", 0)[0].id)
+    [first] = d.running("j1", "reduce", 1)
+    d.fail(first.id)
+    [second] = d.running("j1", "reduce", 1)
+    assert second.wid != first.wid
+    d.tick(60)
+    d._record(d.s.tick(d.now))
+    assert {a.wid for a in d.running("j1", "reduce", 1)} == {first.wid, second.wid}
 
 
 def test_speculative_backup_of_a_straggler_runs_on_another_worker() -> None:
