@@ -370,17 +370,29 @@ SILENCE_TIMEOUT = 15.0
 async def _follow(reactor: Any, conn: Connection, job_id: str,
                   progress: ProgressCallback | None, interval: float) -> dict[str, Any]:
     finished = defer.Deferred.fromCoroutine(conn.call("wait", job_id))
-    heard = reactor.seconds()
+    heard = checked = reactor.seconds()
 
     async def report() -> None:
         nonlocal heard
-        status = await conn.call("status", job_id)
+        try:
+            status = await conn.call("status", job_id)
+        except ClusterUnreachable:
+            return
+        except ClusterError:
+            heard = reactor.seconds()  # an answer all the same
+            return
         heard = reactor.seconds()
         if progress is not None and not finished.called:
-            progress(status)
+            with contextlib.suppress(Exception):  # a progress bar's stdout gone: the wait goes on
+                progress(status)
 
     def check_heard() -> None:
-        if reactor.seconds() - heard > SILENCE_TIMEOUT:
+        nonlocal heard, checked
+        now = reactor.seconds()
+        if now - checked > 5:  # this process was stopped (Ctrl-Z, a laptop's sleep)
+            heard = now
+        checked = now
+        if now - heard > SILENCE_TIMEOUT:
             conn.abort(f"no answer from the jobtracker in {SILENCE_TIMEOUT:g}s (a network "
                        f"partition? it is stopped?)")
 

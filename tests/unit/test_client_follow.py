@@ -1,0 +1,94 @@
+"""A waiting client's watch on its jobtracker (``client._follow``), on a
+fake clock and a fake connection: a silent jobtracker is taken as lost;
+an answer, even a refusal, is not silence."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from pytxmr import client
+
+
+class FakeConnection:
+    """``wait`` never ends; ``status`` answers as ``status`` says."""
+
+    def __init__(self, status: Callable[[], Any]) -> None:
+        self.status = status
+        self.aborted: list[str] = []
+        self._wait: defer.Deferred[Any] = defer.Deferred()
+
+    async def call(self, method: str, *args: Any) -> Any:
+        if method == "wait":
+            return await self._wait
+        return await self.status()
+
+    def abort(self, why: str) -> None:
+        self.aborted.append(why)
+        if not self._wait.called:
+            self._wait.errback(client.ClusterUnreachable(why))
+
+
+def follow(conn: FakeConnection, clock: Clock,
+           progress: client.ProgressCallback | None) -> defer.Deferred[Any]:
+    following = client._follow(clock, conn, "job_1", progress, 0.5)  # type: ignore[arg-type]
+    d = defer.Deferred.fromCoroutine(following)
+    d.addErrback(lambda f: f.trap(client.ClusterUnreachable))
+    return d
+
+
+def advance(clock: Clock, seconds: float, step: float = 0.5) -> None:
+    for _ in range(int(seconds / step)):
+        clock.advance(step)
+
+
+def never() -> defer.Deferred[Any]:
+    return defer.Deferred()
+
+
+async def refused() -> Any:
+    raise client.ClusterError("refused")
+
+
+async def answered() -> Any:
+    return {"state": "running"}
+
+
+def broken_progress(status: Any) -> None:
+    raise BrokenPipeError("stdout closed")
+
+
+@pytest.mark.parametrize("progress", [None, broken_progress], ids=["quiet", "progress"])
+def test_a_jobtracker_that_stops_answering_is_taken_as_lost(progress: Any) -> None:
+    clock = Clock()
+    conn = FakeConnection(never)
+    follow(conn, clock, progress)
+    advance(clock, client.SILENCE_TIMEOUT - 1)
+    assert conn.aborted == []
+    advance(clock, 3)
+    assert conn.aborted and "no answer from the jobtracker" in conn.aborted[0]
+
+
+@pytest.mark.parametrize("status, progress", [
+    (refused, None),  # a refusal is an answer
+    (answered, broken_progress),  # a progress bar's failure is no silence of the jobtracker
+], ids=["refused", "progress-fails"])
+def test_a_jobtracker_that_answers_is_not_lost(status: Any, progress: Any) -> None:
+    clock = Clock()
+    conn = FakeConnection(status)
+    follow(conn, clock, progress)
+    advance(clock, 4 * client.SILENCE_TIMEOUT)
+    assert conn.aborted == []
+
+
+def test_a_client_stopped_for_a_while_does_not_take_its_jobtracker_as_lost() -> None:
+    """Ctrl-Z, then fg: the clock jumped while nothing ran here."""
+    clock = Clock()
+    conn = FakeConnection(answered)
+    follow(conn, clock, None)
+    advance(clock, 2)
+    clock.advance(10 * client.SILENCE_TIMEOUT)
+    assert conn.aborted == []
