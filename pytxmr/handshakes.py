@@ -21,8 +21,7 @@ from zope.interface import implementer
 HANDSHAKE_TIMEOUT = 10.0
 #: Unfinished handshakes a port keeps at once.
 MAX_HANDSHAKING = 256
-#: Peer hosts whose first failed handshake is said: beyond them, the
-#: longest known are forgotten.
+#: Peer hosts whose first failed handshake is said, at most.
 REMEMBERED_HOSTS = 1024
 
 
@@ -78,8 +77,8 @@ class HandshakeGuard(TLSMemoryBIOFactory):
         self._pending: OrderedDict[_Watching, Any] = OrderedDict()
         self.dropped = 0
         self.failed = 0
-        #: The hosts a handshake failed from, the latest last.
-        self._failed_from: OrderedDict[str, None] = OrderedDict()
+        #: The hosts a handshake failed from (REMEMBERED_HOSTS at most).
+        self._failed_from: set[str] = set()
 
     @property
     def handshaking(self) -> int:
@@ -117,11 +116,12 @@ class HandshakeGuard(TLSMemoryBIOFactory):
     def _new_host(self, watching: _Watching) -> bool:
         addr = watching.transport.getPeer() if watching.transport is not None else None
         host = getattr(addr, "host", None)
-        if host is None or host in self._failed_from:
+        # Beyond REMEMBERED_HOSTS hosts (a scan, a flood from many), only
+        # the sample of _worth_saying: every failure is new then.
+        if host is None or host in self._failed_from or len(
+                self._failed_from) >= REMEMBERED_HOSTS:
             return False
-        self._failed_from[host] = None
-        if len(self._failed_from) > REMEMBERED_HOSTS:
-            self._failed_from.popitem(last=False)
+        self._failed_from.add(host)
         return True
 
     def _drop(self, watching: _Watching, why: str) -> None:

@@ -168,15 +168,6 @@ class TaskTrackerAvatar(_StrictAvatar):
         make maps run again and again: refused, saying why."""
         self._registering = True
         try:
-            holder = self.jt.worker_at(reg.host, reg.port)
-            if holder is not None:  # its reducers' peers would fetch from the other
-                self.log.warn("Refused tasktracker {host}:{port}: tasktracker {wid} "
-                              "advertises that address", host=reg.host, port=reg.port,
-                              wid=holder)
-                raise wire.Refused(
-                    f"this tasktracker advertises its shuffle server as {reg.host}:"
-                    f"{reg.port}, which the live tasktracker {holder} advertises already: "
-                    f"give each its own --shuffle-port (or --advertise-host)")
             if self._probe is not None:
                 problem = await self._probe(reg.host, reg.port)
                 if problem is not None:
@@ -193,10 +184,31 @@ class TaskTrackerAvatar(_StrictAvatar):
                         f"this tasktracker advertises its shuffle server as "
                         f"{reg.host}:{reg.port}, which the jobtracker cannot reach ({problem}); "
                         f"{remedy}")
+            self._refuse_a_taken_address(reg)  # after the probe: no wait until registered
             self.wid = self.worker.name = self.jt.register(self.worker, reg)
             return self.wid
         finally:
             self._registering = False
+
+    def _refuse_a_taken_address(self, reg: Registration) -> None:
+        """Another live tasktracker's shuffle address: its peers would fetch
+        from the other. The same process come back on a new connection,
+        while its old one lingers (reset where we never saw it), replaces
+        its registration: refused, it would have stopped for good."""
+        holder = self.jt.worker_at(reg.host, reg.port)
+        if holder is None:
+            return
+        if reg.pid is not None and holder.pid == reg.pid:
+            self.log.info("Tasktracker {wid} registers again on a new connection: its old "
+                          "one is dropped", wid=holder.wid)
+            self.jt.worker_disconnected(holder.wid)
+            return
+        self.log.warn("Refused tasktracker {host}:{port}: tasktracker {wid} advertises that "
+                      "address", host=reg.host, port=reg.port, wid=holder.wid)
+        raise wire.Refused(
+            f"this tasktracker advertises its shuffle server as {reg.host}:{reg.port}, which "
+            f"the live tasktracker {holder.wid} advertises already: give each its own "
+            f"--shuffle-port (or --advertise-host)")
 
     @refusals_as_pb_errors
     def perspective_heartbeat(self, status: bytes) -> float:
@@ -258,7 +270,7 @@ async def probe_shuffle(reactor: Any, host: str, port: int, timeout: float = PRO
     factory.noisy = False
     timer = reactor.callLater(timeout, greeting.done.cancel)
     try:
-        proto = await endpoint.connect(factory)
+        await endpoint.connect(factory)
         await greeting.done
     except defer.CancelledError:
         return f"no shuffle server's greeting in {timeout:g}s"
@@ -267,7 +279,8 @@ async def probe_shuffle(reactor: Any, host: str, port: int, timeout: float = PRO
     finally:
         if timer.active():
             timer.cancel()
-    proto.transport.loseConnection()
+        if greeting.transport is not None:  # whatever answered, or did not: we are done
+            greeting.transport.abortConnection()
     return None
 
 

@@ -72,6 +72,7 @@ class WorkerConnection:
     host: str
     port: int
     slots: int
+    pid: int | None = None
 
 
 @implementer(views.IJobTrackerStatus)
@@ -294,7 +295,7 @@ class JobTracker:
     def register(self, worker: IWorker, reg: Registration) -> str:
         self._worker_seq += 1
         wid = f"w{self._worker_seq}"
-        self.workers[wid] = WorkerConnection(wid, worker, reg.host, reg.port, reg.slots)
+        self.workers[wid] = WorkerConnection(wid, worker, reg.host, reg.port, reg.slots, reg.pid)
         self.log.info("Tasktracker {wid} joined: {host}:{port}, {slots} slots",
                       wid=wid, host=reg.host, port=reg.port, slots=reg.slots)
         # The map outputs it kept while it was away: those of a resumed job
@@ -343,9 +344,9 @@ class JobTracker:
         raise NoSuchWorker(f"no live tasktracker {name!r} (a worker id such as w1, or "
                                 f"the HOST:PORT of its shuffle server)")
 
-    def worker_at(self, host: str, port: int) -> str | None:
+    def worker_at(self, host: str, port: int) -> WorkerConnection | None:
         """The live worker whose shuffle server is at ``host:port``, if any."""
-        return next((wid for wid, conn in self.workers.items()
+        return next((conn for conn in self.workers.values()
                      if (conn.host, conn.port) == (host, port)), None)
 
     def worker_disconnected(self, wid: str) -> None:

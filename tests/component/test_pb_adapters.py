@@ -51,9 +51,16 @@ class RecordingTracker:
         #: What a heartbeat is answered with: None as a jobtracker before
         #: the pacing (and the FakeJobTracker) answers.
         self.interval: float | None = None
+        #: The live worker that advertises some address already, if any.
+        self.holder: Any = None
+        self.disconnected: list[str] = []
 
-    def worker_at(self, host: str, port: int) -> str | None:
-        return None
+    def worker_at(self, host: str, port: int) -> Any:
+        return self.holder if self.holder is not None and (host, port) == (
+            self.holder.host, self.holder.port) else None
+
+    def worker_disconnected(self, wid: str) -> None:
+        self.disconnected.append(wid)
 
     def register(self, worker: Any, reg: Registration) -> str:
         self.worker, self.registration = worker, reg
@@ -81,9 +88,6 @@ class RecordingTracker:
     def drain(self, wid: str) -> dict[str, Any]:
         self.fake.calls.append(("drain", ()))
         return {}
-
-    def worker_disconnected(self, wid: str) -> None:
-        pass
 
 
 class RecordingTaskTracker:
@@ -143,6 +147,26 @@ def linked() -> tuple[RecordingTracker, RecordingTaskTracker, PBJobTracker, iosi
     assert result_of(perspective.callRemote("register", reg.to_wire()), pump) == "w7"
     assert jt.registration == reg
     return jt, tt, PBJobTracker(perspective), pump
+
+
+@pytest.mark.parametrize("pid", [99, 100], ids=["the same process", "another"])
+def test_a_live_workers_address_is_refused_unless_its_process_registers_again(
+        pid: int) -> None:
+    """Two tasktrackers advertising one address were both taken. The same
+    process come back on a new connection, while its old one lingers,
+    replaces its registration (refused, it would have stopped for good)."""
+    from pytxmr.jobtracker.tracker import WorkerConnection
+
+    jt, _, perspective, pump = _logged_in()
+    jt.holder = WorkerConnection("w3", FakeWorker(), "10.0.0.9", 7123, 4, pid)
+    registered = perspective.callRemote("register",
+                                        Registration("10.0.0.9", 7123, 4, 99).to_wire())
+    if pid == 99:
+        assert result_of(registered, pump) == "w7" and jt.disconnected == ["w3"]
+    else:
+        with pytest.raises(RuntimeError, match="which the live tasktracker w3 advertises"):
+            result_of(registered, pump)
+        assert jt.registration is None and jt.disconnected == []
 
 
 def test_pbworker_calls_arrive_as_the_fake_records_them(linked: Any) -> None:

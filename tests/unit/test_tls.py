@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -190,6 +191,29 @@ def test_a_failed_handshake_is_logged_with_its_peer_and_reason(tmp_path: Path) -
     proto.makeConnection(StringTransport())
     proto.connectionLost(Failure(ConnectionDone()))
     assert guard.failed == 6 and guard.handshaking == 0
+
+
+def test_a_flood_from_many_hosts_is_a_few_lines(tmp_path: Path, monkeypatch: Any) -> None:
+    """Beyond the hosts it remembers, every host was new, and every failed
+    handshake of a scan from many addresses was a line."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.error import ConnectionDone
+    from twisted.logger import Logger
+    from twisted.python.failure import Failure
+
+    from pytxmr import handshakes
+
+    monkeypatch.setattr(handshakes, "REMEMBERED_HOSTS", 2)
+    guard = _guard(tmp_path, Clock(), limit=50)
+    events: list[dict[str, object]] = []
+    guard.log = Logger(observer=events.append)
+    for n in range(12):
+        proto = guard.buildProtocol(None)
+        proto.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", f"10.0.0.{n}", 5)))
+        proto.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        proto.connectionLost(Failure(ConnectionDone()))
+    said = [e["log_format"].format(**e) for e in events]  # type: ignore[union-attr]
+    assert [s.split()[4] for s in said] == ["10.0.0.0:5", "10.0.0.1:5", "10.0.0.9:5"], said
 
 
 @pytest.mark.parametrize("argv, spared", [
