@@ -257,8 +257,9 @@ def _refuse_undecodable(spec: Mapping[str, Any]) -> None:
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
-                what = _NAMED.get(key) or (f"the argument {sub}'s value" if key == "args"
-                                           else f"the {key.replace('_', ' ')} {sub}")
+                what = _NAMED.get(key) or (
+                    f"the argument {sub}'s value" if key == "args"
+                    else f"the {key.replace('_', ' ')}" + ("" if sub is None else f" {sub}"))
                 raise ClusterError(f"{what} {_shown(text)} is not UTF-8 (a name in another "
                                    f"encoding?), and a cluster's paths and arguments travel "
                                    f"as UTF-8 text: rename or re-encode it, or run the job "

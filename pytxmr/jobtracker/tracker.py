@@ -905,7 +905,10 @@ class JobTracker:
             error = {"type": "LaunchFailed", "traceback": "",
                      "message": f"the jobtracker could not send the task to its tasktracker "
                                 f"({type(e).__name__}: {e})"}
-            self._execute(self.scheduler.attempt_failed(attempt_id, self.now(), error))
+            # Once the actions being carried out are: failing the job now
+            # would forget it under the launches that follow this one.
+            self._clock.callLater(0, lambda: self._execute(
+                self.scheduler.attempt_failed(attempt_id, self.now(), error)))
 
     def _announce(self, action: sched.AnnounceMapOutputs) -> None:
         """New map outputs to the workers running the job's reduces, gathered
