@@ -399,8 +399,8 @@ def claim(path: str, job: str) -> IO[Any] | None:
     None for an object store's output (it has no locks); OutputTaken when
     another process holds it, or the mark names another job than ``job``
     (which replaced it while this one's was away); OutputGone when the mark
-    is (a resumed job wrote its parts and ``_SUCCESS`` into whatever was
-    there, and emptied its ``_temporary``)."""
+    is gone (a resumed job wrote its parts and ``_SUCCESS`` into whatever
+    was there, and emptied its ``_temporary``)."""
     if storage.is_remote(path):
         return None
     try:

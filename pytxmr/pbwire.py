@@ -56,6 +56,9 @@ def refusals_as_pb_errors(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_SURROGATES = {"unicode_errors": "surrogatepass"}
+
+
 def pack(record: Any, *, surrogates: bool = False) -> bytes:
     """A record (a ``to_wire`` form) as one msgpack string: PB's banana
     encodes and decodes one item in C-backed msgpack instead of an item per
@@ -65,8 +68,9 @@ def pack(record: Any, *, surrogates: bool = False) -> bytes:
     not UTF-8 holds some (``os.fsdecode``), and its split must reach the
     worker that reads it. Nothing else may carry them: PB's strings, in
     which the jobtracker answers its clients, cannot."""
-    return msgpack.packb(record, use_bin_type=True,
-                         unicode_errors="surrogatepass" if surrogates else "strict")
+    # No unicode_errors unless needed: given, even "strict", msgpack takes
+    # its slower path for every string (1.9 us a heartbeat against 1.3).
+    return msgpack.packb(record, use_bin_type=True, **_SURROGATES if surrogates else {})
 
 
 def unpack(data: Any, *, surrogates: bool = False) -> Any:
@@ -75,7 +79,7 @@ def unpack(data: Any, *, surrogates: bool = False) -> Any:
         raise wire.BadMessage(f"a record must come packed, not as {type(data).__name__}")
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False,
-                               unicode_errors="surrogatepass" if surrogates else "strict")
+                               **_SURROGATES if surrogates else {})
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError) as e:
         raise wire.BadMessage(f"a malformed record ({type(e).__name__})") from None

@@ -743,8 +743,8 @@ class Scheduler:
             reports[:] = [r for r in reports if r != a.id]
         error = {"type": "FetchFailed", "traceback": "",
                  "message": f"reduce {a.index}'s attempt on {a.wid} could not fetch map "
-                            f"outputs from {', '.join(workers)}, which the reduces of other "
-                            f"workers fetch: {a.wid} may be cut off from them (a network "
+                            f"outputs from {', '.join(workers)}, which a reduce of another "
+                            f"worker fetched: {a.wid} may be cut off from them (a network "
                             f"fault at its end, an expired TLS certificate)"}
         return [KillAttempt(a.wid, job.id, a.id), *self._attempt_failed(a, now, error)]
 

@@ -62,7 +62,8 @@ class TaskTrackerMind(pb.Referenceable):
     @refusals_as_pb_errors
     def remote_launch_map(self, job_id: str, attempt_id: str, index: int,
                           split: bytes) -> None:
-        self.tt.launch_map(str(job_id), str(attempt_id), split_from_wire(unpack(split, surrogates=True)))
+        self.tt.launch_map(str(job_id), str(attempt_id),
+                           split_from_wire(unpack(split, surrogates=True)))
 
     @refusals_as_pb_errors
     def remote_launch_reduce(self, job_id: str, attempt_id: str, partition: int,
