@@ -114,8 +114,7 @@ class HandshakeGuard(TLSMemoryBIOFactory):
         self.finished(watching)
 
     def _new_host(self, watching: _Watching) -> bool:
-        addr = watching.transport.getPeer() if watching.transport is not None else None
-        host = getattr(addr, "host", None)
+        host, _ = _peer_address(watching)
         # Beyond REMEMBERED_HOSTS hosts (a scan, a flood from many), only
         # the sample of _worth_saying: every failure is new then.
         if host is None or host in self._failed_from or len(
@@ -139,9 +138,13 @@ def _worth_saying(n: int) -> bool:
     return n in (1, 10, 100) or n % 1000 == 0
 
 
-def _peer(watching: _Watching) -> str:
+def _peer_address(watching: _Watching) -> tuple[str | None, int | None]:
     addr = watching.transport.getPeer() if watching.transport is not None else None
-    host, port = getattr(addr, "host", None), getattr(addr, "port", None)
+    return getattr(addr, "host", None), getattr(addr, "port", None)
+
+
+def _peer(watching: _Watching) -> str:
+    host, port = _peer_address(watching)
     return f"{host}:{port}" if host is not None else "a peer"
 
 

@@ -927,8 +927,7 @@ class Scheduler:
         if w.failures.get(job.id, 0) < BLACKLIST_FAILURES:
             return True
         # Never blacklist the last usable worker: the job would hang.
-        return not any(o.alive and not o.draining and o.failures.get(job.id, 0) < BLACKLIST_FAILURES
-                       for o in self.workers.values())
+        return not self._takes_elsewhere(job, set())
 
     def _others_than_draining(self) -> bool:
         """Whether a worker not being drained is alive to take moved work."""
@@ -1017,14 +1016,14 @@ class Scheduler:
             key = (w.wid not in failed_on, free, w.wid)
             if best_key is None or key > best_key:
                 best, best_key = w, key
-        if best is not None and best.wid in failed_on and self._untried(job,
-                                                                       failed_on | busy_on):
+        if best is not None and best.wid in failed_on and self._takes_elsewhere(
+                job, failed_on | busy_on):
             return None
         return best
 
-    def _untried(self, job: Job, tried: set[str]) -> bool:
-        """Whether a worker that may take the job's tasks is none of those
-        where the task failed or runs (``tried``)."""
+    def _takes_elsewhere(self, job: Job, tried: set[str]) -> bool:
+        """Whether a worker none of ``tried`` (where a task failed or runs)
+        may take the job's tasks: alive, not draining, not blacklisted."""
         return any(w.alive and not w.draining and w.wid not in tried
                    and w.failures.get(job.id, 0) < BLACKLIST_FAILURES
                    for w in self.workers.values())
@@ -1088,5 +1087,6 @@ class Scheduler:
                         waiting.append(job.set_aside(kind))
                         continue
                     actions += self._launch(job, task, w, now)
-                job.put_back(kind, waiting)
+                if waiting:
+                    job.put_back(kind, waiting)
         return actions

@@ -338,9 +338,10 @@ class JobTracker:
     def _worker_named(self, name: str) -> str:
         if name in self.workers:
             return name
-        for wid, conn in self.workers.items():
-            if f"{conn.host}:{conn.port}" == name:
-                return wid
+        host, _, port = name.rpartition(":")
+        conn = self.worker_at(host, int(port)) if port.isdigit() else None
+        if conn is not None:
+            return conn.wid
         raise NoSuchWorker(f"no live tasktracker {name!r} (a worker id such as w1, or "
                                 f"the HOST:PORT of its shuffle server)")
 

@@ -369,6 +369,19 @@ class LaunchTests(JobTrackerCase):
         self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 4)  # its attempts
 
 
+class WorkerNameTests(JobTrackerCase):
+
+    def test_a_worker_is_named_by_its_id_or_its_shuffle_address(self) -> None:
+        from pytxmr.wire import NoSuchWorker
+
+        wid, _ = self.add_worker()
+        self.assertEqual(self.jt._worker_named(wid), wid)
+        self.assertEqual(self.jt._worker_named("127.0.0.1:9"), wid)
+        for name in ("127.0.0.1:8", "127.0.0.1:x", "w99", "nonsense"):
+            with self.assertRaises(NoSuchWorker):
+                self.jt._worker_named(name)
+
+
 class WaitingForWorkersTests(JobTrackerCase):
     """Jobs submitted while no worker is registered are planned once
     workers come (the tracker's queue of unplanned jobs)."""
