@@ -174,9 +174,9 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
                            default_size=MAX_DEFAULT_SPLIT_SIZE)
     # Its mark names the job, as a cluster's does: a jobtracker restarted
     # meanwhile resumes none of its own jobs into it.
+    mark = f"inline-{uuid.uuid4().hex}"
     claim = output.prepare_output_dir(output_dir, overwrite, inputs=inputs,
-                                      input_files=[f.path for f in files], opts=opts,
-                                      job=f"inline-{uuid.uuid4().hex}")
+                                      input_files=[f.path for f in files], opts=opts, job=mark)
     counters = _counters.reset()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as in task children (see pytxmr.task)
@@ -191,9 +191,10 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
         except SystemExit as e:
             raise JobExited(f"the job's code exited ({e.code!r})") from e
         _counters.count_cpu(counters, cpu_start)  # as a cluster's tasks count theirs
-        output.finish_output(output_dir, opts, "inline", records)
+        output.finish_output(output_dir, opts, "inline", records, mark)
     except BaseException:
-        output.abort_output(output_dir, opts)
+        with contextlib.suppress(output.OutputTaken):  # another job's now: left as it is
+            output.abort_output(output_dir, opts, mark)
         raise
     finally:
         if claim is not None:

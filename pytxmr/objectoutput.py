@@ -26,10 +26,14 @@ from .outputrules import (
     InputsInUse,
     MayReplace,
     OutputExistsError,
+    OutputGone,
+    OutputTaken,
     UnsafeOverwrite,
     foreign_files,
+    mark_field,
     mark_text,
     refuse_foreign_owner,
+    written_for_another,
 )
 from .storage import StorageError
 
@@ -152,8 +156,63 @@ def prepare(url: str, overwrite: bool, *, inputs: Iterable[str],
         # _SUCCESS first: a deletion cut short must not leave what looks
         # like a whole output.
         _remove(fs, url, path, sorted(names or (), key=lambda name: name != SUCCESS))
-    storage.retrying(url, "write", lambda: fs.pipe_file(
-        f"{path}/{OUTPUT_MARK}", mark_text("prefix", owner, job).encode()))
+    _create_mark(fs, url, path, mark_text("prefix", owner, job), job)
+
+
+def _create_mark(fs: Any, url: str, path: str, text: str, job: str) -> None:
+    """Write the prefix's mark only if it has none: of two jobs that found
+    the prefix free at once, the second is refused here, as a local
+    directory's ``makedirs`` refuses it. S3 (since 2024), MinIO and
+    SeaweedFS honour ``If-None-Match: *``; a store that ignores it lets the
+    last job's mark stand, and that job's ``check_mark`` fail the other."""
+    key = f"{path}/{OUTPUT_MARK}"
+    call = getattr(fs, "call_s3", None)
+    if call is None:
+        storage.retrying(url, "write", lambda: fs.pipe_file(key, text.encode()))
+        return
+    bucket, _, name = key.partition("/")
+    try:
+        storage.retrying(url, "write", lambda: call(
+            "put_object", Bucket=bucket, Key=name, Body=text.encode(), IfNoneMatch="*"))
+    except Exception as e:
+        if not _precondition_failed(e):
+            raise
+        # A retry of a put that had been done (its answer lost) finds this
+        # job's own mark.
+        if mark_field(read_mark(fs, path), "job") != job:
+            raise OutputExistsError(
+                f"another job made the output {storage.redact(url)} as this one was "
+                f"preparing it: give another output, or resubmit with --overwrite once "
+                f"that job has ended") from None
+
+
+def _precondition_failed(e: BaseException) -> bool:
+    """Whether a store refused a conditional write (HTTP 412): s3fs
+    raises an OSError whose cause is botocore's error."""
+    while e is not None:
+        response = getattr(e, "response", None)
+        if isinstance(response, dict) and (
+                response.get("Error", {}).get("Code") == "PreconditionFailed"
+                or response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412):
+            return True
+        e = e.__cause__  # type: ignore[assignment]
+    return False
+
+
+def check_mark(url: str, opts: Mapping[str, str], job: str) -> None:
+    """Refuse to go on writing the prefix unless its mark still names
+    ``job``: OutputGone once the mark is gone (the prefix was removed),
+    OutputTaken when another job's replaced it (another cluster's
+    ``--overwrite``, while this job's jobtracker was down or as it ran)."""
+    fs, path = storage.filesystem(url, opts)
+    text = storage.retrying(url, "read the mark of", lambda: read_mark(fs, path))
+    shown = storage.redact(url)
+    if not text:
+        raise OutputGone(f"its output {shown} was removed or replaced (its {OUTPUT_MARK} is "
+                         f"gone)")
+    if written_for_another(text, job):
+        raise OutputTaken(f"another job (of another jobtracker, or a `run`) replaced its "
+                          f"output {shown}")
 
 
 def _output_around(fs: Any, url: str, path: str) -> str | None:
@@ -196,9 +255,13 @@ def manifest(url: str, opts: Mapping[str, str], job_id: str,
     return {"pytxmr_manifest": MANIFEST_VERSION, "job": job_id, "parts": parts}
 
 
-def finish(url: str, opts: Mapping[str, str], job_id: str, records: Mapping[str, int]) -> None:
+def finish(url: str, opts: Mapping[str, str], job_id: str, records: Mapping[str, int],
+           job: str = "") -> None:
     """Remove the data between a job's steps, if any; write ``_SUCCESS``,
-    with its manifest, last."""
+    with its manifest, last; not if the prefix is no longer ``job``'s
+    (``check_mark``)."""
+    if job:
+        check_mark(url, opts, job)
     fs, path = storage.filesystem(url, opts)
     if TEMPORARY in (_names(fs, path) or []):
         _remove(fs, url, path, [TEMPORARY])
@@ -206,9 +269,12 @@ def finish(url: str, opts: Mapping[str, str], job_id: str, records: Mapping[str,
     storage.retrying(url, "write", lambda: fs.pipe_file(f"{path}/{SUCCESS}", body))
 
 
-def abort(url: str, opts: Mapping[str, str]) -> None:
+def abort(url: str, opts: Mapping[str, str], job: str = "") -> None:
     """After a failed or killed job: remove its part files (alone they would
-    look like a result) and any upload left incomplete under the prefix."""
+    look like a result) and any upload left incomplete under the prefix;
+    nothing if the prefix is no longer ``job``'s (``check_mark``)."""
+    if job:
+        check_mark(url, opts, job)
     fs, path = storage.filesystem(url, opts)
     names = _names(fs, path) or []
     _remove(fs, url, path, [n for n in names if n.startswith("part-") or n == TEMPORARY])

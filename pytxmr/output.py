@@ -32,14 +32,16 @@ from .outputrules import (
     TEMPORARY,
     InputsInUse,
     OutputExistsError,
+    OutputGone,
     OutputsOverlap,
+    OutputTaken,
     MayReplace,
     UnsafeOverwrite,
     foreign_files,
-    mark_field,
     mark_text,
     part_name,
     refuse_foreign_owner,
+    written_for_another,
 )
 from .splits import is_glob
 
@@ -381,22 +383,14 @@ def _lock(f: IO[Any], tries: int = 1) -> bool:
     return False
 
 
-class OutputTaken(Exception):
-    """Another job writes the output now, or has written it since."""
-
-
-class OutputGone(OutputTaken):
-    """The output's mark is gone: the output was removed, or replaced by
-    what is no pytxmr output."""
-
-
 def claim(path: str, job: str) -> IO[Any] | None:
     """The local output ``path``'s mark, held locked while a job of this
     process writes there (``prepare_output_dir`` takes it first): another
     jobtracker's job, or another ``run``, which knows nothing of this one,
     is refused its ``--overwrite`` meanwhile. The lock ends when the file
     is closed, or with this process (a crashed jobtracker holds nothing).
-    None for an object store's output (it has no locks); OutputTaken when
+    None for an object store's output (it has no locks: a resumed job reads
+    its mark, ``objectoutput.check_mark``, in a thread); OutputTaken when
     another process holds it, or the mark names another job than ``job``
     (which replaced it while this one's was away); OutputGone when the mark
     is gone (a resumed job wrote its parts and ``_SUCCESS`` into whatever
@@ -432,15 +426,6 @@ def _read_mark(path: str) -> str:
             return f.read()
     except FileNotFoundError:
         return ""
-
-
-def written_for_another(mark: str, job: str) -> bool:
-    """Whether the mark's text names a job other than ``job`` (its id, and
-    its token's hash if both say one: ``admission.job_mark``)."""
-    theirs, mine = mark_field(mark, "job").split(), job.split()
-    if not theirs:  # an output older than the job field
-        return False
-    return theirs[0] != mine[0] or len(theirs) > 1 and len(mine) > 1 and theirs[1] != mine[1]
 
 
 def claimed_elsewhere(path: str) -> bool:
@@ -575,13 +560,14 @@ def commit_part(output: str, attempt_id: str, partition: int, work_dir: str = ""
 
 
 def finish_output(output: str, opts: Mapping[str, str] | None = None, job_id: str = "",
-                  records: Mapping[int, int] | None = None) -> None:
+                  records: Mapping[int, int] | None = None, job: str = "") -> None:
     """Remove the temporary area and mark the job done with ``_SUCCESS``;
     in an object store, ``_SUCCESS`` lists the parts (``records``: the
-    records of each partition's committed part)."""
+    records of each partition's committed part), once the prefix's mark
+    is found to name ``job`` still (a local output is held by ``claim``)."""
     if storage.is_remote(output):
         objectoutput.finish(output, opts or {}, job_id,
-                            {part_name(p): n for p, n in (records or {}).items()})
+                            {part_name(p): n for p, n in (records or {}).items()}, job)
         return
     shutil.rmtree(os.path.join(output, TEMPORARY), ignore_errors=True)
     with open(os.path.join(output, SUCCESS), "w"):
@@ -609,16 +595,17 @@ def abort_unfinished(output: str, opts: Mapping[str, str] | None, job: str) -> b
     return not finished
 
 
-def abort_output(output: str, opts: Mapping[str, str] | None = None) -> None:
+def abort_output(output: str, opts: Mapping[str, str] | None = None, job: str = "") -> None:
     """After a failed or killed job: remove every attempt's files, the
-    committed part files too (alone, they would look like a result).
+    committed part files too (alone, they would look like a result); in an
+    object store, only while the prefix's mark names ``job``.
 
     The directory itself stays, empty, as Hadoop leaves it: resubmit with
     ``--overwrite``. ``_temporary`` goes first, so that an attempt still
     renaming its part file after this fails instead of leaving one.
     """
     if storage.is_remote(output):
-        objectoutput.abort(output, opts or {})
+        objectoutput.abort(output, opts or {}, job)
         return
     shutil.rmtree(os.path.join(output, TEMPORARY), ignore_errors=True)
     try:

@@ -25,6 +25,15 @@ class UnsafeOverwrite(OutputExistsError):
     """--overwrite was given for a path pytxmr must not delete."""
 
 
+class OutputTaken(Exception):
+    """Another job writes the output now, or has written it since."""
+
+
+class OutputGone(OutputTaken):
+    """The output's mark is gone: the output was removed, or replaced by
+    what is no pytxmr output."""
+
+
 class OutputsOverlap(ValueError):
     """A job's output would share, nest in or hold another job's."""
 
@@ -56,6 +65,15 @@ def mark_field(text: str, name: str) -> str:
     """A field (``owner``, ``job``) of a mark's text; "" if it has none."""
     return next((line[len(name) + 2:] for line in text.splitlines()
                  if line.startswith(f"{name}: ")), "")
+
+
+def written_for_another(mark: str, job: str) -> bool:
+    """Whether the mark's text names a job other than ``job`` (its id, and
+    its token's hash if both say one: ``admission.job_mark``)."""
+    theirs, mine = mark_field(mark, "job").split(), job.split()
+    if not theirs:  # an output older than the job field
+        return False
+    return theirs[0] != mine[0] or len(theirs) > 1 and len(mine) > 1 and theirs[1] != mine[1]
 
 
 def refuse_foreign_owner(text: str, may_replace: MayReplace) -> str | None:

@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorT
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .. import output, scheduler as sched, stepdata, storage, views
+from .. import objectoutput, output, scheduler as sched, stepdata, storage, views
 from ..bundle import CHUNK_BYTES, MAX_BUNDLE_BYTES, BundleError, BundleStore
 from ..child import Zygote
 from ..counters import FRAMEWORK
@@ -44,7 +44,7 @@ from ..wire import (
     UnknownWorker,
     step_of,
 )
-from .admission import Admission, interrupted_outputs
+from .admission import Admission, interrupted_outputs, job_mark
 from .submission import DEFAULT_MAX_TASKS_PER_JOB, plan_tasks, step_reducers
 from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND, Pacing, announce_wait
 from .job import JobRecord, job_from_plan, plan_of
@@ -141,6 +141,9 @@ class JobTracker:
         #: and when.
         self._announcing: dict[str, list[Any]] = {}
         self._announce_timers: dict[str, IDelayedCall] = {}
+        #: The resumed jobs whose object-store output's mark is being read,
+        #: and the commits waiting for it (``_check_resumed_output``).
+        self._output_checks: dict[str, list[defer.Deferred[None]]] = {}
 
     # --- lifecycle -------------------------------------------------------
 
@@ -283,9 +286,44 @@ class JobTracker:
                           "{reduces} reduces were done", job=job_id, n=job.step + 1,
                           count=len(job.steps), maps=len(journaled.steps[job.step].maps),
                           reduces=len(journaled.steps[job.step].reduces))
+            if storage.is_remote(job.output):
+                self._check_resumed_output(job)
             # A step whose tasks were all done ends now: the job goes on.
             self._execute(actions)
         return resumed
+
+    def _check_resumed_output(self, job: JobRecord) -> None:
+        """Read a resumed job's object-store mark (it has no lock to take
+        again, as ``claim_output`` takes a local one's), in a thread; its
+        attempts wait for it before they commit (``may_commit``). An output
+        removed or replaced while the jobtracker was down fails the job and
+        is left as it is."""
+        waiting: list[defer.Deferred[None]] = []
+        self._output_checks[job.id] = waiting
+
+        def checked(why: str | None) -> None:
+            del self._output_checks[job.id]
+            if why is not None and job.running:
+                why = f"{why} while the jobtracker was down: it is left as it is"
+                self.log.warn("Job {job} cannot resume: {why}", job=job.id, why=why)
+                job.output_taken = True
+                self._job_done(job, "failed", {"type": "OutputTaken", "message": why,
+                                               "traceback": ""})
+            for d in waiting:
+                d.callback(None)
+
+        def failed(f: Any) -> None:  # the store unreachable: finish_output reads it again
+            self.log.warn("Cannot read the mark of {out} for the resumed job {job}: {e}",
+                          out=job.output, job=job.id, e=f.getErrorMessage())
+            checked(None)
+
+        def taken(f: Any) -> str:
+            f.trap(output.OutputTaken)
+            return str(f.value)
+
+        self._in_thread(objectoutput.check_mark, job.output, job.storage_options,
+                        job_mark(job.id, job.token)).addCallbacks(
+            lambda _: None, taken).addCallbacks(checked, failed)
 
     def now(self) -> float:
         return self._clock.seconds()
@@ -449,8 +487,15 @@ class JobTracker:
         self._execute(self.scheduler.fetch_failed(attempt_id, map_index, self.now(),
                                                   map_attempt_id))
 
-    def may_commit(self, wid: str | None, attempt_id: str) -> bool:
+    def may_commit(self, wid: str | None, attempt_id: str) -> bool | defer.Deferred[bool]:
         self._check_live(wid)
+        attempt = self.scheduler.attempts.get(attempt_id)
+        job = self._by_sched.get(attempt.job_id) if attempt is not None else None
+        waiting = self._output_checks.get(job.id) if job is not None else None
+        if waiting is not None:  # a resumed job whose output is being read
+            d: defer.Deferred[None] = defer.Deferred()
+            waiting.append(d)
+            return d.addCallback(lambda _: self.scheduler.may_commit(attempt_id))
         return self.scheduler.may_commit(attempt_id)
 
     def bundle_chunk(self, wid: str | None, sha256: str, offset: int) -> bytes:
@@ -789,11 +834,12 @@ class JobTracker:
         if job.output_taken:  # another job's now: left as it is
             self._output_ended(job, None)
             return
+        mark = job_mark(job.id, job.token)
         if state == "succeeded":
             end = functools.partial(output.finish_output, job.output, job.storage_options,
-                                    job.id, records)
+                                    job.id, records, mark)
         else:
-            end = functools.partial(output.abort_output, job.output, job.storage_options)
+            end = functools.partial(output.abort_output, job.output, job.storage_options, mark)
         if not storage.is_remote(job.output):
             self._output_ended(job, _outcome(end))
             return

@@ -469,3 +469,80 @@ def test_a_key_that_looks_like_a_glob_is_read_as_given(fs: Any) -> None:
     assert [(f.path, f.size) for f in found] == [(f"s3://{key}/a[1].txt", 11)]
     assert [f.path for f in storage.expand_inputs([f"s3://{key}/a[0-9].txt"])] == \
         [f"s3://{key}/a1.txt"]
+
+
+def test_a_prefix_marked_by_another_job_meanwhile_is_left_to_it(fs: Any) -> None:
+    """Two jobs that found the prefix free at once: the second's mark is
+    refused (a conditional write), not written over the first's; a retry
+    of the first's own write passes. A job whose prefix another job
+    marked since (another cluster's --overwrite) neither finishes nor
+    cleans it, and one whose mark is gone (the prefix removed) neither."""
+    from pytxmr import objectoutput
+    from pytxmr.outputrules import OutputExistsError
+
+    key = f"{BUCKET}/raced"
+    url = f"s3://{key}"
+    objectoutput.prepare(url, False, inputs=[], opts={}, job="job_1 aaaa")
+    mark = fs.cat_file(f"{key}/{output.OUTPUT_MARK}")
+    with pytest.raises(OutputExistsError, match="another job made the output"):
+        objectoutput._create_mark(fs, url, key, mark_text("prefix", "", "job_2 bbbb"),
+                                  "job_2 bbbb")
+    objectoutput._create_mark(fs, url, key, mark.decode(), "job_1 aaaa")
+    assert fs.cat_file(f"{key}/{output.OUTPUT_MARK}") == mark
+    fs.pipe_file(f"{key}/{output.OUTPUT_MARK}", mark_text("prefix", "", "job_2 bbbb").encode())
+    fs.pipe_file(f"{key}/part-00000", b"theirs\t1\n")
+    with pytest.raises(output.OutputTaken, match="replaced its output"):
+        output.finish_output(url, {}, "job_1", {0: 1}, "job_1 aaaa")
+    with pytest.raises(output.OutputTaken, match="replaced its output"):
+        output.abort_output(url, {}, "job_1 aaaa")
+    fs.rm_file(f"{key}/{output.OUTPUT_MARK}")
+    with pytest.raises(output.OutputGone, match="was removed or replaced"):
+        output.abort_output(url, {}, "job_1 aaaa")
+    assert sorted(os.path.basename(p) for p in fs.ls(key, refresh=True)) == ["part-00000"]
+    assert fs.cat_file(f"{key}/part-00000") == b"theirs\t1\n"
+
+
+def test_a_resumed_job_leaves_a_prefix_another_job_took_meanwhile(
+        tmp_path: Path, fs: Any, make_cluster: Any) -> None:
+    """While the jobtracker was down, another cluster's job replaced the
+    prefix (its mark and its parts): the restarted jobtracker resumed its
+    job into it, writing its parts over the other's and its _SUCCESS. Now
+    the job fails, saying so, and the prefix is left as it is."""
+    from test_resume import _kill_jobtracker, _reduces_done
+    from wordcounts import slow_wordcount
+
+    job = tmp_path / "slow.py"
+    job.write_text(slow_wordcount(0.3, 0.05))
+    inputs = []
+    for n in range(6):
+        path = tmp_path / f"in{n}.txt"
+        path.write_text("".join(f"w{(n * 7 + i) % 23} both\n" for i in range(3)))
+        inputs.append(path)
+    key = f"{BUCKET}/resumed-taken"
+    out = f"s3://{key}"
+    c = make_cluster()
+    c.start_jobtracker()
+    c.start_tasktrackers(2, 1)
+    submitter = c.popen_submit(job, inputs, out, "--reducers", "6")
+    try:
+        job_id = wait_for(lambda: next((line.split()[0] for line in c.cli("jobs")[1].splitlines()
+                                        if " running " in line), None), 30, "the job to run")
+        wait_for(lambda: len(_reduces_done(c, job_id)) >= 2 or None, 90, "two reduces to commit")
+        port = _kill_jobtracker(c)
+        fs.pipe_file(f"{key}/{output.OUTPUT_MARK}",
+                     mark_text("prefix", "", "job_29990101000000_0001 cccc").encode())
+        theirs = {f"part-{i:05d}": f"theirs{i}\t1\n".encode() for i in range(6)}
+        for name, body in theirs.items():
+            fs.pipe_file(f"{key}/{name}", body)
+        c.start_jobtracker("--port", str(port), "--resume-grace", "2")
+        _, stderr = submitter.communicate(timeout=90)
+    finally:
+        if submitter.poll() is None:
+            submitter.kill()
+            submitter.communicate()
+    assert submitter.returncode == 1, stderr + c.logs()
+    assert (f"{job_id} failed: another job (of another jobtracker, or a `run`) replaced its "
+            f"output {out} while the jobtracker was down") in stderr, stderr
+    assert sorted(os.path.basename(p) for p in fs.ls(key, refresh=True)) == [
+        output.OUTPUT_MARK, *sorted(theirs)]
+    assert all(fs.cat_file(f"{key}/{name}") == body for name, body in theirs.items())
