@@ -42,8 +42,13 @@ DEFAULT_BUFFER_RECORDS = 1_000_000
 #: spills for small values); above it, it halves back towards
 #: ``buffer_records``.
 MEMORY_BUDGET = 160 << 20
-#: Values buffered between two looks at the process's memory.
+#: Values buffered between two looks at the process's memory, at most;
+#: at first (a map's values may be large) and when values grow memory
+#: fast, fewer: as many as take about PROBE_GROWTH bytes, at least
+#: MIN_PROBE. A look reads /proc (about 10 us).
 MEMORY_PROBE = 1 << 16
+MIN_PROBE = 64
+PROBE_GROWTH = 8 << 20
 #: Growth over the memory held when the buffer was last emptied that, over
 #: the budget, fills the buffer (see _Fill).
 MEMORY_SLACK = 16 << 20
@@ -639,9 +644,12 @@ def _phases(job: Job, records: Iterable[tuple[Any, Any]], mapfn: Callable[..., A
 class _Fill:
     """When a map's buffer is full: at ``limit`` values, or at once when the
     process is over its memory budget and has grown since the buffer was
-    last emptied (or the map began). Large values fill the budget long before the count: the
-    memory is looked at every MEMORY_PROBE values, and the count a buffer
-    held when over budget is the most it holds from then on.
+    last emptied (or the map began). Large values fill the budget long
+    before the count: the memory is looked at every few values (MIN_PROBE
+    after a spill, then twice as many each time up to MEMORY_PROBE, but no
+    more than grew it by about PROBE_GROWTH so far), and the
+    count a buffer held when over budget is the most it holds from then on.
+    (Every MEMORY_PROBE values, 5 KB values made a buffer of 320 MB.)
 
     The growth matters: a process keeps the memory of a spilled buffer (the
     allocator's arenas) and refills it without growing, so a resident size
@@ -652,7 +660,7 @@ class _Fill:
     def __init__(self, buffer_records: int) -> None:
         self.limit = self.floor = buffer_records
         #: The count at which to call ``due`` next.
-        self.look = min(buffer_records, MEMORY_PROBE)
+        self.look = self._step = min(buffer_records, MIN_PROBE)
         # Resident bytes when the buffer was last emptied (or the map began:
         # a zygote's child starts with its parent's memory).
         self._emptied_at = resident_bytes()
@@ -665,7 +673,14 @@ class _Fill:
         if rss > MEMORY_BUDGET and rss > self._emptied_at + MEMORY_SLACK:
             self.floor = buffered
             return buffered
-        self.look = min(self.limit, buffered + MEMORY_PROBE)
+        # At most twice the last step: memory a spill freed is taken again
+        # before the resident size grows.
+        grown = rss - self._emptied_at
+        step = min(2 * self._step, MEMORY_PROBE)
+        if grown > 0:
+            step = max(MIN_PROBE, min(step, PROBE_GROWTH * buffered // grown))
+        self._step = step
+        self.look = min(self.limit, buffered + step)
         return 0
 
     def emptied(self, limit: int) -> None:
@@ -675,7 +690,7 @@ class _Fill:
             self.limit = next_limit(limit, self.floor, rss)
         else:
             self.limit = limit
-        self.look = min(self.limit, MEMORY_PROBE)
+        self.look = self._step = min(self.limit, MIN_PROBE)
 
 
 def _group_loop(phases: list[Phase], buffer: MapOutputBuffer, buffer_records: int) -> int:

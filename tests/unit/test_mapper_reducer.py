@@ -784,6 +784,7 @@ def test_a_buffer_over_the_memory_budget_spills_before_its_count(
     """Large values: the map spills when its process is over the memory
     budget, long before the buffer's count, and the output is unchanged."""
     monkeypatch.setattr(mapper, "MEMORY_PROBE", 100)
+    monkeypatch.setattr(mapper, "MIN_PROBE", 100)
     # Over budget, and growing at every look.
     rss = itertools.count(mapper.MEMORY_BUDGET + 1, mapper.MEMORY_SLACK + 1)
     monkeypatch.setattr(mapper, "resident_bytes", lambda: next(rss))

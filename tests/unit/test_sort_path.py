@@ -342,3 +342,24 @@ def test_memory_kept_from_a_spill_does_not_spill_the_next_buffer(
     assert fill.due(fill.look) == 0  # as much memory as after the spill: go on
     rss[0] += mapper.MEMORY_SLACK + 1
     assert fill.due(fill.look) == fill.look  # grown over it: full
+
+
+@pytest.mark.parametrize("reused", [0, 40 << 20], ids=["growing", "memory-reused-first"])
+def test_large_values_are_looked_at_before_they_fill_the_memory(
+        monkeypatch: pytest.MonkeyPatch, reused: int) -> None:
+    """5 KB values: the memory was looked at every MEMORY_PROBE values, so
+    a buffer held 320 MB before it spilled. Now the looks come as often as
+    the values grow the process, also when it first refills memory a spill
+    freed (``reused`` bytes, its resident size flat meanwhile)."""
+    value = 5000
+    base = 100 << 20
+    buffered = [0]
+    monkeypatch.setattr(mapper, "resident_bytes",
+                        lambda: base + max(0, value * buffered[0] - reused))
+    fill = mapper._Fill(1_000_000)
+    while True:
+        buffered[0] = fill.look
+        if fill.due(buffered[0]):
+            break
+    held = value * buffered[0] - reused
+    assert mapper.MEMORY_BUDGET < base + held <= mapper.MEMORY_BUDGET + 2 * mapper.PROBE_GROWTH
