@@ -22,7 +22,7 @@ from .auth import LoginRefused, login, user_login
 from .bundle import Bundle
 from .records import CodecUnavailable, codec_for
 from .pbwire import client_factory
-from .tls import TLSError, client_endpoint, tls_refusal
+from .tls import TLS_PROBE_AFTER, TLSError, client_endpoint, speaks_tls, tls_refusal
 from .wire import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
@@ -135,12 +135,32 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
     # jobtracker spoke: the loss (a failed TLS handshake) ends it here.
     broker.notifyOnDisconnect(logging_in.cancel)
     timer = reactor.callLater(timeout, logging_in.cancel)
+    uses_tls: list[bool] = []
+    probing: list[defer.Deferred[bool]] = []
+
+    def probe() -> None:  # still no greeting: is it a TLS port?
+        if broker.currentDialect is not None:
+            return
+        asking = defer.Deferred.fromCoroutine(speaks_tls(reactor, description))
+        probing.append(asking)
+        asking.addCallbacks(told, lambda _: None)  # no answer: the login's deadline says
+
+    def told(yes: bool) -> None:
+        if yes:
+            uses_tls.append(True)
+            logging_in.cancel()
+
+    prober = reactor.callLater(TLS_PROBE_AFTER, probe) if tls is None else None
     try:
         perspective = await logging_in
     except LoginRefused as e:
         raise ClusterError(str(e)) from None
     except defer.CancelledError:
         factory.disconnect()
+        if uses_tls:
+            raise ClusterError(f"the jobtracker at {address} uses TLS: give --tls DIR, a "
+                               f"directory with the cluster CA's ca.pem (see docs/deploy.md)"
+                               ) from None
         hint = "" if tls else " (does it use TLS? then give --tls DIR)"
         reason = getattr(broker, "lost_reason", None)
         garbage = getattr(broker, "not_pb", None)
@@ -159,6 +179,10 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
     finally:
         if timer.active():
             timer.cancel()
+        if prober is not None and prober.active():
+            prober.cancel()
+        for asking in probing:
+            asking.cancel()
     return Connection(factory, perspective)
 
 

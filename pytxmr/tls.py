@@ -144,6 +144,60 @@ def client_endpoint(reactor: Any, description: str, tls: ClusterTLS | None) -> A
     return tls.wrap_client(target[0], endpoint)
 
 
+#: How long a plain-text login waits for the jobtracker's first word
+#: before it asks, on a second connection, whether the port speaks TLS (a
+#: TLS port waits for the client's hello, as PB's client waits for the
+#: server's greeting: neither would speak before the login's deadline).
+TLS_PROBE_AFTER = 1.0
+
+
+def _client_hello() -> bytes:
+    """A TLS ClientHello (Python's own, from its ``ssl`` module: no
+    pyOpenSSL to import in a plain-text client)."""
+    import ssl as stdlib_ssl
+
+    context = stdlib_ssl.SSLContext(stdlib_ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = stdlib_ssl.CERT_NONE
+    incoming, outgoing = stdlib_ssl.MemoryBIO(), stdlib_ssl.MemoryBIO()
+    try:
+        context.wrap_bio(incoming, outgoing).do_handshake()
+    except stdlib_ssl.SSLWantReadError:  # waiting for the server's answer
+        pass
+    return outgoing.read()
+
+
+async def speaks_tls(reactor: Any, description: str) -> bool:
+    """Whether the server at the endpoint string ``description`` answers a
+    ClientHello with a TLS record (a handshake or an alert); a PB server
+    drops the connection instead (and logs the garbage)."""
+    from twisted.internet import defer, endpoints, protocol
+
+    answered: defer.Deferred[bool] = defer.Deferred()
+
+    class Probe(protocol.Protocol):
+        def connectionMade(self) -> None:
+            self.transport.write(_client_hello())
+
+        def dataReceived(self, data: bytes) -> None:
+            # A TLS record: its type (22 handshake, 21 alert), then 3, the
+            # major version of every TLS and SSL 3.
+            if not answered.called:
+                answered.callback(data[:1] in (b"\x15", b"\x16") and data[1:2] in (b"", b"\x03"))
+            self.transport.abortConnection()
+
+        def connectionLost(self, reason: Any = None) -> None:
+            if not answered.called:
+                answered.callback(False)
+
+    connected = await endpoints.clientFromString(reactor, description).connect(
+        protocol.Factory.forProtocol(Probe))
+    try:
+        return await answered
+    finally:
+        connected.transport.abortConnection()
+
+
 def peer_certificate(transport: Any) -> Any:
     """The certificate a peer presented over TLS (checked against the
     cluster CA by then), or None (no TLS, or no certificate)."""
