@@ -167,10 +167,11 @@ def _client_hello() -> bytes:
     return outgoing.read()
 
 
-async def speaks_tls(reactor: Any, description: str) -> bool:
+async def speaks_tls(reactor: Any, description: str, timeout: float = 10.0) -> bool:
     """Whether the server at the endpoint string ``description`` answers a
-    ClientHello with a TLS record (a handshake or an alert); a PB server
-    drops the connection instead (and logs the garbage)."""
+    ClientHello with a TLS record (a handshake or an alert) within
+    ``timeout``; a PB server drops the connection instead (and logs the
+    garbage)."""
     from twisted.internet import defer, endpoints, protocol
 
     answered: defer.Deferred[bool] = defer.Deferred()
@@ -193,7 +194,7 @@ async def speaks_tls(reactor: Any, description: str) -> bool:
     connected = await endpoints.clientFromString(reactor, description).connect(
         protocol.Factory.forProtocol(Probe))
     try:
-        return await answered
+        return await answered.addTimeout(timeout, reactor)
     finally:
         connected.transport.abortConnection()
 

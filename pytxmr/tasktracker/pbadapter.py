@@ -24,7 +24,7 @@ from ..daemon import FatalError
 from ..pbwire import call, client_factory, pack, refusals_as_pb_errors, unpack
 from ..ports import IJobTracker
 from ..services import DaemonReactor
-from ..tls import ClusterTLS, tls_refusal
+from ..tls import TLS_PROBE_AFTER, ClusterTLS, speaks_tls, tls_refusal
 from ..tls import client_endpoint as jobtracker_client_endpoint
 from ..wire import (
     ROLE_TASKTRACKER,
@@ -243,10 +243,16 @@ class JobTrackerConnection(service.Service):
         # A peer that never answers (a port whose server waits for its
         # client to speak: a web server, a store) held the login for ever.
         silent = self._reactor.callLater(LOGIN_TIMEOUT, self._no_answer, broker)
+        probing: list[defer.Deferred[None]] = []
+        probe = (None if self._tls else self._reactor.callLater(
+            TLS_PROBE_AFTER, lambda: probing.append(self._probe_tls(broker))))
 
         def end(result: Any) -> Any:
-            if silent.active():
-                silent.cancel()
+            for call_ in (silent, probe):
+                if call_ is not None and call_.active():
+                    call_.cancel()
+            for asking in probing:
+                asking.cancel()
             self._login_in_progress = None
             ended.callback(None)
             return result
@@ -331,6 +337,16 @@ class JobTrackerConnection(service.Service):
         self._drain_later = None
         defer.Deferred.fromCoroutine(self.request_drain())
 
+    def _probe_tls(self, broker: pb.Broker) -> defer.Deferred[None]:
+        """No greeting yet: does the jobtracker's port speak TLS? Then this
+        login ends now, saying so (see ``client.connect``)."""
+        async def probe() -> None:
+            if broker.currentDialect is None and await speaks_tls(self._reactor, self._address):
+                broker.uses_tls = True  # type: ignore[attr-defined]
+                broker.transport.abortConnection()
+
+        return defer.Deferred.fromCoroutine(probe()).addErrback(lambda _: None)
+
     def _no_answer(self, broker: pb.Broker) -> None:
         broker.silent = True  # type: ignore[attr-defined]
         broker.transport.abortConnection()
@@ -341,7 +357,9 @@ class JobTrackerConnection(service.Service):
         never spoke, which is how a TLS port treats a plain-text client."""
         self._failed_logins += 1
         why = tls_refusal(getattr(broker, "lost_reason", None))
-        if getattr(broker, "silent", False):  # a TLS port waits for a plain client too
+        if getattr(broker, "uses_tls", False):
+            text = "its port speaks TLS: give --tls DIR (see docs/deploy.md)"
+        elif getattr(broker, "silent", False):  # a TLS port waits for a plain client too
             text = (f"no answer in {LOGIN_TIMEOUT:g}s: is it the jobtracker's port? "
                     f"(--jobtracker HOST:PORT)" + ("" if self._tls else
                                                    "; does it use TLS? then give --tls DIR"))

@@ -865,9 +865,13 @@ def test_a_tasktracker_whose_login_gets_no_answer_says_so_and_tries_again(
         tt = c.start_tasktracker(1, wait=False, jobtracker=f"127.0.0.1:{port}")
         try:
             server.settimeout(LOGIN_TIMEOUT + 20)
-            for _ in range(2):  # the second: it tried again
+            # Its login; a second connection asking whether the port speaks
+            # TLS (a ClientHello) once the first heard nothing; its next login.
+            for _ in range(3):
                 conn, _ = server.accept()
                 accepted.append(conn)
+            accepted[1].settimeout(5)
+            assert accepted[1].recv(1) == b"\x16"  # a TLS handshake record
             assert (f"Not registered with the jobtracker: cannot log in to it: no answer in "
                     f"{LOGIN_TIMEOUT:g}s: is it the jobtracker's port?") in tt.log(), tt.log()
             tt.proc.send_signal(signal.SIGTERM)

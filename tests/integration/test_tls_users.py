@@ -255,10 +255,11 @@ def test_a_tasktracker_whose_certificate_does_not_name_it_is_told_so(
 
 
 def test_a_plain_text_tasktracker_is_told_to_use_tls(tls_cluster: TLSCluster) -> None:
+    """At its first login (it said "no answer in 10s ... does it use TLS?")."""
     c = tls_cluster
     tt = c.start_tasktracker(1, wait=False)
     try:
-        wait_for(lambda: "does it use TLS?" in tt.log(), 30,
+        wait_for(lambda: "its port speaks TLS: give --tls DIR" in tt.log(), 8,
                  "the plain tasktracker to be told about TLS")
     finally:
         tt.stop()
