@@ -529,6 +529,15 @@ def test_a_resumed_job_leaves_a_prefix_another_job_took_meanwhile(
                                         if " running " in line), None), 30, "the job to run")
         wait_for(lambda: len(_reduces_done(c, job_id)) >= 2 or None, 90, "two reduces to commit")
         port = _kill_jobtracker(c)
+        # An upload the jobtracker allowed before it died may still be on
+        # its way (no lock stops it): the other job came after.
+        listings: list[Any] = []
+
+        def settled() -> bool:  # the same objects a second apart
+            listings.append(fs.ls(key, detail=True, refresh=True))
+            return len(listings) > 1 and listings[-1] == listings[-2]
+
+        wait_for(settled, 30, "the uploads in flight to end", interval=1.0)
         fs.pipe_file(f"{key}/{output.OUTPUT_MARK}",
                      mark_text("prefix", "", "job_29990101000000_0001 cccc").encode())
         theirs = {f"part-{i:05d}": f"theirs{i}\t1\n".encode() for i in range(6)}
