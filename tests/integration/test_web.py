@@ -414,7 +414,9 @@ class WaitingForWorkersTests(JobTrackerCase):
         await wait_for(lambda: self.started(second))
         self.assertEqual([j for j in self.jt.scheduler.jobs], [first, second])
         slots = len(self.jt.workers)
-        self.assertEqual(self.jt.status(first)["num_reducers"], slots)  # planned for them all
+        # Planned for them all: all but the last, when it came as the plan
+        # was being made (in a thread) on a loaded machine.
+        self.assertIn(self.jt.status(first)["num_reducers"], (slots - 1, slots))
         self.assertGreater(slots, 2)
 
     async def test_a_job_that_cannot_be_planned_fails_and_the_next_one_starts(self) -> None:
