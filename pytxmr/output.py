@@ -455,6 +455,10 @@ def refuse_unwritable(path: str) -> None:
     if storage.scheme(path) in ("http", "https"):
         raise OutputExistsError(f"cannot write the output to {storage.redact(path)}: "
                                 "http(s) URLs are inputs only")
+    if storage.is_remote(path) and "//" in path.split("://", 1)[1]:
+        raise OutputExistsError(
+            f"the output {storage.redact(path)} has an empty segment (//), which stores read "
+            f"apart (S3 as a key that starts with '/', others as one '/'): name it without")
     if is_glob(path):
         # An object store's client deletes by pattern: the output
         # s3://b/res[12] replaced or cleaned was res1/ and res2/ too; and a

@@ -196,10 +196,14 @@ _SAME_STORE = {"s3a": "s3"}
 
 
 def _canonical(url: str) -> str:
+    """For ``inside``, which guards deletions: the same store's scheme, and
+    '//' as one '/' (SeaweedFS and MinIO read s3://b//o/k as s3://b/o/k, an
+    input an ``--overwrite`` of s3://b/o deleted; AWS S3 reads another key:
+    one more refusal there)."""
     s = scheme(url)
     if s is None:
         return url
-    return f"{_SAME_STORE.get(s, s)}://{url.split('://', 1)[1]}"
+    return f"{_SAME_STORE.get(s, s)}://{re.sub('/{2,}', '/', url.split('://', 1)[1])}"
 
 
 def check_no_credentials(paths: Iterable[str]) -> None:

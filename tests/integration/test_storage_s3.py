@@ -555,3 +555,22 @@ def test_a_resumed_job_leaves_a_prefix_another_job_took_meanwhile(
     assert sorted(os.path.basename(p) for p in fs.ls(key, refresh=True)) == [
         output.OUTPUT_MARK, *sorted(theirs)]
     assert all(fs.cat_file(f"{key}/{name}") == body for name, body in theirs.items())
+
+
+def test_an_input_named_with_an_empty_segment_is_not_overwritten(
+        tmp_path: Path, fs: Any, s3_corpus: tuple[str, Counter[str]]) -> None:
+    """SeaweedFS reads s3://b//out/part-00000 as s3://b/out/part-00000:
+    an --overwrite of s3://b/out deleted that input of its own job (then
+    failed, "does not exist")."""
+    src, _ = s3_corpus
+    key = f"{BUCKET}/out-dslash"
+    assert cli(tmp_path, "run", str(WORDCOUNT), f"{src}/part0.txt", "-o", f"s3://{key}",
+               "--inline")[0] == 0
+    before = sorted(fs.find(key))
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), f"s3://{BUCKET}//out-dslash/part-00000",
+                          "-o", f"s3://{key}", "--inline", "--overwrite")
+    assert code == 2 and "the job's input" in stderr and "nothing was deleted" in stderr, stderr
+    assert sorted(fs.find(key)) == before
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), f"{src}/part0.txt",
+                          "-o", f"s3://{BUCKET}//out-dslash2", "--inline")
+    assert code == 2 and "has an empty segment (//)" in stderr, stderr

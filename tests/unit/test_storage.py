@@ -58,6 +58,22 @@ def test_normalize_and_join() -> None:
     assert not storage.inside("s3://b/outer", "s3://b/out")
 
 
+def test_an_empty_segment_is_inside_what_it_names_without_it() -> None:
+    """SeaweedFS and MinIO read s3://b//out/x as s3://b/out/x: an
+    --overwrite of s3://b/out deleted that input of its job."""
+    assert storage.inside("s3://b//out/part-00000", "s3://b/out")
+    assert storage.inside("s3a://b/out//x", "s3://b//out")
+    assert not storage.inside("s3://b//outer", "s3://b/out")
+
+
+def test_an_output_with_an_empty_segment_is_refused() -> None:
+    from pytxmr import output
+
+    with pytest.raises(output.OutputExistsError, match=r"has an empty segment \(//\)"):
+        output.refuse_unwritable("s3://b//same1")
+    output.refuse_unwritable("s3://b/same1/")
+
+
 def test_a_file_url_names_a_path_on_this_host() -> None:
     """file://localhost/tmp/x was read as ./localhost/tmp/x (another file,
     should one exist there), file://data/x as ./data/x."""
