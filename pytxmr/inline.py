@@ -187,7 +187,7 @@ def _run(definition: JobDefinition, fresh: StepsFactory, inputs: Sequence[str],
         try:
             records = run_steps(definition.steps, fresh, splits, output_dir, work, opts,
                                 counters, num_reducers=num_reducers, slots=slots,
-                                buffer_records=buffer_records, codec=codec)
+                                buffer_records=buffer_records, codec=codec, mark=mark)
         except SystemExit as e:
             raise JobExited(f"the job's code exited ({e.code!r})") from e
         _counters.count_cpu(counters, cpu_start)  # as a cluster's tasks count theirs
@@ -214,12 +214,16 @@ def run_steps(steps: Sequence[Job], fresh: StepsFactory, splits: Sequence[Split]
               output_dir: str, work: str,
               opts: Mapping[str, str], counters: Counters, *, num_reducers: int | None,
               slots: int, buffer_records: int = DEFAULT_BUFFER_RECORDS,
-              codec: int = CODEC_MSGPACK, last_format: str | None = None) -> dict[int, int]:
+              codec: int = CODEC_MSGPACK, last_format: str | None = None,
+              mark: str = "") -> dict[int, int]:
     """Run the steps in order, the first over ``splits``, each later one
     over the part files of the one before; the records of each of the last
     step's part files. ``steps`` plan the run; each task runs on a step
-    from ``fresh()``. ``last_format`` overrides the job's output format."""
+    from ``fresh()``. ``last_format`` overrides the job's output format;
+    ``mark``, the job as its output's mark names it, is checked before
+    each upload to an object store (``output.commit_part``)."""
     count = len(steps)
+    marked = (output_dir, mark) if mark else None
     records: dict[int, int] = {}
     with streaming.INLINE.tracked():  # a streaming job's commands end with their tasks
         for n, step in enumerate(steps):
@@ -238,12 +242,13 @@ def run_steps(steps: Sequence[Job], fresh: StepsFactory, splits: Sequence[Split]
 
             if step.map_only:
                 records = _map_only_step(task_step, splits, where, fmt, step_work, opts,
-                                         counters)
+                                         counters, marked)
             else:
                 reducers = reduce_tasks(step.num_reducers, False, step.fixed_reducers,
                                         num_reducers, slots)
                 records = _map_reduce_step(task_step, splits, reducers, where, fmt,
-                                           step_work, opts, counters, buffer_records, codec)
+                                           step_work, opts, counters, buffer_records, codec,
+                                           marked)
     return records
 
 
@@ -268,7 +273,8 @@ def _task_counters(counters: Counters, names: set[tuple[str, str]]) -> Iterator[
 
 
 def _map_only_step(task_step: Callable[[], Job], splits: Sequence[Split], where: str, fmt: str | None,
-                   work: str, opts: Mapping[str, str], counters: Counters) -> dict[int, int]:
+                   work: str, opts: Mapping[str, str], counters: Counters,
+                   marked: tuple[str, str] | None) -> dict[int, int]:
     records: dict[int, int] = {}
     names: set[tuple[str, str]] = set()
     for split in splits:
@@ -279,14 +285,15 @@ def _map_only_step(task_step: Callable[[], Job], splits: Sequence[Split], where:
                              fmt or step.output_format) as part:
                 run_map_only(step, split, part.put, task)
             task.incr(FRAMEWORK, "output bytes", part.bytes)
-        output.commit_part(where, attempt, split.index, work, opts)
+        output.commit_part(where, attempt, split.index, work, opts, marked)
         records[split.index] = task.get(FRAMEWORK, "map output records")
     return records
 
 
 def _map_reduce_step(task_step: Callable[[], Job], splits: Sequence[Split], reducers: int, where: str,
                      fmt: str | None, work: str, opts: Mapping[str, str], counters: Counters,
-                     buffer_records: int, codec: int) -> dict[int, int]:
+                     buffer_records: int, codec: int,
+                     marked: tuple[str, str] | None) -> dict[int, int]:
     names: set[tuple[str, str]] = set()
     outputs = []
     for split in splits:
@@ -302,6 +309,6 @@ def _map_reduce_step(task_step: Callable[[], Job], splits: Sequence[Split], redu
         part = output.attempt_path(where, attempt, p, work)
         with _task_counters(counters, names) as task:
             run_reduce(task_step(), runs, kinds, part, work, task, fmt)
-        output.commit_part(where, attempt, p, work, opts)
+        output.commit_part(where, attempt, p, work, opts, marked)
         records[p] = task.get(FRAMEWORK, "reduce output records")
     return records

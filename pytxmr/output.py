@@ -550,9 +550,16 @@ def attempt_path(output: str, attempt_id: str, partition: int, work_dir: str = "
 
 
 def commit_part(output: str, attempt_id: str, partition: int, work_dir: str = "",
-                opts: Mapping[str, str] | None = None) -> str:
-    """Move (or upload) an attempt's part file into place; the final path."""
+                opts: Mapping[str, str] | None = None,
+                marked: tuple[str, str] | None = None) -> str:
+    """Move (or upload) an attempt's part file into place; the final path.
+    An upload first reads the mark of ``marked``'s output (the job's, which
+    a step's ``output`` lies in) for its job: a part of a job whose prefix
+    another job took (another cluster's ``--overwrite``) went over that
+    job's parts (``OutputTaken`` now)."""
     if storage.is_remote(output):
+        if marked is not None:
+            objectoutput.check_mark(marked[0], opts or {}, marked[1])
         name = part_name(partition)
         objectoutput.upload_part(output, attempt_path(output, attempt_id, partition, work_dir),
                                  name, opts or {})

@@ -4,6 +4,7 @@ and the refusals of an output that exists."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
@@ -67,9 +68,17 @@ def mark_field(text: str, name: str) -> str:
                  if line.startswith(f"{name}: ")), "")
 
 
+def job_mark(job_id: str, token: bytes) -> str:
+    """The job as its output's mark names it: its id, which another
+    jobtracker's job may have too (ids are times and counts), and a hash of
+    its random shuffle token, which no other's has, and which its journal
+    keeps across restarts (wherever the jobtracker runs then)."""
+    return f"{job_id} {hashlib.sha256(token).hexdigest()[:16]}"
+
+
 def written_for_another(mark: str, job: str) -> bool:
     """Whether the mark's text names a job other than ``job`` (its id, and
-    its token's hash if both say one: ``admission.job_mark``)."""
+    its token's hash if both say one: ``job_mark``)."""
     theirs, mine = mark_field(mark, "job").split(), job.split()
     if not theirs:  # an output older than the job field
         return False

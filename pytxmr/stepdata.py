@@ -30,6 +30,13 @@ def step_output(output: str, step: int, count: int) -> str:
     return storage.join(storage.join(output, TEMPORARY), f"step-{step + 1}")
 
 
+def job_output(output: str, output_format: str | None) -> str:
+    """The job's output, from a step's (``step_output``) and its part
+    files' format (``step_format``): a step before the last writes pairs
+    below the job's output."""
+    return output if output_format is None else storage.parent(storage.parent(output))
+
+
 def step_format(step: int, count: int) -> str | None:
     """The part-file format of step ``step``: the job's own (None) for the
     last step, pairs for the next step otherwise."""

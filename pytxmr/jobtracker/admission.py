@@ -11,7 +11,6 @@ jobtracker that stops meanwhile.
 from __future__ import annotations
 
 import os
-import hashlib
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from .. import output, storage
 from ..bundle import BundleError, BundleStore
 from ..child import TaskChild, Zygote
-from ..outputrules import InputsInUse, MayReplace, OutputsOverlap
+from ..outputrules import InputsInUse, MayReplace, OutputsOverlap, job_mark
 from ..storage import InputFile
 from ..wire import SubmissionError
 from .job import JobRecord, StepPlan
@@ -36,14 +35,6 @@ OUTPUT_MARKER = "output"
 #: checked): a store that accepts connections and never answers held the
 #: submitter for many minutes, and a thread of the jobtracker's pool.
 LISTING_TIMEOUT = 60.0
-
-
-def job_mark(job_id: str, token: bytes) -> str:
-    """The job as its output's mark names it: its id, which another
-    jobtracker's job may have too (ids are times and counts), and a hash of
-    its random shuffle token, which no other's has, and which its journal
-    keeps across restarts (wherever the jobtracker runs then)."""
-    return f"{job_id} {hashlib.sha256(token).hexdigest()[:16]}"
 
 
 @dataclass

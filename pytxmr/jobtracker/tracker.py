@@ -27,7 +27,7 @@ from ..child import Zygote
 from ..counters import FRAMEWORK
 from ..history import DEFAULT_RETENTION as DEFAULT_HISTORY_RETENTION, JobHistory
 from ..journal import Committed, Journal
-from ..outputrules import MayReplace
+from ..outputrules import MayReplace, job_mark
 from ..ports import IWorker
 from ..scheduler import Action, Scheduler, State
 from ..tasklog import LogKeeper, logs_reply
@@ -44,7 +44,7 @@ from ..wire import (
     UnknownWorker,
     step_of,
 )
-from .admission import Admission, interrupted_outputs, job_mark
+from .admission import Admission, interrupted_outputs
 from .submission import DEFAULT_MAX_TASKS_PER_JOB, plan_tasks, step_reducers
 from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND, Pacing, announce_wait
 from .job import JobRecord, job_from_plan, plan_of

@@ -20,15 +20,16 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 
-from .. import output, shuffle, storage
+from .. import output, shuffle, stepdata, storage
 from ..bundle import CHUNK_BYTES, BundleError, BundleStore
 from ..child import TaskChild, Zygote
 from ..counters import FRAMEWORK
 from ..kvstore import KeyValueStore, delete_paths
+from ..outputrules import job_mark
 from ..ports import IJobTracker
 from ..shufflememory import RunPlacement, ShuffleMemory
 from ..wire import (COMMIT_DENIED, AttemptResult, BadMessage, JobInit, MapLocation, Split,
-                    TaskError, Unreachable, sendable)
+                    TaskError, Unreachable, job_of, sendable)
 from .fetch import FetchPolicy, ReduceFetch, from_shuffle, from_store, in_thread
 
 if TYPE_CHECKING:
@@ -446,14 +447,16 @@ class TaskTracker:
         if not allowed:
             return _failed(COMMIT_DENIED, "another attempt committed first")
         job = attempt.job
+        marked = (stepdata.job_output(job.output, job.output_format),
+                  job_mark(job_of(job.job_id), job.token))
         commit = functools.partial(output.commit_part, job.output, attempt.id, attempt.index,
-                                   attempt.work_dir, job.storage_options)
+                                   attempt.work_dir, job.storage_options, marked)
         try:
             if storage.is_remote(job.output):  # an upload: off the reactor
                 await in_thread(self._reactor, commit)
             else:
                 commit()
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, output.OutputTaken) as e:
             return _failed("CommitFailed", f"cannot commit the part file: {e}")
         return result
 

@@ -574,3 +574,45 @@ def test_an_input_named_with_an_empty_segment_is_not_overwritten(
     code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), f"{src}/part0.txt",
                           "-o", f"s3://{BUCKET}//out-dslash2", "--inline")
     assert code == 2 and "has an empty segment (//)" in stderr, stderr
+
+
+def test_a_job_whose_prefix_another_job_took_as_it_ran_uploads_nothing_more(
+        tmp_path: Path, fs: Any, make_cluster: Any) -> None:
+    """Another cluster's job (--overwrite) marked the prefix as this one
+    ran: this job's reduces uploaded their parts over the other's before
+    it failed at its end. Each upload reads the mark first now."""
+    from wordcounts import slow_wordcount
+
+    job = tmp_path / "slow.py"
+    job.write_text(slow_wordcount(0.3))
+    inputs = []
+    for n in range(4):
+        path = tmp_path / f"in{n}.txt"
+        path.write_text("".join(f"w{(n * 7 + i) % 23} both\n" for i in range(3)))
+        inputs.append(path)
+    key = f"{BUCKET}/taken-as-it-ran"
+    c = make_cluster()
+    c.start_jobtracker()
+    c.start_tasktrackers(2, 1)
+    submitter = c.popen_submit(job, inputs, f"s3://{key}", "--reducers", "3",
+                               "--max-attempts", "2")
+    try:
+        wait_for(lambda: any(" running " in line for line in c.cli("jobs")[1].splitlines()),
+                 30, "the job to run")
+        # Before any reduce may commit: its maps sleep.
+        fs.pipe_file(f"{key}/{output.OUTPUT_MARK}",
+                     mark_text("prefix", "", "job_29990101000000_0001 cccc").encode())
+        theirs = {f"part-{i:05d}": f"theirs{i}\t1\n".encode() for i in range(3)}
+        for name, body in theirs.items():
+            fs.pipe_file(f"{key}/{name}", body)
+        _, stderr = submitter.communicate(timeout=90)
+    finally:
+        if submitter.poll() is None:
+            submitter.kill()
+            submitter.communicate()
+    assert submitter.returncode == 1, stderr + c.logs()
+    assert "cannot commit the part file: another job (of another jobtracker, or a `run`) " \
+        f"replaced its output s3://{key}" in stderr, stderr
+    assert sorted(os.path.basename(p) for p in fs.ls(key, refresh=True)) == [
+        output.OUTPUT_MARK, *sorted(theirs)]
+    assert all(fs.cat_file(f"{key}/{name}") == body for name, body in theirs.items())

@@ -462,7 +462,7 @@ def test_a_mark_names_the_job_that_made_the_output(home: Path) -> None:
     the id and the token's hash the mark names (ids alone repeat across
     jobtrackers: a time and a count); an output older than the field is
     no other job's; a mark that cannot be read refuses an overwrite."""
-    from pytxmr.jobtracker.admission import job_mark
+    from pytxmr.outputrules import job_mark
     from pytxmr.output import OutputTaken, claim, written_for_another
     from pytxmr.outputrules import mark_text
 
