@@ -139,7 +139,7 @@ class JobHistory:
         found.sort(key=lambda d: (d.get("finished") or 0, d["job_id"]))
         for summary in found[:max(0, len(found) - self.retention)]:
             _remove(self._paths(summary["job_id"]))
-        kept = found[len(found) - self.retention:] if self.retention else []
+        kept = found[max(0, len(found) - self.retention):] if self.retention else []
         self.summaries = OrderedDict((d["job_id"], d) for d in kept)
         if self.summaries:
             self.log.info("Loaded {n} finished jobs from {dir}", n=len(self.summaries),
@@ -175,7 +175,7 @@ class JobHistory:
     def _stored(self, job_id: str) -> bool:
         """Whether the job's files are on disk: it is among the newest ``retention``."""
         ids = list(self.summaries)
-        return bool(self.retention) and job_id in ids[len(ids) - self.retention:]
+        return bool(self.retention) and job_id in ids[max(0, len(ids) - self.retention):]
 
     def _write(self, job_id: str, detail: dict[str, Any], summary: dict[str, Any],
                logs: dict[str, str], evicted: list[str]) -> None:

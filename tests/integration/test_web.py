@@ -507,6 +507,20 @@ class HistoryTests(JobTrackerCase):
         jt = await self.restart(retention=1)
         self.assertEqual([j["job_id"] for j in jt.list_jobs()], [second])
 
+    async def test_fewer_jobs_than_retention_are_all_kept_whole(self) -> None:
+        """Between retention/2 and retention jobs, only the newest
+        (retention - count) kept their tasks, and a restart listed only
+        them (a negative start of the newest ``retention``)."""
+        jt = await self.restart(retention=3)
+        worker = self.add_worker(jt)
+        jobs = [await self.finish_job(jt, worker) for _ in range(2)]
+        for job_id in jobs:
+            self.assertEqual(len((await jt.job_view(job_id))["tasks"]), 3)
+        jt = await self.restart(retention=3)
+        self.assertEqual([j["job_id"] for j in jt.list_jobs()], jobs)
+        for job_id in jobs:
+            self.assertEqual(len((await jt.job_view(job_id))["tasks"]), 3)
+
     async def test_beyond_retention_a_job_keeps_its_result_not_its_tasks(self) -> None:
         """``--history-retention`` bounds the details on disk; the results of
         the last 100 jobs stay known, for ``status`` and ``wait``."""
