@@ -134,7 +134,7 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
     # PB never fails a login whose connection is lost before the
     # jobtracker spoke: the loss (a failed TLS handshake) ends it here.
     broker.notifyOnDisconnect(logging_in.cancel)
-    timer = reactor.callLater(timeout, logging_in.cancel)
+    timer = reactor.callLater(timeout, lambda: (timed_out.append(True), logging_in.cancel()))
     uses_tls: list[bool] = []
     probing: list[defer.Deferred[bool]] = []
 
@@ -163,6 +163,8 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
                                ) from None
         hint = "" if tls else " (does it use TLS? then give --tls DIR)"
         reason = getattr(broker, "lost_reason", None)
+        if not timed_out and reason is None:
+            raise defer.CancelledError() from None  # interrupted: not the jobtracker's fault
         garbage = getattr(broker, "not_pb", None)
         if garbage is not None:
             raise ClusterError(f"what answers at {address} does not speak PB ({garbage!r}): "

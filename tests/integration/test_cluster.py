@@ -1455,3 +1455,28 @@ def test_a_job_planned_when_workers_come_keeps_within_the_task_limit(tmp_path: P
                          c.jobtracker.log()), c.jobtracker.log()
     finally:
         c.stop_all()
+
+
+def test_ctrl_c_during_a_login_says_interrupted(tmp_path: Path) -> None:
+    """A listening port that never accepts (its backlog takes the
+    connection, nothing answers): interrupted during the login, a client
+    said "did not answer the login within 10s" and exited 3, as though
+    the 10 s had passed and trying again might help."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytxmr", "jobs", "--jobtracker", f"127.0.0.1:{port}",
+             "--secret-file", str(write(tmp_path / "secret", "s" * 32))],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=base_env(tmp_path), cwd=tmp_path)
+        try:
+            time.sleep(2.5)  # connected, and asked whether it speaks TLS: no answer
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert (proc.returncode, err) == (130, "pytxmr: interrupted\n"), err
