@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -239,12 +240,22 @@ def make_certs(outdir: str, hosts: Sequence[Sequence[str]], *, days: int = 825,
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    hosts = [names for names in hosts if names]
     for names in hosts:  # all refused before anything is written
+        if not names:
+            raise TLSError("a HOST[,NAME...] names no host")
         _dir_name(names[0])
+        for name in names:
+            _check_host_name(name)
+    ca_key_path, ca_path = os.path.join(outdir, CA_KEY_FILE), os.path.join(outdir, CA_FILE)
+    if os.path.exists(ca_path) != os.path.exists(ca_key_path):
+        # A CA of one's own without its key: a new CA replaced it.
+        there, missing = (ca_path, CA_KEY_FILE) if os.path.exists(ca_path) else (
+            ca_key_path, CA_FILE)
+        raise TLSError(f"{there} is there without {missing}: `pytxmr certs` signs with the "
+                       f"CA's certificate and key (to use a CA of your own, put its key "
+                       f"beside its certificate as {CA_KEY_FILE}); nothing was written")
     os.makedirs(outdir, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key_path, ca_path = os.path.join(outdir, CA_KEY_FILE), os.path.join(outdir, CA_FILE)
     if os.path.exists(ca_key_path):
         with open(ca_key_path, "rb") as f:
             ca_key = serialization.load_pem_private_key(f.read(), None)
@@ -300,6 +311,22 @@ def make_certs(outdir: str, hosts: Sequence[Sequence[str]], *, days: int = 825,
                                  serialization.NoEncryption()), private=True)
         made.append(host_dir)
     return made
+
+
+_HOST_NAME = re.compile(r"(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+                        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
+
+
+def _check_host_name(name: str) -> None:
+    """An address, or a DNS name: one with a space, or 999.1.1.1, went
+    into a certificate no client would match."""
+    try:
+        ipaddress.ip_address(name)
+        return
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(name) or re.fullmatch(r"[0-9.]+", name):
+        raise TLSError(f"{name!r} is neither an IP address nor a host name")
 
 
 def _dir_name(name: str) -> str:

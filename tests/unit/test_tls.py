@@ -52,6 +52,31 @@ def test_a_host_named_as_a_ca_file_is_refused_before_anything_is_written(
     assert not (tmp_path / "pki").exists()
 
 
+@pytest.mark.parametrize("kept", ["ca.pem", "ca-key.pem"])
+def test_a_ca_file_without_its_pair_is_refused_and_kept(tmp_path: Path, kept: str) -> None:
+    """A CA of one's own (ca.pem alone, as the deploy guide says its
+    certificate goes) was replaced by a new CA, and so were the host
+    directories' copies: certificates no daemon of the cluster accepts."""
+    make_certs(str(tmp_path / "pki"), [["h"]])
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / kept).write_bytes((tmp_path / "pki" / kept).read_bytes())
+    with pytest.raises(TLSError, match=f"own/{kept} is there without "):
+        make_certs(str(own), [["h2"]])
+    assert sorted(p.name for p in own.iterdir()) == [kept]
+    assert (own / kept).read_bytes() == (tmp_path / "pki" / kept).read_bytes()
+
+
+@pytest.mark.parametrize("names", [[], ["bad host name"], ["999.1.1.1"], ["h", "-x"]])
+def test_a_host_that_is_no_name_nor_address_is_refused(tmp_path: Path,
+                                                       names: list[str]) -> None:
+    """`certs pki ,` made the CA only, and exited 0; a name with a space
+    went into a certificate no client would match."""
+    with pytest.raises(TLSError, match="names no host|neither an IP address nor a host name"):
+        make_certs(str(tmp_path / "pki"), [["ok.example"], names])
+    assert not (tmp_path / "pki").exists()
+
+
 @pytest.mark.parametrize("command", [["certs", "{f}", "127.0.0.1"],
                                      ["users", "add", "zz", "--file", "{f}/users.json"]])
 def test_an_admin_command_s_unwritable_path_is_one_line(
