@@ -121,7 +121,9 @@ def _csv_records(split: Split, rows: Any) -> Iterator[tuple[int, Any]]:
     try:
         yield from enumerate(rows)
     except csv.Error as e:
-        raise InputError(f"{storage.redact(split.path)}: line {rows.line_num}: not "
+        # A DictReader's own line_num is the last row read whole's.
+        line = getattr(rows, "reader", rows).line_num
+        raise InputError(f"{storage.redact(split.path)}: line {line}: not "
                          f"readable as CSV ({e})", path=split.path) from None
 
 

@@ -176,6 +176,19 @@ def test_csv_of_empty_files_and_header_only_files(tmp_path: Path) -> None:
     assert read_all(readers.csv_rows, [empty, header], 1) == [(0, ["a", "b"])]
 
 
+@pytest.mark.parametrize("reader", ["csv_rows", "csv_dicts"])
+def test_csv_errors_name_the_line_of_the_row(tmp_path: Path, reader: str) -> None:
+    """csv_dicts named the line of the last row read whole (2, not 5)."""
+    path = tmp_path / "big.csv"
+    path.write_text('h1,h2\n1,2\n"a\nb",3\n4,"' + "x" * 80 + '"\n5,6\n')
+    old = csv.field_size_limit(50)
+    try:
+        with pytest.raises(InputError, match=r"big\.csv: line 5: not readable as CSV"):
+            read_all(getattr(readers, reader), [path], 1 << 20)
+    finally:
+        csv.field_size_limit(old)
+
+
 def test_csv_errors_name_the_file(tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
     path.write_text('a\n"' + "x\n" * 40 + '"\n')
