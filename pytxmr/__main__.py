@@ -605,25 +605,16 @@ def help_job(argv: Sequence[str]) -> int:
     arguments, found by importing it here, in the user's own process (as
     ``run --inline`` does), with its directory on ``sys.path``."""
     a = _parse_job_command(build_parser(help_job=True)[1], argv)
+    from .bundle import BundleError
+    from .inline import load_job
     from .jobargs import describe
-    from .jobmodule import JobDefinitionError, define, describe_error, load_module
+    from .jobmodule import JobDefinitionError
 
     job = _streaming_job(a) if a.mapper is not None else a.paths[0]
-    path = os.path.abspath(job)
     try:
-        with open(path, encoding="utf-8") as f:
-            source = f.read()
-    except OSError as e:
-        print(f"pytxmr: cannot read the job module {job}: {e.strerror}", file=sys.stderr)
-        return 2
-    sys.path.insert(0, os.path.dirname(path))
-    try:
-        definition = define(load_module(source, path))
-    except JobDefinitionError as e:
+        definition = load_job(job, a.py_files, a.files)
+    except (JobDefinitionError, BundleError) as e:
         print(f"pytxmr: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:
-        print(describe_error(e, path)["traceback"].rstrip(), file=sys.stderr)
         return 2
     print(describe(definition.arguments, job))
     return 0

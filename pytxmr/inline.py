@@ -96,6 +96,27 @@ def run_inline(
             shutil.rmtree(work, ignore_errors=True)
 
 
+def load_job(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] = (),
+             map_name: str = "map", reduce_name: str = "reduce") -> JobDefinition:
+    """The job module's definition as ``run --inline`` loads it (its shipped
+    code and files in place), for ``--help-job``: a helper module shipped
+    with ``--py-files`` was not found there."""
+    with storage.WORKING_DIRECTORY:
+        job_path = os.path.abspath(job_path)
+        try:
+            with open(job_path, encoding="utf-8") as f:
+                source = f.read()
+        except OSError as e:
+            raise JobDefinitionError(
+                f"cannot read the job module {job_path}: {e.strerror}") from None
+        work = tempfile.mkdtemp(prefix="pytxmr-inline-")
+        try:
+            with _shipped(job_path, py_files, files, work) as unpacked:
+                return _loaded(source, job_path, map_name, reduce_name, unpacked)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def _loaded(source: str, job_path: str, map_name: str, reduce_name: str,
             bundle_dir: str | None) -> JobDefinition:
     """The job, or its refusal as a cluster's check words it (a module

@@ -116,6 +116,29 @@ def test_help_job_finds_the_job_among_the_options(
     assert "mapper (command, required)" in capsys.readouterr().out
 
 
+def test_help_job_imports_what_the_job_ships(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A job that imports a package shipped with --py-files, and reads a
+    file shipped with --files at import: --help-job failed with
+    ModuleNotFoundError, which the job itself does not."""
+    package = tmp_path / "ext" / "extpkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("DEFAULT = 7\n")
+    (tmp_path / "conf.txt").write_text("from the shipped file\n")
+    job = tmp_path / "jobdir" / "job.py"
+    job.parent.mkdir()
+    job.write_text("import extpkg\nfrom pytxmr import Arg\nHELP = open('conf.txt').read().strip()\n"
+                   "arguments = [Arg('n', int, extpkg.DEFAULT, HELP)]\n"
+                   "def map(k, v):\n    yield v, 1\ndef reduce(k, vs):\n    yield k, 1\n")
+    argv = ["run", str(job), "--help-job", "--py-files", str(package),
+            "--files", str(tmp_path / "conf.txt")]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "n (int, default 7): from the shipped file" in capsys.readouterr().out
+    assert main(argv[:3] + argv[5:]) == 2
+    assert "No module named 'extpkg'" in capsys.readouterr().err
+    assert "extpkg" not in sys.modules
+
+
 @pytest.mark.parametrize("argv", [
     ["job.py", "--reducers", "2", "in.txt", "-o", "out"],
     ["job.py", "-o", "out", "in.txt", "--reducers", "2"],
