@@ -109,10 +109,11 @@ class StatusResource(resource.Resource):
                             (b"Referrer-Policy", b"no-referrer"),
                             (b"Cache-Control", b"no-store")):
             request.setHeader(name, value)
+        raw = request.prepath + request.postpath
         try:
-            parts = [p.decode("utf-8") for p in request.prepath + request.postpath]
-        except UnicodeDecodeError:
-            return self._not_found(request, False, "bad path")
+            parts = [p.decode("utf-8") for p in raw]
+        except UnicodeDecodeError:  # under /api/, answered as the API answers
+            return self._not_found(request, raw[:1] == [b"api"], "bad path: not UTF-8")
         while parts and parts[-1] == "":
             parts.pop()
         is_api = bool(parts) and parts[0] == "api"

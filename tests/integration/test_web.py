@@ -255,6 +255,8 @@ class CountersAndApiTests(JobTrackerCase):
         code, body, _ = await http_get(base + "/api/jobs/job_nope")
         self.assertEqual(code, 404)
         self.assertIn("error", json.loads(body))
+        code, body, _ = await http_get(base + "/api/jobs/%ff%fe")  # was the HTML page
+        self.assertEqual((code, json.loads(body)), (404, {"error": "bad path: not UTF-8"}))
 
     async def test_heartbeats_report_the_shuffle_memory_to_the_cluster_page(self) -> None:
         """What a worker holds in RAM for reduces shows beside it; a
