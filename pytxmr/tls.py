@@ -226,7 +226,14 @@ def tls_refusal(reason: Any) -> str | None:
         return None
     errors = value.args[0] if value.args and isinstance(value.args[0], list) else []
     words = [str(err[-1]) for err in errors if isinstance(err, tuple) and err and err[-1]]
-    return "; ".join(words) or type(value).__name__
+    why = "; ".join(words) or type(value).__name__
+    if PLAIN_TEXT in words:  # what came back is no TLS record
+        why += ": the peer answered in plain text, so it does not use TLS; start it with --tls too"
+    return why
+
+
+#: OpenSSL's reason when a peer's answer is no TLS record.
+PLAIN_TEXT = "wrong version number"
 
 
 def make_certs(outdir: str, hosts: Sequence[Sequence[str]], *, days: int = 825,

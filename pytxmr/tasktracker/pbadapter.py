@@ -24,7 +24,7 @@ from ..daemon import FatalError
 from ..pbwire import call, client_factory, pack, refusals_as_pb_errors, unpack
 from ..ports import IJobTracker
 from ..services import DaemonReactor
-from ..tls import TLS_PROBE_AFTER, ClusterTLS, speaks_tls, tls_refusal
+from ..tls import PLAIN_TEXT, TLS_PROBE_AFTER, ClusterTLS, speaks_tls, tls_refusal
 from ..tls import client_endpoint as jobtracker_client_endpoint
 from ..wire import (
     ROLE_TASKTRACKER,
@@ -363,6 +363,13 @@ class JobTrackerConnection(service.Service):
             text = (f"no answer in {LOGIN_TIMEOUT:g}s: is it the jobtracker's port? "
                     f"(--jobtracker HOST:PORT)" + ("" if self._tls else
                                                    "; does it use TLS? then give --tls DIR"))
+        elif self._tls is not None and broker.currentDialect is None and (
+                not why or PLAIN_TEXT in why):
+            # A plain jobtracker drops our ClientHello as garbage, often
+            # before our OpenSSL reads its greeting (PLAIN_TEXT): one text
+            # for both, not two that take turns in the log.
+            text = ("it does not use TLS (it answered in plain text, or dropped the connection "
+                    "before the TLS handshake ended): start it with --tls too")
         elif why:
             text = f"the TLS handshake failed ({why})"
         elif getattr(broker, "not_pb", None) is not None:

@@ -16,7 +16,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import psutil
 import pytest
@@ -252,6 +252,25 @@ def test_a_tasktracker_whose_certificate_does_not_name_it_is_told_so(
     finally:
         tt.stop()
         c.tasktrackers.remove(tt)
+
+
+def test_a_tls_client_and_tasktracker_are_told_a_plain_jobtracker_does_not_use_tls(
+        tmp_path: Path, make_cluster: Any) -> None:
+    """They said "wrong version number", or "the connection was lost
+    during the login", taking turns in the tasktracker's log."""
+    c: Cluster = make_cluster()
+    c.start_jobtracker()
+    make_certs(str(tmp_path / "pki"), [["127.0.0.1"]])
+    rc, _, err = c.cli("jobs", "--tls", str(tmp_path / "pki" / "client"))
+    assert rc == 2 and "the peer answered in plain text, so it does not use TLS; start it " \
+        "with --tls too" in err, err
+    tt = c.start_tasktracker(1, "--tls", str(tmp_path / "pki" / "127.0.0.1"), wait=False)
+    text = ("Not registered with the jobtracker: cannot log in to it: it does not use TLS (it "
+            "answered in plain text, or dropped the connection before the TLS handshake "
+            "ended): start it with --tls too; retrying")
+    wait_for(lambda: text in tt.log(), 30, "the TLS tasktracker to be told")
+    time.sleep(3)  # tries again: the same reason, not said again
+    assert tt.log().count("Not registered with the jobtracker") == 1, tt.log()
 
 
 def test_a_plain_text_tasktracker_is_told_to_use_tls(tls_cluster: TLSCluster) -> None:
