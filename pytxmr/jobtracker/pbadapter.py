@@ -235,7 +235,7 @@ class TaskTrackerAvatar(_StrictAvatar):
                              None if map_attempt_id is None else str(map_attempt_id))
 
     @refusals_as_pb_errors
-    def perspective_may_commit(self, attempt_id: str) -> bool | defer.Deferred[bool]:
+    def perspective_may_commit(self, attempt_id: str) -> bool:
         return self.jt.may_commit(self.wid, str(attempt_id))
 
     @refusals_as_pb_errors

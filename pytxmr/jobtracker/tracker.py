@@ -141,9 +141,6 @@ class JobTracker:
         #: and when.
         self._announcing: dict[str, list[Any]] = {}
         self._announce_timers: dict[str, IDelayedCall] = {}
-        #: The resumed jobs whose object-store output's mark is being read,
-        #: and the commits waiting for it (``_check_resumed_output``).
-        self._output_checks: dict[str, list[defer.Deferred[None]]] = {}
 
     # --- lifecycle -------------------------------------------------------
 
@@ -294,36 +291,25 @@ class JobTracker:
 
     def _check_resumed_output(self, job: JobRecord) -> None:
         """Read a resumed job's object-store mark (it has no lock to take
-        again, as ``claim_output`` takes a local one's), in a thread; its
-        attempts wait for it before they commit (``may_commit``). An output
-        removed or replaced while the jobtracker was down fails the job and
-        is left as it is."""
-        waiting: list[defer.Deferred[None]] = []
-        self._output_checks[job.id] = waiting
-
-        def checked(why: str | None) -> None:
-            del self._output_checks[job.id]
-            if why is not None and job.running:
-                why = f"{why} while the jobtracker was down: it is left as it is"
+        again, as ``claim_output`` takes a local one's), in a thread: an
+        output removed or replaced while the jobtracker was down fails the
+        job at once, and is left as it is. (Every upload of a part reads
+        the mark too: ``output.commit_part``.)"""
+        def taken(f: Any) -> None:
+            f.trap(output.OutputTaken)
+            if job.running:
+                why = f"{f.value} while the jobtracker was down: it is left as it is"
                 self.log.warn("Job {job} cannot resume: {why}", job=job.id, why=why)
                 job.output_taken = True
                 self._job_done(job, "failed", {"type": "OutputTaken", "message": why,
                                                "traceback": ""})
-            for d in waiting:
-                d.callback(None)
 
-        def failed(f: Any) -> None:  # the store unreachable: finish_output reads it again
+        def unread(f: Any) -> None:  # the store unreachable: the uploads read it again
             self.log.warn("Cannot read the mark of {out} for the resumed job {job}: {e}",
                           out=job.output, job=job.id, e=f.getErrorMessage())
-            checked(None)
-
-        def taken(f: Any) -> str:
-            f.trap(output.OutputTaken)
-            return str(f.value)
 
         self._in_thread(objectoutput.check_mark, job.output, job.storage_options,
-                        job_mark(job.id, job.token)).addCallbacks(
-            lambda _: None, taken).addCallbacks(checked, failed)
+                        job_mark(job.id, job.token)).addErrback(taken).addErrback(unread)
 
     def now(self) -> float:
         return self._clock.seconds()
@@ -487,15 +473,8 @@ class JobTracker:
         self._execute(self.scheduler.fetch_failed(attempt_id, map_index, self.now(),
                                                   map_attempt_id))
 
-    def may_commit(self, wid: str | None, attempt_id: str) -> bool | defer.Deferred[bool]:
+    def may_commit(self, wid: str | None, attempt_id: str) -> bool:
         self._check_live(wid)
-        attempt = self.scheduler.attempts.get(attempt_id)
-        job = self._by_sched.get(attempt.job_id) if attempt is not None else None
-        waiting = self._output_checks.get(job.id) if job is not None else None
-        if waiting is not None:  # a resumed job whose output is being read
-            d: defer.Deferred[None] = defer.Deferred()
-            waiting.append(d)
-            return d.addCallback(lambda _: self.scheduler.may_commit(attempt_id))
         return self.scheduler.may_commit(attempt_id)
 
     def bundle_chunk(self, wid: str | None, sha256: str, offset: int) -> bytes:
