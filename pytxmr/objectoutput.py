@@ -163,19 +163,29 @@ def _create_mark(fs: Any, url: str, path: str, text: str, job: str) -> None:
     """Write the prefix's mark only if it has none: of two jobs that found
     the prefix free at once, the second is refused here, as a local
     directory's ``makedirs`` refuses it. S3 (since 2024), MinIO and
-    SeaweedFS honour ``If-None-Match: *``; a store that ignores it lets the
-    last job's mark stand, and that job's ``check_mark`` fail the other."""
+    SeaweedFS honour ``If-None-Match: *``; a store that ignores it (or says
+    it does not implement it) lets the last job's mark stand, and that
+    job's ``check_mark`` fail the other."""
     key = f"{path}/{OUTPUT_MARK}"
     call = getattr(fs, "call_s3", None)
     if call is None:
         storage.retrying(url, "write", lambda: fs.pipe_file(key, text.encode()))
         return
     bucket, _, name = key.partition("/")
+
+    def put() -> None:
+        try:
+            call("put_object", Bucket=bucket, Key=name, Body=text.encode(), IfNoneMatch="*")
+        except Exception as e:
+            if _s3_error(e)[1] != 501:  # NotImplemented
+                raise
+            fs.pipe_file(key, text.encode())
+
     try:
-        storage.retrying(url, "write", lambda: call(
-            "put_object", Bucket=bucket, Key=name, Body=text.encode(), IfNoneMatch="*"))
+        storage.retrying(url, "write", put)
     except Exception as e:
-        if not _precondition_failed(e):
+        code, status = _s3_error(e)
+        if code != "PreconditionFailed" and status != 412:
             raise
         # A retry of a put that had been done (its answer lost) finds this
         # job's own mark.
@@ -186,17 +196,16 @@ def _create_mark(fs: Any, url: str, path: str, text: str, job: str) -> None:
                 f"that job has ended") from None
 
 
-def _precondition_failed(e: BaseException) -> bool:
-    """Whether a store refused a conditional write (HTTP 412): s3fs
-    raises an OSError whose cause is botocore's error."""
+def _s3_error(e: BaseException | None) -> tuple[str, int]:
+    """The S3 error code and HTTP status behind ``e`` (("", 0) if none):
+    s3fs raises an OSError whose cause is botocore's error."""
     while e is not None:
         response = getattr(e, "response", None)
-        if isinstance(response, dict) and (
-                response.get("Error", {}).get("Code") == "PreconditionFailed"
-                or response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412):
-            return True
-        e = e.__cause__  # type: ignore[assignment]
-    return False
+        if isinstance(response, dict):
+            return (response.get("Error", {}).get("Code", ""),
+                    response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        e = e.__cause__
+    return "", 0
 
 
 def check_mark(url: str, opts: Mapping[str, str], job: str) -> None:

@@ -447,3 +447,29 @@ def test_an_error_that_is_its_own_cause_ends_its_chain() -> None:
     e.__cause__ = e
     assert list(storage._causes(e)) == [e]
     assert storage._permanent(e) in (True, False)
+
+
+class _NoConditionalWrites:
+    """A store's client as s3fs is, for a store that answers a conditional
+    write 501 NotImplemented (an S3-compatible store before 2024)."""
+
+    def __init__(self) -> None:
+        self.written: dict[str, bytes] = {}
+
+    def call_s3(self, method: str, **kw: object) -> None:
+        error = OSError("not implemented")
+        error.__cause__ = type("ClientError", (Exception,), {"response": {
+            "Error": {"Code": "NotImplemented"}, "ResponseMetadata": {"HTTPStatusCode": 501}}})()
+        raise error
+
+    def pipe_file(self, key: str, data: bytes) -> None:
+        self.written[key] = data
+
+
+def test_a_store_without_conditional_writes_gets_its_mark_all_the_same() -> None:
+    """Every job's output there would have failed to start."""
+    from pytxmr import objectoutput
+
+    fs = _NoConditionalWrites()
+    objectoutput._create_mark(fs, "s3://b/out", "b/out", "the mark\n", "job_1 aaaa")
+    assert fs.written == {"b/out/_PYTXMR_OUTPUT": b"the mark\n"}
