@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Union
 
 from .counters import FRAMEWORK, Counters, TooManyCounters, add_user_names
-from .wire import COMMIT_DENIED, AttemptResult, MapLocation, job_of
+from .wire import COMMIT_DENIED, OUTPUT_TAKEN, AttemptResult, MapLocation, job_of
 
 DEFAULT_MAX_ATTEMPTS = 4
 
@@ -801,6 +801,11 @@ class Scheduler:
         if error.get("type") == COMMIT_DENIED:
             self._end_attempt(a, State.KILLED, now, error)
             return self._schedule(now)
+        if error.get("type") == OUTPUT_TAKEN:  # every other attempt would find it so
+            self._end_attempt(a, State.FAILED, now, error)
+            job = self.jobs[a.job_id]
+            job.tasks(a.kind)[a.index].state = State.FAILED
+            return self._finish_job(job, State.FAILED, error, now) + self._schedule(now)
         return self._attempt_failed(a, now, error)
 
     def _attempt_failed(self, a: Attempt, now: float, error: dict[str, str]) -> list[Action]:

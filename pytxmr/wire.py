@@ -65,9 +65,13 @@ RECONNECT_TIMEOUT = 120.0
 #: The error type a tasktracker reports for a reduce attempt that finished
 #: but lost the race to commit: not a failure of the task.
 COMMIT_DENIED = "CommitDenied"
+#: The error type of an attempt that found its job's output another job's
+#: (an object store's mark, read before an upload): the job fails at once,
+#: its output left as it is; another attempt would find the same.
+OUTPUT_TAKEN = "OutputTaken"
 
 __all__ = [
-    "Split", "PROTOCOL_VERSION", "COMMIT_DENIED", "JobInit", "MapLocation", "AttemptResult",
+    "Split", "PROTOCOL_VERSION", "COMMIT_DENIED", "OUTPUT_TAKEN", "JobInit", "MapLocation", "AttemptResult",
     "TaskError", "Registration", "Heartbeat", "jobtracker_endpoint",
 ]
 

@@ -34,6 +34,7 @@ from ..tasklog import LogKeeper, logs_reply
 from ..splits import MAX_DEFAULT_SPLIT_SIZE, compute_splits
 from ..storage import InputFile
 from ..wire import (
+    OUTPUT_TAKEN,
     AttemptResult,
     Heartbeat,
     Registration,
@@ -882,6 +883,8 @@ class JobTracker:
                 if action.state is State.SUCCEEDED and job.step + 1 < len(job.steps):
                     self._spawn(self._next_step(job))
                 else:
+                    if (action.error or {}).get("type") == OUTPUT_TAKEN:
+                        job.output_taken = True  # a task found another's mark: left as it is
                     self._job_done(job, action.state.value, action.error)
                 continue
             if isinstance(action, sched.AnnounceMapOutputs):

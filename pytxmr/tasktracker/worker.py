@@ -28,8 +28,8 @@ from ..kvstore import KeyValueStore, delete_paths
 from ..outputrules import job_mark
 from ..ports import IJobTracker
 from ..shufflememory import RunPlacement, ShuffleMemory
-from ..wire import (COMMIT_DENIED, AttemptResult, BadMessage, JobInit, MapLocation, Split,
-                    TaskError, Unreachable, job_of, sendable)
+from ..wire import (COMMIT_DENIED, OUTPUT_TAKEN, AttemptResult, BadMessage, JobInit,
+                    MapLocation, Split, TaskError, Unreachable, job_of, sendable)
 from .fetch import FetchPolicy, ReduceFetch, from_shuffle, from_store, in_thread
 
 if TYPE_CHECKING:
@@ -456,7 +456,9 @@ class TaskTracker:
                 await in_thread(self._reactor, commit)
             else:
                 commit()
-        except (OSError, ValueError, output.OutputTaken) as e:
+        except output.OutputTaken as e:
+            return _failed(OUTPUT_TAKEN, f"cannot commit the part file: {e}")
+        except (OSError, ValueError) as e:
             return _failed("CommitFailed", f"cannot commit the part file: {e}")
         return result
 

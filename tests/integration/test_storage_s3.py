@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -594,8 +595,7 @@ def test_a_job_whose_prefix_another_job_took_as_it_ran_uploads_nothing_more(
     c = make_cluster()
     c.start_jobtracker()
     c.start_tasktrackers(2, 1)
-    submitter = c.popen_submit(job, inputs, f"s3://{key}", "--reducers", "3",
-                               "--max-attempts", "2")
+    submitter = c.popen_submit(job, inputs, f"s3://{key}", "--reducers", "3")
     try:
         wait_for(lambda: any(" running " in line for line in c.cli("jobs")[1].splitlines()),
                  30, "the job to run")
@@ -616,3 +616,13 @@ def test_a_job_whose_prefix_another_job_took_as_it_ran_uploads_nothing_more(
     assert sorted(os.path.basename(p) for p in fs.ls(key, refresh=True)) == [
         output.OUTPUT_MARK, *sorted(theirs)]
     assert all(fs.cat_file(f"{key}/{name}") == body for name, body in theirs.items())
+    # At the first refusal, not once a reduce had spent its 4 attempts on
+    # it (2 slots: at most 2 were uploading).
+    job_id = stderr.split(" failed: ")[0].rsplit("\n", 1)[-1]
+    assert c.jobtracker is not None
+    url = f"http://127.0.0.1:{c.jobtracker.ready['web_port']}/api/jobs/{job_id}"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        tasks = json.load(r)["tasks"]
+    failed = [a for t in tasks if t["kind"] == "reduce" for a in t["attempts"]
+              if a["state"] == "failed"]
+    assert 1 <= len(failed) <= 2, tasks
