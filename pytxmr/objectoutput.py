@@ -177,12 +177,13 @@ def _create_mark(fs: Any, url: str, path: str, text: str, job: str) -> None:
         try:
             call("put_object", Bucket=bucket, Key=name, Body=text.encode(), IfNoneMatch="*")
         except Exception as e:
-            if _s3_error(e)[1] != 501:  # NotImplemented
+            code, status = _s3_error(e)
+            if code != "NotImplemented" and status != 501:
                 raise
             fs.pipe_file(key, text.encode())
 
     try:
-        storage.retrying(url, "write", put)
+        storage.retrying(url, "write", put)  # a refusal (412) is not tried again
     except Exception as e:
         code, status = _s3_error(e)
         if code != "PreconditionFailed" and status != 412:
@@ -196,15 +197,14 @@ def _create_mark(fs: Any, url: str, path: str, text: str, job: str) -> None:
                 f"that job has ended") from None
 
 
-def _s3_error(e: BaseException | None) -> tuple[str, int]:
+def _s3_error(e: BaseException) -> tuple[str, int]:
     """The S3 error code and HTTP status behind ``e`` (("", 0) if none):
     s3fs raises an OSError whose cause is botocore's error."""
-    while e is not None:
-        response = getattr(e, "response", None)
+    for seen in storage.causes(e):
+        response = getattr(seen, "response", None)
         if isinstance(response, dict):
             return (response.get("Error", {}).get("Code", ""),
                     response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        e = e.__cause__
     return "", 0
 
 

@@ -485,9 +485,11 @@ def test_a_prefix_marked_by_another_job_meanwhile_is_left_to_it(fs: Any) -> None
     url = f"s3://{key}"
     objectoutput.prepare(url, False, inputs=[], opts={}, job="job_1 aaaa")
     mark = fs.cat_file(f"{key}/{output.OUTPUT_MARK}")
+    began = time.monotonic()
     with pytest.raises(OutputExistsError, match="another job made the output"):
         objectoutput._create_mark(fs, url, key, mark_text("prefix", "", "job_2 bbbb"),
                                   "job_2 bbbb")
+    assert time.monotonic() - began < 2  # a refusal, not tried again (3.7 s with backoff)
     objectoutput._create_mark(fs, url, key, mark.decode(), "job_1 aaaa")
     assert fs.cat_file(f"{key}/{output.OUTPUT_MARK}") == mark
     fs.pipe_file(f"{key}/{output.OUTPUT_MARK}", mark_text("prefix", "", "job_2 bbbb").encode())
