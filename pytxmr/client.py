@@ -22,7 +22,8 @@ from .auth import LoginRefused, login, user_login
 from .bundle import Bundle
 from .records import CodecUnavailable, codec_for
 from .pbwire import client_factory
-from .tls import TLS_PROBE_AFTER, TLSError, client_endpoint, speaks_tls, tls_refusal
+from .tls import (PLAIN_TEXT, TLS_PROBE_AFTER, TLSError, client_endpoint, not_tls_text,
+                  speaks_plain_text, speaks_tls, tls_refusal)
 from .wire import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
@@ -173,6 +174,12 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
             raise ClusterUnreachable(f"the jobtracker at {address} did not answer the login "
                                f"within {timeout:g}s{hint}") from None
         why = tls_refusal(reason)
+        if tls is not None and broker.currentDialect is None and (
+                PLAIN_TEXT in (why or "") or not why and await _speaks_plain_text(
+                    reactor, description)):
+            # A plain jobtracker drops our ClientHello as garbage, often
+            # before our OpenSSL reads its greeting (PLAIN_TEXT).
+            raise ClusterError(not_tls_text(f"the jobtracker at {address}")) from None
         if why:  # refused: trying again cannot help
             raise ClusterError(f"the jobtracker at {address} closed the connection during "
                                f"the login: the TLS handshake failed ({why})") from None
@@ -186,6 +193,16 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
         for asking in probing:
             asking.cancel()
     return Connection(factory, perspective)
+
+
+async def _speaks_plain_text(reactor: Any, description: str) -> bool:
+    """``tls.speaks_plain_text``, False when it cannot tell (no connection)."""
+    try:
+        return await speaks_plain_text(reactor, description)
+    except defer.CancelledError:
+        raise  # interrupted
+    except Exception:
+        return False
 
 
 @dataclass(frozen=True)

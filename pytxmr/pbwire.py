@@ -92,12 +92,17 @@ class Broker(pb.Broker):
 
     lost_reason: Failure | None = None
     not_pb: Exception | None = None
+    #: The first bytes the peer sent (a TLS ClientHello's are no garbage to
+    #: log: a plain-text client asking whether the port speaks TLS).
+    first_bytes = b""
 
     def connectionMade(self) -> None:
         no_delay(self.transport)
         super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
+        if not self.first_bytes:
+            self.first_bytes = data[:8]
         try:
             super().dataReceived(data)
         except Exception as e:

@@ -168,36 +168,65 @@ def _client_hello() -> bytes:
     return outgoing.read()
 
 
-async def speaks_tls(reactor: Any, description: str, timeout: float = 10.0) -> bool:
-    """Whether the server at the endpoint string ``description`` answers a
-    ClientHello with a TLS record (a handshake or an alert) within
-    ``timeout``; a PB server drops the connection instead (and logs the
-    garbage)."""
+def is_tls_record(data: bytes) -> bool:
+    """Whether ``data`` starts as a TLS record does: its type (22 a
+    handshake, 21 an alert), then 3, the major version of every TLS."""
+    return data[:1] in (b"\x15", b"\x16") and data[1:2] in (b"", b"\x03")
+
+
+async def _first_answer(reactor: Any, description: str, send: bytes,
+                        timeout: float) -> bytes | None:
+    """The first bytes the server at the endpoint string ``description``
+    sends on a plain connection (after ``send``) within ``timeout``; None
+    if it sent none (it closed the connection, or said nothing)."""
     from twisted.internet import defer, endpoints, protocol
 
-    answered: defer.Deferred[bool] = defer.Deferred()
+    answered: defer.Deferred[bytes | None] = defer.Deferred()
 
     class Probe(protocol.Protocol):
         def connectionMade(self) -> None:
-            self.transport.write(_client_hello())
+            if send:
+                self.transport.write(send)
 
         def dataReceived(self, data: bytes) -> None:
-            # A TLS record: its type (22 handshake, 21 alert), then 3, the
-            # major version of every TLS and SSL 3.
             if not answered.called:
-                answered.callback(data[:1] in (b"\x15", b"\x16") and data[1:2] in (b"", b"\x03"))
+                answered.callback(data)
             self.transport.abortConnection()
 
         def connectionLost(self, reason: Any = None) -> None:
             if not answered.called:
-                answered.callback(False)
+                answered.callback(None)
 
     connected = await endpoints.clientFromString(reactor, description).connect(
         protocol.Factory.forProtocol(Probe))
     try:
         return await answered.addTimeout(timeout, reactor)
+    except defer.TimeoutError:
+        return None
     finally:
         connected.transport.abortConnection()
+
+
+async def speaks_tls(reactor: Any, description: str, timeout: float = 10.0) -> bool:
+    """Whether the server at the endpoint string ``description`` answers a
+    ClientHello with a TLS record within ``timeout``; a PB server drops
+    the connection instead (and logs, at info, that it was asked)."""
+    answer = await _first_answer(reactor, description, _client_hello(), timeout)
+    return answer is not None and is_tls_record(answer)
+
+
+async def speaks_plain_text(reactor: Any, description: str, timeout: float = 2.0) -> bool:
+    """Whether the server at ``description`` speaks first, in plain text,
+    on a plain connection (PB's greeting): the counterpart of ``speaks_tls``
+    for a TLS client whose connection was dropped before its handshake."""
+    answer = await _first_answer(reactor, description, b"", timeout)
+    return answer is not None and not is_tls_record(answer)
+
+
+def not_tls_text(whose: str) -> str:
+    """What a TLS client or tasktracker says of a jobtracker without TLS."""
+    return (f"{whose} does not use TLS (it answered in plain text): start it with --tls "
+            f"too, or give no --tls")
 
 
 def peer_certificate(transport: Any) -> Any:
@@ -228,7 +257,7 @@ def tls_refusal(reason: Any) -> str | None:
     words = [str(err[-1]) for err in errors if isinstance(err, tuple) and err and err[-1]]
     why = "; ".join(words) or type(value).__name__
     if PLAIN_TEXT in words:  # what came back is no TLS record
-        why += ": the peer answered in plain text, so it does not use TLS; start it with --tls too"
+        why += ": the peer answered in plain text, so it does not use TLS"
     return why
 
 

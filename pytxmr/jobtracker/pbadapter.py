@@ -32,7 +32,8 @@ from ..auth import (
 from ..bundle import is_digest
 from ..pbwire import Broker, pack, refusals_as_pb_errors, unpack
 from ..ports import IWorker
-from ..tls import CERTIFICATE_NOT_FOR_HOST, ClusterTLS, peer_certificate, tls_refusal
+from ..tls import (CERTIFICATE_NOT_FOR_HOST, ClusterTLS, is_tls_record, peer_certificate,
+                   tls_refusal)
 from ..users import User, UsersFile, valid_name
 from ..wire import (
     ROLE_TASKTRACKER,
@@ -457,9 +458,13 @@ class _GuardedBroker(Broker):
 
     def garbled(self, e: Exception) -> None:
         peer = self.transport.getPeer()
+        host, port = getattr(peer, "host", peer), getattr(peer, "port", "")
+        if is_tls_record(self.first_bytes):  # tls.speaks_tls: a late greeting, no attack
+            self.log.info("A plain-text client at {host}:{port} asked whether this port "
+                          "speaks TLS: it does not", host=host, port=port)
+            return
         self.log.warn("Dropped a connection from {host}:{port}: not PB ({e})",
-                      host=getattr(peer, "host", peer), port=getattr(peer, "port", ""),
-                      e=f"{type(e).__name__}: {e}")
+                      host=host, port=port, e=f"{type(e).__name__}: {e}")
 
 
 class _LoginWrapper(pb._PortalWrapper):

@@ -24,7 +24,8 @@ from ..daemon import FatalError
 from ..pbwire import call, client_factory, pack, refusals_as_pb_errors, unpack
 from ..ports import IJobTracker
 from ..services import DaemonReactor
-from ..tls import PLAIN_TEXT, TLS_PROBE_AFTER, ClusterTLS, speaks_tls, tls_refusal
+from ..tls import (PLAIN_TEXT, TLS_PROBE_AFTER, ClusterTLS, not_tls_text, speaks_plain_text,
+                   speaks_tls, tls_refusal)
 from ..tls import client_endpoint as jobtracker_client_endpoint
 from ..wire import (
     ROLE_TASKTRACKER,
@@ -356,6 +357,25 @@ class JobTrackerConnection(service.Service):
         with backoff): a TLS handshake that failed, or a jobtracker that
         never spoke, which is how a TLS port treats a plain-text client."""
         self._failed_logins += 1
+        if (self._tls is not None and broker.currentDialect is None
+                and not getattr(broker, "silent", False)
+                and not tls_refusal(getattr(broker, "lost_reason", None))):
+            # Dropped before our handshake ended: a plain jobtracker? Asked
+            # after the login ended (see _login), said once we know.
+            defer.Deferred.fromCoroutine(self._ask_if_plain(broker))
+            return
+        self._problem(f"cannot log in to it: {self._lost_text(broker)}")
+
+    async def _ask_if_plain(self, broker: pb.Broker) -> None:
+        try:
+            broker.plain_text = await speaks_plain_text(  # type: ignore[attr-defined]
+                self._reactor, self._address)
+        except Exception:  # unreachable now: nothing more to tell
+            pass
+        if self.running:
+            self._problem(f"cannot log in to it: {self._lost_text(broker)}")
+
+    def _lost_text(self, broker: pb.Broker) -> str:
         why = tls_refusal(getattr(broker, "lost_reason", None))
         if getattr(broker, "uses_tls", False):
             text = "its port speaks TLS: give --tls DIR (see docs/deploy.md)"
@@ -363,13 +383,11 @@ class JobTrackerConnection(service.Service):
             text = (f"no answer in {LOGIN_TIMEOUT:g}s: is it the jobtracker's port? "
                     f"(--jobtracker HOST:PORT)" + ("" if self._tls else
                                                    "; does it use TLS? then give --tls DIR"))
-        elif self._tls is not None and broker.currentDialect is None and (
-                not why or PLAIN_TEXT in why):
+        elif getattr(broker, "plain_text", False) or PLAIN_TEXT in (why or ""):
             # A plain jobtracker drops our ClientHello as garbage, often
             # before our OpenSSL reads its greeting (PLAIN_TEXT): one text
             # for both, not two that take turns in the log.
-            text = ("it does not use TLS (it answered in plain text, or dropped the connection "
-                    "before the TLS handshake ended): start it with --tls too")
+            text = not_tls_text("it")
         elif why:
             text = f"the TLS handshake failed ({why})"
         elif getattr(broker, "not_pb", None) is not None:
@@ -380,7 +398,7 @@ class JobTrackerConnection(service.Service):
                     "--tls DIR)")
         else:
             text = "the connection was lost during the login"
-        self._problem(f"cannot log in to it: {text}")
+        return text
 
     def _problem(self, text: str) -> None:
         """Say why we are not registered, once per reason: we retry with backoff."""
