@@ -587,16 +587,18 @@ def finish_output(output: str, opts: Mapping[str, str] | None = None, job_id: st
 
 def abort_unfinished(output: str, opts: Mapping[str, str] | None, job: str) -> bool:
     """``abort_output``, unless the job finished (its ``_SUCCESS`` is there:
-    a result, whatever else went wrong) or the output is another job's now
-    than ``job`` (another jobtracker's, written while this one was down);
-    whether it aborted."""
+    a result, whatever else went wrong) or the output is no longer the
+    job's (``job``'s): another job's now (another jobtracker's, written
+    while this one was down), or its mark is gone (removed, and whatever
+    is there now someone else's); whether it aborted."""
     if storage.is_remote(output):
         fs, where, names, _ = objectoutput.listing(output, opts)
-        finished = names is not None and (SUCCESS in names or OUTPUT_MARK in names and (
-            written_for_another(objectoutput.read_mark(fs, where), job)))
+        finished = names is None or SUCCESS in names or OUTPUT_MARK not in names or (
+            written_for_another(objectoutput.read_mark(fs, where), job))
     else:
         try:
-            taken = written_for_another(_read_mark(output), job)
+            taken = (not os.path.exists(os.path.join(output, OUTPUT_MARK))
+                     or written_for_another(_read_mark(output), job))
         except OSError:
             taken = False
         finished = (os.path.exists(os.path.join(output, SUCCESS)) or taken

@@ -423,7 +423,8 @@ def test_an_interrupted_jobs_output_is_emptied_unless_it_has_its_success(fs: Any
     interrupted but not in its journal: with ``_SUCCESS`` it is a result,
     kept whole; without, its parts go (alone they would look like one);
     one whose mark names another job is that job's (it replaced the output
-    while this jobtracker was down), kept whole."""
+    while this jobtracker was down), kept whole, as is one whose mark is
+    gone."""
     key = f"{BUCKET}/interrupted"
     for name in (output.OUTPUT_MARK, "part-00000", "part-00001", output.SUCCESS):
         fs.pipe_file(f"{key}/{name}", b"w\t1\n")
@@ -437,6 +438,11 @@ def test_an_interrupted_jobs_output_is_emptied_unless_it_has_its_success(fs: Any
     fs.pipe_file(f"{key}/{output.OUTPUT_MARK}", mark_text("prefix", "", "job_1").encode())
     assert output.abort_unfinished(f"s3://{key}", None, "job_1") is True
     assert [os.path.basename(p) for p in fs.ls(key, refresh=True)] == [output.OUTPUT_MARK]
+    # Its mark gone: the prefix was removed, what is there now is another's.
+    fs.rm_file(f"{key}/{output.OUTPUT_MARK}")
+    fs.pipe_file(f"{key}/part-00000", b"theirs\t1\n")
+    assert output.abort_unfinished(f"s3://{key}", None, "job_1") is False
+    assert fs.cat_file(f"{key}/part-00000") == b"theirs\t1\n"
 
 
 def test_a_prefix_is_listed_as_it_is_now_in_a_long_lived_process(fs: Any) -> None:

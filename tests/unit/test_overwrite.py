@@ -497,3 +497,17 @@ def test_an_inline_run_s_output_names_its_job_too(home: Path) -> None:
     (home / "in.txt").write_text("a b a\n")
     run_inline(str(root / "examples" / "wordcount.py"), [str(home / "in.txt")], str(home / "out"))
     assert "\njob: inline-" in (home / "out" / OUTPUT_MARK).read_text()
+
+
+def test_an_interrupted_jobs_output_whose_mark_is_gone_is_left_as_it_is(home: Path) -> None:
+    """Removed while the jobtracker was down, and made again by someone
+    else: a restart's clean-up of the job deleted the part files there."""
+    from pytxmr.output import abort_unfinished
+
+    out = home / "out"
+    out.mkdir()
+    (out / "part-00000").write_text("theirs\t1\n")
+    (out / "_temporary").mkdir()
+    before = snapshot(out)
+    assert not abort_unfinished(str(out), None, "job_1")
+    assert snapshot(out) == before
