@@ -154,8 +154,10 @@ def prepare(url: str, overwrite: bool, *, inputs: Iterable[str],
                         objects=lambda: objects_below(fs, path),
                         mark=lambda: read_mark(fs, path), may_replace=may_replace)
         # _SUCCESS first: a deletion cut short must not leave what looks
-        # like a whole output.
-        _remove(fs, url, path, sorted(names or (), key=lambda name: name != SUCCESS))
+        # like a whole output; the mark last: nor one no --overwrite takes
+        # again ("not a pytxmr output", its parts left to remove by hand).
+        _remove(fs, url, path, sorted(names or (), key=lambda name: (
+            name != SUCCESS, name == OUTPUT_MARK)))
     _create_mark(fs, url, path, mark_text("prefix", owner, job), job)
 
 
@@ -280,13 +282,17 @@ def finish(url: str, opts: Mapping[str, str], job_id: str, records: Mapping[str,
 
 def abort(url: str, opts: Mapping[str, str], job: str = "") -> None:
     """After a failed or killed job: remove its part files (alone they would
-    look like a result) and any upload left incomplete under the prefix;
-    nothing if the prefix is no longer ``job``'s (``check_mark``)."""
+    look like a result), any ``_SUCCESS`` and any upload left incomplete
+    under the prefix; nothing if the prefix is no longer ``job``'s
+    (``check_mark``)."""
     if job:
         check_mark(url, opts, job)
     fs, path = storage.filesystem(url, opts)
     names = _names(fs, path) or []
-    _remove(fs, url, path, [n for n in names if n.startswith("part-") or n == TEMPORARY])
+    # A _SUCCESS too: none is this failed job's, and one there now is
+    # another job's that wrote it as this one replaced its output.
+    _remove(fs, url, path, [n for n in names
+                            if n.startswith("part-") or n in (TEMPORARY, SUCCESS)])
     _abort_uploads(fs, path)
 
 

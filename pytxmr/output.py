@@ -525,9 +525,18 @@ def _prepare_local(path: str, overwrite: bool, *, inputs: Sequence[str],
         check_overwrite(path, inputs=inputs, input_files=input_files, protected=protected,
                         in_use=in_use, may_replace=may_replace)
         # _SUCCESS first: a deletion cut short (a killed jobtracker) must not
-        # leave what looks like a whole output.
+        # leave what looks like a whole output; the mark last: nor one no
+        # --overwrite takes again.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(path, SUCCESS))
+        for name in os.listdir(path):
+            target = os.path.join(path, name)
+            if name == OUTPUT_MARK:
+                continue
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            else:
+                os.unlink(target)
         shutil.rmtree(path)
     os.makedirs(os.path.join(path, TEMPORARY))
     # Locked before it is in place (the lock goes with the file): another

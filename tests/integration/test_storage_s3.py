@@ -634,3 +634,34 @@ def test_a_job_whose_prefix_another_job_took_as_it_ran_uploads_nothing_more(
     failed = [a for t in tasks if t["kind"] == "reduce" for a in t["attempts"]
               if a["state"] == "failed"]
     assert 1 <= len(failed) <= 2, tasks
+
+
+def test_an_overwrite_removes_the_mark_last_and_an_abort_any_success(
+        fs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An --overwrite cut short after the mark went (it went second) left
+    part files no --overwrite would replace ("not a pytxmr output"); a
+    failed job's abort left the _SUCCESS of a job that wrote it as this
+    one replaced its output: a _SUCCESS over no parts."""
+    from pytxmr import objectoutput
+
+    key = f"{BUCKET}/cut-short"
+    url = f"s3://{key}"
+    objectoutput.prepare(url, False, inputs=[], opts={}, job="job_1 aaaa")
+    for name in ("part-00000", "part-00001", output.SUCCESS):
+        fs.pipe_file(f"{key}/{name}", b"x\t1\n")
+    removed: list[str] = []
+    real_remove = objectoutput._remove
+
+    def remove(fs_: Any, url_: str, path: str, names: Any) -> None:
+        names = list(names)
+        removed.extend(names)
+        real_remove(fs_, url_, path, names)
+
+    monkeypatch.setattr(objectoutput, "_remove", remove)
+    objectoutput.prepare(url, True, inputs=[], opts={}, job="job_2 bbbb")
+    assert removed[0] == output.SUCCESS and removed[-1] == output.OUTPUT_MARK, removed
+    monkeypatch.undo()
+    for name in ("part-00000", output.SUCCESS):  # the other's _SUCCESS, written late
+        fs.pipe_file(f"{key}/{name}", b"x\t1\n")
+    output.abort_output(url, {}, "job_2 bbbb")
+    assert sorted(os.path.basename(p) for p in fs.ls(key, refresh=True)) == [output.OUTPUT_MARK]
