@@ -6,8 +6,8 @@ tests/integration/test_overwrite_cli.py."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from trees import snapshot
@@ -110,23 +110,35 @@ def test_an_earlier_output_is_overwritten(home: Path, mark: str) -> None:
 def test_an_overwrite_cut_short_leaves_no_success(home: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The deletion of the earlier output dies half-way (a SIGKILL of the
-    jobtracker): what is left must not look like a whole output."""
-    out = old_output(home / "out", mark=SUCCESS)
+    jobtracker): what is left must not look like a whole output, and must
+    still be one an --overwrite replaces (its mark goes last)."""
+    out = old_output(home / "out")
+    (out / SUCCESS).write_text("")
     for n in range(1, 50):
         (out / f"part-{n:05d}").write_text("a\t1\n")
 
     class Died(BaseException):
         pass
 
-    def dies_half_way(path: str) -> None:
-        for name in sorted(n for n in os.listdir(path) if n.startswith("part-"))[:25]:
-            os.unlink(os.path.join(path, name))
-        raise Died()
+    real_unlink = os.unlink
+    unlinked: list[str] = []
 
-    monkeypatch.setattr(shutil, "rmtree", dies_half_way)
+    def dies_half_way(path: Any, *args: Any, **kw: Any) -> None:
+        if len(unlinked) == 50:  # of 52 files, the mark among them
+            raise Died()
+        unlinked.append(os.path.basename(path))
+        real_unlink(path, *args, **kw)
+
+    monkeypatch.setattr(os, "unlink", dies_half_way)
     with pytest.raises(Died):
         prepare_output_dir(str(out), True)
-    assert not (out / SUCCESS).exists() and list(out.glob("part-*"))
+    monkeypatch.undo()
+    assert unlinked[0] == SUCCESS and not (out / SUCCESS).exists()
+    assert list(out.glob("part-*")) and (out / OUTPUT_MARK).exists()
+    claim = prepare_output_dir(str(out), True)
+    assert claim is not None and sorted(p.name for p in out.iterdir()) == [
+        OUTPUT_MARK, "_temporary"]
+    claim.close()
 
 
 def test_files_pytxmr_did_not_write_below_an_output_are_refused(home: Path) -> None:
