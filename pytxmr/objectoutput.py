@@ -249,6 +249,12 @@ def upload_part(url: str, local: str, name: str, opts: Mapping[str, str]) -> Non
     storage.retrying(url, "upload to", lambda: fs.put_file(local, f"{path}/{name}"))
 
 
+def remove_part(url: str, name: str, opts: Mapping[str, str]) -> None:
+    """Remove one part object (an upload that ended after its job did)."""
+    fs, path = storage.filesystem(url, opts)
+    storage.retrying(url, "remove", lambda: fs.rm(f"{path}/{name}"))
+
+
 def manifest(url: str, opts: Mapping[str, str], job_id: str,
              records: Mapping[str, int]) -> dict[str, Any]:
     """What ``_SUCCESS`` holds: every part as listed by the store now

@@ -579,6 +579,17 @@ def commit_part(output: str, attempt_id: str, partition: int, work_dir: str = ""
     return final
 
 
+def withdraw_part(output: str, partition: int, opts: Mapping[str, str] | None,
+                  marked: tuple[str, str]) -> None:
+    """Remove a part an attempt uploaded as its job ended (killed, failed):
+    the job's abort, done meanwhile, did not see it, and alone it looks like
+    a result; only while the prefix is still the job's (``marked``, as for
+    ``commit_part``)."""
+    objectoutput.check_mark(marked[0], opts or {}, marked[1])
+    with contextlib.suppress(FileNotFoundError):
+        objectoutput.remove_part(output, part_name(partition), opts or {})
+
+
 def finish_output(output: str, opts: Mapping[str, str] | None = None, job_id: str = "",
                   records: Mapping[int, int] | None = None, job: str = "") -> None:
     """Remove the temporary area and mark the job done with ``_SUCCESS``;

@@ -451,9 +451,16 @@ class TaskTracker:
                   job_mark(job_of(job.job_id), job.token))
         commit = functools.partial(output.commit_part, job.output, attempt.id, attempt.index,
                                    attempt.work_dir, job.storage_options, marked)
+        wid = self.wid
         try:
             if storage.is_remote(job.output):  # an upload: off the reactor
                 await in_thread(self._reactor, commit)
+                if attempt.killed and job.job_id not in self.jobs and self.wid == wid:
+                    # The job ended (killed, failed) as it uploaded: its
+                    # abort did not see this part (the jobtracker's, when
+                    # lost, may resume the job: it commits the part again).
+                    await in_thread(self._reactor, output.withdraw_part, job.output,
+                                    attempt.index, job.storage_options, marked)
             else:
                 commit()
         except output.OutputTaken as e:

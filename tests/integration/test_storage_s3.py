@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import Counter
@@ -665,3 +667,89 @@ def test_an_overwrite_removes_the_mark_last_and_an_abort_any_success(
         fs.pipe_file(f"{key}/{name}", b"x\t1\n")
     output.abort_output(url, {}, "job_2 bbbb")
     assert sorted(os.path.basename(p) for p in fs.ls(key, refresh=True)) == [output.OUTPUT_MARK]
+
+
+SLOW_PROXY = """
+import asyncio, sys
+
+TARGET, DELAY, LOG = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+
+
+async def pipe(reader, writer, delay):
+    try:
+        while data := await reader.read(65536):
+            if delay:
+                with open(LOG, "a", encoding="latin-1") as f:
+                    f.write(data[:100].decode("latin-1").split("\\r")[0] + "\\n")
+                await asyncio.sleep(delay)
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+async def handle(client_reader, client_writer):
+    server_reader, server_writer = await asyncio.open_connection("127.0.0.1", TARGET)
+    await asyncio.gather(pipe(client_reader, server_writer, DELAY),
+                         pipe(server_reader, client_writer, 0))
+
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def test_a_part_uploaded_as_its_job_was_killed_is_withdrawn(
+        tmp_path: Path, fs: Any, s3: objectstore.SeaweedS3, make_cluster: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The upload was on its way (the tasktrackers reach the store through
+    a slow link) when the job was killed: the job's abort ran before it
+    landed, and left a whole word count without _SUCCESS, which a later
+    job reading the prefix would read."""
+    import urllib.parse
+
+    from wordcounts import slow_wordcount
+
+    job = tmp_path / "job.py"
+    job.write_text(slow_wordcount(0.0))
+    data = tmp_path / "in.txt"
+    data.write_text("a b c d e f\n")
+    key = f"{BUCKET}/killed-as-it-uploaded"
+    log = tmp_path / "proxy.log"
+    log.write_text("")
+    proxy = subprocess.Popen(
+        [sys.executable, "-c", SLOW_PROXY, str(urllib.parse.urlsplit(s3.endpoint_url).port),
+         "2", str(log)], stdout=subprocess.PIPE, text=True)
+    submitter = killer = None
+    try:
+        assert proxy.stdout is not None
+        port = int(proxy.stdout.readline())
+        c = make_cluster()
+        c.start_jobtracker()  # straight to the store: its abort is quick
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        c.start_tasktrackers(1, 2)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint_url)
+        submitter = c.popen_submit(job, [data], f"s3://{key}", "--reducers", "2")
+        wait_for(lambda: f"PUT /{key}/part-" in log.read_text(), 60, "an upload to start")
+        job_id = next(line.split()[0] for line in c.cli("jobs")[1].splitlines()
+                      if " running " in line)
+        killer = subprocess.run([sys.executable, "-m", "pytxmr", "kill", job_id,
+                                 *c.client_args()], capture_output=True, text=True,
+                                env=c.env, cwd=c.base, timeout=60)
+        assert killer.returncode == 0, killer.stderr
+        _, stderr = submitter.communicate(timeout=60)
+        assert "was killed" in stderr, stderr + c.logs()
+        def names() -> list[str]:
+            return [os.path.basename(p) for p in fs.ls(key, refresh=True)]
+
+        wait_for(lambda: len(names()) > 1, 30, "the uploads on their way to land")
+        wait_for(lambda: names() == [output.OUTPUT_MARK], 30, "the parts to be withdrawn")
+    finally:
+        for p in (submitter, proxy):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
