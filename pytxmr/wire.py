@@ -71,7 +71,8 @@ COMMIT_DENIED = "CommitDenied"
 OUTPUT_TAKEN = "OutputTaken"
 
 __all__ = [
-    "Split", "PROTOCOL_VERSION", "COMMIT_DENIED", "OUTPUT_TAKEN", "JobInit", "MapLocation", "AttemptResult",
+    "Split", "PROTOCOL_VERSION", "COMMIT_DENIED", "OUTPUT_TAKEN", "JobInit", "MapLocation",
+    "AttemptResult",
     "TaskError", "Registration", "Heartbeat", "jobtracker_endpoint",
 ]
 

@@ -185,9 +185,14 @@ class TaskTracker:
     # --- what the jobtracker asks ---------------------------------------------
 
     def init_job(self, init: JobInit) -> None:
-        work_dir = self.store.add_job(init.job_id, init.token)
-        with open(os.path.join(work_dir, SOURCE), "w", encoding="utf-8") as f:
-            f.write(init.source)
+        try:
+            work_dir = self.store.add_job(init.job_id, init.token)
+            with open(os.path.join(work_dir, SOURCE), "w", encoding="utf-8") as f:
+                f.write(init.source)
+        except OSError as e:  # its attempts here fail as they come (_new_attempt)
+            self.log.error("Cannot set up job {job} here: {e}", job=init.job_id, e=e)
+            delete_paths(self.store.remove_job(init.job_id))
+            return
         self.jobs[init.job_id] = init
         if init.bundle is not None:
             self.bundles.use(init.bundle, init.job_id)
@@ -223,6 +228,8 @@ class TaskTracker:
 
     def launch_map(self, job_id: str, attempt_id: str, split: Split) -> None:
         attempt = self._new_attempt(job_id, attempt_id, "map", split.index)
+        if attempt is None:
+            return
         attempt.size = split.length
         job = attempt.job
         spec = {"kind": "map", "split": split.to_wire(), "num_partitions": job.num_reducers,
@@ -238,6 +245,8 @@ class TaskTracker:
     def launch_reduce(self, job_id: str, attempt_id: str, partition: int,
                       locations: Sequence[MapLocation]) -> None:
         attempt = self._new_attempt(job_id, attempt_id, "reduce", partition)
+        if attempt is None:
+            return
         job = attempt.job
         attempt.fetch = ReduceFetch(
             self._clock, attempt.id, job.num_maps,
@@ -317,14 +326,33 @@ class TaskTracker:
 
     # --- attempts ----------------------------------------------------------------
 
-    def _new_attempt(self, job_id: str, attempt_id: str, kind: str, index: int) -> Attempt:
-        job = self.jobs[job_id]
+    def _new_attempt(self, job_id: str, attempt_id: str, kind: str,
+                     index: int) -> Attempt | None:
+        """The attempt, set up to run; None if it cannot be (reported
+        failed, to run elsewhere: it held its slot for ever, its job hung)."""
+        job = self.jobs.get(job_id)
+        if job is None:  # its init_job failed here (a full disk): logged then
+            self._cannot_launch(attempt_id, "the job could not be set up on this tasktracker")
+            return None
         work_dir = os.path.join(self.store.job_dir(job_id), attempt_id)
         if kind == "reduce":  # its fetched runs may land there; a map's
-            os.makedirs(work_dir, exist_ok=True)  # child makes its own
+            try:  # child makes its own
+                os.makedirs(work_dir, exist_ok=True)
+            except OSError as e:
+                self._cannot_launch(attempt_id, f"cannot make its directory: {e}")
+                return None
         attempt = Attempt(attempt_id, job, kind, index, work_dir)
         self.attempts[attempt_id] = attempt
         return attempt
+
+    def _cannot_launch(self, attempt_id: str, why: str) -> None:
+        self.log.warn("Attempt {attempt} cannot start: {why}", attempt=attempt_id, why=why)
+        jobtracker = self.jobtracker
+        if jobtracker is not None:
+            error = TaskError("LaunchFailed", f"the attempt cannot start on this "
+                                              f"tasktracker: {why}")
+            d = defer.Deferred.fromCoroutine(jobtracker.attempt_failed(attempt_id, error))
+            d.addErrback(lambda f: f.trap(Unreachable))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         d = defer.Deferred.fromCoroutine(coro)
