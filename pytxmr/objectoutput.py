@@ -288,18 +288,31 @@ def finish(url: str, opts: Mapping[str, str], job_id: str, records: Mapping[str,
 
 def abort(url: str, opts: Mapping[str, str], job: str = "") -> None:
     """After a failed or killed job: remove its part files (alone they would
-    look like a result), any ``_SUCCESS`` and any upload left incomplete
-    under the prefix; nothing if the prefix is no longer ``job``'s
-    (``check_mark``)."""
+    look like a result), another job's ``_SUCCESS`` and any upload left
+    incomplete under the prefix; nothing if the prefix is no longer
+    ``job``'s (``check_mark``), or holds its ``_SUCCESS``."""
     if job:
         check_mark(url, opts, job)
     fs, path = storage.filesystem(url, opts)
     names = _names(fs, path) or []
-    # A _SUCCESS too: none is this failed job's, and one there now is
-    # another job's that wrote it as this one replaced its output.
+    if job and SUCCESS in names and _success_of(fs, url, path) == job.split(" ")[0]:
+        return  # a result: the job had finished it (its end not journaled: a full disk)
+    # A _SUCCESS too: one there now is another job's, that wrote it as
+    # this one replaced its output.
     _remove(fs, url, path, [n for n in names
                             if n.startswith("part-") or n in (TEMPORARY, SUCCESS)])
     _abort_uploads(fs, path)
+
+
+def _success_of(fs: Any, url: str, path: str) -> str:
+    """The job whose manifest the prefix's ``_SUCCESS`` is ("" if none can
+    be read)."""
+    try:
+        data = storage.retrying(url, "read", lambda: fs.cat_file(f"{path}/{SUCCESS}"))
+        found = json.loads(data).get("job", "")
+    except (StorageError, ValueError, AttributeError):
+        return ""
+    return found if isinstance(found, str) else ""
 
 
 def _abort_uploads(fs: Any, path: str) -> None:

@@ -640,6 +640,10 @@ def abort_output(output: str, opts: Mapping[str, str] | None = None, job: str = 
     if storage.is_remote(output):
         objectoutput.abort(output, opts or {}, job)
         return
+    if os.path.exists(os.path.join(output, SUCCESS)):
+        # A result: the job had finished it (its end not journaled: a full
+        # disk). It was emptied under its _SUCCESS.
+        return
     shutil.rmtree(os.path.join(output, TEMPORARY), ignore_errors=True)
     try:
         names = os.listdir(output)

@@ -237,6 +237,13 @@ class JobTracker:
                 job.output_taken = True
                 ending = {"state": "failed", "error": {
                     "type": "OutputTaken", "message": why, "traceback": ""}}
+            elif lost and not storage.is_remote(job.output) and os.path.exists(
+                    os.path.join(job.output, output.SUCCESS)):
+                # It had succeeded, its end not journaled (a full disk): its
+                # files went as it ended.
+                self.log.info("Job {job} had succeeded (its output has its _SUCCESS)",
+                              job=job_id)
+                ending = {"state": "succeeded", "error": None}
             elif lost:
                 # Failed as a job is, with its output emptied and a history:
                 # it went without a word.

@@ -281,6 +281,27 @@ def test_a_job_whose_files_are_gone_fails_and_its_output_is_emptied(tmp_path: Pa
         assert sorted(p.name for p in r.out.iterdir()) == ["_PYTXMR_OUTPUT"]
 
 
+def test_a_job_whose_end_was_not_journaled_keeps_its_output(tmp_path: Path) -> None:
+    """It succeeded, but its jobtracker's disk was full: its end was not
+    journaled, and its files went as it ended. The next start failed it
+    (its files gone) and emptied its output under its _SUCCESS."""
+    with _running(tmp_path, 4, 1, 8, 0.4, 0.05) as r:
+        c = r.cluster
+        wait_for(lambda: len(_reduces_done(c, r.job_id)) >= 2 or None, 90,
+                 "two reduces to commit")
+        port = _kill_jobtracker(c)
+        # As it was once it ended: its files gone, its output final.
+        shutil.rmtree(c.base / "jt-work" / "jobs" / r.job_id)
+        shutil.rmtree(r.out / "_temporary", ignore_errors=True)
+        (r.out / "_SUCCESS").write_text("")
+        before = sorted(p.name for p in r.out.iterdir())
+        assert [n for n in before if n.startswith("part-")]
+        c.start_jobtracker("--port", str(port), "--resume-grace", "2")
+        wait_for(lambda: (_status(c, r.job_id) or {}).get("state") == "succeeded", 30,
+                 "the job to be known as succeeded")
+        assert sorted(p.name for p in r.out.iterdir()) == before
+
+
 @pytest.mark.parametrize("other_job", ["writing", "finished"])
 def test_a_job_whose_output_another_job_took_meanwhile_is_not_resumed(
         tmp_path: Path, other_job: str) -> None:

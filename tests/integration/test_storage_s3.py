@@ -667,6 +667,12 @@ def test_an_overwrite_removes_the_mark_last_and_an_abort_any_success(
         fs.pipe_file(f"{key}/{name}", b"x\t1\n")
     output.abort_output(url, {}, "job_2 bbbb")
     assert sorted(os.path.basename(p) for p in fs.ls(key, refresh=True)) == [output.OUTPUT_MARK]
+    # Its own _SUCCESS (its end not journaled, a full disk): a result, kept.
+    fs.pipe_file(f"{key}/part-00000", b"x\t1\n")
+    objectoutput.finish(url, {}, "job_2", {"part-00000": 1}, "job_2 bbbb")
+    output.abort_output(url, {}, "job_2 bbbb")
+    assert sorted(os.path.basename(p) for p in fs.ls(key, refresh=True)) == [
+        output.OUTPUT_MARK, output.SUCCESS, "part-00000"]
 
 
 SLOW_PROXY = """

@@ -523,3 +523,16 @@ def test_an_interrupted_jobs_output_whose_mark_is_gone_is_left_as_it_is(home: Pa
     before = snapshot(out)
     assert not abort_unfinished(str(out), None, "job_1")
     assert snapshot(out) == before
+
+
+def test_an_output_with_its_success_is_never_emptied(home: Path) -> None:
+    """A job whose end its jobtracker could not journal (a full disk) was
+    failed at the next start, as its files were gone, and its output
+    emptied under its _SUCCESS: a reader found a whole output of nothing."""
+    from pytxmr.output import abort_output
+
+    out = old_output(home / "out")
+    (out / SUCCESS).write_text("")
+    before = snapshot(out)
+    abort_output(str(out), None, "job_1 aaaa")
+    assert snapshot(out) == before
