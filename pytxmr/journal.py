@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,7 +77,20 @@ class JournalError(Exception):
     than drop its jobs' resumption unsaid."""
 
 
+#: Free bytes under which a journal that cannot be opened is blamed on
+#: its disk, not on itself: SQLite says "disk I/O error" of a full disk.
+FULL_DISK = 1 << 20
+
+
 def _unreadable(path: str, e: Exception) -> JournalError:
+    try:
+        free = shutil.disk_usage(os.path.dirname(path)).free
+    except OSError:
+        free = FULL_DISK
+    if free < FULL_DISK or "full" in str(e):
+        return JournalError(f"cannot open the journal {path} ({e}): its disk is full "
+                            f"({free:,} bytes free). Free some space and start again: the "
+                            f"journal is kept, and the jobs it has as running resume")
     return JournalError(f"cannot read the journal {path} ({e}): it is damaged, or not "
                         f"pytxmr's. Move it aside to start without it (the jobs it had as "
                         f"running then do not resume), or give another --workdir")

@@ -201,3 +201,26 @@ def test_a_journal_that_cannot_be_read_is_named(tmp_path: Path, damage: str) -> 
         journal.open()
         journal.running_jobs()
     journal.close()
+
+
+@pytest.mark.parametrize("free", [0, 10 << 30])
+def test_a_journal_that_cannot_be_opened_on_a_full_disk_is_not_called_damaged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    """SQLite says "disk I/O error" of a full disk: the message said the
+    journal was damaged and to move it aside, which loses the jobs it
+    would resume once space is back."""
+    import shutil
+    from collections import namedtuple
+
+    from pytxmr import journal
+
+    (tmp_path / journal.FILE).mkdir()  # sqlite cannot open it
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(free + 1, 1, free))
+    with pytest.raises(journal.JournalError) as e:
+        Journal(str(tmp_path)).open()
+    if free:
+        assert "it is damaged, or not pytxmr's. Move it aside" in str(e.value)
+    else:
+        assert "its disk is full (0 bytes free). Free some space and start again: the " \
+            "journal is kept" in str(e.value)
