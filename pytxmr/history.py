@@ -42,9 +42,13 @@ _SEQ_RE = re.compile(r"_(\d+)$")
 
 def _write_json(path: str, data: Any) -> None:
     tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove([tmp])  # a full disk: no .tmp left for ever
+        raise
 
 
 def _remove(paths: list[str]) -> None:
@@ -141,6 +145,14 @@ class JobHistory:
             _remove(self._paths(summary["job_id"]))
         kept = found[max(0, len(found) - self.retention):] if self.retention else []
         self.summaries = OrderedDict((d["job_id"], d) for d in kept)
+        # What a write cut short left (a full disk): a .tmp, or a job's
+        # companions without its detail, which no retention removes.
+        for name in os.listdir(self.directory):
+            job_id = name.split(".", 1)[0]
+            orphan = name.endswith(_COMPANIONS) and not os.path.exists(
+                os.path.join(self.directory, f"{job_id}.json"))
+            if (name.endswith(".tmp") or orphan) and valid_job_id(job_id):
+                _remove([os.path.join(self.directory, name)])
         if self.summaries:
             self.log.info("Loaded {n} finished jobs from {dir}", n=len(self.summaries),
                           dir=self.directory)
@@ -181,11 +193,15 @@ class JobHistory:
                logs: dict[str, str], evicted: list[str]) -> None:
         detail_path, logs_path, summary_path, page_path = self._paths(job_id)
         os.makedirs(self.directory, exist_ok=True)
-        if logs:
-            _write_json(logs_path, logs)
-        _write_json(detail_path, detail)
-        _write_json(page_path, page_view(detail))
-        _write_json(summary_path, summary)
+        try:
+            if logs:
+                _write_json(logs_path, logs)
+            _write_json(detail_path, detail)
+            _write_json(page_path, page_view(detail))
+            _write_json(summary_path, summary)
+        except OSError:
+            _remove(self._paths(job_id))  # not half a job, which no retention removes
+            raise
         _remove(evicted)
 
     async def detail(self, job_id: str) -> dict[str, Any] | None:

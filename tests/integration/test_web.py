@@ -553,6 +553,28 @@ class HistoryTests(JobTrackerCase):
             self.assertNotIn("tasks", json.load(f))
         self.assertEqual(len((await jt.job_view(job_id))["tasks"]), 2)
 
+    async def test_what_a_write_cut_short_left_in_the_history_goes(self) -> None:
+        """A full disk cut a job's writes short: its .tmp and the files
+        written before it stayed for ever (no retention looks at a job
+        without its summary or detail); a restart removes them, and a
+        write that fails leaves none."""
+        job_id = await self.finish_job(self.jt)
+        await self.jt.history.flush()
+        history = os.path.join(self.workdir, "history")
+        left = ["job_20990101000000_0009.logs.json", "job_20990101000000_0009.json.tmp",
+                f"{job_id}.json.tmp"]
+        for name in left:
+            with open(os.path.join(history, name), "w") as f:
+                f.write("{}")
+        jt = await self.restart()
+        self.assertEqual(sorted(os.listdir(history)), [
+            f"{job_id}.json", f"{job_id}.logs.json", f"{job_id}.page.json",
+            f"{job_id}.summary.json"])
+        self.patch(json, "dump", lambda *a, **kw: (_ for _ in ()).throw(OSError(28, "full")))
+        second = await self.finish_job(jt)
+        await jt.history.flush()
+        self.assertEqual([n for n in os.listdir(history) if n.startswith(second)], [])
+
     async def test_an_ended_jobs_page_is_read_without_its_detail(self) -> None:
         """Its page comes from JOB.page.json (of a size that does not grow
         with the job), its JSON is JOB.json unparsed; a history stored
