@@ -203,10 +203,15 @@ class Admission:
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(self._clock.seconds()))
         job_id = f"job_{stamp}_{self._seq:04d}"
         job_dir = os.path.join(self.jobs_dir, job_id)
-        os.makedirs(job_dir)
         source_path = os.path.join(job_dir, "job.py")
-        with open(source_path, "w", encoding="utf-8") as f:
-            f.write(sub.source)
+        try:
+            os.makedirs(job_dir)
+            with open(source_path, "w", encoding="utf-8") as f:
+                f.write(sub.source)
+        except OSError as e:  # a full disk: said to be the jobtracker's
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise SubmissionError(f"the jobtracker cannot write the job's files in its work "
+                                  f"directory {self.workdir}: {e.strerror or e}") from None
         claim = None
         shuffle_token = os.urandom(32)  # and its output's mark names it (hashed)
         try:

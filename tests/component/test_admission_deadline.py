@@ -58,3 +58,29 @@ class ListingDeadlineTests(TestCase):
                          "s3://bucket/in/*.txt answer?")
         jobs = os.path.join(work, "jobs")  # nothing of the job was made
         self.assertEqual(os.listdir(jobs) if os.path.isdir(jobs) else [], [])
+
+
+class WorkDirectoryTests(TestCase):
+
+    timeout = 30
+
+    async def test_a_job_whose_files_cannot_be_written_names_the_work_directory(self) -> None:
+        """A full disk: the submitter was told "[Errno 28] No space left on
+        device", which named neither the disk nor whose it is."""
+        work = tempfile.mkdtemp(prefix="pytxmr-admission-")
+        self.addCleanup(shutil.rmtree, work, True)
+        job, data = os.path.join(work, "job.py"), os.path.join(work, "in.txt")
+        with open(job, "w") as f:
+            f.write("def map(k, line):\n    yield line, 1\n")
+        with open(data, "w") as f:
+            f.write("a\n")
+        with open(os.path.join(work, "jobs"), "w"):  # no directory can be made there
+            pass
+        adm = Admission(reactor, task.Clock(), work, None, 30.0,  # type: ignore[arg-type]
+                        BundleStore(os.path.join(work, "bundles")))
+        spec = client.submission(job, [data], os.path.join(work, "out")).spec
+        with self.assertRaises(SubmissionError) as refused:
+            await adm.admit(spec, 2, lambda: [])
+        self.assertIn(f"the jobtracker cannot write the job's files in its work directory "
+                      f"{work}: ", str(refused.exception))
+        self.assertFalse(os.path.exists(os.path.join(work, "out")))
