@@ -66,12 +66,7 @@ def run_inline(
     # and arguments. Jobs from several threads run one after another.
     with storage.WORKING_DIRECTORY:
         codec = codec_for(compress)  # before any output is touched
-        try:
-            with open(job_path, encoding="utf-8") as f:
-                source = f.read()
-        except OSError as e:
-            raise JobDefinitionError(
-                f"cannot read the job module {job_path}: {e.strerror}") from None
+        source = _read_source(job_path)
         given = jobargs.check_pairs(args.items() if isinstance(args, Mapping) else (args or ()))
         storage.check_named(inputs, output_dir)
         storage.check_no_credentials([*inputs, output_dir])
@@ -103,18 +98,22 @@ def load_job(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] =
     with ``--py-files`` was not found there."""
     with storage.WORKING_DIRECTORY:
         job_path = os.path.abspath(job_path)
-        try:
-            with open(job_path, encoding="utf-8") as f:
-                source = f.read()
-        except OSError as e:
-            raise JobDefinitionError(
-                f"cannot read the job module {job_path}: {e.strerror}") from None
+        source = _read_source(job_path)
         work = tempfile.mkdtemp(prefix="pytxmr-inline-")
         try:
             with _shipped(job_path, py_files, files, work) as unpacked:
                 return _loaded(source, job_path, map_name, reduce_name, unpacked)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _read_source(job_path: str) -> str:
+    try:
+        with open(job_path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise JobDefinitionError(
+            f"cannot read the job module {job_path}: {e.strerror}") from None
 
 
 def _loaded(source: str, job_path: str, map_name: str, reduce_name: str,

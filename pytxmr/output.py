@@ -631,7 +631,8 @@ def abort_unfinished(output: str, opts: Mapping[str, str] | None, job: str) -> b
 def abort_output(output: str, opts: Mapping[str, str] | None = None, job: str = "") -> None:
     """After a failed or killed job: remove every attempt's files, the
     committed part files too (alone, they would look like a result); in an
-    object store, only while the prefix's mark names ``job``.
+    object store, only while the prefix's mark names ``job``; nothing of
+    an output with the job's ``_SUCCESS`` (a result).
 
     The directory itself stays, empty, as Hadoop leaves it: resubmit with
     ``--overwrite``. ``_temporary`` goes first, so that an attempt still
@@ -641,8 +642,8 @@ def abort_output(output: str, opts: Mapping[str, str] | None = None, job: str = 
         objectoutput.abort(output, opts or {}, job)
         return
     if os.path.exists(os.path.join(output, SUCCESS)):
-        # A result: the job had finished it (its end not journaled: a full
-        # disk). It was emptied under its _SUCCESS.
+        # The job had finished it, its end not journaled (a full disk): it
+        # was emptied under its _SUCCESS.
         return
     shutil.rmtree(os.path.join(output, TEMPORARY), ignore_errors=True)
     try:

@@ -262,15 +262,22 @@ def test_a_job_whose_output_was_removed_meanwhile_is_not_resumed(tmp_path: Path,
             assert (r.out / "part-00002").read_text() == "mine\n"
 
 
+def _files_lost_in_a_crash(r: Running) -> int:
+    """Two reduces committed, the jobtracker SIGKILLed, the job's files
+    gone from its work directory; the port to start it again on."""
+    c = r.cluster
+    wait_for(lambda: len(_reduces_done(c, r.job_id)) >= 2 or None, 90, "two reduces to commit")
+    port = _kill_jobtracker(c)
+    shutil.rmtree(c.base / "jt-work" / "jobs" / r.job_id)
+    return port
+
+
 def test_a_job_whose_files_are_gone_fails_and_its_output_is_emptied(tmp_path: Path) -> None:
     """It was dropped without a word: no history, no log line, and its
     output left half written."""
     with _running(tmp_path, 4, 1, 8, 0.4, 0.05) as r:
         c = r.cluster
-        wait_for(lambda: len(_reduces_done(c, r.job_id)) >= 2 or None, 90,
-                 "two reduces to commit")
-        port = _kill_jobtracker(c)
-        shutil.rmtree(c.base / "jt-work" / "jobs" / r.job_id)
+        port = _files_lost_in_a_crash(r)
         c.start_jobtracker("--port", str(port), "--resume-grace", "2")
         _, stderr = r.submitter.communicate(timeout=60)
         assert r.submitter.returncode == 1, stderr
@@ -287,11 +294,8 @@ def test_a_job_whose_end_was_not_journaled_keeps_its_output(tmp_path: Path) -> N
     (its files gone) and emptied its output under its _SUCCESS."""
     with _running(tmp_path, 4, 1, 8, 0.4, 0.05) as r:
         c = r.cluster
-        wait_for(lambda: len(_reduces_done(c, r.job_id)) >= 2 or None, 90,
-                 "two reduces to commit")
-        port = _kill_jobtracker(c)
-        # As it was once it ended: its files gone, its output final.
-        shutil.rmtree(c.base / "jt-work" / "jobs" / r.job_id)
+        port = _files_lost_in_a_crash(r)
+        # As it was once it ended: its output final.
         shutil.rmtree(r.out / "_temporary", ignore_errors=True)
         (r.out / "_SUCCESS").write_text("")
         before = sorted(p.name for p in r.out.iterdir())

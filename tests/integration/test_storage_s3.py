@@ -513,6 +513,32 @@ def test_a_prefix_marked_by_another_job_meanwhile_is_left_to_it(fs: Any) -> None
     assert fs.cat_file(f"{key}/part-00000") == b"theirs\t1\n"
 
 
+def _plant_another_job(fs: Any, key: str, parts: int) -> dict[str, bytes]:
+    """What another cluster's job (its --overwrite) leaves under ``key``:
+    its mark and ``parts`` part objects; those parts."""
+    fs.pipe_file(f"{key}/{output.OUTPUT_MARK}",
+                 mark_text("prefix", "", "job_29990101000000_0001 cccc").encode())
+    theirs = {f"part-{i:05d}": f"theirs{i}\t1\n".encode() for i in range(parts)}
+    for name, body in theirs.items():
+        fs.pipe_file(f"{key}/{name}", body)
+    return theirs
+
+
+def _slow_job(tmp_path: Path, files: int, map_sleep: float,
+              reduce_sleep: float = 0.0) -> tuple[Path, list[Path]]:
+    """A word count whose tasks sleep, and ``files`` inputs of 3 lines."""
+    from wordcounts import slow_wordcount
+
+    job = tmp_path / "slow.py"
+    job.write_text(slow_wordcount(map_sleep, reduce_sleep))
+    inputs = []
+    for n in range(files):
+        path = tmp_path / f"in{n}.txt"
+        path.write_text("".join(f"w{(n * 7 + i) % 23} both\n" for i in range(3)))
+        inputs.append(path)
+    return job, inputs
+
+
 def test_a_resumed_job_leaves_a_prefix_another_job_took_meanwhile(
         tmp_path: Path, fs: Any, make_cluster: Any) -> None:
     """While the jobtracker was down, another cluster's job replaced the
@@ -520,15 +546,8 @@ def test_a_resumed_job_leaves_a_prefix_another_job_took_meanwhile(
     job into it, writing its parts over the other's and its _SUCCESS. Now
     the job fails, saying so, and the prefix is left as it is."""
     from test_resume import _kill_jobtracker, _reduces_done
-    from wordcounts import slow_wordcount
 
-    job = tmp_path / "slow.py"
-    job.write_text(slow_wordcount(0.3, 0.05))
-    inputs = []
-    for n in range(6):
-        path = tmp_path / f"in{n}.txt"
-        path.write_text("".join(f"w{(n * 7 + i) % 23} both\n" for i in range(3)))
-        inputs.append(path)
+    job, inputs = _slow_job(tmp_path, 6, 0.3, 0.05)
     key = f"{BUCKET}/resumed-taken"
     out = f"s3://{key}"
     c = make_cluster()
@@ -549,11 +568,7 @@ def test_a_resumed_job_leaves_a_prefix_another_job_took_meanwhile(
             return len(listings) > 1 and listings[-1] == listings[-2]
 
         wait_for(settled, 30, "the uploads in flight to end", interval=1.0)
-        fs.pipe_file(f"{key}/{output.OUTPUT_MARK}",
-                     mark_text("prefix", "", "job_29990101000000_0001 cccc").encode())
-        theirs = {f"part-{i:05d}": f"theirs{i}\t1\n".encode() for i in range(6)}
-        for name, body in theirs.items():
-            fs.pipe_file(f"{key}/{name}", body)
+        theirs = _plant_another_job(fs, key, 6)
         c.start_jobtracker("--port", str(port), "--resume-grace", "2")
         _, stderr = submitter.communicate(timeout=90)
     finally:
@@ -592,15 +607,7 @@ def test_a_job_whose_prefix_another_job_took_as_it_ran_uploads_nothing_more(
     """Another cluster's job (--overwrite) marked the prefix as this one
     ran: this job's reduces uploaded their parts over the other's before
     it failed at its end. Each upload reads the mark first now."""
-    from wordcounts import slow_wordcount
-
-    job = tmp_path / "slow.py"
-    job.write_text(slow_wordcount(0.3))
-    inputs = []
-    for n in range(4):
-        path = tmp_path / f"in{n}.txt"
-        path.write_text("".join(f"w{(n * 7 + i) % 23} both\n" for i in range(3)))
-        inputs.append(path)
+    job, inputs = _slow_job(tmp_path, 4, 0.3)
     key = f"{BUCKET}/taken-as-it-ran"
     c = make_cluster()
     c.start_jobtracker()
@@ -610,11 +617,7 @@ def test_a_job_whose_prefix_another_job_took_as_it_ran_uploads_nothing_more(
         wait_for(lambda: any(" running " in line for line in c.cli("jobs")[1].splitlines()),
                  30, "the job to run")
         # Before any reduce may commit: its maps sleep.
-        fs.pipe_file(f"{key}/{output.OUTPUT_MARK}",
-                     mark_text("prefix", "", "job_29990101000000_0001 cccc").encode())
-        theirs = {f"part-{i:05d}": f"theirs{i}\t1\n".encode() for i in range(3)}
-        for name, body in theirs.items():
-            fs.pipe_file(f"{key}/{name}", body)
+        theirs = _plant_another_job(fs, key, 3)
         _, stderr = submitter.communicate(timeout=90)
     finally:
         if submitter.poll() is None:
