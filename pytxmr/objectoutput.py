@@ -179,7 +179,7 @@ def _create_mark(fs: Any, url: str, path: str, text: str, job: str) -> None:
         try:
             call("put_object", Bucket=bucket, Key=name, Body=text.encode(), IfNoneMatch="*")
         except Exception as e:
-            code, status = _s3_error(e)
+            code, status = storage.s3_error(e)
             if code != "NotImplemented" and status != 501:
                 raise
             fs.pipe_file(key, text.encode())
@@ -187,7 +187,7 @@ def _create_mark(fs: Any, url: str, path: str, text: str, job: str) -> None:
     try:
         storage.retrying(url, "write", put)  # a refusal (412) is not tried again
     except Exception as e:
-        code, status = _s3_error(e)
+        code, status = storage.s3_error(e)
         if code != "PreconditionFailed" and status != 412:
             raise
         # A retry of a put that had been done (its answer lost) finds this
@@ -197,17 +197,6 @@ def _create_mark(fs: Any, url: str, path: str, text: str, job: str) -> None:
                 f"another job made the output {storage.redact(url)} as this one was "
                 f"preparing it: give another output, or resubmit with --overwrite once "
                 f"that job has ended") from None
-
-
-def _s3_error(e: BaseException) -> tuple[str, int]:
-    """The S3 error code and HTTP status behind ``e`` (("", 0) if none):
-    s3fs raises an OSError whose cause is botocore's error."""
-    for seen in storage.causes(e):
-        response = getattr(seen, "response", None)
-        if isinstance(response, dict):
-            return (response.get("Error", {}).get("Code", ""),
-                    response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-    return "", 0
 
 
 def check_mark(url: str, opts: Mapping[str, str], job: str) -> None:

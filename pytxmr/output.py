@@ -586,8 +586,7 @@ def withdraw_part(output: str, partition: int, opts: Mapping[str, str] | None,
     a result; only while the prefix is still the job's (``marked``, as for
     ``commit_part``)."""
     objectoutput.check_mark(marked[0], opts or {}, marked[1])
-    with contextlib.suppress(FileNotFoundError):
-        objectoutput.remove_part(output, part_name(partition), opts or {})
+    objectoutput.remove_part(output, part_name(partition), opts or {})
 
 
 def finish_output(output: str, opts: Mapping[str, str] | None = None, job_id: str = "",

@@ -31,7 +31,6 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 __all__ = [
     "InputFile",
     "StorageError",
-    "causes",
     "check_options",
     "describe",
     "expand_inputs",
@@ -44,6 +43,7 @@ __all__ = [
     "parent",
     "redact",
     "retrying",
+    "s3_error",
     "use_options",
 ]
 
@@ -384,7 +384,7 @@ def store_error(url: str, e: BaseException, doing: str) -> StorageError:
                 ConnectionResetError: "the server reset the connection"}
         return StorageError(f"cannot {doing} {shown}: "
                             f"{said.get(type(lost)) or describe(lost)}", url)
-    loop = next((c for c in causes(e) if type(c).__name__ == "TooManyRedirects"), None)
+    loop = next((c for c in _causes(e) if type(c).__name__ == "TooManyRedirects"), None)
     if loop is not None:  # fsspec's HTTP store says FileNotFoundError for it too
         return StorageError(f"cannot {doing} {shown}: the server redirected it too many "
                             f"times (a loop?)", url)
@@ -395,7 +395,7 @@ def store_error(url: str, e: BaseException, doing: str) -> StorageError:
     if isinstance(e, PermissionError):
         return StorageError(f"access to {shown} was denied ({describe(e)}); check the "
                             f"credentials where it is used {where}", url)
-    if any(type(c).__name__ == "NoCredentialsError" for c in causes(e)):
+    if any(type(c).__name__ == "NoCredentialsError" for c in _causes(e)):
         # botocore's "Unable to locate credentials", said by the jobtracker
         # to a client that has them: which host lacks them?
         return StorageError(f"cannot {doing} {shown}: no credentials were found on the host "
@@ -403,7 +403,7 @@ def store_error(url: str, e: BaseException, doing: str) -> StorageError:
     return StorageError(f"cannot {doing} {shown}: {describe(e)}", url)
 
 
-def causes(e: BaseException) -> Iterator[BaseException]:
+def _causes(e: BaseException) -> Iterator[BaseException]:
     """``e`` and its causes, each once: a chain may loop (``raise e from e``
     of an error re-raised as itself; it spun a job's abort for ever)."""
     met: set[int] = set()
@@ -417,27 +417,34 @@ def causes(e: BaseException) -> Iterator[BaseException]:
 def _http_status(e: BaseException) -> int | None:
     """The HTTP status behind a store's exception (aiohttp's), if any (not
     its 0 of a redirect loop, which answered nothing)."""
-    for seen in causes(e):
+    for seen in _causes(e):
         status = getattr(seen, "status", None)
         if isinstance(status, int) and status > 0 and type(seen).__module__.startswith("aiohttp"):
             return status
     return None
 
 
-def _refused_by_s3(e: BaseException) -> bool:
-    """A 4xx of botocore's behind s3fs's OSError (a conditional write
-    refused, 412, is an EINVAL there: it was tried 4 times), but a timeout
-    or too many requests, which may pass."""
-    for seen in causes(e):
+def s3_error(e: BaseException) -> tuple[str, int]:
+    """The S3 error code and HTTP status behind ``e`` (("", 0) if none):
+    s3fs raises an OSError whose cause is botocore's error."""
+    for seen in _causes(e):
         response = getattr(seen, "response", None)
-        if isinstance(response, dict) and type(seen).__module__.startswith("botocore"):
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
-    return False
+        if isinstance(response, dict):
+            return (response.get("Error", {}).get("Code", ""),
+                    response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    return "", 0
+
+
+def _refused_by_s3(e: BaseException) -> bool:
+    """A 4xx of S3's behind s3fs's OSError (a conditional write refused,
+    412, is an EINVAL there: it was tried 4 times), but a timeout or too
+    many requests, which may pass."""
+    status = s3_error(e)[1]
+    return 400 <= status < 500 and status not in (408, 429)
 
 
 def _timed_out(e: BaseException) -> bool:
-    return any(isinstance(seen, TimeoutError) for seen in causes(e))
+    return any(isinstance(seen, TimeoutError) for seen in _causes(e))
 
 
 def shrunk(path: str, listed: int, now: int | None = None) -> StorageError:
@@ -452,7 +459,7 @@ def shrunk(path: str, listed: int, now: int | None = None) -> StorageError:
 def _connection_error(e: BaseException) -> BaseException | None:
     """The connection that failed behind a store's exception (refused,
     reset), which fsspec's HTTP store reports as a missing file."""
-    return next((seen for seen in causes(e) if isinstance(seen, ConnectionError)), None)
+    return next((seen for seen in _causes(e) if isinstance(seen, ConnectionError)), None)
 
 
 def _permanent(e: BaseException) -> bool:

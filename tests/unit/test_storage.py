@@ -445,7 +445,7 @@ def test_an_error_that_is_its_own_cause_ends_its_chain() -> None:
     chain that loops: a failed job's abort spun on it for ever."""
     e = StorageError("cannot list s3://b/x", "s3://b/x")
     e.__cause__ = e
-    assert list(storage.causes(e)) == [e]
+    assert list(storage._causes(e)) == [e]
     assert storage._permanent(e) in (True, False)
 
 
