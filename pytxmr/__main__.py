@@ -645,6 +645,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                          "do not give them with --arg")
         a.job = _streaming_job(a)
         a.inputs = a.paths
+        if a.paths and a.paths[0].endswith(".py"):
+            print(f"pytxmr: note: a streaming job (--mapper) has no job module; {a.paths[0]} "
+                  "is read as an input (without --mapper it would be the job)", file=sys.stderr)
         a.args = [*a.args, ("mapper", a.mapper)] + (
             [("reducer", a.reducer)] if a.reducer is not None else [])
     elif len(a.paths) < 2:

@@ -363,3 +363,16 @@ def test_an_empty_command_is_a_command_to_refuse_not_none(
 
     a = parse(["run", *argv, "-o", "out"])
     assert a.args == streaming_args and a.inputs == ["in.txt"]
+
+
+def test_a_job_module_given_with_mapper_is_named_as_an_input(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --mapper cat wordcount.py in.txt` counted the module's lines as
+    input without a word: the user meant one or the other."""
+    from pytxmr.__main__ import parse
+
+    a = parse(["run", "--mapper", "cat", "wordcount.py", "in.txt", "-o", "out"])
+    assert a.inputs == ["wordcount.py", "in.txt"]
+    assert "wordcount.py is read as an input" in capsys.readouterr().err
+    parse(["run", "--mapper", "cat", "in.txt", "code.py", "-o", "out"])
+    assert capsys.readouterr().err == ""
