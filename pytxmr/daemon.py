@@ -4,6 +4,8 @@ a service under ``task.react`` until SIGTERM/SIGINT or a fatal error."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import io
 import json
 import os
@@ -110,17 +112,31 @@ def _lock(path: str) -> Any:
     if os.path.exists(path) and not os.path.isdir(path):
         raise FatalError(f"the work directory {path} is a file, not a directory: give "
                          f"--workdir a directory (made if missing)")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    lock = open(os.path.join(path, ".lock"), "a+", encoding="utf-8")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        lock = open(os.path.join(path, ".lock"), "a+", encoding="utf-8")
+    except OSError as e:
+        raise _unusable(path, e) from e
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
         return None
-    lock.truncate(0)
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
+    try:
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+    except OSError as e:
+        with contextlib.suppress(OSError):  # the unwritten line again
+            lock.close()
+        raise _unusable(path, e) from e
     return lock
+
+
+def _unusable(path: str, e: OSError) -> FatalError:
+    """A start on a full disk said only "[Errno 28] No space left on device"."""
+    why = "its disk is full" if e.errno == errno.ENOSPC else e.strerror or str(e)
+    return FatalError(f"cannot use the work directory {path}: {why}")
 
 
 def run_daemon(start: Callable[[Any], Awaitable[Any]], args: argparse.Namespace,

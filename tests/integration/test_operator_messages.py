@@ -3,13 +3,16 @@ and a task's failure that names its cause (a full disk)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from procs import Cluster
+from procs import Cluster, base_env
 
 
 def test_daemon_logs_have_no_factory_noise(tmp_path: Path) -> None:
@@ -31,17 +34,50 @@ def test_daemon_logs_have_no_factory_noise(tmp_path: Path) -> None:
         c.stop_all()
 
 
-def test_a_full_disk_is_named_in_the_attempts_error(tmp_path: Path) -> None:
-    """A map that fills its worker's disk fails with "No space left on
-    device" and the file's path, not with a process that died silently."""
+@contextlib.contextmanager
+def small_disk(tmp_path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted for the test (root only), unmounted after."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small file system needs root")
     disk = tmp_path / "small-disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_daemon_started_on_a_full_disk_says_so(tmp_path: Path) -> None:
+    """Its one line was "[Errno 28] No space left on device", naming
+    neither the directory nor what to do."""
+    with small_disk(tmp_path, "64k") as disk:
+        with open(disk / "fill", "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while f.write(b"x" * 4096):
+                pass
+        for daemon, args in (("jobtracker", ["--port", "0", "--no-web"]),
+                             ("tasktracker", ["--jobtracker", "127.0.0.1:1"])):
+            workdir = disk / daemon
+            proc = subprocess.run([sys.executable, "-m", f"pytxmr.{daemon}", *args,
+                                   "--workdir", str(workdir)], capture_output=True, text=True,
+                                  env=base_env(tmp_path), timeout=30)
+            assert proc.returncode == 2, proc.stderr
+            assert (f"{daemon}: cannot use the work directory {workdir}: "
+                    in proc.stderr.splitlines()[0]), proc.stderr
+            assert "its disk is full" in proc.stderr, proc.stderr
+
+
+def test_a_full_disk_is_named_in_the_attempts_error(tmp_path: Path) -> None:
+    """A map that fills its worker's disk fails with "No space left on
+    device" and the file's path, not with a process that died silently."""
+    with small_disk(tmp_path, "4m") as disk:
+        _fill_a_workers_disk(tmp_path, disk)
+
+
+def _fill_a_workers_disk(tmp_path: Path, disk: Path) -> None:
     c = Cluster(tmp_path)
     try:
         c.start_jobtracker()
@@ -59,7 +95,6 @@ def test_a_full_disk_is_named_in_the_attempts_error(tmp_path: Path) -> None:
         assert "No space left on device" in err and str(disk) in err, err
     finally:
         c.stop_all()
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def test_the_jobtracker_serves_prometheus_metrics(tmp_path: Path) -> None:
