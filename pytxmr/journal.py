@@ -48,6 +48,11 @@ class Committed:
     attempt_id: str
     counters: dict[str, dict[str, int]]
     kinds: tuple[str, ...] = ()
+    # What the status page and ``logs`` show of it after a restart (a
+    # duration of 0 and no log before).
+    started: float | None = None
+    finished: float | None = None
+    log: str = ""
 
 
 @dataclass
@@ -149,12 +154,13 @@ class Journal:
         self._write("INSERT OR REPLACE INTO steps VALUES (?, ?, ?)", job_id, step,
                     json.dumps(plan))
 
-    def task_committed(self, job_id: str, step: int, kind: str, index: int, attempt_id: str,
-                       counters: dict[str, dict[str, int]], kinds: tuple[str, ...] = ()
-                       ) -> None:
-        result = json.dumps({"counters": counters, "kinds": list(kinds)})
+    def task_committed(self, job_id: str, step: int, kind: str, index: int,
+                       task: Committed) -> None:
+        result = json.dumps({"counters": task.counters, "kinds": list(task.kinds),
+                             "started": task.started, "finished": task.finished,
+                             "log": task.log})
         self._write("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?)", job_id, step,
-                    kind, index, attempt_id, result)
+                    kind, index, task.attempt_id, result)
 
     def job_ending(self, job_id: str, state: str, error: dict[str, str] | None) -> None:
         """The job is over (``state``) and its output is being finished or
@@ -190,7 +196,8 @@ class Journal:
             if state is None:
                 continue
             r = json.loads(result)
-            committed = Committed(attempt_id, r["counters"], tuple(r.get("kinds", ())))
+            committed = Committed(attempt_id, r["counters"], tuple(r.get("kinds", ())),
+                                  r.get("started"), r.get("finished"), r.get("log") or "")
             (state.maps if kind == "map" else state.reduces)[index] = committed
         for job_id, outcome in self._db.execute("SELECT job_id, outcome FROM ending"):
             if job_id in jobs:

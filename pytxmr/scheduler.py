@@ -16,7 +16,7 @@ import contextlib
 import enum
 import heapq
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Union
+from typing import Iterable, Mapping, Protocol, Union
 
 from .counters import FRAMEWORK, Counters, TooManyCounters, add_user_names
 from .wire import COMMIT_DENIED, OUTPUT_TAKEN, AttemptResult, MapLocation, job_of
@@ -112,6 +112,17 @@ Action = Union[InitJob, LaunchMap, LaunchReduce, KillAttempt, AnnounceMapOutputs
 
 
 # --- state -----------------------------------------------------------------
+
+class CommittedTask(Protocol):
+    """A task done before a restart, as the jobtracker's journal has it
+    (``journal.Committed``)."""
+
+    attempt_id: str
+    counters: dict[str, dict[str, int]]
+    kinds: tuple[str, ...]
+    started: float | None
+    finished: float | None
+
 
 @dataclass
 class Attempt:
@@ -616,11 +627,11 @@ class Scheduler:
 
     def resume(self, job_id: str, num_maps: int, num_reducers: int, now: float, *,
                max_attempts: int = DEFAULT_MAX_ATTEMPTS, speculative: bool = False,
-               done: dict[tuple[str, int], tuple[str, dict[str, dict[str, int]]]],
+               done: Mapping[tuple[str, int], CommittedTask],
                finished: bool = False, hold_until: float = 0.0,
                attempt_offset: int = 0) -> list[Action]:
         """A job of the jobtracker's journal, after a restart: ``done``
-        (kind, index) -> (attempt id, counters) are the tasks whose results
+        (kind, index) -> the committed attempt, are the tasks whose results
         are durable (committed reduces, a map-only job's maps); a
         ``finished`` job (an earlier step) has nothing left to run, nor has
         one whose ``done`` are all its durable tasks (it ends at once). Its
@@ -628,8 +639,8 @@ class Scheduler:
         job = self.jobs[job_id] = Job(job_id, num_maps, num_reducers, now, max_attempts,
                                       speculative, hold_until=hold_until,
                                       attempt_offset=attempt_offset)
-        for (kind, index), (attempt_id, counters) in sorted(done.items()):
-            self._restored(job, job.tasks(kind)[index], attempt_id, "", now, counters)
+        for (kind, index), committed in sorted(done.items()):
+            self._restored(job, job.tasks(kind)[index], committed, "", now)
         if finished:
             job.state, job.finished = State.SUCCEEDED, now
             return []
@@ -639,12 +650,11 @@ class Scheduler:
             return self._finish_job(job, State.SUCCEEDED, None, now)
         return self._schedule(now)
 
-    def map_output_held(self, wid: str, job_id: str, index: int, attempt_id: str,
-                        kinds: tuple[str, ...], counters: dict[str, dict[str, int]],
+    def map_output_held(self, wid: str, job_id: str, index: int, held: CommittedTask,
                         now: float) -> list[Action]:
         """A worker that came back after a restart holds the output of map
-        ``index`` of a running job, written by ``attempt_id`` (which the
-        journal had as the committed one): it need not run again."""
+        ``index`` of a running job, written by ``held`` (which the journal
+        had as the committed attempt): it need not run again."""
         job, w = self.jobs.get(job_id), self.workers.get(wid)
         if job is None or job.state is not State.RUNNING or w is None or not w.alive \
                 or not 0 <= index < job.num_maps or index in job.map_locations:
@@ -656,26 +666,29 @@ class Scheduler:
         for other in task.running():
             self._end_attempt(other, State.KILLED, now, None)
             actions.append(KillAttempt(other.wid, job.id, other.id))
-        self._restored(job, task, attempt_id, wid, now, counters)
+        self._restored(job, task, held, wid, now)
         job.inited.add(wid)
-        loc = MapLocation(index, wid, w.host, w.port, kinds, attempt_id)
+        loc = MapLocation(index, wid, w.host, w.port, held.kinds, held.attempt_id)
         job.map_locations[index] = loc
         if job.reduce_workers:
             actions.append(AnnounceMapOutputs(job.id, (loc,), job.reduce_wids()))
         return actions + self._schedule(now)
 
-    def _restored(self, job: Job, task: Task, attempt_id: str, wid: str, now: float,
-                  counters: dict[str, dict[str, int]]) -> None:
-        a = Attempt(attempt_id, job.id, task.kind, task.index, wid, now, State.SUCCEEDED,
-                    now, None, counters, 1.0)
+    def _restored(self, job: Job, task: Task, committed: CommittedTask, wid: str,
+                  now: float) -> None:
+        # Its times as it ran (a journal of an older version has none).
+        started = now if committed.started is None else committed.started
+        finished = now if committed.finished is None else committed.finished
+        a = Attempt(committed.attempt_id, job.id, task.kind, task.index, wid, started,
+                    State.SUCCEEDED, finished, None, committed.counters, 1.0)
         with contextlib.suppress(TooManyCounters):  # it was counted before the restart
-            add_user_names(job.user_counters, counters)
+            add_user_names(job.user_counters, committed.counters)
         task.attempts.append(a)
-        job.starts[task.kind].append(now)
-        job.ends[task.kind].append(now)
+        bisect.insort(job.starts[task.kind], started)  # kept sorted, as views need
+        bisect.insort(job.ends[task.kind], finished)
         task.state = State.SUCCEEDED
-        task.committed = attempt_id
-        self.attempts[attempt_id] = a
+        task.committed = committed.attempt_id
+        self.attempts[committed.attempt_id] = a
 
     def fetch_failed(self, attempt_id: str, map_index: int, now: float,
                      map_attempt_id: str | None = None) -> list[Action]:

@@ -275,10 +275,12 @@ class JobTracker:
                 actions += self.scheduler.resume(
                     sched_id, len(step.splits), step.num_reducers, now,
                     max_attempts=max_attempts, speculative=speculative,
-                    done={(kind, i): (c.attempt_id, c.counters)
-                          for kind, tasks in durable for i, c in tasks.items()},
+                    done={(kind, i): c for kind, tasks in durable for i, c in tasks.items()},
                     finished=finished, hold_until=now + self.resume_grace,
                     attempt_offset=1000 * generation)
+                for kind, tasks in durable:
+                    for c in tasks.values():
+                        self._keep_log(c.attempt_id, c.log)
                 if not finished and len(step.reduces) < step.num_reducers:
                     self._resumable[sched_id] = dict(step.maps)
             resumed.add(job_id)
@@ -345,9 +347,9 @@ class JobTracker:
         self._plan_soon()
         for sched_id, index, attempt_id in taken:
             committed = self._resumable[sched_id][index]
-            self._execute(self.scheduler.map_output_held(
-                wid, sched_id, index, attempt_id, committed.kinds, committed.counters,
-                self.now()))
+            self._execute(self.scheduler.map_output_held(wid, sched_id, index, committed,
+                                                         self.now()))
+            self._keep_log(attempt_id, committed.log)
         if taken:
             self.log.info("Tasktracker {wid} kept {n} map outputs of resumed jobs", wid=wid,
                           n=len(taken))
@@ -433,8 +435,9 @@ class JobTracker:
         if a is None or sjob is None or job is None:
             return
         if sjob.tasks(a.kind)[a.index].committed == attempt_id:
-            self.journal.task_committed(job.id, step_of(a.job_id), a.kind, a.index, attempt_id,
-                                        result.counters, result.kinds)
+            self.journal.task_committed(job.id, step_of(a.job_id), a.kind, a.index, Committed(
+                attempt_id, result.counters, result.kinds, a.started, a.finished,
+                self.task_logs.get(attempt_id) or ""))
 
     def attempt_failed(self, wid: str | None, attempt_id: str, error: TaskError) -> None:
         self._check_live(wid)

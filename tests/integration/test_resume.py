@@ -37,11 +37,16 @@ class Running:
 
 @contextlib.contextmanager
 def _running(tmp_path: Path, files: int, slots: int, reducers: int, map_sleep: float,
-             reduce_sleep: float) -> Iterator[Running]:
+             reduce_sleep: float, say: str = "") -> Iterator[Running]:
     """2 tasktrackers of ``slots``; ``files`` input files of 3 lines each;
-    every process stopped at the end, also on failure."""
+    the map prints ``say`` and its line if given; every process stopped at
+    the end, also on failure."""
     job = tmp_path / "slow.py"
-    job.write_text(slow_wordcount(map_sleep, reduce_sleep))
+    text = slow_wordcount(map_sleep, reduce_sleep)
+    if say:
+        text = text.replace("def map(key, line):\n", f"def map(key, line):\n"
+                            f"    print({say!r}, line.split()[0])\n")
+    job.write_text(text)
     inputs, expected = [], Counter[str]()
     for n in range(files):
         text = "".join(f"w{(n * 7 + i) % 23} v{i % 13} both\n" for i in range(3))
@@ -178,7 +183,7 @@ def test_no_map_runs_again_when_the_jobtracker_dies_between_maps_and_reduces(
     """Every map done, no reduce committed (they are slow): after the
     restart, every map output comes back from the workers and none runs
     again."""
-    with _running(tmp_path, 8, 2, 2, 0.1, 0.3) as r:
+    with _running(tmp_path, 8, 2, 2, 0.1, 0.3, say="mapping") as r:
         c, job_id = r.cluster, r.job_id
         wait_for(lambda: (s := _status(c, job_id)) and s["maps"]["done"] == 8 or None, 60,
                  "every map to be done")
@@ -189,6 +194,16 @@ def test_no_map_runs_again_when_the_jobtracker_dies_between_maps_and_reduces(
         result = _status(c, job_id)
         assert result is not None
         assert result["counters"]["pytxmr"]["map input records"] == r.lines
+        # The kept maps show how long they ran (3 lines of 0.1 s each), and
+        # their logs: a duration of 0 and no log before.
+        maps = [t for t in _detail(c, job_id)["tasks"] if t["kind"] == "map"]
+        assert len(maps) == 8
+        for t in maps:
+            (a,) = t["attempts"]
+            assert a["duration"] >= 0.3, a
+        rc, out, err = c.cli("logs", job_id)
+        assert rc == 0, err
+        assert out.count("mapping w") == 3 * 8, out
 
 
 def test_a_submitter_whose_jobtracker_is_silent_says_so_and_waits_on(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytxmr.jobtracker.job import JobRecord, StepPlan, job_from_plan, plan_of
-from pytxmr.journal import Journal
+from pytxmr.journal import Committed, Journal
 from pytxmr.scheduler import (
     AnnounceMapOutputs,
     JobDone,
@@ -40,11 +40,11 @@ def test_a_job_and_its_tasks_come_back_from_the_journal(tmp_path: Path) -> None:
     job = _job()
     journal.job_started(job.id, plan_of(job, 4, True))
     journal.step_started(job.id, 0, job.splits, 2)
-    journal.task_committed(job.id, 0, "map", 1, "a1", {"pytxmr": {"map input records": 3}},
-                           ("str",))
-    journal.task_committed(job.id, 0, "map", 1, "a2", {"pytxmr": {"map input records": 3}},
-                           ("str",))  # a re-run replaces the earlier one
-    journal.task_committed(job.id, 0, "reduce", 0, "r0", {"pytxmr": {"x": 1}})
+    journal.task_committed(job.id, 0, "map", 1, Committed(
+        "a1", {"pytxmr": {"map input records": 3}}, ("str",)))
+    journal.task_committed(job.id, 0, "map", 1, Committed(  # a re-run replaces the earlier one
+        "a2", {"pytxmr": {"map input records": 3}}, ("str",), 100.5, 102.25, "said hi\n"))
+    journal.task_committed(job.id, 0, "reduce", 0, Committed("r0", {"pytxmr": {"x": 1}}))
     journal.close()
 
     again = Journal(str(tmp_path))
@@ -54,7 +54,8 @@ def test_a_job_and_its_tasks_come_back_from_the_journal(tmp_path: Path) -> None:
     step = journaled.steps[0]
     assert step.splits == job.splits and step.num_reducers == 2
     assert {i: c.attempt_id for i, c in step.maps.items()} == {1: "a2"}
-    assert step.maps[1].kinds == ("str",)
+    assert step.maps[1] == Committed("a2", {"pytxmr": {"map input records": 3}}, ("str",),
+                                     100.5, 102.25, "said hi\n")
     assert step.reduces[0].counters == {"pytxmr": {"x": 1}}
     back = job_from_plan(json.loads(json.dumps(journaled.plan)), journaled)
     assert back == job
@@ -110,12 +111,16 @@ def test_a_job_without_a_step_is_not_resumed(tmp_path: Path) -> None:
 def test_a_resumed_job_waits_for_its_workers_then_keeps_what_they_hold() -> None:
     s = Scheduler()
     s.worker_joined("w9", "h9", 9009, 2, 0.0)
-    acts = s.resume("j", 3, 2, 1.0, done={("reduce", 1): ("j_r00001_0", {"u": {"n": 1}})},
+    acts = s.resume("j", 3, 2, 1.0, done={("reduce", 1): Committed("j_r00001_0", {"u": {"n": 1}})},
                     hold_until=5.0, attempt_offset=1000)
     assert acts == []  # held: the workers may come back with outputs
     assert s.jobs["j"].reduces[1].state is State.SUCCEEDED
-    acts = s.map_output_held("w9", "j", 2, "j_m00002_0", ("str",), {"u": {"n": 2}}, 2.0)
+    acts = s.map_output_held("w9", "j", 2, Committed("j_m00002_0", {"u": {"n": 2}}, ("str",),
+                                                      -3.0, -1.5), 2.0)
     assert s.jobs["j"].maps[2].state is State.SUCCEEDED
+    kept = s.attempts["j_m00002_0"]
+    assert (kept.started, kept.finished) == (-3.0, -1.5)  # as it ran, before the restart
+    assert s.jobs["j"].starts["map"] == [-3.0] and s.jobs["j"].ends["map"] == [-1.5]
     assert s.jobs["j"].map_locations[2].wid == "w9"
     assert not [a for a in acts if isinstance(a, (LaunchMap, LaunchReduce))]
     assert s.tick(4.0) == []
@@ -126,10 +131,10 @@ def test_a_resumed_job_waits_for_its_workers_then_keeps_what_they_hold() -> None
     assert all(a.attempt_id.endswith("_1000") for a in acts
                if isinstance(a, (LaunchMap, LaunchReduce)))
     # A held output reported late ends the attempt running it again.
-    acts = s.map_output_held("w9", "j", 0, "j_m00000_0", ("str",), {}, 6.0)
+    acts = s.map_output_held("w9", "j", 0, Committed("j_m00000_0", {}, ("str",)), 6.0)
     assert s.jobs["j"].maps[0].state is State.SUCCEEDED
     assert any(isinstance(a, AnnounceMapOutputs) for a in acts)
-    earlier = s.resume("k", 1, 1, 1.0, done={("reduce", 0): ("k_r0", {})}, finished=True)
+    earlier = s.resume("k", 1, 1, 1.0, done={("reduce", 0): Committed("k_r0", {})}, finished=True)
     assert earlier == [] and s.jobs["k"].state is State.SUCCEEDED
 
 
@@ -138,11 +143,11 @@ def test_a_resumed_step_whose_tasks_were_all_done_ends_at_once() -> None:
     to run, and the step ends (a job whose next step never started goes on,
     instead of waiting forever); partly done, it does not."""
     s = Scheduler()
-    done = {("reduce", i): (f"j_r{i}", {}) for i in range(2)}
+    done = {("reduce", i): Committed(f"j_r{i}", {}) for i in range(2)}
     acts = s.resume("j", 3, 2, 1.0, done=done, hold_until=5.0)
     assert [a for a in acts if isinstance(a, JobDone)] == [JobDone("j", State.SUCCEEDED, None)]
     assert s.jobs["j"].state is State.SUCCEEDED
-    only_maps = {("map", i): (f"m_m{i}", {}) for i in range(3)}
+    only_maps = {("map", i): Committed(f"m_m{i}", {}) for i in range(3)}
     assert JobDone("m", State.SUCCEEDED, None) in s.resume("m", 3, 0, 1.0, done=only_maps)
     del done[("reduce", 1)]
     assert not [a for a in s.resume("p", 3, 2, 1.0, done=done) if isinstance(a, JobDone)]

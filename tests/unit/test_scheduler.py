@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytxmr.counters import FRAMEWORK, MAX_STEP_USER_COUNTERS, Counters
+from pytxmr.journal import Committed
 from pytxmr.wire import AttemptResult
 from pytxmr.scheduler import (
     BLACKLIST_FAILURES,
@@ -404,7 +405,7 @@ def test_counters_restored_after_a_restart_count_towards_the_limit() -> None:
     d = Driver()
     d.join("w1", slots=2)
     restored = {"user": {f"r{i}": 1 for i in range(MAX_STEP_USER_COUNTERS - 100)}}
-    d._record(d.s.resume("j1", 1, 2, d.tick(), done={("reduce", 0): ("j1_r00000_0", restored)}))
+    d._record(d.s.resume("j1", 1, 2, d.tick(), done={("reduce", 0): Committed("j1_r00000_0", restored)}))
     assert len(d.s.jobs["j1"].user_counters) == MAX_STEP_USER_COUNTERS - 100
     [m] = d.running("j1", "map")
     result = AttemptResult({"user": {f"m{i}": 1 for i in range(200)}}, ("str",))
