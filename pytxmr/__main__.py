@@ -228,6 +228,10 @@ def manage_users(a: argparse.Namespace) -> int:
     return 0
 
 
+#: Maps done before the jobtracker restarted, as ``status`` and the progress say them.
+KEPT = "done before the jobtracker's restart, awaited from their tasktrackers"
+
+
 class Progress:
     """A live bar on a terminal, plain periodic lines otherwise."""
 
@@ -246,6 +250,8 @@ class Progress:
         step = (f"step {status['step']}/{status['steps']} "
                 if status.get("steps", 1) > 1 else "")
         text = f"{status['job_id']}: {step}map {mp:3d}% ({maps['done']}/{maps['total']})"
+        if maps.get("awaited"):
+            text += f" ({maps['awaited']} {KEPT})"
         if reduces["total"]:  # a map-only step has none to show
             text += f" reduce {rp:3d}% ({reduces['done']}/{reduces['total']})"
         if status.get("failed_attempts"):
@@ -381,7 +387,8 @@ def describe_job(status: dict[str, Any]) -> str:
     for kind in ("maps", "reduces"):
         p = status.get(kind)
         if p:
-            lines.append(f"  {kind:<8} {p['done']}/{p['total']} done, {p['running']} running")
+            lines.append(f"  {kind:<8} {p['done']}/{p['total']} done, {p['running']} running"
+                         + (f"; {p['awaited']} {KEPT}" if p.get("awaited") else ""))
     if status.get("failed_attempts"):
         lines.append(f"  failed attempts {status['failed_attempts']}")
     if status.get("args"):

@@ -78,7 +78,10 @@ def _progress(p: dict[str, Any] | None) -> str:
     percent = p.get("percent", 100.0 * p["done"] / p["total"] if p["total"] else 100.0)
     return (f"<progress max=\"100\" value=\"{percent:.1f}\"></progress> "
             f"{p['done']}/{p['total']}"
-            + (f" <span class=\"run\">({p['running']} running)</span>" if p["running"] else ""))
+            + (f" <span class=\"run\">({p['running']} running)</span>" if p["running"] else "")
+            + (f" <span class=\"run\" title=\"done before the jobtracker's restart, awaited "
+               f"from their tasktrackers\">({p['awaited']} awaited)</span>"
+               if p.get("awaited") else ""))
 
 
 def _state(state: str) -> str:

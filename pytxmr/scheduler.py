@@ -292,8 +292,9 @@ class Job:
     state: State = State.RUNNING
     finished: float | None = None
     error: dict[str, str] | None = None
-    #: A resumed job launches nothing before this time: the workers that
-    #: hold its map outputs have time to come back and say so.
+    #: A resumed job launches nothing before this time (or before every
+    #: map in ``awaited`` is back): the workers that hold its map outputs
+    #: have time to come back and say so.
     hold_until: float = 0.0
     #: Added to attempt numbers: a resumed job's attempts never reuse the
     #: id of one from before the restart (a worker may hold its files).
@@ -335,8 +336,9 @@ class Job:
         self._ended: dict[str, set[int]] = {"map": set(), "reduce": set()}
         #: For its page (``views.job_page_view``), kept as attempts start and
         #: end so that a page costs what it shows, not the job's size: per
-        #: kind, the times its attempts started and ended (in the order they
-        #: did, so sorted: the clock does not go back), and its attempts that
+        #: kind, the times its attempts started and ended (sorted: in the
+        #: order they did, the clock does not go back, and those from before
+        #: a restart put in their places), and its attempts that
         #: failed or were killed, sorted by when they ended (``ended_order``):
         #: a lost map output fails an attempt that ended long before.
         self.starts: dict[str, list[float]] = {"map": [], "reduce": []}
@@ -355,6 +357,9 @@ class Job:
         #: The maps whose output stays on a drained worker: running them
         #: again elsewhere failed ``max_attempts`` times.
         self.unmoved: set[int] = set()
+        #: A resumed job's maps done before the restart whose workers have
+        #: not yet come back to say they kept them (until ``hold_until``).
+        self.awaited: set[int] = set()
 
     def counters_so_far(self) -> Counters:
         """The counters of its tasks' shares (``Task.counters_share``) and
@@ -629,18 +634,23 @@ class Scheduler:
                max_attempts: int = DEFAULT_MAX_ATTEMPTS, speculative: bool = False,
                done: Mapping[tuple[str, int], CommittedTask],
                finished: bool = False, hold_until: float = 0.0,
-               attempt_offset: int = 0) -> list[Action]:
+               attempt_offset: int = 0, kept: Iterable[int] = ()) -> list[Action]:
         """A job of the jobtracker's journal, after a restart: ``done``
         (kind, index) -> the committed attempt, are the tasks whose results
         are durable (committed reduces, a map-only job's maps); a
         ``finished`` job (an earlier step) has nothing left to run, nor has
         one whose ``done`` are all its durable tasks (it ends at once). Its
-        completed maps come back as workers report them (``map_output_held``)."""
+        completed maps (``kept``) come back as workers report them
+        (``map_output_held``); nothing is launched until they all have, or
+        until ``hold_until``."""
         job = self.jobs[job_id] = Job(job_id, num_maps, num_reducers, now, max_attempts,
                                       speculative, hold_until=hold_until,
                                       attempt_offset=attempt_offset)
         for (kind, index), committed in sorted(done.items()):
             self._restored(job, job.tasks(kind)[index], committed, "", now)
+        job.awaited = {i for i in kept if job.maps[i].state is not State.SUCCEEDED}
+        if not job.awaited or hold_until <= now:  # nothing to wait for
+            job.hold_until, job.awaited = 0.0, set()
         if finished:
             job.state, job.finished = State.SUCCEEDED, now
             return []
@@ -667,6 +677,9 @@ class Scheduler:
             self._end_attempt(other, State.KILLED, now, None)
             actions.append(KillAttempt(other.wid, job.id, other.id))
         self._restored(job, task, held, wid, now)
+        job.awaited.discard(index)
+        if not job.awaited:  # every one is back: no need to wait longer
+            job.hold_until = 0.0
         job.inited.add(wid)
         loc = MapLocation(index, wid, w.host, w.port, held.kinds, held.attempt_id)
         job.map_locations[index] = loc
@@ -768,6 +781,7 @@ class Scheduler:
         for job in self._running_jobs():
             if job.hold_until and job.hold_until <= now:
                 job.hold_until, released = 0.0, True
+                job.awaited.clear()  # run again, those not reported
         return self._schedule(now) if self._speculate(now) or released else []
 
     def attempt_succeeded(self, attempt_id: str, now: float, result: AttemptResult) -> list[Action]:

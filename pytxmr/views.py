@@ -117,13 +117,18 @@ def task_progress(job: Job, kind: str) -> dict[str, Any]:
     done = job.succeeded[kind]
     running = job.running[kind]
     partial = job.progress[kind] / PROGRESS_UNITS
-    return {
+    progress = {
         "total": total,
         "done": done,
         "running": len(running),
         "failed_attempts": job.failed_attempts[kind],
         "percent": 100.0 * (done + partial) / total if total else 100.0,
     }
+    if kind == "map" and job.awaited:
+        # Done before a restart: not counted done until their workers come
+        # back, which read as if they were lost.
+        progress["awaited"] = len(job.awaited)
+    return progress
 
 
 def _phase(attempts: Iterable[Attempt], now: float) -> dict[str, float] | None:

@@ -277,7 +277,7 @@ class JobTracker:
                     max_attempts=max_attempts, speculative=speculative,
                     done={(kind, i): c for kind, tasks in durable for i, c in tasks.items()},
                     finished=finished, hold_until=now + self.resume_grace,
-                    attempt_offset=1000 * generation)
+                    attempt_offset=1000 * generation, kept=step.maps)
                 for kind, tasks in durable:
                     for c in tasks.values():
                         self._keep_log(c.attempt_id, c.log)

@@ -206,6 +206,37 @@ def test_no_map_runs_again_when_the_jobtracker_dies_between_maps_and_reduces(
         assert out.count("mapping w") == 3 * 8, out
 
 
+def test_maps_done_before_a_restart_are_shown_awaited_until_their_workers_return(
+        tmp_path: Path) -> None:
+    """Between the restart and the tasktrackers' return, status said "maps
+    0/8 done" of a job whose maps were all done: they are said to be
+    awaited, and once the workers are back, done (none runs again)."""
+    with _running(tmp_path, 8, 2, 2, 0.1, 0.3) as r:
+        c, job_id = r.cluster, r.job_id
+        wait_for(lambda: (s := _status(c, job_id)) and s["maps"]["done"] == 8 or None, 60,
+                 "every map to be done")
+        for tt in c.tasktrackers:
+            tt.proc.send_signal(signal.SIGSTOP)
+        try:
+            port = _kill_jobtracker(c)
+            c.start_jobtracker("--port", str(port), "--resume-grace", "60")
+            status = _status(c, job_id)
+            assert status is not None and status["maps"]["done"] == 0, status
+            assert status["maps"]["awaited"] == 8, status
+            rc, out, _ = c.cli("status", job_id)
+            assert ("maps     0/8 done, 0 running; 8 done before the jobtracker's restart, "
+                    "awaited from their tasktrackers") in out, out
+        finally:
+            for tt in c.tasktrackers:
+                tt.proc.send_signal(signal.SIGCONT)
+        _, stderr = r.submitter.communicate(timeout=120)
+        assert r.submitter.returncode == 0, stderr + c.logs()
+        assert merged(read_wordcount(r.out)) == r.expected
+        assert _maps_run_again(c, job_id) == 0
+        status = _status(c, job_id)
+        assert status is not None and "awaited" not in status["maps"], status
+
+
 def test_a_submitter_whose_jobtracker_is_silent_says_so_and_waits_on(tmp_path: Path) -> None:
     """A partition (here: the jobtracker stopped) is silent, and TCP gives
     up on it after some 15 minutes: the waiting submitter printed nothing

@@ -19,6 +19,7 @@ from pytxmr.scheduler import (
     State,
 )
 from pytxmr.splits import Split
+from pytxmr.views import task_progress
 
 
 def _splits(n: int) -> list[Split]:
@@ -112,19 +113,23 @@ def test_a_resumed_job_waits_for_its_workers_then_keeps_what_they_hold() -> None
     s = Scheduler()
     s.worker_joined("w9", "h9", 9009, 2, 0.0)
     acts = s.resume("j", 3, 2, 1.0, done={("reduce", 1): Committed("j_r00001_0", {"u": {"n": 1}})},
-                    hold_until=5.0, attempt_offset=1000)
+                    hold_until=5.0, attempt_offset=1000, kept=[0, 2])
     assert acts == []  # held: the workers may come back with outputs
     assert s.jobs["j"].reduces[1].state is State.SUCCEEDED
+    # Not counted done until their workers say so, but said to be awaited.
+    assert task_progress(s.jobs["j"], "map")["awaited"] == 2
     acts = s.map_output_held("w9", "j", 2, Committed("j_m00002_0", {"u": {"n": 2}}, ("str",),
                                                       -3.0, -1.5), 2.0)
     assert s.jobs["j"].maps[2].state is State.SUCCEEDED
     kept = s.attempts["j_m00002_0"]
     assert (kept.started, kept.finished) == (-3.0, -1.5)  # as it ran, before the restart
+    assert task_progress(s.jobs["j"], "map")["awaited"] == 1
     assert s.jobs["j"].starts["map"] == [-3.0] and s.jobs["j"].ends["map"] == [-1.5]
     assert s.jobs["j"].map_locations[2].wid == "w9"
     assert not [a for a in acts if isinstance(a, (LaunchMap, LaunchReduce))]
     assert s.tick(4.0) == []
     acts = s.tick(5.0)  # the grace is over: the rest runs
+    assert "awaited" not in task_progress(s.jobs["j"], "map")
     launched = {(type(a).__name__, getattr(a, "index", getattr(a, "partition", None)))
                 for a in acts if isinstance(a, (LaunchMap, LaunchReduce))}
     assert launched == {("LaunchMap", 0), ("LaunchMap", 1), ("LaunchReduce", 0)}
@@ -136,6 +141,21 @@ def test_a_resumed_job_waits_for_its_workers_then_keeps_what_they_hold() -> None
     assert any(isinstance(a, AnnounceMapOutputs) for a in acts)
     earlier = s.resume("k", 1, 1, 1.0, done={("reduce", 0): Committed("k_r0", {})}, finished=True)
     assert earlier == [] and s.jobs["k"].state is State.SUCCEEDED
+
+
+def test_a_resumed_job_waits_no_longer_once_its_kept_maps_are_back() -> None:
+    """The grace is for workers to bring back the maps done before the
+    restart: once every one is back, or if none was done, the rest runs at
+    once (a resumed job sat out the whole grace, 12 s by default)."""
+    s = Scheduler()
+    s.worker_joined("w9", "h9", 9009, 2, 0.0)
+    assert s.resume("q", 2, 1, 1.0, done={}, hold_until=50.0, kept=[0, 1]) == []
+    acts = s.map_output_held("w9", "q", 0, Committed("q_m0", {}, ("str",)), 2.0)
+    assert not [a for a in acts if isinstance(a, (LaunchMap, LaunchReduce))]
+    acts = s.map_output_held("w9", "q", 1, Committed("q_m1", {}, ("str",)), 3.0)
+    assert [a.partition for a in acts if isinstance(a, LaunchReduce)] == [0]
+    acts = s.resume("n", 2, 1, 4.0, done={}, hold_until=50.0, kept=[])
+    assert {a.index for a in acts if isinstance(a, LaunchMap)} == {0, 1}
 
 
 def test_a_resumed_step_whose_tasks_were_all_done_ends_at_once() -> None:
