@@ -207,3 +207,17 @@ def test_the_progress_bar_ends_its_line_before_a_message_and_omits_no_reduces() 
     out.write("pytxmr: lost the connection\n")
     assert out.getvalue() == ("\r[#####.....] j: map  50% (1/2)\n"
                               "pytxmr: lost the connection\n")
+
+
+def test_the_jobs_table_shows_maps_awaited_after_a_restart() -> None:
+    """Maps done before the jobtracker's restart, not yet brought back by
+    their workers, are not shown as 0 done and nothing else."""
+    from pytxmr import pages
+
+    maps = {"total": 8, "done": 0, "running": 0, "failed_attempts": 0, "percent": 0.0}
+    job = {"job_id": "job_1", "owner": "", "filename": "wc.py", "state": "running",
+           "maps": {**maps, "awaited": 8}, "reduces": {**maps, "total": 2},
+           "submitted": 0.0, "elapsed": 1.0}
+    html = pages.jobs_table([job])
+    assert "0/8 <span" in html and "(8 awaited)</span>" in html
+    assert "awaited" not in pages.jobs_table([{**job, "maps": maps}])
