@@ -556,8 +556,8 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
                     say("interrupted: " + (
                         f"{job_id} goes on running on the cluster (`pytxmr kill {job_id}` "
                         f"stops it)" if job_id else
-                        "the job was being submitted: the jobtracker may have admitted it, "
-                        "and then runs it (see `pytxmr jobs`)" if submitting else
+                        "the job was being submitted: the jobtracker withdraws it, unless "
+                        "it had admitted it already (see `pytxmr jobs`)" if submitting else
                         "the job's files were being sent: it was not submitted"))
                     return interrupted_status(getattr(reactor, "_exitSignal", None))
                 finally:

@@ -37,6 +37,23 @@ OUTPUT_MARKER = "output"
 LISTING_TIMEOUT = 60.0
 
 
+class Submitter:
+    """The client a submission comes from. Once it is gone (its connection
+    lost: a Ctrl-C), its submission is refused at the next step and its
+    module check killed: no one would know of the job it would start. A
+    submission whose output is prepared goes on (its client may still find
+    it with ``pytxmr jobs``)."""
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.checks: set[TaskChild] = set()
+
+    def lost(self) -> None:
+        self.gone = True
+        for child in list(self.checks):
+            child.kill("its submitter went away")
+
+
 @dataclass
 class Admitted:
     """A checked job, with what planning it again takes: the input files as
@@ -122,14 +139,17 @@ class Admission:
             child.kill("the jobtracker is stopping")
         return defer.gatherResults(list(self._in_progress))
 
-    def _refuse_if_stopping(self) -> None:
+    def _refuse_if_stopping_or_gone(self, submitter: Submitter) -> None:
         # A submission that was checking its module or inputs when the
         # jobtracker stopped must not go on into a removed work directory.
         if self._stopping:
             raise SubmissionError("the jobtracker is stopping")
+        if submitter.gone:
+            raise SubmissionError("its submitter went away")
 
     async def admit(self, spec: Any, slots: int, running: Callable[[], Iterable[JobRecord]],
-                    owner: str = "", may_replace: MayReplace = None) -> Admitted:
+                    owner: str = "", may_replace: MayReplace = None,
+                    submitter: Submitter | None = None) -> Admitted:
         """The checked job of ``owner``; ``running()``: the running jobs,
         whose outputs no new job may overlap and whose inputs no
         ``--overwrite`` deletes; ``may_replace``: whether it may replace an
@@ -137,14 +157,15 @@ class Admission:
         ended: defer.Deferred[None] = defer.Deferred()
         self._in_progress.add(ended)
         try:
-            return await self._admit(spec, slots, running, owner, may_replace)
+            return await self._admit(spec, slots, running, owner, may_replace,
+                                     submitter or Submitter())
         finally:
             self._in_progress.discard(ended)
             ended.callback(None)
 
     async def _admit(self, spec: Any, slots: int, running: Callable[[], Iterable[JobRecord]],
-                     owner: str, may_replace: MayReplace) -> Admitted:
-        self._refuse_if_stopping()
+                     owner: str, may_replace: MayReplace, submitter: Submitter) -> Admitted:
+        self._refuse_if_stopping_or_gone(submitter)
         sub = validate_submission(spec)
         _refuse_overlap(sub.output, self._outputs(running()))
         if sub.bundle is not None and not self.bundles.has(sub.bundle):
@@ -162,7 +183,7 @@ class Admission:
                                              [f.path for f in files])
         try:
             return await self._admit_listed(sub, files, slots, running, token, owner,
-                                            may_replace)
+                                            may_replace, submitter)
         finally:
             del self._admitting[token]
             self._claimed.pop(token, None)
@@ -184,7 +205,8 @@ class Admission:
 
     async def _admit_listed(self, sub: Submission, files: list[InputFile], slots: int,
                             running: Callable[[], Iterable[JobRecord]], token: object,
-                            owner: str, may_replace: MayReplace) -> Admitted:
+                            owner: str, may_replace: MayReplace,
+                            submitter: Submitter) -> Admitted:
         listed = self._admitting[token].files  # the paths of ``files``
         try:
             if sub.overwrite:
@@ -198,7 +220,7 @@ class Admission:
                                             checking)
         except (ValueError, output.OutputExistsError) as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
-        self._refuse_if_stopping()
+        self._refuse_if_stopping_or_gone(submitter)
         self._seq += 1
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(self._clock.seconds()))
         job_id = f"job_{stamp}_{self._seq:04d}"
@@ -222,8 +244,7 @@ class Admission:
                     bundle_dir = await threads.deferToThread(self.bundles.unpacked, sub.bundle)
                 except BundleError as e:
                     raise SubmissionError(str(e)) from None
-            steps = await self._check_module(job_dir, source_path, sub, bundle_dir)
-            self._refuse_if_stopping()
+            steps = await self._check_module(job_dir, source_path, sub, bundle_dir, submitter)
             if sub.reducers is not None and all(s.map_only for s in steps):
                 raise SubmissionError("the job is map-only (it has no reduce): "
                                       "--reducers does not apply")
@@ -232,7 +253,7 @@ class Admission:
             # splits take 0.2 s to make.
             splits, reducers = await threads.deferToThread(
                 plan_tasks, files, sub.split_size, sub.reducers, steps, slots, self.max_tasks)
-            self._refuse_if_stopping()
+            self._refuse_if_stopping_or_gone(submitter)
             _refuse_overlap(sub.output, self._outputs(running()))
             # Its own from here on (no wait between the check and the claim).
             self._claimed[token] = ("a job being submitted", sub.output)
@@ -252,7 +273,7 @@ class Admission:
             if self._stopping:  # the output just made is no job's
                 if not storage.is_remote(sub.output):
                     shutil.rmtree(sub.output, ignore_errors=True)
-                self._refuse_if_stopping()
+                raise SubmissionError("the jobtracker is stopping")
             # The output directory is the job's own now: should the
             # jobtracker crash, its next start cleans it (see interrupted_outputs).
             with open(os.path.join(job_dir, OUTPUT_MARKER), "w", encoding="utf-8") as f:
@@ -289,7 +310,7 @@ class Admission:
                 f"{where} answer?") from None
 
     async def _check_module(self, job_dir: str, source_path: str, sub: Submission,
-                            bundle_dir: str | None) -> list[StepPlan]:
+                            bundle_dir: str | None, submitter: Submitter) -> list[StepPlan]:
         """Import the module in a child process (with its bundle, and its
         arguments checked): it must load and define a job; its steps."""
         spec = {"kind": "check", "job": {"source_path": source_path, "filename": sub.filename,
@@ -299,10 +320,13 @@ class Admission:
         child = TaskChild(self._reactor, self._checkers, spec, os.path.join(job_dir, "check"),
                           timeout=self.check_timeout)
         self._checks.add(child)
+        submitter.checks.add(child)
         try:
             result = await child.result
         finally:
             self._checks.discard(child)
+            submitter.checks.discard(child)
+        self._refuse_if_stopping_or_gone(submitter)  # a check killed: not the module's failure
         if not result.get("ok"):
             raise SubmissionError(check_failure(result.get("error", {}), self.check_timeout,
                                                 bundle_dir))

@@ -45,6 +45,7 @@ from ..wire import (
     Split,
     TaskError,
 )
+from .admission import Submitter
 from .tracker import JobTracker
 
 #: Seconds a PB peer has to log in before its connection is dropped.
@@ -323,6 +324,11 @@ class ClientAvatar(_StrictAvatar):
         self.user = user
         #: Names this session's uploads apart from another's of the same bundle.
         self.upload = os.urandom(8).hex()
+        #: Its submissions in progress are withdrawn when it logs out.
+        self.submitter = Submitter()
+
+    def logout(self) -> None:
+        self.submitter.lost()
 
     @refusals_as_pb_errors
     def perspective_has_bundle(self, sha256: str) -> bool:
@@ -346,7 +352,7 @@ class ClientAvatar(_StrictAvatar):
             owner = claimed if isinstance(claimed, str) and valid_name(claimed) else ""
             may_replace = None
         return defer.Deferred.fromCoroutine(
-            self.jt.submit(spec, owner=owner, may_replace=may_replace))
+            self.jt.submit(spec, owner=owner, may_replace=may_replace, submitter=self.submitter))
 
     def _may_control(self, job_id: str, what: str) -> None:
         if self.user is None:
@@ -416,7 +422,8 @@ class JobTrackerRealm:
                                     "CA (start it with --tls DIR)")
             avatar: Any = TaskTrackerAvatar(self.jt, mind, self.probe)
             return pb.IPerspective, avatar, avatar.logout
-        return pb.IPerspective, ClientAvatar(self.jt, self._user(avatar_id)), lambda: None
+        client = ClientAvatar(self.jt, self._user(avatar_id))
+        return pb.IPerspective, client, client.logout
 
     def _user(self, avatar_id: bytes) -> User | None:
         """Who a client is; None when there are no users (the cluster

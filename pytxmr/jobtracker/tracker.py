@@ -45,7 +45,7 @@ from ..wire import (
     UnknownWorker,
     step_of,
 )
-from .admission import Admission, interrupted_outputs
+from .admission import Admission, Submitter, interrupted_outputs
 from .submission import DEFAULT_MAX_TASKS_PER_JOB, plan_tasks, step_reducers
 from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND, Pacing, announce_wait
 from .job import JobRecord, job_from_plan, plan_of
@@ -515,14 +515,21 @@ class JobTracker:
 
     # --- jobs ----------------------------------------------------------------
 
-    async def submit(self, spec: Any, owner: str = "", may_replace: MayReplace = None) -> str:
+    async def submit(self, spec: Any, owner: str = "", may_replace: MayReplace = None,
+                     submitter: Submitter | None = None) -> str:
         """Check and start a job of ``owner`` (who may replace the outputs
-        of the owners ``may_replace`` says); raises SubmissionError with
-        the reason."""
+        of the owners ``may_replace`` says), unless its ``submitter`` goes
+        away meanwhile; raises SubmissionError with the reason."""
         slots = self._slots()
-        admitted = await self.admission.admit(
-            spec, slots, lambda: [j for j in self.jobs.values() if j.running or j.finishing],
-            owner, may_replace)
+        try:
+            admitted = await self.admission.admit(
+                spec, slots, lambda: [j for j in self.jobs.values() if j.running or j.finishing],
+                owner, may_replace, submitter)
+        except SubmissionError:
+            if submitter is not None and submitter.gone:
+                self.log.info("A submission{by} was withdrawn: its client went away before "
+                              "it was admitted", by=f" by {owner}" if owner else "")
+            raise
         job, sub = admitted.job, admitted.submission
         job.owner = owner
         self.jobs[job.id] = job
