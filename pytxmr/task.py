@@ -98,6 +98,10 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
     storage.use_options(spec["job"].get("storage_options") or {})
     global reusable
     reusable = False  # until the job says so (a job that fails to load does not)
+    # The task's own directory: the job's module may change the working one
+    # as it loads (``os.chdir(os.path.dirname(__file__))``), and the maps of
+    # a worker then spilled into one directory, each taking another's files.
+    work_dir = os.getcwd()
     definition = load_job(spec["job"])
     reusable = definition.reuse_processes
     # Map and reduce build millions of small acyclic objects; the cyclic
@@ -107,14 +111,15 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
     gc.disable()
     if kind == "check":
         return {"steps": definition.summary()}
-    result = _run(kind, spec, definition.steps[spec["job"].get("step", 0)], counters)
+    result = _run(kind, spec, definition.steps[spec["job"].get("step", 0)], counters, work_dir)
     # For this task alone: a reused process ran others before.
     _counters.count_cpu(counters, started)
     return {**result, "counters": counters.to_dict()}
 
 
-def _run(kind: str, spec: dict[str, Any], job: Job, counters: Counters) -> dict[str, Any]:
-    """Run a map or reduce; its result, but the counters."""
+def _run(kind: str, spec: dict[str, Any], job: Job, counters: Counters,
+         work_dir: str) -> dict[str, Any]:
+    """Run a map or reduce in ``work_dir``; its result, but the counters."""
     split = Split.from_wire(spec["split"]) if kind == "map" else None
     if kind == "map" and job.map_only:
         assert split is not None
@@ -135,7 +140,7 @@ def _run(kind: str, spec: dict[str, Any], job: Job, counters: Counters) -> dict[
             # CodecUnavailable (lz4 missing on this worker) fails the attempt
             # with a message saying what to install.
             codec=codec_for(spec.get("compress")),
-            spill_dir=os.getcwd(),
+            spill_dir=work_dir,
             pack=_pack_file(spec.get("pack")),
         )
         return {"data_path": out.data_path, "table": out.table, "kinds": out.kinds}

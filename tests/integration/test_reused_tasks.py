@@ -127,3 +127,37 @@ def test_a_cluster_reuses_task_processes(make_cluster, tmp_path: Path, tmpfs: bo
     rc, stdout, stderr = cluster.submit(job, paths, out, "--files", str(tmp_path / "shipped.txt"))
     assert rc == 0, stderr + cluster.logs()
     check(out, paths, stdout)
+
+
+def test_a_job_that_changes_directory_as_it_loads_keeps_its_maps_apart(tmp_path: Path) -> None:
+    """``os.chdir(os.path.dirname(__file__))`` at the module's top: the maps
+    of a worker spilled into that one directory, each renaming another's
+    spills as its own; the job "succeeded" with records lost and counted
+    twice. The framework's files stay in the task's own directory."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    job = tmp_path / "chdir_job.py"
+    job.write_text(f"import os\nos.chdir({str(elsewhere)!r})\n\n\n"
+                   "def map(key, line):\n"
+                   "    left = os.listdir('.')\n"
+                   "    if left:\n"
+                   "        raise RuntimeError(f'the framework wrote here: {left}')\n"
+                   "    for word in line.split():\n"
+                   "        yield word, 1\n\n\n"
+                   "def reduce(word, counts):\n"
+                   "    yield word, sum(counts)\n")
+    data = tmp_path / "in.txt"
+    data.write_text("".join(f"w{i % 997} v{i % 13} both\n" for i in range(12000)))
+    out = tmp_path / "out"
+    rc, stdout, stderr = run_cli("run", str(job), str(data), "-o", str(out), "--split-size", "40K",
+                                 "--buffer-records", "500", "--max-attempts", "1",
+                                 env=base_env(tmp_path / "home"), cwd=ROOT, timeout=120)
+    assert rc == 0, stderr
+    got: Counter[str] = Counter()
+    for part in out.glob("part-*"):
+        for row in part.read_text().splitlines():
+            word, count = row.split("\t")
+            assert word not in got
+            got[word] = int(count)
+    assert got == Counter(data.read_text().split())
+    assert not list(elsewhere.iterdir())
