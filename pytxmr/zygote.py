@@ -55,6 +55,16 @@ class BoundedLog(io.TextIOBase):
         return len(text)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """All of ``data``: a write to a pipe of more than it holds (a request
+    with a 100 KB job argument) that a signal interrupts (SIGCHLD, here
+    often) returns having written part, and the task process then waited
+    for the rest for ever."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _runner_dir(spec: dict[str, Any]) -> str | None:
     """A map's working directory in a process that runs many: one per
     process next to the job's outputs, emptied for each task (a directory
@@ -223,7 +233,7 @@ class Zygote:
         for pid, runner in self.runners.items():
             if runner.key == key and not runner.busy:
                 try:
-                    os.write(runner.requests, json.dumps(request).encode() + b"\n")
+                    write_all(runner.requests, json.dumps(request).encode() + b"\n")
                 except OSError:
                     continue  # it just died: its end is reaped below
                 runner.busy = True

@@ -4,12 +4,14 @@ reading of a process's I/O."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pytxmr.zygote import BoundedLog, Zygote, _Runner, fork_guard
+from pytxmr.zygote import BoundedLog, Zygote, _Runner, fork_guard, write_all
 
 
 def test_bounded_log_keeps_the_head_and_says_it_cut(tmp_path: Path) -> None:
@@ -61,3 +63,30 @@ def test_a_guard_that_cannot_be_forked_leaves_its_task_unguarded(
 
     monkeypatch.setattr(os, "fork", no_fork)
     assert fork_guard(12345) is None
+
+
+def test_a_request_is_written_whole_however_the_pipe_takes_it(monkeypatch: Any) -> None:
+    """A pipe write that a signal interrupts returns having written part: a
+    task process waited for the rest of its request for ever."""
+    r, w = os.pipe()
+    real_write = os.write
+    calls = []
+
+    def short_write(fd: int, data: Any) -> int:
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:1000]))  # as an interrupted write does
+
+    monkeypatch.setattr(os, "write", short_write)
+    try:
+        request = b"x" * 4500 + b"\n"
+        write_all(w, request)
+        assert len(calls) == 5
+        os.close(w)
+        got = b""
+        while chunk := os.read(r, 65536):
+            got += chunk
+        assert got == request
+    finally:
+        os.close(r)
+        with contextlib.suppress(OSError):
+            os.close(w)
