@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import sys
+import traceback
 from typing import Any, BinaryIO
 
 from . import counters as _counters
@@ -35,6 +36,8 @@ RESULT_FD = 3
 reusable = False
 #: Bytes reserved for the result while the task runs (cut back after it).
 RESULT_ROOM = 256 << 10
+#: Memory kept back for reporting a MemoryError (``run``).
+RESERVE_BYTES = 1 << 20
 #: The pack file this process appends its small map outputs to, kept open
 #: from one map to the next.
 _pack: BinaryIO | None = None
@@ -183,9 +186,15 @@ def run(spec: dict[str, Any], work_dir: str) -> int:
         except OSError:
             pass  # a file system without it: as before
     _limit_memory(spec.get("memory_limit"))
+    # Room for the report of a MemoryError: memory filled by many small
+    # objects left none, and the report failed with another MemoryError.
+    reserve = bytearray(RESERVE_BYTES)
     try:
         result = {"ok": True, **execute(spec)}
     except MemoryError as e:
+        del reserve
+        # What the task's frames hold (its data) goes; their lines stay.
+        traceback.clear_frames(e.__traceback__)
         result = {"ok": False, "error": describe_error(e, spec["job"]["filename"])}
         result["error"]["message"] = "MemoryError: the task exceeded its memory limit"
     except BaseException as e:  # user code may raise anything, SystemExit included

@@ -926,21 +926,27 @@ def test_a_hanging_map_is_killed_after_the_task_timeout_and_retried(limited: Clu
     assert_serves(limited, s.name)
 
 
-def test_a_map_over_its_memory_cap_fails_alone_and_is_retried(limited: Cluster) -> None:
+@pytest.mark.parametrize("hog, where", [
+    ("hog = bytearray(1 << 30)", "bytearray("),
+    ("hog = []\nfor i in range(10 ** 8):\n    hog.append('x' * 100 + str(i))", "hog.append("),
+], ids=["one-block", "many-objects"])
+def test_a_map_over_its_memory_cap_fails_alone_and_is_retried(limited: Cluster, hog: str,
+                                                              where: str) -> None:
     """--task-memory: the greedy attempt gets a MemoryError, its
-    tasktracker is untouched, and the retry succeeds."""
-    s = Scenario(limited, "memory")
+    tasktracker is untouched, and the retry succeeds. Memory filled by many
+    small objects too: the error's report then found no memory left for
+    itself ("exited with code 1 before reporting a result")."""
+    s = Scenario(limited, "memory-block" if "bytearray" in hog else "memory-objects")
     inputs = s.corpus(seed=11)
     append_line(inputs[1], "TRIGGER the hog")
     job = s.job('if "TRIGGER" in value and once("hog"):\n'
-                '    hog = bytearray(1 << 30)')
+                + "\n".join(f"    {line}" for line in hog.splitlines()))
     stdout = ok(limited.submit(job, inputs, s.output, "--reducers", "2", "--split-size", "32K"),
                 limited)
     detail = check_job(limited, job_id_of(stdout), s.output, 2, word_counts(inputs))
     [failed] = attempts(detail, "failed")
     assert failed["error"]["message"] == "MemoryError: the task exceeded its memory limit"
-    assert f'File "{job}", line {line_of(job, "bytearray(")}, in map' in \
-        failed["error"]["traceback"]
+    assert f'File "{job}", line {line_of(job, where)}, in map' in failed["error"]["traceback"]
     assert limited.tasktrackers[0].proc.poll() is None
     assert_serves(limited, s.name)
 
