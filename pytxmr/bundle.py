@@ -389,6 +389,18 @@ def refuse_shadowed(unpacked: str) -> None:
             f"the job's {name}")
 
 
+def forget_imports(unpacked: str) -> None:
+    """Unload the bundle's modules (those of its ``py/``, zips included)
+    that an earlier task of the job imported in this process: each task
+    imports them afresh, as it loads the job's module afresh. A counter
+    kept in a helper module went on from one map to the next (an in-mapper
+    combiner there counted every word several times)."""
+    inside = unpacked + os.sep
+    for name in [n for n, m in sys.modules.items()
+                 if (getattr(m, "__file__", None) or "").startswith(inside)]:
+        del sys.modules[name]
+
+
 def enter(unpacked: str, cwd: str) -> None:
     """In a task child: the bundle's modules importable, its files linked
     into the working directory ``cwd`` by base name."""

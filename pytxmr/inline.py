@@ -78,6 +78,8 @@ def run_inline(
         try:
             with _shipped(job_path, py_files, files, work) as unpacked:
                 def fresh() -> Sequence[Job]:
+                    if unpacked is not None:  # its modules afresh too, as a task's are
+                        bundle.forget_imports(unpacked)
                     return define(load_module(source, job_path), map_name, reduce_name).steps
 
                 definition = _loaded(source, job_path, map_name, reduce_name, unpacked)
@@ -137,7 +139,7 @@ def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
     so that the next job in this process imports them afresh. Yields the
     bundle's unpacked directory (None when the job ships nothing)."""
     shipped = bundle.build(job_path, py_files, files)
-    path, cwd, loaded = list(sys.path), os.getcwd(), set(sys.modules)
+    path, cwd = list(sys.path), os.getcwd()
     unpacked = None
     aside: dict[str, types.ModuleType] = {}
     try:
@@ -156,10 +158,8 @@ def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
     finally:
         os.chdir(cwd)
         sys.path[:] = path
-        for name in set(sys.modules) - loaded:
-            if unpacked and (getattr(sys.modules[name], "__file__", None) or ""
-                             ).startswith(unpacked):
-                del sys.modules[name]
+        if unpacked:
+            bundle.forget_imports(unpacked)
         sys.modules.update(aside)  # the caller's own, over the job's of the same name
 
 

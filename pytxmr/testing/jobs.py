@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from .. import counters as _counters
 from .. import jobargs, stepdata, storage
 from ..inline import run_steps
+from ..bundle import local_imports
 from ..jobmodule import Job, JobDefinition, define, load_module
 from ..readers import Reader
 from ..outputrules import is_part_name
@@ -108,11 +109,26 @@ def _loaded(job: Any) -> Iterator[Callable[[], JobDefinition]]:
         path = os.path.abspath(os.fspath(path or job))
         with open(path, encoding="utf-8") as f:
             source = f.read()
+        # The modules beside it that it imports are loaded afresh for each
+        # task too (those the caller had imported stay the caller's).
+        own = {name for _, name in local_imports(path)}
+        before = set(sys.modules)
+
+        def forget() -> None:
+            for name in [n for n in sys.modules
+                         if n.partition(".")[0] in own and n not in before]:
+                del sys.modules[name]
+
+        def load() -> JobDefinition:
+            forget()
+            return define(load_module(source, path))
+
         sys.path.insert(0, os.path.dirname(path))
         try:
-            yield lambda: define(load_module(source, path))
+            yield load
         finally:
             sys.path.remove(os.path.dirname(path))
+            forget()
         return
     if not isinstance(job, types.ModuleType):
         module = types.ModuleType(getattr(job, "__name__", "job"))

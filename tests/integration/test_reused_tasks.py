@@ -161,3 +161,46 @@ def test_a_job_that_changes_directory_as_it_loads_keeps_its_maps_apart(tmp_path:
             got[word] = int(count)
     assert got == Counter(data.read_text().split())
     assert not list(elsewhere.iterdir())
+
+
+#: In-mapper combining kept in a helper module beside the job.
+HELPER = "from collections import Counter\ncounts = Counter()\n"
+COMBINING_JOB = '''import wc_buffer
+
+
+def map(key, line):
+    wc_buffer.counts.update(line.split())
+    return ()
+
+
+def map_final():
+    yield from wc_buffer.counts.items()
+
+
+def reduce(word, counts):
+    yield word, sum(counts)
+'''
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["run", "inline"])
+def test_a_helper_modules_state_is_each_tasks_own(tmp_path: Path, inline: bool) -> None:
+    """The job's module is loaded afresh for each task, and now so are the
+    modules it ships: a counter kept in a helper went on from one map to the
+    next of a reused process (and of `run --inline`), and words were counted
+    two to four times, the job succeeding."""
+    (tmp_path / "wc_buffer.py").write_text(HELPER)
+    job = tmp_path / "imc.py"
+    job.write_text(COMBINING_JOB)
+    data = tmp_path / "in.txt"
+    data.write_text("".join(f"w{i % 97} v{i % 7} the\n" for i in range(20000)))
+    out = tmp_path / "out"
+    rc, _, stderr = run_cli("run", str(job), str(data), "-o", str(out), "--split-size", "20K",
+                            *(["--inline"] if inline else []),
+                            env=base_env(tmp_path / "home"), cwd=ROOT, timeout=120)
+    assert rc == 0, stderr
+    got: Counter[str] = Counter()
+    for part in out.glob("part-*"):
+        for row in part.read_text().splitlines():
+            word, count = row.split("\t")
+            got[word] += int(count)
+    assert got == Counter(data.read_text().split())

@@ -457,3 +457,20 @@ def test_jsonl_records_read_ints_of_any_size(tmp_path: Path) -> None:
                    "def reduce(k, vs):\n    yield k, sum(vs)\n")
     result = pytxmr.run(str(job), str(data), str(tmp_path / "out"), inline=True, reducers=1)
     assert list(result.records()) == [(-10 ** 5000, 10 ** 4400)]
+
+
+def test_a_helper_modules_state_is_each_tasks_and_each_runs_own(tmp_path: Path) -> None:
+    """A job's helper beside it, holding an in-mapper combiner's counts,
+    kept them from one task to the next and from one call to the next: a
+    test's answer depended on the tests before it."""
+    (tmp_path / "imc_buffer.py").write_text("from collections import Counter\n"
+                                            "counts = Counter()\n")
+    job = tmp_path / "imc.py"
+    job.write_text("import imc_buffer\n\n\n"
+                   "def map(key, line):\n    imc_buffer.counts.update(line.split())\n"
+                   "    return ()\n\n\n"
+                   "def map_final():\n    yield from imc_buffer.counts.items()\n\n\n"
+                   "def reduce(word, counts):\n    yield word, sum(counts)\n")
+    expected = Counter(" ".join(LINES).split())
+    for maps in (1, 1, 2, 3):
+        assert dict(run_job(str(job), LINES, maps=maps)) == expected
