@@ -140,6 +140,12 @@ def _child(request: dict[str, Any], inherited: list[int],
                                           "retire": retire}).encode() + b"\n")
             if retire:
                 return
+            # What the task's modules held, freed before the next: a module
+            # is a cycle (its functions' globals are its dict), which only
+            # the collector frees, and a file or connection it opened as it
+            # loaded stayed open for each map the process ran. Cheap: what
+            # the zygote had is frozen out of the collector's sight.
+            gc.collect()
             while b"\n" not in pending:
                 data = os.read(requests, 65536)
                 if not data:
