@@ -528,6 +528,9 @@ def _local_dir_files(directory: str) -> list[InputFile]:
 
 def _expand_local(pattern: str) -> list[InputFile]:
     path = local_path(pattern)
+    # A trailing '/' names directories only, as the shell and glob read it:
+    # 'g/*/' read the files beside g's subdirectories too.
+    dirs_only = pattern.endswith("/")
     if os.path.isdir(path):
         files = _local_dir_files(path)
         if not files:
@@ -538,6 +541,8 @@ def _expand_local(pattern: str) -> list[InputFile]:
     if os.path.exists(path):
         if not os.path.isfile(path):
             raise StorageError(f"input {path} is not a regular file", path)
+        if dirs_only:
+            raise StorageError(f"input {pattern}: {path} is a file, not a directory", path)
         return [InputFile(path, os.path.getsize(path))]
     if not _GLOB_MAGIC.search(path):
         raise StorageError(f"input path does not exist: {path}", path)
@@ -548,7 +553,7 @@ def _expand_local(pattern: str) -> list[InputFile]:
             continue
         if os.path.isdir(match):
             files.extend(_local_dir_files(match))
-        elif os.path.isfile(match):
+        elif os.path.isfile(match) and not dirs_only:
             files.append(InputFile(os.path.abspath(match), os.path.getsize(match)))
     if not files:
         raise StorageError(f"input pattern {pattern!r} matches no files{_HIDDEN_SKIPPED}",

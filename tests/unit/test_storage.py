@@ -141,6 +141,19 @@ def test_local_recursive_glob(tmp_path: Path) -> None:
     assert found == sorted(str(tmp_path / rel) for rel in ["x.txt", "a/x.txt", "a/b/c/x.txt"])
 
 
+def test_a_glob_with_a_trailing_slash_names_directories_only(tmp_path: Path) -> None:
+    """``g/*/`` read ``g/top.txt`` too: the shell and glob match only the
+    directories; a file named with a trailing '/' is refused."""
+    (tmp_path / "g" / "sub").mkdir(parents=True)
+    (tmp_path / "g" / "top.txt").write_text("top\n")
+    (tmp_path / "g" / "sub" / "in.txt").write_text("inner\n")
+    found = [f.path for f in storage.expand_inputs([f"{tmp_path}/g/*/"])]
+    assert found == [str(tmp_path / "g" / "sub" / "in.txt")]
+    assert len(storage.expand_inputs([f"{tmp_path}/g/*"])) == 2
+    with pytest.raises(storage.StorageError, match="is a file, not a directory"):
+        storage.expand_inputs([f"{tmp_path}/g/top.txt/"])
+
+
 def test_a_glob_skips_hidden_directories_as_it_skips_hidden_files(
         tmp_path: Path, mem: object) -> None:
     """``out/*`` matched ``out/_temporary/``, and ``out/**`` the files in it,
