@@ -123,6 +123,35 @@ def _py_file_entry(path: str) -> tuple[str, str]:
     return path, base
 
 
+def _refuse_same_modules(entries: dict[str, str]) -> None:
+    """Two of the shipped modules of one name (in two ``.zip`` archives, or
+    in one and beside the job): an import would get one, which depends on
+    the order of ``sys.path``, not on the user's; the other went silently."""
+    seen: dict[str, tuple[str, str]] = {}  # module -> (its entry in py/, a path on disk)
+    for name, path in entries.items():
+        parts = name.split("/")
+        if parts[0] != PY:
+            continue
+        top = parts[1]
+        if top.endswith(".zip") and len(parts) == 2:
+            modules = _zip_modules(path)
+        else:
+            modules = {top[:-3] if top.endswith(".py") else top}
+        for module in modules:
+            entry, where = seen.setdefault(module, (top, path))
+            if entry != top:
+                raise BundleError(f"the module {module!r} is shipped twice, in {where} and in "
+                                  f"{path}: a job's import would get only one of them")
+
+
+def _zip_modules(path: str) -> set[str]:
+    """The top-level modules and packages a ``.zip`` archive holds."""
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    return {n.split("/")[0] if "/" in n else n.rsplit(".", 1)[0] for n in names
+            if "/" in n or n.endswith((".py", ".pyc"))}
+
+
 def build(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] = (),
           limit: int = MAX_BUNDLE_BYTES) -> Bundle | None:
     """The bundle of a job, or None when it ships nothing."""
@@ -146,6 +175,7 @@ def build(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] = ()
         add_code(path, os.path.basename(path), "the imported module")
     for given in py_files:
         add_code(*_py_file_entry(given), "--py-files")
+    _refuse_same_modules(entries)
     for given in files:
         if not os.path.isfile(given):
             raise BundleError(f"--files {given}: no such file"

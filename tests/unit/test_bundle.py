@@ -165,3 +165,24 @@ def test_entering_a_bundle_puts_its_modules_first_and_links_its_files(
     bundle.enter(store.unpacked(shipped.sha256), str(cwd))
     assert sys.path[0].endswith("/py") and sys.path[1].endswith("deps.zip")
     assert (cwd / "stop.txt").read_text() == "x\n"
+
+
+def test_a_module_shipped_twice_is_refused(job: Path, tmp_path: Path) -> None:
+    """Two zips with a ``solo.py`` each: the one whose name sorted first was
+    imported, whatever the command line's order; one beside the job beat a
+    zip's. Each is refused, naming both."""
+    zips = []
+    for letter in "ab":
+        path = tmp_path / f"{'zz' if letter == 'a' else 'aa'}_{letter}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("solo.py", f"V = {letter!r}\n")
+            z.writestr(f"pkg_{letter}/__init__.py", "")
+        zips.append(str(path))
+    with pytest.raises(BundleError, match=r"the module 'solo' is shipped twice, in .*zz_a\.zip "
+                                          r"and in .*aa_b\.zip"):
+        bundle.build(str(job), py_files=zips)
+    with pytest.raises(BundleError, match="the module 'helper' is shipped twice"):
+        with zipfile.ZipFile(tmp_path / "h.zip", "w") as z:
+            z.writestr("helper/__init__.py", "")
+        bundle.build(str(job), py_files=[str(tmp_path / "h.zip")])
+    assert bundle.build(str(job), py_files=zips[:1]) is not None  # a package's files are one
