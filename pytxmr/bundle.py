@@ -154,7 +154,11 @@ def _zip_modules(path: str) -> set[str]:
 
 def build(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] = (),
           limit: int = MAX_BUNDLE_BYTES) -> Bundle | None:
-    """The bundle of a job, or None when it ships nothing."""
+    """The bundle of a job, or None when it ships nothing. A path may
+    start with ``~`` (a shell leaves ``--files=~/x`` as it is)."""
+    job_path = os.path.expanduser(job_path)
+    py_files = [os.path.expanduser(p) for p in py_files]
+    files = [os.path.expanduser(p) for p in files]
     entries: dict[str, str] = {}  # name in the zip -> path on disk
 
     def add(path: str, name: str, what: str) -> None:

@@ -235,6 +235,7 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
         storage.check_named(inputs, output)
     except (ValueError, CodecUnavailable) as e:  # StorageError is a ValueError
         raise ClusterError(str(e)) from None
+    job_path = os.path.expanduser(job_path)  # as inputs and the output are
     # Relative paths are read against the working directory: the caller's,
     # not an inline job's (in another thread), which holds this lock.
     relative = any(not (os.path.isabs(p) or storage.is_remote(p))

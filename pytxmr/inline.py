@@ -66,6 +66,7 @@ def run_inline(
     # and arguments. Jobs from several threads run one after another.
     with storage.WORKING_DIRECTORY:
         codec = codec_for(compress)  # before any output is touched
+        job_path = os.path.abspath(os.path.expanduser(job_path))
         source = _read_source(job_path)
         given = jobargs.check_pairs(args.items() if isinstance(args, Mapping) else (args or ()))
         storage.check_named(inputs, output_dir)
@@ -73,7 +74,6 @@ def run_inline(
         # Before the working directory changes to the tasks' own.
         inputs = [storage.normalize(p) for p in inputs]
         output_dir = storage.normalize(output_dir)
-        job_path = os.path.abspath(job_path)
         work = tempfile.mkdtemp(prefix="pytxmr-inline-")
         try:
             with _shipped(job_path, py_files, files, work) as unpacked:
@@ -99,7 +99,7 @@ def load_job(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] =
     code and files in place), for ``--help-job``: a helper module shipped
     with ``--py-files`` was not found there."""
     with storage.WORKING_DIRECTORY:
-        job_path = os.path.abspath(job_path)
+        job_path = os.path.abspath(os.path.expanduser(job_path))
         source = _read_source(job_path)
         work = tempfile.mkdtemp(prefix="pytxmr-inline-")
         try:

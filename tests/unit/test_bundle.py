@@ -186,3 +186,26 @@ def test_a_module_shipped_twice_is_refused(job: Path, tmp_path: Path) -> None:
             z.writestr("helper/__init__.py", "")
         bundle.build(str(job), py_files=[str(tmp_path / "h.zip")])
     assert bundle.build(str(job), py_files=zips[:1]) is not None  # a package's files are one
+
+
+def test_a_tilde_starts_the_home_directory_in_every_path_a_job_gives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inputs and the output were read so, but the job, --files and
+    --py-files not: a shell leaves `--files=~/stop.txt` as it is, and the
+    Python API's callers pass "~/..." strings."""
+    from pytxmr import client
+    from pytxmr.inline import run_inline
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write(tmp_path / "wc.py", "import os\n\n\ndef map(k, line):\n"
+                              "    yield os.path.exists('stop.txt'), 1\n\n\n"
+                              "def reduce(k, vs):\n    yield k, sum(vs)\n")
+    write(tmp_path / "stop.txt", "the\n")
+    write(tmp_path / "extra.py", "X = 1\n")
+    write(tmp_path / "in.txt", "a b\nc\n")
+    sub = client.submission("~/wc.py", ["~/in.txt"], "~/out", files=["~/stop.txt"],
+                            py_files=["~/extra.py"])
+    assert sub.spec["filename"] == str(tmp_path / "wc.py")
+    assert sub.bundle is not None
+    run_inline("~/wc.py", ["~/in.txt"], "~/out", files=["~/stop.txt"], py_files=["~/extra.py"])
+    assert (tmp_path / "out" / "part-00000").read_text() == "true\t2\n"  # the file was there
