@@ -40,6 +40,16 @@ def test_names_must_be_short_text(group: str, name: str, match: str) -> None:
     assert counters.current.to_dict() == {}
 
 
+def test_the_frameworks_group_is_not_a_jobs_to_count_in() -> None:
+    """`counter("pytxmr", "map input records", 1000)` was taken, and the
+    job reported 1,000 more lines than its input had."""
+    counters.current.incr(FRAMEWORK, "map input records", 3)
+    for name in ("map input records", "new"):
+        with pytest.raises(ValueError, match="the group 'pytxmr' is pytxmr's own"):
+            counters.counter(FRAMEWORK, name, 1000)
+    assert counters.current.to_dict() == {FRAMEWORK: {"map input records": 3}}
+
+
 def test_a_task_keeps_a_bounded_number_of_counters() -> None:
     """A counter per key would make a report no worker can send; the
     framework's own counters do not count, and counting again is free."""
