@@ -107,7 +107,7 @@ class HandshakeGuard(TLSMemoryBIOFactory):
         a few of a flood: a host newly refused is not lost among them."""
         if watching in self._pending and reason.check(SSL.Error):
             self.failed += 1
-            if self._new_host(watching) or _worth_saying(self.failed):
+            if self._new_host(watching) or worth_saying(self.failed):
                 self.log.warn("A TLS handshake from {peer} failed: {why} ({n} so far)",
                               peer=_peer(watching), why=_ssl_reason(reason.value),
                               n=self.failed)
@@ -116,7 +116,7 @@ class HandshakeGuard(TLSMemoryBIOFactory):
     def _new_host(self, watching: _Watching) -> bool:
         host, _ = _peer_address(watching)
         # Beyond REMEMBERED_HOSTS hosts (a scan, a flood from many), only
-        # the sample of _worth_saying: every failure is new then.
+        # the sample of worth_saying: every failure is new then.
         if host is None or host in self._failed_from or len(
                 self._failed_from) >= REMEMBERED_HOSTS:
             return False
@@ -126,14 +126,14 @@ class HandshakeGuard(TLSMemoryBIOFactory):
     def _drop(self, watching: _Watching, why: str) -> None:
         self.finished(watching)
         self.dropped += 1
-        if _worth_saying(self.dropped):
+        if worth_saying(self.dropped):
             self.log.warn("Dropped a connection: {why} ({n} so far)", why=why, n=self.dropped)
         transport = watching.transport
         if transport is not None:
             transport.abortConnection()
 
 
-def _worth_saying(n: int) -> bool:
+def worth_saying(n: int) -> bool:
     """The 1st, 10th, 100th, then every 1000th: a flood is a few lines."""
     return n in (1, 10, 100) or n % 1000 == 0
 

@@ -30,6 +30,7 @@ from ..auth import (
     scram_server,
 )
 from ..bundle import is_digest
+from ..handshakes import worth_saying
 from ..pbwire import Broker, pack, refusals_as_pb_errors, unpack
 from ..ports import IWorker
 from ..tls import (CERTIFICATE_NOT_FOR_HOST, ClusterTLS, is_tls_record, peer_certificate,
@@ -50,6 +51,11 @@ from .tracker import JobTracker
 
 #: Seconds a PB peer has to log in before its connection is dropped.
 LOGIN_TIMEOUT = 30.0
+#: What a peer may send before it has logged in (a login takes a few hundred bytes).
+LOGIN_BYTES = 64 << 10
+#: Dropped peers said one by one; of a flood beyond them, a sample
+#: (``handshakes.worth_saying``): 3,000 garbage connections wrote 3,000 lines.
+DROPS_SAID = 20
 #: Seconds a registering worker's shuffle server has to accept a connection.
 PROBE_TIMEOUT = 5.0
 
@@ -437,10 +443,13 @@ class JobTrackerRealm:
 
 class _GuardedBroker(Broker):
     """A broker that drops a peer speaking something other than PB (a port
-    scan, an HTTP request) with one log line instead of a traceback."""
+    scan, an HTTP request) with one log line instead of a traceback, and
+    one that does not log in within LOGIN_TIMEOUT or LOGIN_BYTES."""
 
     log = Logger()
     _deadline: Any = None
+    #: Bytes received before the login (None once logged in).
+    _before_login: int | None = 0
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -448,16 +457,36 @@ class _GuardedBroker(Broker):
         # do would otherwise hold a file descriptor each, for ever.
         self._deadline = self.factory.clock.callLater(LOGIN_TIMEOUT, self._too_slow)
 
+    def dataReceived(self, data: bytes) -> None:
+        if self._before_login is not None:
+            # Banana nests lists without a limit: 10 MB of list openings
+            # from anyone who could connect took the jobtracker to 700 MB.
+            self._before_login += len(data)
+            if self._before_login > LOGIN_BYTES:
+                self._drop(f"{self._before_login:,} bytes and no login")
+                return
+        super().dataReceived(data)
+
     def logged_in(self) -> None:
+        self._before_login = None
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
 
     def _too_slow(self) -> None:
-        peer = self.transport.getPeer()
-        self.log.warn("Dropped a connection from {host}:{port}: no login in {s:g}s",
-                      host=getattr(peer, "host", peer), port=getattr(peer, "port", ""),
-                      s=LOGIN_TIMEOUT)
+        self._drop(f"no login in {LOGIN_TIMEOUT:g}s")
+
+    def _drop(self, why: str) -> None:
+        self._say(why)
         self.transport.abortConnection()
+
+    def _say(self, why: str) -> None:
+        """One line per dropped peer, but of a flood a few."""
+        n = self.factory.dropped = getattr(self.factory, "dropped", 0) + 1
+        if n <= DROPS_SAID or worth_saying(n):
+            peer = self.transport.getPeer()
+            self.log.warn("Dropped a connection from {host}:{port}: {why} ({n} so far)",
+                          host=getattr(peer, "host", peer), port=getattr(peer, "port", ""),
+                          why=why, n=self.factory.dropped)
 
     def connectionLost(self, reason: Any) -> None:
         self.logged_in()  # cancels the deadline
@@ -470,8 +499,7 @@ class _GuardedBroker(Broker):
             self.log.info("A plain-text client at {host}:{port} asked whether this port "
                           "speaks TLS: it does not", host=host, port=port)
             return
-        self.log.warn("Dropped a connection from {host}:{port}: not PB ({e})",
-                      host=host, port=port, e=f"{type(e).__name__}: {e}")
+        self._say(f"not PB ({type(e).__name__}: {e})")
 
 
 class _LoginWrapper(pb._PortalWrapper):

@@ -822,6 +822,36 @@ def test_garbage_on_the_ports_does_not_harm_the_cluster(cluster: Cluster) -> Non
     assert merged(read_wordcount(out)) == {"after": 50, "garbage": 100}
 
 
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_a_peer_that_sends_much_before_it_logs_in_is_dropped(cluster: Cluster) -> None:
+    """Banana nests lists without a limit: 10 MB of list openings, from
+    anyone who could connect, took the jobtracker from 60 to 700 MB until
+    the login timer dropped them. And a flood of garbage connections wrote
+    a line each: now the first 20, then a sample."""
+    jobtracker = cluster.jobtracker
+    assert jobtracker is not None
+    port = jobtracker.ready["port"]
+    before = _rss_kb(jobtracker.proc.pid)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        with contextlib.suppress(OSError):  # reset once the jobtracker has had enough
+            s.sendall(b"\x01\x80" * 5_000_000)
+    wait_for(lambda: "bytes and no login" in jobtracker.log(), 10, "the peer to be dropped")
+    assert _rss_kb(jobtracker.proc.pid) - before < 50_000
+    for _ in range(40):
+        _poke(port, b"\x00" * 5 + b"\xff" * 100)
+    wait_for(lambda: jobtracker.log().count("Dropped a connection from") >= 20, 10,
+             "the first drops to be said")
+    assert jobtracker.log().count("Dropped a connection from") <= 21
+    data = write(cluster.base / "after-flood.txt", "after flood flood\n" * 50)
+    out = cluster.base / "out-after-flood"
+    assert_ok(cluster.submit(WORDCOUNT, [data], out), cluster)
+    assert merged(read_wordcount(out)) == {"after": 50, "flood": 100}
+
+
 def test_a_tasktracker_says_why_it_is_not_registered(cluster: Cluster, tmp_path: Path) -> None:
     """Sent to a port where nothing listens, it logged only ClientService's
     "Scheduling retry 7 to connect <TCP4ClientEndpoint object at 0x...>";
