@@ -13,6 +13,7 @@ turn a refused login into an error that says what to fix.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from typing import Any
 
@@ -132,11 +133,13 @@ class UsersChecker:
         return defer.succeed(USER_PREFIX + creds.name.encode("utf-8"))
 
 
-def scram_server(users: UsersFile, client_first: str) -> tuple[Any, str]:
+def scram_server(users: UsersFile, client_first: str, decoy_key: bytes) -> tuple[Any, str]:
     """The server side of a SCRAM exchange, given the client's first message;
     and its name for the user. An unknown user gets a made-up verifier (from
-    a per-process key), so that the exchange fails only at the proof, as for
-    a wrong password: names cannot be probed."""
+    ``decoy_key``, the same at every start of the jobtracker: one per
+    process told names apart across a restart, the unknown ones' salts
+    changing), so that the exchange fails only at the proof, as for a
+    wrong password: names cannot be probed."""
     from scramp import ScramException, ScramMechanism
 
     mechanism = ScramMechanism()
@@ -157,7 +160,7 @@ def scram_server(users: UsersFile, client_first: str) -> tuple[Any, str]:
         # apart), its salt the same at every try, and costs no PBKDF2.
         like = next(iter(users.users().values()), None)
         size, rounds = (len(like.salt), like.iterations) if like else (32, ITERATIONS)
-        salt = hashlib.shake_256(_DECOY_KEY + name.encode("utf-8")).digest(size)
+        salt = hashlib.shake_256(decoy_key + name.encode("utf-8")).digest(size)
         return salt, os.urandom(32), os.urandom(32), rounds
 
     server = mechanism.make_server(auth_info)
@@ -170,7 +173,10 @@ def scram_server(users: UsersFile, client_first: str) -> tuple[Any, str]:
     return server, names[0] if names else ""
 
 
-_DECOY_KEY = os.urandom(32)
+def decoy_key(secret: bytes) -> bytes:
+    """``scram_server``'s key, kept as the cluster secret is (and telling
+    nothing of it)."""
+    return hmac.new(secret, b"pytxmr: the salts of unknown user names", "sha256").digest()
 
 
 async def user_login(factory: pb.PBClientFactory, name: str, password: str,

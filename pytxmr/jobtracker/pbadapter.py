@@ -27,6 +27,7 @@ from ..auth import (
     ScramProof,
     SecretChecker,
     UsersChecker,
+    decoy_key,
     scram_server,
 )
 from ..bundle import is_digest
@@ -510,9 +511,10 @@ class _LoginWrapper(pb._PortalWrapper):
     log = Logger()
 
     def __init__(self, portal: portal.Portal, broker: pb.Broker,
-                 users: UsersFile | None) -> None:
+                 users: UsersFile | None, decoy_key: bytes) -> None:
         super().__init__(portal, broker)
         self.users = users
+        self.decoy_key = decoy_key
 
     def remoteMessageReceived(self, broker: pb.Broker, message: str, args: Any,
                               kw: Any) -> Any:
@@ -535,7 +537,7 @@ class _LoginWrapper(pb._PortalWrapper):
         if not isinstance(client_first, str) or len(client_first) > 4096:
             raise pb.Error("user_login takes SCRAM's first message")
         try:
-            server, name = scram_server(self.users, client_first)
+            server, name = scram_server(self.users, client_first, self.decoy_key)
         except NoUsers as e:  # the users file is broken or gone: nobody gets in
             self.log.error("Refused a user login: {why}", why=str(e))
             raise
@@ -568,12 +570,14 @@ class _LoginRoot(pb._PortalRoot):
     """PB's root for a portal (private in Twisted, stable for two decades),
     handing out the wrapper above."""
 
-    def __init__(self, portal: portal.Portal, users: UsersFile | None) -> None:
+    def __init__(self, portal: portal.Portal, users: UsersFile | None,
+                 decoy_key: bytes) -> None:
         super().__init__(portal)
         self.users = users
+        self.decoy_key = decoy_key
 
     def rootObject(self, broker: pb.Broker) -> _LoginWrapper:
-        return _LoginWrapper(self.portal, broker, self.users)
+        return _LoginWrapper(self.portal, broker, self.users, self.decoy_key)
 
 
 def pb_factory(jt: JobTracker, secret: bytes, clock: Any, probe: ShuffleProbe | None = None,
@@ -587,7 +591,8 @@ def pb_factory(jt: JobTracker, secret: bytes, clock: Any, probe: ShuffleProbe | 
     if users is not None:
         checkers.append(UsersChecker())
     realm = JobTrackerRealm(jt, probe, workers_need_certificates, users)
-    factory = pb.PBServerFactory(_LoginRoot(portal.Portal(realm, checkers), users))
+    factory = pb.PBServerFactory(_LoginRoot(portal.Portal(realm, checkers), users,
+                                            decoy_key(secret)))
     factory.protocol = _GuardedBroker
     factory.noisy = False
     factory.clock = clock

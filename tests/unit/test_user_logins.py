@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from scramp import ScramClient
 
-from pytxmr.auth import scram_server
+from pytxmr.auth import decoy_key, scram_server
 from pytxmr.users import UsersFile, make_verifier
 
 
-def _first_answer(users: UsersFile, name: str) -> dict[str, str]:
-    server, _ = scram_server(users, ScramClient(["SCRAM-SHA-256"], name, "x").get_client_first())
+def _first_answer(users: UsersFile, name: str, secret: bytes = b"s" * 32) -> dict[str, str]:
+    first = ScramClient(["SCRAM-SHA-256"], name, "x").get_client_first()
+    server, _ = scram_server(users, first, decoy_key(secret))
     fields = dict(f.split("=", 1) for f in server.get_server_first().split(","))
     return {"salt": fields["s"], "rounds": fields["i"]}
 
@@ -31,3 +32,14 @@ def test_an_unknown_name_gets_an_answer_like_a_users(tmp_path: Path, rounds: int
     assert _first_answer(users, "nobody") == nobody
     assert _first_answer(users, "alice") == alice
     assert _first_answer(users, "other")["salt"] != nobody["salt"]
+
+
+def test_an_unknown_names_answer_is_the_same_after_a_restart(tmp_path: Path) -> None:
+    """Its salt came from a key made at each start: a user's stayed the same
+    across a restart and an unknown name's changed, which told them apart.
+    The key is the cluster secret's (and another cluster's differs)."""
+    users = UsersFile(str(tmp_path / "users.json"))
+    users.put("alice", make_verifier("secret"))
+    first = _first_answer(users, "nobody", b"k" * 32)
+    assert _first_answer(users, "nobody", b"k" * 32) == first  # a restart
+    assert _first_answer(users, "nobody", b"j" * 32)["salt"] != first["salt"]
