@@ -180,7 +180,7 @@ class Zygote(protocol.ProcessProtocol):
 
 
 def _outcome(result_path: str, log: str, status: int | None,
-             killed_because: str | None) -> dict[str, Any]:
+             killed_because: str | None, work_dir: str) -> dict[str, Any]:
     """The task's result, or an error saying how its process died (with the
     end of its ``log``)."""
     try:
@@ -204,8 +204,27 @@ def _outcome(result_path: str, log: str, status: int | None,
         why = f"the task process was killed by signal {signal.Signals(-status).name}"
     else:
         why = f"the task process exited with code {status} before reporting a result"
+        why += _full_disk(os.path.dirname(result_path), work_dir, os.path.dirname(work_dir))
     return {"ok": False, "error": {"type": "TaskProcessDied", "message": why,
                                    "traceback": log[-4096:]}}
+
+
+#: Free bytes below which a task's disk counts as full.
+FULL_DISK = 1 << 20
+
+
+def _full_disk(*dirs: str) -> str:
+    """Why a task may have died without a word: its log and its result had
+    no room (a map that failed on a full disk said only that it exited)."""
+    for d in dict.fromkeys(dirs):
+        try:
+            free = os.statvfs(d)
+        except OSError:
+            continue
+        if free.f_bavail * free.f_frsize < FULL_DISK:
+            return (f" (the disk of {d} is full: {free.f_bavail * free.f_frsize:,} bytes "
+                    f"free, no room for its log and result)")
+    return ""
 
 
 def io_bytes(pid: int, kinds: tuple[str, ...] = ("rchar:", "wchar:")) -> int | None:
@@ -277,7 +296,8 @@ class TaskChild:
         if self._watch is not None and self._watch.running:
             self._watch.stop()
         self.log = read_tail(self.log_path)
-        outcome = _outcome(result_path, self.log, status, self._child.kill_requested)
+        outcome = _outcome(result_path, self.log, status, self._child.kill_requested,
+                           self.work_dir)
         if self._scratch:  # read: no use keeping them
             for path in (self.log_path, result_path):
                 with contextlib.suppress(OSError):

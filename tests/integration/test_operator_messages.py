@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from procs import Cluster, base_env
+from procs import ROOT, Cluster, base_env
 
 
 def test_daemon_logs_have_no_factory_noise(tmp_path: Path) -> None:
@@ -68,6 +68,29 @@ def test_a_daemon_started_on_a_full_disk_says_so(tmp_path: Path) -> None:
             assert (f"{daemon}: cannot use the work directory {workdir}: "
                     in proc.stderr.splitlines()[0]), proc.stderr
             assert "its disk is full" in proc.stderr, proc.stderr
+
+
+def test_a_task_that_dies_on_a_full_disk_is_said_to(tmp_path: Path) -> None:
+    """A worker whose disk is nearly full from the start: its map could
+    write neither its log nor its result, and failed with "exited with code
+    1 before reporting a result", its log "[no output]"."""
+    with small_disk(tmp_path, "2m") as disk:
+        c = Cluster(tmp_path)
+        try:
+            c.start_jobtracker()
+            c.start_tasktracker(1, "--shuffle-memory", "0", "--workdir", str(disk / "tt"),
+                                default_workdir=True)
+            with open(disk / "fill", "wb", buffering=0) as f, contextlib.suppress(OSError):
+                while os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize > 64 << 10:
+                    f.write(b"x" * 4096)
+            data = tmp_path / "in.txt"
+            data.write_text("".join(f"w{i} v{i % 7}\n" for i in range(100000)))
+            rc, _, err = c.submit(ROOT / "examples" / "wordcount.py", [data], tmp_path / "out",
+                                  "--max-attempts", "1")
+            assert rc == 1, err
+            assert f"the disk of {disk}" in err and "is full: " in err, err
+        finally:
+            c.stop_all()
 
 
 def test_a_full_disk_is_named_in_the_attempts_error(tmp_path: Path) -> None:
