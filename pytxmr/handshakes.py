@@ -17,6 +17,8 @@ from twisted.protocols import policies
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from .pbwire import worth_saying
+
 #: Seconds a peer has to finish its TLS handshake.
 HANDSHAKE_TIMEOUT = 10.0
 #: Unfinished handshakes a port keeps at once.
@@ -131,11 +133,6 @@ class HandshakeGuard(TLSMemoryBIOFactory):
         transport = watching.transport
         if transport is not None:
             transport.abortConnection()
-
-
-def worth_saying(n: int) -> bool:
-    """The 1st, 10th, 100th, then every 1000th: a flood is a few lines."""
-    return n in (1, 10, 100) or n % 1000 == 0
 
 
 def _peer_address(watching: _Watching) -> tuple[str | None, int | None]:

@@ -123,6 +123,12 @@ class Broker(pb.Broker):
         super().connectionLost(reason)
 
 
+def worth_saying(n: int) -> bool:
+    """Whether to log the ``n``th of a flood of alike events (dropped
+    peers, failed handshakes): the 1st, 10th, 100th, then every 1000th."""
+    return n in (1, 10, 100) or n % 1000 == 0
+
+
 def client_factory() -> pb.PBClientFactory:
     factory = pb.PBClientFactory()
     factory.protocol = Broker

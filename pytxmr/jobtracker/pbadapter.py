@@ -31,8 +31,7 @@ from ..auth import (
     scram_server,
 )
 from ..bundle import is_digest
-from ..handshakes import worth_saying
-from ..pbwire import Broker, pack, refusals_as_pb_errors, unpack
+from ..pbwire import Broker, pack, refusals_as_pb_errors, unpack, worth_saying
 from ..ports import IWorker
 from ..tls import (CERTIFICATE_NOT_FOR_HOST, ClusterTLS, is_tls_record, peer_certificate,
                    tls_refusal)
@@ -55,7 +54,7 @@ LOGIN_TIMEOUT = 30.0
 #: What a peer may send before it has logged in (a login takes a few hundred bytes).
 LOGIN_BYTES = 64 << 10
 #: Dropped peers said one by one; of a flood beyond them, a sample
-#: (``handshakes.worth_saying``): 3,000 garbage connections wrote 3,000 lines.
+#: (``pbwire.worth_saying``): 3,000 garbage connections wrote 3,000 lines.
 DROPS_SAID = 20
 #: Seconds a registering worker's shuffle server has to accept a connection.
 PROBE_TIMEOUT = 5.0
