@@ -106,6 +106,11 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
     # as it loads (``os.chdir(os.path.dirname(__file__))``), and the maps of
     # a worker then spilled into one directory, each taking another's files.
     work_dir = os.getcwd()
+    # The codec's package before the job's modules: a job that ships its own
+    # lz4.py is refused (``bundle.refuse_shadowed``), where the framework
+    # took it for the codec's ("needs the lz4 package"). CodecUnavailable
+    # (lz4 missing on this worker) fails the attempt, saying what to install.
+    codec = codec_for(spec.get("compress"))
     definition = load_job(spec["job"])
     reusable = definition.reuse_processes
     # Map and reduce build millions of small acyclic objects; the cyclic
@@ -115,14 +120,15 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
     gc.disable()
     if kind == "check":
         return {"steps": definition.summary()}
-    result = _run(kind, spec, definition.steps[spec["job"].get("step", 0)], counters, work_dir)
+    result = _run(kind, spec, definition.steps[spec["job"].get("step", 0)], counters, work_dir,
+                  codec)
     # For this task alone: a reused process ran others before.
     _counters.count_cpu(counters, started)
     return {**result, "counters": counters.to_dict()}
 
 
 def _run(kind: str, spec: dict[str, Any], job: Job, counters: Counters,
-         work_dir: str) -> dict[str, Any]:
+         work_dir: str, codec: int) -> dict[str, Any]:
     """Run a map or reduce in ``work_dir``; its result, but the counters."""
     split = Split.from_wire(spec["split"]) if kind == "map" else None
     if kind == "map" and job.map_only:
@@ -141,9 +147,7 @@ def _run(kind: str, spec: dict[str, Any], job: Job, counters: Counters,
             spec["data_path"],
             counters,
             buffer_records=spec.get("buffer_records") or DEFAULT_BUFFER_RECORDS,
-            # CodecUnavailable (lz4 missing on this worker) fails the attempt
-            # with a message saying what to install.
-            codec=codec_for(spec.get("compress")),
+            codec=codec,
             spill_dir=work_dir,
             pack=_pack_file(spec.get("pack")),
         )

@@ -442,7 +442,7 @@ class TaskTracker:
         job = attempt.job
         shuffled = attempt.size = sum(length for _, _, length in runs)
         in_memory = fetch.bytes_in_memory()
-        spec = {"kind": "reduce", "output_format": job.output_format,
+        spec = {"kind": "reduce", "output_format": job.output_format, "compress": job.compress,
                 "runs": runs, "kinds": sorted(fetch.kinds),
                 "output_path": output.attempt_path(job.output, attempt.id, attempt.index,
                                                    attempt.work_dir),

@@ -485,3 +485,22 @@ def test_the_submitters_directory_is_no_place_to_import_from(tmp_path: Path) -> 
         rc, _, err = run_cli("run", *inline, str(job), str(data), "-o",
                              str(tmp_path / f"out{len(inline)}"), env=env, cwd=tmp_path)
         assert rc == 1 and "No module named 'here_only'" in err, (inline, rc, err)
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["run", "inline"])
+def test_a_job_shipping_a_module_named_as_the_codec_is_told_so(tmp_path: Path,
+                                                                 inline: bool) -> None:
+    """A job with its own lz4.py, run with --compress lz4, where the command
+    was started: the CLI imported that file as the codec ("needs the lz4
+    package", which was installed), and a task would have too."""
+    from procs import base_env, run_cli
+
+    write(tmp_path / "lz4.py", "X = 1\n")
+    job = write(tmp_path / "job.py", "import lz4\n\n\ndef map(k, line):\n"
+                                     "    yield line, lz4.X\n")
+    data = write(tmp_path / "in.txt", "a\n")
+    rc, _, err = run_cli("run", str(job), str(data), "-o", str(tmp_path / "out"), "--compress",
+                         "lz4", "--max-attempts", "1", *(["--inline"] if inline else []),
+                         env=base_env(tmp_path / "home"), cwd=tmp_path, timeout=120)
+    assert rc != 0
+    assert "the job ships its own module 'lz4'" in err and "rename the job's lz4" in err, err
