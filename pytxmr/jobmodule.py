@@ -255,7 +255,9 @@ def _check_split_policy(check: _Checker, reader: Any) -> None:
         raise check.refuse(str(e)) from None
 
 
-def _identity(key: Any, value: Any) -> Any:
+def identity_map(key: Any, value: Any) -> Any:
+    """The map of a step that has none: its input pairs (the step before
+    it yielded them) are shuffled as they are."""
     yield key, value
 
 
@@ -278,7 +280,7 @@ def _resolve_step(module: types.ModuleType, step: Any, n: int, count: int) -> Jo
     _check_split_policy(check, reader)
     errors, output_format, input_bytes = _settings(module)
     # Only the first step reads the input: later ones read pairs.
-    return check.job(check.optional("map", "key, value") or _identity, reduce, reader,
+    return check.job(check.optional("map", "key, value") or identity_map, reduce, reader,
                      (errors, output_format, input_bytes and n == 0), fixed_reducers=True)
 
 

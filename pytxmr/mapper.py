@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 from .combiners import FoldCombiner
 from .counters import FRAMEWORK, Counters
-from .jobmodule import Job
+from .jobmodule import Job, identity_map
 from .keys import (NAN_REFUSED, find_nan, first, kinds_of, merge_order, record_sort_key,
                    sort_by_utf8, total_order)
 from .merge import group_values, merge_runs
@@ -292,7 +292,7 @@ class MapOutputBuffer:
         keys = list(map(first, items))
         kinds = kinds_of(keys)
         if unchecked and "other" in kinds:
-            _check_keys(keys)
+            _check_keys(keys, self._job)
         _refuse_nan_keys(keys, kinds)
         self.kinds.update(kinds)
         n = self._num_partitions
@@ -475,15 +475,19 @@ def _refuse_nan_keys(keys: list[Any], kinds: list[str]) -> None:
         raise RecordTypeError(f"map yielded a NaN key: {NAN_REFUSED}")
 
 
-def _check_keys(keys: list[Any]) -> None:
+def _check_keys(keys: list[Any], job: Job) -> None:
     """Refuse a key of a type no record may carry (a list, a set...), with
     its type named: the pair buffer holds any object until it spills."""
     try:
         for key in keys:
             total_order(key)
     except TypeError as e:
+        # A step without a map shuffles the pairs of the step before: the
+        # message blamed the user's only map, which yielded str keys.
+        who = ("the step before this one (this step has no map: the pairs that step's reduce "
+               "yielded are shuffled as they are)" if job.map is identity_map else "map")
         raise RecordTypeError(
-            f"map must yield (key, value) pairs whose key is str, bytes, int, float, "
+            f"{who} must yield (key, value) pairs whose key is str, bytes, int, float, "
             f"bool, None or a tuple of these ({e})") from None
 
 

@@ -7,6 +7,7 @@ import json
 import types
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -474,3 +475,23 @@ def test_a_helper_modules_state_is_each_tasks_and_each_runs_own(tmp_path: Path) 
     expected = Counter(" ".join(LINES).split())
     for maps in (1, 1, 2, 3):
         assert dict(run_job(str(job), LINES, maps=maps)) == expected
+
+
+def test_a_step_without_a_map_blames_the_step_before_for_its_keys() -> None:
+    """Step 1's reduce yielded list keys; step 2, without a map, shuffled
+    them and failed saying "map must yield ... (unsupported key type
+    list)", of a job whose only map yields str keys."""
+    from pytxmr.records import RecordTypeError
+
+    def count(word: str, ones: Any) -> Any:
+        yield [word, 1], sum(ones)
+
+    def total(key: Any, values: Any) -> Any:
+        yield key, sum(values)
+
+    job = types.SimpleNamespace(steps=[
+        Step(map=lambda k, line: ((w, 1) for w in line.split()), reduce=count),
+        Step(reduce=total)])
+    with pytest.raises(RecordTypeError, match=r"^the step before this one \(this step has no "
+                                              r"map.*unsupported key type list"):
+        run_job(job, LINES)
