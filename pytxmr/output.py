@@ -491,6 +491,11 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
                               protected=protected, in_use=in_use, owner=owner,
                               may_replace=may_replace, job=job)
     except (FileNotFoundError, FileExistsError) as e:  # gone or made meanwhile
+        parent = os.path.dirname(os.path.abspath(path))
+        if isinstance(e, FileNotFoundError) and os.path.isdir(parent) and not os.path.lexists(
+                path):  # no race: the file system makes no directory there (/proc)
+            raise OutputExistsError(f"cannot make the output directory {path}: "
+                                    f"{e.strerror}") from None
         raise OutputExistsError(f"the output {path} changed as this job was preparing it "
                                 f"({e.strerror}: {e.filename}): another job is making or "
                                 f"replacing it now") from None
@@ -507,7 +512,8 @@ def _prepare_local(path: str, overwrite: bool, *, inputs: Sequence[str],
     # these checks existed was emptied, then refused.
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
-        raise OutputExistsError(f"the parent directory of the output {path} does not exist")
+        raise OutputExistsError(f"the parent directory of the output {path} " + (
+            f"is a file: {parent}" if os.path.lexists(parent) else "does not exist"))
     work = _work_directory_of(os.path.join(os.path.realpath(parent), os.path.basename(path)),
                               protected)
     if work is not None and not os.path.lexists(path):  # (check_overwrite refuses one there)
