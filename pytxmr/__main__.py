@@ -10,6 +10,7 @@ import argparse
 import gc
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -392,7 +393,9 @@ def describe_job(status: dict[str, Any]) -> str:
     if status.get("failed_attempts"):
         lines.append(f"  failed attempts {status['failed_attempts']}")
     if status.get("args"):
-        lines.append("  arguments " + " ".join(f"{k}={v}" for k, v in sorted(status["args"].items())))
+        # Quoted as a shell would take them back: `sp=a b` read as two.
+        lines.append("  arguments " + " ".join(shlex.quote(f"{k}={v}")
+                                                for k, v in sorted(status["args"].items())))
     err = status.get("error") or {}
     if err.get("message"):
         lines.append(f"  error: {err['message']}")

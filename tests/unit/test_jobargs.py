@@ -150,3 +150,16 @@ def test_options_may_come_between_the_job_and_its_inputs(argv: list[str]) -> Non
         a = parse_command_line([command, *argv])
         assert (a.command, a.job, a.inputs, a.output, a.reducers) == (
             command, "job.py", ["in.txt"], "out", 2)
+
+
+def test_status_shows_arguments_as_a_shell_would_take_them_back() -> None:
+    """`sp=a b` read as two arguments; an empty one and a newline were lost."""
+    import shlex
+
+    from pytxmr.__main__ import describe_job
+
+    args = {"sp": "a b", "empty": "", "eq": "x=y", "nl": "one\ntwo"}
+    text = describe_job({"job_id": "job_1", "state": "running", "args": args})
+    [line] = [line for line in text.splitlines() if line.startswith("  arguments ")]
+    said = shlex.split(line[len("  arguments "):])
+    assert dict(a.split("=", 1) for a in said) == args
