@@ -393,13 +393,20 @@ def describe_job(status: dict[str, Any]) -> str:
     if status.get("failed_attempts"):
         lines.append(f"  failed attempts {status['failed_attempts']}")
     if status.get("args"):
-        # Quoted as a shell would take them back: `sp=a b` read as two.
-        lines.append("  arguments " + " ".join(shlex.quote(f"{k}={v}")
+        lines.append("  arguments " + " ".join(_shell_word(f"{k}={v}")
                                                 for k, v in sorted(status["args"].items())))
     err = status.get("error") or {}
     if err.get("message"):
         lines.append(f"  error: {err['message']}")
     return "\n".join(lines)
+
+
+def _shell_word(text: str) -> str:
+    """``text`` as a shell would take it back (`sp=a b` read as two
+    arguments); with a control character, in bash's $'...' form, on one line."""
+    if text.isprintable():
+        return shlex.quote(text)
+    return "$'" + text.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
 
 
 def describe_workers(workers: list[dict[str, Any]]) -> str:

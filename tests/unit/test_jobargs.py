@@ -158,8 +158,11 @@ def test_status_shows_arguments_as_a_shell_would_take_them_back() -> None:
 
     from pytxmr.__main__ import describe_job
 
-    args = {"sp": "a b", "empty": "", "eq": "x=y", "nl": "one\ntwo"}
+    args = {"sp": "a b", "empty": "", "eq": "x=y", "q": "it's"}
     text = describe_job({"job_id": "job_1", "state": "running", "args": args})
     [line] = [line for line in text.splitlines() if line.startswith("  arguments ")]
     said = shlex.split(line[len("  arguments "):])
     assert dict(a.split("=", 1) for a in said) == args
+    text = describe_job({"job_id": "job_1", "state": "running",
+                         "args": {"nl": "one\ntwo 'x'"}})
+    assert text.splitlines()[-1] == "  arguments $'nl=one\\ntwo \\'x\\''"
