@@ -305,10 +305,18 @@ def define(module: types.ModuleType, map_name: str = "map",
         raise JobDefinitionError(f"{where}: a job with steps names its functions in them; "
                                  f"--map and --reduce do not apply")
     for name in ("map", "reduce", "map_split", "map_chunk", "combine", *HOOKS):
-        if callable(getattr(module, name, None)):
+        fn = getattr(module, name, None)
+        if not callable(fn):
+            continue
+        if any(fn in vars(step).values() for step in steps):
+            # It is in a Step already: its name is what a one-step job reads.
             raise JobDefinitionError(
-                f"{where}: the module defines both steps and {name!r}: put {name!r} "
-                f"in a Step, or drop steps")
+                f"{where}: the module defines both steps and {name!r} (the name a job "
+                f"without steps gives its {name}); the Step has it: rename the function "
+                f"(e.g. {name}_words)")
+        raise JobDefinitionError(
+            f"{where}: the module defines both steps and {name!r}: put {name!r} "
+            f"in a Step, or drop steps")
     # A step's settings, which its Step gives: at module level they would be
     # silently ignored (a total order's partitioner lost).
     for name in ("partition", "reader"):

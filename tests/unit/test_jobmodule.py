@@ -383,7 +383,11 @@ def test_input_bytes_is_the_first_steps_only(tmp_path: Path) -> None:
     ("steps = [Step(map=count, reduce=total), Step(map=swap, reader=count)]\n",
      "only the first step has a reader"),
     ("steps = [Step(map=count, reduce=total)]\ndef reduce(k, vs):\n    yield k, 1\n",
-     "defines both steps and 'reduce'"),
+     "defines both steps and 'reduce': put 'reduce' in a Step, or drop steps"),
+    # In a Step already: "put 'map' in a Step" said what the user had done.
+    ("def map(k, v):\n    yield v, 1\nsteps = [Step(map=map, reduce=total)]\n",
+     r"defines both steps and 'map' \(the name a job without steps gives its map\); the Step "
+     r"has it: rename the function \(e.g. map_words\)"),
     # Ignored, silently: a job's total order lost to the default partitioner.
     ("steps = [Step(map=count, reduce=total)]\ndef partition(k, n):\n    return 0\n",
      "defines 'partition' beside steps, and no Step uses it"),
