@@ -5,8 +5,8 @@ An SQLite database in WAL mode (the standard library's ``sqlite3``): each
 record is one transaction, so a crash at any instant leaves the journal as
 it was after the last whole record, never half of one. Kept: each running
 job as submitted (its plan: splits, token, options, owner), each step it
-started, each task it committed (the attempt, its counters, and for a map
-the kinds of its keys), how it is ending while its output is finished or
+started, each task it committed (the attempt, its counters, for a map the
+kinds of its keys, its times and the end of its log), how it is ending while its output is finished or
 cleaned, and its end. A finished job's records are deleted once its output
 is final: the history (``pytxmr.history``) keeps finished jobs.
 
@@ -39,6 +39,19 @@ CREATE TABLE IF NOT EXISTS tasks (job_id TEXT, step INTEGER, kind TEXT, idx INTE
                                   PRIMARY KEY (job_id, step, kind, idx));
 CREATE TABLE IF NOT EXISTS ending (job_id TEXT PRIMARY KEY, outcome TEXT NOT NULL);
 """
+
+
+#: The end of a committed task's log that the journal keeps: a restart
+#: reads every one of a running job's into memory (64 KB tails of 10,000
+#: chatty maps were 640 MB).
+JOURNAL_LOG_TAIL = 4 << 10
+
+
+def journaled_log(log: str) -> str:
+    if len(log) <= JOURNAL_LOG_TAIL:
+        return log
+    return "[pytxmr: the log's start is not kept across a jobtracker restart]\n" + log[
+        -JOURNAL_LOG_TAIL:]
 
 
 @dataclass
@@ -158,7 +171,7 @@ class Journal:
                        task: Committed) -> None:
         result = json.dumps({"counters": task.counters, "kinds": list(task.kinds),
                              "started": task.started, "finished": task.finished,
-                             "log": task.log})
+                             "log": journaled_log(task.log)})
         self._write("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?)", job_id, step,
                     kind, index, task.attempt_id, result)
 

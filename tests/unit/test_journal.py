@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytxmr.jobtracker.job import JobRecord, StepPlan, job_from_plan, plan_of
-from pytxmr.journal import Committed, Journal
+from pytxmr.journal import JOURNAL_LOG_TAIL, Committed, Journal
 from pytxmr.scheduler import (
     AnnounceMapOutputs,
     JobDone,
@@ -62,6 +62,23 @@ def test_a_job_and_its_tasks_come_back_from_the_journal(tmp_path: Path) -> None:
     assert back == job
     again.job_ended(job.id)
     assert again.running_jobs() == {}
+
+
+def test_a_committed_tasks_log_is_journaled_to_its_end(tmp_path: Path) -> None:
+    """A restart reads a running job's journal into memory: 64 KB logs of
+    thousands of maps would be gigabytes. Their ends are kept."""
+    journal = Journal(str(tmp_path))
+    journal.open()
+    job = _job()
+    journal.job_started(job.id, plan_of(job, 4, True))
+    journal.step_started(job.id, 0, job.splits, 2)
+    log = "".join(f"line {i}\n" for i in range(20000))
+    journal.task_committed(job.id, 0, "map", 0, Committed("a1", {}, ("str",), 1.0, 2.0, log))
+    (journaled,) = journal.running_jobs().values()
+    kept = journaled.steps[0].maps[0].log
+    assert len(kept) < JOURNAL_LOG_TAIL + 100 and kept.endswith("line 19999\n")
+    assert kept.startswith("[pytxmr: the log's start is not kept")
+    journal.close()
 
 
 def test_a_job_at_a_later_step_still_holds_its_inputs(tmp_path: Path) -> None:
