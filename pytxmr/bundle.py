@@ -145,11 +145,24 @@ def _refuse_same_modules(entries: dict[str, str]) -> None:
 
 
 def _zip_modules(path: str) -> set[str]:
-    """The top-level modules and packages a ``.zip`` archive holds."""
+    """The top-level modules and packages (with an ``__init__``) a ``.zip``
+    archive holds: what an import would find in one archive only (not its
+    ``__pycache__/`` or ``x.dist-info/``, nor a directory without an
+    ``__init__``, whose parts in two archives make one namespace package)."""
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
-    return {n.split("/")[0] if "/" in n else n.rsplit(".", 1)[0] for n in names
-            if "/" in n or n.endswith((".py", ".pyc"))}
+    found = set()
+    for n in names:
+        parts = n.split("/")
+        if len(parts) == 1 and n.endswith((".py", ".pyc")):
+            top = n.rsplit(".", 1)[0]
+        elif len(parts) == 2 and parts[1] in ("__init__.py", "__init__.pyc"):
+            top = parts[0]
+        else:
+            continue
+        if top.isidentifier() and top != "__init__":
+            found.add(top)
+    return found
 
 
 def build(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] = (),
@@ -431,7 +444,8 @@ def forget_imports(unpacked: str) -> None:
     combiner there counted every word several times)."""
     inside = unpacked + os.sep
     for name in [n for n, m in sys.modules.items()
-                 if (getattr(m, "__file__", None) or "").startswith(inside)]:
+                 if (f := getattr(m, "__file__", None) or "").startswith(inside)
+                 and f.endswith((".py", ".pyc"))]:  # an extension module loads once a process
         del sys.modules[name]
 
 

@@ -186,6 +186,17 @@ def test_a_module_shipped_twice_is_refused(job: Path, tmp_path: Path) -> None:
             z.writestr("helper/__init__.py", "")
         bundle.build(str(job), py_files=[str(tmp_path / "h.zip")])
     assert bundle.build(str(job), py_files=zips[:1]) is not None  # a package's files are one
+    # What two archives may both hold, and an import does not find: no module.
+    plain = []
+    for n in range(2):
+        path = tmp_path / f"deps{n}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr(f"mod{n}.py", "")
+            for name in ("__pycache__/mod.cpython-311.pyc", "docs/conf.py", "x.dist-info/r.py",
+                         "README.txt"):
+                z.writestr(name, "")
+        plain.append(str(path))
+    assert bundle.build(str(job), py_files=plain) is not None
 
 
 def test_a_tilde_starts_the_home_directory_in_every_path_a_job_gives(
