@@ -97,14 +97,18 @@ def drop_working_directory() -> None:
         del sys.path[0]
 
 
+#: The name a job's module is loaded under.
+JOB_MODULE = "pytxmr_job"
+
+
 def load_module(source: str, filename: str) -> types.ModuleType:
     """Execute ``source`` as a fresh module whose code claims ``filename``."""
     lines = source.splitlines(True)
     linecache.cache[filename] = (len(source), None, lines, filename)
     code = compile(source, filename, "exec", dont_inherit=True)
-    module = types.ModuleType("pytxmr_job")
+    module = types.ModuleType(JOB_MODULE)
     module.__file__ = filename
-    sys.modules["pytxmr_job"] = module
+    sys.modules[JOB_MODULE] = module
     with jobargs.loading():
         exec(code, module.__dict__)
     return module

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 from . import counters as _counters
 from . import jobargs, storage
 from .counters import FRAMEWORK, Counters
-from .jobmodule import Job, JobDefinition, define, describe_error, load_module
+from .jobmodule import JOB_MODULE, Job, JobDefinition, define, describe_error, load_module
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map, run_map_only
 from .partfile import part_writer
 from .records import codec_for
@@ -92,6 +92,17 @@ def load_job(spec: dict[str, Any]) -> JobDefinition:
     definition = define(module, spec.get("map_name", "map"), spec.get("reduce_name", "reduce"))
     jobargs.use(jobargs.parse(definition.arguments, spec.get("args") or {}))
     return definition
+
+
+def forget(spec: dict[str, Any]) -> None:
+    """In a process that runs another task next: drop what this one loaded
+    (its job's module, the modules its bundle shipped), for the collector."""
+    sys.modules.pop(JOB_MODULE, None)
+    bundle_dir = spec.get("job", {}).get("bundle_dir")
+    if bundle_dir:
+        from .bundle import forget_imports
+
+        forget_imports(bundle_dir)
 
 
 def execute(spec: dict[str, Any]) -> dict[str, Any]:

@@ -140,12 +140,16 @@ def _child(request: dict[str, Any], inherited: list[int],
                                           "retire": retire}).encode() + b"\n")
             if retire:
                 return
-            # What the task's modules held, freed before the next: a module
-            # is a cycle (its functions' globals are its dict), which only
-            # the collector frees, and a file or connection it opened as it
-            # loaded stayed open for each map the process ran. Cheap: what
-            # the zygote had is frozen out of the collector's sight.
+            # A module is a cycle (its functions' globals are its dict),
+            # which only the collector frees, and the collector is off in a
+            # task: a file or connection a job's module opened as it loaded
+            # stayed open for each map the process ran. Collected now; what
+            # lives on (the modules the job imported) frozen out of the next
+            # collections' sight, as the zygote's own objects are, so that
+            # each walks only what its task made.
+            task.forget(request["spec"])
             gc.collect()
+            gc.freeze()
             while b"\n" not in pending:
                 data = os.read(requests, 65536)
                 if not data:
