@@ -56,6 +56,8 @@ LOGIN_BYTES = 64 << 10
 #: Dropped peers said one by one; of a flood beyond them, a sample
 #: (``pbwire.worth_saying``): 3,000 garbage connections wrote 3,000 lines.
 DROPS_SAID = 20
+#: Hosts remembered as having had a peer dropped (beyond: the sample only).
+DROPPING_HOSTS = 1024
 #: Seconds a registering worker's shuffle server has to accept a connection.
 PROBE_TIMEOUT = 5.0
 
@@ -480,13 +482,20 @@ class _GuardedBroker(Broker):
         self.transport.abortConnection()
 
     def _say(self, why: str) -> None:
-        """One line per dropped peer, but of a flood a few."""
-        n = self.factory.dropped = getattr(self.factory, "dropped", 0) + 1
-        if n <= DROPS_SAID or worth_saying(n):
-            peer = self.transport.getPeer()
+        """One line per dropped peer, but of a flood a few: the first ones,
+        the first from each host (one misconfigured is not lost among a
+        scan's), a sample of the rest."""
+        factory = self.factory
+        factory.dropped += 1
+        peer = self.transport.getPeer()
+        host = getattr(peer, "host", peer)
+        new = host not in factory.dropped_from and len(factory.dropped_from) < DROPPING_HOSTS
+        if new:
+            factory.dropped_from.add(host)
+        if new or factory.dropped <= DROPS_SAID or worth_saying(factory.dropped):
             self.log.warn("Dropped a connection from {host}:{port}: {why} ({n} so far)",
-                          host=getattr(peer, "host", peer), port=getattr(peer, "port", ""),
-                          why=why, n=self.factory.dropped)
+                          host=host, port=getattr(peer, "port", ""), why=why,
+                          n=factory.dropped)
 
     def connectionLost(self, reason: Any) -> None:
         self.logged_in()  # cancels the deadline
@@ -595,4 +604,5 @@ def pb_factory(jt: JobTracker, secret: bytes, clock: Any, probe: ShuffleProbe | 
     factory.protocol = _GuardedBroker
     factory.noisy = False
     factory.clock = clock
+    factory.dropped, factory.dropped_from = 0, set()  # _GuardedBroker._say
     return factory
