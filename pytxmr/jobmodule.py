@@ -312,12 +312,12 @@ def define(module: types.ModuleType, map_name: str = "map",
         fn = getattr(module, name, None)
         if not callable(fn):
             continue
-        if any(fn in vars(step).values() for step in steps):
+        if any(fn in getattr(step, "__dict__", {}).values() for step in steps):
             # It is in a Step already: its name is what a one-step job reads.
             raise JobDefinitionError(
                 f"{where}: the module defines both steps and {name!r} (the name a job "
                 f"without steps gives its {name}); the Step has it: rename the function "
-                f"(e.g. {name}_words)")
+                f"(say, step_{name})")
         raise JobDefinitionError(
             f"{where}: the module defines both steps and {name!r}: put {name!r} "
             f"in a Step, or drop steps")

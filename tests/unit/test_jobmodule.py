@@ -387,7 +387,9 @@ def test_input_bytes_is_the_first_steps_only(tmp_path: Path) -> None:
     # In a Step already: "put 'map' in a Step" said what the user had done.
     ("def map(k, v):\n    yield v, 1\nsteps = [Step(map=map, reduce=total)]\n",
      r"defines both steps and 'map' \(the name a job without steps gives its map\); the Step "
-     r"has it: rename the function \(e.g. map_words\)"),
+     r"has it: rename the function \(say, step_map\)"),
+    ("def map(k, v):\n    yield v, 1\nsteps = [(1, 2)]\n",  # not a Step: a TypeError before
+     "the module defines both steps and 'map': put 'map' in a Step"),
     # Ignored, silently: a job's total order lost to the default partitioner.
     ("steps = [Step(map=count, reduce=total)]\ndef partition(k, n):\n    return 0\n",
      "defines 'partition' beside steps, and no Step uses it"),
