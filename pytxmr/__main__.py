@@ -406,7 +406,21 @@ def _shell_word(text: str) -> str:
     arguments); with a control character, in bash's $'...' form, on one line."""
     if text.isprintable():
         return shlex.quote(text)
-    return "$'" + text.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
+    return "$'" + "".join(_ansi_c(c) for c in text) + "'"
+
+
+_ANSI_C = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _ansi_c(c: str) -> str:
+    """One character inside bash's $'...': \\xHH stands for a byte there, not
+    a character, so the rest of what is not printable is \\u or \\U."""
+    if c in _ANSI_C:
+        return _ANSI_C[c]
+    if c.isprintable():
+        return c
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x80 else f"\\u{n:04x}" if n <= 0xFFFF else f"\\U{n:08x}"
 
 
 def describe_workers(workers: list[dict[str, Any]]) -> str:

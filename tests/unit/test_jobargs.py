@@ -166,3 +166,12 @@ def test_status_shows_arguments_as_a_shell_would_take_them_back() -> None:
     text = describe_job({"job_id": "job_1", "state": "running",
                          "args": {"nl": "one\ntwo 'x'"}})
     assert text.splitlines()[-1] == "  arguments $'nl=one\\ntwo \\'x\\''"
+    # bash reads it back, non-ASCII included (\\xe9 would be a byte there).
+    import subprocess
+
+    value = "café\n\xa0\x85\\ 😀\x01"
+    text = describe_job({"job_id": "job_1", "state": "running", "args": {"v": value}})
+    word = text.splitlines()[-1][len("  arguments "):]
+    back = subprocess.run(["bash", "-c", f"printf '%s' {word}"], capture_output=True,
+                          env={"LC_ALL": "C.UTF-8"}, check=True).stdout
+    assert back.decode("utf-8") == f"v={value}"
