@@ -313,7 +313,8 @@ class Admission:
                             bundle_dir: str | None, submitter: Submitter) -> list[StepPlan]:
         """Import the module in a child process (with its bundle, and its
         arguments checked): it must load and define a job; its steps."""
-        spec = {"kind": "check", "job": {"source_path": source_path, "filename": sub.filename,
+        spec = {"kind": "check", "compress": sub.compress,
+                "job": {"source_path": source_path, "filename": sub.filename,
                                          "map_name": sub.map_name,
                                          "reduce_name": sub.reduce_name,
                                          "args": dict(sub.args), "bundle_dir": bundle_dir}}
