@@ -491,9 +491,10 @@ def prepare_output_dir(path: str, overwrite: bool, *, inputs: Sequence[str] = ()
                               protected=protected, in_use=in_use, owner=owner,
                               may_replace=may_replace, job=job)
     except (FileNotFoundError, FileExistsError) as e:  # gone or made meanwhile
-        parent = os.path.dirname(os.path.abspath(path))
-        if isinstance(e, FileNotFoundError) and os.path.isdir(parent) and not os.path.lexists(
-                path):  # no race: the file system makes no directory there (/proc)
+        if isinstance(e, FileNotFoundError) and e.filename is not None and os.path.abspath(
+                e.filename) == os.path.abspath(path) and not os.path.lexists(path):
+            # Its own mkdir, in a parent there: the file system makes no
+            # directory there (/proc), no other job.
             raise OutputExistsError(f"cannot make the output directory {path}: "
                                     f"{e.strerror}") from None
         raise OutputExistsError(f"the output {path} changed as this job was preparing it "

@@ -539,9 +539,9 @@ def test_an_output_with_its_success_is_never_emptied(home: Path) -> None:
 
 
 def test_an_output_that_cannot_be_made_says_why(tmp_path: Path) -> None:
-    """Under a file, "the parent directory does not exist"; where the file
-    system makes no directory (/proc), "changed as this job was preparing
-    it: another job is making or replacing it now"."""
+    """Under a file, it said "the parent directory does not exist"; where
+    the file system makes no directory (/proc), "changed as this job was
+    preparing it: another job is making or replacing it now"."""
     (tmp_path / "afile").write_text("x\n")
     with pytest.raises(OutputExistsError, match=r"the parent directory of the output .*afile/sub "
                                                 r"is a file: .*afile$"):
