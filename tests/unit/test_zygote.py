@@ -5,13 +5,14 @@ reading of a process's I/O."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytxmr.zygote import BoundedLog, Zygote, _Runner, fork_guard, write_all
+from pytxmr.zygote import BoundedLog, Zygote, _Runner, fork_guard
 
 
 def test_bounded_log_keeps_the_head_and_says_it_cut(tmp_path: Path) -> None:
@@ -65,9 +66,11 @@ def test_a_guard_that_cannot_be_forked_leaves_its_task_unguarded(
     assert fork_guard(12345) is None
 
 
-def test_a_request_is_written_whole_however_the_pipe_takes_it(monkeypatch: Any) -> None:
+def test_a_request_is_written_whole_however_the_pipe_takes_it(
+        monkeypatch: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """A pipe write that a signal interrupts returns having written part: a
-    task process waited for the rest of its request for ever."""
+    reused task process waited for the rest of its request (a 100 KB job
+    argument) for ever."""
     r, w = os.pipe()
     real_write = os.write
     calls = []
@@ -76,16 +79,21 @@ def test_a_request_is_written_whole_however_the_pipe_takes_it(monkeypatch: Any) 
         calls.append(len(data))
         return real_write(fd, bytes(data[:1000]))  # as an interrupted write does
 
+    zygote = Zygote((3, 4))
+    zygote.runners[100] = runner = _Runner("job_a", w, 11)
+    runner.busy = False
+    request = {"id": 7, "reuse": "job_a", "spec": {"args": "x" * 4500}}
     monkeypatch.setattr(os, "write", short_write)
     try:
-        request = b"x" * 4500 + b"\n"
-        write_all(w, request)
-        assert len(calls) == 5
+        zygote.handle(request)
+        monkeypatch.undo()
+        assert runner.busy and len(calls) > 4
+        assert json.loads(capsys.readouterr().out) == {"started": 100, "id": 7, "reused": True}
         os.close(w)
         got = b""
         while chunk := os.read(r, 65536):
             got += chunk
-        assert got == request
+        assert json.loads(got) == request and got.endswith(b"\n")
     finally:
         os.close(r)
         with contextlib.suppress(OSError):
