@@ -70,9 +70,9 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, argparse.Namespace]:
                         "server answers the jobtracker (for networks where the jobtracker "
                         "does not reach the workers as they reach each other)")
     p.add_argument("--resume-grace", type=float, default=DEFAULT_RESUME_GRACE,
-                   help="seconds a job resumed after a crash waits for the tasktrackers that "
-                        f"hold its map outputs before running maps again (default "
-                        f"{DEFAULT_RESUME_GRACE:g})")
+                   help="seconds a job resumed after a crash waits at most for the "
+                        "tasktrackers that hold its map outputs before running those maps "
+                        f"again (default {DEFAULT_RESUME_GRACE:g})")
     p.add_argument("--tls", metavar="DIR",
                    help="TLS on the PB port and the status site: DIR holds ca.pem, cert.pem "
                         "and key.pem ('python -m pytxmr certs' makes them); tasktrackers must "
