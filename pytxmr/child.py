@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import storage
+from .sizes import FULL_DISK, free_space
 from .tasklog import read_tail
 
 _MAX_RESULT_BYTES = 16 << 20
@@ -209,21 +210,17 @@ def _outcome(result_path: str, log: str, status: int | None,
                                    "traceback": log[-4096:]}}
 
 
-#: Free bytes below which a task's disk counts as full.
-FULL_DISK = 1 << 20
-
-
 def _full_disk(*dirs: str) -> str:
     """Why a task may have died without a word: its log and its result had
     no room (a map that failed on a full disk said only that it exited)."""
     for d in dict.fromkeys(dirs):
         try:
-            free = os.statvfs(d)
+            free = free_space(d)
         except OSError:
             continue
-        if free.f_bavail * free.f_frsize < FULL_DISK:
-            return (f" (the disk of {d} is full: {free.f_bavail * free.f_frsize:,} bytes "
-                    f"free, no room for its log and result)")
+        if free < FULL_DISK:
+            return (f" (the disk of {d} is full: {free:,} bytes free, no room for its log "
+                    f"and result)")
     return ""
 
 

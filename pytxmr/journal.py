@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.logger import Logger
 
+from .sizes import FULL_DISK, free_space
 from .splits import Split
 
 FILE = "journal.sqlite"
@@ -95,14 +95,9 @@ class JournalError(Exception):
     than drop its jobs' resumption unsaid."""
 
 
-#: Free bytes under which a journal that cannot be opened is blamed on
-#: its disk, not on itself: SQLite says "disk I/O error" of a full disk.
-FULL_DISK = 1 << 20
-
-
 def _unreadable(path: str, e: Exception) -> JournalError:
     try:
-        free = shutil.disk_usage(os.path.dirname(path)).free
+        free = free_space(os.path.dirname(path))
     except OSError:
         free = FULL_DISK
     if free < FULL_DISK or "full" in str(e):

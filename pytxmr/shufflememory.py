@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import IO, BinaryIO
 
 from .kvstore import empty_directory
+from .sizes import free_space
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -332,12 +333,6 @@ def remove_orphans(root: str = SHM_ROOT) -> list[str]:
             shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def free_space(path: str) -> int:
-    """Bytes an unprivileged user may still write on ``path``'s file system."""
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
 
 
 def default_budget(free: int) -> int:

@@ -1,4 +1,5 @@
-"""Human-readable byte sizes for configuration and messages.
+"""Human-readable byte sizes for configuration and messages, and the free
+bytes of a disk.
 
 Used by the command line and job options (``--split-size 64M``) and by error
 messages elsewhere in the package. Pure stdlib, imports nothing from Twisted.
@@ -6,10 +7,22 @@ messages elsewhere in the package. Pure stdlib, imports nothing from Twisted.
 
 from __future__ import annotations
 
+import os
 import re
 from fractions import Fraction
 
-__all__ = ["parse_size", "format_size"]
+__all__ = ["FULL_DISK", "format_size", "free_space", "parse_size"]
+
+#: Free bytes under which a file system counts as full, for the messages
+#: that blame a failure on it (SQLite says "disk I/O error" of a full disk,
+#: a task that could write neither its log nor its result says nothing).
+FULL_DISK = 1 << 20
+
+
+def free_space(path: str) -> int:
+    """Bytes an unprivileged user may still write on ``path``'s file system."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 # Binary multiples, as storage people mean them in block and split sizes.
 _MULTIPLIERS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}

@@ -251,14 +251,10 @@ def test_a_journal_that_cannot_be_opened_on_a_full_disk_is_not_called_damaged(
     """SQLite says "disk I/O error" of a full disk: the message said the
     journal was damaged and to move it aside, which loses the jobs it
     would resume once space is back."""
-    import shutil
-    from collections import namedtuple
-
     from pytxmr import journal
 
     (tmp_path / journal.FILE).mkdir()  # sqlite cannot open it
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(free + 1, 1, free))
+    monkeypatch.setattr(journal, "free_space", lambda path: free)
     with pytest.raises(journal.JournalError) as e:
         Journal(str(tmp_path)).open()
     if free:
