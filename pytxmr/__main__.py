@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 from . import storage
 from .localcluster import UNWIND_TIMEOUT, default_slots, start_zygote
 from .sizes import size_argument
-from .wire import RECONNECT_TIMEOUT
+from .wire import AWAITED_MAPS, RECONNECT_TIMEOUT
 
 if TYPE_CHECKING:
     from .child import Zygote
@@ -229,10 +229,6 @@ def manage_users(a: argparse.Namespace) -> int:
     return 0
 
 
-#: Maps done before the jobtracker restarted, as ``status`` and the progress say them.
-KEPT = "done before the jobtracker's restart, awaited from their tasktrackers"
-
-
 class Progress:
     """A live bar on a terminal, plain periodic lines otherwise."""
 
@@ -252,7 +248,7 @@ class Progress:
                 if status.get("steps", 1) > 1 else "")
         text = f"{status['job_id']}: {step}map {mp:3d}% ({maps['done']}/{maps['total']})"
         if maps.get("awaited"):
-            text += f" ({maps['awaited']} {KEPT})"
+            text += f" ({maps['awaited']} {AWAITED_MAPS})"
         if reduces["total"]:  # a map-only step has none to show
             text += f" reduce {rp:3d}% ({reduces['done']}/{reduces['total']})"
         if status.get("failed_attempts"):
@@ -389,7 +385,7 @@ def describe_job(status: dict[str, Any]) -> str:
         p = status.get(kind)
         if p:
             lines.append(f"  {kind:<8} {p['done']}/{p['total']} done, {p['running']} running"
-                         + (f"; {p['awaited']} {KEPT}" if p.get("awaited") else ""))
+                         + (f"; {p['awaited']} {AWAITED_MAPS}" if p.get("awaited") else ""))
     if status.get("failed_attempts"):
         lines.append(f"  failed attempts {status['failed_attempts']}")
     if status.get("args"):

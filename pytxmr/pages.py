@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from urllib.parse import quote
 
 from .sizes import format_size
+from .wire import AWAITED_MAPS
 
 MAP_COLOUR = "#4e79a7"
 REDUCE_COLOUR = "#f28e2b"
@@ -79,9 +80,8 @@ def _progress(p: dict[str, Any] | None) -> str:
     return (f"<progress max=\"100\" value=\"{percent:.1f}\"></progress> "
             f"{p['done']}/{p['total']}"
             + (f" <span class=\"run\">({p['running']} running)</span>" if p["running"] else "")
-            + (f" <span class=\"run\" title=\"done before the jobtracker's restart, awaited "
-               f"from their tasktrackers\">({p['awaited']} awaited)</span>"
-               if p.get("awaited") else ""))
+            + (f" <span class=\"run\" title=\"{esc(AWAITED_MAPS)}\">({p['awaited']} awaited)"
+               f"</span>" if p.get("awaited") else ""))
 
 
 def _state(state: str) -> str:

@@ -61,6 +61,8 @@ DEFAULT_HEARTBEAT = 1.0
 #: Seconds a waiting client goes on trying to reach a jobtracker it lost
 #: (a restarted one resumes its jobs).
 RECONNECT_TIMEOUT = 120.0
+#: What a status reply's ``maps["awaited"]`` counts, as people read it.
+AWAITED_MAPS = "done before the jobtracker's restart, awaited from their tasktrackers"
 
 #: The error type a tasktracker reports for a reduce attempt that finished
 #: but lost the race to commit: not a failure of the task.

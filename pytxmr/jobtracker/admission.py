@@ -37,6 +37,10 @@ OUTPUT_MARKER = "output"
 LISTING_TIMEOUT = 60.0
 
 
+class SubmissionWithdrawn(SubmissionError):
+    """The submission's client went away before it was admitted."""
+
+
 class Submitter:
     """The client a submission comes from. Once it is gone (its connection
     lost: a Ctrl-C), its submission is refused at the next step and its
@@ -145,7 +149,7 @@ class Admission:
         if self._stopping:
             raise SubmissionError("the jobtracker is stopping")
         if submitter.gone:
-            raise SubmissionError("its submitter went away")
+            raise SubmissionWithdrawn("its submitter went away")
 
     async def admit(self, spec: Any, slots: int, running: Callable[[], Iterable[JobRecord]],
                     owner: str = "", may_replace: MayReplace = None,

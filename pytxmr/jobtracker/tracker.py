@@ -45,7 +45,7 @@ from ..wire import (
     UnknownWorker,
     step_of,
 )
-from .admission import Admission, Submitter, interrupted_outputs
+from .admission import Admission, Submitter, SubmissionWithdrawn, interrupted_outputs
 from .submission import DEFAULT_MAX_TASKS_PER_JOB, plan_tasks, step_reducers
 from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND, Pacing, announce_wait
 from .job import JobRecord, job_from_plan, plan_of
@@ -525,10 +525,9 @@ class JobTracker:
             admitted = await self.admission.admit(
                 spec, slots, lambda: [j for j in self.jobs.values() if j.running or j.finishing],
                 owner, may_replace, submitter)
-        except SubmissionError:
-            if submitter is not None and submitter.gone:
-                self.log.info("A submission{by} was withdrawn: its client went away before "
-                              "it was admitted", by=f" by {owner}" if owner else "")
+        except SubmissionWithdrawn:
+            self.log.info("A submission{by} was withdrawn: its client went away before "
+                          "it was admitted", by=f" by {owner}" if owner else "")
             raise
         job, sub = admitted.job, admitted.submission
         job.owner = owner
