@@ -250,3 +250,20 @@ def test_a_worker_of_protocol_3_or_4_is_refused_and_records_come_packed() -> Non
     beat = Heartbeat(("job_1_m00001_0",), (10, 100))
     result_of(perspective.callRemote("heartbeat", beat.to_wire()), pump)
     assert jt.fake.calls == [("heartbeat", (Heartbeat(),))]
+
+
+def test_a_reduce_launched_with_thousands_of_map_outputs_gets_them_all(linked: Any) -> None:
+    """Launched once the maps were done (a retry, a resumed job), a reduce
+    of 7,200 maps or more was sent their locations in one string, over
+    Banana's 640 KB: the launch failed, every attempt, and the job with it.
+    Over PB for real: each location arrives, in order."""
+    jt, tt, _, pump = linked
+    many = [MapLocation(i, f"w{i % 50}", f"10.0.{i % 250}.{i % 200}", 40000 + i % 999,
+                        ("str", "int"), f"job_1_m{i:05d}_1003") for i in range(12000)]
+    jt.worker.launch_reduce("job_1", "job_1_r00000_1000", 0, many)
+    jt.worker.map_outputs("job_1", many[:9000])
+    pump.flush()
+    launched = [args for name, args in tt.fake.calls if name == "launch_reduce"]
+    assert len(launched) == 1 and launched[0][:3] == ("job_1", "job_1_r00000_1000", 0)
+    told = [loc for name, args in tt.fake.calls if name == "map_outputs" for loc in args[1]]
+    assert [*launched[0][3], *told] == many + many[:9000]
