@@ -648,12 +648,12 @@ class Scheduler:
                                       attempt_offset=attempt_offset)
         for (kind, index), committed in sorted(done.items()):
             self._restored(job, job.tasks(kind)[index], committed, "", now)
+        if finished:
+            job.state, job.finished, job.hold_until = State.SUCCEEDED, now, 0.0
+            return []
         job.awaited = {i for i in kept if job.maps[i].state is not State.SUCCEEDED}
         if not job.awaited or hold_until <= now:  # nothing to wait for
             job.hold_until, job.awaited = 0.0, set()
-        if finished:
-            job.state, job.finished = State.SUCCEEDED, now
-            return []
         if job.all_succeeded("reduce" if job.reduces else "map"):
             # Its last task was committed just before the crash: the step is
             # done, and the job goes on (to its next step, or its end).
@@ -934,6 +934,7 @@ class Scheduler:
         job.state = state
         job.finished = now
         job.error = error
+        job.awaited.clear()  # an ended job awaits nothing (its status kept them for ever)
         for task in job.maps + job.reduces:
             for a in task.running():
                 self._end_attempt(a, State.KILLED, now, None)

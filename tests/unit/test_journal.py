@@ -173,6 +173,15 @@ def test_a_resumed_job_waits_no_longer_once_its_kept_maps_are_back() -> None:
     assert [a.partition for a in acts if isinstance(a, LaunchReduce)] == [0]
     acts = s.resume("n", 2, 1, 4.0, done={}, hold_until=50.0, kept=[])
     assert {a.index for a in acts if isinstance(a, LaunchMap)} == {0, 1}
+    # An ended job awaits nothing: killed in the grace, its status said
+    # its maps were awaited for ever (in the history too); nor does a
+    # finished step.
+    s.resume("k", 3, 1, 5.0, done={}, hold_until=50.0, kept=[0, 1])
+    assert task_progress(s.jobs["k"], "map")["awaited"] == 2
+    s.kill_job("k", 6.0)
+    assert "awaited" not in task_progress(s.jobs["k"], "map")
+    s.resume("f", 3, 1, 5.0, done={}, hold_until=50.0, kept=[0, 1], finished=True)
+    assert "awaited" not in task_progress(s.jobs["f"], "map")
 
 
 def test_a_resumed_step_whose_tasks_were_all_done_ends_at_once() -> None:
