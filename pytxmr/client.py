@@ -22,6 +22,7 @@ from .auth import LoginRefused, login, user_login
 from .bundle import Bundle
 from .records import CodecUnavailable, codec_for
 from .pbwire import client_factory
+from .users import UsersError, check_name
 from .tls import (PLAIN_TEXT, TLS_PROBE_AFTER, TLSError, client_endpoint, not_tls_text,
                   speaks_plain_text, speaks_tls, tls_refusal)
 from .wire import (
@@ -97,6 +98,11 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
     """Log in to the jobtracker at ``address``: as ``user`` with
     ``password`` when given, else with the cluster ``secret``; over TLS
     with ``tls`` (the jobtracker's certificate checked against its CA)."""
+    if user is not None:
+        try:
+            check_name(user)  # one the jobtracker has no user of: said now
+        except UsersError as e:
+            raise ClusterError(f"--user: {e}") from None
     try:
         description = jobtracker_endpoint(address)
     except ValueError as e:
@@ -156,7 +162,10 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
         perspective = await logging_in
     except LoginRefused as e:
         raise ClusterError(str(e)) from None
-    except defer.CancelledError:
+    except (defer.CancelledError, pb.PBConnectionLost):
+        # Lost mid-login: a call of the login fails with PBConnectionLost
+        # (a user's 70 KB name, which the jobtracker drops) before the
+        # disconnect notice cancels it, and it went out as a traceback.
         factory.disconnect()
         if uses_tls:
             raise ClusterError(f"the jobtracker at {address} uses TLS: give --tls DIR, a "

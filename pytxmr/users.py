@@ -65,7 +65,8 @@ def valid_name(name: str) -> bool:
 
 def check_name(name: str) -> str:
     if not valid_name(name):
-        raise UsersError(f"bad user name {name!r}: letters, digits and _ . @ -, "
+        shown = repr(name) if len(name) <= 80 else f"{name[:64]!r}... ({len(name):,} characters)"
+        raise UsersError(f"bad user name {shown}: letters, digits and _ . @ -, "
                          f"at most 64, not starting with . @ or -")
     return name
 

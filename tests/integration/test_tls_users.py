@@ -449,6 +449,11 @@ def test_wrong_passwords_and_the_secret_are_refused(tls_cluster: TLSCluster) -> 
         assert rc == 2 and "wrong user name or password" in err, err
     rc, _, err = run_plain_secret(c)
     assert rc == 2 and "this jobtracker has users" in err, err
+    # A name no user has, of 70 KB: the jobtracker dropped its login, and
+    # the client printed PBConnectionLost's traceback and exited 1.
+    rc, _, err = c.as_user("u" * 70000, "jobs", password="x")
+    assert rc == 2 and "--user: bad user name 'uuuu" in err and "(70,000 characters)" in err, err
+    assert "Traceback" not in err and len(err) < 1000, err
     # A user added while it runs logs in at once (the file is read again).
     rc, _, err = c._users("add", "carol", password="carol-pw")
     assert rc == 0, err
