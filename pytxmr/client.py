@@ -263,7 +263,7 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
         except (jobargs.ArgumentError, bundle.BundleError) as e:
             raise ClusterError(str(e)) from None
         paths = {"filename": os.path.abspath(job_path),
-                 "inputs": [storage.normalize(p) for p in inputs],
+                 "inputs": [storage.normalize_input(p) for p in inputs],
                  "output": storage.normalize(output)}
     spec: dict[str, Any] = {
         "protocol": PROTOCOL_VERSION,

@@ -72,7 +72,7 @@ def run_inline(
         storage.check_named(inputs, output_dir)
         storage.check_no_credentials([*inputs, output_dir])
         # Before the working directory changes to the tasks' own.
-        inputs = [storage.normalize(p) for p in inputs]
+        inputs = [storage.normalize_input(p) for p in inputs]
         output_dir = storage.normalize(output_dir)
         work = tempfile.mkdtemp(prefix="pytxmr-inline-")
         try:

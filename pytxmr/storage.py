@@ -171,6 +171,15 @@ def normalize(path: str) -> str:
     return local_path(path)
 
 
+def normalize_input(path: str) -> str:
+    """``normalize``, an input's: a local path's trailing '/', which names
+    directories only (``data/*/``), kept for the listing."""
+    normal = normalize(path)
+    if not is_remote(path) and path.endswith("/") and not normal.endswith("/"):
+        normal += "/"
+    return normal
+
+
 def join(base: str, name: str) -> str:
     return f"{base.rstrip('/')}/{name}" if is_remote(base) else os.path.join(base, name)
 

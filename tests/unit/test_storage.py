@@ -15,6 +15,8 @@ from pytxmr.splits import Split, compute_splits, read_chunks, read_lines
 from pytxmr.rangereader import RangeReader
 from pytxmr.storage import InputFile, StorageError
 
+ROOT = Path(__file__).resolve().parents[2]
+
 fsspec = pytest.importorskip("fsspec")
 
 
@@ -152,6 +154,16 @@ def test_a_glob_with_a_trailing_slash_names_directories_only(tmp_path: Path) -> 
     assert len(storage.expand_inputs([f"{tmp_path}/g/*"])) == 2
     with pytest.raises(storage.StorageError, match="is a file, not a directory"):
         storage.expand_inputs([f"{tmp_path}/g/top.txt/"])
+    # Through a job's submission, which makes its paths absolute (and lost the '/').
+    from pytxmr import client
+    from pytxmr.inline import run_inline
+
+    spec = client.submission(str(ROOT / "examples" / "wordcount.py"), [f"{tmp_path}/g/*/"],
+                             str(tmp_path / "out")).spec
+    assert spec["inputs"] == [f"{tmp_path}/g/*/"]
+    run_inline(str(ROOT / "examples" / "wordcount.py"), [f"{tmp_path}/g/*/"],
+               str(tmp_path / "out"))
+    assert (tmp_path / "out" / "part-00000").read_text() == "inner\t1\n"
 
 
 def test_a_glob_skips_hidden_directories_as_it_skips_hidden_files(
