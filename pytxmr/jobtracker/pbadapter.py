@@ -79,7 +79,10 @@ class PBWorker:
         self.name = "a tasktracker"
 
     def _call(self, method: str, *args: Any) -> None:
-        self._mind.callRemote(method, *args).addErrback(self._failed, method)
+        # A call that cannot be sent (Banana refuses it) raises at once: it
+        # went up into whatever the jobtracker was doing, which it undid not.
+        defer.maybeDeferred(self._mind.callRemote, method, *args).addErrback(
+            self._failed, method)
 
     def _failed(self, failure: Failure, method: str) -> None:
         if failure.check(pb.DeadReferenceError, pb.PBConnectionLost):

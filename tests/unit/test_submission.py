@@ -65,6 +65,11 @@ def test_every_option_is_carried() -> None:
     ({"output": "s3://u:pw@bucket/out"}, "a URL with credentials"),
     ({"storage_options": {"secret_key": "x"}}, "looks like a credential"),
     ({"storage_options": {"endpoint_url": 3}}, "NAME=VALUE strings"),
+    # It goes to each worker in one message, which holds 640 KB: a job of
+    # 700 KB of arguments was admitted and stuck holding every slot.
+    ({"args": {f"a{i}": "x" * 100_000 for i in range(6)}},
+     "the job's module and arguments take 600,030 bytes, more than the 524,288"),
+    ({"source": "#" * 600_000}, "take 600,000 bytes"),
 ])
 def test_a_bad_field_is_named(change: dict[str, Any], message: str) -> None:
     """The submitter learns which field is wrong, before anything runs."""
