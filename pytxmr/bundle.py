@@ -436,17 +436,24 @@ def refuse_shadowed(unpacked: str) -> None:
             f"the job's {name}")
 
 
-def forget_imports(unpacked: str) -> None:
+def forget_imports(unpacked: str, every: bool = False) -> None:
     """Unload the bundle's modules (those of its ``py/``, zips included)
     that an earlier task of the job imported in this process: each task
     imports them afresh, as it loads the job's module afresh. A counter
     kept in a helper module went on from one map to the next (an in-mapper
-    combiner there counted every word several times)."""
+    combiner there counted every word several times). ``every``: the
+    job is over, its extension modules too."""
     inside = unpacked + os.sep
-    for name in [n for n, m in sys.modules.items()
-                 if (f := getattr(m, "__file__", None) or "").startswith(inside)
-                 and f.endswith((".py", ".pyc"))]:  # an extension module loads once a process
-        del sys.modules[name]
+    shipped = {n: f for n, m in sys.modules.items()
+               if (f := getattr(m, "__file__", None) or "").startswith(inside)}
+    # An extension module loads once a process: its package is kept whole
+    # (a package imported again found its extension in sys.modules, and
+    # the new package lacked the attribute that import sets).
+    kept = set() if every else {n.partition(".")[0] for n, f in shipped.items()
+                                if not f.endswith((".py", ".pyc"))}
+    for name in shipped:
+        if name.partition(".")[0] not in kept:
+            del sys.modules[name]
 
 
 def enter(unpacked: str, cwd: str) -> None:

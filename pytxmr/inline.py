@@ -159,7 +159,7 @@ def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
         os.chdir(cwd)
         sys.path[:] = path
         if unpacked:
-            bundle.forget_imports(unpacked)
+            bundle.forget_imports(unpacked, every=True)
         sys.modules.update(aside)  # the caller's own, over the job's of the same name
 
 

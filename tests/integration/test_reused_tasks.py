@@ -228,3 +228,40 @@ def test_what_a_jobs_module_opens_as_it_loads_is_closed_after_each_map(tmp_path:
     assert rc == 0, stderr
     [(key, most)] = [row.split("\t") for row in (out / "part-00000").read_text().splitlines()]
     assert key == "fds" and int(most) < 16, most
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["run", "inline"])
+def test_a_shipped_package_with_an_extension_module_loads_in_every_task(
+        tmp_path: Path, inline: bool) -> None:
+    """Its package imported afresh found its extension module (which loads
+    once a process) in sys.modules, and lacked the attribute that import
+    sets: "module 'cpkg' has no attribute '_bisect'", in every reused
+    process's second map and in each of run --inline's."""
+    import _bisect
+    import shutil
+
+    extension = getattr(_bisect, "__file__", None)
+    if extension is None:
+        pytest.skip("this Python's _bisect is built in")
+    package = tmp_path / "cpkg"
+    package.mkdir()
+    shutil.copy(extension, package / Path(extension).name)
+    (package / "__init__.py").write_text("import cpkg._bisect\n\n\n"
+                                         "def where(x):\n"
+                                         "    return cpkg._bisect.bisect_left([1, 3, 5], x)\n")
+    job = tmp_path / "job.py"
+    job.write_text("import cpkg\n\n\ndef map(key, line):\n"
+                   "    yield line.strip(), cpkg.where(int(line))\n\n\n"
+                   "def reduce(key, values):\n    yield key, sum(values)\n")
+    paths = []
+    for i in range(12):
+        paths.append(tmp_path / f"in-{i:02d}.txt")
+        paths[-1].write_text(f"{i}\n")
+    out = tmp_path / "out"
+    rc, _, stderr = run_cli("run", str(job), *map(str, paths), "-o", str(out), "--slots", "1",
+                            "--max-attempts", "1", *(["--inline"] if inline else []),
+                            env=base_env(tmp_path / "home"), cwd=ROOT, timeout=120)
+    assert rc == 0, stderr
+    got = dict(row.split("\t") for part in out.glob("part-*")
+               for row in part.read_text().splitlines())
+    assert got == {str(i): str(sum(1 for v in (1, 3, 5) if v < i)) for i in range(12)}
