@@ -96,12 +96,14 @@ def local_imports(job_path: str) -> list[tuple[str, str]]:
                 continue
             module = os.path.join(job_dir, name + ".py")
             package = os.path.join(job_dir, name)
-            if os.path.isfile(module):
-                found[name] = module
-                pending.append(module)
-            elif os.path.isfile(os.path.join(package, "__init__.py")):
+            # A package before a module of its name, as Python's import
+            # takes it (the job shipped lib.py where lib/ was imported).
+            if os.path.isfile(os.path.join(package, "__init__.py")):
                 found[name] = package
                 pending.extend(p for p in _package_files(package) if p.endswith(".py"))
+            elif os.path.isfile(module):
+                found[name] = module
+                pending.append(module)
     return [(path, name) for name, path in sorted(found.items())]
 
 

@@ -220,3 +220,17 @@ def test_a_tilde_starts_the_home_directory_in_every_path_a_job_gives(
     assert sub.bundle is not None
     run_inline("~/wc.py", ["~/in.txt"], "~/out", files=["~/stop.txt"], py_files=["~/extra.py"])
     assert (tmp_path / "out" / "part-00000").read_text() == "true\t2\n"  # the file was there
+
+
+def test_a_package_beside_the_job_wins_over_a_module_of_its_name(tmp_path: Path) -> None:
+    """Python imports lib/ before lib.py: the job shipped lib.py, and its
+    tasks ran with another module than `python job.py` did."""
+    write(tmp_path / "lib.py", "WHO = 'module'\n")
+    write(tmp_path / "lib" / "__init__.py", "WHO = 'package'\n")
+    job = write(tmp_path / "job.py", "import lib\n")
+    assert bundle.local_imports(str(job)) == [(str(tmp_path / "lib"), "lib")]
+    import subprocess
+
+    said = subprocess.run([sys.executable, "-c", "import lib; print(lib.WHO)"], cwd=tmp_path,
+                          capture_output=True, text=True, check=True).stdout
+    assert said == "package\n"  # what the job's own Python imports
