@@ -124,7 +124,7 @@ def counter(group: str, name: str, n: int = 1) -> None:
     """Add ``n`` to a user counter from inside map, combine or reduce."""
     if not isinstance(group, str) or not isinstance(name, str) or type(n) is not int:
         raise TypeError("pytxmr.counter(group: str, name: str, n: int = 1)")
-    if group == FRAMEWORK:  # its "map input records" were the job's to change
+    if group.strip().casefold() == FRAMEWORK:  # its "map input records" were the job's to change
         raise ValueError(f"pytxmr.counter: the group {FRAMEWORK!r} is pytxmr's own; "
                          f"give your counters a group of their own")
     # A counter already kept, its total in range: a job may count per record.

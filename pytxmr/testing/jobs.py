@@ -106,7 +106,7 @@ def _loaded(job: Any) -> Iterator[Callable[[], JobDefinition]]:
     is, its state shared by the tasks."""
     path = getattr(job, "__file__", None) if isinstance(job, types.ModuleType) else None
     if isinstance(job, (str, os.PathLike)) or (path or "").endswith(".py"):
-        path = os.path.abspath(os.fspath(path or job))
+        path = os.path.abspath(os.path.expanduser(os.fspath(path or job)))
         with open(path, encoding="utf-8") as f:
             source = f.read()
         # The modules beside it that it imports are loaded afresh for each

@@ -44,9 +44,10 @@ def test_the_frameworks_group_is_not_a_jobs_to_count_in() -> None:
     """`counter("pytxmr", "map input records", 1000)` was taken, and the
     job reported 1,000 more lines than its input had."""
     counters.current.incr(FRAMEWORK, "map input records", 3)
-    for name in ("map input records", "new"):
+    for group, name in ((FRAMEWORK, "map input records"), (FRAMEWORK, "new"),
+                        ("pytxmr ", "map input records"), ("PyTxMR", "x")):  # its look-alikes
         with pytest.raises(ValueError, match="the group 'pytxmr' is pytxmr's own"):
-            counters.counter(FRAMEWORK, name, 1000)
+            counters.counter(group, name, 1000)
     assert counters.current.to_dict() == {FRAMEWORK: {"map input records": 3}}
 
 

@@ -477,6 +477,14 @@ def test_a_helper_modules_state_is_each_tasks_and_each_runs_own(tmp_path: Path) 
         assert dict(run_job(str(job), LINES, maps=maps)) == expected
 
 
+def test_a_jobs_path_may_start_with_a_tilde(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the command line and pytxmr.run take it."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "wc.py").write_text((ROOT / "examples" / "wordcount.py").read_text())
+    assert dict(run_job("~/wc.py", LINES)) == Counter(" ".join(LINES).split())
+
+
 def test_a_step_without_a_map_blames_the_step_before_for_its_keys() -> None:
     """Step 1's reduce yielded list keys; step 2, without a map, shuffled
     them and failed saying "map must yield ... (unsupported key type
