@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from procs import ROOT, Cluster, base_env, run_cli
+from wordcounts import merged, read_wordcount
 
 #: The map reports, per line: its process, how many tasks that process ran
 #: (kept in os.environ, which outlives a task), how many lines this copy of
@@ -149,17 +150,11 @@ def test_a_job_that_changes_directory_as_it_loads_keeps_its_maps_apart(tmp_path:
     data = tmp_path / "in.txt"
     data.write_text("".join(f"w{i % 997} v{i % 13} both\n" for i in range(12000)))
     out = tmp_path / "out"
-    rc, stdout, stderr = run_cli("run", str(job), str(data), "-o", str(out), "--split-size", "40K",
-                                 "--buffer-records", "500", "--max-attempts", "1",
-                                 env=base_env(tmp_path / "home"), cwd=ROOT, timeout=120)
+    rc, _, stderr = run_cli("run", str(job), str(data), "-o", str(out), "--split-size", "40K",
+                            "--buffer-records", "500", "--max-attempts", "1",
+                            env=base_env(tmp_path / "home"), cwd=ROOT, timeout=120)
     assert rc == 0, stderr
-    got: Counter[str] = Counter()
-    for part in out.glob("part-*"):
-        for row in part.read_text().splitlines():
-            word, count = row.split("\t")
-            assert word not in got
-            got[word] = int(count)
-    assert got == Counter(data.read_text().split())
+    assert merged(read_wordcount(out)) == Counter(data.read_text().split())
     assert not list(elsewhere.iterdir())
 
 
@@ -198,12 +193,7 @@ def test_a_helper_modules_state_is_each_tasks_own(tmp_path: Path, inline: bool) 
                             *(["--inline"] if inline else []),
                             env=base_env(tmp_path / "home"), cwd=ROOT, timeout=120)
     assert rc == 0, stderr
-    got: Counter[str] = Counter()
-    for part in out.glob("part-*"):
-        for row in part.read_text().splitlines():
-            word, count = row.split("\t")
-            got[word] += int(count)
-    assert got == Counter(data.read_text().split())
+    assert merged(read_wordcount(out)) == Counter(data.read_text().split())
 
 
 def test_what_a_jobs_module_opens_as_it_loads_is_closed_after_each_map(tmp_path: Path) -> None:
