@@ -381,8 +381,17 @@ def shadowed(unpacked: str) -> list[str]:
     ``csv.py`` beside the job in a task process that imported Python's
     ``csv``, or, under ``run --inline``, a module of the caller's."""
     py = os.path.join(unpacked, PY)
-    return [name for name in _shipped_modules(py) if name in sys.modules and not (
-        getattr(sys.modules[name], "__file__", None) or "").startswith(py + os.sep)]
+    return [name for name in _shipped_modules(py) if name in sys.modules
+            and not _in_bundle(getattr(sys.modules[name], "__file__", None) or "", unpacked)]
+
+
+def _in_bundle(path: str, unpacked: str) -> bool:
+    """Whether ``path`` is a module file of the bundle unpacked at
+    ``unpacked``, or of another copy of it: the tasktrackers of a `run`
+    share their task processes, each with its own copy (named by its
+    SHA-256), and a package kept from one task to the next came from the
+    other's."""
+    return f"{os.sep}{os.path.basename(unpacked)}{os.sep}{PY}{os.sep}" in path
 
 
 def set_aside(unpacked: str) -> dict[str, types.ModuleType]:
@@ -445,9 +454,8 @@ def forget_imports(unpacked: str, every: bool = False) -> None:
     kept in a helper module went on from one map to the next (an in-mapper
     combiner there counted every word several times). ``every``: the
     job is over, its extension modules too."""
-    inside = unpacked + os.sep
     shipped = {n: f for n, m in sys.modules.items()
-               if (f := getattr(m, "__file__", None) or "").startswith(inside)}
+               if _in_bundle(f := getattr(m, "__file__", None) or "", unpacked)}
     # An extension module loads once a process: its package is kept whole
     # (a package imported again found its extension in sys.modules, and
     # the new package lacked the attribute that import sets).
