@@ -163,9 +163,9 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
     except LoginRefused as e:
         raise ClusterError(str(e)) from None
     except (defer.CancelledError, pb.PBConnectionLost):
-        # Lost mid-login: a call of the login fails with PBConnectionLost
-        # (a user's 70 KB name, which the jobtracker drops) before the
-        # disconnect notice cancels it, and it went out as a traceback.
+        # Lost mid-login (the jobtracker dropped the login, or died): a call
+        # of the login fails with PBConnectionLost before the disconnect
+        # notice cancels it, and it went out as a traceback.
         factory.disconnect()
         if uses_tls:
             raise ClusterError(f"the jobtracker at {address} uses TLS: give --tls DIR, a "

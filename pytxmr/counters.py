@@ -124,16 +124,22 @@ def counter(group: str, name: str, n: int = 1) -> None:
     """Add ``n`` to a user counter from inside map, combine or reduce."""
     if not isinstance(group, str) or not isinstance(name, str) or type(n) is not int:
         raise TypeError("pytxmr.counter(group: str, name: str, n: int = 1)")
-    if group.strip().casefold() == FRAMEWORK:  # its "map input records" were the job's to change
-        raise ValueError(f"pytxmr.counter: the group {FRAMEWORK!r} is pytxmr's own; "
-                         f"give your counters a group of their own")
+    if group == FRAMEWORK:  # its "map input records" were the job's to change
+        _refuse_framework_group()
     # A counter already kept, its total in range: a job may count per record.
     g = current._groups.get(group)
     total = None if g is None else g.get(name)
     if total is not None and COUNTER_MIN <= total + n <= COUNTER_MAX:
         g[name] = total + n  # type: ignore[index]
         return
+    if group.strip().casefold() == FRAMEWORK:  # a look-alike, new: never kept
+        _refuse_framework_group()
     current.add_user(group, name, n)
+
+
+def _refuse_framework_group() -> None:
+    raise ValueError(f"pytxmr.counter: the group {FRAMEWORK!r} is pytxmr's own; "
+                     f"give your counters a group of their own")
 
 
 def cpu_seconds() -> float:
