@@ -31,6 +31,7 @@ from .wire import (
     RECONNECT_TIMEOUT,
     ROLE_CLIENT,
     UnknownJob,
+    definition_too_big,
     jobtracker_endpoint,
 )
 
@@ -262,6 +263,9 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
             shipped = bundle.build(job_path, py_files, files)
         except (jobargs.ArgumentError, bundle.BundleError) as e:
             raise ClusterError(str(e)) from None
+        too_big = definition_too_big(source, job_args)
+        if too_big:  # over 640 KB it could not even be sent
+            raise ClusterError(too_big)
         paths = {"filename": os.path.abspath(job_path),
                  "inputs": [storage.normalize_input(p) for p in inputs],
                  "output": storage.normalize(output)}

@@ -61,6 +61,25 @@ DEFAULT_HEARTBEAT = 1.0
 #: Seconds a waiting client goes on trying to reach a jobtracker it lost
 #: (a restarted one resumes its jobs).
 RECONNECT_TIMEOUT = 120.0
+#: The bytes of a job's module and arguments: its definition (``JobInit``)
+#: goes to each worker in one string, of which Banana sends 640 KB at most;
+#: 700 KB of --arg values were admitted, the job then stuck holding every
+#: slot. The client checks it too: a submission over 640 KB could not even
+#: be sent, and went out as Banana's traceback.
+MAX_DEFINITION_BYTES = 512 << 10
+
+
+def definition_too_big(source: str, args: Mapping[str, str]) -> str | None:
+    """Why a job's module and arguments are too big to travel, if they are."""
+    size = sum(len(text.encode("utf-8", "surrogatepass"))
+               for text in (source, *args.keys(), *args.values()))
+    if size <= MAX_DEFINITION_BYTES:
+        return None
+    return (f"the job's module and arguments take {size:,} bytes, more than the "
+            f"{MAX_DEFINITION_BYTES:,} a job's definition may (it goes to each worker in one "
+            f"message): ship data with --files, not in the module or --arg")
+
+
 #: What a status reply's ``maps["awaited"]`` counts, as people read it.
 AWAITED_MAPS = "done before the jobtracker's restart, awaited from their tasktrackers"
 

@@ -20,7 +20,7 @@ from ..jobmodule import refusal_text
 from ..records import COMPRESSION_CODECS
 from ..splits import Split, compute_splits, count_splits, default_split_size
 from ..steps import reduce_tasks
-from ..wire import SubmissionError, check_protocol
+from ..wire import SubmissionError, check_protocol, definition_too_big
 from .job import StepPlan
 
 
@@ -108,13 +108,9 @@ def validate_submission(spec: Any) -> Submission:
     except jobargs.ArgumentError as e:
         raise SubmissionError(str(e)) from None
     source = get("source", str)
-    size = sum(len(text.encode("utf-8", "surrogatepass"))
-               for text in (source, *args.keys(), *args.values()))
-    if size > MAX_DEFINITION_BYTES:
-        raise SubmissionError(
-            f"the job's module and arguments take {size:,} bytes, more than the "
-            f"{MAX_DEFINITION_BYTES:,} a job's definition may (it goes to each worker in one "
-            f"message): ship data with --files, not in the module or --arg")
+    too_big = definition_too_big(source, args)
+    if too_big:
+        raise SubmissionError(too_big)
     return Submission(
         source=source,
         filename=get("filename", str),
@@ -133,13 +129,6 @@ def validate_submission(spec: Any) -> Submission:
         args=args,
         bundle=get("bundle", str, None, is_digest),
     )
-
-
-#: The bytes of a job's module and arguments: its definition (``wire.JobInit``)
-#: goes to each worker in one string, of which Banana sends 640 KB at most;
-#: 700 KB of --arg values were admitted, the job then stuck holding every
-#: slot, and the client told "byte string is too long to send".
-MAX_DEFINITION_BYTES = 512 << 10
 
 
 #: The most tasks (maps and reduces) one step of a job may have unless the

@@ -234,3 +234,19 @@ def test_a_package_beside_the_job_wins_over_a_module_of_its_name(tmp_path: Path)
     said = subprocess.run([sys.executable, "-c", "import lib; print(lib.WHO)"], cwd=tmp_path,
                           capture_output=True, text=True, check=True).stdout
     assert said == "package\n"  # what the job's own Python imports
+
+
+def test_a_job_too_big_to_send_is_refused_by_its_client(tmp_path: Path) -> None:
+    """Over 640 KB, the submission could not be sent: Banana's traceback,
+    exit 1 (the jobtracker's refusal never reached); the client says what
+    the jobtracker would."""
+    from pytxmr import client
+
+    job = write(tmp_path / "big.py", "#" * 700_000 + "\n")
+    with pytest.raises(client.ClusterError, match="the job's module and arguments take 700,001 "
+                                                  "bytes, more than the 524,288"):
+        client.submission(str(job), [str(job)], str(tmp_path / "out"))
+    small = write(tmp_path / "small.py", "def map(k, v):\n    yield v, 1\n")
+    with pytest.raises(client.ClusterError, match="more than the 524,288"):
+        client.submission(str(small), [str(job)], str(tmp_path / "out"),
+                          args={"a": "x" * 600_000})
