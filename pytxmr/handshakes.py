@@ -17,7 +17,7 @@ from twisted.protocols import policies
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from .pbwire import worth_saying
+from .pbwire import FloodSample, worth_saying
 
 #: Seconds a peer has to finish its TLS handshake.
 HANDSHAKE_TIMEOUT = 10.0
@@ -78,13 +78,16 @@ class HandshakeGuard(TLSMemoryBIOFactory):
         #: _Watching protocol -> its deadline, oldest first.
         self._pending: OrderedDict[_Watching, Any] = OrderedDict()
         self.dropped = 0
-        self.failed = 0
-        #: The hosts a handshake failed from (REMEMBERED_HOSTS at most).
-        self._failed_from: set[str] = set()
+        self._failures = FloodSample(hosts=REMEMBERED_HOSTS)
 
     @property
     def handshaking(self) -> int:
         return len(self._pending)
+
+    @property
+    def failed(self) -> int:
+        """Handshakes that failed so far."""
+        return self._failures.count
 
     def buildProtocol(self, addr: Any) -> Any:
         tls_proto = super().buildProtocol(addr)
@@ -108,22 +111,11 @@ class HandshakeGuard(TLSMemoryBIOFactory):
         of it: it went without a word. The first from each host, and then
         a few of a flood: a host newly refused is not lost among them."""
         if watching in self._pending and reason.check(SSL.Error):
-            self.failed += 1
-            if self._new_host(watching) or worth_saying(self.failed):
+            if self._failures.say(_peer_address(watching)[0]):
                 self.log.warn("A TLS handshake from {peer} failed: {why} ({n} so far)",
                               peer=_peer(watching), why=_ssl_reason(reason.value),
                               n=self.failed)
         self.finished(watching)
-
-    def _new_host(self, watching: _Watching) -> bool:
-        host, _ = _peer_address(watching)
-        # Beyond REMEMBERED_HOSTS hosts (a scan, a flood from many), only
-        # the sample of worth_saying: every failure is new then.
-        if host is None or host in self._failed_from or len(
-                self._failed_from) >= REMEMBERED_HOSTS:
-            return False
-        self._failed_from.add(host)
-        return True
 
     def _drop(self, watching: _Watching, why: str) -> None:
         self.finished(watching)

@@ -129,6 +129,29 @@ def worth_saying(n: int) -> bool:
     return n in (1, 10, 100) or n % 1000 == 0
 
 
+class FloodSample:
+    """Which of a flood of alike events to log: the first ``first``, the
+    first from each host (a host newly refused, one misconfigured client,
+    is not lost among a scan's), then ``worth_saying``'s sample."""
+
+    def __init__(self, first: int = 1, hosts: int = 1024) -> None:
+        self.count = 0
+        self._first = first
+        #: Hosts remembered, ``hosts`` at most: beyond them (a flood from
+        #: many), the sample only.
+        self._hosts: set[str] = set()
+        self._most_hosts = hosts
+
+    def say(self, host: str | None) -> bool:
+        """Count one more; whether to log it."""
+        self.count += 1
+        new = (host is not None and host not in self._hosts
+               and len(self._hosts) < self._most_hosts)
+        if new:
+            self._hosts.add(host)  # type: ignore[arg-type]
+        return new or self.count <= self._first or worth_saying(self.count)
+
+
 def client_factory() -> pb.PBClientFactory:
     factory = pb.PBClientFactory()
     factory.protocol = Broker

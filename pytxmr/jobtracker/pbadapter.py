@@ -31,7 +31,7 @@ from ..auth import (
     scram_server,
 )
 from ..bundle import is_digest
-from ..pbwire import Broker, pack, refusals_as_pb_errors, unpack, worth_saying
+from ..pbwire import Broker, FloodSample, pack, refusals_as_pb_errors, unpack
 from ..ports import IWorker
 from ..tls import (CERTIFICATE_NOT_FOR_HOST, ClusterTLS, is_tls_record, peer_certificate,
                    tls_refusal)
@@ -54,10 +54,8 @@ LOGIN_TIMEOUT = 30.0
 #: What a peer may send before it has logged in (a login takes a few hundred bytes).
 LOGIN_BYTES = 64 << 10
 #: Dropped peers said one by one; of a flood beyond them, a sample
-#: (``pbwire.worth_saying``): 3,000 garbage connections wrote 3,000 lines.
+#: (``pbwire.FloodSample``): 3,000 garbage connections wrote 3,000 lines.
 DROPS_SAID = 20
-#: Hosts remembered as having had a peer dropped (beyond: the sample only).
-DROPPING_HOSTS = 1024
 #: Map output locations in one call: a string Banana sends holds 640 KB,
 #: which the locations of 7,200 maps filled (about 90 bytes each), and a
 #: reduce launched after them failed to be sent, every attempt.
@@ -498,17 +496,12 @@ class _GuardedBroker(Broker):
         """One line per dropped peer, but of a flood a few: the first ones,
         the first from each host (one misconfigured is not lost among a
         scan's), a sample of the rest."""
-        factory = self.factory
-        factory.dropped += 1
         peer = self.transport.getPeer()
         host = getattr(peer, "host", peer)
-        new = host not in factory.dropped_from and len(factory.dropped_from) < DROPPING_HOSTS
-        if new:
-            factory.dropped_from.add(host)
-        if new or factory.dropped <= DROPS_SAID or worth_saying(factory.dropped):
+        dropped = self.factory.dropped
+        if dropped.say(host):
             self.log.warn("Dropped a connection from {host}:{port}: {why} ({n} so far)",
-                          host=host, port=getattr(peer, "port", ""), why=why,
-                          n=factory.dropped)
+                          host=host, port=getattr(peer, "port", ""), why=why, n=dropped.count)
 
     def connectionLost(self, reason: Any) -> None:
         self.logged_in()  # cancels the deadline
@@ -617,5 +610,5 @@ def pb_factory(jt: JobTracker, secret: bytes, clock: Any, probe: ShuffleProbe | 
     factory.protocol = _GuardedBroker
     factory.noisy = False
     factory.clock = clock
-    factory.dropped, factory.dropped_from = 0, set()  # _GuardedBroker._say
+    factory.dropped = FloodSample(DROPS_SAID)  # _GuardedBroker._say
     return factory
