@@ -6,8 +6,8 @@ record is one transaction, so a crash at any instant leaves the journal as
 it was after the last whole record, never half of one. Kept: each running
 job as submitted (its plan: splits, token, options, owner), each step it
 started, each task it committed (the attempt, its counters, for a map the
-kinds of its keys, its times and the end of its log), how it is ending while its output is finished or
-cleaned, and its end. A finished job's records are deleted once its output
+kinds of its keys, its times and the end of its log), how it is ending
+while its output is finished or cleaned, and its end. A finished job's records are deleted once its output
 is final: the history (``pytxmr.history``) keeps finished jobs.
 
 ``synchronous=NORMAL``: durable across a crash of the process (what the
