@@ -278,6 +278,8 @@ class SimWorker:
         self.running: dict[str, list[Any]] = {}
         #: Map locations announced to this worker (map_outputs), in all.
         self.announced = 0
+        #: Launches it got, as its heartbeats say (``Heartbeat.launches``).
+        self.launches = 0
 
     def init_job(self, init: Any) -> None:
         self.sim.outbox.append(("init_job", self, init.job_id))
@@ -461,7 +463,7 @@ class Simulation:
                 progress[aid] = min(1.0, (now - entry[1]) / entry[2])
             else:  # a reduce: half the maps fetched, as TaskTracker.progress says
                 progress[aid] = 0.5 * w.announced / max(1, self.cfg.maps)
-        beat = Heartbeat(tuple(sorted(w.running)), (0, SHUFFLE_BUDGET), progress)
+        beat = Heartbeat(tuple(sorted(w.running)), (0, SHUFFLE_BUDGET), progress, w.launches)
         asked = self.meter.timed("heartbeat", self.jt.heartbeat, w.wid, beat)
         self.clock.callLater(max(self.cfg.heartbeat, asked), self._beat, w)
 
@@ -546,6 +548,8 @@ class Simulation:
         for item in box:
             kind, w = item[0], item[1]
             self.calls[kind] += 1
+            if kind in ("launch_map", "launch_reduce"):
+                w.launches += 1
             if kind == "launch_map":
                 aid, index = item[2], item[3]
                 self.maps_launched[index] += 1
@@ -808,7 +812,7 @@ def pb_costs(n: int = 3000) -> dict[str, float]:
     port = logic.worker
     loc = (MapLocation(17, "w12", "10.0.0.12", 7000, ("str",), "job_1-s0_m00017_0"),)
     aids = tuple(f"job_1-s0_m{i:05d}_0" for i in range(4))
-    packed = pack(Heartbeat(aids, (0, SHUFFLE_BUDGET), {a: 0.5 for a in aids}).to_wire())
+    packed = pack(Heartbeat(aids, (0, SHUFFLE_BUDGET), {a: 0.5 for a in aids}, 4).to_wire())
     pt = time.process_time
     out: dict[str, float] = {}
     # One call at a time: iosim's pump (and banana's buffer) grow

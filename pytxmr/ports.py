@@ -29,11 +29,14 @@ class IWorker(Interface):
         """Before the worker's first task of a job: its source and options."""
 
     def launch_map(job_id: str, attempt_id: str, split: Split) -> None:
-        """Run a map attempt on ``split``."""
+        """Run a map attempt on ``split``. Raises if it cannot be sent (the
+        jobtracker fails the attempt): the worker counts the launches it
+        gets, and says how many in its heartbeats."""
 
     def launch_reduce(job_id: str, attempt_id: str, partition: int,
                       locations: Sequence[MapLocation]) -> None:
-        """Run a reduce attempt; ``locations``: the map outputs known so far."""
+        """Run a reduce attempt; ``locations``: the map outputs known so far.
+        Raises if it cannot be sent, as ``launch_map``."""
 
     def map_outputs(job_id: str, locations: Sequence[MapLocation]) -> None:
         """Map outputs finished (or re-run) since: fetch them."""

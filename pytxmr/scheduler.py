@@ -16,7 +16,7 @@ import contextlib
 import enum
 import heapq
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Protocol, Union
+from typing import Collection, Iterable, Mapping, Protocol, Union
 
 from .counters import FRAMEWORK, Counters, TooManyCounters, add_user_names
 from .wire import COMMIT_DENIED, OUTPUT_TAKEN, AttemptResult, MapLocation, job_of
@@ -107,8 +107,18 @@ class OutputKept:
     failures: int
 
 
+@dataclass(frozen=True)
+class ResultLost:
+    """An attempt its worker no longer runs, though it got its launch,
+    ended without a result we received: failed, for the log to say so."""
+
+    wid: str
+    job_id: str
+    attempt_id: str
+
+
 Action = Union[InitJob, LaunchMap, LaunchReduce, KillAttempt, AnnounceMapOutputs, DestroyJob,
-               JobDone, StopWorker, OutputKept]
+               JobDone, StopWorker, OutputKept, ResultLost]
 
 
 # --- state -----------------------------------------------------------------
@@ -138,6 +148,8 @@ class Attempt:
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     #: How far it is (0 to 1), as its worker's last heartbeat said.
     progress: float = 0.0
+    #: Its launch's number among those sent to its worker (None: not sent).
+    sent: int | None = None
 
 
 #: Progress is summed in millionths: an integer sum kept up to date by
@@ -537,16 +549,45 @@ class Scheduler:
         self._refresh(w)
         return self._schedule(now)
 
+    def sent(self, attempt_id: str, number: int) -> None:
+        """The attempt's launch went to its worker, as the ``number``-th."""
+        a = self.attempts.get(attempt_id)
+        if a is not None:
+            a.sent = number
+
     def heartbeat(self, wid: str, now: float,
-                  progress: Mapping[str, float] | None = None) -> None:
+                  progress: Mapping[str, float] | None = None,
+                  live: Collection[str] | None = None,
+                  launches: int | None = None) -> list[Action]:
+        """``live``: the attempts the worker runs, once it got ``launches``
+        launches. An attempt of ours it got and no longer runs ended
+        without a result that reached us (a report dropped, a launch it
+        refused): it fails, to run again, or its job waits for it for ever.
+        Hadoop reconciles a tracker's report with its own view so too."""
         w = self.workers.get(wid)
-        if w is not None and w.alive:
-            w.last_seen = now
-            for aid, p in (progress or {}).items():
-                a = self.attempts.get(aid)
-                if a is not None and a.wid == wid and a.state is State.RUNNING and a.progress != p:
-                    a.progress = p
-                    self.jobs[a.job_id].tasks(a.kind)[a.index].progress_changed()
+        if w is None or not w.alive:
+            return []
+        w.last_seen = now
+        for aid, p in (progress or {}).items():
+            a = self.attempts.get(aid)
+            if a is not None and a.wid == wid and a.state is State.RUNNING and a.progress != p:
+                a.progress = p
+                self.jobs[a.job_id].tasks(a.kind)[a.index].progress_changed()
+        if live is None or launches is None:
+            return []
+        live = set(live)
+        ended = [a for a in (self.attempts[aid] for aid in sorted(w.attempts))
+                 if a.sent is not None and a.sent <= launches and a.id not in live]
+        actions: list[Action] = []
+        for a in ended:
+            if a.state is not State.RUNNING:  # its job ended with an earlier one's failure
+                continue
+            actions.append(ResultLost(wid, a.job_id, a.id))
+            actions += self._attempt_failed(a, now, {
+                "type": "ResultLost", "traceback": "",
+                "message": f"the attempt ended on tasktracker {wid} without a result the "
+                           f"jobtracker received"})
+        return actions
 
     def expired_workers(self, now: float, expiry: float,
                         longer: Mapping[str, float] | None = None) -> list[str]:

@@ -405,9 +405,15 @@ class Heartbeat:
     shuffle_memory: tuple[int, int] | None = None
     #: How far each live attempt is, from 0 to 1 (``TaskTracker.progress``).
     progress: Mapping[str, float] = field(default_factory=dict)
+    #: How many launches it has received since it registered: the
+    #: jobtracker's attempts launched up to that one and missing from
+    #: ``attempts`` ended without a result it got (None: not counted).
+    launches: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         d: dict[str, Any] = {"attempts": list(self.attempts), "progress": dict(self.progress)}
+        if self.launches is not None:
+            d["launches"] = self.launches
         if self.shuffle_memory is not None:
             d["shuffle_memory"] = {"used": self.shuffle_memory[0],
                                    "budget": self.shuffle_memory[1]}
@@ -416,7 +422,8 @@ class Heartbeat:
     @classmethod
     def from_wire(cls, d: Any) -> Heartbeat:
         """Lenient: a heartbeat keeps a worker alive whatever else it says;
-        a malformed part is dropped."""
+        a malformed part is dropped (and the count of launches with a
+        malformed list of attempts: it would say them ended)."""
         if not isinstance(d, Mapping):
             return cls()
         attempts = d.get("attempts")
@@ -424,6 +431,7 @@ class Heartbeat:
         used = memory.get("used") if isinstance(memory, Mapping) else None
         budget = memory.get("budget") if isinstance(memory, Mapping) else None
         progress = d.get("progress")
+        launches = d.get("launches")
         return cls(
             tuple(a for a in attempts if isinstance(a, str))
             if isinstance(attempts, list) else (),
@@ -431,7 +439,9 @@ class Heartbeat:
             and used >= 0 and budget >= 0 else None,
             {a: min(1.0, max(0.0, float(p))) for a, p in progress.items()
              if isinstance(a, str) and type(p) in (int, float) and p == p}
-            if isinstance(progress, Mapping) else {})
+            if isinstance(progress, Mapping) else {},
+            launches if type(launches) is int and launches >= 0 and isinstance(attempts, list)
+            else None)
 
 
 def heartbeat_interval_from_wire(answer: Any) -> float | None:

@@ -91,17 +91,26 @@ class PBWorker:
     def init_job(self, init: JobInit) -> None:
         self._call("init_job", init.job_id, pack(init.to_wire()))
 
+    def _launch(self, method: str, *args: Any) -> None:
+        """A launch that cannot be sent raises: the jobtracker fails its
+        attempt, and counts only the launches sent (``Heartbeat.launches``)."""
+        try:
+            d = self._mind.callRemote(method, *args)
+        except pb.DeadReferenceError:
+            return  # the disconnect notification's business
+        d.addErrback(self._failed, method)
+
     def launch_map(self, job_id: str, attempt_id: str, split: Split) -> None:
-        self._call("launch_map", job_id, attempt_id, split.index,
-                   pack(split.to_wire(), surrogates=True))
+        self._launch("launch_map", job_id, attempt_id, split.index,
+                     pack(split.to_wire(), surrogates=True))
 
     def launch_reduce(self, job_id: str, attempt_id: str, partition: int,
                       locations: Sequence[MapLocation]) -> None:
         # A reduce launched once the maps are done (a retry, a resumed job)
         # gets every map's output at once: the rest follow the launch, in
         # order, on this connection.
-        self._call("launch_reduce", job_id, attempt_id, partition,
-                   pack([loc.to_wire() for loc in locations[:LOCATIONS_PER_CALL]]))
+        self._launch("launch_reduce", job_id, attempt_id, partition,
+                     pack([loc.to_wire() for loc in locations[:LOCATIONS_PER_CALL]]))
         self.map_outputs(job_id, locations[LOCATIONS_PER_CALL:])
 
     def map_outputs(self, job_id: str, locations: Sequence[MapLocation]) -> None:

@@ -74,6 +74,8 @@ class WorkerConnection:
     port: int
     slots: int
     pid: int | None = None
+    #: Launches sent to it: its heartbeats say how many it got.
+    launches: int = 0
 
 
 @implementer(views.IJobTrackerStatus)
@@ -404,9 +406,11 @@ class JobTracker:
         """The answer: the interval, in seconds, the worker should heartbeat
         at from now on (at the least: ``heartbeats.Pacing``)."""
         wid = self._check_live(wid)
-        self.scheduler.heartbeat(wid, self.now(), beat.progress)
+        actions = self.scheduler.heartbeat(wid, self.now(), beat.progress,
+                                           beat.attempts, beat.launches)
         if beat.shuffle_memory is not None:
             self.scheduler.workers[wid].shuffle_memory = beat.shuffle_memory
+        self._execute(actions)
         return self.pacing.tell(wid, len(self.workers))
 
     def _periodic(self) -> None:
@@ -911,6 +915,11 @@ class JobTracker:
             if isinstance(action, sched.AnnounceMapOutputs):
                 self._announce(action)
                 continue
+            if isinstance(action, sched.ResultLost):
+                self.log.warn("Attempt {aid} ended on tasktracker {wid} without a result we "
+                              "received: counted as failed", aid=action.attempt_id,
+                              wid=action.wid)
+                continue
             if isinstance(action, sched.OutputKept):
                 self.log.warn("Map {index} of {job} failed {n} times to run again off the "
                               "draining tasktracker {wid}: its output stays there, and the "
@@ -938,18 +947,22 @@ class JobTracker:
                 with open(job.source_path, encoding="utf-8") as f:
                     worker.init_job(job.init(f.read()))
             elif isinstance(action, sched.LaunchMap):
-                self._launch(action.attempt_id, worker.launch_map, action.job_id,
+                self._launch(conn, action.attempt_id, worker.launch_map, action.job_id,
                              action.attempt_id, job.splits[action.index])
             elif isinstance(action, sched.LaunchReduce):
-                self._launch(action.attempt_id, worker.launch_reduce, action.job_id,
+                self._launch(conn, action.attempt_id, worker.launch_reduce, action.job_id,
                              action.attempt_id, action.partition, action.map_outputs)
 
-    def _launch(self, attempt_id: str, send: Callable[..., None], *args: Any) -> None:
+    def _launch(self, conn: WorkerConnection, attempt_id: str, send: Callable[..., None],
+                *args: Any) -> None:
         """Send a task; one that cannot be sent fails its attempt. It was
         neither launched nor failed, and its job waited for it for ever (a
-        split whose path PB could not carry)."""
+        split whose path PB could not carry). One sent is numbered, for
+        the heartbeats to tell when its worker got it."""
         try:
             send(*args)
+            conn.launches += 1
+            self.scheduler.sent(attempt_id, conn.launches)
         except Exception as e:
             self.log.failure("Cannot send attempt {aid} to its tasktracker", aid=attempt_id)
             error = {"type": "LaunchFailed", "traceback": "",

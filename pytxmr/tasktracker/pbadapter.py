@@ -63,12 +63,15 @@ class TaskTrackerMind(pb.Referenceable):
     @refusals_as_pb_errors
     def remote_launch_map(self, job_id: str, attempt_id: str, index: int,
                           split: bytes) -> None:
+        # Counted first: a launch we refuse ends its attempt too.
+        self.tt.launches += 1
         self.tt.launch_map(str(job_id), str(attempt_id),
                            split_from_wire(unpack(split, surrogates=True)))
 
     @refusals_as_pb_errors
     def remote_launch_reduce(self, job_id: str, attempt_id: str, partition: int,
                              locations: bytes) -> None:
+        self.tt.launches += 1
         if type(partition) is not int:
             raise BadMessage("launch_reduce takes a partition number")
         self.tt.launch_reduce(str(job_id), str(attempt_id), partition,

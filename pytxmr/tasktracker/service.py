@@ -202,7 +202,7 @@ class TaskTrackerService(AsyncMultiService):
             return
         memory = self.tt.memory
         beat = Heartbeat(tuple(sorted(self.tt.attempts)), (memory.used, memory.budget),
-                         self.tt.progress())
+                         self.tt.progress(), self.tt.launches)
 
         async def send() -> None:
             try:

@@ -159,6 +159,8 @@ class TaskTracker:
         self.neighbour_store: Callable[[str], KeyValueStore | None] = lambda wid: None
         #: The jobtracker while we are registered with it.
         self.jobtracker: IJobTracker | None = None
+        #: Launches received since we registered, sent with each heartbeat.
+        self.launches = 0
         #: Per job: map index -> the attempt whose output we hold, as reported
         #: done to the jobtracker (a restarted one takes them back).
         self.held: dict[str, dict[int, str]] = {}
@@ -173,6 +175,7 @@ class TaskTracker:
     def registered(self, wid: str, jobtracker: IJobTracker) -> None:
         self.wid = wid
         self.jobtracker = jobtracker
+        self.launches = 0
         if self._keep_timer is not None and self._keep_timer.active():
             self._keep_timer.cancel()  # it decides about them now (destroy_job)
         self._keep_timer = None

@@ -95,6 +95,7 @@ class RecordingTaskTracker:
 
     def __init__(self) -> None:
         self.fake = FakeWorker()
+        self.launches = 0
 
     def init_job(self, init: JobInit) -> None:
         self.fake.init_job(init)
@@ -183,6 +184,28 @@ def test_pbworker_calls_arrive_as_the_fake_records_them(linked: Any) -> None:
         port.stop()
     pump.flush()
     assert tt.fake.calls == expected.calls
+
+
+def test_the_worker_counts_the_launches_it_gets_refused_ones_too(linked: Any) -> None:
+    """Its heartbeats say how many (``Heartbeat.launches``): an attempt it
+    got and does not run ended, even one whose launch it refused."""
+    jt, tt, _, pump = linked
+    jt.worker.launch_map("job_1", "job_1_m00001_0", SPLIT)
+    refused = jt.worker._mind.callRemote("launch_reduce", "job_1", "job_1_r00001_0", "one",
+                                         pack([]))
+    pump.flush()
+    with pytest.raises(RuntimeError, match="partition number"):
+        result_of(refused, pump)
+    assert tt.launches == 2 and len(tt.fake.named("launch_map")) == 1
+
+
+def test_a_launch_that_cannot_be_sent_raises(linked: Any) -> None:
+    """For the jobtracker to fail its attempt, and not count it as sent."""
+    jt, tt, _, pump = linked
+    with pytest.raises(Exception, match="too long"):
+        jt.worker.launch_map("job_1", "a" * 1_000_000, SPLIT)
+    pump.flush()
+    assert tt.launches == 0
 
 
 def test_pbjobtracker_calls_arrive_as_the_fake_records_them(linked: Any) -> None:

@@ -371,6 +371,33 @@ class LaunchTests(JobTrackerCase):
         self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 4)  # its attempts
 
 
+    async def test_an_attempt_whose_result_never_came_runs_again(self) -> None:
+        """Its worker got it and no longer runs it, and no result came (a
+        report dropped): it stayed running for ever, and its job with it."""
+        wid, worker = self.add_worker(slots=1)
+        job_id = await self.submit()
+        [first] = launched(worker, "launch_map")
+        self.jt.heartbeat(wid, Heartbeat((first,), launches=1))  # running
+        self.jt.heartbeat(wid, Heartbeat((), launches=0))  # sent before the launch came
+        self.assertEqual(launched(worker, "launch_map"), [first])
+        self.jt.heartbeat(wid, Heartbeat((), launches=1))
+        [_, second] = launched(worker, "launch_map")
+        self.jt.attempt_done(wid, second, AttemptResult({"user": {"lines": 2}}, ("str",)))
+        [reduce] = launched(worker, "launch_reduce")
+        self.jt.heartbeat(wid, Heartbeat((reduce,), launches=3))
+        self.assertTrue(self.jt.may_commit(wid, reduce))
+        self.jt.attempt_done(wid, reduce, AttemptResult())
+        result = await self.jt.wait(job_id)
+        self.assertEqual(result["state"], "succeeded")
+        self.assertEqual(result["counters"]["pytxmr"]["failed map attempts"], 1)
+        [lost] = await self.jt.logs(job_id, first)
+        self.assertEqual(lost["state"], "failed")
+        detail = await self.get_json(await self.serve(), f"/api/jobs/{job_id}")
+        attempt = detail["tasks"][0]["attempts"][0]
+        self.assertEqual((attempt["id"], attempt["error"]["type"]), (first, "ResultLost"))
+        self.assertIn("ended on tasktracker w1 without a result", attempt["error"]["message"])
+
+
 class WorkerNameTests(JobTrackerCase):
 
     def test_a_worker_is_named_by_its_id_or_its_shuffle_address(self) -> None:

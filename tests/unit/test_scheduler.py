@@ -26,6 +26,7 @@ from pytxmr.scheduler import (
     LaunchReduce,
     MapLocation,
     OutputKept,
+    ResultLost,
     Scheduler,
     State,
     StopWorker,
@@ -1107,6 +1108,60 @@ def test_expired_workers_are_those_not_heard_from() -> None:
     assert d.s.workers["w2"].alive is False
     assert d.s.expired_workers(30.0, expiry=10.0) == ["w1"]
     d.s.heartbeat("nobody", 30.0)
+
+
+def _sent(d: Driver, actions: list[Any], first: int = 1) -> list[Attempt]:
+    """Number the launches among ``actions`` as the jobtracker sends them."""
+    launched = [a for a in actions if isinstance(a, LAUNCHES)]
+    for n, a in enumerate(launched, first):
+        d.s.sent(a.attempt_id, n)
+    return [d.s.attempts[a.attempt_id] for a in launched]
+
+
+def test_an_attempt_its_worker_got_and_no_longer_runs_fails_and_runs_again() -> None:
+    """Its result never reached us (a report dropped): it stayed running
+    for ever, and its job with it."""
+    d = Driver()
+    d.join("w1", slots=2)
+    lost, kept = _sent(d, d.submit("job_1", maps=2, reduces=0))
+    actions = d._record(d.s.heartbeat("w1", d.tick(), live=[kept.id], launches=2))
+    assert actions[0] == ResultLost("w1", "job_1", lost.id)
+    assert lost.state is State.FAILED and lost.error["type"] == "ResultLost"
+    assert "ended on tasktracker w1 without a result" in lost.error["message"]
+    assert [a.index for a in d.running(kind="map")] == [0, 1]  # run again
+    assert kept.state is State.RUNNING
+    # Its retry, not yet numbered by the jobtracker, is not taken for lost.
+    assert d.s.heartbeat("w1", d.tick(), live=[kept.id], launches=2) == []
+
+
+def test_a_heartbeat_sent_before_the_launch_arrived_loses_nothing() -> None:
+    """The worker's count of launches says which of ours it had got."""
+    d = Driver()
+    d.join("w1", slots=2)
+    first, second = _sent(d, d.submit("job_1", maps=2, reduces=0))
+    assert d.s.heartbeat("w1", d.tick(), live=[], launches=0) == []
+    assert d.s.heartbeat("w1", d.tick(), live=[first.id], launches=1) == []
+    assert d.s.heartbeat("w1", d.tick(), live=[first.id, second.id], launches=2) == []
+    # A worker that does not count (an older one), or a malformed beat: nothing.
+    assert d.s.heartbeat("w1", d.tick(), live=[]) == []
+    assert d.s.heartbeat("w1", d.tick(), launches=5) == []
+    assert [a.state for a in (first, second)] == [State.RUNNING] * 2
+    # Ended attempts are not its to run: a result that arrived ends it first.
+    d.succeed(first.id)
+    assert d.s.heartbeat("w1", d.tick(), live=[second.id], launches=2) == []
+
+
+def test_results_lost_again_and_again_fail_the_job() -> None:
+    """Counted as failures: a worker that loses every result does not
+    keep a job going round for ever."""
+    d = Driver()
+    d.join("w1", slots=1)
+    _sent(d, d.submit("job_1", maps=1, reduces=0, max_attempts=2))
+    (retry,) = _sent(d, d._record(d.s.heartbeat("w1", d.tick(), live=[], launches=1)), first=2)
+    d._record(d.s.heartbeat("w1", d.tick(), live=[], launches=2))
+    assert retry.state is State.FAILED
+    (done,) = d.done().values()
+    assert done.state is State.FAILED and done.error["type"] == "ResultLost"
 
 
 # ---------------------------------------------------------------- random event sequences

@@ -55,7 +55,8 @@ def test_map_location_round_trips(loc: MapLocation) -> None:
                  kinds, st.none() | text),
        st.builds(TaskError, text, text, text, st.none() | text),
        st.builds(Heartbeat, st.lists(text).map(tuple),
-                 st.none() | st.tuples(st.integers(0), st.integers(0))))
+                 st.none() | st.tuples(st.integers(0), st.integers(0)),
+                 st.dictionaries(text, st.floats(0, 1)), st.none() | st.integers(0)))
 def test_reports_round_trip(result: AttemptResult, error: TaskError, beat: Heartbeat) -> None:
     assert AttemptResult.from_wire(result.to_wire()) == result
     assert TaskError.from_wire(error.to_wire()) == error
@@ -145,6 +146,12 @@ def test_failure_reports_and_heartbeats_get_through_malformed() -> None:
                                                                          "budget": 2}}) == \
         Heartbeat(("a",), None)
     assert Heartbeat.from_wire(None) == Heartbeat()
+    # A count of launches goes with a list of attempts, or it would say them ended.
+    assert Heartbeat.from_wire({"attempts": "a", "launches": 3}) == Heartbeat()
+    assert Heartbeat.from_wire({"launches": 3}) == Heartbeat()
+    for bad in (-1, True, 2.0, "3"):
+        assert Heartbeat.from_wire({"attempts": [], "launches": bad}) == Heartbeat()
+    assert Heartbeat.from_wire({"attempts": [], "launches": 3}) == Heartbeat(launches=3)
 
 
 def test_a_failure_of_any_text_is_reported_in_a_form_pb_carries() -> None:

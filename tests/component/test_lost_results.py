@@ -1,0 +1,100 @@
+"""A real jobtracker and tasktracker (the daemons' services, in one process,
+over PB on loopback, with real task children): an attempt whose result
+never reaches the jobtracker is noticed by the worker's next heartbeats
+(its count of launches got, and its live attempts) and runs again. Before,
+it stayed "running" for ever, and its job with it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from pytxmr import client, jobtracker, tasktracker
+from wordcounts import WORDCOUNT, read_wordcount
+
+SECRET = b"lost-results-secret"
+
+
+class DropsResults:
+    """The tasktracker's jobtracker, but the first ``n`` results it
+    reports (map or reduce) never arrive."""
+
+    def __init__(self, inner: Any, n: int) -> None:
+        self.inner = inner
+        self.n = n
+        self.dropped: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def attempt_done(self, attempt_id: str, result: Any) -> None:
+        if len(self.dropped) < self.n:
+            self.dropped.append(attempt_id)
+            return
+        await self.inner.attempt_done(attempt_id, result)
+
+
+async def stop_if_running(svc: Any) -> None:
+    if svc.running:
+        await svc.stopService()
+
+
+class LostResultTests(TestCase):
+
+    timeout = 90
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        self.tmp = Path(tempfile.mkdtemp(prefix="pytxmr-lost-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.jts = jobtracker.make_service(jobtracker.Config(
+            listen="tcp:0:interface=127.0.0.1", workdir=str(self.tmp / "jt")),
+            reactor, secret=SECRET)
+        self.addCleanup(stop_if_running, self.jts)
+        await self.jts.startService()
+        self.tts = tasktracker.make_service(tasktracker.Config(
+            jobtracker=f"tcp:host=127.0.0.1:port={self.jts.port}", slots=2,
+            shuffle_listen="tcp:0:interface=127.0.0.1", advertise_host="127.0.0.1",
+            workdir=str(self.tmp / "tt"), heartbeat=0.2), reactor, secret=SECRET)
+        self.addCleanup(stop_if_running, self.tts)
+        await self.tts.startService()
+        await self.tts.registered()
+        self.inputs = []
+        for n in range(3):
+            path = self.tmp / f"in{n}.txt"
+            path.write_text("".join(f"w{i % (7 + n)} x{n}\n" for i in range(200)))
+            self.inputs.append(str(path))
+
+    async def run_job(self) -> dict[str, Any]:
+        conn = await client.connect(reactor, f"127.0.0.1:{self.jts.port}", SECRET)
+        self.addCleanup(conn.close)
+        job_id = await conn.call("submit", client.submission(
+            str(WORDCOUNT), self.inputs, str(self.tmp / "out"), reducers=2).spec)
+        waited = defer.Deferred.fromCoroutine(conn.call("wait", job_id))
+        result: dict[str, Any] = await waited.addTimeout(45, reactor)
+        return result
+
+    async def test_results_that_never_arrive_run_again(self) -> None:
+        """A map's and a reduce's: the output is a Counter's of the input."""
+        tt = self.tts.tt
+        tt.jobtracker = dropping = DropsResults(tt.jobtracker, 2)
+        result = await self.run_job()
+        self.assertEqual(result["state"], "succeeded", result)
+        self.assertEqual(len(dropping.dropped), 2)
+        expected: Counter[str] = Counter()
+        for path in self.inputs:
+            expected.update(Path(path).read_text().split())
+        got: Counter[str] = Counter()
+        for part in read_wordcount(self.tmp / "out"):
+            got.update(part)
+        self.assertEqual(got, expected)
+        framework = result["counters"]["pytxmr"]
+        self.assertEqual(framework.get("failed map attempts", 0)
+                         + framework.get("failed reduce attempts", 0), 2)
+        self.assertFalse(os.path.exists(self.tmp / "out" / "_temporary"))
