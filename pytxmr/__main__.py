@@ -670,6 +670,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         if any(name in ("mapper", "reducer") for name, _ in a.args):
             parser.error("--mapper and --reducer set the streaming job's arguments; "
                          "do not give them with --arg")
+        for given, option, command in ((a.map_name, "--map", "--mapper"),
+                                       (a.reduce_name, "--reduce", "--reducer")):
+            if given != option[2:]:  # it named the streaming module's functions
+                parser.error(f"{option} names a job module's function; a streaming job "
+                             f"(--mapper) takes its command with {command}")
         a.job = _streaming_job(a)
         a.inputs = a.paths
         if a.paths and a.paths[0].endswith(".py"):

@@ -26,6 +26,7 @@ from .users import UsersError, check_name
 from .tls import (PLAIN_TEXT, TLS_PROBE_AFTER, TLSError, client_endpoint, not_tls_text,
                   speaks_plain_text, speaks_tls, tls_refusal)
 from .wire import (
+    DEFAULT_PORT,
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     RECONNECT_TIMEOUT,
@@ -110,6 +111,8 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
         raise ClusterError(str(e)) from None
     if description != address:  # HOST:PORT; a full endpoint string says its own timeout
         description += f":timeout={timeout:g}"
+    if ":" not in address:  # the port taken by default: said where it failed
+        address += f":{DEFAULT_PORT}"
     try:
         endpoint = client_endpoint(reactor, description, tls)
     except TLSError as e:

@@ -482,6 +482,9 @@ def jobtracker_endpoint(address: str) -> str:
     """``HOST:PORT`` (or a Twisted client endpoint string) as an endpoint string."""
     if address.startswith(("tcp:", "ssl:", "unix:", "tls:")):
         return address
+    if "/" in address:  # a URL (http://HOST:PORT): its scheme taken for a host name
+        raise ValueError(f"bad jobtracker address {address!r}: use HOST:PORT, the "
+                         f"jobtracker's PB port (not a URL)")
     host, sep, port = address.rpartition(":")
     if not sep:
         if address.isdigit():  # "7373" would be looked up as a host name

@@ -624,6 +624,8 @@ def test_a_submit_with_a_wrong_secret_is_refused(cluster: Cluster) -> None:
     ("127.0.0.1:70000", "a port from 1 to 65535", 2),
     # Not a usage error: exit 3, as for any jobtracker not reached.
     ("nosuchhost.invalid:7373", "cannot reach the jobtracker at nosuchhost.invalid:7373", 3),
+    ("nosuchhost.invalid", "cannot reach the jobtracker at nosuchhost.invalid:7373", 3),
+    ("http://127.0.0.1:7373", "not a URL", 2),
 ])
 def test_a_bad_jobtracker_address_is_named_at_once(cluster: Cluster, address: str,
                                                    message: str, status: int) -> None:
@@ -1469,11 +1471,12 @@ def test_a_job_on_a_cluster_without_workers_says_so_and_waits(tmp_path: Path) ->
 
 def test_a_job_planned_when_workers_come_keeps_within_the_task_limit(tmp_path: Path) -> None:
     """Admitted as one map and one reduce, within --max-tasks-per-job; cut
-    for 4 slots it would be over: it runs as admitted instead of failing
-    for the workers that came."""
+    for the slots of the workers that came it would be over: it runs as
+    admitted instead of failing for them. (Over for 2 slots too: a loaded
+    machine may plan it before the second worker registers.)"""
     c = Cluster(tmp_path)
     try:
-        c.start_jobtracker("--max-tasks-per-job", "3")
+        c.start_jobtracker("--max-tasks-per-job", "2")
         data = write(tmp_path / "in.txt", "a b a\n")
         proc = c.popen_submit(WORDCOUNT, [data], tmp_path / "out")
         try:
@@ -1490,7 +1493,7 @@ def test_a_job_planned_when_workers_come_keeps_within_the_task_limit(tmp_path: P
         assert merged(read_wordcount(tmp_path / "out")) == {"a": 2, "b": 1}
         assert_committed(tmp_path / "out", 1)
         assert c.jobtracker is not None
-        assert re.search(r"keeps its tasks for one slot \(for 4: .*more than the 3 tasks a job "
+        assert re.search(r"keeps its tasks for one slot \(for [24]: .*more than the 2 tasks a job "
                          r"may have.*\): \S*wordcount.py, 1 maps, 1 reduces",
                          c.jobtracker.log()), c.jobtracker.log()
     finally:

@@ -376,3 +376,17 @@ def test_a_job_module_given_with_mapper_is_named_as_an_input(
     assert "wordcount.py is read as an input" in capsys.readouterr().err
     parse(["run", "--mapper", "cat", "in.txt", "code.py", "-o", "out"])
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("option, command", [("--reduce", "--reducer"), ("--map", "--mapper")])
+def test_a_function_name_given_for_a_command_names_the_command_option(
+        option: str, command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --mapper cat --reduce cat` (for --reducer) said that pytxmr's
+    own streaming module, a file the user never heard of, has no 'cat'."""
+    from pytxmr.__main__ import parse
+
+    with pytest.raises(SystemExit) as exit:
+        parse(["run", "--mapper", "cat", option, "cat", "in.txt", "-o", "out"])
+    assert exit.value.code == 2
+    assert f"a streaming job (--mapper) takes its command with {command}" in \
+        capsys.readouterr().err

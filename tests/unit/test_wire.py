@@ -199,6 +199,8 @@ def test_jobtracker_addresses(address: str, endpoint: str) -> None:
     ("h:99999", "a port from 1 to 65535"),
     ("h:0", "a port from 1 to 65535"),
     ("h:x", "use HOST:PORT"),
+    # Its scheme was looked up as a host: "DNS lookup failed", exit 3.
+    ("http://127.0.0.1:7373", r"use HOST:PORT, the jobtracker's PB port \(not a URL\)"),
 ])
 def test_bad_jobtracker_addresses_are_named(address: str, message: str) -> None:
     """Issue 14: `--jobtracker 7373` was looked up as a host name, for minutes."""
