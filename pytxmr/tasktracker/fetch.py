@@ -206,6 +206,11 @@ class ReduceFetch:
         one (whose worker may be stopped: that fetch would wait for a timeout)."""
         if self.cancelled:
             return
+        known = self._maps.get(loc.index)
+        if known is not None and known.loc == loc:
+            # Announced again (to a reduce launched with it, by the batch
+            # sent to every reduce): stopping the fetch would waste it.
+            return
         m = self._maps.setdefault(loc.index, _Map(loc.index, loc))
         m.loc = loc
         if m.state in (State.DONE, State.FAILED):

@@ -265,6 +265,21 @@ def test_a_newer_location_supersedes_a_fetch_in_progress(h: Harness) -> None:
     assert all_fetched(fetch) == [[run]] and h.left_behind() == [os.path.basename(run[0])]
 
 
+def test_the_same_location_again_leaves_the_fetch_alone(h: Harness) -> None:
+    """A reduce launched with a map's location got it again in the batch
+    announced to every reduce: its fetch was stopped and started again,
+    with "Map N was run again" logged for a map that ran once."""
+    fetch = h.fetch()
+    fetch.locate(loc(0))
+    first = h.remote.last
+    first.land(b"partial")
+    fetch.locate(loc(0))
+    assert not first.d.called and len(h.remote.tries) == 1
+    first.fail(ShuffleError("refused"))
+    fetch.locate(loc(0))  # nor a backoff cut short
+    assert fetch.state(0) is State.BACKING_OFF and len(h.remote.tries) == 1
+
+
 def test_the_outcome_of_a_superseded_try_is_ignored(h: Harness) -> None:
     """A try that completes although it was stopped must neither count as
     the map's run nor keep its file or its memory."""
