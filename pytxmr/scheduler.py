@@ -266,7 +266,11 @@ class Worker:
     joined: float
     last_seen: float
     alive: bool = True
-    failures: dict[str, int] = field(default_factory=dict)  # job id -> failed attempts
+    #: Job id -> its attempts that failed here, while the job is known
+    #: (it is blacklisted here at BLACKLIST_FAILURES).
+    failures: dict[str, int] = field(default_factory=dict)
+    #: Attempts that failed here, of every job.
+    failed_total: int = 0
     #: (bytes used, budget) of its shuffle memory, as its last heartbeat said
     shuffle_memory: tuple[int, int] | None = None
     #: Taking no new tasks, to stop once nothing needs it (``Scheduler.drain``).
@@ -278,6 +282,10 @@ class Worker:
         self.attempts: set[str] = set()
         #: Its running attempts of each kind (its attempts, counted).
         self.used = {"map": 0, "reduce": 0}
+
+    def failed(self, job_id: str) -> None:
+        self.failures[job_id] = self.failures.get(job_id, 0) + 1
+        self.failed_total += 1
 
 
 def _still_served(job: Job, task: Task) -> bool:
@@ -486,6 +494,8 @@ class Job:
 #: A worker on which this many attempts of a job failed gets no more of them
 #: (unless no other worker is left).
 BLACKLIST_FAILURES = 3
+#: Lost (or drained) workers remembered, the last ones, for the status page.
+LOST_WORKERS_KEPT = 50
 #: Reports that a map output cannot be fetched (each after the reducer's own
 #: retries) before the map runs again: one hiccup is not enough, as in
 #: Hadoop. Reports from half the running reduces are enough too (a small
@@ -589,6 +599,14 @@ class Scheduler:
                            f"jobtracker received"})
         return actions
 
+    def _forget_lost_workers(self) -> None:
+        """All but the LOST_WORKERS_KEPT last lost workers: every tasktracker
+        restart is a new worker, and each was kept for ever (and looked at
+        by every tick)."""
+        lost = [wid for wid, w in self.workers.items() if not w.alive]
+        for wid in lost[:-LOST_WORKERS_KEPT]:
+            del self.workers[wid]
+
     def expired_workers(self, now: float, expiry: float,
                         longer: Mapping[str, float] | None = None) -> list[str]:
         """Workers not heard from for ``expiry`` seconds, or for their own
@@ -605,6 +623,7 @@ class Scheduler:
             return []
         w.alive = False
         self._refresh(w)
+        self._forget_lost_workers()
         actions: list[Action] = []
         for aid in sorted(w.attempts):
             a = self.attempts[aid]
@@ -784,7 +803,7 @@ class Scheduler:
             bisect.insort(job.unsuccessful, lost, key=ended_order)
             w = self.workers.get(lost.wid)
             if w is not None:
-                w.failures[job.id] = w.failures.get(job.id, 0) + 1
+                w.failed(job.id)
         task.committed = None
         task.attempt_failed()
         if task.failures >= job.max_attempts:
@@ -882,7 +901,7 @@ class Scheduler:
         self._end_attempt(a, State.FAILED, now, error)
         w = self.workers.get(a.wid)
         if w is not None:
-            w.failures[job.id] = w.failures.get(job.id, 0) + 1
+            w.failed(job.id)
         task.attempt_failed()
         if task.state is State.SUCCEEDED:
             return self._schedule(now)
@@ -933,6 +952,8 @@ class Scheduler:
         for t in job.maps + job.reduces:
             for a in t.attempts:
                 self.attempts.pop(a.id, None)
+        for w in self.workers.values():  # a thousand jobs on, they were all still there
+            w.failures.pop(job_id, None)
 
     # --- decisions -----------------------------------------------------
 
@@ -988,7 +1009,7 @@ class Scheduler:
                 task.state = State.SUCCEEDED if done else State.KILLED
         actions.append(JobDone(job.id, state, error))
         for wid in sorted(job.inited):
-            if self.workers[wid].alive:
+            if wid in self.workers and self.workers[wid].alive:
                 actions.append(DestroyJob(wid, job.id))
         return actions
 

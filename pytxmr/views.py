@@ -51,10 +51,6 @@ class IJobTrackerStatus(Interface):
     def metrics_text() -> bytes:
         """The Prometheus exposition of its metrics (``pytxmr.metrics``)."""
 
-#: Lost workers listed (the most recent), beside every live one.
-LOST_WORKERS_SHOWN = 50
-
-
 def task_id(job_id: str, kind: str, index: int) -> str:
     return f"{job_id}_{'m' if kind == 'map' else 'r'}{index:05d}"
 
@@ -73,7 +69,7 @@ def worker_view(w: Worker, now: float) -> dict[str, Any]:
         "last_heartbeat": w.last_seen,
         "heartbeat_age": now - w.last_seen if w.alive else None,
         "running": sorted(w.attempts),
-        "failures": sum(w.failures.values()),
+        "failures": w.failed_total,
         "failures_by_job": dict(w.failures),
         "shuffle_memory_used": w.shuffle_memory[0] if w.shuffle_memory else None,
         "shuffle_memory_budget": w.shuffle_memory[1] if w.shuffle_memory else None,
@@ -81,9 +77,9 @@ def worker_view(w: Worker, now: float) -> dict[str, Any]:
 
 
 def workers_view(scheduler: Scheduler, now: float) -> list[dict[str, Any]]:
-    """Live workers first, then the most recently lost ones."""
+    """Live workers first, then the lost ones the scheduler keeps."""
     alive = [w for w in scheduler.workers.values() if w.alive]
-    lost = [w for w in scheduler.workers.values() if not w.alive][-LOST_WORKERS_SHOWN:]
+    lost = [w for w in scheduler.workers.values() if not w.alive]
     return [worker_view(w, now) for w in alive + lost]
 
 

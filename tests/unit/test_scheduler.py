@@ -14,6 +14,7 @@ from pytxmr.wire import AttemptResult
 from pytxmr.scheduler import (
     BLACKLIST_FAILURES,
     COMMIT_DENIED,
+    LOST_WORKERS_KEPT,
     FETCH_FAILURES_TO_RERUN,
     PROGRESS_UNITS,
     AnnounceMapOutputs,
@@ -1108,6 +1109,37 @@ def test_expired_workers_are_those_not_heard_from() -> None:
     assert d.s.workers["w2"].alive is False
     assert d.s.expired_workers(30.0, expiry=10.0) == ["w1"]
     d.s.heartbeat("nobody", 30.0)
+
+
+def test_a_forgotten_job_leaves_nothing_on_its_workers() -> None:
+    """Its failures per worker stayed for ever: a thousand jobs on, each
+    worker listed every job that had failed on it."""
+    d = Driver()
+    d.join("w1", slots=1)
+    d.submit("job_1", maps=1, reduces=0)
+    (a,) = d.running()
+    d.fail(a.id)
+    w = d.s.workers["w1"]
+    assert w.failures == {"job_1": 1} and w.failed_total == 1
+    d._record(d.s.kill_job("job_1", d.tick()))
+    d.s.forget_job("job_1")
+    assert w.failures == {} and w.failed_total == 1  # the status page's lifetime count
+
+
+def test_only_the_last_lost_workers_are_kept() -> None:
+    """Each restart of a tasktracker is a new worker: the lost ones were
+    kept for ever, and every tick looked at each."""
+    d = Driver()
+    d.join("live")
+    for n in range(LOST_WORKERS_KEPT + 5):
+        d.join(f"gone{n:03d}")
+        d.lose(f"gone{n:03d}")
+    lost = [wid for wid, w in d.s.workers.items() if not w.alive]
+    assert lost == [f"gone{n:03d}" for n in range(5, LOST_WORKERS_KEPT + 5)]
+    assert d.s.workers["live"].alive
+    d.submit("job_1", maps=2, reduces=1)
+    d.run_to_completion()
+    assert d.done()["job_1"].state is State.SUCCEEDED
 
 
 def _sent(d: Driver, actions: list[Any], first: int = 1) -> list[Attempt]:
