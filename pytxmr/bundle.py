@@ -22,10 +22,11 @@ import io
 import os
 import shutil
 import sys
+import time
 import types
 import zipfile
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 #: The largest bundle a job may ship (the zip, compressed): code and small
 #: lookup files, not data; inputs belong in the job's inputs.
@@ -248,12 +249,20 @@ class BundleStore:
 
     Uploads arrive in chunks (in order, each call with its offset); a
     bundle becomes visible only whole and checked. Which jobs use which
-    bundle is counted here, so a bundle goes with its last job.
+    bundle is counted here, so a bundle goes with its last job; or, with
+    ``linger`` (the jobtracker's), that many seconds after it, and after
+    the last ``has`` (``sweep``): a client that found it there submits
+    without uploading it (and an upload never submitted goes too).
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, linger: float = 0.0,
+                 now: Callable[[], float] = time.monotonic) -> None:
         self.root = root
-        self._users: dict[str, set[str]] = {}
+        self.linger = linger
+        self._now = now
+        self._users: dict[str, set[object]] = {}
+        #: The bundles no job uses, lingering -> since when.
+        self._idle: dict[str, float] = {}
 
     def _zip_path(self, sha256: str) -> str:
         if not is_digest(sha256):
@@ -261,7 +270,10 @@ class BundleStore:
         return os.path.join(self.root, sha256 + ".zip")
 
     def has(self, sha256: str) -> bool:
-        return os.path.isfile(self._zip_path(sha256))
+        present = os.path.isfile(self._zip_path(sha256))
+        if present and sha256 in self._idle:
+            self._idle[sha256] = self._now()  # its submission comes next
+        return present
 
     def receive(self, sha256: str, offset: int, data: bytes, upload: str,
                 final: bool) -> None:
@@ -290,6 +302,8 @@ class BundleStore:
             os.unlink(partial)
             raise BundleError("the bundle's bytes do not match its SHA-256")
         os.replace(partial, final_path)
+        if self.linger and sha256 not in self._users:
+            self._idle[sha256] = self._now()
 
     def read(self, sha256: str, offset: int, length: int) -> bytes:
         with open(self._zip_path(sha256), "rb") as f:
@@ -320,15 +334,29 @@ class BundleStore:
         os.replace(staging, target)
         return target
 
-    def use(self, sha256: str, job_id: str) -> None:
-        self._users.setdefault(sha256, set()).add(job_id)
+    def use(self, sha256: str, user: object) -> None:
+        """``user``: a job's id, or a submission's token while it is admitted."""
+        self._idle.pop(sha256, None)
+        self._users.setdefault(sha256, set()).add(user)
 
-    def release(self, job_id: str) -> None:
-        """``job_id`` ended: remove the bundles no other job uses."""
+    def release(self, user: object) -> None:
+        """``user`` ended: remove the bundles no other uses (or let them
+        linger)."""
         for sha256, users in list(self._users.items()):
-            users.discard(job_id)
+            users.discard(user)
             if not users:
                 del self._users[sha256]
+                if self.linger:
+                    self._idle[sha256] = self._now()
+                else:
+                    self.remove(sha256)
+
+    def sweep(self) -> None:
+        """Remove the bundles that lingered their time unused."""
+        now = self._now()
+        for sha256, since in list(self._idle.items()):
+            if now - since >= self.linger:
+                del self._idle[sha256]
                 self.remove(sha256)
 
     def in_use(self, sha256: str) -> bool:

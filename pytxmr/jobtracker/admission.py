@@ -175,6 +175,19 @@ class Admission:
         if sub.bundle is not None and not self.bundles.has(sub.bundle):
             raise SubmissionError("the job's bundle (its shipped code and files) was not "
                                   "uploaded before the submission")
+        token = object()
+        if sub.bundle is not None:  # now: its last job may end while the inputs are listed
+            self.bundles.use(sub.bundle, token)
+        try:
+            return await self._admit_bundled(sub, slots, running, owner, may_replace,
+                                             submitter, token)
+        finally:
+            self.bundles.release(token)
+
+    async def _admit_bundled(self, sub: Submission, slots: int,
+                             running: Callable[[], Iterable[JobRecord]], owner: str,
+                             may_replace: MayReplace, submitter: Submitter,
+                             token: object) -> Admitted:
         try:
             files = await self._within_deadline(
                 "list the inputs", sub.inputs,
@@ -182,7 +195,6 @@ class Admission:
         except ValueError as e:  # InputError and friends
             raise SubmissionError(str(e)) from None
         # From now on its inputs are in use: the job's once admitted.
-        token = object()
         self._admitting[token] = InputsInUse("a job being submitted", list(sub.inputs),
                                              [f.path for f in files])
         try:

@@ -59,6 +59,10 @@ DEFAULT_CHECK_TIMEOUT = 30.0
 #: to come back before its maps run again (they reconnect with a backoff
 #: of at most 10 s).
 DEFAULT_RESUME_GRACE = 12.0
+#: Seconds a bundle stays after its last job, and after a client last
+#: found it there: a client that found it submits without uploading it,
+#: and was refused when an identical job ended in between.
+BUNDLE_LINGER = 60.0
 #: Seconds without another worker registering before the jobs that waited
 #: for workers are planned for the slots registered.
 PLAN_SETTLE = 1.0
@@ -108,7 +112,7 @@ class JobTracker:
         self._worker_seq = 0
         self._periodic_loop = task.LoopingCall(self._periodic)
         self._periodic_loop.clock = clock
-        self.bundles = BundleStore(os.path.join(workdir, "bundles"))
+        self.bundles = BundleStore(os.path.join(workdir, "bundles"), BUNDLE_LINGER, self.now)
         self.admission = Admission(reactor, clock, workdir, checkers, check_timeout,
                                    self.bundles, max_tasks_per_job)
         #: The scheduler's job ids (one per started step) -> their job.
@@ -414,7 +418,9 @@ class JobTracker:
         return self.pacing.tell(wid, len(self.workers))
 
     def _periodic(self) -> None:
-        """Lost workers (missed heartbeats) and stragglers (speculation)."""
+        """Lost workers (missed heartbeats), stragglers (speculation), and
+        bundles that lingered unused."""
+        self.bundles.sweep()
         for wid in self.scheduler.expired_workers(self.now(), self.expiry,
                                                   self.pacing.longer_expiries):
             self.log.warn("Tasktracker {wid} missed heartbeats for {s:g}s: lost", wid=wid,

@@ -398,6 +398,30 @@ class LaunchTests(JobTrackerCase):
         self.assertIn("ended on tasktracker w1 without a result", attempt["error"]["message"])
 
 
+class BundleTests(JobTrackerCase):
+
+    async def test_a_bundle_a_client_found_there_is_there_for_its_submission(self) -> None:
+        """The client sends no bundle the jobtracker has: an identical job
+        that ended in between took it away, and the submission was refused
+        ("the job's bundle ... was not uploaded")."""
+        self.add_worker()
+        stop = os.path.join(self.tmp, "stop.txt")
+        with open(stop, "w") as f:
+            f.write("the\n")
+        first, second = (client.submission(self.job_file(), [self.inputs],
+                                           os.path.join(self.tmp, out), files=[stop])
+                         for out in ("a", "b"))
+        shipped = first.bundle
+        self.assertTrue(self.jt.put_bundle("up", shipped.sha256, len(shipped.data), 0,
+                                           shipped.data))
+        job_id = await self.jt.submit(first.spec)
+        self.assertTrue(self.jt.has_bundle(second.bundle.sha256))
+        self.jt.kill(job_id)
+        self.assertEqual((await self.jt.wait(job_id))["state"], "killed")
+        second_id = await self.jt.submit(second.spec)
+        self.assertEqual(self.jt.status(second_id)["state"], "running")
+
+
 class WorkerNameTests(JobTrackerCase):
 
     def test_a_worker_is_named_by_its_id_or_its_shuffle_address(self) -> None:

@@ -150,6 +150,54 @@ def test_a_bundle_with_a_name_outside_its_directory_is_not_unpacked(tmp_path: Pa
     assert not (tmp_path / "escape.py").exists()
 
 
+def test_a_lingering_store_keeps_a_bundle_a_while_after_its_last_user(
+        job: Path, tmp_path: Path) -> None:
+    """The jobtracker's: a client found the bundle there and so did not
+    upload it, then an identical job ended and took it away before the
+    submission came ("the job's bundle was not uploaded")."""
+    now = [100.0]
+    shipped = bundle.build(str(job), files=[str(write(tmp_path / "stop.txt", "x\n"))])
+    assert shipped is not None
+    sha = shipped.sha256
+    store = BundleStore(str(tmp_path / "store"), linger=60, now=lambda: now[0])
+    store.receive(sha, 0, shipped.data, "up", final=True)
+    store.use(sha, "job_1")
+    store.unpacked(sha)
+    now[0] += 1000
+    store.sweep()
+    assert store.has(sha)  # in use: no linger counts
+    store.release("job_1")
+    now[0] += 59
+    store.sweep()
+    assert store.has(sha)  # a client asks: 60 s more from now
+    now[0] += 59
+    store.sweep()
+    assert f"{sha}.zip" in os.listdir(store.root)
+    store.use(sha, "job_2")  # its submission
+    store.release("job_2")
+    now[0] += 60
+    store.sweep()
+    assert not store.has(sha) and os.listdir(store.root) == []
+
+
+def test_an_upload_never_submitted_goes_after_the_linger(job: Path, tmp_path: Path) -> None:
+    """It stayed until the jobtracker restarted."""
+    now = [0.0]
+    shipped = bundle.build(str(job), files=[str(write(tmp_path / "stop.txt", "x\n"))])
+    assert shipped is not None
+    store = BundleStore(str(tmp_path / "store"), linger=60, now=lambda: now[0])
+    store.receive(shipped.sha256, 0, shipped.data, "up", final=True)
+    now[0] += 60
+    store.sweep()
+    assert os.listdir(store.root) == []
+    # Without a linger (a tasktracker's), a bundle goes with its last job.
+    store = BundleStore(str(tmp_path / "tt"))
+    store.receive(shipped.sha256, 0, shipped.data, "up", final=True)
+    store.use(shipped.sha256, "job_1")
+    store.release("job_1")
+    assert os.listdir(store.root) == []
+
+
 def test_entering_a_bundle_puts_its_modules_first_and_links_its_files(
         job: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     archive = tmp_path / "deps.zip"
