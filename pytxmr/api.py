@@ -292,12 +292,23 @@ def _local_modules(namespace: Mapping[str, Any]) -> list[str]:
 
     steps = namespace.get("steps") or ()
     found: dict[str, None] = {}
+    names: dict[str, None] = {}
     for fn in [*namespace.values(), *(v for s in steps for v in vars(s).values())]:
         while isinstance(fn, functools.partial):  # functools' own, but of a function of ours
             fn = fn.func
         name = getattr(fn, "__module__", None) if callable(fn) else None
-        if not name:
-            continue
+        if name:
+            names[name] = None
+    if "__main__" in names and _own_file("__main__") is None:
+        # A notebook, the REPL, ``python -``: no file to read its imports
+        # from, so what it has imported (its own modules' functions went
+        # by reference, and the tasks could not import them).
+        for value in list(vars(sys.modules["__main__"]).values()):
+            name = (value.__name__ if isinstance(value, types.ModuleType)
+                    else getattr(value, "__module__", None) if callable(value) else None)
+            if isinstance(name, str) and name != "__main__":
+                names[name] = None
+    for name in names:
         package = _own_package(name)
         if package:
             # A package, or a module inside one, is imported by the

@@ -338,15 +338,19 @@ def test_relative_paths_beside_an_inline_job_are_the_callers(
     assert proc.returncode == 0 and "beside ok" in proc.stdout, proc.stderr + cluster.logs()
 
 
-def _run_script(cluster: Cluster, text: Path, tmp_path: Path, script: str) -> Counter[str]:
-    """Run ``script`` (ADDRESS SECRET TEXT OUT) from ``tmp_path``; the
-    counts of the text's words in upper case, which its jobs should give."""
-    write(tmp_path / "script.py", script)
+def _run_script(cluster: Cluster, text: Path, tmp_path: Path, script: str,
+                fileless: bool = False) -> Counter[str]:
+    """Run ``script`` (ADDRESS SECRET TEXT OUT) from ``tmp_path``, as a
+    file or, ``fileless``, read from standard input (``python -``, as a
+    notebook's, without a file); the counts of the text's words in upper
+    case, which its jobs should give."""
     (tmp_path / "out").mkdir()
-    proc = subprocess.run([sys.executable, "script.py", cluster.address,
+    if not fileless:
+        write(tmp_path / "script.py", script)
+    proc = subprocess.run([sys.executable, "-" if fileless else "script.py", cluster.address,
                            str(cluster.secret_file), str(text), str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=240, env=cluster.env,
-                          cwd=tmp_path)
+                          cwd=tmp_path, input=script if fileless else None)
     assert proc.returncode == 0, proc.stderr + cluster.logs()
     return Counter(word.upper() for word in text.read_text().split())
 
@@ -390,6 +394,32 @@ def test_a_job_object_s_own_modules_travel_with_it(cluster: Cluster, text: Path,
     for name, suffix in (("class", ""), ("namespace", ""), ("main", "!"), ("partial", "?")):
         assert merged(read_wordcount(tmp_path / "out" / name)) == {
             w + suffix: n for w, n in counts.items()}, name
+
+
+FILELESS_SCRIPT = """
+import sys, types
+import pytxmr
+from pytxmr import combiners
+from textutil import norm
+
+address, secret, text, out = sys.argv[1:5]
+def words(key, line):
+    for word in line.split():
+        yield norm(word), 1
+job = types.SimpleNamespace(map=words, reduce=combiners.sum)
+result = pytxmr.Client(address, secret_file=secret).submit(job, [text], out + "/main")
+assert result.ok, result
+"""
+
+
+def test_a_job_object_of_a_program_without_a_file_takes_its_modules(
+        cluster: Cluster, text: Path, tmp_path: Path) -> None:
+    """A notebook, the REPL, ``python -``: no file to read the imports of,
+    so its own modules' functions (textutil.norm) reached the tasks by
+    reference only: No module named 'textutil'."""
+    write(tmp_path / "textutil.py", "def norm(word):\n    return word.upper()\n")
+    counts = _run_script(cluster, text, tmp_path, FILELESS_SCRIPT, fileless=True)
+    assert merged(read_wordcount(tmp_path / "out" / "main")) == counts
 
 
 PACKAGE_SCRIPT = """
