@@ -207,7 +207,7 @@ class Split:
 
 def is_compressed(path: str) -> bool:
     """True if path is read whole through a decompressor (by its suffix)."""
-    return path.lower().endswith(COMPRESSED_SUFFIXES)
+    return storage.suffixed(path).endswith(COMPRESSED_SUFFIXES)
 
 
 #: The largest split a job gets without --split-size: Hadoop's block size.
@@ -295,7 +295,7 @@ def _plan_starts(inputs: Sequence[InputFile | str], split_size: int,
             except OSError as e:
                 raise InputError(f"cannot read input {path}: {e.strerror}", path=path) from e
         path, size = item.path, item.size
-        if path.lower().endswith(_UNSUPPORTED_SUFFIXES):
+        if storage.suffixed(path).endswith(_UNSUPPORTED_SUFFIXES):
             raise InputError(
                 f"input {storage.redact(path)}: this format is not supported (an archive of "
                 f"files, or a compression pytxmr does not read); use "
@@ -486,7 +486,8 @@ def open_split(split: Split) -> Iterator[tuple[IO[bytes], Any]]:
     except storage.StorageError as e:
         raise InputError(str(e), path=path) from e
     with raw:
-        decompress = _DECOMPRESSORS.get(os.path.splitext(path)[1].lower()) if split.whole else None
+        decompress = (_DECOMPRESSORS.get(os.path.splitext(storage.suffixed(path))[1])
+                      if split.whole else None)
         if decompress is None:
             yield raw, None
         else:

@@ -117,6 +117,16 @@ def is_remote(path: str) -> bool:
     return s is not None and s != "file"
 
 
+def suffixed(path: str) -> str:
+    """What an input's suffix (``.gz``) is read from, in lower case: an
+    HTTP URL's path, without its query (a signed URL's token: the
+    ``.gz`` before it went unseen, and the gzip's bytes were read as
+    lines). An object's key may hold a ``?``: other paths are whole."""
+    if scheme(path) in ("http", "https"):
+        path = urllib.parse.urlsplit(path).path
+    return path.lower()
+
+
 def client_modules(path: str) -> tuple[str, ...]:
     """The modules reading ``path`` will import (none for a local path)."""
     return _CLIENT_MODULES.get(scheme(path) or "", ())
@@ -347,7 +357,7 @@ def filesystem(url: str, opts: Mapping[str, str] | None = None) -> tuple[Any, st
     if s not in fsspec.available_protocols() and s not in fsspec.registry:
         raise StorageError(f"{redact(url)}: no store is known for {s}://", url)
     try:
-        compressed = urllib.parse.urlsplit(url).path.lower().endswith(COMPRESSED_SUFFIXES)
+        compressed = suffixed(url).endswith(COMPRESSED_SUFFIXES)
         fs, path = url_to_fs(url, **_fs_kwargs(s, options() if opts is None else opts,
                                                compressed))
     except ImportError as e:
@@ -707,7 +717,7 @@ def expand_inputs(patterns: Sequence[str],
         for f in found:
             seen.setdefault(f.path, f)
     for f in seen.values():
-        if f.size == 0 and f.ranged and f.path.lower().endswith(COMPRESSED_SUFFIXES):
+        if f.size == 0 and f.ranged and suffixed(f.path).endswith(COMPRESSED_SUFFIXES):
             # gzip and zstd read it as empty, bz2 and xz fail on it.
             raise StorageError(f"input {redact(f.path)} is empty, which no compressed file is "
                                f"(an upload that failed?)", f.path)

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytxmr import readers, splits, storage
-from pytxmr.storage import StorageError
+from pytxmr.storage import InputFile, StorageError
 from pytxmr.splits import (
     BLOCK_SIZE,
     DEFAULT_MAX_LINE_BYTES,
@@ -296,6 +296,23 @@ def test_compute_splits_compressed_file_is_one_whole_split(tmp_path: Path, suffi
     path = write(tmp_path / f"f.txt{suffix}", b"z" * 100)
     assert compute_splits([path], 10) == [Split(0, path, 0, 100, True)]
     assert is_compressed(path)
+
+
+@pytest.mark.parametrize("url, compressed", [
+    ("https://h/f.txt.gz?X-Amz-Signature=ab&t=1", True),
+    ("http://h/f.txt.GZ#part", True),
+    ("http://h/f.txt?name=f.gz", False),
+    ("s3://b/f.txt?.gz", True),  # a key may hold a "?"
+    ("/data/f.txt?.gz", True),  # and so may a file's name
+])
+def test_a_urls_suffix_is_its_paths(url: str, compressed: bool) -> None:
+    """A signed URL's query hid the .gz before it: its bytes were read as lines."""
+    assert is_compressed(url) is compressed
+
+
+def test_an_archive_behind_a_query_is_refused() -> None:
+    with pytest.raises(InputError, match="this format is not supported"):
+        compute_splits([InputFile("http://h/a.tar.gz?x=1", 10)], 10)
 
 
 def test_compute_splits_empty_file_gets_one_empty_split(tmp_path: Path) -> None:
