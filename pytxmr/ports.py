@@ -51,6 +51,11 @@ class IWorker(Interface):
         """It was drained: nothing runs on it and no job needs its map
         outputs; stop cleanly."""
 
+    async def running_log(attempt_id: str) -> str | None:
+        """What a running attempt has printed so far (``logs`` of a task
+        being debugged; a log comes with the result only): None if
+        nothing, or if the worker does not answer."""
+
     def disconnect() -> None:
         """Cut the connection at once (a worker declared lost must come
         back as a new incarnation); a stopped peer reads nothing, so this
@@ -77,6 +82,9 @@ class IJobTracker(Interface):
 
     async def may_commit(attempt_id: str) -> bool:
         """Whether this attempt is the one whose part file becomes the output."""
+
+    async def killed_log(attempt_id: str, log: str) -> None:
+        """The log of an attempt it killed (a result brings the others)."""
 
     async def drain() -> None:
         """Drain me (``Scheduler.drain``): I will be told to stop."""

@@ -121,9 +121,11 @@ def format_logs(entries: list[dict[str, Any]]) -> str:
                        f"{attempt_job(e['attempt'])} {e['attempt']}]")
         elif e.get("log"):
             out.append(e["log"].rstrip("\n"))
+            if e["state"] == "running":
+                out.append("[running: its output so far]")
         elif not e["wid"]:
             out.append("[its log was not kept across the restart]")
         else:
-            out.append("[no output]")
+            out.append("[no output so far]" if e["state"] == "running" else "[no output]")
         out.append("")
     return "\n".join(out)

@@ -127,6 +127,13 @@ class PBWorker:
     def stop(self) -> None:
         self._call("stop")
 
+    async def running_log(self, attempt_id: str) -> str | None:
+        try:
+            text = await self._mind.callRemote("running_log", attempt_id)
+        except Exception:  # lost; or a tasktracker from before the call
+            return None
+        return text if isinstance(text, str) and text else None
+
     def disconnect(self) -> None:
         # Abort, not lose: a stopped peer reads nothing, so a graceful
         # close could wait on our unsent bytes forever.
@@ -267,6 +274,14 @@ class TaskTrackerAvatar(_StrictAvatar):
     @refusals_as_pb_errors
     def perspective_may_commit(self, attempt_id: str) -> bool:
         return self.jt.may_commit(self.wid, str(attempt_id))
+
+    @refusals_as_pb_errors
+    def perspective_killed_log(self, attempt_id: str, log: bytes) -> None:
+        record = unpack(log)
+        text = record.get("log") if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            raise wire.BadMessage("killed_log takes an attempt id and its log")
+        self.jt.killed_log(self.wid, str(attempt_id), text)
 
     @refusals_as_pb_errors
     def perspective_drain(self) -> None:

@@ -59,6 +59,10 @@ DEFAULT_CHECK_TIMEOUT = 30.0
 #: to come back before its maps run again (they reconnect with a backoff
 #: of at most 10 s).
 DEFAULT_RESUME_GRACE = 12.0
+#: The running attempts whose output so far one ``logs`` call asks their
+#: tasktrackers for, and for how long.
+RUNNING_LOGS_ASKED = 50
+RUNNING_LOG_TIMEOUT = 5.0
 #: Seconds a bundle stays after its last job, and after a client last
 #: found it there: a client that found it submits without uploading it,
 #: and was refused when an identical job ended in between.
@@ -462,6 +466,14 @@ class JobTracker:
         self._attempt_metrics(attempt_id)
         self._execute(actions)
 
+    def killed_log(self, wid: str | None, attempt_id: str, log: str) -> None:
+        """The log of an attempt we killed (a backup that lost, a killed
+        job's...): its page linked to no log, and its prints were lost."""
+        self._check_live(wid)
+        a = self.scheduler.attempts.get(attempt_id)
+        if a is not None and a.wid == wid and a.state is State.KILLED:
+            self._keep_log(attempt_id, log)
+
     def _keep_log(self, attempt_id: str, log: str) -> None:
         # A report that comes after its job ended belongs to no job here.
         if attempt_id in self.scheduler.attempts:
@@ -794,25 +806,50 @@ class JobTracker:
         return await self.history.read_logs(job_id)
 
     async def attempt_log(self, job_id: str, attempt_id: str) -> str | None:
-        """The log tail of one attempt (None when it printed nothing)."""
+        """The log tail of one attempt (None when it printed nothing); of a
+        running one, what it printed so far."""
         logs = await self._job_logs(job_id)
         if attempt_id in logs:  # no need to read an ended job's whole detail
             return logs[attempt_id]
-        if not any(a["id"] == attempt_id
-                   for a in views.find_attempts(await self.job_view(job_id), None)):
+        found = [a for a in views.find_attempts(await self.job_view(job_id), None)
+                 if a["id"] == attempt_id]
+        if not found:
             raise UnknownJob(f"no attempt {attempt_id!r} in job {job_id!r}")
-        return None
+        return (await self._running_logs(found)).get(attempt_id)
 
     async def logs(self, job_id: str, which: str | None = None) -> list[dict[str, Any]]:
         """The logs of a job's attempts; ``which`` picks a task or an
-        attempt (see ``views.find_attempts``)."""
+        attempt (see ``views.find_attempts``); of the running ones, what
+        they printed so far."""
         # The logs first: if the history drops the job between the two
         # reads, no attempt is listed without its log.
         logs = await self._job_logs(job_id)
         attempts = views.find_attempts(await self.job_view(job_id), which)
         if which and not attempts:
             raise UnknownJob(f"no task or attempt {which!r} in job {job_id!r}")
-        return logs_reply(attempts, logs)
+        return logs_reply(attempts, {**await self._running_logs(attempts), **logs})
+
+    async def _running_logs(self, attempts: list[dict[str, Any]]) -> dict[str, str]:
+        """What the first RUNNING_LOGS_ASKED running attempts among
+        ``attempts`` printed so far, from their tasktrackers: a log comes
+        with an attempt's result, and a task being debugged (a hung one)
+        showed "[no output]"."""
+        asked: dict[str, defer.Deferred[str | None]] = {}
+        for a in attempts:
+            conn = self.workers.get(a["wid"]) if a["state"] == "running" else None
+            if conn is not None and len(asked) < RUNNING_LOGS_ASKED:
+                asked[a["id"]] = defer.Deferred.fromCoroutine(
+                    conn.worker.running_log(a["id"])).addTimeout(RUNNING_LOG_TIMEOUT,
+                                                                 self._clock)
+        logs = {}
+        for aid, d in asked.items():
+            try:
+                text = await d
+            except defer.TimeoutError:
+                continue
+            if text:
+                logs[aid] = text
+        return logs
 
     def _job(self, job_id: str) -> JobRecord:
         job = self.jobs.get(job_id) if isinstance(job_id, str) else None

@@ -78,6 +78,10 @@ class TaskTrackerMind(pb.Referenceable):
                               _locations(unpack(locations)))
 
     @refusals_as_pb_errors
+    def remote_running_log(self, attempt_id: str) -> str | None:
+        return self.tt.running_log(str(attempt_id))
+
+    @refusals_as_pb_errors
     def remote_map_outputs(self, job_id: str, locations: bytes) -> None:
         self.tt.map_outputs(str(job_id), _locations(unpack(locations)))
 
@@ -115,6 +119,10 @@ class PBJobTracker:
 
     async def may_commit(self, attempt_id: str) -> bool:
         return bool(await call(self.perspective, "may_commit", attempt_id))
+
+    async def killed_log(self, attempt_id: str, log: str) -> None:
+        text = log.encode("utf-8", "replace").decode("utf-8")  # msgpack takes no surrogates
+        await call(self.perspective, "killed_log", attempt_id, pack({"log": text}))
 
     async def drain(self) -> None:
         await call(self.perspective, "drain")

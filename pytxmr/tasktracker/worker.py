@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine, Sequence
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .. import output, shuffle, stepdata, storage
 from ..bundle import CHUNK_BYTES, BundleError, BundleStore
@@ -28,6 +29,7 @@ from ..kvstore import KeyValueStore, delete_paths
 from ..outputrules import job_mark
 from ..ports import IJobTracker
 from ..shufflememory import RunPlacement, ShuffleMemory
+from ..tasklog import read_tail
 from ..wire import (COMMIT_DENIED, OUTPUT_TAKEN, AttemptResult, BadMessage, JobInit,
                     MapLocation, Split, TaskError, Unreachable, job_of, sendable)
 from .fetch import FetchPolicy, ReduceFetch, from_shuffle, from_store, in_thread
@@ -180,6 +182,13 @@ class TaskTracker:
             self._keep_timer.cancel()  # it decides about them now (destroy_job)
         self._keep_timer = None
 
+    def running_log(self, attempt_id: str) -> str | None:
+        """What a running attempt has printed so far (its log's tail)."""
+        attempt = self.attempts.get(attempt_id)
+        if attempt is None or attempt.child is None:
+            return None
+        return read_tail(attempt.child.log_path) or None
+
     def held_outputs(self) -> tuple[tuple[str, int, str], ...]:
         """What to tell a jobtracker at registration (``Registration.held``)."""
         return tuple((job_id, index, aid) for job_id, maps in sorted(self.held.items())
@@ -243,7 +252,7 @@ class TaskTracker:
             spec["output_path"] = output.attempt_path(job.output, attempt.id, attempt.index,
                                                       attempt.work_dir)
             spec["output_format"] = job.output_format
-        self._spawn(self._run_map(attempt, spec))
+        self._spawn(attempt, self._run_map(attempt, spec))
 
     def launch_reduce(self, job_id: str, attempt_id: str, partition: int,
                       locations: Sequence[MapLocation]) -> None:
@@ -259,7 +268,7 @@ class TaskTracker:
             is_local=lambda loc: self.store_of(loc.wid) is not None,
             report_failure=self._fetch_failed,
             policy=self.fetch_policy)
-        self._spawn(self._run_reduce(attempt))
+        self._spawn(attempt, self._run_reduce(attempt))
         self.map_outputs(job_id, locations)
 
     def store_of(self, wid: str) -> KeyValueStore | None:
@@ -357,9 +366,21 @@ class TaskTracker:
             d = defer.Deferred.fromCoroutine(jobtracker.attempt_failed(attempt_id, error))
             d.addErrback(lambda f: f.trap(Unreachable))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, attempt: Attempt, coro: Coroutine[Any, Any, None]) -> None:
         d = defer.Deferred.fromCoroutine(coro)
-        d.addErrback(lambda f: self.log.failure("Attempt crashed", f))
+        d.addErrback(self._crashed, attempt)
+
+    def _crashed(self, failure: Failure, attempt: Attempt) -> defer.Deferred[None]:
+        """A fault of ours while running the attempt: it fails, to run
+        again. It stayed live here, its slot taken for ever, and its job
+        waited for it (heartbeats named it live)."""
+        self.log.failure("Attempt {attempt} crashed", failure, attempt=attempt.id)
+        self._kill(attempt, "the tasktracker failed to run it")
+        d = defer.Deferred.fromCoroutine(self._report(attempt, _failed(
+            "TaskTrackerError", f"the tasktracker failed to run the attempt: "
+                                f"{failure.type.__name__}: {failure.getErrorMessage()}")))
+        return d.addErrback(lambda f: self.log.failure("Attempt {attempt}'s failure was not "
+                                                       "reported", f, attempt=attempt.id))
 
     def _kill(self, attempt: Attempt, why: str) -> None:
         attempt.killed = True
@@ -397,7 +418,20 @@ class TaskTracker:
             result = await attempt.child.result
         finally:
             self.processes.release()
-        return None if attempt.killed else result
+        if attempt.killed:
+            self._send_killed_log(attempt, attempt.child.log)
+            return None
+        return result
+
+    def _send_killed_log(self, attempt: Attempt, log: str) -> None:
+        """What a killed attempt printed (a backup that lost, a hung task
+        killed with its job): it went with no result, and was lost."""
+        jobtracker = self.jobtracker
+        if jobtracker is None or not log:
+            return
+        d = defer.Deferred.fromCoroutine(jobtracker.killed_log(attempt.id, log))
+        # Gone, or a jobtracker from before the call: the log goes unseen.
+        d.addErrback(lambda f: f.trap(Exception))
 
     def _scratch(self, attempt_id: str) -> tuple[str, str] | None:
         """Where a task's log and result go: the worker's tmpfs directory when

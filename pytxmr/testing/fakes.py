@@ -36,6 +36,8 @@ class FakeWorker:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.connected = True
+        #: What ``running_log`` answers, per attempt id.
+        self.running_logs: dict[str, str] = {}
 
     def named(self, method: str) -> list[tuple[Any, ...]]:
         """The arguments of each call of ``method``, in order."""
@@ -62,6 +64,9 @@ class FakeWorker:
 
     def stop(self) -> None:
         self.calls.append(("stop", ()))
+
+    async def running_log(self, attempt_id: str) -> str | None:
+        return self.running_logs.get(attempt_id)
 
     def disconnect(self) -> None:
         self.calls.append(("disconnect", ()))
@@ -108,6 +113,9 @@ class FakeJobTracker:
     async def may_commit(self, attempt_id: str) -> bool:
         self._record("may_commit", attempt_id)
         return self.commits.get(attempt_id, True)
+
+    async def killed_log(self, attempt_id: str, log: str) -> None:
+        self._record("killed_log", attempt_id, log)
 
     async def drain(self) -> None:
         self._record("drain")

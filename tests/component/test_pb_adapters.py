@@ -78,6 +78,9 @@ class RecordingTracker:
     def attempt_failed(self, wid: str, aid: str, error: TaskError) -> None:
         self.fake.calls.append(("attempt_failed", (aid, error)))
 
+    def killed_log(self, wid: str, aid: str, log: str) -> None:
+        self.fake.calls.append(("killed_log", (aid, log)))
+
     def fetch_failed(self, wid: str, aid: str, index: int, map_aid: str | None) -> None:
         self.fake.calls.append(("fetch_failed", (aid, index, map_aid)))
 
@@ -96,6 +99,9 @@ class RecordingTaskTracker:
     def __init__(self) -> None:
         self.fake = FakeWorker()
         self.launches = 0
+
+    def running_log(self, aid: str) -> str | None:
+        return self.fake.running_logs.get(aid)
 
     def init_job(self, init: JobInit) -> None:
         self.fake.init_job(init)
@@ -199,6 +205,15 @@ def test_the_worker_counts_the_launches_it_gets_refused_ones_too(linked: Any) ->
     assert tt.launches == 2 and len(tt.fake.named("launch_map")) == 1
 
 
+def test_a_running_attempts_output_so_far_comes_back(linked: Any) -> None:
+    """For ``logs`` of a task being debugged: none from a worker that has none."""
+    jt, tt, _, pump = linked
+    tt.fake.running_logs["job_1_m00001_0"] = "printed\n"
+    for aid, text in (("job_1_m00001_0", "printed\n"), ("job_1_m00002_0", None)):
+        assert result_of(defer.Deferred.fromCoroutine(jt.worker.running_log(aid)),
+                         pump) == text
+
+
 def test_a_launch_that_cannot_be_sent_raises(linked: Any) -> None:
     """For the jobtracker to fail its attempt, and not count it as sent."""
     jt, tt, _, pump = linked
@@ -222,10 +237,10 @@ def test_pbjobtracker_calls_arrive_as_the_fake_records_them(linked: Any) -> None
                      target.attempt_failed("job_1_m00002_0", error),
                      target.fetch_failed("job_1_r00001_0", 2, "job_1_m00002_1"),
                      target.may_commit("job_1_r00001_0"), target.may_commit("job_1_r00001_1"),
-                     target.drain()):
+                     target.drain(), target.killed_log("job_1_m00003_0", "café\n")):
             answers.append(result_of(defer.Deferred.fromCoroutine(call), pump))
     assert jt.fake.calls == expected.calls
-    assert answers[:7] == answers[7:] == [None, None, None, None, True, False, None]
+    assert answers[:8] == answers[8:] == [None, None, None, None, True, False, None, None]
 
 
 def test_the_interval_a_heartbeat_is_answered_with_comes_back(linked: Any) -> None:

@@ -17,6 +17,7 @@ from pytxmr import tasktracker
 from pytxmr.child import Zygote
 from pytxmr.testing.fakes import FakeJobTracker
 from pytxmr.wire import JobInit, Split
+from waiting import wait_for
 
 JOB = "job_9"
 TOKEN = b"t" * 32
@@ -49,3 +50,79 @@ class CannotSetUpTests(TestCase):
             self.assertEqual(error.type, "LaunchFailed")
             self.assertIn("the job could not be set up on this tasktracker", error.message)
         self.assertEqual(self.tt.attempts, {})
+
+
+class CrashTests(TestCase):
+    """A fault of the tasktracker's own while it runs an attempt (here: a
+    zygote that is not running) fails the attempt: it stayed live on the
+    worker for ever, its slot taken, and its heartbeats named it live."""
+
+    def setUp(self) -> None:
+        base = tempfile.mkdtemp(prefix="pytxmr-ttcrash-")
+        self.addCleanup(shutil.rmtree, base, True)
+        self.tt = tasktracker.TaskTracker(reactor, Clock(), os.path.join(base, "work"), 1,
+                                          zygote=Zygote(reactor))  # never started
+        self.jobtracker = FakeJobTracker()
+        self.tt.registered("w1", self.jobtracker)
+        self.tt.store.startup_cleanup()
+        self.addCleanup(self.tt.shuffle_pool.close)
+        self.tt.init_job(JobInit(JOB, "", "job.py", TOKEN, "map", "reduce", 1, 1, base))
+
+    async def test_the_attempt_fails_and_leaves(self) -> None:
+        self.tt.launch_map(JOB, f"{JOB}_m00000_0", Split(0, "/nowhere", 0, 10, False))
+        await task.deferLater(reactor, 0)
+        [(aid, error)] = self.jobtracker.named("attempt_failed")
+        self.assertEqual((aid, error.type), (f"{JOB}_m00000_0", "TaskTrackerError"))
+        self.assertIn("RuntimeError: the zygote is not running", error.message)
+        self.assertEqual(self.tt.attempts, {})
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+SLEEPER = """\
+import sys, time
+
+def map(offset, line):
+    print("printed", line.strip(), flush=True)
+    time.sleep(60)
+    yield line, 1
+
+def reduce(key, values):
+    yield key, sum(values)
+"""
+
+
+class TaskOutputTests(TestCase):
+    """A running attempt's output so far, and a killed attempt's: each went
+    to the jobtracker only with a result, which neither has."""
+
+    timeout = 60
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        base = tempfile.mkdtemp(prefix="pytxmr-ttlog-")
+        self.addCleanup(shutil.rmtree, base, True)
+        zygote = Zygote(reactor)
+        zygote.start()
+        self.addCleanup(zygote.stop)
+        self.tt = tasktracker.TaskTracker(reactor, reactor, os.path.join(base, "work"), 1,
+                                          zygote=zygote)
+        self.jobtracker = FakeJobTracker()
+        self.tt.registered("w1", self.jobtracker)
+        self.tt.store.startup_cleanup()
+        self.addCleanup(self.tt.shuffle_pool.close)
+        self.tt.init_job(JobInit(JOB, SLEEPER, "job.py", TOKEN, "map", "reduce", 1, 1, base))
+        self.addCleanup(self.tt.destroy_job, JOB)
+        self.input = os.path.join(base, "in.txt")
+        with open(self.input, "w") as f:
+            f.write("one\n")
+
+    async def test_running_then_killed(self) -> None:
+        aid = f"{JOB}_m00000_0"
+        self.tt.launch_map(JOB, aid, Split(0, self.input, 0, 4, False))
+        await wait_for(lambda: "printed one" in (self.tt.running_log(aid) or ""))
+        self.assertIsNone(self.tt.running_log(f"{JOB}_m00001_0"))
+        self.tt.kill_attempt(JOB, aid)
+        await wait_for(lambda: self.jobtracker.named("killed_log"))
+        [(killed, log)] = self.jobtracker.named("killed_log")
+        self.assertEqual(killed, aid)
+        self.assertIn("printed one\n", log)
+        self.assertEqual(self.jobtracker.named("attempt_failed"), [])

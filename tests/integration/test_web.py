@@ -36,7 +36,8 @@ from pytxmr.jobtracker import JobTracker
 from pytxmr.tasklog import format_logs
 from pytxmr.testing.fakes import FakeWorker
 from pytxmr.web import web_password, web_site
-from pytxmr.wire import AttemptResult, Heartbeat, Registration, TaskError, UnknownJob
+from pytxmr.wire import (COMMIT_DENIED, AttemptResult, Heartbeat, Registration, TaskError,
+                         UnknownJob)
 from waiting import wait_for
 
 WORDCOUNT = """\
@@ -396,6 +397,28 @@ class LaunchTests(JobTrackerCase):
         attempt = detail["tasks"][0]["attempts"][0]
         self.assertEqual((attempt["id"], attempt["error"]["type"]), (first, "ResultLost"))
         self.assertIn("ended on tasktracker w1 without a result", attempt["error"]["message"])
+
+
+class TaskOutputTests(JobTrackerCase):
+
+    async def test_what_a_running_or_killed_attempt_printed_is_shown(self) -> None:
+        """A log came with a result only: a hung task being debugged, and a
+        killed one, showed "[no output]"."""
+        wid, worker = self.add_worker(slots=1)
+        job_id = await self.submit()
+        [aid] = launched(worker, "launch_map")
+        [entry] = await self.jt.logs(job_id, aid)
+        self.assertEqual((entry["state"], entry["log"]), ("running", None))
+        self.assertIn("[no output so far]", format_logs([entry]))
+        worker.running_logs[aid] = "so far\n"
+        [entry] = await self.jt.logs(job_id, aid)
+        self.assertEqual(entry["log"], "so far\n")
+        self.assertEqual(await self.jt.attempt_log(job_id, aid), "so far\n")
+        self.jt.killed_log(wid, aid, "not killed\n")  # running: its own words come later
+        self.jt.attempt_failed(wid, aid, TaskError(COMMIT_DENIED, "another committed"))
+        self.jt.killed_log(wid, aid, "printed before the kill\n")
+        [entry] = await self.jt.logs(job_id, aid)
+        self.assertEqual((entry["state"], entry["log"]), ("killed", "printed before the kill\n"))
 
 
 class BundleTests(JobTrackerCase):
@@ -819,6 +842,18 @@ class LiveClusterTests(TestCase):
             self.assertEqual(code, 200)
             self.assertLess(time.monotonic() - start, 0.5, url)
         self.assertEqual(json.loads(body)[0]["running"] != [], True)
+        # What the sleeping map printed so far, from its tasktracker: it
+        # showed "[no output]" until it ended (a hung task, never).
+        so_far: list[dict[str, Any]] = []
+        while not any("map stdout 0" in (e["log"] or "") for e in so_far):
+            self.assertFalse(finished.called, "the job should still be running")
+            so_far = await conn.call("logs", job_id, "m0")
+        self.assertEqual(so_far[0]["state"], "running")
+        self.assertIn("map stdout 0\n", format_logs(so_far))
+        self.assertIn("[running: its output so far]", format_logs(so_far))
+        code, body, _ = await http_get(base + f"/api/jobs/{job_id}/attempts/"
+                                              f"{so_far[0]['attempt']}/log")
+        self.assertIn("map stdout 0", json.loads(body)["log"])
         self.assertFalse(finished.called, "the job should still be running")
         result = await finished
         self.assertEqual(result["state"], "succeeded", result)
