@@ -412,7 +412,8 @@ class Simulation:
         # The first scheduling pass (Scheduler.submit, and the launches):
         # timed apart from the admission (module check, splits).
         start_step = jt._start_step
-        jt._start_step = lambda job: meter.timed("first schedule", start_step, job)  # type: ignore[method-assign]
+        jt._start_step = lambda job, **kw: meter.timed(  # type: ignore[method-assign]
+            "first schedule", lambda: start_step(job, **kw))
         t0 = time.process_time()
         self.job_id = await jt.submit(spec)
         submit_cpu = time.process_time() - t0

@@ -141,10 +141,20 @@ class Journal:
         """A record; none once closed (a report that arrives while the
         jobtracker stops). A journal that cannot be written (a full disk)
         is logged, and the jobs go on: only their resumption is lost."""
+        self._write_all([(sql, args)])
+
+    def _write_all(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Records that go in together, or not at all."""
         if self._db is None:
             return
         try:
-            self._db.execute(sql, args)
+            if len(statements) == 1:
+                self._db.execute(*statements[0])
+            else:
+                with self._db:  # a transaction
+                    self._db.execute("BEGIN")
+                    for sql, args in statements:
+                        self._db.execute(sql, args)
         except sqlite3.Error as e:
             if not self._failing:
                 self.log.error("Cannot write the journal {path} ({e}): the running jobs "
@@ -153,14 +163,23 @@ class Journal:
         else:
             self._failing = False
 
-    def job_started(self, job_id: str, plan: dict[str, Any]) -> None:
-        self._write("INSERT OR REPLACE INTO jobs VALUES (?, ?)", job_id, json.dumps(plan))
+    def job_started(self, job_id: str, plan: dict[str, Any],
+                    first_step: tuple[list[Split], int] | None = None) -> None:
+        """With its ``first_step`` (splits, reduces) in the same transaction:
+        a crash between the two left a job without a step, which could not
+        resume and was failed without a word (nor a history)."""
+        job = ("INSERT OR REPLACE INTO jobs VALUES (?, ?)", (job_id, json.dumps(plan)))
+        self._write_all([job] + ([self._step(job_id, 0, *first_step)] if first_step else []))
 
     def step_started(self, job_id: str, step: int, splits: list[Split],
                      num_reducers: int) -> None:
+        self._write_all([self._step(job_id, step, splits, num_reducers)])
+
+    @staticmethod
+    def _step(job_id: str, step: int, splits: list[Split],
+              num_reducers: int) -> tuple[str, tuple[Any, ...]]:
         plan = {"splits": [s.to_wire() for s in splits], "num_reducers": num_reducers}
-        self._write("INSERT OR REPLACE INTO steps VALUES (?, ?, ?)", job_id, step,
-                    json.dumps(plan))
+        return "INSERT OR REPLACE INTO steps VALUES (?, ?, ?)", (job_id, step, json.dumps(plan))
 
     def task_committed(self, job_id: str, step: int, kind: str, index: int,
                        task: Committed) -> None:

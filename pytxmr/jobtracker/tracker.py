@@ -560,15 +560,17 @@ class JobTracker:
         job.owner = owner
         self.jobs[job.id] = job
         self._max_attempts[job.id] = (sub.max_attempts, sub.speculative)
-        self.journal.job_started(job.id, plan_of(job, sub.max_attempts, sub.speculative))
+        # With its first step, in one transaction; a job planned once the
+        # workers come is journaled as it is meanwhile: a crash resumes it
+        # all the same (as it is).
+        self.journal.job_started(job.id, plan_of(job, sub.max_attempts, sub.speculative),
+                                 (job.splits, job.num_reducers))
         by = f" by {owner}" if owner else ""
         if not slots or self._unplanned:
             # Cut for one slot, it would run as one reduce (and a map per
             # 128 MB) on the cluster that comes: it is cut again for the
-            # slots of the workers that register. Journaled as it is
-            # meanwhile, so that a crash resumes it all the same (as it
-            # is). A job submitted while others wait goes after them.
-            self.journal.step_started(job.id, job.step, job.splits, job.num_reducers)
+            # slots of the workers that register. A job submitted while
+            # others wait goes after them.
             self._unplanned[job.id] = (admitted.files, sub.split_size)
             self.log.info("Job {job} submitted{by}: {file}; {why}: its tasks are planned once "
                           "they are", job=job.id, by=by, file=job.filename,
@@ -577,7 +579,7 @@ class JobTracker:
             self._plan_soon()
             return job.id
         self._log_plan(job, f"submitted{by}")
-        self._start_step(job)
+        self._start_step(job, journaled=True)
         return job.id
 
     def _slots(self) -> int:
@@ -652,10 +654,11 @@ class JobTracker:
         self._log_plan(job, what)
         self._start_step(job)
 
-    def _start_step(self, job: JobRecord) -> None:
+    def _start_step(self, job: JobRecord, journaled: bool = False) -> None:
         sched_id = job.sched_id(job.step)
         self._by_sched[sched_id] = job
-        self.journal.step_started(job.id, job.step, job.splits, job.num_reducers)
+        if not journaled:
+            self.journal.step_started(job.id, job.step, job.splits, job.num_reducers)
         max_attempts, speculative = self._max_attempts[job.id]
         self._execute(self.scheduler.submit(sched_id, len(job.splits), job.num_reducers,
                                             self.now(), max_attempts, speculative))

@@ -64,6 +64,25 @@ def test_a_job_and_its_tasks_come_back_from_the_journal(tmp_path: Path) -> None:
     assert again.running_jobs() == {}
 
 
+def test_a_job_and_its_first_step_go_in_together_or_not_at_all(tmp_path: Path) -> None:
+    """A jobtracker killed between the two records (a tester: as it logged
+    the submission) left a job without a step: it could not resume, and
+    was failed without a word, nor a history, while its client had lost
+    the connection."""
+    journal = Journal(str(tmp_path))
+    journal.open()
+    job = _job()
+    journal.job_started(job.id, plan_of(job, 4, False), (job.splits, 2))
+    (journaled,) = journal.running_jobs().values()
+    assert journaled.steps[0].splits == job.splits and journaled.steps[0].num_reducers == 2
+    journal.job_ended(job.id)
+    assert journal._db is not None
+    journal._db.execute("DROP TABLE steps")  # the step's record fails
+    journal.job_started(job.id, plan_of(job, 4, False), (job.splits, 2))
+    assert list(journal._db.execute("SELECT job_id FROM jobs")) == []
+    journal.close()
+
+
 def test_a_committed_tasks_log_is_journaled_to_its_end(tmp_path: Path) -> None:
     """A restart reads a running job's journal into memory: 64 KB logs of
     thousands of maps would be gigabytes. Their ends are kept."""
