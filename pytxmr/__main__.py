@@ -560,16 +560,20 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
 
                 job_id = None if a.command == "submit" else a.job_id
                 submitting = False
+                again = reconnect if a.reconnect_timeout > 0 else None
                 try:
                     if job_id is None:
                         job = _spec(a)
                         if job.bundle is not None:
                             await client.upload(conn, job.bundle)
                         submitting = True
-                        job_id = await conn.call("submit", job.spec)
+                        on, job_id = await client.submit_spec(reactor, conn, job.spec, say,
+                                                              again, a.reconnect_timeout)
+                        if on is not conn:  # the jobtracker came back during the submission
+                            conn.close()
+                            conn = on
                     result = await client.follow(
-                        reactor, conn, job_id, progress, notify=say,
-                        reconnect=reconnect if a.reconnect_timeout > 0 else None,
+                        reactor, conn, job_id, progress, notify=say, reconnect=again,
                         reconnect_timeout=a.reconnect_timeout)
                 except CancelledError:
                     # Only the waiting stops: say what goes on without us.

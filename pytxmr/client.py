@@ -52,6 +52,11 @@ class ClusterUnreachable(ClusterError):
     lost: unlike a refusal, trying again later may work (exit status 3)."""
 
 
+class SubmissionUncertain(ClusterUnreachable):
+    """The jobtracker went away during the submission: whether it had
+    admitted the job is not known (exit status 3)."""
+
+
 class NoSuchJob(ClusterError):
     """The jobtracker has no job of that id."""
 
@@ -365,8 +370,51 @@ async def run_job(reactor: Any, conn: Connection, job: JobSubmission,
     told of a cluster that cannot run it yet (no worker registered)."""
     if job.bundle is not None:
         await upload(conn, job.bundle)
-    job_id = await conn.call("submit", job.spec)
-    return await follow(reactor, conn, job_id, progress, interval, notify, reconnect)
+    on, job_id = await submit_spec(reactor, conn, job.spec, notify, reconnect)
+    try:
+        return await follow(reactor, on, job_id, progress, interval, notify, reconnect)
+    finally:
+        if on is not conn:
+            on.close()
+
+
+async def submit_spec(reactor: Any, conn: Connection, spec: dict[str, Any],
+                      notify: Callable[[str], None] | None = None,
+                      reconnect: Callable[[], Awaitable[Connection]] | None = None,
+                      reconnect_timeout: float = RECONNECT_TIMEOUT
+                      ) -> tuple[Connection, str]:
+    """Submit ``spec``: the connection to follow the job on, and its id. A
+    jobtracker lost during the submission may have admitted the job (and
+    resume it); with ``reconnect``, the one that comes back is asked for a
+    running job writing the submission's output, which no other job may
+    share. The client said only "lost the connection", with no job id:
+    submitted again, the job was refused, or with --overwrite ran twice."""
+    try:
+        return conn, await conn.call("submit", spec)
+    except ClusterUnreachable as e:
+        lost = f"{e} during the submission"
+    if reconnect is None:
+        raise SubmissionUncertain(
+            f"{lost}: the job may have been admitted; see `pytxmr jobs` once the jobtracker "
+            f"is back (and do not submit it again with --overwrite before)")
+    if notify is not None:
+        notify(f"{lost}; trying to reach it again for {reconnect_timeout:g}s")
+    back = await _reconnect(reactor, reconnect, reconnect_timeout)
+    output = str(spec.get("output", "")).rstrip("/")
+    try:
+        ours = [j["job_id"] for j in await back.call("jobs") if j.get("state") == "running"
+                and str(j.get("output") or "").rstrip("/") == output]
+    except BaseException:
+        back.close()
+        raise
+    if len(ours) != 1:
+        back.close()
+        raise SubmissionUncertain(
+            f"{lost}; the jobtracker came back without a running job writing {output}: it "
+            f"had not admitted it, or the job has ended already (see `pytxmr jobs`)")
+    if notify is not None:
+        notify(f"the jobtracker is back: it had admitted the job as {ours[0]}")
+    return back, ours[0]
 
 
 async def follow(reactor: Any, conn: Connection, job_id: str,
@@ -396,16 +444,26 @@ async def follow(reactor: Any, conn: Connection, job_id: str,
                     f"unknown (its output has _SUCCESS if it succeeded)") from None
             except ClusterUnreachable as e:
                 if reconnect is None:
-                    raise
+                    raise _left(e, job_id) from None
                 if notify is not None:
                     notify(f"{e}; trying to reach it again for {reconnect_timeout:g}s")
-                conn = await _reconnect(reactor, reconnect, reconnect_timeout)
+                try:
+                    conn = await _reconnect(reactor, reconnect, reconnect_timeout)
+                except ClusterUnreachable as gone:
+                    raise _left(gone, job_id) from None
                 replaced.append(conn)
                 if notify is not None:
                     notify(f"the jobtracker is back; still waiting for {job_id}")
     finally:
         for c in replaced:
             c.close()
+
+
+def _left(e: ClusterUnreachable, job_id: str) -> ClusterUnreachable:
+    """The waiting ends with the jobtracker away: the job's id is said (a
+    quiet submit had not said it), for a ``wait`` once it is back."""
+    return ClusterUnreachable(f"{e}; the job {job_id} may go on once the jobtracker is back "
+                              f"(`pytxmr wait {job_id}`)")
 
 
 async def _reconnect(reactor: Any, reconnect: Callable[[], Awaitable[Connection]],

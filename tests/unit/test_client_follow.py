@@ -92,3 +92,72 @@ def test_a_client_stopped_for_a_while_does_not_take_its_jobtracker_as_lost() -> 
     advance(clock, 2)
     clock.advance(10 * client.SILENCE_TIMEOUT)
     assert conn.aborted == []
+
+
+class Back:
+    """A jobtracker come back: ``jobs`` lists ``jobs``."""
+
+    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+        self.jobs = jobs
+        self.closed = False
+
+    async def call(self, method: str, *args: Any) -> Any:
+        assert method == "jobs"
+        return self.jobs
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class LostDuringSubmit:
+    async def call(self, method: str, *args: Any) -> Any:
+        raise client.ClusterUnreachable("lost the connection to the jobtracker")
+
+
+def submit(back: Back | None, said: list[str]) -> Any:
+    async def reconnect() -> Back:
+        assert back is not None
+        return back
+
+    d = defer.Deferred.fromCoroutine(client.submit_spec(
+        Clock(), LostDuringSubmit(), {"output": "/out/wc/"},  # type: ignore[arg-type]
+        said.append, reconnect if back is not None else None))
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    return failures[0].value if failures else d.result
+
+
+def test_a_job_admitted_before_the_jobtracker_went_away_is_found_again() -> None:
+    """The client said only "lost the connection", with no job id: run
+    again, the job was refused (its output taken), or with --overwrite
+    ran twice. A running job writing the output is the submission's."""
+    back = Back([{"job_id": "job_1", "state": "failed", "output": "/out/wc"},
+                 {"job_id": "job_2", "state": "running", "output": "/out/wc"},
+                 {"job_id": "job_3", "state": "running", "output": "/out/other"}])
+    said: list[str] = []
+    assert submit(back, said) == (back, "job_2")
+    assert said[-1] == "the jobtracker is back: it had admitted the job as job_2"
+    assert not back.closed
+
+
+def test_a_job_the_jobtracker_came_back_without_is_said_uncertain() -> None:
+    back = Back([{"job_id": "job_1", "state": "succeeded", "output": "/out/wc"}])
+    error = submit(back, [])
+    assert isinstance(error, client.SubmissionUncertain)  # exit 3, as a lost connection
+    assert "came back without a running job writing /out/wc" in str(error) and back.closed
+    error = submit(None, [])
+    assert isinstance(error, client.SubmissionUncertain)
+    assert "the job may have been admitted; see `pytxmr jobs`" in str(error)
+
+
+def test_a_wait_that_loses_the_jobtracker_names_the_job() -> None:
+    """A quiet submit had said no job id: nothing to `wait` for."""
+    class Lost:
+        async def call(self, method: str, *args: Any) -> Any:
+            raise client.ClusterUnreachable("lost the connection to the jobtracker")
+
+    d = defer.Deferred.fromCoroutine(client.follow(Clock(), Lost(), "job_7"))  # type: ignore[arg-type]
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    assert "the job job_7 may go on once the jobtracker is back (`pytxmr wait job_7`)" in str(
+        failures[0].value)
