@@ -405,8 +405,8 @@ class JobTrackerConnection(service.Service):
             text = ("what answers there does not speak PB: is it the jobtracker's port? "
                     "(--jobtracker HOST:PORT)")
         elif self._tls is None and broker.currentDialect is None:
-            text = ("it closed the connection before it spoke PB (does it use TLS? then give "
-                    "--tls DIR)")
+            text = ("it closed the connection before it spoke PB (it stopped? or it uses "
+                    "TLS: then give --tls DIR)")
         else:
             text = "the connection was lost during the login"
         return text
