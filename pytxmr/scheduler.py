@@ -586,10 +586,10 @@ class Scheduler:
         if live is None or launches is None:
             return []
         live = set(live)
-        ended = [a for a in (self.attempts[aid] for aid in sorted(w.attempts))
-                 if a.sent is not None and a.sent <= launches and a.id not in live]
+        ended = [self.attempts[aid] for aid in w.attempts if aid not in live]
         actions: list[Action] = []
-        for a in ended:
+        for a in sorted((a for a in ended if a.sent is not None and a.sent <= launches),
+                        key=lambda a: a.id):
             if a.state is not State.RUNNING:  # its job ended with an earlier one's failure
                 continue
             actions.append(ResultLost(wid, a.job_id, a.id))
@@ -603,7 +603,8 @@ class Scheduler:
         """All but the LOST_WORKERS_KEPT last lost workers: every tasktracker
         restart is a new worker, and each was kept for ever (and looked at
         by every tick)."""
-        lost = [wid for wid, w in self.workers.items() if not w.alive]
+        lost = [wid for wid, w in self.workers.items()
+                if not w.alive and wid not in self._draining]
         for wid in lost[:-LOST_WORKERS_KEPT]:
             del self.workers[wid]
 
@@ -623,7 +624,8 @@ class Scheduler:
             return []
         w.alive = False
         self._refresh(w)
-        self._forget_lost_workers()
+        # Last in the order: the lost ones are in the order they were lost.
+        self.workers[wid] = self.workers.pop(wid)
         actions: list[Action] = []
         for aid in sorted(w.attempts):
             a = self.attempts[aid]
@@ -646,7 +648,9 @@ class Scheduler:
             for task in job.maps + job.reduces:
                 if task.state is State.RUNNING and not task.running():
                     task.state = State.PENDING
-        return actions + self._schedule(now)
+        actions += self._schedule(now)
+        self._forget_lost_workers()
+        return actions
 
     def drain(self, wid: str, now: float) -> list[Action]:
         """Take no new tasks on ``wid``; let its running attempts end; run
@@ -1033,8 +1037,8 @@ class Scheduler:
         worker can take them) and stop those that nothing needs."""
         actions: list[Action] = []
         for wid in sorted(self._draining):
-            w = self.workers[wid]
-            if not w.alive:
+            w = self.workers.get(wid)
+            if w is None or not w.alive:
                 self._draining.discard(wid)
                 continue
             others = self._others_than_draining()

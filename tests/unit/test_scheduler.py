@@ -1142,6 +1142,28 @@ def test_only_the_last_lost_workers_are_kept() -> None:
     assert d.done()["job_1"].state is State.SUCCEEDED
 
 
+def test_a_worker_that_joined_first_and_is_lost_last_is_kept_even_draining() -> None:
+    """Forgotten in the order they joined, the first worker went the moment
+    it was lost: a draining one then raised KeyError in the drain's pass,
+    its attempts left running, and the jobtracker's periodic loop with it."""
+    d = Driver()
+    d.join("old", slots=1)
+    d.join("other", slots=1)
+    d.submit("job_1", maps=2, reduces=1)
+    for a in d.running(kind="map"):
+        d.succeed(a.id)
+    for n in range(LOST_WORKERS_KEPT + 1):
+        d.join(f"gone{n:03d}")
+        d.lose(f"gone{n:03d}")
+    d._record(d.s.drain("old", d.tick()))
+    d.lose("old")  # raised KeyError
+    assert "old" in d.s.workers and not d.s.workers["old"].alive
+    lost = [wid for wid, w in d.s.workers.items() if not w.alive]
+    assert lost[-1] == "old" and len(lost) <= LOST_WORKERS_KEPT + 1
+    d.run_to_completion()
+    assert d.done()["job_1"].state is State.SUCCEEDED
+
+
 def _sent(d: Driver, actions: list[Any], first: int = 1) -> list[Attempt]:
     """Number the launches among ``actions`` as the jobtracker sends them."""
     launched = [a for a in actions if isinstance(a, LAUNCHES)]
