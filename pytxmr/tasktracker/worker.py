@@ -30,8 +30,8 @@ from ..outputrules import job_mark
 from ..ports import IJobTracker
 from ..shufflememory import RunPlacement, ShuffleMemory
 from ..tasklog import read_tail
-from ..wire import (COMMIT_DENIED, OUTPUT_TAKEN, AttemptResult, BadMessage, JobInit,
-                    MapLocation, Split, TaskError, Unreachable, job_of, sendable)
+from ..wire import (COMMIT_DENIED, OUTPUT_TAKEN, AttemptResult, BadMessage, CallRefused,
+                    JobInit, MapLocation, Split, TaskError, Unreachable, job_of, sendable)
 from .fetch import FetchPolicy, ReduceFetch, from_shuffle, from_store, in_thread
 
 if TYPE_CHECKING:
@@ -246,12 +246,16 @@ class TaskTracker:
         job = attempt.job
         spec = {"kind": "map", "split": split.to_wire(), "num_partitions": job.num_reducers,
                 "buffer_records": job.buffer_records, "compress": job.compress}
-        if job.num_reducers:
-            spec["data_path"] = self._data_path(attempt)
-        else:  # map-only: the map writes a part file
-            spec["output_path"] = output.attempt_path(job.output, attempt.id, attempt.index,
-                                                      attempt.work_dir)
-            spec["output_format"] = job.output_format
+        try:
+            if job.num_reducers:
+                spec["data_path"] = self._data_path(attempt)
+            else:  # map-only: the map writes a part file
+                spec["output_path"] = output.attempt_path(job.output, attempt.id,
+                                                          attempt.index, attempt.work_dir)
+                spec["output_format"] = job.output_format
+        except Exception as e:
+            self._abandon(attempt, e)
+            return
         self._spawn(attempt, self._run_map(attempt, spec))
 
     def launch_reduce(self, job_id: str, attempt_id: str, partition: int,
@@ -260,14 +264,18 @@ class TaskTracker:
         if attempt is None:
             return
         job = attempt.job
-        attempt.fetch = ReduceFetch(
-            self._clock, attempt.id, job.num_maps,
-            RunPlacement(lambda: self.memory, attempt.work_dir, attempt.id),
-            fetch=from_shuffle(self._reactor, self.shuffle_pool, job, partition),
-            fetch_local=from_store(self._reactor, self.store_of, job_id, partition),
-            is_local=lambda loc: self.store_of(loc.wid) is not None,
-            report_failure=self._fetch_failed,
-            policy=self.fetch_policy)
+        try:
+            attempt.fetch = ReduceFetch(
+                self._clock, attempt.id, job.num_maps,
+                RunPlacement(lambda: self.memory, attempt.work_dir, attempt.id),
+                fetch=from_shuffle(self._reactor, self.shuffle_pool, job, partition),
+                fetch_local=from_store(self._reactor, self.store_of, job_id, partition),
+                is_local=lambda loc: self.store_of(loc.wid) is not None,
+                report_failure=self._fetch_failed,
+                policy=self.fetch_policy)
+        except Exception as e:
+            self._abandon(attempt, e)
+            return
         self._spawn(attempt, self._run_reduce(attempt))
         self.map_outputs(job_id, locations)
 
@@ -356,6 +364,13 @@ class TaskTracker:
         attempt = Attempt(attempt_id, job, kind, index, work_dir)
         self.attempts[attempt_id] = attempt
         return attempt
+
+    def _abandon(self, attempt: Attempt, e: Exception) -> None:
+        """Setting up the attempt failed (a fault of ours): it fails, to run
+        elsewhere. It stayed live here, with nothing running it."""
+        self.log.failure("Attempt {attempt} cannot be set up", attempt=attempt.id)
+        del self.attempts[attempt.id]
+        self._cannot_launch(attempt.id, f"{type(e).__name__}: {e}")
 
     def _cannot_launch(self, attempt_id: str, why: str) -> None:
         self.log.warn("Attempt {attempt} cannot start: {why}", attempt=attempt_id, why=why)
@@ -557,24 +572,34 @@ class TaskTracker:
             else:
                 error = TaskError.from_wire({**result.get("error", {}), "log": log})
                 await jobtracker.attempt_failed(attempt.id, error)
+        except CallRefused as e:
+            # A failure refused: we are unknown there (declared lost). A
+            # result refused (malformed) fails with the reason, where the
+            # heartbeats would fail it as never received.
+            if done is not None:
+                done = None
+                await self._report_unsent(attempt, jobtracker,
+                                          f"the jobtracker refused it: {sendable(str(e), 1000)}")
         except Unreachable:
-            pass  # declared lost or disconnected: the jobtracker reschedules
+            pass  # disconnected: the jobtracker reschedules
         except Exception as e:
             # A report the wire cannot carry must still end the attempt, or
             # its job waits for it for ever, holding its slot.
-            why = f"{type(e).__name__}: {sendable(str(e), 1000)}"
-            self.log.warn("Attempt {attempt}'s report cannot be sent ({why}): reported as "
-                          "failed", attempt=attempt.id, why=why)
             done = None
-            with contextlib.suppress(Unreachable):
-                await jobtracker.attempt_failed(attempt.id, TaskError(
-                    "ReportError", f"the attempt's report cannot be sent to the jobtracker: "
-                                   f"{why}"))
+            await self._report_unsent(attempt, jobtracker,
+                                      f"{type(e).__name__}: {sendable(str(e), 1000)}")
         if attempt.kind == "reduce" or done is None or not attempt.job.num_reducers:
             shutil.rmtree(attempt.work_dir, ignore_errors=True)
         if attempt.kind == "map" and attempt.job.num_reducers and done is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._data_path(attempt))
+
+    async def _report_unsent(self, attempt: Attempt, jobtracker: IJobTracker, why: str) -> None:
+        self.log.warn("Attempt {attempt}'s report cannot be sent ({why}): reported as "
+                      "failed", attempt=attempt.id, why=why)
+        with contextlib.suppress(Unreachable):
+            await jobtracker.attempt_failed(attempt.id, TaskError(
+                "ReportError", f"the attempt's report cannot be sent to the jobtracker: {why}"))
 
     def _data_path(self, attempt: Attempt) -> str:
         """A map's output file, unless it goes to its process's pack."""

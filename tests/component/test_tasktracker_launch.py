@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 from pytxmr import tasktracker
 from pytxmr.child import Zygote
 from pytxmr.testing.fakes import FakeJobTracker
-from pytxmr.wire import JobInit, Split
+from pytxmr.wire import AttemptResult, CallRefused, JobInit, Split
 from waiting import wait_for
 
 JOB = "job_9"
@@ -126,3 +126,69 @@ class TaskOutputTests(TestCase):
         self.assertEqual(killed, aid)
         self.assertIn("printed one\n", log)
         self.assertEqual(self.jobtracker.named("attempt_failed"), [])
+
+
+QUICK = """\
+def map(offset, line):
+    yield line, 1
+
+def reduce(key, values):
+    yield key, sum(values)
+"""
+
+
+class RefusesResults(FakeJobTracker):
+    """Refuses every result, as a jobtracker refuses a malformed one."""
+
+    async def attempt_done(self, attempt_id: str, result: AttemptResult) -> None:
+        raise CallRefused("BadMessage: counters must map group -> name -> int")
+
+
+class ReportTests(TestCase):
+
+    timeout = 60
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        base = tempfile.mkdtemp(prefix="pytxmr-ttreport-")
+        self.addCleanup(shutil.rmtree, base, True)
+        zygote = Zygote(reactor)
+        zygote.start()
+        self.addCleanup(zygote.stop)
+        self.tt = tasktracker.TaskTracker(reactor, reactor, os.path.join(base, "work"), 1,
+                                          zygote=zygote)
+        self.jobtracker = RefusesResults()
+        self.tt.registered("w1", self.jobtracker)
+        self.tt.store.startup_cleanup()
+        self.addCleanup(self.tt.shuffle_pool.close)
+        self.tt.init_job(JobInit(JOB, QUICK, "job.py", TOKEN, "map", "reduce", 1, 1, base))
+        self.addCleanup(self.tt.destroy_job, JOB)
+        self.input = os.path.join(base, "in.txt")
+        with open(self.input, "w") as f:
+            f.write("one\n")
+
+    async def test_a_refused_result_fails_its_attempt_with_the_reason(self) -> None:
+        """It was dropped: the heartbeats then failed the attempt as a result
+        never received, hiding why."""
+        aid = f"{JOB}_m00000_0"
+        self.tt.launch_map(JOB, aid, Split(0, self.input, 0, 4, False))
+        await wait_for(lambda: self.jobtracker.named("attempt_failed"))
+        [(failed, error)] = self.jobtracker.named("attempt_failed")
+        self.assertEqual((failed, error.type), (aid, "ReportError"))
+        self.assertIn("the jobtracker refused it: BadMessage: counters must map", error.message)
+        self.assertEqual(self.tt.attempts, {})
+
+    async def test_an_attempt_that_cannot_be_set_up_fails(self) -> None:
+        """Its launch was refused after the attempt was made: live here for
+        ever, with nothing running it."""
+        def broken(attempt: object) -> str:
+            raise OSError(28, "No space left on device")
+
+        self.tt._data_path = broken  # type: ignore[method-assign]
+        aid = f"{JOB}_m00000_0"
+        self.tt.launch_map(JOB, aid, Split(0, self.input, 0, 4, False))
+        await task.deferLater(reactor, 0)
+        [(failed, error)] = self.jobtracker.named("attempt_failed")
+        self.assertEqual((failed, error.type), (aid, "LaunchFailed"))
+        self.assertIn("OSError: [Errno 28] No space left on device", error.message)
+        self.assertEqual(self.tt.attempts, {})
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
