@@ -301,13 +301,16 @@ def _local_modules(namespace: Mapping[str, Any]) -> list[str]:
             names[name] = None
     if "__main__" in names and _own_file("__main__") is None:
         # A notebook, the REPL, ``python -``: no file to read its imports
-        # from, so what it has imported (its own modules' functions went
-        # by reference, and the tasks could not import them).
+        # from, so what it has imported from its directory (its own
+        # modules' functions went by reference, and the tasks could not
+        # import them). Not what else it holds (IPython's get_ipython).
+        here = os.path.realpath(os.getcwd())
         for value in list(vars(sys.modules["__main__"]).values()):
             name = (value.__name__ if isinstance(value, types.ModuleType)
                     else getattr(value, "__module__", None) if callable(value) else None)
-            if isinstance(name, str) and name != "__main__":
-                names[name] = None
+            path = _own_file(name) if isinstance(name, str) and name != "__main__" else None
+            if path is not None and os.path.realpath(path).startswith(here + os.sep):
+                names[str(name)] = None
     for name in names:
         package = _own_package(name)
         if package:
@@ -328,6 +331,7 @@ def _own_file(name: str) -> str | None:
     """The file of the module ``name``'s top-level module or package, if
     it is the caller's own: not pytxmr, not in the standard library or
     among the installed packages."""
+    import site
     import sysconfig
 
     top = name.partition(".")[0]
@@ -335,7 +339,10 @@ def _own_file(name: str) -> str | None:
     if top == "pytxmr" or not path or not path.endswith(".py"):
         return None
     paths = sysconfig.get_paths()
-    installed = [os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    installed = [os.path.realpath(p) for p in (
+        *(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+        # Debian's dist-packages, a user's site (pip install --user).
+        *site.getsitepackages(), site.getusersitepackages())]
     if any(os.path.commonpath([os.path.realpath(path), p]) == p for p in installed):
         return None
     return path

@@ -22,7 +22,6 @@ import io
 import os
 import shutil
 import sys
-import time
 import types
 import zipfile
 from dataclasses import dataclass
@@ -256,10 +255,13 @@ class BundleStore:
     """
 
     def __init__(self, root: str, linger: float = 0.0,
-                 now: Callable[[], float] = time.monotonic) -> None:
+                 now: Callable[[], float] | None = None) -> None:
+        """``now``: the daemon's clock, which a ``linger`` needs."""
+        if linger and now is None:
+            raise ValueError("a bundle store that lingers needs a clock")
         self.root = root
         self.linger = linger
-        self._now = now
+        self._now = now or (lambda: 0.0)
         self._users: dict[str, set[object]] = {}
         #: The bundles no job uses, lingering -> since when.
         self._idle: dict[str, float] = {}
@@ -272,7 +274,9 @@ class BundleStore:
     def has(self, sha256: str) -> bool:
         present = os.path.isfile(self._zip_path(sha256))
         if present and sha256 in self._idle:
-            self._idle[sha256] = self._now()  # its submission comes next
+            # Its submission comes next. (A client that asks again and
+            # again keeps it: as it could by submitting it.)
+            self._idle[sha256] = self._now()
         return present
 
     def receive(self, sha256: str, offset: int, data: bytes, upload: str,

@@ -389,21 +389,29 @@ async def submit_spec(reactor: Any, conn: Connection, spec: dict[str, Any],
     running job writing the submission's output, which no other job may
     share. The client said only "lost the connection", with no job id:
     submitted again, the job was refused, or with --overwrite ran twice."""
+    started = reactor.seconds()
     try:
         return conn, await conn.call("submit", spec)
     except ClusterUnreachable as e:
         lost = f"{e} during the submission"
+    uncertain = SubmissionUncertain(
+        f"{lost}: the job may have been admitted; see `pytxmr jobs` once the jobtracker is "
+        f"back (and do not submit it again with --overwrite before)")
     if reconnect is None:
-        raise SubmissionUncertain(
-            f"{lost}: the job may have been admitted; see `pytxmr jobs` once the jobtracker "
-            f"is back (and do not submit it again with --overwrite before)")
+        raise uncertain
     if notify is not None:
         notify(f"{lost}; trying to reach it again for {reconnect_timeout:g}s")
-    back = await _reconnect(reactor, reconnect, reconnect_timeout)
+    try:
+        back = await _reconnect(reactor, reconnect, reconnect_timeout)
+    except ClusterUnreachable:
+        raise uncertain from None
     output = str(spec.get("output", "")).rstrip("/")
     try:
+        # Admitted since this submission began: not an earlier job of that
+        # output (whose presence the lost answer may have refused it for).
         ours = [j["job_id"] for j in await back.call("jobs") if j.get("state") == "running"
-                and str(j.get("output") or "").rstrip("/") == output]
+                and str(j.get("output") or "").rstrip("/") == output
+                and j.get("elapsed", float("inf")) <= reactor.seconds() - started]
     except BaseException:
         back.close()
         raise

@@ -90,6 +90,7 @@ class State(Enum):
     FETCHING, BACKING_OFF  a new location               FETCHING, try 1 there
     or PAUSED
     DONE or FAILED         a new location               (unchanged)
+    any                    the location it has          (unchanged)
     any                    cancel                       CANCELLED
     =====================  ===========================  ==========================
 

@@ -115,12 +115,17 @@ class LostDuringSubmit:
 
 
 def submit(back: Back | None, said: list[str]) -> Any:
+    """Submit, the jobtracker lost and back 5 s later."""
+    clock = Clock()
+    clock.advance(1000)
+
     async def reconnect() -> Back:
         assert back is not None
+        clock.advance(5)
         return back
 
     d = defer.Deferred.fromCoroutine(client.submit_spec(
-        Clock(), LostDuringSubmit(), {"output": "/out/wc/"},  # type: ignore[arg-type]
+        clock, LostDuringSubmit(), {"output": "/out/wc/"},  # type: ignore[arg-type]
         said.append, reconnect if back is not None else None))
     failures: list[Any] = []
     d.addErrback(failures.append)
@@ -131,9 +136,11 @@ def test_a_job_admitted_before_the_jobtracker_went_away_is_found_again() -> None
     """The client said only "lost the connection", with no job id: run
     again, the job was refused (its output taken), or with --overwrite
     ran twice. A running job writing the output is the submission's."""
-    back = Back([{"job_id": "job_1", "state": "failed", "output": "/out/wc"},
-                 {"job_id": "job_2", "state": "running", "output": "/out/wc"},
-                 {"job_id": "job_3", "state": "running", "output": "/out/other"}])
+    back = Back([{"job_id": "job_1", "state": "failed", "output": "/out/wc", "elapsed": 1},
+                 # An earlier one, whose presence the lost answer may have refused it for.
+                 {"job_id": "job_0", "state": "running", "output": "/out/wc", "elapsed": 60},
+                 {"job_id": "job_2", "state": "running", "output": "/out/wc", "elapsed": 4},
+                 {"job_id": "job_3", "state": "running", "output": "/out/other", "elapsed": 1}])
     said: list[str] = []
     assert submit(back, said) == (back, "job_2")
     assert said[-1] == "the jobtracker is back: it had admitted the job as job_2"
@@ -141,7 +148,8 @@ def test_a_job_admitted_before_the_jobtracker_went_away_is_found_again() -> None
 
 
 def test_a_job_the_jobtracker_came_back_without_is_said_uncertain() -> None:
-    back = Back([{"job_id": "job_1", "state": "succeeded", "output": "/out/wc"}])
+    back = Back([{"job_id": "job_1", "state": "succeeded", "output": "/out/wc", "elapsed": 1},
+                 {"job_id": "job_0", "state": "running", "output": "/out/wc", "elapsed": 60}])
     error = submit(back, [])
     assert isinstance(error, client.SubmissionUncertain)  # exit 3, as a lost connection
     assert "came back without a running job writing /out/wc" in str(error) and back.closed
