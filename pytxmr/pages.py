@@ -181,7 +181,7 @@ def attempts_table(view: dict[str, Any]) -> str:
     t0 = view["submitted"]
     for a in view["attempts"]:
         log = (f"<a href=\"{esc(url('jobs', view['job_id'], 'attempts', a['id'], 'log'))}\">"
-               "log</a>" if a.get("has_log") or a["state"] == "running" else "")
+               "log</a>" if a.get("has_log") else "")
         # No worker: restored from the journal (see tasklog.format_logs).
         host = a.get("host") or ("" if a["wid"] else "before the jobtracker restarted")
         rows.append(

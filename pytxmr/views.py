@@ -187,7 +187,8 @@ def attempt_view(a: Attempt, scheduler: Scheduler, now: float,
         "progress": 1.0 if a.state is State.SUCCEEDED else a.progress,
         "error": a.error,
         "counters": a.counters,
-        "has_log": has_log(a.id),
+        # A running one's output so far comes from its tasktracker.
+        "has_log": a.state is State.RUNNING or has_log(a.id),
     }
 
 

@@ -414,6 +414,16 @@ class TaskOutputTests(JobTrackerCase):
         [entry] = await self.jt.logs(job_id, aid)
         self.assertEqual(entry["log"], "so far\n")
         self.assertEqual(await self.jt.attempt_log(job_id, aid), "so far\n")
+        # The page links it; not where logs are their owners' only (--users).
+        link = f'href="/jobs/{job_id}/attempts/{aid}/log"'
+        base = await self.serve()
+        self.assertIn(link, (await http_get(f"{base}/jobs/{job_id}"))[1].decode())
+        [attempt] = (await self.get_json(base, f"/api/jobs/{job_id}"))["tasks"][0]["attempts"]
+        self.assertTrue(attempt["has_log"])
+        port = reactor.listenTCP(0, web_site(self.jt, logs=False), interface="127.0.0.1")
+        self.ports.append(port)
+        owners_only = f"http://127.0.0.1:{port.getHost().port}"
+        self.assertNotIn(link, (await http_get(f"{owners_only}/jobs/{job_id}"))[1].decode())
         self.jt.killed_log(wid, aid, "not killed\n")  # running: its own words come later
         self.jt.attempt_failed(wid, aid, TaskError(COMMIT_DENIED, "another committed"))
         self.jt.killed_log(wid, aid, "printed before the kill\n")
