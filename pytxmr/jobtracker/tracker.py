@@ -63,6 +63,8 @@ DEFAULT_RESUME_GRACE = 12.0
 #: tasktrackers for, and for how long.
 RUNNING_LOGS_ASKED = 50
 RUNNING_LOG_TIMEOUT = 5.0
+#: Seconds an ended job waits for the logs of the attempts it killed.
+KILLED_LOGS_WAIT = 1.0
 #: Seconds a bundle stays after its last job, and after a client last
 #: found it there: a client that found it submits without uploading it,
 #: and was refused when an identical job ended in between.
@@ -152,6 +154,11 @@ class JobTracker:
         #: and when.
         self._announcing: dict[str, list[Any]] = {}
         self._announce_timers: dict[str, IDelayedCall] = {}
+        #: Per job: the attempts killed whose logs may still come
+        #: (``killed_log``), and, once the job ended, what waits for them.
+        self._kill_logs: dict[str, set[str]] = {}
+        self._kill_log_waits: dict[str, defer.Deferred[None]] = {}
+        self._stopping = False
 
     # --- lifecycle -------------------------------------------------------
 
@@ -210,6 +217,7 @@ class JobTracker:
         if self._plan_call is not None and self._plan_call.active():
             self._plan_call.cancel()
         submissions = self.admission.stop()
+        self._stopping = True  # the killed attempts' logs are not waited for
         error = {"type": "JobTrackerStopped", "message": "the jobtracker stopped", "traceback": ""}
         for job in list(self.jobs.values()):
             if job.running:
@@ -471,8 +479,40 @@ class JobTracker:
         job's...): its page linked to no log, and its prints were lost."""
         self._check_live(wid)
         a = self.scheduler.attempts.get(attempt_id)
-        if a is not None and a.wid == wid and a.state is State.KILLED:
-            self._keep_log(attempt_id, log)
+        job = self._by_sched.get(a.job_id) if a is not None else None
+        if a is None or job is None or a.wid != wid or a.state is not State.KILLED:
+            return
+        self._keep_log(attempt_id, log)
+        waiting = self._kill_logs.get(job.id, set())
+        waiting.discard(attempt_id)
+        ended = self._kill_log_waits.get(job.id)
+        if not waiting and ended is not None and not ended.called:
+            ended.callback(None)
+
+    def _killed_logs(self, job: JobRecord) -> defer.Deferred[None]:
+        """Fires once the attempts killed as the job ended sent their logs
+        (a hung task's prints are why one looks at a killed job's), or
+        after KILLED_LOGS_WAIT: the history took the job's logs at once,
+        and they came after."""
+        waiting = self._kill_logs.pop(job.id, set())
+        waiting &= {aid for aid in waiting if not self.task_logs.has(aid)
+                    and self.scheduler.attempts.get(aid) is not None
+                    and self.scheduler.attempts[aid].wid in self.workers}
+        if not waiting or self._stopping:
+            return defer.succeed(None)
+        self._kill_logs[job.id] = waiting
+        ended: defer.Deferred[None] = defer.Deferred()
+        self._kill_log_waits[job.id] = ended
+        timer = self._clock.callLater(KILLED_LOGS_WAIT, lambda: ended.called or ended.callback(None))
+
+        def done(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            self._kill_logs.pop(job.id, None)
+            self._kill_log_waits.pop(job.id, None)
+            return result
+
+        return ended.addBoth(done)
 
     def _keep_log(self, attempt_id: str, log: str) -> None:
         # A report that comes after its job ended belongs to no job here.
@@ -913,7 +953,8 @@ class JobTracker:
         self.bundles.release(job.id)
         self.log.info("Job {job} {state} in {secs:.3f}s", job=job.id, state=job.state,
                       secs=job.finished - job.submitted)
-        self.history.record(self._live_detail(job), self.task_logs.for_job(job.id)).addBoth(
+        self._killed_logs(job).addCallback(lambda _: self.history.record(
+            self._live_detail(job), self.task_logs.for_job(job.id))).addBoth(
             lambda _: self._ended(job))
 
     def _ended(self, job: JobRecord) -> None:
@@ -984,6 +1025,9 @@ class JobTracker:
             # DestroyJob comes after the job's end (JobDone), which forgot it.
             if isinstance(action, sched.KillAttempt):
                 worker.kill_attempt(action.job_id, action.attempt_id)
+                killed = self._by_sched.get(action.job_id)
+                if killed is not None:
+                    self._kill_logs.setdefault(killed.id, set()).add(action.attempt_id)
                 continue
             if isinstance(action, sched.DestroyJob):
                 worker.destroy_job(action.job_id)

@@ -2,7 +2,8 @@
 over PB on loopback, with real task children): an attempt whose result
 never reaches the jobtracker is noticed by the worker's next heartbeats
 (its count of launches got, and its live attempts) and runs again. Before,
-it stayed "running" for ever, and its job with it."""
+it stayed "running" for ever, and its job with it. And the output of the
+attempts of a killed job, which send no result, is kept."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from pytxmr import client, jobtracker, tasktracker
+from pytxmr.tasklog import format_logs
 from wordcounts import WORDCOUNT, read_wordcount
 
 SECRET = b"lost-results-secret"
@@ -46,7 +48,8 @@ async def stop_if_running(svc: Any) -> None:
         await svc.stopService()
 
 
-class LostResultTests(TestCase):
+class InProcessCluster(TestCase):
+    """A jobtracker and a tasktracker of 2 slots, and three small inputs."""
 
     timeout = 90
 
@@ -80,6 +83,9 @@ class LostResultTests(TestCase):
         result: dict[str, Any] = await waited.addTimeout(45, reactor)
         return result
 
+
+class LostResultTests(InProcessCluster):
+
     async def test_results_that_never_arrive_run_again(self) -> None:
         """A map's and a reduce's: the output is a Counter's of the input."""
         tt = self.tts.tt
@@ -98,3 +104,42 @@ class LostResultTests(TestCase):
         self.assertEqual((framework["failed map attempts"],
                           framework["failed reduce attempts"]), (1, 1))
         self.assertFalse(os.path.exists(self.tmp / "out" / "_temporary"))
+
+
+HUNG = """\
+import time
+
+def map(offset, line):
+    print("before the hang", line.strip(), flush=True)
+    time.sleep(60)
+    yield line, 1
+
+def reduce(key, values):
+    yield key, sum(values)
+"""
+
+
+class KilledJobLogTests(InProcessCluster):
+
+    async def test_a_killed_jobs_hung_tasks_keep_what_they_printed(self) -> None:
+        """Their output came with a result only; the history then took the
+        job's logs before the killed attempts sent theirs."""
+        job_path = self.tmp / "hung.py"
+        job_path.write_text(HUNG)
+        conn = await client.connect(reactor, f"127.0.0.1:{self.jts.port}", SECRET)
+        self.addCleanup(conn.close)
+        job_id = await conn.call("submit", client.submission(
+            str(job_path), self.inputs[:2], str(self.tmp / "out"), reducers=1).spec)
+        printed: list[dict[str, Any]] = []
+        while sum("before the hang" in (e["log"] or "") for e in printed) < 2:
+            printed = await conn.call("logs", job_id)
+        await conn.call("kill", job_id)
+        result = await defer.Deferred.fromCoroutine(conn.call("wait", job_id)).addTimeout(
+            30, reactor)
+        self.assertEqual(result["state"], "killed")
+        logs = await conn.call("logs", job_id)
+        maps = [e for e in logs if e["kind"] == "map"]
+        self.assertEqual([e["state"] for e in maps], ["killed", "killed"])
+        for e in maps:
+            self.assertIn("before the hang w0 x", e["log"])
+        self.assertNotIn("[no output]", format_logs(maps))
