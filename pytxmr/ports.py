@@ -53,8 +53,8 @@ class IWorker(Interface):
 
     async def running_log(attempt_id: str) -> str | None:
         """What a running attempt has printed so far (``logs`` of a task
-        being debugged; a log comes with the result only): None if
-        nothing, or if the worker does not answer."""
+        being debugged; a log comes with the result only); None if the
+        worker cannot say (it does not run it, it does not answer)."""
 
     def disconnect() -> None:
         """Cut the connection at once (a worker declared lost must come

@@ -89,15 +89,19 @@ class LogKeeper:
 
 
 def logs_reply(attempts: list[dict[str, Any]], logs: dict[str, str],
+               notes: dict[str, str] | None = None,
                max_chars: int = MAX_REPLY_CHARS) -> list[dict[str, Any]]:
     """What ``logs`` returns: one entry per attempt with its log, the total
-    bounded (later logs are left out with a note to ask for their task)."""
+    bounded (later logs are left out with a note to ask for their task),
+    and for a log not known, why (``notes``: a running attempt's)."""
     reply = []
     budget = max_chars
     for a in attempts:
         text = logs.get(a["id"])
         entry = {"attempt": a["id"], "kind": a["kind"], "index": a["index"], "wid": a["wid"],
                  "host": a.get("host"), "state": a["state"], "log": text, "omitted": False}
+        if notes and a["id"] in notes:
+            entry["note"] = notes[a["id"]]
         if text is not None and len(text) > budget:
             entry["log"] = None
             entry["omitted"] = True
@@ -123,6 +127,8 @@ def format_logs(entries: list[dict[str, Any]]) -> str:
             out.append(e["log"].rstrip("\n"))
             if e["state"] == "running":
                 out.append("[running: its output so far]")
+        elif e.get("note"):
+            out.append(f"[{e['note']}]")
         elif not e["wid"]:
             out.append("[its log was not kept across the restart]")
         else:

@@ -132,7 +132,7 @@ class PBWorker:
             text = await self._mind.callRemote("running_log", attempt_id)
         except Exception:  # lost; or a tasktracker from before the call
             return None
-        return text if isinstance(text, str) and text else None
+        return text if isinstance(text, str) else None
 
     def disconnect(self) -> None:
         # Abort, not lose: a stopped peer reads nothing, so a graceful

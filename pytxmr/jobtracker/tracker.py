@@ -858,7 +858,7 @@ class JobTracker:
                  if a["id"] == attempt_id]
         if not found:
             raise UnknownJob(f"no attempt {attempt_id!r} in job {job_id!r}")
-        return (await self._running_logs(found)).get(attempt_id)
+        return (await self._running_logs(found))[0].get(attempt_id)
 
     async def logs(self, job_id: str, which: str | None = None) -> list[dict[str, Any]]:
         """The logs of a job's attempts; ``which`` picks a task or an
@@ -870,29 +870,35 @@ class JobTracker:
         attempts = views.find_attempts(await self.job_view(job_id), which)
         if which and not attempts:
             raise UnknownJob(f"no task or attempt {which!r} in job {job_id!r}")
-        return logs_reply(attempts, {**await self._running_logs(attempts), **logs})
+        running, notes = await self._running_logs(attempts)
+        return logs_reply(attempts, {**running, **logs}, notes)
 
-    async def _running_logs(self, attempts: list[dict[str, Any]]) -> dict[str, str]:
+    async def _running_logs(self, attempts: list[dict[str, Any]]
+                            ) -> tuple[dict[str, str], dict[str, str]]:
         """What the first RUNNING_LOGS_ASKED running attempts among
-        ``attempts`` printed so far, from their tasktrackers: a log comes
-        with an attempt's result, and a task being debugged (a hung one)
-        showed "[no output]"."""
+        ``attempts`` printed so far, from their tasktrackers (a log comes
+        with an attempt's result, and a task being debugged, a hung one,
+        showed "[no output]"); and why the others' is not known."""
         asked: dict[str, defer.Deferred[str | None]] = {}
+        notes: dict[str, str] = {}
         for a in attempts:
             conn = self.workers.get(a["wid"]) if a["state"] == "running" else None
-            if conn is not None and len(asked) < RUNNING_LOGS_ASKED:
-                asked[a["id"]] = defer.Deferred.fromCoroutine(
-                    conn.worker.running_log(a["id"])).addTimeout(RUNNING_LOG_TIMEOUT,
-                                                                 self._clock)
+            if conn is None:
+                continue
+            if len(asked) == RUNNING_LOGS_ASKED:
+                notes[a["id"]] = (f"running; its output so far is asked for {RUNNING_LOGS_ASKED} "
+                                  f"running attempts at a time: ask for its task")
+                continue
+            asked[a["id"]] = defer.Deferred.fromCoroutine(
+                conn.worker.running_log(a["id"])).addTimeout(RUNNING_LOG_TIMEOUT, self._clock)
         logs = {}
         for aid, d in asked.items():
-            try:
-                text = await d
-            except defer.TimeoutError:
-                continue
+            text = await d.addErrback(lambda f: f.trap(defer.TimeoutError) and None)
             if text:
                 logs[aid] = text
-        return logs
+            elif text is None:  # no answer (a stopped worker), or none it could give
+                notes[aid] = "running; its tasktracker did not say what it printed so far"
+        return logs, notes
 
     def _job(self, job_id: str) -> JobRecord:
         job = self.jobs.get(job_id) if isinstance(job_id, str) else None

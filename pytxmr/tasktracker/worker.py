@@ -183,11 +183,12 @@ class TaskTracker:
         self._keep_timer = None
 
     def running_log(self, attempt_id: str) -> str | None:
-        """What a running attempt has printed so far (its log's tail)."""
+        """What a running attempt has printed so far (its log's tail; ""
+        before its process started); None for one that does not run here."""
         attempt = self.attempts.get(attempt_id)
-        if attempt is None or attempt.child is None:
+        if attempt is None:
             return None
-        return read_tail(attempt.child.log_path) or None
+        return read_tail(attempt.child.log_path) if attempt.child is not None else ""
 
     def held_outputs(self) -> tuple[tuple[str, int, str], ...]:
         """What to tell a jobtracker at registration (``Registration.held``)."""

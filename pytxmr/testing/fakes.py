@@ -36,8 +36,9 @@ class FakeWorker:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.connected = True
-        #: What ``running_log`` answers, per attempt id.
-        self.running_logs: dict[str, str] = {}
+        #: What ``running_log`` answers, per attempt id ("" if absent: no
+        #: output yet; None: cannot say).
+        self.running_logs: dict[str, str | None] = {}
 
     def named(self, method: str) -> list[tuple[Any, ...]]:
         """The arguments of each call of ``method``, in order."""
@@ -66,7 +67,7 @@ class FakeWorker:
         self.calls.append(("stop", ()))
 
     async def running_log(self, attempt_id: str) -> str | None:
-        return self.running_logs.get(attempt_id)
+        return self.running_logs.get(attempt_id, "")
 
     def disconnect(self) -> None:
         self.calls.append(("disconnect", ()))

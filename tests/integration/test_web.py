@@ -410,6 +410,10 @@ class TaskOutputTests(JobTrackerCase):
         [entry] = await self.jt.logs(job_id, aid)
         self.assertEqual((entry["state"], entry["log"]), ("running", None))
         self.assertIn("[no output so far]", format_logs([entry]))
+        worker.running_logs[aid] = None  # a stopped tasktracker: not "no output"
+        [entry] = await self.jt.logs(job_id, aid)
+        self.assertIn("[running; its tasktracker did not say what it printed so far]",
+                      format_logs([entry]))
         worker.running_logs[aid] = "so far\n"
         [entry] = await self.jt.logs(job_id, aid)
         self.assertEqual(entry["log"], "so far\n")
@@ -429,6 +433,24 @@ class TaskOutputTests(JobTrackerCase):
         self.jt.killed_log(wid, aid, "printed before the kill\n")
         [entry] = await self.jt.logs(job_id, aid)
         self.assertEqual((entry["state"], entry["log"]), ("killed", "printed before the kill\n"))
+
+
+    async def test_running_attempts_not_asked_for_their_output_say_so(self) -> None:
+        """Beyond the first RUNNING_LOGS_ASKED, they said "[no output so far]"."""
+        from pytxmr.jobtracker import tracker
+
+        self.patch(tracker, "RUNNING_LOGS_ASKED", 1)
+        wid, worker = self.add_worker(slots=2)
+        spec = client.submission(self.job_file(), [self.inputs], os.path.join(self.tmp, "out"),
+                                 split_size=6).spec
+        job_id = await self.jt.submit(spec)
+        first, second = launched(worker, "launch_map")
+        worker.running_logs.update({first: "one\n", second: "two\n"})
+        text = format_logs(await self.jt.logs(job_id))
+        self.assertIn("one\n[running: its output so far]", text)
+        self.assertIn("[running; its output so far is asked for 1 running attempts at a time: "
+                      "ask for its task]", text)
+        self.assertIn("two\n", format_logs(await self.jt.logs(job_id, second)))
 
 
 class BundleTests(JobTrackerCase):
