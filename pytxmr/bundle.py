@@ -16,6 +16,7 @@ name).
 from __future__ import annotations
 
 import ast
+import contextlib
 import filecmp
 import hashlib
 import io
@@ -265,6 +266,8 @@ class BundleStore:
         self._users: dict[str, set[object]] = {}
         #: The bundles no job uses, lingering -> since when.
         self._idle: dict[str, float] = {}
+        #: Uploads under way (their .part files) -> their last chunk's time.
+        self._uploading: dict[str, float] = {}
 
     def _zip_path(self, sha256: str) -> str:
         if not is_digest(sha256):
@@ -297,7 +300,10 @@ class BundleStore:
         with open(partial, "ab") as f:
             f.write(data)
         if not final:
+            if self.linger:
+                self._uploading[partial] = self._now()
             return
+        self._uploading.pop(partial, None)
         digest = hashlib.sha256()
         with open(partial, "rb") as f:
             while block := f.read(1 << 20):
@@ -356,12 +362,19 @@ class BundleStore:
                     self.remove(sha256)
 
     def sweep(self) -> None:
-        """Remove the bundles that lingered their time unused."""
+        """Remove the bundles that lingered their time unused, and the
+        uploads cut off as long ago (a submitter interrupted: its .part
+        stayed until a restart, up to 64 MiB each)."""
         now = self._now()
         for sha256, since in list(self._idle.items()):
             if now - since >= self.linger:
                 del self._idle[sha256]
                 self.remove(sha256)
+        for partial, since in list(self._uploading.items()):
+            if now - since >= self.linger:
+                del self._uploading[partial]
+                with contextlib.suppress(OSError):
+                    os.unlink(partial)
 
     def in_use(self, sha256: str) -> bool:
         return sha256 in self._users

@@ -181,13 +181,21 @@ def test_a_lingering_store_keeps_a_bundle_a_while_after_its_last_user(
 
 
 def test_an_upload_never_submitted_goes_after_the_linger(job: Path, tmp_path: Path) -> None:
-    """It stayed until the jobtracker restarted."""
+    """It stayed until the jobtracker restarted, whole or cut off."""
     now = [0.0]
     shipped = bundle.build(str(job), files=[str(write(tmp_path / "stop.txt", "x\n"))])
     assert shipped is not None
     store = BundleStore(str(tmp_path / "store"), linger=60, now=lambda: now[0])
     store.receive(shipped.sha256, 0, shipped.data, "up", final=True)
     now[0] += 60
+    store.sweep()
+    assert os.listdir(store.root) == []
+    # An upload cut off (its submitter interrupted) goes too.
+    store.receive(shipped.sha256, 0, shipped.data[:10], "cut", final=False)
+    now[0] += 59
+    store.sweep()
+    assert len(os.listdir(store.root)) == 1
+    now[0] += 1
     store.sweep()
     assert os.listdir(store.root) == []
     # Without a linger (a tasktracker's), a bundle goes with its last job.
