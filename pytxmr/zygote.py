@@ -36,23 +36,57 @@ MAX_LOG_BYTES = 1 << 20
 
 
 class BoundedLog(io.TextIOBase):
-    """The task's stdout and stderr: the user's prints, up to a limit."""
+    """The task's stdout and stderr: the user's prints, up to a limit. It
+    has what code expects of a standard stream (``fileno()``, ``buffer``,
+    ``encoding``): a job that worked in one process (``run --inline``)
+    failed in a task, e.g. ``subprocess.run(cmd, stdout=sys.stdout)``.
+    (What is written to the descriptor itself is not counted.)"""
+
+    encoding = "utf-8"
+    errors = "backslashreplace"
 
     def __init__(self, fd: int, limit: int) -> None:
         self._fd = fd
         self._room = limit
+        self.buffer = _BoundedBytes(self)
 
     def writable(self) -> bool:
         return True
 
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return False
+
     def write(self, text: str) -> int:
         if self._room > 0:
-            data = text.encode("utf-8", "backslashreplace")
+            self.write_bytes(text.encode("utf-8", "backslashreplace"))
+        return len(text)
+
+    def write_bytes(self, data: bytes) -> None:
+        if self._room > 0:
             if len(data) > self._room:
                 data = data[:self._room] + b"\n[pytxmr: log truncated]\n"
             self._room -= len(data)
-            os.write(self._fd, data)
-        return len(text)
+            write_all(self._fd, data)
+
+
+class _BoundedBytes(io.RawIOBase):
+    """``sys.stdout.buffer`` of a task: bytes, counted with its prints."""
+
+    def __init__(self, log: BoundedLog) -> None:
+        self._log = log
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._log.fileno()
+
+    def write(self, data: Any) -> int:
+        self._log.write_bytes(bytes(data))
+        return len(data)
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -28,6 +28,26 @@ def test_bounded_log_keeps_the_head_and_says_it_cut(tmp_path: Path) -> None:
     assert len(data) < 200
 
 
+def test_bounded_log_is_a_stream_as_code_expects(tmp_path: Path) -> None:
+    """A task's sys.stdout had no fileno() nor buffer: a job that ran in one
+    process (``run --inline``) failed on a cluster, e.g. with
+    ``subprocess.run(cmd, stdout=sys.stdout)``."""
+    import subprocess
+
+    path = tmp_path / "log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    log = BoundedLog(fd, 40)
+    subprocess.run(["echo", "from a child"], stdout=log, check=True)
+    log.buffer.write(b"bytes\n")
+    print("printed", file=log)
+    log.buffer.write(b"x" * 100)  # over the limit: counted with the prints
+    os.close(fd)
+    assert (log.encoding, log.isatty(), log.fileno()) == ("utf-8", False, fd)
+    data = path.read_bytes()
+    assert data.startswith(b"from a child\nbytes\nprinted\n")
+    assert data.endswith(b"[pytxmr: log truncated]\n") and len(data) < 100
+
+
 def test_io_bytes_grow_when_a_process_reads(tmp_path: Path) -> None:
     """The stall check's notion of progress: a process's bytes read and written."""
     from pytxmr.child import io_bytes
