@@ -5,6 +5,7 @@ through it alike."""
 
 from __future__ import annotations
 
+import errno
 import os
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
@@ -32,6 +33,12 @@ def _pair(key: Any, value: Any) -> tuple[Any, Any]:
     return key, value
 
 
+#: The errors of a write that its file's name helps with. Not the others
+#: the code inside the block raises: a user's reduce that timed out on a
+#: lookup service said "OSError: [Errno None] ...: '.../part-00000'".
+_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+
+
 @contextmanager
 def naming(path: str) -> Iterator[None]:
     """An OSError of writing ``path`` (a full disk: "No space left on
@@ -39,7 +46,7 @@ def naming(path: str) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        if e.filename is not None:
+        if e.filename is not None or e.errno not in _DISK_ERRORS:
             raise
         raise OSError(e.errno, e.strerror or str(e), path) from e
 

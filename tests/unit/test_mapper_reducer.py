@@ -894,3 +894,24 @@ def test_bytes_like_values_are_written_as_bytes_map_only_as_after_a_shuffle(
                 "jsonl": ['["a", "x y"]', '["b", "\\\\xff z"]',
                           '["c", ["in", "raw"]]', '["d", "sub"]']}[fmt]
     assert lines("maponly") == lines("shuffled") == expected
+
+
+def test_only_a_disk_error_inside_a_part_writer_is_named_by_the_part(tmp_path: Any) -> None:
+    """A user's reduce that timed out on a lookup service said "OSError:
+    [Errno None] the lookup service did not answer: '.../part-00000'",
+    sending the user to the output's disk; ECONNREFUSED the same."""
+    import errno
+
+    from pytxmr.partfile import part_writer
+
+    path = str(tmp_path / "part-00000")
+    for raised in (TimeoutError("the lookup service did not answer"),
+                   ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")):
+        with pytest.raises(type(raised)) as caught:
+            with part_writer(path, "text"):
+                raise raised
+        assert caught.value is raised
+    with pytest.raises(OSError) as full:
+        with part_writer(path, "text"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert full.value.filename == path
