@@ -486,6 +486,8 @@ def jobtracker_endpoint(address: str) -> str:
         raise ValueError(f"bad jobtracker address {address!r}: use HOST:PORT, the "
                          f"jobtracker's PB port (not a URL)")
     host, sep, port = address.rpartition(":")
+    if address.startswith("[") and address.endswith("]"):  # [::1]: an IPv6 host, no port
+        host, sep, port = address, "", ""
     if not sep:
         if address.isdigit():  # "7373" would be looked up as a host name
             raise ValueError(f"bad jobtracker address {address!r}: a port needs a host, "

@@ -188,6 +188,7 @@ def test_sendable_text_keeps_what_fits_and_is_its_own_sendable_form(
     ("h", "tcp:host=h:port=7373"),
     (":7000", "tcp:host=127.0.0.1:port=7000"),
     ("[::1]:7000", r"tcp:host=\:\:1:port=7000"),  # read back as host "::1", not "" port 1
+    ("[::1]", r"tcp:host=\:\:1:port=7373"),  # as "h" (it said "a port from 1 to 65535")
     ("tcp:host=h:port=1", "tcp:host=h:port=1"),
 ])
 def test_jobtracker_addresses(address: str, endpoint: str) -> None:
