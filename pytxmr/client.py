@@ -116,8 +116,8 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
         raise ClusterError(str(e)) from None
     if description != address:  # HOST:PORT; a full endpoint string says its own timeout
         description += f":timeout={timeout:g}"
-    if ":" not in address or address.endswith("]"):  # the port taken by default ("[::1]"
-        address += f":{DEFAULT_PORT}"  # too): said where it failed
+    if ":" not in address or address.endswith("]"):
+        address += f":{DEFAULT_PORT}"  # taken by default (also for "[::1]"): said where it failed
     try:
         endpoint = client_endpoint(reactor, description, tls)
     except TLSError as e:

@@ -494,10 +494,10 @@ class JobTracker:
         (a hung task's prints are why one looks at a killed job's), or
         after KILLED_LOGS_WAIT: the history took the job's logs at once,
         and they came after."""
-        waiting = self._kill_logs.pop(job.id, set())
-        waiting &= {aid for aid in waiting if not self.task_logs.has(aid)
-                    and self.scheduler.attempts.get(aid) is not None
-                    and self.scheduler.attempts[aid].wid in self.workers}
+        attempts = self.scheduler.attempts
+        waiting = {aid for aid in self._kill_logs.pop(job.id, ())
+                   if not self.task_logs.has(aid) and aid in attempts
+                   and attempts[aid].wid in self.workers}  # not a lost worker's
         if not waiting or self._stopping:
             return defer.succeed(None)
         self._kill_logs[job.id] = waiting
@@ -893,7 +893,10 @@ class JobTracker:
                 conn.worker.running_log(a["id"])).addTimeout(RUNNING_LOG_TIMEOUT, self._clock)
         logs = {}
         for aid, d in asked.items():
-            text = await d.addErrback(lambda f: f.trap(defer.TimeoutError) and None)
+            try:
+                text = await d
+            except defer.TimeoutError:
+                text = None
             if text:
                 logs[aid] = text
             elif text is None:  # no answer (a stopped worker), or none it could give
