@@ -503,7 +503,8 @@ class JobTracker:
         self._kill_logs[job.id] = waiting
         ended: defer.Deferred[None] = defer.Deferred()
         self._kill_log_waits[job.id] = ended
-        timer = self._clock.callLater(KILLED_LOGS_WAIT, lambda: ended.called or ended.callback(None))
+        timer = self._clock.callLater(KILLED_LOGS_WAIT,
+                                      lambda: ended.called or ended.callback(None))
 
         def done(result: Any) -> Any:
             if timer.active():
