@@ -23,21 +23,32 @@ JOB = "job_9"
 TOKEN = b"t" * 32
 
 
-class CannotSetUpTests(TestCase):
+class IdleTaskTracker(TestCase):
+    """A tasktracker whose zygote never started (no task runs), registered
+    with a FakeJobTracker; ``init_job`` sets up the job."""
+
     def setUp(self) -> None:
-        base = tempfile.mkdtemp(prefix="pytxmr-ttlaunch-")
-        self.addCleanup(shutil.rmtree, base, True)
-        self.tt = tasktracker.TaskTracker(reactor, Clock(), os.path.join(base, "work"), 1,
+        self.base = tempfile.mkdtemp(prefix="pytxmr-ttlaunch-")
+        self.addCleanup(shutil.rmtree, self.base, True)
+        self.tt = tasktracker.TaskTracker(reactor, Clock(), os.path.join(self.base, "work"), 1,
                                           zygote=Zygote(reactor))  # never started
         self.jobtracker = FakeJobTracker()
         self.tt.registered("w1", self.jobtracker)
         self.tt.store.startup_cleanup()
         self.addCleanup(self.tt.shuffle_pool.close)
+
+    def init_job(self) -> None:
+        self.tt.init_job(JobInit(JOB, "", "job.py", TOKEN, "map", "reduce", 1, 1, self.base))
+
+
+class CannotSetUpTests(IdleTaskTracker):
+    def setUp(self) -> None:
+        super().setUp()
         # Where the job's directory goes, a file: its making fails (OSError),
         # as on a full disk.
         with open(os.path.join(self.tt.store.root, JOB), "w"):
             pass
-        self.tt.init_job(JobInit(JOB, "", "job.py", TOKEN, "map", "reduce", 1, 1, base))
+        self.init_job()
 
     async def test_its_attempts_fail_as_they_come(self) -> None:
         self.assertNotIn(JOB, self.tt.jobs)
@@ -52,21 +63,14 @@ class CannotSetUpTests(TestCase):
         self.assertEqual(self.tt.attempts, {})
 
 
-class CrashTests(TestCase):
+class CrashTests(IdleTaskTracker):
     """A fault of the tasktracker's own while it runs an attempt (here: a
     zygote that is not running) fails the attempt: it stayed live on the
     worker for ever, its slot taken, and its heartbeats named it live."""
 
     def setUp(self) -> None:
-        base = tempfile.mkdtemp(prefix="pytxmr-ttcrash-")
-        self.addCleanup(shutil.rmtree, base, True)
-        self.tt = tasktracker.TaskTracker(reactor, Clock(), os.path.join(base, "work"), 1,
-                                          zygote=Zygote(reactor))  # never started
-        self.jobtracker = FakeJobTracker()
-        self.tt.registered("w1", self.jobtracker)
-        self.tt.store.startup_cleanup()
-        self.addCleanup(self.tt.shuffle_pool.close)
-        self.tt.init_job(JobInit(JOB, "", "job.py", TOKEN, "map", "reduce", 1, 1, base))
+        super().setUp()
+        self.init_job()
 
     async def test_the_attempt_fails_and_leaves(self) -> None:
         self.tt.launch_map(JOB, f"{JOB}_m00000_0", Split(0, "/nowhere", 0, 10, False))
@@ -91,29 +95,39 @@ def reduce(key, values):
 """
 
 
-class TaskOutputTests(TestCase):
-    """A running attempt's output so far, and a killed attempt's: each went
-    to the jobtracker only with a result, which neither has."""
+class RunningTaskTracker(TestCase):
+    """A tasktracker with a running zygote, registered with a fake
+    jobtracker (``jobtracker_type``), and a job of ``source`` on one line."""
 
     timeout = 60
+    source = ""
+    jobtracker_type: type[FakeJobTracker] = FakeJobTracker
 
     async def setUp(self) -> None:  # type: ignore[override]
-        base = tempfile.mkdtemp(prefix="pytxmr-ttlog-")
+        base = tempfile.mkdtemp(prefix="pytxmr-ttrun-")
         self.addCleanup(shutil.rmtree, base, True)
         zygote = Zygote(reactor)
         zygote.start()
         self.addCleanup(zygote.stop)
         self.tt = tasktracker.TaskTracker(reactor, reactor, os.path.join(base, "work"), 1,
                                           zygote=zygote)
-        self.jobtracker = FakeJobTracker()
+        self.jobtracker = self.jobtracker_type()
         self.tt.registered("w1", self.jobtracker)
         self.tt.store.startup_cleanup()
         self.addCleanup(self.tt.shuffle_pool.close)
-        self.tt.init_job(JobInit(JOB, SLEEPER, "job.py", TOKEN, "map", "reduce", 1, 1, base))
+        self.tt.init_job(JobInit(JOB, self.source, "job.py", TOKEN, "map", "reduce", 1, 1,
+                                 base))
         self.addCleanup(self.tt.destroy_job, JOB)
         self.input = os.path.join(base, "in.txt")
         with open(self.input, "w") as f:
             f.write("one\n")
+
+
+class TaskOutputTests(RunningTaskTracker):
+    """A running attempt's output so far, and a killed attempt's: each went
+    to the jobtracker only with a result, which neither has."""
+
+    source = SLEEPER
 
     async def test_running_then_killed(self) -> None:
         aid = f"{JOB}_m00000_0"
@@ -144,27 +158,10 @@ class RefusesResults(FakeJobTracker):
         raise CallRefused("BadMessage: counters must map group -> name -> int")
 
 
-class ReportTests(TestCase):
+class ReportTests(RunningTaskTracker):
 
-    timeout = 60
-
-    async def setUp(self) -> None:  # type: ignore[override]
-        base = tempfile.mkdtemp(prefix="pytxmr-ttreport-")
-        self.addCleanup(shutil.rmtree, base, True)
-        zygote = Zygote(reactor)
-        zygote.start()
-        self.addCleanup(zygote.stop)
-        self.tt = tasktracker.TaskTracker(reactor, reactor, os.path.join(base, "work"), 1,
-                                          zygote=zygote)
-        self.jobtracker = RefusesResults()
-        self.tt.registered("w1", self.jobtracker)
-        self.tt.store.startup_cleanup()
-        self.addCleanup(self.tt.shuffle_pool.close)
-        self.tt.init_job(JobInit(JOB, QUICK, "job.py", TOKEN, "map", "reduce", 1, 1, base))
-        self.addCleanup(self.tt.destroy_job, JOB)
-        self.input = os.path.join(base, "in.txt")
-        with open(self.input, "w") as f:
-            f.write("one\n")
+    source = QUICK
+    jobtracker_type = RefusesResults
 
     async def test_a_refused_result_fails_its_attempt_with_the_reason(self) -> None:
         """It was dropped: the heartbeats then failed the attempt as a result
