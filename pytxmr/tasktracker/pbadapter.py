@@ -49,6 +49,11 @@ def _locations(locations: Any) -> list[MapLocation]:
     return [MapLocation.from_wire(loc) for loc in locations]
 
 
+#: Seconds a drained tasktracker waits for the attempts it was told to
+#: kill to end (and send their output) before it stops.
+DRAINED_SETTLE = 1.0
+
+
 class TaskTrackerMind(pb.Referenceable):
     """What the jobtracker may call on us: check, delegate."""
 
@@ -216,6 +221,7 @@ class JobTrackerConnection(service.Service):
         #: Ends the daemon: fails when it cannot go on (the jobtracker refused
         #: our secret), fires once the jobtracker says we are drained.
         self.ended: defer.Deferred[None] = defer.Deferred()
+        self._draining_done = False
 
     def startService(self) -> None:
         super().startService()
@@ -308,11 +314,20 @@ class JobTrackerConnection(service.Service):
             self.first_registration.callback(wid)
 
     def drained(self) -> None:
-        """The jobtracker drained us: the daemon stops, cleanly."""
-        if not self.ended.called:
-            self.log.info("Drained: no task runs here and no job needs our map outputs; "
-                          "stopping")
-            self.ended.callback(None)
+        """The jobtracker drained us: the daemon stops, cleanly, once the
+        attempts it killed as it did so have ended (a second at most):
+        their output goes to it first (``killed_log``), or was lost."""
+        if self.ended.called or self._draining_done:
+            return
+        self._draining_done = True
+        self.log.info("Drained: no task runs here and no job needs our map outputs; "
+                      "stopping")
+
+        def stop(_: object) -> None:
+            if not self.ended.called:
+                self.ended.callback(None)
+
+        self.tt.settled(DRAINED_SETTLE).addBoth(stop)
 
     async def request_drain(self) -> None:
         """Ask to be drained (SIGUSR1). Without a jobtracker, stop now,

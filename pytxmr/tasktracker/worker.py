@@ -163,6 +163,8 @@ class TaskTracker:
         self.jobtracker: IJobTracker | None = None
         #: Launches received since we registered, sent with each heartbeat.
         self.launches = 0
+        #: Each attempt's coroutine until it ends (a killed one's too).
+        self._running: dict[str, defer.Deferred[Any]] = {}
         #: Per job: map index -> the attempt whose output we hold, as reported
         #: done to the jobtracker (a restarted one takes them back).
         self.held: dict[str, dict[int, str]] = {}
@@ -385,6 +387,31 @@ class TaskTracker:
     def _spawn(self, attempt: Attempt, coro: Coroutine[Any, Any, None]) -> None:
         d = defer.Deferred.fromCoroutine(coro)
         d.addErrback(self._crashed, attempt)
+        self._running[attempt.id] = d
+
+        def ended(result: object) -> object:
+            self._running.pop(attempt.id, None)
+            return result
+
+        d.addBoth(ended)
+
+    def settled(self, timeout: float) -> defer.Deferred[None]:
+        """Fires once every attempt's coroutine has ended (a killed one's
+        sends its output), or after ``timeout`` seconds."""
+        done: defer.Deferred[None] = defer.Deferred()
+        if not self._running:
+            done.callback(None)
+            return done
+        timer = self._clock.callLater(timeout, lambda: done.called or done.callback(None))
+
+        def all_ended(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            if not done.called:
+                done.callback(None)
+
+        defer.DeferredList(list(self._running.values()), consumeErrors=True).addBoth(all_ended)
+        return done
 
     def _crashed(self, failure: Failure, attempt: Attempt) -> defer.Deferred[None]:
         """A fault of ours while running the attempt: it fails, to run

@@ -141,6 +141,18 @@ class TaskOutputTests(RunningTaskTracker):
         self.assertIn("printed one\n", log)
         self.assertEqual(self.jobtracker.named("attempt_failed"), [])
 
+    async def test_settled_waits_for_a_killed_attempt_to_send_its_output(self) -> None:
+        """A drained tasktracker stopped in the tick its attempts were
+        killed: their output never left it (a tester)."""
+        aid = f"{JOB}_m00000_0"
+        self.tt.launch_map(JOB, aid, Split(0, self.input, 0, 4, False))
+        await wait_for(lambda: "printed one" in (self.tt.running_log(aid) or ""))
+        self.tt.kill_attempt(JOB, aid)
+        await self.tt.settled(30)
+        [(killed, _)] = self.jobtracker.named("killed_log")
+        self.assertEqual(killed, aid)
+        await self.tt.settled(30)  # nothing running: at once
+
 
 QUICK = """\
 def map(offset, line):
