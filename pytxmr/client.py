@@ -180,7 +180,9 @@ async def connect(reactor: Any, address: str, secret: bytes, timeout: float = 10
             raise ClusterError(f"the jobtracker at {address} uses TLS: give --tls DIR, a "
                                f"directory with the cluster CA's ca.pem (see docs/deploy.md)"
                                ) from None
-        hint = "" if tls else " (does it use TLS? then give --tls DIR)"
+        # A stopped (SIGSTOP) or overloaded jobtracker is silent too.
+        hint = (" (is it stopped?)" if tls else
+                " (is it stopped? or does it use TLS? then give --tls DIR)")
         reason = getattr(broker, "lost_reason", None)
         if not timed_out and reason is None:
             raise defer.CancelledError() from None  # interrupted: not the jobtracker's fault
