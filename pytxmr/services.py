@@ -20,6 +20,7 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IProcessTransport,
     IReactorProcess,
+    IReactorTime,
 )
 
 from .child import Zygote
@@ -111,3 +112,21 @@ def zygote_service(reactor: IReactorProcess, given: Zygote | None) -> tuple[Zygo
         return given, None
     zygote = Zygote(reactor)
     return zygote, CallbackService("zygote", zygote.start, zygote.stop)
+
+
+def at_most(d: defer.Deferred[Any], seconds: float, clock: IReactorTime) -> defer.Deferred[None]:
+    """Fires once ``d`` has, or after ``seconds``, whichever is first,
+    leaving ``d`` alone (a wait that is worth a bounded delay, as a stop's
+    for the output of the attempts it killed)."""
+    done: defer.Deferred[None] = defer.Deferred()
+    timer = clock.callLater(seconds, lambda: done.called or done.callback(None))
+
+    def fired(result: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+        if not done.called:
+            done.callback(None)
+        return result
+
+    d.addBoth(fired)
+    return done

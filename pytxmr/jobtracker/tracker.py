@@ -30,6 +30,7 @@ from ..journal import Committed, Journal
 from ..outputrules import MayReplace, job_mark
 from ..ports import IWorker
 from ..scheduler import Action, Scheduler, State
+from ..services import at_most
 from ..tasklog import LogKeeper, logs_reply
 from ..splits import MAX_DEFAULT_SPLIT_SIZE, compute_splits
 from ..storage import InputFile
@@ -503,17 +504,13 @@ class JobTracker:
         self._kill_logs[job.id] = waiting
         ended: defer.Deferred[None] = defer.Deferred()
         self._kill_log_waits[job.id] = ended
-        timer = self._clock.callLater(KILLED_LOGS_WAIT,
-                                      lambda: ended.called or ended.callback(None))
 
         def done(result: Any) -> Any:
-            if timer.active():
-                timer.cancel()
             self._kill_logs.pop(job.id, None)
             self._kill_log_waits.pop(job.id, None)
             return result
 
-        return ended.addBoth(done)
+        return at_most(ended, KILLED_LOGS_WAIT, self._clock).addBoth(done)
 
     def _keep_log(self, attempt_id: str, log: str) -> None:
         # A report that comes after its job ended belongs to no job here.

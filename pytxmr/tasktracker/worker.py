@@ -28,6 +28,7 @@ from ..counters import FRAMEWORK
 from ..kvstore import KeyValueStore, delete_paths
 from ..outputrules import job_mark
 from ..ports import IJobTracker
+from ..services import at_most
 from ..shufflememory import RunPlacement, ShuffleMemory
 from ..tasklog import read_tail
 from ..wire import (COMMIT_DENIED, OUTPUT_TAKEN, AttemptResult, BadMessage, CallRefused,
@@ -398,20 +399,10 @@ class TaskTracker:
     def settled(self, timeout: float) -> defer.Deferred[None]:
         """Fires once every attempt's coroutine has ended (a killed one's
         sends its output), or after ``timeout`` seconds."""
-        done: defer.Deferred[None] = defer.Deferred()
         if not self._running:
-            done.callback(None)
-            return done
-        timer = self._clock.callLater(timeout, lambda: done.called or done.callback(None))
-
-        def all_ended(_: object) -> None:
-            if timer.active():
-                timer.cancel()
-            if not done.called:
-                done.callback(None)
-
-        defer.DeferredList(list(self._running.values()), consumeErrors=True).addBoth(all_ended)
-        return done
+            return defer.succeed(None)
+        return at_most(defer.DeferredList(list(self._running.values()), consumeErrors=True),
+                       timeout, self._clock)
 
     def _crashed(self, failure: Failure, attempt: Attempt) -> defer.Deferred[None]:
         """A fault of ours while running the attempt: it fails, to run
