@@ -436,7 +436,13 @@ def _in_bundle(path: str, unpacked: str) -> bool:
     share their task processes, each with its own copy (named by its
     SHA-256), and a package kept from one task to the next came from the
     other's."""
-    return f"{os.sep}{os.path.basename(unpacked)}{os.sep}{PY}{os.sep}" in path
+    return _marker(unpacked) in path
+
+
+def _marker(unpacked: str) -> str:
+    """What the path of a module of the bundle unpacked at ``unpacked``
+    (of any copy of it) holds."""
+    return f"{os.sep}{os.path.basename(unpacked)}{os.sep}{PY}{os.sep}"
 
 
 def set_aside(unpacked: str) -> dict[str, types.ModuleType]:
@@ -499,8 +505,9 @@ def forget_imports(unpacked: str, every: bool = False) -> None:
     kept in a helper module went on from one map to the next (an in-mapper
     combiner there counted every word several times). ``every``: the
     job is over, its extension modules too."""
-    shipped = {n: f for n, m in sys.modules.items()
-               if _in_bundle(f := getattr(m, "__file__", None) or "", unpacked)}
+    marker = _marker(unpacked)  # once: this runs between each two tasks of a process
+    shipped = {n: f for n, m in list(sys.modules.items())
+               if marker in (f := getattr(m, "__file__", None) or "")}
     # An extension module loads once a process: its package is kept whole
     # (a package imported again found its extension in sys.modules, and
     # the new package lacked the attribute that import sets).

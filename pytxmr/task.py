@@ -81,9 +81,9 @@ def load_job(spec: dict[str, Any]) -> JobDefinition:
     """The job of a task spec's "job" part, its arguments set for
     ``pytxmr.args()`` and its bundle's modules and files at hand."""
     if spec.get("bundle_dir"):
-        from .bundle import enter, forget_imports, refuse_shadowed
+        from .bundle import enter, refuse_shadowed
 
-        forget_imports(spec["bundle_dir"])  # a task before in this process imported them
+        # (A task before in this process forgot its imports: ``forget``.)
         refuse_shadowed(spec["bundle_dir"])
         enter(spec["bundle_dir"], os.getcwd())
     with open(spec["source_path"], encoding="utf-8") as f:
