@@ -30,17 +30,31 @@ from . import jobmodule, storage, task
 from .kvstore import empty_directory, links_into
 
 
-#: Bytes of a task's prints kept in its log; the rest is dropped with a note,
+#: Bytes of a task's output kept in its log; the rest is dropped with a note,
 #: so that a chatty task cannot fill a worker's disk.
 MAX_LOG_BYTES = 1 << 20
+TRUNCATED = b"\n[pytxmr: log truncated]\n"
+
+
+def bounded(data: bytes, room: int) -> tuple[bytes, int]:
+    """What of ``data`` fits in ``room`` bytes of a log, with the note that
+    the rest was cut (unless what fits ends with it: the task's own cut,
+    see ``_Output``), and the room left."""
+    if room <= 0:
+        return b"", 0
+    if len(data) > room:
+        kept = data[:room]
+        return (kept if kept.endswith(TRUNCATED) else kept + TRUNCATED), 0
+    return data, room - len(data)
 
 
 class BoundedLog(io.TextIOBase):
-    """The task's stdout and stderr: the user's prints, up to a limit. It
-    has what code expects of a standard stream (``fileno()``, ``buffer``,
-    ``encoding``): a job that worked in one process (``run --inline``)
-    failed in a task, e.g. ``subprocess.run(cmd, stdout=sys.stdout)``.
-    (What is written to the descriptor itself is not counted.)"""
+    """The task's ``sys.stdout`` and ``sys.stderr``: the user's prints, up
+    to a limit, dropped here rather than piped to the zygote to be dropped
+    there (see ``_Output``). It has what code expects of a standard stream
+    (``fileno()``, ``buffer``, ``encoding``): a job that worked in one
+    process (``run --inline``) failed in a task, e.g.
+    ``subprocess.run(cmd, stdout=sys.stdout)``."""
 
     encoding = "utf-8"
     errors = "backslashreplace"
@@ -65,10 +79,8 @@ class BoundedLog(io.TextIOBase):
         return len(text)
 
     def write_bytes(self, data: bytes) -> None:
-        if self._room > 0:
-            if len(data) > self._room:
-                data = data[:self._room] + b"\n[pytxmr: log truncated]\n"
-            self._room -= len(data)
+        data, self._room = bounded(data, self._room)
+        if data:
             write_all(self._fd, data)
 
 
@@ -118,22 +130,23 @@ def _runner_dir(spec: dict[str, Any]) -> str | None:
 
 
 def _run_one(request: dict[str, Any], runner: bool = False) -> int:
-    """In a forked child: wire the fds as a task expects, run it; its status."""
+    """In a forked child: wire the fds as a task expects, run it; its status.
+    Its stdout and stderr are the zygote's pipe already (``_child``)."""
     cwd = _runner_dir(request["spec"]) if runner else None
     if cwd is None:
         cwd = request["cwd"]
         os.makedirs(cwd, exist_ok=True)
     # The log and the result go to the worker's tmpfs directory, or without
     # one to the attempt's directory, which a runner's map does not work in.
+    # The log is made here, where its failure is the task's; the zygote
+    # appends to it what the task writes.
     os.makedirs(os.path.dirname(request["result"]), exist_ok=True)
-    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.close(os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     result = os.open(request["result"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
     os.dup2(result, task.RESULT_FD)
-    for fd in (log, result, devnull):
+    for fd in (result, devnull):
         if fd > task.RESULT_FD:
             os.close(fd)
     sys.stdin = open(0, closefd=False)
@@ -147,16 +160,30 @@ def _run_one(request: dict[str, Any], runner: bool = False) -> int:
     return code
 
 
+def _same_file(fd: int, identity: tuple[int, int]) -> bool:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == identity
+
+
 def _child(request: dict[str, Any], inherited: list[int],
-           runner: tuple[int, int] | None) -> None:
-    """In the forked child: run the request's task, and with ``runner``
-    (its request and done pipes) the next ones of its job, until it should
-    not or the zygote closes the pipe."""
+           runner: tuple[int, int] | None, output: int) -> None:
+    """In the forked child: run the request's task, its stdout and stderr
+    into ``output`` (the zygote's pipe), and with ``runner`` (its request
+    and done pipes) the next ones of its job, until it should not or the
+    zygote closes the pipe."""
     code, done = 1, 0
     try:  # whatever happens, this process never returns into the zygote's loop
         os.setpgid(0, 0)  # the group of what the task starts (see end_group)
         for fd in inherited:
             os.close(fd)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.close(output)
+        st = os.fstat(1)
+        pipe = (st.st_dev, st.st_ino)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a task is a Python program
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -169,7 +196,10 @@ def _child(request: dict[str, Any], inherited: list[int],
         pending = b""
         while True:
             done += 1
-            retire = not _fit_for_more(code, done)
+            # A task that closed or redirected its stdout or stderr leaves
+            # them so: the next one's output would not reach its log.
+            retire = not (_fit_for_more(code, done) and _same_file(1, pipe)
+                          and _same_file(2, pipe))
             os.write(replies, json.dumps({"done": request["id"], "status": code,
                                           "retire": retire}).encode() + b"\n")
             if retire:
@@ -237,6 +267,83 @@ def _report(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+class _Output:
+    """A task process's stdout and stderr, a pipe that the zygote copies
+    into the log of the task it runs, up to the log's limit, and reads and
+    drops beyond. Its Python prints are bounded in the task already
+    (``BoundedLog``); this bounds what is written to the descriptors
+    themselves, by a command a streaming task runs, a subprocess, C code:
+    a task could fill the worker's tmpfs, and every task with it. A pipe
+    bounds it at every moment, where a check of the log's size would let
+    through what a task writes between two checks."""
+
+    #: What one end of a task may read (bytes): the rest of what a process
+    #: that left its task's group writes for ever goes unread.
+    DRAIN_LIMIT = 16 << 20
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd  # our end, non-blocking; -1 once closed
+        self._log = -1
+        self._path: str | None = None  # the running task's log
+        self._room = 0
+
+    def start(self, path: str, limit: int) -> None:
+        """The next task's output goes to ``path``: its prints' room
+        (``BoundedLog``), and the note that cut them, fit."""
+        self._path, self._room = path, limit + len(TRUNCATED)
+
+    def copy(self) -> bool:
+        """Copy what the pipe holds (one read); False at its end: every
+        writer closed it."""
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return False
+        self._append(data)
+        return True
+
+    def finish(self) -> None:
+        """The task ended: what it wrote goes to its log before its end is
+        reported; later output is no task's."""
+        read = 0
+        while self.fd >= 0 and read < self.DRAIN_LIMIT:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                break
+            read += len(data)
+            self._append(data)
+        if self._log >= 0:
+            os.close(self._log)
+        self._log, self._path, self._room = -1, None, 0
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _append(self, data: bytes) -> None:
+        data, self._room = bounded(data, self._room)
+        if not data or self._path is None:
+            return
+        try:
+            if self._log < 0:
+                self._log = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            write_all(self._log, data)
+        except OSError:
+            self._room = 0  # a full disk, a log removed: the task's to notice, not ours
+
+
 class _Runner:
     """A task process that can take another task of its job (``reuse``)."""
 
@@ -266,6 +373,9 @@ class Zygote:
         #: their groups that we adopted (see _adopt_orphans).
         self.children: set[int] = set()
         self.guards: dict[int, int] = {}
+        #: Each task child's output (see _Output), and by our end's fd.
+        self.outputs: dict[int, _Output] = {}
+        self.by_output: dict[int, _Output] = {}
 
     def handle(self, request: dict[str, Any]) -> None:
         if "retire" in request:
@@ -274,12 +384,14 @@ class Zygote:
                     self._forget(pid)
             return
         key = request.get("reuse")
+        limit = request.get("log_limit", MAX_LOG_BYTES)
         for pid, runner in self.runners.items():
             if runner.key == key and not runner.busy:
                 try:
                     write_all(runner.requests, json.dumps(request).encode() + b"\n")
                 except OSError:
                     continue  # it just died: its end is reaped below
+                self.outputs[pid].start(request["log"], limit)
                 runner.busy = True
                 _report({"started": pid, "id": request["id"], "reused": True})
                 return
@@ -287,14 +399,19 @@ class Zygote:
         # Our objects out of the collector's sight before a fork.
         gc.freeze()
         pipes = (os.pipe(), os.pipe()) if key is not None else None
+        out_r, out_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            inherited = self.inherited()
+            inherited = [*self.inherited(), out_r]
             if pipes is not None:
                 (req_r, req_w), (rep_r, rep_w) = pipes
                 inherited += [req_w, rep_r]
-                _child(request, inherited, (req_r, rep_w))
-            _child(request, inherited, None)
+                _child(request, inherited, (req_r, rep_w), out_w)
+            _child(request, inherited, None, out_w)
+        os.close(out_w)
+        os.set_blocking(out_r, False)
+        output = self.outputs[pid] = self.by_output[out_r] = _Output(out_r)
+        output.start(request["log"], limit)
         self.children.add(pid)
         with contextlib.suppress(OSError):  # as the child does: whichever runs first
             os.setpgid(pid, pid)
@@ -310,11 +427,19 @@ class Zygote:
         _report({"started": pid, "id": request["id"]})
 
     def inherited(self) -> list[int]:
-        """The zygote's own fds, which a new child closes: its wake pipe and
+        """The zygote's own fds, which a new child closes: its wake pipe,
         its ends of the runners' pipes (not the done pipe of a runner that
-        exited and is not reaped yet: closed already)."""
+        exited and is not reaped yet: closed already) and of the children's
+        outputs."""
         return [*self.wake, *(fd for r in self.runners.values()
-                              for fd in (r.requests, r.replies) if fd >= 0)]
+                              for fd in (r.requests, r.replies) if fd >= 0),
+                *self.by_output]
+
+    def copied(self, fd: int) -> None:
+        """A child's output is readable."""
+        output = self.by_output[fd]
+        if not output.copy():
+            del self.by_output[fd]
 
     def replied(self, fd: int, now: float) -> None:
         """A runner's done pipe is readable: a task ended, or it exited."""
@@ -332,6 +457,7 @@ class Zygote:
             message = json.loads(line)
             runner.busy = False
             runner.idle_since = now
+            self._finish_output(pid)
             _report({"ended": pid, "status": message["status"]})
             if message["retire"]:
                 self._forget(pid)
@@ -344,6 +470,7 @@ class Zygote:
             return
         self.children.discard(pid)
         end_group(pid)
+        self._finish_output(pid, gone=True)
         runner = self.runners.get(pid)
         if runner is not None:
             self._forget(pid)
@@ -357,8 +484,26 @@ class Zygote:
                 self._forget(pid)
 
     def let_all_go(self) -> None:
+        """We are stopping: idle runners exit, and a child writing its
+        output gets EPIPE instead of waiting for our read."""
         for pid in list(self.runners):
             self._forget(pid)
+        for output in self.outputs.values():
+            output.close()
+        self.by_output.clear()
+
+    def _finish_output(self, pid: int, gone: bool = False) -> None:
+        """Child ``pid``'s task ended (its process too, if ``gone``): its
+        output, to its log."""
+        output = self.outputs.pop(pid, None) if gone else self.outputs.get(pid)
+        if output is None:
+            return
+        fd = output.fd
+        output.finish()
+        if gone:
+            output.close()
+        if output.fd < 0:
+            self.by_output.pop(fd, None)
 
     def _forget(self, pid: int) -> None:
         """No more tasks for it: an idle runner exits when its request pipe
@@ -445,8 +590,12 @@ def serve() -> None:
     zygote = Zygote((wake_r, wake_w))
     buffered = b""
     while True:
-        ready, _, _ = select.select([0, wake_r, *zygote.by_reply], [], [], RUNNER_IDLE / 2)
+        ready, _, _ = select.select([0, wake_r, *zygote.by_reply, *zygote.by_output], [], [],
+                                    RUNNER_IDLE / 2)
         now = time.monotonic()
+        for fd in ready:
+            if fd in zygote.by_output:
+                zygote.copied(fd)
         # Ends of tasks first, so a runner that just finished one may take
         # the next request.
         for fd in ready:

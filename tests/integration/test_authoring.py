@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -474,6 +475,35 @@ def test_a_streaming_job_runs_shell_commands(cluster: Cluster, text: Path, tmp_p
     rc, _, err = cluster.cli("submit", "--mapper", "cat >/dev/null; echo broken >&2; exit 4",
                              str(text), "-o", str(tmp_path / "failed"), "--max-attempts", "1")
     assert rc == 1 and "exited with status 4" in err and "broken" in err, err
+
+
+def test_what_a_subprocess_of_a_task_writes_is_bounded_in_its_log(
+        cluster: Cluster, text: Path, tmp_path: Path) -> None:
+    """A task's subprocess writes to the task's own descriptors, not
+    through its prints: 4 MB of it went into the worker's tmpfs whole. The
+    log keeps its head, up to the limit (1 MiB), and the job succeeds."""
+    job = write(tmp_path / "noisy.py", """
+        import subprocess
+
+        def map(offset, line):
+            if offset == 0:
+                subprocess.run(["sh", "-c", "head -c 4000000 /dev/zero | tr '\\\\0' y >&2"],
+                               check=True)
+            for word in line.split():
+                yield word, 1
+
+        def reduce(word, counts):
+            yield word, sum(counts)
+    """)
+    out = tmp_path / "out"
+    rc, stdout, err = cluster.submit(job, [text], out)
+    assert rc == 0, err + cluster.logs()
+    assert merged(read_wordcount(out)) == Counter(text.read_text().split())
+    rc, logs, err = cluster.cli("logs", stdout.split()[0], "m0")
+    assert rc == 0, err
+    assert "yyyy\n[pytxmr: log truncated]\n" in logs, logs[:300]
+    kept = [int(n) for n in re.findall(r"only the last \d+ bytes of (\d+) are kept", logs)]
+    assert kept and max(kept) <= (1 << 20) + 100, kept
 
 
 def test_the_submitters_environment_never_reaches_the_tasks(tmp_path: Path) -> None:

@@ -3,8 +3,8 @@ still see what a process of their own would show them: a fresh copy of the
 job's module, their own counters, a working directory without the files
 the map before left (the job's shipped files still there); a crash costs
 only the task that crashed,
-and a process that a task left a thread running in, or that failed, runs
-nothing more. Under ``run`` (real daemons, one zygote) and on a cluster of
+and a process that a task left a thread running in, whose stderr it
+redirected, or that failed, runs nothing more. Under ``run`` (real daemons, one zygote) and on a cluster of
 daemons; each output is checked against the input lines."""
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def map(key, line):
         os._exit(3)
     if word == "thread":
         threading.Thread(target=time.sleep, args=(60,)).start()
+    if word == "silence":
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     found = len([name for name in os.listdir(".") if name != "shipped.txt"])
     with open("shipped.txt") as f:
         shipped = f.read().strip()
@@ -65,8 +67,9 @@ def inputs(base: Path) -> list[Path]:
     beside them the file the job ships."""
     base.mkdir()
     (base.parent / "shipped.txt").write_text("7\n")
-    lines = [f"line {i}" for i in range(MAPS - 2)]
+    lines = [f"line {i}" for i in range(MAPS - 3)]
     lines.insert(20, f"crash {base / 'crashed-once'}")
+    lines.insert(30, "silence x")
     lines.insert(40, "thread x")
     paths = []
     for i, line in enumerate(lines):
@@ -93,9 +96,12 @@ def check(out: Path, paths: list[Path], stdout: str) -> None:
     # Processes were reused: far fewer than the maps.
     pids = Counter(pid for pid, *_ in got.values())
     assert len(pids) < MAPS // 3, pids
-    # The process that a task left a thread running in ran nothing after it.
-    pid, seq, *_ = got["thread x"]
-    assert all(s <= seq for p, s, *_ in got.values() if p == pid)
+    # The process that a task left a thread running in ran nothing after
+    # it, nor the one whose stderr a task sent elsewhere (the next task's
+    # output would not reach its log).
+    for line in ("thread x", "silence x"):
+        pid, seq, *_ = got[line]
+        assert all(s <= seq for p, s, *_ in got.values() if p == pid), line
     # The crashed map ran again (elsewhere or in a new process): the job
     # succeeded with every line, and the counters count each map once.
     assert re.search(rf"map input records\s+{MAPS}\n", stdout), stdout

@@ -112,3 +112,38 @@ def test_a_stopped_zygote_leaves_no_process_nor_zombie(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_what_a_task_writes_to_its_descriptors_is_bounded(tmp_path: Path) -> None:
+    """A subprocess's output and C-level writes count against the task's
+    log limit with its prints: they went to the log file directly, and one
+    task could fill the worker's tmpfs. The task itself runs on, and the
+    zygote serves the next one."""
+    job = tmp_path / "job.py"
+    job.write_text("import os, subprocess, sys\n"
+                   "print('the head')\n"
+                   "os.write(1, b'x' * 3_000_000)\n"
+                   "subprocess.run([sys.executable, '-c', 'import os; os.write(2, b\"y\" * 3_000_000)'],"
+                   " check=True)\n"
+                   "print('the end', flush=True)\n"
+                   "def map(k, v):\n    yield v, 1\n")
+    spec = {"kind": "check", "job": {"source_path": str(job), "filename": str(job)}}
+    zygote = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert zygote.stdin and zygote.stdout
+    try:
+        for n, limit in ((1, 1000), (2, 5000)):
+            request = {"id": n, "spec": spec, "cwd": str(tmp_path), "log_limit": limit,
+                       "log": str(tmp_path / f"log{n}"), "result": str(tmp_path / f"result{n}")}
+            zygote.stdin.write(json.dumps(request).encode() + b"\n")
+            zygote.stdin.flush()
+            started = json.loads(zygote.stdout.readline())
+            assert json.loads(zygote.stdout.readline()) == {"ended": started["started"],
+                                                            "status": 0}
+            log = (tmp_path / f"log{n}").read_bytes()
+            assert log.startswith(b"the head\nxxxx"), log[:100]
+            assert log.endswith(b"\n[pytxmr: log truncated]\n") and len(log) <= limit + 50
+            assert json.loads((tmp_path / f"result{n}").read_text())["result"]["ok"]
+    finally:
+        zygote.stdin.close()
+        assert zygote.wait(10) == 0

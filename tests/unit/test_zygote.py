@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytxmr.zygote import BoundedLog, Zygote, _Runner, fork_guard
+from pytxmr.zygote import TRUNCATED, BoundedLog, Zygote, _Output, _Runner, fork_guard
 
 
 def test_bounded_log_keeps_the_head_and_says_it_cut(tmp_path: Path) -> None:
@@ -101,8 +101,9 @@ def test_a_request_is_written_whole_however_the_pipe_takes_it(
 
     zygote = Zygote((3, 4))
     zygote.runners[100] = runner = _Runner("job_a", w, 11)
+    zygote.outputs[100] = _Output(-1)
     runner.busy = False
-    request = {"id": 7, "reuse": "job_a", "spec": {"args": "x" * 4500}}
+    request = {"id": 7, "reuse": "job_a", "spec": {"args": "x" * 4500}, "log": "log"}
     monkeypatch.setattr(os, "write", short_write)
     try:
         zygote.handle(request)
@@ -118,3 +119,81 @@ def test_a_request_is_written_whole_however_the_pipe_takes_it(
         os.close(r)
         with contextlib.suppress(OSError):
             os.close(w)
+
+
+def _output(tmp_path: Path) -> tuple[_Output, int]:
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    return _Output(r), w
+
+
+def test_a_tasks_output_keeps_its_head_whatever_writes_it(tmp_path: Path) -> None:
+    """What a task writes to its descriptors (a subprocess, a streaming
+    command's stderr, C code) is bounded with its prints: it went to the
+    log file itself, and a tester's task wrote 5 MB into the worker's tmpfs."""
+    output, w = _output(tmp_path)
+    log = tmp_path / "log"
+    output.start(str(log), 100)
+    try:
+        for _ in range(40):
+            os.write(w, b"0123456789" * 50)
+            assert output.copy()
+        output.finish()
+        os.write(w, b"after the task")  # no task's: dropped
+        output.copy()
+    finally:
+        output.close()
+        os.close(w)
+    data = log.read_bytes()
+    assert data == (b"0123456789" * 50)[:100 + len(TRUNCATED)] + TRUNCATED
+
+
+def test_prints_cut_by_the_task_get_no_second_note(tmp_path: Path) -> None:
+    """The task's own cut (BoundedLog, its note included) fits the room."""
+    output, w = _output(tmp_path)
+    log = tmp_path / "log"
+    output.start(str(log), 40)
+    task_log = BoundedLog(w, 40)
+    try:
+        print("x" * 100, file=task_log)
+        os.write(w, b"then a subprocess writes\n")
+        output.finish()
+    finally:
+        output.close()
+        os.close(w)
+    assert log.read_bytes() == b"x" * 40 + TRUNCATED
+
+
+def test_a_reused_process_s_tasks_each_get_their_own_output(tmp_path: Path) -> None:
+    """A runner's pipe outlives its tasks: each task's output, read to its
+    end when the task ends, is its log's; the room is each task's."""
+    output, w = _output(tmp_path)
+    try:
+        for n in (1, 2):
+            output.start(str(tmp_path / f"log{n}"), 10)
+            os.write(w, f"task {n} ".encode() * 10)
+            output.finish()
+        assert not (tmp_path / "log3").exists()
+        os.close(w)
+        w = -1
+        assert not output.copy() and output.fd == -1  # every writer gone
+    finally:
+        output.close()
+        if w >= 0:
+            os.close(w)
+    for n in (1, 2):
+        written = f"task {n} ".encode() * 10
+        assert (tmp_path / f"log{n}").read_bytes() == written[:10 + len(TRUNCATED)] + TRUNCATED
+
+
+def test_a_log_that_cannot_be_written_costs_the_zygote_nothing(tmp_path: Path) -> None:
+    output, w = _output(tmp_path)
+    output.start(str(tmp_path / "gone" / "log"), 100)
+    try:
+        os.write(w, b"x" * 1000)
+        assert output.copy()
+        output.finish()
+    finally:
+        output.close()
+        os.close(w)
+    assert not (tmp_path / "gone").exists()
