@@ -50,6 +50,7 @@ from .admission import Admission, Submitter, SubmissionWithdrawn, interrupted_ou
 from .submission import DEFAULT_MAX_TASKS_PER_JOB, plan_tasks, step_reducers
 from .heartbeats import DEFAULT_HEARTBEATS_PER_SECOND, Pacing, announce_wait
 from .job import JobRecord, job_from_plan, plan_of
+from .runninglogs import RunningLogs
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
@@ -60,10 +61,6 @@ DEFAULT_CHECK_TIMEOUT = 30.0
 #: to come back before its maps run again (they reconnect with a backoff
 #: of at most 10 s).
 DEFAULT_RESUME_GRACE = 12.0
-#: The running attempts whose output so far one ``logs`` call asks their
-#: tasktrackers for, and for how long.
-RUNNING_LOGS_ASKED = 50
-RUNNING_LOG_TIMEOUT = 5.0
 #: Seconds an ended job waits for the logs of the attempts it killed.
 KILLED_LOGS_WAIT = 1.0
 #: Seconds a bundle stays after its last job, and after a client last
@@ -110,6 +107,7 @@ class JobTracker:
         self.pacing = Pacing(expiry, heartbeats_per_second)
         self.scheduler = Scheduler()
         self.workers: dict[str, WorkerConnection] = {}
+        self.running_logs = RunningLogs(clock)
         #: The jobs running, or ending (their output being finished); a job
         #: that has ended lives in ``history``.
         self.jobs: dict[str, JobRecord] = {}
@@ -856,7 +854,7 @@ class JobTracker:
                  if a["id"] == attempt_id]
         if not found:
             raise UnknownJob(f"no attempt {attempt_id!r} in job {job_id!r}")
-        return (await self._running_logs(found))[0].get(attempt_id)
+        return (await self.running_logs.ask(found, self.workers))[0].get(attempt_id)
 
     async def logs(self, job_id: str, which: str | None = None) -> list[dict[str, Any]]:
         """The logs of a job's attempts; ``which`` picks a task or an
@@ -868,38 +866,8 @@ class JobTracker:
         attempts = views.find_attempts(await self.job_view(job_id), which)
         if which and not attempts:
             raise UnknownJob(f"no task or attempt {which!r} in job {job_id!r}")
-        running, notes = await self._running_logs(attempts)
+        running, notes = await self.running_logs.ask(attempts, self.workers)
         return logs_reply(attempts, {**running, **logs}, notes)
-
-    async def _running_logs(self, attempts: list[dict[str, Any]]
-                            ) -> tuple[dict[str, str], dict[str, str]]:
-        """What the first RUNNING_LOGS_ASKED running attempts among
-        ``attempts`` printed so far, from their tasktrackers (a log comes
-        with an attempt's result, and a task being debugged, a hung one,
-        showed "[no output]"); and why the others' is not known."""
-        asked: dict[str, defer.Deferred[str | None]] = {}
-        notes: dict[str, str] = {}
-        for a in attempts:
-            conn = self.workers.get(a["wid"]) if a["state"] == "running" else None
-            if conn is None:
-                continue
-            if len(asked) == RUNNING_LOGS_ASKED:
-                notes[a["id"]] = (f"running; its output so far is asked for {RUNNING_LOGS_ASKED} "
-                                  f"running attempts at a time: ask for its task")
-                continue
-            asked[a["id"]] = defer.Deferred.fromCoroutine(
-                conn.worker.running_log(a["id"])).addTimeout(RUNNING_LOG_TIMEOUT, self._clock)
-        logs = {}
-        for aid, d in asked.items():
-            try:
-                text = await d
-            except defer.TimeoutError:
-                text = None
-            if text:
-                logs[aid] = text
-            elif text is None:  # no answer (a stopped worker), or none it could give
-                notes[aid] = "running; its tasktracker did not say what it printed so far"
-        return logs, notes
 
     def _job(self, job_id: str) -> JobRecord:
         job = self.jobs.get(job_id) if isinstance(job_id, str) else None

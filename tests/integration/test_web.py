@@ -404,6 +404,9 @@ class TaskOutputTests(JobTrackerCase):
     async def test_what_a_running_or_killed_attempt_printed_is_shown(self) -> None:
         """A log came with a result only: a hung task being debugged, and a
         killed one, showed "[no output]"."""
+        from pytxmr.jobtracker import runninglogs
+
+        self.patch(runninglogs, "FRESH", 0)  # each call here asks the worker again
         wid, worker = self.add_worker(slots=1)
         job_id = await self.submit()
         [aid] = launched(worker, "launch_map")
@@ -436,10 +439,10 @@ class TaskOutputTests(JobTrackerCase):
 
 
     async def test_running_attempts_not_asked_for_their_output_say_so(self) -> None:
-        """Beyond the first RUNNING_LOGS_ASKED, they said "[no output so far]"."""
-        from pytxmr.jobtracker import tracker
+        """Beyond the first ASKED, they said "[no output so far]"."""
+        from pytxmr.jobtracker import runninglogs
 
-        self.patch(tracker, "RUNNING_LOGS_ASKED", 1)
+        self.patch(runninglogs, "ASKED", 1)
         wid, worker = self.add_worker(slots=2)
         spec = client.submission(self.job_file(), [self.inputs], os.path.join(self.tmp, "out"),
                                  split_size=6).spec

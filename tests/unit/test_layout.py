@@ -62,6 +62,7 @@ PURE_MODULES = [
 LOGIC_MODULES = [
     "jobtracker.tracker",
     "jobtracker.admission",
+    "jobtracker.runninglogs",
     "tasktracker.worker",
     "tasktracker.fetch",
 ]
