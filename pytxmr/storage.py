@@ -330,8 +330,12 @@ def _fs_kwargs(url_scheme: str, opts: Mapping[str, str], compressed: bool = Fals
         if compressed:
             # Its bytes as they are: a server may say a .gz file's own
             # encoding (Content-Encoding: gzip, as Twisted's static files
-            # do), and aiohttp then unzipped what pytxmr unzips too.
+            # do), and aiohttp then unzipped what pytxmr unzips too. And
+            # asked for as they are: a server that gzips what it sends (a
+            # .xz too, as nginx's gzip_types may) sent bytes that are no
+            # xz, "corrupt or truncated compressed input".
             kwargs["client_kwargs"]["auto_decompress"] = False
+            kwargs["client_kwargs"]["headers"] = {"Accept-Encoding": "identity"}
     if url_scheme in ("s3", "s3a"):
         # Fail in seconds, not minutes, when an endpoint cannot be reached:
         # the task's own retries (``retrying``) and the scheduler's follow.

@@ -14,7 +14,10 @@ of the ways real servers do:
   without ``Content-Length``, chunked (as a server that generates it);
 - ``dropclose``: no ranges; HEAD as ``normal``, but a GET is answered in
   HTTP/1.0 without ``Content-Length`` (the body ends when the connection
-  does) and the connection closes after half the file.
+  does) and the connection closes after half the file;
+- ``gzip``: no ranges; a file (a ``.xz`` too) gzipped as it is sent to a
+  client that accepts it, with ``Content-Encoding: gzip`` (as nginx with
+  ``gzip_types`` set wide).
 
 Run ``python -m pytxmr.testing.httpfiles DIR [--port 0] [--mode MODE]
 [--port-file F]``: it prints the port it listens on, on a line of its
@@ -37,7 +40,7 @@ from typing import Any
 
 from pytxmr.testing.processes import dying_with
 
-MODES = ("normal", "norange", "fail", "truncate", "nolength", "dropclose")
+MODES = ("normal", "norange", "fail", "truncate", "nolength", "dropclose", "gzip")
 START_TIMEOUT = 30.0
 
 
@@ -54,6 +57,8 @@ def _resource(root: str, mode: str) -> Any:
                 return b"internal server error (pytxmr.testing.httpfiles --mode fail)\n"
 
         return Failing()
+    if mode == "gzip":
+        return _Gzipping(root)
 
     class Files(static.File):
         def render_GET(self, request: Any) -> Any:
@@ -89,6 +94,33 @@ def _resource(root: str, mode: str) -> Any:
             return producer
 
     return Files(root)
+
+
+def _Gzipping(root: str) -> Any:
+    import gzip
+
+    from twisted.web import resource
+
+    class Gzipping(resource.Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> bytes:
+            name = request.path.decode().lstrip("/")
+            path = os.path.join(root, name)
+            if "/" in name or name.startswith(".") or not os.path.isfile(path):
+                request.setResponseCode(404)
+                return b"no such file\n"
+            with open(path, "rb") as f:
+                data = f.read()
+            if b"gzip" in (request.getHeader(b"accept-encoding") or b""):
+                request.setHeader(b"content-encoding", b"gzip")
+                data = gzip.compress(data)
+            request.setHeader(b"content-type", b"application/octet-stream")
+            return data
+
+        render_HEAD = render_GET
+
+    return Gzipping()
 
 
 def _truncate_body(request: Any, length: int) -> None:

@@ -229,3 +229,28 @@ def test_a_gz_file_served_with_its_content_encoding_is_unzipped_once(
                               "--split-size", "64K", *how)
     assert code == 0, stderr
     assert merged(out) == word_counts(files)
+
+
+@pytest.mark.parametrize("suffix", ["", ".xz", ".bz2", ".gz"])
+def test_a_server_that_gzips_what_it_sends_is_read_through(tmp_path: Path, corpus: Path,
+                                                           suffix: str) -> None:
+    """A server may gzip what it sends whoever accepts it (nginx's
+    ``gzip_types``), a file compressed already too: a .xz came as gzip's
+    bytes, "corrupt or truncated compressed input". A compressed input is
+    asked for as it is."""
+    import bz2
+    import gzip
+    import lzma
+
+    compress = {"": bytes, ".xz": lzma.compress, ".bz2": bz2.compress, ".gz": gzip.compress}
+    files = corpus_files(corpus)[:1]
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / f"part.txt{suffix}").write_bytes(compress[suffix](files[0].read_bytes()))
+    with HTTPFiles(root, "gzip") as server:
+        for how in (["--inline"], ["--workers", "2"]):
+            out = tmp_path / f"out{len(how)}"
+            code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), server.url(f"part.txt{suffix}"),
+                                  "-o", str(out), "--split-size", "64K", *how)
+            assert code == 0, stderr
+            assert merged(out) == word_counts(files)
