@@ -277,8 +277,8 @@ class _Output:
     bounds it at every moment, where a check of the log's size would let
     through what a task writes between two checks."""
 
-    #: What one end of a task may read (bytes): the rest of what a process
-    #: that left its task's group writes for ever goes unread.
+    #: Bytes read at most as a task ends: a process that left the task's
+    #: group and writes for ever would hold the zygote there.
     DRAIN_LIMIT = 16 << 20
 
     def __init__(self, fd: int) -> None:
@@ -295,37 +295,35 @@ class _Output:
     def copy(self) -> bool:
         """Copy what the pipe holds (one read); False at its end: every
         writer closed it."""
-        try:
-            data = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return True
-        except OSError:
-            data = b""
-        if not data:
-            self.close()
-            return False
-        self._append(data)
-        return True
+        return self._read() != b""
 
     def finish(self) -> None:
         """The task ended: what it wrote goes to its log before its end is
         reported; later output is no task's."""
         read = 0
         while self.fd >= 0 and read < self.DRAIN_LIMIT:
-            try:
-                data = os.read(self.fd, 65536)
-            except BlockingIOError:
-                break
-            except OSError:
-                data = b""
+            data = self._read()
             if not data:
-                self.close()
                 break
             read += len(data)
-            self._append(data)
         if self._log >= 0:
             os.close(self._log)
         self._log, self._path, self._room = -1, None, 0
+
+    def _read(self) -> bytes | None:
+        """One read, copied; None if the pipe is empty, b"" at its end (then
+        closed)."""
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        if data:
+            self._append(data)
+        else:
+            self.close()
+        return data
 
     def close(self) -> None:
         if self.fd >= 0:
