@@ -21,6 +21,7 @@ import json
 import os
 import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -108,7 +109,12 @@ def write_all(fd: int, data: bytes) -> None:
     for the rest for ever."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            # A task's stdout, a pipe whose flags its children share: a
+            # program may leave it non-blocking (node does).
+            select.select([], [fd], [])
 
 
 def _runner_dir(spec: dict[str, Any]) -> str | None:
@@ -160,30 +166,73 @@ def _run_one(request: dict[str, Any], runner: bool = False) -> int:
     return code
 
 
-def _same_file(fd: int, identity: tuple[int, int]) -> bool:
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        return False
-    return (st.st_dev, st.st_ino) == identity
+def _left_processes() -> bool:
+    """Whether the task left processes it started running (those that
+    ended are reaped): their output, in our stdout, would go to the next
+    task's log, as their work would share its time."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+
+
+def _wire_output(output: int) -> None:
+    """The task's stdout and stderr: ``output``, its own pipe to the zygote
+    (each task of a reused process gets one, so that what an earlier one
+    left there, a redirection, a flag, a process still writing, is not its)."""
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)
+
+
+def send_request(sock: int, data: bytes, output: int) -> None:
+    """Send a reused process its next request, and with it the task's
+    output pipe (``output``, the write end)."""
+    with socket.socket(fileno=sock) as s:
+        try:
+            sent = socket.send_fds(s, [data], [output])  # the fd goes with the first bytes
+            write_all(sock, data[sent:])
+        finally:
+            s.detach()
+
+
+def receive_request(sock: int, pending: bytearray) -> tuple[bytes, int | None] | None:
+    """The next request line from the zygote (``pending``: what was read
+    beyond the last one) and the output pipe sent with it; None once the
+    zygote closed its end."""
+    output = None
+    with socket.socket(fileno=sock) as s:
+        try:
+            while b"\n" not in pending:
+                data, fds, _, _ = socket.recv_fds(s, 65536, 1)
+                if not data:
+                    return None
+                pending += data
+                if fds:
+                    output = fds[0]
+        finally:
+            s.detach()
+    end = pending.index(b"\n")
+    line = bytes(pending[:end])
+    del pending[:end + 1]
+    return line, output
 
 
 def _child(request: dict[str, Any], inherited: list[int],
            runner: tuple[int, int] | None, output: int) -> None:
     """In the forked child: run the request's task, its stdout and stderr
     into ``output`` (the zygote's pipe), and with ``runner`` (its request
-    and done pipes) the next ones of its job, until it should not or the
-    zygote closes the pipe."""
+    socket and done pipe) the next ones of its job, until it should not or
+    the zygote closes the socket."""
     code, done = 1, 0
     try:  # whatever happens, this process never returns into the zygote's loop
         os.setpgid(0, 0)  # the group of what the task starts (see end_group)
         for fd in inherited:
             os.close(fd)
-        os.dup2(output, 1)
-        os.dup2(output, 2)
-        os.close(output)
-        st = os.fstat(1)
-        pipe = (st.st_dev, st.st_ino)
+        _wire_output(output)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a task is a Python program
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -193,13 +242,10 @@ def _child(request: dict[str, Any], inherited: list[int],
         if runner is None:
             return
         requests, replies = runner
-        pending = b""
+        pending = bytearray()
         while True:
             done += 1
-            # A task that closed or redirected its stdout or stderr leaves
-            # them so: the next one's output would not reach its log.
-            retire = not (_fit_for_more(code, done) and _same_file(1, pipe)
-                          and _same_file(2, pipe))
+            retire = not _fit_for_more(code, done) or _left_processes()
             os.write(replies, json.dumps({"done": request["id"], "status": code,
                                           "retire": retire}).encode() + b"\n")
             if retire:
@@ -214,14 +260,14 @@ def _child(request: dict[str, Any], inherited: list[int],
             task.forget(request["spec"])
             gc.collect()
             gc.freeze()
-            while b"\n" not in pending:
-                data = os.read(requests, 65536)
-                if not data:
-                    return  # the zygote let us go
-                pending += data
-            line, pending = pending.split(b"\n", 1)
-            request = json.loads(line)
+            received = receive_request(requests, pending)
+            if received is None:
+                return  # the zygote let us go
+            line, output = received
             code = 1  # if it cannot even start: a failure
+            if output is not None:
+                _wire_output(output)
+            request = json.loads(line)
             code = _run_one(request, True)
     finally:
         os._exit(code)
@@ -331,15 +377,18 @@ class _Output:
             self.fd = -1
 
     def _append(self, data: bytes) -> None:
-        data, self._room = bounded(data, self._room)
-        if not data or self._path is None:
+        if self._path is None:
             return
-        try:
-            if self._log < 0:
+        if self._log < 0:
+            try:
                 self._log = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            except OSError:
+                return  # its directory not made yet (by the task: _run_one), or removed
+        data, self._room = bounded(data, self._room)
+        try:
             write_all(self._log, data)
         except OSError:
-            self._room = 0  # a full disk, a log removed: the task's to notice, not ours
+            self._room = 0  # a full disk: the task's to notice, not ours
 
 
 class _Runner:
@@ -347,7 +396,7 @@ class _Runner:
 
     def __init__(self, key: str, requests: int, replies: int) -> None:
         self.key = key
-        self.requests = requests  # our end of its request pipe
+        self.requests = requests  # our end of its request socket
         self.replies = replies  # our end of its done pipe
         self.busy = True
         self.buffered = b""
@@ -385,42 +434,44 @@ class Zygote:
         limit = request.get("log_limit", MAX_LOG_BYTES)
         for pid, runner in self.runners.items():
             if runner.key == key and not runner.busy:
+                out_r, out_w = os.pipe()
                 try:
-                    write_all(runner.requests, json.dumps(request).encode() + b"\n")
+                    send_request(runner.requests, json.dumps(request).encode() + b"\n", out_w)
                 except OSError:
+                    os.close(out_r)
                     continue  # it just died: its end is reaped below
-                self.outputs[pid].start(request["log"], limit)
+                finally:
+                    os.close(out_w)
+                self._output(pid, out_r, request["log"], limit)
                 runner.busy = True
                 _report({"started": pid, "id": request["id"], "reused": True})
                 return
         _preload(request.get("preload", []))
         # Our objects out of the collector's sight before a fork.
         gc.freeze()
-        pipes = (os.pipe(), os.pipe()) if key is not None else None
+        channels = (socket.socketpair(), os.pipe()) if key is not None else None
         out_r, out_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             inherited = [*self.inherited(), out_r]
-            if pipes is not None:
-                (req_r, req_w), (rep_r, rep_w) = pipes
-                inherited += [req_w, rep_r]
-                _child(request, inherited, (req_r, rep_w), out_w)
+            if channels is not None:
+                (req_ours, req_theirs), (rep_r, rep_w) = channels
+                inherited += [req_ours.detach(), rep_r]
+                _child(request, inherited, (req_theirs.detach(), rep_w), out_w)
             _child(request, inherited, None, out_w)
         os.close(out_w)
-        os.set_blocking(out_r, False)
-        output = self.outputs[pid] = self.by_output[out_r] = _Output(out_r)
-        output.start(request["log"], limit)
+        self._output(pid, out_r, request["log"], limit)
         self.children.add(pid)
         with contextlib.suppress(OSError):  # as the child does: whichever runs first
             os.setpgid(pid, pid)
         guard = fork_guard(pid)
         if guard is not None:
             self.guards[guard] = pid
-        if pipes is not None:
-            (req_r, req_w), (rep_r, rep_w) = pipes
-            os.close(req_r)
+        if channels is not None:
+            (req_ours, req_theirs), (rep_r, rep_w) = channels
+            req_theirs.close()
             os.close(rep_w)
-            self.runners[pid] = _Runner(key, req_w, rep_r)
+            self.runners[pid] = _Runner(key, req_ours.detach(), rep_r)
             self.by_reply[rep_r] = pid
         _report({"started": pid, "id": request["id"]})
 
@@ -432,6 +483,12 @@ class Zygote:
         return [*self.wake, *(fd for r in self.runners.values()
                               for fd in (r.requests, r.replies) if fd >= 0),
                 *self.by_output]
+
+    def _output(self, pid: int, fd: int, log: str, limit: int) -> None:
+        """Child ``pid``'s task writes to ``fd`` (our end of its pipe)."""
+        os.set_blocking(fd, False)
+        output = self.outputs[pid] = self.by_output[fd] = _Output(fd)
+        output.start(log, limit)
 
     def copied(self, fd: int) -> None:
         """A child's output is readable."""
@@ -455,7 +512,9 @@ class Zygote:
             message = json.loads(line)
             runner.busy = False
             runner.idle_since = now
-            self._finish_output(pid)
+            # Its pipe goes with its task: a process the task left writing
+            # there gets EPIPE, and the next task a pipe of its own.
+            self._end_output(pid)
             _report({"ended": pid, "status": message["status"]})
             if message["retire"]:
                 self._forget(pid)
@@ -468,7 +527,7 @@ class Zygote:
             return
         self.children.discard(pid)
         end_group(pid)
-        self._finish_output(pid, gone=True)
+        self._end_output(pid)
         runner = self.runners.get(pid)
         if runner is not None:
             self._forget(pid)
@@ -490,21 +549,18 @@ class Zygote:
             output.close()
         self.by_output.clear()
 
-    def _finish_output(self, pid: int, gone: bool = False) -> None:
-        """Child ``pid``'s task ended (its process too, if ``gone``): its
-        output, to its log."""
-        output = self.outputs.pop(pid, None) if gone else self.outputs.get(pid)
-        if output is None:
-            return
-        fd = output.fd
-        output.finish()
-        if gone:
+    def _end_output(self, pid: int) -> None:
+        """Child ``pid``'s task ended: what it wrote, to its log, and its
+        pipe closed."""
+        output = self.outputs.pop(pid, None)
+        if output is not None:
+            fd = output.fd
+            output.finish()
             output.close()
-        if output.fd < 0:
             self.by_output.pop(fd, None)
 
     def _forget(self, pid: int) -> None:
-        """No more tasks for it: an idle runner exits when its request pipe
+        """No more tasks for it: an idle runner exits when its request socket
         closes, a busy one after its task."""
         runner = self.runners.pop(pid)
         self.by_reply.pop(runner.replies, None)

@@ -3,13 +3,15 @@ still see what a process of their own would show them: a fresh copy of the
 job's module, their own counters, a working directory without the files
 the map before left (the job's shipped files still there); a crash costs
 only the task that crashed,
-and a process that a task left a thread running in, whose stderr it
-redirected, or that failed, runs nothing more. Under ``run`` (real daemons, one zygote) and on a cluster of
+and a process that a task left a thread or a process running in, or that
+failed, runs nothing more; each task's log holds what it wrote, whatever
+the task before left in its process. Under ``run`` (real daemons, one zygote) and on a cluster of
 daemons; each output is checked against the input lines."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,10 +24,12 @@ from wordcounts import merged, read_wordcount
 #: (kept in os.environ, which outlives a task), how many lines this copy of
 #: the module saw (its own global: 1 if the module is fresh), how many files
 #: it found in its working directory besides the shipped one (0: the map
-#: before took its files with it), and what the shipped file says. It
-#: leaves a file behind.
+#: before took its files with it), what the shipped file says, and how much
+#: of 100 KB one write to its stdout took. It leaves a file behind.
 JOB = '''
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -42,15 +46,18 @@ def map(key, line):
         os._exit(3)
     if word == "thread":
         threading.Thread(target=time.sleep, args=(60,)).start()
-    if word == "silence":
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    written = os.write(1, b"." * 100_000)
+    if word == "nonblock":  # as node does to its stdout
+        subprocess.run([sys.executable, "-c", "import os; os.set_blocking(1, False)"])
+    if word == "leave":
+        subprocess.Popen(["sleep", "2"])
     found = len([name for name in os.listdir(".") if name != "shipped.txt"])
     with open("shipped.txt") as f:
         shipped = f.read().strip()
     with open("left-behind.txt", "w") as f:
         f.write(line)
     os.mkdir("left-behind")
-    yield line, f"{os.getpid()} {seq} {len(SEEN)} {found} {shipped}"
+    yield line, f"{os.getpid()} {seq} {len(SEEN)} {found} {shipped} {written}"
 
 
 def reduce(key, values):
@@ -67,9 +74,10 @@ def inputs(base: Path) -> list[Path]:
     beside them the file the job ships."""
     base.mkdir()
     (base.parent / "shipped.txt").write_text("7\n")
-    lines = [f"line {i}" for i in range(MAPS - 3)]
+    lines = [f"line {i}" for i in range(MAPS - 4)]
+    lines.insert(10, "nonblock x")
     lines.insert(20, f"crash {base / 'crashed-once'}")
-    lines.insert(30, "silence x")
+    lines.insert(35, "leave x")
     lines.insert(40, "thread x")
     paths = []
     for i, line in enumerate(lines):
@@ -90,22 +98,79 @@ def check(out: Path, paths: list[Path], stdout: str) -> None:
     assert sorted(got) == sorted(lines)
     # Each task saw a fresh module: its global held its one line only; an
     # empty working directory but for the job's shipped file, which it read.
-    assert {seen for _, _, seen, _, _ in got.values()} == {1}
-    assert {found for _, _, _, found, _ in got.values()} == {0}
-    assert {shipped for *_, shipped in got.values()} == {7}
+    assert {seen for _, _, seen, *_ in got.values()} == {1}
+    assert {found for _, _, _, found, *_ in got.values()} == {0}
+    assert {shipped for *_, shipped, _ in got.values()} == {7}
+    # Each write to its stdout took all: an earlier task's program in the
+    # same process had left the pipe non-blocking (nonblock x).
+    assert {written for *_, written in got.values()} == {100_000}
     # Processes were reused: far fewer than the maps.
     pids = Counter(pid for pid, *_ in got.values())
     assert len(pids) < MAPS // 3, pids
     # The process that a task left a thread running in ran nothing after
-    # it, nor the one whose stderr a task sent elsewhere (the next task's
-    # output would not reach its log).
-    for line in ("thread x", "silence x"):
+    # it, nor one it left a process running in (whose work would share the
+    # next task's time).
+    for line in ("thread x", "leave x"):
         pid, seq, *_ = got[line]
         assert all(s <= seq for p, s, *_ in got.values() if p == pid), line
     # The crashed map ran again (elsewhere or in a new process): the job
     # succeeded with every line, and the counters count each map once.
     assert re.search(rf"map input records\s+{MAPS}\n", stdout), stdout
     assert re.search(rf"reduce output records\s+{MAPS}\n", stdout), stdout
+
+
+#: Each map writes its line to its stdout and stderr; some leave them
+#: redirected, or a process of their group that writes after the task ended.
+LOG_JOB = '''
+import os
+import subprocess
+import time
+
+
+def map(key, line):
+    time.sleep(0.05)  # the time the late writer of the map before writes in
+    os.write(1, f"OUT {line}\\n".encode())
+    print("ERR", line, file=__import__("sys").stderr)
+    word = line.split()[0]
+    if word == "silence":
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    if word == "late":  # its shell exits at once; the subshell writes later
+        subprocess.run(["sh", "-c", f"(sleep 0.02; echo LATE {line}) &"])
+    yield line, 1
+'''
+
+
+def test_each_task_of_a_reused_process_logs_only_what_it_wrote(make_cluster,
+                                                              tmp_path: Path) -> None:
+    """A reused process's stdout and stderr were one pipe for all its tasks:
+    what a task left writing there (a process of its group) went to the
+    next task's log (87 of 300 in a tester's job), and a task that
+    redirected them left the next tasks without their output."""
+    cluster: Cluster = make_cluster()
+    cluster.start_jobtracker()
+    cluster.start_tasktrackers(1, 2)
+    job = tmp_path / "job.py"
+    job.write_text(LOG_JOB)
+    lines = [f"{'late' if i % 3 == 0 else 'silence' if i % 7 == 1 else 'plain'} {i}"
+             for i in range(40)]
+    (tmp_path / "in").mkdir()
+    paths = []
+    for i, line in enumerate(lines):
+        paths.append(tmp_path / "in" / f"{i:03d}.txt")
+        paths[-1].write_text(line + "\n")
+    rc, stdout, stderr = cluster.submit(job, paths, tmp_path / "out")
+    assert rc == 0, stderr + cluster.logs()
+    time.sleep(0.2)  # the last late writers' time to write (nowhere)
+    rc, logs, err = cluster.cli("logs", stdout.split()[0])
+    assert rc == 0, err
+    entries = re.split(r"^==> \S+_m(\d+)_\d+ .*<==$", logs, flags=re.M)[1:]
+    by_map = {int(entries[i]): entries[i + 1] for i in range(0, len(entries), 2)}
+    # A map's index is its file's, as the inputs are listed in order.
+    assert sorted(by_map) == list(range(40))
+    for index, text in by_map.items():
+        written = re.findall(r"^(?:OUT|ERR|LATE) (.*)$", text, flags=re.M)
+        assert written == [lines[index]] * 2, (index, text)
 
 
 def test_run_reuses_task_processes_with_a_fresh_module_each(tmp_path: Path) -> None:

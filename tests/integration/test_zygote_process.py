@@ -147,3 +147,35 @@ def test_what_a_task_writes_to_its_descriptors_is_bounded(tmp_path: Path) -> Non
     finally:
         zygote.stdin.close()
         assert zygote.wait(10) == 0
+
+
+def test_a_program_that_leaves_the_tasks_stdout_non_blocking_breaks_no_print(
+        tmp_path: Path) -> None:
+    """A task's stdout is a pipe, whose flags its children share: one that
+    set it non-blocking (node does) had the task's next large print fail
+    with BlockingIOError, and the next task of a reused process too."""
+    job = tmp_path / "job.py"
+    job.write_text("import subprocess, sys\n"
+                   "subprocess.run([sys.executable, '-c', 'import os; os.set_blocking(1, False)'],"
+                   " check=True)\n"
+                   "for i in range(8):\n    print('chunk', i, 'y' * 200_000)\n"
+                   "print('the end', flush=True)\n"
+                   "def map(k, v):\n    yield v, 1\n")
+    spec = {"kind": "check", "job": {"source_path": str(job), "filename": str(job)}}
+    zygote = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert zygote.stdin and zygote.stdout
+    try:
+        request = {"id": 1, "spec": spec, "cwd": str(tmp_path), "log_limit": 4 << 20,
+                   "log": str(tmp_path / "log"), "result": str(tmp_path / "result")}
+        zygote.stdin.write(json.dumps(request).encode() + b"\n")
+        zygote.stdin.flush()
+        started = json.loads(zygote.stdout.readline())
+        assert json.loads(zygote.stdout.readline()) == {"ended": started["started"],
+                                                        "status": 0}
+        assert json.loads((tmp_path / "result").read_text())["result"]["ok"]
+        log = (tmp_path / "log").read_text()
+        assert log.count("chunk") == 8 and log.endswith("the end\n")
+    finally:
+        zygote.stdin.close()
+        assert zygote.wait(10) == 0

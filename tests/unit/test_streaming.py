@@ -173,6 +173,17 @@ def test_stderr_goes_to_the_tasks_own(text: Path, tmp_path: Path,
     assert "to the task log" in capfd.readouterr().err
 
 
+def test_a_succeeding_command_s_stderr_reaches_the_task_s_whole(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """Its copy was waited for only when the command failed: the task ended
+    first, and the end of a succeeding command's stderr was not in its log
+    (14 of 40 tasks of a tester's)."""
+    pipe = Pipe("seq 1 100000 >&2; cat; (sleep 0.3; echo the-end >&2) >/dev/null &")
+    pipe.feed("a")
+    assert list(pipe.close()) == ["a"]
+    assert capfd.readouterr().err.endswith("\n99999\n100000\nthe-end\n")
+
+
 def test_a_command_that_stops_reading_decides_by_its_exit_status(tmp_path: Path) -> None:
     """`head -1` exits 0 without reading its input: allowed (Hadoop would
     fail it on the broken pipe). The input is larger than every buffer, so

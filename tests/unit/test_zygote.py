@@ -4,15 +4,23 @@ reading of a process's I/O."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytxmr.zygote import TRUNCATED, BoundedLog, Zygote, _Output, _Runner, fork_guard
+from pytxmr.zygote import (
+    TRUNCATED,
+    BoundedLog,
+    Zygote,
+    _Output,
+    _Runner,
+    fork_guard,
+    receive_request,
+)
 
 
 def test_bounded_log_keeps_the_head_and_says_it_cut(tmp_path: Path) -> None:
@@ -86,39 +94,50 @@ def test_a_guard_that_cannot_be_forked_leaves_its_task_unguarded(
     assert fork_guard(12345) is None
 
 
-def test_a_request_is_written_whole_however_the_pipe_takes_it(
-        monkeypatch: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    """A pipe write that a signal interrupts returns having written part: a
+def test_a_request_is_sent_whole_however_the_socket_takes_it(
+        monkeypatch: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A write that a signal interrupts returns having written part: a
     reused task process waited for the rest of its request (a 100 KB job
-    argument) for ever."""
-    r, w = os.pipe()
-    real_write = os.write
-    calls = []
+    argument) for ever. The request brings the task's own output pipe."""
+    ours, theirs = socket.socketpair()
+    real_send_fds, real_write = socket.send_fds, os.write
+    calls: list[int] = []
+
+    def short_send_fds(sock: socket.socket, buffers: list[bytes], fds: list[int]) -> int:
+        calls.append(-1)
+        return real_send_fds(sock, [bytes(buffers[0][:1000])], fds)
 
     def short_write(fd: int, data: Any) -> int:
         calls.append(len(data))
         return real_write(fd, bytes(data[:1000]))  # as an interrupted write does
 
     zygote = Zygote((3, 4))
-    zygote.runners[100] = runner = _Runner("job_a", w, 11)
-    zygote.outputs[100] = _Output(-1)
+    zygote.runners[100] = runner = _Runner("job_a", ours.detach(), 11)
     runner.busy = False
-    request = {"id": 7, "reuse": "job_a", "spec": {"args": "x" * 4500}, "log": "log"}
+    log = tmp_path / "log"
+    request = {"id": 7, "reuse": "job_a", "spec": {"args": "x" * 4500}, "log": str(log)}
+    monkeypatch.setattr(socket, "send_fds", short_send_fds)
     monkeypatch.setattr(os, "write", short_write)
+    output = -1
     try:
         zygote.handle(request)
         monkeypatch.undo()
         assert runner.busy and len(calls) > 4
         assert json.loads(capsys.readouterr().out) == {"started": 100, "id": 7, "reused": True}
-        os.close(w)
-        got = b""
-        while chunk := os.read(r, 65536):
-            got += chunk
-        assert json.loads(got) == request and got.endswith(b"\n")
+        received = receive_request(theirs.fileno(), bytearray())
+        assert received is not None
+        line, output = received  # type: ignore[assignment]
+        assert json.loads(line) == request and output is not None
+        os.write(output, b"the task's own pipe\n")
+        zygote.copied(zygote.outputs[100].fd)
+        assert log.read_bytes() == b"the task's own pipe\n"
     finally:
-        os.close(r)
-        with contextlib.suppress(OSError):
-            os.close(w)
+        os.close(runner.requests)
+        theirs.close()
+        if output >= 0:
+            os.close(output)
+        for o in zygote.outputs.values():
+            o.close()
 
 
 def _output(tmp_path: Path) -> tuple[_Output, int]:
