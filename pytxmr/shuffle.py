@@ -360,7 +360,19 @@ class ShuffleServerProtocol(protocol.Protocol):
             reason=f"{reason} ({detail})" if detail else reason,
         )
         self.transport.write(_frame({"ok": False, "error": reason[:_MAX_ERROR_TEXT]}))
+        self._close()
+
+    def _close(self) -> None:
+        """Close once what was written is sent, or abort if the reader does
+        not take it within the idle timeout: a reader stalled on the end of
+        a reply (its producer done, the connection idle then) kept the
+        connection closing for ever, a slot of max_connections that no
+        eviction could free."""
+        self._state = _CLOSING
+        self._cancel_timer()
         self.transport.loseConnection()
+        self._timer = self._factory.clock.callLater(self._factory.idle_timeout,
+                                                    self.transport.abortConnection)
 
     def _abort(self, reason: str) -> None:
         self._state = _CLOSING
@@ -394,8 +406,7 @@ class ShuffleServerProtocol(protocol.Protocol):
                 return
             self._abort(f"reader made no progress for {self._factory.idle_timeout}s")
         elif self._state is _IDLE:
-            self._state = _CLOSING
-            self.transport.loseConnection()
+            self._close()
 
 
 class ShuffleServerFactory(protocol.Factory):

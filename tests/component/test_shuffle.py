@@ -595,6 +595,28 @@ class InMemoryTests(TestCase):
         self.assertEqual(self.factory.connection_count, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_a_close_the_reader_takes_nothing_of_is_aborted(self) -> None:
+        """A close waits for what was written to be sent: a reader stalled on
+        the end of a reply (its producer done, the connection idle) kept the
+        connection closing for ever, a slot of max_connections taken, as
+        did one that stopped reading a refusal."""
+        for refused in (False, True):
+            proto, transport = self.connect(PausingTransport())
+            assert isinstance(transport, PausingTransport)
+            if refused:
+                proto.dataReceived(frame({"job": "nope"}))
+            else:
+                self.clock.advance(60)
+            self.assertTrue(transport.disconnecting)
+            self.assertFalse(transport.aborted)
+            self.clock.advance(59.9)
+            self.assertFalse(transport.aborted)
+            self.clock.advance(0.1)
+            self.assertTrue(transport.aborted)
+            proto.connectionLost(Failure(Exception("aborted")))
+        self.assertEqual(self.factory.connection_count, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_partial_request_does_not_keep_a_connection_alive(self) -> None:
         """Trickling bytes of a request (slowloris) does not reset the idle timer."""
         proto, transport = self.connect()
