@@ -392,9 +392,23 @@ class TaskTracker:
 
         def ended(result: object) -> object:
             self._running.pop(attempt.id, None)
+            if attempt.killed:
+                self._discard(attempt)
             return result
 
         d.addBoth(ended)
+
+    def _discard(self, attempt: Attempt) -> None:
+        """What a killed attempt left (its child ended): its directory, a
+        reduce's fetched runs and merges in it, and a map's output file.
+        They stayed until the job's end: a backup that lost, or a reduce
+        killed with its fetches, kept a copy of its partition on disk."""
+        paths = [attempt.work_dir]
+        if attempt.kind == "map":
+            paths.append(self._data_path(attempt))
+        d = in_thread(self._reactor, delete_paths, paths)
+        d.addErrback(lambda f: self.log.failure("Deleting attempt {attempt}'s files failed", f,
+                                                attempt=attempt.id))
 
     def settled(self, timeout: float) -> defer.Deferred[None]:
         """Fires once every attempt's coroutine has ended (a killed one's

@@ -208,6 +208,20 @@ class FetchIntoMemoryTests(TestCase):
         self.assertEqual((self.tt.memory.used, self.fetch.placement.memory_paths), (0, set()))
         self.assertEqual(len([e for e in events if "to disk" in e.get("log_format", "")]), 1)
 
+    async def test_a_killed_reduce_attempt_s_runs_on_disk_go_with_it(self) -> None:
+        """They stayed until the job's end: a backup that lost, or a reduce
+        killed with its fetches, kept a copy of its partition on disk."""
+        self.tt.memory = ShuffleMemory(self.mem_dir, 0)  # every run to disk
+        self.tt.map_outputs(JOB, [self.loc(0)])
+        await self.until(State.DONE, 0)
+        self.assertEqual(len(os.listdir(self.attempt.work_dir)), 1)
+        self.tt.kill_attempt(JOB, self.attempt.id)
+        deadline = reactor.seconds() + 30
+        while os.path.exists(self.attempt.work_dir):
+            self.assertLess(reactor.seconds(), deadline, os.listdir(self.attempt.work_dir))
+            await task.deferLater(reactor, 0.01)
+        self.assertIn(JOB, self.tt.jobs)  # the job goes on
+
     async def test_destroying_the_job_releases_its_runs(self) -> None:
         """The jobtracker's destroy_job (and a lost jobtracker) end every attempt."""
         await self.fetch.fetch_once(self.loc(0), "r0.seg")
