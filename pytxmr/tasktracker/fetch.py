@@ -118,6 +118,8 @@ class _Map:
     rounds: int = 0
     #: Tries of this round so far.
     tries: int = 0
+    #: Whether its fetch from ``loc`` was reported as failed.
+    reported: bool = False
     #: FETCHING: the try whose outcome counts (its location is ``loc``).
     in_flight: defer.Deferred[Run] | None = None
     #: BACKING_OFF, PAUSED: the next try.
@@ -213,7 +215,7 @@ class ReduceFetch:
             # sent to every reduce): stopping the fetch would waste it.
             return
         m = self._maps.setdefault(loc.index, _Map(loc.index, loc))
-        m.loc = loc
+        m.loc, m.reported = loc, False
         if m.state in (State.DONE, State.FAILED):
             return
         if m.state is not State.WAITING:
@@ -278,8 +280,10 @@ class ReduceFetch:
         # no use trying it again at once.
         policy = self.policy
         # After a round's report, one try per round: the jobtracker wants
-        # more reports to act, and they should come seconds apart.
-        if tries < (1 if self._is_local(loc) or m.rounds > 1 else policy.retries):
+        # more reports to act, and they should come seconds apart. A new
+        # location (the map run again) gets its tries: one refusal there
+        # was reported at once, and the map run yet again.
+        if tries < (1 if self._is_local(loc) or m.reported else policy.retries):
             self.log.info("Fetch of map {m} for {aid} failed ({e}); retrying",
                           m=m.index, aid=self.attempt_id, e=e)
             m.state = State.BACKING_OFF
@@ -289,7 +293,7 @@ class ReduceFetch:
         self.log.warn("Cannot fetch map {m} for {aid} from {host}:{port}: {e}", m=m.index,
                       aid=self.attempt_id, host=loc.host, port=loc.port, e=e)
         # The state first: the report may bring a new location at once.
-        m.state = State.PAUSED
+        m.state, m.reported = State.PAUSED, True
         m.timer = self._clock.callLater(policy.failed_pause, self._new_round, m)
         # Enough such reports and the jobtracker runs the map again,
         # announcing its new location.

@@ -318,6 +318,30 @@ def test_a_newer_location_during_the_pause_is_fetched_at_once(h: Harness) -> Non
     assert len(h.remote.tries) == FETCH_RETRIES + 1
 
 
+@pytest.mark.parametrize("reported_first", [False, True], ids=["in-backoff", "after-report"])
+def test_a_newer_location_gets_all_its_tries_before_a_report(h: Harness,
+                                                             reported_first: bool) -> None:
+    """One refusal at the re-run map's worker was reported at once (its
+    location counted as a later round), and enough such reports had the
+    map run yet again, an attempt more against its --max-attempts."""
+    fetch = h.fetch()
+    fetch.locate(loc(0))
+    if reported_first:
+        fail_round(h.remote, h.clock, ShuffleError("refused"))
+    else:
+        h.remote.last.fail(ShuffleError("refused"))
+    reports = len(h.reports)
+    fetch.locate(loc(0, host="h2"))
+    tries = len(h.remote.tries)
+    fail_round(h.remote, h.clock, ShuffleError("refused"))
+    assert len(h.remote.tries) - tries == FETCH_RETRIES - 1
+    assert h.reports[reports:] == [(ATTEMPT, loc(0, host="h2"))]
+    h.clock.advance(FETCH_FAILED_PAUSE)  # a later round there: one try, then a report
+    h.remote.last.fail(ShuffleError("refused"))
+    assert h.reports[reports:] == [(ATTEMPT, loc(0, host="h2"))] * 2
+    assert fetch.state(0) is State.PAUSED
+
+
 def test_a_location_announced_during_the_report_wins(h: Harness) -> None:
     """A jobtracker that answers the report with a new location at once
     (synchronously) must not see it overwritten by the pause."""
