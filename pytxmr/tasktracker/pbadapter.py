@@ -23,7 +23,7 @@ from ..auth import LoginRefused, login
 from ..daemon import FatalError
 from ..pbwire import call, client_factory, pack, refusals_as_pb_errors, unpack
 from ..ports import IJobTracker
-from ..services import DaemonReactor
+from ..services import DaemonReactor, at_most
 from ..tls import (PLAIN_TEXT, TLS_PROBE_AFTER, ClusterTLS, not_tls_text, speaks_plain_text,
                    speaks_tls, tls_refusal)
 from ..tls import client_endpoint as jobtracker_client_endpoint
@@ -52,6 +52,9 @@ def _locations(locations: Any) -> list[MapLocation]:
 #: Seconds a drained tasktracker waits for the attempts it was told to
 #: kill to end (and send their output) before it stops.
 DRAINED_SETTLE = 1.0
+#: Seconds a stopping tasktracker waits for its connection to the
+#: jobtracker to close before it cuts it.
+STOP_TIMEOUT = 2.0
 
 
 class TaskTrackerMind(pb.Referenceable):
@@ -459,7 +462,15 @@ class JobTrackerConnection(service.Service):
                 # That resumed inside the login's callbacks: ClientService's
                 # own come after them.
                 await task.deferLater(self._reactor, 0, lambda: None)
-            await self._client.stopService()
+            stopping = self._client.stopService()
+            if self._jobtracker is not None:
+                # A TLS close waits for the jobtracker's close_notify: one
+                # cut off from us never sends it, and SIGTERM stopped
+                # nothing until the network healed (minutes).
+                transport = self._jobtracker.perspective.broker.transport
+                at_most(stopping, STOP_TIMEOUT, self._reactor).addCallback(
+                    lambda _: stopping.called or transport.abortConnection())
+            await stopping
         self.tt.forget_everything()
         self.tt.shuffle_pool.close()
 

@@ -589,3 +589,28 @@ def test_adding_a_user_again_changes_the_password_and_keeps_the_role(
         f"changed the password of administrator ops in {file}, now user (was administrator)\n")
     assert not UsersFile(file).get("ops").admin  # type: ignore[union-attr]
     assert users("add", "dev") == f"added user dev to {file}\n"
+
+
+def test_a_tls_tasktracker_cut_off_from_its_jobtracker_stops_on_sigterm(
+        tmp_path: Path, pki: dict[str, Path]) -> None:
+    """Closing a TLS connection waits for the peer's close_notify: a
+    tasktracker cut off from its jobtracker (a partition, here a stopped
+    jobtracker) ignored SIGTERM until the network healed, minutes later."""
+    import signal
+
+    c = TLSCluster(tmp_path, pki)
+    try:
+        c.start_jobtracker("--tls", str(pki["host"]), "--users", str(c.users))
+        [tt] = c.start_tasktrackers(1, 1, "--tls", str(pki["host"]))
+        assert c.jobtracker is not None
+        wait_for(lambda: "Registered with the jobtracker" in tt.log(), 30, "the registration")
+        c.jobtracker.proc.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            tt.proc.send_signal(signal.SIGTERM)
+            assert tt.proc.wait(20) == 0, tt.log()
+            assert time.monotonic() - started < 10
+        finally:
+            c.jobtracker.proc.send_signal(signal.SIGCONT)
+    finally:
+        c.stop_all()
