@@ -51,6 +51,10 @@ class IWorker(Interface):
         """It was drained: nothing runs on it and no job needs its map
         outputs; stop cleanly."""
 
+    def draining() -> None:
+        """It is being drained: it asks a jobtracker it registers with
+        anew (one restarted forgets it) to drain it again."""
+
     async def running_log(attempt_id: str) -> str | None:
         """What a running attempt has printed so far (``logs`` of a task
         being debugged; a log comes with the result only); None if the

@@ -127,6 +127,10 @@ class PBWorker:
     def stop(self) -> None:
         self._call("stop")
 
+    def draining(self) -> None:
+        # A hint: a tasktracker from before the call does without it.
+        defer.maybeDeferred(self._mind.callRemote, "draining").addErrback(lambda _: None)
+
     async def running_log(self, attempt_id: str) -> str | None:
         try:
             text = await self._mind.callRemote("running_log", attempt_id)

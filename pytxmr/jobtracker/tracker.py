@@ -383,6 +383,7 @@ class JobTracker:
         wid = self._worker_named(wid)
         if not self.scheduler.workers[wid].draining:
             self.log.info("Draining tasktracker {wid}", wid=wid)
+            self.workers[wid].worker.draining()
         self._execute(self.scheduler.drain(wid, self.now()))
         view = views.worker_view(self.scheduler.workers[wid], self.now())
         # The draining command warns when none takes tasks any more: the

@@ -60,9 +60,11 @@ STOP_TIMEOUT = 2.0
 class TaskTrackerMind(pb.Referenceable):
     """What the jobtracker may call on us: check, delegate."""
 
-    def __init__(self, tt: TaskTracker, stop: Callable[[], None]) -> None:
+    def __init__(self, tt: TaskTracker, stop: Callable[[], None],
+                 draining: Callable[[], None]) -> None:
         self.tt = tt
         self._stop = stop
+        self._draining = draining
 
     @refusals_as_pb_errors
     def remote_init_job(self, job_id: str, info: bytes) -> None:
@@ -101,6 +103,9 @@ class TaskTrackerMind(pb.Referenceable):
 
     def remote_stop(self) -> None:
         self._stop()
+
+    def remote_draining(self) -> None:
+        self._draining()
 
 
 @implementer(IJobTracker)
@@ -214,7 +219,10 @@ class JobTrackerConnection(service.Service):
         self._failed_logins = 0
         #: A drain asked for while the jobtracker was away: asked again then.
         self._drain_later: Any = None
-        self._mind = TaskTrackerMind(tt, self.drained)
+        #: We are being drained: a jobtracker we register with anew (one
+        #: restarted, which forgot it) is asked again.
+        self._drain_wanted = False
+        self._mind = TaskTrackerMind(tt, self.drained, self.draining)
         self._client: ClientService | None = None
         #: The broker of a login in progress, and what fires when it ends.
         self._login_in_progress: tuple[pb.Broker, defer.Deferred[None]] | None = None
@@ -311,10 +319,17 @@ class JobTrackerConnection(service.Service):
         if self._drain_later is not None:  # asked while the jobtracker was away
             self._drain_later.cancel()
             self._drain_again()
+        elif self._drain_wanted:
+            self.log.info("We were being drained: asking this jobtracker again")
+            self._drain_again()
         if self._on_registered is not None:
             self._on_registered(wid)
         if not self.first_registration.called:
             self.first_registration.callback(wid)
+
+    def draining(self) -> None:
+        """The jobtracker drains us (``pytxmr drain``, or our SIGUSR1)."""
+        self._drain_wanted = True
 
     def drained(self) -> None:
         """The jobtracker drained us: the daemon stops, cleanly, once the
@@ -336,6 +351,7 @@ class JobTrackerConnection(service.Service):
         """Ask to be drained (SIGUSR1). Without a jobtracker, stop now,
         unless we keep map outputs for a restarted one (its jobs' work):
         then ask it once it is back, or stop once they are dropped."""
+        self._drain_wanted = True
         if self._jobtracker is None:
             until = self.tt.kept_until()
             if until is None:

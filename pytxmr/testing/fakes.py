@@ -66,6 +66,9 @@ class FakeWorker:
     def stop(self) -> None:
         self.calls.append(("stop", ()))
 
+    def draining(self) -> None:
+        self.calls.append(("draining", ()))
+
     async def running_log(self, attempt_id: str) -> str | None:
         return self.running_logs.get(attempt_id, "")
 

@@ -142,8 +142,9 @@ def _logged_in() -> tuple[RecordingTracker, RecordingTaskTracker, Any, iosim.IOP
     client = client_factory()
     _, _, pump = iosim.connectedServerAndClient(
         lambda: server.buildProtocol(None), lambda: client.buildProtocol(None), clock=clock)
+    mind = TaskTrackerMind(tt, tt.fake.stop, tt.fake.draining)
     perspective = result_of(defer.Deferred.fromCoroutine(
-        login(client, wire.ROLE_TASKTRACKER, SECRET, TaskTrackerMind(tt, tt.fake.stop))), pump)
+        login(client, wire.ROLE_TASKTRACKER, SECRET, mind)), pump)
     return jt, tt, perspective, pump
 
 
@@ -187,6 +188,7 @@ def test_pbworker_calls_arrive_as_the_fake_records_them(linked: Any) -> None:
         port.map_outputs("job_1", LOCS)
         port.kill_attempt("job_1", "job_1_m00001_0")
         port.destroy_job("job_1")
+        port.draining()
         port.stop()
     pump.flush()
     assert tt.fake.calls == expected.calls

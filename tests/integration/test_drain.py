@@ -148,3 +148,49 @@ def test_the_ready_file_names_the_worker_id_of_the_last_registration(tmp_path: P
         assert c.tasktrackers[-1].proc.poll() is None  # the other one runs on
     finally:
         c.stop_all()
+
+
+def test_a_drain_outlives_a_restart_of_the_jobtracker(tmp_path: Path) -> None:
+    """The drain lived in the jobtracker's memory: one restarted (a rolling
+    upgrade of the jobtracker) gave the draining worker tasks again, and
+    the operator waited for ever for it to stop. The worker, told it is
+    being drained, asks a jobtracker it registers with anew."""
+    job = tmp_path / "slow.py"
+    job.write_text(slow_wordcount(1.0))
+    inputs = []
+    expected: Counter[str] = Counter()
+    for n in range(8):
+        text = f"w{n % 3} shared\n"
+        path = tmp_path / f"in{n}.txt"
+        path.write_text(text)
+        expected.update(text.split())
+        inputs.append(path)
+    c = Cluster(tmp_path / "cluster")
+    try:
+        jt = c.start_jobtracker("--expiry", "2")
+        port = jt.ready["port"]
+        # The only worker: its running maps go on as it drains (none could
+        # take them), so it is still draining as the jobtracker goes.
+        drained = c.start_tasktracker(2, "--heartbeat", "0.2")
+        submitter = c.popen_submit(job, inputs, tmp_path / "out", "--reconnect-timeout", "60")
+        try:
+            wait_for(lambda: "running" in c.cli("jobs")[1] or None, 30, "the job to run")
+            rc, out, err = c.cli("drain", drained.wait_ready()["wid"])
+            assert rc == 0 and "is draining" in out, err
+            jt.proc.send_signal(signal.SIGKILL)
+            jt.proc.wait(10)
+            c.start_jobtracker("--port", str(port), "--expiry", "2")
+            other = c.start_tasktracker(2, "--heartbeat", "0.2")
+            wait_for(lambda: drained.proc.poll() is not None or None, 60,
+                     "the draining worker to stop once drained by the new jobtracker")
+            assert drained.proc.returncode == 0 and "asking this jobtracker again" in drained.log()
+            stdout, stderr = submitter.communicate(timeout=120)
+            assert submitter.returncode == 0, stderr + c.logs()
+        finally:
+            if submitter.poll() is None:
+                submitter.kill()
+                submitter.communicate()
+        assert merged(read_wordcount(tmp_path / "out")) == expected
+        assert other.proc.poll() is None
+    finally:
+        c.stop_all()
