@@ -90,6 +90,10 @@ class IJobTracker(Interface):
     async def killed_log(attempt_id: str, log: str) -> None:
         """The log of an attempt it killed (a result brings the others)."""
 
+    async def commit_ended(attempt_id: str) -> None:
+        """An attempt it let commit, killed since, no longer writes its
+        job's output (the job's cleaning waits for it)."""
+
     async def drain() -> None:
         """Drain me (``Scheduler.drain``): I will be told to stop."""
 

@@ -280,6 +280,10 @@ class TaskTrackerAvatar(_StrictAvatar):
         return self.jt.may_commit(self.wid, str(attempt_id))
 
     @refusals_as_pb_errors
+    def perspective_commit_ended(self, attempt_id: str) -> None:
+        self.jt.commit_ended(self.wid, str(attempt_id))
+
+    @refusals_as_pb_errors
     def perspective_killed_log(self, attempt_id: str, log: bytes) -> None:
         record = unpack(log)
         text = record.get("log") if isinstance(record, dict) else None

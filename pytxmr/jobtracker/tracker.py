@@ -63,6 +63,11 @@ DEFAULT_CHECK_TIMEOUT = 30.0
 DEFAULT_RESUME_GRACE = 12.0
 #: Seconds an ended job waits for the logs of the attempts it killed.
 KILLED_LOGS_WAIT = 1.0
+#: Seconds a killed or failed job waits, before it cleans its output, for
+#: the attempts it let commit to end their commits (an upload of a part
+#: takes minutes on a slow link): one that landed after the cleaning went
+#: over the next job's output of the same prefix.
+COMMITS_WAIT = 600.0
 #: Seconds a bundle stays after its last job, and after a client last
 #: found it there: a client that found it submits without uploading it,
 #: and was refused when an identical job ended in between.
@@ -157,6 +162,10 @@ class JobTracker:
         #: (``killed_log``), and, once the job ended, what waits for them.
         self._kill_logs: dict[str, set[str]] = {}
         self._kill_log_waits: dict[str, defer.Deferred[None]] = {}
+        #: The attempts let commit (``may_commit``) that have not said they
+        #: ended -> their job's id; and what a job's cleaning waits on.
+        self._committing: dict[str, str] = {}
+        self._commit_waits: dict[str, defer.Deferred[None]] = {}
         self._stopping = False
 
     # --- lifecycle -------------------------------------------------------
@@ -411,6 +420,7 @@ class JobTracker:
         self.pacing.forget(wid)
         if self.workers.pop(wid, None) is not None:
             self.log.info("Tasktracker {wid} disconnected", wid=wid)
+            self._commits_lost(wid)
             self._execute(self.scheduler.worker_lost(wid, self.now()))
 
     def _check_live(self, wid: str | None) -> str:
@@ -439,6 +449,7 @@ class JobTracker:
                           s=self.pacing.expiry_of(wid))
             self.pacing.forget(wid)
             conn = self.workers.pop(wid, None)
+            self._commits_lost(wid)
             self._execute(self.scheduler.worker_lost(wid, self.now()))
             if conn is not None:
                 # When it wakes up it must log in again as a new incarnation.
@@ -447,6 +458,7 @@ class JobTracker:
 
     def attempt_done(self, wid: str | None, attempt_id: str, result: AttemptResult) -> None:
         self._check_live(wid)
+        self._commit_over(attempt_id)
         self._keep_log(attempt_id, result.log)
         actions = self.scheduler.attempt_succeeded(attempt_id, self.now(), result)
         self._journal_commit(attempt_id, result)
@@ -468,6 +480,7 @@ class JobTracker:
 
     def attempt_failed(self, wid: str | None, attempt_id: str, error: TaskError) -> None:
         self._check_live(wid)
+        self._commit_over(attempt_id)
         self._keep_log(attempt_id, error.log)
         self.log.info("Attempt {aid} failed: {msg}", aid=attempt_id, msg=error.message)
         actions = self.scheduler.attempt_failed(attempt_id, self.now(), error.describe())
@@ -550,7 +563,53 @@ class JobTracker:
 
     def may_commit(self, wid: str | None, attempt_id: str) -> bool:
         self._check_live(wid)
-        return self.scheduler.may_commit(attempt_id)
+        allowed = self.scheduler.may_commit(attempt_id)
+        a = self.scheduler.attempts.get(attempt_id)
+        job = self._by_sched.get(a.job_id) if a is not None else None
+        if allowed and job is not None:
+            self._committing[attempt_id] = job.id
+        return allowed
+
+    def commit_ended(self, wid: str | None, attempt_id: str) -> None:
+        """An attempt let commit, killed meanwhile (its job ended), is done
+        with its job's output: its upload landed and was withdrawn, or
+        failed, or never began."""
+        self._check_live(wid)
+        self._commit_over(attempt_id)
+
+    def _commit_over(self, attempt_id: str) -> None:
+        job_id = self._committing.pop(attempt_id, None)
+        if job_id is not None and job_id not in self._committing.values():
+            waiting = self._commit_waits.get(job_id)
+            if waiting is not None and not waiting.called:
+                waiting.callback(None)
+
+    def _commits_lost(self, wid: str) -> None:
+        """A lost worker says nothing more: its commits are not waited for
+        (an upload it still makes cannot be stopped from here)."""
+        attempts = self.scheduler.attempts
+        for aid in [aid for aid in self._committing
+                    if aid in attempts and attempts[aid].wid == wid]:
+            self._commit_over(aid)
+
+    def _commits_ended(self, job: JobRecord) -> defer.Deferred[None]:
+        """Fires once the attempts of ``job`` let commit have ended their
+        commits, or after COMMITS_WAIT."""
+        pending = sum(1 for job_id in self._committing.values() if job_id == job.id)
+        if not pending or self._stopping:
+            return defer.succeed(None)
+        self.log.info("Job {job} waits for {n} of its attempts to end their commits before "
+                      "it cleans its output", job=job.id, n=pending)
+        ended: defer.Deferred[None] = defer.Deferred()
+        self._commit_waits[job.id] = ended
+
+        def done(result: Any) -> Any:
+            self._commit_waits.pop(job.id, None)
+            for aid in [a for a, j in self._committing.items() if j == job.id]:
+                del self._committing[aid]
+            return result
+
+        return at_most(ended, COMMITS_WAIT, self._clock).addBoth(done)
 
     def bundle_chunk(self, wid: str | None, sha256: str, offset: int) -> bytes:
         """A piece of a running job's bundle, for a worker fetching it."""
@@ -905,14 +964,17 @@ class JobTracker:
         if state == "succeeded":
             end = functools.partial(output.finish_output, job.output, job.storage_options,
                                     job.id, records, mark)
+            ready = defer.succeed(None)
         else:
             end = functools.partial(output.abort_output, job.output, job.storage_options, mark)
+            # A commit under way would land after the cleaning.
+            ready = self._commits_ended(job)
         if not storage.is_remote(job.output):
-            self._output_ended(job, _outcome(end))
+            ready.addCallback(lambda _: self._output_ended(job, _outcome(end)))
             return
         # An object store's calls take time: in a thread, and the job ends
         # for its waiters once its output is final.
-        self._in_thread(_outcome, end).addCallback(
+        ready.addCallback(lambda _: self._in_thread(_outcome, end)).addCallback(
             lambda e: self._output_ended(job, e))
 
     def _in_thread(self, f: Any, *args: Any) -> defer.Deferred[Any]:
@@ -954,6 +1016,8 @@ class JobTracker:
         (a few KB per task) leave memory now, not 100 jobs later."""
         del self.jobs[job.id]
         self._max_attempts.pop(job.id, None)
+        for aid in [a for a, j in self._committing.items() if j == job.id]:
+            del self._committing[aid]
         for sched_id in job.started_steps():
             self._by_sched.pop(sched_id, None)
             if sched_id in self.scheduler.jobs:

@@ -133,6 +133,9 @@ class PBJobTracker:
     async def may_commit(self, attempt_id: str) -> bool:
         return bool(await call(self.perspective, "may_commit", attempt_id))
 
+    async def commit_ended(self, attempt_id: str) -> None:
+        await call(self.perspective, "commit_ended", attempt_id)
+
     async def killed_log(self, attempt_id: str, log: str) -> None:
         text = log.encode("utf-8", "replace").decode("utf-8")  # msgpack takes no surrogates
         await call(self.perspective, "killed_log", attempt_id, pack({"log": text}))

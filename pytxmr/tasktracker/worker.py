@@ -549,16 +549,28 @@ class TaskTracker:
         is the one that commits."""
         if self.jobtracker is None:
             return _failed("Disconnected", "lost the jobtracker before commit")
+        jobtracker, wid = self.jobtracker, self.wid
         try:
-            allowed = await self.jobtracker.may_commit(attempt.id)
+            allowed = await jobtracker.may_commit(attempt.id)
         except Unreachable as e:
             # E.g. UnknownWorker: we were declared lost meanwhile, and this
             # attempt with us; the jobtracker ignores whatever it reports.
             return _failed("Disconnected", f"cannot ask to commit: {e}")
-        if attempt.killed:
-            allowed = False  # killed while asking: another attempt commits
         if not allowed:
             return _failed(COMMIT_DENIED, "another attempt committed first")
+        try:
+            return await self._commit_allowed(attempt, result)
+        finally:
+            if attempt.killed and self.jobtracker is jobtracker and self.wid == wid:
+                # Its job ended as it committed (or asked to): the job's
+                # cleaning waits for this word (its report goes nowhere).
+                d = defer.Deferred.fromCoroutine(jobtracker.commit_ended(attempt.id))
+                d.addErrback(lambda f: f.trap(Exception))
+
+    async def _commit_allowed(self, attempt: Attempt, result: dict[str, Any]
+                              ) -> dict[str, Any]:
+        if attempt.killed:
+            return _failed(COMMIT_DENIED, "killed while it asked to commit")
         job = attempt.job
         marked = (stepdata.job_output(job.output, job.output_format),
                   job_mark(job_of(job.job_id), job.token))

@@ -121,6 +121,9 @@ class FakeJobTracker:
     async def killed_log(self, attempt_id: str, log: str) -> None:
         self._record("killed_log", attempt_id, log)
 
+    async def commit_ended(self, attempt_id: str) -> None:
+        self._record("commit_ended", attempt_id)
+
     async def drain(self) -> None:
         self._record("drain")
 

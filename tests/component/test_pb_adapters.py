@@ -88,6 +88,9 @@ class RecordingTracker:
         self.fake.calls.append(("may_commit", (aid,)))
         return aid.endswith("_0")
 
+    def commit_ended(self, wid: str, aid: str) -> None:
+        self.fake.calls.append(("commit_ended", (aid,)))
+
     def drain(self, wid: str) -> dict[str, Any]:
         self.fake.calls.append(("drain", ()))
         return {}
@@ -239,10 +242,11 @@ def test_pbjobtracker_calls_arrive_as_the_fake_records_them(linked: Any) -> None
                      target.attempt_failed("job_1_m00002_0", error),
                      target.fetch_failed("job_1_r00001_0", 2, "job_1_m00002_1"),
                      target.may_commit("job_1_r00001_0"), target.may_commit("job_1_r00001_1"),
-                     target.drain(), target.killed_log("job_1_m00003_0", "café\n")):
+                     target.drain(), target.killed_log("job_1_m00003_0", "café\n"),
+                     target.commit_ended("job_1_r00001_0")):
             answers.append(result_of(defer.Deferred.fromCoroutine(call), pump))
     assert jt.fake.calls == expected.calls
-    assert answers[:8] == answers[8:] == [None, None, None, None, True, False, None, None]
+    assert answers[:9] == answers[9:] == [None, None, None, None, True, False, None, None, None]
 
 
 def test_the_interval_a_heartbeat_is_answered_with_comes_back(linked: Any) -> None:

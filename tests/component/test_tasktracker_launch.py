@@ -201,3 +201,37 @@ class ReportTests(RunningTaskTracker):
         self.assertIn("OSError: [Errno 28] No space left on device", error.message)
         self.assertEqual(self.tt.attempts, {})
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+
+class KillsAsItLetsCommit(FakeJobTracker):
+    """Lets an attempt commit, and ends its job as the answer travels."""
+
+    tt: tasktracker.TaskTracker
+
+    async def may_commit(self, attempt_id: str) -> bool:
+        allowed = await super().may_commit(attempt_id)
+        self.tt.destroy_job(attempt_id.rsplit("_", 2)[0])
+        return allowed
+
+
+class CommitEndedTests(RunningTaskTracker):
+    """The jobtracker cleans a killed job's output once the attempts it let
+    commit said they no longer write it: one cleaned at once had a late
+    upload land over the next job's output (a tester's)."""
+
+    source = QUICK
+    jobtracker_type = KillsAsItLetsCommit
+
+    async def test_an_attempt_let_commit_and_killed_says_it_ended(self) -> None:
+        self.jobtracker.tt = self.tt  # type: ignore[attr-defined]
+        out = os.path.join(os.path.dirname(self.input), "out")
+        os.mkdir(out)
+        map_only = "job_8"
+        self.tt.init_job(JobInit(map_only, "def map(offset, line):\n    yield offset, line\n",
+                                 "job.py", TOKEN, "map", "reduce", 1, 0, out))
+        aid = f"{map_only}_m00000_0"
+        self.tt.launch_map(map_only, aid, Split(0, self.input, 0, 4, False))
+        await wait_for(lambda: self.jobtracker.named("commit_ended"))
+        self.assertEqual(self.jobtracker.named("commit_ended"), [(aid,)])
+        self.assertEqual([n for n in os.listdir(out) if n.startswith("part-")], [])
+        self.assertEqual(self.jobtracker.named("attempt_done"), [])

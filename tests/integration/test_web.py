@@ -456,6 +456,43 @@ class TaskOutputTests(JobTrackerCase):
         self.assertIn("two\n", format_logs(await self.jt.logs(job_id, second)))
 
 
+class CommitWaitTests(JobTrackerCase):
+    """A killed job cleaned its output at once, while an attempt it had let
+    commit still uploaded its part: the upload landed after, over the part
+    of the next job writing the same prefix (a wrong answer under its
+    ``_SUCCESS``, a tester's)."""
+
+    async def killed_while_committing(self) -> tuple[str, str, str, defer.Deferred[Any]]:
+        wid, worker = self.add_worker(slots=1)
+        job_id = await self.submit()
+        [m] = launched(worker, "launch_map")
+        self.jt.attempt_done(wid, m, AttemptResult({}, ("str",)))
+        [r] = launched(worker, "launch_reduce")
+        self.assertTrue(self.jt.may_commit(wid, r))
+        ended = self.jt.wait(job_id)
+        self.jt.kill(job_id)
+        await task_sleep(0.05)
+        self.assertFalse(ended.called)  # its output is left alone meanwhile
+        return wid, r, job_id, ended
+
+    async def test_a_killed_job_cleans_its_output_once_its_commits_ended(self) -> None:
+        wid, r, _, ended = await self.killed_while_committing()
+        self.jt.commit_ended(wid, r)
+        self.assertEqual((await ended)["state"], "killed")
+
+    async def test_a_lost_worker_s_commit_is_not_waited_for(self) -> None:
+        wid, _, _, ended = await self.killed_while_committing()
+        self.jt.worker_disconnected(wid)
+        self.assertEqual((await ended)["state"], "killed")
+
+    async def test_a_commit_that_never_says_it_ended_is_waited_for_a_while(self) -> None:
+        from pytxmr.jobtracker import tracker
+
+        self.patch(tracker, "COMMITS_WAIT", 0.2)
+        _, _, _, ended = await self.killed_while_committing()
+        self.assertEqual((await ended)["state"], "killed")
+
+
 class BundleTests(JobTrackerCase):
 
     async def test_a_bundle_a_client_found_there_is_there_for_its_submission(self) -> None:
