@@ -377,6 +377,8 @@ def describe_job(status: dict[str, Any]) -> str:
     """``status`` and ``kill`` for people (``--json`` for programs)."""
     lines = [f"{status['job_id']}  {status['state']}  {status.get('elapsed', 0):.2f}s  "
              f"{status.get('filename', '')} -> {status.get('output', '')}"]
+    if status.get("finishing"):
+        lines.append(f"  finishing: it {status['finishing']}; its output is being made final")
     if status.get("owner"):
         lines.append(f"  owner    {status['owner']}")
     if status.get("steps", 1) > 1:
@@ -620,6 +622,10 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
                 if before["state"] != "running":
                     print(f"{a.job_id} has ended ({before['state']}): nothing to kill",
                           file=sys.stderr)
+                    return 1
+                if before.get("finishing"):
+                    print(f"{a.job_id} has ended ({before['finishing']}); its output is being "
+                          f"made final: nothing to kill", file=sys.stderr)
                     return 1
             answer = await conn.call(a.command, a.job_id)
             print(json.dumps(answer, indent=2) if a.json else describe_job(answer))

@@ -141,9 +141,10 @@ def job_summary(job: Any, sjobs: list[Job], now: float) -> dict[str, Any]:
     end = job.finished if job.finished is not None else now
     running = job.state == "running"
     sjob = sjobs[-1] if sjobs else None
+    state = getattr(job, "shown_state", job.state)
     summary: dict[str, Any] = {
         "job_id": job.id,
-        "state": job.state,
+        "state": state,
         "filename": job.filename,
         "inputs": list(getattr(job, "inputs", []) or []),
         "output": job.output,
@@ -162,6 +163,8 @@ def job_summary(job: Any, sjobs: list[Job], now: float) -> dict[str, Any]:
         "owner": getattr(job, "owner", ""),
         "output_format": job.steps[-1].output_format if getattr(job, "steps", None) else "text",
     }
+    if state != job.state:
+        summary["finishing"] = job.state  # its output not final yet
     if sjob is not None:
         summary["maps"] = task_progress(sjob, "map")
         summary["reduces"] = task_progress(sjob, "reduce")

@@ -53,6 +53,9 @@ class JobRecord:
     #: calls in a thread) and the history written: ``wait`` still waits,
     #: and its output is still its own.
     finishing: bool = False
+    #: Finishing, its output final (``state`` may still turn "succeeded"
+    #: into "failed" until then).
+    output_final: bool = False
     #: Its output is another job's now (replaced while the jobtracker was
     #: down): the job fails without touching it.
     output_taken: bool = False
@@ -102,10 +105,23 @@ class JobRecord:
                        args=dict(self.args), bundle=self.bundle, step=self.step,
                        output_format=stepdata.step_format(self.step, count))
 
+    @property
+    def shown_state(self) -> str:
+        """Its state as told: "running" until its output is final. It said
+        "succeeded" before its ``_SUCCESS`` was written (an object store's
+        upload), and then could turn "failed"."""
+        return "running" if self.finishing and not self.output_final else self.state
+
     def result(self, now: float) -> dict[str, Any]:
         """What ``wait`` and ``status`` return (``status`` adds progress)."""
         end = self.finished if self.finished is not None else now
-        return {"job_id": self.id, "state": self.state, "error": self.error,
+        result = self._result(end)
+        if self.shown_state != self.state:
+            result["finishing"] = self.state
+        return result
+
+    def _result(self, end: float) -> dict[str, Any]:
+        return {"job_id": self.id, "state": self.shown_state, "error": self.error,
                 "counters": self.counters, "elapsed": end - self.submitted,
                 "output": self.output, "filename": self.filename,
                 "num_maps": len(self.splits), "num_reducers": self.num_reducers,

@@ -982,6 +982,7 @@ class JobTracker:
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
     def _output_ended(self, job: JobRecord, error: Exception | None) -> None:
+        job.output_final = True
         if error is not None:
             self.log.error("Cannot finish the output of {job}: {e}", job=job.id, e=error)
             if job.state == "succeeded":

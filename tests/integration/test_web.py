@@ -476,9 +476,18 @@ class CommitWaitTests(JobTrackerCase):
         return wid, r, job_id, ended
 
     async def test_a_killed_job_cleans_its_output_once_its_commits_ended(self) -> None:
-        wid, r, _, ended = await self.killed_while_committing()
+        """Meanwhile it is told as running, finishing: it said "succeeded"
+        before its _SUCCESS was written, and could turn "failed" then."""
+        wid, r, job_id, ended = await self.killed_while_committing()
+        status = self.jt.status(job_id)
+        self.assertEqual((status["state"], status["finishing"]), ("running", "killed"))
+        [listed] = [j for j in self.jt.list_jobs() if j["job_id"] == job_id]
+        self.assertEqual((listed["state"], listed["finishing"]), ("running", "killed"))
         self.jt.commit_ended(wid, r)
-        self.assertEqual((await ended)["state"], "killed")
+        result = await ended
+        self.assertEqual(result["state"], "killed")
+        self.assertNotIn("finishing", result)
+        self.assertEqual(self.jt.status(job_id)["state"], "killed")
 
     async def test_a_lost_worker_s_commit_is_not_waited_for(self) -> None:
         wid, _, _, ended = await self.killed_while_committing()
