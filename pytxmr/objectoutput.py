@@ -128,6 +128,13 @@ def listing(url: str, opts: Mapping[str, str] | None) -> tuple[Any, str, list[st
     try:
         bucket = path.split("/", 1)[0]
         if not fs.exists(bucket):
+            # s3fs says False for any failure of its probes: a store that
+            # refused the connection, or the credentials, was said to have
+            # no such bucket. Its listing says which.
+            try:
+                fs.ls(bucket)
+            except FileNotFoundError:
+                pass
             raise StorageError(f"the bucket of the output {storage.redact(url)} does not exist")
         return fs, path, _names(fs, path), _is_object(fs, path)
     except Exception as e:

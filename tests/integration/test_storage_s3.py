@@ -241,6 +241,19 @@ def test_wrong_credentials_and_unreachable_endpoint(tmp_path: Path,
                           "--inline", "--storage-option", "endpoint_url=http://127.0.0.1:9",
                           timeout=120)
     assert code == 2 and src in stderr and "cannot list" in stderr, stderr
+    # An output in the store: it was said to have no bucket, whatever failed.
+    local = tmp_path / "local.txt"
+    local.write_text("a b\n")
+    out = f"s3://{BUCKET}/wrong-credentials"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), str(local), "-o", out, "--inline")
+    assert code == 2 and out in stderr and "does not exist" not in stderr, stderr
+    assert "denied" in stderr or "Forbidden" in stderr, stderr
+    monkeypatch.undo()
+    code, _, stderr = cli(tmp_path, "run", str(WORDCOUNT), str(local), "-o", out, "--inline",
+                          "--storage-option", "endpoint_url=http://127.0.0.1:9", timeout=120)
+    assert code == 2 and f"cannot list the output {out}: the server refused the connection" \
+        in stderr, stderr
 
 
 def test_secrets_are_refused_as_storage_options(tmp_path: Path,
