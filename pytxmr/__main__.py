@@ -373,12 +373,16 @@ def react_interruptibly(command: Callable[[Any], Awaitable[int]]) -> int:
     return code[0]
 
 
+def shown_state(job: dict[str, Any]) -> str:
+    """A job's state for people: one that ended, its output not final yet
+    (``finishing``), is still running for programs."""
+    return f"{job['finishing']}, finishing" if job.get("finishing") else job["state"]
+
+
 def describe_job(status: dict[str, Any]) -> str:
     """``status`` and ``kill`` for people (``--json`` for programs)."""
-    lines = [f"{status['job_id']}  {status['state']}  {status.get('elapsed', 0):.2f}s  "
+    lines = [f"{status['job_id']}  {shown_state(status)}  {status.get('elapsed', 0):.2f}s  "
              f"{status.get('filename', '')} -> {status.get('output', '')}"]
-    if status.get("finishing"):
-        lines.append(f"  finishing: it {status['finishing']}; its output is being made final")
     if status.get("owner"):
         lines.append(f"  owner    {status['owner']}")
     if status.get("steps", 1) > 1:
@@ -592,7 +596,7 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
                 return print_result(result, a.quiet)
             if a.command == "jobs":
                 for job in await conn.call("jobs"):
-                    print(f"{job['job_id']}  {job['state']:<10} {job.get('owner') or '-':<10} "
+                    print(f"{job['job_id']}  {shown_state(job):<10} {job.get('owner') or '-':<10} "
                           f"{job['elapsed']:8.2f}s  {job['filename']} -> {job['output']}")
                 return 0
             if a.command == "workers":

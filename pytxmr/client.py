@@ -412,6 +412,7 @@ async def submit_spec(reactor: Any, conn: Connection, spec: dict[str, Any],
         # Admitted since this submission began: not an earlier job of that
         # output (whose presence the lost answer may have refused it for).
         ours = [j["job_id"] for j in await back.call("jobs") if j.get("state") == "running"
+                and not j.get("finishing")  # an ended job's elapsed time stopped
                 and str(j.get("output") or "").rstrip("/") == output
                 and j.get("elapsed", float("inf")) <= reactor.seconds() - started]
     except BaseException:

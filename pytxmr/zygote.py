@@ -14,6 +14,7 @@ The zygote never imports a job module itself, so no user code can alter it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import importlib
 import io
@@ -22,6 +23,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -148,13 +150,16 @@ def _run_one(request: dict[str, Any], runner: bool = False) -> int:
     # appends to it what the task writes.
     os.makedirs(os.path.dirname(request["result"]), exist_ok=True)
     os.close(os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-    result = os.open(request["result"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Its stdin first: a task before in this process may have closed fd 0,
+    # which the result would have taken.
     devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(result, task.RESULT_FD)
-    for fd in (result, devnull):
-        if fd > task.RESULT_FD:
-            os.close(fd)
+    if devnull != 0:
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    result = os.open(request["result"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if result != task.RESULT_FD:
+        os.dup2(result, task.RESULT_FD)
+        os.close(result)
     sys.stdin = open(0, closefd=False)
     sys.stdout = sys.stderr = BoundedLog(1, request.get("log_limit", MAX_LOG_BYTES))
     code = 1
@@ -182,7 +187,13 @@ def _left_processes() -> bool:
 def _wire_output(output: int) -> None:
     """The task's stdout and stderr: ``output``, its own pipe to the zygote
     (each task of a reused process gets one, so that what an earlier one
-    left there, a redirection, a flag, a process still writing, is not its)."""
+    left there, a redirection, a flag, a process still writing, is not its).
+    A pipe received after a task closed its stdout is fd 1 itself: moved
+    first, it is not closed as the stdout it became."""
+    if output < 3:
+        moved = fcntl.fcntl(output, fcntl.F_DUPFD, 3)
+        os.close(output)
+        output = moved
     os.dup2(output, 1)
     os.dup2(output, 2)
     os.close(output)
@@ -329,7 +340,7 @@ class _Output:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd  # our end, non-blocking; -1 once closed
-        self._log = -1
+        self.log = -1  # the task's log, open while it runs
         self._path: str | None = None  # the running task's log
         self._room = 0
 
@@ -352,9 +363,9 @@ class _Output:
             if not data:
                 break
             read += len(data)
-        if self._log >= 0:
-            os.close(self._log)
-        self._log, self._path, self._room = -1, None, 0
+        if self.log >= 0:
+            os.close(self.log)
+        self.log, self._path, self._room = -1, None, 0
 
     def _read(self) -> bytes | None:
         """One read, copied; None if the pipe is empty, b"" at its end (then
@@ -379,14 +390,23 @@ class _Output:
     def _append(self, data: bytes) -> None:
         if self._path is None:
             return
-        if self._log < 0:
+        if self.log < 0:
             try:
-                self._log = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                # Never blocking, never through a link: the task may have
+                # made its log a FIFO, whose open waited for a reader for
+                # ever, and every task of the worker with the zygote.
+                fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK
+                             | os.O_NOFOLLOW, 0o600)
             except OSError:
                 return  # its directory not made yet (by the task: _run_one), or removed
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                self._path = None  # the task's output goes nowhere else
+                return
+            self.log = fd
         data, self._room = bounded(data, self._room)
         try:
-            write_all(self._log, data)
+            write_all(self.log, data)
         except OSError:
             self._room = 0  # a full disk: the task's to notice, not ours
 
@@ -478,11 +498,11 @@ class Zygote:
     def inherited(self) -> list[int]:
         """The zygote's own fds, which a new child closes: its wake pipe,
         its ends of the runners' pipes (not the done pipe of a runner that
-        exited and is not reaped yet: closed already) and of the children's
-        outputs."""
+        exited and is not reaped yet: closed already), of the children's
+        outputs, and the logs they go to (another task's, another user's)."""
         return [*self.wake, *(fd for r in self.runners.values()
                               for fd in (r.requests, r.replies) if fd >= 0),
-                *self.by_output]
+                *self.by_output, *(o.log for o in self.outputs.values() if o.log >= 0)]
 
     def _output(self, pid: int, fd: int, log: str, limit: int) -> None:
         """Child ``pid``'s task writes to ``fd`` (our end of its pipe)."""

@@ -53,9 +53,6 @@ class JobRecord:
     #: calls in a thread) and the history written: ``wait`` still waits,
     #: and its output is still its own.
     finishing: bool = False
-    #: Finishing, its output final (``state`` may still turn "succeeded"
-    #: into "failed" until then).
-    output_final: bool = False
     #: Its output is another job's now (replaced while the jobtracker was
     #: down): the job fails without touching it.
     output_taken: bool = False
@@ -107,10 +104,12 @@ class JobRecord:
 
     @property
     def shown_state(self) -> str:
-        """Its state as told: "running" until its output is final. It said
-        "succeeded" before its ``_SUCCESS`` was written (an object store's
-        upload), and then could turn "failed"."""
-        return "running" if self.finishing and not self.output_final else self.state
+        """Its state as told: "running" until its output is final and free
+        for another job. It said "succeeded" before its ``_SUCCESS`` was
+        written (an object store's upload), and could turn "failed" then;
+        "killed" while a submission of its output with --overwrite was
+        still refused ("the output of the running job")."""
+        return "running" if self.finishing else self.state
 
     def result(self, now: float) -> dict[str, Any]:
         """What ``wait`` and ``status`` return (``status`` adds progress)."""

@@ -226,6 +226,10 @@ class JobTracker:
             self._plan_call.cancel()
         submissions = self.admission.stop()
         self._stopping = True  # the killed attempts' logs are not waited for
+        for waiting in list(self._commit_waits.values()):
+            # Nor their commits: a job's output was cleaned 10 minutes later.
+            if not waiting.called:
+                waiting.callback(None)
         error = {"type": "JobTrackerStopped", "message": "the jobtracker stopped", "traceback": ""}
         for job in list(self.jobs.values()):
             if job.running:
@@ -592,12 +596,12 @@ class JobTracker:
                     if aid in attempts and attempts[aid].wid == wid]:
             self._commit_over(aid)
 
-    def _commits_ended(self, job: JobRecord) -> defer.Deferred[None]:
+    def _commits_ended(self, job: JobRecord) -> defer.Deferred[None] | None:
         """Fires once the attempts of ``job`` let commit have ended their
-        commits, or after COMMITS_WAIT."""
+        commits, or after COMMITS_WAIT; None if none has to."""
         pending = sum(1 for job_id in self._committing.values() if job_id == job.id)
         if not pending or self._stopping:
-            return defer.succeed(None)
+            return None
         self.log.info("Job {job} waits for {n} of its attempts to end their commits before "
                       "it cleans its output", job=job.id, n=pending)
         ended: defer.Deferred[None] = defer.Deferred()
@@ -890,6 +894,14 @@ class JobTracker:
         view = await self.history.page_view(job_id)
         return view if view is not None else views.page_view({**summary, "tasks": []})
 
+    def _ended_detail(self, job: JobRecord) -> dict[str, Any]:
+        """What the history keeps of an ended job: its detail, as it ended
+        (it is still told as finishing until the history has it)."""
+        detail = self._live_detail(job)
+        detail["state"] = job.state
+        detail.pop("finishing", None)
+        return detail
+
     def _live_detail(self, job: JobRecord) -> dict[str, Any]:
         return views.job_detail(job, self._step_jobs(job), self.scheduler, self.now(),
                                 self.task_logs.has)
@@ -964,25 +976,30 @@ class JobTracker:
         if state == "succeeded":
             end = functools.partial(output.finish_output, job.output, job.storage_options,
                                     job.id, records, mark)
-            ready = defer.succeed(None)
+            waiting = None
         else:
             end = functools.partial(output.abort_output, job.output, job.storage_options, mark)
             # A commit under way would land after the cleaning.
-            ready = self._commits_ended(job)
-        if not storage.is_remote(job.output):
-            ready.addCallback(lambda _: self._output_ended(job, _outcome(end)))
-            return
-        # An object store's calls take time: in a thread, and the job ends
-        # for its waiters once its output is final.
-        ready.addCallback(lambda _: self._in_thread(_outcome, end)).addCallback(
-            lambda e: self._output_ended(job, e))
+            waiting = self._commits_ended(job)
+
+        def finish(_: object = None) -> None:
+            if not storage.is_remote(job.output):
+                self._output_ended(job, _outcome(end))
+                return
+            # An object store's calls take time: in a thread, and the job
+            # ends for its waiters once its output is final.
+            self._in_thread(_outcome, end).addCallback(lambda e: self._output_ended(job, e))
+
+        if waiting is None:
+            finish()
+        else:
+            waiting.addCallback(finish)
 
     def _in_thread(self, f: Any, *args: Any) -> defer.Deferred[Any]:
         reactor: Any = self._reactor
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
     def _output_ended(self, job: JobRecord, error: Exception | None) -> None:
-        job.output_final = True
         if error is not None:
             self.log.error("Cannot finish the output of {job}: {e}", job=job.id, e=error)
             if job.state == "succeeded":
@@ -993,7 +1010,7 @@ class JobTracker:
         self.log.info("Job {job} {state} in {secs:.3f}s", job=job.id, state=job.state,
                       secs=job.finished - job.submitted)
         self._killed_logs(job).addCallback(lambda _: self.history.record(
-            self._live_detail(job), self.task_logs.for_job(job.id))).addBoth(
+            self._ended_detail(job), self.task_logs.for_job(job.id))).addBoth(
             lambda _: self._ended(job))
 
     def _ended(self, job: JobRecord) -> None:

@@ -10,6 +10,7 @@ daemons; each output is checked against the input lines."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
@@ -137,6 +138,10 @@ def map(key, line):
         os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     if word == "late":  # its shell exits at once; the subshell writes later
         subprocess.run(["sh", "-c", f"(sleep 0.02; echo LATE {line}) &"])
+    if word == "closing":  # the next task's pipe then came as fd 1, and was closed
+        os.close(1)
+    if word == "unread":  # the next task's result then went to fd 0, taken by its stdin
+        os.close(0)
     yield line, 1
 '''
 
@@ -146,13 +151,15 @@ def test_each_task_of_a_reused_process_logs_only_what_it_wrote(make_cluster,
     """A reused process's stdout and stderr were one pipe for all its tasks:
     what a task left writing there (a process of its group) went to the
     next task's log (87 of 300 in a tester's job), and a task that
-    redirected them left the next tasks without their output."""
+    redirected them left the next tasks without their output; a task that
+    closed them had the next one's output go to its result, and fail."""
     cluster: Cluster = make_cluster()
     cluster.start_jobtracker()
     cluster.start_tasktrackers(1, 2)
     job = tmp_path / "job.py"
     job.write_text(LOG_JOB)
-    lines = [f"{'late' if i % 3 == 0 else 'silence' if i % 7 == 1 else 'plain'} {i}"
+    kinds = {0: "late", 1: "silence", 2: "closing", 4: "unread"}
+    lines = [f"{kinds.get(i % 7 if i % 3 else 0, 'plain')} {i}"
              for i in range(40)]
     (tmp_path / "in").mkdir()
     paths = []
@@ -162,8 +169,11 @@ def test_each_task_of_a_reused_process_logs_only_what_it_wrote(make_cluster,
     rc, stdout, stderr = cluster.submit(job, paths, tmp_path / "out")
     assert rc == 0, stderr + cluster.logs()
     time.sleep(0.2)  # the last late writers' time to write (nowhere)
-    rc, logs, err = cluster.cli("logs", stdout.split()[0])
+    job_id = stdout.split()[0]
+    rc, logs, err = cluster.cli("logs", job_id)
     assert rc == 0, err
+    rc, status, err = cluster.cli("status", job_id, "--json")
+    assert rc == 0 and json.loads(status)["failed_attempts"] == 0, status + err
     entries = re.split(r"^==> \S+_m(\d+)_\d+ .*<==$", logs, flags=re.M)[1:]
     by_map = {int(entries[i]): entries[i + 1] for i in range(0, len(entries), 2)}
     # A map's index is its file's, as the inputs are listed in order.

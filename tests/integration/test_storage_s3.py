@@ -735,7 +735,8 @@ def test_a_part_uploaded_as_its_job_was_killed_is_withdrawn(
     """The upload was on its way (the tasktrackers reach the store through
     a slow link) when the job was killed: the job's abort ran before it
     landed, and left a whole word count without _SUCCESS, which a later
-    job reading the prefix would read."""
+    job reading the prefix would read. The job now ends (its output free
+    for another) once its uploads ended: they landed, and were withdrawn."""
     import urllib.parse
 
     from wordcounts import slow_wordcount
@@ -772,8 +773,10 @@ def test_a_part_uploaded_as_its_job_was_killed_is_withdrawn(
         def names() -> list[str]:
             return [os.path.basename(p) for p in fs.ls(key, refresh=True)]
 
-        wait_for(lambda: len(names()) > 1, 30, "the uploads on their way to land")
-        wait_for(lambda: names() == [output.OUTPUT_MARK], 30, "the parts to be withdrawn")
+        assert names() == [output.OUTPUT_MARK]
+        assert log.read_text().count(f"PUT /{key}/part-") == 2  # both landed, late
+        time.sleep(3)  # nothing lands after the job's end
+        assert names() == [output.OUTPUT_MARK]
     finally:
         for p in (submitter, proxy):
             if p is not None and p.poll() is None:

@@ -489,9 +489,35 @@ class CommitWaitTests(JobTrackerCase):
         self.assertNotIn("finishing", result)
         self.assertEqual(self.jt.status(job_id)["state"], "killed")
 
+    async def test_a_killed_job_is_finishing_until_its_output_is_free(self) -> None:
+        """It was told "killed" while its output was still its own (the
+        logs of its killed attempts awaited, its history written): a
+        submission of that output with --overwrite was refused as "the
+        output of the running job" for a second and more (a tester's)."""
+        wid, worker = self.add_worker(slots=1)
+        job_id = await self.submit()
+        launched(worker, "launch_map")
+        ended = self.jt.wait(job_id)
+        self.jt.kill(job_id)
+        status = self.jt.status(job_id)
+        self.assertEqual((status["state"], status["finishing"]), ("running", "killed"))
+        self.assertEqual((await ended)["state"], "killed")
+        self.assertEqual(self.jt.status(job_id)["state"], "killed")
+        await self.submit()  # at once: the output is free
+
     async def test_a_lost_worker_s_commit_is_not_waited_for(self) -> None:
         wid, _, _, ended = await self.killed_while_committing()
         self.jt.worker_disconnected(wid)
+        self.assertEqual((await ended)["state"], "killed")
+
+    async def test_a_stopping_jobtracker_does_not_wait_for_the_commits(self) -> None:
+        """Its stop (SIGTERM) waited as long as the commits could take (10
+        minutes): the journal has the job as ending, and its next start
+        cleans the output again."""
+        _, _, _, ended = await self.killed_while_committing()
+        started = time.monotonic()
+        await self.jt.stop()
+        self.assertLess(time.monotonic() - started, 5)
         self.assertEqual((await ended)["state"], "killed")
 
     async def test_a_commit_that_never_says_it_ended_is_waited_for_a_while(self) -> None:

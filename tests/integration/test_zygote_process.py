@@ -179,3 +179,42 @@ def test_a_program_that_leaves_the_tasks_stdout_non_blocking_breaks_no_print(
     finally:
         zygote.stdin.close()
         assert zygote.wait(10) == 0
+
+
+def test_a_task_holds_no_other_task_s_log(tmp_path: Path) -> None:
+    """The zygote holds each running task's log open: a task forked
+    meanwhile inherited it (another job's, another user's log to write
+    in), and a reused process kept it, deleted, for its life."""
+    import time
+
+    writer = tmp_path / "writer.py"
+    writer.write_text("import time\nprint('A', flush=True)\ntime.sleep(3)\n"
+                      "def map(k, v):\n    yield v, 1\n")
+    looker = tmp_path / "looker.py"
+    looker.write_text("import os\nfor fd in os.listdir('/proc/self/fd'):\n"
+                      "    try:\n        print(os.readlink(f'/proc/self/fd/{fd}'))\n"
+                      "    except OSError:\n        pass\n"
+                      "def map(k, v):\n    yield v, 1\n")
+    zygote = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert zygote.stdin and zygote.stdout
+    try:
+        for n, job in ((1, writer), (2, looker)):
+            spec = {"kind": "check", "job": {"source_path": str(job), "filename": str(job)}}
+            request = {"id": n, "spec": spec, "cwd": str(tmp_path),
+                       "log": str(tmp_path / f"log{n}"), "result": str(tmp_path / f"result{n}")}
+            zygote.stdin.write(json.dumps(request).encode() + b"\n")
+            zygote.stdin.flush()
+            json.loads(zygote.stdout.readline())  # started
+            if n == 1:
+                deadline = time.monotonic() + 10
+                while not (tmp_path / "log1").exists() or not (tmp_path / "log1").read_text():
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+        ends = [json.loads(zygote.stdout.readline()) for _ in range(2)]
+        assert {e["status"] for e in ends} == {0}
+        seen = (tmp_path / "log2").read_text()
+        assert str(tmp_path / "log1") not in seen, seen
+    finally:
+        zygote.stdin.close()
+        assert zygote.wait(10) == 0

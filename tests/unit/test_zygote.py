@@ -192,7 +192,6 @@ def test_a_reused_process_s_tasks_each_get_their_own_output(tmp_path: Path) -> N
             output.start(str(tmp_path / f"log{n}"), 10)
             os.write(w, f"task {n} ".encode() * 10)
             output.finish()
-        assert not (tmp_path / "log3").exists()
         os.close(w)
         w = -1
         assert not output.copy() and output.fd == -1  # every writer gone
@@ -216,3 +215,31 @@ def test_a_log_that_cannot_be_written_costs_the_zygote_nothing(tmp_path: Path) -
         output.close()
         os.close(w)
     assert not (tmp_path / "gone").exists()
+
+
+def test_a_log_the_task_made_a_fifo_or_a_link_holds_nothing(tmp_path: Path) -> None:
+    """The zygote opens the task's log: a task that made it a FIFO had the
+    open wait for a reader for ever, the zygote with it, and every task of
+    the worker; one that made it a link had it write where the link goes."""
+    import threading
+
+    fifo, elsewhere, link = tmp_path / "fifo", tmp_path / "elsewhere", tmp_path / "link"
+    os.mkfifo(fifo)
+    elsewhere.write_bytes(b"")
+    link.symlink_to(elsewhere)
+    for path in (fifo, link):
+        output, w = _output(tmp_path)
+        output.start(str(path), 100)
+        os.write(w, b"x" * 10)
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (output.copy(), output.finish(), done.set()))
+        worker.start()
+        try:
+            assert done.wait(5), f"the zygote waited on the log {path.name}"
+        finally:
+            if not done.is_set():  # let the thread go: a reader for the FIFO
+                os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+            worker.join(5)
+            output.close()
+            os.close(w)
+    assert elsewhere.read_bytes() == b""
