@@ -14,17 +14,22 @@ from procs import Cluster, wait_for
 from wordcounts import merged, read_wordcount, slow_wordcount
 
 
-def test_a_rolling_upgrade_during_one_job(tmp_path: Path) -> None:
-    job = tmp_path / "slow.py"
-    job.write_text(slow_wordcount(1.2))
+def slow_job(base: Path, map_sleep: float, lines: list[str]
+             ) -> tuple[Path, list[Path], Counter[str]]:
+    """A word count whose maps take ``map_sleep`` s, a file per line, and
+    the counts it must give."""
+    job = base / "slow.py"
+    job.write_text(slow_wordcount(map_sleep))
     inputs = []
-    expected: Counter[str] = Counter()
-    for n in range(60):
-        text = f"w{n % 7} w{n % 5} shared\n"
-        path = tmp_path / f"in{n:02d}.txt"
-        path.write_text(text)
-        expected.update(text.split())
-        inputs.append(path)
+    for n, line in enumerate(lines):
+        inputs.append(base / f"in{n:02d}.txt")
+        inputs[-1].write_text(line + "\n")
+    return job, inputs, Counter(" ".join(lines).split())
+
+
+def test_a_rolling_upgrade_during_one_job(tmp_path: Path) -> None:
+    job, inputs, expected = slow_job(tmp_path, 1.2,
+                                     [f"w{n % 7} w{n % 5} shared" for n in range(60)])
     c = Cluster(tmp_path / "cluster")
     try:
         c.start_jobtracker()
@@ -155,16 +160,7 @@ def test_a_drain_outlives_a_restart_of_the_jobtracker(tmp_path: Path) -> None:
     upgrade of the jobtracker) gave the draining worker tasks again, and
     the operator waited for ever for it to stop. The worker, told it is
     being drained, asks a jobtracker it registers with anew."""
-    job = tmp_path / "slow.py"
-    job.write_text(slow_wordcount(1.0))
-    inputs = []
-    expected: Counter[str] = Counter()
-    for n in range(8):
-        text = f"w{n % 3} shared\n"
-        path = tmp_path / f"in{n}.txt"
-        path.write_text(text)
-        expected.update(text.split())
-        inputs.append(path)
+    job, inputs, expected = slow_job(tmp_path, 1.0, [f"w{n % 3} shared" for n in range(8)])
     c = Cluster(tmp_path / "cluster")
     try:
         jt = c.start_jobtracker("--expiry", "2")

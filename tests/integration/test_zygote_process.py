@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,6 +115,36 @@ def test_a_stopped_zygote_leaves_no_process_nor_zombie(tmp_path: Path) -> None:
     assert json.loads(done.stdout) == []
 
 
+class ZygoteProcess:
+    """A real zygote, asked to run check tasks of job modules in ``base``;
+    its stdin closed at the end (its cue to reap its children and exit)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.proc = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def run(self, n: int, job: Path, **more: Any) -> int:
+        """Start task ``n`` (log ``logN``, result ``resultN``); its pid."""
+        assert self.proc.stdin and self.proc.stdout
+        spec = {"kind": "check", "job": {"source_path": str(job), "filename": str(job)}}
+        request = {"id": n, "spec": spec, "cwd": str(self.base),
+                   "log": str(self.base / f"log{n}"), "result": str(self.base / f"result{n}"),
+                   **more}
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        self.proc.stdin.flush()
+        return int(json.loads(self.proc.stdout.readline())["started"])
+
+    def ended(self) -> dict[str, Any]:
+        assert self.proc.stdout
+        return dict(json.loads(self.proc.stdout.readline()))
+
+    def close(self) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.close()
+        assert self.proc.wait(10) == 0
+
+
 def test_what_a_task_writes_to_its_descriptors_is_bounded(tmp_path: Path) -> None:
     """A subprocess's output and C-level writes count against the task's
     log limit with its prints: they went to the log file directly, and one
@@ -127,26 +158,17 @@ def test_what_a_task_writes_to_its_descriptors_is_bounded(tmp_path: Path) -> Non
                    " check=True)\n"
                    "print('the end', flush=True)\n"
                    "def map(k, v):\n    yield v, 1\n")
-    spec = {"kind": "check", "job": {"source_path": str(job), "filename": str(job)}}
-    zygote = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert zygote.stdin and zygote.stdout
+    zygote = ZygoteProcess(tmp_path)
     try:
         for n, limit in ((1, 1000), (2, 5000)):
-            request = {"id": n, "spec": spec, "cwd": str(tmp_path), "log_limit": limit,
-                       "log": str(tmp_path / f"log{n}"), "result": str(tmp_path / f"result{n}")}
-            zygote.stdin.write(json.dumps(request).encode() + b"\n")
-            zygote.stdin.flush()
-            started = json.loads(zygote.stdout.readline())
-            assert json.loads(zygote.stdout.readline()) == {"ended": started["started"],
-                                                            "status": 0}
+            pid = zygote.run(n, job, log_limit=limit)
+            assert zygote.ended() == {"ended": pid, "status": 0}
             log = (tmp_path / f"log{n}").read_bytes()
             assert log.startswith(b"the head\nxxxx"), log[:100]
             assert log.endswith(b"\n[pytxmr: log truncated]\n") and len(log) <= limit + 50
             assert json.loads((tmp_path / f"result{n}").read_text())["result"]["ok"]
     finally:
-        zygote.stdin.close()
-        assert zygote.wait(10) == 0
+        zygote.close()
 
 
 def test_a_program_that_leaves_the_tasks_stdout_non_blocking_breaks_no_print(
@@ -161,24 +183,15 @@ def test_a_program_that_leaves_the_tasks_stdout_non_blocking_breaks_no_print(
                    "for i in range(8):\n    print('chunk', i, 'y' * 200_000)\n"
                    "print('the end', flush=True)\n"
                    "def map(k, v):\n    yield v, 1\n")
-    spec = {"kind": "check", "job": {"source_path": str(job), "filename": str(job)}}
-    zygote = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert zygote.stdin and zygote.stdout
+    zygote = ZygoteProcess(tmp_path)
     try:
-        request = {"id": 1, "spec": spec, "cwd": str(tmp_path), "log_limit": 4 << 20,
-                   "log": str(tmp_path / "log"), "result": str(tmp_path / "result")}
-        zygote.stdin.write(json.dumps(request).encode() + b"\n")
-        zygote.stdin.flush()
-        started = json.loads(zygote.stdout.readline())
-        assert json.loads(zygote.stdout.readline()) == {"ended": started["started"],
-                                                        "status": 0}
-        assert json.loads((tmp_path / "result").read_text())["result"]["ok"]
-        log = (tmp_path / "log").read_text()
+        pid = zygote.run(1, job, log_limit=4 << 20)
+        assert zygote.ended() == {"ended": pid, "status": 0}
+        assert json.loads((tmp_path / "result1").read_text())["result"]["ok"]
+        log = (tmp_path / "log1").read_text()
         assert log.count("chunk") == 8 and log.endswith("the end\n")
     finally:
-        zygote.stdin.close()
-        assert zygote.wait(10) == 0
+        zygote.close()
 
 
 def test_a_task_holds_no_other_task_s_log(tmp_path: Path) -> None:
@@ -195,26 +208,16 @@ def test_a_task_holds_no_other_task_s_log(tmp_path: Path) -> None:
                       "    try:\n        print(os.readlink(f'/proc/self/fd/{fd}'))\n"
                       "    except OSError:\n        pass\n"
                       "def map(k, v):\n    yield v, 1\n")
-    zygote = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert zygote.stdin and zygote.stdout
+    zygote = ZygoteProcess(tmp_path)
     try:
-        for n, job in ((1, writer), (2, looker)):
-            spec = {"kind": "check", "job": {"source_path": str(job), "filename": str(job)}}
-            request = {"id": n, "spec": spec, "cwd": str(tmp_path),
-                       "log": str(tmp_path / f"log{n}"), "result": str(tmp_path / f"result{n}")}
-            zygote.stdin.write(json.dumps(request).encode() + b"\n")
-            zygote.stdin.flush()
-            json.loads(zygote.stdout.readline())  # started
-            if n == 1:
-                deadline = time.monotonic() + 10
-                while not (tmp_path / "log1").exists() or not (tmp_path / "log1").read_text():
-                    assert time.monotonic() < deadline
-                    time.sleep(0.05)
-        ends = [json.loads(zygote.stdout.readline()) for _ in range(2)]
-        assert {e["status"] for e in ends} == {0}
+        zygote.run(1, writer)
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "log1").exists() or not (tmp_path / "log1").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        zygote.run(2, looker)
+        assert {zygote.ended()["status"] for _ in range(2)} == {0}
         seen = (tmp_path / "log2").read_text()
         assert str(tmp_path / "log1") not in seen, seen
     finally:
-        zygote.stdin.close()
-        assert zygote.wait(10) == 0
+        zygote.close()
