@@ -140,7 +140,10 @@ def test_a_job_admitted_before_the_jobtracker_went_away_is_found_again() -> None
                  # An earlier one, whose presence the lost answer may have refused it for.
                  {"job_id": "job_0", "state": "running", "output": "/out/wc", "elapsed": 60},
                  {"job_id": "job_2", "state": "running", "output": "/out/wc", "elapsed": 4},
-                 {"job_id": "job_3", "state": "running", "output": "/out/other", "elapsed": 1}])
+                 {"job_id": "job_3", "state": "running", "output": "/out/other", "elapsed": 1},
+                 # Killed early, its output still being cleaned: its time stopped.
+                 {"job_id": "job_4", "state": "running", "finishing": "killed",
+                  "output": "/out/wc", "elapsed": 1}])
     said: list[str] = []
     assert submit(back, said) == (back, "job_2")
     assert said[-1] == "the jobtracker is back: it had admitted the job as job_2"

@@ -81,3 +81,15 @@ def test_only_running_attempts_of_known_workers_are_asked() -> None:
     assert [aid for aid, _ in worker.calls] == ["c"]
     worker.calls[0][1].callback(None)
     assert d.result == ({}, {"c": "running; its tasktracker did not say what it printed so far"})
+
+
+def test_an_ask_that_fails_otherwise_says_so_like_no_answer() -> None:
+    """Only a timeout was caught: any other failure left ``ask`` with it,
+    and the asks not awaited yet as unhandled errors."""
+    worker = Worker()
+    logs = RunningLogs(task.Clock())
+    d = ask(logs, "a", "b", workers={"w1": Conn(worker)})
+    worker.calls[0][1].errback(RuntimeError("a bug in an adapter"))
+    worker.calls[1][1].callback("b's\n")
+    note = "running; its tasktracker did not say what it printed so far"
+    assert d.result == ({"b": "b's\n"}, {"a": note})
