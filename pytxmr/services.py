@@ -130,3 +130,63 @@ def at_most(d: defer.Deferred[Any], seconds: float, clock: IReactorTime) -> defe
 
     d.addBoth(fired)
     return done
+
+
+class Awaited:
+    """Per job, the attempts whose word an ended job waits for (the logs of
+    the attempts it killed, the end of the commits it allowed): what fires
+    once each has come, or after a bound."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._by_job: dict[str, set[str]] = {}
+        self._job_of: dict[str, str] = {}
+        self._waits: dict[str, defer.Deferred[None]] = {}
+
+    def add(self, job_id: str, attempt_id: str) -> None:
+        self._by_job.setdefault(job_id, set()).add(attempt_id)
+        self._job_of[attempt_id] = job_id
+
+    def came(self, attempt_id: str) -> None:
+        """``attempt_id``'s word came (or will never come)."""
+        job_id = self._job_of.pop(attempt_id, None)
+        if job_id is None:
+            return
+        left = self._by_job[job_id]
+        left.discard(attempt_id)
+        waiting = self._waits.get(job_id)
+        if not left and waiting is not None and not waiting.called:
+            waiting.callback(None)
+
+    def wait(self, job_id: str, seconds: float,
+             still: Callable[[str], bool] = lambda aid: True) -> defer.Deferred[None] | None:
+        """Fires once the job's attempts that are ``still`` awaited have
+        come, or after ``seconds``; None if none is awaited. Either way the
+        job is forgotten then."""
+        awaited = {aid for aid in self._by_job.get(job_id, ()) if still(aid)}
+        if not awaited:
+            self.forget(job_id)
+            return None
+        self._by_job[job_id] = awaited
+        ended: defer.Deferred[None] = defer.Deferred()
+        self._waits[job_id] = ended
+
+        def done(result: Any) -> Any:
+            self.forget(job_id)
+            return result
+
+        return at_most(ended, seconds, self._clock).addBoth(done)
+
+    def forget(self, job_id: str) -> None:
+        for aid in self._by_job.pop(job_id, ()):
+            self._job_of.pop(aid, None)
+        self._waits.pop(job_id, None)
+
+    def attempts(self) -> list[str]:
+        return list(self._job_of)
+
+    def end_all(self) -> None:
+        """No more waiting (the jobtracker stops)."""
+        for waiting in list(self._waits.values()):
+            if not waiting.called:
+                waiting.callback(None)

@@ -105,3 +105,11 @@ def slow_wordcount(map_sleep: float, reduce_sleep: float = 0.0) -> str:
             f"    for word in line.split():\n        yield word, 1\n\n\n"
             f"def reduce(word, counts):\n    time.sleep({reduce_sleep})\n"
             f"    yield word, sum(counts)\n")
+
+
+def hanging_job(said: str) -> str:
+    """A job module whose map prints ``said`` and its line, then hangs (a
+    task to kill, or to look at while it runs)."""
+    return (f"import time\n\n\ndef map(offset, line):\n"
+            f"    print({said!r}, line.strip(), flush=True)\n    time.sleep(60)\n"
+            f"    yield line, 1\n\n\ndef reduce(key, values):\n    yield key, sum(values)\n")

@@ -30,7 +30,7 @@ from ..journal import Committed, Journal
 from ..outputrules import MayReplace, job_mark
 from ..ports import IWorker
 from ..scheduler import Action, Scheduler, State
-from ..services import at_most
+from ..services import Awaited
 from ..tasklog import LogKeeper, logs_reply
 from ..splits import MAX_DEFAULT_SPLIT_SIZE, compute_splits
 from ..storage import InputFile
@@ -159,13 +159,10 @@ class JobTracker:
         self._announcing: dict[str, list[Any]] = {}
         self._announce_timers: dict[str, IDelayedCall] = {}
         #: Per job: the attempts killed whose logs may still come
-        #: (``killed_log``), and, once the job ended, what waits for them.
-        self._kill_logs: dict[str, set[str]] = {}
-        self._kill_log_waits: dict[str, defer.Deferred[None]] = {}
-        #: The attempts let commit (``may_commit``) that have not said they
-        #: ended -> their job's id; and what a job's cleaning waits on.
-        self._committing: dict[str, str] = {}
-        self._commit_waits: dict[str, defer.Deferred[None]] = {}
+        #: (``killed_log``), and the attempts let commit (``may_commit``)
+        #: that have not said they ended: what an ended job waits for.
+        self._kill_logs = Awaited(clock)
+        self._committing = Awaited(clock)
         self._stopping = False
 
     # --- lifecycle -------------------------------------------------------
@@ -226,10 +223,8 @@ class JobTracker:
             self._plan_call.cancel()
         submissions = self.admission.stop()
         self._stopping = True  # the killed attempts' logs are not waited for
-        for waiting in list(self._commit_waits.values()):
-            # Nor their commits: a job's output was cleaned 10 minutes later.
-            if not waiting.called:
-                waiting.callback(None)
+        # Nor their commits: a job's output was cleaned 10 minutes later.
+        self._committing.end_all()
         error = {"type": "JobTrackerStopped", "message": "the jobtracker stopped", "traceback": ""}
         for job in list(self.jobs.values()):
             if job.running:
@@ -462,7 +457,7 @@ class JobTracker:
 
     def attempt_done(self, wid: str | None, attempt_id: str, result: AttemptResult) -> None:
         self._check_live(wid)
-        self._commit_over(attempt_id)
+        self._committing.came(attempt_id)
         self._keep_log(attempt_id, result.log)
         actions = self.scheduler.attempt_succeeded(attempt_id, self.now(), result)
         self._journal_commit(attempt_id, result)
@@ -484,7 +479,7 @@ class JobTracker:
 
     def attempt_failed(self, wid: str | None, attempt_id: str, error: TaskError) -> None:
         self._check_live(wid)
-        self._commit_over(attempt_id)
+        self._committing.came(attempt_id)
         self._keep_log(attempt_id, error.log)
         self.log.info("Attempt {aid} failed: {msg}", aid=attempt_id, msg=error.message)
         actions = self.scheduler.attempt_failed(attempt_id, self.now(), error.describe())
@@ -500,11 +495,7 @@ class JobTracker:
         if a is None or job is None or a.wid != wid or a.state is not State.KILLED:
             return
         self._keep_log(attempt_id, log)
-        waiting = self._kill_logs.get(job.id, set())
-        waiting.discard(attempt_id)
-        ended = self._kill_log_waits.get(job.id)
-        if not waiting and ended is not None and not ended.called:
-            ended.callback(None)
+        self._kill_logs.came(attempt_id)
 
     def _killed_logs(self, job: JobRecord) -> defer.Deferred[None]:
         """Fires once the attempts killed as the job ended sent their logs
@@ -512,21 +503,13 @@ class JobTracker:
         after KILLED_LOGS_WAIT: the history took the job's logs at once,
         and they came after."""
         attempts = self.scheduler.attempts
-        waiting = {aid for aid in self._kill_logs.pop(job.id, ())
-                   if not self.task_logs.has(aid) and aid in attempts
-                   and attempts[aid].wid in self.workers}  # not a lost worker's
-        if not waiting or self._stopping:
+        waiting = None if self._stopping else self._kill_logs.wait(
+            job.id, KILLED_LOGS_WAIT, lambda aid: not self.task_logs.has(aid)
+            and aid in attempts and attempts[aid].wid in self.workers)  # not a lost worker's
+        if waiting is None:
+            self._kill_logs.forget(job.id)
             return defer.succeed(None)
-        self._kill_logs[job.id] = waiting
-        ended: defer.Deferred[None] = defer.Deferred()
-        self._kill_log_waits[job.id] = ended
-
-        def done(result: Any) -> Any:
-            self._kill_logs.pop(job.id, None)
-            self._kill_log_waits.pop(job.id, None)
-            return result
-
-        return at_most(ended, KILLED_LOGS_WAIT, self._clock).addBoth(done)
+        return waiting
 
     def _keep_log(self, attempt_id: str, log: str) -> None:
         # A report that comes after its job ended belongs to no job here.
@@ -571,7 +554,7 @@ class JobTracker:
         a = self.scheduler.attempts.get(attempt_id)
         job = self._by_sched.get(a.job_id) if a is not None else None
         if allowed and job is not None:
-            self._committing[attempt_id] = job.id
+            self._committing.add(job.id, attempt_id)
         return allowed
 
     def commit_ended(self, wid: str | None, attempt_id: str) -> None:
@@ -579,41 +562,27 @@ class JobTracker:
         with its job's output: its upload landed and was withdrawn, or
         failed, or never began."""
         self._check_live(wid)
-        self._commit_over(attempt_id)
-
-    def _commit_over(self, attempt_id: str) -> None:
-        job_id = self._committing.pop(attempt_id, None)
-        if job_id is not None and job_id not in self._committing.values():
-            waiting = self._commit_waits.get(job_id)
-            if waiting is not None and not waiting.called:
-                waiting.callback(None)
+        self._committing.came(attempt_id)
 
     def _commits_lost(self, wid: str) -> None:
         """A lost worker says nothing more: its commits are not waited for
         (an upload it still makes cannot be stopped from here)."""
         attempts = self.scheduler.attempts
-        for aid in [aid for aid in self._committing
-                    if aid in attempts and attempts[aid].wid == wid]:
-            self._commit_over(aid)
+        for aid in self._committing.attempts():
+            if aid in attempts and attempts[aid].wid == wid:
+                self._committing.came(aid)
 
     def _commits_ended(self, job: JobRecord) -> defer.Deferred[None] | None:
         """Fires once the attempts of ``job`` let commit have ended their
         commits, or after COMMITS_WAIT; None if none has to."""
-        pending = sum(1 for job_id in self._committing.values() if job_id == job.id)
-        if not pending or self._stopping:
+        if self._stopping:
+            self._committing.forget(job.id)
             return None
-        self.log.info("Job {job} waits for {n} of its attempts to end their commits before "
-                      "it cleans its output", job=job.id, n=pending)
-        ended: defer.Deferred[None] = defer.Deferred()
-        self._commit_waits[job.id] = ended
-
-        def done(result: Any) -> Any:
-            self._commit_waits.pop(job.id, None)
-            for aid in [a for a, j in self._committing.items() if j == job.id]:
-                del self._committing[aid]
-            return result
-
-        return at_most(ended, COMMITS_WAIT, self._clock).addBoth(done)
+        waiting = self._committing.wait(job.id, COMMITS_WAIT)
+        if waiting is not None:
+            self.log.info("Job {job} waits for its attempts to end their commits before it "
+                          "cleans its output", job=job.id)
+        return waiting
 
     def bundle_chunk(self, wid: str | None, sha256: str, offset: int) -> bytes:
         """A piece of a running job's bundle, for a worker fetching it."""
@@ -1034,8 +1003,7 @@ class JobTracker:
         (a few KB per task) leave memory now, not 100 jobs later."""
         del self.jobs[job.id]
         self._max_attempts.pop(job.id, None)
-        for aid in [a for a, j in self._committing.items() if j == job.id]:
-            del self._committing[aid]
+        self._committing.forget(job.id)
         for sched_id in job.started_steps():
             self._by_sched.pop(sched_id, None)
             if sched_id in self.scheduler.jobs:
@@ -1085,7 +1053,7 @@ class JobTracker:
                 worker.kill_attempt(action.job_id, action.attempt_id)
                 killed = self._by_sched.get(action.job_id)
                 if killed is not None:
-                    self._kill_logs.setdefault(killed.id, set()).add(action.attempt_id)
+                    self._kill_logs.add(killed.id, action.attempt_id)
                 continue
             if isinstance(action, sched.DestroyJob):
                 worker.destroy_job(action.job_id)

@@ -116,6 +116,12 @@ class Awaited:
         return waiter
 
 
+def _tell(word: Coroutine[Any, Any, None]) -> None:
+    """A word to the jobtracker that may go unheard: it is gone, or from
+    before the call."""
+    defer.Deferred.fromCoroutine(word).addErrback(lambda f: f.trap(Exception))
+
+
 def _failed(kind: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"type": kind, "message": message, "traceback": ""}}
 
@@ -474,12 +480,8 @@ class TaskTracker:
     def _send_killed_log(self, attempt: Attempt, log: str) -> None:
         """What a killed attempt printed (a backup that lost, a hung task
         killed with its job): it went with no result, and was lost."""
-        jobtracker = self.jobtracker
-        if jobtracker is None or not log:
-            return
-        d = defer.Deferred.fromCoroutine(jobtracker.killed_log(attempt.id, log))
-        # Gone, or a jobtracker from before the call: the log goes unseen.
-        d.addErrback(lambda f: f.trap(Exception))
+        if self.jobtracker is not None and log:
+            _tell(self.jobtracker.killed_log(attempt.id, log))
 
     def _scratch(self, attempt_id: str) -> tuple[str, str] | None:
         """Where a task's log and result go: the worker's tmpfs directory when
@@ -564,8 +566,7 @@ class TaskTracker:
             if attempt.killed and self.jobtracker is jobtracker and self.wid == wid:
                 # Its job ended as it committed (or asked to): the job's
                 # cleaning waits for this word (its report goes nowhere).
-                d = defer.Deferred.fromCoroutine(jobtracker.commit_ended(attempt.id))
-                d.addErrback(lambda f: f.trap(Exception))
+                _tell(jobtracker.commit_ended(attempt.id))
 
     async def _commit_allowed(self, attempt: Attempt, result: dict[str, Any]
                               ) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from pytxmr import client, jobtracker, tasktracker
 from pytxmr.tasklog import format_logs
-from wordcounts import WORDCOUNT, read_wordcount
+from wordcounts import WORDCOUNT, hanging_job, read_wordcount
 
 SECRET = b"lost-results-secret"
 
@@ -106,17 +106,7 @@ class LostResultTests(InProcessCluster):
         self.assertFalse(os.path.exists(self.tmp / "out" / "_temporary"))
 
 
-HUNG = """\
-import time
-
-def map(offset, line):
-    print("before the hang", line.strip(), flush=True)
-    time.sleep(60)
-    yield line, 1
-
-def reduce(key, values):
-    yield key, sum(values)
-"""
+HUNG = hanging_job("before the hang")
 
 
 class KilledJobLogTests(InProcessCluster):

@@ -18,6 +18,7 @@ from pytxmr.child import Zygote
 from pytxmr.testing.fakes import FakeJobTracker
 from pytxmr.wire import AttemptResult, CallRefused, JobInit, Split
 from waiting import wait_for
+from wordcounts import hanging_job
 
 JOB = "job_9"
 TOKEN = b"t" * 32
@@ -82,17 +83,7 @@ class CrashTests(IdleTaskTracker):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
-SLEEPER = """\
-import sys, time
-
-def map(offset, line):
-    print("printed", line.strip(), flush=True)
-    time.sleep(60)
-    yield line, 1
-
-def reduce(key, values):
-    yield key, sum(values)
-"""
+SLEEPER = hanging_job("printed")
 
 
 class RunningTaskTracker(TestCase):

@@ -4,14 +4,30 @@ one job runs; the job succeeds with the output of an independent count."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from procs import Cluster, wait_for
 from wordcounts import merged, read_wordcount, slow_wordcount
+
+
+@contextlib.contextmanager
+def submitted(c: Cluster, job: Path, inputs: list[Path], out: Path,
+              *options: str) -> Iterator[subprocess.Popen[str]]:
+    """A submission left running; killed if it still runs at the end."""
+    sub = c.popen_submit(job, inputs, out, *options)
+    try:
+        yield sub
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.communicate()
 
 
 def slow_job(base: Path, map_sleep: float, lines: list[str]
@@ -34,8 +50,7 @@ def test_a_rolling_upgrade_during_one_job(tmp_path: Path) -> None:
     try:
         c.start_jobtracker()
         c.start_tasktrackers(3, 2)
-        submitter = c.popen_submit(job, inputs, tmp_path / "out", "--reducers", "3")
-        try:
+        with submitted(c, job, inputs, tmp_path / "out", "--reducers", "3") as submitter:
             wait_for(lambda: "running" in c.cli("jobs")[1] or None, 30, "the job to run")
             for n, old in enumerate(list(c.tasktrackers)):
                 wid = old.wait_ready()["wid"]
@@ -59,10 +74,6 @@ def test_a_rolling_upgrade_during_one_job(tmp_path: Path) -> None:
                 assert submitter.poll() is None, "the job ended before every worker was drained"
             stdout, stderr = submitter.communicate(timeout=120)
             assert submitter.returncode == 0, stderr + c.logs()
-        finally:
-            if submitter.poll() is None:
-                submitter.kill()
-                submitter.communicate()
         assert merged(read_wordcount(tmp_path / "out")) == expected
         assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == [
             "part-00000", "part-00001", "part-00002"]
@@ -168,8 +179,7 @@ def test_a_drain_outlives_a_restart_of_the_jobtracker(tmp_path: Path) -> None:
         # The only worker: its running maps go on as it drains (none could
         # take them), so it is still draining as the jobtracker goes.
         drained = c.start_tasktracker(2, "--heartbeat", "0.2")
-        submitter = c.popen_submit(job, inputs, tmp_path / "out", "--reconnect-timeout", "60")
-        try:
+        with submitted(c, job, inputs, tmp_path / "out", "--reconnect-timeout", "60") as submitter:
             wait_for(lambda: "running" in c.cli("jobs")[1] or None, 30, "the job to run")
             rc, out, err = c.cli("drain", drained.wait_ready()["wid"])
             assert rc == 0 and "is draining" in out, err
@@ -182,10 +192,6 @@ def test_a_drain_outlives_a_restart_of_the_jobtracker(tmp_path: Path) -> None:
             assert drained.proc.returncode == 0 and "asking this jobtracker again" in drained.log()
             stdout, stderr = submitter.communicate(timeout=120)
             assert submitter.returncode == 0, stderr + c.logs()
-        finally:
-            if submitter.poll() is None:
-                submitter.kill()
-                submitter.communicate()
         assert merged(read_wordcount(tmp_path / "out")) == expected
         assert other.proc.poll() is None
     finally:
