@@ -166,6 +166,7 @@ class CountersAndApiTests(JobTrackerCase):
         self.assertTrue(self.jt.may_commit(w2, reduce))
         self.jt.attempt_done(w2, reduce,
                              AttemptResult({"pytxmr": {"reduce output records": 3}}))
+        await self.jt.wait(job_id)  # its output is final: the job has ended
         return job_id, w1, w2
 
     async def test_retried_attempts_are_not_counted_twice(self) -> None:
