@@ -6,9 +6,11 @@ record is one transaction, so a crash at any instant leaves the journal as
 it was after the last whole record, never half of one. Kept: each running
 job as submitted (its plan: splits, token, options, owner), each step it
 started, each task it committed (the attempt, its counters, for a map the
-kinds of its keys, its times and the end of its log), how it is ending
-while its output is finished or cleaned, and its end. A finished job's records are deleted once its output
-is final: the history (``pytxmr.history``) keeps finished jobs.
+kinds of its keys, its times and the end of its log), the attempts it let
+write to its output that have not said they are done (and where they run),
+how it is ending while its output is finished or cleaned, and its end. A
+finished job's records are deleted once its output is final: the history
+(``pytxmr.history``) keeps finished jobs.
 
 ``synchronous=NORMAL``: durable across a crash of the process (what the
 jobtracker guards against); a power loss may lose the last records, never
@@ -38,6 +40,8 @@ CREATE TABLE IF NOT EXISTS tasks (job_id TEXT, step INTEGER, kind TEXT, idx INTE
                                   attempt_id TEXT NOT NULL, result TEXT NOT NULL,
                                   PRIMARY KEY (job_id, step, kind, idx));
 CREATE TABLE IF NOT EXISTS ending (job_id TEXT PRIMARY KEY, outcome TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commits (attempt_id TEXT PRIMARY KEY, job_id TEXT NOT NULL,
+                                    host TEXT NOT NULL, port INTEGER NOT NULL);
 """
 
 
@@ -88,6 +92,9 @@ class JournaledJob:
     #: How it ended, if it was ending (its output being finished or
     #: cleaned): {"state": ..., "error": ...}; None while it runs.
     ending: dict[str, Any] | None = None
+    #: The attempts let commit that had not said they were done: attempt
+    #: id -> the (host, port) of their worker's shuffle server.
+    commits: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 class JournalError(Exception):
@@ -195,10 +202,20 @@ class Journal:
         self._write("INSERT OR REPLACE INTO ending VALUES (?, ?)", job_id,
                     json.dumps({"state": state, "error": error}))
 
+    def commit_allowed(self, job_id: str, attempt_id: str, host: str, port: int) -> None:
+        """An attempt may write its part into the job's output: until it
+        says it is done, the output is not cleaned nor given to another
+        job, across a restart too (its upload would land after)."""
+        self._write("INSERT OR REPLACE INTO commits VALUES (?, ?, ?, ?)", attempt_id, job_id,
+                    host, port)
+
+    def commit_ended(self, attempt_id: str) -> None:
+        self._write("DELETE FROM commits WHERE attempt_id = ?", attempt_id)
+
     def job_ended(self, job_id: str) -> None:
-        # One statement per table; a crash between them leaves steps, tasks
-        # or an ending without their job, which running_jobs ignores.
-        for table in ("jobs", "steps", "tasks", "ending"):
+        # One statement per table; a crash between them leaves steps, tasks,
+        # commits or an ending without their job, which running_jobs ignores.
+        for table in ("jobs", "steps", "tasks", "ending", "commits"):
             self._write(f"DELETE FROM {table} WHERE job_id = ?", job_id)
 
     def running_jobs(self) -> dict[str, JournaledJob]:
@@ -229,4 +246,8 @@ class Journal:
         for job_id, outcome in self._db.execute("SELECT job_id, outcome FROM ending"):
             if job_id in jobs:
                 jobs[job_id].ending = json.loads(outcome)
+        for attempt_id, job_id, host, port in self._db.execute(
+                "SELECT attempt_id, job_id, host, port FROM commits"):
+            if job_id in jobs:
+                jobs[job_id].commits[attempt_id] = (host, port)
         return jobs

@@ -147,16 +147,18 @@ class Awaited:
         self._by_job.setdefault(job_id, set()).add(attempt_id)
         self._job_of[attempt_id] = job_id
 
-    def came(self, attempt_id: str) -> None:
-        """``attempt_id``'s word came (or will never come)."""
+    def came(self, attempt_id: str) -> bool:
+        """``attempt_id``'s word came (or will never come); whether it was
+        awaited."""
         job_id = self._job_of.pop(attempt_id, None)
         if job_id is None:
-            return
+            return False
         left = self._by_job[job_id]
         left.discard(attempt_id)
         waiting = self._waits.get(job_id)
         if not left and waiting is not None and not waiting.called:
             waiting.callback(None)
+        return True
 
     def wait(self, job_id: str, seconds: float,
              still: Callable[[str], bool] = lambda aid: True) -> defer.Deferred[None] | None:
@@ -184,6 +186,13 @@ class Awaited:
 
     def attempts(self) -> list[str]:
         return list(self._job_of)
+
+    def awaits(self, job_id: str) -> bool:
+        return bool(self._by_job.get(job_id))
+
+    def waiting(self) -> list[str]:
+        """The jobs that wait for their attempts' words."""
+        return [job_id for job_id, d in self._waits.items() if not d.called]
 
     def end_all(self) -> None:
         """No more waiting (the jobtracker stops)."""

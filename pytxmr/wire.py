@@ -370,11 +370,15 @@ class Registration:
     #: Map outputs it kept from before it lost the jobtracker (a restarted
     #: one resumes its jobs with them): (step job id, map index, attempt id).
     held: tuple[tuple[str, int, str], ...] = ()
+    #: Attempts let commit by a jobtracker it lost that still write their
+    #: parts: a restarted one waits for their end before it cleans their
+    #: job's output.
+    committing: tuple[str, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return {"protocol": self.protocol, "min_protocol": MIN_WORKER_PROTOCOL,
                 "host": self.host, "port": self.port, "slots": self.slots, "pid": self.pid,
-                "held": [list(h) for h in self.held]}
+                "held": [list(h) for h in self.held], "committing": list(self.committing)}
 
     @classmethod
     def from_wire(cls, d: Any) -> Registration:
@@ -393,7 +397,8 @@ class Registration:
                 isinstance(h, list) and len(h) == 3 and isinstance(h[0], str)
                 and type(h[1]) is int and isinstance(h[2], str) for h in held):
             raise BadMessage("register's held is a list of [job id, map index, attempt id]")
-        return cls(**f, protocol=d["protocol"], held=tuple((h[0], h[1], h[2]) for h in held))
+        return cls(**f, protocol=d["protocol"], held=tuple((h[0], h[1], h[2]) for h in held),
+                   committing=_strings("Registration", "committing", d.get("committing", [])))
 
 
 @dataclass(frozen=True)

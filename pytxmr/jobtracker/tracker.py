@@ -163,6 +163,14 @@ class JobTracker:
         #: that have not said they ended: what an ended job waits for.
         self._kill_logs = Awaited(clock)
         self._committing = Awaited(clock)
+        #: The worker of each attempt let commit (its loss ends the wait).
+        self._commit_workers: dict[str, str] = {}
+        #: Commits the journal had from before a restart, until a worker at
+        #: their address registers again: (host, port) of its shuffle server.
+        self._unclaimed_commits: dict[str, tuple[str, int]] = {}
+        self._unclaimed_timer: IDelayedCall | None = None
+        #: Jobs left ending in the journal as the jobtracker stopped.
+        self._left_ending: set[str] = set()
         self._stopping = False
 
     # --- lifecycle -------------------------------------------------------
@@ -174,6 +182,9 @@ class JobTracker:
         # Finished jobs live beside jobs/ and outlive restarts.
         self.history.load()
         resumed = self._resume_jobs()
+        if self._unclaimed_commits:
+            self._unclaimed_timer = self._clock.callLater(self.resume_grace,
+                                                          self._commits_unclaimed)
         # The other leftovers of a crashed run: jobs that cannot resume
         # (their files are gone), failed like any other job.
         for job_id, out in interrupted_outputs(jobs_dir):
@@ -221,9 +232,14 @@ class JobTracker:
             self._periodic_loop.stop()
         if self._plan_call is not None and self._plan_call.active():
             self._plan_call.cancel()
+        if self._unclaimed_timer is not None and self._unclaimed_timer.active():
+            self._unclaimed_timer.cancel()
         submissions = self.admission.stop()
         self._stopping = True  # the killed attempts' logs are not waited for
-        # Nor their commits: a job's output was cleaned 10 minutes later.
+        # Nor their commits (a job's output was cleaned 10 minutes later):
+        # the jobs that wait for some are left to the next start.
+        for job_id in self._committing.waiting():
+            self._leave_ending(self.jobs[job_id])
         self._committing.end_all()
         error = {"type": "JobTrackerStopped", "message": "the jobtracker stopped", "traceback": ""}
         for job in list(self.jobs.values()):
@@ -284,6 +300,9 @@ class JobTracker:
             if job.bundle and self.bundles.has(job.bundle):
                 self.bundles.use(job.bundle, job_id)  # released as the job ends
             self.jobs[job_id] = job
+            for aid, where in journaled.commits.items():
+                self._committing.add(job_id, aid)
+                self._unclaimed_commits[aid] = where
             max_attempts, speculative = plan["max_attempts"], plan["speculative"]
             self._max_attempts[job_id] = (max_attempts, speculative)
             actions: list[Action] = []
@@ -364,6 +383,8 @@ class JobTracker:
                  is not None and c.attempt_id == h[2]]
         for sched_id in sorted({h[0] for h in reg.held} - {h[0] for h in taken}):
             worker.destroy_job(sched_id)
+        if self._unclaimed_commits:
+            self._claim_commits(wid, reg)
         actions = self.scheduler.worker_joined(wid, reg.host, reg.port, reg.slots, self.now())
         self._last_registered = self.now()
         if self._unplanned and self._first_registered is None:
@@ -457,7 +478,7 @@ class JobTracker:
 
     def attempt_done(self, wid: str | None, attempt_id: str, result: AttemptResult) -> None:
         self._check_live(wid)
-        self._committing.came(attempt_id)
+        self._commit_came(attempt_id)
         self._keep_log(attempt_id, result.log)
         actions = self.scheduler.attempt_succeeded(attempt_id, self.now(), result)
         self._journal_commit(attempt_id, result)
@@ -479,7 +500,7 @@ class JobTracker:
 
     def attempt_failed(self, wid: str | None, attempt_id: str, error: TaskError) -> None:
         self._check_live(wid)
-        self._committing.came(attempt_id)
+        self._commit_came(attempt_id)
         self._keep_log(attempt_id, error.log)
         self.log.info("Attempt {aid} failed: {msg}", aid=attempt_id, msg=error.message)
         actions = self.scheduler.attempt_failed(attempt_id, self.now(), error.describe())
@@ -549,12 +570,15 @@ class JobTracker:
                                                   map_attempt_id))
 
     def may_commit(self, wid: str | None, attempt_id: str) -> bool:
-        self._check_live(wid)
+        wid = self._check_live(wid)
         allowed = self.scheduler.may_commit(attempt_id)
         a = self.scheduler.attempts.get(attempt_id)
         job = self._by_sched.get(a.job_id) if a is not None else None
         if allowed and job is not None:
             self._committing.add(job.id, attempt_id)
+            self._commit_workers[attempt_id] = wid
+            conn = self.workers[wid]
+            self.journal.commit_allowed(job.id, attempt_id, conn.host, conn.port)
         return allowed
 
     def commit_ended(self, wid: str | None, attempt_id: str) -> None:
@@ -562,22 +586,46 @@ class JobTracker:
         with its job's output: its upload landed and was withdrawn, or
         failed, or never began."""
         self._check_live(wid)
-        self._committing.came(attempt_id)
+        self._commit_came(attempt_id)
+
+    def _commit_came(self, attempt_id: str) -> None:
+        self._commit_workers.pop(attempt_id, None)
+        self._unclaimed_commits.pop(attempt_id, None)
+        if self._committing.came(attempt_id):
+            self.journal.commit_ended(attempt_id)
 
     def _commits_lost(self, wid: str) -> None:
         """A lost worker says nothing more: its commits are not waited for
         (an upload it still makes cannot be stopped from here)."""
-        attempts = self.scheduler.attempts
-        for aid in self._committing.attempts():
-            if aid in attempts and attempts[aid].wid == wid:
-                self._committing.came(aid)
+        for aid, where in list(self._commit_workers.items()):
+            if where == wid:
+                self._commit_came(aid)
+
+    def _claim_commits(self, wid: str, reg: Registration) -> None:
+        """A worker back after our restart: of the commits the journal had
+        at its address, those it says it still makes are its own, to be
+        waited for; the others ended while we were down."""
+        for aid, where in list(self._unclaimed_commits.items()):
+            if where == (reg.host, reg.port):
+                del self._unclaimed_commits[aid]
+                if aid in reg.committing:
+                    self._commit_workers[aid] = wid
+                else:
+                    self._commit_came(aid)
+
+    def _commits_unclaimed(self) -> None:
+        """No worker came back, ``resume_grace`` after our start, for these
+        commits: lost with their workers, as any lost worker's."""
+        self._unclaimed_timer = None
+        for aid, (host, port) in list(self._unclaimed_commits.items()):
+            self.log.warn("No tasktracker came back at {host}:{port} to say whether attempt "
+                          "{aid} still commits its part: its job no longer waits for it",
+                          host=host, port=port, aid=aid)
+            self._commit_came(aid)
 
     def _commits_ended(self, job: JobRecord) -> defer.Deferred[None] | None:
         """Fires once the attempts of ``job`` let commit have ended their
         commits, or after COMMITS_WAIT; None if none has to."""
-        if self._stopping:
-            self._committing.forget(job.id)
-            return None
         waiting = self._committing.wait(job.id, COMMITS_WAIT)
         if waiting is not None:
             self.log.info("Job {job} waits for its attempts to end their commits before it "
@@ -948,10 +996,15 @@ class JobTracker:
             waiting = None
         else:
             end = functools.partial(output.abort_output, job.output, job.storage_options, mark)
+            if self._stopping and self._committing.awaits(job.id):
+                self._leave_ending(job)
+                return
             # A commit under way would land after the cleaning.
             waiting = self._commits_ended(job)
 
         def finish(_: object = None) -> None:
+            if job.id in self._left_ending:  # the jobtracker stopped as it waited
+                return
             if not storage.is_remote(job.output):
                 self._output_ended(job, _outcome(end))
                 return
@@ -963,6 +1016,19 @@ class JobTracker:
             finish()
         else:
             waiting.addCallback(finish)
+
+    def _leave_ending(self, job: JobRecord) -> None:
+        """The jobtracker stops while attempts it let commit may still write
+        to the job's output: cleaning it now would not keep their parts from
+        landing there after, in another job's output. The journal keeps the
+        job as ending, and those commits: the next start waits for them
+        (their workers say, as they register again) and cleans then."""
+        self.log.warn("Job {job} is {state} as the jobtracker stops, while attempts may still "
+                      "commit parts to {out}: the jobtracker's next start cleans the output "
+                      "once they ended", job=job.id, state=job.state, out=job.output)
+        self._left_ending.add(job.id)
+        self.admission.release_output(job.id)  # its lock: this process ends
+        self._ending.pop(job.id).callback(None)
 
     def _in_thread(self, f: Any, *args: Any) -> defer.Deferred[Any]:
         reactor: Any = self._reactor
@@ -1004,6 +1070,10 @@ class JobTracker:
         del self.jobs[job.id]
         self._max_attempts.pop(job.id, None)
         self._committing.forget(job.id)
+        live = set(self._committing.attempts())  # the wait may have forgotten some
+        for places in (self._commit_workers, self._unclaimed_commits):
+            for aid in [aid for aid in places if aid not in live]:
+                del places[aid]
         for sched_id in job.started_steps():
             self._by_sched.pop(sched_id, None)
             if sched_id in self.scheduler.jobs:

@@ -194,7 +194,8 @@ class TaskTrackerService(AsyncMultiService):
         # heartbeat at our own pace until it asks for another.
         self._adopt_interval(None)
         return Registration(self.advertise_host, self.shuffle_port, self.config.slots,
-                            os.getpid(), held=self.tt.held_outputs())
+                            os.getpid(), held=self.tt.held_outputs(),
+                            committing=tuple(sorted(self.tt.committing)))
 
     def _beat(self) -> None:
         jobtracker = self.tt.jobtracker

@@ -178,6 +178,12 @@ class TaskTracker:
         #: Drops the outputs kept after losing the jobtracker, if it does
         #: not come back in time.
         self._keep_timer: Any = None
+        #: Attempts let commit whose part is still being written.
+        self.committing: set[str] = set()
+        #: Killed attempts whose commit ended with no jobtracker to tell:
+        #: told to the next one we register with (it may be waiting for
+        #: them to clean their job's output).
+        self._untold_commits: set[str] = set()
 
     def progress(self) -> dict[str, float]:
         """How far each live attempt is (sent with the heartbeat)."""
@@ -190,6 +196,9 @@ class TaskTracker:
         if self._keep_timer is not None and self._keep_timer.active():
             self._keep_timer.cancel()  # it decides about them now (destroy_job)
         self._keep_timer = None
+        for aid in sorted(self._untold_commits):
+            _tell(jobtracker.commit_ended(aid))
+        self._untold_commits.clear()
 
     def running_log(self, attempt_id: str) -> str | None:
         """What a running attempt has printed so far (its log's tail; ""
@@ -551,7 +560,7 @@ class TaskTracker:
         is the one that commits."""
         if self.jobtracker is None:
             return _failed("Disconnected", "lost the jobtracker before commit")
-        jobtracker, wid = self.jobtracker, self.wid
+        jobtracker = self.jobtracker
         try:
             allowed = await jobtracker.may_commit(attempt.id)
         except Unreachable as e:
@@ -560,13 +569,19 @@ class TaskTracker:
             return _failed("Disconnected", f"cannot ask to commit: {e}")
         if not allowed:
             return _failed(COMMIT_DENIED, "another attempt committed first")
+        self.committing.add(attempt.id)
         try:
             return await self._commit_allowed(attempt, result)
         finally:
-            if attempt.killed and self.jobtracker is jobtracker and self.wid == wid:
-                # Its job ended as it committed (or asked to): the job's
-                # cleaning waits for this word (its report goes nowhere).
-                _tell(jobtracker.commit_ended(attempt.id))
+            self.committing.discard(attempt.id)
+            if attempt.killed:
+                # Its job ended as it committed (or asked to), or we lost
+                # the jobtracker: the job's cleaning waits for this word
+                # (its report goes nowhere), in a restarted jobtracker too.
+                if self.jobtracker is not None:
+                    _tell(self.jobtracker.commit_ended(attempt.id))
+                else:
+                    self._untold_commits.add(attempt.id)
 
     async def _commit_allowed(self, attempt: Attempt, result: dict[str, Any]
                               ) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
@@ -226,3 +226,68 @@ class CommitEndedTests(RunningTaskTracker):
         self.assertEqual(self.jobtracker.named("commit_ended"), [(aid,)])
         self.assertEqual([n for n in os.listdir(out) if n.startswith("part-")], [])
         self.assertEqual(self.jobtracker.named("attempt_done"), [])
+
+
+class LosesItAsItLetsCommit(FakeJobTracker):
+    """Lets an attempt commit, and is lost (it restarts) as the commit runs."""
+
+    tt: tasktracker.TaskTracker
+
+    async def may_commit(self, attempt_id: str) -> bool:
+        allowed = await super().may_commit(attempt_id)
+        self.tt.committing_seen = set(self.tt.committing)  # type: ignore[attr-defined]
+        self.tt.forget_everything()
+        return allowed
+
+
+class CommitAcrossARestartTests(RunningTaskTracker):
+    """A jobtracker restarted as a killed job's attempt committed cleaned
+    the output at once: the part landed after. A restarted jobtracker now
+    waits for what the worker says as it registers again."""
+
+    source = QUICK
+    jobtracker_type = LosesItAsItLetsCommit
+
+    async def test_a_commit_that_ended_meanwhile_is_told_to_the_next_jobtracker(
+            self) -> None:
+        self.jobtracker.tt = self.tt  # type: ignore[attr-defined]
+        out = os.path.join(os.path.dirname(self.input), "out")
+        os.mkdir(out)
+        map_only = "job_8"
+        self.tt.init_job(JobInit(map_only, "def map(offset, line):\n    yield offset, line\n",
+                                 "job.py", TOKEN, "map", "reduce", 1, 0, out))
+        aid = f"{map_only}_m00000_0"
+        self.tt.launch_map(map_only, aid, Split(0, self.input, 0, 4, False))
+        await wait_for(lambda: self.jobtracker.named("may_commit"))
+        await wait_for(lambda: not self.tt.committing)
+        self.assertEqual(self.tt.committing_seen, set())  # type: ignore[attr-defined]
+        self.assertEqual(self.jobtracker.named("commit_ended"), [])  # the lost one
+        restarted = FakeJobTracker()
+        self.tt.registered("w7", restarted)
+        self.assertEqual(restarted.named("commit_ended"), [(aid,)])
+        self.tt.registered("w8", FakeJobTracker())  # told once
+        self.assertEqual([n for n in os.listdir(out) if n.startswith("part-")], [])
+
+    async def test_a_commit_under_way_is_in_the_registration(self) -> None:
+        """What ``Registration.committing`` carries."""
+        self.jobtracker.tt = self.tt  # type: ignore[attr-defined]
+        entered: defer.Deferred[None] = defer.Deferred()
+        going_on: defer.Deferred[None] = defer.Deferred()
+
+        async def slow_commit(attempt: object, result: dict[str, object]) -> dict[str, object]:
+            entered.callback(None)
+            await going_on
+            return result
+
+        self.tt._commit_allowed = slow_commit  # type: ignore[method-assign,assignment]
+        self.tt.registered("w1", FakeJobTracker())
+        out = os.path.join(os.path.dirname(self.input), "out")
+        os.mkdir(out)
+        self.tt.init_job(JobInit("job_8", "def map(offset, line):\n    yield offset, line\n",
+                                 "job.py", TOKEN, "map", "reduce", 1, 0, out))
+        aid = "job_8_m00000_0"
+        self.tt.launch_map("job_8", aid, Split(0, self.input, 0, 4, False))
+        await entered
+        self.assertEqual(self.tt.committing, {aid})
+        going_on.callback(None)
+        await wait_for(lambda: not self.tt.committing)

@@ -5,6 +5,7 @@ object against ``collections.Counter``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -729,14 +730,14 @@ asyncio.run(main())
 """
 
 
-def test_a_part_uploaded_as_its_job_was_killed_is_withdrawn(
-        tmp_path: Path, fs: Any, s3: objectstore.SeaweedS3, make_cluster: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The upload was on its way (the tasktrackers reach the store through
-    a slow link) when the job was killed: the job's abort ran before it
-    landed, and left a whole word count without _SUCCESS, which a later
-    job reading the prefix would read. The job now ends (its output free
-    for another) once its uploads ended: they landed, and were withdrawn."""
+@contextlib.contextmanager
+def _uploading_slowly(tmp_path: Path, s3: objectstore.SeaweedS3, make_cluster: Any,
+                      monkeypatch: pytest.MonkeyPatch, key: str
+                      ) -> Iterator[tuple[Cluster, subprocess.Popen[str], str, Path]]:
+    """A job of two reduces writing ``s3://key``, from tasktrackers that
+    reach the store through a slow link (2 s a request), as its first
+    upload starts: the cluster, the submitter, the job's id, the link's log
+    (a line per request)."""
     import urllib.parse
 
     from wordcounts import slow_wordcount
@@ -745,13 +746,12 @@ def test_a_part_uploaded_as_its_job_was_killed_is_withdrawn(
     job.write_text(slow_wordcount(0.0))
     data = tmp_path / "in.txt"
     data.write_text("a b c d e f\n")
-    key = f"{BUCKET}/killed-as-it-uploaded"
     log = tmp_path / "proxy.log"
     log.write_text("")
     proxy = subprocess.Popen(
         [sys.executable, "-c", SLOW_PROXY, str(urllib.parse.urlsplit(s3.endpoint_url).port),
          "2", str(log)], stdout=subprocess.PIPE, text=True)
-    submitter = killer = None
+    submitter = None
     try:
         assert proxy.stdout is not None
         port = int(proxy.stdout.readline())
@@ -764,12 +764,36 @@ def test_a_part_uploaded_as_its_job_was_killed_is_withdrawn(
         wait_for(lambda: f"PUT /{key}/part-" in log.read_text(), 60, "an upload to start")
         job_id = next(line.split()[0] for line in c.cli("jobs")[1].splitlines()
                       if " running " in line)
-        killer = subprocess.run([sys.executable, "-m", "pytxmr", "kill", job_id,
-                                 *c.client_args()], capture_output=True, text=True,
-                                env=c.env, cwd=c.base, timeout=60)
-        assert killer.returncode == 0, killer.stderr
+        yield c, submitter, job_id, log
+    finally:
+        for p in (submitter, proxy):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+def _kill_job(c: Cluster, job_id: str) -> None:
+    killer = subprocess.run([sys.executable, "-m", "pytxmr", "kill", job_id,
+                             *c.client_args()], capture_output=True, text=True,
+                            env=c.env, cwd=c.base, timeout=60)
+    assert killer.returncode == 0, killer.stderr
+
+
+def test_a_part_uploaded_as_its_job_was_killed_is_withdrawn(
+        tmp_path: Path, fs: Any, s3: objectstore.SeaweedS3, make_cluster: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The upload was on its way (the tasktrackers reach the store through
+    a slow link) when the job was killed: the job's abort ran before it
+    landed, and left a whole word count without _SUCCESS, which a later
+    job reading the prefix would read. The job now ends (its output free
+    for another) once its uploads ended: they landed, and were withdrawn."""
+    key = f"{BUCKET}/killed-as-it-uploaded"
+    with _uploading_slowly(tmp_path, s3, make_cluster, monkeypatch, key) as (
+            c, submitter, job_id, log):
+        _kill_job(c, job_id)
         _, stderr = submitter.communicate(timeout=60)
         assert "was killed" in stderr, stderr + c.logs()
+
         def names() -> list[str]:
             return [os.path.basename(p) for p in fs.ls(key, refresh=True)]
 
@@ -777,8 +801,28 @@ def test_a_part_uploaded_as_its_job_was_killed_is_withdrawn(
         assert log.read_text().count(f"PUT /{key}/part-") == 2  # both landed, late
         time.sleep(3)  # nothing lands after the job's end
         assert names() == [output.OUTPUT_MARK]
-    finally:
-        for p in (submitter, proxy):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.communicate()
+
+
+def test_a_killed_job_s_uploads_are_waited_for_across_a_jobtracker_restart(
+        tmp_path: Path, fs: Any, s3: objectstore.SeaweedS3, make_cluster: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The jobtracker was SIGKILLed as the killed job waited for its
+    uploads: its next start cleaned the output at once, the parts landed
+    after (a whole word count without _SUCCESS), and another job could
+    take the prefix meanwhile. The journal has the commits it allowed; the
+    tasktrackers say, as they register again, which still run."""
+    from test_resume import _kill_jobtracker
+
+    key = f"{BUCKET}/killed-across-a-restart"
+    with _uploading_slowly(tmp_path, s3, make_cluster, monkeypatch, key) as (
+            c, _, job_id, log):
+        _kill_job(c, job_id)
+        port = _kill_jobtracker(c)
+        c.start_jobtracker("--port", str(port))
+        wait_for(lambda: any(line.startswith(job_id) and " killed" in line and "finishing"
+                             not in line for line in c.cli("jobs")[1].splitlines()),
+                 60, "the killed job to end")
+        assert log.read_text().count(f"PUT /{key}/part-") == 2, c.logs()  # they landed
+        time.sleep(3)  # nothing lands after the job's end
+        assert [os.path.basename(p) for p in fs.ls(key, refresh=True)] == [
+            output.OUTPUT_MARK], c.logs()

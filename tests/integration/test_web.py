@@ -36,8 +36,8 @@ from pytxmr.jobtracker import JobTracker
 from pytxmr.tasklog import format_logs
 from pytxmr.testing.fakes import FakeWorker
 from pytxmr.web import web_password, web_site
-from pytxmr.wire import (COMMIT_DENIED, AttemptResult, Heartbeat, Registration, TaskError,
-                         UnknownJob)
+from pytxmr.wire import (COMMIT_DENIED, AttemptResult, Heartbeat, Registration, SubmissionError,
+                         TaskError, UnknownJob)
 from waiting import wait_for
 
 WORDCOUNT = """\
@@ -97,15 +97,21 @@ class JobTrackerCase(TestCase):
         self.jt = self.start_jobtracker()
         self.ports: list[Any] = []
 
-    def start_jobtracker(self, retention: int = 100) -> JobTracker:
+    def start_jobtracker(self, retention: int = 100, resume_grace: float = 12.0) -> JobTracker:
         self.zygote = Zygote(reactor)  # checks submitted modules, as a daemon's does
         self.zygote.start()
         # Fake workers send no heartbeats: none is lost during a test.
         jt = JobTracker(reactor, reactor, self.workdir, expiry=600,
-                        history_retention=retention, checkers=self.zygote)
+                        history_retention=retention, checkers=self.zygote,
+                        resume_grace=resume_grace)
         jt.start()
         self.addCleanup(self.stop_jobtracker, jt)
         return jt
+
+    async def restart(self, retention: int = 100, resume_grace: float = 12.0) -> JobTracker:
+        await self.stop_jobtracker(self.jt)
+        self.jt = self.start_jobtracker(retention, resume_grace)
+        return self.jt
 
     async def stop_jobtracker(self, jt: JobTracker) -> None:
         await jt.stop()  # again after a test's own stop: it does nothing then
@@ -511,15 +517,63 @@ class CommitWaitTests(JobTrackerCase):
         self.jt.worker_disconnected(wid)
         self.assertEqual((await ended)["state"], "killed")
 
-    async def test_a_stopping_jobtracker_does_not_wait_for_the_commits(self) -> None:
+    def landed_part(self) -> str:
+        """A part the committing attempt wrote: the cleaning removes it."""
+        part = os.path.join(self.tmp, "out", "part-00000")
+        with open(part, "w") as f:
+            f.write("a\t1\n")
+        return part
+
+    async def test_a_stopping_jobtracker_leaves_the_job_to_its_next_start(self) -> None:
         """Its stop (SIGTERM) waited as long as the commits could take (10
-        minutes): the journal has the job as ending, and its next start
-        cleans the output again."""
-        _, _, _, ended = await self.killed_while_committing()
+        minutes); then it cleaned the output at once, and its next start
+        let another job take it as the parts still landed. The journal has
+        the job as ending, and its commits: the next start waits for them."""
+        _, r, job_id, _ = await self.killed_while_committing()
+        part = self.landed_part()
         started = time.monotonic()
         await self.jt.stop()
         self.assertLess(time.monotonic() - started, 5)
+        self.assertTrue(os.path.exists(part))  # not cleaned
+        jt = await self.restart()
+        status = jt.status(job_id)
+        self.assertEqual((status["state"], status["finishing"]), ("running", "killed"))
+        ended = jt.wait(job_id)
+        wid = jt.register(FakeWorker(), Registration("127.0.0.1", 9, 1, committing=(r,)))
+        await task_sleep(0.05)
+        self.assertFalse(ended.called)
+        with self.assertRaises(SubmissionError):  # still its output
+            await self.submit(jt)
+        jt.commit_ended(wid, r)  # as the worker's upload ends
         self.assertEqual((await ended)["state"], "killed")
+        self.assertFalse(os.path.exists(part))
+        await self.submit(jt)
+
+    async def test_a_restarted_jobtracker_waits_only_for_the_commits_still_made(
+            self) -> None:
+        """A worker back at the address of a commit that it no longer makes
+        (it ended while the jobtracker was down): the job is cleaned at once."""
+        _, _, job_id, _ = await self.killed_while_committing()
+        part = self.landed_part()
+        jt = await self.restart()
+        ended = jt.wait(job_id)
+        jt.register(FakeWorker(), Registration("127.0.0.1", 8, 1))  # another worker
+        await task_sleep(0.05)
+        self.assertFalse(ended.called)
+        jt.register(FakeWorker(), Registration("127.0.0.1", 9, 1))
+        self.assertEqual((await ended)["state"], "killed")
+        self.assertFalse(os.path.exists(part))
+
+    async def test_a_commit_whose_worker_does_not_come_back_is_not_waited_for(
+            self) -> None:
+        _, _, job_id, _ = await self.killed_while_committing()
+        with capturedLogs() as events:
+            jt = await self.restart(resume_grace=0.3)
+            started = time.monotonic()
+            self.assertEqual((await jt.wait(job_id))["state"], "killed")
+        self.assertGreater(time.monotonic() - started, 0.2)
+        self.assertTrue(any("No tasktracker came back at 127.0.0.1:9" in formatEvent(e)
+                            for e in events))
 
     async def test_a_commit_that_never_says_it_ended_is_waited_for_a_while(self) -> None:
         from pytxmr.jobtracker import tracker
@@ -647,11 +701,6 @@ class HistoryTests(JobTrackerCase):
             jt.attempt_done(wid, r, AttemptResult())
         self.assertEqual((await jt.wait(job_id))["state"], "succeeded")
         return job_id
-
-    async def restart(self, retention: int = 100) -> JobTracker:
-        await self.stop_jobtracker(self.jt)
-        self.jt = self.start_jobtracker(retention)
-        return self.jt
 
     async def test_finished_jobs_are_listed_after_a_restart(self) -> None:
         """History survives the restart that wipes WORKDIR/jobs."""

@@ -64,6 +64,29 @@ def test_a_job_and_its_tasks_come_back_from_the_journal(tmp_path: Path) -> None:
     assert again.running_jobs() == {}
 
 
+def test_the_commits_a_job_allowed_come_back_until_they_ended(tmp_path: Path) -> None:
+    """A restarted jobtracker cleaned a killed job's output at once, while
+    an attempt it had let commit still uploaded its part: the part landed
+    in the output of the next job writing there."""
+    journal = Journal(str(tmp_path))
+    journal.open()
+    job = _job()
+    journal.job_started(job.id, plan_of(job, 4, False), (job.splits, 2))
+    journal.commit_allowed(job.id, "r0", "10.0.0.5", 7001)
+    journal.commit_allowed(job.id, "r1", "10.0.0.6", 7002)
+    journal.commit_allowed("job_gone", "r9", "10.0.0.6", 7002)  # no such job: ignored
+    journal.commit_ended("r1")
+    journal.close()
+    again = Journal(str(tmp_path))
+    again.open()
+    assert {job_id: j.commits for job_id, j in again.running_jobs().items()} == {
+        job.id: {"r0": ("10.0.0.5", 7001)}}
+    again.job_ended(job.id)
+    assert again._db is not None
+    assert list(again._db.execute("SELECT attempt_id FROM commits")) == [("r9",)]
+    again.close()
+
+
 def test_a_job_and_its_first_step_go_in_together_or_not_at_all(tmp_path: Path) -> None:
     """A jobtracker killed between the two records (a tester: as it logged
     the submission) left a job without a step: it could not resume, and

@@ -66,6 +66,12 @@ def test_reports_round_trip(result: AttemptResult, error: TaskError, beat: Heart
 def test_registration_round_trips_and_checks_the_protocol() -> None:
     reg = Registration("10.0.0.1", 7000, 4, 123)
     assert Registration.from_wire(reg.to_wire()) == reg
+    committing = Registration("10.0.0.1", 7000, 4, 123, committing=("job_1_r00000_0",))
+    assert Registration.from_wire(committing.to_wire()) == committing
+    older = {k: v for k, v in committing.to_wire().items() if k != "committing"}
+    assert Registration.from_wire(older) == reg  # a worker from before it said
+    with pytest.raises(BadMessage, match="committing must be a list of strings"):
+        Registration.from_wire({**reg.to_wire(), "committing": [7]})
     with pytest.raises(ProtocolMismatch, match="protocol 1"):
         Registration.from_wire({**reg.to_wire(), "protocol": 1, "min_protocol": 1})
     # Adjacent versions work together where their ranges meet: a worker of
