@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS commits (attempt_id TEXT PRIMARY KEY, job_id TEXT NOT
                                     host TEXT NOT NULL, port INTEGER NOT NULL);
 """
 
+_TABLES = ("jobs", "steps", "tasks", "ending", "commits")
 
 #: The end of a committed task's log that the journal keeps: a restart
 #: reads every one of a running job's into memory (64 KB tails of 10,000
@@ -134,6 +135,10 @@ class Journal:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            # A job's records without the job (written while its own could
+            # not be, a full disk): no start reads them, none deletes them.
+            for table in _TABLES[1:]:
+                db.execute(f"DELETE FROM {table} WHERE job_id NOT IN (SELECT job_id FROM jobs)")
         except sqlite3.Error as e:
             db.close()
             raise _unreadable(self.path, e) from None
@@ -213,10 +218,8 @@ class Journal:
         self._write("DELETE FROM commits WHERE attempt_id = ?", attempt_id)
 
     def job_ended(self, job_id: str) -> None:
-        # One statement per table; a crash between them leaves steps, tasks,
-        # commits or an ending without their job, which running_jobs ignores.
-        for table in ("jobs", "steps", "tasks", "ending", "commits"):
-            self._write(f"DELETE FROM {table} WHERE job_id = ?", job_id)
+        self._write_all([(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+                         for table in _TABLES])
 
     def running_jobs(self) -> dict[str, JournaledJob]:
         """Every job the journal has as running, with its steps and tasks."""

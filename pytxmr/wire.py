@@ -370,15 +370,16 @@ class Registration:
     #: Map outputs it kept from before it lost the jobtracker (a restarted
     #: one resumes its jobs with them): (step job id, map index, attempt id).
     held: tuple[tuple[str, int, str], ...] = ()
-    #: Attempts let commit by a jobtracker it lost that still write their
-    #: parts: a restarted one waits for their end before it cleans their
-    #: job's output.
-    committing: tuple[str, ...] = ()
+    #: Attempts let commit that still write their parts (None: a worker
+    #: from before it said): a jobtracker that restarted, or lost this
+    #: worker, waits for their end before it cleans their job's output.
+    committing: tuple[str, ...] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {"protocol": self.protocol, "min_protocol": MIN_WORKER_PROTOCOL,
                 "host": self.host, "port": self.port, "slots": self.slots, "pid": self.pid,
-                "held": [list(h) for h in self.held], "committing": list(self.committing)}
+                "held": [list(h) for h in self.held],
+                **({} if self.committing is None else {"committing": list(self.committing)})}
 
     @classmethod
     def from_wire(cls, d: Any) -> Registration:
@@ -398,7 +399,8 @@ class Registration:
                 and type(h[1]) is int and isinstance(h[2], str) for h in held):
             raise BadMessage("register's held is a list of [job id, map index, attempt id]")
         return cls(**f, protocol=d["protocol"], held=tuple((h[0], h[1], h[2]) for h in held),
-                   committing=_strings("Registration", "committing", d.get("committing", [])))
+                   committing=None if d.get("committing") is None else _strings(
+                       "Registration", "committing", d["committing"]))
 
 
 @dataclass(frozen=True)

@@ -163,11 +163,13 @@ class JobTracker:
         #: that have not said they ended: what an ended job waits for.
         self._kill_logs = Awaited(clock)
         self._committing = Awaited(clock)
-        #: The worker of each attempt let commit (its loss ends the wait).
-        self._commit_workers: dict[str, str] = {}
-        #: Commits the journal had from before a restart, until a worker at
-        #: their address registers again: (host, port) of its shuffle server.
-        self._unclaimed_commits: dict[str, tuple[str, int]] = {}
+        #: The worker of each attempt let commit: its id, and the (host,
+        #: port) of its shuffle server.
+        self._commit_workers: dict[str, tuple[str, tuple[str, int]]] = {}
+        #: Commits whose worker is gone (lost, or from before a restart),
+        #: until a worker at their address registers again and says whether
+        #: they go on, or until the time here (``_await_claim``).
+        self._unclaimed_commits: dict[str, tuple[tuple[str, int], float]] = {}
         self._unclaimed_timer: IDelayedCall | None = None
         #: Jobs left ending in the journal as the jobtracker stopped.
         self._left_ending: set[str] = set()
@@ -182,9 +184,6 @@ class JobTracker:
         # Finished jobs live beside jobs/ and outlive restarts.
         self.history.load()
         resumed = self._resume_jobs()
-        if self._unclaimed_commits:
-            self._unclaimed_timer = self._clock.callLater(self.resume_grace,
-                                                          self._commits_unclaimed)
         # The other leftovers of a crashed run: jobs that cannot resume
         # (their files are gone), failed like any other job.
         for job_id, out in interrupted_outputs(jobs_dir):
@@ -302,7 +301,7 @@ class JobTracker:
             self.jobs[job_id] = job
             for aid, where in journaled.commits.items():
                 self._committing.add(job_id, aid)
-                self._unclaimed_commits[aid] = where
+                self._await_claim(aid, where)
             max_attempts, speculative = plan["max_attempts"], plan["speculative"]
             self._max_attempts[job_id] = (max_attempts, speculative)
             actions: list[Action] = []
@@ -576,8 +575,8 @@ class JobTracker:
         job = self._by_sched.get(a.job_id) if a is not None else None
         if allowed and job is not None:
             self._committing.add(job.id, attempt_id)
-            self._commit_workers[attempt_id] = wid
             conn = self.workers[wid]
+            self._commit_workers[attempt_id] = (wid, (conn.host, conn.port))
             self.journal.commit_allowed(job.id, attempt_id, conn.host, conn.port)
         return allowed
 
@@ -595,33 +594,53 @@ class JobTracker:
             self.journal.commit_ended(attempt_id)
 
     def _commits_lost(self, wid: str) -> None:
-        """A lost worker says nothing more: its commits are not waited for
-        (an upload it still makes cannot be stopped from here)."""
-        for aid, where in list(self._commit_workers.items()):
+        """A lost worker's uploads may still land: its commits are waited
+        for until it registers again (on a new connection, a reset one's
+        process) and says which go on, or for ``resume_grace``."""
+        if self._stopping:  # the journal keeps them for the next start
+            return
+        for aid, (where, address) in list(self._commit_workers.items()):
             if where == wid:
-                self._commit_came(aid)
+                del self._commit_workers[aid]
+                self._await_claim(aid, address)
+
+    def _await_claim(self, attempt_id: str, address: tuple[str, int]) -> None:
+        self._unclaimed_commits[attempt_id] = (address, self.now() + self.resume_grace)
+        if self._unclaimed_timer is None:
+            self._unclaimed_timer = self._clock.callLater(self.resume_grace,
+                                                          self._commits_unclaimed)
 
     def _claim_commits(self, wid: str, reg: Registration) -> None:
-        """A worker back after our restart: of the commits the journal had
-        at its address, those it says it still makes are its own, to be
-        waited for; the others ended while we were down."""
-        for aid, where in list(self._unclaimed_commits.items()):
-            if where == (reg.host, reg.port):
+        """A worker back (after our restart, or its loss): of the commits
+        awaited at its address, those it says it still makes are its own
+        again; the others ended while it was away. A worker from before
+        it said (``committing`` None) leaves them to ``resume_grace``."""
+        if reg.committing is None:
+            return
+        address = (reg.host, reg.port)
+        for aid, (where, _) in list(self._unclaimed_commits.items()):
+            if where == address:
                 del self._unclaimed_commits[aid]
                 if aid in reg.committing:
-                    self._commit_workers[aid] = wid
+                    self._commit_workers[aid] = (wid, address)
                 else:
                     self._commit_came(aid)
 
     def _commits_unclaimed(self) -> None:
-        """No worker came back, ``resume_grace`` after our start, for these
-        commits: lost with their workers, as any lost worker's."""
+        """No worker came back in time for these commits: the job no
+        longer waits for them, as for any worker lost for good."""
         self._unclaimed_timer = None
-        for aid, (host, port) in list(self._unclaimed_commits.items()):
-            self.log.warn("No tasktracker came back at {host}:{port} to say whether attempt "
-                          "{aid} still commits its part: its job no longer waits for it",
-                          host=host, port=port, aid=aid)
-            self._commit_came(aid)
+        now = self.now()
+        for aid, ((host, port), until) in list(self._unclaimed_commits.items()):
+            if until <= now:
+                self.log.warn("No tasktracker came back at {host}:{port} to say whether attempt "
+                              "{aid} still commits its part: its job no longer waits for it",
+                              host=host, port=port, aid=aid)
+                self._commit_came(aid)
+        if self._unclaimed_commits:
+            first = min(until for _, until in self._unclaimed_commits.values())
+            self._unclaimed_timer = self._clock.callLater(max(0.0, first - now),
+                                                          self._commits_unclaimed)
 
     def _commits_ended(self, job: JobRecord) -> defer.Deferred[None] | None:
         """Fires once the attempts of ``job`` let commit have ended their

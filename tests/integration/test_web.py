@@ -512,10 +512,29 @@ class CommitWaitTests(JobTrackerCase):
         self.assertEqual(self.jt.status(job_id)["state"], "killed")
         await self.submit()  # at once: the output is free
 
-    async def test_a_lost_worker_s_commit_is_not_waited_for(self) -> None:
+    async def test_a_lost_worker_s_commit_is_waited_for_until_it_is_back(self) -> None:
+        """Lost, its commit ended the wait at once, while its upload went
+        on; and the same process, registered again on a new connection
+        (a reset one), was not heard: the output was cleaned under it."""
+        self.jt = await self.restart(resume_grace=0.5)
+        wid, r, _, ended = await self.killed_while_committing()
+        self.jt.worker_disconnected(wid)
+        again = self.jt.register(FakeWorker(), Registration("127.0.0.1", 9, 1, committing=(r,)))
+        self.jt.worker_disconnected(again)
+        again = self.jt.register(FakeWorker(), Registration("127.0.0.1", 9, 1, committing=(r,)))
+        await task_sleep(0.8)  # past the grace: it is back
+        self.assertFalse(ended.called)
+        self.jt.commit_ended(again, r)
+        self.assertEqual((await ended)["state"], "killed")
+
+    async def test_a_lost_worker_that_does_not_come_back_is_waited_for_a_while(
+            self) -> None:
+        self.jt = await self.restart(resume_grace=0.3)
         wid, _, _, ended = await self.killed_while_committing()
         self.jt.worker_disconnected(wid)
+        started = time.monotonic()
         self.assertEqual((await ended)["state"], "killed")
+        self.assertGreater(time.monotonic() - started, 0.2)
 
     def landed_part(self) -> str:
         """A part the committing attempt wrote: the cleaning removes it."""
@@ -557,10 +576,13 @@ class CommitWaitTests(JobTrackerCase):
         part = self.landed_part()
         jt = await self.restart()
         ended = jt.wait(job_id)
-        jt.register(FakeWorker(), Registration("127.0.0.1", 8, 1))  # another worker
+        jt.register(FakeWorker(), Registration("127.0.0.1", 8, 1, committing=()))  # another
+        # A worker from before workers said what they commit: it may.
+        older = jt.register(FakeWorker(), Registration("127.0.0.1", 9, 1))
         await task_sleep(0.05)
         self.assertFalse(ended.called)
-        jt.register(FakeWorker(), Registration("127.0.0.1", 9, 1))
+        jt.worker_disconnected(older)
+        jt.register(FakeWorker(), Registration("127.0.0.1", 9, 1, committing=()))
         self.assertEqual((await ended)["state"], "killed")
         self.assertFalse(os.path.exists(part))
 

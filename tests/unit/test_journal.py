@@ -74,16 +74,18 @@ def test_the_commits_a_job_allowed_come_back_until_they_ended(tmp_path: Path) ->
     journal.job_started(job.id, plan_of(job, 4, False), (job.splits, 2))
     journal.commit_allowed(job.id, "r0", "10.0.0.5", 7001)
     journal.commit_allowed(job.id, "r1", "10.0.0.6", 7002)
-    journal.commit_allowed("job_gone", "r9", "10.0.0.6", 7002)  # no such job: ignored
+    journal.commit_allowed("job_gone", "r9", "10.0.0.6", 7002)  # no such job
     journal.commit_ended("r1")
     journal.close()
     again = Journal(str(tmp_path))
     again.open()
+    assert again._db is not None
+    # A job's records without their job are deleted as the journal opens.
+    assert sorted(again._db.execute("SELECT attempt_id FROM commits")) == [("r0",)]
     assert {job_id: j.commits for job_id, j in again.running_jobs().items()} == {
         job.id: {"r0": ("10.0.0.5", 7001)}}
     again.job_ended(job.id)
-    assert again._db is not None
-    assert list(again._db.execute("SELECT attempt_id FROM commits")) == [("r9",)]
+    assert list(again._db.execute("SELECT attempt_id FROM commits")) == []
     again.close()
 
 
