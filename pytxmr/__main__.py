@@ -805,8 +805,40 @@ def _failure_status(e: Exception) -> int:
     return EXIT_UNREACHABLE if isinstance(e, (ClusterUnreachable, JobLost)) else EXIT_REFUSED
 
 
+class _Diagnostics:
+    """``sys.stderr`` for a command whose reader may go (``run ... 2>&1 |
+    head``): its next progress line, or the job's failure, stopped the
+    command, with status 0 whatever the job did. What comes after goes
+    nowhere, and the command goes on to its own status."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def _gone(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def entry() -> None:
     """The ``pytxmr`` command: its console script and ``python -m pytxmr``."""
+    sys.stderr = _Diagnostics(sys.stderr)
     try:
         code = main()
     except KeyboardInterrupt:  # while main imported what it needs, before its own handling

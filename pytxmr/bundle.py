@@ -23,6 +23,7 @@ import io
 import os
 import shutil
 import sys
+import tokenize
 import types
 import zipfile
 from dataclasses import dataclass
@@ -43,6 +44,27 @@ _SKIPPED_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_c
 class BundleError(ValueError):
     """A file that cannot be shipped (missing, colliding, too large) or a
     bundle that is not what its name says."""
+
+
+_SAY_ENCODING = "say its encoding in its first line, as '# -*- coding: latin-1 -*-'"
+
+
+def read_source(path: str) -> str:
+    """A job module's text as Python reads a module: in the encoding its
+    first lines declare (``# -*- coding: latin-1 -*-``), after a UTF-8
+    BOM (Notepad's), else UTF-8. OSError for a file that cannot be read;
+    ValueError, saying why, for text that is not in its encoding."""
+    try:
+        with tokenize.open(path) as f:
+            return f.read()
+    except SyntaxError as e:  # in its first two lines, where a declaration goes
+        if str(e.msg).startswith("unknown encoding"):
+            raise ValueError(str(e.msg)) from None
+        raise ValueError(f"its first lines are not utf-8 text, nor do they declare an "
+                         f"encoding that they are in; {_SAY_ENCODING}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"it is not {e.encoding} text (byte {e.object[e.start]:#04x} at "
+                         f"offset {e.start}); {_SAY_ENCODING}") from None
 
 
 @dataclass(frozen=True)

@@ -262,11 +262,12 @@ def submission(job_path: str, inputs: Sequence[str], output: str, *,
                    for p in (job_path, *inputs, output, *py_files, *files))
     with storage.WORKING_DIRECTORY if relative else contextlib.nullcontext():
         try:
-            with open(job_path, encoding="utf-8") as f:
-                source = f.read()
+            source = bundle.read_source(job_path)
         except OSError as e:
             raise ClusterError(
                 f"cannot read the job module {job_path}: {e.strerror}") from None
+        except ValueError as e:
+            raise ClusterError(f"cannot read the job module {job_path}: {e}") from None
         try:
             pairs = args.items() if isinstance(args, Mapping) else (args or ())
             job_args = jobargs.check_pairs(pairs)

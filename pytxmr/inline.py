@@ -111,11 +111,12 @@ def load_job(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] =
 
 def _read_source(job_path: str) -> str:
     try:
-        with open(job_path, encoding="utf-8") as f:
-            return f.read()
+        return bundle.read_source(job_path)
     except OSError as e:
         raise JobDefinitionError(
             f"cannot read the job module {job_path}: {e.strerror}") from None
+    except ValueError as e:
+        raise JobDefinitionError(f"cannot read the job module {job_path}: {e}") from None
 
 
 def _loaded(source: str, job_path: str, map_name: str, reduce_name: str,

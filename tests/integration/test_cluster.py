@@ -1378,6 +1378,43 @@ def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path, inline: bool)
     assert_committed(out, 2)
 
 
+@pytest.mark.parametrize("inline", [False, True])
+def test_a_job_module_in_another_encoding_runs_as_python_reads_it(tmp_path: Path,
+                                                                  inline: bool) -> None:
+    (tmp_path / "home").mkdir()
+    job = tmp_path / "latin1.py"
+    job.write_bytes(b"# -*- coding: latin-1 -*-\ndef map(offset, line):\n"
+                    b"    yield 'caf\xe9', len(line.split())\n\n"
+                    b"def reduce(key, values):\n    yield key, sum(values)\n")
+    out = tmp_path / "out"
+    rc, _, err = run_cli("run", str(job), str(ROOT / "data" / "sample.txt"), "-o", str(out),
+                         *(["--inline"] if inline else []),
+                         env=base_env(tmp_path / "home"), cwd=tmp_path)
+    assert rc == 0, err
+    words = sum(len(line.split()) for line in (ROOT / "data" / "sample.txt").open())
+    parts = "".join(p.read_text(encoding="utf-8") for p in sorted(out.glob("part-*")))
+    assert parts == f"café\t{words}\n"
+
+
+@pytest.mark.parametrize("how", ["run", "inline", "submit"])
+def test_a_failure_is_its_status_when_stderr_s_reader_went_away(tmp_path: Path,
+                                                                how: str) -> None:
+    """`pytxmr run ... 2>&1 | head -2`: the failure, written after the
+    reader left, ended the command with status 0 (a tester's)."""
+    (tmp_path / "home").mkdir()
+    job = write(tmp_path / "broken.py", "def map(offset, line)\n    yield line, 1\n")
+    command = {"run": ["run"], "inline": ["run", "--inline"],
+               "submit": ["submit", "--jobtracker", "127.0.0.1:1"]}[how]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytxmr", *command, str(WORDCOUNT if how == "submit" else job),
+         str(ROOT / "data" / "sample.txt"), "-o", str(tmp_path / "out")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**base_env(tmp_path / "home"), "PYTXMR_SECRET": "s"}, cwd=tmp_path)
+    assert proc.stderr is not None
+    proc.stderr.close()  # before anything is written
+    assert proc.wait(60) == (3 if how == "submit" else 2)
+
+
 def test_a_job_survives_a_tasktracker_killed_in_the_middle(make_cluster: Any,
                                                            corpus: Path) -> None:
     """Attempts and map outputs lost with a SIGKILLed worker are run again

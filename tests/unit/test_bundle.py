@@ -306,3 +306,34 @@ def test_a_job_too_big_to_send_is_refused_by_its_client(tmp_path: Path) -> None:
     with pytest.raises(client.ClusterError, match="more than the 524,288"):
         client.submission(str(small), [str(job)], str(tmp_path / "out"),
                           args={"a": "x" * 600_000})
+
+
+def test_a_job_module_is_read_in_the_encoding_python_reads_it_in(tmp_path: Path) -> None:
+    """An encoding declaration, or Notepad's BOM: Python imports such a
+    module, and pytxmr refused it (a traceback, or "invalid non-printable
+    character U+FEFF")."""
+    declared = tmp_path / "latin1.py"
+    declared.write_bytes(b"# -*- coding: latin-1 -*-\nword = 'caf\xe9'\n")
+    source = bundle.read_source(str(declared))
+    assert "word = 'café'" in source
+    namespace: dict[str, object] = {}
+    exec(compile(source, str(declared), "exec"), namespace)
+    assert namespace["word"] == "café"
+    bom = tmp_path / "bom.py"
+    bom.write_bytes(b"\xef\xbb\xbfword = 'caf\xc3\xa9'\n")
+    assert bundle.read_source(str(bom)) == "word = 'café'\n"
+    wrong = tmp_path / "wrong.py"
+    wrong.write_bytes(b"# caf\xe9\n")
+    with pytest.raises(ValueError, match=r"^its first lines are not utf-8 text, nor do they "
+                                         r"declare .*; say its encoding in its first line"):
+        bundle.read_source(str(wrong))
+    wrong.write_bytes(b"def map(offset, line):\n    yield 'caf\xe9', 1\n")
+    with pytest.raises(ValueError, match=r"^it is not utf-8 text \(byte 0xe9 at offset 37\); "
+                                         r"say its encoding in its first line"):
+        bundle.read_source(str(wrong))
+    unknown = tmp_path / "unknown.py"
+    unknown.write_bytes(b"# coding: klingon\n")
+    with pytest.raises(ValueError, match="unknown encoding"):
+        bundle.read_source(str(unknown))
+    with pytest.raises(FileNotFoundError):
+        bundle.read_source(str(tmp_path / "missing.py"))
