@@ -702,6 +702,19 @@ def _serves_ranges(url: str) -> bool:
         raise store_error(url, e, "read") from e
 
 
+def _identity(path: str) -> Any:
+    """What makes two inputs one file: a local file's device and inode (one
+    named again through a symbolic or hard link was read twice, its words
+    counted twice), a URL's text."""
+    if is_remote(path):
+        return path
+    try:
+        st = os.stat(path)
+    except OSError:  # gone since it was listed: its reading says so
+        return path
+    return (st.st_dev, st.st_ino)
+
+
 def expand_inputs(patterns: Sequence[str],
                   opts: Mapping[str, str] | None = None) -> list[InputFile]:
     """The job's input arguments (files, directories or prefixes, globs with
@@ -714,12 +727,12 @@ def expand_inputs(patterns: Sequence[str],
     """
     if isinstance(patterns, (str, bytes)):
         raise TypeError("expand_inputs takes a list of patterns, not a single string")
-    seen: dict[str, InputFile] = {}
+    seen: dict[Any, InputFile] = {}
     for pattern in patterns:
         found = (_expand_remote(pattern, opts) if is_remote(pattern)
                  else _expand_local(pattern))
         for f in found:
-            seen.setdefault(f.path, f)
+            seen.setdefault(_identity(f.path), f)
     for f in seen.values():
         if f.size == 0 and f.ranged and suffixed(f.path).endswith(COMPRESSED_SUFFIXES):
             # gzip and zstd read it as empty, bz2 and xz fail on it.

@@ -5,6 +5,7 @@ server; tests/integration/test_storage_s3.py has the real ones)."""
 from __future__ import annotations
 
 import random
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -141,6 +142,20 @@ def test_local_recursive_glob(tmp_path: Path) -> None:
         (tmp_path / rel).write_text("x\n")
     found = [f.path for f in storage.expand_inputs([str(tmp_path / "**" / "x.txt")])]
     assert found == sorted(str(tmp_path / rel) for rel in ["x.txt", "a/x.txt", "a/b/c/x.txt"])
+
+
+def test_a_file_named_again_through_a_link_is_read_once(tmp_path: Path) -> None:
+    """A directory and a symbolic link to it, a file and a hard link to it:
+    its words were counted twice (a tester's)."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.txt").write_text("x y\n")
+    (tmp_path / "dlink").symlink_to(tmp_path / "d")
+    os.link(tmp_path / "d" / "f.txt", tmp_path / "hard.txt")
+    (tmp_path / "other.txt").write_text("x y\n")  # the same bytes, another file
+    found = storage.expand_inputs([str(tmp_path / "d"), str(tmp_path / "dlink"),
+                                   str(tmp_path / "hard.txt"), str(tmp_path / "other.txt")])
+    assert [f.path for f in found] == [str(tmp_path / "d" / "f.txt"),
+                                       str(tmp_path / "other.txt")]
 
 
 def test_a_glob_with_a_trailing_slash_names_directories_only(tmp_path: Path) -> None:
