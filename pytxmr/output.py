@@ -586,6 +586,30 @@ def commit_part(output: str, attempt_id: str, partition: int, work_dir: str = ""
     return final
 
 
+def discard_attempt(output: str, attempt_id: str, top: str | None = None) -> None:
+    """Remove what an attempt that did not commit left beside a local
+    output. With ``top``, the job's output (the job has ended), the
+    ``_temporary`` directories it left empty go too: an attempt that began
+    its part as its job ended made them again after the job's end had
+    removed them."""
+    if storage.is_remote(output):
+        return
+    here = os.path.join(output, TEMPORARY, attempt_id)
+    shutil.rmtree(here, ignore_errors=True)
+    if top is None:
+        return
+    last = os.path.join(top, TEMPORARY)
+    directory = os.path.dirname(here)
+    while directory.startswith(last):
+        try:
+            os.rmdir(directory)  # only an empty one
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+        directory = os.path.dirname(directory)
+
+
 def withdraw_part(output: str, partition: int, opts: Mapping[str, str] | None,
                   marked: tuple[str, str]) -> None:
     """Remove a part an attempt uploaded as its job ended (killed, failed):

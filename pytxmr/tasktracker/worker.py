@@ -421,9 +421,29 @@ class TaskTracker:
         paths = [attempt.work_dir]
         if attempt.kind == "map":
             paths.append(self._data_path(attempt))
-        d = in_thread(self._reactor, delete_paths, paths)
+        unfinished = self._unfinished_part(attempt)
+
+        def discard() -> None:
+            delete_paths(paths)
+            if unfinished is not None:
+                unfinished()
+
+        d = in_thread(self._reactor, discard)
         d.addErrback(lambda f: self.log.failure("Deleting attempt {attempt}'s files failed", f,
                                                 attempt=attempt.id))
+
+    def _unfinished_part(self, attempt: Attempt) -> Callable[[], None] | None:
+        """What removes the part an attempt that did not commit began beside
+        a local output: begun as its job ended, after the end had removed
+        ``_temporary``, it made that again (a tester's failed jobs kept
+        ``_temporary/ATTEMPT/part-NNNNN``). Once the job has ended here,
+        what it left of ``_temporary`` goes too."""
+        job = attempt.job
+        if storage.is_remote(job.output) or (attempt.kind == "map" and job.num_reducers):
+            return None
+        top = (stepdata.job_output(job.output, job.output_format)
+               if job.job_id not in self.jobs else None)
+        return functools.partial(output.discard_attempt, job.output, attempt.id, top)
 
     def settled(self, timeout: float) -> defer.Deferred[None]:
         """Fires once every attempt's coroutine has ended (a killed one's
@@ -651,6 +671,9 @@ class TaskTracker:
                                       f"{type(e).__name__}: {sendable(str(e), 1000)}")
         if attempt.kind == "reduce" or done is None or not attempt.job.num_reducers:
             shutil.rmtree(attempt.work_dir, ignore_errors=True)
+        unfinished = self._unfinished_part(attempt) if done is None else None
+        if unfinished is not None:
+            unfinished()
         if attempt.kind == "map" and attempt.job.num_reducers and done is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._data_path(attempt))

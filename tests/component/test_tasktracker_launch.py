@@ -291,3 +291,36 @@ class CommitAcrossARestartTests(RunningTaskTracker):
         self.assertEqual(self.tt.committing, {aid})
         going_on.callback(None)
         await wait_for(lambda: not self.tt.committing)
+
+
+class UnfinishedPartTests(RunningTaskTracker):
+    """A failed job's output kept ``_temporary/ATTEMPT/part-NNNNN``: an
+    attempt that began its part as the job ended made ``_temporary`` again
+    after the end had removed it (a tester's)."""
+
+    source = SLEEPER
+
+    def map_only(self, source: str) -> tuple[str, str]:
+        """A map-only job writing a local output whose ``_temporary`` is
+        gone, and its attempt, launched; (the output, the attempt)."""
+        out = os.path.join(os.path.dirname(self.input), "out")
+        os.mkdir(out)
+        self.tt.init_job(JobInit("job_8", source, "job.py", TOKEN, "map", "reduce", 1, 0, out))
+        self.addCleanup(self.tt.destroy_job, "job_8")
+        aid = "job_8_m00000_0"
+        self.tt.launch_map("job_8", aid, Split(0, self.input, 0, 4, False))
+        return out, aid
+
+    async def test_a_killed_attempt_s_part_goes_with_what_it_made_again(self) -> None:
+        out, aid = self.map_only(SLEEPER.split("\n\n\ndef reduce")[0])  # map-only
+        await wait_for(lambda: "printed one" in (self.tt.running_log(aid) or ""))
+        self.assertTrue(os.path.isdir(os.path.join(out, "_temporary", aid)))
+        self.tt.destroy_job("job_8")  # the job ended
+        await self.tt.settled(30)
+        await wait_for(lambda: os.listdir(out) == [])
+
+    async def test_a_failed_attempt_s_part_goes_while_its_job_runs(self) -> None:
+        out, aid = self.map_only("def map(offset, line):\n    raise ValueError('no')\n")
+        await wait_for(lambda: self.jobtracker.named("attempt_failed"))
+        self.assertEqual(os.listdir(out), ["_temporary"])  # the job's, while it runs
+        self.assertEqual(os.listdir(os.path.join(out, "_temporary")), [])

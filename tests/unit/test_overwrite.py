@@ -19,6 +19,7 @@ from pytxmr.output import (
     OutputsOverlap,
     UnsafeOverwrite,
     check_overwrite,
+    discard_attempt,
     prepare_output_dir,
     refuse_overlap,
 )
@@ -549,3 +550,27 @@ def test_an_output_that_cannot_be_made_says_why(tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError, match=r"^cannot make the output directory "
                                                 r"/proc/no-such-pytxmr-output: No such file"):
         prepare_output_dir("/proc/no-such-pytxmr-output", False)
+
+
+def test_an_unfinished_part_goes_with_the_temporary_area_it_made_again(
+        tmp_path: Path) -> None:
+    """An attempt of a two-step job's first step that began its part as
+    its job ended: its directories go, up to the job's ``_temporary``, as
+    far as they are empty; the output and its mark stay."""
+    top = tmp_path / "out"
+    step = top / "_temporary" / "step-1"
+    part = step / "_temporary" / "a1" / "part-00000"
+    part.parent.mkdir(parents=True)
+    part.write_text("x\t1\n")
+    (top / OUTPUT_MARK).write_text("")
+    discard_attempt(str(step), "a1")  # its job goes on: only its own
+    assert sorted(p.name for p in top.rglob("*")) == [OUTPUT_MARK, "_temporary",
+                                                      "_temporary", "step-1"]
+    (step / "part-00001").write_text("y\t1\n")  # a committed part of the step
+    part.parent.mkdir()
+    discard_attempt(str(step), "a1", str(top))
+    assert sorted(p.name for p in top.rglob("*")) == [OUTPUT_MARK, "_temporary",
+                                                      "part-00001", "step-1"]
+    (step / "part-00001").unlink()
+    discard_attempt(str(step), "a1", str(top))
+    assert [p.name for p in top.iterdir()] == [OUTPUT_MARK]
