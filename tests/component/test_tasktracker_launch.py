@@ -113,6 +113,18 @@ class RunningTaskTracker(TestCase):
         with open(self.input, "w") as f:
             f.write("one\n")
 
+    def map_only(self, source: str = "def map(offset, line):\n    yield offset, line\n"
+                 ) -> tuple[str, str]:
+        """A map-only job of ``source`` writing a local output (with no
+        ``_temporary``) and its attempt, launched: (the output, the attempt)."""
+        out = os.path.join(os.path.dirname(self.input), "out")
+        os.mkdir(out)
+        self.tt.init_job(JobInit("job_8", source, "job.py", TOKEN, "map", "reduce", 1, 0, out))
+        self.addCleanup(self.tt.destroy_job, "job_8")
+        aid = "job_8_m00000_0"
+        self.tt.launch_map("job_8", aid, Split(0, self.input, 0, 4, False))
+        return out, aid
+
 
 class TaskOutputTests(RunningTaskTracker):
     """A running attempt's output so far, and a killed attempt's: each went
@@ -215,13 +227,7 @@ class CommitEndedTests(RunningTaskTracker):
 
     async def test_an_attempt_let_commit_and_killed_says_it_ended(self) -> None:
         self.jobtracker.tt = self.tt  # type: ignore[attr-defined]
-        out = os.path.join(os.path.dirname(self.input), "out")
-        os.mkdir(out)
-        map_only = "job_8"
-        self.tt.init_job(JobInit(map_only, "def map(offset, line):\n    yield offset, line\n",
-                                 "job.py", TOKEN, "map", "reduce", 1, 0, out))
-        aid = f"{map_only}_m00000_0"
-        self.tt.launch_map(map_only, aid, Split(0, self.input, 0, 4, False))
+        out, aid = self.map_only()
         await wait_for(lambda: self.jobtracker.named("commit_ended"))
         self.assertEqual(self.jobtracker.named("commit_ended"), [(aid,)])
         self.assertEqual([n for n in os.listdir(out) if n.startswith("part-")], [])
@@ -252,13 +258,7 @@ class CommitAcrossARestartTests(RunningTaskTracker):
         """Here it ends at once (the attempt was killed as the jobtracker
         was lost): the next jobtracker hears of it as the worker registers."""
         self.jobtracker.tt = self.tt  # type: ignore[attr-defined]
-        out = os.path.join(os.path.dirname(self.input), "out")
-        os.mkdir(out)
-        map_only = "job_8"
-        self.tt.init_job(JobInit(map_only, "def map(offset, line):\n    yield offset, line\n",
-                                 "job.py", TOKEN, "map", "reduce", 1, 0, out))
-        aid = f"{map_only}_m00000_0"
-        self.tt.launch_map(map_only, aid, Split(0, self.input, 0, 4, False))
+        out, aid = self.map_only()
         await wait_for(lambda: self.jobtracker.named("may_commit"))
         await wait_for(lambda: not self.tt.committing)
         self.assertEqual(self.jobtracker.named("commit_ended"), [])  # the lost one
@@ -281,12 +281,7 @@ class CommitAcrossARestartTests(RunningTaskTracker):
 
         self.tt._commit_allowed = slow_commit  # type: ignore[method-assign,assignment]
         self.tt.registered("w1", FakeJobTracker())
-        out = os.path.join(os.path.dirname(self.input), "out")
-        os.mkdir(out)
-        self.tt.init_job(JobInit("job_8", "def map(offset, line):\n    yield offset, line\n",
-                                 "job.py", TOKEN, "map", "reduce", 1, 0, out))
-        aid = "job_8_m00000_0"
-        self.tt.launch_map("job_8", aid, Split(0, self.input, 0, 4, False))
+        _, aid = self.map_only()
         await entered
         self.assertEqual(self.tt.committing, {aid})
         going_on.callback(None)
@@ -299,17 +294,6 @@ class UnfinishedPartTests(RunningTaskTracker):
     after the end had removed it (a tester's)."""
 
     source = SLEEPER
-
-    def map_only(self, source: str) -> tuple[str, str]:
-        """A map-only job writing a local output whose ``_temporary`` is
-        gone, and its attempt, launched; (the output, the attempt)."""
-        out = os.path.join(os.path.dirname(self.input), "out")
-        os.mkdir(out)
-        self.tt.init_job(JobInit("job_8", source, "job.py", TOKEN, "map", "reduce", 1, 0, out))
-        self.addCleanup(self.tt.destroy_job, "job_8")
-        aid = "job_8_m00000_0"
-        self.tt.launch_map("job_8", aid, Split(0, self.input, 0, 4, False))
-        return out, aid
 
     async def test_a_killed_attempt_s_part_goes_with_what_it_made_again(self) -> None:
         out, aid = self.map_only(SLEEPER.split("\n\n\ndef reduce")[0])  # map-only
