@@ -416,11 +416,16 @@ class Heartbeat:
     #: jobtracker's attempts launched up to that one and missing from
     #: ``attempts`` ended without a result it got (None: not counted).
     launches: int | None = None
+    #: The attempts that ask to commit or commit now (``Registration``'s;
+    #: None: a worker from before it said): the others let commit ended.
+    committing: tuple[str, ...] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         d: dict[str, Any] = {"attempts": list(self.attempts), "progress": dict(self.progress)}
         if self.launches is not None:
             d["launches"] = self.launches
+        if self.committing is not None:
+            d["committing"] = list(self.committing)
         if self.shuffle_memory is not None:
             d["shuffle_memory"] = {"used": self.shuffle_memory[0],
                                    "budget": self.shuffle_memory[1]}
@@ -439,6 +444,7 @@ class Heartbeat:
         budget = memory.get("budget") if isinstance(memory, Mapping) else None
         progress = d.get("progress")
         launches = d.get("launches")
+        committing = d.get("committing")
         return cls(
             tuple(a for a in attempts if isinstance(a, str))
             if isinstance(attempts, list) else (),
@@ -448,7 +454,9 @@ class Heartbeat:
              if isinstance(a, str) and type(p) in (int, float) and p == p}
             if isinstance(progress, Mapping) else {},
             launches if type(launches) is int and launches >= 0 and isinstance(attempts, list)
-            else None)
+            else None,
+            tuple(committing) if isinstance(committing, list)
+            and all(isinstance(a, str) for a in committing) else None)
 
 
 def heartbeat_interval_from_wire(answer: Any) -> float | None:

@@ -455,6 +455,8 @@ class JobTracker:
                                            beat.attempts, beat.launches)
         if beat.shuffle_memory is not None:
             self.scheduler.workers[wid].shuffle_memory = beat.shuffle_memory
+        if beat.committing is not None and self._commit_workers:
+            self._commits_not_made(wid, beat.committing)
         self._execute(actions)
         return self.pacing.tell(wid, len(self.workers))
 
@@ -604,6 +606,15 @@ class JobTracker:
                 del self._commit_workers[aid]
                 self._await_claim(aid, address)
 
+    def _commits_not_made(self, wid: str, committing: Sequence[str]) -> None:
+        """``wid`` no longer commits what it does not list: its word that
+        the commit ended (a report, ``commit_ended``) was lost. A job whose
+        reduce's result was dropped waited for it 10 minutes at its end."""
+        making = set(committing)
+        for aid, (where, _) in list(self._commit_workers.items()):
+            if where == wid and aid not in making:
+                self._commit_came(aid)
+
     def _await_claim(self, attempt_id: str, address: tuple[str, int]) -> None:
         self._unclaimed_commits[attempt_id] = (address, self.now() + self.resume_grace)
         if self._unclaimed_timer is None:
@@ -648,7 +659,8 @@ class JobTracker:
         waiting = self._committing.wait(job.id, COMMITS_WAIT)
         if waiting is not None:
             self.log.info("Job {job} waits for its attempts to end their commits before it "
-                          "cleans its output", job=job.id)
+                          "{does} its output", job=job.id,
+                          does="finishes" if job.state == "succeeded" else "cleans")
         return waiting
 
     def bundle_chunk(self, wid: str | None, sha256: str, offset: int) -> bytes:
@@ -1012,14 +1024,15 @@ class JobTracker:
         if state == "succeeded":
             end = functools.partial(output.finish_output, job.output, job.storage_options,
                                     job.id, records, mark)
-            waiting = None
         else:
             end = functools.partial(output.abort_output, job.output, job.storage_options, mark)
-            if self._stopping and self._committing.awaits(job.id):
-                self._leave_ending(job)
-                return
-            # A commit under way would land after the cleaning.
-            waiting = self._commits_ended(job)
+        # A commit under way would land after the cleaning, or over the part
+        # of the attempt that committed after it (a lost worker's, a resumed
+        # job's of before the restart) once the output is final.
+        if self._stopping and self._committing.awaits(job.id):
+            self._leave_ending(job)
+            return
+        waiting = self._commits_ended(job)
 
         def finish(_: object = None) -> None:
             if job.id in self._left_ending:  # the jobtracker stopped as it waited
@@ -1041,10 +1054,11 @@ class JobTracker:
         to the job's output: cleaning it now would not keep their parts from
         landing there after, in another job's output. The journal keeps the
         job as ending, and those commits: the next start waits for them
-        (their workers say, as they register again) and cleans then."""
+        (their workers say, as they register again), then makes the output
+        final."""
         self.log.warn("Job {job} is {state} as the jobtracker stops, while attempts may still "
-                      "commit parts to {out}: the jobtracker's next start cleans the output "
-                      "once they ended", job=job.id, state=job.state, out=job.output)
+                      "commit parts to {out}: the jobtracker's next start makes the output "
+                      "final once they ended", job=job.id, state=job.state, out=job.output)
         self._left_ending.add(job.id)
         self.admission.release_output(job.id)  # its lock: this process ends
         self._ending.pop(job.id).callback(None)

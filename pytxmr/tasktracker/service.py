@@ -203,7 +203,7 @@ class TaskTrackerService(AsyncMultiService):
             return
         memory = self.tt.memory
         beat = Heartbeat(tuple(sorted(self.tt.attempts)), (memory.used, memory.budget),
-                         self.tt.progress(), self.tt.launches)
+                         self.tt.progress(), self.tt.launches, tuple(sorted(self.tt.committing)))
 
         async def send() -> None:
             try:

@@ -178,7 +178,8 @@ class TaskTracker:
         #: Drops the outputs kept after losing the jobtracker, if it does
         #: not come back in time.
         self._keep_timer: Any = None
-        #: Attempts let commit whose part is still being written.
+        #: Attempts that ask to commit or write their part (told with each
+        #: heartbeat: the jobtracker's wait for the others ends).
         self.committing: set[str] = set()
         #: Killed attempts whose commit ended with no jobtracker to tell:
         #: told to the next one we register with (it may be waiting for
@@ -581,15 +582,19 @@ class TaskTracker:
         if self.jobtracker is None:
             return _failed("Disconnected", "lost the jobtracker before commit")
         jobtracker = self.jobtracker
+        # From the question on: a heartbeat sent as it travels, without it,
+        # would end the jobtracker's wait for a commit it just allowed.
+        self.committing.add(attempt.id)
         try:
             allowed = await jobtracker.may_commit(attempt.id)
         except Unreachable as e:
             # E.g. UnknownWorker: we were declared lost meanwhile, and this
             # attempt with us; the jobtracker ignores whatever it reports.
+            self.committing.discard(attempt.id)
             return _failed("Disconnected", f"cannot ask to commit: {e}")
         if not allowed:
+            self.committing.discard(attempt.id)
             return _failed(COMMIT_DENIED, "another attempt committed first")
-        self.committing.add(attempt.id)
         try:
             return await self._commit_allowed(attempt, result)
         finally:

@@ -240,6 +240,8 @@ class LosesItAsItLetsCommit(FakeJobTracker):
     tt: tasktracker.TaskTracker
 
     async def may_commit(self, attempt_id: str) -> bool:
+        # Its heartbeats say it commits from the question on.
+        self.committing_asked = set(self.tt.committing)
         allowed = await super().may_commit(attempt_id)
         self.tt.forget_everything()
         return allowed
@@ -261,6 +263,7 @@ class CommitAcrossARestartTests(RunningTaskTracker):
         out, aid = self.map_only()
         await wait_for(lambda: self.jobtracker.named("may_commit"))
         await wait_for(lambda: not self.tt.committing)
+        self.assertEqual(self.jobtracker.committing_asked, {aid})  # type: ignore[attr-defined]
         self.assertEqual(self.jobtracker.named("commit_ended"), [])  # the lost one
         restarted = FakeJobTracker()
         self.tt.registered("w7", restarted)

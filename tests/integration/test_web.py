@@ -527,6 +527,40 @@ class CommitWaitTests(JobTrackerCase):
         self.jt.commit_ended(again, r)
         self.assertEqual((await ended)["state"], "killed")
 
+    async def test_a_commit_its_worker_no_longer_lists_has_ended(self) -> None:
+        """Its word was lost (a report dropped): a job waited 10 minutes."""
+        wid, r, _, ended = await self.killed_while_committing()
+        self.jt.heartbeat(wid, Heartbeat(committing=(r,)))
+        self.jt.heartbeat(wid, Heartbeat())  # a worker that does not say
+        await task_sleep(0.05)
+        self.assertFalse(ended.called)
+        self.jt.heartbeat(wid, Heartbeat(committing=()))
+        self.assertEqual((await ended)["state"], "killed")
+
+    async def test_a_succeeding_job_waits_for_a_lost_worker_s_commit(self) -> None:
+        """Its upload, landing after _SUCCESS, went over the part of the
+        attempt that committed in its place."""
+        self.jt = await self.restart(resume_grace=30)
+        w1, worker1 = self.add_worker(slots=1)
+        job_id = await self.submit()
+        [m] = launched(worker1, "launch_map")
+        self.jt.attempt_done(w1, m, AttemptResult({}, ("str",)))
+        [r] = launched(worker1, "launch_reduce")
+        self.assertTrue(self.jt.may_commit(w1, r))
+        ended = self.jt.wait(job_id)
+        w2, worker2 = self.add_worker(jt=None)
+        self.jt.worker_disconnected(w1)
+        [m2] = launched(worker2, "launch_map")  # its output was lost with w1
+        self.jt.attempt_done(w2, m2, AttemptResult({}, ("str",)))
+        [r2] = launched(worker2, "launch_reduce")
+        self.assertTrue(self.jt.may_commit(w2, r2))
+        self.jt.attempt_done(w2, r2, AttemptResult())
+        await task_sleep(0.05)
+        self.assertFalse(ended.called)
+        self.assertEqual(self.jt.status(job_id)["finishing"], "succeeded")
+        self.jt.register(FakeWorker(), Registration("127.0.0.1", 9, 1, committing=()))
+        self.assertEqual((await ended)["state"], "succeeded")
+
     async def test_a_lost_worker_that_does_not_come_back_is_waited_for_a_while(
             self) -> None:
         self.jt = await self.restart(resume_grace=0.3)

@@ -63,6 +63,13 @@ def test_reports_round_trip(result: AttemptResult, error: TaskError, beat: Heart
     assert Heartbeat.from_wire(beat.to_wire()) == beat
 
 
+def test_a_heartbeat_says_what_its_worker_commits_if_it_says() -> None:
+    beat = Heartbeat(("a1",), committing=("a1",))
+    assert Heartbeat.from_wire(beat.to_wire()) == beat
+    assert Heartbeat.from_wire(Heartbeat(("a1",)).to_wire()).committing is None
+    assert Heartbeat.from_wire({**beat.to_wire(), "committing": [1]}).committing is None
+
+
 def test_registration_round_trips_and_checks_the_protocol() -> None:
     reg = Registration("10.0.0.1", 7000, 4, 123)
     assert Registration.from_wire(reg.to_wire()) == reg
