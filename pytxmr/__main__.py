@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -253,6 +254,8 @@ class Progress:
             text += f" reduce {rp:3d}% ({reduces['done']}/{reduces['total']})"
         if status.get("failed_attempts"):
             text += f" failed attempts {status['failed_attempts']}"
+        if status.get("finishing"):  # over: its output is being made final
+            text += f" ({status['finishing']}, finishing)"
         if self._tty:
             bar = "#" * int(mp / 10) + "." * (10 - int(mp / 10))
             self._stream.write(f"\r[{bar}] {text}")
@@ -525,6 +528,27 @@ def run_inline_command(a: argparse.Namespace) -> int:
     return 0
 
 
+def _what_goes_on(job_id: str | None, seen: dict[str, Any], submitting: bool) -> str:
+    """Said as a wait is interrupted: only the waiting stops."""
+    if job_id and seen.get("finishing"):
+        return (f"interrupted: {job_id} is over ({seen['finishing']}); its output is being made "
+                f"final on the cluster (`pytxmr status {job_id}`)")
+    if job_id:
+        return (f"interrupted: {job_id} goes on running on the cluster (`pytxmr kill {job_id}` "
+                f"stops it)")
+    if submitting:
+        return ("interrupted: the job was being submitted: the jobtracker withdraws it, unless "
+                "it had admitted it already (see `pytxmr jobs`)")
+    return "interrupted: the job's files were being sent: it was not submitted"
+
+
+def _seen(seen: dict[str, Any], progress: Progress | None, status: dict[str, Any]) -> None:
+    seen.clear()
+    seen.update(status)
+    if progress is not None:
+        progress(status)
+
+
 async def cluster_command(reactor: Any, a: argparse.Namespace,
                           zygote: Zygote | None = None) -> int:
     """``run`` (on ``zygote``, which this stops) or a command to a running
@@ -566,6 +590,7 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
 
                 job_id = None if a.command == "submit" else a.job_id
                 submitting = False
+                seen: dict[str, Any] = {}  # the job's last status
                 again = reconnect if a.reconnect_timeout > 0 else None
                 try:
                     if job_id is None:
@@ -579,16 +604,10 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
                             conn.close()
                             conn = on
                     result = await client.follow(
-                        reactor, conn, job_id, progress, notify=say, reconnect=again,
-                        reconnect_timeout=a.reconnect_timeout)
+                        reactor, conn, job_id, functools.partial(_seen, seen, progress),
+                        notify=say, reconnect=again, reconnect_timeout=a.reconnect_timeout)
                 except CancelledError:
-                    # Only the waiting stops: say what goes on without us.
-                    say("interrupted: " + (
-                        f"{job_id} goes on running on the cluster (`pytxmr kill {job_id}` "
-                        f"stops it)" if job_id else
-                        "the job was being submitted: the jobtracker withdraws it, unless "
-                        "it had admitted it already (see `pytxmr jobs`)" if submitting else
-                        "the job's files were being sent: it was not submitted"))
+                    say(_what_goes_on(job_id, seen, submitting))
                     return interrupted_status(getattr(reactor, "_exitSignal", None))
                 finally:
                     if progress:

@@ -186,6 +186,29 @@ def test_the_progress_line_shows_100_percent_only_when_the_phase_is_done() -> No
                                            "j: map 100% (100/100) reduce  99% (19/20)"]
 
 
+def test_the_progress_line_of_a_job_that_is_over_says_it_is_finishing() -> None:
+    """Killed, its output being cleaned: its line showed its last progress
+    and nothing else (a tester's)."""
+    import io
+
+    from pytxmr.__main__ import Progress
+
+    out = io.StringIO()
+    Progress(out)({"job_id": "j", "maps": {"done": 7, "total": 7, "percent": 100.0},
+                   "reduces": {"done": 0, "total": 4, "percent": 0.0}, "finishing": "killed"})
+    assert out.getvalue() == "j: map 100% (7/7) reduce   0% (0/4) (killed, finishing)\n"
+
+
+def test_an_interrupted_wait_of_a_job_that_is_over_does_not_say_to_kill_it() -> None:
+    from pytxmr.__main__ import _what_goes_on
+
+    assert _what_goes_on("j", {"finishing": "killed"}, False) == (
+        "interrupted: j is over (killed); its output is being made final on the cluster "
+        "(`pytxmr status j`)")
+    assert _what_goes_on("j", {"state": "running"}, False) == (
+        "interrupted: j goes on running on the cluster (`pytxmr kill j` stops it)")
+
+
 def test_the_progress_bar_ends_its_line_before_a_message_and_omits_no_reduces() -> None:
     """On a terminal the bar is rewritten in place ("\\r"): ``end`` gives
     what follows a line of its own (a lost connection's message was
