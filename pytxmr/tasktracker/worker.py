@@ -170,6 +170,9 @@ class TaskTracker:
         self.jobtracker: IJobTracker | None = None
         #: Launches received since we registered, sent with each heartbeat.
         self.launches = 0
+        #: How many times we registered: a registration's identity (a
+        #: restarted jobtracker gives the same worker ids again).
+        self.registrations = 0
         #: Each attempt's coroutine until it ends (a killed one's too).
         self._running: dict[str, defer.Deferred[Any]] = {}
         #: Per job: map index -> the attempt whose output we hold, as reported
@@ -194,6 +197,7 @@ class TaskTracker:
         self.wid = wid
         self.jobtracker = jobtracker
         self.launches = 0
+        self.registrations += 1
         if self._keep_timer is not None and self._keep_timer.active():
             self._keep_timer.cancel()  # it decides about them now (destroy_job)
         self._keep_timer = None
@@ -617,11 +621,12 @@ class TaskTracker:
                   job_mark(job_of(job.job_id), job.token))
         commit = functools.partial(output.commit_part, job.output, attempt.id, attempt.index,
                                    attempt.work_dir, job.storage_options, marked)
-        wid = self.wid
+        registration = self.registrations
         try:
             if storage.is_remote(job.output):  # an upload: off the reactor
                 await in_thread(self._reactor, commit)
-                if attempt.killed and job.job_id not in self.jobs and self.wid == wid:
+                if (attempt.killed and job.job_id not in self.jobs and self.jobtracker is not None
+                        and self.registrations == registration):
                     # The job ended (killed, failed) as it uploaded: its
                     # abort did not see this part (the jobtracker's, when
                     # lost, may resume the job: it commits the part again).

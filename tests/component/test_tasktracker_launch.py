@@ -113,12 +113,14 @@ class RunningTaskTracker(TestCase):
         with open(self.input, "w") as f:
             f.write("one\n")
 
-    def map_only(self, source: str = "def map(offset, line):\n    yield offset, line\n"
-                 ) -> tuple[str, str]:
-        """A map-only job of ``source`` writing a local output (with no
-        ``_temporary``) and its attempt, launched: (the output, the attempt)."""
-        out = os.path.join(os.path.dirname(self.input), "out")
-        os.mkdir(out)
+    def map_only(self, source: str = "def map(offset, line):\n    yield offset, line\n",
+                 out: str | None = None) -> tuple[str, str]:
+        """A map-only job of ``source`` writing ``out``, by default a local
+        output (with no ``_temporary``), and its attempt, launched: (the
+        output, the attempt)."""
+        if out is None:
+            out = os.path.join(os.path.dirname(self.input), "out")
+            os.mkdir(out)
         self.tt.init_job(JobInit("job_8", source, "job.py", TOKEN, "map", "reduce", 1, 0, out))
         self.addCleanup(self.tt.destroy_job, "job_8")
         aid = "job_8_m00000_0"
@@ -311,3 +313,51 @@ class UnfinishedPartTests(RunningTaskTracker):
         await wait_for(lambda: self.jobtracker.named("attempt_failed"))
         self.assertEqual(os.listdir(out), ["_temporary"])  # the job's, while it runs
         self.assertEqual(os.listdir(os.path.join(out, "_temporary")), [])
+
+
+class LateUploadTests(RunningTaskTracker):
+    """A killed job's part that landed after its abort is withdrawn, by the
+    registration that was let commit only: a restarted jobtracker gives the
+    same worker ids again, and may have resumed the job, whose new attempt
+    commits that part anew."""
+
+    source = QUICK
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        import threading
+
+        from pytxmr import output
+
+        self.uploading = threading.Event()
+        self.landed = threading.Event()
+        self.withdrawn: list[int] = []
+
+        def commit_part(*args: object) -> str:
+            self.uploading.set()
+            self.landed.wait(30)
+            return "memory://bucket/out/part-00000"
+
+        self.patch(output, "commit_part", commit_part)
+        self.patch(output, "withdraw_part",
+                   lambda out, index, opts, marked: self.withdrawn.append(index))
+        await super().setUp()
+
+    async def upload_held(self) -> None:
+        self.map_only(out="memory://bucket/out")
+        await wait_for(self.uploading.is_set)
+
+    async def test_a_part_of_a_job_killed_as_it_uploaded_is_withdrawn(self) -> None:
+        await self.upload_held()
+        self.tt.destroy_job("job_8")
+        self.landed.set()
+        await wait_for(lambda: self.withdrawn)
+        self.assertEqual(self.withdrawn, [0])
+
+    async def test_one_uploaded_as_the_jobtracker_restarted_is_left(self) -> None:
+        await self.upload_held()
+        self.tt.forget_everything()
+        self.tt.registered("w1", FakeJobTracker())  # the same id, from another jobtracker
+        self.landed.set()
+        await wait_for(lambda: not self.tt.committing)
+        await task.deferLater(reactor, 0.1)
+        self.assertEqual(self.withdrawn, [])
