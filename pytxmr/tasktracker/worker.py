@@ -30,6 +30,8 @@ from ..outputrules import job_mark
 from ..ports import IJobTracker
 from ..services import at_most
 from ..shufflememory import RunPlacement, ShuffleMemory
+from ..sizes import free_space
+from ..zygote import MAX_LOG_BYTES
 from ..tasklog import read_tail
 from ..wire import (COMMIT_DENIED, OUTPUT_TAKEN, AttemptResult, BadMessage, CallRefused,
                     JobInit, MapLocation, Split, TaskError, Unreachable, job_of, sendable)
@@ -116,6 +118,11 @@ class Awaited:
         return waiter
 
 
+#: What a task's log (bounded: ``MAX_LOG_BYTES``) and result may take in
+#: the tmpfs, with room to spare.
+SCRATCH_ROOM = 4 * MAX_LOG_BYTES
+
+
 def _tell(word: Coroutine[Any, Any, None]) -> None:
     """A word to the jobtracker that may go unheard: it is gone, or from
     before the call."""
@@ -181,6 +188,8 @@ class TaskTracker:
         #: Drops the outputs kept after losing the jobtracker, if it does
         #: not come back in time.
         self._keep_timer: Any = None
+        #: Per job whose setting up failed here: why (its attempts say it).
+        self._not_set_up: dict[str, str] = {}
         #: Attempts that ask to commit or write their part (told with each
         #: heartbeat: the jobtracker's wait for the others ends).
         self.committing: set[str] = set()
@@ -228,6 +237,7 @@ class TaskTracker:
         except OSError as e:  # its attempts here fail as they come (_new_attempt)
             self.log.error("Cannot set up job {job} here: {e}", job=init.job_id, e=e)
             delete_paths(self.store.remove_job(init.job_id))
+            self._not_set_up[init.job_id] = str(e)
             return
         self.jobs[init.job_id] = init
         if init.bundle is not None:
@@ -330,6 +340,7 @@ class TaskTracker:
             del self.attempts[attempt.id]
             self._kill(attempt, "the job ended")
         self.jobs.pop(job_id, None)
+        self._not_set_up.pop(job_id, None)
         self.held.pop(job_id, None)
         self.zygote.retire(job_id)
         d = in_thread(self._reactor, delete_paths, self.store.remove_job(job_id))
@@ -375,8 +386,10 @@ class TaskTracker:
         """The attempt, set up to run; None if it cannot be (reported
         failed, to run elsewhere: it held its slot for ever, its job hung)."""
         job = self.jobs.get(job_id)
-        if job is None:  # its init_job failed here (a full disk): logged then
-            self._cannot_launch(attempt_id, "the job could not be set up on this tasktracker")
+        if job is None:  # its init_job failed here (a full disk)
+            why = self._not_set_up.get(job_id, "it is not known here")
+            self._cannot_launch(attempt_id, f"the job could not be set up on this tasktracker "
+                                            f"({why})")
             return None
         work_dir = os.path.join(self.store.job_dir(job_id), attempt_id)
         if kind == "reduce":  # its fetched runs may land there; a map's
@@ -521,9 +534,18 @@ class TaskTracker:
         """Where a task's log and result go: the worker's tmpfs directory when
         it has one (file creation and deletion there cost microseconds, on a
         busy disk milliseconds: thousands of tiny tasks feel it), else the
-        attempt's dir. Both are read and deleted when the task ends."""
+        attempt's dir. Both are read and deleted when the task ends. Not a
+        tmpfs that others filled since (a small /dev/shm): every task of the
+        worker failed, "no room for its log and result"."""
         directory = self.memory.directory
-        return (directory, attempt_id) if directory and os.path.isdir(directory) else None
+        if not directory or not os.path.isdir(directory):
+            return None
+        try:
+            if free_space(directory) < SCRATCH_ROOM:
+                return None
+        except OSError:
+            return None
+        return directory, attempt_id
 
     async def _run_map(self, attempt: Attempt, spec: dict[str, Any]) -> None:
         result = await self._run_child(attempt, spec)

@@ -64,6 +64,40 @@ class CannotSetUpTests(IdleTaskTracker):
         self.assertEqual(self.tt.attempts, {})
 
 
+class ScratchTests(IdleTaskTracker):
+    """Every task's log and result went to the worker's tmpfs: once other
+    programs filled it (a small /dev/shm), every task failed, "no room for
+    its log and result", on a worker with a work disk of 67 GB free (a
+    tester's)."""
+
+    def test_a_tmpfs_that_others_filled_is_not_used(self) -> None:
+        from pytxmr.shufflememory import ShuffleMemory
+        from pytxmr.tasktracker import worker
+
+        shm = os.path.join(self.base, "shm")
+        os.mkdir(shm)
+        self.tt.memory = ShuffleMemory(shm, 1 << 20)
+        self.assertEqual(self.tt._scratch("a1"), (shm, "a1"))
+        self.patch(worker, "free_space", lambda path: worker.SCRATCH_ROOM - 1)
+        self.assertIsNone(self.tt._scratch("a1"))  # the attempt's directory
+
+
+class CannotSetUpReasonTests(IdleTaskTracker):
+
+    def test_the_reason_a_job_could_not_be_set_up_is_in_its_attempts_failure(self) -> None:
+        """Said only in the tasktracker's log: the job's error did not name
+        the full disk (a tester's)."""
+        with open(os.path.join(self.tt.store.root, JOB), "w"):
+            pass  # where the job's directory goes: its making fails
+        self.init_job()
+        self.tt.launch_map(JOB, f"{JOB}_m00000_0", Split(0, "/nowhere", 0, 10, False))
+        [(_, error)] = self.jobtracker.named("attempt_failed")
+        self.assertRegex(error.message, r"the job could not be set up on this tasktracker "
+                                        r"\(\[Errno 17\] File exists: .*job_9")
+        self.tt.destroy_job(JOB)
+        self.assertEqual(self.tt._not_set_up, {})
+
+
 class CrashTests(IdleTaskTracker):
     """A fault of the tasktracker's own while it runs an attempt (here: a
     zygote that is not running) fails the attempt: it stayed live on the
