@@ -605,6 +605,7 @@ async def cluster_command(reactor: Any, a: argparse.Namespace,
                             conn = on
                     result = await client.follow(
                         reactor, conn, job_id, functools.partial(_seen, seen, progress),
+                        interval=client.PROGRESS_INTERVAL if progress else client.QUIET_INTERVAL,
                         notify=say, reconnect=again, reconnect_timeout=a.reconnect_timeout)
                 except CancelledError:
                     say(_what_goes_on(job_id, seen, submitting))
@@ -857,7 +858,8 @@ class _Diagnostics:
 
 def entry() -> None:
     """The ``pytxmr`` command: its console script and ``python -m pytxmr``."""
-    sys.stderr = _Diagnostics(sys.stderr)
+    if sys.stderr is not None:  # None: started with its stderr closed (2>&-)
+        sys.stderr = _Diagnostics(sys.stderr)
     try:
         code = main()
     except KeyboardInterrupt:  # while main imported what it needs, before its own handling

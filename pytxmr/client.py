@@ -429,8 +429,14 @@ async def submit_spec(reactor: Any, conn: Connection, spec: dict[str, Any],
     return back, ours[0]
 
 
+#: Seconds between a waiting client's status polls while it shows progress;
+#: a quiet one polls only to notice a silent jobtracker (``QUIET_INTERVAL``).
+PROGRESS_INTERVAL = 0.5
+
+
 async def follow(reactor: Any, conn: Connection, job_id: str,
-                 progress: ProgressCallback | None = None, interval: float = 0.5,
+                 progress: ProgressCallback | None = None,
+                 interval: float = PROGRESS_INTERVAL,
                  notify: Callable[[str], None] | None = None,
                  reconnect: Callable[[], Awaitable[Connection]] | None = None,
                  reconnect_timeout: float = RECONNECT_TIMEOUT) -> dict[str, Any]:
@@ -496,6 +502,7 @@ async def _reconnect(reactor: Any, reconnect: Callable[[], Awaitable[Connection]
 #: unanswered before the client takes its connection as lost: a partition
 #: is silent, and TCP gives up on it after about 15 minutes.
 SILENCE_TIMEOUT = 15.0
+QUIET_INTERVAL = SILENCE_TIMEOUT / 5
 
 
 async def _follow(reactor: Any, conn: Connection, job_id: str,
@@ -532,7 +539,7 @@ async def _follow(reactor: Any, conn: Connection, job_id: str,
     # dropped); a silent one is lost once its polls go unanswered.
     poll = task.LoopingCall(lambda: defer.Deferred.fromCoroutine(report()))
     poll.clock = reactor
-    poll.start(interval if progress is not None else SILENCE_TIMEOUT / 5,
+    poll.start(interval if progress is not None else QUIET_INTERVAL,
                now=False).addErrback(lambda f: None)
     watch = task.LoopingCall(check_heard)
     watch.clock = reactor

@@ -702,17 +702,21 @@ def _serves_ranges(url: str) -> bool:
         raise store_error(url, e, "read") from e
 
 
-def _identity(path: str) -> Any:
-    """What makes two inputs one file: a local file's device and inode (one
-    named again through a symbolic or hard link was read twice, its words
-    counted twice), a URL's text."""
+def _identity(path: str, heads: dict[str, str]) -> str:
+    """What makes two inputs one file: a local file's path with its links
+    resolved (one named again through a symbolic link, or in a linked
+    directory, was read twice, its words counted twice), a URL's text.
+    Not inode numbers: an overlay file system (a container's) may give two
+    files one, and one of them would go unread. ``heads``: the resolved
+    directories so far (a directory of 100,000 files is resolved once)."""
     if is_remote(path):
         return path
-    try:
-        st = os.stat(path)
-    except OSError:  # gone since it was listed: its reading says so
-        return path
-    return (st.st_dev, st.st_ino)
+    if os.path.islink(path):
+        return os.path.realpath(path)
+    head, name = os.path.split(path)
+    if head not in heads:
+        heads[head] = os.path.realpath(head)
+    return os.path.join(heads[head], name)
 
 
 def expand_inputs(patterns: Sequence[str],
@@ -727,12 +731,13 @@ def expand_inputs(patterns: Sequence[str],
     """
     if isinstance(patterns, (str, bytes)):
         raise TypeError("expand_inputs takes a list of patterns, not a single string")
-    seen: dict[Any, InputFile] = {}
+    seen: dict[str, InputFile] = {}
+    heads: dict[str, str] = {}
     for pattern in patterns:
         found = (_expand_remote(pattern, opts) if is_remote(pattern)
                  else _expand_local(pattern))
         for f in found:
-            seen.setdefault(_identity(f.path), f)
+            seen.setdefault(_identity(f.path, heads), f)
     for f in seen.values():
         if f.size == 0 and f.ranged and suffixed(f.path).endswith(COMPRESSED_SUFFIXES):
             # gzip and zstd read it as empty, bz2 and xz fail on it.

@@ -459,8 +459,10 @@ class TaskTracker:
         job = attempt.job
         if storage.is_remote(job.output) or (attempt.kind == "map" and job.num_reducers):
             return None
+        # Its job ended: the jobtracker said so (not lost: a restarted one
+        # may resume it, whose attempts make _temporary again).
         top = (stepdata.job_output(job.output, job.output_format)
-               if job.job_id not in self.jobs else None)
+               if job.job_id not in self.jobs and self.jobtracker is not None else None)
         return functools.partial(output.discard_attempt, job.output, attempt.id, top)
 
     def settled(self, timeout: float) -> defer.Deferred[None]:

@@ -1396,6 +1396,18 @@ def test_a_job_module_in_another_encoding_runs_as_python_reads_it(tmp_path: Path
     assert parts == f"café\t{words}\n"
 
 
+def test_a_command_started_with_its_stderr_closed_keeps_its_status(tmp_path: Path) -> None:
+    """``2>&-``: Python has no sys.stderr; the command failed with 120
+    (writing to nothing) instead of its own status."""
+    (tmp_path / "home").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytxmr", "run", "--inline", str(tmp_path / "missing.py"),
+         str(ROOT / "data" / "sample.txt"), "-o", str(tmp_path / "out")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(2),
+        env=base_env(tmp_path / "home"), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+
+
 @pytest.mark.parametrize("how", ["run", "inline", "submit"])
 def test_a_failure_is_its_status_when_stderr_s_reader_went_away(tmp_path: Path,
                                                                 how: str) -> None:

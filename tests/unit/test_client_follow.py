@@ -172,3 +172,23 @@ def test_a_wait_that_loses_the_jobtracker_names_the_job() -> None:
     d.addErrback(failures.append)
     assert "the job job_7 may go on once the jobtracker is back (`pytxmr wait job_7`)" in str(
         failures[0].value)
+
+
+@pytest.mark.parametrize("interval", [client.PROGRESS_INTERVAL, client.QUIET_INTERVAL])
+def test_a_waiter_that_watches_the_status_polls_at_its_interval(interval: float) -> None:
+    """A quiet ``submit -q`` keeps the status it last saw (to say what goes
+    on if it is interrupted) and polled 6 times as often as before."""
+    clock = Clock()
+    polls: list[float] = []
+
+    async def status() -> Any:
+        polls.append(clock.seconds())
+        return {"state": "running"}
+
+    following = client._follow(clock, FakeConnection(status), "job_1",  # type: ignore[arg-type]
+                               lambda s: None, interval)
+    d = defer.Deferred.fromCoroutine(following)
+    d.addErrback(lambda f: f.trap(client.ClusterUnreachable, defer.CancelledError))
+    advance(clock, 9.0)
+    assert len(polls) == int(9.0 / interval)
+    d.cancel()

@@ -5,7 +5,6 @@ server; tests/integration/test_storage_s3.py has the real ones)."""
 from __future__ import annotations
 
 import random
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -145,15 +144,15 @@ def test_local_recursive_glob(tmp_path: Path) -> None:
 
 
 def test_a_file_named_again_through_a_link_is_read_once(tmp_path: Path) -> None:
-    """A directory and a symbolic link to it, a file and a hard link to it:
-    its words were counted twice (a tester's)."""
+    """A directory and a symbolic link to it, a file and a link to it: its
+    words were counted twice (a tester's)."""
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f.txt").write_text("x y\n")
     (tmp_path / "dlink").symlink_to(tmp_path / "d")
-    os.link(tmp_path / "d" / "f.txt", tmp_path / "hard.txt")
+    (tmp_path / "flink.txt").symlink_to(tmp_path / "d" / "f.txt")
     (tmp_path / "other.txt").write_text("x y\n")  # the same bytes, another file
     found = storage.expand_inputs([str(tmp_path / "d"), str(tmp_path / "dlink"),
-                                   str(tmp_path / "hard.txt"), str(tmp_path / "other.txt")])
+                                   str(tmp_path / "flink.txt"), str(tmp_path / "other.txt")])
     assert [f.path for f in found] == [str(tmp_path / "d" / "f.txt"),
                                        str(tmp_path / "other.txt")]
 
