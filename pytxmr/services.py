@@ -187,8 +187,8 @@ class Awaited:
     def attempts(self) -> list[str]:
         return list(self._job_of)
 
-    def awaits(self, job_id: str) -> bool:
-        return bool(self._by_job.get(job_id))
+    def awaits(self, job_id: str, still: Callable[[str], bool] = lambda aid: True) -> bool:
+        return any(still(aid) for aid in self._by_job.get(job_id, ()))
 
     def waiting(self) -> list[str]:
         """The jobs that wait for their attempts' words."""

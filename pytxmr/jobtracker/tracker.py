@@ -598,7 +598,7 @@ class JobTracker:
     def _commits_lost(self, wid: str) -> None:
         """A lost worker's uploads may still land: its commits are waited
         for until it registers again (on a new connection, a reset one's
-        process) and says which go on, or for ``resume_grace``."""
+        process) and says which go on, or for COMMITS_WAIT."""
         if self._stopping:  # the journal keeps them for the next start
             return
         for aid, (where, address) in list(self._commit_workers.items()):
@@ -616,16 +616,20 @@ class JobTracker:
                 self._commit_came(aid)
 
     def _await_claim(self, attempt_id: str, address: tuple[str, int]) -> None:
-        self._unclaimed_commits[attempt_id] = (address, self.now() + self.resume_grace)
+        """As long as a live worker's commit: a worker paused past its
+        expiry and the resume grace (a VM's pause, a partition from the
+        jobtracker alone) came back with its upload going on, which landed
+        over the next job's part once the killed job was cleaned (a
+        tester's)."""
+        self._unclaimed_commits[attempt_id] = (address, self.now() + COMMITS_WAIT)
         if self._unclaimed_timer is None:
-            self._unclaimed_timer = self._clock.callLater(self.resume_grace,
-                                                          self._commits_unclaimed)
+            self._unclaimed_timer = self._clock.callLater(COMMITS_WAIT, self._commits_unclaimed)
 
     def _claim_commits(self, wid: str, reg: Registration) -> None:
         """A worker back (after our restart, or its loss): of the commits
         awaited at its address, those it says it still makes are its own
         again; the others ended while it was away. A worker from before
-        it said (``committing`` None) leaves them to ``resume_grace``."""
+        it said (``committing`` None) leaves them to COMMITS_WAIT."""
         if reg.committing is None:
             return
         address = (reg.host, reg.port)
@@ -639,7 +643,7 @@ class JobTracker:
 
     def _commits_unclaimed(self) -> None:
         """No worker came back in time for these commits: the job no
-        longer waits for them, as for any worker lost for good."""
+        longer waits for them, as for a live worker's after COMMITS_WAIT."""
         self._unclaimed_timer = None
         now = self.now()
         for aid, ((host, port), until) in list(self._unclaimed_commits.items()):
@@ -653,10 +657,20 @@ class JobTracker:
             self._unclaimed_timer = self._clock.callLater(max(0.0, first - now),
                                                           self._commits_unclaimed)
 
+    def _still_committing(self, job: JobRecord) -> Callable[[str], bool]:
+        """The commits a job's end waits for: each, for a job that failed or
+        was killed (a part landing after the cleaning would be in the next
+        job's output); for one that succeeded, not a gone worker's (its
+        part, landing late, is this job's own, as the one that replaced it:
+        a dead worker held the _SUCCESS 10 minutes)."""
+        if job.state != "succeeded":
+            return lambda aid: True
+        return lambda aid: aid not in self._unclaimed_commits
+
     def _commits_ended(self, job: JobRecord) -> defer.Deferred[None] | None:
         """Fires once the attempts of ``job`` let commit have ended their
         commits, or after COMMITS_WAIT; None if none has to."""
-        waiting = self._committing.wait(job.id, COMMITS_WAIT)
+        waiting = self._committing.wait(job.id, COMMITS_WAIT, self._still_committing(job))
         if waiting is not None:
             self.log.info("Job {job} waits for its attempts to end their commits before it "
                           "{does} its output", job=job.id,
@@ -1029,7 +1043,7 @@ class JobTracker:
         # A commit under way would land after the cleaning, or over the part
         # of the attempt that committed after it (a lost worker's, a resumed
         # job's of before the restart) once the output is final.
-        if self._stopping and self._committing.awaits(job.id):
+        if self._stopping and self._committing.awaits(job.id, self._still_committing(job)):
             self._leave_ending(job)
             return
         waiting = self._commits_ended(job)
