@@ -480,9 +480,15 @@ def _stdout_closed() -> int:
     second error when Python flushes stdout at exit, and success: only what
     succeeded prints to stdout (a failure goes to stderr), so the command
     had done its work when the reader stopped reading."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    _to_nowhere(sys.stdout.fileno())
     return 0
+
+
+def _to_nowhere(fd: int) -> None:
+    """What is written to ``fd`` from now on goes nowhere: its reader left."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -848,9 +854,7 @@ class _Diagnostics:
             self._gone()
 
     def _gone(self) -> None:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, self._stream.fileno())
-        os.close(devnull)
+        _to_nowhere(self._stream.fileno())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

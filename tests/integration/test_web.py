@@ -469,14 +469,19 @@ class CommitWaitTests(JobTrackerCase):
     of the next job writing the same prefix (a wrong answer under its
     ``_SUCCESS``, a tester's)."""
 
-    async def killed_while_committing(self) -> tuple[str, str, str, defer.Deferred[Any]]:
+    async def committing(self) -> tuple[str, str, str, defer.Deferred[Any]]:
+        """A job whose one reduce, on a new worker, is let commit: the
+        worker, the reduce, the job and its end."""
         wid, worker = self.add_worker(slots=1)
         job_id = await self.submit()
         [m] = launched(worker, "launch_map")
         self.jt.attempt_done(wid, m, AttemptResult({}, ("str",)))
         [r] = launched(worker, "launch_reduce")
         self.assertTrue(self.jt.may_commit(wid, r))
-        ended = self.jt.wait(job_id)
+        return wid, r, job_id, self.jt.wait(job_id)
+
+    async def killed_while_committing(self) -> tuple[str, str, str, defer.Deferred[Any]]:
+        wid, r, job_id, ended = await self.committing()
         self.jt.kill(job_id)
         await task_sleep(0.05)
         self.assertFalse(ended.called)  # its output is left alone meanwhile
@@ -555,13 +560,7 @@ class CommitWaitTests(JobTrackerCase):
     async def test_a_succeeding_job_does_not_wait_for_a_lost_worker_s_commit(self) -> None:
         """Its part, landing late, is the job's own, as the one that replaced
         it: a dead worker would hold the _SUCCESS for 10 minutes."""
-        w1, worker1 = self.add_worker(slots=1)
-        job_id = await self.submit()
-        [m] = launched(worker1, "launch_map")
-        self.jt.attempt_done(w1, m, AttemptResult({}, ("str",)))
-        [r] = launched(worker1, "launch_reduce")
-        self.assertTrue(self.jt.may_commit(w1, r))
-        ended = self.jt.wait(job_id)
+        w1, _, job_id, ended = await self.committing()
         w2, worker2 = self.add_worker(jt=None)
         self.jt.worker_disconnected(w1)
         [m2] = launched(worker2, "launch_map")  # its output was lost with w1
