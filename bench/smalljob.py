@@ -13,6 +13,9 @@ starts for ``submit``) runs from a snapshot of this tree; round by round
 - ``client``: ``python -m pytxmr jobs``, the fixed cost of any command-line
   client: Python's start, the imports (Twisted, PB), the connection, the
   login, one call;
+- ``submit+agent`` and ``client+agent``: the same two commands with
+  ``PYTXMR_AGENT=on``, run in children of a client agent started (and
+  checked to be listening) before the first round (docs/cli.md);
 - ``api``: the same job submitted by a Python process already connected
   (``pytxmr.client.run_job``, as a notebook or a workflow scheduler
   would); its figure is the time from the submission to the result, taken
@@ -107,15 +110,17 @@ def main() -> int:
     def command(name: str, out: str) -> list[str]:
         if name == "inline.py":
             return [py, inline_py, corpus, out]
-        if name == "submit":
+        if name.startswith("submit"):
             return [py, "-m", "pytxmr", "submit", job, corpus, "-o", out, "--overwrite", "-q",
                     *cluster.client_args()]
-        if name == "client":
+        if name.startswith("client"):
             return [py, "-m", "pytxmr", "jobs", *cluster.client_args()]
         return [py, os.path.abspath(__file__), API_JOB, cluster.address,
                 str(cluster.secret_file), job, corpus, out, api_result]
 
-    names = ["inline.py", "submit", "client", "api"]
+    runtime, agent_pid = start_agent(env, cluster.client_args(), src)
+    agent_env = dict(env, PYTXMR_AGENT="on", XDG_RUNTIME_DIR=runtime)
+    names = ["inline.py", "submit", "client", "api", "submit+agent", "client+agent"]
     results: dict[str, list[dict]] = {name: [] for name in names}
     failed = False
     for round_ in range(a.runs):
@@ -126,10 +131,11 @@ def main() -> int:
             # The daemons' CPU is the cluster entries' own, not other load.
             daemons = [] if name == "inline.py" else daemon_pids(cluster)
             run = run_measured(command(name, out), os.path.join(out_dir, f"{name}.log"),
-                               env=env, cwd=src, daemon_roots=daemons)
+                               env=agent_env if name.endswith("+agent") else env, cwd=src,
+                               daemon_roots=daemons)
             if run["rc"] != 0:
                 run["output"] = f"exit {run['rc']}"
-            elif name == "client":
+            elif name.startswith("client"):
                 run["output"] = "-"
             else:
                 run["output"] = check_output(out, ref, load_counts)
@@ -158,13 +164,55 @@ def main() -> int:
     rest = figure["submit"] - figure["client"] - figure["api"]
     log(f"\nsubmit {figure['submit']:.2f} s = the client's start, imports and login "
         f"{figure['client']:.2f} s + the job {figure['api']:.2f} s + {rest:+.2f} s")
-    for name, label in (("submit", "submit"), ("api", "a connected client's job")):
+    if not os.path.exists(f"/proc/{agent_pid}"):
+        log(f"!!! the client agent (pid {agent_pid}) left: the +agent entries ran without it")
+        failed = True
+    for name, label in (("submit", "submit"), ("submit+agent", "submit with the agent"),
+                        ("api", "a connected client's job")):
         ratio = figure[name] / base
         log(f"target: small job: {label} vs inline.py (no slower): {figure[name]:.2f} s / "
             f"{base:.2f} s = {ratio:.2f} {'met' if ratio <= 1 else 'MISSED'}")
     if failed:
         log("!!! an output did not match the reference !!!")
     return 1 if failed else 0
+
+
+def start_agent(env: dict[str, str], client_args: list[str], cwd: str) -> tuple[str, int]:
+    """A client agent for the +agent entries, listening (its runtime
+    directory, its pid); it is killed at exit."""
+    import glob
+    import shutil
+    import subprocess
+
+    runtime = tempfile.mkdtemp(prefix="pytxmr-agent-")
+    env = dict(env, PYTXMR_AGENT="on", XDG_RUNTIME_DIR=runtime)
+
+    def agents() -> list[int]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if b"pytxmr.agent" in cmdline and runtime.encode() in cmdline:
+                found.append(int(pid))
+        return found
+
+    def stop() -> None:
+        for pid in agents():
+            os.kill(pid, 9)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+    atexit.register(stop)
+    jobs = [sys.executable, "-m", "pytxmr", "jobs", *client_args]
+    subprocess.run(jobs, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (agents() and glob.glob(os.path.join(runtime, "pytxmr", "agent-*.sock"))):
+        if time.monotonic() > deadline:
+            raise SystemExit("the client agent did not start")
+        time.sleep(0.05)
+    return runtime, agents()[0]
 
 
 if __name__ == "__main__":

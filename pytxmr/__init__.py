@@ -1,26 +1,27 @@
 """pytxmr: MapReduce for Python 3 on Twisted.
 
 This module stays import-light: task child processes import it, and every
-millisecond of start-up is paid per task.
+millisecond of start-up is paid per task; so does every command, before it
+knows whether the client agent runs it (``pytxmr.__main__``). What it
+offers is imported on first use.
 """
 
 __version__ = "0.1.0"
 
-from .counters import counter
-from .jobargs import Arg, args
-from .steps import Step
-
 __all__ = ["Arg", "Client", "ClusterError", "JobFailed", "JobResult", "Step", "args",
            "counter", "run", "__version__"]
 
-#: The synchronous API, imported on first use: task children, which import
-#: this package, never need Twisted's client side.
-_API = frozenset({"Client", "ClusterError", "JobFailed", "JobResult", "run"})
+#: Where each name lives. The synchronous API's module imports Twisted's
+#: client side, which task children never need.
+_HOMES = {"counter": "counters", "Arg": "jobargs", "args": "jobargs", "Step": "steps",
+          "Client": "api", "ClusterError": "api", "JobFailed": "api", "JobResult": "api",
+          "run": "api"}
 
 
 def __getattr__(name: str) -> object:
-    if name in _API:
-        from . import api
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pytxmr' has no attribute {name!r}")
+    import importlib
 
-        return getattr(api, name)
-    raise AttributeError(f"module 'pytxmr' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{home}", __name__), name)

@@ -1,5 +1,5 @@
 """The job's own counters, read from the summary a pytxmr command prints
-when not given -q (`pytxmr.__main__.print_counters`): among them how many
+when not given -q (`pytxmr.cli.print_counters`): among them how many
 bytes its maps wrote and its reduces fetched, and where those were kept."""
 
 from __future__ import annotations

@@ -120,11 +120,14 @@ def dying_with(parent: int) -> Callable[[], None]:
 
 
 def daemon_env(home: Path, pythonpath: Path | str | None = None) -> dict[str, str]:
-    """This process's environment with HOME at ``home``, no PYTXMR_SECRET,
-    unbuffered output and ``pythonpath`` (a source tree) first on PYTHONPATH."""
+    """This process's environment with HOME at ``home``, no PYTXMR_SECRET nor
+    PYTXMR_AGENT (a test's or benchmark's commands run in their own
+    processes unless it says otherwise), unbuffered output and
+    ``pythonpath`` (a source tree) first on PYTHONPATH."""
     env = dict(os.environ)
     env["HOME"] = str(home)
     env.pop("PYTXMR_SECRET", None)
+    env.pop("PYTXMR_AGENT", None)
     if pythonpath is not None:
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = str(pythonpath) + (os.pathsep + path if path else "")

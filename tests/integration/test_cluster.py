@@ -1314,7 +1314,7 @@ def test_a_tasks_signals_to_its_group_and_waits_for_any_child_are_its_own(
 def test_ctrl_c_before_main_handles_it_says_interrupted_only(tmp_path: Path) -> None:
     """main() imports the client and daemon code before its own handling of
     Ctrl-C starts: an interrupt there is no error worth a traceback either."""
-    code = ("import pytxmr.__main__ as cli\n"
+    code = ("import pytxmr.cli as cli\n"
             "def main(argv=None):\n"
             "    raise KeyboardInterrupt\n"
             "cli.main = main\n"

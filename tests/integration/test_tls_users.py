@@ -571,7 +571,7 @@ def test_adding_a_user_again_changes_the_password_and_keeps_the_role(
         capsys: pytest.CaptureFixture[str]) -> None:
     """`users add ops` of an administrator, without --admin, silently made
     them a user; the output said only "user ops"."""
-    from pytxmr.__main__ import main
+    from pytxmr.cli import main
     from pytxmr.users import UsersFile
 
     file = str(tmp_path / "users.json")

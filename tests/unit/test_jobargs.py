@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytxmr.__main__ import main
-from pytxmr.__main__ import parse as parse_command_line
+from pytxmr.cli import main
+from pytxmr.cli import parse as parse_command_line
 from pytxmr.jobargs import REQUIRED, Arg, ArgumentError, check_pairs, describe, parse
 
 DECLARED = (Arg("threshold", int, help="the least count shown"),
@@ -156,7 +156,7 @@ def test_status_shows_arguments_as_a_shell_would_take_them_back() -> None:
     """`sp=a b` read as two arguments; an empty one and a newline were lost."""
     import shlex
 
-    from pytxmr.__main__ import describe_job
+    from pytxmr.cli import describe_job
 
     args = {"sp": "a b", "empty": "", "eq": "x=y", "q": "it's"}
     text = describe_job({"job_id": "job_1", "state": "running", "args": args})

@@ -370,7 +370,7 @@ def test_an_empty_command_is_a_command_to_refuse_not_none(
         argv: list[str], streaming_args: list[tuple[str, str]]) -> None:
     """`--mapper ''` was taken for no --mapper ("give the job module and
     at least one input"): it is checked as a command, which names it."""
-    from pytxmr.__main__ import parse
+    from pytxmr.cli import parse
 
     a = parse(["run", *argv, "-o", "out"])
     assert a.args == streaming_args and a.inputs == ["in.txt"]
@@ -380,7 +380,7 @@ def test_a_job_module_given_with_mapper_is_named_as_an_input(
         capsys: pytest.CaptureFixture[str]) -> None:
     """`run --mapper cat wordcount.py in.txt` counted the module's lines as
     input without a word: the user meant one or the other."""
-    from pytxmr.__main__ import parse
+    from pytxmr.cli import parse
 
     a = parse(["run", "--mapper", "cat", "wordcount.py", "in.txt", "-o", "out"])
     assert a.inputs == ["wordcount.py", "in.txt"]
@@ -394,7 +394,7 @@ def test_a_function_name_given_for_a_command_names_the_command_option(
         option: str, command: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`run --mapper cat --reduce cat` (for --reducer) said that pytxmr's
     own streaming module, a file the user never heard of, has no 'cat'."""
-    from pytxmr.__main__ import parse
+    from pytxmr.cli import parse
 
     with pytest.raises(SystemExit) as exit:
         parse(["run", "--mapper", "cat", option, "cat", "in.txt", "-o", "out"])

@@ -84,7 +84,7 @@ def test_an_admin_command_s_unwritable_path_is_one_line(
         command: list[str]) -> None:
     """A file where the directory should be: a FileExistsError or
     FileNotFoundError traceback, not one line and status 2."""
-    from pytxmr.__main__ import main
+    from pytxmr.cli import main
 
     monkeypatch.setenv("PYTXMR_PASSWORD", "x")
     blocker = tmp_path / "afile"
@@ -253,7 +253,7 @@ def test_a_flood_from_many_hosts_is_a_few_lines(tmp_path: Path, monkeypatch: Any
 ])
 def test_pyopenssl_is_spared_only_where_no_tls_nor_user_code_can_need_it(
         argv: list[str], spared: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytxmr.__main__ import makes_no_tls_connection, parse
+    from pytxmr.cli import makes_no_tls_connection, parse
 
     monkeypatch.delenv("PYTXMR_TLS", raising=False)
     assert makes_no_tls_connection(parse(argv)) is spared

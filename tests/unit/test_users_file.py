@@ -96,7 +96,7 @@ def test_listing_a_missing_file_is_an_error_and_an_empty_one_says_so(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`users list --file` of a mistyped path printed nothing and exited 0,
     as for a file of no users."""
-    from pytxmr.__main__ import main
+    from pytxmr.cli import main
 
     missing = tmp_path / "nosuch.json"
     assert main(["users", "list", "--file", str(missing)]) == 2

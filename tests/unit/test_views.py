@@ -36,7 +36,7 @@ def test_phase_wall_times_and_committed_counters_only() -> None:
 
 
 def test_a_draining_worker_is_shown_as_such() -> None:
-    from pytxmr.__main__ import describe_workers
+    from pytxmr.cli import describe_workers
     from pytxmr.pages import workers_table
 
     s = Scheduler()
@@ -175,7 +175,7 @@ def test_the_progress_line_shows_100_percent_only_when_the_phase_is_done() -> No
     99%, not rounded up to a 100% that its count contradicts."""
     import io
 
-    from pytxmr.__main__ import Progress
+    from pytxmr.cli import Progress
 
     out = io.StringIO()
     progress = Progress(out)
@@ -191,7 +191,7 @@ def test_the_progress_line_of_a_job_that_is_over_says_it_is_finishing() -> None:
     and nothing else (a tester's)."""
     import io
 
-    from pytxmr.__main__ import Progress
+    from pytxmr.cli import Progress
 
     out = io.StringIO()
     Progress(out)({"job_id": "j", "maps": {"done": 7, "total": 7, "percent": 100.0},
@@ -200,7 +200,7 @@ def test_the_progress_line_of_a_job_that_is_over_says_it_is_finishing() -> None:
 
 
 def test_an_interrupted_wait_of_a_job_that_is_over_does_not_say_to_kill_it() -> None:
-    from pytxmr.__main__ import _what_goes_on
+    from pytxmr.cli import _what_goes_on
 
     assert _what_goes_on("j", {"finishing": "killed"}, False) == (
         "interrupted: j is over (killed); its output is being made final on the cluster "
@@ -215,7 +215,7 @@ def test_the_progress_bar_ends_its_line_before_a_message_and_omits_no_reduces() 
     appended to the bar), once; a map-only step shows no "reduce 100% (0/0)"."""
     import io
 
-    from pytxmr.__main__ import Progress
+    from pytxmr.cli import Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -1,0 +1,607 @@
+"""The client agent: a process that has imported the command line and forks
+a child per cluster command (``PYTXMR_AGENT=on``).
+
+A cluster command (``submit``, ``jobs``, ``status``...) spends about 0.2 s
+importing Twisted, PB and cred before it says a word to the jobtracker: as
+long as a small job takes on the cluster. With ``PYTXMR_AGENT`` set, the
+first such command starts an agent in the background and runs as before;
+the next ones hand their arguments, working directory, environment and
+standard streams to it over a Unix socket. The agent forks a child that
+runs the command as ``python -m pytxmr`` would have (``cli.entry``, its
+output on the caller's streams), passes on the signals the caller gets
+(Ctrl-C kills a job as before), and the child's exit status becomes the
+caller's. It is the zygote's idea (``pytxmr.zygote``) applied to the
+client, as a build tool's daemon is.
+
+The agent serves only its own user (the socket's directory is private,
+and each peer's uid is checked), only callers whose Python, pytxmr,
+import path and interpreter settings are its own (else it retires and
+the caller starts a fresh one), and exits after ``PYTXMR_AGENT``'s idle
+time. Without an agent, or if anything about it fails, the command runs
+in its own process: the agent can make a command faster, never fail it.
+
+The caller's side (``delegated``) runs before anything heavy is imported,
+so it uses the standard library's light modules only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import sys
+import zlib
+
+TYPE_CHECKING = False  # typing itself is 3 ms of a caller's start
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, NoReturn
+
+#: What PYTXMR_AGENT turns on; a number is the idle time in seconds.
+ENV = "PYTXMR_AGENT"
+DEFAULT_IDLE = 900.0
+ON = frozenset({"1", "on", "yes", "true"})
+OFF = frozenset({"", "0", "off", "no", "false"})
+
+#: The commands that talk to a running jobtracker. Not ``run`` (it starts
+#: daemons of its own), nor the local ones (``certs``, ``users``...): they
+#: import little, and ``users`` asks for passwords on the terminal.
+COMMANDS = frozenset({"submit", "jobs", "wait", "status", "kill", "workers", "drain", "logs"})
+
+#: Signals the caller passes on to the command's child. SIGKILL cannot be:
+#: the agent kills the child when its caller's connection closes.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+             signal.SIGUSR1, signal.SIGUSR2)
+
+#: The environment the agent and its children were started with, as far as
+#: it decides how Python starts (encodings, hash seed, warnings, time zone):
+#: a caller whose own differs gets an agent of its own.
+_STARTUP_ENV = ("PYTHON", "LANG", "LC_", "TZ")
+
+#: A request larger than this is not one (a caller's environment is a few KB).
+MAX_REQUEST = 4 << 20
+
+#: How long a caller waits for its agent to fork the command's child (a
+#: millisecond, usually) before it runs the command itself.
+ANSWER_TIMEOUT = 10.0
+
+
+def idle_limit(value: str | None) -> float | None:
+    """``PYTXMR_AGENT``'s meaning: None for no agent, or how long an idle
+    agent lives, in seconds."""
+    text = (value or "").strip().lower()
+    if text in OFF:
+        return None
+    if text in ON:
+        return DEFAULT_IDLE
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        print(f"pytxmr: {ENV}={value!r} is not on, off or a number of seconds; "
+              f"running without the agent", file=sys.stderr)
+        return None
+    return seconds
+
+
+def _package_stamps() -> list[list[Any]]:
+    """pytxmr's own sources, as (path, mtime, size): an edited or upgraded
+    pytxmr is not the one an agent imported."""
+    top = os.path.dirname(os.path.abspath(__file__))
+    stamps: list[list[Any]] = []
+    todo = [top]
+    while todo:
+        with os.scandir(todo.pop()) as entries:
+            for e in entries:
+                if e.is_dir(follow_symlinks=False) and e.name != "__pycache__":
+                    todo.append(e.path)
+                elif e.name.endswith(".py"):
+                    st = e.stat()
+                    stamps.append([e.path[len(top):], st.st_mtime_ns, st.st_size])
+    return sorted(stamps)
+
+
+def _path_stamps() -> list[list[Any]]:
+    """The import path beyond its first entry (the caller's own directory),
+    with each directory's mtime: a package installed or removed changes its
+    directory's."""
+    stamps: list[list[Any]] = []
+    for entry in sys.path[1:]:
+        try:
+            stamps.append([entry, os.stat(entry or ".").st_mtime_ns])
+        except OSError:
+            stamps.append([entry, None])
+    return stamps
+
+
+def stamp() -> str:
+    """What a caller and its agent must share for a child of the agent to run
+    a command as the caller itself would."""
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(_STARTUP_ENV))
+    return repr([sys.executable, sys.version, sys.flags, sys.warnoptions,
+                 sorted(map(str, sys._xoptions.items())), env, _path_stamps(),
+                 _package_stamps()])
+
+
+def socket_path() -> str | None:
+    """Where this Python's agent listens: a directory only this user may use
+    ($XDG_RUNTIME_DIR, else one of our own under /tmp), or None if there is
+    no such directory (the command then runs without an agent)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = os.path.join(runtime, "pytxmr") if runtime else f"/tmp/pytxmr-agent-{os.getuid()}"
+    try:
+        os.mkdir(base, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        st = os.lstat(base)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None  # not ours alone: another user could listen there
+    where = "\0".join([sys.executable, os.path.dirname(os.path.abspath(__file__)), *sys.path[1:]])
+    path = os.path.join(base, f"agent-{zlib.crc32(where.encode()):08x}.sock")
+    return path if len(path.encode()) < 100 else None  # sun_path holds 108 bytes
+
+
+def _streams_open() -> bool:
+    """Whether stdin, stdout and stderr are all open: a command started with
+    one closed runs here, where Python's own handling of that applies."""
+    try:
+        for fd in (0, 1, 2):
+            os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def delegated(argv: list[str]) -> int | None:
+    """Run ``argv`` (``sys.argv``) in a child of this user's agent: the
+    command's exit status, or None if it is to run in this process (no
+    agent wanted, not a cluster command, no agent running: one is started
+    for the next command)."""
+    idle = idle_limit(os.environ.get(ENV))
+    if idle is None or len(argv) < 2 or argv[1] not in COMMANDS or not _streams_open():
+        return None
+    path = socket_path()
+    if path is None:
+        return None
+    try:
+        request = {"stamp": stamp(), "argv": list(argv), "cwd": os.getcwd(),
+                   "path0": sys.path[0] if sys.path else "", "env": dict(os.environ),
+                   # python -u: in no flag an agent's start could be given
+                   "unbuffered": bool(getattr(sys.stdout, "write_through", False))}
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError:  # the working directory is gone, no sockets: run here, and fail here
+        return None
+    with conn:
+        answers = conn.makefile("rb")
+        try:
+            conn.connect(path)
+            pid = _hand_over(conn, answers, request)
+        except OSError:
+            pid = None
+        if pid is None:  # none there, or one that may not serve us: a fresh one
+            _start_agent(path, idle)
+            return None
+        return _await_child(answers, pid)
+
+
+def _hand_over(conn: socket.socket, answers: BinaryIO, request: dict[str, Any]) -> int | None:
+    """Send the request, with our standard streams; the child's pid, or None
+    if the agent retired instead."""
+    # Its repr, read back with ast.literal_eval: json is 5 ms of a caller's start.
+    body = repr(request).encode()
+    socket.send_fds(conn, [len(body).to_bytes(4, "big")], [0, 1, 2])
+    conn.sendall(body)
+    conn.settimeout(ANSWER_TIMEOUT)
+    try:
+        answer = answers.readline().split()
+    except TimeoutError:  # a stopped agent: our closing the connection ends its child
+        return None
+    if len(answer) != 2 or answer[0] != b"pid":
+        return None
+    conn.settimeout(None)
+    conn.sendall(b"go\n")  # now the child runs: we will not run the command here
+    return int(answer[1])
+
+
+def _await_child(answers: BinaryIO, pid: int) -> int:
+    """Pass our signals on to the child until the agent says how it ended:
+    its exit status, as a shell reports it (128 + a signal that killed it)."""
+
+    def forward(signum: int, frame: Any) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def stop(signum: int, frame: Any) -> None:  # Ctrl-Z stops the command, then us
+        forward(signal.SIGSTOP, frame)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)
+
+    def resume(signum: int, frame: Any) -> None:
+        forward(signal.SIGCONT, frame)
+        signal.signal(signal.SIGTSTP, stop)
+
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
+    signal.signal(signal.SIGTSTP, stop)
+    signal.signal(signal.SIGCONT, resume)
+    answer = answers.readline().split()
+    if len(answer) == 2 and answer[0] == b"exit":
+        code = os.waitstatus_to_exitcode(int(answer[1]))
+        return 128 - code if code < 0 else code
+    # The agent went away (killed, out of memory): its child has our streams,
+    # and no one can tell us its status.
+    print(f"pytxmr: the client agent ended before its command (pid {pid}); the command's "
+          f"outcome is unknown", file=sys.stderr)
+    return 3  # EXIT_UNREACHABLE: trying again may tell
+
+
+def _start_agent(path: str, idle: float) -> None:
+    """Start an agent for the next command, in the background, in a session
+    of its own, holding none of our streams (a ``$(pytxmr jobs)`` must not
+    wait for it). Two started at once: one takes the socket, one leaves."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTXMR_PASSWORD"}
+    code = ("import sys; sys.path[0] = sys.argv[1]; from pytxmr.agent import main; "
+            "sys.exit(main(sys.argv[2:]))")
+    try:
+        with open(path + ".log", "wb") as log:
+            subprocess.Popen(
+                [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code,
+                 sys.path[0] if sys.path else "", path, str(idle)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", env=env,
+                start_new_session=True, close_fds=True)
+    except OSError:
+        pass  # no agent, then: every command runs in its own process
+
+
+# The agent's side: nothing below runs in a caller.
+
+#: What a cluster command imports (the rest follows from these).
+_WARM = ("twisted.internet.default", "twisted.internet.epollreactor",
+         "twisted.internet.endpoints", "pytxmr.cli", "pytxmr.client", "pytxmr.addresses",
+         "pytxmr.auth", "pytxmr.jobmodule", "pytxmr.output", "pytxmr.pbwire", "pytxmr.readers",
+         "pytxmr.secret", "pytxmr.tls", "pytxmr.users")
+
+
+def _warm() -> None:
+    """Import what a cluster command imports, but for the reactor itself:
+    each child installs its own (an epoll reactor made here would be one
+    epoll set shared by every child)."""
+    import importlib
+
+    for name in _WARM:
+        importlib.import_module(name)
+    if "twisted.internet.reactor" in sys.modules:
+        raise RuntimeError("a reactor was installed while warming up")
+
+
+class _Request:
+    """A caller's command, received: what its child becomes."""
+
+    def __init__(self, conn: socket.socket, fds: list[int], body: dict[str, Any]) -> None:
+        self.conn = conn
+        self.fds = fds
+        self.body = body
+
+
+class Agent:
+    """Accepts callers, forks a child per command, reports each child's end
+    to its caller, and exits when idle."""
+
+    def __init__(self, listener: socket.socket, path: str, lock_fd: int, own_stamp: str,
+                 idle: float) -> None:
+        self.listener = listener
+        self.path = path
+        self.inode = os.stat(path).st_ino  # the socket's file, as bound
+        self.lock_fd: int | None = lock_fd  # held while we take callers
+        self.stamp = own_stamp
+        self.idle = idle
+        self.children: dict[int, socket.socket] = {}  # pid: its caller's connection
+        self.waiting: dict[int, int] = {}  # pid: the pipe its child awaits its go on
+        self.retired = False
+
+    def serve(self) -> _Request | None:
+        """Serve until idle (None), or, in a forked child, return its request."""
+        import selectors
+        import time
+
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes the select
+        sel = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ, "accept")
+        sel.register(wake_r, selectors.EVENT_READ, "children")
+        last = time.monotonic()
+        while not (self.retired and not self.children):
+            events = sel.select(timeout=min(self.idle, 60.0))
+            for key, _ in events:
+                if key.data == "accept":
+                    request = self._accept(sel)
+                    if request is None:
+                        continue
+                    # The child waits for its caller's go: a caller that gave
+                    # up on us runs the command itself, which must not run twice.
+                    go_r, go_w = os.pipe()
+                    pid = os.fork()
+                    if pid == 0:  # the child: none of the agent's files stay open
+                        sel.close()
+                        for fd in (wake_r, wake_w, go_w):
+                            os.close(fd)
+                        self._as_child()
+                        if os.read(go_r, 1) != b"g":
+                            os._exit(0)
+                        os.close(go_r)
+                        return request
+                    os.close(go_r)
+                    self._started(sel, request, pid, go_w)
+                elif key.data == "children":
+                    os.read(wake_r, 4096)
+                    self._reap(sel)
+                else:  # a caller's connection: it closed, or sent what it may not
+                    self._caller_said(sel, key.fileobj, key.data)
+            if events:
+                last = time.monotonic()
+            elif (not self.children and time.monotonic() - last >= self.idle) \
+                    or not self._still_ours():
+                self._retire(sel)
+            self._reap(sel)  # a SIGCHLD lost to a full pipe
+        return None
+
+    def _accept(self, sel: Any) -> _Request | None:
+        import ast
+
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return None
+        try:
+            conn.settimeout(5.0)  # a caller sends its request at once
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            if int.from_bytes(creds[4:8], sys.byteorder) != os.getuid():
+                conn.close()  # the directory is private; still, not our user's
+                return None
+            head, fds, _, _ = socket.recv_fds(conn, 4, 3)
+            try:
+                size = int.from_bytes(head, "big") if len(head) == 4 else -1
+                if len(fds) != 3 or not 0 < size <= MAX_REQUEST:
+                    raise ValueError("not a request")
+                data = b""
+                while len(data) < size:
+                    chunk = conn.recv(size - len(data))
+                    if not chunk:
+                        raise ValueError("cut short")
+                    data += chunk
+                body = ast.literal_eval(data.decode())
+                if not isinstance(body, dict):
+                    raise ValueError("not a request")
+            except Exception:
+                for fd in fds:
+                    os.close(fd)
+                raise
+        except Exception:
+            conn.close()
+            return None
+        if body.get("stamp") != self.stamp:
+            # Another pytxmr or Python: retire, so that the caller's new agent
+            # can listen here, and finish our children first.
+            self._retire(sel)
+            try:
+                conn.sendall(b"stale\n")
+            except OSError:
+                pass
+            conn.close()
+            for fd in fds:
+                os.close(fd)
+            return None
+        return _Request(conn, fds, body)
+
+    def _started(self, sel: Any, request: _Request, pid: int, go: int) -> None:
+        for fd in request.fds:
+            os.close(fd)
+        conn = request.conn
+        try:
+            conn.sendall(b"pid %d\n" % pid)
+        except OSError:
+            pass
+        conn.setblocking(False)
+        self.children[pid] = conn
+        self.waiting[pid] = go
+        sel.register(conn, 1, pid)  # EVENT_READ: its caller left
+
+    def _caller_said(self, sel: Any, conn: socket.socket, pid: int) -> None:
+        """A caller's connection became readable: its go (its child runs the
+        command), or its end. A caller that ended (killed: SIGKILL cannot be
+        passed on) takes its command with it, as in its own process."""
+        try:
+            data = conn.recv(16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        go = self.waiting.pop(pid, None)
+        if go is not None:
+            if data.startswith(b"go"):
+                os.write(go, b"g")
+            os.close(go)  # without its go, the child leaves at once
+        if data:
+            return
+        sel.unregister(conn)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _reap(self, sel: Any) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.children.pop(pid, None)
+            if conn is None:
+                continue
+            go = self.waiting.pop(pid, None)
+            if go is not None:
+                os.close(go)
+            try:
+                sel.unregister(conn)
+            except KeyError:
+                pass  # its caller had gone
+            try:
+                conn.setblocking(True)
+                conn.sendall(b"exit %d\n" % status)
+            except OSError:
+                pass
+            conn.close()
+
+    def _still_ours(self) -> bool:
+        """Whether the socket's path still leads to us (a /tmp cleaner, or a
+        newer agent, may have taken it)."""
+        try:
+            return os.stat(self.path).st_ino == self.inode
+        except OSError:
+            return False
+
+    def _retire(self, sel: Any) -> None:
+        """Take no more callers: free the path (and its lock) for a new agent."""
+        if self.retired:
+            return
+        self.retired = True
+        if self._still_ours():
+            os.unlink(self.path)
+        sel.unregister(self.listener)
+        self.listener.close()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+    def _as_child(self) -> None:
+        """In a forked child: a caller waits for its connection's end, and a
+        new agent for the lock."""
+        self.listener.close()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+        for conn in self.children.values():
+            conn.close()
+        for go in self.waiting.values():
+            os.close(go)
+
+
+def _become(request: _Request) -> None:
+    """The forked child becomes the caller's process: its streams, working
+    directory, environment, arguments and signals."""
+    import io
+    import time
+
+    body = request.body
+    request.conn.close()
+    for fd, target in zip(request.fds, (0, 1, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                   signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.environ.clear()
+    os.environ.update(body["env"])
+    time.tzset()
+    sys.argv = list(body["argv"])
+    if sys.path:
+        sys.path[0] = body["path0"]
+    unbuffered = bool(body.get("unbuffered"))
+
+    def stream(fd: int, old: Any, errors: str | None, line: bool) -> io.TextIOWrapper:
+        raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+        if fd == 0:
+            binary: Any = io.BufferedReader(raw)
+        else:
+            binary = raw if unbuffered else io.BufferedWriter(raw)
+        return io.TextIOWrapper(binary, encoding=old.encoding, errors=errors or old.errors,
+                                line_buffering=line, write_through=unbuffered and fd != 0)
+
+    sys.stdin = sys.__stdin__ = stream(0, sys.__stdin__, None, os.isatty(0))
+    sys.stdout = sys.__stdout__ = stream(1, sys.__stdout__, None, os.isatty(1))
+    sys.stderr = sys.__stderr__ = stream(2, sys.__stderr__, "backslashreplace", True)
+    os.chdir(body["cwd"])  # last: if it fails, the error goes to the caller's stderr
+
+
+def main(argv: list[str]) -> int:
+    """The agent: ``argv`` is its socket's path and its idle time. Returns
+    when it is done; in a forked child, runs a command (and exits with it)."""
+    import fcntl
+    import gc
+
+    path, idle = argv[0], float(argv[1])
+    own_stamp = stamp()  # before the imports: a caller computes it before its own
+    lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another caller's agent got there first
+    _warm()
+    if os.path.exists(path):
+        os.unlink(path)  # a dead agent's: the lock says none lives
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old)
+    listener.listen(64)
+    gc.collect()
+    gc.freeze()  # children do not copy the agent's objects by touching them
+    request = Agent(listener, path, lock_fd, own_stamp, idle).serve()
+    if request is None:
+        return 0
+    try:
+        _become(request)
+    except OSError as e:
+        print(f"pytxmr: {e}", file=sys.stderr)
+        return 1
+    from .cli import entry
+
+    try:
+        entry()
+        code = 0
+    except SystemExit as e:  # as Python reads it
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
+            print(e.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    """End a command's child as Python ends a process, but for tearing down
+    the interpreter (0.02 s, as much as the rest of a ``jobs``; the agent
+    made most of what there is to tear down)."""
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            code = code or 120  # Python's own status when its last flush fails
+    os._exit(code)

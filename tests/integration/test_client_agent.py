@@ -1,0 +1,181 @@
+"""The client agent (``PYTXMR_AGENT``): a cluster command run in a child of
+the agent behaves as it does in its own process (output, messages, exit
+status, Ctrl-C), a caller killed takes its command with it, and an agent
+serves only callers like the one that started it, and leaves when idle.
+
+Each test has a runtime directory of its own (``XDG_RUNTIME_DIR``), and
+kills whatever agent and command children it leaves there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from procs import Cluster, wait_for
+from test_cluster import barrier_job, write
+from wordcounts import WORDCOUNT, corpus_files, merged, read_wordcount, word_counts
+
+
+@pytest.fixture
+def runtime() -> Iterator[Path]:
+    """A private runtime directory (short: a socket's path is at most 107
+    bytes), and the end of every process started with it."""
+    path = Path(tempfile.mkdtemp(prefix="agent-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        for proc in agents(path):
+            for p in [*proc.children(recursive=True), proc]:
+                p.kill()
+            proc.wait(10)
+        subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+def agents(runtime: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "pytxmr.agent" in " ".join(cmdline) and any(str(runtime) in a for a in cmdline):
+            found.append(proc)
+    return found
+
+
+def the_agent(runtime: Path) -> psutil.Process:
+    """The one agent listening in ``runtime``, once it is."""
+    def listening() -> psutil.Process | None:
+        live = [p for p in agents(runtime) if p.status() != psutil.STATUS_ZOMBIE]
+        sockets = list((runtime / "pytxmr").glob("agent-*.sock"))
+        return live[0] if len(live) == 1 and sockets else None
+
+    return wait_for(listening, 30, "an agent to listen", 0.05)
+
+
+def agent_env(cluster: Cluster, runtime: Path, **more: str) -> dict[str, str]:
+    return dict(cluster.env, PYTXMR_AGENT="60", XDG_RUNTIME_DIR=str(runtime), **more)
+
+
+def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytxmr", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_a_command_runs_in_an_agent_child_as_in_its_own_process(
+        cluster: Cluster, corpus: Path, runtime: Path) -> None:
+    """The first command starts the agent; the next ones run in its children,
+    on the caller's streams, in its working directory, with its exit status:
+    the same output, messages and statuses as without it."""
+    env = agent_env(cluster, runtime)
+    first = cli(env, cluster.base, "jobs", *cluster.client_args())
+    assert first.returncode == 0, first.stderr
+    agent = the_agent(runtime)
+    # A job whose maps wait: its command is seen running in a child of the
+    # agent, writing to the caller's pipe.
+    barrier = cluster.base / "agent-barrier"
+    job = write(cluster.base / "agent_waited.py", barrier_job(barrier))
+    inputs = corpus_files(corpus)[:2]
+    caller = subprocess.Popen(
+        [sys.executable, "-m", "pytxmr", "submit", str(job), *map(str, inputs), "-o",
+         "out-agent", *cluster.client_args()],
+        env=env, cwd=cluster.base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        def command() -> psutil.Process | None:  # once it has become the caller's
+            found = [p for p in agent.children() if p.cwd() == str(cluster.base)]
+            return found[0] if found else None
+
+        child = wait_for(command, 30, "the agent to fork the command", 0.05)
+        assert os.stat(f"/proc/{child.pid}/fd/1").st_ino == \
+            os.stat(f"/proc/{caller.pid}/fd/1").st_ino
+        barrier.touch()
+        out, err = caller.communicate(timeout=60)
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+    assert caller.returncode == 0, err
+    assert re.search(r"^job_\S+ succeeded in ", out, re.MULTILINE), out
+    assert merged(read_wordcount(cluster.base / "out-agent")) == word_counts(inputs)
+    # Refused (exit 2) and unreachable (exit 3): said and ended as without it.
+    missing = ("submit", str(WORDCOUNT), "no-such-input", "-o", "out-none",
+               *cluster.client_args())
+    unreachable = ("jobs", "--jobtracker", "127.0.0.1:1",
+                   "--secret-file", str(cluster.secret_file))
+    for args in (missing, unreachable):
+        here = cli(dict(env, PYTXMR_AGENT="off"), cluster.base, *args)
+        there = cli(env, cluster.base, *args)
+        assert here.returncode in (2, 3), here.stderr
+        assert (there.returncode, there.stdout, there.stderr) == (
+            here.returncode, here.stdout, here.stderr)
+    assert the_agent(runtime).pid == agent.pid  # one agent served them all
+
+
+def test_ctrl_c_and_a_killed_caller_reach_the_command(
+        cluster: Cluster, corpus: Path, runtime: Path) -> None:
+    """Ctrl-C on a caller is its command's: it says the job goes on and exits
+    130. A caller killed (SIGKILL, which it cannot pass on) takes its command
+    with it, as it would in its own process."""
+    env = agent_env(cluster, runtime)
+    cli(env, cluster.base, "jobs", *cluster.client_args())
+    agent = the_agent(runtime)
+    barrier = cluster.base / "agent-ctrl-c-barrier"
+    job = write(cluster.base / "agent_interrupted.py", barrier_job(barrier))
+    try:
+        for sig in (signal.SIGINT, signal.SIGKILL):
+            caller = subprocess.Popen(
+                [sys.executable, "-m", "pytxmr", "submit", str(job),
+                 str(corpus_files(corpus)[0]), "-o", f"out-{sig.name}", "-q",
+                 *cluster.client_args()],
+                env=env, cwd=cluster.base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+            try:
+                def running_job() -> str | None:
+                    m = re.search(rf"^(job_\S+)\s+running\b.*out-{sig.name}",
+                                  cluster.cli("jobs")[1], re.MULTILINE)
+                    return m.group(1) if m else None
+
+                job_id = wait_for(running_job, 30, "the job to run", 0.1)
+                child = max(agent.children(), key=lambda p: p.create_time())
+                caller.send_signal(sig)
+                caller.wait(30)
+                _, err = caller.communicate()
+            finally:
+                if caller.poll() is None:
+                    caller.kill()
+                    caller.wait()
+            if sig == signal.SIGINT:
+                assert (caller.returncode, err) == (130, (
+                    f"pytxmr: interrupted: {job_id} goes on running on the cluster "
+                    f"(`pytxmr kill {job_id}` stops it)\n"))
+            wait_for(lambda: not child.is_running() or
+                     child.status() == psutil.STATUS_ZOMBIE, 30, "the command to end")
+            assert cluster.cli("status", job_id)[1].startswith(f"{job_id}  running")
+            cluster.cli("kill", job_id)
+    finally:
+        barrier.touch()
+
+
+def test_an_agent_serves_only_its_like_and_leaves_when_idle(
+        cluster: Cluster, runtime: Path) -> None:
+    """A caller whose Python starts differently (here its warnings) retires
+    the agent, which leaves, and starts its own; an idle agent exits."""
+    env = agent_env(cluster, runtime)
+    cli(env, cluster.base, "jobs", *cluster.client_args())
+    first = the_agent(runtime)
+    other = dict(env, PYTHONWARNINGS="ignore::DeprecationWarning", PYTXMR_AGENT="2")
+    done = cli(other, cluster.base, "jobs", *cluster.client_args())
+    assert done.returncode == 0, done.stderr
+    first.wait(30)  # retired, with no command of its own running
+    second = the_agent(runtime)
+    assert second.pid != first.pid
+    assert cli(other, cluster.base, "jobs", *cluster.client_args()).returncode == 0
+    second.wait(30)  # idle for 2 s
+    assert not list((runtime / "pytxmr").glob("agent-*.sock"))

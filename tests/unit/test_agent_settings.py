@@ -1,0 +1,51 @@
+"""The client agent's pure parts: what PYTXMR_AGENT means, and where (not)
+to listen."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pytxmr import agent
+
+
+@pytest.mark.parametrize("value, idle", [
+    (None, None), ("", None), ("off", None), ("0", None), ("No", None),
+    ("on", agent.DEFAULT_IDLE), ("1", agent.DEFAULT_IDLE), ("TRUE", agent.DEFAULT_IDLE),
+    ("30", 30.0), (" 2.5 ", 2.5),
+])
+def test_pytxmr_agent_is_off_on_or_an_idle_time(value: str | None, idle: float | None) -> None:
+    assert agent.idle_limit(value) == idle
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "inf", "sometimes"])
+def test_a_meaningless_pytxmr_agent_is_said_and_means_off(
+        value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert agent.idle_limit(value) is None
+    assert f"PYTXMR_AGENT={value!r} is not on, off or a number of seconds" in \
+        capsys.readouterr().err
+
+
+def test_no_agent_listens_where_another_user_could(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    path = agent.socket_path()
+    assert path is not None and os.path.dirname(path) == str(tmp_path / "pytxmr")
+    assert os.stat(tmp_path / "pytxmr").st_mode & 0o777 == 0o700
+    os.chmod(tmp_path / "pytxmr", 0o755)  # readable by others: not private
+    assert agent.socket_path() is None
+    os.rmdir(tmp_path / "pytxmr")
+    os.symlink(tmp_path, tmp_path / "pytxmr")  # someone else's directory, through a link
+    assert agent.socket_path() is None
+
+
+def test_commands_that_are_not_a_cluster_clients_never_go_to_an_agent(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PYTXMR_AGENT", "on")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    for argv in (["pytxmr"], ["pytxmr", "run", "job.py", "in"], ["pytxmr", "certs", "d", "h"],
+                 ["pytxmr", "users", "list", "--file", "f"], ["pytxmr", "--version"]):
+        assert agent.delegated(argv) is None
+    assert not (tmp_path / "pytxmr").exists()  # nor was one started for them
