@@ -24,4 +24,6 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'pytxmr' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(f".{home}", __name__), name)
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value  # once: pytxmr.counter may be called per record
+    return value

@@ -102,26 +102,35 @@ def _package_stamps() -> list[list[Any]]:
     return sorted(stamps)
 
 
-def _path_stamps() -> list[list[Any]]:
-    """The import path beyond its first entry (the caller's own directory),
-    with each directory's mtime: a package installed or removed changes its
-    directory's."""
+def _installs() -> list[list[Any]]:
+    """The mtimes of the import path's package directories: a package
+    installed or removed changes its directory's. (Not every directory's:
+    a project's or a home directory's changes with every file saved.)"""
     stamps: list[list[Any]] = []
     for entry in sys.path[1:]:
-        try:
-            stamps.append([entry, os.stat(entry or ".").st_mtime_ns])
-        except OSError:
-            stamps.append([entry, None])
+        if os.path.basename(entry) in ("site-packages", "dist-packages"):
+            try:
+                stamps.append([entry, os.stat(entry).st_mtime_ns])
+            except OSError:
+                stamps.append([entry, None])
     return stamps
+
+
+def _identity() -> str:
+    """Who may share an agent: the same Python, pytxmr and import path (the
+    entries after the caller's own directory), the same startup environment,
+    the same groups (the child opens the caller's files with the agent's)."""
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(_STARTUP_ENV))
+    return repr([sys.executable, os.path.dirname(os.path.abspath(__file__)), sys.path[1:], env,
+                 os.getgid(), os.getegid(), sorted(os.getgroups())])
 
 
 def stamp() -> str:
     """What a caller and its agent must share for a child of the agent to run
-    a command as the caller itself would."""
-    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(_STARTUP_ENV))
-    return repr([sys.executable, sys.version, sys.flags, sys.warnoptions,
-                 sorted(map(str, sys._xoptions.items())), env, _path_stamps(),
-                 _package_stamps()])
+    a command as the caller itself would: its identity, and the versions of
+    what the agent imported."""
+    return repr([_identity(), sys.version, sys.flags, sys.warnoptions,
+                 sorted(map(str, sys._xoptions.items())), _installs(), _package_stamps()])
 
 
 def socket_path() -> str | None:
@@ -142,8 +151,8 @@ def socket_path() -> str | None:
         return None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         return None  # not ours alone: another user could listen there
-    where = "\0".join([sys.executable, os.path.dirname(os.path.abspath(__file__)), *sys.path[1:]])
-    path = os.path.join(base, f"agent-{zlib.crc32(where.encode()):08x}.sock")
+    # One per identity: callers that differ take turns with no agent.
+    path = os.path.join(base, f"agent-{zlib.crc32(_identity().encode()):08x}.sock")
     return path if len(path.encode()) < 100 else None  # sun_path holds 108 bytes
 
 
@@ -158,20 +167,41 @@ def _streams_open() -> bool:
     return True
 
 
+def _runs_here(argv: list[str]) -> bool:
+    """Whether a command must run in its own process: it names one of its
+    own file descriptors (``--secret-file <(...)``: only the standard
+    streams go to the child), or it may ask for a password (on /dev/tty,
+    which a child of the agent has not)."""
+    if any(a.startswith(("/dev/fd/", "/proc/self/")) for a in argv):
+        return True
+    options = [a.split("=", 1)[0] for a in argv[2:] if a.startswith("--")]
+    user = os.environ.get("PYTXMR_USER") or any("--user".startswith(o) and len(o) > 3
+                                                 for o in options)
+    password = os.environ.get("PYTXMR_PASSWORD") or any(
+        "--password-file".startswith(o) and len(o) > 4 for o in options)
+    return bool(user and not password and os.isatty(0))
+
+
 def delegated(argv: list[str]) -> int | None:
     """Run ``argv`` (``sys.argv``) in a child of this user's agent: the
     command's exit status, or None if it is to run in this process (no
     agent wanted, not a cluster command, no agent running: one is started
     for the next command)."""
     idle = idle_limit(os.environ.get(ENV))
-    if idle is None or len(argv) < 2 or argv[1] not in COMMANDS or not _streams_open():
+    if idle is None or len(argv) < 2 or argv[1] not in COMMANDS or not _streams_open() \
+            or _runs_here(argv):
         return None
     path = socket_path()
     if path is None:
         return None
+    umask = os.umask(0o22)
+    os.umask(umask)
     try:
         request = {"stamp": stamp(), "argv": list(argv), "cwd": os.getcwd(),
                    "path0": sys.path[0] if sys.path else "", "env": dict(os.environ),
+                   "umask": umask,
+                   # what we were started ignoring (nohup, a shell's background)
+                   "ignored": [int(s) for s in FORWARDED if signal.getsignal(s) == signal.SIG_IGN],
                    # python -u: in no flag an agent's start could be given
                    "unbuffered": bool(getattr(sys.stdout, "write_through", False))}
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -180,43 +210,47 @@ def delegated(argv: list[str]) -> int | None:
     with conn:
         answers = conn.makefile("rb")
         try:
-            conn.connect(path)
-            pid = _hand_over(conn, answers, request)
-        except OSError:
+            pid = _hand_over(conn, answers, path, request)
+        except OSError:  # none there, a full backlog, no answer in time
             pid = None
+        except KeyboardInterrupt:  # before the command ran: as a command's own start says it
+            print("pytxmr: interrupted", file=sys.stderr)
+            return 128 + signal.SIGINT
         if pid is None:  # none there, or one that may not serve us: a fresh one
             _start_agent(path, idle)
             return None
-        return _await_child(answers, pid)
+        return _await_child(conn, answers, pid, request["ignored"])
 
 
-def _hand_over(conn: socket.socket, answers: BinaryIO, request: dict[str, Any]) -> int | None:
-    """Send the request, with our standard streams; the child's pid, or None
-    if the agent retired instead."""
+def _hand_over(conn: socket.socket, answers: BinaryIO, path: str,
+               request: dict[str, Any]) -> int | None:
+    """Send the request, then (if the agent takes it) our standard streams;
+    the child's pid, or None if the agent retired instead. The streams go
+    last: sent to an agent that never reads them, they would keep our
+    reader waiting for their end after we are gone."""
+    conn.settimeout(ANSWER_TIMEOUT)
+    conn.connect(path)
     # Its repr, read back with ast.literal_eval: json is 5 ms of a caller's start.
     body = repr(request).encode()
-    socket.send_fds(conn, [len(body).to_bytes(4, "big")], [0, 1, 2])
-    conn.sendall(body)
-    conn.settimeout(ANSWER_TIMEOUT)
-    try:
-        answer = answers.readline().split()
-    except TimeoutError:  # a stopped agent: our closing the connection ends its child
+    conn.sendall(len(body).to_bytes(4, "big") + body)
+    if answers.readline() != b"streams\n":
         return None
+    socket.send_fds(conn, [b"s"], [0, 1, 2])
+    answer = answers.readline().split()
     if len(answer) != 2 or answer[0] != b"pid":
         return None
-    conn.settimeout(None)
-    conn.sendall(b"go\n")  # now the child runs: we will not run the command here
     return int(answer[1])
 
 
-def _await_child(answers: BinaryIO, pid: int) -> int:
-    """Pass our signals on to the child until the agent says how it ended:
-    its exit status, as a shell reports it (128 + a signal that killed it)."""
+def _await_child(conn: socket.socket, answers: BinaryIO, pid: int, ignored: list[int]) -> int:
+    """Let the child run, and pass our signals on to it until the agent says
+    how it ended: its exit status, as a shell reports it (128 + a signal
+    that killed it)."""
 
     def forward(signum: int, frame: Any) -> None:
         try:
             os.kill(pid, signum)
-        except ProcessLookupError:
+        except OSError:  # it has ended
             pass
 
     def stop(signum: int, frame: Any) -> None:  # Ctrl-Z stops the command, then us
@@ -229,9 +263,12 @@ def _await_child(answers: BinaryIO, pid: int) -> int:
         signal.signal(signal.SIGTSTP, stop)
 
     for signum in FORWARDED:
-        signal.signal(signum, forward)
+        if signum not in ignored:
+            signal.signal(signum, forward)
     signal.signal(signal.SIGTSTP, stop)
     signal.signal(signal.SIGCONT, resume)
+    conn.settimeout(None)
+    conn.sendall(b"go\n")  # now the child runs: we will not run the command here
     answer = answers.readline().split()
     if len(answer) == 2 and answer[0] == b"exit":
         code = os.waitstatus_to_exitcode(int(answer[1]))
@@ -253,12 +290,12 @@ def _start_agent(path: str, idle: float) -> None:
     code = ("import sys; sys.path[0] = sys.argv[1]; from pytxmr.agent import main; "
             "sys.exit(main(sys.argv[2:]))")
     try:
-        with open(path + ".log", "wb") as log:
-            subprocess.Popen(
-                [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code,
-                 sys.path[0] if sys.path else "", path, str(idle)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", env=env,
-                start_new_session=True, close_fds=True)
+        # In our directory: a relative entry of PYTHONPATH means what it means here.
+        subprocess.Popen(
+            [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code,
+             sys.path[0] if sys.path else "", path, str(idle)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env, start_new_session=True, close_fds=True)
     except OSError:
         pass  # no agent, then: every command runs in its own process
 
@@ -284,6 +321,16 @@ def _warm() -> None:
         raise RuntimeError("a reactor was installed while warming up")
 
 
+def _read(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ValueError("cut short")
+        data += chunk
+    return data
+
+
 class _Request:
     """A caller's command, received: what its child becomes."""
 
@@ -291,6 +338,11 @@ class _Request:
         self.conn = conn
         self.fds = fds
         self.body = body
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.conn.close()
 
 
 class Agent:
@@ -331,8 +383,12 @@ class Agent:
                         continue
                     # The child waits for its caller's go: a caller that gave
                     # up on us runs the command itself, which must not run twice.
-                    go_r, go_w = os.pipe()
-                    pid = os.fork()
+                    try:
+                        go_r, go_w = os.pipe()
+                        pid = os.fork()
+                    except OSError:  # out of files or processes: the caller runs it
+                        request.close()
+                        continue
                     if pid == 0:  # the child: none of the agent's files stay open
                         sel.close()
                         for fd in (wake_r, wake_w, go_w):
@@ -370,38 +426,27 @@ class Agent:
             if int.from_bytes(creds[4:8], sys.byteorder) != os.getuid():
                 conn.close()  # the directory is private; still, not our user's
                 return None
-            head, fds, _, _ = socket.recv_fds(conn, 4, 3)
-            try:
-                size = int.from_bytes(head, "big") if len(head) == 4 else -1
-                if len(fds) != 3 or not 0 < size <= MAX_REQUEST:
-                    raise ValueError("not a request")
-                data = b""
-                while len(data) < size:
-                    chunk = conn.recv(size - len(data))
-                    if not chunk:
-                        raise ValueError("cut short")
-                    data += chunk
-                body = ast.literal_eval(data.decode())
-                if not isinstance(body, dict):
-                    raise ValueError("not a request")
-            except Exception:
-                for fd in fds:
-                    os.close(fd)
-                raise
-        except Exception:
+            size = int.from_bytes(_read(conn, 4), "big")
+            if not 0 < size <= MAX_REQUEST:
+                raise ValueError("not a request")
+            body = ast.literal_eval(_read(conn, size).decode())
+            if not isinstance(body, dict):
+                raise ValueError("not a request")
+            if body.get("stamp") != self.stamp:
+                # Another pytxmr or Python: retire, so that the caller's new
+                # agent can listen here, and finish our children first.
+                self._retire(sel)
+                conn.sendall(b"stale\n")
+                raise ValueError("not ours")
+            conn.sendall(b"streams\n")
+            _, fds, _, _ = socket.recv_fds(conn, 1, 3)
+        except Exception:  # a caller gone, or not one: no command
             conn.close()
             return None
-        if body.get("stamp") != self.stamp:
-            # Another pytxmr or Python: retire, so that the caller's new agent
-            # can listen here, and finish our children first.
-            self._retire(sel)
-            try:
-                conn.sendall(b"stale\n")
-            except OSError:
-                pass
-            conn.close()
+        if len(fds) != 3:
             for fd in fds:
                 os.close(fd)
+            conn.close()
             return None
         return _Request(conn, fds, body)
 
@@ -431,7 +476,10 @@ class Agent:
         go = self.waiting.pop(pid, None)
         if go is not None:
             if data.startswith(b"go"):
-                os.write(go, b"g")
+                try:
+                    os.write(go, b"g")
+                except OSError:  # the child is gone already (killed): reaped soon
+                    pass
             os.close(go)  # without its go, the child leaves at once
         if data:
             return
@@ -511,16 +559,19 @@ def _become(request: _Request) -> None:
         os.dup2(fd, target)
         os.close(fd)
     signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                   signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for signum in FORWARDED:  # as Python sets them up, from what the caller inherited
+        if signum in body["ignored"]:
+            signal.signal(signum, signal.SIG_IGN)
+        else:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                          else signal.SIG_DFL)
+    os.umask(body["umask"])
     os.environ.clear()
     os.environ.update(body["env"])
     time.tzset()
     sys.argv = list(body["argv"])
-    if sys.path:
-        sys.path[0] = body["path0"]
+    sys.path.insert(0, body["path0"])  # the agent's own first entry is gone (see main)
     unbuffered = bool(body.get("unbuffered"))
 
     def stream(fd: int, old: Any, errors: str | None, line: bool) -> io.TextIOWrapper:
@@ -551,6 +602,13 @@ def main(argv: list[str]) -> int:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # another caller's agent got there first
+    log = os.open(path + ".log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(log, 2)  # why an agent could not start, or died
+    os.close(log)
+    os.chdir("/")  # no directory of the first caller's held busy
+    # Imports from no caller's directory: a job's own idna.py there would be
+    # every later command's. (pytxmr, imported, finds its modules by itself.)
+    del sys.path[0]
     _warm()
     if os.path.exists(path):
         os.unlink(path)  # a dead agent's: the lock says none lives
@@ -570,7 +628,7 @@ def main(argv: list[str]) -> int:
         _become(request)
     except OSError as e:
         print(f"pytxmr: {e}", file=sys.stderr)
-        return 1
+        _exit(1)
     from .cli import entry
 
     try:
@@ -603,5 +661,5 @@ def _exit(code: int) -> NoReturn:
         try:
             stream.flush()
         except Exception:
-            code = code or 120  # Python's own status when its last flush fails
+            code = 120  # Python's own status when its last flush fails
     os._exit(code)

@@ -122,7 +122,8 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
         cluster: Cluster, corpus: Path, runtime: Path) -> None:
     """Ctrl-C on a caller is its command's: it says the job goes on and exits
     130. A caller killed (SIGKILL, which it cannot pass on) takes its command
-    with it, as it would in its own process."""
+    with it, as it would in its own process. A signal the caller was started
+    ignoring (nohup's SIGHUP) is ignored by its command too."""
     env = agent_env(cluster, runtime)
     cli(env, cluster.base, "jobs", *cluster.client_args())
     agent = the_agent(runtime)
@@ -159,23 +160,69 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
                      child.status() == psutil.STATUS_ZOMBIE, 30, "the command to end")
             assert cluster.cli("status", job_id)[1].startswith(f"{job_id}  running")
             cluster.cli("kill", job_id)
+        # Started ignoring SIGHUP (nohup), the command ignores it too.
+        caller = subprocess.Popen(
+            [sys.executable, "-m", "pytxmr", "submit", str(job), str(corpus_files(corpus)[0]),
+             "-o", "out-nohup", "-q", *cluster.client_args()],
+            env=env, cwd=cluster.base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+        try:
+            wait_for(lambda: "out-nohup" in cluster.cli("jobs")[1], 30, "the job to run", 0.1)
+            caller.send_signal(signal.SIGHUP)
+            barrier.touch()
+            _, err = caller.communicate(timeout=60)
+        finally:
+            if caller.poll() is None:
+                caller.kill()
+                caller.wait()
+        assert caller.returncode == 0, err
     finally:
         barrier.touch()
 
 
 def test_an_agent_serves_only_its_like_and_leaves_when_idle(
         cluster: Cluster, runtime: Path) -> None:
-    """A caller whose Python starts differently (here its warnings) retires
-    the agent, which leaves, and starts its own; an idle agent exits."""
+    """A caller whose environment starts Python otherwise (here its warnings)
+    gets an agent of its own; one whose interpreter differs in what the
+    agent imported with (here -X dev) retires the agent, which leaves, and
+    starts its own; an idle agent exits."""
     env = agent_env(cluster, runtime)
     cli(env, cluster.base, "jobs", *cluster.client_args())
     first = the_agent(runtime)
     other = dict(env, PYTHONWARNINGS="ignore::DeprecationWarning", PYTXMR_AGENT="2")
-    done = cli(other, cluster.base, "jobs", *cluster.client_args())
-    assert done.returncode == 0, done.stderr
-    first.wait(30)  # retired, with no command of its own running
-    second = the_agent(runtime)
-    assert second.pid != first.pid
-    assert cli(other, cluster.base, "jobs", *cluster.client_args()).returncode == 0
+    for _ in range(2):
+        done = cli(other, cluster.base, "jobs", *cluster.client_args())
+        assert done.returncode == 0, done.stderr
+    second = wait_for(lambda: ([p for p in agents(runtime) if p.pid != first.pid] or [None])[0],
+                      30, "a second agent")
+    assert len(list((runtime / "pytxmr").glob("agent-*.sock"))) == 2
     second.wait(30)  # idle for 2 s
-    assert not list((runtime / "pytxmr").glob("agent-*.sock"))
+    assert first.is_running()
+    dev = subprocess.run([sys.executable, "-X", "dev", "-m", "pytxmr", "jobs",
+                          *cluster.client_args()], env=env, cwd=cluster.base,
+                         capture_output=True, text=True, timeout=120)
+    assert dev.returncode == 0, dev.stderr
+    first.wait(30)  # retired, with no command of its own running
+    third = the_agent(runtime)
+    assert "dev" in " ".join(third.cmdline())
+
+
+def test_a_caller_that_gives_up_on_its_agent_runs_the_command_once(
+        cluster: Cluster, corpus: Path, runtime: Path) -> None:
+    """An agent that does not answer (stopped here) is given ANSWER_TIMEOUT;
+    then the caller runs the command itself, and the agent, once it goes
+    on, must not run it a second time."""
+    env = agent_env(cluster, runtime)
+    cli(env, cluster.base, "jobs", *cluster.client_args())
+    agent = the_agent(runtime)
+    agent.suspend()
+    try:
+        done = cli(env, cluster.base, "submit", str(WORDCOUNT), str(corpus_files(corpus)[0]),
+                   "-o", "out-once", "-q", *cluster.client_args())
+    finally:
+        agent.resume()
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: not agent.children(), 30, "the agent's child of the late request to leave")
+    listed = [line for line in cluster.cli("jobs")[1].splitlines() if "out-once" in line]
+    assert len(listed) == 1, listed

@@ -49,3 +49,29 @@ def test_commands_that_are_not_a_cluster_clients_never_go_to_an_agent(
                  ["pytxmr", "users", "list", "--file", "f"], ["pytxmr", "--version"]):
         assert agent.delegated(argv) is None
     assert not (tmp_path / "pytxmr").exists()  # nor was one started for them
+
+
+def test_commands_naming_their_own_fds_or_asking_a_password_run_in_their_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTXMR_USER", raising=False)
+    monkeypatch.delenv("PYTXMR_PASSWORD", raising=False)
+    monkeypatch.setattr(os, "isatty", lambda fd: True)
+    assert agent._runs_here(["pytxmr", "jobs", "--secret-file", "/dev/fd/63"])
+    assert agent._runs_here(["pytxmr", "jobs", "--user", "ann"])
+    assert agent._runs_here(["pytxmr", "jobs", "--use=ann"])
+    assert not agent._runs_here(["pytxmr", "jobs", "--user", "ann", "--password-file", "p"])
+    assert not agent._runs_here(["pytxmr", "jobs", "--secret-file", "s"])
+    monkeypatch.setenv("PYTXMR_USER", "ann")
+    assert agent._runs_here(["pytxmr", "jobs"])
+    monkeypatch.setenv("PYTXMR_PASSWORD", "pw")
+    assert not agent._runs_here(["pytxmr", "jobs"])
+    monkeypatch.delenv("PYTXMR_PASSWORD")
+    monkeypatch.setattr(os, "isatty", lambda fd: False)  # no terminal: no prompt
+    assert not agent._runs_here(["pytxmr", "jobs"])
+
+
+def test_the_package_imports_a_name_once() -> None:
+    import pytxmr
+
+    counter = pytxmr.counter
+    assert pytxmr.__dict__["counter"] is counter  # later uses cost a dict lookup
