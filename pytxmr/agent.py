@@ -172,7 +172,7 @@ def _runs_here(argv: list[str]) -> bool:
     own file descriptors (``--secret-file <(...)``: only the standard
     streams go to the child), or it may ask for a password (on /dev/tty,
     which a child of the agent has not)."""
-    if any(a.startswith(("/dev/fd/", "/proc/self/")) for a in argv):
+    if any("/dev/fd/" in a or "/proc/self/" in a for a in argv):
         return True
     options = [a.split("=", 1)[0] for a in argv[2:] if a.startswith("--")]
     user = os.environ.get("PYTXMR_USER") or any("--user".startswith(o) and len(o) > 3
@@ -247,9 +247,17 @@ def _await_child(conn: socket.socket, answers: BinaryIO, pid: int, ignored: list
     how it ended: its exit status, as a shell reports it (128 + a signal
     that killed it)."""
 
+    try:  # the child itself, not whatever process gets its pid once it is reaped
+        child: int | None = os.pidfd_open(pid)
+    except OSError:
+        child = None
+
     def forward(signum: int, frame: Any) -> None:
         try:
-            os.kill(pid, signum)
+            if child is None:
+                os.kill(pid, signum)
+            else:
+                signal.pidfd_send_signal(child, signum)
         except OSError:  # it has ended
             pass
 
@@ -273,8 +281,13 @@ def _await_child(conn: socket.socket, answers: BinaryIO, pid: int, ignored: list
     if len(answer) == 2 and answer[0] == b"exit":
         code = os.waitstatus_to_exitcode(int(answer[1]))
         return 128 - code if code < 0 else code
-    # The agent went away (killed, out of memory): its child has our streams,
-    # and no one can tell us its status.
+    # The agent went away (killed, out of memory). Its child goes on with our
+    # streams: we end with it (and pass it our signals until then), so that
+    # no one retries a command still running; but no one can tell its status.
+    if child is not None:
+        import select
+
+        select.select([child], [], [])  # readable once it has ended
     print(f"pytxmr: the client agent ended before its command (pid {pid}); the command's "
           f"outcome is unknown", file=sys.stderr)
     return 3  # EXIT_UNREACHABLE: trying again may tell
@@ -660,6 +673,11 @@ def _exit(code: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:
-            code = 120  # Python's own status when its last flush fails
+        except Exception as e:  # said, and ended, as Python's own exit does
+            try:
+                print(f"Exception ignored in: {stream!r}\n{type(e).__name__}: {e}",
+                      file=sys.stderr, flush=True)
+            except Exception:
+                pass
+            code = 120
     os._exit(code)

@@ -226,3 +226,37 @@ def test_a_caller_that_gives_up_on_its_agent_runs_the_command_once(
     wait_for(lambda: not agent.children(), 30, "the agent's child of the late request to leave")
     listed = [line for line in cluster.cli("jobs")[1].splitlines() if "out-once" in line]
     assert len(listed) == 1, listed
+
+
+def test_a_caller_whose_agent_dies_ends_with_its_command(
+        cluster: Cluster, corpus: Path, runtime: Path) -> None:
+    """The agent killed mid-command: its child goes on with the caller's
+    streams, and the caller waits for it (a script retrying on exit 3 must
+    not submit again while the first submission runs), then says that its
+    outcome is unknown."""
+    env = agent_env(cluster, runtime)
+    cli(env, cluster.base, "jobs", *cluster.client_args())
+    agent = the_agent(runtime)
+    barrier = cluster.base / "agent-dies-barrier"
+    job = write(cluster.base / "agent_dies.py", barrier_job(barrier))
+    caller = subprocess.Popen(
+        [sys.executable, "-m", "pytxmr", "submit", str(job), str(corpus_files(corpus)[0]),
+         "-o", "out-agent-dies", *cluster.client_args()],
+        env=env, cwd=cluster.base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: "out-agent-dies" in cluster.cli("jobs")[1], 30, "the job to run", 0.1)
+        agent.kill()
+        agent.wait(10)
+        with pytest.raises(subprocess.TimeoutExpired):
+            caller.wait(1)
+        barrier.touch()
+        out, err = caller.communicate(timeout=60)
+    finally:
+        barrier.touch()
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+    assert caller.returncode == 3
+    assert re.search(r"^job_\S+ succeeded in ", out, re.MULTILINE), out
+    assert "the client agent ended before its command" in err
