@@ -9,15 +9,16 @@ the next ones hand their arguments, working directory, environment and
 standard streams to it over a Unix socket. The agent forks a child that
 runs the command as ``python -m pytxmr`` would have (``cli.entry``, its
 output on the caller's streams), passes on the signals the caller gets
-(Ctrl-C kills a job as before), and the child's exit status becomes the
+(Ctrl-C does what it does there), and the child's exit status becomes the
 caller's. It is the zygote's idea (``pytxmr.zygote``) applied to the
 client, as a build tool's daemon is.
 
 The agent serves only its own user (the socket's directory is private,
-and each peer's uid is checked), only callers whose Python, pytxmr,
-import path and interpreter settings are its own (else it retires and
-the caller starts a fresh one), and exits after ``PYTXMR_AGENT``'s idle
-time. Without an agent, or if anything about it fails, the command runs
+and each peer's uid is checked), and only callers of its identity (the
+same Python, pytxmr, import path, startup environment and groups: others
+have agents of their own) whose interpreter settings and installed
+packages are its own (else it retires, and the caller starts a fresh
+one). It exits after ``PYTXMR_AGENT``'s idle time. Without an agent, or if anything about it fails, the command runs
 in its own process: the agent can make a command faster, never fail it.
 
 The caller's side (``delegated``) runs before anything heavy is imported,
@@ -334,6 +335,36 @@ def _warm() -> None:
         raise RuntimeError("a reactor was installed while warming up")
 
 
+def _fork() -> tuple[int | None, int]:
+    """Fork a command's child, which waits for its caller's go: (its pid,
+    the pipe to send the go on), (0, -1) in the child once it has it, or
+    (None, -1) if no child could be made. The signals a caller passes on
+    wait, blocked, until the child is its command (see main): one that came
+    before would be the agent's, and interrupt nothing of the command's."""
+    try:
+        go_r, go_w = os.pipe()
+    except OSError:
+        return None, -1
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (go_r, go_w):
+            os.close(fd)
+        pid = None
+    if pid == 0:
+        os.close(go_w)
+        go = os.read(go_r, 1)
+        os.close(go_r)
+        if go != b"g":  # our caller gave up on us, and runs the command itself
+            os._exit(0)
+        return 0, -1
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+    if pid is not None:
+        os.close(go_r)
+    return pid, go_w
+
+
 def _read(conn: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
@@ -396,22 +427,17 @@ class Agent:
                         continue
                     # The child waits for its caller's go: a caller that gave
                     # up on us runs the command itself, which must not run twice.
-                    try:
-                        go_r, go_w = os.pipe()
-                        pid = os.fork()
-                    except OSError:  # out of files or processes: the caller runs it
-                        request.close()
-                        continue
+                    pid, go_w = _fork()
                     if pid == 0:  # the child: none of the agent's files stay open
+                        signal.set_wakeup_fd(-1)
                         sel.close()
-                        for fd in (wake_r, wake_w, go_w):
+                        for fd in (wake_r, wake_w):
                             os.close(fd)
                         self._as_child()
-                        if os.read(go_r, 1) != b"g":
-                            os._exit(0)
-                        os.close(go_r)
                         return request
-                    os.close(go_r)
+                    if pid is None:  # out of files or processes: the caller runs it
+                        request.close()
+                        continue
                     self._started(sel, request, pid, go_w)
                 elif key.data == "children":
                     os.read(wake_r, 4096)
@@ -571,7 +597,6 @@ def _become(request: _Request) -> None:
     for fd, target in zip(request.fds, (0, 1, 2)):
         os.dup2(fd, target)
         os.close(fd)
-    signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for signum in FORWARDED:  # as Python sets them up, from what the caller inherited
         if signum in body["ignored"]:
@@ -642,11 +667,16 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         print(f"pytxmr: {e}", file=sys.stderr)
         _exit(1)
-    from .cli import entry
+    from .cli import entry, interrupted_status
 
     try:
+        # What the caller passed on meanwhile is delivered now, to the command.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         entry()
         code = 0
+    except KeyboardInterrupt:  # before the command's own handling began
+        print("pytxmr: interrupted", file=sys.stderr)
+        code = interrupted_status(None)
     except SystemExit as e:  # as Python reads it
         if e.code is None or isinstance(e.code, int):
             code = e.code or 0
