@@ -300,7 +300,8 @@ def _start_agent(path: str, idle: float) -> None:
     wait for it). Two started at once: one takes the socket, one leaves."""
     import subprocess
 
-    env = {k: v for k, v in os.environ.items() if k != "PYTXMR_PASSWORD"}
+    # No secret in its environment (each child gets its own caller's).
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTXMR_PASSWORD", "PYTXMR_SECRET")}
     code = ("import sys; sys.path[0] = sys.argv[1]; from pytxmr.agent import main; "
             "sys.exit(main(sys.argv[2:]))")
     try:

@@ -71,12 +71,15 @@ def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProce
 def test_a_command_runs_in_an_agent_child_as_in_its_own_process(
         cluster: Cluster, corpus: Path, runtime: Path) -> None:
     """The first command starts the agent; the next ones run in its children,
-    on the caller's streams, in its working directory, with its exit status:
-    the same output, messages and statuses as without it."""
-    env = agent_env(cluster, runtime)
-    first = cli(env, cluster.base, "jobs", *cluster.client_args())
+    on the caller's streams, in its working directory, with its environment
+    (here the cluster secret, which the agent's own lacks) and its exit
+    status: the same output, messages and statuses as without it."""
+    assert cluster.secret_file is not None
+    env = agent_env(cluster, runtime, PYTXMR_SECRET=cluster.secret_file.read_text().strip())
+    first = cli(env, cluster.base, "jobs", "--jobtracker", cluster.address)
     assert first.returncode == 0, first.stderr
     agent = the_agent(runtime)
+    assert "PYTXMR_SECRET" not in agent.environ()
     # A job whose maps wait: its command is seen running in a child of the
     # agent, writing to the caller's pipe.
     barrier = cluster.base / "agent-barrier"
@@ -84,7 +87,7 @@ def test_a_command_runs_in_an_agent_child_as_in_its_own_process(
     inputs = corpus_files(corpus)[:2]
     caller = subprocess.Popen(
         [sys.executable, "-m", "pytxmr", "submit", str(job), *map(str, inputs), "-o",
-         "out-agent", *cluster.client_args()],
+         "out-agent", "--jobtracker", cluster.address],
         env=env, cwd=cluster.base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
