@@ -3,7 +3,7 @@ a child per cluster command (``PYTXMR_AGENT=on``).
 
 A cluster command (``submit``, ``jobs``, ``status``...) spends about 0.2 s
 importing Twisted, PB and cred before it says a word to the jobtracker: as
-long as a small job takes on the cluster. With ``PYTXMR_AGENT`` set, the
+long as a small job takes on the cluster (``run`` imports its daemons too). With ``PYTXMR_AGENT`` set, the
 first such command starts an agent in the background and runs as before;
 the next ones hand their arguments, working directory, environment and
 standard streams to it over a Unix socket. The agent forks a child that
@@ -44,10 +44,12 @@ DEFAULT_IDLE = 900.0
 ON = frozenset({"1", "on", "yes", "true"})
 OFF = frozenset({"", "0", "off", "no", "false"})
 
-#: The commands that talk to a running jobtracker. Not ``run`` (it starts
-#: daemons of its own), nor the local ones (``certs``, ``users``...): they
-#: import little, and ``users`` asks for passwords on the terminal.
-COMMANDS = frozenset({"submit", "jobs", "wait", "status", "kill", "workers", "drain", "logs"})
+#: The commands that talk to a running jobtracker, and ``run`` (its local
+#: cluster's daemons are this process's own code, its tasks a zygote's
+#: children, as in its own process). Not the local ones (``certs``,
+#: ``users``...): they import little, and ``users`` asks for passwords.
+COMMANDS = frozenset({"run", "submit", "jobs", "wait", "status", "kill", "workers", "drain",
+                      "logs"})
 
 #: Signals the caller passes on to the command's child. SIGKILL cannot be:
 #: the agent kills the child when its caller's connection closes.
@@ -317,11 +319,13 @@ def _start_agent(path: str, idle: float) -> None:
 
 # The agent's side: nothing below runs in a caller.
 
-#: What a cluster command imports (the rest follows from these).
+#: What a command imports (the rest follows from these): a cluster
+#: command's, and ``run``'s daemons.
 _WARM = ("twisted.internet.default", "twisted.internet.epollreactor",
          "twisted.internet.endpoints", "pytxmr.cli", "pytxmr.client", "pytxmr.addresses",
          "pytxmr.auth", "pytxmr.jobmodule", "pytxmr.output", "pytxmr.pbwire", "pytxmr.readers",
-         "pytxmr.secret", "pytxmr.tls", "pytxmr.users")
+         "pytxmr.secret", "pytxmr.tls", "pytxmr.users", "pytxmr.embedded",
+         "pytxmr.localcluster", "pytxmr.jobtracker.service", "pytxmr.tasktracker.service")
 
 
 def _warm() -> None:

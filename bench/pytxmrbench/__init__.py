@@ -22,6 +22,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if REPO not in sys.path:
     sys.path.insert(1, REPO)
 
+# Every entry's commands run in their own processes, whatever the shell
+# says: a client agent (PYTXMR_AGENT) is an entry of its own where measured.
+os.environ.pop("PYTXMR_AGENT", None)
+
 
 def log(msg: str = "") -> None:
     print(msg, flush=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from procs import Cluster, wait_for
+from procs import Cluster, base_env, wait_for
 from test_cluster import barrier_job, write
 from wordcounts import WORDCOUNT, corpus_files, merged, read_wordcount, word_counts
 
@@ -263,3 +263,38 @@ def test_a_caller_whose_agent_dies_ends_with_its_command(
     assert caller.returncode == 3
     assert re.search(r"^job_\S+ succeeded in ", out, re.MULTILINE), out
     assert "the client agent ended before its command" in err
+
+
+def test_run_in_an_agent_child_counts_and_stops_as_in_its_own_process(
+        corpus: Path, runtime: Path, tmp_path: Path) -> None:
+    """`run` starts its local cluster in the agent's child (its tasks a
+    zygote's children) and counts right; Ctrl-C stops it all, as in its own
+    process: "interrupted", 130, no process left."""
+    env = dict(base_env(tmp_path), PYTXMR_AGENT="60", XDG_RUNTIME_DIR=str(runtime))
+    inputs = corpus_files(corpus)[:2]
+    first = cli(env, tmp_path, "jobs", "--jobtracker", "127.0.0.1:1", "--secret-file", "none")
+    assert first.returncode == 2, first.stderr  # no such file: said, and the agent starts
+    agent = the_agent(runtime)
+    done = cli(env, tmp_path, "run", str(WORDCOUNT), *map(str, inputs), "-o", "out-run", "-q")
+    assert done.returncode == 0, done.stderr
+    assert merged(read_wordcount(tmp_path / "out-run")) == word_counts(inputs)
+    barrier = tmp_path / "run-barrier"
+    job = write(tmp_path / "run_waited.py", barrier_job(barrier))
+    caller = subprocess.Popen(
+        [sys.executable, "-m", "pytxmr", "run", str(job), str(inputs[0]), "-o", "out-stopped"],
+        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        # Its maps wait at the barrier: task processes under the agent's child.
+        wait_for(lambda: len(agent.children(recursive=True)) >= 3, 30, "the tasks to run", 0.05)
+        caller.send_signal(signal.SIGINT)
+        _, err = caller.communicate(timeout=60)
+    finally:
+        barrier.touch()
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+    assert caller.returncode == 130, err
+    assert err.endswith("pytxmr: interrupted\n"), err
+    wait_for(lambda: not agent.children(recursive=True), 30, "every process of the run to end")
+    assert not (tmp_path / "out-stopped" / "_SUCCESS").exists()

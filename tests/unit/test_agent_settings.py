@@ -45,7 +45,7 @@ def test_commands_that_are_not_a_cluster_clients_never_go_to_an_agent(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PYTXMR_AGENT", "on")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    for argv in (["pytxmr"], ["pytxmr", "run", "job.py", "in"], ["pytxmr", "certs", "d", "h"],
+    for argv in (["pytxmr"], ["pytxmr", "certs", "d", "h"],
                  ["pytxmr", "users", "list", "--file", "f"], ["pytxmr", "--version"]):
         assert agent.delegated(argv) is None
     assert not (tmp_path / "pytxmr").exists()  # nor was one started for them
