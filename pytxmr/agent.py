@@ -1,25 +1,26 @@
 """The client agent: a process that has imported the command line and forks
-a child per cluster command (``PYTXMR_AGENT=on``).
+a child per command (``PYTXMR_AGENT=on``).
 
 A cluster command (``submit``, ``jobs``, ``status``...) spends about 0.2 s
 importing Twisted, PB and cred before it says a word to the jobtracker: as
-long as a small job takes on the cluster (``run`` imports its daemons too). With ``PYTXMR_AGENT`` set, the
-first such command starts an agent in the background and runs as before;
-the next ones hand their arguments, working directory, environment and
-standard streams to it over a Unix socket. The agent forks a child that
-runs the command as ``python -m pytxmr`` would have (``cli.entry``, its
-output on the caller's streams), passes on the signals the caller gets
-(Ctrl-C does what it does there), and the child's exit status becomes the
-caller's. It is the zygote's idea (``pytxmr.zygote``) applied to the
-client, as a build tool's daemon is.
+long as a small job takes on the cluster (``run`` imports its daemons too).
+With ``PYTXMR_AGENT`` set, the first such command starts an agent in the
+background and runs as before; the next ones hand their arguments,
+working directory, environment and standard streams to it over a Unix
+socket. The agent forks a child that runs the command as ``python -m
+pytxmr`` would have (``cli.entry``, its output on the caller's streams),
+passes on the signals the caller gets (Ctrl-C does what it does there),
+and the child's exit status becomes the caller's. It is the zygote's idea
+(``pytxmr.zygote``) applied to the client, as a build tool's daemon is.
 
 The agent serves only its own user (the socket's directory is private,
 and each peer's uid is checked), and only callers of its identity (the
 same Python, pytxmr, import path, startup environment and groups: others
 have agents of their own) whose interpreter settings and installed
 packages are its own (else it retires, and the caller starts a fresh
-one). It exits after ``PYTXMR_AGENT``'s idle time. Without an agent, or if anything about it fails, the command runs
-in its own process: the agent can make a command faster, never fail it.
+one). It exits after ``PYTXMR_AGENT``'s idle time. Without an agent, or if
+anything about it fails, the command runs in its own process: the agent
+can make a command faster, never fail it.
 
 The caller's side (``delegated``) runs before anything heavy is imported,
 so it uses the standard library's light modules only.
@@ -204,7 +205,8 @@ def delegated(argv: list[str]) -> int | None:
                    "path0": sys.path[0] if sys.path else "", "env": dict(os.environ),
                    "umask": umask,
                    # what we were started ignoring (nohup, a shell's background)
-                   "ignored": [int(s) for s in FORWARDED if signal.getsignal(s) == signal.SIG_IGN],
+                   "ignored": [int(sig) for sig in FORWARDED
+                               if signal.getsignal(sig) == signal.SIG_IGN],
                    # python -u: in no flag an agent's start could be given
                    "unbuffered": bool(getattr(sys.stdout, "write_through", False))}
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
