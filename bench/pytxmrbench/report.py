@@ -191,11 +191,20 @@ def wordcount_targets(size: dict[str, Any]) -> list[str]:
         target(f"submit vs {peer} (faster)", "pytxmr:submit", f"peer:{peer}", 1.0)
     target("batch run vs mp_pool.py (within 1.15x)", "pytxmr:batch-run", BASE_MP_POOL, 1.15)
     target("batch submit vs mp_pool.py (within 1.15x)", "pytxmr:batch-submit", BASE_MP_POOL, 1.15)
+    if not small:
+        target("with the agent: run --workers 2 vs run --inline (at most 0.56)",
+               "pytxmr:run-agent", BASE_INLINE, 0.56)
+    target("with the agent: batch run vs mp_pool.py (within 1.15x)", "pytxmr:batch-run-agent",
+           BASE_MP_POOL, 1.15)
+    target("with the agent: batch submit vs mp_pool.py (within 1.15x)",
+           "pytxmr:batch-submit-agent", BASE_MP_POOL, 1.15)
     if small:
         target("small job: submit to a running cluster vs inline.py (no slower)",
                "pytxmr:submit", BASE_INLINE_PY, 1.0)
         target("small job: run, daemons included, vs inline.py (within 1.25x)",
                "pytxmr:run", BASE_INLINE_PY, 1.25)
+        target("small job, with the agent: submit vs inline.py (no slower)",
+               "pytxmr:submit-agent", BASE_INLINE_PY, 1.0)
     return out
 
 

@@ -15,7 +15,7 @@ from . import MB, log
 from .counters import read_counters, shown
 from .measure import run_measured, wait_idle
 from .reference import Loader, check_output
-from .systems import Entry, daemon_pids
+from .systems import Entry, agent_pids, daemon_pids
 
 
 def remove(path: str) -> None:
@@ -57,6 +57,9 @@ def run_rounds(entries: list[Entry], inputs: list[str], runs: int, out_dir: str,
                 assert cluster is not None
                 daemon_roots = daemon_pids(cluster)
                 disk_roots.append(str(cluster.base))
+            if e.uses_agent:
+                assert e.tree is not None
+                daemon_roots += agent_pids(e.tree)
             cmd = e.build(inputs, out)
             if args.wait_idle > 0:
                 load = wait_idle(args.wait_idle)

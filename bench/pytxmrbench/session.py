@@ -23,14 +23,15 @@ from .report import (baseline_lines, index_table, plot, summarize, time_per_mb_l
 from .results import describe, machine_info, make_snapshot, source_state, write_results
 from .rounds import run_rounds
 from .systems import (DEFAULT_SYSTEMS, SYSTEMS, Entry, Tree, peer_entries, pytxmr_entry,
-                      start_cluster, stop_clusters)
+                      start_agent, start_cluster, stop_agents, stop_clusters)
 
 _TEMP_DIRS: list[str] = []
 
 
 def cleanup() -> None:
-    """atexit and signal path: stop the clusters, kill anything left running."""
+    """atexit and signal path: stop the clusters and agents, kill anything left running."""
     stop_clusters()
+    stop_agents()
     kill_live()
     for d in _TEMP_DIRS:
         shutil.rmtree(d, ignore_errors=True)
@@ -140,6 +141,13 @@ def run(args: argparse.Namespace) -> int:
         for tls in (False, True):
             if any(e.uses_cluster and e.tree is tree and e.tls == tls for e in entries):
                 start_cluster(tree, out_dir, workers=2, slots=args.cluster_slots, tls=tls)
+        agented = [e for e in entries if e.uses_agent and e.tree is tree]
+        if agented:
+            try:
+                start_agent(agented[0])
+            except RuntimeError as e:
+                log(f"note: {e}: its agent entries skipped")
+                entries = [x for x in entries if x not in agented]
 
     sizes = []
     mismatches = 0

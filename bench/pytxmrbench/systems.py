@@ -4,8 +4,11 @@ one measured, and a baseline to compare it with), the peers of
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,14 @@ SYSTEMS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
                 ("--compress", "lz4")),
     "submit-lz4": ("pytxmr submit --compress lz4", "wordcount.py", "submit",
                    ("--compress", "lz4")),
+    # The same commands run by a client agent's child (PYTXMR_AGENT=on,
+    # pytxmr/agent.py), the agent started before the rounds.
+    "run-agent": ("pytxmr run --workers 2, agent", "wordcount.py", "run-agent", ()),
+    "batch-run-agent": ("pytxmr batch run --workers 2, agent", "wordcount_batch.py", "run-agent",
+                        ()),
+    "submit-agent": ("pytxmr submit, agent", "wordcount.py", "submit-agent", ()),
+    "batch-submit-agent": ("pytxmr batch submit, agent", "wordcount_batch.py", "submit-agent",
+                           ()),
 }
 DEFAULT_SYSTEMS = "inline,run,submit,batch-run,batch-submit"
 
@@ -68,6 +79,8 @@ class Tree:
     cluster: Cluster | None = None
     #: The cluster of the -tls entries: TLS on every port, certificates in its directory.
     tls_cluster: Cluster | None = None
+    #: The runtime directory of the -agent entries' client agent (see start_agent).
+    agent_runtime: str | None = None
 
     def label(self, label: str) -> str:
         return label if self.name == "pytxmr" else f"{label} ({self.name})"
@@ -83,6 +96,10 @@ class Entry:
     tree: Tree | None = None  # None: a peer
     uses_cluster: bool = False
     tls: bool = False  # on the tree's TLS cluster
+    uses_agent: bool = False
+
+
+_AGENT_DIRS: list[str] = []  # the -agent entries' runtime directories
 
 
 def pytxmr_entry(name: str, tree: Tree, job: str, quiet: bool = True) -> Entry:
@@ -96,7 +113,7 @@ def pytxmr_entry(name: str, tree: Tree, job: str, quiet: bool = True) -> Entry:
     def build(inputs: list[str], out: str) -> list[str]:
         if kind == "inline":
             return [py, "-m", "pytxmr", "run", "--inline", job_path, *inputs, "-o", out, *tail]
-        if kind == "run":
+        if kind in ("run", "run-agent"):
             return [py, "-m", "pytxmr", "run", "--workers", "2", job_path, *inputs, "-o", out,
                     *tail]
         cluster = tree.tls_cluster if kind == "submit-tls" else tree.cluster
@@ -105,8 +122,15 @@ def pytxmr_entry(name: str, tree: Tree, job: str, quiet: bool = True) -> Entry:
         return [py, "-m", "pytxmr", "submit", job_path, *inputs, "-o", out,
                 *cluster.client_args(), *tls, *tail]
 
-    return Entry(f"{tree.name}:{name}", tree.label(label), build, tree.env, tree.src, tree,
-                 uses_cluster=kind.startswith("submit"), tls=kind == "submit-tls")
+    env = tree.env
+    if kind.endswith("-agent"):
+        if tree.agent_runtime is None:
+            tree.agent_runtime = tempfile.mkdtemp(prefix="pytxmr-bench-agent-")
+            _AGENT_DIRS.append(tree.agent_runtime)
+        env = dict(env, PYTXMR_AGENT="on", XDG_RUNTIME_DIR=tree.agent_runtime)
+    return Entry(f"{tree.name}:{name}", tree.label(label), build, env, tree.src, tree,
+                 uses_cluster=kind.startswith("submit"), tls=kind == "submit-tls",
+                 uses_agent=kind.endswith("-agent"))
 
 
 def peer_entries(names: list[str], shared: str, peers_py: str | None, env: dict[str, str],
@@ -193,6 +217,53 @@ def daemon_pids(cluster: Cluster) -> list[int]:
         raise RuntimeError("cluster daemon(s) died: " + ", ".join(
             f"{d.name} pid {d.pid} status {d.proc.returncode}" for d in dead))
     return [d.pid for d in cluster.daemons]
+
+
+def start_agent(entry: Entry) -> None:
+    """Start the client agent of ``entry``'s tree (a command that fails at
+    once starts it), and wait until it listens; RuntimeError if it does not
+    (a tree older than the agent has none)."""
+    assert entry.tree is not None and entry.tree.agent_runtime is not None
+    runtime = entry.tree.agent_runtime
+    subprocess.run([sys.executable, "-m", "pytxmr", "jobs", "--jobtracker", "127.0.0.1:1",
+                    "--secret-file", os.devnull], env=entry.env, cwd=entry.cwd,
+                   capture_output=True)
+    deadline = time.monotonic() + CLUSTER_START_TIMEOUT
+    while not _agents(runtime) or not glob.glob(os.path.join(runtime, "pytxmr", "*.sock")):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{entry.tree.label('pytxmr')}: no client agent started "
+                               f"(a tree without pytxmr/agent.py?)")
+        time.sleep(0.05)
+
+
+def agent_pids(tree: Tree) -> list[int]:
+    """The pids of the tree's agent (its children, the commands, are its
+    tree: measured as a cluster's daemons are)."""
+    return _agents(tree.agent_runtime) if tree.agent_runtime else []
+
+
+def _agents(runtime: str) -> list[int]:
+    """The agents (and their children) started with ``runtime``: their
+    command lines name it."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if b"pytxmr.agent" in cmdline and runtime.encode() in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def stop_agents() -> None:
+    for runtime in _AGENT_DIRS:
+        for pid in _agents(runtime):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(runtime, ignore_errors=True)
+    _AGENT_DIRS.clear()
 
 
 def stop_clusters() -> None:
