@@ -123,10 +123,22 @@ def _installs() -> list[list[Any]]:
 def _identity() -> str:
     """Who may share an agent: the same Python, pytxmr and import path (the
     entries after the caller's own directory), the same startup environment,
-    the same groups (the child opens the caller's files with the agent's)."""
+    and what a child has of the agent's, not of its caller's: groups (the
+    files it may open), priority, resource limits and cgroup (``nice
+    pytxmr run``, ``ulimit -v``, ``systemd-run``)."""
+    import resource
+
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith(_STARTUP_ENV))
+    limits = [resource.getrlimit(getattr(resource, name)) for name in sorted(dir(resource))
+              if name.startswith("RLIMIT_")]
+    try:
+        with open("/proc/self/cgroup") as f:
+            cgroup = f.read()
+    except OSError:
+        cgroup = ""
     return repr([sys.executable, os.path.dirname(os.path.abspath(__file__)), sys.path[1:], env,
-                 os.getgid(), os.getegid(), sorted(os.getgroups())])
+                 os.getgid(), os.getegid(), sorted(os.getgroups()),
+                 os.getpriority(os.PRIO_PROCESS, 0), limits, cgroup])
 
 
 def stamp() -> str:

@@ -202,13 +202,22 @@ def test_an_agent_serves_only_its_like_and_leaves_when_idle(
     assert len(list((runtime / "pytxmr").glob("agent-*.sock"))) == 2
     second.wait(30)  # idle for 2 s
     assert first.is_running()
+    # A caller at a lower priority (nice pytxmr run) has its own agent, at its priority.
+    niced = subprocess.run(["nice", "-n", "5", sys.executable, "-m", "pytxmr", "jobs",
+                            *cluster.client_args()], env=dict(env, PYTXMR_AGENT="2"),
+                           cwd=cluster.base, capture_output=True, text=True, timeout=120)
+    assert niced.returncode == 0, niced.stderr
+    third = wait_for(lambda: ([p for p in agents(runtime) if p.pid != first.pid] or [None])[0],
+                     30, "an agent of the lower priority")
+    assert third.nice() == os.getpriority(os.PRIO_PROCESS, 0) + 5
+    third.wait(30)
     dev = subprocess.run([sys.executable, "-X", "dev", "-m", "pytxmr", "jobs",
                           *cluster.client_args()], env=env, cwd=cluster.base,
                          capture_output=True, text=True, timeout=120)
     assert dev.returncode == 0, dev.stderr
     first.wait(30)  # retired, with no command of its own running
-    third = the_agent(runtime)
-    assert "dev" in " ".join(third.cmdline())
+    fourth = the_agent(runtime)
+    assert "dev" in " ".join(fourth.cmdline())
 
 
 def test_a_caller_that_gives_up_on_its_agent_runs_the_command_once(
