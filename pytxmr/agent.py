@@ -66,8 +66,9 @@ _STARTUP_ENV = ("PYTHON", "LANG", "LC_", "TZ")
 MAX_REQUEST = 4 << 20
 
 #: How long a caller waits for its agent to fork the command's child (a
-#: millisecond, usually) before it runs the command itself.
-ANSWER_TIMEOUT = 10.0
+#: millisecond, usually) before it runs the command itself; and for its
+#: word on how the child ended, once it has.
+ANSWER_TIMEOUT = 2.0
 
 
 def idle_limit(value: str | None) -> float | None:
@@ -121,32 +122,43 @@ def _installs() -> list[list[Any]]:
 
 
 def _identity() -> str:
-    """Who may share an agent: the same Python, pytxmr and import path (the
-    entries after the caller's own directory), the same startup environment,
-    and what a child has of the agent's, not of its caller's: groups (the
-    files it may open), priority, resource limits and cgroup (``nice
-    pytxmr run``, ``ulimit -v``, ``systemd-run``)."""
+    """Who may share an agent: the same Python, interpreter settings, pytxmr
+    and import path (the entries after the caller's own directory), the
+    same startup environment, and what a child has of the agent's, not of
+    its caller's: groups (the files it may open), priority, resource
+    limits, CPUs, cgroup (``nice pytxmr run``, ``ulimit -v``, ``taskset``,
+    ``systemd-run``), and namespaces and root (a command run in another
+    network namespace must reach that network's jobtracker)."""
     import resource
 
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith(_STARTUP_ENV))
     limits = [resource.getrlimit(getattr(resource, name)) for name in sorted(dir(resource))
               if name.startswith("RLIMIT_")]
+    places = []
+    for ns in ("net", "mnt", "pid", "uts", "ipc", "user"):
+        try:
+            places.append(os.readlink(f"/proc/self/ns/{ns}"))
+        except OSError:
+            places.append("")
     try:
         with open("/proc/self/cgroup") as f:
-            cgroup = f.read()
+            places.append(f.read())
     except OSError:
-        cgroup = ""
-    return repr([sys.executable, os.path.dirname(os.path.abspath(__file__)), sys.path[1:], env,
+        places.append("")
+    root = os.stat("/")
+    return repr([sys.executable, sys.flags, sys.warnoptions,
+                 sorted(map(str, sys._xoptions.items())),
+                 os.path.dirname(os.path.abspath(__file__)), sys.path[1:], env,
                  os.getgid(), os.getegid(), sorted(os.getgroups()),
-                 os.getpriority(os.PRIO_PROCESS, 0), limits, cgroup])
+                 os.getpriority(os.PRIO_PROCESS, 0), limits, sorted(os.sched_getaffinity(0)),
+                 places, (root.st_dev, root.st_ino)])
 
 
 def stamp() -> str:
     """What a caller and its agent must share for a child of the agent to run
     a command as the caller itself would: its identity, and the versions of
     what the agent imported."""
-    return repr([_identity(), sys.version, sys.flags, sys.warnoptions,
-                 sorted(map(str, sys._xoptions.items())), _installs(), _package_stamps()])
+    return repr([_identity(), sys.version, _installs(), _package_stamps()])
 
 
 def socket_path() -> str | None:
@@ -264,6 +276,8 @@ def _await_child(conn: socket.socket, answers: BinaryIO, pid: int, ignored: list
     how it ended: its exit status, as a shell reports it (128 + a signal
     that killed it)."""
 
+    import select
+
     try:  # the child itself, not whatever process gets its pid once it is reaped
         child: int | None = os.pidfd_open(pid)
     except OSError:
@@ -278,35 +292,41 @@ def _await_child(conn: socket.socket, answers: BinaryIO, pid: int, ignored: list
         except OSError:  # it has ended
             pass
 
-    def stop(signum: int, frame: Any) -> None:  # Ctrl-Z stops the command, then us
+    def stop(signum: int, frame: Any) -> None:
+        """Ctrl-Z stops the command, then us; it goes on when we do, or at
+        once if our stop was discarded (a process group with no shell)."""
         forward(signal.SIGSTOP, frame)
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)
-
-    def resume(signum: int, frame: Any) -> None:
         forward(signal.SIGCONT, frame)
         signal.signal(signal.SIGTSTP, stop)
 
     for signum in FORWARDED:
         if signum not in ignored:
             signal.signal(signum, forward)
-    signal.signal(signal.SIGTSTP, stop)
-    signal.signal(signal.SIGCONT, resume)
+    if signal.getsignal(signal.SIGTSTP) != signal.SIG_IGN:
+        signal.signal(signal.SIGTSTP, stop)
     conn.settimeout(None)
     conn.sendall(b"go\n")  # now the child runs: we will not run the command here
-    answer = answers.readline().split()
+    if child is not None:  # ended: the agent says so at once, unless it is stopped
+        select.select([conn, child], [], [])
+        if not select.select([conn], [], [], 0)[0]:
+            conn.settimeout(ANSWER_TIMEOUT)
+    try:
+        answer = answers.readline().split()
+    except TimeoutError:
+        answer = []
     if len(answer) == 2 and answer[0] == b"exit":
         code = os.waitstatus_to_exitcode(int(answer[1]))
         return 128 - code if code < 0 else code
-    # The agent went away (killed, out of memory). Its child goes on with our
-    # streams: we end with it (and pass it our signals until then), so that
-    # no one retries a command still running; but no one can tell its status.
+    # The agent went away (killed, out of memory) or does not answer. Its
+    # child goes on with our streams: we end with it (and pass it our
+    # signals until then), so that no one retries a command still running;
+    # but no one can tell its status.
     if child is not None:
-        import select
-
         select.select([child], [], [])  # readable once it has ended
-    print(f"pytxmr: the client agent ended before its command (pid {pid}); the command's "
-          f"outcome is unknown", file=sys.stderr)
+    print(f"pytxmr: the client agent ended before its command (pid {pid}), or does not "
+          f"answer; the command's outcome is unknown", file=sys.stderr)
     return 3  # EXIT_UNREACHABLE: trying again may tell
 
 
@@ -320,13 +340,15 @@ def _start_agent(path: str, idle: float) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTXMR_PASSWORD", "PYTXMR_SECRET")}
     code = ("import sys; sys.path[0] = sys.argv[1]; from pytxmr.agent import main; "
             "sys.exit(main(sys.argv[2:]))")
+    argv = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code,
+            sys.path[0] if sys.path else "", path, str(idle)]
+    # Spawned, not a Popen: one left running warns (ResourceWarning) in a
+    # command with warnings on. Only the standard streams are inheritable
+    # (PEP 446): none of ours goes with it. In our directory: a relative
+    # entry of PYTHONPATH means what it means here.
+    streams = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
     try:
-        # In our directory: a relative entry of PYTHONPATH means what it means here.
-        subprocess.Popen(
-            [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code,
-             sys.path[0] if sys.path else "", path, str(idle)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=env, start_new_session=True, close_fds=True)
+        os.posix_spawn(sys.executable, argv, env, file_actions=streams, setsid=True)
     except OSError:
         pass  # no agent, then: every command runs in its own process
 
@@ -479,7 +501,7 @@ class Agent:
         except OSError:
             return None
         try:
-            conn.settimeout(5.0)  # a caller sends its request at once
+            conn.settimeout(1.0)  # a caller sends its request at once: others wait meanwhile
             creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
             if int.from_bytes(creds[4:8], sys.byteorder) != os.getuid():
                 conn.close()  # the directory is private; still, not our user's

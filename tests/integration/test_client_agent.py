@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from procs import Cluster, base_env, wait_for
+from procs import ROOT, Cluster, base_env, wait_for
 from test_cluster import barrier_job, write
 from wordcounts import WORDCOUNT, corpus_files, merged, read_wordcount, word_counts
 
@@ -126,7 +127,8 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
     """Ctrl-C on a caller is its command's: it says the job goes on and exits
     130. A caller killed (SIGKILL, which it cannot pass on) takes its command
     with it, as it would in its own process. A signal the caller was started
-    ignoring (nohup's SIGHUP) is ignored by its command too."""
+    ignoring (nohup's SIGHUP) is ignored by its command too; a Ctrl-Z the
+    caller cannot stop for stops nothing."""
     env = agent_env(cluster, runtime)
     cli(env, cluster.base, "jobs", *cluster.client_args())
     agent = the_agent(runtime)
@@ -180,44 +182,75 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
                 caller.kill()
                 caller.wait()
         assert caller.returncode == 0, err
+        # Ctrl-Z where no shell can continue the caller (a session of its own,
+        # whose stop the kernel discards): the command is not left stopped.
+        tstp = cluster.base / "agent-tstp-barrier"
+        job = write(cluster.base / "agent_tstp.py", barrier_job(tstp))
+        caller = subprocess.Popen(
+            [sys.executable, "-m", "pytxmr", "submit", str(job), str(corpus_files(corpus)[0]),
+             "-o", "out-tstp", "-q", *cluster.client_args()],
+            env=env, cwd=cluster.base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            wait_for(lambda: "out-tstp" in cluster.cli("jobs")[1], 30, "the job to run", 0.1)
+            caller.send_signal(signal.SIGTSTP)
+            tstp.touch()
+            _, err = caller.communicate(timeout=60)
+        finally:
+            tstp.touch()
+            if caller.poll() is None:
+                caller.kill()
+                caller.wait()
+        assert caller.returncode == 0, err
     finally:
         barrier.touch()
 
 
 def test_an_agent_serves_only_its_like_and_leaves_when_idle(
-        cluster: Cluster, runtime: Path) -> None:
-    """A caller whose environment starts Python otherwise (here its warnings)
-    gets an agent of its own; one whose interpreter differs in what the
-    agent imported with (here -X dev) retires the agent, which leaves, and
-    starts its own; an idle agent exits."""
+        cluster: Cluster, runtime: Path, tmp_path: Path) -> None:
+    """A caller whose Python starts otherwise (here its warnings, its
+    interpreter flags, its priority) gets an agent of its own, which leaves
+    when idle; one whose pytxmr changed since its agent imported it retires
+    that agent, which leaves, and starts its own."""
     env = agent_env(cluster, runtime)
     cli(env, cluster.base, "jobs", *cluster.client_args())
     first = the_agent(runtime)
-    other = dict(env, PYTHONWARNINGS="ignore::DeprecationWarning", PYTXMR_AGENT="2")
-    for _ in range(2):
-        done = cli(other, cluster.base, "jobs", *cluster.client_args())
-        assert done.returncode == 0, done.stderr
-    second = wait_for(lambda: ([p for p in agents(runtime) if p.pid != first.pid] or [None])[0],
-                      30, "a second agent")
+
+    def own_agent(command: list[str], env: dict[str, str], seen: set[int]) -> psutil.Process:
+        for _ in range(2):  # the first starts it, the second runs in it
+            done = subprocess.run([*command, "-m", "pytxmr", "jobs", *cluster.client_args()],
+                                  env=env, cwd=cluster.base, capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == 0, done.stderr
+            assert "ResourceWarning" not in done.stderr  # -X dev: the agent started is no Popen
+        return wait_for(lambda: ([p for p in agents(runtime) if p.pid not in seen] or [None])[0],
+                        30, "an agent of its own")
+
+    seen = {first.pid}
+    warned = own_agent([sys.executable], dict(env, PYTHONWARNINGS="ignore::DeprecationWarning",
+                                              PYTXMR_AGENT="2"), seen)
     assert len(list((runtime / "pytxmr").glob("agent-*.sock"))) == 2
-    second.wait(30)  # idle for 2 s
+    warned.wait(30)  # idle for 2 s
+    seen.add(warned.pid)
+    dev = own_agent([sys.executable, "-X", "dev"], dict(env, PYTXMR_AGENT="2"), seen)
+    assert "dev" in " ".join(dev.cmdline())
+    dev.wait(30)
+    seen.add(dev.pid)
+    niced = own_agent(["nice", "-n", "5", sys.executable], dict(env, PYTXMR_AGENT="2"), seen)
+    assert niced.nice() == os.getpriority(os.PRIO_PROCESS, 0) + 5
+    niced.wait(30)
     assert first.is_running()
-    # A caller at a lower priority (nice pytxmr run) has its own agent, at its priority.
-    niced = subprocess.run(["nice", "-n", "5", sys.executable, "-m", "pytxmr", "jobs",
-                            *cluster.client_args()], env=dict(env, PYTXMR_AGENT="2"),
-                           cwd=cluster.base, capture_output=True, text=True, timeout=120)
-    assert niced.returncode == 0, niced.stderr
-    third = wait_for(lambda: ([p for p in agents(runtime) if p.pid != first.pid] or [None])[0],
-                     30, "an agent of the lower priority")
-    assert third.nice() == os.getpriority(os.PRIO_PROCESS, 0) + 5
-    third.wait(30)
-    dev = subprocess.run([sys.executable, "-X", "dev", "-m", "pytxmr", "jobs",
-                          *cluster.client_args()], env=env, cwd=cluster.base,
-                         capture_output=True, text=True, timeout=120)
-    assert dev.returncode == 0, dev.stderr
-    first.wait(30)  # retired, with no command of its own running
-    fourth = the_agent(runtime)
-    assert "dev" in " ".join(fourth.cmdline())
+    # pytxmr edited (here a copy of it) under its agent: the agent retires.
+    shutil.copytree(ROOT / "pytxmr", tmp_path / "src" / "pytxmr")
+    copied = dict(env, PYTHONPATH=str(tmp_path / "src"))
+    seen.add(niced.pid)
+    before = own_agent([sys.executable], copied, seen)
+    seen.add(before.pid)
+    source = tmp_path / "src" / "pytxmr" / "cli.py"
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
+    after = own_agent([sys.executable], copied, seen)
+    before.wait(30)  # retired, with no command of its own running
+    assert after.is_running() and first.is_running()
 
 
 def test_a_caller_that_gives_up_on_its_agent_runs_the_command_once(

@@ -75,3 +75,21 @@ def test_the_package_imports_a_name_once() -> None:
 
     counter = pytxmr.counter
     assert pytxmr.__dict__["counter"] is counter  # later uses cost a dict lookup
+
+
+def test_a_caller_in_another_network_namespace_has_an_agent_of_its_own() -> None:
+    """Its commands must reach that network's jobtracker, not the agent's."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1)")
+    code = "from pytxmr import agent; print(agent._identity())"
+    here = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    there = subprocess.run(["unshare", "-n", sys.executable, "-c", code], capture_output=True,
+                           text=True)
+    if there.returncode != 0:
+        pytest.skip(f"unshare -n is not allowed here: {there.stderr.strip()}")
+    assert here.returncode == 0, here.stderr
+    assert here.stdout != there.stdout
