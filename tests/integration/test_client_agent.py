@@ -50,14 +50,22 @@ def agents(runtime: Path) -> list[psutil.Process]:
     return found
 
 
+def listening(proc: psutil.Process, runtime: Path) -> bool:
+    """Whether ``proc`` listens on a socket in ``runtime``."""
+    try:
+        conns = getattr(proc, "net_connections", proc.connections)(kind="unix")
+    except psutil.NoSuchProcess:
+        return False
+    return any(str(c.laddr).startswith(str(runtime)) for c in conns)
+
+
 def the_agent(runtime: Path) -> psutil.Process:
     """The one agent listening in ``runtime``, once it is."""
-    def listening() -> psutil.Process | None:
-        live = [p for p in agents(runtime) if p.status() != psutil.STATUS_ZOMBIE]
-        sockets = list((runtime / "pytxmr").glob("agent-*.sock"))
-        return live[0] if len(live) == 1 and sockets else None
+    def found() -> psutil.Process | None:
+        live = [p for p in agents(runtime) if listening(p, runtime)]
+        return live[0] if len(live) == 1 else None
 
-    return wait_for(listening, 30, "an agent to listen", 0.05)
+    return wait_for(found, 30, "an agent to listen", 0.05)
 
 
 def agent_env(cluster: Cluster, runtime: Path, **more: str) -> dict[str, str]:
@@ -217,13 +225,14 @@ def test_an_agent_serves_only_its_like_and_leaves_when_idle(
     first = the_agent(runtime)
 
     def own_agent(command: list[str], env: dict[str, str], seen: set[int]) -> psutil.Process:
-        for _ in range(2):  # the first starts it, the second runs in it
-            done = subprocess.run([*command, "-m", "pytxmr", "jobs", *cluster.client_args()],
-                                  env=env, cwd=cluster.base, capture_output=True, text=True,
-                                  timeout=120)
-            assert done.returncode == 0, done.stderr
-            assert "ResourceWarning" not in done.stderr  # -X dev: the agent started is no Popen
-        return wait_for(lambda: ([p for p in agents(runtime) if p.pid not in seen] or [None])[0],
+        """The agent the command starts, listening."""
+        done = subprocess.run([*command, "-m", "pytxmr", "jobs", *cluster.client_args()],
+                              env=env, cwd=cluster.base, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "ResourceWarning" not in done.stderr  # -X dev: the agent started is no Popen
+        return wait_for(lambda: ([p for p in agents(runtime)
+                                  if p.pid not in seen and listening(p, runtime)] or [None])[0],
                         30, "an agent of its own")
 
     seen = {first.pid}
