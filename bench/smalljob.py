@@ -135,6 +135,8 @@ def main() -> int:
             # The daemons' CPU is the cluster entries' own, not other load.
             daemons = [] if name == "inline.py" or name.startswith("run") else \
                 daemon_pids(cluster)
+            if name.endswith("+agent"):  # the command runs in its child
+                daemons.append(agent_pid)
             run = run_measured(command(name, out), os.path.join(out_dir, f"{name}.log"),
                                env=agent_env if name.endswith("+agent") else env, cwd=src,
                                daemon_roots=daemons)
