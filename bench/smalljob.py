@@ -122,7 +122,7 @@ def main() -> int:
                 str(cluster.secret_file), job, corpus, out, api_result]
 
     runtime, agent_pid = start_agent(env, cluster.client_args(), src)
-    agent_env = dict(env, PYTXMR_AGENT="on", XDG_RUNTIME_DIR=runtime)
+    agent_env = dict(env, PYTXMR_AGENT="86400", XDG_RUNTIME_DIR=runtime)
     names = ["inline.py", "submit", "client", "api", "submit+agent", "client+agent", "run",
              "run+agent"]
     results: dict[str, list[dict]] = {name: [] for name in names}
@@ -195,7 +195,7 @@ def start_agent(env: dict[str, str], client_args: list[str], cwd: str) -> tuple[
     import subprocess
 
     runtime = tempfile.mkdtemp(prefix="pytxmr-agent-")
-    env = dict(env, PYTXMR_AGENT="on", XDG_RUNTIME_DIR=runtime)
+    env = dict(env, PYTXMR_AGENT="86400", XDG_RUNTIME_DIR=runtime)
 
     def agents() -> list[int]:
         found = []
@@ -211,7 +211,10 @@ def start_agent(env: dict[str, str], client_args: list[str], cwd: str) -> tuple[
 
     def stop() -> None:
         for pid in agents():
-            os.kill(pid, 9)
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:  # a command's child, ended meanwhile
+                pass
         shutil.rmtree(runtime, ignore_errors=True)
 
     atexit.register(stop)

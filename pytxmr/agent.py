@@ -15,12 +15,14 @@ and the child's exit status becomes the caller's. It is the zygote's idea
 
 The agent serves only its own user (the socket's directory is private,
 and each peer's uid is checked), and only callers of its identity (the
-same Python, pytxmr, import path, startup environment and groups: others
-have agents of their own) whose interpreter settings and installed
-packages are its own (else it retires, and the caller starts a fresh
-one). It exits after ``PYTXMR_AGENT``'s idle time. Without an agent, or if
-anything about it fails, the command runs in its own process: the agent
-can make a command faster, never fail it.
+same Python, interpreter settings, pytxmr, import path, startup
+environment, groups, limits, namespaces: see ``_identity``; others have
+agents of their own) whose pytxmr sources and installed packages have not
+changed since it imported them (else it retires, and the caller starts a
+fresh one). It exits after ``PYTXMR_AGENT``'s idle time. Without an agent,
+or if it cannot take a command, the command runs in its own process; an
+agent that dies (or stops) under a running command leaves that command's
+outcome unknown to its caller (exit 3), as a lost jobtracker does.
 
 The caller's side (``delegated``) runs before anything heavy is imported,
 so it uses the standard library's light modules only.
@@ -179,7 +181,7 @@ def socket_path() -> str | None:
         return None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         return None  # not ours alone: another user could listen there
-    # One per identity: callers that differ take turns with no agent.
+    # One per identity: callers that differ never share, nor retire, an agent.
     path = os.path.join(base, f"agent-{zlib.crc32(_identity().encode()):08x}.sock")
     return path if len(path.encode()) < 100 else None  # sun_path holds 108 bytes
 
@@ -513,8 +515,9 @@ class Agent:
             if not isinstance(body, dict):
                 raise ValueError("not a request")
             if body.get("stamp") != self.stamp:
-                # Another pytxmr or Python: retire, so that the caller's new
-                # agent can listen here, and finish our children first.
+                # pytxmr or a package changed since we imported them: retire,
+                # so that the caller's new agent can listen here, and finish
+                # our children first.
                 self._retire(sel)
                 conn.sendall(b"stale\n")
                 raise ValueError("not ours")
@@ -603,7 +606,9 @@ class Agent:
             return False
 
     def _retire(self, sel: Any) -> None:
-        """Take no more callers: free the path (and its lock) for a new agent."""
+        """Take no more callers: free the path (and its lock) for a new agent,
+        and leave no file behind (an identity, e.g. a terminal's cgroup, may
+        never come back)."""
         if self.retired:
             return
         self.retired = True
@@ -612,6 +617,13 @@ class Agent:
         sel.unregister(self.listener)
         self.listener.close()
         if self.lock_fd is not None:
+            # Removed while held: an agent that opens it after this finds its
+            # lock on a file no longer there, and leaves (see main).
+            for suffix in (".log", ".lock"):
+                try:
+                    os.unlink(self.path + suffix)
+                except OSError:
+                    pass
             os.close(self.lock_fd)
             self.lock_fd = None
 
@@ -679,7 +691,9 @@ def main(argv: list[str]) -> int:
     lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        if os.stat(path + ".lock").st_ino != os.fstat(lock_fd).st_ino:
+            return 0  # a retired agent's lock, removed meanwhile: ours is not the lock
+    except (BlockingIOError, FileNotFoundError):
         return 0  # another caller's agent got there first
     log = os.open(path + ".log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log, 2)  # why an agent could not start, or died

@@ -22,8 +22,8 @@ from .report import (baseline_lines, index_table, plot, summarize, time_per_mb_l
                      wordcount_table, wordcount_targets)
 from .results import describe, machine_info, make_snapshot, source_state, write_results
 from .rounds import run_rounds
-from .systems import (DEFAULT_SYSTEMS, SYSTEMS, Entry, Tree, peer_entries, pytxmr_entry,
-                      start_agent, start_cluster, stop_agents, stop_clusters)
+from .systems import (DEFAULT_SYSTEMS, SYSTEMS, Entry, Tree, agent_pids, peer_entries,
+                      pytxmr_entry, start_agent, start_cluster, stop_agents, stop_clusters)
 
 _TEMP_DIRS: list[str] = []
 
@@ -175,6 +175,11 @@ def run(args: argparse.Namespace) -> int:
         tag = f"{args.job}-{label.replace(' ', '')}"
         results = run_rounds(entries, inputs, args.runs, out_dir, ref, loader, args, tag)
         del ref
+        for tree in trees:
+            if any(e.uses_agent and e.tree is tree for e in entries) and not agent_pids(tree):
+                log(f"!!! {tree.label('pytxmr')}: its client agent left during the rounds: "
+                    f"its agent entries may have run without it !!!")
+                mismatches += 1
         size: dict[str, Any] = {
             "label": label, "corpus": corpus, "bytes": nbytes, "meta": meta, "inputs": inputs,
             "reference": ref_desc, "order": [(e.key, e.label) for e in entries],

@@ -127,7 +127,9 @@ def pytxmr_entry(name: str, tree: Tree, job: str, quiet: bool = True) -> Entry:
         if tree.agent_runtime is None:
             tree.agent_runtime = tempfile.mkdtemp(prefix="pytxmr-bench-agent-")
             _AGENT_DIRS.append(tree.agent_runtime)
-        env = dict(env, PYTXMR_AGENT="on", XDG_RUNTIME_DIR=tree.agent_runtime)
+        # A day: idle between its entries (other entries, larger sizes), the
+        # agent must not leave, or its entries would run without it.
+        env = dict(env, PYTXMR_AGENT="86400", XDG_RUNTIME_DIR=tree.agent_runtime)
     return Entry(f"{tree.name}:{name}", tree.label(label), build, env, tree.src, tree,
                  uses_cluster=kind.startswith("submit"), tls=kind == "submit-tls",
                  uses_agent=kind.endswith("-agent"))

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,9 +218,9 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
 def test_an_agent_serves_only_its_like_and_leaves_when_idle(
         cluster: Cluster, runtime: Path, tmp_path: Path) -> None:
     """A caller whose Python starts otherwise (here its warnings, its
-    interpreter flags, its priority) gets an agent of its own, which leaves
-    when idle; one whose pytxmr changed since its agent imported it retires
-    that agent, which leaves, and starts its own."""
+    interpreter flags, its priority) gets an agent of its own; an idle one
+    leaves, and its files with it; a caller whose pytxmr changed since its
+    agent imported it retires that agent, which leaves, and starts its own."""
     env = agent_env(cluster, runtime)
     cli(env, cluster.base, "jobs", *cluster.client_args())
     first = the_agent(runtime)
@@ -237,22 +238,25 @@ def test_an_agent_serves_only_its_like_and_leaves_when_idle(
 
     seen = {first.pid}
     warned = own_agent([sys.executable], dict(env, PYTHONWARNINGS="ignore::DeprecationWarning",
-                                              PYTXMR_AGENT="2"), seen)
-    assert len(list((runtime / "pytxmr").glob("agent-*.sock"))) == 2
-    warned.wait(30)  # idle for 2 s
+                                              PYTXMR_AGENT="3"), seen)
+    assert listening(first, runtime)
+    warned.wait(30)  # idle for 3 s
+    files = sorted(p.name for p in (runtime / "pytxmr").iterdir())
+    assert len(files) == 3 and all(f.startswith(files[0]) for f in files)  # first's only
     seen.add(warned.pid)
-    dev = own_agent([sys.executable, "-X", "dev"], dict(env, PYTXMR_AGENT="2"), seen)
+    dev = own_agent([sys.executable, "-X", "dev"], env, seen)
     assert "dev" in " ".join(dev.cmdline())
-    dev.wait(30)
     seen.add(dev.pid)
-    niced = own_agent(["nice", "-n", "5", sys.executable], dict(env, PYTXMR_AGENT="2"), seen)
+    niced = own_agent(["nice", "-n", "5", sys.executable], env, seen)
     assert niced.nice() == os.getpriority(os.PRIO_PROCESS, 0) + 5
-    niced.wait(30)
+    seen.add(niced.pid)
+    for proc in (dev, niced):
+        proc.kill()
+        proc.wait(10)
     assert first.is_running()
     # pytxmr edited (here a copy of it) under its agent: the agent retires.
     shutil.copytree(ROOT / "pytxmr", tmp_path / "src" / "pytxmr")
     copied = dict(env, PYTHONPATH=str(tmp_path / "src"))
-    seen.add(niced.pid)
     before = own_agent([sys.executable], copied, seen)
     seen.add(before.pid)
     source = tmp_path / "src" / "pytxmr" / "cli.py"
@@ -338,6 +342,7 @@ def test_run_in_an_agent_child_counts_and_stops_as_in_its_own_process(
     try:
         # Its maps wait at the barrier: task processes under the agent's child.
         wait_for(lambda: len(agent.children(recursive=True)) >= 3, 30, "the tasks to run", 0.05)
+        started = agent.children(recursive=True)  # the child, its zygote, its tasks
         caller.send_signal(signal.SIGINT)
         _, err = caller.communicate(timeout=60)
     finally:
@@ -347,5 +352,45 @@ def test_run_in_an_agent_child_counts_and_stops_as_in_its_own_process(
             caller.wait()
     assert caller.returncode == 130, err
     assert err.endswith("pytxmr: interrupted\n"), err
-    wait_for(lambda: not agent.children(recursive=True), 30, "every process of the run to end")
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                             for p in started), 30, "every process of the run to end")
     assert not (tmp_path / "out-stopped" / "_SUCCESS").exists()
+
+
+def test_a_child_runs_nothing_before_its_callers_go(
+        cluster: Cluster, corpus: Path, runtime: Path) -> None:
+    """A caller that handed its command over and has not said go (it may
+    give up, and run the command itself): the child the agent forked for it
+    runs nothing meanwhile, and leaves when the caller does, so that the
+    command never runs twice."""
+    env = agent_env(cluster, runtime)
+    cli(env, cluster.base, "jobs", *cluster.client_args())
+    the_agent(runtime)
+    argv = ["pytxmr", "submit", str(WORDCOUNT), str(corpus_files(corpus)[0]), "-o", "out-nogo",
+            "-q", *cluster.client_args()]
+    code = ("import os, socket, sys, time\n"
+            "from pytxmr import agent\n"
+            "path = agent.socket_path()\n"
+            f"request = {{'stamp': agent.stamp(), 'argv': {argv!r}, 'cwd': os.getcwd(),\n"
+            "           'path0': sys.path[0], 'env': dict(os.environ), 'umask': 0o22,\n"
+            "           'ignored': [], 'unbuffered': False}\n"
+            "conn = socket.socket(socket.AF_UNIX)\n"
+            "print(agent._hand_over(conn, conn.makefile('rb'), path, request), flush=True)\n"
+            "sys.stdin.read()  # until the test lets it go, without a go\n")
+    caller = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=cluster.base,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert caller.stdout is not None and caller.stdin is not None
+        child = psutil.Process(int(caller.stdout.readline()))
+        time.sleep(2)  # a command run at once would have submitted by now
+        assert "out-nogo" not in cluster.cli("jobs")[1]
+        assert child.is_running()
+        caller.stdin.close()
+        assert caller.wait(30) == 0
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+    wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 30,
+             "the child to leave with its caller")
+    assert "out-nogo" not in cluster.cli("jobs")[1]
