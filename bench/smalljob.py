@@ -78,7 +78,7 @@ def main() -> int:
     from pytxmrbench.reference import check_output, load_counts, wordcount_reference
     from pytxmrbench.report import fmt, median, print_table
     from pytxmrbench.results import make_snapshot
-    from pytxmrbench.systems import Tree, daemon_pids, start_cluster, stop_clusters
+    from pytxmrbench.systems import Tree, daemon_pids, start_cluster, stop_agents, stop_clusters
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default=DEFAULT_CORPUS)
@@ -98,6 +98,7 @@ def main() -> int:
     os.makedirs(out_dir, exist_ok=True)
     atexit.register(kill_live)
     atexit.register(stop_clusters)
+    atexit.register(stop_agents)
     src, sha = make_snapshot(TOP, out_dir)
     home = tempfile.mkdtemp(prefix="home-", dir=out_dir)
     env = dict(os.environ, PYTHONPATH=src, HOME=home)
@@ -121,7 +122,7 @@ def main() -> int:
         return [py, os.path.abspath(__file__), API_JOB, cluster.address,
                 str(cluster.secret_file), job, corpus, out, api_result]
 
-    runtime, agent_pid = start_agent(env, cluster.client_args(), src)
+    runtime, agent_pid = start_agent(env, src)
     agent_env = dict(env, PYTXMR_AGENT="86400", XDG_RUNTIME_DIR=runtime)
     names = ["inline.py", "submit", "client", "api", "submit+agent", "client+agent", "run",
              "run+agent"]
@@ -187,45 +188,15 @@ def main() -> int:
     return 1 if failed else 0
 
 
-def start_agent(env: dict[str, str], client_args: list[str], cwd: str) -> tuple[str, int]:
+def start_agent(env: dict[str, str], cwd: str) -> tuple[str, int]:
     """A client agent for the +agent entries, listening (its runtime
-    directory, its pid); it is killed at exit."""
-    import glob
-    import shutil
-    import subprocess
+    directory, its pid); stop_agents ends it."""
+    from pytxmrbench.systems import agents_in, launch_agent
 
     runtime = tempfile.mkdtemp(prefix="pytxmr-agent-")
-    env = dict(env, PYTXMR_AGENT="86400", XDG_RUNTIME_DIR=runtime)
-
-    def agents() -> list[int]:
-        found = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read()
-            except OSError:
-                continue
-            if b"pytxmr.agent" in cmdline and runtime.encode() in cmdline:
-                found.append(int(pid))
-        return found
-
-    def stop() -> None:
-        for pid in agents():
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:  # a command's child, ended meanwhile
-                pass
-        shutil.rmtree(runtime, ignore_errors=True)
-
-    atexit.register(stop)
-    jobs = [sys.executable, "-m", "pytxmr", "jobs", *client_args]
-    subprocess.run(jobs, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not (agents() and glob.glob(os.path.join(runtime, "pytxmr", "agent-*.sock"))):
-        if time.monotonic() > deadline:
-            raise SystemExit("the client agent did not start")
-        time.sleep(0.05)
-    return runtime, agents()[0]
+    launch_agent(runtime, dict(env, PYTXMR_AGENT="86400", XDG_RUNTIME_DIR=runtime), cwd,
+                 "smalljob")
+    return runtime, agents_in(runtime)[0]
 
 
 if __name__ == "__main__":

@@ -222,29 +222,34 @@ def daemon_pids(cluster: Cluster) -> list[int]:
 
 
 def start_agent(entry: Entry) -> None:
-    """Start the client agent of ``entry``'s tree (a command that fails at
-    once starts it), and wait until it listens; RuntimeError if it does not
-    (a tree older than the agent has none)."""
+    """Start the client agent of ``entry``'s tree; see launch_agent."""
     assert entry.tree is not None and entry.tree.agent_runtime is not None
-    runtime = entry.tree.agent_runtime
+    launch_agent(entry.tree.agent_runtime, entry.env, entry.cwd, entry.tree.label("pytxmr"))
+
+
+def launch_agent(runtime: str, env: dict[str, str], cwd: str, label: str) -> None:
+    """Start a client agent in ``runtime`` (a command that fails at once
+    starts it) and wait until it listens; RuntimeError if it does not (a
+    tree older than the agent has none). stop_agents ends it."""
+    if runtime not in _AGENT_DIRS:
+        _AGENT_DIRS.append(runtime)
     subprocess.run([sys.executable, "-m", "pytxmr", "jobs", "--jobtracker", "127.0.0.1:1",
-                    "--secret-file", os.devnull], env=entry.env, cwd=entry.cwd,
-                   capture_output=True)
+                    "--secret-file", os.devnull], env=env, cwd=cwd, capture_output=True)
     deadline = time.monotonic() + CLUSTER_START_TIMEOUT
-    while not _agents(runtime) or not glob.glob(os.path.join(runtime, "pytxmr", "*.sock")):
+    while not agents_in(runtime) or not glob.glob(os.path.join(runtime, "pytxmr", "*.sock")):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{entry.tree.label('pytxmr')}: no client agent started "
-                               f"(a tree without pytxmr/agent.py?)")
+            raise RuntimeError(f"{label}: no client agent started (a tree without "
+                               f"pytxmr/agent.py?)")
         time.sleep(0.05)
 
 
 def agent_pids(tree: Tree) -> list[int]:
     """The pids of the tree's agent (its children, the commands, are its
     tree: measured as a cluster's daemons are)."""
-    return _agents(tree.agent_runtime) if tree.agent_runtime else []
+    return agents_in(tree.agent_runtime) if tree.agent_runtime else []
 
 
-def _agents(runtime: str) -> list[int]:
+def agents_in(runtime: str) -> list[int]:
     """The agents (and their children) started with ``runtime``: their
     command lines name it."""
     found = []
@@ -261,7 +266,7 @@ def _agents(runtime: str) -> list[int]:
 
 def stop_agents() -> None:
     for runtime in _AGENT_DIRS:
-        for pid in _agents(runtime):
+        for pid in agents_in(runtime):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(runtime, ignore_errors=True)
