@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -35,6 +36,14 @@ def runtime() -> Iterator[Path]:
     try:
         yield path
     finally:
+        for caller in _CALLERS:
+            if caller.poll() is None:
+                caller.kill()
+            caller.wait()
+            for stream in (caller.stdin, caller.stdout, caller.stderr):
+                if stream is not None:
+                    stream.close()
+        _CALLERS.clear()
         for proc in agents(path):
             for p in [*proc.children(recursive=True), proc]:
                 p.kill()
@@ -78,6 +87,20 @@ def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
+#: The callers a test left running: the runtime fixture kills them.
+_CALLERS: list[subprocess.Popen[str]] = []
+
+
+def popen_cli(env: dict[str, str], cwd: Path, *args: str,
+              **options: Any) -> subprocess.Popen[str]:
+    """``python -m pytxmr ARGS`` left running, its output captured."""
+    caller = subprocess.Popen([sys.executable, "-m", "pytxmr", *args], env=env, cwd=cwd,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, **options)
+    _CALLERS.append(caller)
+    return caller
+
+
 def test_a_command_runs_in_an_agent_child_as_in_its_own_process(
         cluster: Cluster, corpus: Path, runtime: Path) -> None:
     """The first command starts the agent; the next ones run in its children,
@@ -95,25 +118,18 @@ def test_a_command_runs_in_an_agent_child_as_in_its_own_process(
     barrier = cluster.base / "agent-barrier"
     job = write(cluster.base / "agent_waited.py", barrier_job(barrier))
     inputs = corpus_files(corpus)[:2]
-    caller = subprocess.Popen(
-        [sys.executable, "-m", "pytxmr", "submit", str(job), *map(str, inputs), "-o",
-         "out-agent", "--jobtracker", cluster.address],
-        env=env, cwd=cluster.base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    try:
-        def command() -> psutil.Process | None:  # once it has become the caller's
-            found = [p for p in agent.children() if p.cwd() == str(cluster.base)]
-            return found[0] if found else None
+    caller = popen_cli(env, cluster.base, "submit", str(job), *map(str, inputs), "-o",
+                       "out-agent", "--jobtracker", cluster.address)
 
-        child = wait_for(command, 30, "the agent to fork the command", 0.05)
-        assert os.stat(f"/proc/{child.pid}/fd/1").st_ino == \
-            os.stat(f"/proc/{caller.pid}/fd/1").st_ino
-        barrier.touch()
-        out, err = caller.communicate(timeout=60)
-    finally:
-        if caller.poll() is None:
-            caller.kill()
-            caller.wait()
+    def command() -> psutil.Process | None:  # once it has become the caller's
+        found = [p for p in agent.children() if p.cwd() == str(cluster.base)]
+        return found[0] if found else None
+
+    child = wait_for(command, 30, "the agent to fork the command", 0.05)
+    assert os.stat(f"/proc/{child.pid}/fd/1").st_ino == \
+        os.stat(f"/proc/{caller.pid}/fd/1").st_ino
+    barrier.touch()
+    out, err = caller.communicate(timeout=60)
     assert caller.returncode == 0, err
     assert re.search(r"^job_\S+ succeeded in ", out, re.MULTILINE), out
     assert merged(read_wordcount(cluster.base / "out-agent")) == word_counts(inputs)
@@ -145,27 +161,20 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
     job = write(cluster.base / "agent_interrupted.py", barrier_job(barrier))
     try:
         for sig in (signal.SIGINT, signal.SIGKILL):
-            caller = subprocess.Popen(
-                [sys.executable, "-m", "pytxmr", "submit", str(job),
-                 str(corpus_files(corpus)[0]), "-o", f"out-{sig.name}", "-q",
-                 *cluster.client_args()],
-                env=env, cwd=cluster.base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True)
-            try:
-                def running_job() -> str | None:
-                    m = re.search(rf"^(job_\S+)\s+running\b.*out-{sig.name}",
-                                  cluster.cli("jobs")[1], re.MULTILINE)
-                    return m.group(1) if m else None
+            caller = popen_cli(env, cluster.base, "submit", str(job),
+                               str(corpus_files(corpus)[0]), "-o", f"out-{sig.name}", "-q",
+                               *cluster.client_args())
 
-                job_id = wait_for(running_job, 30, "the job to run", 0.1)
-                child = max(agent.children(), key=lambda p: p.create_time())
-                caller.send_signal(sig)
-                caller.wait(30)
-                _, err = caller.communicate()
-            finally:
-                if caller.poll() is None:
-                    caller.kill()
-                    caller.wait()
+            def running_job() -> str | None:
+                m = re.search(rf"^(job_\S+)\s+running\b.*out-{sig.name}",
+                              cluster.cli("jobs")[1], re.MULTILINE)
+                return m.group(1) if m else None
+
+            job_id = wait_for(running_job, 30, "the job to run", 0.1)
+            child = max(agent.children(), key=lambda p: p.create_time())
+            caller.send_signal(sig)
+            caller.wait(30)
+            _, err = caller.communicate()
             if sig == signal.SIGINT:
                 assert (caller.returncode, err) == (130, (
                     f"pytxmr: interrupted: {job_id} goes on running on the cluster "
@@ -175,31 +184,21 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
             assert cluster.cli("status", job_id)[1].startswith(f"{job_id}  running")
             cluster.cli("kill", job_id)
         # Started ignoring SIGHUP (nohup), the command ignores it too.
-        caller = subprocess.Popen(
-            [sys.executable, "-m", "pytxmr", "submit", str(job), str(corpus_files(corpus)[0]),
-             "-o", "out-nohup", "-q", *cluster.client_args()],
-            env=env, cwd=cluster.base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
-        try:
-            wait_for(lambda: "out-nohup" in cluster.cli("jobs")[1], 30, "the job to run", 0.1)
-            caller.send_signal(signal.SIGHUP)
-            barrier.touch()
-            _, err = caller.communicate(timeout=60)
-        finally:
-            if caller.poll() is None:
-                caller.kill()
-                caller.wait()
+        caller = popen_cli(env, cluster.base, "submit", str(job), str(corpus_files(corpus)[0]),
+                           "-o", "out-nohup", "-q", *cluster.client_args(),
+                           preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+        wait_for(lambda: "out-nohup" in cluster.cli("jobs")[1], 30, "the job to run", 0.1)
+        caller.send_signal(signal.SIGHUP)
+        barrier.touch()
+        _, err = caller.communicate(timeout=60)
         assert caller.returncode == 0, err
         # Ctrl-Z where no shell can continue the caller (a session of its own,
         # whose stop the kernel discards): the command is not left stopped.
         tstp = cluster.base / "agent-tstp-barrier"
         job = write(cluster.base / "agent_tstp.py", barrier_job(tstp))
-        caller = subprocess.Popen(
-            [sys.executable, "-m", "pytxmr", "submit", str(job), str(corpus_files(corpus)[0]),
-             "-o", "out-tstp", "-q", *cluster.client_args()],
-            env=env, cwd=cluster.base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, start_new_session=True)
+        caller = popen_cli(env, cluster.base, "submit", str(job), str(corpus_files(corpus)[0]),
+                           "-o", "out-tstp", "-q", *cluster.client_args(),
+                           start_new_session=True)
         try:
             wait_for(lambda: "out-tstp" in cluster.cli("jobs")[1], 30, "the job to run", 0.1)
             caller.send_signal(signal.SIGTSTP)
@@ -207,9 +206,6 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
             _, err = caller.communicate(timeout=60)
         finally:
             tstp.touch()
-            if caller.poll() is None:
-                caller.kill()
-                caller.wait()
         assert caller.returncode == 0, err
     finally:
         barrier.touch()
@@ -297,11 +293,8 @@ def test_a_caller_whose_agent_dies_ends_with_its_command(
     agent = the_agent(runtime)
     barrier = cluster.base / "agent-dies-barrier"
     job = write(cluster.base / "agent_dies.py", barrier_job(barrier))
-    caller = subprocess.Popen(
-        [sys.executable, "-m", "pytxmr", "submit", str(job), str(corpus_files(corpus)[0]),
-         "-o", "out-agent-dies", *cluster.client_args()],
-        env=env, cwd=cluster.base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+    caller = popen_cli(env, cluster.base, "submit", str(job), str(corpus_files(corpus)[0]),
+                       "-o", "out-agent-dies", *cluster.client_args())
     try:
         wait_for(lambda: "out-agent-dies" in cluster.cli("jobs")[1], 30, "the job to run", 0.1)
         agent.kill()
@@ -312,9 +305,6 @@ def test_a_caller_whose_agent_dies_ends_with_its_command(
         out, err = caller.communicate(timeout=60)
     finally:
         barrier.touch()
-        if caller.poll() is None:
-            caller.kill()
-            caller.wait()
     assert caller.returncode == 3
     assert re.search(r"^job_\S+ succeeded in ", out, re.MULTILINE), out
     assert "the client agent ended before its command" in err
@@ -335,10 +325,7 @@ def test_run_in_an_agent_child_counts_and_stops_as_in_its_own_process(
     assert merged(read_wordcount(tmp_path / "out-run")) == word_counts(inputs)
     barrier = tmp_path / "run-barrier"
     job = write(tmp_path / "run_waited.py", barrier_job(barrier))
-    caller = subprocess.Popen(
-        [sys.executable, "-m", "pytxmr", "run", str(job), str(inputs[0]), "-o", "out-stopped"],
-        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+    caller = popen_cli(env, tmp_path, "run", str(job), str(inputs[0]), "-o", "out-stopped")
     try:
         # Its maps wait at the barrier: task processes under the agent's child.
         wait_for(lambda: len(agent.children(recursive=True)) >= 3, 30, "the tasks to run", 0.05)
@@ -347,9 +334,6 @@ def test_run_in_an_agent_child_counts_and_stops_as_in_its_own_process(
         _, err = caller.communicate(timeout=60)
     finally:
         barrier.touch()
-        if caller.poll() is None:
-            caller.kill()
-            caller.wait()
     assert caller.returncode == 130, err
     assert err.endswith("pytxmr: interrupted\n"), err
     wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
@@ -379,18 +363,14 @@ def test_a_child_runs_nothing_before_its_callers_go(
             "sys.stdin.read()  # until the test lets it go, without a go\n")
     caller = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=cluster.base,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert caller.stdout is not None and caller.stdin is not None
-        child = psutil.Process(int(caller.stdout.readline()))
-        time.sleep(2)  # a command run at once would have submitted by now
-        assert "out-nogo" not in cluster.cli("jobs")[1]
-        assert child.is_running()
-        caller.stdin.close()
-        assert caller.wait(30) == 0
-    finally:
-        if caller.poll() is None:
-            caller.kill()
-            caller.wait()
+    _CALLERS.append(caller)
+    assert caller.stdout is not None and caller.stdin is not None
+    child = psutil.Process(int(caller.stdout.readline()))
+    time.sleep(2)  # a command run at once would have submitted by now
+    assert "out-nogo" not in cluster.cli("jobs")[1]
+    assert child.is_running()
+    caller.stdin.close()
+    assert caller.wait(30) == 0
     wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 30,
              "the child to leave with its caller")
     assert "out-nogo" not in cluster.cli("jobs")[1]
