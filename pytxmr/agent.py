@@ -558,7 +558,7 @@ class Agent:
             data = b""
         go = self.waiting.pop(pid, None)
         if go is not None:
-            if data.startswith(b"go"):
+            if data.startswith(b"g"):  # "go\n"
                 try:
                     os.write(go, b"g")
                 except OSError:  # the child is gone already (killed): reaped soon
