@@ -9,6 +9,7 @@ kills whatever agent and command children it leaves there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -36,19 +37,23 @@ def runtime() -> Iterator[Path]:
     try:
         yield path
     finally:
-        for caller in _CALLERS:
-            if caller.poll() is None:
-                caller.kill()
-            caller.wait()
-            for stream in (caller.stdin, caller.stdout, caller.stderr):
-                if stream is not None:
-                    stream.close()
-        _CALLERS.clear()
-        for proc in agents(path):
-            for p in [*proc.children(recursive=True), proc]:
-                p.kill()
-            proc.wait(10)
-        subprocess.run(["rm", "-rf", str(path)], check=False)
+        try:
+            for caller in _CALLERS:
+                if caller.poll() is None:
+                    caller.kill()
+                caller.wait()
+                for stream in (caller.stdin, caller.stdout, caller.stderr):
+                    if stream is not None:
+                        stream.close()
+            _CALLERS.clear()
+            for proc in agents(path):
+                for p in [*proc.children(recursive=True), proc]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        p.kill()
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.wait(10)
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def agents(runtime: Path) -> list[psutil.Process]:
