@@ -13,11 +13,11 @@ from .agent import delegated
 
 def entry() -> None:
     code = delegated(sys.argv)
-    if code is None:
-        from .cli import entry as run_here
+    if code is not None:
+        sys.exit(code)
+    from .cli import entry as run_here
 
-        run_here()
-    sys.exit(code)
+    run_here()
 
 
 if __name__ == "__main__":

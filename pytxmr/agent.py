@@ -156,14 +156,14 @@ def _identity() -> str:
                  places, (root.st_dev, root.st_ino)])
 
 
-def stamp() -> str:
+def stamp(identity: str) -> str:
     """What a caller and its agent must share for a child of the agent to run
     a command as the caller itself would: its identity, and the versions of
     what the agent imported."""
-    return repr([_identity(), sys.version, _installs(), _package_stamps()])
+    return repr([identity, sys.version, _installs(), _package_stamps()])
 
 
-def socket_path() -> str | None:
+def socket_path(identity: str) -> str | None:
     """Where this Python's agent listens: a directory only this user may use
     ($XDG_RUNTIME_DIR, else one of our own under /tmp), or None if there is
     no such directory (the command then runs without an agent)."""
@@ -182,7 +182,7 @@ def socket_path() -> str | None:
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         return None  # not ours alone: another user could listen there
     # One per identity: callers that differ never share, nor retire, an agent.
-    path = os.path.join(base, f"agent-{zlib.crc32(_identity().encode()):08x}.sock")
+    path = os.path.join(base, f"agent-{zlib.crc32(identity.encode()):08x}.sock")
     return path if len(path.encode()) < 100 else None  # sun_path holds 108 bytes
 
 
@@ -221,13 +221,14 @@ def delegated(argv: list[str]) -> int | None:
     if idle is None or len(argv) < 2 or argv[1] not in COMMANDS or not _streams_open() \
             or _runs_here(argv):
         return None
-    path = socket_path()
+    identity = _identity()  # 0.4 ms: once
+    path = socket_path(identity)
     if path is None:
         return None
     umask = os.umask(0o22)
     os.umask(umask)
     try:
-        request = {"stamp": stamp(), "argv": list(argv), "cwd": os.getcwd(),
+        request = {"stamp": stamp(identity), "argv": list(argv), "cwd": os.getcwd(),
                    "path0": sys.path[0] if sys.path else "", "env": dict(os.environ),
                    "umask": umask,
                    # what we were started ignoring (nohup, a shell's background)
@@ -687,7 +688,7 @@ def main(argv: list[str]) -> int:
     import gc
 
     path, idle = argv[0], float(argv[1])
-    own_stamp = stamp()  # before the imports: a caller computes it before its own
+    own_stamp = stamp(_identity())  # before the imports: a caller computes it before its own
     lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -703,8 +704,11 @@ def main(argv: list[str]) -> int:
     # every later command's. (pytxmr, imported, finds its modules by itself.)
     del sys.path[0]
     _warm()
-    if os.path.exists(path):
-        os.unlink(path)  # a dead agent's: the lock says none lives
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)  # a dead agent's: the lock says none lives
+    except FileNotFoundError:
+        pass
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:

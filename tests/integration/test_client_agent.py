@@ -359,8 +359,9 @@ def test_a_child_runs_nothing_before_its_callers_go(
             "-q", *cluster.client_args()]
     code = ("import os, socket, sys, time\n"
             "from pytxmr import agent\n"
-            "path = agent.socket_path()\n"
-            f"request = {{'stamp': agent.stamp(), 'argv': {argv!r}, 'cwd': os.getcwd(),\n"
+            "identity = agent._identity()\n"
+            "path = agent.socket_path(identity)\n"
+            f"request = {{'stamp': agent.stamp(identity), 'argv': {argv!r}, 'cwd': os.getcwd(),\n"
             "           'path0': sys.path[0], 'env': dict(os.environ), 'umask': 0o22,\n"
             "           'ignored': [], 'unbuffered': False}\n"
             "conn = socket.socket(socket.AF_UNIX)\n"

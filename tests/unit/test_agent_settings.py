@@ -31,14 +31,14 @@ def test_a_meaningless_pytxmr_agent_is_said_and_means_off(
 def test_no_agent_listens_where_another_user_could(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    path = agent.socket_path()
+    path = agent.socket_path(agent._identity())
     assert path is not None and os.path.dirname(path) == str(tmp_path / "pytxmr")
     assert os.stat(tmp_path / "pytxmr").st_mode & 0o777 == 0o700
     os.chmod(tmp_path / "pytxmr", 0o755)  # readable by others: not private
-    assert agent.socket_path() is None
+    assert agent.socket_path(agent._identity()) is None
     os.rmdir(tmp_path / "pytxmr")
     os.symlink(tmp_path, tmp_path / "pytxmr")  # someone else's directory, through a link
-    assert agent.socket_path() is None
+    assert agent.socket_path(agent._identity()) is None
 
 
 def test_commands_that_are_not_a_cluster_clients_never_go_to_an_agent(
