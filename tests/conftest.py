@@ -15,8 +15,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Twisted trial's tests first (those of tests/component, the web's):
     they run the global reactor themselves, which they cannot once a test
     of the blocking API has started it in a thread (crochet) in the same
-    process. Each test process of a parallel run (pytest-xdist's ``load``)
-    runs the tests it is given in this order, so before any of those."""
+    process. A parallel run (pytest-xdist's ``worksteal``) gives the
+    first test process the first tests, which it runs first, in this order;
+    a process that has run out takes tests from the end of another's, never
+    these, which are run by then."""
     from twisted.trial.unittest import SynchronousTestCase
 
     def is_trial(item: pytest.Item) -> bool:
