@@ -21,7 +21,8 @@ from . import counters as _counters
 from . import bundle, jobargs, output, stepdata, storage, streaming
 from .counters import FRAMEWORK, Counters, add_user_names
 from .jobmodule import (Job, JobDefinition, JobDefinitionError, JobExited, define,
-                        describe_error, drop_working_directory, load_module, refusal_text)
+                        describe_error, drop_working_directory, forget_file_names, load_module,
+                        refusal_text)
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map, run_map_only
 from .partfile import part_writer
 from .records import CODEC_MSGPACK, codec_for
@@ -161,6 +162,7 @@ def _shipped(job_path: str, py_files: Sequence[str], files: Sequence[str],
         sys.path[:] = path
         if unpacked:
             bundle.forget_imports(unpacked, every=True)
+        forget_file_names()
         sys.modules.update(aside)  # the caller's own, over the job's of the same name
 
 

@@ -8,7 +8,9 @@ never had the file, because the source is registered with ``linecache``.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import keyword
 import linecache
 import os
 import sys
@@ -101,6 +103,10 @@ def drop_working_directory() -> None:
 JOB_MODULE = "pytxmr_job"
 
 
+#: The names of the job modules loaded here (``_file_name``).
+_aliases: list[str] = []
+
+
 def load_module(source: str, filename: str) -> types.ModuleType:
     """Execute ``source`` as a fresh module whose code claims ``filename``."""
     lines = source.splitlines(True)
@@ -109,9 +115,36 @@ def load_module(source: str, filename: str) -> types.ModuleType:
     module = types.ModuleType(JOB_MODULE)
     module.__file__ = filename
     sys.modules[JOB_MODULE] = module
+    _file_name(module, filename)
     with jobargs.loading():
         exec(code, module.__dict__)
     return module
+
+
+def _file_name(module: types.ModuleType, filename: str) -> None:
+    """Make ``module`` importable by its file's name too, as a script's
+    helpers import it (``from myjob import STOPWORDS``): the same module,
+    not a second copy (the job's file is not on a task's path). Not a name
+    another module has: a job in ``code.py`` would shadow the standard
+    library's."""
+    forget_file_names()  # an earlier job's, loaded in this process
+    stem = os.path.splitext(os.path.basename(filename))[0]
+    if not stem.isidentifier() or keyword.iskeyword(stem) or stem in sys.modules:
+        return
+    try:
+        if importlib.util.find_spec(stem) is not None:
+            return
+    except (ImportError, ValueError):
+        return
+    sys.modules[stem] = module
+    _aliases.append(stem)
+
+
+def forget_file_names() -> None:
+    """Unlist the job modules loaded here under their files' names: an
+    inline job's caller imports its own ``myjob`` after the job."""
+    while _aliases:
+        sys.modules.pop(_aliases.pop(), None)
 
 
 class _Checker:

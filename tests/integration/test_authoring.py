@@ -139,6 +139,43 @@ def test_a_broken_helper_is_refused_with_its_file_and_line(cluster: Cluster, tex
     assert rc == 2 and "the job ships its own module 'csv', but its task processes" in err, err
 
 
+def test_a_helper_imports_the_job_s_module_by_its_file_s_name(cluster: Cluster, text: Path,
+                                                              tmp_path: Path) -> None:
+    """As a script's helper does (``from myjob import STOP``): on a cluster
+    and inline, the very module the task loaded, not a second copy of it;
+    a task found no module of that name."""
+    from procs import base_env, run_cli
+
+    job = write(tmp_path / "myjob.py", """
+        import helper
+
+        STOP = {"fig", "kiwi"}
+
+        def map(offset, line):
+            same = helper.stop() is STOP
+            for word in line.split():
+                if word not in helper.stop():
+                    yield (word if same else "a copy of myjob"), 1
+
+        def reduce(word, ones):
+            yield word, sum(ones)
+    """)
+    write(tmp_path / "helper.py", """
+        def stop():
+            from myjob import STOP
+            return STOP
+    """)
+    expected = {w: n for w, n in Counter(text.read_text().split()).items()
+                if w not in ("fig", "kiwi")}
+    rc, _, err = cluster.submit(job, [text], tmp_path / "out")
+    assert rc == 0, err + cluster.logs()
+    assert counts(tmp_path / "out") == expected
+    rc, _, err = run_cli("run", "--inline", str(job), str(text), "-o", str(tmp_path / "inline"),
+                         env=base_env(tmp_path / "home"), cwd=tmp_path)
+    assert rc == 0, err
+    assert counts(tmp_path / "inline") == expected
+
+
 def test_a_job_of_two_steps_runs_as_one(cluster: Cluster, text: Path, tmp_path: Path) -> None:
     out = tmp_path / "top"
     rc, stdout, err = cluster.submit(EXAMPLES / "top_words.py", [text], out, "--arg", "n=4",

@@ -12,7 +12,8 @@ import pytest
 
 from pytxmr import readers
 from pytxmr import stepdata
-from pytxmr.jobmodule import JobDefinitionError, define, describe_error, load_module, resolve
+from pytxmr.jobmodule import (JobDefinitionError, define, describe_error, forget_file_names,
+                              load_module, resolve)
 from pytxmr.partition import default_partition
 
 USER_SOURCE = '''\
@@ -45,6 +46,32 @@ def test_load_module_runs_the_source_as_a_module_claiming_the_filename(tmp_path:
     assert module.LIMIT == 3
     assert module.__file__ == filename
     assert module.map.__code__.co_filename == filename
+
+
+def test_a_job_module_is_importable_by_its_file_s_name(tmp_path: Path) -> None:
+    """As a script's helpers import it: the very module, not a second copy
+    of it (its top level ran once); only under a name no other module has
+    (a job in ``code.py`` would shadow the standard library's), and the
+    last job's only."""
+    import code
+
+    module = load_module("LIMIT = []\n", str(tmp_path / "user_job_by_name.py"))
+    try:
+        from user_job_by_name import LIMIT  # type: ignore[import-not-found]
+
+        assert LIMIT is module.LIMIT
+        assert load_module("", str(tmp_path / "code.py")) is not sys.modules["code"]
+        assert sys.modules["code"] is code
+        assert "user_job_by_name" not in sys.modules  # the earlier job's
+        later = load_module("", str(tmp_path / "other_job_by_name.py"))
+        assert sys.modules["other_job_by_name"] is later
+        for odd in ("my-job.py", "class.py", "pytxmr_job.py"):
+            before = dict(sys.modules)
+            load_module("", str(tmp_path / odd))
+            assert {k for k in sys.modules if k not in before} == set(), odd
+    finally:
+        forget_file_names()
+    assert "other_job_by_name" not in sys.modules
 
 
 def test_load_module_registers_the_source_in_linecache(tmp_path: Path) -> None:
