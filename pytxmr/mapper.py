@@ -17,9 +17,11 @@ Runs in a task child process; nothing here touches the reactor.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import operator
 import os
+import tempfile
 from dataclasses import dataclass
 from itertools import islice, repeat
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
@@ -29,7 +31,7 @@ from .counters import FRAMEWORK, Counters
 from .jobmodule import Job, identity_map
 from .keys import (NAN_REFUSED, find_nan, first, kinds_of, merge_order, record_sort_key,
                    sort_by_utf8, total_order)
-from .merge import group_values, merge_runs
+from .merge import MERGE_FACTOR, RunRef, group_values, merge_runs, reduce_run_count
 from .partfile import call_hook, naming, write_pairs
 from .partition import RangePartition, default_partition, partition_ids, scatter
 from .records import (CODEC_MSGPACK, FRAME_RECORDS, RUN_BREAK_FRAME, RecordTypeError,
@@ -181,17 +183,29 @@ def _refused_values(exc: BaseException, fold: FoldCombiner) -> TypeError | None:
 
 
 def combined_values(key: Any, values: Iterable[Any], combine: Callable[..., Any]) -> list[Any]:
-    """The combiner's output values for one key.
+    """The combiner's output values for one key (of one buffer's)."""
+    return [v for chunk in combined_chunks(key, values, combine) for v in chunk]
+
+
+def combined_chunks(key: Any, values: Iterable[Any], combine: Callable[..., Any]
+                    ) -> Iterator[list[Any]]:
+    """The combiner's output values for one key, FRAME_RECORDS at a time:
+    a combiner that passes on what it is given (a filter) yields each of
+    a hot key's values of every spill again.
 
     A combiner must yield the key it was given: its output is merged back
     into sorted runs, where another key would break the order.
     """
-    out = []
+    out: list[Any] = []
     for k, v in combine(key, iter(values)):
         if k != key:
             raise ValueError(f"combine({key!r:.100}, ...) yielded another key {k!r:.100}")
         out.append(v)
-    return out
+        if len(out) >= FRAME_RECORDS:
+            yield out
+            out = []
+    if out:
+        yield out
 
 
 class MapOutputBuffer:
@@ -432,15 +446,22 @@ class MapOutputBuffer:
         with naming(data_path), open(data_path, "wb", buffering=1 << 20) as f:
             writer = SegmentWriter(f, codec=self._codec)
             for p in range(self._num_partitions):
-                runs = [(path, *t[p][:2]) for path, t in self._spills]
-                merged = merge_runs(runs, sort_key)
-                if combine is not None:
-                    merged = (
-                        (key, combined_values(key, values, combine))
-                        for key, values in group_values(merged)
-                    )
-                start, records = writer.bytes, writer.records
-                writer.write(merged)
+                runs: list[RunRef] = [(path, *t[p][:2]) for path, t in self._spills]
+                with contextlib.ExitStack() as passes:
+                    if len(runs) > MERGE_FACTOR:
+                        # Hundreds of spills (a small --buffer-records)
+                        # merged at once held a frame of each.
+                        runs = reduce_run_count(runs, sort_key, passes.enter_context(
+                            tempfile.TemporaryDirectory(dir=self._spill_dir)), MERGE_FACTOR)
+                    merged = merge_runs(runs, sort_key)
+                    if combine is not None:
+                        merged = (
+                            (key, chunk)
+                            for key, values in group_values(merged)
+                            for chunk in combined_chunks(key, values, combine)
+                        )
+                    start, records = writer.bytes, writer.records
+                    writer.write(merged)
                 table.append((start, writer.bytes - start, writer.records - records))
         for path, _ in self._spills:
             os.unlink(path)

@@ -62,8 +62,13 @@ FRAME_RECORDS = 4096
 #: length field must not make a reader allocate gigabytes. It is also the
 #: largest a single (key, values) record may encode to.
 MAX_FRAME_BYTES = 256 << 20
-#: Writers cut frames at about this size as well as at FRAME_RECORDS.
-FRAME_TARGET_BYTES = 8 << 20
+#: Writers cut frames at about this size as well as at FRAME_RECORDS. A
+#: merge holds a frame of each of its runs (merge.MERGE_FACTOR): frames of
+#: 8 MiB took a reduce of 2 KB values past 1 GB.
+FRAME_TARGET_BYTES = 1 << 20
+#: Records (values, of one key's record) ``_flush`` packs first to size a
+#: frame's payload before it packs the whole.
+_SAMPLE = 16
 
 _EXT_TUPLE = 1
 _EXT_BIGINT = 2
@@ -314,12 +319,17 @@ class SegmentWriter:
             return
         batch: list[Record] = []
         append = batch.append
+        values = 0
         for r in records:
             append(r)
-            if len(batch) >= n:
+            # Values, not records: records of one key of many values each
+            # (a combiner's, cut by the map's merge) made one batch of all.
+            values += len(r[1])
+            if values >= n:
                 self._flush(_lists_of_values(batch))
                 batch = []
                 append = batch.append
+                values = 0
         if batch:
             self._flush(_lists_of_values(batch))
 
@@ -334,22 +344,18 @@ class SegmentWriter:
         """Write the records ``[k1, vs1, k2, vs2, ...]`` (``[k1, v1, ...]``
         with PAIRS in ``flags``) as a frame."""
         # Sizes are those of the msgpack payload: a reader decompresses it whole.
+        pieces = self._pieces(flat, flags)
+        if pieces > 1:
+            # Big values, sized from a sample: packed whole first, 4,096 of
+            # 100 KB took a map to four times its buffer.
+            self._cut(flat, flags, pieces)
+            return
         payload = self._packer.pack(flat)
         size = FRAME_HEADER.size + len(payload)
-        if size > FRAME_TARGET_BYTES and len(flat) > 2:
-            # Big values: cut by size too, so no frame nears the readers' limit.
-            half = len(flat) // 4 * 2
-            self._flush(flat[:half], flags)
-            self._flush(flat[half:], flags)
-            return
-        if size > FRAME_TARGET_BYTES and not flags & PAIRS and len(flat[1]) > 1:
-            # One key's many values (a combiner's, a merge's of many spills):
-            # consecutive records of that key, as a run may hold. One record
-            # of them all failed a job over 256 MiB.
-            key, values = flat
-            half = len(values) // 2
-            self._flush([key, values[:half]])
-            self._flush([key, values[half:]])
+        if size > FRAME_TARGET_BYTES and (len(flat) > 2 or (
+                not flags & PAIRS and len(flat[1]) > 1)):
+            del payload  # not held while its halves are packed
+            self._cut(flat, flags, 2)
             return
         if len(payload) > MAX_FRAME_BYTES:
             raise RecordTooLarge(
@@ -359,6 +365,37 @@ class SegmentWriter:
         self._f.write(frame)
         self.records += len(flat) // 2
         self.bytes += len(frame)
+
+    def _pieces(self, flat: list[Any], flags: int) -> int:
+        """Into how many frames of about FRAME_TARGET_BYTES ``flat`` goes,
+        from its first records' (or its one record's first values') size."""
+        if len(flat) > 2:
+            # A quarter at most: records of many values each (one key's,
+            # cut by a merge) are few to a frame.
+            whole, sample = len(flat), flat[:2 * max(1, min(_SAMPLE, len(flat) // 8))]
+        elif not flags & PAIRS and len(flat[1]) > _SAMPLE:
+            whole, sample = len(flat[1]), flat[1][:_SAMPLE]
+        else:
+            return 1
+        if len(sample) == whole:
+            return 1
+        estimate = len(self._packer.pack(sample)) * whole // len(sample)
+        return -(-estimate // FRAME_TARGET_BYTES) if estimate > 2 * FRAME_TARGET_BYTES else 1
+
+    def _cut(self, flat: list[Any], flags: int, pieces: int) -> None:
+        """Write ``flat`` as ``pieces`` frames: of records, or of one key's
+        many values (a combiner's, a merge's of many spills) as consecutive
+        records of that key, as a run may hold (one record of them all
+        failed a job over 256 MiB)."""
+        if len(flat) > 2:
+            step = -(-len(flat) // (2 * pieces)) * 2
+            for i in range(0, len(flat), step):
+                self._flush(flat[i:i + step], flags)
+            return
+        key, values = flat
+        step = -(-len(values) // pieces)
+        for i in range(0, len(values), step):
+            self._flush([key, values[i:i + step]])
 
 
 def _headers(f: BinaryIO, offset: int, length: int) -> Iterator[tuple[int, int, int]]:

@@ -22,7 +22,7 @@ from pytxmr.inline import run_inline
 from pytxmr.jobmodule import load_module, resolve
 from pytxmr.keys import record_sort_key
 from pytxmr.mapper import run_map
-from pytxmr.merge import merge_runs
+from pytxmr.merge import merge_runs, reduce_run_count
 from pytxmr.output import OutputExistsError
 from pytxmr.partition import default_partition
 from pytxmr.records import RecordTypeError
@@ -915,3 +915,64 @@ def test_only_a_disk_error_inside_a_part_writer_is_named_by_the_part(tmp_path: A
         with part_writer(path, "text"):
             raise OSError(errno.ENOSPC, "No space left on device")
     assert full.value.filename == path
+
+
+FILTERING_COMBINER = """
+def map(offset, line):
+    for word in line.split():
+        yield "every word", word
+        yield word, 1
+
+def combine(key, values):
+    for value in values:  # a filter that keeps all: a hot key's values pass on
+        yield key, value
+
+def reduce(key, values):
+    yield key, sum(1 for _ in values)
+"""
+
+
+def test_a_map_merges_many_spills_in_passes_and_a_combiner_s_values_in_frames(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hundreds of spills were merged at once, a frame of each in memory;
+    and a combiner that passes a hot key's values on gave all of them, of
+    every spill, as one list. Merged in passes of MERGE_FACTOR runs, its
+    values cut into records of FRAME_RECORDS, the answer is the same."""
+    import pytxmr.records as records
+
+    monkeypatch.setattr(mapper, "MERGE_FACTOR", 3)
+    monkeypatch.setattr(mapper, "FRAME_RECORDS", 50)
+    merged_at_once: list[int] = []
+    spills: list[int] = []
+
+    def merge(runs: Any, sort_key: Any) -> Any:
+        merged_at_once.append(len(runs))
+        return merge_runs(runs, sort_key)
+
+    def passes(runs: Any, *args: Any) -> Any:
+        spills.append(len(runs))
+        return reduce_run_count(runs, *args)
+
+    monkeypatch.setattr(mapper, "merge_runs", merge)
+    monkeypatch.setattr(mapper, "reduce_run_count", passes)
+    rng = random.Random(5)
+    path = tmp_path / "in.txt"
+    path.write_text("".join(" ".join(rng.choices(["ant", "bee", "cat", "dog", "elk"], k=10))
+                            + "\n" for _ in range(600)))
+    job = resolve(load_module(FILTERING_COMBINER, str(tmp_path / "job.py")))
+    [split] = compute_splits([str(path)], 1 << 20)
+    counters = Counters()
+    out = run_map(job, split, 1, str(tmp_path / "map.data"), counters, buffer_records=400)
+    assert spills and spills[0] > 3, spills  # more than MERGE_FACTOR
+    assert merged_at_once and max(merged_at_once) <= 3, merged_at_once
+    frames = list(records.read_frames(open(out.data_path, "rb"), *out.table[0][:2]))
+    assert max(len(vs) for frame in frames for _, vs in frame) <= 50
+    # A frame is cut once it has FRAME_RECORDS values: with its last record's.
+    assert max(sum(len(vs) for _, vs in frame) for frame in frames) < records.FRAME_RECORDS + 50
+    part = str(tmp_path / "out" / "part-00000")
+    run_reduce(job, [(out.data_path, *out.table[0][:2])], out.kinds, part, str(tmp_path),
+               counters)
+    words = path.read_text().split()
+    expected = {**collections.Counter(words), "every word": len(words)}
+    with open(part) as f:
+        assert {k: int(v) for k, v in (line.rstrip("\n").split("\t") for line in f)} == expected

@@ -543,6 +543,48 @@ def test_one_keys_many_values_are_cut_into_records_of_that_key(tmp_path: Any,
     assert [v for k, vs in got[1:-1] for v in vs] == values
 
 
+class _Sizes:
+    """A packer that notes the size of every payload it makes."""
+
+    def __init__(self, packer: Any) -> None:
+        self._packer = packer
+        self.sizes: list[int] = []
+
+    def pack(self, obj: Any) -> bytes:
+        payload = self._packer.pack(obj)
+        self.sizes.append(len(payload))
+        return payload
+
+
+@pytest.mark.parametrize("shape", ["pairs", "records", "one key", "records of one key"])
+def test_big_values_are_cut_into_frames_before_they_are_packed(tmp_path: Any, monkeypatch: Any,
+                                                                shape: str) -> None:
+    """A frame's worth of records was packed whole first, then halved, each
+    level's payload held: 4,096 values of 100 KB took a map to four times
+    its buffer. A merge's records of one key of many values each (a
+    filtering combiner's) went in one frame of every value."""
+    import pytxmr.records as records
+
+    monkeypatch.setattr(records, "FRAME_TARGET_BYTES", 1 << 20)
+    values = [f"{i:06d}" + "v" * 20_000 for i in range(400)]  # 8 MB
+    path = tmp_path / "seg"
+    with open(path, "wb") as f:
+        writer = records.SegmentWriter(f)
+        writer._packer = sizes = _Sizes(writer._packer)  # type: ignore[assignment]
+        if shape == "pairs":
+            writer.write_pairs([(f"k{i:03d}", v) for i, v in enumerate(values)])
+        elif shape == "records":
+            writer.write(iter([(f"k{i:03d}", [v]) for i, v in enumerate(values)]))
+        elif shape == "one key":
+            writer.write(iter([("hot", values)]))
+        else:
+            writer.write(iter([("hot", values[i:i + 40]) for i in range(0, 400, 40)]))
+    assert max(sizes.sizes) < 2 * records.FRAME_TARGET_BYTES, sorted(sizes.sizes)[-3:]
+    got = list(iter_segment_file(str(path)))
+    assert [v for _, vs in got for v in vs] == values
+    assert records.verify_segment(str(path)) >= 8
+
+
 def test_a_record_larger_than_a_frame_fails_clearly(tmp_path: Any, monkeypatch: Any) -> None:
     """One record over the frame limit is refused at write time, naming its key."""
     import pytxmr.records as records
