@@ -60,9 +60,10 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2)
 
 #: The environment the agent and its children were started with, as far as
-#: it decides how Python starts (encodings, hash seed, warnings, time zone):
-#: a caller whose own differs gets an agent of its own.
-_STARTUP_ENV = ("PYTHON", "LANG", "LC_", "TZ")
+#: it decides how Python starts (encodings, hash seed, warnings, time zone,
+#: the dynamic linker's LD_PRELOAD): a caller whose own differs gets an
+#: agent of its own.
+_STARTUP_ENV = ("PYTHON", "LANG", "LC_", "TZ", "LD_")
 
 #: A request larger than this is not one (a caller's environment is a few KB).
 MAX_REQUEST = 4 << 20
@@ -128,9 +129,11 @@ def _identity() -> str:
     and import path (the entries after the caller's own directory), the
     same startup environment, and what a child has of the agent's, not of
     its caller's: groups (the files it may open), priority, resource
-    limits, CPUs, cgroup (``nice pytxmr run``, ``ulimit -v``, ``taskset``,
-    ``systemd-run``), and namespaces and root (a command run in another
-    network namespace must reach that network's jobtracker)."""
+    limits, CPUs, scheduling policy, cgroup, OOM score, capabilities
+    (``nice pytxmr run``, ``ulimit -v``, ``taskset``, ``chrt``,
+    ``systemd-run``, ``choom``, ``setpriv``), and namespaces and root (a
+    command run in another network namespace must reach that network's
+    jobtracker)."""
     import resource
 
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith(_STARTUP_ENV))
@@ -142,9 +145,15 @@ def _identity() -> str:
             places.append(os.readlink(f"/proc/self/ns/{ns}"))
         except OSError:
             places.append("")
-    try:
-        with open("/proc/self/cgroup") as f:
-            places.append(f.read())
+    for name in ("cgroup", "oom_score_adj"):
+        try:
+            with open(f"/proc/self/{name}") as f:
+                places.append(f.read())
+        except OSError:
+            places.append("")
+    try:  # capabilities (setpriv, capsh), no_new_privs, seccomp
+        with open("/proc/self/status") as f:
+            places.append([line for line in f if line.startswith(_STATUS_FIELDS)])
     except OSError:
         places.append("")
     root = os.stat("/")
@@ -153,7 +162,11 @@ def _identity() -> str:
                  os.path.dirname(os.path.abspath(__file__)), sys.path[1:], env,
                  os.getgid(), os.getegid(), sorted(os.getgroups()),
                  os.getpriority(os.PRIO_PROCESS, 0), limits, sorted(os.sched_getaffinity(0)),
-                 places, (root.st_dev, root.st_ino)])
+                 os.sched_getscheduler(0), places, (root.st_dev, root.st_ino)])
+
+
+#: The lines of /proc/self/status a child has of the agent, not of its caller.
+_STATUS_FIELDS = ("Cap", "NoNewPrivs", "Seccomp")
 
 
 def stamp(identity: str) -> str:
@@ -201,11 +214,17 @@ def _runs_here(argv: list[str]) -> bool:
     """Whether a command must run in its own process: it names one of its
     own file descriptors (``--secret-file <(...)``: only the standard
     streams go to the child), or it may ask for a password (on /dev/tty,
-    which a child of the agent has not)."""
+    which a child of the agent has not), or it loads the job's module itself
+    (``run --inline``, ``--help-job``)."""
     if any("/dev/fd/" in a or "/proc/self/" in a for a in argv):
         return True
     options = [a.split("=", 1)[0] for a in argv[2:] if a.startswith("--")]
-    user = os.environ.get("PYTXMR_USER") or any("--user".startswith(o) and len(o) > 3
+    if "--help-job" in argv or (argv[1] == "run" and any(
+            "--inline".startswith(o) and len(o) > 4 for o in options)):
+        # The job's modules load in the command's process: what the agent
+        # imported (html, calendar...) would shadow a helper of that name.
+        return True
+    user = os.environ.get("PYTXMR_USER") or any("--user".startswith(o) and len(o) > 2
                                                  for o in options)
     password = os.environ.get("PYTXMR_PASSWORD") or any(
         "--password-file".startswith(o) and len(o) > 4 for o in options)
@@ -321,7 +340,11 @@ def _await_child(conn: socket.socket, answers: BinaryIO, pid: int, ignored: list
         answer = []
     if len(answer) == 2 and answer[0] == b"exit":
         code = os.waitstatus_to_exitcode(int(answer[1]))
-        return 128 - code if code < 0 else code
+        if code < 0:  # killed by a signal: so are we, as our parent must see
+            signal.signal(-code, signal.SIG_DFL)
+            os.kill(os.getpid(), -code)
+            return 128 - code  # a signal that does not end a process
+        return code
     # The agent went away (killed, out of memory) or does not answer. Its
     # child goes on with our streams: we end with it (and pass it our
     # signals until then), so that no one retries a command still running;
@@ -671,7 +694,10 @@ def _become(request: _Request) -> None:
         if fd == 0:
             binary: Any = io.BufferedReader(raw)
         else:
-            binary = raw if unbuffered else io.BufferedWriter(raw)
+            # Python's own size: the file's block size (a pipe's 4 KiB)
+            size = os.fstat(fd).st_blksize
+            binary = raw if unbuffered else io.BufferedWriter(
+                raw, size if size > 1 else io.DEFAULT_BUFFER_SIZE)
         return io.TextIOWrapper(binary, encoding=old.encoding, errors=errors or old.errors,
                                 line_buffering=line, write_through=unbuffered and fd != 0)
 

@@ -90,7 +90,10 @@ def drop_working_directory() -> None:
     not ship (the submitter's own directory, under ``run``), and fail on
     every other host. Kept where pytxmr itself is imported from it (a
     source tree run in place)."""
-    here = os.getcwd()
+    try:
+        here = os.getcwd()
+    except FileNotFoundError:  # removed: nothing is imported from there
+        return
     if os.path.dirname(os.path.dirname(os.path.abspath(__file__))) == here:
         return
     # Only the entry Python put first: one of PYTHONPATH that names this

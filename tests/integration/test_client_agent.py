@@ -156,7 +156,8 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
         cluster: Cluster, corpus: Path, runtime: Path) -> None:
     """Ctrl-C on a caller is its command's: it says the job goes on and exits
     130. A caller killed (SIGKILL, which it cannot pass on) takes its command
-    with it, as it would in its own process. A signal the caller was started
+    with it, as it would in its own process; a SIGHUP passed on kills the
+    command, and then its caller by the same signal (not an exit of 129). A signal the caller was started
     ignoring (nohup's SIGHUP) is ignored by its command too; a Ctrl-Z the
     caller cannot stop for stops nothing."""
     env = agent_env(cluster, runtime)
@@ -165,7 +166,7 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
     barrier = cluster.base / "agent-ctrl-c-barrier"
     job = write(cluster.base / "agent_interrupted.py", barrier_job(barrier))
     try:
-        for sig in (signal.SIGINT, signal.SIGKILL):
+        for sig in (signal.SIGINT, signal.SIGKILL, signal.SIGHUP):
             caller = popen_cli(env, cluster.base, "submit", str(job),
                                str(corpus_files(corpus)[0]), "-o", f"out-{sig.name}", "-q",
                                *cluster.client_args())
@@ -184,6 +185,8 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
                 assert (caller.returncode, err) == (130, (
                     f"pytxmr: interrupted: {job_id} goes on running on the cluster "
                     f"(`pytxmr kill {job_id}` stops it)\n"))
+            else:  # the command died of it: so does its caller, as its own process would
+                assert caller.returncode == -sig, (caller.returncode, err)
             wait_for(lambda: not child.is_running() or
                      child.status() == psutil.STATUS_ZOMBIE, 30, "the command to end")
             assert cluster.cli("status", job_id)[1].startswith(f"{job_id}  running")

@@ -60,6 +60,14 @@ def test_commands_naming_their_own_fds_or_asking_a_password_run_in_their_process
     assert agent._runs_here(["pytxmr", "jobs", "--user", "ann"])
     assert agent._runs_here(["pytxmr", "jobs", "--use=ann"])
     assert not agent._runs_here(["pytxmr", "jobs", "--user", "ann", "--password-file", "p"])
+    # argparse takes --u for --user too.
+    assert agent._runs_here(["pytxmr", "jobs", "--u", "ann"])
+    # The job's module loads in the command's process, where what the agent
+    # imported (html, calendar...) would shadow a helper of that name.
+    assert agent._runs_here(["pytxmr", "submit", "job.py", "--help-job"])
+    assert agent._runs_here(["pytxmr", "run", "--inline", "job.py", "in", "-o", "o"])
+    assert agent._runs_here(["pytxmr", "run", "job.py", "in", "-o", "o", "--inl"])
+    assert not agent._runs_here(["pytxmr", "run", "job.py", "in", "-o", "o"])
     assert not agent._runs_here(["pytxmr", "jobs", "--secret-file", "s"])
     monkeypatch.setenv("PYTXMR_USER", "ann")
     assert agent._runs_here(["pytxmr", "jobs"])
@@ -93,3 +101,20 @@ def test_a_caller_in_another_network_namespace_has_an_agent_of_its_own() -> None
         pytest.skip(f"unshare -n is not allowed here: {there.stderr.strip()}")
     assert here.returncode == 0, here.stderr
     assert here.stdout != there.stdout
+
+
+def test_a_caller_with_its_own_preload_oom_score_or_capabilities_has_an_agent_of_its_own(
+        ) -> None:
+    """A child of the agent has the agent's: a command run under ``setpriv``
+    (fewer capabilities), ``choom`` or with ``LD_PRELOAD`` (a proxy
+    wrapper) ran with the agent's."""
+    import subprocess
+    import sys
+
+    code = "from pytxmr import agent; print(agent._identity())"
+    oom = ("with open('/proc/self/oom_score_adj', 'w') as f:\n    f.write('500')\n")
+    here, preloaded, choomed = (
+        subprocess.run([sys.executable, "-c", prefix + code], capture_output=True, text=True,
+                       env={**os.environ, **more}, check=True).stdout
+        for prefix, more in (("", {}), ("", {"LD_BIND_NOW": "1"}), (oom, {})))
+    assert here != preloaded and here != choomed

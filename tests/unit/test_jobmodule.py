@@ -485,3 +485,23 @@ def test_only_the_directory_python_put_first_leaves_the_path(
     monkeypatch.setattr(sys, "path", ["/elsewhere", str(tmp_path)])
     drop_working_directory()  # not first: PYTHONPATH's
     assert sys.path == ["/elsewhere", str(tmp_path)]
+
+
+def test_a_removed_working_directory_is_nothing_to_drop(tmp_path: Path) -> None:
+    """A command started in a directory removed since (``pytxmr jobs`` uses
+    no path) ended in a traceback of os.getcwd()."""
+    import os
+
+    from pytxmr.jobmodule import drop_working_directory
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    here = os.getcwd()
+    path = list(sys.path)
+    try:
+        os.chdir(gone)
+        gone.rmdir()
+        drop_working_directory()
+    finally:
+        os.chdir(here)
+        sys.path[:] = path
