@@ -8,7 +8,13 @@ importing the command line (``pytxmr.cli``) and Twisted.
 
 import sys
 
-from .agent import delegated
+from .syspath import drop_working_directory
+
+# First: the agent's imports (socket...) and the command's (msgpack...)
+# would find a user's module of that name where ``python -m`` was run.
+drop_working_directory()
+
+from .agent import delegated  # noqa: E402
 
 
 def entry() -> None:

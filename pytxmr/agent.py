@@ -110,12 +110,24 @@ def _package_stamps() -> list[list[Any]]:
     return sorted(stamps)
 
 
+def _import_path() -> tuple[str, list[str]]:
+    """The command's own first entry of ``sys.path`` (its script's
+    directory, or the working directory of ``python -m``, which
+    ``pytxmr.__main__`` dropped) and the entries after it, which a caller
+    and its agent share."""
+    from .syspath import dropped
+
+    if dropped:
+        return dropped[0], sys.path
+    return (sys.path[0] if sys.path else ""), sys.path[1:]
+
+
 def _installs() -> list[list[Any]]:
     """The mtimes of the import path's package directories: a package
     installed or removed changes its directory's. (Not every directory's:
     a project's or a home directory's changes with every file saved.)"""
     stamps: list[list[Any]] = []
-    for entry in sys.path[1:]:
+    for entry in _import_path()[1]:
         if os.path.basename(entry) in ("site-packages", "dist-packages"):
             try:
                 stamps.append([entry, os.stat(entry).st_mtime_ns])
@@ -159,7 +171,7 @@ def _identity() -> str:
     root = os.stat("/")
     return repr([sys.executable, sys.flags, sys.warnoptions,
                  sorted(map(str, sys._xoptions.items())),
-                 os.path.dirname(os.path.abspath(__file__)), sys.path[1:], env,
+                 os.path.dirname(os.path.abspath(__file__)), _import_path()[1], env,
                  os.getgid(), os.getegid(), sorted(os.getgroups()),
                  os.getpriority(os.PRIO_PROCESS, 0), limits, sorted(os.sched_getaffinity(0)),
                  os.sched_getscheduler(0), places, (root.st_dev, root.st_ino)])
@@ -248,7 +260,7 @@ def delegated(argv: list[str]) -> int | None:
     os.umask(umask)
     try:
         request = {"stamp": stamp(identity), "argv": list(argv), "cwd": os.getcwd(),
-                   "path0": sys.path[0] if sys.path else "", "env": dict(os.environ),
+                   "path0": _import_path()[0], "env": dict(os.environ),
                    "umask": umask,
                    # what we were started ignoring (nohup, a shell's background)
                    "ignored": [int(sig) for sig in FORWARDED
@@ -367,7 +379,7 @@ def _start_agent(path: str, idle: float) -> None:
     code = ("import sys; sys.path[0] = sys.argv[1]; from pytxmr.agent import main; "
             "sys.exit(main(sys.argv[2:]))")
     argv = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code,
-            sys.path[0] if sys.path else "", path, str(idle)]
+            _import_path()[0], path, str(idle)]
     # Spawned, not a Popen: one left running warns (ResourceWarning) in a
     # command with warnings on. Only the standard streams are inheritable
     # (PEP 446): none of ours goes with it. In our directory: a relative

@@ -48,6 +48,13 @@ def task_env(environ: Mapping[str, str]) -> dict[str, str]:
             if k in TASK_ENV or k.startswith(TASK_ENV_PREFIXES)}
 
 
+#: The zygote's program: ``python -m pytxmr.zygote`` without the
+#: directory it starts in on its path, where a user's ``logging.py`` or
+#: ``msgpack.py`` was imported before any of its code could drop it
+#: ("the task's zygote died"). PYTHONPATH finds pytxmr (``child_env``).
+_ZYGOTE = "import sys; del sys.path[0]; from pytxmr.zygote import serve; serve()"
+
+
 def child_env() -> dict[str, str]:
     """The environment of task children: the daemon's basics (``TASK_ENV``),
     plus the path that finds this very pytxmr package even when it is not
@@ -105,7 +112,7 @@ class Zygote(protocol.ProcessProtocol):
         self._ended = defer.Deferred()
         self._buffer = b""
         self._reactor.spawnProcess(
-            self, sys.executable, [sys.executable, "-m", "pytxmr.zygote"],
+            self, sys.executable, [sys.executable, "-c", _ZYGOTE],
             env=child_env(), childFDs={0: "w", 1: "r", 2: "r"})
 
     def fork(self, spec: dict[str, Any], cwd: str, log_path: str, result_path: str,

@@ -741,11 +741,10 @@ def _parse_job_command(commands: dict[str, argparse.ArgumentParser],
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    from .jobmodule import drop_working_directory
+    from . import syspath
 
-    # Where the command runs is the user's, not pytxmr's code: a job's own
-    # lz4.py there was imported as the codec ("needs the lz4 package").
-    drop_working_directory()
+    if not syspath.dropped:  # a child of the agent: its caller's entry is first
+        syspath.drop_working_directory()
     if "--help-job" in argv and argv[:1] in (["run"], ["submit"]):
         return help_job(argv)
     a = parse(argv)

@@ -21,8 +21,7 @@ from . import counters as _counters
 from . import bundle, jobargs, output, stepdata, storage, streaming
 from .counters import FRAMEWORK, Counters, add_user_names
 from .jobmodule import (Job, JobDefinition, JobDefinitionError, JobExited, define,
-                        describe_error, drop_working_directory, forget_file_names, load_module,
-                        refusal_text)
+                        describe_error, forget_file_names, load_module, refusal_text)
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map, run_map_only
 from .partfile import part_writer
 from .records import CODEC_MSGPACK, codec_for
@@ -32,6 +31,7 @@ from .jobtracker.submission import plan_tasks
 from .kvstore import empty_directory, links_into
 from .splits import MAX_DEFAULT_SPLIT_SIZE, Split, compute_splits
 from .steps import reduce_tasks
+from .syspath import drop_working_directory
 
 
 def run_inline(

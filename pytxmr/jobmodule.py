@@ -84,24 +84,6 @@ class JobDefinition:
                 for i, s in enumerate(self.steps)]
 
 
-def drop_working_directory() -> None:
-    """Take the working directory off ``sys.path``, where ``python -m`` put
-    it: a job's code would import a module from there that its bundle does
-    not ship (the submitter's own directory, under ``run``), and fail on
-    every other host. Kept where pytxmr itself is imported from it (a
-    source tree run in place)."""
-    try:
-        here = os.getcwd()
-    except FileNotFoundError:  # removed: nothing is imported from there
-        return
-    if os.path.dirname(os.path.dirname(os.path.abspath(__file__))) == here:
-        return
-    # Only the entry Python put first: one of PYTHONPATH that names this
-    # directory is the user's, and stays.
-    if sys.path and os.path.abspath(sys.path[0] or ".") == here:
-        del sys.path[0]
-
-
 #: The name a job's module is loaded under.
 JOB_MODULE = "pytxmr_job"
 

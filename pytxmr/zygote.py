@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from . import jobmodule, storage, task
+from . import storage, task
 from .kvstore import empty_directory, links_into
 
 
@@ -649,7 +649,6 @@ def _adopt_orphans() -> None:
 def serve() -> None:
     task.die_with_parent()
     _adopt_orphans()
-    jobmodule.drop_working_directory()  # the daemon's: the tasks import only what ships
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)

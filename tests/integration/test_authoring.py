@@ -586,6 +586,25 @@ def test_the_submitters_directory_is_no_place_to_import_from(tmp_path: Path) -> 
         assert rc == 1 and "No module named 'here_only'" in err, (inline, rc, err)
 
 
+def test_modules_where_the_command_runs_are_not_pytxmr_s(tmp_path: Path) -> None:
+    """``python -m`` puts its directory first on the path: a user's
+    msgpack.py or logging.py there was imported by the command and by
+    ``run``'s zygote, which died ("the task's zygote died")."""
+    from procs import base_env, run_cli
+
+    for name in ("msgpack", "logging", "socket"):
+        write(tmp_path / f"{name}.py", f"raise SystemExit('the user\\'s {name}.py')\n")
+    data = write(tmp_path / "in.txt", "b a b\n")
+    env = base_env(tmp_path / "home")
+    rc, _, err = run_cli("run", str(EXAMPLES / "wordcount.py"), str(data), "-o",
+                         str(tmp_path / "out"), env=env, cwd=tmp_path)
+    assert rc == 0, err
+    assert counts(tmp_path / "out") == {"a": 1, "b": 2}
+    rc, _, err = run_cli("jobs", "--jobtracker", "127.0.0.1:9", "--secret-file",
+                         str(data), env=env, cwd=tmp_path)
+    assert rc == 3 and "cannot reach the jobtracker" in err, err
+
+
 @pytest.mark.parametrize("inline", [False, True], ids=["run", "inline"])
 def test_a_job_shipping_a_module_named_as_the_codec_is_told_so(tmp_path: Path,
                                                                  inline: bool) -> None:

@@ -476,7 +476,7 @@ def test_only_the_directory_python_put_first_leaves_the_path(
     """`python -m` puts the working directory first: a task must not import
     from there (no other host has it), but PYTHONPATH naming the same
     directory is the user's, and stays."""
-    from pytxmr.jobmodule import drop_working_directory
+    from pytxmr.syspath import drop_working_directory
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [str(tmp_path), str(tmp_path), "/elsewhere"])
@@ -492,7 +492,7 @@ def test_a_removed_working_directory_is_nothing_to_drop(tmp_path: Path) -> None:
     no path) ended in a traceback of os.getcwd()."""
     import os
 
-    from pytxmr.jobmodule import drop_working_directory
+    from pytxmr.syspath import drop_working_directory
 
     gone = tmp_path / "gone"
     gone.mkdir()

@@ -1,0 +1,34 @@
+"""Where pytxmr's processes import from: not the directory they were
+started in.
+
+``python -m`` puts the working directory first on ``sys.path``. A user's
+``logging.py`` or ``msgpack.py`` there was then imported by pytxmr's
+own command and zygote, which failed ("the task's zygote died"), and a
+job's code imported modules from the submitter's directory that its
+bundle does not ship, and failed on every other host.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: What ``pytxmr.__main__`` dropped (``python -m``'s working directory):
+#: the command's own first entry, which a child of the client agent gets
+#: and drops in its turn.
+dropped: list[str] = []
+
+
+def drop_working_directory() -> None:
+    """Take the working directory off ``sys.path``, where ``python -m`` put
+    it; kept where pytxmr itself is imported from it (a source tree run in
+    place). Call it once, first: only the entry Python put first goes, and
+    one of PYTHONPATH that names this directory is the user's, and stays."""
+    try:
+        here = os.getcwd()
+    except FileNotFoundError:  # removed: nothing is imported from there
+        return
+    if os.path.dirname(os.path.dirname(os.path.abspath(__file__))) == here:
+        return
+    if sys.path and os.path.abspath(sys.path[0] or ".") == here:
+        dropped.append(sys.path.pop(0))
