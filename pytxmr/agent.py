@@ -231,8 +231,9 @@ def _runs_here(argv: list[str]) -> bool:
     if any("/dev/fd/" in a or "/proc/self/" in a for a in argv):
         return True
     options = [a.split("=", 1)[0] for a in argv[2:] if a.startswith("--")]
-    if "--help-job" in argv or (argv[1] == "run" and any(
-            "--inline".startswith(o) and len(o) > 4 for o in options)):
+    # argparse takes abbreviations: --in for --inline, --help-j for --help-job.
+    if any("--help-job".startswith(o) and len(o) > 6 for o in options) or (
+            argv[1] == "run" and any("--inline".startswith(o) and len(o) > 2 for o in options)):
         # The job's modules load in the command's process: what the agent
         # imported (html, calendar...) would shadow a helper of that name.
         return True
@@ -305,6 +306,18 @@ def _hand_over(conn: socket.socket, answers: BinaryIO, path: str,
     return int(answer[1])
 
 
+def _die_of(signum: int) -> None:
+    """End by ``signum`` (the OOM killer's SIGKILL, a SIGHUP), as the
+    command did; without a core of our own (a SIGQUIT's, a SIGSEGV's: the
+    command's, not ours)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if signum != signal.SIGKILL:  # whose action cannot be set
+        signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
 def _await_child(conn: socket.socket, answers: BinaryIO, pid: int, ignored: list[int]) -> int:
     """Let the child run, and pass our signals on to it until the agent says
     how it ended: its exit status, as a shell reports it (128 + a signal
@@ -353,8 +366,7 @@ def _await_child(conn: socket.socket, answers: BinaryIO, pid: int, ignored: list
     if len(answer) == 2 and answer[0] == b"exit":
         code = os.waitstatus_to_exitcode(int(answer[1]))
         if code < 0:  # killed by a signal: so are we, as our parent must see
-            signal.signal(-code, signal.SIG_DFL)
-            os.kill(os.getpid(), -code)
+            _die_of(-code)
             return 128 - code  # a signal that does not end a process
         return code
     # The agent went away (killed, out of memory) or does not answer. Its

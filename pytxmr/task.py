@@ -23,7 +23,8 @@ from typing import Any, BinaryIO
 from . import counters as _counters
 from . import jobargs, storage
 from .counters import FRAMEWORK, Counters
-from .jobmodule import JOB_MODULE, Job, JobDefinition, define, describe_error, load_module
+from .jobmodule import (JOB_MODULE, Job, JobDefinition, define, describe_error,
+                        forget_file_names, load_module)
 from .mapper import DEFAULT_BUFFER_RECORDS, run_map, run_map_only
 from .partfile import part_writer
 from .records import CODEC_MSGPACK, CodecUnavailable, codec_for
@@ -98,6 +99,7 @@ def forget(spec: dict[str, Any]) -> None:
     """In a process that runs another task next: drop what this one loaded
     (its job's module, the modules its bundle shipped), for the collector."""
     sys.modules.pop(JOB_MODULE, None)
+    forget_file_names()  # its other name: it held the module past the collector
     bundle_dir = spec.get("job", {}).get("bundle_dir")
     if bundle_dir:
         from .bundle import forget_imports

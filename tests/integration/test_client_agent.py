@@ -191,6 +191,13 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
                      child.status() == psutil.STATUS_ZOMBIE, 30, "the command to end")
             assert cluster.cli("status", job_id)[1].startswith(f"{job_id}  running")
             cluster.cli("kill", job_id)
+        # The command killed (the OOM killer's SIGKILL): so is its caller.
+        caller = popen_cli(env, cluster.base, "submit", str(job), str(corpus_files(corpus)[0]),
+                           "-o", "out-oom", "-q", *cluster.client_args())
+        wait_for(lambda: "out-oom" in cluster.cli("jobs")[1], 30, "the job to run", 0.1)
+        max(agent.children(), key=lambda p: p.create_time()).kill()
+        _, err = caller.communicate(timeout=30)
+        assert caller.returncode == -signal.SIGKILL and not err, (caller.returncode, err)
         # Started ignoring SIGHUP (nohup), the command ignores it too.
         caller = popen_cli(env, cluster.base, "submit", str(job), str(corpus_files(corpus)[0]),
                            "-o", "out-nohup", "-q", *cluster.client_args(),
