@@ -34,8 +34,8 @@ from .keys import (NAN_REFUSED, find_nan, first, kinds_of, merge_order, record_s
 from .merge import MERGE_FACTOR, RunRef, group_values, merge_runs, reduce_run_count
 from .partfile import call_hook, naming, write_pairs
 from .partition import RangePartition, default_partition, partition_ids, scatter
-from .records import (CODEC_MSGPACK, FRAME_RECORDS, RUN_BREAK_FRAME, RecordTypeError,
-                      SegmentWriter, short_repr)
+from .records import (CODEC_MSGPACK, FRAME_RECORDS, FRAME_TARGET_BYTES, RUN_BREAK_FRAME,
+                      RecordTypeError, SegmentWriter, short_repr, weight)
 from .splits import Split, read_chunks
 
 DEFAULT_BUFFER_RECORDS = 1_000_000
@@ -189,21 +189,25 @@ def combined_values(key: Any, values: Iterable[Any], combine: Callable[..., Any]
 
 def combined_chunks(key: Any, values: Iterable[Any], combine: Callable[..., Any]
                     ) -> Iterator[list[Any]]:
-    """The combiner's output values for one key, FRAME_RECORDS at a time:
-    a combiner that passes on what it is given (a filter) yields each of
-    a hot key's values of every spill again.
+    """The combiner's output values for one key, a frame's worth at a time
+    (FRAME_RECORDS, or FRAME_TARGET_BYTES): a combiner that passes on what
+    it is given (a filter) yields each of a hot key's values of every spill
+    again.
 
     A combiner must yield the key it was given: its output is merged back
     into sorted runs, where another key would break the order.
     """
     out: list[Any] = []
+    size = 0
     for k, v in combine(key, iter(values)):
         if k != key:
             raise ValueError(f"combine({key!r:.100}, ...) yielded another key {k!r:.100}")
         out.append(v)
-        if len(out) >= FRAME_RECORDS:
+        size += weight(v)
+        if len(out) >= FRAME_RECORDS or size >= FRAME_TARGET_BYTES:
             yield out
             out = []
+            size = 0
     if out:
         yield out
 

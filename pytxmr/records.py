@@ -283,6 +283,12 @@ def _lists_of_values(records: list[Record]) -> list[Any]:
 _first, _second = itemgetter(0), itemgetter(1)
 
 
+def weight(obj: Any) -> int:
+    """About the bytes ``obj`` encodes to, counted cheaply: a str's or
+    bytes' length, else a number's few."""
+    return len(obj) if type(obj) in (str, bytes) else 9
+
+
 def _flat(pairs: list[tuple[Any, Any]]) -> list[Any]:
     """``[k1, v1, k2, v2, ...]`` of 2-tuples: two passes of C calls, a sixth
     faster than chaining them (one tuple iterator each) on a sorted spill,
@@ -319,17 +325,20 @@ class SegmentWriter:
             return
         batch: list[Record] = []
         append = batch.append
-        values = 0
+        values = size = 0
+        target = FRAME_TARGET_BYTES
         for r in records:
             append(r)
-            # Values, not records: records of one key of many values each
-            # (a combiner's, cut by the map's merge) made one batch of all.
-            values += len(r[1])
-            if values >= n:
+            # Values and their bytes, not records: a merge's records of one
+            # key of many values each, or of 100 KB values, held 400 MB.
+            vs = r[1]
+            values += len(vs)
+            size += weight(r[0]) + (len(vs) * weight(vs[0]) if vs else 0)
+            if values >= n or size >= target:
                 self._flush(_lists_of_values(batch))
                 batch = []
                 append = batch.append
-                values = 0
+                values = size = 0
         if batch:
             self._flush(_lists_of_values(batch))
 
@@ -353,7 +362,10 @@ class SegmentWriter:
         payload = self._packer.pack(flat)
         size = FRAME_HEADER.size + len(payload)
         if size > FRAME_TARGET_BYTES and (len(flat) > 2 or (
-                not flags & PAIRS and len(flat[1]) > 1)):
+                not flags & PAIRS and len(flat[1]) > 1
+                # The values' share: each piece repeats the key (a key of
+                # 1 MiB was written once per value).
+                and size - len(self._packer.pack(flat[0])) > FRAME_TARGET_BYTES)):
             del payload  # not held while its halves are packed
             self._cut(flat, flags, 2)
             return
@@ -380,7 +392,7 @@ class SegmentWriter:
         if len(sample) == whole:
             return 1
         estimate = len(self._packer.pack(sample)) * whole // len(sample)
-        return -(-estimate // FRAME_TARGET_BYTES) if estimate > 2 * FRAME_TARGET_BYTES else 1
+        return -(-estimate // FRAME_TARGET_BYTES)
 
     def _cut(self, flat: list[Any], flags: int, pieces: int) -> None:
         """Write ``flat`` as ``pieces`` frames: of records, or of one key's

@@ -976,3 +976,25 @@ def test_a_map_merges_many_spills_in_passes_and_a_combiner_s_values_in_frames(
     expected = {**collections.Counter(words), "every word": len(words)}
     with open(part) as f:
         assert {k: int(v) for k, v in (line.rstrip("\n").split("\t") for line in f)} == expected
+
+
+def test_big_values_go_a_frame_s_bytes_at_a_time(tmp_path: Path) -> None:
+    """A filtering combiner's values, and a step's pairs for the next step,
+    were held 4,096 at a time: 400 MB of 100 KB values."""
+    from pytxmr.mapper import combined_chunks
+    from pytxmr.records import FRAME_TARGET_BYTES
+    from segments import iter_segment_file
+    from pytxmr.stepdata import PairWriter
+
+    big = ["v" * 100_000] * 100
+    chunks = list(combined_chunks("k", iter(big), lambda k, vs: ((k, v) for v in vs)))
+    assert max(len(c) for c in chunks) <= FRAME_TARGET_BYTES // 100_000 + 1
+    assert [v for c in chunks for v in c] == big
+    with open(tmp_path / "step", "wb") as f:
+        writer = PairWriter(f)
+        for i, value in enumerate(big):
+            writer.add((i, value))
+            assert len(writer._batch) <= FRAME_TARGET_BYTES // 100_000 + 1
+        writer.flush()
+    assert [(k, v) for k, vs in iter_segment_file(str(tmp_path / "step")) for v in vs] == \
+        list(enumerate(big))

@@ -585,6 +585,59 @@ def test_big_values_are_cut_into_frames_before_they_are_packed(tmp_path: Any, mo
     assert records.verify_segment(str(path)) >= 8
 
 
+def test_a_huge_key_s_values_are_not_cut_for_the_key_s_size(tmp_path: Any) -> None:
+    """Each piece of one key's values repeats the key: one of 1.1 MB was
+    counted against every piece, which went down to one value each (the
+    key written once per value)."""
+    import pytxmr.records as records
+
+    key = "k" * 1_100_000
+    path = tmp_path / "seg"
+    with open(path, "wb") as f:
+        writer = records.SegmentWriter(f)
+        writer.write(iter([(key, list(range(64)))]))
+    assert writer.bytes < 2 * len(key)
+    assert list(iter_segment_file(str(path))) == [(key, list(range(64)))]
+
+
+def test_a_frame_of_lines_is_packed_once(tmp_path: Any) -> None:
+    """Values of a few hundred bytes (lines, JSON events) made frames of 1-2
+    MiB, packed whole, found too big and packed again as halves."""
+    import pytxmr.records as records
+
+    with open(tmp_path / "seg", "wb") as f:
+        writer = records.SegmentWriter(f)
+        writer._packer = sizes = _Sizes(writer._packer)  # type: ignore[assignment]
+        writer.write_pairs([(f"k{i:05d}", "x" * 400) for i in range(4096)])
+    assert sum(sizes.sizes) < 1.05 * writer.bytes, (sum(sizes.sizes), writer.bytes)
+
+
+def test_streamed_records_are_written_a_frame_s_bytes_at_a_time(tmp_path: Any) -> None:
+    """A merge's records of 100 KB values were held 4,096 at a time (400 MB)."""
+    import pytxmr.records as records
+
+    taken = [0]
+
+    def records_of_big_values() -> Any:
+        for i in range(100):
+            taken[0] += 1
+            yield f"k{i:03d}", ["v" * 100_000]
+
+    first_flush: list[int] = []
+    with open(tmp_path / "seg", "wb") as f:
+        writer = records.SegmentWriter(f)
+        flush = writer._flush
+
+        def noted(flat: list[Any], flags: int = 0) -> None:
+            first_flush.append(taken[0])
+            flush(flat, flags)
+
+        writer._flush = noted  # type: ignore[method-assign]
+        writer.write(records_of_big_values())
+    assert first_flush[0] <= 12, first_flush[:3]
+    assert len(list(iter_segment_file(str(tmp_path / "seg")))) == 100
+
+
 def test_a_record_larger_than_a_frame_fails_clearly(tmp_path: Any, monkeypatch: Any) -> None:
     """One record over the frame limit is refused at write time, naming its key."""
     import pytxmr.records as records
