@@ -311,10 +311,11 @@ _inline_signal: list[int] = []
 def react_interruptibly(command: Callable[[Any], Awaitable[int]]) -> int:
     """Run ``command(reactor)`` under the reactor; its exit code.
 
-    SIGINT or SIGTERM stops the reactor, but first the command is cancelled
-    and given UNWIND_TIMEOUT seconds to unwind, so that `run` stops its
-    cluster, fails its job (no part file looks like a result) and removes
-    its files. A second signal exits at once.
+    SIGINT, SIGTERM or SIGHUP (its terminal closed) stops the reactor, but
+    first the command is cancelled and given UNWIND_TIMEOUT seconds to
+    unwind, so that `run` stops its cluster, fails its job (no part file
+    looks like a result) and removes its files. A second signal exits at
+    once.
     """
     from twisted.internet import defer, task
 
@@ -325,6 +326,9 @@ def react_interruptibly(command: Callable[[Any], Awaitable[int]]) -> int:
         # The reactor's signal handlers are installed once it runs: a
         # signal before that must not catch a cluster half started.
         await task.deferLater(reactor, 0)
+        if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:  # not nohup's
+            # As SIGTERM: killed by it, run left its files and _temporary.
+            signal.signal(signal.SIGHUP, reactor.sigTerm)
         try:
             code[0] = await command(reactor)
         except BrokenPipeError:
@@ -350,7 +354,7 @@ def react_interruptibly(command: Callable[[Any], Awaitable[int]]) -> int:
             if d.called:
                 return None
             interrupted[0] = True
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 if signal.getsignal(signum) not in (signal.SIG_IGN, None):
                     signal.signal(signum, again)
             d.cancel()
@@ -503,8 +507,11 @@ def run_inline_command(a: argparse.Namespace) -> int:
     from .splits import InputError
     from .storage import StorageError
 
-    # SIGTERM unwinds as Ctrl-C does: the output is aborted, files removed.
+    # SIGTERM and SIGHUP (its terminal closed) unwind as Ctrl-C does: the
+    # output is aborted, files removed.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:  # not nohup's
+        signal.signal(signal.SIGHUP, _raise_interrupt)
 
     start = time.perf_counter()
     # The reducers `run` would have, so that both write the same part files.

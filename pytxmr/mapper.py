@@ -452,13 +452,17 @@ class MapOutputBuffer:
             for p in range(self._num_partitions):
                 runs: list[RunRef] = [(path, *t[p][:2]) for path, t in self._spills]
                 with contextlib.ExitStack() as passes:
-                    if len(runs) > MERGE_FACTOR:
-                        # Hundreds of spills (a small --buffer-records)
-                        # merged at once held a frame of each.
+                    if len(runs) > 2:
+                        # Hundreds of spills (a small --buffer-records), or
+                        # a few of huge values, merged at once held a frame
+                        # of each.
                         runs = reduce_run_count(runs, sort_key, passes.enter_context(
                             tempfile.TemporaryDirectory(dir=self._spill_dir)), MERGE_FACTOR)
                     merged = merge_runs(runs, sort_key)
-                    if combine is not None:
+                    if isinstance(combine, FoldCombiner):  # one value a key: no chunks
+                        whole = combine.whole
+                        merged = ((key, [whole(values)]) for key, values in group_values(merged))
+                    elif combine is not None:
                         merged = (
                             (key, chunk)
                             for key, values in group_values(merged)

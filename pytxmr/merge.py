@@ -16,13 +16,17 @@ from itertools import chain, groupby
 from operator import itemgetter
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .records import Record, SegmentWriter, iter_frames_file, segment_runs
+from .records import Record, SegmentWriter, iter_frames_file, largest_frame, segment_runs
 
 RunRef = tuple[str, int, int]
 
 #: Runs merged at once; more are first merged in passes, to bound open files
 #: and memory (Hadoop's io.sort.factor).
 MERGE_FACTOR = 64
+#: What a merge's runs hold at once, at most: a frame of each. Frames of
+#: one 4 MB value each, 64 of them, took a reduce to 590 MB; such runs
+#: are merged fewer at a time.
+MERGE_MEMORY = 64 << 20
 
 _first = itemgetter(0)
 _second = itemgetter(1)
@@ -111,10 +115,14 @@ def group_values(records: Iterable[Record]) -> Iterator[tuple[Any, Iterator[Any]
 def reduce_run_count(
     runs: list[RunRef], sort_key: Callable[[Record], Any], tmp_dir: str, factor: int = MERGE_FACTOR
 ) -> list[RunRef]:
-    """Merge runs in passes until at most ``factor`` remain."""
+    """Merge runs in passes until at most ``factor`` remain (fewer, if
+    their frames are large: MERGE_MEMORY)."""
     if factor < 2:
         raise ValueError("the merge factor must be at least 2")
     runs = sorted_runs(runs)
+    if len(runs) > 2:
+        biggest = max(largest_frame(*run) for run in runs)
+        factor = max(2, min(factor, MERGE_MEMORY // max(biggest, 1)))
     n = 0
     while len(runs) > factor:
         batch, runs = runs[:factor], runs[factor:]

@@ -283,10 +283,14 @@ def _lists_of_values(records: list[Record]) -> list[Any]:
 _first, _second = itemgetter(0), itemgetter(1)
 
 
+#: The values whose size ``weight`` takes as their length.
+_SIZED = (str, bytes)
+
+
 def weight(obj: Any) -> int:
     """About the bytes ``obj`` encodes to, counted cheaply: a str's or
     bytes' length, else a number's few."""
-    return len(obj) if type(obj) in (str, bytes) else 9
+    return len(obj) if type(obj) in _SIZED else 9
 
 
 def _flat(pairs: list[tuple[Any, Any]]) -> list[Any]:
@@ -329,11 +333,14 @@ class SegmentWriter:
         target = FRAME_TARGET_BYTES
         for r in records:
             append(r)
-            # Values and their bytes, not records: a merge's records of one
-            # key of many values each, or of 100 KB values, held 400 MB.
+            # Values and their bytes (judged by the first: inline, no call
+            # per record), not records: a merge's records of one key of
+            # many values each, or of 100 KB values, held 400 MB.
             vs = r[1]
-            values += len(vs)
-            size += weight(r[0]) + (len(vs) * weight(vs[0]) if vs else 0)
+            count = len(vs)
+            values += count
+            if count and type(vs[0]) in _SIZED:
+                size += len(vs[0]) * count
             if values >= n or size >= target:
                 self._flush(_lists_of_values(batch))
                 batch = []
@@ -444,6 +451,17 @@ def read_frames(f: BinaryIO, offset: int, length: int) -> Iterator[list[Record]]
         it = iter(decode_payload(codec, payload, crc))
         # A PAIRS frame's values come as 1-tuples, made in C by zip.
         yield list(zip(it, zip(it) if codec & PAIRS else it))
+
+
+def largest_frame(path: str, offset: int, length: int) -> int:
+    """The largest payload of the segment at ``offset`` in ``path`` (what
+    a reader of it holds at once), from the frames' headers alone."""
+    largest = 0
+    with open(path, "rb") as f:
+        for _, size, _ in _headers(f, offset, length):
+            largest = max(largest, size)
+            f.seek(size, 1)
+    return largest
 
 
 def segment_runs(path: str, offset: int, length: int) -> list[tuple[int, int]]:

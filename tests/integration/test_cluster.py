@@ -1088,11 +1088,12 @@ def _scratch_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return env, scratch
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_an_interrupted_run_stops_its_cluster_and_leaves_nothing(
         tmp_path: Path, corpus: Path, sig: int, request: pytest.FixtureRequest) -> None:
-    """Ctrl-C or SIGTERM during `run`: its services stop, the job fails
-    (an empty output directory), and no process, temporary directory or
+    """Ctrl-C, SIGTERM or its terminal closed (SIGHUP, which killed it with
+    its files left) during `run`: its services stop, the job fails (an
+    empty output directory), and no process, temporary directory or
     shuffle memory is left behind."""
     job = write(tmp_path / "stuck.py", barrier_job(tmp_path / "never"))
     env, scratch = _scratch_env(tmp_path)
@@ -1126,13 +1127,41 @@ def test_an_interrupted_run_stops_its_cluster_and_leaves_nothing(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 128 + sig, err  # 130 after Ctrl-C, 143 after SIGTERM
+    assert proc.returncode == 128 + sig, err  # 130 after Ctrl-C, 143 after SIGTERM, 129
     assert "interrupted" in err and "Traceback" not in err, err
     assert not [p for p in children if p.is_running()], "processes outlived `run`"
     assert list(scratch.iterdir()) == []
     # Only the mark that lets a rerun --overwrite it.
     assert [p.name for p in out.iterdir()] == ["_PYTXMR_OUTPUT"]
     assert not [m for m in memory if m.exists()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_an_interrupted_inline_run_leaves_nothing(tmp_path: Path, corpus: Path,
+                                                  sig: int) -> None:
+    """SIGTERM, or SIGHUP as its terminal closes (which killed it, its files
+    left), unwinds ``run --inline`` as Ctrl-C does."""
+    job = write(tmp_path / "stuck.py", barrier_job(tmp_path / "never"))
+    env, scratch = _scratch_env(tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytxmr", "run", "--inline", str(job),
+         str(corpus_files(corpus)[0]), "-o", str(out), "-q"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env, cwd=tmp_path)
+    try:
+        wait_for(lambda: list(scratch.glob("pytxmr-inline-*")), 20, "the inline job")
+        time.sleep(0.3)  # in its map
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert "interrupted" in err and "Traceback" not in err, err
+    assert list(scratch.iterdir()) == []
+    assert [p.name for p in out.iterdir()] == ["_PYTXMR_OUTPUT"]
 
 
 _INTERRUPTED_API = """

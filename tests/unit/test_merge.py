@@ -204,3 +204,19 @@ def test_reduce_run_count_leaves_few_runs_alone(tmp_path: Any) -> None:
     refs = write_runs(str(tmp_path), [[("a", [1])], [("b", [2])]])
     assert reduce_run_count(refs, record_sort_key(["str"]), str(tmp_path), factor=2) == refs
     assert sorted(os.listdir(tmp_path)) == ["runs.data"]
+
+
+def test_runs_of_big_frames_are_merged_fewer_at_a_time(tmp_path: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A merge holds a frame of each run: 64 runs of 4 MB values took a
+    reduce to 590 MB. Within MERGE_MEMORY, the same merge in the end."""
+    import pytxmr.merge as merge
+
+    monkeypatch.setattr(merge, "MERGE_MEMORY", 30_000)
+    runs = [[(k, ["v" * 10_000]) for k in range(i, 12, 6)] for i in range(6)]
+    refs = write_runs(str(tmp_path), runs)
+    sort_key = record_sort_key(["num"])
+    expected = multiset_groups(merge_runs(refs, sort_key))
+    fewer = reduce_run_count(refs, sort_key, str(tmp_path), factor=64)
+    assert len(fewer) <= 3, fewer  # 30,000 bytes hold three frames of 10 KB
+    assert multiset_groups(merge_runs(fewer, sort_key)) == expected
