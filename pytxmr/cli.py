@@ -876,6 +876,15 @@ def entry() -> None:
     except KeyboardInterrupt:  # while main imported what it needs, before its own handling
         print("pytxmr: interrupted", file=sys.stderr)
         code = interrupted_status(None)
+    except BrokenPipeError:  # before main's own handling (--help-job)
+        code = _stdout_closed()
+    try:
+        if sys.stdout is not None:
+            # Here, not at exit: a reader gone after the last print (`jobs |
+            # head -1`) made Python's own flush fail (exit 120).
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_closed()
     # Spare Python's exit the cyclic collector's passes over every object
     # the command created (0.02-0.03 s of each command): nothing at exit
     # depends on them.

@@ -275,3 +275,24 @@ def test_logs_of_a_job_with_no_attempt_say_so(tmp_path: Path) -> None:
             proc.kill()
             proc.communicate()
         c.stop_all()
+
+
+def test_a_reader_gone_before_the_output_is_flushed_is_no_error(tmp_path: Path) -> None:
+    """``pytxmr jobs | head -1``: a reader that leaves after the command's
+    last print made Python's flush at exit fail (exit 120), and
+    ``--help-job`` into a closed pipe ended in a traceback."""
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 64 + "\n")
+    for args in (["submit", str(ROOT / "examples" / "threshold.py"), "--help-job"],
+                 ["web-password", "--secret-file", str(secret)]):
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "pytxmr", *args], stdout=w,
+                                  stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                                  env=base_env(tmp_path), timeout=60)
+        finally:
+            os.close(w)
+        assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, \
+            proc.stderr
+        assert proc.returncode == 0, (args, proc.returncode, proc.stderr)
