@@ -299,7 +299,13 @@ def _hand_over(conn: socket.socket, answers: BinaryIO, path: str,
     conn.sendall(len(body).to_bytes(4, "big") + body)
     if answers.readline() != b"streams\n":
         return None
-    socket.send_fds(conn, [b"s"], [0, 1, 2])
+    # Our directory too, as a descriptor: by its path, one whose parents the
+    # child may not search (chmod 000 ../..) could not be entered.
+    here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        socket.send_fds(conn, [b"s"], [0, 1, 2, here])
+    finally:
+        os.close(here)
     answer = answers.readline().split()
     if len(answer) != 2 or answer[0] != b"pid":
         return None
@@ -570,11 +576,11 @@ class Agent:
                 conn.sendall(b"stale\n")
                 raise ValueError("not ours")
             conn.sendall(b"streams\n")
-            _, fds, _, _ = socket.recv_fds(conn, 1, 3)
+            _, fds, _, _ = socket.recv_fds(conn, 1, 4)
         except Exception:  # a caller gone, or not one: no command
             conn.close()
             return None
-        if len(fds) != 3:
+        if len(fds) != 4:
             for fd in fds:
                 os.close(fd)
             conn.close()
@@ -728,7 +734,8 @@ def _become(request: _Request) -> None:
     sys.stdin = sys.__stdin__ = stream(0, sys.__stdin__, None, os.isatty(0))
     sys.stdout = sys.__stdout__ = stream(1, sys.__stdout__, None, os.isatty(1))
     sys.stderr = sys.__stderr__ = stream(2, sys.__stderr__, "backslashreplace", True)
-    os.chdir(body["cwd"])  # last: if it fails, the error goes to the caller's stderr
+    os.fchdir(request.fds[3])  # last: if it fails, the error goes to the caller's stderr
+    os.close(request.fds[3])
 
 
 def main(argv: list[str]) -> int:

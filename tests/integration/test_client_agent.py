@@ -389,3 +389,32 @@ def test_a_child_runs_nothing_before_its_callers_go(
     wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 30,
              "the child to leave with its caller")
     assert "out-nogo" not in cluster.cli("jobs")[1]
+
+
+def test_a_caller_in_a_directory_it_could_not_reach_by_path(runtime: Path,
+                                                            tmp_path: Path) -> None:
+    """Its directory goes to the child as a descriptor: entered by its path,
+    one whose parent the caller may no longer search (``chmod 000``) was
+    refused (exit 1, where the command runs without the agent)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv(1), to give up reading past permissions")
+    # Without the capabilities that let root past a directory's mode.
+    fenced = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+    here = tmp_path / "a" / "b"
+    here.mkdir(parents=True)
+    env = {**base_env(tmp_path / "home"), "XDG_RUNTIME_DIR": str(runtime), "PYTXMR_AGENT": "on"}
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 64 + "\n")
+    jobs = [*fenced, sys.executable, "-m", "pytxmr", "jobs", "--jobtracker", "127.0.0.1:9",
+            "--secret-file", str(secret)]
+    first = subprocess.run(jobs, env=env, cwd=here, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 3, first.stderr  # nothing listens there
+    wait_for(lambda: agents(runtime) and listening(agents(runtime)[0], runtime), 30,
+             "the agent to listen")
+    (tmp_path / "a").chmod(0)
+    try:
+        there = subprocess.run(jobs, env=env, cwd=here, capture_output=True, text=True,
+                               timeout=60)
+    finally:
+        (tmp_path / "a").chmod(0o755)
+    assert (there.returncode, there.stderr) == (first.returncode, first.stderr)
