@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import gc
 import json
@@ -233,7 +234,9 @@ def manage_users(a: argparse.Namespace) -> int:
 class Progress:
     """A live bar on a terminal, plain periodic lines otherwise."""
 
-    def __init__(self, stream: Any = sys.stderr) -> None:
+    def __init__(self, stream: Any = None) -> None:
+        # sys.stderr now, not at import: entry() wraps it (_Diagnostics).
+        stream = sys.stderr if stream is None else stream
         self._stream = stream
         self._tty = stream.isatty()
         self._last = ""
@@ -839,9 +842,10 @@ def _failure_status(e: Exception) -> int:
 
 class _Diagnostics:
     """``sys.stderr`` for a command whose reader may go (``run ... 2>&1 |
-    head``): its next progress line, or the job's failure, stopped the
-    command, with status 0 whatever the job did. What comes after goes
-    nowhere, and the command goes on to its own status."""
+    head``, a terminal closed): its next progress line, or the job's
+    failure, stopped the command, with status 0 whatever the job did (1
+    after SIGHUP: "stopping failed: Input/output error"). What comes after
+    goes nowhere, and the command goes on to its own status."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -849,14 +853,18 @@ class _Diagnostics:
     def write(self, text: str) -> int:
         try:
             return int(self._stream.write(text))
-        except BrokenPipeError:
+        except OSError as e:
+            if not _reader_gone(e):
+                raise
             self._gone()
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
+        except OSError as e:
+            if not _reader_gone(e):
+                raise
             self._gone()
 
     def _gone(self) -> None:
@@ -864,6 +872,11 @@ class _Diagnostics:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def _reader_gone(e: OSError) -> bool:
+    """A pipe's reader left (EPIPE), or a terminal hung up (EIO)."""
+    return isinstance(e, BrokenPipeError) or e.errno == errno.EIO
 
 
 def entry() -> None:

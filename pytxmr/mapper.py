@@ -457,7 +457,8 @@ class MapOutputBuffer:
                         # a few of huge values, merged at once held a frame
                         # of each.
                         runs = reduce_run_count(runs, sort_key, passes.enter_context(
-                            tempfile.TemporaryDirectory(dir=self._spill_dir)), MERGE_FACTOR)
+                            tempfile.TemporaryDirectory(dir=self._spill_dir)), MERGE_FACTOR,
+                            self._codec)
                     merged = merge_runs(runs, sort_key)
                     if isinstance(combine, FoldCombiner):  # one value a key: no chunks
                         whole = combine.whole

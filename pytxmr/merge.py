@@ -16,7 +16,8 @@ from itertools import chain, groupby
 from operator import itemgetter
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .records import Record, SegmentWriter, iter_frames_file, largest_frame, segment_runs
+from .records import (CODEC_MSGPACK, Record, SegmentWriter, iter_frames_file, largest_frame,
+                      segment_runs)
 
 RunRef = tuple[str, int, int]
 
@@ -113,10 +114,12 @@ def group_values(records: Iterable[Record]) -> Iterator[tuple[Any, Iterator[Any]
 
 
 def reduce_run_count(
-    runs: list[RunRef], sort_key: Callable[[Record], Any], tmp_dir: str, factor: int = MERGE_FACTOR
+    runs: list[RunRef], sort_key: Callable[[Record], Any], tmp_dir: str, factor: int = MERGE_FACTOR,
+    codec: int = CODEC_MSGPACK,
 ) -> list[RunRef]:
     """Merge runs in passes until at most ``factor`` remain (fewer, if
-    their frames are large: MERGE_MEMORY)."""
+    their frames are large: MERGE_MEMORY), written in ``codec``; a pass's
+    file goes once a later pass has merged it."""
     if factor < 2:
         raise ValueError("the merge factor must be at least 2")
     runs = sorted_runs(runs)
@@ -124,12 +127,19 @@ def reduce_run_count(
         biggest = max(largest_frame(*run) for run in runs)
         factor = max(2, min(factor, MERGE_MEMORY // max(biggest, 1)))
     n = 0
+    passes: set[str] = set()  # the files of our passes, not yet merged again
     while len(runs) > factor:
         batch, runs = runs[:factor], runs[factor:]
         path = os.path.join(tmp_dir, f"merge-{n}.seg")
         n += 1
         with open(path, "wb", buffering=1 << 20) as f:
-            writer = SegmentWriter(f)
+            writer = SegmentWriter(f, codec=codec)
             writer.write(merge_runs(batch, sort_key))
         runs.append((path, 0, writer.bytes))
+        for merged in passes.intersection(p for p, _, _ in batch):
+            # Merged again at a factor of 2 (frames of huge values), every
+            # pass's file stayed: N log N times the runs' size on disk.
+            os.unlink(merged)
+            passes.discard(merged)
+        passes.add(path)
     return runs

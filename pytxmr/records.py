@@ -283,14 +283,16 @@ def _lists_of_values(records: list[Record]) -> list[Any]:
 _first, _second = itemgetter(0), itemgetter(1)
 
 
-#: The values whose size ``weight`` takes as their length.
-_SIZED = (str, bytes)
+#: The values whose size ``weight`` takes from their length: bytes a
+#: character, or a guess of a container's per item (a JSON event's dict).
+_SIZED = {str: 1, bytes: 1, list: 16, tuple: 16, dict: 32}
 
 
 def weight(obj: Any) -> int:
-    """About the bytes ``obj`` encodes to, counted cheaply: a str's or
-    bytes' length, else a number's few."""
-    return len(obj) if type(obj) in _SIZED else 9
+    """About the bytes ``obj`` encodes to, counted cheaply: from a str's,
+    bytes' or container's length, else a number's few."""
+    per = _SIZED.get(type(obj))
+    return len(obj) * per if per else 9
 
 
 def _flat(pairs: list[tuple[Any, Any]]) -> list[Any]:
@@ -340,7 +342,7 @@ class SegmentWriter:
             count = len(vs)
             values += count
             if count and type(vs[0]) in _SIZED:
-                size += len(vs[0]) * count
+                size += len(vs[0]) * _SIZED[type(vs[0])] * count
             if values >= n or size >= target:
                 self._flush(_lists_of_values(batch))
                 batch = []
@@ -455,12 +457,17 @@ def read_frames(f: BinaryIO, offset: int, length: int) -> Iterator[list[Record]]
 
 def largest_frame(path: str, offset: int, length: int) -> int:
     """The largest payload of the segment at ``offset`` in ``path`` (what
-    a reader of it holds at once), from the frames' headers alone."""
+    a reader of it holds at once), from the frames' headers alone and an
+    LZ4 frame's stated size (its stored one was 250 times smaller)."""
     largest = 0
     with open(path, "rb") as f:
-        for _, size, _ in _headers(f, offset, length):
+        for codec, stored, _ in _headers(f, offset, length):
+            size = stored
+            if codec & ~PAIRS == CODEC_LZ4 and stored >= 4:
+                size = int.from_bytes(f.read(4), "little")
+                stored -= 4
+            f.seek(stored, 1)
             largest = max(largest, size)
-            f.seek(size, 1)
     return largest
 
 

@@ -1164,6 +1164,46 @@ def test_an_interrupted_inline_run_leaves_nothing(tmp_path: Path, corpus: Path,
     assert [p.name for p in out.iterdir()] == ["_PYTXMR_OUTPUT"]
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["run", "inline"])
+def test_a_run_whose_terminal_closes_stops_and_leaves_nothing(tmp_path: Path, corpus: Path,
+                                                              inline: bool) -> None:
+    """Its terminal closed (SIGHUP, then writes to it fail with EIO): `run`
+    unwinds, and says it was interrupted (129), where its message to the
+    gone terminal made it "stopping failed" (1)."""
+    import fcntl
+    import pty
+    import termios
+
+    job = write(tmp_path / "stuck.py", barrier_job(tmp_path / "never"))
+    env, scratch = _scratch_env(tmp_path)
+    out = tmp_path / "out"
+    master, slave = pty.openpty()
+
+    def terminal() -> None:  # the session's controlling terminal, as a shell's
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytxmr", "run", *(["--inline"] if inline else []), str(job),
+         str(corpus_files(corpus)[0]), "-o", str(out)],
+        stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp_path, preexec_fn=terminal)
+    os.close(slave)
+    try:
+        wait_for(lambda: list(scratch.glob("pytxmr-*")), 20, "the job")
+        time.sleep(0.5)  # in its maps
+        os.close(master)  # the terminal closes: its session leader gets SIGHUP
+        master = -1
+        assert proc.wait(30) == 128 + signal.SIGHUP
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert list(scratch.iterdir()) == []
+    assert [p.name for p in out.iterdir()] == ["_PYTXMR_OUTPUT"]
+
+
 _INTERRUPTED_API = """
 import os, signal, sys, threading, time
 import pytxmr

@@ -18,7 +18,7 @@ from pytxmr.merge import (
     merge_runs,
     reduce_run_count,
 )
-from pytxmr.records import SegmentWriter
+from pytxmr.records import CODEC_LZ4, CODEC_MSGPACK, SegmentWriter
 from strategies import keys as any_keys
 
 Record = tuple[Any, list[Any]]
@@ -206,17 +206,38 @@ def test_reduce_run_count_leaves_few_runs_alone(tmp_path: Any) -> None:
     assert sorted(os.listdir(tmp_path)) == ["runs.data"]
 
 
+@pytest.mark.parametrize("codec", [CODEC_MSGPACK, CODEC_LZ4], ids=["plain", "lz4"])
 def test_runs_of_big_frames_are_merged_fewer_at_a_time(tmp_path: Any,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       codec: int) -> None:
     """A merge holds a frame of each run: 64 runs of 4 MB values took a
-    reduce to 590 MB. Within MERGE_MEMORY, the same merge in the end."""
+    reduce to 590 MB (an LZ4 frame's size is its decompressed one: stored,
+    it is 250 times smaller). Within MERGE_MEMORY, the same merge in the
+    end; and each pass's file goes once merged again (at a factor of 2,
+    they piled up)."""
     import pytxmr.merge as merge
 
     monkeypatch.setattr(merge, "MERGE_MEMORY", 30_000)
-    runs = [[(k, ["v" * 10_000]) for k in range(i, 12, 6)] for i in range(6)]
-    refs = write_runs(str(tmp_path), runs)
+    refs = []
+    with open(tmp_path / "runs.data", "wb") as f:
+        w = SegmentWriter(f, frame_records=1, codec=codec)
+        for i in range(8):
+            start, before = f.tell(), w.bytes
+            w.write([(k, ["v" * 10_000]) for k in range(i, 16, 8)])
+            refs.append((str(tmp_path / "runs.data"), start, w.bytes - before))
     sort_key = record_sort_key(["num"])
     expected = multiset_groups(merge_runs(refs, sort_key))
-    fewer = reduce_run_count(refs, sort_key, str(tmp_path), factor=64)
+    passes = tmp_path / "passes"
+    passes.mkdir()
+    fewer = reduce_run_count(refs, sort_key, str(passes), factor=64)
     assert len(fewer) <= 3, fewer  # 30,000 bytes hold three frames of 10 KB
     assert multiset_groups(merge_runs(fewer, sort_key)) == expected
+    assert sorted(p.name for p in passes.iterdir()) == sorted(
+        os.path.basename(p) for p, _, _ in fewer if p.startswith(str(passes)))
+    monkeypatch.setattr(merge, "MERGE_MEMORY", 10_000)  # one frame at a time: a factor of 2
+    more = tmp_path / "more"
+    more.mkdir()
+    two = reduce_run_count(refs, sort_key, str(more), factor=64)
+    assert len(two) == 2
+    assert multiset_groups(merge_runs(two, sort_key)) == expected
+    assert len(list(more.iterdir())) <= 2

@@ -612,16 +612,20 @@ def test_a_frame_of_lines_is_packed_once(tmp_path: Any) -> None:
     assert sum(sizes.sizes) < 1.05 * writer.bytes, (sum(sizes.sizes), writer.bytes)
 
 
-def test_streamed_records_are_written_a_frame_s_bytes_at_a_time(tmp_path: Any) -> None:
-    """A merge's records of 100 KB values were held 4,096 at a time (400 MB)."""
+@pytest.mark.parametrize("kind", ["str", "dict"])
+def test_streamed_records_are_written_a_frame_s_bytes_at_a_time(tmp_path: Any,
+                                                                kind: str) -> None:
+    """A merge's records of 100 KB values (text, or a JSON event's dict)
+    were held 4,096 at a time (400 MB)."""
     import pytxmr.records as records
 
     taken = [0]
+    value: Any = "v" * 100_000 if kind == "str" else {f"f{i}": i for i in range(5_000)}
 
     def records_of_big_values() -> Any:
         for i in range(100):
             taken[0] += 1
-            yield f"k{i:03d}", ["v" * 100_000]
+            yield f"k{i:03d}", [value]
 
     first_flush: list[int] = []
     with open(tmp_path / "seg", "wb") as f:
