@@ -753,7 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     from . import syspath
 
-    if not syspath.dropped:  # a child of the agent: its caller's entry is first
+    if not syspath.dropped:  # not by pytxmr.__main__: a child of the agent, say
         syspath.drop_working_directory()
     if "--help-job" in argv and argv[:1] in (["run"], ["submit"]):
         return help_job(argv)
@@ -842,10 +842,10 @@ def _failure_status(e: Exception) -> int:
 
 class _Diagnostics:
     """``sys.stderr`` for a command whose reader may go (``run ... 2>&1 |
-    head``, a terminal closed): its next progress line, or the job's
-    failure, stopped the command, with status 0 whatever the job did (1
-    after SIGHUP: "stopping failed: Input/output error"). What comes after
-    goes nowhere, and the command goes on to its own status."""
+    head``, or a terminal closed, whose writes fail with EIO): its next
+    progress line, or the job's failure, stopped the command, with status
+    0 whatever the job did (or 1 after SIGHUP, "stopping failed"). What
+    comes after goes nowhere, and the command goes on to its own status."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
