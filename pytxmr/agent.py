@@ -396,8 +396,13 @@ def _start_agent(path: str, idle: float) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTXMR_PASSWORD", "PYTXMR_SECRET")}
     code = ("import sys; sys.path[0] = sys.argv[1]; from pytxmr.agent import main; "
             "sys.exit(main(sys.argv[2:]))")
+    # A directory pytxmr.__main__ dropped stays dropped: the agent's own
+    # imports (socket...) found a user's module there, and it died.
+    from .syspath import dropped
+
+    first = os.devnull if dropped else _import_path()[0]
     argv = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code,
-            _import_path()[0], path, str(idle)]
+            first, path, str(idle)]
     # Spawned, not a Popen: one left running warns (ResourceWarning) in a
     # command with warnings on. Only the standard streams are inheritable
     # (PEP 446): none of ours goes with it. In our directory: a relative

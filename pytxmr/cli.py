@@ -751,10 +751,9 @@ def _parse_job_command(commands: dict[str, argparse.ArgumentParser],
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    from . import syspath
+    from .syspath import drop_working_directory
 
-    if not syspath.dropped:  # not by pytxmr.__main__: a child of the agent, say
-        syspath.drop_working_directory()
+    drop_working_directory()  # unless pytxmr.__main__ did: a child of the agent
     if "--help-job" in argv and argv[:1] in (["run"], ["submit"]):
         return help_job(argv)
     a = parse(argv)

@@ -88,8 +88,9 @@ class JobDefinition:
 JOB_MODULE = "pytxmr_job"
 
 
-#: The names of the job modules loaded here (``_file_name``).
-_aliases: list[str] = []
+#: The names of the job modules loaded here (``_file_name``), each with
+#: the module it stood for before (an inline job's caller's own).
+_aliases: list[tuple[str, types.ModuleType | None]] = []
 
 
 def load_module(source: str, filename: str) -> types.ModuleType:
@@ -109,27 +110,45 @@ def load_module(source: str, filename: str) -> types.ModuleType:
 def _file_name(module: types.ModuleType, filename: str) -> None:
     """Make ``module`` importable by its file's name too, as a script's
     helpers import it (``from myjob import STOPWORDS``): the same module,
-    not a second copy (the job's file is not on a task's path). Not a name
-    another module has: a job in ``code.py`` would shadow the standard
-    library's."""
+    not a second copy, whose ``map_init`` never ran (the job's file is not
+    on a task's path; inline, its caller may have imported it, or run it as
+    its script). Not a name another file has: a job in ``code.py`` would
+    shadow the standard library's."""
     forget_file_names()  # an earlier job's, loaded in this process
     stem = os.path.splitext(os.path.basename(filename))[0]
-    if not stem.isidentifier() or keyword.iskeyword(stem) or stem in sys.modules:
+    if not stem.isidentifier() or keyword.iskeyword(stem):
         return
-    try:
-        if importlib.util.find_spec(stem) is not None:
+    own = sys.modules.get(stem)
+    if own is None:
+        try:
+            spec = importlib.util.find_spec(stem)
+        except (ImportError, ValueError):
             return
-    except (ImportError, ValueError):
+        if spec is not None and not _same_file(spec.origin, filename):
+            return
+    elif not _same_file(getattr(own, "__file__", None), filename):
         return
+    _aliases.append((stem, own))
     sys.modules[stem] = module
-    _aliases.append(stem)
+
+
+def _same_file(path: str | None, filename: str) -> bool:
+    try:
+        return path is not None and os.path.samefile(path, filename)
+    except OSError:  # a worker, which never had the submitter's file
+        return False
 
 
 def forget_file_names() -> None:
-    """Unlist the job modules loaded here under their files' names: an
-    inline job's caller imports its own ``myjob`` after the job."""
+    """Unlist the job modules loaded here under their files' names, the
+    caller's own module of that name back: an inline job's caller imports
+    its own ``myjob`` after the job."""
     while _aliases:
-        sys.modules.pop(_aliases.pop(), None)
+        stem, own = _aliases.pop()
+        if own is None:
+            sys.modules.pop(stem, None)
+        else:
+            sys.modules[stem] = own
 
 
 class _Checker:

@@ -19,16 +19,20 @@ import sys
 dropped: list[str] = []
 
 
-def drop_working_directory() -> None:
+def drop_working_directory() -> str | None:
     """Take the working directory off ``sys.path``, where ``python -m`` put
     it; kept where pytxmr itself is imported from it (a source tree run in
-    place). Call it once, first: only the entry Python put first goes, and
-    one of PYTHONPATH that names this directory is the user's, and stays."""
+    place). The entry dropped, if any. Only the entry Python put first
+    goes: once ``pytxmr.__main__`` dropped it, what is first is the user's
+    (``PYTHONPATH=.``), and stays."""
+    if dropped:
+        return None
     try:
         here = os.getcwd()
     except FileNotFoundError:  # removed: nothing is imported from there
-        return
+        return None
     if os.path.dirname(os.path.dirname(os.path.abspath(__file__))) == here:
-        return
+        return None
     if sys.path and os.path.abspath(sys.path[0] or ".") == here:
-        dropped.append(sys.path.pop(0))
+        return sys.path.pop(0)
+    return None

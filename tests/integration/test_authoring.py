@@ -603,6 +603,25 @@ def test_modules_where_the_command_runs_are_not_pytxmr_s(tmp_path: Path) -> None
     rc, _, err = run_cli("jobs", "--jobtracker", "127.0.0.1:9", "--secret-file",
                          str(data), env=env, cwd=tmp_path)
     assert rc == 3 and "cannot reach the jobtracker" in err, err
+    # The user's own choice, PYTHONPATH=., stays: a job's import finds it
+    # inline too (dropped again, it was "No module named 'cwdmod'").
+    mine = tmp_path / "mine"  # without the decoys: PYTHONPATH=. would find them
+    write(mine / "cwdmod.py", "VAL = 'x'\n")
+    job = write(tmp_path / "elsewhere" / "job.py", """
+        def map(offset, line):
+            import cwdmod
+            for word in line.split():
+                yield word + cwdmod.VAL, 1
+
+        def reduce(word, ones):
+            yield word, sum(ones)
+    """)
+    for inline in ([], ["--inline"]):
+        out = tmp_path / f"pp{len(inline)}"
+        rc, _, err = run_cli("run", *inline, str(job), str(data), "-o", str(out),
+                             env={**env, "PYTHONPATH": "."}, cwd=mine)
+        assert rc == 0, (inline, err)
+        assert counts(out) == {"ax": 1, "bx": 2}
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["run", "inline"])

@@ -418,3 +418,25 @@ def test_a_caller_in_a_directory_it_could_not_reach_by_path(runtime: Path,
     finally:
         (tmp_path / "a").chmod(0o755)
     assert (there.returncode, there.stderr) == (first.returncode, first.stderr)
+
+
+def test_an_agent_imports_nothing_from_where_its_first_caller_ran(runtime: Path,
+                                                                  tmp_path: Path) -> None:
+    """``python -m pytxmr`` drops its directory from the path, but the agent
+    it started put it back for its own start: a user's socket.py there was
+    imported, every time, and the agent died without a word."""
+    here = tmp_path / "project"
+    here.mkdir()
+    marker = tmp_path / "imported"
+    write(here / "socket.py", f"open({str(marker)!r}, 'a').close()\nraise ImportError\n")
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 64 + "\n")
+    env = {**base_env(tmp_path / "home"), "XDG_RUNTIME_DIR": str(runtime), "PYTXMR_AGENT": "on"}
+    jobs = ("jobs", "--jobtracker", "127.0.0.1:9", "--secret-file", str(secret))
+    first = cli(env, here, *jobs)
+    assert first.returncode == 3, first.stderr  # nothing listens there
+    agent = the_agent(runtime)
+    second = cli(env, here, *jobs)
+    assert (second.returncode, second.stderr) == (first.returncode, first.stderr)
+    assert the_agent(runtime).pid == agent.pid
+    assert not marker.exists()

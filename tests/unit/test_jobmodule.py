@@ -74,6 +74,35 @@ def test_a_job_module_is_importable_by_its_file_s_name(tmp_path: Path) -> None:
     assert "other_job_by_name" not in sys.modules
 
 
+def test_a_job_its_caller_imported_or_runs_is_the_job_s_module_while_it_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inline, the caller may have imported the job's file itself, or run
+    it as its script (its directory first on the path): a helper's
+    ``import myjob`` got that other copy, whose ``map_init`` never ran (a
+    wrong answer, reported as a success). The caller's own is back after."""
+    job = tmp_path / "callers_job.py"
+    job.write_text("STOP = set()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        module = load_module(job.read_text(), str(job))  # found on the path: the same file
+        assert sys.modules["callers_job"] is module
+        forget_file_names()
+        assert "callers_job" not in sys.modules
+        import callers_job  # type: ignore[import-not-found]
+
+        module = load_module(job.read_text(), str(job))
+        assert sys.modules["callers_job"] is module
+        forget_file_names()
+        assert sys.modules["callers_job"] is callers_job
+        other = tmp_path / "elsewhere" / "callers_job.py"  # another file of that name
+        other.parent.mkdir()
+        other.write_text("")
+        assert load_module("", str(other)) is not sys.modules["callers_job"]
+    finally:
+        forget_file_names()
+        sys.modules.pop("callers_job", None)
+
+
 def test_load_module_registers_the_source_in_linecache(tmp_path: Path) -> None:
     """Workers never have the job file: tracebacks can only show its lines through linecache."""
     filename = fresh_filename(tmp_path)
