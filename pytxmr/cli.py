@@ -472,14 +472,24 @@ def spare_pyopenssl() -> None:
 
 
 def _spec(a: argparse.Namespace) -> JobSubmission:
+    """The submission of ``run`` or ``submit``; refused (exit 2) where its
+    paths cannot be read: a removed working directory, or one whose parent
+    may not be searched, ended in a traceback (exit 1)."""
+    from .bundle import BundleError
     from .client import submission
 
-    return submission(a.job, a.inputs, a.output, args=a.args, py_files=a.py_files,
-                      files=a.files, reducers=a.reducers, split_size=a.split_size,
-                      overwrite=a.overwrite, map_name=a.map_name, reduce_name=a.reduce_name,
-                      max_attempts=a.max_attempts, speculative=a.speculative,
-                      buffer_records=a.buffer_records, compress=a.compress,
-                      storage_options=dict(a.storage_options))
+    try:
+        return submission(a.job, a.inputs, a.output, args=a.args, py_files=a.py_files,
+                          files=a.files, reducers=a.reducers, split_size=a.split_size,
+                          overwrite=a.overwrite, map_name=a.map_name,
+                          reduce_name=a.reduce_name, max_attempts=a.max_attempts,
+                          speculative=a.speculative, buffer_records=a.buffer_records,
+                          compress=a.compress, storage_options=dict(a.storage_options))
+    except OSError as e:
+        if e.filename is None:  # os.getcwd(), for a relative path
+            raise BundleError("the working directory was removed: give the job, its inputs "
+                              "and its output as absolute paths") from None
+        raise BundleError(f"cannot read {e.filename}: {e.strerror}") from None
 
 
 def _stdout_closed() -> int:
@@ -529,6 +539,13 @@ def run_inline_command(a: argparse.Namespace) -> int:
                               buffer_records=a.buffer_records or DEFAULT_BUFFER_RECORDS,
                               storage_options=dict(a.storage_options),
                               started=lambda _format: running.append(True))
+    except FileNotFoundError as e:
+        if running or e.filename is not None:
+            raise
+        # os.getcwd(), for a relative path: refused, as run refuses it (_spec)
+        print("pytxmr: the working directory was removed: give the job, its inputs and its "
+              "output as absolute paths", file=sys.stderr)
+        return EXIT_REFUSED
     except (InputError, StorageError, TooManyCounters) as e:
         if not running:
             raise  # refused before it ran: main says so (status 2)
@@ -796,6 +813,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (ClusterError, LoginRefused, SecretError, TLSError, UsersError) as e:
                 print(f"pytxmr: {e}", file=sys.stderr)
                 return _failure_status(e)
+            except BundleError as e:  # its files, read by the client (_spec)
+                print(f"pytxmr: {e}", file=sys.stderr)
+                return EXIT_REFUSED
 
         return react_interruptibly(command)
     except (ClusterError, LoginRefused, SecretError, CodecUnavailable, TLSError,

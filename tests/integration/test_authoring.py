@@ -624,6 +624,35 @@ def test_modules_where_the_command_runs_are_not_pytxmr_s(tmp_path: Path) -> None
         assert counts(out) == {"ax": 1, "bx": 2}
 
 
+def test_relative_paths_in_a_removed_directory_are_refused(tmp_path: Path) -> None:
+    """They cannot be found: said in a line (exit 2), where the command
+    ended in a traceback (exit 1); absolute paths still run."""
+    from procs import base_env
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    data = write(tmp_path / "in.txt", "b a b\n")
+    env = base_env(tmp_path / "home")
+    script = ("import os, sys, runpy; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]); "
+              "sys.argv = ['pytxmr', *sys.argv[2:]]; runpy.run_module('pytxmr', "
+              "run_name='__main__')")
+    for inline in ([], ["--inline"]):
+        gone.mkdir(exist_ok=True)
+        proc = subprocess.run([sys.executable, "-c", script, str(gone), "run", *inline,
+                               str(EXAMPLES / "wordcount.py"), "in.txt", "-o", "out"],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 2, (inline, proc.stderr)
+        assert proc.stderr == ("pytxmr: the working directory was removed: give the job, its "
+                               "inputs and its output as absolute paths\n"), proc.stderr
+    gone.mkdir(exist_ok=True)
+    proc = subprocess.run([sys.executable, "-c", script, str(gone), "run",
+                           str(EXAMPLES / "wordcount.py"), str(data), "-o",
+                           str(tmp_path / "out"), "-q"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert counts(tmp_path / "out") == {"a": 1, "b": 2}
+
+
 @pytest.mark.parametrize("inline", [False, True], ids=["run", "inline"])
 def test_a_job_shipping_a_module_named_as_the_codec_is_told_so(tmp_path: Path,
                                                                  inline: bool) -> None:
