@@ -486,9 +486,11 @@ def _spec(a: argparse.Namespace) -> JobSubmission:
                           speculative=a.speculative, buffer_records=a.buffer_records,
                           compress=a.compress, storage_options=dict(a.storage_options))
     except OSError as e:
-        if e.filename is None:  # os.getcwd(), for a relative path
+        if isinstance(e, FileNotFoundError) and e.filename is None:  # os.getcwd()
             raise BundleError("the working directory was removed: give the job, its inputs "
                               "and its output as absolute paths") from None
+        if e.filename is None:
+            raise
         raise BundleError(f"cannot read {e.filename}: {e.strerror}") from None
 
 
