@@ -6,6 +6,10 @@ knows whether the client agent runs it (``pytxmr.__main__``). What it
 offers is imported on first use.
 """
 
+from .syspath import drop_if_main as _drop_if_main
+
+_drop_if_main()
+
 __version__ = "0.1.0"
 
 __all__ = ["Arg", "Client", "ClusterError", "JobFailed", "JobResult", "Step", "args",

@@ -8,15 +8,7 @@ importing the command line (``pytxmr.cli``) and Twisted.
 
 import sys
 
-from .syspath import drop_working_directory, dropped
-
-# First: the agent's imports (socket...) and the command's (msgpack...)
-# would find a user's module of that name where ``python -m`` was run.
-_entry = drop_working_directory()
-if _entry is not None:
-    dropped.append(_entry)
-
-from .agent import delegated  # noqa: E402
+from .agent import delegated
 
 
 def entry() -> None:

@@ -112,9 +112,9 @@ def _package_stamps() -> list[list[Any]]:
 
 def _import_path() -> tuple[str, list[str]]:
     """The command's own first entry of ``sys.path`` (its script's
-    directory, or the working directory of ``python -m``, which
-    ``pytxmr.__main__`` dropped) and the entries after it, which a caller
-    and its agent share."""
+    directory, or the working directory of ``python -m``, which pytxmr
+    dropped: ``syspath.drop_if_main``) and the entries after it, which a
+    caller and its agent share."""
     from .syspath import dropped
 
     if dropped:
@@ -396,7 +396,7 @@ def _start_agent(path: str, idle: float) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTXMR_PASSWORD", "PYTXMR_SECRET")}
     code = ("import sys; sys.path[0] = sys.argv[1]; from pytxmr.agent import main; "
             "sys.exit(main(sys.argv[2:]))")
-    # A directory pytxmr.__main__ dropped stays dropped: the agent's own
+    # A directory python -m pytxmr dropped stays dropped: the agent's own
     # imports (socket...) found a user's module there, and it died.
     from .syspath import dropped
 

@@ -772,7 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     from .syspath import drop_working_directory
 
-    drop_working_directory()  # unless pytxmr.__main__ did: a child of the agent
+    drop_working_directory()  # unless python -m pytxmr did (drop_if_main): an agent's child
     if "--help-job" in argv and argv[:1] in (["run"], ["submit"]):
         return help_job(argv)
     a = parse(argv)

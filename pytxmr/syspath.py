@@ -13,17 +13,31 @@ from __future__ import annotations
 import os
 import sys
 
-#: What ``pytxmr.__main__`` dropped (``python -m``'s working directory):
-#: the command's own first entry, which a child of the client agent gets
-#: and drops in its turn.
+#: What ``drop_if_main`` dropped (``python -m``'s working directory): the
+#: command's own first entry, which a child of the client agent gets and
+#: drops in its turn.
 dropped: list[str] = []
+
+
+def drop_if_main() -> None:
+    """In ``python -m pytxmr...`` (the command, a daemon), before the
+    package's first import: a user's ``msgpack.py`` where a jobtracker was
+    started was what it imported, and it failed."""
+    orig = getattr(sys, "orig_argv", [])
+    # While Python looks for the module to run, argv[0] is "-m".
+    if sys.argv[:1] != ["-m"] or "-m" not in orig[:-1]:
+        return
+    if orig[orig.index("-m") + 1].partition(".")[0] == "pytxmr":
+        entry = drop_working_directory()
+        if entry is not None:
+            dropped.append(entry)
 
 
 def drop_working_directory() -> str | None:
     """Take the working directory off ``sys.path``, where ``python -m`` put
     it; kept where pytxmr itself is imported from it (a source tree run in
     place). The entry dropped, if any. Only the entry Python put first
-    goes: once ``pytxmr.__main__`` dropped it, what is first is the user's
+    goes: once ``drop_if_main`` dropped it, what is first is the user's
     (``PYTHONPATH=.``), and stays."""
     if dropped:
         return None

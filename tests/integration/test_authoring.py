@@ -603,6 +603,10 @@ def test_modules_where_the_command_runs_are_not_pytxmr_s(tmp_path: Path) -> None
     rc, _, err = run_cli("jobs", "--jobtracker", "127.0.0.1:9", "--secret-file",
                          str(data), env=env, cwd=tmp_path)
     assert rc == 3 and "cannot reach the jobtracker" in err, err
+    for daemon in ("pytxmr.jobtracker", "pytxmr.tasktracker"):  # a daemon started there
+        proc = subprocess.run([sys.executable, "-m", daemon, "--help"], capture_output=True,
+                              text=True, env=env, cwd=tmp_path, timeout=60)
+        assert proc.returncode == 0 and "usage:" in proc.stdout, (daemon, proc.stderr)
     # The user's own choice, PYTHONPATH=., stays: a job's import finds it
     # inline too (dropped again, it was "No module named 'cwdmod'").
     mine = tmp_path / "mine"  # without the decoys: PYTHONPATH=. would find them
