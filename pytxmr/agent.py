@@ -157,17 +157,9 @@ def _identity() -> str:
             places.append(os.readlink(f"/proc/self/ns/{ns}"))
         except OSError:
             places.append("")
-    for name in ("cgroup", "oom_score_adj"):
-        try:
-            with open(f"/proc/self/{name}") as f:
-                places.append(f.read())
-        except OSError:
-            places.append("")
-    try:  # capabilities (setpriv, capsh), no_new_privs, seccomp
-        with open("/proc/self/status") as f:
-            places.append([line for line in f if line.startswith(_STATUS_FIELDS)])
-    except OSError:
-        places.append("")
+    status = _proc("status")  # capabilities (setpriv, capsh), no_new_privs, seccomp
+    places += [_proc("cgroup"), _proc("oom_score_adj"),
+               [line for line in status.splitlines() if line.startswith(_STATUS_FIELDS)]]
     root = os.stat("/")
     return repr([sys.executable, sys.flags, sys.warnoptions,
                  sorted(map(str, sys._xoptions.items())),
@@ -179,6 +171,15 @@ def _identity() -> str:
 
 #: The lines of /proc/self/status a child has of the agent, not of its caller.
 _STATUS_FIELDS = ("Cap", "NoNewPrivs", "Seccomp")
+
+
+def _proc(name: str) -> str:
+    """/proc/self/NAME, or "" where there is none."""
+    try:
+        with open(f"/proc/self/{name}") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def stamp(identity: str) -> str:

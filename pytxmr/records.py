@@ -341,8 +341,9 @@ class SegmentWriter:
             vs = r[1]
             count = len(vs)
             values += count
-            if count and type(vs[0]) in _SIZED:
-                size += len(vs[0]) * _SIZED[type(vs[0])] * count
+            per = _SIZED.get(type(vs[0])) if count else None
+            if per:
+                size += len(vs[0]) * per * count
             if values >= n or size >= target:
                 self._flush(_lists_of_values(batch))
                 batch = []
