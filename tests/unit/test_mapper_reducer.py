@@ -998,3 +998,33 @@ def test_big_values_go_a_frame_s_bytes_at_a_time(tmp_path: Path) -> None:
         writer.flush()
     assert [(k, v) for k, vs in iter_segment_file(str(tmp_path / "step")) for v in vs] == \
         list(enumerate(big))
+
+
+def test_a_spill_of_large_keys_makes_no_copy_of_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A buffer full of 10 KB keys, spilled to two partitions: their UTF-8
+    copy doubled the memory the buffer held (a map at 300 MB for its
+    160 MB budget). The spill is sorted and partitioned all the same."""
+    import tracemalloc
+
+    from segments import iter_segment_file
+
+    monkeypatch.setattr(mapper, "UTF8_COPY_LIMIT", 1 << 20)
+    job = resolve(load_module("def map(k, v):\n    yield v, 1\n", str(tmp_path / "job.py")))
+    buffer = mapper.MapOutputBuffer(job, 2, str(tmp_path), Counters())
+    rng = random.Random(5)
+    keys = [f"{rng.randrange(10**6):06d}é" * 1500 for _ in range(800)]  # 8.4 MB, not ASCII
+    pairs = [(k, 1) for k in keys]
+    tracemalloc.start()
+    try:
+        buffer.spill_pairs(pairs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak} bytes traced to spill 8.4 MB of keys"
+    path, table = buffer._spills[0]
+    got = [[] for _ in table]
+    for p, (offset, length, _) in enumerate(table):
+        got[p] = [k for k, vs in iter_segment_file(path, offset, length) for _ in vs]
+    for p, part in enumerate(got):
+        assert part == sorted(k for k in keys if default_partition(k, 2) == p)
