@@ -612,15 +612,18 @@ def test_a_frame_of_lines_is_packed_once(tmp_path: Any) -> None:
     assert sum(sizes.sizes) < 1.05 * writer.bytes, (sum(sizes.sizes), writer.bytes)
 
 
-@pytest.mark.parametrize("kind", ["str", "dict"])
+@pytest.mark.parametrize("kind", ["str", "dict", "list"])
 def test_streamed_records_are_written_a_frame_s_bytes_at_a_time(tmp_path: Any,
                                                                 kind: str) -> None:
-    """A merge's records of 100 KB values (text, or a JSON event's dict)
-    were held 4,096 at a time (400 MB)."""
+    """A merge's records of 100 KB values (text, a JSON event's dict, a
+    list of lines) were held 4,096 at a time (400 MB); a container's
+    items were guessed at 16-32 bytes each, whatever they held."""
     import pytxmr.records as records
 
     taken = [0]
-    value: Any = "v" * 100_000 if kind == "str" else {f"f{i}": i for i in range(5_000)}
+    value: Any = {"str": "v" * 100_000,
+                  "dict": {f"field{i}": "x" * 200 for i in range(500)},
+                  "list": ["line " * 4_000] * 5}[kind]
 
     def records_of_big_values() -> Any:
         for i in range(100):
@@ -650,3 +653,30 @@ def test_a_record_larger_than_a_frame_fails_clearly(tmp_path: Any, monkeypatch: 
     with open(tmp_path / "seg", "wb") as f:
         with pytest.raises(records.RecordTooLarge, match="huge"):
             records.SegmentWriter(f).write([("huge", ["y" * (2 << 20)])])
+
+
+@pytest.mark.parametrize("value", [
+    {f"field{i}": "x" * 200 for i in range(500)},
+    ["line " * 4_000] * 5,
+    ("a" * 1_000, b"b" * 5_000),
+    [{"text": "t" * 3_000, "n": 7}] * 40,
+    [[["deep" * 500] * 3] * 3] * 3,
+    {f"f{i}": i for i in range(5_000)},
+], ids=["dict", "list", "tuple", "events", "nested", "small-items"])
+def test_a_container_s_weight_is_about_its_encoded_size(value: Any) -> None:
+    """``weight`` sizes the batches that frames are cut from: a guess per
+    item was 30 times short for a dict of 200-character fields."""
+    import msgpack
+
+    from pytxmr.records import weight
+
+    encoded = len(msgpack.packb(value))
+    assert encoded / 2 <= weight(value) <= 2 * encoded, (weight(value), encoded)
+
+
+def test_a_container_that_holds_itself_is_weighed() -> None:
+    from pytxmr.records import weight
+
+    loop: list[Any] = ["x" * 100]
+    loop.append(loop)
+    assert weight(loop) > 0
