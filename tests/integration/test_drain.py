@@ -171,7 +171,9 @@ def test_a_drain_outlives_a_restart_of_the_jobtracker(tmp_path: Path) -> None:
     upgrade of the jobtracker) gave the draining worker tasks again, and
     the operator waited for ever for it to stop. The worker, told it is
     being drained, asks a jobtracker it registers with anew."""
-    job, inputs, expected = slow_job(tmp_path, 1.0, [f"w{n % 3} shared" for n in range(8)])
+    # Maps of 2.5 s: with maps of 1 s, on a loaded machine, the job ended
+    # before `jobs` and `drain` had answered, and the worker drained then.
+    job, inputs, expected = slow_job(tmp_path, 2.5, [f"w{n % 3} shared" for n in range(8)])
     c = Cluster(tmp_path / "cluster")
     try:
         jt = c.start_jobtracker("--expiry", "2")
