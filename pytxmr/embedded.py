@@ -18,7 +18,6 @@ import contextlib
 import functools
 import os
 import secrets
-import shutil
 import tempfile
 from typing import Any
 
@@ -26,6 +25,7 @@ from . import client, jobtracker, tasktracker
 from .child import Zygote
 from .kvstore import KeyValueStore
 from .services import DaemonReactor
+from .trees import remove_tree
 
 
 def _store_of(workers: list[tasktracker.TaskTracker], wid: str) -> KeyValueStore | None:
@@ -44,7 +44,7 @@ async def run_embedded(reactor: DaemonReactor, job: client.JobSubmission, *, zyg
     secret = secrets.token_hex(32).encode()
     async with contextlib.AsyncExitStack() as stack:
         tmp = tempfile.mkdtemp(prefix="pytxmr-run-")
-        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        stack.callback(remove_tree, tmp, ignore_errors=True)
         jt = jobtracker.make_service(jobtracker.Config(
             listen="tcp:0:interface=127.0.0.1", workdir=os.path.join(tmp, "jobtracker")),
             reactor, secret=secret, checkers=zygote)

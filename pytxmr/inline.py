@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import shutil
 import sys
 import tempfile
 import types
@@ -28,7 +27,7 @@ from .records import CODEC_MSGPACK, codec_for
 from .reducer import run_reduce
 from .jobtracker.job import StepPlan
 from .jobtracker.submission import plan_tasks
-from .kvstore import empty_directory, links_into
+from .trees import empty_directory, links_into, remove_tree
 from .splits import MAX_DEFAULT_SPLIT_SIZE, Split, compute_splits
 from .steps import reduce_tasks
 from .syspath import drop_working_directory
@@ -91,7 +90,7 @@ def run_inline(
                             buffer_records=buffer_records, slots=slots, codec=codec,
                             storage_options=storage_options, started=started)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work, ignore_errors=True)
 
 
 def load_job(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] = (),
@@ -107,7 +106,7 @@ def load_job(job_path: str, py_files: Sequence[str] = (), files: Sequence[str] =
             with _shipped(job_path, py_files, files, work) as unpacked:
                 return _loaded(source, job_path, map_name, reduce_name, unpacked)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work, ignore_errors=True)
 
 
 def _read_source(job_path: str) -> str:

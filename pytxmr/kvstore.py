@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+
+from .trees import remove_tree
 
 __all__ = [
     "KeyValueStore",
@@ -122,7 +123,7 @@ class KeyValueStore:
             if entry.name == _MARKER:
                 continue
             if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
+                remove_tree(entry.path, ignore_errors=True)
             else:
                 _unlink_quietly(entry.path)
         with open(os.path.join(self.root, _MARKER), "w", encoding="utf-8") as f:
@@ -231,30 +232,9 @@ def delete_paths(paths: list[str]) -> None:
     """Delete what ``KeyValueStore.remove_job`` set aside."""
     for path in paths:
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path, ignore_errors=True)
         else:
             _unlink_quietly(path)
-
-
-def links_into(directory: str) -> Callable[[os.DirEntry[str]], bool]:
-    """An ``empty_directory`` keep: the symlinks into ``directory`` (a task
-    directory's links to its job's shipped files)."""
-    prefix = directory.rstrip(os.sep) + os.sep
-    return lambda entry: entry.is_symlink() and os.readlink(entry.path).startswith(prefix)
-
-
-def empty_directory(path: str, keep: Callable[[os.DirEntry[str]], bool] = lambda entry: False
-                    ) -> None:
-    """Delete what ``path`` holds but the entries ``keep`` spares:
-    subdirectories with their trees, anything else (a symlink too) unlinked,
-    never followed."""
-    with os.scandir(path) as it:
-        entries = [e for e in it if not keep(e)]
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)
 
 
 def _unlink_quietly(path: str) -> None:

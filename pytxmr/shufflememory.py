@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import IO, BinaryIO
 
-from .kvstore import empty_directory
+from .trees import empty_directory
 from .sizes import free_space
 
 __all__ = [

@@ -13,7 +13,9 @@ The zygote never imports a job module itself, so no user code can alter it.
 
 from __future__ import annotations
 
+import _signal
 import contextlib
+import faulthandler
 import fcntl
 import gc
 import importlib
@@ -27,10 +29,11 @@ import stat
 import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 from . import storage, task
-from .kvstore import empty_directory, links_into
+from .trees import empty_directory, links_into
 
 
 #: Bytes of a task's output kept in its log; the rest is dropped with a note,
@@ -249,6 +252,7 @@ def _child(request: dict[str, Any], inherited: list[int],
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         gc.disable()  # as the task does (pytxmr.task.execute), and before it imports
+        signals, fds = _Signals(), _open_fds()
         code = _run_one(request, runner is not None)
         if runner is None:
             return
@@ -256,7 +260,9 @@ def _child(request: dict[str, Any], inherited: list[int],
         pending = bytearray()
         while True:
             done += 1
-            retire = not _fit_for_more(code, done) or _left_processes()
+            signals.restore()
+            retire = (not _fit_for_more(code, done) or _left_processes()
+                      or _open_fds() > fds + RUNNER_MAX_NEW_FDS)
             os.write(replies, json.dumps({"done": request["id"], "status": code,
                                           "retire": retire}).encode() + b"\n")
             if retire:
@@ -280,16 +286,67 @@ def _child(request: dict[str, Any], inherited: list[int],
                 _wire_output(output)
             request = json.loads(line)
             code = _run_one(request, True)
+    except BaseException:
+        # Not the task's own failure (task.run reports those): this
+        # process's, between tasks. Said in the log of the task it ran.
+        traceback.print_exc()
+        sys.stderr.flush()
+        raise
     finally:
         os._exit(code)
 
 
+class _Signals:
+    """What a task of a reused process starts with of signals: their
+    handlers, the mask, no timer. A map that set an alarm and left it set
+    had it strike the next map of its process (a record skipped as "too
+    slow" by a job that succeeded), or the loop between them."""
+
+    _TIMERS = ((_signal.ITIMER_REAL, _signal.SIGALRM), (_signal.ITIMER_VIRTUAL, _signal.SIGVTALRM),
+               (_signal.ITIMER_PROF, _signal.SIGPROF))
+
+    # _signal's own functions: signal's make an enum of each answer, 0.1 ms
+    # for all the handlers, a few percent of a tiny map.
+    def __init__(self) -> None:
+        self._mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, ())
+        # None: a handler not set from Python, which cannot be set back.
+        self._handlers = {n: h for n in _signal.valid_signals()
+                          if (h := _signal.getsignal(n)) is not None}
+
+    def restore(self) -> None:
+        faulthandler.cancel_dump_traceback_later()
+        _signal.set_wakeup_fd(-1)
+        for timer, signum in self._TIMERS:
+            _signal.setitimer(timer, 0)
+            # Ignoring a signal discards it if it is pending (it fired as
+            # the task ended, or the task blocked it).
+            _signal.signal(signum, _signal.SIG_IGN)
+        for signum, handler in self._handlers.items():
+            if _signal.getsignal(signum) is not handler:
+                _signal.signal(signum, handler)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, self._mask)
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
 #: A task process runs the next map of its job (``reuse``) while it is fit:
-#: at most this many tasks, ...
-RUNNER_MAX_TASKS = 1000
+#: at most this many tasks (what a job's module does outside itself builds
+#: up, map after map: a patch of ``json.dumps`` that wraps the one it
+#: finds was 986 wrappers deep, near the recursion limit, and twice as
+#: slow), ...
+RUNNER_MAX_TASKS = 200
 #: ... and while it is this small (a task that leaked or held much goes
-#: with its process, as a task run alone would).
+#: with its process, as a task run alone would), ...
 RUNNER_MAX_RSS = 128 << 20
+#: ... and holds at most this many more file descriptors than it began
+#: with (a logging handler a job's module adds to the root logger as it
+#: loads opened a file per map: 1,000 of them, and innocent maps failed).
+RUNNER_MAX_NEW_FDS = 32
 
 
 def _fit_for_more(code: int, done: int) -> bool:

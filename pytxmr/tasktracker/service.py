@@ -21,6 +21,7 @@ from ..daemon import FatalError, write_ready_file
 from ..services import AsyncMultiService, CallbackService, DaemonReactor, zygote_service
 from ..shufflememory import ShuffleMemory
 from ..sizes import format_size
+from ..trees import remove_tree
 from ..wire import DEFAULT_HEARTBEAT, CallRefused, Heartbeat, Registration, Unreachable
 from .fetch import FetchPolicy
 from .pbadapter import DEFAULT_KEEP_OUTPUTS, JobTrackerConnection
@@ -104,7 +105,7 @@ class TaskTrackerService(AsyncMultiService):
         self._start_memory()
 
     def _stop_store(self) -> None:
-        shutil.rmtree(self.tt.store.root, ignore_errors=True)
+        remove_tree(self.tt.store.root, ignore_errors=True)
         shutil.rmtree(self.tt.bundles.root, ignore_errors=True)
         self._stop_memory()
 

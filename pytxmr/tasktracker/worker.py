@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Sequence
 
@@ -31,6 +30,7 @@ from ..ports import IJobTracker
 from ..services import at_most
 from ..shufflememory import RunPlacement, ShuffleMemory
 from ..sizes import free_space
+from ..trees import remove_tree
 from ..zygote import MAX_LOG_BYTES
 from ..tasklog import read_tail
 from ..wire import (COMMIT_DENIED, OUTPUT_TAKEN, AttemptResult, BadMessage, CallRefused,
@@ -704,7 +704,7 @@ class TaskTracker:
             await self._report_unsent(attempt, jobtracker,
                                       f"{type(e).__name__}: {sendable(str(e), 1000)}")
         if attempt.kind == "reduce" or done is None or not attempt.job.num_reducers:
-            shutil.rmtree(attempt.work_dir, ignore_errors=True)
+            remove_tree(attempt.work_dir, ignore_errors=True)
         unfinished = self._unfinished_part(attempt) if done is None else None
         if unfinished is not None:
             unfinished()

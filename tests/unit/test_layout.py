@@ -41,6 +41,7 @@ PURE_MODULES = [
     "reducers",
     "scheduler",
     "kvstore",
+    "trees",
     "task",
     "inline",
     "shufflememory",
