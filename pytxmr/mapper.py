@@ -58,7 +58,14 @@ _MAX_GROWTH = 16
 #: A map without a combiner stores up to this many spills one after the
 #: other, each a sorted run of its own that the reduce merges (no decoding
 #: and encoding again here); more are merged, to bound a reduce's fan-in.
+#: So does a map whose spills all come from one dict (their keys distinct,
+#: there is nothing to combine across them).
 SPILLS_KEPT_APART = 16
+#: Distinct keys a spill sorts and writes at a time, at most: a spill's
+#: own lists (its records, their keys' UTF-8, partitions, the sorted
+#: copies) cost about 130 bytes a key, on top of the buffer. A map_split's
+#: dict of 1.3 million words, spilled whole, took a map to 350 MB.
+SPILL_RUN_KEYS = 1 << 18
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: A map output of at most this many bytes, in one spill, goes to the pack
 #: file when the map has one: creating a file costs up to a millisecond of
@@ -229,6 +236,8 @@ class MapOutputBuffer:
         self._counters = counters
         self._pack = pack
         self._spills: list[tuple[str, PartitionTable]] = []
+        #: Calls of ``spill``: one, and the spills' keys are distinct.
+        self._spilled_mappings = 0
         #: The first spill's bytes while it is small and the only one.
         self._held: bytes | None = None
         self.kinds: set[str] = set()
@@ -255,12 +264,7 @@ class MapOutputBuffer:
             # The combiner had nothing to do: its counters say so.
             self._counters.incr(FRAMEWORK, "combine input records", 0)
             self._counters.incr(FRAMEWORK, "combine output records", 0)
-        if len(pairs) <= limit:
-            self.spill(pairs, folded=True)
-            return
-        items = iter(pairs.items())
-        while part := dict(islice(items, limit)):
-            self.spill(part, folded=True)
+        self.spill(pairs, folded=True, run_keys=min(limit, SPILL_RUN_KEYS))
 
     def full(self, groups: dict[Any, list[Any]], added: int, limit: int) -> dict[Any, list[Any]]:
         """The buffer took ``added`` more values: combine it in memory and,
@@ -295,17 +299,21 @@ class MapOutputBuffer:
         if pairs:
             self._spill_items(pairs, folded=True, unchecked=True)
 
-    def spill(self, groups: Mapping[Any, Any], folded: bool = False) -> None:
+    def spill(self, groups: Mapping[Any, Any], folded: bool = False,
+              run_keys: int | None = None) -> None:
         """Write ``groups`` (key -> list of values, or key -> one value if
-        ``folded``) as a sorted, partitioned run."""
+        ``folded``) as sorted, partitioned runs of ``run_keys`` keys at most
+        (by default SPILL_RUN_KEYS)."""
         if not groups:
             return
-        if self._job.sort_values:
-            self._spill_by_value(groups, folded)
-            return
+        run_keys = run_keys or SPILL_RUN_KEYS
+        self._spilled_mappings += 1
+        write = self._spill_by_value if self._job.sort_values else self._spill_items
         # One pass over the mapping: a user's mapping may not iterate its
         # keys in the order of its items().
-        self._spill_items(list(groups.items()), folded)
+        items = iter(groups.items())
+        while run := list(islice(items, run_keys)):
+            write(run, folded)
 
     def _spill_items(self, items: list[Any], folded: bool, unchecked: bool = False) -> None:
         """Sort and partition ``items`` (``(key, values)``, or ``(key,
@@ -344,12 +352,11 @@ class MapOutputBuffer:
             parts = [_sorted(part, part_utf8, kinds) for part, part_utf8 in zip(parts, utf8_parts)]
         self._write_spill(parts, folded)
 
-    def _spill_by_value(self, groups: Mapping[Any, Any], folded: bool) -> None:
+    def _spill_by_value(self, items: list[Any], folded: bool) -> None:
         """``sort_values``: one record per value, by key and then by value,
         so that merges stream each key's values in order. Each key's list
         is sorted in place and written a batch at a time: a key with
         millions of values costs no more memory than its list already does."""
-        items = list(groups.items())
         keys = list(map(first, items))
         kinds = kinds_of(keys)
         _refuse_nan_keys(keys, kinds)
@@ -409,7 +416,8 @@ class MapOutputBuffer:
         elif len(self._spills) == 1:
             path, table = self._spills[0]
             os.replace(path, data_path)
-        elif self._job.combine is None and len(self._spills) <= SPILLS_KEPT_APART:
+        elif ((self._job.combine is None or self._spilled_mappings == 1)
+              and len(self._spills) <= SPILLS_KEPT_APART):
             table = self._concatenate_spills(data_path)
         else:
             table = self._merge_spills(data_path)
