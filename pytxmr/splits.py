@@ -418,7 +418,11 @@ def _segments_of(
     pending_len = 0
     while True:
         if blk:
-            nl = blk.rfind(b"\n")
+            # A line longer than a block ends a segment of its own (it may
+            # be 64 MB: the lines after it are not copied with it), the
+            # rest of its last block taken as a block of its own.
+            alone = pending_len >= block_size
+            nl = blk.find(b"\n") if alone else blk.rfind(b"\n")
             if nl < 0:
                 pending.append(blk)
                 pending_len += len(blk)
@@ -444,9 +448,14 @@ def _segments_of(
                     return
                 _check_line_lengths(path, pos, seg, max_line_bytes)
                 yield pos, seg
+                del seg  # not held while the next line is read (64 MB lines)
                 pos = seg_end
                 if pos >= end:
                     return
+                if cut < len(blk) and alone:
+                    pending_len = 0
+                    blk = blk[cut:]
+                    continue
                 if cut < len(blk):
                     rest = blk[cut:]
                     pending = [rest]
@@ -554,6 +563,18 @@ def _line_batches(
     path = split.path
     for pos, seg in segments(split, max_line_bytes, block_size):
         terminated = seg[-1] == 10  # b"\n"
+        if terminated and len(seg) > block_size and seg.find(b"\n") == len(seg) - 1:
+            # One long line: decoded without its end, it is the line (no
+            # copy of 64 MB made by split, with the bytes and text held).
+            end = len(seg) - 1 - (seg[-2] == 13)  # b"\r"
+            try:
+                line = str(memoryview(seg)[:end], encoding, errors)
+            except UnicodeDecodeError as e:
+                raise decode_error(path, pos, encoding, e) from e
+            del seg
+            yield iter(((pos, line),))
+            del line
+            continue
         try:
             text = seg.decode(encoding, errors)
         except UnicodeDecodeError as e:
@@ -581,7 +602,10 @@ def _line_batches(
                 # The codec made or swallowed newlines: decode line by line.
                 lines = [_strip_cr(s) for s in _decode_each(path, pos, raw, encoding, errors)]
             lengths, step = map(len, raw), _ONES
-        yield zip(accumulate(map(add, lengths, step), initial=pos), lines)
+        batch = zip(accumulate(map(add, lengths, step), initial=pos), lines)
+        # What the batch no longer needs goes before the next segment is read.
+        del seg, text, stripped, lines, lengths
+        yield batch
 
 
 def _strip_cr(line: str) -> str:
@@ -597,7 +621,9 @@ def _byte_line_batches(split: Split, max_line_bytes: int, block_size: int
         if seg[-1] == 10:  # b"\n"
             raw.pop()
         lines = [_strip_byte_cr(line) for line in raw] if b"\r" in seg else raw
-        yield zip(accumulate(map(add, map(len, raw), _ONES), initial=pos), lines)
+        batch = zip(accumulate(map(add, map(len, raw), _ONES), initial=pos), lines)
+        del seg, raw, lines
+        yield batch
 
 
 def _strip_byte_cr(line: bytes) -> bytes:

@@ -849,3 +849,26 @@ def test_default_split_size_never_leaves_a_partial_last_wave_of_large_maps(
     maps = -(-total // size)
     if splits.MIN_DEFAULT_SPLIT_SIZE < size < splits.MAX_DEFAULT_SPLIT_SIZE:
         assert maps % slots == 0, "the last wave leaves slots idle"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", None], ids=["str", "bytes"])
+def test_long_lines_are_read_with_few_copies(tmp_path: Path, encoding: str | None) -> None:
+    """Lines of many blocks (up to DEFAULT_MAX_LINE_BYTES): the line's
+    bytes, its text, the text with the lines after it and their split were
+    held at once, and the segment while the next line was read: a map of
+    63 MB lines at 343 MB."""
+    import tracemalloc
+
+    size = 8 << 20
+    lines = [f"k{i}\t" + "x" * size + ("\r" if i == 1 else "") for i in range(3)]
+    path = write(tmp_path / "long.txt", "".join(f"{line}\nshort {i}\n" for i, line in
+                                                enumerate(lines)).encode())
+    tracemalloc.start()
+    try:
+        got = [(off, len(line)) for off, line in read_lines(whole(path), encoding)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    data = Path(path).read_bytes()
+    assert got == [(off, len(line)) for off, line, _ in reference_lines(data)]
+    assert peak < 3.5 * size, f"{peak / size:.2f} times a line traced"
