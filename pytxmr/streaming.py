@@ -55,11 +55,14 @@ _QUEUED_INPUT = 2
 #: Seconds between the task's looks at the command's output while the
 #: writer thread is busy.
 _FEED_POLL = 0.01
-#: Batches of output lines (one read of up to 64 KB each) held at most.
+#: Batches of output lines (one read of up to 64 KB each) held at most,
+#: a batch of long lines counting once per _HELD_BYTES of them.
 _HELD_BATCHES = 64
+_HELD_BYTES = 1 << 18
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 _EOF = None
+_NOTHING: tuple[int, list[str]] = (0, [])  # no batch came in _POLL
 
 #: Leading words the shell itself runs (keywords and builtins): no program
 #: to look up.
@@ -119,38 +122,78 @@ def parse(line: str) -> tuple[str, str]:
     return key, value
 
 
-def _read_lines(f: io.RawIOBase, out: queue.SimpleQueue[list[str] | None],
-                room: threading.Semaphore, abandoned: threading.Event) -> None:
-    """Drain a command's stdout: the whole lines of each read, as one batch,
-    then ``_EOF``; a line ends at LF or CR LF, as in Hadoop. A batch takes
-    ``room`` (_HELD_BATCHES), given back as the task takes it: while the
-    task does not, the command waits on its stdout, as a full pipe makes it
-    (a command printing a hundred lines a line had gigabytes held here). A
-    function, not a method: a running thread must not keep its Pipe (and
-    so the command's stdin) alive."""
-    pending: list[bytes] = []  # a line's start, in pieces: no quadratic copies
+_Batch = tuple[int, list[str]]
 
-    def put(item: list[str] | None) -> None:
-        while not abandoned.is_set():  # a failed task takes no more
+
+def _read_lines(f: io.RawIOBase, out: queue.SimpleQueue[_Batch | None],
+                room: threading.Semaphore, abandoned: threading.Event) -> None:
+    """Drain a command's stdout: the whole lines of each read, as one batch
+    (with the room it takes), then ``_EOF``; a line ends at LF or CR LF, as
+    in Hadoop. A batch takes ``room`` (_HELD_BATCHES, once per _HELD_BYTES),
+    given back as the task takes it: while the task does not, the command
+    waits on its stdout, as a full pipe makes it (a command printing a
+    hundred lines a line had gigabytes held here, and one printing 50 MB
+    lines 650 MB). A function, not a method: a running thread must not keep
+    its Pipe (and so the command's stdin) alive."""
+    # A line's start: grown in place (a long line's by mremap, no copy, no
+    # heap of pieces left behind), decoded from where it is.
+    pending = bytearray()
+
+    def put(item: _Batch | None) -> None:
+        units = 1 if item is None else item[0]
+        while units and not abandoned.is_set():  # a failed task takes no more
             if room.acquire(timeout=_POLL):
-                out.put(item)
-                return
+                units -= 1
+        if not units:
+            out.put(item)
 
     try:
         while block := f.read(_READ):
             cut = block.rfind(b"\n") + 1
             if not cut:
-                pending.append(block)
+                pending += block
                 continue
-            data = b"".join((*pending, block[:cut]))
-            pending = [block[cut:]] if cut < len(block) else []
-            text = data.decode(_ENCODING, _ERRORS).replace("\r\n", "\n")
-            put(text[:-1].split("\n"))
+            pending += memoryview(block)[:cut]
+            whole, pending = [pending], bytearray(memoryview(block)[cut:])
+            units = min(_HELD_BATCHES, 1 + len(whole[0]) // _HELD_BYTES)
+            put((units, _lines_of(whole)))
         if pending:  # a last line without its newline
-            put([b"".join(pending).decode(_ENCODING, _ERRORS)])
+            put((1, [pending.decode(_ENCODING, _ERRORS)]))
     finally:
         f.close()
         put(_EOF)
+
+
+def _lines_of(whole: list[bytearray]) -> list[str]:
+    """The lines of the bytes in ``whole`` (taken from it: not held by the
+    caller while decoded), which end with a newline; one long line is
+    decoded as itself, without a copy of it to split."""
+    data = whole.pop()
+    if len(data) > _HELD_BYTES and data.find(b"\n") == len(data) - 1:
+        end = len(data) - 1 - (data[-2] == 13)  # b"\r"
+        return [str(memoryview(data)[:end], _ENCODING, _ERRORS)]
+    text = data.decode(_ENCODING, _ERRORS)
+    del data
+    lines = text.replace("\r\n", "\n").split("\n")
+    lines.pop()  # after the last newline
+    return lines
+
+
+def _chunks_of(pieces: list[str]) -> list[bytes]:
+    """``pieces`` of input encoded as few chunks, a long one alone."""
+    chunks: list[bytes] = []
+    run: list[str] = []
+    for piece in pieces:
+        if len(piece) >= STDIN_BUFFER:
+            if run:
+                chunks.append("".join(run).encode(_ENCODING, _ERRORS))
+                run = []
+            chunks.append(piece.encode(_ENCODING, _ERRORS))
+        else:
+            run.append(piece)
+    if run:
+        chunks.append("".join(run).encode(_ENCODING, _ERRORS))
+    return chunks
 
 
 def _write_chunks(f: io.RawIOBase, chunks: queue.Queue[bytes | None],
@@ -205,12 +248,13 @@ class Pipe:
         assert self._proc.stdin and self._proc.stdout and self._proc.stderr
         self._pending: list[str] = []  # input not handed to the writer yet
         self._pending_len = 0
+        self._long = False  # a line of STDIN_BUFFER or more is pending
         self._input_open = True
         self._chunks: queue.Queue[bytes | None] = queue.Queue(_QUEUED_INPUT)
         self._stopped = threading.Event()  # it closed its stdin early
         self._abandoned = threading.Event()  # it failed: its output goes nowhere
         # A SimpleQueue: empty() and get_nowait() in C, once per record.
-        self._lines: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self._lines: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._room = threading.Semaphore(_HELD_BATCHES)
         self._eof = False
         self._waited = False  # for a child it left running, in close()
@@ -229,7 +273,14 @@ class Pipe:
     def feed(self, line: str) -> None:
         """Write one line (its newline added) to the command's stdin; lines
         after the command stopped reading and exited 0 are dropped."""
-        self.write(line + "\n")
+        if len(line) < STDIN_BUFFER:
+            self.write(line + "\n")
+        elif self._input_open:
+            # Not copied to add its newline, nor into a chunk with the lines
+            # before it: encoded alone (a 20 MB line was held four times).
+            self._pending += (line, "\n")
+            self._pending_len += len(line) + 1
+            self._long = True
 
     def write(self, text: str) -> None:
         """Write whole lines, each with its newline: many at once cost one
@@ -249,9 +300,14 @@ class Pipe:
     def _hand_over(self, last: bool = False) -> Iterator[str]:
         """The pending input to the writer (then its end, with ``last``),
         yielding the command's lines while the writer is busy."""
-        chunk = "".join(self._pending).encode(_ENCODING, _ERRORS)
-        self._pending, self._pending_len = [], 0
-        for item in ([chunk] if chunk else []) + ([None] if last else []):
+        pending, self._pending, self._pending_len = self._pending, [], 0
+        if self._long:
+            chunks = _chunks_of(pending)
+            self._long = False
+        else:
+            chunks = [chunk] if (chunk := "".join(pending).encode(_ENCODING, _ERRORS)) else []
+        del pending
+        for item in chunks + ([None] if last else []):
             while self._input_open:
                 if self._stopped.is_set():
                     self._stopped_reading()
@@ -277,11 +333,12 @@ class Pipe:
         lines = self._lines
         while not lines.empty():
             batch = lines.get_nowait()
-            self._room.release()
             if batch is _EOF:
+                self._room.release()
                 self._eof = True
                 return
-            yield from batch
+            self._room.release(batch[0])
+            yield from batch[1]
 
     def close(self) -> Iterator[str]:
         """End its input, then yield the rest of its lines as they come;
@@ -292,13 +349,15 @@ class Pipe:
         while not self._eof:
             try:
                 batch = self._lines.get(timeout=_POLL)
-                self._room.release()
             except queue.Empty:
-                batch = []
+                batch = _NOTHING
             if batch is _EOF:
+                self._room.release()
                 self._eof = True
                 continue
-            yield from batch
+            if batch is not _NOTHING:
+                self._room.release(batch[0])
+                yield from batch[1]
             if exited is None:
                 if self._proc.poll() is not None:
                     exited = time.monotonic()

@@ -316,6 +316,39 @@ def test_what_a_command_prints_ahead_of_the_task_is_bounded(
     assert most <= 4 + 1, most  # the batches held, and the end
 
 
+def test_long_lines_a_command_prints_ahead_are_bounded_by_their_bytes() -> None:
+    """A batch of one long line took one of the _HELD_BATCHES: a command
+    printing 20 MB lines could have 64 of them held. A batch takes room
+    once per _HELD_BYTES of it."""
+    from pytxmr import streaming
+
+    line = "x" * 4_000_000
+    pipe = Pipe(f"{sys.executable} -c \"import sys\n"
+                f"for _ in range(10): sys.stdout.write('x' * {len(line)} + chr(10))\"")
+    with deadline(60):
+        held = -1
+        while held != pipe._lines.qsize():  # until the command waits
+            held = pipe._lines.qsize()
+            time.sleep(0.5)
+        per_line = 1 + len(line) // streaming._HELD_BYTES
+        assert held <= streaming._HELD_BATCHES // per_line, held
+        assert list(pipe.close()) == [line] * 10
+
+
+def test_long_input_lines_reach_the_command_whole() -> None:
+    """A long line is handed to the command as a chunk of its own, its
+    newline after it: the lines around it keep their order."""
+    lines = ["a", "\u00e9" * 1_500_000, "b\tc", "x" * 3_000_000, "d"]
+    pipe = Pipe("cat")
+    got = []
+    with deadline(60):
+        for line in lines:
+            pipe.feed(line)
+            got.extend(pipe.ready())
+        got.extend(pipe.close())
+    assert got == lines
+
+
 def test_output_lines_are_cut_as_hadoop_cuts_them(tmp_path: Path) -> None:
     """LF or CR LF ends a line; a last line may lack one; a long line of
     multi-byte characters spans many reads."""
