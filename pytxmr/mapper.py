@@ -61,10 +61,11 @@ _MAX_GROWTH = 16
 #: So does a map whose spills all come from one dict (their keys distinct,
 #: there is nothing to combine across them).
 SPILLS_KEPT_APART = 16
-#: Distinct keys a spill sorts and writes at a time, at most: a spill's
-#: own lists (its records, their keys' UTF-8, partitions, the sorted
-#: copies) cost about 130 bytes a key, on top of the buffer. A map_split's
-#: dict of 1.3 million words, spilled whole, took a map to 350 MB.
+#: Distinct keys a spill of one value a key sorts and writes at a time,
+#: at most: its own lists (its records, their keys' UTF-8, partitions, the
+#: sorted copies) cost about 130 bytes a key, as much as the buffer. A
+#: map_split's dict of 1.3 million words, spilled whole, took a map to
+#: 350 MB. (A buffer of values lists weighs more a key than its spill.)
 SPILL_RUN_KEYS = 1 << 18
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: A map output of at most this many bytes, in one spill, goes to the pack
@@ -72,11 +73,11 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: system time on a busy disk (measured: 0.8 ms here), a tiny map's whole
 #: work is less.
 PACK_LIMIT = 1 << 20
-#: Keys of a spill up to this many characters get a UTF-8 copy (the
-#: default partitioner's bytes, a faster sort): more would double the
-#: memory of a buffer of large keys right when it is full (10 KB keys
-#: took a map from its 160 MB budget to 300 MB).
-UTF8_COPY_LIMIT = 16 << 20
+#: Keys of a spill get a UTF-8 copy (the default partitioner's bytes, a
+#: faster sort) unless they average this many characters or more: the
+#: copy would double the memory of a buffer of large keys right when it is
+#: full (10 KB keys took a map from its 160 MB budget to 300 MB).
+UTF8_COPY_MAX_KEY = 1 << 10
 
 PartitionTable = list[tuple[int, int, int]]  # (offset, length, records) per partition
 
@@ -250,7 +251,7 @@ class MapOutputBuffer:
         c.incr(FRAMEWORK, "combine input records", added)
         c.incr(FRAMEWORK, "combine output records", len(partial))
         if partial:
-            self.spill(partial, folded=True)
+            self.spill(partial, folded=True, run_keys=SPILL_RUN_KEYS)
 
     def spill_distinct(self, pairs: Mapping[Any, Any], limit: int) -> None:
         """Spill the pairs of a ``map_split``'s dict, ``limit`` keys a run at
@@ -300,13 +301,14 @@ class MapOutputBuffer:
             self._spill_items(pairs, folded=True, unchecked=True)
 
     def spill(self, groups: Mapping[Any, Any], folded: bool = False,
-              run_keys: int | None = None) -> None:
+              run_keys: int = 0) -> None:
         """Write ``groups`` (key -> list of values, or key -> one value if
-        ``folded``) as sorted, partitioned runs of ``run_keys`` keys at most
-        (by default SPILL_RUN_KEYS)."""
+        ``folded``) as a sorted, partitioned run, or runs of ``run_keys``
+        keys at most (a folding combiner's totals, a map_split's dict: one
+        value a key, where the spill's own lists weigh most)."""
         if not groups:
             return
-        run_keys = run_keys or SPILL_RUN_KEYS
+        run_keys = run_keys or len(groups)
         self._spilled_mappings += 1
         write = self._spill_by_value if self._job.sort_values else self._spill_items
         # One pass over the mapping: a user's mapping may not iterate its
@@ -331,7 +333,7 @@ class MapOutputBuffer:
         # The keys' UTF-8 serves the default partitioner, and sorts str keys
         # that are not all ASCII twice as fast; ASCII str sort as fast.
         utf8 = None
-        if (kinds == ["str"] and sampled_size(keys) <= UTF8_COPY_LIMIT
+        if (kinds == ["str"] and sampled_size(keys) < UTF8_COPY_MAX_KEY * len(keys)
                 and ((n > 1 and partition is default_partition)
                      or not all(map(str.isascii, keys)))):
             utf8 = [k.encode("utf-8", "surrogatepass") for k in keys]

@@ -288,9 +288,11 @@ def _child(request: dict[str, Any], inherited: list[int],
             code = _run_one(request, True)
     except BaseException:
         # Not the task's own failure (task.run reports those): this
-        # process's, between tasks. Said in the log of the task it ran.
-        traceback.print_exc()
-        sys.stderr.flush()
+        # process's, between tasks. Said in the log of the task it ran, or
+        # was to run, on its pipe itself (its sys.stderr may be the task
+        # before's, whose room its own output may have taken).
+        with contextlib.suppress(OSError):
+            write_all(2, traceback.format_exc().encode(errors="replace"))
         raise
     finally:
         os._exit(code)
@@ -320,6 +322,11 @@ class _Signals:
             _signal.setitimer(timer, 0)
             # Ignoring a signal discards it if it is pending (it fired as
             # the task ended, or the task blocked it).
+            _signal.signal(signum, _signal.SIG_IGN)
+        for signum in _signal.sigpending():
+            # Blocked by the task and come since: the task's, not to be
+            # delivered once unblocked, under a default that would end
+            # this process.
             _signal.signal(signum, _signal.SIG_IGN)
         for signum, handler in self._handlers.items():
             if _signal.getsignal(signum) is not handler:

@@ -380,6 +380,9 @@ def map(key, line):
         os.chmod(".", 0o555)
     if word == "files":  # a logging handler per load, say
         os.held_by_test = [open(os.devnull) for _ in range(40)]
+    if word == "blocked":  # a signal it blocked, come and left pending
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        os.kill(os.getpid(), signal.SIGUSR1)
     yield line, f"{os.getpid()} {seq}"
 
 
@@ -393,7 +396,8 @@ def test_what_a_map_leaves_in_its_process_does_not_strike_the_next(tmp_path: Pat
     """A map's alarm, left set, struck a later map of its process (records
     dropped as "too slow" by a job that succeeded); a read-only tree left
     in the working directory failed the next map, with an empty error, and
-    stayed on disk; a process that leaked files took more maps."""
+    stayed on disk; a process that leaked files took more maps; a signal
+    a map blocked, unblocked after it, would end its process."""
     fenced: list[str] = []
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
@@ -403,7 +407,7 @@ def test_what_a_map_leaves_in_its_process_does_not_strike_the_next(tmp_path: Pat
     job = tmp_path / "leaving.py"
     job.write_text(LEAVING_JOB)
     lines = [f"line {i}" for i in range(30)]
-    lines[3], lines[12], lines[20] = "alarm x", "readonly x", "files x"
+    lines[3], lines[12], lines[20], lines[25] = "alarm x", "readonly x", "files x", "blocked x"
     paths = []
     for i, line in enumerate(lines):
         paths.append(tmp_path / f"in-{i:02d}.txt")
@@ -426,4 +430,6 @@ def test_what_a_map_leaves_in_its_process_does_not_strike_the_next(tmp_path: Pat
     assert len(pids) < 10, pids  # the processes were reused
     pid, seq = ran["files x"]
     assert all(s <= seq for p, s in ran.values() if p == pid), ran
+    pid, seq = ran["blocked x"]  # one slot: the next map ran there, the process alive
+    assert any(s > seq for p, s in ran.values() if p == pid), ran
     assert not list(tmp.iterdir())  # the read-only tree went with the run's directory

@@ -1009,7 +1009,6 @@ def test_a_spill_of_large_keys_makes_no_copy_of_them(
 
     from segments import iter_segment_file
 
-    monkeypatch.setattr(mapper, "UTF8_COPY_LIMIT", 1 << 20)
     job = resolve(load_module("def map(k, v):\n    yield v, 1\n", str(tmp_path / "job.py")))
     buffer = mapper.MapOutputBuffer(job, 2, str(tmp_path), Counters())
     rng = random.Random(5)
@@ -1079,3 +1078,29 @@ def test_a_dict_of_many_keys_is_spilled_in_runs_kept_apart(
     distinct = len(set(data.read_text().split()))
     assert spills == [100] * (distinct // 100) + [distinct % 100]
     assert not merges
+
+
+def test_a_buffer_of_values_lists_is_spilled_as_one_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only spills of one value a key (a folding combiner's totals, a
+    map_split's dict) are cut into SPILL_RUN_KEYS runs: cutting a combiner's
+    buffer too multiplied a reduce's runs, and took jobs past the 16 spills
+    a map keeps apart."""
+    monkeypatch.setattr(mapper, "SPILL_RUN_KEYS", 100)
+    spills = count_spills(monkeypatch)
+    data = tmp_path / "in.txt"
+    data.write_text("".join(f"w{i % 997} v{i % 13}\n" for i in range(6000)))
+    source = """
+        def map(key, line):
+            for word in line.split():
+                yield word, 1
+
+        def combine(key, values):
+            yield key, sum(values)
+
+        def reduce(key, values):
+            yield key, sum(values)
+    """
+    parts, _ = run_job(tmp_path, source, [str(data)], num_reducers=3, split_size=1 << 20)
+    assert counts_of(parts) == collections.Counter(data.read_text().split())
+    assert spills == [len(set(data.read_text().split()))]
