@@ -60,7 +60,13 @@ def empty_directory(path: str, keep: Callable[[os.DirEntry[str]], bool] = lambda
                     ) -> None:
     """Delete what ``path`` holds but the entries ``keep`` spares:
     subdirectories with their trees, anything else (a symlink too) unlinked,
-    never followed."""
+    never followed. A ``path`` that is no longer a directory (a task made
+    its working directory a symbolic link, to files of its owner's
+    elsewhere, which were deleted) is made an empty one again."""
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        os.unlink(path)
+        os.mkdir(path)
+        return
     _own_directory(path)  # a task may have left its working directory read-only
     with os.scandir(path) as it:
         entries = [e for e in it if not keep(e)]

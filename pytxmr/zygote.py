@@ -27,6 +27,7 @@ import signal
 import socket
 import stat
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -131,12 +132,17 @@ def _runner_dir(spec: dict[str, Any]) -> str | None:
         return None
     cwd = os.path.join(os.path.dirname(spec["data_path"]), f"runner-{os.getpid()}")
     spec["pack"] = cwd + ".data"
-    if not os.path.isdir(cwd):
+    if not os.path.lexists(cwd):
         os.mkdir(cwd)
         return cwd
     bundle = spec["job"].get("bundle_dir")
     # What the task before left goes; the job's shipped files stay linked.
-    empty_directory(cwd, keep=links_into(bundle) if bundle else lambda entry: False)
+    try:
+        empty_directory(cwd, keep=links_into(bundle) if bundle else lambda entry: False)
+    except OSError:
+        # Left so that it cannot go (an immutable file: `chattr +i`): not
+        # this task's failure. Its own directory, the job's removal says.
+        return tempfile.mkdtemp(prefix=os.path.basename(cwd) + "-", dir=os.path.dirname(cwd))
     return cwd
 
 

@@ -1029,6 +1029,23 @@ def test_a_spill_of_large_keys_makes_no_copy_of_them(
         assert part == sorted(k for k in keys if default_partition(k, 2) == p)
 
 
+WORDCOUNT_MAP_FINAL = """
+from collections import Counter
+
+totals = Counter()
+
+def map(key, line):
+    totals.update(line.split())
+    return ()
+
+def map_final():
+    yield from totals.items()
+
+def reduce(key, values):
+    yield key, sum(values)
+"""
+
+
 @pytest.mark.parametrize("sort_values", [False, True], ids=["plain", "sort_values"])
 @pytest.mark.parametrize("api", ["map_split", "map_final"])
 def test_a_dict_of_many_keys_is_spilled_in_runs_kept_apart(
@@ -1045,34 +1062,8 @@ def test_a_dict_of_many_keys_is_spilled_in_runs_kept_apart(
                         lambda self, path: merges.append(path) or real_merge(self, path))
     data = tmp_path / "in.txt"
     data.write_text("".join(f"w{i % 997} v{i % 13} w{i * 7 % 991}\n" for i in range(6000)))
-    if api == "map_split":
-        body = """
-            def map_split(chunks):
-                counts = Counter()
-                for offset, text in chunks:
-                    counts.update(text.split())
-                return counts.items()
-        """
-    else:
-        body = """
-            totals = Counter()
-
-            def map(key, line):
-                totals.update(line.split())
-                return ()
-
-            def map_final():
-                yield from totals.items()
-        """
-    source = textwrap.dedent("""
-        from collections import Counter
-        from pytxmr import combiners
-        combine = combiners.sum
-        sort_values = SORT_VALUES
-
-        def reduce(key, values):
-            yield key, sum(values)
-    """).replace("SORT_VALUES", str(sort_values)) + textwrap.dedent(body)
+    source = (WORDCOUNT_MAP_SPLIT if api == "map_split" else WORDCOUNT_MAP_FINAL) + (
+        f"from pytxmr import combiners\ncombine = combiners.sum\nsort_values = {sort_values}\n")
     parts, _ = run_job(tmp_path, source, [str(data)], num_reducers=3, split_size=1 << 20)
     assert counts_of(parts) == collections.Counter(data.read_text().split())
     distinct = len(set(data.read_text().split()))
@@ -1090,17 +1081,7 @@ def test_a_buffer_of_values_lists_is_spilled_as_one_run(
     spills = count_spills(monkeypatch)
     data = tmp_path / "in.txt"
     data.write_text("".join(f"w{i % 997} v{i % 13}\n" for i in range(6000)))
-    source = """
-        def map(key, line):
-            for word in line.split():
-                yield word, 1
-
-        def combine(key, values):
-            yield key, sum(values)
-
-        def reduce(key, values):
-            yield key, sum(values)
-    """
-    parts, _ = run_job(tmp_path, source, [str(data)], num_reducers=3, split_size=1 << 20)
+    parts, _ = run_job(tmp_path, WORDCOUNT_COMBINER, [str(data)], num_reducers=3,
+                       split_size=1 << 20)
     assert counts_of(parts) == collections.Counter(data.read_text().split())
     assert spills == [len(set(data.read_text().split()))]

@@ -243,3 +243,42 @@ def test_a_log_the_task_made_a_fifo_or_a_link_holds_nothing(tmp_path: Path) -> N
             output.close()
             os.close(w)
     assert elsewhere.read_bytes() == b""
+
+
+def test_a_working_directory_made_a_link_is_not_followed(tmp_path: Path) -> None:
+    """A map replaced its process's working directory with a symbolic link
+    to its owner's files elsewhere: emptying it for the next map deleted
+    them. It is made a directory again; nothing it led to is touched."""
+    from pytxmr.trees import empty_directory
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine\n")
+    runner = tmp_path / "runner-1"
+    runner.symlink_to(elsewhere)
+    empty_directory(str(runner))
+    assert runner.is_dir() and not runner.is_symlink() and not list(runner.iterdir())
+    assert (elsewhere / "keep.txt").read_text() == "mine\n"
+
+
+def test_a_map_works_elsewhere_when_what_the_map_before_left_cannot_go(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An immutable file (`chattr +i`) left in a reused process's working
+    directory failed every next map of that process, none of them at
+    fault: the next one gets a directory of its own."""
+    import pytxmr.zygote as zygote
+
+    spec: dict[str, Any] = {"kind": "map", "data_path": str(tmp_path / "m-1.data"), "job": {}}
+    first = zygote._runner_dir(dict(spec))
+    assert first is not None
+    Path(first, "lock.bin").write_text("held\n")
+
+    def refused(path: str, keep: Any = None) -> None:
+        raise PermissionError(1, "Operation not permitted", os.path.join(path, "lock.bin"))
+
+    monkeypatch.setattr(zygote, "empty_directory", refused)
+    again = dict(spec)
+    second = zygote._runner_dir(again)
+    assert second is not None and second != first
+    assert os.path.dirname(second) == str(tmp_path) and not os.listdir(second)
+    assert again["pack"] == first + ".data"  # the process's pack all the same
