@@ -141,7 +141,8 @@ def _runner_dir(spec: dict[str, Any]) -> str | None:
         empty_directory(cwd, keep=links_into(bundle) if bundle else lambda entry: False)
     except OSError:
         # Left so that it cannot go (an immutable file: `chattr +i`): not
-        # this task's failure. Its own directory, the job's removal says.
+        # this task's failure. It works in a directory of its own; the
+        # job's removal says what stays.
         return tempfile.mkdtemp(prefix=os.path.basename(cwd) + "-", dir=os.path.dirname(cwd))
     return cwd
 
