@@ -479,6 +479,23 @@ def test_sorted_values_must_be_orderable(tmp_path: Path) -> None:
         run_inline(job(tmp_path, source), [str(tmp_path / "in.txt")], str(tmp_path / "out"))
 
 
+@pytest.mark.parametrize("value", ["{'a': 1}", "float('nan')", "[1, 2]"])
+@pytest.mark.parametrize("combine", [False, True], ids=["plain", "combiner"])
+def test_a_key_s_one_value_must_be_orderable_too(tmp_path: Path, value: str,
+                                                 combine: bool) -> None:
+    """A key's one value is not sorted, but checked as sort_values would
+    (the check of a batch of them at once): refused by the map, not left
+    to fail a reduce's merge."""
+    source = ("sort_values = True\n"
+              + ("from pytxmr import combiners\ncombine = combiners.max\n" if combine else "")
+              + "def map(k, v):\n"
+              f"    yield v, ({value} if v == 'bad' else 1)\n"
+              "def reduce(k, vs):\n    yield k, 1\n")
+    (tmp_path / "in.txt").write_text("a\nbad\nc\n")
+    with pytest.raises(TypeError, match="sort_values sorts values"):
+        run_inline(job(tmp_path, source), [str(tmp_path / "in.txt")], str(tmp_path / "out"))
+
+
 SHIPPED_JOB = """
     import textnorm
 
