@@ -24,6 +24,7 @@ _KIND = {
 }
 
 first = itemgetter(0)
+second = itemgetter(1)
 
 #: Why a NaN is no key (nor a value of a ``sort_values`` job).
 NAN_REFUSED = ("a NaN cannot be sorted or grouped (it is equal to nothing, not even "

@@ -30,7 +30,7 @@ from .combiners import FoldCombiner
 from .counters import FRAMEWORK, Counters
 from .jobmodule import Job, identity_map
 from .keys import (NAN_REFUSED, find_nan, first, kinds_of, merge_order, record_sort_key,
-                   sort_by_utf8, total_order)
+                   second, sort_by_utf8, total_order)
 from .merge import MERGE_FACTOR, RunRef, group_values, merge_runs, reduce_run_count
 from .partfile import call_hook, naming, write_pairs
 from .partition import RangePartition, default_partition, partition_ids, scatter
@@ -333,9 +333,9 @@ class MapOutputBuffer:
         # The keys' UTF-8 serves the default partitioner, and sorts str keys
         # that are not all ASCII twice as fast; ASCII str sort as fast.
         utf8 = None
-        if (kinds == ["str"] and sampled_size(keys) < UTF8_COPY_MAX_KEY * len(keys)
-                and ((n > 1 and partition is default_partition)
-                     or not all(map(str.isascii, keys)))):
+        if (kinds == ["str"] and ((n > 1 and partition is default_partition)
+                                  or not all(map(str.isascii, keys)))
+                and sampled_size(keys) < UTF8_COPY_MAX_KEY * len(keys)):
             utf8 = [k.encode("utf-8", "surrogatepass") for k in keys]
         del keys
         if n > 1 and isinstance(partition, RangePartition) and kinds in _PLAIN_KINDS:
@@ -567,7 +567,7 @@ def _write_sorted_values(folded: bool) -> Callable[[SegmentWriter, list[Any]], N
 
         def flush() -> None:
             nonlocal batch
-            _check_sortable(list(map(_second, batch)))
+            _check_sortable(list(map(second, batch)))
             writer.write_pairs(batch)
             batch = []
 
@@ -588,9 +588,6 @@ def _write_sorted_values(folded: bool) -> Callable[[SegmentWriter, list[Any]], N
             flush()
 
     return write
-
-
-_second = operator.itemgetter(1)
 
 
 def sort_values(values: list[Any]) -> None:
