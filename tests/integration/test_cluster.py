@@ -1150,7 +1150,7 @@ def test_an_interrupted_inline_run_leaves_nothing(tmp_path: Path, corpus: Path,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=env, cwd=tmp_path)
     try:
-        wait_for(lambda: list(scratch.glob("pytxmr-inline-*")), 20, "the inline job")
+        wait_for(lambda: (out / "_PYTXMR_OUTPUT").exists(), 30, "the job to claim its output")
         time.sleep(0.3)  # in its map
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
@@ -1189,7 +1189,9 @@ def test_a_run_whose_terminal_closes_stops_and_leaves_nothing(tmp_path: Path, co
         stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp_path, preexec_fn=terminal)
     os.close(slave)
     try:
-        wait_for(lambda: list(scratch.glob("pytxmr-*")), 20, "the job")
+        # Its output claimed, the job is under way (a loaded machine can take
+        # seconds from the scratch directory to there).
+        wait_for(lambda: (out / "_PYTXMR_OUTPUT").exists(), 30, "the job to claim its output")
         time.sleep(0.5)  # in its maps
         os.close(master)  # the terminal closes: its session leader gets SIGHUP
         master = -1
