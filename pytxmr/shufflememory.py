@@ -287,7 +287,7 @@ def claim_memory_dir(path: str, workdir: str) -> IO[str]:
         lock.close()
         raise OSError(f"{path} is used by another tasktracker of the same work dir") from None
     try:
-        empty_directory(path, keep=lambda entry: entry.name == _LOCK)
+        empty_directory(path, keep=lambda entry, dir_fd: entry.name == _LOCK)
         with open(os.path.join(path, _OWNER), "w", encoding="utf-8",
                   errors="surrogateescape") as f:
             f.write(os.path.abspath(workdir))

@@ -9,6 +9,7 @@ ever, or fail the next map of a reused process on them.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -17,61 +18,88 @@ from typing import Callable
 __all__ = ["empty_directory", "links_into", "remove_tree"]
 
 
-def remove_tree(path: str, ignore_errors: bool = False) -> None:
+def remove_tree(path: str, ignore_errors: bool = False, dir_fd: int | None = None) -> None:
     """``shutil.rmtree``, made writable first where a directory refused."""
     try:
-        shutil.rmtree(path)
+        shutil.rmtree(path, dir_fd=dir_fd)
         return
     except PermissionError:
-        _make_writable(path)
+        _make_writable(path, dir_fd)
     except OSError:
         if not ignore_errors:
             raise
-    shutil.rmtree(path, ignore_errors=ignore_errors)
+    shutil.rmtree(path, ignore_errors=ignore_errors, dir_fd=dir_fd)
 
 
-def _make_writable(path: str) -> None:
+def _make_writable(path: str, dir_fd: int | None) -> None:
     """Give the owner read, write and search of every directory under
     ``path`` (and itself), never through a symbolic link."""
-    _own_directory(path)
-    for root, dirs, _ in os.walk(path):
+    _own_directory(path, dir_fd)
+    for _, dirs, _, root_fd in os.fwalk(path, dir_fd=dir_fd):
         for name in dirs:
-            # Before os.walk lists it: a directory of mode 0 cannot be.
-            _own_directory(os.path.join(root, name))
+            # Before os.fwalk lists it: a directory of mode 0 cannot be.
+            _own_directory(name, root_fd)
 
 
-def _own_directory(path: str) -> None:
+def _own_directory(path: str, dir_fd: int | None) -> None:
     try:
-        st = os.lstat(path)
+        st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_IRWXU != stat.S_IRWXU:
-            os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+            os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IRWXU, dir_fd=dir_fd)
     except OSError:
         pass  # not ours, or gone: the removal says what it could not do
 
 
-def links_into(directory: str) -> Callable[[os.DirEntry[str]], bool]:
+#: What ``empty_directory`` spares: an entry of the directory, listed by
+#: its descriptor (``entry.name`` is relative to the second argument).
+Keep = Callable[[os.DirEntry[str], int], bool]
+
+
+def links_into(directory: str) -> Keep:
     """An ``empty_directory`` keep: the symlinks into ``directory`` (a task
     directory's links to its job's shipped files)."""
     prefix = directory.rstrip(os.sep) + os.sep
-    return lambda entry: entry.is_symlink() and os.readlink(entry.path).startswith(prefix)
+    return lambda entry, dir_fd: (entry.is_symlink()
+                                  and os.readlink(entry.name, dir_fd=dir_fd).startswith(prefix))
 
 
-def empty_directory(path: str, keep: Callable[[os.DirEntry[str]], bool] = lambda entry: False
-                    ) -> None:
+def empty_directory(path: str, keep: Keep | None = None) -> None:
     """Delete what ``path`` holds but the entries ``keep`` spares:
     subdirectories with their trees, anything else (a symlink too) unlinked,
     never followed. A ``path`` that is no longer a directory (a task made
     its working directory a symbolic link, to files of its owner's
-    elsewhere, which were deleted) is made an empty one again."""
-    if not stat.S_ISDIR(os.lstat(path).st_mode):
+    elsewhere, which were deleted) is made an empty one again.
+
+    The directory is opened once, not through a link, and emptied through
+    that descriptor: should a process the task left running swap it for a
+    link meanwhile, what the link leads to is not touched."""
+    try:
+        fd = _open_directory(path)
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
         os.unlink(path)
         os.mkdir(path)
         return
-    _own_directory(path)  # a task may have left its working directory read-only
-    with os.scandir(path) as it:
-        entries = [e for e in it if not keep(e)]
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            remove_tree(entry.path)
-        else:
-            os.unlink(entry.path)
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & stat.S_IRWXU != stat.S_IRWXU:  # a task left it read-only
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+        with os.scandir(fd) as it:
+            entries = [e for e in it if keep is None or not keep(e, fd)]
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                remove_tree(entry.name, dir_fd=fd)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _open_directory(path: str) -> int:
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags)
+    except PermissionError:  # a task left it unreadable
+        _own_directory(path, None)
+        return os.open(path, flags)

@@ -138,7 +138,7 @@ def _runner_dir(spec: dict[str, Any]) -> str | None:
     bundle = spec["job"].get("bundle_dir")
     # What the task before left goes; the job's shipped files stay linked.
     try:
-        empty_directory(cwd, keep=links_into(bundle) if bundle else lambda entry: False)
+        empty_directory(cwd, links_into(bundle) if bundle else None)
     except OSError:
         # Left so that it cannot go (an immutable file: `chattr +i`): not
         # this task's failure. It works in a directory of its own; the

@@ -378,6 +378,10 @@ def map(key, line):
         os.chmod("tree/sub", 0o555)
         os.chmod("tree", 0o555)
         os.chmod(".", 0o555)
+    if word == "unreadable":  # its working directory not to be listed
+        os.makedirs("locked/in")
+        os.chmod("locked", 0)
+        os.chmod(".", 0o300)
     if word == "files":  # a logging handler per load, say
         os.held_by_test = [open(os.devnull) for _ in range(40)]
     if word == "blocked":  # a signal it blocked, come and left pending
@@ -395,8 +399,8 @@ def reduce(key, values):
 def test_what_a_map_leaves_in_its_process_does_not_strike_the_next(tmp_path: Path) -> None:
     """A map's alarm, left set, struck a later map of its process (records
     dropped as "too slow" by a job that succeeded); a read-only tree left
-    in the working directory failed the next map, with an empty error, and
-    stayed on disk; a process that leaked files took more maps; a signal
+    in the working directory (or the directory itself left unreadable)
+    failed the next map, with an empty error, and stayed on disk; a process that leaked files took more maps; a signal
     a map blocked, unblocked after it, would end its process."""
     fenced: list[str] = []
     if os.geteuid() == 0:
@@ -408,6 +412,7 @@ def test_what_a_map_leaves_in_its_process_does_not_strike_the_next(tmp_path: Pat
     job.write_text(LEAVING_JOB)
     lines = [f"line {i}" for i in range(30)]
     lines[3], lines[12], lines[20], lines[25] = "alarm x", "readonly x", "files x", "blocked x"
+    lines[16] = "unreadable x"
     paths = []
     for i, line in enumerate(lines):
         paths.append(tmp_path / f"in-{i:02d}.txt")

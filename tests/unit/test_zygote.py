@@ -261,6 +261,35 @@ def test_a_working_directory_made_a_link_is_not_followed(tmp_path: Path) -> None
     assert (elsewhere / "keep.txt").read_text() == "mine\n"
 
 
+def test_a_working_directory_swapped_for_a_link_while_emptied_is_not_followed(
+        tmp_path: Path) -> None:
+    """A process a map left running swaps the working directory for a link
+    to its owner's files while the next map's emptying lists it: what goes
+    is what the directory held, never what the link leads to."""
+    from pytxmr.trees import empty_directory
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine\n")
+    (elsewhere / "tree").mkdir()
+    runner = tmp_path / "runner-1"
+    runner.mkdir()
+    (runner / "keep.txt").write_text("left\n")
+    (runner / "tree").mkdir()
+    moved = tmp_path / "moved"
+
+    def swap(entry: os.DirEntry[str], dir_fd: int) -> bool:
+        if not moved.exists():
+            runner.rename(moved)
+            runner.symlink_to(elsewhere)
+        return False
+
+    empty_directory(str(runner), swap)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.txt", "tree"]
+    assert (elsewhere / "keep.txt").read_text() == "mine\n"
+    assert not list(moved.iterdir())
+
+
 def test_a_map_works_elsewhere_when_what_the_map_before_left_cannot_go(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An immutable file (`chattr +i`) left in a reused process's working
