@@ -31,7 +31,7 @@ from .counters import FRAMEWORK, Counters
 from .jobmodule import Job, identity_map
 from .keys import (NAN_REFUSED, find_nan, first, kinds_of, merge_order, record_sort_key,
                    second, sort_by_utf8, total_order)
-from .merge import MERGE_FACTOR, RunRef, group_values, merge_runs, reduce_run_count
+from .merge import MERGE_FACTOR, RunRef, merge_runs, recombined, reduce_run_count
 from .partfile import call_hook, naming, write_pairs
 from .partition import RangePartition, default_partition, partition_ids, scatter
 from .records import (CODEC_MSGPACK, FRAME_RECORDS, FRAME_TARGET_BYTES, RUN_BREAK_FRAME,
@@ -223,6 +223,15 @@ def combined_chunks(key: Any, values: Iterable[Any], combine: Callable[..., Any]
             size = 0
     if out:
         yield out
+
+
+def _chunks_of(combine: Callable[..., Any]
+               ) -> Callable[[Any, Iterator[Any]], Iterable[list[Any]]]:
+    """A key's values to the combiner's, in frames (one value, folded)."""
+    if isinstance(combine, FoldCombiner):
+        whole = combine.whole
+        return lambda key, values: ([whole(values)],)
+    return lambda key, values: combined_chunks(key, values, combine)
 
 
 class MapOutputBuffer:
@@ -476,15 +485,8 @@ class MapOutputBuffer:
                             tempfile.TemporaryDirectory(dir=self._spill_dir)), MERGE_FACTOR,
                             self._codec)
                     merged = merge_runs(runs, sort_key)
-                    if isinstance(combine, FoldCombiner):  # one value a key: no chunks
-                        whole = combine.whole
-                        merged = ((key, [whole(values)]) for key, values in group_values(merged))
-                    elif combine is not None:
-                        merged = (
-                            (key, chunk)
-                            for key, values in group_values(merged)
-                            for chunk in combined_chunks(key, values, combine)
-                        )
+                    if combine is not None:
+                        merged = recombined(merged, _chunks_of(combine))
                     start, records = writer.bytes, writer.records
                     writer.write(merged)
                 table.append((start, writer.bytes - start, writer.records - records))

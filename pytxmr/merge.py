@@ -113,6 +113,27 @@ def group_values(records: Iterable[Record]) -> Iterator[tuple[Any, Iterator[Any]
         yield key, chain.from_iterable(map(_second, group))
 
 
+def recombined(records: Iterable[Record],
+               combine: Callable[[Any, Iterator[Any]], Iterable[Sequence[Any]]]
+               ) -> Iterator[Record]:
+    """A sorted record stream with ``combine`` (a key and its values to
+    lists of values) run over a key's values where they come in more than
+    one record. A key's lone record passes as it is: a run's records were
+    combined as the run was written (or hold a key's one value), and a
+    combiner may run any number of times. Where most keys are distinct (an
+    index, in-mapper combining) that spares a call of the user's combiner
+    for nearly every key of a map's merge."""
+    for key, group in groupby(records, key=_first):
+        lone = next(group)
+        more = next(group, None)
+        if more is None:
+            yield lone
+            continue
+        values = chain(lone[1], more[1], chain.from_iterable(map(_second, group)))
+        for chunk in combine(key, values):
+            yield key, chunk
+
+
 def reduce_run_count(
     runs: list[RunRef], sort_key: Callable[[Record], Any], tmp_dir: str, factor: int = MERGE_FACTOR,
     codec: int = CODEC_MSGPACK,

@@ -16,6 +16,7 @@ from pytxmr.merge import (
     RunRef,
     group_values,
     merge_runs,
+    recombined,
     reduce_run_count,
 )
 from pytxmr.records import CODEC_LZ4, CODEC_MSGPACK, SegmentWriter
@@ -152,6 +153,41 @@ def test_group_values_streams_values_lazily() -> None:
 def test_group_values_of_empty_stream() -> None:
     """An empty partition yields no reduce call at all."""
     assert list(group_values(iter([]))) == []
+
+
+def test_recombined_combines_only_keys_of_several_records(tmp_path: Any) -> None:
+    """A key's lone record passes as it is, its combiner not called (a
+    run's records were combined as it was written); a key of several
+    records gets one call with all their values, in run order."""
+    runs = [[("a", [1]), ("b", [2, 3]), ("c", [4])], [("a", [5]), ("d", [6])], [("a", [7])]]
+    calls: list[tuple[str, list[int]]] = []
+
+    def combine(key: str, values: Iterator[int]) -> list[list[int]]:
+        calls.append((key, list(values)))
+        return [[sum(calls[-1][1])]]
+
+    merged = merge_runs(write_runs(str(tmp_path), runs, frame_records=1), lambda r: r[0])
+    assert list(recombined(merged, combine)) == [("a", [13]), ("b", [2, 3]), ("c", [4]),
+                                                ("d", [6])]
+    assert calls == [("a", [1, 5, 7])]
+
+
+@settings(max_examples=50, deadline=None)
+@given(str_runs)
+def test_recombined_totals_are_a_counter_s(runs: list[list[Record]]) -> None:
+    """Summed by a combiner, the merged runs give each key the total that
+    collections.Counter gives, in one record a key."""
+    sort_key = record_sort_key(["str"])
+    runs = [sorted_run(run, sort_key) for run in runs]
+    expected: collections.Counter[str] = collections.Counter()
+    for run in runs:
+        for k, vs in run:
+            expected[k] += sum(vs)
+    with tempfile.TemporaryDirectory() as d:
+        merged = merge_runs(write_runs(d, runs), sort_key)
+        got = list(recombined(merged, lambda key, values: [[sum(values)]]))
+    assert {k: sum(vs) for k, vs in got} == dict(expected)
+    assert len(got) == len(expected)
 
 
 def multiset_groups(records: Iterator[Record]) -> list[tuple[Any, list[Any]]]:
