@@ -846,13 +846,16 @@ def _fold_loop(phases: list[Phase], combiner: FoldCombiner, buffer: MapOutputBuf
                buffer_records: int) -> int:
     """The hot loop for a folding combiner: each value joins its key's
     running total at once, so the buffer holds one value per distinct key
-    and spills only when the distinct keys fill it."""
+    and spills only when the distinct keys fill it (or the memory: a
+    map_final yielding the million keys of the map's own Counter)."""
     partial: dict[Any, Any] = {}
     get = partial.get
     produced = 0
     in_records = 0
     op = combiner.op
     missing = _MISSING
+    fill = _Fill(buffer_records)
+    look = fill.look
     for records, mapfn in phases:
         for key, value in records:
             in_records += 1
@@ -865,11 +868,15 @@ def _fold_loop(phases: list[Phase], combiner: FoldCombiner, buffer: MapOutputBuf
                     old = get(k, missing)
                     partial[k] = v if old is missing else op(old, v)
                     produced += 1
-            if len(partial) >= buffer_records:
-                buffer.full_folded(partial, produced)
-                partial = {}
-                get = partial.get
-                produced = 0
+            if len(partial) >= look:
+                limit = fill.due(len(partial))
+                if limit:
+                    buffer.full_folded(partial, produced)
+                    partial = {}
+                    get = partial.get
+                    produced = 0
+                    fill.emptied(limit)
+                look = fill.look
     buffer.full_folded(partial, produced)
     return in_records
 

@@ -805,6 +805,44 @@ def test_a_buffer_over_the_memory_budget_spills_before_its_count(
     assert got == collections.Counter(f"k{i % 97}" for i in range(1000))
 
 
+def test_a_folding_combiner_s_buffer_over_the_memory_budget_spills_before_its_count(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-mapper combining with combiners.sum: map_final yields the map's
+    own Counter, a million keys, while the process is over its budget. The
+    running totals spilled only at the buffer's count (304 MB for a 209 MB
+    Counter); now also when the memory grew, and the answer is the same."""
+    monkeypatch.setattr(mapper, "MEMORY_PROBE", 100)
+    monkeypatch.setattr(mapper, "MIN_PROBE", 100)
+    rss = itertools.count(mapper.MEMORY_BUDGET + 1, mapper.MEMORY_SLACK + 1)
+    monkeypatch.setattr(mapper, "resident_bytes", lambda: next(rss))
+    spills = count_spills(monkeypatch)
+    data = tmp_path / "in.txt"
+    data.write_text("".join(f"w{i % 10_000} w{i % 7}\n" for i in range(30_000)))
+    source = """
+        from collections import Counter
+
+        from pytxmr import combiners
+
+        counts = Counter()
+
+        def map(key, line):
+            counts.update(line.split())
+            return ()
+
+        def map_final():
+            return counts.items()
+
+        combine = combiners.sum
+        reduce = combiners.sum
+    """
+    parts, _ = run_job(tmp_path, source, [str(data)], split_size=1 << 20)
+    # 10,000 distinct keys, spilled at each look: a batch of map_final's.
+    batch = mapper.SPLIT_BATCH
+    assert spills == [batch, batch, 10_000 - 2 * batch]
+    got = {k: int(v) for part in read_text_parts(parts) for k, v in part}
+    assert got == collections.Counter(data.read_text().split())
+
+
 def test_a_hook_that_yields_many_pairs_spills_between_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In-mapper combining's map_final (or a streaming command's output once
