@@ -141,11 +141,13 @@ def _identity() -> str:
     and import path (the entries after the caller's own directory), the
     same startup environment, and what a child has of the agent's, not of
     its caller's: groups (the files it may open), priority, resource
-    limits, CPUs, scheduling policy, cgroup, OOM score, capabilities
-    (``nice pytxmr run``, ``ulimit -v``, ``taskset``, ``chrt``,
-    ``systemd-run``, ``choom``, ``setpriv``), and namespaces and root (a
-    command run in another network namespace must reach that network's
-    jobtracker)."""
+    limits, CPUs, scheduling policy, cgroup, OOM score, personality, core
+    dump filter, capabilities (``nice pytxmr run``, ``ulimit -v``,
+    ``taskset``, ``chrt``, ``systemd-run``, ``choom``, ``setarch``,
+    ``setpriv``), and namespaces and root (a command run in another network
+    namespace must reach that network's jobtracker). The I/O priority
+    (``ionice``), which only a system call tells, a child takes from its
+    caller instead (``_take_io_priority``)."""
     import resource
 
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith(_STARTUP_ENV))
@@ -158,7 +160,9 @@ def _identity() -> str:
         except OSError:
             places.append("")
     status = _proc("status")  # capabilities (setpriv, capsh), no_new_privs, seccomp
-    places += [_proc("cgroup"), _proc("oom_score_adj"),
+    # personality: `setarch -R` (no address randomization), `linux32`.
+    places += [_proc("cgroup"), _proc("oom_score_adj"), _proc("personality"),
+               _proc("coredump_filter"),
                [line for line in status.splitlines() if line.startswith(_STATUS_FIELDS)]]
     root = os.stat("/")
     return repr([sys.executable, sys.flags, sys.warnoptions,
@@ -405,14 +409,33 @@ def _start_agent(path: str, idle: float) -> None:
     argv = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code,
             first, path, str(idle)]
     # Spawned, not a Popen: one left running warns (ResourceWarning) in a
-    # command with warnings on. Only the standard streams are inheritable
-    # (PEP 446): none of ours goes with it. In our directory: a relative
-    # entry of PYTHONPATH means what it means here.
-    streams = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+    # command with warnings on. In our directory: a relative entry of
+    # PYTHONPATH means what it means here. None of our descriptors goes
+    # with it: what Python opened is not inheritable (PEP 446), but what we
+    # inherited is (a cron script's lock on fd 9, a shell's `2> >(tee
+    # log)`), and the agent would hold it for its idle time.
+    actions = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited_descriptors()]
     try:
-        os.posix_spawn(sys.executable, argv, env, file_actions=streams, setsid=True)
+        os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
     except OSError:
         pass  # no agent, then: every command runs in its own process
+
+
+def _inherited_descriptors() -> list[int]:
+    """Our inheritable descriptors past the standard streams."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return []
+    held = []
+    for fd in fds:
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                held.append(fd)
+        except OSError:
+            pass  # the listing's own descriptor, closed since
+    return held
 
 
 # The agent's side: nothing below runs in a caller.
@@ -423,7 +446,8 @@ _WARM = ("twisted.internet.default", "twisted.internet.epollreactor",
          "twisted.internet.endpoints", "pytxmr.cli", "pytxmr.client", "pytxmr.addresses",
          "pytxmr.auth", "pytxmr.jobmodule", "pytxmr.output", "pytxmr.pbwire", "pytxmr.readers",
          "pytxmr.secret", "pytxmr.tls", "pytxmr.users", "pytxmr.embedded",
-         "pytxmr.localcluster", "pytxmr.jobtracker.service", "pytxmr.tasktracker.service")
+         "pytxmr.localcluster", "pytxmr.jobtracker.service", "pytxmr.tasktracker.service",
+         "psutil")
 
 
 def _warm() -> None:
@@ -481,10 +505,12 @@ def _read(conn: socket.socket, size: int) -> bytes:
 class _Request:
     """A caller's command, received: what its child becomes."""
 
-    def __init__(self, conn: socket.socket, fds: list[int], body: dict[str, Any]) -> None:
+    def __init__(self, conn: socket.socket, fds: list[int], body: dict[str, Any],
+                 caller: int) -> None:
         self.conn = conn
         self.fds = fds
         self.body = body
+        self.caller = caller  # its pid
 
     def close(self) -> None:
         for fd in self.fds:
@@ -565,6 +591,7 @@ class Agent:
         try:
             conn.settimeout(1.0)  # a caller sends its request at once: others wait meanwhile
             creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            caller = int.from_bytes(creds[0:4], sys.byteorder)
             if int.from_bytes(creds[4:8], sys.byteorder) != os.getuid():
                 conn.close()  # the directory is private; still, not our user's
                 return None
@@ -591,7 +618,7 @@ class Agent:
                 os.close(fd)
             conn.close()
             return None
-        return _Request(conn, fds, body)
+        return _Request(conn, fds, body, caller)
 
     def _started(self, sel: Any, request: _Request, pid: int, go: int) -> None:
         for fd in request.fds:
@@ -699,6 +726,25 @@ class Agent:
             os.close(go)
 
 
+def _take_io_priority(caller: int) -> None:
+    """Take the caller's I/O priority: a cron job's ``ionice -c 3 pytxmr
+    ...`` that started the agent made every later command's disk I/O idle,
+    and a command under ``ionice`` got the agent's. (psutil: Python has no
+    call for it, and the system call's number differs by architecture.)"""
+    import psutil
+
+    try:
+        wanted = psutil.Process(caller).ionice()
+        me = psutil.Process()
+        if me.ionice() != wanted:
+            if wanted.ioclass in (psutil.IOPRIO_CLASS_RT, psutil.IOPRIO_CLASS_BE):
+                me.ionice(wanted.ioclass, wanted.value)
+            else:
+                me.ionice(wanted.ioclass)
+    except (psutil.Error, OSError):
+        pass  # the caller is gone (and its command with it), or its class is not ours to take
+
+
 def _become(request: _Request) -> None:
     """The forked child becomes the caller's process: its streams, working
     directory, environment, arguments and signals."""
@@ -706,6 +752,7 @@ def _become(request: _Request) -> None:
     import time
 
     body = request.body
+    _take_io_priority(request.caller)
     request.conn.close()
     for fd, target in zip(request.fds, (0, 1, 2)):
         os.dup2(fd, target)

@@ -228,7 +228,7 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
 def test_an_agent_serves_only_its_like_and_leaves_when_idle(
         cluster: Cluster, runtime: Path, tmp_path: Path) -> None:
     """A caller whose Python starts otherwise (here its warnings, its
-    interpreter flags, its priority) gets an agent of its own; an idle one
+    interpreter flags, its priority, its personality) gets an agent of its own; an idle one
     leaves, and its files with it; a caller whose pytxmr changed since its
     agent imported it retires that agent, which leaves, and starts its own."""
     env = agent_env(cluster, runtime)
@@ -260,7 +260,11 @@ def test_an_agent_serves_only_its_like_and_leaves_when_idle(
     niced = own_agent(["nice", "-n", "5", sys.executable], env, seen)
     assert niced.nice() == os.getpriority(os.PRIO_PROCESS, 0) + 5
     seen.add(niced.pid)
-    for proc in (dev, niced):
+    started = [dev, niced]
+    if shutil.which("setarch"):  # no address randomization: in exec'd processes only
+        started.append(own_agent(["setarch", "-R", sys.executable], env, seen))
+        seen.add(started[-1].pid)
+    for proc in started:
         proc.kill()
         proc.wait(10)
     assert first.is_running()
@@ -274,6 +278,32 @@ def test_an_agent_serves_only_its_like_and_leaves_when_idle(
     after = own_agent([sys.executable], copied, seen)
     before.wait(30)  # retired, with no command of its own running
     assert after.is_running() and first.is_running()
+
+
+def test_an_agent_holds_none_of_its_first_callers_descriptors(
+        cluster: Cluster, runtime: Path) -> None:
+    """A descriptor its first caller inherited (a cron script's lock, a
+    shell's ``2> >(tee log)``) went with the agent it started, and was held
+    for the agent's idle time: the pipe's reader waited for the end."""
+    read, write = os.pipe()
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytxmr", "jobs", *cluster.client_args()],
+                              env=agent_env(cluster, runtime), cwd=cluster.base,
+                              capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL, pass_fds=[write])
+        assert done.returncode == 0, done.stderr
+        agent = the_agent(runtime)
+        os.close(write)
+        write = -1
+        inode = os.fstat(read).st_ino
+        held = [f for f in os.listdir(f"/proc/{agent.pid}/fd")
+                if os.readlink(f"/proc/{agent.pid}/fd/{f}") == f"pipe:[{inode}]"]
+        assert held == []
+        assert os.read(read, 1) == b""  # no writer left: the end
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
 
 
 def test_a_caller_that_gives_up_on_its_agent_runs_the_command_once(
@@ -353,6 +383,51 @@ def test_run_in_an_agent_child_counts_and_stops_as_in_its_own_process(
     wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
                              for p in started), 30, "every process of the run to end")
     assert not (tmp_path / "out-stopped" / "_SUCCESS").exists()
+
+
+IO_PRIORITY_JOB = """
+import os
+
+import psutil
+
+
+def map(key, line):
+    prio = psutil.Process().ionice()
+    yield "ioprio", f"{int(prio.ioclass)} {prio.value} {os.getppid()}"
+
+
+def reduce(key, values):
+    yield key, ",".join(sorted(set(values)))
+"""
+
+
+def test_a_command_takes_its_callers_io_priority(runtime: Path, tmp_path: Path) -> None:
+    """An agent started by ``ionice -c 3 pytxmr ...`` (a cron job's) made
+    every later command's tasks do idle-class I/O, and a command under
+    ``ionice`` got the agent's class: a command takes its caller's."""
+    if shutil.which("ionice") is None:
+        pytest.skip("needs ionice(1)")
+    env = dict(base_env(tmp_path), PYTXMR_AGENT="60", XDG_RUNTIME_DIR=str(runtime))
+    job = write(tmp_path / "io_priority.py", IO_PRIORITY_JOB)
+    data = tmp_path / "in.txt"
+    data.write_text("a line\n")
+    subprocess.run(["ionice", "-c", "3", sys.executable, "-m", "pytxmr", "jobs", "--jobtracker",
+                    "127.0.0.1:1", "--secret-file", "none"], env=env, cwd=tmp_path,
+                   capture_output=True, timeout=120)
+    agent = the_agent(runtime)
+    assert agent.ionice().ioclass == psutil.IOPRIO_CLASS_IDLE
+    plain = psutil.Process().ionice()
+    for n, (prefix, expected) in enumerate([
+            ([], (int(plain.ioclass), plain.value)),
+            (["ionice", "-c", "2", "-n", "7"], (int(psutil.IOPRIO_CLASS_BE), 7))]):
+        done = subprocess.run([*prefix, sys.executable, "-m", "pytxmr", "run", str(job), str(data),
+                               "-o", f"out-{n}", "-q"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        [line] = (tmp_path / f"out-{n}" / "part-00000").read_text().splitlines()
+        ioclass, value, _ = line.split("\t")[1].split()
+        assert (int(ioclass), int(value)) == expected, prefix
+    assert the_agent(runtime).pid == agent.pid  # both ran through it
 
 
 def test_a_child_runs_nothing_before_its_callers_go(
