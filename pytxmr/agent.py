@@ -19,8 +19,9 @@ same Python, interpreter settings, pytxmr, import path, startup
 environment, groups, limits, namespaces: see ``_identity``; others have
 agents of their own) whose pytxmr sources and installed packages have not
 changed since it imported them (else it retires, and the caller starts a
-fresh one). It exits after ``PYTXMR_AGENT``'s idle time. Without an agent,
-or if it cannot take a command, the command runs in its own process; an
+fresh one). It exits after ``PYTXMR_AGENT``'s idle time, its last
+caller's. Without an agent, or if it cannot take a command, the command
+runs in its own process; an
 agent that dies (or stops) under a running command leaves that command's
 outcome unknown to its caller (exit 3), as a lost jobtracker does.
 
@@ -265,8 +266,8 @@ def delegated(argv: list[str]) -> int | None:
     umask = os.umask(0o22)
     os.umask(umask)
     try:
-        request = {"stamp": stamp(identity), "argv": list(argv), "cwd": os.getcwd(),
-                   "path0": _import_path()[0], "env": dict(os.environ),
+        request = {"stamp": stamp(identity), "idle": idle, "argv": list(argv),
+                   "cwd": os.getcwd(), "path0": _import_path()[0], "env": dict(os.environ),
                    "umask": umask,
                    # what we were started ignoring (nohup, a shell's background)
                    "ignored": [int(sig) for sig in FORWARDED
@@ -568,6 +569,10 @@ class Agent:
                         request.close()
                         continue
                     self._started(sel, request, pid, go_w)
+                    # The last caller's idle time is ours (PYTXMR_AGENT=SECS).
+                    idle = request.body.get("idle")
+                    if isinstance(idle, (int, float)) and idle > 0:
+                        self.idle = float(idle)
                 elif key.data == "children":
                     os.read(wake_r, 4096)
                     self._reap(sel)

@@ -306,6 +306,20 @@ def test_an_agent_holds_none_of_its_first_callers_descriptors(
             os.close(write)
 
 
+def test_an_agent_leaves_after_its_last_callers_idle_time(cluster: Cluster,
+                                                          runtime: Path) -> None:
+    """PYTXMR_AGENT=SECS is the idle time of the agent that serves the
+    command, not only of the one it starts: an agent started for 15
+    minutes kept that after a caller asked for 2 seconds."""
+    cli(dict(agent_env(cluster, runtime), PYTXMR_AGENT="900"), cluster.base, "jobs",
+        *cluster.client_args())
+    agent = the_agent(runtime)
+    done = cli(dict(agent_env(cluster, runtime), PYTXMR_AGENT="2"), cluster.base, "jobs",
+               *cluster.client_args())
+    assert done.returncode == 0, done.stderr
+    agent.wait(30)
+
+
 def test_a_caller_that_gives_up_on_its_agent_runs_the_command_once(
         cluster: Cluster, corpus: Path, runtime: Path) -> None:
     """An agent that does not answer (stopped here) is given ANSWER_TIMEOUT;
