@@ -336,6 +336,8 @@ def react_interruptibly(command: Callable[[Any], Awaitable[int]]) -> int:
             code[0] = await command(reactor)
         except BrokenPipeError:
             code[0] = _stdout_closed()
+        except StdoutUnwritable as e:
+            code[0] = _unwritable(e)
         except defer.CancelledError:
             print("pytxmr: interrupted", file=sys.stderr)
             # Twisted records the signal that stopped it (what react() uses).
@@ -501,6 +503,14 @@ def _stdout_closed() -> int:
     had done its work when the reader stopped reading."""
     _to_nowhere(sys.stdout.fileno())
     return 0
+
+
+def _unwritable(e: Exception) -> int:
+    """Said, and what is left of our output goes nowhere (Python's own
+    flush at exit would fail again)."""
+    print(f"pytxmr: {e}", file=sys.stderr)
+    _to_nowhere(sys.stdout.fileno())
+    return 1
 
 
 def _to_nowhere(fd: int) -> None:
@@ -833,6 +843,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return interrupted_status(_inline_signal[0] if _inline_signal else None)
     except BrokenPipeError:  # run --inline, jobs, status... | head
         return _stdout_closed()
+    except StdoutUnwritable as e:  # run --inline
+        return _unwritable(e)
     except Exception as e:
         from .jobmodule import describe_error
 
@@ -900,11 +912,51 @@ def _reader_gone(e: OSError) -> bool:
     return isinstance(e, BrokenPipeError) or e.errno == errno.EIO
 
 
+class StdoutUnwritable(Exception):
+    """Standard output took no more (a full disk, ``> /dev/full``, a name
+    its encoding cannot write): said, not a traceback."""
+
+
+class _Results:
+    """``sys.stdout``, whose failures other than its reader's leaving
+    (EPIPE: see ``_stdout_closed``) are a ``StdoutUnwritable``."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            raise
+        except (OSError, UnicodeEncodeError) as e:
+            raise StdoutUnwritable(f"cannot write to standard output: {_reason(e)}") from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise StdoutUnwritable(f"cannot write to standard output: {_reason(e)}") from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, UnicodeEncodeError):
+        return f"{e.encoding} cannot encode {e.object[e.start:e.end]!r}"
+    return getattr(e, "strerror", None) or str(e)
+
+
 def entry() -> None:
     """Run the command of ``sys.argv`` in this process (``pytxmr.__main__``
     decides where it runs)."""
     if sys.stderr is not None:  # None: started with its stderr closed (2>&-)
         sys.stderr = _Diagnostics(sys.stderr)
+    if sys.stdout is not None:
+        sys.stdout = _Results(sys.stdout)
     try:
         code = main()
     except KeyboardInterrupt:  # while main imported what it needs, before its own handling
@@ -912,6 +964,8 @@ def entry() -> None:
         code = interrupted_status(None)
     except BrokenPipeError:  # before main's own handling (--help-job)
         code = _stdout_closed()
+    except StdoutUnwritable as e:  # --help, --help-job
+        code = _unwritable(e)
     try:
         if sys.stdout is not None:
             # Here, not at exit: a reader gone after the last print (`jobs |
@@ -919,6 +973,8 @@ def entry() -> None:
             sys.stdout.flush()
     except BrokenPipeError:
         _stdout_closed()
+    except StdoutUnwritable as e:
+        code = _unwritable(e)
     # Spare Python's exit the cyclic collector's passes over every object
     # the command created (0.02-0.03 s of each command): nothing at exit
     # depends on them.

@@ -296,3 +296,31 @@ def test_a_reader_gone_before_the_output_is_flushed_is_no_error(tmp_path: Path) 
         assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, \
             proc.stderr
         assert proc.returncode == 0, (args, proc.returncode, proc.stderr)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_standard_output_that_takes_nothing_more_is_said_so(tmp_path: Path) -> None:
+    """``run ... > /dev/full`` (a full disk), or an output name the
+    encoding of standard output cannot write: the job's summary ended in
+    Twisted's traceback ("main function encountered error"). Now it is
+    said, with status 1; the job's output is there all the same."""
+    data = tmp_path / "in.txt"
+    data.write_text("a b a\n")
+    job = ROOT / "examples" / "wordcount.py"
+    cases = [(["run", str(job), str(data), "-o", "out-run"], {}, "No space left on device"),
+             (["run", "--inline", str(job), str(data), "-o", "out-inline"], {},
+              "No space left on device"),
+             (["run", str(job), str(data), "-o", "out-\u00fc"], {"PYTHONIOENCODING": "ascii"},
+              "ascii cannot encode")]
+    for args, env, reason in cases:
+        with open("/dev/full" if not env else os.devnull, "w") as sink:
+            stdout = sink if not env else subprocess.PIPE
+            proc = subprocess.run([sys.executable, "-m", "pytxmr", *args], stdout=stdout,
+                                  stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                                  env={**base_env(tmp_path), **env}, timeout=120)
+        assert proc.returncode == 1, (args, proc.stderr)
+        said = f"pytxmr: cannot write to standard output: {reason}"
+        assert any(line.startswith(said) for line in proc.stderr.splitlines()), proc.stderr
+        assert "Traceback" not in proc.stderr and "encountered error" not in proc.stderr, \
+            proc.stderr
+        assert (tmp_path / args[-1] / "_SUCCESS").exists()
