@@ -56,11 +56,18 @@ Keep = Callable[[os.DirEntry[str], int], bool]
 
 
 def links_into(directory: str) -> Keep:
-    """An ``empty_directory`` keep: the symlinks into ``directory`` (a task
-    directory's links to its job's shipped files)."""
+    """An ``empty_directory`` keep: the symlinks into ``directory`` by the
+    base names of their targets (a task directory's links to its job's
+    shipped files); not one a task made there under another name."""
     prefix = directory.rstrip(os.sep) + os.sep
-    return lambda entry, dir_fd: (entry.is_symlink()
-                                  and os.readlink(entry.name, dir_fd=dir_fd).startswith(prefix))
+
+    def keep(entry: os.DirEntry[str], dir_fd: int) -> bool:
+        if not entry.is_symlink():
+            return False
+        target = os.readlink(entry.name, dir_fd=dir_fd)
+        return target.startswith(prefix) and os.path.basename(target) == entry.name
+
+    return keep
 
 
 def empty_directory(path: str, keep: Keep | None = None) -> None:

@@ -22,6 +22,7 @@ import importlib
 import io
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -259,7 +260,7 @@ def _child(request: dict[str, Any], inherited: list[int],
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         gc.disable()  # as the task does (pytxmr.task.execute), and before it imports
-        signals, fds = _Signals(), _open_fds()
+        signals, limits, fds = _Signals(), _Limits(), _open_fds()
         code = _run_one(request, runner is not None)
         if runner is None:
             return
@@ -268,8 +269,8 @@ def _child(request: dict[str, Any], inherited: list[int],
         while True:
             done += 1
             signals.restore()
-            retire = (not _fit_for_more(code, done) or _left_processes()
-                      or _open_fds() > fds + RUNNER_MAX_NEW_FDS)
+            retire = (not limits.restore() or not _fit_for_more(code, done)
+                      or _left_processes() or _open_fds() > fds + RUNNER_MAX_NEW_FDS)
             os.write(replies, json.dumps({"done": request["id"], "status": code,
                                           "retire": retire}).encode() + b"\n")
             if retire:
@@ -339,6 +340,35 @@ class _Signals:
             if _signal.getsignal(signum) is not handler:
                 _signal.signal(signum, handler)
         _signal.pthread_sigmask(_signal.SIG_SETMASK, self._mask)
+
+
+class _Limits:
+    """What a task of a reused process starts with of its settings: the
+    umask and the resource limits. A map's ``os.umask(0o777)`` made the
+    next maps' results unreadable to their daemon ("exited before reporting
+    a result"), and a map's CPU limit, counted over every map the process
+    ran, killed a later one with SIGXCPU."""
+
+    _RESOURCES = tuple(getattr(resource, name) for name in dir(resource)
+                       if name.startswith("RLIMIT_"))
+
+    def __init__(self) -> None:
+        self._umask = os.umask(0o22)
+        os.umask(self._umask)
+        self._limits = [(r, resource.getrlimit(r)) for r in self._RESOURCES]
+
+    def restore(self) -> bool:
+        """Set them back; False where a limit cannot be (a task lowered its
+        hard limit): the process then takes no more tasks."""
+        os.umask(self._umask)
+        restored = True
+        for r, limit in self._limits:
+            if resource.getrlimit(r) != limit:
+                try:
+                    resource.setrlimit(r, limit)
+                except (ValueError, OSError):
+                    restored = False
+        return restored
 
 
 def _open_fds() -> int:
@@ -617,7 +647,7 @@ class Zygote:
             self.guards.pop(pid, None)
             return
         self.children.discard(pid)
-        end_group(pid)
+        self.end_group(pid)
         self._end_output(pid)
         runner = self.runners.get(pid)
         if runner is not None:
@@ -625,6 +655,17 @@ class Zygote:
             if not runner.busy:
                 return  # it had no task: the daemon waits for nothing
         _report({"ended": pid, "status": os.waitstatus_to_exitcode(status)})
+
+    def end_group(self, pid: int) -> None:
+        """``end_group`` of a reaped child, and the end of its guard: one
+        slow to start joins the group after it was killed (a process the
+        task left, a zombie now, keeps the group there), and would wait for
+        our death, and we for its, for ever."""
+        end_group(pid)
+        for guard, child in list(self.guards.items()):
+            if child == pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(guard, signal.SIGKILL)
 
     def expire(self, now: float) -> None:
         for pid, runner in list(self.runners.items()):
@@ -773,7 +814,7 @@ def serve() -> None:
                     zygote.guards.pop(pid, None)
                     if pid in zygote.children:
                         zygote.children.discard(pid)
-                        end_group(pid)
+                        zygote.end_group(pid)
                 with contextlib.suppress(ChildProcessError):
                     while os.waitpid(-1, os.WNOHANG)[0]:
                         pass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -343,9 +344,11 @@ def test_a_shipped_package_with_an_extension_module_loads_in_every_task(
 
 
 #: A job whose maps leave their process what strikes, fails or slows the
-#: next map there: an alarm left set, read-only directories, open files.
+#: next map there: an alarm left set, read-only directories, open files,
+#: a umask, a CPU limit.
 LEAVING_JOB = '''
 import os
+import resource
 import signal
 import time
 
@@ -365,6 +368,15 @@ def map(key, line):
     seq = int(os.environ.get("TEST_TASKS_RUN", "0")) + 1
     os.environ["TEST_TASKS_RUN"] = str(seq)
     word = line.split()[0]
+    mask = os.umask(0o22)
+    os.umask(mask)
+    if (mask, resource.getrlimit(resource.RLIMIT_CPU)[0]) != (@UMASK@, @CPU@):  # the test's
+        yield line, "struck"
+        return
+    if word == "umask":
+        os.umask(0o077)
+    if word == "cpulimit":  # counted over every map of the process
+        resource.setrlimit(resource.RLIMIT_CPU, (100_000, resource.RLIM_INFINITY))
     if word == "alarm":  # a record's time limit, not cancelled
         signal.setitimer(signal.ITIMER_REAL, 0.3)
     try:
@@ -398,10 +410,12 @@ def reduce(key, values):
 
 def test_what_a_map_leaves_in_its_process_does_not_strike_the_next(tmp_path: Path) -> None:
     """A map's alarm, left set, struck a later map of its process (records
-    dropped as "too slow" by a job that succeeded); a read-only tree left
-    in the working directory (or the directory itself left unreadable)
-    failed the next map, with an empty error, and stayed on disk; a process that leaked files took more maps; a signal
-    a map blocked, unblocked after it, would end its process."""
+    dropped as "too slow" by a job that succeeded), as did its umask and
+    CPU limit (results unreadable, a SIGXCPU); a read-only tree left in the
+    working directory (or the directory itself left unreadable) failed the
+    next map, with an empty error, and stayed on disk; a process that
+    leaked files took more maps; a signal a map blocked, unblocked after
+    it, would end its process."""
     fenced: list[str] = []
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
@@ -409,10 +423,13 @@ def test_what_a_map_leaves_in_its_process_does_not_strike_the_next(tmp_path: Pat
         # Without the capabilities that let root past a directory's mode.
         fenced = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
     job = tmp_path / "leaving.py"
-    job.write_text(LEAVING_JOB)
+    mask = os.umask(0o22)
+    os.umask(mask)
+    job.write_text(LEAVING_JOB.replace("@UMASK@", str(mask)).replace(
+        "@CPU@", str(resource.getrlimit(resource.RLIMIT_CPU)[0])))
     lines = [f"line {i}" for i in range(30)]
     lines[3], lines[12], lines[20], lines[25] = "alarm x", "readonly x", "files x", "blocked x"
-    lines[16] = "unreadable x"
+    lines[16], lines[6], lines[9] = "unreadable x", "umask x", "cpulimit x"
     paths = []
     for i, line in enumerate(lines):
         paths.append(tmp_path / f"in-{i:02d}.txt")

@@ -4,9 +4,12 @@ reading of a process's I/O."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +84,35 @@ def test_a_new_child_closes_only_the_zygotes_open_fds() -> None:
     zygote.by_reply = {11: 100, r: 101}
     zygote.replied(r, 0.0)  # end of file: runner 101 exited
     assert zygote.inherited() == [3, 4, 10, 11, 12]
+
+
+def test_a_reaped_childs_guard_goes_with_it_even_outside_its_group(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A guard slow to start joined its child's group after the group was
+    killed (a process the task left, a zombie, kept the group there): it
+    waited for the zygote's death, and the zygote's stop for it, for ever
+    (`run` hung after a job whose maps left short-lived processes). Here
+    the guard never joined: it goes all the same."""
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    guard = os.fork()
+    if guard == 0:  # in the test's group, not the child's
+        time.sleep(60)
+        os._exit(0)
+    zygote = Zygote((3, 4))
+    zygote.children.add(child)
+    zygote.guards[guard] = child
+    try:
+        _, status = os.waitpid(child, 0)
+        zygote.reaped(child, status)
+        reaped, status = os.waitpid(guard, 0)
+        assert reaped == guard and os.waitstatus_to_exitcode(status) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(guard, signal.SIGKILL)
+            os.waitpid(guard, 0)
+    assert json.loads(capsys.readouterr().out) == {"ended": child, "status": 0}
 
 
 def test_a_guard_that_cannot_be_forked_leaves_its_task_unguarded(
@@ -259,6 +291,25 @@ def test_a_working_directory_made_a_link_is_not_followed(tmp_path: Path) -> None
     empty_directory(str(runner))
     assert runner.is_dir() and not runner.is_symlink() and not list(runner.iterdir())
     assert (elsewhere / "keep.txt").read_text() == "mine\n"
+
+
+def test_only_the_jobs_own_links_to_its_files_stay_for_the_next_map(tmp_path: Path) -> None:
+    """A map that linked ``words.txt`` to a shipped ``stop.txt`` left that
+    link to every next map of its process (which failed to make its own:
+    FileExistsError); the job's own links, by their files' names, stay."""
+    from pytxmr.trees import empty_directory, links_into
+
+    files = tmp_path / "bundle" / "files"
+    files.mkdir(parents=True)
+    (files / "stop.txt").write_text("the\n")
+    runner = tmp_path / "runner-1"
+    runner.mkdir()
+    (runner / "stop.txt").symlink_to(files / "stop.txt")
+    (runner / "words.txt").symlink_to(files / "stop.txt")
+    (runner / "out.txt").write_text("left\n")
+    empty_directory(str(runner), links_into(str(tmp_path / "bundle")))
+    assert [p.name for p in runner.iterdir()] == ["stop.txt"]
+    assert (files / "stop.txt").read_text() == "the\n"
 
 
 def test_a_working_directory_swapped_for_a_link_while_emptied_is_not_followed(
