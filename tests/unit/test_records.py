@@ -662,10 +662,16 @@ def test_a_record_larger_than_a_frame_fails_clearly(tmp_path: Any, monkeypatch: 
     [{"text": "t" * 3_000, "n": 7}] * 40,
     [[["deep" * 500] * 3] * 3] * 3,
     {f"f{i}": i for i in range(5_000)},
-], ids=["dict", "list", "tuple", "events", "nested", "small-items"])
+    {"id": 1, "ts": 1_700_000_000, "body": "b" * 100_000},
+    [1, 2, 3, 4, 5, "x" * 50_000],
+], ids=["dict", "list", "tuple", "events", "nested", "small-items", "body-last",
+        "big-last-item"])
 def test_a_container_s_weight_is_about_its_encoded_size(value: Any) -> None:
     """``weight`` sizes the batches that frames are cut from: a guess per
-    item was 30 times short for a dict of 200-character fields."""
+    item was 30 times short for a dict of 200-character fields, and a
+    sample of a record's first two fields 3,000 times short where a 100 KB
+    body came after an id and a time stamp (a merge gathered 4,096 of
+    them: 750 MB)."""
     import msgpack
 
     from pytxmr.records import weight
