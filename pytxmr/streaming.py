@@ -52,6 +52,13 @@ _ERROR_WAIT = 5.0
 _POLL = 0.5
 #: Chunks of STDIN_BUFFER input queued for the writer thread at most.
 _QUEUED_INPUT = 2
+#: Input held beyond those while the command does not read, the task going
+#: on with its next records and taking the command's lines as they come,
+#: a record's worth at a time (between records, a map's buffer spills).
+#: Past it, the task waits for the command to read, taking its lines
+#: meanwhile: all of them one record's output (a command that printed ten
+#: million lines before it read, 900 MB).
+_HELD_INPUT = 16 << 20
 #: Seconds between the task's looks at the command's output while the
 #: writer thread is busy.
 _FEED_POLL = 0.01
@@ -248,6 +255,8 @@ class Pipe:
         assert self._proc.stdin and self._proc.stdout and self._proc.stderr
         self._pending: list[str] = []  # input not handed to the writer yet
         self._pending_len = 0
+        self._unsent: list[bytes | None] = []  # encoded, the writer's queue full
+        self._unsent_len = 0
         self._long = False  # a line of STDIN_BUFFER or more is pending
         self._input_open = True
         self._chunks: queue.Queue[bytes | None] = queue.Queue(_QUEUED_INPUT)
@@ -293,30 +302,48 @@ class Pipe:
         """The lines the command printed so far, waiting for nothing but the
         writer to take the input written, once there is STDIN_BUFFER of it
         (the command's lines meanwhile)."""
-        if self._pending_len >= STDIN_BUFFER:
+        if self._pending_len >= STDIN_BUFFER or self._unsent:
             yield from self._hand_over()
         yield from self._drain()
 
     def _hand_over(self, last: bool = False) -> Iterator[str]:
-        """The pending input to the writer (then its end, with ``last``),
-        yielding the command's lines while the writer is busy."""
-        pending, self._pending, self._pending_len = self._pending, [], 0
-        if self._long:
-            chunks = _chunks_of(pending)
-            self._long = False
-        else:
-            chunks = [chunk] if (chunk := "".join(pending).encode(_ENCODING, _ERRORS)) else []
-        del pending
-        for item in chunks + ([None] if last else []):
-            while self._input_open:
-                if self._stopped.is_set():
-                    self._stopped_reading()
-                    break
-                try:
+        """The pending input to the writer (then its end, with ``last``);
+        held while the writer is busy, up to _HELD_INPUT, else waited for,
+        yielding the command's lines meanwhile."""
+        if self._pending:
+            pending, self._pending, self._pending_len = self._pending, [], 0
+            if self._long:
+                chunks = _chunks_of(pending)
+                self._long = False
+            else:
+                chunks = [chunk] if (chunk := "".join(pending).encode(_ENCODING, _ERRORS)) else []
+            del pending
+            self._unsent += chunks
+            self._unsent_len += sum(map(len, chunks))
+        unsent = self._unsent
+        if last:
+            unsent.append(None)
+        while unsent and self._input_open:
+            if self._stopped.is_set():
+                self._stopped_reading()
+                break
+            item = unsent[0]
+            held = not last and self._unsent_len <= _HELD_INPUT
+            try:
+                if held:
+                    self._chunks.put_nowait(item)
+                else:
                     self._chunks.put(item, timeout=_FEED_POLL)
-                    break
-                except queue.Full:
-                    yield from self._drain()
+            except queue.Full:
+                if held:
+                    return  # handed over at a later record, or at the end
+                yield from self._drain()
+                continue
+            del unsent[0]
+            self._unsent_len -= len(item) if item is not None else 0
+        if not self._input_open:  # it stopped reading: dropped
+            unsent.clear()
+            self._unsent_len = 0
         self._input_open = self._input_open and not last
 
     def _stopped_reading(self) -> None:

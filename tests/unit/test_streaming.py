@@ -316,6 +316,29 @@ def test_what_a_command_prints_ahead_of_the_task_is_bounded(
     assert most <= 4 + 1, most  # the batches held, and the end
 
 
+def test_a_command_that_prints_before_it_reads_gives_each_record_a_bounded_share(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command that prints without reading its input (``seq``, ``yes |
+    head``): once the writer's queue was full, the record being handed over
+    waited for the command to read, taking its lines meanwhile, all of them
+    (ten million lines of one record: a map of 1.5 GB). Its input is held
+    instead, and each record takes the lines printed so far."""
+    from pytxmr import streaming
+
+    monkeypatch.setattr(streaming, "STDIN_BUFFER", 1 << 16)
+    pipe = Pipe("seq -w 1 2000000; cat >/dev/null")  # lines of 8 bytes
+    got = most = 0
+    with deadline(120):
+        for n in range(100_000):  # 1.4 MB: the pipe's, the queue's and more
+            pipe.feed(f"line {n:08d}")
+            lines = sum(1 for _ in pipe.ready())
+            got += lines
+            most = max(most, lines)
+        got += sum(1 for _ in pipe.close())
+    assert got == 2_000_000
+    assert most <= streaming._HELD_BATCHES * (streaming._READ // 8 + 1), most
+
+
 def test_long_lines_a_command_prints_ahead_are_bounded_by_their_bytes() -> None:
     """A batch of one long line took one of the _HELD_BATCHES: a command
     printing 20 MB lines could have 64 of them held. A batch takes room
