@@ -347,21 +347,31 @@ class MapOutputBuffer:
                 and sampled_size(keys) < UTF8_COPY_MAX_KEY * len(keys)):
             utf8 = [k.encode("utf-8", "surrogatepass") for k in keys]
         del keys
+        try:
+            parts = self._sorted_parts(items, utf8, kinds)
+        except TypeError:
+            if "other" in kinds:  # a NaN inside a tuple key: said as a map's bad key
+                _check_keys(list(map(first, items)), self._job)
+            raise
+        self._write_spill(parts, folded)
+
+    def _sorted_parts(self, items: list[Any], utf8: list[bytes] | None,
+                      kinds: list[str]) -> list[list[Any]]:
+        n = self._num_partitions
+        partition = self._job.partition
         if n > 1 and isinstance(partition, RangePartition) and kinds in _PLAIN_KINDS:
             # Sorted once, and cut where the cut points fall in the sorted
             # keys: no call per key, no scatter.
-            parts = partition.split_sorted(_sorted(items, utf8, kinds), n)
+            return partition.split_sorted(_sorted(items, utf8, kinds), n)
+        if n == 1:
+            parts = [items]
+            utf8_parts = [utf8]
         else:
-            if n == 1:
-                parts = [items]
-                utf8_parts = [utf8]
-            else:
-                ids = partition_ids(map(first, items), n, partition, utf8)
-                parts = scatter(items, ids, n)
-                utf8_parts = scatter(utf8, ids, n) if utf8 is not None else [None] * n
-            del utf8
-            parts = [_sorted(part, part_utf8, kinds) for part, part_utf8 in zip(parts, utf8_parts)]
-        self._write_spill(parts, folded)
+            ids = partition_ids(map(first, items), n, partition, utf8)
+            parts = scatter(items, ids, n)
+            utf8_parts = scatter(utf8, ids, n) if utf8 is not None else [None] * n
+        del utf8
+        return [_sorted(part, part_utf8, kinds) for part, part_utf8 in zip(parts, utf8_parts)]
 
     def _spill_by_value(self, items: list[Any], folded: bool) -> None:
         """``sort_values``: one record per value, by key and then by value,
