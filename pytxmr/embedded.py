@@ -18,6 +18,7 @@ import contextlib
 import functools
 import os
 import secrets
+import sys
 import tempfile
 from typing import Any
 
@@ -34,6 +35,15 @@ def _store_of(workers: list[tasktracker.TaskTracker], wid: str) -> KeyValueStore
     return next((w.store for w in workers if w.wid == wid), None)
 
 
+def _remove(tmp: str) -> None:
+    """Remove the run's directory; say what a task left there that cannot
+    go (a file it made immutable), rather than leave it unsaid."""
+    remove_tree(tmp, ignore_errors=True)
+    if os.path.lexists(tmp):
+        print(f"pytxmr: {tmp} could not be removed whole (a file in it made immutable?)",
+              file=sys.stderr)
+
+
 async def run_embedded(reactor: DaemonReactor, job: client.JobSubmission, *, zygote: Zygote,
                        workers: int,
                        slots: int, progress: client.ProgressCallback | None = None
@@ -44,7 +54,7 @@ async def run_embedded(reactor: DaemonReactor, job: client.JobSubmission, *, zyg
     secret = secrets.token_hex(32).encode()
     async with contextlib.AsyncExitStack() as stack:
         tmp = tempfile.mkdtemp(prefix="pytxmr-run-")
-        stack.callback(remove_tree, tmp, ignore_errors=True)
+        stack.callback(_remove, tmp)
         jt = jobtracker.make_service(jobtracker.Config(
             listen="tcp:0:interface=127.0.0.1", workdir=os.path.join(tmp, "jobtracker")),
             reactor, secret=secret, checkers=zygote)

@@ -10,6 +10,7 @@ imports Twisted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -229,12 +230,22 @@ class KeyValueStore:
 
 
 def delete_paths(paths: list[str]) -> None:
-    """Delete what ``KeyValueStore.remove_job`` set aside."""
+    """Delete what ``KeyValueStore.remove_job`` set aside, as much of it as
+    can go; an OSError then names what stays (a file a task made
+    immutable), for the log."""
+    left = []
     for path in paths:
         if os.path.isdir(path) and not os.path.islink(path):
             remove_tree(path, ignore_errors=True)
         else:
-            _unlink_quietly(path)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if os.path.lexists(path):
+            left.append(path)
+    if left:
+        more = f" and {len(left) - 1} more" if len(left) > 1 else ""
+        raise OSError(f"{left[0]}{more} could not be deleted (a file in it made immutable, "
+                      "or owned by another user?)")
 
 
 def _unlink_quietly(path: str) -> None:

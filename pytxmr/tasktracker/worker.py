@@ -236,7 +236,10 @@ class TaskTracker:
                 f.write(init.source)
         except OSError as e:  # its attempts here fail as they come (_new_attempt)
             self.log.error("Cannot set up job {job} here: {e}", job=init.job_id, e=e)
-            delete_paths(self.store.remove_job(init.job_id))
+            try:
+                delete_paths(self.store.remove_job(init.job_id))
+            except OSError as left:
+                self.log.error("{left}", left=left)
             self._not_set_up[init.job_id] = str(e)
             return
         self.jobs[init.job_id] = init

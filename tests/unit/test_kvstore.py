@@ -269,3 +269,21 @@ def test_kvstore_imports_nothing_from_twisted() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+def test_what_a_job_s_deletion_cannot_remove_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file a task made immutable (``chattr +i``) stays: the deletion
+    removes all else, and its error names what stays, for the log (it
+    said nothing, and the files stayed unknown)."""
+    import pytxmr.kvstore as kvstore
+
+    kept = tmp_path / "runner-1"
+    kept.mkdir()
+    (kept / "stuck").write_text("x")
+    gone = tmp_path / "m-1.data"
+    gone.write_text("y")
+    monkeypatch.setattr(kvstore, "remove_tree", lambda path, ignore_errors=False: None)
+    with pytest.raises(OSError, match=r"runner-1 could not be deleted"):
+        kvstore.delete_paths([str(kept), str(gone)])
+    assert not gone.exists()
