@@ -62,9 +62,10 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
 
 #: The environment the agent and its children were started with, as far as
 #: it decides how Python starts (encodings, hash seed, warnings, time zone,
-#: the dynamic linker's LD_PRELOAD): a caller whose own differs gets an
-#: agent of its own.
-_STARTUP_ENV = ("PYTHON", "LANG", "LC_", "TZ", "LD_")
+#: the dynamic linker's LD_PRELOAD, the C library's allocator: glibc reads
+#: MALLOC_ARENA_MAX and GLIBC_TUNABLES once, at a process's start): a
+#: caller whose own differs gets an agent of its own.
+_STARTUP_ENV = ("PYTHON", "LANG", "LC_", "TZ", "LD_", "MALLOC_", "GLIBC_TUNABLES")
 
 #: A request larger than this is not one (a caller's environment is a few KB).
 MAX_REQUEST = 4 << 20

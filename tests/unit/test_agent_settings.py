@@ -110,14 +110,17 @@ def test_a_caller_with_its_own_preload_oom_score_or_capabilities_has_an_agent_of
         ) -> None:
     """A child of the agent has the agent's: a command run under ``setpriv``
     (fewer capabilities), ``choom`` or with ``LD_PRELOAD`` (a proxy
-    wrapper) ran with the agent's."""
+    wrapper) or ``MALLOC_ARENA_MAX`` ran with the agent's."""
     import subprocess
     import sys
 
     code = "from pytxmr import agent; print(agent._identity())"
     oom = ("with open('/proc/self/oom_score_adj', 'w') as f:\n    f.write('500')\n")
-    here, preloaded, choomed = (
+    # The allocator's settings, read once at a process's start: a child of
+    # the agent has the agent's.
+    arenas = {"MALLOC_ARENA_MAX": "2"}
+    here, preloaded, choomed, allocated = (
         subprocess.run([sys.executable, "-c", prefix + code], capture_output=True, text=True,
                        env={**os.environ, **more}, check=True).stdout
-        for prefix, more in (("", {}), ("", {"LD_BIND_NOW": "1"}), (oom, {})))
-    assert here != preloaded and here != choomed
+        for prefix, more in (("", {}), ("", {"LD_BIND_NOW": "1"}), (oom, {}), ("", arenas)))
+    assert here != preloaded and here != choomed and here != allocated
