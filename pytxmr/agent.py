@@ -16,7 +16,8 @@ and the child's exit status becomes the caller's. It is the zygote's idea
 The agent serves only its own user (the socket's directory is private,
 and each peer's uid is checked), and only callers of its identity (the
 same Python, interpreter settings, pytxmr, import path, startup
-environment, groups, limits, namespaces: see ``_identity``; others have
+environment, groups, priority, limits, personality, namespaces: see
+``_identity``; others have
 agents of their own) whose pytxmr sources and installed packages have not
 changed since it imported them (else it retires, and the caller starts a
 fresh one). It exits after ``PYTXMR_AGENT``'s idle time, its last
@@ -448,8 +449,7 @@ _WARM = ("twisted.internet.default", "twisted.internet.epollreactor",
          "twisted.internet.endpoints", "pytxmr.cli", "pytxmr.client", "pytxmr.addresses",
          "pytxmr.auth", "pytxmr.jobmodule", "pytxmr.output", "pytxmr.pbwire", "pytxmr.readers",
          "pytxmr.secret", "pytxmr.tls", "pytxmr.users", "pytxmr.embedded",
-         "pytxmr.localcluster", "pytxmr.jobtracker.service", "pytxmr.tasktracker.service",
-         "psutil")
+         "pytxmr.localcluster", "pytxmr.jobtracker.service", "pytxmr.tasktracker.service")
 
 
 def _warm() -> None:
@@ -460,6 +460,10 @@ def _warm() -> None:
 
     for name in _WARM:
         importlib.import_module(name)
+    try:
+        importlib.import_module("psutil")  # each child's _take_io_priority
+    except ImportError:
+        pass
     if "twisted.internet.reactor" in sys.modules:
         raise RuntimeError("a reactor was installed while warming up")
 
@@ -572,7 +576,7 @@ class Agent:
                     self._started(sel, request, pid, go_w)
                     # The last caller's idle time is ours (PYTXMR_AGENT=SECS).
                     idle = request.body.get("idle")
-                    if isinstance(idle, (int, float)) and idle > 0:
+                    if isinstance(idle, (int, float)) and 0 < idle < float("inf"):
                         self.idle = float(idle)
                 elif key.data == "children":
                     os.read(wake_r, 4096)
@@ -737,8 +741,10 @@ def _take_io_priority(caller: int) -> None:
     ...`` that started the agent made every later command's disk I/O idle,
     and a command under ``ionice`` got the agent's. (psutil: Python has no
     call for it, and the system call's number differs by architecture.)"""
-    import psutil
-
+    try:
+        import psutil
+    except ImportError:  # installed before psutil was a dependency: as before it
+        return
     try:
         wanted = psutil.Process(caller).ionice()
         me = psutil.Process()

@@ -912,14 +912,16 @@ def _reader_gone(e: OSError) -> bool:
     return isinstance(e, BrokenPipeError) or e.errno == errno.EIO
 
 
-class StdoutUnwritable(Exception):
+class StdoutUnwritable(OSError):
     """Standard output took no more (a full disk, ``> /dev/full``, a name
-    its encoding cannot write): said, not a traceback."""
+    its encoding cannot write): said, not a traceback. An OSError still,
+    for a job's own code under ``run --inline`` that catches one."""
 
 
 class _Results:
     """``sys.stdout``, whose failures other than its reader's leaving
-    (EPIPE: see ``_stdout_closed``) are a ``StdoutUnwritable``."""
+    (EPIPE, or EIO from a terminal hung up: see ``_stdout_closed``) are a
+    ``StdoutUnwritable``."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -927,21 +929,27 @@ class _Results:
     def write(self, text: str) -> int:
         try:
             return int(self._stream.write(text))
-        except BrokenPipeError:
-            raise
         except (OSError, UnicodeEncodeError) as e:
-            raise StdoutUnwritable(f"cannot write to standard output: {_reason(e)}") from None
+            raise _failure(e) from None
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
-            raise
         except OSError as e:
-            raise StdoutUnwritable(f"cannot write to standard output: {_reason(e)}") from None
+            raise _failure(e) from None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def _failure(e: OSError | UnicodeEncodeError) -> OSError:
+    if isinstance(e, OSError) and _reader_gone(e):
+        return e if isinstance(e, BrokenPipeError) else BrokenPipeError(e.errno, e.strerror)
+    return StdoutUnwritable(f"cannot write to standard output: {_reason(e)}")
 
 
 def _reason(e: BaseException) -> str:
@@ -974,7 +982,7 @@ def entry() -> None:
     except BrokenPipeError:
         _stdout_closed()
     except StdoutUnwritable as e:
-        code = _unwritable(e)
+        code = _unwritable(e) if code == 0 else code  # said; a failure's own status stays
     # Spare Python's exit the cyclic collector's passes over every object
     # the command created (0.02-0.03 s of each command): nothing at exit
     # depends on them.

@@ -225,7 +225,7 @@ def combined_chunks(key: Any, values: Iterable[Any], combine: Callable[..., Any]
         yield out
 
 
-def _chunks_of(combine: Callable[..., Any]
+def _combining(combine: Callable[..., Any]
                ) -> Callable[[Any, Iterator[Any]], Iterable[list[Any]]]:
     """A key's values to the combiner's, in frames (one value, folded)."""
     if isinstance(combine, FoldCombiner):
@@ -349,9 +349,10 @@ class MapOutputBuffer:
         del keys
         try:
             parts = self._sorted_parts(items, utf8, kinds)
-        except TypeError:
-            if "other" in kinds:  # a NaN inside a tuple key: said as a map's bad key
-                _check_keys(list(map(first, items)), self._job)
+        except TypeError as e:
+            if str(e) == NAN_REFUSED:  # inside a tuple key (a top-level one: refused above)
+                raise RecordTypeError(f"map yielded a key that holds a NaN: {NAN_REFUSED}") \
+                    from None
             raise
         self._write_spill(parts, folded)
 
@@ -496,7 +497,7 @@ class MapOutputBuffer:
                             self._codec)
                     merged = merge_runs(runs, sort_key)
                     if combine is not None:
-                        merged = recombined(merged, _chunks_of(combine))
+                        merged = recombined(merged, _combining(combine))
                     start, records = writer.bytes, writer.records
                     writer.write(merged)
                 table.append((start, writer.bytes - start, writer.records - records))

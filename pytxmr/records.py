@@ -316,13 +316,17 @@ def weight(obj: Any, depth: int = 0) -> int:
     if t is dict:
         if n <= _ITEMS_WHOLE:
             return sum(weight(k, depth + 1) + weight(v, depth + 1) for k, v in obj.items())
-        sample = [weight(k, depth + 1) + weight(v, depth + 1)
-                  for k, v in (*islice(obj.items(), _ITEMS_SAMPLED), next(reversed(obj.items())))]
+        head = [weight(k, depth + 1) + weight(v, depth + 1)
+                for k, v in islice(obj.items(), _ITEMS_SAMPLED)]
+        k, v = next(reversed(obj.items()))
+        last = weight(k, depth + 1) + weight(v, depth + 1)
     else:
         if n <= _ITEMS_WHOLE:
             return sum(weight(x, depth + 1) for x in obj)
-        sample = [weight(x, depth + 1) for x in (*obj[:_ITEMS_SAMPLED], obj[-1])]
-    return n * sum(sample) // len(sample)
+        head = [weight(x, depth + 1) for x in obj[:_ITEMS_SAMPLED]]
+        last = weight(obj[-1], depth + 1)
+    # The last item as itself (a row's text field), the others as the first.
+    return last + (n - 1) * sum(head) // len(head)
 
 
 def _flat(pairs: list[tuple[Any, Any]]) -> list[Any]:

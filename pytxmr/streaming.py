@@ -244,7 +244,7 @@ class Pipe:
     side ever waits for the other: a command that prints as it reads would
     otherwise block on a full stdout while we block on its full stdin. What
     is held in between is bounded both ways (_QUEUED_INPUT chunks of
-    STDIN_BUFFER input, _HELD_BATCHES of output)."""
+    STDIN_BUFFER input and _HELD_INPUT more, _HELD_BATCHES of output)."""
 
     def __init__(self, cmd: str) -> None:
         self.cmd = cmd
@@ -299,18 +299,18 @@ class Pipe:
             self._pending_len += len(text)
 
     def ready(self) -> Iterator[str]:
-        """The lines the command printed so far, waiting for nothing but the
-        writer to take the input written, once there is STDIN_BUFFER of it
-        (the command's lines meanwhile)."""
+        """The lines the command printed so far, once the input written is
+        handed to the writer (as chunks of STDIN_BUFFER; see _hand_over)."""
         if self._pending_len >= STDIN_BUFFER or self._unsent:
             yield from self._hand_over()
         yield from self._drain()
 
     def _hand_over(self, last: bool = False) -> Iterator[str]:
-        """The pending input to the writer (then its end, with ``last``);
-        held while the writer is busy, up to _HELD_INPUT, else waited for,
-        yielding the command's lines meanwhile."""
-        if self._pending:
+        """The pending input to the writer, once there is STDIN_BUFFER of it
+        (all of it, then its end, with ``last``); held while the writer is
+        busy, up to _HELD_INPUT, else waited for, yielding the command's
+        lines meanwhile."""
+        if self._pending and (last or self._pending_len >= STDIN_BUFFER):
             pending, self._pending, self._pending_len = self._pending, [], 0
             if self._long:
                 chunks = _chunks_of(pending)

@@ -13,6 +13,7 @@ import errno
 import os
 import shutil
 import stat
+import sys
 from typing import Callable
 
 __all__ = ["empty_directory", "links_into", "remove_tree"]
@@ -21,14 +22,23 @@ __all__ = ["empty_directory", "links_into", "remove_tree"]
 def remove_tree(path: str, ignore_errors: bool = False, dir_fd: int | None = None) -> None:
     """``shutil.rmtree``, made writable first where a directory refused."""
     try:
-        shutil.rmtree(path, dir_fd=dir_fd)
+        _rmtree(path, False, dir_fd)
         return
     except PermissionError:
         _make_writable(path, dir_fd)
     except OSError:
         if not ignore_errors:
             raise
-    shutil.rmtree(path, ignore_errors=ignore_errors, dir_fd=dir_fd)
+    _rmtree(path, ignore_errors, dir_fd)
+
+
+def _rmtree(path: str, ignore_errors: bool, dir_fd: int | None) -> None:
+    if dir_fd is None:
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+    elif sys.version_info >= (3, 11):
+        shutil.rmtree(path, ignore_errors=ignore_errors, dir_fd=dir_fd)
+    else:  # rmtree takes no dir_fd before 3.11: the descriptor's own directory
+        shutil.rmtree(f"/proc/self/fd/{dir_fd}/{path}", ignore_errors=ignore_errors)
 
 
 def _make_writable(path: str, dir_fd: int | None) -> None:
@@ -64,7 +74,7 @@ def links_into(directory: str) -> Keep:
     def keep(entry: os.DirEntry[str], dir_fd: int) -> bool:
         if not entry.is_symlink():
             return False
-        target = os.readlink(entry.name, dir_fd=dir_fd)
+        target = os.path.normpath(os.readlink(entry.name, dir_fd=dir_fd))
         return target.startswith(prefix) and os.path.basename(target) == entry.name
 
     return keep

@@ -445,9 +445,11 @@ class TaskTracker:
         unfinished = self._unfinished_part(attempt)
 
         def discard() -> None:
-            delete_paths(paths)
-            if unfinished is not None:
-                unfinished()
+            try:
+                delete_paths(paths)
+            finally:  # what could go went; the part of a local output all the same
+                if unfinished is not None:
+                    unfinished()
 
         d = in_thread(self._reactor, discard)
         d.addErrback(lambda f: self.log.failure("Deleting attempt {attempt}'s files failed", f,

@@ -664,8 +664,10 @@ def test_a_record_larger_than_a_frame_fails_clearly(tmp_path: Any, monkeypatch: 
     {f"f{i}": i for i in range(5_000)},
     {"id": 1, "ts": 1_700_000_000, "body": "b" * 100_000},
     [1, 2, 3, 4, 5, "x" * 50_000],
+    {**{f"col{i}": i for i in range(19)}, "text": "t" * 1_000},
+    [f"item {i}" for i in range(100)] + ["x" * 2_000],
 ], ids=["dict", "list", "tuple", "events", "nested", "small-items", "body-last",
-        "big-last-item"])
+        "big-last-item", "row-ending-in-text", "long-list-big-last"])
 def test_a_container_s_weight_is_about_its_encoded_size(value: Any) -> None:
     """``weight`` sizes the batches that frames are cut from: a guess per
     item was 30 times short for a dict of 200-character fields, and a

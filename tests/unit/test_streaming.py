@@ -339,6 +339,34 @@ def test_a_command_that_prints_before_it_reads_gives_each_record_a_bounded_share
     assert most <= streaming._HELD_BATCHES * (streaming._READ // 8 + 1), most
 
 
+def test_input_held_for_a_slow_command_goes_in_whole_chunks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Input held while the writer is busy is handed over as chunks of
+    STDIN_BUFFER, not a chunk per record (a write and a queue hand-off
+    each, and 40 bytes of object a 14-byte line)."""
+    from pytxmr import streaming
+
+    monkeypatch.setattr(streaming, "STDIN_BUFFER", 4096)
+    pipe = Pipe("sleep 0.5; cat")
+    sizes: list[int] = []
+    for name in ("put", "put_nowait"):
+        real = getattr(pipe._chunks, name)
+
+        def spy(item: Any, *args: Any, real: Any = real, **kwargs: Any) -> None:
+            real(item, *args, **kwargs)
+            sizes.append(len(item) if item is not None else -1)
+
+        setattr(pipe._chunks, name, spy)
+    got = 0
+    with deadline(60):
+        for n in range(20_000):
+            pipe.feed(f"line {n:08d}")
+            got += sum(1 for _ in pipe.ready())
+        got += sum(1 for _ in pipe.close())
+    assert got == 20_000
+    assert sizes[-1] == -1 and min(sizes[:-2]) >= 4096, sizes  # the last chunk: what is left
+
+
 def test_long_lines_a_command_prints_ahead_are_bounded_by_their_bytes() -> None:
     """A batch of one long line took one of the _HELD_BATCHES: a command
     printing 20 MB lines could have 64 of them held. A batch takes room
