@@ -17,13 +17,12 @@ The agent serves only its own user (the socket's directory is private,
 and each peer's uid is checked), and only callers of its identity (the
 same Python, interpreter settings, pytxmr, import path, startup
 environment, groups, priority, limits, personality, namespaces: see
-``_identity``; others have
-agents of their own) whose pytxmr sources and installed packages have not
-changed since it imported them (else it retires, and the caller starts a
-fresh one). It exits after ``PYTXMR_AGENT``'s idle time, its last
-caller's. Without an agent, or if it cannot take a command, the command
-runs in its own process; an
-agent that dies (or stops) under a running command leaves that command's
+``_identity``; others have agents of their own) whose pytxmr sources and
+installed packages have not changed since it imported them (else it
+retires, and the caller starts a fresh one). It exits after
+``PYTXMR_AGENT``'s idle time, its last caller's. Without an agent, or if
+it cannot take a command, the command runs in its own process; an agent
+that dies (or stops) under a running command leaves that command's
 outcome unknown to its caller (exit 3), as a lost jobtracker does.
 
 The caller's side (``delegated``) runs before anything heavy is imported,
