@@ -59,6 +59,9 @@ async def run_embedded(reactor: DaemonReactor, job: client.JobSubmission, *, zyg
             listen="tcp:0:interface=127.0.0.1", workdir=os.path.join(tmp, "jobtracker")),
             reactor, secret=secret, checkers=zygote)
         stack.push_async_callback(jt.stopService)
+        # Once every tasktracker stopped (their callbacks come first), before
+        # the jobtracker stops: nothing of theirs commits any more.
+        stack.callback(jt.jt.workers_stopped)
         await jt.startService()
         tts = []
         for i in range(workers):

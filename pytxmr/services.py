@@ -187,6 +187,9 @@ class Awaited:
     def attempts(self) -> list[str]:
         return list(self._job_of)
 
+    def of_job(self, job_id: str) -> list[str]:
+        return list(self._by_job.get(job_id, ()))
+
     def awaits(self, job_id: str, still: Callable[[str], bool] = lambda aid: True) -> bool:
         return any(still(aid) for aid in self._by_job.get(job_id, ()))
 

@@ -589,6 +589,19 @@ class JobTracker:
         self._check_live(wid)
         self._commit_came(attempt_id)
 
+    def workers_stopped(self) -> None:
+        """Every worker has stopped, in this process (``run``'s, stopped
+        before us): a commit to a local output is made in a worker's
+        reactor turn, so what they were let commit there has landed or
+        never will. A job's end need not wait for it: an interrupted ``run``
+        left its output with ``_temporary`` and a part, for a next start its
+        jobtracker never has. (An upload to an object store runs in a
+        thread: still waited for.)"""
+        for job in self.jobs.values():
+            if not storage.is_remote(job.output):
+                for attempt_id in self._committing.of_job(job.id):
+                    self._commit_came(attempt_id)
+
     def _commit_came(self, attempt_id: str) -> None:
         self._commit_workers.pop(attempt_id, None)
         self._unclaimed_commits.pop(attempt_id, None)

@@ -231,6 +231,35 @@ class RestartWindowTests(JobTrackerCase):
         self.assertEqual(jt.journal.running_jobs(), {})
         self.assertEqual(jt.history.summaries[job_id]["state"], "failed")
 
+    async def test_run_s_own_stopped_workers_leave_no_commit_to_wait_for(self) -> None:
+        """An interrupted ``run`` stops its tasktrackers, then its
+        jobtracker, as a reduce let commit had committed its part but not
+        said so: the jobtracker left the job ending for its next start,
+        which ``run``'s never has, and the output kept ``_temporary`` and
+        the part (once in 60 Ctrl-C's). Its workers stopped in this
+        process, nothing of theirs commits any more: the output is
+        cleaned. A daemon's stop still leaves such a job to its next start."""
+        for stopped_first in (True, False):
+            out = os.path.join(self.tmp, f"out-{stopped_first}")
+            wid, worker = self.add_worker()
+            await self.submit(out=os.path.basename(out))
+            for aid in launched(worker, "launch_map"):
+                self.jt.attempt_done(wid, aid, map_counts(2))
+            _, aid, partition, _ = next(iter(worker.named("launch_reduce")))
+            self.assertTrue(self.jt.may_commit(wid, aid))
+            with open(os.path.join(out, output.part_name(partition)), "w") as f:
+                f.write("w\t1\n")  # its commit landed; its report never comes
+            os.makedirs(os.path.join(out, output.TEMPORARY, "attempt"), exist_ok=True)
+            if stopped_first:
+                self.jt.workers_stopped()
+            await self.jt.stop()
+            left = sorted(os.listdir(out))
+            if stopped_first:
+                self.assertEqual(left, [output.OUTPUT_MARK])
+                self.jt = self.restart()
+            else:
+                self.assertIn(output.part_name(partition), left)
+
     async def test_an_output_that_cannot_be_finished_fails_the_job(self) -> None:
         """A store's own error (botocore's, not an OSError) finishing the
         output: the job fails with it, its waiters hear so, and a stop does
