@@ -163,6 +163,7 @@ class JobTracker:
         #: that have not said they ended: what an ended job waits for.
         self._kill_logs = Awaited(clock)
         self._committing = Awaited(clock)
+        self._workers_stopped = False  # see workers_stopped
         #: The worker of each attempt let commit: its id, and the (host,
         #: port) of its shuffle server.
         self._commit_workers: dict[str, tuple[str, tuple[str, int]]] = {}
@@ -572,6 +573,8 @@ class JobTracker:
 
     def may_commit(self, wid: str | None, attempt_id: str) -> bool:
         wid = self._check_live(wid)
+        if self._workers_stopped:  # a question still on its way: nobody to commit
+            return False
         allowed = self.scheduler.may_commit(attempt_id)
         a = self.scheduler.attempts.get(attempt_id)
         job = self._by_sched.get(a.job_id) if a is not None else None
@@ -596,7 +599,9 @@ class JobTracker:
         never will. A job's end need not wait for it: an interrupted ``run``
         left its output with ``_temporary`` and a part, for a next start its
         jobtracker never has. (An upload to an object store runs in a
-        thread: still waited for.)"""
+        thread: still waited for.) A worker's question to commit still on
+        its way here is refused."""
+        self._workers_stopped = True
         for job in self.jobs.values():
             if not storage.is_remote(job.output):
                 for attempt_id in self._committing.of_job(job.id):

@@ -237,8 +237,9 @@ class RestartWindowTests(JobTrackerCase):
         said so: the jobtracker left the job ending for its next start,
         which ``run``'s never has, and the output kept ``_temporary`` and
         the part (once in 60 Ctrl-C's). Its workers stopped in this
-        process, nothing of theirs commits any more: the output is
-        cleaned. A daemon's stop still leaves such a job to its next start."""
+        process, nothing of theirs commits any more (a question to commit
+        still on its way is refused): the output is cleaned. A daemon's
+        stop still leaves such a job to its next start."""
         for stopped_first in (True, False):
             out = os.path.join(self.tmp, f"out-{stopped_first}")
             wid, worker = self.add_worker()
@@ -252,6 +253,10 @@ class RestartWindowTests(JobTrackerCase):
             os.makedirs(os.path.join(out, output.TEMPORARY, "attempt"), exist_ok=True)
             if stopped_first:
                 self.jt.workers_stopped()
+                # Another worker's question, on its way as it stopped (seen
+                # in a stopped run's log): nobody is there to commit.
+                for _, late, _, _ in list(worker.named("launch_reduce"))[1:]:
+                    self.assertFalse(self.jt.may_commit(wid, late))
             await self.jt.stop()
             left = sorted(os.listdir(out))
             if stopped_first:
