@@ -24,9 +24,8 @@ from typing import Any
 
 from . import client, jobtracker, tasktracker
 from .child import Zygote
-from .kvstore import KeyValueStore
+from .kvstore import KeyValueStore, delete_paths
 from .services import DaemonReactor
-from .trees import remove_tree
 
 
 def _store_of(workers: list[tasktracker.TaskTracker], wid: str) -> KeyValueStore | None:
@@ -38,10 +37,10 @@ def _store_of(workers: list[tasktracker.TaskTracker], wid: str) -> KeyValueStore
 def _remove(tmp: str) -> None:
     """Remove the run's directory; say what a task left there that cannot
     go (a file it made immutable), rather than leave it unsaid."""
-    remove_tree(tmp, ignore_errors=True)
-    if os.path.lexists(tmp):
-        print(f"pytxmr: {tmp} could not be removed whole (a file in it made immutable?)",
-              file=sys.stderr)
+    try:
+        delete_paths([tmp])
+    except OSError as e:
+        print(f"pytxmr: {e}", file=sys.stderr)
 
 
 async def run_embedded(reactor: DaemonReactor, job: client.JobSubmission, *, zygote: Zygote,
