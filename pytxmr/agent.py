@@ -31,16 +31,19 @@ so it uses the standard library's light modules only.
 
 from __future__ import annotations
 
+# _signal and _socket, not signal and socket: those make enums of their
+# constants as they are imported, 7 ms of a caller's start (which is 25 ms).
+import _signal
+import _socket
 import os
-import signal
-import socket
 import stat
 import sys
 import zlib
 
 TYPE_CHECKING = False  # typing itself is 3 ms of a caller's start
 if TYPE_CHECKING:
-    from typing import Any, BinaryIO, NoReturn
+    import socket
+    from typing import Any, NoReturn
 
 #: What PYTXMR_AGENT turns on; a number is the idle time in seconds.
 ENV = "PYTXMR_AGENT"
@@ -57,8 +60,8 @@ COMMANDS = frozenset({"run", "submit", "jobs", "wait", "status", "kill", "worker
 
 #: Signals the caller passes on to the command's child. SIGKILL cannot be:
 #: the agent kills the child when its caller's connection closes.
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-             signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT,
+             _signal.SIGUSR1, _signal.SIGUSR2)
 
 #: The environment the agent and its children were started with, as far as
 #: it decides how Python starts (encodings, hash seed, warnings, time zone,
@@ -272,28 +275,49 @@ def delegated(argv: list[str]) -> int | None:
                    "umask": umask,
                    # what we were started ignoring (nohup, a shell's background)
                    "ignored": [int(sig) for sig in FORWARDED
-                               if signal.getsignal(sig) == signal.SIG_IGN],
+                               if _signal.getsignal(sig) == _signal.SIG_IGN],
                    # python -u: in no flag an agent's start could be given
                    "unbuffered": bool(getattr(sys.stdout, "write_through", False))}
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     except OSError:  # the working directory is gone, no sockets: run here, and fail here
         return None
-    with conn:
-        answers = conn.makefile("rb")
+    try:
+        answers = _Lines(conn)
         try:
             pid = _hand_over(conn, answers, path, request)
         except OSError:  # none there, a full backlog, no answer in time
             pid = None
         except KeyboardInterrupt:  # before the command ran: as a command's own start says it
             print("pytxmr: interrupted", file=sys.stderr)
-            return 128 + signal.SIGINT
+            return 128 + _signal.SIGINT
         if pid is None:  # none there, or one that may not serve us: a fresh one
             _start_agent(path, idle)
             return None
         return _await_child(conn, answers, pid, request["ignored"])
+    finally:
+        conn.close()
 
 
-def _hand_over(conn: socket.socket, answers: BinaryIO, path: str,
+class _Lines:
+    """The agent's answers, a line at a time (``socket.makefile``'s
+    ``readline``, without importing ``socket``)."""
+
+    def __init__(self, conn: _socket.socket) -> None:
+        self._conn = conn
+        self._pending = b""
+
+    def readline(self) -> bytes:
+        while b"\n" not in self._pending:
+            data = self._conn.recv(4096)
+            if not data:  # its end: what came before it
+                line, self._pending = self._pending, b""
+                return line
+            self._pending += data
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line + b"\n"
+
+
+def _hand_over(conn: _socket.socket, answers: _Lines, path: str,
                request: dict[str, Any]) -> int | None:
     """Send the request, then (if the agent takes it) our standard streams;
     the child's pid, or None if the agent retired instead. The streams go
@@ -310,7 +334,8 @@ def _hand_over(conn: socket.socket, answers: BinaryIO, path: str,
     # child may not search (chmod 000 ../..) could not be entered.
     here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        socket.send_fds(conn, [b"s"], [0, 1, 2, here])
+        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2, here))  # C ints
+        conn.sendmsg([b"s"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
     finally:
         os.close(here)
     answer = answers.readline().split()
@@ -326,12 +351,12 @@ def _die_of(signum: int) -> None:
     import resource
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if signum != signal.SIGKILL:  # whose action cannot be set
-        signal.signal(signum, signal.SIG_DFL)
+    if signum != _signal.SIGKILL:  # whose action cannot be set
+        _signal.signal(signum, _signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 
 
-def _await_child(conn: socket.socket, answers: BinaryIO, pid: int, ignored: list[int]) -> int:
+def _await_child(conn: _socket.socket, answers: _Lines, pid: int, ignored: list[int]) -> int:
     """Let the child run, and pass our signals on to it until the agent says
     how it ended: its exit status, as a shell reports it (128 + a signal
     that killed it)."""
@@ -348,24 +373,24 @@ def _await_child(conn: socket.socket, answers: BinaryIO, pid: int, ignored: list
             if child is None:
                 os.kill(pid, signum)
             else:
-                signal.pidfd_send_signal(child, signum)
+                _signal.pidfd_send_signal(child, signum)
         except OSError:  # it has ended
             pass
 
     def stop(signum: int, frame: Any) -> None:
         """Ctrl-Z stops the command, then us; it goes on when we do, or at
         once if our stop was discarded (a process group with no shell)."""
-        forward(signal.SIGSTOP, frame)
-        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTSTP)
-        forward(signal.SIGCONT, frame)
-        signal.signal(signal.SIGTSTP, stop)
+        forward(_signal.SIGSTOP, frame)
+        _signal.signal(_signal.SIGTSTP, _signal.SIG_DFL)
+        os.kill(os.getpid(), _signal.SIGTSTP)
+        forward(_signal.SIGCONT, frame)
+        _signal.signal(_signal.SIGTSTP, stop)
 
     for signum in FORWARDED:
         if signum not in ignored:
-            signal.signal(signum, forward)
-    if signal.getsignal(signal.SIGTSTP) != signal.SIG_IGN:
-        signal.signal(signal.SIGTSTP, stop)
+            _signal.signal(signum, forward)
+    if _signal.getsignal(_signal.SIGTSTP) != _signal.SIG_IGN:
+        _signal.signal(_signal.SIGTSTP, stop)
     conn.settimeout(None)
     conn.sendall(b"go\n")  # now the child runs: we will not run the command here
     if child is not None:  # ended: the agent says so at once, unless it is stopped
@@ -459,6 +484,11 @@ def _warm() -> None:
 
     for name in _WARM:
         importlib.import_module(name)
+    # A command line parsed once: what argparse imports and compiles on its
+    # first parse (2 ms) is every child's already.
+    from .cli import parse
+
+    parse(["submit", "job.py", "input", "-o", "output"])
     try:
         importlib.import_module("psutil")  # each child's _take_io_priority
     except ImportError:
@@ -477,7 +507,7 @@ def _fork() -> tuple[int | None, int]:
         go_r, go_w = os.pipe()
     except OSError:
         return None, -1
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, FORWARDED)
     try:
         pid = os.fork()
     except OSError:
@@ -491,7 +521,7 @@ def _fork() -> tuple[int | None, int]:
         if go != b"g":  # our caller gave up on us, and runs the command itself
             os._exit(0)
         return 0, -1
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, FORWARDED)
     if pid is not None:
         os.close(go_r)
     return pid, go_w
@@ -546,8 +576,8 @@ class Agent:
 
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w)
-        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes the select
+        _signal.set_wakeup_fd(wake_w)
+        _signal.signal(_signal.SIGCHLD, lambda signum, frame: None)  # wakes the select
         sel = selectors.DefaultSelector()
         sel.register(self.listener, selectors.EVENT_READ, "accept")
         sel.register(wake_r, selectors.EVENT_READ, "children")
@@ -563,7 +593,7 @@ class Agent:
                     # up on us runs the command itself, which must not run twice.
                     pid, go_w = _fork()
                     if pid == 0:  # the child: none of the agent's files stay open
-                        signal.set_wakeup_fd(-1)
+                        _signal.set_wakeup_fd(-1)
                         sel.close()
                         for fd in (wake_r, wake_w):
                             os.close(fd)
@@ -592,6 +622,7 @@ class Agent:
 
     def _accept(self, sel: Any) -> _Request | None:
         import ast
+        import socket
 
         try:
             conn, _ = self.listener.accept()
@@ -599,7 +630,7 @@ class Agent:
             return None
         try:
             conn.settimeout(1.0)  # a caller sends its request at once: others wait meanwhile
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            creds = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
             caller = int.from_bytes(creds[0:4], sys.byteorder)
             if int.from_bytes(creds[4:8], sys.byteorder) != os.getuid():
                 conn.close()  # the directory is private; still, not our user's
@@ -664,7 +695,7 @@ class Agent:
             return
         sel.unregister(conn)
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, _signal.SIGKILL)
         except ProcessLookupError:
             pass
 
@@ -768,13 +799,13 @@ def _become(request: _Request) -> None:
     for fd, target in zip(request.fds, (0, 1, 2)):
         os.dup2(fd, target)
         os.close(fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
     for signum in FORWARDED:  # as Python sets them up, from what the caller inherited
         if signum in body["ignored"]:
-            signal.signal(signum, signal.SIG_IGN)
+            _signal.signal(signum, _signal.SIG_IGN)
         else:
-            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
-                          else signal.SIG_DFL)
+            _signal.signal(signum, _signal.default_int_handler if signum == _signal.SIGINT
+                           else _signal.SIG_DFL)
     os.umask(body["umask"])
     os.environ.clear()
     os.environ.update(body["env"])
@@ -807,6 +838,7 @@ def main(argv: list[str]) -> int:
     when it is done; in a forked child, runs a command (and exits with it)."""
     import fcntl
     import gc
+    import socket
 
     path, idle = argv[0], float(argv[1])
     own_stamp = stamp(_identity())  # before the imports: a caller computes it before its own
@@ -851,7 +883,7 @@ def main(argv: list[str]) -> int:
 
     try:
         # What the caller passed on meanwhile is delivered now, to the command.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, FORWARDED)
         entry()
         code = 0
     except KeyboardInterrupt:  # before the command's own handling began
