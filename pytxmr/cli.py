@@ -124,11 +124,13 @@ def login_options(a: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def build_parser(help_job: bool = False) -> tuple[argparse.ArgumentParser,
-                                                   dict[str, argparse.ArgumentParser]]:
+def build_parser(help_job: bool = False, command: str | None = None
+                 ) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The command line's parser, and the parser of each command (``run``
     and ``submit`` parse options between their paths). For ``help_job``,
-    a job command needs no output."""
+    a job command needs no output. With ``command``, only that command's
+    options are added (the others' names and help stay, for ``--help`` and
+    the refusal of a name that is none): 3 ms of every command's start."""
     # "pytxmr" when started as the console script, as usage shows it.
     started_as = os.path.basename(sys.argv[0])
     p = argparse.ArgumentParser(prog="pytxmr" if started_as == "pytxmr" else "python -m pytxmr",
@@ -137,47 +139,65 @@ def build_parser(help_job: bool = False) -> tuple[argparse.ArgumentParser,
 
     p.add_argument("--version", action="version", version=f"pytxmr {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a job on a local cluster started for it")
+    parsers = {}
+    for name, (text, options) in _COMMANDS.items():
+        parsers[name] = c = sub.add_parser(name, help=text)
+        if command is None or command == name:
+            options(c, help_job)
+    return p, {"run": parsers["run"], "submit": parsers["submit"]}
+
+
+def _run_options(run: argparse.ArgumentParser, help_job: bool) -> None:
     _job_options(run, output_required=not help_job)
     run.add_argument("--workers", type=_positive, default=2, help="tasktrackers (default 2)")
     run.add_argument("--slots", type=_positive, help="task processes per tasktracker "
                      "(default: CPU count / workers)")
     run.add_argument("--inline", action="store_true",
                      help="run in this one process, no daemons (debugging, baseline)")
-    submit = sub.add_parser("submit", help="submit a job to a running cluster")
+
+
+def _submit_options(submit: argparse.ArgumentParser, help_job: bool) -> None:
     _job_options(submit, output_required=not help_job)
     _cluster_options(submit)
     _reconnect_option(submit)
-    jobs = sub.add_parser("jobs", help="list the cluster's jobs")
-    _cluster_options(jobs)
-    wait = sub.add_parser("wait", help="wait for a job's end, with its progress, from any "
-                          "client; exit 0 if it succeeded, 1 if not")
+
+
+def _wait_options(wait: argparse.ArgumentParser, help_job: bool) -> None:
     wait.add_argument("job_id")
     wait.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
     _cluster_options(wait)
     _reconnect_option(wait)
-    for name, text in (("status", "show a job's state"), ("kill", "kill a running job")):
-        c = sub.add_parser(name, help=text)
-        c.add_argument("job_id")
-        c.add_argument("--json", action="store_true", help="the jobtracker's answer as JSON")
-        _cluster_options(c)
-    workers = sub.add_parser("workers", help="list the cluster's tasktrackers")
+
+
+def _job_id_options(c: argparse.ArgumentParser, help_job: bool) -> None:
+    """``status``'s and ``kill``'s."""
+    c.add_argument("job_id")
+    c.add_argument("--json", action="store_true", help="the jobtracker's answer as JSON")
+    _cluster_options(c)
+
+
+def _workers_options(workers: argparse.ArgumentParser, help_job: bool) -> None:
     workers.add_argument("--json", action="store_true", help="the jobtracker's answer as JSON")
     _cluster_options(workers)
-    drain = sub.add_parser("drain", help="stop giving a tasktracker tasks, move the map "
-                           "outputs jobs need off it, then stop it (an administrator's)")
+
+
+def _drain_options(drain: argparse.ArgumentParser, help_job: bool) -> None:
     drain.add_argument("worker", help="its worker id (w3) or HOST:PORT of its shuffle server")
     _cluster_options(drain)
-    logs = sub.add_parser("logs", help="show what a job's task attempts printed")
+
+
+def _logs_options(logs: argparse.ArgumentParser, help_job: bool) -> None:
     logs.add_argument("job_id")
     logs.add_argument("task", nargs="?", help="a task (m3, r0, JOB_m00003) or an attempt id "
                       "(default: every attempt)")
     _cluster_options(logs)
-    web = sub.add_parser("web-password", help="print the status page password (derived "
-                         "from the cluster secret)")
+
+
+def _web_password_options(web: argparse.ArgumentParser, help_job: bool) -> None:
     web.add_argument("--secret-file", help="cluster secret file")
-    certs = sub.add_parser("certs", help="make a cluster CA and a TLS directory per host "
-                           "(for the daemons' --tls)")
+
+
+def _certs_options(certs: argparse.ArgumentParser, help_job: bool) -> None:
     certs.add_argument("outdir", help="where: OUTDIR/ca.pem and ca-key.pem (the CA; kept "
                        "here, reused to add hosts), OUTDIR/HOST/ per host, OUTDIR/client/")
     certs.add_argument("hosts", nargs="+", metavar="HOST[,NAME...]",
@@ -185,7 +205,9 @@ def build_parser(help_job: bool = False) -> tuple[argparse.ArgumentParser,
                             "jt.example.com,10.0.0.1 (its directory: the first)")
     certs.add_argument("--days", type=_positive, default=825,
                        help="validity of the host certificates (default 825)")
-    users = sub.add_parser("users", help="manage a jobtracker's users file (--users)")
+
+
+def _users_options(users: argparse.ArgumentParser, help_job: bool) -> None:
     users.add_argument("action", choices=["add", "remove", "list"])
     users.add_argument("name", nargs="?")
     users.add_argument("--file", required=True, help="the users file")
@@ -194,7 +216,27 @@ def build_parser(help_job: bool = False) -> tuple[argparse.ArgumentParser,
                             "existing user keeps what they were unless told)")
     users.add_argument("--password-file", help="add: read the password from this file "
                        "(default: $PYTXMR_PASSWORD, or asked for twice)")
-    return p, {"run": run, "submit": submit}
+
+
+#: Each command: its help, and what adds its options.
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser, bool], None]]] = {
+    "run": ("run a job on a local cluster started for it", _run_options),
+    "submit": ("submit a job to a running cluster", _submit_options),
+    "jobs": ("list the cluster's jobs", lambda c, _: _cluster_options(c)),
+    "wait": ("wait for a job's end, with its progress, from any client; exit 0 if it "
+             "succeeded, 1 if not", _wait_options),
+    "status": ("show a job's state", _job_id_options),
+    "kill": ("kill a running job", _job_id_options),
+    "workers": ("list the cluster's tasktrackers", _workers_options),
+    "drain": ("stop giving a tasktracker tasks, move the map outputs jobs need off it, then "
+              "stop it (an administrator's)", _drain_options),
+    "logs": ("show what a job's task attempts printed", _logs_options),
+    "web-password": ("print the status page password (derived from the cluster secret)",
+                     _web_password_options),
+    "certs": ("make a cluster CA and a TLS directory per host (for the daemons' --tls)",
+              _certs_options),
+    "users": ("manage a jobtracker's users file (--users)", _users_options),
+}
 
 
 def manage_users(a: argparse.Namespace) -> int:
@@ -710,7 +752,7 @@ def help_job(argv: Sequence[str]) -> int:
     """``run JOB.py --help-job`` (or ``submit``): the job's declared
     arguments, found by importing it here, in the user's own process (as
     ``run --inline`` does), with its directory on ``sys.path``."""
-    a = _parse_job_command(build_parser(help_job=True)[1], argv)
+    a = _parse_job_command(build_parser(help_job=True, command=argv[0])[1], argv)
     from .bundle import BundleError
     from .inline import load_job
     from .jobargs import describe
@@ -738,7 +780,9 @@ def _streaming_job(a: argparse.Namespace) -> str:
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """The command line, with a job command's paths sorted into its job
     module and inputs (a streaming job's module is pytxmr's own)."""
-    parser, commands = build_parser()
+    # A command's own options only: its name comes first (the top parser
+    # has only --help and --version).
+    parser, commands = build_parser(command=argv[0] if argv else None)
     if argv[:1] not in (["run"], ["submit"]):
         return parser.parse_args(argv)
     a = _parse_job_command(commands, argv)
