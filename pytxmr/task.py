@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import json
+import mmap
 import os
 import signal
 import sys
@@ -212,7 +213,9 @@ def run(spec: dict[str, Any], work_dir: str) -> int:
     _limit_memory(spec.get("memory_limit"))
     # Room for the report of a MemoryError: memory filled by many small
     # objects left none, and the report failed with another MemoryError.
-    reserve = bytearray(RESERVE_BYTES)
+    # Address space (what the memory limit bounds), mapped but not touched:
+    # a bytearray's zeroed pages cost every task 0.6 ms.
+    reserve = mmap.mmap(-1, RESERVE_BYTES)
     try:
         result = {"ok": True, **execute(spec)}
     except MemoryError as e:
