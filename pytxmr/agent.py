@@ -12,6 +12,7 @@ pytxmr`` would have (``cli.entry``, its output on the caller's streams),
 passes on the signals the caller gets (Ctrl-C does what it does there),
 and the child's exit status becomes the caller's. It is the zygote's idea
 (``pytxmr.zygote``) applied to the client, as a build tool's daemon is.
+Once a ``run`` ended, the agent starts a zygote for the next (``_Spare``).
 
 The agent serves only its own user (the socket's directory is private,
 and each peer's uid is checked), and only callers of its identity (the
@@ -77,6 +78,18 @@ MAX_REQUEST = 4 << 20
 #: millisecond, usually) before it runs the command itself; and for its
 #: word on how the child ended, once it has.
 ANSWER_TIMEOUT = 2.0
+
+
+#: In a ``run`` command's child: the zygote the agent gave it (see _Spare).
+_given: tuple[int, int] | None = None
+
+
+def given_zygote() -> tuple[int, int] | None:
+    """The descriptors of the zygote the agent gave this command's child,
+    once (``child.Zygote.adopt``); None in any other process."""
+    global _given
+    given, _given = _given, None
+    return given
 
 
 def idle_limit(value: str | None) -> float | None:
@@ -152,7 +165,7 @@ def _identity() -> str:
     ``setpriv``), and namespaces and root (a command run in another network
     namespace must reach that network's jobtracker). The I/O priority
     (``ionice``), which only a system call tells, a child takes from its
-    caller instead (``_take_io_priority``)."""
+    caller instead (``_io_priority``)."""
     import resource
 
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith(_STARTUP_ENV))
@@ -490,7 +503,7 @@ def _warm() -> None:
 
     parse(["submit", "job.py", "input", "-o", "output"])
     try:
-        importlib.import_module("psutil")  # each child's _take_io_priority
+        importlib.import_module("psutil")  # each child's _io_priority
     except ImportError:
         pass
     if "twisted.internet.reactor" in sys.modules:
@@ -546,11 +559,78 @@ class _Request:
         self.fds = fds
         self.body = body
         self.caller = caller  # its pid
+        self.zygote: _Spare | None = None  # for a run: the agent's spare, if it fits
 
     def close(self) -> None:
         for fd in self.fds:
             os.close(fd)
         self.conn.close()
+
+
+def _run_key(body: dict[str, Any]) -> tuple[Any, ...] | None:
+    """For a ``run`` request, what its zygote is started with: the
+    environment a zygote gets of the caller's, the caller's directory and
+    umask. (The rest, Python and its settings, limits, priority,
+    namespaces, is the agent's identity, and so its caller's; the I/O
+    priority the child gives it, see main.)"""
+    argv = body.get("argv")
+    if not isinstance(argv, list) or argv[1:2] != ["run"]:
+        return None
+    from .child import child_env
+
+    return tuple(sorted(child_env(body["env"]).items())), body["cwd"], body["umask"]
+
+
+class _Spare:
+    """A zygote started by the agent for its next ``run`` command, as that
+    command's child would start its own (``child.Zygote.start``), once the
+    last ``run`` like it ended: the child adopts it (``given_zygote``)
+    instead of waiting 0.04-0.06 s for its own to import the task code.
+    It is the agent's child: it dies with the agent, and ends at the end of
+    its stdin, when the agent or the child that took it closes it."""
+
+    def __init__(self, pid: int, stdio: int, stderr: int, key: tuple[Any, ...]) -> None:
+        self.pid = pid
+        self.stdio = stdio  # our end of its stdin and stdout
+        self.stderr = stderr
+        self.key = key
+
+    @classmethod
+    def start(cls, key: tuple[Any, ...]) -> _Spare | None:
+        import socket
+
+        from .child import zygote_argv
+
+        env, cwd, umask = key
+        argv = zygote_argv()
+        stdio, stderr = socket.socketpair(), socket.socketpair()
+        try:
+            pid = os.fork()
+        except OSError:
+            pid = None
+        if pid == 0:
+            try:  # as a process Twisted spawns: no signal ignored, the streams wired
+                for signum in _signal.valid_signals():
+                    if _signal.getsignal(signum) == _signal.SIG_IGN:
+                        _signal.signal(signum, _signal.SIG_DFL)
+                for fd, end in ((0, stdio[1]), (1, stdio[1]), (2, stderr[1])):
+                    os.dup2(end.fileno(), fd)  # the rest closes at the exec
+                os.chdir(cwd)  # as the command's own zygote starts: where it was called
+                os.umask(umask)
+                os.execve(argv[0], argv, dict(env))
+            finally:
+                os._exit(127)
+        stdio[1].close()
+        stderr[1].close()
+        if pid is None:
+            stdio[0].close()
+            stderr[0].close()
+            return None
+        return cls(pid, stdio[0].detach(), stderr[0].detach(), key)
+
+    def close(self) -> None:
+        for fd in (self.stdio, self.stderr):
+            os.close(fd)
 
 
 class Agent:
@@ -568,6 +648,10 @@ class Agent:
         self.children: dict[int, socket.socket] = {}  # pid: its caller's connection
         self.waiting: dict[int, int] = {}  # pid: the pipe its child awaits its go on
         self.retired = False
+        #: A zygote started for the next ``run`` like the last (see _Spare),
+        #: and what each ``run`` child's zygote is started with.
+        self.spare: _Spare | None = None
+        self.runs: dict[int, tuple[Any, ...]] = {}
 
     def serve(self) -> _Request | None:
         """Serve until idle (None), or, in a forked child, return its request."""
@@ -589,6 +673,9 @@ class Agent:
                     request = self._accept(sel)
                     if request is None:
                         continue
+                    run = _run_key(request.body)
+                    if run is not None and self.spare is not None and self.spare.key == run:
+                        request.zygote, self.spare = self.spare, None
                     # The child waits for its caller's go: a caller that gave
                     # up on us runs the command itself, which must not run twice.
                     pid, go_w = _fork()
@@ -599,10 +686,14 @@ class Agent:
                             os.close(fd)
                         self._as_child()
                         return request
+                    if request.zygote is not None:  # the child's now (or, unforked, no one's)
+                        request.zygote.close()
                     if pid is None:  # out of files or processes: the caller runs it
                         request.close()
                         continue
                     self._started(sel, request, pid, go_w)
+                    if run is not None:
+                        self.runs[pid] = run
                     # The last caller's idle time is ours (PYTXMR_AGENT=SECS).
                     idle = request.body.get("idle")
                     if isinstance(idle, (int, float)) and 0 < idle < float("inf"):
@@ -707,9 +798,13 @@ class Agent:
                 return
             if pid == 0:
                 return
+            if self.spare is not None and pid == self.spare.pid:  # it died
+                self.spare.close()
+                self.spare = None
+                continue
             conn = self.children.pop(pid, None)
             if conn is None:
-                continue
+                continue  # an orphan we adopted: a zygote we gave a child, a spare we closed
             go = self.waiting.pop(pid, None)
             if go is not None:
                 os.close(go)
@@ -723,6 +818,13 @@ class Agent:
             except OSError:
                 pass
             conn.close()
+            run = self.runs.pop(pid, None)
+            if run is not None and not self.retired and (self.spare is None
+                                                         or self.spare.key != run):
+                if self.spare is not None:  # for a run unlike the last: it goes
+                    self.spare.close()
+                # Now, not as it ran: two zygotes starting at once slowed its tasks.
+                self.spare = _Spare.start(run)
 
     def _still_ours(self) -> bool:
         """Whether the socket's path still leads to us (a /tmp cleaner, or a
@@ -743,6 +845,9 @@ class Agent:
             os.unlink(self.path)
         sel.unregister(self.listener)
         self.listener.close()
+        if self.spare is not None:
+            self.spare.close()  # it reads its stdin's end, and exits
+            self.spare = None
         if self.lock_fd is not None:
             # Removed while held: an agent that opens it after this finds its
             # lock on a file no longer there, and leaves (see main).
@@ -760,24 +865,28 @@ class Agent:
         self.listener.close()
         if self.lock_fd is not None:
             os.close(self.lock_fd)
+        if self.spare is not None:  # not ours to take (a command given one has it)
+            self.spare.close()
         for conn in self.children.values():
             conn.close()
         for go in self.waiting.values():
             os.close(go)
 
 
-def _take_io_priority(caller: int) -> None:
-    """Take the caller's I/O priority: a cron job's ``ionice -c 3 pytxmr
-    ...`` that started the agent made every later command's disk I/O idle,
-    and a command under ``ionice`` got the agent's. (psutil: Python has no
-    call for it, and the system call's number differs by architecture.)"""
+def _io_priority(source: int, target: int) -> None:
+    """Give process ``target`` the I/O priority of ``source``: a child takes
+    its caller's (a cron job's ``ionice -c 3 pytxmr ...`` that started the
+    agent made every later command's disk I/O idle, and a command under
+    ``ionice`` got the agent's), and gives it to the zygote it adopts.
+    (psutil: Python has no call for it, and the system call's number
+    differs by architecture.)"""
     try:
         import psutil
     except ImportError:  # installed before psutil was a dependency: as before it
         return
     try:
-        wanted = psutil.Process(caller).ionice()
-        me = psutil.Process()
+        wanted = psutil.Process(source).ionice()
+        me = psutil.Process(target)
         if me.ionice() != wanted:
             if wanted.ioclass in (psutil.IOPRIO_CLASS_RT, psutil.IOPRIO_CLASS_BE):
                 me.ionice(wanted.ioclass, wanted.value)
@@ -794,7 +903,7 @@ def _become(request: _Request) -> None:
     import time
 
     body = request.body
-    _take_io_priority(request.caller)
+    _io_priority(request.caller, os.getpid())
     request.conn.close()
     for fd, target in zip(request.fds, (0, 1, 2)):
         os.dup2(fd, target)
@@ -879,6 +988,10 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         print(f"pytxmr: {e}", file=sys.stderr)
         _exit(1)
+    if request.zygote is not None:
+        global _given
+        _given = request.zygote.stdio, request.zygote.stderr
+        _io_priority(os.getpid(), request.zygote.pid)  # ours, our caller's: its tasks'
     from .cli import entry, interrupted_status
 
     try:

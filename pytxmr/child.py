@@ -15,13 +15,16 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet import defer, protocol, task
-from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
+from twisted.internet.interfaces import (IDelayedCall, IHalfCloseableProtocol, IReactorProcess,
+                                         IReactorTime)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from . import storage
 from .sizes import FULL_DISK, free_space
@@ -58,11 +61,16 @@ _ZYGOTE = ("import os, sys; del sys.path[0]; from pytxmr.zygote import serve; se
            "os._exit(0)")
 
 
-def child_env() -> dict[str, str]:
-    """The environment of task children: the daemon's basics (``TASK_ENV``),
-    plus the path that finds this very pytxmr package even when it is not
-    installed."""
-    env = task_env(os.environ)
+def zygote_argv() -> list[str]:
+    """How a zygote is started (in the environment ``child_env`` gives)."""
+    return [sys.executable, "-c", _ZYGOTE]
+
+
+def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of task children: the daemon's basics (``TASK_ENV``,
+    of ``environ``, by default ours), plus the path that finds this very
+    pytxmr package even when it is not installed."""
+    env = task_env(os.environ if environ is None else environ)
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -114,9 +122,29 @@ class Zygote(protocol.ProcessProtocol):
         self.running = True
         self._ended = defer.Deferred()
         self._buffer = b""
-        self._reactor.spawnProcess(
-            self, sys.executable, [sys.executable, "-c", _ZYGOTE],
-            env=child_env(), childFDs={0: "w", 1: "r", 2: "r"})
+        argv = zygote_argv()
+        self._reactor.spawnProcess(self, argv[0], argv, env=child_env(),
+                                   childFDs={0: "w", 1: "r", 2: "r"})
+
+    def adopt(self, stdio: int, stderr: int) -> None:
+        """Take over a zygote already started as ``start`` would start it,
+        by the client agent for its next ``run`` (``pytxmr.agent``): its
+        stdin and stdout are the socket ``stdio``, its stderr ``stderr``
+        (the descriptors are ours to close). Not our child: its end is the
+        end of its stdout."""
+        self.running = True
+        self._ended = defer.Deferred()
+        self._buffer = b""
+        out = _Stream(self.outReceived, self._adopted_ended)
+        for fd, stream in ((stdio, out), (stderr, _Stream(self.errReceived, None))):
+            try:
+                self._reactor.adoptStreamConnection(fd, socket.AF_UNIX, _Given(stream))
+            finally:
+                os.close(fd)
+        self.transport = _Stdin(out)
+
+    def _adopted_ended(self, reason: Failure) -> None:
+        self.processEnded(reason)
 
     def fork(self, spec: dict[str, Any], cwd: str, log_path: str, result_path: str,
              preload: Sequence[str] = (), reuse: str | None = None) -> _Forked:
@@ -188,6 +216,51 @@ class Zygote(protocol.ProcessProtocol):
         if self._ended is not None:
             self.transport.closeStdin()
         return ended
+
+
+@implementer(IHalfCloseableProtocol)
+class _Stream(protocol.Protocol):
+    """An adopted zygote's stdout or stderr: its data to ``received``, its
+    end (once the zygote has ended) to ``ended``."""
+
+    def __init__(self, received: Callable[[bytes], None],
+                 ended: Callable[[Failure], None] | None) -> None:
+        self._received = received
+        self._ended = ended
+
+    def dataReceived(self, data: bytes) -> None:
+        self._received(data)
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()  # the zygote closed it: it exited
+
+    def writeConnectionLost(self) -> None:
+        pass  # we closed its stdin: it reads its end, and exits
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self._ended is not None:
+            self._ended(reason)
+
+
+class _Given(protocol.Factory):
+    def __init__(self, stream: _Stream) -> None:
+        self._stream = stream
+
+    def buildProtocol(self, addr: Any) -> _Stream:
+        return self._stream
+
+
+class _Stdin:
+    """What ``Zygote`` uses of a process transport, on an adopted zygote."""
+
+    def __init__(self, stream: _Stream) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes) -> None:
+        self._stream.transport.write(data)
+
+    def closeStdin(self) -> None:
+        self._stream.transport.loseWriteConnection()
 
 
 def _outcome(result_path: str, log: str, status: int | None,

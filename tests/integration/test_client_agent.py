@@ -444,6 +444,54 @@ def test_a_command_takes_its_callers_io_priority(runtime: Path, tmp_path: Path) 
     assert the_agent(runtime).pid == agent.pid  # both ran through it
 
 
+ZYGOTE_JOB = """
+import os
+
+
+def map(key, line):
+    # A task's parent is its zygote; the zygote's parent, its starter.
+    with open(f"/proc/{os.getppid()}/stat") as f:
+        starter = f.read().rsplit(")", 1)[1].split()[1]
+    yield "starter", starter
+    yield "profile", os.environ.get("AWS_PROFILE", "")
+
+
+def reduce(key, values):
+    yield key, ",".join(sorted(set(values)))
+"""
+
+
+def test_a_run_takes_the_zygote_its_agent_started_for_it_only_where_it_fits(
+        runtime: Path, tmp_path: Path) -> None:
+    """Once a `run` ended, its agent starts a zygote for the next, which
+    that run's child takes (instead of waiting for its own to start), if
+    its own would have been the same: the environment tasks get (here
+    AWS_PROFILE), the directory, the umask. It is the agent's child."""
+    env = dict(base_env(tmp_path), PYTXMR_AGENT="60", XDG_RUNTIME_DIR=str(runtime))
+    job = write(tmp_path / "zygote_of.py", ZYGOTE_JOB)
+    data = tmp_path / "in.txt"
+    data.write_text("a line\n")
+    first = cli(env, tmp_path, "jobs", "--jobtracker", "127.0.0.1:1", "--secret-file", "none")
+    assert first.returncode == 2, first.stderr  # no such file: said, and the agent starts
+    agent = the_agent(runtime).pid
+    outcomes = []
+    for n, (profile, umask) in enumerate([("one", 0o022), ("one", 0o022), ("two", 0o022),
+                                          ("two", 0o077), ("two", 0o077)]):
+        done = subprocess.run([sys.executable, "-m", "pytxmr", "run", str(job), str(data),
+                               "-o", f"out-{n}", "-q"], env=dict(env, AWS_PROFILE=profile),
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              umask=umask, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+        found = dict(line.split("\t") for part in sorted((tmp_path / f"out-{n}").glob("part-*"))
+                     for line in part.read_text().splitlines())
+        outcomes.append((found["profile"], found["starter"] == str(agent)))
+    # Each takes the agent's zygote if the run before it was like it.
+    assert outcomes == [("one", False), ("one", True), ("two", False), ("two", False),
+                        ("two", True)]
+    assert all(part.stat().st_mode & 0o077 == 0 for part in (tmp_path / "out-4").glob("part-*"))
+    assert the_agent(runtime).pid == agent
+
+
 def test_a_child_runs_nothing_before_its_callers_go(
         cluster: Cluster, corpus: Path, runtime: Path) -> None:
     """A caller that handed its command over and has not said go (it may
