@@ -80,18 +80,6 @@ MAX_REQUEST = 4 << 20
 ANSWER_TIMEOUT = 2.0
 
 
-#: In a ``run`` command's child: the zygote the agent gave it (see _Spare).
-_given: tuple[int, int] | None = None
-
-
-def given_zygote() -> tuple[int, int] | None:
-    """The descriptors of the zygote the agent gave this command's child,
-    once (``child.Zygote.adopt``); None in any other process."""
-    global _given
-    given, _given = _given, None
-    return given
-
-
 def idle_limit(value: str | None) -> float | None:
     """``PYTXMR_AGENT``'s meaning: None for no agent, or how long an idle
     agent lives, in seconds."""
@@ -584,7 +572,7 @@ def _run_key(body: dict[str, Any]) -> tuple[Any, ...] | None:
 class _Spare:
     """A zygote started by the agent for its next ``run`` command, as that
     command's child would start its own (``child.Zygote.start``), once the
-    last ``run`` like it ended: the child adopts it (``given_zygote``)
+    last ``run`` like it ended: the child adopts it (``localcluster.give_zygote``)
     instead of waiting 0.04-0.06 s for its own to import the task code.
     It is the agent's child: it dies with the agent, and ends at the end of
     its stdin, when the agent or the child that took it closes it."""
@@ -989,8 +977,9 @@ def main(argv: list[str]) -> int:
         print(f"pytxmr: {e}", file=sys.stderr)
         _exit(1)
     if request.zygote is not None:
-        global _given
-        _given = request.zygote.stdio, request.zygote.stderr
+        from .localcluster import give_zygote
+
+        give_zygote(request.zygote.stdio, request.zygote.stderr)
         _io_priority(os.getpid(), request.zygote.pid)  # ours, our caller's: its tasks'
     from .cli import entry, interrupted_status
 

@@ -30,13 +30,24 @@ def start_zygote() -> Zygote:
     of delaying the job's first task (0.04 s off every ``run``)."""
     from twisted.internet import reactor
 
-    from .agent import given_zygote
     from .child import Zygote
 
+    global _given
     zygote = Zygote(reactor)
-    given = given_zygote()
-    if given is not None:  # the client agent's, started as ours would be: 0.04 s sooner
+    if _given is not None:  # the client agent's, started as ours would be: 0.04 s sooner
+        given, _given = _given, None
         zygote.adopt(*given)
     else:
         zygote.start()
     return zygote
+
+
+#: A zygote started for this process's ``run`` (see give_zygote).
+_given: tuple[int, int] | None = None
+
+
+def give_zygote(stdio: int, stderr: int) -> None:
+    """A zygote the client agent started for this ``run`` command's child
+    (``agent._Spare``): ``start_zygote`` adopts it (``child.Zygote.adopt``)."""
+    global _given
+    _given = stdio, stderr
