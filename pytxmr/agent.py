@@ -569,28 +569,40 @@ def _run_key(body: dict[str, Any]) -> tuple[Any, ...] | None:
     return tuple(sorted(child_env(body["env"]).items())), body["cwd"], body["umask"]
 
 
+#: Seconds a spare zygote waits for its run: it holds the environment a
+#: run's tasks get (credentials among it), as that run's own zygote did.
+SPARE_IDLE = 60.0
+
+
 class _Spare:
     """A zygote started by the agent for its next ``run`` command, as that
     command's child would start its own (``child.Zygote.start``), once the
     last ``run`` like it ended: the child adopts it (``localcluster.give_zygote``)
     instead of waiting 0.04-0.06 s for its own to import the task code.
-    It is the agent's child: it dies with the agent, and ends at the end of
-    its stdin, when the agent or the child that took it closes it."""
+    It is the agent's child, but ends with whoever holds its stdin: the
+    agent, then the child that took it (``zygote.serve``'s ``spare``)."""
 
-    def __init__(self, pid: int, stdio: int, stderr: int, key: tuple[Any, ...]) -> None:
+    def __init__(self, pid: int, stdio: int, stderr: int, key: tuple[Any, ...],
+                 expires: float) -> None:
         self.pid = pid
         self.stdio = stdio  # our end of its stdin and stdout
         self.stderr = stderr
         self.key = key
+        self.expires = expires  # time.monotonic()'s
 
     @classmethod
     def start(cls, key: tuple[Any, ...]) -> _Spare | None:
         import socket
+        import time
 
         from .child import zygote_argv
 
         env, cwd, umask = key
-        argv = zygote_argv()
+        argv = zygote_argv(spare=True)
+        try:  # by its path: one we cannot enter gets no spare, rather than one that fails
+            here = os.open(cwd, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return None
         stdio, stderr = socket.socketpair(), socket.socketpair()
         try:
             pid = os.fork()
@@ -603,18 +615,22 @@ class _Spare:
                         _signal.signal(signum, _signal.SIG_DFL)
                 for fd, end in ((0, stdio[1]), (1, stdio[1]), (2, stderr[1])):
                     os.dup2(end.fileno(), fd)  # the rest closes at the exec
-                os.chdir(cwd)  # as the command's own zygote starts: where it was called
+                # Where the command's own zygote starts: its import path is
+                # made absolute from there (it leaves for / once started).
+                os.fchdir(here)
                 os.umask(umask)
                 os.execve(argv[0], argv, dict(env))
             finally:
                 os._exit(127)
+        os.close(here)
         stdio[1].close()
         stderr[1].close()
         if pid is None:
             stdio[0].close()
             stderr[0].close()
             return None
-        return cls(pid, stdio[0].detach(), stderr[0].detach(), key)
+        return cls(pid, stdio[0].detach(), stderr[0].detach(), key,
+                   time.monotonic() + SPARE_IDLE)
 
     def close(self) -> None:
         for fd in (self.stdio, self.stderr):
@@ -655,7 +671,13 @@ class Agent:
         sel.register(wake_r, selectors.EVENT_READ, "children")
         last = time.monotonic()
         while not (self.retired and not self.children):
-            events = sel.select(timeout=min(self.idle, 60.0))
+            timeout = min(self.idle, 60.0)
+            if self.spare is not None:
+                timeout = max(0.0, min(timeout, self.spare.expires - time.monotonic()))
+            events = sel.select(timeout=timeout)
+            if self.spare is not None and time.monotonic() >= self.spare.expires:
+                self.spare.close()  # unused: it ends (and is reaped below)
+                self.spare = None
             for key, _ in events:
                 if key.data == "accept":
                     request = self._accept(sel)
@@ -779,7 +801,7 @@ class Agent:
             pass
 
     def _reap(self, sel: Any) -> None:
-        while self.children:
+        while True:  # a spare, or a zygote a child took, may end while none runs
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:

@@ -56,14 +56,17 @@ def task_env(environ: Mapping[str, str]) -> dict[str, str]:
 #: ``msgpack.py`` was imported before any of its code could drop it
 #: ("the task's zygote died"). PYTHONPATH finds pytxmr (``child_env``).
 #: Once it has served (its children reaped, its reports flushed), it ends
-#: without the interpreter's teardown: 7 ms of every ``run``'s end.
-_ZYGOTE = ("import os, sys; del sys.path[0]; from pytxmr.zygote import serve; serve(); "
-           "os._exit(0)")
+#: without the interpreter's teardown: 7 ms of every ``run``'s end. An
+#: argument "spare": the client agent's (``zygote_argv``), its tasks' argv
+#: the same.
+_ZYGOTE = ("import os, sys; del sys.path[0]; from pytxmr.zygote import serve; "
+           "spare = sys.argv[1:] == ['spare']; del sys.argv[1:]; serve(spare); os._exit(0)")
 
 
-def zygote_argv() -> list[str]:
-    """How a zygote is started (in the environment ``child_env`` gives)."""
-    return [sys.executable, "-c", _ZYGOTE]
+def zygote_argv(spare: bool = False) -> list[str]:
+    """How a zygote is started (in the environment ``child_env`` gives); a
+    ``spare``, by the client agent for a ``run`` to come (``agent._Spare``)."""
+    return [sys.executable, "-c", _ZYGOTE, *(["spare"] if spare else [])]
 
 
 def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:

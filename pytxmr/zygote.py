@@ -758,8 +758,16 @@ def _adopt_orphans() -> None:
         pass
 
 
-def serve() -> None:
-    task.die_with_parent()
+def serve(spare: bool = False) -> None:
+    """Serve the daemon's requests until our stdin ends. A ``spare``, started
+    by the client agent for a ``run`` to come (``agent._Spare``), serves the
+    ``run`` child that adopts it, and lives as long as whoever holds our
+    stdin: not with the agent, our parent (the job would die with it), and
+    not in the directory the agent started us in (held busy for nothing)."""
+    if spare:
+        os.chdir("/")  # our import path is absolute already (site made it so)
+    else:
+        task.die_with_parent()
     _adopt_orphans()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -800,8 +808,12 @@ def serve() -> None:
             data = os.read(0, 65536)
             if not data:
                 # The daemon closed our stdin: it is stopping (and has
-                # killed its tasks). Reap them, so none outlives us.
+                # killed its tasks), or it died (a run child that adopted
+                # us, which no death signal of ours follows: its tasks are
+                # ours to end). Reap them, so none outlives us.
                 zygote.let_all_go()
+                for pid in list(zygote.children):
+                    end_group(pid)
                 # Our children and their guards; not adopted orphans that
                 # still run (one that left its group may run for ever, and
                 # goes to init as we exit), but those that ended, which

@@ -492,6 +492,72 @@ def test_a_run_takes_the_zygote_its_agent_started_for_it_only_where_it_fits(
     assert the_agent(runtime).pid == agent
 
 
+def test_a_spare_zygote_that_died_is_reaped_and_none_takes_it(runtime: Path,
+                                                              tmp_path: Path) -> None:
+    """A spare that died while no command ran was a zombie until the next
+    one, which took it (and, finding it dead, started its own zygote)."""
+    env = dict(base_env(tmp_path), PYTXMR_AGENT="60", XDG_RUNTIME_DIR=str(runtime))
+    job = write(tmp_path / "zygote_of.py", ZYGOTE_JOB)
+    data = tmp_path / "in.txt"
+    data.write_text("a line\n")
+    cli(env, tmp_path, "jobs", "--jobtracker", "127.0.0.1:1", "--secret-file", "none")
+    agent = the_agent(runtime)
+    starters = []
+    for n in range(3):
+        done = cli(env, tmp_path, "run", str(job), str(data), "-o", f"out-{n}", "-q")
+        assert done.returncode == 0, done.stderr
+        found = dict(line.split("\t") for part in sorted((tmp_path / f"out-{n}").glob("part-*"))
+                     for line in part.read_text().splitlines())
+        starters.append(found["starter"] == str(agent.pid))
+        if n == 1:
+            [spare] = agent.children()
+            spare.kill()
+            wait_for(lambda: not agent.children(), 30, "the agent to reap its spare", 0.05)
+    assert starters == [False, True, False]
+    assert len(agent.children()) == 1  # the next run's
+
+
+def test_a_run_on_its_agents_zygote_ends_with_its_child_not_with_its_agent(
+        corpus: Path, runtime: Path, tmp_path: Path) -> None:
+    """The zygote a run child took from its agent is the agent's child, but
+    ends with the run: a caller killed (its child with it) leaves no task
+    running; an agent killed leaves the run to end as it would have (its
+    caller cannot tell how: exit 3)."""
+    env = dict(base_env(tmp_path), PYTXMR_AGENT="60", XDG_RUNTIME_DIR=str(runtime))
+    inputs = corpus_files(corpus)[:2]
+    barrier = tmp_path / "spare-barrier"
+    job = write(tmp_path / "spare_waited.py", barrier_job(barrier))
+    try:
+        for killed in ("caller", "agent"):
+            cli(env, tmp_path, "jobs", "--jobtracker", "127.0.0.1:1", "--secret-file", "none")
+            agent = the_agent(runtime)
+            done = cli(env, tmp_path, "run", str(WORDCOUNT), str(inputs[0]), "-o",
+                       f"out-{killed}-first", "-q")
+            assert done.returncode == 0, done.stderr
+            [spare] = agent.children()  # the next run's zygote
+            # One attempt a task: a zygote lost (and replaced) would fail the job.
+            caller = popen_cli(env, tmp_path, "run", str(job), *map(str, inputs), "-o",
+                               f"out-{killed}", "--max-attempts", "1")
+            wait_for(lambda: len(spare.children()) >= 2, 30, "the maps to run", 0.05)
+            tasks = spare.children(recursive=True)
+            if killed == "caller":
+                caller.kill()
+                caller.wait(30)
+                wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                                         for p in [spare, *tasks]), 30, "the run's tasks to end")
+                assert not barrier.exists()
+            else:
+                agent.kill()
+                agent.wait(30)
+                barrier.touch()
+                _, err = caller.communicate(timeout=120)
+                assert caller.returncode == 3, err
+                assert "outcome is unknown" in err
+                assert merged(read_wordcount(tmp_path / f"out-{killed}")) == word_counts(inputs)
+    finally:
+        barrier.touch()
+
+
 def test_a_child_runs_nothing_before_its_callers_go(
         cluster: Cluster, corpus: Path, runtime: Path) -> None:
     """A caller that handed its command over and has not said go (it may
