@@ -2,7 +2,7 @@
 """The small job, taken apart: where `submit`'s time goes (issue 15).
 
     python bench/smalljob.py [--corpus ../shared/data/warandpeace.txt] [--runs 7]
-        [--out-dir /tmp/pytxmr-smalljob] [--wait-idle 5]
+        [--out-dir /tmp/pytxmr-smalljob] [--wait-idle 5] [--baseline-tree DIR]
 
 One cluster (1 jobtracker, 2 tasktrackers of 1 slot, as bench/wordcount.py
 starts for ``submit``) runs from a snapshot of this tree; round by round
@@ -22,6 +22,10 @@ starts for ``submit``) runs from a snapshot of this tree; round by round
   would); its figure is the time from the submission to the result, taken
   in that process.
 
+With ``--baseline-tree DIR`` (another checkout), its ``submit``, ``run``
+and their ``+agent`` entries run in the same rounds, labelled
+``(baseline)``, with a cluster and an agent of their own.
+
 Every output (``inline.py``'s, ``submit``'s, ``api``'s) is checked against
 the count of ``line.split()`` tokens: a wrong output fails the run (exit
 1). See bench/RESULTS.md.
@@ -36,12 +40,14 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 DEFAULT_CORPUS = os.path.join(TOP, "..", "shared", "data", "warandpeace.txt")
 DEFAULT_SHARED = os.path.join(TOP, "..", "shared", "bench")
 API_JOB = "--api-job"  # the api entry's process
+BASELINE = " (baseline)"  # the --baseline-tree entries' label
 
 
 def api_job(address: str, secret_file: str, job: str, corpus: str, out: str,
@@ -87,7 +93,11 @@ def main() -> int:
     p.add_argument("--out-dir", default="/tmp/pytxmr-smalljob")
     p.add_argument("--wait-idle", type=float, default=5.0,
                    help="wait up to this many seconds for the machine to be idle before a run")
+    p.add_argument("--baseline-tree", metavar="DIR",
+                   help="another checkout whose submit, run and +agent entries run too")
     a = p.parse_args()
+    if a.baseline_tree and not os.path.isdir(os.path.join(a.baseline_tree, "pytxmr")):
+        p.error(f"--baseline-tree {a.baseline_tree}: no pytxmr/ there")
     corpus = os.path.abspath(a.corpus)
     inline_py = os.path.join(os.path.abspath(a.shared_bench), "peers", "inline.py")
     for path in (corpus, inline_py):
@@ -106,40 +116,57 @@ def main() -> int:
     ref, source = wordcount_reference(corpus, os.path.abspath(a.shared_bench), env, out_dir)
     log(f"sources {sha[:16]} ({src}); reference: {source}")
     cluster = start_cluster(tree, out_dir, workers=2, slots=1)
-    py, job = sys.executable, os.path.join(src, "examples", "wordcount.py")
+    py = sys.executable
     api_result = os.path.join(out_dir, "api-result.json")
+    runtime, agent_pid = start_agent(env, src)
+    # Each tree: its sources, cluster, environment without and with its agent, agent.
+    trees = {"": (src, cluster, env, dict(env, PYTXMR_AGENT="86400", XDG_RUNTIME_DIR=runtime),
+                  agent_pid)}
+    names = ["inline.py", "submit", "client", "api", "submit+agent", "client+agent", "run",
+             "run+agent"]
+    if a.baseline_tree:
+        bsrc = os.path.abspath(a.baseline_tree)
+        benv = dict(os.environ, PYTHONPATH=bsrc, HOME=home)
+        bcluster = start_cluster(Tree("baseline", bsrc, benv), out_dir, workers=2, slots=1)
+        bruntime, bagent = start_agent(benv, bsrc)
+        trees[BASELINE] = (bsrc, bcluster, benv,
+                           dict(benv, PYTXMR_AGENT="86400", XDG_RUNTIME_DIR=bruntime), bagent)
+        names += [n + BASELINE for n in ("submit", "submit+agent", "run", "run+agent")]
+
+    def tree_of(name: str) -> tuple[Any, ...]:
+        return trees[BASELINE if name.endswith(BASELINE) else ""]
 
     def command(name: str, out: str) -> list[str]:
+        where, on, _, _, _ = tree_of(name)
+        job = os.path.join(where, "examples", "wordcount.py")
         if name == "inline.py":
             return [py, inline_py, corpus, out]
         if name.startswith("submit"):
             return [py, "-m", "pytxmr", "submit", job, corpus, "-o", out, "--overwrite", "-q",
-                    *cluster.client_args()]
+                    *on.client_args()]
         if name.startswith("client"):
-            return [py, "-m", "pytxmr", "jobs", *cluster.client_args()]
+            return [py, "-m", "pytxmr", "jobs", *on.client_args()]
         if name.startswith("run"):
             return [py, "-m", "pytxmr", "run", job, corpus, "-o", out, "--overwrite", "-q"]
-        return [py, os.path.abspath(__file__), API_JOB, cluster.address,
-                str(cluster.secret_file), job, corpus, out, api_result]
-
-    runtime, agent_pid = start_agent(env, src)
-    agent_env = dict(env, PYTXMR_AGENT="86400", XDG_RUNTIME_DIR=runtime)
-    names = ["inline.py", "submit", "client", "api", "submit+agent", "client+agent", "run",
-             "run+agent"]
+        return [py, os.path.abspath(__file__), API_JOB, on.address,
+                str(on.secret_file), job, corpus, out, api_result]
     results: dict[str, list[dict]] = {name: [] for name in names}
     failed = False
     for round_ in range(a.runs):
         for k in range(len(names)):
             name = names[(round_ + k) % len(names)]
             wait_idle(a.wait_idle)
-            out = os.path.join(out_dir, f"out-{name}")
+            slug = name.replace(BASELINE, "-baseline")
+            out = os.path.join(out_dir, f"out-{slug}")
+            where, on, plain_env, agent_env, agent = tree_of(name)
             # The daemons' CPU is the cluster entries' own, not other load.
             daemons = [] if name == "inline.py" or name.startswith("run") else \
-                daemon_pids(cluster)
-            if name.endswith("+agent"):  # the command runs in its child
-                daemons.append(agent_pid)
-            run = run_measured(command(name, out), os.path.join(out_dir, f"{name}.log"),
-                               env=agent_env if name.endswith("+agent") else env, cwd=src,
+                daemon_pids(on)
+            with_agent = "+agent" in name
+            if with_agent:  # the command runs in its child
+                daemons.append(agent)
+            run = run_measured(command(name, out), os.path.join(out_dir, f"{slug}.log"),
+                               env=agent_env if with_agent else plain_env, cwd=where,
                                daemon_roots=daemons)
             if run["rc"] != 0:
                 run["output"] = f"exit {run['rc']}"
@@ -172,9 +199,10 @@ def main() -> int:
     rest = figure["submit"] - figure["client"] - figure["api"]
     log(f"\nsubmit {figure['submit']:.2f} s = the client's start, imports and login "
         f"{figure['client']:.2f} s + the job {figure['api']:.2f} s + {rest:+.2f} s")
-    if not os.path.exists(f"/proc/{agent_pid}"):
-        log(f"!!! the client agent (pid {agent_pid}) left: the +agent entries ran without it")
-        failed = True
+    for _, _, _, _, agent in trees.values():
+        if not os.path.exists(f"/proc/{agent}"):
+            log(f"!!! a client agent (pid {agent}) left: its +agent entries ran without it")
+            failed = True
     for name, label, target in (
             ("submit", "submit", 1.0), ("submit+agent", "submit with the agent", 1.0),
             ("api", "a connected client's job", 1.0), ("run", "cold run", 1.25),
