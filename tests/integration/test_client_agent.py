@@ -523,7 +523,9 @@ def test_a_run_on_its_agents_zygote_ends_with_its_child_not_with_its_agent(
     ends with the run: a caller killed (its child with it) leaves no task
     running; an agent killed leaves the run to end as it would have (its
     caller cannot tell how: exit 3)."""
-    env = dict(base_env(tmp_path), PYTXMR_AGENT="60", XDG_RUNTIME_DIR=str(runtime))
+    # TMPDIR: the directory of the run killed (its child's) stays in tmp_path.
+    env = dict(base_env(tmp_path), PYTXMR_AGENT="60", XDG_RUNTIME_DIR=str(runtime),
+               TMPDIR=str(tmp_path))
     inputs = corpus_files(corpus)[:2]
     barrier = tmp_path / "spare-barrier"
     job = write(tmp_path / "spare_waited.py", barrier_job(barrier))
