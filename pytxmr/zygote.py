@@ -408,6 +408,17 @@ def _fit_for_more(code: int, done: int) -> bool:
     return rss <= RUNNER_MAX_RSS
 
 
+def _forget_missing_paths() -> None:
+    """Forget that entries of the import path were missing: Python notes
+    it once (``sys.path_importer_cache``) and never looks again, and a task
+    forked from us inherits the note. A directory of PYTHONPATH made after
+    we started (``pip install --target deps`` after an ImportError) was not
+    seen by the jobs that followed: a zygote lives as long as its daemon,
+    or waits for the client agent's next run."""
+    for entry in [e for e, finder in sys.path_importer_cache.items() if finder is None]:
+        del sys.path_importer_cache[entry]
+
+
 def _preload(names: list[str]) -> None:
     """Import a store's client here, once, so that every child forked
     after has it (only the known ones: never a name a job chose). A
@@ -567,6 +578,7 @@ class Zygote:
                 runner.busy = True
                 _report({"started": pid, "id": request["id"], "reused": True})
                 return
+        _forget_missing_paths()
         _preload(request.get("preload", []))
         # Our objects out of the collector's sight before a fork.
         gc.freeze()

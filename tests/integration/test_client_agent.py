@@ -492,6 +492,35 @@ def test_a_run_takes_the_zygote_its_agent_started_for_it_only_where_it_fits(
     assert the_agent(runtime).pid == agent
 
 
+def test_a_directory_of_pythonpath_made_after_a_run_is_the_next_runs(runtime: Path,
+                                                                    tmp_path: Path) -> None:
+    """A run failed to import its helper (its PYTHONPATH directory did not
+    exist yet); the user made it and ran again, on the zygote the agent had
+    started meanwhile, which had noted the directory missing for good."""
+    deps = tmp_path / "deps"
+    env = dict(base_env(tmp_path), PYTXMR_AGENT="60", XDG_RUNTIME_DIR=str(runtime))
+    env["PYTHONPATH"] = f"{env['PYTHONPATH']}{os.pathsep}{deps}"
+    job = write(tmp_path / "with_helper.py",
+                "import helper_made_later\n\n\ndef map(key, line):\n"
+                "    yield 'x', helper_made_later.X\n\n\ndef reduce(key, values):\n"
+                "    yield key, sum(values)\n")
+    data = tmp_path / "in.txt"
+    data.write_text("a line\n")
+    cli(env, tmp_path, "jobs", "--jobtracker", "127.0.0.1:1", "--secret-file", "none")
+    agent = the_agent(runtime)
+    failed = cli(env, tmp_path, "run", str(job), str(data), "-o", "out-0", "-q")
+    assert failed.returncode == 2 and "helper_made_later" in failed.stderr, failed.stderr
+    # The spare, started as the run ended (after its caller was told), and
+    # given the time to import the task code with deps missing.
+    wait_for(lambda: len(agent.children()) == 1, 30, "the agent's spare zygote", 0.05)
+    time.sleep(1)
+    deps.mkdir()
+    (deps / "helper_made_later.py").write_text("X = 7\n")
+    done = cli(env, tmp_path, "run", str(job), str(data), "-o", "out-1", "-q")
+    assert done.returncode == 0, done.stderr
+    assert merged(read_wordcount(tmp_path / "out-1")) == {"x": 7}
+
+
 def test_a_spare_zygote_that_died_is_reaped_and_none_takes_it(runtime: Path,
                                                               tmp_path: Path) -> None:
     """A spare that died while no command ran was a zombie until the next
@@ -510,11 +539,11 @@ def test_a_spare_zygote_that_died_is_reaped_and_none_takes_it(runtime: Path,
                      for line in part.read_text().splitlines())
         starters.append(found["starter"] == str(agent.pid))
         if n == 1:
-            [spare] = agent.children()
+            [spare] = wait_for(agent.children, 30, "the agent's spare zygote", 0.05)
             spare.kill()
             wait_for(lambda: not agent.children(), 30, "the agent to reap its spare", 0.05)
     assert starters == [False, True, False]
-    assert len(agent.children()) == 1  # the next run's
+    wait_for(lambda: len(agent.children()) == 1, 30, "the next run's spare", 0.05)
 
 
 def test_a_run_on_its_agents_zygote_ends_with_its_child_not_with_its_agent(
@@ -536,7 +565,8 @@ def test_a_run_on_its_agents_zygote_ends_with_its_child_not_with_its_agent(
             done = cli(env, tmp_path, "run", str(WORDCOUNT), str(inputs[0]), "-o",
                        f"out-{killed}-first", "-q")
             assert done.returncode == 0, done.stderr
-            [spare] = agent.children()  # the next run's zygote
+            # The next run's zygote, started as the run ended (after its caller was told).
+            [spare] = wait_for(agent.children, 30, "the agent's spare zygote", 0.05)
             # One attempt a task: a zygote lost (and replaced) would fail the job.
             caller = popen_cli(env, tmp_path, "run", str(job), *map(str, inputs), "-o",
                                f"out-{killed}", "--max-attempts", "1")
