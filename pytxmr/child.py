@@ -122,9 +122,7 @@ class Zygote(protocol.ProcessProtocol):
         self.running = False
 
     def start(self) -> None:
-        self.running = True
-        self._ended = defer.Deferred()
-        self._buffer = b""
+        self._begin()
         argv = zygote_argv()
         self._reactor.spawnProcess(self, argv[0], argv, env=child_env(),
                                    childFDs={0: "w", 1: "r", 2: "r"})
@@ -135,10 +133,8 @@ class Zygote(protocol.ProcessProtocol):
         stdin and stdout are the socket ``stdio``, its stderr ``stderr``
         (the descriptors are ours to close). Not our child: its end is the
         end of its stdout."""
-        self.running = True
-        self._ended = defer.Deferred()
-        self._buffer = b""
-        out = _Stream(self.outReceived, self._adopted_ended)
+        self._begin()
+        out = _Stream(self.outReceived, self.processEnded)
         for fd, stream in ((stdio, out), (stderr, _Stream(self.errReceived, None))):
             try:
                 self._reactor.adoptStreamConnection(fd, socket.AF_UNIX, _Given(stream))
@@ -146,8 +142,10 @@ class Zygote(protocol.ProcessProtocol):
                 os.close(fd)
         self.transport = _Stdin(out)
 
-    def _adopted_ended(self, reason: Failure) -> None:
-        self.processEnded(reason)
+    def _begin(self) -> None:
+        self.running = True
+        self._ended = defer.Deferred()
+        self._buffer = b""
 
     def fork(self, spec: dict[str, Any], cwd: str, log_path: str, result_path: str,
              preload: Sequence[str] = (), reuse: str | None = None) -> _Forked:
