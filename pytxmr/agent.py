@@ -485,10 +485,13 @@ def _warm() -> None:
 
     for name in _WARM:
         importlib.import_module(name)
-    # A command line parsed once: what argparse imports and compiles on its
-    # first parse (2 ms) is every child's already.
-    from .cli import parse
+    # Each command's parser, as either name of the program would build it,
+    # and a command line parsed once: what argparse imports and compiles on
+    # its first parse (2 ms), and the 3-4 ms of building a parser in a
+    # child, are every child's already.
+    from .cli import parse, prebuild_parsers
 
+    prebuild_parsers(COMMANDS)
     parse(["submit", "job.py", "input", "-o", "output"])
     try:
         importlib.import_module("psutil")  # each child's _io_priority

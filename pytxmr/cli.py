@@ -16,7 +16,7 @@ import shlex
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 
 from . import storage
 from .localcluster import UNWIND_TIMEOUT, default_slots, start_zygote
@@ -130,11 +130,29 @@ def build_parser(help_job: bool = False, command: str | None = None
     and ``submit`` parse options between their paths). For ``help_job``,
     a job command needs no output. With ``command``, only that command's
     options are added (the others' names and help stay, for ``--help`` and
-    the refusal of a name that is none): 3 ms of every command's start."""
+    the refusal of a name that is none): 3 ms of every command's start.
+    Built once per process: the client agent builds its commands' parsers
+    before it forks their children (``agent._warm``)."""
     # "pytxmr" when started as the console script, as usage shows it.
     started_as = os.path.basename(sys.argv[0])
-    p = argparse.ArgumentParser(prog="pytxmr" if started_as == "pytxmr" else "python -m pytxmr",
-                                description="pytxmr: MapReduce for Python on Twisted.")
+    return _parser(PROGS[0] if started_as == "pytxmr" else PROGS[1], help_job, command)
+
+
+#: The program's names in usage: as its console script, as a module.
+PROGS = ("pytxmr", "python -m pytxmr")
+
+
+def prebuild_parsers(commands: Iterable[str]) -> None:
+    """Build the parsers of ``commands`` under either name (see build_parser)."""
+    for prog in PROGS:
+        for command in commands:
+            _parser(prog, False, command)
+
+
+@functools.cache
+def _parser(prog: str, help_job: bool, command: str | None
+            ) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    p = argparse.ArgumentParser(prog=prog, description="pytxmr: MapReduce for Python on Twisted.")
     from . import __version__
 
     p.add_argument("--version", action="version", version=f"pytxmr {__version__}")

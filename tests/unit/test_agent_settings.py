@@ -124,3 +124,28 @@ def test_a_caller_with_its_own_preload_oom_score_or_capabilities_has_an_agent_of
                        env={**os.environ, **more}, check=True).stdout
         for prefix, more in (("", {}), ("", {"LD_BIND_NOW": "1"}), (oom, {}), ("", arenas)))
     assert here != preloaded and here != choomed and here != allocated
+
+
+def test_a_parser_built_before_the_fork_parses_each_command_line_afresh(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The agent builds its commands' parsers once (``cli.prebuild_parsers``);
+    each child parses with them: nothing one command line gave may show in
+    the next, and usage names the program as the caller started it."""
+    from pytxmr import cli
+
+    cli.prebuild_parsers(agent.COMMANDS)
+    job = ["submit", "job.py", "in.txt", "-o", "out"]
+    first = cli.parse([*job, "--arg", "n=1", "--py-files", "lib.py", "--storage-option",
+                       "region=x", "--files", "data.txt"])
+    assert first.args == [("n", "1")] and first.py_files == ["lib.py"]
+    again = cli.parse(job)
+    assert (again.args, again.py_files, again.files, again.storage_options) == ([], [], [], [])
+    assert cli.parse(["run", "job.py", "--reducers", "3", "in.txt", "-o", "out"]).inputs == \
+        ["in.txt"]
+    assert cli.parse(["run", "job.py", "in.txt", "-o", "out"]).reducers is None
+    for argv0, prog in (("/usr/bin/pytxmr", "pytxmr"), ("/x/pytxmr/__main__.py",
+                                                        "python -m pytxmr")):
+        monkeypatch.setattr("sys.argv", [argv0])
+        with pytest.raises(SystemExit):
+            cli.parse(["status"])
+        assert f"usage: {prog} status" in capsys.readouterr().err
