@@ -243,34 +243,57 @@ def receive_request(sock: int, pending: bytearray) -> tuple[bytes, int | None] |
     return line, output
 
 
-def _child(request: dict[str, Any], inherited: list[int],
-           runner: tuple[int, int] | None, output: int) -> None:
+def _child(request: dict[str, Any] | None, inherited: list[int], requests: int | None,
+           replies: int, output: int | None) -> None:
     """In the forked child: run the request's task, its stdout and stderr
-    into ``output`` (the zygote's pipe), and with ``runner`` (its request
-    socket and done pipe) the next ones of its job, until it should not or
-    the zygote closes the socket."""
+    into ``output`` (the zygote's pipe), and say its end on ``replies``
+    (the done pipe) before this process ends: the exit of a process that
+    ran a task, and the zygote's reaping of it, took 1-2 ms more. With
+    ``requests`` (a socket), take the next ones of its job, until it
+    should not or the zygote closes the socket. A ``request`` of None: a
+    standby, forked before a task was due, whose first request comes on
+    ``requests`` as the next ones do (``Zygote.standby``)."""
     code, done = 1, 0
     try:  # whatever happens, this process never returns into the zygote's loop
         os.setpgid(0, 0)  # the group of what the task starts (see end_group)
         for fd in inherited:
             os.close(fd)
-        _wire_output(output)
+        if output is not None:
+            _wire_output(output)
+        else:  # not the zygote's reports: nothing may write there meanwhile
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a task is a Python program
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         gc.disable()  # as the task does (pytxmr.task.execute), and before it imports
         signals, limits, fds = _Signals(), _Limits(), _open_fds()
-        code = _run_one(request, runner is not None)
-        if runner is None:
-            return
-        requests, replies = runner
         pending = bytearray()
+        if request is None:
+            assert requests is not None
+            with open("/proc/self/comm", "rb") as f:
+                name = f.read().rstrip(b"\n")
+            task.die_with_parent(signal.SIGKILL, STANDBY_NAME)  # as ``ps`` shows it meanwhile
+            received = receive_request(requests, pending)
+            if received is None:
+                return  # the zygote let us go
+            task.die_with_parent(signal.SIGKILL, name)
+            line, output = received
+            if output is not None:
+                _wire_output(output)
+            request = json.loads(line)
+            # What the zygote does before each fork (we were forked before).
+            _forget_missing_paths()
+        reusable = request.get("reuse") is not None
+        code = _run_one(request, reusable)
         while True:
             done += 1
             signals.restore()
-            retire = (not limits.restore() or not _fit_for_more(code, done)
-                      or _left_processes() or _open_fds() > fds + RUNNER_MAX_NEW_FDS)
+            retire = (not reusable or requests is None or not limits.restore()
+                      or not _fit_for_more(code, done) or _left_processes()
+                      or _open_fds() > fds + RUNNER_MAX_NEW_FDS)
             os.write(replies, json.dumps({"done": request["id"], "status": code,
                                           "retire": retire}).encode() + b"\n")
             if retire:
@@ -285,6 +308,7 @@ def _child(request: dict[str, Any], inherited: list[int],
             task.forget(request["spec"])
             gc.collect()
             gc.freeze()
+            assert requests is not None
             received = receive_request(requests, pending)
             if received is None:
                 return  # the zygote let us go
@@ -524,11 +548,13 @@ class _Output:
 
 
 class _Runner:
-    """A task process that can take another task of its job (``reuse``)."""
+    """A task process: one that says when its task is done (and may take
+    another task of its job, ``reuse``, or is a standby waiting for its
+    first)."""
 
-    def __init__(self, key: str, requests: int, replies: int) -> None:
-        self.key = key
-        self.requests = requests  # our end of its request socket
+    def __init__(self, key: str | None, requests: int, replies: int) -> None:
+        self.key = key  # None: it takes no task of a job's after its own
+        self.requests = requests  # our end of its request socket, or -1
         self.replies = replies  # our end of its done pipe
         self.busy = True
         self.buffered = b""
@@ -537,6 +563,11 @@ class _Runner:
 
 #: Seconds an idle task process waits for another task of its job.
 RUNNER_IDLE = 5.0
+#: Seconds without a request or a task's output, no task running, before
+#: the zygote forks its standby (``Zygote.standby``) again.
+STANDBY_QUIET = 0.5
+#: The standby's name in ``ps``, until it takes a task.
+STANDBY_NAME = b"pytxmr-standby"
 
 
 class Zygote:
@@ -555,6 +586,16 @@ class Zygote:
         #: Each task child's output (see _Output), and by our end's fd.
         self.outputs: dict[int, _Output] = {}
         self.by_output: dict[int, _Output] = {}
+        #: A task process forked before its task was due, which takes the
+        #: next request that no runner of its job takes: a fork (1-2 ms, 5
+        #: when the CPUs are busy) is then not in the way of a job's first
+        #: tasks. Forked while no task runs (``idle``): forked as one
+        #: started, it took as long from the tasks starting with it.
+        self.standby: int | None = None
+        #: Task processes let go while they ran no task (their last task's
+        #: end was said on their done pipe, or they had none): their exit
+        #: is not said.
+        self.retired: set[int] = set()
 
     def handle(self, request: dict[str, Any]) -> None:
         if "retire" in request:
@@ -565,48 +606,101 @@ class Zygote:
         key = request.get("reuse")
         limit = request.get("log_limit", MAX_LOG_BYTES)
         for pid, runner in self.runners.items():
-            if runner.key == key and not runner.busy:
-                out_r, out_w = os.pipe()
-                try:
-                    send_request(runner.requests, json.dumps(request).encode() + b"\n", out_w)
-                except OSError:
-                    os.close(out_r)
-                    continue  # it just died: its end is reaped below
-                finally:
-                    os.close(out_w)
-                self._output(pid, out_r, request["log"], limit)
-                runner.busy = True
-                _report({"started": pid, "id": request["id"], "reused": True})
+            if key is not None and runner.key == key and not runner.busy:
+                if self._hand(pid, runner, request, limit):
+                    return
+        preload = request.get("preload", [])
+        if self.standby is not None and all(n in sys.modules or n not in storage.PRELOADABLE
+                                            for n in preload):
+            pid, self.standby = self.standby, None
+            runner = self.runners[pid]
+            runner.key = key
+            if self._hand(pid, runner, request, limit):
                 return
         _forget_missing_paths()
-        _preload(request.get("preload", []))
+        _preload(preload)
+        out_r, out_w = os.pipe()
+        try:
+            pid = self._fork(request, key is not None, (out_r, out_w))
+        except OSError:
+            os.close(out_r)
+            raise
+        finally:
+            os.close(out_w)
+        self._output(pid, out_r, request["log"], limit)
+        _report({"started": pid, "id": request["id"]})
+
+    def _hand(self, pid: int, runner: _Runner, request: dict[str, Any], limit: int) -> bool:
+        """Send an idle task process ``request``; False if it just died
+        (its end is reaped in the loop)."""
+        out_r, out_w = os.pipe()
+        try:
+            send_request(runner.requests, json.dumps(request).encode() + b"\n", out_w)
+        except OSError:
+            os.close(out_r)
+            return False
+        finally:
+            os.close(out_w)
+        self._output(pid, out_r, request["log"], limit)
+        runner.busy = True
+        _report({"started": pid, "id": request["id"], "reused": True})
+        return True
+
+    def idle(self) -> bool:
+        """Whether no task runs (and no request waits: see ``serve``)."""
+        return not any(runner.busy for runner in self.runners.values())
+
+    def fork_standby(self) -> None:
+        """Fork the standby (see ``standby``); none if no process can be forked."""
+        try:
+            self.standby = self._fork(None, True)
+        except OSError:
+            self.standby = None
+        else:
+            self.runners[self.standby].busy = False
+
+    def _fork(self, request: dict[str, Any] | None, takes_more: bool,
+              output: tuple[int, int] | None = None) -> int:
+        """Fork a task process for ``request`` (None: a standby), writing to
+        ``output`` (a pipe: its read end is ours, its write end closed here);
+        with ``takes_more``, one that can be sent more requests. Its pid."""
         # Our objects out of the collector's sight before a fork.
         gc.freeze()
-        channels = (socket.socketpair(), os.pipe()) if key is not None else None
-        out_r, out_w = os.pipe()
-        pid = os.fork()
+        done_r, done_w = os.pipe()
+        requests = socket.socketpair() if takes_more else None
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(done_r)
+            os.close(done_w)
+            if requests is not None:
+                requests[0].close()
+                requests[1].close()
+            raise
         if pid == 0:
-            inherited = [*self.inherited(), out_r]
-            if channels is not None:
-                (req_ours, req_theirs), (rep_r, rep_w) = channels
-                inherited += [req_ours.detach(), rep_r]
-                _child(request, inherited, (req_theirs.detach(), rep_w), out_w)
-            _child(request, inherited, None, out_w)
-        os.close(out_w)
-        self._output(pid, out_r, request["log"], limit)
+            inherited = [*self.inherited(), done_r]
+            theirs = None
+            if output is not None:
+                inherited.append(output[0])
+            if requests is not None:
+                inherited.append(requests[0].detach())
+                theirs = requests[1].detach()
+            _child(request, inherited, theirs, done_w, None if output is None else output[1])
+        os.close(done_w)
         self.children.add(pid)
         with contextlib.suppress(OSError):  # as the child does: whichever runs first
             os.setpgid(pid, pid)
         guard = fork_guard(pid)
         if guard is not None:
             self.guards[guard] = pid
-        if channels is not None:
-            (req_ours, req_theirs), (rep_r, rep_w) = channels
-            req_theirs.close()
-            os.close(rep_w)
-            self.runners[pid] = _Runner(key, req_ours.detach(), rep_r)
-            self.by_reply[rep_r] = pid
-        _report({"started": pid, "id": request["id"]})
+        ours = -1
+        if requests is not None:
+            requests[1].close()
+            ours = requests[0].detach()
+        key = None if request is None else request.get("reuse")
+        self.runners[pid] = _Runner(key, ours, done_r)
+        self.by_reply[done_r] = pid
+        return pid
 
     def inherited(self) -> list[int]:
         """The zygote's own fds, which a new child closes: its wake pipe,
@@ -661,11 +755,13 @@ class Zygote:
         self.children.discard(pid)
         self.end_group(pid)
         self._end_output(pid)
-        runner = self.runners.get(pid)
-        if runner is not None:
+        if pid == self.standby:
+            self.standby = None
+        if pid in self.runners:
             self._forget(pid)
-            if not runner.busy:
-                return  # it had no task: the daemon waits for nothing
+        if pid in self.retired:  # the daemon waits for nothing of it
+            self.retired.discard(pid)
+            return
         _report({"ended": pid, "status": os.waitstatus_to_exitcode(status)})
 
     def end_group(self, pid: int) -> None:
@@ -681,7 +777,7 @@ class Zygote:
 
     def expire(self, now: float) -> None:
         for pid, runner in list(self.runners.items()):
-            if not runner.busy and now - runner.idle_since >= RUNNER_IDLE:
+            if not runner.busy and pid != self.standby and now - runner.idle_since >= RUNNER_IDLE:
                 self._forget(pid)
 
     def let_all_go(self) -> None:
@@ -689,6 +785,7 @@ class Zygote:
         output gets EPIPE instead of waiting for our read."""
         for pid in list(self.runners):
             self._forget(pid)
+        self.standby = None
         for output in self.outputs.values():
             output.close()
         self.by_output.clear()
@@ -707,6 +804,8 @@ class Zygote:
         """No more tasks for it: an idle runner exits when its request socket
         closes, a busy one after its task."""
         runner = self.runners.pop(pid)
+        if not runner.busy:
+            self.retired.add(pid)
         self.by_reply.pop(runner.replies, None)
         for fd in (runner.requests, runner.replies):
             if fd >= 0:
@@ -793,10 +892,15 @@ def serve(spare: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     zygote = Zygote((wake_r, wake_w))
+    zygote.fork_standby()
     buffered = b""
     while True:
+        # Idle, we fork the standby when nothing came for STANDBY_QUIET.
+        wanted = zygote.standby is None and zygote.idle()
         ready, _, _ = select.select([0, wake_r, *zygote.by_reply, *zygote.by_output], [], [],
-                                    RUNNER_IDLE / 2)
+                                    STANDBY_QUIET if wanted else RUNNER_IDLE / 2)
+        if not ready and wanted:
+            zygote.fork_standby()
         now = time.monotonic()
         for fd in ready:
             if fd in zygote.by_output:

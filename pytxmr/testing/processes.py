@@ -12,6 +12,7 @@ raises AssertionError, a wait that runs out raises TimeoutError.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -173,10 +174,13 @@ class Daemon:
 
     def task_children(self) -> list[psutil.Process]:
         """The processes running tasks (user code): the children that the
-        daemon's zygote forked, i.e. its grandchildren. psutil's Process
-        objects, which stay tied to the process if its pid is reused; psutil
-        is a test extra, imported only here."""
+        daemon's zygote forked, i.e. its grandchildren, but its standby,
+        which waits for a task, and that standby's guard (in its group).
+        psutil's Process objects, which stay tied to the process if its pid
+        is reused; psutil is a test extra, imported only here."""
         import psutil
+
+        from ..zygote import STANDBY_NAME
 
         try:
             zygotes = psutil.Process(self.pid).children()
@@ -188,7 +192,12 @@ class Daemon:
                 out.extend(zygote.children(recursive=True))
             except psutil.Error:
                 pass
-        return out
+        standby = set()
+        for p in out:
+            with contextlib.suppress(psutil.Error):
+                if p.name() == STANDBY_NAME.decode():
+                    standby.add(p.pid)
+        return [p for p in out if p.pid not in standby and _group(p.pid) not in standby]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> list[int]:
         """End the daemon (``sig``, then SIGKILL after ``timeout``); the pids
@@ -389,3 +398,10 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path,
         raise TimeoutError(f"python -m pytxmr {' '.join(args)} did not finish in "
                            f"{timeout:g}s:\n{out}\n{err}") from None
     return proc.returncode, out, err
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None

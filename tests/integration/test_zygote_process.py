@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -119,10 +121,10 @@ class ZygoteProcess:
     """A real zygote, asked to run check tasks of job modules in ``base``;
     its stdin closed at the end (its cue to reap its children and exit)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, env: dict[str, str] | None = None) -> None:
         self.base = base
         self.proc = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
     def run(self, n: int, job: Path, **more: Any) -> int:
         """Start task ``n`` (log ``logN``, result ``resultN``); its pid."""
@@ -219,5 +221,120 @@ def test_a_task_holds_no_other_task_s_log(tmp_path: Path) -> None:
         assert {zygote.ended()["status"] for _ in range(2)} == {0}
         seen = (tmp_path / "log2").read_text()
         assert str(tmp_path / "log1") not in seen, seen
+    finally:
+        zygote.close()
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid``."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def _wait_for(what: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (got := what()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return got
+
+
+def test_an_idle_zygote_s_first_task_runs_in_a_process_forked_before_it_was_due(
+        tmp_path: Path) -> None:
+    """The standby: a job's first tasks wait for no fork. A task asked for
+    while another runs is forked as before; once no task ran for a while,
+    a new standby waits. Each runs as a task alone would: its own process
+    group, its job's module fresh, its end said as soon as it is done."""
+    slow = tmp_path / "slow.py"
+    slow.write_text("import os, time\nprint(os.getpid(), os.getpgrp(), flush=True)\n"
+                    "time.sleep(1)\ndef map(k, v):\n    yield v, 1\n")
+    quick = tmp_path / "quick.py"
+    quick.write_text("import os, sys\nprint(os.getpid(), 'slow' in sys.modules)\n"
+                     "def map(k, v):\n    yield v, 1\n")
+    zygote = ZygoteProcess(tmp_path)
+    try:
+        before = _wait_for(lambda: _children(zygote.proc.pid))  # the standby and its guard
+        first = zygote.run(1, slow)
+        assert first in before
+        second = zygote.run(2, quick)
+        assert second not in before
+        assert [zygote.ended() for _ in range(2)] == [{"ended": second, "status": 0},
+                                                      {"ended": first, "status": 0}]
+        assert (tmp_path / "log1").read_text().split() == [str(first), str(first)]
+        assert (tmp_path / "log2").read_text().split() == [str(second), "False"]
+        # A new standby, forked once all was quiet (STANDBY_QUIET).
+        standby = _wait_for(lambda: _children(zygote.proc.pid) - before - {second})
+        third = zygote.run(3, quick)
+        assert third in standby
+        assert zygote.ended() == {"ended": third, "status": 0}
+        assert (tmp_path / "log3").read_text().split() == [str(third), "False"]
+    finally:
+        zygote.close()
+
+
+def test_a_standby_that_died_is_replaced_and_the_task_runs_all_the_same(
+        tmp_path: Path) -> None:
+    job = tmp_path / "job.py"
+    job.write_text("print('ran')\ndef map(k, v):\n    yield v, 1\n")
+    zygote = ZygoteProcess(tmp_path)
+    try:
+        for pid in _wait_for(lambda: _children(zygote.proc.pid)):
+            os.kill(pid, signal.SIGKILL)  # the standby and its guard
+        time.sleep(0.2)
+        pid = zygote.run(1, job)
+        assert zygote.ended() == {"ended": pid, "status": 0}
+        assert (tmp_path / "log1").read_text() == "ran\n"
+        assert json.loads((tmp_path / "result1").read_text())["result"]["ok"]
+    finally:
+        zygote.close()
+
+
+def test_a_standby_s_task_sees_what_was_made_after_it_was_forked(tmp_path: Path) -> None:
+    """A PYTHONPATH directory made after the zygote started (the user's
+    ``pip install --target deps`` after an ImportError): the standby,
+    forked before, had noted it missing, and the task failed again."""
+    deps = tmp_path / "deps"
+    job = tmp_path / "job.py"
+    job.write_text("import helper\nprint(helper.WHO)\ndef map(k, v):\n    yield v, 1\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(deps), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    zygote = ZygoteProcess(tmp_path, env=env)
+    try:
+        before = _wait_for(lambda: _children(zygote.proc.pid))
+        deps.mkdir()
+        (deps / "helper.py").write_text("WHO = 'the helper'\n")
+        pid = zygote.run(1, job)
+        assert pid in before
+        assert zygote.ended() == {"ended": pid, "status": 0}
+        assert (tmp_path / "log1").read_text() == "the helper\n"
+    finally:
+        zygote.close()
+
+
+def test_a_task_whose_store_client_the_zygote_imports_first_is_forked_after(
+        tmp_path: Path) -> None:
+    """A map of an http(s) input asks the zygote to import the store's
+    client before the fork (``preload``), so that each map shares it: a
+    standby forked before has not imported it."""
+    pytest.importorskip("fsspec.implementations.http")
+    job = tmp_path / "job.py"
+    job.write_text("import sys\nprint('fsspec.implementations.http' in sys.modules)\n"
+                   "def map(k, v):\n    yield v, 1\n")
+    zygote = ZygoteProcess(tmp_path)
+    try:
+        before = _wait_for(lambda: _children(zygote.proc.pid))
+        pid = zygote.run(1, job, preload=["fsspec.implementations.http"])
+        assert pid not in before
+        assert zygote.ended() == {"ended": pid, "status": 0}
+        assert (tmp_path / "log1").read_text() == "True\n"
     finally:
         zygote.close()
