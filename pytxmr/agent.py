@@ -264,6 +264,17 @@ def delegated(argv: list[str]) -> int | None:
     if idle is None or len(argv) < 2 or argv[1] not in COMMANDS or not _streams_open() \
             or _runs_here(argv):
         return None
+    try:
+        return _delegate(argv, idle)
+    except KeyboardInterrupt:
+        # Before the command ran (it runs once we pass signals on, which
+        # then raise nothing here): said as a command's own start says it,
+        # not as a traceback. Its child, left waiting for our go, is ended.
+        print("pytxmr: interrupted", file=sys.stderr)
+        return 128 + _signal.SIGINT
+
+
+def _delegate(argv: list[str], idle: float) -> int | None:
     identity = _identity()  # 0.4 ms: once
     path = socket_path(identity)
     if path is None:
@@ -288,9 +299,6 @@ def delegated(argv: list[str]) -> int | None:
             pid = _hand_over(conn, answers, path, request)
         except OSError:  # none there, a full backlog, no answer in time
             pid = None
-        except KeyboardInterrupt:  # before the command ran: as a command's own start says it
-            print("pytxmr: interrupted", file=sys.stderr)
-            return 128 + _signal.SIGINT
         if pid is None:  # none there, or one that may not serve us: a fresh one
             _start_agent(path, idle)
             return None

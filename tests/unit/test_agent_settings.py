@@ -149,3 +149,27 @@ def test_a_parser_built_before_the_fork_parses_each_command_line_afresh(
         with pytest.raises(SystemExit):
             cli.parse(["status"])
         assert f"usage: {prog} status" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["_identity", "_hand_over", "_await_child", "_start_agent"])
+def test_ctrl_c_before_the_agent_s_child_runs_the_command_is_said_not_a_traceback(
+        where: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    """A caller interrupted while it finds its agent, hands the command
+    over or starts an agent (before its child may run the command): exit
+    130 and "interrupted", as a command interrupted in its own start; it
+    printed a KeyboardInterrupt traceback and exited 1."""
+    monkeypatch.setenv("PYTXMR_AGENT", "60")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr(agent, "_streams_open", lambda: True)
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    if where == "_start_agent":  # no agent answers: one is started for the next command
+        monkeypatch.setattr(agent, "_hand_over", lambda *args: None)
+    elif where == "_await_child":
+        monkeypatch.setattr(agent, "_hand_over", lambda *args: 4242)
+    monkeypatch.setattr(agent, where, interrupted)
+    assert agent.delegated(["pytxmr", "jobs"]) == 130
+    assert capsys.readouterr().err == "pytxmr: interrupted\n"
