@@ -94,12 +94,14 @@ def _job_options(p: argparse.ArgumentParser, output_required: bool) -> None:
 def _cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobtracker", default="127.0.0.1:7373", help="HOST:PORT of the jobtracker")
     p.add_argument("--secret-file", help="cluster secret file")
-    p.add_argument("--user", default=os.environ.get("PYTXMR_USER"),
+    # Their defaults come from the environment as a command line is parsed
+    # (_FROM_ENVIRONMENT): not as a parser is built, once per process.
+    p.add_argument("--user",
                    help="log in as this user, at a jobtracker with a users file (default "
                         "$PYTXMR_USER); the password from $PYTXMR_PASSWORD, --password-file, "
                         "or asked for")
     p.add_argument("--password-file", help="a file whose first line is --user's password")
-    p.add_argument("--tls", metavar="DIR", default=os.environ.get("PYTXMR_TLS"),
+    p.add_argument("--tls", metavar="DIR",
                    help="connect over TLS, checking the jobtracker's certificate against "
                         "DIR/ca.pem (default $PYTXMR_TLS); DIR/cert.pem and key.pem, if "
                         "there, are shown to it")
@@ -795,9 +797,23 @@ def _streaming_job(a: argparse.Namespace) -> str:
                         else "streaming_map_only.py")
 
 
+#: Options whose default is an environment variable's value, read as each
+#: command line is parsed: a parser is built once per process, and the
+#: client agent's serve every caller (each with an environment of its own).
+_FROM_ENVIRONMENT = {"user": "PYTXMR_USER", "tls": "PYTXMR_TLS"}
+
+
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """The command line, with a job command's paths sorted into its job
     module and inputs (a streaming job's module is pytxmr's own)."""
+    a = _parse(argv)
+    for name, variable in _FROM_ENVIRONMENT.items():
+        if getattr(a, name, "") is None:
+            setattr(a, name, os.environ.get(variable))
+    return a
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
     # A command's own options only: its name comes first (the top parser
     # has only --help and --version).
     parser, commands = build_parser(command=argv[0] if argv else None)

@@ -130,10 +130,20 @@ def test_a_parser_built_before_the_fork_parses_each_command_line_afresh(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The agent builds its commands' parsers once (``cli.prebuild_parsers``);
     each child parses with them: nothing one command line gave may show in
-    the next, and usage names the program as the caller started it."""
+    the next, defaults taken from the environment are the caller's (each
+    child's, not the agent's), and usage names the program as the caller
+    started it."""
     from pytxmr import cli
 
+    monkeypatch.setenv("PYTXMR_USER", "alice")  # the agent's, as it started
+    monkeypatch.setenv("PYTXMR_TLS", "/home/alice/tls")
     cli.prebuild_parsers(agent.COMMANDS)
+    monkeypatch.setenv("PYTXMR_USER", "bob")  # a caller's, in the child
+    monkeypatch.delenv("PYTXMR_TLS")
+    a = cli.parse(["status", "job_1"])
+    assert (a.user, a.tls) == ("bob", None)
+    a = cli.parse(["submit", "job.py", "in.txt", "-o", "out", "--user", "carol", "--tls", ""])
+    assert (a.user, a.tls) == ("carol", "")
     job = ["submit", "job.py", "in.txt", "-o", "out"]
     first = cli.parse([*job, "--arg", "n=1", "--py-files", "lib.py", "--storage-option",
                        "region=x", "--files", "data.txt"])
