@@ -273,9 +273,12 @@ def _child(request: dict[str, Any] | None, inherited: list[int], requests: int |
         pending = bytearray()
         if request is None:
             assert requests is not None
-            with open("/proc/self/comm", "rb") as f:
-                name = f.read().rstrip(b"\n")
-            task.die_with_parent(signal.SIGKILL, STANDBY_NAME)  # as ``ps`` shows it meanwhile
+            try:  # named as ``ps`` shows it meanwhile
+                with open("/proc/self/comm", "rb") as f:
+                    name: bytes | None = f.read().rstrip(b"\n")
+            except OSError:
+                name = None  # not named, then: it could not be named back
+            task.die_with_parent(signal.SIGKILL, None if name is None else STANDBY_NAME)
             received = receive_request(requests, pending)
             if received is None:
                 return  # the zygote let us go
@@ -592,6 +595,9 @@ class Zygote:
         #: tasks. Forked while no task runs (``idle``): forked as one
         #: started, it took as long from the tasks starting with it.
         self.standby: int | None = None
+        #: The store clients the standby has (see _preload): imported before
+        #: it was forked.
+        self.standby_preloaded: frozenset[str] = frozenset()
         #: Task processes let go while they ran no task (their last task's
         #: end was said on their done pipe, or they had none): their exit
         #: is not said.
@@ -610,8 +616,8 @@ class Zygote:
                 if self._hand(pid, runner, request, limit):
                     return
         preload = request.get("preload", [])
-        if self.standby is not None and all(n in sys.modules or n not in storage.PRELOADABLE
-                                            for n in preload):
+        if self.standby is not None and all(n in self.standby_preloaded
+                                            or n not in storage.PRELOADABLE for n in preload):
             pid, self.standby = self.standby, None
             runner = self.runners[pid]
             runner.key = key
@@ -658,6 +664,8 @@ class Zygote:
             self.standby = None
         else:
             self.runners[self.standby].busy = False
+            self.standby_preloaded = frozenset(n for n in storage.PRELOADABLE
+                                               if n in sys.modules)
 
     def _fork(self, request: dict[str, Any] | None, takes_more: bool,
               output: tuple[int, int] | None = None) -> int:
@@ -667,8 +675,10 @@ class Zygote:
         # Our objects out of the collector's sight before a fork.
         gc.freeze()
         done_r, done_w = os.pipe()
-        requests = socket.socketpair() if takes_more else None
+        requests = None
         try:
+            if takes_more:
+                requests = socket.socketpair()
             pid = os.fork()
         except OSError:
             os.close(done_r)

@@ -324,17 +324,25 @@ def test_a_task_whose_store_client_the_zygote_imports_first_is_forked_after(
         tmp_path: Path) -> None:
     """A map of an http(s) input asks the zygote to import the store's
     client before the fork (``preload``), so that each map shares it: a
-    standby forked before has not imported it."""
+    standby forked before has not imported it, though the zygote has
+    since (a second map asked for while the first runs)."""
     pytest.importorskip("fsspec.implementations.http")
-    job = tmp_path / "job.py"
-    job.write_text("import sys\nprint('fsspec.implementations.http' in sys.modules)\n"
-                   "def map(k, v):\n    yield v, 1\n")
+    looks = "import sys, time\nprint('fsspec.implementations.http' in sys.modules)\n"
+    slow = write(tmp_path / "slow.py", looks + "time.sleep(1)\n")
+    quick = write(tmp_path / "quick.py", looks)
     zygote = ZygoteProcess(tmp_path)
     try:
         before = _wait_for(lambda: _children(zygote.proc.pid))
-        pid = zygote.run(1, job, preload=["fsspec.implementations.http"])
-        assert pid not in before
-        assert zygote.ended() == {"ended": pid, "status": 0}
-        assert (tmp_path / "log1").read_text() == "True\n"
+        first = zygote.run(1, slow, preload=["fsspec.implementations.http"])
+        second = zygote.run(2, quick, preload=["fsspec.implementations.http"])
+        assert not {first, second} & before
+        assert sorted([zygote.ended()["ended"] for _ in range(2)]) == sorted([first, second])
+        assert (tmp_path / "log1").read_text() == (tmp_path / "log2").read_text() == "True\n"
     finally:
         zygote.close()
+
+
+def write(path: Path, module: str) -> Path:
+    """A job module: ``module``'s statements, then a map."""
+    path.write_text(module + "def map(k, v):\n    yield v, 1\n")
+    return path

@@ -362,3 +362,26 @@ def test_a_map_works_elsewhere_when_what_the_map_before_left_cannot_go(
     assert second is not None and second != first
     assert os.path.dirname(second) == str(tmp_path) and not os.listdir(second)
     assert again["pack"] == first + ".data"  # the process's pack all the same
+
+
+def test_a_standby_that_cannot_be_made_holds_no_descriptor(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of descriptors, the idle zygote tries again every STANDBY_QUIET:
+    each try kept a pipe, until no task could be forked at all."""
+    from pytxmr import zygote as zygote_module
+
+    def no_more(*args: Any) -> Any:
+        raise OSError(24, "Too many open files")
+
+    wake = os.pipe()
+    try:
+        zygote = Zygote(wake)
+        monkeypatch.setattr(zygote_module.socket, "socketpair", no_more)
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(5):
+            zygote.fork_standby()
+        assert zygote.standby is None and not zygote.runners
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        for fd in wake:
+            os.close(fd)
