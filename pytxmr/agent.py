@@ -898,23 +898,36 @@ def _io_priority(source: int, target: int) -> None:
     """Give process ``target`` the I/O priority of ``source``: a child takes
     its caller's (a cron job's ``ionice -c 3 pytxmr ...`` that started the
     agent made every later command's disk I/O idle, and a command under
-    ``ionice`` got the agent's), and gives it to the zygote it adopts.
-    (psutil: Python has no call for it, and the system call's number
-    differs by architecture.)"""
+    ``ionice`` got the agent's), and gives it to the zygote it adopts, and
+    to that zygote's children, forked before (its standby, which takes the
+    job's module check). (psutil: Python has no call for it, and the
+    system call's number differs by architecture.)"""
     try:
         import psutil
     except ImportError:  # installed before psutil was a dependency: as before it
         return
     try:
         wanted = psutil.Process(source).ionice()
-        me = psutil.Process(target)
-        if me.ionice() != wanted:
-            if wanted.ioclass in (psutil.IOPRIO_CLASS_RT, psutil.IOPRIO_CLASS_BE):
-                me.ionice(wanted.ioclass, wanted.value)
-            else:
-                me.ionice(wanted.ioclass)
+        given = psutil.Process(target)
+        # The target first: what it forks from now on takes its priority.
+        if given.ionice() != wanted:
+            _set_io_priority(psutil, given, wanted)
+        children = given.children()
     except (psutil.Error, OSError):
-        pass  # the caller is gone (and its command with it), or its class is not ours to take
+        return  # the caller is gone (and its command with it), or its class is not ours to take
+    for child in children:
+        try:
+            if child.ionice() != wanted:
+                _set_io_priority(psutil, child, wanted)
+        except (psutil.Error, OSError):
+            pass  # ended meanwhile
+
+
+def _set_io_priority(psutil: Any, process: Any, wanted: Any) -> None:
+    if wanted.ioclass in (psutil.IOPRIO_CLASS_RT, psutil.IOPRIO_CLASS_BE):
+        process.ionice(wanted.ioclass, wanted.value)
+    else:
+        process.ionice(wanted.ioclass)
 
 
 def _become(request: _Request) -> None:

@@ -418,6 +418,11 @@ import os
 
 import psutil
 
+# Each import's (the module check's, each task's), in the file LOG names.
+with open(os.path.join(os.path.dirname(__file__), LOG), "a") as f:
+    _prio = psutil.Process().ionice()
+    f.write(f"{int(_prio.ioclass)} {_prio.value}\\n")
+
 
 def map(key, line):
     prio = psutil.Process().ionice()
@@ -436,7 +441,6 @@ def test_a_command_takes_its_callers_io_priority(runtime: Path, tmp_path: Path) 
     if shutil.which("ionice") is None:
         pytest.skip("needs ionice(1)")
     env = dict(base_env(tmp_path), PYTXMR_AGENT="60", XDG_RUNTIME_DIR=str(runtime))
-    job = write(tmp_path / "io_priority.py", IO_PRIORITY_JOB)
     data = tmp_path / "in.txt"
     data.write_text("a line\n")
     subprocess.run(["ionice", "-c", "3", sys.executable, "-m", "pytxmr", "jobs", "--jobtracker",
@@ -448,6 +452,12 @@ def test_a_command_takes_its_callers_io_priority(runtime: Path, tmp_path: Path) 
     for n, (prefix, expected) in enumerate([
             ([], (int(plain.ioclass), plain.value)),
             (["ionice", "-c", "2", "-n", "7"], (int(psutil.IOPRIO_CLASS_BE), 7))]):
+        job = write(tmp_path / f"io_priority_{n}.py",
+                    IO_PRIORITY_JOB.replace("LOG", repr(f"imports-{n}")))
+        if n:  # the zygote the agent started for it, with its standby (which checks the module)
+            wait_for(lambda: any(p.name() == STANDBY_NAME.decode()
+                                 for p in agent.children(recursive=True)), 30,
+                     "the spare zygote's standby", 0.05)
         done = subprocess.run([*prefix, sys.executable, "-m", "pytxmr", "run", str(job), str(data),
                                "-o", f"out-{n}", "-q"], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=120)
@@ -455,6 +465,8 @@ def test_a_command_takes_its_callers_io_priority(runtime: Path, tmp_path: Path) 
         [line] = (tmp_path / f"out-{n}" / "part-00000").read_text().splitlines()
         ioclass, value, _ = line.split("\t")[1].split()
         assert (int(ioclass), int(value)) == expected, prefix
+        imports = (tmp_path / f"imports-{n}").read_text().splitlines()
+        assert len(imports) >= 3 and set(imports) == {f"{expected[0]} {expected[1]}"}, prefix
     assert the_agent(runtime).pid == agent.pid  # both ran through it
 
 
