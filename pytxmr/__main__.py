@@ -6,6 +6,7 @@ here. It imports nothing heavy: what the agent spares a command is
 importing the command line (``pytxmr.cli``) and Twisted.
 """
 
+import _signal
 import sys
 
 from .agent import delegated
@@ -15,8 +16,11 @@ def entry() -> None:
     code = delegated(sys.argv)
     if code is not None:
         sys.exit(code)
-    from .cli import entry as run_here
-
+    try:
+        from .cli import entry as run_here
+    except KeyboardInterrupt:  # as the command's own start says it (cli.entry)
+        print("pytxmr: interrupted", file=sys.stderr)
+        sys.exit(128 + _signal.SIGINT)
     run_here()
 
 

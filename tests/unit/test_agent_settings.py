@@ -183,3 +183,25 @@ def test_ctrl_c_before_the_agent_s_child_runs_the_command_is_said_not_a_tracebac
     monkeypatch.setattr(agent, where, interrupted)
     assert agent.delegated(["pytxmr", "jobs"]) == 130
     assert capsys.readouterr().err == "pytxmr: interrupted\n"
+
+
+def test_ctrl_c_while_the_command_line_s_code_is_imported_is_said_not_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command running in its own process, interrupted as it imports
+    ``pytxmr.cli`` (0.05 s): a KeyboardInterrupt traceback, where a later
+    Ctrl-C says "interrupted"."""
+    import sys
+    import types
+
+    from pytxmr import __main__ as main
+
+    class Importing(types.ModuleType):
+        def __getattr__(self, name: str) -> object:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(main, "delegated", lambda argv: None)
+    monkeypatch.setitem(sys.modules, "pytxmr.cli", Importing("pytxmr.cli"))
+    with pytest.raises(SystemExit) as exited:
+        main.entry()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "pytxmr: interrupted\n"
