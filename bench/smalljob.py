@@ -184,12 +184,12 @@ def main() -> int:
             failed |= run["output"] not in ("SAME", "-")
             results[name].append(run)
             job_s = f", job {run['job_s']:.2f} s" if "job_s" in run else ""
-            log(f"round {round_ + 1} {name}: {run['wall_s']:.2f} s{job_s}, other load "
+            log(f"round {round_ + 1} {name}: {run['wall_s']:.3f} s{job_s}, other load "
                 f"{run['other_load']:.2f}, {run['output']}")
     figure = {name: median([r.get("job_s", r["wall_s"]) for r in runs])
               for name, runs in results.items()}
     base = figure["inline.py"]
-    rows = [[name, fmt(median([r["wall_s"] for r in runs])), fmt(figure[name]),
+    rows = [[name, fmt(median([r["wall_s"] for r in runs]), ".3f"), fmt(figure[name], ".3f"),
              fmt(figure[name] / base if base else None),
              ", ".join(sorted({r["output"] for r in runs}))]
             for name, runs in results.items()]
