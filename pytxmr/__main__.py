@@ -9,18 +9,19 @@ importing the command line (``pytxmr.cli``) and Twisted.
 import _signal
 import sys
 
-from .agent import delegated
-
 
 def entry() -> None:
-    code = delegated(sys.argv)
-    if code is not None:
-        sys.exit(code)
     try:
-        from .cli import entry as run_here
+        from .agent import delegated
+
+        code = delegated(sys.argv)
+        if code is None:
+            from .cli import entry as run_here
     except KeyboardInterrupt:  # as the command's own start says it (cli.entry)
         print("pytxmr: interrupted", file=sys.stderr)
         sys.exit(128 + _signal.SIGINT)
+    if code is not None:
+        sys.exit(code)
     run_here()
 
 

@@ -894,14 +894,15 @@ class Agent:
             os.close(go)
 
 
-def _io_priority(source: int, target: int) -> None:
+def _io_priority(source: int, target: int, children: bool = False) -> None:
     """Give process ``target`` the I/O priority of ``source``: a child takes
     its caller's (a cron job's ``ionice -c 3 pytxmr ...`` that started the
     agent made every later command's disk I/O idle, and a command under
     ``ionice`` got the agent's), and gives it to the zygote it adopts, and
-    to that zygote's children, forked before (its standby, which takes the
-    job's module check). (psutil: Python has no call for it, and the
-    system call's number differs by architecture.)"""
+    with ``children`` to that zygote's children, forked before (its standby,
+    which takes the job's module check: psutil finds them by reading every
+    process's /proc entry, 2 ms, so only there). (psutil: Python has no
+    call for it, and the system call's number differs by architecture.)"""
     try:
         import psutil
     except ImportError:  # installed before psutil was a dependency: as before it
@@ -912,10 +913,10 @@ def _io_priority(source: int, target: int) -> None:
         # The target first: what it forks from now on takes its priority.
         if given.ionice() != wanted:
             _set_io_priority(psutil, given, wanted)
-        children = given.children()
+        forked = given.children() if children else []
     except (psutil.Error, OSError):
         return  # the caller is gone (and its command with it), or its class is not ours to take
-    for child in children:
+    for child in forked:
         try:
             if child.ionice() != wanted:
                 _set_io_priority(psutil, child, wanted)
@@ -1026,7 +1027,8 @@ def main(argv: list[str]) -> int:
         from .localcluster import give_zygote
 
         give_zygote(request.zygote.stdio, request.zygote.stderr)
-        _io_priority(os.getpid(), request.zygote.pid)  # ours, our caller's: its tasks'
+        # Ours, our caller's: its tasks'.
+        _io_priority(os.getpid(), request.zygote.pid, children=True)
     from .cli import entry, interrupted_status
 
     try:

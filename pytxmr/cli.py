@@ -861,7 +861,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .syspath import drop_working_directory
 
     drop_working_directory()  # unless python -m pytxmr did (drop_if_main): an agent's child
-    if "--help-job" in argv and argv[:1] in (["run"], ["submit"]):
+    if argv[:1] in (["run"], ["submit"]) and any(
+            len(arg) > 6 and "--help-job".startswith(arg) for arg in argv[1:]):
+        # As argparse reads it (--help-j too): else the job ran instead.
         return help_job(argv)
     a = parse(argv)
     if makes_no_tls_connection(a):

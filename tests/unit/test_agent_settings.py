@@ -187,9 +187,9 @@ def test_ctrl_c_before_the_agent_s_child_runs_the_command_is_said_not_a_tracebac
 
 def test_ctrl_c_while_the_command_line_s_code_is_imported_is_said_not_a_traceback(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """The command running in its own process, interrupted as it imports
-    ``pytxmr.cli`` (0.05 s): a KeyboardInterrupt traceback, where a later
-    Ctrl-C says "interrupted"."""
+    """The command interrupted as it imports ``pytxmr.agent`` (0.01 s) or,
+    running in its own process, ``pytxmr.cli`` (0.05 s): a KeyboardInterrupt
+    traceback, where a later Ctrl-C says "interrupted"."""
     import sys
     import types
 
@@ -199,9 +199,32 @@ def test_ctrl_c_while_the_command_line_s_code_is_imported_is_said_not_a_tracebac
         def __getattr__(self, name: str) -> object:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(main, "delegated", lambda argv: None)
-    monkeypatch.setitem(sys.modules, "pytxmr.cli", Importing("pytxmr.cli"))
-    with pytest.raises(SystemExit) as exited:
-        main.entry()
-    assert exited.value.code == 130
-    assert capsys.readouterr().err == "pytxmr: interrupted\n"
+    def ran() -> None:
+        raise AssertionError("the command ran")
+
+    monkeypatch.delenv("PYTXMR_AGENT", raising=False)
+    command_line = types.ModuleType("pytxmr.cli")
+    command_line.entry = ran  # type: ignore[attr-defined]
+    for importing, cli in (("pytxmr.cli", Importing("pytxmr.cli")),
+                           ("pytxmr.agent", command_line)):
+        monkeypatch.setitem(sys.modules, "pytxmr.cli", cli)
+        monkeypatch.setitem(sys.modules, importing, Importing(importing))
+        with pytest.raises(SystemExit) as exited:
+            main.entry()
+        assert exited.value.code == 130
+        assert capsys.readouterr().err == "pytxmr: interrupted\n"
+
+
+def test_a_command_child_takes_its_caller_s_io_priority_without_a_scan_of_every_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a run child's adopted zygote has children to give it to: psutil
+    finds a process's children by reading every process's /proc entry
+    (2 ms with 120 processes, on the way of every command)."""
+    psutil = pytest.importorskip("psutil")
+
+    def scanned(self: object, recursive: bool = False) -> list[object]:
+        raise AssertionError("every process scanned")
+
+    monkeypatch.setattr(psutil.Process, "children", scanned)
+    agent._io_priority(os.getpid(), os.getpid())
+

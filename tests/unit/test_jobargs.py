@@ -112,6 +112,8 @@ def test_help_job_finds_the_job_among_the_options(
     monkeypatch.setattr(sys, "path", list(sys.path))  # help_job puts the job's dir first
     assert main(["run", *before, "job.py", "--help-job"]) == 0
     assert "n (int, default 10): how many" in capsys.readouterr().out
+    assert main(["submit", *before, "job.py", "--help-j"]) == 0  # as argparse reads it
+    assert "n (int, default 10): how many" in capsys.readouterr().out
     assert main(["run", "--mapper", "cat", "--help-job", "in.txt"]) == 0
     assert "mapper (command, required)" in capsys.readouterr().out
 
