@@ -294,7 +294,7 @@ def _child(request: dict[str, Any] | None, inherited: list[int], requests: int |
         while True:
             done += 1
             signals.restore()
-            retire = (not reusable or requests is None or not limits.restore()
+            retire = (not reusable or not limits.restore()
                       or not _fit_for_more(code, done) or _left_processes()
                       or _open_fds() > fds + RUNNER_MAX_NEW_FDS)
             os.write(replies, json.dumps({"done": request["id"], "status": code,
