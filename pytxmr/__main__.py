@@ -21,7 +21,9 @@ def entry() -> None:
         print("pytxmr: interrupted", file=sys.stderr)
         sys.exit(128 + _signal.SIGINT)
     if code is not None:
-        sys.exit(code)
+        from .agent import exit_process
+
+        exit_process(code)
     run_here()
 
 

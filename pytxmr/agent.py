@@ -509,34 +509,51 @@ def _warm() -> None:
         raise RuntimeError("a reactor was installed while warming up")
 
 
-def _fork() -> tuple[int | None, int]:
+#: In a command's child: the pipe on which it tells the agent its exit
+#: status before it exits (see exit_process).
+_ended_fd: int | None = None
+
+
+def _fork() -> tuple[int | None, int, int]:
     """Fork a command's child, which waits for its caller's go: (its pid,
-    the pipe to send the go on), (0, -1) in the child once it has it, or
-    (None, -1) if no child could be made. The signals a caller passes on
-    wait, blocked, until the child is its command (see main): one that came
-    before would be the agent's, and interrupt nothing of the command's."""
+    the pipe to send the go on, the pipe it says its exit status on), (0,
+    -1, -1) in the child once it has its go, or (None, -1, -1) if no child
+    could be made. The signals a caller passes on wait, blocked, until the
+    child is its command (see main): one that came before would be the
+    agent's, and interrupt nothing of the command's."""
+    global _ended_fd
     try:
         go_r, go_w = os.pipe()
     except OSError:
-        return None, -1
+        return None, -1, -1
+    try:
+        ended_r, ended_w = os.pipe()
+    except OSError:
+        for fd in (go_r, go_w):
+            os.close(fd)
+        return None, -1, -1
     _signal.pthread_sigmask(_signal.SIG_BLOCK, FORWARDED)
     try:
         pid = os.fork()
     except OSError:
-        for fd in (go_r, go_w):
+        for fd in (go_r, go_w, ended_r, ended_w):
             os.close(fd)
         pid = None
     if pid == 0:
-        os.close(go_w)
+        for fd in (go_w, ended_r):
+            os.close(fd)
         go = os.read(go_r, 1)
         os.close(go_r)
         if go != b"g":  # our caller gave up on us, and runs the command itself
             os._exit(0)
-        return 0, -1
+        _ended_fd = ended_w
+        return 0, -1, -1
     _signal.pthread_sigmask(_signal.SIG_UNBLOCK, FORWARDED)
-    if pid is not None:
-        os.close(go_r)
-    return pid, go_w
+    if pid is None:
+        return None, -1, -1
+    for fd in (go_r, ended_w):
+        os.close(fd)
+    return pid, go_w, ended_r
 
 
 def _read(conn: socket.socket, size: int) -> bytes:
@@ -660,8 +677,10 @@ class Agent:
         self.lock_fd: int | None = lock_fd  # held while we take callers
         self.stamp = own_stamp
         self.idle = idle
-        self.children: dict[int, socket.socket] = {}  # pid: its caller's connection
+        #: pid: its caller's connection; None once told how the child ended
+        self.children: dict[int, socket.socket | None] = {}
         self.waiting: dict[int, int] = {}  # pid: the pipe its child awaits its go on
+        self.ending: dict[int, int] = {}  # pid: the pipe its child says its exit status on
         self.retired = False
         #: A zygote started for the next ``run`` like the last (see _Spare),
         #: and what each ``run`` child's zygote is started with.
@@ -699,7 +718,7 @@ class Agent:
                         request.zygote, self.spare = self.spare, None
                     # The child waits for its caller's go: a caller that gave
                     # up on us runs the command itself, which must not run twice.
-                    pid, go_w = _fork()
+                    pid, go_w, ended_r = _fork()
                     if pid == 0:  # the child: none of the agent's files stay open
                         _signal.set_wakeup_fd(-1)
                         sel.close()
@@ -712,7 +731,7 @@ class Agent:
                     if pid is None:  # out of files or processes: the caller runs it
                         request.close()
                         continue
-                    self._started(sel, request, pid, go_w)
+                    self._started(sel, request, pid, go_w, ended_r)
                     if run is not None:
                         self.runs[pid] = run
                     # The last caller's idle time is ours (PYTXMR_AGENT=SECS).
@@ -722,6 +741,8 @@ class Agent:
                 elif key.data == "children":
                     os.read(wake_r, 4096)
                     self._reap(sel)
+                elif isinstance(key.data, tuple):  # ("ended", pid)
+                    self._ended(sel, key.data[1])
                 else:  # a caller's connection: it closed, or sent what it may not
                     self._caller_said(sel, key.fileobj, key.data)
             if events:
@@ -772,7 +793,7 @@ class Agent:
             return None
         return _Request(conn, fds, body, caller)
 
-    def _started(self, sel: Any, request: _Request, pid: int, go: int) -> None:
+    def _started(self, sel: Any, request: _Request, pid: int, go: int, ended: int) -> None:
         for fd in request.fds:
             os.close(fd)
         conn = request.conn
@@ -783,7 +804,40 @@ class Agent:
         conn.setblocking(False)
         self.children[pid] = conn
         self.waiting[pid] = go
+        self.ending[pid] = ended
         sel.register(conn, 1, pid)  # EVENT_READ: its caller left
+        sel.register(ended, 1, ("ended", pid))
+
+    def _ended(self, sel: Any, pid: int) -> None:
+        """A child said its exit status, or ended without a word (then its
+        reaping tells). Its caller hears it now, not once the kernel has torn
+        down a copy of the agent (3-7 ms); the child has let go of the
+        caller's streams already."""
+        ended = self.ending.pop(pid)
+        try:
+            said = os.read(ended, 8)
+        except OSError:
+            said = b""
+        sel.unregister(ended)
+        os.close(ended)
+        conn = self.children.get(pid)
+        if not said.endswith(b"\n") or not said[:-1].isdigit() or conn is None:
+            return
+        self.children[pid] = None
+        self._tell(sel, conn, int(said) << 8)  # a wait status: that of an exit
+
+    def _tell(self, sel: Any, conn: socket.socket, status: int) -> None:
+        """Tell a caller how its child ended, and let it go."""
+        try:
+            sel.unregister(conn)
+        except KeyError:
+            pass  # its caller had gone
+        try:
+            conn.setblocking(True)
+            conn.sendall(b"exit %d\n" % status)
+        except OSError:
+            pass
+        conn.close()
 
     def _caller_said(self, sel: Any, conn: socket.socket, pid: int) -> None:
         """A caller's connection became readable: its go (its child runs the
@@ -823,22 +877,18 @@ class Agent:
                 self.spare.close()
                 self.spare = None
                 continue
-            conn = self.children.pop(pid, None)
-            if conn is None:
+            if pid not in self.children:
                 continue  # an orphan we adopted: a zygote we gave a child, a spare we closed
+            conn = self.children.pop(pid)
             go = self.waiting.pop(pid, None)
             if go is not None:
                 os.close(go)
-            try:
-                sel.unregister(conn)
-            except KeyError:
-                pass  # its caller had gone
-            try:
-                conn.setblocking(True)
-                conn.sendall(b"exit %d\n" % status)
-            except OSError:
-                pass
-            conn.close()
+            ended = self.ending.pop(pid, None)
+            if ended is not None:  # it died before it could say
+                sel.unregister(ended)
+                os.close(ended)
+            if conn is not None:  # else told already (_ended)
+                self._tell(sel, conn, status)
             run = self.runs.pop(pid, None)
             if run is not None and not self.retired and (self.spare is None
                                                          or self.spare.key != run):
@@ -889,9 +939,10 @@ class Agent:
         if self.spare is not None:  # not ours to take (a command given one has it)
             self.spare.close()
         for conn in self.children.values():
-            conn.close()
-        for go in self.waiting.values():
-            os.close(go)
+            if conn is not None:
+                conn.close()
+        for fd in (*self.waiting.values(), *self.ending.values()):
+            os.close(fd)
 
 
 def _io_priority(source: int, target: int, children: bool = False) -> None:
@@ -1022,7 +1073,7 @@ def main(argv: list[str]) -> int:
         _become(request)
     except OSError as e:
         print(f"pytxmr: {e}", file=sys.stderr)
-        _exit(1)
+        exit_process(1)
     if request.zygote is not None:
         from .localcluster import give_zygote
 
@@ -1048,21 +1099,26 @@ def main(argv: list[str]) -> int:
     except BaseException:
         sys.excepthook(*sys.exc_info())
         code = 1
-    _exit(code)
+    exit_process(code)
 
 
-def _exit(code: int) -> NoReturn:
-    """End a command's child as Python ends a process, but for tearing down
-    the interpreter (0.02 s, as much as the rest of a ``jobs``; the agent
-    made most of what there is to tear down)."""
+def exit_process(code: int) -> NoReturn:
+    """End a command's child, or its caller, as Python ends a process, but
+    for tearing down the interpreter: 0.02 s of a child (as much as the
+    rest of a ``jobs``; the agent made most of what there is to tear down),
+    2-3 ms of a caller. A child says its status to the agent first."""
     import atexit
-    import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    if "threading" in sys.modules:  # else none was started (a caller's case)
+        import threading
+
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with it closed (a caller's ``>&-``)
+            continue
         try:
             stream.flush()
         except Exception as e:  # said, and ended, as Python's own exit does
@@ -1072,4 +1128,14 @@ def _exit(code: int) -> NoReturn:
             except Exception:
                 pass
             code = 120
+    if _ended_fd is not None:
+        # The caller's streams go first: a reader of its pipe (``$(pytxmr
+        # jobs)``) sees their end once the caller exits, not once we do.
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.write(_ended_fd, b"%d\n" % (code & 0xFF))  # what the kernel would keep
+        except OSError:
+            pass  # out of descriptors, or the agent is gone: our reaping tells
     os._exit(code)

@@ -4,6 +4,7 @@ to listen."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,34 @@ def test_a_command_child_takes_its_caller_s_io_priority_without_a_scan_of_every_
     monkeypatch.setattr(psutil.Process, "children", scanned)
     agent._io_priority(os.getpid(), os.getpid())
 
+
+
+@pytest.mark.parametrize("code", [0, 3, 300])
+def test_a_command_child_says_its_status_once_its_caller_s_streams_are_let_go(
+        code: int) -> None:
+    """Its caller hears how it ended before the kernel tears down its copy
+    of the agent (3-7 ms): what it printed is all out, the caller's pipe is
+    closed on its side, and the status is the one its exit gives."""
+    ended_r, ended_w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ended_r)
+            os.close(out_r)
+            os.dup2(out_w, 1)
+            os.close(out_w)
+            sys.stdout = open(1, "w", closefd=False)
+            print("all of it", end="")  # in the buffer until the exit flushes it
+            agent._ended_fd = ended_w
+            agent.exit_process(code)
+        finally:
+            os._exit(99)
+    os.close(ended_w)
+    os.close(out_w)
+    with os.fdopen(ended_r, "rb") as said:
+        assert said.readline() == b"%d\n" % (code & 0xFF)
+    with os.fdopen(out_r, "rb") as out:
+        assert out.read() == b"all of it"  # and its end
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == code & 0xFF
