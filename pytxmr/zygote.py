@@ -566,9 +566,9 @@ class _Runner:
 
 #: Seconds an idle task process waits for another task of its job.
 RUNNER_IDLE = 5.0
-#: Seconds before the zygote tries again to fork a standby it could not
-#: (out of processes or descriptors).
-STANDBY_RETRY = 0.5
+#: Seconds without a request or a task's output, no task running, before
+#: the zygote forks its standby (``Zygote.standby``) again.
+STANDBY_QUIET = 0.5
 #: The standby's name in ``ps``, until it takes a task.
 STANDBY_NAME = b"pytxmr-standby"
 
@@ -592,12 +592,9 @@ class Zygote:
         #: A task process forked before its task was due, which takes the
         #: next request that no runner of its job takes: a fork (1-2 ms, 5
         #: when the CPUs are busy) is then not in the way of a job's first
-        #: tasks, nor of a reduce that follows its worker's map. Forked as
-        #: soon as no task runs (``idle``): forked as one started, it took
-        #: as long from the tasks starting with it.
+        #: tasks. Forked while no task runs (``idle``): forked as one
+        #: started, it took as long from the tasks starting with it.
         self.standby: int | None = None
-        #: When a standby may be forked again, after one could not be.
-        self.standby_after = 0.0
         #: The store clients the standby has (see _preload): imported before
         #: it was forked.
         self.standby_preloaded: frozenset[str] = frozenset()
@@ -659,17 +656,12 @@ class Zygote:
         """Whether no task runs (and no request waits: see ``serve``)."""
         return not any(runner.busy for runner in self.runners.values())
 
-    def wants_standby(self, now: float) -> bool:
-        return self.standby is None and self.idle() and now >= self.standby_after
-
-    def fork_standby(self, now: float) -> None:
-        """Fork the standby (see ``standby``); none if no process can be
-        forked (tried again after STANDBY_RETRY)."""
+    def fork_standby(self) -> None:
+        """Fork the standby (see ``standby``); none if no process can be forked."""
         try:
             self.standby = self._fork(None, True)
         except OSError:
             self.standby = None
-            self.standby_after = now + STANDBY_RETRY
         else:
             self.runners[self.standby].busy = False
             self.standby_preloaded = frozenset(n for n in storage.PRELOADABLE
@@ -910,13 +902,15 @@ def serve(spare: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     zygote = Zygote((wake_r, wake_w))
+    zygote.fork_standby()
     buffered = b""
     while True:
-        if zygote.wants_standby(time.monotonic()):
-            zygote.fork_standby(time.monotonic())
+        # Idle, we fork the standby when nothing came for STANDBY_QUIET.
+        wanted = zygote.standby is None and zygote.idle()
         ready, _, _ = select.select([0, wake_r, *zygote.by_reply, *zygote.by_output], [], [],
-                                    STANDBY_RETRY if zygote.standby is None and zygote.idle()
-                                    else RUNNER_IDLE / 2)
+                                    STANDBY_QUIET if wanted else RUNNER_IDLE / 2)
+        if not ready and wanted:
+            zygote.fork_standby()
         now = time.monotonic()
         for fd in ready:
             if fd in zygote.by_output:

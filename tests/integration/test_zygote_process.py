@@ -127,7 +127,6 @@ class ZygoteProcess:
         self.base = base
         self.proc = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        self.started: dict[str, Any] = {}  # what the zygote said of the last task it started
 
     def run(self, n: int, job: Path, **more: Any) -> int:
         """Start task ``n`` (log ``logN``, result ``resultN``); its pid."""
@@ -138,8 +137,7 @@ class ZygoteProcess:
                    **more}
         self.proc.stdin.write(json.dumps(request).encode() + b"\n")
         self.proc.stdin.flush()
-        self.started = json.loads(self.proc.stdout.readline())
-        return int(self.started["started"])
+        return int(json.loads(self.proc.stdout.readline())["started"])
 
     def ended(self) -> dict[str, Any]:
         assert self.proc.stdout
@@ -263,9 +261,9 @@ def _wait_for(what: Callable[[], Any], timeout: float = 10.0) -> Any:
 def test_an_idle_zygote_s_first_task_runs_in_a_process_forked_before_it_was_due(
         tmp_path: Path) -> None:
     """The standby: a job's first tasks wait for no fork. A task asked for
-    while another runs is forked as before; once no task runs, a new
-    standby waits. Each runs as a task alone would: its own process group,
-    its job's module fresh, its end said as soon as it is done."""
+    while another runs is forked as before; once no task ran for a while,
+    a new standby waits. Each runs as a task alone would: its own process
+    group, its job's module fresh, its end said as soon as it is done."""
     slow = tmp_path / "slow.py"
     slow.write_text("import os, time\nprint(os.getpid(), os.getpgrp(), flush=True)\n"
                     "time.sleep(1)\ndef map(k, v):\n    yield v, 1\n")
@@ -283,19 +281,14 @@ def test_an_idle_zygote_s_first_task_runs_in_a_process_forked_before_it_was_due(
                                                       {"ended": first, "status": 0}]
         assert (tmp_path / "log1").read_text().split() == [str(first), str(first)]
         assert (tmp_path / "log2").read_text().split() == [str(second), "False"]
-        # A new standby, forked once no task ran; the ended tasks' guards
-        # may linger a moment.
+        # A new standby, forked once all was quiet (STANDBY_QUIET); the
+        # ended tasks' guards may linger a moment.
         [standby] = _wait_for(lambda: {pid for pid in _children(zygote.proc.pid) - before
                                        if _name(pid) == STANDBY_NAME.decode()})
         third = zygote.run(3, quick)
-        assert third == standby and zygote.started.get("reused")
+        assert third == standby
         assert zygote.ended() == {"ended": third, "status": 0}
         assert (tmp_path / "log3").read_text().split() == [str(third), "False"]
-        # Asked for as soon as the last ended (a reduce after its worker's
-        # map): a standby forked meanwhile takes it.
-        fourth = zygote.run(4, quick)
-        assert zygote.started.get("reused"), zygote.started
-        assert zygote.ended() == {"ended": fourth, "status": 0}
     finally:
         zygote.close()
 
