@@ -408,7 +408,7 @@ def _await_child(conn: _socket.socket, answers: _Lines, pid: int, ignored: list[
             conn.settimeout(ANSWER_TIMEOUT)
     try:
         answer = answers.readline().split()
-    except TimeoutError:
+    except OSError:  # no answer in time, or the agent died (a reset connection)
         answer = []
     if len(answer) == 2 and answer[0] == b"exit":
         code = os.waitstatus_to_exitcode(int(answer[1]))
@@ -709,6 +709,10 @@ class Agent:
                 self.spare.close()  # unused: it ends (and is reaped below)
                 self.spare = None
             for key, _ in events:
+                if sel.get_map().get(key.fd) is not key:
+                    # Done with earlier in this batch: a child reaped (its
+                    # pipe closed), a caller told (its connection closed).
+                    continue
                 if key.data == "accept":
                     request = self._accept(sel)
                     if request is None:
@@ -813,7 +817,9 @@ class Agent:
         reaping tells). Its caller hears it now, not once the kernel has torn
         down a copy of the agent (3-7 ms); the child has let go of the
         caller's streams already."""
-        ended = self.ending.pop(pid)
+        ended = self.ending.pop(pid, None)
+        if ended is None:  # reaped already
+            return
         try:
             said = os.read(ended, 8)
         except OSError:

@@ -322,6 +322,24 @@ def test_an_agent_leaves_after_its_last_callers_idle_time(cluster: Cluster,
     agent.wait(30)
 
 
+def test_commands_that_end_together_each_get_their_status(cluster: Cluster,
+                                                          runtime: Path) -> None:
+    """Children ending at once: one reaped before the agent read its word
+    on its pipe, in the same wake-up, killed the agent (KeyError), and its
+    other commands' callers exited 3 (outcome unknown) or 1 (a traceback:
+    the connection reset)."""
+    env = agent_env(cluster, runtime)
+    cli(env, cluster.base, "jobs", *cluster.client_args())
+    agent = the_agent(runtime)
+    for _ in range(20):
+        callers = [popen_cli(env, cluster.base, "workers", *cluster.client_args())
+                   for _ in range(12)]
+        for caller in callers:
+            _, err = caller.communicate(timeout=60)
+            assert caller.returncode == 0, err
+    assert the_agent(runtime).pid == agent.pid
+
+
 def test_a_caller_that_gives_up_on_its_agent_runs_the_command_once(
         cluster: Cluster, corpus: Path, runtime: Path) -> None:
     """An agent that does not answer (stopped here) is given ANSWER_TIMEOUT;
