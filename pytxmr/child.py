@@ -124,8 +124,15 @@ class Zygote(protocol.ProcessProtocol):
     def start(self) -> None:
         self._begin()
         argv = zygote_argv()
-        self._reactor.spawnProcess(self, argv[0], argv, env=child_env(),
-                                   childFDs={0: "w", 1: "r", 2: "r"})
+        try:
+            self._reactor.spawnProcess(self, argv[0], argv, env=child_env(),
+                                       childFDs={0: "w", 1: "r", 2: "r"})
+        except BaseException:
+            # Never started: a stop has no process to end, nor to wait for
+            # (it raised AttributeError, which hid this error).
+            self.running = False
+            self._ended = None
+            raise
 
     def adopt(self, stdio: int, stderr: int) -> None:
         """Take over a zygote already started as ``start`` would start it,

@@ -7,6 +7,7 @@ import json
 import signal
 from typing import Any
 
+import pytest
 from twisted.internet.testing import StringTransport
 
 
@@ -37,3 +38,22 @@ def test_a_stopping_zygote_kills_a_child_whose_start_was_not_yet_reported(
     zygote.outReceived(json.dumps({"started": 4242, "id": 1}).encode() + b"\n")
     assert killed == [(4242, signal.SIGKILL)]
     assert forked.kill_requested == "the daemon is stopping"
+
+
+def test_a_zygote_that_could_not_be_started_stops_with_nothing_to_end() -> None:
+    """Its python not executable (a daemon run as another user): the start
+    fails with that error, and the daemon's stop, which followed, no longer
+    hid it behind an AttributeError of its own."""
+    from pytxmr import child
+
+    class ProcessReactor:
+        def spawnProcess(self, protocol: Any, *args: Any, **kw: Any) -> None:
+            raise PermissionError(13, "Permission denied")
+
+    zygote = child.Zygote(ProcessReactor())  # type: ignore[arg-type]
+    with pytest.raises(PermissionError):
+        zygote.start()
+    assert not zygote.running
+    stopped: list[object] = []
+    zygote.stop().addCallback(stopped.append)
+    assert stopped == [None]
