@@ -70,7 +70,7 @@ class JobDefinition:
 
     steps: tuple[Job, ...]
     arguments: tuple[jobargs.Arg, ...] | None
-    #: Whether its maps may share a task process, one after another
+    #: Whether its tasks may share a task process, one after another
     #: (the module's ``reuse_processes``; docs/jobs.md).
     reuse_processes: bool = True
 

@@ -34,7 +34,7 @@ from .splits import Split
 
 RESULT_FD = 3
 #: Whether the job of the last task run here lets this process run another
-#: of its maps (``JobDefinition.reuse_processes``).
+#: of its tasks (``JobDefinition.reuse_processes``).
 reusable = False
 #: Bytes reserved for the result while the task runs (cut back after it).
 RESULT_ROOM = 256 << 10

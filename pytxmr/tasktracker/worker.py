@@ -520,9 +520,10 @@ class TaskTracker:
             attempt.child = TaskChild(self._reactor, self.zygote, spec, attempt.work_dir,
                                       stall_timeout=self.task_timeout,
                                       scratch=self._scratch(attempt.id),
-                                      # A job's maps may share processes (tiny maps
-                                      # by the thousand); its reduces are few.
-                                      reuse=attempt.job.job_id if attempt.kind == "map" else None)
+                                      # A job's tasks may share processes: tiny maps
+                                      # by the thousand, and a reduce after a map
+                                      # spares a fork and its copied pages.
+                                      reuse=attempt.job.job_id)
             result = await attempt.child.result
         finally:
             self.processes.release()
