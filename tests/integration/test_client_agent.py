@@ -420,6 +420,17 @@ def test_run_in_an_agent_child_counts_and_stops_as_in_its_own_process(
     assert not (tmp_path / "out-stopped" / "_SUCCESS").exists()
 
 
+def spares(agent: psutil.Process) -> list[psutil.Process]:
+    """The agent's spare zygotes: not a command's child that has told its
+    caller how it ended and is yet to exit."""
+    found = []
+    for child in agent.children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.cmdline()[-1:] == ["spare"]:  # child.zygote_argv(spare=True)
+                found.append(child)
+    return found
+
+
 def busy(processes: list[psutil.Process]) -> list[psutil.Process]:
     """``processes`` but zygotes' standbys and task guards, which wait."""
     names = {STANDBY_NAME.decode(), "pytxmr-guard"}
@@ -556,7 +567,7 @@ def test_a_directory_of_pythonpath_made_after_a_run_is_the_next_runs(runtime: Pa
     assert failed.returncode == 2 and "helper_made_later" in failed.stderr, failed.stderr
     # The spare, started as the run ended (after its caller was told), and
     # given the time to import the task code with deps missing.
-    wait_for(lambda: len(agent.children()) == 1, 30, "the agent's spare zygote", 0.05)
+    wait_for(lambda: len(spares(agent)) == 1, 30, "the agent's spare zygote", 0.05)
     time.sleep(1)
     deps.mkdir()
     (deps / "helper_made_later.py").write_text("X = 7\n")
@@ -583,11 +594,11 @@ def test_a_spare_zygote_that_died_is_reaped_and_none_takes_it(runtime: Path,
                      for line in part.read_text().splitlines())
         starters.append(found["starter"] == str(agent.pid))
         if n == 1:
-            [spare] = wait_for(agent.children, 30, "the agent's spare zygote", 0.05)
+            [spare] = wait_for(lambda: spares(agent), 30, "the agent's spare zygote", 0.05)
             spare.kill()
             wait_for(lambda: not agent.children(), 30, "the agent to reap its spare", 0.05)
     assert starters == [False, True, False]
-    wait_for(lambda: len(agent.children()) == 1, 30, "the next run's spare", 0.05)
+    wait_for(lambda: len(spares(agent)) == 1, 30, "the next run's spare", 0.05)
 
 
 def test_a_run_on_its_agents_zygote_ends_with_its_child_not_with_its_agent(
@@ -610,7 +621,7 @@ def test_a_run_on_its_agents_zygote_ends_with_its_child_not_with_its_agent(
                        f"out-{killed}-first", "-q")
             assert done.returncode == 0, done.stderr
             # The next run's zygote, started as the run ended (after its caller was told).
-            [spare] = wait_for(agent.children, 30, "the agent's spare zygote", 0.05)
+            [spare] = wait_for(lambda: spares(agent), 30, "the agent's spare zygote", 0.05)
             # One attempt a task: a zygote lost (and replaced) would fail the job.
             caller = popen_cli(env, tmp_path, "run", str(job), *map(str, inputs), "-o",
                                f"out-{killed}", "--max-attempts", "1")
