@@ -401,7 +401,10 @@ def _await_child(conn: _socket.socket, answers: _Lines, pid: int, ignored: list[
     if _signal.getsignal(_signal.SIGTSTP) != _signal.SIG_IGN:
         _signal.signal(_signal.SIGTSTP, stop)
     conn.settimeout(None)
-    conn.sendall(b"go\n")  # now the child runs: we will not run the command here
+    try:
+        conn.sendall(b"go\n")  # now the child runs: we will not run the command here
+    except OSError:  # the agent died since it forked the child
+        pass  # (which then never runs it): said below
     if child is not None:  # ended: the agent says so at once, unless it is stopped
         select.select([conn, child], [], [])
         if not select.select([conn], [], [], 0)[0]:
@@ -1135,12 +1138,14 @@ def exit_process(code: int) -> NoReturn:
                 pass
             code = 120
     if _ended_fd is not None:
-        # The caller's streams go first: a reader of its pipe (``$(pytxmr
-        # jobs)``) sees their end once the caller exits, not once we do.
+        # The caller's streams and directory go first: a reader of its pipe
+        # (``$(pytxmr jobs)``) sees their end, and an ``umount`` of its
+        # directory no user, once the caller exits, not once we do.
         try:
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
+            os.chdir("/")
             os.write(_ended_fd, b"%d\n" % (code & 0xFF))  # what the kernel would keep
         except OSError:
             pass  # out of descriptors, or the agent is gone: our reaping tells

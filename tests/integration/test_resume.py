@@ -7,6 +7,7 @@ checked against an independent count."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import shutil
 import signal
@@ -86,12 +87,16 @@ def _kill_jobtracker(c: Cluster) -> int:
 def _remove_as_reduces_go_on(path: Path) -> None:
     """Remove ``path`` as a user would with ``rm -rf``: the jobtracker is
     down, but a reduce it let commit may be renaming its part and removing
-    its attempt's directory meanwhile, under the removal's feet."""
+    its attempt's directory meanwhile, under the removal's feet, and one
+    starting may make its attempt's directory (a directory not empty by
+    the time it is removed)."""
     deadline = time.monotonic() + 30
     while path.exists():
         try:
             shutil.rmtree(path)
-        except FileNotFoundError:
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                raise
             assert time.monotonic() < deadline, f"{path} still there"
 
 

@@ -4,6 +4,7 @@ to listen."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -230,13 +231,14 @@ def test_a_command_child_takes_its_caller_s_io_priority_without_a_scan_of_every_
     agent._io_priority(os.getpid(), os.getpid())
 
 
-
 @pytest.mark.parametrize("code", [0, 3, 300])
 def test_a_command_child_says_its_status_once_its_caller_s_streams_are_let_go(
-        code: int) -> None:
+        code: int, tmp_path: Path) -> None:
     """Its caller hears how it ended before the kernel tears down its copy
-    of the agent (3-7 ms): what it printed is all out, the caller's pipe is
-    closed on its side, and the status is the one its exit gives."""
+    of the agent (3-7 ms), so by then what it printed is all out, and the
+    caller's streams and directory are let go (an ``umount`` of it found
+    the child there); the status is the one its exit gives. The child is
+    held at its exit here, to see it in between."""
     ended_r, ended_w = os.pipe()
     out_r, out_w = os.pipe()
     pid = os.fork()
@@ -244,19 +246,27 @@ def test_a_command_child_says_its_status_once_its_caller_s_streams_are_let_go(
         try:
             os.close(ended_r)
             os.close(out_r)
+            os.chdir(tmp_path)
             os.dup2(out_w, 1)
             os.close(out_w)
             sys.stdout = open(1, "w", closefd=False)
             print("all of it", end="")  # in the buffer until the exit flushes it
             agent._ended_fd = ended_w
+            os._exit = lambda status: signal.pause()  # type: ignore[assignment]
             agent.exit_process(code)
         finally:
             os._exit(99)
-    os.close(ended_w)
-    os.close(out_w)
-    with os.fdopen(ended_r, "rb") as said:
-        assert said.readline() == b"%d\n" % (code & 0xFF)
-    with os.fdopen(out_r, "rb") as out:
-        assert out.read() == b"all of it"  # and its end
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == code & 0xFF
+    try:
+        os.close(ended_w)
+        os.close(out_w)
+        with os.fdopen(ended_r, "rb") as said:
+            assert said.readline() == b"%d\n" % (code & 0xFF)
+        assert os.readlink(f"/proc/{pid}/cwd") == "/"
+        os.set_blocking(out_r, False)
+        with os.fdopen(out_r, "rb") as out:
+            assert out.read() == b"all of it"
+            assert out.read() == b""  # its end: no other holder, the child alive
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
