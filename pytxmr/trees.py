@@ -52,12 +52,25 @@ def _make_writable(path: str, dir_fd: int | None) -> None:
 
 
 def _own_directory(path: str, dir_fd: int | None) -> None:
+    """Give the owner read, write and search of the directory ``path``.
+    Opened first, never through a symbolic link, and changed through that
+    descriptor: by its name, a link a task's leftover process put in its
+    place after the look would have been followed, to any directory the
+    daemon may change."""
     try:
-        st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_IRWXU != stat.S_IRWXU:
-            os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IRWXU, dir_fd=dir_fd)
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
     except OSError:
-        pass  # not ours, or gone: the removal says what it could not do
+        return  # not a directory, or gone: the removal says what it could not do
+    try:
+        mode = os.fstat(fd).st_mode
+        if mode & stat.S_IRWXU != stat.S_IRWXU:
+            # fchmod takes no O_PATH descriptor; its /proc link is that inode.
+            os.chmod(f"/proc/self/fd/{fd}", stat.S_IMODE(mode) | stat.S_IRWXU)
+    except OSError:
+        pass  # not ours: the removal says what it could not do
+    finally:
+        os.close(fd)
 
 
 #: What ``empty_directory`` spares: an entry of the directory, listed by

@@ -341,6 +341,38 @@ def test_a_working_directory_swapped_for_a_link_while_emptied_is_not_followed(
     assert not list(moved.iterdir())
 
 
+def test_a_read_only_directory_swapped_for_a_link_is_not_made_writable_through_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A map left a read-only directory, and a process it left running
+    swapped it for a link to a directory of its owner's between the look
+    (a directory, mode 0500) and the change: the change followed the link,
+    and made that directory writable."""
+    from pytxmr import trees
+
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o500)
+    runner = tmp_path / "runner-1"
+    runner.mkdir()
+    (runner / "locked").mkdir(mode=0o500)
+    moved = tmp_path / "moved"
+    real_chmod = os.chmod
+
+    def swapped_first(path: Any, mode: int, **kw: Any) -> None:
+        if not moved.exists():
+            (runner / "locked").rename(moved)
+            (runner / "locked").symlink_to(victim)
+        real_chmod(path, mode, **kw)
+
+    monkeypatch.setattr(trees.os, "chmod", swapped_first)
+    runner_fd = os.open(runner, os.O_RDONLY)
+    try:
+        trees._own_directory("locked", runner_fd)
+    finally:
+        os.close(runner_fd)
+    assert victim.stat().st_mode & 0o777 == 0o500
+    assert moved.stat().st_mode & 0o700 == 0o700  # the directory it looked at
+
+
 def test_a_map_works_elsewhere_when_what_the_map_before_left_cannot_go(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An immutable file (`chattr +i`) left in a reused process's working
