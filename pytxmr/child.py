@@ -93,7 +93,9 @@ def kill_group(pid: int) -> None:
 class _Forked:
     """One forked task child, as the zygote reports it."""
 
-    def __init__(self) -> None:
+    def __init__(self, zygote: Zygote, request_id: int) -> None:
+        self._zygote = zygote
+        self._id = request_id
         self.pid: int | None = None
         #: What the process had read before this task (a reused one's earlier tasks).
         self.read_before = 0
@@ -104,7 +106,7 @@ class _Forked:
         if self.kill_requested is None:
             self.kill_requested = why
         if self.pid is not None and not self.status.called:
-            kill_group(self.pid)
+            self._zygote.kill(self._id, self.pid)
 
 
 class Zygote(protocol.ProcessProtocol):
@@ -162,7 +164,7 @@ class Zygote(protocol.ProcessProtocol):
         if not self.running:
             raise RuntimeError("the zygote is not running")
         self._next_id += 1
-        child = _Forked()
+        child = _Forked(self, self._next_id)
         self._by_id[self._next_id] = child
         request: dict[str, Any] = {"id": self._next_id, "spec": spec, "cwd": cwd, "log": log_path,
                    "result": result_path, "preload": list(preload)}
@@ -170,6 +172,17 @@ class Zygote(protocol.ProcessProtocol):
             request["reuse"] = reuse
         self.transport.write(json.dumps(request).encode() + b"\n")
         return child
+
+    def kill(self, request_id: int, pid: int) -> None:
+        """Kill the task of ``request_id`` (in process ``pid``) and what it
+        started. Through the zygote while it runs: it knows which task a
+        process runs now, where our view is a message behind, and a task
+        that just ended may have handed its process to the next of its job
+        (killed with it, by pid)."""
+        if self.running and self.transport is not None:
+            self.transport.write(json.dumps({"kill": request_id}).encode() + b"\n")
+        else:  # stopping: every task goes
+            kill_group(pid)
 
     def retire(self, reuse: str) -> None:
         """No more tasks of ``reuse`` (its job ended): its idle processes exit."""

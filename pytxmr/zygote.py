@@ -602,8 +602,13 @@ class Zygote:
         #: end was said on their done pipe, or they had none): their exit
         #: is not said.
         self.retired: set[int] = set()
+        #: The request each task process runs now, by its pid (see ``kill``).
+        self.running: dict[int, Any] = {}
 
     def handle(self, request: dict[str, Any]) -> None:
+        if "kill" in request:
+            self.kill(request["kill"])
+            return
         if "retire" in request:
             for pid, runner in list(self.runners.items()):
                 if runner.key == request["retire"] and not runner.busy:
@@ -634,7 +639,21 @@ class Zygote:
         finally:
             os.close(out_w)
         self._output(pid, out_r, request["log"], limit)
+        self.running[pid] = request["id"]
         _report({"started": pid, "id": request["id"]})
+
+    def kill(self, request_id: Any) -> None:
+        """Kill the task of the daemon's request ``request_id``, and what it
+        started, if it still runs: its process may run the next task of its
+        job by now (the daemon kills by request, not by pid, for that)."""
+        for pid, running in self.running.items():
+            if running == request_id:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:  # not leading its group yet: itself
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                return
 
     def _hand(self, pid: int, runner: _Runner, request: dict[str, Any], limit: int) -> bool:
         """Send an idle task process ``request``; False if it just died
@@ -649,6 +668,7 @@ class Zygote:
             os.close(out_w)
         self._output(pid, out_r, request["log"], limit)
         runner.busy = True
+        self.running[pid] = request["id"]
         _report({"started": pid, "id": request["id"], "reused": True})
         return True
 
@@ -749,6 +769,7 @@ class Zygote:
             message = json.loads(line)
             runner.busy = False
             runner.idle_since = now
+            self.running.pop(pid, None)
             # Its pipe goes with its task: a process the task left writing
             # there gets EPIPE, and the next task a pipe of its own.
             self._end_output(pid)
@@ -763,6 +784,7 @@ class Zygote:
             self.guards.pop(pid, None)
             return
         self.children.discard(pid)
+        self.running.pop(pid, None)
         self.end_group(pid)
         self._end_output(pid)
         if pid == self.standby:

@@ -57,3 +57,30 @@ def test_a_zygote_that_could_not_be_started_stops_with_nothing_to_end() -> None:
     stopped: list[object] = []
     zygote.stop().addCallback(stopped.append)
     assert stopped == [None]
+
+
+def test_a_task_is_killed_through_the_zygote_which_knows_what_its_process_runs(
+        monkeypatch: Any) -> None:
+    """Killed by its pid, a task that had just ended took with it the next
+    task of its job, which the zygote had handed its process to before we
+    read the first one's end: the kill goes to the zygote, by request."""
+    from pytxmr import child
+
+    killed: list[tuple[int, int]] = []
+    monkeypatch.setattr(child.os, "kill", lambda pid, sig: killed.append((pid, sig)))
+    monkeypatch.setattr(child.os, "killpg", lambda pid, sig: killed.append((pid, sig)))
+    transport = StringTransport()
+
+    class ProcessReactor:
+        def spawnProcess(self, protocol: Any, *args: Any, **kw: Any) -> StringTransport:
+            protocol.makeConnection(transport)
+            return transport
+
+    zygote = child.Zygote(ProcessReactor())  # type: ignore[arg-type]
+    zygote.start()
+    forked = zygote.fork({"kind": "map"}, "cwd", "log", "result", reuse="job")
+    zygote.outReceived(json.dumps({"started": 4242, "id": 1}).encode() + b"\n")
+    transport.clear()
+    forked.kill("a backup that lost")
+    assert killed == []
+    assert [json.loads(line) for line in transport.value().splitlines()] == [{"kill": 1}]

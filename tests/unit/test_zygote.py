@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -371,6 +372,26 @@ def test_a_read_only_directory_swapped_for_a_link_is_not_made_writable_through_i
         os.close(runner_fd)
     assert victim.stat().st_mode & 0o777 == 0o500
     assert moved.stat().st_mode & 0o700 == 0o700  # the directory it looked at
+
+
+def test_a_kill_reaches_the_task_of_its_request_only(tmp_path: Path) -> None:
+    """The daemon's kill names a request: a process that ended that task
+    and took the next of its job (a reused process) is not killed for it."""
+    wake = os.pipe()
+    task = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        zygote = Zygote(wake)
+        zygote.running[task.pid] = 2  # it ran request 1, and runs request 2 now
+        zygote.kill(1)
+        assert task.poll() is None
+        zygote.kill(2)
+        assert task.wait(10) == -signal.SIGKILL
+    finally:
+        if task.poll() is None:
+            task.kill()
+        task.wait()
+        for fd in wake:
+            os.close(fd)
 
 
 def test_a_map_works_elsewhere_when_what_the_map_before_left_cannot_go(
