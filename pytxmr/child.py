@@ -20,8 +20,7 @@ import sys
 from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet import defer, protocol, task
-from twisted.internet.interfaces import (IDelayedCall, IHalfCloseableProtocol, IReactorProcess,
-                                         IReactorTime)
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -31,6 +30,9 @@ from .sizes import FULL_DISK, free_space
 from .tasklog import read_tail
 
 _MAX_RESULT_BYTES = 16 << 20
+#: Seconds a task killed through the zygote may take to end before it is
+#: killed by its pid (a zygote stopped, or wedged, kills nothing).
+KILL_BY_PID_AFTER = 5.0
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -106,7 +108,7 @@ class _Forked:
         if self.kill_requested is None:
             self.kill_requested = why
         if self.pid is not None and not self.status.called:
-            self._zygote.kill(self._id, self.pid)
+            self._zygote.kill(self._id, self.pid, self.status)
 
 
 class Zygote(protocol.ProcessProtocol):
@@ -114,8 +116,8 @@ class Zygote(protocol.ProcessProtocol):
 
     log = Logger()
 
-    def __init__(self, reactor: IReactorProcess) -> None:
-        self._reactor = reactor
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor  # IReactorProcess and IReactorTime
         self._next_id = 0
         self._by_id: dict[int, _Forked] = {}
         self._by_pid: dict[int, _Forked] = {}
@@ -173,16 +175,25 @@ class Zygote(protocol.ProcessProtocol):
         self.transport.write(json.dumps(request).encode() + b"\n")
         return child
 
-    def kill(self, request_id: int, pid: int) -> None:
+    def kill(self, request_id: int, pid: int, ended: defer.Deferred[int | None]) -> None:
         """Kill the task of ``request_id`` (in process ``pid``) and what it
         started. Through the zygote while it runs: it knows which task a
         process runs now, where our view is a message behind, and a task
         that just ended may have handed its process to the next of its job
-        (killed with it, by pid)."""
-        if self.running and self.transport is not None:
-            self.transport.write(json.dumps({"kill": request_id}).encode() + b"\n")
-        else:  # stopping: every task goes
+        (killed with it, by pid). By pid if it has not ``ended`` a while
+        later, or when stopping (every task goes)."""
+        if not (self.running and self.transport is not None):
             kill_group(pid)
+            return
+        self.transport.write(json.dumps({"kill": request_id}).encode() + b"\n")
+        late = self._reactor.callLater(KILL_BY_PID_AFTER, kill_group, pid)
+
+        def cancel(result: object) -> object:
+            if late.active():
+                late.cancel()
+            return result
+
+        ended.addBoth(cancel)
 
     def retire(self, reuse: str) -> None:
         """No more tasks of ``reuse`` (its job ended): its idle processes exit."""

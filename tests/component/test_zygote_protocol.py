@@ -63,7 +63,11 @@ def test_a_task_is_killed_through_the_zygote_which_knows_what_its_process_runs(
         monkeypatch: Any) -> None:
     """Killed by its pid, a task that had just ended took with it the next
     task of its job, which the zygote had handed its process to before we
-    read the first one's end: the kill goes to the zygote, by request."""
+    read the first one's end: the kill goes to the zygote, by request. A
+    task the zygote did not end (the zygote stopped) is killed by its pid
+    a while later."""
+    from twisted.internet.task import Clock
+
     from pytxmr import child
 
     killed: list[tuple[int, int]] = []
@@ -71,16 +75,24 @@ def test_a_task_is_killed_through_the_zygote_which_knows_what_its_process_runs(
     monkeypatch.setattr(child.os, "killpg", lambda pid, sig: killed.append((pid, sig)))
     transport = StringTransport()
 
-    class ProcessReactor:
+    class ProcessReactor(Clock):
         def spawnProcess(self, protocol: Any, *args: Any, **kw: Any) -> StringTransport:
             protocol.makeConnection(transport)
             return transport
 
-    zygote = child.Zygote(ProcessReactor())  # type: ignore[arg-type]
+    reactor = ProcessReactor()
+    zygote = child.Zygote(reactor)
     zygote.start()
-    forked = zygote.fork({"kind": "map"}, "cwd", "log", "result", reuse="job")
-    zygote.outReceived(json.dumps({"started": 4242, "id": 1}).encode() + b"\n")
+    first = zygote.fork({"kind": "map"}, "cwd", "log", "result", reuse="job")
+    second = zygote.fork({"kind": "map"}, "cwd", "log", "result", reuse="job")
+    for n, pid in ((1, 4242), (2, 4343)):
+        zygote.outReceived(json.dumps({"started": pid, "id": n}).encode() + b"\n")
     transport.clear()
-    forked.kill("a backup that lost")
+    first.kill("a backup that lost")
+    second.kill("past its timeout")
     assert killed == []
-    assert [json.loads(line) for line in transport.value().splitlines()] == [{"kill": 1}]
+    assert [json.loads(line) for line in transport.value().splitlines()] == [
+        {"kill": 1}, {"kill": 2}]
+    zygote.outReceived(json.dumps({"ended": 4242, "status": -9}).encode() + b"\n")
+    reactor.advance(child.KILL_BY_PID_AFTER)
+    assert killed == [(4343, signal.SIGKILL)]  # the one not said to have ended
