@@ -228,14 +228,19 @@ class Zygote(protocol.ProcessProtocol):
         for child in orphans:
             if child.pid is not None:
                 kill_group(child.pid)
-            child.status.callback(None)
         ended, self._ended = self._ended, None
-        if self.running:
-            self.log.error("The task zygote died ({why}); starting another",
-                           why=reason.getErrorMessage())
-            self.start()
-        if ended is not None:
-            ended.callback(None)
+        try:
+            if self.running:
+                self.log.error("The task zygote died ({why}); starting another",
+                               why=reason.getErrorMessage())
+                # Before the orphans' ends are said: a task waiting for a
+                # slot one frees is forked at once, and went to the dead one.
+                self.start()
+        finally:
+            for child in orphans:
+                child.status.callback(None)
+            if ended is not None:
+                ended.callback(None)
 
     def stop(self) -> defer.Deferred[None]:
         """End the zygote and every task child it forked; fires when the

@@ -33,6 +33,9 @@ from .reducer import run_reduce
 from .splits import Split
 
 RESULT_FD = 3
+#: How the result is written, as this module was imported: a job that
+#: patches ``json.dumps`` does not change it (see ``zygote._dumps``).
+_dumps = json.dumps
 #: Whether the job of the last task run here lets this process run another
 #: of its tasks (``JobDefinition.reuse_processes``).
 reusable = False
@@ -226,7 +229,7 @@ def run(spec: dict[str, Any], work_dir: str) -> int:
         result["error"]["message"] = "MemoryError: the task exceeded its memory limit"
     except BaseException as e:  # user code may raise anything, SystemExit included
         result = {"ok": False, "error": describe_error(e, spec["job"]["filename"])}
-    report.write(json.dumps({"result": result}) + "\n")
+    report.write(_dumps({"result": result}) + "\n")
     report.flush()
     try:  # the room reserved beyond the result: not part of it
         os.ftruncate(RESULT_FD, os.lseek(RESULT_FD, 0, os.SEEK_CUR))

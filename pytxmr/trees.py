@@ -63,10 +63,17 @@ def _own_directory(path: str, dir_fd: int | None) -> None:
     except OSError:
         return  # not a directory, or gone: the removal says what it could not do
     try:
-        mode = os.fstat(fd).st_mode
-        if mode & stat.S_IRWXU != stat.S_IRWXU:
-            # fchmod takes no O_PATH descriptor; its /proc link is that inode.
-            os.chmod(f"/proc/self/fd/{fd}", stat.S_IMODE(mode) | stat.S_IRWXU)
+        st = os.fstat(fd)
+        if st.st_mode & stat.S_IRWXU != stat.S_IRWXU:
+            wanted = stat.S_IMODE(st.st_mode) | stat.S_IRWXU
+            try:
+                # fchmod takes no O_PATH descriptor; its /proc link is that inode.
+                os.chmod(f"/proc/self/fd/{fd}", wanted)
+            except FileNotFoundError:
+                # No /proc (a container without it): by its name, as before.
+                # Tasks run as the daemon's user: a link swapped in leads to
+                # nothing they could not change themselves.
+                os.chmod(path, wanted, dir_fd=dir_fd)
     except OSError:
         pass  # not ours: the removal says what it could not do
     finally:

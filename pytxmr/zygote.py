@@ -270,6 +270,7 @@ def _child(request: dict[str, Any] | None, inherited: list[int], requests: int |
         signal.set_wakeup_fd(-1)
         gc.disable()  # as the task does (pytxmr.task.execute), and before it imports
         signals, limits, fds = _Signals(), _Limits(), _open_fds()
+        logged = _root_logging()
         pending = bytearray()
         if request is None:
             assert requests is not None
@@ -294,10 +295,11 @@ def _child(request: dict[str, Any] | None, inherited: list[int], requests: int |
         while True:
             done += 1
             signals.restore()
+            _reset_logging(logged)
             retire = (not reusable or not limits.restore()
                       or not _fit_for_more(code, done) or _left_processes()
                       or _open_fds() > fds + RUNNER_MAX_NEW_FDS)
-            os.write(replies, json.dumps({"done": request["id"], "status": code,
+            os.write(replies, _dumps({"done": request["id"], "status": code,
                                           "retire": retire}).encode() + b"\n")
             if retire:
                 return
@@ -371,10 +373,12 @@ class _Signals:
 
 class _Limits:
     """What a task of a reused process starts with of its settings: the
-    umask and the resource limits. A map's ``os.umask(0o777)`` made the
-    next maps' results unreadable to their daemon ("exited before reporting
-    a result"), and a map's CPU limit, counted over every map the process
-    ran, killed a later one with SIGXCPU."""
+    umask, the resource limits, its CPU priority and CPUs. A map's
+    ``os.umask(0o777)`` made the next maps' results unreadable to their
+    daemon ("exited before reporting a result"), a map's CPU limit,
+    counted over every map the process ran, killed a later one with
+    SIGXCPU, and a map's ``os.nice(5)`` added up, map after map, and
+    slowed its job's reduce."""
 
     _RESOURCES = tuple(getattr(resource, name) for name in dir(resource)
                        if name.startswith("RLIMIT_"))
@@ -383,12 +387,14 @@ class _Limits:
         self._umask = os.umask(0o22)
         os.umask(self._umask)
         self._limits = [(r, resource.getrlimit(r)) for r in self._RESOURCES]
+        self._cpu = _cpu_settings()
 
     def restore(self) -> bool:
-        """Set them back; False where a limit cannot be (a task lowered its
-        hard limit): the process then takes no more tasks."""
+        """Set them back; False where one cannot be (a task lowered its
+        hard limit, raised its niceness, changed its CPUs): the process then
+        takes no more tasks."""
         os.umask(self._umask)
-        restored = True
+        restored = _cpu_settings() == self._cpu
         for r, limit in self._limits:
             if resource.getrlimit(r) != limit:
                 try:
@@ -398,12 +404,50 @@ class _Limits:
         return restored
 
 
+def _root_logging() -> tuple[list[Any], int]:
+    """The root logger's handlers and level, if ``logging`` is loaded."""
+    if "logging" not in sys.modules:
+        return [], 30  # logging.WARNING, its default
+    import logging
+
+    return list(logging.root.handlers), logging.root.level
+
+
+def _reset_logging(saved: tuple[list[Any], int]) -> None:
+    """Set the root logger back as a task of a reused process found it: a
+    map's ``logging.basicConfig`` wrote every next task's log records to
+    that map's own log, whose allowance it had used up (they were dropped),
+    and made the next tasks' own ``basicConfig`` do nothing."""
+    if "logging" not in sys.modules:
+        return
+    import logging
+
+    handlers, level = saved
+    for handler in [h for h in logging.root.handlers if h not in handlers]:
+        logging.root.removeHandler(handler)
+        with contextlib.suppress(Exception):  # a user's handler may fail to close
+            handler.close()
+    logging.root.setLevel(level)
+
+
+def _cpu_settings() -> tuple[int, frozenset[int]]:
+    """The process's niceness and the CPUs it may run on: a process may
+    raise the one and narrow the other, but not always undo it."""
+    return os.getpriority(os.PRIO_PROCESS, 0), frozenset(os.sched_getaffinity(0))
+
+
 def _open_fds() -> int:
     try:
         return len(os.listdir("/proc/self/fd"))
     except OSError:
         return 0
 
+
+#: What a task process says its end with, as this module was imported: a
+#: job that patches ``json.dumps`` (a module's attribute) does not change
+#: it, where a patched one's "done" line killed the zygote, and with it
+#: other jobs' tasks.
+_dumps = json.dumps
 
 #: A task process runs the next map of its job (``reuse``) while it is fit:
 #: at most this many tasks (what a job's module does outside itself builds
@@ -651,8 +695,14 @@ class Zygote:
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:  # not leading its group yet: itself
-                    with contextlib.suppress(ProcessLookupError):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(pid, signal.SIGKILL)
+                except PermissionError:
+                    pass  # its group holds a process not ours: reaped, it goes (end_group)
+                # Dying, not reaped yet: no next task of its job is handed to it.
+                del self.running[pid]
+                if pid in self.runners:
+                    self._forget(pid)
                 return
 
     def _hand(self, pid: int, runner: _Runner, request: dict[str, Any], limit: int) -> bool:
@@ -766,16 +816,23 @@ class Zygote:
         runner.buffered += data
         while b"\n" in runner.buffered:
             line, runner.buffered = runner.buffered.split(b"\n", 1)
-            message = json.loads(line)
+            try:
+                message = json.loads(line)
+                status, retire = int(message["status"]), bool(message["retire"])
+            except (ValueError, TypeError, KeyError):
+                # Not the words of our code (the job's broke them): a
+                # failure, and the process goes.
+                status, retire = 1, True
             runner.busy = False
             runner.idle_since = now
             self.running.pop(pid, None)
             # Its pipe goes with its task: a process the task left writing
             # there gets EPIPE, and the next task a pipe of its own.
             self._end_output(pid)
-            _report({"ended": pid, "status": message["status"]})
-            if message["retire"]:
+            _report({"ended": pid, "status": status})
+            if retire:
                 self._forget(pid)
+                return
 
     def reaped(self, pid: int, status: int) -> None:
         if pid not in self.children:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 
 def test_a_stopping_zygote_kills_a_child_whose_start_was_not_yet_reported(
@@ -96,3 +97,30 @@ def test_a_task_is_killed_through_the_zygote_which_knows_what_its_process_runs(
     zygote.outReceived(json.dumps({"ended": 4242, "status": -9}).encode() + b"\n")
     reactor.advance(child.KILL_BY_PID_AFTER)
     assert killed == [(4343, signal.SIGKILL)]  # the one not said to have ended
+
+
+def test_a_task_forked_as_a_dead_zygote_s_tasks_end_goes_to_the_new_zygote(
+        monkeypatch: Any) -> None:
+    """The zygote died: its tasks' ends were said before another was
+    started, and a task waiting for the slot one freed was sent, at once,
+    to the dead zygote, where it waited for ever."""
+    from pytxmr import child
+
+    monkeypatch.setattr(child, "kill_group", lambda pid: None)
+    transports: list[StringTransport] = []
+
+    class ProcessReactor:
+        def spawnProcess(self, protocol: Any, *args: Any, **kw: Any) -> StringTransport:
+            transport = StringTransport()
+            transports.append(transport)
+            protocol.makeConnection(transport)
+            return transport
+
+    zygote = child.Zygote(ProcessReactor())  # type: ignore[arg-type]
+    zygote.start()
+    first = zygote.fork({"kind": "map"}, "cwd", "log", "result")
+    zygote.outReceived(json.dumps({"started": 4242, "id": 1}).encode() + b"\n")
+    first.status.addCallback(lambda _: zygote.fork({"kind": "map"}, "cwd", "log", "result"))
+    zygote.processEnded(Failure(RuntimeError("killed")))
+    assert len(transports) == 2
+    assert [json.loads(line)["id"] for line in transports[1].value().splitlines()] == [2]

@@ -504,3 +504,88 @@ def test_a_reduce_takes_the_process_of_its_worker_s_map(make_cluster, tmp_path: 
         for value in got.values()}
     assert (seen, left) == ("0", "False")
     assert (map_pids == f"[{reduce_pid}]") == reuse, (map_pids, reduce_pid)
+
+
+#: A map that breaks ``json.dumps`` for whatever runs after it in its process.
+JSON_PATCHING_JOB = '''
+import json
+
+
+def map(key, line):
+    for word in line.split():
+        yield word, 1
+
+
+def map_final():
+    json.dumps = lambda *args, **kwargs: "PATCHED"
+    return ()
+
+
+def reduce(word, counts):
+    yield word, sum(counts)
+'''
+
+
+def test_a_job_that_patches_json_breaks_neither_its_tasks_nor_the_zygote(
+        make_cluster, tmp_path: Path) -> None:
+    """A map patched ``json.dumps``: its process said its end, and wrote its
+    result, with the patch, and the zygote, failing to read that, died,
+    killing the tasks of every job on the worker. What the framework says
+    is said with the functions of before the job, and a zygote that reads
+    garbage from a task process fails that task, not itself."""
+    cluster: Cluster = make_cluster()
+    cluster.start_jobtracker()
+    cluster.start_tasktrackers(1, 1)
+    job = tmp_path / "job.py"
+    job.write_text(JSON_PATCHING_JOB)
+    data = tmp_path / "in.txt"
+    data.write_text("a b\nb c\n")
+    out = tmp_path / "out"
+    rc, _, stderr = cluster.submit(job, [data], out, "--reducers", "1", "--max-attempts", "1")
+    assert rc == 0, stderr + cluster.logs()
+    assert merged(read_wordcount(out)) == Counter(data.read_text().split())
+    assert "zygote died" not in cluster.logs()
+
+
+#: A map that sets logging up and logs more than its log keeps.
+LOGGING_JOB = '''
+import logging
+
+
+def map(key, line):
+    for word in line.split():
+        yield word, 1
+
+
+def map_final():
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for _ in range(1200):
+        logging.info("m" * 1000)
+    return ()
+
+
+def reduce(word, counts):
+    logging.warning("REDUCE LOGGED %s", word)
+    yield word, sum(counts)
+'''
+
+
+def test_a_map_s_logging_setup_does_not_swallow_the_next_task_s_log(
+        make_cluster, tmp_path: Path) -> None:
+    """The map's ``basicConfig`` handler wrote to that map's log, its 1 MB
+    used up: the reduce that followed in its process logged into it, and
+    nothing of it was kept. The root logger is set back between tasks."""
+    cluster: Cluster = make_cluster()
+    cluster.start_jobtracker()
+    cluster.start_tasktrackers(1, 1)
+    job = tmp_path / "job.py"
+    job.write_text(LOGGING_JOB)
+    data = tmp_path / "in.txt"
+    data.write_text("a b\n")
+    out = tmp_path / "out"
+    rc, stdout, stderr = cluster.submit(job, [data], out, "--reducers", "1")
+    assert rc == 0, stderr + cluster.logs()
+    job_id = re.search(r"(job_\S+) succeeded", stdout).group(1)  # type: ignore[union-attr]
+    rc, logs, stderr = cluster.cli("logs", job_id)
+    assert rc == 0, stderr
+    assert "REDUCE LOGGED a" in logs and "REDUCE LOGGED b" in logs, logs[-2000:]

@@ -127,6 +127,7 @@ class ZygoteProcess:
         self.base = base
         self.proc = subprocess.Popen([sys.executable, "-m", "pytxmr.zygote"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.started: dict[str, Any] = {}  # what the zygote said of the last task it started
 
     def run(self, n: int, job: Path, **more: Any) -> int:
         """Start task ``n`` (log ``logN``, result ``resultN``); its pid."""
@@ -137,11 +138,18 @@ class ZygoteProcess:
                    **more}
         self.proc.stdin.write(json.dumps(request).encode() + b"\n")
         self.proc.stdin.flush()
-        return int(json.loads(self.proc.stdout.readline())["started"])
+        self.started = json.loads(self.proc.stdout.readline())
+        return int(self.started["started"])
 
     def ended(self) -> dict[str, Any]:
         assert self.proc.stdout
         return dict(json.loads(self.proc.stdout.readline()))
+
+    def kill(self, n: int) -> None:
+        """The daemon's kill of task ``n``."""
+        assert self.proc.stdin
+        self.proc.stdin.write(json.dumps({"kill": n}).encode() + b"\n")
+        self.proc.stdin.flush()
 
     def close(self) -> None:
         assert self.proc.stdin
@@ -289,6 +297,31 @@ def test_an_idle_zygote_s_first_task_runs_in_a_process_forked_before_it_was_due(
         assert third == standby
         assert zygote.ended() == {"ended": third, "status": 0}
         assert (tmp_path / "log3").read_text().split() == [str(third), "False"]
+    finally:
+        zygote.close()
+
+
+def test_a_kill_names_a_task_not_the_process_that_ran_it(tmp_path: Path) -> None:
+    """A reused process ended task 1 and took task 2 of its job: a kill of
+    task 1, late, leaves task 2 running; one of task 2 ends it at once."""
+    quick = tmp_path / "quick.py"
+    quick.write_text("def map(k, v):\n    yield v, 1\n")
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\ntime.sleep(30)\ndef map(k, v):\n    yield v, 1\n")
+    zygote = ZygoteProcess(tmp_path)
+    try:
+        first = zygote.run(1, quick, reuse="job")
+        assert zygote.ended() == {"ended": first, "status": 0}
+        second = zygote.run(2, slow, reuse="job")
+        assert second == first and zygote.started.get("reused")
+        zygote.kill(1)
+        time.sleep(0.5)
+        with open(f"/proc/{second}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] in "RS"  # running or asleep, not dead
+        began = time.monotonic()
+        zygote.kill(2)
+        assert zygote.ended() == {"ended": second, "status": -signal.SIGKILL}
+        assert time.monotonic() - began < 2  # by the zygote, not the daemon's late pid kill
     finally:
         zygote.close()
 

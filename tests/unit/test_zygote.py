@@ -20,6 +20,7 @@ from pytxmr.zygote import (
     TRUNCATED,
     BoundedLog,
     Zygote,
+    _Limits,
     _Output,
     _Runner,
     fork_guard,
@@ -85,6 +86,56 @@ def test_a_new_child_closes_only_the_zygotes_open_fds() -> None:
     zygote.by_reply = {11: 100, r: 101}
     zygote.replied(r, 0.0)  # end of file: runner 101 exited
     assert zygote.inherited() == [3, 4, 10, 11, 12]
+
+
+def test_a_task_process_that_says_garbage_fails_its_task_not_the_zygote(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A job that patched what its process says its end with: the zygote
+    died reading that, and every task on the worker with it. The task
+    fails, and its process takes no more."""
+    r, w = os.pipe()
+    zygote = Zygote((3, 4))
+    zygote.runners[101] = _Runner("job_a", -1, r)
+    zygote.by_reply = {r: 101}
+    zygote.running[101] = 7
+    try:
+        os.write(w, b"PATCHED\n")
+        zygote.replied(r, 0.0)
+        assert json.loads(capsys.readouterr().out) == {"ended": 101, "status": 1}
+        assert 101 not in zygote.running and 101 in zygote.retired
+    finally:
+        os.close(w)
+        with contextlib.suppress(OSError):
+            os.close(r)
+
+
+@pytest.mark.parametrize("change", ["nice", "cpus", "none"])
+def test_a_process_whose_task_changed_its_cpu_priority_or_cpus_takes_no_more(
+        change: str) -> None:
+    """A map's ``os.nice(5)`` and ``sched_setaffinity`` went on to every next
+    task of its process, its job's reduce too, niceness adding up map after
+    map; a process may not always set them back."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            limits = _Limits()
+            if change == "nice":
+                os.nice(1)
+            elif change == "cpus":
+                os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+            os.write(w, b"1" if limits.restore() else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        fit = os.read(r, 1)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    cpus_narrowed = len(os.sched_getaffinity(0)) > 1
+    assert fit == (b"1" if change == "none" or (change == "cpus" and not cpus_narrowed)
+                   else b"0")
 
 
 def test_a_reaped_childs_guard_goes_with_it_even_outside_its_group(
@@ -392,6 +443,26 @@ def test_a_kill_reaches_the_task_of_its_request_only(tmp_path: Path) -> None:
         task.wait()
         for fd in wake:
             os.close(fd)
+
+
+def test_a_read_only_directory_is_made_writable_where_proc_is_not_mounted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changed through its /proc link, it stayed read-only in a container
+    without /proc (and its files could not go): there it is opened to be
+    read, and changed through that descriptor."""
+    from pytxmr import trees
+
+    real_chmod = os.chmod
+
+    def no_proc(path: Any, mode: int, **kw: Any) -> None:
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(2, "No such file or directory", path)
+        real_chmod(path, mode, **kw)
+
+    monkeypatch.setattr(trees.os, "chmod", no_proc)
+    (tmp_path / "locked").mkdir(mode=0o500)
+    trees._own_directory(str(tmp_path / "locked"), None)
+    assert (tmp_path / "locked").stat().st_mode & 0o700 == 0o700
 
 
 def test_a_map_works_elsewhere_when_what_the_map_before_left_cannot_go(
