@@ -404,6 +404,15 @@ class _Limits:
         return restored
 
 
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (``T`` in /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"T", b"t")
+    except (OSError, IndexError):
+        return False
+
+
 def _root_logging() -> tuple[list[Any], int]:
     """The root logger's handlers and level, if ``logging`` is loaded."""
     if "logging" not in sys.modules:
@@ -660,7 +669,7 @@ class Zygote:
             return
         key = request.get("reuse")
         limit = request.get("log_limit", MAX_LOG_BYTES)
-        for pid, runner in self.runners.items():
+        for pid, runner in list(self.runners.items()):
             if key is not None and runner.key == key and not runner.busy:
                 if self._hand(pid, runner, request, limit):
                     return
@@ -707,7 +716,13 @@ class Zygote:
 
     def _hand(self, pid: int, runner: _Runner, request: dict[str, Any], limit: int) -> bool:
         """Send an idle task process ``request``; False if it just died
-        (its end is reaped in the loop)."""
+        (its end is reaped in the loop), or is stopped (``SIGSTOP``: its
+        task waited for ever, and a module check failed for want of time,
+        blaming the job): that one is killed, and let go."""
+        if _stopped(pid):
+            end_group(pid)
+            self._forget(pid)
+            return False
         out_r, out_w = os.pipe()
         try:
             send_request(runner.requests, json.dumps(request).encode() + b"\n", out_w)

@@ -343,6 +343,29 @@ def test_a_standby_that_died_is_replaced_and_the_task_runs_all_the_same(
         zygote.close()
 
 
+def test_a_stopped_standby_is_not_handed_a_task(tmp_path: Path) -> None:
+    """A standby stopped (``SIGSTOP``, by hand) took the next task, which
+    waited for ever: with the client agent, a ``run`` failed after 30 s
+    with "importing the job module took longer than 30s", which blamed
+    the job. It is killed, and the task forked."""
+    job = tmp_path / "job.py"
+    job.write_text("print('ran')\ndef map(k, v):\n    yield v, 1\n")
+    zygote = ZygoteProcess(tmp_path)
+    try:
+        [standby] = _wait_for(lambda: [pid for pid in _children(zygote.proc.pid)
+                                       if _name(pid) == STANDBY_NAME.decode()])
+        os.kill(standby, signal.SIGSTOP)
+        began = time.monotonic()
+        pid = zygote.run(1, job)
+        assert pid != standby
+        assert zygote.ended() == {"ended": pid, "status": 0}
+        assert time.monotonic() - began < 10
+        assert (tmp_path / "log1").read_text() == "ran\n"
+        _wait_for(lambda: not os.path.exists(f"/proc/{standby}"))
+    finally:
+        zygote.close()
+
+
 def test_a_standby_s_task_sees_what_was_made_after_it_was_forked(tmp_path: Path) -> None:
     """A PYTHONPATH directory made after the zygote started (the user's
     ``pip install --target deps`` after an ImportError): the standby,
