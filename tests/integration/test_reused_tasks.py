@@ -479,6 +479,24 @@ def reduce(word, pids):
 '''
 
 
+def _map_then_reduce(make_cluster, tmp_path: Path, text: str,
+                     lines: str) -> tuple[Cluster, str, Path, Path]:
+    """The job ``text`` over ``lines``, one map and one reduce on one
+    tasktracker of one slot (the reduce may take the map's process);
+    (the cluster, the submitter's stdout, the output, the input)."""
+    cluster: Cluster = make_cluster()
+    cluster.start_jobtracker()
+    cluster.start_tasktrackers(1, 1)
+    job = tmp_path / "job.py"
+    job.write_text(text)
+    data = tmp_path / "in.txt"
+    data.write_text(lines)
+    out = tmp_path / "out"
+    rc, stdout, stderr = cluster.submit(job, [data], out, "--reducers", "1", "--max-attempts", "1")
+    assert rc == 0, stderr + cluster.logs()
+    return cluster, stdout, out, data
+
+
 @pytest.mark.parametrize("reuse", [True, False])
 def test_a_reduce_takes_the_process_of_its_worker_s_map(make_cluster, tmp_path: Path,
                                                          reuse: bool) -> None:
@@ -487,16 +505,9 @@ def test_a_reduce_takes_the_process_of_its_worker_s_map(make_cluster, tmp_path: 
     fresh copy of the module and an emptied directory, as a map after a
     map does; in one of its own when the job says ``reuse_processes =
     False``."""
-    cluster: Cluster = make_cluster()
-    cluster.start_jobtracker()
-    cluster.start_tasktrackers(1, 1)
-    job = tmp_path / "job.py"
-    job.write_text(MAP_THEN_REDUCE_JOB + ("" if reuse else "\nreuse_processes = False\n"))
-    data = tmp_path / "in.txt"
-    data.write_text("a b\nb c\n")
-    out = tmp_path / "out"
-    rc, _, stderr = cluster.submit(job, [data], out, "--reducers", "1")
-    assert rc == 0, stderr + cluster.logs()
+    _, _, out, _ = _map_then_reduce(
+        make_cluster, tmp_path,
+        MAP_THEN_REDUCE_JOB + ("" if reuse else "\nreuse_processes = False\n"), "a b\nb c\n")
     got = dict(line.split("\t") for line in (out / "part-00000").read_text().splitlines())
     assert sorted(got) == ["a", "b", "c"]
     [(map_pids, reduce_pid, seen, left)] = {
@@ -533,16 +544,8 @@ def test_a_job_that_patches_json_breaks_neither_its_tasks_nor_the_zygote(
     killing the tasks of every job on the worker. What the framework says
     is said with the functions of before the job, and a zygote that reads
     garbage from a task process fails that task, not itself."""
-    cluster: Cluster = make_cluster()
-    cluster.start_jobtracker()
-    cluster.start_tasktrackers(1, 1)
-    job = tmp_path / "job.py"
-    job.write_text(JSON_PATCHING_JOB)
-    data = tmp_path / "in.txt"
-    data.write_text("a b\nb c\n")
-    out = tmp_path / "out"
-    rc, _, stderr = cluster.submit(job, [data], out, "--reducers", "1", "--max-attempts", "1")
-    assert rc == 0, stderr + cluster.logs()
+    cluster, _, out, data = _map_then_reduce(make_cluster, tmp_path, JSON_PATCHING_JOB,
+                                             "a b\nb c\n")
     assert merged(read_wordcount(out)) == Counter(data.read_text().split())
     assert "zygote died" not in cluster.logs()
 
@@ -575,16 +578,7 @@ def test_a_map_s_logging_setup_does_not_swallow_the_next_task_s_log(
     """The map's ``basicConfig`` handler wrote to that map's log, its 1 MB
     used up: the reduce that followed in its process logged into it, and
     nothing of it was kept. The root logger is set back between tasks."""
-    cluster: Cluster = make_cluster()
-    cluster.start_jobtracker()
-    cluster.start_tasktrackers(1, 1)
-    job = tmp_path / "job.py"
-    job.write_text(LOGGING_JOB)
-    data = tmp_path / "in.txt"
-    data.write_text("a b\n")
-    out = tmp_path / "out"
-    rc, stdout, stderr = cluster.submit(job, [data], out, "--reducers", "1")
-    assert rc == 0, stderr + cluster.logs()
+    cluster, stdout, _, _ = _map_then_reduce(make_cluster, tmp_path, LOGGING_JOB, "a b\n")
     job_id = re.search(r"(job_\S+) succeeded", stdout).group(1)  # type: ignore[union-attr]
     rc, logs, stderr = cluster.cli("logs", job_id)
     assert rc == 0, stderr
