@@ -188,8 +188,7 @@ def test_ctrl_c_and_a_killed_caller_reach_the_command(
                 assert (caller.returncode, err) == (128 + sig, (
                     f"pytxmr: interrupted: {job_id} goes on running on the cluster "
                     f"(`pytxmr kill {job_id}` stops it)\n"))
-            wait_for(lambda: not child.is_running() or
-                     child.status() == psutil.STATUS_ZOMBIE, 30, "the command to end")
+            wait_for(lambda: ended(child), 30, "the command to end")
             assert cluster.cli("status", job_id)[1].startswith(f"{job_id}  running")
             cluster.cli("kill", job_id)
         # The command killed (the OOM killer's SIGKILL): so is its caller.
@@ -415,9 +414,18 @@ def test_run_in_an_agent_child_counts_and_stops_as_in_its_own_process(
         barrier.touch()
     assert caller.returncode == 130, err
     assert err.endswith("pytxmr: interrupted\n"), err
-    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-                             for p in started), 30, "every process of the run to end")
+    wait_for(lambda: all(map(ended, started)), 30, "every process of the run to end")
     assert not (tmp_path / "out-stopped" / "_SUCCESS").exists()
+
+
+def ended(proc: psutil.Process) -> bool:
+    """Whether ``proc`` has exited (a zombie too). A command's child exits
+    just after its caller is told how it ended, and may go between two
+    looks at it."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def spares(agent: psutil.Process) -> list[psutil.Process]:
@@ -630,8 +638,7 @@ def test_a_run_on_its_agents_zygote_ends_with_its_child_not_with_its_agent(
             if killed == "caller":
                 caller.kill()
                 caller.wait(30)
-                wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-                                         for p in [spare, *tasks]), 30, "the run's tasks to end")
+                wait_for(lambda: all(map(ended, [spare, *tasks])), 30, "the run's tasks to end")
                 assert not barrier.exists()
             else:
                 agent.kill()
@@ -676,8 +683,7 @@ def test_a_child_runs_nothing_before_its_callers_go(
     assert child.is_running()
     caller.stdin.close()
     assert caller.wait(30) == 0
-    wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 30,
-             "the child to leave with its caller")
+    wait_for(lambda: ended(child), 30, "the child to leave with its caller")
     assert "out-nogo" not in cluster.cli("jobs")[1]
 
 
